@@ -1,0 +1,78 @@
+"""The `kernel` dialect: groups of ops that run as one kernel on one target.
+
+Mirrors IREE's `flow.dispatch.region`: a `kernel.launch` holds the ops of one
+kernel in its region (not isolated from above; operands are captured
+implicitly) and yields the values used outside it. Fusion decides the grouping;
+the attributes record the decision so users can see it:
+
+    %y = "kernel.launch"() ({
+      %a = "onnx.Conv"(%x, %w, %b) : (...) -> tensor<1x64x56x56xf32>
+      %r = "onnx.Relu"(%a) : (...) -> tensor<1x64x56x56xf32>
+      "kernel.yield"(%r) : (tensor<1x64x56x56xf32>) -> ()
+    }) {sym_name = "k3_Conv", target = "cpu", nodes = ["conv1", "relu1"]} : () -> tensor<1x64x56x56xf32>
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from xdsl.dialects.builtin import ArrayAttr, StringAttr
+from xdsl.ir import Attribute, Block, Dialect, Region, SSAValue
+from xdsl.irdl import (
+    IRDLOperation,
+    irdl_op_definition,
+    opt_attr_def,
+    prop_def,
+    region_def,
+    traits_def,
+    var_operand_def,
+    var_result_def,
+)
+from xdsl.traits import IsTerminator, SingleBlockImplicitTerminator
+
+
+@irdl_op_definition
+class YieldOp(IRDLOperation):
+    """Returns the values a kernel makes visible outside it."""
+
+    name = "kernel.yield"
+    values = var_operand_def()
+    traits = traits_def(IsTerminator())
+
+    def __init__(self, values: Sequence[SSAValue]):
+        super().__init__(operands=[values])
+
+
+@irdl_op_definition
+class LaunchOp(IRDLOperation):
+    """One kernel: its ops, the target it runs on, and the ONNX nodes it holds."""
+
+    name = "kernel.launch"
+    sym_name = prop_def(StringAttr)
+    target = prop_def(StringAttr)
+    nodes = opt_attr_def(ArrayAttr[StringAttr])
+    body = region_def("single_block")
+    outputs = var_result_def()
+    traits = traits_def(SingleBlockImplicitTerminator(YieldOp))
+
+    def __init__(
+        self,
+        sym_name: str,
+        target: str,
+        result_types: Sequence[Attribute],
+        body: Region | None = None,
+        nodes: Sequence[str] = (),
+    ):
+        super().__init__(
+            properties={"sym_name": StringAttr(sym_name), "target": StringAttr(target)},
+            attributes={"nodes": ArrayAttr([StringAttr(n) for n in nodes])},
+            result_types=[result_types],
+            regions=[body or Region(Block())],
+        )
+
+    @property
+    def kernel_name(self) -> str:
+        return self.sym_name.data
+
+
+KERNEL = Dialect("kernel", [LaunchOp, YieldOp], [])

@@ -1,0 +1,75 @@
+"""dlc: an MLIR-style deep-learning compiler. ONNX in, native CPU code out.
+
+    import dlc
+    model = dlc.compile("model.onnx")            # or an onnx.ModelProto
+    outputs = model.run({"x": array})             # dict: output name -> numpy array
+    model.save("out/"); dlc.load("out/").run(...)
+
+`import dlc` is light: the compiler (xDSL, onnx) is imported by `dlc.compile`
+only; `dlc.load` and running an artifact need numpy and llvmlite.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__version__ = "0.1.0"
+__all__ = ["compile", "load", "CompiledModel", "__version__"]
+
+
+class CompiledModel:
+    """A model ready to run: `run(feeds) -> {output name: array}`, one native call on cpu."""
+
+    def __init__(self, executable, target: str):
+        self._executable = executable
+        self.target = target
+
+    @property
+    def input_names(self) -> list[str]:
+        return [s.name for s in self._executable.inputs]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [s.name for s in self._executable.outputs]
+
+    @property
+    def inputs(self):
+        """Input specs: name, shape, dtype."""
+        return list(self._executable.inputs)
+
+    @property
+    def outputs(self):
+        return list(self._executable.outputs)
+
+    def run(self, feeds: dict) -> dict:
+        return self._executable.run(feeds)
+
+    def save(self, directory: str | Path) -> None:
+        self._executable.save(directory)
+
+    def __repr__(self) -> str:
+        return f"CompiledModel(target={self.target!r}, inputs={self.input_names}, outputs={self.output_names})"
+
+
+def compile(model, target: str = "cpu", threads: int | None = None,
+            input_shapes: dict | None = None, pipeline: str | None = None) -> CompiledModel:
+    """Compile an ONNX model (a path or an onnx.ModelProto) for `target`.
+
+    threads: worker threads for parallel kernels (None: all cores).
+    input_shapes: fixes symbolic input dimensions, e.g. {"x": (1, 3, 224, 224)}.
+    pipeline: pass pipeline text replacing the default one.
+    """
+    from dlc.driver import compile_model
+    from dlc.targets import CompileOptions
+
+    shapes = {k: tuple(v) for k, v in (input_shapes or {}).items()}
+    result = compile_model(model, target=target, options=CompileOptions(threads=threads),
+                           input_shapes=shapes, pipeline=pipeline)
+    return CompiledModel(result.executable, target)
+
+
+def load(directory: str | Path) -> CompiledModel:
+    """Load an artifact directory written by `dlc compile -o DIR` or `CompiledModel.save`."""
+    from dlc.runtime import load_artifact
+
+    return CompiledModel(load_artifact(directory), "cpu")

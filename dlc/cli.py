@@ -1,0 +1,287 @@
+"""The `dlc` command line: compile, run, opt, passes, ops.
+
+Errors print one clear message and exit with code 1; `--debug` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from dlc.errors import DlcError
+
+PHASE_CHOICES = ("onnx", "graph", "kernels", "linalg", "loops", "llvm", "exe")
+
+
+def _parse_shapes(items: list[str] | None) -> dict[str, tuple[int, ...]]:
+    shapes = {}
+    for item in items or []:
+        name, _, dims = item.rpartition("=")
+        try:
+            shapes[name] = tuple(int(d) for d in dims.lower().split("x"))
+        except ValueError:
+            raise DlcError(f"--shape {item}: expected NAME=DIMxDIMx... such as x=1x3x224x224") from None
+        if not name or any(d <= 0 for d in shapes[name]):
+            raise DlcError(f"--shape {item}: expected NAME=DIMxDIMx... with positive dims")
+    return shapes
+
+
+def _parse_inputs(items: list[str] | None) -> dict[str, np.ndarray]:
+    feeds = {}
+    for item in items or []:
+        name, sep, path = item.partition("=")
+        if not sep:
+            raise DlcError(f"--input {item}: expected NAME=FILE.npy")
+        try:
+            feeds[name] = np.load(path, allow_pickle=False)
+        except FileNotFoundError:
+            raise DlcError(f"--input {item}: no such file '{path}'") from None
+        except Exception as error:
+            raise DlcError(f"--input {item}: cannot read '{path}' as a .npy file ({error})") from None
+    return feeds
+
+
+def random_inputs(specs, seed: int = 0) -> dict[str, np.ndarray]:
+    """Seeded random inputs of the declared shapes (floats in [-1, 1), small ints, bools)."""
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for spec in specs:
+        dtype = np.dtype(spec.dtype)
+        if dtype.kind == "f":
+            feeds[spec.name] = rng.uniform(-1, 1, spec.shape).astype(dtype)
+        elif dtype.kind == "b":
+            feeds[spec.name] = rng.integers(0, 2, spec.shape).astype(bool)
+        else:
+            feeds[spec.name] = rng.integers(0, 4, spec.shape).astype(dtype)
+    return feeds
+
+
+def _instrumentation(args):
+    from passes.pipeline import PassInstrumentation
+
+    def printer(pass_name, module):
+        print(f"// -----// IR after {pass_name} //----- //", file=sys.stderr)
+        print(module, file=sys.stderr)
+
+    return PassInstrumentation(print_after_all=getattr(args, "print_ir_after_all", False),
+                               print_after=frozenset(getattr(args, "print_ir_after", None) or []),
+                               printer=printer)
+
+
+def _print_timings(timings) -> None:
+    total = sum(t for _, t in timings) or 1e-9
+    print("===- pass execution timing -===", file=sys.stderr)
+    for name, seconds in timings:
+        print(f"  {seconds * 1e3:9.2f} ms  {100 * seconds / total:5.1f}%  {name}", file=sys.stderr)
+    print(f"  {total * 1e3:9.2f} ms  100.0%  total", file=sys.stderr)
+
+
+def _compile(args, compile_to: str):
+    from dlc.driver import compile_model
+    from dlc.targets import CompileOptions
+
+    instrument = _instrumentation(args)
+    result = compile_model(args.model, target=args.target,
+                           options=CompileOptions(threads=getattr(args, "threads", None)),
+                           input_shapes=_parse_shapes(getattr(args, "shape", None)),
+                           pipeline=getattr(args, "pipeline", None), compile_to=compile_to,
+                           compile_from=getattr(args, "compile_from", None), instrument=instrument)
+    if getattr(args, "time_passes", False):
+        _print_timings(result.timings)
+    return result
+
+
+def cmd_compile(args) -> int:
+    from dlc.driver import write_mlir
+
+    for plugin in args.load_pass_plugin or []:
+        from passes import load_pass_plugin
+
+        load_pass_plugin(plugin)
+    result = _compile(args, args.compile_to)
+    if result.phase == "exe":
+        out = Path(args.output or "out")
+        result.executable.save(out)
+        print(f"wrote {out}/ (model.o, weights.bin, manifest.json)")
+    elif result.phase == "llvm":
+        if args.output:
+            Path(args.output).write_text(result.text)
+            print(f"wrote {args.output}")
+        else:
+            print(result.text)
+    elif args.output:
+        write_mlir(result.module, args.output)
+        from dialects.weights import sidecar_path
+
+        print(f"wrote {args.output} and {sidecar_path(args.output)}")
+    else:
+        print(result.module)
+    return 0
+
+
+def _summary(array: np.ndarray) -> str:
+    flat = array.reshape(-1)
+    if flat.size == 0:
+        return "empty"
+    first = ", ".join(f"{v:.6g}" if array.dtype.kind == "f" else str(v) for v in flat[:5])
+    if array.dtype.kind in "fiub":
+        numeric = flat.astype(np.float64)
+        return (f"min {numeric.min():.6g}  max {numeric.max():.6g}  mean {numeric.mean():.6g}  "
+                f"first [{first}{', ...' if flat.size > 5 else ''}]")
+    return f"first [{first}]"
+
+
+def cmd_run(args) -> int:
+    import dlc
+
+    path = Path(args.model)
+    if path.is_dir():
+        if args.target not in ("cpu",):
+            raise DlcError(f"{path} is a compiled cpu artifact; --target {args.target} needs the .onnx model")
+        model = dlc.load(path)
+    else:
+        result = _compile(args, "exe")
+        model = dlc.CompiledModel(result.executable, args.target)
+    feeds = random_inputs(model.inputs, args.seed)
+    feeds.update(_parse_inputs(args.input))
+    outputs = model.run(feeds)
+    latencies = []
+    for _ in range(max(args.repeat, 1)):
+        start = time.perf_counter()
+        model.run(feeds)
+        latencies.append(time.perf_counter() - start)
+    for name, value in outputs.items():
+        print(f"{name}: shape {list(value.shape)} {value.dtype}  {_summary(value)}")
+        if args.save_outputs:
+            np.save(Path(args.save_outputs) / f"{name.replace('/', '_')}.npy", value)
+    print(f"median latency over {len(latencies)} run(s): {np.median(latencies) * 1e3:.3f} ms "
+          f"(target {args.target})")
+    return 0
+
+
+def cmd_opt(args) -> int:
+    from dlc.driver import make_context, read_mlir, write_mlir
+    from passes.pipeline import parse_pass_pipeline, run_passes
+
+    for plugin in args.load_pass_plugin or []:
+        from passes import load_pass_plugin
+
+        load_pass_plugin(plugin)
+    module = read_mlir(args.input)
+    instrument = _instrumentation(args)
+    if args.pipeline:
+        run_passes(make_context(), module, parse_pass_pipeline(args.pipeline), instrument)
+    else:
+        module.verify()
+    if args.time_passes:
+        _print_timings(instrument.timings)
+    if args.output:
+        write_mlir(module, args.output)
+    else:
+        print(module)
+    return 0
+
+
+def cmd_passes(args) -> int:
+    import dataclasses
+
+    from passes import all_passes, pass_summary
+
+    for name, cls in all_passes().items():
+        print(f"{name:34s} {pass_summary(cls)}")
+        if dataclasses.is_dataclass(cls):
+            for field in dataclasses.fields(cls):
+                default = field.default if field.default is not dataclasses.MISSING else "required"
+                print(f"{'':36s}{field.name.replace('_', '-')}={default}  ({field.type})")
+    return 0
+
+
+def cmd_ops(args) -> int:
+    from dlc.ops import supported_operators
+
+    rows = supported_operators()
+    print(f"{'operator':28s} {'opsets':10s} cpu lowering")
+    for row in rows:
+        print(f"{row.name:28s} {row.opsets:10s} {row.how}")
+    print(f"\n{len(rows)} operators on cpu; the `reference` target runs every ONNX operator.")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dlc", description="dlc: an MLIR-style deep-learning compiler "
+                                     "(ONNX in, native CPU code out)")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def model_options(p):
+        p.add_argument("--target", default="cpu", help="target to compile for (cpu, reference, ...)")
+        p.add_argument("--shape", action="append", metavar="NAME=AxBxC",
+                       help="fix the shape of an input with symbolic dimensions")
+        p.add_argument("--threads", type=int, default=None, help="worker threads (default: all cores)")
+        p.add_argument("-p", "--pipeline", default=None, help="pass pipeline text replacing the default one")
+        p.add_argument("--print-ir-after-all", action="store_true")
+        p.add_argument("--print-ir-after", action="append", metavar="PASS")
+        p.add_argument("--time-passes", action="store_true")
+
+    p = sub.add_parser("compile", help="compile a model to an artifact directory or stop at a phase")
+    p.add_argument("model", help="an .onnx file (or .mlir with --compile-from)")
+    p.add_argument("-o", "--output", help="artifact directory (exe) or output file (other phases)")
+    p.add_argument("--compile-to", default="exe", choices=PHASE_CHOICES)
+    p.add_argument("--compile-from", default=None, choices=PHASE_CHOICES[:5],
+                   help="the input is MLIR text of this phase (weights from NAME.weights.npz)")
+    p.add_argument("--load-pass-plugin", action="append", metavar="FILE.py")
+    model_options(p)
+    p.set_defaults(func=cmd_compile)
+
+    p = sub.add_parser("run", help="run a model (.onnx or artifact directory) and print its outputs")
+    p.add_argument("model")
+    p.add_argument("--input", action="append", metavar="NAME=FILE.npy")
+    p.add_argument("--repeat", type=int, default=10, help="timed runs for the median latency")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
+    p.add_argument("--save-outputs", metavar="DIR", help="write each output to DIR/NAME.npy")
+    model_options(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("opt", help="run passes on MLIR text and print the result (like mlir-opt)")
+    p.add_argument("input", help="an .mlir file; weights are read from NAME.weights.npz beside it")
+    p.add_argument("-p", "--pipeline", default="", help='e.g. "form-kernels,kernels-to-linalg"')
+    p.add_argument("-o", "--output")
+    p.add_argument("--load-pass-plugin", action="append", metavar="FILE.py")
+    p.add_argument("--print-ir-after-all", action="store_true")
+    p.add_argument("--print-ir-after", action="append", metavar="PASS")
+    p.add_argument("--time-passes", action="store_true")
+    p.set_defaults(func=cmd_opt)
+
+    p = sub.add_parser("passes", help="list the registered passes and their options")
+    p.set_defaults(func=cmd_passes)
+    p = sub.add_parser("ops", help="list the supported ONNX operators")
+    p.set_defaults(func=cmd_ops)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except DlcError as error:
+        if args.debug:
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except Exception as error:
+        if args.debug:
+            raise
+        print(f"internal error: {type(error).__name__}: {error}\n"
+              "  this is a bug in dlc; rerun with --debug for the traceback and report it", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

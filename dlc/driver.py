@@ -1,0 +1,144 @@
+"""The compiler driver: phases, the default pipeline, and running it with checks.
+
+Phases (DESIGN.md): onnx -> graph -> kernels -> linalg -> loops -> llvm -> exe.
+Every MLIR phase can be printed as text (plus a weights sidecar) and read back
+(`dlc opt`, `--compile-from`). The default pipeline is `default_pipeline`: read
+it top to bottom.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from xdsl.context import Context
+from xdsl.dialects.builtin import ModuleOp, StringAttr
+from xdsl.passes import ModulePass
+
+from dialects.weights import WeightStore, attach_weights, sidecar_path, weights_of
+from dlc.errors import CompileError, DlcError
+from dlc.targets import CompileOptions, Target, get_target
+from passes import all_passes
+from passes.pipeline import PassInstrumentation, parse_pass_pipeline, run_passes
+
+PHASES = ("onnx", "graph", "kernels", "linalg", "loops", "llvm", "exe")
+MLIR_PHASES = PHASES[:5]
+
+
+def make_context() -> Context:
+    """A context with every dialect dlc's phases use."""
+    from xdsl.dialects import affine, arith, func, linalg, math, memref, scf
+    from xdsl.dialects.builtin import Builtin
+
+    from dialects.kernel import KERNEL
+    from dialects.onnx import ONNX
+
+    ctx = Context()
+    for dialect in (Builtin, func.Func, arith.Arith, math.Math, memref.MemRef, scf.Scf,
+                    affine.Affine, linalg.Linalg, ONNX, KERNEL):
+        ctx.load_dialect(dialect)
+    return ctx
+
+
+def default_pipeline(target: Target, options: CompileOptions) -> list[tuple[str, list[ModulePass]]]:
+    """The default pipeline: (phase reached, passes that reach it), top to bottom."""
+    p = all_passes()
+    graph = [p["dce"](), p["cse"]()]
+    return [("graph", graph), *target.pipeline(options)]
+
+
+@dataclass
+class CompileResult:
+    phase: str
+    module: ModuleOp | None = None
+    text: str | None = None
+    executable: object | None = None
+    timings: list[tuple[str, float]] = field(default_factory=list)
+
+
+def parse_mlir(text: str, weights: WeightStore | None = None, source: str = "<input>") -> ModuleOp:
+    from xdsl.parser import Parser
+
+    try:
+        module = Parser(make_context(), text, source).parse_module()
+    except Exception as error:
+        raise DlcError(f"{source}: cannot parse MLIR: {error}") from None
+    attach_weights(module, weights if weights is not None else WeightStore())
+    return module
+
+
+def read_mlir(path: str | Path) -> ModuleOp:
+    """Parse an MLIR file and its weights sidecar (`NAME.weights.npz`, if present)."""
+    path = Path(path)
+    if not path.exists():
+        raise DlcError(f"{path}: no such file")
+    sidecar = sidecar_path(path)
+    weights = WeightStore.load(sidecar) if sidecar.exists() else WeightStore()
+    return parse_mlir(path.read_text(), weights, str(path))
+
+
+def write_mlir(module: ModuleOp, path: str | Path) -> None:
+    path = Path(path)
+    path.write_text(str(module) + "\n")
+    weights_of(module).save(sidecar_path(path))
+
+
+def compile_model(model, *, target: str = "cpu", options: CompileOptions | None = None,
+                  input_shapes: dict | None = None, pipeline: str | None = None,
+                  compile_to: str = "exe", compile_from: str | None = None,
+                  instrument: PassInstrumentation | None = None) -> CompileResult:
+    """Compile an ONNX model (path or ModelProto) or MLIR text of phase `compile_from`."""
+    from dlc.importer import import_model
+
+    options = options or CompileOptions()
+    instrument = instrument or PassInstrumentation()
+    if compile_to not in PHASES:
+        raise DlcError(f"unknown phase '{compile_to}'; phases are {', '.join(PHASES)}")
+    backend = get_target(target)
+    ctx = make_context()
+    timings = instrument.timings
+
+    if compile_from is not None:
+        if compile_from not in MLIR_PHASES:
+            raise DlcError(f"--compile-from takes an MLIR phase ({', '.join(MLIR_PHASES)}), got '{compile_from}'")
+        module, phase = read_mlir(model), compile_from
+    else:
+        start = time.perf_counter()
+        module = import_model(model, input_shapes)
+        timings.append(("import", time.perf_counter() - start))
+        phase = "onnx"
+    module.attributes["dlc.target"] = StringAttr(backend.name)
+    if phase == compile_to:
+        return CompileResult(phase, module=module, timings=timings)
+
+    if pipeline is not None:
+        stages = [("custom", parse_pass_pipeline(pipeline))]
+    else:
+        stages = default_pipeline(backend, options)
+        order = PHASES.index(phase)
+        stages = [(name, passes) for name, passes in stages if PHASES.index(name) > order]
+    for name, passes in stages:
+        run_passes(ctx, module, passes, instrument)
+        phase = name
+        if phase == compile_to:
+            return CompileResult(phase, module=module, timings=timings)
+    if compile_to in MLIR_PHASES:
+        raise CompileError(f"target '{backend.name}' has no phase '{compile_to}' "
+                           f"(it compiles from '{backend.start_phase}')")
+
+    if compile_to == "llvm":
+        text = backend.translate(module, "llvm")
+        if text is None:
+            raise CompileError(f"target '{backend.name}' does not produce LLVM IR")
+        return CompileResult("llvm", text=text, timings=timings)
+    start = time.perf_counter()
+    try:
+        executable = backend.build(module, options)
+    except DlcError:
+        raise
+    except Exception as error:
+        raise CompileError(f"target '{backend.name}' failed to build the model: "
+                           f"{type(error).__name__}: {error}") from error
+    timings.append(("codegen", time.perf_counter() - start))
+    return CompileResult("exe", module=module, executable=executable, timings=timings)

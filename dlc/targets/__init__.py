@@ -1,0 +1,116 @@
+"""The Target interface and registry (DESIGN.md "Targets").
+
+A target names itself, describes its hardware, says per node whether it can
+run it (like ONNX Runtime's GetCapability), lists the passes that take the
+module from its start phase down to its last MLIR phase, and builds an
+executable from that. Targets register here or, from other packages, through
+the `dlc.targets` entry-point group.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import TYPE_CHECKING, ClassVar, Protocol
+
+if TYPE_CHECKING:  # keep `import dlc` light: xDSL is imported only when compiling
+    import numpy as np
+    from xdsl.dialects.builtin import ModuleOp
+    from xdsl.passes import ModulePass
+
+    from dlc.runtime import TensorSpec
+
+from dlc.errors import DlcError
+
+
+@dataclass(frozen=True)
+class MemoryLevel:
+    name: str
+    size_bytes: int
+    bandwidth_gbps: float
+
+
+@dataclass(frozen=True)
+class TargetDescription:
+    """What passes may ask about the hardware (stored on the module as attributes)."""
+
+    memory: tuple[MemoryLevel, ...] = ()
+    vector_bits: int = 0
+    mac_array: tuple[int, int] | None = None
+    dtypes: tuple[str, ...] = ("float32",)
+    cores: int = 1
+    clock_ghz: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Support:
+    ok: bool
+    reason: str = ""
+
+
+SUPPORTED = Support(True)
+
+
+@dataclass
+class CompileOptions:
+    threads: int | None = None
+    opt_level: int = 3
+
+
+class Executable(Protocol):
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+    def save(self, directory) -> None: ...
+
+
+class Target(ABC):
+    name: ClassVar[str]
+    # The phase the target's own pipeline starts from ("graph": it takes the
+    # graph as is; "kernels": it takes kernel groups).
+    start_phase: ClassVar[str] = "kernels"
+
+    @abstractmethod
+    def description(self) -> TargetDescription: ...
+
+    def supports(self, op) -> Support:
+        return SUPPORTED
+
+    def pipeline(self, options: CompileOptions) -> list[tuple[str, list[ModulePass]]]:
+        """(phase, passes that reach it) after `start_phase`, in order."""
+        return []
+
+    def translate(self, module: ModuleOp, phase: str) -> str | None:
+        """Text of a non-MLIR phase this target defines (e.g. `llvm`), or None."""
+        return None
+
+    @abstractmethod
+    def build(self, module: ModuleOp, options: CompileOptions) -> Executable: ...
+
+
+_BUILTIN = {
+    "cpu": "dlc.targets.cpu:CpuTarget",
+    "reference": "dlc.targets.reference:ReferenceTarget",
+}
+
+
+def available_targets() -> dict[str, str]:
+    """Target name -> "module:Class", built-in and from the `dlc.targets` entry points."""
+    found = dict(_BUILTIN)
+    for entry in entry_points(group="dlc.targets"):
+        found.setdefault(entry.name, entry.value)
+    return found
+
+
+def get_target(name: str) -> Target:
+    import importlib
+
+    targets = available_targets()
+    if name not in targets:
+        raise DlcError(f"unknown target '{name}'; available targets: {', '.join(sorted(targets))}")
+    module_name, class_name = targets[name].split(":")
+    return getattr(importlib.import_module(module_name), class_name)()

@@ -1,0 +1,126 @@
+"""The `reference` target: interprets the `graph` phase with onnx.reference (numpy).
+
+The oracle in tests: it shares the importer and graph passes with `cpu` but not
+the lowering or code generation, and each node runs on the ONNX project's own
+numpy implementation of the spec (`onnx.reference`), so it handles every ONNX
+operator, slowly.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from dlc.errors import CompileError
+from dlc.targets import CompileOptions, Target, TargetDescription
+
+
+class ReferenceTarget(Target):
+    name = "reference"
+    start_phase = "graph"
+
+    def description(self) -> TargetDescription:
+        return TargetDescription(dtypes=("float32", "float64", "float16", "int64", "int32", "bool"))
+
+    def build(self, module, options: CompileOptions):
+        return ReferenceExecutable(module)
+
+
+def _node_attributes(op) -> list[onnx.AttributeProto]:
+    from xdsl.dialects.builtin import (
+        ArrayAttr,
+        DenseArrayBase,
+        DenseIntOrFPElementsAttr,
+        FloatAttr,
+        IntegerAttr,
+        StringAttr,
+    )
+
+    from dialects.types import numpy_dtype
+
+    attributes = []
+    for name, value in op.attributes.items():
+        if name == "onnx_node_name":
+            continue
+        if isinstance(value, IntegerAttr):
+            attributes.append(helper.make_attribute(name, value.value.data))
+        elif isinstance(value, FloatAttr):
+            attributes.append(helper.make_attribute(name, float(value.value.data)))
+        elif isinstance(value, StringAttr):
+            attributes.append(helper.make_attribute(name, value.data))
+        elif isinstance(value, DenseArrayBase):
+            is_int = "i" in str(value.elt_type)
+            kind = onnx.AttributeProto.INTS if is_int else onnx.AttributeProto.FLOATS
+            attributes.append(helper.make_attribute(name, list(value.get_values()), attr_type=kind))
+        elif isinstance(value, ArrayAttr):
+            attributes.append(helper.make_attribute(name, [s.data for s in value.data],
+                                                    attr_type=onnx.AttributeProto.STRINGS))
+        elif isinstance(value, DenseIntOrFPElementsAttr):
+            array = np.array(value.get_values(), dtype=numpy_dtype(value.get_element_type()))
+            array = array.reshape(value.get_shape())
+            attributes.append(helper.make_attribute(name, onnx.numpy_helper.from_array(array, name)))
+        else:
+            raise CompileError(f"reference: cannot convert attribute {name}={value} of {op.describe()}")
+    return attributes
+
+
+class ReferenceExecutable:
+    """Runs @main node by node; values are numpy arrays."""
+
+    def __init__(self, module):
+        from onnx.reference import ReferenceEvaluator
+        from xdsl.dialects import func
+
+        from dialects.onnx import CANONICAL_OPSET, NoneOp, OnnxOp, WeightOp
+        from dialects.types import numpy_dtype
+        from dialects.weights import weights_of
+        from dlc.runtime import TensorSpec
+
+        main = next(f for f in module.ops if isinstance(f, func.FuncOp) and f.sym_name.data == "main")
+        block = main.body.block
+        names = {}
+        for i, arg in enumerate(block.args):
+            names[arg] = f"in{i}"
+        input_names = [a.data for a in main.attributes["dlc.input_names"].data]
+        output_names = [a.data for a in main.attributes["dlc.output_names"].data]
+        self.inputs = [TensorSpec(n, tuple(a.type.get_shape()), str(numpy_dtype(a.type.element_type)))
+                       for n, a in zip(input_names, block.args)]
+        returned = list(block.last_op.operands)
+        self.outputs = [TensorSpec(n, tuple(v.type.get_shape()), str(numpy_dtype(v.type.element_type)))
+                        for n, v in zip(output_names, returned)]
+        self._constants: dict[str, np.ndarray] = {}
+        self._steps = []
+        store = weights_of(module)
+        for index, op in enumerate(list(block.ops)[:-1]):
+            for j, result in enumerate(op.results):
+                names[result] = f"v{index}_{j}"
+            if isinstance(op, WeightOp):
+                self._constants[names[op.result]] = store[op.weight_name]
+            elif isinstance(op, NoneOp):
+                names[op.result] = ""
+            elif isinstance(op, OnnxOp):
+                node = helper.make_node(op.onnx_type, [names[v] for v in op.operands],
+                                        [names[r] for r in op.results], name=op.node_name)
+                node.attribute.extend(_node_attributes(op))
+                evaluator = ReferenceEvaluator(node, opsets={"": CANONICAL_OPSET})
+                self._steps.append((node, evaluator))
+            else:
+                raise CompileError(f"reference target: cannot interpret {op.name}; it runs the graph phase")
+        self._arg_names = [names[a] for a in block.args]
+        self._result_names = [names[v] for v in returned]
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from dlc.runtime import check_inputs
+
+        arrays = check_inputs(self.inputs, feeds)
+        env = dict(self._constants)
+        env.update(zip(self._arg_names, arrays))
+        for node, evaluator in self._steps:
+            results = evaluator.run(None, {n: env[n] for n in node.input if n})
+            env.update(zip(node.output, results))
+        return {spec.name: np.asarray(env[name]).astype(spec.dtype, copy=False).reshape(spec.shape)
+                for spec, name in zip(self.outputs, self._result_names)}
+
+    def save(self, directory) -> None:
+        raise CompileError("the reference target has no artifact to save; use --target cpu")

@@ -1,0 +1,236 @@
+"""Lower the `kernels` phase to the `linalg` phase: memrefs, one function per kernel.
+
+Mirrors IREE's dispatch outlining plus MLIR's one-shot bufferization, for static
+shapes: every `kernel.launch` becomes a private `func.func` whose memref
+arguments are its inputs, then its outputs, then its scratch buffers, with its
+onnx ops lowered to linalg by the rules in `passes/lowering/rules`. `@main` takes
+the model's inputs then outputs as memrefs, reads weights with
+`memref.get_global` (weights stay outside the IR), allocates intermediates with
+`memref.alloc` (plan-memory turns them into views of one arena) and calls the
+kernels in order. View ops (Reshape, Flatten, ...) become `memref.reinterpret_cast`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from xdsl.builder import Builder
+from xdsl.context import Context
+from xdsl.dialects import func, memref
+from xdsl.dialects.builtin import (
+    ArrayAttr,
+    MemRefType,
+    ModuleOp,
+    NoneType,
+    StringAttr,
+    TensorType,
+    UnitAttr,
+)
+from xdsl.ir import Block, Operation, Region, SSAValue
+from xdsl.passes import ModulePass
+from xdsl.rewriter import InsertPoint
+
+from dialects.diagnostics import CompileError, UnsupportedError
+from dialects.kernel import LaunchOp, YieldOp
+from dialects.onnx import VIEW_OPS, NoneOp, OnnxOp, WeightOp
+from dialects.types import element_type_for, numpy_dtype
+from dialects.weights import weights_of
+from passes.lowering.linalg_builder import KernelBuilder
+from passes.lowering.rules import load_rules
+
+
+def memref_of(type: TensorType) -> MemRefType:
+    return MemRefType(type.element_type, type.get_shape())
+
+
+def reshape_view(builder: Builder, source: SSAValue, shape) -> SSAValue:
+    """A contiguous buffer seen with another static shape (no data moves)."""
+    strides, stride = [], 1
+    for size in reversed(shape):
+        strides.insert(0, stride)
+        stride *= size
+    result_type = MemRefType(source.type.element_type, list(shape))
+    op = memref.ReinterpretCastOp(source, [], [], [], [0], list(shape), strides, result_type)
+    builder.insert(op)
+    return op.result
+
+
+@dataclass(frozen=True)
+class KernelsToLinalgPass(ModulePass):
+    """Outline each kernel.launch into a func of linalg ops on memrefs; @main calls them."""
+
+    name = "kernels-to-linalg"
+
+    def apply(self, ctx: Context, op: ModuleOp) -> None:
+        old_main = next((f for f in op.ops if isinstance(f, func.FuncOp) and f.sym_name.data == "main"), None)
+        if old_main is None:
+            raise CompileError("kernels-to-linalg: the module has no func.func @main")
+        _Outliner(op, old_main).run()
+
+
+class _Outliner:
+    def __init__(self, module: ModuleOp, old_main: func.FuncOp):
+        self.module = module
+        self.old_main = old_main
+        self.rules = load_rules()
+        self.weights = weights_of(module)
+        self.globals: dict[str, memref.GlobalOp] = {}
+        self.kernels: list[func.FuncOp] = []
+
+    def run(self) -> None:
+        old_block = self.old_main.body.block
+        returned = list(old_block.last_op.operands)
+        in_types = [memref_of(a.type) for a in old_block.args]
+        out_types = [memref_of(v.type) for v in returned]
+        block = Block(arg_types=[*in_types, *out_types])
+        builder = Builder(InsertPoint.at_end(block))
+        values: dict[SSAValue, SSAValue | None] = dict(zip(old_block.args, block.args[: len(in_types)]))
+        out_args = block.args[len(in_types):]
+        # The first return position of each value gets the kernel's store directly.
+        direct_output: dict[SSAValue, SSAValue] = {}
+        for value, arg in zip(returned, out_args):
+            direct_output.setdefault(value, arg)
+
+        for old in list(old_block.ops)[:-1]:
+            if isinstance(old, WeightOp):
+                values[old.result] = self._get_global(builder, old)
+            elif isinstance(old, NoneOp):
+                values[old.result] = None
+            elif isinstance(old, OnnxOp) and old.onnx_type in VIEW_OPS:
+                self._view(builder, old, values)
+            elif isinstance(old, LaunchOp):
+                self._launch(builder, old, values, direct_output)
+            else:
+                raise CompileError(f"kernels-to-linalg: unexpected op {old.name} in @main; "
+                                   "run form-kernels first")
+
+        from passes.lowering.rules.movement import copy_into  # the generic copy
+
+        written = set()
+        for value, arg in zip(returned, out_args):
+            source = values[value]
+            if direct_output.get(value) is arg and source is arg and arg not in written:
+                written.add(arg)
+                continue
+            copy_into(KernelBuilder(builder, _no_scratch), source, arg)
+        builder.insert(func.ReturnOp())
+
+        new_main = func.FuncOp("main", ([*in_types, *out_types], []), Region(block))
+        for key in ("dlc.input_names", "dlc.output_names"):
+            if key in self.old_main.attributes:
+                new_main.attributes[key] = self.old_main.attributes[key]
+        new_main.attributes["dlc.num_inputs"] = StringAttr(str(len(in_types)))
+        self.old_main.detach()
+        self.old_main.erase()
+        self.module.body.block.add_ops([*self.globals.values(), *self.kernels, new_main])
+
+    def _get_global(self, builder: Builder, weight: WeightOp) -> SSAValue:
+        name = weight.weight_name
+        type = memref_of(weight.result.type)
+        if name not in self.globals:
+            if name not in self.weights:
+                raise CompileError(f"weight '{name}' is referenced by the IR but missing from the "
+                                   "weights sidecar")
+            self.globals[name] = memref.GlobalOp.get(StringAttr(name), type, UnitAttr(),
+                                                     constant=UnitAttr())
+        get = memref.GetGlobalOp(name, type)
+        builder.insert(get)
+        return get.memref
+
+    def _view(self, builder: Builder, op: OnnxOp, values) -> None:
+        if op.onnx_type == "Dropout":
+            training = op.operands[2] if len(op.operands) > 2 else None
+            if training is not None and not isinstance(training.type, NoneType):
+                owner = training.owner
+                array = self.weights.get(owner.weight_name) if isinstance(owner, WeightOp) else None
+                if array is None or bool(array.reshape(-1)[0]):
+                    raise UnsupportedError(f"{op.describe()}: training_mode Dropout is not supported "
+                                           "(dlc compiles for inference)")
+            if len(op.results) > 1 and op.results[1].uses:
+                raise UnsupportedError(f"{op.describe()}: the Dropout mask output is not supported")
+        source = values[op.operands[0]]
+        values[op.results[0]] = reshape_view(builder, source, op.results[0].type.get_shape())
+
+    def _launch(self, builder: Builder, launch: LaunchOp, values, direct_output) -> None:
+        body_ops = [o for o in launch.body.block.ops if not isinstance(o, YieldOp)]
+        yielded = list(launch.body.block.last_op.operands)
+        inside = {r for o in body_ops for r in o.results}
+        captured: list[SSAValue] = []
+        for o in body_ops:
+            for operand in o.operands:
+                if operand not in inside and operand not in captured and values.get(operand) is not None:
+                    captured.append(operand)
+
+        result_buffers = []
+        for result in launch.results:
+            buffer = direct_output.get(result)
+            if buffer is None:
+                alloc = memref.AllocOp([], [], memref_of(result.type))
+                builder.insert(alloc)
+                buffer = alloc.memref
+            result_buffers.append(buffer)
+            values[result] = buffer
+
+        arg_types = [values[v].type for v in captured] + [b.type for b in result_buffers]
+        kblock = Block(arg_types=arg_types)
+        kbuilder = Builder(InsertPoint.at_end(kblock))
+        call_args: list[SSAValue] = [values[v] for v in captured] + result_buffers
+        scratch_allocs: list[Operation] = []
+
+        def scratch(type: MemRefType) -> SSAValue:
+            alloc = memref.AllocOp([], [], type)
+            scratch_allocs.append(alloc)
+            call_args.append(alloc.memref)
+            return kblock.insert_arg(type, len(kblock.args))
+
+        kb = KernelBuilder(kbuilder, scratch)
+        inner: dict[SSAValue, SSAValue | None] = dict(zip(captured, kblock.args))
+        for result, yielded_value in zip(launch.results, yielded):
+            inner[yielded_value] = kblock.args[len(captured) + launch.results.index(result)]
+        for o in body_ops:
+            if isinstance(o, NoneOp):
+                inner[o.result] = None
+                continue
+            if not isinstance(o, OnnxOp):
+                raise CompileError(f"kernels-to-linalg: unexpected op {o.name} inside kernel "
+                                   f"{launch.kernel_name}")
+            ins = [inner.get(v, values.get(v)) for v in o.operands]
+            outs = []
+            for r in o.results:
+                if r not in inner:
+                    inner[r] = scratch(memref_of(r.type)) if r.uses else None
+                outs.append(inner[r])
+            self._lower(kb, o, ins, outs)
+        kbuilder.insert(func.ReturnOp())
+
+        name = launch.kernel_name
+        kernel = func.FuncOp(name, ([a.type for a in kblock.args], []), Region(kblock), visibility="private")
+        kernel.attributes["dlc.target"] = launch.target
+        if launch.nodes is not None:
+            kernel.attributes["dlc.nodes"] = launch.nodes
+        for key, attr in launch.attributes.items():
+            if key.startswith("dlc."):
+                kernel.attributes[key] = attr
+        self.kernels.append(kernel)
+        for alloc in scratch_allocs:
+            builder.insert(alloc)
+        call = func.CallOp(name, call_args, [])
+        builder.insert(call)
+
+    def _lower(self, kb: KernelBuilder, op: OnnxOp, ins, outs) -> None:
+        rule = self.rules.get(op.onnx_type)
+        if rule is None:
+            raise UnsupportedError(
+                f"{op.describe()}: operator {op.onnx_type} has no CPU lowering yet",
+                "`dlc ops` lists the supported operators; `--target reference` runs any ONNX operator")
+        for value in (*op.operands, *op.results):
+            if isinstance(value.type, TensorType):
+                numpy_dtype(value.type.element_type)  # raises a clear error for unknown dtypes
+        rule(kb, op, ins, outs)
+
+
+def _no_scratch(type: MemRefType) -> SSAValue:
+    raise CompileError("a copy in @main asked for scratch memory")
+
+
+__all__ = ["KernelsToLinalgPass", "memref_of", "reshape_view", "element_type_for", "ArrayAttr"]

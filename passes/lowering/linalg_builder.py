@@ -1,0 +1,224 @@
+"""Helpers that build `linalg.generic` ops on memrefs, used by the onnx-to-linalg rules.
+
+Mirrors MLIR's linalg.generic (https://mlir.llvm.org/docs/Dialects/Linalg/):
+indexing maps from loop dims to operand indices, iterator types, and a scalar
+body. `Body` writes that scalar body with arith/math ops typed by the element
+type, so one rule serves f32, f64 and integer tensors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from xdsl.builder import Builder
+from xdsl.dialects import arith, math
+from xdsl.dialects.linalg import ops as linalg
+from xdsl.dialects.linalg.attrs import IteratorTypeAttr
+from xdsl.dialects.builtin import (
+    AffineMapAttr,
+    FloatAttr,
+    IndexType,
+    IntegerAttr,
+    IntegerType,
+    MemRefType,
+)
+from xdsl.ir import Attribute, Block, Operation, Region, SSAValue
+from xdsl.ir.affine import AffineConstantExpr, AffineDimExpr, AffineExpr, AffineMap
+from xdsl.rewriter import InsertPoint
+
+from dialects.types import is_float
+
+PARALLEL = IteratorTypeAttr.parallel()
+REDUCTION = IteratorTypeAttr.reduction()
+
+
+def dim(i: int) -> AffineExpr:
+    return AffineDimExpr(i)
+
+
+def cst(value: int) -> AffineExpr:
+    return AffineConstantExpr(value)
+
+
+def affine_map(num_dims: int, results: Sequence[AffineExpr]) -> AffineMapAttr:
+    return AffineMapAttr(AffineMap(num_dims, 0, tuple(results)))
+
+
+def identity_map(rank: int) -> AffineMapAttr:
+    return affine_map(rank, [dim(i) for i in range(rank)])
+
+
+def broadcast_exprs(in_shape: Sequence[int], out_shape: Sequence[int],
+                    dims: Sequence[AffineExpr]) -> list[AffineExpr]:
+    """Numpy broadcasting of `in_shape` to `out_shape` (right-aligned; size-1 dims read index 0).
+
+    `dims` are the loop expressions of the output dims.
+    """
+    offset = len(out_shape) - len(in_shape)
+    return [cst(0) if size == 1 and out_shape[offset + i] != 1 else dims[offset + i]
+            for i, size in enumerate(in_shape)]
+
+
+def broadcast_map(in_shape: Sequence[int], out_shape: Sequence[int]) -> AffineMapAttr:
+    rank = len(out_shape)
+    return affine_map(rank, broadcast_exprs(in_shape, out_shape, [dim(i) for i in range(rank)]))
+
+
+class Body:
+    """Builds the scalar body of a linalg.generic; methods pick the op by element type."""
+
+    def __init__(self, block: Block, element_type: Attribute):
+        self.block = block
+        self.type = element_type
+        self.float = is_float(element_type)
+
+    def _add(self, op: Operation) -> SSAValue:
+        self.block.add_op(op)
+        return op.results[0]
+
+    def const(self, value: float | int, type: Attribute | None = None) -> SSAValue:
+        type = type or self.type
+        if is_float(type):
+            return self._add(arith.ConstantOp(FloatAttr(float(value), type)))
+        if isinstance(type, IndexType):
+            return self._add(arith.ConstantOp.from_int_and_width(int(value), IndexType()))
+        return self._add(arith.ConstantOp(IntegerAttr(int(value), type)))
+
+    def add(self, a, b):
+        return self._add(arith.AddfOp(a, b) if self.float else arith.AddiOp(a, b))
+
+    def sub(self, a, b):
+        return self._add(arith.SubfOp(a, b) if self.float else arith.SubiOp(a, b))
+
+    def mul(self, a, b):
+        return self._add(arith.MulfOp(a, b) if self.float else arith.MuliOp(a, b))
+
+    def div(self, a, b):
+        return self._add(arith.DivfOp(a, b) if self.float else arith.DivSIOp(a, b))
+
+    def max(self, a, b):
+        """NaN-propagating maximum, as ONNX Max/Relu/MaxPool behave in onnxruntime."""
+        return self._add(arith.MaximumfOp(a, b) if self.float else arith.MaxSIOp(a, b))
+
+    def min(self, a, b):
+        return self._add(arith.MinimumfOp(a, b) if self.float else arith.MinSIOp(a, b))
+
+    def neg(self, a):
+        return self._add(arith.NegfOp(a)) if self.float else self.sub(self.const(0), a)
+
+    def cmp(self, predicate: str, a, b):
+        """predicate: a name of arith.cmpf ('olt', 'ogt', 'oeq', 'une', ...) or cmpi ('slt', ...)."""
+        return self._add(arith.CmpfOp(a, b, predicate) if self.float else arith.CmpiOp(a, b, predicate))
+
+    def select(self, cond, a, b):
+        return self._add(arith.SelectOp(cond, a, b))
+
+    def math(self, op_class: type[Operation], *args):
+        return self._add(op_class(*args))
+
+    def exp(self, a):
+        return self.math(math.ExpOp, a)
+
+    def sqrt(self, a):
+        return self.math(math.SqrtOp, a)
+
+    def tanh(self, a):
+        return self.math(math.TanhOp, a)
+
+    def sigmoid(self, a):
+        one = self.const(1.0)
+        return self.div(one, self.add(one, self.exp(self.neg(a))))
+
+    def index(self, loop_dim: int) -> SSAValue:
+        return self._add(linalg.IndexOp(loop_dim))
+
+    def index_to(self, index: SSAValue, type: Attribute) -> SSAValue:
+        """An index value converted to `type` (integer or float)."""
+        as_int = self._add(arith.IndexCastOp(index, IntegerType(64)))
+        if is_float(type):
+            return self._add(arith.SIToFPOp(as_int, type))
+        return as_int
+
+    def cast(self, value: SSAValue, to: Attribute) -> SSAValue:
+        """Numeric conversion between element types (ONNX Cast semantics for the common cases)."""
+        src = value.type
+        if src == to:
+            return value
+        if is_float(src) and is_float(to):
+            wider = _bitwidth(to) > _bitwidth(src)
+            return self._add(arith.ExtFOp(value, to) if wider else arith.TruncFOp(value, to))
+        if is_float(src):
+            if to == IntegerType(1):
+                return self.cmp("une", value, self.const(0.0, src))
+            return self._add(arith.FPToSIOp(value, to))
+        if is_float(to):
+            if src == IntegerType(1):
+                return self._add(arith.UIToFPOp(value, to))
+            return self._add(arith.SIToFPOp(value, to))
+        if to == IntegerType(1):
+            return self._add(arith.CmpiOp(value, self.const(0, src), "ne"))
+        if _bitwidth(to) > _bitwidth(src):
+            return self._add(arith.ExtUIOp(value, to) if src == IntegerType(1) else arith.ExtSIOp(value, to))
+        return self._add(arith.TruncIOp(value, to))
+
+
+def _bitwidth(type: Attribute) -> int:
+    return type.bitwidth if hasattr(type, "bitwidth") else type.width.data
+
+
+BodyFn = Callable[[Body, Sequence[SSAValue]], Sequence[SSAValue]]
+
+
+class KernelBuilder:
+    """Inserts linalg ops into a kernel function; asks the pass for scratch buffers."""
+
+    def __init__(self, builder: Builder, scratch: Callable[[MemRefType], SSAValue]):
+        self.builder = builder
+        self._scratch = scratch
+
+    def scratch(self, type: MemRefType) -> SSAValue:
+        """A buffer private to this kernel call (planned into the arena by plan-memory)."""
+        return self._scratch(type)
+
+    def insert(self, op: Operation) -> Operation:
+        self.builder.insert(op)
+        return op
+
+    def generic(self, inputs: Sequence[SSAValue], outputs: Sequence[SSAValue],
+                maps: Sequence[AffineMapAttr], iterators: Sequence[Attribute], body: BodyFn,
+                doc: str | None = None) -> linalg.GenericOp:
+        """`linalg.generic` whose scalar body is written by `body(Body, block_args)`."""
+        arg_types = [v.type.element_type for v in (*inputs, *outputs)]
+        block = Block(arg_types=arg_types)
+        out_type = outputs[0].type.element_type
+        yielded = body(Body(block, out_type), block.args)
+        block.add_op(linalg.YieldOp(*yielded))
+        op = linalg.GenericOp(list(inputs), list(outputs), Region(block), list(maps), list(iterators))
+        if doc:
+            from xdsl.dialects.builtin import StringAttr
+            op.attributes["dlc.doc"] = StringAttr(doc)
+        return self.insert(op)
+
+    def elementwise(self, inputs: Sequence[SSAValue], output: SSAValue, body: BodyFn) -> linalg.GenericOp:
+        """out[i...] = body(in0[bcast(i)], in1[bcast(i)], ...) with numpy broadcasting."""
+        out_shape = output.type.get_shape()
+        maps = [broadcast_map(v.type.get_shape(), out_shape) for v in inputs]
+        maps.append(identity_map(len(out_shape)))
+        return self.generic(inputs, [output], maps, [PARALLEL] * len(out_shape),
+                            lambda b, args: body(b, args[: len(inputs)]))
+
+    def fill(self, output: SSAValue, value: float | int) -> linalg.GenericOp:
+        rank = len(output.type.get_shape())
+        return self.generic([], [output], [identity_map(rank)], [PARALLEL] * rank,
+                            lambda b, args: [b.const(value)])
+
+    def copy(self, source: SSAValue, output: SSAValue, out_map: AffineMapAttr | None = None
+             ) -> linalg.GenericOp:
+        """output[out_map(i)] = source[i] (identity when out_map is None)."""
+        rank = len(source.type.get_shape())
+        return self.generic([source], [output], [identity_map(rank), out_map or identity_map(rank)],
+                            [PARALLEL] * rank, lambda b, args: [args[0]])
+
+
+def insertion_at_end(block: Block) -> Builder:
+    return Builder(InsertPoint.at_end(block))

@@ -1,0 +1,94 @@
+"""Static memory planning: every `memref.alloc` in @main becomes a view of one arena.
+
+Like TFLite's and IREE's static planners: buffers get liveness intervals over
+@main's op sequence (an alias made by `memref.reinterpret_cast` keeps its source
+alive), then offsets are assigned greedily, largest first, reusing space whose
+intervals do not overlap. Offsets are 64-byte aligned (an AVX-512 vector). The
+arena becomes @main's last argument; its size is `dlc.arena_size` on @main.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from xdsl.context import Context
+from xdsl.dialects import arith, func, memref
+from xdsl.dialects.builtin import FunctionType, IndexType, IntegerAttr, MemRefType, ModuleOp, i8, i64
+from xdsl.ir import Operation, SSAValue
+from xdsl.passes import ModulePass
+from xdsl.rewriter import InsertPoint, Rewriter
+
+from dialects.types import byte_size
+
+ALIGNMENT = 64
+_ALIASING = (memref.ReinterpretCastOp, memref.CollapseShapeOp, memref.ExpandShapeOp, memref.CastOp)
+
+
+def _align(size: int) -> int:
+    return (size + ALIGNMENT - 1) // ALIGNMENT * ALIGNMENT
+
+
+def liveness(ops: list[Operation], allocs: list[memref.AllocOp]) -> dict[memref.AllocOp, tuple[int, int]]:
+    """[first, last] op index during which each alloc's memory must stay untouched."""
+    position = {op: i for i, op in enumerate(ops)}
+    intervals = {}
+    for alloc in allocs:
+        last = position[alloc]
+        pending: list[SSAValue] = [alloc.memref]
+        while pending:
+            value = pending.pop()
+            for use in value.uses:
+                user = use.operation
+                while user.parent_op() is not None and user not in position:
+                    user = user.parent_op()  # a use nested in a loop counts at the loop
+                if user in position:
+                    last = max(last, position[user])
+                if isinstance(use.operation, _ALIASING):
+                    pending.append(use.operation.results[0])
+        intervals[alloc] = (position[alloc], last)
+    return intervals
+
+
+def assign_offsets(sizes: dict[object, int], intervals: dict[object, tuple[int, int]]) -> tuple[dict, int]:
+    """Greedy best-fit by decreasing size; returns (offset per buffer, arena size)."""
+    placed: list[tuple[int, int, tuple[int, int]]] = []  # (offset, size, interval)
+    offsets = {}
+    for key in sorted(sizes, key=lambda k: (-sizes[k], intervals[k])):
+        size, (start, end) = _align(sizes[key]), intervals[key]
+        conflicts = sorted((o, s) for o, s, (a, b) in placed if not (b < start or end < a))
+        offset = 0
+        best = None
+        for other_offset, other_size in conflicts:
+            gap = other_offset - offset
+            if gap >= size and (best is None or gap < best[1]):
+                best = (offset, gap)
+            offset = max(offset, other_offset + other_size)
+        chosen = best[0] if best else offset
+        offsets[key] = chosen
+        placed.append((chosen, size, (start, end)))
+    arena = max((o + s for o, s, _ in placed), default=0)
+    return offsets, arena
+
+
+@dataclass(frozen=True)
+class PlanMemoryPass(ModulePass):
+    """Place all intermediate buffers of @main in one arena, reusing memory by liveness."""
+
+    name = "plan-memory"
+
+    def apply(self, ctx: Context, op: ModuleOp) -> None:
+        main = next(f for f in op.ops if isinstance(f, func.FuncOp) and f.sym_name.data == "main")
+        block = main.body.block
+        ops = list(block.ops)
+        allocs = [o for o in ops if isinstance(o, memref.AllocOp)]
+        intervals = liveness(ops, allocs)
+        offsets, arena_size = assign_offsets({a: byte_size(a.memref.type) for a in allocs}, intervals)
+        arena = block.insert_arg(MemRefType(i8, [max(arena_size, ALIGNMENT)]), len(block.args))
+        for alloc in allocs:
+            index = arith.ConstantOp.from_int_and_width(offsets[alloc], IndexType())
+            view = memref.ViewOp(arena, index.result, [], alloc.memref.type)
+            Rewriter.insert_op([index, view], InsertPoint.before(alloc))
+            alloc.memref.replace_all_uses_with(view.result)
+            Rewriter.erase_op(alloc)
+        main.function_type = FunctionType.from_lists([a.type for a in block.args], [])
+        main.attributes["dlc.arena_size"] = IntegerAttr(arena_size, i64)

@@ -1,0 +1,64 @@
+"""Shared fixtures and helpers: build small ONNX models and compare dlc with onnxruntime."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def run_onnxruntime(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    ort = pytest.importorskip("onnxruntime")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return session.run(None, feeds)
+
+
+def random_feeds(model: onnx.ModelProto, seed: int = 0) -> dict[str, np.ndarray]:
+    from onnx import helper
+
+    rng = np.random.default_rng(seed)
+    initializers = {i.name for i in model.graph.initializer}
+    feeds = {}
+    for value in model.graph.input:
+        if value.name in initializers:
+            continue
+        tensor_type = value.type.tensor_type
+        shape = [d.dim_value for d in tensor_type.shape.dim]
+        dtype = helper.tensor_dtype_to_np_dtype(tensor_type.elem_type)
+        if np.dtype(dtype).kind == "f":
+            feeds[value.name] = rng.uniform(-1, 1, shape).astype(dtype)
+        elif np.dtype(dtype).kind == "b":
+            feeds[value.name] = rng.integers(0, 2, shape).astype(bool)
+        else:
+            feeds[value.name] = rng.integers(0, 4, shape).astype(dtype)
+    return feeds
+
+
+def assert_matches_onnxruntime(model: onnx.ModelProto, rtol: float = 1e-4, atol: float = 1e-5,
+                               target: str = "cpu", seed: int = 0) -> None:
+    """dlc's outputs equal onnxruntime's on seeded random inputs.
+
+    Default tolerance: float32 sums accumulate in a different order than
+    onnxruntime's (MLAS blocks its reductions), so results differ by a few ulp
+    times the reduction length; 1e-4 relative covers reductions of ~10^4 terms.
+    """
+    import dlc
+
+    feeds = random_feeds(model, seed)
+    expected = run_onnxruntime(model, feeds)
+    compiled = dlc.compile(model, target=target)
+    actual = compiled.run(feeds)
+    assert list(actual) == [o.name for o in model.graph.output]
+    for name, want in zip(actual, expected):
+        got = actual[name]
+        assert got.shape == want.shape, f"{name}: shape {got.shape} != {want.shape}"
+        assert got.dtype == want.dtype, f"{name}: dtype {got.dtype} != {want.dtype}"
+        np.testing.assert_allclose(got, want, rtol=rtol, atol=atol, err_msg=f"output {name}")
