@@ -121,8 +121,9 @@ def compile_model(model, *, target: str = "cpu", options: CompileOptions | None 
     for name, passes in stages:
         run_passes(ctx, module, passes, instrument)
         phase = name
-        if phase == compile_to:
-            return CompileResult(phase, module=module, timings=timings)
+        # A custom pipeline (-p) replaces the stages: its result is whatever phase was asked for.
+        if phase == compile_to or (name == "custom" and compile_to in MLIR_PHASES):
+            return CompileResult(compile_to, module=module, timings=timings)
     if compile_to in MLIR_PHASES:
         raise CompileError(f"target '{backend.name}' has no phase '{compile_to}' "
                            f"(it compiles from '{backend.start_phase}')")

@@ -1,1 +1,2 @@
-"""Native code generation: the `loops` phase to LLVM IR (llvm_emitter) and LLVM IR to machine code (native)."""
+"""Native code generation: `loops`-phase IR to LLVM IR (llvm_emitter), then to machine code
+loaded into this process (native)."""

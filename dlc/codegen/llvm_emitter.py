@@ -11,6 +11,7 @@ from math import prod
 
 from llvmlite import ir
 from xdsl.dialects import func
+from xdsl.dialects.arith import IntegerOverflowAttr
 from xdsl.dialects.builtin import (
     DenseIntOrFPElementsAttr,
     Float16Type,
@@ -35,7 +36,7 @@ from xdsl.ir.affine import (
     AffineSymExpr,
 )
 
-__all__ = ["emit_llvm", "LLVMEmitter", "entry_symbol"]
+__all__ = ["LLVMEmitter", "emit_llvm", "entry_symbol"]
 
 I1 = ir.IntType(1)
 I8 = ir.IntType(8)
@@ -310,18 +311,20 @@ class LLVMEmitter:
             fn = ir.Function(self.llvm, ir.FunctionType(VOID, [PTR, PTR]), entry_symbol(name))
             fn.args[0].name, fn.args[1].name = "buffers", "weights"
             pointer_args = list(fn.args)
+        elif not f.body.blocks:
+            # A declaration: an external C function taking bare pointers, nothing assumed.
+            ret = llvm_type(outputs[0]) if outputs else VOID
+            fn = ir.Function(self.llvm, ir.FunctionType(ret, [*map(llvm_type, inputs)]), name)
+            pointer_args = []
         else:
             if name in _LIBM_NAMES or name.startswith(("llvm.", "dlc_")):
                 raise ValueError(f"llvm emitter: function name @{name} is reserved")
             ret = llvm_type(outputs[0]) if outputs else VOID
-            fn = ir.Function(
-                self.llvm, ir.FunctionType(ret, [*map(llvm_type, inputs), PTR]), name
-            )
+            fn = ir.Function(self.llvm, ir.FunctionType(ret, [*map(llvm_type, inputs), PTR]), name)
+            fn.linkage = "internal"
             fn.args[-1].name = "weights"
             pointer_args = [a for a, t in zip(fn.args, inputs) if isinstance(t, MemRefType)]
             pointer_args.append(fn.args[-1])
-            if f.body.blocks:
-                fn.linkage = "internal"
         for arg in pointer_args:
             arg.add_attribute("captures(none)")  # kernels never store a pointer anywhere
             if self.noalias:
@@ -332,7 +335,8 @@ class LLVMEmitter:
     def _emit_function(self, f: func.FuncOp, fn: ir.Function) -> None:
         if len(f.body.blocks) != 1:
             raise NotImplementedError(
-                f"llvm emitter: @{f.sym_name.data} has {len(f.body.blocks)} blocks (cf is not supported)"
+                f"llvm emitter: @{f.sym_name.data} has {len(f.body.blocks)} blocks "
+                "(cf is not supported)"
             )
         block = f.body.block
         self.entry_block = fn.append_basic_block("entry")
@@ -389,7 +393,10 @@ class LLVMEmitter:
         callee = self.functions.get(op.callee.root_reference.data)
         if callee is None:
             raise ValueError(f"llvm emitter: call to unknown function @{op.callee}")
-        result = self.builder.call(callee, [*self._operands(op), self.weights])
+        arguments = self._operands(op)
+        if callee.linkage == "internal":  # our kernels take the weights base last
+            arguments.append(self.weights)
+        result = self.builder.call(callee, arguments)
         if op.results:
             self._set(op, result)
 
@@ -513,7 +520,9 @@ class LLVMEmitter:
         method, reassociable = _FLOAT_BINARY[op.name]
         lhs, rhs = self._operands(op)
         flags = self.fastmath if reassociable else ()
-        self._set(op, getattr(self.builder, method)(lhs, rhs, self._name(op.results[0]), flags=flags))
+        self._set(
+            op, getattr(self.builder, method)(lhs, rhs, self._name(op.results[0]), flags=flags)
+        )
 
     @_rule("arith.negf")
     def _negf(self, op: Operation) -> None:
@@ -522,10 +531,12 @@ class LLVMEmitter:
     @_rule(*_INT_BINARY)
     def _int_binary(self, op: Operation) -> None:
         lhs, rhs = self._operands(op)
-        flags: tuple[str, ...] = ()
-        overflow = op.properties.get("overflowFlags")
-        if overflow is not None and hasattr(overflow, "data"):
-            flags = tuple(sorted(str(f) for f in overflow.data))  # arith's nsw/nuw, kept
+        overflow = op.properties.get("overflowFlags")  # arith's nsw/nuw carry over to LLVM
+        flags = (
+            tuple(sorted(map(str, overflow.data)))
+            if isinstance(overflow, IntegerOverflowAttr)
+            else ()
+        )
         method = getattr(self.builder, _INT_BINARY[op.name])
         self._set(op, method(lhs, rhs, self._name(op.results[0]), flags=flags))
 
@@ -660,7 +671,9 @@ class LLVMEmitter:
     @_rule("math.fpowi")
     def _fpowi(self, op: Operation) -> None:
         x, n = self._operands(op)
-        fn = self._declare(f"llvm.powi.{_float_suffix(x.type)}.i{n.type.width}", x.type, [x.type, n.type])
+        fn = self._declare(
+            f"llvm.powi.{_float_suffix(x.type)}.i{n.type.width}", x.type, [x.type, n.type]
+        )
         self._set(op, self.builder.call(fn, [x, n], self._name(op.results[0])))
 
     @_rule("math.absi", *_INT_COUNT)
@@ -686,7 +699,9 @@ class LLVMEmitter:
         dims, symbols = operands[: affine_map.num_dims], operands[affine_map.num_dims :]
         self._set(op, self._affine(affine_map.results[0], dims, symbols))
 
-    def _affine(self, expr: AffineExpr, dims: Sequence[ir.Value], symbols: Sequence[ir.Value]) -> ir.Value:
+    def _affine(
+        self, expr: AffineExpr, dims: Sequence[ir.Value], symbols: Sequence[ir.Value]
+    ) -> ir.Value:
         if isinstance(expr, AffineDimExpr):
             return dims[expr.position]
         if isinstance(expr, AffineSymExpr):
@@ -743,7 +758,9 @@ class LLVMEmitter:
         memref, *indices = op.operands
         element = memref.type.element_type
         ptr = self._element_pointer(memref, indices)
-        value = self.builder.load(ptr, self._name(op.results[0]), align=byte_size(element), typ=llvm_type(element))
+        value = self.builder.load(
+            ptr, self._name(op.results[0]), align=byte_size(element), typ=llvm_type(element)
+        )
         self._set(op, value)
 
     @_rule("memref.store")
@@ -758,7 +775,9 @@ class LLVMEmitter:
         if name not in self.weight_offsets:
             raise KeyError(f"llvm emitter: no weight offset for memref.global @{name}")
         offset = ir.Constant(I64, self.weight_offsets[name])
-        self._set(op, self.builder.gep(self.weights, [offset], inbounds=True, source_etype=I8, name=name))
+        self._set(
+            op, self.builder.gep(self.weights, [offset], inbounds=True, source_etype=I8, name=name)
+        )
 
     @_rule("memref.view")
     def _view(self, op: Operation) -> None:
@@ -767,14 +786,31 @@ class LLVMEmitter:
             raise NotImplementedError("llvm emitter: memref.view with dynamic sizes")
         # The result has an identity layout; its base is the source's base + byte_shift.
         base = self.values[source]
-        self._set(op, self.builder.gep(base, [self.values[byte_shift]], inbounds=True, source_etype=I8, name=self._name(op.results[0])))
+        self._set(
+            op,
+            self.builder.gep(
+                base,
+                [self.values[byte_shift]],
+                inbounds=True,
+                source_etype=I8,
+                name=self._name(op.results[0]),
+            ),
+        )
 
-    @_rule("memref.reinterpret_cast", "memref.subview", "memref.cast", "memref.collapse_shape", "memref.expand_shape")
+    @_rule(
+        "memref.reinterpret_cast",
+        "memref.subview",
+        "memref.cast",
+        "memref.collapse_shape",
+        "memref.expand_shape",
+    )
     def _alias(self, op: Operation) -> None:
         """Views that keep the base pointer: the new shape, strides and offset are all in the
         (static) result type, which loads and stores read. MLIR's bare-pointer convention."""
         if len(op.operands) != 1:
-            raise NotImplementedError(f"llvm emitter: {op.name} with dynamic offsets, sizes or strides")
+            raise NotImplementedError(
+                f"llvm emitter: {op.name} with dynamic offsets, sizes or strides"
+            )
         strides_and_offset(op.results[0].type)  # rejects dynamic layouts early
         self._set(op, self.values[op.operands[0]])
 
@@ -796,7 +832,9 @@ class LLVMEmitter:
         memcpy = self._declare("llvm.memcpy.p0.p0.i64", VOID, [PTR, PTR, I64, I1])
         destination_ptr = self._element_pointer(target, [])
         source_ptr = self._element_pointer(source, [])
-        self.builder.call(memcpy, [destination_ptr, source_ptr, ir.Constant(I64, size), ir.Constant(I1, 0)])
+        self.builder.call(
+            memcpy, [destination_ptr, source_ptr, ir.Constant(I64, size), ir.Constant(I1, 0)]
+        )
 
     @_rule("memref.alloca")
     def _alloca(self, op: Operation) -> None:

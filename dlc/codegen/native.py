@@ -13,7 +13,7 @@ import llvmlite.binding as llvm
 
 from dlc.errors import CompileError
 
-__all__ = ["host_cpu", "compile_object", "NativeModule"]
+__all__ = ["NativeModule", "compile_object", "host_cpu"]
 
 
 @functools.cache

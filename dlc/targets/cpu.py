@@ -59,7 +59,7 @@ class CpuTarget(Target):
     def build(self, module, options: CompileOptions):
         from dlc import __version__
         from dlc.codegen.native import compile_object, host_cpu
-        from dlc.runtime import MANIFEST_VERSION, NativeExecutable, TensorSpec
+        from dlc.runtime import MANIFEST_VERSION, NativeExecutable
 
         offsets, blob = weight_layout(module)
         from dlc.codegen.llvm_emitter import emit_llvm
@@ -83,7 +83,6 @@ class CpuTarget(Target):
             "weights": {name: offset for name, offset in offsets.items()},
             "threads": options.threads,
         }
-        del TensorSpec
         return NativeExecutable(manifest, object_code, blob)
 
 
@@ -118,6 +117,12 @@ def weight_layout(module) -> tuple[dict[str, int], np.ndarray]:
             name = op.name_.root_reference.data
             if name not in used:
                 used.append(name)
+    missing = [name for name in used if name not in store]
+    if missing:
+        from dlc.errors import CompileError
+
+        raise CompileError(f"weights {missing[:5]} are referenced by the IR but missing from the weights "
+                           "store", "an .mlir file's weights are read from NAME.weights.npz beside it")
     offsets, size = {}, 0
     for name in used:
         offsets[name] = size

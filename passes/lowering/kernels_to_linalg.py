@@ -18,7 +18,6 @@ from xdsl.builder import Builder
 from xdsl.context import Context
 from xdsl.dialects import func, memref
 from xdsl.dialects.builtin import (
-    ArrayAttr,
     MemRefType,
     ModuleOp,
     NoneType,
@@ -33,7 +32,7 @@ from xdsl.rewriter import InsertPoint
 from dialects.diagnostics import CompileError, UnsupportedError
 from dialects.kernel import LaunchOp, YieldOp
 from dialects.onnx import VIEW_OPS, NoneOp, OnnxOp, WeightOp
-from dialects.types import element_type_for, numpy_dtype
+from dialects.types import numpy_dtype
 from dialects.weights import weights_of
 from passes.lowering.linalg_builder import KernelBuilder
 from passes.lowering.rules import load_rules
@@ -73,7 +72,7 @@ class _Outliner:
         self.module = module
         self.old_main = old_main
         self.rules = load_rules()
-        self.weights = weights_of(module)
+        self.weights = weights_of(module)  # Dropout's training_mode is read from it
         self.globals: dict[str, memref.GlobalOp] = {}
         self.kernels: list[func.FuncOp] = []
 
@@ -86,10 +85,20 @@ class _Outliner:
         builder = Builder(InsertPoint.at_end(block))
         values: dict[SSAValue, SSAValue | None] = dict(zip(old_block.args, block.args[: len(in_types)]))
         out_args = block.args[len(in_types):]
-        # The first return position of each value gets the kernel's store directly.
+        # The first return position of each value gets the kernel's store directly,
+        # also through views: a kernel whose result is only reshaped into an output
+        # writes into that output (seen with the kernel's shape), so no copy is needed.
         direct_output: dict[SSAValue, SSAValue] = {}
+        in_place: set[SSAValue] = set()
         for value, arg in zip(returned, out_args):
-            direct_output.setdefault(value, arg)
+            if value in direct_output or value in in_place:
+                continue
+            source = value
+            while _is_view(source.owner) and sum(1 for _ in source.owner.operands[0].uses) == 1:
+                source = source.owner.operands[0]
+            if isinstance(source.owner, LaunchOp) and source not in direct_output:
+                direct_output[source] = arg
+                in_place.add(value)
 
         for old in list(old_block.ops)[:-1]:
             if isinstance(old, WeightOp):
@@ -106,12 +115,11 @@ class _Outliner:
 
         from passes.lowering.rules.movement import copy_into  # the generic copy
 
-        written = set()
         for value, arg in zip(returned, out_args):
-            source = values[value]
-            if direct_output.get(value) is arg and source is arg and arg not in written:
-                written.add(arg)
+            if value in in_place:
+                in_place.discard(value)  # a second return of the same value still copies
                 continue
+            source = values[value]
             copy_into(KernelBuilder(builder, _no_scratch), source, arg)
         builder.insert(func.ReturnOp())
 
@@ -128,9 +136,6 @@ class _Outliner:
         name = weight.weight_name
         type = memref_of(weight.result.type)
         if name not in self.globals:
-            if name not in self.weights:
-                raise CompileError(f"weight '{name}' is referenced by the IR but missing from the "
-                                   "weights sidecar")
             self.globals[name] = memref.GlobalOp.get(StringAttr(name), type, UnitAttr(),
                                                      constant=UnitAttr())
         get = memref.GetGlobalOp(name, type)
@@ -164,6 +169,8 @@ class _Outliner:
         result_buffers = []
         for result in launch.results:
             buffer = direct_output.get(result)
+            if buffer is not None and buffer.type.get_shape() != result.type.get_shape():
+                buffer = reshape_view(builder, buffer, result.type.get_shape())
             if buffer is None:
                 alloc = memref.AllocOp([], [], memref_of(result.type))
                 builder.insert(alloc)
@@ -229,8 +236,10 @@ class _Outliner:
         rule(kb, op, ins, outs)
 
 
+def _is_view(op) -> bool:
+    return isinstance(op, OnnxOp) and op.onnx_type in VIEW_OPS and op.onnx_type != "Dropout"
+
+
 def _no_scratch(type: MemRefType) -> SSAValue:
     raise CompileError("a copy in @main asked for scratch memory")
 
-
-__all__ = ["KernelsToLinalgPass", "memref_of", "reshape_view", "element_type_for", "ArrayAttr"]
