@@ -69,6 +69,7 @@ def _instrumentation(args):
 
     return PassInstrumentation(print_after_all=getattr(args, "print_ir_after_all", False),
                                print_after=frozenset(getattr(args, "print_ir_after", None) or []),
+                               disabled=frozenset(getattr(args, "disable_pass", None) or []),
                                printer=printer)
 
 
@@ -86,7 +87,8 @@ def _compile(args, compile_to: str):
 
     instrument = _instrumentation(args)
     result = compile_model(args.model, target=args.target,
-                           options=CompileOptions(threads=getattr(args, "threads", None)),
+                           options=CompileOptions(threads=getattr(args, "threads", None),
+                                                  fusion=getattr(args, "fusion", "all")),
                            input_shapes=_parse_shapes(getattr(args, "shape", None)),
                            pipeline=getattr(args, "pipeline", None), compile_to=compile_to,
                            compile_from=getattr(args, "compile_from", None), instrument=instrument)
@@ -186,6 +188,31 @@ def cmd_opt(args) -> int:
     return 0
 
 
+def cmd_explain(args) -> int:
+    from dlc.fusion_report import explain
+
+    print(explain(args.model, fusion=args.fusion, input_shapes=_parse_shapes(args.shape), target=args.target))
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from dlc.fusion_report import compare, format_compare
+
+    reports, errors = compare(args.model, repeat=args.repeat, input_shapes=_parse_shapes(args.shape),
+                              target=args.target)
+    print(format_compare(reports, errors))
+    if args.html:
+        from dlc.html_report import write_html_report
+
+        write_html_report(args.html, args.model, reports, errors)
+        print(f"wrote {args.html}")
+    bad = {label: e for label, e in errors.items() if not np.isfinite(e[0]) or e[0] > 1e-3 + 1e-3 * 1}
+    if bad:
+        print(f"error: outputs disagree beyond tolerance: {bad}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def cmd_passes(args) -> int:
     import dataclasses
 
@@ -226,6 +253,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--print-ir-after-all", action="store_true")
         p.add_argument("--print-ir-after", action="append", metavar="PASS")
         p.add_argument("--time-passes", action="store_true")
+        p.add_argument("--fusion", default="all", choices=("none", "elementwise", "all"),
+                       help="kernel fusion: none, elementwise chains only, or all rules (default)")
+        p.add_argument("--disable-pass", action="append", metavar="PASS", help="skip a pass of the pipeline")
 
     p = sub.add_parser("compile", help="compile a model to an artifact directory or stop at a phase")
     p.add_argument("model", help="an .onnx file (or .mlir with --compile-from)")
@@ -255,6 +285,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--print-ir-after", action="append", metavar="PASS")
     p.add_argument("--time-passes", action="store_true")
     p.set_defaults(func=cmd_opt)
+
+    p = sub.add_parser("explain", help="print the fusion decisions: node -> kernel, and why not")
+    p.add_argument("model")
+    p.add_argument("--fusion", default="all", choices=("none", "elementwise", "all"))
+    p.add_argument("--shape", action="append", metavar="NAME=AxBxC")
+    p.add_argument("--target", default="cpu")
+    p.set_defaults(func=cmd_explain)
+
+    p = sub.add_parser("compare", help="compile with and without fusion (and run onnxruntime); compare")
+    p.add_argument("model")
+    p.add_argument("--repeat", type=int, default=20)
+    p.add_argument("--shape", action="append", metavar="NAME=AxBxC")
+    p.add_argument("--target", default="cpu")
+    p.add_argument("--html", metavar="FILE", help="write a self-contained HTML report")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("passes", help="list the registered passes and their options")
     p.set_defaults(func=cmd_passes)

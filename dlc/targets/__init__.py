@@ -57,6 +57,7 @@ SUPPORTED = Support(True)
 class CompileOptions:
     threads: int | None = None
     opt_level: int = 3
+    fusion: str = "all"  # none | elementwise | all
 
 
 class Executable(Protocol):

@@ -43,8 +43,11 @@ class CpuTarget(Target):
         from passes import all_passes
 
         p = all_passes()
+        kernels = [p["form-kernels"]()]
+        if options.fusion != "none":
+            kernels.append(p["fuse-kernels"](mode=options.fusion))
         return [
-            ("kernels", [p["form-kernels"]()]),
+            ("kernels", kernels),
             ("linalg", [p["kernels-to-linalg"](), p["dce"](), p["plan-memory"]()]),
             ("loops", [p["convert-linalg-to-loops"]()]),
         ]

@@ -1,0 +1,233 @@
+"""Merge kernel.launch ops into fused kernels, recording every decision in the IR.
+
+Rules follow TVM's operator patterns (dialects/op_classes.py): elementwise ops
+fuse into their producers (chains; a contraction's epilogue; after a
+reduction), elementwise producers fuse into reductions, and reductions chain
+with their elementwise neighbours so Softmax and LayerNormalization (also the
+decomposed forms exporters write) become one kernel. Contraction inputs,
+injective and opaque ops stay apart. A merge that would make the kernel graph
+cyclic (checked with networkx) or break the target's limits is refused.
+
+Each fused launch carries `dlc.fusion`: one line per node saying how it joined,
+and `dlc.apart`: one line per producer edge that was not fused, with the rule.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import networkx as nx
+from xdsl.context import Context
+from xdsl.dialects import func
+from xdsl.dialects.builtin import ArrayAttr, ModuleOp, StringAttr
+from xdsl.ir import Block, Region, SSAValue
+from xdsl.passes import ModulePass
+from xdsl.rewriter import InsertPoint, Rewriter
+
+from dialects.kernel import LaunchOp, YieldOp
+from dialects.onnx import OnnxOp
+from dialects.op_classes import CONTRACTION, ELEMENTWISE, REDUCTION, op_class
+
+MODES = ("none", "elementwise", "all")
+
+
+@dataclass
+class _Group:
+    launches: list[LaunchOp]
+    classes: set[str]
+    notes: list[str]
+    apart: list[str]
+
+
+def _node_op(launch: LaunchOp) -> OnnxOp:
+    return next(o for o in launch.body.block.ops if isinstance(o, OnnxOp))
+
+
+def fusion_rule(mode: str, producer: _Group, consumer_class: str, producer_class: str) -> tuple[bool, str]:
+    """(fuse?, rule): may a consumer of class `consumer_class` join the producer's group?"""
+    if consumer_class == CONTRACTION:
+        return False, "inputs of a contraction are not fused (it reads them whole, as GEMM panels)"
+    if consumer_class not in (ELEMENTWISE, REDUCTION):
+        return False, f"{consumer_class} ops run as kernels of their own"
+    if producer_class not in (ELEMENTWISE, REDUCTION, CONTRACTION):
+        return False, f"the producer is {producer_class}: not fused"
+    if consumer_class == ELEMENTWISE:
+        if CONTRACTION in producer.classes:
+            if REDUCTION in producer.classes:
+                return False, "a contraction's epilogue holds elementwise ops only"
+            return True, "elementwise epilogue of a contraction"
+        if REDUCTION in producer.classes and mode != "all":
+            return False, f"--fusion={mode}: elementwise ops do not join reductions"
+        return True, "elementwise chain" if producer_class == ELEMENTWISE else "elementwise after a reduction"
+    # A reduction consumer.
+    if mode != "all":
+        return False, f"--fusion={mode}: reductions are not fused"
+    if CONTRACTION in producer.classes:
+        return False, "a reduction after a contraction starts a new kernel"
+    return True, "reduction with its elementwise neighbours"
+
+
+@dataclass(frozen=True)
+class FuseKernelsPass(ModulePass):
+    """Fuse kernel.launch ops by operator class; record why each node joined or stayed apart."""
+
+    name = "fuse-kernels"
+    mode: str = "all"
+    max_ops: int = 64
+
+    def apply(self, ctx: Context, op: ModuleOp) -> None:
+        if self.mode not in MODES:
+            from dialects.diagnostics import CompileError
+
+            raise CompileError(f"fuse-kernels: mode must be one of {', '.join(MODES)}, got '{self.mode}'")
+        for function in op.ops:
+            if isinstance(function, func.FuncOp) and not function.is_declaration:
+                self._fuse(function.body.block)
+
+    def _fuse(self, block: Block) -> None:
+        launches = [o for o in block.ops if isinstance(o, LaunchOp)]
+        group_of: dict[LaunchOp, _Group] = {}
+        producer_of: dict[SSAValue, LaunchOp] = {}
+        graph = nx.DiGraph()  # kernel-level dependency graph over group ids
+        for launch in launches:
+            node = _node_op(launch)
+            group_of[launch] = _Group([launch], {op_class(node.onnx_type)}, [f"{node.node_name}: starts the kernel"], [])
+            graph.add_node(id(group_of[launch]))
+            for result in launch.results:
+                producer_of[result] = launch
+
+        def edges_of(launch: LaunchOp):
+            for o in launch.body.block.ops:
+                for operand in o.operands:
+                    if operand in producer_of:
+                        yield operand, producer_of[operand]
+
+        for launch in launches:
+            for _, producer in edges_of(launch):
+                graph.add_edge(id(group_of[producer]), id(group_of[launch]))
+
+        for launch in launches:
+            node = _node_op(launch)
+            consumer_class = op_class(node.onnx_type)
+            for value, producer in edges_of(launch):
+                target, mine = group_of[producer], group_of[launch]
+                if target is mine:
+                    continue
+                producer_node = _node_op(producer)
+                ok, rule = (False, "--fusion=none") if self.mode == "none" else fusion_rule(
+                    self.mode, target, consumer_class, op_class(producer_node.onnx_type))
+                if ok and CONTRACTION in target.classes and CONTRACTION in mine.classes:
+                    ok, rule = False, "a kernel holds at most one contraction"
+                if ok and len(target.launches) + len(mine.launches) > self.max_ops:
+                    ok, rule = False, f"the kernel would exceed the target's limit of {self.max_ops} ops"
+                if ok and _creates_cycle(graph, id(target), id(mine)):
+                    ok, rule = False, "fusing would create a cycle between kernels"
+                if not ok:
+                    mine.apart.append(f"{node.node_name} <- {producer_node.node_name}: {rule}")
+                    continue
+                mine.notes[0] = f"{node.node_name}: joined {producer_node.node_name}'s kernel ({rule})"
+                _merge(graph, group_of, target, mine)
+
+        done = set()
+        for launch in launches:
+            group = group_of[launch]
+            if id(group) in done:
+                continue
+            done.add(id(group))
+            _materialise(block, group)
+        _reorder_topologically(block)
+
+
+def _reorder_topologically(block: Block) -> None:
+    """Restore def-before-use after merging: stable topological order of the block's ops.
+
+    A fused launch sits where its last member was; an outside op that read an
+    earlier member's result may now come before it (it cannot also feed a later
+    member: that would be a cycle, which the rules refuse).
+    """
+    ops = list(block.ops)
+    terminator = ops.pop()
+    position = {op: i for i, op in enumerate(ops)}
+    graph = nx.DiGraph()
+    graph.add_nodes_from(ops)
+    for op in ops:
+        for inner in op.walk():
+            for operand in inner.operands:
+                owner = operand.owner  # an op of this block, a nested op, or a Block (argument)
+                if owner in position and owner is not op:
+                    graph.add_edge(owner, op)
+    order = list(nx.lexicographical_topological_sort(graph, key=position.__getitem__))
+    for op in order:
+        op.detach()
+    block.insert_ops_before(order, terminator)
+
+
+def _creates_cycle(graph: nx.DiGraph, a: int, b: int) -> bool:
+    """Would merging groups a and b make the group graph cyclic? (a path a -> x -> b or b -> x -> a)"""
+    for src, dst in ((a, b), (b, a)):
+        for succ in graph.successors(src):
+            if succ != dst and nx.has_path(graph, succ, dst):
+                return True
+    return False
+
+
+def _merge(graph: nx.DiGraph, group_of: dict, target: _Group, other: _Group) -> None:
+    target.launches += other.launches
+    target.classes |= other.classes
+    target.notes += other.notes
+    target.apart += other.apart
+    for launch in other.launches:
+        group_of[launch] = target
+    nx.contracted_nodes(graph, id(target), id(other), self_loops=False, copy=False)
+
+
+def _materialise(block: Block, group: _Group) -> None:
+    """Replace the group's launches by one launch holding all their ops, in block order."""
+    position = {op: i for i, op in enumerate(block.ops)}
+    launches = sorted(group.launches, key=position.__getitem__)
+    if len(launches) == 1:
+        launch = launches[0]
+        launch.attributes["dlc.fusion"] = ArrayAttr([StringAttr(n) for n in group.notes])
+        launch.attributes["dlc.apart"] = ArrayAttr([StringAttr(n) for n in group.apart])
+        return
+    members = set(launches)
+    # Results used outside the group must be yielded by the fused launch.
+    outside = []
+    for launch in launches:
+        for result in launch.results:
+            if any(use.operation.parent_op() not in members and use.operation not in members
+                   for use in result.uses):
+                outside.append(result)
+    inner_value = {}
+    ops = []
+    for launch in launches:
+        yield_op = launch.body.block.last_op
+        for result, value in zip(launch.results, yield_op.operands):
+            inner_value[result] = value
+    for launch in launches:
+        for o in list(launch.body.block.ops):
+            if isinstance(o, YieldOp):
+                continue
+            o.detach()
+            for i, operand in enumerate(o.operands):
+                if operand in inner_value and operand.owner in members:
+                    o.operands[i] = inner_value[operand]
+            ops.append(o)
+    nodes = [n.data for launch in launches for n in (launch.nodes.data if launch.nodes else [])]
+    first = launches[0]
+    anchor = next((o for o in ops if op_class(o.onnx_type) == CONTRACTION), ops[0])
+    fused = LaunchOp(f"{first.kernel_name.split('_')[0]}_{anchor.onnx_type}_fused", first.target.data,
+                     [r.type for r in outside], Region(Block()), nodes=nodes)
+    fused.body.block.add_ops(ops)
+    fused.body.block.add_op(YieldOp([inner_value[r] for r in outside]))
+    fused.attributes["dlc.fusion"] = ArrayAttr([StringAttr(n) for n in group.notes])
+    fused.attributes["dlc.apart"] = ArrayAttr([StringAttr(n) for n in group.apart])
+    # Placed where the last member was; _reorder_topologically fixes def-before-use.
+    Rewriter.insert_op(fused, InsertPoint.before(launches[-1]))
+    for result, new in zip(outside, fused.results):
+        result.replace_all_uses_with(new)
+    for launch in reversed(launches):
+        for result in launch.results:
+            for use in list(result.uses):
+                raise AssertionError(f"fuse-kernels: dangling use of {launch.kernel_name} by {use.operation.name}")
+        Rewriter.erase_op(launch)

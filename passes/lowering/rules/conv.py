@@ -1,0 +1,163 @@
+"""Conv (1-D/2-D/3-D, groups, pads, auto_pad, strides, dilations, bias) as one linalg.generic.
+
+Mirrors https://onnx.ai/onnx/operators/onnx__Conv.html. Also holds the sliding-window
+arithmetic (`Window`) and explicit padding that the pooling rules share.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from xdsl.dialects.builtin import MemRefType
+from xdsl.ir import SSAValue
+from xdsl.ir.affine import AffineExpr
+
+from dialects.diagnostics import UnsupportedError
+from passes.lowering.kernels_to_linalg import reshape_view
+from passes.lowering.linalg_builder import PARALLEL, REDUCTION, affine_map, dim, identity_map
+from passes.lowering.rules import lowers
+
+
+@dataclass(frozen=True)
+class Window:
+    """A sliding window over the spatial dims: output o, tap k reads padded input o*s + k*d."""
+
+    kernel: tuple[int, ...]
+    strides: tuple[int, ...]
+    dilations: tuple[int, ...]
+    pads_begin: tuple[int, ...]
+    pads_end: tuple[int, ...]
+    out: tuple[int, ...]
+
+    def padded_extent(self, in_spatial: Sequence[int]) -> tuple[int, ...]:
+        """Size of the padded input: the explicit pads, grown where ceil_mode reads past them."""
+        reach = [(o - 1) * s + (k - 1) * d + 1
+                 for o, s, k, d in zip(self.out, self.strides, self.kernel, self.dilations)]
+        return tuple(max(b + n + e, r)
+                     for b, n, e, r in zip(self.pads_begin, in_spatial, self.pads_end, reach))
+
+    def taps(self, positions: Sequence[AffineExpr], taps: Sequence[AffineExpr]) -> list[AffineExpr]:
+        """Padded-input index read by output `positions` at window `taps` (loop dims)."""
+        return [o * s + k * d for o, k, s, d in zip(positions, taps, self.strides, self.dilations)]
+
+
+def window_of(op, in_spatial: Sequence[int], kernel: Sequence[int],
+              out_spatial: Sequence[int]) -> Window:
+    """Read strides, dilations, pads and auto_pad of a Conv or pooling op.
+
+    The output size comes from the (shape-inferred) result type, so ceil_mode needs no
+    arithmetic here: a window reaching past the explicit pads just reads more padding.
+    """
+    rank = len(in_spatial)
+    strides = _ints(op, "strides", [1] * rank, rank)
+    dilations = _ints(op, "dilations", [1] * rank, rank)
+    auto_pad = op.attr("auto_pad", "NOTSET")
+    if auto_pad == "NOTSET":
+        pads = _ints(op, "pads", [0] * 2 * rank, 2 * rank)
+        begin, end = pads[:rank], pads[rank:]
+    elif auto_pad == "VALID":
+        begin = end = [0] * rank
+    elif auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        totals = [max(0, (o - 1) * s + (k - 1) * d + 1 - n)
+                  for o, s, k, d, n in zip(out_spatial, strides, kernel, dilations, in_spatial)]
+        # SAME_UPPER puts the odd extra pad at the end, SAME_LOWER at the beginning.
+        small = [t // 2 for t in totals]
+        large = [t - t // 2 for t in totals]
+        begin, end = (small, large) if auto_pad == "SAME_UPPER" else (large, small)
+    else:
+        raise UnsupportedError(f"{op.describe()}: auto_pad '{auto_pad}' is not one of NOTSET, "
+                               "VALID, SAME_UPPER, SAME_LOWER")
+    if any(p < 0 for p in (*begin, *end)):
+        raise UnsupportedError(f"{op.describe()}: negative pads {[*begin, *end]} are not supported")
+    return Window(tuple(kernel), tuple(strides), tuple(dilations), tuple(begin), tuple(end),
+                  tuple(out_spatial))
+
+
+def _ints(op, name: str, default: list[int], length: int) -> list[int]:
+    value = op.attr(name) or default
+    if len(value) != length:
+        raise UnsupportedError(f"{op.describe()}: attribute {name}={value} should have {length} "
+                               "values (one per spatial dim)")
+    return [int(v) for v in value]
+
+
+def pad_into(kb, source: SSAValue, target: SSAValue, offsets: Sequence[int], value: float) -> None:
+    """target = `value` everywhere, with `source` copied in at `offsets` (one per dim).
+
+    The copy writes through a flat view of `target`: a map result that is a plain loop
+    dim must span the operand's whole dim, which a pad at only the end of a dim breaks.
+    """
+    kb.fill(target, value)
+    shape, target_shape = source.type.get_shape(), target.type.get_shape()
+    if len(shape) == 1:  # a lone `d0 + 0` would fold back to a plain dim
+        source = reshape_view(kb.builder, source, [1, *shape])
+        target_shape, offsets = [1, *target_shape], [0, *offsets]
+    strides = [int(np.prod(target_shape[i + 1:])) for i in range(len(target_shape))]
+    flat = reshape_view(kb.builder, target, [int(np.prod(target_shape))])
+    index = dim(0) * strides[0] + offsets[0] * strides[0]
+    for i in range(1, len(strides)):
+        index = index + (dim(i) + offsets[i]) * strides[i]
+    kb.copy(source, flat, affine_map(len(strides), [index]))
+
+
+def padded_input(kb, x: SSAValue, window: Window, value: float) -> SSAValue:
+    """x [N, C, *spatial] padded with `value` as `window` reads it (x itself if it needs none)."""
+    shape = x.type.get_shape()
+    extent = window.padded_extent(shape[2:])
+    if tuple(extent) == tuple(shape[2:]):
+        return x
+    padded = kb.scratch(MemRefType(x.type.element_type, [*shape[:2], *extent]))
+    pad_into(kb, x, padded, [0, 0, *window.pads_begin], value)
+    return padded
+
+
+def _grouped(kb, buffer: SSAValue, groups: int) -> SSAValue:
+    """[A, B, *rest] seen as [A, G, B/G, *rest] (a free view of the contiguous buffer)."""
+    a, b, *rest = buffer.type.get_shape()
+    return reshape_view(kb.builder, buffer, [a, groups, b // groups, *rest])
+
+
+def _conv_window(op, x_shape, w_shape, y_shape, groups: int) -> Window:
+    """The window of a Conv, after checking its shapes and attributes agree."""
+    kernel = list(w_shape[2:])
+    if op.attr("kernel_shape") not in (None, kernel):
+        raise UnsupportedError(f"{op.describe()}: kernel_shape {op.attr('kernel_shape')} does not "
+                               f"match the weight's spatial shape {kernel}")
+    if x_shape[1] != w_shape[1] * groups or w_shape[0] % groups:
+        raise UnsupportedError(f"{op.describe()}: {x_shape[1]} input channels, weight {w_shape} "
+                               f"and group={groups} are inconsistent")
+    return window_of(op, x_shape[2:], kernel, y_shape[2:])
+
+
+@lowers("Conv")
+def lower_conv(kb, op, ins, outs) -> None:
+    x, w, bias = ins[0], ins[1], ins[2] if len(ins) > 2 else None
+    y = outs[0]
+    x_shape, w_shape, y_shape = x.type.get_shape(), w.type.get_shape(), y.type.get_shape()
+    groups = op.attr("group", 1)
+    window = _conv_window(op, x_shape, w_shape, y_shape, groups)
+
+    rank = len(y_shape)
+    if bias is not None:  # the accumulation starts from the bias of each output channel
+        kb.generic([bias], [y], [affine_map(rank, [dim(1)]), identity_map(rank)],
+                   [PARALLEL] * rank, lambda b, a: [a[0]])
+    else:
+        kb.fill(y, 0.0)
+
+    # Loops (n, g, oc, ic, k..., o...): the innermost loop walks a contiguous output row.
+    # Groups are a loop of their own over [N, G, C/G, ...] views of x, w and y.
+    spatial = rank - 2
+    n, g, oc, ic = dim(0), dim(1), dim(2), dim(3)
+    taps = [dim(4 + i) for i in range(spatial)]
+    positions = [dim(4 + spatial + i) for i in range(spatial)]
+    num_dims = 4 + 2 * spatial
+    x_view = _grouped(kb, padded_input(kb, x, window, 0.0), groups)
+    w_view = reshape_view(kb.builder, w, [groups, w_shape[0] // groups, *w_shape[1:]])
+    kb.generic([x_view, w_view], [_grouped(kb, y, groups)],
+               [affine_map(num_dims, [n, g, ic, *window.taps(positions, taps)]),
+                affine_map(num_dims, [g, oc, ic, *taps]),
+                affine_map(num_dims, [n, g, oc, *positions])],
+               [PARALLEL] * 3 + [REDUCTION] * (1 + spatial) + [PARALLEL] * spatial,
+               lambda b, a: [b.add(a[2], b.mul(a[0], a[1]))])
