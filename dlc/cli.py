@@ -88,7 +88,8 @@ def _compile(args, compile_to: str):
     instrument = _instrumentation(args)
     result = compile_model(args.model, target=args.target,
                            options=CompileOptions(threads=getattr(args, "threads", None),
-                                                  fusion=getattr(args, "fusion", "all")),
+                                                  fusion=getattr(args, "fusion", "all"),
+                                                  profile=getattr(args, "profile", False)),
                            input_shapes=_parse_shapes(getattr(args, "shape", None)),
                            pipeline=getattr(args, "pipeline", None), compile_to=compile_to,
                            compile_from=getattr(args, "compile_from", None), instrument=instrument)
@@ -151,6 +152,9 @@ def cmd_run(args) -> int:
     feeds = random_inputs(model.inputs, args.seed)
     feeds.update(_parse_inputs(args.input))
     outputs = model.run(feeds)
+    executable = model._executable
+    if args.profile and hasattr(executable, "reset_profile"):
+        executable.reset_profile()
     latencies = []
     for _ in range(max(args.repeat, 1)):
         start = time.perf_counter()
@@ -162,6 +166,13 @@ def cmd_run(args) -> int:
             np.save(Path(args.save_outputs) / f"{name.replace('/', '_')}.npy", value)
     print(f"median latency over {len(latencies)} run(s): {np.median(latencies) * 1e3:.3f} ms "
           f"(target {args.target})")
+    if args.profile:
+        if not getattr(executable, "profile_sites", None):
+            raise DlcError("--profile needs a cpu build compiled with profiling: run it on the .onnx "
+                           "model (an artifact keeps the profiling it was compiled with)")
+        from dlc.profiling import format_profile
+
+        print(format_profile(executable, len(latencies)))
     return 0
 
 
@@ -273,6 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeat", type=int, default=10, help="timed runs for the median latency")
     p.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
     p.add_argument("--save-outputs", metavar="DIR", help="write each output to DIR/NAME.npy")
+    p.add_argument("--profile", action="store_true",
+                   help="time each kernel inside the native code; print GFLOP/s, GB/s and roofline")
     model_options(p)
     p.set_defaults(func=cmd_run)
 

@@ -75,6 +75,36 @@ def check_inputs(specs: list[TensorSpec], feeds: dict[str, np.ndarray]) -> list[
     return arrays
 
 
+class RuntimeContext(ctypes.Structure):
+    """What generated code asks of the runtime (dlc/codegen/llvm_emitter.py RUNTIME_FIELDS)."""
+
+    _fields_ = [("parallel", ctypes.c_void_p),    # GOMP_parallel(fn, data, num_threads, flags)
+                ("thread_num", ctypes.c_void_p),  # omp_get_thread_num()
+                ("num_threads", ctypes.c_int64),
+                ("profile", ctypes.c_void_p)]     # int64 nanoseconds per kernel call site
+
+
+def _gomp():
+    """libgomp's GOMP_parallel and omp_get_thread_num, or (None, None) where it is missing."""
+    import ctypes.util
+
+    name = ctypes.util.find_library("gomp")
+    if name is None:
+        return None, None
+    try:
+        library = ctypes.CDLL(name)
+        return (ctypes.cast(library.GOMP_parallel, ctypes.c_void_p).value,
+                ctypes.cast(library.omp_get_thread_num, ctypes.c_void_p).value)
+    except (OSError, AttributeError):
+        return None, None
+
+
+def default_threads() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 class NativeExecutable:
     """A compiled model loaded into this process: one native call per run."""
 
@@ -88,9 +118,26 @@ class NativeExecutable:
         self._weights = weights  # kept alive: native code reads it
         self._arena = aligned_empty((max(manifest["arena_size"], 1),), np.uint8)
         self._module = NativeModule(object_code)
-        self._entry = ctypes.CFUNCTYPE(None, ctypes.POINTER(ctypes.c_void_p), ctypes.c_void_p)(
-            self._module.address(ENTRY_SYMBOL))
+        self._entry = ctypes.CFUNCTYPE(None, ctypes.POINTER(ctypes.c_void_p), ctypes.c_void_p,
+                                       ctypes.c_void_p)(self._module.address(ENTRY_SYMBOL))
         self.object_code = object_code
+        self.profile_sites: list[str] = manifest.get("profile_sites", [])
+        self._profile = np.zeros(max(len(self.profile_sites), 1), dtype=np.int64)
+        parallel, thread_num = _gomp()
+        threads = manifest.get("threads") or default_threads()
+        self._context = RuntimeContext(parallel, thread_num, threads if parallel else 1,
+                                       self._profile.ctypes.data)
+
+    @property
+    def num_threads(self) -> int:
+        return self._context.num_threads
+
+    def profile(self) -> list[tuple[str, float]]:
+        """(kernel, seconds) accumulated since the last reset (a --profile build only)."""
+        return [(name, ns * 1e-9) for name, ns in zip(self.profile_sites, self._profile)]
+
+    def reset_profile(self) -> None:
+        self._profile[:] = 0
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         arrays = check_inputs(self.inputs, feeds)
@@ -100,7 +147,7 @@ class NativeExecutable:
         outputs = [aligned_empty(s.shape, s.dtype) for s in self.outputs]
         buffers = (ctypes.c_void_p * (len(inputs) + len(outputs) + 1))(
             *[a.ctypes.data for a in (*inputs, *outputs, self._arena)])
-        self._entry(buffers, self._weights.ctypes.data)
+        self._entry(buffers, self._weights.ctypes.data, ctypes.addressof(self._context))
         return {spec.name: out for spec, out in zip(self.outputs, outputs)}
 
     def save(self, directory: str | Path) -> None:

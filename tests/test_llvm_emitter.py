@@ -46,12 +46,12 @@ class Program:
     def __init__(self, text: str, weight_offsets: dict[str, int] | None = None, **options):
         self.llvm_ir = emit_llvm(lower(text), weight_offsets or {}, **options)
         self.native = NativeModule(compile_object(self.llvm_ir))
-        prototype = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p)
+        prototype = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)
         self.entry = prototype(self.native.address(entry_symbol()))
 
     def __call__(self, *arrays: np.ndarray, weights: np.ndarray | None = None) -> None:
         buffers = (ctypes.c_void_p * len(arrays))(*(a.ctypes.data for a in arrays))
-        self.entry(ctypes.addressof(buffers), None if weights is None else weights.ctypes.data)
+        self.entry(ctypes.addressof(buffers), None if weights is None else weights.ctypes.data, None)
 
 
 def test_broadcast_add():

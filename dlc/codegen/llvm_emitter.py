@@ -154,17 +154,34 @@ def emit_llvm(
     *,
     fastmath: bool = True,
     noalias: bool = True,
+    profile: bool = False,
 ) -> str:
     """Translate a `loops`-phase module into LLVM IR text.
 
-    ABI: `@entry(%a0, ..., %aN)` becomes `void dlc_<entry>(ptr %buffers, ptr %weights)`,
-    where `buffers[i]` is the pointer for `%ai` and a `memref.get_global @w` is
-    `weights + weight_offsets["w"]` bytes. Other functions become internal LLVM functions
-    taking a trailing `ptr %weights`; their memref parameters are `noalias` (when
-    `noalias`: the memory planner never passes overlapping buffers to one call).
-    `fastmath` puts `reassoc contract` (never `nnan`/`ninf`) on fadd/fsub/fmul.
+    ABI: `@entry(%a0, ..., %aN)` becomes `void dlc_<entry>(ptr %buffers, ptr %weights,
+    ptr %runtime)`, where `buffers[i]` is the pointer for `%ai`, a `memref.get_global @w`
+    is `weights + weight_offsets["w"]` bytes, and `runtime` points to the runtime context
+    (`RUNTIME_FIELDS`: thread-pool entry points, thread count, profile counters). Other
+    functions become internal LLVM functions taking trailing `ptr %weights, ptr %runtime`;
+    their memref parameters are `noalias` (when `noalias`: the memory planner never passes
+    overlapping buffers to one call). `fastmath` puts `reassoc contract` (never
+    `nnan`/`ninf`) on fadd/fsub/fmul. With `profile`, the entry adds the nanoseconds spent
+    in its i-th kernel call to `runtime->profile[i]` (call sites: `profile_sites`).
     """
-    return LLVMEmitter(module, weight_offsets, entry, fastmath=fastmath, noalias=noalias).emit()
+    return LLVMEmitter(module, weight_offsets, entry, fastmath=fastmath, noalias=noalias,
+                       profile=profile).emit()
+
+
+# The runtime context the entry receives, as consecutive 8-byte fields.
+RUNTIME_FIELDS = ("parallel", "thread_num", "num_threads", "profile")
+
+
+def profile_sites(module: ModuleOp, entry: str = "main") -> list[str]:
+    """Callee names of the entry's kernel calls, in the order `profile` counts them."""
+    main = next(f for f in module.ops if isinstance(f, func.FuncOp) and f.sym_name.data == entry)
+    defined = {f.sym_name.data for f in module.ops if isinstance(f, func.FuncOp) and f.body.blocks}
+    return [op.callee.root_reference.data for op in main.body.block.ops
+            if isinstance(op, func.CallOp) and op.callee.root_reference.data in defined]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -266,8 +283,11 @@ class LLVMEmitter:
         *,
         fastmath: bool = True,
         noalias: bool = True,
+        profile: bool = False,
     ):
         self.module = module
+        self.profile = profile
+        self.profile_site = 0
         self.weight_offsets = weight_offsets
         self.entry = entry
         self.fastmath = FASTMATH_FLAGS if fastmath else ()
@@ -308,8 +328,8 @@ class LLVMEmitter:
                 raise NotImplementedError(
                     f"llvm emitter: entry @{name} must take only memrefs and return nothing"
                 )
-            fn = ir.Function(self.llvm, ir.FunctionType(VOID, [PTR, PTR]), entry_symbol(name))
-            fn.args[0].name, fn.args[1].name = "buffers", "weights"
+            fn = ir.Function(self.llvm, ir.FunctionType(VOID, [PTR, PTR, PTR]), entry_symbol(name))
+            fn.args[0].name, fn.args[1].name, fn.args[2].name = "buffers", "weights", "runtime"
             pointer_args = list(fn.args)
         elif not f.body.blocks:
             # A declaration: an external C function taking bare pointers, nothing assumed.
@@ -320,11 +340,11 @@ class LLVMEmitter:
             if name in _LIBM_NAMES or name.startswith(("llvm.", "dlc_")):
                 raise ValueError(f"llvm emitter: function name @{name} is reserved")
             ret = llvm_type(outputs[0]) if outputs else VOID
-            fn = ir.Function(self.llvm, ir.FunctionType(ret, [*map(llvm_type, inputs), PTR]), name)
+            fn = ir.Function(self.llvm, ir.FunctionType(ret, [*map(llvm_type, inputs), PTR, PTR]), name)
             fn.linkage = "internal"
-            fn.args[-1].name = "weights"
+            fn.args[-2].name, fn.args[-1].name = "weights", "runtime"
             pointer_args = [a for a, t in zip(fn.args, inputs) if isinstance(t, MemRefType)]
-            pointer_args.append(fn.args[-1])
+            pointer_args.append(fn.args[-2])
         for arg in pointer_args:
             arg.add_attribute("captures(none)")  # kernels never store a pointer anywhere
             if self.noalias:
@@ -342,7 +362,10 @@ class LLVMEmitter:
         self.entry_block = fn.append_basic_block("entry")
         self.builder = ir.IRBuilder(self.entry_block)
         self.values = {}
-        self.weights = fn.args[-1]
+        if f.sym_name.data == self.entry:
+            self.weights, self.runtime = fn.args[1], fn.args[2]
+        else:
+            self.weights, self.runtime = fn.args[-2], fn.args[-1]
         if f.sym_name.data == self.entry:
             buffers = fn.args[0]
             for i, arg in enumerate(block.args):
@@ -394,11 +417,42 @@ class LLVMEmitter:
         if callee is None:
             raise ValueError(f"llvm emitter: call to unknown function @{op.callee}")
         arguments = self._operands(op)
-        if callee.linkage == "internal":  # our kernels take the weights base last
-            arguments.append(self.weights)
+        internal = callee.linkage == "internal"
+        if internal:  # our kernels take the weights base and the runtime context last
+            arguments += [self.weights, self.runtime]
+        timed = self.profile and internal and self._in_entry()
+        start = self._now_ns() if timed else None
         result = self.builder.call(callee, arguments)
+        if timed:
+            self._add_profile(self.profile_site, self.builder.sub(self._now_ns(), start))
+            self.profile_site += 1
         if op.results:
             self._set(op, result)
+
+    def _in_entry(self) -> bool:
+        return self.builder.function.name == entry_symbol(self.entry)
+
+    def runtime_field(self, name: str) -> ir.Value:
+        """Load field `name` (RUNTIME_FIELDS) of the runtime context."""
+        slot = self.builder.gep(self.runtime, [ir.Constant(I64, RUNTIME_FIELDS.index(name))], True,
+                                source_etype=I64)
+        return self.builder.load(slot, name, align=8, typ=PTR if name != "num_threads" else I64)
+
+    def _now_ns(self) -> ir.Value:
+        """CLOCK_MONOTONIC in nanoseconds, from libc's clock_gettime (a vDSO call, ~20 ns)."""
+        clock = self._declare("clock_gettime", ir.IntType(32), [ir.IntType(32), PTR])
+        timespec = self._entry_alloca(ir.ArrayType(I64, 2), "timespec", 8)
+        self.builder.call(clock, [ir.Constant(ir.IntType(32), 1), timespec])
+        seconds = self.builder.load(self.builder.gep(timespec, [ir.Constant(I64, 0)], True, source_etype=I64),
+                                    typ=I64, align=8)
+        nanos = self.builder.load(self.builder.gep(timespec, [ir.Constant(I64, 1)], True, source_etype=I64),
+                                  typ=I64, align=8)
+        return self.builder.add(self.builder.mul(seconds, ir.Constant(I64, 1_000_000_000)), nanos)
+
+    def _add_profile(self, site: int, elapsed: ir.Value) -> None:
+        counters = self.runtime_field("profile")
+        slot = self.builder.gep(counters, [ir.Constant(I64, site)], True, source_etype=I64)
+        self.builder.store(self.builder.add(self.builder.load(slot, typ=I64, align=8), elapsed), slot, align=8)
 
     @_rule("func.return")
     def _return(self, op: Operation) -> None:
@@ -843,17 +897,22 @@ class LLVMEmitter:
             raise NotImplementedError("llvm emitter: memref.alloca with dynamic sizes")
         # Static allocas go to the entry block: one stack slot per function, even when the op
         # sits in a loop (LLVM would otherwise grow the stack every iteration).
+        array = ir.ArrayType(llvm_type(t.element_type), prod(t.get_shape()))
+        alignment = op.properties.get("alignment")
+        align = max(64, alignment.value.data if isinstance(alignment, IntegerAttr) else 0)
+        self._set(op, self._entry_alloca(array, self._name(op.results[0]), align))
+
+    def _entry_alloca(self, type: ir.Type, name: str, align: int) -> ir.Value:
+        """A stack slot in the entry block (so a slot used in a loop is allocated once)."""
         entry = ir.IRBuilder(self.entry_block)
         entry.position_at_start(self.entry_block)
-        array = ir.ArrayType(llvm_type(t.element_type), prod(t.get_shape()))
-        slot = entry.alloca(array, name=self._name(op.results[0]))
+        slot = entry.alloca(type, name=name)
         slot.type = PTR  # llvmlite types allocas as `[N x T]*` (typed pointers) by default
-        alignment = op.properties.get("alignment")
-        slot.align = max(64, alignment.value.data if isinstance(alignment, IntegerAttr) else 0)
-        self._set(op, slot)
+        slot.align = align
         # An IRBuilder appends at a remembered index; inserting before it in the same block
         # leaves that index one short, so re-anchor the main builder at its block's end.
         self.builder.position_at_end(self.builder.block)
+        return slot
 
     @_rule("memref.dealloc", "memref.assume_alignment")
     def _no_code(self, op: Operation) -> None:

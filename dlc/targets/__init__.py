@@ -58,6 +58,7 @@ class CompileOptions:
     threads: int | None = None
     opt_level: int = 3
     fusion: str = "all"  # none | elementwise | all
+    profile: bool = False  # time each kernel call inside the native code
 
 
 class Executable(Protocol):

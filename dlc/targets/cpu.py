@@ -67,7 +67,9 @@ class CpuTarget(Target):
         offsets, blob = weight_layout(module)
         from dlc.codegen.llvm_emitter import emit_llvm
 
-        llvm_ir = emit_llvm(module, offsets)
+        from dlc.codegen.llvm_emitter import profile_sites
+
+        llvm_ir = emit_llvm(module, offsets, profile=options.profile)
         cpu, features = host_cpu()
         object_code = compile_object(llvm_ir, cpu, features, options.opt_level)
         main = _main(module)
@@ -85,6 +87,8 @@ class CpuTarget(Target):
             "weights_size": int(blob.size),
             "weights": {name: offset for name, offset in offsets.items()},
             "threads": options.threads,
+            "profile_sites": profile_sites(module) if options.profile else [],
+            "kernels": kernel_costs(module),
         }
         return NativeExecutable(manifest, object_code, blob)
 
@@ -135,3 +139,18 @@ def weight_layout(module) -> tuple[dict[str, int], np.ndarray]:
         data = np.ascontiguousarray(store[name]).view(np.uint8).reshape(-1)
         blob[offset:offset + data.size] = data
     return offsets, blob
+
+
+def kernel_costs(module) -> list[dict]:
+    """Per kernel function: name, ONNX nodes, FLOPs and bytes moved (for profiles and rooflines)."""
+    from xdsl.dialects import func
+
+    costs = []
+    for f in module.ops:
+        if isinstance(f, func.FuncOp) and "dlc.flops" in f.attributes:
+            nodes = f.attributes.get("dlc.nodes")
+            costs.append({"name": f.sym_name.data,
+                          "nodes": [n.data for n in nodes.data] if nodes is not None else [],
+                          "flops": f.attributes["dlc.flops"].value.data,
+                          "bytes": f.attributes["dlc.bytes"].value.data})
+    return costs

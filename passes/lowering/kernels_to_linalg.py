@@ -18,12 +18,14 @@ from xdsl.builder import Builder
 from xdsl.context import Context
 from xdsl.dialects import func, memref
 from xdsl.dialects.builtin import (
+    IntegerAttr,
     MemRefType,
     ModuleOp,
     NoneType,
     StringAttr,
     TensorType,
     UnitAttr,
+    i64,
 )
 from xdsl.ir import Block, Operation, Region, SSAValue
 from xdsl.passes import ModulePass
@@ -32,7 +34,8 @@ from xdsl.rewriter import InsertPoint
 from dialects.diagnostics import CompileError, UnsupportedError
 from dialects.kernel import LaunchOp, YieldOp
 from dialects.onnx import VIEW_OPS, NoneOp, OnnxOp, WeightOp
-from dialects.types import numpy_dtype
+from dialects.op_costs import flops
+from dialects.types import byte_size, numpy_dtype
 from dialects.weights import weights_of
 from passes.lowering.linalg_builder import KernelBuilder
 from passes.lowering.rules import load_rules
@@ -213,6 +216,8 @@ class _Outliner:
         name = launch.kernel_name
         kernel = func.FuncOp(name, ([a.type for a in kblock.args], []), Region(kblock), visibility="private")
         kernel.attributes["dlc.target"] = launch.target
+        kernel.attributes["dlc.flops"] = IntegerAttr(sum(flops(o) for o in body_ops if isinstance(o, OnnxOp)), i64)
+        kernel.attributes["dlc.bytes"] = IntegerAttr(sum(byte_size(v.type) for v in call_args), i64)
         if launch.nodes is not None:
             kernel.attributes["dlc.nodes"] = launch.nodes
         for key, attr in launch.attributes.items():

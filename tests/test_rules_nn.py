@@ -1,0 +1,230 @@
+"""Conv, pooling, normalisation and reduction rules: dlc vs onnxruntime on one-node models.
+
+Tolerance is conftest's default (rtol=1e-4, atol=1e-5): float32 sums accumulate in
+another order than onnxruntime's, so results differ by a few ulp per term.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from conftest import assert_matches_onnxruntime, run_onnxruntime
+from onnx import TensorProto, helper, numpy_helper
+
+from dialects.diagnostics import UnsupportedError
+
+OPSET = 21
+
+
+def _model(op_type: str, x_shape, constants=(), opset: int = OPSET,
+           dtype: int = TensorProto.FLOAT, **attrs):
+    """A one-node model: input x, then the named constants as initializers, output y.
+
+    y's shape comes from ONNX shape inference, the same arithmetic onnxruntime uses.
+    """
+    names = ["x", *[name for name, _ in constants]]
+    node = helper.make_node(op_type, names, ["y"], name=op_type.lower(), **attrs)
+    graph = helper.make_graph(
+        [node], op_type,
+        [helper.make_tensor_value_info("x", dtype, x_shape)],
+        [helper.make_tensor_value_info("y", dtype, None)],
+        [numpy_helper.from_array(value, name) for name, value in constants])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    return onnx.shape_inference.infer_shapes(model, strict_mode=True)
+
+
+def _weights(*shape, seed: int = 1) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(-1, 1, shape).astype(np.float32)
+
+
+def _assert_matches(model, feeds) -> None:
+    """Like conftest's assert_matches_onnxruntime, on chosen inputs."""
+    import dlc
+
+    expected = run_onnxruntime(model, feeds)[0]
+    np.testing.assert_allclose(dlc.compile(model).run(feeds)["y"], expected, rtol=1e-4, atol=1e-5)
+
+
+# --- Conv -------------------------------------------------------------------------------------
+
+CONV_CASES = [  # (x shape, weight shape, attributes)
+    pytest.param([1, 3, 6, 6], [4, 3, 3, 3], {}, id="plain"),
+    pytest.param([2, 3, 7, 6], [4, 3, 3, 3], {"pads": [1, 1, 1, 0], "strides": [2, 2]},
+                 id="pads_strides"),
+    pytest.param([1, 2, 9, 9], [3, 2, 3, 3], {"dilations": [2, 1]}, id="dilations"),
+    pytest.param([1, 4, 5, 5], [6, 2, 3, 3], {"group": 2, "pads": [1, 1, 1, 1]}, id="groups"),
+    pytest.param([1, 4, 6, 6], [8, 1, 3, 3], {"group": 4, "pads": [1, 1, 1, 1], "strides": [2, 2]},
+                 id="depthwise"),
+    pytest.param([1, 2, 5, 6], [3, 2, 4, 4], {"auto_pad": "SAME_UPPER", "strides": [2, 2]},
+                 id="same_upper"),
+    pytest.param([1, 2, 5, 6], [3, 2, 4, 4], {"auto_pad": "SAME_LOWER"}, id="same_lower"),
+    pytest.param([1, 2, 6, 6], [3, 2, 2, 3], {"auto_pad": "VALID", "strides": [2, 2]}, id="valid"),
+    pytest.param([1, 8, 4, 4], [5, 8, 1, 1], {}, id="pointwise"),
+    pytest.param([2, 3, 10], [4, 3, 3], {"pads": [1, 0], "strides": [2]}, id="conv1d"),
+    pytest.param([1, 2, 4, 5, 5], [2, 2, 2, 3, 3], {"pads": [0, 1, 0, 0, 0, 1]}, id="conv3d"),
+]
+
+
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "no_bias"])
+@pytest.mark.parametrize("x_shape,w_shape,attrs", CONV_CASES)
+def test_conv(x_shape, w_shape, attrs, bias):
+    constants = [("w", _weights(*w_shape))]
+    if bias:
+        constants.append(("b", _weights(w_shape[0], seed=2)))
+    assert_matches_onnxruntime(_model("Conv", x_shape, constants, **attrs))
+
+
+# --- Pooling ----------------------------------------------------------------------------------
+
+POOL_CASES = [  # (x shape, attributes)
+    pytest.param([1, 3, 6, 6], {"kernel_shape": [2, 2], "strides": [2, 2]}, id="plain"),
+    pytest.param([2, 2, 5, 5], {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}, id="pads"),
+    pytest.param([1, 2, 5, 6], {"kernel_shape": [3, 2], "pads": [2, 0, 0, 1], "strides": [2, 2]},
+                 id="asymmetric_pads"),
+    pytest.param([1, 2, 6, 7], {"kernel_shape": [3, 3], "strides": [2, 2], "ceil_mode": 1},
+                 id="ceil_mode"),
+    pytest.param([1, 1, 7, 7], {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 0, 0],
+                                "ceil_mode": 1}, id="ceil_mode_pads"),
+    pytest.param([1, 2, 5, 5], {"kernel_shape": [3, 3], "strides": [2, 2],
+                                "auto_pad": "SAME_UPPER"}, id="same_upper"),
+    pytest.param([1, 2, 6, 6], {"kernel_shape": [2, 2], "auto_pad": "SAME_LOWER"}, id="same_lower"),
+    pytest.param([1, 2, 8, 8], {"kernel_shape": [2, 2], "dilations": [2, 2], "strides": [2, 2],
+                                "pads": [1, 1, 1, 1]}, id="dilated"),
+    pytest.param([2, 3, 9], {"kernel_shape": [3], "strides": [2], "pads": [1, 1]}, id="pool1d"),
+]
+
+
+@pytest.mark.parametrize("x_shape,attrs", POOL_CASES)
+def test_max_pool(x_shape, attrs):
+    assert_matches_onnxruntime(_model("MaxPool", x_shape, **attrs))
+
+
+@pytest.mark.parametrize("count_include_pad", [0, 1])
+@pytest.mark.parametrize("x_shape,attrs", POOL_CASES)
+def test_average_pool(x_shape, attrs, count_include_pad):
+    assert_matches_onnxruntime(_model("AveragePool", x_shape, count_include_pad=count_include_pad,
+                                      **attrs))
+
+
+@pytest.mark.parametrize("op_type", ["GlobalAveragePool", "GlobalMaxPool"])
+@pytest.mark.parametrize("shape", [[1, 3, 5, 5], [2, 4, 7], [1, 2, 3, 4, 5]])
+def test_global_pool(op_type, shape):
+    assert_matches_onnxruntime(_model(op_type, shape))
+
+
+def test_max_pool_indices_output_is_unsupported():
+    import dlc
+
+    model = _model("MaxPool", [1, 1, 4, 4], kernel_shape=[2, 2], strides=[2, 2])
+    model.graph.node[0].output.append("indices")
+    indices = helper.make_tensor_value_info("indices", TensorProto.INT64, [1, 1, 2, 2])
+    model.graph.output.append(indices)
+    with pytest.raises(UnsupportedError, match="Indices"):
+        dlc.compile(model)
+
+
+# --- Normalisation ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("shape", [[2, 3, 4, 5], [4, 6], [1, 2, 3, 3, 2]])
+def test_batch_normalization(shape):
+    channels = shape[1]
+    constants = [("scale", _weights(channels, seed=1)), ("bias", _weights(channels, seed=2)),
+                 ("mean", _weights(channels, seed=3)),
+                 ("var", np.abs(_weights(channels, seed=4)) + 0.1)]
+    assert_matches_onnxruntime(_model("BatchNormalization", shape, constants, epsilon=1e-3))
+
+
+@pytest.mark.parametrize("op_type", ["Softmax", "LogSoftmax"])
+@pytest.mark.parametrize("shape,axis", [([2, 3, 5], -1), ([2, 3, 5], 1), ([2, 3, 5], 0), ([7], 0)])
+def test_softmax(op_type, shape, axis):
+    assert_matches_onnxruntime(_model(op_type, shape, axis=axis))
+
+
+@pytest.mark.parametrize("op_type", ["Softmax", "LogSoftmax"])
+def test_softmax_is_stable_for_large_inputs(op_type):
+    feeds = {"x": np.array([[1000, 999, -1000, 0], [-1e4, -1e4 + 1, -1e4, -1e4]], np.float32)}
+    _assert_matches(_model(op_type, [2, 4]), feeds)
+
+
+@pytest.mark.parametrize("shape,axis,bias", [([2, 3, 8], -1, True), ([2, 3, 4], 1, False),
+                                             ([4, 6], 0, True)])
+def test_layer_normalization(shape, axis, bias):
+    normalized = shape[axis:]
+    constants = [("scale", _weights(*normalized, seed=1))]
+    if bias:
+        constants.append(("bias", _weights(*normalized, seed=2)))
+    assert_matches_onnxruntime(_model("LayerNormalization", shape, constants, axis=axis))
+
+
+def test_layer_normalization_mean_and_inv_std_outputs():
+    constants = [("scale", _weights(6, seed=1)), ("bias", _weights(6, seed=2))]
+    model = _model("LayerNormalization", [3, 6], constants)
+    model.graph.node[0].output.extend(["mean", "inv_std"])
+    model.graph.output.extend(helper.make_tensor_value_info(name, TensorProto.FLOAT, [3, 1])
+                              for name in ("mean", "inv_std"))
+    assert_matches_onnxruntime(model)
+
+
+def test_batch_normalization_training_mode_is_unsupported():
+    import dlc
+
+    names = ["x", "scale", "bias", "mean", "var"]
+    node = helper.make_node("BatchNormalization", names, ["y", "running_mean", "running_var"],
+                            name="bn", training_mode=1)
+    outputs = [helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
+               for name, shape in (("y", [1, 2, 3]), ("running_mean", [2]), ("running_var", [2]))]
+    graph = helper.make_graph(
+        [node], "bn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 3])], outputs,
+        [numpy_helper.from_array(np.ones(2, np.float32), name) for name in names[1:]])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    with pytest.raises(UnsupportedError, match="training_mode"):
+        dlc.compile(model)
+
+
+# --- Reductions -------------------------------------------------------------------------------
+
+REDUCTIONS = ["ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceSumSquare",
+              "ReduceL1", "ReduceL2", "ReduceLogSum", "ReduceLogSumExp"]
+X_SHAPE = [2, 3, 4]
+
+
+@pytest.mark.parametrize("keepdims", [1, 0])
+@pytest.mark.parametrize("axes", [[1], [-1], [0, 2], None], ids=["1", "-1", "0_2", "all"])
+@pytest.mark.parametrize("op_type", REDUCTIONS)
+def test_reduce(op_type, axes, keepdims):
+    constants = [] if axes is None else [("axes", np.array(axes, np.int64))]
+    model = _model(op_type, X_SHAPE, constants, keepdims=keepdims)
+    if op_type == "ReduceLogSum":  # a log of the negative sums random inputs give is NaN
+        _assert_matches(model, {"x": np.abs(_weights(*X_SHAPE, seed=5)) + 0.1})
+    else:
+        assert_matches_onnxruntime(model)
+
+
+@pytest.mark.parametrize("op_type", ["ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd"])
+def test_reduce_int64(op_type):
+    model = _model(op_type, X_SHAPE, [("axes", np.array([1], np.int64))], dtype=TensorProto.INT64)
+    assert_matches_onnxruntime(model)
+
+
+@pytest.mark.parametrize("op_type", ["ReduceSum", "ReduceMax", "ReduceSumSquare"])
+def test_reduce_noop_with_empty_axes(op_type):
+    assert_matches_onnxruntime(_model(op_type, X_SHAPE, noop_with_empty_axes=1))
+
+
+def test_reduce_sum_opset13_axes_input():
+    model = _model("ReduceSum", X_SHAPE, [("axes", np.array([1], np.int64))], opset=13)
+    assert_matches_onnxruntime(model)
+
+
+def test_reduce_with_computed_axes_is_unsupported():
+    import dlc
+
+    graph = helper.make_graph(
+        [helper.make_node("ReduceSum", ["x", "axes"], ["y"], name="sum")], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, X_SHAPE),
+         helper.make_tensor_value_info("axes", TensorProto.INT64, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 1, 4])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    with pytest.raises(UnsupportedError):
+        dlc.compile(model)
