@@ -333,6 +333,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `dlc ... | head`: the reader left; not an error of ours
+        sys.stderr.close()
+        return 0
     except Exception as error:
         if args.debug:
             raise

@@ -37,6 +37,7 @@ from dialects.onnx import VIEW_OPS, NoneOp, OnnxOp, WeightOp
 from dialects.op_costs import flops
 from dialects.types import byte_size, numpy_dtype
 from dialects.weights import weights_of
+from passes.lowering.elementwise_fusion import emit_fused, is_inlinable
 from passes.lowering.linalg_builder import KernelBuilder
 from passes.lowering.rules import load_rules
 
@@ -197,20 +198,7 @@ class _Outliner:
         inner: dict[SSAValue, SSAValue | None] = dict(zip(captured, kblock.args))
         for result, yielded_value in zip(launch.results, yielded):
             inner[yielded_value] = kblock.args[len(captured) + launch.results.index(result)]
-        for o in body_ops:
-            if isinstance(o, NoneOp):
-                inner[o.result] = None
-                continue
-            if not isinstance(o, OnnxOp):
-                raise CompileError(f"kernels-to-linalg: unexpected op {o.name} inside kernel "
-                                   f"{launch.kernel_name}")
-            ins = [inner.get(v, values.get(v)) for v in o.operands]
-            outs = []
-            for r in o.results:
-                if r not in inner:
-                    inner[r] = scratch(memref_of(r.type)) if r.uses else None
-                outs.append(inner[r])
-            self._lower(kb, o, ins, outs)
+        self._lower_body(kb, launch, body_ops, set(yielded), inner, values, scratch)
         kbuilder.insert(func.ReturnOp())
 
         name = launch.kernel_name
@@ -228,6 +216,58 @@ class _Outliner:
             builder.insert(alloc)
         call = func.CallOp(name, call_args, [])
         builder.insert(call)
+
+    def _lower_body(self, kb, launch, body_ops, yielded, inner, values, scratch) -> None:
+        """Lower the kernel's ops; elementwise expressions are fused into single loops."""
+        onnx_ops = [o for o in body_ops if isinstance(o, OnnxOp)]
+        inlinable = {o: o.onnx_type in self.rules and is_inlinable(self.rules[o.onnx_type], o) for o in onnx_ops}
+        # An inlinable op whose only use is another inlinable op is computed inside that
+        # op's loop, never stored.
+        deferred: dict[SSAValue, OnnxOp] = {}
+        for o in onnx_ops:
+            if inlinable[o] and len(o.results) == 1 and o.results[0] not in yielded:
+                uses = list(o.results[0].uses)
+                if len(uses) == 1 and inlinable.get(uses[0].operation, False):
+                    deferred[o.results[0]] = o
+
+        def buffer_for(result: SSAValue) -> SSAValue | None:
+            if result not in inner:
+                inner[result] = scratch(memref_of(result.type)) if result.uses else None
+            return inner[result]
+
+        def chain_root(value: SSAValue) -> OnnxOp:
+            user = next(iter(value.uses)).operation
+            while user.results[0] in deferred:
+                user = next(iter(user.results[0].uses)).operation
+            return user
+
+        roots_taken: set[OnnxOp] = set()
+        for o in body_ops:
+            if isinstance(o, NoneOp):
+                inner[o.result] = None
+                continue
+            if not isinstance(o, OnnxOp):
+                raise CompileError(f"kernels-to-linalg: unexpected op {o.name} inside kernel "
+                                   f"{launch.kernel_name}")
+            if any(r in deferred for r in o.results):
+                continue
+            if inlinable[o]:
+                emit_fused(kb, o, deferred, self.rules, lambda v: inner.get(v, values.get(v)),
+                           buffer_for(o.results[0]))
+                continue
+            outs = []
+            for r in o.results:
+                uses = list(r.uses)
+                if r not in inner and len(uses) == 1 and inlinable.get(uses[0].operation, False):
+                    # An epilogue: compute straight into the buffer the fused loop writes,
+                    # which then updates it in place (no intermediate buffer).
+                    root = chain_root(r)
+                    if root not in roots_taken and root.results[0].type == r.type:
+                        roots_taken.add(root)
+                        inner[r] = buffer_for(root.results[0])
+                outs.append(buffer_for(r))
+            ins = [inner.get(v, values.get(v)) for v in o.operands]
+            self._lower(kb, o, ins, outs)
 
     def _lower(self, kb: KernelBuilder, op: OnnxOp, ins, outs) -> None:
         rule = self.rules.get(op.onnx_type)

@@ -1,0 +1,129 @@
+"""Loop fusion inside a kernel: elementwise expressions become ONE linalg.generic.
+
+Within a fused kernel, an elementwise op whose single result feeds another
+elementwise op is not stored: its scalar formula is inlined into the consumer's
+loop body (TVM's compute_inline, MLIR's linalg elementwise fusion), so a chain
+like BatchNormalization -> Add -> Relu reads its inputs once and writes once.
+A rule is inlinable when it is made of exactly one `kb.elementwise(...)`
+call: `scalar_formula` runs it against a stand-in builder that records the
+scalar body instead of emitting a loop, so rule authors write nothing extra.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from xdsl.dialects.builtin import MemRefType, TensorType
+from xdsl.ir import Attribute, Block, SSAValue
+
+from passes.lowering.linalg_builder import PARALLEL, Body, KernelBuilder, broadcast_map, identity_map
+
+
+class NotInlinable(Exception):
+    """The rule does more than one elementwise loop (scratch, reductions, several generics)."""
+
+
+@dataclass(frozen=True, eq=False)
+class _Placeholder:
+    """Stands for an operand memref while a rule's scalar formula is captured."""
+
+    type: MemRefType
+
+
+class _ScalarCapture:
+    """Quacks like KernelBuilder for rules made of one `elementwise` call; records its body."""
+
+    def __init__(self, block: Block, scalars: dict[int, SSAValue]):
+        self.block = block
+        self.scalars = scalars
+        self.result: SSAValue | None = None
+
+    def elementwise(self, inputs, output, body) -> None:
+        if self.result is not None:
+            raise NotInlinable("two elementwise loops")
+        args = [self.scalars[id(v)] for v in inputs]
+        self.result = body(Body(self.block, output.type.element_type), args)[0]
+
+    def __getattr__(self, name: str):
+        raise NotInlinable(f"the rule uses KernelBuilder.{name}")
+
+
+def _memref_type(value: SSAValue) -> MemRefType | None:
+    if isinstance(value.type, TensorType):
+        return MemRefType(value.type.element_type, value.type.get_shape())
+    return None
+
+
+def scalar_formula(rule, op, block: Block, operand_scalars: list[SSAValue | None]) -> SSAValue:
+    """Emit `op`'s scalar formula into `block` given its operands' scalars; NotInlinable if none."""
+    if len(op.results) != 1 or not isinstance(op.results[0].type, TensorType):
+        raise NotInlinable("not a single tensor result")
+    ins, scalars = [], {}
+    for value, scalar in zip(op.operands, operand_scalars):
+        memref_type = _memref_type(value)
+        if scalar is None or memref_type is None:
+            ins.append(None)
+            continue
+        placeholder = _Placeholder(memref_type)
+        scalars[id(placeholder)] = scalar
+        ins.append(placeholder)
+    capture = _ScalarCapture(block, scalars)
+    rule(capture, op, ins, [_Placeholder(_memref_type(op.results[0]))])
+    if capture.result is None:
+        raise NotInlinable("no elementwise loop")
+    return capture.result
+
+
+def is_inlinable(rule, op) -> bool:
+    """Does `rule` lower `op` as exactly one elementwise loop? (a dry run in a scratch block)"""
+    types: list[Attribute] = [v.type.element_type for v in op.operands if isinstance(v.type, TensorType)]
+    block = Block(arg_types=types)
+    args = iter(block.args)
+    scalars = [next(args) if isinstance(v.type, TensorType) else None for v in op.operands]
+    try:
+        scalar_formula(rule, op, block, scalars)
+    except NotInlinable:
+        return False
+    except Exception:
+        return False  # the rule rejects this op; lowering it unfused reports the real error
+    return True
+
+
+def emit_fused(kb: KernelBuilder, root, deferred: dict[SSAValue, object], rules, buffer_of, output: SSAValue
+               ) -> None:
+    """One generic computing `root`'s result into `output`, inlining every deferred producer.
+
+    `deferred` maps an intermediate value to the op computing it (inlined, never stored);
+    `buffer_of(value)` gives the memref of any other operand (a leaf of the expression).
+    """
+    leaves: list[SSAValue] = []
+
+    def collect(op) -> None:
+        for value in op.operands:
+            if value in deferred:
+                collect(deferred[value])
+            elif isinstance(value.type, TensorType) and value not in leaves:
+                leaves.append(value)
+
+    collect(root)
+    leaf_buffers = [buffer_of(v) for v in leaves]
+    out_shape = output.type.get_shape()
+
+    def body(b: Body, args):
+        scalar_of = dict(zip(leaves, args))
+
+        def compute(op) -> SSAValue:
+            scalars = []
+            for value in op.operands:
+                if value in deferred:
+                    scalars.append(compute(deferred[value]))
+                else:
+                    scalars.append(scalar_of.get(value))
+            return scalar_formula(rules[op.onnx_type], op, b.block, scalars)
+
+        return [compute(root)]
+
+    maps = [broadcast_map(buf.type.get_shape(), out_shape) for buf in leaf_buffers]
+    maps.append(identity_map(len(out_shape)))
+    kb.generic(leaf_buffers, [output], maps, [PARALLEL] * len(out_shape),
+               lambda b, args: body(b, args[: len(leaf_buffers)]))
