@@ -106,7 +106,7 @@ def _fix_input_shapes(model: onnx.ModelProto, input_shapes: dict[str, tuple[int,
             raise UnsupportedError(f"input '{name}' has no declared shape",
                                    f"fix it with --shape {name}=1x3x224x224 (input_shapes= in dlc.compile)")
         for axis, dim in enumerate(tensor_type.shape.dim):
-            if not dim.HasField("dim_value") or dim.dim_value <= 0:
+            if not dim.HasField("dim_value") or dim.dim_value < 0:
                 label = dim.dim_param or "?"
                 raise UnsupportedError(
                     f"input '{name}' has a symbolic dimension '{label}' (axis {axis}); "

@@ -25,10 +25,11 @@ ENTRY_SYMBOL = "dlc_main"
 def aligned_empty(shape, dtype, alignment: int = ALIGNMENT) -> np.ndarray:
     """An uninitialised C-contiguous array whose data pointer is `alignment`-aligned."""
     dtype = np.dtype(dtype)
-    nbytes = max(int(np.prod(shape, dtype=np.int64)) * dtype.itemsize, 1)
+    count = int(np.prod(shape, dtype=np.int64))
+    nbytes = max(count, 1) * dtype.itemsize  # an empty tensor still gets a valid pointer
     raw = np.empty(nbytes + alignment, dtype=np.uint8)
     start = -raw.ctypes.data % alignment
-    return raw[start:start + nbytes].view(dtype)[: int(np.prod(shape, dtype=np.int64))].reshape(shape)
+    return raw[start:start + nbytes].view(dtype)[:count].reshape(shape)
 
 
 def aligned_copy(array: np.ndarray) -> np.ndarray:

@@ -172,6 +172,29 @@ def emit_llvm(
                        profile=profile).emit()
 
 
+def _host_vector_bits() -> int:
+    from dlc.codegen.native import host_cpu
+
+    features = host_cpu()[1]
+    return 512 if "+avx512f" in features else 256 if "+avx2" in features and "+fma" in features else 128
+
+
+def _indirect_call(b: ir.IRBuilder, pointer: ir.Value, type: ir.FunctionType, args) -> ir.Value:
+    """Call through a function pointer. llvmlite reads the callee's `function_type`, which an
+    opaque pointer lacks, so the pointer is wrapped in a callee that has one."""
+    return b.call(_TypedCallee(pointer, type), args)
+
+
+class _TypedCallee:
+    """A function pointer value with the function type llvmlite's CallInstr asks for."""
+
+    def __init__(self, pointer: ir.Value, function_type: ir.FunctionType):
+        self.pointer, self.function_type, self.type = pointer, function_type, pointer.type
+
+    def get_reference(self) -> str:
+        return self.pointer.get_reference()
+
+
 # The runtime context the entry receives, as consecutive 8-byte fields.
 RUNTIME_FIELDS = ("parallel", "thread_num", "num_threads", "profile")
 
@@ -287,6 +310,10 @@ class LLVMEmitter:
     ):
         self.module = module
         self.profile = profile
+        self.ukernels: dict[str, tuple[object, ir.Function]] = {}  # name -> (GemmSpec, worker)
+        # Floats per vector for micro-kernels: the target's (module attribute) or this host's.
+        bits = module.attributes.get("dlc.vector_bits")
+        self.vector_width = (bits.value.data if isinstance(bits, IntegerAttr) else _host_vector_bits()) // 32
         self.profile_site = 0
         self.weight_offsets = weight_offsets
         self.entry = entry
@@ -331,6 +358,8 @@ class LLVMEmitter:
             fn = ir.Function(self.llvm, ir.FunctionType(VOID, [PTR, PTR, PTR]), entry_symbol(name))
             fn.args[0].name, fn.args[1].name, fn.args[2].name = "buffers", "weights", "runtime"
             pointer_args = list(fn.args)
+        elif not f.body.blocks and "dlc.ukernel" in f.attributes:
+            return self._ukernel(f)
         elif not f.body.blocks:
             # A declaration: an external C function taking bare pointers, nothing assumed.
             ret = llvm_type(outputs[0]) if outputs else VOID
@@ -416,6 +445,9 @@ class LLVMEmitter:
         callee = self.functions.get(op.callee.root_reference.data)
         if callee is None:
             raise ValueError(f"llvm emitter: call to unknown function @{op.callee}")
+        if callee.name in self.ukernels:
+            self._call_ukernel(op)
+            return
         arguments = self._operands(op)
         internal = callee.linkage == "internal"
         if internal:  # our kernels take the weights base and the runtime context last
@@ -428,6 +460,89 @@ class LLVMEmitter:
             self.profile_site += 1
         if op.results:
             self._set(op, result)
+
+    # -- micro-kernels (passes/lowering/ukernel_calls.py) --------------------------------------
+
+    def _ukernel(self, f: func.FuncOp) -> ir.Function:
+        """Generate the micro-kernel a `dlc.ukernel` declaration specifies."""
+        from dlc.codegen.ukernels import GemmSpec, emit_gemm
+
+        kind = f.attributes["dlc.ukernel"].data
+        if kind != "gemm":
+            raise NotImplementedError(f"llvm emitter: unknown micro-kernel kind '{kind}'")
+        fields = {key: (value.value.data if isinstance(value, IntegerAttr) else value.data)
+                  for key, value in f.attributes["dlc.gemm"].data.items()}
+        if fields.pop("b_trans", 0) and fields.get("b_layout") != "packed":
+            raise ValueError(f"llvm emitter: @{f.sym_name.data} reads a transposed B that was not "
+                             "packed (run pack-weights)")
+        fields["accumulate"] = bool(fields.get("accumulate", 0))
+        fields["residual"] = bool(fields.get("residual", 0))
+        spec = GemmSpec(**fields, vector_width=self.vector_width)
+        function = emit_gemm(self.llvm, f.sym_name.data, spec)
+        self.ukernels[function.name] = (spec, self._parallel_worker(function.name, spec))
+        return function
+
+    def _parallel_worker(self, name: str, spec) -> ir.Function:
+        """`void NAME_worker(ptr data)`: thread t of T runs panels [t*ceil(P/T), ...) of C.
+
+        `data` holds {A, B, C, bias, R, i64 num_threads, ptr omp_get_thread_num}.
+        """
+        worker = ir.Function(self.llvm, ir.FunctionType(VOID, [PTR]), f"{name}_worker")
+        worker.linkage = "internal"
+        worker.attributes.add("nounwind")
+        b = ir.IRBuilder(worker.append_basic_block("entry"))
+        data = worker.args[0]
+
+        def field(i: int, typ: ir.Type) -> ir.Value:
+            return b.load(b.gep(data, [ir.Constant(I64, i)], True, source_etype=I64), typ=typ, align=8)
+
+        pointers = [field(i, PTR) for i in range(5)]
+        threads = field(5, I64)
+        tid = _indirect_call(b, field(6, PTR), ir.FunctionType(ir.IntType(32), []), [])
+        tid = b.sext(tid, I64)
+        panels = ir.Constant(I64, spec.panels)
+        per_thread = b.sdiv(b.add(panels, b.sub(threads, ir.Constant(I64, 1))), threads)
+        first = b.mul(tid, per_thread)
+        last = b.select(b.icmp_signed("<", b.add(first, per_thread), panels), b.add(first, per_thread), panels)
+        with b.if_then(b.icmp_signed("<", first, last)):
+            b.call(self.llvm.globals[f"{name}_range"], [*pointers, first, last])
+        b.ret_void()
+        return worker
+
+    def _call_ukernel(self, op: Operation) -> None:
+        """Call a micro-kernel: serially, or split over the runtime's threads."""
+        name = op.callee.root_reference.data
+        spec, worker = self.ukernels[name]
+        b = self.builder
+        pointers = [self._element_pointer(v, []) for v in op.operands]
+        args = pointers[:3]
+        cursor = 3
+        for present in (spec.bias is not None, spec.residual):
+            if present:
+                args.append(pointers[cursor])
+                cursor += 1
+            else:
+                args.append(ir.Constant(PTR, None))
+        if spec.panels < 2:
+            b.call(self.llvm.globals[name], args)
+            return
+        threads = self.runtime_field("num_threads")
+        parallel = self.runtime_field("parallel")
+        serial = b.or_(b.icmp_signed("<=", threads, ir.Constant(I64, 1)),
+                       b.icmp_unsigned("==", parallel, ir.Constant(PTR, None)))
+        with b.if_else(serial) as (then, otherwise):
+            with then:
+                b.call(self.llvm.globals[name], args)
+            with otherwise:
+                data = self._entry_alloca(ir.ArrayType(I64, 7), "gemm_data", 8)
+                values = [*args, threads, self.runtime_field("thread_num")]
+                for i, value in enumerate(values):
+                    b.store(value, b.gep(data, [ir.Constant(I64, i)], True, source_etype=I64), align=8)
+                used = b.select(b.icmp_signed("<", threads, ir.Constant(I64, spec.panels)), threads,
+                                ir.Constant(I64, spec.panels))
+                gomp = ir.FunctionType(VOID, [PTR, PTR, ir.IntType(32), ir.IntType(32)])
+                _indirect_call(b, parallel, gomp, [worker, data, b.trunc(used, ir.IntType(32)),
+                                                   ir.Constant(ir.IntType(32), 0)])
 
     def _in_entry(self) -> bool:
         return self.builder.function.name == entry_symbol(self.entry)

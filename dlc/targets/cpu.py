@@ -48,7 +48,8 @@ class CpuTarget(Target):
             kernels.append(p["fuse-kernels"](mode=options.fusion))
         return [
             ("kernels", kernels),
-            ("linalg", [p["kernels-to-linalg"](), p["dce"](), p["plan-memory"]()]),
+            ("linalg", [p["kernels-to-linalg"](), p["pack-weights"](), p["tile-contractions"](),
+                        p["dce"](), p["plan-memory"]()]),
             ("loops", [p["convert-linalg-to-loops"]()]),
         ]
 

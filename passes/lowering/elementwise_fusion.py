@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from xdsl.dialects.builtin import MemRefType, TensorType
 from xdsl.ir import Attribute, Block, SSAValue
 
+from dialects.op_classes import ELEMENTWISE, op_class
 from passes.lowering.linalg_builder import PARALLEL, Body, KernelBuilder, broadcast_map, identity_map
 
 
@@ -37,10 +38,14 @@ class _ScalarCapture:
         self.block = block
         self.scalars = scalars
         self.result: SSAValue | None = None
+        self.read: list[int] = []  # ids of the placeholders the loop reads
 
     def elementwise(self, inputs, output, body) -> None:
         if self.result is not None:
             raise NotInlinable("two elementwise loops")
+        if any(id(v) not in self.scalars for v in inputs):
+            raise NotInlinable("the loop reads a buffer that is not an operand")
+        self.read = [id(v) for v in inputs]
         args = [self.scalars[id(v)] for v in inputs]
         self.result = body(Body(self.block, output.type.element_type), args)[0]
 
@@ -56,26 +61,42 @@ def _memref_type(value: SSAValue) -> MemRefType | None:
 
 def scalar_formula(rule, op, block: Block, operand_scalars: list[SSAValue | None]) -> SSAValue:
     """Emit `op`'s scalar formula into `block` given its operands' scalars; NotInlinable if none."""
+    return _capture(rule, op, block, operand_scalars)[0]
+
+
+def _capture(rule, op, block: Block, operand_scalars) -> tuple[SSAValue, list[int]]:
+    """(scalar result, indices of the operands the elementwise loop reads)."""
     if len(op.results) != 1 or not isinstance(op.results[0].type, TensorType):
         raise NotInlinable("not a single tensor result")
-    ins, scalars = [], {}
-    for value, scalar in zip(op.operands, operand_scalars):
+    ins, scalars, index_of = [], {}, {}
+    for index, (value, scalar) in enumerate(zip(op.operands, operand_scalars)):
         memref_type = _memref_type(value)
         if scalar is None or memref_type is None:
             ins.append(None)
             continue
         placeholder = _Placeholder(memref_type)
         scalars[id(placeholder)] = scalar
+        index_of[id(placeholder)] = index
         ins.append(placeholder)
     capture = _ScalarCapture(block, scalars)
     rule(capture, op, ins, [_Placeholder(_memref_type(op.results[0]))])
     if capture.result is None:
         raise NotInlinable("no elementwise loop")
-    return capture.result
+    return capture.result, [index_of[i] for i in capture.read]
+
+
+def read_operands(rule, op) -> list[int]:
+    """Indices of the operands `op`'s elementwise loop reads (others, e.g. shapes, are not)."""
+    block = Block(arg_types=[v.type.element_type for v in op.operands if isinstance(v.type, TensorType)])
+    args = iter(block.args)
+    scalars = [next(args) if isinstance(v.type, TensorType) else None for v in op.operands]
+    return _capture(rule, op, block, scalars)[1]
 
 
 def is_inlinable(rule, op) -> bool:
     """Does `rule` lower `op` as exactly one elementwise loop? (a dry run in a scratch block)"""
+    if op_class(op.onnx_type) != ELEMENTWISE:
+        return False  # only elementwise rules may be run as a dry run: others have side effects
     types: list[Attribute] = [v.type.element_type for v in op.operands if isinstance(v.type, TensorType)]
     block = Block(arg_types=types)
     args = iter(block.args)
@@ -86,7 +107,9 @@ def is_inlinable(rule, op) -> bool:
         return False
     except Exception:
         return False  # the rule rejects this op; lowering it unfused reports the real error
-    return True
+    # Every operand read must broadcast to the result (a shape operand read as data would not).
+    out_rank = len(op.results[0].type.get_shape())
+    return all(len(op.operands[i].type.get_shape()) <= out_rank for i in read_operands(rule, op))
 
 
 def emit_fused(kb: KernelBuilder, root, deferred: dict[SSAValue, object], rules, buffer_of, output: SSAValue
@@ -99,10 +122,11 @@ def emit_fused(kb: KernelBuilder, root, deferred: dict[SSAValue, object], rules,
     leaves: list[SSAValue] = []
 
     def collect(op) -> None:
-        for value in op.operands:
+        for index in read_operands(rules[op.onnx_type], op):
+            value = op.operands[index]
             if value in deferred:
                 collect(deferred[value])
-            elif isinstance(value.type, TensorType) and value not in leaves:
+            elif value not in leaves:
                 leaves.append(value)
 
     collect(root)

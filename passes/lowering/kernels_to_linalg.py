@@ -22,6 +22,7 @@ from xdsl.dialects.builtin import (
     MemRefType,
     ModuleOp,
     NoneType,
+    StridedLayoutAttr,
     StringAttr,
     TensorType,
     UnitAttr,
@@ -54,6 +55,20 @@ def reshape_view(builder: Builder, source: SSAValue, shape) -> SSAValue:
         stride *= size
     result_type = MemRefType(source.type.element_type, list(shape))
     op = memref.ReinterpretCastOp(source, [], [], [], [0], list(shape), strides, result_type)
+    builder.insert(op)
+    return op.result
+
+
+def view_at(builder: Builder, source: SSAValue, offset: int, shape) -> SSAValue:
+    """The contiguous block of `shape` starting `offset` elements into `source` (no copy)."""
+    if offset == 0:
+        return reshape_view(builder, source, shape)
+    strides, stride = [], 1
+    for size in reversed(shape):
+        strides.insert(0, stride)
+        stride *= size
+    result_type = MemRefType(source.type.element_type, list(shape), StridedLayoutAttr(strides, offset))
+    op = memref.ReinterpretCastOp(source, [], [], [], [offset], list(shape), strides, result_type)
     builder.insert(op)
     return op.result
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from xdsl.builder import Builder
-from xdsl.dialects import arith, math
+from xdsl.dialects import arith, math, memref
 from xdsl.dialects.linalg import ops as linalg
 from xdsl.dialects.linalg.attrs import IteratorTypeAttr
 from xdsl.dialects.builtin import (
@@ -21,6 +21,7 @@ from xdsl.dialects.builtin import (
     IntegerAttr,
     IntegerType,
     MemRefType,
+    Signedness,
 )
 from xdsl.ir import Attribute, Block, Operation, Region, SSAValue
 from xdsl.ir.affine import AffineConstantExpr, AffineDimExpr, AffineExpr, AffineMap
@@ -161,6 +162,66 @@ class Body:
             return self._add(arith.ExtUIOp(value, to) if src == IntegerType(1) else arith.ExtSIOp(value, to))
         return self._add(arith.TruncIOp(value, to))
 
+    # --- data-dependent indexing (movement and indexing rules) --------------------------------
+    # Gather-like rules read a memref captured from the kernel function at an index computed
+    # in the body (linalg bodies may use values defined above; linalg-to-loops keeps them).
+    # Index arithmetic uses `b.on(IndexType())` (below).
+
+    def load(self, source: SSAValue, indices: Sequence[SSAValue]) -> SSAValue:
+        """source[indices], with `index`-typed indices the caller has kept in bounds."""
+        return self._add(memref.LoadOp.get(source, list(indices)))
+
+    def index_from(self, value: SSAValue) -> SSAValue:
+        """A signed integer (or float, truncated toward zero) scalar as an `index`."""
+        if is_float(value.type):
+            value = self._add(arith.FPToSIOp(value, IntegerType(64)))
+        return self._add(arith.IndexCastOp(value, IndexType()))
+    # --- end of data-dependent indexing --------------------------------------------------------
+
+    # --- Added for the elementwise, logic and cast rules (rules/elementwise.py, logic.py, cast.py).
+
+    def on(self, element_type: Attribute) -> Body:
+        """A Body writing into the same block whose typed ops and constants use `element_type`."""
+        return Body(self.block, element_type)
+
+    def compare(self, relation: str, a, b):
+        """a <relation> b for relation in eq, ne, lt, le, gt, ge, typed by the operands.
+
+        Float comparisons are ordered (false when either side is NaN), except `ne`, which is
+        true for NaN as in C and numpy. Integers compare signed unless their type is unsigned.
+        """
+        if is_float(a.type):
+            predicate = "une" if relation == "ne" else "o" + relation
+            return self._add(arith.CmpfOp(a, b, predicate))
+        sign = "u" if _is_unsigned(a.type) else "s"
+        predicate = relation if relation in ("eq", "ne") else sign + relation
+        return self._add(arith.CmpiOp(a, b, predicate))
+
+    def is_nan(self, a):
+        return self._add(arith.CmpfOp(a, a, "uno"))
+
+    def remsi(self, a, b):
+        """Integer remainder with the dividend's sign (C `%`); xDSL 0.75 has no arith.remf."""
+        return self._add(arith.RemSIOp(a, b))
+
+    def divui(self, a, b):
+        return self._add(arith.DivUIOp(a, b))
+
+    def and_(self, a, b):
+        return self._add(arith.AndIOp(a, b))
+
+    def or_(self, a, b):
+        return self._add(arith.OrIOp(a, b))
+
+    def xor(self, a, b):
+        return self._add(arith.XOrIOp(a, b))
+
+    # --- End of the elementwise/logic/cast additions.
+
+
+def _is_unsigned(type: Attribute) -> bool:  # part of the elementwise/logic/cast additions
+    return isinstance(type, IntegerType) and type.signedness.data == Signedness.UNSIGNED
+
 
 def _bitwidth(type: Attribute) -> int:
     return type.bitwidth if hasattr(type, "bitwidth") else type.width.data
@@ -218,6 +279,21 @@ class KernelBuilder:
         rank = len(source.type.get_shape())
         return self.generic([source], [output], [identity_map(rank), out_map or identity_map(rank)],
                             [PARALLEL] * rank, lambda b, args: [args[0]])
+
+    # --- views (movement rules) ---------------------------------------------------------------
+
+    def subview(self, source: SSAValue, offsets: Sequence[int], sizes: Sequence[int],
+                strides: Sequence[int] | None = None) -> SSAValue:
+        """A static strided window of `source` (memref.subview): reads and writes go through it.
+
+        linalg infers loop bounds from operand shapes, so a copy into or out of part of a
+        buffer is a generic over a window of exactly the part's shape.
+        """
+        strides = list(strides or [1] * len(offsets))
+        view = memref.SubviewOp.from_static_parameters(source, source.type, list(offsets),
+                                                       list(sizes), strides)
+        return self.insert(view).result
+    # --- end of views --------------------------------------------------------------------------
 
 
 def insertion_at_end(block: Block) -> Builder:

@@ -1,6 +1,8 @@
-"""Conv (1-D/2-D/3-D, groups, pads, auto_pad, strides, dilations, bias) as one linalg.generic.
+"""Conv (1-D/2-D/3-D, groups, pads, auto_pad, strides, dilations, bias).
 
-Mirrors https://onnx.ai/onnx/operators/onnx__Conv.html. Also holds the sliding-window
+Mirrors https://onnx.ai/onnx/operators/onnx__Conv.html. float32 2-D convolutions with
+enough output channels per group run as im2col + the GEMM micro-kernel; the others
+(depthwise, 1-D/3-D, other dtypes) as one linalg.generic. Also holds the sliding-window
 arithmetic (`Window`) and explicit padding that the pooling rules share.
 """
 
@@ -15,9 +17,10 @@ from xdsl.ir import SSAValue
 from xdsl.ir.affine import AffineExpr
 
 from dialects.diagnostics import UnsupportedError
-from passes.lowering.kernels_to_linalg import reshape_view
-from passes.lowering.linalg_builder import PARALLEL, REDUCTION, affine_map, dim, identity_map
+from passes.lowering.kernels_to_linalg import reshape_view, view_at
+from passes.lowering.linalg_builder import PARALLEL, REDUCTION, affine_map, cst, dim, identity_map
 from passes.lowering.rules import lowers
+from passes.lowering.ukernel_calls import emit_gemm_call, is_f32_memref
 
 
 @dataclass(frozen=True)
@@ -131,6 +134,62 @@ def _conv_window(op, x_shape, w_shape, y_shape, groups: int) -> Window:
     return window_of(op, x_shape[2:], kernel, y_shape[2:])
 
 
+# Convolutions with fewer output channels per group than this (depthwise ones) run as a
+# direct loop nest: a GEMM with so few rows cannot fill the micro-kernel's register tile.
+MIN_GEMM_ROWS = 8
+MAX_GEMM_CALLS = 256
+
+
+def _conv_as_gemm(kb, op, x, w, bias, y, window: Window, groups: int) -> bool:
+    """Conv as im2col + GEMM micro-kernel calls, one per (image, group).
+
+    Per image and group, Y[Cout_g, OH*OW] = W[Cout_g, Cin_g*KH*KW] @ col[Cin_g*KH*KW, OH*OW]
+    (+ bias per row). col is the input itself for a 1x1, stride-1, unpadded conv; else it is
+    gathered from the padded input by one copy loop (innermost over output columns).
+    """
+    x_shape, w_shape, y_shape = x.type.get_shape(), w.type.get_shape(), y.type.get_shape()
+    batch, out_channels, spatial = y_shape[0], y_shape[1], y_shape[2:]
+    rows = out_channels // groups
+    in_group = w_shape[1]
+    if (not is_f32_memref(x, w, bias, y) or len(spatial) != 2 or rows < MIN_GEMM_ROWS
+            or batch * groups > MAX_GEMM_CALLS):
+        return False
+    depth = in_group * int(np.prod(w_shape[2:]))
+    pixels = int(np.prod(spatial))
+    pointwise = (all(k == 1 for k in window.kernel) and all(s == 1 for s in window.strides)
+                 and not any(window.pads_begin) and tuple(spatial) == tuple(x_shape[2:]))
+    padded = None if pointwise else padded_input(kb, x, window, 0.0)
+    col = None if pointwise else kb.scratch(MemRefType(x.type.element_type, [depth, pixels]))
+    spec = dict(m=rows, n=pixels, k=depth, a_row_stride=depth, a_k_stride=1, ldb=pixels, ldc=pixels)
+    if bias is not None:
+        spec["bias"] = "col"
+    for n in range(batch):
+        for g in range(groups):
+            channel = g * in_group
+            if pointwise:
+                source = view_at(kb.builder, x, (n * x_shape[1] + channel) * pixels, [depth, pixels])
+            else:
+                _im2col(kb, padded, col, window, n, channel, in_group)
+                source = col
+            emit_gemm_call(
+                kb, op, view_at(kb.builder, w, g * rows * depth, [rows, depth]), source,
+                view_at(kb.builder, y, (n * out_channels + g * rows) * pixels, [rows, pixels]),
+                bias_buffer=None if bias is None else view_at(kb.builder, bias, g * rows, [rows]), **spec)
+    return True
+
+
+def _im2col(kb, padded, col, window: Window, image: int, channel: int, channels: int) -> None:
+    """col[c, kh, kw, oh, ow] = padded[image, channel + c, oh*sh + kh*dh, ow*sw + kw*dw]."""
+    kh, kw = window.kernel
+    oh, ow = window.out
+    c, th, tw, ph, pw = (dim(i) for i in range(5))
+    rows, cols = window.taps([ph, pw], [th, tw])
+    col_view = reshape_view(kb.builder, col, [channels, kh, kw, oh, ow])
+    kb.generic([padded], [col_view],
+               [affine_map(5, [cst(image), c + channel, rows, cols]), identity_map(5)],
+               [PARALLEL] * 5, lambda b, a: [a[0]])
+
+
 @lowers("Conv")
 def lower_conv(kb, op, ins, outs) -> None:
     x, w, bias = ins[0], ins[1], ins[2] if len(ins) > 2 else None
@@ -138,6 +197,8 @@ def lower_conv(kb, op, ins, outs) -> None:
     x_shape, w_shape, y_shape = x.type.get_shape(), w.type.get_shape(), y.type.get_shape()
     groups = op.attr("group", 1)
     window = _conv_window(op, x_shape, w_shape, y_shape, groups)
+    if _conv_as_gemm(kb, op, x, w, bias, y, window, groups):
+        return
 
     rank = len(y_shape)
     if bias is not None:  # the accumulation starts from the bias of each output channel

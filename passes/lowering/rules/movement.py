@@ -1,20 +1,100 @@
-"""Data-movement ONNX operators (Transpose, Concat) and the copy used for outputs.
+"""Shape and data-movement ONNX operators as linalg copies over affine index maps and windows.
 
-Mirrors the ONNX spec: Transpose permutes axes (default: reversed), Concat
-joins inputs along `axis` (negative counts from the end).
+Mirrors the ONNX operator spec at opset 21 (https://onnx.ai/onnx/operators/): Transpose,
+Concat, Split, Slice, Expand, Tile, Pad, DepthToSpace, SpaceToDepth, plus the copy used for
+outputs. Every generic loops over the buffer it writes; reads are affine in those loops.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import numpy as np
+import onnx.defs
+from xdsl.dialects.builtin import IndexType, NoneType
+from xdsl.ir import SSAValue
+from xdsl.ir.affine import AffineExpr
+
 from dialects.diagnostics import UnsupportedError
-from passes.lowering.linalg_builder import PARALLEL, affine_map, dim, identity_map
+from dialects.onnx import CANONICAL_OPSET, WeightOp
+from dialects.weights import weights_of
+from passes.lowering.linalg_builder import (
+    PARALLEL,
+    affine_map,
+    broadcast_exprs,
+    cst,
+    dim,
+    identity_map,
+)
 from passes.lowering.rules import lowers
+
+# --- shared helpers ---------------------------------------------------------------------------
+
+
+def constant_input(op, index: int, required: bool = True) -> np.ndarray | None:
+    """The value of input `index` when it is a weight; None when the input is absent.
+
+    A present input that is computed at run time raises UnsupportedError when `required`
+    (the rule needs its value at compile time), else gives None.
+    """
+    if index >= len(op.operands) or isinstance(op.operands[index].type, NoneType):
+        return None
+    owner = op.operands[index].owner
+    if isinstance(owner, WeightOp):
+        return weights_of(op.get_toplevel_object())[owner.weight_name]
+    if not required:
+        return None
+    name = onnx.defs.get_schema(op.onnx_type, CANONICAL_OPSET, "").inputs[index].name
+    raise UnsupportedError(
+        f"{op.describe()}: input '{name}' (#{index}) must be a constant, but it is computed at "
+        "run time", "dlc folds inputs that depend only on initializers and static shapes; "
+        "make this input an initializer")
+
+
+def is_empty(buffer: SSAValue) -> bool:
+    return 0 in buffer.type.get_shape()
+
+
+def normalize_axis(op, axis: int, rank: int) -> int:
+    if not -rank <= axis < max(rank, 1):
+        raise UnsupportedError(f"{op.describe()}: axis {axis} is out of range for rank {rank}")
+    return axis + rank if axis < 0 else axis
 
 
 def copy_into(kb, source, output) -> None:
     if source.type.get_shape() != output.type.get_shape():
         raise UnsupportedError(f"internal: copy between shapes {source.type} and {output.type}")
     kb.copy(source, output)
+
+
+def read_affine(kb, source, output, exprs: Sequence[AffineExpr]) -> None:
+    """output[i] = source[exprs(i)]: a generic over the output's loops.
+
+    linalg takes each loop's bound from the first operand that indexes it by a plain dK,
+    so an `exprs` entry may be a plain dK only where source and output sizes agree.
+    """
+    if is_empty(output):
+        return
+    rank = len(output.type.get_shape())
+    kb.generic([source], [output], [affine_map(rank, exprs), identity_map(rank)],
+               [PARALLEL] * rank, lambda b, args: [args[0]])
+
+
+def window(kb, buffer, offsets, sizes, strides=None):
+    """`buffer` seen through a static window (itself when the window is all of it)."""
+    if tuple(sizes) == tuple(buffer.type.get_shape()) and not any(offsets):
+        return buffer
+    return kb.subview(buffer, offsets, sizes, strides)
+
+
+def copy_window(kb, source, output, source_offsets, output_offsets, sizes) -> None:
+    """output[output_offsets + i] = source[source_offsets + i] for i < sizes."""
+    if 0 in sizes:
+        return
+    kb.copy(window(kb, source, source_offsets, sizes), window(kb, output, output_offsets, sizes))
+
+
+# --- Transpose, Concat, Split, Slice ----------------------------------------------------------
 
 
 @lowers("Transpose")
@@ -27,19 +107,218 @@ def lower_transpose(kb, op, ins, outs) -> None:
     in_exprs = [None] * rank
     for out_axis, in_axis in enumerate(perm):
         in_exprs[in_axis] = dim(out_axis)
-    kb.generic([ins[0]], [outs[0]], [affine_map(rank, in_exprs), identity_map(rank)],
-               [PARALLEL] * rank, lambda b, a: [a[0]])
+    read_affine(kb, ins[0], outs[0], in_exprs)
+
+
+def _along(rank: int, axis: int, value: int) -> list[int]:
+    """Offsets that are `value` along `axis`, 0 elsewhere."""
+    return [value if i == axis else 0 for i in range(rank)]
 
 
 @lowers("Concat")
 def lower_concat(kb, op, ins, outs) -> None:
-    rank = len(outs[0].type.get_shape())
-    axis = op.attr("axis")
-    axis = axis + rank if axis < 0 else axis
+    shape = outs[0].type.get_shape()
+    rank = len(shape)
+    axis = normalize_axis(op, op.attr("axis"), rank)
     offset = 0
     for source in ins:
-        size = source.type.get_shape()[axis]
-        if size:
-            exprs = [dim(i) + offset if i == axis else dim(i) for i in range(rank)]
-            kb.copy(source, outs[0], affine_map(rank, exprs))
-        offset += size
+        sizes = source.type.get_shape()
+        copy_window(kb, source, outs[0], [0] * rank, _along(rank, axis, offset), sizes)
+        offset += sizes[axis]
+
+
+@lowers("Split")
+def lower_split(kb, op, ins, outs) -> None:
+    # The output shapes are static, so they already say where each piece starts: the
+    # `split` input and `num_outputs` attribute need not be read.
+    shape = ins[0].type.get_shape()
+    axis = normalize_axis(op, op.attr("axis", 0), len(shape))
+    offset = 0
+    for result, output in zip(op.results, outs):
+        sizes = result.type.get_shape()
+        if output is not None:
+            copy_window(kb, ins[0], output, _along(len(shape), axis, offset), [0] * len(shape), sizes)
+        offset += sizes[axis]
+
+
+@lowers("Slice")
+def lower_slice(kb, op, ins, outs) -> None:
+    shape = ins[0].type.get_shape()
+    rank = len(shape)
+    starts, ends = constant_input(op, 1), constant_input(op, 2)
+    axes = constant_input(op, 3)
+    axes = list(range(len(starts))) if axes is None else [normalize_axis(op, int(a), rank) for a in axes]
+    steps = constant_input(op, 4)
+    steps = [1] * len(starts) if steps is None else [int(s) for s in steps]
+    if 0 in steps:
+        raise UnsupportedError(f"{op.describe()}: a step of 0 is invalid")
+    offsets, sizes, strides = [0] * rank, list(shape), [1] * rank
+    reversed_axes = set()
+    for axis, start, end, step in zip(axes, starts, ends, steps):
+        # Python's slice clamping is ONNX's: negative starts/ends count from the end, then
+        # clamp to [0, n] for positive steps and [-1, n-1] for negative ones.
+        picked = range(*slice(int(start), int(end), step).indices(shape[axis]))
+        sizes[axis], strides[axis] = len(picked), abs(step)
+        if len(picked):
+            offsets[axis] = min(picked[0], picked[-1])
+        if step < 0:
+            reversed_axes.add(axis)
+    if tuple(sizes) != tuple(outs[0].type.get_shape()):
+        raise UnsupportedError(f"internal: {op.describe()} selects {sizes}, "
+                               f"its result is {outs[0].type.get_shape()}")
+    if is_empty(outs[0]):
+        return
+    # A window with positive strides, read backwards along negative-step axes.
+    exprs = [cst(sizes[i] - 1) - dim(i) if i in reversed_axes else dim(i) for i in range(rank)]
+    read_affine(kb, window(kb, ins[0], offsets, sizes, strides), outs[0], exprs)
+
+
+# --- Expand, Tile -----------------------------------------------------------------------------
+
+
+@lowers("Expand")
+def lower_expand(kb, op, ins, outs) -> None:
+    # The output shape is static: the broadcast needs no value of the `shape` input. Not
+    # kb.elementwise: elementwise fusion would take `shape` for a broadcast operand.
+    out_shape = outs[0].type.get_shape()
+    read_affine(kb, ins[0], outs[0],
+                broadcast_exprs(ins[0].type.get_shape(), out_shape, [dim(i) for i in range(len(out_shape))]))
+
+
+@lowers("Tile")
+def lower_tile(kb, op, ins, outs) -> None:
+    in_shape, out_shape = ins[0].type.get_shape(), outs[0].type.get_shape()
+    exprs = [dim(i) if n == m else dim(i) % n for i, (n, m) in enumerate(zip(in_shape, out_shape))]
+    read_affine(kb, ins[0], outs[0], exprs)
+
+
+# --- Pad --------------------------------------------------------------------------------------
+
+
+def _pads(op, rank: int) -> tuple[list[int], list[int]]:
+    """Per-axis (begin, end) pads from the `pads` and optional `axes` inputs."""
+    pads = [int(p) for p in constant_input(op, 1)]
+    axes = constant_input(op, 3)
+    axes = list(range(rank)) if axes is None else [normalize_axis(op, int(a), rank) for a in axes]
+    if len(pads) != 2 * len(axes):
+        raise UnsupportedError(f"{op.describe()}: {len(pads)} pads for {len(axes)} axes "
+                               f"(expected {2 * len(axes)})")
+    begins, ends = [0] * rank, [0] * rank
+    for i, axis in enumerate(axes):
+        begins[axis], ends[axis] = pads[i], pads[i + len(axes)]
+    return begins, ends
+
+
+@lowers("Pad")
+def lower_pad(kb, op, ins, outs) -> None:
+    shape = ins[0].type.get_shape()
+    begins, ends = _pads(op, len(shape))
+    mode = op.attr("mode", "constant")
+    if mode != "constant" and mode not in _BORDER_INDEX:
+        raise UnsupportedError(f"{op.describe()}: unknown mode '{mode}' "
+                               "(expected constant, reflect, edge or wrap)")
+    if is_empty(outs[0]):
+        return
+    # Negative pads crop, before any padding: onnxruntime does so, and wrap depends on it.
+    sizes = [n - max(0, -b) - max(0, -e) for n, b, e in zip(shape, begins, ends)]
+    source = window(kb, ins[0], [max(0, -b) for b in begins], sizes) if min(sizes) > 0 else None
+    begins, ends = [max(0, b) for b in begins], [max(0, e) for e in ends]
+    if mode == "constant":
+        _fill_pad_value(kb, op, ins, outs[0])
+        if source is not None:
+            copy_window(kb, source, outs[0], [0] * len(shape), begins, sizes)
+        return
+    if source is None:
+        raise UnsupportedError(f"{op.describe()}: mode '{mode}' cannot pad an empty tensor")
+    if mode == "reflect" and any(max(b, e) >= n for b, e, n in zip(begins, ends, sizes)):
+        raise UnsupportedError(f"{op.describe()}: reflect pads {begins + ends} must be smaller "
+                               f"than the (cropped) input dims {sizes}")
+    _pad_border(kb, source, outs[0], begins, _BORDER_INDEX[mode])
+
+
+def _fill_pad_value(kb, op, ins, output) -> None:
+    value = constant_input(op, 2, required=False)
+    if value is not None or len(ins) < 3 or ins[2] is None:
+        kb.fill(output, 0 if value is None else value.reshape(-1)[0].item())
+        return
+    # A run-time scalar: read it through a map to its only element.
+    rank = len(output.type.get_shape())
+    value_map = affine_map(rank, [cst(0)] * len(ins[2].type.get_shape()))
+    kb.generic([ins[2]], [output], [value_map, identity_map(rank)], [PARALLEL] * rank,
+               lambda b, args: [args[0]])
+
+
+def _clamp(b, i, n):
+    return b.max(b.min(i, b.const(n - 1)), b.const(0))
+
+
+def _edge(b, d, begin, n):
+    return _clamp(b, b.sub(d, b.const(begin)), n)
+
+
+def _reflect(b, d, begin, n):
+    # One mirror each side is exact: lower_pad refuses pads of n or more.
+    i = b.sub(d, b.const(begin))
+    mirrored = b.select(b.cmp("slt", i, b.const(0)), b.neg(i), i)
+    high = b.cmp("sgt", mirrored, b.const(n - 1))
+    return b.select(high, b.sub(b.const(2 * (n - 1)), mirrored), mirrored)
+
+
+def _wrap(b, d, begin, n):
+    # (d - begin) mod n, shifted by a multiple of n so that remsi sees a non-negative value.
+    return b.remsi(b.add(d, b.const(-begin % n)), b.const(n))
+
+
+_BORDER_INDEX = {"edge": _edge, "reflect": _reflect, "wrap": _wrap}
+
+
+def _pad_border(kb, source, output, begins, border_index) -> None:
+    """Pad modes that read the input near the border: out[d] = in[f(d, begin)] per axis.
+
+    `begins` are non-negative here: lower_pad has cropped `source` already.
+    """
+    shape, out_shape = source.type.get_shape(), output.type.get_shape()
+
+    def body(b, args):
+        i = b.on(IndexType())
+        indices = [border_index(i, i.index(axis), begin, n) if begin or n != m else i.index(axis)
+                   for axis, (begin, n, m) in enumerate(zip(begins, shape, out_shape))]
+        # The formulas stay in bounds for valid pads; the clamp keeps any load in bounds.
+        return [b.load(source, [_clamp(i, x, n) for x, n in zip(indices, shape)])]
+
+    rank = len(out_shape)
+    kb.generic([], [output], [identity_map(rank)], [PARALLEL] * rank, body)
+
+
+# --- DepthToSpace, SpaceToDepth ---------------------------------------------------------------
+
+
+def _blocksize(op, shape) -> int:
+    if len(shape) != 4:
+        raise UnsupportedError(f"{op.describe()}: expected a 4-D NCHW input, got shape {shape}")
+    return op.attr("blocksize")
+
+
+@lowers("DepthToSpace")
+def lower_depth_to_space(kb, op, ins, outs) -> None:
+    bs = _blocksize(op, ins[0].type.get_shape())
+    channels = outs[0].type.get_shape()[1]
+    n, c, y, x = (dim(i) for i in range(4))
+    within = (y % bs) * bs + x % bs  # position inside the bs x bs block
+    mode = op.attr("mode", "DCR")
+    if mode == "DCR":  # depth, column, row: the block position is the major channel index
+        channel = within * channels + c
+    elif mode == "CRD":
+        channel = c * (bs * bs) + within
+    else:
+        raise UnsupportedError(f"{op.describe()}: unknown mode '{mode}' (expected DCR or CRD)")
+    read_affine(kb, ins[0], outs[0], [n, channel, y // bs, x // bs])
+
+
+@lowers("SpaceToDepth")
+def lower_space_to_depth(kb, op, ins, outs) -> None:
+    bs = _blocksize(op, ins[0].type.get_shape())
+    channels = ins[0].type.get_shape()[1]
+    n, c, y, x = (dim(i) for i in range(4))
+    block = c // channels  # by * bs + bx: output channels are block-major
+    read_affine(kb, ins[0], outs[0], [n, c % channels, y * bs + block // bs, x * bs + block % bs])

@@ -1,0 +1,453 @@
+"""Specialised fp32 GEMM functions as LLVM IR: C = act(A @ B [+ C] [+ bias] [+ R]), sizes static.
+
+The GotoBLAS/BLIS loop nest (Goto & van de Geijn, "Anatomy of High-Performance Matrix
+Multiplication", 2008) around an MR x NR register-blocked micro-kernel of `llvm.fma` on
+<VW x float> accumulators, with the epilogue fused into the micro-kernel's last store.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from llvmlite import ir
+
+from dlc.codegen.llvm_emitter import FASTMATH_FLAGS
+from passes.layout.gemm_packing import pack_b
+from passes.tiling.gemm_tiles import choose_tiles
+
+__all__ = ["GemmSpec", "choose_tiles", "emit_gemm", "pack_b"]
+
+F32 = ir.FloatType()
+I1 = ir.IntType(1)
+I32 = ir.IntType(32)
+I64 = ir.IntType(64)
+PTR = ir.PointerType()
+VOID = ir.VoidType()
+
+# This host (Emerald Rapids): 48 KiB L1d and 2 MiB L2 per core; the defaults when a spec leaves
+# its tiles at 0. A target passes its own description to `choose_tiles` instead.
+HOST_L1_BYTES = 48 * 1024
+HOST_L2_BYTES = 2 * 1024 * 1024
+
+# name -> number of `activation_params`; "relu6" is clip(0, 6).
+ACTIVATIONS = {"relu": 0, "relu6": 0, "clip": 2, "leaky_relu": 1}
+
+
+@dataclass(frozen=True)
+class GemmSpec:
+    """One GEMM, every size static. Element (i, kk) of A is at A + i*a_row_stride +
+    kk*a_k_stride floats (so a transposed A is just strides). B is "row" (B[kk, j] at
+    B + kk*ldb + j) or "packed" by `pack_b(B, nr)` (panels of nr columns, zero-padded). C, and
+    the residual R, have row stride ldc. The result is act(A@B [+ C if accumulate] + bias + R):
+    bias and residual are added before the activation, as ONNX graphs do (Gemm/Conv, Add, Relu).
+    bias "row" is one value per column j (a Gemm/Linear bias), "col" one per row i.
+    Tiles left at 0 come from `choose_tiles` for this host's caches.
+    """
+
+    m: int
+    n: int
+    k: int
+    a_row_stride: int
+    a_k_stride: int
+    b_layout: str
+    ldb: int
+    ldc: int
+    accumulate: bool = False
+    bias: str | None = None
+    activation: str | None = None
+    activation_params: tuple[float, ...] = ()
+    residual: bool = False
+    vector_width: int = 16
+    mr: int = 0
+    nr: int = 0
+    kc: int = 0
+    mc: int = 0
+    nc: int = 0
+
+    def __post_init__(self) -> None:
+        self._check()
+        tiles = ("mr", "nr", "kc", "mc", "nc")
+        if any(getattr(self, t) == 0 for t in tiles):
+            chosen = choose_tiles(self.m, self.n, self.k, self.vector_width,
+                                  HOST_L1_BYTES, HOST_L2_BYTES, self.b_layout)  # fmt: skip
+            for t, value in zip(tiles, chosen):
+                if getattr(self, t) == 0:
+                    object.__setattr__(self, t, value)
+        self._check_tiles()
+
+    def _check(self) -> None:
+        def require(ok: bool, what: str) -> None:
+            if not ok:
+                raise ValueError(f"GemmSpec: {what} ({self})")
+
+        require(min(self.m, self.n, self.k) >= 1, "m, n and k must be >= 1")
+        require(self.b_layout in ("row", "packed"), "b_layout must be 'row' or 'packed'")
+        require(self.b_layout == "packed" or self.ldb >= self.n, "ldb must be >= n")
+        require(self.ldc >= self.n, "ldc must be >= n")
+        require(self.bias in (None, "row", "col"), "bias must be None, 'row' or 'col'")
+        require(self.activation is None or self.activation in ACTIVATIONS,
+                f"activation must be None or one of {sorted(ACTIVATIONS)}")  # fmt: skip
+        wanted = ACTIVATIONS.get(self.activation, 0)
+        require(len(self.activation_params) == wanted, f"activation takes {wanted} parameters")
+        require(self.vector_width >= 1, "vector_width must be >= 1")
+
+    def _check_tiles(self) -> None:
+        vw = self.vector_width
+        if min(self.mr, self.nr, self.kc, self.mc, self.nc) < 1 or self.nr % vw:
+            raise ValueError(f"GemmSpec: tiles must be >= 1 and nr a multiple of {vw} ({self})")
+        if self.mc % self.mr or self.nc % self.nr:
+            raise ValueError(f"GemmSpec: mc must be a multiple of mr, nc of nr ({self})")
+
+    @property
+    def panels(self) -> int:
+        """Number of nr-column panels of C: the unit of work `NAME_range` takes."""
+        return -(-self.n // self.nr)
+
+
+# ---------------------------------------------------------------------------------------------
+# Tile choice
+# ---------------------------------------------------------------------------------------------
+
+# ---------------------------------------------------------------------------------------------
+# IR generation
+# ---------------------------------------------------------------------------------------------
+
+
+class _FunctionAttributes(ir.values.FunctionAttributes):
+    """llvmlite's FunctionAttributes accepts only enum attributes; LLVM also has "key"="value"
+    string attributes (prefer-vector-width, target-cpu, target-features)."""
+
+    def __init__(self, names: tuple[str, ...], strings: dict[str, str]):
+        super().__init__(names)
+        self.strings = strings
+
+    def _to_list(self, ret_type: ir.Type) -> list[str]:
+        return super()._to_list(ret_type) + [f'"{k}"="{v}"' for k, v in self.strings.items()]
+
+
+_POINTERS = ("A", "B", "C", "bias", "R")
+
+
+def _i64(value: int) -> ir.Constant:
+    return ir.Constant(I64, value)
+
+
+@dataclass(frozen=True)
+class _Vec:
+    """One vector of a row of a tile: columns [offset, offset + lanes) (lanes < width: masked)."""
+
+    offset: int
+    lanes: int
+
+
+def emit_gemm(
+    module: ir.Module,
+    name: str,
+    spec: GemmSpec,
+    *,
+    exported: bool = False,
+    noalias: bool = True,
+    target: tuple[str, str] | None = None,
+) -> ir.Function:
+    """Add `void NAME(ptr A, ptr B, ptr C, ptr bias, ptr R)` computing `spec` to `module`.
+
+    bias and R may be null when the spec has none. Also adds
+    `void NAME_range(ptr A, ptr B, ptr C, ptr bias, ptr R, i64 first_panel, i64 last_panel)`,
+    which computes only the columns [first_panel*nr, min(last_panel*nr, n)) of C: panels are
+    independent, so threads may run disjoint panel ranges (NAME runs 0..spec.panels).
+    Both are internal unless `exported`. `noalias` promises that C overlaps no input (true for
+    the memory planner's buffers). `target`: (cpu, features) written as function attributes.
+    Vector memory accesses say `align 4`: no alignment of the callers' buffers is assumed.
+    """
+    return _GemmEmitter(module, name, spec, exported, noalias, target).emit()
+
+
+class _GemmEmitter:
+    def __init__(self, module, name, spec, exported, noalias, target):
+        self.module, self.name, self.spec = module, name, spec
+        self.linkage = "" if exported else "internal"
+        self.noalias = noalias
+        self.strings = {"prefer-vector-width": str(32 * spec.vector_width)}
+        if target is not None:
+            self.strings |= {"target-cpu": target[0], "target-features": target[1]}
+        self.vw = spec.vector_width
+        self.vec = ir.VectorType(F32, self.vw)
+        self.zero = ir.Constant(self.vec, [0.0] * self.vw)
+        self.kernels: dict[tuple[int, int], ir.Function] = {}
+        self.b: ir.IRBuilder = None
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _function(self, name: str, args: list[ir.Type], names: tuple[str, ...], linkage: str):
+        fn = ir.Function(self.module, ir.FunctionType(VOID, args), name)
+        fn.linkage = linkage
+        for arg, arg_name in zip(fn.args, names):
+            arg.name = arg_name
+        pointers = sum(t == PTR for t in args)
+        fn.attributes = _FunctionAttributes(("nounwind",), self.strings)
+        for arg in fn.args[:pointers]:
+            arg.add_attribute("captures(none)")
+            if self.noalias:
+                arg.add_attribute("noalias")
+        return fn
+
+    def _intrinsic(self, name: str, ret: ir.Type, args: list[ir.Type]) -> ir.Function:
+        if name in self.module.globals:
+            return self.module.globals[name]
+        return ir.Function(self.module, ir.FunctionType(ret, args), name)
+
+    def _gep(self, base: ir.Value, offset: ir.Value | int) -> ir.Value:
+        if isinstance(offset, int):
+            if offset == 0:
+                return base
+            offset = _i64(offset)
+        return self.b.gep(base, [offset], inbounds=True, source_etype=F32)
+
+    def _mask(self, lanes: int) -> ir.Constant:
+        return ir.Constant(ir.VectorType(I1, self.vw), [1] * lanes + [0] * (self.vw - lanes))
+
+    def _load(self, base: ir.Value, vec: _Vec) -> ir.Value:
+        ptr = self._gep(base, vec.offset)
+        if vec.lanes == self.vw:
+            return self.b.load(ptr, typ=self.vec, align=4)
+        fn = self._intrinsic(f"llvm.masked.load.v{self.vw}f32.p0", self.vec,
+                             [PTR, I32, ir.VectorType(I1, self.vw), self.vec])  # fmt: skip
+        return self.b.call(fn, [ptr, ir.Constant(I32, 4), self._mask(vec.lanes), self.zero])
+
+    def _store(self, value: ir.Value, base: ir.Value, vec: _Vec) -> None:
+        ptr = self._gep(base, vec.offset)
+        if vec.lanes == self.vw:
+            self.b.store(value, ptr, align=4)
+            return
+        fn = self._intrinsic(f"llvm.masked.store.v{self.vw}f32.p0", VOID,
+                             [self.vec, PTR, I32, ir.VectorType(I1, self.vw)])  # fmt: skip
+        self.b.call(fn, [value, ptr, ir.Constant(I32, 4), self._mask(vec.lanes)])
+
+    def _splat(self, scalar: ir.Value) -> ir.Value:
+        undef = ir.Constant(self.vec, ir.Undefined)
+        one = self.b.insert_element(undef, scalar, ir.Constant(I32, 0))
+        return self.b.shuffle_vector(
+            one, undef, ir.Constant(ir.VectorType(I32, self.vw), [0] * self.vw)
+        )
+
+    def _splat_const(self, value: float) -> ir.Constant:
+        return ir.Constant(self.vec, [value] * self.vw)
+
+    def _loop(self, start: ir.Value, stop: ir.Value, step: int, body: Callable[[ir.Value], None]):
+        """for (iv = start; iv < stop; iv += step) body(iv), as a guarded do-while loop."""
+        b = self.b
+        loop = b.function.append_basic_block("loop")
+        done = b.function.append_basic_block("loop.end")
+        b.cbranch(b.icmp_signed("<", start, stop), loop, done)
+        entry = b.block
+        b.position_at_end(loop)
+        iv = b.phi(I64, "iv")
+        iv.add_incoming(start, entry)
+        body(iv)
+        nxt = b.add(iv, _i64(step), flags=("nsw",))
+        iv.add_incoming(nxt, b.block)
+        b.cbranch(b.icmp_signed("<", nxt, stop), loop, done)
+        b.position_at_end(done)
+
+    def _if(self, cond: ir.Value, then: Callable[[], None]) -> None:
+        with self.b.if_then(cond):
+            then()
+
+    def _min(self, x: ir.Value, y: ir.Value) -> ir.Value:
+        return self.b.select(self.b.icmp_signed("<", x, y), x, y)
+
+    # -- the micro-kernel ---------------------------------------------------------------------
+
+    def _vectors(self, cols: int) -> list[_Vec]:
+        full, rest = divmod(cols, self.vw)
+        tail = [_Vec(full * self.vw, rest)] if rest else []
+        return [_Vec(v * self.vw, self.vw) for v in range(full)] + tail
+
+    def _kernel(self, rows: int, cols: int) -> ir.Function:
+        """`void k(A, B, C, bias, R, i64 kc, i1 load_c, i1 last)`: a rows x cols tile of C over
+        kc steps of k, pointers already at the tile; accumulators start from C when `load_c`,
+        and the epilogue runs when `last` (the final kc block)."""
+        if (rows, cols) in self.kernels:
+            return self.kernels[rows, cols]
+        fn = self._function(f"{self.name}.tile{rows}x{cols}", [PTR] * 5 + [I64, I1, I1],
+                            (*_POINTERS, "kc", "load_c", "last"), "internal")  # fmt: skip
+        self.kernels[rows, cols] = fn
+        saved, self.b = self.b, ir.IRBuilder(fn.append_basic_block("entry"))
+        a, bp, c, bias, res, kc, load_c, last = fn.args
+        spec, b, vecs = self.spec, self.b, self._vectors(cols)
+        tile = [(i, v) for i in range(rows) for v in vecs]
+
+        entry = b.block
+        load_bb = fn.append_basic_block("load_c")
+        loop = fn.append_basic_block("k")
+        done = fn.append_basic_block("k.end")
+        b.cbranch(load_c, load_bb, loop)
+        b.position_at_end(load_bb)
+        loaded = [self._load(self._gep(c, i * spec.ldc), v) for i, v in tile]
+        b.branch(loop)
+
+        b.position_at_end(loop)
+        kk = b.phi(I64, "kk")
+        accs = [b.phi(self.vec) for _ in tile]
+        for acc, init in zip(accs, loaded):
+            acc.add_incoming(self.zero, entry)
+            acc.add_incoming(init, load_bb)
+        kk.add_incoming(_i64(0), entry)
+        kk.add_incoming(_i64(0), load_bb)
+        updated = self._k_step(a, bp, kk, vecs, rows, accs)
+        nxt = b.add(kk, _i64(1), flags=("nsw",))
+        for acc, new in zip(accs, updated):
+            acc.add_incoming(new, loop)
+        kk.add_incoming(nxt, loop)
+        b.cbranch(b.icmp_signed("<", nxt, kc), loop, done)
+
+        b.position_at_end(done)
+        with b.if_else(last) as (with_epilogue, plain):
+            with with_epilogue:
+                self._store_tile(c, self._epilogue(updated, tile, bias, res), tile)
+            with plain:
+                self._store_tile(c, updated, tile)
+        b.ret_void()
+        self.b = saved
+        return fn
+
+    def _k_step(self, a, bp, kk, vecs, rows, accs) -> list[ir.Value]:
+        """One rank-1 update: acc[i][v] += A[i, kk] * B[kk, v]."""
+        spec, b = self.spec, self.b
+        fma = self._intrinsic(f"llvm.fma.v{self.vw}f32", self.vec, [self.vec] * 3)
+        b_row = self._gep(bp, b.mul(kk, _i64(spec.nr if spec.b_layout == "packed" else spec.ldb)))
+        # Packed panels are zero-padded to nr columns, so even a partial vector loads whole.
+        whole = spec.b_layout == "packed"
+        b_vecs = [self._load(b_row, _Vec(v.offset, self.vw) if whole else v) for v in vecs]
+        a_col = self._gep(a, b.mul(kk, _i64(spec.a_k_stride)))
+        out = []
+        for i in range(rows):
+            scalar = b.load(self._gep(a_col, i * spec.a_row_stride), typ=F32, align=4)
+            broadcast = self._splat(scalar)
+            for j, bv in enumerate(b_vecs):
+                out.append(b.call(fma, [broadcast, bv, accs[i * len(vecs) + j]]))
+        return out
+
+    def _store_tile(self, c, values, tile) -> None:
+        for value, (i, v) in zip(values, tile):
+            self._store(value, self._gep(c, i * self.spec.ldc), v)
+
+    def _epilogue(self, values, tile, bias, res) -> list[ir.Value]:
+        """act(acc + bias + R), in that order (ONNX: Gemm/Conv with bias, then Add, then Relu)."""
+        spec, b = self.spec, self.b
+        row_bias = {}
+        out = []
+        for x, (i, v) in zip(values, tile):
+            if spec.bias == "row":
+                if v.offset not in row_bias:
+                    row_bias[v.offset] = self._load(bias, v)
+                x = b.fadd(x, row_bias[v.offset], flags=FASTMATH_FLAGS)
+            elif spec.bias == "col":
+                scalar = b.load(self._gep(bias, i), typ=F32, align=4)
+                x = b.fadd(x, self._splat(scalar), flags=FASTMATH_FLAGS)
+            if spec.residual:
+                x = b.fadd(x, self._load(self._gep(res, i * spec.ldc), v), flags=FASTMATH_FLAGS)
+            out.append(self._activation(x))
+        return out
+
+    def _activation(self, x: ir.Value) -> ir.Value:
+        """Compare-and-select, so a NaN input stays NaN (as onnxruntime's Relu/Clip)."""
+        b, act, params = self.b, self.spec.activation, self.spec.activation_params
+        if act is None:
+            return x
+        if act == "leaky_relu":
+            scaled = b.fmul(x, self._splat_const(params[0]))
+            return b.select(b.fcmp_ordered("<", x, self.zero), scaled, x)
+        lo, hi = (0.0, math.inf) if act == "relu" else (0.0, 6.0) if act == "relu6" else params
+        if lo != -math.inf:
+            x = b.select(b.fcmp_ordered("<", x, self._splat_const(lo)), self._splat_const(lo), x)
+        if hi != math.inf:
+            x = b.select(b.fcmp_ordered(">", x, self._splat_const(hi)), self._splat_const(hi), x)
+        return x
+
+    # -- the loop nest ------------------------------------------------------------------------
+
+    def emit(self) -> ir.Function:
+        spec = self.spec
+        range_fn = self._function(f"{self.name}_range", [PTR] * 5 + [I64, I64],
+                                  (*_POINTERS, "first_panel", "last_panel"), self.linkage)  # fmt: skip
+        self.b = ir.IRBuilder(range_fn.append_basic_block("entry"))
+        self._loop_nest(*range_fn.args)
+        self.b.ret_void()
+
+        fn = self._function(self.name, [PTR] * 5, _POINTERS, self.linkage)
+        self.b = ir.IRBuilder(fn.append_basic_block("entry"))
+        self.b.call(range_fn, [*fn.args, _i64(0), _i64(spec.panels)])
+        self.b.ret_void()
+        return fn
+
+    def _loop_nest(self, a, bp, c, bias, res, first_panel, last_panel) -> None:
+        """jc (nc columns) / pc (kc of k) / ic (mc rows) / jr (one nr panel) / ir (mr rows)."""
+        spec, b = self.spec, self.b
+        j_begin = b.mul(first_panel, _i64(spec.nr))
+        j_end = self._min(b.mul(last_panel, _i64(spec.nr)), _i64(spec.n))
+        n_full = spec.n - spec.n % spec.nr
+
+        def jc_block(jc):
+            jc_end = self._min(b.add(jc, _i64(spec.nc)), j_end)
+            self._loop(_i64(0), _i64(spec.k), spec.kc, lambda pc: pc_block(jc, jc_end, pc))
+
+        def pc_block(jc, jc_end, pc):
+            kc = self._min(b.sub(_i64(spec.k), pc), _i64(spec.kc))
+            load_c = b.icmp_signed("!=", pc, _i64(0))
+            if spec.accumulate:
+                load_c = ir.Constant(I1, 1)
+            last = b.icmp_signed(">=", b.add(pc, _i64(spec.kc)), _i64(spec.k))
+            flags = (kc, load_c, last)
+            self._loop(_i64(0), _i64(spec.m), spec.mc,
+                       lambda ic: self._loop(jc, jc_end, spec.nr,
+                                             lambda jr: panel(ic, pc, jr, flags)))  # fmt: skip
+
+        def panel(ic, pc, jr, flags):
+            if n_full == spec.n:
+                self._row_tiles(ic, pc, jr, spec.nr, flags, (a, bp, c, bias, res))
+                return
+            with b.if_else(b.icmp_signed("<", jr, _i64(n_full))) as (full, edge):
+                with full:
+                    self._row_tiles(ic, pc, jr, spec.nr, flags, (a, bp, c, bias, res))
+                with edge:
+                    self._row_tiles(ic, pc, jr, spec.n - n_full, flags, (a, bp, c, bias, res))
+
+        self._loop(j_begin, j_end, spec.nc, jc_block)
+
+    def _row_tiles(self, ic, pc, jr, cols, flags, pointers) -> None:
+        """The mr-row tiles of one panel within the mc block at ic; the last block also gets
+        the m % mr remainder rows (mc is a multiple of mr, so only there)."""
+        spec, b = self.spec, self.b
+        m_full = spec.m - spec.m % spec.mr
+        ic_end = self._min(b.add(ic, _i64(spec.mc)), _i64(m_full))
+
+        def tile(ir_, rows):
+            self._call_tile(rows, cols, ir_, pc, jr, flags, pointers)
+
+        self._loop(ic, ic_end, spec.mr, lambda ir_: tile(ir_, spec.mr))
+        if m_full != spec.m:
+            last_block = b.icmp_signed(">=", b.add(ic, _i64(spec.mc)), _i64(spec.m))
+            self._if(last_block, lambda: tile(_i64(m_full), spec.m - m_full))
+
+    def _call_tile(self, rows, cols, i, pc, jr, flags, pointers) -> None:
+        spec, b = self.spec, self.b
+        a, bp, c, bias, res = pointers
+        a_tile = self._gep(
+            a, b.add(b.mul(i, _i64(spec.a_row_stride)), b.mul(pc, _i64(spec.a_k_stride)))
+        )
+        if spec.b_layout == "packed":  # panel jr/nr of depth k, then kc rows of nr
+            b_off = b.add(b.mul(jr, _i64(spec.k)), b.mul(pc, _i64(spec.nr)))
+        else:
+            b_off = b.add(b.mul(pc, _i64(spec.ldb)), jr)
+        c_off = b.add(b.mul(i, _i64(spec.ldc)), jr)
+        bias_tile = {"row": jr, "col": i}.get(spec.bias)
+        bias_tile = bias if bias_tile is None else self._gep(bias, bias_tile)
+        res_tile = self._gep(res, c_off) if spec.residual else res
+        kernel = self._kernel(rows, cols)
+        b.call(
+            kernel, [a_tile, self._gep(bp, b_off), self._gep(c, c_off), bias_tile, res_tile, *flags]
+        )

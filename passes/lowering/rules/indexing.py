@@ -1,0 +1,172 @@
+"""Index-driven ONNX operators: Gather, GatherElements, GatherND, OneHot, Trilu, Range, and
+the fill ConstantOfShape.
+
+Mirrors the ONNX operator spec at opset 21 (https://onnx.ai/onnx/operators/). Gathers load
+the data at an index read at run time, inside the generic's body. Negative indices count
+from the end, as the spec says; indices still out of range after that are CLAMPED to the
+nearest valid one (the spec calls them an error): generated code never reads out of bounds.
+"""
+
+from __future__ import annotations
+
+from xdsl.dialects.builtin import IndexType
+
+from dialects.diagnostics import UnsupportedError
+from passes.lowering.linalg_builder import PARALLEL, affine_map, cst, dim, identity_map
+from passes.lowering.rules import lowers
+from passes.lowering.rules.movement import constant_input, is_empty, normalize_axis
+
+
+def wrap_and_clamp(b, index_value, size: int):
+    """An ONNX index (negative counts from the end) as an `index` in [0, size - 1]."""
+    i = b.on(IndexType())
+    index = b.index_from(index_value)
+    n = i.const(size)
+    index = i.select(i.cmp("slt", index, i.const(0)), i.add(index, n), index)
+    return i.max(i.min(index, i.const(size - 1)), i.const(0))
+
+
+def _gather_generic(kb, op, inputs, maps, output, data, data_indices) -> None:
+    """output[d] = data[data_indices(b, d, input values)], looping over the output."""
+    if is_empty(output):
+        return
+    if is_empty(data):
+        raise UnsupportedError(f"{op.describe()}: cannot gather from empty data {data.type}")
+    rank = len(output.type.get_shape())
+
+    def body(b, args):
+        return [b.load(data, data_indices(b, args[: len(inputs)]))]
+
+    kb.generic(inputs, [output], [*maps, identity_map(rank)], [PARALLEL] * rank, body)
+
+
+@lowers("Gather")
+def lower_gather(kb, op, ins, outs) -> None:
+    data, indices = ins
+    shape = data.type.get_shape()
+    axis = normalize_axis(op, op.attr("axis", 0), len(shape))
+    q = len(indices.type.get_shape())
+    out_rank = len(outs[0].type.get_shape())
+    # out[a..., j..., c...] = data[a..., indices[j...], c...]
+    indices_map = affine_map(out_rank, [dim(axis + k) for k in range(q)])
+
+    def data_indices(b, args):
+        return [*(b.index(d) for d in range(axis)), wrap_and_clamp(b, args[0], shape[axis]),
+                *(b.index(d) for d in range(axis + q, out_rank))]
+
+    _gather_generic(kb, op, [indices], [indices_map], outs[0], data, data_indices)
+
+
+@lowers("GatherElements")
+def lower_gather_elements(kb, op, ins, outs) -> None:
+    data, indices = ins
+    shape = data.type.get_shape()
+    rank = len(shape)
+    axis = normalize_axis(op, op.attr("axis", 0), rank)
+
+    def data_indices(b, args):
+        return [wrap_and_clamp(b, args[0], shape[d]) if d == axis else b.index(d)
+                for d in range(rank)]
+
+    _gather_generic(kb, op, [indices], [identity_map(rank)], outs[0], data, data_indices)
+
+
+@lowers("GatherND")
+def lower_gather_nd(kb, op, ins, outs) -> None:
+    data, indices = ins
+    shape, index_shape = data.type.get_shape(), indices.type.get_shape()
+    batch = op.attr("batch_dims", 0)
+    depth = index_shape[-1]  # how many leading (non-batch) data axes one index tuple picks
+    if batch + depth > len(shape):
+        raise UnsupportedError(f"{op.describe()}: batch_dims {batch} + index depth {depth} "
+                               f"exceed the data rank {len(shape)}")
+    outer = len(index_shape) - 1
+    out_rank = len(outs[0].type.get_shape())
+
+    # out[i..., c...] = data[i[:batch]..., indices[i..., 0..depth-1]..., c...]
+    def data_indices(b, args):
+        i = b.on(IndexType())
+        position = [b.index(d) for d in range(outer)]
+        picked = [wrap_and_clamp(b, b.load(indices, [*position, i.const(k)]), shape[batch + k])
+                  for k in range(depth)]
+        return [*position[:batch], *picked, *(b.index(d) for d in range(outer, out_rank))]
+
+    _gather_generic(kb, op, [], [], outs[0], data, data_indices)
+
+
+@lowers("OneHot")
+def lower_one_hot(kb, op, ins, outs) -> None:
+    indices, _, values = ins
+    out_shape = outs[0].type.get_shape()
+    rank = len(out_shape)
+    axis = normalize_axis(op, op.attr("axis", -1), rank)
+    depth = out_shape[axis]  # static: the `depth` input was folded into the result type
+    if is_empty(outs[0]):
+        return
+    value_rank = len(values.type.get_shape())
+    maps = [affine_map(rank, [dim(d) for d in range(rank) if d != axis]),
+            affine_map(rank, [cst(0)] * value_rank),  # off_value
+            affine_map(rank, [cst(1)] * value_rank)]  # on_value
+
+    def body(b, args):
+        index, off, on = args[:3]
+        i = b.on(IndexType())
+        index = b.index_from(index)  # float indices truncate toward zero, as int64 casts do
+        index = i.select(i.cmp("slt", index, i.const(0)), i.add(index, i.const(depth)), index)
+        # Indices outside [-depth, depth - 1] match no position: all off_value, per the spec.
+        return [b.select(i.cmp("eq", index, i.index(axis)), on, off)]
+
+    kb.generic([indices, values, values], [outs[0]], [*maps, identity_map(rank)],
+               [PARALLEL] * rank, body)
+
+
+@lowers("Trilu")
+def lower_trilu(kb, op, ins, outs) -> None:
+    shape = ins[0].type.get_shape()
+    rank = len(shape)
+    if rank < 2:
+        raise UnsupportedError(f"{op.describe()}: expected a rank >= 2 input, got shape {shape}")
+    if is_empty(outs[0]):
+        return
+    upper = bool(op.attr("upper", 1))
+    k = constant_input(op, 1, required=False)
+    runtime_k = k is None and len(ins) > 1 and ins[1] is not None
+    inputs, maps = [ins[0]], [identity_map(rank)]
+    if runtime_k:
+        inputs.append(ins[1])
+        maps.append(affine_map(rank, [cst(0)] * len(ins[1].type.get_shape())))
+
+    def body(b, args):
+        i = b.on(IndexType())
+        diagonal = b.index_from(args[1]) if runtime_k else i.const(0 if k is None else int(k.reshape(-1)[0]))
+        # Element (r, c) is on or above diagonal k when c - r >= k.
+        offset = i.sub(i.index(rank - 1), i.index(rank - 2))
+        keep = i.cmp("sge" if upper else "sle", offset, diagonal)
+        return [b.select(keep, args[0], b.const(0))]
+
+    kb.generic(inputs, [outs[0]], [*maps, identity_map(rank)], [PARALLEL] * rank, body)
+
+
+@lowers("Range")
+def lower_range(kb, op, ins, outs) -> None:
+    # Reached only when start/limit/delta are run-time values and the model declares the
+    # output length (constant ones are folded at import). out[i] = start + i * delta, as
+    # numpy's arange and the ONNX reference compute it.
+    start, _, delta = ins
+    if is_empty(outs[0]):
+        return
+    scalar = affine_map(1, [cst(0)] * len(start.type.get_shape()))
+
+    def body(b, args):
+        step = b.cast(b.index_to(b.index(0), b.type), b.type)
+        return [b.add(args[0], b.mul(step, args[1]))]
+
+    kb.generic([start, delta], [outs[0]], [scalar, scalar, identity_map(1)], [PARALLEL], body)
+
+
+@lowers("ConstantOfShape")
+def lower_constant_of_shape(kb, op, ins, outs) -> None:
+    # The result shape is static, so the run-time `input` (the shape) needs no reading.
+    value = op.attr("value")
+    if not is_empty(outs[0]):
+        kb.fill(outs[0], 0 if value is None else value.get_values()[0])

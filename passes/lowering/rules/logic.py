@@ -1,0 +1,69 @@
+"""ONNX comparison and logic operators (Equal, Less, ..., And, Or, Xor, Not, Where, IsNaN, IsInf).
+
+Mirrors the ONNX specs at opset 21 (https://onnx.ai/onnx/operators/) with numpy
+broadcasting; booleans are i1. Float comparisons are IEEE ordered: false when a NaN is involved.
+"""
+
+from __future__ import annotations
+
+from passes.lowering.linalg_builder import Body
+from passes.lowering.rules import lowers
+from passes.lowering.rules.elementwise import BOOL, FLOAT, INT, UINT, require_kinds
+
+_COMPARISONS = {  # op -> (relation for Body.compare, element kinds the spec allows)
+    "Equal": ("eq", (FLOAT, INT, UINT, BOOL)),
+    "Less": ("lt", (FLOAT, INT, UINT)),
+    "LessOrEqual": ("le", (FLOAT, INT, UINT)),
+    "Greater": ("gt", (FLOAT, INT, UINT)),
+    "GreaterOrEqual": ("ge", (FLOAT, INT, UINT)),
+}
+
+_LOGIC = {"And": Body.and_, "Or": Body.or_, "Xor": Body.xor}
+
+
+@lowers(*_COMPARISONS)
+def lower_comparison(kb, op, ins, outs) -> None:
+    relation, kinds = _COMPARISONS[op.onnx_type]
+    require_kinds(op, ins, kinds)
+    kb.elementwise(ins, outs[0], lambda b, a: [b.compare(relation, a[0], a[1])])
+
+
+@lowers(*_LOGIC)
+def lower_logic(kb, op, ins, outs) -> None:
+    require_kinds(op, ins, (BOOL,))
+    formula = _LOGIC[op.onnx_type]
+    kb.elementwise(ins, outs[0], lambda b, a: [formula(b, a[0], a[1])])
+
+
+@lowers("Not")
+def lower_not(kb, op, ins, outs) -> None:
+    require_kinds(op, ins, (BOOL,))
+    kb.elementwise(ins, outs[0], lambda b, a: [b.xor(a[0], b.const(1))])
+
+
+@lowers("Where")
+def lower_where(kb, op, ins, outs) -> None:
+    require_kinds(op, ins[:1], (BOOL,))
+    require_kinds(op, ins[1:], (FLOAT, INT, UINT, BOOL))
+    kb.elementwise(ins, outs[0], lambda b, a: [b.select(a[0], a[1], a[2])])
+
+
+@lowers("IsNaN")
+def lower_is_nan(kb, op, ins, outs) -> None:
+    require_kinds(op, ins, (FLOAT,))
+    kb.elementwise(ins, outs[0], lambda b, a: [b.is_nan(a[0])])
+
+
+@lowers("IsInf")
+def lower_is_inf(kb, op, ins, outs) -> None:
+    require_kinds(op, ins, (FLOAT,))
+    signs = [s for s, attr in ((1, "detect_positive"), (-1, "detect_negative")) if op.attr(attr, 1)]
+
+    def body(b: Body, args):
+        x = args[0]
+        hits = [b.compare("eq", x, b.const(sign * float("inf"), x.type)) for sign in signs]
+        if not hits:  # both detections off: the spec's output is all false
+            return [b.const(0)]
+        return [hits[0] if len(hits) == 1 else b.or_(*hits)]
+
+    kb.elementwise(ins, outs[0], body)

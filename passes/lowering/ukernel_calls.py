@@ -1,0 +1,80 @@
+"""Calls to micro-kernels (IREE's "ukernels"): contractions the rules hand to tuned code.
+
+A contraction rule that can use the GEMM micro-kernel emits `func.call @dlc_gemm_N(A, B,
+C[, bias][, R])` to a private declaration whose attributes specify it completely:
+
+    func.func private @dlc_gemm_0(memref<..>, memref<..>, memref<..>) attributes
+        {dlc.ukernel = "gemm", dlc.gemm = {m = 64 : i64, n = 3136 : i64, k = 576 : i64, ...}}
+
+Strides are in elements; `b_layout` is "row" (B[k, j] at k*ldb + j) until pack-weights
+packs a constant B; `b_trans` marks a constant B stored transposed ([N, K], Gemm transB),
+which must be packed. tile-contractions adds the tile sizes (mr, nr, kc, mc, nc); the LLVM
+emitter generates the function from the spec (dlc/codegen/ukernels.py).
+"""
+
+from __future__ import annotations
+
+from xdsl.dialects import func
+from xdsl.dialects.builtin import DictionaryAttr, IntegerAttr, MemRefType, ModuleOp, StringAttr, i64
+from xdsl.ir import Attribute, SSAValue
+
+GEMM_INTS = ("m", "n", "k", "a_row_stride", "a_k_stride", "ldb", "ldc", "accumulate", "b_trans", "residual",
+             "mr", "nr", "kc", "mc", "nc")
+GEMM_STRINGS = ("b_layout", "bias", "activation")
+
+
+def gemm_attributes(spec: dict) -> DictionaryAttr:
+    entries: dict[str, Attribute] = {}
+    for key, value in spec.items():
+        if value is None:
+            continue
+        if key in GEMM_INTS:
+            entries[key] = IntegerAttr(int(value), i64)
+        elif key in GEMM_STRINGS:
+            entries[key] = StringAttr(str(value))
+        else:
+            raise ValueError(f"unknown gemm spec field {key}")
+    return DictionaryAttr(entries)
+
+
+def gemm_spec(decl: func.FuncOp) -> dict:
+    """The spec of a gemm ukernel declaration as a plain dict."""
+    spec = {}
+    for key, value in decl.attributes["dlc.gemm"].data.items():
+        spec[key] = value.value.data if isinstance(value, IntegerAttr) else value.data
+    return spec
+
+
+def ukernels(module: ModuleOp, kind: str = "gemm") -> list[func.FuncOp]:
+    return [op for op in module.ops if isinstance(op, func.FuncOp) and
+            isinstance(op.attributes.get("dlc.ukernel"), StringAttr) and op.attributes["dlc.ukernel"].data == kind]
+
+
+def emit_gemm_call(kb, anchor, a: SSAValue, b: SSAValue, c: SSAValue, *, bias_buffer: SSAValue | None = None,
+                   residual_buffer: SSAValue | None = None, **spec) -> func.CallOp:
+    """Declare a gemm ukernel for `spec` in the module holding `anchor` and call it here."""
+    module = anchor.get_toplevel_object()
+    assert isinstance(module, ModuleOp)
+    taken = {op.sym_name.data for op in module.ops if isinstance(op, func.FuncOp)}
+    index = len(ukernels(module))
+    while f"dlc_gemm_{index}" in taken:
+        index += 1
+    name = f"dlc_gemm_{index}"
+    bias, residual = bias_buffer, residual_buffer
+    operands = [a, b, c] + ([bias] if bias is not None else []) + ([residual] if residual is not None else [])
+    decl = func.FuncOp.external(name, [v.type for v in operands], [])
+    decl.attributes["dlc.ukernel"] = StringAttr("gemm")
+    if (bias is None) != (spec.get("bias") is None):
+        raise ValueError("emit_gemm_call: pass a bias operand exactly when spec has bias='row'/'col'")
+    decl.attributes["dlc.gemm"] = gemm_attributes({"b_layout": "row", **spec,
+                                                   "residual": int(residual is not None)})
+    call = func.CallOp(name, operands, [])
+    kb.insert(call)
+    module.body.block.add_op(decl)
+    return call
+
+
+def is_f32_memref(*values: SSAValue | None) -> bool:
+    from xdsl.dialects.builtin import f32
+
+    return all(v is None or (isinstance(v.type, MemRefType) and v.type.element_type == f32) for v in values)

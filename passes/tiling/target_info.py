@@ -1,0 +1,33 @@
+"""What passes know about the target: read from module attributes (like MLIR's DLTI).
+
+The driver writes the target description on the module (`dlc.vector_bits`,
+`dlc.l1_bytes`, `dlc.l2_bytes`); passes never import a target.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from xdsl.dialects.builtin import IntegerAttr, ModuleOp
+
+DEFAULTS = {"dlc.vector_bits": 512, "dlc.l1_bytes": 48 * 1024, "dlc.l2_bytes": 2 * 1024 * 1024}
+
+
+@dataclass(frozen=True)
+class TargetInfo:
+    vector_bits: int
+    l1_bytes: int
+    l2_bytes: int
+
+    @property
+    def vector_width(self) -> int:
+        """fp32 lanes per vector."""
+        return max(self.vector_bits // 32, 1)
+
+
+def target_info(module: ModuleOp) -> TargetInfo:
+    def get(key: str) -> int:
+        value = module.attributes.get(key)
+        return value.value.data if isinstance(value, IntegerAttr) else DEFAULTS[key]
+
+    return TargetInfo(get("dlc.vector_bits"), get("dlc.l1_bytes"), get("dlc.l2_bytes"))

@@ -1,0 +1,231 @@
+"""The generated GEMM kernels (dlc/codegen/ukernels.py) against numpy: ragged shapes, layouts,
+strides, epilogues, vector widths, blocking and panel ranges; out-of-bounds access is detected
+with NaN guards around every buffer."""
+
+from __future__ import annotations
+
+import ctypes
+import random
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from llvmlite import ir
+
+from dlc.codegen.native import NativeModule, compile_object
+from dlc.codegen.ukernels import GemmSpec, choose_tiles, emit_gemm, pack_b
+from dlc.runtime import aligned_empty
+
+GUARD = 64  # floats of NaN after every input and around C
+EPS32 = np.finfo(np.float32).eps
+PARAMS = {"clip": (-0.5, 0.75), "leaky_relu": (0.1,)}
+
+
+def _spec(m, n, k, *, transposed_a=False, layout="packed", pad=0, **options) -> GemmSpec:
+    a_strides = (1, m + pad) if transposed_a else (k + pad, 1)
+    options.setdefault("activation_params", PARAMS.get(options.get("activation"), ()))
+    return GemmSpec(m, n, k, *a_strides, b_layout=layout, ldb=n + pad, ldc=n + pad, **options)
+
+
+def _random_cases(count: int, seed: int = 0) -> list[GemmSpec]:
+    rng = random.Random(seed)
+    specs = []
+    for _ in range(count):
+        m, n, k = (rng.randint(1, 70) for _ in range(3))
+        activation = rng.choice([None, "relu", "relu6", "clip", "leaky_relu"])
+        specs.append(_spec(m, n, k, transposed_a=rng.random() < 0.3,
+                           layout=rng.choice(["packed", "row"]), pad=rng.choice([0, 3]),
+                           accumulate=rng.random() < 0.3, bias=rng.choice([None, "row", "col"]),
+                           activation=activation, residual=rng.random() < 0.3,
+                           vector_width=rng.choice([16, 16, 8, 4, 1])))  # fmt: skip
+    return specs
+
+
+def _edge_cases() -> list[GemmSpec]:
+    one = {"bias": "row", "activation": "relu", "residual": True}
+    specs = [_spec(1, 1, 1, **one), _spec(1, 1000, 37, **one), _spec(1, 17, 300),
+             _spec(45, 1, 20, bias="col"), _spec(33, 47, 1, accumulate=True),
+             _spec(64, 64, 64, layout="row", bias="col", activation="relu6"),
+             _spec(70, 70, 70, transposed_a=True, pad=5, residual=True, accumulate=True)]  # fmt: skip
+    # Small blocks, so every loop of the nest runs several ragged iterations.
+    blocked = {"mr": 3, "nr": 32, "kc": 5, "mc": 6, "nc": 64, "bias": "row", "activation": "relu"}
+    specs += [_spec(40, 150, 23, **blocked), _spec(40, 150, 23, layout="row", accumulate=True,
+                                                     **blocked)]  # fmt: skip
+    for width in (16, 8, 4, 1):
+        specs.append(_spec(29, 53, 31, vector_width=width, bias="row", residual=True))
+    return specs
+
+
+SPECS = _random_cases(48) + _edge_cases()
+
+
+@pytest.fixture(scope="module")
+def kernels():
+    """All specs in one LLVM module, so the suite pays for one compilation."""
+    module = ir.Module("gemms")
+    for index, spec in enumerate(SPECS):
+        emit_gemm(module, f"gemm{index}", spec, exported=True)
+    native = NativeModule(compile_object(str(module)))
+    signature = ctypes.CFUNCTYPE(None, *[ctypes.c_void_p] * 5)
+    range_signature = ctypes.CFUNCTYPE(None, *[ctypes.c_void_p] * 5, ctypes.c_int64, ctypes.c_int64)
+    functions = {i: signature(native.address(f"gemm{i}")) for i in range(len(SPECS))}
+    ranges = {i: range_signature(native.address(f"gemm{i}_range")) for i in range(len(SPECS))}
+    return native, functions, ranges
+
+
+def _guarded(values: np.ndarray) -> np.ndarray:
+    """A 64-byte aligned flat copy of `values` followed by NaNs: reading past it poisons C."""
+    out = aligned_empty(values.size + GUARD, np.float32)
+    out[:] = np.nan
+    out[: values.size] = values.ravel()
+    return out
+
+
+class Problem:
+    """Random operands for a spec, laid out as the spec says, and the float64 reference."""
+
+    def __init__(self, spec: GemmSpec, seed: int):
+        rng = np.random.default_rng(seed)
+        m, n, k = spec.m, spec.n, spec.k
+        self.spec = spec
+        self.a = rng.standard_normal((m, k)).astype(np.float32)
+        self.b = rng.standard_normal((k, n)).astype(np.float32)
+        a_flat = np.full(max(m - 1, 0) * spec.a_row_stride + (k - 1) * spec.a_k_stride + 1, np.nan)
+        rows, cols = np.indices((m, k))
+        a_flat[rows * spec.a_row_stride + cols * spec.a_k_stride] = self.a
+        self.a_buf = _guarded(a_flat)
+        if spec.b_layout == "packed":
+            self.b_buf = _guarded(pack_b(self.b, spec.nr))
+        else:
+            b_padded = np.full((k, spec.ldb), np.nan, np.float32)
+            b_padded[:, :n] = self.b
+            self.b_buf = _guarded(b_padded)
+        bias_len = {"row": n, "col": m}.get(spec.bias, 0)
+        self.bias = rng.standard_normal(bias_len).astype(np.float32)
+        self.residual = rng.standard_normal((m, spec.ldc)).astype(np.float32)
+        self.c0 = rng.standard_normal((m, spec.ldc)).astype(np.float32)
+        if not spec.accumulate:
+            self.c0[:, :n] = np.nan  # must be overwritten, never read
+        # C sits between two NaN guards; its padding columns (ldc > n) must stay as they are.
+        self.c_buf = _guarded(np.concatenate([np.full(GUARD, np.nan, np.float32), self.c0.ravel()]))
+
+    def c_view(self) -> np.ndarray:
+        return self.c_buf[GUARD : GUARD + self.c0.size].reshape(self.c0.shape)
+
+    def pointers(self) -> tuple:
+        bias = _guarded(self.bias) if self.spec.bias else None
+        res = _guarded(self.residual) if self.spec.residual else None
+        self._keep = (bias, res)
+        return (self.a_buf.ctypes.data, self.b_buf.ctypes.data,
+                self.c_buf.ctypes.data + 4 * GUARD,
+                None if bias is None else bias.ctypes.data, None if res is None else res.ctypes.data)  # fmt: skip
+
+    def expected(self) -> tuple[np.ndarray, np.ndarray]:
+        """(result, error bound): fp32 sums of k products may be reassociated, so each element
+        may be off by k*eps times the sum of magnitudes (Higham's gamma_k bound), not more."""
+        spec, n = self.spec, self.spec.n
+        a, b = self.a.astype(np.float64), self.b.astype(np.float64)
+        total, magnitude = a @ b, np.abs(a) @ np.abs(b)
+        extra = np.zeros_like(total)
+        if spec.accumulate:
+            extra += self.c0[:, :n]
+        if spec.bias == "row":
+            extra += self.bias[None, :]
+        elif spec.bias == "col":
+            extra += self.bias[:, None]
+        if spec.residual:
+            extra += self.residual[:, :n]
+        total = total + extra
+        bound = (spec.k + 4) * EPS32 * (magnitude + np.abs(extra)) + 1e-30
+        return _activate(total, spec), bound
+
+
+def _activate(x: np.ndarray, spec: GemmSpec) -> np.ndarray:
+    act, params = spec.activation, spec.activation_params
+    if act == "relu":
+        return np.maximum(x, 0)
+    if act == "relu6":
+        return np.clip(x, 0, 6)
+    if act == "clip":
+        return np.clip(x, *params)
+    if act == "leaky_relu":
+        return np.where(x < 0, x * params[0], x)
+    return x
+
+
+def _check(problem: Problem) -> None:
+    spec, c = problem.spec, problem.c_view()
+    want, bound = problem.expected()
+    error = np.abs(c[:, : spec.n] - want)
+    assert not np.isnan(c[:, : spec.n]).any(), f"NaN in C (out-of-bounds read?) for {spec}"
+    assert (error <= bound).all(), f"max error {error.max()} over bound for {spec}"
+    np.testing.assert_array_equal(c[:, spec.n :], problem.c0[:, spec.n :], "wrote past n")
+    assert np.isnan(problem.c_buf[:GUARD]).all() and np.isnan(problem.c_buf[GUARD + c.size :]).all()
+
+
+@pytest.mark.parametrize("index", range(len(SPECS)))
+def test_matches_numpy(kernels, index):
+    _native, functions, _ranges = kernels
+    problem = Problem(SPECS[index], seed=index)
+    functions[index](*problem.pointers())
+    _check(problem)
+
+
+@pytest.mark.parametrize("index", [i for i, s in enumerate(SPECS) if s.panels >= 3][:4])
+def test_panel_ranges_cover_the_whole(kernels, index):
+    """Disjoint panel ranges (what threads would run) together compute the whole product."""
+    _native, _functions, ranges = kernels
+    problem = Problem(SPECS[index], seed=index)
+    pointers, panels = problem.pointers(), SPECS[index].panels
+    for first, last in [(0, 1), (1, panels - 1), (panels - 1, panels)]:
+        ranges[index](*pointers, first, last)
+    _check(problem)
+
+
+def test_nan_propagates_through_relu():
+    spec = _spec(2, 16, 3, activation="relu", layout="row")
+    module = ir.Module("nan")
+    emit_gemm(module, "gemm", spec, exported=True)
+    native = NativeModule(compile_object(str(module)))
+    fn = ctypes.CFUNCTYPE(None, *[ctypes.c_void_p] * 5)(native.address("gemm"))
+    a = _guarded(np.array([[np.nan, 0, 0], [-1, 0, 0]], np.float32))
+    b = _guarded(np.ones((3, 16), np.float32))
+    c = aligned_empty((2, 16), np.float32)
+    fn(a.ctypes.data, b.ctypes.data, c.ctypes.data, None, None)
+    assert np.isnan(c[0]).all() and (c[1] == 0).all()
+
+
+def test_ir_uses_masks_fma_and_no_unsafe_fast_math():
+    module = ir.Module("text")
+    emit_gemm(module, "g", _spec(5, 20, 7, bias="row", activation="relu"))
+    text = str(module)
+    assert "llvm.masked.store.v16f32" in text and "llvm.fma.v16f32" in text
+    assert (
+        '"prefer-vector-width"="512"' in text
+        and 'define internal void @"g"(ptr captures(none) noalias %"A"' in text
+    )
+    assert "nnan" not in text and "ninf" not in text and " fast " not in text
+
+
+def test_pack_b_panels():
+    b = np.arange(3 * 5, dtype=np.float32).reshape(3, 5)
+    packed = pack_b(b, 4)
+    assert packed.shape == (2, 3, 4) and packed.flags.c_contiguous  # the weight blob aligns it
+    np.testing.assert_array_equal(packed[1, :, 0], b[:, 4])
+    np.testing.assert_array_equal(packed[1, :, 1:], 0)
+
+
+@pytest.mark.parametrize("shape", [(1024, 1024, 1024), (49, 512, 4608), (1, 1000, 2048), (7, 3, 2)])
+@pytest.mark.parametrize("width", [16, 8, 1])
+def test_chosen_tiles_fit_registers_and_nest(shape, width):
+    mr, nr, kc, mc, nc = choose_tiles(*shape, width, 48 * 1024, 2 * 1024 * 1024)
+    registers = 32 if width == 16 else 16
+    assert mr * (nr // width) + nr // width + 1 <= registers
+    assert nr % width == 0 and mc % mr == 0 and nc % nr == 0 and 1 <= kc <= shape[2]
+
+
+def test_invalid_spec_is_refused():
+    with pytest.raises(ValueError, match="ldb"):
+        GemmSpec(4, 8, 2, 2, 1, "row", ldb=4, ldc=8)
+    with pytest.raises(ValueError, match="activation takes 2"):
+        replace(_spec(4, 8, 2), activation="clip", activation_params=())
