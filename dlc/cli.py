@@ -210,7 +210,7 @@ def cmd_compare(args) -> int:
     from dlc.fusion_report import compare, format_compare
 
     reports, errors = compare(args.model, repeat=args.repeat, input_shapes=_parse_shapes(args.shape),
-                              target=args.target)
+                              target=args.target, threads=args.threads)
     print(format_compare(reports, errors))
     if args.html:
         from dlc.html_report import write_html_report
@@ -312,6 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shape", action="append", metavar="NAME=AxBxC")
     p.add_argument("--target", default="cpu")
     p.add_argument("--html", metavar="FILE", help="write a self-contained HTML report")
+    p.add_argument("--threads", type=int, default=1, help="threads for dlc and onnxruntime (default 1)")
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("passes", help="list the registered passes and their options")

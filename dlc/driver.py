@@ -44,8 +44,32 @@ def make_context() -> Context:
 def default_pipeline(target: Target, options: CompileOptions) -> list[tuple[str, list[ModulePass]]]:
     """The default pipeline: (phase reached, passes that reach it), top to bottom."""
     p = all_passes()
-    graph = [p["dce"](), p["cse"]()]
+    graph = [
+        p["remove-identity"](),           # no-ops first, so the patterns below see real producers
+        p["remove-dropout"](),
+        p["cancel-transposes"](),
+        p["remove-noop-reshape"](),
+        p["fold-constants"](),            # whatever the removals exposed
+        p["fuse-matmul-add"](),           # MatMul + bias -> Gemm, so the folds below see Gemms
+        p["fold-batchnorm-into-conv"](),  # BN after Conv/Gemm/MatMul -> scaled weights and bias
+        p["fold-scale-into-conv"](),      # Mul/Add by per-channel constants -> weights and bias
+        p["merge-identical-nodes"](),     # CSE for ONNX ops (node names differ) and equal weights
+        p["dce"](),
+    ]
     return [("graph", graph), *target.pipeline(options)]
+
+
+def describe_target_on(module: ModuleOp, target: Target) -> None:
+    """Write the target description on the module, where passes read it (like MLIR's DLTI)."""
+    from xdsl.dialects.builtin import IntegerAttr, i64
+
+    description = target.description()
+    if description.vector_bits:
+        module.attributes["dlc.vector_bits"] = IntegerAttr(description.vector_bits, i64)
+    for level in description.memory:
+        key = {"L1": "dlc.l1_bytes", "L2": "dlc.l2_bytes"}.get(level.name)
+        if key:
+            module.attributes[key] = IntegerAttr(level.size_bytes, i64)
 
 
 @dataclass
@@ -109,6 +133,8 @@ def compile_model(model, *, target: str = "cpu", options: CompileOptions | None 
         timings.append(("import", time.perf_counter() - start))
         phase = "onnx"
     module.attributes["dlc.target"] = StringAttr(backend.name)
+    if compile_from is None:
+        describe_target_on(module, backend)
     if phase == compile_to:
         return CompileResult(phase, module=module, timings=timings)
 

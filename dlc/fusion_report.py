@@ -107,7 +107,7 @@ def _median_ms(run, repeat: int) -> float:
 
 
 def compare(model, repeat: int = 20, input_shapes=None, target: str = "cpu", seed: int = 0,
-            with_onnxruntime: bool = True) -> tuple[list[BuildReport], dict]:
+            with_onnxruntime: bool = True, threads: int = 1) -> tuple[list[BuildReport], dict]:
     """Compile with fusion off and on, run both (and onnxruntime) on the same inputs."""
     from dlc.cli import random_inputs
     from dlc.driver import compile_model
@@ -116,7 +116,7 @@ def compare(model, repeat: int = 20, input_shapes=None, target: str = "cpu", see
     reports = []
     feeds = None
     for label, fusion in (("unfused", "none"), ("fused", "all")):
-        options = CompileOptions(fusion=fusion)
+        options = CompileOptions(fusion=fusion, threads=threads)
         kernels = compile_model(model, target=target, options=options, input_shapes=input_shapes,
                                 compile_to="kernels").module
         executable = compile_model(model, target=target, options=options, input_shapes=input_shapes).executable
@@ -134,7 +134,7 @@ def compare(model, repeat: int = 20, input_shapes=None, target: str = "cpu", see
 
             proto = model if isinstance(model, onnx.ModelProto) else onnx.load(str(model))
             options = ort.SessionOptions()
-            options.intra_op_num_threads = 1
+            options.intra_op_num_threads = threads
             session = ort.InferenceSession(proto.SerializeToString(), options,
                                            providers=["CPUExecutionProvider"])
             names = [o.name for o in session.get_outputs()]

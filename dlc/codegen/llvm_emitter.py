@@ -195,6 +195,9 @@ class _TypedCallee:
         return self.pointer.get_reference()
 
 
+# Smaller GEMMs run on one thread: waking the pool (~5-20 us) costs more than it saves.
+MIN_PARALLEL_MACS = 1 << 21
+
 # The runtime context the entry receives, as consecutive 8-byte fields.
 RUNTIME_FIELDS = ("parallel", "thread_num", "num_threads", "profile")
 
@@ -523,7 +526,7 @@ class LLVMEmitter:
                 cursor += 1
             else:
                 args.append(ir.Constant(PTR, None))
-        if spec.panels < 2:
+        if spec.panels < 2 or spec.m * spec.n * spec.k < MIN_PARALLEL_MACS:
             b.call(self.llvm.globals[name], args)
             return
         threads = self.runtime_field("num_threads")

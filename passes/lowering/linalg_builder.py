@@ -150,7 +150,7 @@ class Body:
             return self._add(arith.ExtFOp(value, to) if wider else arith.TruncFOp(value, to))
         if is_float(src):
             if to == IntegerType(1):
-                return self.cmp("une", value, self.const(0.0, src))
+                return self._add(arith.CmpfOp(value, self.const(0.0, src), "une"))  # NaN -> true
             return self._add(arith.FPToSIOp(value, to))
         if is_float(to):
             if src == IntegerType(1):
