@@ -17,6 +17,7 @@ from xdsl.dialects.builtin import ModuleOp, StringAttr
 from xdsl.passes import ModulePass
 
 from dialects.weights import WeightStore, attach_weights, sidecar_path, weights_of
+from dlc import cache
 from dlc.errors import CompileError, DlcError
 from dlc.targets import CompileOptions, Target, get_target
 from passes import all_passes
@@ -116,18 +117,25 @@ def compile_model(model, *, target: str = "cpu", options: CompileOptions | None 
     from dlc.importer import import_model
 
     options = options or CompileOptions()
+    cacheable = (compile_to == "exe" and pipeline is None and compile_from is None and instrument is None)
     instrument = instrument or PassInstrumentation()
     if compile_to not in PHASES:
         raise DlcError(f"unknown phase '{compile_to}'; phases are {', '.join(PHASES)}")
     backend = get_target(target)
     ctx = make_context()
     timings = instrument.timings
+    key = None
 
     if compile_from is not None:
         if compile_from not in MLIR_PHASES:
             raise DlcError(f"--compile-from takes an MLIR phase ({', '.join(MLIR_PHASES)}), got '{compile_from}'")
         module, phase = read_mlir(model), compile_from
     else:
+        if cacheable:
+            key = _cache_key(model, target, options, input_shapes)
+            cached = cache.lookup(key) if key else None
+            if cached is not None:
+                return CompileResult("exe", executable=cached, timings=[("cache hit", 0.0)])
         start = time.perf_counter()
         module = import_model(model, input_shapes)
         timings.append(("import", time.perf_counter() - start))
@@ -168,4 +176,22 @@ def compile_model(model, *, target: str = "cpu", options: CompileOptions | None 
         raise CompileError(f"target '{backend.name}' failed to build the model: "
                            f"{type(error).__name__}: {error}") from error
     timings.append(("codegen", time.perf_counter() - start))
+    if key:
+        cache.store(key, executable)
     return CompileResult("exe", module=module, executable=executable, timings=timings)
+
+
+def _cache_key(model, target: str, options: CompileOptions, input_shapes) -> str | None:
+    """The cache key of an ONNX model given as a path or a ModelProto (None: not cacheable)."""
+    import dataclasses
+
+    import onnx
+
+    if isinstance(model, onnx.ModelProto):
+        data = model.SerializeToString()
+    else:
+        try:
+            data = Path(model).read_bytes()
+        except OSError:
+            return None  # the importer reports the error
+    return cache.cache_key(data, target, dataclasses.asdict(options), input_shapes)

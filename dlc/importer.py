@@ -168,7 +168,7 @@ class _Folder:
                                  for name, array in self.constants.items() if name in used)
         # IR 3 lists initializers as inputs; shape inference and the checker dislike
         # initializers that are inputs once they are ours to manage.
-        real = graph_inputs(self.model)
+        real = [value for value in graph.input if value.name not in self.constants]
         del graph.input[:]
         graph.input.extend(real)
         del graph.value_info[:]

@@ -313,7 +313,8 @@ class LLVMEmitter:
     ):
         self.module = module
         self.profile = profile
-        self.ukernels: dict[str, tuple[object, ir.Function]] = {}  # name -> (GemmSpec, worker)
+        self.ukernels: dict[str, tuple] = {}  # declaration name -> (GemmSpec, function, worker)
+        self.ukernel_by_spec: dict[object, tuple[ir.Function, ir.Function]] = {}
         # Floats per vector for micro-kernels: the target's (module attribute) or this host's.
         bits = module.attributes.get("dlc.vector_bits")
         self.vector_width = (bits.value.data if isinstance(bits, IntegerAttr) else _host_vector_bits()) // 32
@@ -448,7 +449,7 @@ class LLVMEmitter:
         callee = self.functions.get(op.callee.root_reference.data)
         if callee is None:
             raise ValueError(f"llvm emitter: call to unknown function @{op.callee}")
-        if callee.name in self.ukernels:
+        if op.callee.root_reference.data in self.ukernels:
             self._call_ukernel(op)
             return
         arguments = self._operands(op)
@@ -481,8 +482,12 @@ class LLVMEmitter:
         fields["accumulate"] = bool(fields.get("accumulate", 0))
         fields["residual"] = bool(fields.get("residual", 0))
         spec = GemmSpec(**fields, vector_width=self.vector_width)
-        function = emit_gemm(self.llvm, f.sym_name.data, spec)
-        self.ukernels[function.name] = (spec, self._parallel_worker(function.name, spec))
+        # Models repeat layer shapes (ResNet-50: 54 GEMMs, 21 distinct): generate each once.
+        if spec not in self.ukernel_by_spec:
+            function = emit_gemm(self.llvm, f.sym_name.data, spec)
+            self.ukernel_by_spec[spec] = (function, self._parallel_worker(function.name, spec))
+        function, worker = self.ukernel_by_spec[spec]
+        self.ukernels[f.sym_name.data] = (spec, function, worker)
         return function
 
     def _parallel_worker(self, name: str, spec) -> ir.Function:
@@ -514,8 +519,7 @@ class LLVMEmitter:
 
     def _call_ukernel(self, op: Operation) -> None:
         """Call a micro-kernel: serially, or split over the runtime's threads."""
-        name = op.callee.root_reference.data
-        spec, worker = self.ukernels[name]
+        spec, function, worker = self.ukernels[op.callee.root_reference.data]
         b = self.builder
         pointers = [self._element_pointer(v, []) for v in op.operands]
         args = pointers[:3]
@@ -527,7 +531,7 @@ class LLVMEmitter:
             else:
                 args.append(ir.Constant(PTR, None))
         if spec.panels < 2 or spec.m * spec.n * spec.k < MIN_PARALLEL_MACS:
-            b.call(self.llvm.globals[name], args)
+            b.call(function, args)
             return
         threads = self.runtime_field("num_threads")
         parallel = self.runtime_field("parallel")
@@ -535,7 +539,7 @@ class LLVMEmitter:
                        b.icmp_unsigned("==", parallel, ir.Constant(PTR, None)))
         with b.if_else(serial) as (then, otherwise):
             with then:
-                b.call(self.llvm.globals[name], args)
+                b.call(function, args)
             with otherwise:
                 data = self._entry_alloca(ir.ArrayType(I64, 7), "gemm_data", 8)
                 values = [*args, threads, self.runtime_field("thread_num")]
