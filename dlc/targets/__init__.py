@@ -75,6 +75,8 @@ class Target(ABC):
     # The phase the target's own pipeline starts from ("graph": it takes the
     # graph as is; "kernels": it takes kernel groups).
     start_phase: ClassVar[str] = "kernels"
+    # Whether build() returns an executable that saves as an artifact (and can be cached).
+    saves_artifact: ClassVar[bool] = False
 
     @abstractmethod
     def description(self) -> TargetDescription: ...

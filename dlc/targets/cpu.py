@@ -24,6 +24,7 @@ def _host_vector_bits(features: str) -> int:
 class CpuTarget(Target):
     name = "cpu"
     start_phase = "kernels"
+    saves_artifact = True
 
     def description(self) -> TargetDescription:
         import os
