@@ -122,11 +122,40 @@ def _convert_opset(model: onnx.ModelProto) -> onnx.ModelProto:
     if version < 7:
         raise UnsupportedError(f"the model uses ONNX opset {version}; dlc accepts opsets 7 to "
                                f"{onnx.defs.onnx_opset_version()}")
+    if version > CANONICAL_OPSET and _same_signatures(model, version):
+        # Newer opsets mostly widen type lists (bfloat16, float8): where every node's
+        # signature is the canonical one, relabelling is exact, while the version
+        # converter has no down-adapters for many ops.
+        for entry in model.opset_import:
+            if entry.domain in ("", "ai.onnx"):
+                entry.version = CANONICAL_OPSET
+        return model
     try:
         return version_converter.convert_version(model, CANONICAL_OPSET)
     except Exception as error:
         raise UnsupportedError(f"could not convert the model from opset {version} to dlc's canonical "
                                f"opset {CANONICAL_OPSET}: {str(error).strip().splitlines()[0]}") from None
+
+
+def _signature(schema: onnx.defs.OpSchema) -> tuple:
+    """What a node can rely on: inputs, outputs and attributes (names, arity, types, defaults)."""
+    return (tuple((p.name, p.option) for p in schema.inputs),
+            tuple((p.name, p.option) for p in schema.outputs),
+            tuple(sorted((a.name, a.type, a.required, a.default_value.SerializeToString())
+                         for a in schema.attributes.values())))
+
+
+def _same_signatures(model: onnx.ModelProto, version: int) -> bool:
+    """Does every node mean the same at `version` as at the canonical opset?"""
+    for op_type in {node.op_type for node in model.graph.node if node.domain in ("", "ai.onnx")}:
+        try:
+            newer = onnx.defs.get_schema(op_type, version, "")
+            canonical = onnx.defs.get_schema(op_type, CANONICAL_OPSET, "")
+        except onnx.defs.SchemaError:
+            return False
+        if newer.since_version > CANONICAL_OPSET and _signature(newer) != _signature(canonical):
+            return False
+    return True
 
 
 def _static_shape(value_type: onnx.TypeProto) -> tuple[int, ...] | None:

@@ -89,12 +89,18 @@ class FuseKernelsPass(ModulePass):
         group_of: dict[LaunchOp, _Group] = {}
         producer_of: dict[SSAValue, LaunchOp] = {}
         graph = nx.DiGraph()  # kernel-level dependency graph over group ids
-        for launch in launches:
-            node = _node_op(launch)
-            group_of[launch] = _Group([launch], {op_class(node.onnx_type)}, [f"{node.node_name}: starts the kernel"], [])
-            graph.add_node(id(group_of[launch]))
-            for result in launch.results:
-                producer_of[result] = launch
+        for op in block.ops:
+            if isinstance(op, LaunchOp):
+                node = _node_op(op)
+                group_of[op] = _Group([op], {op_class(node.onnx_type)}, [f"{node.node_name}: starts the kernel"], [])
+                graph.add_node(id(group_of[op]))
+                for result in op.results:
+                    producer_of[result] = op
+            elif isinstance(op, OnnxOp) and op.operands and op.operands[0] in producer_of:
+                # A view (Reshape, Flatten, ...) between kernels: its users depend on the
+                # kernel that made its input, or the group graph would miss that edge.
+                for result in op.results:
+                    producer_of[result] = producer_of[op.operands[0]]
 
         def edges_of(launch: LaunchOp):
             for o in launch.body.block.ops:
@@ -116,6 +122,8 @@ class FuseKernelsPass(ModulePass):
                 producer_node = _node_op(producer)
                 ok, rule = (False, "--fusion=none") if self.mode == "none" else fusion_rule(
                     self.mode, target, consumer_class, op_class(producer_node.onnx_type))
+                if ok and not isinstance(value.owner, LaunchOp):
+                    ok, rule = False, f"connected through a {value.owner.onnx_type} view: not fused"
                 if ok and CONTRACTION in target.classes and CONTRACTION in mine.classes:
                     ok, rule = False, "a kernel holds at most one contraction"
                 if ok and len(target.launches) + len(mine.launches) > self.max_ops:
