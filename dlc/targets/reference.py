@@ -9,8 +9,6 @@ operator, slowly.
 from __future__ import annotations
 
 import numpy as np
-import onnx
-from onnx import helper
 
 from dlc.errors import CompileError
 from dlc.targets import CompileOptions, Target, TargetDescription
@@ -27,44 +25,6 @@ class ReferenceTarget(Target):
         return ReferenceExecutable(module)
 
 
-def _node_attributes(op) -> list[onnx.AttributeProto]:
-    from xdsl.dialects.builtin import (
-        ArrayAttr,
-        DenseArrayBase,
-        DenseIntOrFPElementsAttr,
-        FloatAttr,
-        IntegerAttr,
-        StringAttr,
-    )
-
-    from dialects.types import numpy_dtype
-
-    attributes = []
-    for name, value in op.attributes.items():
-        if name == "onnx_node_name":
-            continue
-        if isinstance(value, IntegerAttr):
-            attributes.append(helper.make_attribute(name, value.value.data))
-        elif isinstance(value, FloatAttr):
-            attributes.append(helper.make_attribute(name, float(value.value.data)))
-        elif isinstance(value, StringAttr):
-            attributes.append(helper.make_attribute(name, value.data))
-        elif isinstance(value, DenseArrayBase):
-            is_int = "i" in str(value.elt_type)
-            kind = onnx.AttributeProto.INTS if is_int else onnx.AttributeProto.FLOATS
-            attributes.append(helper.make_attribute(name, list(value.get_values()), attr_type=kind))
-        elif isinstance(value, ArrayAttr):
-            attributes.append(helper.make_attribute(name, [s.data for s in value.data],
-                                                    attr_type=onnx.AttributeProto.STRINGS))
-        elif isinstance(value, DenseIntOrFPElementsAttr):
-            array = np.array(value.get_values(), dtype=numpy_dtype(value.get_element_type()))
-            array = array.reshape(value.get_shape())
-            attributes.append(helper.make_attribute(name, onnx.numpy_helper.from_array(array, name)))
-        else:
-            raise CompileError(f"reference: cannot convert attribute {name}={value} of {op.describe()}")
-    return attributes
-
-
 class ReferenceExecutable:
     """Runs @main node by node; values are numpy arrays."""
 
@@ -73,6 +33,7 @@ class ReferenceExecutable:
         from xdsl.dialects import func
 
         from dialects.onnx import CANONICAL_OPSET, NoneOp, OnnxOp, WeightOp
+        from dialects.onnx_eval import node_proto
         from dialects.types import numpy_dtype
         from dialects.weights import weights_of
         from dlc.runtime import TensorSpec
@@ -100,9 +61,7 @@ class ReferenceExecutable:
             elif isinstance(op, NoneOp):
                 names[op.result] = ""
             elif isinstance(op, OnnxOp):
-                node = helper.make_node(op.onnx_type, [names[v] for v in op.operands],
-                                        [names[r] for r in op.results], name=op.node_name)
-                node.attribute.extend(_node_attributes(op))
+                node = node_proto(op, [names[v] for v in op.operands], [names[r] for r in op.results])
                 evaluator = ReferenceEvaluator(node, opsets={"": CANONICAL_OPSET})
                 self._steps.append((node, evaluator))
             else:
