@@ -119,9 +119,7 @@ def _convert_opset(model: onnx.ModelProto) -> onnx.ModelProto:
     version = opset_of(model)
     if version == CANONICAL_OPSET:
         return model
-    if version < 7:
-        raise UnsupportedError(f"the model uses ONNX opset {version}; dlc accepts opsets 7 to "
-                               f"{onnx.defs.onnx_opset_version()}")
+    # Opsets below 7 are tried too: the version converter upgrades many of them.
     if version > CANONICAL_OPSET and _same_signatures(model, version):
         # Newer opsets mostly widen type lists (bfloat16, float8): where every node's
         # signature is the canonical one, relabelling is exact, while the version
@@ -134,7 +132,9 @@ def _convert_opset(model: onnx.ModelProto) -> onnx.ModelProto:
         return version_converter.convert_version(model, CANONICAL_OPSET)
     except Exception as error:
         raise UnsupportedError(f"could not convert the model from opset {version} to dlc's canonical "
-                               f"opset {CANONICAL_OPSET}: {str(error).strip().splitlines()[0]}") from None
+                               f"opset {CANONICAL_OPSET}: {str(error).strip().splitlines()[0]}",
+                               f"dlc reads opsets 7 to {onnx.defs.onnx_opset_version()} (older ones when the "
+                               "ONNX version converter can upgrade them)") from None
 
 
 def _signature(schema: onnx.defs.OpSchema) -> tuple:
