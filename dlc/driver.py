@@ -170,7 +170,12 @@ def compile_model(model, *, target: str = "cpu", options: CompileOptions | None 
         return CompileResult("llvm", text=text, timings=timings)
     start = time.perf_counter()
     try:
-        executable = backend.build(module, options)
+        if backend.partial:  # it takes some nodes: partition, the rest on cpu (dlc/partition.py)
+            from dlc.partition import compile_partitioned
+
+            executable = compile_partitioned(module, backend, options, instrument)
+        else:
+            executable = backend.build(module, options)
     except DlcError:
         raise
     except Exception as error:

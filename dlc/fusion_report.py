@@ -8,7 +8,8 @@ buffers, and times the fused and unfused builds on the same inputs.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from collections import defaultdict
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -24,6 +25,15 @@ class KernelInfo:
     apart: list[str]
     bytes_written: int
     bytes_read: int
+    ms_per_run: float | None = None  # from a profiled build; None where the target cannot profile
+    flops: int = 0
+
+
+@dataclass
+class GraphNode:
+    name: str
+    op_type: str
+    kernel: str | None  # None: a view (Reshape, Flatten...) left outside kernels
 
 
 @dataclass
@@ -33,6 +43,9 @@ class BuildReport:
     arena_bytes: int = 0
     latency_ms: float = 0.0
     outputs: dict = field(default_factory=dict)
+    nodes: list[GraphNode] = field(default_factory=list)
+    edges: list[tuple[int, int]] = field(default_factory=list)  # data flow between indices of `nodes`
+    threads: int = 1
 
     @property
     def intermediate_bytes(self) -> tuple[int, int]:
@@ -78,6 +91,55 @@ def kernel_infos(module) -> list[KernelInfo]:
     return infos
 
 
+def kernel_graph(module) -> tuple[list[GraphNode], list[tuple[int, int]]]:
+    """The ONNX nodes of a kernels-phase module, the kernel running each, and the edges between them."""
+    from dialects.kernel import LaunchOp, YieldOp
+    from dialects.onnx import OnnxOp
+
+    nodes, edges, producer = [], [], {}
+    for op in module.walk():
+        if isinstance(op, YieldOp):
+            # A launch's results stand for the inner values it yields.
+            launch = op.parent_op()
+            producer.update({r: producer[v] for r, v in zip(launch.results, op.operands) if v in producer})
+        if not isinstance(op, OnnxOp):
+            continue
+        parent = op.parent_op()
+        index = len(nodes)
+        nodes.append(GraphNode(op.node_name, op.onnx_type,
+                               parent.kernel_name if isinstance(parent, LaunchOp) else None))
+        for operand in op.operands:
+            if operand in producer and (producer[operand], index) not in edges:
+                edges.append((producer[operand], index))
+        producer.update({r: index for r in op.results})
+    return nodes, edges
+
+
+def profile_kernels(executable, feeds: dict, infos: list[KernelInfo], runs: int) -> None:
+    """Fill `ms_per_run` and `flops` of `infos` from a profiled build (CompileOptions(profile=True)).
+
+    Each kernel's time is its median over the runs, so one run disturbed by the machine's other
+    work does not skew it.
+    """
+    if not hasattr(executable, "profile"):
+        return
+    executable.run(feeds)
+    samples = defaultdict(list)
+    for _ in range(max(runs, 1)):
+        executable.reset_profile()
+        executable.run(feeds)
+        per_kernel = defaultdict(float)
+        for name, spent in executable.profile():
+            per_kernel[name] += spent
+        for name, spent in per_kernel.items():
+            samples[name].append(spent)
+    costs = {k["name"]: k for k in executable.manifest.get("kernels", [])}
+    for info in infos:
+        if info.name in samples:
+            info.ms_per_run = float(np.median(samples[info.name])) * 1e3
+        info.flops = costs.get(info.name, {}).get("flops", 0)
+
+
 def explain(model, fusion: str = "all", input_shapes=None, target: str = "cpu") -> str:
     """The fusion decisions as text: node -> kernel, and why neighbours stayed apart."""
     from dlc.driver import compile_model
@@ -107,8 +169,12 @@ def _median_ms(run, repeat: int) -> float:
 
 
 def compare(model, repeat: int = 20, input_shapes=None, target: str = "cpu", seed: int = 0,
-            with_onnxruntime: bool = True, threads: int = 1) -> tuple[list[BuildReport], dict]:
-    """Compile with fusion off and on, run both (and onnxruntime) on the same inputs."""
+            with_onnxruntime: bool = True, threads: int = 1,
+            profile: bool = True) -> tuple[list[BuildReport], dict]:
+    """Compile with fusion off and on, run both (and onnxruntime) on the same inputs.
+
+    With `profile`, a third build per fusion setting times each kernel (for `--html`).
+    """
     from dlc.cli import random_inputs
     from dlc.driver import compile_model
     from dlc.targets import CompileOptions
@@ -122,15 +188,22 @@ def compare(model, repeat: int = 20, input_shapes=None, target: str = "cpu", see
         executable = compile_model(model, target=target, options=options, input_shapes=input_shapes).executable
         if feeds is None:
             feeds = random_inputs(executable.inputs, seed)
+        nodes, edges = kernel_graph(kernels)
         report = BuildReport(label, kernel_infos(kernels),
-                             arena_bytes=getattr(executable, "manifest", {}).get("arena_size", 0))
+                             arena_bytes=getattr(executable, "manifest", {}).get("arena_size", 0),
+                             nodes=nodes, edges=edges, threads=threads)
         report.outputs = executable.run(feeds)
         report.latency_ms = _median_ms(lambda: executable.run(feeds), repeat)
+        if profile:
+            # Timers inside the code cost a little, so the profiled build is not the one timed above.
+            profiled = compile_model(model, target=target, options=replace(options, profile=True),
+                                     input_shapes=input_shapes).executable
+            profile_kernels(profiled, feeds, report.kernels, repeat)
         reports.append(report)
     if with_onnxruntime:
         try:
-            import onnxruntime as ort
             import onnx
+            import onnxruntime as ort
 
             proto = model if isinstance(model, onnx.ModelProto) else onnx.load(str(model))
             options = ort.SessionOptions()
@@ -138,7 +211,7 @@ def compare(model, repeat: int = 20, input_shapes=None, target: str = "cpu", see
             session = ort.InferenceSession(proto.SerializeToString(), options,
                                            providers=["CPUExecutionProvider"])
             names = [o.name for o in session.get_outputs()]
-            report = BuildReport("onnxruntime", [])
+            report = BuildReport("onnxruntime", [], threads=threads)
             report.outputs = dict(zip(names, session.run(None, feeds)))
             report.latency_ms = _median_ms(lambda: session.run(None, feeds), repeat)
             reports.append(report)
@@ -160,23 +233,38 @@ def compare(model, repeat: int = 20, input_shapes=None, target: str = "cpu", see
     return reports, errors
 
 
-def format_compare(reports: list[BuildReport], errors: dict) -> str:
+SUMMARY_COLUMNS = ("build", "kernels", "interm. written", "interm. read", "arena peak", "median ms",
+                   "speedup")
+_SUMMARY_WIDTHS = (12, 8, 16, 13, 11, 10, 8)
+
+
+def summary_rows(reports: list[BuildReport]) -> list[tuple[str, ...]]:
+    """The cells of `dlc compare`'s table, one row per build (the text and HTML reports share them)."""
     base = reports[0].latency_ms
-    lines = [f"{'build':12s} {'kernels':>8s} {'interm. written':>16s} {'interm. read':>13s} "
-             f"{'arena peak':>11s} {'median ms':>10s} {'speedup':>8s}"]
+    rows = []
     for r in reports:
         written, read = r.intermediate_bytes
-        kernels = str(len(r.kernels)) if r.kernels else "-"
-        lines.append(f"{r.label:12s} {kernels:>8s} {_bytes(written) if r.kernels else '-':>16s} "
-                     f"{_bytes(read) if r.kernels else '-':>13s} {_bytes(r.arena_bytes) if r.kernels else '-':>11s} "
-                     f"{r.latency_ms:10.3f} {base / r.latency_ms:7.2f}x")
-    lines.append("")
-    for label, (worst_abs, worst_rel) in errors.items():
-        lines.append(f"{label} vs unfused: worst abs error {worst_abs:.3g}, worst rel error {worst_rel:.3g}")
-    return "\n".join(lines)
+        sizes = [format_bytes(b) if r.kernels else "-" for b in (written, read, r.arena_bytes)]
+        rows.append((r.label, str(len(r.kernels)) if r.kernels else "-", *sizes,
+                     f"{r.latency_ms:.3f}", f"{base / r.latency_ms:.2f}x"))
+    return rows
 
 
-def _bytes(count: int) -> str:
+def error_lines(errors: dict) -> list[str]:
+    return [f"{label} vs unfused: worst abs error {worst_abs:.3g}, worst rel error {worst_rel:.3g}"
+            for label, (worst_abs, worst_rel) in errors.items()]
+
+
+def format_compare(reports: list[BuildReport], errors: dict) -> str:
+    def line(cells):
+        first, *rest = cells
+        return " ".join([f"{first:{_SUMMARY_WIDTHS[0]}s}",
+                         *(f"{c:>{w}s}" for c, w in zip(rest, _SUMMARY_WIDTHS[1:]))])
+
+    return "\n".join([line(SUMMARY_COLUMNS), *map(line, summary_rows(reports)), "", *error_lines(errors)])
+
+
+def format_bytes(count: int) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if count < 1024 or unit == "GiB":
             return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"

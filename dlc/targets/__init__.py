@@ -59,6 +59,7 @@ class CompileOptions:
     opt_level: int = 3
     fusion: str = "all"  # none | elementwise | all
     profile: bool = False  # time each kernel call inside the native code
+    placement_from: str | None = None  # a placement JSON forcing nodes onto targets (partial targets)
 
 
 class Executable(Protocol):
@@ -77,6 +78,9 @@ class Target(ABC):
     start_phase: ClassVar[str] = "kernels"
     # Whether build() returns an executable that saves as an artifact (and can be cached).
     saves_artifact: ClassVar[bool] = False
+    # Whether the target takes only the nodes `supports` accepts: the driver then partitions
+    # the graph (dlc/partition.py), builds each of its partitions, and the rest on `cpu`.
+    partial: ClassVar[bool] = False
 
     @abstractmethod
     def description(self) -> TargetDescription: ...
@@ -99,6 +103,7 @@ class Target(ABC):
 _BUILTIN = {
     "cpu": "dlc.targets.cpu:CpuTarget",
     "reference": "dlc.targets.reference:ReferenceTarget",
+    "npu-sim": "dlc.targets.npu_sim:NpuSimTarget",
 }
 
 

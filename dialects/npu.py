@@ -1,0 +1,213 @@
+"""The `npu` dialect: the instruction stream of the simulated NPU (`npu-sim`, issue 6).
+
+Mirrors the command streams of NPU compilers such as Arm Vela: DMA moves boxes
+of DRAM tensors into a flat scratchpad, a MAC array and a vector unit compute on
+scratchpad addresses (bytes), `npu.sync` waits for both engines. No SSA values:
+data flows through addresses and DRAM buffer names, as in the hardware.
+
+    npu.program {sym_name = "npu0", scratchpad_bytes = 524288 : i64} {
+      npu.buffer {sym_name = "x", shape = array<i64: 1, 3, 8, 8>, kind = "input"}
+      npu.dma_load {tensor = "x", offsets = array<i64: 0, 0, -1, -1>, sizes = array<i64: 1, 3, 10, 10>,
+                    addr = 0 : i64, pad_value = 0.0 : f32}
+      npu.mac {kind = "conv2d", a = 0 : i64, a_shape = array<i64: 3, 10, 10>, ...}
+      npu.dma_store {tensor = "y", offsets = ..., sizes = ..., addr = 4096 : i64}
+      npu.sync
+    }
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from xdsl.dialects.builtin import (
+    ArrayAttr,
+    DenseArrayBase,
+    FloatAttr,
+    IntegerAttr,
+    StringAttr,
+    f32,
+    i64,
+)
+from xdsl.ir import Block, Dialect, Region
+from xdsl.irdl import (
+    IRDLOperation,
+    attr_def,
+    irdl_op_definition,
+    opt_attr_def,
+    region_def,
+    traits_def,
+)
+from xdsl.traits import NoTerminator
+
+
+def _ints(values: Sequence[int]) -> DenseArrayBase:
+    return DenseArrayBase.from_list(i64, [int(v) for v in values])
+
+
+def ints_of(attr: DenseArrayBase) -> tuple[int, ...]:
+    """The Python ints of an `array<i64: ...>` attribute."""
+    return tuple(int(v) for v in attr.get_values())
+
+
+@irdl_op_definition
+class ProgramOp(IRDLOperation):
+    """One partition's instruction stream and the DRAM buffers it names."""
+
+    name = "npu.program"
+    sym_name = attr_def(StringAttr)
+    scratchpad_bytes = attr_def(IntegerAttr)
+    body = region_def("single_block")
+    traits = traits_def(NoTerminator())
+    assembly_format = "attr-dict-with-keyword $body"
+
+    def __init__(self, sym_name: str, scratchpad_bytes: int):
+        super().__init__(attributes={"sym_name": StringAttr(sym_name),
+                                     "scratchpad_bytes": IntegerAttr(scratchpad_bytes, i64)},
+                         regions=[Region(Block())])
+
+
+@irdl_op_definition
+class BufferOp(IRDLOperation):
+    """A DRAM tensor (float32, row-major): an input, output, weight, temporary, or a view of another."""
+
+    name = "npu.buffer"
+    sym_name = attr_def(StringAttr)
+    shape = attr_def(DenseArrayBase)
+    kind = attr_def(StringAttr)  # input | output | weight | temp | view
+    view_of = opt_attr_def(StringAttr)
+    assembly_format = "attr-dict"
+
+    def __init__(self, sym_name: str, shape: Sequence[int], kind: str, view_of: str | None = None):
+        attributes = {"sym_name": StringAttr(sym_name), "shape": _ints(shape), "kind": StringAttr(kind)}
+        if view_of is not None:
+            attributes["view_of"] = StringAttr(view_of)
+        super().__init__(attributes=attributes)
+
+
+class _DmaOp(IRDLOperation):
+    """A box of a DRAM tensor (offsets, sizes per dim) <-> a contiguous scratchpad range at `addr`."""
+
+    tensor = attr_def(StringAttr)
+    offsets = attr_def(DenseArrayBase)
+    sizes = attr_def(DenseArrayBase)
+    addr = attr_def(IntegerAttr)
+    assembly_format = "attr-dict"
+
+    def _attributes(self, tensor: str, offsets, sizes, addr: int) -> dict:
+        return {"tensor": StringAttr(tensor), "offsets": _ints(offsets), "sizes": _ints(sizes),
+                "addr": IntegerAttr(addr, i64)}
+
+
+@irdl_op_definition
+class DmaLoadOp(_DmaOp):
+    """DRAM -> scratchpad. Elements of the box outside the tensor read as `pad_value` (free padding)."""
+
+    name = "npu.dma_load"
+    pad_value = attr_def(FloatAttr)
+
+    def __init__(self, tensor: str, offsets, sizes, addr: int, pad_value: float = 0.0):
+        attributes = self._attributes(tensor, offsets, sizes, addr)
+        attributes["pad_value"] = FloatAttr(pad_value, f32)
+        super().__init__(attributes=attributes)
+
+
+@irdl_op_definition
+class DmaStoreOp(_DmaOp):
+    """Scratchpad -> DRAM; the box must lie inside the tensor."""
+
+    name = "npu.dma_store"
+
+    def __init__(self, tensor: str, offsets, sizes, addr: int):
+        super().__init__(attributes=self._attributes(tensor, offsets, sizes, addr))
+
+
+@irdl_op_definition
+class MacOp(IRDLOperation):
+    """One tile on the MAC array: `acc (+)= a * b`.
+
+    kind "conv2d": a [Cin, IH, IW] (padding already in the tile), b [Cout, Cin, KH, KW], acc [Cout, OH, OW].
+    kind "matmul": a [M, K], b [K, N], acc [M, N]. `accumulate = 0` overwrites acc.
+    """
+
+    name = "npu.mac"
+    kind = attr_def(StringAttr)
+    a = attr_def(IntegerAttr)
+    a_shape = attr_def(DenseArrayBase)
+    b = attr_def(IntegerAttr)
+    b_shape = attr_def(DenseArrayBase)
+    acc = attr_def(IntegerAttr)
+    acc_shape = attr_def(DenseArrayBase)
+    strides = opt_attr_def(DenseArrayBase)
+    dilations = opt_attr_def(DenseArrayBase)
+    accumulate = attr_def(IntegerAttr)
+    assembly_format = "attr-dict"
+
+    def __init__(self, kind: str, a: int, a_shape, b: int, b_shape, acc: int, acc_shape,
+                 accumulate: bool, strides=None, dilations=None):
+        attributes = {"kind": StringAttr(kind), "a": IntegerAttr(a, i64), "a_shape": _ints(a_shape),
+                      "b": IntegerAttr(b, i64), "b_shape": _ints(b_shape), "acc": IntegerAttr(acc, i64),
+                      "acc_shape": _ints(acc_shape), "accumulate": IntegerAttr(int(accumulate), i64)}
+        if strides is not None:
+            attributes["strides"] = _ints(strides)
+            attributes["dilations"] = _ints(dilations)
+        super().__init__(attributes=attributes)
+
+
+@irdl_op_definition
+class VectorOp(IRDLOperation):
+    """The vector unit: `out = fn(ins...)` with numpy broadcasting of the input tiles to `out_shape`.
+
+    fn: an elementwise function (add, relu, clip, ...) or a pooling window
+    (max_pool, avg_pool: `kernel`, `strides`, `dilations` over the last two
+    dims; global_avg_pool, global_max_pool: over the last two dims).
+    """
+
+    name = "npu.vector"
+    fn = attr_def(StringAttr)
+    ins = attr_def(DenseArrayBase)
+    in_shapes = attr_def(ArrayAttr)
+    out = attr_def(IntegerAttr)
+    out_shape = attr_def(DenseArrayBase)
+    kernel = opt_attr_def(DenseArrayBase)
+    strides = opt_attr_def(DenseArrayBase)
+    dilations = opt_attr_def(DenseArrayBase)
+    alpha = opt_attr_def(FloatAttr)
+    assembly_format = "attr-dict"
+
+    def __init__(self, fn: str, ins: Sequence[int], in_shapes, out: int, out_shape,
+                 window: tuple | None = None, alpha: float | None = None):
+        attributes = {"fn": StringAttr(fn), "ins": _ints(ins),
+                      "in_shapes": ArrayAttr([_ints(s) for s in in_shapes]),
+                      "out": IntegerAttr(out, i64), "out_shape": _ints(out_shape)}
+        if window is not None:
+            for key, values in zip(("kernel", "strides", "dilations"), window):
+                attributes[key] = _ints(values)
+        if alpha is not None:
+            attributes["alpha"] = FloatAttr(alpha, f32)
+        super().__init__(attributes=attributes)
+
+
+@irdl_op_definition
+class SyncOp(IRDLOperation):
+    """Wait until the DMA and compute engines are idle (a kernel boundary: DRAM tensors are complete)."""
+
+    name = "npu.sync"
+    assembly_format = "attr-dict"
+
+    def __init__(self):
+        super().__init__()
+
+
+NPU = Dialect("npu", [ProgramOp, BufferOp, DmaLoadOp, DmaStoreOp, MacOp, VectorOp, SyncOp], [])
+
+__all__ = [
+    "NPU",
+    "BufferOp",
+    "DmaLoadOp",
+    "DmaStoreOp",
+    "MacOp",
+    "ProgramOp",
+    "SyncOp",
+    "VectorOp",
+    "ints_of",
+]
