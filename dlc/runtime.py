@@ -82,22 +82,23 @@ class RuntimeContext(ctypes.Structure):
     _fields_ = [("parallel", ctypes.c_void_p),    # GOMP_parallel(fn, data, num_threads, flags)
                 ("thread_num", ctypes.c_void_p),  # omp_get_thread_num()
                 ("num_threads", ctypes.c_int64),
-                ("profile", ctypes.c_void_p)]     # int64 nanoseconds per kernel call site
+                ("profile", ctypes.c_void_p),     # int64 nanoseconds per kernel call site
+                ("team_size", ctypes.c_void_p)]   # omp_get_num_threads()
 
 
 def _gomp():
-    """libgomp's GOMP_parallel and omp_get_thread_num, or (None, None) where it is missing."""
+    """libgomp's GOMP_parallel, omp_get_thread_num and omp_get_num_threads (Nones where missing)."""
     import ctypes.util
 
     name = ctypes.util.find_library("gomp")
     if name is None:
-        return None, None
+        return None, None, None
     try:
         library = ctypes.CDLL(name)
-        return (ctypes.cast(library.GOMP_parallel, ctypes.c_void_p).value,
-                ctypes.cast(library.omp_get_thread_num, ctypes.c_void_p).value)
+        return tuple(ctypes.cast(getattr(library, symbol), ctypes.c_void_p).value
+                     for symbol in ("GOMP_parallel", "omp_get_thread_num", "omp_get_num_threads"))
     except (OSError, AttributeError):
-        return None, None
+        return None, None, None
 
 
 def default_threads() -> int:
@@ -124,10 +125,10 @@ class NativeExecutable:
         self.object_code = object_code
         self.profile_sites: list[str] = manifest.get("profile_sites", [])
         self._profile = np.zeros(max(len(self.profile_sites), 1), dtype=np.int64)
-        parallel, thread_num = _gomp()
+        parallel, thread_num, team_size = _gomp()
         threads = manifest.get("threads") or default_threads()
         self._context = RuntimeContext(parallel, thread_num, threads if parallel else 1,
-                                       self._profile.ctypes.data)
+                                       self._profile.ctypes.data, team_size)
 
     @property
     def num_threads(self) -> int:

@@ -6,7 +6,8 @@ but writes llvmlite IR directly, with "bare pointer" memrefs (statically shaped,
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from math import prod
 
 from llvmlite import ir
@@ -35,6 +36,8 @@ from xdsl.ir.affine import (
     AffineExpr,
     AffineSymExpr,
 )
+
+from passes.lowering.mark_parallel_loops import PARALLEL_ATTR
 
 __all__ = ["LLVMEmitter", "emit_llvm", "entry_symbol"]
 
@@ -199,7 +202,37 @@ class _TypedCallee:
 MIN_PARALLEL_MACS = 1 << 21
 
 # The runtime context the entry receives, as consecutive 8-byte fields.
-RUNTIME_FIELDS = ("parallel", "thread_num", "num_threads", "profile")
+RUNTIME_FIELDS = ("parallel", "thread_num", "num_threads", "profile", "team_size")
+
+# What an outlined loop's worker reads from its `data` argument, as 8-byte slots; the
+# loop's captured values follow.
+LOOP_DATA_FIELDS = ("team_size", "thread_num", "lb", "step", "trip", "weights", "runtime")
+# Ops whose memref result is a view of their first operand.
+_VIEW_OPS = frozenset({"memref.view", "memref.reinterpret_cast", "memref.subview", "memref.cast",
+                       "memref.collapse_shape", "memref.expand_shape", "memref.assume_alignment"})
+
+
+def _slot(b: ir.IRBuilder, data: ir.Value, i: int) -> ir.Value:
+    """Address of the i-th 8-byte slot of a parallel region's argument block."""
+    return b.gep(data, [ir.Constant(I64, i)], True, source_etype=I64)
+
+
+def _captured(op: Operation) -> list[SSAValue]:
+    """Values the body of loop `op` uses but does not define, in first-use order."""
+    inside = set(op.regions[0].block.args)
+    used: dict[SSAValue, None] = {}
+    for inner in op.regions[0].walk():
+        used.update((v, None) for v in inner.operands if v not in inside)
+        inside.update(inner.results)
+        inside.update(a for region in inner.regions for block in region.blocks for a in block.args)
+    return [v for v in used if v not in inside]
+
+
+def _view_root(value: SSAValue) -> SSAValue:
+    """The memref a chain of views starts from (views share their root's memory)."""
+    while isinstance(value.owner, Operation) and value.owner.name in _VIEW_OPS:
+        value = value.owner.operands[0]
+    return value
 
 
 def profile_sites(module: ModuleOp, entry: str = "main") -> list[str]:
@@ -325,11 +358,14 @@ class LLVMEmitter:
         self.noalias = noalias
         self.llvm = ir.Module(name=entry_symbol(entry))
         self.functions: dict[str, ir.Function] = {}
-        # Per-function state, set by _emit_function.
+        self.parallel_loops: dict[str, int] = {}  # kernel -> loops outlined so far
+        # Per-function state, set by _function_state.
         self.builder: ir.IRBuilder
         self.entry_block: ir.Block
-        self.weights: ir.Argument
+        self.weights: ir.Value
+        self.runtime: ir.Value
         self.values: dict[SSAValue, ir.Value] = {}
+        self.in_parallel_loop = False  # emitting a loop body that threads share
 
     # -- module and functions -----------------------------------------------------------------
 
@@ -392,23 +428,36 @@ class LLVMEmitter:
                 "(cf is not supported)"
             )
         block = f.body.block
+        is_entry = f.sym_name.data == self.entry
+        weights, runtime = (fn.args[1], fn.args[2]) if is_entry else (fn.args[-2], fn.args[-1])
+        with self._function_state(fn, {}, weights, runtime):
+            if is_entry:
+                buffers = fn.args[0]
+                for i, arg in enumerate(block.args):
+                    slot = self.builder.gep(buffers, [ir.Constant(I64, i)], True, source_etype=PTR)
+                    self.values[arg] = self.builder.load(slot, self._name(arg), align=8, typ=PTR)
+            else:
+                for arg, param in zip(block.args, fn.args):
+                    param.name = self._name(arg)
+                    self.values[arg] = param
+            self._emit_ops(block)
+
+    @contextmanager
+    def _function_state(self, fn: ir.Function, values: dict[SSAValue, ir.Value], weights: ir.Value,
+                        runtime: ir.Value, *, in_parallel_loop: bool = False) -> Iterator[ir.IRBuilder]:
+        """Emit into a new entry block of `fn`; the previous function's state comes back after
+        (a loop outlined for threads is emitted in the middle of its kernel)."""
+        names = ("builder", "entry_block", "values", "weights", "runtime", "in_parallel_loop")
+        saved = [getattr(self, name, None) for name in names]
         self.entry_block = fn.append_basic_block("entry")
         self.builder = ir.IRBuilder(self.entry_block)
-        self.values = {}
-        if f.sym_name.data == self.entry:
-            self.weights, self.runtime = fn.args[1], fn.args[2]
-        else:
-            self.weights, self.runtime = fn.args[-2], fn.args[-1]
-        if f.sym_name.data == self.entry:
-            buffers = fn.args[0]
-            for i, arg in enumerate(block.args):
-                slot = self.builder.gep(buffers, [ir.Constant(I64, i)], True, source_etype=PTR)
-                self.values[arg] = self.builder.load(slot, self._name(arg), align=8, typ=PTR)
-        else:
-            for arg, param in zip(block.args, fn.args):
-                param.name = self._name(arg)
-                self.values[arg] = param
-        self._emit_ops(block)
+        self.values, self.weights, self.runtime = values, weights, runtime
+        self.in_parallel_loop = in_parallel_loop
+        try:
+            yield self.builder
+        finally:
+            for name, value in zip(names, saved):
+                setattr(self, name, value)
 
     # -- blocks and dispatch ------------------------------------------------------------------
 
@@ -493,7 +542,8 @@ class LLVMEmitter:
     def _parallel_worker(self, name: str, spec) -> ir.Function:
         """`void NAME_worker(ptr data)`: thread t of T runs panels [t*ceil(P/T), ...) of C.
 
-        `data` holds {A, B, C, bias, R, i64 num_threads, ptr omp_get_thread_num}.
+        `data` holds {A, B, C, bias, R, ptr omp_get_num_threads, ptr omp_get_thread_num}; the
+        team size is asked of libgomp, which starts fewer threads inside an outer parallel region.
         """
         worker = ir.Function(self.llvm, ir.FunctionType(VOID, [PTR]), f"{name}_worker")
         worker.linkage = "internal"
@@ -505,7 +555,7 @@ class LLVMEmitter:
             return b.load(b.gep(data, [ir.Constant(I64, i)], True, source_etype=I64), typ=typ, align=8)
 
         pointers = [field(i, PTR) for i in range(5)]
-        threads = field(5, I64)
+        threads = b.sext(_indirect_call(b, field(5, PTR), ir.FunctionType(ir.IntType(32), []), []), I64)
         tid = _indirect_call(b, field(6, PTR), ir.FunctionType(ir.IntType(32), []), [])
         tid = b.sext(tid, I64)
         panels = ir.Constant(I64, spec.panels)
@@ -542,7 +592,7 @@ class LLVMEmitter:
                 b.call(function, args)
             with otherwise:
                 data = self._entry_alloca(ir.ArrayType(I64, 7), "gemm_data", 8)
-                values = [*args, threads, self.runtime_field("thread_num")]
+                values = [*args, self.runtime_field("team_size"), self.runtime_field("thread_num")]
                 for i, value in enumerate(values):
                     b.store(value, b.gep(data, [ir.Constant(I64, i)], True, source_etype=I64), align=8)
                 used = b.select(b.icmp_signed("<", threads, ir.Constant(I64, spec.panels)), threads,
@@ -587,6 +637,14 @@ class LLVMEmitter:
 
     @_rule("scf.for")
     def _for(self, op: Operation) -> None:
+        lb, ub, step, *inits = self._operands(op)
+        if PARALLEL_ATTR in op.attributes and not inits and not self.in_parallel_loop:
+            self._parallel_for(op, lb, ub, step)
+        else:
+            self._loop(op, lb, ub, step, inits)
+
+    def _loop(self, op: Operation, lb: ir.Value, ub: ir.Value, step: ir.Value,
+              inits: Sequence[ir.Value]) -> None:
         """Emit a rotated loop in LLVM's canonical (loop-simplify) form.
 
         guard -> preheader -> body (header: phis ... latch: iv += step; iv < ub?) -> exit -> end
@@ -594,7 +652,6 @@ class LLVMEmitter:
         vectorizer sees a dedicated preheader, one latch and a dedicated exit.
         """
         b = self.builder
-        lb, ub, step, *inits = self._operands(op)
         body = op.regions[0].block
         fn = b.function
         guard = b.block
@@ -644,6 +701,105 @@ class LLVMEmitter:
                 phi.add_incoming(init, guard)  # the loop did not run
             phi.add_incoming(value, exit_block)
             self.values[result] = phi
+
+    # -- loops on the thread pool (dlc.parallel) ----------------------------------------------
+
+    def _parallel_for(self, op: Operation, lb: ir.Value, ub: ir.Value, step: ir.Value) -> None:
+        """Run a `dlc.parallel` loop serially or split over the runtime's threads.
+
+        With one thread (or no pool) the loop runs inline. Otherwise GOMP_parallel runs
+        `KERNEL_parN(data)` on min(threads, trip) threads; thread t calls
+        `KERNEL_parN_body(captured..., lo, hi, weights, runtime)` on the t-th contiguous chunk
+        [lo, hi) of ceil(trip / threads) iterations, the static schedule of `_parallel_worker`:
+        every element is computed as in the serial loop.
+        """
+        b = self.builder
+        captured = [v for v in dict.fromkeys([*_captured(op), op.operands[2]])
+                    if not isinstance(self.values[v], ir.Constant)]
+        body = self._outline_loop(op, captured)
+        args = [self.values[v] for v in captured]
+        trip = self._trip_count(lb, ub, step)
+        threads = self.runtime_field("num_threads")
+        used = b.select(b.icmp_signed("<", threads, trip), threads, trip)
+        parallel = self.runtime_field("parallel")
+        serial = b.or_(b.icmp_signed("<=", used, ir.Constant(I64, 1)),
+                       b.icmp_unsigned("==", parallel, ir.Constant(PTR, None)))
+        with b.if_else(serial) as (then, otherwise):
+            with then:  # inline, exactly as without threads (constant bounds stay constant)
+                self._loop(op, lb, ub, step, [])
+            with otherwise:
+                fields = [self.runtime_field("team_size"), self.runtime_field("thread_num"), lb, step, trip,
+                          self.weights, self.runtime]
+                data = self._entry_alloca(ir.ArrayType(I64, len(fields) + len(args)), "loop_data", 8)
+                for i, value in enumerate([*fields, *args]):
+                    b.store(value, _slot(b, data, i), align=8)  # any scalar or pointer fits a slot
+                worker = self._loop_worker(body, [a.type for a in args])
+                gomp = ir.FunctionType(VOID, [PTR, PTR, ir.IntType(32), ir.IntType(32)])
+                _indirect_call(b, parallel, gomp, [worker, data, b.trunc(used, ir.IntType(32)),
+                                                   ir.Constant(ir.IntType(32), 0)])
+
+    def _trip_count(self, lb: ir.Value, ub: ir.Value, step: ir.Value) -> ir.Value:
+        """max(0, ceil((ub - lb) / step)) for a positive step (folded when all are constants)."""
+        if all(isinstance(v, ir.Constant) for v in (lb, ub, step)):
+            return ir.Constant(I64, max(0, -((lb.constant - ub.constant) // step.constant)))
+        b = self.builder
+        span = b.sub(ub, lb)
+        trip = b.sdiv(b.add(span, b.sub(step, ir.Constant(I64, 1))), step)
+        return b.select(b.icmp_signed(">", span, ir.Constant(I64, 0)), trip, ir.Constant(I64, 0))
+
+    def _outline_loop(self, op: Operation, captured: list[SSAValue]) -> ir.Function:
+        """`void KERNEL_parN_body(captured..., i64 lo, i64 hi, ptr weights, ptr runtime)`."""
+        kernel = self.builder.function.name
+        index = self.parallel_loops.get(kernel, 0)
+        self.parallel_loops[kernel] = index + 1
+        types = [self.values[v].type for v in captured]
+        fn = ir.Function(self.llvm, ir.FunctionType(VOID, [*types, I64, I64, PTR, PTR]),
+                         f"{kernel}_par{index}_body")
+        fn.linkage = "internal"
+        fn.attributes.add("nounwind")
+        *params, lo, hi, weights, runtime = fn.args
+        lo.name, hi.name, weights.name, runtime.name = "lo", "hi", "weights", "runtime"
+        # Captured memrefs are views of the kernel's noalias buffers: those with a root of
+        # their own keep `noalias`, which the vectorizer needs to skip run-time overlap checks.
+        roots = [_view_root(v) if isinstance(v.type, MemRefType) else None for v in captured]
+        for value, param, root in zip(captured, params, roots):
+            param.name = self._name(value)
+            if root is not None:
+                param.add_attribute("captures(none)")
+                if self.noalias and roots.count(root) == 1:
+                    param.add_attribute("noalias")
+        values = {v: c for v, c in self.values.items() if isinstance(c, ir.Constant)}
+        values.update(zip(captured, params))
+        with self._function_state(fn, values, weights, runtime, in_parallel_loop=True) as b:
+            self._loop(op, lo, hi, self.values[op.operands[2]], [])
+            b.ret_void()
+        return fn
+
+    def _loop_worker(self, body: ir.Function, types: list[ir.Type]) -> ir.Function:
+        """`void KERNEL_parN(ptr data)`: this thread's chunk of the loop (`LOOP_DATA_FIELDS`)."""
+        worker = ir.Function(self.llvm, ir.FunctionType(VOID, [PTR]), body.name.removesuffix("_body"))
+        worker.linkage = "internal"
+        worker.attributes.add("nounwind")
+        b = ir.IRBuilder(worker.append_basic_block("entry"))
+        data = worker.args[0]
+        field_types = {"team_size": PTR, "thread_num": PTR, "weights": PTR, "runtime": PTR}
+        field = {name: b.load(_slot(b, data, i), name, align=8, typ=field_types.get(name, I64))
+                 for i, name in enumerate(LOOP_DATA_FIELDS)}
+        args = [b.load(_slot(b, data, len(LOOP_DATA_FIELDS) + i), typ=t, align=8) for i, t in enumerate(types)]
+        tid = b.sext(_indirect_call(b, field["thread_num"], ir.FunctionType(ir.IntType(32), []), []), I64)
+        # The team libgomp actually started (fewer than asked inside an outer parallel region).
+        threads = b.sext(_indirect_call(b, field["team_size"], ir.FunctionType(ir.IntType(32), []), []), I64)
+        trip, one = field["trip"], ir.Constant(I64, 1)
+        per_thread = b.sdiv(b.add(trip, b.sub(threads, one)), threads)
+        first = b.mul(tid, per_thread)
+        last = b.add(first, per_thread)
+        last = b.select(b.icmp_signed("<", last, trip), last, trip)
+        with b.if_then(b.icmp_signed("<", first, last)):
+            lo = b.add(field["lb"], b.mul(first, field["step"]))
+            hi = b.add(field["lb"], b.mul(last, field["step"]))
+            b.call(body, [*args, lo, hi, field["weights"], field["runtime"]])
+        b.ret_void()
+        return worker
 
     @_rule("scf.if")
     def _if(self, op: Operation) -> None:

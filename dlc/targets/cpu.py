@@ -51,7 +51,8 @@ class CpuTarget(Target):
             ("kernels", kernels),
             ("linalg", [p["kernels-to-linalg"](), p["pack-weights"](), p["tile-contractions"](),
                         p["dce"](), p["plan-memory"]()]),
-            ("loops", [p["convert-linalg-to-loops"]()]),
+            ("loops", [p["mark-parallel-loops"](), p["convert-linalg-to-loops"](),
+                       p["approximate-math"]()]),  # polynomial exp/tanh/erf: vectorisable
         ]
 
     def translate(self, module, phase: str) -> str | None:

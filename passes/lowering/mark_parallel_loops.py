@@ -1,0 +1,136 @@
+"""Lower each worthwhile data-parallel `linalg.generic` of a kernel to loops and mark the loop
+that threads may share `dlc.parallel` (OpenMP's `parallel for`, static schedule).
+
+The marked loop is the nest's first loop of more than one iteration (leading loops of one
+iteration, like a batch of 1, share nothing). It must be a parallel dimension whose
+iterations write disjoint elements of every output, so threads never race and each element
+is computed as in a serial run (bit-identical results). The LLVM emitter outlines it onto
+the runtime's thread pool; xDSL's convert-linalg-to-loops lowers the generics left over.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from math import prod
+
+from xdsl.context import Context
+from xdsl.dialects import func, memref, scf
+from xdsl.dialects.builtin import ModuleOp, UnitAttr
+from xdsl.dialects.linalg.attrs import IteratorType
+from xdsl.dialects.linalg.ops import GenericOp
+from xdsl.ir import SSAValue
+from xdsl.ir.affine import (
+    AffineBinaryOpExpr,
+    AffineBinaryOpKind,
+    AffineConstantExpr,
+    AffineDimExpr,
+    AffineExpr,
+)
+from xdsl.passes import ModulePass
+from xdsl.pattern_rewriter import (
+    PatternRewriter,
+    PatternRewriteWalker,
+    RewritePattern,
+    op_type_rewrite_pattern,
+)
+from xdsl.transforms.convert_linalg_to_loops import LowerLinalgStructuredOpPattern
+
+PARALLEL_ATTR = "dlc.parallel"
+# Waking the thread pool costs ~5-20 us: smaller nests (~10 us of work) stay serial.
+MIN_ITERATIONS = 1 << 15
+_VIEWS = (memref.ReinterpretCastOp, memref.CollapseShapeOp, memref.ExpandShapeOp, memref.CastOp,
+          memref.SubviewOp, memref.ViewOp)
+
+
+def linear_form(expr: AffineExpr, num_dims: int) -> list[int] | None:
+    """Coefficients of d0..dN-1 in `expr` (constant terms dropped), or None if not linear."""
+    if isinstance(expr, AffineDimExpr):
+        return [int(i == expr.position) for i in range(num_dims)]
+    if isinstance(expr, AffineConstantExpr):
+        return [0] * num_dims
+    if not isinstance(expr, AffineBinaryOpExpr):
+        return None  # a symbol: unknown at compile time
+    lhs, rhs = linear_form(expr.lhs, num_dims), linear_form(expr.rhs, num_dims)
+    if lhs is None or rhs is None:
+        return None
+    if expr.kind == AffineBinaryOpKind.Add:
+        return [a + b for a, b in zip(lhs, rhs)]
+    if expr.kind == AffineBinaryOpKind.Mul and isinstance(expr.rhs, AffineConstantExpr):
+        return [a * expr.rhs.value for a in lhs]
+    if expr.kind == AffineBinaryOpKind.Mul and isinstance(expr.lhs, AffineConstantExpr):
+        return [b * expr.lhs.value for b in rhs]
+    return None  # floordiv, ceildiv, mod
+
+
+def separates(expr: AffineExpr, dim: int, trips: tuple[int, ...]) -> bool:
+    """True when two iterations with different `dim` always give `expr` different values:
+    its coefficient outweighs everything the other dimensions can add (d_dim itself, or a
+    row-major flattening like `d1 * 3364 + d2 * 58 + d3` with d2 < 58, d3 < 58)."""
+    coefficients = linear_form(expr, len(trips))
+    if coefficients is None or coefficients[dim] == 0:
+        return False
+    others = sum(abs(c) * (t - 1) for i, (c, t) in enumerate(zip(coefficients, trips)) if i != dim)
+    return abs(coefficients[dim]) > others
+
+
+def _root(value: SSAValue) -> SSAValue:
+    """The buffer a memref view was taken from."""
+    while isinstance(value.owner, _VIEWS):
+        value = value.owner.operands[0]
+    return value
+
+
+def parallel_dim(op: GenericOp) -> int | None:
+    """The loop dimension threads may split, or None when this generic should stay serial."""
+    if op.res:
+        return None
+    trips = tuple(operand.type.get_shape()[index] for operand, index, _ in op.get_loop_bound_sources())
+    if prod(trips) < MIN_ITERATIONS or all(t <= 1 for t in trips):
+        return None
+    dim = next(i for i, t in enumerate(trips) if t != 1)
+    if trips[dim] < 2 or op.get_iterator_types().data[dim].data != IteratorType.PARALLEL:
+        return None
+    maps = [m.data for m in op.get_indexing_maps().data]
+    outputs = list(zip(op.outputs, maps[len(op.inputs):]))
+    if any(m.num_symbols or not any(separates(e, dim, trips) for e in m.results) for _, m in outputs):
+        return None  # some iterations would write the same element
+    # Another iteration must not read what this one writes: an operand sharing a written
+    # buffer must be that very value, accessed through the same map (an in-place epilogue).
+    roots = [_root(value) for value, _ in outputs]
+    for value, affine_map in zip(op.operands, maps):
+        for (written, written_map), root in zip(outputs, roots):
+            if _root(value) == root and (value, affine_map) != (written, written_map):
+                return None
+    return dim
+
+
+class LowerParallelGeneric(RewritePattern):
+    """Lower a data-parallel generic with xDSL's pattern, then mark its splittable loop."""
+
+    @op_type_rewrite_pattern
+    def match_and_rewrite(self, op: GenericOp, rewriter: PatternRewriter) -> None:
+        function = op.parent_op()
+        if not isinstance(function, func.FuncOp) or function.sym_visibility is None \
+                or function.sym_visibility.data != "private":
+            return  # only top-level ops of kernels (private functions), never @main
+        dim = parallel_dim(op)
+        if dim is None:
+            return
+        after = op.next_op  # the nest is inserted right before op, which is then erased
+        assert after is not None, "a function body ends with its terminator"
+        LowerLinalgStructuredOpPattern().match_and_rewrite(op, rewriter)
+        loop = after.prev_op
+        for _ in range(dim):  # loops are nested in dimension order, d0 outermost
+            loop = next(o for o in loop.body.block.ops if isinstance(o, scf.ForOp))
+        assert isinstance(loop, scf.ForOp)
+        loop.attributes[PARALLEL_ATTR] = UnitAttr()
+
+
+@dataclass(frozen=True)
+class MarkParallelLoopsPass(ModulePass):
+    """Lower data-parallel generics of kernels to loops whose outer loop is marked dlc.parallel."""
+
+    name = "mark-parallel-loops"
+
+    def apply(self, ctx: Context, op: ModuleOp) -> None:
+        PatternRewriteWalker(LowerParallelGeneric(), apply_recursively=False).rewrite_module(op)

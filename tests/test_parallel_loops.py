@@ -1,0 +1,143 @@
+"""Loops split over threads (mark-parallel-loops + the emitter's outlining): several threads give
+bit-identical results to one thread and match onnxruntime; the outlined functions exist."""
+
+from __future__ import annotations
+
+import ctypes
+import re
+
+import numpy as np
+import onnx
+import pytest
+from conftest import random_feeds, run_onnxruntime
+from onnx import TensorProto, helper, numpy_helper
+from test_llvm_emitter import aligned
+
+import dlc
+from dlc.codegen.llvm_emitter import emit_llvm, entry_symbol
+from dlc.codegen.native import NativeModule, compile_object
+from dlc.driver import compile_model, parse_mlir
+from dlc.runtime import NativeExecutable, RuntimeContext, _gomp
+
+OPSET = 21
+X = "x"
+
+
+def _graph_model(nodes, x_shape, constants=()) -> onnx.ModelProto:
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(X, TensorProto.FLOAT, x_shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(v, n) for n, v in constants])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    return onnx.shape_inference.infer_shapes(model, strict_mode=True)
+
+
+def _conv_relu():
+    w = np.random.default_rng(1).uniform(-1, 1, (16, 8, 3, 3)).astype(np.float32)
+    return _graph_model([helper.make_node("Conv", [X, "w"], ["c"], pads=[1, 1, 1, 1]),
+                         helper.make_node("Relu", ["c"], ["y"])], [1, 8, 64, 64], [("w", w)])
+
+
+def _max_pool():
+    return _graph_model([helper.make_node("MaxPool", [X], ["y"], kernel_shape=[3, 3], strides=[2, 2],
+                                          pads=[1, 1, 1, 1])], [1, 16, 64, 64])
+
+
+def _softmax():
+    return _graph_model([helper.make_node("Softmax", [X], ["y"], axis=-1)], [64, 1000])
+
+
+def _transpose():
+    return _graph_model([helper.make_node("Transpose", [X], ["y"], perm=[0, 2, 3, 1])], [1, 32, 40, 40])
+
+
+def _elementwise_chain():
+    b = np.random.default_rng(2).uniform(-1, 1, (1, 24, 1, 1)).astype(np.float32)
+    return _graph_model([helper.make_node("Add", [X, "b"], ["s"]), helper.make_node("Sigmoid", ["s"], ["g"]),
+                         helper.make_node("Mul", ["g", X], ["y"])], [2, 24, 32, 32], [("b", b)])
+
+
+MODELS = {"conv_pad_relu": _conv_relu, "max_pool": _max_pool, "softmax": _softmax,
+          "transpose": _transpose, "elementwise_chain": _elementwise_chain}
+
+
+def _with_threads(model: dlc.CompiledModel, threads: int) -> NativeExecutable:
+    """The same object code, run on `threads` threads (the count is read when it is loaded)."""
+    executable = model._executable
+    return NativeExecutable({**executable.manifest, "threads": threads}, executable.object_code,
+                            executable._weights)
+
+
+@pytest.mark.skipif(_gomp()[0] is None, reason="libgomp is not installed: code runs on one thread")
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_threads_are_bit_identical_and_match_onnxruntime(name):
+    model = MODELS[name]()
+    feeds = random_feeds(model)
+    compiled = dlc.compile(model, threads=1)
+    serial = compiled.run(feeds)["y"]
+    for threads in (2, 3):  # 3: chunks of unequal length
+        parallel = _with_threads(compiled, threads)
+        assert parallel.num_threads == threads
+        np.testing.assert_array_equal(parallel.run(feeds)["y"], serial, err_msg=f"{threads} threads")
+    np.testing.assert_allclose(serial, run_onnxruntime(model, feeds)[0], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["conv_pad_relu", "softmax"])
+def test_llvm_ir_outlines_parallel_loops(name):
+    llvm_ir = compile_model(MODELS[name](), compile_to="llvm").text
+    # The thread-pool worker and the function running a range of iterations.
+    assert re.search(r'define internal void @"\w+_par0"\(ptr ', llvm_ir)
+    assert re.search(r'define internal void @"\w+_par0_body"\(', llvm_ir)
+
+
+def test_loops_phase_marks_only_worthwhile_kernel_loops():
+    module = compile_model(_conv_relu(), compile_to="loops").module
+    marked = [op for op in module.walk() if "dlc.parallel" in op.attributes]
+    # The padded copy, its interior fill, im2col and the Relu epilogue.
+    assert len(marked) == 4
+    assert all(op.name == "scf.for" for op in marked)
+
+
+# A kernel whose marked loop has run-time bounds, a step of 3, and captures a float, an index
+# and two buffers: the outlined function must carry every kind of value across.
+_KERNEL = """
+builtin.module {
+  func.func private @scale(%a: memref<200xf32>, %out: memref<200xf32>, %s: f32, %lb: index, %ub: index) {
+    %c3 = arith.constant 3 : index
+    scf.for %i = %lb to %ub step %c3 {
+      %x = memref.load %a[%i] : memref<200xf32>
+      %n = arith.index_cast %lb : index to i64
+      %f = arith.sitofp %n : i64 to f32
+      %y = arith.mulf %x, %s : f32
+      %z = arith.addf %y, %f : f32
+      memref.store %z, %out[%i] : memref<200xf32>
+    } {dlc.parallel}
+    func.return
+  }
+  func.func @main(%a: memref<200xf32>, %out: memref<200xf32>) {
+    %s = arith.constant 2.5 : f32
+    %lb = arith.constant 7 : index
+    %ub = arith.constant 190 : index
+    func.call @scale(%a, %out, %s, %lb, %ub) : (memref<200xf32>, memref<200xf32>, f32, index, index) -> ()
+    func.return
+  }
+}
+"""
+
+
+@pytest.mark.skipif(_gomp()[0] is None, reason="libgomp is not installed: code runs on one thread")
+@pytest.mark.parametrize("threads", [1, 2, 5, 64])
+def test_outlined_loop_with_runtime_bounds_and_captured_scalars(threads):
+    llvm_ir = emit_llvm(parse_mlir(_KERNEL), {}, fastmath=False)  # no FMA: numpy rounds twice
+    assert '@"scale_par0"(ptr' in llvm_ir
+    native = NativeModule(compile_object(llvm_ir))
+    entry = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)(
+        native.address(entry_symbol()))
+    a = aligned(np.random.default_rng(0).standard_normal(200, dtype=np.float32))
+    out = aligned(np.full(200, -1.0, np.float32))
+    buffers = (ctypes.c_void_p * 2)(a.ctypes.data, out.ctypes.data)
+    parallel, thread_num, team_size = _gomp()
+    context = RuntimeContext(parallel, thread_num, threads, None, team_size)
+    entry(ctypes.addressof(buffers), None, ctypes.addressof(context))
+    expected = np.full(200, -1.0, np.float32)
+    expected[7:190:3] = a[7:190:3] * np.float32(2.5) + np.float32(7)
+    np.testing.assert_array_equal(out, expected)
