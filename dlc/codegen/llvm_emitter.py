@@ -418,8 +418,15 @@ class LLVMEmitter:
             arg.add_attribute("captures(none)")  # kernels never store a pointer anywhere
             if self.noalias:
                 arg.add_attribute("noalias")
-        fn.attributes.add("nounwind")
+        fn.attributes = self._function_attributes()
         return fn
+
+    def _function_attributes(self, *extra: str) -> ir.values.FunctionAttributes:
+        """nounwind (+ `extra`), and the target's vector width: LLVM otherwise stops at 256-bit
+        vectors on AVX-512 hosts (its default prefer-vector-width)."""
+        from dlc.codegen.ukernels import _FunctionAttributes
+
+        return _FunctionAttributes(("nounwind", *extra), {"prefer-vector-width": str(32 * self.vector_width)})
 
     def _emit_function(self, f: func.FuncOp, fn: ir.Function) -> None:
         if len(f.body.blocks) != 1:
@@ -725,8 +732,10 @@ class LLVMEmitter:
         serial = b.or_(b.icmp_signed("<=", used, ir.Constant(I64, 1)),
                        b.icmp_unsigned("==", parallel, ir.Constant(PTR, None)))
         with b.if_else(serial) as (then, otherwise):
-            with then:  # inline, exactly as without threads (constant bounds stay constant)
-                self._loop(op, lb, ub, step, [])
+            with then:
+                # One thread runs the same outlined body over the whole range, so results do
+                # not depend on the thread count (the body's vectorised reductions are the same).
+                b.call(body, [*args, lb, ub, self.weights, self.runtime])
             with otherwise:
                 fields = [self.runtime_field("team_size"), self.runtime_field("thread_num"), lb, step, trip,
                           self.weights, self.runtime]
@@ -756,7 +765,9 @@ class LLVMEmitter:
         fn = ir.Function(self.llvm, ir.FunctionType(VOID, [*types, I64, I64, PTR, PTR]),
                          f"{kernel}_par{index}_body")
         fn.linkage = "internal"
-        fn.attributes.add("nounwind")
+        # noinline: one copy of the body serves every thread count, so results are the same
+        # for 1 and N threads (an inlined copy may be vectorised differently).
+        fn.attributes = self._function_attributes("noinline")
         *params, lo, hi, weights, runtime = fn.args
         lo.name, hi.name, weights.name, runtime.name = "lo", "hi", "weights", "runtime"
         # Captured memrefs are views of the kernel's noalias buffers: those with a root of
