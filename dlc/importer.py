@@ -129,12 +129,31 @@ def _convert_opset(model: onnx.ModelProto) -> onnx.ModelProto:
                 entry.version = CANONICAL_OPSET
         return model
     try:
-        return version_converter.convert_version(model, CANONICAL_OPSET)
+        converted = version_converter.convert_version(model, CANONICAL_OPSET)
     except Exception as error:
         raise UnsupportedError(f"could not convert the model from opset {version} to dlc's canonical "
                                f"opset {CANONICAL_OPSET}: {str(error).strip().splitlines()[0]}",
                                f"dlc reads opsets 7 to {onnx.defs.onnx_opset_version()} (older ones when the "
                                "ONNX version converter can upgrade them)") from None
+    if version < 11:
+        _keep_old_resize_semantics(converted)
+    return converted
+
+
+def _keep_old_resize_semantics(model: onnx.ModelProto) -> None:
+    """Upsample (opsets 7-9) and Resize-10 sample at x_out / scale and round nearest down; the
+    version converter emits an opset-11+ Resize without saying so, whose defaults
+    (half_pixel, round_prefer_floor) would compute something else."""
+    from onnx import helper
+
+    for node in model.graph.node:
+        if node.op_type != "Resize":
+            continue
+        present = {attr.name for attr in node.attribute}
+        if "coordinate_transformation_mode" not in present:
+            node.attribute.append(helper.make_attribute("coordinate_transformation_mode", "asymmetric"))
+        if "nearest_mode" not in present:
+            node.attribute.append(helper.make_attribute("nearest_mode", "floor"))
 
 
 def _signature(schema: onnx.defs.OpSchema) -> tuple:

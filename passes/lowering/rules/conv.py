@@ -18,7 +18,7 @@ from xdsl.ir.affine import AffineExpr
 
 from dialects.diagnostics import UnsupportedError
 from passes.lowering.kernels_to_linalg import reshape_view, view_at
-from passes.lowering.linalg_builder import PARALLEL, REDUCTION, affine_map, cst, dim, identity_map
+from passes.lowering.linalg_builder import PARALLEL, REDUCTION, affine_map, dim, identity_map
 from passes.lowering.rules import lowers
 from passes.lowering.ukernel_calls import emit_gemm_call, is_f32_memref
 
@@ -185,8 +185,12 @@ def _im2col(kb, padded, col, window: Window, image: int, channel: int, channels:
     c, th, tw, ph, pw = (dim(i) for i in range(5))
     rows, cols = window.taps([ph, pw], [th, tw])
     col_view = reshape_view(kb.builder, col, [channels, kh, kw, oh, ow])
-    kb.generic([padded], [col_view],
-               [affine_map(5, [cst(image), c + channel, rows, cols]), identity_map(5)],
+    # Read the group's channels through a view of exactly that many: `c + 0` folds to a
+    # plain dim, whose bound linalg would take from all of padded's channels.
+    _, all_channels, height, width = padded.type.get_shape()
+    group = view_at(kb.builder, padded, (image * all_channels + channel) * height * width,
+                    [channels, height, width])
+    kb.generic([group], [col_view], [affine_map(5, [c, rows, cols]), identity_map(5)],
                [PARALLEL] * 5, lambda b, a: [a[0]])
 
 

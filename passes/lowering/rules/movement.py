@@ -2,7 +2,8 @@
 
 Mirrors the ONNX operator spec at opset 21 (https://onnx.ai/onnx/operators/): Transpose,
 Concat, Split, Slice, Expand, Tile, Pad, DepthToSpace, SpaceToDepth, plus the copy used for
-outputs. Every generic loops over the buffer it writes; reads are affine in those loops.
+outputs. Every generic loops over the buffer it writes; reads are affine in those loops,
+except for Slice/Pad whose starts or pads come at run time, which load at computed indices.
 """
 
 from __future__ import annotations
@@ -143,6 +144,9 @@ def lower_split(kb, op, ins, outs) -> None:
 
 @lowers("Slice")
 def lower_slice(kb, op, ins, outs) -> None:
+    if not all(_is_known(op, i) for i in range(1, 5)):
+        _runtime_slice(kb, op, ins, outs[0])
+        return
     shape = ins[0].type.get_shape()
     rank = len(shape)
     starts, ends = constant_input(op, 1), constant_input(op, 2)
@@ -212,13 +216,16 @@ def _pads(op, rank: int) -> tuple[list[int], list[int]]:
 @lowers("Pad")
 def lower_pad(kb, op, ins, outs) -> None:
     shape = ins[0].type.get_shape()
-    begins, ends = _pads(op, len(shape))
     mode = op.attr("mode", "constant")
     if mode != "constant" and mode not in _BORDER_INDEX:
         raise UnsupportedError(f"{op.describe()}: unknown mode '{mode}' "
                                "(expected constant, reflect, edge or wrap)")
     if is_empty(outs[0]):
         return
+    if not (_is_known(op, 1) and _is_known(op, 3)):
+        _runtime_pad(kb, op, ins, outs[0], mode)
+        return
+    begins, ends = _pads(op, len(shape))
     # Negative pads crop, before any padding: onnxruntime does so, and wrap depends on it.
     sizes = [n - max(0, -b) - max(0, -e) for n, b, e in zip(shape, begins, ends)]
     source = window(kb, ins[0], [max(0, -b) for b in begins], sizes) if min(sizes) > 0 else None
@@ -249,31 +256,39 @@ def _fill_pad_value(kb, op, ins, output) -> None:
 
 
 def _clamp(b, i, n):
-    return b.max(b.min(i, b.const(n - 1)), b.const(0))
+    """i clamped to [0, n - 1]; n is a Python int or an `index` value."""
+    last = b.const(n - 1) if isinstance(n, int) else b.sub(n, b.const(1))
+    return b.max(b.min(i, last), b.const(0))
 
 
-def _edge(b, d, begin, n):
-    return _clamp(b, b.sub(d, b.const(begin)), n)
+# Border rules: the source index for position i of a padded axis, where i = d - begin runs
+# past [0, n) by at most the pads. n is a Python int or an `index` value.
 
 
-def _reflect(b, d, begin, n):
-    # One mirror each side is exact: lower_pad refuses pads of n or more.
-    i = b.sub(d, b.const(begin))
+def _edge(b, i, n):
+    return _clamp(b, i, n)
+
+
+def _reflect(b, i, n):
+    # One mirror each side is exact: pads of n or more are refused (or clamped at run time).
+    n = b.const(n) if isinstance(n, int) else n
     mirrored = b.select(b.cmp("slt", i, b.const(0)), b.neg(i), i)
-    high = b.cmp("sgt", mirrored, b.const(n - 1))
-    return b.select(high, b.sub(b.const(2 * (n - 1)), mirrored), mirrored)
+    last = b.sub(n, b.const(1))
+    high = b.cmp("sgt", mirrored, last)
+    return b.select(high, b.sub(b.add(last, last), mirrored), mirrored)
 
 
-def _wrap(b, d, begin, n):
-    # (d - begin) mod n, shifted by a multiple of n so that remsi sees a non-negative value.
-    return b.remsi(b.add(d, b.const(-begin % n)), b.const(n))
+def _wrap(b, i, n):
+    # remsi keeps the dividend's sign: ((i rem n) + n) rem n is the non-negative modulo.
+    n = b.const(n) if isinstance(n, int) else n
+    return b.remsi(b.add(b.remsi(i, n), n), n)
 
 
 _BORDER_INDEX = {"edge": _edge, "reflect": _reflect, "wrap": _wrap}
 
 
 def _pad_border(kb, source, output, begins, border_index) -> None:
-    """Pad modes that read the input near the border: out[d] = in[f(d, begin)] per axis.
+    """Pad modes that read the input near the border: out[d] = in[f(d - begin, n)] per axis.
 
     `begins` are non-negative here: lower_pad has cropped `source` already.
     """
@@ -281,12 +296,115 @@ def _pad_border(kb, source, output, begins, border_index) -> None:
 
     def body(b, args):
         i = b.on(IndexType())
-        indices = [border_index(i, i.index(axis), begin, n) if begin or n != m else i.index(axis)
+        indices = [border_index(i, i.sub(i.index(axis), i.const(begin)), n) if begin or n != m
+                   else i.index(axis)
                    for axis, (begin, n, m) in enumerate(zip(begins, shape, out_shape))]
         # The formulas stay in bounds for valid pads; the clamp keeps any load in bounds.
         return [b.load(source, [_clamp(i, x, n) for x, n in zip(indices, shape)])]
 
     rank = len(out_shape)
+    kb.generic([], [output], [identity_map(rank)], [PARALLEL] * rank, body)
+
+
+# --- Slice and Pad with starts/steps/pads/axes computed at run time ---------------------------
+# The result shape is static (declared or inferred), so only where the reads start varies:
+# each generic loops over the output and loads the input at indices computed in its body.
+
+
+def _is_known(op, index: int) -> bool:
+    """Is input `index` absent or a compile-time constant?"""
+    return (index >= len(op.operands) or isinstance(op.operands[index].type, NoneType)
+            or constant_input(op, index, required=False) is not None)
+
+
+def _present(ins, index: int):
+    return ins[index] if index < len(ins) else None
+
+
+def _per_axis(i, ins, values_index: int, axes_index: int, rank: int, defaults, count: int):
+    """Per data axis, the run-time values of a per-listed-axis input (`count` per axis).
+
+    Input `values_index` holds `count` groups of one value per listed axis (Slice: starts;
+    Pad: all begins, then all ends); the optional `axes` input lists the axes (all by
+    default; negative ones count from the end). Returns [axis][group] `index` values.
+    """
+    values = ins[values_index]
+    listed = values.type.get_shape()[0] // count
+    axes = _present(ins, axes_index)
+    result = [[i.const(v) for v in defaults] for _ in range(rank)]
+    for k in range(listed):
+        if axes is None:
+            axis = i.const(k)
+        else:
+            axis = i.index_from(i.load(axes, [i.const(k)]))
+            axis = i.select(i.cmp("slt", axis, i.const(0)), i.add(axis, i.const(rank)), axis)
+        group = [i.index_from(i.load(values, [i.const(k + g * listed)])) for g in range(count)]
+        for d in range(rank):
+            hit = i.cmp("eq", axis, i.const(d))
+            result[d] = [i.select(hit, v, old) for v, old in zip(group, result[d])]
+    return result
+
+
+def _runtime_slice(kb, op, ins, output) -> None:
+    if is_empty(output):
+        return
+    data = ins[0]
+    shape = data.type.get_shape()
+    rank = len(shape)
+    steps = _present(ins, 4)
+
+    def body(b, args):
+        i = b.on(IndexType())
+        starts = _per_axis(i, ins, 1, 3, rank, [0], 1)
+        step_of = _per_axis(i, ins, 4, 3, rank, [1], 1) if steps is not None else None
+        indices = []
+        for d, n in enumerate(shape):
+            start, step = starts[d][0], step_of[d][0] if step_of else i.const(1)
+            # As the spec says: negative starts count from the end, then clamp to [0, n] for
+            # positive steps and to [0, n - 1] for negative ones.
+            start = i.select(i.cmp("slt", start, i.const(0)), i.add(start, i.const(n)), start)
+            upper = i.select(i.cmp("slt", step, i.const(0)), i.const(n - 1), i.const(n))
+            start = i.max(i.min(start, upper), i.const(0))
+            indices.append(_clamp(i, i.add(start, i.mul(i.index(d), step)), n))
+        return [b.load(data, indices)]
+
+    kb.generic([], [output], [identity_map(rank)], [PARALLEL] * rank, body)
+
+
+def _runtime_pad(kb, op, ins, output, mode: str) -> None:
+    data = ins[0]
+    shape = data.type.get_shape()
+    rank = len(shape)
+    if is_empty(data) and mode != "constant":
+        raise UnsupportedError(f"{op.describe()}: mode '{mode}' cannot pad an empty tensor")
+    value = _present(ins, 2) if mode == "constant" else None
+
+    def body(b, args):
+        i = b.on(IndexType())
+        pads = _per_axis(i, ins, 1, 3, rank, [0, 0], 2)
+        inside, indices = None, []
+        for d, n in enumerate(shape):
+            begin, end = pads[d]
+            zero = i.const(0)
+            # Negative pads crop before any padding, as lower_pad does: the source is the
+            # window [low, n - high) of the axis, m long.
+            low, high = i.max(i.neg(begin), zero), i.max(i.neg(end), zero)
+            m = i.sub(i.sub(i.const(n), low), high)
+            offset = i.sub(i.index(d), i.max(begin, zero))
+            if mode == "constant":
+                within = i.and_(i.cmp("sge", offset, zero), i.cmp("slt", offset, m))
+                inside = within if inside is None else i.and_(inside, within)
+                source = offset
+            else:
+                source = _BORDER_INDEX[mode](i, offset, i.max(m, i.const(1)))
+            indices.append(_clamp(i, i.add(low, source), n))
+        if mode != "constant":
+            return [b.load(data, indices)]
+        pad_value = b.const(0) if value is None else b.load(value, [i.const(0)] * len(value.type.get_shape()))
+        if is_empty(data):
+            return [pad_value]
+        return [b.select(inside, b.load(data, indices), pad_value)]
+
     kb.generic([], [output], [identity_map(rank)], [PARALLEL] * rank, body)
 
 

@@ -107,7 +107,7 @@ def lower_layer_norm(kb, op, ins, outs) -> None:
     stats_type = MemRefType(y.type.element_type, keepdims_shape(shape, axes))
     mean = outs[1] if len(outs) > 1 and outs[1] is not None else kb.scratch(stats_type)
     inv_std = outs[2] if len(outs) > 2 and outs[2] is not None else kb.scratch(stats_type)
-    _statistics(kb, x, axes, mean, inv_std, op.attr("epsilon", 1e-5))
+    mean_and_inv_std(kb, x, axes, mean, inv_std, op.attr("epsilon", 1e-5))
 
     def normalise(b, a):
         scaled = b.mul(b.mul(b.sub(a[0], a[1]), a[2]), a[3])
@@ -116,7 +116,7 @@ def lower_layer_norm(kb, op, ins, outs) -> None:
     kb.elementwise([x, mean, inv_std, scale, *([bias] if bias is not None else [])], y, normalise)
 
 
-def _statistics(kb, x: SSAValue, axes: list[int], mean: SSAValue, inv_std: SSAValue,
+def mean_and_inv_std(kb, x: SSAValue, axes: list[int], mean: SSAValue, inv_std: SSAValue,
                 epsilon: float) -> None:
     """mean and 1 / sqrt(variance + epsilon) of x over `axes` (two passes, as ONNX defines it)."""
     count = float(np.prod([x.type.get_shape()[a] for a in axes]))

@@ -1,13 +1,14 @@
-"""Pooling: MaxPool, AveragePool, GlobalMaxPool, GlobalAveragePool (1-D/2-D/3-D).
+"""Pooling: MaxPool, AveragePool, LpPool, GlobalMaxPool, GlobalAveragePool (1-D/2-D/3-D).
 
-Mirrors https://onnx.ai/onnx/operators/onnx__MaxPool.html and onnx__AveragePool.html
-(pads, auto_pad, strides, dilations, ceil_mode, count_include_pad). Windows and padding
+Mirrors https://onnx.ai/onnx/operators/onnx__MaxPool.html, onnx__AveragePool.html and
+onnx__LpPool.html (pads, auto_pad, strides, dilations, ceil_mode, count_include_pad, p). Windows and padding
 come from conv.py; the global pools are reductions over the spatial axes.
 """
 
 from __future__ import annotations
 
 import numpy as np
+from xdsl.dialects import math
 from xdsl.dialects.builtin import MemRefType
 from xdsl.ir import SSAValue
 
@@ -75,6 +76,31 @@ def lower_average_pool(kb, op, ins, outs) -> None:
     else:
         counts = _tap_counts(kb, x, window, counted)
         update_in_place(kb, y, lambda b, acc, n: b.div(acc, n), [counts])
+
+
+@lowers("LpPool")
+def lower_lp_pool(kb, op, ins, outs) -> None:
+    """y = (sum over the window of |x|^p)^(1/p); padding adds zeros, which add nothing."""
+    x, y = ins[0], outs[0]
+    require_float(op, x)
+    p = op.attr("p", 2)
+    if p <= 0:
+        raise UnsupportedError(f"{op.describe()}: p={p} must be positive")
+    window = _window(op, x, y)
+    kb.fill(y, 0.0)
+    _pool(kb, padded_input(kb, x, window, 0.0), y, window,
+          lambda b, acc, v: b.add(acc, _abs_power(b, v, p)))
+    if p == 2:
+        update_in_place(kb, y, lambda b, acc: b.sqrt(acc))
+    elif p != 1:
+        update_in_place(kb, y, lambda b, acc: b.math(math.PowFOp, acc, b.const(1.0 / p)))
+
+
+def _abs_power(b, v, p: int):
+    if p == 2:  # a product is exact where pow may differ in the last bit
+        return b.mul(v, v)
+    magnitude = b.math(math.AbsFOp, v)
+    return magnitude if p == 1 else b.math(math.PowFOp, magnitude, b.const(float(p)))
 
 
 def _counted_region(op, x: SSAValue, window: Window) -> tuple[list[int], list[int]] | None:

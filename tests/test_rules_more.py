@@ -1,0 +1,246 @@
+"""ArgMax/ArgMin/Hardmax, Resize, LpPool, Instance/GroupNormalization, LRN, ConvTranspose,
+Einsum, and Slice/Pad with run-time starts/pads: dlc vs onnxruntime on one-node models.
+
+Run-time inputs get chosen values (or seeded random data); the output shape is taken from
+onnxruntime's result, since shape inference cannot know it when starts/pads/scales are
+computed at run time. Tolerance is rtol=1e-4, atol=1e-5, as in test_rules_nn.py.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from conftest import run_onnxruntime
+from onnx import helper, numpy_helper
+
+OPSET = 21
+
+
+def _random(*shape, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(-1, 1, shape).astype(np.float32)
+
+
+def _ties(*shape, seed: int = 0) -> np.ndarray:
+    """Few distinct values, so that arg-reductions see ties."""
+    return np.random.default_rng(seed).integers(0, 3, shape).astype(np.float32)
+
+
+def _check(op_type: str, feeds: dict, constants: dict | None = None, order=None,
+           rtol: float = 1e-4, atol: float = 1e-5, opset: int = OPSET, **attrs) -> None:
+    """Build `op_type` over run-time `feeds` and constant `constants` (inputs in `order`,
+    "" for an omitted one), run onnxruntime, then dlc with the output shape it found."""
+    import dlc
+
+    constants = constants or {}
+    order = order or [*feeds, *constants]
+    node = helper.make_node(op_type, order, ["y"], **attrs)
+
+    out_type = onnx.TensorProto.INT64 if op_type in ("ArgMax", "ArgMin") else \
+        helper.np_dtype_to_tensor_dtype(next(iter(feeds.values())).dtype)
+
+    def model(out_shape):
+        graph = helper.make_graph(
+            [node], op_type,
+            [helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(v.dtype), v.shape)
+             for name, v in feeds.items()],
+            [helper.make_tensor_value_info("y", out_type, out_shape)],
+            [numpy_helper.from_array(v, name) for name, v in constants.items()])
+        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+    expected = run_onnxruntime(model(None), feeds)[0]
+    declared = model(expected.shape)
+    got = dlc.compile(declared).run(feeds)["y"]
+    assert got.dtype == expected.dtype and got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, rtol=rtol, atol=atol)
+
+
+# --- ArgMax, ArgMin, Hardmax ------------------------------------------------------------------
+
+@pytest.mark.parametrize("op_type", ["ArgMax", "ArgMin"])
+@pytest.mark.parametrize("axis,keepdims,last", [(0, 1, 0), (-1, 0, 1), (1, 0, 0), (2, 1, 1)])
+def test_arg_extreme(op_type, axis, keepdims, last):
+    _check(op_type, {"x": _ties(3, 4, 5)}, axis=axis, keepdims=keepdims, select_last_index=last)
+
+
+def test_argmax_int32():
+    _check("ArgMax", {"x": np.random.default_rng(1).integers(-50, 50, (4, 6)).astype(np.int32)},
+           axis=1)
+
+
+@pytest.mark.parametrize("axis", [0, -1])
+def test_hardmax(axis):
+    _check("Hardmax", {"x": _ties(3, 4, 5)}, axis=axis)
+
+
+# --- Resize -----------------------------------------------------------------------------------
+
+RESIZE_CASES = [  # (scales or None, sizes or None, attributes)
+    pytest.param([1, 1, 2, 1.5], None, {"mode": "nearest"}, id="nearest_up"),
+    pytest.param([1, 1, 0.6, 0.8], None, {"mode": "nearest", "nearest_mode": "round_prefer_ceil",
+                                          "coordinate_transformation_mode": "asymmetric"},
+                 id="nearest_down_ceil_asymmetric"),
+    # align_corners at scales whose output sizes are exact: onnxruntime divides by the
+    # integer output size, the spec's reference by the un-rounded one (dlc, like the suite).
+    pytest.param([1, 1, 1.6, 0.5], None, {"mode": "nearest", "nearest_mode": "floor",
+                                          "coordinate_transformation_mode": "align_corners"},
+                 id="nearest_floor_align_corners"),
+    pytest.param([1, 1, 1.7, 2.3], None, {"mode": "nearest", "nearest_mode": "ceil"},
+                 id="nearest_ceil"),
+    pytest.param([1, 1, 2, 2], None, {"mode": "linear"}, id="bilinear_up"),
+    pytest.param([1, 1, 0.6, 0.5], None, {"mode": "linear", "coordinate_transformation_mode":
+                                          "pytorch_half_pixel"}, id="linear_pytorch"),
+    pytest.param([1, 1, 2, 1.5], None, {"mode": "linear", "coordinate_transformation_mode":
+                                          "align_corners"}, id="linear_align_corners"),
+    pytest.param([1, 1, 1.5, 2], None, {"mode": "cubic", "coordinate_transformation_mode":
+                                        "asymmetric"}, id="cubic_asymmetric"),
+    pytest.param([1, 1, 0.6, 0.5], None, {"mode": "cubic", "exclude_outside": 1,
+                                          "cubic_coeff_a": -0.5}, id="cubic_exclude_outside"),
+    pytest.param([1, 1, 0.4, 0.6], None, {"mode": "linear", "antialias": 1}, id="linear_antialias"),
+    pytest.param([1, 1, 0.5, 0.7], None, {"mode": "cubic", "antialias": 1}, id="cubic_antialias"),
+    pytest.param(None, [1, 3, 4, 9], {"mode": "linear"}, id="sizes_stretch"),
+    pytest.param(None, [4, 4], {"mode": "nearest", "axes": [3, 2],
+                                "keep_aspect_ratio_policy": "not_larger"}, id="sizes_not_larger"),
+    pytest.param(None, [9, 4], {"mode": "linear", "axes": [2, 3],
+                                "keep_aspect_ratio_policy": "not_smaller"}, id="sizes_not_smaller"),
+]
+
+
+@pytest.mark.parametrize("runtime", [False, True], ids=["constant", "runtime"])
+@pytest.mark.parametrize("scales,sizes,attrs", RESIZE_CASES)
+def test_resize(scales, sizes, attrs, runtime):
+    x = {"x": _random(1, 3, 5, 6)}
+    if scales is not None:
+        given = {"scales": np.array(scales, np.float32)}
+        order = ["x", "", "scales"]
+    else:
+        given = {"sizes": np.array(sizes, np.int64)}
+        order = ["x", "", "", "sizes"]
+    feeds, constants = ({**x, **given}, {}) if runtime else (x, given)
+    _check("Resize", feeds, constants, order, **attrs)
+
+
+def test_resize_tf_crop_and_resize():
+    roi = np.array([0, 0, 0.2, 0.3, 1, 1, 0.9, 1.2], np.float32)
+    _check("Resize", {"x": _random(1, 2, 5, 6), "roi": roi},
+           {"sizes": np.array([1, 2, 4, 5], np.int64)}, ["x", "roi", "", "sizes"],
+           mode="linear", coordinate_transformation_mode="tf_crop_and_resize",
+           extrapolation_value=3.0)
+
+
+@pytest.mark.parametrize("mode", ["nearest", "linear"])
+def test_upsample_opset9(mode):
+    """Upsample (deprecated at opset 10) imports as the equivalent Resize."""
+    _check("Upsample", {"x": _random(1, 2, 3, 4)}, {"scales": np.array([1, 1, 2, 1.5], np.float32)},
+           opset=9, mode=mode)
+
+
+# --- LpPool, normalisations -------------------------------------------------------------------
+
+@pytest.mark.parametrize("attrs", [
+    {"p": 2, "kernel_shape": [3, 3], "pads": [1, 0, 1, 1], "strides": [2, 1]},
+    {"p": 1, "kernel_shape": [2, 3], "dilations": [2, 1], "ceil_mode": 1, "strides": [2, 2]},
+    {"p": 3, "kernel_shape": [3], "auto_pad": "SAME_UPPER"},
+], ids=["p2_pads_strides", "p1_dilations_ceil", "p3_1d_same"])
+def test_lp_pool(attrs):
+    shape = (2, 3, 7) if len(attrs["kernel_shape"]) == 1 else (2, 3, 7, 6)
+    _check("LpPool", {"x": _random(*shape)}, **attrs)
+
+
+def test_instance_norm():
+    _check("InstanceNormalization", {"x": _random(2, 3, 4, 5)},
+           {"scale": _random(3, seed=1), "bias": _random(3, seed=2)}, epsilon=1e-3)
+
+
+def test_group_norm():
+    _check("GroupNormalization", {"x": _random(2, 6, 3, 4)},
+           {"scale": _random(6, seed=1), "bias": _random(6, seed=2)}, num_groups=3)
+
+
+@pytest.mark.parametrize("size", [3, 5])  # onnxruntime refuses even sizes
+def test_lrn(size):
+    _check("LRN", {"x": _random(2, 6, 3, 4)}, size=size, alpha=0.02, beta=0.6, bias=1.5)
+
+
+# --- ConvTranspose ----------------------------------------------------------------------------
+
+CONV_TRANSPOSE_CASES = [  # (x shape, weight shape, bias?, attributes)
+    pytest.param([1, 3, 4, 5], [3, 2, 3, 3], True, {}, id="plain_bias"),
+    pytest.param([2, 2, 3, 4], [2, 3, 3, 2], False, {"strides": [2, 3], "pads": [1, 0, 0, 1]},
+                 id="strides_pads"),
+    pytest.param([1, 2, 3, 3], [2, 2, 3, 3], True, {"strides": [2, 2], "output_padding": [1, 0]},
+                 id="output_padding"),
+    pytest.param([1, 2, 3, 3], [2, 2, 3, 3], False, {"strides": [3, 2], "output_shape": [10, 8]},
+                 id="output_shape"),
+    pytest.param([1, 4, 3, 4], [4, 3, 2, 2], True, {"group": 2, "dilations": [2, 1]},
+                 id="group_dilations"),
+    pytest.param([1, 2, 4, 3], [2, 2, 3, 3], False, {"strides": [2, 2], "auto_pad": "SAME_LOWER"},
+                 id="same_lower"),
+    pytest.param([2, 3, 5], [3, 2, 4], True, {"strides": [3], "pads": [2, 1]}, id="1d"),
+]
+
+
+@pytest.mark.parametrize("x_shape,w_shape,bias,attrs", CONV_TRANSPOSE_CASES)
+def test_conv_transpose(x_shape, w_shape, bias, attrs):
+    constants = {"w": _random(*w_shape, seed=1)}
+    if bias:
+        constants["b"] = _random(w_shape[1] * attrs.get("group", 1), seed=2)
+    _check("ConvTranspose", {"x": _random(*x_shape)}, constants, **attrs)
+
+
+# --- Einsum -----------------------------------------------------------------------------------
+
+EINSUM_CASES = [  # (equation, operand shapes)
+    ("bij,bjk->bik", [(2, 3, 4), (2, 4, 5)]),
+    ("ij->ji", [(3, 4)]),
+    ("ij->i", [(3, 4)]),
+    ("ii->i", [(4, 4)]),
+    ("ii", [(4, 4)]),
+    ("i,j->ij", [(3,), (4,)]),
+    ("...ii->...i", [(2, 3, 3)]),
+    ("...ij,...jk", [(2, 1, 3, 4), (1, 3, 4, 2)]),
+    ("ij,jk", [(3, 4), (4, 2)]),
+]
+
+
+@pytest.mark.parametrize("equation,shapes", EINSUM_CASES, ids=[c[0] for c in EINSUM_CASES])
+def test_einsum(equation, shapes):
+    feeds = {f"x{i}": _random(*s, seed=i) for i, s in enumerate(shapes)}
+    _check("Einsum", feeds, equation=equation)
+
+
+# --- Slice and Pad with run-time starts and pads ----------------------------------------------
+
+@pytest.mark.parametrize("starts,ends,axes,steps", [
+    ([1, -3], [4, 100], [0, -1], [1, 2]),
+    ([20, 4, -1], [0, -100, 0], [0, 1, 2], [-1, -2, -3]),
+    ([-2], [10], None, None),
+], ids=["positive_steps", "negative_steps", "default_axes_steps"])
+def test_runtime_slice(starts, ends, axes, steps):
+    feeds = {"x": _random(5, 6, 7), "starts": np.array(starts, np.int64),
+             "ends": np.array(ends, np.int64)}
+    order = ["x", "starts", "ends"]
+    for name, value in (("axes", axes), ("steps", steps)):
+        if value is not None:
+            feeds[name] = np.array(value, np.int64)
+            order.append(name)
+    _check("Slice", feeds, order=order)
+
+
+@pytest.mark.parametrize("mode,pads,axes", [
+    ("constant", [0, 2, -1, 1, 3, 0], None),
+    ("constant", [1, -2, 0, 2], [2, -3]),
+    ("edge", [0, 2, 1, 1, 0, 3], None),
+    ("reflect", [0, 3, 2, 0, 2, 1], None),
+    ("wrap", [0, 4, 1, 1, 0, 7], None),
+])
+def test_runtime_pad(mode, pads, axes):
+    feeds = {"x": _random(2, 5, 4), "pads": np.array(pads, np.int64)}
+    order = ["x", "pads"]
+    if mode == "constant":
+        feeds["value"] = np.array(0.5, np.float32)
+        order.append("value")
+    if axes is not None:
+        feeds["axes"] = np.array(axes, np.int64)
+        order.append("axes")
+    _check("Pad", feeds, order=order, mode=mode)
