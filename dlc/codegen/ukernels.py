@@ -374,6 +374,9 @@ class _GemmEmitter:
         spec = self.spec
         range_fn = self._function(f"{self.name}_range", [PTR] * 5 + [I64, I64],
                                   (*_POINTERS, "first_panel", "last_panel"), self.linkage)  # fmt: skip
+        # One out-of-line copy of the loop nest however many kernels call this GEMM: inlining
+        # it into each caller multiplied LLVM's O3 time (a 32x32 ResNet block: 14 s vs 2 s).
+        range_fn.attributes.add("noinline")
         self.b = ir.IRBuilder(range_fn.append_basic_block("entry"))
         self._loop_nest(*range_fn.args)
         self.b.ret_void()

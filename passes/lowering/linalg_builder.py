@@ -99,9 +99,13 @@ class Body:
 
     def max(self, a, b):
         """NaN-propagating maximum, as ONNX Max/Relu/MaxPool behave in onnxruntime."""
+        if self.type == IntegerType(1):  # bool: true > false, but signed i1 has true = -1
+            return self._add(arith.OrIOp(a, b))
         return self._add(arith.MaximumfOp(a, b) if self.float else arith.MaxSIOp(a, b))
 
     def min(self, a, b):
+        if self.type == IntegerType(1):
+            return self._add(arith.AndIOp(a, b))
         return self._add(arith.MinimumfOp(a, b) if self.float else arith.MinSIOp(a, b))
 
     def neg(self, a):

@@ -7,6 +7,8 @@ attributes. Also holds the reduction helpers that pooling and normalization shar
 
 from __future__ import annotations
 
+import itertools
+
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -43,12 +45,16 @@ def require_float(op, value: SSAValue) -> None:
 
 
 def lowest(element_type: Attribute) -> float | int:
-    """The identity of max: -inf for floats, the smallest integer otherwise."""
+    """The identity of max: -inf for floats, false for bools, the smallest integer otherwise."""
+    if numpy_dtype(element_type) == np.bool_:
+        return 0
     return -np.inf if is_float(element_type) else int(np.iinfo(numpy_dtype(element_type)).min)
 
 
 def highest(element_type: Attribute) -> float | int:
-    """The identity of min: +inf for floats, the largest integer otherwise."""
+    """The identity of min: +inf for floats, true for bools, the largest integer otherwise."""
+    if numpy_dtype(element_type) == np.bool_:
+        return -1  # i1 all ones: true
     return np.inf if is_float(element_type) else int(np.iinfo(numpy_dtype(element_type)).max)
 
 
@@ -101,8 +107,38 @@ def constant_value(op, index: int) -> np.ndarray | None:
     return store[owner.weight_name]
 
 
+def _axes_from_shapes(op) -> list[int]:
+    """Reduced axes when `axes` arrives at run time: read off the static result shape.
+
+    dlc compiles for static shapes, so the result type already fixes what is reduced: with
+    keepdims, the axes whose size became 1; without, the input axes missing from the result.
+    Size-1 axes are included or not to taste (reducing them changes nothing); any other
+    ambiguity is an error.
+    """
+    in_shape = list(op.operands[0].type.get_shape())
+    out_shape = list(op.results[0].type.get_shape())
+    if op.attr("keepdims", 1):
+        if len(out_shape) != len(in_shape):
+            raise UnsupportedError(f"{op.describe()}: result rank {len(out_shape)} does not match "
+                                   f"input rank {len(in_shape)} with keepdims=1")
+        return [i for i, (a, b) in enumerate(zip(in_shape, out_shape)) if a != b]
+    candidates = set()
+    for removed in itertools.combinations(range(len(in_shape)), len(in_shape) - len(out_shape)):
+        kept = [size for i, size in enumerate(in_shape) if i not in removed]
+        if kept == out_shape:
+            candidates.add(tuple(i for i in removed if in_shape[i] != 1))
+    if len(candidates) != 1:
+        raise UnsupportedError(f"{op.describe()}: the axes input is computed at run time and the "
+                               f"shapes {in_shape} -> {out_shape} do not say which axes it names",
+                               "make axes a constant (an initializer or Constant node)")
+    return list(candidates.pop())
+
+
 def reduced_axes(op, rank: int) -> list[int]:
     """The axes an opset-18 reduction reduces: its `axes` input, normalised and sorted."""
+    if len(op.operands) > 1 and not isinstance(op.operands[1].type, NoneType) \
+            and not isinstance(op.operands[1].owner, WeightOp):
+        return _axes_from_shapes(op)
     axes = constant_value(op, 1)
     if axes is None or axes.size == 0:
         return [] if op.attr("noop_with_empty_axes", 0) else list(range(rank))
