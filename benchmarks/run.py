@@ -24,32 +24,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import dlc  # noqa: E402
+from dlc.bench import median_latencies, onnxruntime_session  # noqa: E402,F401
 from dlc.cli import random_inputs  # noqa: E402
-
-
-def onnxruntime_session(model: onnx.ModelProto, threads: int):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-
-
-def median_latencies(runners: dict, repeat: int, min_seconds: float = 0.0) -> dict[str, float]:
-    times = {name: [] for name in runners}
-    for run in runners.values():
-        run()  # warm-up
-    start = time.perf_counter()
-    while min(len(t) for t in times.values()) < repeat or time.perf_counter() - start < min_seconds:
-        for name, run in runners.items():
-            t0 = time.perf_counter()
-            run()
-            times[name].append(time.perf_counter() - t0)
-        if time.perf_counter() - start > 120:
-            break
-    return {name: float(np.median(t)) for name, t in times.items()}
 
 
 def benchmark(path: Path, threads: int, repeat: int) -> dict:

@@ -267,6 +267,15 @@ def cmd_compare(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from dlc.bench import bench, format_bench
+
+    result = bench(args.model, threads=args.threads, repeat=args.repeat,
+                   versus_onnxruntime=args.vs == "onnxruntime", input_shapes=_parse_shapes(args.shape))
+    print(format_bench(result))
+    return 0
+
+
 def cmd_passes(args) -> int:
     import dataclasses
 
@@ -361,6 +370,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1, help="threads for dlc and onnxruntime (default 1)")
     p.add_argument("--profile", action="store_true", help="also print the time of each kernel of both builds")
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("bench", help="median latency, GFLOP/s and % of peak, against onnxruntime")
+    p.add_argument("model")
+    p.add_argument("--threads", type=int, default=None, help="threads for both (default: all cores)")
+    p.add_argument("--repeat", type=int, default=30)
+    p.add_argument("--vs", choices=("onnxruntime", "none"), default="onnxruntime")
+    p.add_argument("--shape", action="append", metavar="NAME=AxBxC")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("passes", help="list the registered passes and their options")
     p.set_defaults(func=cmd_passes)

@@ -187,3 +187,17 @@ def test_console_script_exit_code_and_no_traceback(tmp_path):
     assert "error:" in result.stderr and "Traceback" not in result.stderr
     result = subprocess.run([exe, "--debug", "run", str(tmp_path / "missing.onnx")], capture_output=True, text=True)
     assert result.returncode == 1 and "Traceback" in result.stderr
+
+
+def test_bench_prints_latency_gflops_peak_and_ratio(capsys):
+    code, out, _ = run_cli(capsys, "bench", MLP, "--threads", "1", "--repeat", "3")
+    assert code == 0
+    assert "GFLOP/s" in out and "% of peak" in out and "dlc / onnxruntime = " in out
+
+
+def test_explain_and_compare_commands(capsys, tmp_path):
+    code, out, _ = run_cli(capsys, "explain", CNN)
+    assert code == 0 and "kernels from" in out and "apart:" in out
+    code, out, _ = run_cli(capsys, "compare", MLP, "--repeat", "2", "--html", str(tmp_path / "r.html"))
+    assert code == 0 and "unfused" in out and "fused" in out and "worst abs error" in out
+    assert (tmp_path / "r.html").read_text().startswith("<!DOCTYPE html>")

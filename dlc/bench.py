@@ -1,0 +1,90 @@
+"""`dlc bench`: latency, GFLOP/s and % of peak of a model, side by side with onnxruntime.
+
+Both run in one process on the same inputs with the same thread count; runs alternate
+between them so machine noise hits both (the machine is shared: quote ratios, not
+absolute times). benchmarks/run.py and benchmarks/run_all.py build on these helpers.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+
+def median_latencies(runners: dict, repeat: int, budget_seconds: float = 120.0) -> dict[str, float]:
+    """Median seconds per call of each runner, calls interleaved, after one warm-up each."""
+    times = {name: [] for name in runners}
+    for run in runners.values():
+        run()
+    start = time.perf_counter()
+    while min(len(t) for t in times.values()) < repeat:
+        for name, run in runners.items():
+            t0 = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - t0)
+        if time.perf_counter() - start > budget_seconds:
+            break
+    return {name: float(np.median(t)) for name, t in times.items()}
+
+
+def onnxruntime_session(model, threads: int):
+    """An onnxruntime session with all graph optimisations and `threads` intra-op threads."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+@dataclass
+class BenchResult:
+    model: str
+    threads: int
+    dlc_ms: float
+    flops: int
+    ort_ms: float | None = None
+
+    @property
+    def gflops(self) -> float:
+        return self.flops / (self.dlc_ms * 1e6) if self.dlc_ms else 0.0
+
+
+def bench(model_path, threads: int | None = None, repeat: int = 20, versus_onnxruntime: bool = True,
+          input_shapes: dict | None = None) -> BenchResult:
+    import onnx
+
+    import dlc
+    from dlc.cli import random_inputs
+    from dlc.runtime import default_threads
+
+    threads = threads or default_threads()
+    compiled = dlc.compile(model_path, threads=threads, input_shapes=input_shapes)
+    feeds = random_inputs(compiled.inputs)
+    runners = {"dlc": lambda: compiled.run(feeds)}
+    if versus_onnxruntime:
+        proto = onnx.load(str(model_path))
+        real = {i.name for i in proto.graph.input} - {i.name for i in proto.graph.initializer}
+        session = onnxruntime_session(proto, threads)
+        ort_feeds = {k: v for k, v in feeds.items() if k in real}
+        runners["onnxruntime"] = lambda: session.run(None, ort_feeds)
+    latency = median_latencies(runners, repeat)
+    flops = sum(k["flops"] for k in getattr(compiled._executable, "manifest", {}).get("kernels", []))
+    return BenchResult(str(model_path), threads, latency["dlc"] * 1e3, flops,
+                       latency.get("onnxruntime", 0.0) * 1e3 if versus_onnxruntime else None)
+
+
+def format_bench(result: BenchResult) -> str:
+    from dlc.profiling import host_peak
+
+    peak = host_peak(result.threads)
+    lines = [f"dlc          {result.dlc_ms:9.3f} ms   {result.gflops:7.1f} GFLOP/s   "
+             f"{100 * result.gflops / peak.gflops:5.1f}% of peak ({peak.gflops:.0f} GFLOP/s estimated, "
+             f"{result.threads} thread(s))"]
+    if result.ort_ms:
+        lines.append(f"onnxruntime  {result.ort_ms:9.3f} ms   {result.flops / (result.ort_ms * 1e6):7.1f} GFLOP/s")
+        lines.append(f"dlc / onnxruntime = {result.dlc_ms / result.ort_ms:.2f} (lower is better for dlc)")
+    return "\n".join(lines)
