@@ -217,14 +217,27 @@ def test_reduce_sum_opset13_axes_input():
     assert_matches_onnxruntime(model)
 
 
-def test_reduce_with_computed_axes_is_unsupported():
+def _computed_axes_model(out_shape, keepdims):
+    graph = helper.make_graph(
+        [helper.make_node("ReduceSum", ["x", "axes"], ["y"], name="sum", keepdims=keepdims)], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 3]),
+         helper.make_tensor_value_info("axes", TensorProto.INT64, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+
+
+def test_reduce_with_computed_axes_reads_them_off_the_static_shapes():
     import dlc
 
-    graph = helper.make_graph(
-        [helper.make_node("ReduceSum", ["x", "axes"], ["y"], name="sum")], "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, X_SHAPE),
-         helper.make_tensor_value_info("axes", TensorProto.INT64, [1])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 1, 4])])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
-    with pytest.raises(UnsupportedError):
-        dlc.compile(model)
+    x = np.random.default_rng(0).standard_normal((2, 3, 3)).astype(np.float32)
+    model = dlc.compile(_computed_axes_model([2, 1, 3], keepdims=1))
+    got = model.run({"x": x, "axes": np.array([1], np.int64)})["y"]
+    np.testing.assert_allclose(got, x.sum(axis=1, keepdims=True), rtol=1e-6)
+
+
+def test_reduce_with_computed_axes_is_refused_when_shapes_are_ambiguous():
+    import dlc
+
+    # [2, 3, 3] -> [2, 3] without keepdims: axis 1 or axis 2, the shapes cannot tell.
+    with pytest.raises(UnsupportedError, match="do not say which axes"):
+        dlc.compile(_computed_axes_model([2, 3], keepdims=0))
