@@ -151,3 +151,65 @@ def emit_fused(kb: KernelBuilder, root, deferred: dict[SSAValue, object], rules,
     maps.append(identity_map(len(out_shape)))
     kb.generic(leaf_buffers, [output], maps, [PARALLEL] * len(out_shape),
                lambda b, args: body(b, args[: len(leaf_buffers)]))
+
+
+@dataclass
+class GemmEpilogue:
+    """An elementwise tail a GEMM micro-kernel can apply in its final store instead of a loop.
+
+    `act(C + residual)`: residual is a memref of C's shape (or None), activation one the
+    micro-kernel knows ("relu", "relu6"). A rule that applies it sets `consumed`.
+    """
+
+    activation: str | None
+    residual: SSAValue | None
+    consumed: bool = False
+
+
+def gemm_epilogue(result: SSAValue, root, deferred: dict, buffer_of, ready) -> GemmEpilogue | None:
+    """The chain from a contraction's `result` to `root`, if it is [Add(result, R)] [Relu|Clip(0,6)].
+
+    That is what ONNX graphs write after a Conv/Gemm once BatchNormalization is folded
+    (the bias is the contraction's own): a residual Add, then the activation. `ready(value)`
+    says whether the residual is computed before the contraction runs.
+    """
+    chain, value = [], result
+    while True:
+        user = next(iter(value.uses)).operation
+        chain.append(user)
+        if user is root:
+            break
+        value = user.results[0]
+    residual = activation = None
+    ops = list(chain)
+    if ops and ops[0].onnx_type == "Add" and len(ops[0].operands) == 2:
+        other = ops[0].operands[1] if ops[0].operands[0] is result else ops[0].operands[0]
+        if other is result or other in deferred or other.type != result.type or not ready(other):
+            return None
+        residual = buffer_of(other)
+        ops = ops[1:]
+    if ops and ops[0].onnx_type == "Relu":
+        activation, ops = "relu", ops[1:]
+    elif ops and ops[0].onnx_type == "Clip" and _clip_bounds(ops[0]) == (0.0, 6.0):
+        activation, ops = "relu6", ops[1:]
+    if ops or (residual is None and activation is None):
+        return None
+    return GemmEpilogue(activation, residual)
+
+
+def _clip_bounds(op) -> tuple[float, float] | None:
+    """Constant (min, max) of a Clip, when both are weights of one element."""
+    import numpy as np
+
+    from dialects.onnx import WeightOp
+    from dialects.weights import weights_of
+
+    bounds = []
+    for value in op.operands[1:3]:
+        if not isinstance(value.owner, WeightOp):
+            return None
+        array = weights_of(value.owner.get_toplevel_object()).get(value.owner.weight_name)
+        if array is None or array.size != 1:
+            return None
+        bounds.append(float(np.asarray(array).reshape(-1)[0]))
+    return tuple(bounds) if len(bounds) == 2 else None

@@ -38,7 +38,7 @@ from dialects.onnx import VIEW_OPS, NoneOp, OnnxOp, WeightOp
 from dialects.op_costs import flops
 from dialects.types import byte_size, numpy_dtype
 from dialects.weights import weights_of
-from passes.lowering.elementwise_fusion import emit_fused, is_inlinable
+from passes.lowering.elementwise_fusion import emit_fused, gemm_epilogue, is_inlinable
 from passes.lowering.linalg_builder import KernelBuilder
 from passes.lowering.rules import load_rules
 
@@ -257,6 +257,12 @@ class _Outliner:
             return user
 
         roots_taken: set[OnnxOp] = set()
+        absorbed: set[OnnxOp] = set()  # epilogue roots a micro-kernel computed in its store
+        inside = {r for op in body_ops for r in op.results}
+        lowered: set[SSAValue] = set()
+
+        def ready(value: SSAValue) -> bool:
+            return value not in inside or value in lowered
         for o in body_ops:
             if isinstance(o, NoneOp):
                 inner[o.result] = None
@@ -264,13 +270,14 @@ class _Outliner:
             if not isinstance(o, OnnxOp):
                 raise CompileError(f"kernels-to-linalg: unexpected op {o.name} inside kernel "
                                    f"{launch.kernel_name}")
-            if any(r in deferred for r in o.results):
+            if any(r in deferred for r in o.results) or o in absorbed:
                 continue
             if inlinable[o]:
                 emit_fused(kb, o, deferred, self.rules, lambda v: inner.get(v, values.get(v)),
                            buffer_for(o.results[0]))
+                lowered.update(o.results)
                 continue
-            outs = []
+            outs, epilogue_root = [], None
             for r in o.results:
                 uses = list(r.uses)
                 if r not in inner and len(uses) == 1 and inlinable.get(uses[0].operation, False):
@@ -280,9 +287,18 @@ class _Outliner:
                     if root not in roots_taken and root.results[0].type == r.type:
                         roots_taken.add(root)
                         inner[r] = buffer_for(root.results[0])
+                        epilogue_root = root
                 outs.append(buffer_for(r))
             ins = [inner.get(v, values.get(v)) for v in o.operands]
+            kb.epilogue = None
+            if epilogue_root is not None and len(o.results) == 1:
+                kb.epilogue = gemm_epilogue(o.results[0], epilogue_root, deferred,
+                                            lambda v: inner.get(v, values.get(v)), ready)
             self._lower(kb, o, ins, outs)
+            lowered.update(o.results)
+            if kb.epilogue is not None and kb.epilogue.consumed:
+                absorbed.add(epilogue_root)
+            kb.epilogue = None
 
     def _lower(self, kb: KernelBuilder, op: OnnxOp, ins, outs) -> None:
         rule = self.rules.get(op.onnx_type)

@@ -240,6 +240,9 @@ class KernelBuilder:
     def __init__(self, builder: Builder, scratch: Callable[[MemRefType], SSAValue]):
         self.builder = builder
         self._scratch = scratch
+        # Set by kernels-to-linalg for a contraction whose elementwise tail a GEMM micro-kernel
+        # may apply in its store (passes/lowering/elementwise_fusion.py GemmEpilogue).
+        self.epilogue = None
 
     def scratch(self, type: MemRefType) -> SSAValue:
         """A buffer private to this kernel call (planned into the arena by plan-memory)."""

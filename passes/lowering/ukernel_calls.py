@@ -78,3 +78,16 @@ def is_f32_memref(*values: SSAValue | None) -> bool:
     from xdsl.dialects.builtin import f32
 
     return all(v is None or (isinstance(v.type, MemRefType) and v.type.element_type == f32) for v in values)
+
+
+def take_epilogue(kb, has_residual: bool = False):
+    """The elementwise tail (kernels-to-linalg's GemmEpilogue) the GEMM calls must apply, or None.
+
+    Taking it is a promise: every GEMM call of the contraction then applies its activation
+    and adds its residual, and the separate loop over the output is not emitted.
+    """
+    epilogue = getattr(kb, "epilogue", None)
+    if epilogue is None or (has_residual and epilogue.residual is not None):
+        return None
+    epilogue.consumed = True
+    return epilogue

@@ -23,7 +23,7 @@ from passes.lowering.linalg_builder import (
     dim,
 )
 from passes.lowering.rules import lowers
-from passes.lowering.ukernel_calls import emit_gemm_call, is_f32_memref
+from passes.lowering.ukernel_calls import emit_gemm_call, is_f32_memref, take_epilogue
 
 # Batched MatMuls become one micro-kernel call per batch; beyond this many, a loop nest.
 MAX_GEMM_CALLS = 256
@@ -57,17 +57,25 @@ def _matmul_gemm(kb, op, a, b, out) -> bool:
         return False
     spec = dict(k=k, n=n, a_row_stride=k, a_k_stride=1, ldb=n, ldc=n)
     b_matrix_size, a_matrix_size = k * n, m * k
+    epilogue = take_epilogue(kb)
+    if epilogue is not None and epilogue.activation:
+        spec["activation"] = epilogue.activation
+    residual = epilogue.residual if epilogue is not None else None
     if prod(b_batch) == 1 and prod(a_batch) == prod(batch_shape):
         # B is shared: A's batch rows are consecutive, so it is one (batch*m) x k GEMM.
         rows = m * prod(batch_shape)
         emit_gemm_call(kb, op, reshape_view(kb.builder, a, [rows, k]), reshape_view(kb.builder, b, [k, n]),
-                       reshape_view(kb.builder, out, [rows, n]), m=rows, **spec)
+                       reshape_view(kb.builder, out, [rows, n]), m=rows,
+                       residual_buffer=None if residual is None else reshape_view(kb.builder, residual, [rows, n]),
+                       **spec)
         return True
     for index in itertools.product(*[range(s) for s in batch_shape]):
         a_view = view_at(kb.builder, a, _batch_offset(index, a_batch, batch_shape) * a_matrix_size, [m, k])
         b_view = view_at(kb.builder, b, _batch_offset(index, b_batch, batch_shape) * b_matrix_size, [k, n])
-        c_view = view_at(kb.builder, out, _batch_offset(index, batch_shape, batch_shape) * m * n, [m, n])
-        emit_gemm_call(kb, op, a_view, b_view, c_view, m=m, **spec)
+        c_offset = _batch_offset(index, batch_shape, batch_shape) * m * n
+        c_view = view_at(kb.builder, out, c_offset, [m, n])
+        r_view = None if residual is None else view_at(kb.builder, residual, c_offset, [m, n])
+        emit_gemm_call(kb, op, a_view, b_view, c_view, m=m, residual_buffer=r_view, **spec)
     return True
 
 
@@ -114,6 +122,11 @@ def _gemm_ukernel(kb, op, a, b, c, out, alpha, beta, trans_a, trans_b) -> bool:
             residual = c
         else:
             return False  # a scalar C: the loop nest handles it
+    epilogue = take_epilogue(kb, has_residual=residual is not None)
+    if epilogue is not None:
+        residual = residual if epilogue.residual is None else epilogue.residual
+        if epilogue.activation:
+            spec["activation"] = epilogue.activation
     emit_gemm_call(kb, op, a, b, out, bias_buffer=bias, residual_buffer=residual, **spec)
     return True
 

@@ -20,7 +20,7 @@ from dialects.diagnostics import UnsupportedError
 from passes.lowering.kernels_to_linalg import reshape_view, view_at
 from passes.lowering.linalg_builder import PARALLEL, REDUCTION, affine_map, dim, identity_map
 from passes.lowering.rules import lowers
-from passes.lowering.ukernel_calls import emit_gemm_call, is_f32_memref
+from passes.lowering.ukernel_calls import emit_gemm_call, is_f32_memref, take_epilogue
 
 
 @dataclass(frozen=True)
@@ -163,6 +163,10 @@ def _conv_as_gemm(kb, op, x, w, bias, y, window: Window, groups: int) -> bool:
     spec = dict(m=rows, n=pixels, k=depth, a_row_stride=depth, a_k_stride=1, ldb=pixels, ldc=pixels)
     if bias is not None:
         spec["bias"] = "col"
+    epilogue = take_epilogue(kb)  # a residual Add and/or activation applied in the GEMM's store
+    residual = epilogue.residual if epilogue is not None else None
+    if epilogue is not None and epilogue.activation:
+        spec["activation"] = epilogue.activation
     for n in range(batch):
         for g in range(groups):
             channel = g * in_group
@@ -171,10 +175,13 @@ def _conv_as_gemm(kb, op, x, w, bias, y, window: Window, groups: int) -> bool:
             else:
                 _im2col(kb, padded, col, window, n, channel, in_group)
                 source = col
+            offset = (n * out_channels + g * rows) * pixels
             emit_gemm_call(
                 kb, op, view_at(kb.builder, w, g * rows * depth, [rows, depth]), source,
-                view_at(kb.builder, y, (n * out_channels + g * rows) * pixels, [rows, pixels]),
-                bias_buffer=None if bias is None else view_at(kb.builder, bias, g * rows, [rows]), **spec)
+                view_at(kb.builder, y, offset, [rows, pixels]),
+                bias_buffer=None if bias is None else view_at(kb.builder, bias, g * rows, [rows]),
+                residual_buffer=None if residual is None else view_at(kb.builder, residual, offset, [rows, pixels]),
+                **spec)
     return True
 
 
