@@ -52,18 +52,20 @@ class CompiledModel:
 
 
 def compile(model, target: str = "cpu", threads: int | None = None,
-            input_shapes: dict | None = None, pipeline: str | None = None) -> CompiledModel:
+            input_shapes: dict | None = None, pipeline: str | None = None,
+            fusion: str = "all") -> CompiledModel:
     """Compile an ONNX model (a path or an onnx.ModelProto) for `target`.
 
     threads: worker threads for parallel kernels (None: all cores).
     input_shapes: fixes symbolic input dimensions, e.g. {"x": (1, 3, 224, 224)}.
     pipeline: pass pipeline text replacing the default one.
+    fusion: "none", "elementwise" or "all" (default): which kernel fusion rules apply.
     """
     from dlc.driver import compile_model
     from dlc.targets import CompileOptions
 
     shapes = {k: tuple(v) for k, v in (input_shapes or {}).items()}
-    result = compile_model(model, target=target, options=CompileOptions(threads=threads),
+    result = compile_model(model, target=target, options=CompileOptions(threads=threads, fusion=fusion),
                            input_shapes=shapes, pipeline=pipeline)
     return CompiledModel(result.executable, target)
 

@@ -271,7 +271,8 @@ def cmd_bench(args) -> int:
     from dlc.bench import bench, format_bench
 
     result = bench(args.model, threads=args.threads, repeat=args.repeat,
-                   versus_onnxruntime=args.vs == "onnxruntime", input_shapes=_parse_shapes(args.shape))
+                   versus_onnxruntime=args.vs == "onnxruntime", input_shapes=_parse_shapes(args.shape),
+                   fusion=args.fusion)
     print(format_bench(result))
     return 0
 
@@ -376,6 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="threads for both (default: all cores)")
     p.add_argument("--repeat", type=int, default=30)
     p.add_argument("--vs", choices=("onnxruntime", "none"), default="onnxruntime")
+    p.add_argument("--fusion", default="all", choices=("none", "elementwise", "all"))
     p.add_argument("--shape", action="append", metavar="NAME=AxBxC")
     p.set_defaults(func=cmd_bench)
 
