@@ -45,15 +45,17 @@ def make_context() -> Context:
 def default_pipeline(target: Target, options: CompileOptions) -> list[tuple[str, list[ModulePass]]]:
     """The default pipeline: (phase reached, passes that reach it), top to bottom."""
     p = all_passes()
+    fuse = options.fusion != "none"  # --fusion=none turns off the fusing graph rewrites too
     graph = [
         p["remove-identity"](),           # no-ops first, so the patterns below see real producers
         p["remove-dropout"](),
         p["cancel-transposes"](),
         p["remove-noop-reshape"](),
         p["fold-constants"](),            # whatever the removals exposed
-        p["fuse-matmul-add"](),           # MatMul + bias -> Gemm, so the folds below see Gemms
-        p["fold-batchnorm-into-conv"](),  # BN after Conv/Gemm/MatMul -> scaled weights and bias
-        p["fold-scale-into-conv"](),      # Mul/Add by per-channel constants -> weights and bias
+        *([p["fuse-matmul-add"](),           # MatMul + bias -> Gemm, so the folds below see Gemms
+           p["fold-batchnorm-into-conv"](),  # BN after Conv/Gemm/MatMul -> scaled weights and bias
+           p["fold-scale-into-conv"](),      # Mul/Add by per-channel constants -> weights and bias
+           ] if fuse else []),
         p["merge-identical-nodes"](),     # CSE for ONNX ops (node names differ) and equal weights
         p["dce"](),
     ]

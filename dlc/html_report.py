@@ -279,14 +279,21 @@ def timing_rows(unfused: BuildReport, fused: BuildReport) -> list[TimingRow]:
     return sorted(rows, key=lambda r: -max(r.fused_ms or 0.0, r.unfused_ms or 0.0))
 
 
-def _bar(kind: str, ms: float | None, flops: int, total: float, longest: float) -> str:
+def _bar(kind: str, ms: float | None, flops: int, total: float, longest: float,
+         missing: str = "not profiled") -> str:
     if ms is None:
-        return f'<div class="barline"><span class="barlabel">{kind}: not profiled</span></div>'
+        return f'<div class="barline"><span class="barlabel">{kind}: {missing}</span></div>'
     gflops = f" &middot; {flops / ms * 1e-6:.2f} GFLOP/s" if ms > 0 and flops else ""
     width = 100 * ms / longest if longest else 0.0
     return (f'<div class="barline"><div class="track"><div class="bar {kind}" style="width:{width:.2f}%">'
             f'</div></div><span class="barlabel">{kind}: {ms:.4f} ms/run &middot; '
             f"{100 * ms / total if total else 0:.1f}%{gflops}</span></div>")
+
+
+def _absent(row) -> str:
+    """Why a row has no fused time: its nodes were folded into another kernel's weights."""
+    return "no kernel (folded into a contraction's weights by the graph passes)" \
+        if row.fused_flops == 0 and row.unfused_ms is not None else "not profiled"
 
 
 def _timings(builds: list[BuildReport]) -> str:
@@ -304,7 +311,7 @@ def _timings(builds: list[BuildReport]) -> str:
         swatch = f'<span class="swatch" style="background:{colour.get(r.kernel, OUTSIDE_FILL)}"></span>'
         body.append(f'<tr class="timing-row"><td title="{escape(", ".join(r.nodes))}">{swatch}'
                     f'{escape(r.kernel)} <span class="barlabel">({len(r.nodes)} node(s))</span></td><td>'
-                    f"{_bar('fused', r.fused_ms, r.fused_flops, totals['fused'], longest)}"
+                    f"{_bar('fused', r.fused_ms, r.fused_flops, totals['fused'], longest, _absent(r))}"
                     f"{_bar('unfused', r.unfused_ms, r.unfused_flops, totals['unfused'], longest)}</td></tr>")
     key = ('<p class="legend"><span class="key" style="background:#3b7dd8"></span>fused kernel '
            '<span class="key" style="background:#c9a227"></span>the unfused kernels of the same nodes '

@@ -94,11 +94,13 @@ def test_timing_bars_for_every_fused_kernel(cnn_page):
     fused = reports[1]
     assert all(k.ms_per_run is not None and k.ms_per_run >= 0 for k in fused.kernels)
     timings = page[page.index('id="timings"'):page.index('id="decisions"')]
-    assert timings.count('class="timing-row"') == len(fused.kernels)
+    # One row per fused kernel, plus rows for unfused kernels of nodes the fused build folded
+    # away (--fusion=none keeps BatchNormalization as kernels of its own).
+    assert timings.count('class="timing-row"') >= len(fused.kernels)
     assert timings.count('class="bar fused"') == len(fused.kernels)
     # Both builds share one scale: the slowest kernel (or group of unfused kernels) is the full width.
     widths = [float(w) for w in re.findall(r'class="bar (?:un)?fused" style="width:([0-9.]+)%"', timings)]
-    assert len(widths) == 2 * len(fused.kernels)
+    assert len(widths) >= 2 * len(fused.kernels)
     assert max(widths) == pytest.approx(100.0)
     assert "GFLOP/s" in timings
 
