@@ -100,6 +100,29 @@ class Target(ABC):
     def build(self, module: ModuleOp, options: CompileOptions) -> Executable: ...
 
 
+def graph_main(module):
+    """The `func.func @main` of a graph-phase module (what a target's build() receives)."""
+    from xdsl.dialects import func
+
+    return next(f for f in module.ops if isinstance(f, func.FuncOp) and f.sym_name.data == "main")
+
+
+def graph_io_specs(module) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    """(input specs, output specs) of a graph-phase module: names, static shapes, dtypes."""
+    from dialects.types import numpy_dtype
+    from dlc.runtime import TensorSpec
+
+    main = graph_main(module)
+    block = main.body.block
+
+    def specs(key: str, values) -> list[TensorSpec]:
+        names = [a.data for a in main.attributes[key].data]
+        return [TensorSpec(n, tuple(v.type.get_shape()), str(numpy_dtype(v.type.element_type)))
+                for n, v in zip(names, values)]
+
+    return specs("dlc.input_names", block.args), specs("dlc.output_names", block.last_op.operands)
+
+
 _BUILTIN = {
     "cpu": "dlc.targets.cpu:CpuTarget",
     "reference": "dlc.targets.reference:ReferenceTarget",

@@ -693,20 +693,11 @@ class NpuExecutable:
     """Runs a partition's stream on the simulator; `last_report` is the cost of the latest run."""
 
     def __init__(self, module, program, weights: dict[str, np.ndarray], config: NpuConfig):
-        from xdsl.dialects import func
         from xdsl.dialects.builtin import ModuleOp
 
-        from dialects.types import numpy_dtype
-        from dlc.runtime import TensorSpec
+        from dlc.targets import graph_io_specs
 
-        main = next(f for f in module.ops if isinstance(f, func.FuncOp) and f.sym_name.data == "main")
-        block = main.body.block
-        names = [a.data for a in main.attributes["dlc.input_names"].data]
-        self.inputs = [TensorSpec(n, tuple(a.type.get_shape()), str(numpy_dtype(a.type.element_type)))
-                       for n, a in zip(names, block.args)]
-        names = [a.data for a in main.attributes["dlc.output_names"].data]
-        self.outputs = [TensorSpec(n, tuple(v.type.get_shape()), str(numpy_dtype(v.type.element_type)))
-                        for n, v in zip(names, block.last_op.operands)]
+        self.inputs, self.outputs = graph_io_specs(module)
         self.program, self.weights, self.config = program, weights, config
         self.module = ModuleOp([program.clone()])
         self.last_report: NpuReport | None = None

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from dlc.errors import CompileError
-from dlc.targets import CompileOptions, Target, TargetDescription
+from dlc.targets import CompileOptions, Target, TargetDescription, graph_io_specs, graph_main
 
 
 class ReferenceTarget(Target):
@@ -30,26 +30,15 @@ class ReferenceExecutable:
 
     def __init__(self, module):
         from onnx.reference import ReferenceEvaluator
-        from xdsl.dialects import func
 
         from dialects.onnx import CANONICAL_OPSET, NoneOp, OnnxOp, WeightOp
         from dialects.onnx_eval import node_proto
-        from dialects.types import numpy_dtype
         from dialects.weights import weights_of
-        from dlc.runtime import TensorSpec
 
-        main = next(f for f in module.ops if isinstance(f, func.FuncOp) and f.sym_name.data == "main")
-        block = main.body.block
-        names = {}
-        for i, arg in enumerate(block.args):
-            names[arg] = f"in{i}"
-        input_names = [a.data for a in main.attributes["dlc.input_names"].data]
-        output_names = [a.data for a in main.attributes["dlc.output_names"].data]
-        self.inputs = [TensorSpec(n, tuple(a.type.get_shape()), str(numpy_dtype(a.type.element_type)))
-                       for n, a in zip(input_names, block.args)]
+        block = graph_main(module).body.block
+        names = {arg: f"in{i}" for i, arg in enumerate(block.args)}
+        self.inputs, self.outputs = graph_io_specs(module)
         returned = list(block.last_op.operands)
-        self.outputs = [TensorSpec(n, tuple(v.type.get_shape()), str(numpy_dtype(v.type.element_type)))
-                        for n, v in zip(output_names, returned)]
         self._constants: dict[str, np.ndarray] = {}
         self._steps = []
         store = weights_of(module)

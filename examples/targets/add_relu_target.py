@@ -41,21 +41,12 @@ class AddReluExecutable:
     """Walks the partition's @main once per run: arguments, weights, then each op."""
 
     def __init__(self, module):
-        from xdsl.dialects import func
-
         from dialects.onnx import WeightOp
-        from dialects.types import numpy_dtype
         from dialects.weights import weights_of
-        from dlc.runtime import TensorSpec
+        from dlc.targets import graph_io_specs, graph_main
 
-        main = next(f for f in module.ops if isinstance(f, func.FuncOp) and f.sym_name.data == "main")
-        block = main.body.block
-        names = [a.data for a in main.attributes["dlc.input_names"].data]
-        self.inputs = [TensorSpec(n, tuple(a.type.get_shape()), str(numpy_dtype(a.type.element_type)))
-                       for n, a in zip(names, block.args)]
-        names = [a.data for a in main.attributes["dlc.output_names"].data]
-        self.outputs = [TensorSpec(n, tuple(v.type.get_shape()), str(numpy_dtype(v.type.element_type)))
-                        for n, v in zip(names, block.last_op.operands)]
+        block = graph_main(module).body.block
+        self.inputs, self.outputs = graph_io_specs(module)
         self._args, self._returned = list(block.args), list(block.last_op.operands)
         self._ops = [op for op in list(block.ops)[:-1] if not isinstance(op, WeightOp)]
         store = weights_of(module)
