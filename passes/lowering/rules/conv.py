@@ -218,12 +218,15 @@ def lower_conv(kb, op, ins, outs) -> None:
     else:
         kb.fill(y, 0.0)
 
-    # Loops (n, g, oc, ic, k..., o...): the innermost loop walks a contiguous output row.
+    # Loops (n, g, oc, ic, o_outer..., k..., o_last): the innermost loop walks a contiguous
+    # output row, and the taps run inside the outer output positions so that row stays in L1
+    # while every tap adds to it (a whole output plane per tap does not fit for large images).
     # Groups are a loop of their own over [N, G, C/G, ...] views of x, w and y.
     spatial = rank - 2
     n, g, oc, ic = dim(0), dim(1), dim(2), dim(3)
-    taps = [dim(4 + i) for i in range(spatial)]
-    positions = [dim(4 + spatial + i) for i in range(spatial)]
+    outer = [dim(4 + i) for i in range(spatial - 1)]
+    taps = [dim(3 + spatial + i) for i in range(spatial)]
+    positions = [*outer, dim(3 + 2 * spatial)]
     num_dims = 4 + 2 * spatial
     x_view = _grouped(kb, padded_input(kb, x, window, 0.0), groups)
     w_view = reshape_view(kb.builder, w, [groups, w_shape[0] // groups, *w_shape[1:]])
@@ -231,5 +234,6 @@ def lower_conv(kb, op, ins, outs) -> None:
                [affine_map(num_dims, [n, g, ic, *window.taps(positions, taps)]),
                 affine_map(num_dims, [g, oc, ic, *taps]),
                 affine_map(num_dims, [n, g, oc, *positions])],
-               [PARALLEL] * 3 + [REDUCTION] * (1 + spatial) + [PARALLEL] * spatial,
+               [PARALLEL] * 3 + [REDUCTION] + [PARALLEL] * (spatial - 1) + [REDUCTION] * spatial
+               + [PARALLEL],
                lambda b, a: [b.add(a[2], b.mul(a[0], a[1]))])
