@@ -31,21 +31,23 @@ def _window(op, x: SSAValue, y: SSAValue) -> Window:
 def _pool(kb, source: SSAValue, out: SSAValue, window: Window, step, batch_dims: int = 2) -> None:
     """out[..., o] = step(out[..., o], source[..., o*s + k*d]) over all taps k (out pre-filled).
 
-    Loops are (batch..., k..., o...) so the innermost walks a contiguous output row. A
-    [K...] scratch bounds the tap loops: its block arg is unused, so nothing is loaded
-    (linalg's pooling idiom).
+    Loops are (batch..., o_outer..., k..., o_last), as for Conv: the innermost walks a
+    contiguous output row, which stays in L1 while every tap updates it. A [K...] scratch
+    bounds the tap loops: its block arg is unused, so nothing is loaded (linalg's pooling
+    idiom).
     """
     spatial = len(window.kernel)
     lead = [dim(i) for i in range(batch_dims)]
-    taps = [dim(batch_dims + i) for i in range(spatial)]
-    positions = [dim(batch_dims + spatial + i) for i in range(spatial)]
+    outer = [dim(batch_dims + i) for i in range(spatial - 1)]
+    taps = [dim(batch_dims + spatial - 1 + i) for i in range(spatial)]
+    positions = [*outer, dim(batch_dims + 2 * spatial - 1)]
     num_dims = batch_dims + 2 * spatial
     bounds = kb.scratch(MemRefType(source.type.element_type, list(window.kernel)))
     kb.generic([source, bounds], [out],
                [affine_map(num_dims, [*lead, *window.taps(positions, taps)]),
                 affine_map(num_dims, taps),
                 affine_map(num_dims, [*lead, *positions])],
-               [PARALLEL] * batch_dims + [REDUCTION] * spatial + [PARALLEL] * spatial,
+               [PARALLEL] * (batch_dims + spatial - 1) + [REDUCTION] * spatial + [PARALLEL],
                lambda b, a: [step(b, a[2], a[0])])
 
 
