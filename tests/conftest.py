@@ -25,7 +25,8 @@ def run_onnxruntime(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> lis
     return session.run(None, feeds)
 
 
-def random_feeds(model: onnx.ModelProto, seed: int = 0) -> dict[str, np.ndarray]:
+def random_feeds(model: onnx.ModelProto, seed: int = 0, low: int = 0, high: int = 4) -> dict[str, np.ndarray]:
+    """Seeded inputs: floats in [-1, 1), bools, integers in [low, high)."""
     from onnx import helper
 
     rng = np.random.default_rng(seed)
@@ -42,7 +43,7 @@ def random_feeds(model: onnx.ModelProto, seed: int = 0) -> dict[str, np.ndarray]
         elif np.dtype(dtype).kind == "b":
             feeds[value.name] = rng.integers(0, 2, shape).astype(bool)
         else:
-            feeds[value.name] = rng.integers(0, 4, shape).astype(dtype)
+            feeds[value.name] = rng.integers(low, high, shape).astype(dtype)
     return feeds
 
 

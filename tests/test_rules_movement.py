@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from conftest import run_onnxruntime
+from conftest import run_onnxruntime, random_feeds
 from onnx import TensorProto, helper, numpy_helper
 
 from dialects.diagnostics import UnsupportedError
@@ -37,21 +37,8 @@ def _model(nodes, inputs, outputs, constants=None, opset: int = 21, declared=Non
 
 
 def _feeds(model, seed: int = 0, low: int = -3, high: int = 4) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    constants = {i.name for i in model.graph.initializer}
-    feeds = {}
-    for value in model.graph.input:
-        if value.name in constants:
-            continue
-        shape = [d.dim_value for d in value.type.tensor_type.shape.dim]
-        dtype = helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type)
-        if dtype == np.bool_:
-            feeds[value.name] = rng.integers(0, 2, shape).astype(bool)
-        elif np.dtype(dtype).kind == "f":
-            feeds[value.name] = rng.uniform(-1, 1, shape).astype(dtype)
-        else:
-            feeds[value.name] = rng.integers(low, high, shape).astype(dtype)
-    return feeds
+    """conftest's random_feeds with negative integers too (indices, pads)."""
+    return random_feeds(model, seed, low, high)
 
 
 def _assert_matches(model, feeds=None) -> None:

@@ -116,7 +116,7 @@ def padded_input(kb, x: SSAValue, window: Window, value: float) -> SSAValue:
     return padded
 
 
-def _grouped(kb, buffer: SSAValue, groups: int) -> SSAValue:
+def grouped_view(kb, buffer: SSAValue, groups: int) -> SSAValue:
     """[A, B, *rest] seen as [A, G, B/G, *rest] (a free view of the contiguous buffer)."""
     a, b, *rest = buffer.type.get_shape()
     return reshape_view(kb.builder, buffer, [a, groups, b // groups, *rest])
@@ -228,9 +228,9 @@ def lower_conv(kb, op, ins, outs) -> None:
     taps = [dim(3 + spatial + i) for i in range(spatial)]
     positions = [*outer, dim(3 + 2 * spatial)]
     num_dims = 4 + 2 * spatial
-    x_view = _grouped(kb, padded_input(kb, x, window, 0.0), groups)
+    x_view = grouped_view(kb, padded_input(kb, x, window, 0.0), groups)
     w_view = reshape_view(kb.builder, w, [groups, w_shape[0] // groups, *w_shape[1:]])
-    kb.generic([x_view, w_view], [_grouped(kb, y, groups)],
+    kb.generic([x_view, w_view], [grouped_view(kb, y, groups)],
                [affine_map(num_dims, [n, g, ic, *window.taps(positions, taps)]),
                 affine_map(num_dims, [g, oc, ic, *taps]),
                 affine_map(num_dims, [n, g, oc, *positions])],

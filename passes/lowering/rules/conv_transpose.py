@@ -10,12 +10,12 @@ tap; the output is then a window of it plus the bias.
 from __future__ import annotations
 
 from xdsl.dialects.builtin import MemRefType
-from xdsl.ir import SSAValue
 
 from dialects.diagnostics import UnsupportedError
 from passes.lowering.kernels_to_linalg import reshape_view
 from passes.lowering.linalg_builder import PARALLEL, REDUCTION, affine_map, dim, identity_map
 from passes.lowering.rules import lowers
+from passes.lowering.rules.conv import grouped_view
 from passes.lowering.rules.movement import is_empty, window
 from passes.lowering.rules.reduction import require_float
 
@@ -45,12 +45,6 @@ def _pads_begin(op, in_spatial, kernel, out_spatial, strides, dilations) -> list
               zip(strides, in_spatial, output_padding, kernel, dilations, out_spatial)]
     # Floor division, as the reference's Python: a negative total grows the end.
     return [t // 2 if auto_pad == "SAME_UPPER" else t - t // 2 for t in totals]
-
-
-def _grouped(kb, buffer: SSAValue, groups: int) -> SSAValue:
-    """[A, B, *rest] seen as [A, G, B/G, *rest]."""
-    a, b, *rest = buffer.type.get_shape()
-    return reshape_view(kb.builder, buffer, [a, groups, b // groups, *rest])
 
 
 @lowers("ConvTranspose")
@@ -111,7 +105,7 @@ def _scatter(kb, x, w, full, groups: int, strides, dilations, shift) -> None:
     w_shape = w.type.get_shape()
     w_view = reshape_view(kb.builder, w, [groups, w_shape[0] // groups, *w_shape[1:]])
     positions = [i * s + k * d + sh for i, k, s, d, sh in zip(pixels, taps, strides, dilations, shift)]
-    kb.generic([_grouped(kb, x, groups), w_view], [_grouped(kb, full, groups)],
+    kb.generic([grouped_view(kb, x, groups), w_view], [grouped_view(kb, full, groups)],
                [affine_map(num_dims, [n, g, c, *pixels]), affine_map(num_dims, [g, c, m, *taps]),
                 affine_map(num_dims, [n, g, m, *positions])],
                [PARALLEL] * 3 + [REDUCTION] * (1 + 2 * spatial),
