@@ -173,8 +173,15 @@ def cmd_run(args) -> int:
         model = dlc.CompiledModel(result.executable, args.target)
     feeds = random_inputs(model.inputs, args.seed)
     feeds.update(_parse_inputs(args.input))
-    outputs = model.run(feeds)
     executable = model._executable
+    if args.check_bounds:
+        if not hasattr(executable, "_checked_run"):
+            raise DlcError(f"--check-bounds checks native code: it needs --target cpu, not {args.target}")
+        outputs = executable.run(feeds, check_bounds=True)
+        print("bounds check: no invalid access (every input, output, the arena and the weights between "
+              "guard pages, end- then start-aligned; inputs and weights read-only)")
+    else:
+        outputs = model.run(feeds)
     if args.profile and hasattr(executable, "reset_profile"):
         executable.reset_profile()
     latencies = []
@@ -342,6 +349,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-outputs", metavar="DIR", help="write each output to DIR/NAME.npy")
     p.add_argument("--profile", action="store_true",
                    help="time each kernel inside the native code; print GFLOP/s, GB/s and roofline")
+    p.add_argument("--check-bounds", action="store_true",
+                   help="first run with every buffer between guard pages: an out-of-bounds access "
+                        "is named on stderr and kills the run (SIGSEGV)")
     model_options(p)
     p.set_defaults(func=cmd_run)
 

@@ -8,14 +8,19 @@ offsets) and `manifest.json`. Loading needs numpy and llvmlite only.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import functools
 import json
+import mmap
+import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from dlc.errors import ArtifactError, InputError
+from dlc.errors import ArtifactError, DlcError, InputError
 
 ALIGNMENT = 64
 MANIFEST_VERSION = 1
@@ -129,6 +134,8 @@ class NativeExecutable:
         threads = manifest.get("threads") or default_threads()
         self._context = RuntimeContext(parallel, thread_num, threads if parallel else 1,
                                        self._profile.ctypes.data, team_size)
+        # Read once: the normal path pays one attribute test per run for the checked mode.
+        self._check_bounds = os.environ.get("DLC_CHECK_BOUNDS", "0") not in ("", "0", "off", "false")
 
     @property
     def num_threads(self) -> int:
@@ -141,7 +148,10 @@ class NativeExecutable:
     def reset_profile(self) -> None:
         self._profile[:] = 0
 
-    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def run(self, feeds: dict[str, np.ndarray], check_bounds: bool | None = None) -> dict[str, np.ndarray]:
+        """Outputs for `feeds`; `check_bounds` (default: $DLC_CHECK_BOUNDS) runs `_checked_run`."""
+        if check_bounds or (check_bounds is None and self._check_bounds):
+            return self._checked_run(feeds)
         arrays = check_inputs(self.inputs, feeds)
         # Native code reads contiguous buffers of exactly the declared shape, at the element
         # type's natural alignment (every load and store says so; none assumes more).
@@ -153,12 +163,223 @@ class NativeExecutable:
         self._entry(buffers, self._weights.ctypes.data, ctypes.addressof(self._context))
         return {spec.name: out for spec, out in zip(self.outputs, outputs)}
 
+    def _checked_run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run twice with every buffer in its own mapping between PROT_NONE guard pages.
+
+        Pass 1 ends each buffer exactly at a guard page (catches overruns, to the byte); pass 2
+        starts each right after one (catches underruns). Inputs and the weights are read-only
+        (generated code must never write them); outputs and the arena start filled with a
+        different byte pattern in each pass, so the two passes' outputs differ if the code reads
+        memory it never wrote - that raises a DlcError. An invalid access raises SIGSEGV: the
+        handler names the buffer and offset on stderr, then the process dies of the signal.
+
+        Alignment: every load and store the code generators emit claims only the element's
+        natural alignment (ukernels.py `align 4`; llvm_emitter.py `byte_size(element)`), and
+        the normal path hands numpy's 16-byte aligned arrays straight in. End-aligning a
+        buffer of n bytes puts its start at the page end minus n, which keeps
+        gcd(n, 4096)-byte alignment: at least the element size for a tensor and 64 for the arena
+        and the weights blob (both sizes are multiples of 64). So pass 1 needs no slack: the byte
+        after a buffer is the guard page's first byte. Not covered: overruns from one
+        weight into the next one's 64-byte padding or between tensors sharing the arena (one
+        pointer each reaches native code), and stack buffers (memref.alloca).
+        """
+        arrays = check_inputs(self.inputs, feeds)
+        results = [self._guarded_run(arrays, placement, poison)
+                   for placement, poison in (("end", 0xFF), ("start", 0x5A))]
+        for spec in self.outputs:
+            if results[0][spec.name].tobytes() != results[1][spec.name].tobytes():
+                raise DlcError(f"output '{spec.name}' differs between the two checked runs (buffers placed "
+                               "at a guard page's end vs its start, arena and outputs pre-filled with "
+                               "0xFF vs 0x5A bytes): the generated code reads memory it never wrote",
+                               "this is a bug in dlc; report it with the model and `dlc run --check-bounds`")
+        return results[0]
+
+    def _guarded_run(self, arrays: list[np.ndarray], placement: str, poison: int) -> dict[str, np.ndarray]:
+        with GuardedBuffers(placement) as guarded:
+            inputs = [guarded.add(f"input '{spec.name}'", np.ascontiguousarray(array).nbytes,
+                                  source=np.ascontiguousarray(array), writable=False)
+                      for spec, array in zip(self.inputs, arrays)]
+            outputs = [guarded.add(f"output '{spec.name}'",
+                                   int(np.prod(spec.shape, dtype=np.int64)) * np.dtype(spec.dtype).itemsize,
+                                   fill=poison) for spec in self.outputs]
+            arena = guarded.add("the arena", int(self.manifest["arena_size"]), fill=poison)
+            weights = guarded.add("the weights", self._weights.nbytes, source=self._weights, writable=False)
+            buffers = (ctypes.c_void_p * (len(inputs) + len(outputs) + 1))(
+                *[b.address for b in (*inputs, *outputs, arena)])
+            with report_faults(guarded):
+                self._entry(buffers, weights.address, ctypes.addressof(self._context))
+            return {spec.name: buffer.copy_out(spec) for spec, buffer in zip(self.outputs, outputs)}
+
     def save(self, directory: str | Path) -> None:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         (directory / "model.o").write_bytes(self.object_code)
         self._weights.tofile(directory / "weights.bin")
         (directory / "manifest.json").write_text(json.dumps(self.manifest, indent=2) + "\n")
+
+
+# --- checked runs: guard pages around every buffer ---------------------------------------------
+
+PAGE = mmap.PAGESIZE
+PROT_NONE = 0  # POSIX; Python's mmap module does not export it
+
+
+@functools.cache
+def _libc():
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int,
+                          ctypes.c_long]
+    libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    libc.sigaction.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
+    return libc
+
+
+@dataclass
+class GuardedBuffer:
+    """One buffer: [guard page][data pages][guard page] mapped, `address` somewhere in the data."""
+
+    name: str
+    base: int      # start of the mapping (the low guard page)
+    pages: int     # data pages
+    address: int   # what native code gets
+    nbytes: int
+    writable: bool
+
+    @property
+    def data_start(self) -> int:
+        return self.base + PAGE
+
+    @property
+    def data_end(self) -> int:
+        return self.base + PAGE * (1 + self.pages)
+
+    def copy_out(self, spec: TensorSpec) -> np.ndarray:
+        if self.nbytes == 0:
+            return np.empty(spec.shape, spec.dtype)
+        raw = np.ctypeslib.as_array((ctypes.c_uint8 * self.nbytes).from_address(self.address))
+        return raw.view(spec.dtype).reshape(spec.shape).copy()
+
+    def describe(self, fault: int) -> str | None:
+        """Where `fault` lies relative to this buffer, or None when it is not in its mapping."""
+        where = f"{self.name} ({self.nbytes} bytes at {self.address:#x})"
+        if self.base <= fault < self.data_start:
+            return f"{self.address - fault} byte(s) before the start of {where}: the guard page below it"
+        if self.data_end <= fault < self.data_end + PAGE:
+            past = fault - self.address - self.nbytes
+            past = "the first byte past its end" if past == 0 else f"{past} byte(s) after its end"
+            return f"byte offset {fault - self.address} of {where}, {past}: the guard page above it"
+        if self.data_start <= fault < self.data_end:
+            if self.address <= fault < self.address + self.nbytes and not self.writable:
+                return f"byte offset {fault - self.address} of {where}, which is read-only (a write?)"
+            return (f"byte offset {fault - self.address} of {where}: outside it, in the same page "
+                    f"(only the {'end' if fault > self.address else 'start'} of each buffer is "
+                    "guarded in this pass)")
+        return None
+
+
+class GuardedBuffers:
+    """Each buffer in its own anonymous mapping between PROT_NONE pages; unmapped on exit.
+
+    placement "end": the buffer's last byte is the last byte before the upper guard page;
+    placement "start": its first byte is the first byte after the lower guard page.
+    """
+
+    def __init__(self, placement: str):
+        assert placement in ("end", "start")
+        self.placement = placement
+        self.buffers: list[GuardedBuffer] = []
+        self._libc = _libc()
+
+    def add(self, name: str, nbytes: int, source: np.ndarray | None = None, fill: int = 0,
+            writable: bool = True) -> GuardedBuffer:
+        pages = max(1, -(-nbytes // PAGE))
+        length = PAGE * (pages + 2)
+        base = self._libc.mmap(None, length, mmap.PROT_READ | mmap.PROT_WRITE,
+                               mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS, -1, 0)
+        if base in (None, ctypes.c_void_p(-1).value):
+            raise MemoryError(f"mmap of {length} bytes for {name} failed: {os.strerror(ctypes.get_errno())}")
+        data_start, data_end = base + PAGE, base + PAGE * (1 + pages)
+        address = data_end - nbytes if self.placement == "end" else data_start
+        buffer = GuardedBuffer(name, base, pages, address, nbytes, writable)
+        self.buffers.append(buffer)
+        ctypes.memset(data_start, fill, data_end - data_start)
+        if source is not None and nbytes:
+            ctypes.memmove(address, source.ctypes.data, nbytes)
+        self._protect(base, PAGE, PROT_NONE)
+        self._protect(data_end, PAGE, PROT_NONE)
+        if not writable:
+            self._protect(data_start, data_end - data_start, mmap.PROT_READ)
+        return buffer
+
+    def _protect(self, address: int, length: int, protection: int) -> None:
+        if self._libc.mprotect(address, length, protection) != 0:
+            raise OSError(ctypes.get_errno(), f"mprotect failed: {os.strerror(ctypes.get_errno())}")
+
+    def describe(self, fault: int) -> str:
+        for buffer in self.buffers:
+            where = buffer.describe(fault)
+            if where is not None:
+                return where
+        spans = ", ".join(f"{b.name} [{b.address:#x}, {b.address + b.nbytes:#x})" for b in self.buffers)
+        return f"not in any buffer of the call (the stack, or a wild pointer); the buffers: {spans}"
+
+    def __enter__(self) -> GuardedBuffers:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for buffer in self.buffers:
+            self._libc.munmap(buffer.base, PAGE * (buffer.pages + 2))
+        self.buffers.clear()
+
+
+class _SigAction(ctypes.Structure):
+    """glibc's struct sigaction on Linux (x86-64 and AArch64)."""
+
+    _fields_ = [("sigaction", ctypes.c_void_p), ("mask", ctypes.c_uint64 * 16),
+                ("flags", ctypes.c_int), ("restorer", ctypes.c_void_p)]
+
+
+_SA_SIGINFO, _SA_RESETHAND = 0x4, 0x80000000
+_SIGINFO_ADDRESS_OFFSET = 16  # siginfo_t.si_addr on Linux (after si_signo, si_errno, si_code, padding)
+_FaultHandler = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)
+_active_guards: list[GuardedBuffers] = []
+
+
+def _on_fault(signum: int, info: int, _context: int) -> None:
+    # Runs on the faulting thread (the GIL was released for the native call). SA_RESETHAND
+    # restored the default action, so returning re-executes the access and the process dies
+    # of the signal as it would have without the check - with the culprit named first.
+    fault = ctypes.c_void_p.from_address(info + _SIGINFO_ADDRESS_OFFSET).value or 0
+    where = _active_guards[-1].describe(fault) if _active_guards else "no checked run active"
+    os.write(2, f"dlc --check-bounds: invalid memory access (signal {signum}) at {fault:#x}: {where}\n".encode())
+
+
+_fault_handler = _FaultHandler(_on_fault)  # kept alive for the process: libc holds its address
+
+
+@contextlib.contextmanager
+def report_faults(guarded: GuardedBuffers):
+    """While active, SIGSEGV/SIGBUS print where the fault lies relative to `guarded` (Linux)."""
+    if not sys.platform.startswith("linux"):
+        yield
+        return
+    libc = guarded._libc
+    import signal
+
+    action = _SigAction(ctypes.cast(_fault_handler, ctypes.c_void_p).value, (ctypes.c_uint64 * 16)(),
+                        _SA_SIGINFO | _SA_RESETHAND, None)
+    previous = {sig: _SigAction() for sig in (signal.SIGSEGV, signal.SIGBUS)}
+    for sig, old in previous.items():
+        libc.sigaction(sig, ctypes.byref(action), ctypes.byref(old))
+    _active_guards.append(guarded)
+    try:
+        yield
+    finally:
+        _active_guards.pop()
+        for sig, old in previous.items():
+            libc.sigaction(sig, ctypes.byref(old), None)
 
 
 def _check_cpu(manifest: dict, host: tuple[str, str]) -> None:

@@ -1,0 +1,262 @@
+"""Memory safety of generated code (issue 7): compiled models run between guard pages.
+
+`NativeExecutable.run(feeds, check_bounds=True)` (dlc/runtime.py `_checked_run`) maps every
+buffer the native entry gets - each input, output, the arena, the weights blob - with a
+PROT_NONE page right after its last byte, then again with one right before its first byte;
+inputs and weights are read-only. An invalid access is a SIGSEGV, so each model runs in a
+child process: the test asserts it exits 0 and its checked outputs equal the normal run's
+bit for bit. The negative tests compile loops-phase MLIR with a hand-made off-by-one store
+and assert the checker kills the run and names the buffer - proof the check can fail.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import onnx
+import pytest
+from conftest import ROOT, random_feeds
+from onnx import TensorProto, helper
+
+
+
+def _benchmark_models():
+    # By path, as test_exporter_models.py does: xDSL installs a top-level `benchmarks` package.
+    import importlib.util
+
+    if "dlc_benchmark_models" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("dlc_benchmark_models", ROOT / "benchmarks" / "models.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+    return sys.modules["dlc_benchmark_models"]
+
+
+_models = _benchmark_models()
+GraphBuilder, mlp, mobilenet_block, transformer_encoder = (
+    _models.GraphBuilder, _models.mlp, _models.mobilenet_block, _models.transformer_encoder)
+
+CHILD = textwrap.dedent("""
+    import sys
+    import numpy as np
+    import onnx
+    from dlc.driver import compile_model
+    from dlc.targets import CompileOptions
+
+    model, feeds = onnx.load(sys.argv[1]), dict(np.load(sys.argv[2]))
+    for threads in map(int, sys.argv[3].split(",")):
+        executable = compile_model(model, options=CompileOptions(threads=threads)).executable
+        plain = executable.run(feeds)
+        checked = executable.run(feeds, check_bounds=True)
+        for name, value in plain.items():
+            assert checked[name].tobytes() == value.tobytes(), f"threads={threads}: output {name} differs"
+        print(f"threads={threads}: {len(plain)} output(s) identical under the bounds check")
+""")
+
+
+def _float(name: str, shape) -> onnx.ValueInfoProto:
+    return helper.make_tensor_value_info(name, TensorProto.FLOAT, list(shape))
+
+
+def _conv_edge_tiles() -> onnx.ModelProto:
+    """Channel counts and widths off the GEMM tiles (16/32 wide): every edge-tile path runs."""
+    g = GraphBuilder(seed=1)
+    y = g.node("Conv", ["x", g.weight("w1", 21, 5, 3, 3), g.bias("b1", 21)], pads=[1, 1, 1, 1])
+    y = g.node("Relu", [y])
+    y = g.node("Conv", [y, g.weight("w2", 37, 21, 1, 1), g.bias("b2", 37)])
+    y = g.node("Conv", [y, g.weight("w3", 37, 1, 3, 3)], group=37, strides=[2, 2], pads=[0, 1, 1, 0])
+    return g.model("conv_edge_tiles", [_float("x", [1, 5, 17, 19])], {"y": y})
+
+
+def _gemm_odd() -> onnx.ModelProto:
+    g = GraphBuilder(seed=2)
+    y = g.node("MatMul", ["x", g.weight("w", 37, 45)])
+    y = g.node("Softmax", [g.node("Add", [y, g.bias("b", 45)])], axis=-1)
+    z = g.node("Gemm", [g.node("Flatten", [y]), g.weight("w2", 3, 7 * 45), g.bias("b2", 3)], transB=1)
+    return g.model("gemm_odd", [_float("x", [3, 7, 37])], {"y": y, "z": z})
+
+
+def _pooling_with_pads() -> onnx.ModelProto:
+    g = GraphBuilder(seed=3)
+    a = g.node("MaxPool", ["x"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])
+    b = g.node("AveragePool", ["x"], kernel_shape=[3, 2], strides=[2, 1], pads=[1, 0, 1, 1],
+               count_include_pad=0)
+    c = g.node("GlobalAveragePool", ["x"])
+    return g.model("pooling", [_float("x", [1, 3, 13, 11])], {"max": a, "avg": b, "global": c})
+
+
+def _slice_pad() -> onnx.ModelProto:
+    g = GraphBuilder(seed=4)
+    s = g.node("Slice", ["x", g.ints("starts", [-1, 1]), g.ints("ends", [-100, 9]), g.ints("axes", [2, 3]),
+                         g.ints("steps", [-2, 3])])
+    p = g.node("Pad", ["x", g.ints("pads", [0, 1, 2, 3, 0, 2, 1, 0])], mode="reflect")
+    c = g.node("Pad", [s, g.ints("pads2", [0, 0, 1, 0, 0, 0, 0, 2]), g.scalar("value", 0.5)])
+    return g.model("slice_pad", [_float("x", [1, 3, 7, 11])], {"slice": s, "reflect": p, "constant": c})
+
+
+def _gather() -> onnx.ModelProto:
+    g = GraphBuilder(seed=5)
+    rows = g.node("Gather", ["x", "idx"], axis=0)
+    cols = g.node("Gather", ["x", g.ints("column_indices", [[4, 0], [-1, 2]])], axis=1)
+    return g.model("gather", [_float("x", [7, 5]), helper.make_tensor_value_info("idx", TensorProto.INT64, [3, 2])],
+                   {"rows": rows, "cols": cols})
+
+
+def _resize() -> onnx.ModelProto:
+    g = GraphBuilder(seed=6)
+    empty = g.const("roi", np.zeros(0, np.float32))
+    nearest = g.node("Resize", ["x", empty, g.const("scales", np.array([1, 1, 2, 1.5], np.float32))],
+                     mode="nearest")
+    linear = g.node("Resize", ["x", empty, "", g.ints("sizes", [1, 2, 9, 13])], mode="linear")
+    return g.model("resize", [_float("x", [1, 2, 5, 7])], {"nearest": nearest, "linear": linear})
+
+
+MODELS = {
+    "cnn": lambda: onnx.load(ROOT / "examples" / "models" / "cnn.onnx"),
+    "mlp": lambda: mlp(batch=3, sizes=(37, 64, 10)),
+    "transformer_small": lambda: transformer_encoder(d_model=64, heads=4, seq=13, ffn=96),
+    "mobilenet_block": lambda: mobilenet_block(channels=8, resolution=15),
+    "conv_edge_tiles": _conv_edge_tiles,
+    "gemm_odd": _gemm_odd,
+    "pooling_with_pads": _pooling_with_pads,
+    "slice_pad": _slice_pad,
+    "gather": _gather,
+    "resize": _resize,
+}
+
+
+def _run_child(tmp_path, model: onnx.ModelProto, threads: str) -> subprocess.CompletedProcess:
+    onnx.save(model, tmp_path / "model.onnx")
+    np.savez(tmp_path / "feeds.npz", **random_feeds(model))
+    return subprocess.run([sys.executable, "-c", CHILD, str(tmp_path / "model.onnx"), str(tmp_path / "feeds.npz"),
+                           threads], capture_output=True, text=True, cwd=ROOT, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_model_has_no_invalid_access(tmp_path, name):
+    result = _run_child(tmp_path, MODELS[name](), "1,2")
+    assert "invalid memory access" not in result.stderr, result.stderr
+    assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
+    assert result.stdout.count("identical under the bounds check") == 2
+
+
+# --- the checker catches what it claims to -------------------------------------------------------
+
+RELU_LOOPS = """
+builtin.module attributes {dlc.target = "cpu"} {
+  func.func private @k0_Relu(%0: memref<1x10xf32>, %1: memref<1x10xf32>) {
+    %c1 = arith.constant 1 : index
+    %c10 = arith.constant 10 : index
+    %c0 = arith.constant 0 : index
+    %zero = arith.constant 0.000000e+00 : f32
+    scf.for %i = %c0 to %c10 step %c1 {
+      %x = memref.load %0[%c0, %i] : memref<1x10xf32>
+      %negative = arith.cmpf olt, %x, %zero : f32
+      %y = arith.select %negative, %zero, %x : f32
+      %j = INDEX
+      memref.store %y, %1[%c0, %j] : memref<1x10xf32>
+    }
+    func.return
+  }
+  func.func @main(%0: memref<1x10xf32>, %1: memref<1x10xf32>, %2: memref<64xi8>) attributes {dlc.input_names = ["x"], dlc.output_names = ["y"], dlc.num_inputs = "1", dlc.arena_size = 0 : i64} {
+    func.call @k0_Relu(%0, %1) : (memref<1x10xf32>, memref<1x10xf32>) -> ()
+    func.return
+  }
+}
+"""
+
+
+def _relu_artifact(tmp_path, index: str):
+    """Relu over 10 floats, compiled from loops-phase MLIR, storing y[INDEX] for x[i]."""
+    from dlc.cli import main
+
+    source = tmp_path / "relu.mlir"
+    source.write_text(RELU_LOOPS.replace("INDEX", index))
+    np.savez(tmp_path / "relu.weights.npz")
+    assert main(["compile", str(source), "--compile-from", "loops", "-o", str(tmp_path / "art")]) == 0
+    return tmp_path / "art"
+
+
+def _dlc_run_checked(artifact) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "dlc.cli", "run", str(artifact), "--check-bounds", "--repeat", "1"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+def test_correct_kernel_passes_the_check(tmp_path):
+    result = _dlc_run_checked(_relu_artifact(tmp_path, "arith.addi %i, %c0 : index"))
+    assert result.returncode == 0, result.stderr
+    assert "bounds check: no invalid access" in result.stdout
+
+
+def test_store_one_past_the_end_is_caught(tmp_path):
+    result = _dlc_run_checked(_relu_artifact(tmp_path, "arith.addi %i, %c1 : index"))
+    assert result.returncode == -signal.SIGSEGV, (result.returncode, result.stdout, result.stderr)
+    assert "byte offset 40 of output 'y' (40 bytes" in result.stderr
+    assert "the first byte past its end" in result.stderr
+
+
+def test_store_one_before_the_start_is_caught(tmp_path):
+    # Pass 1 (end-aligned) lets y[-1] land in the page's slack; pass 2 (start-aligned) catches it.
+    result = _dlc_run_checked(_relu_artifact(tmp_path, "arith.subi %i, %c1 : index"))
+    assert result.returncode == -signal.SIGSEGV, (result.returncode, result.stdout, result.stderr)
+    assert "4 byte(s) before the start of output 'y'" in result.stderr
+
+
+def test_write_to_an_input_is_caught(tmp_path):
+    source = _relu_artifact(tmp_path, "arith.addi %i, %c0 : index")
+    mlir = (tmp_path / "relu.mlir").read_text().replace("memref.store %y, %1[", "memref.store %y, %0[")
+    (tmp_path / "relu.mlir").write_text(mlir)
+    from dlc.cli import main
+
+    assert main(["compile", str(tmp_path / "relu.mlir"), "--compile-from", "loops", "-o", str(source)]) == 0
+    result = _dlc_run_checked(source)
+    assert result.returncode == -signal.SIGSEGV, (result.returncode, result.stdout, result.stderr)
+    assert "of input 'x' (40 bytes" in result.stderr and "which is read-only" in result.stderr
+
+
+def test_reading_unwritten_output_memory_is_an_error(tmp_path):
+    """An output element the code never writes reads as the pre-fill pattern: the passes disagree."""
+    import dlc
+    from dlc.errors import DlcError
+
+    # y[j] = relu(x[j]) for j = 2*i, i < 5: the odd elements of y are never written.
+    mlir = RELU_LOOPS.replace("%c10 = arith.constant 10", "%c10 = arith.constant 5").replace(
+        "%x = memref.load %0[%c0, %i]", "%j = arith.addi %i, %i : index\n      %x = memref.load %0[%c0, %j]")
+    (tmp_path / "relu.mlir").write_text(mlir.replace("%j = INDEX\n", ""))
+    np.savez(tmp_path / "relu.weights.npz")
+    from dlc.cli import main
+
+    assert main(["compile", str(tmp_path / "relu.mlir"), "--compile-from", "loops", "-o", str(tmp_path / "a")]) == 0
+    executable = dlc.load(tmp_path / "a")._executable
+    with pytest.raises(DlcError, match="output 'y' differs between the two checked runs"):
+        executable.run({"x": np.ones((1, 10), np.float32)}, check_bounds=True)
+
+
+def test_cli_check_bounds_on_an_onnx_model_with_threads():
+    result = subprocess.run([sys.executable, "-m", "dlc.cli", "run", str(ROOT / "examples" / "models" / "cnn.onnx"),
+                             "--check-bounds", "--threads", "2", "--repeat", "1"],
+                            capture_output=True, text=True, cwd=ROOT, timeout=300,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 0, result.stderr
+    assert "bounds check: no invalid access" in result.stdout
+
+
+def test_environment_variable_turns_the_check_on(tmp_path, monkeypatch):
+    """DLC_CHECK_BOUNDS=1 checks every run of an executable loaded afterwards."""
+    import dlc
+
+    artifact = _relu_artifact(tmp_path, "arith.addi %i, %c0 : index")
+    monkeypatch.setenv("DLC_CHECK_BOUNDS", "1")
+    executable = dlc.load(artifact)._executable
+    calls = []
+    monkeypatch.setattr(type(executable), "_checked_run",
+                        lambda self, feeds: calls.append(feeds) or {"y": np.zeros((1, 10), np.float32)})
+    executable.run({"x": np.ones((1, 10), np.float32)})
+    assert len(calls) == 1
