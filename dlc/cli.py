@@ -274,6 +274,26 @@ def cmd_compare(args) -> int:
     return 0
 
 
+def cmd_verify(args) -> int:
+    """Exit 0 when every tensor and final output matches onnxruntime, 1 on a divergence."""
+    import json
+
+    from dlc.verify import verify
+
+    for plugin in args.load_pass_plugin or []:
+        from passes import load_pass_plugin
+
+        load_pass_plugin(plugin)
+    report = verify(args.model, feeds=_parse_inputs(args.input), target=args.target, fusion=args.fusion,
+                    rtol=args.rtol, atol=args.atol, seed=args.seed, input_shapes=_parse_shapes(args.shape),
+                    threads=args.threads, pipeline=args.pipeline)
+    print(report.format(only_divergent=args.only_divergent))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report.to_json(), indent=1) + "\n")
+        print(f"wrote {args.json}")
+    return 0 if report.ok else 1
+
+
 def cmd_bench(args) -> int:
     from dlc.bench import bench, format_bench
 
@@ -381,6 +401,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1, help="threads for dlc and onnxruntime (default 1)")
     p.add_argument("--profile", action="store_true", help="also print the time of each kernel of both builds")
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("verify", help="compare every intermediate tensor with onnxruntime; name the first "
+                       "node that diverges (exit 1)")
+    p.add_argument("model")
+    p.add_argument("--input", action="append", metavar="NAME=FILE.npy", help="an input (others: seeded random)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
+    p.add_argument("--shape", action="append", metavar="NAME=AxBxC")
+    p.add_argument("--target", default="cpu")
+    p.add_argument("--fusion", default="all", choices=("none", "elementwise", "all"))
+    p.add_argument("--threads", type=int, default=None, help="dlc's worker threads (default: all cores)")
+    p.add_argument("--rtol", type=float, default=None,
+                   help="with --atol: |dlc - onnxruntime| <= atol + rtol*|onnxruntime| for every tensor, "
+                        "replacing the per-operator tolerances")
+    p.add_argument("--atol", type=float, default=None)
+    p.add_argument("-p", "--pipeline", default=None, help="pass pipeline text replacing the default one")
+    p.add_argument("--load-pass-plugin", action="append", metavar="FILE.py")
+    p.add_argument("--only-divergent", action="store_true", help="list only the tensors that diverge")
+    p.add_argument("--json", metavar="OUT.json", help="also write the report as JSON")
+    p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("bench", help="median latency, GFLOP/s and % of peak, against onnxruntime")
     p.add_argument("model")
