@@ -4,6 +4,12 @@ The key covers everything the result depends on: the model's bytes, the input sh
 and options, dlc's version and the hash of its own source (so a changed compiler never
 serves stale code), and the host CPU name and features. Entries are artifact directories
 under `$DLC_CACHE_DIR` (default `~/.cache/dlc`); `DLC_CACHE=0` turns the cache off.
+
+The cache holds code this process will execute, so (issue 7): the directory is user-only
+(0700) and every file in it 0600, whatever the umask; each entry carries `CHECKSUMS`, the
+sha256 of each of its files, written at store and verified at every lookup. A corrupted,
+truncated, incomplete or unchecksummed (older) entry is never loaded: it is removed, a
+warning is logged (`dlc.cache`), and the model is compiled again.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -44,18 +51,109 @@ def cache_key(model_bytes: bytes, target: str, options: dict, input_shapes: dict
     return digest.hexdigest()[:32]
 
 
+CHECKSUMS = "CHECKSUMS"
+CHECKSUMS_HEADER = "dlc-cache-entry 1"
+DIRECTORY_MODE, FILE_MODE = 0o700, 0o600
+_log = logging.getLogger("dlc.cache")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _write_checksums(entry: Path) -> None:
+    """CHECKSUMS: a header, then `sha256  name` for every file of the entry (sorted)."""
+    lines = [CHECKSUMS_HEADER] + [f"{_sha256(path)}  {path.name}" for path in sorted(entry.iterdir())
+                                  if path.name != CHECKSUMS]
+    (entry / CHECKSUMS).write_text("\n".join(lines) + "\n")
+
+
+def verify_entry(entry: Path) -> str | None:
+    """None when every file of `entry` matches CHECKSUMS; else what is wrong with it."""
+    try:
+        header, *lines = (entry / CHECKSUMS).read_text().splitlines()
+    except FileNotFoundError:
+        return f"no {CHECKSUMS} file (written by an older dlc, or an interrupted store)"
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        return f"unreadable {CHECKSUMS} ({error})"
+    if header != CHECKSUMS_HEADER:
+        return f"{CHECKSUMS} does not start with '{CHECKSUMS_HEADER}'"
+    expected = {}
+    for line in lines:
+        digest, sep, name = line.partition("  ")
+        if not sep or len(digest) != 64 or "/" in name:
+            return f"malformed {CHECKSUMS} line {line!r}"
+        expected[name] = digest
+    present = {path.name for path in entry.iterdir() if path.name != CHECKSUMS}
+    if present != set(expected):
+        missing, extra = sorted(set(expected) - present), sorted(present - set(expected))
+        return f"files differ from {CHECKSUMS} (missing {missing}, unexpected {extra})"
+    for name, digest in sorted(expected.items()):
+        try:
+            actual = _sha256(entry / name)
+        except OSError as error:
+            return f"{name} is unreadable ({error})"
+        if actual != digest:
+            return f"{name} does not match its sha256 in {CHECKSUMS} (corrupted or truncated)"
+    return None
+
+
+def _untrusted(directory: Path) -> str | None:
+    """Why entries under `directory` may have been written by someone else, or None.
+
+    A checksum proves an entry intact, not who wrote it: the directory must be ours and
+    writable by no one else (store() makes it so when it can).
+    """
+    if not hasattr(os, "getuid"):
+        return None
+    info = directory.stat()
+    if info.st_uid != os.getuid():
+        return f"it belongs to uid {info.st_uid}, not to this user"
+    if info.st_mode & 0o022:
+        return f"others may write to it (mode {info.st_mode & 0o777:o})"
+    return None
+
+
 def lookup(key: str):
-    """The cached executable for `key`, or None."""
+    """The cached executable for `key`, or None; a damaged entry is removed, never loaded."""
     directory = cache_dir()
-    if directory is None or not (directory / key / "manifest.json").exists():
+    if directory is None or not (directory / key).is_dir():
         return None
     from dlc.runtime import load_artifact
 
-    try:
-        return load_artifact(directory / key)
-    except Exception:
-        shutil.rmtree(directory / key, ignore_errors=True)  # a damaged entry: rebuild it
+    untrusted = _untrusted(directory)
+    if untrusted is not None:
+        _log.warning("dlc cache: not reading %s: %s; compiling (a store makes it 0700 if this user owns it)",
+                     directory, untrusted)
         return None
+    entry = directory / key
+    problem = verify_entry(entry)
+    if problem is None:
+        try:
+            return load_artifact(entry)
+        except Exception as error:  # noqa: BLE001 - intact but unloadable: rebuild, whatever the cause
+            problem = f"it does not load ({error})"
+    _log.warning("dlc cache: discarding entry %s: %s; compiling again", entry, problem)
+    shutil.rmtree(entry, ignore_errors=True)
+    return None
+
+
+def _make_private_directory(directory: Path) -> None:
+    """`directory` (and missing parents) exists and is 0700, regardless of the umask.
+
+    One that others could write to is emptied as well: its entries may not be ours.
+    (chmod raises if it belongs to another user: then nothing is stored.)
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    loose = _untrusted(directory) is not None
+    os.chmod(directory, DIRECTORY_MODE)
+    if loose:
+        for child in directory.iterdir():
+            shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
 
 
 def store(key: str, executable) -> None:
@@ -63,10 +161,16 @@ def store(key: str, executable) -> None:
     directory = cache_dir()
     if directory is None or not hasattr(executable, "save"):
         return
+    staging = None
     try:
-        directory.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=directory, prefix=".tmp-"))
+        _make_private_directory(directory)
+        staging = Path(tempfile.mkdtemp(dir=directory, prefix=".tmp-"))  # mkdtemp: 0700
         executable.save(staging)
+        _write_checksums(staging)
+        for path in staging.iterdir():
+            os.chmod(path, FILE_MODE)
+        os.chmod(staging, DIRECTORY_MODE)
         os.replace(staging, directory / key)
     except OSError:
-        shutil.rmtree(staging, ignore_errors=True) if "staging" in locals() else None
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)

@@ -17,6 +17,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 import numpy as np
 
@@ -325,7 +326,7 @@ class GuardedBuffers:
         spans = ", ".join(f"{b.name} [{b.address:#x}, {b.address + b.nbytes:#x})" for b in self.buffers)
         return f"not in any buffer of the call (the stack, or a wild pointer); the buffers: {spans}"
 
-    def __enter__(self) -> GuardedBuffers:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -24,7 +24,6 @@ from conftest import ROOT, random_feeds
 from onnx import TensorProto, helper
 
 
-
 def _benchmark_models():
     # By path, as test_exporter_models.py does: xDSL installs a top-level `benchmarks` package.
     import importlib.util
@@ -134,7 +133,7 @@ def _run_child(tmp_path, model: onnx.ModelProto, threads: str) -> subprocess.Com
     onnx.save(model, tmp_path / "model.onnx")
     np.savez(tmp_path / "feeds.npz", **random_feeds(model))
     return subprocess.run([sys.executable, "-c", CHILD, str(tmp_path / "model.onnx"), str(tmp_path / "feeds.npz"),
-                           threads], capture_output=True, text=True, cwd=ROOT, timeout=300,
+                           threads], check=False, capture_output=True, text=True, cwd=ROOT, timeout=300,
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
 
 
@@ -185,7 +184,7 @@ def _relu_artifact(tmp_path, index: str):
 
 def _dlc_run_checked(artifact) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "dlc.cli", "run", str(artifact), "--check-bounds", "--repeat", "1"],
-                          capture_output=True, text=True, cwd=ROOT, timeout=120,
+                          check=False, capture_output=True, text=True, cwd=ROOT, timeout=120,
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
 
 
@@ -242,7 +241,7 @@ def test_reading_unwritten_output_memory_is_an_error(tmp_path):
 def test_cli_check_bounds_on_an_onnx_model_with_threads():
     result = subprocess.run([sys.executable, "-m", "dlc.cli", "run", str(ROOT / "examples" / "models" / "cnn.onnx"),
                              "--check-bounds", "--threads", "2", "--repeat", "1"],
-                            capture_output=True, text=True, cwd=ROOT, timeout=300,
+                            check=False, capture_output=True, text=True, cwd=ROOT, timeout=300,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert result.returncode == 0, result.stderr
     assert "bounds check: no invalid access" in result.stdout

@@ -1,10 +1,16 @@
-"""The compile cache: hits for the same model and options, misses when anything changes."""
+"""The compile cache: hits for the same model and options, misses when anything changes;
+user-only permissions and checksummed entries (issue 7)."""
 
 from __future__ import annotations
 
+import logging
+import os
+
 import numpy as np
+import pytest
 from conftest import ROOT, random_feeds
 
+from dlc.cache import verify_entry
 from dlc.driver import compile_model
 from dlc.targets import CompileOptions
 
@@ -53,3 +59,123 @@ def test_damaged_entry_is_rebuilt(tmp_path, monkeypatch):
     (entry / "weights.bin").write_bytes(b"broken")
     assert not _hit(compile_model(MLP))
     assert _hit(compile_model(MLP))
+
+
+# --- issue 7: user-only permissions, checksummed entries -------------------------------------------
+
+def _entry(cache_root):
+    (entry,) = [p for p in cache_root.iterdir() if not p.name.startswith(".")]
+    return entry
+
+
+def _mode(path) -> int:
+    return path.stat().st_mode & 0o777
+
+
+def test_cache_is_user_only_whatever_the_umask(tmp_path, monkeypatch):
+    root = tmp_path / "cache"
+    monkeypatch.setenv("DLC_CACHE_DIR", str(root))
+    previous = os.umask(0)  # files and directories would be world-writable if modes followed the umask
+    try:
+        compile_model(MLP)
+    finally:
+        os.umask(previous)
+    entry = _entry(root)
+    assert _mode(root) == 0o700 and _mode(entry) == 0o700
+    files = sorted(p.name for p in entry.iterdir())
+    assert files == ["CHECKSUMS", "manifest.json", "model.o", "weights.bin"]
+    assert {name: _mode(entry / name) for name in files} == dict.fromkeys(files, 0o600)
+
+
+def test_existing_cache_directory_is_made_private(tmp_path, monkeypatch):
+    root = tmp_path / "cache"
+    root.mkdir(mode=0o755)
+    os.chmod(root, 0o755)
+    monkeypatch.setenv("DLC_CACHE_DIR", str(root))
+    compile_model(MLP)
+    assert _mode(root) == 0o700
+
+
+def test_directory_others_can_write_is_not_read_and_is_emptied(tmp_path, monkeypatch, caplog):
+    root = tmp_path / "cache"
+    monkeypatch.setenv("DLC_CACHE_DIR", str(root))
+    compile_model(MLP)
+    os.chmod(root, 0o777)  # anyone could have planted or replaced an entry
+    (root / "planted").mkdir()
+    with caplog.at_level(logging.WARNING, logger="dlc.cache"):
+        assert not _hit(compile_model(MLP))
+    assert "others may write to it" in caplog.text
+    assert _mode(root) == 0o700 and not (root / "planted").exists()
+    assert _hit(compile_model(MLP))
+
+
+def _flip_middle_byte(path):
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def _truncate(path):
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _shorten_by_one(path):
+    path.write_bytes(path.read_bytes()[:-1])
+
+
+DAMAGE = {
+    "flip model.o": ("model.o", _flip_middle_byte),
+    "flip weights.bin": ("weights.bin", _flip_middle_byte),
+    "flip manifest.json": ("manifest.json", _flip_middle_byte),
+    "flip CHECKSUMS": ("CHECKSUMS", _flip_middle_byte),
+    "truncate model.o": ("model.o", _truncate),
+    "truncate weights.bin by one byte": ("weights.bin", _shorten_by_one),
+    "truncate manifest.json": ("manifest.json", _truncate),
+    "delete weights.bin": ("weights.bin", lambda path: path.unlink()),
+    "stale entry without CHECKSUMS": ("CHECKSUMS", lambda path: path.unlink()),
+    "extra file": ("extra.bin", lambda path: path.write_bytes(b"planted")),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGE)
+def test_damaged_entry_is_detected_removed_and_rebuilt_never_loaded(tmp_path, monkeypatch, caplog, damage):
+    import onnx
+
+    import dlc.runtime
+
+    monkeypatch.setenv("DLC_CACHE_DIR", str(tmp_path))
+    first = compile_model(MLP)
+    entry = _entry(tmp_path)
+    name, damage_file = DAMAGE[damage]
+    before = (entry / name).read_bytes() if (entry / name).exists() else None
+    damage_file(entry / name)
+    assert before is None or not (entry / name).exists() or (entry / name).read_bytes() != before
+
+    loaded, real_load = [], dlc.runtime.load_artifact
+
+    def recording_load(path, *args, **kwargs):
+        loaded.append(path)
+        return real_load(path, *args, **kwargs)
+
+    monkeypatch.setattr(dlc.runtime, "load_artifact", recording_load)
+    with caplog.at_level(logging.WARNING, logger="dlc.cache"):
+        rebuilt = compile_model(MLP)
+    assert not _hit(rebuilt) and loaded == []  # detected before any byte of it was loaded
+    assert f"discarding entry {entry}" in caplog.text
+    assert verify_entry(entry) is None  # the rebuilt entry replaced the damaged one
+    assert _hit(compile_model(MLP)) and loaded == [entry]
+    feeds = random_feeds(onnx.load(MLP))
+    np.testing.assert_array_equal(rebuilt.executable.run(feeds)["logits"], first.executable.run(feeds)["logits"])
+
+
+def test_checksum_file_lists_every_file_of_the_entry(tmp_path, monkeypatch):
+    import hashlib
+
+    monkeypatch.setenv("DLC_CACHE_DIR", str(tmp_path))
+    compile_model(MLP)
+    entry = _entry(tmp_path)
+    header, *lines = (entry / "CHECKSUMS").read_text().splitlines()
+    assert header == "dlc-cache-entry 1"
+    listed = dict(reversed(line.split("  ")) for line in lines)
+    assert listed == {name: hashlib.sha256((entry / name).read_bytes()).hexdigest()
+                      for name in ("manifest.json", "model.o", "weights.bin")}
