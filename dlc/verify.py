@@ -49,6 +49,9 @@ TRANSCENDENTAL_OPS = frozenset({
     "Exp", "Log", "Tanh", "Sigmoid", "Erf", "Gelu", "Softplus", "Softsign", "Elu", "Selu", "Celu",
     "Mish", "Pow", "Sin", "Cos", "Tan", "Asin", "Acos", "Atan", "Sinh", "Cosh", "Asinh", "Acosh", "Atanh",
 })
+# Interpolation: the sample coordinates are computed in float, so an interpolation weight errs by
+# about eps times the coordinate (up to the largest spatial size).
+INTERPOLATION_OPS = frozenset({"Resize", "Upsample", "GridSample", "RoiAlign", "AffineGrid"})
 # A reduction followed by transcendental or division work on every element.
 NORMALISATION_OPS = frozenset({
     "Softmax", "LogSoftmax", "LayerNormalization", "InstanceNormalization", "GroupNormalization",
@@ -186,18 +189,27 @@ def _session(ort, model_bytes: bytes):
     return ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
 
 
-def _static_types(proto) -> tuple[dict[str, tuple[int, tuple[int, ...]]], set[str]]:
-    """(ONNX element type, shape) of every tensor the importer gives a static type (its shape
-    inference and constant folding, the same that dlc compiles with), and the node outputs it
-    folds into constants."""
+@dataclass
+class _ImportView:
+    """What dlc's importer makes of the model: the model at dlc's canonical opset, the static
+    types its shape inference finds, and the node outputs it folds into constants (with values)."""
+
+    converted: object  # onnx.ModelProto at the canonical opset, before folding
+    types: dict[str, tuple[int, tuple[int, ...]]]  # name -> (ONNX element type, shape)
+    folded: dict[str, np.ndarray]
+
+
+def _import_view(proto) -> _ImportView:
     import onnx
 
     from dlc.importer import _convert_opset, _Folder, _static_shape
 
     copy = onnx.ModelProto()
     copy.CopyFrom(proto)
-    copy = _convert_opset(copy)
-    folder = _Folder(copy)
+    converted = _convert_opset(copy)
+    folding = onnx.ModelProto()
+    folding.CopyFrom(converted)
+    folder = _Folder(folding)
     folder.run()
     types = {}
     for name, value_type in folder.types.items():
@@ -208,14 +220,15 @@ def _static_types(proto) -> tuple[dict[str, tuple[int, tuple[int, ...]]], set[st
         if array.dtype.kind in "fiub":
             types[name] = (onnx.helper.np_dtype_to_tensor_dtype(array.dtype), array.shape)
     produced = {name for node in proto.graph.node for name in node.output}
-    return types, produced & set(folder.constants)
+    return _ImportView(converted, types, {name: folder.constants[name] for name in produced & set(folder.constants)})
 
 
 _COMPARABLE = {1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 13}  # float, (u)int 8-64, bool, float16, double
 
 
-def _instrument(proto, types: dict[str, tuple[int, tuple[int, ...]]]):
-    """A copy of `proto` with every typed node output appended to the graph outputs."""
+def _instrument(proto, types: dict[str, tuple[int, tuple[int, ...]]], skip=frozenset()):
+    """A copy of `proto` with every typed node output (but those in `skip`) appended to the
+    graph outputs."""
     import onnx
     from onnx import helper
 
@@ -227,7 +240,8 @@ def _instrument(proto, types: dict[str, tuple[int, tuple[int, ...]]]):
         for position, name in enumerate(node.output):
             if node.op_type == "Dropout" and position > 0:
                 continue  # the mask of an inference Dropout: dlc removes the node and has no mask
-            if name and name not in present and name in types and types[name][0] in _COMPARABLE:
+            if (name and name not in present and name not in skip and name in types
+                    and types[name][0] in _COMPARABLE):
                 instrumented.graph.output.append(helper.make_tensor_value_info(name, *types[name]))
                 present.add(name)
                 exposed.append(name)
@@ -349,6 +363,11 @@ def tolerance_for(node, inputs: list[np.ndarray | None], reference: np.ndarray,
     mean = float(np.mean(ref[np.isfinite(ref)])) if np.isfinite(ref).any() else 0.0
     factor = OTHER_ULPS * (math.sqrt(k) if k > 1 else 1.0)
     label = f"sqrt(K={k})*" if k > 1 else ""
+    if op in INTERPOLATION_OPS:
+        size = max([*reference.shape[2:], *(inputs[0].shape[2:] if inputs and inputs[0] is not None else ())]
+                   + [1])
+        factor *= size
+        label = f"{label}size={size}*"
     return factor * eps * (ref + mean), f"{OTHER_ULPS:g}*{label}eps*(|y|+mean|y|)"
 
 
@@ -416,11 +435,17 @@ def verify(model, feeds: dict | None = None, target: str = "cpu", fusion: str = 
     shapes = {k: tuple(v) for k, v in (input_shapes or {}).items()}
     _fix_input_shapes(proto, shapes)  # symbolic dims: the same clear error as dlc compile
     override = None if rtol is None and atol is None else (float(rtol or 0.0), float(atol or 0.0))
-    types, folded = _static_types(proto)
-    instrumented, exposed = _instrument(proto, types)
+    view = _import_view(proto)
+    types = view.types
+    # onnxruntime runs the model as written; dlc gets it at its canonical opset, converted here
+    # (the ONNX version converter re-infers graph output shapes without data propagation and
+    # would turn the static shapes declared below symbolic). Values the importer folds into
+    # constants are its own results, compared without making dlc return them.
+    instrumented, _ = _instrument(proto, types)
+    for_dlc, _ = _instrument(view.converted, types, skip=frozenset(view.folded))
 
     options = CompileOptions(threads=threads, fusion=fusion)
-    executable = compile_model(instrumented, target=target, options=options, input_shapes=shapes,
+    executable = compile_model(for_dlc, target=target, options=options, input_shapes=shapes,
                                pipeline=pipeline).executable
     all_feeds = random_inputs(executable.inputs, seed)
     given = dict(feeds or {})
@@ -429,7 +454,7 @@ def verify(model, feeds: dict | None = None, target: str = "cpu", fusion: str = 
         raise InputError(f"unknown input name(s) {unknown}; the model's inputs are {list(all_feeds)}")
     all_feeds.update(given)
     check_inputs(executable.inputs, all_feeds)  # dtype and shape, with the runtime's messages
-    dlc_values = executable.run(all_feeds)
+    dlc_values = {**view.folded, **executable.run(all_feeds)}
 
     try:
         session = _session(ort, instrumented.SerializeToString())
@@ -448,7 +473,7 @@ def verify(model, feeds: dict | None = None, target: str = "cpu", fusion: str = 
             continue  # no computation: its value is the attribute
         rows = _check_node(index, node, runner, types, dlc_values, ort_values, known, override, by_output)
         for row in rows:
-            row.folded = row.output in folded
+            row.folded = row.output in view.folded
             by_output[row.output] = row
         checks.extend(rows)
 
