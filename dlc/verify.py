@@ -15,6 +15,11 @@ their errors so the user sees that they agree.
 
 Exposing intermediates changes what dlc fuses, so the original model is also compiled
 normally and its final outputs are compared with onnxruntime's (`FinalCheck`).
+
+`dlc verify` exits with 0 when every compared tensor and every final output matches, and 1 on
+a divergence (or an error). Tensors it cannot compare (no static type, a Dropout mask) or
+cannot verify (onnxruntime cannot run the node alone and the whole-model error is larger
+than tolerance plus inherited error) are listed and counted, but do not fail the run.
 """
 
 from __future__ import annotations

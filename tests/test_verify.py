@@ -155,6 +155,21 @@ def test_injected_miscompile_names_exactly_that_node(tmp_path):
     assert "first divergence: node 'target_sub' (Sub)" in verdict and "its inputs match" in verdict
 
 
+def test_wrong_lowering_inside_a_fused_kernel_is_named(monkeypatch):
+    """A codegen bug: Tanh lowered as tanh(1.01 x), inside the kernel it shares with its neighbours."""
+    from xdsl.dialects import math
+
+    from passes.lowering.rules import elementwise
+
+    monkeypatch.setenv("DLC_CACHE", "0")  # the cache key hashes the source, not this patch
+    monkeypatch.setitem(elementwise._FLOAT_UNARY, "Tanh",
+                        lambda b, x, op: b.math(math.TanhOp, b.mul(x, b.const(1.01))))
+    report = verify(small_cnn())
+    assert [c.node for c in report.checks if c.status != "ok"] == ["tanh"]
+    assert report.first_divergence.local_error > 1e-4
+    assert "first divergence: node 'tanh' (Tanh)" in report.format() and "its inputs match" in report.format()
+
+
 def test_fusion_only_miscompile_is_caught_by_the_final_outputs(tmp_path):
     from passes import load_pass_plugin
 
@@ -259,3 +274,14 @@ def test_exact_and_transcendental_tolerances():
     assert np.all(off[np.abs(x) > 0.1])
     tol, _ = tolerance_for(_Node("Shape"), [x], np.array([101], np.int64))
     assert not tol.any()
+
+
+def test_dropout_mask_is_listed_as_not_compared():
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 5])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 5])
+    nodes = [helper.make_node("Relu", ["x"], ["r"], name="relu"),
+             helper.make_node("Dropout", ["r"], ["y", "mask"], name="dropout")]
+    report = verify(_model(nodes, [x], [y]))
+    assert report.ok
+    assert [(c.output, c.status) for c in report.checks] == [("r", "ok"), ("y", "ok"), ("mask", "skipped")]
+    assert "all 2 tensors match (1 not compared: see the table)" in report.format()
