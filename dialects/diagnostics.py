@@ -32,6 +32,10 @@ class CompileError(DlcError):
     """Compilation failed: a pass broke the IR, or a phase could not be reached."""
 
 
+class MemoryLimitError(CompileError):
+    """The model's tensors would need more memory than the limit (dlc/memory_limit.py)."""
+
+
 class InputError(DlcError):
     """Run-time inputs do not match the model: names, shapes or dtypes."""
 

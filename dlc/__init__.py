@@ -53,25 +53,32 @@ class CompiledModel:
 
 def compile(model, target: str = "cpu", threads: int | None = None,
             input_shapes: dict | None = None, pipeline: str | None = None,
-            fusion: str = "all") -> CompiledModel:
+            fusion: str = "all", max_memory: str | int | None = None) -> CompiledModel:
     """Compile an ONNX model (a path or an onnx.ModelProto) for `target`.
 
     threads: worker threads for parallel kernels (None: all cores).
     input_shapes: fixes symbolic input dimensions, e.g. {"x": (1, 3, 224, 224)}.
     pipeline: pass pipeline text replacing the default one.
     fusion: "none", "elementwise" or "all" (default): which kernel fusion rules apply.
+    max_memory: refuse models needing more memory ("8GiB" or bytes; default $DLC_MAX_MEMORY,
+        else half the machine's RAM) with dlc.errors.MemoryLimitError, before allocating.
     """
     from dlc.driver import compile_model
     from dlc.targets import CompileOptions
 
     shapes = {k: tuple(v) for k, v in (input_shapes or {}).items()}
-    result = compile_model(model, target=target, options=CompileOptions(threads=threads, fusion=fusion),
+    result = compile_model(model, target=target, options=CompileOptions(threads=threads, fusion=fusion,
+                                                                               max_memory=max_memory),
                            input_shapes=shapes, pipeline=pipeline)
     return CompiledModel(result.executable, target)
 
 
-def load(directory: str | Path) -> CompiledModel:
-    """Load an artifact directory written by `dlc compile -o DIR` or `CompiledModel.save`."""
+def load(directory: str | Path, max_memory: str | int | None = None) -> CompiledModel:
+    """Load an artifact directory written by `dlc compile -o DIR` or `CompiledModel.save`.
+
+    max_memory: as in `compile`; an artifact needing more (weights, arena, inputs, outputs)
+    is refused before any of it is allocated.
+    """
     from dlc.runtime import load_artifact
 
-    return CompiledModel(load_artifact(directory), "cpu")
+    return CompiledModel(load_artifact(directory, max_memory=max_memory), "cpu")

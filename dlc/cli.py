@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dlc.errors import DlcError
+from dlc.errors import DlcError, InputError
 
 COMPARE_ABS_TOLERANCE = 1e-3
 COMPARE_REL_TOLERANCE = 1e-3
@@ -37,13 +37,17 @@ def _parse_inputs(items: list[str] | None) -> dict[str, np.ndarray]:
     for item in items or []:
         name, sep, path = item.partition("=")
         if not sep:
-            raise DlcError(f"--input {item}: expected NAME=FILE.npy")
+            raise InputError(f"--input {item}: expected NAME=FILE.npy")
         try:
             feeds[name] = np.load(path, allow_pickle=False)
         except FileNotFoundError:
-            raise DlcError(f"--input {item}: no such file '{path}'") from None
+            raise InputError(f"--input {item}: no such file '{path}'", "check the path") from None
         except Exception as error:
-            raise DlcError(f"--input {item}: cannot read '{path}' as a .npy file ({error})") from None
+            raise InputError(f"--input {item}: cannot read '{path}' as a .npy file ({error})",
+                             "write it with numpy.save(path, array)") from None
+        if not isinstance(feeds[name], np.ndarray):  # an .npz archive holds several arrays
+            raise InputError(f"--input {item}: '{path}' is an .npz archive, not one .npy array",
+                             "save the input alone with numpy.save(path, array)")
     return feeds
 
 
@@ -92,7 +96,8 @@ def _compile(args, compile_to: str):
                            options=CompileOptions(threads=getattr(args, "threads", None),
                                                   fusion=getattr(args, "fusion", "all"),
                                                   profile=getattr(args, "profile", False),
-                                                  placement_from=getattr(args, "placement_from", None)),
+                                                  placement_from=getattr(args, "placement_from", None),
+                                                  max_memory=getattr(args, "max_memory", None)),
                            input_shapes=_parse_shapes(getattr(args, "shape", None)),
                            pipeline=getattr(args, "pipeline", None), compile_to=compile_to,
                            compile_from=getattr(args, "compile_from", None), instrument=instrument)
@@ -167,7 +172,7 @@ def cmd_run(args) -> int:
     if path.is_dir():
         if args.target not in ("cpu",):
             raise DlcError(f"{path} is a compiled cpu artifact; --target {args.target} needs the .onnx model")
-        model = dlc.load(path)
+        model = dlc.load(path, max_memory=args.max_memory)
     else:
         result = _compile(args, "exe")
         model = dlc.CompiledModel(result.executable, args.target)
@@ -348,6 +353,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="kernel fusion: none, elementwise chains only, or all rules (default)")
         p.add_argument("--disable-pass", action="append", metavar="PASS", help="skip a pass of the pipeline")
         p.add_argument("--placement", metavar="OUT.json", help="write where each node runs (partial targets)")
+        p.add_argument("--max-memory", metavar="SIZE", default=None,
+                       help="refuse models needing more memory, e.g. 8GiB (default: $DLC_MAX_MEMORY, "
+                            "else half the machine's RAM)")
         p.add_argument("--placement-from", metavar="IN.json",
                        help="force node placement from an (edited) --placement file")
 

@@ -140,7 +140,7 @@ def compile_model(model, *, target: str = "cpu", options: CompileOptions | None 
             if cached is not None:
                 return CompileResult("exe", executable=cached, timings=[("cache hit", 0.0)])
         start = time.perf_counter()
-        module = import_model(model, input_shapes)
+        module = import_model(model, input_shapes, options.max_memory)
         timings.append(("import", time.perf_counter() - start))
         phase = "onnx"
     module.attributes["dlc.target"] = StringAttr(backend.name)
@@ -170,6 +170,7 @@ def compile_model(model, *, target: str = "cpu", options: CompileOptions | None 
         if text is None:
             raise CompileError(f"target '{backend.name}' does not produce LLVM IR")
         return CompileResult("llvm", text=text, timings=timings)
+    _check_memory_plan(module, options)
     start = time.perf_counter()
     try:
         if backend.partial:  # it takes some nodes: partition, the rest on cpu (dlc/partition.py)
@@ -189,6 +190,38 @@ def compile_model(model, *, target: str = "cpu", options: CompileOptions | None 
     return CompileResult("exe", module=module, executable=executable, timings=timings)
 
 
+def _check_memory_plan(module: ModuleOp, options: CompileOptions) -> None:
+    """Before the target allocates anything: inputs, outputs, weights and the arena under the limit."""
+    from xdsl.dialects import func
+    from xdsl.dialects.builtin import IntegerAttr, MemRefType, TensorType
+
+    from dialects.types import numpy_dtype
+    from dlc import memory_limit
+
+    def nbytes(value_type) -> int:
+        if not isinstance(value_type, (MemRefType, TensorType)):
+            return 0
+        count = 1
+        for size in value_type.get_shape():
+            count *= max(size, 0)
+        return count * numpy_dtype(value_type.element_type).itemsize
+
+    main = next((op for op in module.ops if isinstance(op, func.FuncOp) and op.sym_name.data == "main"), None)
+    if main is None:
+        return
+    arena = main.attributes.get("dlc.arena_size")
+    arena_bytes = arena.value.data if isinstance(arena, IntegerAttr) else 0
+    io_types = [arg.type for arg in main.body.block.args] or list(main.function_type.inputs.data)
+    if not any(isinstance(t, MemRefType) for t in io_types):  # graph phase: results are the outputs
+        io_types += list(main.function_type.outputs.data)
+    # The cpu arena is @main's last argument (plan-memory): count it once, as the arena.
+    io_bytes = sum(nbytes(t) for t in io_types) - (nbytes(io_types[-1]) if arena is not None and io_types else 0)
+    weights = sum(array.nbytes for array in weights_of(module).values())
+    memory_limit.check(arena_bytes + io_bytes + weights, memory_limit.resolve_limit(options.max_memory),
+                       "running this model", {"inputs and outputs": io_bytes, "weights": weights,
+                                              "intermediates (memory plan)": arena_bytes})
+
+
 def _cache_key(model, target: str, options: CompileOptions, input_shapes) -> str | None:
     """The cache key of an ONNX model given as a path or a ModelProto (None: not cacheable)."""
     import dataclasses
@@ -202,4 +235,18 @@ def _cache_key(model, target: str, options: CompileOptions, input_shapes) -> str
             data = Path(model).read_bytes()
         except OSError:
             return None  # the importer reports the error
+    if b"location" in data and _uses_external_data(data):
+        return None  # the key would not cover the weights, which live in other files
     return cache.cache_key(data, target, dataclasses.asdict(options), input_shapes)
+
+
+def _uses_external_data(data: bytes) -> bool:
+    import onnx
+    from onnx.external_data_helper import _get_all_tensors, uses_external_data
+
+    proto = onnx.ModelProto()
+    try:
+        proto.ParseFromString(data)
+    except Exception:
+        return False  # the importer reports the error
+    return any(uses_external_data(tensor) for tensor in _get_all_tensors(proto))

@@ -5,6 +5,7 @@ from dialects.diagnostics import (  # noqa: F401
     CompileError,
     DlcError,
     InputError,
+    MemoryLimitError,
     ModelLoadError,
     UnsupportedError,
 )

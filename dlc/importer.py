@@ -35,39 +35,212 @@ from xdsl.ir import Attribute, Block, Region, SSAValue
 from dialects.onnx import CANONICAL_OPSET, NONDETERMINISTIC, OPS, NoneOp, WeightOp
 from dialects.types import element_type_for, numpy_dtype_for_onnx
 from dialects.weights import WeightStore, attach_weights
+from dlc import memory_limit
 from dlc.errors import ModelLoadError, UnsupportedError
 
 _MAX_FOLD_ITERATIONS = 16
 
 
-def load_model(model: str | Path | onnx.ModelProto) -> onnx.ModelProto:
-    """Read and check a model; every failure is a ModelLoadError naming the file."""
+def load_model(model: str | Path | onnx.ModelProto, max_memory: str | int | None = None) -> onnx.ModelProto:
+    """Read and check a model; every failure is a ModelLoadError naming the file.
+
+    Structural faults (cycles, values no one produces, values produced twice, unknown
+    operators) are reported with the node's name and op type before `onnx.checker`, whose
+    messages name neither; external data is read only from the model's own folder.
+    """
+    limit = memory_limit.resolve_limit(max_memory)
     if isinstance(model, onnx.ModelProto):
-        source, proto = "<ModelProto>", model
+        source, proto, folder = "<ModelProto>", model, None
     else:
         path = Path(model)
-        source = str(path)
+        source, folder = str(path), path.parent
         if not path.exists():
-            raise ModelLoadError(f"{source}: no such file")
+            raise ModelLoadError(f"{source}: no such file", "check the path")
         if path.is_dir():
             raise ModelLoadError(f"{source}: is a directory, not an .onnx file",
                                  "to run a compiled artifact directory use `dlc run DIR`")
-        data = path.read_bytes()
+        memory_limit.check(path.stat().st_size, limit, f"reading {source}")
+        try:
+            data = path.read_bytes()
+        except OSError as error:
+            raise ModelLoadError(f"{source}: cannot read the file ({error.strerror})") from None
         if not data:
-            raise ModelLoadError(f"{source}: the file is empty")
+            raise ModelLoadError(f"{source}: the file is empty", "an ONNX model is a binary protobuf file")
         proto = onnx.ModelProto()
         try:
             proto.ParseFromString(data)
         except Exception as error:  # protobuf raises DecodeError and friends
-            raise ModelLoadError(f"{source}: not an ONNX model (protobuf parse failed: {error})") from None
+            raise ModelLoadError(f"{source}: not an ONNX model (protobuf parse failed: {error})",
+                                 "an ONNX model is a binary protobuf file; is this file truncated or "
+                                 "another format?") from None
         if not proto.HasField("graph") or not proto.graph.node and not proto.graph.output:
             raise ModelLoadError(f"{source}: not an ONNX model (no graph found; truncated file?)")
+    proto = _topologically_sorted(proto, source)
+    _check_operators_exist(proto, source)
+    proto = _with_external_data(proto, source, folder, limit)
     try:
         onnx.checker.check_model(proto)
     except onnx.checker.ValidationError as error:
         first_line = str(error).strip().splitlines()[0]
         raise ModelLoadError(f"{source}: fails onnx.checker: {first_line}") from None
     return proto
+
+
+def _describe(node: onnx.NodeProto, index: int) -> str:
+    return f"node '{node.name or f'#{index}'}' ({node.op_type})"
+
+
+def _names_read_by_subgraphs(node: onnx.NodeProto) -> set[str]:
+    """Every value name a node's If/Loop/Scan bodies read (they may read outer-scope values)."""
+    names: set[str] = set()
+    for attr in node.attribute:
+        for graph in [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs):
+            for inner in graph.node:
+                names.update(inner.input)
+                names |= _names_read_by_subgraphs(inner)
+    return names
+
+
+def _topologically_sorted(proto: onnx.ModelProto, source: str) -> onnx.ModelProto:
+    """The model with its nodes in topological order, or a ModelLoadError naming the fault.
+
+    ONNX requires sorted nodes, but onnxruntime sorts them itself, so an unsorted acyclic
+    graph is accepted (sorted on a copy); a value produced twice, read but never produced,
+    or produced on a cycle is refused with the nodes involved.
+    """
+    graph = proto.graph
+    producer: dict[str, str] = {}
+    for name in {*(init.name for init in graph.initializer), *(value.name for value in graph.input)}:
+        producer[name] = "a graph input or initializer"
+    for index, node in enumerate(graph.node):
+        for name in node.output:
+            if not name:
+                continue
+            if name in producer:
+                raise ModelLoadError(f"{source}: {_describe(node, index)} writes '{name}', which "
+                                     f"{producer[name]} already provides",
+                                     "every value needs exactly one producer (ONNX graphs are in SSA "
+                                     "form); rename one of them")
+            producer[name] = _describe(node, index)
+    node_of = {name: index for index, node in enumerate(graph.node) for name in node.output if name}
+    needs: list[set[int]] = []
+    for index, node in enumerate(graph.node):
+        for name in node.input:
+            if name and name not in producer:
+                raise ModelLoadError(f"{source}: {_describe(node, index)} reads '{name}', which no node, "
+                                     "graph input or initializer produces",
+                                     "the model is incomplete: add the missing input or initializer, "
+                                     "or re-export it")
+        reads = set(node.input) | _names_read_by_subgraphs(node)
+        needs.append({node_of[name] for name in reads if name in node_of})
+    if all(all(need < index for need in needs[index]) for index in range(len(needs))):
+        return proto  # already sorted: keep the file's order
+    order, placed = [], set()
+    remaining = list(range(len(graph.node)))
+    while remaining:
+        ready = [index for index in remaining if needs[index] <= placed]
+        if not ready:
+            cycle = ", ".join(_describe(graph.node[i], i) for i in remaining[:6])
+            more = f" and {len(remaining) - 6} more" if len(remaining) > 6 else ""
+            raise ModelLoadError(f"{source}: the graph has a cycle through {cycle}{more}",
+                                 "ONNX graphs must be acyclic (loops are written with the Loop "
+                                 "operator); check how the model was built")
+        order.extend(ready)
+        placed.update(ready)
+        remaining = [index for index in remaining if index not in placed]
+    sorted_proto = onnx.ModelProto()
+    sorted_proto.CopyFrom(proto)
+    del sorted_proto.graph.node[:]
+    sorted_proto.graph.node.extend(graph.node[i] for i in order)
+    return sorted_proto
+
+
+def _check_operators_exist(proto: onnx.ModelProto, source: str) -> None:
+    """Nodes of the standard domains must name an operator the ONNX standard defines."""
+    versions = {entry.domain or "ai.onnx": entry.version for entry in proto.opset_import}
+    local = {(function.domain, function.name) for function in proto.functions}
+    for index, node in enumerate(proto.graph.node):
+        domain = node.domain or "ai.onnx"
+        if (node.domain, node.op_type) in local:
+            continue
+        if domain not in versions:
+            raise ModelLoadError(f"{source}: {_describe(node, index)} uses domain '{domain}', which the "
+                                 f"model does not import (its opset imports: {sorted(versions)})",
+                                 "add the domain to the model's opset_import, or fix the node's domain")
+        if domain not in ("ai.onnx", "ai.onnx.ml"):
+            continue
+        schema_domain = "" if domain == "ai.onnx" else domain
+        if not onnx.defs.has(node.op_type, schema_domain):
+            raise ModelLoadError(f"{source}: {_describe(node, index)}: '{node.op_type}' is not an "
+                                 f"operator of the ONNX standard (domain {domain})",
+                                 "check the op type's spelling; `dlc ops` lists the operators dlc "
+                                 "supports")
+        try:
+            onnx.defs.get_schema(node.op_type, versions[domain], schema_domain)
+        except onnx.defs.SchemaError:
+            first = onnx.defs.get_schema(node.op_type, schema_domain).since_version
+            raise ModelLoadError(f"{source}: {_describe(node, index)}: '{node.op_type}' does not exist at "
+                                 f"the model's opset {versions[domain]} of domain {domain} (it was added "
+                                 f"in opset {first})",
+                                 f"raise the model's opset import to {first} or more") from None
+
+
+def _with_external_data(proto: onnx.ModelProto, source: str, folder: Path | None,
+                        limit: int) -> onnx.ModelProto:
+    """The model with its external tensor data read in, from files inside the model's folder.
+
+    A location that is absolute or leaves the folder (`../`, a symbolic link out) is refused:
+    a downloaded model must not make dlc read arbitrary files.
+    """
+    from onnx.external_data_helper import ExternalDataInfo, _get_all_tensors, uses_external_data
+
+    external = [tensor for tensor in _get_all_tensors(proto) if uses_external_data(tensor)]
+    if not external:
+        return proto
+    if folder is None:
+        raise ModelLoadError(f"{source}: tensor '{external[0].name}' keeps its data in an external file, "
+                             "and a ModelProto in memory has no folder to find it in",
+                             "pass the model's path instead (dlc reads the data from its folder), or "
+                             "load it with onnx.load(path)")
+    root = folder.resolve()
+    total = 0
+    for tensor in external:
+        try:
+            info = ExternalDataInfo(tensor)
+        except ValueError as error:
+            raise ModelLoadError(f"{source}: tensor '{tensor.name}': bad external data entry ({error})") from None
+        where = f"{source}: tensor '{tensor.name}' keeps its data in '{info.location}'"
+        if not info.location:
+            raise ModelLoadError(f"{where}: the external data entry has no location")
+        if Path(info.location).is_absolute():
+            raise ModelLoadError(f"{where}, an absolute path; external data must be a file inside the "
+                                 f"model's folder {folder}", "refused for safety: move the data file "
+                                 "next to the model and give its relative name")
+        file = (root / info.location).resolve()
+        if not file.is_relative_to(root):
+            raise ModelLoadError(f"{where}, which is outside the model's folder {folder}",
+                                 "refused for safety: move the data file next to the model and give "
+                                 "its relative name")
+        if not file.is_file():
+            raise ModelLoadError(f"{where}, which does not exist in {folder}",
+                                 "copy the data file next to the model (onnx.save writes it there)")
+        size = file.stat().st_size
+        offset = info.offset or 0
+        length = info.length if info.length is not None else size - offset
+        if offset + length > size:
+            raise ModelLoadError(f"{where} at bytes {offset}..{offset + length}, but the file has "
+                                 f"{size} bytes", "the data file is truncated or belongs to another model")
+        total += length
+    memory_limit.check(total, limit, f"reading the external data of {source}")
+    loaded = onnx.ModelProto()
+    loaded.CopyFrom(proto)
+    from onnx.external_data_helper import load_external_data_for_model
+
+    try:
+        load_external_data_for_model(loaded, str(root))
+    except Exception as error:
+        raise ModelLoadError(f"{source}: cannot read its external data: {error}") from None
+    return loaded
 
 
 def opset_of(model: onnx.ModelProto) -> int:
@@ -85,10 +258,13 @@ def graph_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
 
 def _fix_input_shapes(model: onnx.ModelProto, input_shapes: dict[str, tuple[int, ...]]) -> None:
     real = {value.name: value for value in graph_inputs(model)}
-    for name in input_shapes:
+    for name, shape in input_shapes.items():
         if name not in real:
             raise ModelLoadError(f"--shape names input '{name}', but the model's inputs are "
                                  f"{sorted(real)}")
+        if any(not isinstance(size, (int, np.integer)) or size <= 0 for size in shape):
+            raise ModelLoadError(f"--shape {name}: dimensions must be positive integers, got {list(shape)}",
+                                 f"give every dimension of input '{name}', e.g. --shape {name}=1x3x224x224")
     for name, value in real.items():
         tensor_type = value.type.tensor_type
         if not value.type.HasField("tensor_type"):
@@ -106,7 +282,12 @@ def _fix_input_shapes(model: onnx.ModelProto, input_shapes: dict[str, tuple[int,
             raise UnsupportedError(f"input '{name}' has no declared shape",
                                    f"fix it with --shape {name}=1x3x224x224 (input_shapes= in dlc.compile)")
         for axis, dim in enumerate(tensor_type.shape.dim):
-            if not dim.HasField("dim_value") or dim.dim_value < 0:
+            if dim.HasField("dim_value") and dim.dim_value < 0:
+                raise ModelLoadError(f"input '{name}' declares dimension {dim.dim_value} on axis {axis}; "
+                                     "dimensions cannot be negative",
+                                     f"fix the model, or give the shape with --shape {name}=... "
+                                     f"(input_shapes={{'{name}': (...)}} in dlc.compile)")
+            if not dim.HasField("dim_value"):
                 label = dim.dim_param or "?"
                 raise UnsupportedError(
                     f"input '{name}' has a symbolic dimension '{label}' (axis {axis}); "
@@ -190,14 +371,17 @@ def _evaluate(node: onnx.NodeProto, inputs: list[np.ndarray | None]) -> list[np.
     from onnx.reference import ReferenceEvaluator
 
     feeds = {name: value for name, value in zip(node.input, inputs) if name}
-    return ReferenceEvaluator(node, opsets={"": CANONICAL_OPSET}).run(None, feeds)
+    # NaN and Inf weights fold to what IEEE arithmetic gives, as at run time: no warnings.
+    with np.errstate(all="ignore"):
+        return ReferenceEvaluator(node, opsets={"": CANONICAL_OPSET}).run(None, feeds)
 
 
 class _Folder:
     """Shape inference and constant folding over the graph, until a fixed point."""
 
-    def __init__(self, model: onnx.ModelProto):
+    def __init__(self, model: onnx.ModelProto, limit: int | None = None):
         self.model = model
+        self.limit = limit if limit is not None else memory_limit.resolve_limit()
         self.constants: dict[str, np.ndarray] = {
             init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
         self.types: dict[str, onnx.TypeProto] = {}
@@ -222,12 +406,39 @@ class _Folder:
         del graph.value_info[:]
         # From IR version 4 on, initializers need not be inputs (IR 3 required it).
         self.model.ir_version = max(self.model.ir_version, 4)
+        # First without data propagation, which is cheap and cannot allocate: a Range or
+        # ConstantOfShape of billions of elements is refused before data propagation (which
+        # materialises such values) or folding does allocate it.
+        self.types = _value_types(self._inferred(data_prop=False))
+        self._check_memory()
+        self.types = _value_types(self._inferred(data_prop=True))
+        self._check_memory()
+
+    def _inferred(self, data_prop: bool) -> onnx.ModelProto:
         try:
-            inferred = onnx.shape_inference.infer_shapes(self.model, strict_mode=True, data_prop=True)
+            return onnx.shape_inference.infer_shapes(self.model, check_type=True, strict_mode=True,
+                                                     data_prop=data_prop)
+        except MemoryError:
+            raise _memory_error("ONNX shape inference (data propagation)") from None
         except Exception as error:
-            raise UnsupportedError(f"ONNX shape inference failed: {str(error).strip().splitlines()[0]}") from None
-        self.types = {v.name: v.type for v in (*inferred.graph.input, *inferred.graph.value_info,
-                                              *inferred.graph.output)}
+            if "bad_alloc" in str(error):
+                raise _memory_error("ONNX shape inference (data propagation)") from None
+            raise _inference_error(self.model, error) from None
+
+    def _check_memory(self) -> None:
+        """Inputs, outputs, weights and the largest intermediate must fit under the limit."""
+        graph = self.model.graph
+        sizes = {name: _type_bytes(value_type) for name, value_type in self.types.items()}
+        io_names = {v.name for v in (*graph.input, *graph.output)}
+        inputs_outputs = sum(sizes.get(name) or 0 for name in io_names)
+        weights = sum(array.nbytes for array in self.constants.values())
+        intermediates = {name: size for name, size in sizes.items()
+                         if size and name not in io_names and name not in self.constants}
+        largest = max(intermediates, key=intermediates.get, default=None)
+        largest_bytes = intermediates.get(largest, 0)
+        parts = {"inputs and outputs": inputs_outputs, "weights": weights,
+                 f"largest intermediate '{largest}' {_type_text(self.types.get(largest))}": largest_bytes}
+        memory_limit.check(inputs_outputs + weights + largest_bytes, self.limit, "this model", parts)
 
     def _fold_once(self) -> bool:
         graph = self.model.graph
@@ -258,10 +469,94 @@ class _Folder:
             return None
         if any(attr.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for attr in node.attribute):
             return None
+        self._check_fold_size(node)
         try:
             return _evaluate(node, [self.constants.get(name) for name in node.input])
+        except MemoryError:
+            raise _memory_error(f"constant folding node '{node.name}' ({node.op_type})") from None
         except Exception:
             return None  # leave it to the compiler, which reports a precise error
+
+    def _check_fold_size(self, node: onnx.NodeProto) -> None:
+        """Folding allocates the node's outputs as weights: refuse it above the limit first."""
+        outputs = {name: _type_bytes(self.types.get(name, onnx.TypeProto())) or 0 for name in node.output if name}
+        weights = sum(array.nbytes for array in self.constants.values())
+        shapes = ", ".join(f"'{name}' {_type_text(self.types.get(name))}" for name in outputs)
+        memory_limit.check(weights + sum(outputs.values()), self.limit,
+                           f"constant folding node '{node.name}' ({node.op_type}) into {shapes}",
+                           {"its outputs": sum(outputs.values()), "weights so far": weights})
+
+
+def _value_types(inferred: onnx.ModelProto) -> dict[str, onnx.TypeProto]:
+    return {v.name: v.type for v in (*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output)}
+
+
+def _type_bytes(value_type: onnx.TypeProto | None) -> int | None:
+    """Bytes of a static tensor type (None: not a tensor, or a dimension unknown)."""
+    if value_type is None:
+        return None
+    shape = _static_shape(value_type)
+    if shape is None or not value_type.tensor_type.elem_type:
+        return None
+    try:
+        itemsize = onnx.helper.tensor_dtype_to_np_dtype(value_type.tensor_type.elem_type).itemsize
+    except (KeyError, ValueError, TypeError):
+        itemsize = 1
+    return int(np.prod(shape, dtype=object)) * itemsize  # Python ints: no overflow at 1e20 elements
+
+
+def _type_text(value_type: onnx.TypeProto | None) -> str:
+    """`float32[50000, 50000]`, or `?` when unknown."""
+    if value_type is None or not value_type.HasField("tensor_type"):
+        return "?"
+    tensor_type = value_type.tensor_type
+    try:
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type).name
+    except (KeyError, ValueError, TypeError):
+        dtype = onnx.TensorProto.DataType.Name(tensor_type.elem_type).lower()
+    if not tensor_type.HasField("shape"):
+        return f"{dtype}[?]"
+    dims = [str(d.dim_value) if d.HasField("dim_value") else (d.dim_param or "?") for d in tensor_type.shape.dim]
+    return f"{dtype}[{', '.join(dims)}]"
+
+
+def _memory_error(what: str) -> Exception:
+    from dlc.errors import MemoryLimitError
+
+    return MemoryLimitError(f"{what} ran out of memory",
+                            "the model makes tensors too big for this machine; check its shapes, or "
+                            f"set a lower limit with --max-memory / ${memory_limit.ENV_VARIABLE} so dlc "
+                            "refuses such models up front")
+
+
+def _inference_error(model: onnx.ModelProto, error: Exception) -> ModelLoadError:
+    """ONNX shape inference refused the model: name the node, its op type and its inputs' types."""
+    import re
+
+    text = str(error).strip().splitlines()[0]
+    # onnx nests the reason: "Inference error(s): (op_type:MatMul, node name: mm): [ShapeInferenceError] ..."
+    located = re.findall(r"\(op_type:(\w+)(?:, node name: ([^)]*))?\):\s*(?:\[\w+\]\s*)?", text)
+    reason = re.split(r"\(op_type:\w+(?:, node name: [^)]*)?\):\s*(?:\[\w+\]\s*)?", text)[-1].strip()
+    if not located:
+        return ModelLoadError(f"ONNX shape inference failed: {text}",
+                              "the model breaks ONNX's type or shape rules; check it with "
+                              "onnx.checker.check_model(model, full_check=True)")
+    op_type, node_name = located[0]
+    node = next((n for n in model.graph.node if n.name == node_name and n.op_type == op_type), None)
+    inputs = ""
+    if node is not None:
+        try:
+            types = _value_types(onnx.shape_inference.infer_shapes(model, strict_mode=False))
+        except Exception:
+            types = {}
+        types.update({init.name: onnx.helper.make_tensor_type_proto(init.data_type, list(init.dims))
+                      for init in model.graph.initializer})
+        inputs = "; its inputs: " + ", ".join(f"'{name}' {_type_text(types.get(name))}"
+                                              for name in node.input if name)
+    return ModelLoadError(f"node '{node_name or '?'}' ({op_type}) fails ONNX shape inference: {reason}{inputs}",
+                          "the model breaks ONNX's type or shape rules for this operator: fix the shapes or "
+                          "dtypes of its inputs (or the --shape given); if onnxruntime runs the model, "
+                          "report it to dlc")
 
 
 def _attribute(attr: onnx.AttributeProto, node: onnx.NodeProto) -> Attribute:
@@ -297,13 +592,18 @@ def _tensor_type(name: str, value_type: onnx.TypeProto, where: str) -> TensorTyp
 
 
 def import_model(model: str | Path | onnx.ModelProto,
-                 input_shapes: dict[str, tuple[int, ...]] | None = None) -> ModuleOp:
-    """Import an ONNX model into the `onnx` phase (weights attached to the module)."""
+                 input_shapes: dict[str, tuple[int, ...]] | None = None,
+                 max_memory: str | int | None = None) -> ModuleOp:
+    """Import an ONNX model into the `onnx` phase (weights attached to the module).
+
+    max_memory: refuse models whose tensors need more bytes (dlc/memory_limit.py).
+    """
+    limit = memory_limit.resolve_limit(max_memory)
     proto = onnx.ModelProto()
-    proto.CopyFrom(load_model(model))
+    proto.CopyFrom(load_model(model, limit))
     _fix_input_shapes(proto, dict(input_shapes or {}))
     proto = _convert_opset(proto)
-    folder = _Folder(proto)
+    folder = _Folder(proto, limit)
     folder.run()
     graph = proto.graph
 

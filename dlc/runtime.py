@@ -393,7 +393,8 @@ def _check_cpu(manifest: dict, host: tuple[str, str]) -> None:
                             "recompile the model on this machine with `dlc compile`")
 
 
-def load_artifact(directory: str | Path) -> NativeExecutable:
+def load_artifact(directory: str | Path, max_memory: str | int | None = None) -> NativeExecutable:
+    """Load an artifact; one needing more than the memory limit (dlc/memory_limit.py) is refused first."""
     directory = Path(directory)
     manifest_path = directory / "manifest.json"
     if not manifest_path.exists():
@@ -408,8 +409,49 @@ def load_artifact(directory: str | Path) -> NativeExecutable:
     for name in ("model.o", "weights.bin"):
         if not (directory / name).exists():
             raise ArtifactError(f"{directory}: incomplete artifact, {name} is missing")
-    raw = np.fromfile(directory / "weights.bin", dtype=np.uint8)
-    if raw.size != manifest["weights_size"]:
+    _check_manifest(manifest, manifest_path, max_memory)
+    size = (directory / "weights.bin").stat().st_size
+    if size != manifest["weights_size"]:
         raise ArtifactError(f"{directory}/weights.bin: expected {manifest['weights_size']} bytes, "
-                            f"found {raw.size}")
-    return NativeExecutable(manifest, (directory / "model.o").read_bytes(), aligned_copy(raw))
+                            f"found {size}", "the artifact is damaged: compile it again")
+    raw = np.fromfile(directory / "weights.bin", dtype=np.uint8)
+    object_code = (directory / "model.o").read_bytes()
+    if "model_sha256" in manifest:  # linking damaged object code would crash the process
+        import hashlib
+
+        if hashlib.sha256(object_code).hexdigest() != manifest["model_sha256"]:
+            raise ArtifactError(f"{directory}/model.o: damaged (its SHA-256 differs from the manifest's)",
+                                "compile the model again with `dlc compile`")
+    return NativeExecutable(manifest, object_code, aligned_copy(raw))
+
+
+def _check_manifest(manifest: dict, path: Path, max_memory: str | int | None) -> None:
+    """Fields the loader trusts have the right types, and the memory they claim fits the limit."""
+    from dlc import memory_limit
+
+    def bad(field: str) -> ArtifactError:
+        return ArtifactError(f"{path}: field '{field}' is missing or malformed",
+                             "the artifact is damaged: compile the model again with `dlc compile`")
+
+    for field in ("arena_size", "weights_size"):
+        if not isinstance(manifest.get(field), int) or isinstance(manifest[field], bool) or manifest[field] < 0:
+            raise bad(field)
+    tensors = 0
+    for field in ("inputs", "outputs"):
+        specs = manifest.get(field)
+        if not isinstance(specs, list):
+            raise bad(field)
+        for spec in specs:
+            try:
+                shape = [int(d) for d in spec["shape"]]
+                itemsize = np.dtype(spec["dtype"]).itemsize
+                str(spec["name"])
+            except (KeyError, TypeError, ValueError):
+                raise bad(field) from None
+            if any(d < 0 for d in shape):
+                raise bad(field)
+            tensors += int(np.prod(shape, dtype=object)) * itemsize
+    memory_limit.check(tensors + manifest["arena_size"] + manifest["weights_size"],
+                       memory_limit.resolve_limit(max_memory), f"running the artifact {path.parent}",
+                       {"inputs and outputs": tensors, "weights": manifest["weights_size"],
+                        "intermediates (memory plan)": manifest["arena_size"]})

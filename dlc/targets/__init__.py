@@ -60,6 +60,8 @@ class CompileOptions:
     fusion: str = "all"  # none | elementwise | all
     profile: bool = False  # time each kernel call inside the native code
     placement_from: str | None = None  # a placement JSON forcing nodes onto targets (partial targets)
+    # Refuse models needing more bytes ("8GiB" or an int; None: $DLC_MAX_MEMORY or half the RAM).
+    max_memory: str | int | None = None
 
 
 class Executable(Protocol):

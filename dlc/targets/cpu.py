@@ -63,6 +63,8 @@ class CpuTarget(Target):
         return emit_llvm(module, weight_layout(module)[0])
 
     def build(self, module, options: CompileOptions):
+        import hashlib
+
         from dlc import __version__
         from dlc.codegen.native import compile_object, host_cpu
         from dlc.runtime import MANIFEST_VERSION, NativeExecutable
@@ -84,6 +86,8 @@ class CpuTarget(Target):
             "cpu": cpu,
             "cpu_features": features,
             "entry": "dlc_main",
+            # load_artifact checks it: a damaged model.o would crash the process when linked.
+            "model_sha256": hashlib.sha256(object_code).hexdigest(),
             "inputs": [t.to_json() for t in _specs(main, "inputs")],
             "outputs": [t.to_json() for t in _specs(main, "outputs")],
             "arena_size": main.attributes["dlc.arena_size"].value.data,
