@@ -37,6 +37,13 @@ def _conv_relu():
                          helper.make_node("Relu", ["c"], ["y"])], [1, 8, 64, 64], [("w", w)])
 
 
+def _conv_small_image():
+    """Few pixels, many channels (a late ResNet layer): threads split the GEMM's rows too."""
+    w = np.random.default_rng(3).uniform(-1, 1, (100, 64, 3, 3)).astype(np.float32)
+    return _graph_model([helper.make_node("Conv", [X, "w"], ["y"], pads=[1, 1, 1, 1])], [1, 64, 7, 7],
+                        [("w", w)])
+
+
 def _max_pool():
     return _graph_model([helper.make_node("MaxPool", [X], ["y"], kernel_shape=[3, 3], strides=[2, 2],
                                           pads=[1, 1, 1, 1])], [1, 16, 64, 64])
@@ -56,7 +63,7 @@ def _elementwise_chain():
                          helper.make_node("Mul", ["g", X], ["y"])], [2, 24, 32, 32], [("b", b)])
 
 
-MODELS = {"conv_pad_relu": _conv_relu, "max_pool": _max_pool, "softmax": _softmax,
+MODELS = {"conv_pad_relu": _conv_relu, "conv_small_image": _conv_small_image, "max_pool": _max_pool, "softmax": _softmax,
           "transpose": _transpose, "elementwise_chain": _elementwise_chain}
 
 

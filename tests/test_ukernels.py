@@ -13,7 +13,7 @@ import pytest
 from llvmlite import ir
 
 from dlc.codegen.native import NativeModule, compile_object
-from dlc.codegen.ukernels import GemmSpec, choose_tiles, emit_gemm, pack_b
+from dlc.codegen.ukernels import GemmSpec, choose_tiles, emit_gemm, pack_b, thread_grid
 from dlc.runtime import aligned_empty
 
 GUARD = 64  # floats of NaN after every input and around C
@@ -67,7 +67,7 @@ def kernels():
         emit_gemm(module, f"gemm{index}", spec, exported=True)
     native = NativeModule(compile_object(str(module)))
     signature = ctypes.CFUNCTYPE(None, *[ctypes.c_void_p] * 5)
-    range_signature = ctypes.CFUNCTYPE(None, *[ctypes.c_void_p] * 5, ctypes.c_int64, ctypes.c_int64)
+    range_signature = ctypes.CFUNCTYPE(None, *[ctypes.c_void_p] * 5, *[ctypes.c_int64] * 4)
     functions = {i: signature(native.address(f"gemm{i}")) for i in range(len(SPECS))}
     ranges = {i: range_signature(native.address(f"gemm{i}_range")) for i in range(len(SPECS))}
     return native, functions, ranges
@@ -171,15 +171,35 @@ def test_matches_numpy(kernels, index):
     _check(problem)
 
 
-@pytest.mark.parametrize("index", [i for i, s in enumerate(SPECS) if s.panels >= 3][:4])
-def test_panel_ranges_cover_the_whole(kernels, index):
-    """Disjoint panel ranges (what threads would run) together compute the whole product."""
+@pytest.mark.parametrize("index", [i for i, s in enumerate(SPECS) if s.panels >= 3 and s.row_blocks >= 3][:6])
+def test_blocks_of_a_thread_grid_cover_the_whole(kernels, index):
+    """Disjoint blocks of rows x panels (what the threads of a grid run) together compute the
+    whole product, the m % mr remainder rows included, each element once."""
     _native, _functions, ranges = kernels
-    problem = Problem(SPECS[index], seed=index)
-    pointers, panels = problem.pointers(), SPECS[index].panels
-    for first, last in [(0, 1), (1, panels - 1), (panels - 1, panels)]:
-        ranges[index](*pointers, first, last)
+    spec = SPECS[index]
+    problem = Problem(spec, seed=index)
+    pointers, panels, blocks = problem.pointers(), spec.panels, spec.row_blocks
+    row_cuts = [0, spec.mr, (blocks - 1) * spec.mr, spec.m]  # the last block ends at m
+    panel_cuts = [0, 1, panels - 1, panels]
+    for first_row, last_row in zip(row_cuts, row_cuts[1:]):
+        for first, last in zip(panel_cuts, panel_cuts[1:]):
+            ranges[index](*pointers, first, last, first_row, last_row)
     _check(problem)
+
+
+@pytest.mark.parametrize("blocks, panels, threads, grid", [
+    (19, 7, 2, (2, 1)),    # ResNet-50 layer 3: 10 + 9 row blocks beat 4 + 3 panels
+    (37, 2, 16, (8, 2)),   # a 7x7 layer (2 panels of 49 pixels): rows too, 16 threads busy
+    (1, 40, 4, (1, 4)),    # one row block (a GEMV): columns only
+    (5, 1, 8, (5, 1)),     # one panel: rows only, 5 blocks -> 5 threads
+    (3, 3, 4, (1, 3)),     # nothing beats 3 tiles each; the tie keeps fewer row splits
+])
+def test_thread_grid_balances_tiles(blocks, panels, threads, grid):
+    tm, tn = thread_grid(blocks, panels, threads)
+    assert (tm, tn) == grid and tm * tn <= threads
+    busiest = -(-blocks // tm) * -(-panels // tn)
+    best = min(-(-blocks // a) * -(-panels // min(threads // a, panels)) for a in range(1, min(blocks, threads) + 1))
+    assert busiest == best
 
 
 def test_nan_propagates_through_relu():

@@ -200,6 +200,8 @@ class _TypedCallee:
 
 # Smaller GEMMs run on one thread: waking the pool (~5-20 us) costs more than it saves.
 MIN_PARALLEL_MACS = 1 << 21
+# Thread counts the GEMM work grids are tabulated for (more threads share the last grid).
+GRID_TABLE_THREADS = 64
 
 # The runtime context the entry receives, as consecutive 8-byte fields.
 RUNTIME_FIELDS = ("parallel", "thread_num", "num_threads", "profile", "team_size")
@@ -547,7 +549,8 @@ class LLVMEmitter:
         return function
 
     def _parallel_worker(self, name: str, spec) -> ir.Function:
-        """`void NAME_worker(ptr data)`: thread t of T runs panels [t*ceil(P/T), ...) of C.
+        """`void NAME_worker(ptr data)`: thread t of T runs one block of a tm x tn grid over C
+        (`thread_grid`: mr-row blocks split tm ways, nr-column panels tn ways).
 
         `data` holds {A, B, C, bias, R, ptr omp_get_num_threads, ptr omp_get_thread_num}; the
         team size is asked of libgomp, which starts fewer threads inside an outer parallel region.
@@ -561,18 +564,56 @@ class LLVMEmitter:
         def field(i: int, typ: ir.Type) -> ir.Value:
             return b.load(b.gep(data, [ir.Constant(I64, i)], True, source_etype=I64), typ=typ, align=8)
 
+        def const(value: int) -> ir.Constant:
+            return ir.Constant(I64, value)
+
         pointers = [field(i, PTR) for i in range(5)]
         threads = b.sext(_indirect_call(b, field(5, PTR), ir.FunctionType(ir.IntType(32), []), []), I64)
-        tid = _indirect_call(b, field(6, PTR), ir.FunctionType(ir.IntType(32), []), [])
-        tid = b.sext(tid, I64)
-        panels = ir.Constant(I64, spec.panels)
-        per_thread = b.sdiv(b.add(panels, b.sub(threads, ir.Constant(I64, 1))), threads)
-        first = b.mul(tid, per_thread)
-        last = b.select(b.icmp_signed("<", b.add(first, per_thread), panels), b.add(first, per_thread), panels)
-        with b.if_then(b.icmp_signed("<", first, last)):
-            b.call(self.llvm.globals[f"{name}_range"], [*pointers, first, last])
+        tid = b.sext(_indirect_call(b, field(6, PTR), ir.FunctionType(ir.IntType(32), []), []), I64)
+        tm, tn = self._thread_grid_of(b, spec, threads)
+        row_part, col_part = b.srem(tid, tm), b.sdiv(tid, tm)
+        blocks, panels = const(spec.row_blocks), const(spec.panels)
+
+        def share(part, parts, total):  # [part*total/parts, (part+1)*total/parts): even shares
+            return (b.sdiv(b.mul(part, total), parts),
+                    b.sdiv(b.mul(b.add(part, const(1)), total), parts))
+
+        first_panel, last_panel = share(col_part, tn, panels)
+        first_block, last_block = share(row_part, tm, blocks)
+        first_row = b.mul(first_block, const(spec.mr))
+        last_row = b.mul(last_block, const(spec.mr))
+        last_row = b.select(b.icmp_signed("<", last_row, const(spec.m)), last_row, const(spec.m))
+        with b.if_then(b.icmp_signed("<", col_part, tn)):
+            b.call(self.llvm.globals[f"{name}_range"],
+                   [*pointers, first_panel, last_panel, first_row, last_row])
         b.ret_void()
         return worker
+
+    def _thread_grid_of(self, b: ir.IRBuilder, spec, threads: ir.Value) -> tuple[ir.Value, ir.Value]:
+        """(tm, tn) of `thread_grid` for `threads`, read from a table made at compile time for
+        1..GRID_TABLE_THREADS threads (more threads use the last entry)."""
+        from dlc.codegen.ukernels import thread_grid
+
+        table_name = f"dlc_grid_{spec.row_blocks}x{spec.panels}"
+        if table_name in self.llvm.globals:
+            table = self.llvm.globals[table_name]
+        else:
+            entries = [thread_grid(spec.row_blocks, spec.panels, t) for t in range(1, GRID_TABLE_THREADS + 1)]
+            typ = ir.ArrayType(I64, 2 * GRID_TABLE_THREADS)
+            table = ir.GlobalVariable(self.llvm, typ, table_name)
+            table.initializer = ir.Constant(typ, [v for entry in entries for v in entry])
+            table.global_constant = True
+            table.linkage = "internal"
+        most = ir.Constant(I64, GRID_TABLE_THREADS)
+        index = b.sub(b.select(b.icmp_signed("<", threads, most), threads, most), ir.Constant(I64, 1))
+        index = b.select(b.icmp_signed("<", index, ir.Constant(I64, 0)), ir.Constant(I64, 0), index)
+
+        def entry(offset: int) -> ir.Value:
+            slot = b.add(b.mul(index, ir.Constant(I64, 2)), ir.Constant(I64, offset))
+            return b.load(b.gep(table, [ir.Constant(I64, 0), slot], True, source_etype=table.value_type),
+                          typ=I64, align=8)
+
+        return entry(0), entry(1)
 
     def _call_ukernel(self, op: Operation) -> None:
         """Call a micro-kernel: serially, or split over the runtime's threads."""
@@ -587,7 +628,7 @@ class LLVMEmitter:
                 cursor += 1
             else:
                 args.append(ir.Constant(PTR, None))
-        if spec.panels < 2 or spec.m * spec.n * spec.k < MIN_PARALLEL_MACS:
+        if spec.panels * spec.row_blocks < 2 or spec.m * spec.n * spec.k < MIN_PARALLEL_MACS:
             b.call(function, args)
             return
         threads = self.runtime_field("num_threads")
@@ -602,8 +643,8 @@ class LLVMEmitter:
                 values = [*args, self.runtime_field("team_size"), self.runtime_field("thread_num")]
                 for i, value in enumerate(values):
                     b.store(value, b.gep(data, [ir.Constant(I64, i)], True, source_etype=I64), align=8)
-                used = b.select(b.icmp_signed("<", threads, ir.Constant(I64, spec.panels)), threads,
-                                ir.Constant(I64, spec.panels))
+                tm, tn = self._thread_grid_of(b, spec, threads)
+                used = b.mul(tm, tn)
                 gomp = ir.FunctionType(VOID, [PTR, PTR, ir.IntType(32), ir.IntType(32)])
                 _indirect_call(b, parallel, gomp, [worker, data, b.trunc(used, ir.IntType(32)),
                                                    ir.Constant(ir.IntType(32), 0)])

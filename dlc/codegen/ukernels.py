@@ -18,7 +18,7 @@ from dlc.codegen.llvm_emitter import FASTMATH_FLAGS
 from passes.layout.gemm_packing import pack_b
 from passes.tiling.gemm_tiles import choose_tiles
 
-__all__ = ["GemmSpec", "choose_tiles", "emit_gemm", "pack_b"]
+__all__ = ["GemmSpec", "choose_tiles", "emit_gemm", "pack_b", "thread_grid"]
 
 F32 = ir.FloatType()
 I1 = ir.IntType(1)
@@ -103,8 +103,30 @@ class GemmSpec:
 
     @property
     def panels(self) -> int:
-        """Number of nr-column panels of C: the unit of work `NAME_range` takes."""
+        """Number of nr-column panels of C: the column unit of work `NAME_range` takes."""
         return -(-self.n // self.nr)
+
+    @property
+    def row_blocks(self) -> int:
+        """Number of mr-row blocks of C: the row unit of work `NAME_range` takes."""
+        return -(-self.m // self.mr)
+
+
+def thread_grid(row_blocks: int, panels: int, threads: int) -> tuple[int, int]:
+    """(tm, tn): split C's mr-row blocks over tm threads and its nr-column panels over tn,
+    tm * tn <= threads, so the busiest thread has the fewest tiles.
+
+    Splitting columns alone left a 7x7 ResNet-50 layer (2 panels of 49 pixels, 512 channels)
+    on 2 of 16 threads. Ties go to fewer row splits: then each thread reads all of A (the
+    weights, small) and only its columns of B (the activations).
+    """
+    best = None
+    for tm in range(1, min(threads, row_blocks) + 1):
+        tn = min(threads // tm, panels)
+        tiles = -(-row_blocks // tm) * -(-panels // tn)
+        if best is None or tiles < best[0]:
+            best = tiles, (tm, tn)
+    return best[1]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -154,10 +176,11 @@ def emit_gemm(
 ) -> ir.Function:
     """Add `void NAME(ptr A, ptr B, ptr C, ptr bias, ptr R)` computing `spec` to `module`.
 
-    bias and R may be null when the spec has none. Also adds
-    `void NAME_range(ptr A, ptr B, ptr C, ptr bias, ptr R, i64 first_panel, i64 last_panel)`,
-    which computes only the columns [first_panel*nr, min(last_panel*nr, n)) of C: panels are
-    independent, so threads may run disjoint panel ranges (NAME runs 0..spec.panels).
+    bias and R may be null when the spec has none. Also adds `void NAME_range(ptr A, ptr B,
+    ptr C, ptr bias, ptr R, i64 first_panel, i64 last_panel, i64 first_row, i64 last_row)`,
+    which computes only the block of C in columns [first_panel*nr, min(last_panel*nr, n))
+    and rows [first_row, last_row) (first_row a multiple of mr; last_row too, or m): blocks
+    are independent, so threads may run disjoint ones (NAME runs the whole of C).
     Both are internal unless `exported`. `noalias` promises that C overlaps no input (true for
     the memory planner's buffers). `target`: (cpu, features) written as function attributes.
     Vector memory accesses say `align 4`: no alignment of the callers' buffers is assumed.
@@ -372,8 +395,9 @@ class _GemmEmitter:
 
     def emit(self) -> ir.Function:
         spec = self.spec
-        range_fn = self._function(f"{self.name}_range", [PTR] * 5 + [I64, I64],
-                                  (*_POINTERS, "first_panel", "last_panel"), self.linkage)  # fmt: skip
+        range_fn = self._function(f"{self.name}_range", [PTR] * 5 + [I64] * 4,
+                                  (*_POINTERS, "first_panel", "last_panel", "first_row", "last_row"),
+                                  self.linkage)  # fmt: skip
         # One out-of-line copy of the loop nest however many kernels call this GEMM: inlining
         # it into each caller multiplied LLVM's O3 time (a 32x32 ResNet block: 14 s vs 2 s).
         range_fn.attributes.add("noinline")
@@ -383,13 +407,14 @@ class _GemmEmitter:
 
         fn = self._function(self.name, [PTR] * 5, _POINTERS, self.linkage)
         self.b = ir.IRBuilder(fn.append_basic_block("entry"))
-        self.b.call(range_fn, [*fn.args, _i64(0), _i64(spec.panels)])
+        self.b.call(range_fn, [*fn.args, _i64(0), _i64(spec.panels), _i64(0), _i64(spec.m)])
         self.b.ret_void()
         return fn
 
-    def _loop_nest(self, a, bp, c, bias, res, first_panel, last_panel) -> None:
+    def _loop_nest(self, a, bp, c, bias, res, first_panel, last_panel, first_row, last_row) -> None:
         """jc (nc columns) / pc (kc of k) / ic (mc rows) / jr (one nr panel) / ir (mr rows)."""
         spec, b = self.spec, self.b
+        rows = (first_row, last_row)
         j_begin = b.mul(first_panel, _i64(spec.nr))
         j_end = self._min(b.mul(last_panel, _i64(spec.nr)), _i64(spec.n))
         n_full = spec.n - spec.n % spec.nr
@@ -405,35 +430,38 @@ class _GemmEmitter:
                 load_c = ir.Constant(I1, 1)
             last = b.icmp_signed(">=", b.add(pc, _i64(spec.kc)), _i64(spec.k))
             flags = (kc, load_c, last)
-            self._loop(_i64(0), _i64(spec.m), spec.mc,
+            self._loop(first_row, last_row, spec.mc,
                        lambda ic: self._loop(jc, jc_end, spec.nr,
                                              lambda jr: panel(ic, pc, jr, flags)))  # fmt: skip
 
         def panel(ic, pc, jr, flags):
             if n_full == spec.n:
-                self._row_tiles(ic, pc, jr, spec.nr, flags, (a, bp, c, bias, res))
+                self._row_tiles(ic, rows, pc, jr, spec.nr, flags, (a, bp, c, bias, res))
                 return
             with b.if_else(b.icmp_signed("<", jr, _i64(n_full))) as (full, edge):
                 with full:
-                    self._row_tiles(ic, pc, jr, spec.nr, flags, (a, bp, c, bias, res))
+                    self._row_tiles(ic, rows, pc, jr, spec.nr, flags, (a, bp, c, bias, res))
                 with edge:
-                    self._row_tiles(ic, pc, jr, spec.n - n_full, flags, (a, bp, c, bias, res))
+                    self._row_tiles(ic, rows, pc, jr, spec.n - n_full, flags, (a, bp, c, bias, res))
 
         self._loop(j_begin, j_end, spec.nc, jc_block)
 
-    def _row_tiles(self, ic, pc, jr, cols, flags, pointers) -> None:
-        """The mr-row tiles of one panel within the mc block at ic; the last block also gets
-        the m % mr remainder rows (mc is a multiple of mr, so only there)."""
+    def _row_tiles(self, ic, rows, pc, jr, cols, flags, pointers) -> None:
+        """The mr-row tiles of one panel within the mc block at ic (clipped to the row range);
+        the block that ends the range at m also gets the m % mr remainder rows (the range and
+        mc are multiples of mr, so only there)."""
         spec, b = self.spec, self.b
         m_full = spec.m - spec.m % spec.mr
-        ic_end = self._min(b.add(ic, _i64(spec.mc)), _i64(m_full))
+        last_row = rows[1]
+        ic_end = self._min(self._min(b.add(ic, _i64(spec.mc)), last_row), _i64(m_full))
 
         def tile(ir_, rows):
             self._call_tile(rows, cols, ir_, pc, jr, flags, pointers)
 
         self._loop(ic, ic_end, spec.mr, lambda ir_: tile(ir_, spec.mr))
         if m_full != spec.m:
-            last_block = b.icmp_signed(">=", b.add(ic, _i64(spec.mc)), _i64(spec.m))
+            last_block = b.and_(b.icmp_signed(">=", b.add(ic, _i64(spec.mc)), last_row),
+                                b.icmp_signed(">", last_row, _i64(m_full)))
             self._if(last_block, lambda: tile(_i64(m_full), spec.m - m_full))
 
     def _call_tile(self, rows, cols, i, pc, jr, flags, pointers) -> None:
