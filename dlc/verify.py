@@ -136,6 +136,7 @@ class VerifyReport:
     checks: list[TensorCheck]
     finals: list[FinalCheck]
     inputs: dict[str, list[int]] = field(default_factory=dict)
+    kernels: dict[str, int] = field(default_factory=dict)  # build ("instrumented", "normal") -> kernels
 
     @property
     def first_divergence(self) -> TensorCheck | None:
@@ -483,10 +484,13 @@ def verify(model, feeds: dict | None = None, target: str = "cpu", fusion: str = 
         checks.extend(rows)
 
     verified = not any(c.diverges for c in checks)
-    finals = _check_finals(proto, target, options, shapes, pipeline, all_feeds, dlc_values, ort_values,
-                           override, verified)
+    normal = compile_model(proto, target=target, options=options, input_shapes=shapes,
+                           pipeline=pipeline).executable
+    finals = _check_finals(normal.run(all_feeds), dlc_values, ort_values, override, verified)
+    kernels = {label: len(build.manifest["kernels"]) for label, build in
+               (("instrumented", executable), ("normal", normal)) if "kernels" in getattr(build, "manifest", {})}
     return VerifyReport(str(source), target, fusion, override, checks, finals,
-                        {k: list(v.shape) for k, v in all_feeds.items()})
+                        {k: list(v.shape) for k, v in all_feeds.items()}, kernels)
 
 
 def _check_node(index, node, runner, types, dlc_values, ort_values, known, override,
@@ -577,17 +581,11 @@ def _check_node(index, node, runner, types, dlc_values, ort_values, known, overr
     return rows
 
 
-def _check_finals(proto, target, options, shapes, pipeline, feeds, dlc_values, ort_values,
-                  override, verified: bool) -> list[FinalCheck]:
+def _check_finals(outputs, dlc_values, ort_values, override, verified: bool) -> list[FinalCheck]:
     """The original model compiled normally (its own fusion): final outputs against onnxruntime.
 
     The instrumented build's error is a yardstick only when every node of it was `verified`;
     otherwise only the floor is allowed (and a diverging model fails here too)."""
-    from dlc.driver import compile_model
-
-    executable = compile_model(proto, target=target, options=options, input_shapes=shapes,
-                               pipeline=pipeline).executable
-    outputs = executable.run(feeds)
     finals = []
     for name, got in outputs.items():
         want = ort_values.get(name)
@@ -690,6 +688,10 @@ def verdict_lines(report: VerifyReport) -> list[str]:
         lines.append(f"final output '{final.output}' of the normally compiled model (its own fusion): {verdict} "
                      f"onnxruntime, max abs error {_fmt(final.abs_error)} (tolerance {_fmt(final.tolerance)}; "
                      f"the instrumented build: {_fmt(final.instrumented_abs_error)})")
+    if len(report.kernels) == 2:
+        lines.append(f"  (the instrumented build runs {report.kernels['instrumented']} kernels, the normal build "
+                     f"{report.kernels['normal']}: exposing intermediates blocks graph rewrites such as "
+                     "BatchNorm folding and changes what fuses)")
     if first is None and not all(f.ok for f in report.finals):
         lines.append("  every node matches with intermediates exposed, so the error is in a fusion that "
                      "exposing them prevents; try --fusion=elementwise or --fusion=none to narrow it down")
