@@ -32,8 +32,15 @@ class WeightStore(dict[str, np.ndarray]):
 
     @classmethod
     def load(cls, path: str | Path) -> WeightStore:
-        with np.load(path, allow_pickle=False) as data:
-            return cls({name: data[name] for name in data.files})
+        from dialects.diagnostics import ModelLoadError
+
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                return cls({name: data[name] for name in data.files})
+        except Exception as error:  # not a zip, pickled objects, a truncated member...
+            raise ModelLoadError(f"{path}: cannot read the weights sidecar ({error})",
+                                 "it is written beside NAME.mlir by `dlc compile --compile-to PHASE -o "
+                                 "NAME.mlir`; write it again") from None
 
 
 _STORES: weakref.WeakKeyDictionary[ModuleOp, WeightStore] = weakref.WeakKeyDictionary()

@@ -365,6 +365,24 @@ def test_size_known_only_after_folding_is_checked_before_the_next_fold(tmp_path)
         dlc.compile(model, max_memory="256MiB")
 
 
+@pytest.mark.parametrize("op,inputs,constants", [
+    ("Expand", ["one", "shape"], {"one": np.float32(1), "shape": np.array([20000, 20000], np.int64)}),
+    ("Tile", ["block", "repeats"], {"block": np.ones((10, 10), np.float32),
+                                    "repeats": np.array([2000, 2000], np.int64)}),
+    ("Pad", ["block", "pads"], {"block": np.ones((10, 10), np.float32),
+                                "pads": np.array([19990, 19990, 0, 0], np.int64)}),
+])
+def test_giant_constants_from_other_ops_are_not_folded(op, inputs, constants):
+    """Every foldable op whose inferred output is 1.5 GiB is refused before it is evaluated."""
+    model = make_model([helper.make_node(op, inputs, ["big"], name="grow"),
+                        helper.make_node("ReduceSum", ["big"], ["total"], name="sum", keepdims=0),
+                        helper.make_node("Add", ["x", "total"], ["y"], name="add")],
+                       [tensor("x", [1])], [tensor("y", [1])],
+                       [numpy_helper.from_array(np.asarray(v), k) for k, v in constants.items()])
+    with pytest.raises(MemoryLimitError, match=r"largest intermediate 'big' float32\[\d+, \d+\] 1.49 GiB"):
+        dlc.compile(model, max_memory="256MiB")
+
+
 def test_memory_plan_checked_before_the_arena_is_allocated():
     """Inputs, outputs and weights are tiny; two live 64 MiB intermediates only show in the plan."""
     shape = numpy_helper.from_array(np.array([4096, 4096], np.int64), "shape")
@@ -570,3 +588,11 @@ def test_cache_does_not_serve_stale_external_weights(tmp_path):
     assert dlc.compile(path).run({"x": x})["y"][1, 2] == 5
     (tmp_path / "good.bin").write_bytes(np.full(6, 7, np.float32).tobytes())
     assert dlc.compile(path).run({"x": x})["y"][1, 2] == 7
+
+
+def test_damaged_weights_sidecar_of_an_mlir_file(capsys, tmp_path):
+    path = tmp_path / "m.mlir"
+    assert run_cli(capsys, "compile", MLP, "--compile-to", "graph", "-o", str(path))[0] == 0
+    (tmp_path / "m.weights.npz").write_bytes(b"garbage, not a zip archive")
+    expect_cli_error(capsys, ["opt", str(path)], "m.weights.npz: cannot read the weights sidecar", "hint:")
+    expect_cli_error(capsys, ["compile", str(path), "--compile-from", "graph"], "cannot read the weights sidecar")
