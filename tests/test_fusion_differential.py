@@ -1,9 +1,10 @@
 """Differential tests of fusion: random DAGs of fusion-prone ops, fused == unfused == onnxruntime.
 
-A seeded generator builds graphs of elementwise chains with broadcasting (per-channel and
-scalar constants), contractions with epilogues, reductions (Softmax, ReduceMean, the
-decomposed LayerNorm), views between kernels and values with several consumers; each is
-compiled with --fusion none, elementwise and all and run on the same inputs.
+The fuzzer's seeded generator (dlc/fuzz.py, limited to its fusion-prone operators) builds
+graphs of elementwise chains with broadcasting (per-channel, scalar and rank-expanding
+operands), contractions with epilogues, reductions (Softmax, ReduceMean, the decomposed
+LayerNorm), views between kernels and values with several consumers; each is compiled with
+--fusion none, elementwise and all and run on the same inputs.
 """
 
 from __future__ import annotations
@@ -11,98 +12,27 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from conftest import random_feeds, run_onnxruntime
 from onnx import TensorProto, helper, numpy_helper
 
-from dlc.driver import compile_model
 from dlc.fusion_report import explain
-from dlc.targets import CompileOptions
+from dlc.fuzz import FUSION_PRONE, check_model, generate
 
-UNARY = ["Relu", "Sigmoid", "Tanh", "Exp", "Neg", "Abs"]
-BINARY = ["Add", "Mul", "Sub", "Max"]
-SHAPE = [2, 4, 6]  # batch, channels, width: small, so every graph compiles quickly
+SHAPE = [2, 4, 6]  # batch, channels, width of the hand-written graph below
 
 
 def random_graph(seed: int) -> onnx.ModelProto:
-    rng = np.random.default_rng(seed)
-    inits, nodes, values = [], [], ["x"]
-    counter = iter(range(10_000))
-
-    def name(prefix: str) -> str:
-        return f"{prefix}{next(counter)}"
-
-    def constant(shape) -> str:
-        n = name("c")
-        inits.append(numpy_helper.from_array(rng.uniform(-1, 1, shape).astype(np.float32), n))
-        return n
-
-    for _ in range(int(rng.integers(4, 10))):
-        source = values[int(rng.integers(0, len(values)))]  # any earlier value: multi-consumer
-        kind = rng.choice(["unary", "binary", "const", "matmul", "softmax", "reduce", "view", "layernorm"],
-                          p=[.22, .2, .18, .1, .08, .08, .07, .07])
-        out = name("v")
-        if kind == "unary":
-            nodes.append(helper.make_node(str(rng.choice(UNARY)), [source], [out], name=out))
-        elif kind == "binary":
-            other = values[int(rng.integers(0, len(values)))]
-            nodes.append(helper.make_node(str(rng.choice(BINARY)), [source, other], [out], name=out))
-        elif kind == "const":  # broadcasting: per-channel, per-width or scalar
-            shape = [[1, SHAPE[1], 1], [SHAPE[2]], []][int(rng.integers(0, 3))]
-            nodes.append(helper.make_node(str(rng.choice(BINARY)), [source, constant(shape)], [out], name=out))
-        elif kind == "matmul":
-            nodes.append(helper.make_node("MatMul", [source, constant([SHAPE[2], SHAPE[2]])], [out], name=out))
-        elif kind == "softmax":
-            nodes.append(helper.make_node("Softmax", [source], [out], name=out, axis=-1))
-        elif kind == "reduce":  # keepdims, then broadcast back: a reduction with neighbours
-            mean = name("m")
-            axes = name("axes")
-            inits.append(numpy_helper.from_array(np.array([-1], np.int64), axes))
-            nodes.append(helper.make_node("ReduceMean", [source, axes], [mean], name=mean, keepdims=1))
-            nodes.append(helper.make_node("Sub", [source, mean], [out], name=out))
-        elif kind == "view":  # a Reshape between kernels, then back
-            flat, shape_in, shape_out = name("f"), name("s"), name("s")
-            inits.append(numpy_helper.from_array(np.array([SHAPE[0], -1], np.int64), shape_in))
-            inits.append(numpy_helper.from_array(np.array(SHAPE, np.int64), shape_out))
-            relu = name("r")
-            nodes.append(helper.make_node("Reshape", [source, shape_in], [flat], name=flat))
-            nodes.append(helper.make_node("Relu", [flat], [relu], name=relu))
-            nodes.append(helper.make_node("Reshape", [relu, shape_out], [out], name=out))
-        else:  # decomposed LayerNormalization, as exporters write it
-            axes = name("axes")
-            inits.append(numpy_helper.from_array(np.array([-1], np.int64), axes))
-            mean, centred, square, var, shifted, std = (name(p) for p in ("m", "d", "q", "v", "e", "s"))
-            nodes += [helper.make_node("ReduceMean", [source, axes], [mean], name=mean),
-                      helper.make_node("Sub", [source, mean], [centred], name=centred),
-                      helper.make_node("Mul", [centred, centred], [square], name=square),
-                      helper.make_node("ReduceMean", [square, axes], [var], name=var),
-                      helper.make_node("Add", [var, constant([])], [shifted], name=shifted),
-                      helper.make_node("Sqrt", [shifted], [std], name=std),
-                      helper.make_node("Div", [centred, std], [out], name=out)]
-        values.append(out)
-    outputs = [values[-1]] + ([values[len(values) // 2]] if len(values) > 3 else [])
-    graph = helper.make_graph(nodes, f"random{seed}",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, SHAPE)],
-                              [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in dict.fromkeys(outputs)],
-                              inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    return onnx.shape_inference.infer_shapes(model)
+    """A fusion-prone random DAG from the fuzzer's generator (dlc/fuzz.py): elementwise chains
+    with broadcasting, contractions with epilogues, reductions and decomposed patterns, views
+    between kernels, values with several consumers."""
+    return generate(seed, max_nodes=10, kinds=FUSION_PRONE)
 
 
 @pytest.mark.parametrize("seed", range(12))
 def test_fused_equals_unfused_equals_onnxruntime(seed):
-    model = random_graph(seed)
-    feeds = random_feeds(model, seed)
-    expected = run_onnxruntime(model, feeds)
-    results = {}
-    for fusion in ("none", "elementwise", "all"):
-        executable = compile_model(model, options=CompileOptions(fusion=fusion, threads=1)).executable
-        results[fusion] = list(executable.run(feeds).values())
-        for got, want in zip(results[fusion], expected):
-            # Tolerance: float32 sums of 6 terms (MatMul, ReduceMean) and exp/tanh within a few
-            # ulp; the differences fusion may cause are reassociation only.
-            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5, err_msg=f"fusion={fusion}")
-    for got, want in zip(results["all"], results["none"]):
-        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    # Each fusion setting against onnxruntime, with dlc.fuzz's per-operator tolerances
+    # (contractions scale with their reduction length, transcendentals by a few ulp).
+    findings = check_model(random_graph(seed), seed, [("cpu", f) for f in ("none", "elementwise", "all")])
+    assert not findings, "\n".join(f"{f.kind} on {f.config}: {f.message}" for f in findings)
 
 
 def test_fusion_reduces_kernels_on_random_graphs():

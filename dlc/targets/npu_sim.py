@@ -408,7 +408,8 @@ class _Lowering:
 
         name = f"{self.name(value)}.{suffix}"
         if name not in self.weights:
-            self.weights[name] = np.ascontiguousarray(transform(self.weights[self.name(value)]), np.float32)
+            # np.array, not np.ascontiguousarray: that one turns a scalar (a Gemm C) into shape (1,).
+            self.weights[name] = np.array(transform(self.weights[self.name(value)]), np.float32, order="C")
             self.emit(BufferOp(name, self.weights[name].shape, "weight"))
         return name
 

@@ -88,7 +88,8 @@ class FuseKernelsPass(ModulePass):
         launches = [o for o in block.ops if isinstance(o, LaunchOp)]
         group_of: dict[LaunchOp, _Group] = {}
         producer_of: dict[SSAValue, LaunchOp] = {}
-        graph = nx.DiGraph()  # kernel-level dependency graph over group ids
+        graph = nx.DiGraph()  # kernel-level dependency graph over group ids (and views)
+        view_node: dict[SSAValue, int] = {}  # a view's result -> the view's node in `graph`
         for op in block.ops:
             if isinstance(op, LaunchOp):
                 node = _node_op(op)
@@ -98,9 +99,13 @@ class FuseKernelsPass(ModulePass):
                     producer_of[result] = op
             elif isinstance(op, OnnxOp) and op.operands and op.operands[0] in producer_of:
                 # A view (Reshape, Flatten, ...) between kernels: its users depend on the
-                # kernel that made its input, or the group graph would miss that edge.
+                # kernel that made its input. The view is a node of its own in the graph,
+                # never merged, so a group that reads a view of its own result is a cycle.
+                source = op.operands[0]
+                graph.add_edge(view_node.get(source, id(group_of[producer_of[source]])), id(op))
                 for result in op.results:
-                    producer_of[result] = producer_of[op.operands[0]]
+                    producer_of[result] = producer_of[source]
+                    view_node[result] = id(op)
 
         def edges_of(launch: LaunchOp):
             for o in launch.body.block.ops:
@@ -109,8 +114,8 @@ class FuseKernelsPass(ModulePass):
                         yield operand, producer_of[operand]
 
         for launch in launches:
-            for _, producer in edges_of(launch):
-                graph.add_edge(id(group_of[producer]), id(group_of[launch]))
+            for value, producer in edges_of(launch):
+                graph.add_edge(view_node.get(value, id(group_of[producer])), id(group_of[launch]))
 
         for launch in launches:
             node = _node_op(launch)

@@ -1,0 +1,1490 @@
+"""Differential fuzzing (issue 7): random valid ONNX graphs, every dlc target and fusion setting
+against onnxruntime; failing models minimised by delta debugging into a replayed corpus.
+
+Mirrors NNSmith (Liu et al., "NNSmith: Generating Diverse and Valid Test Cases for Deep
+Learning Compilers", ASPLOS 2023): graphs are grown operator by operator while the
+generator tracks every value's shape (so each node is valid by construction) and a
+conservative value range (so Log/Sqrt/Div/Exp only see inputs on which they are well
+conditioned, and discontinuous operators - Floor, comparisons, float->int Cast - only see
+values computed without rounding); every model is then checked with onnx.checker and
+strict shape inference against the tracked shapes. Each model is compiled with
+`--fusion none|elementwise|all` on cpu, with the reference target and with npu-sim, and
+run on seeded inputs next to onnxruntime (one thread). Failures are minimised with ddmin
+(Zeller and Hildebrandt, "Simplifying and Isolating Failure-Inducing Input", TSE 2002)
+over the nodes.
+
+    python -m dlc.fuzz --minutes 10 [--seed S] [--corpus tests/fuzz_corpus] [--targets cpu,reference,npu-sim]
+
+The long mode checks each model in a worker process, so a crash (segfault) or hang of
+one compile is recorded as a finding and the fuzzer carries on. tests/test_fuzz.py runs a
+bounded seeded campaign and replays the corpus.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import math
+import os
+import select
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+OPSET = 21  # dlc's canonical opset: no version conversion in the way of what is tested
+FLOAT = TensorProto.FLOAT
+EPS32 = float(np.finfo(np.float32).eps)
+MAX_ELEMENTS = 2048  # every tensor stays small, so a compile takes well under a second
+DEFAULT_CORPUS = Path(__file__).resolve().parent.parent / "tests" / "fuzz_corpus"
+# (target, fusion) pairs every model is compiled with; npu-sim takes the nodes it supports
+# and partitions the rest onto cpu.
+ALL_CONFIGS = (("cpu", "none"), ("cpu", "elementwise"), ("cpu", "all"),
+               ("reference", "all"), ("npu-sim", "all"))
+
+
+class GeneratorError(Exception):
+    """The generator built a model that onnx rejects or whose shapes it mis-tracked (a fuzzer bug)."""
+
+
+# --- the generator -------------------------------------------------------------------------------
+
+@dataclass
+class Value:
+    name: str
+    shape: tuple[int, ...]
+    dtype: int = FLOAT
+    lo: float = -2.0
+    hi: float = 2.0
+    # Computed without rounding from the graph inputs (views, Relu, Max, ...): dlc and onnxruntime
+    # agree on it bit for bit, so discontinuous operators may consume it.
+    exact: bool = True
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    @property
+    def rank(self) -> int:
+        return len(self.shape)
+
+    @property
+    def magnitude(self) -> float:
+        return max(abs(self.lo), abs(self.hi))
+
+
+def broadcast_shapes(*shapes) -> tuple[int, ...] | None:
+    try:
+        return tuple(int(d) for d in np.broadcast_shapes(*[tuple(s) for s in shapes]))
+    except ValueError:
+        return None
+
+
+def _range_of(fn, lo: float, hi: float) -> tuple[float, float]:
+    """Range of a continuous function over [lo, hi], on a grid with a 5% margin (for gating only)."""
+    grid = np.concatenate([np.linspace(lo, hi, 257), [0.0] if lo < 0 < hi else []])
+    with np.errstate(all="ignore"):
+        out = np.asarray(fn(grid), dtype=np.float64)
+    low, high = float(np.nanmin(out)), float(np.nanmax(out))
+    margin = 0.05 * max(high - low, 1e-3)
+    return low - margin, high + margin
+
+
+def _gelu(x):
+    from math import erf
+
+    return 0.5 * x * (1 + np.vectorize(erf)(x / math.sqrt(2)))
+
+
+# Unary operators: numpy function (for value ranges), domain predicate on (lo, hi), whether it
+# keeps a value exact, whether it is discontinuous (needs an exact input), attributes.
+UNARY = {
+    "Relu": (lambda x: np.maximum(x, 0), None, True, False),
+    "Neg": (np.negative, None, True, False),
+    "Abs": (np.abs, None, True, False),
+    "Sigmoid": (lambda x: 1 / (1 + np.exp(-x)), None, False, False),
+    "Tanh": (np.tanh, None, False, False),
+    "Erf": (lambda x: np.vectorize(math.erf)(x), None, False, False),
+    "Softsign": (lambda x: x / (1 + np.abs(x)), None, False, False),
+    "Exp": (np.exp, lambda lo, hi: hi <= 3, False, False),
+    "Log": (np.log, lambda lo, hi: lo >= 0.25, False, False),
+    "Sqrt": (np.sqrt, lambda lo, hi: lo >= 0.25, False, False),
+    "Reciprocal": (np.reciprocal, lambda lo, hi: lo >= 0.5, False, False),
+    "Softplus": (lambda x: np.log1p(np.exp(x)), lambda lo, hi: hi <= 15, False, False),
+    "LeakyRelu": (lambda x: np.where(x > 0, x, 0.1 * x), None, False, False),
+    "Elu": (lambda x: np.where(x > 0, x, np.expm1(np.minimum(x, 0))), None, False, False),
+    "Selu": (lambda x: 1.0507 * np.where(x > 0, x, 1.67326 * np.expm1(np.minimum(x, 0))), None, False,
+             False),
+    "Celu": (lambda x: np.where(x > 0, x, np.expm1(np.minimum(x, 0))), None, False, False),
+    "HardSigmoid": (lambda x: np.clip(0.2 * x + 0.5, 0, 1), None, False, False),
+    "HardSwish": (lambda x: x * np.clip(x / 6 + 0.5, 0, 1), None, False, False),
+    "Gelu": (_gelu, None, False, False),
+    "Mish": (lambda x: x * np.tanh(np.log1p(np.exp(x))), lambda lo, hi: hi <= 15, False, False),
+    "Sin": (np.sin, lambda lo, hi: max(-lo, hi) <= 4, False, False),
+    "Cos": (np.cos, lambda lo, hi: max(-lo, hi) <= 4, False, False),
+    "Floor": (np.floor, None, True, True),
+    "Ceil": (np.ceil, None, True, True),
+    "Round": (np.round, None, True, True),
+    "Sign": (np.sign, None, True, True),
+}
+BINARY = ["Add", "Sub", "Mul", "Div", "Max", "Min"]
+CONTRACTIONS = ("MatMul", "Gemm", "Conv")
+
+
+class GraphBuilder:
+    """Grows a random graph: values with tracked shapes and ranges, nodes, weights."""
+
+    def __init__(self, rng: np.random.Generator):
+        self.rng = rng
+        self.nodes: list[onnx.NodeProto] = []
+        self.initializers: list[onnx.TensorProto] = []
+        self.inputs: list[onnx.ValueInfoProto] = []
+        self.values: list[Value] = []  # float values a node may consume
+        self.other: list[Value] = []   # int and bool values (outputs may name them)
+        self.consumed: set[str] = set()
+        self._count = 0
+
+    # -- helpers --
+    def fresh(self, prefix: str) -> str:
+        self._count += 1
+        return f"{prefix}{self._count}"
+
+    def chance(self, p: float) -> bool:
+        return bool(self.rng.random() < p)
+
+    def choice(self, options):
+        return options[int(self.rng.integers(0, len(options)))]
+
+    def weight(self, array: np.ndarray, prefix: str = "w") -> str:
+        name = self.fresh(prefix)
+        self.initializers.append(numpy_helper.from_array(np.asarray(array), name))
+        return name
+
+    def uniform(self, shape, low=-1.0, high=1.0) -> np.ndarray:
+        return self.rng.uniform(low, high, shape).astype(np.float32)
+
+    def ints(self, values) -> str:
+        return self.weight(np.array(values, np.int64), "i")
+
+    def graph_input(self, shape, dtype=FLOAT) -> Value:
+        name = self.fresh("in")
+        self.inputs.append(helper.make_tensor_value_info(name, dtype, list(shape)))
+        value = Value(name, tuple(shape), dtype)
+        (self.values if dtype == FLOAT else self.other).append(value)
+        return value
+
+    def emit(self, op: str, inputs: list[str], shapes, *, lo=-2.0, hi=2.0, exact=False, dtype=FLOAT,
+             **attributes) -> list[Value]:
+        """Append a node; its outputs (one per shape) join the pool."""
+        single = isinstance(shapes, tuple)
+        outputs = [Value(self.fresh("v"), tuple(s), dtype, float(lo), float(hi), exact)
+                   for s in ([shapes] if single else shapes)]
+        self.nodes.append(helper.make_node(op, inputs, [o.name for o in outputs],
+                                           name=f"{op.lower()}_{outputs[0].name}", **attributes))
+        self.consumed.update(inputs)
+        (self.values if dtype == FLOAT else self.other).extend(outputs)
+        return outputs
+
+    def one(self, *args, **kwargs) -> Value:
+        return self.emit(*args, **kwargs)[0]
+
+    def pick(self, accept: Callable[[Value], bool] = lambda v: True) -> Value | None:
+        """A float value to consume: recent ones more often; earlier ones give several consumers."""
+        candidates = [v for v in self.values if accept(v)]
+        if not candidates:
+            return None
+        weights = np.arange(1, len(candidates) + 1, dtype=np.float64) ** 1.5
+        return candidates[int(self.rng.choice(len(candidates), p=weights / weights.sum()))]
+
+    def positive(self, value: Value, low: float) -> Value:
+        """Abs(value) + c with c >= low: an input Log/Sqrt/Reciprocal/Div are well conditioned on."""
+        magnitude = self.one("Abs", [value.name], value.shape, lo=0, hi=value.magnitude, exact=value.exact)
+        c = float(self.rng.uniform(low, 2 * low))
+        return self.one("Add", [magnitude.name, self.weight(np.float32(c), "c")], value.shape,
+                        lo=c, hi=magnitude.hi + c)
+
+    def squash(self, value: Value) -> Value:
+        return self.one("Tanh", [value.name], value.shape, lo=-1, hi=1)
+
+    def partner_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """A shape that broadcasts with `shape`: a suffix with some dims 1, sometimes stretching
+        its 1s or adding leading dims (rank-expanding)."""
+        rank = len(shape)
+        keep = int(self.rng.integers(0, rank + 1))
+        result = [1 if self.chance(0.35) else d for d in shape[rank - keep:]]
+        result = [int(self.rng.integers(2, 4)) if d == 1 and shape[rank - keep + i] == 1 and self.chance(0.3)
+                  else d for i, d in enumerate(result)]
+        if keep == rank and rank < 4 and self.chance(0.2):
+            result = [int(self.rng.integers(2, 4))] + result
+        out = broadcast_shapes(shape, result)
+        return tuple(result) if out and np.prod(out) <= MAX_ELEMENTS else tuple(shape[rank - keep:])
+
+    def partner(self, value: Value) -> Value | tuple[str, tuple[int, ...], float, float]:
+        """A second operand: another value that broadcasts with `value` (often itself, or one
+        with several consumers) or a constant of a broadcastable shape."""
+        if self.chance(0.45):
+            other = self.pick(lambda v: (s := broadcast_shapes(v.shape, value.shape)) is not None
+                              and np.prod(s) <= MAX_ELEMENTS)
+            if other is not None:
+                return other
+        shape = self.partner_shape(value.shape)
+        array = self.uniform(shape, -1.5, 1.5)
+        return Value(self.weight(array, "c"), shape, lo=float(array.min(initial=0)),
+                     hi=float(array.max(initial=0)))
+
+    # -- operators --
+    def gen_unary(self) -> Value | None:
+        op = self.choice(list(UNARY))
+        fn, domain, keeps_exact, discontinuous = UNARY[op]
+        source = self.pick((lambda v: v.exact) if discontinuous else (lambda v: True))
+        if source is None:
+            return None
+        if domain and not domain(source.lo, source.hi):
+            if op in ("Log", "Sqrt", "Reciprocal"):
+                source = self.positive(source, 0.5)
+            else:
+                source = self.squash(source)
+        attributes = {}
+        if op == "LeakyRelu":
+            attributes["alpha"] = self.choice([0.01, 0.1, 0.3])
+        elif op in ("Elu", "Celu"):
+            attributes["alpha"] = self.choice([0.5, 1.0, 1.5])
+        elif op == "HardSigmoid":
+            attributes.update(alpha=self.choice([0.2, 1 / 6]), beta=0.5)
+        elif op == "Gelu" and self.chance(0.5):
+            attributes["approximate"] = "tanh"
+        lo, hi = _range_of(fn, source.lo, source.hi)
+        if op in ("LeakyRelu", "Elu", "Celu", "HardSigmoid"):
+            lo, hi = -max(1.0, source.magnitude) * 2, max(1.0, source.magnitude) * 2
+        return self.one(op, [source.name], source.shape, lo=lo, hi=hi,
+                        exact=keeps_exact and source.exact, **attributes)
+
+    def gen_clip(self) -> Value | None:
+        source = self.pick()
+        low, high = self.choice([(0.0, 6.0), (-0.5, 0.5), (0.0, None), (None, 0.25), (-1.0, 1.0)])
+        inputs = [source.name, self.weight(np.float32(low), "c") if low is not None else "",
+                  self.weight(np.float32(high), "c") if high is not None else ""]
+        while inputs[-1] == "":
+            inputs.pop()
+        lo = max(source.lo, low) if low is not None else source.lo
+        hi = min(source.hi, high) if high is not None else source.hi
+        return self.one("Clip", inputs, source.shape, lo=min(lo, hi), hi=max(lo, hi), exact=source.exact)
+
+    def gen_binary(self) -> Value | None:
+        op = self.choice(BINARY + ["Add", "Mul"])
+        left = self.pick()
+        right = self.partner(left)
+        if op == "Div" and not (right.lo >= 0.5 or right.hi <= -0.5):
+            right = self.positive(right, 0.5) if right.name not in {i.name for i in self.initializers} \
+                else self._constant_denominator(right.shape)
+        if self.chance(0.3) and op != "Div":
+            left, right = right, left
+        shape = broadcast_shapes(left.shape, right.shape)
+        corners = [a * b for a in (left.lo, left.hi) for b in (right.lo, right.hi)]
+        if op == "Add":
+            lo, hi = left.lo + right.lo, left.hi + right.hi
+        elif op == "Sub":
+            lo, hi = left.lo - right.hi, left.hi - right.lo
+        elif op == "Mul":
+            lo, hi = min(corners), max(corners)
+        elif op == "Div":
+            q = [a / b for a in (left.lo, left.hi) for b in (right.lo, right.hi)]
+            lo, hi = min(q), max(q)
+        elif op == "Max":
+            lo, hi = max(left.lo, right.lo), max(left.hi, right.hi)
+        else:
+            lo, hi = min(left.lo, right.lo), min(left.hi, right.hi)
+        exact = op in ("Max", "Min") and left.exact and right.exact
+        return self.one(op, [left.name, right.name], shape, lo=lo, hi=hi, exact=exact)
+
+    def _constant_denominator(self, shape) -> Value:
+        array = (self.uniform(shape, 0.5, 2.0) * self.rng.choice([-1, 1], shape)).astype(np.float32)
+        return Value(self.weight(array, "c"), tuple(shape), lo=0.5, hi=2.0)
+
+    def gen_variadic(self) -> Value | None:
+        op = self.choice(["Sum", "Mean", "Max", "Min"])
+        first = self.pick()
+        operands = [first] + [self.partner(first) for _ in range(int(self.rng.integers(1, 3)))]
+        shape = broadcast_shapes(*[o.shape for o in operands])
+        if shape is None or np.prod(shape) > MAX_ELEMENTS:
+            return None
+        n = len(operands)
+        lo = sum(o.lo for o in operands) if op == "Sum" else min(o.lo for o in operands)
+        hi = sum(o.hi for o in operands) if op == "Sum" else max(o.hi for o in operands)
+        exact = op in ("Max", "Min") and all(o.exact for o in operands)
+        del n
+        return self.one(op, [o.name for o in operands], shape, lo=lo, hi=hi, exact=exact)
+
+    def gen_pow(self) -> Value | None:
+        source = self.pick(lambda v: v.magnitude <= 4)
+        if source is None:
+            return None
+        exponent = self.choice([2.0, 3.0, 0.5])
+        if exponent == 0.5 and source.lo < 0.25:
+            source = self.positive(source, 0.5)
+        lo, hi = _range_of(lambda x: np.power(x, exponent), source.lo, source.hi)
+        return self.one("Pow", [source.name, self.weight(np.float32(exponent), "c")], source.shape,
+                        lo=lo, hi=hi)
+
+    def gen_where(self) -> Value | None:
+        a = self.pick()
+        b = self.partner(a)
+        shape = broadcast_shapes(a.shape, b.shape)
+        cond_shape = self.partner_shape(shape)
+        exact_source = self.pick(lambda v: v.exact and broadcast_shapes(v.shape, shape) == shape)
+        if exact_source is not None and self.chance(0.6):
+            op = self.choice(["Greater", "Less", "GreaterOrEqual"])
+            threshold = self.weight(np.float32(self.rng.uniform(-0.5, 0.5)), "c")
+            cond = self.one(op, [exact_source.name, threshold], exact_source.shape, dtype=TensorProto.BOOL,
+                            exact=True)
+        else:
+            cond = self.graph_input(cond_shape, TensorProto.BOOL)
+        out_shape = broadcast_shapes(shape, cond.shape)
+        if out_shape is None or np.prod(out_shape) > MAX_ELEMENTS:
+            return None
+        return self.one("Where", [cond.name, a.name, b.name], out_shape, lo=min(a.lo, b.lo),
+                        hi=max(a.hi, b.hi), exact=a.exact and b.exact)
+
+    def gen_cast(self) -> Value | None:
+        source = self.pick(lambda v: v.exact)
+        if source is None:
+            return None
+        to = self.choice([TensorProto.INT32, TensorProto.INT64, TensorProto.DOUBLE])
+        middle = self.one("Cast", [source.name], source.shape, dtype=to, exact=True, to=to)
+        lo, hi = (np.trunc(source.lo), np.trunc(source.hi)) if to != TensorProto.DOUBLE else (source.lo,
+                                                                                             source.hi)
+        return self.one("Cast", [middle.name], source.shape, lo=lo, hi=hi, exact=True, to=FLOAT)
+
+    def gen_matmul(self) -> Value | None:
+        a = self.pick(lambda v: 1 <= v.rank <= 4)
+        if a is None:
+            return None
+        k = a.shape[-1]
+        n = int(self.rng.integers(1, 9))
+        b_is_vector = self.chance(0.1)
+        if b_is_vector:
+            b_shape: tuple[int, ...] = (k,)
+        elif a.rank >= 2 and self.chance(0.2):  # batched weights, maybe adding a leading dim
+            batch = list(self.partner_shape(a.shape[:-2])) if a.rank > 2 else [int(self.rng.integers(1, 3))]
+            b_shape = (*batch, k, n)
+        else:
+            b_shape = (k, n)
+        b = self.uniform(b_shape) / math.sqrt(k)
+        if a.rank == 1 and len(b_shape) == 1:
+            b_shape = (k, n)
+            b = self.uniform(b_shape) / math.sqrt(k)
+        out = _matmul_shape(a.shape, b_shape)
+        if out is None or np.prod(out) > MAX_ELEMENTS:
+            return None
+        bound = a.magnitude * math.sqrt(k)
+        other = self.weight(b, "w")
+        if self.chance(0.15):  # both operands computed: B from another value of the right shape
+            computed = self.pick(lambda v: v.rank >= 2 and v.shape[-2] == k and v.name != a.name
+                                 and _matmul_shape(a.shape, v.shape) is not None
+                                 and np.prod(_matmul_shape(a.shape, v.shape)) <= MAX_ELEMENTS)
+            if computed is not None:
+                other, out = computed.name, _matmul_shape(a.shape, computed.shape)
+                bound = a.magnitude * computed.magnitude * k
+        value = self.one("MatMul", [a.name, other], out, lo=-bound, hi=bound)
+        return self.epilogue(value, channel_axis=-1)
+
+    def gen_gemm(self) -> Value | None:
+        a = self.pick(lambda v: v.rank >= 2)
+        if a is None:
+            return None
+        if a.rank != 2:
+            a = self.one("Flatten", [a.name], (a.shape[0], int(np.prod(a.shape[1:]))), lo=a.lo, hi=a.hi,
+                         exact=a.exact, axis=1)
+        trans_a, trans_b = int(self.chance(0.3)), int(self.chance(0.5))
+        m, k = (a.shape[1], a.shape[0]) if trans_a else a.shape
+        n = int(self.rng.integers(1, 9))
+        b = self.uniform((n, k) if trans_b else (k, n)) / math.sqrt(k)
+        alpha, beta = self.choice([1.0, 1.0, 0.5, 1.5]), self.choice([1.0, 1.0, 0.5, 2.0])
+        inputs = [a.name, self.weight(b, "w")]
+        if self.chance(0.7):
+            inputs.append(self.weight(self.uniform(self.choice([(n,), (1, n), (m, 1), (m, n), ()])), "b"))
+        bound = alpha * a.magnitude * math.sqrt(k) + beta
+        value = self.one("Gemm", inputs, (m, n), lo=-bound, hi=bound, transA=trans_a, transB=trans_b,
+                         alpha=alpha, beta=beta)
+        return self.epilogue(value, channel_axis=-1)
+
+    def spatial_source(self, min_rank=3) -> Value | None:
+        """An N,C,spatial... value: an existing one, or a reshape of one into N,C,H,W."""
+        source = self.pick(lambda v: min_rank <= v.rank <= 4 and all(d >= 2 for d in v.shape[2:]))
+        if source is not None:
+            return source
+        flat = self.pick(lambda v: v.size >= 8 and v.size % 4 == 0)
+        if flat is None:
+            return None
+        c = self.choice([d for d in (1, 2, 4) if flat.size % (d * 4) == 0])
+        h = 2
+        w = flat.size // (c * h)
+        return self.one("Reshape", [flat.name, self.ints([1, c, h, w])], (1, c, h, w), lo=flat.lo, hi=flat.hi,
+                        exact=flat.exact)
+
+    def gen_conv(self) -> Value | None:
+        x = self.spatial_source()
+        if x is None:
+            return None
+        c, spatial = x.shape[1], x.shape[2:]
+        groups = self.choice([1, 1, c] + [g for g in range(2, c) if c % g == 0])
+        m = groups * int(self.rng.integers(1, max(2, 8 // groups + 1)))
+        kernel = [int(self.rng.integers(1, min(3, d) + 1)) for d in spatial]
+        dilations = [self.choice([1, 1, 2]) if (k - 1) * 2 + 1 <= d else 1 for k, d in zip(kernel, spatial)]
+        strides = [self.choice([1, 1, 2]) for _ in spatial]
+        pads = [int(self.rng.integers(0, k)) for k in kernel] + [int(self.rng.integers(0, k)) for k in kernel]
+        attributes = {"kernel_shape": kernel, "strides": strides, "dilations": dilations, "group": groups}
+        if self.chance(0.15):
+            attributes["auto_pad"] = self.choice(["SAME_UPPER", "SAME_LOWER", "VALID"])
+            if attributes["auto_pad"] != "VALID":  # onnxruntime refuses dilations with SAME padding
+                attributes["dilations"] = dilations = [1] * len(spatial)
+            out = _conv_out_auto(spatial, kernel, strides, dilations, attributes["auto_pad"])
+        else:
+            attributes["pads"] = pads
+            out = [(d + pads[i] + pads[i + len(spatial)] - dil * (k - 1) - 1) // s + 1
+                   for i, (d, k, s, dil) in enumerate(zip(spatial, kernel, strides, dilations))]
+        if min(out) < 1 or x.shape[0] * m * int(np.prod(out)) > MAX_ELEMENTS:
+            return None
+        fan_in = c // groups * int(np.prod(kernel))
+        inputs = [x.name, self.weight(self.uniform((m, c // groups, *kernel)) / math.sqrt(fan_in), "w")]
+        if self.chance(0.6):
+            inputs.append(self.weight(self.uniform((m,), -0.5, 0.5), "b"))
+        bound = x.magnitude * math.sqrt(fan_in) + 0.5
+        value = self.one("Conv", inputs, (x.shape[0], m, *out), lo=-bound, hi=bound, **attributes)
+        return self.epilogue(value, channel_axis=1)
+
+    def epilogue(self, value: Value, channel_axis: int) -> Value:
+        """What exporters put after a contraction: bias, activation, residual - fusion material."""
+        for _ in range(int(self.rng.integers(0, 4))):
+            kind = self.choice(["bias", "relu", "relu6", "silu", "residual", "gelu", "scale", "sigmoid"])
+            shape = value.shape
+            if kind == "bias":
+                bias_shape = [1] * value.rank
+                bias_shape[channel_axis] = shape[channel_axis]
+                bias_shape = bias_shape[1:] if channel_axis == -1 and self.chance(0.5) else bias_shape
+                value = self.one("Add", [value.name, self.weight(self.uniform(bias_shape), "b")], shape,
+                                 lo=value.lo - 1, hi=value.hi + 1)
+            elif kind == "relu":
+                value = self.one("Relu", [value.name], shape, lo=0, hi=max(value.hi, 0))
+            elif kind == "relu6":
+                value = self.one("Clip", [value.name, self.weight(np.float32(0), "c"),
+                                          self.weight(np.float32(6), "c")], shape, lo=0, hi=6)
+            elif kind in ("silu", "sigmoid"):
+                gate = self.one("Sigmoid", [value.name], shape, lo=0, hi=1)
+                value = gate if kind == "sigmoid" else self.one(
+                    "Mul", [value.name, gate.name], shape, lo=-0.3, hi=max(value.hi, 0) + 0.1)
+            elif kind == "gelu":
+                lo, hi = _range_of(_gelu, value.lo, value.hi)
+                value = self.one("Gelu", [value.name], shape, lo=lo, hi=hi)
+            elif kind == "scale":
+                c = float(self.rng.uniform(0.5, 2))
+                value = self.one("Mul", [value.name, self.weight(np.float32(c), "c")], shape,
+                                 lo=value.lo * c, hi=value.hi * c)
+            else:
+                other = self.pick(lambda v, shape=shape, name=value.name: v.shape == shape and v.name != name)
+                if other is not None:
+                    value = self.one("Add", [value.name, other.name] if self.chance(0.5) else
+                                     [other.name, value.name], shape, lo=value.lo + other.lo,
+                                     hi=value.hi + other.hi)
+        return value
+
+    def gen_pool(self) -> Value | None:
+        x = self.spatial_source()
+        if x is None:
+            return None
+        op = self.choice(["MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool"])
+        if op.startswith("Global"):
+            return self.one(op, [x.name], (*x.shape[:2], *[1] * (x.rank - 2)), lo=x.lo, hi=x.hi,
+                            exact=x.exact and op == "GlobalMaxPool")
+        spatial = x.shape[2:]
+        kernel = [int(self.rng.integers(1, min(3, d) + 1)) for d in spatial]
+        strides = [self.choice([1, 2, 2]) for _ in spatial]
+        dilations = [self.choice([1, 1, 2]) if op == "MaxPool" and (k - 1) * 2 + 1 <= d else 1
+                     for k, d in zip(kernel, spatial)]
+        pads = [int(self.rng.integers(0, k)) for k in kernel] + [int(self.rng.integers(0, k)) for k in kernel]
+        ceil_mode = int(self.chance(0.25))
+        attributes = {"kernel_shape": kernel, "strides": strides, "pads": pads, "ceil_mode": ceil_mode}
+        if op == "MaxPool" and any(d > 1 for d in dilations):
+            attributes["dilations"] = dilations
+        if op == "AveragePool":
+            attributes["count_include_pad"] = int(self.chance(0.5))
+        out = []
+        for i, (d, k, s, dil) in enumerate(zip(spatial, kernel, strides, dilations)):
+            span = d + pads[i] + pads[i + len(spatial)] - dil * (k - 1) - 1
+            n = (-(-span // s) if ceil_mode else span // s) + 1
+            if ceil_mode and (n - 1) * s >= d + pads[i]:
+                return None  # onnx's shape inference and onnxruntime disagree on this window's existence
+            out.append(n)
+        if min(out) < 1:
+            return None
+        return self.one(op, [x.name], (*x.shape[:2], *out), lo=x.lo, hi=x.hi,
+                        exact=x.exact and op == "MaxPool", **attributes)
+
+    def gen_batchnorm(self) -> Value | None:
+        x = self.pick(lambda v: 2 <= v.rank <= 4)
+        if x is None:
+            return None
+        c = x.shape[1]
+        scale, bias = self.uniform((c,), 0.5, 1.5), self.uniform((c,), -0.5, 0.5)
+        mean, var = self.uniform((c,), -0.5, 0.5), self.uniform((c,), 0.5, 2.0)
+        names = [self.weight(a, "bn") for a in (scale, bias, mean, var)]
+        bound = (x.magnitude + 0.5) * 1.5 / math.sqrt(0.5) + 0.5
+        return self.one("BatchNormalization", [x.name, *names], x.shape, lo=-bound, hi=bound, epsilon=1e-5)
+
+    def gen_softmax(self) -> Value | None:
+        x = self.pick(lambda v: v.rank >= 1)
+        op = self.choice(["Softmax", "LogSoftmax"])
+        axis = int(self.rng.integers(-x.rank, x.rank))
+        if op == "Softmax":
+            lo, hi = 0.0, 1.0
+        else:
+            lo, hi = -(x.hi - x.lo) - math.log(x.shape[axis]) - 1, 0.0
+        return self.one(op, [x.name], x.shape, lo=lo, hi=hi, axis=axis)
+
+    def gen_reduce(self) -> Value | None:
+        x = self.pick(lambda v: v.rank >= 1)
+        op = self.choice(["ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceSumSquare",
+                          "ReduceL2", "ReduceLogSumExp"])
+        if op == "ReduceLogSumExp" and x.hi > 5:
+            x = self.squash(x)
+        keepdims = int(self.chance(0.5))
+        inputs = [x.name]
+        if self.chance(0.15):
+            axes = list(range(x.rank))
+        else:
+            count = int(self.rng.integers(1, x.rank + 1))
+            axes = sorted(int(a) for a in self.rng.choice(x.rank, count, replace=False))
+            inputs.append(self.ints([a - x.rank if self.chance(0.3) else a for a in axes]))
+        shape = tuple(1 if i in axes else d for i, d in enumerate(x.shape) if keepdims or i not in axes)
+        n = int(np.prod([x.shape[a] for a in axes]))
+        lo, hi = {"ReduceSum": (x.lo * n, x.hi * n), "ReduceMean": (x.lo, x.hi), "ReduceMax": (x.lo, x.hi),
+                  "ReduceMin": (x.lo, x.hi), "ReduceSumSquare": (0, x.magnitude ** 2 * n),
+                  "ReduceL2": (0, x.magnitude * math.sqrt(n)),
+                  "ReduceLogSumExp": (x.lo, x.hi + math.log(n))}[op]
+        return self.one(op, inputs, shape, lo=lo, hi=hi, keepdims=keepdims,
+                        exact=x.exact and op in ("ReduceMax", "ReduceMin"))
+
+    def gen_transpose(self) -> Value | None:
+        x = self.pick(lambda v: v.rank >= 2)
+        if x is None:
+            return None
+        if self.chance(0.15):
+            perm, attributes = list(range(x.rank))[::-1], {}
+        else:
+            perm = [int(p) for p in self.rng.permutation(x.rank)]
+            attributes = {"perm": perm}
+        return self.one("Transpose", [x.name], tuple(x.shape[p] for p in perm), lo=x.lo, hi=x.hi,
+                        exact=x.exact, **attributes)
+
+    def gen_reshape(self) -> Value | None:
+        x = self.pick()
+        rank = int(self.rng.integers(1, 5))
+        shape = [1] * rank
+        for p in _prime_factors(x.size):
+            shape[int(self.rng.integers(0, rank))] *= p
+        target = list(shape)
+        if self.chance(0.3):
+            target[int(self.rng.integers(0, rank))] = -1
+        for i in range(min(rank, x.rank)):
+            if target[i] == x.shape[i] and self.chance(0.3):
+                target[i] = 0  # copy the input's dim (allowzero=0)
+        return self.one("Reshape", [x.name, self.ints(target)], tuple(shape), lo=x.lo, hi=x.hi,
+                        exact=x.exact)
+
+    def gen_flatten(self) -> Value | None:
+        x = self.pick(lambda v: v.rank >= 1)
+        axis = int(self.rng.integers(-x.rank, x.rank + 1))
+        a = axis + x.rank if axis < 0 else axis
+        shape = (int(np.prod(x.shape[:a])), int(np.prod(x.shape[a:])))
+        return self.one("Flatten", [x.name], shape, lo=x.lo, hi=x.hi, exact=x.exact, axis=axis)
+
+    def gen_squeeze(self) -> Value | None:
+        x = self.pick()
+        if self.chance(0.5) and x.rank < 4:
+            at = int(self.rng.integers(0, x.rank + 1))
+            shape = x.shape[:at] + (1,) + x.shape[at:]
+            axis = at - len(shape) if self.chance(0.3) else at
+            return self.one("Unsqueeze", [x.name, self.ints([axis])], shape, lo=x.lo, hi=x.hi, exact=x.exact)
+        ones = [i for i, d in enumerate(x.shape) if d == 1]
+        if not ones:
+            return None
+        if self.chance(0.3):
+            inputs, axes = [x.name], ones
+        else:
+            axes = [self.choice(ones)]
+            inputs = [x.name, self.ints(axes)]
+        return self.one("Squeeze", inputs, tuple(d for i, d in enumerate(x.shape) if i not in axes),
+                        lo=x.lo, hi=x.hi, exact=x.exact)
+
+    def gen_concat(self) -> Value | None:
+        x = self.pick(lambda v: v.rank >= 1)
+        axis = int(self.rng.integers(0, x.rank))
+        parts = [x]
+        for _ in range(int(self.rng.integers(1, 3))):
+            same = self.pick(lambda v: v.rank == x.rank and all(
+                a == b for i, (a, b) in enumerate(zip(v.shape, x.shape)) if i != axis))
+            if same is not None and self.chance(0.6):
+                parts.append(same)
+            else:
+                shape = list(x.shape)
+                shape[axis] = int(self.rng.integers(1, 4))
+                array = self.uniform(shape)
+                parts.append(Value(self.weight(array, "c"), tuple(shape), lo=-1, hi=1))
+        shape = list(x.shape)
+        shape[axis] = sum(p.shape[axis] for p in parts)
+        if np.prod(shape) > MAX_ELEMENTS:
+            return None
+        self.rng.shuffle(parts)
+        return self.one("Concat", [p.name for p in parts], tuple(shape), lo=min(p.lo for p in parts),
+                        hi=max(p.hi for p in parts), exact=all(p.exact for p in parts),
+                        axis=axis - x.rank if self.chance(0.3) else axis)
+
+    def gen_slice(self) -> Value | None:
+        x = self.pick(lambda v: v.rank >= 1 and max(v.shape) >= 2)
+        if x is None:
+            return None
+        axes = [int(a) for a in self.rng.permutation(x.rank)[:int(self.rng.integers(1, x.rank + 1))]]
+        starts, ends, steps, shape = [], [], [], list(x.shape)
+        for a in axes:
+            d = x.shape[a]
+            step = self.choice([1, 1, 1, 2, -1])
+            if step > 0:
+                start = int(self.rng.integers(0, d))
+                end = self.choice([int(self.rng.integers(start + 1, d + 1)), 2**31, d + 5])
+            else:
+                start = self.choice([int(self.rng.integers(0, d)), 2**31])
+                end = self.choice([-(2**31), -d - 1, int(self.rng.integers(-d - 1, 0))])
+            if self.chance(0.3) and 0 <= start < d:
+                start -= d  # negative indices count from the end
+            length = len(range(d)[slice(start, end, step)])
+            if length < 1:
+                return None
+            starts.append(start), ends.append(end), steps.append(step)
+            shape[a] = length
+        inputs = [x.name, self.ints(starts), self.ints(ends), self.ints(axes)]
+        if any(s != 1 for s in steps) or self.chance(0.5):
+            inputs.append(self.ints(steps))
+        return self.one("Slice", inputs, tuple(shape), lo=x.lo, hi=x.hi, exact=x.exact)
+
+    def gen_split(self) -> Value | None:
+        x = self.pick(lambda v: v.rank >= 1 and max(v.shape) >= 2)
+        if x is None:
+            return None
+        axis = self.choice([i for i, d in enumerate(x.shape) if d >= 2])
+        d = x.shape[axis]
+        if self.chance(0.5):
+            parts = int(self.rng.integers(2, min(d, 3) + 1))
+            chunk = -(-d // parts)
+            sizes = [chunk] * (d // chunk) + ([d % chunk] if d % chunk else [])
+            if len(sizes) != parts:
+                return None
+            inputs, attributes = [x.name], {"num_outputs": parts}
+        else:
+            cut = sorted({int(c) for c in self.rng.integers(1, d, int(self.rng.integers(1, 3)))})
+            sizes = [b - a for a, b in zip([0] + cut, cut + [d])]
+            inputs, attributes = [x.name, self.ints(sizes)], {}
+        shapes = [tuple(s if i == axis else e for i, e in enumerate(x.shape)) for s in sizes]
+        outs = self.emit("Split", inputs, shapes, lo=x.lo, hi=x.hi, exact=x.exact,
+                         axis=axis - x.rank if self.chance(0.3) else axis, **attributes)
+        return outs[int(self.rng.integers(0, len(outs)))]
+
+    def gen_layernorm(self) -> Value | None:
+        x = self.pick(lambda v: v.rank >= 1 and v.shape[-1] >= 2)
+        if x is None:
+            return None
+        axis = int(self.rng.integers(-x.rank, x.rank))
+        normalized = x.shape[axis:]
+        inputs = [x.name, self.weight(self.uniform(normalized, 0.5, 1.5), "ln")]
+        if self.chance(0.7):
+            inputs.append(self.weight(self.uniform(normalized, -0.5, 0.5), "ln"))
+        bound = 1.5 * math.sqrt(int(np.prod(normalized))) + 0.5
+        return self.one("LayerNormalization", inputs, x.shape, lo=-bound, hi=bound, axis=axis,
+                        epsilon=self.choice([1e-5, 1e-3]))
+
+    def gen_pattern(self) -> Value | None:
+        """Exporter-style decomposed chains that fusion should turn into one kernel."""
+        x = self.pick(lambda v: v.rank >= 1)
+        shape = x.shape
+        kind = self.choice(["gelu_erf", "gelu_tanh", "layernorm", "softmax", "silu"])
+        c = lambda v: self.weight(np.float32(v), "c")
+        if kind == "silu":
+            gate = self.one("Sigmoid", [x.name], shape, lo=0, hi=1)
+            return self.one("Mul", [x.name, gate.name], shape, lo=-0.3, hi=max(x.hi, 0) + 0.1)
+        if kind == "gelu_erf":
+            scaled = self.one("Div", [x.name, c(math.sqrt(2))], shape, lo=x.lo, hi=x.hi)
+            erf = self.one("Erf", [scaled.name], shape, lo=-1, hi=1)
+            one_plus = self.one("Add", [erf.name, c(1.0)], shape, lo=0, hi=2)
+            product = self.one("Mul", [x.name, one_plus.name], shape, lo=-x.magnitude * 2, hi=x.magnitude * 2)
+            lo, hi = _range_of(_gelu, x.lo, x.hi)
+            return self.one("Mul", [product.name, c(0.5)], shape, lo=lo, hi=hi)
+        if kind == "gelu_tanh":
+            if x.magnitude > 4:
+                x = self.squash(x)
+            m = x.magnitude
+            cube = self.one("Pow", [x.name, c(3.0)], shape, lo=-m**3, hi=m**3)
+            inner = self.one("Mul", [cube.name, c(0.044715)], shape, lo=-m**3, hi=m**3)
+            summed = self.one("Add", [x.name, inner.name], shape, lo=-2 * m**3 - m, hi=2 * m**3 + m)
+            scaled = self.one("Mul", [summed.name, c(math.sqrt(2 / math.pi))], shape, lo=summed.lo,
+                              hi=summed.hi)
+            tanh = self.one("Tanh", [scaled.name], shape, lo=-1, hi=1)
+            one_plus = self.one("Add", [tanh.name, c(1.0)], shape, lo=0, hi=2)
+            half = self.one("Mul", [x.name, c(0.5)], shape, lo=-m, hi=m)
+            return self.one("Mul", [half.name, one_plus.name], shape, lo=-2 * m, hi=2 * m)
+        axes = self.ints([-1])
+        if kind == "softmax":
+            peak = self.one("ReduceMax", [x.name, axes], shape[:-1] + (1,), lo=x.lo, hi=x.hi)
+            shifted = self.one("Sub", [x.name, peak.name], shape, lo=x.lo - x.hi, hi=0)
+            e = self.one("Exp", [shifted.name], shape, lo=0, hi=1)
+            total = self.one("ReduceSum", [e.name, axes], shape[:-1] + (1,), lo=1, hi=shape[-1])
+            return self.one("Div", [e.name, total.name], shape, lo=0, hi=1)
+        if shape[-1] < 2:
+            return None
+        mean = self.one("ReduceMean", [x.name, axes], shape[:-1] + (1,), lo=x.lo, hi=x.hi)
+        centred = self.one("Sub", [x.name, mean.name], shape, lo=x.lo - x.hi, hi=x.hi - x.lo)
+        square = self.one("Mul", [centred.name, centred.name], shape, lo=0, hi=centred.hi ** 2)
+        var = self.one("ReduceMean", [square.name, axes], shape[:-1] + (1,), lo=0, hi=square.hi)
+        shifted = self.one("Add", [var.name, c(1e-3)], var.shape, lo=1e-3, hi=var.hi + 1e-3)
+        std = self.one("Sqrt", [shifted.name], var.shape, lo=math.sqrt(1e-3), hi=math.sqrt(shifted.hi))
+        bound = math.sqrt(shape[-1])
+        return self.one("Div", [centred.name, std.name], shape, lo=-bound, hi=bound)
+
+    GENERATORS: ClassVar[dict[str, int]] = {  # name -> relative frequency
+        "unary": 14, "binary": 14, "clip": 3, "variadic": 2, "pow": 2, "where": 3, "cast": 2,
+        "matmul": 8, "gemm": 5, "conv": 8, "pool": 5, "batchnorm": 3, "softmax": 4, "reduce": 5,
+        "transpose": 4, "reshape": 4, "flatten": 2, "squeeze": 2, "concat": 4, "slice": 4, "split": 3,
+        "layernorm": 3, "pattern": 5,
+    }
+
+    def model(self, name: str) -> onnx.ModelProto:
+        produced = [v for v in self.values + self.other if v.name not in {i.name for i in self.inputs}]
+        sinks = [v for v in produced if v.name not in self.consumed]
+        outputs = sinks[-4:] or produced[-1:]
+        shared = [v for v in produced if v.name in self.consumed and v not in outputs]
+        if shared and self.chance(0.3):  # an output that other nodes also read
+            outputs.append(self.choice(shared))
+        graph = helper.make_graph(self.nodes, name, self.inputs,
+                                  [helper.make_tensor_value_info(v.name, v.dtype, list(v.shape))
+                                   for v in outputs], self.initializers)
+        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+                                 producer_name="dlc.fuzz")
+
+
+def _matmul_shape(a: tuple, b: tuple) -> tuple[int, ...] | None:
+    a2, b2 = (1, *a) if len(a) == 1 else a, (*b, 1) if len(b) == 1 else b
+    if a2[-1] != b2[-2]:
+        return None
+    batch = broadcast_shapes(a2[:-2], b2[:-2])
+    if batch is None:
+        return None
+    out = (*batch, a2[-2], b2[-1])
+    if len(a) == 1:
+        out = out[:-2] + out[-1:]
+    if len(b) == 1:
+        out = out[:-1]
+    return tuple(out)
+
+
+def _conv_out_auto(spatial, kernel, strides, dilations, auto_pad) -> list[int]:
+    if auto_pad == "VALID":
+        return [(d - dil * (k - 1) - 1) // s + 1 for d, k, s, dil in zip(spatial, kernel, strides, dilations)]
+    return [-(-d // s) for d, s in zip(spatial, strides)]
+
+
+def _prime_factors(n: int) -> list[int]:
+    factors, p = [], 2
+    while n > 1 and p * p <= n:
+        while n % p == 0:
+            factors.append(p)
+            n //= p
+        p += 1
+    return factors + ([n] if n > 1 else [])
+
+
+# Generators whose graphs are fusion material: contractions with epilogues, elementwise
+# chains, reductions and the decomposed patterns exporters write (tests/test_fusion_differential.py).
+FUSION_PRONE = ("unary", "binary", "clip", "matmul", "gemm", "conv", "softmax", "reduce", "reshape",
+                "transpose", "layernorm", "pattern")
+
+
+def generate(seed: int, max_nodes: int = 10, kinds: tuple[str, ...] | None = None) -> onnx.ModelProto:
+    """A random valid model (checked), deterministic in `seed`; `kinds` limits the generators
+    (keys of GraphBuilder.GENERATORS)."""
+    rng = np.random.default_rng(seed)
+    builder = GraphBuilder(rng)
+    for _ in range(int(rng.integers(1, 3))):
+        if rng.random() < 0.5:
+            shape = (int(rng.integers(1, 3)), int(rng.integers(1, 9)), *[int(rng.integers(3, 9))
+                                                                           for _ in range(rng.integers(1, 3))])
+        else:
+            shape = tuple(int(rng.integers(1, 9)) for _ in range(int(rng.integers(1, 5))))
+        builder.graph_input(shape)
+    names = [k for k in GraphBuilder.GENERATORS if kinds is None or k in kinds]
+    weights = np.array([GraphBuilder.GENERATORS[k] for k in names], float)
+    target = int(rng.integers(2, max_nodes + 1))
+    attempts = 0
+    while len(builder.nodes) < target and attempts < 10 * max_nodes:
+        attempts += 1
+        before = (len(builder.nodes), len(builder.values), len(builder.other), len(builder.initializers),
+                  len(builder.inputs))
+        generator = getattr(builder, "gen_" + names[int(rng.choice(len(names), p=weights / weights.sum()))])
+        if generator() is None:  # no suitable operand: undo whatever it had started
+            builder.nodes[before[0]:] = []
+            builder.values[before[1]:] = []
+            builder.other[before[2]:] = []
+            builder.initializers[before[3]:] = []
+            builder.inputs[before[4]:] = []
+    model = builder.model(f"fuzz{seed}")
+    validate(model, {v.name: v for v in builder.values + builder.other})
+    return model
+
+
+def validate(model: onnx.ModelProto, tracked: dict[str, Value] | None = None) -> onnx.ModelProto:
+    """onnx.checker + strict shape inference; the inferred shapes must be the tracked ones."""
+    try:
+        onnx.checker.check_model(model, full_check=True)
+        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True, data_prop=True)
+    except Exception as error:  # noqa: BLE001 (checker and inference raise several kinds)
+        raise GeneratorError(f"{model.graph.name}: invalid model: {str(error).strip()[:400]}") from None
+    if tracked:
+        for info in list(inferred.graph.value_info) + list(inferred.graph.output):
+            value = tracked.get(info.name)
+            shape = tuple(d.dim_value for d in info.type.tensor_type.shape.dim)
+            if value is not None and info.type.tensor_type.HasField("shape") and shape != value.shape:
+                raise GeneratorError(f"{model.graph.name}: '{info.name}' tracked as {value.shape}, "
+                                     f"onnx infers {shape}")
+    return inferred
+
+
+# --- the oracle and the tolerances ---------------------------------------------------------------
+
+def make_feeds(model: onnx.ModelProto, seed: int) -> dict[str, np.ndarray]:
+    """Seeded inputs: floats uniform in [-2, 2) (the generator's assumed range), bools, small ints."""
+    rng = np.random.default_rng(seed)
+    initializers = {i.name for i in model.graph.initializer}
+    feeds = {}
+    for value in model.graph.input:
+        if value.name in initializers:
+            continue
+        tensor = value.type.tensor_type
+        shape = [d.dim_value for d in tensor.shape.dim]
+        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tensor.elem_type))
+        if dtype.kind == "f":
+            feeds[value.name] = rng.uniform(-2, 2, shape).astype(dtype)
+        elif dtype.kind == "b":
+            feeds[value.name] = rng.integers(0, 2, shape).astype(bool)
+        else:
+            feeds[value.name] = rng.integers(-3, 4, shape).astype(dtype)
+    return feeds
+
+
+def run_onnxruntime(model: onnx.ModelProto, feeds: dict[str, np.ndarray],
+                    extra_outputs: list[onnx.ValueInfoProto] = ()) -> dict[str, np.ndarray]:
+    import onnxruntime as ort
+
+    if extra_outputs:
+        model = onnx.ModelProto.FromString(model.SerializeToString())
+        known = {o.name for o in model.graph.output}
+        model.graph.output.extend([v for v in extra_outputs if v.name not in known])
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 4  # its errors come back as exceptions
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    return dict(zip(names, session.run(None, feeds)))
+
+
+# Tolerance, per operator. Every float value v gets an error budget B(v) in units of
+# eps32 * scale, where scale is the largest magnitude in the output's cone (its ancestors'
+# actual values). The cost is the rounding the two implementations may legitimately
+# disagree on:
+#   0   exact operators (movement, Relu, Max/Min, Clip, MaxPool, ReduceMax, Where, Cast): both
+#       must produce the same bits;
+#   2   correctly rounded arithmetic (Add, Mul, Div, Sqrt ...): one rounding each, plus one where
+#       a multiply and an add contract into an FMA on one side only;
+#   8   transcendentals (Exp, Tanh, Erf, Sigmoid, Gelu, Log ...): dlc's polynomials are within
+#       2 ulp (tests/test_approximate_math.py), onnxruntime's MLAS ones within a few, and the
+#       composite ones (Gelu, Mish, Softplus, Selu) chain two or three of them;
+#   2K+4 contractions over K terms (MatMul, Gemm, Conv): different summation orders (dlc's
+#       register-blocked micro-kernel vs MLAS) each round K times;
+#   K+8 other sums over K terms (ReduceSum/Mean/L2, pooling, Softmax, LayerNorm, BatchNorm).
+# The gains bound how much the operator amplifies each input's error (its partial
+# derivatives), measured on the actual values: Exp by max e^x, Log by 1/min x, Div by
+# max 1/|d| and max |n|/d^2 elementwise, Mul by the other operand, LayerNorm by
+# max|scale|/min std, contractions by the other operand's largest row/column L1 norm.
+# A weight contributes no error of its own, so B(out) = sum_i gain_i * B(input_i) + cost.
+# The final tolerance is SAFETY times the budget: the budget is an estimate of the worst
+# case, not a proof, and a real bug (a wrong index, a wrong constant) is off by far more.
+SAFETY = 4.0
+EXACT = {"Relu", "Neg", "Abs", "Max", "Min", "Clip", "Where", "Transpose", "Reshape", "Flatten", "Concat",
+         "Slice", "Split", "Squeeze", "Unsqueeze", "MaxPool", "GlobalMaxPool", "ReduceMax", "ReduceMin",
+         "Floor", "Ceil", "Round", "Sign", "Cast", "Identity", "Greater", "Less", "GreaterOrEqual",
+         "Expand", "Tile", "Pad", "Gather"}
+ROUNDED = {"Add", "Sub", "Mul", "Div", "Sqrt", "Reciprocal", "LeakyRelu", "HardSigmoid", "HardSwish",
+           "Sum", "Mean", "Softsign", "Pow", "PRelu"}
+
+
+def _reduction_length(node: onnx.NodeProto, shapes: dict, values: dict) -> int:
+    x = shapes.get(node.input[0], ())
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    op = node.op_type
+    if op == "MatMul":
+        return int(x[-1]) if x else 1
+    if op == "Gemm":
+        return int(x[0] if attrs.get("transA", 0) else x[-1])
+    if op == "Conv":
+        w = shapes.get(node.input[1], ())
+        return int(np.prod(w[1:])) if w else 1
+    if op in ("AveragePool",):
+        return int(np.prod(attrs.get("kernel_shape", [1])))
+    if op == "GlobalAveragePool":
+        return int(np.prod(x[2:]))
+    if op in ("Softmax", "LogSoftmax"):
+        return int(x[attrs.get("axis", -1)]) if x else 1
+    if op == "LayerNormalization":
+        return 3 * int(np.prod(x[attrs.get("axis", -1):])) if x else 1
+    if op.startswith("Reduce"):
+        axes = values.get(node.input[1]) if len(node.input) > 1 and node.input[1] else None
+        if axes is None:
+            return int(np.prod(x)) if x else 1
+        return int(np.prod([x[int(a)] for a in np.atleast_1d(axes)]))
+    return 1
+
+
+def _gains(node: onnx.NodeProto, values: dict) -> list[float]:
+    """Per input: a bound on |d output / d input| over the actual values (how much an error
+    in that input can grow); elementwise where the operator is elementwise."""
+    op = node.op_type
+    args = [values.get(n) if n else None for n in node.input]
+    x = args[0] if args else None
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    absmax = lambda a: float(np.max(np.abs(a))) if a is not None and a.size else 0.0
+    ones = [1.0] * len(args)
+    with np.errstate(all="ignore"):
+        if op == "Mul" and len(args) == 2 and all(a is not None for a in args):
+            return [absmax(args[1]), absmax(args[0])]
+        if op == "Div" and len(args) == 2 and all(a is not None for a in args):
+            n, d = np.abs(args[0]).astype(np.float64), np.abs(args[1]).astype(np.float64)
+            return [float(np.max(1 / d)), float(np.max(n / d ** 2))]
+        if op == "Pow" and x is not None:
+            e = float(np.max(args[1]))
+            return [float(np.max(np.abs(e * np.power(np.abs(x).astype(np.float64), e - 1)))), 0.0]
+        if op == "Exp" and x is not None:
+            return [float(np.exp(np.max(x)))]
+        if op == "Log" and x is not None:
+            return [1 / float(np.min(np.abs(x)))]
+        if op == "Sqrt" and x is not None:
+            return [0.5 / math.sqrt(float(np.min(np.abs(x))) + 1e-30)]
+        if op == "Reciprocal" and x is not None:
+            return [1 / float(np.min(np.abs(x))) ** 2]
+        if op in ("MatMul", "Gemm") and len(args) >= 2 and all(a is not None for a in args[:2]):
+            a, b = args[0], args[1]
+            if op == "Gemm":
+                a = a.T if attrs.get("transA", 0) else a
+                b = b.T if attrs.get("transB", 0) else b
+            alpha = abs(attrs.get("alpha", 1.0))
+            b_norm = float(np.max(np.sum(np.abs(b), axis=-2 if b.ndim > 1 else 0)))
+            a_norm = float(np.max(np.sum(np.abs(a), axis=-1)))
+            return [alpha * b_norm, alpha * a_norm, abs(attrs.get("beta", 1.0))][:len(args)]
+        if op == "Conv" and args[1] is not None:
+            w = args[1]
+            return [float(np.max(np.sum(np.abs(w).reshape(w.shape[0], -1), axis=1))),
+                    absmax(x) * float(np.prod(w.shape[1:])), 1.0][:len(args)]
+        if op == "LayerNormalization" and x is not None:
+            axis = attrs.get("axis", -1) % x.ndim
+            std = np.sqrt(np.var(x.astype(np.float64), axis=tuple(range(axis, x.ndim)))
+                          + attrs.get("epsilon", 1e-5))
+            return [2 * absmax(args[1]) / float(np.min(std))] + ones[1:]
+        if op == "BatchNormalization" and x is not None:
+            return [float(np.max(np.abs(args[1]) / np.sqrt(args[4] + attrs.get("epsilon", 1e-5))))] + ones[1:]
+        if op in ("ReduceSum", "ReduceSumSquare") and x is not None:
+            factor = 2 * absmax(x) if op == "ReduceSumSquare" else 1.0
+            return [factor * _reduction_length(node, {node.input[0]: x.shape}, values)] + ones[1:]
+        if op == "ReduceL2" and x is not None:
+            return [math.sqrt(_reduction_length(node, {node.input[0]: x.shape}, values))] + ones[1:]
+        if op in ("Softmax", "LogSoftmax", "Selu", "HardSwish", "Gelu", "Mish", "Elu", "Celu", "ReduceLogSumExp"):
+            return [2.0] + ones[1:]
+    return ones
+
+
+def _cost(node: onnx.NodeProto, shapes: dict, values: dict) -> float:
+    op = node.op_type
+    if op in EXACT:
+        return 0.0
+    if op in ROUNDED:
+        return 2.0
+    if op in CONTRACTIONS:
+        return 2.0 * _reduction_length(node, shapes, values) + 4
+    if op.startswith("Reduce") or op in ("AveragePool", "GlobalAveragePool", "Softmax", "LogSoftmax",
+                                         "LayerNormalization", "BatchNormalization"):
+        return _reduction_length(node, shapes, values) + 8.0
+    return 8.0  # transcendental
+
+
+def tolerances(model: onnx.ModelProto, values: dict[str, np.ndarray]) -> dict[str, float]:
+    """Absolute tolerance per graph output, from the actual values of every intermediate."""
+    values = dict(values)
+    values.update({i.name: numpy_helper.to_array(i) for i in model.graph.initializer})
+    shapes = {k: v.shape for k, v in values.items()}
+    budget: dict[str, float] = {}
+    scale: dict[str, float] = {}
+    for name, array in values.items():
+        budget[name] = 0.0
+        scale[name] = float(np.max(np.abs(array))) if array.dtype.kind == "f" and array.size else 0.0
+    initializers = {i.name for i in model.graph.initializer}
+    for name in initializers:  # weights count through the gains, not as magnitudes of the cone
+        scale[name] = 0.0
+    for node in model.graph.node:
+        present = [n for n in node.input if n]
+        cone = max([scale.get(n, 0.0) for n in present], default=0.0)
+        b = sum(g * budget.get(n, 0.0) for g, n in zip(_gains(node, values), node.input) if n) \
+            + _cost(node, shapes, values)
+        for out in node.output:
+            own = values.get(out)
+            magnitude = float(np.max(np.abs(own))) if own is not None and own.dtype.kind == "f" and own.size \
+                else 0.0
+            budget[out], scale[out] = b, max(cone, magnitude)
+    return {o.name: SAFETY * EPS32 * budget.get(o.name, 0.0) * max(scale.get(o.name, 0.0), 1e-30)
+            for o in model.graph.output}
+
+
+# --- checking a model ----------------------------------------------------------------------------
+
+@dataclass
+class Finding:
+    """One way a model failed: kind, the (target, fusion) it failed with, and what happened."""
+
+    kind: str  # mismatch | unsupported | compile-error | run-error | crash | timeout | invalid-model
+    config: str  # "cpu/all", "npu-sim/all", ...
+    message: str
+    error_type: str = ""
+
+    def signature(self) -> tuple[str, str, str]:
+        """What 'fails the same way' compares while minimising."""
+        return self.kind, self.config, self.error_type
+
+
+def config_name(config) -> str:
+    return f"{config[0]}/{config[1]}"
+
+
+def compare(name: str, got: np.ndarray, want: np.ndarray, tolerance: float) -> str | None:
+    """Why `got` is not onnxruntime's `want` (None: it matches)."""
+    got = np.asarray(got)
+    if got.shape != want.shape:
+        return f"output '{name}': shape {got.shape}, onnxruntime {want.shape}"
+    if got.dtype != want.dtype:
+        return f"output '{name}': dtype {got.dtype}, onnxruntime {want.dtype}"
+    if want.dtype.kind != "f":
+        if np.array_equal(got, want):
+            return None
+        index = tuple(int(i) for i in np.argwhere(got != want)[0])
+        return f"output '{name}': {int(np.sum(got != want))} elements differ, first at {index}: " \
+               f"dlc {got[index]}, onnxruntime {want[index]}"
+    with np.errstate(invalid="ignore"):
+        diff = np.abs(got.astype(np.float64) - want.astype(np.float64))
+        same_special = (np.isnan(got) & np.isnan(want)) | (got == want)
+        bad = ~same_special & ~(diff <= tolerance)
+    if not bad.any():
+        return None
+    index = tuple(int(i) for i in np.argwhere(bad)[0])
+    worst = float(np.nanmax(np.where(bad, diff, 0))) if np.isfinite(diff[bad]).any() else float("nan")
+    return (f"output '{name}': {int(bad.sum())}/{bad.size} elements beyond tolerance {tolerance:.3g} "
+            f"(max |diff| {worst:.3g}); first at {index}: dlc {got[index]!r}, onnxruntime {want[index]!r}")
+
+
+def check_model(model: onnx.ModelProto, feed_seed: int = 0, configs=ALL_CONFIGS,
+                fault: Callable[[onnx.ModelProto, tuple], str | None] | None = None,
+                progress: Callable[[tuple], None] | None = None) -> list[Finding]:
+    """Compile `model` with each (target, fusion) in `configs`, run it and compare with onnxruntime.
+
+    `fault` injects a failure (a message, or None) per config, to test the minimiser;
+    `progress` is told which config is about to run (the worker reports it, so a crash is
+    attributed to the right one).
+    """
+    from dlc.driver import compile_model
+    from dlc.errors import UnsupportedError
+    from dlc.targets import CompileOptions
+
+    try:
+        inferred = validate(model)
+        feeds = make_feeds(model, feed_seed)
+        expected = run_onnxruntime(model, feeds)
+        intermediates = [v for v in inferred.graph.value_info if v.type.tensor_type.HasField("shape")]
+        values = run_onnxruntime(model, feeds, intermediates) if intermediates else {}
+        values.update(feeds)
+        tolerance = tolerances(model, values)
+    except Exception as error:  # noqa: BLE001 (the generator's or onnxruntime's problem, not dlc's)
+        return [Finding("invalid-model", "onnxruntime", f"{type(error).__name__}: {str(error)[:400]}",
+                        type(error).__name__)]
+    findings = []
+    for config in configs:
+        name = config_name(config)
+        if progress:
+            progress(config)
+        if fault is not None and (message := fault(model, config)):
+            findings.append(Finding("mismatch", name, message, "injected"))
+            continue
+        try:
+            result = compile_model(model, target=config[0],
+                                   options=CompileOptions(fusion=config[1], threads=1))
+        except UnsupportedError as error:
+            findings.append(Finding("unsupported", name, str(error)[:600], type(error).__name__))
+            continue
+        except Exception as error:  # noqa: BLE001 (any crash of the compiler is a finding)
+            findings.append(Finding("compile-error", name, f"{type(error).__name__}: {str(error)[:600]}",
+                                    type(error).__name__))
+            continue
+        try:
+            outputs = result.executable.run(dict(feeds))
+        except Exception as error:  # noqa: BLE001 (any crash of the executable is a finding)
+            findings.append(Finding("run-error", name, f"{type(error).__name__}: {str(error)[:600]}",
+                                    type(error).__name__))
+            continue
+        problems = [p for o in model.graph.output if (p := (
+            f"output '{o.name}' missing" if o.name not in outputs else
+            compare(o.name, outputs[o.name], expected[o.name], tolerance[o.name])))]
+        if problems:
+            findings.append(Finding("mismatch", name, "; ".join(problems)[:800], "mismatch"))
+    return findings
+
+
+# --- minimising: ddmin over the nodes ------------------------------------------------------------
+
+def remove_nodes(model: onnx.ModelProto, drop: set[int]) -> onnx.ModelProto | None:
+    """The model without nodes `drop`: each dropped output is rerouted to a same-typed,
+    same-shaped input of its node, else it becomes a graph input; then dead nodes, inputs
+    and weights go. None when nothing is left."""
+    inferred = onnx.shape_inference.infer_shapes(model)
+    types = {v.name: v.type for v in list(inferred.graph.input) + list(inferred.graph.value_info)
+             + list(inferred.graph.output)}
+    for init in model.graph.initializer:
+        types[init.name] = helper.make_tensor_type_proto(init.data_type, list(init.dims))
+    initializers = {i.name: i for i in model.graph.initializer}
+    replacement: dict[str, str] = {}
+    resolve = lambda n: replacement.get(n, n)
+    new_inputs, kept = [], []
+    for index, node in enumerate(model.graph.node):
+        if index not in drop:
+            copy = onnx.NodeProto()
+            copy.CopyFrom(node)
+            copy.input[:] = [resolve(n) if n else n for n in node.input]
+            kept.append(copy)
+            continue
+        for out in node.output:
+            if not out:
+                continue
+            same = [resolve(n) for n in node.input if n and n in types and out in types
+                    and types[n] == types[out]]
+            same.sort(key=lambda n: n in initializers)  # computed values first: keeps the graph live
+            if same:
+                replacement[out] = same[0]
+            elif out in types and types[out].tensor_type.HasField("shape"):
+                new_inputs.append(helper.make_value_info(out, types[out]))
+            else:
+                return None
+    outputs, seen = [], set()
+    for o in model.graph.output:
+        name = resolve(o.name)
+        if name in seen or name in initializers:
+            continue
+        seen.add(name)
+        outputs.append(helper.make_value_info(name, types.get(name, o.type)))
+    # Dead-code elimination from the outputs.
+    live = {o.name for o in outputs}
+    alive = []
+    for node in reversed(kept):
+        if any(o in live for o in node.output):
+            alive.append(node)
+            live.update(n for n in node.input if n)
+    alive.reverse()
+    if not alive:
+        return None
+    inputs = [i for i in list(model.graph.input) + new_inputs if i.name in live and i.name not in initializers]
+    graph = helper.make_graph(alive, model.graph.name, inputs, outputs,
+                              [i for name, i in initializers.items() if name in live])
+    result = helper.make_model(graph, opset_imports=list(model.opset_import), producer_name="dlc.fuzz")
+    try:
+        onnx.checker.check_model(result, full_check=True)
+    except Exception:  # noqa: BLE001 (an invalid candidate is simply not taken)
+        return None
+    return result
+
+
+def minimise(model: onnx.ModelProto, still_fails: Callable[[onnx.ModelProto], bool],
+             budget_s: float = 120.0) -> onnx.ModelProto:
+    """The smallest model found that `still_fails` (ddmin over nodes, then a 1-minimal sweep)."""
+    deadline = time.monotonic() + budget_s
+    if len(model.graph.output) > 1:  # one output that still fails is enough
+        for output in model.graph.output:
+            candidate = onnx.ModelProto()
+            candidate.CopyFrom(model)
+            del candidate.graph.output[:]
+            candidate.graph.output.append(output)
+            candidate = remove_nodes(candidate, set())
+            if candidate is not None and still_fails(candidate):
+                model = candidate
+                break
+    n = 2
+    while len(model.graph.node) >= 2 and time.monotonic() < deadline:
+        count = len(model.graph.node)
+        chunks = [list(c) for c in np.array_split(np.arange(count), min(n, count)) if len(c)]
+        reduced = False
+        # Try a chunk alone first (big steps), then each complement.
+        for keep in [set(c) for c in chunks] + [set(range(count)) - set(c) for c in chunks]:
+            if len(keep) == count or time.monotonic() > deadline:
+                continue
+            candidate = remove_nodes(model, set(range(count)) - keep)
+            if candidate is not None and len(candidate.graph.node) < count and still_fails(candidate):
+                model, reduced = candidate, True
+                n = max(n - 1, 2) if len(keep) > count / n else 2
+                break
+        if not reduced:
+            if n >= count:
+                break
+            n = min(count, 2 * n)
+    changed = True
+    while changed and time.monotonic() < deadline:  # 1-minimal: no single node can go
+        changed = False
+        for index in range(len(model.graph.node)):
+            candidate = remove_nodes(model, {index})
+            if candidate is not None and still_fails(candidate):
+                model, changed = candidate, True
+                break
+    return model
+
+
+# --- running checks in a worker process ----------------------------------------------------------
+
+class InProcess:
+    """Checks in this process (tests, and minimising failures that do not crash)."""
+
+    def check(self, model, feed_seed, configs, timeout=None) -> list[Finding]:
+        return check_model(model, feed_seed, configs)
+
+    def close(self):
+        pass
+
+
+class Worker:
+    """Checks in a child process: a segfault or a hang becomes a finding, and a fresh worker starts."""
+
+    def __init__(self):
+        self.process: subprocess.Popen | None = None
+
+    def _start(self):
+        env = dict(os.environ, DLC_CACHE="0")
+        self.process = subprocess.Popen([sys.executable, "-m", "dlc.fuzz", "--worker"], stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
+                                        cwd=str(Path(__file__).resolve().parent.parent))
+
+    def check(self, model, feed_seed, configs, timeout=120.0) -> list[Finding]:
+        if self.process is None or self.process.poll() is not None:
+            self._start()
+        request = {"model": base64.b64encode(model.SerializeToString()).decode(), "feed_seed": feed_seed,
+                   "configs": [list(c) for c in configs]}
+        self.process.stdin.write(json.dumps(request) + "\n")
+        self.process.stdin.flush()
+        current = "startup"
+        deadline = time.monotonic() + timeout
+        while True:
+            ready, _, _ = select.select([self.process.stdout], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                self.close()
+                return [Finding("timeout", current, f"no answer within {timeout:.0f} s", "timeout")]
+            line = self.process.stdout.readline()
+            if not line:
+                code = self.process.wait()
+                self.process = None
+                signal = f"signal {-code}" if code < 0 else f"exit code {code}"
+                return [Finding("crash", current, f"the worker died ({signal})", signal)]
+            reply = json.loads(line)
+            if "config" in reply:
+                current = config_name(reply["config"])
+            else:
+                return [Finding(**f) for f in reply["findings"]]
+
+    def close(self):
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
+
+def worker_main() -> int:
+    """Answer check requests from stdin, one JSON line each; native output goes to stderr."""
+    replies = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+
+    def say(message: dict):
+        replies.write(json.dumps(message) + "\n")
+        replies.flush()
+
+    crash_on = os.environ.get("DLC_FUZZ_CRASH_ON_OP")  # tests: die like a segfaulting compile
+    for line in sys.stdin:
+        request = json.loads(line)
+        model = onnx.ModelProto.FromString(base64.b64decode(request["model"]))
+        if crash_on and any(n.op_type == crash_on for n in model.graph.node):
+            say({"config": request["configs"][0]})
+            import signal
+
+            os.kill(os.getpid(), signal.SIGSEGV)
+        findings = check_model(model, request["feed_seed"], [tuple(c) for c in request["configs"]],
+                               progress=lambda config: say({"config": list(config)}))
+        say({"findings": [asdict(f) for f in findings]})
+    return 0
+
+
+# --- the corpus ----------------------------------------------------------------------------------
+
+def save_to_corpus(corpus: Path, model: onnx.ModelProto, finding: Finding, info: dict) -> Path:
+    import hashlib
+
+    corpus.mkdir(parents=True, exist_ok=True)
+    data = model.SerializeToString()
+    stem = f"{finding.kind}-{finding.config.replace('/', '-')}-{hashlib.sha256(data).hexdigest()[:10]}"
+    path = corpus / f"{stem}.onnx"
+    path.write_bytes(data)
+    try:
+        shown = path.resolve().relative_to(Path.cwd())
+    except ValueError:
+        shown = path
+    sidecar = {"kind": finding.kind, "config": finding.config, "error_type": finding.error_type,
+               "message": finding.message, "nodes": [n.op_type for n in model.graph.node],
+               "reproduce": f"python -m dlc.fuzz --replay {shown}", **info}
+    path.with_suffix(".json").write_text(json.dumps(sidecar, indent=1) + "\n")
+    return path
+
+
+def corpus_entries(corpus: Path = DEFAULT_CORPUS) -> list[tuple[Path, dict]]:
+    return [(p, json.loads(p.with_suffix(".json").read_text()) if p.with_suffix(".json").exists() else {})
+            for p in sorted(Path(corpus).glob("*.onnx"))]
+
+
+def replay(path: Path, info: dict, configs=ALL_CONFIGS) -> list[Finding]:
+    """Check a corpus model again (with the feed seed it failed on)."""
+    return check_model(onnx.load(path), info.get("feed_seed", 0), configs)
+
+
+# --- the campaign --------------------------------------------------------------------------------
+
+@dataclass
+class Summary:
+    cases: int = 0
+    seconds: float = 0.0
+    findings: Counter = field(default_factory=Counter)
+    saved: list = field(default_factory=list)
+
+    def report(self) -> str:
+        rate = self.cases / max(self.seconds / 60, 1e-9)
+        lines = [(f"{self.cases} models in {self.seconds:.0f} s ({rate:.0f}/minute); "
+                  f"{sum(self.findings.values())} failing")]
+        lines += [f"  {kind}: {count}" for kind, count in sorted(self.findings.items())]
+        lines += [f"  saved {p}" for p in self.saved]
+        return "\n".join(lines)
+
+
+def fuzz(*, minutes: float | None = None, cases: int | None = None, seed: int = 0, configs=ALL_CONFIGS,
+         corpus: Path | None = DEFAULT_CORPUS, isolate: bool = True, max_nodes: int = 10,
+         minimise_s: float = 120.0, log=print) -> Summary:
+    """Generate and check models until `minutes` pass or `cases` are done; minimise and save failures."""
+    runner = Worker() if isolate else InProcess()
+    summary = Summary()
+    start = time.monotonic()
+    seen: set[tuple] = set()
+    try:
+        case = 0
+        while (cases is None or case < cases) and (minutes is None or time.monotonic() - start < minutes * 60):
+            case_seed = seed * 1_000_003 + case
+            case += 1
+            try:
+                model = generate(case_seed, max_nodes)
+            except GeneratorError as error:
+                summary.cases += 1
+                summary.findings["generator"] += 1
+                log(f"case {case_seed}: generator: {error}")
+                continue
+            findings = runner.check(model, case_seed, configs)
+            summary.cases += 1
+            for finding in findings:
+                summary.findings[finding.kind] += 1
+                log(f"case {case_seed}: {finding.kind} on {finding.config}: {finding.message[:300]}")
+            for finding in findings:
+                # One corpus entry per way of failing (kind, config, error type, culprit ops).
+                if corpus is None or finding.kind == "invalid-model":
+                    continue
+                target = tuple(c for c in configs if config_name(c) == finding.config) or configs
+
+                def still_fails(candidate, finding=finding, target=target, case_seed=case_seed):
+                    return any(f.signature() == finding.signature()
+                               for f in runner.check(candidate, case_seed, target))
+
+                small = minimise(model, still_fails, minimise_s)
+                key = (*finding.signature(), tuple(sorted({n.op_type for n in small.graph.node})))
+                if key in seen:
+                    continue
+                seen.add(key)
+                again = [f for f in runner.check(small, case_seed, target) if f.signature() == finding.signature()]
+                recorded = again[0] if again else finding
+                path = save_to_corpus(Path(corpus), small, recorded, {
+                    "seed": case_seed, "feed_seed": case_seed, "original_nodes": len(model.graph.node)})
+                summary.saved.append(path)
+                log(f"  minimised {len(model.graph.node)} -> {len(small.graph.node)} nodes: {path}")
+    finally:
+        runner.close()
+        summary.seconds = time.monotonic() - start
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m dlc.fuzz", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--minutes", type=float, default=None, help="how long to fuzz (default: 1)")
+    parser.add_argument("--cases", type=int, default=None, help="stop after this many models")
+    parser.add_argument("--seed", type=int, default=0, help="campaign seed (case seeds follow from it)")
+    parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS, help="where minimised failures go")
+    parser.add_argument("--targets", default="cpu,reference,npu-sim",
+                        help="comma-separated targets (cpu runs with every fusion setting)")
+    parser.add_argument("--max-nodes", type=int, default=10)
+    parser.add_argument("--no-isolate", action="store_true", help="check in this process (no crash guard)")
+    parser.add_argument("--no-save", action="store_true", help="report failures without minimising/saving")
+    parser.add_argument("--replay", type=Path, nargs="*", help="check these .onnx files (corpus entries)")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        return worker_main()
+    os.environ.setdefault("DLC_CACHE", "0")  # thousands of one-off models: do not fill the cache
+    targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    configs = tuple(c for c in ALL_CONFIGS if c[0] in targets)
+    unknown = set(targets) - {c[0] for c in ALL_CONFIGS}
+    if unknown or not configs:
+        print(f"error: unknown targets {sorted(unknown)}; choose from cpu, reference, npu-sim", file=sys.stderr)
+        return 2
+    if args.replay is not None:
+        failing = 0
+        for path in args.replay:
+            info = json.loads(path.with_suffix(".json").read_text()) if path.with_suffix(".json").exists() else {}
+            findings = replay(path, info, configs)
+            failing += bool(findings)
+            print(f"{path}: " + ("ok" if not findings else "; ".join(
+                f"{f.kind} on {f.config}: {f.message[:300]}" for f in findings)))
+        return 1 if failing else 0
+    minutes = args.minutes if args.minutes is not None or args.cases is not None else 1.0
+    summary = fuzz(minutes=minutes, cases=args.cases, seed=args.seed, configs=configs,
+                   corpus=None if args.no_save else args.corpus, isolate=not args.no_isolate,
+                   max_nodes=args.max_nodes, log=lambda line: print(line, flush=True))
+    print(summary.report())
+    return 1 if summary.findings else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
