@@ -197,9 +197,9 @@ class NativeExecutable:
 
     def _guarded_run(self, arrays: list[np.ndarray], placement: str, poison: int) -> dict[str, np.ndarray]:
         with GuardedBuffers(placement) as guarded:
-            inputs = [guarded.add(f"input '{spec.name}'", np.ascontiguousarray(array).nbytes,
-                                  source=np.ascontiguousarray(array), writable=False)
-                      for spec, array in zip(self.inputs, arrays)]
+            contiguous = [np.ascontiguousarray(array) for array in arrays]
+            inputs = [guarded.add(f"input '{spec.name}'", array.nbytes, source=array, writable=False)
+                      for spec, array in zip(self.inputs, contiguous)]
             outputs = [guarded.add(f"output '{spec.name}'",
                                    int(np.prod(spec.shape, dtype=np.int64)) * np.dtype(spec.dtype).itemsize,
                                    fill=poison) for spec in self.outputs]

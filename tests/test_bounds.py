@@ -259,3 +259,22 @@ def test_environment_variable_turns_the_check_on(tmp_path, monkeypatch):
                         lambda self, feeds: calls.append(feeds) or {"y": np.zeros((1, 10), np.float32)})
     executable.run({"x": np.ones((1, 10), np.float32)})
     assert len(calls) == 1
+
+
+def test_overrun_in_a_worker_thread_is_caught(tmp_path):
+    """Rows split over two threads (static schedule): the last row, and its overrun, is thread 1's."""
+    from dlc.cli import main
+
+    mlir = RELU_LOOPS.replace("1x10xf32", "4x10xf32").replace("%c0, %i]", "%row, %i]").replace(
+        "%c0, %j]", "%row, %j]").replace("%zero = arith.constant 0.000000e+00 : f32\n", """\
+%zero = arith.constant 0.000000e+00 : f32
+    %c4 = arith.constant 4 : index
+    scf.for %row = %c0 to %c4 step %c1 {
+""").replace("    }\n    func.return", "    }\n    } {dlc.parallel}\n    func.return", 1)
+    (tmp_path / "relu.mlir").write_text(mlir.replace("INDEX", "arith.addi %i, %c1 : index"))
+    np.savez(tmp_path / "relu.weights.npz")
+    assert main(["compile", str(tmp_path / "relu.mlir"), "--compile-from", "loops", "--threads", "2",
+                 "-o", str(tmp_path / "art")]) == 0
+    result = _dlc_run_checked(tmp_path / "art")
+    assert result.returncode == -signal.SIGSEGV, (result.returncode, result.stdout, result.stderr)
+    assert "byte offset 160 of output 'y' (160 bytes" in result.stderr
