@@ -75,6 +75,7 @@ def load_model(model: str | Path | onnx.ModelProto, max_memory: str | int | None
                                  "another format?") from None
         if not proto.HasField("graph") or not proto.graph.node and not proto.graph.output:
             raise ModelLoadError(f"{source}: not an ONNX model (no graph found; truncated file?)")
+    _check_text_fields(proto, source)
     proto = _topologically_sorted(proto, source)
     _check_operators_exist(proto, source)
     proto = _with_external_data(proto, source, folder, limit)
@@ -84,6 +85,29 @@ def load_model(model: str | Path | onnx.ModelProto, max_memory: str | int | None
         first_line = str(error).strip().splitlines()[0]
         raise ModelLoadError(f"{source}: fails onnx.checker: {first_line}") from None
     return proto
+
+
+def _check_text_fields(message, source: str, path: str = "model") -> None:
+    """Every string field (names, op types, domains) must be UTF-8 text.
+
+    protobuf hands invalid UTF-8 in a proto2 string field back as `bytes` (a bit flip in a
+    node name does it); onnx and the IR printer would then fail far from the cause.
+    """
+    from google.protobuf.descriptor import FieldDescriptor
+
+    for field, value in message.ListFields():
+        repeated = field.is_repeated if hasattr(field, "is_repeated") else field.label == field.LABEL_REPEATED
+        items = value if repeated else [value]
+        if field.type == FieldDescriptor.TYPE_MESSAGE:
+            for index, item in enumerate(items):
+                _check_text_fields(item, source, f"{path}.{field.name}[{index}]" if repeated else
+                                   f"{path}.{field.name}")
+        elif field.type == FieldDescriptor.TYPE_STRING:
+            for item in items:
+                if not isinstance(item, str):
+                    raise ModelLoadError(f"{source}: {path}.{field.name} is not valid UTF-8 text ({item[:60]!r})",
+                                         "the file is damaged (or was not written as ONNX); export the "
+                                         "model again")
 
 
 def _describe(node: onnx.NodeProto, index: int) -> str:
@@ -565,6 +589,12 @@ def _attribute(attr: onnx.AttributeProto, node: onnx.NodeProto) -> Attribute:
         return IntegerAttr(attr.i, i64)
     if kind == onnx.AttributeProto.FLOAT:
         return FloatAttr(attr.f, f32)
+    if kind in (onnx.AttributeProto.STRING, onnx.AttributeProto.STRINGS):
+        try:
+            texts = [text.decode() for text in (attr.strings if attr.strings else [attr.s])]
+        except UnicodeDecodeError:
+            raise ModelLoadError(f"node '{node.name}' ({node.op_type}): attribute '{attr.name}' is not valid "
+                                 "UTF-8 text", "the file is damaged; export the model again") from None
     if kind == onnx.AttributeProto.STRING:
         return StringAttr(attr.s.decode())
     if kind == onnx.AttributeProto.INTS:

@@ -29,6 +29,7 @@ from onnx import TensorProto, helper, numpy_helper
 from test_cli import run_cli
 
 import dlc
+import dlc.driver
 from dlc.errors import ArtifactError, InputError, MemoryLimitError, ModelLoadError
 
 MLP = str(ROOT / "examples" / "models" / "mlp.onnx")
@@ -596,3 +597,35 @@ def test_damaged_weights_sidecar_of_an_mlir_file(capsys, tmp_path):
     (tmp_path / "m.weights.npz").write_bytes(b"garbage, not a zip archive")
     expect_cli_error(capsys, ["opt", str(path)], "m.weights.npz: cannot read the weights sidecar", "hint:")
     expect_cli_error(capsys, ["compile", str(path), "--compile-from", "graph"], "cannot read the weights sidecar")
+
+
+def test_name_that_is_not_utf8(capsys, tmp_path):
+    model = make_model([helper.make_node("Relu", ["x"], ["y"], name="NODENAME")],
+                       [tensor("x", [2])], [tensor("y", [2])])
+    path = tmp_path / "m.onnx"
+    path.write_bytes(model.SerializeToString().replace(b"NODENAME", b"NODENA\xff\xfe"))
+    expect_cli_error(capsys, ["compile", str(path)], "model.graph.node[0].name is not valid UTF-8 text",
+                     "damaged")
+
+
+def test_byte_mutations_never_crash_the_loader(tmp_path):
+    """Seeded random byte edits (mostly in the graph structure, some in the weights, some
+    truncations) of the example CNN: each loads, or fails with a DlcError; never another error."""
+    data = (ROOT / "examples" / "models" / "cnn.onnx").read_bytes()
+    rng = np.random.default_rng(2026)
+    outcomes = {"loaded": 0, "refused": 0}
+    for _ in range(120):
+        mutated = bytearray(data)
+        for _ in range(int(rng.integers(1, 6))):
+            position = int(rng.integers(0, len(mutated) if rng.random() < 0.3 else min(len(mutated), 4000)))
+            mutated[position] = int(rng.integers(0, 256))
+        if rng.random() < 0.1:
+            mutated = mutated[: int(rng.integers(1, len(mutated)))]
+        path = tmp_path / "mutated.onnx"
+        path.write_bytes(bytes(mutated))
+        try:
+            dlc.driver.compile_model(str(path), compile_to="graph")
+            outcomes["loaded"] += 1
+        except dlc.errors.DlcError:
+            outcomes["refused"] += 1
+    assert outcomes["refused"] > 20 and outcomes["loaded"] > 20, outcomes  # both paths exercised
