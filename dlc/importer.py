@@ -681,6 +681,8 @@ def import_model(model: str | Path | onnx.ModelProto,
         where = f"output of node '{node.name}' ({node.op_type})"
         result_types = [_tensor_type(name, folder.types.get(name, onnx.TypeProto()), where)
                         for name in node.output]
+        if node.op_type == "Reshape":
+            _check_reshape(node, operands[0].type, result_types[0])
         op = OPS[node.op_type].create(operands=operands, result_types=result_types, attributes=attributes)
         for name, result in zip(node.output, op.results):
             result.name_hint = _ssa_name(name)
@@ -695,6 +697,17 @@ def import_model(model: str | Path | onnx.ModelProto,
     module = ModuleOp([main])
     attach_weights(module, weights)
     return module
+
+
+def _check_reshape(node: onnx.NodeProto, source: TensorType, result: TensorType) -> None:
+    """ONNX shape inference takes Reshape's constant target shape on trust, whatever its element
+    count; compiled code would then read past the input (onnxruntime refuses at run time)."""
+    before, after = source.get_shape(), result.get_shape()
+    if int(np.prod(before, dtype=np.int64)) != int(np.prod(after, dtype=np.int64)):
+        raise ModelLoadError(f"node '{node.name}' (Reshape): cannot reshape input '{node.input[0]}' of shape "
+                             f"{list(before)} ({int(np.prod(before))} elements) to {list(after)} "
+                             f"({int(np.prod(after))} elements)",
+                             "fix the target shape (its second input); use -1 for the dimension to infer")
 
 
 def _ssa_name(name: str) -> str | None:

@@ -629,3 +629,15 @@ def test_byte_mutations_never_crash_the_loader(tmp_path):
         except dlc.errors.DlcError:
             outcomes["refused"] += 1
     assert outcomes["refused"] > 20 and outcomes["loaded"] > 20, outcomes  # both paths exercised
+
+
+def test_reshape_to_a_different_element_count(capsys, tmp_path):
+    """ONNX shape inference accepts it; compiled code would read past the input."""
+    model = make_model([helper.make_node("Reshape", ["x", "shape"], ["y"], name="view")],
+                       [tensor("x", [2, 3])], [tensor("y", ["a", "b"])],
+                       [numpy_helper.from_array(np.array([4, 3], np.int64), "shape")])
+    path = save(tmp_path, model)
+    expect_cli_error(capsys, ["run", path], "node 'view' (Reshape): cannot reshape input 'x' of shape [2, 3] "
+                     "(6 elements) to [4, 3] (12 elements)", "-1")
+    with pytest.raises(ModelLoadError, match="cannot reshape"):
+        dlc.compile(path)
