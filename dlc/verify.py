@@ -17,9 +17,9 @@ Exposing intermediates changes what dlc fuses, so the original model is also com
 normally and its final outputs are compared with onnxruntime's (`FinalCheck`).
 
 `dlc verify` exits with 0 when every compared tensor and every final output matches, and 1 on
-a divergence (or an error). Tensors it cannot compare (no static type, a Dropout mask) or
-cannot verify (onnxruntime cannot run the node alone and the whole-model error is larger
-than tolerance plus inherited error) are listed and counted, but do not fail the run.
+a divergence, on a tensor it cannot verify (onnxruntime cannot run the node alone and the
+whole-model error is larger than tolerance plus inherited error), or on an error. Tensors it
+cannot compare at all (no static type, a Dropout mask) are listed and counted.
 """
 
 from __future__ import annotations
@@ -157,7 +157,8 @@ class VerifyReport:
 
     @property
     def ok(self) -> bool:
-        return self.first_divergence is None and all(f.ok for f in self.finals)
+        # An unverified tensor fails too: its error may hide a bug that nothing downstream sees.
+        return self.first_divergence is None and not self.unverified and all(f.ok for f in self.finals)
 
     def to_json(self) -> dict:
         """Plain JSON types; infinities and NaN as strings (JSON has no literal for them)."""
@@ -491,7 +492,7 @@ def verify(model, feeds: dict | None = None, target: str = "cpu", fusion: str = 
             by_output[row.output] = row
         checks.extend(rows)
 
-    verified = not any(c.diverges for c in checks)
+    verified = not any(c.status in ("diverges", "unverified") for c in checks)
     normal = compile_model(proto, target=target, options=options, input_shapes=shapes,
                            pipeline=pipeline).executable
     finals = _check_finals(normal.run(all_feeds), dlc_values, ort_values, override, verified)
