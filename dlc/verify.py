@@ -300,13 +300,16 @@ def reduction_length(node, inputs: list[np.ndarray | None], output: np.ndarray) 
         return int(x.shape[0] if _attr(node, "transA", 0) else x.shape[1])
     if op == "Einsum":
         equation = _attr(node, "equation", b"").decode().replace(" ", "").replace("...", "")
-        left, _, right = equation.partition("->")
+        left, arrow, right = equation.partition("->")
+        if not arrow:  # implicit output: the labels that appear once
+            letters = left.replace(",", "")
+            right = "".join(label for label in letters if letters.count(label) == 1)
         sizes = {}
         for term, array in zip(left.split(","), inputs):
             if array is not None:
                 for label, size in zip(term[::-1], array.shape[::-1]):
                     sizes[label] = size
-        contracted = [s for label, s in sizes.items() if label not in right] if right else [1]
+        contracted = [s for label, s in sizes.items() if label not in right]
         return int(np.prod(contracted)) if contracted else 1
     if op in ("AveragePool", "LpPool"):
         return int(np.prod(_attr(node, "kernel_shape", [1])))
@@ -317,7 +320,9 @@ def reduction_length(node, inputs: list[np.ndarray | None], output: np.ndarray) 
     if x is None or x.ndim == 0:
         return 1
     if op in ("Softmax", "LogSoftmax", "LayerNormalization", "LpNormalization"):
-        axis = _attr(node, "axis", -1)
+        # Without the attribute, Softmax before opset 13 reduces over every axis from 1 on: the
+        # larger K of the two defaults.
+        axis = _attr(node, "axis", 1 if op in ("Softmax", "LogSoftmax") else -1)
         return int(np.prod(x.shape[axis:])) if op != "LpNormalization" else int(x.shape[axis])
     if op in ("InstanceNormalization", "GroupNormalization", "MeanVarianceNormalization"):
         return int(np.prod(x.shape[2:])) * (x.shape[1] if op != "InstanceNormalization" else 1)
