@@ -53,7 +53,8 @@ class CompiledModel:
 
 def compile(model, target: str = "cpu", threads: int | None = None,
             input_shapes: dict | None = None, pipeline: str | None = None,
-            fusion: str = "all", max_memory: str | int | None = None) -> CompiledModel:
+            fusion: str = "all", max_memory: str | int | None = None,
+            tiles: str | dict | None = None) -> CompiledModel:
     """Compile an ONNX model (a path or an onnx.ModelProto) for `target`.
 
     threads: worker threads for parallel kernels (None: all cores).
@@ -62,13 +63,17 @@ def compile(model, target: str = "cpu", threads: int | None = None,
     fusion: "none", "elementwise" or "all" (default): which kernel fusion rules apply.
     max_memory: refuse models needing more memory ("8GiB" or bytes; default $DLC_MAX_MEMORY,
         else half the machine's RAM) with dlc.errors.MemoryLimitError, before allocating.
+    tiles: GEMM tile overrides, {"*" | kernel name | "MxNxK": {"mr": 8, "nr": 32, "kc": 256,
+        "mc": ..., "nc": ...}} or the text "k5_Conv_fused:mr=8,nr=32;..." (as `--tile`).
     """
     from dlc.driver import compile_model
     from dlc.targets import CompileOptions
+    from passes.tiling.apply_user_tiles import format_tiles
 
     shapes = {k: tuple(v) for k, v in (input_shapes or {}).items()}
-    result = compile_model(model, target=target, options=CompileOptions(threads=threads, fusion=fusion,
-                                                                               max_memory=max_memory),
+    options = CompileOptions(threads=threads, fusion=fusion, max_memory=max_memory,
+                             tiles=format_tiles(tiles) if tiles else None)
+    result = compile_model(model, target=target, options=options,
                            input_shapes=shapes, pipeline=pipeline)
     return CompiledModel(result.executable, target)
 

@@ -54,7 +54,7 @@ class BenchResult:
 
 
 def bench(model_path, threads: int | None = None, repeat: int = 20, versus_onnxruntime: bool = True,
-          input_shapes: dict | None = None, fusion: str = "all") -> BenchResult:
+          input_shapes: dict | None = None, fusion: str = "all", tiles: str | dict | None = None) -> BenchResult:
     import onnx
 
     import dlc
@@ -62,7 +62,7 @@ def bench(model_path, threads: int | None = None, repeat: int = 20, versus_onnxr
     from dlc.runtime import default_threads
 
     threads = threads or default_threads()
-    compiled = dlc.compile(model_path, threads=threads, input_shapes=input_shapes, fusion=fusion)
+    compiled = dlc.compile(model_path, threads=threads, input_shapes=input_shapes, fusion=fusion, tiles=tiles)
     feeds = random_inputs(compiled.inputs)
     runners = {"dlc": lambda: compiled.run(feeds)}
     if versus_onnxruntime:

@@ -87,6 +87,22 @@ def _print_timings(timings) -> None:
     print(f"  {total * 1e3:9.2f} ms  100.0%  total", file=sys.stderr)
 
 
+def _tiles(args) -> str | None:
+    """--tiles FILE.json then each --tile, as apply-user-tiles' text (None: no override)."""
+    import json
+
+    from passes.tiling.apply_user_tiles import format_tiles
+
+    entries = []
+    if getattr(args, "tiles", None):
+        try:
+            entries.append(format_tiles(json.loads(Path(args.tiles).read_text())))
+        except (OSError, json.JSONDecodeError) as error:
+            raise DlcError(f"--tiles {args.tiles}: cannot read tile overrides: {error}") from None
+    entries += getattr(args, "tile", None) or []
+    return ";".join(entries) or None
+
+
 def _compile(args, compile_to: str):
     from dlc.driver import compile_model
     from dlc.targets import CompileOptions
@@ -97,7 +113,8 @@ def _compile(args, compile_to: str):
                                                   fusion=getattr(args, "fusion", "all"),
                                                   profile=getattr(args, "profile", False),
                                                   placement_from=getattr(args, "placement_from", None),
-                                                  max_memory=getattr(args, "max_memory", None)),
+                                                  max_memory=getattr(args, "max_memory", None),
+                                                  tiles=_tiles(args)),
                            input_shapes=_parse_shapes(getattr(args, "shape", None)),
                            pipeline=getattr(args, "pipeline", None), compile_to=compile_to,
                            compile_from=getattr(args, "compile_from", None), instrument=instrument)
@@ -304,7 +321,7 @@ def cmd_bench(args) -> int:
 
     result = bench(args.model, threads=args.threads, repeat=args.repeat,
                    versus_onnxruntime=args.vs == "onnxruntime", input_shapes=_parse_shapes(args.shape),
-                   fusion=args.fusion)
+                   fusion=args.fusion, tiles=_tiles(args))
     print(format_bench(result))
     return 0
 
@@ -358,6 +375,13 @@ def build_parser() -> argparse.ArgumentParser:
                             "else half the machine's RAM)")
         p.add_argument("--placement-from", metavar="IN.json",
                        help="force node placement from an (edited) --placement file")
+        tile_options(p)
+
+    def tile_options(p):
+        p.add_argument("--tile", action="append", metavar="[KERNEL:]mr=8,nr=32,kc=256",
+                       help="GEMM tiles for every GEMM, a kernel (names as --profile prints them) "
+                            "or a shape MxNxK; repeatable, later wins")
+        p.add_argument("--tiles", metavar="FILE.json", help='GEMM tiles from JSON: {"KERNEL": {"mr": 8, ...}}')
 
     p = sub.add_parser("compile", help="compile a model to an artifact directory or stop at a phase")
     p.add_argument("model", help="an .onnx file (or .mlir with --compile-from)")
@@ -436,6 +460,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vs", choices=("onnxruntime", "none"), default="onnxruntime")
     p.add_argument("--fusion", default="all", choices=("none", "elementwise", "all"))
     p.add_argument("--shape", action="append", metavar="NAME=AxBxC")
+    tile_options(p)
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("passes", help="list the registered passes and their options")

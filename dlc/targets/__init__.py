@@ -62,6 +62,8 @@ class CompileOptions:
     placement_from: str | None = None  # a placement JSON forcing nodes onto targets (partial targets)
     # Refuse models needing more bytes ("8GiB" or an int; None: $DLC_MAX_MEMORY or half the RAM).
     max_memory: str | int | None = None
+    # GEMM tile overrides, "SELECTOR:mr=8,nr=32;..." (passes/tiling/apply_user_tiles.py).
+    tiles: str | None = None
 
 
 class Executable(Protocol):

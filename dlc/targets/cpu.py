@@ -49,7 +49,10 @@ class CpuTarget(Target):
             kernels.append(p["fuse-kernels"](mode=options.fusion))
         return [
             ("kernels", kernels),
-            ("linalg", [p["kernels-to-linalg"](), p["pack-weights"](), p["tile-contractions"](),
+            ("linalg", [p["kernels-to-linalg"](),
+                        *([p["apply-user-tiles"](tiles=options.tiles)] if options.tiles else []),
+                        p["pack-weights"](),   # packs constant B panels for the chosen nr
+                        p["tile-contractions"](),
                         p["dce"](), p["plan-memory"]()]),
             ("loops", [p["mark-parallel-loops"](), p["convert-linalg-to-loops"](),
                        p["approximate-math"]()]),  # polynomial exp/tanh/erf: vectorisable

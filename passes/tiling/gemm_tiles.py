@@ -43,9 +43,10 @@ def _register_tile(m: int, n: int, vector_width: int) -> tuple[int, int]:
 
 def choose_tiles(
     m: int, n: int, k: int, vector_width: int, l1_bytes: int, l2_bytes: int,
-    b_layout: str = "packed",
+    b_layout: str = "packed", **given: int,
 ) -> tuple[int, int, int, int, int]:
-    """(mr, nr, kc, mc, nc) for a GEMM on a core with the given cache sizes.
+    """(mr, nr, kc, mc, nc) for a GEMM on a core with the given cache sizes; tiles in `given`
+    (a user's override) are kept and the others chosen around them.
 
     kc: a kc x nr micro-panel of B (packed; see below for row-major B) takes up to twice L1: it streams in order, which the
     prefetcher hides, and a longer kc reloads C less often (at 1024^3 with 14x32, kc=512 ran
@@ -54,14 +55,16 @@ def choose_tiles(
     mc=112 ran 0.98 of numpy, mc=1022 0.84); nc: the kc x nc block of B takes half of L2.
     """
     mr, nr = _register_tile(m, n, vector_width)
+    mr, nr = given.get("mr") or mr, given.get("nr") or nr
     kc = _balanced(k, 2 * l1_bytes // (4 * nr), 1)
     if b_layout == "row":
         # Rows of a row-major B micro-panel lie ldb apart: no stream for the prefetcher and
         # few L1/L2 sets, so it must fit L1 (1024^3 with 14x32: kc=512 ran 0.57 of numpy,
         # 0.98 with B packed).
         kc = _balanced(k, l1_bytes // (4 * nr), 1)
-    mc = _balanced(m, l2_bytes // (16 * 4 * kc), mr)
-    nc = _balanced(n, l2_bytes // (2 * 4 * kc), nr)
+    kc = given.get("kc") or kc
+    mc = given.get("mc") or _balanced(m, l2_bytes // (16 * 4 * kc), mr)
+    nc = given.get("nc") or _balanced(n, l2_bytes // (2 * 4 * kc), nr)
     return mr, nr, kc, mc, nc
 
 

@@ -2,7 +2,8 @@
 
 Tiles (mr, nr, kc, mc, nc) come from the target description on the module
 (passes/tiling/target_info.py) through `choose_tiles`; tiles already in the IR are
-kept, so a user (editing the `linalg` phase) or a search can override them.
+kept and the others chosen around them, so a user (apply-user-tiles, `--tile`, or an edit of
+the `linalg` phase) or a search can override them.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from xdsl.context import Context
 from xdsl.dialects.builtin import ModuleOp
 from xdsl.passes import ModulePass
 
+from dialects.diagnostics import CompileError
 from passes.lowering.ukernel_calls import gemm_attributes, gemm_spec, ukernels
 from passes.tiling.gemm_tiles import choose_tiles
 from passes.tiling.target_info import target_info
@@ -30,16 +32,14 @@ class TileContractionsPass(ModulePass):
         info = target_info(op)
         for decl in ukernels(op):
             spec = gemm_spec(decl)
-            if all(spec.get(t) for t in TILES):
-                continue
-            chosen = dict(zip(TILES, choose_tiles(spec["m"], spec["n"], spec["k"], info.vector_width,
-                                                  info.l1_bytes, info.l2_bytes, spec.get("b_layout", "row"))))
-            if spec.get("nr") and spec["nr"] != chosen["nr"]:
-                # nr is fixed by a packed weight: keep the block sizes multiples of it.
-                nr = spec["nr"]
-                chosen["nc"] = max(nr, chosen["nc"] // nr * nr)
-            for tile in TILES:
-                spec.setdefault(tile, chosen[tile])
-                if not spec[tile]:
-                    spec[tile] = chosen[tile]
+            given = {t: spec[t] for t in TILES if spec.get(t)}
+            if len(given) < len(TILES):
+                chosen = choose_tiles(spec["m"], spec["n"], spec["k"], info.vector_width, info.l1_bytes,
+                                      info.l2_bytes, spec.get("b_layout", "row"), **given)
+                spec.update(zip(TILES, chosen))
+            if spec["mc"] % spec["mr"] or spec["nc"] % spec["nr"] or spec["nr"] % info.vector_width:
+                raise CompileError(
+                    f"@{decl.sym_name.data} (GEMM {spec['m']}x{spec['n']}x{spec['k']}): tiles mr={spec['mr']} "
+                    f"nr={spec['nr']} mc={spec['mc']} nc={spec['nc']} do not nest",
+                    f"mc must be a multiple of mr, nc of nr, and nr of the vector width ({info.vector_width})")
             decl.attributes["dlc.gemm"] = gemm_attributes(spec)

@@ -1,0 +1,104 @@
+"""User tile overrides (`--tile`, `--tiles FILE.json`, `dlc.compile(tiles=...)`): the tiles
+land in the IR on the GEMMs the selectors match, results stay right, mistakes are named."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import onnx
+import pytest
+from conftest import ROOT, random_feeds, run_onnxruntime
+from onnx import TensorProto, helper, numpy_helper
+
+import dlc
+from dlc.driver import compile_model
+from dlc.errors import CompileError
+from dlc.targets import CompileOptions
+from test_cli import run_cli
+
+CNN = str(ROOT / "examples" / "models" / "cnn.onnx")
+
+
+def _conv_model() -> onnx.ModelProto:
+    """Two convs with odd sizes (GEMMs 24x81x27 and 20x81x216): edge tiles everywhere."""
+    rng = np.random.default_rng(0)
+    w1 = numpy_helper.from_array(rng.uniform(-1, 1, (24, 3, 3, 3)).astype(np.float32), "w1")
+    w2 = numpy_helper.from_array(rng.uniform(-1, 1, (20, 24, 3, 3)).astype(np.float32), "w2")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w1"], ["h"], pads=[1, 1, 1, 1], name="conv1"),
+         helper.make_node("Relu", ["h"], ["r"], name="relu"),
+         helper.make_node("Conv", ["r", "w2"], ["y"], pads=[1, 1, 1, 1], name="conv2")],
+        "convs", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 9, 9])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 20, 9, 9])], [w1, w2])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+
+
+def _gemm_specs(model, tiles) -> list[dict[str, int]]:
+    module = compile_model(model, options=CompileOptions(tiles=tiles), compile_to="linalg").module
+    specs = []
+    for text in re.findall(r"dlc\.gemm = \{([^}]*)\}", str(module)):
+        specs.append({k: int(v) for k, v in re.findall(r"(\w+) = (\d+) : i64", text)})
+    return specs
+
+
+def test_overrides_reach_the_ir_by_selector():
+    specs = _gemm_specs(_conv_model(), "*:kc=8;20x81x216:mr=4,nr=16")
+    by_shape = {(s["m"], s["n"], s["k"]): s for s in specs}
+    assert by_shape[24, 81, 27]["kc"] == 8 and by_shape[20, 81, 216]["kc"] == 8
+    assert (by_shape[20, 81, 216]["mr"], by_shape[20, 81, 216]["nr"]) == (4, 16)
+    default = {(s["m"], s["n"], s["k"]): s for s in _gemm_specs(_conv_model(), None)}
+    assert default[20, 81, 216]["kc"] == 216  # the override is what changed it
+    for spec in specs:  # the tiles chosen around the user's still nest
+        assert spec["mc"] % spec["mr"] == 0 and spec["nc"] % spec["nr"] == 0
+
+
+@pytest.mark.parametrize("tiles", [
+    {"*": {"mr": 1, "nr": 16, "kc": 5, "mc": 3, "nc": 16}},  # every loop has a tail
+    {"*": {"mr": 7, "nr": 48, "kc": 100}},
+    "mr=3,nr=32;20x81x216:kc=7",
+])
+def test_overridden_tiles_compute_the_same_result(tiles):
+    model = _conv_model()
+    feeds = random_feeds(model)
+    got = dlc.compile(model, tiles=tiles, threads=2).run(feeds)["y"]
+    # Tiles only reorder the k sum (kc blocks): float32 rounding, 216 terms of |x| < 24.
+    np.testing.assert_allclose(got, run_onnxruntime(model, feeds)[0], rtol=1e-4, atol=1e-4)
+
+
+def test_kernel_selector_and_json_file_on_the_cli(capsys, tmp_path):
+    tiles = tmp_path / "tiles.json"
+    tiles.write_text(json.dumps({"k3_Conv_fused": {"mr": 4, "nr": 32, "kc": 48}}))
+    out = tmp_path / "cnn.mlir"
+    code, _, err = run_cli(capsys, "compile", CNN, "--compile-to", "linalg", "-o", str(out),
+                           "--tiles", str(tiles), "--tile", "k3_Conv_fused:kc=16")
+    assert code == 0, err
+    text = out.read_text()
+    gemm = re.search(r"func.call @(dlc_gemm_\d+)", text[text.index("@k3_Conv_fused("):]).group(1)
+    spec = re.search(rf"@{gemm}\(.*dlc\.gemm = \{{([^}}]*)\}}", text).group(1)
+    assert "mr = 4 : i64" in spec and "nr = 32 : i64" in spec and "kc = 16 : i64" in spec  # later wins
+    code, out_text, _ = run_cli(capsys, "run", CNN, "--tile", "k3_Conv_fused:mr=4,nr=32", "--repeat", "1")
+    assert code == 0 and "probabilities" in out_text
+
+
+@pytest.mark.parametrize("tile, message", [
+    ("k99_Conv:mr=4", "no GEMM matches 'k99_Conv'"),
+    ("mr=4,zz=3", "'zz=3' is not TILE=N"),
+    ("kc=-2", "kc must be a positive integer"),
+    ("nr=20", "nr=20 is not a multiple of the target's vector width"),
+    ("mr=3,mc=16", "do not nest"),
+])
+def test_bad_overrides_are_named(capsys, tile, message):
+    code, out, err = run_cli(capsys, "compile", CNN, "--compile-to", "linalg", "--tile", tile)
+    assert code == 1
+    assert message in err + out and "Traceback" not in err + out
+
+
+def test_bad_tiles_json_is_named(capsys, tmp_path):
+    bad = tmp_path / "tiles.json"
+    bad.write_text('{"*": 3}')
+    code, out, err = run_cli(capsys, "compile", CNN, "--compile-to", "linalg", "--tiles", str(bad))
+    assert code == 1 and "must map selectors to tiles" in err + out
+    with pytest.raises(CompileError, match="no GEMM matches"):
+        dlc.compile(CNN, tiles={"nothing": {"kc": 8}})
