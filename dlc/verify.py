@@ -480,7 +480,7 @@ def verify(model, feeds: dict | None = None, target: str = "cpu", fusion: str = 
         session = _session(ort, instrumented.SerializeToString())
         ort_names = [o.name for o in session.get_outputs()]
         ort_values = dict(zip(ort_names, session.run(None, all_feeds)))
-    except Exception as error:
+    except Exception as error:  # noqa: BLE001 (onnxruntime's errors are pybind classes of Exception)
         raise DlcError(f"onnxruntime cannot run the model: {str(error).strip().splitlines()[0]}",
                        "dlc verify needs onnxruntime as the reference; check the model runs there") from None
 
@@ -541,7 +541,7 @@ def _check_node(index, node, runner, types, dlc_values, ort_values, known, overr
         try:
             session = runner.session(node, local_inputs)
             local_outputs = dict(zip([o.name for o in session.get_outputs()], session.run(None, local_inputs)))
-        except Exception as error:
+        except Exception as error:  # noqa: BLE001 (as above)
             local_reason = f"onnxruntime cannot run it alone ({str(error).strip().splitlines()[0][:120]})"
 
     def run_on_abs(output_name):
@@ -551,7 +551,7 @@ def _check_node(index, node, runner, types, dlc_values, ort_values, known, overr
             absolute = {k: np.abs(v) if v.dtype.kind == "f" else v for k, v in local_inputs.items()}
             try:
                 values = dict(zip([o.name for o in session.get_outputs()], session.run(None, absolute)))
-            except Exception:
+            except Exception:  # noqa: BLE001 (no scale then: the tolerance uses |reference|)
                 return None
             return values.get(output_name)
         return run
@@ -612,7 +612,7 @@ def _check_finals(outputs, dlc_values, ort_values, override, verified: bool) -> 
             rel = _max(diff / np.maximum(ref, 1e-30))
         instrumented = _max(_errors(dlc_values[name], want)) if name in dlc_values else math.inf
         if override is not None:
-            error, tolerance, ratio = _worst(diff, _override_tolerance(want, *override))
+            _, tolerance, ratio = _worst(diff, _override_tolerance(want, *override))
             ok = ratio <= 1.0
         elif got.dtype.kind != "f":
             tolerance, ok = 0.0, _max(diff) == 0.0
@@ -641,12 +641,12 @@ def format_report(report: VerifyReport, only_divergent: bool = False) -> str:
     width = min(max([len(c.node) for c in rows] + [4]), 40)
     header = (f"{'#':>4s}  {'node':{width}s} {'op':18s} {'shape':16s} {'abs err':>8s} {'rel err':>8s} "
               f"{'local err':>9s} {'tolerance':>9s}  status")
-    lines = [f"dlc verify {report.model} (target {report.target}, --fusion={report.fusion}) "
-             f"against onnxruntime (no graph optimisations, 1 thread)",
-             "  abs/rel err: against onnxruntime running the whole model; local err: against onnxruntime "
-             "running the node alone on dlc's inputs,",
-             "  at the element closest to its tolerance "
-             + ("(--rtol/--atol)" if report.tolerance_override else "(per operator class; see dlc/verify.py)"),
+    rule = "(--rtol/--atol)" if report.tolerance_override else "(per operator class; see dlc/verify.py)"
+    lines = [(f"dlc verify {report.model} (target {report.target}, --fusion={report.fusion}) "
+              "against onnxruntime (no graph optimisations, 1 thread)"),
+             ("  abs/rel err: against onnxruntime running the whole model; local err: against onnxruntime "
+              "running the node alone on dlc's inputs,"),
+             f"  at the element closest to its tolerance {rule}",
              "", header]
     for c in rows:
         label = c.node if len(c.node) <= width else c.node[: width - 1] + "~"

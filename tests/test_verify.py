@@ -16,9 +16,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 pytest.importorskip("onnxruntime")
 
-from dlc.cli import main  # noqa: E402
-from dlc.errors import DlcError  # noqa: E402
-from dlc.verify import tolerance_for, verify  # noqa: E402
+from dlc.cli import main
+from dlc.errors import DlcError
+from dlc.verify import tolerance_for, verify
 
 
 def _model(nodes, inputs, outputs, initializers=(), opset=17) -> onnx.ModelProto:
