@@ -24,7 +24,7 @@ class WeightStore(dict[str, np.ndarray]):
         while name in self:
             n += 1
             name = f"{hint}_{n}"
-        self[name] = np.ascontiguousarray(array)
+        self[name] = np.asarray(array, order="C")  # not ascontiguousarray: it makes a scalar (1,)
         return name
 
     def save(self, path: str | Path) -> None:

@@ -296,9 +296,8 @@ class GraphBuilder:
             lo, hi = left.lo - right.hi, left.hi - right.lo
         elif op == "Mul":
             lo, hi = min(corners), max(corners)
-        elif op == "Div":
-            q = [a / b for a in (left.lo, left.hi) for b in (right.lo, right.hi)]
-            lo, hi = min(q), max(q)
+        elif op == "Div":  # |denominator| >= 0.5, whatever its sign
+            lo, hi = -2 * left.magnitude, 2 * left.magnitude
         elif op == "Max":
             lo, hi = max(left.lo, right.lo), max(left.hi, right.hi)
         else:
@@ -308,7 +307,7 @@ class GraphBuilder:
 
     def _constant_denominator(self, shape) -> Value:
         array = (self.uniform(shape, 0.5, 2.0) * self.rng.choice([-1, 1], shape)).astype(np.float32)
-        return Value(self.weight(array, "c"), tuple(shape), lo=0.5, hi=2.0)
+        return Value(self.weight(array, "c"), tuple(shape), lo=-2.0, hi=2.0)
 
     def gen_variadic(self) -> Value | None:
         op = self.choice(["Sum", "Mean", "Max", "Min"])
@@ -317,11 +316,9 @@ class GraphBuilder:
         shape = broadcast_shapes(*[o.shape for o in operands])
         if shape is None or np.prod(shape) > MAX_ELEMENTS:
             return None
-        n = len(operands)
         lo = sum(o.lo for o in operands) if op == "Sum" else min(o.lo for o in operands)
         hi = sum(o.hi for o in operands) if op == "Sum" else max(o.hi for o in operands)
         exact = op in ("Max", "Min") and all(o.exact for o in operands)
-        del n
         return self.one(op, [o.name for o in operands], shape, lo=lo, hi=hi, exact=exact)
 
     def gen_pow(self) -> Value | None:
@@ -710,6 +707,77 @@ class GraphBuilder:
         return self.one("LayerNormalization", inputs, x.shape, lo=-bound, hi=bound, axis=axis,
                         epsilon=self.choice([1e-5, 1e-3]))
 
+    def gen_pad(self) -> Value | None:
+        x = self.pick(lambda v: v.rank >= 1)
+        mode = self.choice(["constant", "constant", "reflect", "edge"])
+        pads = [int(self.rng.integers(0, 3)) for _ in range(2 * x.rank)]
+        if mode == "reflect":  # reflect needs pads smaller than the dim
+            pads = [min(p, x.shape[i % x.rank] - 1) for i, p in enumerate(pads)]
+        elif mode == "constant" and self.chance(0.3):  # negative pads crop
+            pads = [-min(1, x.shape[i % x.rank] - 1) if self.chance(0.3) else p for i, p in enumerate(pads)]
+        shape = tuple(d + pads[i] + pads[i + x.rank] for i, d in enumerate(x.shape))
+        if min(shape) < 1 or np.prod(shape) > MAX_ELEMENTS:
+            return None
+        inputs = [x.name, self.ints(pads)]
+        value = 0.0
+        if mode == "constant" and self.chance(0.5):
+            value = float(self.rng.uniform(-1, 1))
+            inputs.append(self.weight(np.float32(value), "c"))
+        return self.one("Pad", inputs, shape, lo=min(x.lo, value), hi=max(x.hi, value), exact=x.exact, mode=mode)
+
+    def gen_expand(self) -> Value | None:
+        x = self.pick(lambda v: v.rank <= 3)
+        if x is None:
+            return None
+        target = tuple(int(self.rng.integers(2, 4)) if d == 1 and self.chance(0.6) else d for d in x.shape)
+        if self.chance(0.3):
+            target = (int(self.rng.integers(1, 3)), *target)
+        if np.prod(target) > MAX_ELEMENTS:
+            return None
+        if self.chance(0.5):  # Tile repeats instead of broadcasting
+            repeats = [int(self.rng.integers(1, 3)) for _ in x.shape]
+            shape = tuple(d * r for d, r in zip(x.shape, repeats))
+            if np.prod(shape) > MAX_ELEMENTS:
+                return None
+            return self.one("Tile", [x.name, self.ints(repeats)], shape, lo=x.lo, hi=x.hi, exact=x.exact)
+        # Expand's shape may have 1s where the input's dims are larger (they stay).
+        given = [1 if self.chance(0.3) else d for d in target]
+        return self.one("Expand", [x.name, self.ints(given)], broadcast_shapes(x.shape, given), lo=x.lo,
+                        hi=x.hi, exact=x.exact)
+
+    def gen_gather(self) -> Value | None:
+        x = self.pick(lambda v: v.rank >= 1)
+        axis = int(self.rng.integers(0, x.rank))
+        d = x.shape[axis]
+        index_shape = self.choice([(), (int(self.rng.integers(1, 4)),), (2, int(self.rng.integers(1, 3)))])
+        indices = self.rng.integers(-d, d, index_shape).astype(np.int64)  # negative ones count from the end
+        shape = x.shape[:axis] + tuple(index_shape) + x.shape[axis + 1:]
+        if np.prod(shape) > MAX_ELEMENTS:
+            return None
+        return self.one("Gather", [x.name, self.weight(indices, "i")], shape, lo=x.lo, hi=x.hi, exact=x.exact,
+                        axis=axis - x.rank if self.chance(0.3) else axis)
+
+    def gen_instancenorm(self) -> Value | None:
+        x = self.pick(lambda v: 3 <= v.rank <= 4 and int(np.prod(v.shape[2:])) >= 2)
+        if x is None:
+            return None
+        c = x.shape[1]
+        inputs = [x.name, self.weight(self.uniform((c,), 0.5, 1.5), "in"), self.weight(self.uniform((c,)), "in")]
+        bound = 1.5 * math.sqrt(int(np.prod(x.shape[2:]))) + 1
+        return self.one("InstanceNormalization", inputs, x.shape, lo=-bound, hi=bound, epsilon=1e-3)
+
+    def gen_argmax(self) -> Value | None:
+        x = self.pick(lambda v: v.exact and v.rank >= 1)
+        if x is None:
+            return None
+        axis = int(self.rng.integers(0, x.rank))
+        keepdims = int(self.chance(0.5))
+        shape = tuple(1 if i == axis else d for i, d in enumerate(x.shape) if keepdims or i != axis)
+        op = self.choice(["ArgMax", "ArgMin"])
+        index = self.one(op, [x.name], shape, dtype=TensorProto.INT64, exact=True, axis=axis, keepdims=keepdims,
+                         select_last_index=int(self.chance(0.3)))
+        return self.one("Cast", [index.name], shape, lo=0, hi=x.shape[axis], exact=True, to=FLOAT)
+
     def gen_pattern(self) -> Value | None:
         """Exporter-style decomposed chains that fusion should turn into one kernel."""
         x = self.pick(lambda v: v.rank >= 1)
@@ -761,7 +829,7 @@ class GraphBuilder:
         "unary": 14, "binary": 14, "clip": 3, "variadic": 2, "pow": 2, "where": 3, "cast": 2,
         "matmul": 8, "gemm": 5, "conv": 8, "pool": 5, "batchnorm": 3, "softmax": 4, "reduce": 5,
         "transpose": 4, "reshape": 4, "flatten": 2, "squeeze": 2, "concat": 4, "slice": 4, "split": 3,
-        "layernorm": 3, "pattern": 5,
+        "layernorm": 3, "pattern": 5, "pad": 2, "expand": 2, "gather": 2, "instancenorm": 1, "argmax": 1,
     }
 
     def model(self, name: str) -> onnx.ModelProto:
@@ -928,7 +996,7 @@ SAFETY = 4.0
 EXACT = {"Relu", "Neg", "Abs", "Max", "Min", "Clip", "Where", "Transpose", "Reshape", "Flatten", "Concat",
          "Slice", "Split", "Squeeze", "Unsqueeze", "MaxPool", "GlobalMaxPool", "ReduceMax", "ReduceMin",
          "Floor", "Ceil", "Round", "Sign", "Cast", "Identity", "Greater", "Less", "GreaterOrEqual",
-         "Expand", "Tile", "Pad", "Gather"}
+         "Expand", "Tile", "Pad", "Gather", "ArgMax", "ArgMin"}
 ROUNDED = {"Add", "Sub", "Mul", "Div", "Sqrt", "Reciprocal", "LeakyRelu", "HardSigmoid", "HardSwish",
            "Sum", "Mean", "Softsign", "Pow", "PRelu"}
 
@@ -952,6 +1020,8 @@ def _reduction_length(node: onnx.NodeProto, shapes: dict, values: dict) -> int:
         return int(x[attrs.get("axis", -1)]) if x else 1
     if op == "LayerNormalization":
         return 3 * int(np.prod(x[attrs.get("axis", -1):])) if x else 1
+    if op == "InstanceNormalization":
+        return 3 * int(np.prod(x[2:])) if x else 1
     if op.startswith("Reduce"):
         axes = values.get(node.input[1]) if len(node.input) > 1 and node.input[1] else None
         if axes is None:
@@ -1004,6 +1074,9 @@ def _gains(node: onnx.NodeProto, values: dict) -> list[float]:
             std = np.sqrt(np.var(x.astype(np.float64), axis=tuple(range(axis, x.ndim)))
                           + attrs.get("epsilon", 1e-5))
             return [2 * absmax(args[1]) / float(np.min(std))] + ones[1:]
+        if op == "InstanceNormalization" and x is not None:
+            std = np.sqrt(np.var(x.astype(np.float64), axis=tuple(range(2, x.ndim))) + attrs.get("epsilon", 1e-5))
+            return [2 * absmax(args[1]) / float(np.min(std))] + ones[1:]
         if op == "BatchNormalization" and x is not None:
             return [float(np.max(np.abs(args[1]) / np.sqrt(args[4] + attrs.get("epsilon", 1e-5))))] + ones[1:]
         if op in ("ReduceSum", "ReduceSumSquare") and x is not None:
@@ -1025,7 +1098,7 @@ def _cost(node: onnx.NodeProto, shapes: dict, values: dict) -> float:
     if op in CONTRACTIONS:
         return 2.0 * _reduction_length(node, shapes, values) + 4
     if op.startswith("Reduce") or op in ("AveragePool", "GlobalAveragePool", "Softmax", "LogSoftmax",
-                                         "LayerNormalization", "BatchNormalization"):
+                                         "LayerNormalization", "BatchNormalization", "InstanceNormalization"):
         return _reduction_length(node, shapes, values) + 8.0
     return 8.0  # transcendental
 

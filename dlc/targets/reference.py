@@ -107,7 +107,96 @@ def _fixed_ops() -> list:
         def _run(self, x):
             return (x.max(axis=tuple(range(2, x.ndim)), keepdims=True),)
 
-    return [GlobalMaxPool]
+    from onnx.reference.ops.op_average_pool import AveragePool_19
+    from onnx.reference.ops.op_max_pool import MaxPool as OnnxMaxPool
+
+    # onnx 1.23's pooling mis-sizes or crashes with padding at the end, ceil_mode and 1-D
+    # inputs (MaxPool kernel 3, pads [0, 2] on length 4 gives 2 outputs, not 4). Explicit pads
+    # (and VALID) run on _pool below; auto_pad SAME and MaxPool's Indices output stay with onnx.
+    class MaxPool(OnnxMaxPool):
+        op_domain = ""
+
+        def _run(self, x, **attributes):
+            if attributes.get("auto_pad") not in (None, "NOTSET", "VALID") or len(self.output) > 1:
+                return super()._run(x, **attributes)
+            return (_pool(x, "max", attributes),)
+
+    class AveragePool(AveragePool_19):
+        op_domain = ""
+
+        def _run(self, x, **attributes):
+            if attributes.get("auto_pad") not in (None, "NOTSET", "VALID"):
+                return super()._run(x, **attributes)
+            return (_pool(x, "average", attributes),)
+
+    class Mean(OpRun):
+        # onnx 1.23 adds in place into a copy of the first input: fails when a later input
+        # broadcasts it to a larger shape.
+        op_domain = ""
+
+        def _run(self, *args):
+            return ((sum(args) / len(args)).astype(args[0].dtype),)
+
+    from onnx.reference.ops.op_pad import Pad_18
+
+    class Pad(Pad_18):
+        # onnx 1.23 hands negative pads (the spec's cropping) to np.pad, which refuses them:
+        # crop first, then pad by the non-negative rest.
+        op_domain = ""
+
+        def _run(self, data, pads, constant_value=None, axes=None, mode=None):
+            rank = data.ndim
+            axes = list(range(rank)) if axes is None else [int(a) % rank for a in axes]
+            pads = [int(p) for p in pads]
+            crop = [slice(None)] * rank
+            for i, axis in enumerate(axes):
+                begin, end = pads[i], pads[i + len(axes)]
+                crop[axis] = slice(max(0, -begin), data.shape[axis] - max(0, -end))
+            return super()._run(data[tuple(crop)], np.maximum(np.array(pads, np.int64), 0), constant_value,
+                                axes, mode)
+
+    return [GlobalMaxPool, MaxPool, AveragePool, Mean, Pad]
+
+
+def _pool(x: np.ndarray, kind: str, attributes: dict) -> np.ndarray:
+    """MaxPool/AveragePool as the ONNX spec defines them (explicit pads, dilations, ceil_mode,
+    count_include_pad); output sizes as onnxruntime computes them."""
+    kernel = list(attributes["kernel_shape"])
+    nd = len(kernel)
+    spatial = x.shape[2:]
+    strides = list(attributes.get("strides") or [1] * nd)
+    dilations = list(attributes.get("dilations") or [1] * nd)
+    pads = [0] * (2 * nd) if attributes.get("auto_pad") == "VALID" else list(attributes.get("pads") or [0] * (2 * nd))
+    ceil_mode = attributes.get("ceil_mode") or 0
+    out, end = [], []
+    for i in range(nd):
+        span = spatial[i] + pads[i] + pads[i + nd] - dilations[i] * (kernel[i] - 1) - 1
+        n = (-(-span // strides[i]) if ceil_mode else span // strides[i]) + 1
+        if ceil_mode and (n - 1) * strides[i] >= spatial[i] + pads[i]:
+            n -= 1  # the last window would start in the end padding
+        out.append(n)
+        reach = (n - 1) * strides[i] + dilations[i] * (kernel[i] - 1) + 1  # extent the windows read
+        end.append(max(pads[i + nd], reach - spatial[i] - pads[i]))
+    widths = [(0, 0), (0, 0)] + [(pads[i], end[i]) for i in range(nd)]
+    fill = -np.inf if kind == "max" else 0.0
+    padded = np.pad(x.astype(np.float64), widths, constant_values=fill)
+    real = np.pad(np.ones(spatial), widths[2:], constant_values=0.0)  # input elements
+    declared = np.pad(np.ones([s + pads[i] + pads[i + nd] for i, s in enumerate(spatial)]),
+                      [(0, end[i] - pads[i + nd]) for i in range(nd)], constant_values=0.0)
+    counted = declared if attributes.get("count_include_pad") else real
+    result = np.full(x.shape[:2] + tuple(out), fill)
+    count = np.zeros(out)
+    for tap in np.ndindex(*kernel):
+        window = tuple(slice(t * d, t * d + (n - 1) * s + 1, s)
+                       for t, d, n, s in zip(tap, dilations, out, strides))
+        if kind == "max":
+            result = np.maximum(result, padded[(..., *window)])
+        else:
+            result = result + padded[(..., *window)]
+            count = count + counted[window]
+    if kind == "average":
+        result = result / count
+    return result.astype(x.dtype)
 
 
 _FIXED_OPS = _fixed_ops()
