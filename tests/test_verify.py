@@ -313,3 +313,35 @@ def test_node_onnxruntime_cannot_run_alone_is_judged_on_the_whole_run(monkeypatc
     assert rows["target_sub"].status == "unverified" and report.first_divergence is None
     assert not report.ok  # what cannot be verified does not pass
     assert "1 tensor(s) could not be verified" in report.format()
+
+
+def _elementwise_zoo() -> onnx.ModelProto:
+    """One node per operator class on the same input: transcendental, arithmetic, reductions."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [8, 256])
+    unary = ["Exp", "Tanh", "Sigmoid", "Erf", "Softplus", "Elu", "Selu", "Celu", "Mish", "HardSigmoid",
+             "HardSwish", "LeakyRelu", "Sin", "Atan", "Gelu"]
+    nodes = [helper.make_node("Abs", ["x"], ["ax"], name="abs")]
+    nodes += [helper.make_node(op, ["x"], [f"{op}_y"], name=op.lower()) for op in unary]
+    nodes += [helper.make_node("Log", ["ax"], ["Log_y"], name="log"),
+              helper.make_node("Pow", ["ax", "p"], ["Pow_y"], name="pow"),
+              helper.make_node("Div", ["x", "ax"], ["Div_y"], name="div"),
+              helper.make_node("Softmax", ["x"], ["Softmax_y"], name="softmax", axis=-1),
+              helper.make_node("LogSoftmax", ["x"], ["LogSoftmax_y"], name="logsoftmax", axis=-1),
+              helper.make_node("ReduceSum", ["x", "axes"], ["ReduceSum_y"], name="reducesum"),
+              helper.make_node("ReduceLogSumExp", ["x", "axes"], ["ReduceLogSumExp_y"], name="reducelse")]
+    outputs = [helper.make_tensor_value_info(n.output[0], TensorProto.FLOAT,
+                                             [8, 1] if n.op_type.startswith("Reduce") else [8, 256])
+               for n in nodes[1:]]
+    initializers = [numpy_helper.from_array(np.array(2.5, np.float32), "p"),
+                    numpy_helper.from_array(np.array([1], np.int64), "axes")]
+    return _model(nodes, [x], outputs, initializers, opset=20)
+
+
+def test_no_false_alarm_across_operator_classes():
+    """Wide-range inputs (|x| up to ~20) through every tolerance class: all within tolerance, and
+    with margin (local error at most half the tolerance), so the rules are not tuned to the edge."""
+    x = (np.random.default_rng(0).standard_normal((8, 256)) * 6).astype(np.float32)
+    report = verify(_elementwise_zoo(), feeds={"x": x})
+    assert report.ok, report.format(only_divergent=True)
+    assert all(c.local_error <= 0.5 * c.tolerance for c in report.checks if c.tolerance)
+    assert "22 of 22 final outputs of the normally compiled model match onnxruntime" in report.format()
