@@ -351,6 +351,13 @@ def _magnitude(node, inputs, reference: np.ndarray, run_on_abs) -> np.ndarray:
             return abs(_attr(node, "alpha", 0.2)) * floats[0] + abs(_attr(node, "beta", 0.5))
         if op == "HardSwish" and floats and floats[0] is not None:
             return floats[0] * (floats[0] / 6 + 0.5)
+        if op == "BatchNormalization" and len(floats) >= 5 and all(a is not None for a in floats[:5]):
+            # (x - mean) * gamma / sqrt(var + epsilon) + beta, or x*a + b with a, b folded: the
+            # roundings follow (|x| + |mean|) * |a| + |beta| (x - mean cancels).
+            x, gamma, beta, mean, var = floats[:5]
+            channel = (1, -1) + (1,) * (x.ndim - 2) if x.ndim >= 2 else (-1,)
+            a = gamma / np.sqrt(inputs[4].astype(np.float64) + _attr(node, "epsilon", 1e-5))
+            return (x + mean.reshape(channel)) * a.reshape(channel) + beta.reshape(channel)
         if op in CONTRACTION_OPS or op in SUM_OPS:
             on_abs = run_on_abs()
             if on_abs is not None and on_abs.shape == reference.shape:
@@ -375,6 +382,12 @@ def tolerance_for(node, inputs: list[np.ndarray | None], reference: np.ndarray,
         else:  # the deterministic bound: K+1 roundings (products, sums, bias) of either side
             factor, rule = k + 1.0, f"(K={k}+1)"
         return factor * eps * scale, f"{rule}*eps*|op|(|inputs|)"
+    if op == "BatchNormalization" and len(inputs) >= 5:
+        scale = np.maximum(_magnitude(node, inputs, reference, run_on_abs), ref)
+        # Up to five roundings a side (sqrt, divide, subtract or fold, scale, shift); observed on
+        # random BN parameters: 2.2 eps.
+        ulps = 4 * ARITHMETIC_ULPS
+        return ulps * eps * scale, f"{ulps:g}*eps*((|x|+|mean|)*|a|+|beta|)"
     if op in ARITHMETIC_OPS:
         scale = np.maximum(_magnitude(node, inputs, reference, run_on_abs), ref)
         # HardSigmoid/HardSwish round four times (the constant alpha, x*alpha, +beta, *x) on each
