@@ -356,7 +356,7 @@ def _magnitude(node, inputs, reference: np.ndarray, run_on_abs) -> np.ndarray:
             # roundings follow (|x| + |mean|) * |a| + |beta| (x - mean cancels).
             x, gamma, beta, mean, var = floats[:5]
             channel = (1, -1) + (1,) * (x.ndim - 2) if x.ndim >= 2 else (-1,)
-            a = gamma / np.sqrt(inputs[4].astype(np.float64) + _attr(node, "epsilon", 1e-5))
+            a = gamma / np.sqrt(var + _attr(node, "epsilon", 1e-5))
             return (x + mean.reshape(channel)) * a.reshape(channel) + beta.reshape(channel)
         if op in CONTRACTION_OPS or op in SUM_OPS:
             on_abs = run_on_abs()
