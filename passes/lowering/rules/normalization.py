@@ -58,7 +58,7 @@ def _row_max(kb, x: SSAValue, axes: list[int]) -> SSAValue:
     """max of x over `axes` (kept as size 1), for numerically stable exponentials."""
     element_type = x.type.element_type
     peak = kb.scratch(MemRefType(element_type, keepdims_shape(x.type.get_shape(), axes)))
-    reduce_into(kb, x, peak, axes, lowest(element_type), lambda b, acc, v: b.max(acc, v))
+    reduce_into(kb, x, peak, axes, lowest(element_type), lambda b, acc, v: b.max(acc, v), associative=True)
     return peak
 
 
@@ -73,7 +73,10 @@ def lower_softmax(kb, op, ins, outs) -> None:
     kb.elementwise([x, peak], y, lambda b, a: [b.exp(b.sub(a[0], a[1]))])
     total = kb.scratch(MemRefType(y.type.element_type, keepdims_shape(shape, axes)))
     reduce_into(kb, y, total, axes, 0.0, lambda b, acc, v: b.add(acc, v))
-    update_in_place(kb, y, lambda b, v, s: b.div(v, s), [total])
+    # One division per row, then products: a vector divide costs several multiplies
+    # (x * (1/s) is within an ulp of x / s).
+    update_in_place(kb, total, lambda b, s: b.div(b.const(1.0), s))
+    update_in_place(kb, y, lambda b, v, r: b.mul(v, r), [total])
 
 
 @lowers("LogSoftmax")

@@ -150,7 +150,7 @@ def lower_global_pool(kb, op, ins, outs) -> None:
     shape = x.type.get_shape()
     axes = list(range(2, len(shape)))
     if op.onnx_type == "GlobalMaxPool":
-        reduce_into(kb, x, y, axes, -np.inf, lambda b, acc, v: b.max(acc, v))
+        reduce_into(kb, x, y, axes, -np.inf, lambda b, acc, v: b.max(acc, v), associative=True)
         return
     reduce_into(kb, x, y, axes, 0.0, lambda b, acc, v: b.add(acc, v))
     size = float(np.prod(shape[2:]))
