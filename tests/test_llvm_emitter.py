@@ -346,6 +346,25 @@ def test_fast_math_is_only_reassoc_contract():
         assert not any(flag in ir_text for flag in (" nnan", " ninf", " fast ", " afn", " arcp"))
 
 
+def test_an_ops_own_fastmath_flags_replace_the_default():
+    """`fastmath<contract>` (Body.add in_order) keeps a sum in order: no reassoc on that fadd."""
+    text = """
+    func.func @main(%x: memref<8xf32>, %out: memref<8xf32>) {
+      linalg.generic {indexing_maps = [affine_map<(d0) -> (d0)>, affine_map<(d0) -> (d0)>],
+                      iterator_types = ["parallel"]}
+          ins(%x : memref<8xf32>) outs(%out : memref<8xf32>) {
+      ^bb0(%v: f32, %o: f32):
+        %s = arith.addf %o, %v fastmath<contract> : f32
+        %t = arith.addf %s, %v : f32
+        linalg.yield %t : f32
+      }
+      func.return
+    }"""
+    fast = emit_llvm(lower(text), {})
+    assert fast.count("fadd contract float") == 1 and fast.count("fadd reassoc contract float") == 1
+    assert "reassoc" not in emit_llvm(lower(text), {}, fastmath=False)
+
+
 def test_unknown_op_is_reported_by_name():
     module = lower("""
     func.func @main(%out: memref<4xf32>) {

@@ -902,6 +902,9 @@ class LLVMEmitter:
         method, reassociable = _FLOAT_BINARY[op.name]
         lhs, rhs = self._operands(op)
         flags = self.fastmath if reassociable else ()
+        own = op.properties.get("fastmath")
+        if reassociable and own is not None and own.data:  # the op's own flags replace the default
+            flags = tuple(sorted(flag for flag in own.data if flag in FASTMATH_FLAGS)) if self.fastmath else ()
         self._set(
             op, getattr(self.builder, method)(lhs, rhs, self._name(op.results[0]), flags=flags)
         )

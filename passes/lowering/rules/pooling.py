@@ -15,7 +15,7 @@ from xdsl.ir import SSAValue
 from dialects.diagnostics import UnsupportedError
 from passes.lowering.linalg_builder import PARALLEL, REDUCTION, affine_map, dim
 from passes.lowering.rules import lowers
-from passes.lowering.rules.conv import Window, pad_into, padded_input, window_of
+from passes.lowering.rules.conv import SHORT_ROW, Window, pad_into, padded_input, window_of
 from passes.lowering.rules.reduction import reduce_into, require_float, update_in_place
 
 
@@ -69,8 +69,9 @@ def lower_average_pool(kb, op, ins, outs) -> None:
     x, y = ins[0], outs[0]
     require_float(op, x)
     window = _window(op, x, y)
+    short_row = y.type.get_shape()[-1] < SHORT_ROW
     kb.fill(y, 0.0)
-    _pool(kb, padded_input(kb, x, window, 0.0), y, window, lambda b, acc, v: b.add(acc, v))
+    _pool(kb, padded_input(kb, x, window, 0.0), y, window, lambda b, acc, v: b.add(acc, v, in_order=short_row))
     counted = _counted_region(op, x, window)
     if counted is None:
         size = float(np.prod(window.kernel))
@@ -89,9 +90,10 @@ def lower_lp_pool(kb, op, ins, outs) -> None:
     if p <= 0:
         raise UnsupportedError(f"{op.describe()}: p={p} must be positive")
     window = _window(op, x, y)
+    short_row = y.type.get_shape()[-1] < SHORT_ROW
     kb.fill(y, 0.0)
     _pool(kb, padded_input(kb, x, window, 0.0), y, window,
-          lambda b, acc, v: b.add(acc, _abs_power(b, v, p)))
+          lambda b, acc, v: b.add(acc, _abs_power(b, v, p), in_order=short_row))
     if p == 2:
         update_in_place(kb, y, lambda b, acc: b.sqrt(acc))
     elif p != 1:
@@ -139,7 +141,7 @@ def _tap_counts(kb, x: SSAValue, window: Window, counted: tuple[list[int], list[
     pad_into(kb, ones, mask, begin, 0.0)
     counts = kb.scratch(MemRefType(element_type, list(window.out)))
     kb.fill(counts, 0.0)
-    _pool(kb, mask, counts, window, lambda b, acc, v: b.add(acc, v), batch_dims=0)
+    _pool(kb, mask, counts, window, lambda b, acc, v: b.add(acc, v, in_order=True), batch_dims=0)
     return counts
 
 
