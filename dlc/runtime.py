@@ -15,6 +15,7 @@ import json
 import mmap
 import os
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
@@ -358,6 +359,7 @@ def _on_fault(signum: int, info: int, _context: int) -> None:
 
 
 _fault_handler = _FaultHandler(_on_fault)  # kept alive for the process: libc holds its address
+_fault_lock = threading.Lock()
 
 
 @contextlib.contextmanager
@@ -372,15 +374,16 @@ def report_faults(guarded: GuardedBuffers):
     action = _SigAction(ctypes.cast(_fault_handler, ctypes.c_void_p).value, (ctypes.c_uint64 * 16)(),
                         _SA_SIGINFO | _SA_RESETHAND, None)
     previous = {sig: _SigAction() for sig in (signal.SIGSEGV, signal.SIGBUS)}
-    for sig, old in previous.items():
-        libc.sigaction(sig, ctypes.byref(action), ctypes.byref(old))
-    _active_guards.append(guarded)
-    try:
-        yield
-    finally:
-        _active_guards.pop()
+    with _fault_lock:  # one checked call at a time: the handler and its buffers are process-wide
         for sig, old in previous.items():
-            libc.sigaction(sig, ctypes.byref(old), None)
+            libc.sigaction(sig, ctypes.byref(action), ctypes.byref(old))
+        _active_guards.append(guarded)
+        try:
+            yield
+        finally:
+            _active_guards.pop()
+            for sig, old in previous.items():
+                libc.sigaction(sig, ctypes.byref(old), None)
 
 
 def _check_cpu(manifest: dict, host: tuple[str, str]) -> None:

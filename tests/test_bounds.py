@@ -278,3 +278,14 @@ def test_overrun_in_a_worker_thread_is_caught(tmp_path):
     result = _dlc_run_checked(tmp_path / "art")
     assert result.returncode == -signal.SIGSEGV, (result.returncode, result.stdout, result.stderr)
     assert "byte offset 160 of output 'y' (160 bytes" in result.stderr
+
+
+@pytest.mark.slow
+def test_operator_tests_pass_with_every_run_checked(tmp_path):
+    """DLC_CHECK_BOUNDS=1 checks every run of the per-operator tests (hundreds of odd shapes)."""
+    tests = sorted(str(path) for path in (ROOT / "tests").glob("test_rules_*.py"))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "DLC_CHECK_BOUNDS": "1", "DLC_CACHE_DIR": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests],
+                            check=False, capture_output=True, text=True, cwd=ROOT, env=env, timeout=1800)
+    assert "invalid memory access" not in result.stderr + result.stdout, result.stderr[-4000:]
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
