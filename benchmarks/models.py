@@ -89,8 +89,9 @@ class GraphBuilder:
         graph = helper.make_graph(self.nodes, name, inputs,
                                   [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in outputs],
                                   self.initializers)
+        # IR version 10: what onnxruntime 1.20+ reads (newer onnx packages write newer ones).
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", self.opset)],
-                                  producer_name="dlc-benchmarks")
+                                  producer_name="dlc-benchmarks", ir_version=10)
         model = onnx.shape_inference.infer_shapes(model)
         onnx.checker.check_model(model)
         return model

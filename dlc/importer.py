@@ -342,7 +342,18 @@ def _convert_opset(model: onnx.ModelProto) -> onnx.ModelProto:
                                "ONNX version converter can upgrade them)") from None
     if version < 11:
         _keep_old_resize_semantics(converted)
+    _restore_declared_output_types(model, converted)
     return converted
+
+
+def _restore_declared_output_types(original: onnx.ModelProto, converted: onnx.ModelProto) -> None:
+    """The version converter re-infers graph outputs and can replace their declared static
+    shapes with symbolic ones (an intermediate listed as an output); the declaration stands."""
+    declared = {value.name: value.type for value in original.graph.output
+                if _static_shape(value.type) is not None}
+    for value in converted.graph.output:
+        if value.name in declared and _static_shape(value.type) is None:
+            value.type.CopyFrom(declared[value.name])
 
 
 def _keep_old_resize_semantics(model: onnx.ModelProto) -> None:

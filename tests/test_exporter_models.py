@@ -13,7 +13,7 @@ import sys
 import numpy as np
 import onnx
 import pytest
-from conftest import ROOT, assert_matches_onnxruntime, run_onnxruntime
+from conftest import ROOT, assert_matches_onnxruntime, random_feeds, run_onnxruntime
 
 import dlc
 from dialects.diagnostics import UnsupportedError
@@ -102,3 +102,18 @@ def test_symbolic_batch_on_the_cli(tmp_path, capsys):
     assert "symbolic dimension 'N'" in capsys.readouterr().err
     assert main(["run", str(path), "--shape", "x=1x3x16x16", "--repeat", "1"]) == 0
     assert "logits: shape [1, 10] float32" in capsys.readouterr().out
+
+
+def test_intermediates_listed_as_outputs_keep_their_declared_shapes_through_opset_conversion():
+    """The version converter re-infers graph outputs and left the exporter-style transformer's
+    Reshape/Where intermediates symbolic; a declared static output shape must stand (what
+    `dlc verify` and debugging exporters write)."""
+    model = models.transformer_encoder(d_model=32, heads=2, seq=8, ffn=64)
+    assert model.opset_import[0].version != 21  # so the converter runs
+    inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
+    static = {v.name: v for v in inferred.graph.value_info
+              if all(d.HasField("dim_value") for d in v.type.tensor_type.shape.dim)}
+    listed = [name for node in model.graph.node for name in node.output if name in static]
+    model.graph.output.extend(static[name] for name in listed)
+    outputs = dlc.compile(model).run(random_feeds(model))
+    assert set(listed) <= set(outputs)
