@@ -46,7 +46,7 @@ from onnx import TensorProto, helper, numpy_helper
 OPSET = 21  # dlc's canonical opset: no version conversion in the way of what is tested
 FLOAT = TensorProto.FLOAT
 EPS32 = float(np.finfo(np.float32).eps)
-MAX_ELEMENTS = 2048  # every tensor stays small, so a compile takes well under a second
+MAX_ELEMENTS = 4096  # every tensor stays small, so a compile takes well under a second
 DEFAULT_CORPUS = Path(__file__).resolve().parent.parent / "tests" / "fuzz_corpus"
 # (target, fusion) pairs every model is compiled with; npu-sim takes the nodes it supports
 # and partitions the rest onto cpu.
@@ -198,6 +198,11 @@ class GraphBuilder:
 
     def one(self, *args, **kwargs) -> Value:
         return self.emit(*args, **kwargs)[0]
+
+    def width(self) -> int:
+        """An output width for a contraction: mostly small, sometimes past the micro-kernel's
+        register block (16 floats per AVX-512 vector, several vectors wide), with a remainder."""
+        return int(self.rng.integers(1, 9)) if self.chance(0.7) else int(self.rng.integers(9, 80))
 
     def pick(self, accept: Callable[[Value], bool] = lambda v: True) -> Value | None:
         """A float value to consume: recent ones more often; earlier ones give several consumers."""
@@ -368,7 +373,7 @@ class GraphBuilder:
         if a is None:
             return None
         k = a.shape[-1]
-        n = int(self.rng.integers(1, 9))
+        n = self.width()
         b_is_vector = self.chance(0.1)
         if b_is_vector:
             b_shape: tuple[int, ...] = (k,)
@@ -405,7 +410,7 @@ class GraphBuilder:
                          exact=a.exact, axis=1)
         trans_a, trans_b = int(self.chance(0.3)), int(self.chance(0.5))
         m, k = (a.shape[1], a.shape[0]) if trans_a else a.shape
-        n = int(self.rng.integers(1, 9))
+        n = self.width()
         b = self.uniform((n, k) if trans_b else (k, n)) / math.sqrt(k)
         alpha, beta = self.choice([1.0, 1.0, 0.5, 1.5]), self.choice([1.0, 1.0, 0.5, 2.0])
         inputs = [a.name, self.weight(b, "w")]
@@ -436,7 +441,8 @@ class GraphBuilder:
             return None
         c, spatial = x.shape[1], x.shape[2:]
         groups = self.choice([1, 1, c] + [g for g in range(2, c) if c % g == 0])
-        m = groups * int(self.rng.integers(1, max(2, 8 // groups + 1)))
+        m = groups * int(self.rng.integers(1, max(2, 8 // groups + 1))) if groups > 1 or self.chance(0.7) \
+            else self.width()
         kernel = [int(self.rng.integers(1, min(3, d) + 1)) for d in spatial]
         dilations = [self.choice([1, 1, 2]) if (k - 1) * 2 + 1 <= d else 1 for k, d in zip(kernel, spatial)]
         strides = [self.choice([1, 1, 2]) for _ in spatial]
@@ -896,6 +902,8 @@ def generate(seed: int, max_nodes: int = 10, kinds: tuple[str, ...] | None = Non
                                                                            for _ in range(rng.integers(1, 3))])
         else:
             shape = tuple(int(rng.integers(1, 9)) for _ in range(int(rng.integers(1, 5))))
+            if rng.random() < 0.25:  # rows x features past the GEMM micro-kernel's register block
+                shape = (int(rng.integers(1, 40)), int(rng.integers(9, 100)))
         builder.graph_input(shape)
     names = [k for k in GraphBuilder.GENERATORS if kinds is None or k in kinds]
     weights = np.array([GraphBuilder.GENERATORS[k] for k in names], float)
