@@ -62,10 +62,14 @@ def default_pipeline(target: Target, options: CompileOptions) -> list[tuple[str,
     return [("graph", graph), *target.pipeline(options)]
 
 
-def describe_target_on(module: ModuleOp, target: Target) -> None:
-    """Write the target description on the module, where passes read it (like MLIR's DLTI)."""
+def describe_target_on(module: ModuleOp, target: Target, threads: int | None = None) -> None:
+    """Write the target description on the module, where passes read it (like MLIR's DLTI),
+    with the thread count the code is compiled for (`threads`, None: all cores)."""
     from xdsl.dialects.builtin import IntegerAttr, i64
 
+    from dlc.runtime import default_threads
+
+    module.attributes["dlc.threads"] = IntegerAttr(threads or default_threads(), i64)
     description = target.description()
     if description.vector_bits:
         module.attributes["dlc.vector_bits"] = IntegerAttr(description.vector_bits, i64)
@@ -145,7 +149,7 @@ def compile_model(model, *, target: str = "cpu", options: CompileOptions | None 
         phase = "onnx"
     module.attributes["dlc.target"] = StringAttr(backend.name)
     if compile_from is None:
-        describe_target_on(module, backend)
+        describe_target_on(module, backend, options.threads)
     if phase == compile_to:
         return CompileResult(phase, module=module, timings=timings)
 

@@ -279,7 +279,7 @@ def _build(sub, backend, options, instrument):
     from passes.pipeline import run_passes
 
     sub.attributes["dlc.target"] = StringAttr(backend.name)
-    describe_target_on(sub, backend)
+    describe_target_on(sub, backend, options.threads)
     for _, passes in backend.pipeline(options):
         run_passes(make_context(), sub, passes, instrument)
     return backend.build(sub, options)

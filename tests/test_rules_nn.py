@@ -241,3 +241,32 @@ def test_reduce_with_computed_axes_is_refused_when_shapes_are_ambiguous():
     # [2, 3, 3] -> [2, 3] without keepdims: axis 1 or axis 2, the shapes cannot tell.
     with pytest.raises(UnsupportedError, match="do not say which axes"):
         dlc.compile(_computed_axes_model([2, 3], keepdims=0))
+
+
+@pytest.mark.parametrize("threads, calls", [(1, 4), (2, 1)])
+def test_conv_im2col_in_l2_sized_blocks_with_a_residual_epilogue(threads, calls):
+    """One thread: a conv whose im2col columns exceed half of L2 (576 x 1600 floats, 3.7 MB)
+    runs as row blocks of columns + GEMM (11, 11, 11 and a short 7-row block), the residual
+    Add + Relu applied in each block's store. Several threads: one whole-image GEMM."""
+    import re
+
+    from conftest import random_feeds
+
+    import dlc
+    from dlc.driver import compile_model
+    from dlc.targets import CompileOptions
+
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.uniform(-0.1, 0.1, (64, 64, 3, 3)).astype(np.float32), "w")
+    b = numpy_helper.from_array(rng.uniform(-1, 1, (64,)).astype(np.float32), "b")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+         helper.make_node("Add", ["c", "x"], ["s"]), helper.make_node("Relu", ["s"], ["y"])], "block",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64, 40, 40])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64, 40, 40])], [w, b])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    text = str(compile_model(model, options=CompileOptions(threads=threads), compile_to="linalg").module)
+    assert len(re.findall(r"func\.call @dlc_gemm_\d+", text)) == calls
+    feeds = random_feeds(model)
+    got = dlc.compile(model, threads=threads).run(feeds)["y"]
+    np.testing.assert_allclose(got, run_onnxruntime(model, feeds)[0], rtol=1e-4, atol=1e-5)

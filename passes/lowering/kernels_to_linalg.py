@@ -59,14 +59,17 @@ def reshape_view(builder: Builder, source: SSAValue, shape) -> SSAValue:
     return op.result
 
 
-def view_at(builder: Builder, source: SSAValue, offset: int, shape) -> SSAValue:
-    """The contiguous block of `shape` starting `offset` elements into `source` (no copy)."""
-    if offset == 0:
+def view_at(builder: Builder, source: SSAValue, offset: int, shape, strides=None) -> SSAValue:
+    """The block of `shape` starting `offset` elements into `source` (no copy): contiguous,
+    or with the given `strides` (in elements, e.g. a column block of a row-major matrix)."""
+    if offset == 0 and strides is None:
         return reshape_view(builder, source, shape)
-    strides, stride = [], 1
-    for size in reversed(shape):
-        strides.insert(0, stride)
-        stride *= size
+    if strides is None:
+        strides, stride = [], 1
+        for size in reversed(shape):
+            strides.insert(0, stride)
+            stride *= size
+    strides = list(strides)
     result_type = MemRefType(source.type.element_type, list(shape), StridedLayoutAttr(strides, offset))
     op = memref.ReinterpretCastOp(source, [], [], [], [offset], list(shape), strides, result_type)
     builder.insert(op)

@@ -1,7 +1,8 @@
 """What passes know about the target: read from module attributes (like MLIR's DLTI).
 
 The driver writes the target description on the module (`dlc.vector_bits`,
-`dlc.l1_bytes`, `dlc.l2_bytes`); passes never import a target.
+`dlc.l1_bytes`, `dlc.l2_bytes`) and the thread count compiled for (`dlc.threads`); passes
+never import a target.
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ from dataclasses import dataclass
 
 from xdsl.dialects.builtin import IntegerAttr, ModuleOp
 
-DEFAULTS = {"dlc.vector_bits": 512, "dlc.l1_bytes": 48 * 1024, "dlc.l2_bytes": 2 * 1024 * 1024}
+DEFAULTS = {"dlc.vector_bits": 512, "dlc.l1_bytes": 48 * 1024, "dlc.l2_bytes": 2 * 1024 * 1024,
+            "dlc.threads": 1}
 
 
 @dataclass(frozen=True)
@@ -18,6 +20,7 @@ class TargetInfo:
     vector_bits: int
     l1_bytes: int
     l2_bytes: int
+    threads: int = 1  # the thread count the code is compiled for
 
     @property
     def vector_width(self) -> int:
@@ -30,4 +33,4 @@ def target_info(module: ModuleOp) -> TargetInfo:
         value = module.attributes.get(key)
         return value.value.data if isinstance(value, IntegerAttr) else DEFAULTS[key]
 
-    return TargetInfo(get("dlc.vector_bits"), get("dlc.l1_bytes"), get("dlc.l2_bytes"))
+    return TargetInfo(get("dlc.vector_bits"), get("dlc.l1_bytes"), get("dlc.l2_bytes"), get("dlc.threads"))
