@@ -1187,7 +1187,7 @@ def compare(name: str, got: np.ndarray, want: np.ndarray, tolerance: float) -> s
 
 def check_model(model: onnx.ModelProto, feed_seed: int = 0, configs=ALL_CONFIGS,
                 fault: Callable[[onnx.ModelProto, tuple], str | None] | None = None,
-                progress: Callable[[tuple], None] | None = None) -> list[Finding]:
+                progress: Callable[[tuple], None] | None = None, threads: int = 1) -> list[Finding]:
     """Compile `model` with each (target, fusion) in `configs`, run it and compare with onnxruntime.
 
     `fault` injects a failure (a message, or None) per config, to test the minimiser;
@@ -1220,7 +1220,7 @@ def check_model(model: onnx.ModelProto, feed_seed: int = 0, configs=ALL_CONFIGS,
             continue
         try:
             result = compile_model(model, target=config[0],
-                                   options=CompileOptions(fusion=config[1], threads=1))
+                                   options=CompileOptions(fusion=config[1], threads=threads))
         except UnsupportedError as error:
             findings.append(Finding("unsupported", name, str(error)[:600], type(error).__name__))
             continue
@@ -1352,8 +1352,11 @@ def minimise(model: onnx.ModelProto, still_fails: Callable[[onnx.ModelProto], bo
 class InProcess:
     """Checks in this process (tests, and minimising failures that do not crash)."""
 
+    def __init__(self, threads: int = 1):
+        self.threads = threads
+
     def check(self, model, feed_seed, configs, timeout=None) -> list[Finding]:
-        return check_model(model, feed_seed, configs)
+        return check_model(model, feed_seed, configs, threads=self.threads)
 
     def close(self):
         pass
@@ -1362,8 +1365,9 @@ class InProcess:
 class Worker:
     """Checks in a child process: a segfault or a hang becomes a finding, and a fresh worker starts."""
 
-    def __init__(self):
+    def __init__(self, threads: int = 1):
         self.process: subprocess.Popen | None = None
+        self.threads = threads
 
     def _start(self):
         env = dict(os.environ, DLC_CACHE="0")
@@ -1375,7 +1379,7 @@ class Worker:
         if self.process is None or self.process.poll() is not None:
             self._start()
         request = {"model": base64.b64encode(model.SerializeToString()).decode(), "feed_seed": feed_seed,
-                   "configs": [list(c) for c in configs]}
+                   "configs": [list(c) for c in configs], "threads": self.threads}
         self.process.stdin.write(json.dumps(request) + "\n")
         self.process.stdin.flush()
         current = "startup"
@@ -1424,6 +1428,7 @@ def worker_main() -> int:
 
             os.kill(os.getpid(), signal.SIGSEGV)
         findings = check_model(model, request["feed_seed"], [tuple(c) for c in request["configs"]],
+                               threads=request.get("threads", 1),
                                progress=lambda config: say({"config": list(config)}))
         say({"findings": [asdict(f) for f in findings]})
     return 0
@@ -1457,7 +1462,7 @@ def corpus_entries(corpus: Path = DEFAULT_CORPUS) -> list[tuple[Path, dict]]:
 
 def replay(path: Path, info: dict, configs=ALL_CONFIGS) -> list[Finding]:
     """Check a corpus model again (with the feed seed it failed on)."""
-    return check_model(onnx.load(path), info.get("feed_seed", 0), configs)
+    return check_model(onnx.load(path), info.get("feed_seed", 0), configs, threads=info.get("threads", 1))
 
 
 # --- the campaign --------------------------------------------------------------------------------
@@ -1480,9 +1485,9 @@ class Summary:
 
 def fuzz(*, minutes: float | None = None, cases: int | None = None, seed: int = 0, configs=ALL_CONFIGS,
          corpus: Path | None = DEFAULT_CORPUS, isolate: bool = True, max_nodes: int = 10,
-         minimise_s: float = 120.0, log=print) -> Summary:
+         minimise_s: float = 120.0, threads: int = 1, log=print) -> Summary:
     """Generate and check models until `minutes` pass or `cases` are done; minimise and save failures."""
-    runner = Worker() if isolate else InProcess()
+    runner = Worker(threads) if isolate else InProcess(threads)
     summary = Summary()
     start = time.monotonic()
     seen: set[tuple] = set()
@@ -1521,7 +1526,8 @@ def fuzz(*, minutes: float | None = None, cases: int | None = None, seed: int = 
                 again = [f for f in runner.check(small, case_seed, target) if f.signature() == finding.signature()]
                 recorded = again[0] if again else finding
                 path = save_to_corpus(Path(corpus), small, recorded, {
-                    "seed": case_seed, "feed_seed": case_seed, "original_nodes": len(model.graph.node)})
+                    "seed": case_seed, "feed_seed": case_seed, "original_nodes": len(model.graph.node),
+                    "threads": threads})
                 summary.saved.append(path)
                 log(f"  minimised {len(model.graph.node)} -> {len(small.graph.node)} nodes: {path}")
     finally:
@@ -1539,6 +1545,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--targets", default="cpu,reference,npu-sim",
                         help="comma-separated targets (cpu runs with every fusion setting)")
     parser.add_argument("--max-nodes", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="threads of the compiled models (results must not depend on it)")
     parser.add_argument("--no-isolate", action="store_true", help="check in this process (no crash guard)")
     parser.add_argument("--no-save", action="store_true", help="report failures without minimising/saving")
     parser.add_argument("--replay", type=Path, nargs="*",
@@ -1566,7 +1574,7 @@ def main(argv: list[str] | None = None) -> int:
     minutes = args.minutes if args.minutes is not None or args.cases is not None else 1.0
     summary = fuzz(minutes=minutes, cases=args.cases, seed=args.seed, configs=configs,
                    corpus=None if args.no_save else args.corpus, isolate=not args.no_isolate,
-                   max_nodes=args.max_nodes, log=lambda line: print(line, flush=True))
+                   max_nodes=args.max_nodes, threads=args.threads, log=lambda line: print(line, flush=True))
     print(summary.report())
     return 1 if summary.findings else 0
 
