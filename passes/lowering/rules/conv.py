@@ -143,6 +143,7 @@ MIN_GEMM_ROWS = 8
 # 56 wide 1.07x vs 1.28x; AveragePool 3x3 28 wide 3.09x vs 1.21x, 112 wide 1.14x vs 1.30x.
 SHORT_ROW = 32
 MAX_GEMM_CALLS = 256
+MAX_IM2COL_BLOCKS = 8
 
 
 def _conv_as_gemm(kb, op, x, w, bias, y, window: Window, groups: int) -> bool:
@@ -216,7 +217,11 @@ def _im2col_block_rows(op, depth: int, spatial) -> int:
     if info.threads > 1:
         return height
     budget = info.l2_bytes // 2
-    return max(1, min(height, budget // (4 * depth * width)))
+    # Each block is one more im2col loop nest for LLVM to optimise: at most MAX_IM2COL_BLOCKS
+    # (VGG-19 on one thread: unbounded 357 ms and a 32 s compile, 8 blocks 364 ms and 23 s,
+    # whole images 427 ms and 17 s).
+    fewest_rows = -(-height // MAX_IM2COL_BLOCKS)
+    return max(fewest_rows, min(height, budget // (4 * depth * width)))
 
 
 def _im2col(kb, padded, col, window: Window, image: int, channel: int, channels: int,
