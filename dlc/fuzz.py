@@ -944,8 +944,10 @@ def validate(model: onnx.ModelProto, tracked: dict[str, Value] | None = None) ->
 
 # --- the oracle and the tolerances ---------------------------------------------------------------
 
-def make_feeds(model: onnx.ModelProto, seed: int) -> dict[str, np.ndarray]:
-    """Seeded inputs: floats uniform in [-2, 2) (the generator's assumed range), bools, small ints."""
+def make_feeds(model: onnx.ModelProto, seed: int, scale: float = 2.0, ints: tuple[int, int] = (-3, 4)
+               ) -> dict[str, np.ndarray]:
+    """Seeded inputs for the model's real inputs: floats uniform in [-scale, scale) (the
+    generator assumes [-2, 2)), bools, integers in [ints[0], ints[1]). Also the tests' feeds."""
     rng = np.random.default_rng(seed)
     initializers = {i.name for i in model.graph.initializer}
     feeds = {}
@@ -956,11 +958,11 @@ def make_feeds(model: onnx.ModelProto, seed: int) -> dict[str, np.ndarray]:
         shape = [d.dim_value for d in tensor.shape.dim]
         dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tensor.elem_type))
         if dtype.kind == "f":
-            feeds[value.name] = rng.uniform(-2, 2, shape).astype(dtype)
+            feeds[value.name] = rng.uniform(-scale, scale, shape).astype(dtype)
         elif dtype.kind == "b":
             feeds[value.name] = rng.integers(0, 2, shape).astype(bool)
         else:
-            feeds[value.name] = rng.integers(-3, 4, shape).astype(dtype)
+            feeds[value.name] = rng.integers(*ints, shape).astype(dtype)
     return feeds
 
 

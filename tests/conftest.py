@@ -26,25 +26,10 @@ def run_onnxruntime(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> lis
 
 
 def random_feeds(model: onnx.ModelProto, seed: int = 0, low: int = 0, high: int = 4) -> dict[str, np.ndarray]:
-    """Seeded inputs: floats in [-1, 1), bools, integers in [low, high)."""
-    from onnx import helper
+    """Seeded inputs: floats in [-1, 1), bools, integers in [low, high) (the fuzzer's feeds)."""
+    from dlc.fuzz import make_feeds
 
-    rng = np.random.default_rng(seed)
-    initializers = {i.name for i in model.graph.initializer}
-    feeds = {}
-    for value in model.graph.input:
-        if value.name in initializers:
-            continue
-        tensor_type = value.type.tensor_type
-        shape = [d.dim_value for d in tensor_type.shape.dim]
-        dtype = helper.tensor_dtype_to_np_dtype(tensor_type.elem_type)
-        if np.dtype(dtype).kind == "f":
-            feeds[value.name] = rng.uniform(-1, 1, shape).astype(dtype)
-        elif np.dtype(dtype).kind == "b":
-            feeds[value.name] = rng.integers(0, 2, shape).astype(bool)
-        else:
-            feeds[value.name] = rng.integers(low, high, shape).astype(dtype)
-    return feeds
+    return make_feeds(model, seed, scale=1.0, ints=(low, high))
 
 
 def assert_matches_onnxruntime(model: onnx.ModelProto, rtol: float = 1e-4, atol: float = 1e-5,
