@@ -196,8 +196,10 @@ class _TypedCallee:
         return self.pointer.get_reference()
 
 
-# Smaller GEMMs run on one thread: waking the pool (~5-20 us) costs more than it saves.
-MIN_PARALLEL_MACS = 1 << 21
+# Smaller GEMMs run on one thread: waking the pool (~5-20 us) costs more than it saves
+# (a million multiply-adds take ~10 us on a core; ResNet-50's 1x2048x1000 classifier, just
+# over it, reads 8 MB of weights and scales with threads).
+MIN_PARALLEL_MACS = 1 << 20
 # Thread counts the GEMM work grids are tabulated for (more threads share the last grid).
 GRID_TABLE_THREADS = 64
 
