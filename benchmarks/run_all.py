@@ -50,7 +50,11 @@ def zoo_model(name: str) -> onnx.ModelProto:
     neither constant-folds the ConstantOfShape weights nor fuses BatchNormalization, and would
     be timed recomputing its weights on every run.
     """
-    model = onnx.load(LIGHT / f"light_{name}.onnx")
+    return without_initializer_inputs(onnx.load(LIGHT / f"light_{name}.onnx"))
+
+
+def without_initializer_inputs(model: onnx.ModelProto) -> onnx.ModelProto:
+    """`model` with its initializers no longer listed as graph inputs (IR version >= 4)."""
     initializers = {i.name for i in model.graph.initializer}
     real = [v for v in model.graph.input if v.name not in initializers]
     del model.graph.input[:]
