@@ -324,20 +324,25 @@ def test_nan_and_inf_propagate():
     np.testing.assert_array_equal(out[3], [np.inf, 0, 0, 0, 0, 0])
 
 
-def test_fast_math_is_only_reassoc_contract():
-    text = """
-    func.func @main(%x: memref<8xf32>, %out: memref<8xf32>) {
-      linalg.generic {indexing_maps = [affine_map<(d0) -> (d0)>, affine_map<(d0) -> (d0)>],
-                      iterator_types = ["parallel"]}
-          ins(%x : memref<8xf32>) outs(%out : memref<8xf32>) {
+def _elementwise_8(body: str, result: str) -> str:
+    """@main: out[i] = `result` of `body` (MLIR ops on %v = x[i] and %o = out[i]), over 8 floats."""
+    return f"""
+    func.func @main(%x: memref<8xf32>, %out: memref<8xf32>) {{
+      linalg.generic {{indexing_maps = [affine_map<(d0) -> (d0)>, affine_map<(d0) -> (d0)>],
+                      iterator_types = ["parallel"]}}
+          ins(%x : memref<8xf32>) outs(%out : memref<8xf32>) {{
       ^bb0(%v: f32, %o: f32):
-        %p = arith.mulf %v, %v : f32
-        %s = arith.addf %p, %v : f32
-        %d = arith.divf %s, %v : f32
-        linalg.yield %d : f32
-      }
+        {body}
+        linalg.yield {result} : f32
+      }}
       func.return
-    }"""
+    }}"""
+
+
+def test_fast_math_is_only_reassoc_contract():
+    text = _elementwise_8("""%p = arith.mulf %v, %v : f32
+        %s = arith.addf %p, %v : f32
+        %d = arith.divf %s, %v : f32""", "%d")
     fast = emit_llvm(lower(text), {})
     strict = emit_llvm(lower(text), {}, fastmath=False)
     assert "fadd reassoc contract float" in fast and "fmul reassoc contract float" in fast
@@ -348,18 +353,8 @@ def test_fast_math_is_only_reassoc_contract():
 
 def test_an_ops_own_fastmath_flags_replace_the_default():
     """`fastmath<contract>` (Body.add in_order) keeps a sum in order: no reassoc on that fadd."""
-    text = """
-    func.func @main(%x: memref<8xf32>, %out: memref<8xf32>) {
-      linalg.generic {indexing_maps = [affine_map<(d0) -> (d0)>, affine_map<(d0) -> (d0)>],
-                      iterator_types = ["parallel"]}
-          ins(%x : memref<8xf32>) outs(%out : memref<8xf32>) {
-      ^bb0(%v: f32, %o: f32):
-        %s = arith.addf %o, %v fastmath<contract> : f32
-        %t = arith.addf %s, %v : f32
-        linalg.yield %t : f32
-      }
-      func.return
-    }"""
+    text = _elementwise_8("""%s = arith.addf %o, %v fastmath<contract> : f32
+        %t = arith.addf %s, %v : f32""", "%t")
     fast = emit_llvm(lower(text), {})
     assert fast.count("fadd contract float") == 1 and fast.count("fadd reassoc contract float") == 1
     assert "reassoc" not in emit_llvm(lower(text), {}, fastmath=False)
