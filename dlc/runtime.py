@@ -86,31 +86,12 @@ def check_inputs(specs: list[TensorSpec], feeds: dict[str, np.ndarray]) -> list[
 class RuntimeContext(ctypes.Structure):
     """What generated code asks of the runtime (dlc/codegen/llvm_emitter.py RUNTIME_FIELDS)."""
 
-    _fields_ = [("parallel", ctypes.c_void_p),    # GOMP_parallel(fn, data, num_threads, flags)
-                ("thread_num", ctypes.c_void_p),  # omp_get_thread_num()
+    _fields_ = [("parallel", ctypes.c_void_p),    # dlc_pool_parallel(worker, data, items)
                 ("num_threads", ctypes.c_int64),
-                ("profile", ctypes.c_void_p),     # int64 nanoseconds per kernel call site
-                ("team_size", ctypes.c_void_p)]   # omp_get_num_threads()
-
-
-def _gomp():
-    """libgomp's GOMP_parallel, omp_get_thread_num and omp_get_num_threads (Nones where missing)."""
-    import ctypes.util
-
-    name = ctypes.util.find_library("gomp")
-    if name is None:
-        return None, None, None
-    try:
-        library = ctypes.CDLL(name)
-        return tuple(ctypes.cast(getattr(library, symbol), ctypes.c_void_p).value
-                     for symbol in ("GOMP_parallel", "omp_get_thread_num", "omp_get_num_threads"))
-    except (OSError, AttributeError):
-        return None, None, None
+                ("profile", ctypes.c_void_p)]     # int64 nanoseconds per kernel call site
 
 
 def default_threads() -> int:
-    import os
-
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
@@ -126,16 +107,21 @@ class NativeExecutable:
         _check_cpu(manifest, host_cpu())
         self._weights = weights  # kept alive: native code reads it
         self._arena = aligned_empty((max(manifest["arena_size"], 1),), np.uint8)
+        self._arena_lock = threading.Lock()
         self._module = NativeModule(object_code)
         self._entry = ctypes.CFUNCTYPE(None, ctypes.POINTER(ctypes.c_void_p), ctypes.c_void_p,
                                        ctypes.c_void_p)(self._module.address(ENTRY_SYMBOL))
         self.object_code = object_code
         self.profile_sites: list[str] = manifest.get("profile_sites", [])
         self._profile = np.zeros(max(len(self.profile_sites), 1), dtype=np.int64)
-        parallel, thread_num, team_size = _gomp()
         threads = manifest.get("threads") or default_threads()
-        self._context = RuntimeContext(parallel, thread_num, threads if parallel else 1,
-                                       self._profile.ctypes.data, team_size)
+        parallel = None
+        if threads > 1:
+            from dlc.thread_pool import pool
+
+            parallel = pool().parallel
+            threads = pool().ensure_threads(threads)
+        self._context = RuntimeContext(parallel, threads, self._profile.ctypes.data)
         # Read once: the normal path pays one attribute test per run for the checked mode.
         self._check_bounds = os.environ.get("DLC_CHECK_BOUNDS", "0") not in ("", "0", "off", "false")
 
@@ -160,9 +146,17 @@ class NativeExecutable:
         inputs = [a if a.flags.c_contiguous and a.flags.aligned else np.ascontiguousarray(a)
                   for a in arrays]
         outputs = [np.empty(s.shape, s.dtype) for s in self.outputs]
-        buffers = (ctypes.c_void_p * (len(inputs) + len(outputs) + 1))(
-            *[a.ctypes.data for a in (*inputs, *outputs, self._arena)])
-        self._entry(buffers, self._weights.ctypes.data, ctypes.addressof(self._context))
+        # The arena holds this run's intermediates: a run on another Python thread meanwhile
+        # (the GIL is released during the native call) gets an arena of its own.
+        mine = self._arena_lock.acquire(blocking=False)
+        try:
+            arena = self._arena if mine else aligned_empty(self._arena.shape, np.uint8)
+            buffers = (ctypes.c_void_p * (len(inputs) + len(outputs) + 1))(
+                *[a.ctypes.data for a in (*inputs, *outputs, arena)])
+            self._entry(buffers, self._weights.ctypes.data, ctypes.addressof(self._context))
+        finally:
+            if mine:
+                self._arena_lock.release()
         return {spec.name: out for spec, out in zip(self.outputs, outputs)}
 
     def _checked_run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

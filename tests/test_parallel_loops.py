@@ -17,7 +17,8 @@ import dlc
 from dlc.codegen.llvm_emitter import emit_llvm, entry_symbol
 from dlc.codegen.native import NativeModule, compile_object
 from dlc.driver import compile_model, parse_mlir
-from dlc.runtime import NativeExecutable, RuntimeContext, _gomp
+from dlc.runtime import NativeExecutable, RuntimeContext
+from dlc.thread_pool import pool
 
 OPSET = 21
 X = "x"
@@ -74,7 +75,6 @@ def _with_threads(model: dlc.CompiledModel, threads: int) -> NativeExecutable:
                             executable._weights)
 
 
-@pytest.mark.skipif(_gomp()[0] is None, reason="libgomp is not installed: code runs on one thread")
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_threads_are_bit_identical_and_match_onnxruntime(name):
     model = MODELS[name]()
@@ -131,7 +131,6 @@ builtin.module {
 """
 
 
-@pytest.mark.skipif(_gomp()[0] is None, reason="libgomp is not installed: code runs on one thread")
 @pytest.mark.parametrize("threads", [1, 2, 5, 64])
 def test_outlined_loop_with_runtime_bounds_and_captured_scalars(threads):
     llvm_ir = emit_llvm(parse_mlir(_KERNEL), {}, fastmath=False)  # no FMA: numpy rounds twice
@@ -142,8 +141,7 @@ def test_outlined_loop_with_runtime_bounds_and_captured_scalars(threads):
     a = aligned(np.random.default_rng(0).standard_normal(200, dtype=np.float32))
     out = aligned(np.full(200, -1.0, np.float32))
     buffers = (ctypes.c_void_p * 2)(a.ctypes.data, out.ctypes.data)
-    parallel, thread_num, team_size = _gomp()
-    context = RuntimeContext(parallel, thread_num, threads, None, team_size)
+    context = RuntimeContext(pool().parallel, pool().ensure_threads(threads), None)
     entry(ctypes.addressof(buffers), None, ctypes.addressof(context))
     expected = np.full(200, -1.0, np.float32)
     expected[7:190:3] = a[7:190:3] * np.float32(2.5) + np.float32(7)

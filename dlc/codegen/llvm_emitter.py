@@ -204,11 +204,14 @@ MIN_PARALLEL_MACS = 1 << 20
 GRID_TABLE_THREADS = 64
 
 # The runtime context the entry receives, as consecutive 8-byte fields.
-RUNTIME_FIELDS = ("parallel", "thread_num", "num_threads", "profile", "team_size")
+RUNTIME_FIELDS = ("parallel", "num_threads", "profile")
+# `parallel(worker, data, items)` (dlc/thread_pool.py) runs `worker(data, i)` for i < items.
+PARALLEL_TYPE = ir.FunctionType(VOID, [PTR, PTR, I64])
+WORKER_TYPE = ir.FunctionType(VOID, [PTR, I64])
 
 # What an outlined loop's worker reads from its `data` argument, as 8-byte slots; the
 # loop's captured values follow.
-LOOP_DATA_FIELDS = ("team_size", "thread_num", "lb", "step", "trip", "weights", "runtime")
+LOOP_DATA_FIELDS = ("lb", "step", "trip", "chunks", "weights", "runtime")
 # Ops whose memref result is a view of their first operand.
 _VIEW_OPS = frozenset({"memref.view", "memref.reinterpret_cast", "memref.subview", "memref.cast",
                        "memref.collapse_shape", "memref.expand_shape", "memref.assume_alignment"})
@@ -549,29 +552,24 @@ class LLVMEmitter:
         return function
 
     def _parallel_worker(self, name: str, spec) -> ir.Function:
-        """`void NAME_worker(ptr data)`: thread t of T runs one block of a tm x tn grid over C
-        (`thread_grid`: mr-row blocks split tm ways, nr-column panels tn ways).
+        """`void NAME_worker(ptr data, i64 item)`: item i of a tm x tn grid over C
+        (`thread_grid`: mr-row blocks split tm ways, nr-column panels tn ways) runs its block.
 
-        `data` holds {A, B, C, bias, R, ptr omp_get_num_threads, ptr omp_get_thread_num}; the
-        team size is asked of libgomp, which starts fewer threads inside an outer parallel region.
+        `data` holds {A, B, C, bias, R, tm}; item i is row part i % tm of column part i / tm.
         """
-        worker = ir.Function(self.llvm, ir.FunctionType(VOID, [PTR]), f"{name}_worker")
+        worker = ir.Function(self.llvm, WORKER_TYPE, f"{name}_worker")
         worker.linkage = "internal"
         worker.attributes.add("nounwind")
         b = ir.IRBuilder(worker.append_basic_block("entry"))
-        data = worker.args[0]
-
-        def field(i: int, typ: ir.Type) -> ir.Value:
-            return b.load(b.gep(data, [ir.Constant(I64, i)], True, source_etype=I64), typ=typ, align=8)
+        data, item = worker.args
 
         def const(value: int) -> ir.Constant:
             return ir.Constant(I64, value)
 
-        pointers = [field(i, PTR) for i in range(5)]
-        threads = b.sext(_indirect_call(b, field(5, PTR), ir.FunctionType(ir.IntType(32), []), []), I64)
-        tid = b.sext(_indirect_call(b, field(6, PTR), ir.FunctionType(ir.IntType(32), []), []), I64)
-        tm, tn = self._thread_grid_of(b, spec, threads)
-        row_part, col_part = b.srem(tid, tm), b.sdiv(tid, tm)
+        pointers = [b.load(_slot(b, data, i), typ=PTR, align=8) for i in range(5)]
+        tm = b.load(_slot(b, data, 5), typ=I64, align=8)
+        tn = b.udiv(self._thread_grid_items(b, data), tm)
+        row_part, col_part = b.urem(item, tm), b.udiv(item, tm)
         blocks, panels = const(spec.row_blocks), const(spec.panels)
 
         def share(part, parts, total):  # [part*total/parts, (part+1)*total/parts): even shares
@@ -583,11 +581,14 @@ class LLVMEmitter:
         first_row = b.mul(first_block, const(spec.mr))
         last_row = b.mul(last_block, const(spec.mr))
         last_row = b.select(b.icmp_signed("<", last_row, const(spec.m)), last_row, const(spec.m))
-        with b.if_then(b.icmp_signed("<", col_part, tn)):
-            b.call(self.llvm.globals[f"{name}_range"],
-                   [*pointers, first_panel, last_panel, first_row, last_row])
+        b.call(self.llvm.globals[f"{name}_range"], [*pointers, first_panel, last_panel, first_row, last_row])
         b.ret_void()
         return worker
+
+    @staticmethod
+    def _thread_grid_items(b: ir.IRBuilder, data: ir.Value) -> ir.Value:
+        """tm * tn, the grid's item count, stored after tm in a GEMM worker's data."""
+        return b.load(_slot(b, data, 6), typ=I64, align=8)
 
     def _thread_grid_of(self, b: ir.IRBuilder, spec, threads: ir.Value) -> tuple[ir.Value, ir.Value]:
         """(tm, tn) of `thread_grid` for `threads`, read from a table made at compile time for
@@ -639,15 +640,12 @@ class LLVMEmitter:
             with then:
                 b.call(function, args)
             with otherwise:
-                data = self._entry_alloca(ir.ArrayType(I64, 7), "gemm_data", 8)
-                values = [*args, self.runtime_field("team_size"), self.runtime_field("thread_num")]
-                for i, value in enumerate(values):
-                    b.store(value, b.gep(data, [ir.Constant(I64, i)], True, source_etype=I64), align=8)
                 tm, tn = self._thread_grid_of(b, spec, threads)
-                used = b.mul(tm, tn)
-                gomp = ir.FunctionType(VOID, [PTR, PTR, ir.IntType(32), ir.IntType(32)])
-                _indirect_call(b, parallel, gomp, [worker, data, b.trunc(used, ir.IntType(32)),
-                                                   ir.Constant(ir.IntType(32), 0)])
+                items = b.mul(tm, tn)
+                data = self._entry_alloca(ir.ArrayType(I64, 7), "gemm_data", 8)
+                for i, value in enumerate([*args, tm, items]):
+                    b.store(value, _slot(b, data, i), align=8)
+                _indirect_call(b, parallel, PARALLEL_TYPE, [worker, data, items])
 
     def _in_entry(self) -> bool:
         return self.builder.function.name == entry_symbol(self.entry)
@@ -656,7 +654,7 @@ class LLVMEmitter:
         """Load field `name` (RUNTIME_FIELDS) of the runtime context."""
         slot = self.builder.gep(self.runtime, [ir.Constant(I64, RUNTIME_FIELDS.index(name))], True,
                                 source_etype=I64)
-        return self.builder.load(slot, name, align=8, typ=PTR if name != "num_threads" else I64)
+        return self.builder.load(slot, name, align=8, typ=I64 if name == "num_threads" else PTR)
 
     def _now_ns(self) -> ir.Value:
         """CLOCK_MONOTONIC in nanoseconds, from libc's clock_gettime (a vDSO call, ~20 ns)."""
@@ -755,11 +753,11 @@ class LLVMEmitter:
     def _parallel_for(self, op: Operation, lb: ir.Value, ub: ir.Value, step: ir.Value) -> None:
         """Run a `dlc.parallel` loop serially or split over the runtime's threads.
 
-        With one thread (or no pool) the loop runs inline. Otherwise GOMP_parallel runs
-        `KERNEL_parN(data)` on min(threads, trip) threads; thread t calls
-        `KERNEL_parN_body(captured..., lo, hi, weights, runtime)` on the t-th contiguous chunk
-        [lo, hi) of ceil(trip / threads) iterations, the static schedule of `_parallel_worker`:
-        every element is computed as in the serial loop.
+        With one thread (or no pool) the loop runs inline. Otherwise the pool's `parallel`
+        runs `KERNEL_parN(data, item)` for min(threads, trip) items, on whichever threads claim
+        them; item t calls `KERNEL_parN_body(captured..., lo, hi, weights, runtime)` on the t-th
+        contiguous chunk [lo, hi) of ceil(trip / threads) iterations: every element is computed
+        as in the serial loop.
         """
         b = self.builder
         captured = [v for v in dict.fromkeys([*_captured(op), op.operands[2]])
@@ -778,15 +776,12 @@ class LLVMEmitter:
                 # not depend on the thread count (the body's vectorised reductions are the same).
                 b.call(body, [*args, lb, ub, self.weights, self.runtime])
             with otherwise:
-                fields = [self.runtime_field("team_size"), self.runtime_field("thread_num"), lb, step, trip,
-                          self.weights, self.runtime]
+                fields = [lb, step, trip, used, self.weights, self.runtime]
                 data = self._entry_alloca(ir.ArrayType(I64, len(fields) + len(args)), "loop_data", 8)
                 for i, value in enumerate([*fields, *args]):
                     b.store(value, _slot(b, data, i), align=8)  # any scalar or pointer fits a slot
                 worker = self._loop_worker(body, [a.type for a in args])
-                gomp = ir.FunctionType(VOID, [PTR, PTR, ir.IntType(32), ir.IntType(32)])
-                _indirect_call(b, parallel, gomp, [worker, data, b.trunc(used, ir.IntType(32)),
-                                                   ir.Constant(ir.IntType(32), 0)])
+                _indirect_call(b, parallel, PARALLEL_TYPE, [worker, data, used])
 
     def _trip_count(self, lb: ir.Value, ub: ir.Value, step: ir.Value) -> ir.Value:
         """max(0, ceil((ub - lb) / step)) for a positive step (folded when all are constants)."""
@@ -828,23 +823,21 @@ class LLVMEmitter:
         return fn
 
     def _loop_worker(self, body: ir.Function, types: list[ir.Type]) -> ir.Function:
-        """`void KERNEL_parN(ptr data)`: this thread's chunk of the loop (`LOOP_DATA_FIELDS`)."""
-        worker = ir.Function(self.llvm, ir.FunctionType(VOID, [PTR]), body.name.removesuffix("_body"))
+        """`void KERNEL_parN(ptr data, i64 item)`: chunk `item` of the loop (`LOOP_DATA_FIELDS`),
+        the item-th of `chunks` contiguous runs of ceil(trip / chunks) iterations."""
+        worker = ir.Function(self.llvm, WORKER_TYPE, body.name.removesuffix("_body"))
         worker.linkage = "internal"
         worker.attributes.add("nounwind")
         b = ir.IRBuilder(worker.append_basic_block("entry"))
-        data = worker.args[0]
-        field_types = {"team_size": PTR, "thread_num": PTR, "weights": PTR, "runtime": PTR}
+        data, item = worker.args
+        field_types = {"weights": PTR, "runtime": PTR}
         field = {name: b.load(_slot(b, data, i), name, align=8, typ=field_types.get(name, I64))
                  for i, name in enumerate(LOOP_DATA_FIELDS)}
         args = [b.load(_slot(b, data, len(LOOP_DATA_FIELDS) + i), typ=t, align=8) for i, t in enumerate(types)]
-        tid = b.sext(_indirect_call(b, field["thread_num"], ir.FunctionType(ir.IntType(32), []), []), I64)
-        # The team libgomp actually started (fewer than asked inside an outer parallel region).
-        threads = b.sext(_indirect_call(b, field["team_size"], ir.FunctionType(ir.IntType(32), []), []), I64)
-        trip, one = field["trip"], ir.Constant(I64, 1)
-        per_thread = b.sdiv(b.add(trip, b.sub(threads, one)), threads)
-        first = b.mul(tid, per_thread)
-        last = b.add(first, per_thread)
+        trip, chunks, one = field["trip"], field["chunks"], ir.Constant(I64, 1)
+        per_chunk = b.sdiv(b.add(trip, b.sub(chunks, one)), chunks)
+        first = b.mul(item, per_chunk)
+        last = b.add(first, per_chunk)
         last = b.select(b.icmp_signed("<", last, trip), last, trip)
         with b.if_then(b.icmp_signed("<", first, last)):
             lo = b.add(field["lb"], b.mul(first, field["step"]))

@@ -1,0 +1,143 @@
+"""dlc's native thread pool (dlc/thread_pool.py): every item of a region runs exactly once,
+whoever claims it; busy or nested callers run inline; it survives fork and process exit."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from dlc.thread_pool import SPIN_NS, pool
+
+WORKER = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int64)
+PARALLEL = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64)
+
+
+def _parallel():
+    return PARALLEL(pool().parallel)
+
+
+def _recording_worker(log: list):
+    lock = threading.Lock()
+
+    @WORKER
+    def worker(data, item):
+        with lock:
+            log.append((item, threading.get_native_id()))
+
+    return worker
+
+
+@pytest.mark.parametrize("items", [0, 1, 2, 3, 4, 7, 16, 100])
+def test_every_item_runs_exactly_once(items):
+    assert pool().ensure_threads(4) == 4
+    log: list = []
+    worker = _recording_worker(log)
+    for _ in range(5):
+        log.clear()
+        _parallel()(ctypes.cast(worker, ctypes.c_void_p), None, items)
+        assert Counter(item for item, _ in log) == Counter(range(items))
+
+
+def test_sleeping_workers_are_woken_and_share_the_items():
+    pool().ensure_threads(3)
+    log: list = []
+    slow_lock = threading.Lock()
+
+    @WORKER
+    def slow(data, item):  # long enough that one thread cannot take every item first
+        time.sleep(0.02)
+        with slow_lock:
+            log.append(threading.get_native_id())
+
+    time.sleep(5 * SPIN_NS * 1e-9)  # past the spin: the workers are asleep
+    _parallel()(ctypes.cast(slow, ctypes.c_void_p), None, 3)
+    assert len(log) == 3 and len(set(log)) >= 2
+
+
+def test_a_region_inside_an_item_runs_inline():
+    pool().ensure_threads(2)
+    inner_log: list = []
+    inner = _recording_worker(inner_log)
+    outer_items = []
+
+    @WORKER
+    def outer(data, item):
+        outer_items.append(item)
+        _parallel()(ctypes.cast(inner, ctypes.c_void_p), None, 3)
+
+    _parallel()(ctypes.cast(outer, ctypes.c_void_p), None, 2)
+    assert sorted(outer_items) == [0, 1]
+    assert Counter(item for item, _ in inner_log) == Counter({0: 2, 1: 2, 2: 2})
+
+
+def _conv_model():
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = np.random.default_rng(0).uniform(-1, 1, (64, 32, 3, 3)).astype(np.float32)
+    graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 32, 40, 40])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(w, "w")])
+    return onnx.shape_inference.infer_shapes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)]))
+
+
+def test_python_threads_running_one_model_at_once_get_right_answers():
+    """Concurrent runs of one model: each gets its own arena, one region owns the pool at a time
+    and the others run their items on their own thread."""
+    import dlc
+
+    model = _conv_model()
+    compiled = dlc.compile(model, threads=2)
+    feeds = [{"x": np.random.default_rng(i).standard_normal((1, 32, 40, 40), dtype=np.float32)} for i in range(4)]
+    expected = [compiled.run(f)["y"] for f in feeds]
+    failures = []
+
+    def run(i):
+        for _ in range(20):
+            if not np.array_equal(compiled.run(feeds[i])["y"], expected[i]):
+                failures.append(i)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not failures
+
+
+_CHILD = """
+import os, sys, numpy as np
+sys.path.insert(0, {tests!r})
+import dlc
+from test_thread_pool import _conv_model
+model = dlc.compile(_conv_model(), threads=2)
+x = {{"x": np.ones((1, 32, 40, 40), np.float32)}}
+before = model.run(x)["y"]
+pid = os.fork()
+if pid == 0:  # the child: the pool's workers did not survive the fork
+    os._exit(0 if np.array_equal(model.run(x)["y"], before) else 3)
+_, status = os.waitpid(pid, 0)
+assert os.WEXITSTATUS(status) == 0, status
+assert np.array_equal(model.run(x)["y"], before)
+print("ok")
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX-only")
+def test_fork_and_exit_with_a_running_pool():
+    """A forked child runs threaded models (its workers were not forked); exit joins the workers
+    instead of unmapping code they run (a crash at exit would show as a signal)."""
+    tests = os.path.dirname(os.path.abspath(__file__))
+    result = subprocess.run([sys.executable, "-c", _CHILD.format(tests=tests)], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
