@@ -55,11 +55,15 @@ def cases() -> dict[str, onnx.ModelProto]:
         "Conv 3x3 512->512 7x7": _model("Conv", [1, 512, 7, 7], {"pads": [1] * 4}, conv(512, 512, 3)),
         "Conv 7x7/2 3->64 224x224": _model("Conv", [1, 3, 224, 224], {"pads": [3] * 4, "strides": [2, 2]},
                                            conv(3, 64, 7)),
-        "Conv dw 3x3 144 56x56": _model("Conv", [1, 144, 56, 56], {"pads": [1] * 4, "group": 144},
-                                        conv(144, 144, 3, group=144)),
-        "Conv dw 3x3/2 96 112x112": _model("Conv", [1, 96, 112, 112],
-                                           {"pads": [1] * 4, "group": 96, "strides": [2, 2]},
-                                           conv(96, 96, 3, group=96)),
+        **{f"Conv dw 3x3{'/2' if s == 2 else ''} {c} {h}x{h}":
+           _model("Conv", [1, c, h, h], {"pads": [1] * 4, "group": c, "strides": [s, s]},
+                  conv(c, c, 3, group=c))
+           # MobileNetV2's depthwise convs (its slowest kernels against onnxruntime)
+           for c, h, s in [(32, 112, 1), (96, 112, 2), (144, 56, 1), (144, 56, 2), (192, 28, 1),
+                           (192, 28, 2), (384, 14, 1), (576, 14, 2), (960, 7, 1)]},
+        "Conv dw 3x3/2 96 112x112 +Relu": _model("Conv", [1, 96, 112, 112],
+                                                 {"pads": [1] * 4, "group": 96, "strides": [2, 2]},
+                                                 conv(96, 96, 3, group=96), ["Relu"]),
         "MaxPool 3x3/2 64x112x112": _model("MaxPool", [1, 64, 112, 112],
                                            {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1] * 4}),
         "AveragePool 3x3/1 192x28x28": _model("AveragePool", [1, 192, 28, 28],

@@ -1,0 +1,96 @@
+"""Direct (non-GEMM) convolutions: depthwise and other few-rows-per-group convs, as
+passes/lowering/rules/conv.py lowers them (`_direct_conv`): output boxes that read x in
+place through only their in-bounds taps, the flat interior of stride-1 convs, the
+interleaved stride-2 reads, the looped path for large kernels and the padded-copy
+fallback for large pads. dlc vs onnxruntime, then every case again under guard pages.
+
+Tolerance is conftest's default (rtol=1e-4, atol=1e-5): at most 27 taps are summed, in
+another order than onnxruntime's.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from conftest import assert_matches_onnxruntime
+from onnx import TensorProto, helper, numpy_helper
+from test_bounds import _run_child
+
+CASES = {  # name: (x shape, weight shape, attributes); group is x's channels unless given
+    "s1_pad1_7x7": ([1, 6, 7, 7], [6, 1, 3, 3], {"pads": [1] * 4}),
+    "s1_pad1_odd": ([2, 5, 9, 11], [5, 1, 3, 3], {"pads": [1] * 4}),
+    "s2_pad1_even": ([1, 4, 14, 14], [4, 1, 3, 3], {"pads": [1] * 4, "strides": [2, 2]}),
+    "s2_pad1_odd": ([1, 3, 15, 13], [3, 1, 3, 3], {"pads": [1] * 4, "strides": [2, 2]}),
+    "s2_pads_asymmetric": ([1, 3, 12, 10], [3, 1, 3, 3], {"pads": [0, 1, 1, 0], "strides": [2, 2]}),
+    "s2_pads_at_end": ([1, 3, 8, 9], [3, 1, 3, 3], {"pads": [0, 0, 1, 1], "strides": [2, 2]}),
+    "s3": ([1, 2, 11, 10], [2, 1, 3, 3], {"pads": [1] * 4, "strides": [3, 3]}),
+    "strides_1_2": ([1, 3, 9, 10], [3, 1, 3, 3], {"pads": [1] * 4, "strides": [1, 2]}),
+    "strides_2_1": ([1, 3, 9, 10], [3, 1, 3, 3], {"pads": [1] * 4, "strides": [2, 1]}),
+    "dilations_2": ([1, 3, 10, 9], [3, 1, 3, 3], {"pads": [2] * 4, "dilations": [2, 2]}),
+    "dilations_s2": ([1, 3, 13, 12], [3, 1, 3, 3], {"pads": [1, 2, 1, 2], "dilations": [2, 2],
+                                                     "strides": [2, 2]}),
+    "5x5_s1": ([1, 4, 9, 8], [4, 1, 5, 5], {"pads": [2] * 4}),
+    "5x5_s2": ([1, 4, 14, 14], [4, 1, 5, 5], {"pads": [2] * 4, "strides": [2, 2]}),
+    "7x7_looped_padded": ([1, 3, 9, 9], [3, 1, 7, 7], {"pads": [3] * 4}),
+    "kernel_over_input": ([1, 3, 2, 2], [3, 1, 3, 3], {"pads": [1] * 4}),
+    "no_pads": ([1, 3, 6, 7], [3, 1, 3, 3], {}),
+    "same_upper_s2": ([1, 3, 7, 8], [3, 1, 3, 3], {"auto_pad": "SAME_UPPER", "strides": [2, 2]}),
+    "multiplier_2": ([1, 3, 6, 6], [6, 1, 3, 3], {"pads": [1] * 4}),
+    "grouped_2_in": ([1, 4, 7, 6], [6, 2, 3, 3], {"group": 2, "pads": [1] * 4}),
+    "grouped_2_in_s2": ([1, 4, 9, 8], [6, 2, 3, 3], {"group": 2, "pads": [1] * 4,
+                                                      "strides": [2, 2]}),
+    "conv1d_s1": ([2, 4, 10], [4, 1, 3], {"pads": [1, 1]}),
+    "conv1d_s2": ([1, 4, 11], [4, 1, 3], {"pads": [1, 1], "strides": [2]}),
+    "conv1d_pads_beyond_kernel": ([1, 2, 5], [2, 1, 3], {"pads": [3, 3]}),
+    "conv3d_1x3x3": ([1, 3, 4, 5, 6], [3, 1, 1, 3, 3], {"pads": [0, 1, 1, 0, 1, 1]}),
+    "conv3d_3x3x3_looped": ([1, 2, 4, 5, 6], [2, 1, 3, 3, 3], {"pads": [1] * 6}),
+    # MobileNetV2-like sizes: long flat interiors and vector remainders.
+    "mobilenet_s1": ([1, 32, 28, 28], [32, 1, 3, 3], {"pads": [1] * 4}),
+    "mobilenet_s2": ([1, 32, 28, 28], [32, 1, 3, 3], {"pads": [1] * 4, "strides": [2, 2]}),
+}
+
+
+def _weights(shape, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(-1, 1, shape).astype(np.float32)
+
+
+def _conv_nodes(name: str, x: str, bias: bool, seed: int):
+    """The Conv node of case `name` reading `x`, and its initializers."""
+    x_shape, w_shape, attrs = CASES[name]
+    attrs = {"group": x_shape[1], **attrs}
+    inits = [numpy_helper.from_array(_weights(w_shape, seed), f"{name}_w")]
+    if bias:
+        inits.append(numpy_helper.from_array(_weights([w_shape[0]], seed + 1), f"{name}_b"))
+    node = helper.make_node("Conv", [x, *(i.name for i in inits)], [f"{name}_y"], **attrs)
+    return node, inits
+
+
+def _model(names, bias: bool) -> onnx.ModelProto:
+    nodes, inits, inputs = [], [], []
+    for i, name in enumerate(names):
+        node, node_inits = _conv_nodes(name, f"{name}_x", bias, seed=2 * i)
+        nodes.append(node)
+        inits += node_inits
+        inputs.append(helper.make_tensor_value_info(f"{name}_x", TensorProto.FLOAT, CASES[name][0]))
+    outputs = [helper.make_tensor_value_info(f"{n}_y", TensorProto.FLOAT, None) for n in names]
+    graph = helper.make_graph(nodes, "convs", inputs, outputs, inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)], ir_version=10)
+    return onnx.shape_inference.infer_shapes(model, strict_mode=True)
+
+
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "no_bias"])
+@pytest.mark.parametrize("name", CASES)
+def test_direct_conv_matches_onnxruntime(name, bias):
+    assert_matches_onnxruntime(_model([name], bias))
+
+
+def test_direct_convs_stay_in_bounds(tmp_path):
+    """Every case in one model, run between guard pages on one and two threads: the box
+    views, the flat interior (which reads and writes across row ends) and the interleaved
+    stride-2 reads never touch memory outside x, w and y."""
+    result = _run_child(tmp_path, _model(list(CASES), bias=True), "1,2")
+    assert "invalid memory access" not in result.stderr, result.stderr
+    assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
+    assert result.stdout.count("identical under the bounds check") == 2
+
