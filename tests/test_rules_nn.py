@@ -243,11 +243,11 @@ def test_reduce_with_computed_axes_is_refused_when_shapes_are_ambiguous():
         dlc.compile(_computed_axes_model([2, 3], keepdims=0))
 
 
-@pytest.mark.parametrize("threads, calls", [(1, 4), (2, 1)])
-def test_conv_im2col_in_l2_sized_blocks_with_a_residual_epilogue(threads, calls):
-    """One thread: a conv whose im2col columns exceed half of L2 (576 x 1600 floats, 3.7 MB)
-    runs as row blocks of columns + GEMM (11, 11, 11 and a short 7-row block), the residual
-    Add + Relu applied in each block's store. Several threads: one whole-image GEMM."""
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_conv_im2col_in_l2_sized_blocks_with_a_residual_epilogue(threads):
+    """A conv whose im2col columns exceed half of L2 (576 x 1600 floats, 3.7 MB) is one GEMM
+    call that builds its columns in blocks of at most half of L2, split into work items for
+    the module's threads; the residual Add + Relu are applied in each block's store."""
     import re
 
     from conftest import random_feeds
@@ -255,6 +255,7 @@ def test_conv_im2col_in_l2_sized_blocks_with_a_residual_epilogue(threads, calls)
     import dlc
     from dlc.driver import compile_model
     from dlc.targets import CompileOptions
+    from passes.tiling.target_info import target_info
 
     rng = np.random.default_rng(0)
     w = numpy_helper.from_array(rng.uniform(-0.1, 0.1, (64, 64, 3, 3)).astype(np.float32), "w")
@@ -265,8 +266,15 @@ def test_conv_im2col_in_l2_sized_blocks_with_a_residual_epilogue(threads, calls)
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64, 40, 40])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64, 40, 40])], [w, b])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
-    text = str(compile_model(model, options=CompileOptions(threads=threads), compile_to="linalg").module)
-    assert len(re.findall(r"func\.call @dlc_gemm_\d+", text)) == calls
+    module = compile_model(model, options=CompileOptions(threads=threads), compile_to="linalg").module
+    assert len(re.findall(r"func\.call @dlc_gemm_\d+", str(module))) == 1
+    (decl,) = [op for op in module.ops if "dlc.im2col" in op.attributes]
+    plan = {key: value.value.data for key, value in decl.attributes["dlc.im2col"].data.items()}
+    gemm = {key: getattr(value, "value", value).data for key, value in decl.attributes["dlc.gemm"].data.items()}
+    assert gemm["b_layout"] == "window" and gemm["k"] == 576 and gemm["n"] == 1600
+    assert plan["width"] <= gemm["ldb"] and 576 * gemm["ldb"] * 4 <= target_info(module).l2_bytes // 2 + 64 * 576
+    assert plan["width"] < 1600  # several blocks
+    assert (plan["tm"] * plan["tn"] >= 2) == (threads > 1)
     feeds = random_feeds(model)
     got = dlc.compile(model, threads=threads).run(feeds)["y"]
     np.testing.assert_allclose(got, run_onnxruntime(model, feeds)[0], rtol=1e-4, atol=1e-5)

@@ -37,6 +37,8 @@ from xdsl.ir.affine import (
     AffineSymExpr,
 )
 
+from dlc.codegen.im2col import counted_loop
+from dlc.errors import CompileError
 from passes.lowering.mark_parallel_loops import PARALLEL_ATTR
 
 __all__ = ["LLVMEmitter", "emit_llvm", "entry_symbol"]
@@ -543,13 +545,71 @@ class LLVMEmitter:
         fields["accumulate"] = bool(fields.get("accumulate", 0))
         fields["residual"] = bool(fields.get("residual", 0))
         spec = GemmSpec(**fields, vector_width=self.vector_width)
+        conv = None
+        if "dlc.im2col" in f.attributes:
+            conv = {key: value.value.data for key, value in f.attributes["dlc.im2col"].data.items()}
+        key = (spec, tuple(sorted(conv.items())) if conv else None)
         # Models repeat layer shapes (ResNet-50: 54 GEMMs, 21 distinct): generate each once.
-        if spec not in self.ukernel_by_spec:
+        if key not in self.ukernel_by_spec:
             function = emit_gemm(self.llvm, f.sym_name.data, spec)
-            self.ukernel_by_spec[spec] = (function, self._parallel_worker(function.name, spec))
-        function, worker = self.ukernel_by_spec[spec]
-        self.ukernels[f.sym_name.data] = (spec, function, worker)
+            worker = (self._parallel_worker(function.name, spec) if conv is None
+                      else self._im2col_worker(f.sym_name.data, function.name, spec, conv))
+            self.ukernel_by_spec[key] = (function, worker)
+        function, worker = self.ukernel_by_spec[key]
+        self.ukernels[f.sym_name.data] = (spec, function, worker, conv)
         return function
+
+    def _im2col_worker(self, symbol: str, name: str, spec, conv: dict) -> ir.Function:
+        """`void NAME_conv(ptr data, i64 item)` for a convolution whose B is im2col of its padded
+        input (`dlc.im2col`, passes/lowering/rules/conv.py): item i is row part i % tm and
+        column part i / tm of C; it builds its columns, `width` at a time, in its own block of
+        the scratch buffer (so they are in this core's L2) and multiplies each block at once.
+
+        `data` holds {A, padded input, C, bias, R, scratch}.
+        """
+        from dlc.codegen.im2col import Im2colSpec, emit_im2col
+
+        geometry = Im2colSpec(**{f: conv[f] for f in Im2colSpec.__dataclass_fields__})
+        tm, tn, width = conv["tm"], conv["tn"], conv["width"]
+        if not spec.nr <= width <= spec.ldb or geometry.depth != spec.k:
+            raise CompileError(f"@{symbol}: an im2col block of {width} columns cannot hold a panel of nr={spec.nr} "
+                               f"(depth {geometry.depth}, k {spec.k})", "choose nr <= the block width")
+        im2col = emit_im2col(self.llvm, f"{name}_im2col", geometry, spec.ldb)
+        worker = ir.Function(self.llvm, WORKER_TYPE, f"{name}_conv")
+        worker.linkage = "internal"
+        worker.attributes.add("nounwind")
+        b = ir.IRBuilder(worker.append_basic_block("entry"))
+        data, item = worker.args
+
+        def const(value: int) -> ir.Constant:
+            return ir.Constant(I64, value)
+
+        def minimum(x, y):
+            return b.select(b.icmp_signed("<", x, y), x, y)
+
+        a, padded, c, bias, residual, scratch = [b.load(_slot(b, data, i), typ=PTR, align=8) for i in range(6)]
+        row_part, col_part = b.urem(item, const(tm)), b.udiv(item, const(tm))
+        first_block = b.sdiv(b.mul(row_part, const(spec.row_blocks)), const(tm))
+        last_block = b.sdiv(b.mul(b.add(row_part, const(1)), const(spec.row_blocks)), const(tm))
+        first_row = b.mul(first_block, const(spec.mr))
+        last_row = minimum(b.mul(last_block, const(spec.mr)), const(spec.m))
+        per_part = -(-spec.panels // tn)
+        first_panel = b.mul(col_part, const(per_part))
+        last_panel = minimum(b.add(first_panel, const(per_part)), const(spec.panels))
+        block = b.gep(scratch, [b.mul(item, const(spec.k * spec.ldb))], inbounds=True, source_etype=ir.FloatType())
+        range_fn = self.llvm.globals[f"{name}_range"]
+        step = width // spec.nr  # panels per block
+
+        def column_block(panel):
+            end_panel = minimum(b.add(panel, const(step)), last_panel)
+            j0 = b.mul(panel, const(spec.nr))
+            j1 = minimum(b.mul(end_panel, const(spec.nr)), const(spec.n))
+            b.call(im2col, [padded, block, j0, j1])
+            b.call(range_fn, [a, block, c, bias, residual, panel, end_panel, first_row, last_row])
+
+        counted_loop(b, first_panel, last_panel, column_block, step)
+        b.ret_void()
+        return worker
 
     def _parallel_worker(self, name: str, spec) -> ir.Function:
         """`void NAME_worker(ptr data, i64 item)`: item i of a tm x tn grid over C
@@ -618,9 +678,12 @@ class LLVMEmitter:
 
     def _call_ukernel(self, op: Operation) -> None:
         """Call a micro-kernel: serially, or split over the runtime's threads."""
-        spec, function, worker = self.ukernels[op.callee.root_reference.data]
+        spec, function, worker, conv = self.ukernels[op.callee.root_reference.data]
         b = self.builder
         pointers = [self._element_pointer(v, []) for v in op.operands]
+        if conv is not None:
+            self._call_conv_worker(worker, pointers, spec, conv)
+            return
         args = pointers[:3]
         cursor = 3
         for present in (spec.bias is not None, spec.residual):
@@ -645,6 +708,33 @@ class LLVMEmitter:
                 data = self._entry_alloca(ir.ArrayType(I64, 7), "gemm_data", 8)
                 for i, value in enumerate([*args, tm, items]):
                     b.store(value, _slot(b, data, i), align=8)
+                _indirect_call(b, parallel, PARALLEL_TYPE, [worker, data, items])
+
+    def _call_conv_worker(self, worker: ir.Function, pointers: list[ir.Value], spec, conv: dict) -> None:
+        """Run an im2col convolution's tm x tn items (`_im2col_worker`) on the pool, or in turn."""
+        b = self.builder
+        a, padded, c, *rest = pointers
+        bias = rest.pop(0) if spec.bias is not None else ir.Constant(PTR, None)
+        residual = rest.pop(0) if spec.residual else ir.Constant(PTR, None)
+        (scratch,) = rest
+        data = self._entry_alloca(ir.ArrayType(I64, 6), "conv_data", 8)
+        for i, value in enumerate([a, padded, c, bias, residual, scratch]):
+            b.store(value, _slot(b, data, i), align=8)
+        items = ir.Constant(I64, conv["tm"] * conv["tn"])
+
+        def in_turn():
+            counted_loop(b, ir.Constant(I64, 0), items, lambda i: b.call(worker, [data, i]))
+
+        if conv["tm"] * conv["tn"] == 1 or self.in_parallel_loop:
+            in_turn()
+            return
+        parallel = self.runtime_field("parallel")
+        serial = b.or_(b.icmp_signed("<=", self.runtime_field("num_threads"), ir.Constant(I64, 1)),
+                       b.icmp_unsigned("==", parallel, ir.Constant(PTR, None)))
+        with b.if_else(serial) as (then, otherwise):
+            with then:
+                in_turn()
+            with otherwise:
                 _indirect_call(b, parallel, PARALLEL_TYPE, [worker, data, items])
 
     def _in_entry(self) -> bool:

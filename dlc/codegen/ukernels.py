@@ -40,7 +40,9 @@ ACTIVATIONS = {"relu": 0, "relu6": 0, "clip": 2, "leaky_relu": 1}
 class GemmSpec:
     """One GEMM, every size static. Element (i, kk) of A is at A + i*a_row_stride +
     kk*a_k_stride floats (so a transposed A is just strides). B is "row" (B[kk, j] at
-    B + kk*ldb + j) or "packed" by `pack_b(B, nr)` (panels of nr columns, zero-padded). C, and
+    B + kk*ldb + j), "window" (a range call's columns only: B[kk, j] at
+    B + kk*ldb + j - first_panel*nr, as a convolution's im2col block is built), or "packed" by
+    `pack_b(B, nr)` (panels of nr columns, zero-padded). C, and
     the residual R, have row stride ldc. The result is act(A@B [+ C if accumulate] + bias + R):
     bias and residual are added before the activation, as ONNX graphs do (Gemm/Conv, Add, Relu).
     bias "row" is one value per column j (a Gemm/Linear bias), "col" one per row i.
@@ -84,8 +86,8 @@ class GemmSpec:
                 raise ValueError(f"GemmSpec: {what} ({self})")
 
         require(min(self.m, self.n, self.k) >= 1, "m, n and k must be >= 1")
-        require(self.b_layout in ("row", "packed"), "b_layout must be 'row' or 'packed'")
-        require(self.b_layout == "packed" or self.ldb >= self.n, "ldb must be >= n")
+        require(self.b_layout in ("row", "window", "packed"), "b_layout must be 'row', 'window' or 'packed'")
+        require(self.b_layout != "row" or self.ldb >= self.n, "ldb must be >= n")
         require(self.ldc >= self.n, "ldc must be >= n")
         require(self.bias in (None, "row", "col"), "bias must be None, 'row' or 'col'")
         require(self.activation is None or self.activation in ACTIVATIONS,
@@ -422,6 +424,7 @@ class _GemmEmitter:
         spec, b = self.spec, self.b
         rows = (first_row, last_row)
         j_begin = b.mul(first_panel, _i64(spec.nr))
+        self.j_begin = j_begin  # where a "window" B starts
         j_end = self._min(b.mul(last_panel, _i64(spec.nr)), _i64(spec.n))
         n_full = spec.n - spec.n % spec.nr
 
@@ -479,7 +482,8 @@ class _GemmEmitter:
         if spec.b_layout == "packed":  # panel jr/nr of depth k, then kc rows of nr
             b_off = b.add(b.mul(jr, _i64(spec.k)), b.mul(pc, _i64(spec.nr)))
         else:
-            b_off = b.add(b.mul(pc, _i64(spec.ldb)), jr)
+            column = b.sub(jr, self.j_begin) if spec.b_layout == "window" else jr
+            b_off = b.add(b.mul(pc, _i64(spec.ldb)), column)
         c_off = b.add(b.mul(i, _i64(spec.ldc)), jr)
         bias_tile = {"row": jr, "col": i}.get(spec.bias)
         bias_tile = bias if bias_tile is None else self._gep(bias, bias_tile)

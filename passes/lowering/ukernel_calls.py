@@ -10,6 +10,11 @@ Strides are in elements; `b_layout` is "row" (B[k, j] at k*ldb + j) until pack-w
 packs a constant B; `b_trans` marks a constant B stored transposed ([N, K], Gemm transB),
 which must be packed. tile-contractions adds the tile sizes (mr, nr, kc, mc, nc); the LLVM
 emitter generates the function from the spec (dlc/codegen/ukernels.py).
+
+A convolution's GEMM reads B as im2col of the padded input, built block by block where it is
+consumed: its call passes the padded input as B, then a scratch buffer, and its declaration
+has `dlc.im2col` = {channels, kh, kw, sh, sw, dh, dw, hp, wp, ow (the geometry), tm, tn (the
+grid of work items), width (columns per block)}; b_layout is "window" and ldb is `width`.
 """
 
 from __future__ import annotations
@@ -51,8 +56,10 @@ def ukernels(module: ModuleOp, kind: str = "gemm") -> list[func.FuncOp]:
 
 
 def emit_gemm_call(kb, anchor, a: SSAValue, b: SSAValue, c: SSAValue, *, bias_buffer: SSAValue | None = None,
-                   residual_buffer: SSAValue | None = None, **spec) -> func.CallOp:
-    """Declare a gemm ukernel for `spec` in the module holding `anchor` and call it here."""
+                   residual_buffer: SSAValue | None = None, im2col: dict | None = None,
+                   scratch: SSAValue | None = None, **spec) -> func.CallOp:
+    """Declare a gemm ukernel for `spec` in the module holding `anchor` and call it here
+    (with `im2col` and `scratch`: b is a padded convolution input, see the module docstring)."""
     module = anchor.get_toplevel_object()
     assert isinstance(module, ModuleOp)
     taken = {op.sym_name.data for op in module.ops if isinstance(op, func.FuncOp)}
@@ -62,7 +69,13 @@ def emit_gemm_call(kb, anchor, a: SSAValue, b: SSAValue, c: SSAValue, *, bias_bu
     name = f"dlc_gemm_{index}"
     bias, residual = bias_buffer, residual_buffer
     operands = [a, b, c] + ([bias] if bias is not None else []) + ([residual] if residual is not None else [])
+    if (im2col is None) != (scratch is None):
+        raise ValueError("emit_gemm_call: an im2col GEMM needs both `im2col` and `scratch`")
+    if scratch is not None:
+        operands.append(scratch)
     decl = func.FuncOp.external(name, [v.type for v in operands], [])
+    if im2col is not None:
+        decl.attributes["dlc.im2col"] = DictionaryAttr({k: IntegerAttr(int(v), i64) for k, v in im2col.items()})
     decl.attributes["dlc.ukernel"] = StringAttr("gemm")
     if (bias is None) != (spec.get("bias") is None):
         raise ValueError("emit_gemm_call: pass a bias operand exactly when spec has bias='row'/'col'")

@@ -144,15 +144,23 @@ MIN_GEMM_ROWS = 8
 # 56 wide 1.07x vs 1.28x; AveragePool 3x3 28 wide 3.09x vs 1.21x, 112 wide 1.14x vs 1.30x.
 SHORT_ROW = 32
 MAX_GEMM_CALLS = 256
-MAX_IM2COL_BLOCKS = 8
+# An im2col block's columns take at most this share of L2, so the GEMM reads them from L2
+# right after they are written (a whole-image im2col of VGG's first layers is 115 MB,
+# streamed through DRAM twice).
+IM2COL_L2_SHARE = 0.5
+# The widest register tile (four vectors): every block holds at least one such panel, so a
+# user's nr (--tile) always fits.
+WIDEST_PANEL_VECTORS = 4
+CACHE_LINE_FLOATS = 16
 
 
 def _conv_as_gemm(kb, op, x, w, bias, y, window: Window, groups: int) -> bool:
-    """Conv as im2col + GEMM micro-kernel calls, one per (image, group).
+    """Conv as GEMM micro-kernel calls, one per (image, group).
 
     Per image and group, Y[Cout_g, OH*OW] = W[Cout_g, Cin_g*KH*KW] @ col[Cin_g*KH*KW, OH*OW]
     (+ bias per row). col is the input itself for a 1x1, stride-1, unpadded conv; else it is
-    gathered from the padded input by one copy loop (innermost over output columns).
+    im2col of the padded input, which the GEMM builds itself a block of columns at a time
+    (`_im2col_plan`, dlc/codegen/im2col.py).
     """
     x_shape, w_shape, y_shape = x.type.get_shape(), w.type.get_shape(), y.type.get_shape()
     batch, out_channels, spatial = y_shape[0], y_shape[1], y_shape[2:]
@@ -165,83 +173,68 @@ def _conv_as_gemm(kb, op, x, w, bias, y, window: Window, groups: int) -> bool:
     pixels = int(np.prod(spatial))
     pointwise = (all(k == 1 for k in window.kernel) and all(s == 1 for s in window.strides)
                  and not any(window.pads_begin) and tuple(spatial) == tuple(x_shape[2:]))
-    block_rows = spatial[0] if pointwise else _im2col_block_rows(op, depth, spatial)
-    blocks = -(-spatial[0] // block_rows)
-    if batch * groups * blocks > MAX_GEMM_CALLS:
-        block_rows, blocks = spatial[0], 1
-    padded = None if pointwise else padded_input(kb, x, window, 0.0)
-    block_pixels = block_rows * spatial[1]
-    col = None if pointwise else kb.scratch(MemRefType(x.type.element_type, [depth, block_pixels]))
-    spec = dict(m=rows, k=depth, a_row_stride=depth, a_k_stride=1, ldc=pixels)
+    spec = dict(m=rows, n=pixels, k=depth, a_row_stride=depth, a_k_stride=1, ldb=pixels, ldc=pixels)
     if bias is not None:
         spec["bias"] = "col"
     epilogue = take_epilogue(kb)  # a residual Add and/or activation applied in the GEMM's store
     residual = epilogue.residual if epilogue is not None else None
     if epilogue is not None and epilogue.activation:
         spec["activation"] = epilogue.activation
+    im2col = scratch = padded = None
+    if not pointwise:
+        padded = padded_input(kb, x, window, 0.0)
+        im2col = _im2col_plan(op, window, in_group, rows, depth, pixels, padded.type.get_shape()[2:])
+        # Rows of a block lie an odd number of cache lines apart: at 192 floats (12 lines) a
+        # micro-panel's rows fell in 16 of L1's 64 sets, and 3x3 convs ran 7% slower.
+        lines = -(-im2col["width"] // CACHE_LINE_FLOATS) | 1
+        spec.update(b_layout="window", ldb=lines * CACHE_LINE_FLOATS)
+        scratch = kb.scratch(MemRefType(x.type.element_type, [im2col["tm"] * im2col["tn"] * depth * spec["ldb"]]))
     for n in range(batch):
         for g in range(groups):
             channel = g * in_group
-            for first_row in range(0, spatial[0], block_rows):
-                # Output rows [first_row, first_row + rows_here): their im2col columns, then the
-                # GEMM into that column block of Y (row stride: all the pixels).
-                rows_here = min(block_rows, spatial[0] - first_row)
-                width = rows_here * spatial[1]
-                if pointwise:
-                    source = view_at(kb.builder, x, (n * x_shape[1] + channel) * pixels, [depth, pixels])
-                else:
-                    source = view_at(kb.builder, col, 0, [depth, width])
-                    _im2col(kb, padded, source, window, n, channel, in_group, first_row, rows_here)
-                offset = (n * out_channels + g * rows) * pixels + first_row * spatial[1]
-                emit_gemm_call(
-                    kb, op, view_at(kb.builder, w, g * rows * depth, [rows, depth]), source,
-                    view_at(kb.builder, y, offset, [rows, width], [pixels, 1]),
-                    bias_buffer=None if bias is None else view_at(kb.builder, bias, g * rows, [rows]),
-                    residual_buffer=None if residual is None
-                    else view_at(kb.builder, residual, offset, [rows, width], [pixels, 1]),
-                    n=width, ldb=width, **spec)
+            if pointwise:
+                source = view_at(kb.builder, x, (n * x_shape[1] + channel) * pixels, [depth, pixels])
+            else:
+                _, all_channels, height, width = padded.type.get_shape()
+                source = view_at(kb.builder, padded, (n * all_channels + channel) * height * width,
+                                 [in_group, height, width])
+            offset = (n * out_channels + g * rows) * pixels
+            emit_gemm_call(
+                kb, op, view_at(kb.builder, w, g * rows * depth, [rows, depth]), source,
+                view_at(kb.builder, y, offset, [rows, pixels]),
+                bias_buffer=None if bias is None else view_at(kb.builder, bias, g * rows, [rows]),
+                residual_buffer=None if residual is None else view_at(kb.builder, residual, offset, [rows, pixels]),
+                im2col=im2col, scratch=scratch, **spec)
     return True
 
 
-def _im2col_block_rows(op, depth: int, spatial) -> int:
-    """Output rows per im2col block: its [depth, rows * width] columns take at most half of L2,
-    so the GEMM reads them from L2 right after they are written (a whole-image im2col of
-    VGG's first layers is 115 MB, streamed through DRAM twice).
+def _im2col_plan(op, window: Window, channels: int, rows: int, depth: int, pixels: int, padded_hw) -> dict:
+    """The `dlc.im2col` of a convolution's GEMM: its geometry, and its work items.
 
-    On one thread only: each block is two fork-joins more, and on two threads ResNet-18 ran
-    30.5 ms blocked against 28.5 ms whole (on one, 45.7 against 49.9 ms), until a block's
-    im2col and GEMM run in one parallel region."""
+    Items form a tm x tn grid over Y (row parts x column parts, `thread_grid` for the module's
+    thread count); each builds its columns in blocks of `width` columns that take at most
+    IM2COL_L2_SHARE of L2, into a buffer of its own, then multiplies that block, so the
+    columns are read from the L2 of the core that wrote them (with several threads, im2col
+    then GEMM as two loops left half of each GEMM's columns in the other core's L2: 3x3 convs
+    scaled 1.42-1.59x on 2 threads). A row part repeats its column part's im2col: a 3x3
+    conv's im2col costs ~5% of its GEMM.
+    """
+    from dlc.codegen.ukernels import thread_grid
+    from passes.tiling.gemm_tiles import choose_tiles
     from passes.tiling.target_info import target_info
 
     info = target_info(op.get_toplevel_object())
-    height, width = spatial
-    if info.threads > 1:
-        return height
-    budget = info.l2_bytes // 2
-    # Each block is one more im2col loop nest for LLVM to optimise: at most MAX_IM2COL_BLOCKS
-    # (VGG-19 on one thread: unbounded 357 ms and a 32 s compile, 8 blocks 364 ms and 23 s,
-    # whole images 427 ms and 17 s).
-    fewest_rows = -(-height // MAX_IM2COL_BLOCKS)
-    return max(fewest_rows, min(height, budget // (4 * depth * width)))
-
-
-def _im2col(kb, padded, col, window: Window, image: int, channel: int, channels: int,
-            first_row: int = 0, rows_here: int | None = None) -> None:
-    """col[c, kh, kw, oh, ow] = padded[image, channel + c, (first_row + oh)*sh + kh*dh, ow*sw + kw*dw]
-    for output rows first_row .. first_row + rows_here (all of them by default)."""
+    lanes = max(info.vector_bits // 32, 1)
+    mr, nr = choose_tiles(rows, pixels, depth, lanes, info.l1_bytes, info.l2_bytes, "window")[:2]
+    panels = -(-pixels // nr)
+    tm, tn = thread_grid(-(-rows // mr), panels, info.threads) if info.threads > 1 else (1, 1)
+    part = -(-panels // tn) * nr  # columns per column part
+    fitting = int(info.l2_bytes * IM2COL_L2_SHARE) // (4 * depth) // nr * nr
+    width = max(WIDEST_PANEL_VECTORS * lanes, min(fitting, part))
     kh, kw = window.kernel
-    oh, ow = window.out
-    oh = oh if rows_here is None else rows_here
-    c, th, tw, ph, pw = (dim(i) for i in range(5))
-    rows, cols = window.taps([ph + first_row, pw], [th, tw])
-    col_view = reshape_view(kb.builder, col, [channels, kh, kw, oh, ow])
-    # Read the group's channels through a view of exactly that many: `c + 0` folds to a
-    # plain dim, whose bound linalg would take from all of padded's channels.
-    _, all_channels, height, width = padded.type.get_shape()
-    group = view_at(kb.builder, padded, (image * all_channels + channel) * height * width,
-                    [channels, height, width])
-    kb.generic([group], [col_view], [affine_map(5, [c, rows, cols]), identity_map(5)],
-               [PARALLEL] * 5, lambda b, a: [a[0]])
+    return dict(channels=channels, kh=kh, kw=kw, sh=window.strides[0], sw=window.strides[1],
+                dh=window.dilations[0], dw=window.dilations[1], hp=padded_hw[0], wp=padded_hw[1],
+                ow=window.out[1], tm=tm, tn=tn, width=width)
 
 
 @lowers("Conv")
