@@ -355,6 +355,7 @@ class LLVMEmitter:
         self.profile = profile
         self.ukernels: dict[str, tuple] = {}  # declaration name -> (GemmSpec, function, worker)
         self.ukernel_by_spec: dict[object, tuple[ir.Function, ir.Function]] = {}
+        self.gemm_by_spec: dict[object, ir.Function] = {}  # one GEMM per spec, whoever calls it
         # Floats per vector for micro-kernels: the target's (module attribute) or this host's.
         bits = module.attributes.get("dlc.vector_bits")
         self.vector_width = (bits.value.data if isinstance(bits, IntegerAttr) else _host_vector_bits()) // 32
@@ -549,17 +550,22 @@ class LLVMEmitter:
         if "dlc.im2col" in f.attributes:
             conv = {key: value.value.data for key, value in f.attributes["dlc.im2col"].data.items()}
         key = (spec, tuple(sorted(conv.items())) if conv else None)
-        # Models repeat layer shapes (ResNet-50: 54 GEMMs, 21 distinct): generate each once.
+        # Models repeat layer shapes (ResNet-50: 54 GEMMs, 21 distinct): generate each once,
+        # and each GEMM once for all the convolutions (geometries, grids) that use it.
         if key not in self.ukernel_by_spec:
-            function = emit_gemm(self.llvm, f.sym_name.data, spec)
-            worker = (self._parallel_worker(function.name, spec) if conv is None
-                      else self._im2col_worker(f.sym_name.data, function.name, spec, conv))
+            if spec not in self.gemm_by_spec:
+                self.gemm_by_spec[spec] = emit_gemm(self.llvm, f.sym_name.data, spec)
+            function = self.gemm_by_spec[spec]
+            if conv is None:
+                worker = self._parallel_worker(function.name, spec)
+            else:
+                worker = self._im2col_worker(f.sym_name.data, function.name, spec, conv, len(self.ukernel_by_spec))
             self.ukernel_by_spec[key] = (function, worker)
         function, worker = self.ukernel_by_spec[key]
         self.ukernels[f.sym_name.data] = (spec, function, worker, conv)
         return function
 
-    def _im2col_worker(self, symbol: str, name: str, spec, conv: dict) -> ir.Function:
+    def _im2col_worker(self, symbol: str, name: str, spec, conv: dict, index: int) -> ir.Function:
         """`void NAME_conv(ptr data, i64 item)` for a convolution whose B is im2col of its padded
         input (`dlc.im2col`, passes/lowering/rules/conv.py): item i is row part i % tm and
         column part i / tm of C; it builds its columns, `width` at a time, in its own block of
@@ -574,10 +580,13 @@ class LLVMEmitter:
         if not spec.nr <= width <= spec.ldb or geometry.depth != spec.k:
             raise CompileError(f"@{symbol}: an im2col block of {width} columns cannot hold a panel of nr={spec.nr} "
                                f"(depth {geometry.depth}, k {spec.k})", "choose nr <= the block width")
-        im2col = emit_im2col(self.llvm, f"{name}_im2col", geometry, spec.ldb)
-        worker = ir.Function(self.llvm, WORKER_TYPE, f"{name}_conv")
+        im2col = emit_im2col(self.llvm, f"{name}_im2col{index}", geometry, spec.ldb)
+        worker = ir.Function(self.llvm, WORKER_TYPE, f"{name}_conv{index}")
         worker.linkage = "internal"
         worker.attributes.add("nounwind")
+        # One copy serves the pool and the in-turn loop: inlined there too, LLVM optimised its
+        # im2col twice (ResNet-50 compiled in 9.3 s instead of 6.2 s for two threads).
+        worker.attributes.add("noinline")
         b = ir.IRBuilder(worker.append_basic_block("entry"))
         data, item = worker.args
 
