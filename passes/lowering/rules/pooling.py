@@ -1,11 +1,16 @@
 """Pooling: MaxPool, AveragePool, LpPool, GlobalMaxPool, GlobalAveragePool (1-D/2-D/3-D).
 
 Mirrors https://onnx.ai/onnx/operators/onnx__MaxPool.html, onnx__AveragePool.html and
-onnx__LpPool.html (pads, auto_pad, strides, dilations, ceil_mode, count_include_pad, p). Windows and padding
-come from conv.py; the global pools are reductions over the spatial axes.
+onnx__LpPool.html (pads, auto_pad, strides, dilations, ceil_mode, count_include_pad, p). Windows,
+padding and the split of the outputs into boxes that read x in place come from conv.py; the
+global pools are reductions over the spatial axes.
 """
 
 from __future__ import annotations
+
+import functools
+import itertools
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from xdsl.dialects import math
@@ -13,9 +18,21 @@ from xdsl.dialects.builtin import MemRefType
 from xdsl.ir import SSAValue
 
 from dialects.diagnostics import UnsupportedError
-from passes.lowering.linalg_builder import PARALLEL, REDUCTION, affine_map, dim
+from passes.lowering.linalg_builder import PARALLEL, REDUCTION, affine_map, cst, dim
 from passes.lowering.rules import lowers
-from passes.lowering.rules.conv import SHORT_ROW, Window, pad_into, padded_input, window_of
+from passes.lowering.rules.conv import (
+    MAX_UNROLLED_TAPS,
+    SHORT_ROW,
+    Window,
+    _block_view,
+    _Box,
+    _boxes,
+    _flat_interior,
+    _flat_view,
+    pad_into,
+    padded_input,
+    window_of,
+)
 from passes.lowering.rules.reduction import reduce_into, require_float, update_in_place
 
 
@@ -59,9 +76,12 @@ def lower_max_pool(kb, op, ins, outs) -> None:
         raise UnsupportedError(f"{op.describe()}: the Indices output of MaxPool is not supported",
                                "use only the first output")
     window = _window(op, x, y)
+    maximum = lambda b, acc, v: b.max(acc, v)
+    if _pool_in_place(kb, x, y, window, maximum, -np.inf, fold=_max_of_taps):
+        return
     # -inf padding never wins the max, so padded taps need no bounds check.
     kb.fill(y, -np.inf)
-    _pool(kb, padded_input(kb, x, window, -np.inf), y, window, lambda b, acc, v: b.max(acc, v))
+    _pool(kb, padded_input(kb, x, window, -np.inf), y, window, maximum)
 
 
 @lowers("AveragePool")
@@ -70,15 +90,19 @@ def lower_average_pool(kb, op, ins, outs) -> None:
     require_float(op, x)
     window = _window(op, x, y)
     short_row = y.type.get_shape()[-1] < SHORT_ROW
-    kb.fill(y, 0.0)
-    _pool(kb, padded_input(kb, x, window, 0.0), y, window, lambda b, acc, v: b.add(acc, v, in_order=short_row))
+    add = lambda b, acc, v: b.add(acc, v, in_order=short_row)
     counted = _counted_region(op, x, window)
     if counted is None:
-        size = float(np.prod(window.kernel))
-        update_in_place(kb, y, lambda b, acc: b.div(acc, b.const(size)))
-    else:
-        counts = _tap_counts(kb, x, window, counted)
-        update_in_place(kb, y, lambda b, acc, n: b.div(acc, n), [counts])
+        counted = ([0] * len(window.kernel), list(window.padded_extent(x.type.get_shape()[2:])))
+    # 0/0 is NaN, as for the counts of the padded path.
+    if _pool_in_place(kb, x, y, window, add, 0.0,
+                      finish=lambda b, acc, box: b.div(acc, b.const(float(_box_count(window, box, counted)))),
+                      empty=lambda box: 0.0 / count if (count := _box_count(window, box, counted)) else np.nan):
+        return
+    kb.fill(y, 0.0)
+    _pool(kb, padded_input(kb, x, window, 0.0), y, window, add)
+    counts = _tap_counts(kb, x, window, counted)
+    update_in_place(kb, y, lambda b, acc, n: b.div(acc, n), [counts])
 
 
 @lowers("LpPool")
@@ -91,13 +115,147 @@ def lower_lp_pool(kb, op, ins, outs) -> None:
         raise UnsupportedError(f"{op.describe()}: p={p} must be positive")
     window = _window(op, x, y)
     short_row = y.type.get_shape()[-1] < SHORT_ROW
-    kb.fill(y, 0.0)
-    _pool(kb, padded_input(kb, x, window, 0.0), y, window,
-          lambda b, acc, v: b.add(acc, _abs_power(b, v, p), in_order=short_row))
+    add = lambda b, acc, v: b.add(acc, v, in_order=short_row)
+    term = lambda b, v: _abs_power(b, v, p)
     if p == 2:
-        update_in_place(kb, y, lambda b, acc: b.sqrt(acc))
+        root = lambda b, acc: b.sqrt(acc)
     elif p != 1:
-        update_in_place(kb, y, lambda b, acc: b.math(math.PowFOp, acc, b.const(1.0 / p)))
+        root = lambda b, acc: b.math(math.PowFOp, acc, b.const(1.0 / p))
+    else:
+        root = None
+    if _pool_in_place(kb, x, y, window, add, 0.0, term=term,
+                      finish=None if root is None else lambda b, acc, box: root(b, acc)):
+        return
+    kb.fill(y, 0.0)
+    _pool(kb, padded_input(kb, x, window, 0.0), y, window, lambda b, acc, v: add(b, acc, term(b, v)))
+    if root is not None:
+        update_in_place(kb, y, root)
+
+
+def _pool_in_place(kb, x: SSAValue, y: SSAValue, window: Window, combine, init: float,
+                   term: Callable | None = None, finish: Callable | None = None,
+                   empty: Callable[[_Box], float] | None = None, fold: Callable | None = None) -> bool:
+    """y = finish(combine of term(x) over the taps of each window that read x), with no
+    padded copy of x: one loop nest per box of output positions whose windows read the
+    same taps of x (conv's `_boxes`: the interior, and the border rows and columns).
+
+    The copy cost more than the pooling (MaxPool 3x3/2 pad 1 64x112x112: 0.84 ms against
+    onnxruntime's 0.51). `init` starts a looped accumulation (kernels of more than
+    MAX_UNROLLED_TAPS taps); `finish(b, acc, box)` ends each output; a box whose windows
+    read only padding is set to `empty(box)` (`init` by default). False, with nothing
+    emitted, when the border takes more boxes than conv's MAX_BOXES.
+    """
+    x_spatial, y_spatial = x.type.get_shape()[2:], y.type.get_shape()[2:]
+    boxes = _boxes(window, x_spatial)
+    if boxes is None:
+        return False
+    term = term or (lambda b, v: v)
+    step = lambda b, acc, v: combine(b, acc, term(b, v))
+    fold = fold or (lambda b, values: functools.reduce(lambda acc, v: step(b, acc, v), values[1:],
+                                                       term(b, values[0])))
+    unrolled = int(np.prod(window.kernel)) <= MAX_UNROLLED_TAPS
+    # The interior first: the flat interior writes into the border boxes, which overwrite it.
+    boxes.sort(key=lambda box: box.taps != tuple((0, k) for k in window.kernel))
+    flat = unrolled and len(boxes) > 1 and _flat_interior(window, x_spatial, y_spatial)
+    for box in boxes:
+        begins = [a for a, _ in box.outputs]
+        sizes = [b - a for a, b in box.outputs]
+        y_box = _block_view(kb, y, begins, sizes, 1)
+        if any(first == end for first, end in box.taps):
+            kb.fill(y_box, init if empty is None else empty(box))
+            continue
+        # Where the first tap of the box's first output reads x.
+        starts = [a * s + first * d - p for a, (first, _), s, d, p in
+                  zip(begins, box.taps, window.strides, window.dilations, window.pads_begin)]
+        if unrolled:
+            _pool_unrolled(kb, x, starts, y, box, window, fold, finish, flat=flat and box is boxes[0])
+            continue
+        kb.fill(y_box, init)
+        taps = tuple(end - first for first, end in box.taps)
+        extent = [(o - 1) * s + (t - 1) * d + 1
+                  for o, t, s, d in zip(sizes, taps, window.strides, window.dilations)]
+        zeros = (0,) * len(taps)
+        _pool(kb, _block_view(kb, x, starts, extent, 1), y_box,
+              Window(taps, window.strides, window.dilations, zeros, zeros, tuple(sizes)),
+              step, batch_dims=3)
+        if finish is not None:
+            update_in_place(kb, y_box, lambda b, acc, box=box: finish(b, acc, box))
+    return True
+
+
+def _pool_unrolled(kb, x: SSAValue, starts: Sequence[int], y: SSAValue, box: _Box, window: Window,
+                   fold, finish, flat: bool) -> None:
+    """y[box] = finish(fold(the box's taps)), the taps
+    unrolled in the body so each output is stored once (a loop over the taps reloads and
+    stores it per tap); the box's first output's first tap reads x at `starts`.
+
+    The views are those of conv's `_accumulate_unrolled`: `flat`, the box's rows walked as
+    one flat row (`_flat_interior`); for strides > 1 one view of the windows with each tap
+    at its offset in the map (interleaved loads); else a view per tap.
+    """
+    firsts = [first for first, _ in box.taps]
+    tap_list = list(itertools.product(*(range(first, end) for first, end in box.taps)))
+    # Where tap t of the box's first output reads x.
+    tap_starts = [[s + (t - f) * d for s, t, f, d in zip(starts, tap, firsts, window.dilations)]
+                  for tap in tap_list]
+    begins = [a for a, _ in box.outputs]
+    out_box = [b - a for a, b in box.outputs]
+    if flat:
+        y_shape = y.type.get_shape()
+        y_strides = [int(np.prod(y_shape[i + 1:])) for i in range(2, len(y_shape))]
+        out_box = [sum((size - 1) * stride for size, stride in zip(out_box, y_strides)) + 1]
+    lead = [dim(0), dim(1), dim(2)]
+    positions = [dim(3 + i) for i in range(len(out_box))]
+    num_dims = 3 + len(out_box)
+    if flat:
+        inputs = [_flat_view(kb, x, tap_start, out_box[0], 1) for tap_start in tap_starts]
+        maps = [affine_map(num_dims, [*lead, *positions])] * len(tap_list)
+        y_box = _flat_view(kb, y, begins, out_box[0], 1)
+    elif all(s > 1 for s in window.strides):
+        extent = [(o - 1) * s + (end - 1 - first) * d + 1 for o, s, (first, end), d
+                  in zip(out_box, window.strides, box.taps, window.dilations)]
+        inputs = [_block_view(kb, x, starts, extent, 1)] * len(tap_list)
+        maps = [affine_map(num_dims, [*lead, *window.taps(positions, [cst(t - f) for t, f
+                                                                      in zip(tap, firsts)])])
+                for tap in tap_list]
+        y_box = _block_view(kb, y, begins, out_box, 1)
+    else:
+        inputs = [_block_view(kb, x, tap_start, out_box, 1, window.strides) for tap_start in tap_starts]
+        maps = [affine_map(num_dims, [*lead, *positions])] * len(tap_list)
+        y_box = _block_view(kb, y, begins, out_box, 1)
+    maps.append(affine_map(num_dims, [*lead, *positions]))
+
+    def body(b, a):
+        acc = fold(b, a[:len(tap_list)])
+        return [acc if finish is None else finish(b, acc, box)]
+
+    kb.generic(inputs, [y_box], maps, [PARALLEL] * num_dims, body)
+
+
+def _box_count(window: Window, box: _Box, counted: tuple[Sequence[int], Sequence[int]]) -> int:
+    """How many taps of the windows of `box` fall in the counted region [begin, end) of the
+    padded input: the same for each of its outputs (the box is one border position per dim,
+    or the interior, where every tap reads x)."""
+    count = 1
+    for (a, _), k, s, d, lo, hi in zip(box.outputs, window.kernel, window.strides, window.dilations,
+                                       *counted):
+        count *= sum(lo <= a * s + t * d < hi for t in range(k))
+    return count
+
+
+def _max_of_taps(b, values: Sequence[SSAValue]) -> SSAValue:
+    """The max of a window's taps, NaN if any is NaN (as arith.maximumf chained).
+
+    `v > acc ? v : acc` is one x86 max instruction; whether a NaN is present is then tested
+    once per pair of taps (an unordered compare of two values), where each maximumf tests its
+    own operand. MaxPool 3x3 192x30x30 against onnxruntime: 1.5x with maximumf, 0.88x.
+    """
+    acc = values[0]
+    for v in values[1:]:
+        acc = b.select(b.cmp("ogt", v, acc), v, acc)
+    pairs = zip(values[0::2], [*values[1::2], values[-1]])
+    unordered = functools.reduce(b.or_, [b.cmp("uno", u, v) for u, v in pairs])
+    return b.select(unordered, b.const(np.nan), acc)
 
 
 def _abs_power(b, v, p: int):
