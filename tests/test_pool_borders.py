@@ -1,6 +1,6 @@
 """Padded pooling without a padded copy of the input, as passes/lowering/rules/pooling.py
 lowers it (`_pool_in_place`): output boxes that read x in place through only their in-bounds
-taps, the flat interior of stride-1 pools, the interleaved stride-2 reads, the looped path
+taps, the flat interior of stride-1 pools with its masked border columns, the interleaved stride-2 reads, the looped path
 for kernels of more than 25 taps, the padded-copy fallback for large pads, and the per-box
 divisors of AveragePool (count_include_pad 0/1, ceil_mode). dlc vs onnxruntime, NaN through
 the border boxes, then every case again under guard pages.
@@ -22,6 +22,8 @@ import dlc
 
 WINDOWS = {  # name: (x shape, attributes)
     "3x3_s1_pad1": ([1, 3, 7, 9], {"kernel_shape": [3, 3], "pads": [1] * 4}),
+    "3x3_s1_pads_asymmetric": ([1, 2, 8, 9], {"kernel_shape": [3, 3], "pads": [2, 2, 0, 0]}),
+    "5x5_s1_pad2": ([1, 2, 9, 11], {"kernel_shape": [5, 5], "pads": [2] * 4}),
     "3x3_s2_pad1_even": ([2, 3, 14, 12], {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1] * 4}),
     "3x3_s2_pad1_odd": ([1, 3, 15, 13], {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1] * 4}),
     "3x3_s2_pads_asymmetric": ([1, 2, 12, 10], {"kernel_shape": [3, 3], "strides": [2, 2],
@@ -85,7 +87,7 @@ def test_pool_matches_onnxruntime(op, window):
     assert_matches_onnxruntime(_model([(op, window)]))
 
 
-@pytest.mark.parametrize("window", ["3x3_s1_pad1", "3x3_s2_pad1_odd", "3x3_s2_pads_asymmetric",
+@pytest.mark.parametrize("window", ["3x3_s1_pad1", "5x5_s1_pad2", "3x3_s2_pad1_odd", "3x3_s2_pads_asymmetric",
                                     "6x5_looped_pad2"])
 def test_max_pool_propagates_nan_through_every_box(window):
     """A NaN in a corner, on an edge and inside: every window that holds one gives NaN (the
