@@ -13,7 +13,7 @@ import pytest
 from llvmlite import ir
 
 from dlc.codegen.native import NativeModule, compile_object
-from dlc.codegen.ukernels import ROW_SPLIT_COST, GemmSpec, choose_tiles, emit_gemm, pack_b, thread_grid
+from dlc.codegen.ukernels import CORE_BYTES_PER_S, CORE_FLOPS, GemmSpec, choose_tiles, emit_gemm, pack_b, thread_grid
 from dlc.runtime import aligned_empty
 
 GUARD = 64  # floats of NaN after every input and around C
@@ -187,21 +187,29 @@ def test_blocks_of_a_thread_grid_cover_the_whole(kernels, index):
     _check(problem)
 
 
-@pytest.mark.parametrize("blocks, panels, threads, grid", [
-    (19, 7, 2, (1, 2)),    # 10 + 9 row blocks would be 8% fewer tiles than 4 + 3 panels, but re-read B
-    (40, 3, 2, (2, 1)),    # 3 panels: 20 row blocks x 3 each beat 40 x 2
-    (37, 2, 16, (8, 2)),   # a 7x7 layer (2 panels of 49 pixels): rows too, 16 threads busy
-    (1, 40, 4, (1, 4)),    # one row block (a GEMV): columns only
-    (5, 1, 8, (5, 1)),     # one panel: rows only, 5 blocks -> 5 threads
-    (3, 3, 4, (1, 3)),     # nothing beats 3 tiles each; the tie keeps fewer row splits
+@pytest.mark.parametrize("blocks, panels, threads, tiles, grid", [
+    # 1x1 conv 512 -> 2048 on 7x7: rows, so each thread reads half of the 4 MB of weights
+    (158, 2, 2, (13, 32, 512), (2, 1)),
+    # 1x1 conv 256 -> 64 on 56x56 (5 row blocks, 98 panels): columns
+    (5, 98, 2, (13, 32, 256), (1, 2)),
+    (37, 2, 16, (14, 32, 4608), (8, 2)),   # a 7x7 layer on 16 threads: rows and both panels
+    (1, 40, 4, (1, 64, 2048), (1, 4)),     # one row block (a GEMV): columns only
+    (5, 1, 8, (13, 32, 256), (5, 1)),      # one panel: rows only, 5 blocks -> 5 threads
+    (10, 24, 2, (13, 32, 768), (1, 2)),    # a transformer projection: columns (B is the big one)
 ])
-def test_thread_grid_balances_tiles(blocks, panels, threads, grid):
-    tm, tn = thread_grid(blocks, panels, threads)
-    assert (tm, tn) == grid and tm * tn <= threads
-    busiest = -(-blocks // tm) * -(-panels // tn)
-    cost = [-(-blocks // a) * -(-panels // min(threads // a, panels)) * (1 + ROW_SPLIT_COST * (a - 1))
-            for a in range(1, min(blocks, threads) + 1)]
-    assert busiest * (1 + ROW_SPLIT_COST * (tm - 1)) == min(cost)
+def test_thread_grid_minimises_the_busiest_parts_time(blocks, panels, threads, tiles, grid):
+    mr, nr, k = tiles
+    assert thread_grid(blocks, panels, threads, mr=mr, nr=nr, k=k) == grid
+
+    def seconds(tm, tn):
+        row_part, col_part = -(-blocks // tm), -(-panels // tn)
+        return (row_part * col_part * mr * nr * k * 2 / CORE_FLOPS
+                + 4 * k * (row_part * mr + col_part * nr) / CORE_BYTES_PER_S)
+
+    every = [(tm, tn) for tm in range(1, threads + 1) for tn in range(1, threads // tm + 1)
+             if tm <= blocks and tn <= panels]
+    assert grid[0] * grid[1] <= threads
+    assert seconds(*grid) == min(seconds(*g) for g in every)
 
 
 def test_nan_propagates_through_relu():

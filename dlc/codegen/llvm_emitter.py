@@ -664,11 +664,12 @@ class LLVMEmitter:
         1..GRID_TABLE_THREADS threads (more threads use the last entry)."""
         from dlc.codegen.ukernels import thread_grid
 
-        table_name = f"dlc_grid_{spec.row_blocks}x{spec.panels}"
+        table_name = f"dlc_grid_{spec.row_blocks}x{spec.panels}_{spec.mr}x{spec.nr}x{spec.k}"
         if table_name in self.llvm.globals:
             table = self.llvm.globals[table_name]
         else:
-            entries = [thread_grid(spec.row_blocks, spec.panels, t) for t in range(1, GRID_TABLE_THREADS + 1)]
+            entries = [thread_grid(spec.row_blocks, spec.panels, t, mr=spec.mr, nr=spec.nr, k=spec.k)
+                       for t in range(1, GRID_TABLE_THREADS + 1)]
             typ = ir.ArrayType(I64, 2 * GRID_TABLE_THREADS)
             table = ir.GlobalVariable(self.llvm, typ, table_name)
             table.initializer = ir.Constant(typ, [v for entry in entries for v in entry])

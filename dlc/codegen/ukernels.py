@@ -114,27 +114,31 @@ class GemmSpec:
         return -(-self.m // self.mr)
 
 
-# What each extra row group costs, relative to the busiest thread's tiles: every row group
-# streams all of B again (a 128x784x1152 ResNet-50 conv on 2 threads: split in rows, 125
-# tiles each, ran 1.26x faster than 1 thread; in columns, 130 tiles each, it scales better).
-ROW_SPLIT_COST = 0.1
+# A core's rates in `thread_grid`'s time model: the micro-kernel's FLOP/s and what one core
+# streams from L3/DRAM (this project's reference machine: ~150 GFLOP/s, ~20 GB/s).
+CORE_FLOPS = 150e9
+CORE_BYTES_PER_S = 20e9
 
 
-def thread_grid(row_blocks: int, panels: int, threads: int) -> tuple[int, int]:
-    """(tm, tn): split C's mr-row blocks over tm threads and its nr-column panels over tn,
-    tm * tn <= threads, so the busiest thread has the fewest tiles, each row group beyond
-    the first counting ROW_SPLIT_COST more (it re-reads B, the activations).
+def thread_grid(row_blocks: int, panels: int, threads: int, *, mr: int, nr: int, k: int) -> tuple[int, int]:
+    """(tm, tn), tm * tn <= threads: C's mr-row blocks split tm ways and its nr-column panels
+    tn ways, for the least time of the busiest part, modelled as its tiles' FLOPs plus the
+    bytes it streams: its rows of A (each column part reads them again) and its columns of B
+    (each row part reads them again).
 
-    Splitting columns alone left a 7x7 ResNet-50 layer (2 panels of 49 pixels, 512 channels)
-    on 2 of 16 threads.
+    A 7x7 ResNet-50 layer (1x1, 512 -> 2048 channels: 2 panels of 49 pixels) splits its rows
+    (2 threads: 0.35 ms, against 0.44 ms split in columns, which read all 4 MB of weights
+    twice); a 56x56 one (256 -> 64 channels) its columns (0.34-0.37 ms against 0.41-0.42).
+    Splitting columns alone left the 7x7 layers on 2 of 16 threads.
     """
-    best = None
-    for tm in range(1, min(threads, row_blocks) + 1):
-        tn = min(threads // tm, panels)
-        tiles = -(-row_blocks // tm) * -(-panels // tn) * (1 + ROW_SPLIT_COST * (tm - 1))
-        if best is None or tiles < best[0]:
-            best = tiles, (tm, tn)
-    return best[1]
+
+    def seconds(tm: int, tn: int) -> float:
+        row_part, col_part = -(-row_blocks // tm), -(-panels // tn)
+        flops = row_part * col_part * mr * nr * k * 2
+        return flops / CORE_FLOPS + 4 * k * (row_part * mr + col_part * nr) / CORE_BYTES_PER_S
+
+    grids = [(tm, min(threads // tm, panels)) for tm in range(1, min(threads, row_blocks) + 1)]
+    return min(grids, key=lambda grid: (seconds(*grid), grid))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -227,7 +227,7 @@ def _im2col_plan(op, window: Window, channels: int, rows: int, depth: int, pixel
     lanes = max(info.vector_bits // 32, 1)
     mr, nr = choose_tiles(rows, pixels, depth, lanes, info.l1_bytes, info.l2_bytes, "window")[:2]
     panels = -(-pixels // nr)
-    tm, tn = thread_grid(-(-rows // mr), panels, info.threads) if info.threads > 1 else (1, 1)
+    tm, tn = thread_grid(-(-rows // mr), panels, info.threads, mr=mr, nr=nr, k=depth) if info.threads > 1 else (1, 1)
     part = -(-panels // tn) * nr  # columns per column part
     fitting = int(info.l2_bytes * IM2COL_L2_SHARE) // (4 * depth) // nr * nr
     width = max(WIDEST_PANEL_VECTORS * lanes, min(fitting, part))
