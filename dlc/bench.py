@@ -82,7 +82,7 @@ def format_bench(result: BenchResult) -> str:
 
     peak = host_peak(result.threads)
     lines = [f"dlc          {result.dlc_ms:9.3f} ms   {result.gflops:7.1f} GFLOP/s   "
-             f"{100 * result.gflops / peak.gflops:5.1f}% of peak ({peak.gflops:.0f} GFLOP/s estimated, "
+             f"{100 * result.gflops / peak.gflops:5.1f}% of peak ({peak.gflops:.0f} GFLOP/s, "
              f"{result.threads} thread(s))"]
     if result.ort_ms:
         lines.append(f"onnxruntime  {result.ort_ms:9.3f} ms   {result.flops / (result.ort_ms * 1e6):7.1f} GFLOP/s")

@@ -3,18 +3,43 @@
 A `--profile` build (CompileOptions(profile=True)) adds the nanoseconds spent in
 each kernel call to a counter; with each kernel's FLOPs and bytes (from the
 manifest) this gives achieved GFLOP/s, GB/s, and whether the kernel is compute- or
-bandwidth-bound against the machine's estimated peaks.
+bandwidth-bound against the machine's peaks, which are measured on this machine
+(`host_peak`: an FMA loop and a streaming pass, as roofline tools do) and cached.
 """
 
 from __future__ import annotations
 
+import ctypes
+import functools
+import hashlib
+import json
+import logging
+import math
+import os
+import tempfile
+import time
 from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+# The on-disk measurement's format: bump it when the measurement changes, so that files
+# written by an older method are measured again.
+PEAK_FORMAT = 1
+# The FMA loop: seconds per timed run, and runs (the best one counts).
+FMA_SECONDS = 0.01
+FMA_REPEATS = 4
+# The streaming pass: its buffer is 4x the L3 cache, within these bounds; passes (best counts).
+STREAM_MIN_BYTES, STREAM_MAX_BYTES = 32 << 20, 128 << 20
+STREAM_REPEATS = 4
+DEFAULT_L3_BYTES = 32 << 20
+_log = logging.getLogger("dlc.profiling")
 
 
 @dataclass(frozen=True)
 class MachinePeak:
-    gflops: float       # one core, fp32 FMA
-    bandwidth_gbps: float  # one core, from DRAM
+    gflops: float       # fp32 FMA, measured on one core (times the threads)
+    bandwidth_gbps: float  # streaming from DRAM, measured on one core (times the threads)
 
     @property
     def ridge(self) -> float:
@@ -23,16 +48,235 @@ class MachinePeak:
 
 
 def host_peak(threads: int = 1) -> MachinePeak:
-    """Estimated peaks: 2 FMA units x vector lanes x 2 FLOPs x ~2.5 GHz, ~20 GB/s per core.
+    """This machine's fp32 and memory peaks for `threads` threads: one core's, times `threads`.
 
-    On this project's reference machine (Emerald Rapids, AVX-512) that is 160 GFLOP/s per
-    core, which matches what numpy's BLAS reaches there (DESIGN.md).
+    One core's peaks are measured, not assumed (the FMA units per core and clock differ:
+    an Emerald Rapids core retires two 512-bit FMAs a cycle, a Zen 4 core one):
+    - GFLOP/s: a generated loop of independent `llvm.fma` chains on the widest vectors the
+      host has (16 floats with AVX-512, 8 with AVX2, else 4), enough chains to hide the FMA
+      latency, timed for ~40 ms (`measure_fma_gflops`);
+    - GB/s: the better of a read pass and a copy (bytes read + written) over a buffer 4x
+      the L3 cache, at most 128 MiB, with numpy (`measure_bandwidth_gbps`).
+    Scaling by `threads` ignores the lower all-core clock and the shared memory bus, so
+    several threads' "% of peak" is an upper-bound denominator. (The 2-core Zen 4 VM,
+    2026-11-28: ~115 GFLOP/s and ~27 GB/s per core, where dlc's GEMM reaches ~115 and
+    numpy's 512^3 matmul ~102; the old formula assumed 160 GFLOP/s and 20 GB/s.)
+
+    The measurement (0.1-0.5 s, mostly faulting in the streaming buffer) happens once per process and is cached on disk next to the
+    compile cache (`$DLC_CACHE_DIR/peak-<key>.json`, keyed by the CPU's name and features;
+    delete it to measure again); an unreadable or malformed file is measured again.
+    `DLC_PEAK_GFLOPS` and `DLC_PEAK_GBPS` override one core's figures (then multiplied by
+    `threads` too); with both set nothing is measured.
     """
+    gflops, gbps = _env_peak("DLC_PEAK_GFLOPS"), _env_peak("DLC_PEAK_GBPS")
+    if gflops is None or gbps is None:
+        core = core_peak()
+        gflops = core.gflops if gflops is None else gflops
+        gbps = core.bandwidth_gbps if gbps is None else gbps
+    return MachinePeak(gflops=gflops * threads, bandwidth_gbps=gbps * threads)
+
+
+def _env_peak(name: str) -> float | None:
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not math.isfinite(value) or value <= 0:
+        from dlc.errors import DlcError
+
+        raise DlcError(f"{name}={text!r}: expected a positive number (one core's peak)")
+    return value
+
+
+@functools.cache
+def core_peak() -> MachinePeak:
+    """One core's measured peaks: from the disk cache when it has them, else measured now
+    (and stored there). Cached for the life of the process."""
+    path = _peak_file()
+    if path is not None:
+        cached = _read_peak(path)
+        if cached is not None:
+            return cached
+    peak = measure_peak()
+    if path is not None:
+        _write_peak(path, peak)
+    return peak
+
+
+def measure_peak() -> MachinePeak:
+    """Measure one core's peaks now (~0.1 s): see host_peak."""
+    return MachinePeak(gflops=measure_fma_gflops(), bandwidth_gbps=measure_bandwidth_gbps())
+
+
+# ---------------------------------------------------------------------------- the disk cache
+
+def _peak_file() -> Path | None:
+    from dlc.cache import cache_dir
     from dlc.codegen.native import host_cpu
 
-    features = host_cpu()[1]
-    lanes = 16 if "+avx512f" in features else 8 if "+avx2" in features else 4
-    return MachinePeak(gflops=2 * lanes * 2 * 2.5 * threads, bandwidth_gbps=20.0 * threads)
+    directory = cache_dir()
+    if directory is None:
+        return None
+    key = hashlib.sha256(json.dumps({"format": PEAK_FORMAT, "cpu": host_cpu()}).encode()).hexdigest()[:16]
+    return directory / f"peak-{key}.json"
+
+
+def _read_peak(path: Path) -> MachinePeak | None:
+    """The peaks stored in `path`, or None (missing, unreadable, malformed, or in a directory
+    others may write to: then measure again)."""
+    from dlc.cache import _untrusted
+    from dlc.codegen.native import host_cpu
+
+    try:
+        if not path.is_file() or _untrusted(path.parent) is not None:
+            return None
+        data = json.loads(path.read_text())
+        name, features = host_cpu()
+        if data["format"] != PEAK_FORMAT or data["cpu"] != name or data["features"] != features:
+            return None
+        gflops, gbps = float(data["gflops"]), float(data["bandwidth_gbps"])
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+        _log.warning("dlc: unreadable peak measurement %s; measuring again", path)
+        return None
+    if not all(math.isfinite(v) and v > 0 for v in (gflops, gbps)):
+        _log.warning("dlc: implausible peak measurement in %s; measuring again", path)
+        return None
+    return MachinePeak(gflops=gflops, bandwidth_gbps=gbps)
+
+
+def _write_peak(path: Path, peak: MachinePeak) -> None:
+    """Store `peak` in `path` atomically (0600, in the 0700 cache directory); errors are ignored."""
+    from dlc.cache import FILE_MODE, _make_private_directory
+    from dlc.codegen.native import host_cpu
+
+    name, features = host_cpu()
+    text = json.dumps({"format": PEAK_FORMAT, "cpu": name, "features": features, "gflops": peak.gflops,
+                       "bandwidth_gbps": peak.bandwidth_gbps, "measured": time.strftime("%Y-%m-%dT%H:%M:%S")},
+                      indent=1)
+    staging = None
+    try:
+        _make_private_directory(path.parent)
+        descriptor, staging = tempfile.mkstemp(dir=path.parent, prefix=".tmp-peak-")  # mkstemp: 0600
+        with os.fdopen(descriptor, "w") as file:
+            file.write(text + "\n")
+        os.chmod(staging, FILE_MODE)
+        os.replace(staging, path)
+    except OSError:
+        if staging is not None:
+            Path(staging).unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------------------- the FMA loop
+
+def _fma_shape(features: str) -> tuple[int, int, bool]:
+    """(vector width in floats, independent chains, whether the host has a fused multiply-add).
+
+    The chains hide the FMA latency (4 cycles, 2 FMAs a cycle: 8 in flight) and fit the
+    register file with the two constant vectors: 24 of AVX-512's 32 registers, 12 of AVX2's 16.
+    """
+    flags = set(features.split(","))
+    width = 16 if "+avx512f" in flags else 8 if "+avx2" in flags else 4
+    x86 = any(flag in flags for flag in ("+sse2", "+avx", "+64bit"))
+    fused = "+fma" in flags or not x86  # AArch64 NEON always fuses; x86 before Haswell does not
+    return width, (24 if width == 16 else 12), fused
+
+
+def fma_loop_ir(width: int, chains: int, fused: bool = True) -> str:
+    """LLVM IR of `void dlc_peak_fma(i64 n, ptr io)`: `chains` independent vectors of `width`
+    floats, each updated n times (n >= 1) by a = a * m + c, with m, c and the starting
+    vectors read from io (vectors 0..chains-1, then m, then c) and the results written back
+    (so nothing can be optimised away). 2 * width * chains * n FLOPs."""
+    vec = f"<{width} x float>"
+    lines = [f"define void @dlc_peak_fma(i64 %n, ptr %io) #0 {{", "entry:"]
+    for k in range(chains + 2):
+        lines.append(f"  %p{k} = getelementptr inbounds {vec}, ptr %io, i64 {k}")
+        lines.append(f"  %v{k} = load {vec}, ptr %p{k}, align 4")
+    m, c = f"%v{chains}", f"%v{chains + 1}"
+    lines += ["  br label %loop", "loop:", "  %i = phi i64 [ 0, %entry ], [ %i.next, %loop ]"]
+    lines += [f"  %a{k} = phi {vec} [ %v{k}, %entry ], [ %b{k}, %loop ]" for k in range(chains)]
+    for k in range(chains):
+        if fused:
+            lines.append(f"  %b{k} = call {vec} @llvm.fma.v{width}f32({vec} %a{k}, {vec} {m}, {vec} {c})")
+        else:
+            lines.append(f"  %t{k} = fmul {vec} %a{k}, {m}")
+            lines.append(f"  %b{k} = fadd {vec} %t{k}, {c}")
+    lines += ["  %i.next = add i64 %i, 1", "  %more = icmp ult i64 %i.next, %n",
+              "  br i1 %more, label %loop, label %exit", "exit:"]
+    lines += [f"  store {vec} %b{k}, ptr %p{k}, align 4" for k in range(chains)]
+    lines += ["  ret void", "}", f"declare {vec} @llvm.fma.v{width}f32({vec}, {vec}, {vec})",
+              f'attributes #0 = {{ nounwind "prefer-vector-width"="{32 * width}" '
+              f'"min-legal-vector-width"="{32 * width}" }}']
+    return "\n".join(lines) + "\n"
+
+
+def measure_fma_gflops(seconds: float = FMA_SECONDS, repeats: int = FMA_REPEATS) -> float:
+    """One core's fp32 GFLOP/s: the best of `repeats` runs of the FMA loop, each ~`seconds`."""
+    from dlc.codegen.native import NativeModule, compile_object, host_cpu
+
+    width, chains, fused = _fma_shape(host_cpu()[1])
+    native = NativeModule(compile_object(fma_loop_ir(width, chains, fused)))
+    loop = ctypes.CFUNCTYPE(None, ctypes.c_int64, ctypes.c_void_p)(native.address("dlc_peak_fma"))
+    # Accumulators near 1 stay near c / (1 - m) = 1: no overflow, no denormals.
+    io = np.ones((chains + 2) * width, np.float32)
+    io[chains * width:(chains + 1) * width] = 1 - 2.0 ** -20
+    io[(chains + 1) * width:] = 2.0 ** -20
+
+    def timed(n: int) -> float:
+        start = time.perf_counter()
+        loop(n, io.ctypes.data)
+        return time.perf_counter() - start
+
+    n = 1 << 10
+    while (elapsed := timed(n)) < seconds / 8 and n < 1 << 40:
+        n *= 4
+    n = max(1, int(n * seconds / max(elapsed, 1e-9)))
+    best = min(timed(n) for _ in range(repeats))
+    if not np.isfinite(io).all():
+        raise RuntimeError("dlc: the FMA peak loop produced non-finite values")
+    return 2 * width * chains * n / best * 1e-9
+
+
+# ---------------------------------------------------------------------------- the streaming pass
+
+def l3_bytes() -> int:
+    """Bytes of the L3 cache that CPU 0 sees (Linux sysfs); 32 MiB where it does not say."""
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    for index in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
+        try:
+            if int((index / "level").read_text()) != 3:
+                continue
+            text = (index / "size").read_text().strip()
+        except (OSError, ValueError):
+            continue
+        if text[-1:] in units and text[:-1].isdigit():
+            return int(text[:-1]) * units[text[-1]]
+        if text.isdigit():
+            return int(text)
+    return DEFAULT_L3_BYTES
+
+
+def measure_bandwidth_gbps(repeats: int = STREAM_REPEATS) -> float:
+    """One core's streaming GB/s with numpy over a buffer 4x the L3 (32-128 MiB): the better
+    of a read pass (an OR-reduction) and a copy of its first half onto its second half
+    (counting the bytes read and written, as kernels' byte counts do), best of `repeats`."""
+    size = min(max(4 * l3_bytes(), STREAM_MIN_BYTES), STREAM_MAX_BYTES) // 16 * 16
+    buffer = np.ones(size // 8, np.uint64)
+    first, second = buffer[:buffer.size // 2], buffer[buffer.size // 2:]
+
+    def best(run) -> float:
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            run()
+            times.append(time.perf_counter() - start)
+        return min(times)
+
+    read = buffer.nbytes / best(lambda: np.bitwise_or.reduce(buffer))
+    copy = 2 * first.nbytes / best(lambda: np.copyto(second, first))
+    return max(read, copy) * 1e-9
 
 
 def format_profile(executable, runs: int) -> str:
@@ -52,6 +296,6 @@ def format_profile(executable, runs: int) -> str:
         roof = peak.gflops if bound == "compute" else min(peak.gflops, intensity * peak.bandwidth_gbps)
         lines.append(f"{name[:34]:34s} {100 * seconds / total:5.1f}% {per_run * 1e3:8.3f} {gflops:8.2f} "
                      f"{gbps:7.2f} {100 * gflops / roof if roof else 0:5.1f}%  {bound}")
-    lines.append(f"{'total':34s} {100.0:5.1f}% {total / max(runs, 1) * 1e3:8.3f}   (peak estimate "
+    lines.append(f"{'total':34s} {100.0:5.1f}% {total / max(runs, 1) * 1e3:8.3f}   (peak "
                  f"{peak.gflops:.0f} GFLOP/s, {peak.bandwidth_gbps:.0f} GB/s, {executable.num_threads} thread(s))")
     return "\n".join(lines)
