@@ -42,12 +42,12 @@ def _source_hash() -> str:
 
 def cache_key(model_bytes: bytes, target: str, options: dict, input_shapes: dict | None) -> str:
     from dlc import __version__
-    from dlc.codegen.native import host_cpu
+    from dlc.codegen.native import host_caches, host_cpu
 
     digest = hashlib.sha256(model_bytes)
     digest.update(json.dumps({"target": target, "options": options, "shapes": input_shapes or {},
                               "version": __version__, "source": _source_hash(),
-                              "cpu": host_cpu()}, sort_keys=True, default=str).encode())
+                              "cpu": host_cpu(), "caches": host_caches()}, sort_keys=True, default=str).encode())
     return digest.hexdigest()[:32]
 
 

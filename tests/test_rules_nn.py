@@ -61,6 +61,8 @@ CONV_CASES = [  # (x shape, weight shape, attributes)
     pytest.param([1, 2, 5, 6], [3, 2, 4, 4], {"auto_pad": "SAME_LOWER"}, id="same_lower"),
     pytest.param([1, 2, 6, 6], [3, 2, 2, 3], {"auto_pad": "VALID", "strides": [2, 2]}, id="valid"),
     pytest.param([1, 8, 4, 4], [5, 8, 1, 1], {}, id="pointwise"),
+    # Weight rows 4 KiB apart: pack-weights pads them a cache line (a_row_stride 1040).
+    pytest.param([1, 1024, 3, 5], [20, 1024, 1, 1], {}, id="pointwise_1024_channels"),
     pytest.param([2, 3, 10], [4, 3, 3], {"pads": [1, 0], "strides": [2]}, id="conv1d"),
     pytest.param([1, 2, 4, 5, 5], [2, 2, 2, 3, 3], {"pads": [0, 1, 0, 0, 0, 1]}, id="conv3d"),
 ]

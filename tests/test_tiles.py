@@ -102,3 +102,36 @@ def test_bad_tiles_json_is_named(capsys, tmp_path):
     assert code == 1 and "must map selectors to tiles" in err + out
     with pytest.raises(CompileError, match="no GEMM matches"):
         dlc.compile(CNN, tiles={"nothing": {"kc": 8}})
+
+
+def _fake_sysfs(root, entries):
+    root.mkdir()
+    for i, (level, kind, size) in enumerate(entries):
+        index = root / f"index{i}"
+        index.mkdir()
+        (index / "level").write_text(f"{level}\n")
+        (index / "type").write_text(f"{kind}\n")
+        (index / "size").write_text(f"{size}\n")
+    return root
+
+
+def test_cache_sizes_come_from_sysfs(tmp_path):
+    """Tiles follow the host's caches: a Zen 4 core's 32 KiB L1d and 1 MiB L2 are read, the
+    instruction cache and L3 are not taken for them."""
+    from dlc.codegen.native import DEFAULT_L1_BYTES, DEFAULT_L2_BYTES, cache_sizes
+
+    zen4 = _fake_sysfs(tmp_path / "zen4", [(1, "Data", "32K"), (1, "Instruction", "64K"),
+                                           (2, "Unified", "1024K"), (3, "Unified", "32768K")])
+    assert cache_sizes(zen4) == (32 << 10, 1 << 20)
+    odd = _fake_sysfs(tmp_path / "odd", [(1, "Data", "garbage"), (2, "Unified", "2M")])
+    assert cache_sizes(odd) == (DEFAULT_L1_BYTES, 2 << 20)
+    assert cache_sizes(tmp_path / "missing") == (DEFAULT_L1_BYTES, DEFAULT_L2_BYTES)
+
+
+def test_the_cpu_target_describes_this_hosts_caches():
+    from dlc.codegen.native import host_caches
+    from passes.tiling.target_info import target_info
+
+    module = compile_model(_conv_model(), options=CompileOptions(threads=1), compile_to="linalg").module
+    info = target_info(module)
+    assert (info.l1_bytes, info.l2_bytes) == host_caches()

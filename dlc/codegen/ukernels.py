@@ -15,6 +15,7 @@ import numpy as np
 from llvmlite import ir
 
 from dlc.codegen.llvm_emitter import FASTMATH_FLAGS
+from dlc.codegen.native import host_caches
 from passes.layout.gemm_packing import pack_b
 from passes.tiling.gemm_tiles import choose_tiles
 
@@ -26,11 +27,6 @@ I32 = ir.IntType(32)
 I64 = ir.IntType(64)
 PTR = ir.PointerType()
 VOID = ir.VoidType()
-
-# This host (Emerald Rapids): 48 KiB L1d and 2 MiB L2 per core; the defaults when a spec leaves
-# its tiles at 0. A target passes its own description to `choose_tiles` instead.
-HOST_L1_BYTES = 48 * 1024
-HOST_L2_BYTES = 2 * 1024 * 1024
 
 # name -> number of `activation_params`; "relu6" is clip(0, 6).
 ACTIVATIONS = {"relu": 0, "relu6": 0, "clip": 2, "leaky_relu": 1}
@@ -46,7 +42,7 @@ class GemmSpec:
     the residual R, have row stride ldc. The result is act(A@B [+ C if accumulate] + bias + R):
     bias and residual are added before the activation, as ONNX graphs do (Gemm/Conv, Add, Relu).
     bias "row" is one value per column j (a Gemm/Linear bias), "col" one per row i.
-    Tiles left at 0 come from `choose_tiles` for this host's caches.
+    Tiles left at 0 come from `choose_tiles` for this host's caches (`host_caches`).
     """
 
     m: int
@@ -73,8 +69,8 @@ class GemmSpec:
         self._check()
         tiles = ("mr", "nr", "kc", "mc", "nc")
         if any(getattr(self, t) == 0 for t in tiles):
-            chosen = choose_tiles(self.m, self.n, self.k, self.vector_width,
-                                  HOST_L1_BYTES, HOST_L2_BYTES, self.b_layout)  # fmt: skip
+            chosen = choose_tiles(self.m, self.n, self.k, self.vector_width, *host_caches(),
+                                  self.b_layout)  # fmt: skip
             for t, value in zip(tiles, chosen):
                 if getattr(self, t) == 0:
                     object.__setattr__(self, t, value)

@@ -29,11 +29,12 @@ class CpuTarget(Target):
     def description(self) -> TargetDescription:
         import os
 
-        from dlc.codegen.native import host_cpu
+        from dlc.codegen.native import host_caches, host_cpu
 
         cpu, features = host_cpu()
+        l1_bytes, l2_bytes = host_caches()
         return TargetDescription(
-            memory=(MemoryLevel("L1", 48 << 10, 0), MemoryLevel("L2", 2 << 20, 0)),
+            memory=(MemoryLevel("L1", l1_bytes, 0), MemoryLevel("L2", l2_bytes, 0)),
             vector_bits=_host_vector_bits(features),
             dtypes=("float32", "float64", "int64", "int32", "bool"),
             cores=os.cpu_count() or 1,
