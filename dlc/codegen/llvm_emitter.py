@@ -432,9 +432,9 @@ class LLVMEmitter:
     def _function_attributes(self, *extra: str) -> ir.values.FunctionAttributes:
         """nounwind (+ `extra`), and the target's vector width: LLVM otherwise stops at 256-bit
         vectors on AVX-512 hosts (its default prefer-vector-width)."""
-        from dlc.codegen.ukernels import _FunctionAttributes
+        from dlc.codegen.function_attributes import FunctionAttributes
 
-        return _FunctionAttributes(("nounwind", *extra), {"prefer-vector-width": str(32 * self.vector_width)})
+        return FunctionAttributes(("nounwind", *extra), {"prefer-vector-width": str(32 * self.vector_width)})
 
     def _emit_function(self, f: func.FuncOp, fn: ir.Function) -> None:
         if len(f.body.blocks) != 1:
@@ -580,7 +580,7 @@ class LLVMEmitter:
         if not spec.nr <= width <= spec.ldb or geometry.depth != spec.k:
             raise CompileError(f"@{symbol}: an im2col block of {width} columns cannot hold a panel of nr={spec.nr} "
                                f"(depth {geometry.depth}, k {spec.k})", "choose nr <= the block width")
-        im2col = emit_im2col(self.llvm, f"{name}_im2col{index}", geometry, spec.ldb)
+        im2col = emit_im2col(self.llvm, f"{name}_im2col{index}", geometry, spec.nr)
         worker = ir.Function(self.llvm, WORKER_TYPE, f"{name}_conv{index}")
         worker.linkage = "internal"
         worker.attributes.add("nounwind")

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from llvmlite import ir
 
+from dlc.codegen.function_attributes import FunctionAttributes
 from dlc.codegen.llvm_emitter import FASTMATH_FLAGS
 from dlc.codegen.native import host_caches
 from passes.layout.gemm_packing import pack_b
@@ -36,9 +37,10 @@ ACTIVATIONS = {"relu": 0, "relu6": 0, "clip": 2, "leaky_relu": 1}
 class GemmSpec:
     """One GEMM, every size static. Element (i, kk) of A is at A + i*a_row_stride +
     kk*a_k_stride floats (so a transposed A is just strides). B is "row" (B[kk, j] at
-    B + kk*ldb + j), "window" (a range call's columns only: B[kk, j] at
-    B + kk*ldb + j - first_panel*nr, as a convolution's im2col block is built), or "packed" by
-    `pack_b(B, nr)` (panels of nr columns, zero-padded). C, and
+    B + kk*ldb + j), "packed" by `pack_b(B, nr)` (panels of nr columns, zero-padded), or
+    "window": a range call's columns only, in pack_b's panels from its first panel on (B[kk, j]
+    at B + (j - first_panel*nr)*k + kk*nr for j at a panel's start; a convolution's im2col
+    block, which must fill the last panel's lanes past n with finite values, is built so). C, and
     the residual R, have row stride ldc. The result is act(A@B [+ C if accumulate] + bias + R):
     bias and residual are added before the activation, as ONNX graphs do (Gemm/Conv, Add, Relu).
     bias "row" is one value per column j (a Gemm/Linear bias), "col" one per row i.
@@ -146,18 +148,6 @@ def thread_grid(row_blocks: int, panels: int, threads: int, *, mr: int, nr: int,
 # ---------------------------------------------------------------------------------------------
 
 
-class _FunctionAttributes(ir.values.FunctionAttributes):
-    """llvmlite's FunctionAttributes accepts only enum attributes; LLVM also has "key"="value"
-    string attributes (prefer-vector-width, target-cpu, target-features)."""
-
-    def __init__(self, names: tuple[str, ...], strings: dict[str, str]):
-        super().__init__(names)
-        self.strings = strings
-
-    def _to_list(self, ret_type: ir.Type) -> list[str]:
-        return super()._to_list(ret_type) + [f'"{k}"="{v}"' for k, v in self.strings.items()]
-
-
 _POINTERS = ("A", "B", "C", "bias", "R")
 
 
@@ -218,7 +208,7 @@ class _GemmEmitter:
         for arg, arg_name in zip(fn.args, names):
             arg.name = arg_name
         pointers = sum(t == PTR for t in args)
-        fn.attributes = _FunctionAttributes(("nounwind",), self.strings)
+        fn.attributes = FunctionAttributes(("nounwind",), self.strings)
         for arg in fn.args[:pointers]:
             arg.add_attribute("captures(none)")
             if self.noalias:
@@ -349,9 +339,10 @@ class _GemmEmitter:
         """One rank-1 update: acc[i][v] += A[i, kk] * B[kk, v]."""
         spec, b = self.spec, self.b
         fma = self._intrinsic(f"llvm.fma.v{self.vw}f32", self.vec, [self.vec] * 3)
-        b_row = self._gep(bp, b.mul(kk, _i64(spec.nr if spec.b_layout == "packed" else spec.ldb)))
-        # Packed panels are zero-padded to nr columns, so even a partial vector loads whole.
-        whole = spec.b_layout == "packed"
+        paneled = spec.b_layout in ("packed", "window")
+        b_row = self._gep(bp, b.mul(kk, _i64(spec.nr if paneled else spec.ldb)))
+        # Panels are padded to nr columns, so even a partial vector loads whole.
+        whole = paneled
         b_vecs = [self._load(b_row, _Vec(v.offset, self.vw) if whole else v) for v in vecs]
         a_col = self._gep(a, b.mul(kk, _i64(spec.a_k_stride)))
         out = []
@@ -479,11 +470,11 @@ class _GemmEmitter:
         a_tile = self._gep(
             a, b.add(b.mul(i, _i64(spec.a_row_stride)), b.mul(pc, _i64(spec.a_k_stride)))
         )
-        if spec.b_layout == "packed":  # panel jr/nr of depth k, then kc rows of nr
-            b_off = b.add(b.mul(jr, _i64(spec.k)), b.mul(pc, _i64(spec.nr)))
+        if spec.b_layout in ("packed", "window"):  # panel jr/nr of depth k, then kc rows of nr
+            panel_start = b.sub(jr, self.j_begin) if spec.b_layout == "window" else jr
+            b_off = b.add(b.mul(panel_start, _i64(spec.k)), b.mul(pc, _i64(spec.nr)))
         else:
-            column = b.sub(jr, self.j_begin) if spec.b_layout == "window" else jr
-            b_off = b.add(b.mul(pc, _i64(spec.ldb)), column)
+            b_off = b.add(b.mul(pc, _i64(spec.ldb)), jr)
         c_off = b.add(b.mul(i, _i64(spec.ldc)), jr)
         bias_tile = {"row": jr, "col": i}.get(spec.bias)
         bias_tile = bias if bias_tile is None else self._gep(bias, bias_tile)

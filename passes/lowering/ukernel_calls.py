@@ -14,7 +14,8 @@ emitter generates the function from the spec (dlc/codegen/ukernels.py).
 A convolution's GEMM reads B as im2col of the padded input, built block by block where it is
 consumed: its call passes the padded input as B, then a scratch buffer, and its declaration
 has `dlc.im2col` = {channels, kh, kw, sh, sw, dh, dw, hp, wp, ow (the geometry), tm, tn (the
-grid of work items), width (columns per block)}; b_layout is "window" and ldb is `width`.
+grid of work items), width (columns per block)}; b_layout is "window" (each block is built
+in the micro-kernel's nr-column panels) and ldb is `width`.
 """
 
 from __future__ import annotations

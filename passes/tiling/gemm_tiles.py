@@ -57,7 +57,7 @@ def choose_tiles(
     mr, nr = _register_tile(m, n, vector_width)
     mr, nr = given.get("mr") or mr, given.get("nr") or nr
     kc = _balanced(k, 2 * l1_bytes // (4 * nr), 1)
-    if b_layout in ("row", "window"):
+    if b_layout == "row":
         # Rows of a row-major B micro-panel lie ldb apart: no stream for the prefetcher and
         # few L1/L2 sets, so it must fit L1 (1024^3 with 14x32: kc=512 ran 0.57 of numpy,
         # 0.98 with B packed).

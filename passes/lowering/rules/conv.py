@@ -151,7 +151,6 @@ IM2COL_L2_SHARE = 0.5
 # The widest register tile (four vectors): every block holds at least one such panel, so a
 # user's nr (--tile) always fits.
 WIDEST_PANEL_VECTORS = 4
-CACHE_LINE_FLOATS = 16
 
 
 def _conv_as_gemm(kb, op, x, w, bias, y, window: Window, groups: int) -> bool:
@@ -184,10 +183,7 @@ def _conv_as_gemm(kb, op, x, w, bias, y, window: Window, groups: int) -> bool:
     if not pointwise:
         padded = padded_input(kb, x, window, 0.0)
         im2col = _im2col_plan(op, window, in_group, rows, depth, pixels, padded.type.get_shape()[2:])
-        # Rows of a block lie an odd number of cache lines apart: at 192 floats (12 lines) a
-        # micro-panel's rows fell in 16 of L1's 64 sets, and 3x3 convs ran 7% slower.
-        lines = -(-im2col["width"] // CACHE_LINE_FLOATS) | 1
-        spec.update(b_layout="window", ldb=lines * CACHE_LINE_FLOATS)
+        spec.update(b_layout="window", ldb=im2col["width"])  # a block: depth x width floats
         scratch = kb.scratch(MemRefType(x.type.element_type, [im2col["tm"] * im2col["tn"] * depth * spec["ldb"]]))
     for n in range(batch):
         for g in range(groups):

@@ -2,8 +2,8 @@
 
 // A 3x3 Conv: the input is padded once (fill, then the interior), and one GEMM call reads
 // the padded input as B; its declaration's dlc.im2col gives the geometry from which the
-// GEMM builds its im2col columns a block at a time (b_layout "window", ldb = the block's row
-// stride, an odd number of cache lines) in the scratch buffer it gets last.
+// GEMM builds its im2col columns a block at a time, in its micro-kernel's panels (b_layout
+// "window", ldb = the block's width), in the scratch buffer it gets last.
 
 builtin.module {
   func.func @main(%x: tensor<1x8x10x10xf32>) -> tensor<1x16x10x10xf32> {
