@@ -453,7 +453,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="OUT.json", help="also write the report as JSON")
     p.set_defaults(func=cmd_verify)
 
-    p = sub.add_parser("bench", help="median latency, GFLOP/s and % of peak, against onnxruntime")
+    p = sub.add_parser("bench", help="median latency, GFLOP/s and %% of peak, against onnxruntime")
     p.add_argument("model")
     p.add_argument("--threads", type=int, default=None, help="threads for both (default: all cores)")
     p.add_argument("--repeat", type=int, default=30)

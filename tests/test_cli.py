@@ -101,6 +101,18 @@ def test_passes_and_ops_list(capsys):
     assert code == 0 and "Conv" in out and "MatMul" in out and "operators on cpu" in out
 
 
+@pytest.mark.parametrize("command", [
+    (), ("compile",), ("run",), ("opt",), ("explain",), ("compare",), ("verify",), ("bench",),
+    ("passes",), ("ops",),
+])
+def test_help_prints_for_every_command(capsys, command):
+    # argparse formats help strings with %: a stray "%" in one of them crashed `dlc --help`.
+    with pytest.raises(SystemExit) as exit_info:
+        main([*command, "--help"])
+    assert exit_info.value.code == 0
+    assert "usage: dlc" in capsys.readouterr().out
+
+
 def _write(tmp_path, name, data: bytes) -> str:
     path = tmp_path / name
     path.write_bytes(data)
