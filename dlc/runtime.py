@@ -2,8 +2,10 @@
 
 The artifact (DESIGN.md "The artifact"): a directory with `model.o` (llvmlite
 object code exporting `void dlc_main(void **buffers, void *weights)`, buffers =
-inputs, outputs, arena), `weights.bin` (64-byte aligned weights at manifest
-offsets) and `manifest.json`. Loading needs numpy and llvmlite only.
+inputs, outputs, arena), for a large model the other parts it was split into and compiled
+as in parallel (`model.1.o`, ...; dlc/codegen/split_module.py), `weights.bin` (64-byte
+aligned weights at manifest offsets) and `manifest.json`, which lists the object files
+with their SHA-256. Loading needs numpy and llvmlite only.
 """
 
 from __future__ import annotations
@@ -11,12 +13,15 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import functools
+import hashlib
 import json
 import mmap
 import os
+import re
 import sys
 import threading
 from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Self
 
@@ -25,8 +30,14 @@ import numpy as np
 from dlc.errors import ArtifactError, DlcError, InputError
 
 ALIGNMENT = 64
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2  # 2: "objects" (the parts of a split module) replaced "model_sha256"
 ENTRY_SYMBOL = "dlc_main"
+OBJECT_FILE = re.compile(r"model(\.[0-9]+)?\.o")
+
+
+def object_file_names(count: int) -> list[str]:
+    """The artifact's object files: `model.o`, then `model.1.o`, ... for a split module."""
+    return ["model.o"] + [f"model.{index}.o" for index in range(1, count)]
 
 
 def aligned_empty(shape, dtype, alignment: int = ALIGNMENT) -> np.ndarray:
@@ -39,9 +50,14 @@ def aligned_empty(shape, dtype, alignment: int = ALIGNMENT) -> np.ndarray:
     return raw[start:start + nbytes].view(dtype)[:count].reshape(shape)
 
 
-def aligned_copy(array: np.ndarray) -> np.ndarray:
-    out = aligned_empty(array.shape, array.dtype)
-    out[...] = array
+def aligned_read(path: Path, nbytes: int) -> np.ndarray:
+    """The first `nbytes` of the file at `path`, read straight into an aligned buffer (one
+    copy of the weights in memory, not two)."""
+    out = aligned_empty((nbytes,), np.uint8)
+    with path.open("rb") as file:
+        read = file.readinto(memoryview(out))
+    if read != nbytes:
+        raise ArtifactError(f"{path}: expected {nbytes} bytes, read {read}", "the artifact is damaged: compile it again")
     return out
 
 
@@ -98,7 +114,7 @@ def default_threads() -> int:
 class NativeExecutable:
     """A compiled model loaded into this process: one native call per run."""
 
-    def __init__(self, manifest: dict, object_code: bytes, weights: np.ndarray):
+    def __init__(self, manifest: dict, objects: Sequence[bytes], weights: np.ndarray):
         from dlc.codegen.native import NativeModule, host_cpu
 
         self.manifest = manifest
@@ -108,10 +124,10 @@ class NativeExecutable:
         self._weights = weights  # kept alive: native code reads it
         self._arena = aligned_empty((max(manifest["arena_size"], 1),), np.uint8)
         self._arena_lock = threading.Lock()
-        self._module = NativeModule(object_code)
+        self._module = NativeModule(objects)
         self._entry = ctypes.CFUNCTYPE(None, ctypes.POINTER(ctypes.c_void_p), ctypes.c_void_p,
                                        ctypes.c_void_p)(self._module.address(ENTRY_SYMBOL))
-        self.object_code = object_code
+        self.objects = tuple(objects)
         self.profile_sites: list[str] = manifest.get("profile_sites", [])
         self._profile = np.zeros(max(len(self.profile_sites), 1), dtype=np.int64)
         threads = manifest.get("threads") or default_threads()
@@ -209,7 +225,8 @@ class NativeExecutable:
     def save(self, directory: str | Path) -> None:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        (directory / "model.o").write_bytes(self.object_code)
+        for entry, code in zip(self.manifest["objects"], self.objects, strict=True):
+            (directory / entry["file"]).write_bytes(code)
         self._weights.tofile(directory / "weights.bin")
         (directory / "manifest.json").write_text(json.dumps(self.manifest, indent=2) + "\n")
 
@@ -402,24 +419,27 @@ def load_artifact(directory: str | Path, max_memory: str | int | None = None) ->
     except json.JSONDecodeError as error:
         raise ArtifactError(f"{manifest_path}: invalid JSON ({error})") from None
     if manifest.get("format") != "dlc-artifact" or manifest.get("manifest_version") != MANIFEST_VERSION:
-        raise ArtifactError(f"{manifest_path}: not a dlc artifact manifest of version {MANIFEST_VERSION}")
-    for name in ("model.o", "weights.bin"):
+        raise ArtifactError(f"{manifest_path}: not a dlc artifact manifest of version {MANIFEST_VERSION} "
+                            f"(found version {manifest.get('manifest_version')!r})",
+                            "compile the model again with this dlc: `dlc compile MODEL.onnx -o DIR`")
+    _check_manifest(manifest, manifest_path, max_memory)
+    files = [entry["file"] for entry in manifest["objects"]]
+    for name in (*files, "weights.bin"):
         if not (directory / name).exists():
             raise ArtifactError(f"{directory}: incomplete artifact, {name} is missing")
-    _check_manifest(manifest, manifest_path, max_memory)
     size = (directory / "weights.bin").stat().st_size
     if size != manifest["weights_size"]:
         raise ArtifactError(f"{directory}/weights.bin: expected {manifest['weights_size']} bytes, "
                             f"found {size}", "the artifact is damaged: compile it again")
-    raw = np.fromfile(directory / "weights.bin", dtype=np.uint8)
-    object_code = (directory / "model.o").read_bytes()
-    if "model_sha256" in manifest:  # linking damaged object code would crash the process
-        import hashlib
-
-        if hashlib.sha256(object_code).hexdigest() != manifest["model_sha256"]:
-            raise ArtifactError(f"{directory}/model.o: damaged (its SHA-256 differs from the manifest's)",
+    weights = aligned_read(directory / "weights.bin", manifest["weights_size"])
+    objects = []
+    for entry in manifest["objects"]:  # linking damaged object code would crash the process
+        code = (directory / entry["file"]).read_bytes()
+        if hashlib.sha256(code).hexdigest() != entry["sha256"]:
+            raise ArtifactError(f"{directory}/{entry['file']}: damaged (its SHA-256 differs from the manifest's)",
                                 "compile the model again with `dlc compile`")
-    return NativeExecutable(manifest, object_code, aligned_copy(raw))
+        objects.append(code)
+    return NativeExecutable(manifest, objects, weights)
 
 
 def _check_manifest(manifest: dict, path: Path, max_memory: str | int | None) -> None:
@@ -430,6 +450,12 @@ def _check_manifest(manifest: dict, path: Path, max_memory: str | int | None) ->
         return ArtifactError(f"{path}: field '{field}' is missing or malformed",
                              "the artifact is damaged: compile the model again with `dlc compile`")
 
+    objects = manifest.get("objects")
+    if (not isinstance(objects, list) or not objects
+            or not all(isinstance(entry, dict) and isinstance(entry.get("file"), str)
+                       and OBJECT_FILE.fullmatch(entry["file"]) and isinstance(entry.get("sha256"), str)
+                       for entry in objects)):
+        raise bad("objects")  # names are checked: a manifest must not point outside its directory
     for field in ("arena_size", "weights_size"):
         if not isinstance(manifest.get(field), int) or isinstance(manifest[field], bool) or manifest[field] < 0:
             raise bad(field)

@@ -555,7 +555,9 @@ def test_artifact_claiming_a_huge_arena_is_refused(capsys, artifact):
 
 
 @pytest.mark.parametrize("field,value", [("arena_size", "big"), ("inputs", [{"name": "x"}]),
-                                         ("outputs", None), ("weights_size", -1)])
+                                         ("outputs", None), ("weights_size", -1), ("objects", []),
+                                         ("objects", [{"file": "../../etc/passwd", "sha256": "0"}]),
+                                         ("objects", [{"file": "model.o"}])])
 def test_artifact_with_malformed_manifest(capsys, artifact, field, value):
     manifest = json.loads((artifact / "manifest.json").read_text())
     manifest[field] = value

@@ -71,7 +71,7 @@ MODELS = {"conv_pad_relu": _conv_relu, "conv_small_image": _conv_small_image, "m
 def _with_threads(model: dlc.CompiledModel, threads: int) -> NativeExecutable:
     """The same object code, run on `threads` threads (the count is read when it is loaded)."""
     executable = model._executable
-    return NativeExecutable({**executable.manifest, "threads": threads}, executable.object_code,
+    return NativeExecutable({**executable.manifest, "threads": threads}, executable.objects,
                             executable._weights)
 
 

@@ -1,20 +1,34 @@
 """LLVM IR text -> optimised object code -> functions callable in this process, with llvmlite.
 
 Optimisation is LLVM's default O`n` pipeline (new pass manager); loading uses MCJIT's
-`add_object_file`, so an artifact's `model.o` loads without xDSL or a system linker.
+`add_object_file`, so an artifact's object files load without xDSL or a system linker.
+A large module is split (`split_module`) and its parts compiled at once, one process per
+core: llvmlite serialises all LLVM calls of a process behind one lock, so threads would not
+help, and LLVM compiles a module on one thread (like `clang -flto-jobs`/`-fsplit-lto-unit`
+parallel code generation, but without a linker: MCJIT links the objects when loading).
 """
 
 from __future__ import annotations
 
 import ctypes.util
 import functools
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import llvmlite.binding as llvm
 
 from dlc.errors import CompileError
 
-__all__ = ["NativeModule", "compile_object", "host_caches", "host_cpu"]
+__all__ = ["NativeModule", "compile_object", "compile_objects", "compile_jobs", "host_caches", "host_cpu"]
+
+# Below this much IR text a module compiles in about a second: a second process (~0.1 s to
+# start) would not pay. ResNet-50 has 4.4 MB, an MLP 30 KB.
+MIN_PART_BYTES = 512 << 10
+JOBS_VARIABLE = "DLC_COMPILE_JOBS"
 
 # Per-core data caches assumed where Linux does not say (the project's reference machine,
 # Emerald Rapids: 48 KiB L1d, 2 MiB L2).
@@ -25,9 +39,8 @@ DEFAULT_L2_BYTES = 2 << 20
 @functools.cache
 def _initialize() -> None:
     # llvmlite >= 0.45 initialises LLVM itself (llvm.initialize() raises); codegen still needs
-    # the targets and asm printers registered.
-    llvm.initialize_all_targets()
-    llvm.initialize_all_asmprinters()
+    # the target and asm printer registered. The host's only: dlc compiles for the machine it
+    # runs on, and registering all of LLVM's targets costs a process 10 MB of RSS at load.
     llvm.initialize_native_target()
     llvm.initialize_native_asmprinter()
     # MCJIT resolves external symbols in this process; make sure libm's are there even when
@@ -112,6 +125,73 @@ def compile_object(
     return tm.emit_object(module)
 
 
+def compile_jobs() -> int:
+    """How many processes compile at once: the cores this process may use, or $DLC_COMPILE_JOBS."""
+    override = os.environ.get(JOBS_VARIABLE)
+    if override:
+        try:
+            return max(1, int(override))
+        except ValueError:
+            raise CompileError(f"{JOBS_VARIABLE}={override!r} is not a number of processes") from None
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def compile_objects(
+    llvm_ir: str, cpu: str | None = None, features: str | None = None, opt_level: int = 3,
+    jobs: int | None = None,
+) -> list[bytes]:
+    """`compile_object` for a module that may be large: split into up to `jobs` parts
+    (default `compile_jobs()`), compiled in parallel; the objects load together."""
+    from dlc.codegen.split_module import split_module
+
+    jobs = compile_jobs() if jobs is None else jobs
+    parts = split_module(llvm_ir, min(jobs, max(1, len(llvm_ir) // MIN_PART_BYTES)))
+    if len(parts) == 1:
+        return [compile_object(llvm_ir, cpu, features, opt_level)]
+    if cpu is None:
+        cpu, host_features = host_cpu()
+        features = host_features if features is None else features
+    with tempfile.TemporaryDirectory(prefix="dlc-compile-") as scratch:
+        workers = []
+        try:
+            for index, part in enumerate(parts[1:], start=1):
+                source, target = Path(scratch, f"part{index}.ll"), Path(scratch, f"part{index}.o")
+                source.write_text(part)
+                workers.append((_start_worker(source, target, cpu, features or "", opt_level), target))
+            objects = [compile_object(parts[0], cpu, features, opt_level)]
+            for (process, target), part in zip(workers, parts[1:]):
+                process.wait()
+                if process.returncode == 0 and target.exists():
+                    objects.append(target.read_bytes())
+                else:  # the worker could not run (no memory, killed): compile here, or say why
+                    objects.append(compile_object(part, cpu, features, opt_level))
+        finally:
+            for process, _ in workers:
+                if process.poll() is None:
+                    process.kill()
+                    process.wait()
+    return objects
+
+
+def _start_worker(source: Path, target: Path, cpu: str, features: str, opt_level: int) -> subprocess.Popen:
+    package_root = str(Path(__file__).resolve().parents[2])
+    path = os.environ.get("PYTHONPATH")
+    env = {**os.environ, "PYTHONPATH": package_root + (os.pathsep + path if path else "")}
+    return subprocess.Popen(
+        [sys.executable, "-c", "from dlc.codegen.native import _worker; _worker()",
+         str(source), str(target), cpu, features, str(opt_level)],
+        env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _worker() -> None:
+    """A compile process: IR file -> object file (written only when the compile succeeds)."""
+    source, target, cpu, features, opt_level = sys.argv[1:6]
+    code = compile_object(Path(source).read_text(), cpu, features, int(opt_level))
+    partial = Path(target + ".partial")
+    partial.write_bytes(code)
+    partial.rename(target)
+
+
 class NativeModule:
     """An object file loaded into this process (MCJIT): look up its symbols' addresses.
 
@@ -119,11 +199,14 @@ class NativeModule:
     long as this object lives; call the addresses through ctypes.
     """
 
-    def __init__(self, object_code: bytes):
+    def __init__(self, objects: bytes | Sequence[bytes]):
+        """Load one object file, or the parts of a split module (MCJIT links their symbols)."""
         self._target_machine = _target_machine(None, None, opt_level=3)
         self._engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), self._target_machine)
-        self._object = llvm.ObjectFileRef.from_data(object_code)
-        self._engine.add_object_file(self._object)
+        self._objects = [llvm.ObjectFileRef.from_data(code)
+                         for code in ([objects] if isinstance(objects, bytes) else objects)]
+        for obj in self._objects:
+            self._engine.add_object_file(obj)
         self._engine.finalize_object()
 
     def address(self, symbol: str) -> int:

@@ -71,8 +71,8 @@ class CpuTarget(Target):
         import hashlib
 
         from dlc import __version__
-        from dlc.codegen.native import compile_object, host_cpu
-        from dlc.runtime import MANIFEST_VERSION, NativeExecutable
+        from dlc.codegen.native import compile_objects, host_cpu
+        from dlc.runtime import MANIFEST_VERSION, NativeExecutable, object_file_names
 
         offsets, blob = weight_layout(module)
         from dlc.codegen.llvm_emitter import emit_llvm
@@ -81,7 +81,7 @@ class CpuTarget(Target):
 
         llvm_ir = emit_llvm(module, offsets, profile=options.profile)
         cpu, features = host_cpu()
-        object_code = compile_object(llvm_ir, cpu, features, options.opt_level)
+        objects = compile_objects(llvm_ir, cpu, features, options.opt_level)
         main = _main(module)
         manifest = {
             "format": "dlc-artifact",
@@ -91,8 +91,9 @@ class CpuTarget(Target):
             "cpu": cpu,
             "cpu_features": features,
             "entry": "dlc_main",
-            # load_artifact checks it: a damaged model.o would crash the process when linked.
-            "model_sha256": hashlib.sha256(object_code).hexdigest(),
+            # load_artifact checks them: damaged object code would crash the process when linked.
+            "objects": [{"file": name, "sha256": hashlib.sha256(code).hexdigest()}
+                        for name, code in zip(object_file_names(len(objects)), objects)],
             "inputs": [t.to_json() for t in _specs(main, "inputs")],
             "outputs": [t.to_json() for t in _specs(main, "outputs")],
             "arena_size": main.attributes["dlc.arena_size"].value.data,
@@ -102,7 +103,7 @@ class CpuTarget(Target):
             "profile_sites": profile_sites(module) if options.profile else [],
             "kernels": kernel_costs(module),
         }
-        return NativeExecutable(manifest, object_code, blob)
+        return NativeExecutable(manifest, objects, blob)
 
 
 def _main(module):

@@ -1,0 +1,103 @@
+"""Peak resident memory of a run, dlc vs onnxruntime: one fresh process per (runtime, model).
+
+    python benchmarks/memory.py                                  # every model of run_all
+    python benchmarks/memory.py --models resnet50,mobilenet_v2 --threads 1
+
+What a deployment pays: dlc loads a compiled artifact (`dlc.load`: manifest, object files,
+weights; no compiler in the process) and onnxruntime opens the .onnx file
+(ORT_ENABLE_ALL, as run_all); each then runs the model `--runs` times. The child reports
+its peak RSS (VmHWM in /proc/self/status), which counts the interpreter and its libraries too:
+the `baseline` column is a process that imports numpy and nothing else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+
+CHILD = r"""
+import json, sys
+import numpy as np
+runtime, path, threads, runs = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+rng = np.random.default_rng(0)
+if runtime == "dlc":
+    import dlc
+    model = dlc.load(path)
+    feeds = {s.name: rng.standard_normal(s.shape).astype(s.dtype) for s in model.inputs}
+    run = lambda: model.run(feeds)
+elif runtime == "onnxruntime":
+    import onnxruntime as ort
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    types = {"tensor(float)": np.float32, "tensor(int64)": np.int64, "tensor(double)": np.float64}
+    feeds = {i.name: rng.standard_normal([d if isinstance(d, int) else 1 for d in i.shape]).astype(types[i.type])
+             for i in session.get_inputs()}
+    run = lambda: session.run(None, feeds)
+else:
+    run = lambda: None
+for _ in range(runs):
+    run()
+# VmHWM, not getrusage's ru_maxrss: that one keeps the parent's peak across fork and exec.
+hwm = next(line for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print(json.dumps({"peak_rss_mib": int(hwm.split()[1]) / 1024}))
+"""
+
+
+def peak_rss_mib(runtime: str, path: str, threads: int, runs: int) -> float:
+    """Peak RSS in MiB of a fresh process that loads `path` with `runtime` and runs it."""
+    result = subprocess.run([sys.executable, "-c", CHILD, runtime, path, str(threads), str(runs)],
+                            capture_output=True, text=True, cwd=ROOT)
+    if result.returncode != 0:
+        raise RuntimeError(f"{runtime} on {path} failed:\n{result.stderr[-2000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])["peak_rss_mib"]
+
+
+def main(argv=None) -> int:
+    sys.path.insert(0, str(HERE))  # run_all and models (xDSL ships a top-level `benchmarks`)
+    import onnx
+    from run_all import ALL, BUILT, ZOO, zoo_model
+
+    import dlc
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default=",".join(ALL), help=f"comma-separated, from: {','.join(ALL)}")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args(argv)
+    names = [n for n in args.models.split(",") if n]
+    unknown = sorted(set(names) - set(ALL))
+    if unknown:
+        parser.error(f"unknown models {unknown}; choose from {ALL}")
+
+    baseline = peak_rss_mib("none", "-", 1, 0)
+    print(f"baseline (python + numpy): {baseline:.0f} MiB\n")
+    print(f"{'model':20s} {'dlc MiB':>9s} {'ort MiB':>9s} {'dlc/ort':>8s}")
+    ratios = []
+    with tempfile.TemporaryDirectory() as workdir:
+        for name in names:
+            model = zoo_model(name) if name in ZOO else BUILT[name]()
+            path = Path(workdir, f"{name}.onnx")
+            onnx.save(model, path)
+            artifact = Path(workdir, name)
+            dlc.compile(str(path), threads=args.threads).save(artifact)
+            ours = peak_rss_mib("dlc", str(artifact), args.threads, args.runs)
+            theirs = peak_rss_mib("onnxruntime", str(path), args.threads, args.runs)
+            ratios.append(ours / theirs)
+            print(f"{name:20s} {ours:9.0f} {theirs:9.0f} {ours / theirs:8.2f}", flush=True)
+    if ratios:
+        print(f"\nworst dlc/ort peak RSS: {max(ratios):.2f} (target <= 1.2)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,112 @@
+"""A large module splits into parts compiled in parallel processes; the parts link into one
+executable that computes what the unsplit module computes (dlc/codegen/split_module.py)."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+from conftest import ROOT
+
+import dlc
+from dlc.driver import compile_model
+from dlc.codegen import native
+from dlc.codegen.native import NativeModule, compile_object, compile_objects, parse_llvm
+from dlc.codegen.split_module import split_module
+from dlc.errors import ArtifactError, CompileError
+
+CNN = str(ROOT / "examples/models/cnn.onnx")
+DEFINE = re.compile(r'^define (internal )?[^@]*@"([^"]+)"', re.M)
+
+
+def _defined(llvm_ir: str) -> dict[str, bool]:
+    """Defined function -> whether it is exported."""
+    return {name: not internal for internal, name in DEFINE.findall(llvm_ir)}
+
+
+@pytest.fixture(scope="module")
+def cnn_ir() -> str:
+    result = compile_model(CNN, compile_to="llvm")
+    return result.text
+
+
+def test_every_function_lands_in_exactly_one_part(cnn_ir):
+    whole = _defined(cnn_ir)
+    parts = split_module(cnn_ir, 3)
+    assert len(parts) == 3
+    seen: list[str] = []
+    for part in parts:
+        parse_llvm(part)  # each part is a module of its own that LLVM accepts
+        seen += _defined(part)
+    # Shared GEMMs become units of their own instead of being copied into every caller's part.
+    assert len(seen) == len(set(seen)) and set(seen) <= set(whole)
+    # Only functions that nothing refers to are left out (LLVM would delete them anyway).
+    for name in set(whole) - set(seen):
+        assert cnn_ir.count(f'@"{name}"') == 1, name
+    # The entry stays in the first part; what another part calls is exported there and only there.
+    assert _defined(parts[0])["dlc_main"] and all("dlc_main" not in _defined(p) for p in parts[1:])
+    for part in parts:
+        for name, exported in _defined(part).items():
+            if exported and name != "dlc_main":
+                assert any(f'declare' in other and f'@"{name}"' in other
+                           for other in parts if other is not part)
+
+
+def test_small_modules_and_one_job_stay_whole(cnn_ir):
+    assert split_module(cnn_ir, 1) == [cnn_ir]
+    assert len(compile_objects(cnn_ir, jobs=4)) == 1  # under MIN_PART_BYTES: not worth a process
+
+
+def test_split_objects_link_and_compute_what_the_whole_module_computes(cnn_ir, monkeypatch, tmp_path):
+    monkeypatch.setattr(native, "MIN_PART_BYTES", 1)
+    monkeypatch.setenv("DLC_COMPILE_JOBS", "2")
+    monkeypatch.setenv("DLC_CACHE", "0")
+    split = dlc.compile(CNN, threads=1)
+    assert len(split._executable.objects) == 2
+    monkeypatch.setenv("DLC_COMPILE_JOBS", "1")
+    whole = dlc.compile(CNN, threads=1)
+    assert len(whole._executable.objects) == 1
+    x = np.random.default_rng(0).standard_normal(whole.inputs[0].shape).astype(np.float32)
+    expected = whole.run({whole.inputs[0].name: x})
+    got = split.run({split.inputs[0].name: x})
+    for name in expected:
+        # The same functions, compiled by the same LLVM: only calls across parts differ.
+        np.testing.assert_array_equal(got[name], expected[name])
+
+    split.save(tmp_path / "art")
+    assert sorted(p.name for p in (tmp_path / "art").iterdir()) == [
+        "manifest.json", "model.1.o", "model.o", "weights.bin"]
+    again = dlc.load(tmp_path / "art")
+    np.testing.assert_array_equal(again.run({again.inputs[0].name: x})[name], expected[name])
+
+    (tmp_path / "art/model.1.o").write_bytes(b"\0" * 100)
+    with pytest.raises(ArtifactError, match=r"model\.1\.o: damaged"):
+        dlc.load(tmp_path / "art")
+    (tmp_path / "art/model.1.o").unlink()
+    with pytest.raises(ArtifactError, match=r"model\.1\.o is missing"):
+        dlc.load(tmp_path / "art")
+
+
+def test_a_failed_worker_falls_back_to_compiling_in_this_process(cnn_ir, monkeypatch):
+    monkeypatch.setattr(native, "MIN_PART_BYTES", 1)
+
+    def broken_worker(source, target, cpu, features, opt_level):
+        import subprocess
+        import sys
+        return subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+
+    monkeypatch.setattr(native, "_start_worker", broken_worker)
+    objects = compile_objects(cnn_ir, jobs=2)
+    assert len(objects) == 2
+    module = NativeModule(objects)
+    assert module.address("dlc_main")
+
+
+def test_compile_jobs_override(monkeypatch):
+    monkeypatch.setenv("DLC_COMPILE_JOBS", "3")
+    assert native.compile_jobs() == 3
+    monkeypatch.setenv("DLC_COMPILE_JOBS", "many")
+    with pytest.raises(CompileError, match="DLC_COMPILE_JOBS"):
+        native.compile_jobs()
