@@ -4,7 +4,7 @@
     python benchmarks/memory.py --models resnet50,mobilenet_v2 --threads 1
 
 What a deployment pays: dlc loads a compiled artifact (`dlc.load`: manifest, object files,
-weights; no compiler in the process) and onnxruntime opens the .onnx file
+weights; no compiler in the process, and on x86-64 Linux no LLVM either) and onnxruntime opens the .onnx file
 (ORT_ENABLE_ALL, as run_all); each then runs the model `--runs` times. The child reports
 its peak RSS (VmHWM in /proc/self/status), which counts the interpreter and its libraries too:
 the `baseline` column is a process that imports numpy and nothing else.
@@ -30,6 +30,7 @@ rng = np.random.default_rng(0)
 if runtime == "dlc":
     import dlc
     model = dlc.load(path)
+    loader = type(model._executable._module).__name__
     feeds = {s.name: rng.standard_normal(s.shape).astype(s.dtype) for s in model.inputs}
     run = lambda: model.run(feeds)
 elif runtime == "onnxruntime":
@@ -45,21 +46,25 @@ elif runtime == "onnxruntime":
     run = lambda: session.run(None, feeds)
 else:
     run = lambda: None
+if runtime != "dlc":
+    loader = runtime
 for _ in range(runs):
     run()
 # VmHWM, not getrusage's ru_maxrss: that one keeps the parent's peak across fork and exec.
 hwm = next(line for line in open("/proc/self/status") if line.startswith("VmHWM:"))
-print(json.dumps({"peak_rss_mib": int(hwm.split()[1]) / 1024}))
+print(json.dumps({"peak_rss_mib": int(hwm.split()[1]) / 1024, "loader": loader}))
 """
 
 
-def peak_rss_mib(runtime: str, path: str, threads: int, runs: int) -> float:
-    """Peak RSS in MiB of a fresh process that loads `path` with `runtime` and runs it."""
+def peak_rss_mib(runtime: str, path: str, threads: int, runs: int) -> tuple[float, str]:
+    """Peak RSS in MiB of a fresh process that loads `path` with `runtime` and runs it, and
+    what loaded it (dlc: ElfImage, its own loader, or NativeModule, llvmlite's MCJIT)."""
     result = subprocess.run([sys.executable, "-c", CHILD, runtime, path, str(threads), str(runs)],
                             capture_output=True, text=True, cwd=ROOT)
     if result.returncode != 0:
         raise RuntimeError(f"{runtime} on {path} failed:\n{result.stderr[-2000:]}")
-    return json.loads(result.stdout.strip().splitlines()[-1])["peak_rss_mib"]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    return report["peak_rss_mib"], report["loader"]
 
 
 def main(argv=None) -> int:
@@ -79,9 +84,9 @@ def main(argv=None) -> int:
     if unknown:
         parser.error(f"unknown models {unknown}; choose from {ALL}")
 
-    baseline = peak_rss_mib("none", "-", 1, 0)
+    baseline, _ = peak_rss_mib("none", "-", 1, 0)
     print(f"baseline (python + numpy): {baseline:.0f} MiB\n")
-    print(f"{'model':20s} {'dlc MiB':>9s} {'ort MiB':>9s} {'dlc/ort':>8s}")
+    print(f"{'model':20s} {'dlc MiB':>9s} {'ort MiB':>9s} {'dlc/ort':>8s}  loader")
     ratios = []
     with tempfile.TemporaryDirectory() as workdir:
         for name in names:
@@ -90,10 +95,10 @@ def main(argv=None) -> int:
             onnx.save(model, path)
             artifact = Path(workdir, name)
             dlc.compile(str(path), threads=args.threads).save(artifact)
-            ours = peak_rss_mib("dlc", str(artifact), args.threads, args.runs)
-            theirs = peak_rss_mib("onnxruntime", str(path), args.threads, args.runs)
+            ours, loader = peak_rss_mib("dlc", str(artifact), args.threads, args.runs)
+            theirs, _ = peak_rss_mib("onnxruntime", str(path), args.threads, args.runs)
             ratios.append(ours / theirs)
-            print(f"{name:20s} {ours:9.0f} {theirs:9.0f} {ours / theirs:8.2f}", flush=True)
+            print(f"{name:20s} {ours:9.0f} {theirs:9.0f} {ours / theirs:8.2f}  {loader}", flush=True)
     if ratios:
         print(f"\nworst dlc/ort peak RSS: {max(ratios):.2f} (target <= 1.2)")
     return 0

@@ -136,7 +136,7 @@ def cmd_compile(args) -> int:
     elif result.phase == "exe":
         out = Path(args.output or "out")
         result.executable.save(out)
-        print(f"wrote {out}/ (model.o, weights.bin, manifest.json)")
+        print(f"wrote {out}/ ({', '.join(sorted(p.name for p in out.iterdir()))})")
     elif result.phase == "llvm":
         if args.output:
             Path(args.output).write_text(result.text)

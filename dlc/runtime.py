@@ -1,11 +1,12 @@
 """Load and run a compiled artifact: manifest + weights + object code, one native call.
 
-The artifact (DESIGN.md "The artifact"): a directory with `model.o` (llvmlite
-object code exporting `void dlc_main(void **buffers, void *weights)`, buffers =
+The artifact (DESIGN.md "The artifact"): a directory with `model.o` (ELF object code
+exporting `void dlc_main(void **buffers, void *weights)`, buffers =
 inputs, outputs, arena), for a large model the other parts it was split into and compiled
 as in parallel (`model.1.o`, ...; dlc/codegen/split_module.py), `weights.bin` (64-byte
-aligned weights at manifest offsets) and `manifest.json`, which lists the object files
-with their SHA-256. Loading needs numpy and llvmlite only.
+aligned weights at manifest offsets), `pool.o` (the thread pool, dlc/thread_pool.py) and
+`manifest.json`, which lists the object files with their SHA-256. Loading needs numpy only
+on x86-64 Linux (dlc/codegen/elf_loader.py), llvmlite's MCJIT elsewhere.
 """
 
 from __future__ import annotations
@@ -111,23 +112,47 @@ def default_threads() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+LOADER_VARIABLE = "DLC_LOADER"
+
+
+def load_code(objects: Sequence[bytes]):
+    """The object files loaded into this process: dlc's own ELF loader where it applies (no
+    LLVM in the process: 50 MB less resident memory), else llvmlite's MCJIT. `address(symbol)`
+    on the result. DLC_LOADER=mcjit forces MCJIT."""
+    from dlc.codegen.elf_loader import ElfImage, UnresolvedSymbol, UnsupportedObject, supported_host
+
+    if supported_host() and os.environ.get(LOADER_VARIABLE, "elf") != "mcjit":
+        try:
+            return ElfImage(objects)
+        except UnresolvedSymbol as symbol:
+            raise ArtifactError(f"the object code calls '{symbol}', which this process does not define",
+                                "compile the model again on this machine with `dlc compile`") from None
+        except UnsupportedObject as reason:
+            import logging
+
+            logging.getLogger("dlc.runtime").debug("MCJIT loads this artifact: %s", reason)
+    from dlc.codegen.native import NativeModule
+
+    return NativeModule(objects)
+
+
 class NativeExecutable:
     """A compiled model loaded into this process: one native call per run."""
 
-    def __init__(self, manifest: dict, objects: Sequence[bytes], weights: np.ndarray):
-        from dlc.codegen.native import NativeModule, host_cpu
-
+    def __init__(self, manifest: dict, objects: Sequence[bytes], weights: np.ndarray,
+                 pool_object: bytes | None = None):
         self.manifest = manifest
         self.inputs = [TensorSpec.from_json(t) for t in manifest["inputs"]]
         self.outputs = [TensorSpec.from_json(t) for t in manifest["outputs"]]
-        _check_cpu(manifest, host_cpu())
+        _check_cpu(manifest)
         self._weights = weights  # kept alive: native code reads it
         self._arena = aligned_empty((max(manifest["arena_size"], 1),), np.uint8)
         self._arena_lock = threading.Lock()
-        self._module = NativeModule(objects)
+        self._module = load_code(objects)
         self._entry = ctypes.CFUNCTYPE(None, ctypes.POINTER(ctypes.c_void_p), ctypes.c_void_p,
                                        ctypes.c_void_p)(self._module.address(ENTRY_SYMBOL))
         self.objects = tuple(objects)
+        self.pool_object = pool_object
         self.profile_sites: list[str] = manifest.get("profile_sites", [])
         self._profile = np.zeros(max(len(self.profile_sites), 1), dtype=np.int64)
         threads = manifest.get("threads") or default_threads()
@@ -135,7 +160,7 @@ class NativeExecutable:
         if threads > 1:
             from dlc.thread_pool import pool
 
-            parallel = pool().parallel
+            parallel = pool(pool_object).parallel
             threads = pool().ensure_threads(threads)
         self._context = RuntimeContext(parallel, threads, self._profile.ctypes.data)
         # Read once: the normal path pays one attribute test per run for the checked mode.
@@ -225,8 +250,13 @@ class NativeExecutable:
     def save(self, directory: str | Path) -> None:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
+        for stale in directory.iterdir():  # parts of an earlier, larger compile into this directory
+            if OBJECT_FILE.fullmatch(stale.name) and stale.name not in {e["file"] for e in self.manifest["objects"]}:
+                stale.unlink()
         for entry, code in zip(self.manifest["objects"], self.objects, strict=True):
             (directory / entry["file"]).write_bytes(code)
+        if self.pool_object is not None and "pool" in self.manifest:
+            (directory / self.manifest["pool"]["file"]).write_bytes(self.pool_object)
         self._weights.tofile(directory / "weights.bin")
         (directory / "manifest.json").write_text(json.dumps(self.manifest, indent=2) + "\n")
 
@@ -397,7 +427,32 @@ def report_faults(guarded: GuardedBuffers):
                 libc.sigaction(sig, ctypes.byref(old), None)
 
 
-def _check_cpu(manifest: dict, host: tuple[str, str]) -> None:
+@functools.cache
+def cpuinfo_flags() -> frozenset[str] | None:
+    """This machine's CPU flags as Linux lists them (/proc/cpuinfo), or None elsewhere."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return None
+
+
+def _check_cpu(manifest: dict) -> None:
+    """Refuse code for instructions this CPU lacks (it would die of SIGILL).
+
+    When this machine has every flag of the machine that compiled the artifact (the usual
+    case: the same machine), the check needs no LLVM; else LLVM's feature list decides.
+    """
+    here = cpuinfo_flags()
+    there = manifest.get("cpu_flags")
+    if here is not None and isinstance(there, list) and there and here.issuperset(there):
+        return
+    from dlc.codegen.native import host_cpu
+
+    host = host_cpu()
     host_features = {f[1:] for f in host[1].split(",") if f.startswith("+")}
     needed = {f[1:] for f in manifest.get("cpu_features", "").split(",") if f.startswith("+")}
     missing = sorted(needed - host_features)
@@ -423,7 +478,7 @@ def load_artifact(directory: str | Path, max_memory: str | int | None = None) ->
                             f"(found version {manifest.get('manifest_version')!r})",
                             "compile the model again with this dlc: `dlc compile MODEL.onnx -o DIR`")
     _check_manifest(manifest, manifest_path, max_memory)
-    files = [entry["file"] for entry in manifest["objects"]]
+    files = [entry["file"] for entry in manifest["objects"] + ([manifest["pool"]] if "pool" in manifest else [])]
     for name in (*files, "weights.bin"):
         if not (directory / name).exists():
             raise ArtifactError(f"{directory}: incomplete artifact, {name} is missing")
@@ -439,7 +494,13 @@ def load_artifact(directory: str | Path, max_memory: str | int | None = None) ->
             raise ArtifactError(f"{directory}/{entry['file']}: damaged (its SHA-256 differs from the manifest's)",
                                 "compile the model again with `dlc compile`")
         objects.append(code)
-    return NativeExecutable(manifest, objects, weights)
+    pool_object = None
+    if "pool" in manifest:
+        pool_object = (directory / manifest["pool"]["file"]).read_bytes()
+        if hashlib.sha256(pool_object).hexdigest() != manifest["pool"]["sha256"]:
+            raise ArtifactError(f"{directory}/{manifest['pool']['file']}: damaged (its SHA-256 differs from "
+                                "the manifest's)", "compile the model again with `dlc compile`")
+    return NativeExecutable(manifest, objects, weights, pool_object)
 
 
 def _check_manifest(manifest: dict, path: Path, max_memory: str | int | None) -> None:
@@ -456,6 +517,10 @@ def _check_manifest(manifest: dict, path: Path, max_memory: str | int | None) ->
                        and OBJECT_FILE.fullmatch(entry["file"]) and isinstance(entry.get("sha256"), str)
                        for entry in objects)):
         raise bad("objects")  # names are checked: a manifest must not point outside its directory
+    pool = manifest.get("pool")
+    if pool is not None and not (isinstance(pool, dict) and pool.get("file") == "pool.o"
+                                 and isinstance(pool.get("sha256"), str)):
+        raise bad("pool")
     for field in ("arena_size", "weights_size"):
         if not isinstance(manifest.get(field), int) or isinstance(manifest[field], bool) or manifest[field] < 0:
             raise bad(field)

@@ -8,7 +8,8 @@ the caller never waits for a thread that has not started. (libgomp's static sche
 join barrier did wait: with a second busy process on a 2-core machine, a 3x3 conv took 29 ms
 on 2 threads against 1.7 ms on one.) This is the scheme of onnxruntime's and Eigen's pools.
 
-The pool is written in LLVM IR (no C compiler is needed at run time), compiled once per
+The pool is written in LLVM IR (no C compiler is needed at run time), compiled with the
+model and shipped in its artifact (`pool.o`, so that a run needs no LLVM), loaded once per
 process and shared by every loaded model; it grows to the largest thread count asked for.
 
 Protocol. One job is published at a time (`busy`): its description (worker, data, items)
@@ -362,19 +363,26 @@ def _pool_ir(arch: str) -> str:
             .replace("MAX_WORKERS", str(MAX_WORKERS)).replace("SPIN_NS", str(SPIN_NS)))
 
 
+@functools.cache
+def pool_object() -> bytes:
+    """The pool's object code for this machine (compiled by LLVM: once per process)."""
+    import llvmlite.binding as llvm
+
+    from dlc.codegen.native import compile_object
+
+    return compile_object(_pool_ir(llvm.get_process_triple().split("-")[0]), opt_level=2)
+
+
 class ThreadPool:
     """The process's native pool: addresses for generated code, and worker management."""
 
-    def __init__(self):
+    def __init__(self, object_code: bytes | None = None):
         import ctypes
 
-        import llvmlite.binding as llvm
+        from dlc.runtime import load_code
 
-        from dlc.codegen.native import NativeModule, compile_object
-
-        arch = llvm.get_process_triple().split("-")[0]
         # Kept for the life of the process: worker threads run this code.
-        self._module = NativeModule(compile_object(_pool_ir(arch), opt_level=2))
+        self._module = load_code([pool_object() if object_code is None else object_code])
         self.parallel = self._module.address("dlc_pool_parallel")
         self._start = ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_int64)(self._module.address("dlc_pool_start"))
         self._stop = ctypes.CFUNCTYPE(ctypes.c_int32)(self._module.address("dlc_pool_stop"))
@@ -400,7 +408,15 @@ class ThreadPool:
         self._lock = threading.Lock()
 
 
-@functools.cache
-def pool() -> ThreadPool:
-    """The process's thread pool, made on first use."""
-    return ThreadPool()
+_pool: ThreadPool | None = None
+_pool_lock = threading.Lock()
+
+
+def pool(object_code: bytes | None = None) -> ThreadPool:
+    """The process's thread pool, made on first use: from `object_code` (an artifact's
+    `pool.o`) when given, else compiled here."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPool(object_code)
+        return _pool

@@ -83,7 +83,7 @@ def test_cache_is_user_only_whatever_the_umask(tmp_path, monkeypatch):
     entry = _entry(root)
     assert _mode(root) == 0o700 and _mode(entry) == 0o700
     files = sorted(p.name for p in entry.iterdir())
-    assert files == ["CHECKSUMS", "manifest.json", "model.o", "weights.bin"]
+    assert files == ["CHECKSUMS", "manifest.json", "model.o", "pool.o", "weights.bin"]
     assert {name: _mode(entry / name) for name in files} == dict.fromkeys(files, 0o600)
 
 
@@ -178,4 +178,4 @@ def test_checksum_file_lists_every_file_of_the_entry(tmp_path, monkeypatch):
     assert header == "dlc-cache-entry 1"
     listed = dict(reversed(line.split("  ")) for line in lines)
     assert listed == {name: hashlib.sha256((entry / name).read_bytes()).hexdigest()
-                      for name in ("manifest.json", "model.o", "weights.bin")}
+                      for name in ("manifest.json", "model.o", "pool.o", "weights.bin")}

@@ -77,9 +77,15 @@ def test_split_objects_link_and_compute_what_the_whole_module_computes(cnn_ir, m
 
     split.save(tmp_path / "art")
     assert sorted(p.name for p in (tmp_path / "art").iterdir()) == [
-        "manifest.json", "model.1.o", "model.o", "weights.bin"]
+        "manifest.json", "model.1.o", "model.o", "pool.o", "weights.bin"]
     again = dlc.load(tmp_path / "art")
     np.testing.assert_array_equal(again.run({again.inputs[0].name: x})[name], expected[name])
+
+    whole.save(tmp_path / "again")
+    split.save(tmp_path / "again")
+    whole.save(tmp_path / "again")  # a stale part of the earlier split save goes
+    assert not (tmp_path / "again/model.1.o").exists()
+    assert dlc.load(tmp_path / "again").run({whole.inputs[0].name: x}).keys() == expected.keys()
 
     (tmp_path / "art/model.1.o").write_bytes(b"\0" * 100)
     with pytest.raises(ArtifactError, match=r"model\.1\.o: damaged"):

@@ -72,7 +72,8 @@ class CpuTarget(Target):
 
         from dlc import __version__
         from dlc.codegen.native import compile_objects, host_cpu
-        from dlc.runtime import MANIFEST_VERSION, NativeExecutable, object_file_names
+        from dlc.runtime import MANIFEST_VERSION, NativeExecutable, cpuinfo_flags, object_file_names
+        from dlc.thread_pool import pool_object
 
         offsets, blob = weight_layout(module)
         from dlc.codegen.llvm_emitter import emit_llvm
@@ -90,10 +91,13 @@ class CpuTarget(Target):
             "target": "cpu",
             "cpu": cpu,
             "cpu_features": features,
+            # The loader's check without LLVM: a machine with all these flags runs the code.
+            "cpu_flags": sorted(cpuinfo_flags() or ()),
             "entry": "dlc_main",
             # load_artifact checks them: damaged object code would crash the process when linked.
             "objects": [{"file": name, "sha256": hashlib.sha256(code).hexdigest()}
                         for name, code in zip(object_file_names(len(objects)), objects)],
+            "pool": {"file": "pool.o", "sha256": hashlib.sha256(pool_object()).hexdigest()},
             "inputs": [t.to_json() for t in _specs(main, "inputs")],
             "outputs": [t.to_json() for t in _specs(main, "outputs")],
             "arena_size": main.attributes["dlc.arena_size"].value.data,
@@ -103,7 +107,7 @@ class CpuTarget(Target):
             "profile_sites": profile_sites(module) if options.profile else [],
             "kernels": kernel_costs(module),
         }
-        return NativeExecutable(manifest, objects, blob)
+        return NativeExecutable(manifest, objects, blob, pool_object())
 
 
 def _main(module):
