@@ -73,10 +73,13 @@ def _instrumentation(args):
         print(f"// -----// IR after {pass_name} //----- //", file=sys.stderr)
         print(module, file=sys.stderr)
 
-    return PassInstrumentation(print_after_all=getattr(args, "print_ir_after_all", False),
-                               print_after=frozenset(getattr(args, "print_ir_after", None) or []),
-                               disabled=frozenset(getattr(args, "disable_pass", None) or []),
-                               printer=printer)
+    print_after_all = getattr(args, "print_ir_after_all", False)
+    print_after = frozenset(getattr(args, "print_ir_after", None) or [])
+    disabled = frozenset(getattr(args, "disable_pass", None) or [])
+    if not (print_after_all or print_after or disabled):
+        return None  # nothing to watch or change: the compile may come from the cache
+    return PassInstrumentation(print_after_all=print_after_all, print_after=print_after,
+                               disabled=disabled, printer=printer)
 
 
 def _print_timings(timings) -> None:

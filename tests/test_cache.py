@@ -179,3 +179,20 @@ def test_checksum_file_lists_every_file_of_the_entry(tmp_path, monkeypatch):
     listed = dict(reversed(line.split("  ")) for line in lines)
     assert listed == {name: hashlib.sha256((entry / name).read_bytes()).hexdigest()
                       for name in ("manifest.json", "model.o", "pool.o", "weights.bin")}
+
+
+def test_cli_compile_uses_the_cache_unless_passes_are_watched_or_disabled(monkeypatch, tmp_path, capsys):
+    from dlc.cli import main
+
+    monkeypatch.setenv("DLC_CACHE_DIR", str(tmp_path / "cache"))
+    out = str(tmp_path / "out")
+
+    def compiled_from_cache(*extra: str) -> bool:
+        assert main(["compile", str(MLP), "-o", out, "--time-passes", *extra]) == 0
+        return "cache hit" in capsys.readouterr().err
+
+    assert not compiled_from_cache()
+    assert compiled_from_cache()
+    # Disabling a pass changes the code; printing IR needs the passes to run.
+    assert not compiled_from_cache("--disable-pass", "fold-constants")
+    assert not compiled_from_cache("--print-ir-after", "dce")
