@@ -1,11 +1,12 @@
 """LLVM IR text -> optimised object code -> functions callable in this process, with llvmlite.
 
-Optimisation is LLVM's default O`n` pipeline (new pass manager); loading uses MCJIT's
-`add_object_file`, so an artifact's object files load without xDSL or a system linker.
+Optimisation is LLVM's default O`n` pipeline (new pass manager). `NativeModule` loads
+object files with MCJIT's `add_object_file` (no xDSL, no system linker); on x86-64 Linux a
+run uses dlc's own loader instead (elf_loader.py, chosen by `dlc.runtime.load_code`).
 A large module is split (`split_module`) and its parts compiled at once, one process per
 core: llvmlite serialises all LLVM calls of a process behind one lock, so threads would not
 help, and LLVM compiles a module on one thread (like `clang -flto-jobs`/`-fsplit-lto-unit`
-parallel code generation, but without a linker: MCJIT links the objects when loading).
+parallel code generation, but without a linker: the loader links the objects).
 """
 
 from __future__ import annotations
