@@ -196,6 +196,8 @@ class ElfImage:
                 if obj.loaded(s):
                     if section.flags & SHF_TLS:
                         raise UnsupportedObject(f"TLS section {section.name}")
+                    if section.name.startswith((".init_array", ".fini_array", ".ctors", ".dtors")):
+                        raise UnsupportedObject(f"constructors or destructors ({section.name})")
                     seg = segment_of(section)
                     segments[seg] = _align(segments[seg], section.align)
                     placement[(i, s)] = seg, segments[seg]
