@@ -134,7 +134,9 @@ def compile_jobs() -> int:
             return max(1, int(override))
         except ValueError:
             raise CompileError(f"{JOBS_VARIABLE}={override!r} is not a number of processes") from None
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    from dlc.runtime import default_threads  # the cores this process may use
+
+    return default_threads()
 
 
 def compile_objects(
