@@ -487,20 +487,19 @@ def load_artifact(directory: str | Path, max_memory: str | int | None = None) ->
         raise ArtifactError(f"{directory}/weights.bin: expected {manifest['weights_size']} bytes, "
                             f"found {size}", "the artifact is damaged: compile it again")
     weights = aligned_read(directory / "weights.bin", manifest["weights_size"])
-    objects = []
-    for entry in manifest["objects"]:  # linking damaged object code would crash the process
-        code = (directory / entry["file"]).read_bytes()
-        if hashlib.sha256(code).hexdigest() != entry["sha256"]:
-            raise ArtifactError(f"{directory}/{entry['file']}: damaged (its SHA-256 differs from the manifest's)",
-                                "compile the model again with `dlc compile`")
-        objects.append(code)
-    pool_object = None
-    if "pool" in manifest:
-        pool_object = (directory / manifest["pool"]["file"]).read_bytes()
-        if hashlib.sha256(pool_object).hexdigest() != manifest["pool"]["sha256"]:
-            raise ArtifactError(f"{directory}/{manifest['pool']['file']}: damaged (its SHA-256 differs from "
-                                "the manifest's)", "compile the model again with `dlc compile`")
+    objects = [_read_verified(directory, entry) for entry in manifest["objects"]]
+    pool_object = _read_verified(directory, manifest["pool"]) if "pool" in manifest else None
     return NativeExecutable(manifest, objects, weights, pool_object)
+
+
+def _read_verified(directory: Path, entry: dict) -> bytes:
+    """An object file the manifest lists, checked against its SHA-256: linking damaged
+    object code would crash the process."""
+    code = (directory / entry["file"]).read_bytes()
+    if hashlib.sha256(code).hexdigest() != entry["sha256"]:
+        raise ArtifactError(f"{directory}/{entry['file']}: damaged (its SHA-256 differs from the manifest's)",
+                            "compile the model again with `dlc compile`")
+    return code
 
 
 def _check_manifest(manifest: dict, path: Path, max_memory: str | int | None) -> None:
