@@ -53,6 +53,9 @@ def cases() -> dict[str, onnx.ModelProto]:
         "Conv 1x1 256->64 56x56": _model("Conv", [1, 256, 56, 56], {}, conv(256, 64, 1)),
         "Conv 1x1 1024->256 14x14": _model("Conv", [1, 1024, 14, 14], {}, conv(1024, 256, 1)),
         "Conv 3x3 512->512 7x7": _model("Conv", [1, 512, 7, 7], {"pads": [1] * 4}, conv(512, 512, 3)),
+        # MobileNetV2's last stage: 49 output columns fill 49 of the 64 lanes of 4 vectors
+        "Conv 1x1 320->1280 7x7": _model("Conv", [1, 320, 7, 7], {}, conv(320, 1280, 1)),
+        "Conv 1x1 160->960 7x7": _model("Conv", [1, 160, 7, 7], {}, conv(160, 960, 1)),
         "Conv 7x7/2 3->64 224x224": _model("Conv", [1, 3, 224, 224], {"pads": [3] * 4, "strides": [2, 2]},
                                            conv(3, 64, 7)),
         **{f"Conv dw 3x3{'/2' if s == 2 else ''} {c} {h}x{h}":
