@@ -26,7 +26,9 @@ from llvmlite import ir
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from dlc.codegen.native import NativeModule, compile_object
+from dlc.codegen.native import compile_object
+
+from dlc.runtime.mcjit import NativeModule
 from dlc.codegen.ukernels import GemmSpec, emit_gemm, pack_b
 from dlc.runtime import aligned_empty
 

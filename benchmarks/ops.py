@@ -23,8 +23,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import dlc  # noqa: E402
-from dlc.bench import median_latencies, onnxruntime_session  # noqa: E402
-from dlc.cli import random_inputs  # noqa: E402
+from dlc.tools.bench import median_latencies, onnxruntime_session  # noqa: E402
+from dlc.tools.oracle import random_inputs  # noqa: E402
 
 
 def _model(op: str, x_shape, attrs=None, weights=(), extra_nodes=(), opset: int = 21) -> onnx.ModelProto:

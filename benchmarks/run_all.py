@@ -66,7 +66,7 @@ def without_initializer_inputs(model: onnx.ModelProto) -> onnx.ModelProto:
 def graph_flops(model: onnx.ModelProto) -> int:
     from dialects.onnx import OnnxOp
     from dialects.op_costs import flops
-    from dlc.importer import import_model
+    from dlc.frontend.importer import import_model
 
     return sum(flops(op) for op in import_model(model).walk() if isinstance(op, OnnxOp))
 

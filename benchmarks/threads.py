@@ -55,7 +55,7 @@ def _measure(model: str, runtime: str, threads: int, repeat: int) -> float:
         feeds = {s.name: np.random.default_rng(0).standard_normal(s.shape).astype(s.dtype) for s in compiled.inputs}
         run = lambda: compiled.run(feeds)  # noqa: E731
     else:
-        from dlc.bench import onnxruntime_session
+        from dlc.tools.bench import onnxruntime_session
 
         session = onnxruntime_session(model, threads)
         inputs = session.get_inputs()

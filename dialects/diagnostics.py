@@ -33,7 +33,7 @@ class CompileError(DlcError):
 
 
 class MemoryLimitError(CompileError):
-    """The model's tensors would need more memory than the limit (dlc/memory_limit.py)."""
+    """The model's tensors would need more memory than the limit (dlc/runtime/memory_limit.py)."""
 
 
 class InputError(DlcError):

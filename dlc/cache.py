@@ -42,7 +42,8 @@ def _source_hash() -> str:
 
 def cache_key(model_bytes: bytes, target: str, options: dict, input_shapes: dict | None) -> str:
     from dlc import __version__
-    from dlc.codegen.native import host_caches, host_cpu
+    from dlc.runtime.host import host_caches
+    from dlc.runtime.mcjit import host_cpu
 
     digest = hashlib.sha256(model_bytes)
     digest.update(json.dumps({"target": target, "options": options, "shapes": input_shapes or {},

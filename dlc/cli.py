@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dlc.tools.oracle import random_inputs
 from dlc.errors import DlcError, InputError
 
 COMPARE_ABS_TOLERANCE = 1e-3
@@ -48,21 +49,6 @@ def _parse_inputs(items: list[str] | None) -> dict[str, np.ndarray]:
         if not isinstance(feeds[name], np.ndarray):  # an .npz archive holds several arrays
             raise InputError(f"--input {item}: '{path}' is an .npz archive, not one .npy array",
                              "save the input alone with numpy.save(path, array)")
-    return feeds
-
-
-def random_inputs(specs, seed: int = 0) -> dict[str, np.ndarray]:
-    """Seeded random inputs of the declared shapes (floats in [-1, 1), small ints, bools)."""
-    rng = np.random.default_rng(seed)
-    feeds = {}
-    for spec in specs:
-        dtype = np.dtype(spec.dtype)
-        if dtype.kind == "f":
-            feeds[spec.name] = rng.uniform(-1, 1, spec.shape).astype(dtype)
-        elif dtype.kind == "b":
-            feeds[spec.name] = rng.integers(0, 2, spec.shape).astype(bool)
-        else:
-            feeds[spec.name] = rng.integers(0, 4, spec.shape).astype(dtype)
     return feeds
 
 
@@ -158,7 +144,7 @@ def cmd_compile(args) -> int:
 
 def _print_placement(executable, args) -> None:
     """A model split across targets: placement summary, placement file, and each NPU stream."""
-    from dlc.partition import placement_summary, write_placement
+    from dlc.targets.partition import placement_summary, write_placement
 
     print(placement_summary(executable.placement, executable.partitions))
     if getattr(args, "placement", None):
@@ -226,14 +212,15 @@ def cmd_run(args) -> int:
         if not getattr(executable, "profile_sites", None):
             raise DlcError("--profile needs a cpu build compiled with profiling: run it on the .onnx "
                            "model (an artifact keeps the profiling it was compiled with)")
-        from dlc.profiling import format_profile
+        from dlc.tools.profiling import format_profile
 
         print(format_profile(executable, len(latencies)))
     return 0
 
 
 def cmd_opt(args) -> int:
-    from dlc.driver import make_context, read_mlir, write_mlir
+    from dialects.context import make_context
+    from dlc.driver import read_mlir, write_mlir
     from passes.pipeline import parse_pass_pipeline, run_passes
 
     for plugin in args.load_pass_plugin or []:
@@ -256,18 +243,18 @@ def cmd_opt(args) -> int:
 
 
 def cmd_explain(args) -> int:
-    from dlc.fusion_report import explain
+    from dlc.tools.fusion_report import explain
 
     print(explain(args.model, fusion=args.fusion, input_shapes=_parse_shapes(args.shape), target=args.target))
     return 0
 
 
 def cmd_compare(args) -> int:
-    from dlc.fusion_report import compare, format_compare
+    from dlc.tools.fusion_report import compare, format_compare
     from dlc.targets import get_target
 
     if get_target(args.target).partial:  # a simulated accelerator: compare its cost model, not timings
-        from dlc.partition import compare_fusion
+        from dlc.tools.fusion_report import compare_fusion
 
         table, worst = compare_fusion(args.model, args.target, _parse_shapes(args.shape))
         print(table)
@@ -286,7 +273,7 @@ def cmd_compare(args) -> int:
                     gflops = kernel.flops / (ms * 1e6) if ms else 0.0
                     print(f"  {kernel.name:34s} {ms:9.4f} ms  {gflops:8.2f} GFLOP/s  {', '.join(kernel.nodes)}")
     if args.html:
-        from dlc.html_report import write_html_report
+        from dlc.tools.html_report import write_html_report
 
         write_html_report(args.html, args.model, reports, errors)
         print(f"wrote {args.html}")
@@ -303,7 +290,7 @@ def cmd_verify(args) -> int:
     """Exit 0 when every tensor and final output matches onnxruntime, 1 on a divergence."""
     import json
 
-    from dlc.verify import verify
+    from dlc.tools.verify import verify
 
     for plugin in args.load_pass_plugin or []:
         from passes import load_pass_plugin
@@ -320,7 +307,7 @@ def cmd_verify(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from dlc.bench import bench, format_bench
+    from dlc.tools.bench import bench, format_bench
 
     result = bench(args.model, threads=args.threads, repeat=args.repeat,
                    versus_onnxruntime=args.vs == "onnxruntime", input_shapes=_parse_shapes(args.shape),
@@ -344,7 +331,7 @@ def cmd_passes(args) -> int:
 
 
 def cmd_ops(args) -> int:
-    from dlc.ops import supported_operators
+    from dlc.tools.ops import supported_operators
 
     rows = supported_operators()
     print(f"{'operator':28s} {'opsets':10s} cpu lowering")

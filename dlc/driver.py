@@ -12,34 +12,19 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from xdsl.context import Context
 from xdsl.dialects.builtin import ModuleOp, StringAttr
 from xdsl.passes import ModulePass
 
 from dialects.weights import WeightStore, attach_weights, sidecar_path, weights_of
 from dlc import cache
 from dlc.errors import CompileError, DlcError
-from dlc.targets import CompileOptions, Target, get_target
+from dlc.targets import CompileOptions, Target, describe_target_on, get_target
+from dialects.context import make_context
 from passes import all_passes
 from passes.pipeline import PassInstrumentation, parse_pass_pipeline, run_passes
 
 PHASES = ("onnx", "graph", "kernels", "linalg", "loops", "llvm", "exe")
 MLIR_PHASES = PHASES[:5]
-
-
-def make_context() -> Context:
-    """A context with every dialect dlc's phases use."""
-    from xdsl.dialects import affine, arith, func, linalg, math, memref, scf
-    from xdsl.dialects.builtin import Builtin
-
-    from dialects.kernel import KERNEL
-    from dialects.onnx import ONNX
-
-    ctx = Context()
-    for dialect in (Builtin, func.Func, arith.Arith, math.Math, memref.MemRef, scf.Scf,
-                    affine.Affine, linalg.Linalg, ONNX, KERNEL):
-        ctx.load_dialect(dialect)
-    return ctx
 
 
 def default_pipeline(target: Target, options: CompileOptions) -> list[tuple[str, list[ModulePass]]]:
@@ -60,23 +45,6 @@ def default_pipeline(target: Target, options: CompileOptions) -> list[tuple[str,
         p["dce"](),
     ]
     return [("graph", graph), *target.pipeline(options)]
-
-
-def describe_target_on(module: ModuleOp, target: Target, threads: int | None = None) -> None:
-    """Write the target description on the module, where passes read it (like MLIR's DLTI),
-    with the thread count the code is compiled for (`threads`, None: all cores)."""
-    from xdsl.dialects.builtin import IntegerAttr, i64
-
-    from dlc.runtime import default_threads
-
-    module.attributes["dlc.threads"] = IntegerAttr(threads or default_threads(), i64)
-    description = target.description()
-    if description.vector_bits:
-        module.attributes["dlc.vector_bits"] = IntegerAttr(description.vector_bits, i64)
-    for level in description.memory:
-        key = {"L1": "dlc.l1_bytes", "L2": "dlc.l2_bytes"}.get(level.name)
-        if key:
-            module.attributes[key] = IntegerAttr(level.size_bytes, i64)
 
 
 @dataclass
@@ -120,7 +88,7 @@ def compile_model(model, *, target: str = "cpu", options: CompileOptions | None 
                   compile_to: str = "exe", compile_from: str | None = None,
                   instrument: PassInstrumentation | None = None) -> CompileResult:
     """Compile an ONNX model (path or ModelProto) or MLIR text of phase `compile_from`."""
-    from dlc.importer import import_model
+    from dlc.frontend.importer import import_model
 
     options = options or CompileOptions()
     cacheable = (compile_to == "exe" and pipeline is None and compile_from is None and instrument is None)
@@ -177,8 +145,8 @@ def compile_model(model, *, target: str = "cpu", options: CompileOptions | None 
     _check_memory_plan(module, options)
     start = time.perf_counter()
     try:
-        if backend.partial:  # it takes some nodes: partition, the rest on cpu (dlc/partition.py)
-            from dlc.partition import compile_partitioned
+        if backend.partial:  # it takes some nodes: partition, the rest on cpu (dlc/targets/partition.py)
+            from dlc.targets.partition import compile_partitioned
 
             executable = compile_partitioned(module, backend, options, instrument)
         else:
@@ -200,7 +168,7 @@ def _check_memory_plan(module: ModuleOp, options: CompileOptions) -> None:
     from xdsl.dialects.builtin import IntegerAttr, MemRefType, TensorType
 
     from dialects.types import numpy_dtype
-    from dlc import memory_limit
+    from dlc.runtime import memory_limit
 
     def nbytes(value_type) -> int:
         if not isinstance(value_type, (MemRefType, TensorType)):

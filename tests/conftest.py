@@ -27,7 +27,7 @@ def run_onnxruntime(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> lis
 
 def random_feeds(model: onnx.ModelProto, seed: int = 0, low: int = 0, high: int = 4) -> dict[str, np.ndarray]:
     """Seeded inputs: floats in [-1, 1), bools, integers in [low, high) (the fuzzer's feeds)."""
-    from dlc.fuzz import make_feeds
+    from dlc.tools.fuzz.fuzzer import make_feeds
 
     return make_feeds(model, seed, scale=1.0, ints=(low, high))
 

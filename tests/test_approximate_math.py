@@ -13,7 +13,8 @@ import pytest
 from test_llvm_emitter import aligned, lower
 
 from dlc.codegen.llvm_emitter import emit_llvm, entry_symbol
-from dlc.codegen.native import NativeModule, compile_object, host_cpu, parse_llvm
+from dlc.codegen.native import compile_object, parse_llvm
+from dlc.runtime.mcjit import NativeModule, host_cpu
 from passes.lowering.approximate_math import ApproximateMathPass
 
 N = 1 << 21

@@ -1,6 +1,6 @@
 """Memory safety of generated code (issue 7): compiled models run between guard pages.
 
-`NativeExecutable.run(feeds, check_bounds=True)` (dlc/runtime.py `_checked_run`) maps every
+`NativeExecutable.run(feeds, check_bounds=True)` (dlc/runtime/executable.py `_checked_run`) maps every
 buffer the native entry gets - each input, output, the arena, the weights blob - with a
 PROT_NONE page right after its last byte, then again with one right before its first byte;
 inputs and weights are read-only. An invalid access is a SIGSEGV, so each model runs in a

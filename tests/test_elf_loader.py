@@ -1,4 +1,4 @@
-"""dlc's ELF loader (dlc/codegen/elf_loader.py) runs what MCJIT runs, without LLVM in the process."""
+"""dlc's ELF loader (dlc/runtime/elf_loader.py) runs what MCJIT runs, without LLVM in the process."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ import pytest
 from conftest import ROOT
 
 import dlc
-from dlc.codegen.elf_loader import ElfImage, UnresolvedSymbol, UnsupportedObject, supported_host
-from dlc.codegen.native import NativeModule, compile_object
+from dlc.runtime.elf_loader import ElfImage, UnresolvedSymbol, UnsupportedObject, supported_host
+from dlc.codegen.native import compile_object
+from dlc.runtime.mcjit import NativeModule
 from dlc.errors import ArtifactError
 
 pytestmark = pytest.mark.skipif(not supported_host(), reason="the ELF loader is for x86-64 Linux; MCJIT loads elsewhere")

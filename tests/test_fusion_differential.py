@@ -1,6 +1,6 @@
 """Differential tests of fusion: random DAGs of fusion-prone ops, fused == unfused == onnxruntime.
 
-The fuzzer's seeded generator (dlc/fuzz.py, limited to its fusion-prone operators) builds
+The fuzzer's seeded generator (dlc/tools/fuzz/, limited to its fusion-prone operators) builds
 graphs of elementwise chains with broadcasting (per-channel, scalar and rank-expanding
 operands), contractions with epilogues, reductions (Softmax, ReduceMean, the decomposed
 LayerNorm), views between kernels and values with several consumers; each is compiled with
@@ -14,14 +14,14 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from dlc.fusion_report import explain
-from dlc.fuzz import FUSION_PRONE, check_model, generate
+from dlc.tools.fusion_report import explain
+from dlc.tools.fuzz.fuzzer import FUSION_PRONE, check_model, generate
 
 SHAPE = [2, 4, 6]  # batch, channels, width of the hand-written graph below
 
 
 def random_graph(seed: int) -> onnx.ModelProto:
-    """A fusion-prone random DAG from the fuzzer's generator (dlc/fuzz.py): elementwise chains
+    """A fusion-prone random DAG from the fuzzer's generator (dlc/tools/fuzz/): elementwise chains
     with broadcasting, contractions with epilogues, reductions and decomposed patterns, views
     between kernels, values with several consumers."""
     return generate(seed, max_nodes=10, kinds=FUSION_PRONE)
@@ -29,7 +29,7 @@ def random_graph(seed: int) -> onnx.ModelProto:
 
 @pytest.mark.parametrize("seed", range(12))
 def test_fused_equals_unfused_equals_onnxruntime(seed):
-    # Each fusion setting against onnxruntime, with dlc.fuzz's per-operator tolerances
+    # Each fusion setting against onnxruntime, with dlc.tools.fuzz's per-operator tolerances
     # (contractions scale with their reduction length, transcendentals by a few ulp).
     findings = check_model(random_graph(seed), seed, [("cpu", f) for f in ("none", "elementwise", "all")])
     assert not findings, "\n".join(f"{f.kind} on {f.config}: {f.message}" for f in findings)

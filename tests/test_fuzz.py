@@ -1,4 +1,4 @@
-"""Differential fuzzing (dlc/fuzz.py, issue 7): a seeded bounded campaign, the corpus replay,
+"""Differential fuzzing (dlc/tools/fuzz/, issue 7): a seeded bounded campaign, the corpus replay,
 and the fuzzer's own machinery (validity, minimiser, crash guard).
 
 The campaign's size is measured: one model checked on every (target, fusion) pair takes
@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 import pytest
 
-from dlc import fuzz
+from dlc.tools.fuzz import fuzzer as fuzz
 
 CAMPAIGN_CASES = 60
 CAMPAIGN_SEED = 7
@@ -24,7 +24,7 @@ def test_seeded_campaign_finds_no_mismatch():
     summary = fuzz.fuzz(cases=CAMPAIGN_CASES, seed=CAMPAIGN_SEED, corpus=None, isolate=False, log=log.append)
     assert summary.cases == CAMPAIGN_CASES
     assert not summary.findings, "\n".join([summary.report(), *log,
-                                            "reproduce: python -m dlc.fuzz --cases 60 --seed 7 --no-save"])
+                                            "reproduce: python -m dlc.tools.fuzz --cases 60 --seed 7 --no-save"])
 
 
 CORPUS = fuzz.corpus_entries()

@@ -12,8 +12,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from dlc.fusion_report import compare
-from dlc.html_report import layered_layout, render_html
+from dlc.tools.fusion_report import compare
+from dlc.tools.html_report import layered_layout, render_html
 
 CNN = Path(__file__).parent.parent / "examples" / "models" / "cnn.onnx"
 

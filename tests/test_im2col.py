@@ -11,7 +11,8 @@ import pytest
 from llvmlite import ir
 
 from dlc.codegen.im2col import Im2colSpec, emit_im2col
-from dlc.codegen.native import NativeModule, compile_object
+from dlc.codegen.native import compile_object
+from dlc.runtime.mcjit import NativeModule
 
 
 def _reference(x: np.ndarray, s: Im2colSpec) -> np.ndarray:

@@ -24,7 +24,7 @@ def _program(build):
 
 
 def _simulate(build, dram):
-    from dlc.npu_simulator import NpuConfig, Simulator
+    from dlc.targets.npu.simulator import NpuConfig, Simulator
 
     simulator = Simulator(NpuConfig(**CONFIG))
     return simulator.run(_program(build), dram), simulator
@@ -128,7 +128,7 @@ def test_a_load_waits_for_the_compute_reading_its_slot():
 
 def test_scratchpad_accesses_are_bounds_checked():
     from dialects import npu
-    from dlc.npu_simulator import NpuFault
+    from dlc.targets.npu.simulator import NpuFault
 
     dram = {"x": np.zeros((64, 64), np.float32)}
     with pytest.raises(NpuFault, match="outside"):
@@ -164,8 +164,8 @@ def _inferred(graph) -> onnx.ModelProto:
 
 def _lower(model, fusion="all", **config):
     from dlc.driver import compile_model
-    from dlc.npu_simulator import NpuConfig
-    from dlc.targets.npu_sim import lower_partition
+    from dlc.targets.npu.simulator import NpuConfig
+    from dlc.targets.npu.target import lower_partition
 
     module = compile_model(model, target="npu-sim", compile_to="graph").module
     return lower_partition(module, NpuConfig(**config), fusion)
@@ -250,10 +250,10 @@ def test_ops_on_the_npu_match_onnxruntime(model, monkeypatch, tmp_path):
 
 def test_fusion_cuts_dma_traffic_and_keeps_results():
     from dlc.driver import compile_model
-    from dlc.npu_simulator import NpuConfig
-    from dlc.partition import compile_partitioned
+    from dlc.targets.npu.simulator import NpuConfig
+    from dlc.targets.partition import compile_partitioned
     from dlc.targets import CompileOptions
-    from dlc.targets.npu_sim import NpuSimTarget
+    from dlc.targets.npu.target import NpuSimTarget
 
     model = _conv_model(extra=("Relu", "Sigmoid"))
     feeds = random_feeds(model)

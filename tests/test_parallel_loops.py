@@ -15,10 +15,12 @@ from test_llvm_emitter import aligned
 
 import dlc
 from dlc.codegen.llvm_emitter import emit_llvm, entry_symbol
-from dlc.codegen.native import NativeModule, compile_object
+from dlc.codegen.native import compile_object
+from dlc.runtime.mcjit import NativeModule
 from dlc.driver import compile_model, parse_mlir
 from dlc.runtime import NativeExecutable, RuntimeContext
-from dlc.thread_pool import pool
+from dlc.codegen.thread_pool_ir import pool_object
+from dlc.runtime.thread_pool import pool
 
 OPSET = 21
 X = "x"
@@ -142,7 +144,7 @@ def test_outlined_loop_with_runtime_bounds_and_captured_scalars(threads):
     a = aligned(np.random.default_rng(0).standard_normal(200, dtype=np.float32))
     out = aligned(np.full(200, -1.0, np.float32))
     buffers = (ctypes.c_void_p * 2)(a.ctypes.data, out.ctypes.data)
-    context = RuntimeContext(pool().parallel, pool().ensure_threads(threads), None)
+    context = RuntimeContext(pool(pool_object()).parallel, pool(pool_object()).ensure_threads(threads), None)
     entry(ctypes.addressof(buffers), None, ctypes.addressof(context))
     expected = np.full(200, -1.0, np.float32)
     expected[7:190:3] = a[7:190:3] * np.float32(2.5) + np.float32(7)

@@ -83,7 +83,7 @@ def test_independent_branches_share_one_partition():
 
 def test_placement_file_round_trip_and_forcing(tmp_path):
     from dlc.errors import DlcError
-    from dlc.partition import write_placement
+    from dlc.targets.partition import write_placement
 
     model = mixed_model()
     path = tmp_path / "placement.json"

@@ -13,9 +13,9 @@ import sys
 import numpy as np
 import pytest
 
-from dlc import profiling
+from dlc.tools import profiling
 from dlc.errors import DlcError
-from dlc.profiling import MachinePeak, host_peak
+from dlc.tools.profiling import MachinePeak, host_peak
 
 FAKE = MachinePeak(gflops=123.0, bandwidth_gbps=45.0)
 
@@ -98,7 +98,7 @@ def test_environment_overrides_the_measurement(measurements, tmp_path, monkeypat
 
 
 def test_bench_report_uses_the_peak(measurements, monkeypatch):
-    from dlc.bench import BenchResult, format_bench
+    from dlc.tools.bench import BenchResult, format_bench
 
     monkeypatch.setenv("DLC_PEAK_GFLOPS", "50")
     monkeypatch.setenv("DLC_PEAK_GBPS", "10")
@@ -121,7 +121,8 @@ def test_run_profile_prints_the_peak(measurements, monkeypatch, capsys):
 
 def test_fma_loop_computes_its_recurrence():
     """The generated loop does the work it is credited with: n steps of a = a * m + c."""
-    from dlc.codegen.native import NativeModule, compile_object
+    from dlc.codegen.native import compile_object
+    from dlc.runtime.mcjit import NativeModule
 
     width, chains, n = 4, 3, 5
     native = NativeModule(compile_object(profiling.fma_loop_ir(width, chains)))
@@ -155,7 +156,7 @@ def test_measured_peak_is_plausible():
     runs before failing. Upper: no core retires more than two FMAs of its vector width a
     cycle at 6 GHz (a loop optimised away would give an absurd rate). Bandwidth: positive
     and below anything one core can stream."""
-    from dlc.codegen.native import host_cpu
+    from dlc.runtime.mcjit import host_cpu
 
     width, _, _ = profiling._fma_shape(host_cpu()[1])
     peak = profiling.measure_peak()

@@ -3,7 +3,6 @@ executable that computes what the unsplit module computes (dlc/codegen/split_mod
 
 from __future__ import annotations
 
-import json
 import re
 
 import numpy as np
@@ -13,7 +12,8 @@ from conftest import ROOT
 import dlc
 from dlc.driver import compile_model
 from dlc.codegen import native
-from dlc.codegen.native import NativeModule, compile_object, compile_objects, parse_llvm
+from dlc.codegen.native import compile_objects, parse_llvm
+from dlc.runtime.mcjit import NativeModule
 from dlc.codegen.split_module import split_module
 from dlc.errors import ArtifactError, CompileError
 

@@ -1,4 +1,4 @@
-"""dlc's native thread pool (dlc/thread_pool.py): every item of a region runs exactly once,
+"""dlc's native thread pool (dlc/runtime/thread_pool.py): every item of a region runs exactly once,
 whoever claims it; busy or nested callers run inline; it survives fork and process exit."""
 
 from __future__ import annotations
@@ -14,14 +14,15 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from dlc.thread_pool import SPIN_NS, pool
+from dlc.codegen.thread_pool_ir import pool_object
+from dlc.runtime.thread_pool import SPIN_NS, pool
 
 WORKER = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int64)
 PARALLEL = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64)
 
 
 def _parallel():
-    return PARALLEL(pool().parallel)
+    return PARALLEL(pool(pool_object()).parallel)
 
 
 def _recording_worker(log: list):
@@ -37,7 +38,7 @@ def _recording_worker(log: list):
 
 @pytest.mark.parametrize("items", [0, 1, 2, 3, 4, 7, 16, 100])
 def test_every_item_runs_exactly_once(items):
-    assert pool().ensure_threads(4) == 4
+    assert pool(pool_object()).ensure_threads(4) == 4
     log: list = []
     worker = _recording_worker(log)
     for _ in range(5):
@@ -47,7 +48,7 @@ def test_every_item_runs_exactly_once(items):
 
 
 def test_sleeping_workers_are_woken_and_share_the_items():
-    pool().ensure_threads(3)
+    pool(pool_object()).ensure_threads(3)
     log: list = []
     slow_lock = threading.Lock()
 
@@ -63,7 +64,7 @@ def test_sleeping_workers_are_woken_and_share_the_items():
 
 
 def test_a_region_inside_an_item_runs_inline():
-    pool().ensure_threads(2)
+    pool(pool_object()).ensure_threads(2)
     inner_log: list = []
     inner = _recording_worker(inner_log)
     outer_items = []

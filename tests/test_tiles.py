@@ -118,7 +118,7 @@ def _fake_sysfs(root, entries):
 def test_cache_sizes_come_from_sysfs(tmp_path):
     """Tiles follow the host's caches: a Zen 4 core's 32 KiB L1d and 1 MiB L2 are read, the
     instruction cache and L3 are not taken for them."""
-    from dlc.codegen.native import DEFAULT_L1_BYTES, DEFAULT_L2_BYTES, cache_sizes
+    from dlc.runtime.host import DEFAULT_L1_BYTES, DEFAULT_L2_BYTES, cache_sizes
 
     zen4 = _fake_sysfs(tmp_path / "zen4", [(1, "Data", "32K"), (1, "Instruction", "64K"),
                                            (2, "Unified", "1024K"), (3, "Unified", "32768K")])
@@ -129,7 +129,7 @@ def test_cache_sizes_come_from_sysfs(tmp_path):
 
 
 def test_the_cpu_target_describes_this_hosts_caches():
-    from dlc.codegen.native import host_caches
+    from dlc.runtime.host import host_caches
     from passes.tiling.target_info import target_info
 
     module = compile_model(_conv_model(), options=CompileOptions(threads=1), compile_to="linalg").module

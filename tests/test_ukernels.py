@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 from llvmlite import ir
 
-from dlc.codegen.native import NativeModule, compile_object
+from dlc.codegen.native import compile_object
+
+from dlc.runtime.mcjit import NativeModule
 from dlc.codegen.ukernels import CORE_BYTES_PER_S, CORE_FLOPS, GemmSpec, choose_tiles, emit_gemm, pack_b, thread_grid
 from dlc.runtime import aligned_empty
 

@@ -1,4 +1,4 @@
-"""`dlc verify` (dlc/verify.py): layer-by-layer comparison with onnxruntime.
+"""`dlc verify` (dlc/tools/verify.py): layer-by-layer comparison with onnxruntime.
 
 Divergence is injected honestly: a test-only pass, loaded through the pass-plugin mechanism
 (`--load-pass-plugin`, `-p`), miscompiles exactly one node; verify must name that node, see
@@ -18,7 +18,7 @@ pytest.importorskip("onnxruntime")
 
 from dlc.cli import main
 from dlc.errors import DlcError
-from dlc.verify import tolerance_for, verify
+from dlc.tools.verify import tolerance_for, verify
 
 
 def _model(nodes, inputs, outputs, initializers=(), opset=17) -> onnx.ModelProto:
@@ -291,7 +291,7 @@ def test_dropout_mask_is_listed_as_not_compared():
 def test_node_onnxruntime_cannot_run_alone_is_judged_on_the_whole_run(monkeypatch, tmp_path):
     """Without a local reference, a node's whole-model error may include what its inputs inherited:
     within (own tolerance + inputs' error) it passes; beyond it is 'unverified', not blamed."""
-    from dlc import verify as verify_module
+    from dlc.tools import verify as verify_module
     from passes import load_pass_plugin
 
     real_session = verify_module._NodeRunner.session

@@ -176,7 +176,7 @@ def emit_llvm(
 
 
 def _host_vector_bits() -> int:
-    from dlc.codegen.native import host_cpu
+    from dlc.runtime.mcjit import host_cpu
 
     features = host_cpu()[1]
     return 512 if "+avx512f" in features else 256 if "+avx2" in features and "+fma" in features else 128
@@ -207,7 +207,7 @@ GRID_TABLE_THREADS = 64
 
 # The runtime context the entry receives, as consecutive 8-byte fields.
 RUNTIME_FIELDS = ("parallel", "num_threads", "profile")
-# `parallel(worker, data, items)` (dlc/thread_pool.py) runs `worker(data, i)` for i < items.
+# `parallel(worker, data, items)` (dlc/runtime/thread_pool.py) runs `worker(data, i)` for i < items.
 PARALLEL_TYPE = ir.FunctionType(VOID, [PTR, PTR, I64])
 WORKER_TYPE = ir.FunctionType(VOID, [PTR, I64])
 

@@ -1,8 +1,7 @@
-"""LLVM IR text -> optimised object code -> functions callable in this process, with llvmlite.
+"""LLVM IR text -> optimised object code, with llvmlite.
 
-Optimisation is LLVM's default O`n` pipeline (new pass manager). `NativeModule` loads
-object files with MCJIT's `add_object_file` (no xDSL, no system linker); on x86-64 Linux a
-run uses dlc's own loader instead (elf_loader.py, chosen by `dlc.runtime.load_code`).
+Optimisation is LLVM's default O`n` pipeline (new pass manager). Loading the objects is the
+runtime's job (dlc/runtime/loader.py: dlc's own ELF loader, else MCJIT).
 A large module is split (`split_module`) and its parts compiled at once, one process per
 core: llvmlite serialises all LLVM calls of a process behind one lock, so threads would not
 help, and LLVM compiles a module on one thread (like `clang -flto-jobs`/`-fsplit-lto-unit`
@@ -11,95 +10,28 @@ parallel code generation, but without a linker: the loader links the objects).
 
 from __future__ import annotations
 
-import ctypes.util
-import functools
 import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
 from pathlib import Path
 
 import llvmlite.binding as llvm
 
 from dlc.errors import CompileError
+from dlc.runtime.mcjit import host_cpu, initialize_llvm, target_machine
 
-__all__ = ["NativeModule", "compile_object", "compile_objects", "compile_jobs", "host_caches", "host_cpu"]
+__all__ = ["compile_object", "compile_objects", "compile_jobs", "parse_llvm"]
 
 # Below this much IR text a module compiles in about a second: a second process (~0.1 s to
 # start) would not pay. ResNet-50 has 4.4 MB, an MLP 30 KB.
 MIN_PART_BYTES = 512 << 10
 JOBS_VARIABLE = "DLC_COMPILE_JOBS"
 
-# Per-core data caches assumed where Linux does not say (the project's reference machine,
-# Emerald Rapids: 48 KiB L1d, 2 MiB L2).
-DEFAULT_L1_BYTES = 48 << 10
-DEFAULT_L2_BYTES = 2 << 20
-
-
-@functools.cache
-def _initialize() -> None:
-    # llvmlite >= 0.45 initialises LLVM itself (llvm.initialize() raises); codegen still needs
-    # the target and asm printer registered. The host's only: dlc compiles for the machine it
-    # runs on, and registering all of LLVM's targets costs a process 10 MB of RSS at load.
-    llvm.initialize_native_target()
-    llvm.initialize_native_asmprinter()
-    # MCJIT resolves external symbols in this process; make sure libm's are there even when
-    # the Python executable was not linked against it.
-    libm = ctypes.util.find_library("m")
-    if libm:
-        llvm.load_library_permanently(libm)
-
-
-def host_cpu() -> tuple[str, str]:
-    """(CPU name, LLVM feature string such as "+avx2,+fma,...") of this machine."""
-    _initialize()
-    return llvm.get_host_cpu_name(), llvm.get_host_cpu_features().flatten()
-
-
-@functools.cache
-def host_caches() -> tuple[int, int]:
-    """(L1 data, L2) bytes per core of the CPU this process runs on, from Linux's sysfs
-    cache description; the reference machine's sizes where it is missing. Tile sizes follow
-    them: a Zen 4 core has 32 KiB and 1 MiB where an Emerald Rapids core has 48 KiB and 2 MiB."""
-    return cache_sizes(Path("/sys/devices/system/cpu/cpu0/cache"))
-
-
-def cache_sizes(directory: Path) -> tuple[int, int]:
-    """(L1 data, L2) bytes from a sysfs cache directory (index*/level, type, size)."""
-    sizes = {1: DEFAULT_L1_BYTES, 2: DEFAULT_L2_BYTES}
-    units = {"K": 1 << 10, "M": 1 << 20}
-    for index in sorted(directory.glob("index*")):
-        try:
-            level = int((index / "level").read_text())
-            kind = (index / "type").read_text().strip()
-            text = (index / "size").read_text().strip()
-        except (OSError, ValueError):
-            continue
-        if level not in sizes or kind not in ("Data", "Unified"):
-            continue
-        if text[-1:] in units and text[:-1].isdigit():
-            sizes[level] = int(text[:-1]) * units[text[-1]]
-        elif text.isdigit():
-            sizes[level] = int(text)
-    return sizes[1], sizes[2]
-
-
-def _target_machine(cpu: str | None, features: str | None, opt_level: int) -> llvm.TargetMachine:
-    """A fresh TargetMachine: reusing one across execution engines aborts LLVM (out of memory)."""
-    _initialize()
-    if cpu is None:
-        cpu, host_features = host_cpu()
-        features = host_features if features is None else features
-    target = llvm.Target.from_default_triple()
-    return target.create_target_machine(
-        cpu=cpu, features=features or "", opt=opt_level, reloc="pic", codemodel="default"
-    )
-
 
 def parse_llvm(llvm_ir: str) -> llvm.ModuleRef:
     """Parse and verify LLVM IR text; errors quote the offending IR."""
-    _initialize()
+    initialize_llvm()
     try:
         module = llvm.parse_assembly(llvm_ir)
         module.verify()
@@ -114,7 +46,7 @@ def compile_object(
     """Optimise LLVM IR at `opt_level` (0-3) and return an ELF/Mach-O object for `cpu`
     (default: this host, with its features)."""
     module = parse_llvm(llvm_ir)
-    tm = _target_machine(cpu, features, opt_level)
+    tm = target_machine(cpu, features, opt_level)
     module.triple = tm.triple
     module.data_layout = str(tm.target_data)
     if opt_level > 0:
@@ -193,28 +125,3 @@ def _worker() -> None:
     partial = Path(target + ".partial")
     partial.write_bytes(code)
     partial.rename(target)
-
-
-class NativeModule:
-    """An object file loaded into this process (MCJIT): look up its symbols' addresses.
-
-    Keeps the execution engine (which owns the code pages) and its TargetMachine alive for as
-    long as this object lives; call the addresses through ctypes.
-    """
-
-    def __init__(self, objects: bytes | Sequence[bytes]):
-        """Load one object file, or the parts of a split module (MCJIT links their symbols)."""
-        self._target_machine = _target_machine(None, None, opt_level=3)
-        self._engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), self._target_machine)
-        self._objects = [llvm.ObjectFileRef.from_data(code)
-                         for code in ([objects] if isinstance(objects, bytes) else objects)]
-        for obj in self._objects:
-            self._engine.add_object_file(obj)
-        self._engine.finalize_object()
-
-    def address(self, symbol: str) -> int:
-        """Address of the function `symbol`; KeyError when the object does not define it."""
-        address = self._engine.get_function_address(symbol)
-        if not address:
-            raise KeyError(f"symbol {symbol!r} is not defined in the loaded object")
-        return address

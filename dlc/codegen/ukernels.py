@@ -11,12 +11,11 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
 from llvmlite import ir
 
 from dlc.codegen.function_attributes import FunctionAttributes
 from dlc.codegen.llvm_emitter import FASTMATH_FLAGS
-from dlc.codegen.native import host_caches
+from dlc.runtime.host import host_caches
 from passes.layout.gemm_packing import pack_b
 from passes.tiling.gemm_tiles import choose_tiles
 

@@ -83,7 +83,7 @@ class Target(ABC):
     # Whether build() returns an executable that saves as an artifact (and can be cached).
     saves_artifact: ClassVar[bool] = False
     # Whether the target takes only the nodes `supports` accepts: the driver then partitions
-    # the graph (dlc/partition.py), builds each of its partitions, and the rest on `cpu`.
+    # the graph (dlc/targets/partition.py), builds each of its partitions, and the rest on `cpu`.
     partial: ClassVar[bool] = False
 
     @abstractmethod
@@ -130,7 +130,7 @@ def graph_io_specs(module) -> tuple[list[TensorSpec], list[TensorSpec]]:
 _BUILTIN = {
     "cpu": "dlc.targets.cpu:CpuTarget",
     "reference": "dlc.targets.reference:ReferenceTarget",
-    "npu-sim": "dlc.targets.npu_sim:NpuSimTarget",
+    "npu-sim": "dlc.targets.npu.target:NpuSimTarget",
 }
 
 
@@ -150,3 +150,20 @@ def get_target(name: str) -> Target:
         raise DlcError(f"unknown target '{name}'; available targets: {', '.join(sorted(targets))}")
     module_name, class_name = targets[name].split(":")
     return getattr(importlib.import_module(module_name), class_name)()
+
+
+def describe_target_on(module: ModuleOp, target: Target, threads: int | None = None) -> None:
+    """Write the target description on the module, where passes read it (like MLIR's DLTI),
+    with the thread count the code is compiled for (`threads`, None: all cores)."""
+    from xdsl.dialects.builtin import IntegerAttr, i64
+
+    from dlc.runtime.host import default_threads
+
+    module.attributes["dlc.threads"] = IntegerAttr(threads or default_threads(), i64)
+    description = target.description()
+    if description.vector_bits:
+        module.attributes["dlc.vector_bits"] = IntegerAttr(description.vector_bits, i64)
+    for level in description.memory:
+        key = {"L1": "dlc.l1_bytes", "L2": "dlc.l2_bytes"}.get(level.name)
+        if key:
+            module.attributes[key] = IntegerAttr(level.size_bytes, i64)

@@ -29,7 +29,9 @@ class CpuTarget(Target):
     def description(self) -> TargetDescription:
         import os
 
-        from dlc.codegen.native import host_caches, host_cpu
+        from dlc.runtime.host import host_caches
+
+        from dlc.runtime.mcjit import host_cpu
 
         cpu, features = host_cpu()
         l1_bytes, l2_bytes = host_caches()
@@ -71,9 +73,10 @@ class CpuTarget(Target):
         import hashlib
 
         from dlc import __version__
-        from dlc.codegen.native import compile_objects, host_cpu
+        from dlc.codegen.native import compile_objects
+        from dlc.runtime.mcjit import host_cpu
         from dlc.runtime import MANIFEST_VERSION, NativeExecutable, cpuinfo_flags, object_file_names
-        from dlc.thread_pool import pool_object
+        from dlc.codegen.thread_pool_ir import pool_object
 
         offsets, blob = weight_layout(module)
         from dlc.codegen.llvm_emitter import emit_llvm

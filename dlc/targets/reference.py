@@ -97,7 +97,7 @@ def _typed_model(node, op):
 
 
 def _fixed_ops() -> list:
-    """Replacements for onnx.reference kernels that disagree with the spec (found by dlc.fuzz)."""
+    """Replacements for onnx.reference kernels that disagree with the spec (found by dlc.tools.fuzz)."""
     from onnx.reference.op_run import OpRun
 
     class GlobalMaxPool(OpRun):

@@ -175,7 +175,7 @@ def compare(model, repeat: int = 20, input_shapes=None, target: str = "cpu", see
 
     With `profile`, a third build per fusion setting times each kernel (for `--html`).
     """
-    from dlc.cli import random_inputs
+    from dlc.tools.oracle import random_inputs
     from dlc.driver import compile_model
     from dlc.targets import CompileOptions
 
@@ -270,3 +270,33 @@ def format_bytes(count: int) -> str:
             return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
         count /= 1024
     return str(count)
+
+
+def compare_fusion(model, target: str, input_shapes=None, seed: int = 0) -> tuple[str, float]:
+    """`dlc compare` on a partial target: its cost reports with fusion off and on, same inputs.
+
+    Returns the table and the worst absolute difference between the two builds' outputs.
+    """
+    from dlc.tools.oracle import random_inputs
+    from dlc.driver import compile_model
+    from dlc.targets import CompileOptions
+
+    rows, outputs, feeds = [], [], None
+    for label, fusion in (("unfused", "none"), ("fused", "all")):
+        executable = compile_model(model, target=target, options=CompileOptions(fusion=fusion),
+                                   input_shapes=input_shapes).executable
+        feeds = feeds if feeds is not None else random_inputs(executable.inputs, seed)
+        outputs.append(executable.run(feeds))
+        reports = [r for _, r in executable.npu_reports()]
+        if not reports:
+            return f"target {target} reports no costs: nothing to compare", 0.0
+        total = reports[0]
+        for report in reports[1:]:
+            total = total + report
+        rows.append(f"{label:10s} {total.cycles:>10d} {100 * total.mac_utilisation:>8.1f}% "
+                    f"{total.dma_bytes:>12d} {total.scratchpad_peak:>12d} {total.latency_us:>10.2f}")
+    worst = max((float(np.max(np.abs(outputs[0][k] - outputs[1][k]), initial=0.0)) for k in outputs[0]),
+                default=0.0)
+    header = f"{'build':10s} {'cycles':>10s} {'MAC util':>9s} {'DMA bytes':>12s} {'spad peak B':>12s} {'est. us':>10s}"
+    return "\n".join([f"{target}: fused vs unfused", header, *rows, "",
+                      f"fused vs unfused: worst abs difference {worst:.3g}"]), worst

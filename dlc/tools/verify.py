@@ -214,7 +214,7 @@ class _ImportView:
 def _import_view(proto) -> _ImportView:
     import onnx
 
-    from dlc.importer import _convert_opset, _Folder, _static_shape
+    from dlc.frontend.importer import _convert_opset, _Folder, _static_shape
 
     copy = onnx.ModelProto()
     copy.CopyFrom(proto)
@@ -472,9 +472,9 @@ def verify(model, feeds: dict | None = None, target: str = "cpu", fusion: str = 
     import onnx
     from onnx import numpy_helper
 
-    from dlc.cli import random_inputs
+    from dlc.tools.oracle import random_inputs
     from dlc.driver import compile_model
-    from dlc.importer import _fix_input_shapes, load_model
+    from dlc.frontend.importer import _fix_input_shapes, load_model
     from dlc.runtime import check_inputs
     from dlc.targets import CompileOptions
 
@@ -671,7 +671,7 @@ def format_report(report: VerifyReport, only_divergent: bool = False) -> str:
     width = min(max([len(c.node) for c in rows] + [4]), 40)
     header = (f"{'#':>4s}  {'node':{width}s} {'op':18s} {'shape':16s} {'abs err':>8s} {'rel err':>8s} "
               f"{'local err':>9s} {'tolerance':>9s}  status")
-    rule = "(--rtol/--atol)" if report.tolerance_override else "(per operator class; see dlc/verify.py)"
+    rule = "(--rtol/--atol)" if report.tolerance_override else "(per operator class; see dlc/tools/verify.py)"
     lines = [(f"dlc verify {report.model} (target {report.target}, --fusion={report.fusion}) "
               "against onnxruntime (no graph optimisations, 1 thread)"),
              ("  abs/rel err: against onnxruntime running the whole model; local err: against onnxruntime "

@@ -58,7 +58,7 @@ def bench(model_path, threads: int | None = None, repeat: int = 20, versus_onnxr
     import onnx
 
     import dlc
-    from dlc.cli import random_inputs
+    from dlc.tools.oracle import random_inputs
     from dlc.runtime import default_threads
 
     threads = threads or default_threads()
@@ -78,7 +78,7 @@ def bench(model_path, threads: int | None = None, repeat: int = 20, versus_onnxr
 
 
 def format_bench(result: BenchResult) -> str:
-    from dlc.profiling import host_peak
+    from dlc.tools.profiling import host_peak
 
     peak = host_peak(result.threads)
     lines = [f"dlc          {result.dlc_ms:9.3f} ms   {result.gflops:7.1f} GFLOP/s   "

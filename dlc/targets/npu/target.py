@@ -3,7 +3,7 @@
 It takes Conv, MatMul/Gemm, elementwise ops and pooling in float32 (`supports`
 gives the reason for anything else, which then falls back to `cpu`), lowers a
 partition to an `npu` instruction stream (dialects/npu.py) whose tiles fit the
-scratchpad with double buffering, and runs it on dlc/npu_simulator.py. The
+scratchpad with double buffering, and runs it on dlc/targets/npu/simulator.py. The
 hardware comes from a target file (JSON, keys of `NpuConfig`), path in
 $DLC_NPU_TARGET or given to `NpuSimTarget(path)`; defaults in docs/adding-a-target.md.
 """
@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from dlc.errors import CompileError, DlcError
-from dlc.npu_simulator import NpuConfig, NpuReport, Simulator
+from dlc.targets.npu.simulator import NpuConfig, NpuReport, Simulator
 from dlc.targets import SUPPORTED, CompileOptions, MemoryLevel, Support, Target, TargetDescription
 
 # ONNX op type -> vector unit function.

@@ -13,11 +13,11 @@ run on seeded inputs next to onnxruntime (one thread). Failures are minimised wi
 (Zeller and Hildebrandt, "Simplifying and Isolating Failure-Inducing Input", TSE 2002)
 over the nodes.
 
-    python -m dlc.fuzz --minutes 10 [--seed S] [--corpus tests/fuzz_corpus] [--targets cpu,reference,npu-sim]
+    python -m dlc.tools.fuzz --minutes 10 [--seed S] [--corpus tests/fuzz_corpus] [--targets cpu,reference,npu-sim]
 
 The long mode checks each model in a worker process, so a crash (segfault) or hang of
 one compile is recorded as a finding and the fuzzer carries on. tests/test_fuzz.py runs a
-bounded seeded campaign and replays the corpus (`python -m dlc.fuzz --replay` does too).
+bounded seeded campaign and replays the corpus (`python -m dlc.tools.fuzz --replay` does too).
 A new corpus entry is triaged by hand: its json gets "fixed" (what fixed it) or "xfail"
 (why it still fails; the replay test then expects the failure).
 """
@@ -47,7 +47,7 @@ OPSET = 21  # dlc's canonical opset: no version conversion in the way of what is
 FLOAT = TensorProto.FLOAT
 EPS32 = float(np.finfo(np.float32).eps)
 MAX_ELEMENTS = 4096  # every tensor stays small, so a compile takes well under a second
-DEFAULT_CORPUS = Path(__file__).resolve().parent.parent / "tests" / "fuzz_corpus"
+DEFAULT_CORPUS = Path(__file__).resolve().parents[3] / "tests" / "fuzz_corpus"
 # (target, fusion) pairs every model is compiled with; npu-sim takes the nodes it supports
 # and partitions the rest onto cpu.
 ALL_CONFIGS = (("cpu", "none"), ("cpu", "elementwise"), ("cpu", "all"),
@@ -851,7 +851,7 @@ class GraphBuilder:
                                   [helper.make_tensor_value_info(v.name, v.dtype, list(v.shape))
                                    for v in outputs], self.initializers)
         return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
-                                 producer_name="dlc.fuzz")
+                                 producer_name="dlc.tools.fuzz")
 
 
 def _matmul_shape(a: tuple, b: tuple) -> tuple[int, ...] | None:
@@ -1298,7 +1298,7 @@ def remove_nodes(model: onnx.ModelProto, drop: set[int]) -> onnx.ModelProto | No
     inputs = [i for i in list(model.graph.input) + new_inputs if i.name in live and i.name not in initializers]
     graph = helper.make_graph(alive, model.graph.name, inputs, outputs,
                               [i for name, i in initializers.items() if name in live])
-    result = helper.make_model(graph, opset_imports=list(model.opset_import), producer_name="dlc.fuzz")
+    result = helper.make_model(graph, opset_imports=list(model.opset_import), producer_name="dlc.tools.fuzz")
     try:
         onnx.checker.check_model(result, full_check=True)
     except Exception:  # noqa: BLE001 (an invalid candidate is simply not taken)
@@ -1373,9 +1373,9 @@ class Worker:
 
     def _start(self):
         env = dict(os.environ, DLC_CACHE="0")
-        self.process = subprocess.Popen([sys.executable, "-m", "dlc.fuzz", "--worker"], stdin=subprocess.PIPE,
+        self.process = subprocess.Popen([sys.executable, "-m", "dlc.tools.fuzz", "--worker"], stdin=subprocess.PIPE,
                                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
-                                        cwd=str(Path(__file__).resolve().parent.parent))
+                                        cwd=str(Path(__file__).resolve().parents[3]))
 
     def check(self, model, feed_seed, configs, timeout=120.0) -> list[Finding]:
         if self.process is None or self.process.poll() is not None:
@@ -1452,7 +1452,7 @@ def save_to_corpus(corpus: Path, model: onnx.ModelProto, finding: Finding, info:
         shown = path
     sidecar = {"kind": finding.kind, "config": finding.config, "error_type": finding.error_type,
                "message": finding.message, "nodes": [n.op_type for n in model.graph.node],
-               "reproduce": f"python -m dlc.fuzz --replay {shown}", **info}
+               "reproduce": f"python -m dlc.tools.fuzz --replay {shown}", **info}
     path.with_suffix(".json").write_text(json.dumps(sidecar, indent=1) + "\n")
     return path
 
@@ -1539,7 +1539,7 @@ def fuzz(*, minutes: float | None = None, cases: int | None = None, seed: int = 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m dlc.fuzz", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m dlc.tools.fuzz", description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=None, help="how long to fuzz (default: 1)")
     parser.add_argument("--cases", type=int, default=None, help="stop after this many models")
     parser.add_argument("--seed", type=int, default=0, help="campaign seed (case seeds follow from it)")
@@ -1580,6 +1580,3 @@ def main(argv: list[str] | None = None) -> int:
     print(summary.report())
     return 1 if summary.findings else 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

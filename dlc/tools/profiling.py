@@ -33,7 +33,7 @@ FMA_REPEATS = 4
 STREAM_MIN_BYTES, STREAM_MAX_BYTES = 32 << 20, 128 << 20
 STREAM_REPEATS = 4
 DEFAULT_L3_BYTES = 32 << 20
-_log = logging.getLogger("dlc.profiling")
+_log = logging.getLogger("dlc.tools.profiling")
 
 
 @dataclass(frozen=True)
@@ -115,7 +115,7 @@ def measure_peak() -> MachinePeak:
 
 def _peak_file() -> Path | None:
     from dlc.cache import cache_dir
-    from dlc.codegen.native import host_cpu
+    from dlc.runtime.mcjit import host_cpu
 
     directory = cache_dir()
     if directory is None:
@@ -128,7 +128,7 @@ def _read_peak(path: Path) -> MachinePeak | None:
     """The peaks stored in `path`, or None (missing, unreadable, malformed, or in a directory
     others may write to: then measure again)."""
     from dlc.cache import _untrusted
-    from dlc.codegen.native import host_cpu
+    from dlc.runtime.mcjit import host_cpu
 
     try:
         if not path.is_file() or _untrusted(path.parent) is not None:
@@ -150,7 +150,7 @@ def _read_peak(path: Path) -> MachinePeak | None:
 def _write_peak(path: Path, peak: MachinePeak) -> None:
     """Store `peak` in `path` atomically (0600, in the 0700 cache directory); errors are ignored."""
     from dlc.cache import FILE_MODE, _make_private_directory
-    from dlc.codegen.native import host_cpu
+    from dlc.runtime.mcjit import host_cpu
 
     name, features = host_cpu()
     text = json.dumps({"format": PEAK_FORMAT, "cpu": name, "features": features, "gflops": peak.gflops,
@@ -214,7 +214,8 @@ def fma_loop_ir(width: int, chains: int, fused: bool = True) -> str:
 
 def measure_fma_gflops(seconds: float = FMA_SECONDS, repeats: int = FMA_REPEATS) -> float:
     """One core's fp32 GFLOP/s: the best of `repeats` runs of the FMA loop, each ~`seconds`."""
-    from dlc.codegen.native import NativeModule, compile_object, host_cpu
+    from dlc.codegen.native import compile_object
+    from dlc.runtime.mcjit import NativeModule, host_cpu
 
     width, chains, fused = _fma_shape(host_cpu()[1])
     native = NativeModule(compile_object(fma_loop_ir(width, chains, fused)))

@@ -27,7 +27,6 @@ from xdsl.dialects.builtin import (
     StringAttr,
     TensorType,
     f32,
-    f64,
     i64,
 )
 from xdsl.ir import Attribute, Block, Region, SSAValue
@@ -35,7 +34,7 @@ from xdsl.ir import Attribute, Block, Region, SSAValue
 from dialects.onnx import CANONICAL_OPSET, NONDETERMINISTIC, OPS, NoneOp, WeightOp
 from dialects.types import element_type_for, numpy_dtype_for_onnx
 from dialects.weights import WeightStore, attach_weights
-from dlc import memory_limit
+from dlc.runtime import memory_limit
 from dlc.errors import ModelLoadError, UnsupportedError
 
 _MAX_FOLD_ITERATIONS = 16
@@ -637,7 +636,7 @@ def import_model(model: str | Path | onnx.ModelProto,
                  max_memory: str | int | None = None) -> ModuleOp:
     """Import an ONNX model into the `onnx` phase (weights attached to the module).
 
-    max_memory: refuse models whose tensors need more bytes (dlc/memory_limit.py).
+    max_memory: refuse models whose tensors need more bytes (dlc/runtime/memory_limit.py).
     """
     limit = memory_limit.resolve_limit(max_memory)
     proto = onnx.ModelProto()

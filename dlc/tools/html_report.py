@@ -14,7 +14,7 @@ from html import escape
 from itertools import pairwise
 from pathlib import Path
 
-from dlc.fusion_report import SUMMARY_COLUMNS, BuildReport, GraphNode, error_lines, summary_rows
+from dlc.tools.fusion_report import SUMMARY_COLUMNS, BuildReport, GraphNode, error_lines, summary_rows
 
 NODE_W, NODE_H, GAP_X, GAP_Y, MARGIN = 150, 30, 14, 26, 10
 OUTSIDE_FILL = "#eeeeee"  # nodes no kernel runs (views)

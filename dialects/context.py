@@ -1,0 +1,20 @@
+"""An xDSL context that knows every dialect dlc's phases use (to parse any phase's text)."""
+
+from __future__ import annotations
+
+from xdsl.context import Context
+
+
+def make_context() -> Context:
+    """A context with every dialect dlc's phases use."""
+    from xdsl.dialects import affine, arith, func, linalg, math, memref, scf
+    from xdsl.dialects.builtin import Builtin
+
+    from dialects.kernel import KERNEL
+    from dialects.onnx import ONNX
+
+    ctx = Context()
+    for dialect in (Builtin, func.Func, arith.Arith, math.Math, memref.MemRef, scf.Scf,
+                    affine.Affine, linalg.Linalg, ONNX, KERNEL):
+        ctx.load_dialect(dialect)
+    return ctx

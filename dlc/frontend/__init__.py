@@ -1,0 +1,1 @@
+"""The frontend: ONNX models into the `onnx` phase (dlc/frontend/importer.py)."""

@@ -1,0 +1,194 @@
+"""A compiled model loaded into this process: inputs checked, then one native call per run.
+
+`NativeExecutable` owns the loaded object code (dlc's own ELF loader on x86-64 Linux,
+dlc/runtime/elf_loader.py, else llvmlite's MCJIT, dlc/runtime/mcjit.py), the weights, the
+arena of the memory plan and the runtime context that generated code reads (thread pool,
+thread count, profile counters). Loading an artifact from disk: dlc/runtime/artifact.py.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from dlc.errors import DlcError, InputError
+from dlc.runtime.artifact import aligned_empty, read_artifact, write_artifact
+from dlc.runtime.guard import GuardedBuffers, report_faults
+from dlc.runtime.host import check_cpu, default_threads
+from dlc.runtime.loader import load_code
+
+ENTRY_SYMBOL = "dlc_main"
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+
+    @classmethod
+    def from_json(cls, data: dict) -> TensorSpec:
+        return cls(data["name"], tuple(data["shape"]), data["dtype"])
+
+
+def check_inputs(specs: list[TensorSpec], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """Inputs in declared order, checked (names, shapes, dtypes) before any native code runs."""
+    if not isinstance(feeds, dict):
+        raise InputError(f"inputs must be a dict of name -> numpy array, got {type(feeds).__name__}")
+    expected = [s.name for s in specs]
+    unknown = [name for name in feeds if name not in expected]
+    if unknown:
+        raise InputError(f"unknown input name(s) {unknown}; the model's inputs are {expected}")
+    arrays = []
+    for spec in specs:
+        if spec.name not in feeds:
+            raise InputError(f"missing input '{spec.name}' (shape {list(spec.shape)}, {spec.dtype}); "
+                             f"the model's inputs are {expected}")
+        value = np.asarray(feeds[spec.name])
+        if value.dtype != np.dtype(spec.dtype):
+            raise InputError(f"input '{spec.name}': expected dtype {spec.dtype}, got {value.dtype}",
+                             f"convert it with array.astype(numpy.{spec.dtype})")
+        if tuple(value.shape) != spec.shape:
+            raise InputError(f"input '{spec.name}': expected shape {list(spec.shape)}, got {list(value.shape)}",
+                             "dlc compiles for static shapes; recompile with --shape NAME=... to change them")
+        arrays.append(value)
+    return arrays
+
+
+class RuntimeContext(ctypes.Structure):
+    """What generated code asks of the runtime (dlc/codegen/llvm_emitter.py RUNTIME_FIELDS)."""
+
+    _fields_ = [("parallel", ctypes.c_void_p),    # dlc_pool_parallel(worker, data, items)
+                ("num_threads", ctypes.c_int64),
+                ("profile", ctypes.c_void_p)]     # int64 nanoseconds per kernel call site
+
+
+
+class NativeExecutable:
+    """A compiled model loaded into this process: one native call per run."""
+
+    def __init__(self, manifest: dict, objects: Sequence[bytes], weights: np.ndarray,
+                 pool_object: bytes | None = None):
+        self.manifest = manifest
+        self.inputs = [TensorSpec.from_json(t) for t in manifest["inputs"]]
+        self.outputs = [TensorSpec.from_json(t) for t in manifest["outputs"]]
+        check_cpu(manifest)
+        self._weights = weights  # kept alive: native code reads it
+        self._arena = aligned_empty((max(manifest["arena_size"], 1),), np.uint8)
+        self._arena_lock = threading.Lock()
+        self._module = load_code(objects)
+        self._entry = ctypes.CFUNCTYPE(None, ctypes.POINTER(ctypes.c_void_p), ctypes.c_void_p,
+                                       ctypes.c_void_p)(self._module.address(ENTRY_SYMBOL))
+        self.objects = tuple(objects)
+        self.pool_object = pool_object
+        self.profile_sites: list[str] = manifest.get("profile_sites", [])
+        self._profile = np.zeros(max(len(self.profile_sites), 1), dtype=np.int64)
+        threads = manifest.get("threads") or default_threads()
+        parallel = None
+        if threads > 1:
+            from dlc.runtime.thread_pool import pool
+
+            parallel = pool(pool_object).parallel
+            threads = pool().ensure_threads(threads)
+        self._context = RuntimeContext(parallel, threads, self._profile.ctypes.data)
+        # Read once: the normal path pays one attribute test per run for the checked mode.
+        self._check_bounds = os.environ.get("DLC_CHECK_BOUNDS", "0") not in ("", "0", "off", "false")
+
+    @property
+    def num_threads(self) -> int:
+        return self._context.num_threads
+
+    def profile(self) -> list[tuple[str, float]]:
+        """(kernel, seconds) accumulated since the last reset (a --profile build only)."""
+        return [(name, ns * 1e-9) for name, ns in zip(self.profile_sites, self._profile)]
+
+    def reset_profile(self) -> None:
+        self._profile[:] = 0
+
+    def run(self, feeds: dict[str, np.ndarray], check_bounds: bool | None = None) -> dict[str, np.ndarray]:
+        """Outputs for `feeds`; `check_bounds` (default: $DLC_CHECK_BOUNDS) runs `_checked_run`."""
+        if check_bounds or (check_bounds is None and self._check_bounds):
+            return self._checked_run(feeds)
+        arrays = check_inputs(self.inputs, feeds)
+        # Native code reads contiguous buffers of exactly the declared shape, at the element
+        # type's natural alignment (every load and store says so; none assumes more).
+        inputs = [a if a.flags.c_contiguous and a.flags.aligned else np.ascontiguousarray(a)
+                  for a in arrays]
+        outputs = [np.empty(s.shape, s.dtype) for s in self.outputs]
+        # The arena holds this run's intermediates: a run on another Python thread meanwhile
+        # (the GIL is released during the native call) gets an arena of its own.
+        mine = self._arena_lock.acquire(blocking=False)
+        try:
+            arena = self._arena if mine else aligned_empty(self._arena.shape, np.uint8)
+            buffers = (ctypes.c_void_p * (len(inputs) + len(outputs) + 1))(
+                *[a.ctypes.data for a in (*inputs, *outputs, arena)])
+            self._entry(buffers, self._weights.ctypes.data, ctypes.addressof(self._context))
+        finally:
+            if mine:
+                self._arena_lock.release()
+        return {spec.name: out for spec, out in zip(self.outputs, outputs)}
+
+    def _checked_run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run twice with every buffer in its own mapping between PROT_NONE guard pages.
+
+        Pass 1 ends each buffer exactly at a guard page (catches overruns, to the byte); pass 2
+        starts each right after one (catches underruns). Inputs and the weights are read-only
+        (generated code must never write them); outputs and the arena start filled with a
+        different byte pattern in each pass, so the two passes' outputs differ if the code reads
+        memory it never wrote - that raises a DlcError. An invalid access raises SIGSEGV: the
+        handler names the buffer and offset on stderr, then the process dies of the signal.
+
+        Alignment: every load and store the code generators emit claims only the element's
+        natural alignment (ukernels.py `align 4`; llvm_emitter.py `byte_size(element)`), and
+        the normal path hands numpy's 16-byte aligned arrays straight in. End-aligning a
+        buffer of n bytes puts its start at the page end minus n, which keeps
+        gcd(n, 4096)-byte alignment: at least the element size for a tensor and 64 for the arena
+        and the weights blob (both sizes are multiples of 64). So pass 1 needs no slack: the byte
+        after a buffer is the guard page's first byte. Not covered: overruns from one
+        weight into the next one's 64-byte padding or between tensors sharing the arena (one
+        pointer each reaches native code), and stack buffers (memref.alloca).
+        """
+        arrays = check_inputs(self.inputs, feeds)
+        results = [self._guarded_run(arrays, placement, poison)
+                   for placement, poison in (("end", 0xFF), ("start", 0x5A))]
+        for spec in self.outputs:
+            if results[0][spec.name].tobytes() != results[1][spec.name].tobytes():
+                raise DlcError(f"output '{spec.name}' differs between the two checked runs (buffers placed "
+                               "at a guard page's end vs its start, arena and outputs pre-filled with "
+                               "0xFF vs 0x5A bytes): the generated code reads memory it never wrote",
+                               "this is a bug in dlc; report it with the model and `dlc run --check-bounds`")
+        return results[0]
+
+    def _guarded_run(self, arrays: list[np.ndarray], placement: str, poison: int) -> dict[str, np.ndarray]:
+        with GuardedBuffers(placement) as guarded:
+            contiguous = [np.ascontiguousarray(array) for array in arrays]
+            inputs = [guarded.add(f"input '{spec.name}'", array.nbytes, source=array, writable=False)
+                      for spec, array in zip(self.inputs, contiguous)]
+            outputs = [guarded.add(f"output '{spec.name}'",
+                                   int(np.prod(spec.shape, dtype=np.int64)) * np.dtype(spec.dtype).itemsize,
+                                   fill=poison) for spec in self.outputs]
+            arena = guarded.add("the arena", int(self.manifest["arena_size"]), fill=poison)
+            weights = guarded.add("the weights", self._weights.nbytes, source=self._weights, writable=False)
+            buffers = (ctypes.c_void_p * (len(inputs) + len(outputs) + 1))(
+                *[b.address for b in (*inputs, *outputs, arena)])
+            with report_faults(guarded):
+                self._entry(buffers, weights.address, ctypes.addressof(self._context))
+            return {spec.name: buffer.copy_out(spec) for spec, buffer in zip(self.outputs, outputs)}
+
+    def save(self, directory: str | Path) -> None:
+        write_artifact(directory, self.manifest, self.objects, self._weights, self.pool_object)
+
+
+def load_artifact(directory: str | Path, max_memory: str | int | None = None) -> NativeExecutable:
+    """Load an artifact directory; one needing more than the memory limit
+    (dlc/runtime/memory_limit.py) is refused before anything is allocated."""
+    return NativeExecutable(*read_artifact(directory, max_memory))
