@@ -257,7 +257,7 @@ def test_conv_im2col_in_l2_sized_blocks_with_a_residual_epilogue(threads):
     import dlc
     from dlc.driver import compile_model
     from dlc.targets import CompileOptions
-    from passes.tiling.target_info import target_info
+    from passes.target_info import target_info
 
     rng = np.random.default_rng(0)
     w = numpy_helper.from_array(rng.uniform(-0.1, 0.1, (64, 64, 3, 3)).astype(np.float32), "w")

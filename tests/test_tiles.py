@@ -130,7 +130,7 @@ def test_cache_sizes_come_from_sysfs(tmp_path):
 
 def test_the_cpu_target_describes_this_hosts_caches():
     from dlc.runtime.host import host_caches
-    from passes.tiling.target_info import target_info
+    from passes.target_info import target_info
 
     module = compile_model(_conv_model(), options=CompileOptions(threads=1), compile_to="linalg").module
     info = target_info(module)

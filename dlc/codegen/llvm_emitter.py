@@ -529,7 +529,7 @@ class LLVMEmitter:
         if op.results:
             self._set(op, result)
 
-    # -- micro-kernels (passes/lowering/ukernel_calls.py) --------------------------------------
+    # -- micro-kernels (passes/lowering/utils/ukernel_calls.py) --------------------------------------
 
     def _ukernel(self, f: func.FuncOp) -> ir.Function:
         """Generate the micro-kernel a `dlc.ukernel` declaration specifies."""

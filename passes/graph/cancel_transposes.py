@@ -20,7 +20,7 @@ from xdsl.pattern_rewriter import (
 )
 
 from dialects.onnx import OPS
-from passes.graph.constants import producer, replace_with
+from passes.graph.utils.constants import producer, replace_with
 
 TransposeOp = OPS["Transpose"]
 

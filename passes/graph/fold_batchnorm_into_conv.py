@@ -22,8 +22,8 @@ from xdsl.pattern_rewriter import (
 )
 
 from dialects.onnx import OPS
-from passes.graph.channel_affine import fold_channel_affine, foldable_producer
-from passes.graph.constants import constant_of
+from passes.graph.utils.channel_affine import fold_channel_affine, foldable_producer
+from passes.graph.utils.constants import constant_of
 
 BatchNormOp = OPS["BatchNormalization"]
 

@@ -24,7 +24,7 @@ from xdsl.traits import Pure
 from dialects.onnx import OnnxOp
 from dialects.onnx_eval import evaluate
 from dialects.types import numpy_dtype
-from passes.graph.constants import add_weight, constant_of
+from passes.graph.utils.constants import add_weight, constant_of
 
 
 def _constant_inputs(op: OnnxOp) -> list[np.ndarray | None] | None:

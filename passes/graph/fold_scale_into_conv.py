@@ -22,8 +22,8 @@ from xdsl.pattern_rewriter import (
 )
 
 from dialects.onnx import OnnxOp
-from passes.graph.channel_affine import channel_vector, fold_channel_affine, foldable_producer
-from passes.graph.constants import constant_of
+from passes.graph.utils.channel_affine import channel_vector, fold_channel_affine, foldable_producer
+from passes.graph.utils.constants import constant_of
 
 
 class FoldScale(RewritePattern):

@@ -21,7 +21,7 @@ from xdsl.pattern_rewriter import (
 )
 
 from dialects.onnx import OPS
-from passes.graph.constants import only_user, producer, replace_with
+from passes.graph.utils.constants import only_user, producer, replace_with
 
 AddOp = OPS["Add"]
 

@@ -23,7 +23,7 @@ from xdsl.rewriter import Rewriter
 from xdsl.traits import Pure
 
 from dialects.onnx import NoneOp, OnnxOp, WeightOp
-from passes.graph.constants import constant_of
+from passes.graph.utils.constants import constant_of
 
 
 def _weight_key(op: WeightOp, hash_content: bool) -> tuple:

@@ -20,7 +20,7 @@ from xdsl.pattern_rewriter import (
 )
 
 from dialects.onnx import OPS
-from passes.graph.constants import constant_of, is_absent
+from passes.graph.utils.constants import constant_of, is_absent
 
 DropoutOp = OPS["Dropout"]
 

@@ -23,7 +23,7 @@ from xdsl.pattern_rewriter import (
 )
 
 from dialects.onnx import OnnxOp
-from passes.graph.constants import add_weight, constant_of, replace_with
+from passes.graph.utils.constants import add_weight, constant_of, replace_with
 
 SHAPE_OPS = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze"})
 

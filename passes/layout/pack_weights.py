@@ -26,9 +26,9 @@ from xdsl.rewriter import InsertPoint, Rewriter
 
 from dialects.weights import weights_of
 from passes.layout.gemm_packing import pack_b
-from passes.lowering.ukernel_calls import gemm_spec, ukernels
+from passes.lowering.utils.ukernel_calls import gemm_spec, ukernels
 from passes.tiling.gemm_tiles import choose_tiles
-from passes.tiling.target_info import target_info
+from passes.target_info import target_info
 
 # Rows of A this many bytes apart (or a multiple) map to the same L1 set on x86 cores (64
 # sets of 64-byte lines); one more line per row spreads them.
@@ -169,7 +169,7 @@ def _with_input(function_type, index: int, new_type):
 
 
 def _attrs(spec: dict) -> DictionaryAttr:
-    from passes.lowering.ukernel_calls import gemm_attributes
+    from passes.lowering.utils.ukernel_calls import gemm_attributes
 
     return gemm_attributes(spec)
 

@@ -26,7 +26,7 @@ from xdsl.ir.affine import AffineDimExpr
 from xdsl.passes import ModulePass
 from xdsl.rewriter import InsertPoint, Rewriter
 
-from passes.lowering.linalg_builder import affine_map, dim
+from passes.lowering.utils.linalg_builder import affine_map, dim
 
 
 def _strides_and_offset(t: MemRefType) -> tuple[list[int], int] | None:

@@ -22,8 +22,8 @@ from xdsl.dialects.builtin import ModuleOp
 from xdsl.passes import ModulePass
 
 from dialects.diagnostics import CompileError
-from passes.lowering.ukernel_calls import gemm_attributes, gemm_spec, ukernels
-from passes.tiling.target_info import target_info
+from passes.lowering.utils.ukernel_calls import gemm_attributes, gemm_spec, ukernels
+from passes.target_info import target_info
 
 TILES = ("mr", "nr", "kc", "mc", "nc")
 

@@ -1,7 +1,7 @@
 """Choose the register and cache tiles of every GEMM micro-kernel; store them in the IR.
 
 Tiles (mr, nr, kc, mc, nc) come from the target description on the module
-(passes/tiling/target_info.py) through `choose_tiles`; tiles already in the IR are
+(passes/target_info.py) through `choose_tiles`; tiles already in the IR are
 kept and the others chosen around them, so a user (apply-user-tiles, `--tile`, or an edit of
 the `linalg` phase) or a search can override them.
 """
@@ -15,9 +15,9 @@ from xdsl.dialects.builtin import ModuleOp
 from xdsl.passes import ModulePass
 
 from dialects.diagnostics import CompileError
-from passes.lowering.ukernel_calls import gemm_attributes, gemm_spec, ukernels
+from passes.lowering.utils.ukernel_calls import gemm_attributes, gemm_spec, ukernels
 from passes.tiling.gemm_tiles import choose_tiles
-from passes.tiling.target_info import target_info
+from passes.target_info import target_info
 
 TILES = ("mr", "nr", "kc", "mc", "nc")
 

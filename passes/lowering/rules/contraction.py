@@ -1,7 +1,7 @@
 """Contractions: MatMul (numpy matmul semantics, batched, broadcasting) and Gemm.
 
 Mirrors the ONNX spec for MatMul and Gemm. float32 contractions call the GEMM
-micro-kernel (passes/lowering/ukernel_calls.py); the rest lower to one
+micro-kernel (passes/lowering/utils/ukernel_calls.py); the rest lower to one
 linalg.generic with loops ordered (batch, m, k, n), so the innermost loop walks
 contiguous rows of B and the output and LLVM vectorises it.
 """
@@ -14,7 +14,7 @@ from math import prod
 from dialects.diagnostics import UnsupportedError
 from dialects.onnx import WeightOp
 from passes.lowering.kernels_to_linalg import reshape_view, view_at
-from passes.lowering.linalg_builder import (
+from passes.lowering.utils.linalg_builder import (
     PARALLEL,
     REDUCTION,
     affine_map,
@@ -23,7 +23,7 @@ from passes.lowering.linalg_builder import (
     dim,
 )
 from passes.lowering.rules import lowers
-from passes.lowering.ukernel_calls import emit_gemm_call, is_f32_memref, take_epilogue
+from passes.lowering.utils.ukernel_calls import emit_gemm_call, is_f32_memref, take_epilogue
 
 # Batched MatMuls become one micro-kernel call per batch; beyond this many, a loop nest.
 MAX_GEMM_CALLS = 256

@@ -19,9 +19,9 @@ from xdsl.ir.affine import AffineExpr
 
 from dialects.diagnostics import UnsupportedError
 from passes.lowering.kernels_to_linalg import reshape_view, view_at
-from passes.lowering.linalg_builder import PARALLEL, REDUCTION, affine_map, cst, dim, identity_map
+from passes.lowering.utils.linalg_builder import PARALLEL, REDUCTION, affine_map, cst, dim, identity_map
 from passes.lowering.rules import lowers
-from passes.lowering.ukernel_calls import emit_gemm_call, is_f32_memref, take_epilogue
+from passes.lowering.utils.ukernel_calls import emit_gemm_call, is_f32_memref, take_epilogue
 
 
 @dataclass(frozen=True)
@@ -217,7 +217,7 @@ def _im2col_plan(op, window: Window, channels: int, rows: int, depth: int, pixel
     """
     from dlc.codegen.ukernels import thread_grid
     from passes.tiling.gemm_tiles import choose_tiles
-    from passes.tiling.target_info import target_info
+    from passes.target_info import target_info
 
     info = target_info(op.get_toplevel_object())
     lanes = max(info.vector_bits // 32, 1)

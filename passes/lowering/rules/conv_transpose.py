@@ -13,7 +13,7 @@ from xdsl.dialects.builtin import MemRefType
 
 from dialects.diagnostics import UnsupportedError
 from passes.lowering.kernels_to_linalg import reshape_view
-from passes.lowering.linalg_builder import PARALLEL, REDUCTION, affine_map, dim, identity_map
+from passes.lowering.utils.linalg_builder import PARALLEL, REDUCTION, affine_map, dim, identity_map
 from passes.lowering.rules import lowers
 from passes.lowering.rules.conv import grouped_view
 from passes.lowering.rules.movement import is_empty, window

@@ -12,7 +12,7 @@ from __future__ import annotations
 from xdsl.dialects.builtin import IndexType
 
 from dialects.diagnostics import UnsupportedError
-from passes.lowering.linalg_builder import PARALLEL, affine_map, cst, dim, identity_map
+from passes.lowering.utils.linalg_builder import PARALLEL, affine_map, cst, dim, identity_map
 from passes.lowering.rules import lowers
 from passes.lowering.rules.movement import constant_input, is_empty, normalize_axis
 

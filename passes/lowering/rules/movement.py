@@ -19,7 +19,7 @@ from xdsl.ir.affine import AffineExpr
 from dialects.diagnostics import UnsupportedError
 from dialects.onnx import CANONICAL_OPSET, WeightOp
 from dialects.weights import weights_of
-from passes.lowering.linalg_builder import (
+from passes.lowering.utils.linalg_builder import (
     PARALLEL,
     affine_map,
     broadcast_exprs,

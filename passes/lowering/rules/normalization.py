@@ -13,7 +13,7 @@ from xdsl.dialects.builtin import MemRefType
 from xdsl.ir import SSAValue
 
 from dialects.diagnostics import UnsupportedError
-from passes.lowering.linalg_builder import PARALLEL, affine_map, dim, identity_map
+from passes.lowering.utils.linalg_builder import PARALLEL, affine_map, dim, identity_map
 from passes.lowering.rules import lowers
 from passes.lowering.rules.reduction import (
     keepdims_shape,

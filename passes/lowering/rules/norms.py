@@ -15,7 +15,7 @@ from xdsl.ir import SSAValue
 
 from dialects.diagnostics import UnsupportedError
 from passes.lowering.kernels_to_linalg import reshape_view
-from passes.lowering.linalg_builder import PARALLEL, REDUCTION, affine_map, cst, dim, identity_map
+from passes.lowering.utils.linalg_builder import PARALLEL, REDUCTION, affine_map, cst, dim, identity_map
 from passes.lowering.rules import lowers
 from passes.lowering.rules.conv import pad_into
 from passes.lowering.rules.normalization import mean_and_inv_std

@@ -20,7 +20,7 @@ from xdsl.ir import SSAValue
 
 from dialects.diagnostics import UnsupportedError
 from passes.lowering.kernels_to_linalg import view_at
-from passes.lowering.linalg_builder import PARALLEL, REDUCTION, affine_map, cst, dim
+from passes.lowering.utils.linalg_builder import PARALLEL, REDUCTION, affine_map, cst, dim
 from passes.lowering.rules import lowers
 from passes.lowering.rules.conv import (
     MAX_UNROLLED_TAPS,

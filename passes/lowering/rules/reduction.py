@@ -22,7 +22,7 @@ from dialects.onnx import WeightOp
 from dialects.types import is_float, numpy_dtype
 from dialects.weights import weights_of
 from passes.lowering.kernels_to_linalg import reshape_view
-from passes.lowering.linalg_builder import (
+from passes.lowering.utils.linalg_builder import (
     PARALLEL,
     REDUCTION,
     Body,

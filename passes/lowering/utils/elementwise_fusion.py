@@ -17,7 +17,7 @@ from xdsl.dialects.builtin import MemRefType, TensorType
 from xdsl.ir import Attribute, Block, SSAValue
 
 from dialects.op_classes import ELEMENTWISE, op_class
-from passes.lowering.linalg_builder import PARALLEL, Body, KernelBuilder, broadcast_map, identity_map
+from passes.lowering.utils.linalg_builder import PARALLEL, Body, KernelBuilder, broadcast_map, identity_map
 
 
 class NotInlinable(Exception):

@@ -16,7 +16,7 @@ from xdsl.pattern_rewriter import PatternRewriter
 
 from dialects.onnx import OnnxOp
 from dialects.types import is_float
-from passes.graph.constants import add_weight, constant_of, is_absent, only_user, replace_with
+from passes.graph.utils.constants import add_weight, constant_of, is_absent, only_user, replace_with
 
 PRODUCERS = frozenset({"Conv", "Gemm", "MatMul"})
 

@@ -246,7 +246,7 @@ class KernelBuilder:
         self.builder = builder
         self._scratch = scratch
         # Set by kernels-to-linalg for a contraction whose elementwise tail a GEMM micro-kernel
-        # may apply in its store (passes/lowering/elementwise_fusion.py GemmEpilogue).
+        # may apply in its store (passes/lowering/utils/elementwise_fusion.py GemmEpilogue).
         self.epilogue = None
 
     def scratch(self, type: MemRefType) -> SSAValue:
