@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__version__ = "0.1.0"
+from dlc.version import __version__
+
 __all__ = ["compile", "load", "CompiledModel", "__version__"]
 
 

@@ -41,7 +41,7 @@ def _source_hash() -> str:
 
 
 def cache_key(model_bytes: bytes, target: str, options: dict, input_shapes: dict | None) -> str:
-    from dlc import __version__
+    from dlc.version import __version__
     from dlc.runtime.host import host_caches
     from dlc.runtime.mcjit import host_cpu
 

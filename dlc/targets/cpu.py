@@ -72,7 +72,7 @@ class CpuTarget(Target):
     def build(self, module, options: CompileOptions):
         import hashlib
 
-        from dlc import __version__
+        from dlc.version import __version__
         from dlc.codegen.native import compile_objects
         from dlc.runtime.mcjit import host_cpu
         from dlc.runtime import MANIFEST_VERSION, NativeExecutable, cpuinfo_flags, object_file_names
