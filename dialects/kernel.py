@@ -3,20 +3,25 @@
 Mirrors IREE's `flow.dispatch.region`: a `kernel.launch` holds the ops of one
 kernel in its region (not isolated from above; operands are captured
 implicitly) and yields the values used outside it. Fusion decides the grouping;
-the attributes record the decision so users can see it:
+the attributes record the decision so users can see it. As in IREE, the op reads
+as a header (name, target, ONNX nodes, result types) over its body:
 
-    %y = "kernel.launch"() ({
+    %y = kernel.launch @k3_Conv on "cpu" nodes ["conv1", "relu1"]
+           -> (tensor<1x64x56x56xf32>) attributes {dlc.fusion = [...]} {
       %a = "onnx.Conv"(%x, %w, %b) : (...) -> tensor<1x64x56x56xf32>
       %r = "onnx.Relu"(%a) : (...) -> tensor<1x64x56x56xf32>
-      "kernel.yield"(%r) : (tensor<1x64x56x56xf32>) -> ()
-    }) {sym_name = "k3_Conv", target = "cpu", nodes = ["conv1", "relu1"]} : () -> tensor<1x64x56x56xf32>
+      kernel.yield %r : tensor<1x64x56x56xf32>
+    }
+
+(printed on one line up to the `{`; the generic form `"kernel.launch"() <{...}> ({...})`
+parses too.)
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from xdsl.dialects.builtin import ArrayAttr, StringAttr
+from xdsl.dialects.builtin import ArrayAttr, StringAttr, SymbolNameConstraint
 from xdsl.ir import Attribute, Block, Dialect, Region, SSAValue
 from xdsl.irdl import (
     IRDLOperation,
@@ -38,6 +43,7 @@ class YieldOp(IRDLOperation):
     name = "kernel.yield"
     values = var_operand_def()
     traits = traits_def(IsTerminator())
+    assembly_format = "attr-dict ($values^ `:` type($values))?"
 
     def __init__(self, values: Sequence[SSAValue]):
         super().__init__(operands=[values])
@@ -48,12 +54,14 @@ class LaunchOp(IRDLOperation):
     """One kernel: its ops, the target it runs on, and the ONNX nodes it holds."""
 
     name = "kernel.launch"
-    sym_name = prop_def(StringAttr)
+    sym_name = prop_def(SymbolNameConstraint())
     target = prop_def(StringAttr)
     nodes = opt_attr_def(ArrayAttr[StringAttr])
     body = region_def("single_block")
     outputs = var_result_def()
     traits = traits_def(SingleBlockImplicitTerminator(YieldOp))
+    assembly_format = ("$sym_name `on` $target (`nodes` $nodes^)? `->` `(` type($outputs) `)` "
+                       "attr-dict-with-keyword $body")
 
     def __init__(
         self,

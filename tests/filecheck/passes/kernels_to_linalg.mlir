@@ -8,14 +8,14 @@ builtin.module attributes {dlc.target = "cpu"} {
   func.func @main(%x: tensor<2x3xf32>) -> tensor<6xf32> {
     %w = onnx.weight @w : tensor<2x3xf32>
     %s = onnx.weight @shape : tensor<1xi64>
-    %a = "kernel.launch"() <{sym_name = "k0_Add", target = "cpu"}> ({
+    %a = kernel.launch @k0_Add on "cpu" nodes ["add"] -> (tensor<2x3xf32>) {
       %a_1 = "onnx.Add"(%x, %w) {onnx_node_name = "add"} : (tensor<2x3xf32>, tensor<2x3xf32>) -> tensor<2x3xf32>
-      "kernel.yield"(%a_1) : (tensor<2x3xf32>) -> ()
-    }) {nodes = ["add"]} : () -> tensor<2x3xf32>
-    %r = "kernel.launch"() <{sym_name = "k1_Relu", target = "cpu"}> ({
+      kernel.yield %a_1 : tensor<2x3xf32>
+    }
+    %r = kernel.launch @k1_Relu on "cpu" nodes ["relu"] -> (tensor<2x3xf32>) {
       %r_1 = "onnx.Relu"(%a) {onnx_node_name = "relu"} : (tensor<2x3xf32>) -> tensor<2x3xf32>
-      "kernel.yield"(%r_1) : (tensor<2x3xf32>) -> ()
-    }) {nodes = ["relu"]} : () -> tensor<2x3xf32>
+      kernel.yield %r_1 : tensor<2x3xf32>
+    }
     %y = "onnx.Reshape"(%r, %s) {onnx_node_name = "flat"} : (tensor<2x3xf32>, tensor<1xi64>) -> tensor<6xf32>
     func.return %y : tensor<6xf32>
   }

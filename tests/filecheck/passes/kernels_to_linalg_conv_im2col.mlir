@@ -8,10 +8,10 @@
 builtin.module {
   func.func @main(%x: tensor<1x8x10x10xf32>) -> tensor<1x16x10x10xf32> {
     %w = onnx.weight @w : tensor<16x8x3x3xf32>
-    %y = "kernel.launch"() <{sym_name = "k0_Conv", target = "cpu"}> ({
+    %y = kernel.launch @k0_Conv on "cpu" nodes ["conv"] -> (tensor<1x16x10x10xf32>) {
       %0 = "onnx.Conv"(%x, %w) {onnx_node_name = "conv", pads = [1, 1, 1, 1]} : (tensor<1x8x10x10xf32>, tensor<16x8x3x3xf32>) -> tensor<1x16x10x10xf32>
-      "kernel.yield"(%0) : (tensor<1x16x10x10xf32>) -> ()
-    }) {nodes = ["conv"]} : () -> tensor<1x16x10x10xf32>
+      kernel.yield %0 : tensor<1x16x10x10xf32>
+    }
     func.return %y : tensor<1x16x10x10xf32>
   }
 }

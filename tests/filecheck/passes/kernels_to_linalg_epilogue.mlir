@@ -7,12 +7,12 @@
 builtin.module {
   func.func @main(%x: tensor<4x8xf32>, %r: tensor<4x16xf32>) -> tensor<4x16xf32> {
     %w = onnx.weight @w : tensor<8x16xf32>
-    %y = "kernel.launch"() <{sym_name = "k0_MatMul_fused", target = "cpu"}> ({
+    %y = kernel.launch @k0_MatMul_fused on "cpu" nodes ["mm", "residual", "relu"] -> (tensor<4x16xf32>) {
       %0 = "onnx.MatMul"(%x, %w) {onnx_node_name = "mm"} : (tensor<4x8xf32>, tensor<8x16xf32>) -> tensor<4x16xf32>
       %1 = "onnx.Add"(%0, %r) {onnx_node_name = "residual"} : (tensor<4x16xf32>, tensor<4x16xf32>) -> tensor<4x16xf32>
       %2 = "onnx.Relu"(%1) {onnx_node_name = "relu"} : (tensor<4x16xf32>) -> tensor<4x16xf32>
-      "kernel.yield"(%2) : (tensor<4x16xf32>) -> ()
-    }) {nodes = ["mm", "residual", "relu"]} : () -> tensor<4x16xf32>
+      kernel.yield %2 : tensor<4x16xf32>
+    }
     func.return %y : tensor<4x16xf32>
   }
 }

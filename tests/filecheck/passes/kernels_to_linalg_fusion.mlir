@@ -8,12 +8,12 @@ builtin.module {
   func.func @main(%x: tensor<1x2x4x4xf32>) -> tensor<1x2x4x4xf32> {
     %w = onnx.weight @w : tensor<2x2x1x1xf32>
     %b = onnx.weight @b : tensor<1x2x1x1xf32>
-    %y = "kernel.launch"() <{sym_name = "k0_Conv_fused", target = "cpu"}> ({
+    %y = kernel.launch @k0_Conv_fused on "cpu" nodes ["conv", "bias", "relu"] -> (tensor<1x2x4x4xf32>) {
       %0 = "onnx.Conv"(%x, %w) {onnx_node_name = "conv"} : (tensor<1x2x4x4xf32>, tensor<2x2x1x1xf32>) -> tensor<1x2x4x4xf32>
       %1 = "onnx.Add"(%0, %b) {onnx_node_name = "bias"} : (tensor<1x2x4x4xf32>, tensor<1x2x1x1xf32>) -> tensor<1x2x4x4xf32>
       %2 = "onnx.Relu"(%1) {onnx_node_name = "relu"} : (tensor<1x2x4x4xf32>) -> tensor<1x2x4x4xf32>
-      "kernel.yield"(%2) : (tensor<1x2x4x4xf32>) -> ()
-    }) {nodes = ["conv", "bias", "relu"]} : () -> tensor<1x2x4x4xf32>
+      kernel.yield %2 : tensor<1x2x4x4xf32>
+    }
     func.return %y : tensor<1x2x4x4xf32>
   }
 }
