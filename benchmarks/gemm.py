@@ -26,11 +26,12 @@ from llvmlite import ir
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from dialects.gemm_ukernel import GemmSpec, pack_b
 from dlc.codegen.native import compile_object
-
-from dlc.runtime.mcjit import NativeModule
-from dlc.codegen.ukernels import GemmSpec, emit_gemm, pack_b
+from dlc.codegen.ukernels import emit_gemm
 from dlc.runtime import aligned_empty
+from dlc.runtime.host import host_caches
+from dlc.runtime.mcjit import NativeModule
 
 # (label, M, N, K): A (M x K) is the activation, B (K x N) the weight.
 SHAPES = [
@@ -81,8 +82,10 @@ def bench(label: str, m: int, n: int, k: int, layout: str, tiles, seconds: float
     bias = aligned(rng.standard_normal(n, np.float32))
     c = aligned_empty((m, n), np.float32)
     overrides = dict(zip(("mr", "nr", "kc", "mc", "nc"), tiles)) if tiles else {}
+    l1_bytes, l2_bytes = host_caches()
     spec = GemmSpec(m, n, k, a_row_stride=k, a_k_stride=1, b_layout=layout, ldb=n, ldc=n,
-                    bias="row", activation="relu", **overrides)  # fmt: skip
+                    bias="row", activation="relu", l1_bytes=l1_bytes, l2_bytes=l2_bytes,
+                    **overrides)
     b_arg = pack_b(b, spec.nr) if layout == "packed" else aligned(b)
     _native, fn = gemm_function(spec)
     pointers = (a.ctypes.data, b_arg.ctypes.data, c.ctypes.data, bias.ctypes.data, None)

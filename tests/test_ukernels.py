@@ -1,6 +1,7 @@
 """The generated GEMM kernels (dlc/codegen/ukernels.py) against numpy: ragged shapes, layouts,
 strides, epilogues, vector widths, blocking and panel ranges; out-of-bounds access is detected
-with NaN guards around every buffer."""
+with NaN guards around every buffer. Also the micro-kernel's contract (dialects/gemm_ukernel.py):
+tiles, packing, padding and the thread grid."""
 
 from __future__ import annotations
 
@@ -12,21 +13,25 @@ import numpy as np
 import pytest
 from llvmlite import ir
 
+from dialects.gemm_ukernel import (CACHE_LINE_FLOATS, CORE_BYTES_PER_S, CORE_FLOPS, GemmSpec,
+                                   a_rows_alias, choose_tiles, pack_b, pad_a_rows, thread_grid)
 from dlc.codegen.native import compile_object
-
-from dlc.runtime.mcjit import NativeModule
-from dlc.codegen.ukernels import CORE_BYTES_PER_S, CORE_FLOPS, GemmSpec, choose_tiles, emit_gemm, pack_b, thread_grid
+from dlc.codegen.ukernels import emit_gemm
 from dlc.runtime import aligned_empty
+from dlc.runtime.mcjit import NativeModule
 
 GUARD = 64  # floats of NaN after every input and around C
 EPS32 = np.finfo(np.float32).eps
 PARAMS = {"clip": (-0.5, 0.75), "leaky_relu": (0.1,)}
+# Tiles are chosen for the reference machine's caches, whatever host runs the tests.
+CACHES = {"l1_bytes": 48 * 1024, "l2_bytes": 2 * 1024 * 1024}
 
 
 def _spec(m, n, k, *, transposed_a=False, layout="packed", pad=0, **options) -> GemmSpec:
     a_strides = (1, m + pad) if transposed_a else (k + pad, 1)
     options.setdefault("activation_params", PARAMS.get(options.get("activation"), ()))
-    return GemmSpec(m, n, k, *a_strides, b_layout=layout, ldb=n + pad, ldc=n + pad, **options)
+    return GemmSpec(m, n, k, *a_strides, b_layout=layout, ldb=n + pad, ldc=n + pad, **CACHES,
+                    **options)
 
 
 def _random_cases(count: int, seed: int = 0) -> list[GemmSpec]:
@@ -250,14 +255,32 @@ def test_pack_b_panels():
 @pytest.mark.parametrize("shape", [(1024, 1024, 1024), (49, 512, 4608), (1, 1000, 2048), (7, 3, 2)])
 @pytest.mark.parametrize("width", [16, 8, 1])
 def test_chosen_tiles_fit_registers_and_nest(shape, width):
-    mr, nr, kc, mc, nc = choose_tiles(*shape, width, 48 * 1024, 2 * 1024 * 1024)
+    mr, nr, kc, mc, nc = choose_tiles(*shape, width, CACHES["l1_bytes"], CACHES["l2_bytes"])
     registers = 32 if width == 16 else 16
     assert mr * (nr // width) + nr // width + 1 <= registers
     assert nr % width == 0 and mc % mr == 0 and nc % nr == 0 and 1 <= kc <= shape[2]
 
 
+def test_a_rows_4k_apart_are_padded_by_a_cache_line():
+    assert a_rows_alias(1024, 1) and a_rows_alias(2048, 1)
+    assert not a_rows_alias(1000, 1) and not a_rows_alias(1024, 1024)
+    a = np.arange(3 * 1024, dtype=np.float32)
+    padded = pad_a_rows(a, 3)
+    assert padded.shape == (3, 1024 + CACHE_LINE_FLOATS)
+    np.testing.assert_array_equal(padded[:, :1024], a.reshape(3, 1024))
+    np.testing.assert_array_equal(padded[:, 1024:], 0)
+
+
+def test_caches_only_choose_tiles():
+    chosen = _spec(64, 64, 64)
+    assert chosen == GemmSpec(64, 64, 64, 64, 1, "packed", ldb=64, ldc=64, mr=chosen.mr,
+                              nr=chosen.nr, kc=chosen.kc, mc=chosen.mc, nc=chosen.nc)
+    with pytest.raises(ValueError, match="l1_bytes and l2_bytes"):
+        GemmSpec(64, 64, 64, 64, 1, "packed", ldb=64, ldc=64)
+
+
 def test_invalid_spec_is_refused():
     with pytest.raises(ValueError, match="ldb"):
-        GemmSpec(4, 8, 2, 2, 1, "row", ldb=4, ldc=8)
+        GemmSpec(4, 8, 2, 2, 1, "row", ldb=4, ldc=8, **CACHES)
     with pytest.raises(ValueError, match="activation takes 2"):
         replace(_spec(4, 8, 2), activation="clip", activation_params=())

@@ -533,19 +533,21 @@ class LLVMEmitter:
 
     def _ukernel(self, f: func.FuncOp) -> ir.Function:
         """Generate the micro-kernel a `dlc.ukernel` declaration specifies."""
-        from dlc.codegen.ukernels import GemmSpec, emit_gemm
+        from dialects.gemm_ukernel import GemmSpec, gemm_spec
+        from dlc.codegen.ukernels import emit_gemm
+        from dlc.runtime.host import host_caches
 
         kind = f.attributes["dlc.ukernel"].data
         if kind != "gemm":
             raise NotImplementedError(f"llvm emitter: unknown micro-kernel kind '{kind}'")
-        fields = {key: (value.value.data if isinstance(value, IntegerAttr) else value.data)
-                  for key, value in f.attributes["dlc.gemm"].data.items()}
+        fields = gemm_spec(f)
         if fields.pop("b_trans", 0) and fields.get("b_layout") != "packed":
             raise ValueError(f"llvm emitter: @{f.sym_name.data} reads a transposed B that was not "
                              "packed (run pack-weights)")
         fields["accumulate"] = bool(fields.get("accumulate", 0))
         fields["residual"] = bool(fields.get("residual", 0))
-        spec = GemmSpec(**fields, vector_width=self.vector_width)
+        l1_bytes, l2_bytes = host_caches()
+        spec = GemmSpec(**fields, vector_width=self.vector_width, l1_bytes=l1_bytes, l2_bytes=l2_bytes)
         conv = None
         if "dlc.im2col" in f.attributes:
             conv = {key: value.value.data for key, value in f.attributes["dlc.im2col"].data.items()}
@@ -662,7 +664,7 @@ class LLVMEmitter:
     def _thread_grid_of(self, b: ir.IRBuilder, spec, threads: ir.Value) -> tuple[ir.Value, ir.Value]:
         """(tm, tn) of `thread_grid` for `threads`, read from a table made at compile time for
         1..GRID_TABLE_THREADS threads (more threads use the last entry)."""
-        from dlc.codegen.ukernels import thread_grid
+        from dialects.gemm_ukernel import thread_grid
 
         table_name = f"dlc_grid_{spec.row_blocks}x{spec.panels}_{spec.mr}x{spec.nr}x{spec.k}"
         if table_name in self.llvm.globals:

@@ -3,6 +3,7 @@
 The GotoBLAS/BLIS loop nest (Goto & van de Geijn, "Anatomy of High-Performance Matrix
 Multiplication", 2008) around an MR x NR register-blocked micro-kernel of `llvm.fma` on
 <VW x float> accumulators, with the epilogue fused into the micro-kernel's last store.
+What a GEMM computes, its tiles and layouts are its `GemmSpec` (dialects/gemm_ukernel.py).
 """
 
 from __future__ import annotations
@@ -13,13 +14,11 @@ from dataclasses import dataclass
 
 from llvmlite import ir
 
+from dialects.gemm_ukernel import GemmSpec
 from dlc.codegen.function_attributes import FunctionAttributes
 from dlc.codegen.llvm_emitter import FASTMATH_FLAGS
-from dlc.runtime.host import host_caches
-from passes.layout.gemm_packing import pack_b
-from passes.tiling.gemm_tiles import choose_tiles
 
-__all__ = ["GemmSpec", "choose_tiles", "emit_gemm", "pack_b", "thread_grid"]
+__all__ = ["emit_gemm"]
 
 F32 = ir.FloatType()
 I1 = ir.IntType(1)
@@ -27,125 +26,6 @@ I32 = ir.IntType(32)
 I64 = ir.IntType(64)
 PTR = ir.PointerType()
 VOID = ir.VoidType()
-
-# name -> number of `activation_params`; "relu6" is clip(0, 6).
-ACTIVATIONS = {"relu": 0, "relu6": 0, "clip": 2, "leaky_relu": 1}
-
-
-@dataclass(frozen=True)
-class GemmSpec:
-    """One GEMM, every size static. Element (i, kk) of A is at A + i*a_row_stride +
-    kk*a_k_stride floats (so a transposed A is just strides). B is "row" (B[kk, j] at
-    B + kk*ldb + j), "packed" by `pack_b(B, nr)` (panels of nr columns, zero-padded), or
-    "window": a range call's columns only, in pack_b's panels from its first panel on (B[kk, j]
-    at B + (j - first_panel*nr)*k + kk*nr for j at a panel's start; a convolution's im2col
-    block, which must fill the last panel's lanes past n with finite values, is built so). C, and
-    the residual R, have row stride ldc. The result is act(A@B [+ C if accumulate] + bias + R):
-    bias and residual are added before the activation, as ONNX graphs do (Gemm/Conv, Add, Relu).
-    bias "row" is one value per column j (a Gemm/Linear bias), "col" one per row i.
-    Tiles left at 0 come from `choose_tiles` for this host's caches (`host_caches`).
-    """
-
-    m: int
-    n: int
-    k: int
-    a_row_stride: int
-    a_k_stride: int
-    b_layout: str
-    ldb: int
-    ldc: int
-    accumulate: bool = False
-    bias: str | None = None
-    activation: str | None = None
-    activation_params: tuple[float, ...] = ()
-    residual: bool = False
-    vector_width: int = 16
-    mr: int = 0
-    nr: int = 0
-    kc: int = 0
-    mc: int = 0
-    nc: int = 0
-
-    def __post_init__(self) -> None:
-        self._check()
-        tiles = ("mr", "nr", "kc", "mc", "nc")
-        if any(getattr(self, t) == 0 for t in tiles):
-            chosen = choose_tiles(self.m, self.n, self.k, self.vector_width, *host_caches(),
-                                  self.b_layout)  # fmt: skip
-            for t, value in zip(tiles, chosen):
-                if getattr(self, t) == 0:
-                    object.__setattr__(self, t, value)
-        self._check_tiles()
-
-    def _check(self) -> None:
-        def require(ok: bool, what: str) -> None:
-            if not ok:
-                raise ValueError(f"GemmSpec: {what} ({self})")
-
-        require(min(self.m, self.n, self.k) >= 1, "m, n and k must be >= 1")
-        require(self.b_layout in ("row", "window", "packed"), "b_layout must be 'row', 'window' or 'packed'")
-        require(self.b_layout != "row" or self.ldb >= self.n, "ldb must be >= n")
-        require(self.ldc >= self.n, "ldc must be >= n")
-        require(self.bias in (None, "row", "col"), "bias must be None, 'row' or 'col'")
-        require(self.activation is None or self.activation in ACTIVATIONS,
-                f"activation must be None or one of {sorted(ACTIVATIONS)}")  # fmt: skip
-        wanted = ACTIVATIONS.get(self.activation, 0)
-        require(len(self.activation_params) == wanted, f"activation takes {wanted} parameters")
-        require(self.vector_width >= 1, "vector_width must be >= 1")
-
-    def _check_tiles(self) -> None:
-        vw = self.vector_width
-        if min(self.mr, self.nr, self.kc, self.mc, self.nc) < 1 or self.nr % vw:
-            raise ValueError(f"GemmSpec: tiles must be >= 1 and nr a multiple of {vw} ({self})")
-        if self.mc % self.mr or self.nc % self.nr:
-            raise ValueError(f"GemmSpec: mc must be a multiple of mr, nc of nr ({self})")
-
-    @property
-    def panels(self) -> int:
-        """Number of nr-column panels of C: the column unit of work `NAME_range` takes."""
-        return -(-self.n // self.nr)
-
-    @property
-    def row_blocks(self) -> int:
-        """Number of mr-row blocks of C: the row unit of work `NAME_range` takes."""
-        return -(-self.m // self.mr)
-
-
-# A core's rates in `thread_grid`'s time model: the micro-kernel's FLOP/s and what one core
-# streams from L3/DRAM (this project's reference machine: ~150 GFLOP/s, ~20 GB/s).
-CORE_FLOPS = 150e9
-CORE_BYTES_PER_S = 20e9
-
-
-def thread_grid(row_blocks: int, panels: int, threads: int, *, mr: int, nr: int, k: int) -> tuple[int, int]:
-    """(tm, tn), tm * tn <= threads: C's mr-row blocks split tm ways and its nr-column panels
-    tn ways, for the least time of the busiest part, modelled as its tiles' FLOPs plus the
-    bytes it streams: its rows of A (each column part reads them again) and its columns of B
-    (each row part reads them again).
-
-    A 7x7 ResNet-50 layer (1x1, 512 -> 2048 channels: 2 panels of 49 pixels) splits its rows
-    (2 threads: 0.35 ms, against 0.44 ms split in columns, which read all 4 MB of weights
-    twice); a 56x56 one (256 -> 64 channels) its columns (0.34-0.37 ms against 0.41-0.42).
-    Splitting columns alone left the 7x7 layers on 2 of 16 threads.
-    """
-
-    def seconds(tm: int, tn: int) -> float:
-        row_part, col_part = -(-row_blocks // tm), -(-panels // tn)
-        flops = row_part * col_part * mr * nr * k * 2
-        return flops / CORE_FLOPS + 4 * k * (row_part * mr + col_part * nr) / CORE_BYTES_PER_S
-
-    grids = [(tm, min(threads // tm, panels)) for tm in range(1, min(threads, row_blocks) + 1)]
-    return min(grids, key=lambda grid: (seconds(*grid), grid))
-
-
-# ---------------------------------------------------------------------------------------------
-# Tile choice
-# ---------------------------------------------------------------------------------------------
-
-# ---------------------------------------------------------------------------------------------
-# IR generation
-# ---------------------------------------------------------------------------------------------
-
 
 _POINTERS = ("A", "B", "C", "bias", "R")
 

@@ -24,16 +24,10 @@ from xdsl.ir import BlockArgument, SSAValue
 from xdsl.passes import ModulePass
 from xdsl.rewriter import InsertPoint, Rewriter
 
+from dialects.gemm_ukernel import (a_rows_alias, choose_tiles, gemm_attributes, gemm_spec, pack_b,
+                                   pad_a_rows, ukernels)
 from dialects.weights import weights_of
-from passes.layout.gemm_packing import pack_b
-from passes.lowering.utils.ukernel_calls import gemm_spec, ukernels
-from passes.tiling.gemm_tiles import choose_tiles
 from passes.target_info import target_info
-
-# Rows of A this many bytes apart (or a multiple) map to the same L1 set on x86 cores (64
-# sets of 64-byte lines); one more line per row spreads them.
-ALIASING_STRIDE_BYTES = 4096
-CACHE_LINE_FLOATS = 16
 
 
 def _through_views(value: SSAValue) -> SSAValue:
@@ -67,7 +61,7 @@ class PackWeightsPass(ModulePass):
             spec = gemm_spec(decl)
             if spec.get("b_layout") == "row":
                 self._pack_b(op, decl, spec, functions, calls_in_main, main, store, info)
-            if spec["a_k_stride"] == 1 and (4 * spec["a_row_stride"]) % ALIASING_STRIDE_BYTES == 0:
+            if a_rows_alias(spec["a_row_stride"], spec["a_k_stride"]):
                 self._pad_a_rows(op, decl, spec, functions, calls_in_main, main, store)
 
     def _pack_b(self, op, decl, spec, functions, calls_in_main, main, store, info) -> None:
@@ -93,10 +87,9 @@ class PackWeightsPass(ModulePass):
         weight = store[weight_name]
         if weight.size != m * stride:  # not exactly the m x stride matrix the GEMM reads
             return
-        padded = np.zeros((m, stride + CACHE_LINE_FLOATS), np.float32)
-        padded[:, :stride] = weight.reshape(m, stride)
-        self._replace_weight(op, decl, main, site, f"{weight_name}.rows{stride + CACHE_LINE_FLOATS}", padded, 0)
-        spec.update(a_row_stride=stride + CACHE_LINE_FLOATS)
+        padded = pad_a_rows(weight, m)
+        self._replace_weight(op, decl, main, site, f"{weight_name}.rows{padded.shape[1]}", padded, 0)
+        spec.update(a_row_stride=padded.shape[1])
         decl.attributes["dlc.gemm"] = _attrs(spec)
 
     def _replace_weight(self, op, decl, main, site, name: str, array: np.ndarray, operand: int) -> None:
@@ -169,7 +162,5 @@ def _with_input(function_type, index: int, new_type):
 
 
 def _attrs(spec: dict) -> DictionaryAttr:
-    from passes.lowering.utils.ukernel_calls import gemm_attributes
-
     return gemm_attributes(spec)
 

@@ -22,7 +22,7 @@ from xdsl.dialects.builtin import ModuleOp
 from xdsl.passes import ModulePass
 
 from dialects.diagnostics import CompileError
-from passes.lowering.utils.ukernel_calls import gemm_attributes, gemm_spec, ukernels
+from dialects.gemm_ukernel import gemm_attributes, gemm_spec, ukernels
 from passes.target_info import target_info
 
 TILES = ("mr", "nr", "kc", "mc", "nc")

@@ -215,8 +215,7 @@ def _im2col_plan(op, window: Window, channels: int, rows: int, depth: int, pixel
     scaled 1.42-1.59x on 2 threads). A row part repeats its column part's im2col: a 3x3
     conv's im2col costs ~5% of its GEMM.
     """
-    from dlc.codegen.ukernels import thread_grid
-    from passes.tiling.gemm_tiles import choose_tiles
+    from dialects.gemm_ukernel import choose_tiles, thread_grid
     from passes.target_info import target_info
 
     info = target_info(op.get_toplevel_object())

@@ -9,7 +9,8 @@ C[, bias][, R])` to a private declaration whose attributes specify it completely
 Strides are in elements; `b_layout` is "row" (B[k, j] at k*ldb + j) until pack-weights
 packs a constant B; `b_trans` marks a constant B stored transposed ([N, K], Gemm transB),
 which must be packed. tile-contractions adds the tile sizes (mr, nr, kc, mc, nc); the LLVM
-emitter generates the function from the spec (dlc/codegen/ukernels.py).
+emitter generates the function from the spec (dlc/codegen/ukernels.py). The spec, its tiles
+and its attribute form are the micro-kernel's contract (dialects/gemm_ukernel.py).
 
 A convolution's GEMM reads B as im2col of the padded input, built block by block where it is
 consumed: its call passes the padded input as B, then a scratch buffer, and its declaration
@@ -22,38 +23,9 @@ from __future__ import annotations
 
 from xdsl.dialects import func
 from xdsl.dialects.builtin import DictionaryAttr, IntegerAttr, MemRefType, ModuleOp, StringAttr, i64
-from xdsl.ir import Attribute, SSAValue
+from xdsl.ir import SSAValue
 
-GEMM_INTS = ("m", "n", "k", "a_row_stride", "a_k_stride", "ldb", "ldc", "accumulate", "b_trans", "residual",
-             "mr", "nr", "kc", "mc", "nc")
-GEMM_STRINGS = ("b_layout", "bias", "activation")
-
-
-def gemm_attributes(spec: dict) -> DictionaryAttr:
-    entries: dict[str, Attribute] = {}
-    for key, value in spec.items():
-        if value is None:
-            continue
-        if key in GEMM_INTS:
-            entries[key] = IntegerAttr(int(value), i64)
-        elif key in GEMM_STRINGS:
-            entries[key] = StringAttr(str(value))
-        else:
-            raise ValueError(f"unknown gemm spec field {key}")
-    return DictionaryAttr(entries)
-
-
-def gemm_spec(decl: func.FuncOp) -> dict:
-    """The spec of a gemm ukernel declaration as a plain dict."""
-    spec = {}
-    for key, value in decl.attributes["dlc.gemm"].data.items():
-        spec[key] = value.value.data if isinstance(value, IntegerAttr) else value.data
-    return spec
-
-
-def ukernels(module: ModuleOp, kind: str = "gemm") -> list[func.FuncOp]:
-    return [op for op in module.ops if isinstance(op, func.FuncOp) and
-            isinstance(op.attributes.get("dlc.ukernel"), StringAttr) and op.attributes["dlc.ukernel"].data == kind]
+from dialects.gemm_ukernel import gemm_attributes, ukernels
 
 
 def emit_gemm_call(kb, anchor, a: SSAValue, b: SSAValue, c: SSAValue, *, bias_buffer: SSAValue | None = None,

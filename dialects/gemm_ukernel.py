@@ -1,0 +1,297 @@
+"""The GEMM micro-kernel's contract: what one call computes, its tiles, its operand layouts
+and how threads share it. The passes that lower, tile and pack a GEMM and the code generator
+that emits it (dlc/codegen/ukernels.py) all read it from here.
+
+Mirrors the BLIS/GotoBLAS micro-kernel (Goto & van de Geijn, "Anatomy of High-Performance
+Matrix Multiplication", 2008; Low et al., "Analytical modeling is enough for high-performance
+BLIS", 2016) and IREE's data tiling, where the tile choice lives beside the micro-kernel
+(`mmt4d_select_tile`) and a pass stores it in the IR where a user or a search may override it.
+
+- `GemmSpec`: one GEMM, every size static: shape, strides, B's layout, tiles, epilogue.
+- `choose_tiles`: (mr, nr, kc, mc, nc) from the target's vector width and caches.
+- `pack_b`, `pad_a_rows`: the compile-time layouts of constant operands.
+- `thread_grid`: how C's blocks are split over threads.
+- `gemm_attributes`, `gemm_spec`, `ukernels`: the spec as IR, on a `dlc.ukernel = "gemm"`
+  declaration (passes/lowering/utils/ukernel_calls.py emits the calls).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+from xdsl.dialects import func
+from xdsl.dialects.builtin import DictionaryAttr, IntegerAttr, ModuleOp, StringAttr, i64
+from xdsl.ir import Attribute
+
+# name -> number of `activation_params`; "relu6" is clip(0, 6).
+ACTIVATIONS = {"relu": 0, "relu6": 0, "clip": 2, "leaky_relu": 1}
+TILES = ("mr", "nr", "kc", "mc", "nc")
+B_LAYOUTS = ("row", "window", "packed")
+
+
+@dataclass(frozen=True)
+class GemmSpec:
+    """One GEMM, every size static. Element (i, kk) of A is at A + i*a_row_stride +
+    kk*a_k_stride floats (so a transposed A is just strides). B is "row" (B[kk, j] at
+    B + kk*ldb + j), "packed" by `pack_b(B, nr)` (panels of nr columns, zero-padded), or
+    "window": a range call's columns only, in pack_b's panels from its first panel on (B[kk, j]
+    at B + (j - first_panel*nr)*k + kk*nr for j at a panel's start; a convolution's im2col
+    block, which must fill the last panel's lanes past n with finite values, is built so). C,
+    and the residual R, have row stride ldc. The result is act(A@B [+ C if accumulate] + bias
+    + R): bias and residual are added before the activation, as ONNX graphs do (Gemm/Conv, Add,
+    Relu). bias "row" is one value per column j (a Gemm/Linear bias), "col" one per row i.
+    Tiles left at 0 come from `choose_tiles` for caches of `l1_bytes` and `l2_bytes` (which
+    only choose tiles: two specs with the same tiles are the same GEMM).
+    """
+
+    m: int
+    n: int
+    k: int
+    a_row_stride: int
+    a_k_stride: int
+    b_layout: str
+    ldb: int
+    ldc: int
+    accumulate: bool = False
+    bias: str | None = None
+    activation: str | None = None
+    activation_params: tuple[float, ...] = ()
+    residual: bool = False
+    vector_width: int = 16
+    mr: int = 0
+    nr: int = 0
+    kc: int = 0
+    mc: int = 0
+    nc: int = 0
+    l1_bytes: int = field(default=0, compare=False, repr=False)
+    l2_bytes: int = field(default=0, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._check()
+        if any(getattr(self, t) == 0 for t in TILES):
+            if not (self.l1_bytes and self.l2_bytes):
+                raise ValueError(f"GemmSpec: tiles left at 0 need l1_bytes and l2_bytes to choose "
+                                 f"them ({self})")
+            chosen = choose_tiles(self.m, self.n, self.k, self.vector_width, self.l1_bytes,
+                                  self.l2_bytes, self.b_layout)
+            for t, value in zip(TILES, chosen):
+                if getattr(self, t) == 0:
+                    object.__setattr__(self, t, value)
+        self._check_tiles()
+
+    def _check(self) -> None:
+        def require(ok: bool, what: str) -> None:
+            if not ok:
+                raise ValueError(f"GemmSpec: {what} ({self})")
+
+        require(min(self.m, self.n, self.k) >= 1, "m, n and k must be >= 1")
+        require(self.b_layout in B_LAYOUTS, "b_layout must be 'row', 'window' or 'packed'")
+        require(self.b_layout != "row" or self.ldb >= self.n, "ldb must be >= n")
+        require(self.ldc >= self.n, "ldc must be >= n")
+        require(self.bias in (None, "row", "col"), "bias must be None, 'row' or 'col'")
+        require(self.activation is None or self.activation in ACTIVATIONS,
+                f"activation must be None or one of {sorted(ACTIVATIONS)}")
+        wanted = ACTIVATIONS.get(self.activation, 0)
+        require(len(self.activation_params) == wanted, f"activation takes {wanted} parameters")
+        require(self.vector_width >= 1, "vector_width must be >= 1")
+
+    def _check_tiles(self) -> None:
+        vw = self.vector_width
+        if min(self.mr, self.nr, self.kc, self.mc, self.nc) < 1 or self.nr % vw:
+            raise ValueError(f"GemmSpec: tiles must be >= 1 and nr a multiple of {vw} ({self})")
+        if self.mc % self.mr or self.nc % self.nr:
+            raise ValueError(f"GemmSpec: mc must be a multiple of mr, nc of nr ({self})")
+
+    @property
+    def panels(self) -> int:
+        """Number of nr-column panels of C: the column unit of work `NAME_range` takes."""
+        return -(-self.n // self.nr)
+
+    @property
+    def row_blocks(self) -> int:
+        """Number of mr-row blocks of C: the row unit of work `NAME_range` takes."""
+        return -(-self.m // self.mr)
+
+
+# ---------------------------------------------------------------------------------------------
+# Tile choice: the BLIS analysis, with constants measured on this project's reference host
+# (Emerald Rapids, AVX-512). tile-contractions stores the choice in the IR.
+# ---------------------------------------------------------------------------------------------
+
+# Tiles with fewer accumulators than this ran slower at 1024^3 on this host (4x64: 0.78 of
+# numpy; 6x64, 8x48 and 14x32: 0.97-1.00): loop overhead and the latency of 4-cycle FMAs on
+# two ports are then exposed. So smaller tiles cost as much as this many FMAs per k step.
+_MIN_USEFUL_FMAS = 24
+# 25x16 (26 loads per 25 FMAs) ran 0.62-1.27 of numpy at 49x512x4608, 7x48 1.38-1.51.
+_LOAD_COST = 1.5
+
+
+def _register_tile(m: int, n: int, vector_width: int) -> tuple[int, int]:
+    """(mr, nr) minimising the modelled cycles per k step over the whole padded C.
+
+    A micro-kernel holds mr x nv accumulators, nv B vectors and one broadcast A scalar in
+    registers (32 with AVX-512, 16 otherwise), and issues mr*nv FMAs and mr + nv loads per
+    k step (two of each per cycle, but the mr broadcasts come from mr rows far apart, so they
+    count `_LOAD_COST` each). Ties go to the narrower tile (less padding of N).
+    """
+    registers = 32 if vector_width >= 16 else 16
+    min_fmas = _MIN_USEFUL_FMAS * registers // 32
+    best = None
+    for nv in range(1, 5):
+        for mr in range(1, min(m, registers) + 1):
+            if mr * nv + nv + 1 > registers:
+                break
+            per_step = max(mr * nv, _LOAD_COST * (mr + nv), min_fmas)
+            cost = math.ceil(m / mr) * math.ceil(n / (nv * vector_width)) * per_step
+            key = (cost, nv, -mr)
+            if best is None or key < best[0]:
+                best = key, (mr, nv * vector_width)
+    return best[1]
+
+
+def choose_tiles(
+    m: int, n: int, k: int, vector_width: int, l1_bytes: int, l2_bytes: int,
+    b_layout: str = "packed", **given: int,
+) -> tuple[int, int, int, int, int]:
+    """(mr, nr, kc, mc, nc) for a GEMM on a core with the given cache sizes; tiles in `given`
+    (a user's override) are kept and the others chosen around them.
+
+    kc: a kc x nr micro-panel of B (packed; see below for row-major B) takes up to twice L1:
+    it streams in order, which the prefetcher hides, and a longer kc reloads C less often (at
+    1024^3 with 14x32, kc=512 ran 1.04 of numpy, kc=256 0.98). k is split into equal blocks,
+    so there is no short tail block.
+    mc: the mc x kc block of A, re-read for every B micro-panel, takes 1/16 of L2 (at 1024^3
+    mc=112 ran 0.98 of numpy, mc=1022 0.84); nc: the kc x nc block of B takes half of L2.
+    """
+    mr, nr = _register_tile(m, n, vector_width)
+    mr, nr = given.get("mr") or mr, given.get("nr") or nr
+    kc = _balanced(k, 2 * l1_bytes // (4 * nr), 1)
+    if b_layout == "row":
+        # Rows of a row-major B micro-panel lie ldb apart: no stream for the prefetcher and
+        # few L1/L2 sets, so it must fit L1 (1024^3 with 14x32: kc=512 ran 0.57 of numpy,
+        # 0.98 with B packed).
+        kc = _balanced(k, l1_bytes // (4 * nr), 1)
+    kc = given.get("kc") or kc
+    mc = given.get("mc") or _balanced(m, l2_bytes // (16 * 4 * kc), mr)
+    nc = given.get("nc") or _balanced(n, l2_bytes // (2 * 4 * kc), nr)
+    return mr, nr, kc, mc, nc
+
+
+def _balanced(total: int, most: int, unit: int) -> int:
+    """The block (a multiple of `unit`, at most about `most`) that splits `total` into the
+    fewest blocks of equal size, so no block is a short tail."""
+    units = -(-total // unit)
+    blocks = -(-units // max(most // unit, 1))
+    return -(-units // blocks) * unit
+
+
+# ---------------------------------------------------------------------------------------------
+# Operand layouts: constants are packed at compile time (pack-weights)
+# ---------------------------------------------------------------------------------------------
+
+
+def pack_b(b: np.ndarray, nr: int) -> np.ndarray:
+    """B (K x N) as panels Bp[j // nr][kk][j % nr] (zero-padded to whole panels), the layout
+    `b_layout="packed"` reads. The weight blob aligns every weight to 64 bytes, so each panel
+    of nr=16k floats starts on a cache line."""
+    k, n = b.shape
+    panels = -(-n // nr)
+    padded = np.zeros((k, panels * nr), np.float32)
+    padded[:, :n] = b
+    return np.ascontiguousarray(padded.reshape(k, panels, nr).transpose(1, 0, 2))
+
+
+# Rows of A this many bytes apart (or a multiple) map to the same L1 set on x86 cores (64
+# sets of 64-byte lines); one more line per row spreads them.
+ALIASING_STRIDE_BYTES = 4096
+CACHE_LINE_FLOATS = 16
+
+
+def a_rows_alias(a_row_stride: int, a_k_stride: int) -> bool:
+    """Whether the mr rows a micro-kernel step broadcasts from fall in one L1 set: rows of a
+    row-major A lying a multiple of 4 KiB apart (an 8-way L1 then holds 8 of 13 such rows;
+    ResNet-50's 1x1 convs over 1024 channels ran at 60-84 GFLOP/s, 96-99 padded, on Zen 4)."""
+    return a_k_stride == 1 and (4 * a_row_stride) % ALIASING_STRIDE_BYTES == 0
+
+
+def pad_a_rows(a: np.ndarray, m: int) -> np.ndarray:
+    """A (m rows, row-major) with one cache line of zeros after each row; the GEMM then reads
+    it with a_row_stride = its columns (the old stride + CACHE_LINE_FLOATS)."""
+    stride = a.size // m
+    padded = np.zeros((m, stride + CACHE_LINE_FLOATS), np.float32)
+    padded[:, :stride] = a.reshape(m, stride)
+    return padded
+
+
+# ---------------------------------------------------------------------------------------------
+# Thread grid
+# ---------------------------------------------------------------------------------------------
+
+# A core's rates in `thread_grid`'s time model: the micro-kernel's FLOP/s and what one core
+# streams from L3/DRAM (this project's reference machine: ~150 GFLOP/s, ~20 GB/s).
+CORE_FLOPS = 150e9
+CORE_BYTES_PER_S = 20e9
+
+
+def thread_grid(row_blocks: int, panels: int, threads: int, *, mr: int, nr: int,
+                k: int) -> tuple[int, int]:
+    """(tm, tn), tm * tn <= threads: C's mr-row blocks split tm ways and its nr-column panels
+    tn ways, for the least time of the busiest part, modelled as its tiles' FLOPs plus the
+    bytes it streams: its rows of A (each column part reads them again) and its columns of B
+    (each row part reads them again).
+
+    A 7x7 ResNet-50 layer (1x1, 512 -> 2048 channels: 2 panels of 49 pixels) splits its rows
+    (2 threads: 0.35 ms, against 0.44 ms split in columns, which read all 4 MB of weights
+    twice); a 56x56 one (256 -> 64 channels) its columns (0.34-0.37 ms against 0.41-0.42).
+    Splitting columns alone left the 7x7 layers on 2 of 16 threads.
+    """
+
+    def seconds(tm: int, tn: int) -> float:
+        row_part, col_part = -(-row_blocks // tm), -(-panels // tn)
+        flops = row_part * col_part * mr * nr * k * 2
+        return flops / CORE_FLOPS + 4 * k * (row_part * mr + col_part * nr) / CORE_BYTES_PER_S
+
+    grids = [(tm, min(threads // tm, panels)) for tm in range(1, min(threads, row_blocks) + 1)]
+    return min(grids, key=lambda grid: (seconds(*grid), grid))
+
+
+# ---------------------------------------------------------------------------------------------
+# The spec as IR: a `dlc.ukernel = "gemm"` declaration's `dlc.gemm` dictionary
+# ---------------------------------------------------------------------------------------------
+
+# `b_trans` marks a constant B stored transposed ([N, K], Gemm transB): pack-weights packs it.
+GEMM_INTS = ("m", "n", "k", "a_row_stride", "a_k_stride", "ldb", "ldc", "accumulate", "b_trans",
+             "residual", *TILES)
+GEMM_STRINGS = ("b_layout", "bias", "activation")
+
+
+def gemm_attributes(spec: dict) -> DictionaryAttr:
+    """The `dlc.gemm` attribute of a spec given as a plain dict (None values left out)."""
+    entries: dict[str, Attribute] = {}
+    for key, value in spec.items():
+        if value is None:
+            continue
+        if key in GEMM_INTS:
+            entries[key] = IntegerAttr(int(value), i64)
+        elif key in GEMM_STRINGS:
+            entries[key] = StringAttr(str(value))
+        else:
+            raise ValueError(f"unknown gemm spec field {key}")
+    return DictionaryAttr(entries)
+
+
+def gemm_spec(decl: func.FuncOp) -> dict:
+    """The spec of a gemm ukernel declaration as a plain dict."""
+    spec = {}
+    for key, value in decl.attributes["dlc.gemm"].data.items():
+        spec[key] = value.value.data if isinstance(value, IntegerAttr) else value.data
+    return spec
+
+
+def ukernels(module: ModuleOp, kind: str = "gemm") -> list[func.FuncOp]:
+    """The module's micro-kernel declarations of `kind` (`dlc.ukernel = kind`)."""
+    return [op for op in module.ops if isinstance(op, func.FuncOp)
+            and isinstance(op.attributes.get("dlc.ukernel"), StringAttr)
+            and op.attributes["dlc.ukernel"].data == kind]
