@@ -3,7 +3,7 @@
 A Conv is the GEMM Y[Cout, OH*OW] = W[Cout, C*KH*KW] @ col[C*KH*KW, OH*OW] with
 col[(c, kh, kw), (oh, ow)] = X_padded[c, oh*sh + kh*dh, ow*sw + kw*dw] (the lowering of
 onnx__Conv.html that Caffe named im2col). `emit_im2col` writes columns [j0, j1) of col into a
-buffer in the micro-kernel's panel layout (so building it is also packing B); the convolution's GEMM worker (llvm_emitter) builds the block of
+buffer in the micro-kernel's panel layout (so building it is also packing B); the convolution's GEMM worker (gemm_calls.py) builds the block of
 columns it is about to multiply, so the block is still in that core's L2 when the micro-kernel
 reads it, whichever thread runs it (a whole-image col is several MB, 115 MB on VGG's first layer).
 """

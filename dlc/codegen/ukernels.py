@@ -16,7 +16,7 @@ from llvmlite import ir
 
 from dialects.gemm_ukernel import GemmSpec
 from dlc.codegen.function_attributes import FunctionAttributes
-from dlc.codegen.llvm_emitter import FASTMATH_FLAGS
+from dlc.codegen.llvm_types import FASTMATH_FLAGS
 
 __all__ = ["emit_gemm"]
 

@@ -30,7 +30,7 @@ from passes.lowering.utils.linalg_builder import affine_map, dim
 
 
 def _strides_and_offset(t: MemRefType) -> tuple[list[int], int] | None:
-    from dlc.codegen.llvm_emitter import strides_and_offset
+    from dialects.memref_layout import strides_and_offset
 
     try:
         strides, offset = strides_and_offset(t)

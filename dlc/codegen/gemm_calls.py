@@ -1,0 +1,249 @@
+"""Calls to the GEMM micro-kernel: each `dlc.ukernel = "gemm"` declaration
+(passes/lowering/utils/ukernel_calls.py) becomes a generated GEMM (ukernels.py), generated
+once per spec, and each call runs it in place or split over the thread pool: a tm x tn grid of
+C's row blocks and column panels (`thread_grid`), or a convolution's im2col items (im2col.py).
+
+As IREE's ukernel calls, but the micro-kernel is specialised for its static sizes at compile
+time instead of being a library function.
+"""
+
+from __future__ import annotations
+
+from llvmlite import ir
+from xdsl.dialects import func
+from xdsl.ir import Operation
+
+from dialects.gemm_ukernel import GemmSpec, gemm_spec, thread_grid
+from dlc.codegen.emitter_base import EmitterBase
+from dlc.codegen.im2col import Im2colSpec, counted_loop, emit_im2col
+from dlc.codegen.llvm_types import I64, PTR
+from dlc.codegen.runtime_abi import PARALLEL_TYPE, WORKER_TYPE, indirect_call, slot
+from dlc.codegen.ukernels import emit_gemm
+from dlc.errors import CompileError
+from dlc.runtime.host import host_caches
+
+# Smaller GEMMs run on one thread: waking the pool (~5-20 us) costs more than it saves
+# (a million multiply-adds take ~10 us on a core; ResNet-50's 1x2048x1000 classifier, just
+# over it, reads 8 MB of weights and scales with threads).
+MIN_PARALLEL_MACS = 1 << 20
+# Thread counts the GEMM work grids are tabulated for (more threads share the last grid).
+GRID_TABLE_THREADS = 64
+
+
+class GemmCalls(EmitterBase):
+    """Generates the micro-kernels the module declares and emits the calls to them."""
+
+    ukernels: dict[str, tuple]  # declaration name -> (GemmSpec, function, worker, im2col)
+    ukernel_by_spec: dict[object, tuple[ir.Function, ir.Function]]
+    gemm_by_spec: dict[GemmSpec, ir.Function]  # one GEMM per spec, whoever calls it
+
+    def _ukernel(self, f: func.FuncOp) -> ir.Function:
+        """Generate the micro-kernel a `dlc.ukernel` declaration specifies."""
+        kind = f.attributes["dlc.ukernel"].data
+        if kind != "gemm":
+            raise NotImplementedError(f"llvm emitter: unknown micro-kernel kind '{kind}'")
+        fields = gemm_spec(f)
+        if fields.pop("b_trans", 0) and fields.get("b_layout") != "packed":
+            raise ValueError(f"llvm emitter: @{f.sym_name.data} reads a transposed B that was not "
+                             "packed (run pack-weights)")
+        fields["accumulate"] = bool(fields.get("accumulate", 0))
+        fields["residual"] = bool(fields.get("residual", 0))
+        l1_bytes, l2_bytes = host_caches()
+        spec = GemmSpec(**fields, vector_width=self.vector_width, l1_bytes=l1_bytes, l2_bytes=l2_bytes)
+        conv = None
+        if "dlc.im2col" in f.attributes:
+            conv = {key: value.value.data for key, value in f.attributes["dlc.im2col"].data.items()}
+        key = (spec, tuple(sorted(conv.items())) if conv else None)
+        # Models repeat layer shapes (ResNet-50: 54 GEMMs, 21 distinct): generate each once,
+        # and each GEMM once for all the convolutions (geometries, grids) that use it.
+        if key not in self.ukernel_by_spec:
+            if spec not in self.gemm_by_spec:
+                self.gemm_by_spec[spec] = emit_gemm(self.llvm, f.sym_name.data, spec)
+            function = self.gemm_by_spec[spec]
+            if conv is None:
+                worker = self._parallel_worker(function.name, spec)
+            else:
+                worker = self._im2col_worker(f.sym_name.data, function.name, spec, conv, len(self.ukernel_by_spec))
+            self.ukernel_by_spec[key] = (function, worker)
+        function, worker = self.ukernel_by_spec[key]
+        self.ukernels[f.sym_name.data] = (spec, function, worker, conv)
+        return function
+
+    def _im2col_worker(self, symbol: str, name: str, spec, conv: dict, index: int) -> ir.Function:
+        """`void NAME_conv(ptr data, i64 item)` for a convolution whose B is im2col of its padded
+        input (`dlc.im2col`, passes/lowering/rules/conv.py): item i is row part i % tm and
+        column part i / tm of C; it builds its columns, `width` at a time, in its own block of
+        the scratch buffer (so they are in this core's L2) and multiplies each block at once.
+
+        `data` holds {A, padded input, C, bias, R, scratch}.
+        """
+        geometry = Im2colSpec(**{f: conv[f] for f in Im2colSpec.__dataclass_fields__})
+        tm, tn, width = conv["tm"], conv["tn"], conv["width"]
+        if not spec.nr <= width <= spec.ldb or geometry.depth != spec.k:
+            raise CompileError(f"@{symbol}: an im2col block of {width} columns cannot hold a panel of nr={spec.nr} "
+                               f"(depth {geometry.depth}, k {spec.k})", "choose nr <= the block width")
+        im2col = emit_im2col(self.llvm, f"{name}_im2col{index}", geometry, spec.nr)
+        worker = ir.Function(self.llvm, WORKER_TYPE, f"{name}_conv{index}")
+        worker.linkage = "internal"
+        worker.attributes.add("nounwind")
+        # One copy serves the pool and the in-turn loop: inlined there too, LLVM optimised its
+        # im2col twice (ResNet-50 compiled in 9.3 s instead of 6.2 s for two threads).
+        worker.attributes.add("noinline")
+        b = ir.IRBuilder(worker.append_basic_block("entry"))
+        data, item = worker.args
+
+        def const(value: int) -> ir.Constant:
+            return ir.Constant(I64, value)
+
+        def minimum(x, y):
+            return b.select(b.icmp_signed("<", x, y), x, y)
+
+        a, padded, c, bias, residual, scratch = [b.load(slot(b, data, i), typ=PTR, align=8) for i in range(6)]
+        row_part, col_part = b.urem(item, const(tm)), b.udiv(item, const(tm))
+        first_block = b.sdiv(b.mul(row_part, const(spec.row_blocks)), const(tm))
+        last_block = b.sdiv(b.mul(b.add(row_part, const(1)), const(spec.row_blocks)), const(tm))
+        first_row = b.mul(first_block, const(spec.mr))
+        last_row = minimum(b.mul(last_block, const(spec.mr)), const(spec.m))
+        per_part = -(-spec.panels // tn)
+        first_panel = b.mul(col_part, const(per_part))
+        last_panel = minimum(b.add(first_panel, const(per_part)), const(spec.panels))
+        block = b.gep(scratch, [b.mul(item, const(spec.k * spec.ldb))], inbounds=True, source_etype=ir.FloatType())
+        range_fn = self.llvm.globals[f"{name}_range"]
+        step = width // spec.nr  # panels per block
+
+        def column_block(panel):
+            end_panel = minimum(b.add(panel, const(step)), last_panel)
+            j0 = b.mul(panel, const(spec.nr))
+            j1 = minimum(b.mul(end_panel, const(spec.nr)), const(spec.n))
+            b.call(im2col, [padded, block, j0, j1])
+            b.call(range_fn, [a, block, c, bias, residual, panel, end_panel, first_row, last_row])
+
+        counted_loop(b, first_panel, last_panel, column_block, step)
+        b.ret_void()
+        return worker
+
+    def _parallel_worker(self, name: str, spec) -> ir.Function:
+        """`void NAME_worker(ptr data, i64 item)`: item i of a tm x tn grid over C
+        (`thread_grid`: mr-row blocks split tm ways, nr-column panels tn ways) runs its block.
+
+        `data` holds {A, B, C, bias, R, tm}; item i is row part i % tm of column part i / tm.
+        """
+        worker = ir.Function(self.llvm, WORKER_TYPE, f"{name}_worker")
+        worker.linkage = "internal"
+        worker.attributes.add("nounwind")
+        b = ir.IRBuilder(worker.append_basic_block("entry"))
+        data, item = worker.args
+
+        def const(value: int) -> ir.Constant:
+            return ir.Constant(I64, value)
+
+        pointers = [b.load(slot(b, data, i), typ=PTR, align=8) for i in range(5)]
+        tm = b.load(slot(b, data, 5), typ=I64, align=8)
+        tn = b.udiv(self._thread_grid_items(b, data), tm)
+        row_part, col_part = b.urem(item, tm), b.udiv(item, tm)
+        blocks, panels = const(spec.row_blocks), const(spec.panels)
+
+        def share(part, parts, total):  # [part*total/parts, (part+1)*total/parts): even shares
+            return (b.sdiv(b.mul(part, total), parts),
+                    b.sdiv(b.mul(b.add(part, const(1)), total), parts))
+
+        first_panel, last_panel = share(col_part, tn, panels)
+        first_block, last_block = share(row_part, tm, blocks)
+        first_row = b.mul(first_block, const(spec.mr))
+        last_row = b.mul(last_block, const(spec.mr))
+        last_row = b.select(b.icmp_signed("<", last_row, const(spec.m)), last_row, const(spec.m))
+        b.call(self.llvm.globals[f"{name}_range"], [*pointers, first_panel, last_panel, first_row, last_row])
+        b.ret_void()
+        return worker
+
+    @staticmethod
+    def _thread_grid_items(b: ir.IRBuilder, data: ir.Value) -> ir.Value:
+        """tm * tn, the grid's item count, stored after tm in a GEMM worker's data."""
+        return b.load(slot(b, data, 6), typ=I64, align=8)
+
+    def _thread_grid_of(self, b: ir.IRBuilder, spec, threads: ir.Value) -> tuple[ir.Value, ir.Value]:
+        """(tm, tn) of `thread_grid` for `threads`, read from a table made at compile time for
+        1..GRID_TABLE_THREADS threads (more threads use the last entry)."""
+        table_name = f"dlc_grid_{spec.row_blocks}x{spec.panels}_{spec.mr}x{spec.nr}x{spec.k}"
+        if table_name in self.llvm.globals:
+            table = self.llvm.globals[table_name]
+        else:
+            entries = [thread_grid(spec.row_blocks, spec.panels, t, mr=spec.mr, nr=spec.nr, k=spec.k)
+                       for t in range(1, GRID_TABLE_THREADS + 1)]
+            typ = ir.ArrayType(I64, 2 * GRID_TABLE_THREADS)
+            table = ir.GlobalVariable(self.llvm, typ, table_name)
+            table.initializer = ir.Constant(typ, [v for entry in entries for v in entry])
+            table.global_constant = True
+            table.linkage = "internal"
+        most = ir.Constant(I64, GRID_TABLE_THREADS)
+        index = b.sub(b.select(b.icmp_signed("<", threads, most), threads, most), ir.Constant(I64, 1))
+        index = b.select(b.icmp_signed("<", index, ir.Constant(I64, 0)), ir.Constant(I64, 0), index)
+
+        def entry(offset: int) -> ir.Value:
+            slot = b.add(b.mul(index, ir.Constant(I64, 2)), ir.Constant(I64, offset))
+            return b.load(b.gep(table, [ir.Constant(I64, 0), slot], True, source_etype=table.value_type),
+                          typ=I64, align=8)
+
+        return entry(0), entry(1)
+
+    def _call_ukernel(self, op: Operation) -> None:
+        """Call a micro-kernel: serially, or split over the runtime's threads."""
+        spec, function, worker, conv = self.ukernels[op.callee.root_reference.data]
+        b = self.builder
+        pointers = [self._element_pointer(v, []) for v in op.operands]
+        if conv is not None:
+            self._call_conv_worker(worker, pointers, spec, conv)
+            return
+        args = pointers[:3]
+        cursor = 3
+        for present in (spec.bias is not None, spec.residual):
+            if present:
+                args.append(pointers[cursor])
+                cursor += 1
+            else:
+                args.append(ir.Constant(PTR, None))
+        if spec.panels * spec.row_blocks < 2 or spec.m * spec.n * spec.k < MIN_PARALLEL_MACS:
+            b.call(function, args)
+            return
+        threads = self.runtime_field("num_threads")
+        parallel = self.runtime_field("parallel")
+        serial = b.or_(b.icmp_signed("<=", threads, ir.Constant(I64, 1)),
+                       b.icmp_unsigned("==", parallel, ir.Constant(PTR, None)))
+        with b.if_else(serial) as (then, otherwise):
+            with then:
+                b.call(function, args)
+            with otherwise:
+                tm, tn = self._thread_grid_of(b, spec, threads)
+                items = b.mul(tm, tn)
+                data = self._entry_alloca(ir.ArrayType(I64, 7), "gemm_data", 8)
+                for i, value in enumerate([*args, tm, items]):
+                    b.store(value, slot(b, data, i), align=8)
+                indirect_call(b, parallel, PARALLEL_TYPE, [worker, data, items])
+
+    def _call_conv_worker(self, worker: ir.Function, pointers: list[ir.Value], spec, conv: dict) -> None:
+        """Run an im2col convolution's tm x tn items (`_im2col_worker`) on the pool, or in turn."""
+        b = self.builder
+        a, padded, c, *rest = pointers
+        bias = rest.pop(0) if spec.bias is not None else ir.Constant(PTR, None)
+        residual = rest.pop(0) if spec.residual else ir.Constant(PTR, None)
+        (scratch,) = rest
+        data = self._entry_alloca(ir.ArrayType(I64, 6), "conv_data", 8)
+        for i, value in enumerate([a, padded, c, bias, residual, scratch]):
+            b.store(value, slot(b, data, i), align=8)
+        items = ir.Constant(I64, conv["tm"] * conv["tn"])
+
+        def in_turn():
+            counted_loop(b, ir.Constant(I64, 0), items, lambda i: b.call(worker, [data, i]))
+
+        if conv["tm"] * conv["tn"] == 1 or self.in_parallel_loop:
+            in_turn()
+            return
+        parallel = self.runtime_field("parallel")
+        serial = b.or_(b.icmp_signed("<=", self.runtime_field("num_threads"), ir.Constant(I64, 1)),
+                       b.icmp_unsigned("==", parallel, ir.Constant(PTR, None)))
+        with b.if_else(serial) as (then, otherwise):
+            with then:
+                in_turn()
+            with otherwise:
+                indirect_call(b, parallel, PARALLEL_TYPE, [worker, data, items])
+
