@@ -24,25 +24,19 @@ ROOT = HERE.parent
 
 CHILD = r"""
 import json, sys
-import numpy as np
 runtime, path, threads, runs = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-rng = np.random.default_rng(0)
 if runtime == "dlc":
     import dlc
+    from dlc.tools.oracle import random_inputs
     model = dlc.load(path)
     loader = type(model._executable._module).__name__
-    feeds = {s.name: rng.standard_normal(s.shape).astype(s.dtype) for s in model.inputs}
+    feeds = random_inputs(model.inputs)
     run = lambda: model.run(feeds)
 elif runtime == "onnxruntime":
-    import onnxruntime as ort
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-    types = {"tensor(float)": np.float32, "tensor(int64)": np.int64, "tensor(double)": np.float64}
-    feeds = {i.name: rng.standard_normal([d if isinstance(d, int) else 1 for d in i.shape]).astype(types[i.type])
-             for i in session.get_inputs()}
+    # The oracle's session (and inputs from the session's own signature: no onnx in the process).
+    from dlc.tools.oracle import input_specs, onnxruntime_session, random_inputs
+    session = onnxruntime_session(path, threads=threads)
+    feeds = random_inputs(input_specs(session))
     run = lambda: session.run(None, feeds)
 else:
     run = lambda: None

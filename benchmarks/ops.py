@@ -23,8 +23,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import dlc  # noqa: E402
-from dlc.tools.bench import median_latencies, onnxruntime_session  # noqa: E402
-from dlc.tools.oracle import random_inputs  # noqa: E402
+from dlc.tools.bench import median_latencies  # noqa: E402
+from dlc.tools.oracle import onnxruntime_session, random_inputs  # noqa: E402
 
 
 def _model(op: str, x_shape, attrs=None, weights=(), extra_nodes=(), opset: int = 21) -> onnx.ModelProto:
@@ -105,7 +105,7 @@ def main(argv=None) -> int:
             continue
         compiled = dlc.compile(model, threads=args.threads)
         feeds = random_inputs(compiled.inputs)
-        session = onnxruntime_session(model, args.threads)
+        session = onnxruntime_session(model, threads=args.threads)
         got, want = compiled.run(feeds)["y"], session.run(None, feeds)[0]
         if not np.allclose(got, want, rtol=1e-3, atol=1e-3):
             print(f"{name:36s} WRONG: max |error| {np.max(np.abs(got - want)):.3g}")

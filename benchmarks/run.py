@@ -24,8 +24,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import dlc  # noqa: E402
-from dlc.tools.bench import median_latencies, onnxruntime_session  # noqa: E402,F401
-from dlc.tools.oracle import random_inputs  # noqa: E402
+from dlc.tools.bench import median_latencies  # noqa: E402
+from dlc.tools.oracle import onnxruntime_session, random_inputs  # noqa: E402
 
 
 def benchmark(path: Path, threads: int, repeat: int) -> dict:
@@ -34,7 +34,7 @@ def benchmark(path: Path, threads: int, repeat: int) -> dict:
     compiled = dlc.compile(model, threads=threads)
     compile_seconds = time.perf_counter() - t0
     feeds = random_inputs(compiled.inputs)
-    session = onnxruntime_session(model, threads)
+    session = onnxruntime_session(model, threads=threads)
     expected = session.run(None, feeds)
     got = compiled.run(feeds)
     error = max(float(np.max(np.abs(g - e))) if g.size else 0.0 for g, e in zip(got.values(), expected))

@@ -48,19 +48,16 @@ def _measure(model: str, runtime: str, threads: int, repeat: int) -> float:
     # As run_all does: IR-3 models list their weights as inputs, which keeps onnxruntime from
     # folding and fusing them; both runtimes get the same model.
     model = without_initializer_inputs(onnx.load(model))
+    from dlc.tools.oracle import input_specs, onnxruntime_session, random_inputs
+
+    feeds = random_inputs(input_specs(model))
     if runtime == "dlc":
         import dlc
 
         compiled = dlc.compile(model, threads=threads)
-        feeds = {s.name: np.random.default_rng(0).standard_normal(s.shape).astype(s.dtype) for s in compiled.inputs}
         run = lambda: compiled.run(feeds)  # noqa: E731
     else:
-        from dlc.tools.bench import onnxruntime_session
-
-        session = onnxruntime_session(model, threads)
-        inputs = session.get_inputs()
-        feeds = {i.name: np.random.default_rng(0).standard_normal(
-            [d if isinstance(d, int) else 1 for d in i.shape]).astype(np.float32) for i in inputs}
+        session = onnxruntime_session(model, threads=threads)
         run = lambda: session.run(None, feeds)  # noqa: E731
     for _ in range(3):
         run()

@@ -18,18 +18,18 @@ os.environ.setdefault("DLC_CACHE_DIR", tempfile.mkdtemp(prefix="dlc-test-cache-"
 
 
 def run_onnxruntime(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-    ort = pytest.importorskip("onnxruntime")
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    return session.run(None, feeds)
+    """onnxruntime's outputs in graph order, from the tools' one session builder (dlc/tools/oracle.py)."""
+    pytest.importorskip("onnxruntime")
+    from dlc.tools.oracle import run_onnxruntime as reference
+
+    return list(reference(model, feeds).values())
 
 
 def random_feeds(model: onnx.ModelProto, seed: int = 0, low: int = 0, high: int = 4) -> dict[str, np.ndarray]:
-    """Seeded inputs: floats in [-1, 1), bools, integers in [low, high) (the fuzzer's feeds)."""
-    from dlc.tools.fuzz.fuzzer import make_feeds
+    """Seeded inputs from the tools' one input generator: floats in [-1, 1), bools, integers in [low, high)."""
+    from dlc.tools.oracle import input_specs, random_inputs
 
-    return make_feeds(model, seed, scale=1.0, ints=(low, high))
+    return random_inputs(input_specs(model), seed, int_range=(low, high))
 
 
 def assert_matches_onnxruntime(model: onnx.ModelProto, rtol: float = 1e-4, atol: float = 1e-5,

@@ -2,7 +2,8 @@
 
 Both run in one process on the same inputs with the same thread count; runs alternate
 between them so machine noise hits both (the machine is shared: quote ratios, not
-absolute times). benchmarks/run.py and benchmarks/run_all.py build on these helpers.
+absolute times). benchmarks/run.py and benchmarks/run_all.py build on these helpers; the
+onnxruntime session and the inputs come from the tools' oracle (dlc/tools/oracle.py).
 """
 
 from __future__ import annotations
@@ -29,17 +30,6 @@ def median_latencies(runners: dict, repeat: int, budget_seconds: float = 120.0) 
     return {name: float(np.median(t)) for name, t in times.items()}
 
 
-def onnxruntime_session(model, threads: int):
-    """An onnxruntime session with all graph optimisations and `threads` intra-op threads."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-
-
 @dataclass
 class BenchResult:
     model: str
@@ -58,8 +48,8 @@ def bench(model_path, threads: int | None = None, repeat: int = 20, versus_onnxr
     import onnx
 
     import dlc
-    from dlc.tools.oracle import random_inputs
     from dlc.runtime import default_threads
+    from dlc.tools.oracle import onnxruntime_session, random_inputs
 
     threads = threads or default_threads()
     compiled = dlc.compile(model_path, threads=threads, input_shapes=input_shapes, fusion=fusion, tiles=tiles)
@@ -68,7 +58,7 @@ def bench(model_path, threads: int | None = None, repeat: int = 20, versus_onnxr
     if versus_onnxruntime:
         proto = onnx.load(str(model_path))
         real = {i.name for i in proto.graph.input} - {i.name for i in proto.graph.initializer}
-        session = onnxruntime_session(proto, threads)
+        session = onnxruntime_session(proto, threads=threads)  # all graph optimisations
         ort_feeds = {k: v for k, v in feeds.items() if k in real}
         runners["onnxruntime"] = lambda: session.run(None, ort_feeds)
     latency = median_latencies(runners, repeat)

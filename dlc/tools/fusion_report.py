@@ -175,9 +175,9 @@ def compare(model, repeat: int = 20, input_shapes=None, target: str = "cpu", see
 
     With `profile`, a third build per fusion setting times each kernel (for `--html`).
     """
-    from dlc.tools.oracle import random_inputs
     from dlc.driver import compile_model
     from dlc.targets import CompileOptions
+    from dlc.tools.oracle import random_inputs
 
     reports = []
     feeds = None
@@ -203,19 +203,17 @@ def compare(model, repeat: int = 20, input_shapes=None, target: str = "cpu", see
     if with_onnxruntime:
         try:
             import onnx
-            import onnxruntime as ort
+
+            from dlc.tools.oracle import onnxruntime_session
 
             proto = model if isinstance(model, onnx.ModelProto) else onnx.load(str(model))
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = threads
-            session = ort.InferenceSession(proto.SerializeToString(), options,
-                                           providers=["CPUExecutionProvider"])
+            session = onnxruntime_session(proto, threads=threads)
             names = [o.name for o in session.get_outputs()]
             report = BuildReport("onnxruntime", [], threads=threads)
             report.outputs = dict(zip(names, session.run(None, feeds)))
             report.latency_ms = _median_ms(lambda: session.run(None, feeds), repeat)
             reports.append(report)
-        except ImportError:
+        except DlcError:  # onnxruntime is not installed: the two builds alone
             pass
     errors = {}
     base = reports[0].outputs
@@ -277,9 +275,9 @@ def compare_fusion(model, target: str, input_shapes=None, seed: int = 0) -> tupl
 
     Returns the table and the worst absolute difference between the two builds' outputs.
     """
-    from dlc.tools.oracle import random_inputs
     from dlc.driver import compile_model
     from dlc.targets import CompileOptions
+    from dlc.tools.oracle import random_inputs
 
     rows, outputs, feeds = [], [], None
     for label, fusion in (("unfused", "none"), ("fused", "all")):

@@ -43,6 +43,16 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from dlc.tools.oracle import (
+    expose_outputs,
+    input_specs,
+    model_opset,
+    operator_ulps,
+    random_inputs,
+    reduction_length,
+    run_onnxruntime,
+)
+
 OPSET = 21  # dlc's canonical opset: no version conversion in the way of what is tested
 FLOAT = TensorProto.FLOAT
 EPS32 = float(np.finfo(np.float32).eps)
@@ -944,105 +954,36 @@ def validate(model: onnx.ModelProto, tracked: dict[str, Value] | None = None) ->
 
 # --- the oracle and the tolerances ---------------------------------------------------------------
 
-def make_feeds(model: onnx.ModelProto, seed: int, scale: float = 2.0, ints: tuple[int, int] = (-3, 4)
-               ) -> dict[str, np.ndarray]:
-    """Seeded inputs for the model's real inputs: floats uniform in [-scale, scale) (the
-    generator assumes [-2, 2)), bools, integers in [ints[0], ints[1]). Also the tests' feeds."""
-    rng = np.random.default_rng(seed)
-    initializers = {i.name for i in model.graph.initializer}
-    feeds = {}
-    for value in model.graph.input:
-        if value.name in initializers:
-            continue
-        tensor = value.type.tensor_type
-        shape = [d.dim_value for d in tensor.shape.dim]
-        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tensor.elem_type))
-        if dtype.kind == "f":
-            feeds[value.name] = rng.uniform(-scale, scale, shape).astype(dtype)
-        elif dtype.kind == "b":
-            feeds[value.name] = rng.integers(0, 2, shape).astype(bool)
-        else:
-            feeds[value.name] = rng.integers(*ints, shape).astype(dtype)
-    return feeds
+# Inputs: floats in [-2, 2) (the ranges the generator tracks assume it), small signed ints.
+FEED_FLOATS = (-2.0, 2.0)
+FEED_INTS = (-3, 4)
 
 
-def run_onnxruntime(model: onnx.ModelProto, feeds: dict[str, np.ndarray],
-                    extra_outputs: list[onnx.ValueInfoProto] = ()) -> dict[str, np.ndarray]:
-    import onnxruntime as ort
-
-    if extra_outputs:
-        model = onnx.ModelProto.FromString(model.SerializeToString())
-        known = {o.name for o in model.graph.output}
-        model.graph.output.extend([v for v in extra_outputs if v.name not in known])
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 4  # its errors come back as exceptions
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    names = [o.name for o in session.get_outputs()]
-    return dict(zip(names, session.run(None, feeds)))
+def make_feeds(model: onnx.ModelProto, seed: int) -> dict[str, np.ndarray]:
+    """The oracle's seeded inputs for the model's real inputs, in the generator's ranges."""
+    return random_inputs(input_specs(model), seed, float_range=FEED_FLOATS, int_range=FEED_INTS)
 
 
-# Tolerance, per operator. Every float value v gets an error budget B(v) in units of
-# eps32 * scale, where scale is the largest magnitude in the output's cone (its ancestors'
-# actual values). The cost is the rounding the two implementations may legitimately
-# disagree on:
-#   0   exact operators (movement, Relu, Max/Min, Clip, MaxPool, ReduceMax, Where, Cast): both
-#       must produce the same bits;
-#   2   correctly rounded arithmetic (Add, Mul, Div, Sqrt ...): one rounding each, plus one where
-#       a multiply and an add contract into an FMA on one side only;
-#   8   transcendentals (Exp, Tanh, Erf, Sigmoid, Gelu, Log ...): dlc's polynomials are within
-#       2 ulp (tests/test_approximate_math.py), onnxruntime's MLAS ones within a few, and the
-#       composite ones (Gelu, Mish, Softplus, Selu) chain two or three of them;
-#   2K+4 contractions over K terms (MatMul, Gemm, Conv): different summation orders (dlc's
-#       register-blocked micro-kernel vs MLAS) each round K times;
-#   K+8 other sums over K terms (ReduceSum/Mean/L2, pooling, Softmax, LayerNorm, BatchNorm).
+# Tolerance per graph output. Every float value v gets an error budget B(v) in ulps (eps32) of
+# a scale, the largest magnitude in the output's cone (its ancestors' actual values). Each
+# operator adds the ulps the oracle's tolerance model allows it (dlc/tools/oracle.py: 0 for
+# exact operators, a few for arithmetic, more for transcendentals, 2K+4 for a sum of K).
 # The gains bound how much the operator amplifies each input's error (its partial
 # derivatives), measured on the actual values: Exp by max e^x, Log by 1/min x, Div by
 # max 1/|d| and max |n|/d^2 elementwise, Mul by the other operand, LayerNorm by
 # max|scale|/min std, contractions by the other operand's largest row/column L1 norm.
-# A weight contributes no error of its own, so B(out) = sum_i gain_i * B(input_i) + cost.
+# A weight contributes no error of its own, so B(out) = sum_i gain_i * B(input_i) + ulps.
 # The final tolerance is SAFETY times the budget: the budget is an estimate of the worst
 # case, not a proof, and a real bug (a wrong index, a wrong constant) is off by far more.
 SAFETY = 4.0
-EXACT = {"Relu", "Neg", "Abs", "Max", "Min", "Clip", "Where", "Transpose", "Reshape", "Flatten", "Concat",
-         "Slice", "Split", "Squeeze", "Unsqueeze", "MaxPool", "GlobalMaxPool", "ReduceMax", "ReduceMin",
-         "Floor", "Ceil", "Round", "Sign", "Cast", "Identity", "Greater", "Less", "GreaterOrEqual",
-         "Expand", "Tile", "Pad", "Gather", "ArgMax", "ArgMin"}
-ROUNDED = {"Add", "Sub", "Mul", "Div", "Sqrt", "Reciprocal", "LeakyRelu", "HardSigmoid", "HardSwish",
-           "Sum", "Mean", "Softsign", "Pow", "PRelu"}
 
 
-def _reduction_length(node: onnx.NodeProto, shapes: dict, values: dict) -> int:
-    x = shapes.get(node.input[0], ())
-    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-    op = node.op_type
-    if op == "MatMul":
-        return int(x[-1]) if x else 1
-    if op == "Gemm":
-        return int(x[0] if attrs.get("transA", 0) else x[-1])
-    if op == "Conv":
-        w = shapes.get(node.input[1], ())
-        return int(np.prod(w[1:])) if w else 1
-    if op in ("AveragePool",):
-        return int(np.prod(attrs.get("kernel_shape", [1])))
-    if op == "GlobalAveragePool":
-        return int(np.prod(x[2:]))
-    if op in ("Softmax", "LogSoftmax"):
-        return int(x[attrs.get("axis", -1)]) if x else 1
-    if op == "LayerNormalization":
-        return 3 * int(np.prod(x[attrs.get("axis", -1):])) if x else 1
-    if op == "InstanceNormalization":
-        return 3 * int(np.prod(x[2:])) if x else 1
-    if op.startswith("Reduce"):
-        axes = values.get(node.input[1]) if len(node.input) > 1 and node.input[1] else None
-        if axes is None:
-            return int(np.prod(x)) if x else 1
-        return int(np.prod([x[int(a)] for a in np.atleast_1d(axes)]))
-    return 1
+def _length(node: onnx.NodeProto, x: np.ndarray, values: dict, opset: int) -> int:
+    out = values.get(node.output[0])
+    return reduction_length(node, [x.shape], out.shape if out is not None else (), opset)
 
 
-def _gains(node: onnx.NodeProto, values: dict) -> list[float]:
+def _gains(node: onnx.NodeProto, values: dict, opset: int) -> list[float]:
     """Per input: a bound on |d output / d input| over the actual values (how much an error
     in that input can grow); elementwise where the operator is elementwise."""
     op = node.op_type
@@ -1093,26 +1034,12 @@ def _gains(node: onnx.NodeProto, values: dict) -> list[float]:
             return [float(np.max(np.abs(args[1]) / np.sqrt(args[4] + attrs.get("epsilon", 1e-5))))] + ones[1:]
         if op in ("ReduceSum", "ReduceSumSquare") and x is not None:
             factor = 2 * absmax(x) if op == "ReduceSumSquare" else 1.0
-            return [factor * _reduction_length(node, {node.input[0]: x.shape}, values)] + ones[1:]
+            return [factor * _length(node, x, values, opset)] + ones[1:]
         if op == "ReduceL2" and x is not None:
-            return [math.sqrt(_reduction_length(node, {node.input[0]: x.shape}, values))] + ones[1:]
+            return [math.sqrt(_length(node, x, values, opset))] + ones[1:]
         if op in ("Softmax", "LogSoftmax", "Selu", "HardSwish", "Gelu", "Mish", "Elu", "Celu", "ReduceLogSumExp"):
             return [2.0] + ones[1:]
     return ones
-
-
-def _cost(node: onnx.NodeProto, shapes: dict, values: dict) -> float:
-    op = node.op_type
-    if op in EXACT:
-        return 0.0
-    if op in ROUNDED:
-        return 2.0
-    if op in CONTRACTIONS:
-        return 2.0 * _reduction_length(node, shapes, values) + 4
-    if op.startswith("Reduce") or op in ("AveragePool", "GlobalAveragePool", "Softmax", "LogSoftmax",
-                                         "LayerNormalization", "BatchNormalization", "InstanceNormalization"):
-        return _reduction_length(node, shapes, values) + 8.0
-    return 8.0  # transcendental
 
 
 def tolerances(model: onnx.ModelProto, values: dict[str, np.ndarray]) -> dict[str, float]:
@@ -1128,11 +1055,14 @@ def tolerances(model: onnx.ModelProto, values: dict[str, np.ndarray]) -> dict[st
     initializers = {i.name for i in model.graph.initializer}
     for name in initializers:  # weights count through the gains, not as magnitudes of the cone
         scale[name] = 0.0
+    opset = model_opset(model)
     for node in model.graph.node:
         present = [n for n in node.input if n]
         cone = max([scale.get(n, 0.0) for n in present], default=0.0)
-        b = sum(g * budget.get(n, 0.0) for g, n in zip(_gains(node, values), node.input) if n) \
-            + _cost(node, shapes, values)
+        out = shapes.get(node.output[0], ())
+        ulps, _ = operator_ulps(node, [shapes.get(n) for n in node.input], out, opset)
+        gains = _gains(node, values, opset)
+        b = sum(g * budget.get(n, 0.0) for g, n in zip(gains, node.input) if n) + ulps
         for out in node.output:
             own = values.get(out)
             magnitude = float(np.max(np.abs(own))) if own is not None and own.dtype.kind == "f" and own.size \
@@ -1206,7 +1136,8 @@ def check_model(model: onnx.ModelProto, feed_seed: int = 0, configs=ALL_CONFIGS,
         expected = run_onnxruntime(model, feeds)
         intermediates = [v for v in inferred.graph.value_info if v.type.tensor_type.HasField("shape")]
         values = dict(expected)
-        values.update(run_onnxruntime(model, feeds, intermediates) if intermediates else {})
+        values.update(run_onnxruntime(expose_outputs(model, intermediates), feeds)
+                      if intermediates else {})
         values.update(feeds)
         tolerance = tolerances(model, values)
     except Exception as error:  # noqa: BLE001 (the generator's or onnxruntime's problem, not dlc's)
