@@ -1,4 +1,4 @@
-// RUN: python %S/npz.py %t.weights.npz "w=np.ones((4, 2, 1, 1), np.float32)" "b=np.zeros(4, np.float32)" "gamma=np.full(4, 2, np.float32)" "beta=np.ones(4, np.float32)" "mean=np.zeros(4, np.float32)" "var=np.ones(4, np.float32)" "fc=np.ones((3, 4), np.float32)"
+// RUN: python %S/../npz.py %t.weights.npz "w=np.ones((4, 2, 1, 1), np.float32)" "b=np.zeros(4, np.float32)" "gamma=np.full(4, 2, np.float32)" "beta=np.ones(4, np.float32)" "mean=np.zeros(4, np.float32)" "var=np.ones(4, np.float32)" "fc=np.ones((3, 4), np.float32)"
 // RUN: cp %s %t.mlir && dlc opt %t.mlir -p fold-batchnorm-into-conv | filecheck %s
 
 // Inference BatchNormalization after Conv/Gemm/MatMul with constant weights

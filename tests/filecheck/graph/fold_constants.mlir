@@ -1,4 +1,4 @@
-// RUN: python %S/npz.py %t.weights.npz "w=np.arange(6, dtype=np.float32).reshape(3, 2)" "shape=np.array([6])"
+// RUN: python %S/../npz.py %t.weights.npz "w=np.arange(6, dtype=np.float32).reshape(3, 2)" "shape=np.array([6])"
 // RUN: cp %s %t.mlir && dlc opt %t.mlir -p fold-constants | filecheck %s
 
 // Ops reading only weights become new weights (named after the node); chains fold whole.

@@ -1,4 +1,4 @@
-// RUN: python %S/npz.py %t.weights.npz "w=np.ones((4, 2, 1, 1), np.float32)" "s=np.full((4, 1, 1), 2, np.float32)" "a=np.ones((1, 4, 1, 1), np.float32)" "row=np.ones(3, np.float32)" "fc=np.ones((5, 3), np.float32)" "cols=np.ones((1, 5), np.float32)"
+// RUN: python %S/../npz.py %t.weights.npz "w=np.ones((4, 2, 1, 1), np.float32)" "s=np.full((4, 1, 1), 2, np.float32)" "a=np.ones((1, 4, 1, 1), np.float32)" "row=np.ones(3, np.float32)" "fc=np.ones((5, 3), np.float32)" "cols=np.ones((1, 5), np.float32)"
 // RUN: cp %s %t.mlir && dlc opt %t.mlir -p fold-scale-into-conv | filecheck %s
 
 // Mul/Add by one constant per output channel folds into the Conv/Gemm weights and bias.

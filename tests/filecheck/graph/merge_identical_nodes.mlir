@@ -1,4 +1,4 @@
-// RUN: python %S/npz.py %t.weights.npz "a=np.full(3, 2, np.float32)" "b=np.full(3, 2, np.float32)" "c=np.full(3, 3, np.float32)"
+// RUN: python %S/../npz.py %t.weights.npz "a=np.full(3, 2, np.float32)" "b=np.full(3, 2, np.float32)" "c=np.full(3, 3, np.float32)"
 // RUN: cp %s %t.mlir && dlc opt %t.mlir -p merge-identical-nodes | filecheck %s
 
 // Ops that differ only in onnx_node_name compute the same value: the first one

@@ -1,4 +1,4 @@
-// RUN: python %S/npz.py %t.weights.npz "ratio=np.float32(0.5)" "off=np.array(False)" "on=np.array(True)"
+// RUN: python %S/../npz.py %t.weights.npz "ratio=np.float32(0.5)" "off=np.array(False)" "on=np.array(True)"
 // RUN: cp %s %t.mlir && dlc opt %t.mlir -p remove-dropout | filecheck %s
 
 // Inference Dropout (training_mode absent, or a constant false) is the identity.

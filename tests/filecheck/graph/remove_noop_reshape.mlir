@@ -1,4 +1,4 @@
-// RUN: python %S/npz.py %t.weights.npz "same=np.array([2, 3])" "s6=np.array([6, -1])" "copy0=np.array([0, -1])"
+// RUN: python %S/../npz.py %t.weights.npz "same=np.array([2, 3])" "s6=np.array([6, -1])" "copy0=np.array([0, -1])"
 // RUN: cp %s %t.mlir && dlc opt %t.mlir -p remove-noop-reshape | filecheck %s
 
 // Shape-only ops that keep the type vanish; a Reshape of a view reads the view's input.

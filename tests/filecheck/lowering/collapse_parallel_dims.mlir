@@ -54,10 +54,10 @@ builtin.module {
     func.return
   }
 
-  // CHECK-LABEL: func.func private @transposed
+  // CHECK-LABEL: func.func private @preserve_transposed
   // CHECK:       affine_map<(d0, d1) -> (d1, d0)>
   // CHECK-SAME:  iterator_types = ["parallel", "parallel"]
-  func.func private @transposed(%x: memref<6x6xf32>, %y: memref<6x6xf32>) {
+  func.func private @preserve_transposed(%x: memref<6x6xf32>, %y: memref<6x6xf32>) {
     linalg.generic {indexing_maps = [affine_map<(d0, d1) -> (d1, d0)>, affine_map<(d0, d1) -> (d0, d1)>],
                     iterator_types = ["parallel", "parallel"]}
         ins(%x : memref<6x6xf32>) outs(%y : memref<6x6xf32>) {
@@ -67,9 +67,9 @@ builtin.module {
     func.return
   }
 
-  // CHECK-LABEL: func.func private @reads_its_index
+  // CHECK-LABEL: func.func private @preserve_reads_its_index
   // CHECK:       iterator_types = ["parallel", "parallel"]
-  func.func private @reads_its_index(%y: memref<6x6xf32>) {
+  func.func private @preserve_reads_its_index(%y: memref<6x6xf32>) {
     linalg.generic {indexing_maps = [affine_map<(d0, d1) -> (d0, d1)>], iterator_types = ["parallel", "parallel"]}
         outs(%y : memref<6x6xf32>) {
     ^bb0(%o: f32):

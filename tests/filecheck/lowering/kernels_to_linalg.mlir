@@ -22,13 +22,15 @@ builtin.module attributes {dlc.target = "cpu"} {
 }
 
 // CHECK:      "memref.global"() <{sym_name = "w", type = memref<2x3xf32>, initial_value, sym_visibility = "private", constant}>
-// CHECK:      func.func private @k0_Add(%[[X:.*]]: memref<2x3xf32>, %[[W:.*]]: memref<2x3xf32>, %[[OUT:.*]]: memref<2x3xf32>)
+// CHECK-LABEL: func.func private @k0_Add
+// CHECK-SAME:  (%[[X:.*]]: memref<2x3xf32>, %[[W:.*]]: memref<2x3xf32>, %[[OUT:.*]]: memref<2x3xf32>)
 // CHECK-SAME:   dlc.nodes = ["add"]
 // CHECK:        linalg.generic {{.*}} ins(%[[X]], %[[W]] : {{.*}}) outs(%[[OUT]] : memref<2x3xf32>)
 // CHECK:          arith.addf
-// CHECK:      func.func private @k1_Relu
+// CHECK-LABEL: func.func private @k1_Relu
 // CHECK:          linalg.generic
-// CHECK:      func.func @main(%[[IN:.*]]: memref<2x3xf32>, %[[RES:.*]]: memref<6xf32>)
+// CHECK-LABEL: func.func @main
+// CHECK-SAME:  (%[[IN:.*]]: memref<2x3xf32>, %[[RES:.*]]: memref<6xf32>)
 // CHECK:        %[[WG:.*]] = memref.get_global @w : memref<2x3xf32>
 // CHECK:        %[[T:.*]] = memref.alloc() : memref<2x3xf32>
 // CHECK:        func.call @k0_Add(%[[IN]], %[[WG]], %[[T]])

@@ -16,10 +16,12 @@ builtin.module {
   }
 }
 
-// CHECK:      func.func private @dlc_gemm_0(memref<16x72xf32>, memref<8x12x12xf32>, memref<16x100xf32>, memref<[[SCRATCH:[0-9]+]]xf32>)
+// CHECK-LABEL: func.func private @dlc_gemm_0
+// CHECK-SAME:  (memref<16x72xf32>, memref<8x12x12xf32>, memref<16x100xf32>, memref<[[SCRATCH:[0-9]+]]xf32>)
 // CHECK-SAME:   dlc.im2col = {channels = 8 : i64, kh = 3 : i64, kw = 3 : i64, sh = 1 : i64, sw = 1 : i64, dh = 1 : i64, dw = 1 : i64, hp = 12 : i64, wp = 12 : i64, ow = 10 : i64, tm = 1 : i64, tn = 1 : i64, width = [[WIDTH:[0-9]+]] : i64}
 // CHECK-SAME:   b_layout = "window", m = 16 : i64, n = 100 : i64, k = 72 : i64
-// CHECK:      func.func private @k0_Conv(%{{.*}}: memref<1x8x10x10xf32>, %{{.*}}: memref<16x8x3x3xf32>, %{{.*}}: memref<1x16x10x10xf32>, %[[PAD:[0-9]+]]: memref<1x8x12x12xf32>, %[[COL:[0-9]+]]: memref<[[SCRATCH]]xf32>)
+// CHECK-LABEL: func.func private @k0_Conv
+// CHECK-SAME:  (%{{.*}}: memref<1x8x10x10xf32>, %{{.*}}: memref<16x8x3x3xf32>, %{{.*}}: memref<1x16x10x10xf32>, %[[PAD:[0-9]+]]: memref<1x8x12x12xf32>, %[[COL:[0-9]+]]: memref<[[SCRATCH]]xf32>)
 // CHECK:        linalg.generic
 // CHECK:        linalg.generic
 // CHECK-NOT:    linalg.generic

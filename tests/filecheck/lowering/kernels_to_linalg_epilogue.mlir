@@ -17,10 +17,12 @@ builtin.module {
   }
 }
 
-// CHECK:      func.func private @dlc_gemm_0(memref<4x8xf32>, memref<8x16xf32>, memref<4x16xf32>, memref<4x16xf32>)
+// CHECK-LABEL: func.func private @dlc_gemm_0
+// CHECK-SAME:  (memref<4x8xf32>, memref<8x16xf32>, memref<4x16xf32>, memref<4x16xf32>)
 // CHECK-SAME:   activation = "relu"
 // CHECK-SAME:   residual = 1 : i64
-// CHECK:      func.func private @k0_MatMul_fused(%[[X:[0-9]+]]: memref<4x8xf32>, %[[W:[0-9]+]]: memref<8x16xf32>, %[[R:[0-9]+]]: memref<4x16xf32>, %[[OUT:[0-9]+]]: memref<4x16xf32>)
+// CHECK-LABEL: func.func private @k0_MatMul_fused
+// CHECK-SAME:  (%[[X:[0-9]+]]: memref<4x8xf32>, %[[W:[0-9]+]]: memref<8x16xf32>, %[[R:[0-9]+]]: memref<4x16xf32>, %[[OUT:[0-9]+]]: memref<4x16xf32>)
 // CHECK:        %[[RV:.*]] = memref.reinterpret_cast %[[R]]
 // CHECK-NEXT:   func.call @dlc_gemm_0(%{{.*}}, %{{.*}}, %{{.*}}, %[[RV]])
 // CHECK-NOT:    linalg.generic

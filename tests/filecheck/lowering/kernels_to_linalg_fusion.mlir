@@ -18,7 +18,8 @@ builtin.module {
   }
 }
 
-// CHECK:      func.func private @k0_Conv_fused(%[[X:[0-9]+]]: memref<1x2x4x4xf32>, %[[W:[0-9]+]]: memref<2x2x1x1xf32>, %[[B:[0-9]+]]: memref<1x2x1x1xf32>, %[[OUT:[0-9]+]]: memref<1x2x4x4xf32>) attributes
+// CHECK-LABEL: func.func private @k0_Conv_fused
+// CHECK-SAME:  (%[[X:[0-9]+]]: memref<1x2x4x4xf32>, %[[W:[0-9]+]]: memref<2x2x1x1xf32>, %[[B:[0-9]+]]: memref<1x2x1x1xf32>, %[[OUT:[0-9]+]]: memref<1x2x4x4xf32>) attributes
 // CHECK:      linalg.generic {{.*}} outs(%[[OUT]] : memref<1x2x4x4xf32>)
 // CHECK:      linalg.generic {indexing_maps = [affine_map<(d0, d1, d2, d3) -> (d0, d1, d2, d3)>, affine_map<(d0, d1, d2, d3) -> (d0, d1, 0, 0)>, affine_map<(d0, d1, d2, d3) -> (d0, d1, d2, d3)>], iterator_types = ["parallel", "parallel", "parallel", "parallel"]} ins(%[[OUT]], %[[B]] : memref<1x2x4x4xf32>, memref<1x2x1x1xf32>) outs(%[[OUT]] : memref<1x2x4x4xf32>)
 // CHECK:        arith.addf

@@ -17,4 +17,15 @@ builtin.module {
     %r = "onnx.Relu"(%x) {onnx_node_name = "relu"} : (tensor<2x3xf32>) -> tensor<2x3xf32>
     func.return %r : tensor<2x3xf32>
   }
+
+  // Everything is used: nothing goes.
+  // CHECK-LABEL: func.func @preserve_used
+  // CHECK:       onnx.weight @w
+  // CHECK-NEXT:  "onnx.Add"
+  // CHECK-NEXT:  func.return
+  func.func @preserve_used(%x: tensor<2x3xf32>) -> tensor<2x3xf32> {
+    %w = onnx.weight @w : tensor<2x3xf32>
+    %a = "onnx.Add"(%x, %w) {onnx_node_name = "add"} : (tensor<2x3xf32>, tensor<2x3xf32>) -> tensor<2x3xf32>
+    func.return %a : tensor<2x3xf32>
+  }
 }
