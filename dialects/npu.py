@@ -2,17 +2,22 @@
 
 Mirrors the command streams of NPU compilers such as Arm Vela: DMA moves boxes
 of DRAM tensors into a flat scratchpad, a MAC array and a vector unit compute on
-scratchpad addresses (bytes), `npu.sync` waits for both engines. No SSA values:
-data flows through addresses and DRAM buffer names, as in the hardware.
+scratchpad addresses (bytes), `npu.sync` waits for both engines. Inside a program
+no SSA values: data flows through addresses and DRAM buffer names, as in the
+hardware. The program itself takes the tensors it reads as operands (bound in
+order to its `input` and `weight` buffers) and gives its `output` buffers as
+results, so it sits in a `kernel.launch` like any other kernel body (IREE's
+dispatch of a device executable).
 
-    npu.program {sym_name = "npu0", scratchpad_bytes = 524288 : i64} {
+    %y = npu.program(%x, %w) : (tensor<1x3x8x8xf32>, tensor<8x3x3x3xf32>)
+           attributes {sym_name = "k0", scratchpad_bytes = 524288 : i64} {
       npu.buffer {sym_name = "x", shape = array<i64: 1, 3, 8, 8>, kind = "input"}
       npu.dma_load {tensor = "x", offsets = array<i64: 0, 0, -1, -1>, sizes = array<i64: 1, 3, 10, 10>,
                     addr = 0 : i64, pad_value = 0.0 : f32}
       npu.mac {kind = "conv2d", a = 0 : i64, a_shape = array<i64: 3, 10, 10>, ...}
       npu.dma_store {tensor = "y", offsets = ..., sizes = ..., addr = 4096 : i64}
       npu.sync
-    }
+    } -> tensor<1x8x8x8xf32>
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from xdsl.dialects.builtin import (
     f32,
     i64,
 )
-from xdsl.ir import Block, Dialect, Region
+from xdsl.ir import Attribute, Block, Dialect, Region, SSAValue
 from xdsl.irdl import (
     IRDLOperation,
     attr_def,
@@ -36,6 +41,8 @@ from xdsl.irdl import (
     opt_attr_def,
     region_def,
     traits_def,
+    var_operand_def,
+    var_result_def,
 )
 from xdsl.traits import NoTerminator
 
@@ -51,17 +58,22 @@ def ints_of(attr: DenseArrayBase) -> tuple[int, ...]:
 
 @irdl_op_definition
 class ProgramOp(IRDLOperation):
-    """One partition's instruction stream and the DRAM buffers it names."""
+    """One kernel's instruction stream, the DRAM buffers it names, the tensors it reads and writes."""
 
     name = "npu.program"
+    inputs = var_operand_def()
+    outputs = var_result_def()
     sym_name = attr_def(StringAttr)
     scratchpad_bytes = attr_def(IntegerAttr)
     body = region_def("single_block")
     traits = traits_def(NoTerminator())
-    assembly_format = "attr-dict-with-keyword $body"
+    assembly_format = ("(`(` $inputs^ `)` `:` `(` type($inputs) `)`)? attr-dict-with-keyword $body "
+                       "(`->` type($outputs)^)?")
 
-    def __init__(self, sym_name: str, scratchpad_bytes: int):
-        super().__init__(attributes={"sym_name": StringAttr(sym_name),
+    def __init__(self, sym_name: str, scratchpad_bytes: int, inputs: Sequence[SSAValue] = (),
+                 output_types: Sequence[Attribute] = ()):
+        super().__init__(operands=[inputs], result_types=[output_types],
+                         attributes={"sym_name": StringAttr(sym_name),
                                      "scratchpad_bytes": IntegerAttr(scratchpad_bytes, i64)},
                          regions=[Region(Block())])
 

@@ -162,13 +162,13 @@ def _inferred(graph) -> onnx.ModelProto:
     return onnx.shape_inference.infer_shapes(model, strict_mode=True)
 
 
-def _lower(model, fusion="all", **config):
+def _programs(model):
+    """The npu.program of each kernel at the `loops` phase (after convert-kernels-to-npu)."""
+    from dialects.npu import ProgramOp
     from dlc.driver import compile_model
-    from dlc.targets.npu.simulator import NpuConfig
-    from dlc.targets.npu.target import lower_partition
 
-    module = compile_model(model, target="npu-sim", compile_to="graph").module
-    return lower_partition(module, NpuConfig(**config), fusion)
+    module = compile_model(model, target="npu-sim", compile_to="loops").module
+    return [op for op in module.walk() if isinstance(op, ProgramOp)]
 
 
 def _npu(model, monkeypatch, tmp_path, **config):
@@ -250,10 +250,10 @@ def test_ops_on_the_npu_match_onnxruntime(model, monkeypatch, tmp_path):
 
 def test_fusion_cuts_dma_traffic_and_keeps_results():
     from dlc.driver import compile_model
-    from dlc.targets.npu.simulator import NpuConfig
-    from dlc.targets.partition import compile_partitioned
     from dlc.targets import CompileOptions
+    from dlc.targets.npu.simulator import NpuConfig
     from dlc.targets.npu.target import NpuSimTarget
+    from dlc.targets.partition import compile_partitioned
 
     model = _conv_model(extra=("Relu", "Sigmoid"))
     feeds = random_feeds(model)
@@ -268,16 +268,17 @@ def test_fusion_cuts_dma_traffic_and_keeps_results():
 
 
 def test_golden_instruction_stream_of_a_small_conv():
-    program, _ = _lower(_conv_model(cin=2, cout=4, size=4))
+    [program] = _programs(_conv_model(cin=2, cout=4, size=4))
     lines = [line.strip() for line in str(program).splitlines()]
     assert lines == [
-        'npu.program attributes {sym_name = "npu", scratchpad_bytes = 524288 : i64} {',
-        'npu.buffer {sym_name = "x", shape = array<i64: 1, 2, 4, 4>, kind = "input"}',
+        ('%0 = npu.program(%x, %w, %b) : (tensor<1x2x4x4xf32>, tensor<4x2x3x3xf32>, tensor<4xf32>) '
+         'attributes {sym_name = "k0_Conv_fused", scratchpad_bytes = 524288 : i64} {'),
+        'npu.buffer {sym_name = "in0", shape = array<i64: 1, 2, 4, 4>, kind = "input"}',
         'npu.buffer {sym_name = "w", shape = array<i64: 4, 2, 3, 3>, kind = "weight"}',
         'npu.buffer {sym_name = "b", shape = array<i64: 4>, kind = "weight"}',
-        'npu.buffer {sym_name = "e0", shape = array<i64: 1, 4, 4, 4>, kind = "output"}',
+        'npu.buffer {sym_name = "out", shape = array<i64: 1, 4, 4, 4>, kind = "output"}',
         # The padded input box (rows and columns -1..4), the weights, one MAC tile.
-        ('npu.dma_load {tensor = "x", offsets = array<i64: 0, 0, -1, -1>, sizes = array<i64: 1, 2, 6, 6>, '
+        ('npu.dma_load {tensor = "in0", offsets = array<i64: 0, 0, -1, -1>, sizes = array<i64: 1, 2, 6, 6>, '
          'addr = 0 : i64, pad_value = 0.000000e+00 : f32}'),
         ('npu.dma_load {tensor = "w", offsets = array<i64: 0, 0, 0, 0>, sizes = array<i64: 4, 2, 3, 3>, '
          'addr = 640 : i64, pad_value = 0.000000e+00 : f32}'),
@@ -291,8 +292,36 @@ def test_golden_instruction_stream_of_a_small_conv():
          'out = 1280 : i64, out_shape = array<i64: 4, 4, 4>}'),
         ('npu.vector {fn = "relu", ins = array<i64: 1280>, in_shapes = [array<i64: 1, 4, 4, 4>], out = 1280 : i64, '
          'out_shape = array<i64: 1, 4, 4, 4>}'),
-        ('npu.dma_store {tensor = "e0", offsets = array<i64: 0, 0, 0, 0>, sizes = array<i64: 1, 4, 4, 4>, '
+        ('npu.dma_store {tensor = "out", offsets = array<i64: 0, 0, 0, 0>, sizes = array<i64: 1, 4, 4, 4>, '
          'addr = 1280 : i64}'),
         'npu.sync',
-        '}',
+        '} -> tensor<1x4x4x4xf32>',
     ]
+
+
+def test_explain_shows_the_npu_kernels_and_why():
+    """npu-sim goes through form-kernels and fuse-kernels with its own rules (issue 13)."""
+    from conftest import ROOT
+
+    from dlc.tools.fusion_report import explain
+
+    text = explain(ROOT / "examples" / "models" / "cnn.onnx", target="npu-sim")
+    assert "kernel k5_Conv_fused: block.b.conv (Conv), residual (Add), block.relu (Relu)" in text
+    assert ("residual: joined block.b.conv's kernel (vector-unit epilogue of a MAC-array op, "
+            "in place on its output tile)") in text
+    assert "pool <- stem.relu: a pooling op reads whole windows: it starts a kernel of its own" in text
+    assert "softmax <- fc: kernels on different targets (npu-sim, cpu) are not fused" in text
+
+
+def test_a_value_with_other_users_ends_the_npu_chain():
+    """The NPU stores only a kernel's last value: a Relu whose input is also a graph output
+    starts a kernel of its own (on cpu the rules would fuse it)."""
+    from dlc.driver import compile_model
+    from dlc.tools.fusion_report import kernel_infos
+
+    model = _conv_model()
+    model.graph.output.append(helper.make_tensor_value_info("c", TensorProto.FLOAT, [1, 8, 8, 8]))
+    module = compile_model(model, target="npu-sim", compile_to="kernels").module
+    relu = next(k for k in kernel_infos(module) if k.nodes == ["relu0"])
+    assert relu.apart == [("relu0 <- conv: the target's kernels are chains: the kernel's last value has "
+                           "other users (a chain stores only its end)")]

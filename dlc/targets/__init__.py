@@ -42,6 +42,9 @@ class TargetDescription:
     cores: int = 1
     clock_ghz: float = 0.0
     extra: dict = field(default_factory=dict)
+    # Which ops fuse into which kernels, as data read by fuse-kernels (passes/fusion/fuse_kernels.py
+    # documents the keys); None: that pass's default rules (TVM's operator patterns, the CPU's).
+    fusion_rules: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -154,16 +157,55 @@ def get_target(name: str) -> Target:
 
 def describe_target_on(module: ModuleOp, target: Target, threads: int | None = None) -> None:
     """Write the target description on the module, where passes read it (like MLIR's DLTI),
-    with the thread count the code is compiled for (`threads`, None: all cores)."""
-    from xdsl.dialects.builtin import IntegerAttr, i64
+    with the thread count the code is compiled for (`threads`, None: all cores).
+
+    Caches are `dlc.l1_bytes`/`dlc.l2_bytes`; another memory level NAME is `dlc.NAME_bytes` and
+    `dlc.NAME_gbps`; a MAC array `dlc.mac_array`; numbers in `extra` `dlc.KEY`; fusion rules
+    `dlc.fusion_rules = {TARGET = {...}}` (keyed by target: a module placed on several targets
+    fuses each target's kernels by its own rules).
+    """
+    from xdsl.dialects.builtin import (
+        DenseArrayBase,
+        DictionaryAttr,
+        FloatAttr,
+        IntegerAttr,
+        f64,
+        i64,
+    )
 
     from dlc.runtime.host import default_threads
 
-    module.attributes["dlc.threads"] = IntegerAttr(threads or default_threads(), i64)
+    attributes = module.attributes
+    attributes["dlc.threads"] = IntegerAttr(threads or default_threads(), i64)
     description = target.description()
     if description.vector_bits:
-        module.attributes["dlc.vector_bits"] = IntegerAttr(description.vector_bits, i64)
+        attributes["dlc.vector_bits"] = IntegerAttr(description.vector_bits, i64)
     for level in description.memory:
         key = {"L1": "dlc.l1_bytes", "L2": "dlc.l2_bytes"}.get(level.name)
         if key:
-            module.attributes[key] = IntegerAttr(level.size_bytes, i64)
+            attributes[key] = IntegerAttr(level.size_bytes, i64)
+        else:
+            attributes[f"dlc.{level.name}_bytes"] = IntegerAttr(level.size_bytes, i64)
+            attributes[f"dlc.{level.name}_gbps"] = FloatAttr(level.bandwidth_gbps, f64)
+    if description.mac_array:
+        attributes["dlc.mac_array"] = DenseArrayBase.from_list(i64, list(description.mac_array))
+    if description.clock_ghz:
+        attributes["dlc.clock_ghz"] = FloatAttr(description.clock_ghz, f64)
+    for key, value in description.extra.items():
+        if isinstance(value, int) and not isinstance(value, bool):
+            attributes[f"dlc.{key}"] = IntegerAttr(value, i64)
+    if description.fusion_rules is not None:
+        attributes["dlc.fusion_rules"] = DictionaryAttr({target.name: _attribute(description.fusion_rules)})
+
+
+def _attribute(value):
+    """A JSON-like Python value (dict, list, str, int, bool) as the MLIR attribute that prints it."""
+    from xdsl.dialects.builtin import ArrayAttr, DictionaryAttr, IntegerAttr, StringAttr, i64
+
+    if isinstance(value, dict):
+        return DictionaryAttr({key: _attribute(item) for key, item in value.items()})
+    if isinstance(value, list | tuple):
+        return ArrayAttr([_attribute(item) for item in value])
+    if isinstance(value, bool | int):
+        return IntegerAttr(int(value), i64)
+    return StringAttr(value)

@@ -1,10 +1,15 @@
 """Graph partitioning across targets, like ONNX Runtime's execution providers (issue 6).
 
 A partial target (`Target.partial`, e.g. npu-sim) takes the nodes its `supports`
-accepts; the rest fall back to `cpu`. Nodes of one target are grouped into
-maximal partitions with no cycle between partitions (checked with networkx);
-each partition becomes a graph-phase module compiled by its target, and the
-model runs as the ordered list of partition calls, copying values at the edges.
+accepts; the rest fall back to `cpu`. A target that goes through the shared
+phases puts `PlaceNodesPass` first in its `kernels` stage: the placement is
+written on the module (`dlc.placement`, read by form-kernels), so kernels are
+formed and fused per target on the whole graph and `dlc explain` shows them.
+Units (kernels, or nodes for a target that starts from `graph`) of one target
+are grouped into maximal partitions with no cycle between partitions (checked
+with networkx); each partition becomes a module compiled by its target from the
+phase it is at, and the model runs as the ordered list of partition calls,
+copying values at the edges.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from pathlib import Path
 
 import networkx as nx
 import numpy as np
+from xdsl.passes import ModulePass
 
 from dlc.errors import CompileError, DlcError
 
@@ -24,23 +30,38 @@ FALLBACK = "cpu"
 @dataclass
 class Partition:
     target: str
-    ops: list  # onnx ops, in program order
+    ops: list  # units (kernel.launch ops, or onnx ops) in program order
     inputs: list = field(default_factory=list)  # values read from outside (graph inputs, other partitions)
     outputs: list = field(default_factory=list)  # values used outside
+
+    @property
+    def nodes(self) -> list[str]:
+        """The ONNX node names its units hold."""
+        return [name for op in self.ops for name in _node_names(op)]
 
 
 @dataclass
 class Placement:
-    """Where every node goes, and why the target refused the ones it refused."""
+    """Where every node goes (by node name), and why the target refused the ones it refused."""
 
     target: str
-    nodes: dict  # op -> target name
-    reasons: dict  # op -> why `target` does not take it
+    nodes: dict  # node name -> target name
+    reasons: dict  # node name -> why `target` does not take it
+    kinds: dict = field(default_factory=dict)  # node name -> ONNX op type
 
     def to_json(self) -> dict:
-        return {"target": self.target,
-                "nodes": {op.node_name: t for op, t in self.nodes.items()},
-                "unsupported": {op.node_name: r for op, r in self.reasons.items()}}
+        return {"target": self.target, "nodes": dict(self.nodes), "unsupported": dict(self.reasons)}
+
+    def describe(self, node: str) -> str:
+        return f"node '{node}' ({self.kinds[node]})" if node in self.kinds else f"node '{node}'"
+
+
+def _node_names(unit) -> list[str]:
+    from dialects.kernel import LaunchOp
+
+    if isinstance(unit, LaunchOp):
+        return [n.data for n in unit.nodes.data] if unit.nodes else []
+    return [unit.node_name]
 
 
 def _main(module):
@@ -65,11 +86,12 @@ def place(module, target, forced: dict[str, str] | None = None) -> Placement:
     unknown = sorted(set(forced) - known)
     if unknown:
         raise DlcError(f"placement: nodes {unknown[:5]} are not in the model", "write a fresh file with --placement")
-    placement = Placement(target.name, {}, {})
+    placement = Placement(target.name, {}, {}, {op.node_name: op.onnx_type for op in nodes})
+    by_op = {}
     for op in nodes:
         support = target.supports(op)
         if not support.ok:
-            placement.reasons[op] = support.reason
+            placement.reasons[op.node_name] = support.reason
         choice = forced.get(op.node_name)
         if choice not in (None, target.name, FALLBACK):
             raise DlcError(f"placement: {op.describe()} is forced onto '{choice}'; "
@@ -78,28 +100,73 @@ def place(module, target, forced: dict[str, str] | None = None) -> Placement:
             raise DlcError(f"placement: {op.describe()} cannot run on {target.name}: {support.reason}")
         if choice is None and op.onnx_type in VIEW_OPS:
             continue  # views follow their data, below
-        placement.nodes[op] = choice or (target.name if support.ok else FALLBACK)
+        by_op[op] = choice or (target.name if support.ok else FALLBACK)
     for op in nodes:
-        if op not in placement.nodes:
-            placement.nodes[op] = _view_target(op, placement, target.name)
-    placement.nodes = {op: placement.nodes[op] for op in nodes}
+        if op not in by_op:
+            by_op[op] = _view_target(op, by_op, placement.reasons)
+    placement.nodes = {op.node_name: by_op[op] for op in nodes}
     return placement
 
 
-def _view_target(op, placement: Placement, target: str) -> str:
+def _view_target(op, by_op: dict, reasons: dict) -> str:
     """A view moves no data: put it with its producer, else with its first placed user."""
-    if op in placement.reasons:
+    if op.node_name in reasons:
         return FALLBACK
     producer = op.operands[0].owner
-    if producer in placement.nodes:
-        return placement.nodes[producer]
-    users = [use.operation for use in op.results[0].uses if use.operation in placement.nodes]
-    return placement.nodes[users[0]] if users else FALLBACK
+    if producer in by_op:
+        return by_op[producer]
+    users = [use.operation for use in op.results[0].uses if use.operation in by_op]
+    return by_op[users[0]] if users else FALLBACK
 
 
-def partition(module, placement: Placement) -> list[Partition]:
-    """Maximal acyclic partitions of same-target nodes, in an order that respects dependencies."""
-    nodes = list(placement.nodes)
+@dataclass(frozen=True)
+class PlaceNodesPass(ModulePass):
+    """Place each node on the partial target or on cpu (`supports`), written as `dlc.placement`."""
+
+    name = "place-nodes"
+    target: object = None  # the partial Target (its `supports` decides)
+    placement_from: str | None = None  # a placement file forcing nodes (--placement-from)
+
+    def apply(self, ctx, op) -> None:
+        from xdsl.dialects.builtin import DictionaryAttr, StringAttr
+
+        forced = read_placement(self.placement_from) if self.placement_from else None
+        placement = place(op, self.target, forced)
+        op.attributes["dlc.placement"] = DictionaryAttr(
+            {node: StringAttr(target) for node, target in placement.nodes.items()})
+        op.attributes["dlc.unsupported"] = DictionaryAttr(
+            {node: StringAttr(reason) for node, reason in placement.reasons.items()})
+
+
+def placement_of(module) -> Placement:
+    """The placement PlaceNodesPass wrote on a module (kernels phase or later)."""
+    from dialects.onnx import OnnxOp
+
+    target = module.attributes["dlc.target"].data
+    nodes = {n: t.data for n, t in module.attributes["dlc.placement"].data.items()}
+    reasons = {n: r.data for n, r in module.attributes["dlc.unsupported"].data.items()}
+    kinds = {op.node_name: op.onnx_type for op in module.walk() if isinstance(op, OnnxOp)}
+    return Placement(target, nodes, reasons, kinds)
+
+
+def units_of(module, placement: Placement) -> dict:
+    """Top-level op -> target: each kernel.launch on its own target, each other node (views, or
+    every node of a graph-phase module) where the placement put it."""
+    from dialects.kernel import LaunchOp
+    from dialects.onnx import OnnxOp
+
+    units = {}
+    for op in _main(module).body.block.ops:
+        if isinstance(op, LaunchOp):
+            units[op] = op.target.data
+        elif isinstance(op, OnnxOp):
+            units[op] = placement.nodes[op.node_name]
+    return units
+
+
+def partition(module, units: dict) -> list[Partition]:
+    """Maximal acyclic partitions of same-target units, in an order that respects dependencies."""
+    nodes = list(units)
     index = {op: i for i, op in enumerate(nodes)}
     members = {i: [op] for i, op in enumerate(nodes)}
     group = dict(index)
@@ -125,23 +192,41 @@ def partition(module, placement: Placement) -> list[Partition]:
     for op in nodes:
         for producer in _producers(op, index):
             a, b = group[producer], group[op]
-            if a != b and placement.nodes[producer] == placement.nodes[op] and not _cycle(graph, a, b):
+            if a != b and units[producer] == units[op] and not _cycle(graph, a, b):
                 merge(a, b)
     ids = sorted(members)
     for i, a in enumerate(ids):
         for b in ids[i + 1:]:
-            if a in members and b in members and placement.nodes[members[a][0]] == placement.nodes[members[b][0]] \
+            if a in members and b in members and units[members[a][0]] == units[members[b][0]] \
                     and not _cycle(graph, a, b):
                 merge(a, b)
     order = nx.lexicographical_topological_sort(graph, key=lambda g: min(index[o] for o in members[g]))
-    parts = [Partition(placement.nodes[members[g][0]], sorted(members[g], key=index.get)) for g in order]
+    parts = [Partition(units[members[g][0]], sorted(members[g], key=index.get)) for g in order]
     for part in parts:
         _boundary(part, _main(module))
     return parts
 
 
+def _reads(unit) -> list:
+    """Values a top-level op reads from outside it: its operands and those of the ops it holds."""
+    inside = {result for op in unit.walk() for result in op.results}
+    inside |= {arg for op in unit.walk() for region in op.regions for block in region.blocks
+               for arg in block.args}
+    values = []
+    for op in unit.walk():
+        values += [v for v in op.operands if v not in inside and v not in values]
+    return values
+
+
+def _top(op, block):
+    """The op of `block` that is or holds `op`."""
+    while op.parent_block() is not block:
+        op = op.parent_op()
+    return op
+
+
 def _producers(op, index):
-    for operand in op.operands:
+    for operand in _reads(op):
         if operand.owner in index:
             yield operand.owner
 
@@ -158,22 +243,27 @@ def _boundary(part: Partition, main) -> None:
     from dialects.onnx import NoneOp, WeightOp
 
     inside = set(part.ops)
+    block = main.body.block
     for op in part.ops:
-        for operand in op.operands:
+        for operand in _reads(op):
             if operand.owner not in inside and not isinstance(operand.owner, WeightOp | NoneOp) \
                     and operand not in part.inputs:
                 part.inputs.append(operand)
         for result in op.results:
-            if any(use.operation not in inside for use in result.uses):
+            if any(_top(use.operation, block) not in inside for use in result.uses):
                 part.outputs.append(result)
 
 
 def value_names(main) -> dict:
-    """A unique name per SSA value crossing partitions: graph input names, else `node:result`."""
+    """A unique name per SSA value crossing partitions: graph input names, else `unit:result`."""
+    from dialects.kernel import LaunchOp
+    from dialects.onnx import OnnxOp
+
     names = {arg: a.data for arg, a in zip(main.body.block.args, main.attributes["dlc.input_names"].data)}
-    for op in _nodes(main):
-        for j, result in enumerate(op.results):
-            names[result] = f"{op.node_name}:{j}"
+    for op in main.body.block.ops:
+        if isinstance(op, LaunchOp | OnnxOp):
+            label = op.kernel_name if isinstance(op, LaunchOp) else op.node_name
+            names.update((result, f"{label}:{j}") for j, result in enumerate(op.results))
     return names
 
 
@@ -190,7 +280,7 @@ def partition_module(module, part: Partition, names: dict):
     mapping = dict(zip(part.inputs, block.args))
     store, source = WeightStore(), weights_of(module)
     for op in part.ops:
-        for operand in op.operands:
+        for operand in _reads(op):
             if operand not in mapping:  # a weight or an absent optional input
                 clone = operand.owner.clone()
                 block.add_op(clone)
@@ -213,21 +303,34 @@ def partition_module(module, part: Partition, names: dict):
 
 def placement_summary(placement: Placement, parts: list[Partition]) -> str:
     """Per target: nodes, share of FLOPs; then each node the target refused, with its reason."""
-    from dialects.op_costs import flops
-
-    work = {op: flops(op) for op in placement.nodes}
+    work = {target: 0 for target in (placement.target, FALLBACK)}
+    for part in parts:
+        work[part.target] = work.get(part.target, 0) + sum(_flops(op) for op in part.ops)
     total = sum(work.values()) or 1
     lines = [f"placement for target {placement.target}: {len(parts)} partition(s)"]
     for target in dict.fromkeys([placement.target, FALLBACK]):
-        ops = [op for op, t in placement.nodes.items() if t == target]
+        nodes = [n for n, t in placement.nodes.items() if t == target]
         count = sum(1 for p in parts if p.target == target)
-        lines.append(f"  {target:10s} {len(ops):4d} nodes  {100 * sum(work[o] for o in ops) / total:5.1f}% of FLOPs"
+        lines.append(f"  {target:10s} {len(nodes):4d} nodes  {100 * work[target] / total:5.1f}% of FLOPs"
                      f"  {count} partition(s)")
     for i, part in enumerate(parts):
-        lines.append(f"  partition {i} on {part.target}: {', '.join(o.node_name for o in part.ops)}")
-    for op, reason in placement.reasons.items():
-        lines.append(f"  not on {placement.target}: {op.describe()}: {reason}")
+        lines.append(f"  partition {i} on {part.target}: {', '.join(part.nodes)}")
+    for node, reason in placement.reasons.items():
+        lines.append(f"  not on {placement.target}: {placement.describe(node)}: {reason}")
     return "\n".join(lines)
+
+
+def _flops(unit) -> int:
+    """A unit's FLOPs: its ONNX ops', or what convert-kernels-to-npu recorded of the ops it lowered."""
+    from xdsl.dialects.builtin import IntegerAttr
+
+    from dialects.onnx import OnnxOp
+    from dialects.op_costs import flops
+
+    recorded = unit.attributes.get("dlc.flops")
+    if isinstance(recorded, IntegerAttr):
+        return recorded.value.data
+    return sum(flops(op) for op in unit.walk() if isinstance(op, OnnxOp))
 
 
 def read_placement(path: str | Path) -> dict[str, str]:
@@ -251,9 +354,12 @@ def compile_partitioned(module, target, options, instrument=None) -> Partitioned
     """Place, partition, and build each partition with its target (graph-phase `module`)."""
     from dlc.targets import get_target
 
-    forced = read_placement(options.placement_from) if options.placement_from else None
-    placement = place(module, target, forced)
-    parts = partition(module, placement)
+    if "dlc.placement" in module.attributes:  # the target's pipeline placed nodes and formed kernels
+        placement = placement_of(module)
+    else:
+        forced = read_placement(options.placement_from) if options.placement_from else None
+        placement = place(module, target, forced)
+    parts = partition(module, units_of(module, placement))
     main = _main(module)
     names = value_names(main)
     steps = []
@@ -264,7 +370,7 @@ def compile_partitioned(module, target, options, instrument=None) -> Partitioned
             executable = _build(sub, backend, options, instrument)
         except DlcError as error:
             raise CompileError(f"partition {i} on {part.target} "
-                               f"({', '.join(o.node_name for o in part.ops[:4])}...): {error.message}",
+                               f"({', '.join(part.nodes[:4])}...): {error.message}",
                                error.hint) from error
         steps.append(_Step(f"partition {i} ({part.target})", part.target, executable,
                            [names[v] for v in part.inputs], [names[v] for v in part.outputs]))
@@ -272,17 +378,20 @@ def compile_partitioned(module, target, options, instrument=None) -> Partitioned
 
 
 def _build(sub, backend, options, instrument):
-    """Run `backend`'s pipeline from the graph phase on a partition module, then build it."""
+    """Run `backend`'s pipeline on a partition module from the phase it is at, then build it."""
     from xdsl.dialects.builtin import StringAttr
 
     from dialects.context import make_context
+    from dialects.kernel import LaunchOp
     from dlc.targets import describe_target_on
     from passes.pipeline import run_passes
 
     sub.attributes["dlc.target"] = StringAttr(backend.name)
     describe_target_on(sub, backend, options.threads)
-    for _, passes in backend.pipeline(options):
-        run_passes(make_context(), sub, passes, instrument)
+    formed = any(isinstance(op, LaunchOp) for op in _main(sub).body.block.ops)
+    for phase, passes in backend.pipeline(options):
+        if not (formed and phase == "kernels"):  # kernels were formed and fused on the whole graph
+            run_passes(make_context(), sub, passes, instrument)
     return backend.build(sub, options)
 
 

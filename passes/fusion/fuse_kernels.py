@@ -1,12 +1,15 @@
 """Merge kernel.launch ops into fused kernels, recording every decision in the IR.
 
-Rules follow TVM's operator patterns (dialects/op_classes.py): elementwise ops
-fuse into their producers (chains; a contraction's epilogue; after a
-reduction), elementwise producers fuse into reductions, and reductions chain
-with their elementwise neighbours so Softmax and LayerNormalization (also the
-decomposed forms exporters write) become one kernel. Contraction inputs,
-injective and opaque ops stay apart. A merge that would make the kernel graph
-cyclic (checked with networkx) or break the target's limits is refused.
+The rules are data (`FusionRules`), read per target from the module's
+`dlc.fusion_rules = {TARGET = {...}}` (written from the target description, like
+MLIR's DLTI); a target without an entry gets `DEFAULT_RULES`, TVM's operator
+patterns (dialects/op_classes.py): elementwise ops fuse into their producers
+(chains; a contraction's epilogue; after a reduction), elementwise producers fuse
+into reductions, and reductions chain with their elementwise neighbours so
+Softmax and LayerNormalization (also the decomposed forms exporters write) become
+one kernel. Contraction inputs, injective and opaque ops stay apart. A merge that
+would make the kernel graph cyclic (checked with networkx), join kernels placed
+on different targets, or break the target's limits is refused.
 
 Each fused launch carries `dlc.fusion`: one line per node saying how it joined,
 and `dlc.apart`: one line per producer edge that was not fused, with the rule.
@@ -19,7 +22,7 @@ from dataclasses import dataclass
 import networkx as nx
 from xdsl.context import Context
 from xdsl.dialects import func
-from xdsl.dialects.builtin import ArrayAttr, ModuleOp, StringAttr
+from xdsl.dialects.builtin import ArrayAttr, DictionaryAttr, IntegerAttr, ModuleOp, StringAttr
 from xdsl.ir import Block, Region, SSAValue
 from xdsl.passes import ModulePass
 from xdsl.rewriter import InsertPoint, Rewriter
@@ -30,6 +33,37 @@ from dialects.op_classes import CONTRACTION, ELEMENTWISE, REDUCTION, op_class
 
 MODES = ("none", "elementwise", "all")
 
+# FusionRules, as a target description writes them:
+#   apart:     consumer class -> why ops of that class never join a producer's kernel;
+#   producers: the classes of producers a consumer may join;
+#   joins:     rows tried in order, the first that matches decides: `consumer` class, and
+#              optionally `kernel_has` (classes all in the producer's kernel), `producer` class,
+#              `modes` (--fusion modes it applies in); `fuse` (1/0) and `reason`
+#              ({mode} is replaced). A consumer class without rows runs as a kernel of its own;
+#   chain:     1 if a kernel is one op and a chain of ops each continuing the last one's value
+#              in place (an NPU's output tile): the value joined must be the kernel's last,
+#              read by nothing else, and keep its shape.
+DEFAULT_RULES = {
+    "apart": {CONTRACTION: "inputs of a contraction are not fused (it reads them whole, as GEMM panels)"},
+    "producers": [ELEMENTWISE, REDUCTION, CONTRACTION],
+    "joins": [
+        {"consumer": ELEMENTWISE, "kernel_has": [CONTRACTION, REDUCTION], "fuse": 0,
+         "reason": "a contraction's epilogue holds elementwise ops only"},
+        {"consumer": ELEMENTWISE, "kernel_has": [CONTRACTION], "fuse": 1,
+         "reason": "elementwise epilogue of a contraction"},
+        {"consumer": ELEMENTWISE, "kernel_has": [REDUCTION], "modes": ["elementwise"], "fuse": 0,
+         "reason": "--fusion={mode}: elementwise ops do not join reductions"},
+        {"consumer": ELEMENTWISE, "producer": ELEMENTWISE, "fuse": 1, "reason": "elementwise chain"},
+        {"consumer": ELEMENTWISE, "fuse": 1, "reason": "elementwise after a reduction"},
+        {"consumer": REDUCTION, "modes": ["elementwise"], "fuse": 0,
+         "reason": "--fusion={mode}: reductions are not fused"},
+        {"consumer": REDUCTION, "kernel_has": [CONTRACTION], "fuse": 0,
+         "reason": "a reduction after a contraction starts a new kernel"},
+        {"consumer": REDUCTION, "fuse": 1, "reason": "reduction with its elementwise neighbours"},
+    ],
+    "chain": 0,
+}
+
 
 @dataclass
 class _Group:
@@ -37,34 +71,60 @@ class _Group:
     classes: set[str]
     notes: list[str]
     apart: list[str]
+    tail: SSAValue  # the value its last joined op made (what a chain continues)
 
 
 def _node_op(launch: LaunchOp) -> OnnxOp:
     return next(o for o in launch.body.block.ops if isinstance(o, OnnxOp))
 
 
-def fusion_rule(mode: str, producer: _Group, consumer_class: str, producer_class: str) -> tuple[bool, str]:
+def _python(attribute):
+    """A rules attribute (dictionary, array, string, integer) as plain Python values."""
+    if isinstance(attribute, DictionaryAttr):
+        return {key: _python(value) for key, value in attribute.data.items()}
+    if isinstance(attribute, ArrayAttr):
+        return [_python(value) for value in attribute.data]
+    if isinstance(attribute, IntegerAttr):
+        return attribute.value.data
+    return attribute.data
+
+
+def rules_by_target(module: ModuleOp) -> dict[str, dict]:
+    """The fusion rules each target wrote on the module (`dlc.fusion_rules`)."""
+    rules = module.attributes.get("dlc.fusion_rules")
+    return _python(rules) if isinstance(rules, DictionaryAttr) else {}
+
+
+def fusion_rule(rules: dict, mode: str, producer: _Group, consumer_class: str,
+                producer_class: str) -> tuple[bool, str]:
     """(fuse?, rule): may a consumer of class `consumer_class` join the producer's group?"""
-    if consumer_class == CONTRACTION:
-        return False, "inputs of a contraction are not fused (it reads them whole, as GEMM panels)"
-    if consumer_class not in (ELEMENTWISE, REDUCTION):
+    if consumer_class in rules["apart"]:
+        return False, rules["apart"][consumer_class]
+    rows = [row for row in rules["joins"] if row["consumer"] == consumer_class]
+    if not rows:
         return False, f"{consumer_class} ops run as kernels of their own"
-    if producer_class not in (ELEMENTWISE, REDUCTION, CONTRACTION):
+    if producer_class not in rules["producers"]:
         return False, f"the producer is {producer_class}: not fused"
-    if consumer_class == ELEMENTWISE:
-        if CONTRACTION in producer.classes:
-            if REDUCTION in producer.classes:
-                return False, "a contraction's epilogue holds elementwise ops only"
-            return True, "elementwise epilogue of a contraction"
-        if REDUCTION in producer.classes and mode != "all":
-            return False, f"--fusion={mode}: elementwise ops do not join reductions"
-        return True, "elementwise chain" if producer_class == ELEMENTWISE else "elementwise after a reduction"
-    # A reduction consumer.
-    if mode != "all":
-        return False, f"--fusion={mode}: reductions are not fused"
-    if CONTRACTION in producer.classes:
-        return False, "a reduction after a contraction starts a new kernel"
-    return True, "reduction with its elementwise neighbours"
+    for row in rows:
+        if (set(row.get("kernel_has", ())) <= producer.classes
+                and row.get("producer", producer_class) == producer_class
+                and mode in row.get("modes", MODES)):
+            return bool(row["fuse"]), row["reason"].format(mode=mode)
+    return False, f"no {consumer_class} rule of the target matches"
+
+
+def _breaks_chain(producer: _Group, consumer_group: _Group, value: SSAValue,
+                  consumer: OnnxOp) -> str | None:
+    """Why `consumer` cannot continue the producer's chain in place (None: it can)."""
+    if len(consumer_group.launches) > 1:
+        return "it already continues another kernel"
+    if value is not producer.tail:
+        return "it does not read the kernel's last value"
+    if {use.operation for use in value.uses} != {consumer}:
+        return "the kernel's last value has other users (a chain stores only its end)"
+    if consumer.results[0].type != value.type:
+        return "it changes the shape of the kernel's value"
+    return None
 
 
 @dataclass(frozen=True)
@@ -82,9 +142,9 @@ class FuseKernelsPass(ModulePass):
             raise CompileError(f"fuse-kernels: mode must be one of {', '.join(MODES)}, got '{self.mode}'")
         for function in op.ops:
             if isinstance(function, func.FuncOp) and not function.is_declaration:
-                self._fuse(function.body.block)
+                self._fuse(function.body.block, rules_by_target(op))
 
-    def _fuse(self, block: Block) -> None:
+    def _fuse(self, block: Block, target_rules: dict[str, dict]) -> None:
         launches = [o for o in block.ops if isinstance(o, LaunchOp)]
         group_of: dict[LaunchOp, _Group] = {}
         producer_of: dict[SSAValue, LaunchOp] = {}
@@ -93,7 +153,8 @@ class FuseKernelsPass(ModulePass):
         for op in block.ops:
             if isinstance(op, LaunchOp):
                 node = _node_op(op)
-                group_of[op] = _Group([op], {op_class(node.onnx_type)}, [f"{node.node_name}: starts the kernel"], [])
+                group_of[op] = _Group([op], {op_class(node.onnx_type)}, [f"{node.node_name}: starts the kernel"],
+                                      [], op.results[0] if op.results else None)
                 graph.add_node(id(group_of[op]))
                 for result in op.results:
                     producer_of[result] = op
@@ -125,8 +186,12 @@ class FuseKernelsPass(ModulePass):
                 if target is mine:
                     continue
                 producer_node = _node_op(producer)
+                rules = target_rules.get(launch.target.data, DEFAULT_RULES)
                 ok, rule = (False, "--fusion=none") if self.mode == "none" else fusion_rule(
-                    self.mode, target, consumer_class, op_class(producer_node.onnx_type))
+                    rules, self.mode, target, consumer_class, op_class(producer_node.onnx_type))
+                if launch.target != producer.target:
+                    ok, rule = False, (f"kernels on different targets ({producer.target.data}, "
+                                       f"{launch.target.data}) are not fused")
                 if ok and not isinstance(value.owner, LaunchOp):
                     ok, rule = False, f"connected through a {value.owner.onnx_type} view: not fused"
                 if ok and CONTRACTION in target.classes and CONTRACTION in mine.classes:
@@ -135,6 +200,11 @@ class FuseKernelsPass(ModulePass):
                     ok, rule = False, f"the kernel would exceed the target's limit of {self.max_ops} ops"
                 if ok and _creates_cycle(graph, id(target), id(mine)):
                     ok, rule = False, "fusing would create a cycle between kernels"
+                if ok and rules.get("chain"):
+                    reader = next(o for o in launch.body.block.ops if value in o.operands)
+                    broken = _breaks_chain(target, mine, value, reader)
+                    if broken:
+                        ok, rule = False, f"the target's kernels are chains: {broken}"
                 if not ok:
                     mine.apart.append(f"{node.node_name} <- {producer_node.node_name}: {rule}")
                     continue
@@ -189,6 +259,7 @@ def _merge(graph: nx.DiGraph, group_of: dict, target: _Group, other: _Group) -> 
     target.classes |= other.classes
     target.notes += other.notes
     target.apart += other.apart
+    target.tail = other.tail
     for launch in other.launches:
         group_of[launch] = target
     nx.contracted_nodes(graph, id(target), id(other), self_loops=False, copy=False)

@@ -2,14 +2,16 @@
 
 One op per kernel: fusion passes later merge launches; this pass only fixes the
 form (like IREE's dispatch-region formation with fusion off). View ops
-(Reshape, Flatten, ...) stay outside kernels: they move no data.
+(Reshape, Flatten, ...) stay outside kernels: they move no data. Each kernel is
+placed on the module's target, or where `dlc.placement = {NODE = TARGET}` puts its
+node (a partial target such as npu-sim takes some nodes; the rest go elsewhere).
 """
 
 from dataclasses import dataclass
 
 from xdsl.context import Context
 from xdsl.dialects import func
-from xdsl.dialects.builtin import ModuleOp, StringAttr
+from xdsl.dialects.builtin import DictionaryAttr, ModuleOp, StringAttr
 from xdsl.passes import ModulePass
 from xdsl.rewriter import Rewriter
 
@@ -31,6 +33,8 @@ class FormKernelsPass(ModulePass):
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         target = module_target(op)
+        placement = op.attributes.get("dlc.placement")
+        placed = {n: t.data for n, t in placement.data.items()} if isinstance(placement, DictionaryAttr) else {}
         for function in op.ops:
             if not isinstance(function, func.FuncOp):
                 continue
@@ -40,7 +44,7 @@ class FormKernelsPass(ModulePass):
                     continue
                 if isinstance(node.parent_op(), LaunchOp):
                     continue
-                launch = LaunchOp(f"k{count}_{node.onnx_type}", target,
+                launch = LaunchOp(f"k{count}_{node.onnx_type}", placed.get(node.node_name, target),
                                   [r.type for r in node.results], nodes=[node.node_name])
                 count += 1
                 Rewriter.insert_op(launch, _before(node))

@@ -1,0 +1,554 @@
+"""Instruction selection and tiling for npu-sim kernels (used by convert-kernels-to-npu).
+
+One fused kernel (an anchor op and the elementwise chain fuse-kernels put after
+it) becomes one `npu` instruction stream (dialects/npu.py): the cheapest tile
+whose slots fit the scratchpad twice (double buffering, as Arm Vela schedules),
+DMA boxes with free padding, MAC-array tiles, and the chain applied in place on
+each output tile by the vector unit. The hardware is read from the module's
+target description (`NpuHardware.of`), never from a target.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from xdsl.dialects.builtin import (
+    DenseArrayBase,
+    FloatAttr,
+    IntegerAttr,
+    ModuleOp,
+    NoneType,
+    TensorType,
+    f32,
+    i64,
+)
+from xdsl.rewriter import InsertPoint, Rewriter
+
+from dialects.diagnostics import CompileError
+from dialects.kernel import YieldOp
+from dialects.npu import (
+    BufferOp,
+    DmaLoadOp,
+    DmaStoreOp,
+    MacOp,
+    ProgramOp,
+    SyncOp,
+    VectorOp,
+    ints_of,
+)
+from dialects.onnx import OnnxOp, WeightOp
+from dialects.op_costs import flops
+
+# ONNX op type -> vector unit function.
+VECTOR_FNS = {"Add": "add", "Sub": "sub", "Mul": "mul", "Div": "div", "Max": "max", "Min": "min",
+              "Relu": "relu", "LeakyRelu": "leaky_relu", "Sigmoid": "sigmoid", "Tanh": "tanh",
+              "Exp": "exp", "Neg": "neg", "Abs": "abs", "Sqrt": "sqrt", "Clip": "clip"}
+POOLS = {"MaxPool": "max_pool", "AveragePool": "avg_pool", "GlobalAveragePool": "global_avg_pool",
+         "GlobalMaxPool": "global_max_pool"}
+_ALIGN = 64  # scratchpad slots start on 64-byte boundaries (a DMA burst)
+
+
+@dataclass(frozen=True)
+class NpuHardware:
+    """What tiling needs of the NPU, from the module's target description (defaults: npu-sim's)."""
+
+    mac_rows: int = 32
+    mac_cols: int = 32
+    vector_lanes: int = 32
+    scratchpad_bytes: int = 512 * 1024
+    dma_bandwidth_gbps: float = 16.0
+    dma_latency_cycles: int = 64
+    clock_ghz: float = 1.0
+
+    @property
+    def dma_bytes_per_cycle(self) -> float:
+        return self.dma_bandwidth_gbps / self.clock_ghz
+
+    @classmethod
+    def of(cls, module: ModuleOp) -> NpuHardware:
+        attributes, found = module.attributes, {}
+        mac = attributes.get("dlc.mac_array")
+        if isinstance(mac, DenseArrayBase):
+            found["mac_rows"], found["mac_cols"] = ints_of(mac)
+        for field_name, key in (("vector_lanes", "dlc.vector_bits"),
+                                ("scratchpad_bytes", "dlc.scratchpad_bytes"),
+                                ("dma_bandwidth_gbps", "dlc.scratchpad_gbps"),
+                                ("dma_latency_cycles", "dlc.dma_latency_cycles"),
+                                ("clock_ghz", "dlc.clock_ghz")):
+            value = attributes.get(key)
+            if isinstance(value, IntegerAttr | FloatAttr):
+                found[field_name] = value.value.data
+        if "vector_lanes" in found:
+            found["vector_lanes"] //= 32
+        return cls(**found)
+
+
+def _present(value) -> bool:
+    return not isinstance(value.type, NoneType)
+
+
+class _Slots:
+    """Scratchpad slots, each twice (ping/pong) so DMA of the next tile overlaps this one's compute."""
+
+    def __init__(self, sizes: dict[str, int]):
+        self.addr, offset = {}, 0
+        for name, size in sizes.items():
+            padded = -(-size // _ALIGN) * _ALIGN
+            self.addr[name] = (offset, offset + padded)
+            offset += 2 * padded
+        self.total = offset
+
+    def __call__(self, name: str, parity: int) -> int:
+        return self.addr[name][parity % 2]
+
+
+def _pow2_upto(n: int) -> list[int]:
+    sizes = {n}
+    size = 1
+    while size < n:
+        sizes.add(size)
+        size *= 2
+    return sorted(sizes, reverse=True)
+
+
+def _chunks(total: int, size: int):
+    for start in range(0, total, size):
+        yield start, min(size, total - start)
+
+
+def _pads(op, in_hw, kernel, strides, dilations) -> list[int]:
+    """[top, left, bottom, right], auto_pad resolved as the ONNX Conv spec says."""
+    mode = op.attr("auto_pad", "NOTSET")
+    if mode in ("NOTSET", "VALID"):
+        return list(op.attr("pads", [0, 0, 0, 0])) if mode == "NOTSET" else [0, 0, 0, 0]
+    begin, end = [], []
+    for size, k, s, d in zip(in_hw, kernel, strides, dilations):
+        total = max((math.ceil(size / s) - 1) * s + (k - 1) * d + 1 - size, 0)
+        small, large = total // 2, total - total // 2
+        begin.append(small if mode == "SAME_UPPER" else large)
+        end.append(large if mode == "SAME_UPPER" else small)
+    return begin + end
+
+
+
+
+class _Anchor:
+    """How one kind of anchor op is tiled: candidate tiles, their slots and cost, and the stream."""
+
+    def __init__(self, lowering: _KernelLowering, op):
+        self.low, self.op = lowering, op
+        self.config = lowering.config
+        self.out_shape = list(op.results[0].type.get_shape())
+
+    def describe_tile(self, tile) -> str:
+        return "x".join(str(t) for t in tile)
+
+    def dma_cost(self, nbytes: float, transfers: float) -> float:
+        return nbytes / self.config.dma_bytes_per_cycle + transfers * self.config.dma_latency_cycles
+
+
+class _Conv(_Anchor):
+    """Conv on NCHW: tiles of (output channels, input channels, output rows); full output width."""
+
+    def __init__(self, lowering, op):
+        super().__init__(lowering, op)
+        x, w = op.operands[0], op.operands[1]
+        self.x, self.w = lowering.name(x), lowering.name(w)
+        self.bias = lowering.name(op.operands[2]) if len(op.operands) > 2 and _present(op.operands[2]) else None
+        self.n, self.c, h, width = x.type.get_shape()
+        self.cout, self.cg, self.kh, self.kw = w.type.get_shape()
+        self.groups = op.attr("group", 1)
+        self.strides = op.attr("strides", [1, 1])
+        self.dilations = op.attr("dilations", [1, 1])
+        self.pads = _pads(op, (h, width), (self.kh, self.kw), self.strides, self.dilations)
+        self.cog = self.cout // self.groups
+        _, _, self.ho, self.wo = self.out_shape
+
+    def _in_extent(self, th: int) -> tuple[int, int]:
+        (sh, sw), (dh, dw) = self.strides, self.dilations
+        return (th - 1) * sh + (self.kh - 1) * dh + 1, (self.wo - 1) * sw + (self.kw - 1) * dw + 1
+
+    def candidates(self):
+        return [(co, ci, th) for co in _pow2_upto(self.cog) for ci in _pow2_upto(self.cg)
+                for th in _pow2_upto(self.ho)]
+
+    def describe_tile(self, tile) -> str:
+        return f"(Cout {tile[0]}, Cin {tile[1]}, rows {tile[2]} x width {self.wo})"
+
+    def out_tile(self, tile):
+        return [1, tile[0], tile[2], self.wo]
+
+    def slots(self, tile):
+        co, ci, th = tile
+        ih, iw = self._in_extent(th)
+        sizes = {"x": 4 * ci * ih * iw, "w": 4 * co * ci * self.kh * self.kw, "acc": 4 * co * th * self.wo}
+        if self.bias:
+            sizes["bias"] = 4 * co
+        return sizes
+
+    def cost(self, tile):
+        co, ci, th = tile
+        tiles = self.n * self.groups * math.ceil(self.cog / co) * math.ceil(self.ho / th)
+        steps = tiles * math.ceil(self.cg / ci)
+        ih, iw = self._in_extent(th)
+        nbytes = steps * 4 * (ci * ih * iw + co * ci * self.kh * self.kw) + tiles * 4 * co * th * self.wo
+        rows, cols = self.config.mac_rows, self.config.mac_cols
+        compute = steps * math.ceil(co / rows) * math.ceil(ci / cols) * self.kh * self.kw * th * self.wo
+        return self.dma_cost(nbytes, 3 * steps) + compute
+
+    def emit(self, tile, slots):
+
+        co_t, ci_t, th_t = tile
+        (sh, _), (top, left) = self.strides, self.pads[:2]
+        step = parity = 0
+        for n in range(self.n):
+            for g in range(self.groups):
+                for co0, co in _chunks(self.cog, co_t):
+                    for oh0, th in _chunks(self.ho, th_t):
+                        ih, iw = self._in_extent(th)
+                        acc = slots("acc", parity)
+                        for ci0, ci in _chunks(self.cg, ci_t):
+                            x, w = slots("x", step), slots("w", step)
+                            self.low.emit(DmaLoadOp(self.x, [n, g * self.cg + ci0, oh0 * sh - top, -left],
+                                                    [1, ci, ih, iw], x))
+                            self.low.emit(DmaLoadOp(self.w, [g * self.cog + co0, ci0, 0, 0],
+                                                    [co, ci, self.kh, self.kw], w))
+                            self.low.emit(MacOp("conv2d", x, [ci, ih, iw], w, [co, ci, self.kh, self.kw], acc,
+                                                [co, th, self.wo], ci0 > 0, self.strides, self.dilations))
+                            step += 1
+                        if self.bias:
+                            self._add_bias(g * self.cog + co0, co, th, slots, parity)
+                        yield [n, g * self.cog + co0, oh0, 0], [1, co, th, self.wo], parity
+                        parity += 1
+
+    def _add_bias(self, c0, co, th, slots, parity) -> None:
+
+        bias, acc = slots("bias", parity), slots("acc", parity)
+        self.low.emit(DmaLoadOp(self.bias, [c0], [co], bias))
+        self.low.emit(VectorOp("add", [acc, bias], [[co, th, self.wo], [co, 1, 1]], acc, [co, th, self.wo]))
+
+
+class _MatMul(_Anchor):
+    """MatMul and Gemm: tiles of (M, K, N); B re-laid out at compile time for transB/alpha."""
+
+    def __init__(self, lowering, op):
+        super().__init__(lowering, op)
+        a, b = op.operands[0], op.operands[1]
+        self.a = lowering.name(a)
+        self.m, self.k = a.type.get_shape()
+        self.b = lowering.name(b)
+        trans_b, alpha = op.attr("transB", 0), op.attr("alpha", 1.0)
+        if op.onnx_type == "Gemm" and (trans_b or alpha != 1.0):
+            self.b = lowering.weight(b, lambda w: alpha * (w.T if trans_b else w), "npu")
+        self.nn = self.out_shape[1]
+        self.c = None
+        if op.onnx_type == "Gemm" and len(op.operands) > 2 and _present(op.operands[2]):
+            c, beta = op.operands[2], op.attr("beta", 1.0)
+            self.c = (c, lowering.weight(c, lambda w: beta * w, "npu") if beta != 1.0 else lowering.name(c))
+
+    def candidates(self):
+        return [(m, k, n) for m in _pow2_upto(self.m) for k in _pow2_upto(self.k) for n in _pow2_upto(self.nn)]
+
+    def describe_tile(self, tile) -> str:
+        return f"(M {tile[0]}, K {tile[1]}, N {tile[2]})"
+
+    def out_tile(self, tile):
+        return [tile[0], tile[2]]
+
+    def slots(self, tile):
+        m, k, n = tile
+        sizes = {"a": 4 * m * k, "b": 4 * k * n, "acc": 4 * m * n}
+        if self.c:
+            sizes["c"] = 4 * math.prod(self.low.operand_box(self.c[0], [0, 0], [m, n])[1])
+        return sizes
+
+    def cost(self, tile):
+        m, k, n = tile
+        tiles = math.ceil(self.m / m) * math.ceil(self.nn / n)
+        steps = tiles * math.ceil(self.k / k)
+        nbytes = steps * 4 * (m * k + k * n) + tiles * 4 * m * n
+        compute = steps * m * math.ceil(n / self.config.mac_rows) * math.ceil(k / self.config.mac_cols)
+        return self.dma_cost(nbytes, 3 * steps) + compute
+
+    def emit(self, tile, slots):
+
+        m_t, k_t, n_t = tile
+        step = parity = 0
+        for m0, m in _chunks(self.m, m_t):
+            for n0, n in _chunks(self.nn, n_t):
+                acc = slots("acc", parity)
+                for k0, k in _chunks(self.k, k_t):
+                    a, b = slots("a", step), slots("b", step)
+                    self.low.emit(DmaLoadOp(self.a, [m0, k0], [m, k], a))
+                    self.low.emit(DmaLoadOp(self.b, [k0, n0], [k, n], b))
+                    self.low.emit(MacOp("matmul", a, [m, k], b, [k, n], acc, [m, n], k0 > 0))
+                    step += 1
+                if self.c:
+                    offsets, box, aligned = self.low.operand_box(self.c[0], [m0, n0], [m, n])
+                    c = slots("c", parity)
+                    self.low.emit(DmaLoadOp(self.c[1], offsets, box, c))
+                    self.low.emit(VectorOp("add", [acc, c], [[m, n], aligned], acc, [m, n]))
+                yield [m0, n0], [m, n], parity
+                parity += 1
+
+
+class _Pool(_Anchor):
+    """Pooling on NCHW: tiles of (channels, output rows); global pooling reads whole planes."""
+
+    def __init__(self, lowering, op):
+        super().__init__(lowering, op)
+        x = op.operands[0]
+        self.x = lowering.name(x)
+        self.n, self.c, h, w = x.type.get_shape()
+        self.fn = POOLS[op.onnx_type]
+        self.glob = self.fn.startswith("global")
+        self.kernel = [h, w] if self.glob else op.attr("kernel_shape")
+        self.strides = [1, 1] if self.glob else op.attr("strides", [1, 1])
+        self.dilations = [1, 1] if self.glob else op.attr("dilations", [1, 1])
+        self.pads = [0, 0, 0, 0] if self.glob else op.attr("pads", [0, 0, 0, 0])
+        _, _, self.ho, self.wo = self.out_shape
+
+    def _in_extent(self, th):
+        (sh, sw), (dh, dw), (kh, kw) = self.strides, self.dilations, self.kernel
+        return (th - 1) * sh + (kh - 1) * dh + 1, (self.wo - 1) * sw + (kw - 1) * dw + 1
+
+    def candidates(self):
+        return [(c, th) for c in _pow2_upto(self.c) for th in _pow2_upto(self.ho)]
+
+    def describe_tile(self, tile) -> str:
+        return f"(channels {tile[0]}, rows {tile[1]} x width {self.wo})"
+
+    def out_tile(self, tile):
+        return [1, tile[0], tile[1], self.wo]
+
+    def slots(self, tile):
+        ih, iw = self._in_extent(tile[1])
+        return {"x": 4 * tile[0] * ih * iw, "acc": 4 * tile[0] * tile[1] * self.wo}
+
+    def cost(self, tile):
+        return math.ceil(self.c / tile[0]) * math.ceil(self.ho / tile[1])
+
+    def emit(self, tile, slots):
+
+        pad_value = -np.inf if self.fn == "max_pool" else 0.0
+        parity = 0
+        for n in range(self.n):
+            for c0, c in _chunks(self.c, tile[0]):
+                for oh0, th in _chunks(self.ho, tile[1]):
+                    ih, iw = self._in_extent(th)
+                    x, acc = slots("x", parity), slots("acc", parity)
+                    self.low.emit(DmaLoadOp(self.x, [n, c0, oh0 * self.strides[0] - self.pads[0], -self.pads[1]],
+                                            [1, c, ih, iw], x, pad_value))
+                    window = None if self.glob else (self.kernel, self.strides, self.dilations)
+                    self.low.emit(VectorOp(self.fn, [x], [[1, c, ih, iw]], acc, [1, c, th, self.wo], window))
+                    yield [n, c0, oh0, 0], [1, c, th, self.wo], parity
+                    parity += 1
+
+
+class _Elementwise(_Anchor):
+    """An elementwise op: tiles are boxes of its output, whole trailing dims and a chunk of one dim."""
+
+    def candidates(self):
+        tiles = []
+        for dim, size in enumerate(self.out_shape):
+            tiles += [(dim, t) for t in _pow2_upto(size)]
+        return tiles or [(0, 1)]
+
+    def describe_tile(self, tile) -> str:
+        return "x".join(str(s) for s in self.out_tile(tile))
+
+    def out_tile(self, tile):
+        dim, size = tile
+        return [1] * dim + [size] + self.out_shape[dim + 1:] if self.out_shape else []
+
+    def slots(self, tile):
+        out = self.out_tile(tile)
+        sizes = {"acc": 4 * math.prod(out)}
+        for j, value in enumerate(self.op.operands):
+            sizes[f"in{j}"] = 4 * math.prod(self.low.operand_box(value, [0] * len(out), out)[1])
+        return sizes
+
+    def cost(self, tile):
+        return -math.prod(self.out_tile(tile))  # the biggest tile that fits: fewest DMA transfers
+
+    def emit(self, tile, slots):
+
+        dim, size = tile
+        outer = self.out_shape[:dim]
+        parity = 0
+        for index in np.ndindex(*outer):
+            for start, count in _chunks(self.out_shape[dim], size) if self.out_shape else [(0, 1)]:
+                offsets = list(index) + [start] + [0] * (len(self.out_shape) - dim - 1)
+                sizes = [1] * dim + [count] + self.out_shape[dim + 1:]
+                offsets, sizes = offsets[:len(self.out_shape)], sizes[:len(self.out_shape)]
+                ins, shapes = [], []
+                for j, value in enumerate(self.op.operands):
+                    box_offsets, box, aligned = self.low.operand_box(value, offsets, sizes)
+                    addr = slots(f"in{j}", parity)
+                    self.low.emit(DmaLoadOp(self.low.name(value), box_offsets, box, addr))
+                    ins.append(addr)
+                    shapes.append(aligned)
+                self.low.vector(self.op, ins, shapes, slots("acc", parity), sizes)
+                yield offsets, sizes, parity
+                parity += 1
+
+
+_ANCHORS = {"Conv": _Conv, "MatMul": _MatMul, "Gemm": _MatMul, **{k: _Pool for k in POOLS}}
+
+
+
+class _KernelLowering:
+    """One kernel.launch's ops (an anchor and its chain) as one npu.program."""
+
+    def __init__(self, launch, hardware: NpuHardware, store):
+        self.launch, self.config, self.store = launch, hardware, store
+        self.ops = [op for op in launch.body.block.ops if isinstance(op, OnnxOp)]
+        self.anchor_op, self.epilogue = self.ops[0], self.ops[1:]
+        self.stream: list = []
+        self.names: dict = {}  # SSA value read from DRAM -> buffer name
+        self.reads: dict = {}  # buffer name -> the value the program takes for it
+        self.new_weights: list[WeightOp] = []
+        self._check_chain()
+
+    def _check_chain(self) -> None:
+        chain = self.anchor_op.results[0]
+        for op in self.epilogue:
+            if op.onnx_type not in VECTOR_FNS or chain not in op.operands:
+                raise CompileError(f"convert-kernels-to-npu: kernel {self.launch.kernel_name}: "
+                                   f"{op.describe()} does not continue the chain of "
+                                   f"{self.anchor_op.describe()}; the NPU runs one op and an "
+                                   "elementwise chain per kernel (its fusion rules)")
+            chain = op.results[0]
+        self.result = chain
+
+    def emit(self, op) -> None:
+        self.stream.append(op)
+
+    def name(self, value) -> str:
+        """The DRAM buffer of a value the kernel reads: a weight by its name, else in0, in1, ..."""
+        if value not in self.names:
+            owner = value.owner
+            name = owner.weight_name if isinstance(owner, WeightOp) else f"in{len(self.names)}"
+            self.names[value] = name
+            self.reads[name] = value
+        return self.names[value]
+
+    def run(self) -> ProgramOp:
+        anchor = _ANCHORS.get(self.anchor_op.onnx_type, _Elementwise)(self, self.anchor_op)
+        tile, slots = self._choose_tile(anchor)
+        # The decision stays in the IR, where a user or a search may change it (DESIGN.md).
+        self.launch.attributes["dlc.npu_tile"] = DenseArrayBase.from_list(i64, list(tile))
+        for offsets, sizes, parity in anchor.emit(tile, slots):
+            for index, op in enumerate(self.epilogue):
+                self._epilogue(op, index, offsets, sizes, slots, parity)
+            self.emit(DmaStoreOp("out", offsets, sizes, slots("acc", parity)))
+        self.emit(SyncOp())
+        return self._program()
+
+    def _program(self) -> ProgramOp:
+        """The stream with a buffer for each DRAM tensor it moves; reads become operands."""
+        loaded = {op.tensor.data for op in self.stream if isinstance(op, DmaLoadOp)}
+        inputs = [name for name in self.reads if name in loaded]
+        values = [self.reads[name] for name in inputs]
+        program = ProgramOp(self.launch.kernel_name, self.config.scratchpad_bytes, values,
+                            [self.result.type])
+        for name, value in zip(inputs, values):
+            kind = "weight" if isinstance(value.owner, WeightOp) else "input"
+            program.body.block.add_op(BufferOp(name, value.type.get_shape(), kind))
+        program.body.block.add_op(BufferOp("out", self.result.type.get_shape(), "output"))
+        program.body.block.add_ops(self.stream)
+        return program
+
+    def _choose_tile(self, anchor):
+        """A tile given as `dlc.npu_tile` on the launch (a user's or a search's), else the cheapest
+        tile whose slots fit the scratchpad; a compile error if none does."""
+        given = self.launch.attributes.get("dlc.npu_tile")
+        candidates = [ints_of(given)] if isinstance(given, DenseArrayBase) else anchor.candidates()
+        best, smallest = None, None
+        for tile in candidates:
+            slots = _Slots({**anchor.slots(tile), **self._epilogue_slots(anchor.out_tile(tile))})
+            if smallest is None or slots.total < smallest[1].total:
+                smallest = (tile, slots)
+            if slots.total <= self.config.scratchpad_bytes:
+                cost = anchor.cost(tile)
+                if best is None or cost < best[0]:
+                    best = (cost, tile, slots)
+        if best is None:
+            tile, slots = smallest
+            detail = ", ".join(f"{n} {2 * (hi - lo)} B" for n, (lo, hi) in slots.addr.items())
+            raise CompileError(
+                f"npu-sim: {self.anchor_op.describe()} cannot fit the {self.config.scratchpad_bytes} B "
+                f"scratchpad: its {'given' if given else 'smallest'} tile {anchor.describe_tile(tile)} "
+                f"needs {slots.total} B with double buffering ({detail})",
+                "place the node on cpu (--placement-from) or use a target file with a larger scratchpad")
+        return best[1], best[2]
+
+    def operand_box(self, value, offsets, sizes):
+        """The box of `value` that broadcasts onto the output box, and its shape aligned to the output rank."""
+        shape = list(value.type.get_shape())
+        lead = len(sizes) - len(shape)
+        box_offsets = [0 if d == 1 else offsets[lead + i] for i, d in enumerate(shape)]
+        box_sizes = [1 if d == 1 else sizes[lead + i] for i, d in enumerate(shape)]
+        return box_offsets, box_sizes, [1] * lead + box_sizes
+
+    def _chain_values(self) -> set:
+        return {self.anchor_op.results[0], *(op.results[0] for op in self.epilogue)}
+
+    def _epilogue_slots(self, out_tile) -> dict[str, int]:
+        sizes, chain = {}, self._chain_values()
+        for index, op in enumerate(self.epilogue):
+            for j, value in enumerate(op.operands):
+                if value not in chain:
+                    _, box, _ = self.operand_box(value, [0] * len(out_tile), out_tile)
+                    sizes[f"e{index}.{j}"] = 4 * math.prod(box)
+        return sizes
+
+    def _epilogue(self, op, index, offsets, sizes, slots, parity) -> None:
+        """One chained op on the output tile, in place in the accumulator slot."""
+        chain = self._chain_values()
+        ins, shapes = [], []
+        for j, value in enumerate(op.operands):
+            if value in chain:
+                ins.append(slots("acc", parity))
+                shapes.append(sizes)
+                continue
+            box_offsets, box_sizes, aligned = self.operand_box(value, offsets, sizes)
+            addr = slots(f"e{index}.{j}", parity)
+            self.emit(DmaLoadOp(self.name(value), box_offsets, box_sizes, addr))
+            ins.append(addr)
+            shapes.append(aligned)
+        self.vector(op, ins, shapes, slots("acc", parity), sizes)
+
+    def vector(self, op, ins, shapes, out, out_shape) -> None:
+        alpha = op.attr("alpha", 0.01) if op.onnx_type == "LeakyRelu" else None
+        self.emit(VectorOp(VECTOR_FNS[op.onnx_type], ins, shapes, out, out_shape, alpha=alpha))
+
+    def weight(self, value, transform, suffix: str) -> str:
+        """A weight re-laid out for the NPU at compile time (like cpu's pack-weights): a new
+        weight in the store, read through a new onnx.weight before the launch."""
+        name = f"{self.name(value)}.{suffix}"
+        if name not in self.reads:
+            # np.array, not np.ascontiguousarray: that one turns a scalar (a Gemm C) into shape (1,).
+            packed = np.array(transform(self.store[self.name(value)]), np.float32, order="C")
+            self.store[name] = packed
+            weight = WeightOp(name, TensorType(f32, list(packed.shape)))
+            self.new_weights.append(weight)
+            self.names[weight.result] = name
+            self.reads[name] = weight.result
+        return name
+
+
+def lower_kernel(launch, hardware: NpuHardware, store) -> None:
+    """Replace the ONNX ops of an npu-sim kernel.launch by the npu.program that computes them."""
+    lowering = _KernelLowering(launch, hardware, store)
+    program = lowering.run()
+    # What the lowered ops cost, kept for reports once they are gone (cpu kernels have dlc.flops too).
+    launch.attributes["dlc.flops"] = IntegerAttr(sum(flops(op) for op in lowering.ops), i64)
+    Rewriter.insert_op(lowering.new_weights, InsertPoint.before(launch))
+    block = launch.body.block
+    for op in reversed(list(block.ops)):
+        op.detach()
+        op.erase(safe_erase=False)
+    block.add_ops([program, YieldOp([program.results[0]])])
