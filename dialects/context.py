@@ -1,4 +1,8 @@
-"""An xDSL context that knows every dialect dlc's phases use (to parse any phase's text)."""
+"""An xDSL context that knows every dialect dlc's phases use (to parse any phase's text).
+
+As mlir-opt registers every dialect of the tree: dlc's own (onnx, kernel, npu) and the
+upstream ones the lowering reaches (func, arith, math, memref, scf, affine, linalg).
+"""
 
 from __future__ import annotations
 
@@ -11,10 +15,11 @@ def make_context() -> Context:
     from xdsl.dialects.builtin import Builtin
 
     from dialects.kernel import KERNEL
+    from dialects.npu import NPU
     from dialects.onnx import ONNX
 
     ctx = Context()
     for dialect in (Builtin, func.Func, arith.Arith, math.Math, memref.MemRef, scf.Scf,
-                    affine.Affine, linalg.Linalg, ONNX, KERNEL):
+                    affine.Affine, linalg.Linalg, ONNX, KERNEL, NPU):
         ctx.load_dialect(dialect)
     return ctx

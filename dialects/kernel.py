@@ -26,6 +26,7 @@ from xdsl.ir import Attribute, Block, Dialect, Region, SSAValue
 from xdsl.irdl import (
     IRDLOperation,
     irdl_op_definition,
+    lazy_traits_def,
     opt_attr_def,
     prop_def,
     region_def,
@@ -33,7 +34,8 @@ from xdsl.irdl import (
     var_operand_def,
     var_result_def,
 )
-from xdsl.traits import IsTerminator, SingleBlockImplicitTerminator
+from xdsl.traits import HasParent, IsTerminator, SingleBlockImplicitTerminator
+from xdsl.utils.exceptions import VerifyException
 
 
 @irdl_op_definition
@@ -42,7 +44,8 @@ class YieldOp(IRDLOperation):
 
     name = "kernel.yield"
     values = var_operand_def()
-    traits = traits_def(IsTerminator())
+    # lazy: LaunchOp, defined below, names this op as its terminator.
+    traits = lazy_traits_def(lambda: (IsTerminator(), HasParent(LaunchOp)))
     assembly_format = "attr-dict ($values^ `:` type($values))?"
 
     def __init__(self, values: Sequence[SSAValue]):
@@ -77,6 +80,17 @@ class LaunchOp(IRDLOperation):
             result_types=[result_types],
             regions=[body or Region(Block())],
         )
+
+    def verify_(self) -> None:
+        terminator = self.body.block.last_op
+        if not isinstance(terminator, YieldOp):
+            return  # SingleBlockImplicitTerminator reports the missing kernel.yield
+        yielded = [value.type for value in terminator.operands]
+        declared = [result.type for result in self.results]
+        if yielded != declared:
+            raise VerifyException(
+                f"kernel.launch @{self.kernel_name} yields ({', '.join(map(str, yielded))}) but "
+                f"declares results ({', '.join(map(str, declared))}): they must match one to one")
 
     @property
     def kernel_name(self) -> str:

@@ -41,8 +41,8 @@ def _golden_files():
 
 
 def _tests_of(place: Path) -> list[Path]:
-    return [p for p in _golden_files()
-            if p.parent == place.parent and (p.stem == place.name or p.stem.startswith(place.name + "_"))]
+    return [p for p in _golden_files() if p.parent == place.parent
+            and (p.stem == place.name or p.stem.startswith(place.name + "_"))]
 
 
 @pytest.mark.parametrize("path", _golden_files(), ids=lambda p: str(p.relative_to(GOLDEN)))
@@ -71,7 +71,8 @@ def test_every_pass_has_a_golden_test_in_its_mirrored_place(name):
 def test_every_golden_test_mirrors_a_pass():
     owned = {p for cls in _dlc_passes().values() for p in _tests_of(_mirrored_place(cls))}
     xdsl_names = set(all_passes()) - set(_dlc_passes())
-    owned |= {p for p in _golden_files() if p.parent == XDSL_GOLDEN and p.stem.replace("_", "-") in xdsl_names}
+    owned |= {p for p in _golden_files()
+              if p.parent == XDSL_GOLDEN and p.stem.replace("_", "-") in xdsl_names}
     strays = [str(p.relative_to(GOLDEN)) for p in _golden_files() if p not in owned]
     assert not strays, (f"golden tests in no pass's mirrored place: {strays}; "
                         "tests/filecheck/<group>/<stem>*.mlir tests passes/<group>/<stem>.py")
