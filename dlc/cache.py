@@ -9,7 +9,10 @@ The cache holds code this process will execute, so (issue 7): the directory is u
 (0700) and every file in it 0600, whatever the umask; each entry carries `CHECKSUMS`, the
 sha256 of each of its files, written at store and verified at every lookup. A corrupted,
 truncated, incomplete or unchecksummed (older) entry is never loaded: it is removed, a
-warning is logged (`dlc.cache`), and the model is compiled again.
+warning is logged (`dlc.cache`), and the model is compiled again. So is an entry that is a
+link, or that others could have written (not ours, or group/world-writable), or that holds
+anything but regular files (a FIFO would hang the lookup). An entry refused by the memory
+limit is intact: it stays, and this compile goes without the cache.
 """
 
 from __future__ import annotations
@@ -20,8 +23,11 @@ import json
 import logging
 import os
 import shutil
+import stat
 import tempfile
 from pathlib import Path
+
+from dlc.errors import ArtifactError, MemoryLimitError
 
 
 def cache_dir() -> Path | None:
@@ -41,9 +47,9 @@ def _source_hash() -> str:
 
 
 def cache_key(model_bytes: bytes, target: str, options: dict, input_shapes: dict | None) -> str:
-    from dlc.version import __version__
     from dlc.runtime.host import host_caches
     from dlc.runtime.mcjit import host_cpu
+    from dlc.version import __version__
 
     digest = hashlib.sha256(model_bytes)
     digest.update(json.dumps({"target": target, "options": options, "shapes": input_shapes or {},
@@ -58,28 +64,42 @@ DIRECTORY_MODE, FILE_MODE = 0o700, 0o600
 _log = logging.getLogger("dlc.cache")
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+MAX_CHECKSUMS_BYTES = 1 << 16
 
 
 def _write_checksums(entry: Path) -> None:
     """CHECKSUMS: a header, then `sha256  name` for every file of the entry (sorted)."""
-    lines = [CHECKSUMS_HEADER] + [f"{_sha256(path)}  {path.name}" for path in sorted(entry.iterdir())
-                                  if path.name != CHECKSUMS]
+    from dlc.runtime.artifact import file_sha256
+
+    lines = [CHECKSUMS_HEADER] + [
+        f"{file_sha256(path)}  {path.name}"
+        for path in sorted(entry.iterdir())
+        if path.name != CHECKSUMS
+    ]
     (entry / CHECKSUMS).write_text("\n".join(lines) + "\n")
 
 
 def verify_entry(entry: Path) -> str | None:
     """None when every file of `entry` matches CHECKSUMS; else what is wrong with it."""
-    try:
-        header, *lines = (entry / CHECKSUMS).read_text().splitlines()
-    except FileNotFoundError:
+    from dlc.runtime.artifact import file_sha256, read_regular_file
+
+    problem = _untrusted(entry, stat.S_ISDIR) or next(
+        (
+            f"{path.name}: {why}"
+            for path in entry.iterdir()
+            if (why := _untrusted(path, stat.S_ISREG))
+        ),
+        None,
+    )
+    if problem:
+        return problem
+    if not (entry / CHECKSUMS).exists():
         return f"no {CHECKSUMS} file (written by an older dlc, or an interrupted store)"
-    except (OSError, UnicodeDecodeError, ValueError) as error:
+    try:
+        header, *lines = (
+            read_regular_file(entry / CHECKSUMS, MAX_CHECKSUMS_BYTES).decode().splitlines()
+        )
+    except (ArtifactError, UnicodeDecodeError) as error:
         return f"unreadable {CHECKSUMS} ({error})"
     if header != CHECKSUMS_HEADER:
         return f"{CHECKSUMS} does not start with '{CHECKSUMS_HEADER}'"
@@ -95,23 +115,27 @@ def verify_entry(entry: Path) -> str | None:
         return f"files differ from {CHECKSUMS} (missing {missing}, unexpected {extra})"
     for name, digest in sorted(expected.items()):
         try:
-            actual = _sha256(entry / name)
-        except OSError as error:
+            actual = file_sha256(entry / name)
+        except ArtifactError as error:
             return f"{name} is unreadable ({error})"
         if actual != digest:
             return f"{name} does not match its sha256 in {CHECKSUMS} (corrupted or truncated)"
     return None
 
 
-def _untrusted(directory: Path) -> str | None:
-    """Why entries under `directory` may have been written by someone else, or None.
+def _untrusted(path: Path, is_kind=None) -> str | None:
+    """Why `path` (the cache, an entry or a file in one) may have been written by someone
+    else, or None. With `is_kind` (the file type it must be) a link is refused; without, as
+    for the cache folder itself (which may be a link the user made), it is followed.
 
-    A checksum proves an entry intact, not who wrote it: the directory must be ours and
+    A checksum proves an entry intact, not who wrote it: each part must be ours and
     writable by no one else (store() makes it so when it can).
     """
+    info = path.stat() if is_kind is None else path.lstat()
+    if is_kind is not None and not is_kind(info.st_mode):
+        return f"it is a link or not a {'directory' if is_kind is stat.S_ISDIR else 'regular file'}"
     if not hasattr(os, "getuid"):
         return None
-    info = directory.stat()
     if info.st_uid != os.getuid():
         return f"it belongs to uid {info.st_uid}, not to this user"
     if info.st_mode & 0o022:
@@ -122,24 +146,33 @@ def _untrusted(directory: Path) -> str | None:
 def lookup(key: str):
     """The cached executable for `key`, or None; a damaged entry is removed, never loaded."""
     directory = cache_dir()
-    if directory is None or not (directory / key).is_dir():
+    if directory is None or not os.path.lexists(directory / key):
         return None
     from dlc.runtime import load_artifact
 
     untrusted = _untrusted(directory)
     if untrusted is not None:
-        _log.warning("dlc cache: not reading %s: %s; compiling (a store makes it 0700 if this user owns it)",
-                     directory, untrusted)
+        _log.warning(
+            "dlc cache: not reading %s: %s; compiling (a store makes it 0700 if this user owns it)",
+            directory,
+            untrusted,
+        )
         return None
     entry = directory / key
     problem = verify_entry(entry)
     if problem is None:
         try:
             return load_artifact(entry)
+        except MemoryLimitError as error:  # intact: a later compile with a higher limit uses it
+            _log.info("dlc cache: entry %s is above this compile's memory limit (%s)", entry, error)
+            return None
         except Exception as error:  # noqa: BLE001 - intact but unloadable: rebuild, whatever the cause
             problem = f"it does not load ({error})"
     _log.warning("dlc cache: discarding entry %s: %s; compiling again", entry, problem)
-    shutil.rmtree(entry, ignore_errors=True)
+    if entry.is_symlink() or not entry.is_dir():
+        entry.unlink()  # a link itself, never what it points to
+    else:
+        shutil.rmtree(entry, ignore_errors=True)
     return None
 
 

@@ -196,3 +196,74 @@ def test_cli_compile_uses_the_cache_unless_passes_are_watched_or_disabled(monkey
     # Disabling a pass changes the code; printing IR needs the passes to run.
     assert not compiled_from_cache("--disable-pass", "fold-constants")
     assert not compiled_from_cache("--print-ir-after", "dce")
+
+
+# --- issue 14: an entry over the memory limit is kept; every part of an entry is checked --
+
+def test_a_lower_memory_limit_keeps_a_valid_entry(tmp_path, monkeypatch):
+    from dlc.errors import MemoryLimitError
+
+    monkeypatch.setenv("DLC_CACHE_DIR", str(tmp_path))
+    compile_model(MLP)
+    entry = _entry(tmp_path)
+    monkeypatch.setenv("DLC_MAX_MEMORY", "1MB")  # the MLP's weights alone are 2.7 MB
+    with pytest.raises(MemoryLimitError):
+        compile_model(MLP)
+    assert verify_entry(entry) is None
+    monkeypatch.delenv("DLC_MAX_MEMORY")
+    assert _hit(compile_model(MLP))
+
+
+def _discarded_then_rebuilt(tmp_path, caplog, why: str) -> None:
+    with caplog.at_level(logging.WARNING, logger="dlc.cache"):
+        assert not _hit(compile_model(MLP))
+    assert why in caplog.text, caplog.text
+    assert _hit(compile_model(MLP))
+
+
+def test_an_entry_others_can_write_is_not_read(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("DLC_CACHE_DIR", str(tmp_path))
+    compile_model(MLP)
+    os.chmod(_entry(tmp_path), 0o777)
+    _discarded_then_rebuilt(tmp_path, caplog, "others may write to it")
+
+
+def test_a_file_others_can_write_is_not_read(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("DLC_CACHE_DIR", str(tmp_path))
+    compile_model(MLP)
+    os.chmod(_entry(tmp_path) / "model.o", 0o666)
+    _discarded_then_rebuilt(tmp_path, caplog, "model.o: others may write to it")
+
+
+def test_an_entry_linked_to_a_folder_outside_is_not_read(tmp_path, monkeypatch, caplog):
+    root = tmp_path / "cache"
+    monkeypatch.setenv("DLC_CACHE_DIR", str(root))
+    compile_model(MLP)
+    entry = _entry(root)
+    outside = tmp_path / "outside"
+    entry.rename(outside)
+    os.chmod(outside, 0o777)
+    entry.symlink_to(outside)
+    _discarded_then_rebuilt(root, caplog, "it is a link or not a directory")
+    assert (outside / "model.o").exists()  # the link went, not what it pointed to
+
+
+def test_a_fifo_planted_in_an_entry_does_not_hang_the_lookup(tmp_path, monkeypatch, caplog):
+    import signal
+
+    monkeypatch.setenv("DLC_CACHE_DIR", str(tmp_path))
+    compile_model(MLP)
+    entry = _entry(tmp_path)
+    (entry / "model.o").unlink()
+    os.mkfifo(entry / "model.o", 0o600)
+
+    def hung(*_):
+        raise TimeoutError("the cache lookup hung on a FIFO")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(120)
+    try:
+        _discarded_then_rebuilt(tmp_path, caplog, "model.o: it is a link or not a regular file")
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)

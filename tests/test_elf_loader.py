@@ -11,10 +11,10 @@ import pytest
 from conftest import ROOT
 
 import dlc
-from dlc.runtime.elf_loader import ElfImage, UnresolvedSymbol, UnsupportedObject, supported_host
 from dlc.codegen.native import compile_object
-from dlc.runtime.mcjit import NativeModule
 from dlc.errors import ArtifactError
+from dlc.runtime.elf_loader import ElfImage, MalformedObject, UnresolvedSymbol, supported_host
+from dlc.runtime.mcjit import NativeModule
 
 pytestmark = pytest.mark.skipif(not supported_host(), reason="the ELF loader is for x86-64 Linux; MCJIT loads elsewhere")
 
@@ -83,8 +83,10 @@ def test_code_is_executable_and_not_writable():
 
 
 def test_what_it_cannot_load_is_named():
-    with pytest.raises(UnsupportedObject, match="not a 64-bit little-endian ELF"):
+    with pytest.raises(MalformedObject, match="not an ELF file"):
         ElfImage([b"\0" * 64])
+    with pytest.raises(MalformedObject, match="not a 64-bit little-endian ELF"):
+        ElfImage([b"\x7fELF" + b"\1" * 60])
     missing = LIBRARY_IR.replace("@fmodf", "@dlc_no_such_function")
     with pytest.raises(UnresolvedSymbol, match="dlc_no_such_function"):
         ElfImage([compile_object(missing)])

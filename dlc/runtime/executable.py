@@ -18,12 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from dlc.errors import DlcError, InputError
-from dlc.runtime.artifact import aligned_empty, read_artifact, write_artifact
+from dlc.runtime.artifact import ENTRY_SYMBOL, aligned_empty, read_artifact, write_artifact
 from dlc.runtime.guard import GuardedBuffers, report_faults
 from dlc.runtime.host import check_cpu, default_threads
 from dlc.runtime.loader import load_code
-
-ENTRY_SYMBOL = "dlc_main"
 
 
 @dataclass(frozen=True)
@@ -85,7 +83,7 @@ class NativeExecutable:
         self._weights = weights  # kept alive: native code reads it
         self._arena = aligned_empty((max(manifest["arena_size"], 1),), np.uint8)
         self._arena_lock = threading.Lock()
-        self._module = load_code(objects)
+        self._module = load_code(objects, exports=(ENTRY_SYMBOL,))
         self._entry = ctypes.CFUNCTYPE(None, ctypes.POINTER(ctypes.c_void_p), ctypes.c_void_p,
                                        ctypes.c_void_p)(self._module.address(ENTRY_SYMBOL))
         self.objects = tuple(objects)

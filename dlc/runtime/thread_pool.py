@@ -44,10 +44,11 @@ class ThreadPool:
     def __init__(self, object_code: bytes):
         import ctypes
 
+        from dlc.runtime.artifact import POOL_SYMBOLS
         from dlc.runtime.loader import load_code
 
         # Kept for the life of the process: worker threads run this code.
-        self._module = load_code([object_code])
+        self._module = load_code([object_code], exports=POOL_SYMBOLS)
         self.parallel = self._module.address("dlc_pool_parallel")
         self._start = ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_int64)(self._module.address("dlc_pool_start"))
         self._stop = ctypes.CFUNCTYPE(ctypes.c_int32)(self._module.address("dlc_pool_stop"))

@@ -70,8 +70,6 @@ class CpuTarget(Target):
         return emit_llvm(module, weight_layout(module)[0])
 
     def build(self, module, options: CompileOptions):
-        import hashlib
-
         from dlc.version import __version__
         from dlc.codegen.native import compile_objects
         from dlc.runtime.mcjit import host_cpu
@@ -97,10 +95,10 @@ class CpuTarget(Target):
             # The loader's check without LLVM: a machine with all these flags runs the code.
             "cpu_flags": sorted(cpuinfo_flags() or ()),
             "entry": "dlc_main",
-            # load_artifact checks them: damaged object code would crash the process when linked.
-            "objects": [{"file": name, "sha256": hashlib.sha256(code).hexdigest()}
-                        for name, code in zip(object_file_names(len(objects)), objects)],
-            "pool": {"file": "pool.o", "sha256": hashlib.sha256(pool_object()).hexdigest()},
+            # Saving adds each file's size and SHA-256, and the manifest's own hash
+            # (dlc/runtime/artifact.py write_artifact); loading checks them all.
+            "objects": object_file_names(len(objects)),
+            "pool": "pool.o",
             "inputs": [t.to_json() for t in _specs(main, "inputs")],
             "outputs": [t.to_json() for t in _specs(main, "outputs")],
             "arena_size": main.attributes["dlc.arena_size"].value.data,
