@@ -321,6 +321,12 @@ def cmd_passes(args) -> int:
 
     from passes import all_passes, pass_summary
 
+    if args.pipeline:  # the default pipeline as text that `-p` accepts
+        from dlc.driver import pipeline_text
+        from dlc.targets import CompileOptions, get_target
+
+        print(pipeline_text(get_target(args.target), CompileOptions()))
+        return 0
     for name, cls in all_passes().items():
         print(f"{name:34s} {pass_summary(cls)}")
         if dataclasses.is_dataclass(cls):
@@ -454,6 +460,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("passes", help="list the registered passes and their options")
+    p.add_argument("--pipeline", action="store_true",
+                   help="print the default pipeline as text that `compile -p` and `opt -p` accept")
+    p.add_argument("--target", default="cpu", help="the target whose pipeline --pipeline prints")
     p.set_defaults(func=cmd_passes)
     p = sub.add_parser("ops", help="list the supported ONNX operators")
     p.set_defaults(func=cmd_ops)

@@ -47,6 +47,19 @@ def default_pipeline(target: Target, options: CompileOptions) -> list[tuple[str,
     return [("graph", graph), *target.pipeline(options)]
 
 
+def pipeline_text(target: Target, options: CompileOptions) -> str:
+    """`default_pipeline` as the pipeline text `-p` takes (`dlc passes --pipeline`).
+
+    Options are spelled out, defaults included, so the text shows every knob it sets.
+    """
+    passes = [pass_ for _, stage in default_pipeline(target, options) for pass_ in stage]
+    unregistered = [pass_.name for pass_ in passes if pass_.name not in all_passes()]
+    if unregistered:  # e.g. a pass holding the target object itself: no text can name it
+        raise CompileError(f"target '{target.name}' runs passes that are not registered "
+                           f"({', '.join(unregistered)}): its pipeline cannot be written as text")
+    return ",".join(str(pass_.spec(include_default=True)) for pass_ in passes)
+
+
 @dataclass
 class CompileResult:
     phase: str
