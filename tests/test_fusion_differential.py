@@ -15,7 +15,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from dlc.tools.fusion_report import explain
-from dlc.tools.fuzz.fuzzer import FUSION_PRONE, check_model, generate
+from dlc.tools.fuzz.checks import check_model
+from dlc.tools.fuzz.generator import FUSION_PRONE, generate
 
 SHAPE = [2, 4, 6]  # batch, channels, width of the hand-written graph below
 

@@ -13,7 +13,12 @@ import numpy as np
 import onnx
 import pytest
 
-from dlc.tools.fuzz import fuzzer as fuzz
+from dlc.tools.fuzz import campaign
+from dlc.tools.fuzz.campaign import Worker, fuzz
+from dlc.tools.fuzz.checks import ALL_CONFIGS, check_model, tolerances
+from dlc.tools.fuzz.corpus import corpus_entries, replay
+from dlc.tools.fuzz.generator import generate, validate
+from dlc.tools.fuzz.minimise import minimise, remove_nodes
 
 CAMPAIGN_CASES = 60
 CAMPAIGN_SEED = 7
@@ -21,20 +26,20 @@ CAMPAIGN_SEED = 7
 
 def test_seeded_campaign_finds_no_mismatch():
     log: list[str] = []
-    summary = fuzz.fuzz(cases=CAMPAIGN_CASES, seed=CAMPAIGN_SEED, corpus=None, isolate=False, log=log.append)
+    summary = fuzz(cases=CAMPAIGN_CASES, seed=CAMPAIGN_SEED, corpus=None, isolate=False, log=log.append)
     assert summary.cases == CAMPAIGN_CASES
     assert not summary.findings, "\n".join([summary.report(), *log,
                                             "reproduce: python -m dlc.tools.fuzz --cases 60 --seed 7 --no-save"])
 
 
-CORPUS = fuzz.corpus_entries()
+CORPUS = corpus_entries()
 
 
 @pytest.mark.parametrize("path,info", [
     pytest.param(p, i, id=p.stem, marks=[pytest.mark.xfail(reason=i["xfail"], strict=True)] if "xfail" in i else [])
     for p, i in CORPUS])
 def test_corpus_model_now_matches_onnxruntime(path, info):
-    findings = fuzz.replay(path, info)
+    findings = replay(path, info)
     assert not findings, "\n".join(f"{f.kind} on {f.config}: {f.message}" for f in findings)
 
 
@@ -49,14 +54,14 @@ def test_corpus_entries_are_small_and_documented():
 def test_generated_models_are_valid_and_diverse():
     ops: set[str] = set()
     for seed in range(300):
-        model = fuzz.generate(seed)  # raises GeneratorError when onnx disagrees with the tracked shapes
+        model = generate(seed)  # raises GeneratorError when onnx disagrees with the tracked shapes
         ops.update(n.op_type for n in model.graph.node)
     wanted = {"Conv", "MatMul", "Gemm", "MaxPool", "AveragePool", "GlobalAveragePool", "BatchNormalization",
               "Softmax", "LogSoftmax", "ReduceSum", "ReduceMean", "ReduceMax", "Transpose", "Reshape",
               "Flatten", "Concat", "Slice", "Split", "LayerNormalization", "Clip", "Where", "Cast", "Sigmoid",
               "Tanh", "Gelu", "Erf", "Exp", "Log", "Sqrt", "Div", "Pow"}
     assert wanted <= ops, f"never generated: {sorted(wanted - ops)}"
-    assert fuzz.generate(5).SerializeToString() == fuzz.generate(5).SerializeToString()
+    assert generate(5).SerializeToString() == generate(5).SerializeToString()
 
 
 def test_tolerance_grows_with_the_reduction_length():
@@ -69,18 +74,18 @@ def test_tolerance_grows_with_the_reduction_length():
                                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])], [w])
         model = helper.make_model(graph)
         x = np.ones((2, k), np.float32)
-        return fuzz.tolerances(model, {"x": x, "y": x @ numpy_helper.to_array(w)})["y"]
+        return tolerances(model, {"x": x, "y": x @ numpy_helper.to_array(w)})["y"]
 
     assert 0 < matmul(4) < matmul(64)
     relu = helper.make_model(helper.make_graph(
         [helper.make_node("Relu", ["x"], ["y"])], "r", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3])]))
-    assert fuzz.tolerances(relu, {"x": np.ones(3, np.float32), "y": np.ones(3, np.float32)})["y"] == 0.0
+    assert tolerances(relu, {"x": np.ones(3, np.float32), "y": np.ones(3, np.float32)})["y"] == 0.0
 
 
 def _model_with(op_type: str) -> tuple[int, onnx.ModelProto]:
     for seed in range(1000):
-        model = fuzz.generate(seed)
+        model = generate(seed)
         if sum(n.op_type == op_type for n in model.graph.node) == 1 and len(model.graph.node) >= 6:
             return seed, model
     raise AssertionError(f"no generated model with one {op_type}")
@@ -95,21 +100,21 @@ def test_minimiser_shrinks_an_injected_failure_to_the_culprit_node():
 
     def still_fails(candidate):
         return any(f.signature() == ("mismatch", "reference/all", "injected")
-                   for f in fuzz.check_model(candidate, seed, configs, fault=fault))
+                   for f in check_model(candidate, seed, configs, fault=fault))
 
     assert still_fails(model)
-    small = fuzz.minimise(model, still_fails)
+    small = minimise(model, still_fails)
     assert [n.op_type for n in small.graph.node] == ["Softmax"], onnx.printer.to_text(small.graph)
-    fuzz.validate(small)
-    assert not any(f.kind == "invalid-model" for f in fuzz.check_model(small, seed, configs))
+    validate(small)
+    assert not any(f.kind == "invalid-model" for f in check_model(small, seed, configs))
 
 
 def test_remove_nodes_reroutes_to_same_shaped_inputs_or_makes_graph_inputs():
     _, model = _model_with("Softmax")
     index = next(i for i, n in enumerate(model.graph.node) if n.op_type == "Softmax")
-    smaller = fuzz.remove_nodes(model, {index})
+    smaller = remove_nodes(model, {index})
     if smaller is not None:  # None only when nothing is left
-        fuzz.validate(smaller)
+        validate(smaller)
         assert all(n.op_type != "Softmax" for n in smaller.graph.node)
         assert len(smaller.graph.node) < len(model.graph.node)
 
@@ -117,8 +122,8 @@ def test_remove_nodes_reroutes_to_same_shaped_inputs_or_makes_graph_inputs():
 def test_worker_survives_a_crashing_compile(monkeypatch, tmp_path):
     monkeypatch.setenv("DLC_FUZZ_CRASH_ON_OP", "Softmax")
     seed, crashing = _model_with("Softmax")
-    clean = next(m for m in map(fuzz.generate, range(100)) if all(n.op_type != "Softmax" for n in m.graph.node))
-    worker = fuzz.Worker()
+    clean = next(m for m in map(generate, range(100)) if all(n.op_type != "Softmax" for n in m.graph.node))
+    worker = Worker()
     try:
         findings = worker.check(crashing, seed, [("cpu", "all")], timeout=120)
         assert [(f.kind, f.config) for f in findings] == [("crash", "cpu/all")]
@@ -132,17 +137,17 @@ def test_campaign_minimises_and_saves_a_failure(monkeypatch, tmp_path):
     # A pretend Softmax miscompile, in-process: the campaign minimises it, writes model + sidecar,
     # and the saved entry replays as failing (with the same injected fault).
     seed, model = _model_with("Softmax")
-    real = fuzz.check_model
+    real = check_model
 
     def softmax_is_wrong(candidate, config):
         return "injected" if any(n.op_type == "Softmax" for n in candidate.graph.node) else None
 
-    def check_with_fault(candidate, feed_seed=0, configs=fuzz.ALL_CONFIGS, **_):
+    def check_with_fault(candidate, feed_seed=0, configs=ALL_CONFIGS, **_):
         return real(candidate, seed, configs, fault=softmax_is_wrong)
 
-    monkeypatch.setattr(fuzz, "generate", lambda case_seed, max_nodes=10: model)
-    monkeypatch.setattr(fuzz, "check_model", check_with_fault)
-    summary = fuzz.fuzz(cases=1, seed=0, corpus=tmp_path, isolate=False, configs=[("reference", "all")],
+    monkeypatch.setattr(campaign, "generate", lambda case_seed, max_nodes=10: model)
+    monkeypatch.setattr(campaign, "check_model", check_with_fault)
+    summary = fuzz(cases=1, seed=0, corpus=tmp_path, isolate=False, configs=[("reference", "all")],
                         log=lambda line: None)
     assert summary.findings == {"mismatch": 1} and len(summary.saved) == 1
     info = json.loads(summary.saved[0].with_suffix(".json").read_text())

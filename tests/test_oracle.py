@@ -12,7 +12,7 @@ from onnx import TensorProto, helper
 
 from dlc.errors import DlcError
 from dlc.tools import oracle
-from dlc.tools.fuzz import fuzzer as fuzz
+from dlc.tools.fuzz import checks as fuzz
 from dlc.tools.verify import tolerance_for
 
 SHAPE = (2, 3, 4)

@@ -1,7 +1,7 @@
-"""`python -m dlc.tools.fuzz`: see dlc/tools/fuzz/fuzzer.py."""
+"""`python -m dlc.tools.fuzz`: the campaign's command line (campaign.py)."""
 
 import sys
 
-from dlc.tools.fuzz.fuzzer import main
+from dlc.tools.fuzz.campaign import main
 
 sys.exit(main())
