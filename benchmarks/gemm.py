@@ -30,8 +30,8 @@ from dialects.gemm_ukernel import GemmSpec, pack_b
 from dlc.codegen.native import compile_object
 from dlc.codegen.ukernels import emit_gemm
 from dlc.runtime import aligned_empty
-from dlc.runtime.host import host_caches
 from dlc.runtime.mcjit import NativeModule
+from dlc.targets.cpu import CpuTarget
 
 # (label, M, N, K): A (M x K) is the activation, B (K x N) the weight.
 SHAPES = [
@@ -82,10 +82,12 @@ def bench(label: str, m: int, n: int, k: int, layout: str, tiles, seconds: float
     bias = aligned(rng.standard_normal(n, np.float32))
     c = aligned_empty((m, n), np.float32)
     overrides = dict(zip(("mr", "nr", "kc", "mc", "nc"), tiles)) if tiles else {}
-    l1_bytes, l2_bytes = host_caches()
+    # The host's vector width and caches, as the cpu target describes them to the compiler.
+    host = CpuTarget().description()
+    caches = {level.name: level.size_bytes for level in host.memory}
     spec = GemmSpec(m, n, k, a_row_stride=k, a_k_stride=1, b_layout=layout, ldb=n, ldc=n,
-                    bias="row", activation="relu", l1_bytes=l1_bytes, l2_bytes=l2_bytes,
-                    **overrides)
+                    bias="row", activation="relu", vector_width=host.vector_bits // 32,
+                    l1_bytes=caches["L1"], l2_bytes=caches["L2"], **overrides)
     b_arg = pack_b(b, spec.nr) if layout == "packed" else aligned(b)
     _native, fn = gemm_function(spec)
     pointers = (a.ctypes.data, b_arg.ctypes.data, c.ctypes.data, bias.ctypes.data, None)

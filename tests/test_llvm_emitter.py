@@ -361,6 +361,20 @@ def test_an_ops_own_fastmath_flags_replace_the_default():
     assert "reassoc" not in emit_llvm(lower(text), {}, fastmath=False)
 
 
+def test_vector_width_is_the_targets_from_the_module():
+    """One rule: the target writes `dlc.vector_bits` on the module and the emitter reads it;
+    a module without one gets passes/target_info.py's default, as the passes do."""
+    from xdsl.dialects.builtin import IntegerAttr, i64
+
+    from passes.target_info import DEFAULTS
+
+    text = _elementwise_8("%s = arith.addf %v, %v : f32", "%s")
+    module = lower(text)
+    assert f'"prefer-vector-width"="{DEFAULTS["dlc.vector_bits"]}"' in emit_llvm(module, {})
+    module.attributes["dlc.vector_bits"] = IntegerAttr(128, i64)
+    assert '"prefer-vector-width"="128"' in emit_llvm(module, {})
+
+
 def test_unknown_op_is_reported_by_name():
     module = lower("""
     func.func @main(%out: memref<4xf32>) {

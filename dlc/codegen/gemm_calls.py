@@ -20,7 +20,7 @@ from dlc.codegen.llvm_types import I64, PTR
 from dlc.codegen.runtime_abi import PARALLEL_TYPE, WORKER_TYPE, indirect_call, slot
 from dlc.codegen.ukernels import emit_gemm
 from dlc.errors import CompileError
-from dlc.runtime.host import host_caches
+from passes.target_info import target_info
 
 # Smaller GEMMs run on one thread: waking the pool (~5-20 us) costs more than it saves
 # (a million multiply-adds take ~10 us on a core; ResNet-50's 1x2048x1000 classifier, just
@@ -48,8 +48,10 @@ class GemmCalls(EmitterBase):
                              "packed (run pack-weights)")
         fields["accumulate"] = bool(fields.get("accumulate", 0))
         fields["residual"] = bool(fields.get("residual", 0))
-        l1_bytes, l2_bytes = host_caches()
-        spec = GemmSpec(**fields, vector_width=self.vector_width, l1_bytes=l1_bytes, l2_bytes=l2_bytes)
+        # Tiles left out of the IR (tile-contractions sets them all) are chosen as it would.
+        info = target_info(self.module)
+        spec = GemmSpec(**fields, vector_width=self.vector_width, l1_bytes=info.l1_bytes,
+                        l2_bytes=info.l2_bytes)
         conv = None
         if "dlc.im2col" in f.attributes:
             conv = {key: value.value.data for key, value in f.attributes["dlc.im2col"].data.items()}

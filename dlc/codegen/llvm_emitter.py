@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from llvmlite import ir
 from xdsl.dialects import func
-from xdsl.dialects.builtin import IntegerAttr, MemRefType, ModuleOp
+from xdsl.dialects.builtin import MemRefType, ModuleOp
 from xdsl.ir import Operation
 
 from dlc.codegen.emit_ops import LIBM_NAMES
@@ -18,6 +18,7 @@ from dlc.codegen.emitter_base import rule
 from dlc.codegen.gemm_calls import GemmCalls
 from dlc.codegen.llvm_types import FASTMATH_FLAGS, I64, PTR, VOID, llvm_type
 from dlc.codegen.parallel_loops import ParallelLoops
+from passes.target_info import target_info
 
 __all__ = ["LLVMEmitter", "emit_llvm", "entry_symbol", "profile_sites"]
 
@@ -52,13 +53,6 @@ def emit_llvm(
                        profile=profile).emit()
 
 
-def _host_vector_bits() -> int:
-    from dlc.runtime.mcjit import host_cpu
-
-    features = host_cpu()[1]
-    return 512 if "+avx512f" in features else 256 if "+avx2" in features and "+fma" in features else 128
-
-
 def profile_sites(module: ModuleOp, entry: str = "main") -> list[str]:
     """Callee names of the entry's kernel calls, in the order `profile` counts them."""
     main = next(f for f in module.ops if isinstance(f, func.FuncOp) and f.sym_name.data == entry)
@@ -85,9 +79,9 @@ class LLVMEmitter(ParallelLoops, GemmCalls):
         self.ukernels = {}
         self.ukernel_by_spec = {}
         self.gemm_by_spec = {}
-        # Floats per vector for micro-kernels: the target's (module attribute) or this host's.
-        bits = module.attributes.get("dlc.vector_bits")
-        self.vector_width = (bits.value.data if isinstance(bits, IntegerAttr) else _host_vector_bits()) // 32
+        # The target's, as the passes read it: `dlc.vector_bits` on the module (the driver writes
+        # it), or passes/target_info.py's documented default on a module that has none.
+        self.vector_width = target_info(module).vector_width
         self.profile_site = 0
         self.weight_offsets = weight_offsets
         self.entry = entry

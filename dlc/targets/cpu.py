@@ -13,7 +13,10 @@ import numpy as np
 from dlc.targets import CompileOptions, MemoryLevel, Target, TargetDescription
 
 
-def _host_vector_bits(features: str) -> int:
+def host_vector_bits(features: str) -> int:
+    """The vector width, in bits, of a CPU with LLVM target features `features`: the one rule
+    for it. The target writes it on the module (`dlc.vector_bits`), where the passes and the
+    code generator read it; tools that probe the host call this."""
     if "+avx512f" in features:
         return 512
     if "+avx2" in features or "+avx" in features:
@@ -37,7 +40,7 @@ class CpuTarget(Target):
         l1_bytes, l2_bytes = host_caches()
         return TargetDescription(
             memory=(MemoryLevel("L1", l1_bytes, 0), MemoryLevel("L2", l2_bytes, 0)),
-            vector_bits=_host_vector_bits(features),
+            vector_bits=host_vector_bits(features),
             dtypes=("float32", "float64", "int64", "int32", "bool"),
             cores=os.cpu_count() or 1,
             extra={"cpu": cpu},

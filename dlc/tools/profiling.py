@@ -177,8 +177,10 @@ def _fma_shape(features: str) -> tuple[int, int, bool]:
     The chains hide the FMA latency (4 cycles, 2 FMAs a cycle: 8 in flight) and fit the
     register file with the two constant vectors: 24 of AVX-512's 32 registers, 12 of AVX2's 16.
     """
+    from dlc.targets.cpu import host_vector_bits
+
     flags = set(features.split(","))
-    width = 16 if "+avx512f" in flags else 8 if "+avx2" in flags else 4
+    width = host_vector_bits(features) // 32
     x86 = any(flag in flags for flag in ("+sse2", "+avx", "+64bit"))
     fused = "+fma" in flags or not x86  # AArch64 NEON always fuses; x86 before Haswell does not
     return width, (24 if width == 16 else 12), fused
