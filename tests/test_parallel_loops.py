@@ -74,7 +74,7 @@ def _with_threads(model: dlc.CompiledModel, threads: int) -> NativeExecutable:
     """The same object code, run on `threads` threads (the count is read when it is loaded)."""
     executable = model._executable
     return NativeExecutable({**executable.manifest, "threads": threads}, executable.objects,
-                            executable._weights)
+                            executable._weights, executable.pool_object)
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
