@@ -149,14 +149,20 @@ def test_gather_negative_indices_exporter_idiom():
     _assert_matches(model)
 
 
-def test_gather_clamps_out_of_range_indices():
-    """ONNX calls an out-of-range index an error; dlc clamps it so it never reads out of bounds."""
+def test_gather_refuses_out_of_range_indices():
+    """ONNX calls an out-of-range index an error: the run fails naming the node (the loop
+    still clamps, so it never reads out of bounds). More in tests/test_runtime_checks.py."""
     import dlc
+    from dialects.diagnostics import DlcError
 
     model = _model([("Gather", ["x", "i"], ["y"], {})], {"x": (F32, [4, 2]), "i": (I64, [4])}, ["y"])
+    compiled = dlc.compile(model)
     x = np.arange(8, dtype=np.float32).reshape(4, 2)
-    y = dlc.compile(model).run({"x": x, "i": _i64(7, -9, -1, 1)})["y"]
-    np.testing.assert_array_equal(y, x[[3, 0, 3, 1]])
+    with pytest.raises(DlcError, match=r"node 'Gather_0' \(Gather\): an index in input 'indices' "
+                                       r"is out of range for axis 0 of 'data' \(size 4\)"):
+        compiled.run({"x": x, "i": _i64(7, -9, -1, 1)})
+    valid = compiled.run({"x": x, "i": _i64(3, -4, -1, 1)})["y"]
+    np.testing.assert_array_equal(valid, x[[3, 0, 3, 1]])
 
 
 def test_gather_elements():

@@ -130,10 +130,26 @@ class NativeExecutable:
             buffers = (ctypes.c_void_p * (len(inputs) + len(outputs) + 1))(
                 *[a.ctypes.data for a in (*inputs, *outputs, arena)])
             self._entry(buffers, self._weights.ctypes.data, ctypes.addressof(self._context))
+            self._raise_failed_check(arena.data)
         finally:
             if mine:
                 self._arena_lock.release()
         return {spec.name: out for spec, out in zip(self.outputs, outputs)}
+
+    def _raise_failed_check(self, arena: memoryview) -> None:
+        """Raise the error a run-time check of the generated code recorded in this run's status
+        word (passes/lowering/utils/runtime_checks.py): integer division by zero, an index out
+        of range. The code has kept every access safe; the outputs are refused."""
+        offset = self.manifest.get("status_offset")
+        if offset is None:
+            return
+        code = int.from_bytes(arena[offset:offset + 4], "little", signed=True)
+        if code:
+            sites = self.manifest.get("error_sites", [])
+            raise DlcError(sites[code - 1] if 0 < code <= len(sites) else
+                           f"a run-time check failed with the unknown code {code}",
+                           "the model's result for these inputs is undefined in ONNX; "
+                           "onnxruntime refuses them too")
 
     def _checked_run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run twice with every buffer in its own mapping between PROT_NONE guard pages.
@@ -180,6 +196,8 @@ class NativeExecutable:
                 *[b.address for b in (*inputs, *outputs, arena)])
             with report_faults(guarded):
                 self._entry(buffers, weights.address, ctypes.addressof(self._context))
+            arena_bytes = (ctypes.c_uint8 * arena.nbytes).from_address(arena.address)
+            self._raise_failed_check(memoryview(arena_bytes))
             return {spec.name: buffer.copy_out(spec) for spec, buffer in zip(self.outputs, outputs)}
 
     def save(self, directory: str | Path) -> None:

@@ -110,6 +110,9 @@ class CpuTarget(Target):
             "threads": options.threads,
             "profile_sites": profile_sites(module) if options.profile else [],
             "kernels": kernel_costs(module),
+            # Run-time checks: the status word's arena offset and the message of each error
+            # code it can hold (passes/lowering/utils/runtime_checks.py).
+            **_error_sites(module, main),
         }
         return NativeExecutable(manifest, objects, blob, pool_object())
 
@@ -118,6 +121,15 @@ def _main(module):
     from xdsl.dialects import func
 
     return next(f for f in module.ops if isinstance(f, func.FuncOp) and f.sym_name.data == "main")
+
+
+def _error_sites(module, main) -> dict:
+    from passes.lowering.utils.runtime_checks import error_sites
+
+    offset = main.attributes.get("dlc.status_offset")
+    if offset is None:
+        return {}
+    return {"status_offset": offset.value.data, "error_sites": error_sites(module)}
 
 
 def _specs(main, which: str):

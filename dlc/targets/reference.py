@@ -3,14 +3,16 @@
 The oracle in tests: it shares the importer and graph passes with `cpu` but not
 the lowering or code generation, and each node runs on the ONNX project's own
 numpy implementation of the spec (`onnx.reference`), so it handles every ONNX
-operator, slowly.
+operator, slowly. What ONNX calls an error and numpy lets pass (integer division by zero,
+gather indices out of range) raises a DlcError naming the node, as the cpu target's run-time
+checks do.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from dlc.errors import CompileError
+from dlc.errors import CompileError, DlcError
 from dlc.targets import CompileOptions, Target, TargetDescription, graph_io_specs, graph_main
 
 
@@ -69,6 +71,7 @@ class ReferenceExecutable:
         env = dict(self._constants)
         env.update(zip(self._arg_names, arrays))
         for node, evaluator in self._steps:
+            check_node_inputs(node, [env[n] if n else None for n in node.input])
             results = evaluator.run(None, {n: env[n] for n in node.input if n})
             env.update(zip(node.output, results))
         return {spec.name: np.asarray(env[name]).astype(spec.dtype, copy=False).reshape(spec.shape)
@@ -76,6 +79,42 @@ class ReferenceExecutable:
 
     def save(self, directory) -> None:
         raise CompileError("the reference target has no artifact to save; use --target cpu")
+
+
+def _index_bounds(node, data: np.ndarray, indices: np.ndarray) -> tuple[np.ndarray | int, str]:
+    """Per element of `indices`, the size n of the data axis it indexes ([-n, n) is valid)."""
+    attrs = {a.name: a.i for a in node.attribute}
+    if node.op_type == "GatherND":
+        batch = attrs.get("batch_dims", 0)
+        sizes = list(data.shape[batch:batch + indices.shape[-1]])
+        bounds = np.broadcast_to(np.asarray(sizes, np.int64), indices.shape)
+        return bounds, f"data axes sizes {sizes}"
+    axis = attrs.get("axis", 0) % data.ndim
+    return data.shape[axis], f"axis {axis} of 'data' (size {data.shape[axis]})"
+
+
+def check_node_inputs(node, inputs: list) -> None:
+    """Refuse what ONNX calls an error and numpy would not (or would not name the node for):
+    integer division by zero or overflow, and gather indices outside [-n, n)."""
+    name = f"node '{node.name}' ({node.op_type})"
+    if node.op_type in ("Div", "Mod") and np.issubdtype(inputs[1].dtype, np.integer):
+        x, y = np.broadcast_arrays(*inputs[:2])
+        if (y == 0).any():
+            raise DlcError(f"{name}: integer division by zero (input 'B' holds a 0)")
+        if np.issubdtype(y.dtype, np.signedinteger):
+            low = np.iinfo(y.dtype).min
+            if ((x == low) & (y == -1)).any():
+                raise DlcError(f"{name}: integer overflow (input 'A' holds the minimum "
+                               f"{y.dtype}, {low}, where 'B' holds -1)")
+    if node.op_type in ("Gather", "GatherElements", "GatherND"):
+        data, indices = inputs[0], np.asarray(inputs[1]).astype(np.int64)
+        bounds, axes_text = _index_bounds(node, data, indices)
+        outside = (indices < -bounds) | (indices >= bounds)
+        if outside.any():
+            where = tuple(int(k) for k in np.argwhere(outside)[0])
+            n = bounds if isinstance(bounds, int) else int(bounds[where])
+            raise DlcError(f"{name}: index {int(indices[where])} at {list(where)} of input "
+                           f"'indices' is out of range [{-n}, {n}) for {axes_text}")
 
 
 def _typed_model(node, op):

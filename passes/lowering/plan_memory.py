@@ -5,6 +5,10 @@ Like TFLite's and IREE's static planners: buffers get liveness intervals over
 alive), then offsets are assigned greedily, largest first, reusing space whose
 intervals do not overlap. Offsets are 64-byte aligned (an AVX-512 vector). The
 arena becomes @main's last argument; its size is `dlc.arena_size` on @main.
+
+Kernels with run-time checks (utils/runtime_checks.py) each take a status word: all of them
+share one slot after the planned buffers, which @main zeroes first; its offset is
+`dlc.status_offset` on @main (absent when nothing is checked).
 """
 
 from __future__ import annotations
@@ -13,12 +17,22 @@ from dataclasses import dataclass
 
 from xdsl.context import Context
 from xdsl.dialects import arith, func, memref
-from xdsl.dialects.builtin import FunctionType, IndexType, IntegerAttr, MemRefType, ModuleOp, i8, i64
-from xdsl.ir import Operation, SSAValue
+from xdsl.dialects.builtin import (
+    FunctionType,
+    IndexType,
+    IntegerAttr,
+    MemRefType,
+    ModuleOp,
+    i8,
+    i32,
+    i64,
+)
+from xdsl.ir import Block, Operation, SSAValue
 from xdsl.passes import ModulePass
 from xdsl.rewriter import InsertPoint, Rewriter
 
 from dialects.types import byte_size
+from passes.lowering.utils.runtime_checks import SETS_STATUS, STATUS_TYPE
 
 ALIGNMENT = 64
 _ALIASING = (memref.ReinterpretCastOp, memref.CollapseShapeOp, memref.ExpandShapeOp, memref.CastOp)
@@ -70,6 +84,33 @@ def assign_offsets(sizes: dict[object, int], intervals: dict[object, tuple[int, 
     return offsets, arena
 
 
+def status_allocs(module: ModuleOp, main_block: Block) -> list[memref.AllocOp]:
+    """The allocs @main passes to kernel arguments that a run-time check writes."""
+    kernels = {f.sym_name.data: f for f in module.ops
+               if isinstance(f, func.FuncOp) and f.body.blocks}
+    found = []
+    for call in main_block.ops:
+        if not isinstance(call, func.CallOp) or call.callee.root_reference.data not in kernels:
+            continue
+        callee = kernels[call.callee.root_reference.data]
+        for operand, arg in zip(call.arguments, callee.body.block.args):
+            if (isinstance(operand.owner, memref.AllocOp)
+                    and any(SETS_STATUS in use.operation.attributes for use in arg.uses)):
+                found.append(operand.owner)
+    return found
+
+
+def _zeroed_status(arena: SSAValue, offset: int, block: Block) -> SSAValue:
+    """The status word at `offset` in the arena, set to 0 when @main starts."""
+    at = arith.ConstantOp.from_int_and_width(offset, IndexType())
+    view = memref.ViewOp(arena, at.result, [], STATUS_TYPE)
+    zero = arith.ConstantOp.from_int_and_width(0, i32)
+    first = arith.ConstantOp.from_int_and_width(0, IndexType())
+    store = memref.StoreOp.get(zero.result, view.result, [first.result])
+    Rewriter.insert_op([at, view, zero, first, store], InsertPoint.at_start(block))
+    return view.result
+
+
 @dataclass(frozen=True)
 class PlanMemoryPass(ModulePass):
     """Place all intermediate buffers of @main in one arena, reusing memory by liveness."""
@@ -80,10 +121,20 @@ class PlanMemoryPass(ModulePass):
         main = next(f for f in op.ops if isinstance(f, func.FuncOp) and f.sym_name.data == "main")
         block = main.body.block
         ops = list(block.ops)
-        allocs = [o for o in ops if isinstance(o, memref.AllocOp)]
+        status = status_allocs(op, block)
+        allocs = [o for o in ops if isinstance(o, memref.AllocOp) and o not in status]
         intervals = liveness(ops, allocs)
         offsets, arena_size = assign_offsets({a: byte_size(a.memref.type) for a in allocs}, intervals)
+        status_offset = _align(arena_size)
+        if status:
+            arena_size = status_offset + ALIGNMENT
         arena = block.insert_arg(MemRefType(i8, [max(arena_size, ALIGNMENT)]), len(block.args))
+        if status:
+            status_word = _zeroed_status(arena, status_offset, block)
+            for alloc in status:
+                alloc.memref.replace_all_uses_with(status_word)
+                Rewriter.erase_op(alloc)
+            main.attributes["dlc.status_offset"] = IntegerAttr(status_offset, i64)
         for alloc in allocs:
             index = arith.ConstantOp.from_int_and_width(offsets[alloc], IndexType())
             view = memref.ViewOp(arena, index.result, [], alloc.memref.type)

@@ -2,7 +2,9 @@
 
 Mirrors the ONNX operator specs at opset 21 (https://onnx.ai/onnx/operators/) with numpy
 broadcasting. Where the spec leaves NaN, signed zero or rounding open, the formulas follow
-onnxruntime's CPU kernels (noted per op), since that is what users compare against.
+onnxruntime's CPU kernels (noted per op), since that is what users compare against. Integer
+Div and Mod check their divisors at run time (utils/runtime_checks.py): a zero divisor, or
+the minimum integer divided by -1, fails the run with the node's name instead of a SIGFPE.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from xdsl.ir import Attribute, SSAValue
 from dialects.diagnostics import UnsupportedError
 from dialects.types import is_float, numpy_dtype
 from passes.lowering.utils.linalg_builder import Body
+from passes.lowering.utils.runtime_checks import divisor_check, status_word
 from passes.lowering.rules import lowers
 
 Formula = Callable[[Body, SSAValue, object], SSAValue]  # (body, x, onnx op) -> y
@@ -241,10 +244,29 @@ _BINARY = {  # (kinds allowed, formula(b, x, y)); wrapping arithmetic is sign-ag
 }
 
 
+def _checked_division(kb, op, ins, outs, formula) -> None:
+    """Integer formula(x, y) of a quotient or remainder, with y checked (divisor_check).
+
+    Not inlinable into a fused loop (the check needs the kernel's status word): integer
+    division is rare outside shape arithmetic, which the importer folds.
+    """
+    status = status_word(kb)
+    signed = element_kind(ins[0].type.element_type) != UINT
+
+    def body(b: Body, args):
+        x, y = args
+        return [formula(b, x, divisor_check(op, b, status, x, y, signed))]
+
+    kb.elementwise(ins, outs[0], body)
+
+
 @lowers(*_BINARY)
 def lower_binary(kb, op, ins, outs) -> None:
     kinds, formula = _BINARY[op.onnx_type]
     require_kinds(op, ins, kinds)
+    if op.onnx_type == "Div" and not is_float(outs[0].type.element_type):
+        _checked_division(kb, op, ins, outs, formula)
+        return
     kb.elementwise(ins, outs[0], lambda b, a: [formula(b, a[0], a[1])])
 
 
@@ -259,7 +281,7 @@ def lower_mod(kb, op, ins, outs) -> None:
         formula = _unsigned_mod
     else:
         formula = Body.remsi if op.attr("fmod", 0) else _python_mod
-    kb.elementwise(ins, outs[0], lambda b, a: [formula(b, a[0], a[1])])
+    _checked_division(kb, op, ins, outs, formula)
 
 
 _VARIADIC = {  # (kinds allowed, pairwise formula)

@@ -3,16 +3,21 @@ the fill ConstantOfShape.
 
 Mirrors the ONNX operator spec at opset 21 (https://onnx.ai/onnx/operators/). Gathers load
 the data at an index read at run time, inside the generic's body. Negative indices count
-from the end, as the spec says; indices still out of range after that are CLAMPED to the
-nearest valid one (the spec calls them an error): generated code never reads out of bounds.
+from the end, as the spec says. An index outside [-n, n) is an error (onnxruntime refuses
+it): a constant one is refused at compile time; a run-time one is flagged by a check over the
+indices (utils/runtime_checks.py) and the run raises a DlcError, while the gather loop clamps
+it, so generated code never reads out of bounds. OneHot is the exception the spec makes:
+an index out of range selects no position.
 """
 
 from __future__ import annotations
 
+import numpy as np
 from xdsl.dialects.builtin import IndexType
 
-from dialects.diagnostics import UnsupportedError
+from dialects.diagnostics import CompileError, UnsupportedError
 from passes.lowering.utils.linalg_builder import PARALLEL, affine_map, cst, dim, identity_map
+from passes.lowering.utils.runtime_checks import check_indices
 from passes.lowering.rules import lowers
 from passes.lowering.rules.movement import constant_input, is_empty, normalize_axis
 
@@ -24,6 +29,39 @@ def wrap_and_clamp(b, index_value, size: int):
     n = i.const(size)
     index = i.select(i.cmp("slt", index, i.const(0)), i.add(index, n), index)
     return i.max(i.min(index, i.const(size - 1)), i.const(0))
+
+
+def _check_index_range(kb, op, indices, sizes: list[int], axes_text: str) -> None:
+    """Refuse a constant `indices` input with an index outside [-n, n), n = sizes[k] for the
+    k-th of the last index dim's positions (one size: every index); check a run-time one."""
+    constant = constant_input(op, 1, required=False)
+    if constant is None:
+        def bound(i):
+            if len(sizes) == 1:
+                return sizes[0]
+            position = i.index(len(indices.type.get_shape()) - 1)
+            n = i.const(sizes[-1])
+            for k in reversed(range(len(sizes) - 1)):
+                n = i.select(i.cmp("eq", position, i.const(k)), i.const(sizes[k]), n)
+            return n
+
+        check_indices(kb, op, indices, bound, f"{op.describe()}: an index in input 'indices' is "
+                      f"out of range for {axes_text}")
+        return
+    table = np.asarray(constant).astype(np.int64)
+    limits = (np.broadcast_to(np.asarray(sizes, np.int64), table.shape) if len(sizes) > 1
+              else sizes[0])
+    outside = (table < -limits) | (table >= limits)
+    if outside.any():
+        where = tuple(int(k) for k in np.argwhere(outside)[0])
+        n = limits if isinstance(limits, int) else int(limits[where])
+        raise CompileError(f"{op.describe()}: index {int(table[where])} at {list(where)} of "
+                           f"constant input 'indices' is out of range [{-n}, {n}) for {axes_text}",
+                           "ONNX calls an index outside [-n, n) an error; fix the model's indices")
+
+
+def _axis_text(axis: int, size: int) -> str:
+    return f"axis {axis} of 'data' (size {size})"
 
 
 def _gather_generic(kb, op, inputs, maps, output, data, data_indices) -> None:
@@ -47,6 +85,7 @@ def lower_gather(kb, op, ins, outs) -> None:
     axis = normalize_axis(op, op.attr("axis", 0), len(shape))
     q = len(indices.type.get_shape())
     out_rank = len(outs[0].type.get_shape())
+    _check_index_range(kb, op, indices, [shape[axis]], _axis_text(axis, shape[axis]))
     # out[a..., j..., c...] = data[a..., indices[j...], c...]
     indices_map = affine_map(out_rank, [dim(axis + k) for k in range(q)])
 
@@ -63,6 +102,7 @@ def lower_gather_elements(kb, op, ins, outs) -> None:
     shape = data.type.get_shape()
     rank = len(shape)
     axis = normalize_axis(op, op.attr("axis", 0), rank)
+    _check_index_range(kb, op, indices, [shape[axis]], _axis_text(axis, shape[axis]))
 
     def data_indices(b, args):
         return [wrap_and_clamp(b, args[0], shape[d]) if d == axis else b.index(d)
@@ -80,6 +120,9 @@ def lower_gather_nd(kb, op, ins, outs) -> None:
     if batch + depth > len(shape):
         raise UnsupportedError(f"{op.describe()}: batch_dims {batch} + index depth {depth} "
                                f"exceed the data rank {len(shape)}")
+    picked_sizes = list(shape[batch:batch + depth])
+    _check_index_range(kb, op, indices, picked_sizes,
+                       f"axes {batch}..{batch + depth - 1} of 'data' (sizes {picked_sizes})")
     outer = len(index_shape) - 1
     out_rank = len(outs[0].type.get_shape())
 
