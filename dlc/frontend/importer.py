@@ -38,6 +38,18 @@ from dlc.runtime import memory_limit
 from dlc.errors import ModelLoadError, UnsupportedError
 
 _MAX_FOLD_ITERATIONS = 16
+_PACKED_FOUR_BIT = {getattr(onnx.TensorProto, name) for name in ("INT4", "UINT4", "FLOAT4E2M1")
+                    if hasattr(onnx.TensorProto, name)}
+_COMPLEX = (onnx.TensorProto.COMPLEX64, onnx.TensorProto.COMPLEX128)
+_POOLS = ("MaxPool", "AveragePool", "LpPool")
+_WINDOW_OPS = (*_POOLS, "Conv", "ConvTranspose", "ConvInteger", "QLinearConv", "DeformConv", "MaxUnpool")
+# No image window comes near: larger kernels, strides, dilations or pads overflow ONNX's int64
+# shape arithmetic into wrong (even positive) output sizes.
+_MAX_WINDOW_ATTRIBUTE = 1 << 31
+# Slice steps beyond this make ONNX's data propagation allocate without bound (onnx 1.17:
+# step INT64_MIN); a step longer than its axis selects one element, as the axis length does.
+_MAX_SLICE_STEP = 1 << 31
+_INT64_MAX = (1 << 63) - 1
 
 
 def load_model(model: str | Path | onnx.ModelProto, max_memory: str | int | None = None) -> onnx.ModelProto:
@@ -83,7 +95,44 @@ def load_model(model: str | Path | onnx.ModelProto, max_memory: str | int | None
     except onnx.checker.ValidationError as error:
         first_line = str(error).strip().splitlines()[0]
         raise ModelLoadError(f"{source}: fails onnx.checker: {first_line}") from None
+    _check_tensor_lengths(proto, source)
     return proto
+
+
+def _stored_tensors(graph: onnx.GraphProto):
+    """(tensor, where) for each initializer and each tensor attribute of a node."""
+    for init in graph.initializer:
+        yield init, f"initializer '{init.name}'"
+    for index, node in enumerate(graph.node):
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.TENSOR:
+                yield attr.t, f"attribute '{attr.name}' of {_describe(node, index)}"
+
+
+def _check_tensor_lengths(proto: onnx.ModelProto, source: str) -> None:
+    """Every stored tensor holds exactly as many values as its dims say.
+
+    onnx.checker refuses too few values but not too many, which numpy then fails to reshape.
+    """
+    for tensor, where in _stored_tensors(proto.graph):
+        elements = int(np.prod(tensor.dims, dtype=object))
+        if tensor.data_type in _PACKED_FOUR_BIT or tensor.data_type == onnx.TensorProto.STRING:
+            continue
+        try:
+            itemsize = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+            field = onnx.helper.tensor_dtype_to_field(tensor.data_type)
+        except (KeyError, ValueError, TypeError):
+            continue  # an unknown data type: the importer names it where it is used
+        if tensor.HasField("raw_data"):
+            stored, needed, unit = len(tensor.raw_data), elements * itemsize, "bytes"
+        else:
+            complex_parts = 2 if tensor.data_type in _COMPLEX else 1
+            stored, needed, unit = len(getattr(tensor, field)), elements * complex_parts, "values"
+        if stored != needed:
+            raise ModelLoadError(f"{source}: {where} has dims {list(tensor.dims)} ({elements} elements, "
+                                 f"{needed} {unit}) but holds {stored} {unit}",
+                                 "the file is damaged or was written by a faulty exporter; export the "
+                                 "model again")
 
 
 def _check_text_fields(message, source: str, path: str = "model") -> None:
@@ -111,6 +160,12 @@ def _check_text_fields(message, source: str, path: str = "model") -> None:
 
 def _describe(node: onnx.NodeProto, index: int) -> str:
     return f"node '{node.name or f'#{index}'}' ({node.op_type})"
+
+
+def _node_text(node: onnx.NodeProto, graph: onnx.GraphProto) -> str:
+    """`_describe` for a node of `graph` (an unnamed one by its position)."""
+    index = next((i for i, other in enumerate(graph.node) if other is node), "?")
+    return _describe(node, index)
 
 
 def _names_read_by_subgraphs(node: onnx.NodeProto) -> set[str]:
@@ -232,6 +287,10 @@ def _with_external_data(proto: onnx.ModelProto, source: str, folder: Path | None
             info = ExternalDataInfo(tensor)
         except ValueError as error:
             raise ModelLoadError(f"{source}: tensor '{tensor.name}': bad external data entry ({error})") from None
+        if "\0" in info.location:
+            raise ModelLoadError(f"{source}: tensor '{tensor.name}' keeps its data in "
+                                 f"{info.location!r}, a location with a NUL character",
+                                 "the file is damaged: no file name holds a NUL; export the model again")
         where = f"{source}: tensor '{tensor.name}' keeps its data in '{info.location}'"
         if not info.location:
             raise ModelLoadError(f"{where}: the external data entry has no location")
@@ -346,12 +405,12 @@ def _convert_opset(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def _restore_declared_output_types(original: onnx.ModelProto, converted: onnx.ModelProto) -> None:
-    """The version converter re-infers graph outputs and can replace their declared static
-    shapes with symbolic ones (an intermediate listed as an output); the declaration stands."""
-    declared = {value.name: value.type for value in original.graph.output
-                if _static_shape(value.type) is not None}
+    """The version converter re-infers graph outputs: it can replace declared static shapes with
+    symbolic ones (an intermediate listed as an output) and fill in ONNX's own sizes where the
+    model declared none (wrong for ceil_mode pools, see _ceil_pool_proxy); the declaration stands."""
+    declared = {value.name: value.type for value in original.graph.output}
     for value in converted.graph.output:
-        if value.name in declared and _static_shape(value.type) is None:
+        if value.name in declared:
             value.type.CopyFrom(declared[value.name])
 
 
@@ -410,6 +469,99 @@ def _evaluate(node: onnx.NodeProto, inputs: list[np.ndarray | None]) -> list[np.
         return ReferenceEvaluator(node, opsets={"": CANONICAL_OPSET}).run(None, feeds)
 
 
+def _ints(node: onnx.NodeProto, name: str) -> list[int]:
+    return next((list(attr.ints) for attr in node.attribute if attr.name == name), [])
+
+
+def _check_window_attributes(graph: onnx.GraphProto) -> None:
+    """Kernels, strides, dilations and pads in range, and pools' pads shorter than the kernel
+    (onnxruntime refuses longer ones; windows that are all padding would read -inf or 0/0)."""
+    for index, node in enumerate(graph.node):
+        if node.op_type not in _WINDOW_OPS or node.domain not in ("", "ai.onnx"):
+            continue
+        for name, least in (("kernel_shape", 1), ("strides", 1), ("dilations", 1), ("pads", 0)):
+            bad = [value for value in _ints(node, name) if not least <= value < _MAX_WINDOW_ATTRIBUTE]
+            if bad:
+                raise ModelLoadError(f"{_describe(node, index)}: attribute {name}={_ints(node, name)} "
+                                     f"has {bad[0]}, outside {least}..{_MAX_WINDOW_ATTRIBUTE - 1}",
+                                     f"fix the node's {name}: a window that size fits no tensor")
+        kernel, pads = _ints(node, "kernel_shape"), _ints(node, "pads")
+        if node.op_type in _POOLS and len(pads) == 2 * len(kernel):
+            too_long = [axis for axis in range(len(pads)) if pads[axis] >= kernel[axis % len(kernel)]]
+            if too_long:
+                raise ModelLoadError(f"{_describe(node, index)}: pads {pads} are not all shorter than "
+                                     f"kernel_shape {kernel}",
+                                     "onnxruntime refuses such pools too (windows made only of padding "
+                                     "have no value); make each pad smaller than the kernel")
+
+
+def _check_dimensions(graph: onnx.GraphProto, types: dict[str, onnx.TypeProto],
+                      constants: dict[str, np.ndarray]) -> None:
+    """Refuse the shapes ONNX inference computes but no tensor can have, naming the node:
+    negative dimensions (a kernel larger than its padded input, a negative Pad, Split or
+    Resize scale), an element count beyond int64, and Conv outputs of size 0 (which
+    onnxruntime refuses; zero-size tensors elsewhere are valid ONNX)."""
+    for index, node in enumerate(graph.node):
+        for name in node.output:
+            shape = _static_shape(types[name]) if name in types else None
+            if shape is None:
+                continue
+            nonzero = int(np.prod([size for size in shape if size], dtype=object))
+            empty_conv = node.op_type in ("Conv", "ConvTranspose") and 0 in shape
+            if min(shape, default=0) >= 0 and nonzero <= _INT64_MAX and not empty_conv:
+                continue
+            what = ("an element count beyond int64" if nonzero > _INT64_MAX else
+                    "a negative dimension" if min(shape) < 0 else "an empty spatial dimension")
+            inputs = ", ".join(_value_text(value, types, constants) for value in node.input if value)
+            raise ModelLoadError(f"{_describe(node, index)} computes output '{name}' of shape "
+                                 f"{list(shape)}, {what}; its inputs: {inputs}",
+                                 "fix the node's attributes or constant inputs (kernel, pads, "
+                                 "split sizes, scales, target shape) so they fit its inputs' shapes; "
+                                 "onnxruntime refuses this model too")
+
+
+def _value_text(name: str, types: dict[str, onnx.TypeProto], constants: dict[str, np.ndarray]) -> str:
+    """`'x' float32[1, 3]`, or a small constant with its values: `'pads' int64[4] = [0, -3, 0, -3]`."""
+    array = constants.get(name)
+    if array is None:
+        return f"'{name}' {_type_text(types.get(name))}"
+    values = f" = {array.ravel().tolist()}" if array.size <= 8 else ""
+    return f"'{name}' {array.dtype}{list(array.shape)}{values}"
+
+
+def _ceil_pool_proxy(node: onnx.NodeProto, types: dict[str, onnx.TypeProto]) -> list | None:
+    """The attributes of a floor_mode pool of the size the ONNX spec gives ceil_mode `node`
+    (windows starting in the end padding dropped), or None where ONNX sizes it right."""
+    if node.op_type not in _POOLS:
+        return None
+    present = {attr.name: attr for attr in node.attribute}
+    ceil = "ceil_mode" in present and present["ceil_mode"].i
+    explicit = "auto_pad" not in present or present["auto_pad"].s in (b"", b"NOTSET")
+    shape = _static_shape(types[node.input[0]]) if node.input[0] in types else None
+    if not ceil or not explicit or shape is None:
+        return None
+    kernel = _ints(node, "kernel_shape")
+    rank = len(kernel)
+    pads = _ints(node, "pads") or [0] * (2 * rank)
+    strides = _ints(node, "strides") or [1] * rank
+    dilations = _ints(node, "dilations") or [1] * rank
+    spatial = shape[2:]
+    if len(spatial) != rank or len(pads) != 2 * rank:
+        return None  # ONNX inference reports the mismatch
+    end_pads = []
+    for axis in range(rank):
+        extent = dilations[axis] * (kernel[axis] - 1) + 1
+        padded = spatial[axis] + pads[axis] + pads[axis + rank]
+        count = -(-(padded - extent) // strides[axis]) + 1
+        if (count - 1) * strides[axis] >= spatial[axis] + pads[axis]:
+            count -= 1
+        # floor((spatial + begin + end - extent) / stride) + 1 == count for this end pad.
+        end_pads.append(count * strides[axis] - 1 + extent - spatial[axis] - pads[axis])
+    proxy = [attr for attr in node.attribute if attr.name not in ("ceil_mode", "pads")]
+    proxy.append(onnx.helper.make_attribute("pads", pads[:rank] + end_pads))
+    return proxy
+
+
 class _Folder:
     """Shape inference and constant folding over the graph, until a fixed point."""
 
@@ -421,6 +573,14 @@ class _Folder:
         self.types: dict[str, onnx.TypeProto] = {}
 
     def run(self) -> None:
+        _check_window_attributes(self.model.graph)
+        if any(node.op_type in _POOLS for node in self.model.graph.node):
+            # ceil_mode pools are sized from their inputs' shapes (_ceil_pool_proxy), needed
+            # before the first strict inference, which a declared output after them would fail.
+            try:
+                self.types = _value_types(onnx.shape_inference.infer_shapes(self.model))
+            except Exception:  # noqa: BLE001 - the strict inference reports the fault
+                pass
         for _ in range(_MAX_FOLD_ITERATIONS):
             self._infer_types()
             if not self._fold_once():
@@ -428,6 +588,7 @@ class _Folder:
 
     def _infer_types(self) -> None:
         graph = self.model.graph
+        self._shorten_slice_steps()
         del graph.initializer[:]
         used = {name for node in graph.node for name in node.input} | {o.name for o in graph.output}
         graph.initializer.extend(numpy_helper.from_array(array, name)
@@ -443,12 +604,43 @@ class _Folder:
         # First without data propagation, which is cheap and cannot allocate: a Range or
         # ConstantOfShape of billions of elements is refused before data propagation (which
         # materialises such values) or folding does allocate it.
-        self.types = _value_types(self._inferred(data_prop=False))
-        self._check_memory()
-        self.types = _value_types(self._inferred(data_prop=True))
+        self._infer(data_prop=False)
+        # A ceil_mode pool is sized right only once its input's shape is known (_sized_pools):
+        # infer again while inference reveals more of them.
+        sized = None
+        while sized != (sized := self._sized_pools()):
+            self._infer(data_prop=True)
+
+    def _infer(self, data_prop: bool) -> None:
+        self.types = _value_types(self._inferred(data_prop))
+        _check_dimensions(self.model.graph, self.types, self.constants)
         self._check_memory()
 
+    def _sized_pools(self) -> int:
+        return sum(1 for node in self.model.graph.node if _ceil_pool_proxy(node, self.types))
+
+    def _shorten_slice_steps(self) -> None:
+        """Constant Slice steps longer than _MAX_SLICE_STEP become that long (same result)."""
+        for node in self.model.graph.node:
+            steps = self.constants.get(node.input[4]) if node.op_type == "Slice" and len(node.input) > 4 \
+                else None
+            if steps is None or np.abs(steps.astype(object)).max(initial=0) <= _MAX_SLICE_STEP:
+                continue
+            name = f"{node.input[4]}.shortened"
+            self.constants[name] = np.clip(steps, -_MAX_SLICE_STEP, _MAX_SLICE_STEP).astype(steps.dtype)
+            node.input[4] = name
+
     def _inferred(self, data_prop: bool) -> onnx.ModelProto:
+        # ONNX sizes ceil_mode pools without dropping the windows that start in the end
+        # padding (onnx 1.17); onnxruntime and the spec drop them. The pools are inferred as
+        # the floor_mode pools of the same size, then restored.
+        originals = {}
+        for node in self.model.graph.node:
+            proxy = _ceil_pool_proxy(node, self.types)
+            if proxy is not None:
+                originals[id(node)] = (node, list(node.attribute))
+                del node.attribute[:]
+                node.attribute.extend(proxy)
         try:
             return onnx.shape_inference.infer_shapes(self.model, check_type=True, strict_mode=True,
                                                      data_prop=data_prop)
@@ -458,6 +650,10 @@ class _Folder:
             if "bad_alloc" in str(error):
                 raise _memory_error("ONNX shape inference (data propagation)") from None
             raise _inference_error(self.model, error) from None
+        finally:
+            for node, attributes in originals.values():
+                del node.attribute[:]
+                node.attribute.extend(attributes)
 
     def _check_memory(self) -> None:
         """Inputs, outputs, weights and the largest intermediate must fit under the limit."""
@@ -507,18 +703,32 @@ class _Folder:
         try:
             return _evaluate(node, [self.constants.get(name) for name in node.input])
         except MemoryError:
-            raise _memory_error(f"constant folding node '{node.name}' ({node.op_type})") from None
+            raise _memory_error(f"constant folding {_node_text(node, self.model.graph)}") from None
         except Exception:
             return None  # leave it to the compiler, which reports a precise error
 
     def _check_fold_size(self, node: onnx.NodeProto) -> None:
         """Folding allocates the node's outputs as weights: refuse it above the limit first."""
-        outputs = {name: _type_bytes(self.types.get(name, onnx.TypeProto())) or 0 for name in node.output if name}
+        outputs = {name: self._fold_output_bytes(node, name) for name in node.output if name}
         weights = sum(array.nbytes for array in self.constants.values())
         shapes = ", ".join(f"'{name}' {_type_text(self.types.get(name))}" for name in outputs)
         memory_limit.check(weights + sum(outputs.values()), self.limit,
-                           f"constant folding node '{node.name}' ({node.op_type}) into {shapes}",
+                           f"constant folding {_node_text(node, self.model.graph)} into {shapes}",
                            {"its outputs": sum(outputs.values()), "weights so far": weights})
+
+    def _fold_output_bytes(self, node: onnx.NodeProto, name: str) -> int:
+        """What folding `node` allocates for output `name`: its ONNX type's size, else what the
+        operator computes its output shape from (ONNX sizes no MaxUnpool given output_shape)."""
+        known = _type_bytes(self.types.get(name))
+        if known is not None:
+            return known
+        inputs = [self.constants.get(input_name) for input_name in node.input]
+        if node.op_type == "MaxUnpool" and len(inputs) > 2 and inputs[2] is not None:
+            elements = int(np.prod([max(int(size), 0) for size in inputs[2]], dtype=object))
+            return elements * inputs[0].itemsize
+        # The other operators ONNX cannot size from constant inputs (NonZero, Unique, Compress)
+        # select from their inputs: at most one int64 index per input element and axis.
+        return sum(array.size * 8 * max(array.ndim, 1) for array in inputs if array is not None)
 
 
 def _value_types(inferred: onnx.ModelProto) -> dict[str, onnx.TypeProto]:
