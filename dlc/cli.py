@@ -112,6 +112,31 @@ def _compile(args, compile_to: str):
     return result
 
 
+def _check_output(option: str, path: Path, directory: bool) -> None:
+    """Refuse an output path that cannot be written before compiling (an artifact is a
+    directory, created with its parents; any other output is a file in an existing folder)."""
+    if directory:
+        blocked = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+        if blocked is not None:
+            raise DlcError(f"{option} {path}: '{blocked}' is a file, and the output is a directory",
+                           "give a directory path (it is created if missing), or remove the file")
+    elif path.is_dir():
+        raise DlcError(f"{option} {path}: is a directory, and this output is a file",
+                       "give a file name, e.g. -o model.mlir")
+    elif not path.parent.is_dir():
+        raise DlcError(f"{option} {path}: the folder '{path.parent}' does not exist",
+                       f"create it first (mkdir -p {path.parent}) or write elsewhere")
+
+
+def _write(path: Path, write) -> None:
+    """Run `write`; the OS's refusal (permissions, a full disk) is an error naming the path."""
+    try:
+        write()
+    except OSError as error:
+        raise DlcError(f"cannot write {path}: {error.strerror or error}",
+                       "check the path's permissions and the free disk space") from None
+
+
 def cmd_compile(args) -> int:
     from dlc.driver import write_mlir
 
@@ -119,21 +144,24 @@ def cmd_compile(args) -> int:
         from passes import load_pass_plugin
 
         load_pass_plugin(plugin)
+    writes_directory = args.compile_to == "exe"
+    if args.output or writes_directory:
+        _check_output("-o", Path(args.output or "out"), writes_directory)
     result = _compile(args, args.compile_to)
     if result.phase == "exe" and hasattr(result.executable, "placement"):
         _print_placement(result.executable, args)
     elif result.phase == "exe":
         out = Path(args.output or "out")
-        result.executable.save(out)
+        _write(out, lambda: result.executable.save(out))
         print(f"wrote {out}/ ({', '.join(sorted(p.name for p in out.iterdir()))})")
     elif result.phase == "llvm":
         if args.output:
-            Path(args.output).write_text(result.text)
+            _write(Path(args.output), lambda: Path(args.output).write_text(result.text))
             print(f"wrote {args.output}")
         else:
             print(result.text)
     elif args.output:
-        write_mlir(result.module, args.output)
+        _write(Path(args.output), lambda: write_mlir(result.module, args.output))
         from dialects.weights import sidecar_path
 
         print(f"wrote {args.output} and {sidecar_path(args.output)}")
@@ -175,6 +203,9 @@ def cmd_run(args) -> int:
     import dlc
 
     path = Path(args.model)
+    save_to = Path(args.save_outputs) if args.save_outputs else None
+    if save_to is not None:
+        _check_output("--save-outputs", save_to, directory=True)
     if path.is_dir():
         if args.target not in ("cpu",):
             raise DlcError(f"{path} is a compiled cpu artifact; --target {args.target} needs the .onnx model")
@@ -202,8 +233,9 @@ def cmd_run(args) -> int:
         latencies.append(time.perf_counter() - start)
     for name, value in outputs.items():
         print(f"{name}: shape {list(value.shape)} {value.dtype}  {_summary(value)}")
-        if args.save_outputs:
-            np.save(Path(args.save_outputs) / f"{name.replace('/', '_')}.npy", value)
+        if save_to is not None:
+            file = save_to / f"{name.replace('/', '_')}.npy"
+            _write(file, lambda: (save_to.mkdir(parents=True, exist_ok=True), np.save(file, value)))
     print(f"median latency over {len(latencies)} run(s): {np.median(latencies) * 1e3:.3f} ms "
           f"(target {args.target})")
     if hasattr(executable, "format_reports"):
@@ -218,6 +250,18 @@ def cmd_run(args) -> int:
     return 0
 
 
+def _check_mlir_text(path: Path) -> None:
+    """`dlc opt` reads MLIR text: refuse a binary file (an .onnx model) by name, not by codec."""
+    try:
+        path.read_bytes().decode()
+    except OSError:
+        return  # read_mlir reports a missing or unreadable file
+    except UnicodeDecodeError:
+        raise DlcError(f"{path}: not MLIR text (the file is binary; an .onnx model?)",
+                       "`dlc opt` reads the text `dlc compile MODEL.onnx --compile-to onnx -o "
+                       "M.mlir` writes") from None
+
+
 def cmd_opt(args) -> int:
     from dialects.context import make_context
     from dlc.driver import read_mlir, write_mlir
@@ -227,6 +271,9 @@ def cmd_opt(args) -> int:
         from passes import load_pass_plugin
 
         load_pass_plugin(plugin)
+    if args.output:
+        _check_output("-o", Path(args.output), directory=False)
+    _check_mlir_text(Path(args.input))
     module = read_mlir(args.input)
     instrument = _instrumentation(args)
     if args.pipeline:
@@ -394,7 +441,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", action="append", metavar="NAME=FILE.npy")
     p.add_argument("--repeat", type=int, default=10, help="timed runs for the median latency")
     p.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
-    p.add_argument("--save-outputs", metavar="DIR", help="write each output to DIR/NAME.npy")
+    p.add_argument("--save-outputs", metavar="DIR",
+                   help="write each output to DIR/NAME.npy (DIR is created if missing)")
     p.add_argument("--profile", action="store_true",
                    help="time each kernel inside the native code; print GFLOP/s, GB/s and roofline")
     p.add_argument("--check-bounds", action="store_true",

@@ -58,6 +58,10 @@ def check_inputs(specs: list[TensorSpec], feeds: dict[str, np.ndarray]) -> list[
         if tuple(value.shape) != spec.shape:
             raise InputError(f"input '{spec.name}': expected shape {list(spec.shape)}, got {list(value.shape)}",
                              "dlc compiles for static shapes; recompile with --shape NAME=... to change them")
+        if value.dtype == np.bool_ and value.size and value.view(np.uint8).max() > 1:
+            # A bool array built from raw bytes (np.frombuffer, .view) can hold 2..255, which
+            # generated code would and/xor bitwise; onnxruntime reads any non-zero byte as true.
+            value = value.view(np.uint8) != 0
         arrays.append(value)
     return arrays
 
