@@ -11,6 +11,7 @@ graph (two for the Conv+Relu epilogue); runs alternate between dlc and onnxrunti
 from __future__ import annotations
 
 import argparse
+import functools
 import re
 import sys
 from pathlib import Path
@@ -110,8 +111,8 @@ def main(argv=None) -> int:
         if not np.allclose(got, want, rtol=1e-3, atol=1e-3):
             print(f"{name:36s} WRONG: max |error| {np.max(np.abs(got - want)):.3g}")
             continue
-        latency = median_latencies({"dlc": lambda: compiled.run(feeds),
-                                    "ort": lambda: session.run(None, feeds)}, args.repeat)
+        latency = median_latencies({"dlc": functools.partial(compiled.run, feeds),
+                                    "ort": functools.partial(session.run, None, feeds)}, args.repeat)
         ratio = latency["dlc"] / latency["ort"]
         ratios.append(ratio)
         print(f"{name:36s} {latency['dlc'] * 1e3:9.3f} {latency['ort'] * 1e3:9.3f} {ratio:8.2f}", flush=True)

@@ -88,7 +88,7 @@ def main(argv=None) -> int:
         print(f"note: {max(counts)} threads on {len(_cores())} cores: some share a core", file=sys.stderr)
     results: dict[tuple[str, int], list[float]] = {}
     environment = {**os.environ, "ORT_LOGGING_LEVEL": "3"}
-    for round_ in range(args.rounds):
+    for _ in range(args.rounds):
         for threads in counts:
             for runtime in ("dlc", "onnxruntime"):
                 out = subprocess.run([sys.executable, __file__, args.model, "--repeat", str(args.repeat),

@@ -6,14 +6,15 @@ Errors print one clear message and exit with code 1; `--debug` shows the traceba
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from dlc.tools.oracle import random_inputs
 from dlc.errors import DlcError, InputError
+from dlc.tools.oracle import random_inputs
 
 COMPARE_ABS_TOLERANCE = 1e-3
 COMPARE_REL_TOLERANCE = 1e-3
@@ -128,10 +129,11 @@ def _check_output(option: str, path: Path, directory: bool) -> None:
                        f"create it first (mkdir -p {path.parent}) or write elsewhere")
 
 
-def _write(path: Path, write) -> None:
-    """Run `write`; the OS's refusal (permissions, a full disk) is an error naming the path."""
+@contextlib.contextmanager
+def _writing(path: Path):
+    """The OS's refusal to write (permissions, a full disk) becomes an error naming the path."""
     try:
-        write()
+        yield
     except OSError as error:
         raise DlcError(f"cannot write {path}: {error.strerror or error}",
                        "check the path's permissions and the free disk space") from None
@@ -152,16 +154,19 @@ def cmd_compile(args) -> int:
         _print_placement(result.executable, args)
     elif result.phase == "exe":
         out = Path(args.output or "out")
-        _write(out, lambda: result.executable.save(out))
+        with _writing(out):
+            result.executable.save(out)
         print(f"wrote {out}/ ({', '.join(sorted(p.name for p in out.iterdir()))})")
     elif result.phase == "llvm":
         if args.output:
-            _write(Path(args.output), lambda: Path(args.output).write_text(result.text))
+            with _writing(Path(args.output)):
+                Path(args.output).write_text(result.text)
             print(f"wrote {args.output}")
         else:
             print(result.text)
     elif args.output:
-        _write(Path(args.output), lambda: write_mlir(result.module, args.output))
+        with _writing(Path(args.output)):
+            write_mlir(result.module, args.output)
         from dialects.weights import sidecar_path
 
         print(f"wrote {args.output} and {sidecar_path(args.output)}")
@@ -235,7 +240,9 @@ def cmd_run(args) -> int:
         print(f"{name}: shape {list(value.shape)} {value.dtype}  {_summary(value)}")
         if save_to is not None:
             file = save_to / f"{name.replace('/', '_')}.npy"
-            _write(file, lambda: (save_to.mkdir(parents=True, exist_ok=True), np.save(file, value)))
+            with _writing(file):
+                save_to.mkdir(parents=True, exist_ok=True)
+                np.save(file, value)
     print(f"median latency over {len(latencies)} run(s): {np.median(latencies) * 1e3:.3f} ms "
           f"(target {args.target})")
     if hasattr(executable, "format_reports"):
@@ -297,8 +304,8 @@ def cmd_explain(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from dlc.tools.fusion_report import compare, format_compare
     from dlc.targets import get_target
+    from dlc.tools.fusion_report import compare, format_compare
 
     if get_target(args.target).partial:  # a simulated accelerator: compare its cost model, not timings
         from dlc.tools.fusion_report import compare_fusion

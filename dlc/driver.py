@@ -15,11 +15,11 @@ from pathlib import Path
 from xdsl.dialects.builtin import ModuleOp, StringAttr
 from xdsl.passes import ModulePass
 
+from dialects.context import make_context
 from dialects.weights import WeightStore, attach_weights, sidecar_path, weights_of
 from dlc import cache
 from dlc.errors import CompileError, DlcError
 from dlc.targets import CompileOptions, Target, describe_target_on, get_target
-from dialects.context import make_context
 from passes import all_passes
 from passes.pipeline import PassInstrumentation, parse_pass_pipeline, run_passes
 

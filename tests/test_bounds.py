@@ -163,7 +163,8 @@ builtin.module attributes {dlc.target = "cpu"} {
     }
     func.return
   }
-  func.func @main(%0: memref<1x10xf32>, %1: memref<1x10xf32>, %2: memref<64xi8>) attributes {dlc.input_names = ["x"], dlc.output_names = ["y"], dlc.num_inputs = "1", dlc.arena_size = 0 : i64} {
+  func.func @main(%0: memref<1x10xf32>, %1: memref<1x10xf32>, %2: memref<64xi8>) attributes {
+      dlc.input_names = ["x"], dlc.output_names = ["y"], dlc.num_inputs = "1", dlc.arena_size = 0 : i64} {
     func.call @k0_Relu(%0, %1) : (memref<1x10xf32>, memref<1x10xf32>) -> ()
     func.return
   }

@@ -16,7 +16,8 @@ from dlc.errors import ArtifactError
 from dlc.runtime.elf_loader import ElfImage, MalformedObject, UnresolvedSymbol, supported_host
 from dlc.runtime.mcjit import NativeModule
 
-pytestmark = pytest.mark.skipif(not supported_host(), reason="the ELF loader is for x86-64 Linux; MCJIT loads elsewhere")
+pytestmark = pytest.mark.skipif(not supported_host(),
+                                reason="the ELF loader is for x86-64 Linux; MCJIT loads elsewhere")
 
 # Calls into libm (PLT32 through stubs), a writable global (.data/.bss), a constant table
 # (.rodata), and the address of a libm function taken (a GOT slot).

@@ -14,8 +14,8 @@ from xdsl.transforms.convert_linalg_to_loops import ConvertLinalgToLoopsPass
 
 from dlc.codegen.llvm_emitter import emit_llvm, entry_symbol
 from dlc.codegen.native import compile_object
-from dlc.runtime.mcjit import NativeModule, host_cpu
 from dlc.errors import CompileError
+from dlc.runtime.mcjit import NativeModule, host_cpu
 
 _DIALECTS = (builtin.Builtin, func.Func, arith.Arith, math.Math, memref.MemRef, scf.Scf,
              affine.Affine, linalg.Linalg)  # fmt: skip

@@ -288,7 +288,8 @@ def test_golden_instruction_stream_of_a_small_conv():
         # Bias, then the fused Relu in place on the accumulator, then one store.
         ('npu.dma_load {tensor = "b", offsets = array<i64: 0>, sizes = array<i64: 4>, addr = 1792 : i64, '
          'pad_value = 0.000000e+00 : f32}'),
-        ('npu.vector {fn = "add", ins = array<i64: 1280, 1792>, in_shapes = [array<i64: 4, 4, 4>, array<i64: 4, 1, 1>], '
+        ('npu.vector {fn = "add", ins = array<i64: 1280, 1792>, '
+         'in_shapes = [array<i64: 4, 4, 4>, array<i64: 4, 1, 1>], '
          'out = 1280 : i64, out_shape = array<i64: 4, 4, 4>}'),
         ('npu.vector {fn = "relu", ins = array<i64: 1280>, in_shapes = [array<i64: 1, 4, 4, 4>], out = 1280 : i64, '
          'out_shape = array<i64: 1, 4, 4, 4>}'),

@@ -16,10 +16,10 @@ from test_llvm_emitter import aligned
 import dlc
 from dlc.codegen.llvm_emitter import emit_llvm, entry_symbol
 from dlc.codegen.native import compile_object
-from dlc.runtime.mcjit import NativeModule
+from dlc.codegen.thread_pool_ir import pool_object
 from dlc.driver import compile_model, parse_mlir
 from dlc.runtime import NativeExecutable, RuntimeContext
-from dlc.codegen.thread_pool_ir import pool_object
+from dlc.runtime.mcjit import NativeModule
 from dlc.runtime.thread_pool import pool
 
 OPSET = 21
@@ -66,8 +66,8 @@ def _elementwise_chain():
                          helper.make_node("Mul", ["g", X], ["y"])], [2, 24, 32, 32], [("b", b)])
 
 
-MODELS = {"conv_pad_relu": _conv_relu, "conv_small_image": _conv_small_image, "max_pool": _max_pool, "softmax": _softmax,
-          "transpose": _transpose, "elementwise_chain": _elementwise_chain}
+MODELS = {"conv_pad_relu": _conv_relu, "conv_small_image": _conv_small_image, "max_pool": _max_pool,
+          "softmax": _softmax, "transpose": _transpose, "elementwise_chain": _elementwise_chain}
 
 
 def _with_threads(model: dlc.CompiledModel, threads: int) -> NativeExecutable:

@@ -75,7 +75,8 @@ def test_independent_branches_share_one_partition():
          helper.make_node("Softmax", ["x"], ["s"], name="softmax", axis=1),
          helper.make_node("Conv", ["x", "wb"], ["b"], name="conv_b"),
          helper.make_node("Add", ["a", "b"], ["y"], name="add")],
-        [("x", [1, 3, 6, 6])], ["y", "s"], [_named(_weights(4, 3, 1, 1), "wa"), _named(_weights(4, 3, 1, 1, seed=2), "wb")])
+        [("x", [1, 3, 6, 6])], ["y", "s"],
+        [_named(_weights(4, 3, 1, 1), "wa"), _named(_weights(4, 3, 1, 1, seed=2), "wb")])
     assert_matches_onnxruntime(model, target="npu-sim")
     parts = _compile(model).partitions
     assert sorted((p.target, len(p.nodes)) for p in parts) == [("cpu", 1), ("npu-sim", 3)]

@@ -7,8 +7,8 @@ import pytest
 from conftest import ROOT, random_feeds
 
 import dlc
-from dlc.driver import MLIR_PHASES, compile_model, parse_mlir, read_mlir, write_mlir
 from dialects.weights import weights_of
+from dlc.driver import MLIR_PHASES, compile_model, parse_mlir, read_mlir, write_mlir
 
 MODELS = [ROOT / "examples" / "models" / "mlp.onnx", ROOT / "examples" / "models" / "cnn.onnx"]
 

@@ -1,9 +1,9 @@
 """Padded pooling without a padded copy of the input, as passes/lowering/rules/pooling.py
 lowers it (`_pool_in_place`): output boxes that read x in place through only their in-bounds
-taps, the flat interior of stride-1 pools with its masked border columns, the interleaved stride-2 reads, the looped path
-for kernels of more than 25 taps, the padded-copy fallback for large pads, and the per-box
-divisors of AveragePool (count_include_pad 0/1, ceil_mode). dlc vs onnxruntime, NaN through
-the border boxes, then every case again under guard pages.
+taps, the flat interior of stride-1 pools with its masked border columns, the interleaved
+stride-2 reads, the looped path for kernels of more than 25 taps, the padded-copy fallback for
+large pads, and the per-box divisors of AveragePool (count_include_pad 0/1, ceil_mode). dlc vs
+onnxruntime, NaN through the border boxes, then every case again under guard pages.
 
 Tolerance is conftest's default (rtol=1e-4, atol=1e-5): at most 30 taps are summed, in
 another order than onnxruntime's, and LpPool's root adds an ulp or two.

@@ -13,8 +13,8 @@ import sys
 import numpy as np
 import pytest
 
-from dlc.tools import profiling
 from dlc.errors import DlcError
+from dlc.tools import profiling
 from dlc.tools.profiling import MachinePeak, host_peak
 
 FAKE = MachinePeak(gflops=123.0, bandwidth_gbps=45.0)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from conftest import run_onnxruntime, random_feeds
+from conftest import random_feeds, run_onnxruntime
 from onnx import TensorProto, helper, numpy_helper
 
 from dialects.diagnostics import UnsupportedError
@@ -293,7 +293,8 @@ def test_one_hot():
         ("OneHot", ["f", "fdepth", "fvalues"], ["float_indices"], {"axis": 1}),
     ], {"i": (I64, [2, 3]), "f": (F32, [4]), "values": (I64, [2])},
         ["last_axis", "axis0", "float_indices"],
-        {"depth": np.array(5, np.int64), "fdepth": np.array(5, np.float32), "fvalues": np.array([-1.5, 3.0], np.float32)})
+        {"depth": np.array(5, np.int64), "fdepth": np.array(5, np.float32),
+         "fvalues": np.array([-1.5, 3.0], np.float32)})
     feeds = _feeds(model, low=-6, high=7)  # some indices outside [-depth, depth-1]
     feeds["f"] = np.array([-1.7, 4.9, 2.2, 7.0], np.float32)
     _assert_matches(model, feeds)

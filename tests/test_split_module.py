@@ -10,12 +10,12 @@ import pytest
 from conftest import ROOT
 
 import dlc
-from dlc.driver import compile_model
 from dlc.codegen import native
 from dlc.codegen.native import compile_objects, parse_llvm
-from dlc.runtime.mcjit import NativeModule
 from dlc.codegen.split_module import split_module
+from dlc.driver import compile_model
 from dlc.errors import ArtifactError, CompileError
+from dlc.runtime.mcjit import NativeModule
 
 CNN = str(ROOT / "examples/models/cnn.onnx")
 DEFINE = re.compile(r'^define (internal )?[^@]*@"([^"]+)"', re.M)
@@ -50,7 +50,7 @@ def test_every_function_lands_in_exactly_one_part(cnn_ir):
     for part in parts:
         for name, exported in _defined(part).items():
             if exported and name != "dlc_main":
-                assert any(f'declare' in other and f'@"{name}"' in other
+                assert any('declare' in other and f'@"{name}"' in other
                            for other in parts if other is not part)
 
 

@@ -11,12 +11,12 @@ import onnx
 import pytest
 from conftest import ROOT, random_feeds, run_onnxruntime
 from onnx import TensorProto, helper, numpy_helper
+from test_cli import run_cli
 
 import dlc
 from dlc.driver import compile_model
 from dlc.errors import CompileError
 from dlc.targets import CompileOptions
-from test_cli import run_cli
 
 CNN = str(ROOT / "examples" / "models" / "cnn.onnx")
 

@@ -13,8 +13,17 @@ import numpy as np
 import pytest
 from llvmlite import ir
 
-from dialects.gemm_ukernel import (CACHE_LINE_FLOATS, CORE_BYTES_PER_S, CORE_FLOPS, GemmSpec,
-                                   a_rows_alias, choose_tiles, pack_b, pad_a_rows, thread_grid)
+from dialects.gemm_ukernel import (
+    CACHE_LINE_FLOATS,
+    CORE_BYTES_PER_S,
+    CORE_FLOPS,
+    GemmSpec,
+    a_rows_alias,
+    choose_tiles,
+    pack_b,
+    pad_a_rows,
+    thread_grid,
+)
 from dlc.codegen.native import compile_object
 from dlc.codegen.ukernels import emit_gemm
 from dlc.runtime import aligned_empty

@@ -3,9 +3,10 @@
 A Conv is the GEMM Y[Cout, OH*OW] = W[Cout, C*KH*KW] @ col[C*KH*KW, OH*OW] with
 col[(c, kh, kw), (oh, ow)] = X_padded[c, oh*sh + kh*dh, ow*sw + kw*dw] (the lowering of
 onnx__Conv.html that Caffe named im2col). `emit_im2col` writes columns [j0, j1) of col into a
-buffer in the micro-kernel's panel layout (so building it is also packing B); the convolution's GEMM worker (gemm_calls.py) builds the block of
-columns it is about to multiply, so the block is still in that core's L2 when the micro-kernel
-reads it, whichever thread runs it (a whole-image col is several MB, 115 MB on VGG's first layer).
+buffer in the micro-kernel's panel layout (so building it is also packing B); the convolution's
+GEMM worker (gemm_calls.py) builds the block of columns it is about to multiply, so the block is
+still in that core's L2 when the micro-kernel reads it, whichever thread runs it (a whole-image
+col is several MB, 115 MB on VGG's first layer).
 """
 
 from __future__ import annotations
@@ -153,7 +154,8 @@ def emit_im2col(module: ir.Module, name: str, spec: Im2colSpec, nr: int) -> ir.F
         if sw == 1:
             if outputs_mask is None:
                 return b.load(address, typ=vec, align=4)
-            return b.call(masked_load, [address, ir.Constant(i32, 4), outputs_mask, ir.Constant(vec, [0.0] * COPY_LANES)])
+            return b.call(masked_load, [address, ir.Constant(i32, 4), outputs_mask,
+                                        ir.Constant(vec, [0.0] * COPY_LANES)])
         if outputs_mask is None:
             span = ir.Constant(wide_mask_type, [lane < (COPY_LANES - 1) * sw + 1 for lane in range(COPY_LANES * sw)])
         else:

@@ -34,8 +34,8 @@ from xdsl.ir import Attribute, Block, Region, SSAValue
 from dialects.onnx import CANONICAL_OPSET, NONDETERMINISTIC, OPS, NoneOp, WeightOp
 from dialects.types import element_type_for, numpy_dtype_for_onnx
 from dialects.weights import WeightStore, attach_weights
-from dlc.runtime import memory_limit
 from dlc.errors import ModelLoadError, UnsupportedError
+from dlc.runtime import memory_limit
 
 _MAX_FOLD_ITERATIONS = 16
 _PACKED_FOUR_BIT = {getattr(onnx.TensorProto, name) for name in ("INT4", "UINT4", "FLOAT4E2M1")
@@ -811,7 +811,8 @@ def _attribute(attr: onnx.AttributeProto, node: onnx.NodeProto) -> Attribute:
         return FloatAttr(attr.f, f32)
     if kind in (onnx.AttributeProto.STRING, onnx.AttributeProto.STRINGS):
         try:
-            texts = [text.decode() for text in (attr.strings if attr.strings else [attr.s])]
+            for text in attr.strings if attr.strings else [attr.s]:
+                text.decode()
         except UnicodeDecodeError:
             raise ModelLoadError(f"node '{node.name}' ({node.op_type}): attribute '{attr.name}' is not valid "
                                  "UTF-8 text", "the file is damaged; export the model again") from None

@@ -33,7 +33,6 @@ class CpuTarget(Target):
         import os
 
         from dlc.runtime.host import host_caches
-
         from dlc.runtime.mcjit import host_cpu
 
         cpu, features = host_cpu()
@@ -73,16 +72,14 @@ class CpuTarget(Target):
         return emit_llvm(module, weight_layout(module)[0])
 
     def build(self, module, options: CompileOptions):
-        from dlc.version import __version__
         from dlc.codegen.native import compile_objects
-        from dlc.runtime.mcjit import host_cpu
-        from dlc.runtime import MANIFEST_VERSION, NativeExecutable, cpuinfo_flags, object_file_names
         from dlc.codegen.thread_pool_ir import pool_object
+        from dlc.runtime import MANIFEST_VERSION, NativeExecutable, cpuinfo_flags, object_file_names
+        from dlc.runtime.mcjit import host_cpu
+        from dlc.version import __version__
 
         offsets, blob = weight_layout(module)
-        from dlc.codegen.llvm_emitter import emit_llvm
-
-        from dlc.codegen.llvm_emitter import profile_sites
+        from dlc.codegen.llvm_emitter import emit_llvm, profile_sites
 
         llvm_ir = emit_llvm(module, offsets, profile=options.profile)
         cpu, features = host_cpu()

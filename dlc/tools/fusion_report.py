@@ -7,6 +7,7 @@ buffers, and times the fused and unfused builds on the same inputs.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
@@ -79,7 +80,7 @@ def kernel_infos(module) -> list[KernelInfo]:
                 if operand not in inside and isinstance(operand.type, TensorType) and produced_by_kernel(operand):
                     read.add(operand)
 
-        def lines(key):
+        def lines(key, launch=launch):
             attr = launch.attributes.get(key)
             return [s.data for s in attr.data] if attr is not None else []
 
@@ -193,7 +194,7 @@ def compare(model, repeat: int = 20, input_shapes=None, target: str = "cpu", see
                              arena_bytes=getattr(executable, "manifest", {}).get("arena_size", 0),
                              nodes=nodes, edges=edges, threads=threads)
         report.outputs = executable.run(feeds)
-        report.latency_ms = _median_ms(lambda: executable.run(feeds), repeat)
+        report.latency_ms = _median_ms(functools.partial(executable.run, feeds), repeat)
         if profile:
             # Timers inside the code cost a little, so the profiled build is not the one timed above.
             profiled = compile_model(model, target=target, options=replace(options, profile=True),

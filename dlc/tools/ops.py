@@ -26,6 +26,7 @@ def supported_operators() -> list[OperatorSupport]:
     rows = []
     rules = load_rules()
     for name in sorted(set(rules) | VIEW_OPS):
-        how = "view (no kernel, no copy)" if name in VIEW_OPS else f"linalg ({rules[name].__module__.rsplit('.', 1)[-1]})"
+        family = rules[name].__module__.rsplit(".", 1)[-1] if name in rules else ""
+        how = "view (no kernel, no copy)" if name in VIEW_OPS else f"linalg ({family})"
         rows.append(OperatorSupport(name, f"{max(7, first_version.get(name, 7))}-{latest}", how))
     return rows

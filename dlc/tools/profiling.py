@@ -62,8 +62,9 @@ def host_peak(threads: int = 1) -> MachinePeak:
     2026-11-28: ~115 GFLOP/s and ~27 GB/s per core, where dlc's GEMM reaches ~115 and
     numpy's 512^3 matmul ~102; the old formula assumed 160 GFLOP/s and 20 GB/s.)
 
-    The measurement (0.1-0.5 s, mostly faulting in the streaming buffer) happens once per process and is cached on disk next to the
-    compile cache (`$DLC_CACHE_DIR/peak-<key>.json`, keyed by the CPU's name and features;
+    The measurement (0.1-0.5 s, mostly faulting in the streaming buffer) happens once per process
+    and is cached on disk next to the compile cache (`$DLC_CACHE_DIR/peak-<key>.json`, keyed by
+    the CPU's name and features;
     delete it to measure again); an unreadable or malformed file is measured again.
     `DLC_PEAK_GFLOPS` and `DLC_PEAK_GBPS` override one core's figures (then multiplied by
     `threads` too); with both set nothing is measured.
@@ -192,7 +193,7 @@ def fma_loop_ir(width: int, chains: int, fused: bool = True) -> str:
     vectors read from io (vectors 0..chains-1, then m, then c) and the results written back
     (so nothing can be optimised away). 2 * width * chains * n FLOPs."""
     vec = f"<{width} x float>"
-    lines = [f"define void @dlc_peak_fma(i64 %n, ptr %io) #0 {{", "entry:"]
+    lines = ["define void @dlc_peak_fma(i64 %n, ptr %io) #0 {", "entry:"]
     for k in range(chains + 2):
         lines.append(f"  %p{k} = getelementptr inbounds {vec}, ptr %io, i64 {k}")
         lines.append(f"  %v{k} = load {vec}, ptr %p{k}, align 4")

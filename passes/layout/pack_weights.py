@@ -16,16 +16,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 from xdsl.context import Context
 from xdsl.dialects import func, memref
-import numpy as np
 from xdsl.dialects.builtin import DictionaryAttr, MemRefType, ModuleOp, StringAttr, UnitAttr
 from xdsl.ir import BlockArgument, SSAValue
 from xdsl.passes import ModulePass
 from xdsl.rewriter import InsertPoint, Rewriter
 
-from dialects.gemm_ukernel import (a_rows_alias, choose_tiles, gemm_attributes, gemm_spec, pack_b,
-                                   pad_a_rows, ukernels)
+from dialects.gemm_ukernel import a_rows_alias, choose_tiles, gemm_attributes, gemm_spec, pack_b, pad_a_rows, ukernels
 from dialects.weights import weights_of
 from passes.target_info import target_info
 

@@ -38,9 +38,9 @@ from dialects.onnx import VIEW_OPS, NoneOp, OnnxOp, WeightOp
 from dialects.op_costs import flops
 from dialects.types import byte_size, numpy_dtype
 from dialects.weights import weights_of
+from passes.lowering.rules import load_rules
 from passes.lowering.utils.elementwise_fusion import emit_fused, gemm_epilogue, is_inlinable
 from passes.lowering.utils.linalg_builder import KernelBuilder
-from passes.lowering.rules import load_rules
 
 
 def memref_of(type: TensorType) -> MemRefType:

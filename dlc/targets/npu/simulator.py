@@ -115,9 +115,9 @@ class _Scoreboard:
     def ready(self, reads, writes) -> int:
         start = 0
         for (lo, hi), (write_end, read_end) in self.ranges.items():
-            if any(lo < h and l < hi for l, h in reads):
+            if any(lo < end and begin < hi for begin, end in reads):
                 start = max(start, write_end)
-            if any(lo < h and l < hi for l, h in writes):
+            if any(lo < end and begin < hi for begin, end in writes):
                 start = max(start, write_end, read_end)
         return start
 

@@ -11,11 +11,11 @@ from xdsl.dialects.builtin import IntegerType, MemRefType
 from xdsl.ir import SSAValue
 
 from dialects.diagnostics import UnsupportedError
-from passes.lowering.utils.linalg_builder import PARALLEL, REDUCTION, affine_map, cst, dim, identity_map
 from passes.lowering.rules import lowers
 from passes.lowering.rules.elementwise import FLOAT, INT, require_kinds
 from passes.lowering.rules.movement import is_empty, normalize_axis
 from passes.lowering.rules.reduction import highest, keepdims_shape, lowest
+from passes.lowering.utils.linalg_builder import PARALLEL, REDUCTION, affine_map, cst, dim, identity_map
 
 
 def arg_extreme_into(kb, x: SSAValue, index: SSAValue, axis: int, largest: bool,

@@ -14,6 +14,7 @@ from math import prod
 from dialects.diagnostics import UnsupportedError
 from dialects.onnx import WeightOp
 from passes.lowering.kernels_to_linalg import reshape_view, view_at
+from passes.lowering.rules import lowers
 from passes.lowering.utils.linalg_builder import (
     PARALLEL,
     REDUCTION,
@@ -22,7 +23,6 @@ from passes.lowering.utils.linalg_builder import (
     broadcast_map,
     dim,
 )
-from passes.lowering.rules import lowers
 from passes.lowering.utils.ukernel_calls import emit_gemm_call, is_f32_memref, take_epilogue
 
 # Batched MatMuls become one micro-kernel call per batch; beyond this many, a loop nest.

@@ -19,8 +19,8 @@ from xdsl.ir.affine import AffineExpr
 
 from dialects.diagnostics import UnsupportedError
 from passes.lowering.kernels_to_linalg import reshape_view, view_at
-from passes.lowering.utils.linalg_builder import PARALLEL, REDUCTION, affine_map, cst, dim, identity_map
 from passes.lowering.rules import lowers
+from passes.lowering.utils.linalg_builder import PARALLEL, REDUCTION, affine_map, cst, dim, identity_map
 from passes.lowering.utils.ukernel_calls import emit_gemm_call, is_f32_memref, take_epilogue
 
 

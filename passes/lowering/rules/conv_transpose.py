@@ -13,11 +13,11 @@ from xdsl.dialects.builtin import MemRefType
 
 from dialects.diagnostics import UnsupportedError
 from passes.lowering.kernels_to_linalg import reshape_view
-from passes.lowering.utils.linalg_builder import PARALLEL, REDUCTION, affine_map, dim, identity_map
 from passes.lowering.rules import lowers
 from passes.lowering.rules.conv import grouped_view
 from passes.lowering.rules.movement import is_empty, window
 from passes.lowering.rules.reduction import require_float
+from passes.lowering.utils.linalg_builder import PARALLEL, REDUCTION, affine_map, dim, identity_map
 
 
 def _ints(op, name: str, default: list[int]) -> list[int]:

@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections import Counter
 
 from dialects.diagnostics import UnsupportedError
-from passes.lowering.utils.linalg_builder import PARALLEL, REDUCTION, affine_map, cst, dim
 from passes.lowering.rules import lowers
 from passes.lowering.rules.movement import is_empty
+from passes.lowering.utils.linalg_builder import PARALLEL, REDUCTION, affine_map, cst, dim
 
 
 def _labels(op, term: str, rank: int | None, ellipsis: int) -> list[str]:

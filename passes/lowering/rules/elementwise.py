@@ -20,9 +20,9 @@ from xdsl.ir import Attribute, SSAValue
 
 from dialects.diagnostics import UnsupportedError
 from dialects.types import is_float, numpy_dtype
+from passes.lowering.rules import lowers
 from passes.lowering.utils.linalg_builder import Body
 from passes.lowering.utils.runtime_checks import divisor_check, status_word
-from passes.lowering.rules import lowers
 
 Formula = Callable[[Body, SSAValue, object], SSAValue]  # (body, x, onnx op) -> y
 

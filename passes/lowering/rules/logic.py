@@ -6,9 +6,9 @@ broadcasting; booleans are i1. Float comparisons are IEEE ordered: false when a 
 
 from __future__ import annotations
 
-from passes.lowering.utils.linalg_builder import Body
 from passes.lowering.rules import lowers
 from passes.lowering.rules.elementwise import BOOL, FLOAT, INT, UINT, require_kinds
+from passes.lowering.utils.linalg_builder import Body
 
 _COMPARISONS = {  # op -> (relation for Body.compare, element kinds the spec allows)
     "Equal": ("eq", (FLOAT, INT, UINT, BOOL)),

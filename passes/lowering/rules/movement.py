@@ -19,6 +19,7 @@ from xdsl.ir.affine import AffineExpr
 from dialects.diagnostics import UnsupportedError
 from dialects.onnx import CANONICAL_OPSET, WeightOp
 from dialects.weights import weights_of
+from passes.lowering.rules import lowers
 from passes.lowering.utils.linalg_builder import (
     PARALLEL,
     affine_map,
@@ -27,7 +28,6 @@ from passes.lowering.utils.linalg_builder import (
     dim,
     identity_map,
 )
-from passes.lowering.rules import lowers
 
 # --- shared helpers ---------------------------------------------------------------------------
 

@@ -13,7 +13,6 @@ from xdsl.dialects.builtin import MemRefType
 from xdsl.ir import SSAValue
 
 from dialects.diagnostics import UnsupportedError
-from passes.lowering.utils.linalg_builder import PARALLEL, affine_map, dim, identity_map
 from passes.lowering.rules import lowers
 from passes.lowering.rules.reduction import (
     keepdims_shape,
@@ -22,6 +21,7 @@ from passes.lowering.rules.reduction import (
     require_float,
     update_in_place,
 )
+from passes.lowering.utils.linalg_builder import PARALLEL, affine_map, dim, identity_map
 
 
 def _axis(op, rank: int, default: int) -> int:

@@ -15,11 +15,11 @@ from xdsl.ir import SSAValue
 
 from dialects.diagnostics import UnsupportedError
 from passes.lowering.kernels_to_linalg import reshape_view
-from passes.lowering.utils.linalg_builder import PARALLEL, REDUCTION, affine_map, cst, dim, identity_map
 from passes.lowering.rules import lowers
 from passes.lowering.rules.conv import pad_into
 from passes.lowering.rules.normalization import mean_and_inv_std
 from passes.lowering.rules.reduction import require_float
+from passes.lowering.utils.linalg_builder import PARALLEL, REDUCTION, affine_map, cst, dim, identity_map
 
 
 def _group_norm(kb, op, x: SSAValue, scale: SSAValue, bias: SSAValue, y: SSAValue,

@@ -20,7 +20,6 @@ from xdsl.ir import SSAValue
 
 from dialects.diagnostics import UnsupportedError
 from passes.lowering.kernels_to_linalg import view_at
-from passes.lowering.utils.linalg_builder import PARALLEL, REDUCTION, affine_map, cst, dim
 from passes.lowering.rules import lowers
 from passes.lowering.rules.conv import (
     MAX_UNROLLED_TAPS,
@@ -36,6 +35,7 @@ from passes.lowering.rules.conv import (
     window_of,
 )
 from passes.lowering.rules.reduction import reduce_into, require_float, update_in_place
+from passes.lowering.utils.linalg_builder import PARALLEL, REDUCTION, affine_map, cst, dim
 
 
 def _window(op, x: SSAValue, y: SSAValue) -> Window:

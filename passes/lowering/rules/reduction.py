@@ -8,7 +8,6 @@ attributes. Also holds the reduction helpers that pooling and normalization shar
 from __future__ import annotations
 
 import itertools
-
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -22,6 +21,7 @@ from dialects.onnx import WeightOp
 from dialects.types import is_float, numpy_dtype
 from dialects.weights import weights_of
 from passes.lowering.kernels_to_linalg import reshape_view
+from passes.lowering.rules import lowers
 from passes.lowering.utils.linalg_builder import (
     PARALLEL,
     REDUCTION,
@@ -32,7 +32,6 @@ from passes.lowering.utils.linalg_builder import (
     dim,
     identity_map,
 )
-from passes.lowering.rules import lowers
 
 Step = Callable[..., SSAValue]  # step(body, accumulator, x, *extras) -> new accumulator
 
@@ -126,7 +125,8 @@ def _reduce_in_lanes(kb, source: SSAValue, out: SSAValue, axes: Sequence[int], i
     # out = fold of the lanes, then of the tail.
     out_rank = len(out_shape)
     kb.fill(out, init)
-    kb.generic([partial], [out], [identity_map(out_rank + 1), affine_map(out_rank + 1, [dim(i) for i in range(out_rank)])],
+    kb.generic([partial], [out],
+               [identity_map(out_rank + 1), affine_map(out_rank + 1, [dim(i) for i in range(out_rank)])],
                [PARALLEL] * out_rank + [REDUCTION], lambda b, a: [step(b, a[1], a[0])])
     if tail:
         tail_bounds = kb.scratch(MemRefType(element_type, [tail]))

@@ -17,10 +17,10 @@ from xdsl.dialects.builtin import IndexType, MemRefType, NoneType, f32
 from xdsl.ir import SSAValue
 
 from dialects.diagnostics import UnsupportedError
-from passes.lowering.utils.linalg_builder import PARALLEL, identity_map
 from passes.lowering.rules import lowers
 from passes.lowering.rules.elementwise import FLOAT, require_kinds
 from passes.lowering.rules.movement import constant_input, copy_into, is_empty, normalize_axis
+from passes.lowering.utils.linalg_builder import PARALLEL, identity_map
 
 _COORDINATE_MODES = ("half_pixel", "half_pixel_symmetric", "pytorch_half_pixel", "align_corners",
                      "asymmetric", "tf_crop_and_resize")

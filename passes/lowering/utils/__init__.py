@@ -1,1 +1,2 @@
-"""Helpers the lowering passes and rules share (not passes): the linalg builder, elementwise loop fusion, micro-kernel call sites."""
+"""Helpers the lowering passes and rules share (not passes): the linalg builder, elementwise loop
+fusion, micro-kernel call sites, run-time checks, NPU instruction selection."""
