@@ -171,6 +171,25 @@ def test_gather_index_out_of_range_raises_naming_the_node(gather_case, bad):
         compiled.run({"x": x, "i": indices})
 
 
+@pytest.mark.parametrize("name", list(GATHERS))
+def test_gather_checks_indices_inside_the_parallel_gather_loop(name):
+    # No second pass over the indices: one generic, all parallel, whose body stores the code.
+    from xdsl.dialects import memref
+    from xdsl.dialects.linalg import ops as linalg
+
+    from dlc.driver import compile_model
+    from passes.lowering.utils.runtime_checks import SETS_STATUS
+
+    node, data_shape, index_shape, _ = GATHERS[name]
+    model = _model([node], {"x": (F32, data_shape), "i": (I64, index_shape)})
+    module = compile_model(model, compile_to="linalg").module
+    generics = [op for op in module.walk() if isinstance(op, linalg.GenericOp)]
+    assert len(generics) == 1
+    assert all(t.data.value == "parallel" for t in generics[0].iterator_types)
+    assert any(isinstance(op, memref.StoreOp) and SETS_STATUS in op.attributes
+               for op in generics[0].walk())
+
+
 def test_gather_int32_indices_are_checked():
     model = _model([("Gather", ["x", "i"], {})], {"x": (F32, [3, 2]), "i": (I32, [3])})
     compiled = dlc.compile(model)

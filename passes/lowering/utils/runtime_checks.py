@@ -2,19 +2,19 @@
 
 ONNX calls an integer division by zero and an out-of-range index errors (onnxruntime refuses
 them). Generated code must neither trap (SIGFPE kills the process) nor read out of bounds, so
-the access itself still uses a safe divisor or a clamped index; in addition the check stores
+the access itself still uses a safe divisor or an in-range index; in addition the check stores
 the node's error code into a status word: an i32 that plan-memory reserves in the arena (one
 arena per run, so concurrent runs never share it) and @main zeroes first. After the native
 call the runtime reads it and raises the DlcError of that code (manifest `error_sites`).
 
-A check never makes a loop serial or slower to vectorise: inside a parallel loop it is a
-branch, never taken on valid data, around a store of a constant (racy but idempotent);
-index tensors are checked by a reduction over the indices alone, beside the gather loop.
+A check never makes a loop serial nor reads its data twice: inside a parallel loop it is a
+branch, never taken on valid data, around a store of a constant (racy but idempotent). An
+index is checked where the gather loop loads it (`index_check`), so the loop stays parallel
+and vectorised and the indices are read once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from weakref import WeakKeyDictionary
 
 from xdsl.dialects import memref, scf
@@ -29,7 +29,7 @@ from xdsl.dialects.builtin import (
 )
 from xdsl.ir import Block, Region, SSAValue
 
-from passes.lowering.utils.linalg_builder import REDUCTION, Body, affine_map, cst, identity_map
+from passes.lowering.utils.linalg_builder import Body
 
 STATUS_TYPE = MemRefType(i32, [1])
 ERROR_SITES = "dlc.error_sites"  # on the module: the message of error code k at position k - 1
@@ -76,31 +76,16 @@ def flag_if(b: Body, status: SSAValue, violated: SSAValue, code: int) -> None:
     b.block.add_op(scf.IfOp(violated, [], Region(then_block)))
 
 
-def check_indices(kb, op, indices: SSAValue, bound: Callable[[Body], SSAValue | int],
-                  message: str) -> None:
-    """Flag `message` when an element i of `indices` lies outside [-n, n), n = bound(body).
-
-    A reduction over the indices alone (max of the codes, so a code never gets lost), apart
-    from the loop that reads the data: that loop keeps its clamp and its vectorisation.
-    `bound` may read the loop position (GatherND: the size depends on the last index dim).
-    """
-    rank = len(indices.type.get_shape())
-    if 0 in indices.type.get_shape():
-        return
-    status = status_word(kb)
-    code = error_code(op, message)
-
-    def body(b: Body, args):
-        i = b.on(IndexType())
-        n = bound(i)
-        n = i.const(n) if isinstance(n, int) else n
-        # -n <= index < n exactly when index + n, as an unsigned number, is below 2n.
-        outside = i.cmp("uge", i.add(b.index_from(args[0]), n), i.add(n, n))
-        return [b.max(args[1], b.select(outside, b.const(code), b.const(0)))]
-
-    check = kb.generic([indices], [status], [identity_map(rank), affine_map(rank, [cst(0)])],
-                       [REDUCTION] * rank, body)
-    check.attributes[SETS_STATUS] = UnitAttr()
+def index_check(b: Body, status: SSAValue, index: SSAValue, n: int, code: int) -> SSAValue:
+    """Flag `code` when `index` (an `index` value just loaded by the gather loop) lies outside
+    [-n, n): a compare and a never-taken branch where the index already is, no second pass
+    (the loop stays parallel and vectorised). Returns the i1 `outside`: the caller must still
+    keep the access in bounds (indexing.wrap_and_clamp selects index 0 then)."""
+    i = b.on(IndexType())
+    # -n <= index < n exactly when index + n, as an unsigned number, is below 2n.
+    outside = i.cmp("uge", i.add(index, i.const(n)), i.const(2 * n))
+    flag_if(b, status, outside, code)
+    return outside
 
 
 def divisor_check(op, b: Body, status: SSAValue, x: SSAValue, y: SSAValue, signed: bool
