@@ -154,3 +154,77 @@ def test_campaign_minimises_and_saves_a_failure(monkeypatch, tmp_path):
     assert info["kind"] == "mismatch" and info["config"] == "reference/all" and info["nodes"] == ["Softmax"]
     assert info["original_nodes"] == len(model.graph.node)
     assert [n.op_type for n in onnx.load(summary.saved[0]).graph.node] == ["Softmax"]
+
+
+# --- the hostile side (issue 14): --hostile and --artifacts ---------------------------------------
+
+HOSTILE_CASES = 15
+HOSTILE_SEED = 6
+# Seeds 3-5 hit open findings outside the fuzz package (issue 14): the reference target's
+# GatherElements/GatherND raise numpy's ValueError when the indices are smaller than the data
+# on a non-gathered axis, and a pool whose window lies in the padding answers -inf where
+# onnxruntime answers -3.4e38; `--hostile --cases 15 --seed 5 --no-save` shows both.
+
+
+def test_seeded_hostile_campaign_finds_nothing():
+    log: list[str] = []
+    summary = fuzz(cases=HOSTILE_CASES, seed=HOSTILE_SEED, corpus=None, isolate=True, hostile=True,
+                   log=log.append)
+    assert summary.cases == HOSTILE_CASES
+    assert not summary.findings, "\n".join([summary.report(), *log, "reproduce: python -m dlc.tools.fuzz "
+                                            f"--hostile --cases {HOSTILE_CASES} --seed {HOSTILE_SEED} --no-save"])
+
+
+def test_hostile_models_carry_their_inputs_and_reach_the_hostile_cases():
+    from dlc.tools.fuzz.hostile import generate_hostile, hostile_feeds, predicted_error
+
+    ops, errors, extremes = set(), 0, set()
+    for seed in range(60):
+        model = generate_hostile(seed)
+        assert generate_hostile(seed).SerializeToString() == model.SerializeToString()
+        ops.update(n.op_type for n in model.graph.node)
+        feeds = hostile_feeds(model, seed)
+        assert set(feeds) == {i.name for i in model.graph.input}
+        errors += predicted_error(model, feeds) is not None
+        for v in feeds.values():
+            if v.dtype == np.float32:
+                extremes.update(k for k, bad in (("nan", np.isnan(v)), ("inf", np.isinf(v)),
+                                                 ("denormal", (v != 0) & (np.abs(v) < 1.2e-38))) if bad.any())
+            elif v.dtype.kind in "iu" and v.size:
+                extremes.update(k for k, bad in (("min", v == np.iinfo(v.dtype).min), ("zero", v == 0)) if bad.any())
+        if any(n.op_type in ("MaxPool", "AveragePool") for n in model.graph.node):
+            attrs = {a.name: onnx.helper.get_attribute_value(a) for n in model.graph.node for a in n.attribute}
+            extremes.add("ceil_mode") if attrs.get("ceil_mode") else None
+    assert {"Div", "Mod", "Gather", "GatherElements", "GatherND", "MaxPool", "AveragePool"} <= ops, ops
+    assert {"nan", "inf", "denormal", "min", "zero", "ceil_mode"} <= extremes, extremes
+    assert 5 <= errors <= 50, errors  # some runs are errors by ONNX's rules, most are not
+
+
+def test_hostile_oracle_wants_a_dlc_error_for_a_division_by_zero():
+    from onnx import TensorProto, helper
+
+    from dlc.tools.fuzz.hostile import check_hostile, set_feeds
+
+    graph = helper.make_graph([helper.make_node("Div", ["a", "b"], ["y"], name="div0")], "d",
+                              [helper.make_tensor_value_info(n, TensorProto.INT32, [3]) for n in "ab"],
+                              [helper.make_tensor_value_info("y", TensorProto.INT32, [3])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+    set_feeds(model, {"a": np.array([7, -7, 1], np.int32), "b": np.array([2, 0, 1], np.int32)})
+    assert check_hostile(model, 0, [("cpu", "all"), ("reference", "all")]) == []
+    set_feeds(model, {"a": np.array([7, -7, 1], np.int32), "b": np.array([2, 3, 1], np.int32)})
+    assert check_hostile(model, 0, [("cpu", "all")]) == []
+
+
+ARTIFACT_CASES = 15
+ARTIFACT_SEED = 1
+
+
+def test_seeded_artifact_mutation_campaign_finds_nothing():
+    from dlc.tools.fuzz.artifacts import fuzz_artifacts
+
+    log: list[str] = []
+    summary = fuzz_artifacts(cases=ARTIFACT_CASES, seed=ARTIFACT_SEED, log=log.append)
+    assert summary.cases == ARTIFACT_CASES
+    assert summary.outcomes["refused"] >= 5, summary.report()  # the mutations reach the checks
+    assert not summary.findings, "\n".join([summary.report(), *log, "reproduce: python -m dlc.tools.fuzz "
+                                            f"--artifacts --cases {ARTIFACT_CASES} --seed {ARTIFACT_SEED} --no-save"])

@@ -21,6 +21,7 @@ import dlc.tools.fuzz
 from dlc.tools.fuzz.checks import ALL_CONFIGS, Finding, check_model, config_name
 from dlc.tools.fuzz.corpus import DEFAULT_CORPUS, corpus_entries, replay, save_to_corpus
 from dlc.tools.fuzz.generator import GeneratorError, generate
+from dlc.tools.fuzz.hostile import check_hostile, generate_hostile
 from dlc.tools.fuzz.minimise import minimise
 
 # --- running checks in a worker process ----------------------------------------------------------
@@ -28,10 +29,13 @@ from dlc.tools.fuzz.minimise import minimise
 class InProcess:
     """Checks in this process (tests, and minimising failures that do not crash)."""
 
-    def __init__(self, threads: int = 1):
+    def __init__(self, threads: int = 1, hostile: bool = False):
         self.threads = threads
+        self.hostile = hostile
 
     def check(self, model, feed_seed, configs, timeout=None) -> list[Finding]:
+        if self.hostile:
+            return check_hostile(model, feed_seed, configs, threads=self.threads)
         return check_model(model, feed_seed, configs, threads=self.threads)
 
     def close(self):
@@ -41,9 +45,10 @@ class InProcess:
 class Worker:
     """Checks in a child process: a segfault or a hang becomes a finding, and a fresh worker starts."""
 
-    def __init__(self, threads: int = 1):
+    def __init__(self, threads: int = 1, hostile: bool = False):
         self.process: subprocess.Popen | None = None
         self.threads = threads
+        self.hostile = hostile
 
     def _start(self):
         env = dict(os.environ, DLC_CACHE="0")
@@ -56,6 +61,8 @@ class Worker:
             self._start()
         request = {"model": base64.b64encode(model.SerializeToString()).decode(), "feed_seed": feed_seed,
                    "configs": [list(c) for c in configs], "threads": self.threads}
+        if self.hostile:
+            request["hostile"] = True
         self.process.stdin.write(json.dumps(request) + "\n")
         self.process.stdin.flush()
         current = "startup"
@@ -103,9 +110,9 @@ def worker_main() -> int:
             import signal
 
             os.kill(os.getpid(), signal.SIGSEGV)
-        findings = check_model(model, request["feed_seed"], [tuple(c) for c in request["configs"]],
-                               threads=request.get("threads", 1),
-                               progress=lambda config: say({"config": list(config)}))
+        check = check_hostile if request.get("hostile") else check_model
+        findings = check(model, request["feed_seed"], [tuple(c) for c in request["configs"]],
+                         threads=request.get("threads", 1), progress=lambda config: say({"config": list(config)}))
         say({"findings": [asdict(f) for f in findings]})
     return 0
 
@@ -130,9 +137,10 @@ class Summary:
 
 def fuzz(*, minutes: float | None = None, cases: int | None = None, seed: int = 0, configs=ALL_CONFIGS,
          corpus: Path | None = DEFAULT_CORPUS, isolate: bool = True, max_nodes: int = 10,
-         minimise_s: float = 120.0, threads: int = 1, log=print) -> Summary:
-    """Generate and check models until `minutes` pass or `cases` are done; minimise and save failures."""
-    runner = Worker(threads) if isolate else InProcess(threads)
+         minimise_s: float = 120.0, threads: int = 1, hostile: bool = False, log=print) -> Summary:
+    """Generate and check models until `minutes` pass or `cases` are done; minimise and save failures.
+    `hostile`: the hostile generator and oracle (hostile.py) instead of the well-conditioned ones."""
+    runner = Worker(threads, hostile) if isolate else InProcess(threads, hostile)
     summary = Summary()
     start = time.monotonic()
     seen: set[tuple] = set()
@@ -142,8 +150,8 @@ def fuzz(*, minutes: float | None = None, cases: int | None = None, seed: int = 
             case_seed = seed * 1_000_003 + case
             case += 1
             try:
-                model = generate(case_seed, max_nodes)
-            except GeneratorError as error:
+                model = generate_hostile(case_seed, max_nodes) if hostile else generate(case_seed, max_nodes)
+            except (GeneratorError, onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as error:
                 summary.cases += 1
                 summary.findings["generator"] += 1
                 log(f"case {case_seed}: generator: {error}")
@@ -172,7 +180,7 @@ def fuzz(*, minutes: float | None = None, cases: int | None = None, seed: int = 
                 recorded = again[0] if again else finding
                 path = save_to_corpus(Path(corpus), small, recorded, {
                     "seed": case_seed, "feed_seed": case_seed, "original_nodes": len(model.graph.node),
-                    "threads": threads})
+                    "threads": threads, **({"hostile": True} if hostile else {})})
                 summary.saved.append(path)
                 log(f"  minimised {len(model.graph.node)} -> {len(small.graph.node)} nodes: {path}")
     finally:
@@ -197,6 +205,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-save", action="store_true", help="report failures without minimising/saving")
     parser.add_argument("--replay", type=Path, nargs="*",
                         help="check these .onnx files again (none named: the whole corpus)")
+    parser.add_argument("--hostile", action="store_true",
+                        help="hostile values: integer ops with zeros and extremes, out-of-range indices, "
+                             "inf/nan/1e38/denormal floats, pools with ceil_mode and asymmetric pads")
+    parser.add_argument("--artifacts", action="store_true",
+                        help="mutate saved artifacts (manifest, object files, weights, file types) and "
+                             "load+run each in a child: anything but a clean run or an ArtifactError/DlcError "
+                             "is a finding")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -218,8 +233,16 @@ def main(argv: list[str] | None = None) -> int:
                 f"{f.kind} on {f.config}: {f.message[:300]}" for f in findings)))
         return 1 if failing else 0
     minutes = args.minutes if args.minutes is not None or args.cases is not None else 1.0
+    if args.artifacts:
+        from dlc.tools.fuzz.artifacts import fuzz_artifacts
+
+        result = fuzz_artifacts(minutes=minutes, cases=args.cases, seed=args.seed,
+                                corpus=None if args.no_save else args.corpus,
+                                log=lambda line: print(line, flush=True))
+        print(result.report())
+        return 1 if result.findings else 0
     summary = fuzz(minutes=minutes, cases=args.cases, seed=args.seed, configs=configs,
                    corpus=None if args.no_save else args.corpus, isolate=not args.no_isolate,
-                   max_nodes=args.max_nodes, threads=args.threads, log=lambda line: print(line, flush=True))
+                   max_nodes=args.max_nodes, threads=args.threads, hostile=args.hostile, log=lambda line: print(line, flush=True))
     print(summary.report())
     return 1 if summary.findings else 0

@@ -39,4 +39,8 @@ def corpus_entries(corpus: Path = DEFAULT_CORPUS) -> list[tuple[Path, dict]]:
 
 def replay(path: Path, info: dict, configs=ALL_CONFIGS) -> list[Finding]:
     """Check a corpus model again (with the feed seed it failed on)."""
+    if info.get("hostile"):  # the hostile oracle, on the inputs stored in the model
+        from dlc.tools.fuzz.hostile import check_hostile
+
+        return check_hostile(onnx.load(path), info.get("feed_seed", 0), configs, threads=info.get("threads", 1))
     return check_model(onnx.load(path), info.get("feed_seed", 0), configs, threads=info.get("threads", 1))

@@ -65,6 +65,7 @@ def remove_nodes(model: onnx.ModelProto, drop: set[int]) -> onnx.ModelProto | No
     graph = helper.make_graph(alive, model.graph.name, inputs, outputs,
                               [i for name, i in initializers.items() if name in live])
     result = helper.make_model(graph, opset_imports=list(model.opset_import), producer_name="dlc.tools.fuzz")
+    result.metadata_props.extend(model.metadata_props)  # hostile models carry their inputs there
     try:
         onnx.checker.check_model(result, full_check=True)
     except Exception:  # noqa: BLE001 (an invalid candidate is simply not taken)
