@@ -213,3 +213,11 @@ def test_explain_and_compare_commands(capsys, tmp_path):
     code, out, _ = run_cli(capsys, "compare", MLP, "--repeat", "2", "--html", str(tmp_path / "r.html"))
     assert code == 0 and "unfused" in out and "fused" in out and "worst abs error" in out
     assert (tmp_path / "r.html").read_text().startswith("<!DOCTYPE html>")
+
+
+@pytest.mark.parametrize("threads", ["0", "-2", "5000"])
+def test_a_thread_count_no_artifact_can_hold_is_refused_at_compile(capsys, tmp_path, threads):
+    # It used to write an artifact that every later load refused as damaged.
+    code, _, err = run_cli(capsys, "compile", CNN, "--threads", threads, "-o", str(tmp_path / "out"))
+    assert code == 1 and "threads must be a count from 1 to" in err and "Traceback" not in err
+    assert not (tmp_path / "out" / "manifest.json").exists()

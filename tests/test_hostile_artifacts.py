@@ -240,6 +240,15 @@ def test_object_code_linked_to_dev_zero_is_refused(artifact):
     _child_refused(artifact, "model.o: is not a regular file")
 
 
+@pytest.mark.parametrize("name", ["manifest.json", "model.o", "weights.bin"])
+def test_a_file_the_os_refuses_to_read_is_an_artifact_error(artifact, name):
+    # /proc/self/mem passes fstat as a regular file of 0 bytes, and reading it fails with EIO
+    # (found by `python -m dlc.tools.fuzz --artifacts`).
+    (artifact / name).unlink()
+    (artifact / name).symlink_to("/proc/self/mem")
+    _child_refused(artifact, name)
+
+
 def test_a_sparse_giant_manifest_is_refused_before_it_is_read(capsys, artifact):
     with open(artifact / "manifest.json", "r+b") as manifest:
         manifest.truncate(3 << 30)

@@ -19,6 +19,7 @@ loader sees it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -34,6 +35,7 @@ from dlc.runtime import memory_limit
 ALIGNMENT = 64  # weights.bin offsets and the arena
 # 3: "objects" and "pool" are file names; "files" (size and SHA-256 of every file) and
 # "integrity" (the manifest's own hash) were added.
+MAX_THREADS = 4096  # what a manifest may ask for; the pool itself caps its workers
 MANIFEST_VERSION = 3
 ENTRY_SYMBOL = "dlc_main"
 POOL_SYMBOLS = ("dlc_pool_parallel", "dlc_pool_start", "dlc_pool_stop", "dlc_pool_forget")
@@ -100,10 +102,20 @@ def open_regular_file(path: Path, max_bytes: int | None = None) -> tuple[int, in
     return descriptor, info.st_size
 
 
+@contextlib.contextmanager
+def _read_errors(path: Path):
+    """A read the OS refuses (EIO from a /proc file that fstat calls regular, a disk error) is
+    the artifact's fault, named as such, not an internal error."""
+    try:
+        yield
+    except OSError as error:
+        raise ArtifactError(f"{path}: cannot be read ({error.strerror or error})", RECOMPILE) from None
+
+
 def read_regular_file(path: Path, max_bytes: int) -> bytes:
     """The whole regular file at `path`, of at most `max_bytes`."""
     descriptor, _ = open_regular_file(path, max_bytes)
-    with os.fdopen(descriptor, "rb") as file:
+    with os.fdopen(descriptor, "rb") as file, _read_errors(path):
         data = file.read(max_bytes + 1)
     if len(data) > max_bytes:  # it grew after the check
         raise ArtifactError(
@@ -116,7 +128,7 @@ def file_sha256(path: Path) -> str:
     """SHA-256 of the regular file at `path`, read in chunks."""
     digest = hashlib.sha256()
     descriptor, _ = open_regular_file(path)
-    with os.fdopen(descriptor, "rb", buffering=0) as file:
+    with os.fdopen(descriptor, "rb", buffering=0) as file, _read_errors(path):
         for block in iter(lambda: file.read(_READ_CHUNK), b""):
             digest.update(block)
     return digest.hexdigest()
@@ -130,7 +142,7 @@ def _read_listed(directory: Path, name: str, entry: dict, into: np.ndarray | Non
         raise ArtifactError(f"{directory}: incomplete artifact, {name} is missing", RECOMPILE)
     descriptor, found = open_regular_file(path)
     size = entry["size"]
-    with os.fdopen(descriptor, "rb", buffering=0) as file:
+    with os.fdopen(descriptor, "rb", buffering=0) as file, _read_errors(path):
         if found != size:
             detail = f"expected {size} bytes, found {found}"
             raise ArtifactError(
@@ -246,8 +258,8 @@ _FIELDS = {
         f"{{weight name: offset, a multiple of {ALIGNMENT}}}",
     ),
     "threads": (
-        lambda v: v is None or (_natural(v, 4096) and v > 0),
-        "null or a count from 1 to 4096",
+        lambda v: v is None or (_natural(v, MAX_THREADS) and v > 0),
+        f"null or a count from 1 to {MAX_THREADS}",
     ),
     "profile_sites": (_texts, "a list of strings"),
     "kernels": (_kernels, "a list of {name, nodes, flops, bytes}"),

@@ -68,6 +68,13 @@ class CompileOptions:
     # GEMM tile overrides, "SELECTOR:mr=8,nr=32;..." (passes/tiling/apply_user_tiles.py).
     tiles: str | None = None
 
+    def __post_init__(self):
+        from dlc.runtime.artifact import MAX_THREADS
+
+        if self.threads is not None and not (isinstance(self.threads, int) and 1 <= self.threads <= MAX_THREADS):
+            raise DlcError(f"threads must be a count from 1 to {MAX_THREADS} (or None: all cores), "
+                           f"got {self.threads!r}", "pass --threads N with N >= 1")
+
 
 class Executable(Protocol):
     inputs: list[TensorSpec]

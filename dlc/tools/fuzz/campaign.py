@@ -243,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1 if result.findings else 0
     summary = fuzz(minutes=minutes, cases=args.cases, seed=args.seed, configs=configs,
                    corpus=None if args.no_save else args.corpus, isolate=not args.no_isolate,
-                   max_nodes=args.max_nodes, threads=args.threads, hostile=args.hostile, log=lambda line: print(line, flush=True))
+                   max_nodes=args.max_nodes, threads=args.threads, hostile=args.hostile,
+                   log=lambda line: print(line, flush=True))
     print(summary.report())
     return 1 if summary.findings else 0

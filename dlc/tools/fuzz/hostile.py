@@ -286,7 +286,8 @@ def predicted_error(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> str
                     env[node.output[0]] = a * b
                 elif op == "Div":  # truncating, as C and onnxruntime do
                     q = np.abs(a.astype(np.int64)) // np.abs(b.astype(np.int64))
-                    env[node.output[0]] = (np.sign(a.astype(np.int64)) * np.sign(b.astype(np.int64)) * q).astype(a.dtype)
+                    sign = np.sign(a.astype(np.int64)) * np.sign(b.astype(np.int64))
+                    env[node.output[0]] = (sign * q).astype(a.dtype)
                 else:
                     fmod = any(x.name == "fmod" and x.i for x in node.attribute)
                     a64, b64 = a.astype(np.int64), b.astype(np.int64)

@@ -16,10 +16,10 @@ import numpy as np
 from xdsl.dialects.builtin import IndexType
 
 from dialects.diagnostics import CompileError, UnsupportedError
-from passes.lowering.utils.linalg_builder import PARALLEL, affine_map, cst, dim, identity_map
-from passes.lowering.utils.runtime_checks import error_code, index_check, status_word
 from passes.lowering.rules import lowers
 from passes.lowering.rules.movement import constant_input, is_empty, normalize_axis
+from passes.lowering.utils.linalg_builder import PARALLEL, affine_map, cst, dim, identity_map
+from passes.lowering.utils.runtime_checks import error_code, index_check, status_word
 
 
 def wrap_and_clamp(b, index_value, size: int, check: tuple | None = None):
