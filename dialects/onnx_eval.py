@@ -20,7 +20,7 @@ from xdsl.dialects.builtin import (
 )
 from xdsl.ir import Attribute
 
-from dialects.diagnostics import UnsupportedError
+from dialects.diagnostics import CompileError, UnsupportedError
 from dialects.onnx import CANONICAL_OPSET, OnnxOp
 from dialects.types import numpy_dtype
 
@@ -54,8 +54,36 @@ def node_proto(op: OnnxOp, inputs: list[str], outputs: list[str]) -> onnx.NodePr
     return node
 
 
+def division_error(op_type: str, inputs: list) -> str | None:
+    """Why an integer Div/Mod of these arrays is an ONNX error (a 0 in 'B', or the type's
+    minimum in 'A' where 'B' holds -1), worded as the cpu run-time check; None otherwise."""
+    if op_type not in ("Div", "Mod") or len(inputs) < 2 or any(a is None for a in inputs[:2]):
+        return None
+    x, y = (np.asarray(a) for a in inputs[:2])
+    if not np.issubdtype(y.dtype, np.integer):
+        return None
+    if (y == 0).any():
+        return "integer division by zero (input 'B' holds a 0)"
+    if np.issubdtype(x.dtype, np.signedinteger):
+        low = np.iinfo(x.dtype).min
+        if ((x == low) & (y == -1)).any():  # broadcasts as the op does
+            return f"integer overflow (input 'A' holds the minimum {x.dtype}, {low}, where 'B' holds -1)"
+    return None
+
+
+def check_foldable(describe: str, op_type: str, inputs: list) -> None:
+    """Refuse to fold what ONNX calls an error at run time (onnxruntime raises "Integer
+    division by zero"): folding would answer where every run fails."""
+    reason = division_error(op_type, inputs)
+    if reason is not None:
+        raise CompileError(f"{describe}: {reason}, on constant inputs",
+                           "ONNX calls this an error on every run; fix the model's constant divisor")
+
+
 def evaluate(op: OnnxOp, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
-    """Run `op` on `inputs` (None for an absent optional input); one array per result."""
+    """Run `op` on `inputs` (None for an absent optional input); one array per result.
+    An integer Div/Mod by zero (or INT_MIN / -1) is a CompileError naming the op."""
+    check_foldable(op.describe(), op.onnx_type, inputs)
     from onnx.reference import ReferenceEvaluator
 
     names = [f"in{i}" if value is not None else "" for i, value in enumerate(inputs)]

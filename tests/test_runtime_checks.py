@@ -210,3 +210,63 @@ def test_constant_index_out_of_range_is_refused_at_compile_time(node, indices):
                "'indices' is out of range")
     with pytest.raises(CompileError, match=message):
         dlc.compile(model)
+
+
+# --- hostile fuzzer findings (issue 14) ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("axis", [0, 1, -2, -1])
+def test_reference_gather_elements_with_indices_smaller_than_the_data(axis):
+    # The spec (and onnxruntime) let indices be smaller than 'data' on the other axes; onnx's
+    # own kernel raised a ValueError there, which escaped the reference target.
+    model = _model([("GatherElements", ["x", "i"], {"axis": axis})],
+                   {"x": (F32, [3, 4]), "i": (I64, [2, 2])})
+    reference = dlc.compile(model, target="reference")
+    x = np.arange(12, dtype=np.float32).reshape(3, 4)
+    size = x.shape[axis]
+    indices = np.array([[0, size - 1], [-1, -size]])
+    np.testing.assert_array_equal(reference.run({"x": x, "i": indices})["y0"],
+                                  run_onnxruntime(model, {"x": x, "i": indices})[0])
+    indices[1, 0] = size
+    message = (rf"node 'GatherElements_0' \(GatherElements\): index {size} at \[1, 0\] of input "
+               rf"'indices' is out of range \[{-size}, {size}\)")
+    with pytest.raises(DlcError, match=message):
+        reference.run({"x": x, "i": indices})
+
+
+@pytest.mark.parametrize("name", list(GATHERS))
+@pytest.mark.parametrize("bad", OUT_OF_RANGE)
+def test_reference_gather_index_out_of_range_raises(name, bad):
+    node, data_shape, index_shape, where = GATHERS[name]
+    model = _model([node], {"x": (F32, data_shape), "i": (I64, index_shape)})
+    reference = dlc.compile(model, target="reference")
+    indices = np.zeros(index_shape, np.int64) - 1
+    indices[where] = bad
+    with pytest.raises(DlcError, match=rf"node '{node[0]}_0' \({node[0]}\): index -?\d+ at .* "
+                                       "of input 'indices' is out of range"):
+        reference.run({"x": np.zeros(data_shape, np.float32), "i": indices})
+
+
+@pytest.mark.parametrize("target", ["cpu", "reference"])
+@pytest.mark.parametrize("op_type, attrs, dtype, a, b, message", [
+    ("Mod", {"fmod": 1}, np.uint8, [4, 83, 32], [3, 0, 5], "integer division by zero"),
+    ("Div", {}, np.int32, [4, 83, 32], [0, 1, 5], "integer division by zero"),
+    ("Mod", {}, np.int64, [4, 83, 32], [[1], [0]], "integer division by zero"),
+    ("Div", {}, np.int8, [1, -128, 3], [1, -1, 1], "integer overflow"),
+])
+def test_constant_integer_division_by_zero_is_not_folded(target, op_type, attrs, dtype, a, b, message):
+    # Folded, it answered on every target where onnxruntime raises "Integer division by zero".
+    model = _model([(op_type, ["a", "b"], attrs)], {},
+                   {"a": np.array(a, dtype), "b": np.array(b, dtype)})
+    with pytest.raises(CompileError, match=rf"node '{op_type}_0' \({op_type}\): {message}"):
+        dlc.compile(model, target=target)
+
+
+def test_fold_constants_pass_refuses_a_zero_divisor():
+    # Constants that graph passes expose are folded by fold-constants, not the importer.
+    from dialects.onnx_eval import check_foldable
+
+    check_foldable("node 'd' (Div)", "Div", [np.array([1, 2], np.int32), np.array([1, 2], np.int32)])
+    check_foldable("node 'd' (Div)", "Div", [np.array([1.0]), np.array([0.0])])  # float: inf, no error
+    with pytest.raises(CompileError, match=r"node 'd' \(Mod\): integer division by zero"):
+        check_foldable("node 'd' (Mod)", "Mod", [np.array([1, 2], np.uint8), np.array([0], np.uint8)])

@@ -32,6 +32,7 @@ from xdsl.dialects.builtin import (
 from xdsl.ir import Attribute, Block, Region, SSAValue
 
 from dialects.onnx import CANONICAL_OPSET, NONDETERMINISTIC, OPS, NoneOp, WeightOp
+from dialects.onnx_eval import check_foldable
 from dialects.types import element_type_for, numpy_dtype_for_onnx
 from dialects.weights import WeightStore, attach_weights
 from dlc.errors import ModelLoadError, UnsupportedError
@@ -700,6 +701,8 @@ class _Folder:
         if any(attr.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for attr in node.attribute):
             return None
         self._check_fold_size(node)
+        check_foldable(_node_text(node, self.model.graph), node.op_type,
+                       [self.constants.get(name) for name in node.input])
         try:
             return _evaluate(node, [self.constants.get(name) for name in node.input])
         except MemoryError:

@@ -194,7 +194,20 @@ def _fixed_ops() -> list:
             return super()._run(data[tuple(crop)], np.maximum(np.array(pads, np.int64), 0), constant_value,
                                 axes, mode)
 
-    return [GlobalMaxPool, MaxPool, AveragePool, Mean, Pad]
+    class GatherElements(OpRun):
+        # onnx 1.23 refuses indices smaller than 'data' on an axis other than `axis` (the spec
+        # and onnxruntime allow it: output[..j..] reads data at the same j) and mis-slices a
+        # negative axis. Indices are in range here: check_node_inputs ran first.
+        op_domain = ""
+
+        def _run(self, data, indices, axis=None):
+            axis = int(axis or 0) % data.ndim
+            crop = tuple(slice(None) if i == axis else slice(0, n) for i, n in enumerate(indices.shape))
+            idx = indices.astype(np.int64)
+            idx = np.where(idx < 0, idx + data.shape[axis], idx)
+            return (np.take_along_axis(data[crop], idx, axis=axis),)
+
+    return [GlobalMaxPool, MaxPool, AveragePool, Mean, Pad, GatherElements]
 
 
 def _pool(x: np.ndarray, kind: str, attributes: dict) -> np.ndarray:

@@ -22,7 +22,7 @@ from xdsl.pattern_rewriter import (
 from xdsl.traits import Pure
 
 from dialects.onnx import OnnxOp
-from dialects.onnx_eval import evaluate
+from dialects.onnx_eval import check_foldable, evaluate
 from dialects.types import numpy_dtype
 from passes.graph.utils.constants import add_weight, constant_of
 
@@ -40,6 +40,7 @@ def _constant_inputs(op: OnnxOp) -> list[np.ndarray | None] | None:
 
 def _fold(op: OnnxOp, inputs: list[np.ndarray | None]) -> list[np.ndarray] | None:
     """The results cast to the IR's element types, or None where evaluation fails or disagrees."""
+    check_foldable(op.describe(), op.onnx_type, inputs)  # a CompileError, not a silent non-fold
     try:
         arrays = evaluate(op, inputs)
     except Exception:  # noqa: BLE001 - onnx.reference raises anything; the lowering reports it precisely
