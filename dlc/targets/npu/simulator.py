@@ -28,27 +28,16 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from dlc.errors import DlcError
+from passes.lowering.utils.npu_kernels import NpuHardware
 
 
 class NpuFault(DlcError):
     """The stream did something the hardware cannot: an access outside the scratchpad or a tensor."""
 
 
-@dataclass(frozen=True)
-class NpuConfig:
-    """The simulated NPU's parameters (defaults documented in docs/adding-a-target.md)."""
-
-    mac_rows: int = 32
-    mac_cols: int = 32
-    vector_lanes: int = 32
-    scratchpad_bytes: int = 512 * 1024
-    dma_bandwidth_gbps: float = 16.0
-    dma_latency_cycles: int = 64
-    clock_ghz: float = 1.0
-
-    @property
-    def dma_bytes_per_cycle(self) -> float:
-        return self.dma_bandwidth_gbps / self.clock_ghz
+class NpuConfig(NpuHardware):
+    """The simulated NPU's parameters (defaults documented in docs/adding-a-target.md): the
+    hardware the lowering tiles for (`NpuHardware`, read from the IR) and its cycle costs."""
 
     def dma_cycles(self, nbytes: int) -> int:
         return self.dma_latency_cycles + math.ceil(nbytes / self.dma_bytes_per_cycle)
