@@ -54,7 +54,7 @@ def _parse_inputs(items: list[str] | None) -> dict[str, np.ndarray]:
 
 
 def _instrumentation(args):
-    from passes.pipeline import PassInstrumentation
+    from passes.pipeline import PassInstrumentation, verify_each_default
 
     def printer(pass_name, module):
         print(f"// -----// IR after {pass_name} //----- //", file=sys.stderr)
@@ -63,10 +63,11 @@ def _instrumentation(args):
     print_after_all = getattr(args, "print_ir_after_all", False)
     print_after = frozenset(getattr(args, "print_ir_after", None) or [])
     disabled = frozenset(getattr(args, "disable_pass", None) or [])
-    if not (print_after_all or print_after or disabled):
+    verify_each = getattr(args, "verify_each", False)
+    if not (print_after_all or print_after or disabled or verify_each):
         return None  # nothing to watch or change: the compile may come from the cache
     return PassInstrumentation(print_after_all=print_after_all, print_after=print_after,
-                               disabled=disabled, printer=printer)
+                               disabled=disabled, printer=printer, verify_each=verify_each or verify_each_default())
 
 
 def _print_timings(timings) -> None:
@@ -229,10 +230,16 @@ def cmd_run(args) -> int:
               "guard pages, end- then start-aligned; inputs and weights read-only)")
     else:
         outputs = model.run(feeds)
-    if args.profile and hasattr(executable, "reset_profile"):
-        executable.reset_profile()
-    latencies = []
-    for _ in range(max(args.repeat, 1)):
+    if args.profile and not getattr(executable, "profile_sites", None):
+        raise DlcError("--profile needs a cpu build compiled with profiling: run it on the .onnx model, or "
+                       "compile the artifact with `dlc compile MODEL.onnx --profile -o DIR`")
+    profiled, latencies = None, []
+    if args.profile:  # the counters are read after each run: per-kernel medians and means
+        from dlc.tools.profiling import profile_runs
+
+        profiled = profile_runs(executable, lambda: model.run(feeds), args.repeat)
+        latencies = profiled.latencies
+    for _ in range(max(args.repeat, 1) if profiled is None else 0):
         start = time.perf_counter()
         model.run(feeds)
         latencies.append(time.perf_counter() - start)
@@ -244,16 +251,13 @@ def cmd_run(args) -> int:
                 save_to.mkdir(parents=True, exist_ok=True)
                 np.save(file, value)
     print(f"median latency over {len(latencies)} run(s): {np.median(latencies) * 1e3:.3f} ms "
-          f"(target {args.target})")
+          f"(mean {np.mean(latencies) * 1e3:.3f} ms; target {args.target})")
     if hasattr(executable, "format_reports"):
         print(executable.format_reports())
-    if args.profile:
-        if not getattr(executable, "profile_sites", None):
-            raise DlcError("--profile needs a cpu build compiled with profiling: run it on the .onnx "
-                           "model (an artifact keeps the profiling it was compiled with)")
+    if profiled is not None:
         from dlc.tools.profiling import format_profile
 
-        print(format_profile(executable, len(latencies)))
+        print(format_profile(executable, profiled))
     return 0
 
 
@@ -416,6 +420,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--print-ir-after-all", action="store_true")
         p.add_argument("--print-ir-after", action="append", metavar="PASS")
         p.add_argument("--time-passes", action="store_true")
+        p.add_argument("--verify-each", action="store_true",
+                       help="verify the IR after every pass, not once per phase (names the pass that broke it)")
         p.add_argument("--fusion", default="all", choices=("none", "elementwise", "all"),
                        help="kernel fusion: none, elementwise chains only, or all rules (default)")
         p.add_argument("--disable-pass", action="append", metavar="PASS", help="skip a pass of the pipeline")
@@ -440,6 +446,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile-from", default=None, choices=PHASE_CHOICES[:5],
                    help="the input is MLIR text of this phase (weights from NAME.weights.npz)")
     p.add_argument("--load-pass-plugin", action="append", metavar="FILE.py")
+    p.add_argument("--profile", action="store_true",
+                   help="time each kernel inside the native code (the artifact keeps it: dlc run DIR --profile)")
     model_options(p)
     p.set_defaults(func=cmd_compile)
 
@@ -466,6 +474,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--print-ir-after-all", action="store_true")
     p.add_argument("--print-ir-after", action="append", metavar="PASS")
     p.add_argument("--time-passes", action="store_true")
+    p.add_argument("--verify-each", action="store_true", help="verify the IR after every pass, not once at the end")
     p.set_defaults(func=cmd_opt)
 
     p = sub.add_parser("explain", help="print the fusion decisions: node -> kernel, and why not")

@@ -1,10 +1,14 @@
 """Per-kernel profiles from timers inside the native code, with a roofline verdict.
 
-A `--profile` build (CompileOptions(profile=True)) adds the nanoseconds spent in
-each kernel call to a counter; with each kernel's FLOPs and bytes (from the
-manifest) this gives achieved GFLOP/s, GB/s, and whether the kernel is compute- or
-bandwidth-bound against the machine's peaks, which are measured on this machine
-(`host_peak`: an FMA loop and a streaming pass, as roofline tools do) and cached.
+A `--profile` build (CompileOptions(profile=True), `dlc compile --profile`) adds the
+nanoseconds spent in each kernel call to a counter; `profile_runs` reads the counters after
+every run, so each kernel gets a median and a mean over the runs, as the whole call does.
+With each kernel's FLOPs and bytes (from the manifest) this gives achieved GFLOP/s, GB/s,
+and the roofline (Williams, Waterman and Patterson, CACM 2009): a kernel is compute-bound
+when its arithmetic intensity is at least the ridge point, the measured peak GFLOP/s over
+the measured GB/s, and its "% of roof" is against min(peak, intensity x GB/s) for the
+threads the run actually uses. The peaks are measured on this machine (`host_peak`: an FMA
+loop and a streaming pass, as roofline tools do) and cached.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import math
 import os
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +44,9 @@ _log = logging.getLogger("dlc.tools.profiling")
 class MachinePeak:
     gflops: float       # fp32 FMA, measured on one core (times the threads)
     bandwidth_gbps: float  # streaming from DRAM, measured on one core (times the threads)
+    # Where the figures come from ("measured now", the cache file and its date, the
+    # environment): a profile prints it, since a peak measured on a busy machine is low.
+    source: str = field(default="measured now", compare=False)
 
     @property
     def ridge(self) -> float:
@@ -70,11 +77,23 @@ def host_peak(threads: int = 1) -> MachinePeak:
     `threads` too); with both set nothing is measured.
     """
     gflops, gbps = _env_peak("DLC_PEAK_GFLOPS"), _env_peak("DLC_PEAK_GBPS")
+    source = "DLC_PEAK_GFLOPS and DLC_PEAK_GBPS"
     if gflops is None or gbps is None:
         core = core_peak()
+        source = core.source if gflops is None and gbps is None else f"{core.source}, partly from the environment"
         gflops = core.gflops if gflops is None else gflops
         gbps = core.bandwidth_gbps if gbps is None else gbps
-    return MachinePeak(gflops=gflops * threads, bandwidth_gbps=gbps * threads)
+    return MachinePeak(gflops=gflops * threads, bandwidth_gbps=gbps * threads, source=source)
+
+
+def usable_threads(threads: int) -> int:
+    """Threads that can run at once: `threads`, at most the cores this process may use
+    (a pool of 8 on 2 cores computes no faster than 2)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(threads, cores))
 
 
 def _env_peak(name: str) -> float | None:
@@ -145,7 +164,8 @@ def _read_peak(path: Path) -> MachinePeak | None:
     if not all(math.isfinite(v) and v > 0 for v in (gflops, gbps)):
         _log.warning("dlc: implausible peak measurement in %s; measuring again", path)
         return None
-    return MachinePeak(gflops=gflops, bandwidth_gbps=gbps)
+    return MachinePeak(gflops=gflops, bandwidth_gbps=gbps,
+                       source=f"measured {data.get('measured', '(date unknown)')}, cached in {path}")
 
 
 def _write_peak(path: Path, peak: MachinePeak) -> None:
@@ -283,23 +303,133 @@ def measure_bandwidth_gbps(repeats: int = STREAM_REPEATS) -> float:
     return max(read, copy) * 1e-9
 
 
-def format_profile(executable, runs: int) -> str:
+@dataclass(frozen=True)
+class ProfileRuns:
+    """What `profile_runs` saw: per run, the whole call and each kernel, in seconds."""
+    latencies: list[float]             # each run: the whole `run` (input checks + native call)
+    kernels: dict[str, list[float]]    # kernel name -> its seconds in each run (call sites summed)
+
+    @property
+    def kernel_sums(self) -> list[float]:
+        """Each run's time inside kernels (all kernels summed)."""
+        return [sum(column) for column in zip(*self.kernels.values())] or [0.0] * len(self.latencies)
+
+
+def profile_runs(executable, run, runs: int) -> ProfileRuns:
+    """Call `run()` (a run of the --profile build `executable`) `runs` times, reading the
+    kernel counters after each: medians need one sample per run, and the counters only add."""
+    latencies, kernels = [], {name: [] for name in dict.fromkeys(executable.profile_sites)}
+    for _ in range(max(runs, 1)):
+        executable.reset_profile()
+        start = time.perf_counter()
+        run()
+        latencies.append(time.perf_counter() - start)
+        spent = dict.fromkeys(kernels, 0.0)
+        for name, seconds in executable.profile():
+            spent[name] += seconds
+        for name, seconds in spent.items():
+            kernels[name].append(seconds)
+    return ProfileRuns(latencies, kernels)
+
+
+@dataclass(frozen=True)
+class KernelRoofline:
+    """One kernel's place under the roofline, from its median time."""
+    name: str
+    median_s: float
+    mean_s: float
+    flops: int
+    bytes: int
+    peak: MachinePeak
+
+    @property
+    def gflops(self) -> float:
+        return self.flops / self.median_s * 1e-9 if self.median_s > 0 else 0.0
+
+    @property
+    def gbps(self) -> float:
+        return self.bytes / self.median_s * 1e-9 if self.median_s > 0 else 0.0
+
+    @property
+    def intensity(self) -> float:
+        """FLOPs per byte moved (inf for a kernel that moves no bytes)."""
+        return self.flops / self.bytes if self.bytes else math.inf
+
+    @property
+    def bound(self) -> str:
+        return "compute" if self.intensity >= self.peak.ridge else "memory"
+
+    @property
+    def roof_gflops(self) -> float:
+        """The attainable GFLOP/s: min(peak, intensity x bandwidth)."""
+        return min(self.peak.gflops, self.intensity * self.peak.bandwidth_gbps)
+
+    @property
+    def percent_of_roof(self) -> float:
+        if self.flops == 0:  # a copy: judge it by bandwidth alone
+            return 100 * self.gbps / self.peak.bandwidth_gbps
+        return 100 * self.gflops / self.roof_gflops
+
+    @property
+    def over_roof(self) -> str | None:
+        """Why the figure is above 100% (so the peak it is measured against is wrong), or None."""
+        if self.percent_of_roof <= 100:
+            return None
+        if self.bound == "compute":
+            return "compute"
+        return "cache"
+
+
+_OVER_ROOF_NOTES = {
+    "compute": "! faster than the measured compute peak: the peak estimate is too low (measured while the "
+               "machine was busy?); delete the peak file named below to measure again, or set DLC_PEAK_GFLOPS",
+    "cache": "! faster than DRAM bandwidth allows: its bytes came from the caches, so the DRAM roof is the "
+             "wrong peak for it (its % only says it is not limited by DRAM)",
+}
+
+
+def kernel_rooflines(executable, runs: ProfileRuns) -> tuple[list[KernelRoofline], MachinePeak, int]:
+    """Each kernel's roofline figures (slowest first), the peak they are measured against and
+    the threads that peak is for (the run's threads, at most the usable cores)."""
+    threads = usable_threads(executable.num_threads)
+    peak = host_peak(threads)
     costs = {k["name"]: k for k in executable.manifest.get("kernels", [])}
-    rows = executable.profile()
-    total = sum(seconds for _, seconds in rows) or 1e-12
-    peak = host_peak(executable.num_threads)
-    lines = [f"{'kernel':34s} {'share':>6s} {'ms/run':>8s} {'GFLOP/s':>8s} {'GB/s':>7s} {'%peak':>6s}  bound",
-             ]
-    for name, seconds in sorted(rows, key=lambda r: -r[1]):
-        per_run = seconds / max(runs, 1)
-        cost = costs.get(name, {"flops": 0, "bytes": 0})
-        gflops = cost["flops"] / per_run * 1e-9 if per_run else 0.0
-        gbps = cost["bytes"] / per_run * 1e-9 if per_run else 0.0
-        intensity = cost["flops"] / cost["bytes"] if cost["bytes"] else float("inf")
-        bound = "compute" if intensity >= peak.ridge else "memory"
-        roof = peak.gflops if bound == "compute" else min(peak.gflops, intensity * peak.bandwidth_gbps)
-        lines.append(f"{name[:34]:34s} {100 * seconds / total:5.1f}% {per_run * 1e3:8.3f} {gflops:8.2f} "
-                     f"{gbps:7.2f} {100 * gflops / roof if roof else 0:5.1f}%  {bound}")
-    lines.append(f"{'total':34s} {100.0:5.1f}% {total / max(runs, 1) * 1e3:8.3f}   (peak "
-                 f"{peak.gflops:.0f} GFLOP/s, {peak.bandwidth_gbps:.0f} GB/s, {executable.num_threads} thread(s))")
+    rows = [KernelRoofline(name, float(np.median(times)), float(np.mean(times)),
+                           costs.get(name, {}).get("flops", 0), costs.get(name, {}).get("bytes", 0), peak)
+            for name, times in runs.kernels.items()]
+    return sorted(rows, key=lambda r: -r.median_s), peak, threads
+
+
+def format_profile(executable, runs: ProfileRuns) -> str:
+    """The per-kernel table of a profiled run: every time column says median or mean, every
+    rate is from the median, and a % above 100 carries a flag saying why its peak is wrong."""
+    rows, peak, threads = kernel_rooflines(executable, runs)
+    sums = runs.kernel_sums
+    total = sum(r.median_s for r in rows) or 1e-12
+    lines = [f"per kernel over {len(runs.latencies)} run(s), timers inside the native code; "
+             "GFLOP/s, GB/s and %roof from the median time",
+             f"{'kernel':34s} {'share':>6s} {'median ms':>10s} {'mean ms':>9s} {'GFLOP/s':>8s} {'GB/s':>7s} "
+             f"{'FLOP/B':>7s} {'%roof':>7s}  bound"]
+    notes = []
+    for row in rows:
+        flag = row.over_roof
+        if flag and _OVER_ROOF_NOTES[flag] not in notes:
+            notes.append(_OVER_ROOF_NOTES[flag])
+        percent = f"{row.percent_of_roof:6.1f}%" + ("!" if flag else " ")
+        intensity = "inf" if math.isinf(row.intensity) else f"{row.intensity:.2f}"
+        lines.append(f"{row.name[:34]:34s} {100 * row.median_s / total:5.1f}% {row.median_s * 1e3:10.3f} "
+                     f"{row.mean_s * 1e3:9.3f} {row.gflops:8.2f} {row.gbps:7.2f} {intensity:>7s} {percent} "
+                     f"{row.bound}")
+    lines.append(f"{'all kernels (per-run sum)':34s} {100.0:5.1f}% {np.median(sums) * 1e3:10.3f} "
+                 f"{np.mean(sums) * 1e3:9.3f}")
+    lines.append(f"{'whole run (checks + native call)':34s} {'':6s} {np.median(runs.latencies) * 1e3:10.3f} "
+                 f"{np.mean(runs.latencies) * 1e3:9.3f}")
+    lines += notes
+    cores = "" if threads == executable.num_threads else f" (the run asked for {executable.num_threads})"
+    split = f"; a kernel that does not split over threads reaches at most {100 / threads:.0f}%" if threads > 1 else ""
+    lines.append(f"%roof: achieved GFLOP/s over min(peak GFLOP/s, FLOP/B x peak GB/s) for {threads} thread(s)"
+                 f"{cores}{split}")
+    lines.append(f"peak {peak.gflops:.0f} GFLOP/s, {peak.bandwidth_gbps:.0f} GB/s, {threads} thread(s): one core's "
+                 f"figures x {threads} ({peak.source}); ridge {peak.ridge:.2f} FLOP/B = peak GFLOP/s / peak GB/s "
+                 "(derived from the two measurements, not measured itself)")
     return "\n".join(lines)
