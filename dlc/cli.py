@@ -276,7 +276,7 @@ def _check_mlir_text(path: Path) -> None:
 def cmd_opt(args) -> int:
     from dialects.context import make_context
     from dlc.driver import read_mlir, write_mlir
-    from passes.pipeline import parse_pass_pipeline, run_passes
+    from passes.pipeline import PassInstrumentation, parse_pass_pipeline, run_passes
 
     for plugin in args.load_pass_plugin or []:
         from passes import load_pass_plugin
@@ -286,7 +286,7 @@ def cmd_opt(args) -> int:
         _check_output("-o", Path(args.output), directory=False)
     _check_mlir_text(Path(args.input))
     module = read_mlir(args.input)
-    instrument = _instrumentation(args)
+    instrument = _instrumentation(args) or PassInstrumentation()  # --time-passes alone reads its timings
     if args.pipeline:
         run_passes(make_context(), module, parse_pass_pipeline(args.pipeline), instrument)
     else:

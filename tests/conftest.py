@@ -15,6 +15,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 # The compile cache lives in a per-run directory: tests never read a previous run's artifacts.
 os.environ.setdefault("DLC_CACHE_DIR", tempfile.mkdtemp(prefix="dlc-test-cache-"))
+# Tests verify the IR after every pass (a compile verifies once per phase): a broken pass is named.
+os.environ.setdefault("DLC_VERIFY_EACH", "1")
 
 
 def run_onnxruntime(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
