@@ -4,6 +4,7 @@
     model = dlc.compile("model.onnx")            # or an onnx.ModelProto
     outputs = model.run({"x": array})             # dict: output name -> numpy array
     model.save("out/"); dlc.load("out/").run(...)
+    session = dlc.InferenceSession("model.onnx")  # onnxruntime's API: session.run(None, feeds)
 
 `import dlc` is light: the compiler (xDSL, onnx) is imported by `dlc.compile`
 only; `dlc.load` and running an artifact need numpy and llvmlite.
@@ -15,7 +16,20 @@ from pathlib import Path
 
 from dlc.version import __version__
 
-__all__ = ["compile", "load", "CompiledModel", "__version__"]
+__all__ = ["compile", "load", "CompiledModel", "__version__", "InferenceSession", "SessionOptions",
+           "GraphOptimizationLevel", "ExecutionMode", "NodeArg", "ModelMetadata", "get_available_providers",
+           "get_device"]
+# onnxruntime's session API (dlc/session.py): `import dlc as ort` runs onnxruntime scripts.
+# Loaded on first use, so that `import dlc` stays light.
+_SESSION_NAMES = frozenset(__all__[4:])
+
+
+def __getattr__(name: str):
+    if name in _SESSION_NAMES:
+        from dlc import session
+
+        return getattr(session, name)
+    raise AttributeError(f"module 'dlc' has no attribute '{name}'")
 
 
 class CompiledModel:
@@ -55,7 +69,7 @@ class CompiledModel:
 def compile(model, target: str = "cpu", threads: int | None = None,
             input_shapes: dict | None = None, pipeline: str | None = None,
             fusion: str = "all", max_memory: str | int | None = None,
-            tiles: str | dict | None = None) -> CompiledModel:
+            tiles: str | dict | None = None, initializers_as_inputs: bool = False) -> CompiledModel:
     """Compile an ONNX model (a path or an onnx.ModelProto) for `target`.
 
     threads: worker threads for parallel kernels (None: all cores).
@@ -66,6 +80,9 @@ def compile(model, target: str = "cpu", threads: int | None = None,
         else half the machine's RAM) with dlc.errors.MemoryLimitError, before allocating.
     tiles: GEMM tile overrides, {"*" | kernel name | "MxNxK": {"mr": 8, "nr": 32, "kc": 256,
         "mc": ..., "nc": ...}} or the text "k5_Conv_fused:mr=8,nr=32;..." (as `--tile`).
+    initializers_as_inputs: initializers the model also lists as graph inputs (ONNX IR >= 4,
+        overridable in onnxruntime) become inputs to feed on every run; by default they are
+        compiled in as constants and feeding one raises dlc.errors.InputError.
     """
     from dlc.driver import compile_model
     from dlc.targets import CompileOptions
@@ -73,7 +90,8 @@ def compile(model, target: str = "cpu", threads: int | None = None,
 
     shapes = {k: tuple(v) for k, v in (input_shapes or {}).items()}
     options = CompileOptions(threads=threads, fusion=fusion, max_memory=max_memory,
-                             tiles=format_tiles(tiles) if tiles else None)
+                             tiles=format_tiles(tiles) if tiles else None,
+                             initializers_as_inputs=initializers_as_inputs)
     result = compile_model(model, target=target, options=options,
                            input_shapes=shapes, pipeline=pipeline)
     return CompiledModel(result.executable, target)

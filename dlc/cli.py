@@ -105,7 +105,9 @@ def _compile(args, compile_to: str):
                                                   profile=getattr(args, "profile", False),
                                                   placement_from=getattr(args, "placement_from", None),
                                                   max_memory=getattr(args, "max_memory", None),
-                                                  tiles=_tiles(args)),
+                                                  tiles=_tiles(args),
+                                                  initializers_as_inputs=getattr(args, "initializers_as_inputs",
+                                                                                 False)),
                            input_shapes=_parse_shapes(getattr(args, "shape", None)),
                            pipeline=getattr(args, "pipeline", None), compile_to=compile_to,
                            compile_from=getattr(args, "compile_from", None), instrument=instrument)
@@ -425,6 +427,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--fusion", default="all", choices=("none", "elementwise", "all"),
                        help="kernel fusion: none, elementwise chains only, or all rules (default)")
         p.add_argument("--disable-pass", action="append", metavar="PASS", help="skip a pass of the pipeline")
+        p.add_argument("--initializers-as-inputs", action="store_true",
+                       help="initializers the model also lists as inputs become inputs fed on every run "
+                            "(default: compiled in as constants; feeding one is refused)")
         p.add_argument("--placement", metavar="OUT.json", help="write where each node runs (partial targets)")
         p.add_argument("--max-memory", metavar="SIZE", default=None,
                        help="refuse models needing more memory, e.g. 8GiB (default: $DLC_MAX_MEMORY, "

@@ -17,7 +17,7 @@ from xdsl.passes import ModulePass
 
 from dialects.context import make_context
 from dialects.weights import WeightStore, attach_weights, sidecar_path, weights_of
-from dlc import cache
+from dlc import cache, progress
 from dlc.errors import CompileError, DlcError
 from dlc.targets import CompileOptions, Target, describe_target_on, get_target
 from passes import all_passes
@@ -106,6 +106,7 @@ def compile_model(model, *, target: str = "cpu", options: CompileOptions | None 
     options = options or CompileOptions()
     cacheable = (compile_to == "exe" and pipeline is None and compile_from is None and instrument is None)
     instrument = instrument or PassInstrumentation()
+    instrument.notify = instrument.notify or progress.current().pass_event
     if compile_to not in PHASES:
         raise DlcError(f"unknown phase '{compile_to}'; phases are {', '.join(PHASES)}")
     backend = get_target(target)
@@ -124,9 +125,12 @@ def compile_model(model, *, target: str = "cpu", options: CompileOptions | None 
             cached = cache.lookup(key) if key else None
             if cached is not None:
                 return CompileResult("exe", executable=cached, timings=[("cache hit", 0.0)])
+        progress.current().begin("import")
         start = time.perf_counter()
-        module = import_model(model, input_shapes, options.max_memory)
+        module = import_model(model, input_shapes, options.max_memory,
+                              initializers_as_inputs=options.initializers_as_inputs)
         timings.append(("import", time.perf_counter() - start))
+        progress.current().end("import", timings[-1][1])
         phase = "onnx"
     module.attributes["dlc.target"] = StringAttr(backend.name)
     if compile_from is None:
@@ -141,7 +145,8 @@ def compile_model(model, *, target: str = "cpu", options: CompileOptions | None 
         order = PHASES.index(phase)
         stages = [(name, passes) for name, passes in stages if PHASES.index(name) > order]
     for name, passes in stages:
-        run_passes(ctx, module, passes, instrument)
+        with progress.step(f"{name} phase"):
+            run_passes(ctx, module, passes, instrument)
         phase = name
         # A custom pipeline (-p) replaces the stages: its result is whatever phase was asked for.
         if phase == compile_to or (name == "custom" and compile_to in MLIR_PHASES):
@@ -156,6 +161,7 @@ def compile_model(model, *, target: str = "cpu", options: CompileOptions | None 
             raise CompileError(f"target '{backend.name}' does not produce LLVM IR")
         return CompileResult("llvm", text=text, timings=timings)
     _check_memory_plan(module, options)
+    progress.current().begin("codegen")
     start = time.perf_counter()
     try:
         if backend.partial:  # it takes some nodes: partition, the rest on cpu (dlc/targets/partition.py)
@@ -170,6 +176,7 @@ def compile_model(model, *, target: str = "cpu", options: CompileOptions | None 
         raise CompileError(f"target '{backend.name}' failed to build the model: "
                            f"{type(error).__name__}: {error}") from error
     timings.append(("codegen", time.perf_counter() - start))
+    progress.current().end("codegen", timings[-1][1])
     if key:
         cache.store(key, executable)
     return CompileResult("exe", module=module, executable=executable, timings=timings)

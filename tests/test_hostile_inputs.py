@@ -643,3 +643,58 @@ def test_reshape_to_a_different_element_count(capsys, tmp_path):
                      "(6 elements) to [4, 3] (12 elements)", "-1")
     with pytest.raises(ModelLoadError, match="cannot reshape"):
         dlc.compile(path)
+
+
+def _initializer_input_model(ir_version: int) -> onnx.ModelProto:
+    """y = x + W, with W an initializer that is also listed as a graph input."""
+    weight = np.arange(6, dtype=np.float32).reshape(2, 3)
+    model = make_model([helper.make_node("Add", ["x", "W"], ["y"], name="add")],
+                       [tensor("x", [2, 3]), tensor("W", [2, 3])], [tensor("y", [2, 3])],
+                       [numpy_helper.from_array(weight, "W")])
+    model.ir_version = ir_version
+    return model
+
+
+@pytest.mark.parametrize("target", ["cpu", "reference", "npu-sim"])
+def test_feeding_an_initializer_listed_as_input_is_refused_not_ignored(tmp_path, target):
+    """IR >= 4 lets a caller override such an initializer (onnxruntime does); dlc compiles it in,
+    so a fed value would be silently ignored: it is refused, naming the way to feed it."""
+    model = _initializer_input_model(8)
+    x = np.ones((2, 3), np.float32)
+    compiled = dlc.compile(model, target=target)
+    assert compiled.input_names == ["x"]
+    np.testing.assert_array_equal(compiled.run({"x": x})["y"], x + np.arange(6, dtype=np.float32).reshape(2, 3))
+    with pytest.raises(InputError, match=r"(?s)\['W'\] are initializers .* --initializers-as-inputs"):
+        compiled.run({"x": x, "W": x})
+    if target == "cpu":  # the refusal survives saving: the manifest lists the constant inputs
+        compiled.save(tmp_path / "art")
+        with pytest.raises(InputError, match="initializers-as-inputs"):
+            dlc.load(tmp_path / "art").run({"x": x, "W": x})
+
+
+@pytest.mark.parametrize("target", ["cpu", "reference", "npu-sim"])
+def test_initializers_as_inputs_matches_onnxruntime_override(target):
+    model = _initializer_input_model(8)
+    feeds = {"x": np.ones((2, 3), np.float32), "W": np.full((2, 3), 5, np.float32)}
+    compiled = dlc.compile(model, target=target, initializers_as_inputs=True)
+    assert compiled.input_names == ["x", "W"]
+    np.testing.assert_array_equal(compiled.run(feeds)["y"], run_onnxruntime(model, feeds)[0])
+
+
+def test_initializers_as_inputs_on_the_cli(capsys, tmp_path):
+    path = save(tmp_path, _initializer_input_model(8))
+    np.save(tmp_path / "x.npy", np.ones((2, 3), np.float32))
+    np.save(tmp_path / "w.npy", np.full((2, 3), 5, np.float32))
+    expect_cli_error(capsys, ["run", path, "--input", f"x={tmp_path / 'x.npy'}", "--input", f"W={tmp_path / 'w.npy'}"],
+                     "are initializers that the model also lists as graph inputs")
+    code, out, err = run_cli(capsys, "run", path, "--initializers-as-inputs", "--input", f"x={tmp_path / 'x.npy'}",
+                             "--input", f"W={tmp_path / 'w.npy'}")
+    assert code == 0, err
+
+
+def test_ir3_initializers_listed_as_inputs_are_plain_constants():
+    """IR 3 required every initializer to be listed as an input: nothing to override there."""
+    compiled = dlc.compile(_initializer_input_model(3))
+    assert compiled.input_names == ["x"]
+    with pytest.raises(InputError, match="unknown input"):
+        compiled.run({"x": np.ones((2, 3), np.float32), "W": np.ones((2, 3), np.float32)})

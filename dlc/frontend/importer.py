@@ -357,6 +357,16 @@ def _fix_input_shapes(model: onnx.ModelProto, input_shapes: dict[str, tuple[int,
             if tensor_type.HasField("shape") and len(tensor_type.shape.dim) != len(shape):
                 raise ModelLoadError(f"--shape {name}: the model declares rank "
                                      f"{len(tensor_type.shape.dim)}, got {len(shape)} dims {list(shape)}")
+            for axis, (dim, size) in enumerate(zip(tensor_type.shape.dim, shape)):
+                # Only symbolic dimensions are the user's to fix: a static one is what the
+                # model's weights and reshapes were built for (issue 17: it was overridden).
+                if dim.HasField("dim_value") and dim.dim_value != size:
+                    declared = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
+                                for d in tensor_type.shape.dim]
+                    raise ModelLoadError(
+                        f"--shape {name}: axis {axis} of input '{name}' is static ({dim.dim_value}) in the "
+                        f"model, got {size}; --shape fixes symbolic dimensions only (declared {declared})",
+                        "keep the model's static sizes, or export the model with a symbolic dimension there")
             tensor_type.shape.ClearField("dim")
             for size in shape:
                 tensor_type.shape.dim.add().dim_value = int(size)
@@ -847,14 +857,23 @@ def _tensor_type(name: str, value_type: onnx.TypeProto, where: str) -> TensorTyp
 
 def import_model(model: str | Path | onnx.ModelProto,
                  input_shapes: dict[str, tuple[int, ...]] | None = None,
-                 max_memory: str | int | None = None) -> ModuleOp:
+                 max_memory: str | int | None = None, initializers_as_inputs: bool = False) -> ModuleOp:
     """Import an ONNX model into the `onnx` phase (weights attached to the module).
 
     max_memory: refuse models whose tensors need more bytes (dlc/runtime/memory_limit.py).
+    initializers_as_inputs: an initializer that the model also lists as a graph input (from IR
+    version 4 on, a default the caller may override) becomes a real input; otherwise it is a
+    constant, recorded in `dlc.constant_inputs` so that feeding it is refused at run time.
     """
     limit = memory_limit.resolve_limit(max_memory)
     proto = onnx.ModelProto()
     proto.CopyFrom(load_model(model, limit))
+    overridable = _overridable_initializers(proto)
+    if initializers_as_inputs and overridable:
+        kept = [init for init in proto.graph.initializer if init.name not in overridable]
+        del proto.graph.initializer[:]
+        proto.graph.initializer.extend(kept)
+        overridable = []
     _fix_input_shapes(proto, dict(input_shapes or {}))
     proto = _convert_opset(proto)
     folder = _Folder(proto, limit)
@@ -919,8 +938,19 @@ def import_model(model: str | Path | onnx.ModelProto,
     main.attributes["dlc.input_names"] = ArrayAttr([StringAttr(v.name) for v in inputs])
     main.attributes["dlc.output_names"] = ArrayAttr([StringAttr(v.name) for v in graph.output])
     module = ModuleOp([main])
+    if overridable:
+        module.attributes["dlc.constant_inputs"] = ArrayAttr([StringAttr(name) for name in overridable])
     attach_weights(module, weights)
     return module
+
+
+def _overridable_initializers(model: onnx.ModelProto) -> list[str]:
+    """Initializers also listed as graph inputs, which IR >= 4 lets a caller override (onnxruntime
+    does); IR 3 required every initializer to be listed, so there they are plain constants."""
+    if model.ir_version < 4:
+        return []
+    listed = {value.name for value in model.graph.input}
+    return [init.name for init in model.graph.initializer if init.name in listed]
 
 
 def _check_reshape(node: onnx.NodeProto, source: TensorType, result: TensorType) -> None:

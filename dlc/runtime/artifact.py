@@ -267,12 +267,14 @@ _FIELDS = {
     # the arena and the message of each error code.
     "status_offset": (lambda v: _natural(v) and v % 4 == 0, "a multiple of 4"),
     "error_sites": (_texts, "a list of strings"),
+    # Initializers the model also lists as inputs, compiled in: feeding one is refused.
+    "constant_inputs": (_texts, "a list of strings"),
     "integrity": (
         lambda v: isinstance(v, str) and v.startswith("sha256:") and _SHA256.fullmatch(v[7:]),
         '"sha256:" and 64 hex digits',
     ),
 }
-_OPTIONAL = {"pool", "status_offset", "error_sites"}
+_OPTIONAL = {"pool", "status_offset", "error_sites", "constant_inputs"}
 
 
 def manifest_integrity(manifest: dict) -> str:

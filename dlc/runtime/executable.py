@@ -38,11 +38,23 @@ class TensorSpec:
         return cls(data["name"], tuple(data["shape"]), data["dtype"])
 
 
-def check_inputs(specs: list[TensorSpec], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-    """Inputs in declared order, checked (names, shapes, dtypes) before any native code runs."""
+def check_inputs(specs: list[TensorSpec], feeds: dict[str, np.ndarray],
+                 constant_inputs: Sequence[str] = ()) -> list[np.ndarray]:
+    """Inputs in declared order, checked (names, shapes, dtypes) before any native code runs.
+
+    `constant_inputs`: initializers the model also lists as graph inputs (ONNX IR >= 4 lets a
+    caller override them) whose values were compiled in; feeding one is refused, not ignored.
+    """
     if not isinstance(feeds, dict):
         raise InputError(f"inputs must be a dict of name -> numpy array, got {type(feeds).__name__}")
     expected = [s.name for s in specs]
+    baked = [name for name in feeds if name in constant_inputs]
+    if baked:
+        raise InputError(f"input(s) {baked} are initializers that the model also lists as graph inputs; "
+                         "dlc compiled their values into the model (and folded them), so a value fed "
+                         "at run time would be ignored",
+                         "recompile with --initializers-as-inputs (dlc.compile(..., "
+                         "initializers_as_inputs=True)) to feed them on every run")
     unknown = [name for name in feeds if name not in expected]
     if unknown:
         raise InputError(f"unknown input name(s) {unknown}; the model's inputs are {expected}")
@@ -83,6 +95,7 @@ class NativeExecutable:
         self.manifest = manifest
         self.inputs = [TensorSpec.from_json(t) for t in manifest["inputs"]]
         self.outputs = [TensorSpec.from_json(t) for t in manifest["outputs"]]
+        self.constant_inputs = tuple(manifest.get("constant_inputs", ()))
         check_cpu(manifest)
         self._weights = weights  # kept alive: native code reads it
         self._arena = aligned_empty((max(manifest["arena_size"], 1),), np.uint8)
@@ -120,7 +133,7 @@ class NativeExecutable:
         """Outputs for `feeds`; `check_bounds` (default: $DLC_CHECK_BOUNDS) runs `_checked_run`."""
         if check_bounds or (check_bounds is None and self._check_bounds):
             return self._checked_run(feeds)
-        arrays = check_inputs(self.inputs, feeds)
+        arrays = check_inputs(self.inputs, feeds, self.constant_inputs)
         # Native code reads contiguous buffers of exactly the declared shape, at the element
         # type's natural alignment (every load and store says so; none assumes more).
         inputs = [a if a.flags.c_contiguous and a.flags.aligned else np.ascontiguousarray(a)
@@ -175,7 +188,7 @@ class NativeExecutable:
         weight into the next one's 64-byte padding or between tensors sharing the arena (one
         pointer each reaches native code), and stack buffers (memref.alloca).
         """
-        arrays = check_inputs(self.inputs, feeds)
+        arrays = check_inputs(self.inputs, feeds, self.constant_inputs)
         results = [self._guarded_run(arrays, placement, poison)
                    for placement, poison in (("end", 0xFF), ("start", 0x5A))]
         for spec in self.outputs:

@@ -67,6 +67,9 @@ class CompileOptions:
     max_memory: str | int | None = None
     # GEMM tile overrides, "SELECTOR:mr=8,nr=32;..." (passes/tiling/apply_user_tiles.py).
     tiles: str | None = None
+    # Initializers the model also lists as graph inputs (IR >= 4): compiled in as constants and
+    # folded (False), or inputs the caller feeds on every run (True; nothing folds through them).
+    initializers_as_inputs: bool = False
 
     def __post_init__(self):
         from dlc.runtime.artifact import MAX_THREADS
@@ -119,6 +122,15 @@ def graph_main(module):
     from xdsl.dialects import func
 
     return next(f for f in module.ops if isinstance(f, func.FuncOp) and f.sym_name.data == "main")
+
+
+def constant_inputs_of(module) -> tuple[str, ...]:
+    """Initializers the model also lists as graph inputs, compiled in as constants (the importer
+    records them: a caller feeding one gets an error rather than a silently ignored value)."""
+    from xdsl.dialects.builtin import ArrayAttr
+
+    names = module.attributes.get("dlc.constant_inputs")
+    return tuple(name.data for name in names.data) if isinstance(names, ArrayAttr) else ()
 
 
 def graph_io_specs(module) -> tuple[list[TensorSpec], list[TensorSpec]]:

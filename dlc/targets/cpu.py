@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dlc.targets import CompileOptions, MemoryLevel, Target, TargetDescription
+from dlc.targets import CompileOptions, MemoryLevel, Target, TargetDescription, constant_inputs_of
 
 
 def host_vector_bits(features: str) -> int:
@@ -79,9 +79,11 @@ class CpuTarget(Target):
         from dlc.version import __version__
 
         offsets, blob = weight_layout(module)
+        from dlc import progress
         from dlc.codegen.llvm_emitter import emit_llvm, profile_sites
 
-        llvm_ir = emit_llvm(module, offsets, profile=options.profile)
+        with progress.step("LLVM IR emitted"):
+            llvm_ir = emit_llvm(module, offsets, profile=options.profile)
         cpu, features = host_cpu()
         objects = compile_objects(llvm_ir, cpu, features, options.opt_level)
         main = _main(module)
@@ -110,6 +112,7 @@ class CpuTarget(Target):
             # Run-time checks: the status word's arena offset and the message of each error
             # code it can hold (passes/lowering/utils/runtime_checks.py).
             **_error_sites(module, main),
+            **({"constant_inputs": constant} if (constant := constant_inputs_of(module)) else {}),
         }
         return NativeExecutable(manifest, objects, blob, pool_object())
 

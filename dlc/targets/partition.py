@@ -412,12 +412,14 @@ class PartitionedExecutable:
         from dialects.types import numpy_dtype
         from dialects.weights import weights_of
         from dlc.runtime import TensorSpec
+        from dlc.targets import constant_inputs_of
 
         main = _main(module)
         block = main.body.block
         self.steps, self.placement, self.partitions = steps, placement, parts
         self.inputs = [TensorSpec(names[a], tuple(a.type.get_shape()), str(numpy_dtype(a.type.element_type)))
                        for a in block.args]
+        self.constant_inputs = constant_inputs_of(module)
         returned = list(block.last_op.operands)
         out_names = [a.data for a in main.attributes["dlc.output_names"].data]
         self.outputs = [TensorSpec(n, tuple(v.type.get_shape()), str(numpy_dtype(v.type.element_type)))
@@ -432,7 +434,7 @@ class PartitionedExecutable:
         from dlc.runtime import check_inputs
 
         env = dict(self._constants)
-        env.update(zip((s.name for s in self.inputs), check_inputs(self.inputs, feeds)))
+        env.update(zip((s.name for s in self.inputs), check_inputs(self.inputs, feeds, self.constant_inputs)))
         for step in self.steps:
             # Copy in: each partition gets its own buffers, as a device memory would.
             results = step.executable.run({name: np.array(env[name], copy=True) for name in step.inputs})

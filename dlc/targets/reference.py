@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from dlc.errors import CompileError, DlcError
-from dlc.targets import CompileOptions, Target, TargetDescription, graph_io_specs, graph_main
+from dlc.targets import CompileOptions, Target, TargetDescription, constant_inputs_of, graph_io_specs, graph_main
 
 
 class ReferenceTarget(Target):
@@ -41,6 +41,7 @@ class ReferenceExecutable:
         block = graph_main(module).body.block
         names = {arg: f"in{i}" for i, arg in enumerate(block.args)}
         self.inputs, self.outputs = graph_io_specs(module)
+        self.constant_inputs = constant_inputs_of(module)
         returned = list(block.last_op.operands)
         self._constants: dict[str, np.ndarray] = {}
         self._steps = []
@@ -67,7 +68,7 @@ class ReferenceExecutable:
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from dlc.runtime import check_inputs
 
-        arrays = check_inputs(self.inputs, feeds)
+        arrays = check_inputs(self.inputs, feeds, self.constant_inputs)
         env = dict(self._constants)
         env.update(zip(self._arg_names, arrays))
         for node, evaluator in self._steps:

@@ -207,9 +207,10 @@ class NpuExecutable:
 
     def __init__(self, module, config: NpuConfig):
         from dialects.weights import weights_of
-        from dlc.targets import graph_io_specs
+        from dlc.targets import constant_inputs_of, graph_io_specs
 
         self.inputs, self.outputs = graph_io_specs(module)
+        self.constant_inputs = constant_inputs_of(module)
         self.module, self.config = module, config
         self.weights = weights_of(module)
         self.last_report: NpuReport | None = None
@@ -223,7 +224,7 @@ class NpuExecutable:
 
         block = graph_main(self.module).body.block
         values = {arg: np.array(a, dtype=np.float32)
-                  for arg, a in zip(block.args, check_inputs(self.inputs, feeds))}
+                  for arg, a in zip(block.args, check_inputs(self.inputs, feeds, self.constant_inputs))}
         simulator, report = Simulator(self.config), NpuReport(self.config)
         for op in block.ops:
             if isinstance(op, WeightOp):
