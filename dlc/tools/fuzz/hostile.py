@@ -143,10 +143,13 @@ class HostileBuilder:
             shape = tuple(int(self.rng.integers(1, 5)) if i == axis % rank else d for i, d in enumerate(shape))
             out = self.node("GatherElements", [data, self.tensor(indices(data_shape[axis], shape))], axis=axis)
         else:
-            last = int(self.rng.integers(1, rank + 1))
-            shape = (*self.shape(int(self.rng.integers(1, 3))), last)
-            out = self.node("GatherND", [data, self.tensor(indices(np.array(data_shape[:last]), shape).astype(
-                np.int64))])
+            # batch_dims b: the first b axes of data and indices pair up; a tuple then indexes
+            # data's axes b .. b + last.
+            batch = int(self.rng.integers(0, rank)) if self.chance(0.3) else 0
+            last = int(self.rng.integers(1, rank - batch + 1))
+            shape = (*data_shape[:batch], *self.shape(int(self.rng.integers(0 if batch else 1, 3))), last)
+            ind = indices(np.array(data_shape[batch:batch + last]), shape).astype(np.int64)
+            out = self.node("GatherND", [data, self.tensor(ind)], batch_dims=batch)
         self.outputs.append(out)
 
     def gen_extreme(self):
@@ -296,8 +299,9 @@ def predicted_error(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> str
         elif op in ("Gather", "GatherElements", "GatherND") and all(a is not None for a in args[:2]):
             data, idx = args[0], args[1].astype(np.int64)
             axis = next((x.i for x in node.attribute if x.name == "axis"), 0)
-            if op == "GatherND":
-                bound = np.broadcast_to(np.array(data.shape[:idx.shape[-1]], np.int64), idx.shape)
+            if op == "GatherND":  # an index tuple addresses the axes after the batch_dims ones
+                batch = next((x.i for x in node.attribute if x.name == "batch_dims"), 0)
+                bound = np.broadcast_to(np.array(data.shape[batch:batch + idx.shape[-1]], np.int64), idx.shape)
             else:
                 bound = data.shape[axis % data.ndim]
             if ((idx < -bound) | (idx >= bound)).any():
