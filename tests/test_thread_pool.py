@@ -1,5 +1,6 @@
 """dlc's native thread pool (dlc/runtime/thread_pool.py): every item of a region runs exactly once,
-whoever claims it; busy or nested callers run inline; it survives fork and process exit."""
+whoever claims it; concurrent and nested callers each get a job slot the workers serve; it
+survives fork and process exit."""
 
 from __future__ import annotations
 
@@ -63,7 +64,7 @@ def test_sleeping_workers_are_woken_and_share_the_items():
     assert len(log) == 3 and len(set(log)) >= 2
 
 
-def test_a_region_inside_an_item_runs_inline():
+def test_a_region_inside_an_item_runs_every_item_once():
     pool(pool_object()).ensure_threads(2)
     inner_log: list = []
     inner = _recording_worker(inner_log)
@@ -79,6 +80,41 @@ def test_a_region_inside_an_item_runs_inline():
     assert Counter(item for item, _ in inner_log) == Counter({0: 2, 1: 2, 2: 2})
 
 
+def test_concurrent_callers_share_the_workers_instead_of_running_inline():
+    """Callers that each ask for threads publish jobs side by side: every caller's items run on
+    more than its own thread (with one job at a time, all but one caller ran every item inline)."""
+    pool(pool_object()).ensure_threads(8)
+    callers = 3
+    logs: list[list] = [[] for _ in range(callers)]
+    lock = threading.Lock()
+    start = threading.Barrier(callers)
+
+    def make_worker(log):
+        @WORKER
+        def slow(data, item):  # long enough that no thread can take every item of a job first
+            time.sleep(0.05)
+            with lock:
+                log.append(threading.get_native_id())
+        return slow
+
+    workers = [make_worker(log) for log in logs]
+    callers_ids = [0] * callers
+
+    def call(index):
+        callers_ids[index] = threading.get_native_id()
+        start.wait()
+        _parallel()(ctypes.cast(workers[index], ctypes.c_void_p), None, 3)
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(callers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for index, log in enumerate(logs):
+        assert len(log) == 3
+        assert set(log) - {callers_ids[index]}, f"caller {index} ran all its items itself"
+
+
 def _conv_model():
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -92,8 +128,7 @@ def _conv_model():
 
 
 def test_python_threads_running_one_model_at_once_get_right_answers():
-    """Concurrent runs of one model: each gets its own arena, one region owns the pool at a time
-    and the others run their items on their own thread."""
+    """Concurrent runs of one model: each gets its own arena and its own job slot in the pool."""
     import dlc
 
     model = _conv_model()

@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import functools
 
-from dlc.runtime.thread_pool import MAX_WORKERS, SPIN_NS
+from dlc.runtime.thread_pool import MAX_WORKERS, SLOTS, SPIN_NS
 
 _POOL_IR = r"""
-@job_word = internal global i64 0, align 64
-@done = internal global i64 0, align 64
-@job_fn = internal global ptr null, align 64
-@job_data = internal global ptr null, align 8
-@job_items = internal global i64 0, align 8
-@busy = internal global i32 0, align 64
+; One job record per slot (SLOTS of them): callers on different threads each publish into a
+; free slot, and every worker serves every slot. `word` and `done` sit on cache lines of their
+; own: claimers hammer the first, finishers the second.
+%job = type { i64, i64, ptr, ptr, i32, [28 x i8], i64, [56 x i8] }
+;             word items fn  data busy              done
+@slots = internal global [SLOTS x %job] zeroinitializer, align 64
+@epoch = internal global i64 0, align 64
 @sleepers = internal global i32 0, align 64
 @shutdown = internal global i32 0, align 64
 @workers = internal global i64 0, align 64
@@ -51,35 +52,53 @@ define internal i64 @now_ns() nounwind {
   ret i64 %t
 }
 
-; Claim and run items of the published job until none is left.
-define internal void @run_items() {
+; Claim and run items of the job in `slot` until none is left.
+define internal void @run_items(i64 %slot) {
 entry:
+  %word_p = getelementptr inbounds [SLOTS x %job], ptr @slots, i64 0, i64 %slot, i32 0
+  %items_p = getelementptr inbounds [SLOTS x %job], ptr @slots, i64 0, i64 %slot, i32 1
+  %fn_p = getelementptr inbounds [SLOTS x %job], ptr @slots, i64 0, i64 %slot, i32 2
+  %data_p = getelementptr inbounds [SLOTS x %job], ptr @slots, i64 0, i64 %slot, i32 3
+  %done_p = getelementptr inbounds [SLOTS x %job], ptr @slots, i64 0, i64 %slot, i32 6
   br label %claim
 claim:
-  %w = load atomic i64, ptr @job_word seq_cst, align 8
-  %fn = load atomic ptr, ptr @job_fn seq_cst, align 8
-  %data = load atomic ptr, ptr @job_data seq_cst, align 8
-  %items = load atomic i64, ptr @job_items seq_cst, align 8
+  %w = load atomic i64, ptr %word_p seq_cst, align 8
+  %fn = load atomic ptr, ptr %fn_p seq_cst, align 8
+  %data = load atomic ptr, ptr %data_p seq_cst, align 8
+  %items = load atomic i64, ptr %items_p seq_cst, align 8
   %idx = and i64 %w, 4294967295
   %left = icmp ult i64 %idx, %items
   br i1 %left, label %try, label %out
 try:
   %next = add i64 %w, 1
-  %pair = cmpxchg ptr @job_word, i64 %w, i64 %next seq_cst seq_cst
+  %pair = cmpxchg ptr %word_p, i64 %w, i64 %next seq_cst seq_cst
   %won = extractvalue { i64, i1 } %pair, 1
   br i1 %won, label %run, label %claim
 run:
   call void %fn(ptr %data, i64 %idx)
-  %old = atomicrmw add ptr @done, i64 1 seq_cst
+  %old = atomicrmw add ptr %done_p, i64 1 seq_cst
   br label %claim
 out:
   ret void
 }
 
-define internal i64 @generation() alwaysinline nounwind {
-  %w = load atomic i64, ptr @job_word seq_cst, align 8
-  %g = lshr i64 %w, 32
-  ret i64 %g
+; Serve every slot once.
+define internal void @run_all_slots() {
+entry:
+  br label %loop
+loop:
+  %s = phi i64 [ 0, %entry ], [ %s1, %loop ]
+  call void @run_items(i64 %s)
+  %s1 = add i64 %s, 1
+  %more = icmp ult i64 %s1, SLOTS
+  br i1 %more, label %loop, label %out
+out:
+  ret void
+}
+
+define internal i64 @current_epoch() alwaysinline nounwind {
+  %e = load atomic i64, ptr @epoch seq_cst, align 8
+  ret i64 %e
 }
 
 define internal i1 @stopping() alwaysinline nounwind {
@@ -88,14 +107,15 @@ define internal i1 @stopping() alwaysinline nounwind {
   ret i1 %stop
 }
 
-; A worker: wait for a job of a newer generation than the last it saw, run its items, repeat.
+; A worker: wait for a job published after the last epoch it saw, serve every slot, repeat.
+; The epoch is read before the slots are served, so a job published meanwhile is not missed.
 define internal ptr @worker_main(ptr %unused) {
 entry:
   %seen = alloca i64, align 8
   %since = alloca i64, align 8
   %spins = alloca i64, align 8
-  %g0 = call i64 @generation()
-  store i64 %g0, ptr %seen, align 8
+  %e0 = call i64 @current_epoch()
+  store i64 %e0, ptr %seen, align 8
   br label %idle
 idle:
   %t0 = call i64 @now_ns()
@@ -106,13 +126,13 @@ poll:
   %stop = call i1 @stopping()
   br i1 %stop, label %exit, label %check
 check:
-  %g = call i64 @generation()
+  %e = call i64 @current_epoch()
   %last = load i64, ptr %seen, align 8
-  %new = icmp ne i64 %g, %last
+  %new = icmp ne i64 %e, %last
   br i1 %new, label %work, label %spin
 work:
-  store i64 %g, ptr %seen, align 8
-  call void @run_items()
+  store i64 %e, ptr %seen, align 8
+  call void @run_all_slots()
   br label %idle
 spin:
   call void @relax()
@@ -133,9 +153,9 @@ sleep:
   %s0 = atomicrmw add ptr @sleepers, i32 1 seq_cst
   br label %recheck
 recheck:
-  %gs = call i64 @generation()
+  %es = call i64 @current_epoch()
   %seen_s = load i64, ptr %seen, align 8
-  %same = icmp eq i64 %gs, %seen_s
+  %same = icmp eq i64 %es, %seen_s
   %stop_s = call i1 @stopping()
   %go_on = xor i1 %stop_s, true
   %wait = and i1 %same, %go_on
@@ -165,6 +185,25 @@ out:
   ret void
 }
 
+; A free slot, now this caller's (SLOTS when every slot is taken).
+define internal i64 @take_slot() {
+entry:
+  br label %loop
+loop:
+  %s = phi i64 [ 0, %entry ], [ %s1, %next ]
+  %busy_p = getelementptr inbounds [SLOTS x %job], ptr @slots, i64 0, i64 %s, i32 4
+  %pair = cmpxchg ptr %busy_p, i32 0, i32 1 seq_cst seq_cst
+  %mine = extractvalue { i32, i1 } %pair, 1
+  br i1 %mine, label %out, label %next
+next:
+  %s1 = add i64 %s, 1
+  %more = icmp ult i64 %s1, SLOTS
+  br i1 %more, label %loop, label %out
+out:
+  %r = phi i64 [ %s, %loop ], [ SLOTS, %next ]
+  ret i64 %r
+}
+
 ; Run fn(data, i) for i in [0, items) on the pool and this thread; return when all are done.
 define void @dlc_pool_parallel(ptr %fn, ptr %data, i64 %items) {
 entry:
@@ -174,26 +213,33 @@ entry:
   %none = icmp eq i64 %nw, 0
   %a = or i1 %few, %big
   %inline = or i1 %a, %none
-  br i1 %inline, label %serial, label %claim_pool
-claim_pool:
-  %pair = cmpxchg ptr @busy, i32 0, i32 1 seq_cst seq_cst
-  %mine = extractvalue { i32, i1 } %pair, 1
-  br i1 %mine, label %publish, label %serial
+  br i1 %inline, label %serial, label %claim_slot
+claim_slot:
+  %slot = call i64 @take_slot()
+  %full = icmp eq i64 %slot, SLOTS
+  br i1 %full, label %serial, label %publish
 serial:
   call void @run_serially(ptr %fn, ptr %data, i64 %items)
   ret void
 publish:
-  %g = call i64 @generation()
+  %word_p = getelementptr inbounds [SLOTS x %job], ptr @slots, i64 0, i64 %slot, i32 0
+  %w = load atomic i64, ptr %word_p seq_cst, align 8
+  %g = lshr i64 %w, 32
   %high = shl i64 %g, 32
   %closed = or i64 %high, 4294967295
-  store atomic i64 %closed, ptr @job_word seq_cst, align 8
-  store atomic i64 0, ptr @done seq_cst, align 8
-  store atomic ptr %fn, ptr @job_fn seq_cst, align 8
-  store atomic ptr %data, ptr @job_data seq_cst, align 8
-  store atomic i64 %items, ptr @job_items seq_cst, align 8
+  store atomic i64 %closed, ptr %word_p seq_cst, align 8
+  %done_p = getelementptr inbounds [SLOTS x %job], ptr @slots, i64 0, i64 %slot, i32 6
+  store atomic i64 0, ptr %done_p seq_cst, align 8
+  %fn_p = getelementptr inbounds [SLOTS x %job], ptr @slots, i64 0, i64 %slot, i32 2
+  store atomic ptr %fn, ptr %fn_p seq_cst, align 8
+  %data_p = getelementptr inbounds [SLOTS x %job], ptr @slots, i64 0, i64 %slot, i32 3
+  store atomic ptr %data, ptr %data_p seq_cst, align 8
+  %items_p = getelementptr inbounds [SLOTS x %job], ptr @slots, i64 0, i64 %slot, i32 1
+  store atomic i64 %items, ptr %items_p seq_cst, align 8
   %g1 = add i64 %g, 1
   %open = shl i64 %g1, 32
-  store atomic i64 %open, ptr @job_word seq_cst, align 8
+  store atomic i64 %open, ptr %word_p seq_cst, align 8
+  %e = atomicrmw add ptr @epoch, i64 1 seq_cst
   %asleep = load atomic i32, ptr @sleepers seq_cst, align 4
   %anyone = icmp sgt i32 %asleep, 0
   br i1 %anyone, label %wake, label %share
@@ -214,11 +260,11 @@ woke:
   %u = call i32 @pthread_mutex_unlock(ptr @mutex)
   br label %share
 share:
-  call void @run_items()
+  call void @run_items(i64 %slot)
   br label %wait
 wait:
   %spin = phi i64 [ 0, %share ], [ %spin1, %relax ], [ 0, %yield ]
-  %d = load atomic i64, ptr @done seq_cst, align 8
+  %d = load atomic i64, ptr %done_p seq_cst, align 8
   %finished = icmp uge i64 %d, %items
   br i1 %finished, label %out, label %relax
 relax:
@@ -231,7 +277,8 @@ yield:
   %y = call i32 @sched_yield()
   br label %wait
 out:
-  store atomic i32 0, ptr @busy seq_cst, align 4
+  %busy_p = getelementptr inbounds [SLOTS x %job], ptr @slots, i64 0, i64 %slot, i32 4
+  store atomic i32 0, ptr %busy_p seq_cst, align 4
   ret void
 }
 
@@ -255,8 +302,8 @@ loop:
   %short = icmp ult i64 %n, %target
   br i1 %short, label %create, label %out
 create:
-  %slot = getelementptr inbounds [MAX_WORKERS x i64], ptr @tids, i64 0, i64 %n
-  %rc = call i32 @pthread_create(ptr %slot, ptr null, ptr @worker_main, ptr null)
+  %tid_p = getelementptr inbounds [MAX_WORKERS x i64], ptr @tids, i64 0, i64 %n
+  %rc = call i32 @pthread_create(ptr %tid_p, ptr null, ptr @worker_main, ptr null)
   %ok = icmp eq i32 %rc, 0
   br i1 %ok, label %count, label %out
 count:
@@ -268,14 +315,39 @@ out:
   ret i64 %r
 }
 
+; Give back slots [0, n).
+define internal void @release_slots(i64 %n) {
+entry:
+  %any = icmp ugt i64 %n, 0
+  br i1 %any, label %loop, label %out
+loop:
+  %s = phi i64 [ 0, %entry ], [ %s1, %loop ]
+  %busy_p = getelementptr inbounds [SLOTS x %job], ptr @slots, i64 0, i64 %s, i32 4
+  store atomic i32 0, ptr %busy_p seq_cst, align 4
+  %s1 = add i64 %s, 1
+  %more = icmp ult i64 %s1, %n
+  br i1 %more, label %loop, label %out
+out:
+  ret void
+}
+
 ; Stop and join every worker (at exit: their code must not be unmapped under them).
-; Returns 0 without stopping when a job is running.
+; Returns 0 without stopping when a job is running (some slot is taken).
 define i32 @dlc_pool_stop() {
 entry:
-  %pair = cmpxchg ptr @busy, i32 0, i32 1 seq_cst seq_cst
+  br label %take
+take:
+  %s = phi i64 [ 0, %entry ], [ %s1, %took ]
+  %busy_p = getelementptr inbounds [SLOTS x %job], ptr @slots, i64 0, i64 %s, i32 4
+  %pair = cmpxchg ptr %busy_p, i32 0, i32 1 seq_cst seq_cst
   %mine = extractvalue { i32, i1 } %pair, 1
-  br i1 %mine, label %stop, label %refuse
+  br i1 %mine, label %took, label %refuse
+took:
+  %s1 = add i64 %s, 1
+  %more = icmp ult i64 %s1, SLOTS
+  br i1 %more, label %take, label %stop
 refuse:
+  call void @release_slots(i64 %s)
   ret i32 0
 stop:
   store atomic i32 1, ptr @shutdown seq_cst, align 4
@@ -292,11 +364,11 @@ join_start:
   br label %join
 join:
   %i = phi i64 [ 0, %join_start ], [ %i1, %joined ]
-  %more = icmp ult i64 %i, %n
-  br i1 %more, label %join_one, label %done_joining
+  %more_j = icmp ult i64 %i, %n
+  br i1 %more_j, label %join_one, label %done_joining
 join_one:
-  %slot = getelementptr inbounds [MAX_WORKERS x i64], ptr @tids, i64 0, i64 %i
-  %tid = load i64, ptr %slot, align 8
+  %tid_p = getelementptr inbounds [MAX_WORKERS x i64], ptr @tids, i64 0, i64 %i
+  %tid = load i64, ptr %tid_p, align 8
   %rc = call i32 @pthread_join(i64 %tid, ptr null)
   br label %joined
 joined:
@@ -305,14 +377,14 @@ joined:
 done_joining:
   store atomic i64 0, ptr @workers seq_cst, align 8
   store atomic i32 0, ptr @shutdown seq_cst, align 4
-  store atomic i32 0, ptr @busy seq_cst, align 4
+  call void @release_slots(i64 SLOTS)
   ret i32 1
 }
 
 ; In a forked child: the workers did not survive the fork; forget them (and any lock state).
 define void @dlc_pool_forget() {
   store atomic i64 0, ptr @workers seq_cst, align 8
-  store atomic i32 0, ptr @busy seq_cst, align 4
+  call void @release_slots(i64 SLOTS)
   store atomic i32 0, ptr @sleepers seq_cst, align 4
   store atomic i32 0, ptr @shutdown seq_cst, align 4
   store atomic i32 0, ptr @initialised seq_cst, align 4
@@ -330,7 +402,7 @@ def _pool_ir(arch: str) -> str:
     else:
         declaration, call = "", ""
     return (_POOL_IR.replace("PAUSE_DECLARATION", declaration).replace("PAUSE_CALL", call)
-            .replace("MAX_WORKERS", str(MAX_WORKERS)).replace("SPIN_NS", str(SPIN_NS)))
+            .replace("MAX_WORKERS", str(MAX_WORKERS)).replace("SLOTS", str(SLOTS)).replace("SPIN_NS", str(SPIN_NS)))
 
 
 @functools.cache

@@ -115,6 +115,7 @@ class NativeExecutable:
             parallel = pool(pool_object).parallel
             threads = pool().ensure_threads(threads)
         self._context = RuntimeContext(parallel, threads, self._profile.ctypes.data)
+        self._pool_widened = False
         # Read once: the normal path pays one attribute test per run for the checked mode.
         self._check_bounds = os.environ.get("DLC_CHECK_BOUNDS", "0") not in ("", "0", "off", "false")
 
@@ -142,6 +143,13 @@ class NativeExecutable:
         # The arena holds this run's intermediates: a run on another Python thread meanwhile
         # (the GIL is released during the native call) gets an arena of its own.
         mine = self._arena_lock.acquire(blocking=False)
+        if not mine and self._context.parallel and not self._pool_widened:
+            # Concurrent callers each publish their regions to the pool (one job slot each):
+            # give it a worker per core, not just this model's thread count, to serve them all.
+            from dlc.runtime.thread_pool import pool
+
+            pool().ensure_threads(max(default_threads(), self.num_threads))
+            self._pool_widened = True
         try:
             arena = self._arena if mine else aligned_empty(self._arena.shape, np.uint8)
             buffers = (ctypes.c_void_p * (len(inputs) + len(outputs) + 1))(

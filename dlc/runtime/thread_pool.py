@@ -12,14 +12,17 @@ The pool is written in LLVM IR (dlc/codegen/thread_pool_ir.py: no C compiler is 
 run time), compiled with the model and shipped in its artifact (`pool.o`, so that a run needs no LLVM), loaded once per
 process and shared by every loaded model; it grows to the largest thread count asked for.
 
-Protocol. One job is published at a time (`busy`): its description (worker, data, items)
-is written while `job_word` reads (generation, CLOSED), then `job_word` becomes
-(generation + 1, 0). A thread claims item i by a compare-exchange of (g, i) -> (g, i + 1);
-success proves the description it read belongs to generation g, since it cannot change
-without `job_word` changing first. Finished items count in `done`; the caller returns when
-`done` reaches `items`. Idle workers spin for SPIN_NS, then sleep on a condition variable;
-the caller wakes at most items - 1 sleepers. A second caller (another Python thread, or a
-region nested in an item) finds the pool busy and runs its items inline.
+Protocol. A caller takes a free slot of SLOTS job records (a compare-exchange of its `busy`
+flag), so callers on different Python threads, or a region nested in an item, each publish a
+job of their own and every worker serves them all: callers that ask for threads do not
+serialise on one job (they did: a second caller found the single job taken and ran inline).
+A slot's job is written while its `word` reads (generation, CLOSED), then `word` becomes
+(generation + 1, 0) and the global `epoch` is bumped. A thread claims item i by a
+compare-exchange of (g, i) -> (g, i + 1); success proves the description it read belongs to
+generation g, since it cannot change without `word` changing first. Finished items count in
+`done`; the caller returns when `done` reaches `items`, then frees the slot. Idle workers spin
+on `epoch` for SPIN_NS, then sleep on a condition variable; a caller wakes at most items - 1
+sleepers. With every slot taken, a caller runs its items inline.
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ MAX_WORKERS = 255
 # the same inference (usually microseconds away), short enough not to burn a core between runs.
 SPIN_NS = 200_000
 CLOSED = 0xFFFFFFFF  # item index of a job being written: never below `items`
+# Jobs that can run at once (concurrent callers, nested regions); one more caller runs inline.
+SLOTS = 64
 
 class ThreadPool:
     """The process's native pool: addresses for generated code, and worker management."""
