@@ -44,6 +44,42 @@ def _model(op: str, x_shape, attrs=None, weights=(), extra_nodes=(), opset: int 
     return onnx.shape_inference.infer_shapes(model)
 
 
+def _squeeze_excite(x_shape, squeezed: int, gate: str) -> onnx.ModelProto:
+    """x * gate(W2 @ act(W1 @ mean(x))): GlobalAveragePool, two 1x1 convs, a per-channel Mul.
+    The first activation is Relu before a HardSigmoid gate (MobileNetV3), SiLU before Sigmoid
+    (EfficientNet)."""
+    rng = np.random.default_rng(0)
+    channels = x_shape[1]
+    weights = {"w1": (squeezed, channels, 1, 1), "b1": (squeezed,), "w2": (channels, squeezed, 1, 1),
+               "b2": (channels,)}
+    inits = [numpy_helper.from_array(rng.uniform(-1, 1, shape).astype(np.float32), name)
+             for name, shape in weights.items()]
+    nodes = [helper.make_node("GlobalAveragePool", ["x"], ["pooled"]),
+             helper.make_node("Conv", ["pooled", "w1", "b1"], ["squeezed"])]
+    if gate == "Sigmoid":
+        nodes += [helper.make_node("Sigmoid", ["squeezed"], ["s_gate"]),
+                  helper.make_node("Mul", ["squeezed", "s_gate"], ["act"])]
+    else:
+        nodes.append(helper.make_node("Relu", ["squeezed"], ["act"]))
+    nodes += [helper.make_node("Conv", ["act", "w2", "b2"], ["excited"]),
+              helper.make_node(gate, ["excited"], ["scale"]),
+              helper.make_node("Mul", ["x", "scale"], ["y"])]
+    return _graph(nodes, x_shape, inits)
+
+
+def _silu(x_shape) -> onnx.ModelProto:
+    """x * Sigmoid(x), as torch.onnx writes SiLU."""
+    return _graph([helper.make_node("Sigmoid", ["x"], ["s"]), helper.make_node("Mul", ["x", "s"], ["y"])],
+                  x_shape, [])
+
+
+def _graph(nodes, x_shape, inits, opset: int = 21) -> onnx.ModelProto:
+    graph = helper.make_graph(nodes, "case", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=10)
+    return onnx.shape_inference.infer_shapes(model)
+
+
 def cases() -> dict[str, onnx.ModelProto]:
     conv = lambda cin, cout, k, **a: [("w", (cout, cin // a.get("group", 1), k, k)), ("b", (cout,))]  # noqa: E731
     return {
@@ -87,6 +123,26 @@ def cases() -> dict[str, onnx.ModelProto]:
         "Gelu 128x3072": _model("Gelu", [1, 128, 3072], opset=20),
         "MatMul 128x768 @ 768x768": _model("MatMul", [1, 128, 768], {}, [("w", (768, 768))]),
         "MatMul 1x2048 @ 2048x1000": _model("MatMul", [1, 2048], {}, [("w", (2048, 1000))]),
+        # A speech encoder's front end (wav2vec2): 1-D convs over a 16,000-sample signal; the
+        # 1xK Conv2d beside each does the same work.
+        "Conv1d k10/5 1->512 16000": _model("Conv", [1, 1, 16000], {"strides": [5]},
+                                            [("w", (512, 1, 10)), ("b", (512,))]),
+        "Conv1d k3/2 512->512 3199": _model("Conv", [1, 512, 3199], {"strides": [2]},
+                                            [("w", (512, 512, 3)), ("b", (512,))]),
+        "Conv 1x3/2 512->512 1x3199": _model("Conv", [1, 512, 1, 3199], {"strides": [1, 2]},
+                                             [("w", (512, 512, 1, 3)), ("b", (512,))]),
+        "Conv1d k3/2 512->512 399": _model("Conv", [1, 512, 399], {"strides": [2]},
+                                           [("w", (512, 512, 3)), ("b", (512,))]),
+        # Mobile blocks (MobileNetV3, EfficientNet): depthwise 5x5, squeeze-and-excitation,
+        # SiLU and HardSwish.
+        **{f"Conv dw 5x5{'/2' if s == 2 else ''} {c} {h}x{h}":
+           _model("Conv", [1, c, h, h], {"pads": [2] * 4, "group": c, "strides": [s, s]},
+                  conv(c, c, 5, group=c))
+           for c, h, s in [(240, 28, 1), (240, 28, 2), (480, 14, 1), (672, 14, 2), (960, 7, 1)]},
+        "SE 480x14x14 (GAP,1x1,Relu,1x1,HardSigmoid,Mul)": _squeeze_excite([1, 480, 14, 14], 120, "HardSigmoid"),
+        "SE 672x7x7 (GAP,1x1,SiLU,1x1,Sigmoid,Mul)": _squeeze_excite([1, 672, 7, 7], 28, "Sigmoid"),
+        "HardSwish 96x56x56": _model("HardSwish", [1, 96, 56, 56]),
+        "SiLU 96x56x56 (Sigmoid, Mul)": _silu([1, 96, 56, 56]),
         "Transpose 128x12x64 -> 12x128x64": _model("Transpose", [1, 128, 12, 64], {"perm": [0, 2, 1, 3]}),
         "ReduceMean 128x768 last axis": _model("ReduceMean", [1, 128, 768], {"keepdims": 1},
                                                [("axes", np.array([-1], np.int64))]),

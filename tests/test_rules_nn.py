@@ -64,6 +64,11 @@ CONV_CASES = [  # (x shape, weight shape, attributes)
     # Weight rows 4 KiB apart: pack-weights pads them a cache line (a_row_stride 1040).
     pytest.param([1, 1024, 3, 5], [20, 1024, 1, 1], {}, id="pointwise_1024_channels"),
     pytest.param([2, 3, 10], [4, 3, 3], {"pads": [1, 0], "strides": [2]}, id="conv1d"),
+    # 1-D convs with enough output channels take the 2-D GEMM path as unit-height convs.
+    pytest.param([2, 8, 21], [16, 8, 3], {"pads": [1, 2], "strides": [2]}, id="conv1d_gemm"),
+    pytest.param([1, 16, 30], [16, 8, 5], {"group": 2, "dilations": [2], "pads": [4, 3]},
+                 id="conv1d_gemm_groups_dilated"),
+    pytest.param([1, 1, 203], [16, 1, 10], {"strides": [5]}, id="conv1d_gemm_k10_s5"),
     pytest.param([1, 2, 4, 5, 5], [2, 2, 2, 3, 3], {"pads": [0, 1, 0, 0, 0, 1]}, id="conv3d"),
 ]
 
@@ -277,6 +282,37 @@ def test_conv_im2col_in_l2_sized_blocks_with_a_residual_epilogue(threads):
     assert plan["width"] <= gemm["ldb"] and 576 * gemm["ldb"] * 4 <= target_info(module).l2_bytes // 2 + 64 * 576
     assert plan["width"] < 1600  # several blocks
     assert (plan["tm"] * plan["tn"] >= 2) == (threads > 1)
+    feeds = random_feeds(model)
+    got = dlc.compile(model, threads=threads).run(feeds)["y"]
+    np.testing.assert_allclose(got, run_onnxruntime(model, feeds)[0], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_conv1d_stack_as_gemm_with_a_residual_epilogue(threads):
+    """A speech front end (Conv1d k10/5 from one channel, then k3/2 ones, a residual Add +
+    Relu fused into a stride-1 one) lowers every conv to one im2col GEMM call, with no
+    direct loop nest left, and matches onnxruntime at any thread count."""
+    import re
+
+    from conftest import random_feeds
+
+    import dlc
+    from dlc.driver import compile_model
+    from dlc.targets import CompileOptions
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.uniform(-0.3, 0.3, shape).astype(np.float32), name)
+             for name, shape in [("w0", (32, 1, 10)), ("w1", (32, 32, 3)), ("b1", (32,)), ("w2", (32, 32, 3))]]
+    nodes = [helper.make_node("Conv", ["x", "w0"], ["c0"], strides=[5]),
+             helper.make_node("Relu", ["c0"], ["r0"]),
+             helper.make_node("Conv", ["r0", "w1", "b1"], ["c1"], strides=[2]),
+             helper.make_node("Conv", ["c1", "w2"], ["c2"], pads=[1, 1]),
+             helper.make_node("Add", ["c2", "c1"], ["s"]), helper.make_node("Relu", ["s"], ["y"])]
+    graph = helper.make_graph(nodes, "front_end", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 1600])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    model = onnx.shape_inference.infer_shapes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)]))
+    text = str(compile_model(model, options=CompileOptions(threads=threads), compile_to="linalg").module)
+    assert len(re.findall(r"func\.call @dlc_gemm_\d+", text)) == 3
     feeds = random_feeds(model)
     got = dlc.compile(model, threads=threads).run(feeds)["y"]
     np.testing.assert_allclose(got, run_onnxruntime(model, feeds)[0], rtol=1e-4, atol=1e-5)
