@@ -1,26 +1,39 @@
-"""Thread scaling of dlc and onnxruntime: one fresh process per (runtime, thread count, round).
+"""Thread scaling and concurrent callers, dlc against onnxruntime: one fresh process per measurement.
 
-    python benchmarks/threads.py                                   # light ResNet-50, 1 and 2 threads
-    python benchmarks/threads.py model.onnx --threads 1,2,4,8,16 --rounds 3
+    python benchmarks/threads.py                                        # ResNet-18 and MobileNetV2, 1 and 2 threads
+    python benchmarks/threads.py --models resnet18,mobilenet_v2,resnet50 --threads 1,2,4,8,16 --rounds 2
+    python benchmarks/threads.py --models resnet18 --threads '' --concurrency 16x1,4x4,2x8
+    python benchmarks/threads.py model.onnx --threads 1,4 --output table.md
 
-Each measurement runs in its own process pinned to the first N cores (one logical CPU per
-physical core where Linux says which), so thread pools never share cores with another
-runtime's spinning workers, and affinity set for one count never leaks into the next.
-Prints each round's median latency and the speed-up over one thread (best round each).
+Models are names from benchmarks/run_all.py (the benchmark set) or .onnx paths. Latency: each
+(model, runtime, thread count, round) runs in its own process pinned to the first N cores (one
+logical CPU per physical core where Linux says which), so a pool never shares cores with the
+other runtime's spinning workers; the median of `--repeat` runs, best round kept. Throughput
+(`--concurrency CxT`): C Python threads call one compiled model (dlc) or one shared session
+(onnxruntime, intra_op_num_threads=T) for `--seconds`, inferences per second, on all C*T cores.
+dlc and onnxruntime alternate within each round. The table gives ratios dlc/onnxruntime (lower is
+better for dlc; for throughput, onnxruntime/dlc, so lower is better for dlc there too) and flags
+any model whose dlc latency at N threads is more than 5% above its latency at the previous count.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import platform
 import subprocess
 import sys
+import tempfile
+import threading
 import time
+from datetime import date
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+RUNTIMES = ("dlc", "onnxruntime")
 
 
 def _cores() -> list[int]:
@@ -37,19 +50,14 @@ def _cores() -> list[int]:
     return cores
 
 
-def _measure(model: str, runtime: str, threads: int, repeat: int) -> float:
-    """Median milliseconds of `repeat` runs in this process (the child's side)."""
-    os.sched_setaffinity(0, _cores()[:threads])
+def _runner(model_path: str, runtime: str, threads: int):
+    """A no-argument callable running one inference (the child's side), after warm-up."""
     sys.path.insert(0, str(ROOT))
-    sys.path.insert(0, str(Path(__file__).resolve().parent))  # run_all (xDSL ships a `benchmarks`)
     import onnx
-    from run_all import without_initializer_inputs
 
-    # As run_all does: IR-3 models list their weights as inputs, which keeps onnxruntime from
-    # folding and fusing them; both runtimes get the same model.
-    model = without_initializer_inputs(onnx.load(model))
     from dlc.tools.oracle import input_specs, onnxruntime_session, random_inputs
 
+    model = onnx.load(model_path)
     feeds = random_inputs(input_specs(model))
     if runtime == "dlc":
         import dlc
@@ -61,6 +69,13 @@ def _measure(model: str, runtime: str, threads: int, repeat: int) -> float:
         run = lambda: session.run(None, feeds)  # noqa: E731
     for _ in range(3):
         run()
+    return run
+
+
+def _latency(model_path: str, runtime: str, threads: int, repeat: int) -> float:
+    """Median milliseconds of `repeat` runs, pinned to the first `threads` cores."""
+    os.sched_setaffinity(0, _cores()[:threads])
+    run = _runner(model_path, runtime, threads)
     times = []
     for _ in range(repeat):
         start = time.perf_counter()
@@ -69,39 +84,155 @@ def _measure(model: str, runtime: str, threads: int, repeat: int) -> float:
     return float(np.median(times)) * 1e3
 
 
-def main(argv=None) -> int:
-    import onnx
+def _throughput(model_path: str, runtime: str, callers: int, threads: int, seconds: float) -> float:
+    """Inferences per second of `callers` Python threads sharing one model, `threads` each."""
+    os.sched_setaffinity(0, _cores()[:callers * threads])
+    run = _runner(model_path, runtime, threads)
+    counts = [0] * callers
+    start_line = threading.Barrier(callers + 1)
+    stop = threading.Event()
 
-    default = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light" / "light_resnet50.onnx"
+    def caller(index: int) -> None:
+        start_line.wait()
+        while not stop.is_set():
+            run()
+            counts[index] += 1
+
+    workers = [threading.Thread(target=caller, args=(i,)) for i in range(callers)]
+    for worker in workers:
+        worker.start()
+    start_line.wait()
+    begin = time.perf_counter()
+    time.sleep(seconds)
+    stop.set()
+    for worker in workers:
+        worker.join()
+    return sum(counts) / (time.perf_counter() - begin)
+
+
+def _child(args: list[str]) -> float:
+    environment = {**os.environ, "ORT_LOGGING_LEVEL": "3"}
+    out = subprocess.run([sys.executable, __file__, "--child", *args], capture_output=True, text=True,
+                         env=environment)
+    if out.returncode != 0:
+        raise RuntimeError(f"child {args} failed:\n{out.stderr[-2000:]}")
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def _model_files(names: list[str], workdir: Path) -> dict[str, str]:
+    """name -> .onnx path: benchmark-set names are built and saved, paths are taken as they are."""
+    sys.path.insert(0, str(HERE))  # run_all and models (xDSL ships a top-level `benchmarks`)
+    sys.path.insert(0, str(ROOT))
+    import onnx
+    from run_all import BUILT, ZOO, without_initializer_inputs, zoo_model
+
+    files = {}
+    for name in names:
+        if name in ZOO or name in BUILT:
+            model = zoo_model(name) if name in ZOO else BUILT[name]()
+        else:  # as run_all does: IR-3 weights listed as inputs keep onnxruntime from folding them
+            model = without_initializer_inputs(onnx.load(name))
+            name = Path(name).stem
+        files[name] = str(workdir / f"{name}.onnx")
+        onnx.save(model, files[name])
+    return files
+
+
+def _geomean(values: list[float]) -> float:
+    return float(np.exp(np.mean(np.log(values)))) if values else float("nan")
+
+
+def latency_table(results: dict, names: list[str], counts: list[int]) -> list[str]:
+    best = {key: min(rounds) for key, rounds in results.items()}
+    lines = ["| model | " + " | ".join(f"{t} thr dlc ms | ort ms | dlc/ort" for t in counts) + " |",
+             "|---|" + "---:|---:|---:|" * len(counts)]
+    for name in names:
+        cells = [f"{best[name, 'dlc', t]:.3f} | {best[name, 'onnxruntime', t]:.3f} | "
+                 f"{best[name, 'dlc', t] / best[name, 'onnxruntime', t]:.2f}" for t in counts]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines.append("")
+    for t in counts:
+        ratios = {name: best[name, "dlc", t] / best[name, "onnxruntime", t] for name in names}
+        worst = max(ratios, key=ratios.get)
+        lines.append(f"- {t} threads: geomean dlc/ort {_geomean(list(ratios.values())):.2f}, "
+                     f"worst {worst} {ratios[worst]:.2f}")
+    backwards = [f"{name} {a}->{b} threads: {best[name, 'dlc', a]:.3f} -> {best[name, 'dlc', b]:.3f} ms"
+                 for name in names for a, b in zip(counts, counts[1:])
+                 if best[name, "dlc", b] > 1.05 * best[name, "dlc", a]]
+    lines.append("- dlc slower with more threads (beyond 5%): " + ("; ".join(backwards) or "none"))
+    return lines
+
+
+def throughput_table(results: dict, names: list[str], setups: list[tuple[int, int]]) -> list[str]:
+    best = {key: max(rounds) for key, rounds in results.items()}
+    lines = ["| model | " + " | ".join(f"{c}x{t} dlc inf/s | ort inf/s | ort/dlc" for c, t in setups) + " |",
+             "|---|" + "---:|---:|---:|" * len(setups)]
+    for name in names:
+        cells = [f"{best[name, 'dlc', s]:.1f} | {best[name, 'onnxruntime', s]:.1f} | "
+                 f"{best[name, 'onnxruntime', s] / best[name, 'dlc', s]:.2f}" for s in setups]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("model", nargs="?", default=str(default))
-    parser.add_argument("--threads", default="1,2", help="comma-separated thread counts")
+    parser.add_argument("model", nargs="*", help=".onnx paths (added to --models)")
+    parser.add_argument("--models", default="resnet18,mobilenet_v2", help="benchmark-set names (run_all.py)")
+    parser.add_argument("--threads", default="1,2", help="comma-separated thread counts for latency ('' for none)")
+    parser.add_argument("--concurrency", default="", help="CALLERSxTHREADS setups for throughput, e.g. 16x1,4x4")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--repeat", type=int, default=20)
-    parser.add_argument("--child", nargs=2, metavar=("RUNTIME", "THREADS"), help=argparse.SUPPRESS)
+    parser.add_argument("--repeat", type=int, default=20, help="timed runs per latency measurement (median)")
+    parser.add_argument("--seconds", type=float, default=3.0, help="length of a throughput measurement")
+    parser.add_argument("--output", type=Path, help="also write the tables (markdown) here")
+    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        print(_measure(args.model, args.child[0], int(args.child[1]), args.repeat))
+        kind, path, runtime, *rest = args.child
+        if kind == "latency":
+            print(_latency(path, runtime, int(rest[0]), args.repeat))
+        else:
+            print(_throughput(path, runtime, int(rest[0]), int(rest[1]), args.seconds))
         return 0
-    counts = [int(t) for t in args.threads.split(",")]
-    if max(counts) > len(_cores()):
-        print(f"note: {max(counts)} threads on {len(_cores())} cores: some share a core", file=sys.stderr)
-    results: dict[tuple[str, int], list[float]] = {}
-    environment = {**os.environ, "ORT_LOGGING_LEVEL": "3"}
-    for _ in range(args.rounds):
-        for threads in counts:
-            for runtime in ("dlc", "onnxruntime"):
-                out = subprocess.run([sys.executable, __file__, args.model, "--repeat", str(args.repeat),
-                                      "--child", runtime, str(threads)], capture_output=True, text=True,
-                                     env=environment, check=True).stdout
-                results.setdefault((runtime, threads), []).append(float(out.strip().splitlines()[-1]))
-    print(f"{Path(args.model).name}: median ms per round (one process each), speed-up over 1 thread")
-    for runtime in ("dlc", "onnxruntime"):
-        base = min(results.get((runtime, 1), [float("nan")]))
-        for threads in counts:
-            rounds = results[runtime, threads]
-            print(f"  {runtime:12s} {threads:3d} threads: {' '.join(f'{r:8.2f}' for r in rounds)}"
-                  f"   best {min(rounds):8.2f}   {base / min(rounds):5.2f}x")
+    names = [n for n in args.models.split(",") if n] + list(args.model)
+    counts = [int(t) for t in args.threads.split(",") if t]
+    setups = [tuple(int(v) for v in s.split("x")) for s in args.concurrency.split(",") if s]
+    cores = len(_cores())
+    if max([*counts, *(c * t for c, t in setups), 1]) > cores:
+        print(f"note: more threads than the {cores} cores: some share a core", file=sys.stderr)
+    latency: dict = {}
+    throughput: dict = {}
+    with tempfile.TemporaryDirectory() as workdir:
+        files = _model_files(names, Path(workdir))
+        for round_ in range(args.rounds):
+            for name, path in files.items():
+                for t in counts:
+                    for runtime in RUNTIMES:
+                        latency.setdefault((name, runtime, t), []).append(
+                            _child(["latency", path, runtime, str(t), "--repeat", str(args.repeat)]))
+                    print(f"round {round_ + 1} {name} {t} threads: dlc {latency[name, 'dlc', t][-1]:.3f} ms, "
+                          f"ort {latency[name, 'onnxruntime', t][-1]:.3f} ms", flush=True)
+                for c, t in setups:
+                    for runtime in RUNTIMES:
+                        throughput.setdefault((name, runtime, (c, t)), []).append(
+                            _child(["throughput", path, runtime, str(c), str(t), "--seconds", str(args.seconds)]))
+                    print(f"round {round_ + 1} {name} {c}x{t}: dlc {throughput[name, 'dlc', (c, t)][-1]:.1f}/s, "
+                          f"ort {throughput[name, 'onnxruntime', (c, t)][-1]:.1f}/s", flush=True)
+    import onnxruntime
+
+    import dlc
+
+    command = "python benchmarks/threads.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    lines = [f"{date.today()}, {platform.processor() or platform.machine()}, {cores} cores, dlc {dlc.__version__}, "
+             f"onnxruntime {onnxruntime.__version__}; best of {args.rounds} rounds", "", f"`{command.strip()}`", ""]
+    if counts:
+        lines += ["Latency (median ms):", "", *latency_table(latency, list(files), counts), ""]
+    if setups:
+        lines += ["Throughput (inferences/s, one shared model or session):", "",
+                  *throughput_table(throughput, list(files), setups), ""]
+    text = "\n".join(lines)
+    print("\n" + text)
+    if args.output:
+        args.output.write_text(text)
     return 0
 
 
