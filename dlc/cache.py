@@ -3,7 +3,13 @@
 The key covers everything the result depends on: the model's bytes, the input shapes
 and options, dlc's version and the hash of its own source (so a changed compiler never
 serves stale code), and the host CPU name and features. Entries are artifact directories
-under `$DLC_CACHE_DIR` (default `~/.cache/dlc`); `DLC_CACHE=0` turns the cache off.
+under `$DLC_CACHE_DIR` (default `$XDG_CACHE_HOME/dlc`, else `~/.cache/dlc`); `DLC_CACHE=0`
+turns the cache off.
+
+The cache is bounded (issue 17: a ResNet-50 entry is 53 MB, and every change of dlc's source
+makes new keys): after each store, the least recently used entries go until the entries fit
+`$DLC_CACHE_MAX` (default 4 GiB, `0` for no cap). A hit marks its entry used (its mtime), as
+ccache does. `dlc cache info` and `dlc cache clear` show and empty it.
 
 The cache holds code this process will execute, so (issue 7): the directory is user-only
 (0700) and every file in it 0600, whatever the umask; each entry carries `CHECKSUMS`, the
@@ -17,6 +23,7 @@ limit is intact: it stays, and this compile goes without the cache.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -27,13 +34,41 @@ import stat
 import tempfile
 from pathlib import Path
 
-from dlc.errors import ArtifactError, MemoryLimitError
+from dlc.errors import ArtifactError, DlcError, MemoryLimitError
+
+DEFAULT_MAX_BYTES = 4 << 30
+MAX_VARIABLE = "DLC_CACHE_MAX"
 
 
 def cache_dir() -> Path | None:
     if os.environ.get("DLC_CACHE", "1") in ("0", "off", "false"):
         return None
-    return Path(os.environ.get("DLC_CACHE_DIR", Path.home() / ".cache" / "dlc"))
+    return cache_location()
+
+
+def cache_location() -> Path:
+    """Where the cache lives, on or off: $DLC_CACHE_DIR, else the XDG base directory spec's
+    $XDG_CACHE_HOME/dlc (an absolute path only, as the spec says), else ~/.cache/dlc."""
+    if os.environ.get("DLC_CACHE_DIR"):
+        return Path(os.environ["DLC_CACHE_DIR"])
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    return (Path(xdg) if os.path.isabs(xdg) else Path.home() / ".cache") / "dlc"
+
+
+def max_bytes() -> int | None:
+    """The cap on the entries' total size: $DLC_CACHE_MAX ('4GiB', '500MB', bytes; 0: none)."""
+    text = os.environ.get(MAX_VARIABLE, "").strip()
+    if not text:
+        return DEFAULT_MAX_BYTES
+    if text in ("0", "none", "off"):
+        return None
+    from dlc.runtime.memory_limit import parse_size
+
+    try:
+        return parse_size(text, f"${MAX_VARIABLE}")
+    except DlcError as error:
+        raise DlcError(f"${MAX_VARIABLE}={text!r} is not a size", "write it as 4GiB, 500MB or a number of "
+                       "bytes (0: no cap)") from error
 
 
 @functools.cache
@@ -162,7 +197,10 @@ def lookup(key: str):
     problem = verify_entry(entry)
     if problem is None:
         try:
-            return load_artifact(entry)
+            executable = load_artifact(entry)
+            with contextlib.suppress(OSError):
+                os.utime(entry)  # used now: the last to go when the cache is over its cap
+            return executable
         except MemoryLimitError as error:  # intact: a later compile with a higher limit uses it
             _log.info("dlc cache: entry %s is above this compile's memory limit (%s)", entry, error)
             return None
@@ -208,3 +246,72 @@ def store(key: str, executable) -> None:
     except OSError:
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)
+        return
+    evict(directory, max_bytes(), keep=key)
+
+
+# --- size cap, info, clear ----------------------------------------------------------------------
+
+def _is_entry(path: Path) -> bool:
+    """An entry this cache made: a folder named by a key, or a store's staging folder."""
+    name = path.name
+    is_key = len(name) == 32 and all(c in "0123456789abcdef" for c in name)
+    return (is_key or name.startswith(".tmp-")) and path.is_dir() and not path.is_symlink()
+
+
+def entries(directory: Path | None = None) -> list[tuple[Path, int, float]]:
+    """(entry, bytes, last use) of every entry, least recently used first."""
+    directory = cache_location() if directory is None else directory
+    if not directory.is_dir():
+        return []
+    found = []
+    for path in directory.iterdir():
+        if not _is_entry(path):
+            continue
+        try:
+            size = sum(f.lstat().st_size for f in path.iterdir())
+            found.append((path, size, path.stat().st_mtime))
+        except OSError:
+            continue  # removed by a concurrent eviction
+    return sorted(found, key=lambda item: item[2])
+
+
+def evict(directory: Path, limit: int | None, keep: str | None = None) -> list[Path]:
+    """Remove least recently used entries until the rest fit `limit` bytes; never `keep`."""
+    if limit is None:
+        return []
+    found = [item for item in entries(directory) if item[0].name != keep and not item[0].name.startswith(".tmp-")]
+    total = sum(size for _, size, _ in entries(directory))
+    removed = []
+    for path, size, _ in found:
+        if total <= limit:
+            break
+        shutil.rmtree(path, ignore_errors=True)
+        total -= size
+        removed.append(path)
+    if removed:
+        _log.info("dlc cache: evicted %d least recently used entries (cap %d bytes)", len(removed), limit)
+    return removed
+
+
+def info() -> dict:
+    """What `dlc cache info` prints: where, whether on, how many entries, their size, the cap."""
+    directory = cache_location()
+    found = entries(directory)
+    return {"directory": str(directory), "enabled": cache_dir() is not None, "entries": len(found),
+            "bytes": sum(size for _, size, _ in found), "max_bytes": max_bytes()}
+
+
+def clear() -> tuple[int, int]:
+    """Remove every entry (and the measured peaks stored beside them): (entries, bytes) freed.
+    Only what this cache writes is touched, so a DLC_CACHE_DIR pointing at a folder of other
+    files loses none of them."""
+    directory = cache_location()
+    found = entries(directory)
+    for path, _, _ in found:
+        shutil.rmtree(path, ignore_errors=True)
+    if directory.is_dir():
+        for peak in directory.glob("peak-*.json"):
+            with contextlib.suppress(OSError):
+                peak.unlink()
+    return len(found), sum(size for _, size, _ in found)

@@ -1,12 +1,16 @@
-"""The `dlc` command line: compile, run, opt, passes, ops.
+"""The `dlc` command line: compile, run, opt, explain, compare, verify, bench, passes, ops, cache.
 
-Errors print one clear message and exit with code 1; `--debug` shows the traceback.
+Errors print one clear message and exit with code 1, whatever the input (usage errors, pipeline
+text, plugins included); `--debug` shows the traceback. Long work reports its progress on
+stderr (dlc/progress.py); `--quiet` turns that off.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import os
+import stat
 import sys
 import time
 from pathlib import Path
@@ -51,6 +55,96 @@ def _parse_inputs(items: list[str] | None) -> dict[str, np.ndarray]:
             raise InputError(f"--input {item}: '{path}' is an .npz archive, not one .npy array",
                              "save the input alone with numpy.save(path, array)")
     return feeds
+
+
+def _load_plugins(paths: list[str] | None) -> None:
+    """--load-pass-plugin FILE.py: register its passes, or say in one line why it cannot."""
+    from passes import load_pass_plugin
+
+    for path in paths or []:
+        if not Path(path).is_file():
+            raise DlcError(f"--load-pass-plugin {path}: no such file",
+                           "give the path of a Python file that defines xDSL ModulePass classes "
+                           "(examples/passes/remove_double_relu.py is one)")
+        try:
+            names = load_pass_plugin(path)
+        except (DlcError, KeyboardInterrupt):
+            raise
+        except BaseException as error:  # the plugin's own code failed (sys.exit too): report it as its error
+            where = ""
+            if isinstance(error, SyntaxError) and error.lineno:
+                where = f" (line {error.lineno})"
+            raise DlcError(f"--load-pass-plugin {path}: importing it raised {type(error).__name__}{where}: "
+                           f"{error}", f"run `python {path}` to see the error in full") from error
+        if not names:
+            raise DlcError(f"--load-pass-plugin {path}: the file defines no pass (no subclass of "
+                           "xdsl.passes.ModulePass with a `name`)",
+                           "see docs/writing-passes.md for the shape of a pass")
+
+
+def _pipeline_syntax_error(error: BaseException) -> DlcError | None:
+    """xDSL's ArgSpecParseError (a BaseException, so `except Exception` misses it) as one line:
+    the pipeline text, the column and xDSL's reason."""
+    if type(error).__name__ != "ArgSpecParseError":
+        return None
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    text = lines[2] if len(lines) >= 5 else ""
+    column = lines[1].rpartition(":")[2] if len(lines) >= 5 else "?"
+    return DlcError(f"cannot parse pass pipeline '{text}' at column {column}: {lines[-1] if lines else error}",
+                    "write passes as `pass-a,pass-b{option=1 other=2}`; `dlc passes` lists them")
+
+
+MLIR_STARTS = ("builtin.module", "module", '"builtin.module"', "func.func", "//")
+
+
+def mlir_phase(path: Path) -> str | None:
+    """The phase of an MLIR text file (None: not MLIR text), from the dialects it holds:
+    linalg -> linalg, kernel.launch -> kernels, onnx ops -> onnx (the graph passes that then
+    run again change nothing on graph-phase IR), else loops (also linalg-phase IR of GEMMs
+    alone, whose loops stage has no linalg op to lower: the same result)."""
+    import re
+
+    try:
+        with open(path, "rb") as file:
+            text = file.read().decode()
+    except (OSError, UnicodeDecodeError):
+        return None
+    if not text.lstrip().startswith(MLIR_STARTS):
+        return None
+    found = set(re.findall(r'^\s*(?:%[^=\n]*=\s*)?"?(linalg|kernel|onnx)\.', text, re.M))
+    return ("linalg" if "linalg" in found else "kernels" if "kernel" in found
+            else "onnx" if "onnx" in found else "loops")
+
+
+def _stdout_file() -> Path | None:
+    """The regular file stdout is redirected to (`dlc opt m.mlir > opt.mlir`), or None."""
+    try:
+        fd = sys.stdout.fileno()
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        path = Path(os.readlink(f"/proc/self/fd/{fd}"))
+    except (OSError, ValueError, AttributeError):  # io.UnsupportedOperation is an OSError
+        return None
+    return path if path.is_file() else None
+
+
+def _print_mlir(module) -> None:
+    """MLIR on stdout. Redirected to a file, the weights go beside it as they do with -o
+    (`> opt.mlir` writes opt.weights.npz), so `dlc compile opt.mlir` finds them."""
+    from dialects.weights import sidecar_path, weights_of
+
+    print(module)
+    weights = weights_of(module)
+    if not weights:
+        return
+    target = _stdout_file()
+    if target is not None:
+        with _writing(sidecar_path(target)):
+            weights.save(sidecar_path(target))
+        print(f"dlc: wrote the weights beside {target}: {sidecar_path(target)}", file=sys.stderr)
+    else:
+        print("dlc: the weights of this IR were not written (stdout is not a file); use -o FILE.mlir "
+              "or `> FILE.mlir` to get FILE.weights.npz beside it", file=sys.stderr)
 
 
 def _instrumentation(args):
@@ -99,6 +193,11 @@ def _compile(args, compile_to: str):
     from dlc.targets import CompileOptions
 
     instrument = _instrumentation(args)
+    compile_from = getattr(args, "compile_from", None)
+    if compile_from is not None:
+        _check_mlir_text(Path(args.model))
+    elif not Path(args.model).is_dir():
+        compile_from = mlir_phase(Path(args.model))  # MLIR text: --compile-from is implied
     result = compile_model(args.model, target=args.target,
                            options=CompileOptions(threads=getattr(args, "threads", None),
                                                   fusion=getattr(args, "fusion", "all"),
@@ -110,7 +209,7 @@ def _compile(args, compile_to: str):
                                                                                  False)),
                            input_shapes=_parse_shapes(getattr(args, "shape", None)),
                            pipeline=getattr(args, "pipeline", None), compile_to=compile_to,
-                           compile_from=getattr(args, "compile_from", None), instrument=instrument)
+                           compile_from=compile_from, instrument=instrument)
     if getattr(args, "time_passes", False):
         _print_timings(result.timings)
     return result
@@ -145,10 +244,7 @@ def _writing(path: Path):
 def cmd_compile(args) -> int:
     from dlc.driver import write_mlir
 
-    for plugin in args.load_pass_plugin or []:
-        from passes import load_pass_plugin
-
-        load_pass_plugin(plugin)
+    _load_plugins(args.load_pass_plugin)
     writes_directory = args.compile_to == "exe"
     if args.output or writes_directory:
         _check_output("-o", Path(args.output or "out"), writes_directory)
@@ -174,7 +270,7 @@ def cmd_compile(args) -> int:
 
         print(f"wrote {args.output} and {sidecar_path(args.output)}")
     else:
-        print(result.module)
+        _print_mlir(result.module)
     return 0
 
 
@@ -217,12 +313,14 @@ def cmd_run(args) -> int:
     if path.is_dir():
         if args.target not in ("cpu",):
             raise DlcError(f"{path} is a compiled cpu artifact; --target {args.target} needs the .onnx model")
+        given = _parse_inputs(args.input)  # a bad --input fails before a compile, not after it
         model = dlc.load(path, max_memory=args.max_memory)
     else:
+        given = _parse_inputs(args.input)
         result = _compile(args, "exe")
         model = dlc.CompiledModel(result.executable, args.target)
     feeds = random_inputs(model.inputs, args.seed)
-    feeds.update(_parse_inputs(args.input))
+    feeds.update(given)
     executable = model._executable
     if args.check_bounds:
         if not hasattr(executable, "_checked_run"):
@@ -271,8 +369,8 @@ def _check_mlir_text(path: Path) -> None:
         return  # read_mlir reports a missing or unreadable file
     except UnicodeDecodeError:
         raise DlcError(f"{path}: not MLIR text (the file is binary; an .onnx model?)",
-                       "`dlc opt` reads the text `dlc compile MODEL.onnx --compile-to onnx -o "
-                       "M.mlir` writes") from None
+                       "`dlc opt` and --compile-from read the text `dlc compile MODEL.onnx --compile-to "
+                       "PHASE -o M.mlir` writes; give an .onnx model without --compile-from") from None
 
 
 def cmd_opt(args) -> int:
@@ -280,10 +378,7 @@ def cmd_opt(args) -> int:
     from dlc.driver import read_mlir, write_mlir
     from passes.pipeline import PassInstrumentation, parse_pass_pipeline, run_passes
 
-    for plugin in args.load_pass_plugin or []:
-        from passes import load_pass_plugin
-
-        load_pass_plugin(plugin)
+    _load_plugins(args.load_pass_plugin)
     if args.output:
         _check_output("-o", Path(args.output), directory=False)
     _check_mlir_text(Path(args.input))
@@ -298,7 +393,7 @@ def cmd_opt(args) -> int:
     if args.output:
         write_mlir(module, args.output)
     else:
-        print(module)
+        _print_mlir(module)
     return 0
 
 
@@ -320,9 +415,18 @@ def cmd_compare(args) -> int:
         print(table)
         return 0 if worst <= 1e-3 else 1
 
-    reports, errors = compare(args.model, repeat=args.repeat, input_shapes=_parse_shapes(args.shape),
-                              target=args.target, threads=args.threads,
-                              profile=args.profile or args.html is not None)
+    import importlib.util
+
+    with_onnxruntime = importlib.util.find_spec("onnxruntime") is not None
+    if not with_onnxruntime:  # the fused/unfused rows stand alone; say why the third is missing
+        print("dlc: onnxruntime is not installed, so the comparison has no onnxruntime row "
+              "(pip install onnxruntime, or dlc's test extra: pip install 'dlc[test]')", file=sys.stderr)
+    from dlc import progress
+
+    with progress.step("compare: builds with fusion off and on, each run and timed"):
+        reports, errors = compare(args.model, repeat=args.repeat, input_shapes=_parse_shapes(args.shape),
+                                  target=args.target, threads=args.threads, with_onnxruntime=with_onnxruntime,
+                                  profile=args.profile or args.html is not None)
     print(format_compare(reports, errors))
     if args.profile:
         for report in reports:
@@ -352,13 +456,13 @@ def cmd_verify(args) -> int:
 
     from dlc.tools.verify import verify
 
-    for plugin in args.load_pass_plugin or []:
-        from passes import load_pass_plugin
+    _load_plugins(args.load_pass_plugin)
+    from dlc import progress
 
-        load_pass_plugin(plugin)
-    report = verify(args.model, feeds=_parse_inputs(args.input), target=args.target, fusion=args.fusion,
-                    rtol=args.rtol, atol=args.atol, seed=args.seed, input_shapes=_parse_shapes(args.shape),
-                    threads=args.threads, pipeline=args.pipeline)
+    with progress.step("verify: every tensor against onnxruntime"):
+        report = verify(args.model, feeds=_parse_inputs(args.input), target=args.target, fusion=args.fusion,
+                        rtol=args.rtol, atol=args.atol, seed=args.seed, input_shapes=_parse_shapes(args.shape),
+                        threads=args.threads, pipeline=args.pipeline)
     print(report.format(only_divergent=args.only_divergent))
     if args.json:
         Path(args.json).write_text(json.dumps(report.to_json(), indent=1) + "\n")
@@ -388,11 +492,36 @@ def cmd_passes(args) -> int:
         print(pipeline_text(get_target(args.target), CompileOptions()))
         return 0
     for name, cls in all_passes().items():
-        print(f"{name:34s} {pass_summary(cls)}")
+        print(f"{name:34s} {XDSL_SUMMARIES.get(name) or pass_summary(cls)}")
         if dataclasses.is_dataclass(cls):
             for field in dataclasses.fields(cls):
                 default = field.default if field.default is not dataclasses.MISSING else "required"
                 print(f"{'':36s}{field.name.replace('_', '-')}={default}  ({field.type})")
+    return 0
+
+
+# xDSL's own passes whose class has no docstring of its own: `pass_summary` would show the
+# docstring of xDSL's ModulePass base ("A Pass is a named rewrite pass ...").
+XDSL_SUMMARIES = {
+    "cse": "Common subexpression elimination: merge identical side-effect-free ops (xDSL's cse).",
+    "dce": "Dead code elimination: erase side-effect-free ops whose results are unused (xDSL's dce).",
+    "lower-affine": "Lower affine.for/if/apply/load/store to scf, arith and memref ops (xDSL's lower-affine).",
+}
+
+
+def cmd_cache(args) -> int:
+    from dlc import cache
+    from dlc.runtime.memory_limit import format_bytes
+
+    if args.action == "clear":
+        count, size = cache.clear()
+        print(f"removed {count} entries ({format_bytes(size)}) from {cache.cache_location()}")
+        return 0
+    info = cache.info()
+    cap = format_bytes(info["max_bytes"]) if info["max_bytes"] else "none"
+    print(f"directory  {info['directory']}{'' if info['enabled'] else '  (off: DLC_CACHE=0)'}\n"
+          f"entries    {info['entries']}, {format_bytes(info['bytes'])}\n"
+          f"cap        {cap} (${cache.MAX_VARIABLE}; least recently used entries go first)")
     return 0
 
 
@@ -407,16 +536,44 @@ def cmd_ops(args) -> int:
     return 0
 
 
+class UsageError(DlcError):
+    """A command line argparse refuses (unknown option, bad choice, missing argument)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its usage errors reported as dlc reports errors: one line, exit 1."""
+
+    def error(self, message: str):
+        raise UsageError(f"{self.prog}: {message}", f"`{self.prog} --help` lists the arguments")
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    from dlc.version import __version__
+
+    def of(package: str) -> str:
+        try:
+            return version(package)
+        except PackageNotFoundError:
+            return "not installed"
+
+    return f"dlc {__version__} (xDSL {of('xdsl')}, llvmlite {of('llvmlite')}, onnx {of('onnx')})"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dlc", description="dlc: an MLIR-style deep-learning compiler "
-                                     "(ONNX in, native CPU code out)")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    parser = _Parser(prog="dlc", description="dlc: an MLIR-style deep-learning compiler "
+                     "(ONNX in, native CPU code out)")
+    parser.add_argument("--version", action="version", version=_version())
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors (anywhere on the line)")
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress on stderr (anywhere on the line; progress shows for steps of 1 s or more)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def model_options(p):
         p.add_argument("--target", default="cpu", help="target to compile for (cpu, reference, ...)")
         p.add_argument("--shape", action="append", metavar="NAME=AxBxC",
-                       help="fix the shape of an input with symbolic dimensions")
+                       help="fix the symbolic dimensions of an input (its static ones must match)")
         p.add_argument("--threads", type=int, default=None, help="worker threads (default: all cores)")
         p.add_argument("-p", "--pipeline", default=None, help="pass pipeline text replacing the default one")
         p.add_argument("--print-ir-after-all", action="store_true")
@@ -445,11 +602,13 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--tiles", metavar="FILE.json", help='GEMM tiles from JSON: {"KERNEL": {"mr": 8, ...}}')
 
     p = sub.add_parser("compile", help="compile a model to an artifact directory or stop at a phase")
-    p.add_argument("model", help="an .onnx file (or .mlir with --compile-from)")
+    p.add_argument("model", help="an .onnx file, or MLIR text that `--compile-to`/`dlc opt` wrote (its phase "
+                   "is read from the ops it holds, or given with --compile-from)")
     p.add_argument("-o", "--output", help="artifact directory (exe) or output file (other phases)")
     p.add_argument("--compile-to", default="exe", choices=PHASE_CHOICES)
     p.add_argument("--compile-from", default=None, choices=PHASE_CHOICES[:5],
-                   help="the input is MLIR text of this phase (weights from NAME.weights.npz)")
+                   help="the input is MLIR text of this phase (weights from NAME.weights.npz); "
+                        "default: read from the ops")
     p.add_argument("--load-pass-plugin", action="append", metavar="FILE.py")
     p.add_argument("--profile", action="store_true",
                    help="time each kernel inside the native code (the artifact keeps it: dlc run DIR --profile)")
@@ -535,21 +694,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_passes)
     p = sub.add_parser("ops", help="list the supported ONNX operators")
     p.set_defaults(func=cmd_ops)
+    p = sub.add_parser("cache", help="the compile cache: where it is, its size and cap; or empty it")
+    p.add_argument("action", choices=("info", "clear"), nargs="?", default="info")
+    p.set_defaults(func=cmd_cache)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # --debug is accepted anywhere on the line (`dlc run m.onnx --debug`), as the hint says.
-    debug = "--debug" in argv
-    argv = [a for a in argv if a != "--debug"]
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    args.debug = debug
+    debug, quiet = "--debug" in argv, "--quiet" in argv
+    argv = [a for a in argv if a not in ("--debug", "--quiet")]
+    from dlc import progress
+
     try:
-        return args.func(args)
+        args = build_parser().parse_args(argv)
+        args.debug = debug
+        with progress.reporting(progress.for_stream(sys.stderr, quiet)):
+            return args.func(args)
     except DlcError as error:
-        if args.debug:
+        if debug:
             raise
         print(f"error: {error}", file=sys.stderr)
         return 1
@@ -558,9 +722,15 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `dlc ... | head`: the reader left; not an error of ours
         sys.stderr.close()
         return 0
-    except Exception as error:
-        if args.debug:
+    except SystemExit:  # --help and --version
+        raise
+    except BaseException as error:  # not only Exception: xDSL's ArgSpecParseError is a BaseException
+        if debug:
             raise
+        reason = _pipeline_syntax_error(error)
+        if reason is not None:
+            print(f"error: {reason}", file=sys.stderr)
+            return 1
         print(f"internal error: {type(error).__name__}: {error}\n"
               "  this is a bug in dlc; rerun with --debug for the traceback and report it", file=sys.stderr)
         return 1

@@ -15,6 +15,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 # The compile cache lives in a per-run directory: tests never read a previous run's artifacts.
 os.environ.setdefault("DLC_CACHE_DIR", tempfile.mkdtemp(prefix="dlc-test-cache-"))
+# No progress lines (dlc/progress.py) before the errors that tests read from stderr; the
+# progress tests turn it back on.
+os.environ.setdefault("DLC_QUIET", "1")
 # Tests verify the IR after every pass (a compile verifies once per phase): a broken pass is named.
 os.environ.setdefault("DLC_VERIFY_EACH", "1")
 

@@ -14,10 +14,12 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import llvmlite.binding as llvm
 
+from dlc import progress
 from dlc.errors import CompileError
 from dlc.runtime.mcjit import host_cpu, initialize_llvm, target_machine
 
@@ -82,7 +84,8 @@ def compile_objects(
     jobs = compile_jobs() if jobs is None else jobs
     parts = split_module(llvm_ir, min(jobs, max(1, len(llvm_ir) // MIN_PART_BYTES)))
     if len(parts) == 1:
-        return [compile_object(llvm_ir, cpu, features, opt_level)]
+        with progress.step("LLVM: object code"):
+            return [compile_object(llvm_ir, cpu, features, opt_level)]
     if cpu is None:
         cpu, host_features = host_cpu()
         features = host_features if features is None else features
@@ -93,13 +96,17 @@ def compile_objects(
                 source, target = Path(scratch, f"part{index}.ll"), Path(scratch, f"part{index}.o")
                 source.write_text(part)
                 workers.append((_start_worker(source, target, cpu, features or "", opt_level), target))
+            progress.current().begin(f"LLVM: {len(parts)} parts, one process each")
+            start = time.perf_counter()
             objects = [compile_object(parts[0], cpu, features, opt_level)]
-            for (process, target), part in zip(workers, parts[1:]):
+            progress.current().end(f"LLVM part 1/{len(parts)}", time.perf_counter() - start)
+            for index, ((process, target), part) in enumerate(zip(workers, parts[1:]), start=2):
                 process.wait()
                 if process.returncode == 0 and target.exists():
                     objects.append(target.read_bytes())
                 else:  # the worker could not run (no memory, killed): compile here, or say why
                     objects.append(compile_object(part, cpu, features, opt_level))
+                progress.current().end(f"LLVM part {index}/{len(parts)}", time.perf_counter() - start)
         finally:
             for process, _ in workers:
                 if process.poll() is None:

@@ -16,11 +16,15 @@ import numpy as np
 
 def median_latencies(runners: dict, repeat: int, budget_seconds: float = 120.0) -> dict[str, float]:
     """Median seconds per call of each runner, calls interleaved, after one warm-up each."""
+    from dlc import progress
+
     times = {name: [] for name in runners}
     for run in runners.values():
         run()
     start = time.perf_counter()
     while min(len(t) for t in times.values()) < repeat:
+        progress.current().begin(f"timing {' and '.join(runners)}: round {len(next(iter(times.values()))) + 1}"
+                                 f"/{repeat}")
         for name, run in runners.items():
             t0 = time.perf_counter()
             run()
@@ -61,7 +65,10 @@ def bench(model_path, threads: int | None = None, repeat: int = 20, versus_onnxr
         session = onnxruntime_session(proto, threads=threads)  # all graph optimisations
         ort_feeds = {k: v for k, v in feeds.items() if k in real}
         runners["onnxruntime"] = lambda: session.run(None, ort_feeds)
-    latency = median_latencies(runners, repeat)
+    from dlc import progress
+
+    with progress.step(f"timing {' and '.join(runners)}, {repeat} rounds"):
+        latency = median_latencies(runners, repeat)
     flops = sum(k["flops"] for k in getattr(compiled._executable, "manifest", {}).get("kernels", []))
     return BenchResult(str(model_path), threads, latency["dlc"] * 1e3, flops,
                        latency.get("onnxruntime", 0.0) * 1e3 if versus_onnxruntime else None)

@@ -1,4 +1,4 @@
-"""Differential fuzzing (issue 7): random valid ONNX graphs, every dlc target and fusion setting
+"""Differential fuzzing: random valid ONNX graphs, every dlc target and fusion setting
 against onnxruntime; failing models minimised by delta debugging into a replayed corpus.
 
 Mirrors NNSmith (Liu et al., "NNSmith: Generating Diverse and Valid Test Cases for Deep
@@ -13,7 +13,11 @@ run on seeded inputs next to onnxruntime (one thread). Failures are minimised wi
 (Zeller and Hildebrandt, "Simplifying and Isolating Failure-Inducing Input", TSE 2002)
 over the nodes.
 
-    python -m dlc.tools.fuzz --minutes 10 [--seed S] [--corpus tests/fuzz_corpus] [--targets cpu,reference,npu-sim]
+    python -m dlc.tools.fuzz --minutes 10 [--seed S] [--corpus DIR] [--targets cpu,reference,npu-sim]
+
+The corpus defaults to tests/fuzz_corpus in a checkout of dlc, else to fuzz_corpus in dlc's
+cache folder (an installed dlc has no tests/ of its own to write to). onnxruntime is the oracle:
+without it the campaign stops at once with an install hint.
 
 The long mode checks each model in a worker process, so a crash (segfault) or hang of
 one compile is recorded as a finding and the fuzzer carries on. tests/test_fuzz.py runs a

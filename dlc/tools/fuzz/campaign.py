@@ -135,20 +135,35 @@ class Summary:
         return "\n".join(lines)
 
 
+PROGRESS_EVERY_S = 10.0  # a clean campaign says how far it got this often (a log line)
+
+
 def fuzz(*, minutes: float | None = None, cases: int | None = None, seed: int = 0, configs=ALL_CONFIGS,
          corpus: Path | None = DEFAULT_CORPUS, isolate: bool = True, max_nodes: int = 10,
-         minimise_s: float = 120.0, threads: int = 1, hostile: bool = False, log=print) -> Summary:
+         minimise_s: float = 120.0, threads: int = 1, hostile: bool = False, log=print,
+         progress_every_s: float | None = PROGRESS_EVERY_S) -> Summary:
     """Generate and check models until `minutes` pass or `cases` are done; minimise and save failures.
-    `hostile`: the hostile generator and oracle (hostile.py) instead of the well-conditioned ones."""
+    `hostile`: the hostile generator and oracle (hostile.py) instead of the well-conditioned ones.
+    Every `progress_every_s` (None: never) a line says how many models ran and how many failed;
+    the live line of a terminal (dlc/progress.py) names the model being checked."""
+    from dlc import progress
+
     runner = Worker(threads, hostile) if isolate else InProcess(threads, hostile)
     summary = Summary()
-    start = time.monotonic()
+    start = last_report = time.monotonic()
     seen: set[tuple] = set()
     try:
         case = 0
         while (cases is None or case < cases) and (minutes is None or time.monotonic() - start < minutes * 60):
             case_seed = seed * 1_000_003 + case
             case += 1
+            now = time.monotonic()
+            if progress_every_s is not None and now - last_report >= progress_every_s:
+                last_report = now
+                log(f"fuzz: {summary.cases} models in {now - start:.0f} s, "
+                    f"{sum(summary.findings.values())} failing")
+            progress.current().begin(f"fuzz: model {case} (seed {case_seed}), {summary.cases} checked, "
+                                     f"{sum(summary.findings.values())} failing")
             try:
                 model = generate_hostile(case_seed, max_nodes) if hostile else generate(case_seed, max_nodes)
             except (GeneratorError, onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as error:
@@ -195,7 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=None, help="how long to fuzz (default: 1)")
     parser.add_argument("--cases", type=int, default=None, help="stop after this many models")
     parser.add_argument("--seed", type=int, default=0, help="campaign seed (case seeds follow from it)")
-    parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS, help="where minimised failures go")
+    parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS,
+                        help=f"where minimised failures go (default: {DEFAULT_CORPUS})")
     parser.add_argument("--targets", default="cpu,reference,npu-sim",
                         help="comma-separated targets (cpu runs with every fusion setting)")
     parser.add_argument("--max-nodes", type=int, default=10)
@@ -212,10 +228,23 @@ def main(argv: list[str] | None = None) -> int:
                         help="mutate saved artifacts (manifest, object files, weights, file types) and "
                              "load+run each in a child: anything but a clean run or an ArtifactError/DlcError "
                              "is a finding")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines, only findings and the summary")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         return worker_main()
+    from dlc import progress
+    from dlc.errors import DlcError
+
+    try:
+        with progress.reporting(progress.for_stream(sys.stderr, args.quiet)):
+            return _campaign(args)
+    except DlcError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+
+
+def _campaign(args) -> int:
     os.environ.setdefault("DLC_CACHE", "0")  # thousands of one-off models: do not fill the cache
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     configs = tuple(c for c in ALL_CONFIGS if c[0] in targets)
@@ -223,6 +252,10 @@ def main(argv: list[str] | None = None) -> int:
     if unknown or not configs:
         print(f"error: unknown targets {sorted(unknown)}; choose from cpu, reference, npu-sim", file=sys.stderr)
         return 1
+    if not args.artifacts:  # onnxruntime is the oracle: without it every model would "fail"
+        from dlc.tools.oracle import import_onnxruntime
+
+        import_onnxruntime()
     if args.replay is not None:
         failing = 0
         for path in args.replay or [p for p, _ in corpus_entries(args.corpus)]:
@@ -244,6 +277,6 @@ def main(argv: list[str] | None = None) -> int:
     summary = fuzz(minutes=minutes, cases=args.cases, seed=args.seed, configs=configs,
                    corpus=None if args.no_save else args.corpus, isolate=not args.no_isolate,
                    max_nodes=args.max_nodes, threads=args.threads, hostile=args.hostile,
-                   log=lambda line: print(line, flush=True))
+                   log=lambda line: print(line, flush=True), progress_every_s=None if args.quiet else PROGRESS_EVERY_S)
     print(summary.report())
     return 1 if summary.findings else 0

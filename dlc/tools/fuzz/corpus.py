@@ -10,7 +10,20 @@ import onnx
 
 from dlc.tools.fuzz.checks import ALL_CONFIGS, Finding, check_model
 
-DEFAULT_CORPUS = Path(__file__).resolve().parents[3] / "tests" / "fuzz_corpus"
+
+def default_corpus(root: Path | None = None) -> Path:
+    """tests/fuzz_corpus of the dlc checkout this code runs from (`root`, default the folder
+    above dlc/); an installed dlc (whose parent folder is site-packages, where other
+    distributions install a `tests` package) uses the user's cache folder instead."""
+    root = Path(__file__).resolve().parents[3] if root is None else root
+    if (root / "pyproject.toml").is_file() and (root / "tests" / "fuzz_corpus").is_dir():
+        return root / "tests" / "fuzz_corpus"
+    from dlc.cache import cache_location
+
+    return cache_location() / "fuzz_corpus"
+
+
+DEFAULT_CORPUS = default_corpus()
 
 
 def save_to_corpus(corpus: Path, model: onnx.ModelProto, finding: Finding, info: dict) -> Path:
