@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -267,3 +268,83 @@ def test_a_fifo_planted_in_an_entry_does_not_hang_the_lookup(tmp_path, monkeypat
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
+
+
+# --- where it lives, its cap, info and clear (issue 17) ----------------------------------------
+
+def test_xdg_cache_home_is_honoured(tmp_path, monkeypatch):
+    from dlc.cache import cache_location
+
+    monkeypatch.delenv("DLC_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_location() == tmp_path / "xdg" / "dlc"
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/path")  # the spec: relative paths are ignored
+    assert cache_location() == Path.home() / ".cache" / "dlc"
+    monkeypatch.setenv("DLC_CACHE_DIR", str(tmp_path / "mine"))
+    assert cache_location() == tmp_path / "mine"
+
+
+def _fake_entry(root: Path, index: int, size: int, used: float) -> Path:
+    entry = root / f"{index:032x}"
+    entry.mkdir(parents=True)
+    (entry / "weights.bin").write_bytes(b"\0" * size)
+    os.utime(entry, (used, used))
+    return entry
+
+
+def test_eviction_removes_least_recently_used_entries_first(tmp_path):
+    from dlc.cache import entries, evict
+
+    old, middle, new = (_fake_entry(tmp_path, i, 1000, used) for i, used in ((1, 100.0), (2, 200.0), (3, 300.0)))
+    (tmp_path / "peak-x.json").write_text("{}")  # not an entry: never counted nor removed
+    assert [path for path, _, _ in entries(tmp_path)] == [old, middle, new]
+    assert evict(tmp_path, 2500) == [old]
+    assert evict(tmp_path, 10, keep=middle.name) == [new]
+    assert middle.exists() and (tmp_path / "peak-x.json").exists()
+    assert evict(tmp_path, None) == []
+
+
+def test_a_hit_marks_its_entry_used_and_a_store_keeps_the_cache_under_its_cap(tmp_path, monkeypatch):
+    from dlc.cache import entries
+
+    monkeypatch.setenv("DLC_CACHE_DIR", str(tmp_path))
+    compile_model(MLP)
+    (first,) = [path for path, _, _ in entries(tmp_path)]
+    os.utime(first, (100.0, 100.0))
+    assert _hit(compile_model(MLP))
+    assert first.stat().st_mtime > 100.0  # used just now
+    monkeypatch.setenv("DLC_CACHE_MAX", "1")  # smaller than any entry: only the newest stays
+    compile_model(MLP, options=CompileOptions(fusion="none"))
+    (only,) = [path for path, _, _ in entries(tmp_path)]
+    assert only != first and not first.exists()
+
+
+def test_cache_max_is_read_as_a_size(monkeypatch):
+    from dlc.cache import DEFAULT_MAX_BYTES, max_bytes
+    from dlc.errors import DlcError
+
+    monkeypatch.delenv("DLC_CACHE_MAX", raising=False)
+    assert max_bytes() == DEFAULT_MAX_BYTES
+    monkeypatch.setenv("DLC_CACHE_MAX", "500MiB")
+    assert max_bytes() == 500 << 20
+    monkeypatch.setenv("DLC_CACHE_MAX", "0")
+    assert max_bytes() is None
+    monkeypatch.setenv("DLC_CACHE_MAX", "lots")
+    with pytest.raises(DlcError, match="DLC_CACHE_MAX='lots' is not a size"):
+        max_bytes()
+
+
+def test_cache_info_and_clear_commands(tmp_path, monkeypatch, capsys):
+    from dlc.cli import main
+
+    monkeypatch.setenv("DLC_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("DLC_CACHE_MAX", "3GiB")
+    _fake_entry(tmp_path, 1, 2048, 100.0)
+    _fake_entry(tmp_path, 2, 2048, 200.0)
+    (tmp_path / "notes.txt").write_text("not the cache's")
+    assert main(["cache", "info"]) == 0
+    out = capsys.readouterr().out
+    assert str(tmp_path) in out and "2, 4 KiB" in out and "3 GiB" in out
+    assert main(["cache", "clear"]) == 0
+    assert "removed 2 entries (4 KiB)" in capsys.readouterr().out
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
