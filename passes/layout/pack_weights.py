@@ -54,17 +54,25 @@ class PackWeightsPass(ModulePass):
         if main is None:
             return
         calls_in_main = {c.callee.root_reference.data: c for c in main.body.walk() if isinstance(c, func.CallOp)}
+        # Each GEMM's first call site, from one walk: a walk of every kernel per GEMM was
+        # quadratic (a Swin-T's 2,207 functions: 25-39 s).
+        first_calls: dict[str, tuple[func.FuncOp, func.CallOp]] = {}
+        for kernel in functions.values():
+            if kernel.body.blocks and kernel is not main:
+                for call in kernel.body.walk():
+                    if isinstance(call, func.CallOp):
+                        first_calls.setdefault(call.callee.root_reference.data, (kernel, call))
         store = weights_of(op)
         info = target_info(op)
         for decl in ukernels(op):
             spec = gemm_spec(decl)
             if spec.get("b_layout") == "row":
-                self._pack_b(op, decl, spec, functions, calls_in_main, main, store, info)
+                self._pack_b(op, decl, spec, first_calls, calls_in_main, main, store, info)
             if a_rows_alias(spec["a_row_stride"], spec["a_k_stride"]):
-                self._pad_a_rows(op, decl, spec, functions, calls_in_main, main, store)
+                self._pad_a_rows(op, decl, spec, first_calls, calls_in_main, main, store)
 
-    def _pack_b(self, op, decl, spec, functions, calls_in_main, main, store, info) -> None:
-        site = self._pack_site(decl, functions, calls_in_main, 1)
+    def _pack_b(self, op, decl, spec, first_calls, calls_in_main, main, store, info) -> None:
+        site = self._pack_site(decl, first_calls, calls_in_main, 1)
         if site is None:
             return
         kernel, gemm_call, arg_index, main_call, weight_name = site
@@ -77,8 +85,8 @@ class PackWeightsPass(ModulePass):
         spec.update(b_layout="packed", b_trans=0, nr=nr, ldb=spec["n"])
         decl.attributes["dlc.gemm"] = _attrs(spec)
 
-    def _pad_a_rows(self, op, decl, spec, functions, calls_in_main, main, store) -> None:
-        site = self._pack_site(decl, functions, calls_in_main, 0)
+    def _pad_a_rows(self, op, decl, spec, first_calls, calls_in_main, main, store) -> None:
+        site = self._pack_site(decl, first_calls, calls_in_main, 0)
         if site is None:
             return
         weight_name = site[4]
@@ -105,33 +113,29 @@ class PackWeightsPass(ModulePass):
         self._retype_kernel_arg(kernel, arg_index, new_type, gemm_call, operand)
         decl.function_type = _with_input(decl.function_type, operand, new_type)
 
-    def _pack_site(self, decl, functions, calls_in_main, operand: int):
+    def _pack_site(self, decl, first_calls, calls_in_main, operand: int):
         """(kernel, call, kernel arg index, main's call, weight) when the GEMM's `operand`
-        (0: A, 1: B) is a weight that only it reads."""
-        name = decl.sym_name.data
-        for kernel in functions.values():
-            if not kernel.body.blocks or kernel.sym_name.data == "main":
-                continue
-            for call in kernel.body.walk():
-                if not (isinstance(call, func.CallOp) and call.callee.root_reference.data == name):
-                    continue
-                source = _through_views(call.operands[operand])
-                if not isinstance(source, BlockArgument) or source.block is not kernel.body.block:
-                    return None
-                # Only this GEMM may read the argument (through views): its layout changes.
-                user = _single_use(source)
-                while isinstance(user, memref.ReinterpretCastOp):
-                    user = _single_use(user.result)
-                if user is not call:
-                    return None
-                main_call = calls_in_main.get(kernel.sym_name.data)
-                if main_call is None:
-                    return None
-                getter = main_call.operands[source.index].owner
-                if not isinstance(getter, memref.GetGlobalOp):
-                    return None
-                return kernel, call, source.index, main_call, getter.name_.root_reference.data
-        return None
+        (0: A, 1: B) is a weight that only it reads (`first_calls`: GEMM -> its first call site)."""
+        site = first_calls.get(decl.sym_name.data)
+        if site is None:
+            return None
+        kernel, call = site
+        source = _through_views(call.operands[operand])
+        if not isinstance(source, BlockArgument) or source.block is not kernel.body.block:
+            return None
+        # Only this GEMM may read the argument (through views): its layout changes.
+        user = _single_use(source)
+        while isinstance(user, memref.ReinterpretCastOp):
+            user = _single_use(user.result)
+        if user is not call:
+            return None
+        main_call = calls_in_main.get(kernel.sym_name.data)
+        if main_call is None:
+            return None
+        getter = main_call.operands[source.index].owner
+        if not isinstance(getter, memref.GetGlobalOp):
+            return None
+        return kernel, call, source.index, main_call, getter.name_.root_reference.data
 
     @staticmethod
     def _retype_kernel_arg(kernel: func.FuncOp, index: int, new_type: MemRefType, gemm_call: func.CallOp,
