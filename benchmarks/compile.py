@@ -1,0 +1,238 @@
+"""Compile time, phase by phase: the benchmark set and synthetic graphs of growing size (issue 16).
+
+    python benchmarks/compile.py                          # the set + synthetic 100/1000 nodes -> README.md
+    python benchmarks/compile.py --models resnet50 --sizes 100,1000,10000 --repeat 3 --output -
+
+Every measurement is a cold compile (DLC_CACHE=0) in a fresh process, so module imports count
+as they do for `dlc compile`; the best of --repeat runs is kept (the development VM is shared).
+Columns: import, the passes of each phase, IR verification, LLVM IR emission, LLVM (object
+code), the rest of the build (weights, pool object, loading), the process's wall time and its
+peak resident memory (compile processes included). The synthetic table gives microseconds per
+ONNX node for every pass at each size, and the ratio of the largest size to the smallest:
+compile time that grows linearly with the graph keeps it near 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))  # models.py, run_all.py (xDSL ships a top-level `benchmarks` package)
+
+BEGIN, END = "<!-- compile-time table: benchmarks/compile.py -->", "<!-- end of compile-time table -->"
+PHASE_OF = {}  # pass name -> phase, filled from the default pipeline
+
+
+def synthetic(nodes: int, seed: int = 0):
+    """About `nodes` ONNX nodes: residual blocks of 3x3 convolutions (Conv, Relu, Conv, Add, Relu)
+    and MatMul/Add/Relu chains, alternating, on small tensors (compile time, not run time)."""
+    from models import GraphBuilder, _float_input
+    from onnx import TensorProto, helper
+
+    g = GraphBuilder(seed)
+    x = "x"
+    blocks = max(1, nodes // 16)  # a block: 5 conv nodes + reshape + 9 matmul nodes + reshape back
+    for index in range(blocks):
+        h = g.node("Relu", [g.node("Conv", [x, g.weight(f"c{index}a", 8, 8, 3, 3)], pads=[1, 1, 1, 1])])
+        h = g.node("Conv", [h, g.weight(f"c{index}b", 8, 8, 3, 3)], pads=[1, 1, 1, 1])
+        x = g.node("Relu", [g.node("Add", [h, x])])
+        flat = g.node("Reshape", [x, g.ints("flat", [8, 64])])
+        for step in range(3):
+            flat = g.node("Relu", [g.node("Add", [g.node("MatMul", [flat, g.weight(f"m{index}_{step}", 64, 64)]),
+                                                  g.bias(f"b{index}_{step}", 64)])])
+        x = g.node("Reshape", [flat, g.ints("back", [1, 8, 8, 8])])
+    graph = helper.make_graph(g.nodes, f"synthetic{nodes}", [_float_input("x", [1, 8, 8, 8])],
+                              [helper.make_tensor_value_info(x, TensorProto.FLOAT, [1, 8, 8, 8])], g.initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def build_model(name: str, folder: Path) -> tuple[Path, int]:
+    """(path of the .onnx file, its node count) for a benchmark-set name or `synthetic<N>`."""
+    import onnx
+    import run_all
+
+    if name.startswith("synthetic"):
+        model = synthetic(int(name[len("synthetic"):]))
+    elif name in run_all.ZOO:
+        model = run_all.zoo_model(name)
+    else:
+        model = run_all.BUILT[name]()
+    path = folder / f"{name}.onnx"
+    onnx.save(model, path)
+    return path, len(model.graph.node)
+
+
+def measure_once(path: str) -> dict:
+    """One cold compile in this process: {phase or pass: seconds}, in order (run in a child)."""
+    start = time.perf_counter()
+    os.environ["DLC_CACHE"] = "0"
+    import dlc.codegen.llvm_emitter as emitter
+    import dlc.codegen.native as native
+    from dlc.driver import compile_model
+    from passes.pipeline import PassInstrumentation
+
+    spans: dict[str, float] = {}
+
+    def timed(module, name: str, label: str) -> None:
+        function = getattr(module, name)
+
+        def wrapper(*args, **kwargs):
+            begin = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                spans[label] = spans.get(label, 0.0) + time.perf_counter() - begin
+        setattr(module, name, wrapper)
+
+    timed(emitter, "emit_llvm", "emit LLVM IR")
+    timed(native, "compile_objects", "LLVM")
+    instrument = PassInstrumentation(verify_each=False)
+    compile_model(path, instrument=instrument)
+    rows: list[tuple[str, float]] = []
+    for name, seconds in instrument.timings:
+        if name == "codegen":
+            rows += list(spans.items())
+            seconds -= sum(spans.values())
+            name = "build rest"
+        rows.append((name, seconds))
+    import resource
+
+    peak = max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    return {"rows": rows, "in_process": time.perf_counter() - start, "peak_mb": peak / 1024}
+
+
+def measure(path: Path, repeat: int) -> dict:
+    """Best of `repeat` fresh processes (process wall time includes Python and module imports)."""
+    best = None
+    for _ in range(repeat):
+        begin = time.perf_counter()
+        done = subprocess.run([sys.executable, __file__, "--one", str(path)], capture_output=True, text=True,
+                              env={**os.environ, "DLC_CACHE": "0", "DLC_VERIFY_EACH": "0"})
+        wall = time.perf_counter() - begin
+        if done.returncode != 0:
+            return {"error": (done.stderr.strip().splitlines() or ["?"])[-1]}
+        result = json.loads(done.stdout.strip().splitlines()[-1])
+        result["wall"] = wall
+        if best is None or wall < best["wall"]:
+            best = result
+    return best
+
+
+def model_table(results: dict[str, dict]) -> list[str]:
+    columns = ["import", "graph", "kernels", "linalg", "loops", "verify", "emit LLVM IR", "LLVM", "build rest"]
+    lines = ["| model | nodes | " + " | ".join(columns) + " | compile (in process) | command (wall) | peak MB |",
+             "|---|---:|" + "---:|" * (len(columns) + 3)]
+    for name, result in results.items():
+        if "error" in result:
+            lines.append(f"| {name} | | {result['error']} |")
+            continue
+        sums = dict.fromkeys(columns, 0.0)
+        phase = "graph"
+        for row, seconds in result["rows"]:
+            if row in sums:
+                sums[row] += seconds
+            else:  # a pass: its phase (a name in two phases, like dce, goes with the pass before it)
+                phase = PHASE_OF.get(row, phase)
+                sums[phase] += seconds
+        cells = " | ".join(f"{sums[c]:.2f}" for c in columns)
+        total = sum(seconds for _, seconds in result["rows"])
+        lines.append(f"| {name} | {result['nodes']} | {cells} | {total:.2f} | {result['wall']:.2f} | "
+                     f"{result['peak_mb']:.0f} |")
+    return lines
+
+
+def per_node_table(results: dict[str, dict]) -> list[str]:
+    """Microseconds per node of every pass (and phase) at each synthetic size."""
+    sizes = [name for name in results if "error" not in results[name]]
+    names: list[str] = []
+    per_node: dict[str, dict[str, float]] = {}
+    for size in sizes:
+        result = results[size]
+        seen: dict[str, int] = {}
+        for row, seconds in result["rows"]:
+            seen[row] = seen.get(row, 0) + 1
+            label = row if seen[row] == 1 else f"{row} ({seen[row]})"
+            if label not in names:
+                names.append(label)
+            per_node.setdefault(label, {})[size] = seconds / result["nodes"] * 1e6
+        per_node.setdefault("total", {})[size] = sum(s for _, s in result["rows"]) / result["nodes"] * 1e6
+    names.append("total")
+    header = " | ".join(f"{results[s]['nodes']} nodes" for s in sizes)
+    lines = [f"| step, us per node | {header} | largest / smallest |", "|---|" + "---:|" * (len(sizes) + 1)]
+    for label in names:
+        values = [per_node.get(label, {}).get(s) for s in sizes]
+        cells = " | ".join(f"{v:.0f}" if v is not None else "" for v in values)
+        ratio = values[-1] / values[0] if values[0] and values[-1] is not None and values[0] > 0.5 else None
+        lines.append(f"| {label} | {cells} | {f'{ratio:.2f}' if ratio else ''} |")
+    return lines
+
+
+def write_readme(text: str, readme: Path) -> None:
+    """Replace the marked section of benchmarks/README.md (appended the first time)."""
+    content = readme.read_text()
+    block = f"{BEGIN}\n{text}\n{END}"
+    if BEGIN in content and END in content:
+        content = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: block, content, flags=re.S)
+    else:
+        content = content.rstrip("\n") + "\n\n## Compile time\n\n" + block + "\n"
+    readme.write_text(content)
+
+
+def main() -> None:
+    import run_all
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default=",".join(run_all.ALL), help="benchmark-set names, comma-separated "
+                        "('' for none)")
+    parser.add_argument("--sizes", default="100,1000", help="synthetic graph sizes in nodes (10000 takes minutes)")
+    parser.add_argument("--repeat", type=int, default=1, help="fresh processes per model; the best is kept")
+    parser.add_argument("--output", default=str(HERE / "README.md"), help="README to update, or - for stdout")
+    parser.add_argument("--one", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(measure_once(args.one)))
+        return
+
+    from dlc.driver import default_pipeline
+    from dlc.targets import CompileOptions, get_target
+
+    for phase, passes in default_pipeline(get_target("cpu"), CompileOptions()):
+        for pass_ in passes:
+            PHASE_OF.setdefault(pass_.name, phase)
+    PHASE_OF.pop("dce", None)  # in two phases
+    results, synthetic_results = {}, {}
+    with tempfile.TemporaryDirectory(prefix="dlc-compile-bench-") as scratch:
+        for name in [n for n in args.models.split(",") if n]:
+            path, nodes = build_model(name, Path(scratch))
+            results[name] = {**measure(path, args.repeat), "nodes": nodes}
+            print(name, json.dumps(results[name])[:200], file=sys.stderr)
+        for size in [int(s) for s in args.sizes.split(",") if s]:
+            path, nodes = build_model(f"synthetic{size}", Path(scratch))
+            synthetic_results[f"synthetic{size}"] = {**measure(path, args.repeat), "nodes": nodes}
+            print(size, json.dumps(synthetic_results[f"synthetic{size}"])[:200], file=sys.stderr)
+    command = "python benchmarks/compile.py " + " ".join(sys.argv[1:])
+    text = "\n".join([
+        f"{date.today()}, {platform.machine()}, {os.cpu_count()} cores (shared), DLC_CACHE=0, best of "
+        f"{args.repeat} fresh process(es), seconds. `{command.strip()}`", "",
+        *model_table(results), "", *per_node_table(synthetic_results)])
+    if args.output == "-":
+        print(text)
+    else:
+        write_readme(text, Path(args.output))
+        print(text)
+
+
+if __name__ == "__main__":
+    main()
