@@ -20,6 +20,7 @@ from pathlib import Path
 import llvmlite.binding as llvm
 
 from dlc import progress
+from dlc.codegen.merge_functions import merge_identical_functions
 from dlc.errors import CompileError
 from dlc.runtime.mcjit import host_cpu, initialize_llvm, target_machine
 
@@ -81,6 +82,7 @@ def compile_objects(
     (default `compile_jobs()`), compiled in parallel; the objects load together."""
     from dlc.codegen.split_module import split_module
 
+    llvm_ir = merge_identical_functions(llvm_ir)  # LLVM optimises each distinct body once
     jobs = compile_jobs() if jobs is None else jobs
     parts = split_module(llvm_ir, min(jobs, max(1, len(llvm_ir) // MIN_PART_BYTES)))
     if len(parts) == 1:
