@@ -22,12 +22,15 @@ from examples.make_models import mlp
 
 __all__ = [
     "GraphBuilder",
+    "efficientnet_b0",
     "mlp",
     "mobilenet_block",
     "mobilenet_v2",
+    "mobilenet_v3",
     "opset_variants",
     "resnet18",
     "resnet_block",
+    "speech_front_end",
     "transformer_encoder",
 ]
 
@@ -218,6 +221,12 @@ def _activation(g: GraphBuilder, x: str, kind: str) -> str:
         return g.node("Clip", [x, g.scalar("min", 0.0), g.scalar("max", 6.0)])
     if kind == "hardswish":
         return g.node("HardSwish", [x])
+    if kind == "hardsigmoid":  # torch.nn.Hardsigmoid: relu6(x + 3) / 6
+        return g.node("HardSigmoid", [x], alpha=1.0 / 6)
+    if kind == "sigmoid":
+        return g.node("Sigmoid", [x])
+    if kind == "silu":  # torch.onnx writes SiLU as x * Sigmoid(x)
+        return g.node("Mul", [x, g.node("Sigmoid", [x])])
     if kind == "none":
         return x
     raise ValueError(f"unknown activation {kind!r}")
@@ -277,6 +286,110 @@ def mobilenet_block(channels: int = 16, resolution: int = 32, expand: int = 6, a
     y = _inverted_residual(g, y, channels, 2 * channels, 2, expand, activation, name="block1")
     return g.model("mobilenet_block", [_float_input("x", [1, channels, resolution, resolution])],
                    {"logits": _classifier(g, y, 2 * channels, 10)})
+
+
+def _squeeze_excite(g: GraphBuilder, x: str, channels: int, squeezed: int, activation: str, gate: str,
+                    name: str) -> str:
+    """x * gate(fc2(activation(fc1(GlobalAveragePool(x))))), the fcs as 1x1 convs with bias."""
+    y = g.node("GlobalAveragePool", [x])
+    y = g.node("Conv", [y, g.weight(f"{name}.fc1.weight", squeezed, channels, 1, 1),
+                        g.bias(f"{name}.fc1.bias", squeezed)])
+    y = _activation(g, y, activation)
+    y = g.node("Conv", [y, g.weight(f"{name}.fc2.weight", channels, squeezed, 1, 1),
+                        g.bias(f"{name}.fc2.bias", channels)])
+    return g.node("Mul", [x, _activation(g, y, gate)])
+
+
+def _mbconv(g: GraphBuilder, x: str, cin: int, cout: int, kernel: int, stride: int, hidden: int, squeezed: int,
+            activation: str, se_activation: str, gate: str, name: str) -> str:
+    """An inverted residual block with optional squeeze-and-excitation (MobileNetV3, EfficientNet):
+    1x1 expansion (none when hidden == cin), depthwise kxk, SE on the hidden channels, 1x1 projection."""
+    y = x
+    if hidden != cin:
+        y = _activation(g, _conv_bn(g, y, cin, hidden, 1, name=f"{name}.expand"), activation)
+    y = _activation(g, _conv_bn(g, y, hidden, hidden, kernel, stride, group=hidden, name=f"{name}.dw"), activation)
+    if squeezed:
+        y = _squeeze_excite(g, y, hidden, squeezed, se_activation, gate, name=f"{name}.se")
+    y = _conv_bn(g, y, hidden, cout, 1, name=f"{name}.project")
+    return g.node("Add", [x, y]) if stride == 1 and cin == cout else y
+
+
+# torchvision mobilenet_v3_large: kernel, expanded channels, out channels, SE, activation, stride
+MOBILENET_V3_LARGE = [(3, 16, 16, False, "relu", 1), (3, 64, 24, False, "relu", 2), (3, 72, 24, False, "relu", 1),
+                      (5, 72, 40, True, "relu", 2), (5, 120, 40, True, "relu", 1), (5, 120, 40, True, "relu", 1),
+                      (3, 240, 80, False, "hardswish", 2), (3, 200, 80, False, "hardswish", 1),
+                      (3, 184, 80, False, "hardswish", 1), (3, 184, 80, False, "hardswish", 1),
+                      (3, 480, 112, True, "hardswish", 1), (3, 672, 112, True, "hardswish", 1),
+                      (5, 672, 160, True, "hardswish", 2), (5, 960, 160, True, "hardswish", 1),
+                      (5, 960, 160, True, "hardswish", 1)]  # fmt: skip
+
+
+def mobilenet_v3(resolution: int = 224, classes: int = 1000, seed: int = 0) -> onnx.ModelProto:
+    """torchvision MobileNetV3-Large: HardSwish, depthwise 3x3 and 5x5, squeeze-and-excitation with
+    a HardSigmoid gate; input `x` [1, 3, resolution, resolution], opset 17."""
+    g = GraphBuilder(seed)
+    y = _activation(g, _conv_bn(g, "x", 3, 16, 3, 2, name="stem"), "hardswish")
+    cin = 16
+    for i, (kernel, hidden, cout, se, activation, stride) in enumerate(MOBILENET_V3_LARGE):
+        y = _mbconv(g, y, cin, cout, kernel, stride, hidden, _make_divisible(hidden // 4) if se else 0,
+                    activation, "relu", "hardsigmoid", name=f"features.{i + 1}")
+        cin = cout
+    y = _activation(g, _conv_bn(g, y, cin, 960, 1, name="head"), "hardswish")
+    y = g.node("Flatten", [g.node("GlobalAveragePool", [y])], axis=1)
+    y = g.node("Gemm", [y, g.weight("classifier.0.weight", 1280, 960), g.bias("classifier.0.bias", 1280)], transB=1)
+    y = _activation(g, y, "hardswish")
+    y = g.node("Gemm", [y, g.weight("classifier.3.weight", classes, 1280), g.bias("classifier.3.bias", classes)],
+               transB=1)
+    return g.model("mobilenet_v3", [_float_input("x", [1, 3, resolution, resolution])], {"logits": y})
+
+
+# EfficientNet-B0: expansion, kernel, stride, out channels, repeats
+EFFICIENTNET_B0 = [(1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3), (6, 5, 1, 112, 3),
+                   (6, 5, 2, 192, 4), (6, 3, 1, 320, 1)]
+
+
+def efficientnet_b0(resolution: int = 224, classes: int = 1000, seed: int = 0) -> onnx.ModelProto:
+    """torchvision EfficientNet-B0: SiLU (Sigmoid, Mul), depthwise 3x3 and 5x5, squeeze-and-excitation
+    (SiLU, Sigmoid gate) on every block; input `x` [1, 3, resolution, resolution], opset 17."""
+    g = GraphBuilder(seed)
+    y = _activation(g, _conv_bn(g, "x", 3, 32, 3, 2, name="stem"), "silu")
+    cin = 32
+    for stage, (expand, kernel, stride, cout, repeats) in enumerate(EFFICIENTNET_B0):
+        for i in range(repeats):
+            y = _mbconv(g, y, cin, cout, kernel, stride if i == 0 else 1, cin * expand, max(1, cin // 4),
+                        "silu", "silu", "sigmoid", name=f"features.{stage + 1}.{i}")
+            cin = cout
+    y = _activation(g, _conv_bn(g, y, cin, 1280, 1, name="head"), "silu")
+    return g.model("efficientnet_b0", [_float_input("x", [1, 3, resolution, resolution])],
+                   {"logits": _classifier(g, y, 1280, classes)})
+
+
+# --- speech: wav2vec2's convolutional feature encoder ------------------------------------------
+
+WAV2VEC2_CONVS = [(10, 5)] + [(3, 2)] * 4 + [(2, 2)] * 2  # kernel, stride
+
+
+def speech_front_end(samples: int = 16000, channels: int = 512, seed: int = 0) -> onnx.ModelProto:
+    """wav2vec2-base's feature encoder as torch.onnx writes it: seven bias-free Conv1d (k10/5 from
+    the raw signal, then k3/2 and k2/2, 512 channels), GroupNorm(512 groups) after the first
+    (Reshape, InstanceNormalization, Reshape, Mul, Add), GELU as Erf; input `x` [1, 1, samples]."""
+    g = GraphBuilder(seed)
+    y, cin = "x", 1
+    for i, (kernel, stride) in enumerate(WAV2VEC2_CONVS):
+        y = g.node("Conv", [y, g.weight(f"conv{i}.weight", channels, cin, kernel)], kernel_shape=[kernel],
+                   strides=[stride])
+        if i == 0:
+            grouped = g.node("Reshape", [y, g.ints("groups", [0, channels, -1])])
+            normed = g.node("InstanceNormalization", [grouped, g.const("ones", np.ones(channels, np.float32)),
+                                                      g.const("zeros", np.zeros(channels, np.float32))],
+                            epsilon=1e-5)
+            y = g.node("Reshape", [normed, g.node("Shape", [y])])
+            y = g.node("Mul", [y, g.const("norm.weight", g.rng.uniform(0.5, 1.5, (channels, 1)).astype(np.float32))])
+            shift = (g.rng.standard_normal((channels, 1)) * 0.1).astype(np.float32)
+            y = g.node("Add", [y, g.const("norm.bias", shift)])
+        y = _gelu(g, y, "erf")
+        cin = channels
+    return g.model("speech_front_end", [_float_input("x", [1, 1, samples])], {"features": y})
 
 
 def _basic_block(g: GraphBuilder, x: str, cin: int, cout: int, stride: int, name: str) -> str:

@@ -35,6 +35,9 @@ ZOO = ["squeezenet", "shufflenet", "resnet50", "vgg19", "densenet121", "inceptio
 BUILT = {
     "resnet18": lambda: models.resnet18(),
     "mobilenet_v2": lambda: models.mobilenet_v2(),
+    "mobilenet_v3": lambda: models.mobilenet_v3(),
+    "efficientnet_b0": lambda: models.efficientnet_b0(),
+    "speech_front_end": lambda: models.speech_front_end(),
     "transformer_d256": lambda: models.transformer_encoder(256, 4, 128, 1024),
     "transformer_d768": lambda: models.transformer_encoder(768, 12, 128, 3072),
     "mlp_b1": lambda: models.mlp(1),

@@ -54,6 +54,19 @@ def test_resnet_block():
     assert_matches_onnxruntime(models.resnet_block(channels=16, resolution=16))
 
 
+def test_speech_front_end():
+    # wav2vec2's seven strided Conv1d (GEMMs as unit-height convs), GroupNorm as
+    # InstanceNormalization between Reshapes, GELU as Erf; 16 channels over 800 samples.
+    assert_matches_onnxruntime(models.speech_front_end(samples=800, channels=16))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["mobilenet_v3", "efficientnet_b0"])
+def test_mobile_networks_with_squeeze_excitation(name):
+    # Depthwise 5x5, squeeze-and-excitation, HardSwish/HardSigmoid and SiLU/Sigmoid; 64x64 input.
+    assert_matches_onnxruntime(getattr(models, name)(resolution=64, classes=10))
+
+
 @pytest.mark.parametrize("batch", [1, 64])
 def test_mlp(batch):
     assert_matches_onnxruntime(models.mlp(batch))
