@@ -705,6 +705,9 @@ def main(argv: list[str] | None = None) -> int:
     # --debug is accepted anywhere on the line (`dlc run m.onnx --debug`), as the hint says.
     debug, quiet = "--debug" in argv, "--quiet" in argv
     argv = [a for a in argv if a not in ("--debug", "--quiet")]
+    if argv[:1] == ["--version"]:  # answered here, not by argparse's SystemExit: main() returns its code
+        print(_version())
+        return 0
     from dlc import progress
 
     try:
