@@ -23,7 +23,7 @@ import networkx as nx
 from xdsl.context import Context
 from xdsl.dialects import func
 from xdsl.dialects.builtin import ArrayAttr, DictionaryAttr, IntegerAttr, ModuleOp, StringAttr
-from xdsl.ir import Block, Region, SSAValue
+from xdsl.ir import Block, Operation, Region, SSAValue
 from xdsl.passes import ModulePass
 from xdsl.rewriter import InsertPoint, Rewriter
 
@@ -212,12 +212,15 @@ class FuseKernelsPass(ModulePass):
                 _merge(graph, group_of, target, mine)
 
         done = set()
+        # Block order, read once: materialising a group keeps the order of the other ops, and
+        # reading it per group was quadratic in the kernels.
+        position = {op: i for i, op in enumerate(block.ops)}
         for launch in launches:
             group = group_of[launch]
             if id(group) in done:
                 continue
             done.add(id(group))
-            _materialise(block, group)
+            _materialise(group, position)
         _reorder_topologically(block)
 
 
@@ -265,9 +268,9 @@ def _merge(graph: nx.DiGraph, group_of: dict, target: _Group, other: _Group) -> 
     nx.contracted_nodes(graph, id(target), id(other), self_loops=False, copy=False)
 
 
-def _materialise(block: Block, group: _Group) -> None:
-    """Replace the group's launches by one launch holding all their ops, in block order."""
-    position = {op: i for i, op in enumerate(block.ops)}
+def _materialise(group: _Group, position: dict[Operation, int]) -> None:
+    """Replace the group's launches by one launch holding all their ops, in block order
+    (`position`: each launch's place in the block)."""
     launches = sorted(group.launches, key=position.__getitem__)
     if len(launches) == 1:
         launch = launches[0]
