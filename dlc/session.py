@@ -227,12 +227,15 @@ class InferenceSession:
 
     def _model_for(self, shapes: dict[str, tuple[int, ...]]):
         """The compiled model for these symbolic inputs' shapes (compiled on first use)."""
-        import dlc
+        # The driver, not dlc.compile: dlc/__init__ imports this module (no import cycle).
+        from dlc.driver import compile_model
+        from dlc.targets import CompileOptions
 
         key = tuple(sorted(shapes.items()))
         if key not in self._models:
-            self._models[key] = dlc.compile(self._source, threads=self._threads, fusion=self._fusion,
-                                            input_shapes={**self._overridden, **shapes})
+            self._models[key] = compile_model(
+                self._source, options=CompileOptions(threads=self._threads, fusion=self._fusion),
+                input_shapes={**self._overridden, **shapes}).executable
         return self._models[key]
 
     def __repr__(self) -> str:

@@ -146,7 +146,7 @@ def test_options_map_onto_threads_and_fusion():
         options.intra_op_num_threads = threads
         session = dlc.InferenceSession(CNN, options)
         (model,) = session._models.values()
-        return len(model._executable.manifest["kernels"]), model._executable.num_threads
+        return len(model.manifest["kernels"]), model.num_threads
 
     fused, one = kernels_and_threads(dlc.GraphOptimizationLevel.ORT_ENABLE_ALL, 1)
     unfused, two = kernels_and_threads(dlc.GraphOptimizationLevel.ORT_DISABLE_ALL, 2)
@@ -156,7 +156,7 @@ def test_options_map_onto_threads_and_fusion():
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     options.intra_op_num_threads = 1
     (model,) = dlc.InferenceSession(str(CNN), options)._models.values()
-    assert len(model._executable.manifest["kernels"]) == unfused
+    assert len(model.manifest["kernels"]) == unfused
 
 
 def test_run_errors_name_the_input_and_what_was_expected():

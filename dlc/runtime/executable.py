@@ -78,6 +78,10 @@ def check_inputs(specs: list[TensorSpec], feeds: dict[str, np.ndarray],
     return arrays
 
 
+# Arenas kept for reuse per model (runs in flight at once beyond this allocate and free theirs).
+MAX_FREE_ARENAS = 64
+
+
 class RuntimeContext(ctypes.Structure):
     """What generated code asks of the runtime (dlc/codegen/llvm_emitter.py RUNTIME_FIELDS)."""
 
@@ -98,8 +102,13 @@ class NativeExecutable:
         self.constant_inputs = tuple(manifest.get("constant_inputs", ()))
         check_cpu(manifest)
         self._weights = weights  # kept alive: native code reads it
-        self._arena = aligned_empty((max(manifest["arena_size"], 1),), np.uint8)
-        self._arena_lock = threading.Lock()
+        # Arenas of the memory plan, one per run in flight: a run takes a free one (or makes
+        # one) and gives it back, so concurrent callers do not allocate and fault in a fresh
+        # arena on every run (15 of 16 callers did, when only one arena existed).
+        self._arena_size = max(manifest["arena_size"], 1)
+        self._free_arenas = [aligned_empty((self._arena_size,), np.uint8)]
+        self._arenas_lock = threading.Lock()
+        self._pool_widened = False
         self._module = load_code(objects, exports=(ENTRY_SYMBOL,))
         self._entry = ctypes.CFUNCTYPE(None, ctypes.POINTER(ctypes.c_void_p), ctypes.c_void_p,
                                        ctypes.c_void_p)(self._module.address(ENTRY_SYMBOL))
@@ -115,7 +124,6 @@ class NativeExecutable:
             parallel = pool(pool_object).parallel
             threads = pool().ensure_threads(threads)
         self._context = RuntimeContext(parallel, threads, self._profile.ctypes.data)
-        self._pool_widened = False
         # Read once: the normal path pays one attribute test per run for the checked mode.
         self._check_bounds = os.environ.get("DLC_CHECK_BOUNDS", "0") not in ("", "0", "off", "false")
 
@@ -142,23 +150,26 @@ class NativeExecutable:
         outputs = [np.empty(s.shape, s.dtype) for s in self.outputs]
         # The arena holds this run's intermediates: a run on another Python thread meanwhile
         # (the GIL is released during the native call) gets an arena of its own.
-        mine = self._arena_lock.acquire(blocking=False)
-        if not mine and self._context.parallel and not self._pool_widened:
-            # Concurrent callers each publish their regions to the pool (one job slot each):
-            # give it a worker per core, not just this model's thread count, to serve them all.
-            from dlc.runtime.thread_pool import pool
+        with self._arenas_lock:
+            arena = self._free_arenas.pop() if self._free_arenas else None
+        if arena is None:
+            arena = aligned_empty((self._arena_size,), np.uint8)
+            if self._context.parallel and not self._pool_widened:
+                # Concurrent callers each publish their regions to the pool (a job slot each):
+                # give it a worker per core, not just this model's thread count, to serve them all.
+                from dlc.runtime.thread_pool import pool
 
-            pool().ensure_threads(max(default_threads(), self.num_threads))
-            self._pool_widened = True
+                pool().ensure_threads(max(default_threads(), self.num_threads))
+                self._pool_widened = True
         try:
-            arena = self._arena if mine else aligned_empty(self._arena.shape, np.uint8)
             buffers = (ctypes.c_void_p * (len(inputs) + len(outputs) + 1))(
                 *[a.ctypes.data for a in (*inputs, *outputs, arena)])
             self._entry(buffers, self._weights.ctypes.data, ctypes.addressof(self._context))
             self._raise_failed_check(arena.data)
         finally:
-            if mine:
-                self._arena_lock.release()
+            with self._arenas_lock:
+                if len(self._free_arenas) < MAX_FREE_ARENAS:
+                    self._free_arenas.append(arena)
         return {spec.name: out for spec, out in zip(self.outputs, outputs)}
 
     def _raise_failed_check(self, arena: memoryview) -> None:
