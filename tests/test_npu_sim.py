@@ -274,19 +274,19 @@ def test_golden_instruction_stream_of_a_small_conv():
         ('%0 = npu.program(%x, %w, %b) : (tensor<1x2x4x4xf32>, tensor<4x2x3x3xf32>, tensor<4xf32>) '
          'attributes {sym_name = "k0_Conv_fused", scratchpad_bytes = 524288 : i64} {'),
         'npu.buffer {sym_name = "in0", shape = array<i64: 1, 2, 4, 4>, kind = "input"}',
-        'npu.buffer {sym_name = "w", shape = array<i64: 4, 2, 3, 3>, kind = "weight"}',
-        'npu.buffer {sym_name = "b", shape = array<i64: 4>, kind = "weight"}',
+        'npu.buffer {sym_name = "@w", shape = array<i64: 4, 2, 3, 3>, kind = "weight"}',
+        'npu.buffer {sym_name = "@b", shape = array<i64: 4>, kind = "weight"}',
         'npu.buffer {sym_name = "out", shape = array<i64: 1, 4, 4, 4>, kind = "output"}',
         # The padded input box (rows and columns -1..4), the weights, one MAC tile.
         ('npu.dma_load {tensor = "in0", offsets = array<i64: 0, 0, -1, -1>, sizes = array<i64: 1, 2, 6, 6>, '
          'addr = 0 : i64, pad_value = 0.000000e+00 : f32}'),
-        ('npu.dma_load {tensor = "w", offsets = array<i64: 0, 0, 0, 0>, sizes = array<i64: 4, 2, 3, 3>, '
+        ('npu.dma_load {tensor = "@w", offsets = array<i64: 0, 0, 0, 0>, sizes = array<i64: 4, 2, 3, 3>, '
          'addr = 640 : i64, pad_value = 0.000000e+00 : f32}'),
         ('npu.mac {kind = "conv2d", a = 0 : i64, a_shape = array<i64: 2, 6, 6>, b = 640 : i64, '
          'b_shape = array<i64: 4, 2, 3, 3>, acc = 1280 : i64, acc_shape = array<i64: 4, 4, 4>, accumulate = 0 : i64, '
          'strides = array<i64: 1, 1>, dilations = array<i64: 1, 1>}'),
         # Bias, then the fused Relu in place on the accumulator, then one store.
-        ('npu.dma_load {tensor = "b", offsets = array<i64: 0>, sizes = array<i64: 4>, addr = 1792 : i64, '
+        ('npu.dma_load {tensor = "@b", offsets = array<i64: 0>, sizes = array<i64: 4>, addr = 1792 : i64, '
          'pad_value = 0.000000e+00 : f32}'),
         ('npu.vector {fn = "add", ins = array<i64: 1280, 1792>, '
          'in_shapes = [array<i64: 4, 4, 4>, array<i64: 4, 1, 1>], '
@@ -326,3 +326,22 @@ def test_a_value_with_other_users_ends_the_npu_chain():
     relu = next(k for k in kernel_infos(module) if k.nodes == ["relu0"])
     assert relu.apart == [("relu0 <- conv: the target's kernels are chains: the kernel's last value has "
                            "other users (a chain stores only its end)")]
+
+
+@pytest.mark.parametrize("weight_name", ["in0", "in1", "out"])
+def test_a_weight_named_like_an_npu_buffer_keeps_its_own_dram_tensor(weight_name):
+    """DRAM tensors of a program are its inputs (in0, in1, ...), its weights and `out`; a weight
+    called in1 or out once shared the name of another tensor (found by the hostile fuzzer:
+    NpuFault, or a wrong answer)."""
+    import dlc
+
+    weight = np.array([[1.0, -np.inf, -2.5]], np.float32)
+    model = helper.make_model(helper.make_graph(
+        [helper.make_node("Sub", [weight_name, "x"], ["d"]), helper.make_node("Mul", ["d", "y"], ["z"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3]),
+         helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])],
+        [helper.make_tensor_value_info("z", TensorProto.FLOAT, [1, 3])],
+        [numpy_helper.from_array(weight, weight_name)]), opset_imports=[helper.make_opsetid("", 17)])
+    feeds = {"x": np.array([1.0, 2.0, 3.0], np.float32), "y": np.array([[2.0, 3.0, 4.0]], np.float32)}
+    np.testing.assert_array_equal(dlc.compile(model, target="npu-sim").run(feeds)["z"],
+                                  (weight - feeds["x"]) * feeds["y"])

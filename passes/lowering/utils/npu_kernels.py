@@ -427,10 +427,11 @@ class _KernelLowering:
         self.stream.append(op)
 
     def name(self, value) -> str:
-        """The DRAM buffer of a value the kernel reads: a weight by its name, else in0, in1, ..."""
+        """The DRAM buffer of a value the kernel reads: a weight by its name after '@' (a weight
+        may be called "in1" or "out" too), else in0, in1, ..."""
         if value not in self.names:
             owner = value.owner
-            name = owner.weight_name if isinstance(owner, WeightOp) else f"in{len(self.names)}"
+            name = f"@{owner.weight_name}" if isinstance(owner, WeightOp) else f"in{len(self.names)}"
             self.names[value] = name
             self.reads[name] = value
         return self.names[value]
@@ -528,12 +529,14 @@ class _KernelLowering:
     def weight(self, value, transform, suffix: str) -> str:
         """A weight re-laid out for the NPU at compile time (like cpu's pack-weights): a new
         weight in the store, read through a new onnx.weight before the launch."""
-        name = f"{self.name(value)}.{suffix}"
+        source = value.owner.weight_name
+        stored = f"{source}.{suffix}"
+        name = f"@{stored}"  # its DRAM tensor, named as name() names weights
         if name not in self.reads:
             # np.array, not np.ascontiguousarray: that one turns a scalar (a Gemm C) into shape (1,).
-            packed = np.array(transform(self.store[self.name(value)]), np.float32, order="C")
-            self.store[name] = packed
-            weight = WeightOp(name, TensorType(f32, list(packed.shape)))
+            packed = np.array(transform(self.store[source]), np.float32, order="C")
+            self.store[stored] = packed
+            weight = WeightOp(stored, TensorType(f32, list(packed.shape)))
             self.new_weights.append(weight)
             self.names[weight.result] = name
             self.reads[name] = weight.result
