@@ -41,6 +41,7 @@ from dialects.weights import weights_of
 from passes.lowering.rules import load_rules
 from passes.lowering.utils.elementwise_fusion import emit_fused, gemm_epilogue, is_inlinable
 from passes.lowering.utils.linalg_builder import KernelBuilder
+from passes.lowering.utils.ukernel_calls import gemm_names
 
 
 def memref_of(type: TensorType) -> MemRefType:
@@ -86,7 +87,8 @@ class KernelsToLinalgPass(ModulePass):
         old_main = next((f for f in op.ops if isinstance(f, func.FuncOp) and f.sym_name.data == "main"), None)
         if old_main is None:
             raise CompileError("kernels-to-linalg: the module has no func.func @main")
-        _Outliner(op, old_main).run()
+        with gemm_names(op):  # GEMM names from one read of the module, not one per GEMM
+            _Outliner(op, old_main).run()
 
 
 class _Outliner:

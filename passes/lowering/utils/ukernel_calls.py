@@ -21,6 +21,11 @@ in the micro-kernel's nr-column panels) and ldb is `width`.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+
 from xdsl.dialects import func
 from xdsl.dialects.builtin import DictionaryAttr, IntegerAttr, MemRefType, ModuleOp, StringAttr, i64
 from xdsl.ir import SSAValue
@@ -35,11 +40,10 @@ def emit_gemm_call(kb, anchor, a: SSAValue, b: SSAValue, c: SSAValue, *, bias_bu
     (with `im2col` and `scratch`: b is a padded convolution input, see the module docstring)."""
     module = anchor.get_toplevel_object()
     assert isinstance(module, ModuleOp)
-    taken = {op.sym_name.data for op in module.ops if isinstance(op, func.FuncOp)}
-    index = len(ukernels(module))
-    while f"dlc_gemm_{index}" in taken:
-        index += 1
-    name = f"dlc_gemm_{index}"
+    names = _NAMES.get()
+    if names is None or names.module is not module:
+        names = _GemmNames.of(module)
+    name = names.next_name()
     bias, residual = bias_buffer, residual_buffer
     operands = [a, b, c] + ([bias] if bias is not None else []) + ([residual] if residual is not None else [])
     if (im2col is None) != (scratch is None):
@@ -57,7 +61,51 @@ def emit_gemm_call(kb, anchor, a: SSAValue, b: SSAValue, c: SSAValue, *, bias_bu
     call = func.CallOp(name, operands, [])
     kb.insert(call)
     module.body.block.add_op(decl)
+    names.declared(name)
     return call
+
+
+@dataclass
+class _GemmNames:
+    """The names a module's functions take and how many GEMM declarations it holds."""
+
+    module: ModuleOp
+    taken: set[str]
+    gemms: int
+
+    @staticmethod
+    def of(module: ModuleOp) -> _GemmNames:
+        return _GemmNames(module, {op.sym_name.data for op in module.ops if isinstance(op, func.FuncOp)},
+                          len(ukernels(module)))
+
+    def next_name(self) -> str:
+        """`dlc_gemm_<N>`: N counts the GEMMs declared so far, then skips names taken."""
+        index = self.gemms
+        while f"dlc_gemm_{index}" in self.taken:
+            index += 1
+        return f"dlc_gemm_{index}"
+
+    def declared(self, name: str) -> None:
+        self.taken.add(name)
+        self.gemms += 1
+
+
+_NAMES: ContextVar[_GemmNames | None] = ContextVar("gemm_names", default=None)
+
+
+@contextmanager
+def gemm_names(module: ModuleOp) -> Iterator[None]:
+    """Within this block, `emit_gemm_call` names GEMMs in `module` from a table read once.
+
+    Reading the module's functions for every call was quadratic in the GEMMs of a model.
+    The table stays right while only `emit_gemm_call` adds functions named `dlc_gemm_<N>`
+    and no GEMM declaration goes away: a lowering pass, not a clean-up.
+    """
+    token = _NAMES.set(_GemmNames.of(module))
+    try:
+        yield
+    finally:
+        _NAMES.reset(token)
 
 
 def is_f32_memref(*values: SSAValue | None) -> bool:
