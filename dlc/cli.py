@@ -157,6 +157,13 @@ def _instrumentation(args):
     print_after_all = getattr(args, "print_ir_after_all", False)
     print_after = frozenset(getattr(args, "print_ir_after", None) or [])
     disabled = frozenset(getattr(args, "disable_pass", None) or [])
+    if print_after or disabled:  # a misspelt pass would otherwise be silently never matched
+        from passes import all_passes
+
+        known = all_passes()
+        for option, names in (("--print-ir-after", print_after), ("--disable-pass", disabled)):
+            for name in sorted(names - set(known)):
+                raise DlcError(f"{option} {name}: unknown pass '{name}'", "`dlc passes` lists the registered passes")
     verify_each = getattr(args, "verify_each", False)
     if not (print_after_all or print_after or disabled or verify_each):
         return None  # nothing to watch or change: the compile may come from the cache
@@ -182,8 +189,9 @@ def _tiles(args) -> str | None:
     if getattr(args, "tiles", None):
         try:
             entries.append(format_tiles(json.loads(Path(args.tiles).read_text())))
-        except (OSError, json.JSONDecodeError) as error:
-            raise DlcError(f"--tiles {args.tiles}: cannot read tile overrides: {error}") from None
+        except (OSError, ValueError) as error:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            raise DlcError(f"--tiles {args.tiles}: cannot read tile overrides: {error}",
+                           'write a JSON object such as {"*": {"mr": 8, "nr": 32}}') from None
     entries += getattr(args, "tile", None) or []
     return ";".join(entries) or None
 
@@ -457,6 +465,11 @@ def cmd_verify(args) -> int:
     from dlc.tools.verify import verify
 
     _load_plugins(args.load_pass_plugin)
+    if args.json:
+        _check_output("--json", Path(args.json), directory=False)
+    for name in ("rtol", "atol"):
+        if getattr(args, name) is not None and not getattr(args, name) >= 0:
+            raise DlcError(f"--{name} {getattr(args, name)}: a tolerance cannot be negative", "give 0 or more")
     from dlc import progress
 
     with progress.step("verify: every tensor against onnxruntime"):
@@ -465,7 +478,8 @@ def cmd_verify(args) -> int:
                         threads=args.threads, pipeline=args.pipeline)
     print(report.format(only_divergent=args.only_divergent))
     if args.json:
-        Path(args.json).write_text(json.dumps(report.to_json(), indent=1) + "\n")
+        with _writing(Path(args.json)):
+            Path(args.json).write_text(json.dumps(report.to_json(), indent=1) + "\n")
         print(f"wrote {args.json}")
     return 0 if report.ok else 1
 
@@ -534,6 +548,13 @@ def cmd_ops(args) -> int:
         print(f"{row.name:28s} {row.opsets:10s} {row.how}")
     print(f"\n{len(rows)} operators on cpu; the `reference` target runs every ONNX operator.")
     return 0
+
+
+def _seed(text: str) -> int:
+    """--seed: numpy's generators take non-negative integers only."""
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return int(text)
 
 
 class UsageError(DlcError):
@@ -619,7 +640,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model")
     p.add_argument("--input", action="append", metavar="NAME=FILE.npy")
     p.add_argument("--repeat", type=int, default=10, help="timed runs for the median latency")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
+    p.add_argument("--seed", type=_seed, default=0, help="seed of the random inputs")
     p.add_argument("--save-outputs", metavar="DIR",
                    help="write each output to DIR/NAME.npy (DIR is created if missing)")
     p.add_argument("--profile", action="store_true",
@@ -662,7 +683,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "node that diverges (exit 1)")
     p.add_argument("model")
     p.add_argument("--input", action="append", metavar="NAME=FILE.npy", help="an input (others: seeded random)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
+    p.add_argument("--seed", type=_seed, default=0, help="seed of the random inputs")
     p.add_argument("--shape", action="append", metavar="NAME=AxBxC")
     p.add_argument("--target", default="cpu")
     p.add_argument("--fusion", default="all", choices=("none", "elementwise", "all"))

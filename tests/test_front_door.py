@@ -173,6 +173,10 @@ FLAGS = [
     ["passes", "--target", "tpu", "--pipeline"], ["explain"], ["bench", MLP, "--vs", "tvm"],
     ["verify", MLP, "--rtol", "x"], ["cache", "burn"], ["compare", MLP, "--threads"],
     ["run", "/no/such/dir/"], ["compile", MLP, "-p", "dce", "--compile-from", "onnx"],
+    ["compile", MLP, "--tiles", MLP], ["run", MLP, "--seed", "-1"], ["verify", MLP, "--atol", "-1"],
+    ["verify", MLP, "--json", "/dev/null/x.json"], ["compile", MLP, "--print-ir-after", "no-such-pass"],
+    ["compile", MLP, "--disable-pass", "fold-constant"], ["compile", MLP, "-o", "/dev/null/x"],
+    ["compile", MLP, "--target", "nope"], ["compile", MLP, "--max-memory", "0"],
 ]
 
 
