@@ -539,6 +539,32 @@ def cmd_cache(args) -> int:
     return 0
 
 
+def bash_completion(parser: argparse.ArgumentParser) -> str:
+    """A bash completion script written from the parser itself (argparse has none of its own):
+    commands, then each command's options, then file names. zsh loads it after `bashcompinit`."""
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    top = [o for a in parser._actions for o in a.option_strings]
+    cases = "\n".join(f"    {name}) opts=\"{' '.join(o for a in sub._actions for o in a.option_strings)}\";;"
+                      for name, sub in commands.items())
+    return f"""_dlc() {{
+  local cur=${{COMP_WORDS[COMP_CWORD]}} opts
+  if [ "$COMP_CWORD" -eq 1 ]; then
+    COMPREPLY=($(compgen -W "{' '.join(commands)} {' '.join(top)}" -- "$cur")); return
+  fi
+  case "${{COMP_WORDS[1]}}" in
+{cases}
+  esac
+  if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "$opts" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi
+}}
+complete -o filenames -F _dlc dlc
+"""
+
+
+def cmd_completion(args) -> int:
+    print(bash_completion(build_parser()), end="")
+    return 0
+
+
 def cmd_ops(args) -> int:
     from dlc.tools.ops import supported_operators
 
@@ -718,6 +744,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("cache", help="the compile cache: where it is, its size and cap; or empty it")
     p.add_argument("action", choices=("info", "clear"), nargs="?", default="info")
     p.set_defaults(func=cmd_cache)
+    p = sub.add_parser("completion", help="print a bash completion script: eval \"$(dlc completion bash)\"")
+    p.add_argument("shell", choices=("bash",), nargs="?", default="bash")
+    p.set_defaults(func=cmd_completion)
     return parser
 
 

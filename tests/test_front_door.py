@@ -304,3 +304,22 @@ def test_fuzz_help_and_progress(capsys):
     assert summary.cases == 2
     reports = [line for line in lines if line.startswith("fuzz: ")]
     assert len(reports) == 2 and reports[0].startswith("fuzz: 0 models in ") and reports[1].startswith("fuzz: 1 ")
+
+
+def test_bash_completion_completes_commands_and_options(capsys):
+    import shutil
+
+    assert main(["completion", "bash"]) == 0
+    script = capsys.readouterr().out
+    if shutil.which("bash") is None:
+        pytest.skip("no bash")
+
+    def complete(*words: str) -> list[str]:
+        probe = f'COMP_WORDS=({" ".join(words)}); COMP_CWORD={len(words) - 1}; _dlc; echo "${{COMPREPLY[@]}}"'
+        done = subprocess.run(["bash", "-c", script + probe], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.split()
+
+    assert complete("dlc", "com") == ["compile", "compare", "completion"]
+    assert complete("dlc", "compile", "--compile-") == ["--compile-to", "--compile-from"]
+    assert complete("dlc", "cache", "--") == ["--help"]
