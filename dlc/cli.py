@@ -162,8 +162,10 @@ def _instrumentation(args):
 
         known = all_passes()
         for option, names in (("--print-ir-after", print_after), ("--disable-pass", disabled)):
-            for name in sorted(names - set(known)):
-                raise DlcError(f"{option} {name}: unknown pass '{name}'", "`dlc passes` lists the registered passes")
+            unknown = sorted(names - set(known))
+            if unknown:
+                raise DlcError(f"{option} {unknown[0]}: unknown pass '{unknown[0]}'",
+                               "`dlc passes` lists the registered passes")
     verify_each = getattr(args, "verify_each", False)
     if not (print_after_all or print_after or disabled or verify_each):
         return None  # nothing to watch or change: the compile may come from the cache
