@@ -68,8 +68,11 @@ class Live(Lines):
         from rich.progress import SpinnerColumn, TextColumn, TimeElapsedColumn
 
         super().__init__(stream, min_seconds)
+        # rich draws stdout's lines above the live line only when stdout is the terminal too:
+        # redirected (`dlc opt m.mlir > o.mlir`), its proxy would send them to stderr instead.
         self._bar = RichProgress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                                 console=Console(file=stream), transient=True)
+                                 console=Console(file=stream), transient=True,
+                                 redirect_stdout=_is_terminal(sys.stdout))
         self._task = self._bar.add_task("dlc: starting", total=None)
         self._bar.start()
 
@@ -82,6 +85,13 @@ class Live(Lines):
 
     def close(self) -> None:
         self._bar.stop()
+
+
+def _is_terminal(stream) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # no isatty, or closed
+        return False
 
 
 _current: Progress = Progress()
@@ -97,7 +107,7 @@ def for_stream(stream: TextIO | None = None, quiet: bool = False) -> Progress:
     stream = sys.stderr if stream is None else stream
     if quiet or os.environ.get(QUIET_VARIABLE, "") not in ("", "0"):
         return Progress()
-    if getattr(stream, "isatty", lambda: False)():
+    if _is_terminal(stream):
         try:
             return Live(stream)
         except ImportError:  # rich is a dependency, but a stripped install still gets lines

@@ -64,11 +64,12 @@ def test_progress_is_silent_by_default_and_short_steps_leave_no_line(capsys):
     assert stream.getvalue() == "dlc: slow (1.5 s)\n"
 
 
-def test_reporter_suits_the_stream():
-    class Terminal(io.StringIO):
-        def isatty(self):
-            return True
+class Terminal(io.StringIO):
+    def isatty(self):
+        return True
 
+
+def test_reporter_suits_the_stream():
     assert type(progress.for_stream(io.StringIO(), quiet=True)) is progress.Progress
     os.environ[progress.QUIET_VARIABLE] = "1"
     try:
@@ -81,6 +82,15 @@ def test_reporter_suits_the_stream():
         assert isinstance(live, progress.Live)
     finally:
         live.close()
+
+
+def test_live_line_leaves_a_redirected_stdout_alone(capsys):
+    # rich's live display proxies stdout into its console (stderr) unless told not to:
+    # `dlc opt m.mlir > o.mlir` on a terminal wrote an empty o.mlir.
+    terminal = Terminal()
+    with progress.reporting(progress.Live(terminal)):
+        print("the IR")
+    assert capsys.readouterr().out == "the IR\n" and "the IR" not in terminal.getvalue()
 
 
 def test_cli_progress_lines_and_quiet(capsys, monkeypatch, tmp_path):
