@@ -150,12 +150,14 @@ class FuseKernelsPass(ModulePass):
         producer_of: dict[SSAValue, LaunchOp] = {}
         graph = nx.DiGraph()  # kernel-level dependency graph over group ids (and views)
         view_node: dict[SSAValue, int] = {}  # a view's result -> the view's node in `graph`
-        for op in block.ops:
+        rank: dict[int, int] = {}  # a topological order of `graph`, kept through merges (_merge_ranks)
+        for position, op in enumerate(block.ops):
             if isinstance(op, LaunchOp):
                 node = _node_op(op)
                 group_of[op] = _Group([op], {op_class(node.onnx_type)}, [f"{node.node_name}: starts the kernel"],
                                       [], op.results[0] if op.results else None)
                 graph.add_node(id(group_of[op]))
+                rank[id(group_of[op])] = position
                 for result in op.results:
                     producer_of[result] = op
             elif isinstance(op, OnnxOp) and op.operands and op.operands[0] in producer_of:
@@ -164,6 +166,7 @@ class FuseKernelsPass(ModulePass):
                 # never merged, so a group that reads a view of its own result is a cycle.
                 source = op.operands[0]
                 graph.add_edge(view_node.get(source, id(group_of[producer_of[source]])), id(op))
+                rank[id(op)] = position
                 for result in op.results:
                     producer_of[result] = producer_of[source]
                     view_node[result] = id(op)
@@ -198,7 +201,7 @@ class FuseKernelsPass(ModulePass):
                     ok, rule = False, "a kernel holds at most one contraction"
                 if ok and len(target.launches) + len(mine.launches) > self.max_ops:
                     ok, rule = False, f"the kernel would exceed the target's limit of {self.max_ops} ops"
-                if ok and _creates_cycle(graph, id(target), id(mine)):
+                if ok and _creates_cycle(graph, rank, id(target), id(mine)):
                     ok, rule = False, "fusing would create a cycle between kernels"
                 if ok and rules.get("chain"):
                     reader = next(o for o in launch.body.block.ops if value in o.operands)
@@ -209,7 +212,7 @@ class FuseKernelsPass(ModulePass):
                     mine.apart.append(f"{node.node_name} <- {producer_node.node_name}: {rule}")
                     continue
                 mine.notes[0] = f"{node.node_name}: joined {producer_node.node_name}'s kernel ({rule})"
-                _merge(graph, group_of, target, mine)
+                _merge(graph, rank, group_of, target, mine)
 
         done = set()
         # Block order, read once: materialising a group keeps the order of the other ops, and
@@ -248,16 +251,51 @@ def _reorder_topologically(block: Block) -> None:
     block.insert_ops_before(order, terminator)
 
 
-def _creates_cycle(graph: nx.DiGraph, a: int, b: int) -> bool:
-    """Would merging groups a and b make the group graph cyclic? (a path a -> x -> b or b -> x -> a)"""
-    for src, dst in ((a, b), (b, a)):
-        for succ in graph.successors(src):
-            if succ != dst and nx.has_path(graph, succ, dst):
-                return True
-    return False
+def _creates_cycle(graph: nx.DiGraph, rank: dict[int, int], a: int, b: int) -> bool:
+    """Would merging groups a and b make the group graph cyclic? (a path a -> x -> b or b -> x -> a)
+
+    `rank` is a topological order of `graph`: a path to b passes only nodes ranked below b, so
+    the search stops there (a search of everything after a was quadratic in the kernels).
+    """
+    if rank[a] > rank[b]:
+        a, b = b, a  # a path from the later node to the earlier one cannot exist
+    return bool(_reachable(graph.successors, rank, a, lambda node: node != b and rank[node] < rank[b],
+                           goal=lambda node: graph.has_edge(node, b)))
 
 
-def _merge(graph: nx.DiGraph, group_of: dict, target: _Group, other: _Group) -> None:
+def _reachable(neighbours, rank: dict[int, int], start: int, keep, goal=None) -> set[int]:
+    """Nodes reached from `start` through nodes that `keep` accepts (`start` excluded); with
+    `goal`, a non-empty set as soon as one of them satisfies it."""
+    seen: set[int] = set()
+    stack = [start]
+    while stack:
+        for node in neighbours(stack.pop()):
+            if node in seen or not keep(node):
+                continue
+            if goal is not None and goal(node):
+                return {node}
+            seen.add(node)
+            stack.append(node)
+    return set() if goal is not None else seen
+
+
+def _merge_ranks(graph: nx.DiGraph, rank: dict[int, int], a: int, b: int) -> None:
+    """Keep `rank` a topological order when b (ranked after a, fed by it) merges into a.
+
+    Pearce and Kelly's reordering (a dynamic topological sort, JEA 2006) of the nodes ranked
+    between them: those that reach b first, then the merged node (b's place), then those that
+    a reaches; the rest keep their ranks. No node is both, or the merge would make a cycle.
+    """
+    low, high = rank[a], rank[b]
+    ahead = _reachable(graph.successors, rank, a, lambda node: rank[node] < high)
+    behind = _reachable(graph.predecessors, rank, b, lambda node: rank[node] > low)
+    moved = [*sorted(behind, key=rank.__getitem__), b, a, *sorted(ahead, key=rank.__getitem__)]
+    for node, slot in zip(moved, sorted(rank[node] for node in moved)):
+        rank[node] = slot
+    rank[a] = rank.pop(b)
+
+
+def _merge(graph: nx.DiGraph, rank: dict[int, int], group_of: dict, target: _Group, other: _Group) -> None:
     target.launches += other.launches
     target.classes |= other.classes
     target.notes += other.notes
@@ -265,6 +303,7 @@ def _merge(graph: nx.DiGraph, group_of: dict, target: _Group, other: _Group) -> 
     target.tail = other.tail
     for launch in other.launches:
         group_of[launch] = target
+    _merge_ranks(graph, rank, id(target), id(other))
     nx.contracted_nodes(graph, id(target), id(other), self_loops=False, copy=False)
 
 
