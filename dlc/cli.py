@@ -343,16 +343,19 @@ def cmd_run(args) -> int:
     if args.profile and not getattr(executable, "profile_sites", None):
         raise DlcError("--profile needs a cpu build compiled with profiling: run it on the .onnx model, or "
                        "compile the artifact with `dlc compile MODEL.onnx --profile -o DIR`")
-    profiled, latencies = None, []
-    if args.profile:  # the counters are read after each run: per-kernel medians and means
-        from dlc.tools.profiling import profile_runs
+    from dlc import progress
 
-        profiled = profile_runs(executable, lambda: model.run(feeds), args.repeat)
-        latencies = profiled.latencies
-    for _ in range(max(args.repeat, 1) if profiled is None else 0):
-        start = time.perf_counter()
-        model.run(feeds)
-        latencies.append(time.perf_counter() - start)
+    profiled, latencies = None, []
+    with progress.current().paused(f"timing {max(args.repeat, 1)} runs"):
+        if args.profile:  # the counters are read after each run: per-kernel medians and means
+            from dlc.tools.profiling import profile_runs
+
+            profiled = profile_runs(executable, lambda: model.run(feeds), args.repeat)
+            latencies = profiled.latencies
+        for _ in range(max(args.repeat, 1) if profiled is None else 0):
+            start = time.perf_counter()
+            model.run(feeds)
+            latencies.append(time.perf_counter() - start)
     for name, value in outputs.items():
         print(f"{name}: shape {list(value.shape)} {value.dtype}  {_summary(value)}")
         if save_to is not None:
@@ -765,7 +768,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         args.debug = debug
-        with progress.reporting(progress.for_stream(sys.stderr, quiet)):
+        with progress.reporting(progress.for_stream(sys.stderr, quiet)) as reporter:
+            reporter.begin(f"{args.command} {getattr(args, 'model', '')}".strip())  # until a step says more
             return args.func(args)
     except DlcError as error:
         if debug:

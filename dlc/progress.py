@@ -39,6 +39,11 @@ class Progress:
     def close(self) -> None:
         """The command is over: clear any live display."""
 
+    @contextlib.contextmanager
+    def paused(self, what: str) -> Iterator[None]:
+        """`what` runs without a live display: timed runs share no core with its refresh thread."""
+        yield
+
     def pass_event(self, name: str, seconds: float | None) -> None:
         """PassInstrumentation.notify: (pass, None) as it starts, (pass, seconds) as it ends."""
         if seconds is None:
@@ -80,11 +85,22 @@ class Live(Lines):
         self._bar.update(self._task, description=f"dlc: {what}")
 
     def end(self, what: str, seconds: float) -> None:
+        self._bar.update(self._task, description=f"dlc: {what} done")  # until the next step begins
         if seconds >= self.min_seconds:
             self._bar.console.print(f"dlc: {what} ({seconds:.1f} s)", highlight=False, markup=False)
 
     def close(self) -> None:
         self._bar.stop()
+
+    @contextlib.contextmanager
+    def paused(self, what: str) -> Iterator[None]:
+        self._bar.console.print(f"dlc: {what} (no live line while timing)", highlight=False, markup=False)
+        self._bar.stop()
+        try:
+            yield
+        finally:
+            self._bar.update(self._task, description=f"dlc: {what} done")
+            self._bar.start()
 
 
 def _is_terminal(stream) -> bool:

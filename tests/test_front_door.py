@@ -333,3 +333,15 @@ def test_bash_completion_completes_commands_and_options(capsys):
     assert complete("dlc", "com") == ["compile", "compare", "completion"]
     assert complete("dlc", "compile", "--compile-") == ["--compile-to", "--compile-from"]
     assert complete("dlc", "cache", "--") == ["--help"]
+
+
+def test_the_live_line_is_paused_while_timing(capsys):
+    terminal = Terminal()
+    live = progress.Live(terminal)
+    try:
+        with live.paused("timing 3 runs"):
+            assert not live._bar.live.is_started  # no refresh thread shares the cores being timed
+        assert live._bar.live.is_started
+    finally:
+        live.close()
+    assert "dlc: timing 3 runs" in terminal.getvalue()

@@ -21,17 +21,20 @@ def median_latencies(runners: dict, repeat: int, budget_seconds: float = 120.0) 
     times = {name: [] for name in runners}
     for run in runners.values():
         run()
+    with progress.current().paused(f"timing {' and '.join(runners)}, {repeat} rounds"):
+        _interleave(runners, times, repeat, budget_seconds)
+    return {name: float(np.median(t)) for name, t in times.items()}
+
+
+def _interleave(runners: dict, times: dict, repeat: int, budget_seconds: float) -> None:
     start = time.perf_counter()
     while min(len(t) for t in times.values()) < repeat:
-        progress.current().begin(f"timing {' and '.join(runners)}: round {len(next(iter(times.values()))) + 1}"
-                                 f"/{repeat}")
         for name, run in runners.items():
             t0 = time.perf_counter()
             run()
             times[name].append(time.perf_counter() - t0)
         if time.perf_counter() - start > budget_seconds:
             break
-    return {name: float(np.median(t)) for name, t in times.items()}
 
 
 @dataclass
