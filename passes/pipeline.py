@@ -10,6 +10,7 @@ and names the pass that broke the IR.
 
 from __future__ import annotations
 
+import gc
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -69,6 +70,11 @@ def run_passes(ctx: Context, module: ModuleOp, passes: Sequence[ModulePass],
     """Apply `passes` in order and verify the IR: after each pass with `verify_each`, else once
     after the last. A pass that raises, or (with `verify_each`) breaks the IR, is named."""
     instrument = instrument or PassInstrumentation()
+    with _fewer_collections():
+        _run(ctx, module, passes, instrument)
+
+
+def _run(ctx: Context, module: ModuleOp, passes: Sequence[ModulePass], instrument: PassInstrumentation) -> None:
     ran = []
     for pass_ in passes:
         if pass_.name in instrument.disabled:
@@ -98,6 +104,22 @@ def run_passes(ctx: Context, module: ModuleOp, passes: Sequence[ModulePass],
                       "this is a bug in one of them; rerun with --verify-each to name the pass "
                       "that broke the IR")
         instrument.timings.append(("verify", time.perf_counter() - start))
+
+
+@contextmanager
+def _fewer_collections() -> Iterator[None]:
+    """Python's cyclic garbage collector runs less often while passes run.
+
+    Passes allocate millions of small IR objects and free few: at the default thresholds
+    (a young collection every 700 allocations) collecting took ~20% of a 1,000-node graph's
+    pass time, and a larger share as graphs grow (measured CPU 12.5/15.6 s -> 9.9/11.9 s).
+    """
+    saved = gc.get_threshold()
+    gc.set_threshold(100_000, 50, 100)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*saved)
 
 
 def verify_module(module: ModuleOp, when: str, hint: str) -> None:

@@ -151,3 +151,21 @@ def test_cli_verify_each_and_time_passes(tmp_path, capsys, monkeypatch):
     each = capsys.readouterr().err
     assert "tile-contractions" in each and "verify" not in each
     assert (tmp_path / "once.mlir").read_text() == (tmp_path / "each.mlir").read_text()
+
+
+def test_collector_thresholds_are_raised_during_passes_and_put_back():
+    import gc
+
+    seen = []
+
+    @dataclass(frozen=True)
+    class Look(ModulePass):
+        name = "look"
+
+        def apply(self, ctx, op: ModuleOp) -> None:
+            seen.append(gc.get_threshold())
+
+    before = gc.get_threshold()
+    run_passes(make_context(), _module(1), [Look()], PassInstrumentation(verify_each=False))
+    assert seen[0][0] > before[0]
+    assert gc.get_threshold() == before
