@@ -59,7 +59,8 @@ class CpuTarget(Target):
                         p["pack-weights"](),   # packs constant B panels for the chosen nr
                         p["tile-contractions"](),
                         p["dce"](), p["plan-memory"]()]),
-            ("loops", [p["collapse-parallel-dims"](),  # one flat loop where operands allow
+            ("loops", [p["fuse-parallel-siblings"](),  # one parallel loop over a shared axis
+                       p["collapse-parallel-dims"](),  # one flat loop where operands allow
                        p["mark-parallel-loops"](), p["convert-linalg-to-loops"](),
                        p["approximate-math"]()]),  # polynomial exp/tanh/erf: vectorisable
         ]

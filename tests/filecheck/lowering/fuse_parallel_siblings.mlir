@@ -1,0 +1,75 @@
+// RUN: dlc opt %s -p fuse-parallel-siblings | filecheck %s
+
+// Consecutive generics of a kernel that write one buffer, each iteration of their channel
+// loop inside one channel's slice, become one dlc.parallel loop over the channels; each
+// generic's loop nest sits inside it with its channel loop replaced by the shared index.
+
+builtin.module {
+  // A bias fill, then an accumulation, then a border box through a view: one loop over the
+  // 64 channels of y; inside it, three nests over the batch (one iteration) and the positions.
+  // CHECK-LABEL: func.func private @bias_then_accumulate_then_box
+  // CHECK:         %[[C:.*]] = arith.constant 64 : index
+  // CHECK:         scf.for %[[CH:.*]] = %{{.*}} to %[[C]] step %{{.*}} {
+  // CHECK:           scf.for %[[N:.*]] = %{{.*}} to %{{.*}} step %{{.*}} {
+  // CHECK-NEXT:        scf.for %[[H:.*]] = %{{.*}} to %{{.*}} step %{{.*}} {
+  // CHECK-NEXT:          scf.for %[[W:.*]] = %{{.*}} to %{{.*}} step %{{.*}} {
+  // CHECK-NEXT:            %{{.*}} = memref.load %{{.*}}[%[[CH]]] : memref<64xf32>
+  // CHECK-NEXT:            memref.store %{{.*}}, %{{.*}}[%[[N]], %[[CH]], %[[H]], %[[W]]] : memref<1x64x32x32xf32>
+  // CHECK:           scf.for %[[N2:.*]] = %{{.*}} to %{{.*}} step %{{.*}} {
+  // CHECK-NEXT:        scf.for %[[H2:.*]] = %{{.*}} to %{{.*}} step %{{.*}} {
+  // CHECK-NEXT:          scf.for %[[W2:.*]] = %{{.*}} to %{{.*}} step %{{.*}} {
+  // CHECK-NEXT:            %{{.*}} = memref.load %{{.*}}[%[[N2]], %[[CH]], %[[H2]], %[[W2]]] : memref<1x64x32x32xf32>
+  // CHECK:                 memref.store %{{.*}}, %{{.*}}[%[[N2]], %[[CH]], %[[H2]], %[[W2]]] : memref<1x64x32x32xf32>
+  // CHECK:                 memref.store %{{.*}}, %{{.*}}[%{{.*}}, %[[CH]], %{{.*}}] : memref<1x64x32xf32, strided<[65536, 1024, 1]>>
+  // CHECK:         } {dlc.parallel}
+  // CHECK-NOT:     linalg.generic
+  // CHECK:         func.return
+  func.func private @bias_then_accumulate_then_box(%x: memref<1x64x32x32xf32>, %b: memref<64xf32>, %y: memref<1x64x32x32xf32>) {
+    linalg.generic {indexing_maps = [affine_map<(d0, d1, d2, d3) -> (d1)>, affine_map<(d0, d1, d2, d3) -> (d0, d1, d2, d3)>],
+                    iterator_types = ["parallel", "parallel", "parallel", "parallel"]}
+        ins(%b : memref<64xf32>) outs(%y : memref<1x64x32x32xf32>) {
+    ^bb0(%v: f32, %o: f32):
+      linalg.yield %v : f32
+    }
+    linalg.generic {indexing_maps = [affine_map<(d0, d1, d2, d3) -> (d0, d1, d2, d3)>, affine_map<(d0, d1, d2, d3) -> (d0, d1, d2, d3)>],
+                    iterator_types = ["parallel", "parallel", "parallel", "parallel"]}
+        ins(%x : memref<1x64x32x32xf32>) outs(%y : memref<1x64x32x32xf32>) {
+    ^bb0(%a: f32, %o: f32):
+      %s = arith.addf %a, %o : f32
+      linalg.yield %s : f32
+    }
+    // The first row of each channel, through a view of y (offset 0, row stride 1024).
+    %row = memref.reinterpret_cast %y to offset: [0], sizes: [1, 64, 32], strides: [65536, 1024, 1] : memref<1x64x32x32xf32> to memref<1x64x32xf32, strided<[65536, 1024, 1]>>
+    linalg.generic {indexing_maps = [affine_map<(d0, d1, d2) -> (d0, d1, d2)>],
+                    iterator_types = ["parallel", "parallel", "parallel"]}
+        outs(%row : memref<1x64x32xf32, strided<[65536, 1024, 1]>>) {
+    ^bb0(%o: f32):
+      %z = arith.constant 0.0 : f32
+      linalg.yield %z : f32
+    }
+    func.return
+  }
+
+  // The second generic reads y transposed (channel and row swapped): iteration c reads
+  // what other iterations write, so nothing is fused.
+  // CHECK-LABEL: func.func private @reads_other_channels
+  // CHECK-NOT:     dlc.parallel
+  // CHECK:         linalg.generic
+  // CHECK:         linalg.generic
+  func.func private @reads_other_channels(%b: memref<32xf32>, %y: memref<1x32x32x32xf32>) {
+    linalg.generic {indexing_maps = [affine_map<(d0, d1, d2, d3) -> (d1)>, affine_map<(d0, d1, d2, d3) -> (d0, d1, d2, d3)>],
+                    iterator_types = ["parallel", "parallel", "parallel", "parallel"]}
+        ins(%b : memref<32xf32>) outs(%y : memref<1x32x32x32xf32>) {
+    ^bb0(%v: f32, %o: f32):
+      linalg.yield %v : f32
+    }
+    linalg.generic {indexing_maps = [affine_map<(d0, d1, d2, d3) -> (d0, d2, d1, d3)>, affine_map<(d0, d1, d2, d3) -> (d0, d1, d2, d3)>],
+                    iterator_types = ["parallel", "parallel", "parallel", "parallel"]}
+        ins(%y : memref<1x32x32x32xf32>) outs(%y : memref<1x32x32x32xf32>) {
+    ^bb0(%a: f32, %o: f32):
+      %s = arith.addf %a, %o : f32
+      linalg.yield %s : f32
+    }
+    func.return
+  }
+}
