@@ -11,6 +11,7 @@ kept outside the IR, referred to by symbol.
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -166,12 +167,6 @@ def _check_text_fields(message, source: str, path: str = "model") -> None:
 
 def _describe(node: onnx.NodeProto, index: int) -> str:
     return f"node '{node.name or f'#{index}'}' ({node.op_type})"
-
-
-def _node_text(node: onnx.NodeProto, graph: onnx.GraphProto) -> str:
-    """`_describe` for a node of `graph` (an unnamed one by its position)."""
-    index = next((i for i, other in enumerate(graph.node) if other is node), "?")
-    return _describe(node, index)
 
 
 def _names_read_by_subgraphs(node: onnx.NodeProto) -> set[str]:
@@ -630,6 +625,8 @@ class _Folder:
         self.constants: dict[str, np.ndarray] = {
             init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
         self.types: dict[str, onnx.TypeProto] = {}
+        self._position = 0  # the place in the graph of the node being folded (for messages)
+        self._weight_bytes, self._weights_counted = 0, 0  # a running sum over self.constants
 
     def run(self) -> None:
         _check_window_attributes(self.model.graph)
@@ -752,7 +749,7 @@ class _Folder:
     def _fold_once(self) -> bool:
         graph = self.model.graph
         kept, folded = [], False
-        for node in graph.node:
+        for self._position, node in enumerate(graph.node):
             outputs = self._try_fold(node)
             if outputs is None:
                 kept.append(node)
@@ -779,23 +776,31 @@ class _Folder:
         if any(attr.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for attr in node.attribute):
             return None
         self._check_fold_size(node)
-        check_foldable(_node_text(node, self.model.graph), node.op_type,
+        check_foldable(_describe(node, self._position), node.op_type,
                        [self.constants.get(name) for name in node.input])
         try:
             return _evaluate(node, [self.constants.get(name) for name in node.input])
         except MemoryError:
-            raise _memory_error(f"constant folding {_node_text(node, self.model.graph)}") from None
+            raise _memory_error(f"constant folding {_describe(node, self._position)}") from None
         except Exception:
             return None  # leave it to the compiler, which reports a precise error
 
     def _check_fold_size(self, node: onnx.NodeProto) -> None:
         """Folding allocates the node's outputs as weights: refuse it above the limit first."""
         outputs = {name: self._fold_output_bytes(node, name) for name in node.output if name}
-        weights = sum(array.nbytes for array in self.constants.values())
+        weights = self._weights_so_far()
         shapes = ", ".join(f"'{name}' {_type_text(self.types.get(name))}" for name in outputs)
         memory_limit.check(weights + sum(outputs.values()), self.limit,
-                           f"constant folding {_node_text(node, self.model.graph)} into {shapes}",
+                           f"constant folding {_describe(node, self._position)} into {shapes}",
                            {"its outputs": sum(outputs.values()), "weights so far": weights})
+
+    def _weights_so_far(self) -> int:
+        """Bytes of self.constants, which only grows: summing it all for every fold was quadratic."""
+        if len(self.constants) != self._weights_counted:
+            new = itertools.islice(self.constants.values(), self._weights_counted, None)
+            self._weight_bytes += sum(array.nbytes for array in new)
+            self._weights_counted = len(self.constants)
+        return self._weight_bytes
 
     def _fold_output_bytes(self, node: onnx.NodeProto, name: str) -> int:
         """What folding `node` allocates for output `name`: its ONNX type's size, else what the
