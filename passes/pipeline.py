@@ -23,6 +23,7 @@ from xdsl.ir import Operation
 from xdsl.passes import ModulePass
 from xdsl.traits import SymbolOpInterface, SymbolTable
 from xdsl.utils.arg_spec import parse_pipeline
+from xdsl.utils.exceptions import ArgSpecParseError
 
 from dialects.diagnostics import CompileError, DlcError
 from passes import all_passes
@@ -34,14 +35,14 @@ def parse_pass_pipeline(text: str) -> list[ModulePass]:
     passes = []
     try:
         specs = list(parse_pipeline(text))
-    except Exception as error:
+    except (Exception, ArgSpecParseError) as error:  # xDSL's parse error is a BaseException
         raise CompileError(f"cannot parse pass pipeline '{text}': {error}") from None
     for spec in specs:
         if spec.name not in registry:
             raise CompileError(f"unknown pass '{spec.name}'", "`dlc passes` lists the registered passes")
         try:
             passes.append(registry[spec.name].from_pass_spec(spec))
-        except Exception as error:
+        except (Exception, ArgSpecParseError) as error:
             raise CompileError(f"bad options for pass '{spec.name}': {error}") from None
     return passes
 

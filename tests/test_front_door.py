@@ -143,6 +143,17 @@ def test_malformed_pipelines(capsys, small_mlir, pipeline):
         _expect_one_line_error(capsys, argv)
 
 
+@pytest.mark.parametrize("pipeline", PIPELINES)
+def test_malformed_pipelines_from_python_are_compile_errors(pipeline):
+    """dlc.compile raises a CompileError (a DlcError), never xDSL's BaseException-derived
+    ArgSpecParseError that `except Exception` would miss."""
+    import dlc
+    from dlc.errors import DlcError
+
+    with pytest.raises(DlcError):
+        dlc.compile(MLP, pipeline=pipeline)
+
+
 PLUGINS = {  # file name: contents (None: do not create it)
     "missing.py": None,
     "syntax.py": "def broken(:\n",
