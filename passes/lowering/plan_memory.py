@@ -63,13 +63,22 @@ def liveness(ops: list[Operation], allocs: list[memref.AllocOp]) -> dict[memref.
     return intervals
 
 
+_BUCKET = 64  # positions of @main per stretch in assign_offsets
+
+
 def assign_offsets(sizes: dict[object, int], intervals: dict[object, tuple[int, int]]) -> tuple[dict, int]:
     """Greedy best-fit by decreasing size; returns (offset per buffer, arena size)."""
     placed: list[tuple[int, int, tuple[int, int]]] = []  # (offset, size, interval)
+    # Placed buffers by stretch of _BUCKET positions they are live in: a buffer's conflicts
+    # are read from its own stretches, not from every buffer placed (quadratic in buffers).
+    by_stretch: dict[int, list[int]] = {}
     offsets = {}
     for key in sorted(sizes, key=lambda k: (-sizes[k], intervals[k])):
         size, (start, end) = _align(sizes[key]), intervals[key]
-        conflicts = sorted((o, s) for o, s, (a, b) in placed if not (b < start or end < a))
+        stretches = range(min(start, end) // _BUCKET, max(start, end) // _BUCKET + 1)
+        nearby = {index for stretch in stretches for index in by_stretch.get(stretch, ())}
+        conflicts = sorted((o, s) for o, s, (a, b) in (placed[index] for index in nearby)
+                           if not (b < start or end < a))
         offset = 0
         best = None
         for other_offset, other_size in conflicts:
@@ -79,6 +88,8 @@ def assign_offsets(sizes: dict[object, int], intervals: dict[object, tuple[int, 
             offset = max(offset, other_offset + other_size)
         chosen = best[0] if best else offset
         offsets[key] = chosen
+        for stretch in stretches:
+            by_stretch.setdefault(stretch, []).append(len(placed))
         placed.append((chosen, size, (start, end)))
     arena = max((o + s for o, s, _ in placed), default=0)
     return offsets, arena
