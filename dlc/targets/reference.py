@@ -232,12 +232,14 @@ def _pool(x: np.ndarray, kind: str, attributes: dict) -> np.ndarray:
         end.append(max(pads[i + nd], reach - spatial[i] - pads[i]))
     widths = [(0, 0), (0, 0)] + [(pads[i], end[i]) for i in range(nd)]
     fill = -np.inf if kind == "max" else 0.0
-    padded = np.pad(x.astype(np.float64), widths, constant_values=fill)
+    # In x's own precision, as onnxruntime sums: float64 would keep finite an average whose
+    # float32 sum overflows to -Inf there (the hostile fuzzer's -1e38 inputs).
+    padded = np.pad(x, widths, constant_values=fill)
     real = np.pad(np.ones(spatial), widths[2:], constant_values=0.0)  # input elements
     declared = np.pad(np.ones([s + pads[i] + pads[i + nd] for i, s in enumerate(spatial)]),
                       [(0, end[i] - pads[i + nd]) for i in range(nd)], constant_values=0.0)
     counted = declared if attributes.get("count_include_pad") else real
-    result = np.full(x.shape[:2] + tuple(out), fill)
+    result = np.full(x.shape[:2] + tuple(out), fill, dtype=x.dtype)
     count = np.zeros(out)
     for tap in np.ndindex(*kernel):
         window = tuple(slice(t * d, t * d + (n - 1) * s + 1, s)
@@ -248,7 +250,8 @@ def _pool(x: np.ndarray, kind: str, attributes: dict) -> np.ndarray:
             result = result + padded[(..., *window)]
             count = count + counted[window]
     if kind == "average":
-        result = result / count
+        with np.errstate(invalid="ignore", over="ignore"):
+            result = result / count.astype(x.dtype)
     return result.astype(x.dtype)
 
 
