@@ -85,13 +85,11 @@ def _load_plugins(paths: list[str] | None) -> None:
 def _pipeline_syntax_error(error: BaseException) -> DlcError | None:
     """xDSL's ArgSpecParseError (a BaseException, so `except Exception` misses it) as one line:
     the pipeline text, the column and xDSL's reason."""
+    from passes.pipeline import PIPELINE_SYNTAX_HINT, pipeline_syntax_message
+
     if type(error).__name__ != "ArgSpecParseError":
         return None
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    text = lines[2] if len(lines) >= 5 else ""
-    column = lines[1].rpartition(":")[2] if len(lines) >= 5 else "?"
-    return DlcError(f"cannot parse pass pipeline '{text}' at column {column}: {lines[-1] if lines else error}",
-                    "write passes as `pass-a,pass-b{option=1 other=2}`; `dlc passes` lists them")
+    return DlcError(pipeline_syntax_message(error), PIPELINE_SYNTAX_HINT)
 
 
 MLIR_STARTS = ("builtin.module", "module", '"builtin.module"', "func.func", "//")

@@ -35,16 +35,33 @@ def parse_pass_pipeline(text: str) -> list[ModulePass]:
     passes = []
     try:
         specs = list(parse_pipeline(text))
-    except (Exception, ArgSpecParseError) as error:  # xDSL's parse error is a BaseException
-        raise CompileError(f"cannot parse pass pipeline '{text}': {error}") from None
+    except ArgSpecParseError as error:  # a BaseException: `except Exception` misses it
+        raise CompileError(pipeline_syntax_message(error), PIPELINE_SYNTAX_HINT) from None
+    except Exception as error:
+        raise CompileError(f"cannot parse pass pipeline '{text}': {error}", PIPELINE_SYNTAX_HINT) from None
     for spec in specs:
         if spec.name not in registry:
             raise CompileError(f"unknown pass '{spec.name}'", "`dlc passes` lists the registered passes")
         try:
             passes.append(registry[spec.name].from_pass_spec(spec))
-        except (Exception, ArgSpecParseError) as error:
+        except ArgSpecParseError as error:
+            raise CompileError(f"bad options for pass '{spec.name}': {pipeline_syntax_message(error)}") from None
+        except Exception as error:
             raise CompileError(f"bad options for pass '{spec.name}': {error}") from None
     return passes
+
+
+PIPELINE_SYNTAX_HINT = "write passes as `pass-a,pass-b{option=1 other=2}`; `dlc passes` lists them"
+
+
+def pipeline_syntax_message(error: BaseException) -> str:
+    """xDSL's ArgSpecParseError (several lines: a header, the position, the text, a caret, the
+    reason) as one line: the pipeline text, the column and xDSL's reason."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if len(lines) < 5:
+        return f"cannot parse pass pipeline: {lines[-1] if lines else error}"
+    column = lines[1].rpartition(":")[2]
+    return f"cannot parse pass pipeline '{lines[2]}' at column {column}: {lines[-1]}"
 
 
 def verify_each_default() -> bool:
