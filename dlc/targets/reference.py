@@ -241,16 +241,16 @@ def _pool(x: np.ndarray, kind: str, attributes: dict) -> np.ndarray:
     counted = declared if attributes.get("count_include_pad") else real
     result = np.full(x.shape[:2] + tuple(out), fill, dtype=x.dtype)
     count = np.zeros(out)
-    for tap in np.ndindex(*kernel):
-        window = tuple(slice(t * d, t * d + (n - 1) * s + 1, s)
-                       for t, d, n, s in zip(tap, dilations, out, strides))
-        if kind == "max":
-            result = np.maximum(result, padded[(..., *window)])
-        else:
-            result = result + padded[(..., *window)]
-            count = count + counted[window]
-    if kind == "average":
-        with np.errstate(invalid="ignore", over="ignore"):
+    with np.errstate(invalid="ignore", over="ignore"):  # a float32 sum may overflow, as in onnxruntime
+        for tap in np.ndindex(*kernel):
+            window = tuple(slice(t * d, t * d + (n - 1) * s + 1, s)
+                           for t, d, n, s in zip(tap, dilations, out, strides))
+            if kind == "max":
+                result = np.maximum(result, padded[(..., *window)])
+            else:
+                result = result + padded[(..., *window)]
+                count = count + counted[window]
+        if kind == "average":
             result = result / count.astype(x.dtype)
     return result.astype(x.dtype)
 
