@@ -76,12 +76,14 @@ def _source_hash() -> str:
     digest = hashlib.sha256()
     root = Path(__file__).resolve().parent.parent
     for package in ("dialects", "passes", "dlc"):
-        for path in sorted((root / package).rglob("*.py")):
+        # The C API's source and header go into model.so too (dlc/codegen/link.py).
+        for path in sorted(p for p in (root / package).rglob("*") if p.suffix in (".py", ".c", ".h")):
             digest.update(path.read_bytes())
     return digest.hexdigest()
 
 
 def cache_key(model_bytes: bytes, target: str, options: dict, input_shapes: dict | None) -> str:
+    from dlc.codegen.link import find_linker
     from dlc.runtime.host import host_caches
     from dlc.runtime.mcjit import host_cpu
     from dlc.version import __version__
@@ -89,7 +91,8 @@ def cache_key(model_bytes: bytes, target: str, options: dict, input_shapes: dict
     digest = hashlib.sha256(model_bytes)
     digest.update(json.dumps({"target": target, "options": options, "shapes": input_shapes or {},
                               "version": __version__, "source": _source_hash(),
-                              "cpu": host_cpu(), "caches": host_caches()}, sort_keys=True, default=str).encode())
+                              "cpu": host_cpu(), "caches": host_caches(),
+                              "linker": find_linker()}, sort_keys=True, default=str).encode())
     return digest.hexdigest()[:32]
 
 

@@ -84,7 +84,7 @@ def test_cache_is_user_only_whatever_the_umask(tmp_path, monkeypatch):
     entry = _entry(root)
     assert _mode(root) == 0o700 and _mode(entry) == 0o700
     files = sorted(p.name for p in entry.iterdir())
-    assert files == ["CHECKSUMS", "manifest.json", "model.o", "pool.o", "weights.bin"]
+    assert files == ["CHECKSUMS", "manifest.json", "model.so", "weights.bin"]
     assert {name: _mode(entry / name) for name in files} == dict.fromkeys(files, 0o600)
 
 
@@ -125,11 +125,11 @@ def _shorten_by_one(path):
 
 
 DAMAGE = {
-    "flip model.o": ("model.o", _flip_middle_byte),
+    "flip model.so": ("model.so", _flip_middle_byte),
     "flip weights.bin": ("weights.bin", _flip_middle_byte),
     "flip manifest.json": ("manifest.json", _flip_middle_byte),
     "flip CHECKSUMS": ("CHECKSUMS", _flip_middle_byte),
-    "truncate model.o": ("model.o", _truncate),
+    "truncate model.so": ("model.so", _truncate),
     "truncate weights.bin by one byte": ("weights.bin", _shorten_by_one),
     "truncate manifest.json": ("manifest.json", _truncate),
     "delete weights.bin": ("weights.bin", lambda path: path.unlink()),
@@ -179,7 +179,7 @@ def test_checksum_file_lists_every_file_of_the_entry(tmp_path, monkeypatch):
     assert header == "dlc-cache-entry 1"
     listed = dict(reversed(line.split("  ")) for line in lines)
     assert listed == {name: hashlib.sha256((entry / name).read_bytes()).hexdigest()
-                      for name in ("manifest.json", "model.o", "pool.o", "weights.bin")}
+                      for name in ("manifest.json", "model.so", "weights.bin")}
 
 
 def test_cli_compile_uses_the_cache_unless_passes_are_watched_or_disabled(monkeypatch, tmp_path, capsys):
@@ -232,8 +232,8 @@ def test_an_entry_others_can_write_is_not_read(tmp_path, monkeypatch, caplog):
 def test_a_file_others_can_write_is_not_read(tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("DLC_CACHE_DIR", str(tmp_path))
     compile_model(MLP)
-    os.chmod(_entry(tmp_path) / "model.o", 0o666)
-    _discarded_then_rebuilt(tmp_path, caplog, "model.o: others may write to it")
+    os.chmod(_entry(tmp_path) / "model.so", 0o666)
+    _discarded_then_rebuilt(tmp_path, caplog, "model.so: others may write to it")
 
 
 def test_an_entry_linked_to_a_folder_outside_is_not_read(tmp_path, monkeypatch, caplog):
@@ -246,7 +246,7 @@ def test_an_entry_linked_to_a_folder_outside_is_not_read(tmp_path, monkeypatch, 
     os.chmod(outside, 0o777)
     entry.symlink_to(outside)
     _discarded_then_rebuilt(root, caplog, "it is a link or not a directory")
-    assert (outside / "model.o").exists()  # the link went, not what it pointed to
+    assert (outside / "model.so").exists()  # the link went, not what it pointed to
 
 
 def test_a_fifo_planted_in_an_entry_does_not_hang_the_lookup(tmp_path, monkeypatch, caplog):
@@ -255,8 +255,8 @@ def test_a_fifo_planted_in_an_entry_does_not_hang_the_lookup(tmp_path, monkeypat
     monkeypatch.setenv("DLC_CACHE_DIR", str(tmp_path))
     compile_model(MLP)
     entry = _entry(tmp_path)
-    (entry / "model.o").unlink()
-    os.mkfifo(entry / "model.o", 0o600)
+    (entry / "model.so").unlink()
+    os.mkfifo(entry / "model.so", 0o600)
 
     def hung(*_):
         raise TimeoutError("the cache lookup hung on a FIFO")
@@ -264,7 +264,7 @@ def test_a_fifo_planted_in_an_entry_does_not_hang_the_lookup(tmp_path, monkeypat
     previous = signal.signal(signal.SIGALRM, hung)
     signal.alarm(120)
     try:
-        _discarded_then_rebuilt(tmp_path, caplog, "model.o: it is a link or not a regular file")
+        _discarded_then_rebuilt(tmp_path, caplog, "model.so: it is a link or not a regular file")
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)

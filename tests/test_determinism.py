@@ -26,7 +26,7 @@ from dlc.targets import CompileOptions
 
 SAMPLE = ["cnn", "mlp", "transformer_small", "mobilenet_block", "conv_edge_tiles", "pooling_with_pads",
           "resize"]
-ARTIFACT_FILES = ("model.o", "pool.o", "weights.bin", "manifest.json")
+ARTIFACT_FILES = ("model.so", "weights.bin", "manifest.json")  # linked by cc here
 
 
 def _outputs(executable, feeds) -> dict[str, bytes]:

@@ -95,7 +95,8 @@ def test_what_it_cannot_load_is_named():
         ElfImage([compile_object(LIBRARY_IR)]).address("nothing")
 
 
-def test_models_load_without_llvm_and_compute_what_mcjit_computes(tmp_path):
+def test_models_load_without_llvm_and_compute_what_mcjit_computes(tmp_path, monkeypatch):
+    monkeypatch.setenv("DLC_LINKER", "none")  # object files: what remains where no linker exists
     cnn = str(ROOT / "examples/models/cnn.onnx")
     dlc.compile(cnn, threads=2).save(tmp_path / "art")
     assert (tmp_path / "art/pool.o").exists()
@@ -117,7 +118,8 @@ def test_models_load_without_llvm_and_compute_what_mcjit_computes(tmp_path):
     np.testing.assert_array_equal(np.load(tmp_path / "elf.npy"), np.load(tmp_path / "mcjit.npy"))
 
 
-def test_damaged_pool_object_is_refused(tmp_path):
+def test_damaged_pool_object_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("DLC_LINKER", "none")
     dlc.compile(str(ROOT / "examples/models/mlp.onnx")).save(tmp_path / "art")
     (tmp_path / "art/pool.o").write_bytes(b"\0" * 10)
     with pytest.raises(ArtifactError, match=r"pool\.o: damaged"):

@@ -21,7 +21,7 @@ from conftest import ROOT
 import dlc
 from dlc.cli import main
 from dlc.errors import ArtifactError
-from dlc.runtime.artifact import manifest_integrity
+from dlc.runtime.artifact import MANIFEST_VERSION, manifest_integrity
 
 MLP = str(ROOT / "examples" / "models" / "mlp.onnx")
 CNN = str(ROOT / "examples" / "models" / "cnn.onnx")
@@ -29,8 +29,13 @@ CNN = str(ROOT / "examples" / "models" / "cnn.onnx")
 
 @pytest.fixture(scope="module")
 def compiled(tmp_path_factory):
+    # Object files and dlc's own loader: what remains where no linker exists; the linked
+    # model.so's damage cases are in tests/test_shared_library.py.
     out = tmp_path_factory.mktemp("compiled") / "mlp"
-    dlc.compile(MLP, threads=2).save(out)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DLC_LINKER", "none")
+        patch.setenv("DLC_CACHE", "0")
+        dlc.compile(MLP, threads=2).save(out)
     return out
 
 
@@ -128,9 +133,10 @@ def test_a_bit_flip_in_the_weights_is_refused(capsys, artifact):
 
 def test_an_older_manifest_is_refused_with_compile_again(capsys, artifact):
     manifest = _manifest(artifact)
-    manifest["manifest_version"] = 2
+    manifest["manifest_version"] = 3
     _write_manifest(artifact, manifest)
-    _refused(capsys, artifact, "not a dlc artifact manifest of version 3", "found version 2")
+    _refused(capsys, artifact, f"not a dlc artifact manifest of version {MANIFEST_VERSION}",
+             "found version 3", "compile the model again")
 
 
 def test_a_damaged_elf_header_never_reaches_a_loader(capsys, artifact):
@@ -208,6 +214,7 @@ def test_a_missing_part_of_a_split_module_is_refused_by_mcjit(monkeypatch, tmp_p
     monkeypatch.setattr(native, "MIN_PART_BYTES", 1)
     monkeypatch.setenv("DLC_COMPILE_JOBS", "2")
     monkeypatch.setenv("DLC_CACHE", "0")
+    monkeypatch.setenv("DLC_LINKER", "none")
     artifact = tmp_path / "split"
     dlc.compile(CNN, threads=1).save(artifact)
     manifest = _manifest(artifact)

@@ -1,10 +1,12 @@
 """The artifact on disk (DESIGN.md "The artifact"): its format, reading and checking.
 
-A directory with `model.o` (ELF object code exporting `void dlc_main(void **buffers, void
-*weights, void *context)`, buffers = inputs, outputs, arena), for a large model the other
-parts it was split into and compiled in parallel (`model.1.o`, ...;
-dlc/codegen/split_module.py), `weights.bin` (64-byte aligned weights at manifest offsets),
-`pool.o` (the thread pool, dlc/runtime/thread_pool.py) and `manifest.json`.
+A directory with `model.so` (a shared library linked by the system linker,
+dlc/codegen/link.py, exporting `void dlc_main(void **buffers, void *weights, void *context)`,
+buffers = inputs, outputs, arena, the thread pool and the C API of docs/c-api.md),
+`weights.bin` (64-byte aligned weights at manifest offsets) and `manifest.json`. Where no
+linker exists, object files instead of `model.so`: `model.o` and, for a large model, the
+other parts it was split into and compiled in parallel (`model.1.o`, ...;
+dlc/codegen/split_module.py), and `pool.o` (the thread pool, dlc/runtime/thread_pool.py).
 
 Integrity: the manifest lists the size and SHA-256 of every other file (weights included) and
 carries `integrity`, the SHA-256 of its own canonical JSON without that field, so an edited
@@ -34,12 +36,14 @@ from dlc.runtime import memory_limit
 
 ALIGNMENT = 64  # weights.bin offsets and the arena
 # 3: "objects" and "pool" are file names; "files" (size and SHA-256 of every file) and
-# "integrity" (the manifest's own hash) were added.
+# "integrity" (the manifest's own hash) were added. 4: "library" (model.so) in place of the
+# objects where a linker exists, "c_api", "cpu_target".
 MAX_THREADS = 4096  # what a manifest may ask for; the pool itself caps its workers
-MANIFEST_VERSION = 3
+MANIFEST_VERSION = 4
 ENTRY_SYMBOL = "dlc_main"
 POOL_SYMBOLS = ("dlc_pool_parallel", "dlc_pool_start", "dlc_pool_stop", "dlc_pool_forget")
-MANIFEST_FILE, WEIGHTS_FILE, POOL_FILE = "manifest.json", "weights.bin", "pool.o"
+MANIFEST_FILE, WEIGHTS_FILE, POOL_FILE, LIBRARY_FILE = "manifest.json", "weights.bin", "pool.o", "model.so"
+MAX_LIBRARY_BYTES = 4 << 30
 OBJECT_FILE = re.compile(r"model(\.[1-9][0-9]{0,3})?\.o")
 MAX_MANIFEST_BYTES = 16 << 20  # a 10,000-kernel model's manifest is under 4 MiB
 MAX_OBJECT_BYTES = 1 << 30
@@ -240,12 +244,18 @@ _FIELDS = {
         'a string like "+avx2,-avx512f"',
     ),
     "cpu_flags": (lambda v: _texts(v, 4096), "a list of strings"),
+    # What `--cpu` asked for: "native" (cpu_flags: all the compiling machine's flags) or a
+    # named CPU (cpu_flags: exactly the flags its code needs).
+    "cpu_target": (lambda v: _text(v, 256) and bool(v), "a CPU name such as \"native\""),
     "entry": (lambda v: v == ENTRY_SYMBOL, f'"{ENTRY_SYMBOL}"'),
     "objects": (
         lambda v: isinstance(v, list) and 0 < len(v) <= 1000 and v == object_file_names(len(v)),
         '["model.o", "model.1.o", ...]',
     ),
     "pool": (lambda v: v == POOL_FILE, f'"{POOL_FILE}"'),
+    "library": (lambda v: v == LIBRARY_FILE, f'"{LIBRARY_FILE}"'),
+    # Whether `library` holds the C API (dlc_model_open, ...); linked by `ld` alone it does not.
+    "c_api": (lambda v: isinstance(v, bool), "true or false"),
     "files": (_files, "{file name: {size, sha256}}"),
     "inputs": (_tensor_specs, "a list of {name, shape, dtype} with distinct names, dlc's dtypes"),
     "outputs": (_tensor_specs, "a list of {name, shape, dtype} with distinct names, dlc's dtypes"),
@@ -274,7 +284,7 @@ _FIELDS = {
         '"sha256:" and 64 hex digits',
     ),
 }
-_OPTIONAL = {"pool", "status_offset", "error_sites", "constant_inputs"}
+_OPTIONAL = {"objects", "pool", "library", "c_api", "status_offset", "error_sites", "constant_inputs"}
 
 
 def manifest_integrity(manifest: dict) -> str:
@@ -329,13 +339,20 @@ def check_manifest(manifest: dict, path: Path) -> None:
         present = field in manifest
         if (present or field not in _OPTIONAL) and not (present and check(manifest[field])):
             raise bad(field, expected)
-    listed = [*manifest["objects"], *([POOL_FILE] if "pool" in manifest else []), WEIGHTS_FILE]
+    # The code: either one linked library (with its C API or not) or object files and a pool.
+    if ("library" in manifest) == ("objects" in manifest) or ("library" in manifest) != ("c_api" in manifest):
+        raise bad("library", f'either "library": "{LIBRARY_FILE}" with "c_api", or "objects"')
+    if "library" in manifest and "pool" in manifest:
+        raise bad("pool", f"absent with a library (the pool is inside {LIBRARY_FILE})")
+    code_files = [LIBRARY_FILE] if "library" in manifest else manifest["objects"]
+    listed = [*code_files, *([POOL_FILE] if "pool" in manifest else []), WEIGHTS_FILE]
     if set(manifest["files"]) != set(listed):
         raise bad("files", f"exactly the files {listed}")
     if manifest["files"][WEIGHTS_FILE]["size"] != manifest["weights_size"]:
         raise bad("weights_size", "the size of weights.bin in 'files'")
-    if any(manifest["files"][name]["size"] > MAX_OBJECT_BYTES for name in listed[:-1]):
-        raise bad("files", f"object files of at most {MAX_OBJECT_BYTES} bytes")
+    largest = MAX_LIBRARY_BYTES if "library" in manifest else MAX_OBJECT_BYTES
+    if any(manifest["files"][name]["size"] > largest for name in listed[:-1]):
+        raise bad("files", f"code files of at most {largest} bytes")
     if manifest.get("status_offset", 0) + 4 > max(manifest["arena_size"], 4):
         raise bad("status_offset", "an offset inside the arena")
     if any(offset > manifest["weights_size"] for offset in manifest["weights"].values()):
@@ -359,9 +376,15 @@ def _check_memory(manifest: dict, path: Path, max_memory: str | int | None) -> N
     )
 
 
+def code_files(manifest: dict) -> list[str]:
+    """The files holding the code: `model.so`, or the object files where no linker was found."""
+    return [LIBRARY_FILE] if "library" in manifest else list(manifest["objects"])
+
+
 def read_artifact(directory: str | Path, max_memory: str | int | None = None):
-    """(manifest, object files, weights, pool object) of an artifact directory, every part
-    checked; one needing more than the memory limit is refused before anything is read."""
+    """(manifest, code files, weights, pool object) of an artifact directory, every part
+    checked; one needing more than the memory limit is refused before anything is read. The
+    code files are `[model.so's bytes]` or the object files (then with the pool's object)."""
     directory = Path(directory)
     manifest_path = directory / MANIFEST_FILE
     if not os.path.lexists(manifest_path):
@@ -385,7 +408,7 @@ def read_artifact(directory: str | Path, max_memory: str | int | None = None):
         files[WEIGHTS_FILE],
         aligned_empty((manifest["weights_size"],), np.uint8),
     )
-    objects = [_read_listed(directory, name, files[name]) for name in manifest["objects"]]
+    objects = [_read_listed(directory, name, files[name]) for name in code_files(manifest)]
     pool_object = (
         _read_listed(directory, POOL_FILE, files[POOL_FILE]) if "pool" in manifest else None
     )
@@ -399,15 +422,21 @@ def write_artifact(
     the manifest with their sizes and hashes and its own integrity hash."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    for stale in directory.iterdir():  # parts of an earlier, larger compile into this directory
-        if OBJECT_FILE.fullmatch(stale.name) and stale.name not in manifest["objects"]:
+    names = code_files(manifest)
+    for stale in directory.iterdir():  # code of an earlier compile into this directory
+        if (OBJECT_FILE.fullmatch(stale.name) or stale.name in (POOL_FILE, LIBRARY_FILE)) \
+                and stale.name not in names and not (stale.name == POOL_FILE and "pool" in manifest):
             stale.unlink()
-    contents = dict(zip(manifest["objects"], objects, strict=True))
+    contents = dict(zip(names, objects, strict=True))
     if pool_object is not None and "pool" in manifest:
         contents[POOL_FILE] = pool_object
     contents[WEIGHTS_FILE] = np.ascontiguousarray(weights).view(np.uint8).reshape(-1)
     for name, data in contents.items():
-        (directory / name).write_bytes(data)
+        # A new file renamed over the old one: a process that has the old model.so mapped
+        # keeps its pages (rewriting the file in place would pull them from under it).
+        partial = directory / f".{name}.partial"
+        partial.write_bytes(data)
+        os.replace(partial, directory / name)
     manifest = {key: value for key, value in manifest.items() if key not in ("files", "integrity")}
     manifest["files"] = {
         name: {"size": memoryview(data).nbytes, "sha256": hashlib.sha256(data).hexdigest()}

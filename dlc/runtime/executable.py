@@ -1,6 +1,7 @@
 """A compiled model loaded into this process: inputs checked, then one native call per run.
 
-`NativeExecutable` owns the loaded object code (dlc's own ELF loader on x86-64 Linux,
+`NativeExecutable` owns the loaded code (the artifact's `model.so` through dlopen; object
+files where no linker was found: dlc's own ELF loader on x86-64 Linux,
 dlc/runtime/elf_loader.py, else llvmlite's MCJIT, dlc/runtime/mcjit.py), the weights, the
 arena of the memory plan and the runtime context that generated code reads (thread pool,
 thread count, profile counters). Loading an artifact from disk: dlc/runtime/artifact.py.
@@ -17,11 +18,17 @@ from pathlib import Path
 
 import numpy as np
 
-from dlc.errors import DlcError, InputError
-from dlc.runtime.artifact import ENTRY_SYMBOL, aligned_empty, read_artifact, write_artifact
+from dlc.errors import ArtifactError, DlcError, InputError
+from dlc.runtime.artifact import (
+    ENTRY_SYMBOL,
+    LIBRARY_FILE,
+    aligned_empty,
+    read_artifact,
+    write_artifact,
+)
 from dlc.runtime.guard import GuardedBuffers, report_faults
 from dlc.runtime.host import check_cpu, default_threads
-from dlc.runtime.loader import load_code
+from dlc.runtime.loader import SharedLibrary, load_code
 
 
 @dataclass(frozen=True)
@@ -95,7 +102,9 @@ class NativeExecutable:
     """A compiled model loaded into this process: one native call per run."""
 
     def __init__(self, manifest: dict, objects: Sequence[bytes], weights: np.ndarray,
-                 pool_object: bytes | None = None):
+                 pool_object: bytes | None = None, library_path: Path | None = None):
+        """`objects`: `[model.so]` when the manifest has a `library` (opened from
+        `library_path`, its checked copy on disk, else from these bytes), else the object files."""
         self.manifest = manifest
         self.inputs = [TensorSpec.from_json(t) for t in manifest["inputs"]]
         self.outputs = [TensorSpec.from_json(t) for t in manifest["outputs"]]
@@ -109,9 +118,19 @@ class NativeExecutable:
         self._free_arenas = [aligned_empty((self._arena_size,), np.uint8)]
         self._arenas_lock = threading.Lock()
         self._pool_widened = False
-        self._module = load_code(objects, exports=(ENTRY_SYMBOL,))
+        if "library" in manifest:
+            self._module = SharedLibrary(library_path, None if library_path else objects[0])
+            pool_code = self._module  # the pool is inside; the process's first one serves all
+        else:
+            self._module = load_code(objects, exports=(ENTRY_SYMBOL,))
+            pool_code = pool_object
+        try:
+            entry = self._module.address(ENTRY_SYMBOL)
+        except KeyError:
+            raise ArtifactError(f"the model's code does not export {ENTRY_SYMBOL}",
+                                "compile the model again with `dlc compile`") from None
         self._entry = ctypes.CFUNCTYPE(None, ctypes.POINTER(ctypes.c_void_p), ctypes.c_void_p,
-                                       ctypes.c_void_p)(self._module.address(ENTRY_SYMBOL))
+                                       ctypes.c_void_p)(entry)
         self.objects = tuple(objects)
         self.pool_object = pool_object
         self.profile_sites: list[str] = manifest.get("profile_sites", [])
@@ -121,7 +140,7 @@ class NativeExecutable:
         if threads > 1:
             from dlc.runtime.thread_pool import pool
 
-            parallel = pool(pool_object).parallel
+            parallel = pool(pool_code).parallel
             threads = pool().ensure_threads(threads)
         self._context = RuntimeContext(parallel, threads, self._profile.ctypes.data)
         # Read once: the normal path pays one attribute test per run for the checked mode.
@@ -243,4 +262,8 @@ class NativeExecutable:
 def load_artifact(directory: str | Path, max_memory: str | int | None = None) -> NativeExecutable:
     """Load an artifact directory; one needing more than the memory limit
     (dlc/runtime/memory_limit.py) is refused before anything is allocated."""
-    return NativeExecutable(*read_artifact(directory, max_memory))
+    manifest, objects, weights, pool_object = read_artifact(directory, max_memory)
+    # dlopen maps the file whose hash was just checked (the artifact is as trusted as its
+    # directory, docs/artifact.md); perf and gdb then name its functions.
+    library = Path(directory) / LIBRARY_FILE if "library" in manifest else None
+    return NativeExecutable(manifest, objects, weights, pool_object, library)

@@ -1,14 +1,19 @@
-"""Object code into this process: dlc's own ELF loader where it applies (x86-64 Linux; no
-LLVM in the process, 50 MB less resident memory), else llvmlite's MCJIT (dlc/runtime/mcjit.py).
-DLC_LOADER=mcjit forces MCJIT. Either way the objects are checked first
-(elf_loader.check_objects): damaged code reaches neither loader."""
+"""Code into this process. An artifact's `model.so` (dlc/codegen/link.py) through the
+system's dynamic loader (`dlopen`, via ctypes: numpy and the standard library only).
+Object files, where no linker was found at compile time: dlc's own ELF loader where it
+applies (x86-64 Linux; no LLVM in the process, 50 MB less resident memory), else llvmlite's
+MCJIT (dlc/runtime/mcjit.py); DLC_LOADER=mcjit forces MCJIT. Either way the objects are
+checked first (elf_loader.check_objects): damaged code reaches neither loader."""
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import sys
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 
 from dlc.errors import ArtifactError
 
@@ -47,3 +52,30 @@ def load_code(objects: Sequence[bytes], exports: Sequence[str] = ()):
     from dlc.runtime.mcjit import NativeModule
 
     return NativeModule(objects)
+
+
+class SharedLibrary:
+    """A `model.so` opened with dlopen: `address(symbol)` of what it exports. Never closed:
+    the thread pool's workers may run its code until the process ends."""
+
+    def __init__(self, path: Path | None, code: bytes | None = None):
+        """Open the library at `path`, or, for a model compiled in this process, `code`
+        written to a private temporary file (removed once mapped)."""
+        try:
+            if path is not None:
+                self._library = ctypes.CDLL(str(Path(path).resolve()), mode=os.RTLD_NOW | os.RTLD_LOCAL)
+            else:
+                with tempfile.TemporaryDirectory(prefix="dlc-so-") as scratch:
+                    temporary = Path(scratch, "model.so")
+                    temporary.write_bytes(code)
+                    self._library = ctypes.CDLL(str(temporary), mode=os.RTLD_NOW | os.RTLD_LOCAL)
+        except OSError as error:  # dlerror's text: a missing symbol, a foreign or damaged ELF file
+            raise ArtifactError(f"the shared library cannot be loaded: {error}",
+                                "compile the model again on this machine with `dlc compile`") from None
+
+    def address(self, symbol: str) -> int:
+        """Address of the exported function `symbol`; KeyError when the library lacks it."""
+        try:
+            return ctypes.cast(getattr(self._library, symbol), ctypes.c_void_p).value
+        except AttributeError:
+            raise KeyError(f"symbol {symbol!r} is not exported by the library") from None

@@ -46,14 +46,15 @@ SLOTS = 64
 class ThreadPool:
     """The process's native pool: addresses for generated code, and worker management."""
 
-    def __init__(self, object_code: bytes):
+    def __init__(self, code):
+        """`code`: the pool's object code (`pool.o`), or a loaded `model.so` that holds it."""
         import ctypes
 
         from dlc.runtime.artifact import POOL_SYMBOLS
         from dlc.runtime.loader import load_code
 
         # Kept for the life of the process: worker threads run this code.
-        self._module = load_code([object_code], exports=POOL_SYMBOLS)
+        self._module = code if hasattr(code, "address") else load_code([code], exports=POOL_SYMBOLS)
         self.parallel = self._module.address("dlc_pool_parallel")
         self._start = ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_int64)(self._module.address("dlc_pool_start"))
         self._stop = ctypes.CFUNCTYPE(ctypes.c_int32)(self._module.address("dlc_pool_stop"))
@@ -83,9 +84,10 @@ _pool: ThreadPool | None = None
 _pool_lock = threading.Lock()
 
 
-def pool(object_code: bytes | None = None) -> ThreadPool:
+def pool(object_code=None) -> ThreadPool:
     """The process's thread pool, made on first use from `object_code` (an artifact's
-    `pool.o`, or dlc.codegen.thread_pool_ir.pool_object() for a model compiled here)."""
+    `pool.o`, dlc.codegen.thread_pool_ir.pool_object() for a model compiled here, or the
+    first loaded `model.so`, which holds one)."""
     global _pool
     with _pool_lock:
         if _pool is None:

@@ -75,7 +75,7 @@ class CpuTarget(Target):
     def build(self, module, options: CompileOptions):
         from dlc.codegen.native import compile_objects
         from dlc.codegen.thread_pool_ir import pool_object
-        from dlc.runtime import MANIFEST_VERSION, NativeExecutable, cpuinfo_flags, object_file_names
+        from dlc.runtime import MANIFEST_VERSION, NativeExecutable, cpuinfo_flags
         from dlc.runtime.mcjit import host_cpu
         from dlc.version import __version__
 
@@ -87,6 +87,7 @@ class CpuTarget(Target):
             llvm_ir = emit_llvm(module, offsets, profile=options.profile)
         cpu, features = host_cpu()
         objects = compile_objects(llvm_ir, cpu, features, options.opt_level)
+        code = _link(objects, pool_object())
         main = _main(module)
         manifest = {
             "format": "dlc-artifact",
@@ -97,11 +98,11 @@ class CpuTarget(Target):
             "cpu_features": features,
             # The loader's check without LLVM: a machine with all these flags runs the code.
             "cpu_flags": sorted(cpuinfo_flags() or ()),
+            "cpu_target": "native",
             "entry": "dlc_main",
             # Saving adds each file's size and SHA-256, and the manifest's own hash
             # (dlc/runtime/artifact.py write_artifact); loading checks them all.
-            "objects": object_file_names(len(objects)),
-            "pool": "pool.o",
+            **code["manifest"],
             "inputs": [t.to_json() for t in _specs(main, "inputs")],
             "outputs": [t.to_json() for t in _specs(main, "outputs")],
             "arena_size": main.attributes["dlc.arena_size"].value.data,
@@ -115,7 +116,28 @@ class CpuTarget(Target):
             **_error_sites(module, main),
             **({"constant_inputs": constant} if (constant := constant_inputs_of(module)) else {}),
         }
-        return NativeExecutable(manifest, objects, blob, pool_object())
+        return NativeExecutable(manifest, code["files"], blob, code["pool"])
+
+
+def _link(objects: list[bytes], pool: bytes) -> dict:
+    """The code of the artifact: one `model.so` linked by the system linker
+    (dlc/codegen/link.py), else, with a one-line note, the objects and the pool's object."""
+    import logging
+
+    from dlc import progress
+    from dlc.codegen.link import LINKER_VARIABLE, link_library
+    from dlc.runtime import ENTRY_SYMBOL, object_file_names
+
+    with progress.step("model.so linked"):
+        linked = link_library(objects, pool, exports=(ENTRY_SYMBOL,))
+    if linked is None:
+        logging.getLogger("dlc").warning(
+            "dlc: no linker (cc or ld) on PATH or %s=none: the artifact keeps object files, "
+            "loaded by dlc itself (no model.so, no C API)", LINKER_VARIABLE)
+        return {"manifest": {"objects": object_file_names(len(objects)), "pool": "pool.o"},
+                "files": objects, "pool": pool}
+    library, with_c_api = linked
+    return {"manifest": {"library": "model.so", "c_api": with_c_api}, "files": [library], "pool": None}
 
 
 def _main(module):

@@ -1,0 +1,92 @@
+"""The artifact's object files -> one `model.so`, linked by the system linker (issue 19).
+
+Mirrors what onnx-mlir (`model.so` with a C API) and TVM (`export_library`) ship: the loader
+the operating system already has, which `perf`, `gdb` and sanitizers know. `cc` links when it
+is on PATH (it also compiles the C API, dlc/codegen/c_api/), else `ld` links the code alone;
+`$DLC_LINKER` names another driver or linker, or `none` to keep the objects (the fallback
+when no linker exists: dlc's own ELF loader or MCJIT loads them, dlc/runtime/loader.py).
+
+Only the documented API leaves the library (a version script; docs/c-api.md, docs/artifact.md):
+`dlc_main` (the low-level entry), the C API's `dlc_model_*` functions, and the thread pool's
+`dlc_pool_*`. The pool's symbols are also in a dynamic list, so that references to them stay
+interposable: models linked into one program, or opened with RTLD_GLOBAL, share the pool of
+the first one (one pool per process); every other reference binds inside the library.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from dlc.errors import CompileError
+
+LINKER_VARIABLE = "DLC_LINKER"
+LIBRARY_FILE = "model.so"
+POOL_EXPORTS = ("dlc_pool_parallel", "dlc_pool_start", "dlc_pool_stop", "dlc_pool_forget")
+
+
+def find_linker() -> tuple[str, str] | None:
+    """("cc" or "ld", path) of the linker to use, or None (no linker: keep the objects).
+    A name in $DLC_LINKER whose base name ends in `ld` is a bare linker, anything else a C
+    compiler driver."""
+    chosen = os.environ.get(LINKER_VARIABLE, "").strip()
+    if chosen.lower() in ("none", "0", "off"):
+        return None
+    for name in [chosen] if chosen else ["cc", "ld"]:
+        path = shutil.which(name)
+        if path:
+            return ("ld" if Path(name).name.endswith("ld") else "cc", path)
+    if chosen:
+        raise CompileError(f"{LINKER_VARIABLE}={chosen!r}: no such program on PATH",
+                           f"set {LINKER_VARIABLE} to a C compiler or linker, or to 'none' to keep object files")
+    return None
+
+
+def link_library(objects: list[bytes], pool_object: bytes, exports: tuple[str, ...],
+                 c_sources: dict[str, str] | None = None, include_dirs: tuple[Path, ...] = (),
+                 cc_flags: tuple[str, ...] = ()) -> tuple[bytes, bool] | None:
+    """(the bytes of model.so, whether `c_sources` went in) linked from `objects` and the
+    pool, exporting exactly `exports` and the pool; None where no linker exists. `c_sources`
+    ({file name: C text}) are compiled in only by a C compiler driver; `ld` links without them."""
+    linker = find_linker()
+    if linker is None:
+        return None
+    kind, program = linker
+    with tempfile.TemporaryDirectory(prefix="dlc-link-") as scratch:
+        work = Path(scratch)
+        inputs = []
+        for index, code in enumerate([*objects, pool_object]):
+            (work / f"part{index}.o").write_bytes(code)
+            inputs.append(f"part{index}.o")  # relative: no temporary path lands in the library
+        names = sorted({*exports, *POOL_EXPORTS})
+        globals_ = "".join(f"    {n};\n" for n in names)
+        (work / "exports.map").write_text("{\n  global:\n" + globals_ + "  local: *;\n};\n")
+        (work / "pool.list").write_text("{\n" + "".join(f"  {n};\n" for n in POOL_EXPORTS) + "};\n")
+        with_c = kind == "cc" and bool(c_sources)
+        if kind == "cc":
+            sources = []
+            for name, text in (c_sources or {}).items() if with_c else ():
+                (work / name).write_text(text)
+                sources.append(name)
+            command = [program, "-shared", "-fPIC", "-O2", "-fvisibility=hidden",
+                       f"-ffile-prefix-map={scratch}=.", *cc_flags,
+                       *(f"-I{d}" for d in include_dirs), "-o", LIBRARY_FILE, *sources, *inputs,
+                       "-Wl,--version-script=exports.map", "-Wl,--dynamic-list=pool.list",
+                       "-Wl,-z,noexecstack", "-Wl,-z,now", "-lm", "-lpthread"]
+        else:
+            command = [program, "-shared", "-o", LIBRARY_FILE, *inputs,
+                       "--version-script=exports.map", "--dynamic-list=pool.list",
+                       "-z", "noexecstack", "-z", "now", "--as-needed", "-lm", "-lpthread", "-lc"]
+        result = subprocess.run(command, capture_output=True, text=True, cwd=scratch)
+        if result.returncode != 0 and kind == "ld":
+            # A bare `ld` may not know the C library's directories: leave the C library's
+            # symbols undefined, to be resolved in the loading process as with the objects.
+            command = [arg for arg in command if arg not in ("--as-needed", "-lm", "-lpthread", "-lc")]
+            result = subprocess.run(command, capture_output=True, text=True, cwd=scratch)
+        if result.returncode != 0:
+            raise CompileError(f"linking {LIBRARY_FILE} with {program} failed:\n{result.stderr.strip()[-4000:]}",
+                               f"set {LINKER_VARIABLE}=none to keep object files (loaded by dlc itself)")
+        return (work / LIBRARY_FILE).read_bytes(), with_c
