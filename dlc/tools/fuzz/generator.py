@@ -748,6 +748,25 @@ class GraphBuilder:
                          select_last_index=int(self.chance(0.3)))
         return self.one("Cast", [index.name], shape, lo=0, hi=x.shape[axis], exact=True, to=FLOAT)
 
+    def gen_topk(self) -> Value | None:
+        """TopK picks input values (exact inputs only: a rounding difference would reorder them);
+        its int64 indices sometimes flow on through a Cast."""
+        x = self.pick(lambda v: v.exact and v.rank >= 1)
+        if x is None:
+            return None
+        axis = int(self.rng.integers(0, x.rank))
+        k = int(self.rng.integers(1, x.shape[axis] + 1))
+        shape = tuple(k if i == axis else d for i, d in enumerate(x.shape))
+        values, indices = self.emit("TopK", [x.name, self.ints([k])], [shape, shape], lo=x.lo, hi=x.hi,
+                                    exact=True, axis=axis - x.rank if self.chance(0.3) else axis,
+                                    largest=int(self.chance(0.6)), sorted=1)
+        self.values.remove(indices)  # emit typed both outputs float; Indices is int64
+        indices.dtype = TensorProto.INT64
+        self.other.append(indices)
+        if self.chance(0.5):
+            return self.one("Cast", [indices.name], shape, lo=0, hi=x.shape[axis], exact=True, to=FLOAT)
+        return values
+
     def gen_pattern(self) -> Value | None:
         """Exporter-style decomposed chains that fusion should turn into one kernel."""
         x = self.pick(lambda v: v.rank >= 1)
@@ -800,6 +819,7 @@ class GraphBuilder:
         "matmul": 8, "gemm": 5, "conv": 8, "pool": 5, "batchnorm": 3, "softmax": 4, "reduce": 5,
         "transpose": 4, "reshape": 4, "flatten": 2, "squeeze": 2, "concat": 4, "slice": 4, "split": 3,
         "layernorm": 3, "pattern": 5, "pad": 2, "expand": 2, "gather": 2, "instancenorm": 1, "argmax": 1,
+        "topk": 1,
     }
 
     def model(self, name: str) -> onnx.ModelProto:

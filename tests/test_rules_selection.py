@@ -1,0 +1,88 @@
+"""TopK and CumSum (passes/lowering/rules/topk.py, cumulative.py): dlc vs onnxruntime on
+one-node models, every attribute, K and axis as constants or run-time inputs; a run-time K
+that the compiled shapes do not hold fails the run with a DlcError, a constant one too
+large is refused at import.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import run_onnxruntime
+from onnx import TensorProto, helper, numpy_helper
+
+import dlc
+from dialects.diagnostics import DlcError, ModelLoadError
+
+OPSET = 21
+
+
+def _model(op_type, feeds: dict, constants: dict, order, outputs, attrs, out_shapes=None):
+    """A one-node model over run-time `feeds` and constant `constants`; output types from
+    shape inference unless `out_shapes` (name -> (elem type, shape)) says."""
+    node = helper.make_node(op_type, order, list(outputs), name=f"{op_type}_0", **attrs)
+    graph = helper.make_graph(
+        [node], op_type,
+        [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(v.dtype), v.shape)
+         for n, v in feeds.items()],
+        [helper.make_tensor_value_info(n, *(out_shapes or {}).get(n, (TensorProto.UNDEFINED, None)))
+         for n in outputs],
+        [numpy_helper.from_array(np.asarray(v), n) for n, v in constants.items()])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+
+
+def _compare(op_type, feeds, constants, order, outputs, attrs, types) -> None:
+    """onnxruntime first (outputs of element `types`, no shapes); dlc compiles the model with
+    the output shapes onnxruntime found."""
+    typed = {n: (t, None) for n, t in zip(outputs, types)}
+    expected = run_onnxruntime(_model(op_type, feeds, constants, order, outputs, attrs, typed), feeds)
+    shapes = {n: (helper.np_dtype_to_tensor_dtype(e.dtype), e.shape) for n, e in zip(outputs, expected)}
+    got = dlc.compile(_model(op_type, feeds, constants, order, outputs, attrs, shapes)).run(feeds)
+    for name, want in zip(outputs, expected):
+        assert got[name].dtype == want.dtype and got[name].shape == want.shape, name
+        np.testing.assert_allclose(got[name], want, rtol=1e-5, atol=1e-6)
+
+
+def _ties(*shape, seed=0) -> np.ndarray:
+    """Few distinct values, so that ties decide indices."""
+    return np.random.default_rng(seed).integers(0, 4, shape).astype(np.float32)
+
+
+# --- TopK -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("axis,k,largest,runtime_k", [
+    (-1, 3, 1, False), (0, 2, 0, True), (1, 5, 1, True), (2, 1, 0, False), (1, 0, 1, True)])
+def test_topk(axis, k, largest, runtime_k):
+    x = _ties(3, 5, 4, seed=k)
+    k_value = np.array([k], np.int64)
+    feeds, constants = ({"x": x, "k": k_value}, {}) if runtime_k else ({"x": x}, {"k": k_value})
+    _compare("TopK", feeds, constants, ["x", "k"], ["values", "indices"],
+             {"axis": axis, "largest": largest, "sorted": 1}, [TensorProto.FLOAT, TensorProto.INT64])
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.float64])
+def test_topk_dtypes(dtype):
+    x = np.random.default_rng(1).integers(-50, 50, (4, 9)).astype(dtype)
+    _compare("TopK", {"x": x}, {"k": np.array([4], np.int64)}, ["x", "k"], ["values", "indices"],
+             {"largest": 0}, [helper.np_dtype_to_tensor_dtype(x.dtype), TensorProto.INT64])
+
+
+def test_topk_runtime_k_other_than_compiled_fails_the_run():
+    x = _ties(2, 6)
+    shapes = {"values": (TensorProto.FLOAT, [2, 3]), "indices": (TensorProto.INT64, [2, 3])}
+    model = _model("TopK", {"x": x, "k": np.array([3])}, {}, ["x", "k"], ["values", "indices"], {},
+                   shapes)
+    compiled = dlc.compile(model)
+    compiled.run({"x": x, "k": np.array([3])})
+    for bad in (2, 7, -1):
+        with pytest.raises(DlcError, match=r"TopK_0.*input 'K' is not 3"):
+            compiled.run({"x": x, "k": np.array([bad])})
+
+
+def test_topk_constant_k_too_large_is_refused_naming_the_node():
+    x = _ties(2, 6)
+    shapes = {"values": (TensorProto.FLOAT, [2, 7]), "indices": (TensorProto.INT64, [2, 7])}
+    model = _model("TopK", {"x": x}, {"k": np.array([7])}, ["x", "k"], ["values", "indices"], {},
+                   shapes)
+    with pytest.raises(ModelLoadError, match=r"TopK_0.*less than the requested k"):
+        dlc.compile(model)
