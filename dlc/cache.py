@@ -7,9 +7,13 @@ under `$DLC_CACHE_DIR` (default `$XDG_CACHE_HOME/dlc`, else `~/.cache/dlc`); `DL
 turns the cache off.
 
 The cache is bounded (issue 17: a ResNet-50 entry is 53 MB, and every change of dlc's source
-makes new keys): after each store, the least recently used entries go until the entries fit
-`$DLC_CACHE_MAX` (default 4 GiB, `0` for no cap). A hit marks its entry used (its mtime), as
-ccache does. `dlc cache info` and `dlc cache clear` show and empty it.
+makes new keys): the least recently used entries go until the entries fit `$DLC_CACHE_MAX`
+(default 4 GiB, `0` for no cap). A hit marks its entry used (its mtime), as ccache does.
+`dlc cache info` and `dlc cache clear` show and empty it. A store adds its entry's size to a
+running total in `.usage` and scans the folder only when that total passes the cap (or one
+store in 64, or when `.usage` is missing), so a store costs the same with 10 entries as with
+10,000: a scan on every store took 0.2 s per compile in a test run with 2,000 entries.
+Concurrent stores may each miss the other's addition; the next scan sets the total right.
 
 The cache holds code this process will execute, so (issue 7): the directory is user-only
 (0700) and every file in it 0600, whatever the umask; each entry carries `CHECKSUMS`, the
@@ -29,6 +33,7 @@ import hashlib
 import json
 import logging
 import os
+import random
 import shutil
 import stat
 import tempfile
@@ -38,6 +43,8 @@ from dlc.errors import ArtifactError, DlcError, MemoryLimitError
 
 DEFAULT_MAX_BYTES = 4 << 30
 MAX_VARIABLE = "DLC_CACHE_MAX"
+USAGE_FILE = ".usage"  # the entries' running total in bytes, as decimal text
+SCAN_ONE_STORE_IN = 64  # bounds how long missed concurrent additions can go uncounted
 
 
 def cache_dir() -> Path | None:
@@ -245,12 +252,36 @@ def store(key: str, executable) -> None:
         for path in staging.iterdir():
             os.chmod(path, FILE_MODE)
         os.chmod(staging, DIRECTORY_MODE)
+        added = sum(f.lstat().st_size for f in staging.iterdir())
         os.replace(staging, directory / key)
     except OSError:
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)
         return
-    evict(directory, max_bytes(), keep=key)
+    _account(directory, added, max_bytes(), keep=key)
+
+
+def _account(directory: Path, added: int, limit: int | None, keep: str) -> None:
+    """Add a stored entry's bytes to the running total; scan and evict only when it passes `limit`."""
+    if limit is None:
+        return
+    usage = directory / USAGE_FILE
+    try:  # a regular file only: a FIFO planted there would hang the read
+        total = int(usage.read_text()) + added if stat.S_ISREG(usage.lstat().st_mode) else None
+    except (OSError, ValueError):
+        total = None  # missing or torn: count from the entries themselves
+    if total is None or total > limit or random.randrange(SCAN_ONE_STORE_IN) == 0:
+        evict(directory, limit, keep=keep)
+        return
+    _write_usage(directory, total)
+
+
+def _write_usage(directory: Path, total: int) -> None:
+    staging = directory / f"{USAGE_FILE}.{os.getpid()}"
+    with contextlib.suppress(OSError):
+        with open(os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, FILE_MODE), "w") as file:
+            file.write(str(total))
+        os.replace(staging, directory / USAGE_FILE)
 
 
 # --- size cap, info, clear ----------------------------------------------------------------------
@@ -283,15 +314,18 @@ def evict(directory: Path, limit: int | None, keep: str | None = None) -> list[P
     """Remove least recently used entries until the rest fit `limit` bytes; never `keep`."""
     if limit is None:
         return []
-    found = [item for item in entries(directory) if item[0].name != keep and not item[0].name.startswith(".tmp-")]
-    total = sum(size for _, size, _ in entries(directory))
+    every = entries(directory)
+    total = sum(size for _, size, _ in every)
     removed = []
-    for path, size, _ in found:
+    for path, size, _ in every:
         if total <= limit:
             break
+        if path.name == keep or path.name.startswith(".tmp-"):
+            continue
         shutil.rmtree(path, ignore_errors=True)
         total -= size
         removed.append(path)
+    _write_usage(directory, total)
     if removed:
         _log.info("dlc cache: evicted %d least recently used entries (cap %d bytes)", len(removed), limit)
     return removed
@@ -314,7 +348,7 @@ def clear() -> tuple[int, int]:
     for path, _, _ in found:
         shutil.rmtree(path, ignore_errors=True)
     if directory.is_dir():
-        for peak in directory.glob("peak-*.json"):
+        for stale in [*directory.glob("peak-*.json"), directory / USAGE_FILE]:
             with contextlib.suppress(OSError):
-                peak.unlink()
+                stale.unlink()
     return len(found), sum(size for _, size, _ in found)
