@@ -1,0 +1,326 @@
+"""Quantization operators: QuantizeLinear, DequantizeLinear, DynamicQuantizeLinear,
+MatMulInteger, ConvInteger, QLinearMatMul and QLinearConv -> linalg.
+
+Mirrors the ONNX specs at opset 21 (https://onnx.ai/onnx/operators/onnx__QuantizeLinear.html
+and the pages of the others). Where the spec leaves the arithmetic open, the formulas follow
+onnxruntime's CPU kernels, since that is what users compare against:
+- quantize: `x / scale` (a division, not a multiply by 1/scale), round half to even, add the
+  zero point, saturate; all in the input's float type, so huge inputs saturate;
+- the integer contractions widen both sides to int32 and subtract the zero points first (the
+  padding of ConvInteger/QLinearConv then reads as 0, as in both references);
+- requantization (QLinearMatMul/QLinearConv): float32(acc) * float32(a_scale * b_scale /
+  y_scale), round half to even, add y's zero point, saturate (MlasRequantizeOutput).
+The contractions run on the generic int32 loop nests of contraction.py and conv.py.
+"""
+
+from __future__ import annotations
+
+from math import prod
+
+import numpy as np
+from xdsl.dialects import arith, math
+from xdsl.dialects.builtin import IntegerType, MemRefType, Signedness, f32, i32
+from xdsl.ir import SSAValue
+
+from dialects.diagnostics import UnsupportedError
+from dialects.types import is_float, numpy_dtype
+from passes.lowering.rules import lowers
+from passes.lowering.rules.contraction import lower_matmul
+from passes.lowering.rules.conv import lower_conv
+from passes.lowering.utils.linalg_builder import (
+    PARALLEL,
+    REDUCTION,
+    Body,
+    affine_map,
+    broadcast_exprs,
+    cst,
+    dim,
+    identity_map,
+)
+
+_QUANT_TYPES = (np.int8, np.uint8, np.int16, np.uint16)
+
+
+def _unsigned(type) -> bool:
+    return isinstance(type, IntegerType) and type.signedness.data == Signedness.UNSIGNED
+
+
+def widen(b: Body, value: SSAValue, to) -> SSAValue:
+    """An integer of any signedness as `to` (a wider integer or a float), keeping its value."""
+    if value.type == to:
+        return value
+    unsigned = _unsigned(value.type)
+    if is_float(to):
+        return b.math(arith.UIToFPOp if unsigned else arith.SIToFPOp, value, to)
+    return b.math(arith.ExtUIOp if unsigned else arith.ExtSIOp, value, to)
+
+
+def saturate(b: Body, value: SSAValue, to) -> SSAValue:
+    """A float already rounded to an integer, clamped to the range of integer type `to` and
+    converted (the clamp first, so the conversion is defined)."""
+    info = np.iinfo(numpy_dtype(to))
+    f = b.on(value.type)
+    low, high = f.const(float(info.min)), f.const(float(info.max))
+    clamped = f.select(f.compare("lt", value, low), low,
+                       f.select(f.compare("gt", value, high), high, value))
+    return b.math(arith.FPToUIOp if _unsigned(to) else arith.FPToSIOp, clamped, to)
+
+
+def param_map(op, param: SSAValue, shape, block: int = 0, name: str = "scale"):
+    """How a scale or zero point indexes an operand of `shape`: per tensor (one element; the
+    axis attribute is then ignored, as in the spec), per axis (a 1-D tensor along `axis`) or
+    blocked (the operand's rank, `block` elements of `axis` sharing one)."""
+    rank = len(shape)
+    p_shape = param.type.get_shape()
+    if prod(p_shape) == 1 and not block:
+        return affine_map(rank, [cst(0)] * len(p_shape))
+    axis = _axis(op, rank)
+    if block:
+        expected = [(s + block - 1) // block if i == axis else s for i, s in enumerate(shape)]
+        if list(p_shape) != expected:
+            raise UnsupportedError(f"{op.describe()}: {name} of shape {list(p_shape)} does not block "
+                                   f"input shape {list(shape)} by {block} along axis {axis} "
+                                   f"(expected {expected})")
+        return affine_map(rank, [dim(i) // block if i == axis else dim(i) for i in range(rank)])
+    if len(p_shape) != 1 or p_shape[0] != shape[axis]:
+        raise UnsupportedError(f"{op.describe()}: {name} of shape {list(p_shape)} is neither one "
+                               f"value nor one per element of axis {axis} (size {shape[axis]})",
+                               "give a scalar or a 1-D tensor of that size")
+    return affine_map(rank, [dim(axis)])
+
+
+def _axis(op, rank: int) -> int:
+    axis = op.attr("axis", 1)
+    if not -rank <= axis < max(rank, 1):
+        raise UnsupportedError(f"{op.describe()}: axis {axis} is out of range for rank {rank}")
+    return axis % max(rank, 1)
+
+
+def _require(op, value: SSAValue, what: str, floats: bool) -> None:
+    element = value.type.element_type
+    ok = is_float(element) if floats else (isinstance(element, IntegerType)
+                                            and numpy_dtype(element) in _QUANT_TYPES + (np.int32,))
+    if not ok:
+        raise UnsupportedError(f"{op.describe()}: input '{what}' of type {element} is not supported "
+                               f"on cpu (expected {'float' if floats else 'int8/uint8/int16/uint16'})")
+
+
+def _elementwise(kb, op, x: SSAValue, params: list[SSAValue | None], out: SSAValue, formula):
+    """out = formula(b, x, *params) with each parameter indexed per tensor, axis or block."""
+    shape = x.type.get_shape()
+    rank = len(shape)
+    block = op.attr("block_size", 0)
+    present = [p for p in params if p is not None]
+    maps = [identity_map(rank), *(param_map(op, p, shape, block, name)
+                                  for p, name in zip(present, ("scale", "zero point"))),
+            identity_map(rank)]
+
+    def body(b, args):
+        it = iter(args[1:])
+        values = [next(it) if p is not None else None for p in params]
+        return [formula(b, args[0], *values)]
+
+    kb.generic([x, *present], [out], maps, [PARALLEL] * rank, body)
+
+
+@lowers("QuantizeLinear")
+def lower_quantize(kb, op, ins, outs) -> None:
+    x, scale, zero = ins[0], ins[1], ins[2] if len(ins) > 2 else None
+    _require(op, x, "x", floats=True)
+    out_type = outs[0].type.element_type
+    if numpy_dtype(out_type) not in _QUANT_TYPES:
+        raise UnsupportedError(f"{op.describe()}: output type {out_type} is not supported on cpu "
+                               "(expected int8, uint8, int16 or uint16)")
+
+    def formula(b, v, s, z):
+        f = b.on(v.type)
+        s = f.cast(s, v.type)
+        q = f.math(math.RoundEvenOp, f.div(v, s))
+        if z is not None:
+            q = f.add(q, widen(f, z, v.type))
+        return saturate(b, q, out_type)
+
+    _elementwise(kb, op, x, [scale, zero], outs[0], formula)
+
+
+@lowers("DequantizeLinear")
+def lower_dequantize(kb, op, ins, outs) -> None:
+    x, scale, zero = ins[0], ins[1], ins[2] if len(ins) > 2 else None
+    _require(op, x, "x", floats=False)
+    out_type = outs[0].type.element_type
+
+    def formula(b, v, s, z):
+        n = b.on(i32)
+        v = widen(n, v, i32)
+        if z is not None:  # exact in int32, as onnxruntime subtracts before converting
+            v = n.sub(v, widen(n, z, i32))
+        return b.mul(b.math(arith.SIToFPOp, v, out_type), s)
+
+    _elementwise(kb, op, x, [scale, zero], outs[0], formula)
+
+
+@lowers("DynamicQuantizeLinear")
+def lower_dynamic_quantize(kb, op, ins, outs) -> None:
+    """uint8 quantization of x with the range [min(0, min x), max(0, max x)], as onnxruntime:
+    scale = (max - min) / 255 (1 when max == min), zero point = round(clamp(-min / scale))."""
+    x = ins[0]
+    _require(op, x, "x", floats=True)
+    y, y_scale, y_zero = outs
+    ft = x.type.element_type
+    rank = len(x.type.get_shape())
+    low, high = kb.scratch(MemRefType(ft, [])), kb.scratch(MemRefType(ft, []))
+    for bound, step in ((low, arith.MinimumfOp), (high, arith.MaximumfOp)):
+        kb.fill(bound, 0.0)  # the range always holds 0
+        kb.generic([x], [bound], [identity_map(rank), affine_map(rank, [])], [REDUCTION] * rank,
+                   lambda b, a, step=step: [b.math(step, a[1], a[0])])
+
+    def parameters(b, a):
+        lo, hi = a[0], a[1]
+        scale = b.select(b.compare("eq", lo, hi), b.const(1.0),
+                         b.div(b.sub(hi, lo), b.const(255.0)))
+        initial = b.sub(b.const(0.0), b.div(lo, scale))
+        clamped = b.max(b.const(0.0), b.min(b.const(255.0), initial))
+        zero = b.math(math.RoundEvenOp, clamped)
+        return [scale, b.math(arith.FPToUIOp, zero, y_zero.type.element_type)]
+
+    empty = affine_map(0, [])
+    kb.generic([low, high], [y_scale, y_zero], [empty] * 4, [], parameters)
+
+    def quantize(b, a):
+        f = b.on(ft)
+        q = f.add(f.math(math.RoundEvenOp, f.div(a[0], a[1])), widen(f, a[2], ft))
+        return [saturate(b, q, y.type.element_type)]
+
+    scalar = affine_map(rank, [])
+    kb.generic([x, y_scale, y_zero], [y], [identity_map(rank), scalar, scalar, identity_map(rank)],
+               [PARALLEL] * rank, quantize)
+
+
+def _centered(kb, op, value: SSAValue, zero: SSAValue | None, axis_of_vector: int, what: str):
+    """int32(value) - int32(zero point) in a scratch buffer; a 1-D zero point of more than one
+    element runs along `axis_of_vector` of value (rows of A, columns of B, output channels of W)."""
+    _require(op, value, what, floats=False)
+    shape = value.type.get_shape()
+    rank = len(shape)
+    out = kb.scratch(MemRefType(i32, shape))
+    if zero is None:
+        kb.generic([value], [out], [identity_map(rank)] * 2, [PARALLEL] * rank,
+                   lambda b, a: [widen(b, a[0], i32)])
+        return out
+    z_shape = zero.type.get_shape()
+    if prod(z_shape) == 1:
+        z_map = affine_map(rank, [cst(0)] * len(z_shape))
+    elif len(z_shape) == 1 and z_shape[0] == shape[axis_of_vector]:
+        z_map = affine_map(rank, [dim(axis_of_vector)])
+    elif len(z_shape) <= rank:
+        z_map = affine_map(rank, broadcast_exprs(z_shape, shape, [dim(i) for i in range(rank)]))
+    else:
+        raise UnsupportedError(f"{op.describe()}: zero point of '{what}' has shape {list(z_shape)}, "
+                               f"which does not fit '{what}' of shape {list(shape)}")
+    kb.generic([value, zero], [out], [identity_map(rank), z_map, identity_map(rank)],
+               [PARALLEL] * rank,
+               lambda b, a: [b.sub(widen(b, a[0], i32), widen(b, a[1], i32))])
+    return out
+
+
+def _matmul_integer(kb, op, a, a_zero, b, b_zero, out) -> None:
+    a_rank, b_rank = len(a.type.get_shape()), len(b.type.get_shape())
+    a32 = _centered(kb, op, a, a_zero, max(a_rank - 2, 0), "A")
+    b32 = _centered(kb, op, b, b_zero, b_rank - 1, "B")
+    lower_matmul(kb, op, [a32, b32], [out])
+
+
+def _conv_integer(kb, op, x, x_zero, w, w_zero, bias, out) -> None:
+    x32 = _centered(kb, op, x, x_zero, 1, "x")
+    w32 = _centered(kb, op, w, w_zero, 0, "w")
+    lower_conv(kb, op, [x32, w32, bias], [out])
+
+
+@lowers("MatMulInteger")
+def lower_matmul_integer(kb, op, ins, outs) -> None:
+    a, b = ins[0], ins[1]
+    _matmul_integer(kb, op, a, ins[2] if len(ins) > 2 else None, b, ins[3] if len(ins) > 3 else None,
+                    outs[0])
+
+
+@lowers("ConvInteger")
+def lower_conv_integer(kb, op, ins, outs) -> None:
+    _conv_integer(kb, op, ins[0], ins[2] if len(ins) > 2 else None, ins[1],
+                  ins[3] if len(ins) > 3 else None, None, outs[0])
+
+
+def requantize(kb, op, acc: SSAValue, scales: list[tuple[SSAValue, object]], y_scale: SSAValue,
+               y_zero: SSAValue | None, out: SSAValue) -> None:
+    """out = saturate(round_half_even(f32(acc) * f32(s0 * s1 / y_scale)) + y_zero), where each
+    input scale comes with its map onto acc's index space (per tensor, row or channel)."""
+    shape = acc.type.get_shape()
+    rank = len(shape)
+    out_type = out.type.element_type
+
+    def scalar_map(value):
+        return affine_map(rank, [cst(0)] * len(value.type.get_shape()))
+
+    params = [s for s, _ in scales] + [y_scale] + ([y_zero] if y_zero is not None else [])
+    maps = ([identity_map(rank)] + [m for _, m in scales] + [scalar_map(y_scale)]
+            + ([scalar_map(y_zero)] if y_zero is not None else []) + [identity_map(rank)])
+
+    def body(b, a):
+        st = a[1].type  # the scales' own type (float32 or float16): the multiplier in it
+        s = b.on(st)
+        multiplier = s.div(s.mul(a[1], a[2]), a[3])
+        f = b.on(f32)
+        scaled = f.mul(widen(f, a[0], f32), f.cast(multiplier, f32))
+        q = f.math(math.RoundEvenOp, scaled)
+        if y_zero is not None:
+            q = f.add(q, widen(f, a[4], f32))
+        return [saturate(b, q, out_type)]
+
+    kb.generic([acc, *params], [out], maps, [PARALLEL] * rank, body)
+
+
+def _scale_map(op, scale: SSAValue, rank: int, axis: int, what: str):
+    shape = scale.type.get_shape()
+    if prod(shape) == 1:
+        return affine_map(rank, [cst(0)] * len(shape))
+    if len(shape) == 1:
+        return affine_map(rank, [dim(axis)])
+    raise UnsupportedError(f"{op.describe()}: '{what}' of shape {list(shape)} is neither a scalar "
+                           "nor a 1-D tensor")
+
+
+def _check_scale_size(op, scale: SSAValue, size: int, what: str) -> None:
+    count = prod(scale.type.get_shape())
+    if count not in (1, size):
+        raise UnsupportedError(f"{op.describe()}: '{what}' has {count} elements (expected 1 or {size})")
+
+
+@lowers("QLinearMatMul")
+def lower_qlinear_matmul(kb, op, ins, outs) -> None:
+    a, a_scale, a_zero, b, b_scale, b_zero, y_scale, y_zero = ins
+    out = outs[0]
+    shape = out.type.get_shape()
+    rank = len(shape)
+    a_shape, b_shape = a.type.get_shape(), b.type.get_shape()
+    _check_scale_size(op, a_scale, a_shape[-2] if len(a_shape) > 1 else 1, "a_scale")
+    _check_scale_size(op, b_scale, b_shape[-1] if len(b_shape) > 1 else 1, "b_scale")
+    acc = kb.scratch(MemRefType(i32, shape))
+    _matmul_integer(kb, op, a, a_zero, b, b_zero, acc)
+    row_axis = rank - 2 if len(a_shape) > 1 else rank - 1
+    scales = [(a_scale, _scale_map(op, a_scale, rank, row_axis, "a_scale")),
+              (b_scale, _scale_map(op, b_scale, rank, rank - 1, "b_scale"))]
+    requantize(kb, op, acc, scales, y_scale, y_zero, out)
+
+
+@lowers("QLinearConv")
+def lower_qlinear_conv(kb, op, ins, outs) -> None:
+    x, x_scale, x_zero, w, w_scale, w_zero, y_scale, y_zero = ins[:8]
+    bias = ins[8] if len(ins) > 8 else None
+    out = outs[0]
+    shape = out.type.get_shape()
+    _check_scale_size(op, w_scale, shape[1], "w_scale")
+    acc = kb.scratch(MemRefType(i32, shape))
+    _conv_integer(kb, op, x, x_zero, w, w_zero, bias, acc)
+    rank = len(shape)
+    scales = [(x_scale, _scale_map(op, x_scale, rank, 1, "x_scale")),
+              (w_scale, _scale_map(op, w_scale, rank, 1, "w_scale"))]
+    requantize(kb, op, acc, scales, y_scale, y_zero, out)
