@@ -167,7 +167,9 @@ def available_targets() -> dict[str, str]:
 def get_target(name: str) -> Target:
     import importlib
 
-    targets = available_targets()
+    # Built-in names win over plugins (available_targets), so they skip the entry-point scan,
+    # which reads every installed distribution's metadata: 24 ms, a tenth of a small compile.
+    targets = _BUILTIN if name in _BUILTIN else available_targets()
     if name not in targets:
         raise DlcError(f"unknown target '{name}'; available targets: {', '.join(sorted(targets))}")
     module_name, class_name = targets[name].split(":")
