@@ -86,3 +86,47 @@ def test_topk_constant_k_too_large_is_refused_naming_the_node():
                    shapes)
     with pytest.raises(ModelLoadError, match=r"TopK_0.*less than the requested k"):
         dlc.compile(model)
+
+
+# --- CumSum -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("axis,exclusive,reverse,runtime_axis,dtype", [
+    (1, 0, 0, False, np.float32), (-1, 1, 0, True, np.int64), (0, 0, 1, True, np.float32),
+    (2, 1, 1, False, np.int32)])
+def test_cumsum(axis, exclusive, reverse, runtime_axis, dtype):
+    x = np.random.default_rng(axis + 3).uniform(-4, 4, (2, 5, 3)).astype(dtype)
+    axis_value = np.array(axis, np.int64 if runtime_axis else np.int32)
+    feeds, constants = ({"x": x, "axis": axis_value}, {}) if runtime_axis else ({"x": x}, {"axis": axis_value})
+    _compare("CumSum", feeds, constants, ["x", "axis"], ["y"],
+             {"exclusive": exclusive, "reverse": reverse}, [helper.np_dtype_to_tensor_dtype(x.dtype)])
+
+
+def test_cumsum_position_ids_as_roberta_exports_them():
+    """mask = input_ids != pad; position_ids = CumSum(mask, axis=1) * mask + pad."""
+    ids = np.array([[0, 5, 7, 1, 1], [0, 9, 1, 1, 1]], np.int64)
+    pad = np.array(1, np.int64)
+    nodes = [helper.make_node("Equal", ["ids", "pad"], ["is_pad"]),
+             helper.make_node("Not", ["is_pad"], ["keep"]),
+             helper.make_node("Cast", ["keep"], ["mask"], to=TensorProto.INT32),
+             helper.make_node("CumSum", ["mask", "one"], ["running"]),
+             helper.make_node("Mul", ["running", "mask"], ["masked"]),
+             helper.make_node("Cast", ["masked"], ["wide"], to=TensorProto.INT64),
+             helper.make_node("Add", ["wide", "pad"], ["positions"])]
+    graph = helper.make_graph(
+        nodes, "position_ids", [helper.make_tensor_value_info("ids", TensorProto.INT64, [2, 5])],
+        [helper.make_tensor_value_info("positions", TensorProto.INT64, [2, 5])],
+        [numpy_helper.from_array(pad, "pad"), numpy_helper.from_array(np.array(1, np.int32), "one")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    expected = run_onnxruntime(model, {"ids": ids})[0]
+    np.testing.assert_array_equal(dlc.compile(model).run({"ids": ids})["positions"], expected)
+
+
+def test_cumsum_runtime_axis_out_of_range_fails_the_run():
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    model = _model("CumSum", {"x": x, "axis": np.array(0)}, {}, ["x", "axis"], ["y"], {},
+                   {"y": (TensorProto.FLOAT, [2, 3])})
+    compiled = dlc.compile(model)
+    np.testing.assert_array_equal(compiled.run({"x": x, "axis": np.array(-1)})["y"], np.cumsum(x, 1))
+    for bad in (2, -3):
+        with pytest.raises(DlcError, match=r"CumSum_0.*input 'axis' is out of range \[-2, 2\)"):
+            compiled.run({"x": x, "axis": np.array(bad)})

@@ -767,6 +767,16 @@ class GraphBuilder:
             return self.one("Cast", [indices.name], shape, lo=0, hi=x.shape[axis], exact=True, to=FLOAT)
         return values
 
+    def gen_cumsum(self) -> Value | None:
+        x = self.pick(lambda v: v.rank >= 1)
+        if x is None:
+            return None
+        axis = int(self.rng.integers(-x.rank, x.rank))
+        n = x.shape[axis]
+        return self.one("CumSum", [x.name, self.weight(np.array(axis, np.int64), "i")], x.shape,
+                        lo=min(x.lo * n, 0), hi=max(x.hi * n, 0), exclusive=int(self.chance(0.3)),
+                        reverse=int(self.chance(0.3)))
+
     def gen_pattern(self) -> Value | None:
         """Exporter-style decomposed chains that fusion should turn into one kernel."""
         x = self.pick(lambda v: v.rank >= 1)
@@ -819,7 +829,7 @@ class GraphBuilder:
         "matmul": 8, "gemm": 5, "conv": 8, "pool": 5, "batchnorm": 3, "softmax": 4, "reduce": 5,
         "transpose": 4, "reshape": 4, "flatten": 2, "squeeze": 2, "concat": 4, "slice": 4, "split": 3,
         "layernorm": 3, "pattern": 5, "pad": 2, "expand": 2, "gather": 2, "instancenorm": 1, "argmax": 1,
-        "topk": 1,
+        "topk": 1, "cumsum": 1,
     }
 
     def model(self, name: str) -> onnx.ModelProto:
