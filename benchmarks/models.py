@@ -31,6 +31,7 @@ __all__ = [
     "resnet18",
     "resnet_block",
     "speech_front_end",
+    "symbolic_bert_layer",
     "transformer_encoder",
 ]
 
@@ -463,3 +464,31 @@ def opset_variants(opset: int, seed: int = 0) -> onnx.ModelProto:
     y = g.node("Softmax", [y], axis=1)  # [1, 4, 5, 1]: one axis from 13, axes 1.. flattened before
     y = g.node("Reshape", [y, g.ints("shape", [0, -1])])
     return g.model("opset_variants", [_float_input("x", [1, 4, 8, 8])], {"y": y})
+
+
+# --- a BERT layer exported with symbolic batch and sequence axes (issue 18) ---------------------
+
+def symbolic_bert_layer(d_model: int = 64, heads: int = 4, ffn: int = 256, vocab: int = 100,
+                        batch: int | str = "batch", seq: int | str = "seq", seed: int = 0) -> onnx.ModelProto:
+    """Embedding lookup, one post-norm encoder layer with a padding mask, as torch.onnx exports a
+    BERT with `dynamic_axes={"input_ids": {0: "batch", 1: "seq"}, ...}`: the head reshapes read
+    the sizes through Shape -> Gather -> Unsqueeze -> Concat. Inputs `input_ids` and
+    `attention_mask` [batch, seq] int64; output `hidden` [batch, seq, d_model]. Opset 17."""
+    g, dk = GraphBuilder(seed), d_model // heads
+    x = g.node("Gather", [g.weight("embeddings", vocab, d_model, fan_in=1), "input_ids"], axis=0)
+    keep = g.node("Cast", ["attention_mask"], to=TensorProto.FLOAT)
+    bias = g.node("Mul", [g.node("Sub", [g.scalar("one", 1.0), keep]), g.scalar("neg_big", -10000.0)])
+    bias = g.node("Unsqueeze", [bias, g.ints("axes", [1, 2])])  # [batch, 1, 1, seq]
+    q, k, v = (_split_heads(g, _linear(g, x, d_model, d_model, f"attn.{n}"), heads, dk) for n in "qkv")
+    scores = g.node("Div", [g.node("MatMul", [q, g.node("Transpose", [k], perm=[0, 1, 3, 2])]),
+                            g.scalar("sqrt_dk", math.sqrt(dk))])
+    probs = g.node("Softmax", [g.node("Add", [scores, bias])], axis=-1)
+    context = g.node("Transpose", [g.node("MatMul", [probs, v])], perm=[0, 2, 1, 3])
+    merged = g.node("Concat", [_dim(g, context, 0), _dim(g, context, 1), g.ints("d", [d_model])], axis=0)
+    attn = _linear(g, g.node("Reshape", [context, merged]), d_model, d_model, "attn.out")
+    h = _layer_norm(g, g.node("Add", [x, attn]), d_model, False, "ln1")
+    up = _gelu(g, _linear(g, h, d_model, ffn, "ffn.up"), "erf")
+    out = _layer_norm(g, g.node("Add", [h, _linear(g, up, ffn, d_model, "ffn.down")]), d_model, False, "ln2")
+    ids = [helper.make_tensor_value_info(name, TensorProto.INT64, [batch, seq])
+           for name in ("input_ids", "attention_mask")]
+    return g.model("symbolic_bert_layer", ids, {"hidden": out})

@@ -73,7 +73,8 @@ def compile(model, target: str = "cpu", threads: int | None = None,
     """Compile an ONNX model (a path or an onnx.ModelProto) for `target`.
 
     threads: worker threads for parallel kernels (None: all cores).
-    input_shapes: fixes symbolic input dimensions, e.g. {"x": (1, 3, 224, 224)}.
+    input_shapes: pins symbolic input dimensions, by input ({"x": (1, 3, 224, 224)}) or by
+        dimension name ({"batch": 1, "seq": 128}); an input named wins over dimension names.
     pipeline: pass pipeline text replacing the default one.
     fusion: "none", "elementwise" or "all" (default): which kernel fusion rules apply.
     max_memory: refuse models needing more memory ("8GiB" or bytes; default $DLC_MAX_MEMORY,
@@ -88,7 +89,7 @@ def compile(model, target: str = "cpu", threads: int | None = None,
     from dlc.targets import CompileOptions
     from passes.tiling.apply_user_tiles import format_tiles
 
-    shapes = {k: tuple(v) for k, v in (input_shapes or {}).items()}
+    shapes = {k: (int(v),) if isinstance(v, int) else tuple(v) for k, v in (input_shapes or {}).items()}
     options = CompileOptions(threads=threads, fusion=fusion, max_memory=max_memory,
                              tiles=format_tiles(tiles) if tiles else None,
                              initializers_as_inputs=initializers_as_inputs)

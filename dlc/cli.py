@@ -26,15 +26,18 @@ PHASE_CHOICES = ("onnx", "graph", "kernels", "linalg", "loops", "llvm", "exe")
 
 
 def _parse_shapes(items: list[str] | None) -> dict[str, tuple[int, ...]]:
+    """--shape NAME=AxB[,NAME=C...], repeatable, later wins. NAME is an input (its whole shape)
+    or a symbolic dimension name (one size); the importer tells them apart by the model."""
     shapes = {}
-    for item in items or []:
-        name, _, dims = item.rpartition("=")
+    for item in (part for text in items or [] for part in text.split(",")):
+        name, _, dims = item.strip().rpartition("=")
+        example = "such as x=1x3x224x224, batch=1 or input_ids=1x128,attention_mask=1x128"
         try:
             shapes[name] = tuple(int(d) for d in dims.lower().split("x"))
         except ValueError:
-            raise DlcError(f"--shape {item}: expected NAME=DIMxDIMx... such as x=1x3x224x224") from None
+            raise DlcError(f"--shape {item}: expected NAME=DIMxDIMx... {example}") from None
         if not name or any(d <= 0 for d in shapes[name]):
-            raise DlcError(f"--shape {item}: expected NAME=DIMxDIMx... with positive dims")
+            raise DlcError(f"--shape {item}: expected NAME=DIMxDIMx... with positive dims, {example}")
     return shapes
 
 
@@ -311,6 +314,33 @@ def _summary(array: np.ndarray) -> str:
     return f"first [{first}]"
 
 
+def _pin_symbolic_dims(args, given: dict[str, np.ndarray]) -> None:
+    """`dlc run` on an ONNX model with symbolic dimensions: the shapes of the --input arrays,
+    then 1 for each dimension still unpinned, said in one line on stderr (not with --quiet)."""
+    if getattr(args, "compile_from", None) is not None or mlir_phase(Path(args.model)) is not None:
+        return
+    import onnx
+
+    from dlc.frontend.input_shapes import pins_of_one, symbolic_inputs
+
+    try:
+        proto = onnx.load(args.model, load_external_data=False)
+    except Exception:  # noqa: BLE001 - not a readable model: the compile says why
+        return
+    symbolic = symbolic_inputs(proto)
+    pins = {name: array.shape for name, array in given.items() if name in symbolic}
+    pins.update(_parse_shapes(args.shape))
+    added = pins_of_one(proto, pins)
+    text = {name: "x".join(map(str, shape)) for name, shape in {**pins, **added}.items()}
+    args.shape = [",".join(f"{name}={dims}" for name, dims in text.items())] if text else None
+    from dlc.progress import QUIET_VARIABLE
+
+    if added and not args.quiet and os.environ.get(QUIET_VARIABLE, "") in ("", "0"):
+        chosen = ", ".join(f"{name}={text[name]}" for name in added)
+        print(f"dlc run: symbolic dimensions set to {chosen}; pin other sizes with --shape NAME=SIZE",
+              file=sys.stderr)
+
+
 def cmd_run(args) -> int:
     import dlc
 
@@ -325,6 +355,7 @@ def cmd_run(args) -> int:
         model = dlc.load(path, max_memory=args.max_memory)
     else:
         given = _parse_inputs(args.input)
+        _pin_symbolic_dims(args, given)
         result = _compile(args, "exe")
         model = dlc.CompiledModel(result.executable, args.target)
     feeds = random_inputs(model.inputs, args.seed)
@@ -615,6 +646,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="dlc", description="dlc: an MLIR-style deep-learning compiler "
                      "(ONNX in, native CPU code out)")
     parser.add_argument("--version", action="version", version=_version())
+    parser.add_argument("--include-dir", action="store_true",
+                        help="print the directory of dlc.h, the C API's header (docs/c-api.md), and exit")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors (anywhere on the line)")
     parser.add_argument("--quiet", action="store_true",
                         help="no progress on stderr (anywhere on the line; progress shows for steps of 1 s or more)")
@@ -622,8 +655,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     def model_options(p):
         p.add_argument("--target", default="cpu", help="target to compile for (cpu, reference, ...)")
-        p.add_argument("--shape", action="append", metavar="NAME=AxBxC",
-                       help="fix the symbolic dimensions of an input (its static ones must match)")
+        p.add_argument("--shape", action="append", metavar="NAME=AxBxC[,...]",
+                       help="pin symbolic dimensions: an input's shape (x=1x3x224x224; its static dims must "
+                            "match) or a dimension name (batch=1); comma-separated, repeatable, later wins")
         p.add_argument("--threads", type=int, default=None, help="worker threads (default: all cores)")
         p.add_argument("-p", "--pipeline", default=None, help="pass pipeline text replacing the default one")
         p.add_argument("--print-ir-after-all", action="store_true")
@@ -694,14 +728,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("explain", help="print the fusion decisions: node -> kernel, and why not")
     p.add_argument("model")
     p.add_argument("--fusion", default="all", choices=("none", "elementwise", "all"))
-    p.add_argument("--shape", action="append", metavar="NAME=AxBxC")
+    p.add_argument("--shape", action="append", metavar="NAME=AxBxC[,...]")
     p.add_argument("--target", default="cpu")
     p.set_defaults(func=cmd_explain)
 
     p = sub.add_parser("compare", help="compile with and without fusion (and run onnxruntime); compare")
     p.add_argument("model")
     p.add_argument("--repeat", type=int, default=20)
-    p.add_argument("--shape", action="append", metavar="NAME=AxBxC")
+    p.add_argument("--shape", action="append", metavar="NAME=AxBxC[,...]")
     p.add_argument("--target", default="cpu")
     p.add_argument("--html", metavar="FILE", help="write a self-contained HTML report")
     p.add_argument("--threads", type=int, default=1, help="threads for dlc and onnxruntime (default 1)")
@@ -713,7 +747,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model")
     p.add_argument("--input", action="append", metavar="NAME=FILE.npy", help="an input (others: seeded random)")
     p.add_argument("--seed", type=_seed, default=0, help="seed of the random inputs")
-    p.add_argument("--shape", action="append", metavar="NAME=AxBxC")
+    p.add_argument("--shape", action="append", metavar="NAME=AxBxC[,...]")
     p.add_argument("--target", default="cpu")
     p.add_argument("--fusion", default="all", choices=("none", "elementwise", "all"))
     p.add_argument("--threads", type=int, default=None, help="dlc's worker threads (default: all cores)")
@@ -733,7 +767,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeat", type=int, default=30)
     p.add_argument("--vs", choices=("onnxruntime", "none"), default="onnxruntime")
     p.add_argument("--fusion", default="all", choices=("none", "elementwise", "all"))
-    p.add_argument("--shape", action="append", metavar="NAME=AxBxC")
+    p.add_argument("--shape", action="append", metavar="NAME=AxBxC[,...]")
     tile_options(p)
     p.set_defaults(func=cmd_bench)
 
@@ -761,11 +795,14 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["--version"]:  # answered here, not by argparse's SystemExit: main() returns its code
         print(_version())
         return 0
+    if argv[:1] == ["--include-dir"]:  # cc -I"$(dlc --include-dir)": no compiler code is imported
+        print(Path(__file__).resolve().parent / "include")
+        return 0
     from dlc import progress
 
     try:
         args = build_parser().parse_args(argv)
-        args.debug = debug
+        args.debug, args.quiet = debug, quiet
         with progress.reporting(progress.for_stream(sys.stderr, quiet)) as reporter:
             reporter.begin(f"{args.command} {getattr(args, 'model', '')}".strip())  # until a step says more
             return args.func(args)

@@ -25,6 +25,7 @@ from xdsl.dialects.builtin import (
     FloatAttr,
     IntegerAttr,
     ModuleOp,
+    NoneType,
     StringAttr,
     TensorType,
     f32,
@@ -37,6 +38,7 @@ from dialects.onnx_eval import check_foldable
 from dialects.types import element_type_for, numpy_dtype_for_onnx
 from dialects.weights import WeightStore, attach_weights
 from dlc.errors import ModelLoadError, UnsupportedError
+from dlc.frontend.input_shapes import graph_inputs, resolve_input_shapes, unpinned_error
 from dlc.runtime import memory_limit
 
 _MAX_FOLD_ITERATIONS = 16
@@ -333,21 +335,12 @@ def opset_of(model: onnx.ModelProto) -> int:
     return CANONICAL_OPSET
 
 
-def graph_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
-    """The real inputs: IR version 3 files also list every initializer as an input."""
-    initializers = {init.name for init in model.graph.initializer}
-    return [value for value in model.graph.input if value.name not in initializers]
-
-
-def _fix_input_shapes(model: onnx.ModelProto, input_shapes: dict[str, tuple[int, ...]]) -> None:
+def _fix_input_shapes(model: onnx.ModelProto, input_shapes: dict) -> None:
+    """Pin the inputs' shapes (by input or dimension name: dlc/frontend/input_shapes.py); every
+    input left with a symbolic dimension is named in one error."""
     real = {value.name: value for value in graph_inputs(model)}
-    for name, shape in input_shapes.items():
-        if name not in real:
-            raise ModelLoadError(f"--shape names input '{name}', but the model's inputs are "
-                                 f"{sorted(real)}")
-        if any(not isinstance(size, (int, np.integer)) or size <= 0 for size in shape):
-            raise ModelLoadError(f"--shape {name}: dimensions must be positive integers, got {list(shape)}",
-                                 f"give every dimension of input '{name}', e.g. --shape {name}=1x3x224x224")
+    input_shapes = resolve_input_shapes(model, input_shapes)
+    left = {}
     for name, value in real.items():
         tensor_type = value.type.tensor_type
         if not value.type.HasField("tensor_type"):
@@ -380,13 +373,11 @@ def _fix_input_shapes(model: onnx.ModelProto, input_shapes: dict[str, tuple[int,
                                      "dimensions cannot be negative",
                                      f"fix the model, or give the shape with --shape {name}=... "
                                      f"(input_shapes={{'{name}': (...)}} in dlc.compile)")
-            if not dim.HasField("dim_value"):
-                label = dim.dim_param or "?"
-                raise UnsupportedError(
-                    f"input '{name}' has a symbolic dimension '{label}' (axis {axis}); "
-                    "dlc compiles for static shapes",
-                    f"fix it with --shape {name}=... on the CLI or input_shapes={{'{name}': (...)}} "
-                    "in dlc.compile")
+        if any(not dim.HasField("dim_value") for dim in tensor_type.shape.dim):
+            left[name] = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
+                          for d in tensor_type.shape.dim]
+    if left:
+        raise unpinned_error(model, left)
 
 
 def _convert_opset(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -995,14 +986,17 @@ def import_model(model: str | Path | onnx.ModelProto,
         attributes = {attr.name: _attribute(attr, node) for attr in node.attribute}
         attributes["onnx_node_name"] = StringAttr(node.name)
         where = f"output of node '{node.name}' ({node.op_type})"
+        # An empty output name is an optional output the model does not want (LSTM's Y):
+        # a `none` result, as an absent input is an `onnx.none` operand.
         result_types = [_tensor_type(name, folder.types.get(name, onnx.TypeProto()), where)
-                        for name in node.output]
+                        if name else NoneType() for name in node.output]
         if node.op_type == "Reshape":
             _check_reshape(node, operands[0].type, result_types[0])
         op = OPS[node.op_type].create(operands=operands, result_types=result_types, attributes=attributes)
         for name, result in zip(node.output, op.results):
-            result.name_hint = _ssa_name(name)
-            values[name] = result
+            if name:
+                result.name_hint = _ssa_name(name)
+                values[name] = result
         block.add_op(op)
 
     outputs = [value_of(out.name) for out in graph.output]

@@ -1,0 +1,130 @@
+"""Models with symbolic dimensions (issue 18): pins by input or dimension name, `dlc run`'s
+defaults, and one error naming every input left symbolic. Outputs against onnxruntime."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import onnx
+import pytest
+from conftest import ROOT, run_onnxruntime
+
+import dlc
+from dlc.cli import main
+from dlc.errors import ModelLoadError, UnsupportedError
+
+
+def _benchmark_models():
+    spec = importlib.util.spec_from_file_location("dlc_benchmark_models", ROOT / "benchmarks" / "models.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+models = _benchmark_models()
+
+
+@pytest.fixture(scope="module")
+def bert():
+    return models.symbolic_bert_layer(d_model=32, heads=2, ffn=64, vocab=50)
+
+
+def bert_feeds(batch: int, seq: int, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    mask = np.ones((batch, seq), np.int64)
+    mask[:, seq - seq // 3:] = 0  # padding at the end of every sequence
+    return {"input_ids": rng.integers(0, 50, (batch, seq)).astype(np.int64), "attention_mask": mask}
+
+
+def assert_bert_matches(model, compiled, batch: int, seq: int) -> None:
+    feeds = bert_feeds(batch, seq)
+    got = compiled.run(feeds)["hidden"]
+    want = run_onnxruntime(model, feeds)[0]
+    assert got.shape == want.shape == (batch, seq, 32)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+# --- pins -----------------------------------------------------------------------------------------
+
+def test_dimension_names_pin_every_input_that_uses_them(bert):
+    assert_bert_matches(bert, dlc.compile(bert, input_shapes={"batch": 2, "seq": 5}), 2, 5)
+
+
+def test_an_input_pinned_by_name_wins_over_dimension_names(bert):
+    compiled = dlc.compile(bert, input_shapes={"input_ids": (1, 7), "attention_mask": (1, 7), "seq": 3})
+    assert [spec.shape for spec in compiled.inputs] == [(1, 7), (1, 7)]
+
+
+def test_unknown_pin_names_the_inputs_and_dimension_names(bert):
+    with pytest.raises(ModelLoadError, match=r"'sequence', which is neither an input nor a symbolic dimension.*"
+                                             r"\['attention_mask', 'input_ids'\].*\['batch', 'seq'\]"):
+        dlc.compile(bert, input_shapes={"sequence": 8})
+
+
+def test_a_dimension_name_takes_one_size(bert):
+    with pytest.raises(ModelLoadError, match=r"'seq' is a symbolic dimension name, which takes one size"):
+        dlc.compile(bert, input_shapes={"seq": (1, 8)})
+
+
+def test_the_error_names_every_symbolic_input_at_once(bert, tmp_path, capsys):
+    path = tmp_path / "bert.onnx"
+    onnx.save(bert, path)
+    assert main(["compile", str(path), "-o", str(tmp_path / "out"), "--shape", "batch=1"]) == 1
+    err = capsys.readouterr().err
+    assert "2 input(s) have symbolic dimensions" in err
+    assert "'input_ids' [batch, seq], 'attention_mask' [batch, seq]" in err
+    assert "--shape batch=1,seq=1" in err and "--shape input_ids=1x1,attention_mask=1x1" in err
+    assert err.count("error:") == 1  # one error for both inputs
+
+
+# --- the command line -----------------------------------------------------------------------------
+
+def test_shape_takes_a_comma_separated_list_and_later_wins(bert, tmp_path, capsys):
+    path = tmp_path / "bert.onnx"
+    onnx.save(bert, path)
+    args = ["run", str(path), "--repeat", "1", "--shape", "input_ids=1x4,attention_mask=1x4",
+            "--shape", "batch=3,seq=9", "--shape", "seq=6"]
+    assert main(args) == 0
+    assert "hidden: shape [1, 4, 32] float32" in capsys.readouterr().out  # inputs named win
+    assert main(["run", str(path), "--repeat", "1", "--shape", "batch=3,seq=9", "--shape", "seq=6"]) == 0
+    assert "hidden: shape [3, 6, 32] float32" in capsys.readouterr().out
+
+
+def test_run_sets_unpinned_dimensions_to_one_and_says_so(bert, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("DLC_QUIET", "0")
+    path = tmp_path / "bert.onnx"
+    onnx.save(bert, path)
+    assert main(["run", str(path), "--repeat", "1", "--shape", "seq=5"]) == 0
+    out, err = capsys.readouterr()
+    assert "hidden: shape [1, 5, 32] float32" in out
+    assert [line for line in err.splitlines() if "symbolic" in line] == [
+        "dlc run: symbolic dimensions set to batch=1; pin other sizes with --shape NAME=SIZE"]
+    assert main(["run", str(path), "--repeat", "1", "--quiet"]) == 0
+    out, err = capsys.readouterr()
+    assert "hidden: shape [1, 1, 32] float32" in out and "symbolic" not in err
+
+
+def test_run_takes_the_shape_of_an_input_file(bert, tmp_path, capsys):
+    path = tmp_path / "bert.onnx"
+    onnx.save(bert, path)
+    feeds = bert_feeds(2, 6)
+    for name, array in feeds.items():
+        np.save(tmp_path / f"{name}.npy", array)
+    args = ["run", str(path), "--repeat", "1", "--save-outputs", str(tmp_path / "outs"),
+            *(f"--input={name}={tmp_path / name}.npy" for name in feeds)]
+    assert main(args) == 0
+    np.testing.assert_allclose(np.load(tmp_path / "outs" / "hidden.npy"), run_onnxruntime(bert, feeds)[0],
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_unnamed_dimensions_are_pinned_per_input(tmp_path, capsys):
+    model = models.symbolic_bert_layer(d_model=32, heads=2, ffn=64, vocab=50)
+    for value in model.graph.input:
+        value.type.tensor_type.shape.dim[1].ClearField("dim_param")
+    with pytest.raises(UnsupportedError, match=r"(?s)'input_ids' \[batch, \?\].*--shape input_ids=1x1,attention_mask"):
+        dlc.compile(model, input_shapes={"batch": 1})
+    path = tmp_path / "m.onnx"
+    onnx.save(model, path)
+    assert main(["run", str(path), "--repeat", "1", "--shape", "batch=2"]) == 0
+    assert "hidden: shape [2, 1, 32] float32" in capsys.readouterr().out
