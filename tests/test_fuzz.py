@@ -226,6 +226,25 @@ def test_hostile_oracle_takes_the_reference_evaluators_word_where_onnxruntime_fl
     assert check_hostile(model, 0, [("cpu", "all"), ("reference", "all")]) == []
 
 
+def test_hostile_oracle_excuses_a_contracted_multiply_add_only_where_the_product_overflows():
+    """Mul then Sub with -2.6 * 3.4e38 - (-inf): unfused, the product overflows to -inf and
+    -inf - -inf is NaN (onnxruntime); an FMA keeps the exact product, so +inf. Only that place
+    is excused: a wrong finite element next to it is still a finding."""
+    from onnx import TensorProto, helper
+
+    from dlc.tools.fuzz.hostile import check_hostile, contractible, set_feeds
+
+    graph = helper.make_graph([helper.make_node("Mul", ["s", "x"], ["p"]), helper.make_node("Sub", ["p", "z"], ["y"])],
+                              "g", [helper.make_tensor_value_info(n, TensorProto.FLOAT, [3]) for n in "sxz"],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+    assert contractible(model, "y") and not contractible(model, "p")
+    set_feeds(model, {"s": np.array([-2.6, -2.6, 1.5], np.float32),
+                      "x": np.array([3.4028235e38, 2.0, 1.0], np.float32),
+                      "z": np.array([-np.inf, 1.0, 0.5], np.float32)})
+    assert check_hostile(model, 0, [("cpu", "all"), ("cpu", "none")]) == []
+
+
 def test_reference_target_averages_in_float32_as_onnxruntime_does():
     """-2e38 three times overflows a float32 sum to -Inf (onnxruntime's answer); the reference
     target averaged in float64 and answered a finite -2e38."""

@@ -419,6 +419,14 @@ def check_hostile(model: onnx.ModelProto, feed_seed: int = 0, configs=ALL_CONFIG
                 # there is not a finding; the finite elements are still compared with onnxruntime.
                 want = np.where(np.isfinite(second), want, second).astype(want.dtype)
                 special = None
+            if special and contractible(model, o.name):
+                # A Mul feeding an Add/Sub may be contracted into one FMA (DESIGN.md allows
+                # `contract`), which rounds once: where the float32 product overflows, the FMA
+                # keeps the exact product, so onnxruntime's inf - inf = NaN can read +-Inf or a
+                # number there. Those places only are excused; every other one is still compared.
+                excused = np.isnan(want) & ~np.isnan(got)
+                want = np.where(excused, got, want).astype(want.dtype)
+                special = _special_mismatch(o.name, got, want)
             problem = special or (
                 _finite_compare(o.name, got, want, tolerance.get(o.name, 0.0)) if got.shape == want.shape
                 and got.dtype == want.dtype and want.dtype.kind == "f" else compare(o.name, got, want, 0.0))
@@ -459,6 +467,23 @@ def max_like(model: onnx.ModelProto, output: str) -> bool:
             continue
         seen.add(name)
         if node.op_type in MAX_LIKE:
+            return True
+        todo.extend(node.input)
+    return False
+
+
+def contractible(model: onnx.ModelProto, output: str) -> bool:
+    """Whether `output`'s cone holds a Mul whose result feeds an Add or Sub (an FMA candidate)."""
+    producer = {o: n for n in model.graph.node for o in n.output}
+    todo, seen = [output], set()
+    while todo:
+        name = todo.pop()
+        node = producer.get(name)
+        if node is None or name in seen:
+            continue
+        seen.add(name)
+        if node.op_type in ("Add", "Sub") and any(
+                producer.get(i) is not None and producer[i].op_type == "Mul" for i in node.input):
             return True
         todo.extend(node.input)
     return False
