@@ -32,6 +32,7 @@ def default_pipeline(target: Target, options: CompileOptions) -> list[tuple[str,
     p = all_passes()
     fuse = options.fusion != "none"  # --fusion=none turns off the fusing graph rewrites too
     graph = [
+        p["expand-recurrent"](),          # LSTM/GRU/RNN -> MatMuls and gate math, one step after another
         p["remove-identity"](),           # no-ops first, so the patterns below see real producers
         p["remove-dropout"](),
         p["cancel-transposes"](),

@@ -293,7 +293,7 @@ def test_merge_identical_nodes(tmp_path):
 # --- the default pipeline, and the example plugin ------------------------------------------
 
 # The order recommended for dlc/driver.py::default_pipeline (see docs/writing-passes.md).
-GRAPH_PIPELINE = ("remove-identity,remove-dropout,cancel-transposes,remove-noop-reshape,"
+GRAPH_PIPELINE = ("expand-recurrent,remove-identity,remove-dropout,cancel-transposes,remove-noop-reshape,"
                   "fold-constants,fuse-matmul-add,fold-batchnorm-into-conv,fold-scale-into-conv,"
                   "merge-identical-nodes,dce")
 

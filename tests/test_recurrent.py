@@ -1,0 +1,157 @@
+"""LSTM, GRU and RNN (expand-recurrent): dlc vs onnxruntime on one-node models, every attribute.
+
+Models are built with onnx.helper; weights are initializers (as exporters write them)
+unless a case feeds them at run time. Tolerance is conftest's default (rtol=1e-4,
+atol=1e-5): the steps' sums accumulate in another order than onnxruntime's.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from conftest import run_onnxruntime
+from onnx import TensorProto, helper, numpy_helper
+
+from dialects.diagnostics import UnsupportedError
+
+GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
+
+
+def _rng(seed):
+    return np.random.default_rng(seed)
+
+
+def _recurrent_model(kind: str, steps=5, batch=3, features=4, hidden=6, *, direction="forward",
+                     layout=0, bias=True, lens=None, initial=False, peepholes=False,
+                     outputs=("Y", "Y_h", "Y_c"), runtime_weights=False, seed=0, **attrs):
+    """One LSTM/GRU/RNN node; returns (model, feeds). `lens` is a list of sequence lengths."""
+    rng = _rng(seed)
+    dirs = 2 if direction == "bidirectional" else 1
+    width = GATES[kind] * hidden
+    arrays = {"W": rng.uniform(-0.5, 0.5, (dirs, width, features)),
+              "R": rng.uniform(-0.5, 0.5, (dirs, width, hidden))}
+    if bias:
+        arrays["B"] = rng.uniform(-0.5, 0.5, (dirs, 2 * width))
+    state_shape = (batch, dirs, hidden) if layout else (dirs, batch, hidden)
+    if initial:
+        arrays["initial_h"] = rng.uniform(-1, 1, state_shape)
+        if kind == "LSTM":
+            arrays["initial_c"] = rng.uniform(-1, 1, state_shape)
+    if peepholes:
+        arrays["P"] = rng.uniform(-0.5, 0.5, (dirs, 3 * hidden))
+    arrays = {name: value.astype(np.float32) for name, value in arrays.items()}
+    x_shape = (batch, steps, features) if layout else (steps, batch, features)
+    feeds = {"X": rng.uniform(-1, 1, x_shape).astype(np.float32)}
+    order = ["X", "W", "R", "B", "sequence_lens", "initial_h", "initial_c", "P"][:8 if kind == "LSTM" else 6]
+    inits, inputs = [], [helper.make_tensor_value_info("X", TensorProto.FLOAT, x_shape)]
+    if lens is not None:
+        feeds["sequence_lens"] = np.array(lens, np.int32)
+        inputs.append(helper.make_tensor_value_info("sequence_lens", TensorProto.INT32, [batch]))
+    for name, value in arrays.items():
+        if runtime_weights:
+            feeds[name] = value
+            inputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, value.shape))
+        else:
+            inits.append(numpy_helper.from_array(value, name))
+    names = [n if n in feeds or n in arrays else "" for n in order]
+    while names and not names[-1]:
+        names.pop()
+    wanted = ["Y", "Y_h", "Y_c"][:3 if kind == "LSTM" else 2]
+    out_names = [n if n in outputs else "" for n in wanted]
+    while out_names and not out_names[-1]:
+        out_names.pop()
+    node = helper.make_node(kind, names, out_names, name=kind.lower(), hidden_size=hidden,
+                            direction=direction, layout=layout, **attrs)
+    graph = helper.make_graph([node], kind, inputs,
+                              [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in out_names if n],
+                              inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
+    return onnx.shape_inference.infer_shapes(model, strict_mode=True), feeds
+
+
+def _onnxruntime_batch_major(model, feeds) -> list[np.ndarray]:
+    """onnxruntime's answer for a layout=1 model, which it refuses: the layout=0 model on the
+    transposed inputs, outputs transposed back (the spec defines layout as exactly that)."""
+    twin = onnx.ModelProto()
+    twin.CopyFrom(model)
+    node = twin.graph.node[0]
+    for attr in node.attribute:
+        if attr.name == "layout":
+            attr.i = 0
+    swap = {"X", "initial_h", "initial_c"}
+    for init in twin.graph.initializer:
+        if init.name in swap:
+            init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init).transpose(1, 0, 2), init.name))
+    for value in twin.graph.input:
+        if value.name in swap:
+            dims = value.type.tensor_type.shape.dim
+            dims[0].dim_value, dims[1].dim_value = dims[1].dim_value, dims[0].dim_value
+    del twin.graph.value_info[:]
+    for out in twin.graph.output:
+        out.type.tensor_type.ClearField("shape")
+    twin_feeds = {k: v.transpose(1, 0, 2) if k in swap else v for k, v in feeds.items()}
+    answers = run_onnxruntime(twin, twin_feeds)
+    return [a.transpose(2, 0, 1, 3) if a.ndim == 4 else a.transpose(1, 0, 2) for a in answers]
+
+
+def _assert_matches(model, feeds) -> None:
+    import dlc
+
+    names = [o.name for o in model.graph.output]
+    batch_major = any(a.name == "layout" and a.i == 1 for a in model.graph.node[0].attribute)
+    expected = (_onnxruntime_batch_major if batch_major else run_onnxruntime)(model, feeds)
+    got = dlc.compile(model).run(feeds)
+    for name, want in zip(names, expected):
+        np.testing.assert_allclose(got[name], want, rtol=1e-4, atol=1e-5, err_msg=name)
+
+
+CASES = [  # (kind, options)
+    pytest.param("LSTM", {}, id="lstm"),
+    pytest.param("LSTM", {"direction": "reverse"}, id="lstm_reverse"),
+    pytest.param("LSTM", {"direction": "bidirectional", "initial": True}, id="lstm_bidirectional_initial"),
+    pytest.param("LSTM", {"layout": 1, "direction": "bidirectional", "initial": True}, id="lstm_layout1"),
+    pytest.param("LSTM", {"peepholes": True, "initial": True}, id="lstm_peepholes"),
+    pytest.param("LSTM", {"lens": [5, 2, 3], "direction": "bidirectional", "initial": True}, id="lstm_lens"),
+    pytest.param("LSTM", {"lens": [1, 5, 4], "layout": 1, "peepholes": True, "initial": True,
+                          "direction": "reverse"}, id="lstm_lens_layout1_reverse"),
+    pytest.param("LSTM", {"clip": 0.3, "initial": True}, id="lstm_clip"),
+    pytest.param("LSTM", {"bias": False, "outputs": ("Y_c",)}, id="lstm_only_y_c"),
+    pytest.param("LSTM", {"outputs": ("Y",), "runtime_weights": True, "peepholes": True, "initial": True},
+                 id="lstm_runtime_weights"),
+    pytest.param("LSTM", {"activations": ["HardSigmoid", "LeakyRelu", "Softsign"],
+                          "activation_alpha": [0.3, 0.2], "activation_beta": [0.4]}, id="lstm_activations"),
+    pytest.param("GRU", {}, id="gru"),
+    pytest.param("GRU", {"linear_before_reset": 1, "direction": "bidirectional", "initial": True},
+                 id="gru_linear_before_reset"),
+    pytest.param("GRU", {"direction": "reverse", "lens": [4, 5, 1], "initial": True}, id="gru_reverse_lens"),
+    pytest.param("GRU", {"layout": 1, "clip": 0.5, "linear_before_reset": 1}, id="gru_layout1_clip"),
+    pytest.param("GRU", {"runtime_weights": True, "initial": True, "linear_before_reset": 1}, id="gru_runtime"),
+    pytest.param("GRU", {"activations": ["Sigmoid", "Elu", "HardSigmoid", "Softplus"],
+                         "activation_alpha": [0.7, 0.3], "activation_beta": [0.6],
+                         "direction": "bidirectional"}, id="gru_activations"),
+    pytest.param("RNN", {}, id="rnn"),
+    pytest.param("RNN", {"direction": "bidirectional", "layout": 1, "initial": True, "lens": [2, 5, 3]},
+                 id="rnn_bidirectional_layout1_lens"),
+    pytest.param("RNN", {"activations": ["Relu"], "clip": 0.4, "outputs": ("Y_h",)}, id="rnn_relu_clip"),
+    pytest.param("RNN", {"activations": ["Affine", "ScaledTanh"], "direction": "bidirectional",
+                         "activation_alpha": [0.5, 0.8], "activation_beta": [0.1, 1.5]}, id="rnn_affine_scaledtanh"),
+    pytest.param("RNN", {"activations": ["ThresholdedRelu"], "activation_alpha": [0.1]}, id="rnn_thresholded"),
+]
+
+
+@pytest.mark.parametrize("kind, options", CASES)
+def test_matches_onnxruntime(kind, options):
+    _assert_matches(*_recurrent_model(kind, **options))
+
+
+def test_batch_one_long_sequence():
+    _assert_matches(*_recurrent_model("LSTM", steps=17, batch=1, features=8, hidden=16))
+
+
+def test_unknown_activation_is_a_clear_error():
+    import dlc
+
+    model, _ = _recurrent_model("RNN", activations=["Swish"])
+    with pytest.raises(UnsupportedError, match=r"node 'rnn' \(RNN\).*activation 'Swish'"):
+        dlc.compile(model)
