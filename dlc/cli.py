@@ -648,6 +648,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=_version())
     parser.add_argument("--include-dir", action="store_true",
                         help="print the directory of dlc.h, the C API's header (docs/c-api.md), and exit")
+    parser.add_argument("--include-dir", action="store_true",
+                        help="print the directory of dlc.h, the C API's header (docs/c-api.md), and exit")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors (anywhere on the line)")
     parser.add_argument("--quiet", action="store_true",
                         help="no progress on stderr (anywhere on the line; progress shows for steps of 1 s or more)")
@@ -794,6 +796,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = [a for a in argv if a not in ("--debug", "--quiet")]
     if argv[:1] == ["--version"]:  # answered here, not by argparse's SystemExit: main() returns its code
         print(_version())
+        return 0
+    if argv[:1] == ["--include-dir"]:  # cc -I"$(dlc --include-dir)": no compiler code is imported
+        print(Path(__file__).resolve().parent / "include")
         return 0
     if argv[:1] == ["--include-dir"]:  # cc -I"$(dlc --include-dir)": no compiler code is imported
         print(Path(__file__).resolve().parent / "include")

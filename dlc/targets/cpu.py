@@ -87,7 +87,6 @@ class CpuTarget(Target):
             llvm_ir = emit_llvm(module, offsets, profile=options.profile)
         cpu, features = host_cpu()
         objects = compile_objects(llvm_ir, cpu, features, options.opt_level)
-        code = _link(objects, pool_object())
         main = _main(module)
         manifest = {
             "format": "dlc-artifact",
@@ -100,9 +99,6 @@ class CpuTarget(Target):
             "cpu_flags": sorted(cpuinfo_flags() or ()),
             "cpu_target": "native",
             "entry": "dlc_main",
-            # Saving adds each file's size and SHA-256, and the manifest's own hash
-            # (dlc/runtime/artifact.py write_artifact); loading checks them all.
-            **code["manifest"],
             "inputs": [t.to_json() for t in _specs(main, "inputs")],
             "outputs": [t.to_json() for t in _specs(main, "outputs")],
             "arena_size": main.attributes["dlc.arena_size"].value.data,
@@ -116,20 +112,29 @@ class CpuTarget(Target):
             **_error_sites(module, main),
             **({"constant_inputs": constant} if (constant := constant_inputs_of(module)) else {}),
         }
+        code = _link(objects, pool_object(), manifest, features)
+        # Saving adds each file's size and SHA-256, and the manifest's own hash
+        # (dlc/runtime/artifact.py write_artifact); loading checks them all.
+        manifest.update(code["manifest"])
         return NativeExecutable(manifest, code["files"], blob, code["pool"])
 
 
-def _link(objects: list[bytes], pool: bytes) -> dict:
-    """The code of the artifact: one `model.so` linked by the system linker
-    (dlc/codegen/link.py), else, with a one-line note, the objects and the pool's object."""
+def _link(objects: list[bytes], pool: bytes, manifest: dict, features: str) -> dict:
+    """The code of the artifact: one `model.so` linked by the system linker with the C API
+    (dlc/codegen/link.py, dlc/codegen/c_api.py), else, with a one-line note, the objects and
+    the pool's object."""
     import logging
 
     from dlc import progress
+    from dlc.codegen import c_api
+    from dlc.codegen.cpus import cpuinfo_flags_needed
     from dlc.codegen.link import LINKER_VARIABLE, link_library
     from dlc.runtime import ENTRY_SYMBOL, object_file_names
 
     with progress.step("model.so linked"):
-        linked = link_library(objects, pool, exports=(ENTRY_SYMBOL,))
+        linked = link_library(objects, pool, exports=(ENTRY_SYMBOL, *c_api.FUNCTIONS),
+                              c_sources=c_api.c_sources(manifest, cpuinfo_flags_needed(features)),
+                              include_dirs=(c_api.INCLUDE_DIR, c_api.SOURCE_DIR))
     if linked is None:
         logging.getLogger("dlc").warning(
             "dlc: no linker (cc or ld) on PATH or %s=none: the artifact keeps object files, "
