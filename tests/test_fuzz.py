@@ -277,3 +277,29 @@ def test_seeded_artifact_mutation_campaign_finds_nothing():
     assert summary.outcomes["refused"] >= 5, summary.report()  # the mutations reach the checks
     assert not summary.findings, "\n".join([summary.report(), *log, "reproduce: python -m dlc.tools.fuzz "
                                             f"--artifacts --cases {ARTIFACT_CASES} --seed {ARTIFACT_SEED} --no-save"])
+
+
+def test_hostile_oracle_takes_the_spec_evaluators_integer_answer_over_onnxruntimes(monkeypatch):
+    """onnxruntime 1.30 computes an int64 fmod through double (Mod(INT64_MAX, 22) comes out
+    wrong): dlc equal to onnx.reference on an integer output is not a finding, and dlc differing
+    from both still is."""
+    from onnx import TensorProto, helper
+
+    import dlc.tools.fuzz.hostile as hostile
+    import dlc.tools.oracle as oracle
+
+    graph = helper.make_graph([helper.make_node("Mod", ["a", "b"], ["y"], fmod=1)], "g",
+                              [helper.make_tensor_value_info(n, TensorProto.INT64, [2]) for n in "ab"],
+                              [helper.make_tensor_value_info("y", TensorProto.INT64, [2])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+    hostile.set_feeds(model, {"a": np.array([2**63 - 1, -7], np.int64), "b": np.array([22, 3], np.int64)})
+    true_run = oracle.run_onnxruntime
+
+    def off_by_one(m, feeds):
+        return {k: v + 1 if k == "y" else v for k, v in true_run(m, feeds).items()}
+
+    monkeypatch.setattr(oracle, "run_onnxruntime", off_by_one)
+    assert hostile.check_hostile(model, 0, [("cpu", "all")]) == []
+    monkeypatch.setattr(hostile, "onnx_reference", lambda m, feeds: off_by_one(m, feeds))
+    (finding,) = hostile.check_hostile(model, 0, [("cpu", "all")])
+    assert finding.kind == "mismatch" and "'y'" in finding.message

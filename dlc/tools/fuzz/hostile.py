@@ -430,6 +430,11 @@ def check_hostile(model: onnx.ModelProto, feed_seed: int = 0, configs=ALL_CONFIG
             problem = special or (
                 _finite_compare(o.name, got, want, tolerance.get(o.name, 0.0)) if got.shape == want.shape
                 and got.dtype == want.dtype and want.dtype.kind == "f" else compare(o.name, got, want, 0.0))
+            if problem and want.dtype.kind in "iub" and np.array_equal(got, onnx_reference(model, feeds).get(o.name)):
+                # Integer results have one right answer; dlc equal to the spec's own evaluator
+                # where onnxruntime differs is onnxruntime's bug (1.30 computes an int64 fmod
+                # through double: Mod(INT64_MAX, 22) comes out wrong; 1.32 agrees with dlc).
+                problem = None
             if problem:
                 problems.append(problem)
         if problems:
