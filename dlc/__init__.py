@@ -69,7 +69,8 @@ class CompiledModel:
 def compile(model, target: str = "cpu", threads: int | None = None,
             input_shapes: dict | None = None, pipeline: str | None = None,
             fusion: str = "all", max_memory: str | int | None = None,
-            tiles: str | dict | None = None, initializers_as_inputs: bool = False) -> CompiledModel:
+            tiles: str | dict | None = None, initializers_as_inputs: bool = False,
+            max_shapes: int = 8) -> CompiledModel:
     """Compile an ONNX model (a path or an onnx.ModelProto) for `target`.
 
     threads: worker threads for parallel kernels (None: all cores).
@@ -84,6 +85,10 @@ def compile(model, target: str = "cpu", threads: int | None = None,
     initializers_as_inputs: initializers the model also lists as graph inputs (ONNX IR >= 4,
         overridable in onnxruntime) become inputs to feed on every run; by default they are
         compiled in as constants and feeding one raises dlc.errors.InputError.
+    max_shapes: a model whose inputs keep symbolic dimensions (after `input_shapes`) is
+        returned as a dlc.specializations.SpecializingModel, which compiles the model for each
+        new input shape on its first run and keeps at most this many in memory (least
+        recently used dropped first; the compile cache keeps them on disk).
     """
     from dlc.driver import compile_model
     from dlc.targets import CompileOptions
@@ -93,6 +98,11 @@ def compile(model, target: str = "cpu", threads: int | None = None,
     options = CompileOptions(threads=threads, fusion=fusion, max_memory=max_memory,
                              tiles=format_tiles(tiles) if tiles else None,
                              initializers_as_inputs=initializers_as_inputs)
+    from dlc.specializations import specializing_model, symbolic_model
+
+    proto = symbolic_model(model, shapes)
+    if proto is not None:
+        return specializing_model(model, proto, target, options, shapes, max_shapes, pipeline)
     result = compile_model(model, target=target, options=options,
                            input_shapes=shapes, pipeline=pipeline)
     return CompiledModel(result.executable, target)
@@ -103,7 +113,12 @@ def load(directory: str | Path, max_memory: str | int | None = None) -> Compiled
 
     max_memory: as in `compile`; an artifact needing more (weights, arena, inputs, outputs)
     is refused before any of it is allocated.
+    A directory saved from a model with symbolic dimensions (several shapes, `shapes.json`)
+    loads as a dlc.specializations.SpecializingModel.
     """
     from dlc.runtime import load_artifact
+    from dlc.specializations import is_index, load_index
 
+    if is_index(directory):  # several shapes of a model with symbolic dimensions
+        return load_index(directory, max_memory=max_memory)
     return CompiledModel(load_artifact(directory, max_memory=max_memory), "cpu")

@@ -16,7 +16,6 @@ import pytest
 from conftest import ROOT, assert_matches_onnxruntime, random_feeds, run_onnxruntime
 
 import dlc
-from dialects.diagnostics import UnsupportedError
 from dlc.cli import main
 
 
@@ -96,9 +95,12 @@ def _symbolic_batch_model() -> onnx.ModelProto:
     return model
 
 
-def test_symbolic_batch_needs_a_shape():
-    with pytest.raises(UnsupportedError, match=r"symbolic dimensions .*'x' \[N, 3, 16, 16\]"):
-        dlc.compile(_symbolic_batch_model())
+def test_symbolic_batch_compiles_at_the_first_run():
+    model = _symbolic_batch_model()
+    compiled = dlc.compile(model)
+    x = np.random.default_rng(0).uniform(-1, 1, (2, 3, 16, 16)).astype(np.float32)
+    np.testing.assert_allclose(compiled.run({"x": x})["logits"], run_onnxruntime(model, {"x": x})[0],
+                               rtol=1e-4, atol=1e-5)
 
 
 def test_symbolic_batch_fixed_by_input_shapes():

@@ -4,6 +4,8 @@ defaults, and one error naming every input left symbolic. Outputs against onnxru
 from __future__ import annotations
 
 import importlib.util
+import json
+import time
 
 import numpy as np
 import onnx
@@ -12,7 +14,7 @@ from conftest import ROOT, run_onnxruntime
 
 import dlc
 from dlc.cli import main
-from dlc.errors import ModelLoadError, UnsupportedError
+from dlc.errors import ArtifactError, InputError, ModelLoadError
 
 
 def _benchmark_models():
@@ -122,9 +124,77 @@ def test_unnamed_dimensions_are_pinned_per_input(tmp_path, capsys):
     model = models.symbolic_bert_layer(d_model=32, heads=2, ffn=64, vocab=50)
     for value in model.graph.input:
         value.type.tensor_type.shape.dim[1].ClearField("dim_param")
-    with pytest.raises(UnsupportedError, match=r"(?s)'input_ids' \[batch, \?\].*--shape input_ids=1x1,attention_mask"):
-        dlc.compile(model, input_shapes={"batch": 1})
     path = tmp_path / "m.onnx"
     onnx.save(model, path)
+    assert main(["compile", str(path), "-o", str(tmp_path / "out"), "--shape", "batch=1"]) == 1
+    err = capsys.readouterr().err
+    assert "'input_ids' [batch, ?]" in err and "--shape input_ids=1x1,attention_mask=1x1" in err
     assert main(["run", str(path), "--repeat", "1", "--shape", "batch=2"]) == 0
     assert "hidden: shape [2, 1, 32] float32" in capsys.readouterr().out
+
+
+# --- specialisations ------------------------------------------------------------------------------
+
+def test_compile_specialises_on_each_new_shape_and_keeps_them(bert):
+    compiled = dlc.compile(bert, input_shapes={"batch": 1})
+    assert [list(spec.shape) for spec in compiled.inputs] == [[1, "seq"], [1, "seq"]]
+    for seq in (4, 7, 4, 7):
+        assert_bert_matches(bert, compiled, 1, seq)
+    assert compiled.compiles == 2
+    assert compiled.shapes == [{"input_ids": (1, 4), "attention_mask": (1, 4)},
+                               {"input_ids": (1, 7), "attention_mask": (1, 7)}]
+    with pytest.raises(InputError, match=r"input 'input_ids': expected shape \[1, 'seq'\], got \[2, 4\]"):
+        compiled.run(bert_feeds(2, 4))
+
+
+def test_the_least_recently_used_shape_goes_first_and_comes_back_from_the_compile_cache(bert):
+    compiled = dlc.compile(bert, input_shapes={"batch": 1}, max_shapes=2)
+    for seq in (3, 5, 3, 6):
+        compiled.run(bert_feeds(1, seq))
+    assert [s["input_ids"] for s in compiled.shapes] == [(1, 3), (1, 6)]
+    assert compiled.compiles == 3
+    started = time.perf_counter()
+    assert_bert_matches(bert, compiled, 1, 5)  # dropped from memory, a cache load now
+    assert compiled.compiles == 4 and time.perf_counter() - started < 2.0
+
+
+def test_a_saved_model_holds_its_shapes_and_names_them_for_another(bert, tmp_path):
+    compiled = dlc.compile(bert, input_shapes={"batch": 1})
+    for seq in (3, 5):
+        compiled.run(bert_feeds(1, seq))
+    compiled.save(tmp_path / "out")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["shape-0", "shape-1", "shapes.json"]
+    loaded = dlc.load(tmp_path / "out")
+    assert_bert_matches(bert, loaded, 1, 5)
+    assert loaded.compiles == 0
+    with pytest.raises(InputError, match=r"no specialisation for input shapes input_ids=1x4, attention_mask=1x4: "
+                                         r"this artifact holds input_ids=1x3, attention_mask=1x3; "
+                                         r"input_ids=1x5, attention_mask=1x5"):
+        loaded.run(bert_feeds(1, 4))
+
+
+def test_a_saved_model_with_its_source_compiles_new_shapes(bert, tmp_path):
+    compiled = dlc.compile(bert, input_shapes={"batch": 1})
+    compiled.run(bert_feeds(1, 3))
+    compiled.save(tmp_path / "out", include_model=True)
+    loaded = dlc.load(tmp_path / "out")
+    assert_bert_matches(bert, loaded, 1, 4)
+    assert loaded.compiles == 1 and len(loaded.shapes) == 2
+
+
+@pytest.mark.parametrize("edit", ["version", "directory", "shape"])
+def test_a_damaged_shapes_index_is_refused(bert, tmp_path, edit):
+    compiled = dlc.compile(bert, input_shapes={"batch": 1})
+    compiled.run(bert_feeds(1, 3))
+    compiled.save(tmp_path / "out")
+    index_path = tmp_path / "out" / "shapes.json"
+    index = json.loads(index_path.read_text())
+    if edit == "version":
+        index["version"] = 99
+    elif edit == "directory":
+        index["shapes"][0]["directory"] = "../elsewhere"
+    else:
+        index["shapes"][0]["inputs"]["input_ids"] = [1, "3"]
+    index_path.write_text(json.dumps(index))
+    with pytest.raises(ArtifactError, match="not a dlc shapes index"):
+        dlc.load(tmp_path / "out")

@@ -1,0 +1,317 @@
+"""A model with symbolic input dimensions, compiled for each input shape it is run with.
+
+What `dlc.compile` returns when the pins leave a dimension symbolic (issue 18). The first run
+with a new shape compiles a specialisation (through the driver, so the on-disk compile cache
+keeps it across processes: a later process pays a cache load, not a compile); the
+specialisations stay in memory, at most `max_shapes` of them (least recently used dropped
+first; a dropped one comes back from the disk cache). `save` writes every specialisation held
+in one directory (`shapes.json` listing them, one ordinary artifact per shape: docs/artifact.md
+"Several shapes"), with the source model beside them when asked, so that a loaded model can
+compile shapes it does not hold; without it, such a shape is an error listing those it holds.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import threading
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+
+from dlc.errors import ArtifactError, InputError
+
+DEFAULT_MAX_SHAPES = 8
+INDEX_FILE, MODEL_FILE = "shapes.json", "model.onnx"
+INDEX_FORMAT, INDEX_VERSION = "dlc-shapes", 1
+_SHAPE_DIRECTORY = re.compile(r"shape-[0-9]{1,4}")
+MAX_INDEX_BYTES = 1 << 20
+
+
+class InputSpec:
+    """An input as declared: dims are ints where static, names (str) where symbolic."""
+
+    __slots__ = ("name", "shape", "dtype")
+
+    def __init__(self, name: str, shape: tuple, dtype: str):
+        self.name, self.shape, self.dtype = name, tuple(shape), dtype
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+
+    def __repr__(self) -> str:
+        return f"InputSpec({self.name!r}, {list(self.shape)}, {self.dtype!r})"
+
+
+class SpecializingModel:
+    """Compiles a specialisation per input shape on first use; `run(feeds) -> {name: array}`.
+
+    compile_shape: input shapes -> executable (None for a loaded artifact without its model).
+    held: specialisations already built ({shape key: executable or a loader}).
+    """
+
+    def __init__(self, inputs: list[InputSpec], output_names: list[str], target: str, compile_shape,
+                 max_shapes: int = DEFAULT_MAX_SHAPES, source: str | Path | bytes | None = None):
+        if not isinstance(max_shapes, int) or max_shapes < 1:
+            raise InputError(f"max_shapes {max_shapes!r}: expected a positive number of shapes to keep")
+        self._inputs = inputs
+        self._output_names = list(output_names)
+        self.target = target
+        self._compile_shape = compile_shape
+        self.max_shapes = max_shapes
+        self._source = source  # the model's path or bytes, for save(include_model=True)
+        self._held: OrderedDict[tuple, object] = OrderedDict()
+        self._loaders: dict[tuple, object] = {}  # a loaded artifact's shapes, loaded on first use
+        self._lock = threading.Lock()
+        self.compiles = 0  # specialisations built by this object (a compile or a cache load)
+
+    # ------------------------------------------------------------------ CompiledModel's interface
+
+    @property
+    def input_names(self) -> list[str]:
+        return [spec.name for spec in self._inputs]
+
+    @property
+    def output_names(self) -> list[str]:
+        return list(self._output_names)
+
+    @property
+    def inputs(self) -> list[InputSpec]:
+        """Input specs: name, shape (symbolic dims by name), dtype."""
+        return list(self._inputs)
+
+    @property
+    def shapes(self) -> list[dict[str, tuple[int, ...]]]:
+        """The input shapes of the specialisations held (a loaded artifact's first)."""
+        return [dict(key) for key in self._keys()]
+
+    def _keys(self) -> list[tuple]:
+        return list(self._loaders) + [key for key in self._held if key not in self._loaders]
+
+    def run(self, feeds: dict) -> dict:
+        return self.executable_for(self.shape_key(feeds)).run(feeds)
+
+    def save(self, directory: str | Path, include_model: bool = False) -> None:
+        """Every specialisation held, in one directory; with `include_model`, the source model
+        too, so that `dlc.load` compiles shapes the directory does not hold."""
+        save_index(self, Path(directory), include_model)
+
+    def __repr__(self) -> str:
+        return (f"SpecializingModel(target={self.target!r}, inputs={self._inputs}, "
+                f"shapes held={len(self.shapes)}, max_shapes={self.max_shapes})")
+
+    # ------------------------------------------------------------------ shapes
+
+    def shape_key(self, feeds: dict) -> tuple:
+        """(input name, shape) of every input with a symbolic dimension, checked against the
+        declared dims: names, ranks and static sizes before anything compiles."""
+        if not isinstance(feeds, dict):
+            raise InputError(f"inputs must be a dict of name -> numpy array, got {type(feeds).__name__}")
+        expected = self.input_names
+        unknown = [name for name in feeds if name not in expected]
+        if unknown:
+            raise InputError(f"unknown input name(s) {unknown}; the model's inputs are {expected}")
+        key = []
+        for spec in self._inputs:
+            if spec.name not in feeds:
+                raise InputError(f"missing input '{spec.name}' (shape {list(spec.shape)}, {spec.dtype}); "
+                                 f"the model's inputs are {expected}")
+            shape = tuple(np.shape(feeds[spec.name]))
+            static = all(isinstance(d, int) for d in spec.shape)
+            if len(shape) != len(spec.shape) or any(isinstance(d, int) and d != s for d, s in zip(spec.shape, shape)):
+                raise InputError(f"input '{spec.name}': expected shape {list(spec.shape)}, got {list(shape)}",
+                                 "the named dimensions take any size; the others are fixed by the model "
+                                 "(or by the pins given to dlc.compile)")
+            if not static:
+                key.append((spec.name, shape))
+        return tuple(key)
+
+    def executable_for(self, key: tuple):
+        """The specialisation for `key` (shape_key), compiled or loaded on first use."""
+        with self._lock:
+            if key in self._held:
+                self._held.move_to_end(key)
+                return self._held[key]
+            if key in self._loaders:
+                executable = self._loaders[key]()
+            elif self._compile_shape is None:
+                held = "; ".join(_shape_text(dict(k)) for k in self._loaders) or "none"
+                raise InputError(f"no specialisation for input shapes {_shape_text(dict(key))}: this artifact "
+                                 f"holds {held}",
+                                 "feed one of those shapes, or save the model with "
+                                 "CompiledModel.save(directory, include_model=True) so that new shapes "
+                                 "compile on load")
+            else:
+                executable = self._compile_shape(dict(key))
+                self.compiles += 1
+            self._held[key] = executable
+            while len(self._held) > self.max_shapes:
+                self._held.popitem(last=False)
+            return executable
+
+
+def _shape_text(shapes: dict) -> str:
+    return ", ".join(f"{name}={'x'.join(map(str, shape))}" for name, shape in shapes.items()) or "(no inputs)"
+
+
+# ---------------------------------------------------------------------- compile
+
+def declared_inputs(proto, pins: dict | None) -> list[InputSpec]:
+    """The model's inputs with the user's pins applied (static where pinned, names elsewhere)."""
+    from onnx import helper
+
+    from dlc.frontend.input_shapes import UNNAMED, declared_shape, graph_inputs, split_pins
+
+    by_input, by_dim = split_pins(proto, pins)
+    specs = []
+    for value in graph_inputs(proto):
+        dims = declared_shape(value)
+        if value.name in by_input:
+            dims = list(by_input[value.name])
+        dims = [by_dim.get(d, d) if isinstance(d, str) and d != UNNAMED else d for d in dims or []]
+        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type))
+        specs.append(InputSpec(value.name, tuple(dims), "bool" if dtype == np.bool_ else dtype.name))
+    return specs
+
+
+def symbolic_model(model, pins: dict):
+    """The ModelProto of `model` (a path or a ModelProto) when `pins` leave a symbolic dimension
+    among its inputs, else None (also for a file that does not parse: the compile says why)."""
+    import onnx
+
+    from dlc.frontend.input_shapes import unpinned
+
+    if isinstance(model, onnx.ModelProto):
+        proto = model
+    else:
+        try:
+            proto = onnx.load(str(model), load_external_data=False)
+        except Exception:  # noqa: BLE001 - the importer reports what is wrong with the file
+            return None
+    return proto if unpinned(proto, pins) else None
+
+
+def specializing_model(model, proto, target: str, options, pins: dict, max_shapes: int,
+                       pipeline: str | None = None) -> SpecializingModel:
+    """dlc.compile's result for a model whose pins leave symbolic dimensions."""
+    from dlc.driver import compile_model
+
+    def compile_shape(shapes: dict) -> object:
+        return compile_model(model, target=target, options=options, input_shapes={**pins, **shapes},
+                             pipeline=pipeline).executable
+
+    source = str(model) if isinstance(model, (str, Path)) else proto.SerializeToString()
+    return SpecializingModel(declared_inputs(proto, pins), [o.name for o in proto.graph.output], target,
+                             compile_shape, max_shapes, source)
+
+
+# ---------------------------------------------------------------------- save and load
+
+def save_index(model: SpecializingModel, directory: Path, include_model: bool) -> None:
+    keys = model._keys()
+    executables = [model.executable_for(key) for key in keys]  # before any folder is replaced
+    if not keys:
+        raise InputError("save: no shape has been compiled yet, so there is nothing to save",
+                         "run the model once with each shape to keep (or pin the shapes in dlc.compile)")
+    directory.mkdir(parents=True, exist_ok=True)
+    for stale in directory.glob("shape-*"):
+        if stale.is_dir() and _SHAPE_DIRECTORY.fullmatch(stale.name):
+            shutil.rmtree(stale)
+    entries = []
+    for index, key in enumerate(keys):
+        name = f"shape-{index}"
+        executables[index].save(directory / name)
+        entries.append({"directory": name, "inputs": {k: list(v) for k, v in key}})
+    model_file = None
+    if include_model:
+        model_file = MODEL_FILE
+        if model._source is None:
+            raise InputError("save: include_model needs the source model, which this loaded artifact "
+                             "does not carry")
+        if isinstance(model._source, bytes):
+            (directory / MODEL_FILE).write_bytes(model._source)
+        elif Path(model._source).resolve() != (directory / MODEL_FILE).resolve():
+            shutil.copyfile(model._source, directory / MODEL_FILE)
+    elif (directory / MODEL_FILE).exists():
+        (directory / MODEL_FILE).unlink()
+    index = {"format": INDEX_FORMAT, "version": INDEX_VERSION, "target": model.target,
+             "inputs": [spec.to_json() for spec in model._inputs], "outputs": model.output_names,
+             "shapes": entries, "model": model_file}
+    (directory / INDEX_FILE).write_text(json.dumps(index, indent=1) + "\n")
+
+
+def is_index(directory: str | Path) -> bool:
+    return (Path(directory) / INDEX_FILE).is_file()
+
+
+def load_index(directory: str | Path, max_memory=None, max_shapes: int = DEFAULT_MAX_SHAPES) -> SpecializingModel:
+    """A directory that `save` wrote: its shapes load on first use; with its model, others compile."""
+    from dlc.runtime import load_artifact
+    from dlc.runtime.artifact import read_regular_file
+
+    directory = Path(directory)
+    bad = f"{directory / INDEX_FILE}: not a dlc shapes index"
+    hint = "save the model again with this dlc (CompiledModel.save / dlc compile -o)"
+    try:
+        index = json.loads(read_regular_file(directory / INDEX_FILE, MAX_INDEX_BYTES))
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ArtifactError(f"{bad} ({error})", hint) from None
+    if not isinstance(index, dict) or index.get("format") != INDEX_FORMAT:
+        raise ArtifactError(f"{bad} (format is not '{INDEX_FORMAT}')", hint)
+    if index.get("version") != INDEX_VERSION:
+        raise ArtifactError(f"{bad} of version {INDEX_VERSION} (found version {index.get('version')!r})", hint)
+    inputs = _checked_inputs(index.get("inputs"), bad, hint)
+    outputs = index.get("outputs")
+    if not isinstance(outputs, list) or not all(isinstance(o, str) for o in outputs):
+        raise ArtifactError(f"{bad} ('outputs' must be a list of names)", hint)
+    symbolic = {spec.name: spec for spec in inputs if not all(isinstance(d, int) for d in spec.shape)}
+    loaders = {}
+    for entry in index.get("shapes") if isinstance(index.get("shapes"), list) else [None]:
+        if (not isinstance(entry, dict) or set(entry) != {"directory", "inputs"}
+                or not isinstance(entry["directory"], str) or not _SHAPE_DIRECTORY.fullmatch(entry["directory"])
+                or not isinstance(entry["inputs"], dict) or set(entry["inputs"]) != set(symbolic)):
+            raise ArtifactError(f"{bad} (a 'shapes' entry must be {{'directory': 'shape-N', 'inputs': "
+                                f"{{each symbolic input: its shape}}}}, got {entry!r:.200})", hint)
+        key = []
+        for name, shape in entry["inputs"].items():
+            spec = symbolic[name]
+            if (not isinstance(shape, list) or len(shape) != len(spec.shape)
+                    or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape)):
+                raise ArtifactError(f"{bad} (shape {shape!r:.100} of input '{name}' does not fit {list(spec.shape)})",
+                                    hint)
+            key.append((name, tuple(shape)))
+        key = tuple(sorted(key, key=lambda item: list(symbolic).index(item[0])))
+        path = directory / entry["directory"]
+        loaders[key] = lambda path=path: load_artifact(path, max_memory=max_memory)
+    compile_shape = None
+    model_file = index.get("model")
+    if model_file not in (None, MODEL_FILE):
+        raise ArtifactError(f"{bad} ('model' must be null or '{MODEL_FILE}')", hint)
+    if model_file is not None:
+        source = str(directory / MODEL_FILE)
+
+        def compile_shape(shapes: dict) -> object:
+            from dlc.driver import compile_model
+            from dlc.targets import CompileOptions
+
+            return compile_model(source, options=CompileOptions(max_memory=max_memory),
+                                 input_shapes=shapes).executable
+    model = SpecializingModel(inputs, outputs, index.get("target", "cpu"), compile_shape, max_shapes,
+                              source if model_file else None)
+    model._loaders = loaders
+    return model
+
+
+def _checked_inputs(value, bad: str, hint: str) -> list[InputSpec]:
+    specs = []
+    if not isinstance(value, list):
+        raise ArtifactError(f"{bad} ('inputs' must be a list)", hint)
+    for item in value:
+        if (not isinstance(item, dict) or set(item) != {"name", "shape", "dtype"} or not isinstance(item["name"], str)
+                or not isinstance(item["dtype"], str) or not isinstance(item["shape"], list)
+                or not all(isinstance(d, (int, str)) and not isinstance(d, bool) for d in item["shape"])):
+            raise ArtifactError(f"{bad} (an input must be {{'name', 'shape', 'dtype'}}, got {item!r:.200})", hint)
+        specs.append(InputSpec(item["name"], tuple(item["shape"]), item["dtype"]))
+    return specs
