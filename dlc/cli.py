@@ -216,6 +216,8 @@ def _compile(args, compile_to: str):
                                                   placement_from=getattr(args, "placement_from", None),
                                                   max_memory=getattr(args, "max_memory", None),
                                                   tiles=_tiles(args),
+                                                  cpu=getattr(args, "cpu", "native"),
+                                                  cpu_features=getattr(args, "cpu_features", ""),
                                                   initializers_as_inputs=getattr(args, "initializers_as_inputs",
                                                                                  False)),
                            input_shapes=_parse_shapes(getattr(args, "shape", None)),
@@ -661,6 +663,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="pin symbolic dimensions: an input's shape (x=1x3x224x224; its static dims must "
                             "match) or a dimension name (batch=1); comma-separated, repeatable, later wins")
         p.add_argument("--threads", type=int, default=None, help="worker threads (default: all cores)")
+        p.add_argument("--cpu", default="native",
+                       help="CPU to compile for: native (default), x86-64-v2, x86-64-v3, x86-64-v4 or an LLVM "
+                            "CPU name (haswell, znver3, skylake-avx512, ...); docs/artifact.md")
+        p.add_argument("--cpu-features", default="", metavar="+F,-G",
+                       help="LLVM features to add to or remove from --cpu's (+avx512vnni,-fma)")
         p.add_argument("-p", "--pipeline", default=None, help="pass pipeline text replacing the default one")
         p.add_argument("--print-ir-after-all", action="store_true")
         p.add_argument("--print-ir-after", action="append", metavar="PASS")

@@ -135,7 +135,7 @@ def compile_model(model, *, target: str = "cpu", options: CompileOptions | None 
         phase = "onnx"
     module.attributes["dlc.target"] = StringAttr(backend.name)
     if compile_from is None:
-        describe_target_on(module, backend, options.threads)
+        describe_target_on(module, backend, options.threads, options)
     if phase == compile_to:
         return CompileResult(phase, module=module, timings=timings)
 

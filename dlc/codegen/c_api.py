@@ -61,7 +61,7 @@ def table_source(manifest: dict, cpu_flags: list[str]) -> str:
              "const struct dlc_table dlc_model_table = {",
              f"    {len(manifest['inputs'])}, {len(manifest['outputs'])}, inputs, outputs,",
              f"    {manifest['arena_size']}u, {manifest['weights_size']}u, {manifest.get('status_offset', -1)},",
-             f"    {len(sites)}, error_sites, {manifest.get('threads') or 0}, {c_string(manifest['cpu_target'])},",
+             f"    {len(sites)}, error_sites, {manifest.get('threads') or 0}, {c_string(manifest['cpu'])},",
              f"    {len(cpu_flags)}, cpu_flags,",
              "};", ""]
     return "\n".join(lines)

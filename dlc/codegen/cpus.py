@@ -14,7 +14,7 @@ from __future__ import annotations
 from dlc.errors import CompileError
 
 LEVELS = {
-    "x86-64": ("cmov", "cx8", "fxsr", "mmx", "sse", "sse2"),
+    "x86-64": ("64bit", "cmov", "cx8", "fxsr", "mmx", "sse", "sse2"),
 }
 LEVELS["x86-64-v2"] = LEVELS["x86-64"] + ("cx16", "sahf", "popcnt", "sse3", "sse4.1", "sse4.2", "ssse3")
 LEVELS["x86-64-v3"] = LEVELS["x86-64-v2"] + ("avx", "avx2", "bmi", "bmi2", "f16c", "fma", "lzcnt", "movbe",

@@ -259,6 +259,37 @@ class NativeExecutable:
         write_artifact(directory, self.manifest, self.objects, self._weights, self.pool_object)
 
 
+class ForeignExecutable:
+    """A model compiled for a CPU this machine is not (`--cpu x86-64-v4` on an AVX2 machine):
+    it saves as an artifact for the machine it was built for; running it here raises the CPU
+    check's error (dlc/runtime/host.py check_cpu) rather than dying of SIGILL."""
+
+    def __init__(self, manifest: dict, objects: Sequence[bytes], weights: np.ndarray,
+                 pool_object: bytes | None, error: ArtifactError):
+        self.manifest, self.objects, self._weights, self.pool_object = manifest, tuple(objects), weights, pool_object
+        self.inputs = [TensorSpec.from_json(t) for t in manifest["inputs"]]
+        self.outputs = [TensorSpec.from_json(t) for t in manifest["outputs"]]
+        self.constant_inputs = tuple(manifest.get("constant_inputs", ()))
+        self.profile_sites: list[str] = manifest.get("profile_sites", [])
+        self.error = error
+
+    def run(self, feeds: dict[str, np.ndarray], check_bounds: bool | None = None) -> dict[str, np.ndarray]:
+        raise self.error
+
+    def save(self, directory: str | Path) -> None:
+        write_artifact(directory, self.manifest, self.objects, self._weights, self.pool_object)
+
+
+def executable_for(manifest: dict, objects: Sequence[bytes], weights: np.ndarray,
+                   pool_object: bytes | None = None) -> NativeExecutable | ForeignExecutable:
+    """A freshly compiled model: loaded here when this CPU runs its code, else kept to save."""
+    try:
+        check_cpu(manifest)
+    except ArtifactError as error:
+        return ForeignExecutable(manifest, objects, weights, pool_object, error)
+    return NativeExecutable(manifest, objects, weights, pool_object)
+
+
 def load_artifact(directory: str | Path, max_memory: str | int | None = None) -> NativeExecutable:
     """Load an artifact directory; one needing more than the memory limit
     (dlc/runtime/memory_limit.py) is refused before anything is allocated."""

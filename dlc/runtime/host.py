@@ -39,12 +39,20 @@ def check_cpu(manifest: dict) -> None:
     """Refuse code for instructions this CPU lacks (it would die of SIGILL).
 
     When this machine has every flag of the machine that compiled the artifact (the usual
-    case: the same machine), the check needs no LLVM; else LLVM's feature list decides.
+    case: the same machine), the check needs no LLVM; else LLVM's feature list decides. For a
+    named CPU (`--cpu x86-64-v3`) the flags are exactly those the code needs: missing ones are
+    refused by name, without LLVM.
     """
     here = cpuinfo_flags()
     there = manifest.get("cpu_flags")
     if here is not None and isinstance(there, list) and there and here.issuperset(there):
         return
+    if here is not None and manifest.get("cpu_target", "native") != "native":
+        missing = sorted(set(there or ()) - here)
+        raise ArtifactError(f"this artifact was compiled for CPU '{manifest.get('cpu_target')}' and needs "
+                            f"features this machine lacks: {', '.join(missing)}",
+                            "compile the model again with `dlc compile --cpu native` (or a --cpu this "
+                            "machine has), or run it on a machine with those features")
     from dlc.runtime.mcjit import host_cpu
 
     host = host_cpu()

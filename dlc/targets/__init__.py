@@ -70,6 +70,10 @@ class CompileOptions:
     # Initializers the model also lists as graph inputs (IR >= 4): compiled in as constants and
     # folded (False), or inputs the caller feeds on every run (True; nothing folds through them).
     initializers_as_inputs: bool = False
+    # The CPU the cpu target compiles for (dlc/codegen/cpus.py): "native", "x86-64-v3", an LLVM
+    # CPU name; `cpu_features` edits its feature set ("+avx512vnni,-fma").
+    cpu: str = "native"
+    cpu_features: str = ""
 
     def __post_init__(self):
         from dlc.runtime.artifact import MAX_THREADS
@@ -101,6 +105,11 @@ class Target(ABC):
 
     @abstractmethod
     def description(self) -> TargetDescription: ...
+
+    def configure(self, options: CompileOptions) -> None:
+        """Take the options that change the description (the cpu target: `--cpu`); called
+        before `description` when the driver writes it on a module. Default: none."""
+        return None
 
     def supports(self, op) -> Support:
         return SUPPORTED
@@ -176,7 +185,8 @@ def get_target(name: str) -> Target:
     return getattr(importlib.import_module(module_name), class_name)()
 
 
-def describe_target_on(module: ModuleOp, target: Target, threads: int | None = None) -> None:
+def describe_target_on(module: ModuleOp, target: Target, threads: int | None = None,
+                       options: CompileOptions | None = None) -> None:
     """Write the target description on the module, where passes read it (like MLIR's DLTI),
     with the thread count the code is compiled for (`threads`, None: all cores).
 
@@ -198,6 +208,8 @@ def describe_target_on(module: ModuleOp, target: Target, threads: int | None = N
 
     attributes = module.attributes
     attributes["dlc.threads"] = IntegerAttr(threads or default_threads(), i64)
+    if options is not None:
+        target.configure(options)
     description = target.description()
     if description.vector_bits:
         attributes["dlc.vector_bits"] = IntegerAttr(description.vector_bits, i64)

@@ -28,14 +28,20 @@ class CpuTarget(Target):
     name = "cpu"
     start_phase = "kernels"
     saves_artifact = True
+    # `--cpu` and `--cpu-features` (dlc/codegen/cpus.py): vector width, micro-kernels and
+    # code follow the CPU named, not the one compiling.
+    cpu, cpu_features = "native", ""
+
+    def configure(self, options: CompileOptions) -> None:
+        self.cpu, self.cpu_features = options.cpu, options.cpu_features
 
     def description(self) -> TargetDescription:
         import os
 
+        from dlc.codegen.cpus import resolve_cpu
         from dlc.runtime.host import host_caches
-        from dlc.runtime.mcjit import host_cpu
 
-        cpu, features = host_cpu()
+        cpu, features = resolve_cpu(self.cpu, self.cpu_features)
         l1_bytes, l2_bytes = host_caches()
         return TargetDescription(
             memory=(MemoryLevel("L1", l1_bytes, 0), MemoryLevel("L2", l2_bytes, 0)),
@@ -73,10 +79,11 @@ class CpuTarget(Target):
         return emit_llvm(module, weight_layout(module)[0])
 
     def build(self, module, options: CompileOptions):
+        from dlc.codegen.cpus import cpuinfo_flags_needed, resolve_cpu
         from dlc.codegen.native import compile_objects
         from dlc.codegen.thread_pool_ir import pool_object
-        from dlc.runtime import MANIFEST_VERSION, NativeExecutable, cpuinfo_flags
-        from dlc.runtime.mcjit import host_cpu
+        from dlc.runtime import MANIFEST_VERSION, cpuinfo_flags
+        from dlc.runtime.executable import executable_for
         from dlc.version import __version__
 
         offsets, blob = weight_layout(module)
@@ -85,8 +92,9 @@ class CpuTarget(Target):
 
         with progress.step("LLVM IR emitted"):
             llvm_ir = emit_llvm(module, offsets, profile=options.profile)
-        cpu, features = host_cpu()
+        cpu, features = resolve_cpu(options.cpu, options.cpu_features)
         objects = compile_objects(llvm_ir, cpu, features, options.opt_level)
+        native = options.cpu == "native" and not options.cpu_features
         main = _main(module)
         manifest = {
             "format": "dlc-artifact",
@@ -95,9 +103,11 @@ class CpuTarget(Target):
             "target": "cpu",
             "cpu": cpu,
             "cpu_features": features,
-            # The loader's check without LLVM: a machine with all these flags runs the code.
-            "cpu_flags": sorted(cpuinfo_flags() or ()),
-            "cpu_target": "native",
+            # The loader's check without LLVM: a machine with all these flags runs the code
+            # (native: the compiling machine's; a named CPU: exactly those its features need).
+            "cpu_flags": sorted(cpuinfo_flags() or ()) if native else cpuinfo_flags_needed(features),
+            "cpu_target": "native" if native else f"{options.cpu}{',' if options.cpu_features else ''}"
+                                                  f"{options.cpu_features}",
             "entry": "dlc_main",
             "inputs": [t.to_json() for t in _specs(main, "inputs")],
             "outputs": [t.to_json() for t in _specs(main, "outputs")],
@@ -112,11 +122,12 @@ class CpuTarget(Target):
             **_error_sites(module, main),
             **({"constant_inputs": constant} if (constant := constant_inputs_of(module)) else {}),
         }
-        code = _link(objects, pool_object(), manifest, features)
+        code = _link(objects, pool_object(cpu, features), manifest, features)
         # Saving adds each file's size and SHA-256, and the manifest's own hash
         # (dlc/runtime/artifact.py write_artifact); loading checks them all.
         manifest.update(code["manifest"])
-        return NativeExecutable(manifest, code["files"], blob, code["pool"])
+        # Built for another CPU (--cpu), it is saved, not loaded here.
+        return executable_for(manifest, code["files"], blob, code["pool"])
 
 
 def _link(objects: list[bytes], pool: bytes, manifest: dict, features: str) -> dict:

@@ -387,7 +387,7 @@ def _build(sub, backend, options, instrument):
     from passes.pipeline import run_passes
 
     sub.attributes["dlc.target"] = StringAttr(backend.name)
-    describe_target_on(sub, backend, options.threads)
+    describe_target_on(sub, backend, options.threads, options)
     formed = any(isinstance(op, LaunchOp) for op in _main(sub).body.block.ops)
     for phase, passes in backend.pipeline(options):
         if not (formed and phase == "kernels"):  # kernels were formed and fused on the whole graph
