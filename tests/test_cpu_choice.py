@@ -141,3 +141,13 @@ def test_the_cli_takes_cpu(tmp_path, capsys):
 
     assert main(["compile", MLP, "--cpu", "x86-64-v2", "-o", str(tmp_path / "out")]) == 0
     assert json.loads((tmp_path / "out" / "manifest.json").read_text())["cpu_target"] == "x86-64-v2"
+
+
+@pytest.mark.skipif(HAS_AVX512, reason="this CPU has AVX-512: an x86-64-v4 build runs here")
+def test_the_python_api_builds_for_another_cpu_saves_and_refuses_to_run_here(tmp_path, monkeypatch):
+    monkeypatch.setenv("DLC_CACHE", "0")
+    model = dlc.compile(MLP, cpu="x86-64-v4")
+    model.save(tmp_path / "v4")
+    assert json.loads((tmp_path / "v4" / "manifest.json").read_text())["cpu_target"] == "x86-64-v4"
+    with pytest.raises(ArtifactError, match="needs features this machine lacks: avx512bw"):
+        model.run(_feeds())
