@@ -155,3 +155,17 @@ def test_unknown_activation_is_a_clear_error():
     model, _ = _recurrent_model("RNN", activations=["Swish"])
     with pytest.raises(UnsupportedError, match=r"node 'rnn' \(RNN\).*activation 'Swish'"):
         dlc.compile(model)
+
+
+def test_steps_share_one_packed_recurrent_weight(tmp_path):
+    """Every step's GEMM reads the same packed R: one copy in the artifact, not one per step
+    (pack-weights keys its copies by weight and layout)."""
+    import json
+
+    import dlc
+
+    model, _ = _recurrent_model("LSTM", steps=6, hidden=8)
+    dlc.compile(model).save(tmp_path / "lstm")
+    weights = json.loads((tmp_path / "lstm" / "manifest.json").read_text())["weights"]
+    packed = [name for name in weights if ".packed" in name]
+    assert len(packed) == 2, packed  # W for the projection of every step, R for the steps

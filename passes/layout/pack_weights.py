@@ -14,6 +14,7 @@ broadcasts from then fall in mr different L1 sets instead of one (an 8-way L1 he
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -64,14 +65,17 @@ class PackWeightsPass(ModulePass):
                         first_calls.setdefault(call.callee.root_reference.data, (kernel, call))
         store = weights_of(op)
         info = target_info(op)
+        # One packed copy per (weight, layout), however many GEMMs read it: an unrolled LSTM's
+        # 64 steps share one R, and 64 packed copies streamed it from DRAM at every step.
+        done: dict[tuple, tuple[str, MemRefType]] = {}
         for decl in ukernels(op):
             spec = gemm_spec(decl)
             if spec.get("b_layout") == "row":
-                self._pack_b(op, decl, spec, first_calls, calls_in_main, main, store, info)
+                self._pack_b(op, decl, spec, first_calls, calls_in_main, main, store, info, done)
             if a_rows_alias(spec["a_row_stride"], spec["a_k_stride"]):
-                self._pad_a_rows(op, decl, spec, first_calls, calls_in_main, main, store)
+                self._pad_a_rows(op, decl, spec, first_calls, calls_in_main, main, store, done)
 
-    def _pack_b(self, op, decl, spec, first_calls, calls_in_main, main, store, info) -> None:
+    def _pack_b(self, op, decl, spec, first_calls, calls_in_main, main, store, info, done) -> None:
         site = self._pack_site(decl, first_calls, calls_in_main, 1)
         if site is None:
             return
@@ -81,11 +85,13 @@ class PackWeightsPass(ModulePass):
             array = array.T
         nr = spec.get("nr") or choose_tiles(spec["m"], spec["n"], spec["k"], info.vector_width,
                                             info.l1_bytes, info.l2_bytes)[1]
-        self._replace_weight(op, decl, main, site, f"{weight_name}.packed{nr}", pack_b(array, nr), 1)
+        key = (weight_name, "packed", nr, bool(spec.get("b_trans")), array.shape)
+        self._replace_weight(op, decl, main, site, f"{weight_name}.packed{nr}", lambda: pack_b(array, nr), 1,
+                             done, key)
         spec.update(b_layout="packed", b_trans=0, nr=nr, ldb=spec["n"])
         decl.attributes["dlc.gemm"] = _attrs(spec)
 
-    def _pad_a_rows(self, op, decl, spec, first_calls, calls_in_main, main, store) -> None:
+    def _pad_a_rows(self, op, decl, spec, first_calls, calls_in_main, main, store, done) -> None:
         site = self._pack_site(decl, first_calls, calls_in_main, 0)
         if site is None:
             return
@@ -95,18 +101,24 @@ class PackWeightsPass(ModulePass):
         if weight.size != m * stride:  # not exactly the m x stride matrix the GEMM reads
             return
         padded = pad_a_rows(weight, m)
-        self._replace_weight(op, decl, main, site, f"{weight_name}.rows{padded.shape[1]}", padded, 0)
+        self._replace_weight(op, decl, main, site, f"{weight_name}.rows{padded.shape[1]}", lambda: padded, 0,
+                             done, (weight_name, "rows", m))
         spec.update(a_row_stride=padded.shape[1])
         decl.attributes["dlc.gemm"] = _attrs(spec)
 
-    def _replace_weight(self, op, decl, main, site, name: str, array: np.ndarray, operand: int) -> None:
-        """Store `array` as a new weight and make the GEMM's operand `operand` read it."""
+    def _replace_weight(self, op, decl, main, site, name: str, make: Callable[[], np.ndarray], operand: int,
+                        done: dict, key: tuple) -> None:
+        """Store `make()` as a new weight (or reuse the one stored under `key`) and make the
+        GEMM's operand `operand` read it."""
         kernel, gemm_call, arg_index, main_call, _ = site
-        store = weights_of(op)
-        new_name = store.add(name, array)
-        new_type = MemRefType(decl.function_type.inputs.data[operand].element_type, list(array.shape))
-        op.body.block.insert_op_before(
-            memref.GlobalOp.get(StringAttr(new_name), new_type, UnitAttr(), constant=UnitAttr()), main)
+        if key not in done:
+            array = make()
+            new_name = weights_of(op).add(name, array)
+            new_type = MemRefType(decl.function_type.inputs.data[operand].element_type, list(array.shape))
+            op.body.block.insert_op_before(
+                memref.GlobalOp.get(StringAttr(new_name), new_type, UnitAttr(), constant=UnitAttr()), main)
+            done[key] = new_name, new_type
+        new_name, new_type = done[key]
         get = memref.GetGlobalOp(new_name, new_type)
         Rewriter.insert_op(get, InsertPoint.before(main_call))
         main_call.operands[arg_index] = get.memref
