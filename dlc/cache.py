@@ -90,7 +90,6 @@ def _source_hash() -> str:
 
 
 def cache_key(model_bytes: bytes, target: str, options: dict, input_shapes: dict | None) -> str:
-    from dlc.codegen.link import find_linker
     from dlc.runtime.host import host_caches
     from dlc.runtime.mcjit import host_cpu
     from dlc.version import __version__
@@ -99,7 +98,10 @@ def cache_key(model_bytes: bytes, target: str, options: dict, input_shapes: dict
     digest.update(json.dumps({"target": target, "options": options, "shapes": input_shapes or {},
                               "version": __version__, "source": _source_hash(),
                               "cpu": host_cpu(), "caches": host_caches(),
-                              "linker": find_linker()}, sort_keys=True, default=str).encode())
+                              # What picks the linker (dlc/codegen/link.py find_linker), read
+                              # here without importing it: that module uses the cache.
+                              "linker": [os.environ.get("DLC_LINKER", ""), shutil.which("cc"),
+                                         shutil.which("ld")]}, sort_keys=True, default=str).encode())
     return digest.hexdigest()[:32]
 
 
