@@ -242,12 +242,23 @@ def test_reduce_with_computed_axes_reads_them_off_the_static_shapes():
     np.testing.assert_allclose(got, x.sum(axis=1, keepdims=True), rtol=1e-6)
 
 
-def test_reduce_with_computed_axes_is_refused_when_shapes_are_ambiguous():
+@pytest.mark.parametrize("op_type", ["ReduceSum", "ReduceMax", "ReduceLogSumExp"])
+def test_reduce_with_computed_axes_picks_at_run_time_when_shapes_are_ambiguous(op_type):
+    """[2, 3, 3] -> [2, 3] without keepdims: axis 1 or axis 2, the shapes cannot tell. Both are
+    computed and the run-time axes pick one; axes that name neither fail the run."""
     import dlc
+    from dialects.diagnostics import DlcError
 
-    # [2, 3, 3] -> [2, 3] without keepdims: axis 1 or axis 2, the shapes cannot tell.
-    with pytest.raises(UnsupportedError, match="do not say which axes"):
-        dlc.compile(_computed_axes_model([2, 3], keepdims=0))
+    model = _computed_axes_model([2, 3], keepdims=0)
+    model.graph.node[0].op_type = op_type
+    compiled = dlc.compile(model)
+    x = np.random.default_rng(0).standard_normal((2, 3, 3)).astype(np.float32)
+    for axes in ([1], [2], [-1], [-2]):
+        feeds = {"x": x, "axes": np.array(axes, np.int64)}
+        np.testing.assert_allclose(compiled.run(feeds)["y"], run_onnxruntime(model, feeds)[0],
+                                   rtol=1e-5, atol=1e-6)
+    with pytest.raises(DlcError, match=r"sum.*input 'axes' names none of the reductions"):
+        compiled.run({"x": x, "axes": np.array([0], np.int64)})
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3])

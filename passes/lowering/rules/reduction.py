@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from xdsl.dialects import math
-from xdsl.dialects.builtin import IntegerType, MemRefType, NoneType, Signedness
+from xdsl.dialects.builtin import IndexType, IntegerType, MemRefType, NoneType, Signedness
 from xdsl.ir import Attribute, SSAValue
 
 from dialects.diagnostics import UnsupportedError
@@ -32,6 +32,7 @@ from passes.lowering.utils.linalg_builder import (
     dim,
     identity_map,
 )
+from passes.lowering.utils.runtime_checks import error_code, flag_if, status_word
 
 Step = Callable[..., SSAValue]  # step(body, accumulator, x, *extras) -> new accumulator
 
@@ -161,13 +162,15 @@ def constant_value(op, index: int) -> np.ndarray | None:
     return store[owner.weight_name]
 
 
-def _axes_from_shapes(op) -> list[int]:
-    """Reduced axes when `axes` arrives at run time: read off the static result shape.
+def _axes_from_shapes(op) -> list[tuple[tuple[int, ...], list[int]]]:
+    """The choices of reduced axes when `axes` arrives at run time, read off the static shapes:
+    (the axes the input names, the axes to reduce) for each reading that fits.
 
-    dlc compiles for static shapes, so the result type already fixes what is reduced: with
-    keepdims, the axes whose size became 1; without, the input axes missing from the result.
-    Size-1 axes are included or not to taste (reducing them changes nothing); any other
-    ambiguity is an error.
+    dlc compiles for static shapes, so the result type fixes what is reduced: with keepdims,
+    the axes whose size became 1 (size-1 axes are reduced or not to taste: reducing them
+    changes nothing), one choice; without, the input axes missing from the result, which
+    equal sizes can leave ambiguous ([3, 2, 2] -> [3, 2]: axis 1 or 2). The lowering then
+    computes each choice and picks by the run-time value (`for_each_axes_choice`).
     """
     in_shape = list(op.operands[0].type.get_shape())
     out_shape = list(op.results[0].type.get_shape())
@@ -175,24 +178,81 @@ def _axes_from_shapes(op) -> list[int]:
         if len(out_shape) != len(in_shape):
             raise UnsupportedError(f"{op.describe()}: result rank {len(out_shape)} does not match "
                                    f"input rank {len(in_shape)} with keepdims=1")
-        return [i for i, (a, b) in enumerate(zip(in_shape, out_shape)) if a != b]
-    candidates = set()
+        return [((), [i for i, (a, b) in enumerate(zip(in_shape, out_shape)) if a != b])]
+    choices = {}
     for removed in itertools.combinations(range(len(in_shape)), len(in_shape) - len(out_shape)):
         kept = [size for i, size in enumerate(in_shape) if i not in removed]
         if kept == out_shape:
-            candidates.add(tuple(i for i in removed if in_shape[i] != 1))
-    if len(candidates) != 1:
+            choices[removed] = [i for i in removed if in_shape[i] != 1]
+    named = list(op.operands[1].type.get_shape())
+    if len({tuple(a) for a in choices.values()}) > 1 and named != [len(in_shape) - len(out_shape)]:
         raise UnsupportedError(f"{op.describe()}: the axes input is computed at run time and the "
                                f"shapes {in_shape} -> {out_shape} do not say which axes it names",
                                "make axes a constant (an initializer or Constant node)")
-    return list(candidates.pop())
+    if len({tuple(a) for a in choices.values()}) == 1:
+        return [((), next(iter(choices.values())))]
+    return list(choices.items())
+
+
+def for_each_axes_choice(kb, op, axes_input, out, lower: Callable[[SSAValue, list[int]], None]
+                         ) -> None:
+    """lower(out, axes) for the reduced axes; when only the run-time `axes` tells which (see
+    _axes_from_shapes), lower(scratch, axes) for each choice, then out = the choice whose axes
+    the run-time values name (in any order, negative ones counting from the end). Values
+    naming none of them fail the run with a DlcError; the output then holds the last choice."""
+    rank = len(op.operands[0].type.get_shape())
+    if len(op.operands) < 2 or isinstance(op.operands[1].type, NoneType) \
+            or isinstance(op.operands[1].owner, WeightOp):
+        lower(out, reduced_axes(op, rank))
+        return
+    choices = _axes_from_shapes(op)
+    if len(choices) == 1:
+        lower(out, choices[0][1])
+        return
+    results = []
+    for removed, axes in choices:
+        result = kb.scratch(MemRefType(out.type.element_type, out.type.get_shape()))
+        lower(result, axes)
+        results.append((removed, result))
+    status = status_word(kb)
+    code = error_code(op, f"{op.describe()}: input 'axes' names none of the reductions its "
+                          f"result shape {list(out.type.get_shape())} allows ("
+                          + ", ".join(str(list(r)) for r, _ in choices) + ")")
+    count = axes_input.type.get_shape()[0]
+    out_rank = len(out.type.get_shape())
+
+    def pick(b, args):
+        i = b.on(IndexType())
+        named = [b.load(axes_input, [i.const(j)]) for j in range(count)]
+        a = b.on(named[0].type)
+        chosen, matched = args[len(results) - 1], None
+        for k, (removed, _) in reversed(list(enumerate(results))):
+            match = None
+            for value in named:  # every named axis is one of `removed` (as many as there are)
+                hit = None
+                for axis in removed:
+                    either = a.or_(a.compare("eq", value, a.const(axis)),
+                                   a.compare("eq", value, a.const(axis - rank)))
+                    hit = either if hit is None else a.or_(hit, either)
+                match = hit if match is None else a.and_(match, hit)
+            chosen = b.select(match, args[k], chosen)
+            matched = match if matched is None else a.or_(matched, match)
+        flag_if(b, status, a.xor(matched, a.const(1, IntegerType(1))), code)
+        return [chosen]
+
+    kb.generic([r for _, r in results], [out], [identity_map(out_rank)] * (len(results) + 1),
+               [PARALLEL] * out_rank, pick)
 
 
 def reduced_axes(op, rank: int) -> list[int]:
     """The axes an opset-18 reduction reduces: its `axes` input, normalised and sorted."""
     if len(op.operands) > 1 and not isinstance(op.operands[1].type, NoneType) \
             and not isinstance(op.operands[1].owner, WeightOp):
-        return _axes_from_shapes(op)
+        choices = _axes_from_shapes(op)
+        if len(choices) != 1:
+            raise UnsupportedError(f"{op.describe()}: internal: the run-time axes leave "
+                                   f"{len(choices)} choices; lower through for_each_axes_choice")
+        return choices[0][1]
     axes = constant_value(op, 1)
     if axes is None or axes.size == 0:
         return [] if op.attr("noop_with_empty_axes", 0) else list(range(rank))
@@ -265,12 +325,15 @@ def lower_reduce(kb, op, ins, outs) -> None:
     element_type = out.type.element_type
     _check_element_type(op, element_type, reduction.float_only)
     shape = source.type.get_shape()
-    axes = reduced_axes(op, len(shape))
-    reduce_into(kb, source, out, axes, reduction.init(element_type), reduction.step,
-                associative=reduction.associative)
-    if reduction.finish is not None:
-        count = int(np.prod([shape[a] for a in axes]))
-        update_in_place(kb, out, lambda b, acc: reduction.finish(b, acc, count))
+
+    def lower(out, axes):
+        reduce_into(kb, source, out, axes, reduction.init(element_type), reduction.step,
+                    associative=reduction.associative)
+        if reduction.finish is not None:
+            count = int(np.prod([shape[a] for a in axes]))
+            update_in_place(kb, out, lambda b, acc: reduction.finish(b, acc, count))
+
+    for_each_axes_choice(kb, op, ins[1] if len(ins) > 1 else None, out, lower)
 
 
 @lowers("ReduceLogSumExp")
@@ -280,15 +343,18 @@ def lower_reduce_log_sum_exp(kb, op, ins, outs) -> None:
     element_type = out.type.element_type
     _check_element_type(op, element_type, float_only=True)
     shape = source.type.get_shape()
-    axes = reduced_axes(op, len(shape))
-    peak = kb.scratch(MemRefType(element_type, keepdims_shape(shape, axes)))
-    reduce_into(kb, source, peak, axes, lowest(element_type), lambda b, acc, x: b.max(acc, x),
-                associative=True)
-    reduce_into(kb, source, out, axes, 0.0,
-                lambda b, acc, x, m: b.add(acc, b.exp(b.sub(x, _finite_or_zero(b, m)))), [peak])
-    if len(out.type.get_shape()) != len(shape):  # keepdims=0: see the max with out's shape
-        peak = reshape_view(kb.builder, peak, out.type.get_shape())
-    update_in_place(kb, out, lambda b, acc, m: b.add(_log(b, acc), _finite_or_zero(b, m)), [peak])
+
+    def lower(out, axes):
+        peak = kb.scratch(MemRefType(element_type, keepdims_shape(shape, axes)))
+        reduce_into(kb, source, peak, axes, lowest(element_type), lambda b, acc, x: b.max(acc, x),
+                    associative=True)
+        reduce_into(kb, source, out, axes, 0.0,
+                    lambda b, acc, x, m: b.add(acc, b.exp(b.sub(x, _finite_or_zero(b, m)))), [peak])
+        if len(out.type.get_shape()) != len(shape):  # keepdims=0: see the max with out's shape
+            peak = reshape_view(kb.builder, peak, out.type.get_shape())
+        update_in_place(kb, out, lambda b, acc, m: b.add(_log(b, acc), _finite_or_zero(b, m)), [peak])
+
+    for_each_axes_choice(kb, op, ins[1] if len(ins) > 1 else None, out, lower)
 
 
 def _finite_or_zero(b: Body, m: SSAValue) -> SSAValue:
