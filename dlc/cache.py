@@ -350,7 +350,7 @@ def clear() -> tuple[int, int]:
     for path, _, _ in found:
         shutil.rmtree(path, ignore_errors=True)
     if directory.is_dir():
-        for stale in [*directory.glob("peak-*.json"), *directory.glob("c-object-*.o"), directory / USAGE_FILE]:
+        for stale in [*directory.glob("peak-*.json"), *directory.glob(".c-object-*.o"), directory / USAGE_FILE]:
             with contextlib.suppress(OSError):
                 stale.unlink()
     return len(found), sum(size for _, size, _ in found)

@@ -109,7 +109,7 @@ def _kept_c_object(program: str, name: str, text: str, cc_flags: tuple[str, ...]
                    include_dirs: tuple[Path, ...]) -> bytes:
     """`text` compiled by `program` into an object, once: the C API's source is the same for
     every model and took 0.3 s of each compile (a test run compiles thousands of models), so
-    its object is kept in memory and beside the compile cache (`c-object-*.o`, removed by
+    its object is kept in memory and beside the compile cache (`.c-object-*.o`, removed by
     `dlc cache clear`), keyed by everything it depends on (compiler, flags, source, headers)."""
     key = hashlib.sha256("\0".join([program, name, text, *cc_flags]).encode())
     for directory in include_dirs:
@@ -123,7 +123,7 @@ def _kept_c_object(program: str, name: str, text: str, cc_flags: tuple[str, ...]
     from dlc.cache import FILE_MODE, _untrusted, cache_dir
 
     directory = cache_dir()
-    stored = directory / f"c-object-{digest}.o" if directory is not None else None
+    stored = directory / f".c-object-{digest}.o" if directory is not None else None
     # Code this process will run: read only from a private cache, a regular file of ours.
     with contextlib.suppress(OSError):
         if stored is not None and _untrusted(directory) is None and _untrusted(stored, stat.S_ISREG) is None:
