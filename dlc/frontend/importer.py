@@ -757,6 +757,10 @@ class _Folder:
     def _try_fold(self, node: onnx.NodeProto) -> list[np.ndarray] | None:
         if node.domain not in ("", "ai.onnx") or node.op_type in NONDETERMINISTIC:
             return None
+        if node.op_type == "DequantizeLinear":
+            # Kept: fuse-qdq-contractions needs a weight's integers and scales (the integer
+            # kernel); fold-constants folds the DequantizeLinears it leaves.
+            return None
         if node.op_type in ("Shape", "Size") and node.input[0] not in self.constants:
             shape = _static_shape(self.types.get(node.input[0], onnx.TypeProto()))
             if shape is None:
