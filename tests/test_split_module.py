@@ -4,6 +4,7 @@ executable that computes what the unsplit module computes (dlc/codegen/split_mod
 from __future__ import annotations
 
 import re
+import shutil
 
 import numpy as np
 import pytest
@@ -63,6 +64,7 @@ def test_split_objects_link_and_compute_what_the_whole_module_computes(cnn_ir, m
     monkeypatch.setattr(native, "MIN_PART_BYTES", 1)
     monkeypatch.setenv("DLC_COMPILE_JOBS", "2")
     monkeypatch.setenv("DLC_CACHE", "0")
+    monkeypatch.setenv("DLC_LINKER", "none")  # the parts as object files, for dlc's own loader
     split = dlc.compile(CNN, threads=1)
     assert len(split._executable.objects) == 2
     monkeypatch.setenv("DLC_COMPILE_JOBS", "1")
@@ -98,7 +100,7 @@ def test_split_objects_link_and_compute_what_the_whole_module_computes(cnn_ir, m
 def test_a_failed_worker_falls_back_to_compiling_in_this_process(cnn_ir, monkeypatch):
     monkeypatch.setattr(native, "MIN_PART_BYTES", 1)
 
-    def broken_worker(source, target, cpu, features, opt_level):
+    def broken_worker(source, target, cpu, features, opt_level, triple):
         import subprocess
         import sys
         return subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
@@ -116,3 +118,20 @@ def test_compile_jobs_override(monkeypatch):
     monkeypatch.setenv("DLC_COMPILE_JOBS", "many")
     with pytest.raises(CompileError, match="DLC_COMPILE_JOBS"):
         native.compile_jobs()
+
+
+@pytest.mark.skipif(shutil.which("cc") is None and shutil.which("ld") is None, reason="no system linker")
+def test_split_parts_link_into_one_library(monkeypatch, tmp_path):
+    monkeypatch.setattr(native, "MIN_PART_BYTES", 1)
+    monkeypatch.setenv("DLC_COMPILE_JOBS", "2")
+    monkeypatch.setenv("DLC_CACHE", "0")
+    split = dlc.compile(CNN, threads=1)
+    split.save(tmp_path / "art")
+    assert sorted(p.name for p in (tmp_path / "art").iterdir()) == ["manifest.json", "model.so", "weights.bin"]
+    monkeypatch.setenv("DLC_COMPILE_JOBS", "1")
+    whole = dlc.compile(CNN, threads=1)
+    x = np.random.default_rng(0).standard_normal(whole.inputs[0].shape).astype(np.float32)
+    expected = whole.run({whole.inputs[0].name: x})
+    got = dlc.load(tmp_path / "art").run({whole.inputs[0].name: x})
+    for name in expected:
+        np.testing.assert_array_equal(got[name], expected[name])

@@ -54,8 +54,25 @@ CPUINFO_SAME = {
 }
 
 
+# AArch64 (64-bit ARM, Linux): LLVM CPU name and features; NEON (Advanced SIMD, 128-bit) is
+# part of every AArch64 Linux CPU. Code for it is cross-compiled and cross-linked
+# (aarch64-linux-gnu-gcc), and runs there or under qemu-aarch64.
+AARCH64 = {
+    "aarch64": ("generic", "+neon,+fp-armv8"),
+    "cortex-a72": ("cortex-a72", "+neon,+fp-armv8,+crc"),
+    "neoverse-n1": ("neoverse-n1", "+neon,+fp-armv8,+crc,+fullfp16,+dotprod"),
+}
+AARCH64_TRIPLE = "aarch64-unknown-linux-gnu"
+AARCH64_FLAGS = {"neon": "asimd", "fp-armv8": "fp"}  # /proc/cpuinfo's "Features" names
+
+
 def known_cpus() -> list[str]:
-    return ["native", *LEVELS, *NAMED]
+    return ["native", *LEVELS, *NAMED, *AARCH64]
+
+
+def target_triple(cpu: str) -> str | None:
+    """The LLVM triple `--cpu` compiles for: None for this host's instruction set."""
+    return AARCH64_TRIPLE if cpu in AARCH64 else None
 
 
 def features_of(text: str) -> dict[str, bool]:
@@ -73,6 +90,10 @@ def resolve_cpu(cpu: str = "native", extra: str = "") -> tuple[str, str]:
     """(LLVM CPU name, complete LLVM feature string) for `--cpu` and `--cpu-features`."""
     from dlc.runtime.mcjit import host_cpu
 
+    if cpu in AARCH64:
+        name, base = AARCH64[cpu]
+        chosen = {feature for feature, on in {**features_of(base), **features_of(extra)}.items() if on}
+        return name, ",".join(f"+{feature}" for feature in sorted(chosen))
     host_name, host_features = host_cpu()
     universe = features_of(host_features)  # every feature LLVM's x86 backend knows, on or off
     if cpu == "native":
@@ -99,6 +120,8 @@ def cpuinfo_flags_needed(features: str) -> list[str]:
     """The /proc/cpuinfo flags of the features switched on in `features` (those that have one)."""
     needed = set()
     for feature, on in features_of(features).items():
-        if on and (feature in CPUINFO_FLAGS or feature in CPUINFO_SAME):
+        if on and feature in AARCH64_FLAGS:
+            needed.add(AARCH64_FLAGS[feature])
+        elif on and (feature in CPUINFO_FLAGS or feature in CPUINFO_SAME):
             needed.add(CPUINFO_FLAGS.get(feature, feature))
     return sorted(needed)

@@ -33,14 +33,16 @@ SAME_FOR_EVERY_MODEL = ("dlc_api.c",)
 POOL_EXPORTS = ("dlc_pool_parallel", "dlc_pool_start", "dlc_pool_stop", "dlc_pool_forget")
 
 
-def find_linker() -> tuple[str, str] | None:
+def find_linker(triple: str | None = None) -> tuple[str, str] | None:
     """("cc" or "ld", path) of the linker to use, or None (no linker: keep the objects).
     A name in $DLC_LINKER whose base name ends in `ld` is a bare linker, anything else a C
-    compiler driver."""
+    compiler driver. For another instruction set (`triple`, e.g. aarch64-unknown-linux-gnu),
+    Debian's cross tools: aarch64-linux-gnu-gcc, else aarch64-linux-gnu-ld."""
     chosen = os.environ.get(LINKER_VARIABLE, "").strip()
     if chosen.lower() in ("none", "0", "off"):
         return None
-    for name in [chosen] if chosen else ["cc", "ld"]:
+    prefix = f"{triple.split('-')[0]}-linux-gnu-" if triple else ""
+    for name in [chosen] if chosen else [f"{prefix}gcc" if prefix else "cc", f"{prefix}ld"]:
         path = shutil.which(name)
         if path:
             return ("ld" if Path(name).name.endswith("ld") else "cc", path)
@@ -52,11 +54,11 @@ def find_linker() -> tuple[str, str] | None:
 
 def link_library(objects: list[bytes], pool_object: bytes, exports: tuple[str, ...],
                  c_sources: dict[str, str] | None = None, include_dirs: tuple[Path, ...] = (),
-                 cc_flags: tuple[str, ...] = ()) -> tuple[bytes, bool] | None:
+                 cc_flags: tuple[str, ...] = (), triple: str | None = None) -> tuple[bytes, bool] | None:
     """(the bytes of model.so, whether `c_sources` went in) linked from `objects` and the
     pool, exporting exactly `exports` and the pool; None where no linker exists. `c_sources`
     ({file name: C text}) are compiled in only by a C compiler driver; `ld` links without them."""
-    linker = find_linker()
+    linker = find_linker(triple)
     if linker is None:
         return None
     kind, program = linker

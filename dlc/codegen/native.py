@@ -44,12 +44,13 @@ def parse_llvm(llvm_ir: str) -> llvm.ModuleRef:
 
 
 def compile_object(
-    llvm_ir: str, cpu: str | None = None, features: str | None = None, opt_level: int = 3
+    llvm_ir: str, cpu: str | None = None, features: str | None = None, opt_level: int = 3,
+    triple: str | None = None,
 ) -> bytes:
     """Optimise LLVM IR at `opt_level` (0-3) and return an ELF/Mach-O object for `cpu`
-    (default: this host, with its features)."""
+    (default: this host, with its features) of `triple` (default: this host's)."""
     module = parse_llvm(llvm_ir)
-    tm = target_machine(cpu, features, opt_level)
+    tm = target_machine(cpu, features, opt_level, triple)
     module.triple = tm.triple
     module.data_layout = str(tm.target_data)
     if opt_level > 0:
@@ -76,7 +77,7 @@ def compile_jobs() -> int:
 
 def compile_objects(
     llvm_ir: str, cpu: str | None = None, features: str | None = None, opt_level: int = 3,
-    jobs: int | None = None,
+    jobs: int | None = None, triple: str | None = None,
 ) -> list[bytes]:
     """`compile_object` for a module that may be large: split into up to `jobs` parts
     (default `compile_jobs()`), compiled in parallel; the objects load together."""
@@ -87,7 +88,7 @@ def compile_objects(
     parts = split_module(llvm_ir, min(jobs, max(1, len(llvm_ir) // MIN_PART_BYTES)))
     if len(parts) == 1:
         with progress.step("LLVM: object code"):
-            return [compile_object(llvm_ir, cpu, features, opt_level)]
+            return [compile_object(llvm_ir, cpu, features, opt_level, triple)]
     if cpu is None:
         cpu, host_features = host_cpu()
         features = host_features if features is None else features
@@ -97,17 +98,17 @@ def compile_objects(
             for index, part in enumerate(parts[1:], start=1):
                 source, target = Path(scratch, f"part{index}.ll"), Path(scratch, f"part{index}.o")
                 source.write_text(part)
-                workers.append((_start_worker(source, target, cpu, features or "", opt_level), target))
+                workers.append((_start_worker(source, target, cpu, features or "", opt_level, triple), target))
             progress.current().begin(f"LLVM: {len(parts)} parts, one process each")
             start = time.perf_counter()
-            objects = [compile_object(parts[0], cpu, features, opt_level)]
+            objects = [compile_object(parts[0], cpu, features, opt_level, triple)]
             progress.current().end(f"LLVM part 1/{len(parts)}", time.perf_counter() - start)
             for index, ((process, target), part) in enumerate(zip(workers, parts[1:]), start=2):
                 process.wait()
                 if process.returncode == 0 and target.exists():
                     objects.append(target.read_bytes())
                 else:  # the worker could not run (no memory, killed): compile here, or say why
-                    objects.append(compile_object(part, cpu, features, opt_level))
+                    objects.append(compile_object(part, cpu, features, opt_level, triple))
                 progress.current().end(f"LLVM part {index}/{len(parts)}", time.perf_counter() - start)
         finally:
             for process, _ in workers:
@@ -117,20 +118,21 @@ def compile_objects(
     return objects
 
 
-def _start_worker(source: Path, target: Path, cpu: str, features: str, opt_level: int) -> subprocess.Popen:
+def _start_worker(source: Path, target: Path, cpu: str, features: str, opt_level: int,
+                  triple: str | None) -> subprocess.Popen:
     package_root = str(Path(__file__).resolve().parents[2])
     path = os.environ.get("PYTHONPATH")
     env = {**os.environ, "PYTHONPATH": package_root + (os.pathsep + path if path else "")}
     return subprocess.Popen(
         [sys.executable, "-c", "from dlc.codegen.native import _worker; _worker()",
-         str(source), str(target), cpu, features, str(opt_level)],
+         str(source), str(target), cpu, features, str(opt_level), triple or ""],
         env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def _worker() -> None:
     """A compile process: IR file -> object file (written only when the compile succeeds)."""
-    source, target, cpu, features, opt_level = sys.argv[1:6]
-    code = compile_object(Path(source).read_text(), cpu, features, int(opt_level))
+    source, target, cpu, features, opt_level, triple = sys.argv[1:7]
+    code = compile_object(Path(source).read_text(), cpu, features, int(opt_level), triple or None)
     partial = Path(target + ".partial")
     partial.write_bytes(code)
     partial.rename(target)

@@ -406,11 +406,12 @@ def _pool_ir(arch: str) -> str:
 
 
 @functools.cache
-def pool_object(cpu: str | None = None, features: str | None = None) -> bytes:
-    """The pool's object code for `cpu` with `features` (default: this machine; compiled by
-    LLVM once per process and CPU)."""
+def pool_object(cpu: str | None = None, features: str | None = None, triple: str | None = None) -> bytes:
+    """The pool's object code for `cpu` with `features` of `triple` (default: this machine;
+    compiled by LLVM once per process and CPU)."""
     import llvmlite.binding as llvm
 
     from dlc.codegen.native import compile_object
 
-    return compile_object(_pool_ir(llvm.get_process_triple().split("-")[0]), cpu, features, opt_level=2)
+    arch = (triple or llvm.get_process_triple()).split("-")[0]
+    return compile_object(_pool_ir(arch), cpu, features, opt_level=2, triple=triple)

@@ -26,18 +26,31 @@ def initialize_llvm() -> None:
         llvm.load_library_permanently(libm)
 
 
+@functools.cache
+def _initialize_all_targets() -> None:
+    # Only for a cross compile: every target costs a process 10 MB of RSS.
+    llvm.initialize_all_targets()
+    llvm.initialize_all_asmprinters()
+
+
 def host_cpu() -> tuple[str, str]:
     """(CPU name, LLVM feature string such as "+avx2,+fma,...") of this machine."""
     initialize_llvm()
     return llvm.get_host_cpu_name(), llvm.get_host_cpu_features().flatten()
 
 
-def target_machine(cpu: str | None, features: str | None, opt_level: int) -> llvm.TargetMachine:
-    """A fresh TargetMachine: reusing one across execution engines aborts LLVM (out of memory)."""
+def target_machine(cpu: str | None, features: str | None, opt_level: int,
+                   triple: str | None = None) -> llvm.TargetMachine:
+    """A fresh TargetMachine: reusing one across execution engines aborts LLVM (out of memory).
+    `triple`: another instruction set than this host's (`--cpu aarch64`)."""
     initialize_llvm()
     if cpu is None:
         cpu, host_features = host_cpu()
         features = host_features if features is None else features
+    if triple is not None:
+        _initialize_all_targets()
+        return llvm.Target.from_triple(triple).create_target_machine(
+            cpu=cpu, features=features or "", opt=opt_level, reloc="pic", codemodel="default")
     target = llvm.Target.from_default_triple()
     return target.create_target_machine(
         cpu=cpu, features=features or "", opt=opt_level, reloc="pic", codemodel="default"

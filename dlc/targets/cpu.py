@@ -79,7 +79,7 @@ class CpuTarget(Target):
         return emit_llvm(module, weight_layout(module)[0])
 
     def build(self, module, options: CompileOptions):
-        from dlc.codegen.cpus import cpuinfo_flags_needed, resolve_cpu
+        from dlc.codegen.cpus import cpuinfo_flags_needed, resolve_cpu, target_triple
         from dlc.codegen.native import compile_objects
         from dlc.codegen.thread_pool_ir import pool_object
         from dlc.runtime import MANIFEST_VERSION, cpuinfo_flags
@@ -93,7 +93,8 @@ class CpuTarget(Target):
         with progress.step("LLVM IR emitted"):
             llvm_ir = emit_llvm(module, offsets, profile=options.profile)
         cpu, features = resolve_cpu(options.cpu, options.cpu_features)
-        objects = compile_objects(llvm_ir, cpu, features, options.opt_level)
+        triple = target_triple(options.cpu)  # None: this host's instruction set
+        objects = compile_objects(llvm_ir, cpu, features, options.opt_level, triple=triple)
         native = options.cpu == "native" and not options.cpu_features
         main = _main(module)
         manifest = {
@@ -122,7 +123,7 @@ class CpuTarget(Target):
             **_error_sites(module, main),
             **({"constant_inputs": constant} if (constant := constant_inputs_of(module)) else {}),
         }
-        code = _link(objects, pool_object(cpu, features), manifest, features)
+        code = _link(objects, pool_object(cpu, features, triple), manifest, features, triple)
         # Saving adds each file's size and SHA-256, and the manifest's own hash
         # (dlc/runtime/artifact.py write_artifact); loading checks them all.
         manifest.update(code["manifest"])
@@ -130,7 +131,7 @@ class CpuTarget(Target):
         return executable_for(manifest, code["files"], blob, code["pool"])
 
 
-def _link(objects: list[bytes], pool: bytes, manifest: dict, features: str) -> dict:
+def _link(objects: list[bytes], pool: bytes, manifest: dict, features: str, triple: str | None = None) -> dict:
     """The code of the artifact: one `model.so` linked by the system linker with the C API
     (dlc/codegen/link.py, dlc/codegen/c_api.py), else, with a one-line note, the objects and
     the pool's object."""
@@ -145,7 +146,7 @@ def _link(objects: list[bytes], pool: bytes, manifest: dict, features: str) -> d
     with progress.step("model.so linked"):
         linked = link_library(objects, pool, exports=(ENTRY_SYMBOL, *c_api.FUNCTIONS),
                               c_sources=c_api.c_sources(manifest, cpuinfo_flags_needed(features)),
-                              include_dirs=(c_api.INCLUDE_DIR, c_api.SOURCE_DIR))
+                              include_dirs=(c_api.INCLUDE_DIR, c_api.SOURCE_DIR), triple=triple)
     if linked is None:
         logging.getLogger("dlc").warning(
             "dlc: no linker (cc or ld) on PATH or %s=none: the artifact keeps object files, "

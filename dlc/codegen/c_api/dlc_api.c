@@ -65,8 +65,14 @@ DLC_EXPORT const char *dlc_dtype_name(dlc_dtype dtype) {
     return dtype >= DLC_FLOAT16 && dtype <= DLC_BOOL ? names[dtype] : NULL;
 }
 
-/* The flags of /proc/cpuinfo's first "flags" line the code needs and this CPU lacks, named
- * in last_error; 0 when none lacks (or where Linux does not list flags). */
+/* The flags of /proc/cpuinfo's first "flags" line (AArch64: "Features") the code needs and
+ * this CPU lacks, named in last_error; 0 when none lacks (or where Linux does not list them:
+ * qemu-user shows the host's /proc/cpuinfo, whose x86 "flags" an AArch64 build ignores). */
+#if defined(__aarch64__)
+#define CPUINFO_KEY "Features"
+#else
+#define CPUINFO_KEY "flags"
+#endif
 static int missing_cpu_flags(void) {
     const struct dlc_table *t = &dlc_model_table;
     if (t->num_cpu_flags == 0) return 0;
@@ -75,7 +81,7 @@ static int missing_cpu_flags(void) {
     char *line = NULL, *flags = NULL;
     size_t capacity = 0;
     while (getline(&line, &capacity, cpuinfo) > 0) {
-        if (strncmp(line, "flags", 5) == 0 && strchr(line, ':')) {
+        if (strncmp(line, CPUINFO_KEY, sizeof CPUINFO_KEY - 1) == 0 && strchr(line, ':')) {
             flags = strchr(line, ':') + 1;
             break;
         }
