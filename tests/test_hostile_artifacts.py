@@ -147,6 +147,30 @@ def test_a_damaged_elf_header_never_reaches_a_loader(capsys, artifact):
     _refused(capsys, artifact, "damaged object code", "section header table")
 
 
+@pytest.mark.parametrize("new_type", [0x1D20, 0x0, 0x1, 0x8])
+def test_a_retyped_relocation_section_is_refused(capsys, artifact, new_type):
+    """.rela.text retyped (hashes fixed up) left the code unrelocated: it loaded, then jumped
+    through address 0 (SIGSEGV; artifact fuzzing on the 16-core machine, seed 301)."""
+    data = bytearray((artifact / "model.o").read_bytes())
+    shoff, shentsize, shnum = (int.from_bytes(data[a:a + n], "little") for a, n in ((0x28, 8), (0x3A, 2), (0x3C, 2)))
+    def kind(i: int) -> int:
+        return int.from_bytes(data[shoff + i * shentsize + 4:shoff + i * shentsize + 8], "little")
+
+    number = next(i for i in range(shnum) if kind(i) == 4)  # SHT_RELA: .rela.text
+    at = shoff + number * shentsize + 4
+    data[at:at + 4] = new_type.to_bytes(4, "little")
+    (artifact / "model.o").write_bytes(bytes(data))
+    _rehash_file(artifact, "model.o")
+    _refused(capsys, artifact, "damaged object code", f"section {number}")
+
+
+def test_a_tensor_spec_with_a_list_for_its_dtype_is_named_not_a_type_error(capsys, artifact):
+    manifest = _manifest(artifact)
+    manifest["inputs"][0]["dtype"] = ["float32"]  # unhashable: `in DTYPES` raised TypeError
+    _write_manifest(artifact, manifest)
+    _refused(capsys, artifact, "field 'inputs' is missing or malformed (expected")
+
+
 def _mutants(artifact, count: int, seed: int, tmp_path) -> list:
     """Artifacts whose model.o has a few random bytes changed, its hash fixed up to match."""
     rng, original, mutants = random.Random(seed), (artifact / "model.o").read_bytes(), []

@@ -189,7 +189,7 @@ def _tensor_specs(value) -> bool:
             isinstance(spec, dict)
             and spec.keys() == {"name", "shape", "dtype"}
             and _text(spec["name"])
-            and spec["dtype"] in DTYPES
+            and _text(spec["dtype"]) and spec["dtype"] in DTYPES  # a list is unhashable: test the type first
             and isinstance(spec["shape"], list)
             and len(spec["shape"]) <= 64
             and all(_natural(dim, 1 << 40) for dim in spec["shape"])

@@ -39,6 +39,9 @@ __all__ = ["ElfImage", "MalformedObject", "UnresolvedSymbol", "UnsupportedObject
 EM_X86_64 = 62
 ET_REL = 1
 SHT_NULL, SHT_SYMTAB, SHT_STRTAB, SHT_RELA, SHT_NOBITS, SHT_REL = 0, 2, 3, 4, 8, 9
+# Section types LLVM's x86-64 ELF writer emits: null, progbits, symtab, strtab, rela, note,
+# nobits, init/fini arrays, group, symtab_shndx, x86-64 unwind, LLVM's addrsig and GNU stack.
+KNOWN_SECTION_TYPES = {0, 1, 2, 3, 4, 7, 8, 14, 15, 16, 17, 18, 0x70000001, 0x6FFF4C03, 0x6FFF4C09, 0x6FFFFFF6}
 SHF_WRITE, SHF_ALLOC, SHF_EXECINSTR, SHF_TLS = 0x1, 0x2, 0x4, 0x400
 SHN_UNDEF, SHN_LORESERVE, SHN_ABS, SHN_COMMON = 0, 0xFF00, 0xFFF1, 0xFFF2
 STB_LOCAL = 0
@@ -159,6 +162,8 @@ class _Object:
             self._malformed("the section name table is not a string table")
         for section, fields in zip(self.sections, raw):
             section.name = self._string(names, fields[0])
+        for number, section in enumerate(self.sections):
+            self._check_kind_matches_name(number, section)
         self.symbols: list[_Symbol] = []
         tables = [section for section in self.sections if section.kind == SHT_SYMTAB]
         if len(tables) > 1:
@@ -192,6 +197,20 @@ class _Object:
                 or section.link >= len(self.sections)
             ):
                 self._malformed(f"section {number}: malformed table")
+
+    def _check_kind_matches_name(self, number: int, section: _Section) -> None:
+        """A section's type agrees with its name: `.rela.text` retyped as anything else would
+        leave the code unrelocated (it then jumps through address 0), and an unknown type is
+        nothing LLVM writes."""
+        named = {".symtab": SHT_SYMTAB, ".strtab": SHT_STRTAB, ".shstrtab": SHT_STRTAB}.get(section.name)
+        if named is None and section.name.startswith(".rela"):
+            named = SHT_RELA
+        if named is not None and section.kind != named:
+            self._malformed(f"section {number} ({section.name}) has type {section.kind:#x}, not {named:#x}")
+        if section.kind == SHT_RELA and not section.name.startswith(".rela"):
+            self._malformed(f"section {number} ({section.name}) is a relocation table under another name")
+        if section.kind not in KNOWN_SECTION_TYPES:
+            self._malformed(f"section {number} ({section.name}) has unknown type {section.kind:#x}")
 
     def _string(self, table: _Section, offset: int) -> str:
         start = table.offset + offset

@@ -271,7 +271,7 @@ def _campaign(args) -> int:
 
         result = fuzz_artifacts(minutes=minutes, cases=args.cases, seed=args.seed,
                                 corpus=None if args.no_save else args.corpus,
-                                log=lambda line: print(line, flush=True))
+                                log=lambda line: print(line, flush=True), quiet=args.quiet)
         print(result.report())
         return 1 if result.findings else 0
     summary = fuzz(minutes=minutes, cases=args.cases, seed=args.seed, configs=configs,
