@@ -16,6 +16,7 @@ import json
 import re
 import shutil
 import threading
+import warnings
 from collections import OrderedDict
 from pathlib import Path
 
@@ -53,7 +54,8 @@ class SpecializingModel:
     """
 
     def __init__(self, inputs: list[InputSpec], output_names: list[str], target: str, compile_shape,
-                 max_shapes: int = DEFAULT_MAX_SHAPES, source: str | Path | bytes | None = None):
+                 max_shapes: int = DEFAULT_MAX_SHAPES, source: str | Path | bytes | None = None,
+                 batch: str | None = None):
         if not isinstance(max_shapes, int) or max_shapes < 1:
             raise InputError(f"max_shapes {max_shapes!r}: expected a positive number of shapes to keep")
         self._inputs = inputs
@@ -66,6 +68,11 @@ class SpecializingModel:
         self._loaders: dict[tuple, object] = {}  # a loaded artifact's shapes, loaded on first use
         self._lock = threading.Lock()
         self.compiles = 0  # specialisations built by this object (a compile or a cache load)
+        # The batch dimension proved sample-independent (dlc/frontend/batch_axis.py): inputs
+        # whose leading dimension it is run one sample at a time through a batch-1 compile.
+        self.batch = batch
+        self.batch_note = ""  # why a model with a symbolic leading dimension is compiled per batch size
+        self._batched = {spec.name for spec in inputs if batch is not None and spec.shape[:1] == (batch,)}
 
     # ------------------------------------------------------------------ CompiledModel's interface
 
@@ -91,7 +98,24 @@ class SpecializingModel:
         return list(self._loaders) + [key for key in self._held if key not in self._loaders]
 
     def run(self, feeds: dict) -> dict:
-        return self.executable_for(self.shape_key(feeds)).run(feeds)
+        key = self.shape_key(feeds)
+        if not self._batched:
+            return self.executable_for(key).run(feeds)
+        executable = self.executable_for(tuple((name, (1, *shape[1:]) if name in self._batched else shape)
+                                               for name, shape in key))
+        size = next(np.shape(feeds[name])[0] for name in self._batched)
+        if size == 1:
+            return executable.run(feeds)
+        # One batch-1 run per sample, each writing its slice of the outputs.
+        outputs = {}
+        for sample in range(size):
+            results = executable.run({name: value[sample:sample + 1] if name in self._batched else value
+                                      for name, value in feeds.items()})
+            for name, value in results.items():
+                if name not in outputs:
+                    outputs[name] = np.empty((size, *value.shape[1:]), value.dtype)
+                outputs[name][sample:sample + 1] = value
+        return outputs
 
     def save(self, directory: str | Path, include_model: bool = False) -> None:
         """Every specialisation held, in one directory; with `include_model`, the source model
@@ -126,6 +150,10 @@ class SpecializingModel:
                                  "(or by the pins given to dlc.compile)")
             if not static:
                 key.append((spec.name, shape))
+        sizes = {shape[0] for name, shape in key if name in self._batched}
+        if len(sizes) > 1:
+            raise InputError(f"inputs {sorted(self._batched)} share the batch dimension '{self.batch}', "
+                             f"got the sizes {sorted(sizes)}", "give every input the same batch size")
         return tuple(key)
 
     def executable_for(self, key: tuple):
@@ -202,9 +230,38 @@ def specializing_model(model, proto, target: str, options, pins: dict, max_shape
         return compile_model(model, target=target, options=options, input_shapes={**pins, **shapes},
                              pipeline=pipeline).executable
 
+    from dlc.frontend.batch_axis import batch_dimension
+
+    batch, why = batch_dimension(_pinned(proto, pins))
     source = str(model) if isinstance(model, (str, Path)) else proto.SerializeToString()
-    return SpecializingModel(declared_inputs(proto, pins), [o.name for o in proto.graph.output], target,
-                             compile_shape, max_shapes, source)
+    compiled = SpecializingModel(declared_inputs(proto, pins), [o.name for o in proto.graph.output], target,
+                                 compile_shape, max_shapes, source, batch)
+    if why:
+        compiled.batch_note = why
+        warnings.warn(f"dlc: compiling per batch size: one compile for every batch size needs each node to "
+                      f"keep the samples apart, and {why}", stacklevel=3)
+    return compiled
+
+
+def _pinned(proto, pins: dict):
+    """A copy of `proto` whose inputs carry the user's pins (so the proof sees them)."""
+    import onnx
+
+    if not pins:
+        return proto
+    specs = {spec.name: spec for spec in declared_inputs(proto, pins)}
+    copy = onnx.ModelProto()
+    copy.CopyFrom(proto)
+    for value in copy.graph.input:
+        if value.name in specs and value.type.tensor_type.HasField("shape"):
+            value.type.tensor_type.shape.ClearField("dim")
+            for size in specs[value.name].shape:
+                dim = value.type.tensor_type.shape.dim.add()
+                if isinstance(size, int):
+                    dim.dim_value = size
+                elif size != "?":
+                    dim.dim_param = size
+    return copy
 
 
 # ---------------------------------------------------------------------- save and load
@@ -238,7 +295,7 @@ def save_index(model: SpecializingModel, directory: Path, include_model: bool) -
         (directory / MODEL_FILE).unlink()
     index = {"format": INDEX_FORMAT, "version": INDEX_VERSION, "target": model.target,
              "inputs": [spec.to_json() for spec in model._inputs], "outputs": model.output_names,
-             "shapes": entries, "model": model_file}
+             "shapes": entries, "model": model_file, "batch": model.batch}
     (directory / INDEX_FILE).write_text(json.dumps(index, indent=1) + "\n")
 
 
@@ -298,8 +355,11 @@ def load_index(directory: str | Path, max_memory=None, max_shapes: int = DEFAULT
 
             return compile_model(source, options=CompileOptions(max_memory=max_memory),
                                  input_shapes=shapes).executable
+    batch = index.get("batch")
+    if batch is not None and (not isinstance(batch, str) or not any(spec.shape[:1] == (batch,) for spec in inputs)):
+        raise ArtifactError(f"{bad} ('batch' must be null or the leading dimension of an input)", hint)
     model = SpecializingModel(inputs, outputs, index.get("target", "cpu"), compile_shape, max_shapes,
-                              source if model_file else None)
+                              source if model_file else None, batch)
     model._loaders = loaders
     return model
 

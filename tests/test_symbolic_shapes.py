@@ -198,3 +198,59 @@ def test_a_damaged_shapes_index_is_refused(bert, tmp_path, edit):
     index_path.write_text(json.dumps(index))
     with pytest.raises(ArtifactError, match="not a dlc shapes index"):
         dlc.load(tmp_path / "out")
+
+
+# --- the batch axis: one compile for every batch size ---------------------------------------------
+
+def test_a_dynamic_batch_cnn_compiles_once_for_every_batch_size():
+    model = models.resnet_block(channels=8, resolution=16, batch="N")
+    compiled = dlc.compile(model)
+    assert compiled.batch == "N"
+    rng = np.random.default_rng(0)
+    for batch in (1, 3, 8):
+        x = rng.uniform(-1, 1, (batch, 3, 16, 16)).astype(np.float32)
+        got = compiled.run({"x": x})["logits"]
+        want = run_onnxruntime(model, {"x": x})[0]
+        assert got.shape == want.shape == (batch, 10)
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    assert compiled.compiles == 1 and compiled.shapes == [{"x": (1, 3, 16, 16)}]
+
+
+def test_a_transformer_with_symbolic_batch_and_sequence_compiles_once_per_sequence_length(bert):
+    compiled = dlc.compile(bert)
+    assert compiled.batch == "batch"
+    for batch, seq in ((2, 5), (3, 5), (1, 8), (4, 8)):
+        assert_bert_matches(bert, compiled, batch, seq)
+    assert compiled.compiles == 2  # seq 5 and seq 8, each at batch 1
+    with pytest.raises(InputError, match=r"share the batch dimension 'batch', got the sizes \[1, 2\]"):
+        compiled.run({"input_ids": bert_feeds(1, 5)["input_ids"], "attention_mask": bert_feeds(2, 5)["attention_mask"]})
+
+
+def test_a_model_that_mixes_samples_is_compiled_per_batch_size_with_a_note():
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])
+    mean = helper.make_node("ReduceMean", ["x"], ["m"], name="batch_mean", axes=[0], keepdims=1)
+    model = helper.make_model(helper.make_graph([mean, helper.make_node("Sub", ["x", "m"], ["y"], name="centre")],
+                                                "g", [x], [y]), opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.warns(UserWarning, match=r"compiling per batch size: .* node 'batch_mean' \(ReduceMean\) "
+                                         r"reduces over the batch axis"):
+        compiled = dlc.compile(model)
+    assert compiled.batch is None
+    for batch in (2, 3):
+        feeds = {"x": np.random.default_rng(batch).uniform(-1, 1, (batch, 4)).astype(np.float32)}
+        np.testing.assert_allclose(compiled.run(feeds)["y"], run_onnxruntime(model, feeds)[0], rtol=1e-5, atol=1e-6)
+    assert compiled.compiles == 2
+
+
+def test_a_saved_batch_model_serves_every_batch_size(tmp_path):
+    model = models.resnet_block(channels=8, resolution=16, batch="N")
+    compiled = dlc.compile(model)
+    compiled.run({"x": np.zeros((1, 3, 16, 16), np.float32)})
+    compiled.save(tmp_path / "out")
+    loaded = dlc.load(tmp_path / "out")
+    x = np.random.default_rng(1).uniform(-1, 1, (5, 3, 16, 16)).astype(np.float32)
+    np.testing.assert_allclose(loaded.run({"x": x})["logits"], run_onnxruntime(model, {"x": x})[0],
+                               rtol=1e-4, atol=1e-5)
+    assert loaded.compiles == 0
