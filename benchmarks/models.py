@@ -492,3 +492,33 @@ def symbolic_bert_layer(d_model: int = 64, heads: int = 4, ffn: int = 256, vocab
     ids = [helper.make_tensor_value_info(name, TensorProto.INT64, [batch, seq])
            for name in ("input_ids", "attention_mask")]
     return g.model("symbolic_bert_layer", ids, {"hidden": out})
+
+
+# --- recurrent layers (torch.nn.LSTM / GRU, batch_first, as torch.onnx exports them; issue 18) ---
+
+def recurrent(kind: str = "LSTM", hidden: int = 256, seq: int = 64, batch: int = 1, features: int = 128,
+              layers: int = 1, seed: int = 0) -> onnx.ModelProto:
+    """A stack of `layers` torch.nn.LSTM/GRU layers with batch_first=True as the TorchScript
+    exporter writes them: Transpose to time-major, one node per layer with zero initial states
+    as constants, Squeeze of the direction axis between layers, Transpose back. torch's gate
+    order (ifgo, rzn) is already permuted into ONNX's (iofc, zrh) in the weights, and GRU has
+    linear_before_reset=1. Input `x` [batch, seq, features]; outputs `y` [batch, seq, hidden]
+    and `h_n` [layers, batch, hidden]. Opset 17."""
+    g = GraphBuilder(seed)
+    gates = {"LSTM": 4, "GRU": 3}[kind]
+    y, width, finals = g.node("Transpose", ["x"], perm=[1, 0, 2]), features, []
+    for layer in range(layers):
+        zeros = g.const(f"h0.{layer}", np.zeros((1, batch, hidden), np.float32))
+        inputs = [y, g.weight(f"W.{layer}", 1, gates * hidden, width, fan_in=hidden),
+                  g.weight(f"R.{layer}", 1, gates * hidden, hidden, fan_in=hidden),
+                  g.weight(f"B.{layer}", 1, 2 * gates * hidden, fan_in=hidden), "", zeros]
+        attrs = {"linear_before_reset": 1} if kind == "GRU" else {}
+        if kind == "LSTM":
+            inputs.append(g.const(f"c0.{layer}", np.zeros((1, batch, hidden), np.float32)))
+        outs = g.node(kind, inputs, outputs=3 if kind == "LSTM" else 2, hidden_size=hidden, **attrs)
+        y = g.node("Squeeze", [outs[0], g.ints("axis", [1])])
+        finals.append(outs[1])
+        width = hidden
+    h_n = finals[0] if layers == 1 else g.node("Concat", finals, axis=0)
+    return g.model(f"{kind.lower()}{layers}", [_float_input("x", [batch, seq, features])],
+                   {"y": g.node("Transpose", [y], perm=[1, 0, 2]), "h_n": h_n})

@@ -144,6 +144,11 @@ def cases() -> dict[str, onnx.ModelProto]:
         "HardSwish 96x56x56": _model("HardSwish", [1, 96, 56, 56]),
         "SiLU 96x56x56 (Sigmoid, Mul)": _silu([1, 96, 56, 56]),
         "Transpose 128x12x64 -> 12x128x64": _model("Transpose", [1, 128, 12, 64], {"perm": [0, 2, 1, 3]}),
+        # Recurrent layers (issue 18): seq 64, batch 1, 128 features, hidden 256, biases.
+        **{f"{kind} h256 seq64 b1": _model(kind, [64, 1, 128], {"hidden_size": 256},
+                                           [("W", (1, gates * 256, 128)), ("R", (1, gates * 256, 256)),
+                                            ("B", (1, 2 * gates * 256))])
+           for kind, gates in [("LSTM", 4), ("GRU", 3), ("RNN", 1)]},
         "ReduceMean 128x768 last axis": _model("ReduceMean", [1, 128, 768], {"keepdims": 1},
                                                [("axes", np.array([-1], np.int64))]),
     }

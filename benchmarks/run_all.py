@@ -42,6 +42,8 @@ BUILT = {
     "transformer_d768": lambda: models.transformer_encoder(768, 12, 128, 3072),
     "mlp_b1": lambda: models.mlp(1),
     "mlp_b64": lambda: models.mlp(64),
+    "lstm_h256_s64": lambda: models.recurrent("LSTM", hidden=256, seq=64),
+    "gru2_h256_s64": lambda: models.recurrent("GRU", hidden=256, seq=64, layers=2),
 }
 ALL = ZOO + list(BUILT)
 

@@ -169,3 +169,17 @@ def test_steps_share_one_packed_recurrent_weight(tmp_path):
     weights = json.loads((tmp_path / "lstm" / "manifest.json").read_text())["weights"]
     packed = [name for name in weights if ".packed" in name]
     assert len(packed) == 2, packed  # W for the projection of every step, R for the steps
+
+
+@pytest.mark.parametrize("seed", [20, 50])
+def test_fuzzer_recurrent_models_match_on_every_config(seed):
+    """The fuzzer's recurrent generator (dlc/tools/fuzz): a recurrent node among other ops, on
+    cpu and on the npu-sim partition (which named tensors by node until each expanded op got a
+    name of its own)."""
+    from dlc.tools.fuzz.checks import check_model
+    from dlc.tools.fuzz.generator import generate
+
+    model = generate(seed, max_nodes=6, kinds=("recurrent", "unary", "reshape", "transpose", "binary"))
+    assert {n.op_type for n in model.graph.node} & set(GATES)
+    findings = check_model(model, seed)
+    assert not findings, "\n".join(f"{f.kind} on {f.config}: {f.message}" for f in findings)

@@ -54,16 +54,19 @@ _ACTIVATIONS = {"relu": ("Relu", None, None), "tanh": ("Tanh", None, None),
 
 
 class _Graph:
-    """Builds ONNX ops before `anchor`, each named after it (errors then name the recurrent node)."""
+    """Builds ONNX ops before `anchor`, named after it (errors then name the recurrent node)."""
 
     def __init__(self, rewriter: PatternRewriter, anchor: OnnxOp):
         self.rewriter, self.anchor = rewriter, anchor
         self.element = anchor.operands[0].type.element_type
         self.dtype = numpy_dtype(self.element)
+        self.count = 0
 
     def op(self, onnx_type: str, operands: list[SSAValue], shapes: list[tuple[int, ...]],
            element=None, **attributes) -> list[SSAValue]:
-        attrs = {"onnx_node_name": StringAttr(self.anchor.node_name)}
+        # A name of its own per op ("lstm/Mul12"): a partition names tensors by node.
+        self.count += 1
+        attrs = {"onnx_node_name": StringAttr(f"{self.anchor.node_name}/{onnx_type}{self.count}")}
         for name, value in attributes.items():
             attrs[name] = (FloatAttr(value, f32) if isinstance(value, float) else
                            DenseArrayBase.from_list(i64, value) if isinstance(value, list) else IntegerAttr(value, i64))

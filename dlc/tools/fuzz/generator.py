@@ -777,6 +777,84 @@ class GraphBuilder:
                         lo=min(x.lo * n, 0), hi=max(x.hi * n, 0), exclusive=int(self.chance(0.3)),
                         reverse=int(self.chance(0.3)))
 
+    def gen_recurrent(self) -> Value | None:
+        """LSTM, GRU or RNN over a rank-3 value read as [seq, batch, features]: any direction,
+        optional bias, initial state, peepholes, clip, GRU's linear_before_reset. Default
+        activations keep Y and Y_h in (-1, 1). Layout 0 only: onnxruntime refuses layout 1."""
+        x = self.pick(lambda v: v.rank == 3 and v.shape[2] <= 32)
+        if x is None:
+            return None
+        kind = self.choice(["LSTM", "GRU", "RNN"])
+        steps, batch, features = x.shape
+        hidden = int(self.rng.integers(1, 9))
+        direction = self.choice(["forward", "reverse", "bidirectional"])
+        dirs, width = (2 if direction == "bidirectional" else 1), {"LSTM": 4, "GRU": 3, "RNN": 1}[kind] * hidden
+        inputs = [x.name, self.weight(self.uniform((dirs, width, features), -0.5, 0.5)),
+                  self.weight(self.uniform((dirs, width, hidden), -0.5, 0.5))]
+        inputs += ["", "", "", "", ""]  # B, sequence_lens, initial_h, initial_c, P
+        if self.chance(0.7):
+            inputs[3] = self.weight(self.uniform((dirs, 2 * width), -0.5, 0.5))
+        if self.chance(0.4):
+            inputs[5] = self.weight(self.uniform((dirs, batch, hidden)))
+        if kind == "LSTM" and self.chance(0.3):
+            inputs[7] = self.weight(self.uniform((dirs, 3 * hidden), -0.5, 0.5))
+        while inputs[-1] == "":
+            inputs.pop()
+        attributes = {"hidden_size": hidden, "direction": direction}
+        if self.chance(0.2):
+            attributes["clip"] = self.choice([0.5, 2.0])
+        if kind == "GRU":
+            attributes["linear_before_reset"] = int(self.chance(0.5))
+        y, y_h = self.emit(kind, inputs, [(steps, dirs, batch, hidden), (dirs, batch, hidden)], lo=-1, hi=1,
+                           **attributes)
+        return self.choice([y, y_h])
+
+    def gen_quantize(self) -> Value | None:
+        """QuantizeLinear -> DequantizeLinear (per tensor or per axis, int8 or uint8): the
+        round trip of a quantize_static model. Rounding is discontinuous, so the input is exact;
+        its output would be too (one division and rounding, one multiply), but is not marked so:
+        onnxruntime's optimised session drops a DequantizeLinear -> QuantizeLinear pair of other
+        scales (and moves pairs across views), which changes the values a second rounding sees."""
+        x = self.pick(lambda v: v.exact and v.rank >= 1)
+        if x is None:
+            return None
+        signed = self.chance(0.5)
+        axis = int(self.rng.integers(0, x.rank))
+        per_axis = self.chance(0.4)
+        count = (x.shape[axis],) if per_axis else ()
+        scale = (self.rng.uniform(0.5, 2.0, count) * max(x.magnitude, 0.1) / 100).astype(np.float32)
+        zero = self.rng.integers(-20, 20, count) + (0 if signed else 128)
+        zero = zero.astype(np.int8 if signed else np.uint8)
+        attributes = {"axis": axis} if per_axis else {}
+        inputs = [self.weight(scale, "s"), self.weight(zero, "z")]
+        q = self.one("QuantizeLinear", [x.name, *inputs], x.shape, exact=True,
+                     dtype=TensorProto.INT8 if signed else TensorProto.UINT8, **attributes)
+        bound = float(np.max(scale)) * 300
+        return self.one("DequantizeLinear", [q.name, *inputs], x.shape, lo=max(x.lo, -bound) - 1,
+                        hi=min(x.hi, bound) + 1, **attributes)
+
+    def gen_dynamic_matmul(self) -> Value | None:
+        """What quantize_dynamic writes for a MatMul: DynamicQuantizeLinear, MatMulInteger with
+        int8 weights, Cast, Mul by the scales. Weights in [-64, 63] (reduce_range): onnxruntime's
+        AVX2 u8 x s8 kernel saturates pairs of products to int16 past that."""
+        a = self.pick(lambda v: v.exact and 2 <= v.rank <= 3)
+        if a is None:
+            return None
+        k, n = a.shape[-1], self.width()
+        out = (*a.shape[:-1], n)
+        if np.prod(out) > MAX_ELEMENTS:
+            return None
+        w_scale = np.float32(1 / (64 * math.sqrt(k)))
+        aq, a_scale, a_zero = self.emit("DynamicQuantizeLinear", [a.name], [a.shape, (), ()],
+                                        dtype=TensorProto.UINT8, exact=True)
+        a_scale.dtype = FLOAT
+        w = self.weight(self.rng.integers(-64, 64, (k, n)).astype(np.int8), "w")
+        acc = self.one("MatMulInteger", [aq.name, w, a_zero.name], out, dtype=TensorProto.INT32, exact=True)
+        as_float = self.one("Cast", [acc.name], out, to=FLOAT, exact=True)
+        scale = self.one("Mul", [a_scale.name, self.weight(w_scale, "s")], (), exact=True)
+        bound = 2 * max(a.magnitude, 0.1) * math.sqrt(k)
+        return self.one("Mul", [as_float.name, scale.name], out, lo=-bound, hi=bound)
+
     def gen_pattern(self) -> Value | None:
         """Exporter-style decomposed chains that fusion should turn into one kernel."""
         x = self.pick(lambda v: v.rank >= 1)
@@ -829,7 +907,7 @@ class GraphBuilder:
         "matmul": 8, "gemm": 5, "conv": 8, "pool": 5, "batchnorm": 3, "softmax": 4, "reduce": 5,
         "transpose": 4, "reshape": 4, "flatten": 2, "squeeze": 2, "concat": 4, "slice": 4, "split": 3,
         "layernorm": 3, "pattern": 5, "pad": 2, "expand": 2, "gather": 2, "instancenorm": 1, "argmax": 1,
-        "topk": 1, "cumsum": 1,
+        "topk": 1, "cumsum": 1, "recurrent": 1, "quantize": 2, "dynamic_matmul": 1,
     }
 
     def model(self, name: str) -> onnx.ModelProto:
