@@ -139,3 +139,20 @@ def test_a_manifest_naming_code_both_ways_is_refused(artifact, tmp_path, edit):
     (copy / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ArtifactError, match="is missing or malformed"):
         dlc.load(copy)
+
+
+@pytest.mark.skipif(shutil.which("ld") is None, reason="no bare linker (ld) on PATH")
+def test_a_bare_ld_links_the_model_without_the_c_api(tmp_path, monkeypatch):
+    monkeypatch.setenv("DLC_LINKER", "ld")
+    monkeypatch.setenv("DLC_CACHE", "0")
+    model = dlc.compile(CNN, threads=2)
+    model.save(tmp_path / "art")
+    manifest = json.loads((tmp_path / "art" / "manifest.json").read_text())
+    assert manifest["library"] == "model.so" and manifest["c_api"] is False
+    exported = _dynamic_symbols(tmp_path / "art" / "model.so")
+    assert exported == DOCUMENTED
+    x = np.random.default_rng(1).standard_normal(model.inputs[0].shape).astype(np.float32)
+    expected = model.run({model.inputs[0].name: x})
+    got = dlc.load(tmp_path / "art").run({model.inputs[0].name: x})
+    for name in expected:
+        np.testing.assert_array_equal(got[name], expected[name])
