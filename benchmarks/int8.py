@@ -1,0 +1,146 @@
+"""Benchmark int8 models (issue 20): dlc int8 vs onnxruntime int8, and dlc int8 vs dlc fp32.
+
+    python benchmarks/int8.py                     # every model, 1 thread
+    python benchmarks/int8.py --threads 2 --models cnn
+
+The models are small stand-ins built with onnx.helper (random weights) and quantized by
+onnxruntime's own tools, as users do: a ResNet-style CNN block stack with quantize_static (QDQ,
+per-channel weights) and a BERT-style encoder layer with quantize_dynamic. Both use
+reduce_range (7-bit weights): without it onnxruntime's AVX2 u8 x s8 kernels saturate int16
+pair sums and compute another function than the spec on CPUs without VNNI. Runs alternate
+between the sessions (dlc/tools/bench.py), so quote the ratios, not the times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def _init(rng, name, *shape, scale=None):
+    fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else 1
+    bound = scale if scale is not None else 1 / np.sqrt(max(fan_in, 1))
+    return numpy_helper.from_array(rng.uniform(-bound, bound, shape).astype(np.float32), name)
+
+
+def cnn(rng, channels: int = 64, size: int = 56, blocks: int = 3):
+    """A stem conv and `blocks` pairs of 3x3 convs with ReLU, then pooling and a classifier."""
+    nodes = [helper.make_node("Conv", ["x", "w0", "b0"], ["h0"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["h0"], ["a0"])]
+    inits = [_init(rng, "w0", channels, 3, 3, 3), _init(rng, "b0", channels, scale=0.1)]
+    last = "a0"
+    for i in range(1, 2 * blocks + 1):
+        nodes += [helper.make_node("Conv", [last, f"w{i}", f"b{i}"], [f"h{i}"], pads=[1, 1, 1, 1]),
+                  helper.make_node("Relu", [f"h{i}"], [f"a{i}"])]
+        inits += [_init(rng, f"w{i}", channels, channels, 3, 3), _init(rng, f"b{i}", channels, scale=0.1)]
+        last = f"a{i}"
+    nodes += [helper.make_node("GlobalAveragePool", [last], ["g"]),
+              helper.make_node("Flatten", ["g"], ["f"]),
+              helper.make_node("Gemm", ["f", "wf", "bf"], ["y"], transB=1)]
+    inits += [_init(rng, "wf", 10, channels), _init(rng, "bf", 10, scale=0.1)]
+    return nodes, inits, [1, 3, size, size], [1, 10]
+
+
+def encoder(rng, seq: int = 128, d: int = 256, ff: int = 1024):
+    """One head of self-attention with a residual and a ReLU MLP (no LayerNorm: a stand-in)."""
+    nodes = [helper.make_node("MatMul", ["x", "wq"], ["q"]),
+             helper.make_node("MatMul", ["x", "wk"], ["k"]),
+             helper.make_node("MatMul", ["x", "wv"], ["v"]),
+             helper.make_node("Transpose", ["k"], ["kt"], perm=[0, 2, 1]),
+             helper.make_node("MatMul", ["q", "kt"], ["s"]),
+             helper.make_node("Mul", ["s", "inv_sqrt_d"], ["ss"]),
+             helper.make_node("Softmax", ["ss"], ["p"], axis=-1),
+             helper.make_node("MatMul", ["p", "v"], ["o"]),
+             helper.make_node("MatMul", ["o", "wo"], ["proj"]),
+             helper.make_node("Add", ["proj", "x"], ["r"]),
+             helper.make_node("MatMul", ["r", "w1"], ["h"]),
+             helper.make_node("Add", ["h", "b1"], ["hb"]),
+             helper.make_node("Relu", ["hb"], ["hr"]),
+             helper.make_node("MatMul", ["hr", "w2"], ["m"]),
+             helper.make_node("Add", ["m", "r"], ["y"])]
+    inits = [_init(rng, "wq", d, d), _init(rng, "wk", d, d), _init(rng, "wv", d, d),
+             _init(rng, "wo", d, d), _init(rng, "w1", d, ff), _init(rng, "b1", ff, scale=0.1),
+             _init(rng, "w2", ff, d),
+             numpy_helper.from_array(np.array(d ** -0.5, np.float32), "inv_sqrt_d")]
+    return nodes, inits, [1, seq, d], [1, seq, d]
+
+
+MODELS = {"cnn": (cnn, "static"), "encoder": (encoder, "dynamic")}
+
+
+def build(name: str, folder: Path) -> tuple[Path, Path, list[int]]:
+    """The float model and its int8 version (written by onnxruntime.quantization), x's shape."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_dynamic,
+        quantize_static,
+    )
+
+    make, how = MODELS[name]
+    rng = np.random.default_rng(0)
+    nodes, inits, x_shape, y_shape = make(rng)
+    graph = helper.make_graph(nodes, name, [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, y_shape)], inits)
+    fp32, int8 = folder / f"{name}.onnx", folder / f"{name}.int8.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), fp32)
+
+    class Calibration(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter([{"x": rng.uniform(-1, 1, x_shape).astype(np.float32)} for _ in range(4)])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    if how == "dynamic":
+        quantize_dynamic(fp32, int8, weight_type=QuantType.QInt8, reduce_range=True)
+    else:
+        quantize_static(fp32, int8, Calibration(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, reduce_range=True)
+    return fp32, int8, x_shape
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default=",".join(MODELS), help="comma-separated: " + ", ".join(MODELS))
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--repeat", type=int, default=20)
+    args = parser.parse_args(argv)
+
+    import logging
+
+    import dlc
+    from dlc.tools.bench import median_latencies
+    from dlc.tools.oracle import onnxruntime_session
+
+    logging.getLogger().setLevel(logging.ERROR)  # onnxruntime.quantization's pre-processing advice
+    print(f"{'model':10} {'dlc int8 ms':>12} {'ort int8 ms':>12} {'dlc fp32 ms':>12} "
+          f"{'dlc/ort int8':>13} {'int8 speedup':>13}")
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.models.split(","):
+            fp32, int8, x_shape = build(name, Path(tmp))
+            feeds = {"x": np.random.default_rng(1).uniform(-1, 1, x_shape).astype(np.float32)}
+            dlc_int8 = dlc.compile(str(int8), threads=args.threads)
+            dlc_fp32 = dlc.compile(str(fp32), threads=args.threads)
+            ort_int8 = onnxruntime_session(str(int8), threads=args.threads)
+            runners = {"dlc int8": lambda c=dlc_int8, f=feeds: c.run(f),
+                       "ort int8": lambda s=ort_int8, f=feeds: s.run(None, f),
+                       "dlc fp32": lambda c=dlc_fp32, f=feeds: c.run(f)}
+            times = median_latencies(runners, args.repeat)
+            ms = {k: v * 1e3 for k, v in times.items()}
+            print(f"{name:10} {ms['dlc int8']:12.3f} {ms['ort int8']:12.3f} {ms['dlc fp32']:12.3f} "
+                  f"{ms['dlc int8'] / ms['ort int8']:13.2f} {ms['dlc fp32'] / ms['dlc int8']:13.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
