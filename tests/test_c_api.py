@@ -119,3 +119,90 @@ def test_errors_are_messages_not_aborts(artifact, tmp_path, case, fragment):
     run = subprocess.run([str(program), str(directory), str(tmp_path / "input.bin"), threads],
                          capture_output=True, text=True)
     assert run.returncode == 1 and fragment in run.stderr, run.stderr
+
+
+CONCURRENT = r"""
+/* Runs of one model from several threads at once, and two models in one process: each run
+ * equals the single-threaded first run, bit for bit (docs/c-api.md "Threads and concurrency"). */
+#include <dlfcn.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "dlc.h"
+
+typedef dlc_status (*run_fn)(dlc_model *, const void *const *, void *const *);
+typedef dlc_status (*open_fn)(const char *, dlc_model **);
+typedef dlc_status (*info_fn)(const dlc_model *, size_t, dlc_tensor_info *);
+typedef dlc_status (*threads_fn)(dlc_model *, int64_t);
+typedef void (*close_fn)(dlc_model *);
+static run_fn run;
+static dlc_model *model;
+static void *input, *expected;
+static size_t in_size, out_size;
+static int failures;
+
+static void *worker(void *unused) {
+    (void)unused;
+    void *out = malloc(out_size);
+    for (int i = 0; i < 20; i++) {
+        if (run(model, (const void *const *)&input, &out) != DLC_OK || memcmp(out, expected, out_size) != 0)
+            __atomic_add_fetch(&failures, 1, __ATOMIC_RELAXED);
+    }
+    free(out);
+    return NULL;
+}
+
+int main(int argc, char **argv) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/model.so", argv[1]);
+    void *library = dlopen(path, RTLD_NOW | RTLD_GLOBAL);
+    if (!library) { fprintf(stderr, "%s\n", dlerror()); return 1; }
+    open_fn open = (open_fn)dlsym(library, "dlc_model_open");
+    info_fn info = (info_fn)dlsym(library, "dlc_model_input"), out_info = (info_fn)dlsym(library, "dlc_model_output");
+    threads_fn threads = (threads_fn)dlsym(library, "dlc_model_set_num_threads");
+    close_fn close_model = (close_fn)dlsym(library, "dlc_model_close");
+    run = (run_fn)dlsym(library, "dlc_model_run");
+    dlc_model *second = NULL;
+    if (open(argv[1], &model) != DLC_OK || open(argv[1], &second) != DLC_OK) return 1;
+    dlc_tensor_info in, out;
+    info(model, 0, &in);
+    out_info(model, 0, &out);
+    in_size = in.size_bytes, out_size = out.size_bytes;
+    input = malloc(in_size), expected = malloc(out_size);
+    for (size_t i = 0; i < in_size / 4; i++) ((float *)input)[i] = (float)((i * 7919) % 1000) / 500.0f - 1.0f;
+    threads(model, 1);
+    if (run(model, (const void *const *)&input, &expected) != DLC_OK) return 1;
+    threads(model, 3);
+    threads(second, 2);
+    pthread_t ids[4];
+    for (int i = 0; i < 4; i++) pthread_create(&ids[i], NULL, worker, NULL);
+    void *other = malloc(out_size);
+    for (int i = 0; i < 20; i++)
+        if (run(second, (const void *const *)&input, &other) != DLC_OK || memcmp(other, expected, out_size) != 0)
+            failures++;
+    for (int i = 0; i < 4; i++) pthread_join(ids[i], NULL);
+    printf("failures %d\n", failures);
+    free(other);
+    free(input);
+    free(expected);
+    close_model(model);
+    close_model(second);
+    return failures != 0;
+}
+"""
+
+
+def test_concurrent_runs_and_two_models_agree_bit_for_bit(artifact, tmp_path):
+    (tmp_path / "concurrent.c").write_text(CONCURRENT)
+    program = tmp_path / "concurrent"
+    flags = ["-fsanitize=address"]
+    built = subprocess.run(["cc", "-O1", "-g", *flags, f"-I{_include_dir()}", str(tmp_path / "concurrent.c"),
+                            "-o", str(program), "-ldl", "-lpthread"], capture_output=True, text=True)
+    if built.returncode != 0:  # no libasan: the same test without the sanitizer
+        flags = []
+        subprocess.run(["cc", "-O1", f"-I{_include_dir()}", str(tmp_path / "concurrent.c"), "-o", str(program),
+                        "-ldl", "-lpthread"], check=True)
+    run = subprocess.run([str(program), str(artifact)], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0 and run.stdout.strip() == "failures 0", run.stdout + run.stderr
+    assert "AddressSanitizer" not in run.stderr
