@@ -110,13 +110,16 @@ def test_qlinear_conv_per_channel_with_bias_and_padding():
     _assert_exact(model, {"x": x})
 
 
-def test_matmul_integer_per_row_and_per_column_zero_points():
+# k=7: partial sums far below 2**24, so the float32 micro-kernel computes it exactly;
+# k=1100 with full 8-bit weights: up to 255 * 133 * 1100 > 2**24, so the int32 loop nest does.
+@pytest.mark.parametrize("k, low", [(7, -64), (1100, -128)], ids=["float-exact", "int32"])
+def test_matmul_integer_per_row_and_per_column_zero_points(k, low):
     rng = np.random.default_rng(3)
-    a = rng.integers(0, 256, (2, 5, 7)).astype(np.uint8)
-    constants = [("b", rng.integers(-64, 64, (7, 3)).astype(np.int8)),
+    a = rng.integers(0, 256, (2, 5, k)).astype(np.uint8)
+    constants = [("b", rng.integers(low, -low, (k, 3)).astype(np.int8)),
                  ("a_zero", rng.integers(0, 256, 5).astype(np.uint8)),
                  ("b_zero", rng.integers(-5, 5, 3).astype(np.int8))]
-    model = _one_node("MatMulInteger", [("a", T.UINT8, [2, 5, 7])], constants, T.INT32)
+    model = _one_node("MatMulInteger", [("a", T.UINT8, [2, 5, k])], constants, T.INT32)
     # The spec takes a 1-D a_zero_point per row of A; onnx's reference evaluator broadcasts it
     # along A's last axis instead (a shape error here), so numpy is the oracle.
     a32 = a.astype(np.int32) - constants[1][1].astype(np.int32)[:, None]

@@ -10,7 +10,10 @@ onnxruntime's CPU kernels, since that is what users compare against:
   padding of ConvInteger/QLinearConv then reads as 0, as in both references);
 - requantization (QLinearMatMul/QLinearConv): float32(acc) * float32(a_scale * b_scale /
   y_scale), round half to even, add y's zero point, saturate (MlasRequantizeOutput).
-The contractions run on the generic int32 loop nests of contraction.py and conv.py.
+The contractions run on the float32 GEMM micro-kernel where float32 is provably exact
+(constant weights small enough that every partial sum stays below 2**24, as with
+quantize_dynamic/quantize_static's reduce_range), else on contraction.py's and conv.py's
+int32 loop nests.
 """
 
 from __future__ import annotations
@@ -23,7 +26,9 @@ from xdsl.dialects.builtin import IntegerType, MemRefType, Signedness, f32, i32
 from xdsl.ir import SSAValue
 
 from dialects.diagnostics import UnsupportedError
+from dialects.onnx import WeightOp
 from dialects.types import is_float, numpy_dtype
+from dialects.weights import weights_of
 from passes.lowering.rules import lowers
 from passes.lowering.rules.contraction import lower_matmul
 from passes.lowering.rules.conv import lower_conv
@@ -223,30 +228,107 @@ def _centered(kb, op, value: SSAValue, zero: SSAValue | None, axis_of_vector: in
     return out
 
 
-def _matmul_integer(kb, op, a, a_zero, b, b_zero, out) -> None:
+def _constant(op, index: int) -> np.ndarray | None:
+    """Operand `index` of `op` when it is a weight (known at compile time), else None."""
+    if index >= len(op.operands) or not isinstance(op.operands[index].owner, WeightOp):
+        return None
+    owner = op.operands[index].owner
+    return weights_of(owner.get_toplevel_object()).get(owner.weight_name)
+
+
+def _exact_in_float(op, data: SSAValue, w_index: int, zero_index: int, bias_index: int | None,
+                    reduced_axes: tuple[int, ...]) -> bool:
+    """Can float32 compute this integer contraction exactly? When every partial sum is an
+    integer below 2**24 in magnitude, each float32 addition is exact in any order, so the
+    float32 GEMM micro-kernel (packed, vectorised) gives the int32 result bit for bit.
+    The bound: |x - x_zero| <= 255 for 8-bit x, times the sum of |w - w_zero| over the
+    reduced axes, the worst output channel, plus the largest bias."""
+    if numpy_dtype(data.type.element_type) not in (np.dtype(np.int8), np.dtype(np.uint8)):
+        return False
+    w = _constant(op, w_index)
+    zero = _constant(op, zero_index) if zero_index < len(op.operands) else np.zeros((), np.int32)
+    if w is None or zero is None or (bias_index is not None and bias_index < len(op.operands)
+                                     and _constant(op, bias_index) is None):
+        return False
+    if zero.ndim == 1 and zero.size > 1:  # per output channel: along the kept axis
+        kept = [i for i in range(w.ndim) if i not in reduced_axes][-1]
+        zero = zero.reshape([-1 if i == kept else 1 for i in range(w.ndim)])
+    centered = np.abs(w.astype(np.int64) - zero.astype(np.int64))
+    worst = 255 * int(centered.sum(axis=reduced_axes).max(initial=0))
+    if bias_index is not None and bias_index < len(op.operands):
+        worst += int(np.abs(_constant(op, bias_index).astype(np.int64)).max(initial=0))
+    return worst < 2 ** 24
+
+
+def _centered_float(kb, op, value: SSAValue, zero: SSAValue | None, axis: int, what: str) -> SSAValue:
+    """float32(value - zero point) in a scratch buffer (exact: 8-bit values)."""
+    as_int = _centered(kb, op, value, zero, axis, what)
+    shape = value.type.get_shape()
+    out = kb.scratch(MemRefType(f32, shape))
+    kb.generic([as_int], [out], [identity_map(len(shape))] * 2, [PARALLEL] * len(shape),
+               lambda b, a: [b.math(arith.SIToFPOp, a[0], f32)])
+    return out
+
+
+def _to_int32(kb, acc: SSAValue, out: SSAValue) -> None:
+    rank = len(out.type.get_shape())
+    kb.generic([acc], [out], [identity_map(rank)] * 2, [PARALLEL] * rank,
+               lambda b, a: [b.math(arith.FPToSIOp, a[0], i32)])
+
+
+def _matmul_integer(kb, op, a, a_zero, b, b_zero, out, indices=(0, 1, 3)) -> SSAValue:
+    """A @ B in int32 (or exactly in float32: `_exact_in_float`); returns the accumulator,
+    which is `out` or, on the float path when `out` is int32, a float32 scratch buffer."""
     a_rank, b_rank = len(a.type.get_shape()), len(b.type.get_shape())
+    kb.epilogue = None  # an integer tail is kernels-to-linalg's to apply, not the float GEMM's
+    if b_rank == 2 and _exact_in_float(op, a, indices[1], indices[2], None, (0,)):
+        af = _centered_float(kb, op, a, a_zero, max(a_rank - 2, 0), "A")
+        bf = _centered_float(kb, op, b, b_zero, b_rank - 1, "B")
+        acc = kb.scratch(MemRefType(f32, out.type.get_shape()))
+        lower_matmul(kb, op, [af, bf], [acc])
+        return acc
     a32 = _centered(kb, op, a, a_zero, max(a_rank - 2, 0), "A")
     b32 = _centered(kb, op, b, b_zero, b_rank - 1, "B")
     lower_matmul(kb, op, [a32, b32], [out])
+    return out
 
 
-def _conv_integer(kb, op, x, x_zero, w, w_zero, bias, out) -> None:
+def _conv_integer(kb, op, x, x_zero, w, w_zero, bias, out, indices=(0, 1, 3, None)) -> SSAValue:
+    """ConvInteger's int32 accumulator (or its exact float32 one); see `_matmul_integer`."""
+    kb.epilogue = None
+    w_rank = len(w.type.get_shape())
+    if _exact_in_float(op, x, indices[1], indices[2], indices[3], tuple(range(1, w_rank))):
+        xf = _centered_float(kb, op, x, x_zero, 1, "x")
+        wf = _centered_float(kb, op, w, w_zero, 0, "w")
+        bf = None
+        if bias is not None:
+            bf = kb.scratch(MemRefType(f32, bias.type.get_shape()))
+            kb.generic([bias], [bf], [identity_map(1)] * 2, [PARALLEL],
+                       lambda b, a: [b.math(arith.SIToFPOp, a[0], f32)])
+        acc = kb.scratch(MemRefType(f32, out.type.get_shape()))
+        lower_conv(kb, op, [xf, wf, bf], [acc])
+        return acc
     x32 = _centered(kb, op, x, x_zero, 1, "x")
     w32 = _centered(kb, op, w, w_zero, 0, "w")
     lower_conv(kb, op, [x32, w32, bias], [out])
+    return out
 
 
 @lowers("MatMulInteger")
 def lower_matmul_integer(kb, op, ins, outs) -> None:
     a, b = ins[0], ins[1]
-    _matmul_integer(kb, op, a, ins[2] if len(ins) > 2 else None, b, ins[3] if len(ins) > 3 else None,
-                    outs[0])
+    acc = _matmul_integer(kb, op, a, ins[2] if len(ins) > 2 else None, b,
+                          ins[3] if len(ins) > 3 else None, outs[0])
+    if acc is not outs[0]:
+        _to_int32(kb, acc, outs[0])
 
 
 @lowers("ConvInteger")
 def lower_conv_integer(kb, op, ins, outs) -> None:
-    _conv_integer(kb, op, ins[0], ins[2] if len(ins) > 2 else None, ins[1],
-                  ins[3] if len(ins) > 3 else None, None, outs[0])
+    acc = _conv_integer(kb, op, ins[0], ins[2] if len(ins) > 2 else None, ins[1],
+                        ins[3] if len(ins) > 3 else None, None, outs[0])
+    if acc is not outs[0]:
+        _to_int32(kb, acc, outs[0])
 
 
 def requantize(kb, op, acc: SSAValue, scales: list[tuple[SSAValue, object]], y_scale: SSAValue,
@@ -303,8 +385,8 @@ def lower_qlinear_matmul(kb, op, ins, outs) -> None:
     a_shape, b_shape = a.type.get_shape(), b.type.get_shape()
     _check_scale_size(op, a_scale, a_shape[-2] if len(a_shape) > 1 else 1, "a_scale")
     _check_scale_size(op, b_scale, b_shape[-1] if len(b_shape) > 1 else 1, "b_scale")
-    acc = kb.scratch(MemRefType(i32, shape))
-    _matmul_integer(kb, op, a, a_zero, b, b_zero, acc)
+    acc = _matmul_integer(kb, op, a, a_zero, b, b_zero, kb.scratch(MemRefType(i32, shape)),
+                          indices=(0, 3, 5))
     row_axis = rank - 2 if len(a_shape) > 1 else rank - 1
     scales = [(a_scale, _scale_map(op, a_scale, rank, row_axis, "a_scale")),
               (b_scale, _scale_map(op, b_scale, rank, rank - 1, "b_scale"))]
@@ -318,8 +400,8 @@ def lower_qlinear_conv(kb, op, ins, outs) -> None:
     out = outs[0]
     shape = out.type.get_shape()
     _check_scale_size(op, w_scale, shape[1], "w_scale")
-    acc = kb.scratch(MemRefType(i32, shape))
-    _conv_integer(kb, op, x, x_zero, w, w_zero, bias, acc)
+    acc = _conv_integer(kb, op, x, x_zero, w, w_zero, bias, kb.scratch(MemRefType(i32, shape)),
+                        indices=(0, 3, 5, 8))
     rank = len(shape)
     scales = [(x_scale, _scale_map(op, x_scale, rank, 1, "x_scale")),
               (w_scale, _scale_map(op, w_scale, rank, 1, "w_scale"))]
