@@ -70,7 +70,8 @@ def compile(model, target: str = "cpu", threads: int | None = None,
             input_shapes: dict | None = None, pipeline: str | None = None,
             fusion: str = "all", max_memory: str | int | None = None,
             tiles: str | dict | None = None, initializers_as_inputs: bool = False,
-            max_shapes: int = 8, cpu: str = "native", cpu_features: str = "") -> CompiledModel:
+            max_shapes: int = 8, cpu: str = "native", cpu_features: str = "",
+            embed_weights: bool = False) -> CompiledModel:
     """Compile an ONNX model (a path or an onnx.ModelProto) for `target`.
 
     threads: worker threads for parallel kernels (None: all cores).
@@ -93,6 +94,7 @@ def compile(model, target: str = "cpu", threads: int | None = None,
         "native", "x86-64-v2", "x86-64-v3", "x86-64-v4" or an LLVM CPU name, and LLVM
         features to add or remove ("+avx512vnni,-fma"). A model for a CPU this machine is not
         saves but does not run here.
+    embed_weights: model.so holds the weights too, for the C API's one-file deployment.
     """
     from dlc.driver import compile_model
     from dlc.targets import CompileOptions
@@ -101,7 +103,8 @@ def compile(model, target: str = "cpu", threads: int | None = None,
     shapes = {k: (int(v),) if isinstance(v, int) else tuple(v) for k, v in (input_shapes or {}).items()}
     options = CompileOptions(threads=threads, fusion=fusion, max_memory=max_memory,
                              tiles=format_tiles(tiles) if tiles else None,
-                             initializers_as_inputs=initializers_as_inputs, cpu=cpu, cpu_features=cpu_features)
+                             initializers_as_inputs=initializers_as_inputs, cpu=cpu, cpu_features=cpu_features,
+                             embed_weights=embed_weights)
     from dlc.specializations import specializing_model, symbolic_model
 
     proto = symbolic_model(model, shapes)

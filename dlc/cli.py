@@ -218,6 +218,7 @@ def _compile(args, compile_to: str):
                                                   tiles=_tiles(args),
                                                   cpu=getattr(args, "cpu", "native"),
                                                   cpu_features=getattr(args, "cpu_features", ""),
+                                                  embed_weights=getattr(args, "embed_weights", False),
                                                   initializers_as_inputs=getattr(args, "initializers_as_inputs",
                                                                                  False)),
                            input_shapes=_parse_shapes(getattr(args, "shape", None)),
@@ -668,6 +669,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "CPU name (haswell, znver3, skylake-avx512, ...); docs/artifact.md")
         p.add_argument("--cpu-features", default="", metavar="+F,-G",
                        help="LLVM features to add to or remove from --cpu's (+avx512vnni,-fma)")
+        p.add_argument("--embed-weights", action="store_true",
+                       help="put the weights inside model.so too: one file for the C API (docs/c-api.md)")
         p.add_argument("-p", "--pipeline", default=None, help="pass pipeline text replacing the default one")
         p.add_argument("--print-ir-after-all", action="store_true")
         p.add_argument("--print-ir-after", action="append", metavar="PASS")

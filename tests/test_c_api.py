@@ -5,6 +5,7 @@ the same under AddressSanitizer with no report; errors are codes and messages, n
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -100,7 +101,8 @@ def test_the_example_under_address_sanitizer_reports_nothing(artifact, tmp_path)
 
 @pytest.mark.parametrize("case,fragment", [
     ("threads", "dlc_model_set_num_threads: 0 threads; give 1 to 4096"),
-    ("directory", "weights.bin: cannot be opened (No such file or directory)"),
+    ("directory", "holds no weights; give the artifact's directory, or compile with --embed-weights"),
+    ("fifo", "weights.bin: expected a regular file of"),
     ("weights", "weights.bin: expected a regular file of"),
 ])
 def test_errors_are_messages_not_aborts(artifact, tmp_path, case, fragment):
@@ -110,9 +112,13 @@ def test_errors_are_messages_not_aborts(artifact, tmp_path, case, fragment):
     directory, threads = artifact, "1"
     if case == "threads":
         threads = "0"
-    elif case == "directory":
+    elif case == "directory":  # no weights.bin: the example opens the library's own, which it lacks
         directory = shutil.copytree(artifact, tmp_path / "noweights")
         (directory / "weights.bin").unlink()
+    elif case == "fifo":  # refused, never waited on
+        directory = shutil.copytree(artifact, tmp_path / "fifo")
+        (directory / "weights.bin").unlink()
+        os.mkfifo(directory / "weights.bin")
     else:
         directory = shutil.copytree(artifact, tmp_path / "short")
         (directory / "weights.bin").write_bytes(b"\0" * 64)
@@ -206,3 +212,35 @@ def test_concurrent_runs_and_two_models_agree_bit_for_bit(artifact, tmp_path):
     run = subprocess.run([str(program), str(artifact)], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0 and run.stdout.strip() == "failures 0", run.stdout + run.stderr
     assert "AddressSanitizer" not in run.stderr
+
+
+def test_embedded_weights_make_one_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("DLC_CACHE", "0")
+    dlc.compile(CNN, embed_weights=True).save(tmp_path / "art")
+    manifest = json.loads((tmp_path / "art" / "manifest.json").read_text())
+    assert manifest["embedded_weights"] is True
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    shutil.copy(tmp_path / "art" / "model.so", alone / "model.so")  # no weights.bin, no manifest
+    program, built = _build(tmp_path, "run_model", "-fsanitize=address")
+    if built.returncode != 0:
+        program, built = _build(tmp_path, "run_model")
+    assert built.returncode == 0, built.stderr
+    feeds = _feeds(tmp_path / "art", tmp_path / "input.bin")
+    run = subprocess.run([str(program), str(alone), str(tmp_path / "input.bin"), "2"], capture_output=True,
+                         text=True)
+    assert run.returncode == 0 and "AddressSanitizer" not in run.stderr, run.stderr
+    expected = dlc.load(tmp_path / "art").run(feeds)
+    for name, value in _parse(run.stdout).items():
+        np.testing.assert_array_equal(value, expected[name])
+
+
+def test_a_library_without_weights_says_so_when_opened_without_a_directory(artifact, tmp_path):
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    shutil.copy(artifact / "model.so", alone / "model.so")
+    program, built = _build(tmp_path, "run_model")
+    assert built.returncode == 0, built.stderr
+    _feeds(artifact, tmp_path / "input.bin")
+    run = subprocess.run([str(program), str(alone), str(tmp_path / "input.bin")], capture_output=True, text=True)
+    assert run.returncode == 1 and "holds no weights" in run.stderr and "--embed-weights" in run.stderr, run.stderr

@@ -49,11 +49,22 @@ def _tensors(name: str, specs: list[dict]) -> list[str]:
     return lines
 
 
-def table_source(manifest: dict, cpu_flags: list[str]) -> str:
+# --embed-weights: weights.bin's bytes in a read-only, 64-byte aligned section of model.so
+# (`%progbits`: the one spelling GNU as takes on x86-64 and AArch64, where `@` is a comment).
+EMBEDDED = """__asm__(".section .rodata.dlc_weights,\\"a\\",%progbits\\n.balign 64\\n"
+        ".globl dlc_embedded_weights\\n.hidden dlc_embedded_weights\\ndlc_embedded_weights:\\n"
+        ".incbin \\"weights.bin\\"\\n.previous\\n");
+extern const unsigned char dlc_embedded_weights[];
+"""
+
+
+def table_source(manifest: dict, cpu_flags: list[str], embed: bool = False) -> str:
     """model_table.c: the table dlc_api.c reads, from the manifest's fields; `cpu_flags`: the
-    /proc/cpuinfo flags the code needs (dlc_model_open refuses a CPU without them)."""
+    /proc/cpuinfo flags the code needs (dlc_model_open refuses a CPU without them); `embed`:
+    weights.bin goes into the library (the link writes it beside this file)."""
     sites = manifest.get("error_sites", [])
     lines = ["/* Written by dlc/codegen/c_api.py for one model. */", '#include "dlc_table.h"', "",
+             *([EMBEDDED] if embed else []),
              *_tensors("inputs", manifest["inputs"]), *_tensors("outputs", manifest["outputs"]),
              "static const char *const error_sites[] = {" + ", ".join(map(c_string, sites or [""])) + "};",
              "static const char *const cpu_flags[] = {" + ", ".join(map(c_string, cpu_flags or [""])) + "};",
@@ -62,12 +73,12 @@ def table_source(manifest: dict, cpu_flags: list[str]) -> str:
              f"    {len(manifest['inputs'])}, {len(manifest['outputs'])}, inputs, outputs,",
              f"    {manifest['arena_size']}u, {manifest['weights_size']}u, {manifest.get('status_offset', -1)},",
              f"    {len(sites)}, error_sites, {manifest.get('threads') or 0}, {c_string(manifest['cpu'])},",
-             f"    {len(cpu_flags)}, cpu_flags,",
+             f"    {len(cpu_flags)}, cpu_flags, {'dlc_embedded_weights' if embed else 'NULL'},",
              "};", ""]
     return "\n".join(lines)
 
 
-def c_sources(manifest: dict, cpu_flags: list[str]) -> dict[str, str]:
-    """{file name: C text} to compile into model.so, and the include directories they need."""
+def c_sources(manifest: dict, cpu_flags: list[str], embed: bool = False) -> dict[str, str]:
+    """{file name: C text} to compile into model.so."""
     return {"dlc_api.c": (SOURCE_DIR / "dlc_api.c").read_text(),
-            "model_table.c": table_source(manifest, cpu_flags)}
+            "model_table.c": table_source(manifest, cpu_flags, embed)}

@@ -54,16 +54,20 @@ def find_linker(triple: str | None = None) -> tuple[str, str] | None:
 
 def link_library(objects: list[bytes], pool_object: bytes, exports: tuple[str, ...],
                  c_sources: dict[str, str] | None = None, include_dirs: tuple[Path, ...] = (),
-                 cc_flags: tuple[str, ...] = (), triple: str | None = None) -> tuple[bytes, bool] | None:
+                 cc_flags: tuple[str, ...] = (), triple: str | None = None,
+                 data_files: dict[str, bytes] | None = None) -> tuple[bytes, bool] | None:
     """(the bytes of model.so, whether `c_sources` went in) linked from `objects` and the
     pool, exporting exactly `exports` and the pool; None where no linker exists. `c_sources`
-    ({file name: C text}) are compiled in only by a C compiler driver; `ld` links without them."""
+    ({file name: C text}) are compiled in only by a C compiler driver; `ld` links without them.
+    `data_files` ({name: bytes}) lie beside them for `.incbin` (the embedded weights)."""
     linker = find_linker(triple)
     if linker is None:
         return None
     kind, program = linker
     with tempfile.TemporaryDirectory(prefix="dlc-link-") as scratch:
         work = Path(scratch)
+        for name, data in (data_files or {}).items():
+            (work / name).write_bytes(data)
         inputs = []
         for index, code in enumerate([*objects, pool_object]):
             (work / f"part{index}.o").write_bytes(code)

@@ -58,7 +58,8 @@ typedef struct dlc_model dlc_model;
 DLC_EXPORT int dlc_api_version(void);
 
 /* Open the model of this library with the weights of DIR (DIR/weights.bin, checked for its
- * size; Python's dlc.load also checks every hash). *model is NULL on failure. */
+ * size; Python's dlc.load also checks every hash), or, for DIR NULL, with the weights inside
+ * the library (`dlc compile --embed-weights`). *model is NULL on failure. */
 DLC_EXPORT dlc_status dlc_model_open(const char *directory, dlc_model **model);
 
 /* Free the model (NULL is allowed). No run of it may be in flight. */

@@ -256,6 +256,8 @@ _FIELDS = {
     "library": (lambda v: v == LIBRARY_FILE, f'"{LIBRARY_FILE}"'),
     # Whether `library` holds the C API (dlc_model_open, ...); linked by `ld` alone it does not.
     "c_api": (lambda v: isinstance(v, bool), "true or false"),
+    # --embed-weights: model.so holds weights.bin's bytes too (the C API's open with NULL).
+    "embedded_weights": (lambda v: v is True, "true"),
     "files": (_files, "{file name: {size, sha256}}"),
     "inputs": (_tensor_specs, "a list of {name, shape, dtype} with distinct names, dlc's dtypes"),
     "outputs": (_tensor_specs, "a list of {name, shape, dtype} with distinct names, dlc's dtypes"),
@@ -284,7 +286,8 @@ _FIELDS = {
         '"sha256:" and 64 hex digits',
     ),
 }
-_OPTIONAL = {"objects", "pool", "library", "c_api", "status_offset", "error_sites", "constant_inputs"}
+_OPTIONAL = {"objects", "pool", "library", "c_api", "embedded_weights", "status_offset", "error_sites",
+             "constant_inputs"}
 
 
 def manifest_integrity(manifest: dict) -> str:

@@ -74,6 +74,8 @@ class CompileOptions:
     # CPU name; `cpu_features` edits its feature set ("+avx512vnni,-fma").
     cpu: str = "native"
     cpu_features: str = ""
+    # The weights also inside model.so, for a one-file C deployment (docs/c-api.md).
+    embed_weights: bool = False
 
     def __post_init__(self):
         from dlc.runtime.artifact import MAX_THREADS

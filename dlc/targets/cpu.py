@@ -123,7 +123,8 @@ class CpuTarget(Target):
             **_error_sites(module, main),
             **({"constant_inputs": constant} if (constant := constant_inputs_of(module)) else {}),
         }
-        code = _link(objects, pool_object(cpu, features, triple), manifest, features, triple)
+        code = _link(objects, pool_object(cpu, features, triple), manifest, features, triple,
+                     blob if options.embed_weights else None)
         # Saving adds each file's size and SHA-256, and the manifest's own hash
         # (dlc/runtime/artifact.py write_artifact); loading checks them all.
         manifest.update(code["manifest"])
@@ -131,7 +132,8 @@ class CpuTarget(Target):
         return executable_for(manifest, code["files"], blob, code["pool"])
 
 
-def _link(objects: list[bytes], pool: bytes, manifest: dict, features: str, triple: str | None = None) -> dict:
+def _link(objects: list[bytes], pool: bytes, manifest: dict, features: str, triple: str | None = None,
+          embedded: np.ndarray | None = None) -> dict:
     """The code of the artifact: one `model.so` linked by the system linker with the C API
     (dlc/codegen/link.py, dlc/codegen/c_api.py), else, with a one-line note, the objects and
     the pool's object."""
@@ -145,8 +147,10 @@ def _link(objects: list[bytes], pool: bytes, manifest: dict, features: str, trip
 
     with progress.step("model.so linked"):
         linked = link_library(objects, pool, exports=(ENTRY_SYMBOL, *c_api.FUNCTIONS),
-                              c_sources=c_api.c_sources(manifest, cpuinfo_flags_needed(features)),
-                              include_dirs=(c_api.INCLUDE_DIR, c_api.SOURCE_DIR), triple=triple)
+                              c_sources=c_api.c_sources(manifest, cpuinfo_flags_needed(features),
+                                                        embed=embedded is not None),
+                              include_dirs=(c_api.INCLUDE_DIR, c_api.SOURCE_DIR), triple=triple,
+                              data_files={"weights.bin": embedded.tobytes()} if embedded is not None else None)
     if linked is None:
         logging.getLogger("dlc").warning(
             "dlc: no linker (cc or ld) on PATH or %s=none: the artifact keeps object files, "
@@ -154,7 +158,9 @@ def _link(objects: list[bytes], pool: bytes, manifest: dict, features: str, trip
         return {"manifest": {"objects": object_file_names(len(objects)), "pool": "pool.o"},
                 "files": objects, "pool": pool}
     library, with_c_api = linked
-    return {"manifest": {"library": "model.so", "c_api": with_c_api}, "files": [library], "pool": None}
+    embedded_field = {"embedded_weights": True} if embedded is not None and with_c_api else {}
+    return {"manifest": {"library": "model.so", "c_api": with_c_api, **embedded_field},
+            "files": [library], "pool": None}
 
 
 def _main(module):

@@ -5,7 +5,8 @@
  *   ./run_model out/ input.bin [threads]
  *
  * input.bin holds every input's bytes, in the model's input order, C-contiguous, nothing
- * else. Prints each output as `name dtype d0xd1...` and then one value per line.
+ * else. Prints each output as `name dtype d0xd1...` and then one value per line. Without
+ * ARTIFACT_DIR/weights.bin, the weights inside model.so (`dlc compile --embed-weights`).
  * The model's library is opened with dlopen, so one program runs any model.
  */
 #include <dlfcn.h>
@@ -13,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "dlc.h"
 
@@ -79,7 +81,9 @@ int main(int argc, char **argv) {
     }
     if (!load_api(argv[1])) return 1;
     dlc_model *model = NULL;
-    if (api.open(argv[1], &model) != DLC_OK) {
+    char weights[4096];
+    snprintf(weights, sizeof weights, "%s/weights.bin", argv[1]);
+    if (api.open(access(weights, F_OK) == 0 ? argv[1] : NULL, &model) != DLC_OK) {
         fprintf(stderr, "error: %s\n", api.last_error());
         return 1;
     }

@@ -37,7 +37,8 @@ extern void dlc_pool_parallel(dlc_worker worker, void *data, int64_t items);
 extern int64_t dlc_pool_start(int64_t wanted);
 
 struct dlc_model {
-    void *weights;
+    const void *weights;
+    void *owned_weights;              /* read from weights.bin; NULL for embedded weights */
     int64_t threads;
     pthread_mutex_t lock;             /* guards free_arenas */
     size_t num_free;
@@ -172,14 +173,21 @@ static dlc_status read_weights(const char *directory, void **weights) {
 DLC_EXPORT dlc_status dlc_model_open(const char *directory, dlc_model **model) {
     if (!model) return fail(DLC_ERROR_ARGUMENT, "dlc_model_open: model (the result pointer) is NULL");
     *model = NULL;
-    if (!directory) return fail(DLC_ERROR_ARGUMENT, "dlc_model_open: directory is NULL");
+    if (!directory && !dlc_model_table.embedded_weights)
+        return fail(DLC_ERROR_ARGUMENT, "dlc_model_open: directory is NULL and this model.so holds no "
+                    "weights; give the artifact's directory, or compile with --embed-weights");
     if (missing_cpu_flags()) return DLC_ERROR_ARTIFACT;
     dlc_model *opened = calloc(1, sizeof *opened);
     if (!opened) return fail(DLC_ERROR_MEMORY, "no memory for a model");
-    dlc_status status = read_weights(directory, &opened->weights);
-    if (status != DLC_OK) {
-        free(opened);
-        return status;
+    if (directory) {
+        dlc_status status = read_weights(directory, &opened->owned_weights);
+        if (status != DLC_OK) {
+            free(opened);
+            return status;
+        }
+        opened->weights = opened->owned_weights;
+    } else {
+        opened->weights = dlc_model_table.embedded_weights;  /* read-only, 64-byte aligned */
     }
     pthread_mutex_init(&opened->lock, NULL);
     opened->threads = default_threads();
@@ -191,7 +199,7 @@ DLC_EXPORT void dlc_model_close(dlc_model *model) {
     if (!model) return;
     for (size_t i = 0; i < model->num_free; i++) free(model->free_arenas[i]);
     pthread_mutex_destroy(&model->lock);
-    free(model->weights);
+    free(model->owned_weights);
     free(model);
 }
 

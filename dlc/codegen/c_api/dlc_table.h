@@ -16,6 +16,7 @@ struct dlc_table {
     const char *cpu;                  /* for messages: "x86-64-v3", "znver2" */
     size_t num_cpu_flags;
     const char *const *cpu_flags;     /* /proc/cpuinfo flags the code needs */
+    const unsigned char *embedded_weights;  /* --embed-weights: weights.bin's bytes; else NULL */
 };
 
 extern const struct dlc_table dlc_model_table;
