@@ -254,3 +254,61 @@ def test_a_saved_batch_model_serves_every_batch_size(tmp_path):
     np.testing.assert_allclose(loaded.run({"x": x})["logits"], run_onnxruntime(model, {"x": x})[0],
                                rtol=1e-4, atol=1e-5)
     assert loaded.compiles == 0
+
+
+# --- the proof alone (no compile) -----------------------------------------------------------------
+
+def _graph(nodes, inputs, outputs, initializers=()):
+    from onnx import TensorProto, helper
+
+    model = helper.make_model(helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in inputs],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in outputs], list(initializers)),
+        opset_imports=[helper.make_opsetid("", 17)])
+    return model
+
+
+def _ints(name, values):
+    return onnx.numpy_helper.from_array(np.asarray(values, np.int64), name)
+
+
+@pytest.mark.parametrize("nodes, initializers, proved, why", [
+    ([("Softmax", ["x"], {"axis": -1})], [], True, ""),
+    ([("Softmax", ["x"], {"axis": 0})], [], False, "works along axis 0, the batch axis"),
+    ([("Transpose", ["x"], {"perm": [1, 0, 2]})], [], False, "moves the batch axis"),
+    ([("Reshape", ["x", "flat"], {})], [_ints("flat", [0, -1])], True, ""),
+    ([("Reshape", ["x", "rows"], {})], [_ints("rows", [-1, 8])], False, "leading dimension"),
+    ([("ReduceSum", ["x", "axes"], {"keepdims": 0})], [_ints("axes", [2])], True, ""),
+    ([("ReduceSum", ["x", "axes"], {"keepdims": 1})], [_ints("axes", [0])], False, "reduces over the batch axis"),
+    ([("Size", ["x"], {}), ("Cast", ["Size_0"], {"to": 1}), ("Div", ["x", "Cast_1"], {})], [], False,
+     "reads the batch size as data"),
+    ([("NonZero", ["x"], {})], [], False, "is not one of the operators"),
+])
+def test_the_batch_proof(nodes, initializers, proved, why):
+    from onnx import helper
+
+    from dlc.frontend.batch_axis import batch_dimension
+
+    made, previous = [], "x"
+    for index, (op, inputs, attrs) in enumerate(nodes):
+        name = f"{op}_{index}"
+        made.append(helper.make_node(op, inputs, [name], name=name, **attrs))
+        previous = name
+    model = _graph(made, [("x", ["N", 4, 8])], [previous], initializers)
+    name, reason = batch_dimension(model)
+    assert (name == "N") is proved and why in reason
+
+
+def test_the_proof_reads_exporters_shape_idiom_and_refuses_a_batch_dimension_elsewhere():
+    from onnx import helper
+
+    from dlc.frontend.batch_axis import batch_dimension
+
+    nodes = [helper.make_node("Shape", ["x"], ["s"]), helper.make_node("Gather", ["s", "zero"], ["n"], axis=0),
+             helper.make_node("Unsqueeze", ["n", "axes0"], ["n1"]),
+             helper.make_node("Concat", ["n1", "minus1"], ["shape"], axis=0),
+             helper.make_node("Reshape", ["x", "shape"], ["y"])]
+    consts = [_ints("zero", 0), _ints("axes0", [0]), _ints("minus1", [-1])]
+    assert batch_dimension(_graph(nodes, [("x", ["N", 4, 8])], ["y"], consts)) == ("N", "")
+    assert batch_dimension(_graph(nodes, [("x", ["N", "N", 8])], ["y"], consts))[0] is None
+    assert batch_dimension(_graph(nodes, [("x", [2, 4, 8])], ["y"], consts)) == (None, "")
