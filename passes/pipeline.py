@@ -4,7 +4,7 @@ Pipeline text is xDSL's (as in mlir-opt): `pass-a,pass-b{option=1 other=2,3}`. V
 mirrors mlir-opt's `-verify-each`, but its default differs: verifying after every pass cost
 ResNet-50 21 verifications and a ViT 41% of its compile, so by default the runner verifies
 once after the passes it is given (the driver gives it one phase at a time);
-`--verify-each` (or DLC_VERIFY_EACH=1, which the test suite sets) verifies after every pass
+`--verify-each` (or DLC_VERIFY_EACH=1) verifies after every pass
 and names the pass that broke the IR.
 """
 
@@ -65,7 +65,7 @@ def pipeline_syntax_message(error: BaseException) -> str:
 
 
 def verify_each_default() -> bool:
-    """DLC_VERIFY_EACH=1 turns on verification after every pass (tests/conftest.py sets it)."""
+    """DLC_VERIFY_EACH=1 turns on verification after every pass."""
     return os.environ.get("DLC_VERIFY_EACH", "").strip() not in ("", "0")
 
 
