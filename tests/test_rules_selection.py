@@ -130,3 +130,48 @@ def test_cumsum_runtime_axis_out_of_range_fails_the_run():
     for bad in (2, -3):
         with pytest.raises(DlcError, match=r"CumSum_0.*input 'axis' is out of range \[-2, 2\)"):
             compiled.run({"x": x, "axis": np.array(bad)})
+
+
+# --- operators newer than opset 21, expanded into their ONNX function bodies -----------------
+
+def _newer_model(nodes, inputs, outputs, constants=(), opset=24):
+    graph = helper.make_graph(
+        nodes, "newer", [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in inputs],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in outputs],
+        [numpy_helper.from_array(v, n) for n, v in constants])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def _assert_newer_matches(model, feeds, rtol=1e-5, atol=1e-6) -> None:
+    expected = run_onnxruntime(model, feeds)
+    got = dlc.compile(model).run(feeds)
+    for output, want in zip(model.graph.output, expected):
+        np.testing.assert_allclose(got[output.name], want, rtol=rtol, atol=atol)
+
+
+def test_rms_normalization_as_llama_uses_it():
+    """RMSNormalization (opset 23) over the last axis with a learned scale, then a Swish (24)."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 5, 16)).astype(np.float32)
+    scale = rng.uniform(0.5, 1.5, 16).astype(np.float32)
+    model = _newer_model([helper.make_node("RMSNormalization", ["x", "scale"], ["n"], axis=-1, epsilon=1e-5),
+                          helper.make_node("Swish", ["n"], ["y"], alpha=1.5)],
+                         [("x", [2, 5, 16])], [("y", [2, 5, 16])], [("scale", scale)])
+    _assert_newer_matches(model, {"x": x})
+
+
+@pytest.mark.parametrize("interleaved", [0, 1])
+def test_rotary_embedding_with_position_ids(interleaved):
+    """RotaryEmbedding (opset 23) on [batch, heads, seq, head_size] with cos/sin caches."""
+    rng = np.random.default_rng(interleaved)
+    x = rng.standard_normal((1, 2, 3, 8)).astype(np.float32)
+    angles = np.outer(np.arange(6), 1.0 / 10000 ** (np.arange(4) / 4)).astype(np.float32)
+    positions = np.array([[2, 3, 4]], np.int64)
+    nodes = [helper.make_node("RotaryEmbedding", ["x", "cos", "sin", "pos"], ["y"], interleaved=interleaved)]
+    graph = helper.make_graph(
+        nodes, "rope", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x.shape),
+                        helper.make_tensor_value_info("pos", TensorProto.INT64, positions.shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, x.shape)],
+        [numpy_helper.from_array(np.cos(angles), "cos"), numpy_helper.from_array(np.sin(angles), "sin")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 23)])
+    _assert_newer_matches(model, {"x": x, "pos": positions})

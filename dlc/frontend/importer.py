@@ -38,6 +38,7 @@ from dialects.onnx_eval import check_foldable
 from dialects.types import element_type_for, numpy_dtype_for_onnx
 from dialects.weights import WeightStore, attach_weights
 from dlc.errors import ModelLoadError, UnsupportedError
+from dlc.frontend.expand_functions import expand_newer_functions
 from dlc.frontend.input_shapes import graph_inputs, resolve_input_shapes, unpinned_error
 from dlc.runtime import memory_limit
 
@@ -943,7 +944,7 @@ def import_model(model: str | Path | onnx.ModelProto,
         proto.graph.initializer.extend(kept)
         overridable = []
     _fix_input_shapes(proto, dict(input_shapes or {}))
-    proto = _convert_opset(proto)
+    proto = _convert_opset(expand_newer_functions(proto))
     folder = _Folder(proto, limit)
     folder.run()
     graph = proto.graph

@@ -1,0 +1,144 @@
+"""Operators newer than dlc's canonical opset, replaced by the ONNX function that defines them.
+
+ONNX defines many operators of opsets 22 and later as functions of older ones
+(https://onnx.ai/onnx/repo-docs/Functions.md): RMSNormalization and RotaryEmbedding (opset
+23) by a context-dependent body built for the node's attributes and input types, Swish (24)
+and SwiGLU by a fixed one. The version converter cannot take them down to opset 21 ("No
+Previous Version"), so before it runs, each such node of the main graph becomes the nodes of
+its body, renamed as the official `_expanded` node tests are built (onnx's
+backend/test/case/node/__init__.py, function_expand_helper). The body's nodes then follow the
+normal path: conversion to opset 21, folding, fusion and the native lowerings of each op.
+"""
+
+from __future__ import annotations
+
+import onnx
+import onnx.defs
+
+from dialects.onnx import CANONICAL_OPSET
+
+
+def expand_newer_functions(model: onnx.ModelProto) -> onnx.ModelProto:
+    """`model` with each default-domain node whose operator came after CANONICAL_OPSET and has
+    a function body replaced by that body (node order kept), again where a body holds such
+    nodes (SwiGLU's holds a Swish); `model` itself when none does."""
+    for _ in range(_MAX_DEPTH):
+        expanded = _expand_once(model)
+        if expanded is model:
+            return model
+        model = expanded
+    return model
+
+
+_MAX_DEPTH = 8  # function bodies nest one or two deep; this bounds a cyclic definition
+
+
+def _expand_once(model: onnx.ModelProto) -> onnx.ModelProto:
+    version = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    if version is None or version <= CANONICAL_OPSET:
+        return model
+    targets = [i for i, node in enumerate(model.graph.node) if _body_schema(node, version)]
+    if not targets:
+        return model
+    types = _value_types(model)
+    nodes = []
+    for i, node in enumerate(model.graph.node):
+        if i not in targets:
+            nodes.append(node)
+            continue
+        schema = _body_schema(node, version)
+        function = _function_of(schema, node, [types.get(name, onnx.TypeProto()) for name in node.input])
+        prefix = f"{node.name or node.op_type}_{i}_expanded_"
+        nodes.extend(_inline(_with_defaults(node, schema), function, prefix))
+    expanded = onnx.ModelProto()
+    expanded.CopyFrom(model)
+    del expanded.graph.node[:]
+    expanded.graph.node.extend(nodes)
+    return expanded
+
+
+def _body_schema(node: onnx.NodeProto, version: int):
+    """The node's schema at the model's opset when it is newer than canonical and has a body."""
+    if node.domain not in ("", "ai.onnx"):
+        return None
+    try:
+        schema = onnx.defs.get_schema(node.op_type, version, "")
+    except onnx.defs.SchemaError:
+        return None
+    if schema.since_version <= CANONICAL_OPSET:
+        return None
+    if not (schema.has_function or schema.has_context_dependent_function):
+        return None
+    if any(a.type == onnx.AttributeProto.GRAPH for a in node.attribute):
+        return None  # a body with subgraphs would need them renamed too; none of these has one
+    return schema
+
+
+def _function_of(schema, node: onnx.NodeProto, input_types: list[onnx.TypeProto]) -> onnx.FunctionProto:
+    function = onnx.FunctionProto()
+    if schema.has_context_dependent_function:
+        function.ParseFromString(schema.get_context_dependent_function(
+            node.SerializeToString(), [t.SerializeToString() for t in input_types]))
+    else:
+        function.ParseFromString(schema.get_function_with_opset_version(schema.since_version))
+    return function
+
+
+def _inline(node: onnx.NodeProto, function: onnx.FunctionProto, prefix: str) -> list[onnx.NodeProto]:
+    """The body's nodes with the function's inputs and outputs renamed to the node's, its
+    internal values prefixed, and attribute references replaced by the node's attributes."""
+    names = {formal: actual for formal, actual in zip(function.input, node.input)}
+    names.update({formal: actual for formal, actual in zip(function.output, node.output) if actual})
+    attributes = {a.name: a for a in node.attribute}
+
+    def rename(name: str) -> str:
+        return names.get(name, prefix + name if name else "")
+
+    body = []
+    for k, inner in enumerate(function.node):
+        copy = onnx.NodeProto()
+        copy.CopyFrom(inner)
+        copy.ClearField("input")
+        copy.ClearField("output")
+        copy.ClearField("attribute")
+        copy.input.extend(rename(n) for n in inner.input)
+        copy.output.extend(rename(n) for n in inner.output)
+        for attr in inner.attribute:
+            if attr.ref_attr_name:  # an omitted optional attribute stays omitted
+                if attr.ref_attr_name in attributes:
+                    copy.attribute.append(attributes[attr.ref_attr_name])
+                    copy.attribute[-1].name = attr.name
+            else:
+                copy.attribute.append(attr)
+        copy.name = f"{prefix}{inner.name or inner.op_type + str(k)}"  # errors name the original node
+        body.append(copy)
+    return body
+
+
+def _with_defaults(node: onnx.NodeProto, schema) -> onnx.NodeProto:
+    """The node with every attribute the schema defaults written out: a function body refers to
+    its attributes by name (`ref_attr_name`), which an omitted one would leave dangling."""
+    full = onnx.NodeProto()
+    full.CopyFrom(node)
+    present = {a.name for a in node.attribute}
+    for name, attr in schema.attributes.items():
+        if name not in present and attr.default_value.type != onnx.AttributeProto.UNDEFINED:
+            default = onnx.AttributeProto()
+            default.CopyFrom(attr.default_value)
+            default.name = name
+            full.attribute.append(default)
+    return full
+
+
+def _value_types(model: onnx.ModelProto) -> dict[str, onnx.TypeProto]:
+    """Every value's type that ONNX shape inference knows (a context-dependent body depends on
+    its inputs' element types)."""
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except Exception:  # noqa: BLE001 -- the importer's own inference reports a broken model
+        inferred = model
+    graph = inferred.graph
+    types = {v.name: v.type for v in [*graph.input, *graph.value_info, *graph.output]}
+    for tensor in graph.initializer:
+        types.setdefault(tensor.name, onnx.helper.make_tensor_type_proto(tensor.data_type, tensor.dims))
+    return types
