@@ -120,8 +120,10 @@ class InferenceSession:
         about and skipped, as onnxruntime does with providers it was not built with.
 
     A model whose inputs have only static dimensions (after free-dimension overrides) is
-    compiled here; one with symbolic dimensions is compiled at the first run of each new
-    input shape (then reused; the compile cache keeps it across processes).
+    compiled here; one with symbolic dimensions is a dlc.specializations.SpecializingModel:
+    compiled at the first run of each new input shape (then reused; the compile cache keeps
+    it across processes), and once for every batch size where the batch proof holds
+    (docs/symbolic-shapes.md).
     """
 
     def __init__(self, path_or_bytes, sess_options=None, providers=None, provider_options=None, **kwargs):
@@ -149,8 +151,24 @@ class InferenceSession:
             raise DlcError("SessionOptions.enable_profiling: dlc does not write onnxruntime's profile JSON",
                            "time each kernel with `dlc run MODEL.onnx --profile` instead")
         self._models: dict[tuple, object] = {}
+        self._specializing = None
         if all(isinstance(d, int) for i in self._inputs for d in i.shape):
             self._model_for({})
+        else:
+            import warnings
+
+            from dlc.frontend.input_shapes import dimension_names
+            from dlc.specializations import specializing_model
+            from dlc.targets import CompileOptions
+
+            # onnxruntime ignores an override naming no dimension of the model; so does dlc.
+            names = dimension_names(proto)
+            pins = {**{name: (size,) for name, size in overrides.items() if name in names}, **self._overridden}
+            with warnings.catch_warnings():  # a model compiled per batch size is onnxruntime's normal case
+                warnings.simplefilter("ignore")
+                self._specializing = specializing_model(
+                    self._source, proto, "cpu", CompileOptions(threads=self._threads, fusion=self._fusion), pins,
+                    max_shapes=8)
 
     # ------------------------------------------------------------------ onnxruntime's interface
 
@@ -192,7 +210,8 @@ class InferenceSession:
                              f"got {type(input_feed).__name__}")
         feeds = {name: np.asarray(value) for name, value in input_feed.items()}
         symbolic = self._check_feed(feeds)
-        outputs = self._model_for(symbolic).run(feeds)
+        model = self._model_for(symbolic) if self._specializing is None else self._specializing
+        outputs = model.run(feeds)
         return [outputs[name] for name in names]
 
     # ------------------------------------------------------------------ dlc's side

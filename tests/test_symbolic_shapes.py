@@ -312,3 +312,14 @@ def test_the_proof_reads_exporters_shape_idiom_and_refuses_a_batch_dimension_els
     assert batch_dimension(_graph(nodes, [("x", ["N", 4, 8])], ["y"], consts)) == ("N", "")
     assert batch_dimension(_graph(nodes, [("x", ["N", "N", 8])], ["y"], consts))[0] is None
     assert batch_dimension(_graph(nodes, [("x", [2, 4, 8])], ["y"], consts)) == (None, "")
+
+
+def test_an_inference_session_serves_every_batch_size_from_one_compile():
+    model = models.resnet_block(channels=8, resolution=16, batch="N")
+    session = dlc.InferenceSession(model.SerializeToString())
+    assert session.get_inputs()[0].shape == ["N", 3, 16, 16]
+    for batch in (2, 3):
+        x = np.random.default_rng(batch).uniform(-1, 1, (batch, 3, 16, 16)).astype(np.float32)
+        np.testing.assert_allclose(session.run(None, {"x": x})[0], run_onnxruntime(model, {"x": x})[0],
+                                   rtol=1e-4, atol=1e-5)
+    assert session._specializing.compiles == 1
