@@ -236,3 +236,19 @@ def test_fused_contractions_are_recorded(tmp_path):
     notes = [op.attributes["dlc.quantized"].data for op in module.walk() if "dlc.quantized" in op.attributes]
     # All seven MatMuls, the two of activations (Q.K^T and P.V) included.
     assert notes.count("integer kernel: DequantizeLinear -> MatMul -> QuantizeLinear") == 7, notes
+
+
+@pytest.mark.parametrize("source, target", [(np.float32, np.uint8), (np.uint8, np.float32),
+                                            (np.uint8, np.int32), (np.int32, np.uint8),
+                                            (np.uint16, np.int8), (np.uint32, np.float64)])
+def test_cast_to_and_from_unsigned(source, target):
+    """By value (zero-extended), as the expanded DynamicQuantizeLinear casts its rounded floats."""
+    info = np.iinfo(source) if np.issubdtype(source, np.integer) else None
+    x = (np.arange(0, 250, 7) if info is None else
+         np.linspace(max(info.min, -1000), min(info.max, 2**31 - 1), 40)).astype(source)
+    model = _one_node("Cast", [("x", helper.np_dtype_to_tensor_dtype(np.dtype(source)), list(x.shape))],
+                      [], helper.np_dtype_to_tensor_dtype(np.dtype(target)),
+                      to=helper.np_dtype_to_tensor_dtype(np.dtype(target)))
+    if source == np.int32:  # in range of the target: out of range is implementation-defined
+        x = np.clip(x, 0, 255).astype(source)
+    np.testing.assert_array_equal(dlc.compile(model).run({"x": x})["y"], run_onnxruntime(model, {"x": x})["y"])
