@@ -105,13 +105,23 @@ def compile(model, target: str = "cpu", threads: int | None = None,
                              tiles=format_tiles(tiles) if tiles else None,
                              initializers_as_inputs=initializers_as_inputs, cpu=cpu, cpu_features=cpu_features,
                              embed_weights=embed_weights)
-    from dlc.specializations import specializing_model, symbolic_model
+    from dlc.errors import UnsupportedError
 
-    proto = symbolic_model(model, shapes)
-    if proto is not None:
+    try:
+        result = compile_model(model, target=target, options=options,
+                               input_shapes=shapes, pipeline=pipeline)
+    except UnsupportedError as error:
+        # Inputs left symbolic (the importer's error says so): compile per input shape. Asked
+        # here, not before, so that a static model is not parsed once more (a cache hit reads
+        # no model at all).
+        if not getattr(error, "unpinned_inputs", None):
+            raise
+        from dlc.specializations import specializing_model, symbolic_model
+
+        proto = symbolic_model(model, shapes)
+        if proto is None:
+            raise
         return specializing_model(model, proto, target, options, shapes, max_shapes, pipeline)
-    result = compile_model(model, target=target, options=options,
-                           input_shapes=shapes, pipeline=pipeline)
     return CompiledModel(result.executable, target)
 
 

@@ -122,7 +122,9 @@ def unpinned_error(model: onnx.ModelProto, left: dict[str, list[int | str]]) -> 
                         for name, dims in left.items())
     example = (f"--shape {','.join(f'{d}=1' for d in named)} (by dimension name) or --shape {by_input}"
                if named and not any(UNNAMED in dims for dims in left.values()) else f"--shape {by_input}")
-    return UnsupportedError(
+    error = UnsupportedError(
         f"{len(left)} input(s) have symbolic dimensions and this step compiles for static shapes: {listed}",
         f"pin them with {example} (input_shapes= in dlc.compile, which also takes dimension names); "
         "dlc.compile and dlc run pick the shapes themselves")
+    error.unpinned_inputs = left  # what dlc.compile specialises on
+    return error
