@@ -156,3 +156,28 @@ def test_a_bare_ld_links_the_model_without_the_c_api(tmp_path, monkeypatch):
     got = dlc.load(tmp_path / "art").run({model.inputs[0].name: x})
     for name in expected:
         np.testing.assert_array_equal(got[name], expected[name])
+
+
+def test_a_dropped_model_is_unloaded_and_the_pools_library_stays(artifact, monkeypatch):
+    import gc
+
+    def mapped() -> int:  # mappings of libraries compiled in this process (dlc/runtime/loader.py)
+        with open("/proc/self/maps") as maps:
+            return sum("dlc-so-" in line for line in maps)
+
+    monkeypatch.setenv("DLC_CACHE", "0")
+    first = dlc.load(artifact)  # threads 2: this process's pool exists (pinned), whoever made it
+    x = np.random.default_rng(2).standard_normal(first.inputs[0].shape).astype(np.float32)
+    expected = first.run({first.inputs[0].name: x})
+    before = mapped()
+    model = dlc.compile(CNN, threads=2)
+    assert mapped() > before
+    got = model.run({model.inputs[0].name: x})
+    for name in expected:
+        np.testing.assert_array_equal(got[name], expected[name])
+    del model
+    gc.collect()
+    assert mapped() == before
+    again = first.run({first.inputs[0].name: x})  # the pool still runs
+    for name in expected:
+        np.testing.assert_array_equal(again[name], expected[name])

@@ -55,8 +55,14 @@ def load_code(objects: Sequence[bytes], exports: Sequence[str] = ()):
 
 
 class SharedLibrary:
-    """A `model.so` opened with dlopen: `address(symbol)` of what it exports. Never closed:
-    the thread pool's workers may run its code until the process ends."""
+    """A `model.so` opened with dlopen: `address(symbol)` of what it exports. Closed (dlclose)
+    when its last user goes, as dlc's own loader unmaps an image: a process that compiles
+    model after model (a test run, a model specialised per input shape) does not keep them
+    all mapped. The library whose pool the process runs is pinned: its workers run its code
+    until the process ends."""
+
+    pinned = False
+    _library = None
 
     def __init__(self, path: Path | None, code: bytes | None = None):
         """Open the library at `path`, or, for a model compiled in this process, `code`
@@ -79,3 +85,10 @@ class SharedLibrary:
             return ctypes.cast(getattr(self._library, symbol), ctypes.c_void_p).value
         except AttributeError:
             raise KeyError(f"symbol {symbol!r} is not exported by the library") from None
+
+    def __del__(self):
+        if self._library is not None and not self.pinned and sys is not None and not sys.is_finalizing():
+            import _ctypes
+
+            _ctypes.dlclose(self._library._handle)
+            self._library = None

@@ -55,6 +55,7 @@ class ThreadPool:
 
         # Kept for the life of the process: worker threads run this code.
         self._module = code if hasattr(code, "address") else load_code([code], exports=POOL_SYMBOLS)
+        self._module.pinned = True  # a model.so holding the pool is never closed
         self.parallel = self._module.address("dlc_pool_parallel")
         self._start = ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_int64)(self._module.address("dlc_pool_start"))
         self._stop = ctypes.CFUNCTYPE(ctypes.c_int32)(self._module.address("dlc_pool_stop"))
