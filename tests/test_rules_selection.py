@@ -1,5 +1,6 @@
-"""TopK and CumSum (passes/lowering/rules/topk.py, cumulative.py): dlc vs onnxruntime on
-one-node models, every attribute, K and axis as constants or run-time inputs; a run-time K
+"""TopK and CumSum (passes/lowering/rules/topk.py, cumulative.py), the bitwise operators
+(logic.py) and operators newer than opset 21 (dlc/frontend/expand_functions.py): dlc vs
+onnxruntime on small models. TopK and CumSum: every attribute, K and axis as constants or run-time inputs; a run-time K
 that the compiled shapes do not hold fails the run with a DlcError, a constant one too
 large is refused at import.
 """
@@ -175,3 +176,27 @@ def test_rotary_embedding_with_position_ids(interleaved):
         [numpy_helper.from_array(np.cos(angles), "cos"), numpy_helper.from_array(np.sin(angles), "sin")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 23)])
     _assert_newer_matches(model, {"x": x, "pos": positions})
+
+
+# --- BitwiseAnd/Or/Xor/Not --------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [np.int32, np.uint8, np.int64])
+def test_bitwise(dtype):
+    rng = np.random.default_rng(3)
+    info = np.iinfo(dtype)
+    a = rng.integers(info.min, info.max, (2, 3, 4), dtype=dtype, endpoint=True)
+    b = rng.integers(info.min, info.max, (3, 1), dtype=dtype, endpoint=True)
+    elem = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+    nodes = [helper.make_node("BitwiseAnd", ["a", "b"], ["and"]),
+             helper.make_node("BitwiseOr", ["a", "b"], ["or"]),
+             helper.make_node("BitwiseXor", ["and", "or"], ["xor"]),
+             helper.make_node("BitwiseNot", ["xor"], ["not"])]
+    graph = helper.make_graph(
+        nodes, "bitwise", [helper.make_tensor_value_info("a", elem, a.shape),
+                           helper.make_tensor_value_info("b", elem, b.shape)],
+        [helper.make_tensor_value_info(n, elem, a.shape) for n in ("and", "or", "not")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    feeds = {"a": a, "b": b}
+    got = dlc.compile(model).run(feeds)
+    for name, want in zip(("and", "or", "not"), run_onnxruntime(model, feeds)):
+        np.testing.assert_array_equal(got[name], want)
