@@ -46,7 +46,7 @@ def register(cls: type[ModulePass]) -> type[ModulePass]:
 
 def _discover() -> None:
     package_dir = Path(__file__).parent
-    for info in pkgutil.walk_packages([str(package_dir)], prefix="passes."):
+    for info in pkgutil.walk_packages([str(package_dir)], prefix=f"{__name__}."):  # dlc.passes in a wheel
         if info.ispkg:
             continue
         module = importlib.import_module(info.name)
