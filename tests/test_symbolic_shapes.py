@@ -283,6 +283,8 @@ def _ints(name, values):
     ([("Size", ["x"], {}), ("Cast", ["Size_0"], {"to": 1}), ("Div", ["x", "Cast_1"], {})], [], False,
      "reads the batch size as data"),
     ([("NonZero", ["x"], {})], [], False, "is not one of the operators"),
+    ([("Unsqueeze", ["x", "axes"], {}), ("MaxPool", ["Unsqueeze_0"], {"kernel_shape": [1, 2]})],
+     [_ints("axes", [1])], True, ""),
 ])
 def test_the_batch_proof(nodes, initializers, proved, why):
     from onnx import helper
@@ -323,3 +325,19 @@ def test_an_inference_session_serves_every_batch_size_from_one_compile():
         np.testing.assert_allclose(session.run(None, {"x": x})[0], run_onnxruntime(model, {"x": x})[0],
                                    rtol=1e-4, atol=1e-5)
     assert session._specializing.compiles == 1
+
+
+def test_a_pooled_transformer_with_an_expanded_mask_serves_every_batch_size():
+    """torch.onnx's padding mask (Expand to Shape(scores), Where) and the pooler (Slice, Squeeze, Gemm)."""
+    model = models.transformer_encoder(d_model=32, heads=2, seq=8, ffn=64)
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "B"
+    del model.graph.value_info[:]  # recorded at batch 1 by the builder's shape inference
+    for output in model.graph.output:
+        output.type.tensor_type.shape.dim[0].dim_param = "B"
+    compiled = dlc.compile(model)
+    assert compiled.batch == "B"
+    x = np.random.default_rng(0).uniform(-1, 1, (3, 8, 32)).astype(np.float32)
+    got, want = compiled.run({"x": x}), run_onnxruntime(model, {"x": x})
+    for name, expected in zip(("hidden", "pooled"), want):
+        np.testing.assert_allclose(got[name], expected, rtol=1e-4, atol=1e-5)
+    assert compiled.compiles == 1

@@ -157,7 +157,11 @@ class _Proof:
     def size_node(self, node: onnx.NodeProto) -> None:
         """Arithmetic on sizes: positions of 1-D shape vectors that depend on the batch size."""
         op, first = node.op_type, self.sizes.get(node.input[0], frozenset()) if node.input else ALL
-        if op == "ConstantOfShape":  # a tensor of the batch's shape, every element the same
+        if op in ("ConstantOfShape", "Expand"):  # a tensor of the batch's shape, each sample the same
+            if op == "Expand":
+                first = self.sizes.get(node.input[1], frozenset())
+                if node.input[0] in self.sizes:
+                    raise self.fail(node, "reads the batch size as data")
             if first is ALL or not first <= {0}:
                 raise self.fail(node, "builds a tensor whose shape reads the batch size beyond its first entry")
             self.keeps_leading(node, node.output[0])
@@ -205,6 +209,8 @@ class _Proof:
         if op in PER_SAMPLE:
             if op == "BatchNormalization" and self.attr(node, "training_mode", 0):
                 raise self.fail(node, "computes batch statistics (training_mode=1)")
+            if op == "MaxPool" and len(node.output) > 1 and node.output[1]:
+                raise self.fail(node, "returns indices into the whole batch (its Indices output)")
             return
         if op in AXIS_NOT_BATCH:
             default = {"Flatten": 1, "Split": 0, "ArgMax": 0, "ArgMin": 0, "TopK": -1}.get(op, -1)
