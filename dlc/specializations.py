@@ -73,6 +73,8 @@ class SpecializingModel:
         self.batch = batch
         self.batch_note = ""  # why a model with a symbolic leading dimension is compiled per batch size
         self._batched = {spec.name for spec in inputs if batch is not None and spec.shape[:1] == (batch,)}
+        self._contractions: list | None = None  # the proof's, to weigh matrix-vector work per shape
+        self._thin: set[tuple] = set()  # shape keys compiled per batch size for their thin contractions
 
     # ------------------------------------------------------------------ CompiledModel's interface
 
@@ -99,7 +101,7 @@ class SpecializingModel:
 
     def run(self, feeds: dict) -> dict:
         key = self.shape_key(feeds)
-        if not self._batched:
+        if not self._batched or self._thin_products(key):
             return self.executable_for(key).run(feeds)
         executable = self.executable_for(tuple((name, (1, *shape[1:]) if name in self._batched else shape)
                                                for name, shape in key))
@@ -173,6 +175,27 @@ class SpecializingModel:
             raise InputError(f"inputs {sorted(self._batched)} share the batch dimension '{self.batch}', "
                              f"got the sizes {sorted(sizes)}", "give every input the same batch size")
         return tuple(key)
+
+    def _thin_products(self, key: tuple) -> bool:
+        """Whether this shape's samples would spend too much in matrix-vector products at batch
+        1 (dlc/frontend/batch_axis.py MIN_ROWS): then each batch size compiles on its own."""
+        if not self._contractions:
+            return False
+        from dlc.frontend.batch_axis import MAX_THIN_SHARE, thin_share
+
+        sizes = {dim: size for spec in self._inputs for dim, size in zip(spec.shape, dict(key).get(spec.name, ()))
+                 if isinstance(dim, str)}
+        share = thin_share(self._contractions, sizes)
+        if share <= MAX_THIN_SHARE:
+            return False
+        per_sample = tuple((name, (1, *shape[1:]) if name in self._batched else shape) for name, shape in key)
+        if per_sample not in self._thin:
+            self._thin.add(per_sample)
+            self.batch_note = (f"{share:.0%} of a sample's multiply-adds are in products of fewer than 8 rows, "
+                               "faster compiled for the whole batch")
+            warnings.warn(f"dlc: compiling per batch size for input shapes {_shape_text(dict(per_sample))}: "
+                          f"{self.batch_note}", stacklevel=3)
+        return True
 
     def executable_for(self, key: tuple):
         """The specialisation for `key` (shape_key), compiled or loaded on first use."""
@@ -248,12 +271,13 @@ def specializing_model(model, proto, target: str, options, pins: dict, max_shape
         return compile_model(model, target=target, options=options, input_shapes={**pins, **shapes},
                              pipeline=pipeline).executable
 
-    from dlc.frontend.batch_axis import batch_dimension
+    from dlc.frontend.batch_axis import batch_proof
 
-    batch, why = batch_dimension(_pinned(proto, pins))
+    batch, why, contractions = batch_proof(_pinned(proto, pins))
     source = str(model) if isinstance(model, (str, Path)) else proto.SerializeToString()
     compiled = SpecializingModel(declared_inputs(proto, pins), [o.name for o in proto.graph.output], target,
                                  compile_shape, max_shapes, source, batch)
+    compiled._contractions = contractions
     if why:
         compiled.batch_note = why
         warnings.warn(f"dlc: compiling per batch size: one compile for every batch size needs each node to "
@@ -313,7 +337,9 @@ def save_index(model: SpecializingModel, directory: Path, include_model: bool) -
         (directory / MODEL_FILE).unlink()
     index = {"format": INDEX_FORMAT, "version": INDEX_VERSION, "target": model.target,
              "inputs": [spec.to_json() for spec in model._inputs], "outputs": model.output_names,
-             "shapes": entries, "model": model_file, "batch": model.batch}
+             "shapes": entries, "model": model_file,
+             # Shapes compiled per batch size hold whole batches: then none is run per sample.
+             "batch": model.batch if not model._thin else None}
     (directory / INDEX_FILE).write_text(json.dumps(index, indent=1) + "\n")
 
 
