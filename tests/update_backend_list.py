@@ -53,7 +53,7 @@ REASONS: list[tuple[str, str | Callable[..., str]]] = [
      "{0} with input {1} needs an opset newer than dlc's canonical 21"),
     (r"could not convert the model from opset (\d+).*failed: (.*)", "BUG: import from opset {0}: {1}"),
     (r"uses ONNX opset (\d+); dlc accepts", "opset {0} models not supported (dlc converts opset 7 and newer)"),
-    (r"has a symbolic dimension '\?'", "BUG: importer rejects a zero-size input dimension as symbolic"),
+    (r"have symbolic dimensions.*\[[^\]]*\?", "BUG: importer rejects a zero-size input dimension as symbolic"),
     (r"is not a tensor \(sequences and maps", "sequence/optional/map types not supported"),
     (r"(?i)sequence|optional", "sequence/optional types not supported"),
     (r"element type (\w+) is not supported", "dtype {0} not supported"),
