@@ -200,3 +200,28 @@ def test_bitwise(dtype):
     got = dlc.compile(model).run(feeds)
     for name, want in zip(("and", "or", "not"), run_onnxruntime(model, feeds)):
         np.testing.assert_array_equal(got[name], want)
+
+
+# --- EyeLike and the window functions ---------------------------------------------------------
+
+@pytest.mark.parametrize("k,dtype", [(0, None), (2, TensorProto.INT64), (-1, TensorProto.FLOAT)])
+def test_eye_like(k, dtype):
+    attrs = {"k": k} if dtype is None else {"k": k, "dtype": dtype}
+    x = np.zeros((4, 6), np.float32)
+    _compare("EyeLike", {"x": x}, {}, ["x"], ["y"], attrs, [dtype or TensorProto.FLOAT])
+
+
+@pytest.mark.parametrize("op_type", ["HannWindow", "HammingWindow", "BlackmanWindow"])
+def test_window(op_type):
+    size = np.array(9, np.int64)
+    for periodic in (0, 1):
+        _compare(op_type, {"size": size}, {}, ["size"], ["y"], {"periodic": periodic}, [TensorProto.FLOAT])
+
+
+def test_window_runtime_size_other_than_compiled_fails_the_run():
+    model = _model("HannWindow", {"size": np.array(8, np.int64)}, {}, ["size"], ["y"], {},
+                   {"y": (TensorProto.FLOAT, [8])})
+    compiled = dlc.compile(model)
+    compiled.run({"size": np.array(8, np.int64)})
+    with pytest.raises(DlcError, match=r"HannWindow_0.*input 'size' is not 8"):
+        compiled.run({"size": np.array(9, np.int64)})
