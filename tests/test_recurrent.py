@@ -183,3 +183,22 @@ def test_fuzzer_recurrent_models_match_on_every_config(seed):
     assert {n.op_type for n in model.graph.node} & set(GATES)
     findings = check_model(model, seed)
     assert not findings, "\n".join(f"{f.kind} on {f.config}: {f.message}" for f in findings)
+
+
+@pytest.mark.parametrize("kind, layers", [("LSTM", 1), ("GRU", 2)])
+def test_torch_style_stack(kind, layers):
+    """torch.nn.LSTM/GRU(batch_first=True) as the TorchScript exporter writes it
+    (benchmarks/models.py::recurrent): Transpose in, zero initial states as constants,
+    Squeeze between layers, Transpose out; GRU with linear_before_reset=1."""
+    import importlib.util
+    import sys
+
+    from conftest import ROOT, assert_matches_onnxruntime
+
+    spec = importlib.util.spec_from_file_location("dlc_benchmark_models", ROOT / "benchmarks" / "models.py")
+    models = sys.modules.get(spec.name)
+    if models is None:  # by path: xDSL installs a top-level `benchmarks` package that shadows ours
+        models = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = models
+        spec.loader.exec_module(models)
+    assert_matches_onnxruntime(models.recurrent(kind, hidden=16, seq=6, batch=2, features=8, layers=layers))
