@@ -14,7 +14,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from dlc import layers
 from dlc.version import __version__
+
+layers.install()  # `dlc.dialects`/`dlc.passes` in a source tree too (dlc/layers.py)
 
 __all__ = ["compile", "load", "CompiledModel", "__version__", "InferenceSession", "SessionOptions",
            "GraphOptimizationLevel", "ExecutionMode", "NodeArg", "ModelMetadata", "get_available_providers",

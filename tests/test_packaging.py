@@ -60,6 +60,8 @@ def test_the_installed_wheel_compiles_and_runs_a_model_on_its_own(wheel, tmp_pat
         "assert dlc.__file__.startswith(sys.argv[1]), dlc.__file__\n"
         "layers = sorted(m for m in sys.modules if m.split('.')[0] in ('dialects', 'passes'))\n"
         "assert not layers and 'dlc.passes.pipeline' in sys.modules, layers\n"
+        "import dlc.passes\n"  # a pass plugin as docs/writing-passes.md writes one
+        f"assert dlc.passes.load_pass_plugin({str(ROOT / 'examples' / 'passes' / 'remove_double_relu.py')!r})\n"
         "print('ran')\n"
     )
     # -S: no site-packages .pth files, so the editable install of this checkout (an import
@@ -70,3 +72,15 @@ def test_the_installed_wheel_compiles_and_runs_a_model_on_its_own(wheel, tmp_pat
     run = subprocess.run([sys.executable, "-S", "-c", script, str(target)], capture_output=True, text=True,
                          cwd=tmp_path, env=env, timeout=300)
     assert run.returncode == 0 and "ran" in run.stdout, run.stderr[-3000:]
+
+
+def test_the_source_tree_answers_dlc_dialects_with_the_same_modules():
+    """In a checkout, `dlc.dialects.x` is `dialects.x` itself (dlc/layers.py): one class per op."""
+    import dlc.dialects.onnx
+    import dlc.passes.pipeline
+
+    import dialects.onnx
+    import passes.pipeline
+
+    assert dlc.dialects.onnx is dialects.onnx and dlc.passes.pipeline is passes.pipeline
+    assert dlc.dialects.onnx.__spec__.name == "dialects.onnx"

@@ -2,11 +2,10 @@
 
 from dataclasses import dataclass
 
+from dlc.dialects.onnx import OPS
 from xdsl.dialects.builtin import ModuleOp
 from xdsl.passes import ModulePass
 from xdsl.pattern_rewriter import PatternRewriteWalker, RewritePattern, op_type_rewrite_pattern
-
-from dialects.onnx import OPS
 
 ReluOp = OPS["Relu"]
 
