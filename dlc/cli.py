@@ -476,7 +476,9 @@ def cmd_compare(args) -> int:
     if args.profile:
         for report in reports:
             if report.kernels:
-                print(f"\n{report.label}: time per kernel (timers inside the native code)")
+                print(f"\n{report.label}: time per kernel (timers inside the native code; median over the runs, "
+                      "GFLOP/s from the median)")
+                print(f"  {'kernel':34s} {'median ms':>12s}  {'GFLOP/s':>16s}  ONNX nodes")
                 for kernel in sorted(report.kernels, key=lambda k: -(k.ms_per_run or 0)):
                     ms = kernel.ms_per_run or 0.0
                     gflops = kernel.flops / (ms * 1e6) if ms else 0.0
@@ -651,8 +653,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=_version())
     parser.add_argument("--include-dir", action="store_true",
                         help="print the directory of dlc.h, the C API's header (docs/c-api.md), and exit")
-    parser.add_argument("--include-dir", action="store_true",
-                        help="print the directory of dlc.h, the C API's header (docs/c-api.md), and exit")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors (anywhere on the line)")
     parser.add_argument("--quiet", action="store_true",
                         help="no progress on stderr (anywhere on the line; progress shows for steps of 1 s or more)")
@@ -806,9 +806,6 @@ def main(argv: list[str] | None = None) -> int:
     argv = [a for a in argv if a not in ("--debug", "--quiet")]
     if argv[:1] == ["--version"]:  # answered here, not by argparse's SystemExit: main() returns its code
         print(_version())
-        return 0
-    if argv[:1] == ["--include-dir"]:  # cc -I"$(dlc --include-dir)": no compiler code is imported
-        print(Path(__file__).resolve().parent / "include")
         return 0
     if argv[:1] == ["--include-dir"]:  # cc -I"$(dlc --include-dir)": no compiler code is imported
         print(Path(__file__).resolve().parent / "include")
