@@ -2,8 +2,9 @@
 
 Mirrors https://onnx.ai/onnx/operators/onnx__LSTM.html, onnx__GRU.html and onnx__RNN.html
 (opset 14+): every attribute (direction, activations with activation_alpha/beta, clip,
-layout, hidden_size, input_forget, GRU's linear_before_reset), every optional input
-(B, sequence_lens, initial_h/c, peepholes P) and output (Y, Y_h, Y_c). The input
+layout, hidden_size, LSTM's input_forget as f = 1 - i like onnxruntime, GRU's
+linear_before_reset), every optional input (B, sequence_lens, initial_h/c, peepholes P)
+and output (Y, Y_h, Y_c). The input
 projection of all time steps and both directions is one MatMul (one GEMM with the biases
 after fuse-matmul-add); each step is a MatMul by R and the gate math as elementwise ops
 that fuse-kernels merges. Weights that are constants fold at compile time (the
@@ -129,9 +130,7 @@ class _Cell:
         self.steps, self.batch = (x_shape[1], x_shape[0]) if self.layout else (x_shape[0], x_shape[1])
         self.hidden = r_shape[-1]
         self.clip = op.attr("clip")
-        if self.kind == "LSTM" and op.attr("input_forget", 0):
-            raise UnsupportedError(f"{op.describe()}: input_forget=1 (coupled input and forget gates) "
-                                   "is not supported", "export the LSTM without input_forget")
+        self.input_forget = self.kind == "LSTM" and bool(op.attr("input_forget", 0))
         self.activations = self._activations(defaults)
 
     def error(self, got: str, expected: str) -> UnsupportedError:
@@ -235,6 +234,8 @@ def _lstm_step(cell: _Cell, d: int, x: SSAValue, h: SSAValue, c: SSAValue, r: SS
         i = g.binary("Add", i, g.binary("Mul", peepholes[0], c))
         f = g.binary("Add", f, g.binary("Mul", peepholes[2], c))
     i, f, candidate = cell.activate(i, d, 0), cell.activate(f, d, 0), cell.activate(candidate, d, 1)
+    if cell.input_forget:  # coupled gates, as onnxruntime couples them: f = 1 - i
+        f = g.binary("Sub", g.const(1.0), i)
     c = g.binary("Add", g.binary("Mul", f, c), g.binary("Mul", i, candidate))
     if peepholes:
         o = g.binary("Add", o, g.binary("Mul", peepholes[1], c))
