@@ -162,6 +162,13 @@ def test_lrn(size):
     _check("LRN", {"x": _random(2, 6, 3, 4)}, size=size, alpha=0.02, beta=0.6, bias=1.5)
 
 
+@pytest.mark.parametrize("axis,p", [(-1, 2), (1, 1), (0, 2)])
+def test_lp_normalization(axis, p):
+    x = _random(3, 4, 5)
+    x[1, :, 2] = 0.0  # a zero slice: its norm along axis 1 is 0
+    _check("LpNormalization", {"x": x}, axis=axis, p=p)
+
+
 # --- ConvTranspose ----------------------------------------------------------------------------
 
 CONV_TRANSPOSE_CASES = [  # (x shape, weight shape, bias?, attributes)

@@ -855,6 +855,14 @@ class GraphBuilder:
         bound = 2 * max(a.magnitude, 0.1) * math.sqrt(k)
         return self.one("Mul", [as_float.name, scale.name], out, lo=-bound, hi=bound)
 
+    def gen_lpnorm(self) -> Value | None:
+        """p=2 only: onnx.reference (the `reference` target) sums x, not |x|, for p=1."""
+        x = self.pick(lambda v: v.rank >= 1)
+        if x is None:
+            return None
+        return self.one("LpNormalization", [x.name], x.shape, lo=-1, hi=1,
+                        axis=int(self.rng.integers(-x.rank, x.rank)), p=2)
+
     def gen_pattern(self) -> Value | None:
         """Exporter-style decomposed chains that fusion should turn into one kernel."""
         x = self.pick(lambda v: v.rank >= 1)
@@ -907,7 +915,7 @@ class GraphBuilder:
         "matmul": 8, "gemm": 5, "conv": 8, "pool": 5, "batchnorm": 3, "softmax": 4, "reduce": 5,
         "transpose": 4, "reshape": 4, "flatten": 2, "squeeze": 2, "concat": 4, "slice": 4, "split": 3,
         "layernorm": 3, "pattern": 5, "pad": 2, "expand": 2, "gather": 2, "instancenorm": 1, "argmax": 1,
-        "topk": 1, "cumsum": 1, "recurrent": 1, "quantize": 2, "dynamic_matmul": 1,
+        "topk": 1, "cumsum": 1, "lpnorm": 1, "recurrent": 1, "quantize": 2, "dynamic_matmul": 1,
     }
 
     def model(self, name: str) -> onnx.ModelProto:

@@ -1,7 +1,8 @@
-"""InstanceNormalization, GroupNormalization (opset 21: scale and bias per channel) and LRN.
+"""InstanceNormalization, GroupNormalization (opset 21: scale and bias per channel), LRN and
+LpNormalization.
 
 Mirrors https://onnx.ai/onnx/operators/onnx__InstanceNormalization.html,
-onnx__GroupNormalization.html and onnx__LRN.html. Instance normalisation is group
+onnx__GroupNormalization.html, onnx__LRN.html and onnx__LpNormalization.html. Instance normalisation is group
 normalisation with one channel per group; both reuse LayerNormalization's statistics.
 """
 
@@ -17,8 +18,9 @@ from dialects.diagnostics import UnsupportedError
 from passes.lowering.kernels_to_linalg import reshape_view
 from passes.lowering.rules import lowers
 from passes.lowering.rules.conv import pad_into
+from passes.lowering.rules.movement import normalize_axis
 from passes.lowering.rules.normalization import mean_and_inv_std
-from passes.lowering.rules.reduction import require_float
+from passes.lowering.rules.reduction import keepdims_shape, reduce_into, require_float, update_in_place
 from passes.lowering.utils.linalg_builder import PARALLEL, REDUCTION, affine_map, cst, dim, identity_map
 
 
@@ -99,3 +101,27 @@ def lower_lrn(kb, op, ins, outs) -> None:
                lambda b, a: [b.add(a[2], b.mul(a[0], a[0]))])
     kb.elementwise([x, sums], y, lambda b, a: [b.div(a[0], b.math(
         math.PowFOp, b.add(b.const(bias), b.mul(b.const(alpha / size), a[1])), b.const(beta)))])
+
+
+@lowers("LpNormalization")
+def lower_lp_normalization(kb, op, ins, outs) -> None:
+    """y = x / ||x||_p along `axis` (p = 1 or 2); a zero norm gives 0, as onnxruntime does."""
+    x, y = ins[0], outs[0]
+    require_float(op, x)
+    shape = x.type.get_shape()
+    axis = normalize_axis(op, op.attr("axis", -1), len(shape))
+    p = op.attr("p", 2)
+    if p not in (1, 2):
+        raise UnsupportedError(f"{op.describe()}: attribute 'p' is {p}; LpNormalization takes 1 or 2")
+    norm = kb.scratch(MemRefType(y.type.element_type, keepdims_shape(shape, [axis])))
+    if p == 1:
+        reduce_into(kb, x, norm, [axis], 0.0, lambda b, acc, v: b.add(acc, b.math(math.AbsFOp, v)))
+    else:
+        reduce_into(kb, x, norm, [axis], 0.0, lambda b, acc, v: b.add(acc, b.mul(v, v)))
+        update_in_place(kb, norm, lambda b, acc: b.sqrt(acc))
+
+    def divide(b, args):
+        value, length = args[0], args[1]
+        return [b.select(b.cmp("oeq", length, b.const(0.0)), b.const(0.0), b.div(value, length))]
+
+    kb.elementwise([x, norm], y, divide)
