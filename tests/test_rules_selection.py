@@ -225,3 +225,14 @@ def test_window_runtime_size_other_than_compiled_fails_the_run():
     compiled.run({"size": np.array(8, np.int64)})
     with pytest.raises(DlcError, match=r"HannWindow_0.*input 'size' is not 8"):
         compiled.run({"size": np.array(9, np.int64)})
+
+
+def test_attention_opset23_causal_gqa():
+    """Attention (opset 23) expanded into its function body: 4-D, grouped-query, causal."""
+    rng = np.random.default_rng(7)
+    q = rng.standard_normal((1, 4, 3, 8)).astype(np.float32)
+    k = rng.standard_normal((1, 2, 5, 8)).astype(np.float32)
+    v = rng.standard_normal((1, 2, 5, 8)).astype(np.float32)
+    model = _newer_model([helper.make_node("Attention", ["q", "k", "v"], ["y"], is_causal=1)],
+                         [("q", q.shape), ("k", k.shape), ("v", v.shape)], [("y", [1, 4, 3, 8])], opset=23)
+    _assert_newer_matches(model, {"q": q, "k": k, "v": v}, rtol=1e-4, atol=1e-5)
