@@ -236,3 +236,23 @@ def test_attention_opset23_causal_gqa():
     model = _newer_model([helper.make_node("Attention", ["q", "k", "v"], ["y"], is_causal=1)],
                          [("q", q.shape), ("k", k.shape), ("v", v.shape)], [("y", [1, 4, 3, 8])], opset=23)
     _assert_newer_matches(model, {"q": q, "k": k, "v": v}, rtol=1e-4, atol=1e-5)
+
+
+# --- ReverseSequence --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("time_axis,batch_axis", [(0, 1), (1, 0)])
+def test_reverse_sequence(time_axis, batch_axis):
+    x = np.random.default_rng(2).standard_normal((4, 5, 3)).astype(np.float32)
+    batch = x.shape[batch_axis]
+    lengths = np.random.default_rng(3).integers(0, x.shape[time_axis] + 1, batch).astype(np.int64)
+    _compare("ReverseSequence", {"x": x, "lens": lengths}, {}, ["x", "lens"], ["y"],
+             {"time_axis": time_axis, "batch_axis": batch_axis}, [TensorProto.FLOAT])
+
+
+def test_reverse_sequence_length_out_of_range_fails_the_run():
+    x = np.arange(8, dtype=np.float32).reshape(2, 4)
+    model = _model("ReverseSequence", {"x": x, "lens": np.array([1, 2])}, {}, ["x", "lens"], ["y"],
+                   {"time_axis": 1, "batch_axis": 0}, {"y": (TensorProto.FLOAT, [2, 4])})
+    compiled = dlc.compile(model)
+    with pytest.raises(DlcError, match=r"ReverseSequence_0.*'sequence_lens' is outside \[0, 4\]"):
+        compiled.run({"x": x, "lens": np.array([5, 1])})

@@ -1,5 +1,5 @@
-"""Index-driven ONNX operators: Gather, GatherElements, GatherND, OneHot, Trilu, Range, and
-the fill ConstantOfShape.
+"""Index-driven ONNX operators: Gather, GatherElements, GatherND, ReverseSequence, OneHot,
+Trilu, Range, and the fill ConstantOfShape.
 
 Mirrors the ONNX operator spec at opset 21 (https://onnx.ai/onnx/operators/). Gathers load
 the data at an index read at run time, inside the generic's body. Negative indices count
@@ -13,13 +13,13 @@ exception the spec makes: an index out of range selects no position.
 from __future__ import annotations
 
 import numpy as np
-from xdsl.dialects.builtin import IndexType
+from xdsl.dialects.builtin import IndexType, IntegerType
 
 from dialects.diagnostics import CompileError, UnsupportedError
 from passes.lowering.rules import lowers
 from passes.lowering.rules.movement import constant_input, is_empty, normalize_axis
 from passes.lowering.utils.linalg_builder import PARALLEL, affine_map, cst, dim, identity_map
-from passes.lowering.utils.runtime_checks import error_code, index_check, status_word
+from passes.lowering.utils.runtime_checks import error_code, flag_if, index_check, status_word
 
 
 def wrap_and_clamp(b, index_value, size: int, check: tuple | None = None):
@@ -220,3 +220,35 @@ def lower_constant_of_shape(kb, op, ins, outs) -> None:
     value = op.attr("value")
     if not is_empty(outs[0]):
         kb.fill(outs[0], 0 if value is None else value.get_values()[0])
+
+
+@lowers("ReverseSequence")
+def lower_reverse_sequence(kb, op, ins, outs) -> None:
+    """out[b, t] = x[b, len[b] - 1 - t] for t < len[b], else x[b, t] (onnx__ReverseSequence,
+    opset 10). A length outside [0, max_time] fails the run; the loop then reads x[b, t]."""
+    x, lengths = ins
+    shape = x.type.get_shape()
+    rank = len(shape)
+    time_axis = normalize_axis(op, op.attr("time_axis", 0), rank)
+    batch_axis = normalize_axis(op, op.attr("batch_axis", 1), rank)
+    if {time_axis, batch_axis} != {0, 1}:
+        raise UnsupportedError(f"{op.describe()}: time_axis {time_axis} and batch_axis "
+                               f"{batch_axis} must be 0 and 1")
+    if is_empty(outs[0]):
+        return
+    steps = shape[time_axis]
+    code = error_code(op, f"{op.describe()}: a value of input 'sequence_lens' is outside "
+                          f"[0, {steps}], the size of time axis {time_axis}")
+    status = status_word(kb)
+
+    def data_indices(b, args):
+        i = b.on(IndexType())
+        length = b.index_from(args[0])
+        bad = i.or_(i.cmp("slt", length, i.const(0)), i.cmp("sgt", length, i.const(steps)))
+        flag_if(b, status, bad, code)
+        t = b.index(time_axis)
+        reversed_t = i.sub(i.sub(length, i.const(1)), t)
+        inside = i.and_(i.cmp("slt", t, length), i.xor(bad, i.const(1, IntegerType(1))))
+        return [i.select(inside, reversed_t, t) if d == time_axis else b.index(d) for d in range(rank)]
+
+    _gather_generic(kb, op, [lengths], [affine_map(rank, [dim(batch_axis)])], outs[0], x, data_indices)
