@@ -303,3 +303,18 @@ def test_hostile_oracle_takes_the_spec_evaluators_integer_answer_over_onnxruntim
     monkeypatch.setattr(hostile, "onnx_reference", lambda m, feeds: off_by_one(m, feeds))
     (finding,) = hostile.check_hostile(model, 0, [("cpu", "all")])
     assert finding.kind == "mismatch" and "'y'" in finding.message
+
+
+def test_reference_target_runs_a_unary_op_on_a_0d_tensor():
+    """ReduceSum to a scalar, then Softsign: onnx.reference's Softsign cannot take a 0-d
+    tensor (fuzz seed 412, 16-core machine); the reference target answers as onnxruntime."""
+    from onnx import TensorProto, helper
+
+    from tests.conftest import assert_matches_onnxruntime
+
+    graph = helper.make_graph([helper.make_node("ReduceSum", ["x"], ["s"], keepdims=0),
+                               helper.make_node("Softsign", ["s"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+    assert_matches_onnxruntime(model, target="reference")
