@@ -308,9 +308,8 @@ def test_hostile_oracle_takes_the_spec_evaluators_integer_answer_over_onnxruntim
 def test_reference_target_runs_a_unary_op_on_a_0d_tensor():
     """ReduceSum to a scalar, then Softsign: onnx.reference's Softsign cannot take a 0-d
     tensor (fuzz seed 412, 16-core machine); the reference target answers as onnxruntime."""
+    from conftest import assert_matches_onnxruntime
     from onnx import TensorProto, helper
-
-    from tests.conftest import assert_matches_onnxruntime
 
     graph = helper.make_graph([helper.make_node("ReduceSum", ["x"], ["s"], keepdims=0),
                                helper.make_node("Softsign", ["s"], ["y"])], "g",
