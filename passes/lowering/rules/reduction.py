@@ -1,8 +1,10 @@
 """Reductions: ReduceSum/Mean/Max/Min/Prod/SumSquare/L1/L2/LogSum/LogSumExp at opset 18+.
 
 Mirrors the ONNX spec (https://onnx.ai/onnx/operators/onnx__ReduceSum.html): `axes` is
-the optional second input (a constant here), `keepdims` and `noop_with_empty_axes`
-attributes. Also holds the reduction helpers that pooling and normalization share.
+the optional second input (a constant, or computed at run time: then the static shapes say
+which axes, or the few readings they allow are all computed and the run-time value picks
+one), `keepdims` and `noop_with_empty_axes` attributes. Also holds the reduction helpers
+that pooling and normalization share.
 """
 
 from __future__ import annotations
