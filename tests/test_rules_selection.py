@@ -256,3 +256,29 @@ def test_reverse_sequence_length_out_of_range_fails_the_run():
     compiled = dlc.compile(model)
     with pytest.raises(DlcError, match=r"ReverseSequence_0.*'sequence_lens' is outside \[0, 4\]"):
         compiled.run({"x": x, "lens": np.array([5, 1])})
+
+
+# --- BatchNormalization with training_mode=1 --------------------------------------------------
+
+def test_batch_norm_training_mode_after_a_conv():
+    """Batch statistics, and the running ones as outputs, behind a Conv (fusion in the way)."""
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((2, 3, 5, 5)).astype(np.float32)
+    params = {"w": rng.uniform(-0.5, 0.5, (4, 3, 3, 3)).astype(np.float32),
+              "scale": rng.uniform(0.5, 1.5, 4).astype(np.float32),
+              "bias": rng.uniform(-1, 1, 4).astype(np.float32),
+              "mean": rng.uniform(-1, 1, 4).astype(np.float32),
+              "var": rng.uniform(0.5, 1.5, 4).astype(np.float32)}
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("BatchNormalization", ["c", "scale", "bias", "mean", "var"],
+                              ["y", "running_mean", "running_var"], training_mode=1, momentum=0.8,
+                              epsilon=1e-3),
+             helper.make_node("Relu", ["y"], ["r"])]
+    graph = helper.make_graph(
+        nodes, "bn_training", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x.shape)],
+        [helper.make_tensor_value_info("r", TensorProto.FLOAT, [2, 4, 5, 5]),
+         helper.make_tensor_value_info("running_mean", TensorProto.FLOAT, [4]),
+         helper.make_tensor_value_info("running_var", TensorProto.FLOAT, [4])],
+        [numpy_helper.from_array(v, n) for n, v in params.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    _assert_newer_matches(model, {"x": x}, rtol=1e-4, atol=1e-5)

@@ -1,4 +1,4 @@
-"""Normalisations: BatchNormalization (inference), Softmax, LogSoftmax, LayerNormalization.
+"""Normalisations: BatchNormalization (inference and training_mode), Softmax, LogSoftmax, LayerNormalization.
 
 Mirrors the ONNX spec at opset 13+ for Softmax/LogSoftmax (one `axis`), opset 15 for
 BatchNormalization and opset 17 for LayerNormalization
@@ -13,6 +13,7 @@ from xdsl.dialects.builtin import MemRefType
 from xdsl.ir import SSAValue
 
 from dialects.diagnostics import UnsupportedError
+from passes.lowering.kernels_to_linalg import reshape_view
 from passes.lowering.rules import lowers
 from passes.lowering.rules.reduction import (
     keepdims_shape,
@@ -37,13 +38,13 @@ def lower_batch_norm(kb, op, ins, outs) -> None:
     x, scale, bias, mean, var = ins
     y = outs[0]
     require_float(op, x)
-    if op.attr("training_mode", 0):
-        raise UnsupportedError(f"{op.describe()}: training_mode=1 is not supported (dlc compiles "
-                               "for inference)", "export the model in eval mode")
     rank = len(x.type.get_shape())
     if rank < 2:
         raise UnsupportedError(f"{op.describe()}: input {x.type} has no channel axis")
     epsilon = op.attr("epsilon", 1e-5)
+    if op.attr("training_mode", 0):
+        _batch_norm_training(kb, op, ins, outs, epsilon)
+        return
     # The per-channel factor is computed once, not per element.
     factor = kb.scratch(MemRefType(y.type.element_type, [x.type.get_shape()[1]]))
     kb.elementwise([scale, var], factor,
@@ -52,6 +53,43 @@ def lower_batch_norm(kb, op, ins, outs) -> None:
     kb.generic([x, mean, factor, bias], [y], [identity_map(rank), channel, channel, channel,
                                              identity_map(rank)], [PARALLEL] * rank,
                lambda b, a: [b.add(b.mul(b.sub(a[0], a[1]), a[2]), a[3])])
+
+
+def _batch_norm_training(kb, op, ins, outs, epsilon: float) -> None:
+    """training_mode=1 (opset 15): normalise with the batch's own mean and (population)
+    variance per channel, and write the running statistics
+    input * momentum + batch * (1 - momentum) to the optional outputs 1 and 2."""
+    x, scale, bias, mean, var = ins
+    y = outs[0]
+    shape = x.type.get_shape()
+    rank, channels = len(shape), shape[1]
+    axes = [a for a in range(rank) if a != 1]
+    count = float(np.prod([shape[a] for a in axes]))
+    element_type = y.type.element_type
+    batch_mean = kb.scratch(MemRefType(element_type, [channels]))
+    reduce_into(kb, x, batch_mean, axes, 0.0, lambda b, acc, v: b.add(acc, v))
+    update_in_place(kb, batch_mean, lambda b, s: b.div(s, b.const(count)))
+
+    def add_squared_deviation(b, acc, v, m):
+        deviation = b.sub(v, m)
+        return b.add(acc, b.mul(deviation, deviation))
+
+    batch_var = kb.scratch(MemRefType(element_type, [channels]))
+    reduce_into(kb, x, batch_var, axes, 0.0, add_squared_deviation,
+                [reshape_view(kb.builder, batch_mean, keepdims_shape(shape, axes))])
+    update_in_place(kb, batch_var, lambda b, s: b.div(s, b.const(count)))
+    factor = kb.scratch(MemRefType(element_type, [channels]))
+    kb.elementwise([scale, batch_var], factor,
+                   lambda b, a: [b.div(a[0], b.sqrt(b.add(a[1], b.const(epsilon))))])
+    channel = affine_map(rank, [dim(1)])
+    kb.generic([x, batch_mean, factor, bias], [y], [identity_map(rank), channel, channel, channel,
+                                                   identity_map(rank)], [PARALLEL] * rank,
+               lambda b, a: [b.add(b.mul(b.sub(a[0], a[1]), a[2]), a[3])])
+    momentum = op.attr("momentum", 0.9)
+    for running, given, batch in zip(outs[1:3], (mean, var), (batch_mean, batch_var)):
+        if running is not None:
+            kb.elementwise([given, batch], running, lambda b, a: [
+                b.add(b.mul(a[0], b.const(momentum)), b.mul(a[1], b.const(1.0 - momentum)))])
 
 
 def _row_max(kb, x: SSAValue, axes: list[int]) -> SSAValue:
