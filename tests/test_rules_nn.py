@@ -173,7 +173,8 @@ def test_layer_normalization_mean_and_inv_std_outputs():
     assert_matches_onnxruntime(model)
 
 
-def test_batch_normalization_training_mode_is_unsupported():
+def test_batch_normalization_training_mode_matches_onnxruntime():
+    """Batch statistics normalise y; the running ones are outputs 1 and 2."""
     import dlc
 
     names = ["x", "scale", "bias", "mean", "var"]
@@ -183,10 +184,12 @@ def test_batch_normalization_training_mode_is_unsupported():
                for name, shape in (("y", [1, 2, 3]), ("running_mean", [2]), ("running_var", [2]))]
     graph = helper.make_graph(
         [node], "bn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 3])], outputs,
-        [numpy_helper.from_array(np.ones(2, np.float32), name) for name in names[1:]])
+        [numpy_helper.from_array(_weights(2, seed=k) + 1.5, name) for k, name in enumerate(names[1:])])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
-    with pytest.raises(UnsupportedError, match="training_mode"):
-        dlc.compile(model)
+    feeds = {"x": _weights(1, 2, 3, seed=9)}
+    got = dlc.compile(model).run(feeds)
+    for name, want in zip(["y", "running_mean", "running_var"], run_onnxruntime(model, feeds)):
+        np.testing.assert_allclose(got[name], want, rtol=1e-4, atol=1e-5)
 
 
 # --- Reductions -------------------------------------------------------------------------------
