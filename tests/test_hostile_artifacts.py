@@ -164,6 +164,22 @@ def test_a_retyped_relocation_section_is_refused(capsys, artifact, new_type):
     _refused(capsys, artifact, "damaged object code", f"section {number}")
 
 
+@pytest.mark.parametrize("field,edit,fragment", [
+    ("arena_size", lambda m: m.update(arena_size=0), "arena_size is 0 in the manifest"),
+    ("outputs", lambda m: m["outputs"][0].update(shape=[]), f"output '{'logits'}' bytes"),
+    ("inputs", lambda m: m["inputs"][0].update(shape=[1, 1]), "input 'input' bytes"),
+    ("weights_size", lambda m: m.update(weights_size=m["weights_size"] - 4), "weights_size"),
+])
+def test_sizes_the_code_was_not_built_for_are_refused(capsys, artifact, field, edit, fragment):
+    """A manifest edited with its integrity fixed up (16-core artifact fuzzing: arena_size
+    2560 -> 0, an output's shape emptied) made the code write past its buffers (SIGSEGV):
+    the sizes are checked against the code's own (dlc_contract) before anything runs."""
+    manifest = _manifest(artifact)
+    edit(manifest)
+    _write_manifest(artifact, manifest)
+    _refused(capsys, artifact, fragment)
+
+
 def test_a_tensor_spec_with_a_list_for_its_dtype_is_named_not_a_type_error(capsys, artifact):
     manifest = _manifest(artifact)
     manifest["inputs"][0]["dtype"] = ["float32"]  # unhashable: `in DTYPES` raised TypeError
@@ -242,9 +258,9 @@ def test_a_missing_part_of_a_split_module_is_refused_by_mcjit(monkeypatch, tmp_p
     artifact = tmp_path / "split"
     dlc.compile(CNN, threads=1).save(artifact)
     manifest = _manifest(artifact)
-    assert manifest["objects"] == ["model.o", "model.1.o"]
+    assert manifest["objects"] == ["model.o", "model.1.o", "model.2.o"]  # two parts and the contract
     manifest["objects"] = ["model.o"]
-    del manifest["files"]["model.1.o"]
+    del manifest["files"]["model.1.o"], manifest["files"]["model.2.o"]
     _write_manifest(artifact, manifest)
     for loader in ("mcjit", "elf"):
         _child_refused(

@@ -66,10 +66,10 @@ def test_split_objects_link_and_compute_what_the_whole_module_computes(cnn_ir, m
     monkeypatch.setenv("DLC_CACHE", "0")
     monkeypatch.setenv("DLC_LINKER", "none")  # the parts as object files, for dlc's own loader
     split = dlc.compile(CNN, threads=1)
-    assert len(split._executable.objects) == 2
+    assert len(split._executable.objects) == 3  # two parts and the contract (dlc/runtime/contract.py)
     monkeypatch.setenv("DLC_COMPILE_JOBS", "1")
     whole = dlc.compile(CNN, threads=1)
-    assert len(whole._executable.objects) == 1
+    assert len(whole._executable.objects) == 2  # one part and the contract
     x = np.random.default_rng(0).standard_normal(whole.inputs[0].shape).astype(np.float32)
     expected = whole.run({whole.inputs[0].name: x})
     got = split.run({split.inputs[0].name: x})
@@ -79,14 +79,14 @@ def test_split_objects_link_and_compute_what_the_whole_module_computes(cnn_ir, m
 
     split.save(tmp_path / "art")
     assert sorted(p.name for p in (tmp_path / "art").iterdir()) == [
-        "manifest.json", "model.1.o", "model.o", "pool.o", "weights.bin"]
+        "manifest.json", "model.1.o", "model.2.o", "model.o", "pool.o", "weights.bin"]
     again = dlc.load(tmp_path / "art")
     np.testing.assert_array_equal(again.run({again.inputs[0].name: x})[name], expected[name])
 
     whole.save(tmp_path / "again")
     split.save(tmp_path / "again")
     whole.save(tmp_path / "again")  # a stale part of the earlier split save goes
-    assert not (tmp_path / "again/model.1.o").exists()
+    assert not (tmp_path / "again/model.2.o").exists()
     assert dlc.load(tmp_path / "again").run({whole.inputs[0].name: x}).keys() == expected.keys()
 
     (tmp_path / "art/model.1.o").write_bytes(b"\0" * 100)

@@ -26,6 +26,7 @@ from dlc.runtime.artifact import (
     read_artifact,
     write_artifact,
 )
+from dlc.runtime.contract import CONTRACT_SYMBOL, check_contract
 from dlc.runtime.guard import GuardedBuffers, report_faults
 from dlc.runtime.host import check_cpu, default_threads
 from dlc.runtime.loader import SharedLibrary, load_code
@@ -131,6 +132,11 @@ class NativeExecutable:
                                 "compile the model again with `dlc compile`") from None
         self._entry = ctypes.CFUNCTYPE(None, ctypes.POINTER(ctypes.c_void_p), ctypes.c_void_p,
                                        ctypes.c_void_p)(entry)
+        try:  # before any buffer is sized by the manifest: its sizes are the code's (dlc/runtime/contract.py)
+            check_contract(manifest, self._module.address(CONTRACT_SYMBOL))
+        except KeyError:
+            raise ArtifactError(f"the model's code does not export {CONTRACT_SYMBOL}",
+                                "compile the model again with `dlc compile`") from None
         self.objects = tuple(objects)
         self.pool_object = pool_object
         self.profile_sites: list[str] = manifest.get("profile_sites", [])

@@ -80,9 +80,10 @@ class CpuTarget(Target):
 
     def build(self, module, options: CompileOptions):
         from dlc.codegen.cpus import cpuinfo_flags_needed, resolve_cpu, target_triple
-        from dlc.codegen.native import compile_objects
+        from dlc.codegen.native import compile_object, compile_objects
         from dlc.codegen.thread_pool_ir import pool_object
         from dlc.runtime import MANIFEST_VERSION, cpuinfo_flags
+        from dlc.runtime.contract import contract_llvm, contract_values
         from dlc.runtime.executable import executable_for
         from dlc.version import __version__
 
@@ -90,13 +91,19 @@ class CpuTarget(Target):
         from dlc import progress
         from dlc.codegen.llvm_emitter import emit_llvm, profile_sites
 
+        main = _main(module)
+        inputs, outputs = [t.to_json() for t in _specs(main, "inputs")], [t.to_json() for t in _specs(main, "outputs")]
+        arena_size = main.attributes["dlc.arena_size"].value.data
         with progress.step("LLVM IR emitted"):
             llvm_ir = emit_llvm(module, offsets, profile=options.profile)
         cpu, features = resolve_cpu(options.cpu, options.cpu_features)
         triple = target_triple(options.cpu)  # None: this host's instruction set
         objects = compile_objects(llvm_ir, cpu, features, options.opt_level, triple=triple)
+        # The sizes the code is built for, in the code (dlc/runtime/contract.py): its own object.
+        objects.append(compile_object(contract_llvm(contract_values({
+            "inputs": inputs, "outputs": outputs, "arena_size": arena_size, "weights_size": int(blob.size)})),
+            cpu, features, 0, triple))
         native = options.cpu == "native" and not options.cpu_features
-        main = _main(module)
         manifest = {
             "format": "dlc-artifact",
             "manifest_version": MANIFEST_VERSION,
@@ -110,9 +117,9 @@ class CpuTarget(Target):
             "cpu_target": "native" if native else f"{options.cpu}{',' if options.cpu_features else ''}"
                                                   f"{options.cpu_features}",
             "entry": "dlc_main",
-            "inputs": [t.to_json() for t in _specs(main, "inputs")],
-            "outputs": [t.to_json() for t in _specs(main, "outputs")],
-            "arena_size": main.attributes["dlc.arena_size"].value.data,
+            "inputs": inputs,
+            "outputs": outputs,
+            "arena_size": arena_size,
             "weights_size": int(blob.size),
             "weights": {name: offset for name, offset in offsets.items()},
             "threads": options.threads,
@@ -144,9 +151,10 @@ def _link(objects: list[bytes], pool: bytes, manifest: dict, features: str, trip
     from dlc.codegen.cpus import cpuinfo_flags_needed
     from dlc.codegen.link import LINKER_VARIABLE, link_library
     from dlc.runtime import ENTRY_SYMBOL, object_file_names
+    from dlc.runtime.contract import CONTRACT_SYMBOL
 
     with progress.step("model.so linked"):
-        linked = link_library(objects, pool, exports=(ENTRY_SYMBOL, *c_api.FUNCTIONS),
+        linked = link_library(objects, pool, exports=(ENTRY_SYMBOL, CONTRACT_SYMBOL, *c_api.FUNCTIONS),
                               c_sources=c_api.c_sources(manifest, cpuinfo_flags_needed(features),
                                                         embed=embedded is not None),
                               include_dirs=(c_api.INCLUDE_DIR, c_api.SOURCE_DIR), triple=triple,
