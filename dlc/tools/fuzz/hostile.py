@@ -461,8 +461,8 @@ def onnx_reference(model: onnx.ModelProto, feeds: dict[str, np.ndarray], _cache:
 MAX_LIKE = ("Max", "Min", "ReduceMax", "ReduceMin", "MaxPool", "ArgMax", "ArgMin")
 
 
-def max_like(model: onnx.ModelProto, output: str) -> bool:
-    """Whether a max-like operator is in `output`'s cone."""
+def _cone(model: onnx.ModelProto, output: str):
+    """(node, its producers by input name) for every node `output` depends on."""
     producer = {o: n for n in model.graph.node for o in n.output}
     todo, seen = [output], set()
     while todo:
@@ -471,27 +471,20 @@ def max_like(model: onnx.ModelProto, output: str) -> bool:
         if node is None or name in seen:
             continue
         seen.add(name)
-        if node.op_type in MAX_LIKE:
-            return True
+        yield node, producer
         todo.extend(node.input)
-    return False
+
+
+def max_like(model: onnx.ModelProto, output: str) -> bool:
+    """Whether a max-like operator is in `output`'s cone."""
+    return any(node.op_type in MAX_LIKE for node, _ in _cone(model, output))
 
 
 def contractible(model: onnx.ModelProto, output: str) -> bool:
     """Whether `output`'s cone holds a Mul whose result feeds an Add or Sub (an FMA candidate)."""
-    producer = {o: n for n in model.graph.node for o in n.output}
-    todo, seen = [output], set()
-    while todo:
-        name = todo.pop()
-        node = producer.get(name)
-        if node is None or name in seen:
-            continue
-        seen.add(name)
-        if node.op_type in ("Add", "Sub") and any(
-                producer.get(i) is not None and producer[i].op_type == "Mul" for i in node.input):
-            return True
-        todo.extend(node.input)
-    return False
+    return any(node.op_type in ("Add", "Sub") and any(producer.get(i) is not None and producer[i].op_type == "Mul"
+                                                      for i in node.input)
+               for node, producer in _cone(model, output))
 
 
 def _finite_compare(name: str, got: np.ndarray, want: np.ndarray, tolerance: float) -> str | None:
