@@ -24,7 +24,8 @@ needs_linker = pytest.mark.skipif(shutil.which("cc") is None and shutil.which("l
 pytestmark = needs_linker
 
 # What model.so may export: docs/artifact.md and docs/c-api.md.
-DOCUMENTED = {"dlc_main", "dlc_pool_parallel", "dlc_pool_start", "dlc_pool_stop", "dlc_pool_forget"}
+# dlc_contract: the sizes the code is built for, read at load (dlc/runtime/contract.py).
+DOCUMENTED = {"dlc_main", "dlc_contract", "dlc_pool_parallel", "dlc_pool_start", "dlc_pool_stop", "dlc_pool_forget"}
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +88,9 @@ def test_without_a_linker_the_objects_remain_with_a_note(tmp_path, monkeypatch, 
     with caplog.at_level("WARNING", logger="dlc"):
         dlc.compile(str(ROOT / "examples" / "models" / "mlp.onnx")).save(tmp_path / "art")
     manifest = json.loads((tmp_path / "art" / "manifest.json").read_text())
-    assert manifest["objects"] == ["model.o"] and manifest["pool"] == "pool.o" and "library" not in manifest
+    # The code and its contract (dlc/runtime/contract.py), then the pool.
+    assert manifest["objects"] == ["model.o", "model.1.o"] and manifest["pool"] == "pool.o" \
+        and "library" not in manifest
     assert [r.getMessage() for r in caplog.records if "no linker" in r.getMessage()]
 
 

@@ -31,6 +31,7 @@ def expand_newer_functions(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 _MAX_DEPTH = 8  # function bodies nest one or two deep; this bounds a cyclic definition
+_EXPANDED = "_expanded_"  # in the name of every node that comes from a body (as onnx's node tests name them)
 
 
 def _expand_once(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -48,7 +49,7 @@ def _expand_once(model: onnx.ModelProto) -> onnx.ModelProto:
             continue
         schema = _body_schema(node, version)
         function = _function_of(schema, node, [types.get(name, onnx.TypeProto()) for name in node.input])
-        prefix = f"{node.name or node.op_type}_{i}_expanded_"
+        prefix = f"{node.name or node.op_type}_{i}{_EXPANDED}"
         nodes.extend(_inline(_with_defaults(node, schema), function, prefix))
     expanded = onnx.ModelProto()
     expanded.CopyFrom(model)
@@ -58,7 +59,8 @@ def _expand_once(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def _body_schema(node: onnx.NodeProto, version: int):
-    """The node's schema at the model's opset when it is newer than canonical and has a body."""
+    """The node's schema at the model's opset when the operator is newer than the canonical
+    opset (none at it) and has a body."""
     if node.domain not in ("", "ai.onnx"):
         return None
     try:
@@ -67,6 +69,15 @@ def _body_schema(node: onnx.NodeProto, version: int):
         return None
     if schema.since_version <= CANONICAL_OPSET:
         return None
+    if _EXPANDED not in node.name:
+        try:  # the model's own operator that exists at the canonical opset is the version
+            # converter's: Range's and ReduceLogSum's newer bodies (a Loop; axes only known
+            # after folding) do not compile where the converted operators do. Nodes of a body
+            # are expanded further (CausalConvWithState's CastLike at its opset).
+            onnx.defs.get_schema(node.op_type, CANONICAL_OPSET, "")
+            return None
+        except onnx.defs.SchemaError:
+            pass
     if not (schema.has_function or schema.has_context_dependent_function):
         return None
     if any(a.type == onnx.AttributeProto.GRAPH for a in node.attribute):
