@@ -58,3 +58,15 @@ def assert_matches_onnxruntime(model: onnx.ModelProto, rtol: float = 1e-4, atol:
         assert got.shape == want.shape, f"{name}: shape {got.shape} != {want.shape}"
         assert got.dtype == want.dtype, f"{name}: dtype {got.dtype} != {want.dtype}"
         np.testing.assert_allclose(got, want, rtol=rtol, atol=atol, err_msg=f"output {name}")
+
+
+def parse_run_model_output(stdout: str) -> dict[str, np.ndarray]:
+    """examples/c/run_model's output: `name dtype AxB` then one value per line, per output."""
+    outputs, lines = {}, stdout.splitlines()
+    while lines:
+        name, dtype, dims = lines.pop(0).split()
+        shape = tuple(int(d) for d in dims.split("x"))
+        count = int(np.prod(shape))
+        outputs[name] = np.array([float(v) for v in lines[:count]], dtype=dtype).reshape(shape)
+        del lines[:count]
+    return outputs

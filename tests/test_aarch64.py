@@ -14,7 +14,7 @@ import subprocess
 import numpy as np
 import onnx
 import pytest
-from conftest import ROOT, run_onnxruntime
+from conftest import ROOT, parse_run_model_output, run_onnxruntime
 
 import dlc
 from dlc.errors import ArtifactError
@@ -41,17 +41,6 @@ def _compile(tmp_path, model: str, cpu: str):
     return out
 
 
-def _parse(stdout: str) -> dict[str, np.ndarray]:
-    outputs, lines = {}, stdout.splitlines()
-    while lines:
-        name, dtype, dims = lines.pop(0).split()
-        shape = tuple(int(d) for d in dims.split("x"))
-        count = int(np.prod(shape))
-        outputs[name] = np.array([float(v) for v in lines[:count]], dtype=dtype).reshape(shape)
-        del lines[:count]
-    return outputs
-
-
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_an_aarch64_build_runs_under_qemu_and_matches_this_host(name, runner, tmp_path, monkeypatch):
     monkeypatch.setenv("DLC_CACHE", "0")
@@ -69,7 +58,7 @@ def test_an_aarch64_build_runs_under_qemu_and_matches_this_host(name, runner, tm
         run = subprocess.run([QEMU, "-L", SYSROOT, str(runner), str(artifact), str(tmp_path / "input.bin"), threads],
                              capture_output=True, text=True, timeout=300)
         assert run.returncode == 0, run.stderr
-        got = _parse(run.stdout)
+        got = parse_run_model_output(run.stdout)
         assert got.keys() == expected.keys()
         for (output, value), onnxruntime_value in zip(got.items(), reference):
             np.testing.assert_allclose(value, expected[output], rtol=1e-4, atol=1e-5)

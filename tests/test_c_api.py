@@ -12,7 +12,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import ROOT
+from conftest import ROOT, parse_run_model_output
 
 import dlc
 
@@ -53,25 +53,13 @@ def _feeds(artifact, path) -> dict[str, np.ndarray]:
     return feeds
 
 
-def _parse(stdout: str) -> dict[str, np.ndarray]:
-    """run_model's output: `name dtype AxB` then one value per line, per output."""
-    outputs, lines = {}, stdout.splitlines()
-    while lines:
-        name, dtype, dims = lines.pop(0).split()
-        shape = tuple(int(d) for d in dims.split("x"))
-        count = int(np.prod(shape))
-        outputs[name] = np.array([float(v) for v in lines[:count]], dtype=dtype).reshape(shape)
-        del lines[:count]
-    return outputs
-
-
 def _check_against_python(artifact, tmp_path, program, env=None, threads="2"):
     feeds = _feeds(artifact, tmp_path / "input.bin")
     run = subprocess.run([str(program), str(artifact), str(tmp_path / "input.bin"), threads],
                          capture_output=True, text=True, env=env)
     assert run.returncode == 0, run.stderr
     expected = dlc.load(artifact).run(feeds)
-    got = _parse(run.stdout)
+    got = parse_run_model_output(run.stdout)
     assert got.keys() == expected.keys()
     for name in expected:  # same code, same weights: the same bits (%.9g round-trips float32)
         np.testing.assert_array_equal(got[name], expected[name])
@@ -231,7 +219,7 @@ def test_embedded_weights_make_one_file(tmp_path, monkeypatch):
                          text=True)
     assert run.returncode == 0 and "AddressSanitizer" not in run.stderr, run.stderr
     expected = dlc.load(tmp_path / "art").run(feeds)
-    for name, value in _parse(run.stdout).items():
+    for name, value in parse_run_model_output(run.stdout).items():
         np.testing.assert_array_equal(value, expected[name])
 
 
