@@ -48,7 +48,9 @@ class CpuTarget(Target):
             vector_bits=host_vector_bits(features),
             dtypes=("float32", "float64", "int64", "int32", "bool"),
             cores=os.cpu_count() or 1,
-            extra={"cpu": cpu},
+            # The widest integer dot product (vpdpbusd) the CPU has: the int8 GEMM's (issue 20).
+            extra={"cpu": cpu, "vnni_bits": 512 if "+avx512vnni" in features and "+avx512f" in features
+                   else 256 if "+avxvnni" in features or "+avx512vnni" in features else 0},
         )
 
     def pipeline(self, options: CompileOptions):
