@@ -185,6 +185,77 @@ def test_gather_nd(batch_dims):
     _assert_matches(model, _feeds(model, low=-3, high=3))
 
 
+# --- Scatter family ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("reduction", ["none", "add", "mul", "max", "min"])
+def test_scatter_elements(reduction):
+    """Indices in [-2, 2) repeat: duplicates combine in index order (reduction none: the last
+    update wins, as in onnxruntime), so the outputs are equal, not only close."""
+    model = _model([
+        ("ScatterElements", ["x", "i", "u"], ["axis0"], {"reduction": reduction}),
+        ("ScatterElements", ["x", "j", "v"], ["axis_neg"], {"axis": -1, "reduction": reduction}),
+        ("ScatterElements", ["n", "k", "w"], ["ints"], {"axis": 1, "reduction": reduction}),
+    ], {"x": (F32, [4, 3]), "i": (I64, [3, 3]), "u": (F32, [3, 3]), "j": (I32, [4, 5]),
+        "v": (F32, [4, 5]), "n": (I64, [2, 4, 3]), "k": (I64, [2, 6, 1]), "w": (I64, [2, 6, 1])},
+        ["axis0", "axis_neg", "ints"])
+    for seed in range(2):
+        _assert_matches(model, _feeds(model, seed, low=-2, high=2))
+
+
+def test_scatter_deprecated_opset10():
+    """Scatter (opset 9-10, deprecated) reaches the lowering as ScatterElements."""
+    model = _model([("Scatter", ["x", "i", "u"], ["y"], {"axis": 1})],
+                   {"x": (F32, [3, 4]), "i": (I64, [3, 2]), "u": (F32, [3, 2])}, ["y"], opset=10)
+    _assert_matches(model, _feeds(model, low=-4, high=4))
+
+
+@pytest.mark.parametrize("reduction", ["none", "add", "mul", "max", "min"])
+def test_scatter_nd(reduction):
+    model = _model([
+        ("ScatterND", ["x", "pairs", "u"], ["elements"], {"reduction": reduction}),
+        ("ScatterND", ["x", "singles", "v"], ["rows"], {"reduction": reduction}),
+    ], {"x": (F32, [3, 3, 4]), "pairs": (I64, [2, 3, 2]), "u": (F32, [2, 3, 4]),
+        "singles": (I64, [4, 1]), "v": (F32, [4, 3, 4])}, ["elements", "rows"])
+    for seed in range(2):
+        _assert_matches(model, _feeds(model, seed, low=-3, high=3))
+
+
+@pytest.mark.parametrize("op_type,indices,bad", [
+    ("ScatterElements", (I64, [2, 2]), np.array([[0, 1], [4, 0]])),
+    ("ScatterElements", (I64, [2, 2]), np.array([[0, -5], [1, 0]])),
+    ("ScatterND", (I64, [2, 1]), np.array([[1], [-5]])),
+])
+def test_scatter_out_of_range_index_fails_the_run(op_type, indices, bad):
+    """An index outside [-4, 4) fails the run naming the node (the loop skips its write, never
+    stores out of bounds); the same compiled model then runs valid indices as onnxruntime does."""
+    import dlc
+    from dialects.diagnostics import DlcError
+
+    elements = op_type == "ScatterElements"
+    model = _model([(op_type, ["x", "i", "u"], ["y"], {"axis": 1} if elements else {})],
+                   {"x": (F32, [2, 4] if elements else [4, 3]), "i": indices,
+                    "u": (F32, [2, 2] if elements else [2, 3])}, ["y"])
+    compiled = dlc.compile(model)
+    feeds = _feeds(model)
+    axis_text = r"axis 1 of 'data' \(size 4\)" if elements else r"axes 0..0 of 'data' \(sizes \[4\]\)"
+    with pytest.raises(DlcError, match=rf"node '{op_type}_0' \({op_type}\): an index in input "
+                                       rf"'indices' is out of range for {axis_text}"):
+        compiled.run({**feeds, "i": bad})
+    feeds["i"] = np.where(bad >= 4, 3, np.where(bad < -4, -4, bad))
+    np.testing.assert_array_equal(compiled.run(feeds)["y"], run_onnxruntime(model, feeds)[0])
+
+
+def test_scatter_constant_index_out_of_range_is_refused():
+    import dlc
+    from dialects.diagnostics import CompileError
+
+    model = _model([("ScatterElements", ["x", "i", "u"], ["y"], {})],
+                   {"x": (F32, [3, 2]), "u": (F32, [1, 2])}, ["y"], {"i": np.array([[0, 3]])})
+    with pytest.raises(CompileError, match=r"ScatterElements_0.*index 3 at \[0, 1\] of constant "
+                                           r"input 'indices' is out of range \[-3, 3\)"):
+        dlc.compile(model)
+
+
 # --- Expand, Tile, Pad ------------------------------------------------------------------------
 
 

@@ -1,5 +1,5 @@
 """TopK and CumSum (passes/lowering/rules/topk.py, cumulative.py), the bitwise operators
-(logic.py) and operators newer than opset 21 (dlc/frontend/expand_functions.py): dlc vs
+(logic.py) and operators expanded into function bodies (dlc/frontend/expand_functions.py): dlc vs
 onnxruntime on small models. TopK and CumSum: every attribute, K and axis as constants or run-time inputs; a run-time K
 that the compiled shapes do not hold fails the run with a DlcError, a constant one too
 large is refused at import.
@@ -236,6 +236,44 @@ def test_attention_opset23_causal_gqa():
     model = _newer_model([helper.make_node("Attention", ["q", "k", "v"], ["y"], is_causal=1)],
                          [("q", q.shape), ("k", k.shape), ("v", v.shape)], [("y", [1, 4, 3, 8])], opset=23)
     _assert_newer_matches(model, {"q": q, "k": k, "v": v}, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("opset,axes", [(13, None), (21, [1, 2])])
+def test_mean_variance_normalization_through_its_body(opset, axes):
+    """MeanVarianceNormalization has no lowering: its body (opset 13's with axes an attribute of
+    ReduceMean, 18's with axes an input) is expanded at any opset."""
+    x = np.random.default_rng(5).standard_normal((2, 3, 4, 5)).astype(np.float32)
+    attrs = {} if axes is None else {"axes": axes}
+    model = _newer_model([helper.make_node("MeanVarianceNormalization", ["x"], ["y"], **attrs)],
+                         [("x", x.shape)], [("y", x.shape)], opset=opset)
+    _assert_newer_matches(model, {"x": x}, rtol=1e-4, atol=1e-5)
+
+
+def test_space_to_depth_crd_opset28():
+    """SpaceToDepth with mode=CRD (opset 28; onnxruntime 1.32 stops before it, so the oracle is
+    numpy: y[n, c*b*b + i*b + j, h, w] = x[n, c, h*b + i, w*b + j])."""
+    x = np.arange(2 * 3 * 4 * 6, dtype=np.float32).reshape(2, 3, 4, 6)
+    model = _newer_model([helper.make_node("SpaceToDepth", ["x"], ["y"], blocksize=2, mode="CRD")],
+                         [("x", x.shape)], [("y", [2, 12, 2, 3])], opset=28)
+    want = x.reshape(2, 3, 2, 2, 3, 2).transpose(0, 1, 3, 5, 2, 4).reshape(2, 12, 2, 3)
+    np.testing.assert_array_equal(dlc.compile(model).run({"x": x})["y"], want)
+
+
+@pytest.mark.parametrize("elem", [TensorProto.FLOAT, TensorProto.INT64])
+def test_binarizer_ai_onnx_ml(elem):
+    """ai.onnx.ml Binarizer through the body dlc writes for it: a model importing only ai.onnx.ml
+    (onnxruntime 1.32 implements it for float only: int64 is checked against numpy)."""
+    dtype = helper.tensor_dtype_to_np_dtype(elem)
+    x = np.random.default_rng(6).uniform(-3, 3, (3, 7)).astype(dtype)
+    x[0, :3] = 1  # equal to the threshold: not above it
+    node = helper.make_node("Binarizer", ["x"], ["y"], domain="ai.onnx.ml", threshold=1.0)
+    graph = helper.make_graph([node], "binarizer", [helper.make_tensor_value_info("x", elem, x.shape)],
+                              [helper.make_tensor_value_info("y", elem, x.shape)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("ai.onnx.ml", 3)])
+    got = dlc.compile(model).run({"x": x})["y"]
+    assert got.dtype == dtype
+    want = run_onnxruntime(model, {"x": x})[0] if elem == TensorProto.FLOAT else (x > 1).astype(dtype)
+    np.testing.assert_array_equal(got, want)
 
 
 # --- ReverseSequence --------------------------------------------------------------------------

@@ -8,6 +8,13 @@ Previous Version"), so before it runs, each such node of the main graph becomes 
 its body, renamed as the official `_expanded` node tests are built (onnx's
 backend/test/case/node/__init__.py, function_expand_helper). The body's nodes then follow the
 normal path: conversion to opset 21, folding, fusion and the native lowerings of each op.
+
+A few operators of the canonical opset or before are expanded too, where their body compiles
+and the operator has no lowering: MeanVarianceNormalization (its body at the model's opset;
+ONNX's own inference of the unexpanded node fails on the body's Constant), SpaceToDepth with
+mode=CRD (opset 28, which the version converter cannot take down), and ai.onnx.ml's Binarizer,
+which has no ONNX function: dlc writes its body, Y = Cast(X > threshold) to X's type
+(https://onnx.ai/onnx/operators/onnx_aionnxml_Binarizer.html).
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from __future__ import annotations
 import onnx
 import onnx.defs
 
+from dialects.diagnostics import UnsupportedError
 from dialects.onnx import CANONICAL_OPSET
 
 
@@ -36,9 +44,9 @@ _EXPANDED = "_expanded_"  # in the name of every node that comes from a body (as
 
 def _expand_once(model: onnx.ModelProto) -> onnx.ModelProto:
     version = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
-    if version is None or version <= CANONICAL_OPSET:
-        return model
-    targets = [i for i, node in enumerate(model.graph.node) if _body_schema(node, version)]
+    targets = [i for i, node in enumerate(model.graph.node)
+               if (node.domain, node.op_type) in _OWN_BODIES
+               or version is not None and _body_schema(node, version)]
     if not targets:
         return model
     types = _value_types(model)
@@ -47,15 +55,49 @@ def _expand_once(model: onnx.ModelProto) -> onnx.ModelProto:
         if i not in targets:
             nodes.append(node)
             continue
-        schema = _body_schema(node, version)
-        function = _function_of(schema, node, [types.get(name, onnx.TypeProto()) for name in node.input])
         prefix = f"{node.name or node.op_type}_{i}{_EXPANDED}"
+        own = _OWN_BODIES.get((node.domain, node.op_type))
+        if own is not None:
+            nodes.extend(own(node, types, prefix))
+            continue
+        schema = _body_schema(node, version)
+        function = _function_of(schema, node, [types.get(name, onnx.TypeProto()) for name in node.input],
+                                version)
         nodes.extend(_inline(_with_defaults(node, schema), function, prefix))
     expanded = onnx.ModelProto()
     expanded.CopyFrom(model)
     del expanded.graph.node[:]
     expanded.graph.node.extend(nodes)
+    if version is None:  # an ai.onnx.ml-only model: the bodies' default-domain nodes need an import
+        expanded.opset_import.append(onnx.helper.make_opsetid("", CANONICAL_OPSET))
     return expanded
+
+
+def _binarizer(node: onnx.NodeProto, types: dict[str, onnx.TypeProto], prefix: str) -> list[onnx.NodeProto]:
+    """Binarizer (ai.onnx.ml): 1 where X > threshold, else 0, in X's type (NaN gives 0)."""
+    threshold = next((a.f for a in node.attribute if a.name == "threshold"), 0.0)
+    elem_type = types[node.input[0]].tensor_type.elem_type if node.input[0] in types else 0
+    if not elem_type:
+        raise UnsupportedError(f"node '{node.name}' (Binarizer): the element type of input 'X' "
+                               f"({node.input[0]}) is unknown", "declare the input's type")
+    helper = onnx.helper
+    name = node.name or "Binarizer"
+    return [
+        helper.make_node("Constant", [], [prefix + "threshold"], name=prefix + "threshold",
+                         value=helper.make_tensor("threshold", onnx.TensorProto.FLOAT, [], [threshold])),
+        helper.make_node("Cast", [prefix + "threshold"], [prefix + "threshold_cast"],
+                         name=prefix + "threshold_cast", to=elem_type),
+        helper.make_node("Greater", [node.input[0], prefix + "threshold_cast"], [prefix + "above"],
+                         name=f"{name}{_EXPANDED}Greater"),
+        helper.make_node("Cast", [prefix + "above"], [node.output[0]], name=f"{name}{_EXPANDED}Cast",
+                         to=elem_type),
+    ]
+
+
+# Operators without an ONNX function body whose body dlc writes: (domain, op type) -> builder.
+_OWN_BODIES = {("ai.onnx.ml", "Binarizer"): _binarizer}
+# Operators of the canonical opset (or before) with a body and no lowering: always expanded.
+_EXPANDED_AT_ANY_OPSET = frozenset({"MeanVarianceNormalization"})
 
 
 def _body_schema(node: onnx.NodeProto, version: int):
@@ -67,9 +109,11 @@ def _body_schema(node: onnx.NodeProto, version: int):
         schema = onnx.defs.get_schema(node.op_type, version, "")
     except onnx.defs.SchemaError:
         return None
-    if schema.since_version <= CANONICAL_OPSET:
+    always = node.op_type in _EXPANDED_AT_ANY_OPSET or node.op_type == "SpaceToDepth" and any(
+        a.name == "mode" and a.s == b"CRD" for a in node.attribute)  # DCR stays SpaceToDepth
+    if schema.since_version <= CANONICAL_OPSET and not always:
         return None
-    if _EXPANDED not in node.name:
+    if _EXPANDED not in node.name and not always:
         try:  # the model's own operator that exists at the canonical opset is the version
             # converter's: Range's and ReduceLogSum's newer bodies (a Loop; axes only known
             # after folding) do not compile where the converted operators do. Nodes of a body
@@ -85,13 +129,17 @@ def _body_schema(node: onnx.NodeProto, version: int):
     return schema
 
 
-def _function_of(schema, node: onnx.NodeProto, input_types: list[onnx.TypeProto]) -> onnx.FunctionProto:
+def _function_of(schema, node: onnx.NodeProto, input_types: list[onnx.TypeProto],
+                 version: int) -> onnx.FunctionProto:
+    """The body written for the model's opset `version` (MeanVarianceNormalization has one for
+    opset 13, where ReduceMean's axes are an attribute, and one for 18, where they are an input)."""
     function = onnx.FunctionProto()
     if schema.has_context_dependent_function:
         function.ParseFromString(schema.get_context_dependent_function(
             node.SerializeToString(), [t.SerializeToString() for t in input_types]))
     else:
-        function.ParseFromString(schema.get_function_with_opset_version(schema.since_version))
+        written = [v for v in schema.function_opset_versions if v <= version] or [schema.since_version]
+        function.ParseFromString(schema.get_function_with_opset_version(max(written)))
     return function
 
 

@@ -1,5 +1,5 @@
-"""Index-driven ONNX operators: Gather, GatherElements, GatherND, ReverseSequence, OneHot,
-Trilu, Range, and the fill ConstantOfShape.
+"""Index-driven ONNX operators: Gather, GatherElements, GatherND, ScatterElements, ScatterND,
+ReverseSequence, OneHot, Trilu, Range, and the fill ConstantOfShape.
 
 Mirrors the ONNX operator spec at opset 21 (https://onnx.ai/onnx/operators/). Gathers load
 the data at an index read at run time, inside the generic's body. Negative indices count
@@ -8,17 +8,35 @@ it): a constant one is refused at compile time; a run-time one is checked by the
 where it loads the index (utils/runtime_checks.py) and the run raises a DlcError, while the
 loop reads index 0 in its place, so generated code never reads out of bounds. OneHot is the
 exception the spec makes: an index out of range selects no position.
+
+Scatters (the deprecated Scatter is ScatterElements after opset conversion) copy 'data' to the
+output, then one serial loop over 'updates' stores each update at its index: in index order,
+so with reduction none a duplicate index keeps the last update (as onnxruntime's loop does;
+the spec leaves it undefined), and add/mul/max/min combine in that order. An index out of
+range is checked as the gathers' are and writes nothing (never index 0 in its place).
 """
 
 from __future__ import annotations
 
 import numpy as np
+from xdsl.dialects import memref
 from xdsl.dialects.builtin import IndexType, IntegerType
+from xdsl.dialects.linalg import ops as linalg
+from xdsl.ir import Block, Region
 
 from dialects.diagnostics import CompileError, UnsupportedError
 from passes.lowering.rules import lowers
+from passes.lowering.rules.elementwise import BOOL, FLOAT, INT, UINT, require_kinds
 from passes.lowering.rules.movement import constant_input, is_empty, normalize_axis
-from passes.lowering.utils.linalg_builder import PARALLEL, affine_map, cst, dim, identity_map
+from passes.lowering.utils.linalg_builder import (
+    PARALLEL,
+    REDUCTION,
+    Body,
+    affine_map,
+    cst,
+    dim,
+    identity_map,
+)
 from passes.lowering.utils.runtime_checks import error_code, flag_if, index_check, status_word
 
 
@@ -142,6 +160,96 @@ def lower_gather_nd(kb, op, ins, outs) -> None:
         return [*position[:batch], *picked, *(b.index(d) for d in range(outer, out_rank))]
 
     _gather_generic(kb, op, [], [], outs[0], data, data_indices)
+
+
+_COMBINE = {"none": lambda b, old, new: new, "add": Body.add, "mul": Body.mul,
+            "max": Body.max, "min": Body.min}
+
+
+def _scatter_index(b, value, size: int, check: tuple | None):
+    """An ONNX index as an `index` in [0, size) and the i1 `outside` (None when the indices are
+    constants, checked at compile time); index 0 where outside, its store then a no-op."""
+    i = b.on(IndexType())
+    index = b.index_from(value)
+    outside = None if check is None else index_check(b, check[0], index, size, check[1])
+    index = i.select(i.cmp("slt", index, i.const(0)), i.add(index, i.const(size)), index)
+    return (index, None) if outside is None else (i.select(outside, i.const(0), index), outside)
+
+
+def _scatter(kb, op, data, indices, updates, output, updates_map, target) -> None:
+    """output = data, then for each update in order: output[t] = combine(output[t], update),
+    t = target(b, indices value) -> (indices of the output, [i1 outside flags]).
+
+    The loop is a linalg.generic without outputs (it writes by memref.store) whose iterators
+    are all reductions: no pass splits or reorders it across threads."""
+    require_kinds(op, [data], (FLOAT, INT, UINT, BOOL))
+    reduction = op.attr("reduction", "none")
+    if reduction not in _COMBINE:
+        raise UnsupportedError(f"{op.describe()}: reduction '{reduction}' is not one of "
+                               f"{sorted(_COMBINE)}")
+    if reduction != "none" and data.type.element_type == IntegerType(1):
+        raise UnsupportedError(f"{op.describe()}: reduction '{reduction}' on bool 'data' is not "
+                               "supported (expected reduction 'none')")
+    if not is_empty(output):
+        kb.copy(data, output)
+    if is_empty(updates):
+        return
+    rank = len(updates.type.get_shape())
+    block = Block(arg_types=[indices.type.element_type, updates.type.element_type])
+    b = Body(block, data.type.element_type)
+    position, outside = target(b, block.args[0])
+    old = b.load(output, position)
+    new = _COMBINE[reduction](b, old, block.args[1])
+    for flag in outside:
+        new = b.select(flag, old, new)  # an index out of range leaves the output as it was
+    block.add_ops([memref.StoreOp.get(new, output, position), linalg.YieldOp()])
+    kb.insert(linalg.GenericOp([indices, updates], [], Region(block), [updates_map, identity_map(rank)],
+                               [REDUCTION] * rank))
+
+
+@lowers("ScatterElements")
+def lower_scatter_elements(kb, op, ins, outs) -> None:
+    """out[i with i[axis] = indices[i]] = updates[i] (onnx__ScatterElements, opset 18)."""
+    data, indices, updates = ins
+    shape = data.type.get_shape()
+    rank = len(shape)
+    axis = normalize_axis(op, op.attr("axis", 0), rank)
+    check = _check_index_range(kb, op, indices, updates, [shape[axis]], _axis_text(axis, shape[axis]))
+
+    def target(b, value):
+        index, outside = _scatter_index(b, value, shape[axis], check)
+        return [index if d == axis else b.index(d) for d in range(rank)], [outside] if outside else []
+
+    _scatter(kb, op, data, indices, updates, outs[0], identity_map(rank), target)
+
+
+@lowers("ScatterND")
+def lower_scatter_nd(kb, op, ins, outs) -> None:
+    """out[indices[p]..., c...] = updates[p..., c...] (onnx__ScatterND, opset 18)."""
+    data, indices, updates = ins
+    shape, index_shape = data.type.get_shape(), indices.type.get_shape()
+    depth = index_shape[-1]
+    outer = len(index_shape) - 1
+    expected = [*index_shape[:-1], *shape[depth:]]
+    if depth > len(shape) or list(updates.type.get_shape()) != expected:
+        raise UnsupportedError(f"{op.describe()}: 'updates' has shape {list(updates.type.get_shape())}; "
+                               f"'data' {list(shape)} and 'indices' {list(index_shape)} need {expected}")
+    sizes = list(shape[:depth])
+    check = _check_index_range(kb, op, indices, updates, sizes,
+                               f"axes 0..{depth - 1} of 'data' (sizes {sizes})")
+    rank = len(expected)
+
+    def target(b, _):
+        i = b.on(IndexType())
+        where = [b.index(d) for d in range(outer)]
+        picked = [_scatter_index(b, b.load(indices, [*where, i.const(k)]), sizes[k], check)
+                  for k in range(depth)]
+        return ([index for index, _ in picked] + [b.index(d) for d in range(outer, rank)],
+                [outside for _, outside in picked if outside is not None])
+
+    # The generic reads one index per update to have an operand; the body loads the tuple.
+    _scatter(kb, op, data, indices, updates, outs[0],
+             affine_map(rank, [*(dim(d) for d in range(outer)), cst(0)]), target)
 
 
 @lowers("OneHot")
