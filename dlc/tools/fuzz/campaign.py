@@ -57,6 +57,8 @@ class Worker:
                                         cwd=str(Path(__file__).resolve().parents[3]))
 
     def check(self, model, feed_seed, configs, timeout=120.0) -> list[Finding]:
+        """`timeout` bounds each configuration (compile, run, compare), not the whole request: a
+        request holds up to five, and a slow but live machine must not be blamed on the last one."""
         if self.process is None or self.process.poll() is not None:
             self._start()
         request = {"model": base64.b64encode(model.SerializeToString()).decode(), "feed_seed": feed_seed,
@@ -81,6 +83,7 @@ class Worker:
             reply = json.loads(line)
             if "config" in reply:
                 current = config_name(reply["config"])
+                deadline = time.monotonic() + timeout
             else:
                 return [Finding(**f) for f in reply["findings"]]
 
