@@ -164,6 +164,7 @@ _BUILTIN = {
     "cpu": "dlc.targets.cpu:CpuTarget",
     "reference": "dlc.targets.reference:ReferenceTarget",
     "npu-sim": "dlc.targets.npu.target:NpuSimTarget",
+    "cuda": "dlc.targets.cuda.target:CudaTarget",
 }
 
 

@@ -1,0 +1,537 @@
+"""Kernels-phase launches placed on `cuda` -> LLVM IR for nvptx64-nvidia-cuda -> PTX (llvmlite).
+
+First step of issue 21: each kernel is written from its ONNX ops directly (the `kernels` phase),
+not yet through the shared linalg/loops phases, because the loops emitter (dlc/codegen) outlines
+parallel loops for the host's thread pool and has no notion of a grid. Two kernel shapes:
+- elementwise: one thread per output element, a fused chain of elementwise ops, inputs read with
+  numpy broadcasting;
+- GEMM (MatMul, Gemm, batched MatMul): the classic shared-memory tiled kernel, a BM x BN tile
+  per thread block staged through shared memory BK columns at a time, each thread holding a
+  TM x TN register tile; the kernel's elementwise epilogue applied before the one store.
+Tile sizes come from the target description on the module (`dlc.gemm_tile_m` ...), as the CPU's
+GEMM tiles do, so a user or a search can override them. Every global access is guarded by the
+shapes, which are compile-time constants: no thread reads or writes out of bounds.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from dlc.errors import CompileError
+
+TRIPLE = "nvptx64-nvidia-cuda"
+# Tile sizes when the module carries none (dlc/targets/cuda/target.py writes the same ones).
+DEFAULT_TILES = {"gemm_tile_m": 64, "gemm_tile_n": 64, "gemm_tile_k": 16, "gemm_thread_tile_m": 4,
+                 "gemm_thread_tile_n": 4, "elementwise_block": 256}
+GEMM_OPS = {"MatMul", "Gemm"}
+LOG2E = 1.4426950408889634
+
+
+@dataclass
+class Launch:
+    """One kernel launch: the PTX entry, its grid, and the values its parameters are bound to."""
+
+    kernel: str
+    grid: tuple[int, int, int]
+    block: tuple[int, int, int]
+    inputs: list = field(default_factory=list)  # values read from outside (parameters before the outputs)
+    nodes: list = field(default_factory=list)
+
+
+def kernel_options(module) -> dict:
+    """Tile sizes and block size from the target description on the module, else the defaults."""
+    from xdsl.dialects.builtin import IntegerAttr
+
+    found = dict(DEFAULT_TILES)
+    for key in found:
+        value = module.attributes.get(f"dlc.{key}")
+        if isinstance(value, IntegerAttr):
+            found[key] = value.value.data
+    bm, bn, tm, tn = (found[k] for k in ("gemm_tile_m", "gemm_tile_n", "gemm_thread_tile_m", "gemm_thread_tile_n"))
+    if bm % tm or bn % tn or (bm // tm) * (bn // tn) > 1024:
+        raise CompileError(f"cuda: GEMM tile {bm}x{bn} with thread tile {tm}x{tn} needs whole thread tiles "
+                           "and at most 1024 threads per block",
+                           "choose tile sizes with gemm_tile_m % gemm_thread_tile_m == 0 (and n)")
+    return found
+
+
+def emit_module(launch_ops, options: dict) -> tuple[str, list[Launch]]:
+    """LLVM IR text of one kernel per `kernel.launch` (all placed on cuda), and how to launch each."""
+    functions, launches, globals_ = [], [], []
+    for op in launch_ops:
+        body = [o for o in op.body.block.ops if o.name != "kernel.yield"]
+        name = _symbol(op.kernel_name)
+        head = body[0].onnx_type if body else ""
+        if head in GEMM_OPS:
+            text, launch, shared = _gemm_kernel(name, op, body, options)
+            globals_ += shared
+        else:
+            text, launch = _elementwise_kernel(name, op, body, options)
+        functions.append(text)
+        launch.nodes = [n.data for n in op.nodes.data] if op.nodes else []
+        launches.append(launch)
+    header = [f'target triple = "{TRIPLE}"', "", *_DECLARATIONS, *globals_, ""]
+    return "\n".join(header + functions) + "\n", launches
+
+
+def compile_ptx(llvm_ir: str, sm: int = 90, opt_level: int = 3) -> str:
+    """Optimise the module at `opt_level` and emit PTX for sm_`sm` with llvmlite's NVPTX backend."""
+    import llvmlite.binding as llvm
+
+    from dlc.codegen.native import parse_llvm
+    from dlc.runtime.mcjit import target_machine
+
+    module = parse_llvm(llvm_ir)
+    tm = target_machine(f"sm_{sm}", "", opt_level, TRIPLE)  # registers every target once
+    module.triple = TRIPLE
+    module.data_layout = str(tm.target_data)
+    if opt_level > 0:
+        tuning = llvm.create_pipeline_tuning_options(speed_level=opt_level)
+        builder = llvm.create_pass_builder(tm, tuning)
+        builder.getModulePassManager().run(module, builder)
+    return tm.emit_assembly(module)
+
+
+# --- IR building ----------------------------------------------------------------------------
+
+_DECLARATIONS = [
+    "declare i32 @llvm.nvvm.read.ptx.sreg.tid.x()",
+    "declare i32 @llvm.nvvm.read.ptx.sreg.ctaid.x()",
+    "declare i32 @llvm.nvvm.read.ptx.sreg.ctaid.y()",
+    "declare i32 @llvm.nvvm.read.ptx.sreg.ctaid.z()",
+    "declare void @llvm.nvvm.barrier0()",
+    "declare float @llvm.nvvm.ex2.approx.f(float)",
+    "declare float @llvm.fma.f32(float, float, float)",
+    "declare float @llvm.fabs.f32(float)",
+    "declare float @llvm.sqrt.f32(float)",
+    "declare float @llvm.copysign.f32(float, float)",
+    "declare float @llvm.maximum.f32(float, float)",
+    "declare float @llvm.minimum.f32(float, float)",
+]
+
+
+def _symbol(name: str) -> str:
+    return "".join(c if c.isalnum() or c == "_" else "_" for c in name)
+
+
+def _float(value: float) -> str:
+    """An LLVM float constant: the double that the float rounds to, in hex (exact)."""
+    import struct
+
+    as_float = struct.unpack("<f", struct.pack("<f", float(value)))[0]
+    return "0x" + struct.pack(">d", as_float).hex().upper()
+
+
+class _Function:
+    """Lines of one LLVM function with fresh SSA names."""
+
+    def __init__(self, index_type: str = "i64"):
+        self.lines: list[str] = []
+        self.count = 0
+        self.ity = index_type
+
+    def __call__(self, text: str) -> str:
+        self.count += 1
+        name = f"%v{self.count}"
+        self.lines.append(f"  {name} = {text}")
+        return name
+
+    def emit(self, text: str) -> None:
+        self.lines.append(f"  {text}")
+
+    def label(self, name: str) -> None:
+        self.lines.append(f"{name}:")
+
+    def sreg(self, register: str) -> str:
+        value = self(f"call i32 @llvm.nvvm.read.ptx.sreg.{register}()")
+        return value if self.ity == "i32" else self(f"zext i32 {value} to i64")
+
+    def int(self, opcode: str, a, b) -> str:
+        """Index arithmetic (`add`, `mul`, `udiv`, `urem`) in the kernel's index type."""
+        return self(f"{opcode} {self.ity} {a}, {b}")
+
+    def below(self, a, b) -> str:
+        return self(f"icmp ult {self.ity} {a}, {b}")
+
+    def both(self, a: str, b: str) -> str:
+        return self(f"and i1 {a}, {b}")
+
+    def load(self, pointer: str, index: str) -> str:
+        address = self(f"getelementptr inbounds float, ptr addrspace(1) {pointer}, {self.ity} {index}")
+        return self(f"load float, ptr addrspace(1) {address}, align 4")
+
+    def store(self, value: str, pointer: str, index: str) -> None:
+        address = self(f"getelementptr inbounds float, ptr addrspace(1) {pointer}, {self.ity} {index}")
+        self.emit(f"store float {value}, ptr addrspace(1) {address}, align 4")
+
+
+def _index_type(*sizes: int) -> str:
+    """32-bit index arithmetic (cheaper on the GPU) when every buffer has fewer than 2^31 elements."""
+    return "i32" if max(sizes, default=0) < 2**31 else "i64"
+
+
+def _shape(value) -> tuple[int, ...]:
+    return tuple(value.type.get_shape())
+
+
+def _external(body, op) -> list:
+    """Values the kernel reads from outside, in first-use order (the kernel's input parameters)."""
+    from xdsl.dialects.builtin import NoneType
+
+    inside = {r for o in body for r in o.results}
+    values = []
+    for o in body:
+        for v in o.operands:
+            if v not in inside and v not in values and not isinstance(v.type, NoneType):
+                values.append(v)
+    return values
+
+
+def _yields(op) -> list:
+    return list(op.body.block.last_op.operands)
+
+
+class _Broadcast:
+    """Loads of kernel inputs at one output element, with numpy broadcasting against `shape`."""
+
+    def __init__(self, fn: _Function, shape: tuple[int, ...], linear: str, coords=None):
+        self.fn, self.shape, self.linear, self._coords = fn, shape, linear, coords
+
+    def coords(self) -> list[str]:
+        if self._coords is None:  # the multi-index of the linear one, computed once per kernel
+            fn, coords, rest = self.fn, [], self.linear
+            strides = [math.prod(self.shape[d + 1:]) for d in range(len(self.shape))]
+            for d, (extent, stride) in enumerate(zip(self.shape, strides)):
+                quotient = rest if stride == 1 else fn(f"udiv {fn.ity} {rest}, {stride}")
+                coords.append(quotient if d == 0 else fn(f"urem {fn.ity} {quotient}, {extent}"))
+            self._coords = coords
+        return self._coords
+
+    def index(self, shape: tuple[int, ...]) -> str:
+        fn = self.fn
+        if math.prod(shape) == 1:
+            return "0"
+        if shape == self.shape:
+            return self.linear
+        offset = len(self.shape) - len(shape)
+        terms = []
+        for d, extent in enumerate(shape):
+            if extent != 1:
+                stride = math.prod(shape[d + 1:])
+                coord = self.coords()[offset + d]
+                terms.append(coord if stride == 1 else fn(f"mul {fn.ity} {coord}, {stride}"))
+        total = terms[0]
+        for term in terms[1:]:
+            total = fn(f"add {fn.ity} {total}, {term}")
+        return total
+
+
+def _exp(fn: _Function, x: str) -> str:
+    """e^x as 2^(x log2 e) with ex2.approx, the product's rounding error carried by a second term
+    (Cody-Waite style) so that large |x| keep ~2 ulp: ex2(hi) * (1 + lo ln 2)."""
+    hi = fn(f"fmul float {x}, {_float(LOG2E)}")
+    lo = fn(f"call float @llvm.fma.f32(float {x}, float {_float(LOG2E)}, float {fn(f'fneg float {hi}')})")
+    lo = fn(f"call float @llvm.fma.f32(float {x}, float {_float(LOG2E - float(_f32(LOG2E)))}, float {lo})")
+    power = fn(f"call float @llvm.nvvm.ex2.approx.f(float {hi})")
+    correction = fn(f"call float @llvm.fma.f32(float {lo}, float {_float(math.log(2))}, float 1.0)")
+    return fn(f"fmul float {power}, {correction}")
+
+
+def _f32(value: float) -> float:
+    import numpy as np
+
+    return float(np.float32(value))
+
+
+def _select(fn: _Function, condition: str, a: str, b: str) -> str:
+    return fn(f"select i1 {condition}, float {a}, float {b}")
+
+
+def _scalar(fn: _Function, op, args: list[str]) -> str:
+    """The float formula of one elementwise ONNX op on scalars (NaN propagates as in onnxruntime)."""
+    kind = op.onnx_type
+    binary = {"Add": "fadd", "Sub": "fsub", "Mul": "fmul", "Div": "fdiv"}
+    if kind in binary:
+        return fn(f"{binary[kind]} float {args[0]}, {args[1]}")
+    if kind in ("Max", "Min"):
+        result = args[0]
+        for other in args[1:]:
+            result = fn(f"call float @llvm.{'maximum' if kind == 'Max' else 'minimum'}.f32(float {result}, "
+                        f"float {other})")
+        return result
+    x = args[0]
+    if kind == "Relu":
+        return _select(fn, fn(f"fcmp olt float {x}, 0.0"), "0.0", x)
+    if kind == "LeakyRelu":
+        scaled = fn(f"fmul float {x}, {_float(op.attr('alpha', 0.01))}")
+        return _select(fn, fn(f"fcmp olt float {x}, 0.0"), scaled, x)
+    if kind == "Neg":
+        return fn(f"fneg float {x}")
+    if kind == "Abs":
+        return fn(f"call float @llvm.fabs.f32(float {x})")
+    if kind == "Sqrt":
+        return fn(f"call float @llvm.sqrt.f32(float {x})")  # sqrt.rn: correctly rounded
+    if kind == "Reciprocal":
+        return fn(f"fdiv float 1.0, {x}")
+    if kind == "Exp":
+        return _exp(fn, x)
+    if kind == "Sigmoid":
+        denominator = fn(f"fadd float 1.0, {_exp(fn, fn(f'fneg float {x}'))}")
+        return fn(f"fdiv float 1.0, {denominator}")
+    if kind == "Tanh":  # (1 - e^-2|x|) / (1 + e^-2|x|) with x's sign: no overflow for any x
+        t = _exp(fn, fn(f"fmul float {fn(f'call float @llvm.fabs.f32(float {x})')}, -2.0"))
+        numerator, denominator = fn(f"fsub float 1.0, {t}"), fn(f"fadd float 1.0, {t}")
+        ratio = fn(f"fdiv float {numerator}, {denominator}")
+        return fn(f"call float @llvm.copysign.f32(float {ratio}, float {x})")
+    if kind == "Clip":  # opset >= 11: bounds are inputs, each optional (None when absent)
+        lo = args[1] if len(args) > 1 else None
+        hi = args[2] if len(args) > 2 else None
+        if lo is not None:
+            x = _select(fn, fn(f"fcmp olt float {x}, {lo}"), lo, x)
+        if hi is not None:
+            x = _select(fn, fn(f"fcmp ogt float {x}, {hi}"), hi, x)
+        return x
+    raise CompileError(f"cuda: no GPU formula for {op.onnx_type} (node '{op.node_name}')")
+
+
+def _present(op, i: int) -> bool:
+    from xdsl.dialects.builtin import NoneType
+
+    return len(op.operands) > i and not isinstance(op.operands[i].type, NoneType)
+
+
+def _evaluate(fn: _Function, ops, values: dict, loads: _Broadcast, params: dict) -> None:
+    """Compute each elementwise op of `ops` at one element; inputs from outside are loaded once."""
+    from xdsl.dialects.builtin import NoneType
+
+    for op in ops:
+        args = []
+        for v in op.operands:
+            if isinstance(v.type, NoneType):
+                args.append(None)
+                continue
+            if v not in values:
+                values[v] = fn.load(params[v], loads.index(_shape(v)))
+            args.append(values[v])
+        values[op.results[0]] = _scalar(fn, op, args)
+
+
+def _signature(name: str, inputs: list, outputs: list, params: dict) -> str:
+    parts = []
+    for i, v in enumerate(inputs):
+        params[v] = f"%in{i}"
+        parts.append(f"ptr addrspace(1) noalias readonly align 4 %in{i}")
+    for i, _ in enumerate(outputs):
+        parts.append(f"ptr addrspace(1) noalias align 4 %out{i}")
+    return f"define ptx_kernel void @{name}({', '.join(parts)}) {{"
+
+
+# --- elementwise kernels --------------------------------------------------------------------
+
+def _elementwise_kernel(name: str, op, body, options: dict):
+    yields = _yields(op)
+    shape = _shape(yields[0])
+    if any(_shape(v) != shape for v in yields):
+        raise CompileError(f"cuda: kernel {op.kernel_name} yields values of different shapes "
+                           f"{[_shape(v) for v in yields]}; its elementwise code needs one")
+    inputs = _external(body, op)
+    count = math.prod(shape)
+    fn = _Function(_index_type(count, *(math.prod(_shape(v)) for v in inputs)))
+    params: dict = {}
+    header = _signature(name, inputs, yields, params)
+    fn.label("entry")
+    block_size = options["elementwise_block"]
+    linear = fn.int("add", fn.int("mul", fn.sreg("ctaid.x"), block_size), fn.sreg("tid.x"))
+    fn.emit(f"br i1 {fn.below(linear, count)}, label %body, label %exit")
+    fn.label("body")
+    values: dict = {}
+    _evaluate(fn, body, values, _Broadcast(fn, shape, linear), params)
+    for i, v in enumerate(yields):
+        fn.store(values[v] if v in values else fn.load(params[v], linear), f"%out{i}", linear)
+    fn.emit("br label %exit")
+    fn.label("exit")
+    fn.emit("ret void")
+    text = "\n".join([header, *fn.lines, "}", ""])
+    grid = (max(1, math.ceil(count / block_size)), 1, 1)
+    return text, Launch(name, grid, (block_size, 1, 1), inputs)
+
+
+# --- GEMM kernels ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class GemmShape:
+    """C[b] (M x N) = A[b] (M x K) @ B[b] (K x N); element strides of A and B, and batch steps."""
+
+    m: int
+    n: int
+    k: int
+    batch: int
+    a_strides: tuple[int, int]  # (row m, column k)
+    b_strides: tuple[int, int]  # (row k, column n)
+    a_batch: int  # elements between A's batches (0: A is shared by every batch)
+    b_batch: int
+
+
+def gemm_shape(op) -> GemmShape:
+    """The GEMM a MatMul or Gemm node computes (supports() has refused the ones this cannot)."""
+    a, b = _shape(op.operands[0]), _shape(op.operands[1])
+    out = _shape(op.results[0])
+    if op.onnx_type == "Gemm":
+        trans_a, trans_b = op.attr("transA", 0), op.attr("transB", 0)
+        m, k = (a[1], a[0]) if trans_a else a
+        n = b[0] if trans_b else b[1]
+        return GemmShape(m, n, k, 1, (1, m) if trans_a else (k, 1), (1, k) if trans_b else (n, 1), 0, 0)
+    m, k, n = a[-2], a[-1], b[-1]
+    batch = math.prod(out[:-2])
+    a_batch = m * k if math.prod(a[:-2]) == batch and batch > 1 else 0
+    b_batch = k * n if math.prod(b[:-2]) == batch and batch > 1 else 0
+    return GemmShape(m, n, k, batch, (k, 1), (n, 1), a_batch, b_batch)
+
+
+def _gemm_kernel(name: str, op, body, options: dict):
+    head, epilogue = body[0], body[1:]
+    g = gemm_shape(head)
+    bm, bn, bk = options["gemm_tile_m"], options["gemm_tile_n"], options["gemm_tile_k"]
+    tm, tn = options["gemm_thread_tile_m"], options["gemm_thread_tile_n"]
+    threads_m, threads_n = bm // tm, bn // tn
+    threads = threads_m * threads_n
+    yields = _yields(op)
+    out_shape = _shape(head.results[0])
+    if any(_shape(v) != out_shape for v in yields):
+        raise CompileError(f"cuda: kernel {op.kernel_name}: its epilogue changes the GEMM's shape {out_shape}")
+    inputs = _external(body, op)
+    sizes = [g.batch * g.m * g.n, *(math.prod(_shape(v)) for v in inputs)]
+    fn = _Function(_index_type(*sizes))
+    ity = fn.ity
+    params: dict = {}
+    header = _signature(name, inputs, yields, params)
+    a_ptr, b_ptr = params[head.operands[0]], params[head.operands[1]]
+    lda = bm + 1  # A's tile stored transposed (k-major) and padded: no shared-memory bank conflicts
+    shared_a, shared_b = f"@{name}_As", f"@{name}_Bs"
+    shared = [f"{shared_a} = internal addrspace(3) global [{bk * lda} x float] undef, align 16",
+              f"{shared_b} = internal addrspace(3) global [{bk * bn} x float] undef, align 16"]
+
+    fn.label("entry")
+    tid = fn.sreg("tid.x")
+    col0, row0 = fn.int("mul", fn.sreg("ctaid.x"), bn), fn.int("mul", fn.sreg("ctaid.y"), bm)
+    z = fn.sreg("ctaid.z")
+    ty, tx = fn.int("udiv", tid, threads_n), fn.int("urem", tid, threads_n)
+    a_base, b_base = fn.int("mul", z, g.a_batch), fn.int("mul", z, g.b_batch)
+    # The register tile: an alloca indexed by constants only, which SROA turns into registers.
+    accumulators = fn(f"alloca [{tm * tn} x float], align 4")
+
+    def slot(i: int) -> str:
+        return fn(f"getelementptr [{tm * tn} x float], ptr {accumulators}, i32 0, i32 {i}")
+
+    for i in range(tm * tn):
+        fn.emit(f"store float 0.0, ptr {slot(i)}, align 4")
+    fn.emit("br label %tile")
+
+    # One K step: stage the A and B tiles (zeros outside the matrices), then multiply them.
+    fn.label("tile")
+    k0 = fn(f"phi {ity} [0, %entry], [%knext, %tile_end]")
+    _stage(fn, tid, threads, a_ptr, a_base, g.a_strides, (row0, g.m, bm), (k0, g.k, bk), shared_a, lda,
+           transpose=True)
+    _stage(fn, tid, threads, b_ptr, b_base, g.b_strides, (k0, g.k, bk), (col0, g.n, bn), shared_b, bn,
+           transpose=False)
+    fn.emit("call void @llvm.nvvm.barrier0()")
+    acc = [fn(f"load float, ptr {slot(i)}, align 4") for i in range(tm * tn)]
+    for kk in range(bk):
+        a_values = [_shared_load(fn, shared_a, kk * lda + i * threads_m, ty) for i in range(tm)]
+        b_values = [_shared_load(fn, shared_b, kk * bn + j * threads_n, tx) for j in range(tn)]
+        acc = [fn(f"call float @llvm.fma.f32(float {a_values[i]}, float {b_values[j]}, float {acc[i * tn + j]})")
+               for i in range(tm) for j in range(tn)]
+    for i, value in enumerate(acc):
+        fn.emit(f"store float {value}, ptr {slot(i)}, align 4")
+    fn.emit("call void @llvm.nvvm.barrier0()")
+    fn.emit("br label %tile_end")
+    fn.label("tile_end")
+    fn.lines.append(f"  %knext = add {ity} {k0}, {bk}")
+    fn.emit(f"br i1 {fn.below('%knext', g.k)}, label %tile, label %store")
+
+    # The epilogue and the guarded store of each of the thread's TM x TN outputs.
+    fn.label("store")
+    for i in range(tm):
+        for j in range(tn):
+            here = f"e{i}_{j}"
+            row = fn.int("add", row0, fn.int("add", ty, i * threads_m))
+            col = fn.int("add", col0, fn.int("add", tx, j * threads_n))
+            inside = fn.both(fn.below(row, g.m), fn.below(col, g.n))
+            fn.emit(f"br i1 {inside}, label %{here}, label %{here}_next")
+            fn.label(here)
+            value = fn(f"load float, ptr {slot(i * tn + j)}, align 4")
+            linear = fn.int("add", fn.int("mul", z, g.m * g.n), fn.int("add", fn.int("mul", row, g.n), col))
+            coords = _batch_coords(fn, z, out_shape[:-2]) + [row, col]
+            loads = _Broadcast(fn, out_shape, linear, coords)
+            values = {head.results[0]: _gemm_scale(fn, head, value, loads, params)}
+            _evaluate(fn, epilogue, values, loads, params)
+            for y, v in enumerate(yields):
+                fn.store(values[v], f"%out{y}", linear)
+            fn.emit(f"br label %{here}_next")
+            fn.label(f"{here}_next")
+    fn.emit("ret void")
+    text = "\n".join([header, *fn.lines, "}", ""])
+    if g.batch > 65535 or math.ceil(g.m / bm) > 65535:
+        raise CompileError(f"cuda: node '{head.node_name}' ({head.onnx_type}): a grid of {g.batch} batches and "
+                           f"{math.ceil(g.m / bm)} row tiles exceeds CUDA's 65535 blocks in y and z")
+    grid = (math.ceil(g.n / bn), math.ceil(g.m / bm), g.batch)
+    return text, Launch(name, grid, (threads, 1, 1), inputs), shared
+
+
+def _stage(fn: _Function, tid, threads, pointer, base, strides, rows, cols, shared, ld, transpose):
+    """Copy a (rows x cols) tile of a matrix into shared memory, zeros past its edges. Consecutive
+    threads walk the matrix's contiguous dimension, so global reads coalesce."""
+    ity = fn.ity
+    (row0, row_count, tile_rows), (col0, col_count, tile_cols) = rows, cols
+    row_major = strides[1] == 1  # consecutive columns adjacent in memory
+    for step in range(math.ceil(tile_rows * tile_cols / threads)):
+        e = fn.int("add", tid, step * threads)
+        if row_major:
+            r, c = fn.int("udiv", e, tile_cols), fn.int("urem", e, tile_cols)
+        else:
+            c, r = fn.int("udiv", e, tile_rows), fn.int("urem", e, tile_rows)
+        in_tile = fn.below(e, tile_rows * tile_cols)
+        grow, gcol = fn.int("add", row0, r), fn.int("add", col0, c)
+        inside = fn.both(in_tile, fn.both(fn.below(grow, row_count), fn.below(gcol, col_count)))
+        # A clamped index keeps the load in bounds; the select puts the zero past the edge.
+        index = fn.int("add", base, fn.int("add", fn.int("mul", grow, strides[0]), fn.int("mul", gcol, strides[1])))
+        safe = fn(f"select i1 {inside}, {ity} {index}, {ity} {base}")
+        value = fn(f"select i1 {inside}, float {fn.load(pointer, safe)}, float 0.0")
+        slot = fn.int("add", fn.int("mul", c, ld), r) if transpose else fn.int("add", fn.int("mul", r, ld), c)
+        store = f"s{fn.count}"
+        fn.emit(f"br i1 {in_tile}, label %{store}, label %{store}_done")
+        fn.label(store)
+        address = fn(f"getelementptr inbounds float, ptr addrspace(3) {shared}, {ity} {slot}")
+        fn.emit(f"store float {value}, ptr addrspace(3) {address}, align 4")
+        fn.emit(f"br label %{store}_done")
+        fn.label(f"{store}_done")
+
+
+def _shared_load(fn: _Function, shared: str, offset: int, lane: str) -> str:
+    address = fn(f"getelementptr inbounds float, ptr addrspace(3) {shared}, {fn.ity} {fn.int('add', lane, offset)}")
+    return fn(f"load float, ptr addrspace(3) {address}, align 4")
+
+
+def _batch_coords(fn: _Function, z: str, batch_shape) -> list[str]:
+    coords, rest = [], z
+    for d in range(len(batch_shape) - 1, -1, -1):
+        coords.insert(0, fn(f"urem {fn.ity} {rest}, {batch_shape[d]}") if d else rest)
+        rest = fn(f"udiv {fn.ity} {rest}, {batch_shape[d]}") if d else rest
+    return coords
+
+
+def _gemm_scale(fn: _Function, head, value: str, loads: _Broadcast, params: dict) -> str:
+    """Gemm's alpha * AB + beta * C (MatMul: AB)."""
+    if head.onnx_type != "Gemm":
+        return value
+    alpha, beta = head.attr("alpha", 1.0), head.attr("beta", 1.0)
+    if alpha != 1.0:
+        value = fn(f"fmul float {value}, {_float(alpha)}")
+    if _present(head, 2) and beta != 0.0:
+        c = head.operands[2]
+        term = fn.load(params[c], loads.index(_shape(c)))
+        if beta != 1.0:
+            term = fn(f"fmul float {term}, {_float(beta)}")
+        value = fn(f"fadd float {value}, {term}")
+    return value

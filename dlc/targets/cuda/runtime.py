@@ -1,0 +1,199 @@
+"""Runs a cuda partition: PTX and a launch plan, through the CUDA driver API of `cuda-bindings`.
+
+Mirrors what a CUDA runtime does for a compiled graph (like a CUDA Graph's nodes, kept as a
+list): one module loaded from PTX (the driver JIT-compiles it for the GPU present), one device
+buffer per value, the weights uploaded once, one stream. A run copies the partition's inputs in,
+enqueues every launch, copies its outputs out and synchronises once: values between kernels of
+the partition never leave the GPU. cuda-bindings (`pip install 'dlc[cuda]'`) is imported when
+the first run needs the GPU, so compiling, saving and `import dlc` need neither it nor a GPU.
+Imports no compiler code: a saved partition (`save`, `load_cuda`) runs without recompiling.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+
+import numpy as np
+
+from dlc.errors import DlcError
+
+PLAN_FILE, PTX_FILE, WEIGHTS_FILE = "cuda_plan.json", "kernels.ptx", "cuda_weights.npz"
+
+
+def driver():
+    """cuda-bindings' driver module (`cuda.bindings.driver`; `cuda.cuda` before 12.6)."""
+    try:
+        from cuda.bindings import driver as cuda_driver
+    except ImportError:
+        try:
+            from cuda import cuda as cuda_driver
+        except ImportError:
+            raise DlcError("the cuda target runs kernels through NVIDIA's cuda-bindings, which is not installed",
+                           "pip install 'dlc[cuda]' (and run on a machine with an NVIDIA GPU and driver)") from None
+    return cuda_driver
+
+
+def check(result, call: str):
+    """The values of a driver call's (CUresult, values...) tuple; a failed call is a DlcError."""
+    cu = driver()
+    error, *values = result if isinstance(result, tuple) else (result,)
+    if error != cu.CUresult.CUDA_SUCCESS:
+        name = cu.cuGetErrorName(error)[1]
+        text = cu.cuGetErrorString(error)[1]
+        name = name.decode() if isinstance(name, bytes) else str(error)
+        text = text.decode() if isinstance(text, bytes) else ""
+        raise DlcError(f"CUDA {call} failed: {name} ({text})",
+                       "is an NVIDIA GPU present and its driver loaded (nvidia-smi)?")
+    return values[0] if len(values) == 1 else tuple(values)
+
+
+@functools.cache
+def device() -> tuple:
+    """(context, stream) on GPU 0: its primary context (shared with CuPy and PyTorch), one stream."""
+    cu = driver()
+    check(cu.cuInit(0), "cuInit")
+    if check(cu.cuDeviceGetCount(), "cuDeviceGetCount") < 1:
+        raise DlcError("the cuda target found no NVIDIA GPU (cuDeviceGetCount is 0)")
+    handle = check(cu.cuDeviceGet(0), "cuDeviceGet")
+    context = check(cu.cuDevicePrimaryCtxRetain(handle), "cuDevicePrimaryCtxRetain")
+    check(cu.cuCtxSetCurrent(context), "cuCtxSetCurrent")
+    stream = check(cu.cuStreamCreate(0), "cuStreamCreate")
+    return context, stream
+
+
+def gpu_available() -> bool:
+    """Whether cuda-bindings is installed and finds a GPU (for tests and tools)."""
+    try:
+        device()
+    except (DlcError, OSError, RuntimeError):
+        return False
+    return True
+
+
+class CudaExecutable:
+    """A cuda partition ready to run: `inputs`, `outputs` (TensorSpecs), `run`, `save`.
+
+    The GPU is touched on the first `run` (module load, buffers, weight upload), then reused."""
+
+    def __init__(self, ptx: str, plan: dict, weights: dict[str, np.ndarray]):
+        from dlc.runtime import TensorSpec
+
+        self.ptx, self.plan, self.weights = ptx, plan, weights
+        self.inputs = [TensorSpec(s["name"], tuple(s["shape"]), s["dtype"]) for s in plan["inputs"]]
+        self.outputs = [TensorSpec(s["name"], tuple(s["shape"]), s["dtype"]) for s in plan["outputs"]]
+        self.constant_inputs = tuple(plan.get("constant_inputs", ()))
+        self._state = None
+        self.last_kernel_ms: list[tuple[str, float]] | None = None
+
+    # --- the device side ---------------------------------------------------------------------
+
+    def _load(self):
+        cu = driver()
+        context, stream = device()
+        check(cu.cuCtxSetCurrent(context), "cuCtxSetCurrent")
+        image = np.frombuffer(self.ptx.encode() + b"\0", np.uint8)  # the driver JIT-compiles it for this GPU
+        module = check(cu.cuModuleLoadData(image.ctypes.data), "cuModuleLoadData (PTX JIT)")
+        functions = {}
+        for launch in self.plan["launches"]:
+            if launch["kernel"] not in functions:
+                functions[launch["kernel"]] = check(cu.cuModuleGetFunction(module, launch["kernel"].encode()),
+                                                    f"cuModuleGetFunction({launch['kernel']})")
+        pointers = []
+        for entry in self.plan["buffers"]:
+            nbytes = max(4, 4 * int(np.prod(entry["shape"], dtype=np.int64)))
+            pointers.append(check(cu.cuMemAlloc(nbytes), f"cuMemAlloc({nbytes} bytes)"))
+        for i, entry in enumerate(self.plan["buffers"]):  # weights: uploaded once
+            if entry["kind"] == "weight" and entry["name"] in self.weights:
+                array = np.ascontiguousarray(self.weights[entry["name"]], np.float32)
+                check(cu.cuMemcpyHtoD(pointers[i], array.ctypes.data, array.nbytes), "cuMemcpyHtoD (weights)")
+        # Kernel parameters as the driver takes them: an array of pointers to each argument's value.
+        launches = []
+        for launch in self.plan["launches"]:
+            values = np.array([int(pointers[i]) for i in launch["args"]], dtype=np.uint64)
+            addresses = np.array([values.ctypes.data + 8 * j for j in range(len(values))], dtype=np.uint64)
+            launches.append((functions[launch["kernel"]], launch, values, addresses))
+        self._state = (module, pointers, launches, stream)
+        return self._state
+
+    def run(self, feeds: dict[str, np.ndarray], profile: bool = False) -> dict[str, np.ndarray]:
+        from dlc.runtime import check_inputs
+
+        arrays = check_inputs(self.inputs, feeds, self.constant_inputs)
+        cu = driver()
+        _, pointers, launches, stream = self._state or self._load()
+        check(cu.cuCtxSetCurrent(device()[0]), "cuCtxSetCurrent")
+        staged = [np.ascontiguousarray(a, np.float32) for a in arrays]
+        for spec, array in zip(self.plan["inputs"], staged):
+            check(cu.cuMemcpyHtoDAsync(pointers[spec["buffer"]], array.ctypes.data, array.nbytes, stream),
+                  "cuMemcpyHtoDAsync (inputs)")
+        events = []
+        for function, launch, _, addresses in launches:
+            if profile:
+                events.append((launch["kernel"], self._event(stream)))
+            (gx, gy, gz), (bx, by, bz) = launch["grid"], launch["block"]
+            check(cu.cuLaunchKernel(function, gx, gy, gz, bx, by, bz, 0, stream, addresses.ctypes.data, 0),
+                  f"cuLaunchKernel({launch['kernel']})")
+        if profile:
+            events.append(("end", self._event(stream)))
+        results = {}
+        for spec in self.plan["outputs"]:
+            out = np.empty(spec["shape"], np.float32)
+            check(cu.cuMemcpyDtoHAsync(out.ctypes.data, pointers[spec["buffer"]], out.nbytes, stream),
+                  "cuMemcpyDtoHAsync (outputs)")
+            results[spec["name"]] = out
+        check(cu.cuStreamSynchronize(stream), "cuStreamSynchronize")
+        if profile:  # per-kernel GPU time from CUDA events around each launch
+            elapsed = getattr(cu, "cuEventElapsedTime_v2", None) or cu.cuEventElapsedTime
+            self.last_kernel_ms = [(name, check(elapsed(start, stop), "cuEventElapsedTime"))
+                                   for (name, start), (_, stop) in zip(events, events[1:])]
+            for _, event in events:
+                cu.cuEventDestroy(event)
+        return results
+
+    @staticmethod
+    def _event(stream):
+        cu = driver()
+        event = check(cu.cuEventCreate(0), "cuEventCreate")
+        check(cu.cuEventRecord(event, stream), "cuEventRecord")
+        return event
+
+    def __del__(self):
+        if self._state is None:
+            return
+        try:
+            cu = driver()
+            module, pointers, _, _ = self._state
+            for pointer in pointers:
+                cu.cuMemFree(pointer)
+            cu.cuModuleUnload(module)
+        except Exception:  # interpreter shutdown: the driver may be gone already
+            pass
+
+    # --- the artifact side -------------------------------------------------------------------
+
+    def save(self, directory) -> None:
+        """PTX, plan and weights: `load_cuda` runs them without the compiler."""
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / PTX_FILE).write_text(self.ptx)
+        (out / PLAN_FILE).write_text(json.dumps(self.plan, indent=1) + "\n")
+        np.savez(out / WEIGHTS_FILE, **self.weights)
+
+
+def load_cuda(directory) -> CudaExecutable:
+    """A cuda partition saved by `CudaExecutable.save`."""
+    path = Path(directory)
+    try:
+        plan = json.loads((path / PLAN_FILE).read_text())
+        ptx = (path / PTX_FILE).read_text()
+        with np.load(path / WEIGHTS_FILE) as data:
+            weights = {name: data[name] for name in data.files}
+    except (OSError, ValueError) as error:
+        raise DlcError(f"{path}: not a saved cuda partition ({error})") from None
+    missing = {b["name"] for b in plan["buffers"] if b["kind"] == "weight"} - set(weights)
+    used = {i for launch in plan["launches"] for i in launch["args"]}
+    if any(b["kind"] == "weight" and b["name"] in missing and i in used for i, b in enumerate(plan["buffers"])):
+        raise DlcError(f"{path}: {WEIGHTS_FILE} lacks weights the kernels read: {sorted(missing)[:5]}")
+    return CudaExecutable(ptx, plan, weights)

@@ -1,0 +1,239 @@
+"""The `cuda` target: NVIDIA GPUs through llvmlite's NVPTX backend and the CUDA driver (issue 21).
+
+A partial target like npu-sim (dlc/targets/partition.py): it takes float32 elementwise ops and
+MatMul/Gemm (`supports` gives the reason for anything else, which runs on `cpu`), places nodes and
+forms and fuses kernels on the whole graph with its own rules (a GEMM with its elementwise
+epilogue, elementwise chains), then writes each of its kernels as LLVM IR for nvptx64
+(dlc/targets/cuda/codegen.py), compiled to sm_90 PTX by llvmlite. The executable
+(dlc/targets/cuda/runtime.py) loads the PTX with the CUDA driver API of cuda-bindings, which is
+imported only when a model runs: compiling needs no GPU.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from dlc.errors import CompileError, DlcError
+from dlc.targets import SUPPORTED, CompileOptions, MemoryLevel, Support, Target, TargetDescription
+
+ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Max", "Min", "Relu", "LeakyRelu", "Sigmoid", "Tanh", "Exp",
+               "Neg", "Abs", "Sqrt", "Reciprocal", "Clip"}
+VIEWS = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout"}
+
+# How the GPU fuses (keys: passes/fusion/fuse_kernels.py): a kernel is a GEMM or an elementwise op,
+# then a chain of elementwise ops applied to each output element in registers before the one store.
+FUSION_RULES = {
+    "apart": {"contraction": "a GEMM stages its inputs through shared memory itself: they are not fused"},
+    "producers": ["elementwise", "contraction"],
+    "joins": [
+        {"consumer": "elementwise", "kernel_has": ["contraction"], "fuse": 1,
+         "reason": "elementwise epilogue of a GEMM, applied in registers before its store"},
+        {"consumer": "elementwise", "fuse": 1, "reason": "elementwise chain, one thread per element"},
+    ],
+    "chain": 1,
+}
+
+# An H200 (sm_90): 132 SMs, 227 KiB of shared memory a block may use, HBM3e at 4.8 TB/s.
+# The GEMM tile (64 x 64 x 16, 4 x 4 per thread: 256 threads) is read back by the code generator
+# from the module, like the CPU's GEMM tiles, so it can be overridden there.
+H200 = {"sm": 90, "sms": 132, "clock_ghz": 1.98, "hbm_bytes": 141 << 30, "hbm_gbps": 4800.0,
+        "shared_bytes": 227 << 10, "registers_per_sm": 65536, "warp_size": 32,
+        "max_threads_per_block": 1024}
+
+
+def load_config(config: dict | str | Path | None = None) -> tuple[dict, dict]:
+    """(device, tiles): the H200 and the default tiles, with the keys of a target file (JSON, path
+    in $DLC_CUDA_TARGET, as npu-sim's) or dict replacing theirs; unknown keys are errors."""
+    from dlc.targets.cuda.codegen import DEFAULT_TILES
+
+    config = config if config is not None else os.environ.get("DLC_CUDA_TARGET")
+    values = {}
+    if isinstance(config, dict):
+        values = dict(config)
+    elif config:
+        try:
+            values = json.loads(Path(config).read_text())
+        except (OSError, ValueError) as error:
+            raise DlcError(f"cuda target file {config}: cannot read it as JSON ({error})") from None
+    unknown = sorted(set(values) - set(H200) - set(DEFAULT_TILES))
+    if unknown:
+        raise DlcError(f"cuda target: unknown keys {unknown}; known: {sorted(set(H200) | set(DEFAULT_TILES))}")
+    device = {k: values.get(k, v) for k, v in H200.items()}
+    tiles = {k: int(values.get(k, v)) for k, v in DEFAULT_TILES.items()}
+    return device, tiles
+
+
+class CudaTarget(Target):
+    name = "cuda"
+    start_phase = "graph"
+    partial = True
+
+    def __init__(self, config: dict | str | Path | None = None):
+        self.device, self.tiles = load_config(config)
+
+    def description(self) -> TargetDescription:
+        d = self.device
+        return TargetDescription(
+            memory=(MemoryLevel("hbm", d["hbm_bytes"], d["hbm_gbps"]),
+                    MemoryLevel("shared", d["shared_bytes"], 0.0)),
+            dtypes=("float32",), cores=d["sms"], clock_ghz=d["clock_ghz"],
+            extra={"sm": d["sm"], "warp_size": d["warp_size"], "registers_per_sm": d["registers_per_sm"],
+                   "max_threads_per_block": d["max_threads_per_block"], **self.tiles},
+            fusion_rules=FUSION_RULES)
+
+    def supports(self, op) -> Support:
+        return support_of(op)
+
+    def pipeline(self, options: CompileOptions):
+        from dlc.targets.partition import PlaceNodesPass
+        from passes import all_passes
+
+        p = all_passes()
+        kernels = [PlaceNodesPass(self, options.placement_from), p["form-kernels"]()]
+        if options.fusion != "none":
+            kernels.append(p["fuse-kernels"](mode=options.fusion))
+        return [("kernels", kernels)]
+
+    def translate(self, module, phase: str) -> str | None:
+        """`--compile-to llvm`: the LLVM IR (nvptx64) of the kernels placed on cuda."""
+        if phase != "llvm":
+            return None
+        from dlc.targets.cuda.codegen import emit_module, kernel_options
+
+        return emit_module(cuda_launches(module), kernel_options(module))[0]
+
+    def build(self, module, options: CompileOptions):
+        from dlc.targets.cuda.runtime import CudaExecutable
+
+        ptx, plan, weights = lower_partition(module, options)
+        return CudaExecutable(ptx, plan, weights)
+
+
+def cuda_launches(module) -> list:
+    from dialects.kernel import LaunchOp
+    from dlc.targets import graph_main
+
+    return [op for op in graph_main(module).body.block.ops if isinstance(op, LaunchOp) and op.target.data == "cuda"]
+
+
+def lower_partition(module, options: CompileOptions | None = None) -> tuple[str, dict, dict]:
+    """A cuda partition (kernels phase) -> (PTX, launch plan, weights): the plan names a device
+    buffer per value (inputs, weights uploaded once, kernel results; a view shares its source's
+    buffer) and the launches in program order (dlc/targets/cuda/runtime.py runs it)."""
+    import numpy as np
+
+    from dialects.kernel import LaunchOp
+    from dialects.onnx import NoneOp, OnnxOp, WeightOp
+    from dialects.weights import weights_of
+    from dlc.targets import constant_inputs_of, graph_io_specs, graph_main
+    from dlc.targets.cuda.codegen import compile_ptx, emit_module, kernel_options
+
+    tiles = kernel_options(module)
+    launch_ops = cuda_launches(module)
+    llvm_ir, launches = emit_module(launch_ops, tiles)
+    ptx = compile_ptx(llvm_ir, tiles.get("sm", 90), options.opt_level if options else 3)
+    inputs, outputs = graph_io_specs(module)
+    block = graph_main(module).body.block
+    store = weights_of(module)
+    buffers, weights, ids = [], {}, {}
+
+    def buffer(value, kind: str, name: str | None = None) -> int:
+        ids[value] = len(buffers)
+        buffers.append({"shape": list(value.type.get_shape()), "kind": kind, **({"name": name} if name else {})})
+        return ids[value]
+
+    for spec, arg in zip(inputs, block.args):
+        buffer(arg, "input", spec.name)
+    for op in block.ops:
+        if isinstance(op, WeightOp):
+            buffer(op.result, "weight", op.weight_name)
+        elif isinstance(op, LaunchOp):
+            for result in op.results:
+                buffer(result, "temp")
+        elif isinstance(op, OnnxOp) and op.onnx_type in VIEWS:  # moves no data: shares its source's buffer
+            ids[op.results[0]] = ids[op.operands[0]]
+        elif not isinstance(op, NoneOp) and op is not block.last_op:
+            raise CompileError(f"cuda: {op.name} ({getattr(op, 'node_name', '')}) is outside every kernel; "
+                               "the cuda partition runs kernels and views only")
+    # Parameters: the kernel's inputs, then its results (codegen.emit_module's order).
+    plan_launches = [{"kernel": launch.kernel, "grid": list(launch.grid), "block": list(launch.block),
+                      "args": [ids[v] for v in launch.inputs] + [ids[r] for r in op.results],
+                      "nodes": launch.nodes}
+                     for op, launch in zip(launch_ops, launches)]
+    used = {i for launch in plan_launches for i in launch["args"]}
+    returned = list(block.last_op.operands)
+    used |= {ids[v] for v in returned}
+    for i, entry in enumerate(buffers):
+        if entry["kind"] == "weight" and i in used:
+            array = np.asarray(store[entry["name"]])
+            if array.dtype != np.float32:
+                raise CompileError(f"cuda: weight {entry['name']} is {array.dtype}; the cuda kernels read float32")
+            weights[entry["name"]] = np.ascontiguousarray(array)
+    plan = {"buffers": buffers, "launches": plan_launches,
+            "inputs": [{"name": s.name, "shape": list(s.shape), "dtype": s.dtype, "buffer": ids[a]}
+                       for s, a in zip(inputs, block.args)],
+            "outputs": [{"name": s.name, "shape": list(s.shape), "dtype": s.dtype, "buffer": ids[v]}
+                        for s, v in zip(outputs, returned)],
+            "constant_inputs": list(constant_inputs_of(module)), "sm": tiles.get("sm", 90)}
+    return ptx, plan, weights
+
+
+# --- capability ------------------------------------------------------------------------------
+
+def _is_f32(value) -> bool:
+    from xdsl.dialects.builtin import Float32Type, NoneType, TensorType
+
+    return isinstance(value.type, NoneType) or (
+        isinstance(value.type, TensorType) and isinstance(value.type.element_type, Float32Type))
+
+
+def _present(value) -> bool:
+    from xdsl.dialects.builtin import NoneType
+
+    return not isinstance(value.type, NoneType)
+
+
+def _shape(value) -> tuple[int, ...]:
+    return tuple(value.type.get_shape())
+
+
+def support_of(op) -> Support:
+    """Whether the cuda target runs `op`, and if not, why (shown in the placement summary)."""
+    kind = op.onnx_type
+    if kind in VIEWS:
+        used = [r for r in op.results[1:] if r.uses]
+        return Support(False, "Dropout's mask output is not computed") if used else SUPPORTED
+    values = [v for v in op.operands if _present(v)] + list(op.results)
+    if not all(_is_f32(v) for v in values):
+        return Support(False, "the cuda kernels compute float32 only")
+    if kind in ELEMENTWISE:
+        if op.attributes.get("min") is not None or op.attributes.get("max") is not None:
+            return Support(False, "Clip with min/max attributes (opset < 11) is not handled")
+        if len(op.results) != 1:
+            return Support(False, f"{kind} with {len(op.results)} outputs")
+        return SUPPORTED
+    if kind == "MatMul":
+        return _check_matmul(op)
+    if kind == "Gemm":
+        return SUPPORTED  # 2-D by the spec; transA/transB, alpha, beta and C's broadcast are handled
+    return Support(False, f"the cuda target has no {kind} kernel yet (it runs MatMul/Gemm and "
+                          "elementwise ops)")
+
+
+def _check_matmul(op) -> Support:
+    import math
+
+    a, b, out = _shape(op.operands[0]), _shape(op.operands[1]), _shape(op.results[0])
+    if len(a) < 2 or len(b) < 2:
+        return Support(False, "MatMul with a 1-D operand is not handled (it runs on cpu)")
+    batch = out[:-2]
+    for side, shape in (("A", a), ("B", b)):
+        own = shape[:-2]
+        if math.prod(own) != 1 and tuple(own) != tuple(batch):
+            return Support(False, f"MatMul whose {side} batch dims {list(own)} broadcast partially "
+                                  f"against {list(batch)} is not handled")
+    if math.prod(batch) > 65535:
+        return Support(False, f"{math.prod(batch)} batches exceed the 65535 blocks of a CUDA grid's z")
+    return SUPPORTED

@@ -1,0 +1,289 @@
+"""The cuda target (issue 21): placement, PTX emission and tiling without a GPU (llvmlite emits
+PTX anywhere), and, on an NVIDIA GPU with cuda-bindings, numerics against onnxruntime's CPU."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import onnx
+import pytest
+from conftest import random_feeds, run_onnxruntime
+from onnx import TensorProto, helper, numpy_helper
+
+
+def _gpu() -> bool:
+    from dlc.targets.cuda.runtime import gpu_available
+
+    return gpu_available()
+
+
+gpu = pytest.mark.skipif("not _gpu()", reason="needs an NVIDIA GPU and cuda-bindings")
+
+
+def _f32(array):
+    array = np.asarray(array)
+    return array if array.dtype == np.int64 else array.astype(np.float32)
+
+
+def _model(nodes, inputs, outputs, weights=(), opset=17):
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in inputs],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in outputs],
+        [numpy_helper.from_array(_f32(a), n) for n, a in weights])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    onnx.checker.check_model(model)
+    return model
+
+
+def _mlp(m=100, k=64, n=48, seed=0):
+    """MatMul + Add + Relu (a GEMM with its epilogue), Softmax (on cpu), Sigmoid (back on cuda)."""
+    rng = np.random.default_rng(seed)
+    return _model([helper.make_node("MatMul", ["x", "W"], ["mm"], name="mm"),
+                   helper.make_node("Add", ["mm", "b"], ["a"], name="add"),
+                   helper.make_node("Relu", ["a"], ["r"], name="relu"),
+                   helper.make_node("Softmax", ["r"], ["s"], name="softmax", axis=-1),
+                   helper.make_node("Sigmoid", ["s"], ["y"], name="sig")],
+                  [("x", [m, k])], [("y", [m, n])],
+                  [("W", rng.standard_normal((k, n))), ("b", rng.standard_normal(n))])
+
+
+def _compile(model, **kw):
+    import dlc
+
+    return dlc.compile(model, target="cuda", **kw)._executable
+
+
+def _cuda_steps(executable):
+    return [s.executable for s in executable.steps if s.target == "cuda"]
+
+
+def _ptx(model):
+    """(LLVM IR, PTX) of the model's cuda kernels."""
+    from dlc.driver import compile_model
+    from dlc.targets.cuda.codegen import compile_ptx
+
+    text = compile_model(model, target="cuda", compile_to="llvm").text
+    return text, compile_ptx(text)
+
+
+# --- without a GPU -------------------------------------------------------------------------------
+
+def test_registered_and_placement_leaves_unsupported_nodes_on_cpu():
+    from dlc.targets import get_target
+
+    assert get_target("cuda").partial
+    executable = _compile(_mlp())
+    placement = executable.placement
+    assert placement.nodes == {"mm": "cuda", "relu": "cuda", "softmax": "cpu", "sig": "cuda"}
+    assert "no Softmax kernel" in placement.reasons["softmax"]
+    assert [s.target for s in executable.steps] == ["cuda", "cpu", "cuda"]
+    first = _cuda_steps(executable)[0].plan
+    # MatMul + Add became one Gemm in the graph phase; Relu is its epilogue: one launch.
+    assert [launch["nodes"] for launch in first["launches"]] == [["mm", "relu"]]
+
+
+def test_support_reasons():
+    from dlc.frontend.importer import import_model
+    from dlc.targets.cuda.target import support_of
+
+    model = _model([helper.make_node("MatMul", ["x", "v"], ["y"], name="vec"),
+                    helper.make_node("Cast", ["y"], ["c"], name="cast", to=TensorProto.INT64),
+                    helper.make_node("Cast", ["c"], ["z"], name="back", to=TensorProto.FLOAT)],
+                   [("x", [3, 4]), ("v", [4])], [("z", [3])])
+    ops = {op.node_name: op for op in import_model(model).walk() if hasattr(op, "node_name")}
+    assert "1-D operand" in support_of(ops["vec"]).reason
+    assert "float32 only" in support_of(ops["cast"]).reason
+
+
+def test_gemm_ptx_is_shared_memory_tiled_for_sm90():
+    llvm_ir, ptx = _ptx(_mlp())
+    assert 'target triple = "nvptx64-nvidia-cuda"' in llvm_ir
+    assert ".target sm_90" in ptx and ".address_size 64" in ptx
+    assert ".visible .entry k0_Gemm_fused(" in ptx and ".visible .entry k3_Sigmoid(" in ptx
+    gemm = ptx[ptx.index(".entry k0_Gemm_fused"):ptx.index(".entry k3_Sigmoid")]
+    # A tile 16 x (64 + 1 padding) and a B tile 16 x 64 of floats staged in shared memory.
+    assert ".shared .align 16 .b8 k0_Gemm_fused_As[4160]" in gemm
+    assert ".shared .align 16 .b8 k0_Gemm_fused_Bs[4096]" in gemm
+    assert "st.shared" in gemm and "ld.shared" in gemm and "bar.sync" in gemm
+    assert "fma.rn.f32" in gemm
+    assert ".local" not in gemm  # the 4 x 4 accumulator tile lives in registers
+    assert "ld.global.nc" in gemm  # inputs are read-only (noalias readonly parameters)
+    # Bounds: every store is predicated on row < M and col < N (M = 100 is not a multiple of 64).
+    assert "setp.lt.u32" in gemm or "setp.gt.u32" in gemm
+
+
+def test_tiles_come_from_the_target_description(tmp_path, monkeypatch):
+    import json
+
+    tiles = {"gemm_tile_m": 32, "gemm_tile_n": 128, "gemm_tile_k": 8, "gemm_thread_tile_m": 2,
+             "gemm_thread_tile_n": 8}
+    (tmp_path / "gpu.json").write_text(json.dumps(tiles))
+    monkeypatch.setenv("DLC_CUDA_TARGET", str(tmp_path / "gpu.json"))
+    _, ptx = _ptx(_mlp(n=256))
+    assert f".b8 k0_Gemm_fused_As[{8 * 33 * 4}]" in ptx and f".b8 k0_Gemm_fused_Bs[{8 * 128 * 4}]" in ptx
+    launch = _cuda_steps(_compile(_mlp(n=256)))[0].plan["launches"][0]
+    assert launch["block"] == [32 // 2 * (128 // 8), 1, 1]
+    assert launch["grid"] == [256 // 128, -(-100 // 32), 1]
+
+
+def test_bad_target_files_are_clear_errors(tmp_path, monkeypatch):
+    from dlc.errors import DlcError
+    from dlc.targets.cuda.target import CudaTarget
+
+    assert CudaTarget().description().extra["gemm_tile_m"] == 64
+    with pytest.raises(DlcError, match="unknown keys .'tile_m'."):
+        CudaTarget({"tile_m": 3})
+    (tmp_path / "gpu.json").write_text('{"gemm_tile_m": 60, "gemm_thread_tile_m": 8}')
+    monkeypatch.setenv("DLC_CUDA_TARGET", str(tmp_path / "gpu.json"))
+    with pytest.raises(DlcError, match="whole thread tiles"):
+        _ptx(_mlp())
+
+
+def test_elementwise_ptx_guards_and_broadcasts():
+    model = _model([helper.make_node("Mul", ["x", "s"], ["a"], name="mul"),
+                    helper.make_node("Tanh", ["a"], ["y"], name="tanh")],
+                   [("x", [7, 5, 3])], [("y", [7, 5, 3])], [("s", np.arange(5.0).reshape(5, 1))])
+    llvm_ir, ptx = _ptx(model)
+    assert ".entry k0_Mul_fused(" in ptx
+    assert "ex2.approx" in ptx  # exp through ex2 (with the Cody-Waite correction term)
+    # The per-channel operand is indexed by the middle coordinate: a division by 3 (the last dim)
+    # and a remainder by 5 appear in the index arithmetic; the guard compares with 105 elements.
+    assert "udiv i32" in llvm_ir and "urem i32" in llvm_ir and re.search(r"icmp ult i32 %v\d+, 105", llvm_ir)
+
+
+def test_plan_uploads_weights_and_views_share_buffers():
+    rng = np.random.default_rng(1)
+    model = _model([helper.make_node("Gemm", ["x", "W", "b"], ["g"], name="gemm", transB=1, alpha=0.5),
+                    helper.make_node("Reshape", ["g", "shape"], ["r"], name="view"),
+                    helper.make_node("Exp", ["r"], ["y"], name="exp")],
+                   [("x", [8, 16])], [("y", [2, 4, 6])],
+                   [("W", rng.standard_normal((6, 16))), ("b", rng.standard_normal(6)),
+                    ("shape", np.array([2, 4, 6], np.int64))])
+    steps = _cuda_steps(_compile(model))
+    assert len(steps) == 1
+    plan = steps[0].plan
+    kinds = [b["kind"] for b in plan["buffers"]]
+    assert kinds.count("weight") >= 2 and set(steps[0].weights) >= {"W", "b"}
+    gemm_out = plan["launches"][0]["args"][-1]
+    assert plan["launches"][1]["args"][0] == gemm_out  # Reshape moved no data
+    assert all(a.dtype == np.float32 for a in steps[0].weights.values())
+
+
+def test_saved_partition_keeps_its_ptx(tmp_path):
+    from dlc.targets.cuda.runtime import load_cuda
+
+    cuda = _cuda_steps(_compile(_mlp()))[0]
+    cuda.save(tmp_path)
+    assert ".entry k0_Gemm_fused" in (tmp_path / "kernels.ptx").read_text()
+    loaded = load_cuda(tmp_path)
+    assert loaded.plan == cuda.plan and loaded.ptx == cuda.ptx
+    assert [s.name for s in loaded.inputs] == ["x"]
+    np.testing.assert_array_equal(loaded.weights["W"], cuda.weights["W"])
+
+
+def test_without_cuda_bindings_running_is_a_clear_error():
+    import importlib.util
+
+    if importlib.util.find_spec("cuda") is not None:
+        pytest.skip("cuda-bindings is installed here: the error for its absence cannot show")
+    from dlc.errors import DlcError
+
+    model = _compile(_mlp())
+    with pytest.raises(DlcError, match="cuda-bindings"):
+        model.run({"x": np.zeros((100, 64), np.float32)})
+
+
+# --- on the GPU ----------------------------------------------------------------------------------
+
+def _check(model, rtol, atol, seed=0):
+    import dlc
+
+    feeds = random_feeds(model, seed)
+    expected = run_onnxruntime(model, feeds)
+    compiled = dlc.compile(model, target="cuda")
+    actual = compiled.run(feeds)
+    for (name, got), want in zip(actual.items(), expected):
+        assert got.shape == want.shape and got.dtype == want.dtype, name
+        np.testing.assert_allclose(got, want, rtol=rtol, atol=atol, err_msg=name)
+    return compiled
+
+
+@gpu
+@pytest.mark.gpu
+def test_gpu_elementwise_ops_match_onnxruntime():
+    # Exact in IEEE float32 on both sides: + - * / (div.rn), sqrt (sqrt.rn), max/min, relu, abs,
+    # neg, clip: 1 ulp covers a fused-vs-separate rounding. Exp, Sigmoid, Tanh use ex2.approx
+    # (2 ulp) with a correction term: within 1e-5 relative, 1e-6 absolute.
+    exact = _model([helper.make_node("Add", ["x", "c"], ["a"], name="add"),
+                    helper.make_node("Mul", ["a", "x"], ["m"], name="mul"),
+                    helper.make_node("Sub", ["m", "c"], ["s"], name="sub"),
+                    helper.make_node("Div", ["s", "d"], ["q"], name="div"),
+                    helper.make_node("Abs", ["q"], ["ab"], name="abs"),
+                    helper.make_node("Sqrt", ["ab"], ["sq"], name="sqrt"),
+                    helper.make_node("Neg", ["sq"], ["n"], name="neg"),
+                    helper.make_node("Max", ["n", "x"], ["mx"], name="max"),
+                    helper.make_node("LeakyRelu", ["mx"], ["lr"], name="leaky", alpha=0.2),
+                    helper.make_node("Clip", ["lr", "lo", "hi"], ["y"], name="clip")],
+                   [("x", [3, 33, 17])], [("y", [3, 33, 17])],
+                   [("c", np.linspace(-1, 1, 17)), ("d", np.full((33, 1), 1.5)),
+                    ("lo", np.float32(-0.5)), ("hi", np.float32(0.75))])
+    _check(exact, rtol=1.2e-7, atol=0)
+    approx = _model([helper.make_node("Mul", ["x", "k"], ["a"], name="scale"),
+                     helper.make_node("Exp", ["a"], ["e"], name="exp"),
+                     helper.make_node("Sigmoid", ["a"], ["s"], name="sigmoid"),
+                     helper.make_node("Tanh", ["a"], ["t"], name="tanh")],
+                    [("x", [1000, 7])], [("e", [1000, 7]), ("s", [1000, 7]), ("t", [1000, 7])],
+                    [("k", np.float32(20.0))])
+    _check(approx, rtol=1e-5, atol=1e-6)
+
+
+@gpu
+@pytest.mark.gpu
+@pytest.mark.parametrize("m,k,n", [(100, 64, 48), (257, 129, 65), (1, 300, 7), (512, 512, 512)])
+def test_gpu_gemm_with_epilogue_matches_onnxruntime(m, k, n):
+    # fp32 FMA in another order than MLAS: error grows with sqrt(K) ulps of the partial sums.
+    compiled = _check(_mlp(m, k, n), rtol=1e-4, atol=1e-5 * np.sqrt(k))
+    assert [s.target for s in compiled._executable.steps] == ["cuda", "cpu", "cuda"]
+
+
+@gpu
+@pytest.mark.gpu
+def test_gpu_gemm_transposes_alpha_beta():
+    rng = np.random.default_rng(2)
+    model = _model([helper.make_node("Gemm", ["x", "W", "C"], ["y"], name="g", transA=1, transB=1,
+                                     alpha=0.5, beta=-2.0)],
+                   [("x", [70, 90])], [("y", [90, 33])],
+                   [("W", rng.standard_normal((33, 70))), ("C", rng.standard_normal((1, 33)))])
+    _check(model, rtol=1e-4, atol=1e-4)
+
+
+@gpu
+@pytest.mark.gpu
+def test_gpu_batched_matmul():
+    rng = np.random.default_rng(3)
+    model = _model([helper.make_node("MatMul", ["q", "k"], ["s"], name="scores"),
+                    helper.make_node("MatMul", ["s", "W"], ["y"], name="proj")],
+                   [("q", [2, 3, 33, 17]), ("k", [2, 3, 17, 40])], [("y", [2, 3, 33, 8])],
+                   [("W", rng.standard_normal((40, 8)))])
+    _check(model, rtol=1e-4, atol=1e-4)
+
+
+@gpu
+@pytest.mark.gpu
+def test_gpu_saved_partition_runs_without_recompiling(tmp_path):
+    from dlc.targets.cuda.runtime import load_cuda
+
+    model = _model([helper.make_node("Gemm", ["x", "W", "b"], ["g"], name="g"),
+                    helper.make_node("Relu", ["g"], ["y"], name="relu")],
+                   [("x", [65, 40])], [("y", [65, 30])],
+                   [("W", np.random.default_rng(4).standard_normal((40, 30))), ("b", np.ones(30))])
+    compiled = _check(model, rtol=1e-4, atol=1e-4)
+    (cuda,) = _cuda_steps(compiled._executable)
+    cuda.save(tmp_path)
+    feeds = {cuda.inputs[0].name: random_feeds(model)["x"]}
+    np.testing.assert_array_equal(load_cuda(tmp_path).run(feeds)[cuda.outputs[0].name],
+                                  cuda.run(feeds)[cuda.outputs[0].name])
+    profiled = cuda.run(feeds, profile=True)
+    assert profiled and [name for name, _ in cuda.last_kernel_ms] == ["k0_Gemm_fused"]
+    assert cuda.last_kernel_ms[0][1] > 0
