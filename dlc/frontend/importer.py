@@ -38,6 +38,7 @@ from dialects.onnx_eval import check_foldable
 from dialects.types import element_type_for, numpy_dtype_for_onnx
 from dialects.weights import WeightStore, attach_weights
 from dlc.errors import ModelLoadError, UnsupportedError
+from dlc.frontend.control_flow import expand_control_flow
 from dlc.frontend.expand_functions import expand_newer_functions
 from dlc.frontend.input_shapes import graph_inputs, resolve_input_shapes, unpinned_error
 from dlc.runtime import memory_limit
@@ -633,7 +634,8 @@ class _Folder:
         try:
             for _ in range(_MAX_FOLD_ITERATIONS):
                 self._infer_types()
-                if not self._fold_once():
+                if not self._fold_once() and not expand_control_flow(self.model.graph, self.constants,
+                                                                     self.types):
                     return
         finally:  # the weights' typed inputs were for inference only
             graph = self.model.graph
@@ -659,7 +661,8 @@ class _Folder:
         typed inputs (_VALUE_ELEMENTS)."""
         graph = self.model.graph
         del graph.initializer[:]
-        used = {name for node in graph.node for name in node.input} | {o.name for o in graph.output}
+        used = {name for node in graph.node for name in (*node.input, *_names_read_by_subgraphs(node))}
+        used |= {o.name for o in graph.output}
         weights = {name for name in used if name in self.constants and self._is_weight(self.constants[name])}
         graph.initializer.extend(numpy_helper.from_array(array, name)
                                  for name, array in self.constants.items() if name in used and name not in weights)

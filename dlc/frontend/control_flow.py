@@ -1,0 +1,369 @@
+"""If, Loop and Scan (https://onnx.ai/onnx/operators/onnx__If.html, onnx__Loop.html, onnx__Scan.html)
+as the plain nodes of their bodies, on the ONNX graph, inside the importer's fold loop.
+
+- `If` whose condition folds to a constant (what exporters emit for shape-dependent code):
+  the taken branch is inlined; outer-scope names and nested subgraphs resolve as before.
+- `If` with a run-time condition: both branches are inlined and each output is a `Where` on
+  the condition. Both branches then run, so a branch may only hold operators that cannot fail
+  at run time (`_MAY_FAIL`: an index check or an integer division by zero in the untaken branch
+  would fail the run); otherwise the If is refused, naming the node that could fail.
+- `Loop` with a constant trip count and `Scan` (trip count from the scanned axis): unrolled,
+  as expand-recurrent unrolls LSTM/GRU, up to `MAX_UNROLLED_NODES` nodes; beyond, an error.
+  A Loop whose body computes its condition is unrolled with a mask (each iteration's state is
+  `Where(still running, new, old)`), which needs no scan outputs and a body that cannot fail.
+Native loops (an `scf` loop through the kernel, linalg and loops phases) are not done yet.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from dlc.errors import UnsupportedError
+
+# Unrolled bodies above this many nodes would take minutes to compile (about 10 ms a node
+# through the pipeline on this machine); a native loop is the way past it.
+MAX_UNROLLED_NODES = 4096
+# Operators whose lowering checks its inputs at run time (passes/lowering/utils/runtime_checks.py)
+# or refuses constant ones at compile time: both would fire in a branch that was not taken.
+_MAY_FAIL = {"Gather", "GatherElements", "GatherND", "Scatter", "ScatterElements", "ScatterND",
+             "TopK", "CumSum", "ReverseSequence", "OneHot", "Range", "HannWindow", "HammingWindow",
+             "BlackmanWindow"}
+_INTEGER_DIVISION = {"Div", "Mod"}
+_CONTROL_FLOW = ("If", "Loop", "Scan")
+
+
+def expand_control_flow(graph: onnx.GraphProto, constants: dict[str, np.ndarray],
+                        types: dict[str, onnx.TypeProto]) -> bool:
+    """Expand what can be expanded now; True if the graph changed.
+
+    Called when folding has stopped: first the nodes whose condition or trip count is a
+    constant; only when there are none, the run-time forms (select, masked loop) or an error,
+    since a condition that folds later would have been inlined instead.
+    """
+    for final in (False, True):
+        nodes, changed = [], False
+        for index, node in enumerate(graph.node):
+            expansion = None
+            if node.domain in ("", "ai.onnx") and node.op_type in _CONTROL_FLOW:
+                expansion = _Expansion(node, index, constants, types).run(final)
+            changed |= expansion is not None
+            nodes.extend([node] if expansion is None else expansion)
+        if changed:
+            del graph.node[:]
+            graph.node.extend(nodes)
+            return True
+    return False
+
+
+def _subgraphs(node: onnx.NodeProto):
+    for attr in node.attribute:
+        yield from [attr.g] if attr.type == onnx.AttributeProto.GRAPH else attr.graphs
+
+
+def _rename_references(graph: onnx.GraphProto, mapping: dict[str, str]) -> None:
+    """Rename the outer-scope names `graph` reads (its own names stay: ONNX forbids shadowing)."""
+    local = {value.name for value in graph.input} | {init.name for init in graph.initializer}
+    local |= {name for node in graph.node for name in node.output}
+    outer = {name: new for name, new in mapping.items() if name not in local}
+    for node in graph.node:
+        node.input[:] = [outer.get(name, name) for name in node.input]
+        for inner in _subgraphs(node):
+            _rename_references(inner, outer)
+    for value in graph.output:
+        value.name = outer.get(value.name, value.name)
+
+
+class _Expansion:
+    def __init__(self, node: onnx.NodeProto, index: int, constants: dict[str, np.ndarray],
+                 types: dict[str, onnx.TypeProto]):
+        self.node, self.constants, self.types = node, constants, types
+        self.name = node.name or f"{node.op_type}_{index}"
+        self.nodes: list[onnx.NodeProto] = []
+
+    def error(self, what: str, hint: str) -> UnsupportedError:
+        return UnsupportedError(f"node '{self.name}' ({self.node.op_type}): {what}", hint)
+
+    def run(self, final: bool) -> list[onnx.NodeProto] | None:
+        return getattr(self, f"_{self.node.op_type.lower()}")(final)
+
+    # -- building blocks ------------------------------------------------------------------
+
+    def const(self, name: str, array: np.ndarray) -> str:
+        name = f"{self.name}/{name}"
+        self.constants[name] = np.asarray(array)
+        return name
+
+    def add(self, op_type: str, inputs: list[str], output: str | None = None, **attributes) -> str:
+        output = output or f"{self.name}/{op_type.lower()}{len(self.nodes)}"
+        self.nodes.append(helper.make_node(op_type, inputs, [output], name=f"{self.name}/{len(self.nodes)}",
+                                           **attributes))
+        return output
+
+    def inline(self, body: onnx.GraphProto, prefix: str, bound: dict[str, str]) -> list[str]:
+        """Append `body`'s nodes with its own names prefixed and its inputs bound to `bound`;
+        returns the names its outputs have after inlining."""
+        prefix = f"{self.name}/{prefix}/"
+        mapping = dict(bound)
+        for init in body.initializer:
+            mapping[init.name] = prefix + init.name
+            self.constants[prefix + init.name] = numpy_helper.to_array(init)
+        for inner in body.node:
+            mapping.update({name: prefix + name for name in inner.output if name})
+        for position, inner in enumerate(body.node):
+            copy = onnx.NodeProto()
+            copy.CopyFrom(inner)
+            copy.name = prefix + (inner.name or f"{inner.op_type}_{position}")
+            copy.input[:] = [mapping.get(name, name) for name in inner.input]
+            copy.output[:] = [mapping.get(name, name) for name in inner.output]
+            for graph in _subgraphs(copy):
+                _rename_references(graph, mapping)
+            self.nodes.append(copy)
+        return [mapping.get(value.name, value.name) for value in body.output]
+
+    def constant(self, index: int) -> np.ndarray | None:
+        """Input `index` as a constant, None when absent or computed at run time."""
+        if index >= len(self.node.input) or not self.node.input[index]:
+            return None
+        return self.constants.get(self.node.input[index])
+
+    def scalar(self, value: np.ndarray, what: str):
+        if value.size != 1:
+            raise self.error(f"{what} holds {value.size} values {list(value.shape)}, expected one",
+                             "the ONNX spec takes a single-element tensor here; fix the model")
+        return value.reshape(-1)[0].item()
+
+    def check_unrolled(self, trips: int, body: onnx.GraphProto, what: str) -> None:
+        size = trips * max(len(body.node), 1)
+        if size > MAX_UNROLLED_NODES:
+            raise self.error(f"{what} {trips} iterations of a {len(body.node)}-node body would unroll to "
+                             f"{size} nodes, more than dlc's bound of {MAX_UNROLLED_NODES}",
+                             "dlc unrolls Loop and Scan (native loops are not implemented yet): shorten "
+                             "the sequence or trip count, or run this model with onnxruntime")
+
+    def check_cannot_fail(self, graph: onnx.GraphProto, why: str) -> None:
+        """Refuse operators that could fail where they were not meant to run (`_MAY_FAIL`)."""
+        for position, inner in enumerate(graph.node):
+            where = f"'{inner.name or f'#{position}'}' ({inner.op_type})"
+            runtime_axes = inner.op_type.startswith("Reduce") and len(inner.input) > 1 and inner.input[1] \
+                and inner.input[1] not in self.constants
+            if inner.op_type in _MAY_FAIL or inner.op_type in _CONTROL_FLOW or runtime_axes:
+                raise self.error(f"{why}; its node {where} checks its inputs at run time and would fail "
+                                 "the run even where its result is not used",
+                                 "make the condition a constant (export with static shapes), or move "
+                                 "that operator out of the branch or loop body")
+            if inner.op_type in _INTEGER_DIVISION and not self._surely_float(inner, graph):
+                raise self.error(f"{why}; its node {where} may divide integers by zero where its "
+                                 "result is not used", "make the condition a constant, or divide "
+                                 "floating-point values")
+
+    def _surely_float(self, inner: onnx.NodeProto, graph: onnx.GraphProto) -> bool:
+        local = {init.name: init.data_type for init in graph.initializer}
+        for node in graph.node:
+            for attr in node.attribute:
+                if node.op_type == "Constant" and attr.name == "value":
+                    local[node.output[0]] = attr.t.data_type
+                if node.op_type == "Cast" and attr.name == "to":
+                    local[node.output[0]] = attr.i
+        for name in inner.input:
+            if name in local:
+                elem = local[name]
+            elif name in self.types and self.types[name].HasField("tensor_type"):
+                elem = self.types[name].tensor_type.elem_type
+            elif name in self.constants:
+                elem = helper.np_dtype_to_tensor_dtype(self.constants[name].dtype)
+            else:
+                continue
+            return helper.tensor_dtype_to_np_dtype(elem).kind == "f"
+        return False
+
+    def static_shape(self, name: str) -> tuple[int, ...] | None:
+        if name in self.constants:
+            return self.constants[name].shape
+        value_type = self.types.get(name)
+        if value_type is None or not value_type.tensor_type.HasField("shape"):
+            return None
+        dims = value_type.tensor_type.shape.dim
+        return None if any(not d.HasField("dim_value") for d in dims) else tuple(d.dim_value for d in dims)
+
+    def as_scalar_bool(self, name: str) -> str:
+        return self.add("Reshape", [name, self.const("scalar_shape", np.zeros(0, np.int64))])
+
+    def stack(self, values: list[str], axis: int, output: str) -> str:
+        axes = self.const(f"axis{axis}", np.array([axis], np.int64))
+        return self.add("Concat", [self.add("Unsqueeze", [v, axes]) for v in values], output, axis=axis)
+
+    # -- the operators --------------------------------------------------------------------
+
+    def _if(self, final: bool) -> list[onnx.NodeProto] | None:
+        branches = {attr.name: attr.g for attr in self.node.attribute}
+        cond = self.constant(0)
+        if cond is not None:
+            taken = "then_branch" if self.scalar(cond, "input 'cond'") else "else_branch"
+            results = self.inline(branches[taken], taken.split("_")[0], {})
+            for result, output in zip(results, self.node.output):
+                if output:
+                    self.add("Identity", [result], output)
+            return self.nodes
+        if not final:
+            return None
+        for output in self.node.output:
+            value_type = self.types.get(output)
+            if output and value_type is not None and not value_type.HasField("tensor_type"):
+                raise self.error(f"output '{output}' is a {value_type.WhichOneof('value')} and its "
+                                 "condition is known only at run time",
+                                 "dlc supports tensors only (no sequences or optionals)")
+            if output and self.static_shape(output) is None:
+                raise self.error(f"its branches give output '{output}' different shapes (ONNX infers "
+                                 f"{_type_text(self.types.get(output))}) and its condition is known only "
+                                 "at run time", "dlc compiles static shapes: make both branches give "
+                                 "one shape, or make the condition a constant")
+        for branch in ("then_branch", "else_branch"):
+            self.check_cannot_fail(branches[branch], f"its condition is known only at run time, so both "
+                                   f"branches run and the selected one is kept, but {branch}")
+        cond = self.as_scalar_bool(self.node.input[0])
+        then = self.inline(branches["then_branch"], "then", {})
+        other = self.inline(branches["else_branch"], "else", {})
+        for a, b, output in zip(then, other, self.node.output):
+            if output:
+                self.add("Where", [cond, a, b], output)
+        return self.nodes
+
+    def _loop(self, final: bool) -> list[onnx.NodeProto] | None:
+        body = next(attr.g for attr in self.node.attribute if attr.name == "body")
+        carried = list(self.node.input[2:])
+        scans = len(body.output) - 1 - len(carried)
+        trips, cond = self.constant(0), self.constant(1)
+        has_trips, has_cond = len(self.node.input) > 0 and self.node.input[0], \
+            len(self.node.input) > 1 and self.node.input[1]
+        if has_trips and trips is None or has_cond and cond is None:
+            if not final:
+                return None
+            if has_trips and trips is None:
+                raise self.error(f"its trip count '{self.node.input[0]}' is known only at run time",
+                                 "dlc unrolls loops whose trip count is a constant after shape folding "
+                                 "(native loops are not implemented yet); export with static shapes")
+        if not has_trips:
+            raise self.error("it has no trip count (it runs until its condition is false)",
+                             "dlc unrolls loops of a constant trip count only; give the Loop input 'M'")
+        count = max(int(self.scalar(trips, "input 'M'")), 0)
+        running = True if cond is None else bool(self.scalar(cond, "input 'cond'"))
+        if cond is None and has_cond and not final:
+            return None
+        static_cond = _passes_condition_through(body)
+        if has_cond and cond is None or not static_cond:
+            if not final:
+                return None
+            return self._masked_loop(body, count, carried, scans)
+        if not running:
+            count = 0
+        if count == 0 and scans:
+            raise self.error("it runs no iteration, so its scan outputs are empty tensors of a shape "
+                             "the body never computes", "dlc needs at least one iteration here")
+        self.check_unrolled(count, body, "its")
+        state, outputs = carried, [[] for _ in range(scans)]
+        true = self.const("true", np.array(True))
+        for i in range(count):
+            bound = {body.input[0].name: self.const(f"iter{i}", np.array(i, np.int64)),
+                     body.input[1].name: true, **dict(zip((v.name for v in body.input[2:]), state))}
+            results = self.inline(body, f"iter{i}", bound)
+            state = results[1:1 + len(carried)]
+            for k, value in enumerate(results[1 + len(carried):]):
+                outputs[k].append(value)
+        for value, output in zip(state, self.node.output):
+            if output:
+                self.add("Identity", [value], output)
+        for values, output in zip(outputs, self.node.output[len(carried):]):
+            if output:
+                self.stack(values, 0, output)
+        return self.nodes
+
+    def _masked_loop(self, body: onnx.GraphProto, count: int, carried: list[str],
+                     scans: int) -> list[onnx.NodeProto]:
+        why = "its condition is computed at run time, so dlc runs every iteration and keeps the state " \
+              "of those the condition allows"
+        if scans:
+            raise self.error(f"{why}, but its {scans} scan output(s) would then have a length known only "
+                             "at run time", "dlc compiles static shapes: make the loop's condition a "
+                             "constant, or return the values as loop-carried state")
+        for value, output in zip(carried, self.node.output):
+            if self.static_shape(value) is None or self.static_shape(value) != self.static_shape(output):
+                raise self.error(f"{why}, which needs each loop-carried value to keep its shape; "
+                                 f"'{value}' is {_type_text(self.types.get(value))} before the loop and "
+                                 f"{_type_text(self.types.get(output))} after",
+                                 "make the loop's condition a constant")
+        self.check_cannot_fail(body, why)
+        self.check_unrolled(count, body, "its")
+        active = self.as_scalar_bool(self.node.input[1]) if len(self.node.input) > 1 and self.node.input[1] \
+            else self.const("true", np.array(True))
+        state = carried
+        for i in range(count):
+            bound = {body.input[0].name: self.const(f"iter{i}", np.array(i, np.int64)),
+                     body.input[1].name: active, **dict(zip((v.name for v in body.input[2:]), state))}
+            results = self.inline(body, f"iter{i}", bound)
+            state = [self.add("Where", [active, new, old]) for new, old in zip(results[1:], state)]
+            active = self.add("And", [active, self.as_scalar_bool(results[0])])
+        for value, output in zip(state, self.node.output):
+            if output:
+                self.add("Identity", [value], output)
+        return self.nodes
+
+    def _scan(self, final: bool) -> list[onnx.NodeProto] | None:
+        attributes = {attr.name: attr for attr in self.node.attribute}
+        body = attributes["body"].g
+        count = attributes["num_scan_inputs"].i
+        carried = list(self.node.input[:len(self.node.input) - count])
+        scanned = list(self.node.input[len(carried):])
+        scans = len(body.output) - len(carried)
+        ints = {name: list(attr.ints) for name, attr in attributes.items() if name != "body"}
+        in_axes = ints.get("scan_input_axes") or [0] * count
+        in_reverse = ints.get("scan_input_directions") or [0] * count
+        out_axes = ints.get("scan_output_axes") or [0] * scans
+        out_reverse = ints.get("scan_output_directions") or [0] * scans
+        shape = self.static_shape(scanned[0])
+        if shape is None:
+            if not final:
+                return None
+            raise self.error(f"the length of scanned input '{scanned[0]}' is not static",
+                             "fix the model's input shapes with --shape")
+        steps = shape[in_axes[0] % len(shape)]
+        if steps == 0:
+            raise self.error("it scans a sequence of length 0, whose scan outputs have no computed shape",
+                             "dlc needs at least one element to scan")
+        self.check_unrolled(steps, body, "its")
+        state, outputs = carried, [[None] * steps for _ in range(scans)]
+        for t in range(steps):
+            bound = dict(zip((v.name for v in body.input), state))
+            for j, name in enumerate(scanned):
+                index = self.const(f"t{steps - 1 - t if in_reverse[j] else t}", np.array(
+                    steps - 1 - t if in_reverse[j] else t, np.int64))
+                bound[body.input[len(carried) + j].name] = self.add("Gather", [name, index], axis=in_axes[j])
+            results = self.inline(body, f"t{t}", bound)
+            state = results[:len(carried)]
+            for k, value in enumerate(results[len(carried):]):
+                outputs[k][steps - 1 - t if out_reverse[k] else t] = value
+        for value, output in zip(state, self.node.output):
+            if output:
+                self.add("Identity", [value], output)
+        for k, output in enumerate(self.node.output[len(carried):]):
+            if output:
+                self.stack(outputs[k], out_axes[k], output)
+        return self.nodes
+
+
+def _passes_condition_through(body: onnx.GraphProto) -> bool:
+    """Does the body give back its condition unchanged (what torch exports for a `for` loop)?"""
+    producers = {name: node for node in body.node for name in node.output}
+    name = body.output[0].name
+    while name in producers and producers[name].op_type == "Identity":
+        name = producers[name].input[0]
+    return name == body.input[1].name
+
+
+def _type_text(value_type: onnx.TypeProto | None) -> str:
+    if value_type is None or not value_type.HasField("tensor_type"):
+        return "?"
+    tensor = value_type.tensor_type
+    dims = [str(d.dim_value) if d.HasField("dim_value") else (d.dim_param or "?") for d in tensor.shape.dim]
+    return f"{onnx.TensorProto.DataType.Name(tensor.elem_type).lower()}[{', '.join(dims)}]"

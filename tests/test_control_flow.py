@@ -1,0 +1,203 @@
+"""If, Loop and Scan (dlc/frontend/control_flow.py) against onnxruntime, and the errors for what
+is refused: a run-time If whose untaken branch could fail the run, a Loop too long to unroll,
+a run-time trip count, branches of different types.
+
+Tolerance: the bodies are a few elementwise ops and small MatMuls, so dlc and onnxruntime
+agree to a few ulp; 1e-5 relative with 1e-6 absolute leaves room for MatMul's summation order.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from conftest import run_onnxruntime
+from onnx import TensorProto, helper
+
+import dlc
+from dlc.errors import DlcError
+from dlc.frontend.control_flow import MAX_UNROLLED_NODES
+from dlc.frontend.importer import import_model
+
+F = TensorProto.FLOAT
+
+
+def _model(nodes, inputs, outputs, initializers=(), opset=17, check=True) -> onnx.ModelProto:
+    graph = helper.make_graph(nodes, "control_flow", inputs, outputs, list(initializers))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    if check:
+        onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def _assert_matches(model, feeds_list) -> None:
+    compiled = dlc.compile(model)
+    for feeds in feeds_list:
+        expected = run_onnxruntime(model, feeds)
+        actual = compiled.run(feeds)
+        for name, want in zip(actual, expected):
+            assert actual[name].shape == want.shape, name
+            np.testing.assert_allclose(actual[name], want, rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def _op_names(model) -> set[str]:
+    module = import_model(model)
+    return {op.name for op in module.walk() if "onnx_node_name" in op.attributes}
+
+
+def _branch(name, nodes, outputs):
+    return helper.make_graph(nodes, name, [], outputs)
+
+
+def _runtime_if(then_nodes, else_nodes, out_type=F, shape=(3,), else_type=None):
+    """y = If(c) with both branches reading the outer x (float[3])."""
+    then = _branch("then", then_nodes, [helper.make_tensor_value_info("t", out_type, list(shape))])
+    other = _branch("else", else_nodes, [helper.make_tensor_value_info("e", else_type or out_type, list(shape))])
+    node = helper.make_node("If", ["c"], ["y"], name="select", then_branch=then, else_branch=other)
+    return _model([node], [helper.make_tensor_value_info("c", TensorProto.BOOL, []),
+                           helper.make_tensor_value_info("x", F, [3])],
+                  [helper.make_tensor_value_info("y", out_type, list(shape))], check=else_type is None)
+
+
+def test_run_time_if_selects_either_branch():
+    model = _runtime_if([helper.make_node("Exp", ["x"], ["t"])], [helper.make_node("Neg", ["x"], ["e"])])
+    x = np.array([0.5, -1.0, 2.0], np.float32)
+    _assert_matches(model, [{"c": np.array(True), "x": x}, {"c": np.array(False), "x": x}])
+
+
+def test_run_time_if_refuses_a_branch_that_could_fail():
+    indices = helper.make_tensor("i", TensorProto.INT64, [3], [0, 1, 2])
+    then = [helper.make_node("Constant", [], ["i"], value=indices),
+            helper.make_node("Gather", ["x", "i"], ["t"], name="pick")]
+    model = _runtime_if(then, [helper.make_node("Neg", ["x"], ["e"])])
+    with pytest.raises(DlcError, match=r"node 'select' \(If\).*'pick' \(Gather\)"):
+        import_model(model)
+
+
+def test_run_time_if_refuses_integer_division_in_a_branch():
+    then = [helper.make_node("Cast", ["x"], ["xi"], to=TensorProto.INT64),
+            helper.make_node("Div", ["xi", "xi"], ["t"], name="ratio")]
+    model = _runtime_if(then, [helper.make_node("Cast", ["x"], ["e"], to=TensorProto.INT64)],
+                        out_type=TensorProto.INT64)
+    with pytest.raises(DlcError, match=r"node 'select' \(If\).*'ratio' \(Div\).*divide integers by zero"):
+        import_model(model)
+
+
+def test_if_branches_of_different_types_are_refused_naming_the_node():
+    model = _runtime_if([helper.make_node("Identity", ["x"], ["t"])],
+                        [helper.make_node("Cast", ["x"], ["e"], to=TensorProto.INT64)], else_type=TensorProto.INT64)
+    with pytest.raises(DlcError, match=r"'select' \(If\)"):
+        import_model(model)
+
+
+def test_constant_if_inlines_the_taken_branch_with_nested_if_and_outer_values():
+    """cond = (x.shape[0] == 4) folds to true; the then branch holds an If on a constant too,
+    whose branches read outer values (x, w) two scopes up."""
+    inner = helper.make_node(
+        "If", ["k"], ["t"], name="inner",
+        then_branch=_branch("it", [helper.make_node("Mul", ["x", "w"], ["it"])],
+                            [helper.make_tensor_value_info("it", F, [4])]),
+        else_branch=_branch("ie", [helper.make_node("Add", ["x", "w"], ["ie"])],
+                            [helper.make_tensor_value_info("ie", F, [4])]))
+    false = helper.make_tensor("kv", TensorProto.BOOL, [], [False])
+    then = _branch("then", [helper.make_node("Constant", [], ["k"], value=false), inner],
+                   [helper.make_tensor_value_info("t", F, [4])])
+    other = _branch("else", [helper.make_node("Sub", ["x", "w"], ["e"])],
+                    [helper.make_tensor_value_info("e", F, [4])])
+    nodes = [helper.make_node("Shape", ["x"], ["s"]),
+             helper.make_node("ReduceProd", ["s"], ["n"], keepdims=0),
+             helper.make_node("Equal", ["n", "four"], ["c"]),
+             helper.make_node("If", ["c"], ["y"], name="outer", then_branch=then, else_branch=other)]
+    model = _model(nodes, [helper.make_tensor_value_info("x", F, [4])],
+                   [helper.make_tensor_value_info("y", F, [4])],
+                   [helper.make_tensor("four", TensorProto.INT64, [], [4]),
+                    helper.make_tensor("w", F, [4], [1.0, 2.0, 3.0, 4.0])])
+    names = _op_names(model)
+    assert "onnx.If" not in names and "onnx.Add" in names and "onnx.Mul" not in names
+    _assert_matches(model, [{"x": np.array([0.5, -1.0, 2.0, 3.0], np.float32)}])
+
+
+def _loop_body(cond_out_nodes=(), cond_out="cond_in"):
+    """s_out = s_in * 0.5 + i; scan output: s_out."""
+    nodes = [helper.make_node("Cast", ["i"], ["fi"], to=F),
+             helper.make_node("Mul", ["s_in", "half"], ["scaled"]),
+             helper.make_node("Add", ["scaled", "fi"], ["s_out"]),
+             *cond_out_nodes, helper.make_node("Identity", [cond_out], ["cond_out"])]
+    return helper.make_graph(
+        nodes, "body",
+        [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+         helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("s_in", F, [2])],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("s_out", F, [2])])
+
+
+def _loop_model(trips, body, scan_output=True, trips_input=False):
+    if scan_output:
+        body.output.append(helper.make_tensor_value_info("s_scan", F, [2]))
+        body.node.append(helper.make_node("Identity", ["s_out"], ["s_scan"]))
+    outputs = [helper.make_tensor_value_info("final", F, [2])]
+    if scan_output:
+        outputs.append(helper.make_tensor_value_info("all", F, [trips, 2]))
+    inputs = [helper.make_tensor_value_info("s0", F, [2])]
+    initializers = [helper.make_tensor("half", F, [], [0.5]),
+                    helper.make_tensor("go", TensorProto.BOOL, [], [True])]
+    if trips_input:
+        inputs.append(helper.make_tensor_value_info("M", TensorProto.INT64, []))
+    else:
+        initializers.append(helper.make_tensor("M", TensorProto.INT64, [], [trips]))
+    node = helper.make_node("Loop", ["M", "go", "s0"], [o.name for o in outputs], name="steps", body=body)
+    return _model([node], inputs, outputs, initializers)
+
+
+def test_loop_with_a_run_time_condition_keeps_the_state_of_the_iterations_it_allows():
+    """cond_out = sum(s_out) < 6: the loop stops early, at an iteration that depends on s0."""
+    body = _loop_body([helper.make_node("ReduceSum", ["s_out"], ["total"], keepdims=0),
+                       helper.make_node("Less", ["total", "six"], ["more"])], "more")
+    body.initializer.append(helper.make_tensor("six", F, [], [6.0]))
+    model = _loop_model(8, body, scan_output=False)
+    _assert_matches(model, [{"s0": np.array([0.0, 1.0], np.float32)},
+                            {"s0": np.array([5.0, 4.0], np.float32)}])
+
+
+def test_loop_with_a_run_time_condition_and_scan_outputs_is_refused():
+    body = _loop_body([helper.make_node("ReduceSum", ["s_out"], ["total"], keepdims=0),
+                       helper.make_node("Less", ["total", "half"], ["more"])], "more")
+    with pytest.raises(DlcError, match=r"node 'steps' \(Loop\).*scan output"):
+        import_model(_loop_model(3, body))
+
+
+def test_loop_too_long_to_unroll_is_a_clear_error():
+    with pytest.raises(DlcError, match=rf"node 'steps' \(Loop\): its 100000 iterations .* bound of "
+                                       rf"{MAX_UNROLLED_NODES}"):
+        import_model(_loop_model(100000, _loop_body(), scan_output=False))
+
+
+def test_loop_with_a_run_time_trip_count_is_a_clear_error():
+    with pytest.raises(DlcError, match=r"node 'steps' \(Loop\): its trip count 'M' is known only at run time"):
+        import_model(_loop_model(3, _loop_body(), scan_output=False, trips_input=True))
+
+
+def test_scan_reverse_direction_on_axis_1_with_output_axis_1():
+    """A reversed scan over axis 1 of x[2, 4, 3] stacking its outputs on axis 1, and a forward
+    one over axis 0 of u[4, 3]: the running sum of both."""
+    body = helper.make_graph(
+        [helper.make_node("Add", ["acc_in", "xt"], ["a"]),
+         helper.make_node("Add", ["a", "ut"], ["acc_out"]),
+         helper.make_node("Tanh", ["acc_out"], ["y"])],
+        "body",
+        [helper.make_tensor_value_info("acc_in", F, [2, 3]), helper.make_tensor_value_info("xt", F, [2, 3]),
+         helper.make_tensor_value_info("ut", F, [3])],
+        [helper.make_tensor_value_info("acc_out", F, [2, 3]), helper.make_tensor_value_info("y", F, [2, 3])])
+    node = helper.make_node("Scan", ["acc0", "x", "u"], ["acc", "ys"], name="scan", body=body,
+                            num_scan_inputs=2, scan_input_axes=[1, 0], scan_input_directions=[1, 0],
+                            scan_output_axes=[1])
+    model = _model([node], [helper.make_tensor_value_info("acc0", F, [2, 3]),
+                            helper.make_tensor_value_info("x", F, [2, 4, 3]),
+                            helper.make_tensor_value_info("u", F, [4, 3])],
+                   [helper.make_tensor_value_info("acc", F, [2, 3]),
+                    helper.make_tensor_value_info("ys", F, [2, 4, 3])])
+    rng = np.random.default_rng(0)
+    _assert_matches(model, [{"acc0": rng.standard_normal((2, 3), np.float32),
+                             "x": rng.standard_normal((2, 4, 3), np.float32),
+                             "u": rng.standard_normal((4, 3), np.float32)}])
