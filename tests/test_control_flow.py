@@ -201,3 +201,11 @@ def test_scan_reverse_direction_on_axis_1_with_output_axis_1():
     _assert_matches(model, [{"acc0": rng.standard_normal((2, 3), np.float32),
                              "x": rng.standard_normal((2, 4, 3), np.float32),
                              "u": rng.standard_normal((4, 3), np.float32)}])
+
+
+def test_run_time_if_with_branches_of_different_shapes_is_refused():
+    then = [helper.make_node("Identity", ["x"], ["t"])]
+    other = [helper.make_node("ReduceSum", ["x"], ["e"], keepdims=1)]
+    model = _runtime_if(then, other, shape=(None,))
+    with pytest.raises(DlcError, match=r"node 'select' \(If\): its branches give output 'y' different shapes"):
+        import_model(model)

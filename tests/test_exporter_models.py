@@ -134,3 +134,89 @@ def test_intermediates_listed_as_outputs_keep_their_declared_shapes_through_opse
     model.graph.output.extend(static[name] for name in listed)
     outputs = dlc.compile(model).run(random_feeds(model))
     assert set(listed) <= set(outputs)
+
+
+# Control flow as the torch exporters write it (issue 18.3; dlc/frontend/control_flow.py).
+
+def _control_flow_model(nodes, inputs, outputs, initializers) -> onnx.ModelProto:
+    graph = onnx.helper.make_graph(nodes, "exported", inputs, outputs, initializers)
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def _value(name, shape, elem=onnx.TensorProto.FLOAT):
+    return onnx.helper.make_tensor_value_info(name, elem, shape)
+
+
+def _weight(name, shape, seed):
+    array = np.random.default_rng(seed).uniform(-0.5, 0.5, shape).astype(np.float32)
+    return onnx.numpy_helper.from_array(array, name)
+
+
+def test_torch_style_if_on_a_shape_comparison_is_inlined():
+    """TorchScript's `if x.size(1) > 4: y = relu(x @ w) else: y = x[:, :4] @ w[:4]`:
+    Shape -> Gather -> Greater -> Cast(bool) -> If, both branches reading outer values."""
+    helper = onnx.helper
+    then = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["mm"]),
+                              helper.make_node("Relu", ["mm"], ["big"])],
+                             "then", [], [_value("big", [2, 6])])
+    other = helper.make_graph([helper.make_node("Slice", ["x", "zero", "four", "one"], ["xs"]),
+                               helper.make_node("Slice", ["w", "zero", "four", "zero"], ["ws"]),
+                               helper.make_node("MatMul", ["xs", "ws"], ["small"])],
+                              "else", [], [_value("small", [2, 6])])
+    ints = onnx.TensorProto.INT64
+    nodes = [helper.make_node("Shape", ["x"], ["shape"]),
+             helper.make_node("Gather", ["shape", "one_scalar"], ["width"], axis=0),
+             helper.make_node("Greater", ["width", "four_scalar"], ["wide"]),
+             helper.make_node("Cast", ["wide"], ["cond"], to=onnx.TensorProto.BOOL),
+             helper.make_node("If", ["cond"], ["y"], name="size_branch", then_branch=then, else_branch=other)]
+    initializers = [_weight("w", [8, 6], 1), helper.make_tensor("one_scalar", ints, [], [1]),
+                    helper.make_tensor("four_scalar", ints, [], [4]), helper.make_tensor("zero", ints, [1], [0]),
+                    helper.make_tensor("four", ints, [1], [4]), helper.make_tensor("one", ints, [1], [1])]
+    model = _control_flow_model(nodes, [_value("x", [2, 8])], [_value("y", [2, 6])], initializers)
+    from dlc.frontend.importer import import_model
+
+    assert not [op for op in import_model(model).walk() if op.name == "onnx.If"]
+    assert_matches_onnxruntime(model)
+
+
+def test_loop_with_a_constant_trip_count_carrying_state():
+    """`for _ in range(4): h = tanh(h @ r + x)` with the per-step h collected: a Loop whose
+    trip count is an initializer, condition true, the body's condition a Constant true."""
+    helper = onnx.helper
+    true = helper.make_tensor("true_value", onnx.TensorProto.BOOL, [], [True])
+    body = helper.make_graph(
+        [helper.make_node("MatMul", ["h_in", "r"], ["hr"]),
+         helper.make_node("Add", ["hr", "x"], ["pre"]),
+         helper.make_node("Tanh", ["pre"], ["h_out"]),
+         helper.make_node("Identity", ["h_out"], ["h_step"]),
+         helper.make_node("Constant", [], ["keep_going"], value=true)],
+        "body", [_value("i", [], onnx.TensorProto.INT64), _value("cond_in", [], onnx.TensorProto.BOOL),
+                 _value("h_in", [3, 5])],
+        [_value("keep_going", [], onnx.TensorProto.BOOL), _value("h_out", [3, 5]), _value("h_step", [3, 5])])
+    nodes = [helper.make_node("Loop", ["trips", "go", "h0"], ["h", "hs"], name="recurrence", body=body)]
+    initializers = [_weight("r", [5, 5], 2), helper.make_tensor("trips", onnx.TensorProto.INT64, [], [4]),
+                    helper.make_tensor("go", onnx.TensorProto.BOOL, [], [True])]
+    model = _control_flow_model(nodes, [_value("x", [3, 5]), _value("h0", [3, 5])],
+                                [_value("h", [3, 5]), _value("hs", [4, 3, 5])], initializers)
+    assert_matches_onnxruntime(model)
+
+
+def test_scan_over_the_sequence_axis():
+    """An Elman RNN over a batch-first sequence x[2, 6, 4] (scan axis 1), the hidden state carried
+    and each step's output stacked on axis 1, as a hand-written recurrence exports to Scan."""
+    helper = onnx.helper
+    body = helper.make_graph(
+        [helper.make_node("MatMul", ["xt", "w"], ["xw"]),
+         helper.make_node("MatMul", ["h_in", "r"], ["hr"]),
+         helper.make_node("Add", ["xw", "hr"], ["pre"]),
+         helper.make_node("Tanh", ["pre"], ["h_out"]),
+         helper.make_node("Identity", ["h_out"], ["y"])],
+        "body", [_value("h_in", [2, 3]), _value("xt", [2, 4])], [_value("h_out", [2, 3]), _value("y", [2, 3])])
+    nodes = [helper.make_node("Scan", ["h0", "x"], ["h", "ys"], name="rnn", body=body, num_scan_inputs=1,
+                              scan_input_axes=[1], scan_output_axes=[1])]
+    model = _control_flow_model(nodes, [_value("h0", [2, 3]), _value("x", [2, 6, 4])],
+                                [_value("h", [2, 3]), _value("ys", [2, 6, 3])],
+                                [_weight("w", [4, 3], 3), _weight("r", [3, 3], 4)])
+    assert_matches_onnxruntime(model)

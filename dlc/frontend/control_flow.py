@@ -353,11 +353,18 @@ class _Expansion:
 
 
 def _passes_condition_through(body: onnx.GraphProto) -> bool:
-    """Does the body give back its condition unchanged (what torch exports for a `for` loop)?"""
+    """Does the body give back its condition unchanged, or a constant true (what the torch
+    exporters write for a `for` loop)?"""
     producers = {name: node for node in body.node for name in node.output}
     name = body.output[0].name
     while name in producers and producers[name].op_type == "Identity":
         name = producers[name].input[0]
+    constant = {init.name: init for init in body.initializer}.get(name)
+    if name in producers and producers[name].op_type == "Constant":
+        constant = next((attr.t for attr in producers[name].attribute if attr.name == "value"), None)
+    if constant is not None:
+        value = numpy_helper.to_array(constant)
+        return value.size == 1 and bool(value.reshape(-1)[0])
     return name == body.input[1].name
 
 
