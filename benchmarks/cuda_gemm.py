@@ -1,0 +1,169 @@
+"""GPU figures of the cuda target (issue 21): the shared-memory tiled GEMM's kernel time against
+torch.matmul (cuBLAS, FP32 and TF32) on the same GPU, and an MLP's end-to-end latency.
+
+    python benchmarks/cuda_gemm.py [--sizes 1024 2048 4096] [--repeat 10]
+
+Kernel times come from CUDA events around each launch (CudaExecutable.run(profile=True)); the
+end-to-end latency of a dlc run includes copying its inputs in and outputs out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def gemm_model(n: int, seed: int = 0) -> onnx.ModelProto:
+    b = np.random.default_rng(seed).standard_normal((n, n)).astype(np.float32)
+    graph = helper.make_graph([helper.make_node("MatMul", ["A", "B"], ["C"], name="gemm")], "gemm",
+                              [helper.make_tensor_value_info("A", TensorProto.FLOAT, [n, n])],
+                              [helper.make_tensor_value_info("C", TensorProto.FLOAT, [n, n])],
+                              [numpy_helper.from_array(b, "B")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def mlp_model(batch: int, seed: int = 0) -> onnx.ModelProto:
+    rng = np.random.default_rng(seed)
+    sizes, nodes, weights, x = [784, 512, 512, 10], [], [], "x"
+    for i, (k, n) in enumerate(zip(sizes, sizes[1:])):
+        weights += [numpy_helper.from_array((rng.standard_normal((k, n)) / np.sqrt(k)).astype(np.float32), f"W{i}"),
+                    numpy_helper.from_array(rng.standard_normal(n).astype(np.float32), f"b{i}")]
+        nodes.append(helper.make_node("Gemm", [x, f"W{i}", f"b{i}"], [f"g{i}"], name=f"gemm{i}"))
+        x = f"g{i}"
+        if i < 2:
+            nodes.append(helper.make_node("Relu", [x], [f"r{i}"], name=f"relu{i}"))
+            x = f"r{i}"
+    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 784])],
+                              [helper.make_tensor_value_info(x, TensorProto.FLOAT, [batch, 10])], weights)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def cuda_step(compiled):
+    return next(s.executable for s in compiled._executable.steps if s.target == "cuda")
+
+
+def torch_ms(fn, repeat: int) -> float:
+    import torch
+
+    fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(repeat):
+        start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        stop.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(stop))
+    return statistics.median(times)
+
+
+def wall_ms(fn, repeat: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def bench_gemm(n: int, repeat: int) -> str:
+    import torch
+
+    import dlc
+
+    model = gemm_model(n)
+    start = time.perf_counter()
+    compiled = dlc.compile(model, target="cuda")
+    compile_s = time.perf_counter() - start
+    step = cuda_step(compiled)
+    a = np.random.default_rng(1).standard_normal((n, n)).astype(np.float32)
+    feeds = {step.inputs[0].name: a}
+    out = step.run(feeds)[step.outputs[0].name]
+    kernel = []
+    for _ in range(repeat):
+        step.run(feeds, profile=True)
+        kernel.append(step.last_kernel_ms[0][1])
+    kernel_ms = statistics.median(kernel)
+    e2e_ms = wall_ms(lambda: compiled.run({"A": a}), repeat)
+    b = numpy_helper.to_array(model.graph.initializer[0])
+    rows = slice(0, 64)
+    reference = a[rows].astype(np.float64) @ b.astype(np.float64)
+    error = float(np.max(np.abs(out[rows] - reference)) / np.max(np.abs(reference)))
+    ta, tb = torch.from_numpy(a).cuda(), torch.from_numpy(b).cuda()
+    figures = {}
+    for tf32 in (False, True):
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        figures[tf32] = torch_ms(lambda: torch.matmul(ta, tb), repeat)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    flops = 2 * n**3
+
+    def tflops(ms: float) -> float:
+        return flops / (ms * 1e-3) / 1e12
+
+    return (f"| {n}^3 | {kernel_ms:.3f} ms, {tflops(kernel_ms):.1f} TFLOP/s | {e2e_ms:.2f} ms | "
+            f"{figures[False]:.3f} ms, {tflops(figures[False]):.1f} | {figures[True]:.3f} ms, "
+            f"{tflops(figures[True]):.1f} | {100 * figures[False] / kernel_ms:.0f}% | {error:.1e} | "
+            f"{compile_s:.1f} s |")
+
+
+def bench_mlp(batch: int, repeat: int) -> str:
+    import torch
+
+    import dlc
+
+    model = mlp_model(batch)
+    compiled = dlc.compile(model, target="cuda")
+    x = np.random.default_rng(2).standard_normal((batch, 784)).astype(np.float32)
+    dlc_ms = wall_ms(lambda: compiled.run({"x": x}), repeat * 10)
+    weights = {i.name: torch.from_numpy(numpy_helper.to_array(i)).cuda() for i in model.graph.initializer}
+
+    def eager(tx):
+        h = torch.relu(tx @ weights["W0"] + weights["b0"])
+        h = torch.relu(h @ weights["W1"] + weights["b1"])
+        return h @ weights["W2"] + weights["b2"]
+
+    resident = torch.from_numpy(x).cuda()
+    torch_resident = wall_ms(lambda: (eager(resident), torch.cuda.synchronize()), repeat * 10)
+    torch_copies = wall_ms(lambda: eager(torch.from_numpy(x).cuda()).cpu(), repeat * 10)
+    from dlc.tools.oracle import run_onnxruntime
+
+    want = list(run_onnxruntime(model, {"x": x}).values())[0]
+    got = compiled.run({"x": x})[model.graph.output[0].name]
+    error = float(np.max(np.abs(got - want)))
+    return (f"| MLP 784-512-512-10, batch {batch} | {dlc_ms:.3f} ms | {torch_copies:.3f} ms | "
+            f"{torch_resident:.3f} ms | {error:.1e} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1024, 2048, 4096])
+    parser.add_argument("--repeat", type=int, default=10)
+    args = parser.parse_args()
+    import torch
+
+    print(f"GPU: {torch.cuda.get_device_name(0)}, torch {torch.__version__}")
+    print("| GEMM | dlc kernel | dlc run (copies in/out) | torch FP32 | torch TF32 | dlc / torch FP32 "
+          "| max rel. error | compile |")
+    print("|---|---|---|---|---|---|---|---|")
+    for n in args.sizes:
+        print(bench_gemm(n, args.repeat), flush=True)
+    print("\n| model | dlc cuda run | torch eager, copies in/out | torch eager, input resident | "
+          "max abs. error vs onnxruntime |")
+    print("|---|---|---|---|---|")
+    for batch in (1, 64):
+        print(bench_mlp(batch, args.repeat), flush=True)
+
+
+if __name__ == "__main__":
+    main()
