@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 from xdsl.context import Context
 from xdsl.dialects.builtin import ModuleOp, StringAttr, SymbolRefAttr
 from xdsl.ir import Operation
+from xdsl.irdl import OpDef
 from xdsl.passes import ModulePass
-from xdsl.traits import SymbolOpInterface, SymbolTable
+from xdsl.traits import SameOperandsAndResultType, SymbolOpInterface, SymbolTable
 from xdsl.utils.arg_spec import parse_pipeline
 from xdsl.utils.exceptions import ArgSpecParseError
 
@@ -143,7 +144,7 @@ def _fewer_collections() -> Iterator[None]:
 def verify_module(module: ModuleOp, when: str, hint: str) -> None:
     """`module.verify()`, with symbols looked up in a table; a failure is a CompileError."""
     try:
-        with symbol_tables():
+        with symbol_tables(), constraints_checked_once():
             module.verify()
     except Exception as error:
         raise CompileError(f"the IR does not verify {when}: {error}", hint) from error
@@ -180,6 +181,47 @@ def symbol_tables() -> Iterator[None]:
         yield
     finally:
         SymbolTable.lookup_symbol = original
+
+
+@contextmanager
+def constraints_checked_once() -> Iterator[None]:
+    """Within this block, an op's IRDL constraints are checked once per distinct signature.
+
+    xDSL's `OpDef.verify` checks every operand, result, region entry, property and attribute
+    of an op against its definition: ~100 us an op, and the IR repeats the same few hundred
+    signatures (an unrolled LSTM's loops phase: 26,000 ops, 2.8 s). Those checks read nothing
+    but the op's class and the signature used as the key here (a fresh constraint context per
+    op), so an equal signature passes again; only passes are remembered. The op's traits (which
+    may look at its parent, its regions or symbols; all but SameOperandsAndResultType) and its
+    own `verify_` still run for every op.
+    """
+    original = OpDef.__dict__["verify"]
+    passed: set[tuple] = set()
+
+    def verify(op_def: OpDef, op: Operation) -> None:
+        try:
+            key = (type(op), tuple(value.type for value in op.operands),
+                   tuple(value.type for value in op.results), len(op.successors),
+                   tuple((len(region.blocks), region.first_block and tuple(region.first_block.arg_types))
+                         for region in op.regions),
+                   tuple(op.properties.items()), tuple(op.attributes.items()))
+            seen = key in passed
+        except TypeError:  # an attribute that cannot be hashed: check it the long way
+            key, seen = None, False
+        if not seen:
+            original(op_def, op)
+            if key is not None:
+                passed.add(key)
+            return
+        for trait in op_def.traits:
+            if not isinstance(trait, SameOperandsAndResultType):  # reads the signature alone
+                trait.verify(op)
+
+    OpDef.verify = verify
+    try:
+        yield
+    finally:
+        OpDef.verify = original
 
 
 def _symbols_of(table_op: Operation) -> dict[str, Operation]:

@@ -169,3 +169,51 @@ def test_collector_thresholds_are_raised_during_passes_and_put_back():
     run_passes(make_context(), _module(1), [Look()], PassInstrumentation(verify_each=False))
     assert seen[0][0] > before[0]
     assert gc.get_threshold() == before
+
+
+def _adds(*types) -> ModuleOp:
+    """@adds(args of `types`): one arith.addi of each argument with itself."""
+    from xdsl.dialects import arith
+
+    function = func.FuncOp("adds", (types, ()))
+    block = function.body.block
+    for argument in block.args:
+        block.add_op(arith.AddiOp(argument, argument))
+    block.add_op(func.ReturnOp())
+    return ModuleOp([function])
+
+
+def test_constraints_checked_once_per_signature_still_refuse_a_new_one(monkeypatch):
+    from xdsl.dialects.builtin import i32
+    from xdsl.irdl import OpDef
+
+    checked = []
+    original = OpDef.verify
+    monkeypatch.setattr(OpDef, "verify", lambda self, op: (checked.append(op.name), original(self, op))[1])
+    pipeline.verify_module(_adds(i32, i32, i32), "in this test", "")
+    assert checked.count("arith.addi") == 1, "three adds of one signature: their constraints are checked once"
+    with pytest.raises(CompileError, match="operand 'lhs' .* does not verify"):  # addi of f32: a new signature
+        pipeline.verify_module(_adds(i32, f32), "in this test", "")
+
+
+def test_constraints_checked_once_keep_the_traits_that_read_the_context():
+    from xdsl.dialects import test
+    from xdsl.ir import Block, Region
+
+    module = _module(2)
+    returns = [op for op in module.walk() if isinstance(op, func.ReturnOp)]
+    stray = returns[0].clone()  # same signature as a return that verified, outside any func.func
+    module.body.block.add_op(test.TestOp(regions=[Region(Block([stray], arg_types=[f32]))]))
+    stray.operands = [stray.parent_block().args[0]]
+    with pytest.raises(CompileError, match="func.return"):
+        pipeline.verify_module(module, "in this test", "")
+
+
+def test_constraints_checked_once_put_xdsl_back():
+    from xdsl.irdl import OpDef
+
+    before = OpDef.__dict__["verify"]
+    pipeline.verify_module(_module(3), "in this test", "")
+    with pytest.raises(CompileError):
+        pipeline.verify_module(_adds(f32), "in this test", "")
+    assert OpDef.__dict__["verify"] is before
