@@ -14,6 +14,7 @@ def make_context() -> Context:
     from xdsl.dialects import affine, arith, func, linalg, math, memref, scf
     from xdsl.dialects.builtin import Builtin
 
+    from dialects.arith_remf import RemFOp
     from dialects.kernel import KERNEL
     from dialects.npu import NPU
     from dialects.onnx import ONNX
@@ -22,4 +23,5 @@ def make_context() -> Context:
     for dialect in (Builtin, func.Func, arith.Arith, math.Math, memref.MemRef, scf.Scf,
                     affine.Affine, linalg.Linalg, ONNX, KERNEL, NPU):
         ctx.load_dialect(dialect)
+    ctx.load_op(RemFOp)  # arith.remf, missing from xDSL 0.75's arith
     return ctx

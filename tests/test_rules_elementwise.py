@@ -178,6 +178,28 @@ def test_binary_int(dtype):
     _check(model, feeds)
 
 
+@pytest.mark.parametrize("dtype", [F32, F64], ids=str)
+def test_float_mod(dtype):
+    """Both sign rules on floats: fmod=1 is C fmod (arith.remf, LLVM frem), fmod=0 takes the
+    divisor's sign (-3 mod inf = inf, 0 mod -2 = -0). Both are exact: the remainder of two
+    floats is a float, so the outputs are equal, special values (inf, NaN, +-0, y = 0) included.
+    Float fmod=0 is valid from opset 28 on (onnxruntime refuses it before); dlc computes it at
+    any opset, the one meaning it has."""
+    x = _floats([6, 7], dtype, seed=5, low=-20, high=20)
+    y = np.array(np.flip(_floats([6, 7], dtype, seed=6, low=-5, high=5)))
+    y[0, :2] = 0
+    feeds = {"x": x, "y": y}
+    model = _model([_node("python", "Mod", ["x", "y"]), _node("c", "Mod", ["x", "y"], fmod=1)], feeds)
+    model.opset_import[0].version = 28
+    import dlc
+
+    got = dlc.compile(model).run(feeds)
+    for name, want in zip(["python", "c"], run_onnxruntime(model, feeds)):
+        assert got[name].dtype == want.dtype
+        np.testing.assert_array_equal(got[name], want, err_msg=name)  # NaN where it has NaN
+        np.testing.assert_array_equal(np.signbit(got[name]), np.signbit(want), err_msg=name)
+
+
 @pytest.mark.parametrize("dtype", ["uint8", "uint32"])
 def test_binary_unsigned(dtype):
     """Values above the signed range: a signed division, comparison or max would differ."""
@@ -330,7 +352,6 @@ def test_cast_special_floats():
 UNSUPPORTED = {  # name -> (node, input dtype, message fragment)
     "cast_to_float16": ({"op_type": "Cast", "to": 10}, F32, "f16 tensors"),
     "cast_to_uint64": ({"op_type": "Cast", "to": 13}, F32, "uint64 is not supported"),
-    "float_mod": ({"op_type": "Mod", "fmod": 1}, F32, "integer tensors only"),
     "cast_from_uint64": ({"op_type": "Cast", "to": 1}, np.dtype("uint64"), "uint64 is not supported"),
 }
 

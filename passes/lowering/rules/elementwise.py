@@ -18,6 +18,7 @@ from xdsl.dialects import math
 from xdsl.dialects.builtin import Float32Type, Float64Type, IntegerType, Signedness, f32, f64
 from xdsl.ir import Attribute, SSAValue
 
+from dialects.arith_remf import RemFOp
 from dialects.diagnostics import UnsupportedError
 from dialects.types import is_float, numpy_dtype
 from passes.lowering.rules import lowers
@@ -215,6 +216,22 @@ def _python_mod(b: Body, x, y):
     return b.select(needs_fix, b.add(r, y), r)
 
 
+def _float_fmod(b: Body, x, y):
+    """C fmod: the remainder with the dividend's sign, exact (ONNX Mod, fmod=1)."""
+    return b.math(RemFOp, x, y)
+
+
+def _float_python_mod(b: Body, x, y):
+    """The remainder with the divisor's sign, as numpy.mod and onnxruntime compute float Mod with
+    fmod=0: fmod, plus y where the signs differ (-3 mod inf is inf); a zero takes y's sign."""
+    r = _float_fmod(b, x, y)
+    zero = b.const(0.0)
+    y_negative = b.compare("lt", y, zero)
+    signs_differ = b.xor(b.compare("lt", r, zero), y_negative)
+    r = b.select(b.and_(b.compare("ne", r, zero), signs_differ), b.add(r, y), r)
+    return b.select(b.compare("eq", r, zero), b.select(y_negative, b.const(-0.0), zero), r)
+
+
 def _div(b: Body, x, y):
     # Integer division truncates toward zero, as C does.
     return b.divui(x, y) if is_unsigned(x) else b.div(x, y)
@@ -273,10 +290,10 @@ def lower_binary(kb, op, ins, outs) -> None:
 @lowers("Mod")
 def lower_mod(kb, op, ins, outs) -> None:
     require_kinds(op, ins, (FLOAT, INT, UINT))
-    if is_float(outs[0].type.element_type):
-        # fmod=0 on floats is invalid ONNX; fmod=1 needs arith.remf, which xDSL 0.75 lacks.
-        raise UnsupportedError(f"{op.describe()}: Mod on {outs[0].type.element_type} tensors is "
-                               "not supported on cpu (integer tensors only)")
+    if is_float(outs[0].type.element_type):  # no check: a zero divisor gives NaN, no trap
+        formula = _float_fmod if op.attr("fmod", 0) else _float_python_mod
+        kb.elementwise(ins, outs[0], lambda b, a: [formula(b, a[0], a[1])])
+        return
     if element_kind(ins[0].type.element_type) == UINT:  # both sign rules agree without signs
         formula = _unsigned_mod
     else:
