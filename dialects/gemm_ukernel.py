@@ -9,7 +9,7 @@ BLIS", 2016) and IREE's data tiling, where the tile choice lives beside the micr
 
 - `GemmSpec`: one GEMM, every size static: shape, strides, B's layout, tiles, epilogue.
 - `choose_tiles`: (mr, nr, kc, mc, nc) from the target's vector width and caches.
-- `pack_b`, `pad_a_rows`: the compile-time layouts of constant operands.
+- `pack_b`, `pack_b_u8s8`, `pad_a_rows`: the compile-time layouts of constant operands.
 - `thread_grid`: how C's blocks are split over threads.
 - `gemm_attributes`, `gemm_spec`, `ukernels`: the spec as IR, on a `dlc.ukernel = "gemm"`
   declaration (passes/lowering/utils/ukernel_calls.py emits the calls).
@@ -29,6 +29,10 @@ from xdsl.ir import Attribute
 ACTIVATIONS = {"relu": 0, "relu6": 0, "clip": 2, "leaky_relu": 1}
 TILES = ("mr", "nr", "kc", "mc", "nc")
 B_LAYOUTS = ("row", "window", "packed")
+# Element types: "f32", or "u8s8": A uint8, B int8 (packed by `pack_b_u8s8`), C int32, the
+# products summed in int32 by `dot`: "vpdpbusd" (AVX512-VNNI / AVX-VNNI) or "widen" (any CPU).
+DTYPES = ("f32", "u8s8")
+DOTS = ("vpdpbusd", "widen")
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,11 @@ class GemmSpec:
     Relu). bias "row" is one value per column j (a Gemm/Linear bias), "col" one per row i.
     Tiles left at 0 come from `choose_tiles` for caches of `l1_bytes` and `l2_bytes` (which
     only choose tiles: two specs with the same tiles are the same GEMM).
+
+    dtype "u8s8" is the integer GEMM: A uint8 with a_k_stride 1 (strides in bytes), B int8
+    packed by `pack_b_u8s8`, C and a "row" bias int32, int32 sums without saturation; kc a
+    multiple of 4 (the group of k one dot instruction sums); no activation, residual or
+    accumulate (requantization is the caller's).
     """
 
     m: int
@@ -60,6 +69,8 @@ class GemmSpec:
     activation_params: tuple[float, ...] = ()
     residual: bool = False
     vector_width: int = 16
+    dtype: str = "f32"
+    dot: str = "vpdpbusd"
     mr: int = 0
     nr: int = 0
     kc: int = 0
@@ -96,6 +107,11 @@ class GemmSpec:
         wanted = ACTIVATIONS.get(self.activation, 0)
         require(len(self.activation_params) == wanted, f"activation takes {wanted} parameters")
         require(self.vector_width >= 1, "vector_width must be >= 1")
+        require(self.dtype in DTYPES and self.dot in DOTS, f"dtype must be one of {DTYPES}, dot of {DOTS}")
+        if self.dtype == "u8s8":
+            require(self.a_k_stride == 1 and self.b_layout == "packed" and self.bias in (None, "row")
+                    and not (self.activation or self.residual or self.accumulate),
+                    "a u8s8 GEMM reads A row-major and B packed, adds a row bias at most")
 
     def _check_tiles(self) -> None:
         vw = self.vector_width
@@ -103,6 +119,8 @@ class GemmSpec:
             raise ValueError(f"GemmSpec: tiles must be >= 1 and nr a multiple of {vw} ({self})")
         if self.mc % self.mr or self.nc % self.nr:
             raise ValueError(f"GemmSpec: mc must be a multiple of mr, nc of nr ({self})")
+        if self.dtype == "u8s8" and self.kc % 4:
+            raise ValueError(f"GemmSpec: a u8s8 GEMM's kc must be a multiple of 4 ({self})")
 
     @property
     def panels(self) -> int:
@@ -203,6 +221,18 @@ def pack_b(b: np.ndarray, nr: int) -> np.ndarray:
     return np.ascontiguousarray(padded.reshape(k, panels, nr).transpose(1, 0, 2))
 
 
+def pack_b_u8s8(b: np.ndarray, nr: int) -> np.ndarray:
+    """int8 B (K x N) as panels Bp[j // nr][kk // 4][j % nr][kk % 4] (k and n zero-padded to
+    multiples of 4 and nr): each k step of the integer micro-kernel reads, per column, the four
+    int8 values one vpdpbusd lane multiplies by four uint8 of A and sums into int32 (oneDNN's
+    and MLAS's VNNI weight layout). Panels are (K rounded up to 4) * nr bytes."""
+    k, n = b.shape
+    k4, panels = -(-k // 4) * 4, -(-n // nr)
+    padded = np.zeros((k4, panels * nr), np.int8)
+    padded[:k, :n] = b
+    return np.ascontiguousarray(padded.reshape(k4 // 4, 4, panels, nr).transpose(2, 0, 3, 1))
+
+
 # Rows of A this many bytes apart (or a multiple) map to the same L1 set on x86 cores (64
 # sets of 64-byte lines); one more line per row spreads them.
 ALIASING_STRIDE_BYTES = 4096
@@ -264,7 +294,7 @@ def thread_grid(row_blocks: int, panels: int, threads: int, *, mr: int, nr: int,
 # `b_trans` marks a constant B stored transposed ([N, K], Gemm transB): pack-weights packs it.
 GEMM_INTS = ("m", "n", "k", "a_row_stride", "a_k_stride", "ldb", "ldc", "accumulate", "b_trans",
              "residual", *TILES)
-GEMM_STRINGS = ("b_layout", "bias", "activation")
+GEMM_STRINGS = ("b_layout", "bias", "activation", "dtype", "dot")
 
 
 def gemm_attributes(spec: dict) -> DictionaryAttr:

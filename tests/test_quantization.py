@@ -127,6 +127,132 @@ def test_matmul_integer_per_row_and_per_column_zero_points(k, low):
     np.testing.assert_array_equal(dlc.compile(model).run({"a": a})["y"], expected)
 
 
+# --- the integer GEMM micro-kernel (u8 x s8 -> s32) ----------------------------------------------
+
+def _host_has(flag: str) -> bool:
+    from dlc.runtime.host import cpuinfo_flags
+
+    return flag in (cpuinfo_flags() or ())
+
+
+# (m, n, k, dot, vector width, tiles): k % 4 tails (k = 1, 3, 131, 23), edge panels and
+# rows, several kc blocks (kc=8 over k=23: two whole blocks and a 7-long one).
+INT8_CASES = [(1, 1, 1, "vpdpbusd", 16, {}), (7, 70, 131, "vpdpbusd", 16, {}),
+              (7, 70, 131, "widen", 16, {}), (20, 33, 3, "vpdpbusd", 8, {}),
+              (20, 33, 21, "widen", 8, {}), (3, 5, 9, "widen", 4, {}),
+              (40, 150, 23, "vpdpbusd", 16, dict(mr=3, nr=32, kc=8, mc=6, nc=64))]
+
+
+@pytest.fixture(scope="module")
+def int8_gemms():
+    import ctypes
+
+    from llvmlite import ir
+
+    from dialects.gemm_ukernel import GemmSpec
+    from dlc.codegen.native import compile_object
+    from dlc.codegen.ukernels import emit_gemm
+    from dlc.runtime.mcjit import NativeModule
+
+    module, specs = ir.Module("int8"), []
+    vnni = _host_has("avx512_vnni")  # vpdpbusd at both widths (AVX512-VL)
+    for index, (m, n, k, dot, width, tiles) in enumerate(INT8_CASES):
+        tiles = {"kc": -(-k // 4) * 4, **tiles}
+        spec = GemmSpec(m, n, k, k, 1, "packed", n, n, bias="row" if index % 2 else None, dtype="u8s8",
+                        dot=dot, vector_width=width, l1_bytes=48 << 10, l2_bytes=2 << 20, **tiles)
+        specs.append(spec)
+        if vnni or dot == "widen":
+            emit_gemm(module, f"gemm{index}", spec, exported=True)
+    native = NativeModule(compile_object(str(module)))
+    signature = ctypes.CFUNCTYPE(None, *[ctypes.c_void_p] * 5)
+    return native, specs, [signature(native.address(f"gemm{i}")) if vnni or spec.dot == "widen" else None
+                           for i, spec in enumerate(specs)]
+
+
+@pytest.mark.parametrize("index", range(len(INT8_CASES)))
+def test_integer_gemm_kernel_is_exact_and_reads_only_its_bytes(int8_gemms, index):
+    """Full-range uint8 x int8 (the sums vpmaddubsw would saturate) against numpy in int64.
+    A ends at a page that cannot be read, so reading past its last row's k bytes (the k % 4
+    tail) would crash; C sits between canaries that must stay."""
+    import ctypes
+    import mmap
+
+    from dialects.gemm_ukernel import pack_b_u8s8
+
+    _native, specs, functions = int8_gemms
+    spec = specs[index]
+    if functions[index] is None:
+        pytest.skip("this CPU has no AVX512-VNNI (the widen cases test the kernel)")
+    rng = np.random.default_rng(index)
+    a = rng.integers(0, 256, (spec.m, spec.k)).astype(np.uint8)
+    b = rng.integers(-128, 128, (spec.k, spec.n)).astype(np.int8)
+    bias = rng.integers(-10**6, 10**6, spec.n).astype(np.int32)
+    page = mmap.PAGESIZE
+    guarded = mmap.mmap(-1, 2 * page)
+    base = ctypes.addressof(ctypes.c_char.from_buffer(guarded))
+    libc = ctypes.CDLL(None, use_errno=True)
+    assert libc.mprotect(ctypes.c_void_p(base + page), page, 0) == 0  # PROT_NONE
+    a_view = np.frombuffer(guarded, np.uint8, a.size, page - a.size)
+    a_view[:] = a.ravel()
+    packed = pack_b_u8s8(b, spec.nr)
+    canary = np.iinfo(np.int32).min + 7
+    c = np.full(spec.m * spec.n + 32, canary, np.int32)
+    functions[index](base + page - a.size, packed.ctypes.data, c[16:].ctypes.data,
+                     bias.ctypes.data if spec.bias else None, None)
+    expected = a.astype(np.int64) @ b.astype(np.int64) + (bias if spec.bias else 0)
+    np.testing.assert_array_equal(c[16:-16].reshape(spec.m, spec.n), expected)
+    assert (c[:16] == canary).all() and (c[-16:] == canary).all()
+    del a_view
+    libc.mprotect(ctypes.c_void_p(base + page), page, mmap.PROT_READ | mmap.PROT_WRITE)
+    guarded.close()
+
+
+def _integer_gemms(model) -> int:
+    from dlc.driver import compile_model
+
+    return str(compile_model(model, compile_to="linalg").module).count('dtype = "u8s8"')
+
+
+# Odd sizes (k % 4 = 1, 3; n not a multiple of 16), per-column weight scales, zero points 0
+# and not, uint8 A (the integer micro-kernel) and int8 A (the float32-exact or int32 path).
+@pytest.mark.parametrize("a_type, k, n, a_zero", [(np.uint8, 37, 19, 131), (np.uint8, 300, 70, 0),
+                                                  (np.uint8, 5, 1, 255), (np.int8, 37, 19, -3)])
+def test_qlinear_matmul_matches_onnxruntime(a_type, k, n, a_zero):
+    rng = np.random.default_rng(k)
+    info = np.iinfo(a_type)
+    a = rng.integers(info.min, info.max + 1, (2, 5, k)).astype(a_type)
+    constants = [("a_scale", np.array(0.02, np.float32)), ("a_zero", np.array(a_zero, a_type)),
+                 ("b", rng.integers(-128, 128, (k, n)).astype(np.int8)),
+                 ("b_scale", rng.uniform(0.001, 0.01, n).astype(np.float32)),
+                 ("b_zero", np.zeros(n, np.int8)),
+                 ("y_scale", np.array(0.5, np.float32)), ("y_zero", np.array(a_zero // 2, a_type))]
+    elem = helper.np_dtype_to_tensor_dtype(np.dtype(a_type))  # onnxruntime: y has A's type
+    model = _one_node("QLinearMatMul", [("a", elem, [2, 5, k])], constants, elem)
+    assert _integer_gemms(model) == (a_type == np.uint8)
+    got = dlc.compile(model).run({"a": a})["y"]
+    np.testing.assert_array_equal(got, run_onnxruntime(model, {"a": a})["y"])
+
+
+def test_matmul_integer_with_a_zero_point_known_at_run_time():
+    """DynamicQuantizeLinear's zero point reaches MatMulInteger at run time: the kernel folds
+    -a_zero * (column sums of B) into the GEMM's bias when it runs."""
+    rng = np.random.default_rng(11)
+    k, n = 67, 45
+    b = rng.integers(-128, 128, (k, n)).astype(np.int8)
+    graph = helper.make_graph(
+        [helper.make_node("MatMulInteger", ["a", "b", "a_zero"], ["y"], name="matmul")], "mmi",
+        [helper.make_tensor_value_info("a", T.UINT8, [3, 7, k]),
+         helper.make_tensor_value_info("a_zero", T.UINT8, [])],
+        [helper.make_tensor_value_info("y", T.INT32, [3, 7, n])], [numpy_helper.from_array(b, "b")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+    assert _integer_gemms(model) == 1
+    compiled = dlc.compile(model)
+    for zero in (0, 1, 200, 255):
+        a = rng.integers(0, 256, (3, 7, k)).astype(np.uint8)
+        got = compiled.run({"a": a, "a_zero": np.array(zero, np.uint8)})["y"]
+        np.testing.assert_array_equal(got, (a.astype(np.int64) - zero) @ b.astype(np.int64))
+
+
 # --- models quantized by onnxruntime's tools ----------------------------------------------------
 
 def _init(rng, name, *shape):

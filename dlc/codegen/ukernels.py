@@ -4,6 +4,12 @@ The GotoBLAS/BLIS loop nest (Goto & van de Geijn, "Anatomy of High-Performance M
 Multiplication", 2008) around an MR x NR register-blocked micro-kernel of `llvm.fma` on
 <VW x float> accumulators, with the epilogue fused into the micro-kernel's last store.
 What a GEMM computes, its tiles and layouts are its `GemmSpec` (dialects/gemm_ukernel.py).
+
+The integer GEMM (dtype "u8s8": uint8 A, int8 B, int32 C) shares the loop nest; its
+micro-kernel sums four u8 x s8 products per int32 lane with `vpdpbusd` (AVX512-VNNI, or the
+256-bit AVX-VNNI form), as oneDNN and MLAS do, or, on a CPU without VNNI ("widen"), as exact
+int16 products summed in int32. Not `vpmaddubsw`: it saturates each pair sum to int16
+(255 * 127 * 2 > 32767), which is why onnxruntime's AVX2 kernels need 7-bit weights.
 """
 
 from __future__ import annotations
@@ -42,6 +48,9 @@ class _Vec:
     lanes: int
 
 
+I8 = ir.IntType(8)
+
+
 def emit_gemm(
     module: ir.Module,
     name: str,
@@ -62,7 +71,8 @@ def emit_gemm(
     the memory planner's buffers). `target`: (cpu, features) written as function attributes.
     Vector memory accesses say `align 4`: no alignment of the callers' buffers is assumed.
     """
-    return _GemmEmitter(module, name, spec, exported, noalias, target).emit()
+    emitter = _Int8GemmEmitter if spec.dtype == "u8s8" else _GemmEmitter
+    return emitter(module, name, spec, exported, noalias, target).emit()
 
 
 class _GemmEmitter:
@@ -362,3 +372,177 @@ class _GemmEmitter:
         b.call(
             kernel, [a_tile, self._gep(bp, b_off), self._gep(c, c_off), bias_tile, res_tile, *flags]
         )
+
+
+class _Int8GemmEmitter(_GemmEmitter):
+    """C(int32) = A(uint8) @ B(int8) [+ bias]: the same loop nest, a micro-kernel of dot
+    products of four bytes per int32 lane. Offsets into A and B are in bytes; k runs in groups
+    of four (B is zero-padded to them) and a last group of k % 4 reads only its bytes of A."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.vec = ir.VectorType(I32, self.vw)
+        self.zero = ir.Constant(self.vec, [0] * self.vw)
+        self.bytes = ir.VectorType(I8, 4 * self.vw)
+
+    def _gep(self, base: ir.Value, offset: ir.Value | int, etype: ir.Type = I32) -> ir.Value:
+        if isinstance(offset, int):
+            if offset == 0:
+                return base
+            offset = _i64(offset)
+        return self.b.gep(base, [offset], inbounds=True, source_etype=etype)
+
+    def _load(self, base: ir.Value, vec: _Vec) -> ir.Value:
+        ptr = self._gep(base, vec.offset)
+        if vec.lanes == self.vw:
+            return self.b.load(ptr, typ=self.vec, align=4)
+        fn = self._intrinsic(f"llvm.masked.load.v{self.vw}i32.p0", self.vec,
+                             [PTR, I32, ir.VectorType(I1, self.vw), self.vec])  # fmt: skip
+        return self.b.call(fn, [ptr, ir.Constant(I32, 4), self._mask(vec.lanes), self.zero])
+
+    def _store(self, value: ir.Value, base: ir.Value, vec: _Vec) -> None:
+        ptr = self._gep(base, vec.offset)
+        if vec.lanes == self.vw:
+            self.b.store(value, ptr, align=4)
+            return
+        fn = self._intrinsic(f"llvm.masked.store.v{self.vw}i32.p0", VOID,
+                             [self.vec, PTR, I32, ir.VectorType(I1, self.vw)])  # fmt: skip
+        self.b.call(fn, [value, ptr, ir.Constant(I32, 4), self._mask(vec.lanes)])
+
+    def _dot(self, acc: ir.Value, a_word: ir.Value, b_bytes: ir.Value) -> ir.Value:
+        """acc + the sums of four u8 (the word of A, every lane) x s8 (B) products per lane."""
+        b = self.b
+        a_bytes = b.bitcast(self._splat(a_word), self.bytes)
+        if self.spec.dot == "vpdpbusd":
+            bits = 32 * self.vw
+            name = "llvm.x86.avx512.vpdpbusd.512" if bits == 512 else f"llvm.x86.avx512.vpdpbusd.{bits}"
+            fn = self._intrinsic(name, self.vec, [self.vec, self.bytes, self.bytes])
+            return b.call(fn, [acc, a_bytes, b_bytes])
+        # u8 x s8 fits int16 exactly (|255 * -128| < 2**15); the sums are taken in int32.
+        i16s, i32s = ir.VectorType(ir.IntType(16), 4 * self.vw), ir.VectorType(I32, 4 * self.vw)
+        products = b.sext(b.mul(b.zext(a_bytes, i16s), b.sext(b_bytes, i16s), flags=("nsw",)), i32s)
+
+        def halves(value, lanes):
+            even = b.shuffle_vector(value, value, ir.Constant(ir.VectorType(I32, lanes), list(range(0, 2 * lanes, 2))))
+            odd = b.shuffle_vector(value, value, ir.Constant(ir.VectorType(I32, lanes), list(range(1, 2 * lanes, 2))))
+            return b.add(even, odd)
+
+        return b.add(acc, halves(halves(products, 2 * self.vw), self.vw))
+
+    def _a_words(self, a: ir.Value, offset: ir.Value, rows: int, partial: ir.Value | None) -> list[ir.Value]:
+        """Four bytes of each of A's rows at byte `offset` as one i32; with `partial`, only
+        the first `partial` (1-3) bytes are read, the others are zero."""
+        b, spec = self.b, self.spec
+        words = []
+        for i in range(rows):
+            ptr = self._gep(a, b.add(offset, _i64(i * spec.a_row_stride)), I8)
+            if partial is None:
+                words.append(b.load(ptr, typ=I32, align=1))
+                continue
+            v4 = ir.VectorType(I8, 4)
+            lanes = ir.Constant(ir.VectorType(I64, 4), [0, 1, 2, 3])
+            mask = b.icmp_unsigned("<", lanes, self._splat_i64(partial))
+            fn = self._intrinsic("llvm.masked.load.v4i8.p0", v4, [PTR, I32, ir.VectorType(I1, 4), v4])
+            loaded = b.call(fn, [ptr, ir.Constant(I32, 1), mask, ir.Constant(v4, [0] * 4)])
+            words.append(b.bitcast(loaded, I32))
+        return words
+
+    def _splat_i64(self, value: ir.Value) -> ir.Value:
+        typ = ir.VectorType(I64, 4)
+        one = self.b.insert_element(ir.Constant(typ, ir.Undefined), value, ir.Constant(I32, 0))
+        return self.b.shuffle_vector(one, ir.Constant(typ, ir.Undefined), ir.Constant(ir.VectorType(I32, 4), [0] * 4))
+
+    def _quad_step(self, a, bp, quad, vecs, rows, accs, partial=None) -> list[ir.Value]:
+        """acc[i][v] += the dot of A[i, 4q:4q+4] and B[4q:4q+4, v]'s columns."""
+        b = self.b
+        b_row = self._gep(bp, b.mul(quad, _i64(4 * self.spec.nr)), I8)
+        b_vecs = [b.load(self._gep(b_row, 4 * v.offset, I8), typ=self.bytes, align=1) for v in vecs]
+        words = self._a_words(a, b.mul(quad, _i64(4)), rows, partial)
+        return [self._dot(accs[i * len(vecs) + j], words[i], bv)
+                for i in range(rows) for j, bv in enumerate(b_vecs)]
+
+    def _kernel(self, rows: int, cols: int) -> ir.Function:
+        """As the float kernel, with kc's k values in groups of four, then its k % 4 tail."""
+        if (rows, cols) in self.kernels:
+            return self.kernels[rows, cols]
+        fn = self._function(f"{self.name}.tile{rows}x{cols}", [PTR] * 5 + [I64, I1, I1],
+                            (*_POINTERS, "kc", "load_c", "last"), "internal")  # fmt: skip
+        self.kernels[rows, cols] = fn
+        saved, self.b = self.b, ir.IRBuilder(fn.append_basic_block("entry"))
+        a, bp, c, bias, res, kc, load_c, last = fn.args
+        spec, b, vecs = self.spec, self.b, self._vectors(cols)
+        tile = [(i, v) for i in range(rows) for v in vecs]
+        blocks = {name: fn.append_basic_block(name) for name in ("load_c", "start", "k", "k.end", "tail", "done")}
+
+        def merge(pairs):
+            phis = [b.phi(self.vec) for _ in tile]
+            for values, block in pairs:
+                for phi, value in zip(phis, values):
+                    phi.add_incoming(value, block)
+            return phis
+
+        entry = b.block
+        b.cbranch(load_c, blocks["load_c"], blocks["start"])
+        b.position_at_end(blocks["load_c"])
+        loaded = [self._load(self._gep(c, i * spec.ldc), v) for i, v in tile]
+        b.branch(blocks["start"])
+
+        b.position_at_end(blocks["start"])
+        initial = merge([([self.zero] * len(tile), entry), (loaded, blocks["load_c"])])
+        quads = b.lshr(kc, _i64(2))
+        b.cbranch(b.icmp_signed(">", quads, _i64(0)), blocks["k"], blocks["k.end"])
+
+        b.position_at_end(blocks["k"])
+        q = b.phi(I64, "q")
+        accs = merge([(initial, blocks["start"])])
+        updated = self._quad_step(a, bp, q, vecs, rows, accs)
+        nxt = b.add(q, _i64(1), flags=("nsw",))
+        q.add_incoming(_i64(0), blocks["start"])
+        q.add_incoming(nxt, b.block)
+        for acc, new in zip(accs, updated):
+            acc.add_incoming(new, b.block)
+        b.cbranch(b.icmp_signed("<", nxt, quads), blocks["k"], blocks["k.end"])
+        loop_end = b.block
+
+        b.position_at_end(blocks["k.end"])
+        summed = merge([(initial, blocks["start"]), (updated, loop_end)])
+        rest = b.and_(kc, _i64(3))
+        b.cbranch(b.icmp_signed("!=", rest, _i64(0)), blocks["tail"], blocks["done"])
+
+        b.position_at_end(blocks["tail"])
+        tail = self._quad_step(a, bp, quads, vecs, rows, summed, partial=rest)
+        tail_end = b.block
+        b.branch(blocks["done"])
+
+        b.position_at_end(blocks["done"])
+        final = merge([(summed, blocks["k.end"]), (tail, tail_end)])
+        with b.if_else(last) as (with_epilogue, plain):
+            with with_epilogue:
+                self._store_tile(c, self._epilogue(final, tile, bias, res), tile)
+            with plain:
+                self._store_tile(c, final, tile)
+        b.ret_void()
+        self.b = saved
+        return fn
+
+    def _epilogue(self, values, tile, bias, res) -> list[ir.Value]:
+        if self.spec.bias is None:
+            return values
+        row_bias: dict[int, ir.Value] = {}
+        out = []
+        for x, (_, v) in zip(values, tile):
+            if v.offset not in row_bias:
+                row_bias[v.offset] = self._load(bias, v)
+            out.append(self.b.add(x, row_bias[v.offset]))
+        return out
+
+    def _call_tile(self, rows, cols, i, pc, jr, flags, pointers) -> None:
+        """Byte offsets into A (row i, column pc) and packed B (panel jr / nr, group pc / 4)."""
+        spec, b = self.spec, self.b
+        a, bp, c, bias, res = pointers
+        k4 = -(-spec.k // 4) * 4
+        a_tile = self._gep(a, b.add(b.mul(i, _i64(spec.a_row_stride)), pc), I8)
+        b_tile = self._gep(bp, b.add(b.mul(jr, _i64(k4)), b.mul(pc, _i64(spec.nr))), I8)
+        c_tile = self._gep(c, b.add(b.mul(i, _i64(spec.ldc)), jr))
+        bias_tile = self._gep(bias, jr) if spec.bias == "row" else bias
+        b.call(self._kernel(rows, cols), [a_tile, b_tile, c_tile, bias_tile, res, *flags])

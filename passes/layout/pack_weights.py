@@ -4,7 +4,9 @@ As fast libraries and IREE's data tiling do: a constant B (a MatMul/Gemm weight)
 becomes a new weight, Bp[j // nr][k][j % nr] zero-padded to whole panels, so each
 micro-kernel step reads one contiguous, cache-line aligned vector row; a Gemm
 transB weight is transposed in the same step. The register tile width nr is chosen
-here (from the target's vector width) unless the IR already sets it.
+here (from the target's vector width) unless the IR already sets it. An int8 B of an
+integer GEMM (dtype "u8s8") is packed in groups of four k values per column instead
+(`pack_b_u8s8`, the layout vpdpbusd reads).
 
 A constant A (a convolution's weights, rows = output channels) whose rows lie a multiple of
 4 KiB apart gets one cache line of padding per row: the mr rows a micro-kernel step
@@ -25,7 +27,16 @@ from xdsl.ir import BlockArgument, SSAValue
 from xdsl.passes import ModulePass
 from xdsl.rewriter import InsertPoint, Rewriter
 
-from dialects.gemm_ukernel import a_rows_alias, choose_tiles, gemm_attributes, gemm_spec, pack_b, pad_a_rows, ukernels
+from dialects.gemm_ukernel import (
+    a_rows_alias,
+    choose_tiles,
+    gemm_attributes,
+    gemm_spec,
+    pack_b,
+    pack_b_u8s8,
+    pad_a_rows,
+    ukernels,
+)
 from dialects.weights import weights_of
 from passes.target_info import target_info
 
@@ -72,7 +83,7 @@ class PackWeightsPass(ModulePass):
             spec = gemm_spec(decl)
             if spec.get("b_layout") == "row":
                 self._pack_b(op, decl, spec, first_calls, calls_in_main, main, store, info, done)
-            if a_rows_alias(spec["a_row_stride"], spec["a_k_stride"]):
+            if spec.get("dtype", "f32") == "f32" and a_rows_alias(spec["a_row_stride"], spec["a_k_stride"]):
                 self._pad_a_rows(op, decl, spec, first_calls, calls_in_main, main, store, done)
 
     def _pack_b(self, op, decl, spec, first_calls, calls_in_main, main, store, info, done) -> None:
@@ -85,8 +96,10 @@ class PackWeightsPass(ModulePass):
             array = array.T
         nr = spec.get("nr") or choose_tiles(spec["m"], spec["n"], spec["k"], info.vector_width,
                                             info.l1_bytes, info.l2_bytes)[1]
-        key = (weight_name, "packed", nr, bool(spec.get("b_trans")), array.shape)
-        self._replace_weight(op, decl, main, site, f"{weight_name}.packed{nr}", lambda: pack_b(array, nr), 1,
+        int8 = spec.get("dtype", "f32") == "u8s8"
+        pack = pack_b_u8s8 if int8 else pack_b
+        key = (weight_name, "packed_u8s8" if int8 else "packed", nr, bool(spec.get("b_trans")), array.shape)
+        self._replace_weight(op, decl, main, site, f"{weight_name}.packed{nr}", lambda: pack(array, nr), 1,
                              done, key)
         spec.update(b_layout="packed", b_trans=0, nr=nr, ldb=spec["n"])
         decl.attributes["dlc.gemm"] = _attrs(spec)

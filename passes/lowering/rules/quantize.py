@@ -10,10 +10,14 @@ onnxruntime's CPU kernels, since that is what users compare against:
   padding of ConvInteger/QLinearConv then reads as 0, as in both references);
 - requantization (QLinearMatMul/QLinearConv): float32(acc) * float32(a_scale * b_scale /
   y_scale), round half to even, add y's zero point, saturate (MlasRequantizeOutput).
-The contractions run on the float32 GEMM micro-kernel where float32 is provably exact
-(constant weights small enough that every partial sum stays below 2**24, as with
-quantize_dynamic/quantize_static's reduce_range), else on contraction.py's and conv.py's
-int32 loop nests.
+A MatMul of a uint8 A (zero point per tensor) by a constant int8 B (zero point 0, as
+onnxruntime's tools write weights) runs on the integer GEMM micro-kernel (u8 x s8 -> s32,
+vpdpbusd; dialects/gemm_ukernel.py): B is packed at compile time (pack-weights) and the zero
+point term -a_zero * (column sums of B) is folded into an int32 bias, at compile time when
+a_zero is constant (in the kernel, n multiplies, when it is computed at run time, as
+DynamicQuantizeLinear's). The other contractions run on the float32 GEMM micro-kernel where
+float32 is provably exact (constant weights small enough that every partial sum stays below
+2**24, as with reduce_range), else on contraction.py's and conv.py's int32 loop nests.
 """
 
 from __future__ import annotations
@@ -21,14 +25,15 @@ from __future__ import annotations
 from math import prod
 
 import numpy as np
-from xdsl.dialects import arith, math
-from xdsl.dialects.builtin import IntegerType, MemRefType, Signedness, f32, i32
+from xdsl.dialects import arith, math, memref
+from xdsl.dialects.builtin import IntegerAttr, IntegerType, MemRefType, Signedness, StringAttr, UnitAttr, f32, i32
 from xdsl.ir import SSAValue
 
 from dialects.diagnostics import UnsupportedError
 from dialects.onnx import WeightOp
 from dialects.types import is_float, numpy_dtype
 from dialects.weights import weights_of
+from passes.lowering.kernels_to_linalg import reshape_view
 from passes.lowering.rules import lowers
 from passes.lowering.rules.contraction import lower_matmul
 from passes.lowering.rules.conv import lower_conv
@@ -42,6 +47,7 @@ from passes.lowering.utils.linalg_builder import (
     dim,
     identity_map,
 )
+from passes.lowering.utils.ukernel_calls import emit_gemm_call
 
 _QUANT_TYPES = (np.int8, np.uint8, np.int16, np.uint16)
 
@@ -276,11 +282,73 @@ def _to_int32(kb, acc: SSAValue, out: SSAValue) -> None:
                lambda b, a: [b.math(arith.FPToSIOp, a[0], i32)])
 
 
+# The integer GEMM's k block: a B micro-panel of kc x nr int8 streams from L2 as the float
+# one does (64 columns x 2048 = 128 KiB); longer k is split into equal blocks.
+_INT8_KC = 2048
+
+
+def _weight(kb, op, hint: str, array: np.ndarray) -> SSAValue:
+    """A new compile-time constant, read in the kernel through memref.get_global."""
+    module = op.get_toplevel_object()
+    name = weights_of(module).add(hint, array)
+    type = MemRefType(i32, list(array.shape))
+    module.body.block.add_op(memref.GlobalOp.get(StringAttr(name), type, UnitAttr(), constant=UnitAttr()))
+    return kb.insert(memref.GetGlobalOp(name, type)).memref
+
+
+def _dot_instruction(op) -> str:
+    """vpdpbusd where the target has it at its vector width (`dlc.vnni_bits`), else "widen"."""
+    attributes = op.get_toplevel_object().attributes
+    bits = attributes.get("dlc.vector_bits")
+    bits = bits.value.data if isinstance(bits, IntegerAttr) else 512
+    vnni = attributes.get("dlc.vnni_bits")
+    has_vnni = isinstance(vnni, IntegerAttr) and vnni.value.data >= bits
+    return "vpdpbusd" if has_vnni and bits in (256, 512) else "widen"
+
+
+def _integer_gemm(kb, op, a, a_zero, b, out, b_index: int, b_zero_index: int) -> bool:
+    """A @ B on the integer GEMM micro-kernel when A is uint8 (a per-tensor zero point), B a
+    constant int8 matrix with zero point 0 and `out` int32; False (nothing emitted) otherwise."""
+    b_array = _constant(op, b_index)
+    b_zero = _constant(op, b_zero_index) if b_zero_index < len(op.operands) else np.zeros((), np.int8)
+    a_shape, out_shape = a.type.get_shape(), out.type.get_shape()
+    if (numpy_dtype(a.type.element_type) != np.uint8 or b_array is None or b_array.dtype != np.int8
+            or b_array.ndim != 2 or b_zero is None or b_zero.any() or out.type.element_type != i32
+            or (a_zero is not None and prod(a_zero.type.get_shape()) != 1) or 0 in out_shape):
+        return False
+    k, n = b_array.shape
+    rows = prod(a_shape[:-1])
+    column_sums = b_array.astype(np.int64).sum(axis=0)
+    bias = None
+    a_zero_value = _constant(op, 2) if a_zero is not None else None  # a_zero is operand 2 of both ops
+    if a_zero_value is not None:
+        if a_zero_value.any():
+            correction = -int(a_zero_value.reshape(-1)[0]) * column_sums
+            bias = _weight(kb, op, "a_zero_correction", correction.astype(np.int32))
+    elif a_zero is not None:  # computed at run time: -a_zero * column sums, n products here
+        sums = _weight(kb, op, "column_sums", column_sums.astype(np.int32))
+        bias = kb.scratch(MemRefType(i32, [n]))
+        z_map = affine_map(1, [cst(0)] * len(a_zero.type.get_shape()))
+        kb.generic([a_zero, sums], [bias], [z_map, identity_map(1), identity_map(1)], [PARALLEL],
+                   lambda b, args: [b.sub(b.const(0, i32), b.mul(widen(b, args[0], i32), args[1]))])
+    k4 = -(-k // 4) * 4
+    blocks = -(-k4 // _INT8_KC)
+    emit_gemm_call(kb, op, reshape_view(kb.builder, a, [rows, k]), b,
+                   reshape_view(kb.builder, out, [rows, n]), bias_buffer=bias,
+                   bias="row" if bias is not None else None, m=rows, n=n, k=k, a_row_stride=k,
+                   a_k_stride=1, ldb=n, ldc=n, dtype="u8s8", dot=_dot_instruction(op),
+                   kc=-(-k4 // (4 * blocks)) * 4)
+    return True
+
+
 def _matmul_integer(kb, op, a, a_zero, b, b_zero, out, indices=(0, 1, 3)) -> SSAValue:
-    """A @ B in int32 (or exactly in float32: `_exact_in_float`); returns the accumulator,
-    which is `out` or, on the float path when `out` is int32, a float32 scratch buffer."""
+    """A @ B in int32 (on the integer micro-kernel: `_integer_gemm`, or exactly in float32:
+    `_exact_in_float`); returns the accumulator, which is `out` or, on the float path when
+    `out` is int32, a float32 scratch buffer."""
     a_rank, b_rank = len(a.type.get_shape()), len(b.type.get_shape())
     kb.epilogue = None  # an integer tail is kernels-to-linalg's to apply, not the float GEMM's
+    if _integer_gemm(kb, op, a, a_zero, b, out, indices[1], indices[2]):
+        return out
     if b_rank == 2 and _exact_in_float(op, a, indices[1], indices[2], None, (0,)):
         af = _centered_float(kb, op, a, a_zero, max(a_rank - 2, 0), "A")
         bf = _centered_float(kb, op, b, b_zero, b_rank - 1, "B")
