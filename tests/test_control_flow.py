@@ -209,3 +209,17 @@ def test_run_time_if_with_branches_of_different_shapes_is_refused():
     model = _runtime_if(then, other, shape=(None,))
     with pytest.raises(DlcError, match=r"node 'select' \(If\): its branches give output 'y' different shapes"):
         import_model(model)
+
+
+def test_loop_over_a_shape_derived_trip_count_and_scan_outputs():
+    """`for i in range(x.shape[0])`: the trip count folds from Shape -> Gather, then unrolls;
+    each iteration's state is collected as a scan output."""
+    body = _loop_body()
+    model = _loop_model(3, body)
+    model.graph.input.append(helper.make_tensor_value_info("rows", F, [3, 7]))
+    model.graph.node.insert(0, helper.make_node("Shape", ["rows"], ["rows_shape"]))
+    model.graph.node.insert(1, helper.make_node("Gather", ["rows_shape", "zero"], ["M_rows"], axis=0))
+    model.graph.initializer.append(helper.make_tensor("zero", TensorProto.INT64, [], [0]))
+    model.graph.node[2].input[0] = "M_rows"
+    onnx.checker.check_model(model, full_check=True)
+    _assert_matches(model, [{"s0": np.array([1.0, -2.0], np.float32), "rows": np.zeros((3, 7), np.float32)}])
