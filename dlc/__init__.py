@@ -141,4 +141,9 @@ def load(directory: str | Path, max_memory: str | int | None = None) -> Compiled
 
     if is_index(directory):  # several shapes of a model with symbolic dimensions
         return load_index(directory, max_memory=max_memory)
+    from dlc.targets.partition_artifact import is_partitioned, load_partitioned
+
+    if is_partitioned(directory):  # a model split across targets (cpu and cuda partitions)
+        saved = load_partitioned(directory, max_memory=max_memory)
+        return CompiledModel(saved, saved.target)
     return CompiledModel(load_artifact(directory, max_memory=max_memory), "cpu")

@@ -182,6 +182,24 @@ def test_saved_partition_keeps_its_ptx(tmp_path):
     np.testing.assert_array_equal(loaded.weights["W"], cuda.weights["W"])
 
 
+def test_split_model_saves_and_loads_without_the_compiler(tmp_path):
+    import subprocess
+    import sys
+
+    import dlc
+
+    dlc.compile(_mlp(), target="cuda").save(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "constants.npz", "part0.cuda", "part1.cpu", "part2.cuda", "partitions.json"]
+    assert ".target sm_90" in (tmp_path / "part0.cuda" / "kernels.ptx").read_text()
+    # Loading imports no compiler code (as for a cpu artifact: tests/test_layering.py).
+    code = (f"import sys, dlc; m = dlc.load({str(tmp_path)!r}); "
+            "print(m.target, [s.target for s in m._executable.steps], "
+            "sorted(k for k in ('xdsl', 'onnx', 'passes') if k in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split("\n")[0] == "cuda ['cuda', 'cpu', 'cuda'] []"
+
+
 def test_without_cuda_bindings_running_is_a_clear_error():
     import importlib.util
 
@@ -284,6 +302,14 @@ def test_gpu_saved_partition_runs_without_recompiling(tmp_path):
     feeds = {cuda.inputs[0].name: random_feeds(model)["x"]}
     np.testing.assert_array_equal(load_cuda(tmp_path).run(feeds)[cuda.outputs[0].name],
                                   cuda.run(feeds)[cuda.outputs[0].name])
-    profiled = cuda.run(feeds, profile=True)
+    # The whole split model (cuda, cpu, cuda) through dlc.load, without recompiling.
+    import dlc
+
+    split = _mlp(65, 40, 30)
+    dlc.compile(split, target="cuda").save(tmp_path / "split")
+    feeds = random_feeds(split)
+    got = dlc.load(tmp_path / "split").run(feeds)["y"]
+    np.testing.assert_allclose(got, run_onnxruntime(split, feeds)[0], rtol=1e-4, atol=1e-4)
+    profiled = cuda.run({cuda.inputs[0].name: feeds["x"]}, profile=True)
     assert profiled and [name for name, _ in cuda.last_kernel_ms] == ["k0_Gemm_fused"]
     assert cuda.last_kernel_ms[0][1] > 0

@@ -127,6 +127,12 @@ class Target(ABC):
     @abstractmethod
     def build(self, module: ModuleOp, options: CompileOptions) -> Executable: ...
 
+    def load(self, directory) -> Executable:
+        """Runtime hook: the executable that `build`'s result saved in `directory`, loaded without
+        the compiler (a model split across targets: dlc/targets/partition_artifact.py)."""
+        raise DlcError(f"target '{self.name}' cannot load a saved partition",
+                       "run the .onnx model with --target instead")
+
 
 def graph_main(module):
     """The `func.func @main` of a graph-phase module (what a target's build() receives)."""

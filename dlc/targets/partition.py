@@ -431,16 +431,10 @@ class PartitionedExecutable:
                           for v in returned]
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from dlc.runtime import check_inputs
+        from dlc.targets.partition_artifact import run_steps
 
-        env = dict(self._constants)
-        env.update(zip((s.name for s in self.inputs), check_inputs(self.inputs, feeds, self.constant_inputs)))
-        for step in self.steps:
-            # Copy in: each partition gets its own buffers, as a device memory would.
-            results = step.executable.run({name: np.array(env[name], copy=True) for name in step.inputs})
-            env.update((name, results[name]) for name in step.outputs)
-        return {spec.name: np.asarray(env[name]).reshape(spec.shape)
-                for spec, name in zip(self.outputs, self._returned)}
+        return run_steps(self.steps, self.inputs, self.constant_inputs, self._constants, self._returned,
+                         self.outputs, feeds)
 
     def npu_reports(self) -> list[tuple[str, object]]:
         """(partition label, its report) of each partition that kept one from the latest run."""
@@ -459,5 +453,7 @@ class PartitionedExecutable:
         return "\n".join(lines)
 
     def save(self, directory) -> None:
-        raise CompileError("a model split across targets has no single artifact yet; "
-                           "run the .onnx model with --target, or compile for cpu")
+        """One directory per partition and partitions.json (dlc/targets/partition_artifact.py)."""
+        from dlc.targets.partition_artifact import save_partitioned
+
+        save_partitioned(self, directory)

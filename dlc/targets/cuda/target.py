@@ -110,6 +110,11 @@ class CudaTarget(Target):
         ptx, plan, weights = lower_partition(module, options)
         return CudaExecutable(ptx, plan, weights)
 
+    def load(self, directory):
+        from dlc.targets.cuda.runtime import load_cuda
+
+        return load_cuda(directory)
+
 
 def cuda_launches(module) -> list:
     from dialects.kernel import LaunchOp
