@@ -372,5 +372,7 @@ def _type_text(value_type: onnx.TypeProto | None) -> str:
     if value_type is None or not value_type.HasField("tensor_type"):
         return "?"
     tensor = value_type.tensor_type
+    if not tensor.HasField("shape"):
+        return f"{onnx.TensorProto.DataType.Name(tensor.elem_type).lower()}[unknown rank]"
     dims = [str(d.dim_value) if d.HasField("dim_value") else (d.dim_param or "?") for d in tensor.shape.dim]
     return f"{onnx.TensorProto.DataType.Name(tensor.elem_type).lower()}[{', '.join(dims)}]"
