@@ -19,6 +19,9 @@ import pytest
 from onnx.backend.test import BackendTest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # node_cases, when imported from elsewhere
+
+from node_cases import use_cached_node_cases
 
 import dlc.backend
 
@@ -45,6 +48,7 @@ def read_unsupported_list(path: Path = UNSUPPORTED_LIST) -> dict[str, str]:
 
 def cpu_test_cases(xfails: dict[str, str]) -> dict[str, type[unittest.TestCase]]:
     """The suite's unittest classes, CPU tests only, with `xfails` marked as expected failures."""
+    use_cached_node_cases()  # onnx generates them in Python: ~10 s per process otherwise
     with warnings.catch_warnings():  # the node-test generators overflow and divide by 0 on purpose
         warnings.simplefilter("ignore", RuntimeWarning)
         backend_test = BackendTest(dlc.backend, __name__)

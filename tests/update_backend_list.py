@@ -211,7 +211,10 @@ def counted_tests() -> set[str]:
 
 
 def _node_test_info() -> dict[str, tuple[str | None, bool]]:
+    from node_cases import use_cached_node_cases
     from onnx.backend.test.loader import load_model_tests
+
+    use_cached_node_cases()
 
     def counted(model) -> bool:
         values = [*model.graph.input, *model.graph.output]
