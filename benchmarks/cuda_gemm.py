@@ -47,6 +47,49 @@ def mlp_model(batch: int, seed: int = 0) -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
+def conv_model(batch: int, channels: int = 64, size: int = 56, seed: int = 0) -> onnx.ModelProto:
+    """ResNet-50's 3x3 conv of stage 1 (64 -> 64 channels, 56 x 56, pad 1) with bias and Relu."""
+    rng = np.random.default_rng(seed)
+    w = (rng.standard_normal((channels, channels, 3, 3)) / 24).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "W", "b"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+         helper.make_node("Relu", ["c"], ["y"], name="relu")], "conv",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, channels, size, size])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, channels, size, size])],
+        [numpy_helper.from_array(w, "W"),
+         numpy_helper.from_array(rng.standard_normal(channels).astype(np.float32), "b")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def bench_conv(batch: int, repeat: int) -> str:
+    import torch
+
+    import dlc
+
+    model = conv_model(batch)
+    step = cuda_step(dlc.compile(model, target="cuda"))
+    x = np.random.default_rng(3).standard_normal((batch, 64, 56, 56)).astype(np.float32)
+    feeds = {step.inputs[0].name: x}
+    got = step.run(feeds)[step.outputs[0].name]
+    kernel = []
+    for _ in range(repeat):
+        step.run(feeds, profile=True)
+        kernel.append(step.last_kernel_ms[0][1])
+    kernel_ms = statistics.median(kernel)
+    w, b = (torch.from_numpy(numpy_helper.to_array(i).copy()).cuda() for i in model.graph.initializer)
+    tx = torch.from_numpy(x).cuda()
+    figures = {}
+    for tf32 in (False, True):
+        torch.backends.cudnn.allow_tf32 = tf32
+        figures[tf32] = torch_ms(lambda: torch.relu(torch.nn.functional.conv2d(tx, w, b, padding=1)), repeat)
+    torch.backends.cudnn.allow_tf32 = False
+    want = torch.relu(torch.nn.functional.conv2d(tx, w, b, padding=1)).cpu().numpy()
+    error = float(np.max(np.abs(got - want)))
+    tflops = 2 * batch * 64 * 56 * 56 * 64 * 9 / (kernel_ms * 1e-3) / 1e12
+    return (f"| conv 3x3 64->64 56x56 + bias + Relu, batch {batch} | {kernel_ms:.3f} ms, {tflops:.1f} TFLOP/s | "
+            f"{figures[False]:.3f} ms | {figures[True]:.3f} ms | {error:.1e} |")
+
+
 def cuda_step(compiled):
     return next(s.executable for s in compiled._executable.steps if s.target == "cuda")
 
@@ -96,7 +139,7 @@ def bench_gemm(n: int, repeat: int) -> str:
         kernel.append(step.last_kernel_ms[0][1])
     kernel_ms = statistics.median(kernel)
     e2e_ms = wall_ms(lambda: compiled.run({"A": a}), repeat)
-    b = numpy_helper.to_array(model.graph.initializer[0])
+    b = numpy_helper.to_array(model.graph.initializer[0]).copy()
     rows = slice(0, 64)
     reference = a[rows].astype(np.float64) @ b.astype(np.float64)
     error = float(np.max(np.abs(out[rows] - reference)) / np.max(np.abs(reference)))
@@ -149,6 +192,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1024, 2048, 4096])
     parser.add_argument("--repeat", type=int, default=10)
+    parser.add_argument("--no-models", action="store_true", help="GEMMs only (a tile sweep)")
     args = parser.parse_args()
     import torch
 
@@ -158,6 +202,12 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|")
     for n in args.sizes:
         print(bench_gemm(n, args.repeat), flush=True)
+    if args.no_models:
+        return
+    print("\n| conv | dlc kernel | cuDNN FP32 | cuDNN TF32 | max abs. error |")
+    print("|---|---|---|---|---|")
+    for batch in (1, 32):
+        print(bench_conv(batch, args.repeat), flush=True)
     print("\n| model | dlc cuda run | torch eager, copies in/out | torch eager, input resident | "
           "max abs. error vs onnxruntime |")
     print("|---|---|---|---|---|")

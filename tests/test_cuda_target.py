@@ -152,6 +152,38 @@ def test_elementwise_ptx_guards_and_broadcasts():
     assert "udiv i32" in llvm_ir and "urem i32" in llvm_ir and re.search(r"icmp ult i32 %v\d+, 105", llvm_ir)
 
 
+def _conv_block(n=2, c=5, h=11, w=9, co=7, seed=5, **attrs):
+    """Conv (+ bias) -> Relu -> Add of a second input (a residual), all one kernel."""
+    rng = np.random.default_rng(seed)
+    attrs = {"pads": [1, 2, 1, 2], "strides": [1, 1], "dilations": [1, 1], **attrs}
+    (top, left, bottom, right), (sh, sw), (dh, dw) = attrs["pads"], attrs["strides"], attrs["dilations"]
+    oh, ow = (h + top + bottom - 2 * dh - 1) // sh + 1, (w + left + right - 2 * dw - 1) // sw + 1
+    return _model([helper.make_node("Conv", ["x", "W", "b"], ["c"], name="conv", kernel_shape=[3, 3], **attrs),
+                   helper.make_node("Relu", ["c"], ["r"], name="relu"),
+                   helper.make_node("Add", ["r", "res"], ["y"], name="residual")],
+                  [("x", [n, c, h, w]), ("res", [n, co, oh, ow])], [("y", [n, co, oh, ow])],
+                  [("W", rng.standard_normal((co, c, 3, 3)) / 3), ("b", rng.standard_normal(co))])
+
+
+def test_conv_is_an_implicit_gemm_with_its_epilogue():
+    from dlc.frontend.importer import import_model
+    from dlc.targets.cuda.target import support_of
+
+    model = _conv_block()
+    executable = _compile(model)
+    assert set(executable.placement.nodes.values()) == {"cuda"}
+    launches = [launch["nodes"] for step in _cuda_steps(executable) for launch in step.plan["launches"]]
+    assert launches == [["conv", "relu", "residual"]]  # bias, Relu and the residual Add in its store
+    llvm_ir, ptx = _ptx(model)
+    # No im2col buffer: the B tile's loads test each tap against the image (signed: padding).
+    assert "icmp sge i32" in llvm_ir and "icmp slt i32" in llvm_ir
+    assert "ld.shared" in ptx and "bar.sync" in ptx
+    grouped = _model([helper.make_node("Conv", ["x", "W"], ["y"], name="dw", group=2)],
+                     [("x", [1, 2, 5, 5])], [("y", [1, 2, 3, 3])], [("W", np.ones((2, 1, 3, 3)))])
+    ops = {op.node_name: op for op in import_model(grouped).walk() if hasattr(op, "node_name")}
+    assert "grouped" in support_of(ops["dw"]).reason
+
+
 def test_plan_uploads_weights_and_views_share_buffers():
     rng = np.random.default_rng(1)
     model = _model([helper.make_node("Gemm", ["x", "W", "b"], ["g"], name="gemm", transB=1, alpha=0.5),
@@ -285,6 +317,50 @@ def test_gpu_batched_matmul():
                    [("q", [2, 3, 33, 17]), ("k", [2, 3, 17, 40])], [("y", [2, 3, 33, 8])],
                    [("W", rng.standard_normal((40, 8)))])
     _check(model, rtol=1e-4, atol=1e-4)
+
+
+@gpu
+@pytest.mark.gpu
+@pytest.mark.parametrize("attrs", [{}, {"strides": [2, 2], "dilations": [2, 1], "pads": [0, 1, 2, 0]}])
+def test_gpu_conv_matches_onnxruntime(attrs):
+    # K = Cin * 3 * 3 = 45 products per output in another order than MLAS: 1e-5 relative, and
+    # 1e-5 absolute for outputs that cancel to near zero.
+    _check(_conv_block(**attrs), rtol=1e-5, atol=1e-5)
+
+
+@gpu
+@pytest.mark.gpu
+def test_gpu_resnet_style_block_matches_onnxruntime():
+    # 3x3 convs of 64 channels (K = 576), BatchNorm folded into them, MaxPool/GlobalAveragePool on
+    # cpu: the placement alternates cuda and cpu partitions.
+    rng = np.random.default_rng(6)
+
+    def bn(name, c):
+        return [(f"{name}_{k}", v) for k, v in (("s", rng.uniform(0.5, 1.5, c)), ("b", rng.standard_normal(c)),
+                                                  ("m", rng.standard_normal(c) * 0.1), ("v", rng.uniform(0.5, 1.5, c)))]
+
+    weights = [("W1", rng.standard_normal((64, 3, 7, 7)) / 12), ("W2", rng.standard_normal((64, 64, 3, 3)) / 24),
+               ("W3", rng.standard_normal((64, 64, 3, 3)) / 24), ("Wf", rng.standard_normal((64, 10)) / 8),
+               *bn("bn1", 64), *bn("bn2", 64), *bn("bn3", 64)]
+
+    def batchnorm(x, name):
+        return helper.make_node("BatchNormalization", [x, f"{name}_s", f"{name}_b", f"{name}_m", f"{name}_v"],
+                                [f"{name}_out"], name=name)
+
+    nodes = [helper.make_node("Conv", ["x", "W1"], ["c1"], name="conv1", strides=[2, 2], pads=[3, 3, 3, 3]),
+             batchnorm("c1", "bn1"), helper.make_node("Relu", ["bn1_out"], ["r1"], name="relu1"),
+             helper.make_node("MaxPool", ["r1"], ["p1"], name="pool", kernel_shape=[3, 3], strides=[2, 2],
+                              pads=[1, 1, 1, 1]),
+             helper.make_node("Conv", ["p1", "W2"], ["c2"], name="conv2", pads=[1, 1, 1, 1]),
+             batchnorm("c2", "bn2"), helper.make_node("Relu", ["bn2_out"], ["r2"], name="relu2"),
+             helper.make_node("Conv", ["r2", "W3"], ["c3"], name="conv3", pads=[1, 1, 1, 1]),
+             batchnorm("c3", "bn3"), helper.make_node("Add", ["bn3_out", "p1"], ["s"], name="residual"),
+             helper.make_node("Relu", ["s"], ["r3"], name="relu3"),
+             helper.make_node("GlobalAveragePool", ["r3"], ["g"], name="gap"),
+             helper.make_node("Flatten", ["g"], ["f"], name="flatten"),
+             helper.make_node("MatMul", ["f", "Wf"], ["y"], name="fc")]
+    compiled = _check(_model(nodes, [("x", [2, 3, 64, 64])], [("y", [2, 10])], weights), rtol=1e-4, atol=1e-4)
+    assert [s.target for s in compiled._executable.steps] == ["cuda", "cpu", "cuda", "cpu", "cuda"]
 
 
 @gpu

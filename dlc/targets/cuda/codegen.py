@@ -5,9 +5,12 @@ not yet through the shared linalg/loops phases, because the loops emitter (dlc/c
 parallel loops for the host's thread pool and has no notion of a grid. Two kernel shapes:
 - elementwise: one thread per output element, a fused chain of elementwise ops, inputs read with
   numpy broadcasting;
-- GEMM (MatMul, Gemm, batched MatMul): the classic shared-memory tiled kernel, a BM x BN tile
-  per thread block staged through shared memory BK columns at a time, each thread holding a
-  TM x TN register tile; the kernel's elementwise epilogue applied before the one store.
+- GEMM (MatMul, Gemm, batched MatMul; Conv as an implicit GEMM): the classic shared-memory
+  tiled kernel, a BM x BN tile per thread block staged through shared memory BK columns at a
+  time, each thread holding a TM x TN register tile; the kernel's elementwise epilogue applied
+  before the one store. A 2-D Conv is W [Cout, Cin*KH*KW] times the im2col matrix of its input,
+  which is never built: the B tile's loads compute each element's input pixel (zero in the
+  padding), and output column n*OH*OW + p lands in NCHW, consecutive threads on consecutive pixels.
 Tile sizes come from the target description on the module (`dlc.gemm_tile_m` ...), as the CPU's
 GEMM tiles do, so a user or a search can override them. Every global access is guarded by the
 shapes, which are compile-time constants: no thread reads or writes out of bounds.
@@ -24,7 +27,7 @@ TRIPLE = "nvptx64-nvidia-cuda"
 # Tile sizes when the module carries none (dlc/targets/cuda/target.py writes the same ones).
 DEFAULT_TILES = {"gemm_tile_m": 64, "gemm_tile_n": 64, "gemm_tile_k": 16, "gemm_thread_tile_m": 4,
                  "gemm_thread_tile_n": 4, "elementwise_block": 256}
-GEMM_OPS = {"MatMul", "Gemm"}
+GEMM_OPS = {"MatMul", "Gemm", "Conv"}
 LOG2E = 1.4426950408889634
 
 
@@ -360,8 +363,24 @@ def _elementwise_kernel(name: str, op, body, options: dict):
 # --- GEMM kernels ---------------------------------------------------------------------------
 
 @dataclass(frozen=True)
+class ConvGeometry:
+    """A 2-D Conv (NCHW, one group) as the implicit GEMM W x im2col(X)."""
+
+    images: int
+    channels: int
+    height: int
+    width: int
+    kernel: tuple[int, int]
+    out: tuple[int, int]
+    strides: tuple[int, int]
+    pads: tuple[int, int]  # top, left (the bottom and right ones only bound the output size)
+    dilations: tuple[int, int]
+
+
+@dataclass(frozen=True)
 class GemmShape:
-    """C[b] (M x N) = A[b] (M x K) @ B[b] (K x N); element strides of A and B, and batch steps."""
+    """C[b] (M x N) = A[b] (M x K) @ B[b] (K x N); element strides of A and B, and batch steps.
+    A Conv: A is its weight, B the implicit im2col of its input (`conv`)."""
 
     m: int
     n: int
@@ -371,12 +390,20 @@ class GemmShape:
     b_strides: tuple[int, int]  # (row k, column n)
     a_batch: int  # elements between A's batches (0: A is shared by every batch)
     b_batch: int
+    conv: ConvGeometry | None = None
 
 
 def gemm_shape(op) -> GemmShape:
     """The GEMM a MatMul or Gemm node computes (supports() has refused the ones this cannot)."""
     a, b = _shape(op.operands[0]), _shape(op.operands[1])
     out = _shape(op.results[0])
+    if op.onnx_type == "Conv":
+        (n, c, h, w), (co, _, kh, kw), (oh, ow) = a, b, out[2:]
+        pads = list(op.attr("pads", [0, 0, 0, 0]))
+        geometry = ConvGeometry(n, c, h, w, (kh, kw), (oh, ow), tuple(op.attr("strides", [1, 1])),
+                                (pads[0], pads[1]), tuple(op.attr("dilations", [1, 1])))
+        k = c * kh * kw
+        return GemmShape(co, n * oh * ow, k, 1, (k, 1), (0, 0), 0, 0, geometry)
     if op.onnx_type == "Gemm":
         trans_a, trans_b = op.attr("transA", 0), op.attr("transB", 0)
         m, k = (a[1], a[0]) if trans_a else a
@@ -406,7 +433,8 @@ def _gemm_kernel(name: str, op, body, options: dict):
     ity = fn.ity
     params: dict = {}
     header = _signature(name, inputs, yields, params)
-    a_ptr, b_ptr = params[head.operands[0]], params[head.operands[1]]
+    a_value, b_value = (head.operands[1], head.operands[0]) if g.conv else (head.operands[0], head.operands[1])
+    a_ptr, b_ptr = params[a_value], params[b_value]
     lda = bm + 1  # A's tile stored transposed (k-major) and padded: no shared-memory bank conflicts
     shared_a, shared_b = f"@{name}_As", f"@{name}_Bs"
     shared = [f"{shared_a} = internal addrspace(3) global [{bk * lda} x float] undef, align 16",
@@ -431,10 +459,11 @@ def _gemm_kernel(name: str, op, body, options: dict):
     # One K step: stage the A and B tiles (zeros outside the matrices), then multiply them.
     fn.label("tile")
     k0 = fn(f"phi {ity} [0, %entry], [%knext, %tile_end]")
-    _stage(fn, tid, threads, a_ptr, a_base, g.a_strides, (row0, g.m, bm), (k0, g.k, bk), shared_a, lda,
-           transpose=True)
-    _stage(fn, tid, threads, b_ptr, b_base, g.b_strides, (k0, g.k, bk), (col0, g.n, bn), shared_b, bn,
-           transpose=False)
+    _stage(fn, tid, threads, a_ptr, _strided(a_base, g.a_strides), g.a_strides[1] == 1, (row0, g.m, bm),
+           (k0, g.k, bk), shared_a, lda, transpose=True)
+    b_address = _im2col(g.conv) if g.conv else _strided(b_base, g.b_strides)
+    _stage(fn, tid, threads, b_ptr, b_address, g.conv is not None or g.b_strides[1] == 1, (k0, g.k, bk),
+           (col0, g.n, bn), shared_b, bn, transpose=False)
     fn.emit("call void @llvm.nvvm.barrier0()")
     acc = [fn(f"load float, ptr {slot(i)}, align 4") for i in range(tm * tn)]
     for kk in range(bk):
@@ -461,8 +490,7 @@ def _gemm_kernel(name: str, op, body, options: dict):
             fn.emit(f"br i1 {inside}, label %{here}, label %{here}_next")
             fn.label(here)
             value = fn(f"load float, ptr {slot(i * tn + j)}, align 4")
-            linear = fn.int("add", fn.int("mul", z, g.m * g.n), fn.int("add", fn.int("mul", row, g.n), col))
-            coords = _batch_coords(fn, z, out_shape[:-2]) + [row, col]
+            linear, coords = _output_index(fn, g, z, row, col, out_shape)
             loads = _Broadcast(fn, out_shape, linear, coords)
             values = {head.results[0]: _gemm_scale(fn, head, value, loads, params)}
             _evaluate(fn, epilogue, values, loads, params)
@@ -479,12 +507,55 @@ def _gemm_kernel(name: str, op, body, options: dict):
     return text, Launch(name, grid, (threads, 1, 1), inputs), shared
 
 
-def _stage(fn: _Function, tid, threads, pointer, base, strides, rows, cols, shared, ld, transpose):
-    """Copy a (rows x cols) tile of a matrix into shared memory, zeros past its edges. Consecutive
-    threads walk the matrix's contiguous dimension, so global reads coalesce."""
+def _strided(base: str, strides: tuple[int, int]):
+    """Element (row, col) of a strided matrix: its index, always valid inside the matrix."""
+    def address(fn: _Function, row: str, col: str):
+        return fn.int("add", base, fn.int("add", fn.int("mul", row, strides[0]), fn.int("mul", col, strides[1]))), None
+    return address
+
+
+def _im2col(conv: ConvGeometry):
+    """Element (k, col) of a Conv's im2col matrix: k = (c, kh, kw), col = (image, oh, ow); the
+    input pixel it reads, and whether that pixel is inside the image (else padding: zero)."""
+    (kh_, kw_), (oh_, ow_) = conv.kernel, conv.out
+
+    def address(fn: _Function, k: str, col: str):
+        ity = fn.ity
+        channel, tap = fn.int("udiv", k, kh_ * kw_), fn.int("urem", k, kh_ * kw_)
+        kh, kw = fn.int("udiv", tap, kw_), fn.int("urem", tap, kw_)
+        image, pixel = fn.int("udiv", col, oh_ * ow_), fn.int("urem", col, oh_ * ow_)
+        oh, ow = fn.int("udiv", pixel, ow_), fn.int("urem", pixel, ow_)
+        ih = fn.int("sub", fn.int("add", fn.int("mul", oh, conv.strides[0]), fn.int("mul", kh, conv.dilations[0])),
+                    conv.pads[0])
+        iw = fn.int("sub", fn.int("add", fn.int("mul", ow, conv.strides[1]), fn.int("mul", kw, conv.dilations[1])),
+                    conv.pads[1])
+        # Signed: a tap in the top or left padding has a negative row or column.
+        valid = fn.both(fn.both(fn(f"icmp sge {ity} {ih}, 0"), fn(f"icmp slt {ity} {ih}, {conv.height}")),
+                        fn.both(fn(f"icmp sge {ity} {iw}, 0"), fn(f"icmp slt {ity} {iw}, {conv.width}")))
+        plane = fn.int("add", fn.int("mul", image, conv.channels), channel)
+        index = fn.int("add", fn.int("mul", fn.int("add", fn.int("mul", plane, conv.height), ih), conv.width), iw)
+        return index, valid
+    return address
+
+
+def _output_index(fn: _Function, g: GemmShape, z: str, row: str, col: str, out_shape):
+    """(linear index, coordinates) of output element (row, col) of batch z: [..batch, M, N], or a
+    Conv's NCHW output (row = channel, col = image * OH * OW + pixel)."""
+    if g.conv is None:
+        linear = fn.int("add", fn.int("mul", z, g.m * g.n), fn.int("add", fn.int("mul", row, g.n), col))
+        return linear, _batch_coords(fn, z, out_shape[:-2]) + [row, col]
+    pixels = g.conv.out[0] * g.conv.out[1]
+    image, pixel = fn.int("udiv", col, pixels), fn.int("urem", col, pixels)
+    linear = fn.int("add", fn.int("mul", fn.int("add", fn.int("mul", image, g.m), row), pixels), pixel)
+    return linear, [image, row, fn.int("udiv", pixel, g.conv.out[1]), fn.int("urem", pixel, g.conv.out[1])]
+
+
+def _stage(fn: _Function, tid, threads, pointer, address, row_major, rows, cols, shared, ld, transpose):
+    """Copy a (rows x cols) tile of a matrix into shared memory, zeros past its edges (and where
+    `address` says the element is padding). Consecutive threads walk the dimension that is
+    contiguous in memory (`row_major`: along a row), so global reads coalesce."""
     ity = fn.ity
     (row0, row_count, tile_rows), (col0, col_count, tile_cols) = rows, cols
-    row_major = strides[1] == 1  # consecutive columns adjacent in memory
     for step in range(math.ceil(tile_rows * tile_cols / threads)):
         e = fn.int("add", tid, step * threads)
         if row_major:
@@ -494,16 +565,18 @@ def _stage(fn: _Function, tid, threads, pointer, base, strides, rows, cols, shar
         in_tile = fn.below(e, tile_rows * tile_cols)
         grow, gcol = fn.int("add", row0, r), fn.int("add", col0, c)
         inside = fn.both(in_tile, fn.both(fn.below(grow, row_count), fn.below(gcol, col_count)))
-        # A clamped index keeps the load in bounds; the select puts the zero past the edge.
-        index = fn.int("add", base, fn.int("add", fn.int("mul", grow, strides[0]), fn.int("mul", gcol, strides[1])))
-        safe = fn(f"select i1 {inside}, {ity} {index}, {ity} {base}")
+        index, valid = address(fn, grow, gcol)
+        if valid is not None:
+            inside = fn.both(inside, valid)
+        # A clamped index (element 0) keeps the load in bounds; the select puts the zero instead.
+        safe = fn(f"select i1 {inside}, {ity} {index}, {ity} 0")
         value = fn(f"select i1 {inside}, float {fn.load(pointer, safe)}, float 0.0")
         slot = fn.int("add", fn.int("mul", c, ld), r) if transpose else fn.int("add", fn.int("mul", r, ld), c)
         store = f"s{fn.count}"
         fn.emit(f"br i1 {in_tile}, label %{store}, label %{store}_done")
         fn.label(store)
-        address = fn(f"getelementptr inbounds float, ptr addrspace(3) {shared}, {ity} {slot}")
-        fn.emit(f"store float {value}, ptr addrspace(3) {address}, align 4")
+        where = fn(f"getelementptr inbounds float, ptr addrspace(3) {shared}, {ity} {slot}")
+        fn.emit(f"store float {value}, ptr addrspace(3) {where}, align 4")
         fn.emit(f"br label %{store}_done")
         fn.label(f"{store}_done")
 
@@ -522,7 +595,12 @@ def _batch_coords(fn: _Function, z: str, batch_shape) -> list[str]:
 
 
 def _gemm_scale(fn: _Function, head, value: str, loads: _Broadcast, params: dict) -> str:
-    """Gemm's alpha * AB + beta * C (MatMul: AB)."""
+    """Gemm's alpha * AB + beta * C, a Conv's per-channel bias (MatMul: AB)."""
+    if head.onnx_type == "Conv":
+        if not _present(head, 2):
+            return value
+        bias = fn.load(params[head.operands[2]], loads.coords()[1])  # indexed by the output channel
+        return fn(f"fadd float {value}, {bias}")
     if head.onnx_type != "Gemm":
         return value
     alpha, beta = head.attr("alpha", 1.0), head.attr("beta", 1.0)

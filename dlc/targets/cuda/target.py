@@ -1,9 +1,9 @@
 """The `cuda` target: NVIDIA GPUs through llvmlite's NVPTX backend and the CUDA driver (issue 21).
 
-A partial target like npu-sim (dlc/targets/partition.py): it takes float32 elementwise ops and
-MatMul/Gemm (`supports` gives the reason for anything else, which runs on `cpu`), places nodes and
-forms and fuses kernels on the whole graph with its own rules (a GEMM with its elementwise
-epilogue, elementwise chains), then writes each of its kernels as LLVM IR for nvptx64
+A partial target like npu-sim (dlc/targets/partition.py): it takes float32 elementwise ops,
+MatMul/Gemm and 2-D Conv (`supports` gives the reason for anything else, which runs on `cpu`),
+places nodes and forms and fuses kernels on the whole graph with its own rules (a GEMM or Conv
+with its elementwise epilogue, elementwise chains), then writes each of its kernels as LLVM IR for nvptx64
 (dlc/targets/cuda/codegen.py), compiled to sm_90 PTX by llvmlite. The executable
 (dlc/targets/cuda/runtime.py) loads the PTX with the CUDA driver API of cuda-bindings, which is
 imported only when a model runs: compiling needs no GPU.
@@ -223,8 +223,20 @@ def support_of(op) -> Support:
         return _check_matmul(op)
     if kind == "Gemm":
         return SUPPORTED  # 2-D by the spec; transA/transB, alpha, beta and C's broadcast are handled
-    return Support(False, f"the cuda target has no {kind} kernel yet (it runs MatMul/Gemm and "
+    if kind == "Conv":
+        return _check_conv(op)
+    return Support(False, f"the cuda target has no {kind} kernel yet (it runs Conv, MatMul/Gemm and "
                           "elementwise ops)")
+
+
+def _check_conv(op) -> Support:
+    if len(_shape(op.operands[0])) != 4:
+        return Support(False, "only 2-D convolutions (NCHW inputs) run as an implicit GEMM")
+    if op.attr("group", 1) != 1:
+        return Support(False, "grouped and depthwise convolutions are not handled yet")
+    if op.attr("auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
+        return Support(False, f"auto_pad={op.attr('auto_pad')} is not handled (explicit pads are)")
+    return SUPPORTED
 
 
 def _check_matmul(op) -> Support:
