@@ -85,10 +85,13 @@ def test_quantize_per_axis_and_dequantize_round_trip():
                             [("scale", scale), ("zero", zero)], T.FLOAT, axis=1), {"x": q})
 
 
-def test_dynamic_quantize_of_a_positive_tensor():
-    # min(x) > 0: the range still starts at 0, so the zero point is 0.
-    x = np.random.default_rng(1).uniform(0.5, 3.0, (3, 5)).astype(np.float32)
-    model = _one_node("DynamicQuantizeLinear", [("x", T.FLOAT, [3, 5])], [], T.UINT8,
+# (3, 5): min(x) > 0, the range still starts at 0, so the zero point is 0; the range is
+# folded in 16 lanes, then the lanes and the tail past the last 16 (7x23: 10 blocks and 1).
+@pytest.mark.parametrize("shape, low, high", [((3, 5), 0.5, 3.0), ((7, 23), -2.0, 0.7),
+                                              ((4, 16), -3.0, -1.0)])
+def test_dynamic_quantize_range_and_parameters(shape, low, high):
+    x = np.random.default_rng(1).uniform(low, high, shape).astype(np.float32)
+    model = _one_node("DynamicQuantizeLinear", [("x", T.FLOAT, list(shape))], [], T.UINT8,
                       outputs=("y", ("s", T.FLOAT), ("z", T.UINT8)))
     expected = ReferenceEvaluator(model).run(None, {"x": x})
     got = dlc.compile(model).run({"x": x})
