@@ -49,13 +49,13 @@ def _branch(name, nodes, outputs):
     return helper.make_graph(nodes, name, [], outputs)
 
 
-def _runtime_if(then_nodes, else_nodes, out_type=F, shape=(3,), else_type=None):
+def _runtime_if(then_nodes, else_nodes, out_type=F, shape=(3,), else_type=None, inputs=()):
     """y = If(c) with both branches reading the outer x (float[3])."""
     then = _branch("then", then_nodes, [helper.make_tensor_value_info("t", out_type, list(shape))])
     other = _branch("else", else_nodes, [helper.make_tensor_value_info("e", else_type or out_type, list(shape))])
     node = helper.make_node("If", ["c"], ["y"], name="select", then_branch=then, else_branch=other)
     return _model([node], [helper.make_tensor_value_info("c", TensorProto.BOOL, []),
-                           helper.make_tensor_value_info("x", F, [3])],
+                           helper.make_tensor_value_info("x", F, [3]), *inputs],
                   [helper.make_tensor_value_info("y", out_type, list(shape))], check=else_type is None)
 
 
@@ -65,21 +65,33 @@ def test_run_time_if_selects_either_branch():
     _assert_matches(model, [{"c": np.array(True), "x": x}, {"c": np.array(False), "x": x}])
 
 
-def test_run_time_if_refuses_a_branch_that_could_fail():
-    indices = helper.make_tensor("i", TensorProto.INT64, [3], [0, 1, 2])
-    then = [helper.make_node("Constant", [], ["i"], value=indices),
-            helper.make_node("Gather", ["x", "i"], ["t"], name="pick")]
-    model = _runtime_if(then, [helper.make_node("Neg", ["x"], ["e"])])
-    with pytest.raises(DlcError, match=r"node 'select' \(If\).*'pick' \(Gather\)"):
-        import_model(model)
+def test_run_time_if_does_not_fail_on_the_untaken_branchs_index_or_divisor():
+    """then: Gather(x, i); else: x / (k div d) on integers. An out-of-range i, or d = 0, is an
+    error only where its branch is taken (onnxruntime runs only that branch)."""
+    helper_i = TensorProto.INT64
+    then = [helper.make_node("Gather", ["x", "i"], ["t"], name="pick")]
+    other = [helper.make_node("Div", ["k", "d"], ["q"], name="ratio"),
+             helper.make_node("Cast", ["q"], ["qf"], to=F),
+             helper.make_node("Div", ["x", "qf"], ["e"])]
+    model = _runtime_if(then, other, inputs=[helper.make_tensor_value_info(name, helper_i, [3])
+                                             for name in ("i", "k", "d")])
+    x, k = np.array([0.5, -1.0, 2.0], np.float32), np.array([6, 4, 9], np.int64)
+    good_i, bad_i = np.array([2, 0, -1], np.int64), np.array([7, 0, 1], np.int64)
+    good_d, bad_d = np.array([3, 2, 1], np.int64), np.array([3, 0, 1], np.int64)
+    _assert_matches(model, [{"c": np.array(True), "x": x, "i": good_i, "k": k, "d": bad_d},
+                            {"c": np.array(False), "x": x, "i": bad_i, "k": k, "d": good_d}])
+    compiled = dlc.compile(model)
+    with pytest.raises(DlcError, match=r"'select/then/pick' \(Gather\).*out of range"):
+        compiled.run({"c": np.array(True), "x": x, "i": bad_i, "k": k, "d": good_d})
+    with pytest.raises(DlcError, match=r"'select/else/ratio' \(Div\).*division by zero"):
+        compiled.run({"c": np.array(False), "x": x, "i": good_i, "k": k, "d": bad_d})
 
 
-def test_run_time_if_refuses_integer_division_in_a_branch():
-    then = [helper.make_node("Cast", ["x"], ["xi"], to=TensorProto.INT64),
-            helper.make_node("Div", ["xi", "xi"], ["t"], name="ratio")]
-    model = _runtime_if(then, [helper.make_node("Cast", ["x"], ["e"], to=TensorProto.INT64)],
-                        out_type=TensorProto.INT64)
-    with pytest.raises(DlcError, match=r"node 'select' \(If\).*'ratio' \(Div\).*divide integers by zero"):
+def test_run_time_if_refuses_a_branch_whose_check_no_input_avoids():
+    then = [helper.make_node("TopK", ["x", "k"], ["t", "ti"], name="best")]
+    model = _runtime_if(then, [helper.make_node("Neg", ["x"], ["e"])],
+                        inputs=[helper.make_tensor_value_info("k", TensorProto.INT64, [1])])
+    with pytest.raises(DlcError, match=r"node 'select' \(If\).*'select/then/best' \(TopK\)"):
         import_model(model)
 
 

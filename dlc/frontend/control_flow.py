@@ -4,13 +4,14 @@ as the plain nodes of their bodies, on the ONNX graph, inside the importer's fol
 - `If` whose condition folds to a constant (what exporters emit for shape-dependent code):
   the taken branch is inlined; outer-scope names and nested subgraphs resolve as before.
 - `If` with a run-time condition: both branches are inlined and each output is a `Where` on
-  the condition. Both branches then run, so a branch may only hold operators that cannot fail
-  at run time (`_MAY_FAIL`: an index check or an integer division by zero in the untaken branch
-  would fail the run); otherwise the If is refused, naming the node that could fail.
+  the condition. Both branches then run, so the run-time checks of the untaken one must not
+  fire: the index of a gather or scatter and the divisor of Div/Mod become `Where(taken, x,
+  safe)` (index 0, divisor 1), equal to x wherever the result is kept; the few operators whose
+  checks no safe input avoids (`_MAY_FAIL`) are refused, naming the node.
 - `Loop` with a constant trip count and `Scan` (trip count from the scanned axis): unrolled,
   as expand-recurrent unrolls LSTM/GRU, up to `MAX_UNROLLED_NODES` nodes; beyond, an error.
   A Loop whose body computes its condition is unrolled with a mask (each iteration's state is
-  `Where(still running, new, old)`), which needs no scan outputs and a body that cannot fail.
+  `Where(still running, new, old)`, checked inputs guarded as for If), with no scan outputs.
 Native loops (an `scf` loop through the kernel, linalg and loops phases) are not done yet.
 """
 
@@ -27,10 +28,12 @@ from dlc.errors import UnsupportedError
 MAX_UNROLLED_NODES = 4096
 # Operators whose lowering checks its inputs at run time (passes/lowering/utils/runtime_checks.py)
 # or refuses constant ones at compile time: both would fire in a branch that was not taken.
-_MAY_FAIL = {"Gather", "GatherElements", "GatherND", "Scatter", "ScatterElements", "ScatterND",
-             "TopK", "CumSum", "ReverseSequence", "OneHot", "Range", "HannWindow", "HammingWindow",
+_MAY_FAIL = {"TopK", "CumSum", "ReverseSequence", "OneHot", "Range", "HannWindow", "HammingWindow",
              "BlackmanWindow"}
-_INTEGER_DIVISION = {"Div", "Mod"}
+# Operators that check one input at run time -> (that input, a value that always passes): index 0
+# (in range of any non-empty axis) for the gathers and scatters, divisor 1 for Div and Mod.
+_GUARDED = {"Gather": (1, 0), "GatherElements": (1, 0), "GatherND": (1, 0), "Scatter": (1, 0),
+            "ScatterElements": (1, 0), "ScatterND": (1, 0), "Div": (1, 1), "Mod": (1, 1)}
 _CONTROL_FLOW = ("If", "Loop", "Scan")
 
 
@@ -142,41 +145,53 @@ class _Expansion:
                              "dlc unrolls Loop and Scan (native loops are not implemented yet): shorten "
                              "the sequence or trip count, or run this model with onnxruntime")
 
-    def check_cannot_fail(self, graph: onnx.GraphProto, why: str) -> None:
-        """Refuse operators that could fail where they were not meant to run (`_MAY_FAIL`)."""
-        for position, inner in enumerate(graph.node):
-            where = f"'{inner.name or f'#{position}'}' ({inner.op_type})"
-            runtime_axes = inner.op_type.startswith("Reduce") and len(inner.input) > 1 and inner.input[1] \
-                and inner.input[1] not in self.constants
-            if inner.op_type in _MAY_FAIL or inner.op_type in _CONTROL_FLOW or runtime_axes:
-                raise self.error(f"{why}; its node {where} checks its inputs at run time and would fail "
-                                 "the run even where its result is not used",
-                                 "make the condition a constant (export with static shapes), or move "
-                                 "that operator out of the branch or loop body")
-            if inner.op_type in _INTEGER_DIVISION and not self._surely_float(inner, graph):
-                raise self.error(f"{why}; its node {where} may divide integers by zero where its "
-                                 "result is not used", "make the condition a constant, or divide "
-                                 "floating-point values")
+    def guard(self, start: int, running: str, why: str) -> None:
+        """Make the nodes inlined from `start` on safe to run where `running` (a bool scalar) is
+        false: an index or divisor input they check at run time becomes `Where(running, x, safe)`
+        (`_GUARDED`), which is x itself where the result is used; operators whose checks no safe
+        input avoids (`_MAY_FAIL`) are refused."""
+        nodes = self.nodes[start:]
+        del self.nodes[start:]
+        constants = set(self.constants)
+        for inner in nodes:
+            self.check_cannot_fail(inner, why, constants)
+            if inner.op_type == "Constant":
+                constants.update(inner.output)
+            if inner.op_type in _GUARDED and len(inner.input) > _GUARDED[inner.op_type][0]:
+                position, safe = _GUARDED[inner.op_type]
+                value = inner.input[position]
+                if inner.op_type in ("Div", "Mod") and self.is_float(value):
+                    self.nodes.append(inner)
+                    continue  # floating-point division has no run-time check
+                like = self.add("CastLike", [self.const(f"safe{safe}", np.array(safe, np.int64)), value])
+                inner.input[position] = self.add("Where", [running, value, like])
+            self.nodes.append(inner)
 
-    def _surely_float(self, inner: onnx.NodeProto, graph: onnx.GraphProto) -> bool:
-        local = {init.name: init.data_type for init in graph.initializer}
-        for node in graph.node:
-            for attr in node.attribute:
-                if node.op_type == "Constant" and attr.name == "value":
-                    local[node.output[0]] = attr.t.data_type
-                if node.op_type == "Cast" and attr.name == "to":
-                    local[node.output[0]] = attr.i
-        for name in inner.input:
-            if name in local:
-                elem = local[name]
-            elif name in self.types and self.types[name].HasField("tensor_type"):
-                elem = self.types[name].tensor_type.elem_type
-            elif name in self.constants:
-                elem = helper.np_dtype_to_tensor_dtype(self.constants[name].dtype)
-            else:
-                continue
-            return helper.tensor_dtype_to_np_dtype(elem).kind == "f"
-        return False
+    def is_float(self, name: str) -> bool:
+        if name in self.constants:
+            return self.constants[name].dtype.kind == "f"
+        value_type = self.types.get(name)
+        return value_type is not None and value_type.HasField("tensor_type") and \
+            helper.tensor_dtype_to_np_dtype(value_type.tensor_type.elem_type).kind == "f"
+
+    def check_cannot_fail(self, inner: onnx.NodeProto, why: str, constants: set[str]) -> None:
+        where = f"'{inner.name}' ({inner.op_type})"
+        runtime_axes = inner.op_type.startswith("Reduce") and len(inner.input) > 1 and inner.input[1] \
+            and inner.input[1] not in constants
+        if inner.op_type in _MAY_FAIL or runtime_axes:
+            raise self.error(f"{why}; its node {where} checks its inputs at run time and would fail "
+                             "the run even where its result is not used",
+                             "make the condition a constant (export with static shapes), or move "
+                             "that operator out of the branch or loop body")
+        for graph in _subgraphs(inner):
+            for nested in graph.node:
+                if nested.op_type in _GUARDED:
+                    raise self.error(f"{why}; its nested node {where} holds '{nested.name}' "
+                                     f"({nested.op_type}), which checks its inputs at run time",
+                                     "make the condition a constant, or move that operator out of the "
+                                     "nested subgraph")
+                self.check_cannot_fail(nested, why, constants | {n for x in graph.node for n in x.output
+                                                                 if x.op_type == "Constant"})
 
     def static_shape(self, name: str) -> tuple[int, ...] | None:
         if name in self.constants:
@@ -219,12 +234,15 @@ class _Expansion:
                                  f"{_type_text(self.types.get(output))}) and its condition is known only "
                                  "at run time", "dlc compiles static shapes: make both branches give "
                                  "one shape, or make the condition a constant")
-        for branch in ("then_branch", "else_branch"):
-            self.check_cannot_fail(branches[branch], f"its condition is known only at run time, so both "
-                                   f"branches run and the selected one is kept, but {branch}")
+        why = "its condition is known only at run time, so both branches run and the selected one is kept"
         cond = self.as_scalar_bool(self.node.input[0])
+        start = len(self.nodes)
         then = self.inline(branches["then_branch"], "then", {})
+        self.guard(start, cond, why)
+        negated = self.add("Not", [cond])
+        start = len(self.nodes)
         other = self.inline(branches["else_branch"], "else", {})
+        self.guard(start, negated, why)
         for a, b, output in zip(then, other, self.node.output):
             if output:
                 self.add("Where", [cond, a, b], output)
@@ -293,7 +311,6 @@ class _Expansion:
                                  f"'{value}' is {_type_text(self.types.get(value))} before the loop and "
                                  f"{_type_text(self.types.get(output))} after",
                                  "make the loop's condition a constant")
-        self.check_cannot_fail(body, why)
         self.check_unrolled(count, body, "its")
         active = self.as_scalar_bool(self.node.input[1]) if len(self.node.input) > 1 and self.node.input[1] \
             else self.const("true", np.array(True))
@@ -301,7 +318,9 @@ class _Expansion:
         for i in range(count):
             bound = {body.input[0].name: self.const(f"iter{i}", np.array(i, np.int64)),
                      body.input[1].name: active, **dict(zip((v.name for v in body.input[2:]), state))}
+            start = len(self.nodes)
             results = self.inline(body, f"iter{i}", bound)
+            self.guard(start, active, why)
             state = [self.add("Where", [active, new, old]) for new, old in zip(results[1:], state)]
             active = self.add("And", [active, self.as_scalar_bool(results[0])])
         for value, output in zip(state, self.node.output):
