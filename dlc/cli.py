@@ -299,10 +299,17 @@ def _print_placement(executable, args) -> None:
     if args.output:
         out = Path(args.output)
         out.mkdir(parents=True, exist_ok=True)
+        streams = 0
         for i, step in enumerate(executable.steps):
             if hasattr(step.executable, "module"):
                 (out / f"partition{i}.{step.target}.mlir").write_text(str(step.executable.module) + "\n")
-        print(f"wrote the instruction streams of the {executable.placement.target} partitions to {out}/")
+                streams += 1
+        if streams:  # a simulator's instruction streams (npu-sim): nothing to run from disk
+            print(f"wrote the instruction streams of the {executable.placement.target} partitions to {out}/")
+        else:  # e.g. cuda: one directory per partition and partitions.json, which dlc.load runs
+            with _writing(out):
+                executable.save(out)
+            print(f"wrote {out}/ ({', '.join(sorted(p.name for p in out.iterdir()))})")
 
 
 def _summary(array: np.ndarray) -> str:
