@@ -1,5 +1,5 @@
-"""TopK and CumSum (passes/lowering/rules/topk.py, cumulative.py), the bitwise operators
-(logic.py) and operators expanded into function bodies (dlc/frontend/expand_functions.py): dlc vs
+"""TopK and CumSum (passes/lowering/rules/topk.py, cumulative.py), the bitwise operators and
+BitShift (logic.py) and operators expanded into function bodies (dlc/frontend/expand_functions.py): dlc vs
 onnxruntime on small models. TopK and CumSum: every attribute, K and axis as constants or run-time inputs; a run-time K
 that the compiled shapes do not hold fails the run with a DlcError, a constant one too
 large is refused at import.
@@ -200,6 +200,32 @@ def test_bitwise(dtype):
     got = dlc.compile(model).run(feeds)
     for name, want in zip(("and", "or", "not"), run_onnxruntime(model, feeds)):
         np.testing.assert_array_equal(got[name], want)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.uint32, np.uint64])
+def test_bit_shift(dtype):
+    """Amounts below the width against onnxruntime (its C++ shift is undefined past it); from
+    the width on, the spec's 0 (the x86 shift would wrap the amount around instead)."""
+    rng = np.random.default_rng(4)
+    width = np.dtype(dtype).itemsize * 8
+    x = rng.integers(0, np.iinfo(dtype).max, (3, 8), dtype=dtype, endpoint=True)
+    y = rng.integers(0, width, (1, 8)).astype(dtype)
+    elem = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+    nodes = [helper.make_node("BitShift", ["x", "y"], [d.lower()], direction=d) for d in ("LEFT", "RIGHT")]
+    graph = helper.make_graph(nodes, "bitshift", [helper.make_tensor_value_info(n, elem, v.shape)
+                                                  for n, v in (("x", x), ("y", y))],
+                              [helper.make_tensor_value_info(n, elem, x.shape) for n in ("left", "right")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    compiled = dlc.compile(model)
+    got = compiled.run({"x": x, "y": y})
+    for name, want in zip(("left", "right"), run_onnxruntime(model, {"x": x, "y": y})):
+        np.testing.assert_array_equal(got[name], want)
+    past = np.array([[width, width + 1, np.iinfo(dtype).max, 0, 1, width - 1, width, 3]], dtype)
+    got = compiled.run({"x": x, "y": past})
+    inside = past < width
+    amount = np.where(inside, past, 0)
+    np.testing.assert_array_equal(got["left"], np.where(inside, x << amount, 0))
+    np.testing.assert_array_equal(got["right"], np.where(inside, x >> amount, 0))
 
 
 # --- EyeLike and the window functions ---------------------------------------------------------

@@ -1,5 +1,6 @@
 """ONNX comparison and logic operators (Equal, Less, ..., And, Or, Xor, Not, Where, IsNaN, IsInf)
-and the bitwise ones (BitwiseAnd, BitwiseOr, BitwiseXor, BitwiseNot, opset 18) on integers.
+and the bitwise ones (BitwiseAnd, BitwiseOr, BitwiseXor, BitwiseNot, opset 18; BitShift, opset 28)
+on integers.
 
 Mirrors the ONNX specs at opset 21 (https://onnx.ai/onnx/operators/) with numpy
 broadcasting; booleans are i1. Float comparisons are IEEE ordered: false when a NaN is involved.
@@ -7,6 +8,9 @@ broadcasting; booleans are i1. Float comparisons are IEEE ordered: false when a 
 
 from __future__ import annotations
 
+from xdsl.dialects import arith
+
+from dialects.diagnostics import UnsupportedError
 from passes.lowering.rules import lowers
 from passes.lowering.rules.elementwise import BOOL, FLOAT, INT, UINT, element_kind, require_kinds
 from passes.lowering.utils.linalg_builder import Body
@@ -92,5 +96,39 @@ def lower_bitwise_not(kb, op, ins, outs) -> None:
         # a true (x == x) widened
         one = b.cast(b.compare("eq", x, x), x.type)
         return [b.xor(x, b.sub(b.sub(x, x), one))]
+
+    kb.elementwise(ins, outs[0], body)
+
+
+@lowers("BitShift")
+def lower_bit_shift(kb, op, ins, outs) -> None:
+    """BitShift with opset 28's meaning (signed types too): a right shift of a signed X is
+    arithmetic; an amount outside [0, width) gives what the sign fill alone gives, -1 for a
+    right shift of a negative signed X and 0 otherwise (LLVM's shl/ashr/lshr would be poison:
+    the amount is replaced by 0 first, then the result by the fill). Until the importer reads
+    opset 28's type lists, only unsigned X reaches it (ONNX inference at 21 refuses signed)."""
+    require_kinds(op, ins, (INT, UINT))
+    left = op.attr("direction", "") == "LEFT"
+    if not left and op.attr("direction", "") != "RIGHT":
+        raise UnsupportedError(f"{op.describe()}: attribute 'direction' is "
+                               f"'{op.attr('direction', '')}'; expected 'LEFT' or 'RIGHT'")
+    signed = element_kind(ins[0].type.element_type) == INT
+
+    def body(b: Body, args):
+        x, y = args
+        zero = b.sub(x, x)  # xDSL 0.75 verifies no constant of an unsigned type: built from x
+        width = b.cast(b.compare("eq", x, x), x.type)  # 1, doubled up to the bit width
+        for _ in range(x.type.width.data.bit_length() - 1):
+            width = b.add(width, width)
+        in_range = b.math(arith.CmpiOp, y, width, "ult")  # negative y: huge
+        amount = b.select(in_range, y, zero)
+        if left:
+            shifted, fill = b.math(arith.ShLIOp, x, amount), zero
+        elif signed:
+            shifted = b.math(arith.ShRSIOp, x, amount)
+            fill = b.math(arith.ShRSIOp, x, b.const(x.type.width.data - 1))
+        else:
+            shifted, fill = b.math(arith.ShRUIOp, x, amount), zero
+        return [b.select(in_range, shifted, fill)]
 
     kb.elementwise(ins, outs[0], body)
