@@ -51,8 +51,11 @@ class GemmSpec:
 
     dtype "u8s8" is the integer GEMM: A uint8 with a_k_stride 1 (strides in bytes), B int8
     packed by `pack_b_u8s8`, C and a "row" bias int32, int32 sums without saturation; kc a
-    multiple of 4 (the group of k one dot instruction sums); no activation, residual or
-    accumulate (requantization is the caller's).
+    multiple of 4 (the group of k one dot instruction sums); no activation or accumulate.
+    With `requantize` ("u8" or "s8") C is of that type and its store requantizes, as
+    onnxruntime's MlasRequantizeOutput: saturate(round_half_even(f32(acc + bias) * R[j]) +
+    y_zero), R (the residual operand) holding one float32 multiplier per column; then k must
+    fit one kc block (no int32 partial sums to keep in C).
     """
 
     m: int
@@ -71,6 +74,8 @@ class GemmSpec:
     vector_width: int = 16
     dtype: str = "f32"
     dot: str = "vpdpbusd"
+    requantize: str | None = None
+    y_zero: int = 0
     mr: int = 0
     nr: int = 0
     kc: int = 0
@@ -110,8 +115,12 @@ class GemmSpec:
         require(self.dtype in DTYPES and self.dot in DOTS, f"dtype must be one of {DTYPES}, dot of {DOTS}")
         if self.dtype == "u8s8":
             require(self.a_k_stride == 1 and self.b_layout == "packed" and self.bias in (None, "row")
-                    and not (self.activation or self.residual or self.accumulate),
+                    and not (self.activation or self.accumulate),
                     "a u8s8 GEMM reads A row-major and B packed, adds a row bias at most")
+            require(self.requantize in (None, "u8", "s8") and self.residual == bool(self.requantize),
+                    "requantize is 'u8' or 's8', with the multipliers as R (and R only then)")
+        else:
+            require(self.requantize is None, "only a u8s8 GEMM requantizes")
 
     def _check_tiles(self) -> None:
         vw = self.vector_width
@@ -119,8 +128,9 @@ class GemmSpec:
             raise ValueError(f"GemmSpec: tiles must be >= 1 and nr a multiple of {vw} ({self})")
         if self.mc % self.mr or self.nc % self.nr:
             raise ValueError(f"GemmSpec: mc must be a multiple of mr, nc of nr ({self})")
-        if self.dtype == "u8s8" and self.kc % 4:
-            raise ValueError(f"GemmSpec: a u8s8 GEMM's kc must be a multiple of 4 ({self})")
+        if self.dtype == "u8s8" and (self.kc % 4 or (self.requantize and self.kc < self.k)):
+            raise ValueError(f"GemmSpec: a u8s8 GEMM's kc must be a multiple of 4, and take all of k "
+                             f"when it requantizes ({self})")
 
     @property
     def panels(self) -> int:
@@ -293,8 +303,8 @@ def thread_grid(row_blocks: int, panels: int, threads: int, *, mr: int, nr: int,
 
 # `b_trans` marks a constant B stored transposed ([N, K], Gemm transB): pack-weights packs it.
 GEMM_INTS = ("m", "n", "k", "a_row_stride", "a_k_stride", "ldb", "ldc", "accumulate", "b_trans",
-             "residual", *TILES)
-GEMM_STRINGS = ("b_layout", "bias", "activation", "dtype", "dot")
+             "residual", "y_zero", *TILES)
+GEMM_STRINGS = ("b_layout", "bias", "activation", "dtype", "dot", "requantize")
 
 
 def gemm_attributes(spec: dict) -> DictionaryAttr:

@@ -143,7 +143,11 @@ def _host_has(flag: str) -> bool:
 INT8_CASES = [(1, 1, 1, "vpdpbusd", 16, {}), (7, 70, 131, "vpdpbusd", 16, {}),
               (7, 70, 131, "widen", 16, {}), (20, 33, 3, "vpdpbusd", 8, {}),
               (20, 33, 21, "widen", 8, {}), (3, 5, 9, "widen", 4, {}),
-              (40, 150, 23, "vpdpbusd", 16, dict(mr=3, nr=32, kc=8, mc=6, nc=64))]
+              (40, 150, 23, "vpdpbusd", 16, dict(mr=3, nr=32, kc=8, mc=6, nc=64)),
+              # requantized in the store, to uint8 and int8 (masked byte stores past n % 16)
+              (9, 37, 45, "vpdpbusd", 16, dict(requantize="u8", y_zero=7)),
+              (9, 37, 45, "widen", 8, dict(requantize="s8", y_zero=-5)),
+              (16, 64, 64, "vpdpbusd", 16, dict(requantize="s8", y_zero=0))]
 
 
 @pytest.fixture(scope="module")
@@ -162,7 +166,8 @@ def int8_gemms():
     for index, (m, n, k, dot, width, tiles) in enumerate(INT8_CASES):
         tiles = {"kc": -(-k // 4) * 4, **tiles}
         spec = GemmSpec(m, n, k, k, 1, "packed", n, n, bias="row" if index % 2 else None, dtype="u8s8",
-                        dot=dot, vector_width=width, l1_bytes=48 << 10, l2_bytes=2 << 20, **tiles)
+                        dot=dot, vector_width=width, l1_bytes=48 << 10, l2_bytes=2 << 20,
+                        residual="requantize" in tiles, **tiles)
         specs.append(spec)
         if vnni or dot == "widen":
             emit_gemm(module, f"gemm{index}", spec, exported=True)
@@ -189,7 +194,7 @@ def test_integer_gemm_kernel_is_exact_and_reads_only_its_bytes(int8_gemms, index
     rng = np.random.default_rng(index)
     a = rng.integers(0, 256, (spec.m, spec.k)).astype(np.uint8)
     b = rng.integers(-128, 128, (spec.k, spec.n)).astype(np.int8)
-    bias = rng.integers(-10**6, 10**6, spec.n).astype(np.int32)
+    bias = rng.integers(-10**5, 10**5, spec.n).astype(np.int32)
     page = mmap.PAGESIZE
     guarded = mmap.mmap(-1, 2 * page)
     base = ctypes.addressof(ctypes.c_char.from_buffer(guarded))
@@ -198,11 +203,18 @@ def test_integer_gemm_kernel_is_exact_and_reads_only_its_bytes(int8_gemms, index
     a_view = np.frombuffer(guarded, np.uint8, a.size, page - a.size)
     a_view[:] = a.ravel()
     packed = pack_b_u8s8(b, spec.nr)
-    canary = np.iinfo(np.int32).min + 7
-    c = np.full(spec.m * spec.n + 32, canary, np.int32)
+    out_type = {"u8": np.uint8, "s8": np.int8}.get(spec.requantize, np.int32)
+    canary = np.iinfo(out_type).min + 7
+    c = np.full(spec.m * spec.n + 32, canary, out_type)
+    multipliers = rng.uniform(5e-4, 2e-3, spec.n).astype(np.float32)
     functions[index](base + page - a.size, packed.ctypes.data, c[16:].ctypes.data,
-                     bias.ctypes.data if spec.bias else None, None)
+                     bias.ctypes.data if spec.bias else None, multipliers.ctypes.data if spec.residual else None)
     expected = a.astype(np.int64) @ b.astype(np.int64) + (bias if spec.bias else 0)
+    if spec.requantize:  # float32 product rounded half to even (np.round), then y_zero, saturated
+        info = np.iinfo(out_type)
+        scaled = np.round(expected.astype(np.float32) * multipliers) + np.float32(spec.y_zero)
+        expected = np.clip(scaled, info.min, info.max).astype(out_type)
+        assert len(np.unique(expected)) > 20 and (expected == info.min).any()  # ranges and saturation
     np.testing.assert_array_equal(c[16:-16].reshape(spec.m, spec.n), expected)
     assert (c[:16] == canary).all() and (c[-16:] == canary).all()
     del a_view
@@ -217,9 +229,11 @@ def _integer_gemms(model) -> int:
 
 
 # Odd sizes (k % 4 = 1, 3; n not a multiple of 16), per-column weight scales, zero points 0
-# and not, uint8 A (the integer micro-kernel) and int8 A (the float32-exact or int32 path).
+# and not, uint8 A (the integer micro-kernel, requantizing in its store; k = 2101 in two kc
+# blocks, so an int32 C and the requantize loop) and int8 A (the float32-exact or int32 path).
 @pytest.mark.parametrize("a_type, k, n, a_zero", [(np.uint8, 37, 19, 131), (np.uint8, 300, 70, 0),
-                                                  (np.uint8, 5, 1, 255), (np.int8, 37, 19, -3)])
+                                                  (np.uint8, 5, 1, 255), (np.uint8, 2101, 33, 9),
+                                                  (np.int8, 37, 19, -3)])
 def test_qlinear_matmul_matches_onnxruntime(a_type, k, n, a_zero):
     rng = np.random.default_rng(k)
     info = np.iinfo(a_type)

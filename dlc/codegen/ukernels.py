@@ -516,6 +516,11 @@ class _Int8GemmEmitter(_GemmEmitter):
 
         b.position_at_end(blocks["done"])
         final = merge([(summed, blocks["k.end"]), (tail, tail_end)])
+        if spec.requantize:  # one kc block takes all of k (GemmSpec), so this call is the last
+            self._requantize_store(c, self._epilogue(final, tile, bias, res), tile, res)
+            b.ret_void()
+            self.b = saved
+            return fn
         with b.if_else(last) as (with_epilogue, plain):
             with with_epilogue:
                 self._store_tile(c, self._epilogue(final, tile, bias, res), tile)
@@ -536,6 +541,41 @@ class _Int8GemmEmitter(_GemmEmitter):
             out.append(self.b.add(x, row_bias[v.offset]))
         return out
 
+    def _requantize_store(self, c, values, tile, multipliers) -> None:
+        """C[i, j] = saturate(round_half_even(f32(acc) * multiplier[j]) + y_zero), as
+        passes/lowering/rules/quantize.py's `requantize` computes it (no contraction: the
+        product is rounded on its own), stored as bytes."""
+        b, spec = self.b, self.spec
+        fvec, bytes_vec = ir.VectorType(F32, self.vw), ir.VectorType(I8, self.vw)
+        low, high = (0.0, 255.0) if spec.requantize == "u8" else (-128.0, 127.0)
+        round_even = self._intrinsic(f"llvm.roundeven.v{self.vw}f32", fvec, [fvec])
+
+        def splat(value: float) -> ir.Constant:
+            return ir.Constant(fvec, [value] * self.vw)
+
+        scale: dict[int, ir.Value] = {}
+        for x, (i, v) in zip(values, tile):
+            if v.offset not in scale:
+                ptr = self.b.gep(multipliers, [_i64(v.offset)], inbounds=True, source_etype=F32)
+                if v.lanes == self.vw:
+                    scale[v.offset] = b.load(ptr, typ=fvec, align=4)
+                else:
+                    load = self._intrinsic(f"llvm.masked.load.v{self.vw}f32.p0", fvec,
+                                           [PTR, I32, ir.VectorType(I1, self.vw), fvec])
+                    scale[v.offset] = b.call(load, [ptr, ir.Constant(I32, 4), self._mask(v.lanes), splat(0.0)])
+            q = b.call(round_even, [b.fmul(b.sitofp(x, fvec), scale[v.offset])])
+            q = b.fadd(q, splat(float(spec.y_zero)))
+            q = b.select(b.fcmp_ordered("<", q, splat(low)), splat(low), q)
+            q = b.select(b.fcmp_ordered(">", q, splat(high)), splat(high), q)
+            out = b.trunc(b.fptosi(q, self.vec), bytes_vec)
+            ptr = self._gep(c, i * spec.ldc + v.offset, I8)
+            if v.lanes == self.vw:
+                b.store(out, ptr, align=1)
+            else:
+                store = self._intrinsic(f"llvm.masked.store.v{self.vw}i8.p0", VOID,
+                                        [bytes_vec, PTR, I32, ir.VectorType(I1, self.vw)])
+                b.call(store, [out, ptr, ir.Constant(I32, 1), self._mask(v.lanes)])
+
     def _call_tile(self, rows, cols, i, pc, jr, flags, pointers) -> None:
         """Byte offsets into A (row i, column pc) and packed B (panel jr / nr, group pc / 4)."""
         spec, b = self.spec, self.b
@@ -543,6 +583,7 @@ class _Int8GemmEmitter(_GemmEmitter):
         k4 = -(-spec.k // 4) * 4
         a_tile = self._gep(a, b.add(b.mul(i, _i64(spec.a_row_stride)), pc), I8)
         b_tile = self._gep(bp, b.add(b.mul(jr, _i64(k4)), b.mul(pc, _i64(spec.nr))), I8)
-        c_tile = self._gep(c, b.add(b.mul(i, _i64(spec.ldc)), jr))
+        c_tile = self._gep(c, b.add(b.mul(i, _i64(spec.ldc)), jr), I8 if spec.requantize else I32)
         bias_tile = self._gep(bias, jr) if spec.bias == "row" else bias
-        b.call(self._kernel(rows, cols), [a_tile, b_tile, c_tile, bias_tile, res, *flags])
+        res_tile = self._gep(res, jr, F32) if spec.requantize else res
+        b.call(self._kernel(rows, cols), [a_tile, b_tile, c_tile, bias_tile, res_tile, *flags])

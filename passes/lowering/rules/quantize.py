@@ -320,7 +320,7 @@ def _weight(kb, op, hint: str, array: np.ndarray) -> SSAValue:
     """A new compile-time constant, read in the kernel through memref.get_global."""
     module = op.get_toplevel_object()
     name = weights_of(module).add(hint, array)
-    type = MemRefType(i32, list(array.shape))
+    type = MemRefType(f32 if array.dtype == np.float32 else i32, list(array.shape))
     module.body.block.add_op(memref.GlobalOp.get(StringAttr(name), type, UnitAttr(), constant=UnitAttr()))
     return kb.insert(memref.GetGlobalOp(name, type)).memref
 
@@ -335,17 +335,25 @@ def _dot_instruction(op) -> str:
     return "vpdpbusd" if has_vnni and bits in (256, 512) else "widen"
 
 
-def _integer_gemm(kb, op, a, a_zero, b, out, b_index: int, b_zero_index: int) -> bool:
+def _integer_gemm(kb, op, a, a_zero, b, out, b_index: int, b_zero_index: int,
+                  requant: tuple[np.ndarray, int] | None = None) -> bool:
     """A @ B on the integer GEMM micro-kernel when A is uint8 (a per-tensor zero point), B a
-    constant int8 matrix with zero point 0 and `out` int32; False (nothing emitted) otherwise."""
+    constant int8 matrix with zero point 0 and `out` int32, or, with `requant` (float32
+    multipliers per column, y's zero point), `out` 8-bit, requantized in the GEMM's store (when
+    k fits one kc block); False (nothing emitted) otherwise."""
     b_array = _constant(op, b_index)
     b_zero = _constant(op, b_zero_index) if b_zero_index < len(op.operands) else np.zeros((), np.int8)
     a_shape, out_shape = a.type.get_shape(), out.type.get_shape()
+    out_type = numpy_dtype(out.type.element_type)
     if (numpy_dtype(a.type.element_type) != np.uint8 or b_array is None or b_array.dtype != np.int8
-            or b_array.ndim != 2 or b_zero is None or b_zero.any() or out.type.element_type != i32
+            or b_array.ndim != 2 or b_zero is None or b_zero.any()
+            or out_type != (np.int32 if requant is None else out_type) or out_type not in (np.int32, np.uint8, np.int8)
             or (a_zero is not None and prod(a_zero.type.get_shape()) != 1) or 0 in out_shape):
         return False
     k, n = b_array.shape
+    k4 = -(-k // 4) * 4
+    if requant is not None and k4 > _INT8_KC:
+        return False
     rows = prod(a_shape[:-1])
     column_sums = b_array.astype(np.int64).sum(axis=0)
     bias = None
@@ -360,14 +368,30 @@ def _integer_gemm(kb, op, a, a_zero, b, out, b_index: int, b_zero_index: int) ->
         z_map = affine_map(1, [cst(0)] * len(a_zero.type.get_shape()))
         kb.generic([a_zero, sums], [bias], [z_map, identity_map(1), identity_map(1)], [PARALLEL],
                    lambda b, args: [b.sub(b.const(0, i32), b.mul(widen(b, args[0], i32), args[1]))])
-    k4 = -(-k // 4) * 4
     blocks = -(-k4 // _INT8_KC)
+    spec = {}
+    multipliers = None
+    if requant is not None:
+        multipliers = _weight(kb, op, "requantize_multipliers", np.broadcast_to(requant[0], [n]).copy())
+        spec = dict(requantize="u8" if out_type == np.uint8 else "s8", y_zero=requant[1])
     emit_gemm_call(kb, op, reshape_view(kb.builder, a, [rows, k]), b,
-                   reshape_view(kb.builder, out, [rows, n]), bias_buffer=bias,
+                   reshape_view(kb.builder, out, [rows, n]), bias_buffer=bias, residual_buffer=multipliers,
                    bias="row" if bias is not None else None, m=rows, n=n, k=k, a_row_stride=k,
                    a_k_stride=1, ldb=n, ldc=n, dtype="u8s8", dot=_dot_instruction(op),
-                   kc=-(-k4 // (4 * blocks)) * 4)
+                   kc=-(-k4 // (4 * blocks)) * 4, **spec)
     return True
+
+
+def _multipliers(op) -> tuple[np.ndarray, int] | None:
+    """QLinearMatMul's requantization constants, float32(a_scale * b_scale / y_scale) computed
+    in the scales' type as `requantize` does, and y's zero point; None unless all are constant
+    and a_scale is one value."""
+    a_scale, b_scale, y_scale, y_zero = (_constant(op, i) for i in (1, 4, 6, 7))
+    if any(v is None for v in (a_scale, b_scale, y_scale, y_zero)) or a_scale.size != 1:
+        return None
+    dtype = a_scale.dtype
+    product = (a_scale.reshape(()).astype(dtype) * b_scale.reshape(-1).astype(dtype)).astype(dtype)
+    return (product / y_scale.reshape(()).astype(dtype)).astype(dtype).astype(np.float32), int(y_zero.reshape(-1)[0])
 
 
 def _matmul_integer(kb, op, a, a_zero, b, b_zero, out, indices=(0, 1, 3)) -> SSAValue:
@@ -482,6 +506,10 @@ def lower_qlinear_matmul(kb, op, ins, outs) -> None:
     a_shape, b_shape = a.type.get_shape(), b.type.get_shape()
     _check_scale_size(op, a_scale, a_shape[-2] if len(a_shape) > 1 else 1, "a_scale")
     _check_scale_size(op, b_scale, b_shape[-1] if len(b_shape) > 1 else 1, "b_scale")
+    requant = _multipliers(op)
+    kb.epilogue = None
+    if requant is not None and _integer_gemm(kb, op, a, a_zero, b, out, 3, 5, requant):
+        return
     acc = _matmul_integer(kb, op, a, a_zero, b, b_zero, kb.scratch(MemRefType(i32, shape)),
                           indices=(0, 3, 5))
     row_axis = rank - 2 if len(a_shape) > 1 else rank - 1
