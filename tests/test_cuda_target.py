@@ -127,6 +127,22 @@ def test_tiles_come_from_the_target_description(tmp_path, monkeypatch):
     assert launch["grid"] == [256 // 128, -(-100 // 32), 1]
 
 
+def test_large_gemms_take_the_large_tile():
+    from dlc.targets.cuda.codegen import LARGE_TILE
+
+    def gemm(m, k, n):
+        return _model([helper.make_node("MatMul", ["a", "b"], ["c"], name="mm")],
+                      [("a", [m, k]), ("b", [k, n])], [("c", [m, n])])
+
+    # 2048 x 2048: 256 blocks of 128 x 128 for 132 SMs; 1024 x 1024: 64, so 256 of 64 x 64.
+    big = _cuda_steps(_compile(gemm(2048, 64, 2048)))[0].plan["launches"][0]
+    small = _cuda_steps(_compile(gemm(1024, 64, 1024)))[0].plan["launches"][0]
+    assert big["grid"] == [16, 16, 1] and big["block"] == [(128 // 8) ** 2, 1, 1]
+    assert small["grid"] == [16, 16, 1] and small["block"] == [256, 1, 1]
+    _, ptx = _ptx(gemm(2048, 64, 2048))
+    assert f".b8 k0_MatMul_As[{LARGE_TILE['gemm_tile_k'] * 129 * 4}]" in ptx
+
+
 def test_bad_target_files_are_clear_errors(tmp_path, monkeypatch):
     from dlc.errors import DlcError
     from dlc.targets.cuda.target import CudaTarget
@@ -225,9 +241,10 @@ def test_split_model_saves_and_loads_without_the_compiler(tmp_path):
         "constants.npz", "part0.cuda", "part1.cpu", "part2.cuda", "partitions.json"]
     assert ".target sm_90" in (tmp_path / "part0.cuda" / "kernels.ptx").read_text()
     # Loading imports no compiler code (as for a cpu artifact: tests/test_layering.py).
-    code = (f"import sys, dlc; m = dlc.load({str(tmp_path)!r}); "
+    # (Modules loaded before `import dlc`, by a site customisation say, are not dlc's doing.)
+    code = (f"import sys; before = set(sys.modules); import dlc; m = dlc.load({str(tmp_path)!r}); "
             "print(m.target, [s.target for s in m._executable.steps], "
-            "sorted(k for k in ('xdsl', 'onnx', 'passes') if k in sys.modules))")
+            "sorted(k for k in ('xdsl', 'onnx', 'passes') if k in set(sys.modules) - before))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split("\n")[0] == "cuda ['cuda', 'cpu', 'cuda'] []"
 

@@ -36,8 +36,9 @@ FUSION_RULES = {
 }
 
 # An H200 (sm_90): 132 SMs, 227 KiB of shared memory a block may use, HBM3e at 4.8 TB/s.
-# The GEMM tile (64 x 64 x 16, 4 x 4 per thread: 256 threads) is read back by the code generator
-# from the module, like the CPU's GEMM tiles, so it can be overridden there.
+# The GEMM tile (64 x 64 x 16, 4 x 4 per thread: 256 threads; 128 x 128 x 8, 8 x 8 per thread
+# for GEMMs with a block per SM, codegen.select_tile) is read back by the code generator from
+# the module, like the CPU's GEMM tiles, so it can be overridden there.
 H200 = {"sm": 90, "sms": 132, "clock_ghz": 1.98, "hbm_bytes": 141 << 30, "hbm_gbps": 4800.0,
         "shared_bytes": 227 << 10, "registers_per_sm": 65536, "warp_size": 32,
         "max_threads_per_block": 1024}
@@ -62,6 +63,8 @@ def load_config(config: dict | str | Path | None = None) -> tuple[dict, dict]:
         raise DlcError(f"cuda target: unknown keys {unknown}; known: {sorted(set(H200) | set(DEFAULT_TILES))}")
     device = {k: values.get(k, v) for k, v in H200.items()}
     tiles = {k: int(values.get(k, v)) for k, v in DEFAULT_TILES.items()}
+    if any(k.startswith("gemm_") for k in values) and "gemm_tile_auto" not in values:
+        tiles["gemm_tile_auto"] = 0  # a file that names a tile gets that tile
     return device, tiles
 
 
@@ -79,8 +82,8 @@ class CudaTarget(Target):
             memory=(MemoryLevel("hbm", d["hbm_bytes"], d["hbm_gbps"]),
                     MemoryLevel("shared", d["shared_bytes"], 0.0)),
             dtypes=("float32",), cores=d["sms"], clock_ghz=d["clock_ghz"],
-            extra={"sm": d["sm"], "warp_size": d["warp_size"], "registers_per_sm": d["registers_per_sm"],
-                   "max_threads_per_block": d["max_threads_per_block"], **self.tiles},
+            extra={**{k: d[k] for k in ("sm", "sms", "warp_size", "registers_per_sm", "max_threads_per_block")},
+                   **self.tiles},
             fusion_rules=FUSION_RULES)
 
     def supports(self, op) -> Support:
@@ -138,7 +141,7 @@ def lower_partition(module, options: CompileOptions | None = None) -> tuple[str,
     tiles = kernel_options(module)
     launch_ops = cuda_launches(module)
     llvm_ir, launches = emit_module(launch_ops, tiles)
-    ptx = compile_ptx(llvm_ir, tiles.get("sm", 90), options.opt_level if options else 3)
+    ptx = compile_ptx(llvm_ir, tiles["sm"], options.opt_level if options else 3)
     inputs, outputs = graph_io_specs(module)
     block = graph_main(module).body.block
     store = weights_of(module)
@@ -181,7 +184,7 @@ def lower_partition(module, options: CompileOptions | None = None) -> tuple[str,
                        for s, a in zip(inputs, block.args)],
             "outputs": [{"name": s.name, "shape": list(s.shape), "dtype": s.dtype, "buffer": ids[v]}
                         for s, v in zip(outputs, returned)],
-            "constant_inputs": list(constant_inputs_of(module)), "sm": tiles.get("sm", 90)}
+            "constant_inputs": list(constant_inputs_of(module)), "sm": tiles["sm"]}
     return ptx, plan, weights
 
 
