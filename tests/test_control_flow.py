@@ -235,3 +235,15 @@ def test_loop_over_a_shape_derived_trip_count_and_scan_outputs():
     model.graph.node[2].input[0] = "M_rows"
     onnx.checker.check_model(model, full_check=True)
     _assert_matches(model, [{"s0": np.array([1.0, -2.0], np.float32), "rows": np.zeros((3, 7), np.float32)}])
+
+
+def test_opset_8_scan_is_refused_by_name():
+    v = helper.make_tensor_value_info
+    body = helper.make_graph([helper.make_node("Add", ["s", "xt"], ["s2"]),
+                              helper.make_node("Identity", ["s2"], ["y"])],
+                             "body", [v("s", F, [2]), v("xt", F, [2])], [v("s2", F, [2]), v("y", F, [2])])
+    node = helper.make_node("Scan", ["", "s0", "x"], ["s", "ys"], name="old_scan", body=body, num_scan_inputs=1)
+    model = _model([node], [v("s0", F, [1, 2]), v("x", F, [1, 3, 2])], [v("s", F, [1, 2]), v("ys", F, [1, 3, 2])],
+                   opset=8)
+    with pytest.raises(DlcError, match=r"node 'old_scan' \(Scan\): the opset-8 Scan .* opset is 8"):
+        import_model(model)

@@ -60,6 +60,19 @@ def expand_control_flow(graph: onnx.GraphProto, constants: dict[str, np.ndarray]
     return False
 
 
+def refuse_unconvertible_control_flow(model: onnx.ModelProto) -> None:
+    """Scan of opset 8 (a batch axis on every input, sequence_lens) has no faithful upgrade: the
+    ONNX version converter (onnx 1.23) drops the batch axis from the graph's inputs instead."""
+    opset = next((entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx")), 0)
+    if opset >= 9:
+        return
+    for index, node in enumerate(model.graph.node):
+        if node.op_type == "Scan" and node.domain in ("", "ai.onnx"):
+            raise UnsupportedError(f"node '{node.name or f'Scan_{index}'}' (Scan): the opset-8 Scan (with a "
+                                   f"batch axis) is not supported; the model's opset is {opset}",
+                                   "export the model with opset 9 or newer, where Scan has no batch axis")
+
+
 def _subgraphs(node: onnx.NodeProto):
     for attr in node.attribute:
         yield from [attr.g] if attr.type == onnx.AttributeProto.GRAPH else attr.graphs

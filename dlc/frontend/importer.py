@@ -38,7 +38,7 @@ from dialects.onnx_eval import check_foldable
 from dialects.types import element_type_for, numpy_dtype_for_onnx
 from dialects.weights import WeightStore, attach_weights
 from dlc.errors import ModelLoadError, UnsupportedError
-from dlc.frontend.control_flow import expand_control_flow
+from dlc.frontend.control_flow import expand_control_flow, refuse_unconvertible_control_flow
 from dlc.frontend.expand_functions import expand_newer_functions
 from dlc.frontend.input_shapes import graph_inputs, resolve_input_shapes, unpinned_error
 from dlc.runtime import memory_limit
@@ -174,13 +174,18 @@ def _describe(node: onnx.NodeProto, index: int) -> str:
 
 
 def _names_read_by_subgraphs(node: onnx.NodeProto) -> set[str]:
-    """Every value name a node's If/Loop/Scan bodies read (they may read outer-scope values)."""
+    """Every outer-scope value name a node's If/Loop/Scan bodies read (a body's own inputs and
+    values may reuse an outer name, even the node's own output: they are not reads of it)."""
     names: set[str] = set()
     for attr in node.attribute:
         for graph in [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs):
+            local = {value.name for value in graph.input} | {init.name for init in graph.initializer}
+            local |= {name for inner in graph.node for name in inner.output}
+            reads = {value.name for value in graph.output}
             for inner in graph.node:
-                names.update(inner.input)
-                names |= _names_read_by_subgraphs(inner)
+                reads.update(inner.input)
+                reads |= _names_read_by_subgraphs(inner)
+            names |= reads - local
     return names
 
 
@@ -947,6 +952,7 @@ def import_model(model: str | Path | onnx.ModelProto,
         proto.graph.initializer.extend(kept)
         overridable = []
     _fix_input_shapes(proto, dict(input_shapes or {}))
+    refuse_unconvertible_control_flow(proto)
     proto = _convert_opset(expand_newer_functions(proto))
     folder = _Folder(proto, limit)
     folder.run()
