@@ -12,8 +12,6 @@ import pytest
 from conftest import assert_matches_onnxruntime, run_onnxruntime
 from onnx import TensorProto, helper, numpy_helper
 
-from dialects.diagnostics import UnsupportedError
-
 OPSET = 21
 
 
@@ -63,6 +61,9 @@ CONV_CASES = [  # (x shape, weight shape, attributes)
     pytest.param([1, 8, 4, 4], [5, 8, 1, 1], {}, id="pointwise"),
     # Weight rows 4 KiB apart: pack-weights pads them a cache line (a_row_stride 1040).
     pytest.param([1, 1024, 3, 5], [20, 1024, 1, 1], {}, id="pointwise_1024_channels"),
+    # Squeeze-and-excitation's fcs: a 1x1 map is a Gemm with the weights as a transposed B.
+    pytest.param([1, 40, 1, 1], [24, 40, 1, 1], {}, id="pointwise_1x1_map"),
+    pytest.param([3, 16, 1, 1], [8, 16, 1, 1], {}, id="pointwise_1x1_map_batch"),
     pytest.param([2, 3, 10], [4, 3, 3], {"pads": [1, 0], "strides": [2]}, id="conv1d"),
     # 1-D convs with enough output channels take the 2-D GEMM path as unit-height convs.
     pytest.param([2, 8, 21], [16, 8, 3], {"pads": [1, 2], "strides": [2]}, id="conv1d_gemm"),
@@ -115,20 +116,27 @@ def test_average_pool(x_shape, attrs, count_include_pad):
 
 
 @pytest.mark.parametrize("op_type", ["GlobalAveragePool", "GlobalMaxPool"])
-@pytest.mark.parametrize("shape", [[1, 3, 5, 5], [2, 4, 7], [1, 2, 3, 4, 5]])
+@pytest.mark.parametrize("shape", [[1, 3, 5, 5], [2, 4, 7], [1, 2, 3, 4, 5], [2, 6, 14, 14]])
 def test_global_pool(op_type, shape):
     assert_matches_onnxruntime(_model(op_type, shape))
 
 
-def test_max_pool_indices_output_is_unsupported():
+@pytest.mark.parametrize("storage_order", [0, 1])
+@pytest.mark.parametrize("x_shape,attrs", POOL_CASES)
+def test_max_pool_indices(x_shape, attrs, storage_order):
+    """The Indices output: few distinct values, so ties decide which tap is picked (the first in
+    the window's row-major order, as onnxruntime scans); indices are exact."""
     import dlc
 
-    model = _model("MaxPool", [1, 1, 4, 4], kernel_shape=[2, 2], strides=[2, 2])
+    model = _model("MaxPool", x_shape, storage_order=storage_order, **attrs)
     model.graph.node[0].output.append("indices")
-    indices = helper.make_tensor_value_info("indices", TensorProto.INT64, [1, 1, 2, 2])
-    model.graph.output.append(indices)
-    with pytest.raises(UnsupportedError, match="Indices"):
-        dlc.compile(model)
+    model.graph.output.append(helper.make_tensor_value_info("indices", TensorProto.INT64, None))
+    model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+    x = np.random.default_rng(len(x_shape)).integers(0, 3, x_shape).astype(np.float32)
+    values, indices = run_onnxruntime(model, {"x": x})
+    got = dlc.compile(model).run({"x": x})
+    np.testing.assert_array_equal(got["y"], values)
+    np.testing.assert_array_equal(got["indices"], indices)
 
 
 # --- Normalisation ----------------------------------------------------------------------------

@@ -15,11 +15,11 @@ from dataclasses import dataclass
 
 import numpy as np
 from xdsl.dialects import math
-from xdsl.dialects.builtin import MemRefType
+from xdsl.dialects.builtin import IndexType, MemRefType
 from xdsl.ir import SSAValue
 
 from dialects.diagnostics import UnsupportedError
-from passes.lowering.kernels_to_linalg import view_at
+from passes.lowering.kernels_to_linalg import reshape_view, view_at
 from passes.lowering.rules import lowers
 from passes.lowering.rules.conv import (
     MAX_UNROLLED_TAPS,
@@ -74,16 +74,64 @@ def _pool(kb, source: SSAValue, out: SSAValue, window: Window, step, batch_dims:
 def lower_max_pool(kb, op, ins, outs) -> None:
     x, y = ins[0], outs[0]
     require_float(op, x)
-    if len(op.results) > 1 and op.results[1].uses:
-        raise UnsupportedError(f"{op.describe()}: the Indices output of MaxPool is not supported",
-                               "use only the first output")
     window = _window(op, x, y)
+    if len(op.results) > 1 and op.results[1].uses:
+        _max_pool_with_indices(kb, op, x, y, outs[1], window)
+        return
     maximum = lambda b, acc, v: b.max(acc, v)
     if _pool_in_place(kb, x, y, window, maximum, -np.inf, fold=_max_of_taps):
         return
     # -inf padding never wins the max, so padded taps need no bounds check.
     kb.fill(y, -np.inf)
     _pool(kb, padded_input(kb, x, window, -np.inf), y, window, maximum)
+
+
+def _max_pool_with_indices(kb, op, x: SSAValue, y: SSAValue, indices: SSAValue, window: Window) -> None:
+    """MaxPool's Indices output: the flat index into x of the first tap, in the window's
+    row-major order as onnxruntime scans it, that holds the maximum (storage_order 0: row-major
+    over [N, C, *spatial]; 1: the spatial dims column-major). Padding is never picked; a NaN
+    maximum picks the first NaN. One pass for y, then one that finds the tap holding it."""
+    order = op.attr("storage_order", 0)
+    if order not in (0, 1):
+        raise UnsupportedError(f"{op.describe()}: storage_order {order} is not 0 or 1")
+    shape = x.type.get_shape()
+    spatial = list(shape[2:])
+    rank = len(spatial)
+    source = padded_input(kb, x, window, -np.inf)
+    kb.fill(y, -np.inf)
+    _pool(kb, source, y, window, lambda b, acc, v: b.max(acc, v))
+    sizes = spatial if order == 0 else spatial[::-1]
+    strides = [int(np.prod(sizes[i + 1:])) for i in range(rank)]
+    strides = strides if order == 0 else strides[::-1]
+    plane = int(np.prod(spatial))
+    outputs = [dim(2 + i) for i in range(rank)]
+    taps = [dim(2 + rank + i) for i in range(rank)]
+    lead = [dim(0), dim(1)]
+    num_dims = 2 + 2 * rank
+
+    def body(b, args):
+        value, maximum, _, found = args
+        i = b.on(IndexType())
+        flat = i.mul(i.add(i.mul(b.index(0), i.const(shape[1])), b.index(1)), i.const(plane))
+        inside = None
+        for d in range(rank):
+            position = i.sub(i.add(i.mul(b.index(2 + d), i.const(window.strides[d])),
+                                   i.mul(b.index(2 + rank + d), i.const(window.dilations[d]))),
+                             i.const(window.pads_begin[d]))
+            within = i.and_(i.cmp("sge", position, i.const(0)), i.cmp("slt", position, i.const(spatial[d])))
+            inside = within if inside is None else i.and_(inside, within)
+            flat = i.add(flat, i.mul(position, i.const(strides[d])))
+        holds = b.or_(b.compare("eq", value, maximum), b.is_nan(value))
+        first = b.and_(b.and_(holds, inside), b.compare("eq", found, b.const(-1)))
+        return [b.select(first, b.index_to(flat, found.type), found)]
+
+    kb.fill(indices, -1)
+    bounds = kb.scratch(MemRefType(x.type.element_type, list(window.kernel)))  # as in _pool
+    kb.generic([source, y, bounds], [indices],
+               [affine_map(num_dims, [*lead, *window.taps(outputs, taps)]),
+                affine_map(num_dims, [*lead, *outputs]), affine_map(num_dims, taps),
+                affine_map(num_dims, [*lead, *outputs])],
+               [PARALLEL] * (2 + rank) + [REDUCTION] * rank, body)
 
 
 @lowers("AveragePool")
@@ -384,7 +432,12 @@ def lower_global_pool(kb, op, ins, outs) -> None:
     x, y = ins[0], outs[0]
     require_float(op, x)
     shape = x.type.get_shape()
-    axes = list(range(2, len(shape)))
+    # One flat axis per channel, not a loop per spatial dim: LLVM vectorises a reduction
+    # along its innermost loop only, and a 14- or 7-long row left most lanes idle
+    # (GlobalAveragePool 480x14x14: 0.031 ms, 12 GB/s from L2).
+    flat = [*shape[:2], int(np.prod(shape[2:]))]
+    x, y = reshape_view(kb.builder, x, flat), reshape_view(kb.builder, y, [*shape[:2], 1])
+    axes = [2]
     if op.onnx_type == "GlobalMaxPool":
         reduce_into(kb, x, y, axes, -np.inf, lambda b, acc, v: b.max(acc, v), associative=True)
         return
