@@ -2,7 +2,8 @@
 passes/lowering/rules/conv.py lowers them (`_direct_conv`): output boxes that read x in
 place through only their in-bounds taps, the flat interior of stride-1 convs, the
 interleaved stride-2 reads, the looped path for large kernels and the padded-copy
-fallback for large pads. dlc vs onnxruntime, then every case again under guard pages.
+fallback for large pads; and the phase planes small maps take (`_phase_flat_conv`). dlc vs
+onnxruntime through both lowerings, then every case again under guard pages.
 
 Tolerance is conftest's default (rtol=1e-4, atol=1e-5): at most 27 taps are summed, in
 another order than onnxruntime's.
@@ -48,6 +49,12 @@ CASES = {  # name: (x shape, weight shape, attributes); group is x's channels un
     # MobileNetV2-like sizes: long flat interiors and vector remainders.
     "mobilenet_s1": ([1, 32, 28, 28], [32, 1, 3, 3], {"pads": [1] * 4}),
     "mobilenet_s2": ([1, 32, 28, 28], [32, 1, 3, 3], {"pads": [1] * 4, "strides": [2, 2]}),
+    # Small maps (MobileNetV3, EfficientNet): phase planes, flat rows padded to full vectors.
+    "phase_5x5_7x7": ([1, 24, 7, 7], [24, 1, 5, 5], {"pads": [2] * 4}),
+    "phase_5x5_s2_multiplier": ([1, 4, 14, 14], [8, 1, 5, 5], {"pads": [2] * 4, "strides": [2, 2]}),
+    "phase_3x3_s2_odd_pads": ([2, 5, 13, 11], [5, 1, 3, 3], {"pads": [1, 0, 0, 1], "strides": [2, 2]}),
+    "phase_strides_3_2_dilated": ([1, 3, 12, 11], [3, 1, 3, 3], {"pads": [2, 1, 1, 2], "strides": [3, 2],
+                                                                  "dilations": [2, 1]}),
 }
 
 
@@ -79,10 +86,47 @@ def _model(names, bias: bool) -> onnx.ModelProto:
     return onnx.shape_inference.infer_shapes(model, strict_mode=True)
 
 
+# MIN_INTERIOR_SHARE that sends every depthwise conv with unrolled taps to phase planes
+# (above 1) or none (0): each case runs through both lowerings, whatever its size picks.
+PATHS = {"boxes": 0.0, "phase_planes": 1.01}
+
+
+@pytest.fixture(params=PATHS)
+def lowering(request, monkeypatch):
+    from passes.lowering.rules import conv
+
+    monkeypatch.setattr(conv, "MIN_INTERIOR_SHARE", PATHS[request.param])
+    monkeypatch.setenv("DLC_CACHE", "0")  # the cache key does not see the module constant
+    return request.param
+
+
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "no_bias"])
 @pytest.mark.parametrize("name", CASES)
-def test_direct_conv_matches_onnxruntime(name, bias):
+def test_direct_conv_matches_onnxruntime(name, bias, lowering):
     assert_matches_onnxruntime(_model([name], bias))
+
+
+@pytest.mark.parametrize("x_shape, kernel, pads, strides, phase_planes", [
+    ([1, 960, 7, 7], 5, 2, 1, True),  # MobileNetV3's last stage: interior 9 of 49 outputs
+    ([1, 672, 14, 14], 5, 2, 2, True),
+    ([1, 480, 14, 14], 3, 1, 1, True),  # interior 144 of 196
+    ([1, 144, 28, 28], 3, 1, 1, False),  # MobileNetV2: interior 676 of 784
+    ([1, 96, 112, 112], 3, 1, 2, False),
+])
+def test_small_maps_take_phase_planes(x_shape, kernel, pads, strides, phase_planes):
+    """Depthwise convs whose interior (windows inside x) is under MIN_INTERIOR_SHARE of the
+    outputs run on phase planes; large maps keep their boxes (phase planes took 2.4-7x as
+    long there: they copy the whole input and compute on a wider pitch)."""
+    from xdsl.dialects.builtin import MemRefType, f32
+    from xdsl.utils.test_value import create_ssa_value
+
+    from passes.lowering.rules.conv import Window, _phase_flat_worthwhile
+
+    out = [(n + 2 * pads - kernel) // strides + 1 for n in x_shape[2:]]
+    window = Window((kernel,) * 2, (strides,) * 2, (1, 1), (pads,) * 2, (pads,) * 2, tuple(out))
+    x = create_ssa_value(MemRefType(f32, x_shape))
+    w = create_ssa_value(MemRefType(f32, [x_shape[1], 1, kernel, kernel]))
+    assert _phase_flat_worthwhile(x, w, window) == phase_planes
 
 
 def test_direct_convs_stay_in_bounds(tmp_path):
