@@ -30,6 +30,7 @@ __all__ = [
     "opset_variants",
     "resnet18",
     "resnet_block",
+    "se_block",
     "speech_front_end",
     "symbolic_bert_layer",
     "transformer_encoder",
@@ -313,6 +314,18 @@ def _mbconv(g: GraphBuilder, x: str, cin: int, cout: int, kernel: int, stride: i
         y = _squeeze_excite(g, y, hidden, squeezed, se_activation, gate, name=f"{name}.se")
     y = _conv_bn(g, y, hidden, cout, 1, name=f"{name}.project")
     return g.node("Add", [x, y]) if stride == 1 and cin == cout else y
+
+
+def se_block(channels: int = 112, hidden: int = 672, kernel: int = 5, stride: int = 1, resolution: int = 14,
+             activation: str = "hardswish", seed: int = 0) -> onnx.ModelProto:
+    """One MobileNetV3-style mobile block: 1x1 expansion, depthwise kxk, squeeze-and-excitation
+    (Relu, HardSigmoid gate), 1x1 projection and its residual Add (stride 1); defaults are
+    MobileNetV3-Large's 112->672 block at 14x14 with a 5x5 depthwise. Input `x`
+    [1, channels, resolution, resolution], opset 17."""
+    g = GraphBuilder(seed)
+    y = _mbconv(g, "x", channels, channels, kernel, stride, hidden, _make_divisible(hidden // 4), activation,
+                "relu", "hardsigmoid", name="block")
+    return g.model("se_block", [_float_input("x", [1, channels, resolution, resolution])], {"y": y})
 
 
 # torchvision mobilenet_v3_large: kernel, expanded channels, out channels, SE, activation, stride

@@ -37,6 +37,8 @@ BUILT = {
     "mobilenet_v2": lambda: models.mobilenet_v2(),
     "mobilenet_v3": lambda: models.mobilenet_v3(),
     "efficientnet_b0": lambda: models.efficientnet_b0(),
+    "mobilenet_block": lambda: models.mobilenet_block(channels=32, resolution=56, activation="hardswish"),
+    "se_block": lambda: models.se_block(),
     "speech_front_end": lambda: models.speech_front_end(),
     "transformer_d256": lambda: models.transformer_encoder(256, 4, 128, 1024),
     "transformer_d768": lambda: models.transformer_encoder(768, 12, 128, 3072),

@@ -48,6 +48,12 @@ def test_mobilenet_block(activation):
     assert_matches_onnxruntime(models.mobilenet_block(channels=16, resolution=32, activation=activation))
 
 
+@pytest.mark.parametrize("stride", [1, 2])
+def test_se_block(stride):
+    # Depthwise 5x5 on phase planes (a 7x7 map), squeeze-and-excitation's 1x1 convs on a 1x1 map.
+    assert_matches_onnxruntime(models.se_block(channels=16, hidden=48, stride=stride, resolution=7))
+
+
 def test_resnet_block():
     # Resolution 16, not 32: at 32x32 LLVM's O3 pipeline takes ~14 s on this block's Conv kernels.
     assert_matches_onnxruntime(models.resnet_block(channels=16, resolution=16))
