@@ -143,6 +143,28 @@ def test_large_gemms_take_the_large_tile():
     assert f".b8 k0_MatMul_As[{LARGE_TILE['gemm_tile_k'] * 129 * 4}]" in ptx
 
 
+def _tf32_target(tmp_path, monkeypatch):
+    (tmp_path / "tf32.json").write_text('{"gemm_tf32": 1}')
+    monkeypatch.setenv("DLC_CUDA_TARGET", str(tmp_path / "tf32.json"))
+
+
+def _matmul(m, k, n):
+    return _model([helper.make_node("MatMul", ["a", "b"], ["c"], name="mm")], [("a", [m, k]), ("b", [k, n])],
+                  [("c", [m, n])])
+
+
+def test_tf32_gemm_uses_tensor_cores(tmp_path, monkeypatch):
+    _tf32_target(tmp_path, monkeypatch)
+    _, ptx = _ptx(_matmul(2048, 64, 2048))
+    # 8 warps of 64 x 32 outputs: 4 x 4 fragments of 16 x 8, two k-steps of 8 per 16-deep tile.
+    assert ptx.count("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32") == 32
+    assert ptx.count("cvt.rna.tf32.f32") == 16  # inputs rounded once, when staged
+    assert ".b8 k0_MatMul_As[8704]" in ptx  # 16 x (128 + 8) floats: fragments hit 32 banks
+    assert ".local" not in ptx
+    plan = _cuda_steps(_compile(_matmul(2048, 64, 2048)))[0].plan
+    assert plan["launches"][0]["block"] == [256, 1, 1] and plan["launches"][0]["grid"] == [16, 16, 1]
+
+
 def test_bad_target_files_are_clear_errors(tmp_path, monkeypatch):
     from dlc.errors import DlcError
     from dlc.targets.cuda.target import CudaTarget
@@ -378,6 +400,18 @@ def test_gpu_resnet_style_block_matches_onnxruntime():
              helper.make_node("MatMul", ["f", "Wf"], ["y"], name="fc")]
     compiled = _check(_model(nodes, [("x", [2, 3, 64, 64])], [("y", [2, 10])], weights), rtol=1e-4, atol=1e-4)
     assert [s.target for s in compiled._executable.steps] == ["cuda", "cpu", "cuda", "cpu", "cuda"]
+
+
+@gpu
+@pytest.mark.gpu
+def test_gpu_tf32_tensor_cores_match_onnxruntime(tmp_path, monkeypatch):
+    # TF32 keeps 10 of float32's 23 mantissa bits: each product is off by up to 2^-10 relative
+    # (both inputs rounded), and K of them add up like a random walk. Inputs here are O(1), so
+    # the error is about 2^-10 sqrt(K); 8 of those bounds the largest of ~10^5 outputs.
+    _tf32_target(tmp_path, monkeypatch)
+    for model, k in ((_mlp(257, 129, 65), 129), (_matmul(2048, 256, 2048), 256), (_mlp(512, 512, 512), 512)):
+        _check(model, rtol=0, atol=8 * 2**-10 * np.sqrt(k))
+    _check(_conv_block(), rtol=0, atol=8 * 2**-10 * np.sqrt(45))
 
 
 @gpu

@@ -26,7 +26,7 @@ from dlc.errors import CompileError
 TRIPLE = "nvptx64-nvidia-cuda"
 # Tile sizes when the module carries none (dlc/targets/cuda/target.py writes the same ones).
 DEFAULT_TILES = {"gemm_tile_m": 64, "gemm_tile_n": 64, "gemm_tile_k": 16, "gemm_thread_tile_m": 4,
-                 "gemm_thread_tile_n": 4, "gemm_tile_auto": 1, "elementwise_block": 256}
+                 "gemm_thread_tile_n": 4, "gemm_tile_auto": 1, "gemm_tf32": 0, "elementwise_block": 256}
 # With 8 x 8 outputs a thread does twice the FMAs per shared-memory load of the 4 x 4 tile: 31.7
 # against 24.6 TFLOP/s at 4096^3 on the H200 (benchmarks/README.md), but a quarter as many blocks.
 # `gemm_tile_auto` takes it for a GEMM that still has a block for every SM with it.
@@ -433,14 +433,113 @@ def select_tile(g: GemmShape, options: dict) -> dict:
     return options
 
 
+class _FmaSchedule:
+    """FP32 FMA: each thread a TM x TN register tile, rows ty + i * (BM/TM), columns tx + j * (BN/TN)
+    (a warp reads one A value and 16-32 consecutive B values per step: no bank conflicts)."""
+
+    tf32 = False
+
+    def __init__(self, options: dict):
+        self.bm, self.bn, self.bk = options["gemm_tile_m"], options["gemm_tile_n"], options["gemm_tile_k"]
+        self.tm, self.tn = options["gemm_thread_tile_m"], options["gemm_thread_tile_n"]
+        self.threads_m, self.threads_n = self.bm // self.tm, self.bn // self.tn
+        self.threads = self.threads_m * self.threads_n
+        self.accumulators = self.tm * self.tn
+        self.lda, self.ldb = self.bm + 1, self.bn  # A transposed (k-major), padded against bank conflicts
+
+    def setup(self, fn: _Function, tid: str) -> None:
+        self.ty, self.tx = fn.int("udiv", tid, self.threads_n), fn.int("urem", tid, self.threads_n)
+
+    def multiply(self, fn: _Function, shared_a: str, shared_b: str, acc: list[str]) -> list[str]:
+        tm, tn = self.tm, self.tn
+        for kk in range(self.bk):
+            a = [_shared_load(fn, shared_a, kk * self.lda + i * self.threads_m, self.ty) for i in range(tm)]
+            b = [_shared_load(fn, shared_b, kk * self.ldb + j * self.threads_n, self.tx) for j in range(tn)]
+            acc = [fn(f"call float @llvm.fma.f32(float {a[i]}, float {b[j]}, float {acc[i * tn + j]})")
+                   for i in range(tm) for j in range(tn)]
+        return acc
+
+    def outputs(self, fn: _Function):
+        """(accumulator, row, column in the block's tile) of each output the thread holds."""
+        for i in range(self.tm):
+            for j in range(self.tn):
+                yield (i * self.tn + j, fn.int("add", self.ty, i * self.threads_m),
+                       fn.int("add", self.tx, j * self.threads_n))
+
+
+class _MmaSchedule:
+    """TF32 tensor cores (`gemm_tf32`): warps of `mma.sync.m16n8k8` (inline PTX), each warp a
+    (BM/WM) x (BN/WN) tile of 16 x 8 fragments. Tiles are rounded to TF32 (cvt.rna) once, when
+    staged; shared rows padded by 8 floats so that a fragment's 32 loads hit 32 banks. Fragment
+    layouts: PTX ISA, "Matrix fragments for mma.m16n8k8" (.tf32)."""
+
+    tf32 = True
+
+    def __init__(self, g: GemmShape, options: dict):
+        big = min(g.m, g.n) >= 128 and \
+            math.ceil(g.m / 128) * math.ceil(g.n / 128) * g.batch >= options.get("sms", DEVICE_KEYS["sms"])
+        self.bm, self.bn, self.bk, warps_m, warps_n = (128, 128, 16, 2, 4) if big else (64, 64, 16, 2, 2)
+        self.warps_n = warps_n
+        self.threads = 32 * warps_m * warps_n
+        self.wm, self.wn = self.bm // warps_m, self.bn // warps_n
+        self.fm, self.fn = self.wm // 16, self.wn // 8
+        self.accumulators = self.fm * self.fn * 4
+        self.lda, self.ldb = self.bm + 8, self.bn + 8
+
+    def setup(self, fn: _Function, tid: str) -> None:
+        warp, lane = fn.int("udiv", tid, 32), fn.int("urem", tid, 32)
+        self.group, self.thread = fn.int("udiv", lane, 4), fn.int("urem", lane, 4)
+        self.wrow = fn.int("mul", fn.int("udiv", warp, self.warps_n), self.wm)
+        self.wcol = fn.int("mul", fn.int("urem", warp, self.warps_n), self.wn)
+        # Shared-memory offsets of this lane's first A and B fragment elements.
+        self.a_lane = fn.int("add", fn.int("mul", self.thread, self.lda), fn.int("add", self.wrow, self.group))
+        self.b_lane = fn.int("add", fn.int("mul", self.thread, self.ldb), fn.int("add", self.wcol, self.group))
+
+    def multiply(self, fn: _Function, shared_a: str, shared_b: str, acc: list[str]) -> list[str]:
+        acc = list(acc)
+        for ks in range(0, self.bk, 8):
+            a = [[_bits(fn, _shared_load(fn, shared_a, (ks + dk) * self.lda + i * 16 + dm, self.a_lane))
+                  for dm, dk in ((0, 0), (8, 0), (0, 4), (8, 4))] for i in range(self.fm)]
+            b = [[_bits(fn, _shared_load(fn, shared_b, (ks + dk) * self.ldb + j * 8, self.b_lane)) for dk in (0, 4)]
+                 for j in range(self.fn)]
+            for i in range(self.fm):
+                for j in range(self.fn):
+                    first = (i * self.fn + j) * 4
+                    acc[first:first + 4] = _mma(fn, a[i], b[j], acc[first:first + 4])
+        return acc
+
+    def outputs(self, fn: _Function):
+        for i in range(self.fm):
+            for j in range(self.fn):
+                for r in range(4):  # c0, c1: row g, columns 2t, 2t+1; c2, c3: row g + 8
+                    row = fn.int("add", self.wrow, fn.int("add", self.group, i * 16 + 8 * (r // 2)))
+                    col = fn.int("add", self.wcol, fn.int("add", fn.int("mul", self.thread, 2), j * 8 + r % 2))
+                    yield (i * self.fn + j) * 4 + r, row, col
+
+
+def _bits(fn: _Function, value: str) -> str:
+    return fn(f"bitcast float {value} to i32")
+
+
+def _mma(fn: _Function, a: list[str], b: list[str], c: list[str]) -> list[str]:
+    result = fn('call { float, float, float, float } asm "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 '
+                '{$0,$1,$2,$3}, {$4,$5,$6,$7}, {$8,$9}, {$10,$11,$12,$13};", '
+                '"=f,=f,=f,=f,r,r,r,r,r,r,f,f,f,f"('
+                + ", ".join([f"i32 {v}" for v in a + b] + [f"float {v}" for v in c]) + ")")
+    return [fn(f"extractvalue {{ float, float, float, float }} {result}, {r}") for r in range(4)]
+
+
+def _tf32(fn: _Function, value: str) -> str:
+    """`value` rounded to TF32 (10 mantissa bits, to nearest, ties away), as cuBLAS rounds."""
+    bits = fn(f'call i32 asm "cvt.rna.tf32.f32 $0, $1;", "=r,f"(float {value})')
+    return fn(f"bitcast i32 {bits} to float")
+
+
 def _gemm_kernel(name: str, op, body, options: dict):
     head, epilogue = body[0], body[1:]
     g = gemm_shape(head)
-    options = select_tile(g, options)
-    bm, bn, bk = options["gemm_tile_m"], options["gemm_tile_n"], options["gemm_tile_k"]
-    tm, tn = options["gemm_thread_tile_m"], options["gemm_thread_tile_n"]
-    threads_m, threads_n = bm // tm, bn // tn
-    threads = threads_m * threads_n
+    plan = _MmaSchedule(g, options) if options.get("gemm_tf32") else _FmaSchedule(select_tile(g, options))
+    bm, bn, bk, threads, lda, ldb = plan.bm, plan.bn, plan.bk, plan.threads, plan.lda, plan.ldb
     yields = _yields(op)
     out_shape = _shape(head.results[0])
     if any(_shape(v) != out_shape for v in yields):
@@ -453,24 +552,24 @@ def _gemm_kernel(name: str, op, body, options: dict):
     header = _signature(name, inputs, yields, params)
     a_value, b_value = (head.operands[1], head.operands[0]) if g.conv else (head.operands[0], head.operands[1])
     a_ptr, b_ptr = params[a_value], params[b_value]
-    lda = bm + 1  # A's tile stored transposed (k-major) and padded: no shared-memory bank conflicts
     shared_a, shared_b = f"@{name}_As", f"@{name}_Bs"
     shared = [f"{shared_a} = internal addrspace(3) global [{bk * lda} x float] undef, align 16",
-              f"{shared_b} = internal addrspace(3) global [{bk * bn} x float] undef, align 16"]
+              f"{shared_b} = internal addrspace(3) global [{bk * ldb} x float] undef, align 16"]
 
     fn.label("entry")
     tid = fn.sreg("tid.x")
     col0, row0 = fn.int("mul", fn.sreg("ctaid.x"), bn), fn.int("mul", fn.sreg("ctaid.y"), bm)
     z = fn.sreg("ctaid.z")
-    ty, tx = fn.int("udiv", tid, threads_n), fn.int("urem", tid, threads_n)
+    plan.setup(fn, tid)
     a_base, b_base = fn.int("mul", z, g.a_batch), fn.int("mul", z, g.b_batch)
     # The register tile: an alloca indexed by constants only, which SROA turns into registers.
-    accumulators = fn(f"alloca [{tm * tn} x float], align 4")
+    count = plan.accumulators
+    accumulators = fn(f"alloca [{count} x float], align 4")
 
     def slot(i: int) -> str:
-        return fn(f"getelementptr [{tm * tn} x float], ptr {accumulators}, i32 0, i32 {i}")
+        return fn(f"getelementptr [{count} x float], ptr {accumulators}, i32 0, i32 {i}")
 
-    for i in range(tm * tn):
+    for i in range(count):
         fn.emit(f"store float 0.0, ptr {slot(i)}, align 4")
     fn.emit("br label %tile")
 
@@ -478,17 +577,12 @@ def _gemm_kernel(name: str, op, body, options: dict):
     fn.label("tile")
     k0 = fn(f"phi {ity} [0, %entry], [%knext, %tile_end]")
     _stage(fn, tid, threads, a_ptr, _strided(a_base, g.a_strides), g.a_strides[1] == 1, (row0, g.m, bm),
-           (k0, g.k, bk), shared_a, lda, transpose=True)
+           (k0, g.k, bk), shared_a, lda, transpose=True, tf32=plan.tf32)
     b_address = _im2col(g.conv) if g.conv else _strided(b_base, g.b_strides)
     _stage(fn, tid, threads, b_ptr, b_address, g.conv is not None or g.b_strides[1] == 1, (k0, g.k, bk),
-           (col0, g.n, bn), shared_b, bn, transpose=False)
+           (col0, g.n, bn), shared_b, ldb, transpose=False, tf32=plan.tf32)
     fn.emit("call void @llvm.nvvm.barrier0()")
-    acc = [fn(f"load float, ptr {slot(i)}, align 4") for i in range(tm * tn)]
-    for kk in range(bk):
-        a_values = [_shared_load(fn, shared_a, kk * lda + i * threads_m, ty) for i in range(tm)]
-        b_values = [_shared_load(fn, shared_b, kk * bn + j * threads_n, tx) for j in range(tn)]
-        acc = [fn(f"call float @llvm.fma.f32(float {a_values[i]}, float {b_values[j]}, float {acc[i * tn + j]})")
-               for i in range(tm) for j in range(tn)]
+    acc = plan.multiply(fn, shared_a, shared_b, [fn(f"load float, ptr {slot(i)}, align 4") for i in range(count)])
     for i, value in enumerate(acc):
         fn.emit(f"store float {value}, ptr {slot(i)}, align 4")
     fn.emit("call void @llvm.nvvm.barrier0()")
@@ -497,25 +591,23 @@ def _gemm_kernel(name: str, op, body, options: dict):
     fn.lines.append(f"  %knext = add {ity} {k0}, {bk}")
     fn.emit(f"br i1 {fn.below('%knext', g.k)}, label %tile, label %store")
 
-    # The epilogue and the guarded store of each of the thread's TM x TN outputs.
+    # The epilogue and the guarded store of each output the thread holds.
     fn.label("store")
-    for i in range(tm):
-        for j in range(tn):
-            here = f"e{i}_{j}"
-            row = fn.int("add", row0, fn.int("add", ty, i * threads_m))
-            col = fn.int("add", col0, fn.int("add", tx, j * threads_n))
-            inside = fn.both(fn.below(row, g.m), fn.below(col, g.n))
-            fn.emit(f"br i1 {inside}, label %{here}, label %{here}_next")
-            fn.label(here)
-            value = fn(f"load float, ptr {slot(i * tn + j)}, align 4")
-            linear, coords = _output_index(fn, g, z, row, col, out_shape)
-            loads = _Broadcast(fn, out_shape, linear, coords)
-            values = {head.results[0]: _gemm_scale(fn, head, value, loads, params)}
-            _evaluate(fn, epilogue, values, loads, params)
-            for y, v in enumerate(yields):
-                fn.store(values[v], f"%out{y}", linear)
-            fn.emit(f"br label %{here}_next")
-            fn.label(f"{here}_next")
+    for index, tile_row, tile_col in plan.outputs(fn):
+        here = f"e{index}"
+        row, col = fn.int("add", row0, tile_row), fn.int("add", col0, tile_col)
+        inside = fn.both(fn.below(row, g.m), fn.below(col, g.n))
+        fn.emit(f"br i1 {inside}, label %{here}, label %{here}_next")
+        fn.label(here)
+        value = fn(f"load float, ptr {slot(index)}, align 4")
+        linear, coords = _output_index(fn, g, z, row, col, out_shape)
+        loads = _Broadcast(fn, out_shape, linear, coords)
+        values = {head.results[0]: _gemm_scale(fn, head, value, loads, params)}
+        _evaluate(fn, epilogue, values, loads, params)
+        for y, v in enumerate(yields):
+            fn.store(values[v], f"%out{y}", linear)
+        fn.emit(f"br label %{here}_next")
+        fn.label(f"{here}_next")
     fn.emit("ret void")
     text = "\n".join([header, *fn.lines, "}", ""])
     if g.batch > 65535 or math.ceil(g.m / bm) > 65535:
@@ -568,7 +660,7 @@ def _output_index(fn: _Function, g: GemmShape, z: str, row: str, col: str, out_s
     return linear, [image, row, fn.int("udiv", pixel, g.conv.out[1]), fn.int("urem", pixel, g.conv.out[1])]
 
 
-def _stage(fn: _Function, tid, threads, pointer, address, row_major, rows, cols, shared, ld, transpose):
+def _stage(fn: _Function, tid, threads, pointer, address, row_major, rows, cols, shared, ld, transpose, tf32):
     """Copy a (rows x cols) tile of a matrix into shared memory, zeros past its edges (and where
     `address` says the element is padding). Consecutive threads walk the dimension that is
     contiguous in memory (`row_major`: along a row), so global reads coalesce."""
@@ -589,6 +681,8 @@ def _stage(fn: _Function, tid, threads, pointer, address, row_major, rows, cols,
         # A clamped index (element 0) keeps the load in bounds; the select puts the zero instead.
         safe = fn(f"select i1 {inside}, {ity} {index}, {ity} 0")
         value = fn(f"select i1 {inside}, float {fn.load(pointer, safe)}, float 0.0")
+        if tf32:
+            value = _tf32(fn, value)
         slot = fn.int("add", fn.int("mul", c, ld), r) if transpose else fn.int("add", fn.int("mul", r, ld), c)
         store = f"s{fn.count}"
         fn.emit(f"br i1 {in_tile}, label %{store}, label %{store}_done")

@@ -63,7 +63,7 @@ def load_config(config: dict | str | Path | None = None) -> tuple[dict, dict]:
         raise DlcError(f"cuda target: unknown keys {unknown}; known: {sorted(set(H200) | set(DEFAULT_TILES))}")
     device = {k: values.get(k, v) for k, v in H200.items()}
     tiles = {k: int(values.get(k, v)) for k, v in DEFAULT_TILES.items()}
-    if any(k.startswith("gemm_") for k in values) and "gemm_tile_auto" not in values:
+    if any(k.startswith(("gemm_tile_", "gemm_thread_")) for k in values) and "gemm_tile_auto" not in values:
         tiles["gemm_tile_auto"] = 0  # a file that names a tile gets that tile
     return device, tiles
 
