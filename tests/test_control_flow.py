@@ -247,3 +247,29 @@ def test_opset_8_scan_is_refused_by_name():
                    opset=8)
     with pytest.raises(DlcError, match=r"node 'old_scan' \(Scan\): the opset-8 Scan .* opset is 8"):
         import_model(model)
+
+
+def test_loop_body_with_an_if_on_the_iteration_and_a_nested_scan():
+    """`for i in range(3): s = (s + x) if i == 0 else s * cumsum_by_scan(x)`: the If folds in
+    each unrolled iteration; the nested Scan reads the outer x and the loop's own state."""
+    v = helper.make_tensor_value_info
+    scan_body = helper.make_graph([helper.make_node("Add", ["acc", "xt"], ["acc2"]),
+                                   helper.make_node("Mul", ["acc2", "s_in"], ["y"])],
+                                  "scan_body", [v("acc", F, []), v("xt", F, [])], [v("acc2", F, []), v("y", F, [2])])
+    else_branch = helper.make_graph(
+        [helper.make_node("Scan", ["zero", "x"], ["total", "ys"], body=scan_body, num_scan_inputs=1),
+         helper.make_node("Mul", ["s_in", "total"], ["e"])], "else", [], [v("e", F, [2])])
+    then_branch = helper.make_graph([helper.make_node("Add", ["s_in", "x"], ["t"])], "then", [], [v("t", F, [2])])
+    body = helper.make_graph(
+        [helper.make_node("Equal", ["i", "zero_i"], ["first"]),
+         helper.make_node("If", ["first"], ["s_out"], then_branch=then_branch, else_branch=else_branch),
+         helper.make_node("Identity", ["cond_in"], ["cond_out"])],
+        "body", [v("i", TensorProto.INT64, []), v("cond_in", TensorProto.BOOL, []), v("s_in", F, [2])],
+        [v("cond_out", TensorProto.BOOL, []), v("s_out", F, [2])])
+    node = helper.make_node("Loop", ["M", "", "s0"], ["s"], name="steps", body=body)
+    model = _model([node], [v("s0", F, [2]), v("x", F, [2])], [v("s", F, [2])],
+                   [helper.make_tensor("M", TensorProto.INT64, [], [3]),
+                    helper.make_tensor("zero", F, [], [0.0]), helper.make_tensor("zero_i", TensorProto.INT64, [], [0])])
+    names = _op_names(model)
+    assert not names & {"onnx.If", "onnx.Loop", "onnx.Scan"}
+    _assert_matches(model, [{"s0": np.array([0.5, -1.0], np.float32), "x": np.array([1.5, 0.25], np.float32)}])
