@@ -302,6 +302,21 @@ def test_binarizer_ai_onnx_ml(elem):
     np.testing.assert_array_equal(got, want)
 
 
+def test_dropout_mask_in_inference():
+    """Dropout's mask output, read downstream, in inference: Y = X and a mask of all true."""
+    x = np.random.default_rng(8).standard_normal((2, 3, 4)).astype(np.float32)
+    nodes = [helper.make_node("Dropout", ["x", "ratio"], ["y", "mask"], name="drop"),
+             helper.make_node("Cast", ["mask"], ["m"], to=TensorProto.FLOAT),
+             helper.make_node("Mul", ["y", "m"], ["out"])]
+    model = _newer_model(nodes, [("x", x.shape)], [("out", x.shape)],
+                         [("ratio", np.array(0.3, np.float32))], opset=OPSET)
+    model.graph.output.append(helper.make_tensor_value_info("mask", TensorProto.BOOL, x.shape))
+    got = dlc.compile(model).run({"x": x})
+    want_out, want_mask = run_onnxruntime(model, {"x": x})
+    np.testing.assert_array_equal(got["out"], want_out)
+    np.testing.assert_array_equal(got["mask"], want_mask)
+
+
 # --- ReverseSequence --------------------------------------------------------------------------
 
 @pytest.mark.parametrize("time_axis,batch_axis", [(0, 1), (1, 0)])

@@ -12,9 +12,10 @@ normal path: conversion to opset 21, folding, fusion and the native lowerings of
 A few operators of the canonical opset or before are expanded too, where their body compiles
 and the operator has no lowering: MeanVarianceNormalization (its body at the model's opset;
 ONNX's own inference of the unexpanded node fails on the body's Constant), SpaceToDepth with
-mode=CRD (opset 28, which the version converter cannot take down), and ai.onnx.ml's Binarizer,
-which has no ONNX function: dlc writes its body, Y = Cast(X > threshold) to X's type
-(https://onnx.ai/onnx/operators/onnx_aionnxml_Binarizer.html).
+mode=CRD (opset 28, which the version converter cannot take down), and two without an ONNX
+function whose body dlc writes: ai.onnx.ml's Binarizer, Y = Cast(X > threshold) to X's type
+(https://onnx.ai/onnx/operators/onnx_aionnxml_Binarizer.html), and an inference Dropout whose
+mask output is read, Identity and a mask of all true.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ _EXPANDED = "_expanded_"  # in the name of every node that comes from a body (as
 def _expand_once(model: onnx.ModelProto) -> onnx.ModelProto:
     version = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
     targets = [i for i, node in enumerate(model.graph.node)
-               if (node.domain, node.op_type) in _OWN_BODIES
+               if (node.domain, node.op_type) in _OWN_BODIES or _is_inference_dropout_with_mask(node)
                or version is not None and _body_schema(node, version)]
     if not targets:
         return model
@@ -56,7 +57,8 @@ def _expand_once(model: onnx.ModelProto) -> onnx.ModelProto:
             nodes.append(node)
             continue
         prefix = f"{node.name or node.op_type}_{i}{_EXPANDED}"
-        own = _OWN_BODIES.get((node.domain, node.op_type))
+        own = _dropout_with_mask if _is_inference_dropout_with_mask(node) else \
+            _OWN_BODIES.get((node.domain, node.op_type))
         if own is not None:
             nodes.extend(own(node, types, prefix))
             continue
@@ -92,6 +94,26 @@ def _binarizer(node: onnx.NodeProto, types: dict[str, onnx.TypeProto], prefix: s
         helper.make_node("Cast", [prefix + "above"], [node.output[0]], name=f"{name}{_EXPANDED}Cast",
                          to=elem_type),
     ]
+
+
+def _dropout_with_mask(node: onnx.NodeProto, types: dict[str, onnx.TypeProto], prefix: str
+                       ) -> list[onnx.NodeProto]:
+    """Dropout in inference (no training_mode input) whose mask output is read: Y = X and a mask
+    of all true, as the spec defines both (https://onnx.ai/onnx/operators/onnx__Dropout.html)."""
+    helper = onnx.helper
+    name = node.name or "Dropout"
+    return [
+        helper.make_node("Identity", [node.input[0]], [node.output[0]], name=f"{name}{_EXPANDED}Identity"),
+        helper.make_node("Shape", [node.input[0]], [prefix + "shape"], name=prefix + "shape"),
+        helper.make_node("ConstantOfShape", [prefix + "shape"], [node.output[1]],
+                         name=f"{name}{_EXPANDED}mask",
+                         value=helper.make_tensor("true", onnx.TensorProto.BOOL, [1], [True])),
+    ]
+
+
+def _is_inference_dropout_with_mask(node: onnx.NodeProto) -> bool:
+    return (node.op_type == "Dropout" and node.domain in ("", "ai.onnx") and len(node.output) > 1
+            and bool(node.output[1]) and (len(node.input) < 3 or not node.input[2]))
 
 
 # Operators without an ONNX function body whose body dlc writes: (domain, op type) -> builder.
