@@ -777,6 +777,31 @@ class GraphBuilder:
                         lo=min(x.lo * n, 0), hi=max(x.hi * n, 0), exclusive=int(self.chance(0.3)),
                         reverse=int(self.chance(0.3)))
 
+    def gen_scatter(self) -> Value | None:
+        """ScatterElements or ScatterND with constant indices (negative ones count from the end;
+        repeats combine in index order, as onnxruntime's loop does) and a reduction."""
+        x = self.pick(lambda v: v.rank >= 1)
+        if x is None:
+            return None
+        if self.chance(0.5):
+            axis = int(self.rng.integers(0, x.rank))
+            shape = tuple(int(self.rng.integers(1, d + 1)) for d in x.shape)
+            indices = self.rng.integers(-x.shape[axis], x.shape[axis], shape)
+            op, attributes = "ScatterElements", {"axis": axis - x.rank if self.chance(0.3) else axis}
+        else:
+            depth = int(self.rng.integers(1, x.rank + 1))
+            n = int(self.rng.integers(1, 4))
+            indices = np.stack([self.rng.integers(-d, d, n) for d in x.shape[:depth]], -1)
+            shape = (n, *x.shape[depth:])
+            op, attributes = "ScatterND", {}
+        reduction = self.choice(["none", "add", "mul", "max", "min"])
+        updates = self.uniform(shape)
+        m, n = max(x.magnitude, 1.0), int(np.prod(shape))
+        lo, hi = {"none": (min(x.lo, -1), max(x.hi, 1)), "add": (x.lo - n, x.hi + n), "mul": (-m, m),
+                  "max": (x.lo, max(x.hi, 1)), "min": (min(x.lo, -1), x.hi)}[reduction]
+        return self.one(op, [x.name, self.weight(indices.astype(np.int64), "i"), self.weight(updates, "u")],
+                        x.shape, lo=lo, hi=hi, reduction=reduction, **attributes)
+
     def gen_recurrent(self) -> Value | None:
         """LSTM, GRU or RNN over a rank-3 value read as [seq, batch, features]: any direction,
         optional bias, initial state, peepholes, clip, GRU's linear_before_reset. Default
@@ -915,7 +940,7 @@ class GraphBuilder:
         "matmul": 8, "gemm": 5, "conv": 8, "pool": 5, "batchnorm": 3, "softmax": 4, "reduce": 5,
         "transpose": 4, "reshape": 4, "flatten": 2, "squeeze": 2, "concat": 4, "slice": 4, "split": 3,
         "layernorm": 3, "pattern": 5, "pad": 2, "expand": 2, "gather": 2, "instancenorm": 1, "argmax": 1,
-        "topk": 1, "cumsum": 1, "lpnorm": 1, "recurrent": 1, "quantize": 2, "dynamic_matmul": 1,
+        "topk": 1, "cumsum": 1, "scatter": 1, "lpnorm": 1, "recurrent": 1, "quantize": 2, "dynamic_matmul": 1,
     }
 
     def model(self, name: str) -> onnx.ModelProto:
