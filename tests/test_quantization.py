@@ -113,6 +113,35 @@ def test_qlinear_conv_per_channel_with_bias_and_padding():
     _assert_exact(model, {"x": x})
 
 
+# On the integer GEMM (uint8 x, one image): pads at one end only, strides, dilations, k % 4
+# tails (5*3*3 = 45, 3*1*2 = 6), 33 output channels (a masked byte store), with and without
+# a bias; int8 x and a batch of two take the float32-exact path.
+@pytest.mark.parametrize("x_type, shape, w_shape, attrs, with_bias, integer", [
+    (np.uint8, [1, 5, 9, 11], [33, 5, 3, 3], dict(pads=[0, 0, 1, 2], strides=[2, 1]), True, True),
+    (np.uint8, [1, 3, 7, 8], [20, 3, 1, 2], dict(dilations=[1, 3]), False, True),
+    (np.uint8, [2, 5, 9, 11], [16, 5, 3, 3], dict(pads=[1, 1, 1, 1]), True, False),
+    (np.int8, [1, 5, 9, 11], [16, 5, 3, 3], dict(pads=[1, 1, 1, 1]), True, False)])
+def test_qlinear_conv_matches_onnxruntime(x_type, shape, w_shape, attrs, with_bias, integer):
+    rng = np.random.default_rng(len(shape) + w_shape[0])
+    info = np.iinfo(x_type)
+    co = w_shape[0]
+    constants = [("x_scale", np.array(0.03, np.float32)), ("x_zero", np.array(info.min + 100, x_type)),
+                 ("w", rng.integers(-128, 128, w_shape).astype(np.int8)),
+                 ("w_scale", rng.uniform(0.01, 0.05, co).astype(np.float32)),
+                 ("w_zero", np.zeros(co, np.int8)),
+                 ("y_scale", np.array(0.6, np.float32)), ("y_zero", np.array(info.min + 120, x_type))]
+    if with_bias:
+        constants.append(("bias", rng.integers(-3000, 3000, co).astype(np.int32)))
+    elem = helper.np_dtype_to_tensor_dtype(np.dtype(x_type))
+    model = _one_node("QLinearConv", [("x", elem, shape)], constants, elem, **attrs)
+    assert _integer_gemms(model) == int(integer)
+    x = rng.integers(info.min, info.max + 1, shape).astype(x_type)
+    got = dlc.compile(model).run({"x": x})["y"]
+    expected = run_onnxruntime(model, {"x": x})["y"]
+    assert len(np.unique(expected)) > 20
+    np.testing.assert_array_equal(got, expected)
+
+
 # k=7: partial sums far below 2**24, so the float32 micro-kernel computes it exactly;
 # k=1100 with full 8-bit weights: up to 255 * 133 * 1100 > 2**24, so the int32 loop nest does.
 @pytest.mark.parametrize("k, low", [(7, -64), (1100, -128)], ids=["float-exact", "int32"])

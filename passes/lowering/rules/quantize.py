@@ -36,7 +36,7 @@ from dialects.weights import weights_of
 from passes.lowering.kernels_to_linalg import reshape_view, view_at
 from passes.lowering.rules import lowers
 from passes.lowering.rules.contraction import lower_matmul
-from passes.lowering.rules.conv import lower_conv
+from passes.lowering.rules.conv import lower_conv, window_of
 from passes.lowering.utils.linalg_builder import (
     PARALLEL,
     REDUCTION,
@@ -518,6 +518,71 @@ def lower_qlinear_matmul(kb, op, ins, outs) -> None:
     requantize(kb, op, acc, scales, y_scale, y_zero, out)
 
 
+def _padded_with(kb, x: SSAValue, window, zero: int) -> SSAValue:
+    """x [1, C, H, W] (uint8) padded with its zero point as `window` reads it. As conv.py's
+    padded_input, but the fill is built through a float: arith has no unsigned constants."""
+    shape = x.type.get_shape()
+    extent = window.padded_extent(shape[2:])
+    if tuple(extent) == tuple(shape[2:]):
+        return x
+    element = x.type.element_type
+    padded = kb.scratch(MemRefType(element, [*shape[:2], *extent]))
+    kb.generic([], [padded], [identity_map(4)], [PARALLEL] * 4,
+               lambda b, a: [b.math(arith.FPToUIOp, b.const(float(zero), f32), element)])
+    # Through a flat view, as pad_into: a plain `d2` (no pad on top) must span padded's dim.
+    top, left = window.pads_begin
+    rows, cols = extent
+    flat = reshape_view(kb.builder, padded, [shape[1] * rows * cols])
+    kb.copy(x, flat, affine_map(4, [dim(1) * rows * cols + (dim(2) + top) * cols + dim(3) + left]))
+    return padded
+
+
+def _integer_conv(kb, op, x, w, bias: SSAValue | None, out, requant: tuple[np.ndarray, int]) -> bool:
+    """A 2-D QLinearConv (one image, one group) on the integer GEMM micro-kernel, as
+    C[pixel, co] = im2col(x)^T @ W^T: A is x's patches, one row of C*KH*KW bytes per output
+    pixel (k contiguous, as the kernel's 4-byte broadcasts want), built at run time from x
+    padded with its zero point (so padding reads as 0 once the zero point term is taken off);
+    B is the constant int8 weight, packed at compile time (pack-weights, as a transposed B);
+    -x_zero * (row sums of W) + bias is one int32 bias per output channel, folded at compile
+    time, and the GEMM requantizes in its store. C (pixels x channels) is then transposed into
+    y. False (nothing emitted) where that does not apply."""
+    x_shape, w_shape, y_shape = x.type.get_shape(), w.type.get_shape(), out.type.get_shape()
+    weights, w_zero, x_zero = _constant(op, 3), _constant(op, 5), _constant(op, 2)
+    conv_bias = np.zeros(1, np.int32) if bias is None else _constant(op, 8)
+    if (len(x_shape) != 4 or x_shape[0] != 1 or op.attr("group", 1) != 1 or weights is None
+            or weights.dtype != np.int8 or w_zero is None or w_zero.any() or x_zero is None or x_zero.size != 1
+            or conv_bias is None or numpy_dtype(x.type.element_type) != np.uint8 or 0 in y_shape):
+        return False
+    co, k = w_shape[0], int(np.prod(w_shape[1:]))
+    if -(-k // 4) * 4 > _INT8_KC:
+        return False
+    window = window_of(op, x_shape[2:], list(w_shape[2:]), y_shape[2:])
+    zero = int(x_zero.reshape(-1)[0])
+    padded = _padded_with(kb, x, window, zero)
+    pixels = int(np.prod(y_shape[2:]))
+    channels, (kh, kw), (oh, ow) = x_shape[1], w_shape[2:], y_shape[2:]
+    patches = kb.scratch(MemRefType(x.type.element_type, [pixels, k]))
+    # patches[oh, ow, c, i, j] = padded[0, c, oh*sh + i*dh, ow*sw + j*dw]
+    taps = window.taps([dim(0), dim(1)], [dim(3), dim(4)])
+    kb.generic([padded], [reshape_view(kb.builder, patches, [oh, ow, channels, kh, kw])],
+               [affine_map(5, [cst(0), dim(2), *taps]), identity_map(5)], [PARALLEL] * 5,
+               lambda b, a: [a[0]])
+    correction = conv_bias.astype(np.int64).reshape(-1) - zero * weights.astype(np.int64).reshape(co, k).sum(axis=1)
+    if np.abs(correction).max(initial=0) >= 2 ** 31:
+        return False
+    bias = _weight(kb, op, "x_zero_correction", np.broadcast_to(correction, [co]).astype(np.int32))
+    multipliers = _weight(kb, op, "requantize_multipliers", np.broadcast_to(requant[0], [co]).copy())
+    c = kb.scratch(MemRefType(out.type.element_type, [pixels, co]))
+    out_type = numpy_dtype(out.type.element_type)
+    emit_gemm_call(kb, op, patches, reshape_view(kb.builder, w, [co, k]), c, bias_buffer=bias,
+                   residual_buffer=multipliers, bias="row", m=pixels, n=co, k=k, a_row_stride=k,
+                   a_k_stride=1, ldb=co, ldc=co, b_trans=1, dtype="u8s8", dot=_dot_instruction(op),
+                   kc=-(-k // 4) * 4, requantize="u8" if out_type == np.uint8 else "s8", y_zero=requant[1])
+    kb.generic([c], [reshape_view(kb.builder, out, [co, pixels])],
+               [identity_map(2), affine_map(2, [dim(1), dim(0)])], [PARALLEL] * 2, lambda b, a: [a[0]])
+    return True
+
+
 @lowers("QLinearConv")
 def lower_qlinear_conv(kb, op, ins, outs) -> None:
     x, x_scale, x_zero, w, w_scale, w_zero, y_scale, y_zero = ins[:8]
@@ -525,6 +590,11 @@ def lower_qlinear_conv(kb, op, ins, outs) -> None:
     out = outs[0]
     shape = out.type.get_shape()
     _check_scale_size(op, w_scale, shape[1], "w_scale")
+    requant = _multipliers(op)
+    kb.epilogue = None
+    if requant is not None and numpy_dtype(out.type.element_type) in (np.uint8, np.int8) \
+            and _integer_conv(kb, op, x, w, bias, out, requant):
+        return
     acc = _conv_integer(kb, op, x, x_zero, w, w_zero, bias, kb.scratch(MemRefType(i32, shape)),
                         indices=(0, 3, 5, 8))
     rank = len(shape)
