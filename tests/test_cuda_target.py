@@ -271,6 +271,21 @@ def test_split_model_saves_and_loads_without_the_compiler(tmp_path):
     assert out.split("\n")[0] == "cuda ['cuda', 'cpu', 'cuda'] []"
 
 
+def test_cli_compile_writes_the_split_artifact(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    onnx.save(_mlp(), tmp_path / "mlp.onnx")
+    done = subprocess.run([sys.executable, "-m", "dlc.cli", "compile", str(tmp_path / "mlp.onnx"), "--target", "cuda",
+                           "-o", str(tmp_path / "out")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "not on cuda: node 'softmax' (Softmax)" in done.stdout
+    manifest = json.loads((tmp_path / "out" / "partitions.json").read_text())
+    assert [s["target"] for s in manifest["steps"]] == ["cuda", "cpu", "cuda"]
+    assert manifest["steps"][1]["inputs"] == manifest["steps"][0]["outputs"]  # the edge between them
+
+
 def test_without_cuda_bindings_running_is_a_clear_error():
     import importlib.util
 
