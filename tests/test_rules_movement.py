@@ -256,6 +256,31 @@ def test_scatter_constant_index_out_of_range_is_refused():
         dlc.compile(model)
 
 
+# --- CenterCropPad -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("shape,axes", [([5, 4, 6], None), ([3, 7], [0, -1]), ([8], [1]), ([2, 9], [2, 0])])
+def test_center_crop_pad(shape, axes):
+    """Crops and pads by even and odd amounts on one model's axes; 'shape' a constant, then a
+    run-time input the compiled sizes are checked against."""
+    import dlc
+    from dialects.diagnostics import DlcError
+
+    attrs = {} if axes is None else {"axes": axes}
+    x_shape = [6, 5, 3]
+    model = _model([("CenterCropPad", ["x", "s"], ["y"], attrs)], {"x": (F32, x_shape)}, ["y"],
+                   {"s": _i64(*shape)})
+    _assert_matches(model)
+    out_shape = [d.dim_value for d in model.graph.output[0].type.tensor_type.shape.dim]
+    runtime = _model([("CenterCropPad", ["x", "s"], ["y"], attrs)],
+                     {"x": (F32, x_shape), "s": (I64, [len(shape)])}, ["y"], declared={"y": (F32, out_shape)})
+    compiled = dlc.compile(runtime)
+    feeds = {"x": _feeds(model)["x"], "s": _i64(*shape)}
+    np.testing.assert_array_equal(compiled.run(feeds)["y"], run_onnxruntime(runtime, feeds)[0])
+    wrong = _i64(*[d + 1 for d in shape])
+    with pytest.raises(DlcError, match=rf"CenterCropPad_0.*input 'shape' is not \[{shape[0]}"):
+        compiled.run({**feeds, "s": wrong})
+
+
 # --- Expand, Tile, Pad ------------------------------------------------------------------------
 
 

@@ -1,8 +1,8 @@
 """Shape and data-movement ONNX operators as linalg copies over affine index maps and windows.
 
 Mirrors the ONNX operator spec at opset 21 (https://onnx.ai/onnx/operators/): Transpose,
-Concat, Split, Slice, Expand, Tile, Pad, DepthToSpace, SpaceToDepth, plus the copy used for
-outputs. Every generic loops over the buffer it writes; reads are affine in those loops,
+Concat, Split, Slice, Expand, Tile, Pad, DepthToSpace, SpaceToDepth, CenterCropPad, plus the
+copy used for outputs. Every generic loops over the buffer it writes; reads are affine in those loops,
 except for Slice/Pad whose starts or pads come at run time, which load at computed indices.
 """
 
@@ -13,7 +13,8 @@ from collections.abc import Sequence
 import numpy as np
 import onnx.defs
 from xdsl.dialects.builtin import IndexType, NoneType
-from xdsl.ir import SSAValue
+from xdsl.dialects.linalg import ops as linalg
+from xdsl.ir import Block, Region, SSAValue
 from xdsl.ir.affine import AffineExpr
 
 from dialects.diagnostics import UnsupportedError
@@ -22,12 +23,14 @@ from dialects.weights import weights_of
 from passes.lowering.rules import lowers
 from passes.lowering.utils.linalg_builder import (
     PARALLEL,
+    Body,
     affine_map,
     broadcast_exprs,
     cst,
     dim,
     identity_map,
 )
+from passes.lowering.utils.runtime_checks import error_code, flag_if, status_word
 
 # --- shared helpers ---------------------------------------------------------------------------
 
@@ -440,3 +443,44 @@ def lower_space_to_depth(kb, op, ins, outs) -> None:
     n, c, y, x = (dim(i) for i in range(4))
     block = c // channels  # by * bs + bx: output channels are block-major
     read_affine(kb, ins[0], outs[0], [n, c % channels, y * bs + block // bs, x * bs + block % bs])
+
+
+@lowers("CenterCropPad")
+def lower_center_crop_pad(kb, op, ins, outs) -> None:
+    """Each axis in 'axes' cropped or zero-padded about its centre to the output's size, the odd
+    element at the end (onnx__CenterCropPad, opset 18): the output's static shape is the
+    'shape' input's value, which a run checks (a different value fails it, never reads past x)."""
+    x, shape_input = ins
+    out = outs[0]
+    in_shape, out_shape = x.type.get_shape(), out.type.get_shape()
+    rank = len(in_shape)
+    axes = [normalize_axis(op, a, rank) for a in (op.attr("axes") or range(rank))]
+    wanted = [out_shape[a] for a in axes]
+    constant = constant_input(op, 1, required=False)
+    if constant is not None and [int(v) for v in constant.reshape(-1)] != wanted:
+        raise UnsupportedError(f"{op.describe()}: input 'shape' is {constant.reshape(-1).tolist()} but "
+                               f"the output's axes {axes} have sizes {wanted}")
+    if constant is None and wanted:
+        status = status_word(kb)
+        code = error_code(op, f"{op.describe()}: input 'shape' is not {wanted}, the sizes this model "
+                              "was compiled for (dlc compiles static shapes)")
+
+        # A loop over 'shape' that only checks it: a generic without outputs.
+        block = Block(arg_types=[shape_input.type.element_type])
+        b, i = Body(block, shape_input.type.element_type), Body(block, IndexType())
+        expected = b.const(wanted[-1])
+        for k in range(len(wanted) - 1):
+            expected = b.select(i.cmp("eq", b.index(0), i.const(k)), b.const(wanted[k]), expected)
+        flag_if(b, status, b.compare("ne", block.args[0], expected), code)
+        block.add_op(linalg.YieldOp())
+        kb.insert(linalg.GenericOp([shape_input], [], Region(block), [identity_map(1)], [PARALLEL]))
+    if is_empty(out):
+        return
+    # The part of x the output keeps starts at (in - out) // 2 where cropped and lands at
+    # (out - in) // 2 where padded.
+    sizes = [min(i, o) for i, o in zip(in_shape, out_shape)]
+    source = [max(i - o, 0) // 2 for i, o in zip(in_shape, out_shape)]
+    target = [max(o - i, 0) // 2 for i, o in zip(in_shape, out_shape)]
+    if sizes != list(out_shape):
+        kb.fill(out, 0)
+    copy_window(kb, x, out, source, target, sizes)
