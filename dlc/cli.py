@@ -460,6 +460,16 @@ def cmd_compare(args) -> int:
     from dlc.targets import get_target
     from dlc.tools.fusion_report import compare, format_compare
 
+    if args.quantized:  # fp32 against int8 (issue 20): accuracy and time, dlc and onnxruntime
+        import importlib.util
+
+        from dlc.tools.quantized_report import compare_quantized, format_quantized
+
+        builds = compare_quantized(args.model, args.quantized, samples=args.samples, repeat=args.repeat,
+                                   threads=args.threads, input_shapes=_parse_shapes(args.shape),
+                                   with_onnxruntime=importlib.util.find_spec("onnxruntime") is not None)
+        print(format_quantized(builds))
+        return 0
     if get_target(args.target).partial:  # a simulated accelerator: compare its cost model, not timings
         from dlc.tools.fusion_report import compare_fusion
 
@@ -759,6 +769,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--html", metavar="FILE", help="write a self-contained HTML report")
     p.add_argument("--threads", type=int, default=1, help="threads for dlc and onnxruntime (default 1)")
     p.add_argument("--profile", action="store_true", help="also print the time of each kernel of both builds")
+    p.add_argument("--quantized", metavar="INT8.onnx", help="compare MODEL (fp32) with its quantized version "
+                   "instead: max and mean error, top-1 agreement and time, dlc and onnxruntime")
+    p.add_argument("--samples", type=int, default=8, help="random inputs for --quantized (default 8)")
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("verify", help="compare every intermediate tensor with onnxruntime; name the first "

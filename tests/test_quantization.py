@@ -424,3 +424,25 @@ def test_cast_to_and_from_unsigned(source, target):
     if source == np.int32:  # in range of the target: out of range is implementation-defined
         x = np.clip(x, 0, 255).astype(source)
     np.testing.assert_array_equal(dlc.compile(model).run({"x": x})["y"], run_onnxruntime(model, {"x": x})["y"])
+
+
+def test_compare_quantized_reports_accuracy_and_time(tmp_path, capsys):
+    """`dlc compare FP32 --quantized INT8`: the small CNN's int8 outputs are bit-exact with
+    onnxruntime's, so both runtimes report the same errors against their fp32 builds."""
+    from dlc.cli import main
+    from dlc.tools.quantized_report import accuracy, compare_quantized
+
+    model, _ = _quantized(_small_cnn, "static-per-channel", tmp_path)
+    fp32, _ = _float_model(_small_cnn, np.random.default_rng(0))
+    onnx.save(fp32, tmp_path / "fp32.onnx")
+    onnx.save(model, tmp_path / "int8.onnx")
+    builds = {b.label: b for b in compare_quantized(tmp_path / "fp32.onnx", tmp_path / "int8.onnx",
+                                                    samples=3, repeat=2)}
+    ours = accuracy(builds["dlc fp32"], builds["dlc int8"])["y"]
+    theirs = accuracy(builds["onnxruntime fp32"], builds["onnxruntime int8"])["y"]
+    assert 0 < ours[0] < 0.1 and ours[2] is not None
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)  # fp32 builds differ by ulps
+    assert main(["compare", str(tmp_path / "fp32.onnx"), "--quantized", str(tmp_path / "int8.onnx"),
+                 "--samples", "2", "--repeat", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "top-1 agree" in out and "onnxruntime int8" in out
