@@ -1,4 +1,4 @@
-"""ArgMax/ArgMin/Hardmax, Resize, LpPool, Instance/GroupNormalization, LRN, ConvTranspose,
+"""ArgMax/ArgMin/Hardmax, Resize, LpPool, Instance/GroupNormalization, LRN, ConvTranspose, Det,
 Einsum, and Slice/Pad with run-time starts/pads: dlc vs onnxruntime on one-node models.
 
 Run-time inputs get chosen values (or seeded random data); the output shape is taken from
@@ -251,3 +251,30 @@ def test_runtime_pad(mode, pads, axes):
         feeds["axes"] = np.array(axes, np.int64)
         order.append("axes")
     _check("Pad", feeds, order=order, mode=mode)
+
+
+# --- Det --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("shape", [[3, 3], [4, 2, 2], [2, 3, 5, 5], [8, 8], [1, 1]])
+def test_det(shape):
+    """Random matrices (a pivot swap at most steps), plus a singular one (two equal rows: 0, or
+    a rounding's worth) and one whose first pivot is 0 (a swap is needed) where the batch has
+    room. Relative tolerance 1e-4 of the elimination's own size: onnxruntime's LU pivots alike."""
+    x = _random(*shape, seed=len(shape))
+    if len(shape) > 2 and shape[-1] > 1:
+        flat = x.reshape(-1, shape[-1], shape[-1])
+        flat[0, 1] = flat[0, 0]
+        flat[-1, 0, 0] = 0
+    _check("Det", {"x": x}, rtol=1e-4, atol=1e-5)
+
+
+def test_det_order_past_the_unrolled_limit_is_refused():
+    import dlc
+    from dialects.diagnostics import UnsupportedError
+
+    node = helper.make_node("Det", ["x"], ["y"], name="det")
+    graph = helper.make_graph([node], "det", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [9, 9])],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    with pytest.raises(UnsupportedError, match=r"node 'det' \(Det\): 9x9 matrices; dlc unrolls"):
+        dlc.compile(model)
