@@ -317,6 +317,42 @@ def test_dropout_mask_in_inference():
     np.testing.assert_array_equal(got["mask"], want_mask)
 
 
+def _cumprod_reference(x, axis, exclusive, reverse):
+    """numpy's cumprod with the spec's exclusive and reverse (onnxruntime 1.32 stops before
+    opset 26, where CumProd appears)."""
+    y = np.flip(x, axis) if reverse else x
+    if exclusive:
+        y = np.concatenate([np.ones_like(np.take(y, [0], axis)), np.delete(y, -1, axis)], axis)
+    y = np.cumprod(y, axis=axis, dtype=x.dtype)
+    return np.flip(y, axis) if reverse else y
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.int32, np.int64])
+@pytest.mark.parametrize("exclusive,reverse", [(0, 0), (1, 0), (0, 1), (1, 1)])
+def test_cumprod(exclusive, reverse, dtype):
+    """CumProd (opset 26) through the body dlc writes for it, axis a constant and a run-time
+    input; zeros and negative values in x."""
+    x = np.random.default_rng(9).integers(-3, 4, (2, 3, 4)).astype(dtype)
+    elem = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+    node = helper.make_node("CumProd", ["x", "axis"], ["y"], name="cumprod", exclusive=exclusive,
+                            reverse=reverse)
+    out = [helper.make_tensor_value_info("y", elem, x.shape)]
+    for axis in (1, -1):
+        graph = helper.make_graph([node], "cumprod", [helper.make_tensor_value_info("x", elem, x.shape)], out,
+                                  [numpy_helper.from_array(np.array(axis, np.int64), "axis")])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 26)])
+        got = dlc.compile(model).run({"x": x})["y"]
+        np.testing.assert_array_equal(got, _cumprod_reference(x, axis % 3, exclusive, reverse))
+    graph = helper.make_graph([node], "cumprod", [helper.make_tensor_value_info("x", elem, x.shape),
+                                                  helper.make_tensor_value_info("axis", TensorProto.INT32, [])], out)
+    compiled = dlc.compile(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 26)]))
+    for axis in (0, 2, -2):
+        got = compiled.run({"x": x, "axis": np.array(axis, np.int32)})["y"]
+        np.testing.assert_array_equal(got, _cumprod_reference(x, axis % 3, exclusive, reverse))
+    with pytest.raises(DlcError, match=r"cumprod_expanded_axis.*out of range"):
+        compiled.run({"x": x, "axis": np.array(3, np.int32)})
+
+
 # --- ReverseSequence --------------------------------------------------------------------------
 
 @pytest.mark.parametrize("time_axis,batch_axis", [(0, 1), (1, 0)])

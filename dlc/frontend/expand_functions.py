@@ -15,11 +15,13 @@ ONNX's own inference of the unexpanded node fails on the body's Constant), Space
 mode=CRD (opset 28, which the version converter cannot take down), and two without an ONNX
 function whose body dlc writes: ai.onnx.ml's Binarizer, Y = Cast(X > threshold) to X's type
 (https://onnx.ai/onnx/operators/onnx_aionnxml_Binarizer.html), and an inference Dropout whose
-mask output is read, Identity and a mask of all true.
+mask output is read, Identity and a mask of all true; and CumProd (opset 26), as products
+under a mask, the way rules/cumulative.py lowers CumSum.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import onnx
 import onnx.defs
 
@@ -60,7 +62,7 @@ def _expand_once(model: onnx.ModelProto) -> onnx.ModelProto:
         own = _dropout_with_mask if _is_inference_dropout_with_mask(node) else \
             _OWN_BODIES.get((node.domain, node.op_type))
         if own is not None:
-            nodes.extend(own(node, types, prefix))
+            nodes.extend(own(node, types, prefix, _constants(model)))
             continue
         schema = _body_schema(node, version)
         function = _function_of(schema, node, [types.get(name, onnx.TypeProto()) for name in node.input],
@@ -75,7 +77,8 @@ def _expand_once(model: onnx.ModelProto) -> onnx.ModelProto:
     return expanded
 
 
-def _binarizer(node: onnx.NodeProto, types: dict[str, onnx.TypeProto], prefix: str) -> list[onnx.NodeProto]:
+def _binarizer(node: onnx.NodeProto, types: dict[str, onnx.TypeProto], prefix: str,
+               constants: dict[str, np.ndarray]) -> list[onnx.NodeProto]:
     """Binarizer (ai.onnx.ml): 1 where X > threshold, else 0, in X's type (NaN gives 0)."""
     threshold = next((a.f for a in node.attribute if a.name == "threshold"), 0.0)
     elem_type = types[node.input[0]].tensor_type.elem_type if node.input[0] in types else 0
@@ -96,8 +99,8 @@ def _binarizer(node: onnx.NodeProto, types: dict[str, onnx.TypeProto], prefix: s
     ]
 
 
-def _dropout_with_mask(node: onnx.NodeProto, types: dict[str, onnx.TypeProto], prefix: str
-                       ) -> list[onnx.NodeProto]:
+def _dropout_with_mask(node: onnx.NodeProto, types: dict[str, onnx.TypeProto], prefix: str,
+                       constants: dict[str, np.ndarray]) -> list[onnx.NodeProto]:
     """Dropout in inference (no training_mode input) whose mask output is read: Y = X and a mask
     of all true, as the spec defines both (https://onnx.ai/onnx/operators/onnx__Dropout.html)."""
     helper = onnx.helper
@@ -111,13 +114,74 @@ def _dropout_with_mask(node: onnx.NodeProto, types: dict[str, onnx.TypeProto], p
     ]
 
 
+def _cumprod(node: onnx.NodeProto, types: dict[str, onnx.TypeProto], prefix: str,
+             constants: dict[str, np.ndarray]) -> list[onnx.NodeProto]:
+    """CumProd (opset 26, no ONNX function): as the CumSum lowering scans, a product over m of
+    Where(m precedes i, x[m], 1) for each i, m on the axis (n^2 multiplies per slice). A
+    run-time axis computes each candidate axis and selects the one named; the axis is normalised
+    by a Gather from [0..rank) twice, so an axis outside [-rank, rank) fails the run there."""
+    helper, numpy_helper = onnx.helper, onnx.numpy_helper
+    name = node.name or "CumProd"
+    x_type = types.get(node.input[0], onnx.TypeProto()).tensor_type
+    dims = [d.dim_value if d.HasField("dim_value") else None for d in x_type.shape.dim]
+    if not x_type.HasField("shape") or None in dims or not dims:
+        raise UnsupportedError(f"node '{name}' (CumProd): input 'x' needs a static shape of rank >= 1, "
+                               f"got {dims if x_type.HasField('shape') else 'none'}")
+    rank = len(dims)
+    attributes = {a.name: a.i for a in node.attribute}
+    relation = {(0, 0): np.less_equal, (1, 0): np.less, (0, 1): np.greater_equal,
+                (1, 1): np.greater}[attributes.get("exclusive", 0), attributes.get("reverse", 0)]
+    nodes: list[onnx.NodeProto] = []
+
+    def constant(label: str, array: np.ndarray) -> str:
+        nodes.append(helper.make_node("Constant", [], [prefix + label], name=prefix + label,
+                                      value=numpy_helper.from_array(array, prefix + label)))
+        return prefix + label
+
+    def add(op_type: str, inputs: list[str], label: str, output: str | None = None, **attrs) -> str:
+        nodes.append(helper.make_node(op_type, inputs, [output or prefix + label],
+                                      name=f"{name}{_EXPANDED}{label}", **attrs))
+        return output or prefix + label
+
+    one = constant("one", np.ones((), onnx.helper.tensor_dtype_to_np_dtype(x_type.elem_type)))
+
+    def along(axis: int, output: str | None = None) -> str:
+        n = dims[axis]
+        i, m = np.arange(n)[:, None], np.arange(n)[None, :]  # out[i] takes x[m] where relation(m, i)
+        mask = constant(f"mask{axis}", relation(m, i).reshape([n, n] + [1] * (rank - 1 - axis)))
+        spread = add("Unsqueeze", [node.input[0], constant(f"at{axis}", np.array([axis]))], f"spread{axis}")
+        terms = add("Where", [mask, spread, one], f"terms{axis}")
+        return add("ReduceProd", [terms, constant(f"over{axis}", np.array([axis + 1]))], f"prod{axis}",
+                   output, keepdims=0)
+
+    fixed = constants.get(node.input[1])
+    if fixed is not None:
+        if fixed.size != 1 or not -rank <= int(fixed.reshape(-1)[0]) < rank:
+            raise UnsupportedError(f"node '{name}' (CumProd): input 'axis' is {fixed.reshape(-1).tolist()}; "
+                                   f"expected one axis in [{-rank}, {rank})")
+        along(int(fixed.reshape(-1)[0]) % rank, node.output[0])
+        return nodes
+    axis = add("Cast", [node.input[1]], "axis64", to=onnx.TensorProto.INT64)
+    table = constant("axes", np.concatenate([np.arange(rank), np.arange(rank)]))
+    shifted = add("Add", [axis, constant("rank", np.array(rank))], "shifted")
+    named = add("Gather", [table, shifted], "axis")  # out of range: the run fails here
+    result = along(0)
+    for candidate in range(1, rank):
+        is_it = add("Equal", [named, constant(f"value{candidate}", np.array(candidate))], f"is{candidate}")
+        result = add("Where", [is_it, along(candidate), result], f"pick{candidate}",
+                     node.output[0] if candidate == rank - 1 else None)
+    if rank == 1:
+        nodes.append(helper.make_node("Identity", [result], [node.output[0]], name=f"{name}{_EXPANDED}out"))
+    return nodes
+
+
 def _is_inference_dropout_with_mask(node: onnx.NodeProto) -> bool:
     return (node.op_type == "Dropout" and node.domain in ("", "ai.onnx") and len(node.output) > 1
             and bool(node.output[1]) and (len(node.input) < 3 or not node.input[2]))
 
 
 # Operators without an ONNX function body whose body dlc writes: (domain, op type) -> builder.
-_OWN_BODIES = {("ai.onnx.ml", "Binarizer"): _binarizer}
+_OWN_BODIES = {("ai.onnx.ml", "Binarizer"): _binarizer, ("", "CumProd"): _cumprod}
 # Operators of the canonical opset (or before) with a body and no lowering: always expanded.
 _EXPANDED_AT_ANY_OPSET = frozenset({"MeanVarianceNormalization"})
 
@@ -209,6 +273,12 @@ def _with_defaults(node: onnx.NodeProto, schema) -> onnx.NodeProto:
             default.name = name
             full.attribute.append(default)
     return full
+
+
+def _constants(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    """The values of the model's small initializers (an own body may depend on them)."""
+    return {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer
+            if np.prod(t.dims, dtype=np.int64) <= 64}
 
 
 def _value_types(model: onnx.ModelProto) -> dict[str, onnx.TypeProto]:
