@@ -48,6 +48,11 @@ def _mlp(m=100, k=64, n=48, seed=0):
                   [("W", rng.standard_normal((k, n))), ("b", rng.standard_normal(n))])
 
 
+def _matmul(m, k, n):
+    return _model([helper.make_node("MatMul", ["a", "b"], ["c"], name="mm")], [("a", [m, k]), ("b", [k, n])],
+                  [("c", [m, n])])
+
+
 def _compile(model, **kw):
     import dlc
 
@@ -113,6 +118,19 @@ def test_gemm_ptx_is_shared_memory_tiled_for_sm90():
     assert "setp.lt.u32" in gemm or "setp.gt.u32" in gemm
 
 
+def test_edge_shapes_fall_back_or_launch_nothing():
+    from dlc.frontend.importer import import_model
+    from dlc.targets.cuda.target import support_of
+
+    tall = _matmul(64 * 65535 + 1, 1, 1)
+    (mm,) = [op for op in import_model(tall).walk() if getattr(op, "node_name", None) == "mm"]
+    assert "65535 row tiles" in support_of(mm).reason
+    # A GEMM with no output element: a kernel that stores nothing, on a grid CUDA accepts.
+    llvm_ir, ptx = _ptx(_matmul(0, 8, 5))
+    assert "st.global" not in ptx and ".entry k0_MatMul(" in ptx
+    assert _cuda_steps(_compile(_matmul(0, 8, 5)))[0].plan["launches"][0]["grid"] == [1, 1, 1]
+
+
 def test_tiles_come_from_the_target_description(tmp_path, monkeypatch):
     import json
 
@@ -146,11 +164,6 @@ def test_large_gemms_take_the_large_tile():
 def _tf32_target(tmp_path, monkeypatch):
     (tmp_path / "tf32.json").write_text('{"gemm_tf32": 1}')
     monkeypatch.setenv("DLC_CUDA_TARGET", str(tmp_path / "tf32.json"))
-
-
-def _matmul(m, k, n):
-    return _model([helper.make_node("MatMul", ["a", "b"], ["c"], name="mm")], [("a", [m, k]), ("b", [k, n])],
-                  [("c", [m, n])])
 
 
 def test_tf32_gemm_uses_tensor_cores(tmp_path, monkeypatch):

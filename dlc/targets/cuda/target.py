@@ -224,8 +224,9 @@ def support_of(op) -> Support:
         return SUPPORTED
     if kind == "MatMul":
         return _check_matmul(op)
-    if kind == "Gemm":
-        return SUPPORTED  # 2-D by the spec; transA/transB, alpha, beta and C's broadcast are handled
+    if kind == "Gemm":  # 2-D by the spec; transA/transB, alpha, beta and C's broadcast are handled
+        a = _shape(op.operands[0])
+        return _check_rows(a[1] if op.attr("transA", 0) else a[0])
     if kind == "Conv":
         return _check_conv(op)
     return Support(False, f"the cuda target has no {kind} kernel yet (it runs Conv, MatMul/Gemm and "
@@ -256,4 +257,13 @@ def _check_matmul(op) -> Support:
                                   f"against {list(batch)} is not handled")
     if math.prod(batch) > 65535:
         return Support(False, f"{math.prod(batch)} batches exceed the 65535 blocks of a CUDA grid's z")
+    return _check_rows(a[-2])
+
+
+def _check_rows(rows: int) -> Support:
+    """Row tiles go on the grid's y, at most 65535 blocks (of the smallest tile, 64 rows)."""
+    from dlc.targets.cuda.codegen import DEFAULT_TILES
+
+    if -(-rows // DEFAULT_TILES["gemm_tile_m"]) > 65535:
+        return Support(False, f"{rows} rows exceed the 65535 row tiles of a CUDA grid's y")
     return SUPPORTED
