@@ -446,3 +446,22 @@ def test_compare_quantized_reports_accuracy_and_time(tmp_path, capsys):
                  "--samples", "2", "--repeat", "2"]) == 0
     out = capsys.readouterr().out
     assert "top-1 agree" in out and "onnxruntime int8" in out
+
+
+@pytest.mark.parametrize("op_type", ["QLinearAdd", "QLinearMul", "QLinearGlobalAveragePool", "QLinearSigmoid",
+                                     "QLinearLeakyRelu", "QLinearConcat"])
+def test_onnxruntime_qoperator_nodes_are_refused_by_name(op_type):
+    """com.microsoft QLinear* (quantize_static's QOperator format) are not lowered: the error
+    names the node and operator and points at the QDQ format, which dlc runs in integers."""
+    from dialects.diagnostics import UnsupportedError
+
+    node = helper.make_node(op_type, ["x", "s", "z", "s", "z"], ["y"], domain="com.microsoft", name="q1")
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", T.UINT8, [1, 4, 2, 2])],
+                              [helper.make_tensor_value_info("y", T.UINT8, [1, 4, 2, 2])],
+                              [numpy_helper.from_array(np.array(0.1, np.float32), "s"),
+                               numpy_helper.from_array(np.array(3, np.uint8), "z")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                    helper.make_opsetid("com.microsoft", 1)])
+    with pytest.raises(UnsupportedError, match=f"node 'q1': operator 'com.microsoft.{op_type}'") as error:
+        dlc.compile(model)
+    assert "QuantFormat.QDQ" in str(error.value) or "QuantFormat.QDQ" in str(getattr(error.value, "hint", ""))

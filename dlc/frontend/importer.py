@@ -986,7 +986,9 @@ def import_model(model: str | Path | onnx.ModelProto,
             raise UnsupportedError(
                 f"node '{node.name}': operator '{node.domain + '.' if node.domain else ''}{node.op_type}' "
                 f"(opset {opset_of(proto)}) is not an ONNX operator dlc knows",
-                "`dlc ops` lists the supported operators")
+                "onnxruntime's QOperator format: quantize with quant_format=QuantFormat.QDQ, whose "
+                "Q/DQ pairs dlc runs as integer kernels" if node.domain == "com.microsoft"
+                and node.op_type.startswith("QLinear") else "`dlc ops` lists the supported operators")
         operands = []
         for name in node.input:
             if name:
