@@ -161,15 +161,17 @@ def _fixed_ops() -> list:
     from onnx.reference.ops.op_max_pool import MaxPool as OnnxMaxPool
 
     # onnx 1.23's pooling mis-sizes or crashes with padding at the end, ceil_mode and 1-D
-    # inputs (MaxPool kernel 3, pads [0, 2] on length 4 gives 2 outputs, not 4). Explicit pads
-    # (and VALID) run on _pool below; auto_pad SAME and MaxPool's Indices output stay with onnx.
+    # inputs (MaxPool kernel 3, pads [0, 2] on length 4 gives 2 outputs, not 4), and its
+    # Indices leave out the batch and channel (1-D). Explicit pads (and VALID) run on _pool
+    # below; auto_pad SAME stays with onnx.
     class MaxPool(OnnxMaxPool):
         op_domain = ""
 
         def _run(self, x, **attributes):
-            if attributes.get("auto_pad") not in (None, "NOTSET", "VALID") or len(self.output) > 1:
+            if attributes.get("auto_pad") not in (None, "NOTSET", "VALID"):
                 return super()._run(x, **attributes)
-            return (_pool(x, "max", attributes),)
+            values = _pool(x, "max", attributes)
+            return (values, _max_pool_indices(x, values, attributes)) if len(self.output) > 1 else (values,)
 
     class AveragePool(AveragePool_19):
         op_domain = ""
@@ -263,6 +265,29 @@ def _pool(x: np.ndarray, kind: str, attributes: dict) -> np.ndarray:
         if kind == "average":
             result = result / count.astype(x.dtype)
     return result.astype(x.dtype)
+
+
+def _max_pool_indices(x: np.ndarray, values: np.ndarray, attributes: dict) -> np.ndarray:
+    """MaxPool's Indices as onnxruntime gives them: the flat index into x (row-major, or the
+    spatial dims column-major with storage_order 1) of the first tap in the window's row-major
+    order that holds the maximum; padding is never picked."""
+    nd, spatial, out = len(attributes["kernel_shape"]), x.shape[2:], values.shape[2:]
+    strides = list(attributes.get("strides") or [1] * nd)
+    dilations = list(attributes.get("dilations") or [1] * nd)
+    pads = [0] * nd if attributes.get("auto_pad") == "VALID" else list(attributes.get("pads") or [0] * nd)
+    sizes = spatial if not attributes.get("storage_order") else spatial[::-1]
+    steps = [int(np.prod(sizes[i + 1:])) for i in range(nd)]
+    steps = steps if not attributes.get("storage_order") else steps[::-1]
+    planes = np.arange(x.shape[0] * x.shape[1]).reshape(x.shape[:2] + (1,) * nd) * int(np.prod(spatial))
+    found = np.full(values.shape, -1, np.int64)
+    for tap in np.ndindex(*attributes["kernel_shape"]):
+        at = np.meshgrid(*[np.arange(o) * s + t * d - p for o, s, t, d, p in
+                           zip(out, strides, tap, dilations, pads)], indexing="ij")
+        inside = np.logical_and.reduce([(a >= 0) & (a < n) for a, n in zip(at, spatial)])
+        v = x[(slice(None), slice(None), *[np.clip(a, 0, n - 1) for a, n in zip(at, spatial)])]
+        hit = inside & ((v == values) | np.isnan(v)) & (found < 0)
+        found = np.where(hit, planes + sum(a * step for a, step in zip(at, steps)), found)
+    return found
 
 
 _FIXED_OPS = _fixed_ops()
