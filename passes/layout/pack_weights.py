@@ -27,6 +27,7 @@ from xdsl.ir import BlockArgument, SSAValue
 from xdsl.passes import ModulePass
 from xdsl.rewriter import InsertPoint, Rewriter
 
+from dialects.diagnostics import CompileError
 from dialects.gemm_ukernel import (
     a_rows_alias,
     choose_tiles,
@@ -89,6 +90,10 @@ class PackWeightsPass(ModulePass):
     def _pack_b(self, op, decl, spec, first_calls, calls_in_main, main, store, info, done) -> None:
         site = self._pack_site(decl, first_calls, calls_in_main, 1)
         if site is None:
+            if spec.get("dtype", "f32") == "u8s8":  # the integer kernel reads B packed only
+                raise CompileError(f"pack-weights: the int8 B of @{decl.sym_name.data} "
+                                   f"({spec['m']}x{spec['n']}x{spec['k']}) is not a weight that only this GEMM "
+                                   "reads, so it cannot be packed for the integer micro-kernel")
             return
         kernel, gemm_call, arg_index, main_call, weight_name = site
         array = store[weight_name].reshape((spec["n"], spec["k"]) if spec.get("b_trans") else (spec["k"], spec["n"]))
