@@ -55,6 +55,46 @@ def test_every_function_lands_in_exactly_one_part(cnn_ir):
                            for other in parts if other is not part)
 
 
+def test_gemms_go_apart_from_the_kernels_that_call_them(cnn_ir):
+    parts = split_module(cnn_ir, 2, apart=native.is_gemm)
+    assert len(parts) == 3
+    defined = [_defined(part) for part in parts]
+    for part in parts:
+        parse_llvm(part)
+    assert defined[0]["dlc_main"] and not any(native.is_gemm(name) for name in defined[0])
+    assert all(native.is_gemm(name) for names in defined[1:] for name in names)
+    seen = [name for names in defined for name in names]
+    assert len(seen) == len(set(seen)), "every function compiled once"
+    # A micro-kernel tile stays internal beside its GEMM (inlined there, as in one module);
+    # what a kernel calls is exported from its part.
+    tiles = [name for names in defined[1:] for name in names if ".tile" in name]
+    assert tiles and not any(names[name] for names in defined[1:] for name in tiles if name in names)
+    called = {m for m in re.findall(r'call [^@]*@"([^"]+)"', parts[0]) if native.is_gemm(m)}
+    assert called and all(any(names.get(name) for names in defined[1:]) for name in called)
+    assert split_module(cnn_ir, 2, apart=lambda name: False) == [cnn_ir]  # nothing apart: one module
+
+
+def test_gemm_parts_compile_at_the_gemm_level_and_the_kernels_at_the_one_asked(cnn_ir, monkeypatch):
+    monkeypatch.setattr(native, "MIN_PART_BYTES", 1)
+    levels = {}
+    original = native.compile_object
+
+    def record(llvm_ir, cpu=None, features=None, opt_level=3, triple=None):
+        levels["kernels" if "define void @\"dlc_main\"" in llvm_ir else f"gemms{len(levels)}"] = opt_level
+        return original(llvm_ir, cpu, features, opt_level, triple)
+
+    def in_process(source, target, cpu, features, opt_level, triple):  # the worker, here
+        import subprocess
+        import sys
+        target.write_bytes(record(source.read_text(), cpu, features, opt_level, triple or None))
+        return subprocess.Popen([sys.executable, "-c", "pass"])
+
+    monkeypatch.setattr(native, "compile_object", record)
+    monkeypatch.setattr(native, "_start_worker", in_process)
+    assert NativeModule(compile_objects(cnn_ir, jobs=2, opt_level=3)).address("dlc_main")
+    assert levels == {"gemms0": native.GEMM_PIPELINE_LEVEL, "gemms1": native.GEMM_PIPELINE_LEVEL, "kernels": 3}
+
+
 def test_small_modules_and_one_job_stay_whole(cnn_ir):
     assert split_module(cnn_ir, 1) == [cnn_ir]
     assert len(compile_objects(cnn_ir, jobs=4)) == 1  # under MIN_PART_BYTES: not worth a process
@@ -66,7 +106,8 @@ def test_split_objects_link_and_compute_what_the_whole_module_computes(cnn_ir, m
     monkeypatch.setenv("DLC_CACHE", "0")
     monkeypatch.setenv("DLC_LINKER", "none")  # the parts as object files, for dlc's own loader
     split = dlc.compile(CNN, threads=1)
-    assert len(split._executable.objects) == 3  # two parts and the contract (dlc/runtime/contract.py)
+    # The kernels' part, two parts of GEMMs and the contract (dlc/runtime/contract.py).
+    assert len(split._executable.objects) == 4
     monkeypatch.setenv("DLC_COMPILE_JOBS", "1")
     whole = dlc.compile(CNN, threads=1)
     assert len(whole._executable.objects) == 2  # one part and the contract
@@ -79,14 +120,14 @@ def test_split_objects_link_and_compute_what_the_whole_module_computes(cnn_ir, m
 
     split.save(tmp_path / "art")
     assert sorted(p.name for p in (tmp_path / "art").iterdir()) == [
-        "manifest.json", "model.1.o", "model.2.o", "model.o", "pool.o", "weights.bin"]
+        "manifest.json", "model.1.o", "model.2.o", "model.3.o", "model.o", "pool.o", "weights.bin"]
     again = dlc.load(tmp_path / "art")
     np.testing.assert_array_equal(again.run({again.inputs[0].name: x})[name], expected[name])
 
     whole.save(tmp_path / "again")
     split.save(tmp_path / "again")
     whole.save(tmp_path / "again")  # a stale part of the earlier split save goes
-    assert not (tmp_path / "again/model.2.o").exists()
+    assert not (tmp_path / "again/model.2.o").exists() and not (tmp_path / "again/model.3.o").exists()
     assert dlc.load(tmp_path / "again").run({whole.inputs[0].name: x}).keys() == expected.keys()
 
     (tmp_path / "art/model.1.o").write_bytes(b"\0" * 100)
@@ -107,7 +148,7 @@ def test_a_failed_worker_falls_back_to_compiling_in_this_process(cnn_ir, monkeyp
 
     monkeypatch.setattr(native, "_start_worker", broken_worker)
     objects = compile_objects(cnn_ir, jobs=2)
-    assert len(objects) == 2
+    assert len(objects) == 3
     module = NativeModule(objects)
     assert module.address("dlc_main")
 

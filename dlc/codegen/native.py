@@ -1,7 +1,8 @@
 """LLVM IR text -> optimised object code, with llvmlite.
 
-Optimisation is LLVM's default O`n` pipeline (new pass manager). Loading the objects is the
-runtime's job (dlc/runtime/loader.py: dlc's own ELF loader, else MCJIT).
+Optimisation is LLVM's default O`n` pipeline (new pass manager); the GEMM functions, compiled
+apart from the kernels that call them, get O2's (`GEMM_PIPELINE_LEVEL`). Loading the objects is
+the runtime's job (dlc/runtime/loader.py: dlc's own ELF loader, else MCJIT).
 A large module is split (`split_module`) and its parts compiled at once, one process per
 core: llvmlite serialises all LLVM calls of a process behind one lock, so threads would not
 help, and LLVM compiles a module on one thread (like `clang -flto-jobs`/`-fsplit-lto-unit`
@@ -11,6 +12,7 @@ parallel code generation, but without a linker: the loader links the objects).
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -30,6 +32,20 @@ __all__ = ["compile_object", "compile_objects", "compile_jobs", "parse_llvm"]
 # start) would not pay. ResNet-50 has 4.4 MB, an MLP 30 KB.
 MIN_PART_BYTES = 512 << 10
 JOBS_VARIABLE = "DLC_COMPILE_JOBS"
+# The GEMMs (dlc_gemm_N, its range, im2col and worker functions and micro-kernel tiles:
+# passes/lowering/utils/ukernel_calls.py names them) are most of a CNN's IR (ResNet-50: 3.6
+# of 3.9 MB) and vectorised by hand: O3's extra passes over O2's (non-trivial unswitching,
+# argument promotion, more inlining and instcombine) cost a third of their LLVM time and
+# left their code as it was (object code of the same size, same results bit for bit, run
+# times within noise: benchmarks/README.md). Compiled apart, a GEMM is not inlined into its
+# kernel's parallel body either: ResNet-50's 8.4 CPU-s of LLVM became 5.6.
+GEMM_PIPELINE_LEVEL = 2
+_GEMM = re.compile(r"dlc_gemm_\d")
+
+
+def is_gemm(name: str) -> bool:
+    """Whether the LLVM function `name` belongs to a GEMM (compiled apart, at GEMM_PIPELINE_LEVEL)."""
+    return _GEMM.match(name) is not None
 
 
 def parse_llvm(llvm_ir: str) -> llvm.ModuleRef:
@@ -79,13 +95,21 @@ def compile_objects(
     llvm_ir: str, cpu: str | None = None, features: str | None = None, opt_level: int = 3,
     jobs: int | None = None, triple: str | None = None,
 ) -> list[bytes]:
-    """`compile_object` for a module that may be large: split into up to `jobs` parts
-    (default `compile_jobs()`), compiled in parallel; the objects load together."""
+    """`compile_object` for a module that may be large: the GEMMs apart from the rest and split
+    into up to `jobs` parts (default `compile_jobs()`), compiled in parallel; the objects load
+    together. One job, or a module under twice MIN_PART_BYTES: one part."""
     from dlc.codegen.split_module import split_module
 
     llvm_ir = merge_identical_functions(llvm_ir)  # LLVM optimises each distinct body once
     jobs = compile_jobs() if jobs is None else jobs
-    parts = split_module(llvm_ir, min(jobs, max(1, len(llvm_ir) // MIN_PART_BYTES)))
+    parts, levels = [llvm_ir], [opt_level]
+    if min(jobs, len(llvm_ir) // MIN_PART_BYTES) > 1:
+        parts = split_module(llvm_ir, min(jobs, len(llvm_ir) // MIN_PART_BYTES), apart=is_gemm)
+        # Part 0 holds the entry and the kernels, the others GEMMs alone.
+        levels = [opt_level] + [min(opt_level, GEMM_PIPELINE_LEVEL)] * (len(parts) - 1)
+        if len(parts) == 1:  # no GEMM: parts of kernels alone
+            parts = split_module(llvm_ir, min(jobs, len(llvm_ir) // MIN_PART_BYTES))
+            levels = [opt_level] * len(parts)
     if len(parts) == 1:
         with progress.step("LLVM: object code"):
             return [compile_object(llvm_ir, cpu, features, opt_level, triple)]
@@ -98,7 +122,7 @@ def compile_objects(
             for index, part in enumerate(parts[1:], start=1):
                 source, target = Path(scratch, f"part{index}.ll"), Path(scratch, f"part{index}.o")
                 source.write_text(part)
-                workers.append((_start_worker(source, target, cpu, features or "", opt_level, triple), target))
+                workers.append((_start_worker(source, target, cpu, features or "", levels[index], triple), target))
             progress.current().begin(f"LLVM: {len(parts)} parts, one process each")
             start = time.perf_counter()
             objects = [compile_object(parts[0], cpu, features, opt_level, triple)]
@@ -108,7 +132,7 @@ def compile_objects(
                 if process.returncode == 0 and target.exists():
                     objects.append(target.read_bytes())
                 else:  # the worker could not run (no memory, killed): compile here, or say why
-                    objects.append(compile_object(part, cpu, features, opt_level, triple))
+                    objects.append(compile_object(part, cpu, features, levels[index - 1], triple))
                 progress.current().end(f"LLVM part {index}/{len(parts)}", time.perf_counter() - start)
         finally:
             for process, _ in workers:

@@ -12,7 +12,11 @@ does, at the level of textual IR, so that each part goes to its own process:
 * units are dealt to the lightest part, largest first; a unit called from another part
   becomes an external symbol in its own and is declared where it is called;
 * internal constants and declarations are copied into every part (LLVM drops unused ones);
-  functions that nothing refers to are left out, as LLVM would delete them.
+  functions that nothing refers to are left out, as LLVM would delete them;
+* with `apart` (a test on function names), a function it takes that a function it does not
+  take calls is a unit of its own too, and those units go to parts of their own, after the
+  part of the entry: the GEMMs apart from the kernels that call them, so that each can be
+  optimised at its own level (dlc/codegen/native.py) and neither is inlined into the other.
 
 The object files that the parts compile to load into one MCJIT engine, which links the
 symbols across them (`NativeModule`).
@@ -21,6 +25,7 @@ symbols across them (`NativeModule`).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 __all__ = ["split_module"]
@@ -117,9 +122,13 @@ def _reach(functions: dict[str, _Function], root: str, stop: set[str]) -> set[st
     return seen
 
 
-def split_module(llvm_ir: str, parts: int) -> list[str]:
-    """`llvm_ir` as at most `parts` modules of about equal size (one when it cannot split)."""
-    if parts <= 1:
+def split_module(llvm_ir: str, parts: int, apart: Callable[[str], bool] | None = None) -> list[str]:
+    """`llvm_ir` as at most `parts` modules of about equal size (one when it cannot split).
+
+    With `apart`: the entry and the units `apart` does not take form the first module, and the
+    units it takes at most `parts` more (`[llvm_ir]` when there are none, or it cannot split).
+    """
+    if parts <= 1 and apart is None:
         return [llvm_ir]
     header, others, functions = _parse(llvm_ir)
     if any(line.startswith("@") and not _PRIVATE_GLOBAL.match(line) for line in others):
@@ -127,12 +136,23 @@ def split_module(llvm_ir: str, parts: int) -> list[str]:
     exported = [fn for fn in functions.values() if not fn.internal]
     entry_calls = {name for fn in exported for name in fn.references
                    if name in functions and functions[name].internal}
-    units = _units(functions, entry_calls)
+    roots = set(entry_calls)
+    if apart is not None:
+        roots |= {name for fn in functions.values() if not apart(fn.name) for name in fn.references
+                  if name in functions and functions[name].internal and apart(name)}
+        if not any(apart(root) for root in roots):
+            return [llvm_ir]
+    units = _units(functions, roots)
     cost = {root: sum(functions[name].size for name in members) for root, members in units.items()}
-    loads = [sum(fn.size for fn in exported)] + [0] * (parts - 1)
+    if apart is None:
+        loads = [sum(fn.size for fn in exported)] + [0] * (parts - 1)
+        choices = {False: range(parts)}
+    else:  # part 0: the entry and the rest; parts 1..: what `apart` takes
+        loads = [sum(fn.size for fn in exported)] + [0] * max(parts, 1)
+        choices = {False: range(1), True: range(1, len(loads))}
     home: dict[str, int] = {}
     for root in sorted(units, key=lambda r: (-cost[r], r)):  # largest first, to the lightest
-        lightest = min(range(parts), key=lambda p: (loads[p], p))
+        lightest = min(choices[apart is not None and apart(root)], key=lambda p: (loads[p], p))
         home[root] = lightest
         loads[lightest] += cost[root]
     used = sorted({0, *home.values()})
