@@ -353,6 +353,31 @@ def test_cumprod(exclusive, reverse, dtype):
         compiled.run({"x": x, "axis": np.array(3, np.int32)})
 
 
+@pytest.mark.parametrize("mode,axis", [("linear", -2), ("circular", -2), ("circular", 1)])
+def test_tensor_scatter_kv_cache_update(mode, axis):
+    """TensorScatter (opset 24) as a decoder appends to its KV cache: per-sample write indices,
+    wrapping when circular; a linear write past the cache's end fails the run."""
+    rng = np.random.default_rng(10)
+    cache = rng.standard_normal((2, 3, 6, 4)).astype(np.float32)
+    update_shape = [2, 3, 6, 4]
+    update_shape[axis] = 2
+    update = rng.standard_normal(update_shape).astype(np.float32)
+    where = np.array([1, 4], np.int64) if mode == "linear" else np.array([5, 2], np.int64)
+    node = helper.make_node("TensorScatter", ["cache", "update", "where"], ["present"], name="kv",
+                            mode=mode, axis=axis)
+    graph = helper.make_graph([node], "kv", [helper.make_tensor_value_info("cache", TensorProto.FLOAT, cache.shape),
+                                             helper.make_tensor_value_info("update", TensorProto.FLOAT, update.shape),
+                                             helper.make_tensor_value_info("where", TensorProto.INT64, [2])],
+                              [helper.make_tensor_value_info("present", TensorProto.FLOAT, cache.shape)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 24)])
+    feeds = {"cache": cache, "update": update, "where": where}
+    compiled = dlc.compile(model)
+    np.testing.assert_array_equal(compiled.run(feeds)["present"], run_onnxruntime(model, feeds)[0])
+    if mode == "linear":
+        with pytest.raises(DlcError, match=r"kv_expanded_write.*out of range"):
+            compiled.run({**feeds, "where": np.array([0, 5], np.int64)})
+
+
 # --- ReverseSequence --------------------------------------------------------------------------
 
 @pytest.mark.parametrize("time_axis,batch_axis", [(0, 1), (1, 0)])

@@ -16,7 +16,8 @@ mode=CRD (opset 28, which the version converter cannot take down), and two witho
 function whose body dlc writes: ai.onnx.ml's Binarizer, Y = Cast(X > threshold) to X's type
 (https://onnx.ai/onnx/operators/onnx_aionnxml_Binarizer.html), and an inference Dropout whose
 mask output is read, Identity and a mask of all true; and CumProd (opset 26), as products
-under a mask, the way rules/cumulative.py lowers CumSum.
+under a mask, the way rules/cumulative.py lowers CumSum; and TensorScatter (opset 24), a
+ScatterElements with its indices spelt out.
 """
 
 from __future__ import annotations
@@ -175,13 +176,60 @@ def _cumprod(node: onnx.NodeProto, types: dict[str, onnx.TypeProto], prefix: str
     return nodes
 
 
+def _tensor_scatter(node: onnx.NodeProto, types: dict[str, onnx.TypeProto], prefix: str,
+                    constants: dict[str, np.ndarray]) -> list[onnx.NodeProto]:
+    """TensorScatter (opset 24, no ONNX function): the update written into a copy of the cache
+    at write_indices[b] + s along 'axis' (mod its size when circular), as one ScatterElements
+    with the indices spelt out. A linear write past the cache's end fails the run there."""
+    helper, numpy_helper = onnx.helper, onnx.numpy_helper
+    name = node.name or "TensorScatter"
+    cache, update = (types.get(n, onnx.TypeProto()).tensor_type for n in node.input[:2])
+    dims = [[d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim] for t in (cache, update)]
+    if not cache.HasField("shape") or not update.HasField("shape") or None in dims[0] + dims[1]:
+        raise UnsupportedError(f"node '{name}' (TensorScatter): 'past_cache' and 'update' need static shapes")
+    cache_dims, update_dims = dims
+    rank = len(cache_dims)
+    attributes = {a.name: a for a in node.attribute}
+    axis = attributes["axis"].i if "axis" in attributes else -2
+    if not 1 <= axis % max(rank, 1) < rank or not -rank <= axis < rank:
+        raise UnsupportedError(f"node '{name}' (TensorScatter): axis {axis} must name a non-batch axis "
+                               f"of the rank-{rank} cache")
+    axis %= rank
+    circular = "mode" in attributes and attributes["mode"].s == b"circular"
+    nodes: list[onnx.NodeProto] = []
+
+    def constant(label: str, array: np.ndarray) -> str:
+        nodes.append(helper.make_node("Constant", [], [prefix + label], name=prefix + label,
+                                      value=numpy_helper.from_array(array, prefix + label)))
+        return prefix + label
+
+    def add(op_type: str, inputs: list[str], label: str, output: str | None = None, **attrs) -> str:
+        nodes.append(helper.make_node(op_type, inputs, [output or prefix + label],
+                                      name=f"{name}{_EXPANDED}{label}", **attrs))
+        return output or prefix + label
+
+    steps = [1] * rank
+    steps[axis] = update_dims[axis]
+    index = constant("steps", np.arange(update_dims[axis], dtype=np.int64).reshape(steps))
+    if len(node.input) > 2 and node.input[2]:
+        starts = add("Reshape", [node.input[2], constant("per_batch", np.array([-1] + [1] * (rank - 1)))],
+                     "starts")
+        index = add("Add", [add("Cast", [starts], "starts64", to=onnx.TensorProto.INT64), index], "positions")
+    if circular:
+        index = add("Mod", [index, constant("length", np.array(cache_dims[axis], np.int64))], "wrapped")
+    index = add("Expand", [index, constant("shape", np.array(update_dims, np.int64))], "indices")
+    add("ScatterElements", [node.input[0], index, node.input[1]], "write", node.output[0], axis=axis)
+    return nodes
+
+
 def _is_inference_dropout_with_mask(node: onnx.NodeProto) -> bool:
     return (node.op_type == "Dropout" and node.domain in ("", "ai.onnx") and len(node.output) > 1
             and bool(node.output[1]) and (len(node.input) < 3 or not node.input[2]))
 
 
 # Operators without an ONNX function body whose body dlc writes: (domain, op type) -> builder.
-_OWN_BODIES = {("ai.onnx.ml", "Binarizer"): _binarizer, ("", "CumProd"): _cumprod}
+_OWN_BODIES = {("ai.onnx.ml", "Binarizer"): _binarizer, ("", "CumProd"): _cumprod,
+               ("", "TensorScatter"): _tensor_scatter}
 # Operators of the canonical opset (or before) with a body and no lowering: always expanded.
 _EXPANDED_AT_ANY_OPSET = frozenset({"MeanVarianceNormalization"})
 
