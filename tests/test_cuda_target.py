@@ -37,12 +37,12 @@ def _model(nodes, inputs, outputs, weights=(), opset=17):
 
 
 def _mlp(m=100, k=64, n=48, seed=0):
-    """MatMul + Add + Relu (a GEMM with its epilogue), Softmax (on cpu), Sigmoid (back on cuda)."""
+    """MatMul + Add + Relu (a GEMM with its epilogue), Sin (no cuda kernel: on cpu), Sigmoid (back on cuda)."""
     rng = np.random.default_rng(seed)
     return _model([helper.make_node("MatMul", ["x", "W"], ["mm"], name="mm"),
                    helper.make_node("Add", ["mm", "b"], ["a"], name="add"),
                    helper.make_node("Relu", ["a"], ["r"], name="relu"),
-                   helper.make_node("Softmax", ["r"], ["s"], name="softmax", axis=-1),
+                   helper.make_node("Sin", ["r"], ["s"], name="sin"),
                    helper.make_node("Sigmoid", ["s"], ["y"], name="sig")],
                   [("x", [m, k])], [("y", [m, n])],
                   [("W", rng.standard_normal((k, n))), ("b", rng.standard_normal(n))])
@@ -80,8 +80,8 @@ def test_registered_and_placement_leaves_unsupported_nodes_on_cpu():
     assert get_target("cuda").partial
     executable = _compile(_mlp())
     placement = executable.placement
-    assert placement.nodes == {"mm": "cuda", "relu": "cuda", "softmax": "cpu", "sig": "cuda"}
-    assert "no Softmax kernel" in placement.reasons["softmax"]
+    assert placement.nodes == {"mm": "cuda", "relu": "cuda", "sin": "cpu", "sig": "cuda"}
+    assert "no Sin kernel" in placement.reasons["sin"]
     assert [s.target for s in executable.steps] == ["cuda", "cpu", "cuda"]
     first = _cuda_steps(executable)[0].plan
     # MatMul + Add became one Gemm in the graph phase; Relu is its epilogue: one launch.
@@ -293,7 +293,7 @@ def test_cli_compile_writes_the_split_artifact(tmp_path):
     done = subprocess.run([sys.executable, "-m", "dlc.cli", "compile", str(tmp_path / "mlp.onnx"), "--target", "cuda",
                            "-o", str(tmp_path / "out")], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    assert "not on cuda: node 'softmax' (Softmax)" in done.stdout
+    assert "not on cuda: node 'sin' (Sin)" in done.stdout
     manifest = json.loads((tmp_path / "out" / "partitions.json").read_text())
     assert [s["target"] for s in manifest["steps"]] == ["cuda", "cpu", "cuda"]
     assert manifest["steps"][1]["inputs"] == manifest["steps"][0]["outputs"]  # the edge between them

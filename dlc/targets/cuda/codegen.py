@@ -48,6 +48,7 @@ class Launch:
     block: tuple[int, int, int]
     inputs: list = field(default_factory=list)  # values read from outside (parameters before the outputs)
     nodes: list = field(default_factory=list)
+    check: str | None = None  # the error a nonzero error word means (the kernel's last parameter)
 
 
 def kernel_options(module) -> dict:
@@ -74,9 +75,17 @@ def emit_module(launch_ops, options: dict) -> tuple[str, list[Launch]]:
         body = [o for o in op.body.block.ops if o.name != "kernel.yield"]
         name = _symbol(op.kernel_name)
         head = body[0].onnx_type if body else ""
-        if head in GEMM_OPS:
+        from dlc.targets.cuda import kernels
+
+        if head in GEMM_OPS and not kernels.is_point_head(body[0]):
             text, launch, shared = _gemm_kernel(name, op, body, options)
             globals_ += shared
+        elif head in kernels.ROW_OPS:
+            text, launch = kernels.row_kernel(name, op, body, options)
+        elif head == "Split":
+            text, launch = kernels.split_kernel(name, op, body, options)
+        elif kernels.is_point_head(body[0]):
+            text, launch = kernels.point_kernel(name, op, body, options)
         else:
             text, launch = _elementwise_kernel(name, op, body, options)
         functions.append(text)
@@ -119,6 +128,7 @@ _DECLARATIONS = [
     "declare float @llvm.copysign.f32(float, float)",
     "declare float @llvm.maximum.f32(float, float)",
     "declare float @llvm.minimum.f32(float, float)",
+    "declare float @llvm.nvvm.shfl.sync.bfly.f32(i32, float, i32, i32)",
 ]
 
 
@@ -255,6 +265,39 @@ def _f32(value: float) -> float:
     return float(np.float32(value))
 
 
+def _tanh(fn: _Function, x: str) -> str:
+    """(1 - e^-2|x|) / (1 + e^-2|x|) with x's sign: no overflow for any x."""
+    t = _exp(fn, fn(f"fmul float {fn(f'call float @llvm.fabs.f32(float {x})')}, -2.0"))
+    numerator, denominator = fn(f"fsub float 1.0, {t}"), fn(f"fadd float 1.0, {t}")
+    ratio = fn(f"fdiv float {numerator}, {denominator}")
+    return fn(f"call float @llvm.copysign.f32(float {ratio}, float {x})")
+
+
+# Abramowitz & Stegun 7.1.26 (|error| <= 1.5e-7) for |x| >= 0.5; below, the Maclaurin series to
+# x^11 (truncation < 2e-9), which keeps erf's relative accuracy near 0 where 7.1.26's absolute
+# error would dominate.
+_ERF_AS = (0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429)
+_ERF_SERIES = (1.0, -1 / 3, 1 / 10, -1 / 42, 1 / 216, -1 / 1320)
+
+
+def _erf(fn: _Function, x: str) -> str:
+    a = fn(f"call float @llvm.fabs.f32(float {x})")
+    t = fn(f"fdiv float 1.0, {fn(f'call float @llvm.fma.f32(float {a}, float {_float(0.3275911)}, float 1.0)')}")
+    poly = _float(_ERF_AS[-1])
+    for c in reversed(_ERF_AS[:-1]):
+        poly = fn(f"call float @llvm.fma.f32(float {poly}, float {t}, float {_float(c)})")
+    poly = fn(f"fmul float {poly}, {t}")
+    square = fn(f"fmul float {a}, {a}")
+    gauss = _exp(fn, fn(f"fneg float {square}"))
+    far = fn(f"fsub float 1.0, {fn(f'fmul float {poly}, {gauss}')}")
+    far = fn(f"call float @llvm.copysign.f32(float {far}, float {x})")
+    series = _float(_ERF_SERIES[-1])
+    for c in reversed(_ERF_SERIES[:-1]):
+        series = fn(f"call float @llvm.fma.f32(float {series}, float {square}, float {_float(c)})")
+    near = fn(f"fmul float {fn(f'fmul float {series}, {x}')}, {_float(2 / math.sqrt(math.pi))}")
+    return _select(fn, fn(f"fcmp olt float {a}, 0.5"), near, far)
+
+
 def _select(fn: _Function, condition: str, a: str, b: str) -> str:
     return fn(f"select i1 {condition}, float {a}, float {b}")
 
@@ -265,6 +308,13 @@ def _scalar(fn: _Function, op, args: list[str]) -> str:
     binary = {"Add": "fadd", "Sub": "fsub", "Mul": "fmul", "Div": "fdiv"}
     if kind in binary:
         return fn(f"{binary[kind]} float {args[0]}, {args[1]}")
+    if kind == "Sum":
+        result = args[0]
+        for other in args[1:]:
+            result = fn(f"fadd float {result}, {other}")
+        return result
+    if kind == "Where":
+        return _select(fn, args[0], args[1], args[2])
     if kind in ("Max", "Min"):
         result = args[0]
         for other in args[1:]:
@@ -290,11 +340,18 @@ def _scalar(fn: _Function, op, args: list[str]) -> str:
     if kind == "Sigmoid":
         denominator = fn(f"fadd float 1.0, {_exp(fn, fn(f'fneg float {x}'))}")
         return fn(f"fdiv float 1.0, {denominator}")
-    if kind == "Tanh":  # (1 - e^-2|x|) / (1 + e^-2|x|) with x's sign: no overflow for any x
-        t = _exp(fn, fn(f"fmul float {fn(f'call float @llvm.fabs.f32(float {x})')}, -2.0"))
-        numerator, denominator = fn(f"fsub float 1.0, {t}"), fn(f"fadd float 1.0, {t}")
-        ratio = fn(f"fdiv float {numerator}, {denominator}")
-        return fn(f"call float @llvm.copysign.f32(float {ratio}, float {x})")
+    if kind == "Tanh":
+        return _tanh(fn, x)
+    if kind == "Erf":
+        return _erf(fn, x)
+    if kind == "Gelu":
+        if op.attr("approximate", "none") == "tanh":  # 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
+            cube = fn(f"fmul float {fn(f'fmul float {x}, {x}')}, {x}")
+            inner = fn(f"call float @llvm.fma.f32(float {cube}, float {_float(0.044715)}, float {x})")
+            t = _tanh(fn, fn(f"fmul float {inner}, {_float(math.sqrt(2 / math.pi))}"))
+        else:  # 0.5 x (1 + erf(x / sqrt 2))
+            t = _erf(fn, fn(f"fmul float {x}, {_float(1 / math.sqrt(2))}"))
+        return fn(f"fmul float {fn(f'fmul float {x}, 0.5')}, {fn(f'fadd float {t}, 1.0')}")
     if kind == "Clip":  # opset >= 11: bounds are inputs, each optional (None when absent)
         lo = args[1] if len(args) > 1 else None
         hi = args[2] if len(args) > 2 else None
@@ -322,10 +379,21 @@ def _evaluate(fn: _Function, ops, values: dict, loads: _Broadcast, params: dict)
             if isinstance(v.type, NoneType):
                 args.append(None)
                 continue
-            if v not in values:
+            if v not in values and _is_bool(v):  # Where's condition: numpy bools, one byte each
+                address = fn(f"getelementptr inbounds i8, ptr addrspace(1) {params[v]}, {fn.ity} "
+                             f"{loads.index(_shape(v))}")
+                values[v] = fn(f"icmp ne i8 {fn(f'load i8, ptr addrspace(1) {address}, align 1')}, 0")
+            elif v not in values:
                 values[v] = fn.load(params[v], loads.index(_shape(v)))
             args.append(values[v])
         values[op.results[0]] = _scalar(fn, op, args)
+
+
+def _is_bool(value) -> bool:
+    from xdsl.dialects.builtin import IntegerType
+
+    return isinstance(getattr(value.type, "element_type", None), IntegerType) and \
+        value.type.element_type.width.data == 1
 
 
 def _signature(name: str, inputs: list, outputs: list, params: dict) -> str:

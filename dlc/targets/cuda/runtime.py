@@ -102,11 +102,11 @@ class CudaExecutable:
                                                     f"cuModuleGetFunction({launch['kernel']})")
         pointers = []
         for entry in self.plan["buffers"]:
-            nbytes = max(4, 4 * int(np.prod(entry["shape"], dtype=np.int64)))
+            nbytes = max(4, _dtype(entry).itemsize * int(np.prod(entry["shape"], dtype=np.int64)))
             pointers.append(check(cu.cuMemAlloc(nbytes), f"cuMemAlloc({nbytes} bytes)"))
         for i, entry in enumerate(self.plan["buffers"]):  # weights: uploaded once
             if entry["kind"] == "weight" and entry["name"] in self.weights:
-                array = np.ascontiguousarray(self.weights[entry["name"]], np.float32)
+                array = np.ascontiguousarray(self.weights[entry["name"]], _dtype(entry))
                 check(cu.cuMemcpyHtoD(pointers[i], array.ctypes.data, array.nbytes), "cuMemcpyHtoD (weights)")
         # Kernel parameters as the driver takes them: an array of pointers to each argument's value.
         launches = []
@@ -124,7 +124,10 @@ class CudaExecutable:
         cu = driver()
         _, pointers, launches, stream = self._state or self._load()
         check(cu.cuCtxSetCurrent(device()[0]), "cuCtxSetCurrent")
-        staged = [np.ascontiguousarray(a, np.float32) for a in arrays]
+        staged = [np.ascontiguousarray(a, spec.get("dtype", "float32")) for a, spec in zip(arrays, self.plan["inputs"])]
+        checks = [i for i, entry in enumerate(self.plan["buffers"]) if entry["kind"] == "check"]
+        for i in checks:  # error words start clear on every run
+            check(cu.cuMemsetD32Async(pointers[i], 0, 1, stream), "cuMemsetD32Async (checks)")
         for spec, array in zip(self.plan["inputs"], staged):
             check(cu.cuMemcpyHtoDAsync(pointers[spec["buffer"]], array.ctypes.data, array.nbytes, stream),
                   "cuMemcpyHtoDAsync (inputs)")
@@ -139,11 +142,17 @@ class CudaExecutable:
             events.append(("end", self._event(stream)))
         results = {}
         for spec in self.plan["outputs"]:
-            out = np.empty(spec["shape"], np.float32)
+            out = np.empty(spec["shape"], spec.get("dtype", "float32"))
             check(cu.cuMemcpyDtoHAsync(out.ctypes.data, pointers[spec["buffer"]], out.nbytes, stream),
                   "cuMemcpyDtoHAsync (outputs)")
             results[spec["name"]] = out
+        words = [np.zeros(1, np.int32) for _ in checks]
+        for i, word in zip(checks, words):
+            check(cu.cuMemcpyDtoHAsync(word.ctypes.data, pointers[i], 4, stream), "cuMemcpyDtoHAsync (checks)")
         check(cu.cuStreamSynchronize(stream), "cuStreamSynchronize")
+        failed = [self.plan["buffers"][i]["message"] for i, word in zip(checks, words) if word[0]]
+        if failed:  # a kernel met bad data (an index out of range): its result is not returned
+            raise DlcError(f"cuda run failed: {failed[0]}", "check the values fed to the model")
         if profile:  # per-kernel GPU time from CUDA events around each launch
             elapsed = getattr(cu, "cuEventElapsedTime_v2", None) or cu.cuEventElapsedTime
             self.last_kernel_ms = [(name, check(elapsed(start, stop), "cuEventElapsedTime"))
@@ -180,6 +189,11 @@ class CudaExecutable:
         (out / PTX_FILE).write_text(self.ptx)
         (out / PLAN_FILE).write_text(json.dumps(self.plan, indent=1) + "\n")
         np.savez(out / WEIGHTS_FILE, **self.weights)
+
+
+def _dtype(entry: dict) -> np.dtype:
+    """A buffer's element type (plans written before buffers had one hold float32)."""
+    return np.dtype(entry.get("dtype", "float32"))
 
 
 def load_cuda(directory) -> CudaExecutable:

@@ -17,9 +17,10 @@ from pathlib import Path
 
 from dlc.errors import CompileError, DlcError
 from dlc.targets import SUPPORTED, CompileOptions, MemoryLevel, Support, Target, TargetDescription
+from dlc.targets.cuda import kernels
 
 ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Max", "Min", "Relu", "LeakyRelu", "Sigmoid", "Tanh", "Exp",
-               "Neg", "Abs", "Sqrt", "Reciprocal", "Clip"}
+               "Neg", "Abs", "Sqrt", "Reciprocal", "Clip", "Sum", "Where", "Erf", "Gelu"}
 VIEWS = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout"}
 
 # How the GPU fuses (keys: passes/fusion/fuse_kernels.py): a kernel is a GEMM or an elementwise op,
@@ -134,6 +135,7 @@ def lower_partition(module, options: CompileOptions | None = None) -> tuple[str,
 
     from dialects.kernel import LaunchOp
     from dialects.onnx import NoneOp, OnnxOp, WeightOp
+    from dialects.types import numpy_dtype
     from dialects.weights import weights_of
     from dlc.targets import constant_inputs_of, graph_io_specs, graph_main
     from dlc.targets.cuda.codegen import compile_ptx, emit_module, kernel_options
@@ -149,7 +151,8 @@ def lower_partition(module, options: CompileOptions | None = None) -> tuple[str,
 
     def buffer(value, kind: str, name: str | None = None) -> int:
         ids[value] = len(buffers)
-        buffers.append({"shape": list(value.type.get_shape()), "kind": kind, **({"name": name} if name else {})})
+        buffers.append({"shape": list(value.type.get_shape()), "kind": kind, "dtype": str(numpy_dtype(value.type)),
+                        **({"name": name} if name else {})})
         return ids[value]
 
     for spec, arg in zip(inputs, block.args):
@@ -166,18 +169,23 @@ def lower_partition(module, options: CompileOptions | None = None) -> tuple[str,
             raise CompileError(f"cuda: {op.name} ({getattr(op, 'node_name', '')}) is outside every kernel; "
                                "the cuda partition runs kernels and views only")
     # Parameters: the kernel's inputs, then its results (codegen.emit_module's order).
-    plan_launches = [{"kernel": launch.kernel, "grid": list(launch.grid), "block": list(launch.block),
-                      "args": [ids[v] for v in launch.inputs] + [ids[r] for r in op.results],
-                      "nodes": launch.nodes}
-                     for op, launch in zip(launch_ops, launches)]
+    plan_launches = []
+    for op, launch in zip(launch_ops, launches):
+        args = [ids[v] for v in launch.inputs] + [ids[r] for r in op.results]
+        if launch.check:  # an error word the kernel sets and the runtime reads after the run
+            args.append(len(buffers))
+            buffers.append({"shape": [1], "kind": "check", "dtype": "int32", "message": launch.check})
+        plan_launches.append({"kernel": launch.kernel, "grid": list(launch.grid), "block": list(launch.block),
+                              "args": args, "nodes": launch.nodes})
     used = {i for launch in plan_launches for i in launch["args"]}
     returned = list(block.last_op.operands)
     used |= {ids[v] for v in returned}
     for i, entry in enumerate(buffers):
         if entry["kind"] == "weight" and i in used:
             array = np.asarray(store[entry["name"]])
-            if array.dtype != np.float32:
-                raise CompileError(f"cuda: weight {entry['name']} is {array.dtype}; the cuda kernels read float32")
+            if array.dtype not in (np.float32, np.int64, np.int32, np.bool_):
+                raise CompileError(f"cuda: weight {entry['name']} is {array.dtype}; the cuda kernels read float32 "
+                                   "(and int32/int64 indices, bool conditions)")
             weights[entry["name"]] = np.ascontiguousarray(array)
     plan = {"buffers": buffers, "launches": plan_launches,
             "inputs": [{"name": s.name, "shape": list(s.shape), "dtype": s.dtype, "buffer": ids[a]}
@@ -214,8 +222,13 @@ def support_of(op) -> Support:
         used = [r for r in op.results[1:] if r.uses]
         return Support(False, "Dropout's mask output is not computed") if used else SUPPORTED
     values = [v for v in op.operands if _present(v)] + list(op.results)
-    if not all(_is_f32(v) for v in values):
+    # The float data (Where's condition, Gather's indices, Slice's and Split's constants are not).
+    data = {"Where": values[1:], "Gather": [values[0], *values[2:]],
+            "Slice": [values[0], *op.results], "Split": [values[0], *op.results]}.get(kind, values)
+    if not all(_is_f32(v) for v in data):
         return Support(False, "the cuda kernels compute float32 only")
+    if kind == "Where" and not _is_bool(op.operands[0]):
+        return Support(False, "Where's condition must be bool")
     if kind in ELEMENTWISE:
         if op.attributes.get("min") is not None or op.attributes.get("max") is not None:
             return Support(False, "Clip with min/max attributes (opset < 11) is not handled")
@@ -229,8 +242,59 @@ def support_of(op) -> Support:
         return _check_rows(a[1] if op.attr("transA", 0) else a[0])
     if kind == "Conv":
         return _check_conv(op)
-    return Support(False, f"the cuda target has no {kind} kernel yet (it runs Conv, MatMul/Gemm and "
-                          "elementwise ops)")
+    if kind in kernels.ROW_OPS or kind in kernels.POINT_OPS or kind == "Split":
+        return _check_other(op)
+    return Support(False, f"the cuda target has no {kind} kernel yet (it runs Conv, MatMul/Gemm, elementwise ops, "
+                          "pools, Softmax, LayerNormalization, last-axis reductions, Transpose, Slice, Split, "
+                          "Concat and Gather)")
+
+
+def _is_bool(value) -> bool:
+    from dlc.targets.cuda.codegen import _is_bool as is_bool
+
+    return is_bool(value)
+
+
+def _last_axis(op, axes) -> bool:
+    rank = len(_shape(op.operands[0]))
+    return rank > 0 and [a + rank if a < 0 else a for a in axes] == [rank - 1]
+
+
+def _check_other(op) -> Support:
+    """The ops of dlc/targets/cuda/kernels.py: the forms its kernels compute."""
+    import math
+
+    kind, shape = op.onnx_type, _shape(op.operands[0])
+    if any(r.uses for r in op.results[1:]) and kind not in ("Split",):
+        return Support(False, f"{kind}'s extra outputs are not computed")
+    if kind in ("Softmax", "LayerNormalization") and not _last_axis(op, [op.attr("axis", -1)]):
+        return Support(False, f"{kind} on an axis other than the last is not handled")
+    if kind.startswith("Reduce"):
+        axes = op.attr("axes", None)
+        if len(op.operands) > 1 and _present(op.operands[1]):
+            constant = kernels.constant(op.operands[1])
+            axes = None if constant is None else [int(a) for a in constant.reshape(-1)]
+            if constant is None:
+                return Support(False, f"{kind} with axes computed at run time is not handled")
+        if axes is None or not _last_axis(op, list(axes)):
+            return Support(False, f"{kind} over axes other than the last alone is not handled")
+    if kind.startswith("Global") and len(shape) < 3:
+        return Support(False, f"{kind} needs an N x C x spatial input")
+    if kind in ("MaxPool", "AveragePool", "Conv"):
+        if len(shape) != 4:
+            return Support(False, f"only 2-D {kind} (NCHW inputs) is handled")
+        if op.attr("auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
+            return Support(False, f"auto_pad={op.attr('auto_pad')} is not handled (explicit pads are)")
+        window = _shape(op.operands[1])[1:] if kind == "Conv" else [1, *op.attr("kernel_shape")]
+        if math.prod(window) > kernels.MAX_TAPS:
+            return Support(False, f"a window of {math.prod(window)} taps is over the {kernels.MAX_TAPS} unrolled")
+    if kind == "Slice" and kernels.slice_params(op) is None:
+        return Support(False, "Slice with starts/ends/axes/steps computed at run time is not handled")
+    if kind == "Gather" and len(op.operands[1].type.get_shape()) + len(shape) == 0:
+        return Support(False, "Gather of a scalar is not handled")
+    if kind == "Gather" and op.operands[1].type.element_type.width.data not in (32, 64):
+        return Support(False, "Gather's indices must be int32 or int64")
+    return SUPPORTED
 
 
 def _check_conv(op) -> Support:
