@@ -22,11 +22,11 @@ from xdsl.dialects.builtin import MemRefType, ModuleOp, StridedLayoutAttr
 from xdsl.dialects.linalg.attrs import IteratorType
 from xdsl.dialects.linalg.ops import GenericOp, IndexOp
 from xdsl.ir import SSAValue
-from xdsl.ir.affine import AffineDimExpr
+from xdsl.ir.affine import AffineConstantExpr, AffineDimExpr
 from xdsl.passes import ModulePass
 from xdsl.rewriter import InsertPoint, Rewriter
 
-from passes.lowering.utils.linalg_builder import affine_map, dim
+from passes.lowering.utils.linalg_builder import affine_map, cst, dim
 
 
 def _strides_and_offset(t: MemRefType) -> tuple[list[int], int] | None:
@@ -39,19 +39,28 @@ def _strides_and_offset(t: MemRefType) -> tuple[list[int], int] | None:
     return list(strides), offset
 
 
-def _positions(op: GenericOp) -> list[list[int]] | None:
-    """Per operand, the loop dimension of each of its indices; None unless every map is an
-    order-keeping projection (d0, d2, ...), the only kind whose indices can merge."""
-    positions = []
-    for map_attr in op.indexing_maps.data:
+def _positions(op: GenericOp) -> tuple[list[list[int]], list[list[int]]] | None:
+    """Per operand, the loop dimension of each of its indices, and which of its indices those
+    are; None unless every map is an order-keeping projection (d0, d2, ...), the only kind
+    whose indices can merge. A constant 0 index of a unit dim (a broadcast operand, as
+    [1, C, 1, 1] is read by (d0, d1, 0, 0)) is left out, as if the dim were not there: a
+    squeeze-and-excitation scale over 14-wide rows otherwise kept its rows as loops."""
+    positions, indices = [], []
+    for map_attr, value in zip(op.indexing_maps.data, op.operands):
         m = map_attr.data
-        if m.num_symbols or not all(isinstance(e, AffineDimExpr) for e in m.results):
+        if m.num_symbols:
             return None
-        dims = [e.position for e in m.results]
+        shape = value.type.get_shape() if isinstance(value.type, MemRefType) else ()
+        kept = [i for i, e in enumerate(m.results) if not (isinstance(e, AffineConstantExpr) and e.value == 0
+                                                            and i < len(shape) and shape[i] == 1)]
+        if not all(isinstance(m.results[i], AffineDimExpr) for i in kept):
+            return None
+        dims = [m.results[i].position for i in kept]
         if dims != sorted(set(dims)):
             return None
         positions.append(dims)
-    return positions
+        indices.append(kept)
+    return positions, indices
 
 
 def _groups(op: GenericOp, positions, layouts) -> list[list[int]]:
@@ -106,22 +115,28 @@ class CollapseParallelDimsPass(ModulePass):
         types = [v.type for v in operands]
         if not all(isinstance(t, MemRefType) for t in types):
             return
-        positions = _positions(op)
-        if positions is None:
+        found = _positions(op)
+        if found is None:
             return
+        positions, indices = found
         layouts = []
-        for t in types:
+        for t, kept in zip(types, indices):
             strides_offset = _strides_and_offset(t)
             if strides_offset is None:
                 return
-            layouts.append((t.get_shape(), strides_offset[0]))
+            layouts.append(([t.get_shape()[i] for i in kept], [strides_offset[0][i] for i in kept]))
         groups = _groups(op, positions, layouts)
         if len(groups) == len(op.iterator_types.data):
             return  # nothing merges
         new_dim = {d: g for g, group in enumerate(groups) for d in group}
-        views: dict[int, SSAValue] = {}
+        views: dict[tuple, SSAValue] = {}
         new_operands, new_maps = [], []
-        for value, dims, (shape, strides) in zip(operands, positions, layouts):
+        for value, dims, (shape, strides), indices_kept in zip(operands, positions, layouts, indices):
+            if not dims:  # only broadcast indices: it reads one element whatever the loops
+                new_maps.append(affine_map(len(groups), [cst(0)] * len(value.type.get_shape())))
+                new_operands.append(value)
+                continue
+            broadcast = len(indices_kept) < len(value.type.get_shape())
             kept = [p for p, d in enumerate(dims) if p == 0 or new_dim[dims[p - 1]] != new_dim[d]]
             sizes, new_strides = [], []
             for k, p in enumerate(kept):
@@ -132,16 +147,17 @@ class CollapseParallelDimsPass(ModulePass):
                 sizes.append(size)
                 new_strides.append(_run_stride(shape, strides, p, end))
             new_maps.append(affine_map(len(groups), [dim(new_dim[dims[p]]) for p in kept]))
-            if len(kept) == len(dims):  # its own indices stay as they are (a bias, a scalar)
+            if len(kept) == len(dims) and not broadcast:  # its own indices stay (a bias, a scalar)
                 new_operands.append(value)
                 continue
-            if id(value) not in views:
+            key = (id(value), tuple(indices_kept))  # one view per way an operand is read
+            if key not in views:
                 offset = _strides_and_offset(value.type)[1]
                 view_type = MemRefType(value.type.element_type, sizes, StridedLayoutAttr(new_strides, offset))
                 cast = memref.ReinterpretCastOp(value, [], [], [], [offset], sizes, new_strides, view_type)
                 Rewriter.insert_op(cast, InsertPoint.before(op))
-                views[id(value)] = cast.result
-            new_operands.append(views[id(value)])
+                views[key] = cast.result
+            new_operands.append(views[key])
         inputs = new_operands[: len(op.inputs)]
         outputs = new_operands[len(op.inputs):]
         body = op.detach_region(op.body)

@@ -80,4 +80,23 @@ builtin.module {
     }
     func.return
   }
+
+  // A per-channel scale read as [1, C, 1, 1] through (d0, d1, 0, 0), as squeeze-and-excitation
+  // writes it: its unit dims are broadcast, so the two spatial loops still merge.
+  // CHECK-LABEL: func.func private @broadcast_scale
+  // CHECK-DAG:   %[[X:.*]] = memref.reinterpret_cast %{{.*}} to offset: [0], sizes: [4, 36], strides: [36, 1]
+  // CHECK-DAG:   %[[S:.*]] = memref.reinterpret_cast %{{.*}} to offset: [0], sizes: [4], strides: [1]
+  // CHECK:       linalg.generic {indexing_maps = [affine_map<(d0, d1) -> (d0, d1)>, affine_map<(d0, d1) -> (d0)>, affine_map<(d0, d1) -> (d0, d1)>], iterator_types = ["parallel", "parallel"]}
+  // CHECK-SAME:    ins(%[[X]], %[[S]] :
+  func.func private @broadcast_scale(%x: memref<1x4x6x6xf32>, %s: memref<1x4x1x1xf32>, %y: memref<1x4x6x6xf32>) {
+    linalg.generic {indexing_maps = [affine_map<(d0, d1, d2, d3) -> (d0, d1, d2, d3)>, affine_map<(d0, d1, d2, d3) -> (d0, d1, 0, 0)>,
+                                     affine_map<(d0, d1, d2, d3) -> (d0, d1, d2, d3)>],
+                    iterator_types = ["parallel", "parallel", "parallel", "parallel"]}
+        ins(%x, %s : memref<1x4x6x6xf32>, memref<1x4x1x1xf32>) outs(%y : memref<1x4x6x6xf32>) {
+    ^bb0(%a: f32, %b: f32, %o: f32):
+      %m = arith.mulf %a, %b : f32
+      linalg.yield %m : f32
+    }
+    func.return
+  }
 }
