@@ -39,6 +39,16 @@ def compiled(tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="module")
+def compiled_cnn(tmp_path_factory):
+    out = tmp_path_factory.mktemp("compiled") / "cnn"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DLC_LINKER", "none")
+        patch.setenv("DLC_CACHE", "0")
+        dlc.compile(CNN, threads=2).save(out)
+    return out
+
+
 @pytest.fixture()
 def artifact(compiled, tmp_path):
     return shutil.copytree(compiled, tmp_path / "artifact")
@@ -148,19 +158,28 @@ def test_a_damaged_elf_header_never_reaches_a_loader(capsys, artifact):
 
 
 @pytest.mark.parametrize("new_type", [0x1D20, 0x0, 0x1, 0x8])
-def test_a_retyped_relocation_section_is_refused(capsys, artifact, new_type):
+def test_a_retyped_relocation_section_is_refused(capsys, compiled_cnn, tmp_path, new_type):
     """.rela.text retyped (hashes fixed up) left the code unrelocated: it loaded, then jumped
     through address 0 (SIGSEGV; artifact fuzzing on the 16-core machine, seed 301)."""
-    data = bytearray((artifact / "model.o").read_bytes())
-    shoff, shentsize, shnum = (int.from_bytes(data[a:a + n], "little") for a, n in ((0x28, 8), (0x3A, 2), (0x3C, 2)))
-    def kind(i: int) -> int:
-        return int.from_bytes(data[shoff + i * shentsize + 4:shoff + i * shentsize + 8], "little")
+    def sections(data) -> list[int]:
+        shoff, shentsize, shnum = (int.from_bytes(data[a:a + n], "little")
+                                   for a, n in ((0x28, 8), (0x3A, 2), (0x3C, 2)))
+        return [shoff + i * shentsize + 4 for i in range(shnum)]  # each sh_type's offset
 
-    number = next(i for i in range(shnum) if kind(i) == 4)  # SHT_RELA: .rela.text
-    at = shoff + number * shentsize + 4
+    def relocations(name: str) -> list[int]:
+        data = (artifact / name).read_bytes()
+        return [i for i, at in enumerate(sections(data)) if int.from_bytes(data[at:at + 4], "little") == 4]
+
+    # The part that has a .rela.text: the CNN's code calls and loads constants on every CPU
+    # (the MLP's, built for AVX-512, may have no relocation at all).
+    artifact = shutil.copytree(compiled_cnn, tmp_path / "cnn")
+    name = next(n for n in _manifest(artifact)["objects"] if relocations(n))
+    data = bytearray((artifact / name).read_bytes())
+    number = relocations(name)[0]
+    at = sections(data)[number]
     data[at:at + 4] = new_type.to_bytes(4, "little")
-    (artifact / "model.o").write_bytes(bytes(data))
-    _rehash_file(artifact, "model.o")
+    (artifact / name).write_bytes(bytes(data))
+    _rehash_file(artifact, name)
     _refused(capsys, artifact, "damaged object code", f"section {number}")
 
 
@@ -258,9 +277,11 @@ def test_a_missing_part_of_a_split_module_is_refused_by_mcjit(monkeypatch, tmp_p
     artifact = tmp_path / "split"
     dlc.compile(CNN, threads=1).save(artifact)
     manifest = _manifest(artifact)
-    assert manifest["objects"] == ["model.o", "model.1.o", "model.2.o"]  # two parts and the contract
+    parts = manifest["objects"]
+    assert len(parts) >= 3 and parts[0] == "model.o"  # at least two parts, and the contract
     manifest["objects"] = ["model.o"]
-    del manifest["files"]["model.1.o"], manifest["files"]["model.2.o"]
+    for name in parts[1:]:
+        del manifest["files"][name]
     _write_manifest(artifact, manifest)
     for loader in ("mcjit", "elf"):
         _child_refused(
