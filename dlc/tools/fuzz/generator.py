@@ -802,6 +802,103 @@ class GraphBuilder:
         return self.one(op, [x.name, self.weight(indices.astype(np.int64), "i"), self.weight(updates, "u")],
                         x.shape, lo=lo, hi=hi, reduction=reduction, **attributes)
 
+    def gen_control_flow(self) -> Value | None:
+        """If on a run-time condition (mean of x > 0), a Loop of a constant trip count carrying
+        a state, or a Scan over axis 0 (forward or reverse) stacking each step's state; the
+        bodies read x from the outer scope and squash with Tanh, so every output is in (-1, 1)
+        or the range of x."""
+        x = self.pick(lambda v: v.rank >= 1 and v.shape[0] <= 8)
+        if x is None:
+            return None
+        kind = self.choice(["If", "Loop", "Scan"])
+        value = helper.make_tensor_value_info
+        tag = self.fresh("body")
+
+        def n(name: str) -> str:  # bodies' own names, unique in the model (copies share none)
+            return f"{tag}_{name}"
+
+        if kind == "If":
+            mean = self.one("ReduceMean", [x.name], (1,) * x.rank, lo=x.lo, hi=x.hi, keepdims=1)
+            cond = self.one("Greater", [mean.name, self.weight(np.float32(0), "c")], (1,) * x.rank,
+                            dtype=onnx.TensorProto.BOOL)
+            flat = self.one("Reshape", [cond.name, self.ints([])], (), dtype=onnx.TensorProto.BOOL)
+            then = helper.make_graph([helper.make_node("Tanh", [x.name], [n("then_out")])], "then", [],
+                                     [value(n("then_out"), FLOAT, list(x.shape))])
+            scale = self.weight(np.float32(self.rng.uniform(-1, 1)), "c")
+            other = helper.make_graph([helper.make_node("Mul", [x.name, scale], [n("else_out")])], "else", [],
+                                      [value(n("else_out"), FLOAT, list(x.shape))])
+            m = max(x.magnitude, 1.0)
+            return self.one("If", [flat.name], x.shape, lo=-m, hi=m, then_branch=then, else_branch=other)
+        if kind == "Loop":
+            half = self.weight(np.float32(0.5), "c")
+            body = helper.make_graph(
+                [helper.make_node("Mul", [n("s_in"), half], [n("scaled")]),
+                 helper.make_node("Add", [n("scaled"), x.name], [n("summed")]),
+                 helper.make_node("Tanh", [n("summed")], [n("s_out")]),
+                 helper.make_node("Identity", [n("cond_in")], [n("cond_out")])],
+                "body", [value(n("i"), onnx.TensorProto.INT64, []), value(n("cond_in"), onnx.TensorProto.BOOL, []),
+                         value(n("s_in"), FLOAT, list(x.shape))],
+                [value(n("cond_out"), onnx.TensorProto.BOOL, []), value(n("s_out"), FLOAT, list(x.shape))])
+            trips = self.weight(np.int64(self.rng.integers(1, 5)), "i")
+            start = self.weight(self.uniform(x.shape), "s")
+            state = self.one("Loop", [trips, "", start], x.shape, lo=-1, hi=1, body=body)
+            # ONNX infers no shape for a Loop's state (onnx 1.23), so nothing consumes it: an output.
+            self.values.remove(state)
+            self.other.append(state)
+            return state
+        step = x.shape[1:]
+        body = helper.make_graph(
+            [helper.make_node("Add", [n("acc_in"), n("x_t")], [n("summed")]),
+             helper.make_node("Tanh", [n("summed")], [n("acc_out")]),
+             helper.make_node("Identity", [n("acc_out")], [n("y_t")])],
+            "body", [value(n("acc_in"), FLOAT, list(step)), value(n("x_t"), FLOAT, list(step))],
+            [value(n("acc_out"), FLOAT, list(step)), value(n("y_t"), FLOAT, list(step))])
+        final, stacked = self.emit("Scan", [self.weight(self.uniform(step), "s"), x.name], [step, x.shape],
+                                   lo=-1, hi=1, body=body, num_scan_inputs=1,
+                                   scan_input_directions=[int(self.chance(0.5))])
+        return self.choice([final, stacked])
+
+    def gen_mod(self) -> Value | None:
+        """Float Mod (fmod=1: the fuzzer's opset 21 allows no other on floats) of an exact value
+        by an exact constant: discontinuous where x crosses a multiple of the divisor, so both
+        operands are exact."""
+        x = self.pick(lambda v: v.exact)
+        if x is None:
+            return None
+        divisor = float(self.choice([0.5, 1.5, 2.0, -3.0, 0.75]))
+        lo, hi = (-abs(divisor) if x.lo < 0 else 0.0), (abs(divisor) if x.hi > 0 else 0.0)
+        return self.one("Mod", [x.name, self.weight(np.float32(divisor), "c")], x.shape, lo=lo, hi=hi,
+                        exact=True, fmod=1)
+
+    def gen_det(self) -> Value | None:
+        """Det of I + a small matrix built from a value (an outer product with a constant, entries
+        below 0.2/d): well conditioned, so its rounding stays within the tolerance model."""
+        x = self.pick(lambda v: 1 <= v.rank <= 3 and 1 <= v.shape[-1] <= 5)
+        if x is None:
+            return None
+        d = x.shape[-1]
+        squashed = self.squash(x)
+        column = self.one("Unsqueeze", [squashed.name, self.ints([-1])], (*x.shape, 1), lo=-1, hi=1)
+        scale = self.uniform((d, d), -0.2 / d, 0.2 / d)
+        small = self.one("Mul", [column.name, self.weight(scale, "c")], (*x.shape, d), lo=-0.2 / d, hi=0.2 / d)
+        matrix = self.one("Add", [small.name, self.weight(np.eye(d, dtype=np.float32), "c")], small.shape,
+                          lo=-1.2, hi=1.2)
+        return self.one("Det", [matrix.name], x.shape[:-1], lo=0.5 ** d, hi=1.5 ** d)
+
+    def gen_center_crop_pad(self) -> Value | None:
+        x = self.pick(lambda v: v.rank >= 1)
+        if x is None:
+            return None
+        axes = sorted({int(self.rng.integers(0, x.rank)) for _ in range(int(self.rng.integers(1, x.rank + 1)))})
+        sizes = [max(1, x.shape[a] + int(self.rng.integers(-3, 4))) for a in axes]
+        shape = tuple(sizes[axes.index(a)] if a in axes else d for a, d in enumerate(x.shape))
+        if np.prod(shape) > MAX_ELEMENTS:
+            return None
+        padded = any(shape[a] > x.shape[a] for a in axes)
+        return self.one("CenterCropPad", [x.name, self.ints(sizes)], shape, lo=min(x.lo, 0) if padded else x.lo,
+                        hi=max(x.hi, 0) if padded else x.hi, exact=x.exact,
+                        axes=[a - x.rank if self.chance(0.3) else a for a in axes])
+
     def gen_recurrent(self) -> Value | None:
         """LSTM, GRU or RNN over a rank-3 value read as [seq, batch, features]: any direction,
         optional bias, initial state, peepholes, clip, GRU's linear_before_reset. Default
@@ -942,6 +1039,8 @@ class GraphBuilder:
         "layernorm": 3, "pattern": 5, "pad": 2, "expand": 2, "gather": 2, "instancenorm": 1, "argmax": 1,
         "topk": 1, "cumsum": 1, "scatter": 1, "lpnorm": 1, "recurrent": 1, "quantize": 2, "dynamic_matmul": 1,
     }
+    # Drawn apart from GENERATORS (see generate): one model in CONTROL_FLOW_SHARE gets one.
+    CONTROL_FLOW_SHARE: ClassVar[float] = 0.1
 
     def model(self, name: str) -> onnx.ModelProto:
         produced = [v for v in self.values + self.other if v.name not in {i.name for i in self.inputs}]
@@ -1009,7 +1108,9 @@ def generate(seed: int, max_nodes: int = 10, kinds: tuple[str, ...] | None = Non
                 shape = (int(rng.integers(1, 40)), int(rng.integers(9, 100)))
         builder.graph_input(shape)
     names = [k for k in GraphBuilder.GENERATORS if kinds is None or k in kinds]
-    weights = np.array([GraphBuilder.GENERATORS[k] for k in names], float)
+    if kinds is not None and "control_flow" in kinds:
+        names.append("control_flow")
+    weights = np.array([GraphBuilder.GENERATORS.get(k, 1) for k in names], float)
     target = int(rng.integers(2, max_nodes + 1))
     attempts = 0
     while len(builder.nodes) < target and attempts < 10 * max_nodes:
@@ -1023,6 +1124,13 @@ def generate(seed: int, max_nodes: int = 10, kinds: tuple[str, ...] | None = Non
             builder.other[before[2]:] = []
             builder.initializers[before[3]:] = []
             builder.inputs[before[4]:] = []
+    # If, Loop and Scan come from a stream of their own, so every other seed keeps the model
+    # the tests and the corpus pinned before control flow joined.
+    side = np.random.default_rng([seed, 18])
+    if kinds is None and side.random() < GraphBuilder.CONTROL_FLOW_SHARE:
+        builder.rng, main = side, builder.rng
+        builder.gen_control_flow()
+        builder.rng = main
     model = builder.model(f"fuzz{seed}")
     validate(model, {v.name: v for v in builder.values + builder.other})
     return model
