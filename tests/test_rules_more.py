@@ -1,4 +1,4 @@
-"""ArgMax/ArgMin/Hardmax, Resize, LpPool, Instance/GroupNormalization, LRN, ConvTranspose, Det,
+"""ArgMax/ArgMin/Hardmax, Resize, LpPool, Instance/GroupNormalization, LRN, ConvTranspose, Det, Col2Im,
 Einsum, and Slice/Pad with run-time starts/pads: dlc vs onnxruntime on one-node models.
 
 Run-time inputs get chosen values (or seeded random data); the output shape is taken from
@@ -278,3 +278,40 @@ def test_det_order_past_the_unrolled_limit_is_refused():
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
     with pytest.raises(UnsupportedError, match=r"node 'det' \(Det\): 9x9 matrices; dlc unrolls"):
         dlc.compile(model)
+
+
+# --- Col2Im -----------------------------------------------------------------------------------
+
+def _col2im_model(x_shape, image, channels, **attrs):
+    node = helper.make_node("Col2Im", ["x", "image", "block"], ["y"], name="col2im", **attrs)
+    f, i64 = onnx.TensorProto.FLOAT, onnx.TensorProto.INT64
+    graph = helper.make_graph([node], "col2im", [helper.make_tensor_value_info("x", f, x_shape),
+                                                 helper.make_tensor_value_info("image", i64, [len(image)]),
+                                                 helper.make_tensor_value_info("block", i64, [len(image)])],
+                              [helper.make_tensor_value_info("y", f, [x_shape[0], channels, *image])])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+
+
+@pytest.mark.parametrize("x_shape,image,blocks,attrs", [
+    ([2, 6, 8], [4, 4], [[1, 3], [3, 1]], {"channels": 2}),
+    ([1, 8, 9], [5, 5], [[2, 2]], {"channels": 2, "strides": [2, 2], "pads": [1, 0, 1, 1]}),
+    ([1, 4, 9], [5, 5], [[2, 2]], {"channels": 1, "dilations": [2, 2], "pads": [0, 0, 0, 0]}),
+    ([1, 8, 12], [3, 4, 3], [[2, 2, 2]], {"channels": 1}),
+])
+def test_col2im(x_shape, image, blocks, attrs):
+    """Block shapes are run-time inputs: one compiled model serves each that fits (here [1, 3]
+    and [3, 1] both give 8 blocks of 3 on a 4x4 image)."""
+    import dlc
+    from dialects.diagnostics import DlcError
+
+    model = _col2im_model(x_shape, image, **attrs)
+    compiled = dlc.compile(model)
+    x = _random(*x_shape, seed=len(image))
+    for block in blocks:
+        feeds = {"x": x, "image": np.array(image), "block": np.array(block)}
+        np.testing.assert_allclose(compiled.run(feeds)["y"], run_onnxruntime(model, feeds)[0],
+                                   rtol=1e-5, atol=1e-6)
+    with pytest.raises(DlcError, match=r"node 'col2im' \(Col2Im\): input 'block_shape' does not fit"):
+        compiled.run({**feeds, "block": np.array([1] * len(image))})
+    with pytest.raises(DlcError, match=r"node 'col2im' \(Col2Im\): input 'image_shape' is not"):
+        compiled.run({**feeds, "image": np.array(image) + 1})
