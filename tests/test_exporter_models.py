@@ -209,9 +209,9 @@ def test_loop_with_a_constant_trip_count_carrying_state():
     assert_matches_onnxruntime(model)
 
 
-def test_scan_over_the_sequence_axis():
-    """An Elman RNN over a batch-first sequence x[2, 6, 4] (scan axis 1), the hidden state carried
-    and each step's output stacked on axis 1, as a hand-written recurrence exports to Scan."""
+def _scan_rnn(seq) -> onnx.ModelProto:
+    """An Elman RNN over a batch-first sequence x[2, seq, 4] (scan axis 1), the hidden state
+    carried and each step's output stacked on axis 1, as a hand-written recurrence exports to Scan."""
     helper = onnx.helper
     body = helper.make_graph(
         [helper.make_node("MatMul", ["xt", "w"], ["xw"]),
@@ -222,7 +222,23 @@ def test_scan_over_the_sequence_axis():
         "body", [_value("h_in", [2, 3]), _value("xt", [2, 4])], [_value("h_out", [2, 3]), _value("y", [2, 3])])
     nodes = [helper.make_node("Scan", ["h0", "x"], ["h", "ys"], name="rnn", body=body, num_scan_inputs=1,
                               scan_input_axes=[1], scan_output_axes=[1])]
-    model = _control_flow_model(nodes, [_value("h0", [2, 3]), _value("x", [2, 6, 4])],
-                                [_value("h", [2, 3]), _value("ys", [2, 6, 3])],
-                                [_weight("w", [4, 3], 3), _weight("r", [3, 3], 4)])
-    assert_matches_onnxruntime(model)
+    return _control_flow_model(nodes, [_value("h0", [2, 3]), _value("x", [2, seq, 4])],
+                               [_value("h", [2, 3]), _value("ys", [2, seq, 3])],
+                               [_weight("w", [4, 3], 3), _weight("r", [3, 3], 4)])
+
+
+def test_scan_over_the_sequence_axis():
+    assert_matches_onnxruntime(_scan_rnn(6))
+
+
+def test_scan_over_a_symbolic_sequence_axis_compiles_once_per_length():
+    """The sequence axis left symbolic, as export recipes leave it: each new length unrolls anew."""
+    model = _scan_rnn("seq")
+    compiled = dlc.compile(model)
+    for length in (3, 5, 3):
+        feeds = {"h0": np.zeros((2, 3), np.float32),
+                 "x": np.random.default_rng(length).uniform(-1, 1, (2, length, 4)).astype(np.float32)}
+        got = compiled.run(feeds)
+        for (name, value), want in zip(got.items(), run_onnxruntime(model, feeds)):
+            np.testing.assert_allclose(value, want, rtol=1e-5, atol=1e-6, err_msg=name)
+    assert compiled.compiles == 2
