@@ -15,6 +15,10 @@ onnxruntime's optimised session where it fuses exactly the same patterns (the CN
 quantize_dynamic's float outputs come from the same int32 accumulators as onnxruntime's, so
 they differ only by the float32 rounding of the scale multiply and bias add.
 
+Contractions of uint8 activations by int8 weights run on the integer GEMM micro-kernel (u8 x s8
+-> s32, vpdpbusd; its kernel is tested here on its own too: tails, tiles, requantizing stores,
+no read past A); the others on the float32-exact or int32 paths, which these tests also reach.
+
 Every quantized model is made with `reduce_range=True` (7-bit weights): onnxruntime's AVX2
 u8 x s8 kernel (vpmaddubsw) saturates pairs of products to int16 otherwise, and so differs
 from the spec on CPUs without VNNI, such as the development machines (MatMulInteger of a
@@ -277,6 +281,21 @@ def test_qlinear_matmul_matches_onnxruntime(a_type, k, n, a_zero):
     assert _integer_gemms(model) == (a_type == np.uint8)
     got = dlc.compile(model).run({"a": a})["y"]
     np.testing.assert_array_equal(got, run_onnxruntime(model, {"a": a})["y"])
+
+
+def test_integer_gemm_split_over_threads_is_bit_identical():
+    """A QLinearMatMul big enough for the thread pool (64x256x200: 3.3M multiply-adds) gives
+    the same bytes on one and two threads, and onnxruntime's."""
+    rng = np.random.default_rng(5)
+    constants = [("a_scale", np.array(0.02, np.float32)), ("a_zero", np.array(77, np.uint8)),
+                 ("b", rng.integers(-128, 128, (256, 200)).astype(np.int8)),
+                 ("b_scale", rng.uniform(0.0005, 0.002, 200).astype(np.float32)), ("b_zero", np.zeros(200, np.int8)),
+                 ("y_scale", np.array(0.3, np.float32)), ("y_zero", np.array(128, np.uint8))]
+    model = _one_node("QLinearMatMul", [("a", T.UINT8, [64, 256])], constants, T.UINT8)
+    a = rng.integers(0, 256, (64, 256)).astype(np.uint8)
+    one, two = (dlc.compile(model, threads=t).run({"a": a})["y"] for t in (1, 2))
+    np.testing.assert_array_equal(one, two)
+    np.testing.assert_array_equal(one, run_onnxruntime(model, {"a": a})["y"])
 
 
 def test_matmul_integer_with_a_zero_point_known_at_run_time():
