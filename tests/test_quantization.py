@@ -298,6 +298,28 @@ def test_integer_gemm_split_over_threads_is_bit_identical():
     np.testing.assert_array_equal(one, run_onnxruntime(model, {"a": a})["y"])
 
 
+# The CPU compiled for picks the dot product: AVX-512 VNNI (cascadelake), none (haswell: AVX2,
+# 8 lanes; x86-64-v2: SSE, 4 lanes), where the kernel sums exact int16 products in int32.
+@pytest.mark.parametrize("cpu, dot", [("haswell", "widen"), ("x86-64-v2", "widen"), ("cascadelake", "vpdpbusd")])
+def test_integer_gemm_for_cpus_with_and_without_vnni(cpu, dot):
+    from dlc.driver import compile_model
+    from dlc.targets import CompileOptions
+
+    if dot == "vpdpbusd" and not _host_has("avx512_vnni"):
+        pytest.skip("this CPU has no AVX512-VNNI to run the cascadelake build")
+    rng = np.random.default_rng(6)
+    constants = [("a_scale", np.array(0.02, np.float32)), ("a_zero", np.array(77, np.uint8)),
+                 ("b", rng.integers(-128, 128, (45, 37)).astype(np.int8)),
+                 ("b_scale", rng.uniform(0.005, 0.02, 37).astype(np.float32)), ("b_zero", np.zeros(37, np.int8)),
+                 ("y_scale", np.array(0.3, np.float32)), ("y_zero", np.array(128, np.uint8))]
+    model = _one_node("QLinearMatMul", [("a", T.UINT8, [9, 45])], constants, T.UINT8)
+    linalg = str(compile_model(model, options=CompileOptions(cpu=cpu), compile_to="linalg").module)
+    assert f'dot = "{dot}"' in linalg
+    a = rng.integers(0, 256, (9, 45)).astype(np.uint8)
+    np.testing.assert_array_equal(dlc.compile(model, cpu=cpu).run({"a": a})["y"],
+                                  run_onnxruntime(model, {"a": a})["y"])
+
+
 def test_matmul_integer_with_a_zero_point_known_at_run_time():
     """DynamicQuantizeLinear's zero point reaches MatMulInteger at run time: the kernel folds
     -a_zero * (column sums of B) into the GEMM's bias when it runs."""
