@@ -232,7 +232,7 @@ def test_conv_is_an_implicit_gemm_with_its_epilogue():
     grouped = _model([helper.make_node("Conv", ["x", "W"], ["y"], name="dw", group=2)],
                      [("x", [1, 2, 5, 5])], [("y", [1, 2, 3, 3])], [("W", np.ones((2, 1, 3, 3)))])
     ops = {op.node_name: op for op in import_model(grouped).walk() if hasattr(op, "node_name")}
-    assert "grouped" in support_of(ops["dw"]).reason
+    assert support_of(ops["dw"]).ok  # a direct convolution (test_grouped_conv_is_a_direct_convolution...)
 
 
 def test_plan_uploads_weights_and_views_share_buffers():
@@ -309,6 +309,255 @@ def test_without_cuda_bindings_running_is_a_clear_error():
     model = _compile(_mlp())
     with pytest.raises(DlcError, match="cuda-bindings"):
         model.run({"x": np.zeros((100, 64), np.float32)})
+
+
+# --- the second step's kernels (pools, grouped Conv, rows, data movement, Gather) ----------------
+# Each case is a one-op (or op + epilogue) model with the tolerance its kernel earns against
+# onnxruntime's CPU results. The same cases run on the host emulation here (the generated LLVM IR
+# compiled for the host, threads and warp shuffles emulated: dlc/targets/cuda/emulate.py) and on
+# the GPU below, so the index arithmetic and guards are checked without a GPU.
+
+def _typed_model(nodes, inputs, outputs, weights=(), opset=17):
+    """Like _model, inputs as (name, shape, TensorProto type)."""
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info(n, t, s) for n, s, t in inputs],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in outputs],
+        [numpy_helper.from_array(np.asarray(a), n) for n, a in weights])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    onnx.checker.check_model(model)
+    return model
+
+
+def _one(op, x_shape, y_shape, weights=(), inputs=(), opset=17, **attrs):
+    names = ["x", *[n for n, _ in weights], *[n for n, _, _ in inputs]]
+    return _typed_model([helper.make_node(op, names, ["y"], name="op", **attrs)],
+                        [("x", x_shape, TensorProto.FLOAT), *inputs], [("y", y_shape)],
+                        [(n, _f32(a)) for n, a in weights], opset)
+
+
+def _rng(seed=3):
+    return np.random.default_rng(seed)
+
+
+# (model, atol, rtol): pools and data movement are exact; sums of n float32 terms in another
+# order than onnxruntime's differ by ~n ulp; exp/erf approximations carry a few ulp of their own.
+CASES = {
+    "maxpool": lambda: (_one("MaxPool", [2, 5, 13, 11], [2, 5, 7, 6], kernel_shape=[3, 3], strides=[2, 2],
+                             pads=[1, 1, 1, 1]), 0.0, 0.0),
+    "maxpool_dilated_ceil": lambda: (_one("MaxPool", [1, 3, 10, 10], [1, 3, 5, 5], kernel_shape=[2, 3],
+                                          strides=[2, 2], dilations=[2, 1], ceil_mode=1), 0.0, 0.0),
+    "avgpool_pad_excluded": lambda: (_one("AveragePool", [2, 4, 9, 9], [2, 4, 5, 5], kernel_shape=[3, 3],
+                                          strides=[2, 2], pads=[1, 1, 1, 1]), 1e-6, 1e-6),
+    "avgpool_pad_included_ceil": lambda: (_one("AveragePool", [1, 3, 8, 8], [1, 3, 4, 4], kernel_shape=[3, 3],
+                                               strides=[2, 2], pads=[1, 1, 0, 0], ceil_mode=1,
+                                               count_include_pad=1), 1e-6, 1e-6),
+    "avgpool_7x7": lambda: (_one("AveragePool", [2, 8, 7, 7], [2, 8, 1, 1], kernel_shape=[7, 7]), 1e-6, 1e-5),
+    "global_avgpool": lambda: (_one("GlobalAveragePool", [2, 6, 7, 9], [2, 6, 1, 1]), 1e-6, 1e-5),
+    "global_maxpool": lambda: (_one("GlobalMaxPool", [2, 3, 5, 5], [2, 3, 1, 1]), 0.0, 0.0),
+    # Direct convolutions accumulate Cin/group * KH * KW products with FMA: ~1e-6 at these sizes.
+    "grouped_conv_relu": lambda: (_typed_model(
+        [helper.make_node("Conv", ["x", "W", "b"], ["c"], name="conv", group=2, strides=[2, 1], pads=[1, 0, 1, 2]),
+         helper.make_node("Relu", ["c"], ["y"], name="relu")],
+        [("x", [2, 4, 9, 8], TensorProto.FLOAT)], [("y", [2, 6, 5, 8])],
+        [("W", _f32(_rng().standard_normal((6, 2, 3, 3)))), ("b", _f32(_rng().standard_normal(6)))]), 1e-5, 1e-5),
+    "depthwise_conv": lambda: (_one("Conv", [1, 6, 10, 10], [1, 6, 6, 6],
+                                    weights=[("W", _rng().standard_normal((6, 1, 3, 3)))], group=6,
+                                    dilations=[2, 2], pads=[0, 0, 0, 0]), 1e-5, 1e-5),
+    "softmax": lambda: (_one("Softmax", [3, 5, 77], [3, 5, 77], axis=-1), 1e-6, 1e-5),
+    # Masked attention scores (-3.4e38, as transformer_encoder's Where writes them) must give 0, not NaN.
+    "softmax_masked": lambda: (_typed_model(
+        [helper.make_node("Where", ["m", "x", "low"], ["s"], name="mask"),
+         helper.make_node("Softmax", ["s"], ["y"], name="softmax", axis=-1)],
+        [("x", [4, 40], TensorProto.FLOAT), ("m", [40], TensorProto.BOOL)], [("y", [4, 40])],
+        [("low", np.asarray(np.finfo(np.float32).min, np.float32))]), 1e-6, 1e-5),
+    "softmax_short_rows": lambda: (_one("Softmax", [9, 10], [9, 10]), 1e-6, 1e-5),
+    "layernorm": lambda: (_one("LayerNormalization", [2, 7, 50], [2, 7, 50],
+                               weights=[("s", _rng().uniform(0.5, 1.5, 50)), ("B", _rng().standard_normal(50))],
+                               epsilon=1e-5), 2e-5, 1e-5),
+    "reduce_mean_keepdims": lambda: (_one("ReduceMean", [4, 3, 45], [4, 3, 1], axes=[-1]), 1e-6, 1e-5),
+    "reduce_max": lambda: (_one("ReduceMax", [4, 33], [4], axes=[1], keepdims=0), 0.0, 0.0),
+    "reduce_sum_axes_input": lambda: (_one("ReduceSum", [2, 3, 70], [2, 3, 1], weights=[("axes", np.array([2]))],
+                                           opset=13), 1e-5, 1e-5),
+    "transpose": lambda: (_one("Transpose", [2, 3, 4, 5], [2, 4, 3, 5], perm=[0, 2, 1, 3]), 0.0, 0.0),
+    "slice_negative_step": lambda: (_one("Slice", [6, 9], [2, 4], weights=[
+        ("starts", np.array([1, -1])), ("ends", np.array([5, 0])), ("axes", np.array([0, 1])),
+        ("steps", np.array([2, -2]))]), 0.0, 0.0),
+    "split_concat": lambda: (_typed_model(
+        [helper.make_node("Split", ["x", "parts"], ["a", "b", "c"], name="split", axis=-1),
+         helper.make_node("Concat", ["c", "a", "x"], ["y"], name="concat", axis=-1)],
+        [("x", [2, 3, 10], TensorProto.FLOAT)], [("y", [2, 3, 15])], [("parts", np.array([3, 5, 2]))]), 0.0, 0.0),
+    "gather_rows": lambda: (_one("Gather", [10, 6], [2, 3, 6], inputs=[("i", [2, 3], TensorProto.INT64)], axis=0),
+                            0.0, 0.0),
+    "gather_axis1_int32": lambda: (_one("Gather", [3, 7, 2], [3, 4, 2], inputs=[("i", [4], TensorProto.INT32)],
+                                        axis=1), 0.0, 0.0),
+    # erf: A&S 7.1.26 (|e| <= 1.5e-7) and a series near 0; exp: ex2.approx with a correction term.
+    "erf_gelu_where_sum": lambda: (_typed_model(
+        [helper.make_node("Erf", ["x"], ["e"], name="erf"),
+         helper.make_node("Gelu", ["x"], ["g"], name="gelu"),
+         helper.make_node("Gelu", ["x"], ["t"], name="gelu_tanh", approximate="tanh"),
+         helper.make_node("Where", ["m", "e", "g"], ["w"], name="where"),
+         helper.make_node("Sum", ["w", "t", "x"], ["y"], name="sum")],
+        [("x", [4, 50], TensorProto.FLOAT), ("m", [50], TensorProto.BOOL)], [("y", [4, 50])], opset=20), 1e-6, 1e-5),
+}
+
+
+def _emulate(model, feeds):
+    """The model's outputs from the host emulation of its kernels (every node must be on cuda)."""
+    from dlc.targets.cuda.emulate import Emulator
+
+    executable = _compile(model)
+    assert [s.target for s in executable.steps] == ["cuda"], executable.placement.reasons
+    cuda = executable.steps[0].executable
+    return list(Emulator(cuda.llvm_ir).run(cuda.plan, cuda.weights, feeds).values())
+
+
+def _scaled_feeds(model, seed=0):
+    """Inputs in [-4, 4) (wider than random_feeds' [-1, 1): erf and exp see their tails)."""
+    feeds = random_feeds(model, seed)
+    return {k: v * 4 if v.dtype == np.float32 else v for k, v in feeds.items()}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_new_kernels_on_the_host_emulation_match_onnxruntime(case):
+    model, atol, rtol = CASES[case]()
+    feeds = _scaled_feeds(model)
+    for got, want in zip(_emulate(model, feeds), run_onnxruntime(model, feeds)):
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got, want, rtol=rtol, atol=atol, err_msg=case)
+
+
+def test_gather_out_of_range_index_fails_the_run_naming_the_node():
+    from dlc.errors import DlcError
+
+    model, _, _ = CASES["gather_rows"]()
+    feeds = random_feeds(model)
+    feeds["i"][1, 2] = -1  # in range from the end: row 9
+    want = run_onnxruntime(model, feeds)[0]
+    np.testing.assert_array_equal(_emulate(model, feeds)[0], want)
+    for bad in (10, -11):
+        feeds["i"][0, 0] = bad
+        with pytest.raises(DlcError, match=r"Gather node 'op': an index is outside \[-10, 10\) of axis 0"):
+            _emulate(model, feeds)
+
+
+def _llvm_and_ptx(model):
+    return _ptx(model)
+
+
+def test_row_kernels_are_a_warp_per_row_with_shuffles():
+    llvm_ir, ptx = _llvm_and_ptx(CASES["softmax"]()[0])
+    assert ptx.count("shfl.sync.bfly.b32") == 10  # a max and a sum, 5 butterfly steps each
+    assert "ex2.approx" in ptx and ".shared" not in ptx
+    plan = _cuda_steps(_compile(CASES["softmax"]()[0]))[0].plan
+    assert plan["launches"][0]["block"] == [256, 1, 1] and plan["launches"][0]["grid"] == [2, 1, 1]  # 15 rows / 8
+    _, ptx = _llvm_and_ptx(CASES["layernorm"]()[0])
+    assert ptx.count("shfl.sync.bfly.b32") == 10  # the mean, then the variance around it
+    _, ptx = _llvm_and_ptx(CASES["global_avgpool"]()[0])
+    assert ptx.count("shfl.sync.bfly.b32") == 5
+
+
+def test_point_kernels_are_guarded():
+    # Every load of a pooling window is at a clamped index, selected away in the padding.
+    llvm_ir, ptx = _llvm_and_ptx(CASES["maxpool"]()[0])
+    body = llvm_ir[llvm_ir.index("define ptx_kernel"):]
+    assert body.count("load float") == 9 and body.count("select i1") >= 18
+    assert "icmp ult i32" in body  # the element guard: thread index < 2 * 5 * 7 * 6
+    llvm_ir, _ = _llvm_and_ptx(CASES["gather_rows"]()[0])
+    assert "icmp uge i64" in llvm_ir and "store i32 1, ptr addrspace(1) %flag" in llvm_ir
+    plan = _cuda_steps(_compile(CASES["gather_rows"]()[0]))[0].plan
+    check = [b for b in plan["buffers"] if b["kind"] == "check"]
+    assert len(check) == 1 and plan["launches"][0]["args"][-1] == plan["buffers"].index(check[0])
+    assert [b["dtype"] for b in plan["buffers"] if b["kind"] == "input"] == ["float32", "int64"]
+
+
+def test_grouped_conv_is_a_direct_convolution_with_its_epilogue():
+    model = CASES["grouped_conv_relu"]()[0]
+    (launch,) = _cuda_steps(_compile(model))[0].plan["launches"]
+    assert launch["nodes"] == ["conv", "relu"] and launch["block"] == [256, 1, 1]
+    llvm_ir, ptx = _llvm_and_ptx(model)
+    assert "fma.rn.f32" in ptx and ".shared" not in ptx
+
+
+def test_unsupported_forms_stay_on_cpu_with_a_reason():
+    from dlc.frontend.importer import import_model
+    from dlc.targets.cuda.target import support_of
+
+    cases = [
+        (_one("Softmax", [3, 4], [3, 4], axis=0), "axis other than the last"),
+        (_one("ReduceMean", [3, 4], [1, 4], axes=[0]), "axes other than the last"),
+        (_one("LayerNormalization", [3, 4], [3, 4], weights=[("s", np.ones(4))], axis=0), "axis other than"),
+        (_one("MaxPool", [1, 1, 30, 30], [1, 1, 1, 1], kernel_shape=[30, 30]), "900 taps"),
+        (_one("AveragePool", [1, 1, 5, 5], [1, 1, 5, 5], kernel_shape=[3, 3], auto_pad="SAME_UPPER"), "auto_pad"),
+        (_one("Sin", [3], [3]), "no Sin kernel"),
+    ]
+    for model, reason in cases:
+        op = next(o for o in import_model(model).walk() if getattr(o, "node_name", None) == "op")
+        assert reason in support_of(op).reason, (op.onnx_type, support_of(op).reason)
+
+
+def test_ptx_of_every_new_kernel_assembles_with_ptxas(tmp_path):
+    import shutil
+    import subprocess
+
+    ptxas = shutil.which("ptxas")
+    if ptxas is None:
+        pytest.skip("ptxas (CUDA toolkit) is not installed here: llvmlite's PTX is checked by the GPU tests only")
+    for case in sorted(CASES):
+        _, ptx = _llvm_and_ptx(CASES[case]()[0])
+        (tmp_path / f"{case}.ptx").write_text(ptx)
+        done = subprocess.run([ptxas, "-arch=sm_90", str(tmp_path / f"{case}.ptx"), "-o", str(tmp_path / "o")],
+                              capture_output=True, text=True)
+        assert done.returncode == 0, (case, done.stderr[:2000])
+
+
+def _placement(model):
+    """node -> target of `model` compiled for cuda (kernels phase only)."""
+    from dlc.driver import compile_model
+    from dlc.targets.partition import placement_of
+
+    return placement_of(compile_model(model, target="cuda", compile_to="kernels").module)
+
+
+def test_resnet_and_encoder_graphs_place_every_node_on_cuda():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    import models
+    from cuda_models import resnet50
+
+    for model in (resnet50(batch=2, resolution=64), models.resnet18(resolution=64),
+                  models.transformer_encoder(64, 4, 16, 128), models.transformer_encoder(64, 4, 16, 128, gelu="op"),
+                  models.mobilenet_block()):
+        placement = _placement(model)
+        assert placement.reasons == {}, (model.graph.name, placement.reasons)
+        assert set(placement.nodes.values()) == {"cuda"}
+
+
+def test_light_zoo_resnet50_places_every_node_on_cuda():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    from run_all import LIGHT, zoo_model
+
+    if not (LIGHT / "light_resnet50.onnx").exists():
+        pytest.skip("this onnx package ships no light model zoo")
+    placement = _placement(zoo_model("resnet50"))
+    assert placement.reasons == {} and set(placement.nodes.values()) == {"cuda"}
+
+
+def test_small_encoder_runs_on_the_host_emulation():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    import models
+
+    model = models.transformer_encoder(32, 2, 8, 64)
+    feeds = random_feeds(model)
+    for got, want in zip(_emulate(model, feeds), run_onnxruntime(model, feeds)):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 
 # --- on the GPU ----------------------------------------------------------------------------------
@@ -468,3 +717,47 @@ def test_gpu_saved_partition_runs_without_recompiling(tmp_path):
     profiled = cuda.run({cuda.inputs[0].name: feeds["x"]}, profile=True)
     assert profiled and [name for name, _ in cuda.last_kernel_ms] == ["k0_Gemm_fused"]
     assert cuda.last_kernel_ms[0][1] > 0
+
+
+@gpu
+@pytest.mark.gpu
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_gpu_new_kernels_match_onnxruntime(case):
+    import dlc
+
+    model, atol, rtol = CASES[case]()
+    feeds = _scaled_feeds(model)
+    got = list(dlc.compile(model, target="cuda").run(feeds).values())
+    for g, want in zip(got, run_onnxruntime(model, feeds)):
+        np.testing.assert_allclose(g, want, rtol=rtol, atol=atol, err_msg=case)
+
+
+@gpu
+@pytest.mark.gpu
+def test_gpu_gather_out_of_range_fails_the_run():
+    import dlc
+    from dlc.errors import DlcError
+
+    model, _, _ = CASES["gather_rows"]()
+    feeds = random_feeds(model)
+    compiled = dlc.compile(model, target="cuda")
+    feeds["i"][0, 0] = 10
+    with pytest.raises(DlcError, match="Gather node 'op'"):
+        compiled.run(feeds)
+    feeds["i"][0, 0] = 3  # the error word is cleared for the next run
+    np.testing.assert_array_equal(compiled.run(feeds)["y"], run_onnxruntime(model, feeds)[0])
+
+
+@gpu
+@pytest.mark.gpu
+def test_gpu_small_resnet50_and_encoder_match_onnxruntime():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    import models
+    from cuda_models import resnet50
+
+    # FP32 FMA GEMMs: 53 layers of sums of up to 4608 products, in another order than MLAS.
+    _check(resnet50(batch=2, resolution=64), rtol=1e-3, atol=1e-3)
+    _check(models.transformer_encoder(128, 4, 32, 512), rtol=1e-3, atol=1e-4)

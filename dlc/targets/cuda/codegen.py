@@ -251,6 +251,11 @@ class _Broadcast:
 def _exp(fn: _Function, x: str) -> str:
     """e^x as 2^(x log2 e) with ex2.approx, the product's rounding error carried by a second term
     (Cody-Waite style) so that large |x| keep ~2 ulp: ex2(hi) * (1 + lo ln 2)."""
+    # Clamped to [-150, 89] first (NaN passes): e^x is 0 below and inf above either way, and a
+    # product x log2 e that overflows would make the correction term inf and the result NaN
+    # (a masked attention score of -3.4e38).
+    x = _select(fn, fn(f"fcmp olt float {x}, -150.0"), "-150.0", x)
+    x = _select(fn, fn(f"fcmp ogt float {x}, 89.0"), "89.0", x)
     hi = fn(f"fmul float {x}, {_float(LOG2E)}")
     lo = fn(f"call float @llvm.fma.f32(float {x}, float {_float(LOG2E)}, float {fn(f'fneg float {hi}')})")
     lo = fn(f"call float @llvm.fma.f32(float {x}, float {_float(LOG2E - float(_f32(LOG2E)))}, float {lo})")

@@ -111,8 +111,10 @@ class CudaTarget(Target):
     def build(self, module, options: CompileOptions):
         from dlc.targets.cuda.runtime import CudaExecutable
 
-        ptx, plan, weights = lower_partition(module, options)
-        return CudaExecutable(ptx, plan, weights)
+        ptx, plan, weights, llvm_ir = lower_partition(module, options)
+        executable = CudaExecutable(ptx, plan, weights)
+        executable.llvm_ir = llvm_ir  # kept for the host emulation (dlc/targets/cuda/emulate.py), not saved
+        return executable
 
     def load(self, directory):
         from dlc.targets.cuda.runtime import load_cuda
@@ -127,8 +129,8 @@ def cuda_launches(module) -> list:
     return [op for op in graph_main(module).body.block.ops if isinstance(op, LaunchOp) and op.target.data == "cuda"]
 
 
-def lower_partition(module, options: CompileOptions | None = None) -> tuple[str, dict, dict]:
-    """A cuda partition (kernels phase) -> (PTX, launch plan, weights): the plan names a device
+def lower_partition(module, options: CompileOptions | None = None) -> tuple[str, dict, dict, str]:
+    """A cuda partition (kernels phase) -> (PTX, launch plan, weights, LLVM IR): the plan names a device
     buffer per value (inputs, weights uploaded once, kernel results; a view shares its source's
     buffer) and the launches in program order (dlc/targets/cuda/runtime.py runs it)."""
     import numpy as np
@@ -193,7 +195,7 @@ def lower_partition(module, options: CompileOptions | None = None) -> tuple[str,
             "outputs": [{"name": s.name, "shape": list(s.shape), "dtype": s.dtype, "buffer": ids[v]}
                         for s, v in zip(outputs, returned)],
             "constant_inputs": list(constant_inputs_of(module)), "sm": tiles["sm"]}
-    return ptx, plan, weights
+    return ptx, plan, weights, llvm_ir
 
 
 # --- capability ------------------------------------------------------------------------------
@@ -225,6 +227,8 @@ def support_of(op) -> Support:
     # The float data (Where's condition, Gather's indices, Slice's and Split's constants are not).
     data = {"Where": values[1:], "Gather": [values[0], *values[2:]],
             "Slice": [values[0], *op.results], "Split": [values[0], *op.results]}.get(kind, values)
+    if kind.startswith("Reduce"):  # its axes may be an int64 operand
+        data = [values[0], *op.results]
     if not all(_is_f32(v) for v in data):
         return Support(False, "the cuda kernels compute float32 only")
     if kind == "Where" and not _is_bool(op.operands[0]):
@@ -300,8 +304,8 @@ def _check_other(op) -> Support:
 def _check_conv(op) -> Support:
     if len(_shape(op.operands[0])) != 4:
         return Support(False, "only 2-D convolutions (NCHW inputs) run as an implicit GEMM")
-    if op.attr("group", 1) != 1:
-        return Support(False, "grouped and depthwise convolutions are not handled yet")
+    if op.attr("group", 1) != 1:  # a direct convolution per output element (kernels.py)
+        return _check_other(op)
     if op.attr("auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
         return Support(False, f"auto_pad={op.attr('auto_pad')} is not handled (explicit pads are)")
     return SUPPORTED
