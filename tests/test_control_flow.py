@@ -273,3 +273,24 @@ def test_loop_body_with_an_if_on_the_iteration_and_a_nested_scan():
     names = _op_names(model)
     assert not names & {"onnx.If", "onnx.Loop", "onnx.Scan"}
     _assert_matches(model, [{"s0": np.array([0.5, -1.0], np.float32), "x": np.array([1.5, 0.25], np.float32)}])
+
+
+def test_nested_loops_are_bounded_by_the_product_of_their_trip_counts():
+    """100 outer iterations each holding a 100-iteration inner loop: 100 x 100 nodes, refused
+    at the inner loop although each loop alone is small."""
+    v = helper.make_tensor_value_info
+    inner_body = helper.make_graph(
+        [helper.make_node("Add", ["a_in", "x"], ["a_out"]), helper.make_node("Identity", ["ci"], ["co"])],
+        "inner_body", [v("j", TensorProto.INT64, []), v("ci", TensorProto.BOOL, []), v("a_in", F, [2])],
+        [v("co", TensorProto.BOOL, []), v("a_out", F, [2])])
+    outer_body = helper.make_graph(
+        [helper.make_node("Loop", ["hundred", "", "s_in"], ["s_out"], name="inner", body=inner_body),
+         helper.make_node("Identity", ["cond_in"], ["cond_out"])],
+        "outer_body", [v("i", TensorProto.INT64, []), v("cond_in", TensorProto.BOOL, []), v("s_in", F, [2])],
+        [v("cond_out", TensorProto.BOOL, []), v("s_out", F, [2])])
+    node = helper.make_node("Loop", ["hundred", "", "s0"], ["s"], name="outer", body=outer_body)
+    model = _model([node], [v("s0", F, [2]), v("x", F, [2])], [v("s", F, [2])],
+                   [helper.make_tensor("hundred", TensorProto.INT64, [], [100])])
+    with pytest.raises(DlcError, match=r"'outer/iter\d+/inner' \(Loop\): its 100 iterations of a 2-node body "
+                                       r"\(in each of the 100 copies an enclosing loop made\) would unroll to 20000"):
+        import_model(model)

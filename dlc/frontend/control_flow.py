@@ -17,6 +17,9 @@ Native loops (an `scf` loop through the kernel, linalg and loops phases) are not
 
 from __future__ import annotations
 
+import re
+from collections import Counter
+
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
@@ -35,6 +38,7 @@ _MAY_FAIL = {"TopK", "CumSum", "ReverseSequence", "OneHot", "Range", "HannWindow
 _GUARDED = {"Gather": (1, 0), "GatherElements": (1, 0), "GatherND": (1, 0), "Scatter": (1, 0),
             "ScatterElements": (1, 0), "ScatterND": (1, 0), "Div": (1, 1), "Mod": (1, 1)}
 _CONTROL_FLOW = ("If", "Loop", "Scan")
+_ITERATION = re.compile(r"/(?:iter|t)\d+/")
 
 
 def expand_control_flow(graph: onnx.GraphProto, constants: dict[str, np.ndarray],
@@ -45,12 +49,16 @@ def expand_control_flow(graph: onnx.GraphProto, constants: dict[str, np.ndarray]
     constant; only when there are none, the run-time forms (select, masked loop) or an error,
     since a condition that folds later would have been inlined instead.
     """
+    # Copies of one node made by unrolling an enclosing loop (names differ only in the iteration):
+    # nested loops multiply, and the bound is on the product.
+    copies = Counter(_ITERATION.sub("/*/", node.name) for node in graph.node)
     for final in (False, True):
         nodes, changed = [], False
         for index, node in enumerate(graph.node):
             expansion = None
             if node.domain in ("", "ai.onnx") and node.op_type in _CONTROL_FLOW:
-                expansion = _Expansion(node, index, constants, types).run(final)
+                expansion = _Expansion(node, index, constants, types,
+                                       copies[_ITERATION.sub("/*/", node.name)]).run(final)
             changed |= expansion is not None
             nodes.extend([node] if expansion is None else expansion)
         if changed:
@@ -97,8 +105,8 @@ def _rename_subgraph(graph: onnx.GraphProto, mapping: dict[str, str], prefix: st
 
 class _Expansion:
     def __init__(self, node: onnx.NodeProto, index: int, constants: dict[str, np.ndarray],
-                 types: dict[str, onnx.TypeProto]):
-        self.node, self.constants, self.types = node, constants, types
+                 types: dict[str, onnx.TypeProto], copies: int = 1):
+        self.node, self.constants, self.types, self.copies = node, constants, types, max(copies, 1)
         self.name = node.name or f"{node.op_type}_{index}"
         self.nodes: list[onnx.NodeProto] = []
 
@@ -155,10 +163,11 @@ class _Expansion:
         return value.reshape(-1)[0].item()
 
     def check_unrolled(self, trips: int, body: onnx.GraphProto, what: str) -> None:
-        size = trips * max(len(body.node), 1)
+        size = self.copies * trips * max(len(body.node), 1)
         if size > MAX_UNROLLED_NODES:
-            raise self.error(f"{what} {trips} iterations of a {len(body.node)}-node body would unroll to "
-                             f"{size} nodes, more than dlc's bound of {MAX_UNROLLED_NODES}",
+            copies = f" (in each of the {self.copies} copies an enclosing loop made)" if self.copies > 1 else ""
+            raise self.error(f"{what} {trips} iterations of a {len(body.node)}-node body{copies} would unroll "
+                             f"to {size} nodes, more than dlc's bound of {MAX_UNROLLED_NODES}",
                              "dlc unrolls Loop and Scan (native loops are not implemented yet): shorten "
                              "the sequence or trip count, or run this model with onnxruntime")
 
