@@ -378,6 +378,42 @@ def test_tensor_scatter_kv_cache_update(mode, axis):
             compiled.run({**feeds, "where": np.array([0, 5], np.int64)})
 
 
+@pytest.mark.parametrize("op_type,attrs,states", [
+    ("Adagrad", {"decay_factor": 0.1, "epsilon": 1e-6, "norm_coefficient": 0.01}, ["H"]),
+    ("Adam", {"alpha": 0.9, "beta": 0.99, "epsilon": 1e-5, "norm_coefficient": 0.02,
+              "norm_coefficient_post": 0.01}, ["V", "H"]),
+    ("Momentum", {"alpha": 0.9, "beta": 0.5, "mode": "standard", "norm_coefficient": 0.01}, ["V"]),
+    ("Momentum", {"alpha": 0.9, "beta": 0.5, "mode": "nesterov", "norm_coefficient": 0.01}, ["V"]),
+])
+def test_training_optimizer_step(op_type, attrs, states):
+    """One optimizer step (ai.onnx.preview.training) on two tensor groups through the body dlc
+    writes; T = 0 and T > 0 from one compile (the bias correction and first-step beta are
+    picked at run time). onnxruntime's standard build lacks these operators: the oracle is
+    onnx's reference evaluator, the spec's own code."""
+    from onnx.reference import ReferenceEvaluator
+
+    rng = np.random.default_rng(11)
+    shapes = [[3], [2, 4]]
+    f = TensorProto.FLOAT
+    groups = [[f"{kind}{k}" for k in range(2)] for kind in ["X", "G", *states]]
+    inputs = [helper.make_tensor_value_info("R", f, []), helper.make_tensor_value_info("T", TensorProto.INT64, [])]
+    inputs += [helper.make_tensor_value_info(n, f, shapes[k]) for group in groups for k, n in enumerate(group)]
+    outputs = [helper.make_tensor_value_info(f"{n}_new", f, shapes[k])
+               for group in [groups[0], *groups[2:]] for k, n in enumerate(group)]
+    node = helper.make_node(op_type, [i.name for i in inputs], [o.name for o in outputs],
+                            domain="ai.onnx.preview.training", name="step", **attrs)
+    model = helper.make_model(helper.make_graph([node], "step", inputs, outputs),
+                              opset_imports=[helper.make_opsetid("ai.onnx.preview.training", 1)])
+    feeds = {i.name: rng.uniform(0.1, 1, shapes[int(i.name[-1])]).astype(np.float32)
+             for i in inputs[2:]}
+    compiled = dlc.compile(model)
+    for step in (0, 3):
+        feeds.update(R=np.array(0.1, np.float32), T=np.array(step, np.int64))
+        got = compiled.run(feeds)
+        for output, want in zip(outputs, ReferenceEvaluator(model).run(None, feeds)):
+            np.testing.assert_allclose(got[output.name], want, rtol=1e-5, atol=1e-6, err_msg=output.name)
+
+
 # --- ReverseSequence --------------------------------------------------------------------------
 
 @pytest.mark.parametrize("time_axis,batch_axis", [(0, 1), (1, 0)])

@@ -9,15 +9,18 @@ its body, renamed as the official `_expanded` node tests are built (onnx's
 backend/test/case/node/__init__.py, function_expand_helper). The body's nodes then follow the
 normal path: conversion to opset 21, folding, fusion and the native lowerings of each op.
 
-A few operators of the canonical opset or before are expanded too, where their body compiles
+Two operators of the canonical opset or before are expanded too, where their body compiles
 and the operator has no lowering: MeanVarianceNormalization (its body at the model's opset;
-ONNX's own inference of the unexpanded node fails on the body's Constant), SpaceToDepth with
-mode=CRD (opset 28, which the version converter cannot take down), and two without an ONNX
-function whose body dlc writes: ai.onnx.ml's Binarizer, Y = Cast(X > threshold) to X's type
-(https://onnx.ai/onnx/operators/onnx_aionnxml_Binarizer.html), and an inference Dropout whose
-mask output is read, Identity and a mask of all true; and CumProd (opset 26), as products
-under a mask, the way rules/cumulative.py lowers CumSum; and TensorScatter (opset 24), a
-ScatterElements with its indices spelt out.
+ONNX's own inference of the unexpanded node fails on the body's Constant) and SpaceToDepth
+with mode=CRD (opset 28, which the version converter cannot take down).
+
+Operators without an ONNX function get a body dlc writes (_OWN_BODIES), in opset-21 operators
+that have lowerings: ai.onnx.ml's Binarizer, Y = Cast(X > threshold) to X's type
+(https://onnx.ai/onnx/operators/onnx_aionnxml_Binarizer.html); CumProd (opset 26), products
+under a mask, as rules/cumulative.py lowers CumSum; TensorScatter (opset 24), a ScatterElements
+with its indices spelt out; the optimizers of ai.onnx.preview.training (Adagrad, Adam,
+Momentum), elementwise formulas; and an inference Dropout whose mask output is read, Identity
+and a mask of all true.
 """
 
 from __future__ import annotations
@@ -78,6 +81,26 @@ def _expand_once(model: onnx.ModelProto) -> onnx.ModelProto:
     return expanded
 
 
+class _Writer:
+    """The nodes of a body dlc writes: constants named by the prefix, the other nodes after the
+    node they replace (errors name it)."""
+
+    def __init__(self, name: str, prefix: str):
+        self.name, self.prefix = name, prefix
+        self.nodes: list[onnx.NodeProto] = []
+
+    def constant(self, label: str, array: np.ndarray) -> str:
+        self.nodes.append(onnx.helper.make_node(
+            "Constant", [], [self.prefix + label], name=self.prefix + label,
+            value=onnx.numpy_helper.from_array(np.asarray(array), self.prefix + label)))
+        return self.prefix + label
+
+    def add(self, op_type: str, inputs: list[str], label: str, output: str | None = None, **attrs) -> str:
+        self.nodes.append(onnx.helper.make_node(op_type, inputs, [output or self.prefix + label],
+                                                name=f"{self.name}{_EXPANDED}{label}", **attrs))
+        return output or self.prefix + label
+
+
 def _binarizer(node: onnx.NodeProto, types: dict[str, onnx.TypeProto], prefix: str,
                constants: dict[str, np.ndarray]) -> list[onnx.NodeProto]:
     """Binarizer (ai.onnx.ml): 1 where X > threshold, else 0, in X's type (NaN gives 0)."""
@@ -121,7 +144,7 @@ def _cumprod(node: onnx.NodeProto, types: dict[str, onnx.TypeProto], prefix: str
     Where(m precedes i, x[m], 1) for each i, m on the axis (n^2 multiplies per slice). A
     run-time axis computes each candidate axis and selects the one named; the axis is normalised
     by a Gather from [0..rank) twice, so an axis outside [-rank, rank) fails the run there."""
-    helper, numpy_helper = onnx.helper, onnx.numpy_helper
+    helper = onnx.helper
     name = node.name or "CumProd"
     x_type = types.get(node.input[0], onnx.TypeProto()).tensor_type
     dims = [d.dim_value if d.HasField("dim_value") else None for d in x_type.shape.dim]
@@ -132,17 +155,8 @@ def _cumprod(node: onnx.NodeProto, types: dict[str, onnx.TypeProto], prefix: str
     attributes = {a.name: a.i for a in node.attribute}
     relation = {(0, 0): np.less_equal, (1, 0): np.less, (0, 1): np.greater_equal,
                 (1, 1): np.greater}[attributes.get("exclusive", 0), attributes.get("reverse", 0)]
-    nodes: list[onnx.NodeProto] = []
-
-    def constant(label: str, array: np.ndarray) -> str:
-        nodes.append(helper.make_node("Constant", [], [prefix + label], name=prefix + label,
-                                      value=numpy_helper.from_array(array, prefix + label)))
-        return prefix + label
-
-    def add(op_type: str, inputs: list[str], label: str, output: str | None = None, **attrs) -> str:
-        nodes.append(helper.make_node(op_type, inputs, [output or prefix + label],
-                                      name=f"{name}{_EXPANDED}{label}", **attrs))
-        return output or prefix + label
+    body = _Writer(name, prefix)
+    nodes, constant, add = body.nodes, body.constant, body.add
 
     one = constant("one", np.ones((), onnx.helper.tensor_dtype_to_np_dtype(x_type.elem_type)))
 
@@ -181,7 +195,6 @@ def _tensor_scatter(node: onnx.NodeProto, types: dict[str, onnx.TypeProto], pref
     """TensorScatter (opset 24, no ONNX function): the update written into a copy of the cache
     at write_indices[b] + s along 'axis' (mod its size when circular), as one ScatterElements
     with the indices spelt out. A linear write past the cache's end fails the run there."""
-    helper, numpy_helper = onnx.helper, onnx.numpy_helper
     name = node.name or "TensorScatter"
     cache, update = (types.get(n, onnx.TypeProto()).tensor_type for n in node.input[:2])
     dims = [[d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim] for t in (cache, update)]
@@ -196,17 +209,8 @@ def _tensor_scatter(node: onnx.NodeProto, types: dict[str, onnx.TypeProto], pref
                                f"of the rank-{rank} cache")
     axis %= rank
     circular = "mode" in attributes and attributes["mode"].s == b"circular"
-    nodes: list[onnx.NodeProto] = []
-
-    def constant(label: str, array: np.ndarray) -> str:
-        nodes.append(helper.make_node("Constant", [], [prefix + label], name=prefix + label,
-                                      value=numpy_helper.from_array(array, prefix + label)))
-        return prefix + label
-
-    def add(op_type: str, inputs: list[str], label: str, output: str | None = None, **attrs) -> str:
-        nodes.append(helper.make_node(op_type, inputs, [output or prefix + label],
-                                      name=f"{name}{_EXPANDED}{label}", **attrs))
-        return output or prefix + label
+    body = _Writer(name, prefix)
+    nodes, constant, add = body.nodes, body.constant, body.add
 
     steps = [1] * rank
     steps[axis] = update_dims[axis]
@@ -222,6 +226,74 @@ def _tensor_scatter(node: onnx.NodeProto, types: dict[str, onnx.TypeProto], pref
     return nodes
 
 
+def _optimizer(node: onnx.NodeProto, types: dict[str, onnx.TypeProto], prefix: str,
+               constants: dict[str, np.ndarray]) -> list[onnx.NodeProto]:
+    """Adagrad, Adam and Momentum (ai.onnx.preview.training), one step of the optimizer per
+    tensor group as onnx's reference computes it (onnx/reference/ops/aionnx_preview_training):
+    elementwise formulas of R, the step count T (a run-time input: T > 0 selects the
+    bias-corrected rate and coefficients) and each group's X, G and state."""
+    op_type, name = node.op_type, node.name or node.op_type
+    arity = {"Adagrad": 3, "Adam": 4, "Momentum": 3}[op_type]
+    groups = (len(node.input) - 2) // arity
+    attributes = {a.name: a for a in node.attribute}
+
+    def number(attr: str, default: float) -> float:
+        return attributes[attr].f if attr in attributes else default
+
+    w = _Writer(name, prefix)
+    x_type = types.get(node.input[2], onnx.TypeProto()).tensor_type.elem_type or onnx.TensorProto.FLOAT
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(x_type)
+
+    def c(label: str, value: float) -> str:
+        return w.constant(label, np.array(value, dtype))
+
+    scalar = w.constant("scalar", np.zeros([0], np.int64))  # R and T are scalars, shaped or not
+    r = w.add("Reshape", [w.add("Cast", [node.input[0]], "r_cast", to=x_type), scalar], "r")
+    t = w.add("Reshape", [w.add("Cast", [node.input[1]], "t_cast", to=x_type), scalar], "t")
+    started = w.add("Greater", [t, c("zero", 0.0)], "started")
+    norm = c("norm", number("norm_coefficient", 0.0))
+    if op_type == "Adagrad":
+        rate = w.add("Div", [r, w.add("Add", [c("one", 1.0), w.add("Mul", [t, c("decay", number("decay_factor", 0.0))],
+                                                                    "decayed")], "divisor")], "rate")
+    elif op_type == "Adam":
+        alpha, beta = number("alpha", 0.9), number("beta", 0.999)
+        one = c("one", 1.0)
+        corrected = w.add("Div", [w.add("Mul", [r, w.add("Sqrt", [w.add("Sub", [one, w.add(
+            "Pow", [c("beta", beta), t], "beta_t")], "beta_left")], "beta_root")], "scaled"),
+            w.add("Sub", [one, w.add("Pow", [c("alpha", alpha), t], "alpha_t")], "alpha_left")], "corrected")
+        rate = w.add("Where", [started, corrected, r], "rate")
+    else:
+        alpha = c("alpha", number("alpha", 0.0))
+        beta = w.add("Where", [started, c("beta", number("beta", 0.0)), c("one", 1.0)], "beta_now")
+    for k in range(groups):
+        x, g, *state = (node.input[2 + j * groups + k] for j in range(arity))
+        out = [node.output[j * groups + k] if j * groups + k < len(node.output) else "" for j in range(arity - 1)]
+        g = w.add("Add", [w.add("Mul", [norm, x], f"decay{k}"), g], f"g{k}")
+        if op_type == "Adagrad":
+            h = w.add("Add", [state[0], w.add("Mul", [g, g], f"g2_{k}")], f"h{k}", out[1] or None)
+            root = w.add("Add", [w.add("Sqrt", [h], f"root{k}"), c(f"eps{k}", number("epsilon", 0.0))], f"den{k}")
+            w.add("Sub", [x, w.add("Div", [w.add("Mul", [rate, g], f"step{k}"), root], f"ratio{k}")], f"x{k}",
+                  out[0] or None)
+        elif op_type == "Adam":
+            v = w.add("Add", [w.add("Mul", [c(f"a{k}", alpha), state[0]], f"va{k}"),
+                              w.add("Mul", [c(f"a1_{k}", 1 - alpha), g], f"vg{k}")], f"v{k}", out[1] or None)
+            h = w.add("Add", [w.add("Mul", [c(f"b{k}", beta), state[1]], f"hb{k}"),
+                              w.add("Mul", [c(f"b1_{k}", 1 - beta), w.add("Mul", [g, g], f"g2_{k}")], f"hg{k}")],
+                      f"h{k}", out[2] or None)
+            root = w.add("Add", [w.add("Sqrt", [h], f"root{k}"), c(f"eps{k}", number("epsilon", 0.0))], f"den{k}")
+            moved = w.add("Sub", [x, w.add("Mul", [rate, w.add("Div", [v, root], f"ratio{k}")], f"step{k}")],
+                          f"moved{k}")
+            w.add("Mul", [c(f"post{k}", 1 - number("norm_coefficient_post", 0.0)), moved], f"x{k}",
+                  out[0] or None)
+        else:
+            v = w.add("Add", [w.add("Mul", [alpha, state[0]], f"va{k}"), w.add("Mul", [beta, g], f"vg{k}")],
+                      f"v{k}", out[1] or None)
+            nesterov = "mode" in attributes and attributes["mode"].s == b"nesterov"
+            direction = w.add("Add", [g, w.add("Mul", [alpha, v], f"ahead{k}")], f"dir{k}") if nesterov else v
+            w.add("Sub", [x, w.add("Mul", [r, direction], f"step{k}")], f"x{k}", out[0] or None)
+    return w.nodes
+
+
 def _is_inference_dropout_with_mask(node: onnx.NodeProto) -> bool:
     return (node.op_type == "Dropout" and node.domain in ("", "ai.onnx") and len(node.output) > 1
             and bool(node.output[1]) and (len(node.input) < 3 or not node.input[2]))
@@ -229,7 +301,8 @@ def _is_inference_dropout_with_mask(node: onnx.NodeProto) -> bool:
 
 # Operators without an ONNX function body whose body dlc writes: (domain, op type) -> builder.
 _OWN_BODIES = {("ai.onnx.ml", "Binarizer"): _binarizer, ("", "CumProd"): _cumprod,
-               ("", "TensorScatter"): _tensor_scatter}
+               ("", "TensorScatter"): _tensor_scatter,
+               **{("ai.onnx.preview.training", op): _optimizer for op in ("Adagrad", "Adam", "Momentum")}}
 # Operators of the canonical opset (or before) with a body and no lowering: always expanded.
 _EXPANDED_AT_ANY_OPSET = frozenset({"MeanVarianceNormalization"})
 
