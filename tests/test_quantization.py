@@ -146,6 +146,27 @@ def test_qlinear_conv_matches_onnxruntime(x_type, shape, w_shape, attrs, with_bi
     np.testing.assert_array_equal(got, expected)
 
 
+@pytest.mark.parametrize("x_type, batch, recorded", [
+    (np.uint8, 1, "integer GEMM (vpdpbusd) over x's patches, requantized in its store"),
+    (np.uint8, 2, "float32 convolution, exact here (not the integer GEMM: not a 2-D convolution of one image)"),
+    (np.int8, 1, "float32 convolution, exact here (not the integer GEMM: x is not uint8)")])
+def test_the_path_of_an_integer_contraction_is_recorded(x_type, batch, recorded):
+    """The kernel says which path its contraction took and why not the integer GEMM
+    (`dlc.int8`, in the linalg phase), as fusion records its decisions."""
+    from dlc.driver import compile_model
+    from dlc.targets import CompileOptions
+
+    rng = np.random.default_rng(8)
+    constants = [("x_scale", np.array(0.03, np.float32)), ("x_zero", np.array(5, x_type)),
+                 ("w", rng.integers(-60, 60, (8, 4, 3, 3)).astype(np.int8)),
+                 ("w_scale", np.array(0.01, np.float32)), ("w_zero", np.array(0, np.int8)),
+                 ("y_scale", np.array(0.5, np.float32)), ("y_zero", np.array(3, x_type))]
+    elem = helper.np_dtype_to_tensor_dtype(np.dtype(x_type))
+    model = _one_node("QLinearConv", [("x", elem, [batch, 4, 6, 6])], constants, elem, pads=[1, 1, 1, 1])
+    linalg = str(compile_model(model, options=CompileOptions(cpu="cascadelake"), compile_to="linalg").module)
+    assert f"dlc.int8 = \"node 'qlinearconv' (QLinearConv): {recorded}\"" in linalg
+
+
 # k=7: partial sums far below 2**24, so the float32 micro-kernel computes it exactly;
 # k=1100 with full 8-bit weights: up to 255 * 133 * 1100 > 2**24, so the int32 loop nest does.
 @pytest.mark.parametrize("k, low", [(7, -64), (1100, -128)], ids=["float-exact", "int32"])

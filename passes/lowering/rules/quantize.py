@@ -335,25 +335,41 @@ def _dot_instruction(op) -> str:
     return "vpdpbusd" if has_vnni and bits in (256, 512) else "widen"
 
 
+def _record(op, path: str) -> None:
+    """Say on the kernel (through its kernel.launch, whose dlc.* attributes the kernel keeps)
+    which path the op's contraction took, and why not the integer GEMM: as fusion records
+    its decisions, a reader of the `linalg` phase sees why a layer stayed in float."""
+    launch = op.parent_op()
+    if launch is None or not hasattr(launch, "attributes"):
+        return
+    note = f"{op.describe()}: {path}"
+    old = launch.attributes.get("dlc.int8")
+    launch.attributes["dlc.int8"] = StringAttr(f"{old.data}; {note}" if isinstance(old, StringAttr) else note)
+
+
 def _integer_gemm(kb, op, a, a_zero, b, out, b_index: int, b_zero_index: int,
-                  requant: tuple[np.ndarray, int] | None = None) -> bool:
+                  requant: tuple[np.ndarray, int] | None = None) -> str | None:
     """A @ B on the integer GEMM micro-kernel when A is uint8 (a per-tensor zero point), B a
     constant int8 matrix with zero point 0 and `out` int32, or, with `requant` (float32
     multipliers per column, y's zero point), `out` 8-bit, requantized in the GEMM's store (when
-    k fits one kc block); False (nothing emitted) otherwise."""
+    k fits one kc block): None, or (nothing emitted) the reason it does not apply."""
     b_array = _constant(op, b_index)
     b_zero = _constant(op, b_zero_index) if b_zero_index < len(op.operands) else np.zeros((), np.int8)
     a_shape, out_shape = a.type.get_shape(), out.type.get_shape()
     out_type = numpy_dtype(out.type.element_type)
-    if (numpy_dtype(a.type.element_type) != np.uint8 or b_array is None or b_array.dtype != np.int8
-            or b_array.ndim != 2 or b_zero is None or b_zero.any()
-            or out_type != (np.int32 if requant is None else out_type) or out_type not in (np.int32, np.uint8, np.int8)
-            or (a_zero is not None and prod(a_zero.type.get_shape()) != 1) or 0 in out_shape):
-        return False
+    k4 = -(-a_shape[-1] // 4) * 4
+    reason = next((why for bad, why in (
+        (numpy_dtype(a.type.element_type) != np.uint8, "A is not uint8"),
+        (b_array is None or b_array.dtype != np.int8 or b_array.ndim != 2, "B is not a constant int8 matrix"),
+        (b_zero is None or b_zero.any(), "B's zero point is not 0"),
+        (a_zero is not None and prod(a_zero.type.get_shape()) != 1, "A's zero point is not one value"),
+        (out_type not in ((np.int32,) if requant is None else (np.uint8, np.int8)), "the output type"),
+        (0 in out_shape, "the output is empty"),
+        (requant is not None and k4 > _INT8_KC, f"k > {_INT8_KC} (the requantizing store needs one k block)"))
+        if bad), None)
+    if reason is not None:
+        return reason
     k, n = b_array.shape
-    k4 = -(-k // 4) * 4
-    if requant is not None and k4 > _INT8_KC:
-        return False
     rows = prod(a_shape[:-1])
     column_sums = b_array.astype(np.int64).sum(axis=0)
     bias = None
@@ -379,7 +395,8 @@ def _integer_gemm(kb, op, a, a_zero, b, out, b_index: int, b_zero_index: int,
                    bias="row" if bias is not None else None, m=rows, n=n, k=k, a_row_stride=k,
                    a_k_stride=1, ldb=n, ldc=n, dtype="u8s8", dot=_dot_instruction(op),
                    kc=-(-k4 // (4 * blocks)) * 4, **spec)
-    return True
+    _record(op, f"integer GEMM ({_dot_instruction(op)})" + (", requantized in its store" if requant else ""))
+    return None
 
 
 def _multipliers(op) -> tuple[np.ndarray, int] | None:
@@ -400,25 +417,31 @@ def _matmul_integer(kb, op, a, a_zero, b, b_zero, out, indices=(0, 1, 3)) -> SSA
     `out` is int32, a float32 scratch buffer."""
     a_rank, b_rank = len(a.type.get_shape()), len(b.type.get_shape())
     kb.epilogue = None  # an integer tail is kernels-to-linalg's to apply, not the float GEMM's
-    if _integer_gemm(kb, op, a, a_zero, b, out, indices[1], indices[2]):
+    reason = _integer_gemm(kb, op, a, a_zero, b, out, indices[1], indices[2])
+    if reason is None:
         return out
     if b_rank == 2 and _exact_in_float(op, a, indices[1], indices[2], None, (0,)):
+        _record(op, f"float32 GEMM, exact here (not the integer GEMM: {reason})")
         af = _centered_float(kb, op, a, a_zero, max(a_rank - 2, 0), "A")
         bf = _centered_float(kb, op, b, b_zero, b_rank - 1, "B")
         acc = kb.scratch(MemRefType(f32, out.type.get_shape()))
         lower_matmul(kb, op, [af, bf], [acc])
         return acc
+    _record(op, f"int32 loop nest (not the integer GEMM: {reason}; float32 would not be exact)")
     a32 = _centered(kb, op, a, a_zero, max(a_rank - 2, 0), "A")
     b32 = _centered(kb, op, b, b_zero, b_rank - 1, "B")
     lower_matmul(kb, op, [a32, b32], [out])
     return out
 
 
-def _conv_integer(kb, op, x, x_zero, w, w_zero, bias, out, indices=(0, 1, 3, None)) -> SSAValue:
+def _conv_integer(kb, op, x, x_zero, w, w_zero, bias, out, indices=(0, 1, 3, None),
+                  reason: str | None = None) -> SSAValue:
     """ConvInteger's int32 accumulator (or its exact float32 one); see `_matmul_integer`."""
     kb.epilogue = None
     w_rank = len(w.type.get_shape())
+    why = f"not the integer GEMM: {reason}" if reason else "ConvInteger has no integer GEMM path"
     if _exact_in_float(op, x, indices[1], indices[2], indices[3], tuple(range(1, w_rank))):
+        _record(op, f"float32 convolution, exact here ({why})")
         xf = _centered_float(kb, op, x, x_zero, 1, "x")
         wf = _centered_float(kb, op, w, w_zero, 0, "w")
         bf = None
@@ -429,6 +452,7 @@ def _conv_integer(kb, op, x, x_zero, w, w_zero, bias, out, indices=(0, 1, 3, Non
         acc = kb.scratch(MemRefType(f32, out.type.get_shape()))
         lower_conv(kb, op, [xf, wf, bf], [acc])
         return acc
+    _record(op, f"int32 loop nest ({why}; float32 would not be exact)")
     x32 = _centered(kb, op, x, x_zero, 1, "x")
     w32 = _centered(kb, op, w, w_zero, 0, "w")
     lower_conv(kb, op, [x32, w32, bias], [out])
@@ -508,7 +532,7 @@ def lower_qlinear_matmul(kb, op, ins, outs) -> None:
     _check_scale_size(op, b_scale, b_shape[-1] if len(b_shape) > 1 else 1, "b_scale")
     requant = _multipliers(op)
     kb.epilogue = None
-    if requant is not None and _integer_gemm(kb, op, a, a_zero, b, out, 3, 5, requant):
+    if requant is not None and _integer_gemm(kb, op, a, a_zero, b, out, 3, 5, requant) is None:
         return
     acc = _matmul_integer(kb, op, a, a_zero, b, b_zero, kb.scratch(MemRefType(i32, shape)),
                           indices=(0, 3, 5))
@@ -537,7 +561,7 @@ def _padded_with(kb, x: SSAValue, window, zero: int) -> SSAValue:
     return padded
 
 
-def _integer_conv(kb, op, x, w, bias: SSAValue | None, out, requant: tuple[np.ndarray, int]) -> bool:
+def _integer_conv(kb, op, x, w, bias: SSAValue | None, out, requant: tuple[np.ndarray, int]) -> str | None:
     """A 2-D QLinearConv (one image, one group) on the integer GEMM micro-kernel, as
     C[pixel, co] = im2col(x)^T @ W^T: A is x's patches, one row of C*KH*KW bytes per output
     pixel (k contiguous, as the kernel's 4-byte broadcasts want), built at run time from x
@@ -545,17 +569,25 @@ def _integer_conv(kb, op, x, w, bias: SSAValue | None, out, requant: tuple[np.nd
     B is the constant int8 weight, packed at compile time (pack-weights, as a transposed B);
     -x_zero * (row sums of W) + bias is one int32 bias per output channel, folded at compile
     time, and the GEMM requantizes in its store. C (pixels x channels) is then transposed into
-    y. False (nothing emitted) where that does not apply."""
+    y. None, or (nothing emitted) the reason it does not apply."""
     x_shape, w_shape, y_shape = x.type.get_shape(), w.type.get_shape(), out.type.get_shape()
     weights, w_zero, x_zero = _constant(op, 3), _constant(op, 5), _constant(op, 2)
     conv_bias = np.zeros(1, np.int32) if bias is None else _constant(op, 8)
-    if (len(x_shape) != 4 or x_shape[0] != 1 or op.attr("group", 1) != 1 or weights is None
-            or weights.dtype != np.int8 or w_zero is None or w_zero.any() or x_zero is None or x_zero.size != 1
-            or conv_bias is None or numpy_dtype(x.type.element_type) != np.uint8 or 0 in y_shape):
-        return False
-    co, k = w_shape[0], int(np.prod(w_shape[1:]))
-    if -(-k // 4) * 4 > _INT8_KC:
-        return False
+    k = int(np.prod(w_shape[1:]))
+    reason = next((why for bad, why in (
+        (len(x_shape) != 4 or x_shape[0] != 1, "not a 2-D convolution of one image"),
+        (op.attr("group", 1) != 1, "grouped (depthwise)"),
+        (numpy_dtype(x.type.element_type) != np.uint8, "x is not uint8"),
+        (weights is None or weights.dtype != np.int8, "w is not a constant int8 tensor"),
+        (w_zero is None or w_zero.any(), "w's zero point is not 0"),
+        (x_zero is None or x_zero.size != 1, "x's zero point is not one constant"),
+        (conv_bias is None, "the bias is not constant"),
+        (0 in y_shape, "the output is empty"),
+        (-(-k // 4) * 4 > _INT8_KC, f"C*KH*KW > {_INT8_KC} (the requantizing store needs one k block)"))
+        if bad), None)
+    if reason is not None:
+        return reason
+    co = w_shape[0]
     window = window_of(op, x_shape[2:], list(w_shape[2:]), y_shape[2:])
     zero = int(x_zero.reshape(-1)[0])
     padded = _padded_with(kb, x, window, zero)
@@ -569,7 +601,7 @@ def _integer_conv(kb, op, x, w, bias: SSAValue | None, out, requant: tuple[np.nd
                lambda b, a: [a[0]])
     correction = conv_bias.astype(np.int64).reshape(-1) - zero * weights.astype(np.int64).reshape(co, k).sum(axis=1)
     if np.abs(correction).max(initial=0) >= 2 ** 31:
-        return False
+        return "the zero point term overflows int32"
     bias = _weight(kb, op, "x_zero_correction", np.broadcast_to(correction, [co]).astype(np.int32))
     multipliers = _weight(kb, op, "requantize_multipliers", np.broadcast_to(requant[0], [co]).copy())
     c = kb.scratch(MemRefType(out.type.element_type, [pixels, co]))
@@ -580,7 +612,8 @@ def _integer_conv(kb, op, x, w, bias: SSAValue | None, out, requant: tuple[np.nd
                    kc=-(-k // 4) * 4, requantize="u8" if out_type == np.uint8 else "s8", y_zero=requant[1])
     kb.generic([c], [reshape_view(kb.builder, out, [co, pixels])],
                [identity_map(2), affine_map(2, [dim(1), dim(0)])], [PARALLEL] * 2, lambda b, a: [a[0]])
-    return True
+    _record(op, f"integer GEMM ({_dot_instruction(op)}) over x's patches, requantized in its store")
+    return None
 
 
 @lowers("QLinearConv")
@@ -592,11 +625,12 @@ def lower_qlinear_conv(kb, op, ins, outs) -> None:
     _check_scale_size(op, w_scale, shape[1], "w_scale")
     requant = _multipliers(op)
     kb.epilogue = None
-    if requant is not None and numpy_dtype(out.type.element_type) in (np.uint8, np.int8) \
-            and _integer_conv(kb, op, x, w, bias, out, requant):
+    reason = "the scales or y's zero point are not constant" if requant is None else \
+        _integer_conv(kb, op, x, w, bias, out, requant)
+    if reason is None:
         return
     acc = _conv_integer(kb, op, x, x_zero, w, w_zero, bias, kb.scratch(MemRefType(i32, shape)),
-                        indices=(0, 3, 5, 8))
+                        indices=(0, 3, 5, 8), reason=reason)
     rank = len(shape)
     scales = [(x_scale, _scale_map(op, x_scale, rank, 1, "x_scale")),
               (w_scale, _scale_map(op, w_scale, rank, 1, "w_scale"))]
