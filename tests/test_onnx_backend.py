@@ -28,7 +28,9 @@ import dlc.backend
 UNSUPPORTED_LIST = Path(__file__).with_name("onnx_backend_unsupported.txt")
 
 # The light real models that take long to compile or to check on 2 cores; they
-# run with `-m slow` (the default CI run is `-m "not slow"`).
+# run with `-m slow` (the default CI run is `-m "not slow"`). So do the `_expanded` node
+# tests (an operator's function body, as primitive nodes): they check the same lowerings as
+# the primitives' own tests, in combination, and were a quarter of the suite's compiles.
 SLOW_TESTS = {"test_vgg19_cpu", "test_zfnet512_cpu", "test_bvlc_alexnet_cpu",
               "test_resnet50_cpu", "test_densenet121_cpu", "test_inception_v1_cpu",
               "test_inception_v2_cpu", "test_squeezenet_cpu"}
@@ -59,7 +61,7 @@ def cpu_test_cases(xfails: dict[str, str]) -> dict[str, type[unittest.TestCase]]
         for name in [n for n in vars(case) if n.startswith("test_")]:
             if not name.endswith("_cpu"):
                 delattr(case, name)  # CUDA variants: dlc has no GPU target
-            elif name in SLOW_TESTS:
+            elif name in SLOW_TESTS or "_expanded" in name:
                 setattr(case, name, pytest.mark.slow(getattr(case, name)))
     return cases
 
