@@ -109,6 +109,16 @@ def build(name: str, folder: Path) -> tuple[Path, Path, list[int]]:
     return fp32, int8, x_shape
 
 
+def _cpu_line() -> str:
+    """The CPU the figures come from, and whether the integer GEMM has vpdpbusd on it."""
+    from dlc.codegen.cpus import resolve_cpu
+
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), "unknown") if Path("/proc/cpuinfo").exists() else "unknown"
+    cpu, features = resolve_cpu("native")
+    return f"cpu: {model} (LLVM: {cpu}); AVX512-VNNI: {'yes' if '+avx512vnni' in features else 'no'}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(MODELS), help="comma-separated: " + ", ".join(MODELS))
@@ -123,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     from dlc.tools.oracle import onnxruntime_session
 
     logging.getLogger().setLevel(logging.ERROR)  # onnxruntime.quantization's pre-processing advice
+    print(_cpu_line())
     print(f"{'model':10} {'dlc int8 ms':>12} {'ort int8 ms':>12} {'dlc fp32 ms':>12} "
           f"{'dlc/ort int8':>13} {'int8 speedup':>13}")
     with tempfile.TemporaryDirectory() as tmp:
