@@ -168,6 +168,9 @@ def test_loop_with_a_run_time_condition_keeps_the_state_of_the_iterations_it_all
                        helper.make_node("Less", ["total", "six"], ["more"])], "more")
     body.initializer.append(helper.make_tensor("six", F, [], [6.0]))
     model = _loop_model(8, body, scan_output=False)
+    # The state read by a node, not only output: ONNX infers no shape for it from outside.
+    model.graph.node[0].output[0] = "state"
+    model.graph.node.append(helper.make_node("Neg", ["state"], ["final"]))
     _assert_matches(model, [{"s0": np.array([0.0, 1.0], np.float32)},
                             {"s0": np.array([5.0, 4.0], np.float32)}])
 
@@ -293,4 +296,20 @@ def test_nested_loops_are_bounded_by_the_product_of_their_trip_counts():
                    [helper.make_tensor("hundred", TensorProto.INT64, [], [100])])
     with pytest.raises(DlcError, match=r"'outer/iter\d+/inner' \(Loop\): its 100 iterations of a 2-node body "
                                        r"\(in each of the 100 copies an enclosing loop made\) would unroll to 20000"):
+        import_model(model)
+
+
+def test_loop_with_a_run_time_condition_whose_state_grows_is_refused():
+    v = helper.make_tensor_value_info
+    body = helper.make_graph(
+        [helper.make_node("Concat", ["s_in", "s_in"], ["s_out"], axis=0),
+         helper.make_node("ReduceSum", ["s_out"], ["total"], keepdims=0),
+         helper.make_node("Less", ["total", "limit"], ["cond_out"])],
+        "body", [v("i", TensorProto.INT64, []), v("cond_in", TensorProto.BOOL, []), v("s_in", F, ["n"])],
+        [v("cond_out", TensorProto.BOOL, []), v("s_out", F, ["m"])])
+    node = helper.make_node("Loop", ["M", "", "s0"], ["s"], name="grow", body=body)
+    model = _model([node], [v("s0", F, [2])], [v("s", F, ["k"])],
+                   [helper.make_tensor("M", TensorProto.INT64, [], [3]), helper.make_tensor("limit", F, [], [9.0])])
+    with pytest.raises(DlcError, match=r"node 'grow' \(Loop\): .*keep its shape; 's0' is float\[2\] .* "
+                                       r"'s_out' float\[4\]"):
         import_model(model)

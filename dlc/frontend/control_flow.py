@@ -24,6 +24,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from dialects.onnx import CANONICAL_OPSET
 from dlc.errors import UnsupportedError
 
 # Unrolled bodies above this many nodes would take minutes to compile: a 256-step Scan RNN
@@ -219,6 +220,35 @@ class _Expansion:
                 self.check_cannot_fail(nested, why, constants | {n for x in graph.node for n in x.output
                                                                  if x.op_type == "Constant"})
 
+    def body_output_types(self, body: onnx.GraphProto, input_types: list[onnx.TypeProto]) -> list[onnx.TypeProto]:
+        """The types ONNX infers for `body`'s outputs given its inputs' types (ONNX infers no
+        shape for a Loop's state from outside); outer values enter as constants or typed inputs."""
+        graph = onnx.GraphProto()
+        graph.CopyFrom(body)
+        for value, value_type in zip(graph.input, input_types):
+            if value_type.HasField("tensor_type"):
+                value.type.CopyFrom(value_type)
+        local = {value.name for value in graph.input} | {init.name for init in graph.initializer}
+        local |= {name for node in graph.node for name in node.output}
+        reads = {name for node in graph.node for name in node.input if name} | {v.name for v in graph.output}
+        for name in sorted(reads - local):
+            if name in self.constants and self.constants[name].size <= 1024:
+                graph.initializer.append(numpy_helper.from_array(self.constants[name], name))
+            elif name in self.constants:
+                array = self.constants[name]
+                graph.input.append(helper.make_tensor_value_info(
+                    name, helper.np_dtype_to_tensor_dtype(array.dtype), list(array.shape)))
+            elif name in self.types:
+                graph.input.append(onnx.ValueInfoProto(name=name, type=self.types[name]))
+        for value in graph.output:
+            value.type.tensor_type.ClearField("shape")  # what ONNX infers, not what the model declares
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", CANONICAL_OPSET)])
+        try:
+            inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
+        except Exception:  # noqa: BLE001 - then nothing is known, and the caller refuses
+            return [onnx.TypeProto() for _ in body.output]
+        return [value.type for value in inferred.graph.output]
+
     def static_shape(self, name: str) -> tuple[int, ...] | None:
         if name in self.constants:
             return self.constants[name].shape
@@ -331,11 +361,14 @@ class _Expansion:
             raise self.error(f"{why}, but its {scans} scan output(s) would then have a length known only "
                              "at run time", "dlc compiles static shapes: make the loop's condition a "
                              "constant, or return the values as loop-carried state")
-        for value, output in zip(carried, self.node.output):
-            if self.static_shape(value) is None or self.static_shape(value) != self.static_shape(output):
+        after = self.body_output_types(body, [onnx.TypeProto(), onnx.TypeProto()] +
+                                       [self.types.get(value, onnx.TypeProto()) for value in carried])
+        for value, body_output, value_type in zip(carried, body.output[1:], after[1:]):
+            shape = self.static_shape(value)
+            if shape is None or _static(value_type) != shape:
                 raise self.error(f"{why}, which needs each loop-carried value to keep its shape; "
-                                 f"'{value}' is {_type_text(self.types.get(value))} before the loop and "
-                                 f"{_type_text(self.types.get(output))} after",
+                                 f"'{value}' is {_type_text(self.types.get(value))} before an iteration and "
+                                 f"its body output '{body_output.name}' {_type_text(value_type)} after",
                                  "make the loop's condition a constant")
         self.check_unrolled(count, body, "its")
         active = self.as_scalar_bool(self.node.input[1]) if len(self.node.input) > 1 and self.node.input[1] \
@@ -411,6 +444,13 @@ def _passes_condition_through(body: onnx.GraphProto) -> bool:
         value = numpy_helper.to_array(constant)
         return value.size == 1 and bool(value.reshape(-1)[0])
     return name == body.input[1].name
+
+
+def _static(value_type: onnx.TypeProto) -> tuple[int, ...] | None:
+    if not value_type.HasField("tensor_type") or not value_type.tensor_type.HasField("shape"):
+        return None
+    dims = value_type.tensor_type.shape.dim
+    return None if any(not d.HasField("dim_value") for d in dims) else tuple(d.dim_value for d in dims)
 
 
 def _type_text(value_type: onnx.TypeProto | None) -> str:
