@@ -379,7 +379,12 @@ def cmd_run(args) -> int:
               "guard pages, end- then start-aligned; inputs and weights read-only)")
     else:
         outputs = model.run(feeds)
-    if args.profile and not getattr(executable, "profile_sites", None):
+    profiler = executable
+    if args.profile and not getattr(executable, "profile_sites", None):  # a cuda build: CUDA event timings
+        from dlc.targets.cuda.runtime import CudaProfile
+
+        profiler = CudaProfile.of(executable) or executable
+    if args.profile and not getattr(profiler, "profile_sites", None):
         raise DlcError("--profile needs a cpu build compiled with profiling: run it on the .onnx model, or "
                        "compile the artifact with `dlc compile MODEL.onnx --profile -o DIR`")
     from dlc import progress
@@ -389,7 +394,7 @@ def cmd_run(args) -> int:
         if args.profile:  # the counters are read after each run: per-kernel medians and means
             from dlc.tools.profiling import profile_runs
 
-            profiled = profile_runs(executable, lambda: model.run(feeds), args.repeat)
+            profiled = profile_runs(profiler, lambda: model.run(feeds), args.repeat)
             latencies = profiled.latencies
         for _ in range(max(args.repeat, 1) if profiled is None else 0):
             start = time.perf_counter()
@@ -409,7 +414,7 @@ def cmd_run(args) -> int:
     if profiled is not None:
         from dlc.tools.profiling import format_profile
 
-        print(format_profile(executable, profiled))
+        print(format_profile(executable, profiled) if profiler is executable else profiler.format(profiled))
     return 0
 
 
@@ -470,7 +475,8 @@ def cmd_compare(args) -> int:
                                    with_onnxruntime=importlib.util.find_spec("onnxruntime") is not None)
         print(format_quantized(builds))
         return 0
-    if get_target(args.target).partial:  # a simulated accelerator: compare its cost model, not timings
+    if get_target(args.target).partial and not getattr(get_target(args.target), "runs_on_device", False):
+        # a simulated accelerator: compare its cost model, not timings
         from dlc.tools.fusion_report import compare_fusion
 
         table, worst = compare_fusion(args.model, args.target, _parse_shapes(args.shape))

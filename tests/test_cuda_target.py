@@ -560,6 +560,37 @@ def test_small_encoder_runs_on_the_host_emulation():
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 
+def test_run_and_compare_profile_report_per_kernel_gpu_times(tmp_path, monkeypatch, capsys):
+    """`dlc run --target cuda --profile` and `dlc compare --target cuda --profile` read the
+    kernel times the runtime takes from CUDA events (CudaProfile); here the partition runs on the
+    host emulation and reports a fixed time per launch, so the plumbing is checked without a GPU."""
+    from dlc.cli import main
+    from dlc.runtime import check_inputs
+    from dlc.targets.cuda.emulate import Emulator
+    from dlc.targets.cuda.runtime import CudaExecutable
+
+    def emulated(self, feeds, profile=False):
+        arrays = check_inputs(self.inputs, feeds, self.constant_inputs)
+        outputs = Emulator(self.llvm_ir).run(self.plan, self.weights,
+                                             {s.name: a for s, a in zip(self.inputs, arrays)})
+        if profile or self.profiling:
+            self.last_kernel_ms = [(launch["kernel"], 0.25) for launch in self.plan["launches"]]
+        return outputs
+
+    monkeypatch.setattr(CudaExecutable, "run", emulated)
+    model = _typed_model([helper.make_node("Softmax", ["x"], ["s"], name="softmax", axis=-1),
+                          helper.make_node("Relu", ["s"], ["y"], name="relu")],
+                         [("x", [3, 40], TensorProto.FLOAT)], [("y", [3, 40])])
+    onnx.save(model, tmp_path / "m.onnx")
+    assert main(["run", str(tmp_path / "m.onnx"), "--target", "cuda", "--profile", "--repeat", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "GPU time from CUDA events" in out
+    assert re.search(r"k0_Softmax\s+50\.0%\s+0\.2500\s+0\.2500  softmax", out), out
+    assert re.search(r"k1_Relu\s+50\.0%\s+0\.2500\s+0\.2500  relu", out), out
+    assert main(["compare", str(tmp_path / "m.onnx"), "--target", "cuda", "--profile", "--repeat", "1"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"k0_Softmax\s+0\.2500 ms .* softmax", out), out
+
 # --- on the GPU ----------------------------------------------------------------------------------
 
 def _check(model, rtol, atol, seed=0):

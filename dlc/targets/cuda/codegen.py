@@ -68,33 +68,6 @@ def kernel_options(module) -> dict:
     return found
 
 
-def emit_module(launch_ops, options: dict) -> tuple[str, list[Launch]]:
-    """LLVM IR text of one kernel per `kernel.launch` (all placed on cuda), and how to launch each."""
-    functions, launches, globals_ = [], [], []
-    for op in launch_ops:
-        body = [o for o in op.body.block.ops if o.name != "kernel.yield"]
-        name = _symbol(op.kernel_name)
-        head = body[0].onnx_type if body else ""
-        from dlc.targets.cuda import kernels
-
-        if head in GEMM_OPS and not kernels.is_point_head(body[0]):
-            text, launch, shared = _gemm_kernel(name, op, body, options)
-            globals_ += shared
-        elif head in kernels.ROW_OPS:
-            text, launch = kernels.row_kernel(name, op, body, options)
-        elif head == "Split":
-            text, launch = kernels.split_kernel(name, op, body, options)
-        elif kernels.is_point_head(body[0]):
-            text, launch = kernels.point_kernel(name, op, body, options)
-        else:
-            text, launch = _elementwise_kernel(name, op, body, options)
-        functions.append(text)
-        launch.nodes = [n.data for n in op.nodes.data] if op.nodes else []
-        launches.append(launch)
-    header = [f'target triple = "{TRIPLE}"', "", *_DECLARATIONS, *globals_, ""]
-    return "\n".join(header + functions) + "\n", launches
-
-
 def compile_ptx(llvm_ir: str, sm: int = 90, opt_level: int = 3) -> str:
     """Optimise the module at `opt_level` and emit PTX for sm_`sm` with llvmlite's NVPTX backend."""
     import llvmlite.binding as llvm

@@ -10,7 +10,8 @@ Two kernel shapes, both written from the ONNX op of the `kernels` phase as nvptx
   `shfl.sync.bfly` (Softmax, LayerNormalization, ReduceMean/Sum/Max, GlobalAverage/MaxPool),
   as the CUDA samples' warp reductions do. Softmax and LayerNormalization follow the ONNX spec
   (opset 13 / 17): max-subtracted exponentials, two-pass mean and variance.
-Every index is computed from compile-time shapes and guarded: no thread reads or writes outside
+`emit_module` (here, as it picks among these and codegen.py's GEMM and elementwise kernels) writes
+the module. Every index is computed from compile-time shapes and guarded: no thread reads or writes outside
 a buffer. Gather's indices are data: an index outside [-d, d) reads nothing, writes 1 to the
 kernel's error word, and the runtime fails the run naming the node (as the cpu target's
 passes/lowering/utils/runtime_checks.py does).
@@ -22,16 +23,22 @@ import math
 
 from dlc.errors import CompileError
 from dlc.targets.cuda.codegen import (
+    _DECLARATIONS,
+    GEMM_OPS,
+    TRIPLE,
     Launch,
     _Broadcast,
+    _elementwise_kernel,
     _evaluate,
     _external,
     _float,
     _Function,
+    _gemm_kernel,
     _index_type,
     _present,
     _shape,
     _signature,
+    _symbol,
     _yields,
 )
 
@@ -455,3 +462,30 @@ def row_kernel(name: str, op, body, options: dict):
 
 def _gep(fn: _Function, pointer: str, index: str) -> str:
     return fn(f"getelementptr inbounds float, ptr addrspace(1) {pointer}, {fn.ity} {index}")
+
+
+# --- the module -------------------------------------------------------------------------------
+
+def emit_module(launch_ops, options: dict) -> tuple[str, list[Launch]]:
+    """LLVM IR text of one kernel per `kernel.launch` (all placed on cuda), and how to launch each."""
+    functions, launches, globals_ = [], [], []
+    for op in launch_ops:
+        body = [o for o in op.body.block.ops if o.name != "kernel.yield"]
+        name = _symbol(op.kernel_name)
+        head = body[0].onnx_type if body else ""
+        if head in GEMM_OPS and not is_point_head(body[0]):
+            text, launch, shared = _gemm_kernel(name, op, body, options)
+            globals_ += shared
+        elif head in ROW_OPS:
+            text, launch = row_kernel(name, op, body, options)
+        elif head == "Split":
+            text, launch = split_kernel(name, op, body, options)
+        elif is_point_head(body[0]):
+            text, launch = point_kernel(name, op, body, options)
+        else:
+            text, launch = _elementwise_kernel(name, op, body, options)
+        functions.append(text)
+        launch.nodes = [n.data for n in op.nodes.data] if op.nodes else []
+        launches.append(launch)
+    header = [f'target triple = "{TRIPLE}"', "", *_DECLARATIONS, *globals_, ""]
+    return "\n".join(header + functions) + "\n", launches

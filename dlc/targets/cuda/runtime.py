@@ -86,6 +86,7 @@ class CudaExecutable:
         self.constant_inputs = tuple(plan.get("constant_inputs", ()))
         self._state = None
         self.last_kernel_ms: list[tuple[str, float]] | None = None
+        self.profiling = False  # every run times its kernels (CudaProfile turns it on)
 
     # --- the device side ---------------------------------------------------------------------
 
@@ -121,6 +122,7 @@ class CudaExecutable:
         from dlc.runtime import check_inputs
 
         arrays = check_inputs(self.inputs, feeds, self.constant_inputs)
+        profile = profile or self.profiling
         cu = driver()
         _, pointers, launches, stream = self._state or self._load()
         check(cu.cuCtxSetCurrent(device()[0]), "cuCtxSetCurrent")
@@ -189,6 +191,58 @@ class CudaExecutable:
         (out / PTX_FILE).write_text(self.ptx)
         (out / PLAN_FILE).write_text(json.dumps(self.plan, indent=1) + "\n")
         np.savez(out / WEIGHTS_FILE, **self.weights)
+
+
+class CudaProfile:
+    """Per-kernel GPU times of a model's cuda partitions, from CUDA events around each launch,
+    behind the interface `dlc run --profile` and `dlc compare --profile` read from a cpu build
+    (`profile_sites`, `reset_profile`, `profile` in seconds; dlc/tools/profiling.py)."""
+
+    def __init__(self, model, partitions: list[CudaExecutable]):
+        self.model, self.partitions = model, partitions
+        for partition in partitions:
+            partition.profiling = True
+        self.profile_sites = [launch["kernel"] for p in partitions for launch in p.plan["launches"]]
+        self.nodes = {launch["kernel"]: launch["nodes"] for p in partitions for launch in p.plan["launches"]}
+        self.manifest: dict = {}
+        self.inputs, self.outputs = getattr(model, "inputs", []), getattr(model, "outputs", [])
+
+    @classmethod
+    def of(cls, executable) -> CudaProfile | None:
+        """The profile of `executable` (a split model or one cuda partition), None without cuda."""
+        if isinstance(executable, CudaExecutable):
+            return cls(executable, [executable])
+        partitions = [s.executable for s in getattr(executable, "steps", ())
+                      if isinstance(s.executable, CudaExecutable)]
+        return cls(executable, partitions) if partitions else None
+
+    def run(self, feeds):
+        return self.model.run(feeds)
+
+    def reset_profile(self) -> None:
+        for partition in self.partitions:
+            partition.last_kernel_ms = None
+
+    def profile(self) -> list[tuple[str, float]]:
+        return [(name, ms * 1e-3) for p in self.partitions for name, ms in (p.last_kernel_ms or [])]
+
+    def format(self, runs) -> str:
+        """The per-kernel table of `profile_runs`' result (dlc/tools/profiling.py's ProfileRuns)."""
+        rows = sorted(((name, float(np.median(t)), float(np.mean(t))) for name, t in runs.kernels.items()),
+                      key=lambda row: -row[1])
+        total = sum(row[1] for row in rows) or 1e-12
+        lines = [f"per kernel over {len(runs.latencies)} run(s), GPU time from CUDA events around each launch "
+                 "(median and mean)",
+                 f"{'kernel':34s} {'share':>6s} {'median ms':>10s} {'mean ms':>9s}  ONNX nodes"]
+        for name, median, mean in rows:
+            lines.append(f"{name[:34]:34s} {100 * median / total:5.1f}% {median * 1e3:10.4f} {mean * 1e3:9.4f}  "
+                         f"{', '.join(self.nodes.get(name, []))}")
+        sums = runs.kernel_sums
+        lines.append(f"{'all kernels (per-run sum)':34s} {100.0:5.1f}% {np.median(sums) * 1e3:10.4f} "
+                     f"{np.mean(sums) * 1e3:9.4f}")
+        lines.append(f"{'whole run (copies in/out, launches)':34s} {'':6s} {np.median(runs.latencies) * 1e3:10.4f} "
+                     f"{np.mean(runs.latencies) * 1e3:9.4f}")
+        return "\n".join(lines)
 
 
 def _dtype(entry: dict) -> np.dtype:

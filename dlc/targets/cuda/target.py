@@ -73,6 +73,7 @@ class CudaTarget(Target):
     name = "cuda"
     start_phase = "graph"
     partial = True
+    runs_on_device = True  # `dlc compare` times it (CUDA events) rather than a cost model
 
     def __init__(self, config: dict | str | Path | None = None):
         self.device, self.tiles = load_config(config)
@@ -104,7 +105,8 @@ class CudaTarget(Target):
         """`--compile-to llvm`: the LLVM IR (nvptx64) of the kernels placed on cuda."""
         if phase != "llvm":
             return None
-        from dlc.targets.cuda.codegen import emit_module, kernel_options
+        from dlc.targets.cuda.codegen import kernel_options
+        from dlc.targets.cuda.kernels import emit_module
 
         return emit_module(cuda_launches(module), kernel_options(module))[0]
 
@@ -140,7 +142,8 @@ def lower_partition(module, options: CompileOptions | None = None) -> tuple[str,
     from dialects.types import numpy_dtype
     from dialects.weights import weights_of
     from dlc.targets import constant_inputs_of, graph_io_specs, graph_main
-    from dlc.targets.cuda.codegen import compile_ptx, emit_module, kernel_options
+    from dlc.targets.cuda.codegen import compile_ptx, kernel_options
+    from dlc.targets.cuda.kernels import emit_module
 
     tiles = kernel_options(module)
     launch_ops = cuda_launches(module)
@@ -170,7 +173,7 @@ def lower_partition(module, options: CompileOptions | None = None) -> tuple[str,
         elif not isinstance(op, NoneOp) and op is not block.last_op:
             raise CompileError(f"cuda: {op.name} ({getattr(op, 'node_name', '')}) is outside every kernel; "
                                "the cuda partition runs kernels and views only")
-    # Parameters: the kernel's inputs, then its results (codegen.emit_module's order).
+    # Parameters: the kernel's inputs, then its results (kernels.emit_module's order).
     plan_launches = []
     for op, launch in zip(launch_ops, launches):
         args = [ids[v] for v in launch.inputs] + [ids[r] for r in op.results]
