@@ -414,6 +414,26 @@ def test_training_optimizer_step(op_type, attrs, states):
             np.testing.assert_allclose(got[output.name], want, rtol=1e-5, atol=1e-6, err_msg=output.name)
 
 
+@pytest.mark.parametrize("x_shape", [[3, 5], [2, 3, 6], [7]])
+def test_array_feature_extractor(x_shape):
+    """ai.onnx.ml ArrayFeatureExtractor: the last axis at the indices (repeats allowed); a 1-D
+    X gives [1, k] as in onnxruntime."""
+    x = np.random.default_rng(12).standard_normal(x_shape).astype(np.float32)
+    indices = np.array([4, 0, 4, 2], np.int64)
+    node = helper.make_node("ArrayFeatureExtractor", ["x", "i"], ["y"], domain="ai.onnx.ml", name="afe")
+    out_shape = [1, 4] if len(x_shape) == 1 else [*x_shape[:-1], 4]
+    graph = helper.make_graph([node], "afe", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape),
+                                              helper.make_tensor_value_info("i", TensorProto.INT64, [4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("ai.onnx.ml", 3),
+                                                    helper.make_opsetid("", OPSET)])
+    compiled = dlc.compile(model)
+    feeds = {"x": x, "i": indices}
+    np.testing.assert_array_equal(compiled.run(feeds)["y"], run_onnxruntime(model, feeds)[0])
+    with pytest.raises(DlcError, match=r"afe_expanded_gather.*out of range"):
+        compiled.run({**feeds, "i": np.array([0, 1, 2, x_shape[-1]], np.int64)})
+
+
 # --- ReverseSequence --------------------------------------------------------------------------
 
 @pytest.mark.parametrize("time_axis,batch_axis", [(0, 1), (1, 0)])

@@ -16,7 +16,8 @@ with mode=CRD (opset 28, which the version converter cannot take down).
 
 Operators without an ONNX function get a body dlc writes (_OWN_BODIES), in opset-21 operators
 that have lowerings: ai.onnx.ml's Binarizer, Y = Cast(X > threshold) to X's type
-(https://onnx.ai/onnx/operators/onnx_aionnxml_Binarizer.html); CumProd (opset 26), products
+(https://onnx.ai/onnx/operators/onnx_aionnxml_Binarizer.html), and ArrayFeatureExtractor, a
+Gather on the last axis; CumProd (opset 26), products
 under a mask, as rules/cumulative.py lowers CumSum; TensorScatter (opset 24), a ScatterElements
 with its indices spelt out; the optimizers of ai.onnx.preview.training (Adagrad, Adam,
 Momentum), elementwise formulas; and an inference Dropout whose mask output is read, Identity
@@ -294,6 +295,21 @@ def _optimizer(node: onnx.NodeProto, types: dict[str, onnx.TypeProto], prefix: s
     return w.nodes
 
 
+def _array_feature_extractor(node: onnx.NodeProto, types: dict[str, onnx.TypeProto], prefix: str,
+                             constants: dict[str, np.ndarray]) -> list[onnx.NodeProto]:
+    """ArrayFeatureExtractor (ai.onnx.ml): the last axis gathered at the (flattened) indices, a
+    1-D X giving [1, k] as onnxruntime's does. An index out of range fails the run (Gather)."""
+    w = _Writer(node.name or "ArrayFeatureExtractor", prefix)
+    rank = len(types.get(node.input[0], onnx.TypeProto()).tensor_type.shape.dim)
+    flat = w.add("Reshape", [node.input[1], w.constant("flat", np.array([-1], np.int64))], "indices")
+    if rank == 1:
+        picked = w.add("Gather", [node.input[0], flat], "gather")
+        w.add("Unsqueeze", [picked, w.constant("row", np.array([0], np.int64))], "row", node.output[0])
+    else:
+        w.add("Gather", [node.input[0], flat], "gather", node.output[0], axis=-1)
+    return w.nodes
+
+
 def _is_inference_dropout_with_mask(node: onnx.NodeProto) -> bool:
     return (node.op_type == "Dropout" and node.domain in ("", "ai.onnx") and len(node.output) > 1
             and bool(node.output[1]) and (len(node.input) < 3 or not node.input[2]))
@@ -302,6 +318,7 @@ def _is_inference_dropout_with_mask(node: onnx.NodeProto) -> bool:
 # Operators without an ONNX function body whose body dlc writes: (domain, op type) -> builder.
 _OWN_BODIES = {("ai.onnx.ml", "Binarizer"): _binarizer, ("", "CumProd"): _cumprod,
                ("", "TensorScatter"): _tensor_scatter,
+               ("ai.onnx.ml", "ArrayFeatureExtractor"): _array_feature_extractor,
                **{("ai.onnx.preview.training", op): _optimizer for op in ("Adagrad", "Adam", "Momentum")}}
 # Operators of the canonical opset (or before) with a body and no lowering: always expanded.
 _EXPANDED_AT_ANY_OPSET = frozenset({"MeanVarianceNormalization"})
