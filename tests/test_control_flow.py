@@ -313,3 +313,12 @@ def test_loop_with_a_run_time_condition_whose_state_grows_is_refused():
     with pytest.raises(DlcError, match=r"node 'grow' \(Loop\): .*keep its shape; 's0' is float\[2\] .* "
                                        r"'s_out' float\[4\]"):
         import_model(model)
+
+
+def test_while_loop_as_torchscript_exports_it_is_a_clear_error():
+    """`while total < 6:` exports as Loop(M=INT64_MAX, cond) with the condition computed in the body."""
+    body = _loop_body([helper.make_node("ReduceSum", ["s_out"], ["total"], keepdims=0),
+                       helper.make_node("Less", ["total", "six"], ["more"])], "more")
+    body.initializer.append(helper.make_tensor("six", F, [], [6.0]))
+    with pytest.raises(DlcError, match=r"node 'steps' \(Loop\): it is a while loop \(trip count 9223372036854775807"):
+        import_model(_loop_model(2**63 - 1, body, scan_output=False))

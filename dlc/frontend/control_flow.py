@@ -361,6 +361,11 @@ class _Expansion:
             raise self.error(f"{why}, but its {scans} scan output(s) would then have a length known only "
                              "at run time", "dlc compiles static shapes: make the loop's condition a "
                              "constant, or return the values as loop-carried state")
+        if count >= 1 << 31:
+            raise self.error(f"it is a while loop (trip count {count}, the condition computed by its body), "
+                             "whose number of iterations is known only at run time",
+                             "dlc unrolls loops (native loops are not implemented yet): give the loop a "
+                             "constant trip count of a few iterations, or run this model with onnxruntime")
         after = self.body_output_types(body, [onnx.TypeProto(), onnx.TypeProto()] +
                                        [self.types.get(value, onnx.TypeProto()) for value in carried])
         for value, body_output, value_type in zip(carried, body.output[1:], after[1:]):
