@@ -335,6 +335,11 @@ def _dot_instruction(op) -> str:
     return "vpdpbusd" if has_vnni and bits in (256, 512) else "widen"
 
 
+def _as_unsigned(b: Body, value: SSAValue) -> SSAValue:
+    """The byte of int8 `value` + 128 (as uint8 bits): its top bit flipped."""
+    return b.math(arith.XOrIOp, value, b.const(-128, value.type))
+
+
 def _record(op, path: str) -> None:
     """Say on the kernel (through its kernel.launch, whose dlc.* attributes the kernel keeps)
     which path the op's contraction took, and why not the integer GEMM: as fusion records
@@ -359,7 +364,9 @@ def _integer_gemm(kb, op, a, a_zero, b, out, b_index: int, b_zero_index: int,
     out_type = numpy_dtype(out.type.element_type)
     k4 = -(-a_shape[-1] // 4) * 4
     reason = next((why for bad, why in (
-        (numpy_dtype(a.type.element_type) != np.uint8, "A is not uint8"),
+        (numpy_dtype(a.type.element_type) not in (np.uint8, np.int8), "A is not 8-bit"),
+        (not _unsigned(a.type.element_type) and a_zero is not None and _constant(op, 2) is None,
+         "A is int8 with a zero point computed at run time"),
         (b_array is None or b_array.dtype != np.int8 or b_array.ndim != 2, "B is not a constant int8 matrix"),
         (b_zero is None or b_zero.any(), "B's zero point is not 0"),
         (a_zero is not None and prod(a_zero.type.get_shape()) != 1, "A's zero point is not one value"),
@@ -374,6 +381,13 @@ def _integer_gemm(kb, op, a, a_zero, b, out, b_index: int, b_zero_index: int,
     column_sums = b_array.astype(np.int64).sum(axis=0)
     bias = None
     a_zero_value = _constant(op, 2) if a_zero is not None else None  # a_zero is operand 2 of both ops
+    signed = not _unsigned(a.type.element_type)
+    if signed:  # int8 A is read as uint8 A + 128 (its top bit flipped), its zero point too
+        a_zero_value = (np.zeros(1) if a_zero_value is None else a_zero_value.astype(np.int64)) + 128
+        flipped = kb.scratch(MemRefType(a.type.element_type, [prod(a_shape[:-1]), a_shape[-1]]))
+        kb.generic([reshape_view(kb.builder, a, [prod(a_shape[:-1]), a_shape[-1]])], [flipped],
+                   [identity_map(2)] * 2, [PARALLEL] * 2, lambda b, args: [_as_unsigned(b, args[0])])
+        a = flipped
     if a_zero_value is not None:
         if a_zero_value.any():
             correction = -int(a_zero_value.reshape(-1)[0]) * column_sums
@@ -395,7 +409,8 @@ def _integer_gemm(kb, op, a, a_zero, b, out, b_index: int, b_zero_index: int,
                    bias="row" if bias is not None else None, m=rows, n=n, k=k, a_row_stride=k,
                    a_k_stride=1, ldb=n, ldc=n, dtype="u8s8", dot=_dot_instruction(op),
                    kc=-(-k4 // (4 * blocks)) * 4, **spec)
-    _record(op, f"integer GEMM ({_dot_instruction(op)})" + (", requantized in its store" if requant else ""))
+    _record(op, f"integer GEMM ({_dot_instruction(op)})" + (" (int8 A + 128)" if signed else "")
+            + (", requantized in its store" if requant else ""))
     return None
 
 
@@ -543,8 +558,8 @@ def lower_qlinear_matmul(kb, op, ins, outs) -> None:
 
 
 def _padded_with(kb, x: SSAValue, window, zero: int) -> SSAValue:
-    """x [1, C, H, W] (uint8) padded with its zero point as `window` reads it. As conv.py's
-    padded_input, but the fill is built through a float: arith has no unsigned constants."""
+    """x [1, C, H, W] (8-bit) padded with its zero point as `window` reads it. As conv.py's
+    padded_input, but a uint8 fill is built through a float: arith has no unsigned constants."""
     shape = x.type.get_shape()
     extent = window.padded_extent(shape[2:])
     if tuple(extent) == tuple(shape[2:]):
@@ -552,7 +567,8 @@ def _padded_with(kb, x: SSAValue, window, zero: int) -> SSAValue:
     element = x.type.element_type
     padded = kb.scratch(MemRefType(element, [*shape[:2], *extent]))
     kb.generic([], [padded], [identity_map(4)], [PARALLEL] * 4,
-               lambda b, a: [b.math(arith.FPToUIOp, b.const(float(zero), f32), element)])
+               lambda b, a: [b.math(arith.FPToUIOp, b.const(float(zero), f32), element) if _unsigned(element)
+                             else b.const(zero, element)])
     # Through a flat view, as pad_into: a plain `d2` (no pad on top) must span padded's dim.
     top, left = window.pads_begin
     rows, cols = extent
@@ -577,7 +593,7 @@ def _integer_conv(kb, op, x, w, bias: SSAValue | None, out, requant: tuple[np.nd
     reason = next((why for bad, why in (
         (len(x_shape) != 4 or x_shape[0] != 1, "not a 2-D convolution of one image"),
         (op.attr("group", 1) != 1, "grouped (depthwise)"),
-        (numpy_dtype(x.type.element_type) != np.uint8, "x is not uint8"),
+        (numpy_dtype(x.type.element_type) not in (np.uint8, np.int8), "x is not 8-bit"),
         (weights is None or weights.dtype != np.int8, "w is not a constant int8 tensor"),
         (w_zero is None or w_zero.any(), "w's zero point is not 0"),
         (x_zero is None or x_zero.size != 1, "x's zero point is not one constant"),
@@ -591,6 +607,8 @@ def _integer_conv(kb, op, x, w, bias: SSAValue | None, out, requant: tuple[np.nd
     window = window_of(op, x_shape[2:], list(w_shape[2:]), y_shape[2:])
     zero = int(x_zero.reshape(-1)[0])
     padded = _padded_with(kb, x, window, zero)
+    signed = not _unsigned(x.type.element_type)
+    zero += 128 if signed else 0  # int8 x is read as uint8 x + 128 (its top bit flipped)
     pixels = int(np.prod(y_shape[2:]))
     channels, (kh, kw), (oh, ow) = x_shape[1], w_shape[2:], y_shape[2:]
     patches = kb.scratch(MemRefType(x.type.element_type, [pixels, k]))
@@ -598,7 +616,7 @@ def _integer_conv(kb, op, x, w, bias: SSAValue | None, out, requant: tuple[np.nd
     taps = window.taps([dim(0), dim(1)], [dim(3), dim(4)])
     kb.generic([padded], [reshape_view(kb.builder, patches, [oh, ow, channels, kh, kw])],
                [affine_map(5, [cst(0), dim(2), *taps]), identity_map(5)], [PARALLEL] * 5,
-               lambda b, a: [a[0]])
+               lambda b, a: [_as_unsigned(b, a[0]) if signed else a[0]])
     correction = conv_bias.astype(np.int64).reshape(-1) - zero * weights.astype(np.int64).reshape(co, k).sum(axis=1)
     if np.abs(correction).max(initial=0) >= 2 ** 31:
         return "the zero point term overflows int32"
@@ -612,7 +630,8 @@ def _integer_conv(kb, op, x, w, bias: SSAValue | None, out, requant: tuple[np.nd
                    kc=-(-k // 4) * 4, requantize="u8" if out_type == np.uint8 else "s8", y_zero=requant[1])
     kb.generic([c], [reshape_view(kb.builder, out, [co, pixels])],
                [identity_map(2), affine_map(2, [dim(1), dim(0)])], [PARALLEL] * 2, lambda b, a: [a[0]])
-    _record(op, f"integer GEMM ({_dot_instruction(op)}) over x's patches, requantized in its store")
+    _record(op, f"integer GEMM ({_dot_instruction(op)}) over x's patches" + (" (int8 x + 128)" if signed else "")
+            + ", requantized in its store")
     return None
 
 
