@@ -133,11 +133,14 @@ class _Expansion:
     def inline(self, body: onnx.GraphProto, prefix: str, bound: dict[str, str]) -> list[str]:
         """Append `body`'s nodes with its own names prefixed and its inputs bound to `bound`;
         returns the names its outputs have after inlining."""
+        # A body's initializers are the same in every iteration: one copy, named per body.
+        shared = f"{self.name}/{prefix.rstrip('0123456789')}/"
         prefix = f"{self.name}/{prefix}/"
         mapping = dict(bound)
         for init in body.initializer:
-            mapping[init.name] = prefix + init.name
-            self.constants[prefix + init.name] = numpy_helper.to_array(init)
+            mapping[init.name] = shared + init.name
+            if shared + init.name not in self.constants:
+                self.constants[shared + init.name] = numpy_helper.to_array(init)
         for inner in body.node:
             mapping.update({name: prefix + name for name in inner.output if name})
         for position, inner in enumerate(body.node):
