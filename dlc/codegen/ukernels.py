@@ -418,9 +418,11 @@ class _Int8GemmEmitter(_GemmEmitter):
             name = "llvm.x86.avx512.vpdpbusd.512" if bits == 512 else f"llvm.x86.avx512.vpdpbusd.{bits}"
             fn = self._intrinsic(name, self.vec, [self.vec, self.bytes, self.bytes])
             return b.call(fn, [acc, a_bytes, b_bytes])
-        # u8 x s8 fits int16 exactly (|255 * -128| < 2**15); the sums are taken in int32.
-        i16s, i32s = ir.VectorType(ir.IntType(16), 4 * self.vw), ir.VectorType(I32, 4 * self.vw)
-        products = b.sext(b.mul(b.zext(a_bytes, i16s), b.sext(b_bytes, i16s), flags=("nsw",)), i32s)
+        # Products and sums in int32 (exact), from operands that fit int16: LLVM makes the
+        # pairwise sums one vpmaddwd (int16 x int16 -> int32 pairs), never vpmaddubsw's
+        # saturating int16 pair sums.
+        i32s = ir.VectorType(I32, 4 * self.vw)
+        products = b.mul(b.zext(a_bytes, i32s), b.sext(b_bytes, i32s), flags=("nsw",))
 
         def halves(value, lanes):
             even = b.shuffle_vector(value, value, ir.Constant(ir.VectorType(I32, lanes), list(range(0, 2 * lanes, 2))))
