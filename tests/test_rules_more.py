@@ -1,5 +1,6 @@
 """ArgMax/ArgMin/Hardmax, Resize, LpPool, Instance/GroupNormalization, LRN, ConvTranspose, Det, Col2Im,
-Einsum, and Slice/Pad with run-time starts/pads: dlc vs onnxruntime on one-node models.
+Einsum, the NLL and softmax cross-entropy losses, and Slice/Pad with run-time starts/pads: dlc vs
+onnxruntime on one-node models.
 
 Run-time inputs get chosen values (or seeded random data); the output shape is taken from
 onnxruntime's result, since shape inference cannot know it when starts/pads/scales are
@@ -315,3 +316,52 @@ def test_col2im(x_shape, image, blocks, attrs):
         compiled.run({**feeds, "block": np.array([1] * len(image))})
     with pytest.raises(DlcError, match=r"node 'col2im' \(Col2Im\): input 'image_shape' is not"):
         compiled.run({**feeds, "image": np.array(image) + 1})
+
+
+# --- NegativeLogLikelihoodLoss, SoftmaxCrossEntropyLoss ----------------------------------------
+
+@pytest.mark.parametrize("op_type", ["NegativeLogLikelihoodLoss", "SoftmaxCrossEntropyLoss"])
+@pytest.mark.parametrize("reduction", ["none", "sum", "mean"])
+@pytest.mark.parametrize("weighted,ignore", [(False, None), (True, 2), (True, -1)])
+def test_losses(op_type, reduction, weighted, ignore):
+    """NLL natively, SCE through its function body (LogSoftmax, then NLL): targets hit
+    ignore_index where it is set; SCE's log_prob output too."""
+    import dlc
+
+    rng = np.random.default_rng(13)
+    x = rng.standard_normal((3, 5, 4)).astype(np.float32)
+    target = rng.integers(0, 5, (3, 4)).astype(np.int64)
+    if ignore is not None:
+        target[0, :2] = ignore
+    f = onnx.TensorProto.FLOAT
+    inputs = [helper.make_tensor_value_info("x", f, x.shape),
+              helper.make_tensor_value_info("t", onnx.TensorProto.INT64, target.shape)]
+    constants = [numpy_helper.from_array(rng.uniform(0.5, 2, 5).astype(np.float32), "w")] if weighted else []
+    outputs = ["loss"] + (["log_prob"] if op_type == "SoftmaxCrossEntropyLoss" else [])
+    attrs = {"reduction": reduction} | ({"ignore_index": ignore} if ignore is not None else {})
+    node = helper.make_node(op_type, ["x", "t", "w"] if weighted else ["x", "t"], outputs, name="loss", **attrs)
+    graph = helper.make_graph([node], "loss", inputs,
+                              [helper.make_tensor_value_info(n, f, None) for n in outputs], constants)
+    model = onnx.shape_inference.infer_shapes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)]))
+    feeds = {"x": x, "t": target}
+    got = dlc.compile(model).run(feeds)
+    for name, want in zip(outputs, run_onnxruntime(model, feeds)):
+        np.testing.assert_allclose(got[name], want, rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def test_nll_loss_target_out_of_range_fails_the_run():
+    import dlc
+    from dialects.diagnostics import DlcError
+
+    f = onnx.TensorProto.FLOAT
+    node = helper.make_node("NegativeLogLikelihoodLoss", ["x", "t"], ["loss"], name="nll", ignore_index=-1)
+    graph = helper.make_graph([node], "nll", [helper.make_tensor_value_info("x", f, [2, 3]),
+                                              helper.make_tensor_value_info("t", onnx.TensorProto.INT64, [2])],
+                              [helper.make_tensor_value_info("loss", f, [])])
+    compiled = dlc.compile(helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)]))
+    x = _random(2, 3)
+    np.testing.assert_allclose(compiled.run({"x": x, "t": np.array([2, -1])})["loss"], -x[0, 2], rtol=1e-6)
+    for bad in (3, -2):
+        with pytest.raises(DlcError, match=r"node 'nll' \(NegativeLogLikelihoodLoss\): a value of input 'target' "
+                                           r"is outside \[0, 3\) and is not ignore_index \(-1\)"):
+            compiled.run({"x": x, "t": np.array([0, bad])})

@@ -9,10 +9,11 @@ its body, renamed as the official `_expanded` node tests are built (onnx's
 backend/test/case/node/__init__.py, function_expand_helper). The body's nodes then follow the
 normal path: conversion to opset 21, folding, fusion and the native lowerings of each op.
 
-Two operators of the canonical opset or before are expanded too, where their body compiles
+Three operators of the canonical opset or before are expanded too, where their body compiles
 and the operator has no lowering: MeanVarianceNormalization (its body at the model's opset;
-ONNX's own inference of the unexpanded node fails on the body's Constant) and SpaceToDepth
-with mode=CRD (opset 28, which the version converter cannot take down).
+ONNX's own inference of the unexpanded node fails on the body's Constant),
+SoftmaxCrossEntropyLoss (LogSoftmax, then the NegativeLogLikelihoodLoss lowering) and
+SpaceToDepth with mode=CRD (opset 28, which the version converter cannot take down).
 
 Operators without an ONNX function get a body dlc writes (_OWN_BODIES), in opset-21 operators
 that have lowerings: ai.onnx.ml's Binarizer, Y = Cast(X > threshold) to X's type
@@ -321,7 +322,7 @@ _OWN_BODIES = {("ai.onnx.ml", "Binarizer"): _binarizer, ("", "CumProd"): _cumpro
                ("ai.onnx.ml", "ArrayFeatureExtractor"): _array_feature_extractor,
                **{("ai.onnx.preview.training", op): _optimizer for op in ("Adagrad", "Adam", "Momentum")}}
 # Operators of the canonical opset (or before) with a body and no lowering: always expanded.
-_EXPANDED_AT_ANY_OPSET = frozenset({"MeanVarianceNormalization"})
+_EXPANDED_AT_ANY_OPSET = frozenset({"MeanVarianceNormalization", "SoftmaxCrossEntropyLoss"})
 
 
 def _body_schema(node: onnx.NodeProto, version: int):
