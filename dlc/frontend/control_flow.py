@@ -87,9 +87,10 @@ def _subgraphs(node: onnx.NodeProto):
         yield from [attr.g] if attr.type == onnx.AttributeProto.GRAPH else attr.graphs
 
 
-def _rename_subgraph(graph: onnx.GraphProto, mapping: dict[str, str], prefix: str) -> None:
+def rename_subgraph(graph: onnx.GraphProto, mapping: dict[str, str], prefix: str) -> None:
     """Rename what a nested subgraph reads from the inlined body (`mapping`), and prefix its own
-    names too: ONNX's data propagation refuses two copies of a subgraph with the same names."""
+    names too: ONNX's data propagation refuses two copies of a subgraph with the same names.
+    For any inliner of a graph that holds subgraphs (a function body's Scan, too)."""
     local = {value.name for value in graph.input} | {init.name for init in graph.initializer}
     local |= {name for node in graph.node for name in node.output if name}
     names = {**mapping, **{name: prefix + name for name in local}}
@@ -101,7 +102,7 @@ def _rename_subgraph(graph: onnx.GraphProto, mapping: dict[str, str], prefix: st
         node.input[:] = [names.get(name, name) for name in node.input]
         node.output[:] = [names.get(name, name) for name in node.output]
         for inner in _subgraphs(node):
-            _rename_subgraph(inner, names, prefix)
+            rename_subgraph(inner, names, prefix)
 
 
 class _Expansion:
@@ -150,7 +151,7 @@ class _Expansion:
             copy.input[:] = [mapping.get(name, name) for name in inner.input]
             copy.output[:] = [mapping.get(name, name) for name in inner.output]
             for graph in _subgraphs(copy):
-                _rename_subgraph(graph, mapping, prefix)
+                rename_subgraph(graph, mapping, prefix)
             self.nodes.append(copy)
         return [mapping.get(value.name, value.name) for value in body.output]
 
