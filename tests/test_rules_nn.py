@@ -338,3 +338,61 @@ def test_conv1d_stack_as_gemm_with_a_residual_epilogue(threads):
     feeds = random_feeds(model)
     got = dlc.compile(model, threads=threads).run(feeds)["y"]
     np.testing.assert_allclose(got, run_onnxruntime(model, feeds)[0], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("output_shape", [None, [2, 3, 6, 6]])
+def test_max_unpool_after_max_pool(output_shape):
+    """MaxPool's Indices fed to MaxUnpool, as segmentation decoders do; output_shape (a run-time
+    input here) the unpooled shape, checked at run time."""
+    import dlc
+    from dialects.diagnostics import DlcError
+
+    f, i64 = TensorProto.FLOAT, TensorProto.INT64
+    pool = helper.make_node("MaxPool", ["x"], ["p", "i"], kernel_shape=[2, 2], strides=[2, 2])
+    unpool = helper.make_node("MaxUnpool", ["p", "i"] + (["s"] if output_shape else []), ["y"],
+                              name="unpool", kernel_shape=[2, 2], strides=[2, 2])
+    inputs = [helper.make_tensor_value_info("x", f, [2, 3, 6, 6])]
+    if output_shape:
+        inputs.append(helper.make_tensor_value_info("s", i64, [4]))
+    graph = helper.make_graph([pool, unpool], "unpool", inputs,
+                              [helper.make_tensor_value_info("y", f, output_shape or [2, 3, 6, 6])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    feeds = {"x": np.random.default_rng(14).integers(0, 5, (2, 3, 6, 6)).astype(np.float32)}
+    if output_shape:
+        feeds["s"] = np.array(output_shape, np.int64)
+    compiled = dlc.compile(model)
+    np.testing.assert_array_equal(compiled.run(feeds)["y"], run_onnxruntime(model, feeds)[0])
+    if output_shape:
+        with pytest.raises(DlcError, match=r"node 'unpool' \(MaxUnpool\): input 'output_shape' is not"):
+            compiled.run({**feeds, "s": np.array([2, 3, 8, 8], np.int64)})
+
+
+def test_max_unpool_larger_output_shape_is_refused():
+    """onnxruntime takes the indices into a larger output_shape's flattening, onnx's reference
+    places the unpooled tensor at its start: dlc refuses rather than pick one silently."""
+    import dlc
+    from dialects.diagnostics import UnsupportedError
+
+    f, i64 = TensorProto.FLOAT, TensorProto.INT64
+    node = helper.make_node("MaxUnpool", ["p", "i", "s"], ["y"], name="unpool", kernel_shape=[2, 2], strides=[2, 2])
+    graph = helper.make_graph([node], "unpool", [helper.make_tensor_value_info("p", f, [1, 1, 2, 2]),
+                                                 helper.make_tensor_value_info("i", i64, [1, 1, 2, 2])],
+                              [helper.make_tensor_value_info("y", f, [1, 1, 5, 5])],
+                              [numpy_helper.from_array(np.array([1, 1, 5, 5], np.int64), "s")])
+    with pytest.raises(UnsupportedError, match=r"unpool.*output shape \[1, 1, 5, 5\] differs from the unpooled"):
+        dlc.compile(helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)]))
+
+
+def test_max_unpool_index_out_of_range_fails_the_run():
+    import dlc
+    from dialects.diagnostics import DlcError
+
+    f, i64 = TensorProto.FLOAT, TensorProto.INT64
+    node = helper.make_node("MaxUnpool", ["p", "i"], ["y"], name="unpool", kernel_shape=[2, 2], strides=[2, 2])
+    graph = helper.make_graph([node], "unpool", [helper.make_tensor_value_info("p", f, [1, 1, 2, 2]),
+                                                 helper.make_tensor_value_info("i", i64, [1, 1, 2, 2])],
+                              [helper.make_tensor_value_info("y", f, [1, 1, 4, 4])])
+    compiled = dlc.compile(helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)]))
+    p = np.ones((1, 1, 2, 2), np.float32)
+    with pytest.raises(DlcError, match=r"node 'unpool' \(MaxUnpool\): an index in input 'I' is outside \[0, 16\)"):
+        compiled.run({"p": p, "i": np.array([[[[0, 16], [3, 4]]]], np.int64)})

@@ -1,5 +1,5 @@
 """Index-driven ONNX operators: Gather, GatherElements, GatherND, ScatterElements, ScatterND,
-ReverseSequence, OneHot, Trilu, Range, and the fill ConstantOfShape.
+MaxUnpool, ReverseSequence, OneHot, Trilu, Range, and the fill ConstantOfShape.
 
 Mirrors the ONNX operator spec at opset 21 (https://onnx.ai/onnx/operators/). Gathers load
 the data at an index read at run time, inside the generic's body. Negative indices count
@@ -25,9 +25,15 @@ from xdsl.dialects.linalg import ops as linalg
 from xdsl.ir import Block, Region
 
 from dialects.diagnostics import CompileError, UnsupportedError
+from passes.lowering.kernels_to_linalg import reshape_view
 from passes.lowering.rules import lowers
 from passes.lowering.rules.elementwise import BOOL, FLOAT, INT, UINT, require_kinds
-from passes.lowering.rules.movement import constant_input, is_empty, normalize_axis
+from passes.lowering.rules.movement import (
+    constant_input,
+    is_empty,
+    normalize_axis,
+    require_shape_values,
+)
 from passes.lowering.utils.linalg_builder import (
     PARALLEL,
     REDUCTION,
@@ -250,6 +256,62 @@ def lower_scatter_nd(kb, op, ins, outs) -> None:
     # The generic reads one index per update to have an operand; the body loads the tuple.
     _scatter(kb, op, data, indices, updates, outs[0],
              affine_map(rank, [*(dim(d) for d in range(outer)), cst(0)]), target)
+
+
+@lowers("MaxUnpool")
+def lower_max_unpool(kb, op, ins, outs) -> None:
+    """y = 0, then y.flat[I[i]] = X[i] in order (onnx__MaxUnpool, opset 11: I holds MaxPool's
+    Indices into the unpooled shape, (in - 1) * stride - pads + kernel per axis). An
+    'output_shape' other than that shape is refused: onnxruntime then takes the indices into
+    output_shape's own flattening, onnx's reference evaluator (and the node test) into the
+    unpooled shape placed at the output's start, so no answer matches both. An index outside the
+    output fails the run and writes nothing."""
+    x, indices = ins[0], ins[1]
+    out = outs[0]
+    require_kinds(op, [x], (FLOAT,))
+    out_shape, in_shape = list(out.type.get_shape()), list(x.type.get_shape())
+    kernel = list(op.attr("kernel_shape") or [])
+    spatial = len(in_shape) - 2
+    strides = list(op.attr("strides") or [1] * spatial)
+    pads = list(op.attr("pads") or [0] * 2 * spatial)
+    if len(kernel) != spatial or len(strides) != spatial or len(pads) != 2 * spatial:
+        raise UnsupportedError(f"{op.describe()}: kernel_shape {kernel}, strides {strides} and pads {pads} "
+                               f"do not match the {spatial} spatial axes of X")
+    unpooled = in_shape[:2] + [(n - 1) * s - (pads[d] + pads[spatial + d]) + k
+                               for d, (n, s, k) in enumerate(zip(in_shape[2:], strides, kernel))]
+    if unpooled != out_shape:
+        raise UnsupportedError(f"{op.describe()}: output shape {out_shape} differs from the unpooled "
+                               f"shape {unpooled}; onnxruntime and the ONNX reference place the values "
+                               "differently then", "omit output_shape, or make it the unpooled shape")
+    if len(ins) > 2 and ins[2] is not None:
+        require_shape_values(kb, op, 2, "output_shape", ins[2], out_shape)
+    if is_empty(out):
+        return
+    kb.fill(out, 0.0)
+    if is_empty(x):
+        return
+    size = int(np.prod(unpooled))
+    flat = reshape_view(kb.builder, out, [size])
+    constant = constant_input(op, 1, required=False)
+    check = None
+    if constant is None:
+        check = (status_word(kb), error_code(op, f"{op.describe()}: an index in input 'I' is outside "
+                                                 f"[0, {size}), the output's elements"))
+    elif ((constant < 0) | (constant >= size)).any():
+        raise CompileError(f"{op.describe()}: constant input 'I' holds an index outside [0, {size})")
+    rank = len(x.type.get_shape())
+    block = Block(arg_types=[x.type.element_type, indices.type.element_type])
+    b = Body(block, x.type.element_type)
+    i = b.on(IndexType())
+    index = b.index_from(block.args[1])
+    outside = i.cmp("uge", index, i.const(size))  # negative ones too
+    if check is not None:
+        flag_if(b, check[0], outside, check[1])
+    index = i.select(outside, i.const(0), index)
+    old = b.load(flat, [index])
+    block.add_ops([memref.StoreOp.get(b.select(outside, old, block.args[0]), flat, [index]), linalg.YieldOp()])
+    # Serial (reduction iterators), as the scatters: a repeated index keeps the last value.
+    kb.insert(linalg.GenericOp([x, indices], [], Region(block), [identity_map(rank)] * 2, [REDUCTION] * rank))
 
 
 @lowers("OneHot")

@@ -445,6 +445,31 @@ def lower_space_to_depth(kb, op, ins, outs) -> None:
     read_affine(kb, ins[0], outs[0], [n, c % channels, y * bs + block // bs, x * bs + block % bs])
 
 
+def require_shape_values(kb, op, index: int, name: str, given, wanted: list[int]) -> None:
+    """Input `index` (a 1-D shape-like tensor, memref `given`) must hold `wanted`, the sizes the output was
+    compiled with: a constant is compared now, a run-time one by a loop that only checks it
+    (a generic without outputs) and fails the run with a DlcError otherwise."""
+    if not wanted:
+        return
+    constant = constant_input(op, index, required=False)
+    if constant is not None:
+        if [int(v) for v in constant.reshape(-1)] != wanted:
+            raise UnsupportedError(f"{op.describe()}: input '{name}' is {constant.reshape(-1).tolist()} "
+                                   f"but the output was inferred with {wanted}")
+        return
+    status = status_word(kb)
+    code = error_code(op, f"{op.describe()}: input '{name}' is not {wanted}, the sizes this model "
+                          "was compiled for (dlc compiles static shapes)")
+    block = Block(arg_types=[given.type.element_type])
+    b, i = Body(block, given.type.element_type), Body(block, IndexType())
+    expected = b.const(wanted[-1])
+    for k in range(len(wanted) - 1):
+        expected = b.select(i.cmp("eq", b.index(0), i.const(k)), b.const(wanted[k]), expected)
+    flag_if(b, status, b.compare("ne", block.args[0], expected), code)
+    block.add_op(linalg.YieldOp())
+    kb.insert(linalg.GenericOp([given], [], Region(block), [identity_map(1)], [PARALLEL]))
+
+
 @lowers("CenterCropPad")
 def lower_center_crop_pad(kb, op, ins, outs) -> None:
     """Each axis in 'axes' cropped or zero-padded about its centre to the output's size, the odd
@@ -455,25 +480,7 @@ def lower_center_crop_pad(kb, op, ins, outs) -> None:
     in_shape, out_shape = x.type.get_shape(), out.type.get_shape()
     rank = len(in_shape)
     axes = [normalize_axis(op, a, rank) for a in (op.attr("axes") or range(rank))]
-    wanted = [out_shape[a] for a in axes]
-    constant = constant_input(op, 1, required=False)
-    if constant is not None and [int(v) for v in constant.reshape(-1)] != wanted:
-        raise UnsupportedError(f"{op.describe()}: input 'shape' is {constant.reshape(-1).tolist()} but "
-                               f"the output's axes {axes} have sizes {wanted}")
-    if constant is None and wanted:
-        status = status_word(kb)
-        code = error_code(op, f"{op.describe()}: input 'shape' is not {wanted}, the sizes this model "
-                              "was compiled for (dlc compiles static shapes)")
-
-        # A loop over 'shape' that only checks it: a generic without outputs.
-        block = Block(arg_types=[shape_input.type.element_type])
-        b, i = Body(block, shape_input.type.element_type), Body(block, IndexType())
-        expected = b.const(wanted[-1])
-        for k in range(len(wanted) - 1):
-            expected = b.select(i.cmp("eq", b.index(0), i.const(k)), b.const(wanted[k]), expected)
-        flag_if(b, status, b.compare("ne", block.args[0], expected), code)
-        block.add_op(linalg.YieldOp())
-        kb.insert(linalg.GenericOp([shape_input], [], Region(block), [identity_map(1)], [PARALLEL]))
+    require_shape_values(kb, op, 1, "shape", shape_input, [out_shape[a] for a in axes])
     if is_empty(out):
         return
     # The part of x the output keeps starts at (in - out) // 2 where cropped and lands at
