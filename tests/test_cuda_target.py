@@ -547,14 +547,18 @@ def test_light_zoo_resnet50_places_every_node_on_cuda():
     assert placement.reasons == {} and set(placement.nodes.values()) == {"cuda"}
 
 
-def test_small_encoder_runs_on_the_host_emulation():
+@pytest.mark.parametrize("name", ["encoder", "resnet_block"])
+def test_small_models_run_on_the_host_emulation(name):
+    """Whole graphs, every kernel on cuda (GEMMs with bar.sync, the masked Softmax, LayerNorm,
+    GlobalAveragePool, views), emulated on the host against onnxruntime."""
     import sys
     from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
     import models
 
-    model = models.transformer_encoder(32, 2, 8, 64)
+    model = models.transformer_encoder(32, 2, 8, 64) if name == "encoder" else \
+        models.resnet_block(channels=8, resolution=12)
     feeds = random_feeds(model)
     for got, want in zip(_emulate(model, feeds), run_onnxruntime(model, feeds)):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
