@@ -13,6 +13,9 @@ builtin.module attributes {dlc.vector_bits = 512 : i64} {
   // CHECK-SAME:  b_layout = "packed"
   // CHECK-SAME:  dtype = "u8s8"
   // CHECK-SAME:  nr = 16 : i64
+  // The int8 layout, never the float one (16 floats a row) nor the row-major weight:
+  // CHECK-NOT:   b_layout = "row"
+  // CHECK-NOT:   memref<1x5x16xi8>
   func.func private @dlc_gemm_0(memref<3x5xui8>, memref<5x8xi8>, memref<3x8xi32>) attributes {dlc.ukernel = "gemm", dlc.gemm = {m = 3 : i64, n = 8 : i64, k = 5 : i64, a_row_stride = 5 : i64, a_k_stride = 1 : i64, ldb = 8 : i64, ldc = 8 : i64, b_trans = 0 : i64, residual = 0 : i64, b_layout = "row", dtype = "u8s8", dot = "vpdpbusd", kc = 8 : i64}}
 
   // CHECK-LABEL: func.func private @kernel
