@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from conftest import assert_matches_onnxruntime
+from conftest import assert_matches_onnxruntime, run_onnxruntime
 from onnx import TensorProto, helper, numpy_helper
 from test_bounds import _run_child
 
@@ -104,6 +104,29 @@ def lowering(request, monkeypatch):
 @pytest.mark.parametrize("name", CASES)
 def test_direct_conv_matches_onnxruntime(name, bias, lowering):
     assert_matches_onnxruntime(_model([name], bias))
+
+
+@pytest.mark.parametrize("activation", ["Relu", "Clip"])
+@pytest.mark.parametrize("name", ["s1_pad1_odd", "s2_pad1_odd", "5x5_s2", "kernel_over_input", "mobilenet_s1"])
+def test_activation_applied_as_outputs_are_stored(name, activation, lowering):
+    """A Relu or ReLU6 (Clip 0..6) after a depthwise conv joins its kernel and is applied as
+    each output is stored, border boxes and padding-only outputs (the bias alone) included;
+    NaN inputs stay NaN, as in onnxruntime."""
+    model = _model([name], bias=True)
+    graph = model.graph
+    conv_out = graph.output[0].name
+    graph.node[0].output[0] = "conv"
+    extra = [numpy_helper.from_array(np.array(v, np.float32), n) for n, v in [("lo", 0.0), ("hi", 6.0)]]
+    graph.initializer.extend(extra)
+    graph.node.append(helper.make_node(activation, ["conv", *(["lo", "hi"] if activation == "Clip" else [])],
+                                       [conv_out]))
+    model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+    x = np.random.default_rng(3).uniform(-8, 8, CASES[name][0]).astype(np.float32)
+    x.flat[::7] = np.nan
+    import dlc
+
+    got = dlc.compile(model).run({f"{name}_x": x})[conv_out]
+    np.testing.assert_allclose(got, run_onnxruntime(model, {f"{name}_x": x})[0], rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("x_shape, kernel, pads, strides, phase_planes", [

@@ -1,9 +1,11 @@
 """Conv (1-D/2-D/3-D, groups, pads, auto_pad, strides, dilations, bias).
 
 Mirrors https://onnx.ai/onnx/operators/onnx__Conv.html. float32 2-D convolutions with
-enough output channels per group run as im2col + the GEMM micro-kernel; the others
-(depthwise, 3-D, other dtypes) as direct loop nests (`_direct_conv`). A 1-D conv is lowered
-as the 2-D conv of unit height it is. Also holds the
+enough output channels per group run as im2col + the GEMM micro-kernel (a 1x1 conv over 1x1
+maps as a Gemm with the weights as B); the others (depthwise, 3-D, other dtypes) as direct loop
+nests (`_direct_conv`), depthwise convs on small maps over zero-padded phase planes
+(`_phase_flat_conv`), with a Relu/ReLU6 after them applied as outputs are stored. A 1-D conv
+is lowered as the 2-D conv of unit height it is. Also holds the
 sliding-window arithmetic (`Window`) and explicit padding that the pooling rules share.
 """
 
@@ -322,6 +324,24 @@ SUM_CHAINS = 4
 MAX_BOXES = 25
 
 
+def _take_activation(kb) -> str | None:
+    """The Relu or ReLU6 right after a direct conv (no residual Add), which the conv then
+    applies as it stores each output: MobileNetV2's depthwise convs otherwise made one more
+    in-place pass over their output (4.8 MB at 96x112x112)."""
+    epilogue = getattr(kb, "epilogue", None)
+    if epilogue is None or epilogue.residual is not None or not epilogue.activation:
+        return None
+    return take_epilogue(kb).activation
+
+
+def _activate(b, value: SSAValue, activation: str | None) -> SSAValue:
+    """Relu/ReLU6 with NaN-propagating max/min, as the separate Relu/Clip loop computes it."""
+    if activation is None:
+        return value
+    value = b.max(value, b.const(0.0))
+    return b.min(value, b.const(6.0)) if activation == "relu6" else value
+
+
 # A depthwise conv whose interior box (the outputs whose windows lie inside x) holds less
 # than this share of its outputs runs on phase planes (`_phase_flat_conv`) instead of
 # boxes: each border box is a short scalar loop nest. Depthwise 5x5 960x7x7 (interior 9 of
@@ -407,8 +427,10 @@ def _phase_flat_conv(kb, x: SSAValue, w: SSAValue, bias: SSAValue | None, y: SSA
     y_view = view_at(kb.builder, y_flat, 0, [batch, groups, per_group, length],
                      [out_channels * out_plane, per_group * out_plane, out_plane, 1])
     kb.generic(inputs, [y_view], maps, [PARALLEL] * 3 + [REDUCTION, PARALLEL], body)
-    kb.copy(view_at(kb.builder, y_flat, 0, [batch, out_channels, oh, ow],
-                    [out_channels * out_plane, out_plane, pitch, 1]), y)
+    activation = _take_activation(kb)
+    kb.elementwise([view_at(kb.builder, y_flat, 0, [batch, out_channels, oh, ow],
+                            [out_channels * out_plane, out_plane, pitch, 1])], y,
+                   lambda b, a: [_activate(b, a[0], activation)])
 
 
 @dataclass(frozen=True)
@@ -437,6 +459,7 @@ def _direct_conv(kb, x, w, bias, y, window: Window, groups: int) -> None:
     w_shape = w.type.get_shape()
     unrolled = int(np.prod(window.kernel)) <= MAX_UNROLLED_TAPS
     one_pass = unrolled and w_shape[1] == 1
+    activation = _take_activation(kb) if one_pass else None  # each output is stored once
     rank = len(y.type.get_shape())
     if not one_pass:
         if bias is not None:  # the accumulation starts from the bias of each output channel
@@ -456,7 +479,7 @@ def _direct_conv(kb, x, w, bias, y, window: Window, groups: int) -> None:
                 bias_view = reshape_view(kb.builder, bias, [groups, w_shape[0] // groups])
                 kb.generic([bias_view], [y_box],
                            [affine_map(rank + 1, [dim(1), dim(2)]), identity_map(rank + 1)],
-                           [PARALLEL] * (rank + 1), lambda b, a: [a[0]])
+                           [PARALLEL] * (rank + 1), lambda b, a: [_activate(b, a[0], activation)])
             elif one_pass:
                 kb.fill(y_box, 0.0)
             continue
@@ -465,7 +488,8 @@ def _direct_conv(kb, x, w, bias, y, window: Window, groups: int) -> None:
                   zip(box.outputs, box.taps, window.strides, window.dilations, window.pads_begin)]
         if unrolled:
             _accumulate_unrolled(kb, x, starts, w, bias if one_pass else None, y, box, window,
-                                 groups, overwrite=one_pass, flat=flat and box is boxes[0])
+                                 groups, overwrite=one_pass, flat=flat and box is boxes[0],
+                                 activation=activation)
         else:
             _accumulate_looped(kb, x, starts, w, y_box, window, groups, box.taps)
 
@@ -519,7 +543,8 @@ def _block_view(kb, buffer: SSAValue, starts: Sequence[int], extent: Sequence[in
 
 def _accumulate_unrolled(kb, x: SSAValue, starts: Sequence[int], w: SSAValue,
                          bias: SSAValue | None, y: SSAValue, box: _Box, window: Window,
-                         groups: int, overwrite: bool, flat: bool = False) -> None:
+                         groups: int, overwrite: bool, flat: bool = False,
+                         activation: str | None = None) -> None:
     """y[box] += sum over the box's taps of x * w, or y[box] = bias + ... when `overwrite`,
     the taps unrolled in the body; the box's first output's first tap reads x at `starts`.
 
@@ -578,7 +603,7 @@ def _accumulate_unrolled(kb, x: SSAValue, starts: Sequence[int], w: SSAValue,
     def body(b, a):
         products = [b.mul(a[t], a[count + t]) for t in range(count)]
         start = a[-2] if bias is not None else None if overwrite else a[-1]
-        return [_chained_sum(b, start, products)]
+        return [_activate(b, _chained_sum(b, start, products), activation)]
 
     kb.generic(inputs, [y_box], maps, [PARALLEL] * 3 + [REDUCTION] + [PARALLEL] * spatial, body)
 
