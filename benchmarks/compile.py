@@ -205,6 +205,17 @@ def per_node_table(results: dict[str, dict]) -> list[str]:
     return lines
 
 
+def cpu_model() -> str:
+    """The CPU's model name as lscpu gives it (figures from another VM are not comparable)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def write_readme(text: str, readme: Path) -> None:
     """Replace the marked section of benchmarks/README.md (appended the first time)."""
     content = readme.read_text()
@@ -250,7 +261,8 @@ def main() -> None:
             print(size, json.dumps(synthetic_results[f"synthetic{size}"])[:200], file=sys.stderr)
     command = "python benchmarks/compile.py " + " ".join(sys.argv[1:])
     text = "\n".join([
-        f"{date.today()}, {platform.machine()}, {os.cpu_count()} cores (shared), DLC_CACHE=0, best of "
+        f"{date.today()}, {cpu_model()}, {os.cpu_count()} cores (shared; load average "
+        f"{os.getloadavg()[0]:.1f} at the end), DLC_CACHE=0, best of "
         f"{args.repeat} fresh process(es), seconds. `{command.strip()}`", "",
         *model_table(results), "", *per_node_table(synthetic_results)])
     if args.output == "-":

@@ -176,3 +176,17 @@ def test_split_parts_link_into_one_library(monkeypatch, tmp_path):
     got = dlc.load(tmp_path / "art").run({whole.inputs[0].name: x})
     for name in expected:
         np.testing.assert_array_equal(got[name], expected[name])
+
+
+def test_the_entry_s_kernels_are_not_inlined_into_it(cnn_ir):
+    marked = native.kernels_not_inlined(cnn_ir)
+    parse_llvm(marked)
+    header = {name: line for line in marked.splitlines() if line.startswith("define ")
+              for name in re.findall(r'@"([^"]+)"\(', line)[:1]}
+    entry = marked[marked.index('define void @"dlc_main"'):]
+    called = set(re.findall(r'call [^@\n]*@"([^"]+)"', entry[:entry.index("\n}\n")])) & set(header)
+    assert called, "the entry calls kernels"
+    for name, line in header.items():
+        assert (" noinline" in line) == (name in called or " noinline" in cnn_ir.split(f'@"{name}"(', 1)[1]
+                                                                                .split("\n", 1)[0]), name
+    assert native.kernels_not_inlined(marked) == marked
