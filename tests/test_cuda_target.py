@@ -391,6 +391,15 @@ CASES = {
     "gather_axis1_int32": lambda: (_one("Gather", [3, 7, 2], [3, 4, 2], inputs=[("i", [4], TensorProto.INT32)],
                                         axis=1), 0.0, 0.0),
     # erf: A&S 7.1.26 (|e| <= 1.5e-7) and a series near 0; exp: ex2.approx with a correction term.
+    # Pow with the constant exponents exporters write (a square, a cube, a root of |x|).
+    "pow": lambda: (_typed_model(
+        [helper.make_node("Pow", ["x", "two"], ["p2"], name="square"),
+         helper.make_node("Pow", ["x", "three"], ["p3"], name="cube"),
+         helper.make_node("Abs", ["x"], ["a"], name="abs"),
+         helper.make_node("Pow", ["a", "half"], ["p5"], name="root"),
+         helper.make_node("Sum", ["p2", "p3", "p5"], ["y"], name="sum")],
+        [("x", [3, 20], TensorProto.FLOAT)], [("y", [3, 20])],
+        [("two", np.float32(2)), ("three", np.float32(3)), ("half", np.float32(0.5))]), 1e-5, 1e-6),
     "erf_gelu_where_sum": lambda: (_typed_model(
         [helper.make_node("Erf", ["x"], ["e"], name="erf"),
          helper.make_node("Gelu", ["x"], ["g"], name="gelu"),
@@ -489,6 +498,7 @@ def test_unsupported_forms_stay_on_cpu_with_a_reason():
         (_one("MaxPool", [1, 1, 30, 30], [1, 1, 1, 1], kernel_shape=[30, 30]), "900 taps"),
         (_one("AveragePool", [1, 1, 5, 5], [1, 1, 5, 5], kernel_shape=[3, 3], auto_pad="SAME_UPPER"), "auto_pad"),
         (_one("Sin", [3], [3]), "no Sin kernel"),
+        (_one("Pow", [3], [3], weights=[("e", np.float32(1.7))]), "constant exponent"),
     ]
     for model, reason in cases:
         op = next(o for o in import_model(model).walk() if getattr(o, "node_name", None) == "op")
@@ -528,6 +538,7 @@ def test_resnet_and_encoder_graphs_place_every_node_on_cuda():
 
     for model in (resnet50(batch=2, resolution=64), models.resnet18(resolution=64),
                   models.transformer_encoder(64, 4, 16, 128), models.transformer_encoder(64, 4, 16, 128, gelu="op"),
+                  models.transformer_encoder(64, 4, 16, 128, decomposed_layernorm=True, gelu="tanh", mask="add"),
                   models.mobilenet_block()):
         placement = _placement(model)
         assert placement.reasons == {}, (model.graph.name, placement.reasons)
@@ -547,7 +558,7 @@ def test_light_zoo_resnet50_places_every_node_on_cuda():
     assert placement.reasons == {} and set(placement.nodes.values()) == {"cuda"}
 
 
-@pytest.mark.parametrize("name", ["encoder", "resnet_block"])
+@pytest.mark.parametrize("name", ["encoder", "encoder_decomposed", "resnet_block"])
 def test_small_models_run_on_the_host_emulation(name):
     """Whole graphs, every kernel on cuda (GEMMs with bar.sync, the masked Softmax, LayerNorm,
     GlobalAveragePool, views), emulated on the host against onnxruntime."""
@@ -557,8 +568,11 @@ def test_small_models_run_on_the_host_emulation(name):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
     import models
 
-    model = models.transformer_encoder(32, 2, 8, 64) if name == "encoder" else \
-        models.resnet_block(channels=8, resolution=12)
+    model = {"encoder": lambda: models.transformer_encoder(32, 2, 8, 64),
+             # torch.onnx's pre-opset-17 LayerNorm (ReduceMean, Sub, Pow, Sqrt...), tanh GELU, additive mask
+             "encoder_decomposed": lambda: models.transformer_encoder(32, 2, 8, 64, decomposed_layernorm=True,
+                                                                      gelu="tanh", mask="add"),
+             "resnet_block": lambda: models.resnet_block(channels=8, resolution=12)}[name]()
     feeds = random_feeds(model)
     for got, want in zip(_emulate(model, feeds), run_onnxruntime(model, feeds)):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)

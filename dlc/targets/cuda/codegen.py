@@ -243,6 +243,17 @@ def _f32(value: float) -> float:
     return float(np.float32(value))
 
 
+POW_EXPONENTS = (0.5, 1.0, 2.0, 3.0)  # what exporters write: a square, a cube (tanh GELU), a root
+
+
+def pow_exponent(op) -> float | None:
+    """Pow's exponent when it is a one-element constant, else None."""
+    from passes.graph.utils.constants import constant_of
+
+    value = constant_of(op.operands[1])
+    return float(value.reshape(-1)[0]) if value is not None and value.size == 1 else None
+
+
 def _tanh(fn: _Function, x: str) -> str:
     """(1 - e^-2|x|) / (1 + e^-2|x|) with x's sign: no overflow for any x."""
     t = _exp(fn, fn(f"fmul float {fn(f'call float @llvm.fabs.f32(float {x})')}, -2.0"))
@@ -320,6 +331,14 @@ def _scalar(fn: _Function, op, args: list[str]) -> str:
         return fn(f"fdiv float 1.0, {denominator}")
     if kind == "Tanh":
         return _tanh(fn, x)
+    if kind == "Pow":  # a constant exponent of POW_EXPONENTS (target.support_of refuses others)
+        exponent = pow_exponent(op)
+        if exponent == 0.5:
+            return fn(f"call float @llvm.sqrt.f32(float {x})")
+        result = x
+        for _ in range(int(exponent) - 1):
+            result = fn(f"fmul float {result}, {x}")
+        return result
     if kind == "Erf":
         return _erf(fn, x)
     if kind == "Gelu":

@@ -20,7 +20,7 @@ from dlc.targets import SUPPORTED, CompileOptions, MemoryLevel, Support, Target,
 from dlc.targets.cuda import kernels
 
 ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Max", "Min", "Relu", "LeakyRelu", "Sigmoid", "Tanh", "Exp",
-               "Neg", "Abs", "Sqrt", "Reciprocal", "Clip", "Sum", "Where", "Erf", "Gelu"}
+               "Neg", "Abs", "Sqrt", "Reciprocal", "Clip", "Sum", "Where", "Erf", "Gelu", "Pow"}
 VIEWS = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout"}
 
 # How the GPU fuses (keys: passes/fusion/fuse_kernels.py): a kernel is a GEMM or an elementwise op,
@@ -241,6 +241,11 @@ def support_of(op) -> Support:
             return Support(False, "Clip with min/max attributes (opset < 11) is not handled")
         if len(op.results) != 1:
             return Support(False, f"{kind} with {len(op.results)} outputs")
+        if kind == "Pow":
+            from dlc.targets.cuda.codegen import POW_EXPONENTS, pow_exponent
+
+            if pow_exponent(op) not in POW_EXPONENTS:
+                return Support(False, f"Pow runs with a constant exponent of {list(POW_EXPONENTS)} only")
         return SUPPORTED
     if kind == "MatMul":
         return _check_matmul(op)
