@@ -145,8 +145,9 @@ def _torch_op(node, args, a):
     if kind == "Shape":
         return torch.tensor(args[0].shape, dtype=torch.int64)
     if kind == "Gather":
-        return torch.index_select(args[0], a.get("axis", 0), args[1].reshape(-1).long()).reshape(
-            *args[0].shape[:a.get("axis", 0)], *args[1].shape, *args[0].shape[a.get("axis", 0) + 1:])
+        axis = a.get("axis", 0) % args[0].dim()
+        picked = torch.index_select(args[0], axis, args[1].reshape(-1).long() % args[0].shape[axis])
+        return picked.reshape((*args[0].shape[:axis], *args[1].shape, *args[0].shape[axis + 1:]))
     if kind == "Concat":
         return torch.cat(args, a.get("axis", 0))
     if kind == "Cast":
@@ -234,7 +235,7 @@ def bench(name: str, repeat: int) -> list[str]:
     model = MODELS[name]()
     x = np.random.default_rng(1).standard_normal(
         [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]).astype(np.float32)
-    want = run_onnxruntime(model, {model.graph.input[0].name: x})
+    want = list(run_onnxruntime(model, {model.graph.input[0].name: x}).values())
     return [bench_mode(name, model, x, want, tf32, repeat) for tf32 in (False, True)]
 
 
