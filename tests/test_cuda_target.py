@@ -480,6 +480,12 @@ def test_point_kernels_are_guarded():
 
 
 def test_grouped_conv_is_a_direct_convolution_with_its_epilogue():
+    from dlc.frontend.importer import import_model
+    from dlc.targets.cuda.target import support_of
+
+    # Only the window is unrolled: 64 channels per group loop (ResNeXt's 3x3 grouped convs).
+    wide = _one("Conv", [1, 128, 6, 6], [1, 64, 4, 4], weights=[("W", np.ones((64, 64, 3, 3)))], group=2)
+    assert support_of(next(o for o in import_model(wide).walk() if getattr(o, "node_name", None) == "op")).ok
     model = CASES["grouped_conv_relu"]()[0]
     (launch,) = _cuda_steps(_compile(model))[0].plan["launches"]
     assert launch["nodes"] == ["conv", "relu"] and launch["block"] == [256, 1, 1]
@@ -499,6 +505,7 @@ def test_unsupported_forms_stay_on_cpu_with_a_reason():
         (_one("AveragePool", [1, 1, 5, 5], [1, 1, 5, 5], kernel_shape=[3, 3], auto_pad="SAME_UPPER"), "auto_pad"),
         (_one("Sin", [3], [3]), "no Sin kernel"),
         (_one("Pow", [3], [3], weights=[("e", np.float32(1.7))]), "constant exponent"),
+        (_one("Conv", [1, 2, 20, 20], [1, 2, 4, 4], weights=[("W", np.ones((2, 1, 17, 17)))], group=2), "289 taps"),
     ]
     for model, reason in cases:
         op = next(o for o in import_model(model).walk() if getattr(o, "node_name", None) == "op")

@@ -297,7 +297,7 @@ def _check_other(op) -> Support:
             return Support(False, f"only 2-D {kind} (NCHW inputs) is handled")
         if op.attr("auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
             return Support(False, f"auto_pad={op.attr('auto_pad')} is not handled (explicit pads are)")
-        window = _shape(op.operands[1])[1:] if kind == "Conv" else [1, *op.attr("kernel_shape")]
+        window = _shape(op.operands[1])[2:] if kind == "Conv" else op.attr("kernel_shape")  # unrolled taps
         if math.prod(window) > kernels.MAX_TAPS:
             return Support(False, f"a window of {math.prod(window)} taps is over the {kernels.MAX_TAPS} unrolled")
     if kind == "Slice" and kernels.slice_params(op) is None:
