@@ -152,15 +152,15 @@ class CudaExecutable:
         for i, word in zip(checks, words):
             check(cu.cuMemcpyDtoHAsync(word.ctypes.data, pointers[i], 4, stream), "cuMemcpyDtoHAsync (checks)")
         check(cu.cuStreamSynchronize(stream), "cuStreamSynchronize")
-        failed = [self.plan["buffers"][i]["message"] for i, word in zip(checks, words) if word[0]]
-        if failed:  # a kernel met bad data (an index out of range): its result is not returned
-            raise DlcError(f"cuda run failed: {failed[0]}", "check the values fed to the model")
         if profile:  # per-kernel GPU time from CUDA events around each launch
             elapsed = getattr(cu, "cuEventElapsedTime_v2", None) or cu.cuEventElapsedTime
             self.last_kernel_ms = [(name, check(elapsed(start, stop), "cuEventElapsedTime"))
                                    for (name, start), (_, stop) in zip(events, events[1:])]
             for _, event in events:
                 cu.cuEventDestroy(event)
+        failed = [self.plan["buffers"][i]["message"] for i, word in zip(checks, words) if word[0]]
+        if failed:  # a kernel met bad data (an index out of range): its result is not returned
+            raise DlcError(f"cuda run failed: {failed[0]}", "check the values fed to the model")
         return results
 
     @staticmethod
