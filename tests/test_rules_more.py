@@ -1,6 +1,6 @@
 """ArgMax/ArgMin/Hardmax, Resize, LpPool, Instance/GroupNormalization, LRN, ConvTranspose, Det, Col2Im,
-Einsum, the NLL and softmax cross-entropy losses, and Slice/Pad with run-time starts/pads: dlc vs
-onnxruntime on one-node models.
+AffineGrid, Einsum, the NLL and softmax cross-entropy losses, and Slice/Pad with run-time
+starts/pads: dlc vs onnxruntime on one-node models.
 
 Run-time inputs get chosen values (or seeded random data); the output shape is taken from
 onnxruntime's result, since shape inference cannot know it when starts/pads/scales are
@@ -365,3 +365,37 @@ def test_nll_loss_target_out_of_range_fails_the_run():
         with pytest.raises(DlcError, match=r"node 'nll' \(NegativeLogLikelihoodLoss\): a value of input 'target' "
                                            r"is outside \[0, 3\) and is not ignore_index \(-1\)"):
             compiled.run({"x": x, "t": np.array([0, bad])})
+
+
+# --- AffineGrid -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("size", [[2, 3, 4, 5], [1, 2, 3, 1, 4]])
+@pytest.mark.parametrize("align_corners", [0, 1])
+def test_affine_grid(size, align_corners):
+    """2-D and 3-D grids (an axis of size 1 included) with 'size' a run-time input: its channel
+    count is free, another N or spatial size fails the run. An axis of size 1 with
+    align_corners is degenerate (2 / (L - 1)): onnx's reference and torch put it at -1,
+    onnxruntime 1.32 at +1; dlc follows the reference there, onnxruntime elsewhere."""
+    from onnx.reference import ReferenceEvaluator
+
+    import dlc
+    from dialects.diagnostics import DlcError
+
+    spatial = len(size) - 2
+    theta = _random(size[0], spatial, spatial + 1, seed=spatial)
+    f, i64 = onnx.TensorProto.FLOAT, onnx.TensorProto.INT64
+    node = helper.make_node("AffineGrid", ["theta", "size"], ["grid"], name="grid", align_corners=align_corners)
+    graph = helper.make_graph([node], "grid", [helper.make_tensor_value_info("theta", f, theta.shape),
+                                               helper.make_tensor_value_info("size", i64, [len(size)])],
+                              [helper.make_tensor_value_info("grid", f, [size[0], *size[2:], spatial])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    compiled = dlc.compile(model)
+    feeds = {"theta": theta, "size": np.array(size)}
+    degenerate = align_corners and 1 in size[2:]
+    with np.errstate(divide="ignore"):
+        want = ReferenceEvaluator(model).run(None, feeds)[0] if degenerate else run_onnxruntime(model, feeds)[0]
+    np.testing.assert_allclose(compiled.run(feeds)["grid"], want, rtol=1e-5, atol=1e-6)
+    other_channels = np.array(size) + np.eye(len(size), dtype=np.int64)[1]
+    compiled.run({**feeds, "size": other_channels})
+    with pytest.raises(DlcError, match=r"node 'grid' \(AffineGrid\): input 'size' is not"):
+        compiled.run({**feeds, "size": np.array(size) + np.eye(len(size), dtype=np.int64)[-1]})

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import onnx.defs
-from xdsl.dialects.builtin import IndexType, NoneType
+from xdsl.dialects.builtin import IndexType, IntegerType, NoneType
 from xdsl.dialects.linalg import ops as linalg
 from xdsl.ir import Block, Region, SSAValue
 from xdsl.ir.affine import AffineExpr
@@ -446,26 +446,29 @@ def lower_space_to_depth(kb, op, ins, outs) -> None:
 
 
 def require_shape_values(kb, op, index: int, name: str, given, wanted: list[int]) -> None:
-    """Input `index` (a 1-D shape-like tensor, memref `given`) must hold `wanted`, the sizes the output was
-    compiled with: a constant is compared now, a run-time one by a loop that only checks it
-    (a generic without outputs) and fails the run with a DlcError otherwise."""
+    """Input `index` (a 1-D shape-like tensor, memref `given`) must hold `wanted` (None: any value
+    there), the sizes the output was compiled with: a constant is compared now, a run-time one
+    by a loop that only checks it (a generic without outputs), failing the run otherwise."""
     if not wanted:
         return
     constant = constant_input(op, index, required=False)
     if constant is not None:
-        if [int(v) for v in constant.reshape(-1)] != wanted:
+        if [int(v) if w is not None else None for v, w in zip(constant.reshape(-1), wanted)] != wanted:
             raise UnsupportedError(f"{op.describe()}: input '{name}' is {constant.reshape(-1).tolist()} "
                                    f"but the output was inferred with {wanted}")
         return
     status = status_word(kb)
-    code = error_code(op, f"{op.describe()}: input '{name}' is not {wanted}, the sizes this model "
+    shown = [w if w is not None else "any" for w in wanted]
+    code = error_code(op, f"{op.describe()}: input '{name}' is not {shown}, the sizes this model "
                           "was compiled for (dlc compiles static shapes)")
     block = Block(arg_types=[given.type.element_type])
     b, i = Body(block, given.type.element_type), Body(block, IndexType())
-    expected = b.const(wanted[-1])
-    for k in range(len(wanted) - 1):
-        expected = b.select(i.cmp("eq", b.index(0), i.const(k)), b.const(wanted[k]), expected)
-    flag_if(b, status, b.compare("ne", block.args[0], expected), code)
+    checked = [k for k, w in enumerate(wanted) if w is not None]
+    expected, matters = b.const(wanted[checked[-1]]), i.const(0, IntegerType(1))
+    for k in checked:
+        here = i.cmp("eq", b.index(0), i.const(k))
+        expected, matters = b.select(here, b.const(wanted[k]), expected), i.or_(matters, here)
+    flag_if(b, status, i.and_(matters, b.compare("ne", block.args[0], expected)), code)
     block.add_op(linalg.YieldOp())
     kb.insert(linalg.GenericOp([given], [], Region(block), [identity_map(1)], [PARALLEL]))
 
