@@ -464,11 +464,11 @@ class GraphBuilder:
                                      hi=value.hi + other.hi)
         return value
 
-    def gen_pool(self) -> Value | None:
+    def gen_pool(self, indices: bool = False) -> Value | None:
         x = self.spatial_source()
-        if x is None:
+        if x is None or indices and not x.exact:
             return None
-        op = self.choice(["MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool"])
+        op = "MaxPool" if indices else self.choice(["MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool"])
         if op.startswith("Global"):
             return self.one(op, [x.name], (*x.shape[:2], *[1] * (x.rank - 2)), lo=x.lo, hi=x.hi,
                             exact=x.exact and op == "GlobalMaxPool")
@@ -493,6 +493,13 @@ class GraphBuilder:
             out.append(n)
         if min(out) < 1:
             return None
+        if indices:  # exact inputs only: a rounding difference would move ties
+            values, picked = self.emit(op, [x.name], [(*x.shape[:2], *out)] * 2, lo=x.lo, hi=x.hi,
+                                       exact=True, storage_order=int(self.chance(0.3)), **attributes)
+            self.values.remove(picked)  # emit typed both outputs float; Indices is int64
+            picked.dtype = TensorProto.INT64
+            self.other.append(picked)
+            return values
         return self.one(op, [x.name], (*x.shape[:2], *out), lo=x.lo, hi=x.hi,
                         exact=x.exact and op == "MaxPool", **attributes)
 
@@ -858,6 +865,10 @@ class GraphBuilder:
                                    scan_input_directions=[int(self.chance(0.5))])
         return self.choice([final, stacked])
 
+    def gen_max_pool_indices(self) -> Value | None:
+        """MaxPool with its Indices output (int64, for a later Cast or as a graph output)."""
+        return self.gen_pool(indices=True)
+
     def gen_mod(self) -> Value | None:
         """Float Mod (fmod=1: the fuzzer's opset 21 allows no other on floats) of an exact value
         by an exact constant: discontinuous where x crosses a multiple of the divisor, so both
@@ -1041,6 +1052,10 @@ class GraphBuilder:
     }
     # Drawn apart from GENERATORS (see generate): one model in CONTROL_FLOW_SHARE gets one.
     CONTROL_FLOW_SHARE: ClassVar[float] = 0.1
+    # Operators that joined after the tests pinned their seeds' models, drawn apart too: one model
+    # in LATER_SHARE gets one of these.
+    LATER: ClassVar[dict[str, int]] = {"mod": 1, "det": 1, "center_crop_pad": 1, "max_pool_indices": 1}
+    LATER_SHARE: ClassVar[float] = 0.15
 
     def model(self, name: str) -> onnx.ModelProto:
         produced = [v for v in self.values + self.other if v.name not in {i.name for i in self.inputs}]
@@ -1108,8 +1123,8 @@ def generate(seed: int, max_nodes: int = 10, kinds: tuple[str, ...] | None = Non
                 shape = (int(rng.integers(1, 40)), int(rng.integers(9, 100)))
         builder.graph_input(shape)
     names = [k for k in GraphBuilder.GENERATORS if kinds is None or k in kinds]
-    if kinds is not None and "control_flow" in kinds:
-        names.append("control_flow")
+    if kinds is not None:
+        names += [k for k in ("control_flow", *GraphBuilder.LATER) if k in kinds]
     weights = np.array([GraphBuilder.GENERATORS.get(k, 1) for k in names], float)
     target = int(rng.integers(2, max_nodes + 1))
     attempts = 0
@@ -1130,6 +1145,11 @@ def generate(seed: int, max_nodes: int = 10, kinds: tuple[str, ...] | None = Non
     if kinds is None and side.random() < GraphBuilder.CONTROL_FLOW_SHARE:
         builder.rng, main = side, builder.rng
         builder.gen_control_flow()
+        builder.rng = main
+    later = np.random.default_rng([seed, 19])
+    if kinds is None and later.random() < GraphBuilder.LATER_SHARE:
+        builder.rng, main = later, builder.rng
+        getattr(builder, "gen_" + builder.choice(list(GraphBuilder.LATER)))()
         builder.rng = main
     model = builder.model(f"fuzz{seed}")
     validate(model, {v.name: v for v in builder.values + builder.other})
