@@ -17,6 +17,7 @@ import pytest
 from conftest import ROOT, assert_matches_onnxruntime, random_feeds, run_onnxruntime
 from onnx import TensorProto, helper, numpy_helper
 
+import dlc
 from dialects.onnx import OnnxOp, WeightOp
 from dlc.driver import compile_model, write_mlir
 
@@ -86,11 +87,15 @@ def test_remove_dropout(tmp_path):
     check(model, "remove-dropout", tmp_path, gone=["Dropout"])
 
 
-def test_dropout_with_used_mask_stays():
+def test_dropout_with_used_mask_becomes_an_all_true_mask():
+    """In inference a Dropout's mask is all true: the importer writes it as a constant (and
+    the data as an Identity), so no Dropout is left for remove-dropout to keep."""
     model = make_model([helper.make_node("Dropout", ["x"], ["d", "mask"]),
                         helper.make_node("Cast", ["mask"], ["y"], to=TensorProto.FLOAT)],
                        {"x": [2, 3]}, {"y": [2, 3]})
-    assert graph_ops(model, "remove-dropout")["Dropout"] == 1
+    assert graph_ops(model, "remove-dropout")["Dropout"] == 0
+    y = dlc.compile(model).run({"x": np.random.default_rng(0).standard_normal((2, 3), np.float32)})["y"]
+    np.testing.assert_array_equal(y, np.ones((2, 3), np.float32))
 
 
 # --- remove-noop-reshape -------------------------------------------------------------------
