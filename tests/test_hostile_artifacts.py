@@ -27,26 +27,24 @@ MLP = str(ROOT / "examples" / "models" / "mlp.onnx")
 CNN = str(ROOT / "examples" / "models" / "cnn.onnx")
 
 
-@pytest.fixture(scope="module")
-def compiled(tmp_path_factory):
+def _saved_as_objects(model: str, out):
     # Object files and dlc's own loader: what remains where no linker exists; the linked
     # model.so's damage cases are in tests/test_shared_library.py.
-    out = tmp_path_factory.mktemp("compiled") / "mlp"
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("DLC_LINKER", "none")
         patch.setenv("DLC_CACHE", "0")
-        dlc.compile(MLP, threads=2).save(out)
+        dlc.compile(model, threads=2).save(out)
     return out
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory):
+    return _saved_as_objects(MLP, tmp_path_factory.mktemp("compiled") / "mlp")
 
 
 @pytest.fixture(scope="module")
 def compiled_cnn(tmp_path_factory):
-    out = tmp_path_factory.mktemp("compiled") / "cnn"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("DLC_LINKER", "none")
-        patch.setenv("DLC_CACHE", "0")
-        dlc.compile(CNN, threads=2).save(out)
-    return out
+    return _saved_as_objects(CNN, tmp_path_factory.mktemp("compiled") / "cnn")
 
 
 @pytest.fixture()

@@ -138,6 +138,18 @@ class PlaceNodesPass(ModulePass):
             {node: StringAttr(reason) for node, reason in placement.reasons.items()})
 
 
+def kernel_stage(target, options) -> list:
+    """The kernels stage of a partial target: place the nodes, form kernels, fuse them by the
+    target's rules (what npu-sim and cuda share before their own lowering)."""
+    from passes import all_passes
+
+    p = all_passes()
+    kernels = [PlaceNodesPass(target, options.placement_from), p["form-kernels"]()]
+    if options.fusion != "none":
+        kernels.append(p["fuse-kernels"](mode=options.fusion))
+    return kernels
+
+
 def placement_of(module) -> Placement:
     """The placement PlaceNodesPass wrote on a module (kernels phase or later)."""
     from dialects.onnx import OnnxOp

@@ -92,14 +92,9 @@ class CudaTarget(Target):
         return support_of(op)
 
     def pipeline(self, options: CompileOptions):
-        from dlc.targets.partition import PlaceNodesPass
-        from passes import all_passes
+        from dlc.targets.partition import kernel_stage
 
-        p = all_passes()
-        kernels = [PlaceNodesPass(self, options.placement_from), p["form-kernels"]()]
-        if options.fusion != "none":
-            kernels.append(p["fuse-kernels"](mode=options.fusion))
-        return [("kernels", kernels)]
+        return [("kernels", kernel_stage(self, options))]
 
     def translate(self, module, phase: str) -> str | None:
         """`--compile-to llvm`: the LLVM IR (nvptx64) of the kernels placed on cuda."""

@@ -87,14 +87,10 @@ class NpuSimTarget(Target):
         return support_of(op)
 
     def pipeline(self, options: CompileOptions):
-        from dlc.targets.partition import PlaceNodesPass
+        from dlc.targets.partition import kernel_stage
         from passes import all_passes
 
-        p = all_passes()
-        kernels = [PlaceNodesPass(self, options.placement_from), p["form-kernels"]()]
-        if options.fusion != "none":
-            kernels.append(p["fuse-kernels"](mode=options.fusion))
-        return [("kernels", kernels), ("loops", [p["convert-kernels-to-npu"]()])]
+        return [("kernels", kernel_stage(self, options)), ("loops", [all_passes()["convert-kernels-to-npu"]()])]
 
     def build(self, module, options: CompileOptions):
         return NpuExecutable(module, self.config)
