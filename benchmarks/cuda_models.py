@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import models  # noqa: E402  (benchmarks/models.py)
+from cuda_gemm import wall_ms  # noqa: E402  (median wall time of a call, first call excluded)
 from models import GraphBuilder, _classifier, _conv_bn, _float_input  # noqa: E402
 
 
@@ -200,17 +201,7 @@ class TorchGraph:
         return [values[name] for name in self.outputs]
 
 
-# --- timing ---------------------------------------------------------------------------------------
-
-def median_ms(fn, repeat: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
-
+# --- compile and time ----------------------------------------------------------------------------
 
 def compile_cuda(model, tf32: bool):
     import dlc
@@ -252,7 +243,7 @@ def bench_mode(name: str, model, x: np.ndarray, want: list, tf32: bool, repeat: 
                          f"{compiled._executable.placement.reasons}")
     cuda = steps[0].executable
     error = max(float(np.max(np.abs(g - w))) for g, w in zip(compiled.run(feeds).values(), want))
-    dlc_ms = median_ms(lambda: compiled.run(feeds), repeat)
+    dlc_ms = wall_ms(lambda: compiled.run(feeds), repeat)
     kernels = []
     for _ in range(max(repeat // 4, 1)):
         cuda.run({cuda.inputs[0].name: x}, profile=True)
@@ -262,8 +253,8 @@ def bench_mode(name: str, model, x: np.ndarray, want: list, tf32: bool, repeat: 
     tx = torch.from_numpy(x).cuda()
     with torch.no_grad():
         torch_error = max(float(np.max(np.abs(t.cpu().numpy() - w))) for t, w in zip(graph({name_in: tx}), want))
-        resident = median_ms(lambda: (graph({name_in: tx}), torch.cuda.synchronize()), repeat)
-        copies = median_ms(lambda: [t.cpu() for t in graph({name_in: torch.from_numpy(x).cuda()})], repeat)
+        resident = wall_ms(lambda: (graph({name_in: tx}), torch.cuda.synchronize()), repeat)
+        copies = wall_ms(lambda: [t.cpu() for t in graph({name_in: torch.from_numpy(x).cuda()})], repeat)
     mode = "TF32" if tf32 else "FP32"
     launches, kernel_ms = len(cuda.plan["launches"]), statistics.median(kernels)
     return (f"| {name} | {mode} | {launches} | {dlc_ms:.3f} ms | {kernel_ms:.3f} ms | "
