@@ -23,6 +23,12 @@ warning is logged (`dlc.cache`), and the model is compiled again. So is an entry
 link, or that others could have written (not ours, or group/world-writable), or that holds
 anything but regular files (a FIFO would hang the lookup). An entry refused by the memory
 limit is intact: it stays, and this compile goes without the cache.
+
+Beside the entries, `.objects/` keeps compiled objects by the hash of what they were compiled
+from (`kept_object`/`keep_object`: the C API's object, and each LLVM part of a model, issue 16),
+so a compile with other options, or of another model that shares kernels, compiles only what
+is new. Each file carries the sha256 of its object, checked at every read; the objects count
+in the cap (evicted least recently used with the entries) and `clear` removes them.
 """
 
 from __future__ import annotations
@@ -286,6 +292,80 @@ def _write_usage(directory: Path, total: int) -> None:
         os.replace(staging, directory / USAGE_FILE)
 
 
+# --- kept objects: compiled code by the hash of its source --------------------------------------
+
+OBJECTS_DIR = ".objects"
+OBJECT_HEADER = b"dlc-object 1\n"  # then the object's sha256 in hex, a newline, the object
+MAX_OBJECT_BYTES = 1 << 30
+
+
+def _object_path(name: str) -> tuple[Path, Path] | None:
+    directory = cache_dir()
+    return None if directory is None else (directory, directory / OBJECTS_DIR / f"{name}.o")
+
+
+def kept_object(name: str) -> bytes | None:
+    """The object kept under `name` (a hex digest of what it was compiled from), or None.
+
+    Code this process will run: read only from a private cache, a regular file of ours whose
+    sha256 matches; anything else (truncated, foreign, a link or a FIFO) is ignored and, when
+    it is a file of ours, removed so that the next store replaces it.
+    """
+    from dlc.runtime.artifact import read_regular_file
+
+    where = _object_path(name)
+    if where is None or not os.path.lexists(where[1]):
+        return None
+    directory, path = where
+    try:
+        problem = (_untrusted(directory) or _untrusted(path.parent, stat.S_ISDIR)
+                   or _untrusted(path, stat.S_ISREG))
+        if problem is None:
+            data = read_regular_file(path, MAX_OBJECT_BYTES + len(OBJECT_HEADER) + 65)
+            digest, code = data[len(OBJECT_HEADER):len(OBJECT_HEADER) + 64], data[len(OBJECT_HEADER) + 65:]
+            if data.startswith(OBJECT_HEADER) and hashlib.sha256(code).hexdigest().encode() == digest:
+                with contextlib.suppress(OSError):
+                    os.utime(path)  # used now: the last to go when the cache is over its cap
+                return code
+            problem = "its object does not match its sha256 (corrupted or truncated)"
+    except (OSError, ArtifactError) as error:
+        problem = f"it is unreadable ({error})"
+    _log.warning("dlc cache: ignoring kept object %s: %s; compiling again", path, problem)
+    with contextlib.suppress(OSError):
+        if _untrusted(path.parent, stat.S_ISDIR) is None and path.lstat().st_uid == getattr(os, "getuid", int)():
+            path.unlink()  # the file or link itself, never what it points to
+    return None
+
+
+def keep_object(name: str, code: bytes) -> None:
+    """Keep `code` under `name`: atomically (a reader never sees half a file), user-only."""
+    where = _object_path(name)
+    if where is None:
+        return
+    directory, path = where
+    try:
+        _make_private_directory(directory)
+        _make_private_directory(path.parent)
+        staging = path.parent / f".tmp-{path.name}.{os.getpid()}"
+        with open(os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, FILE_MODE), "wb") as file:
+            file.write(OBJECT_HEADER + hashlib.sha256(code).hexdigest().encode() + b"\n" + code)
+        os.replace(staging, path)
+    except OSError:
+        return
+    _account(directory, path.stat().st_size, max_bytes(), keep=path.name)
+
+
+def _kept_objects(directory: Path) -> list[tuple[Path, int, float]]:
+    found = []
+    with contextlib.suppress(OSError):
+        for path in (directory / OBJECTS_DIR).glob("*.o"):
+            with contextlib.suppress(OSError):
+                info = path.lstat()
+                if stat.S_ISREG(info.st_mode):
+                    found.append((path, info.st_size, info.st_mtime))
+    return found
+
+
 # --- size cap, info, clear ----------------------------------------------------------------------
 
 def _is_entry(path: Path) -> bool:
@@ -316,7 +396,8 @@ def evict(directory: Path, limit: int | None, keep: str | None = None) -> list[P
     """Remove least recently used entries until the rest fit `limit` bytes; never `keep`."""
     if limit is None:
         return []
-    every = entries(directory)
+    # The kept objects count too, and go least recently used first with the entries.
+    every = sorted(entries(directory) + _kept_objects(directory), key=lambda item: item[2])
     total = sum(size for _, size, _ in every)
     removed = []
     for path, size, _ in every:
@@ -324,7 +405,11 @@ def evict(directory: Path, limit: int | None, keep: str | None = None) -> list[P
             break
         if path.name == keep or path.name.startswith(".tmp-"):
             continue
-        shutil.rmtree(path, ignore_errors=True)
+        if path.parent.name == OBJECTS_DIR:
+            with contextlib.suppress(OSError):
+                path.unlink()
+        else:
+            shutil.rmtree(path, ignore_errors=True)
         total -= size
         removed.append(path)
     _write_usage(directory, total)
@@ -350,7 +435,11 @@ def clear() -> tuple[int, int]:
     for path, _, _ in found:
         shutil.rmtree(path, ignore_errors=True)
     if directory.is_dir():
+        # .c-object-*.o: the C API's object as earlier versions kept it (now in OBJECTS_DIR).
         for stale in [*directory.glob("peak-*.json"), *directory.glob(".c-object-*.o"), directory / USAGE_FILE]:
             with contextlib.suppress(OSError):
                 stale.unlink()
+        objects = directory / OBJECTS_DIR
+        if objects.is_dir() and not objects.is_symlink():
+            shutil.rmtree(objects, ignore_errors=True)
     return len(found), sum(size for _, size, _ in found)

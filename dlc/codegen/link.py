@@ -15,7 +15,6 @@ the first one (one pool per process); every other reference binds inside the lib
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import shutil
@@ -115,8 +114,9 @@ def _kept_c_object(program: str, name: str, text: str, cc_flags: tuple[str, ...]
                    include_dirs: tuple[Path, ...]) -> bytes:
     """`text` compiled by `program` into an object, once: the C API's source is the same for
     every model and took 0.3 s of each compile (a test run compiles thousands of models), so
-    its object is kept in memory and beside the compile cache (`.c-object-*.o`, removed by
-    `dlc cache clear`), keyed by everything it depends on (compiler, flags, source, headers)."""
+    its object is kept in memory and in the compile cache's kept objects (dlc/cache.py
+    `keep_object`, removed by `dlc cache clear`), keyed by everything it depends on
+    (compiler, flags, source, headers)."""
     key = hashlib.sha256("\0".join([program, name, text, *cc_flags]).encode())
     for directory in include_dirs:
         for header in sorted(Path(directory).glob("*.h")):
@@ -124,28 +124,13 @@ def _kept_c_object(program: str, name: str, text: str, cc_flags: tuple[str, ...]
     digest = key.hexdigest()[:32]
     if digest in _C_OBJECTS:
         return _C_OBJECTS[digest]
-    import stat
+    from dlc.cache import keep_object, kept_object
 
-    from dlc.cache import FILE_MODE, _untrusted, cache_dir
-
-    directory = cache_dir()
-    stored = directory / f".c-object-{digest}.o" if directory is not None else None
-    # Code this process will run: read only from a private cache, a regular file of ours.
-    with contextlib.suppress(OSError):
-        if stored is not None and _untrusted(directory) is None and _untrusted(stored, stat.S_ISREG) is None:
-            _C_OBJECTS[digest] = stored.read_bytes()
-            return _C_OBJECTS[digest]
-    code = _C_OBJECTS[digest] = _run_cc(program, name, text, cc_flags, include_dirs)
-    if stored is not None:
-        try:  # atomically and user-only, as the cache's entries (a reader never sees half a file)
-            if not directory.is_dir() or _untrusted(directory) is not None:
-                return code
-            staging = directory / f".tmp-c-object-{digest}.{os.getpid()}"
-            with open(os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, FILE_MODE), "wb") as file:
-                file.write(code)
-            os.replace(staging, stored)
-        except OSError:
-            pass
+    code = kept_object(f"c-{digest}")
+    if code is None:
+        code = _run_cc(program, name, text, cc_flags, include_dirs)
+        keep_object(f"c-{digest}", code)
+    _C_OBJECTS[digest] = code
     return code
 
 

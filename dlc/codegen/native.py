@@ -7,10 +7,15 @@ A large module is split (`split_module`) and its parts compiled at once, one pro
 core: llvmlite serialises all LLVM calls of a process behind one lock, so threads would not
 help, and LLVM compiles a module on one thread (like `clang -flto-jobs`/`-fsplit-lto-unit`
 parallel code generation, but without a linker: the loader links the objects).
+Each part's object is kept in the compile cache by the hash of its IR and target (issue 16,
+`_part_key`): a compile of the same model with other options, or of another model with the
+same GEMMs or kernels, compiles only the parts that are new (like ccache, per part).
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
 import re
 import subprocess
@@ -19,6 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import llvmlite
 import llvmlite.binding as llvm
 
 from dlc import progress
@@ -143,36 +149,57 @@ def compile_objects(
         if len(parts) == 1:  # no GEMM: parts of kernels alone
             parts = split_module(llvm_ir, min(jobs, len(llvm_ir) // MIN_PART_BYTES))
             levels = [opt_level] * len(parts)
-    if len(parts) == 1:
-        with progress.step("LLVM: object code"):
-            return [compile_object(llvm_ir, cpu, features, opt_level, triple)]
+    from dlc.cache import keep_object, kept_object
+
     if cpu is None:
         cpu, host_features = host_cpu()
         features = host_features if features is None else features
+    keys = [_part_key(part, cpu, features, level, triple) for part, level in zip(parts, levels)]
+    kept: list[bytes | None] = [kept_object(key) for key in keys]
+    if len(parts) == 1:
+        if kept[0] is None:
+            with progress.step("LLVM: object code"):
+                kept[0] = compile_object(llvm_ir, cpu, features, opt_level, triple)
+            keep_object(keys[0], kept[0])
+        return [kept[0]]
+    new = [index for index, code in enumerate(kept) if code is None]
     with tempfile.TemporaryDirectory(prefix="dlc-compile-") as scratch:
-        workers = []
-        try:
-            for index, part in enumerate(parts[1:], start=1):
+        workers = {}
+        try:  # the first new part here, the others one process each
+            for index in new[1:]:
                 source, target = Path(scratch, f"part{index}.ll"), Path(scratch, f"part{index}.o")
-                source.write_text(part)
-                workers.append((_start_worker(source, target, cpu, features or "", levels[index], triple), target))
-            progress.current().begin(f"LLVM: {len(parts)} parts, one process each")
+                source.write_text(parts[index])
+                workers[index] = (_start_worker(source, target, cpu, features or "", levels[index], triple), target)
+            progress.current().begin(f"LLVM: {len(parts)} parts, {len(parts) - len(new)} kept, one process each")
             start = time.perf_counter()
-            objects = [compile_object(parts[0], cpu, features, opt_level, triple)]
-            progress.current().end(f"LLVM part 1/{len(parts)}", time.perf_counter() - start)
-            for index, ((process, target), part) in enumerate(zip(workers, parts[1:]), start=2):
-                process.wait()
-                if process.returncode == 0 and target.exists():
-                    objects.append(target.read_bytes())
-                else:  # the worker could not run (no memory, killed): compile here, or say why
-                    objects.append(compile_object(part, cpu, features, levels[index - 1], triple))
-                progress.current().end(f"LLVM part {index}/{len(parts)}", time.perf_counter() - start)
+            for done, index in enumerate(new, start=1):
+                process, target = workers.get(index, (None, None))
+                if process is not None:
+                    process.wait()
+                if process is not None and process.returncode == 0 and target.exists():
+                    kept[index] = target.read_bytes()
+                else:  # here, or the worker could not run (no memory, killed): compile here, or say why
+                    kept[index] = compile_object(parts[index], cpu, features, levels[index], triple)
+                keep_object(keys[index], kept[index])
+                progress.current().end(f"LLVM part {done}/{len(new)}", time.perf_counter() - start)
         finally:
-            for process, _ in workers:
+            for process, _ in workers.values():
                 if process.poll() is None:
                     process.kill()
                     process.wait()
-    return objects
+    return kept
+
+
+def _part_key(part: str, cpu: str, features: str | None, opt_level: int, triple: str | None) -> str:
+    """What a part's object depends on: its IR, the target (CPU, features, triple), the
+    pipeline's level, llvmlite's and LLVM's versions and the code that drives LLVM (this file
+    and the target machine's). Not the rest of dlc: the IR holds everything its passes
+    decided, so kept parts outlive changes to them."""
+    digest = hashlib.sha256(part.encode())
+    digest.update("\0".join(["dlc-llvm-part 1", cpu, features or "", str(opt_level),
+                             triple or llvm.get_process_triple(), llvmlite.__version__,
+                             str(llvm.llvm_version_info), _driver_hash()]).encode())
+    return digest.hexdigest()
 
 
 def _start_worker(source: Path, target: Path, cpu: str, features: str, opt_level: int,
@@ -193,3 +220,10 @@ def _worker() -> None:
     partial = Path(target + ".partial")
     partial.write_bytes(code)
     partial.rename(target)
+
+
+@functools.cache
+def _driver_hash() -> str:
+    from dlc.runtime import mcjit
+
+    return hashlib.sha256(Path(__file__).read_bytes() + Path(mcjit.__file__).read_bytes()).hexdigest()
