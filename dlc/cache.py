@@ -421,9 +421,10 @@ def evict(directory: Path, limit: int | None, keep: str | None = None) -> list[P
 def info() -> dict:
     """What `dlc cache info` prints: where, whether on, how many entries, their size, the cap."""
     directory = cache_location()
-    found = entries(directory)
+    found, kept = entries(directory), _kept_objects(directory)
     return {"directory": str(directory), "enabled": cache_dir() is not None, "entries": len(found),
-            "bytes": sum(size for _, size, _ in found), "max_bytes": max_bytes()}
+            "bytes": sum(size for _, size, _ in found), "max_bytes": max_bytes(),
+            "objects": len(kept), "object_bytes": sum(size for _, size, _ in kept)}
 
 
 def clear() -> tuple[int, int]:

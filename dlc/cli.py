@@ -597,6 +597,7 @@ def cmd_cache(args) -> int:
     cap = format_bytes(info["max_bytes"]) if info["max_bytes"] else "none"
     print(f"directory  {info['directory']}{'' if info['enabled'] else '  (off: DLC_CACHE=0)'}\n"
           f"entries    {info['entries']}, {format_bytes(info['bytes'])}\n"
+          f"objects    {info['objects']}, {format_bytes(info['object_bytes'])} (compiled parts, kept by their IR)\n"
           f"cap        {cap} (${cache.MAX_VARIABLE}; least recently used entries go first)")
     return 0
 

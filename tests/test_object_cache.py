@@ -120,6 +120,8 @@ def test_clear_removes_kept_objects_and_cache_off_writes_none(tmp_path, counted,
 
     compile_model(MLP)
     assert _objects(tmp_path)
+    info = cache.info()
+    assert info["objects"] == len(_objects(tmp_path)) and info["object_bytes"] > 0
     cache.clear()
     assert not (tmp_path / ".objects").exists()
     for child in tmp_path.iterdir():
