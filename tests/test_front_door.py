@@ -7,7 +7,6 @@ In-process through `dlc.cli.main` except where a real process is the point.
 from __future__ import annotations
 
 import io
-import os
 import subprocess
 import sys
 
@@ -69,13 +68,11 @@ class Terminal(io.StringIO):
         return True
 
 
-def test_reporter_suits_the_stream():
+def test_reporter_suits_the_stream(monkeypatch):
     assert type(progress.for_stream(io.StringIO(), quiet=True)) is progress.Progress
-    os.environ[progress.QUIET_VARIABLE] = "1"
-    try:
-        assert type(progress.for_stream(io.StringIO())) is progress.Progress
-    finally:
-        del os.environ[progress.QUIET_VARIABLE]
+    monkeypatch.setenv(progress.QUIET_VARIABLE, "1")
+    assert type(progress.for_stream(io.StringIO())) is progress.Progress
+    monkeypatch.delenv(progress.QUIET_VARIABLE)
     assert type(progress.for_stream(io.StringIO())) is progress.Lines
     live = progress.for_stream(Terminal())
     try:

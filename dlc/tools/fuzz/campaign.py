@@ -248,7 +248,18 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _campaign(args) -> int:
-    os.environ.setdefault("DLC_CACHE", "0")  # thousands of one-off models: do not fill the cache
+    # Thousands of one-off models: do not fill the cache. For the campaign only: main() runs
+    # in-process too (the tests, `dlc fuzz`), and the caller's later compiles keep their cache.
+    saved = os.environ.get("DLC_CACHE")
+    os.environ.setdefault("DLC_CACHE", "0")
+    try:
+        return _run_campaign(args)
+    finally:
+        if saved is None:
+            os.environ.pop("DLC_CACHE", None)
+
+
+def _run_campaign(args) -> int:
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     configs = tuple(c for c in ALL_CONFIGS if c[0] in targets)
     unknown = set(targets) - {c[0] for c in ALL_CONFIGS}
