@@ -426,6 +426,12 @@ def _multipliers(op) -> tuple[np.ndarray, int] | None:
     return (product / y_scale.reshape(()).astype(dtype)).astype(dtype).astype(np.float32), int(y_zero.reshape(-1)[0])
 
 
+def requantize_multipliers(op) -> tuple[np.ndarray, int] | None:
+    """`_multipliers`, public: npu-sim requantizes QLinearConv/QLinearMatMul with these same
+    constants (dlc/targets/npu), so both targets round the same products."""
+    return _multipliers(op)
+
+
 def _matmul_integer(kb, op, a, a_zero, b, b_zero, out, indices=(0, 1, 3)) -> SSAValue:
     """A @ B in int32 (on the integer micro-kernel: `_integer_gemm`, or exactly in float32:
     `_exact_in_float`); returns the accumulator, which is `out` or, on the float path when
