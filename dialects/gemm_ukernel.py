@@ -273,6 +273,12 @@ def pad_a_rows(a: np.ndarray, m: int) -> np.ndarray:
 # streams from L3/DRAM (this project's reference machine: ~150 GFLOP/s, ~20 GB/s).
 CORE_FLOPS = 150e9
 CORE_BYTES_PER_S = 20e9
+# What each thread of a parallel region beyond the caller costs the region: publishing and
+# claiming its item (compare-exchanges on one shared cache line), its late start, signalling
+# it when it sleeps. With t threads a region of T seconds of work takes about
+# T / t + THREAD_SECONDS * (t - 1), so it pays to use about sqrt(T / THREAD_SECONDS) threads:
+# 3 for 10 us of work, 16 from 250 us (issue 15: a small kernel woke all 16 threads).
+THREAD_SECONDS = 1e-6
 
 
 def thread_grid(row_blocks: int, panels: int, threads: int, *, mr: int, nr: int,
@@ -280,7 +286,8 @@ def thread_grid(row_blocks: int, panels: int, threads: int, *, mr: int, nr: int,
     """(tm, tn), tm * tn <= threads: C's mr-row blocks split tm ways and its nr-column panels
     tn ways, for the least time of the busiest part, modelled as its tiles' FLOPs plus the
     bytes it streams: its rows of A (each column part reads them again) and its columns of B
-    (each row part reads them again).
+    (each row part reads them again), plus THREAD_SECONDS per thread beyond the first, so a
+    small GEMM takes fewer threads than it could split into.
 
     A 7x7 ResNet-50 layer (1x1, 512 -> 2048 channels: 2 panels of 49 pixels) splits its rows
     (2 threads: 0.35 ms, against 0.44 ms split in columns, which read all 4 MB of weights
@@ -291,9 +298,11 @@ def thread_grid(row_blocks: int, panels: int, threads: int, *, mr: int, nr: int,
     def seconds(tm: int, tn: int) -> float:
         row_part, col_part = -(-row_blocks // tm), -(-panels // tn)
         flops = row_part * col_part * mr * nr * k * 2
-        return flops / CORE_FLOPS + 4 * k * (row_part * mr + col_part * nr) / CORE_BYTES_PER_S
+        return (flops / CORE_FLOPS + 4 * k * (row_part * mr + col_part * nr) / CORE_BYTES_PER_S
+                + THREAD_SECONDS * (tm * tn - 1))
 
-    grids = [(tm, min(threads // tm, panels)) for tm in range(1, min(threads, row_blocks) + 1)]
+    grids = [(tm, tn) for tm in range(1, min(threads, row_blocks) + 1)
+             for tn in range(1, min(threads // tm, panels) + 1)]
     return min(grids, key=lambda grid: (seconds(*grid), grid))
 
 

@@ -17,6 +17,7 @@ from dialects.gemm_ukernel import (
     CACHE_LINE_FLOATS,
     CORE_BYTES_PER_S,
     CORE_FLOPS,
+    THREAD_SECONDS,
     GemmSpec,
     a_rows_alias,
     choose_tiles,
@@ -212,6 +213,10 @@ def test_blocks_of_a_thread_grid_cover_the_whole(kernels, index):
     (1, 40, 4, (1, 64, 2048), (1, 4)),     # one row block (a GEMV): columns only
     (5, 1, 8, (13, 32, 256), (5, 1)),      # one panel: rows only, 5 blocks -> 5 threads
     (10, 24, 2, (13, 32, 768), (1, 2)),    # a transformer projection: columns (B is the big one)
+    # 66 panels of a 56x56 3x3 conv: 14 parts of 5 panels end as soon as 16 parts of 4-5 would
+    (8, 66, 16, (8, 48, 576), (1, 14)),
+    # 2 MFLOP (~13 us on one core): 5 threads, not 16 woken for a microsecond of work each
+    (2, 20, 16, (8, 48, 64), (1, 5)),
 ])
 def test_thread_grid_minimises_the_busiest_parts_time(blocks, panels, threads, tiles, grid):
     mr, nr, k = tiles
@@ -220,7 +225,7 @@ def test_thread_grid_minimises_the_busiest_parts_time(blocks, panels, threads, t
     def seconds(tm, tn):
         row_part, col_part = -(-blocks // tm), -(-panels // tn)
         return (row_part * col_part * mr * nr * k * 2 / CORE_FLOPS
-                + 4 * k * (row_part * mr + col_part * nr) / CORE_BYTES_PER_S)
+                + 4 * k * (row_part * mr + col_part * nr) / CORE_BYTES_PER_S + THREAD_SECONDS * (tm * tn - 1))
 
     every = [(tm, tn) for tm in range(1, threads + 1) for tn in range(1, threads // tm + 1)
              if tm <= blocks and tn <= panels]
