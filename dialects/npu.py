@@ -4,10 +4,14 @@ Mirrors the command streams of NPU compilers such as Arm Vela: DMA moves boxes
 of DRAM tensors into a flat scratchpad, a MAC array and a vector unit compute on
 scratchpad addresses (bytes), `npu.sync` waits for both engines. Inside a program
 no SSA values: data flows through addresses and DRAM buffer names, as in the
-hardware. The program itself takes the tensors it reads as operands (bound in
-order to its `input` and `weight` buffers) and gives its `output` buffers as
-results, so it sits in a `kernel.launch` like any other kernel body (IREE's
-dispatch of a device executable).
+hardware. Elements are float32 unless an op says otherwise: a buffer's `dtype`, a MAC's
+`dtype` ("u8i8": uint8 a, int8 b, int32 acc; the zero points `a_zero`/`b_zero` are
+subtracted in the array, as Ethos-U's ifm/weight zero points), a vector op's `types` (its
+inputs', then its output's: requantize, quantize, dequantize and integer adds), so an int8
+tile moves and occupies a quarter of the bytes of a float32 one. The program itself takes
+the tensors it reads as operands (bound in order to its `input` and `weight` buffers) and
+gives its `output` buffers as results, so it sits in a `kernel.launch` like any other kernel
+body (IREE's dispatch of a device executable).
 
     %y = npu.program(%x, %w) : (tensor<1x3x8x8xf32>, tensor<8x3x3x3xf32>)
            attributes {sym_name = "k0", scratchpad_bytes = 524288 : i64} {
@@ -31,6 +35,7 @@ from xdsl.dialects.builtin import (
     IntegerAttr,
     StringAttr,
     f32,
+    f64,
     i64,
 )
 from xdsl.ir import Attribute, Block, Dialect, Region, SSAValue
@@ -54,6 +59,21 @@ def _ints(values: Sequence[int]) -> DenseArrayBase:
 def ints_of(attr: DenseArrayBase) -> tuple[int, ...]:
     """The Python ints of an `array<i64: ...>` attribute."""
     return tuple(int(v) for v in attr.get_values())
+
+
+# Element types of npu tensors and tiles, by their short names in the IR.
+ELEMENT_TYPES = {"f32": "float32", "i32": "int32", "u8": "uint8", "i8": "int8"}
+
+
+def element_name(numpy_dtype) -> str:
+    """The short name ("f32", "u8", ...) of a numpy dtype the NPU holds; KeyError otherwise."""
+    return {v: k for k, v in ELEMENT_TYPES.items()}[str(numpy_dtype)]
+
+
+def _element(name: str) -> StringAttr:
+    if name not in ELEMENT_TYPES:
+        raise ValueError(f"npu: element type '{name}' is not one of {sorted(ELEMENT_TYPES)}")
+    return StringAttr(name)
 
 
 @irdl_op_definition
@@ -80,20 +100,29 @@ class ProgramOp(IRDLOperation):
 
 @irdl_op_definition
 class BufferOp(IRDLOperation):
-    """A DRAM tensor (float32, row-major): an input, output, weight, temporary, or a view of another."""
+    """A DRAM tensor (row-major, float32 or `dtype`): an input, output, weight, temporary, or a
+    view of another."""
 
     name = "npu.buffer"
     sym_name = attr_def(StringAttr)
     shape = attr_def(DenseArrayBase)
     kind = attr_def(StringAttr)  # input | output | weight | temp | view
     view_of = opt_attr_def(StringAttr)
+    dtype = opt_attr_def(StringAttr)  # f32 when absent; i32, u8, i8
     assembly_format = "attr-dict"
 
-    def __init__(self, sym_name: str, shape: Sequence[int], kind: str, view_of: str | None = None):
+    def __init__(self, sym_name: str, shape: Sequence[int], kind: str, view_of: str | None = None,
+                 dtype: str = "f32"):
         attributes = {"sym_name": StringAttr(sym_name), "shape": _ints(shape), "kind": StringAttr(kind)}
         if view_of is not None:
             attributes["view_of"] = StringAttr(view_of)
+        if dtype != "f32":
+            attributes["dtype"] = _element(dtype)
         super().__init__(attributes=attributes)
+
+    @property
+    def element(self) -> str:
+        return self.dtype.data if self.dtype is not None else "f32"
 
 
 class _DmaOp(IRDLOperation):
@@ -112,7 +141,8 @@ class _DmaOp(IRDLOperation):
 
 @irdl_op_definition
 class DmaLoadOp(_DmaOp):
-    """DRAM -> scratchpad. Elements of the box outside the tensor read as `pad_value` (free padding)."""
+    """DRAM -> scratchpad. Elements of the box outside the tensor read as `pad_value` (free
+    padding; an integer tensor's zero point, so padding contributes nothing to a MAC)."""
 
     name = "npu.dma_load"
     pad_value = attr_def(FloatAttr)
@@ -139,6 +169,8 @@ class MacOp(IRDLOperation):
 
     kind "conv2d": a [Cin, IH, IW] (padding already in the tile), b [Cout, Cin, KH, KW], acc [Cout, OH, OW].
     kind "matmul": a [M, K], b [K, N], acc [M, N]. `accumulate = 0` overwrites acc.
+    dtype: absent, float32 throughout; else a's and b's 8-bit types ("u8i8", "i8i8", "u8u8",
+    "i8u8") and an int32 acc += (a - a_zero) * (b - b_zero), wrapping as int32 does.
     """
 
     name = "npu.mac"
@@ -152,17 +184,31 @@ class MacOp(IRDLOperation):
     strides = opt_attr_def(DenseArrayBase)
     dilations = opt_attr_def(DenseArrayBase)
     accumulate = attr_def(IntegerAttr)
+    dtype = opt_attr_def(StringAttr)
+    a_zero = opt_attr_def(IntegerAttr)
+    b_zero = opt_attr_def(IntegerAttr)
     assembly_format = "attr-dict"
 
     def __init__(self, kind: str, a: int, a_shape, b: int, b_shape, acc: int, acc_shape,
-                 accumulate: bool, strides=None, dilations=None):
+                 accumulate: bool, strides=None, dilations=None, dtype: str | None = None,
+                 zeros: tuple[int, int] = (0, 0)):
         attributes = {"kind": StringAttr(kind), "a": IntegerAttr(a, i64), "a_shape": _ints(a_shape),
                       "b": IntegerAttr(b, i64), "b_shape": _ints(b_shape), "acc": IntegerAttr(acc, i64),
                       "acc_shape": _ints(acc_shape), "accumulate": IntegerAttr(int(accumulate), i64)}
         if strides is not None:
             attributes["strides"] = _ints(strides)
             attributes["dilations"] = _ints(dilations)
+        if dtype is not None:
+            if dtype not in ("u8i8", "i8i8", "u8u8", "i8u8"):
+                raise ValueError(f"npu.mac: dtype '{dtype}' is not an 8-bit pair such as 'u8i8'")
+            attributes["dtype"] = StringAttr(dtype)
+            attributes["a_zero"] = IntegerAttr(int(zeros[0]), i64)
+            attributes["b_zero"] = IntegerAttr(int(zeros[1]), i64)
         super().__init__(attributes=attributes)
+
+    @property
+    def integer(self) -> bool:
+        return self.dtype is not None
 
 
 @irdl_op_definition
@@ -172,6 +218,12 @@ class VectorOp(IRDLOperation):
     fn: an elementwise function (add, relu, clip, ...) or a pooling window
     (max_pool, avg_pool: `kernel`, `strides`, `dilations` over the last two
     dims; global_avg_pool, global_max_pool: over the last two dims).
+    `types`: the inputs' element types, then the output's (all f32 when absent). The integer
+    functions, with the arithmetic of the ONNX specs as dlc's cpu target computes it
+    (passes/lowering/rules/quantize.py): requantize (i32 acc, f32 multiplier -> 8 bits:
+    saturate(round_half_even(f32(acc) * multiplier) + zero_point)), quantize (f32 ->
+    8 bits: saturate(round_half_even(x / scale) + zero_point)), dequantize (8 or 32 bits ->
+    f32: f32(x - zero_point) * scale); add on i32 (a bias).
     """
 
     name = "npu.vector"
@@ -184,10 +236,14 @@ class VectorOp(IRDLOperation):
     strides = opt_attr_def(DenseArrayBase)
     dilations = opt_attr_def(DenseArrayBase)
     alpha = opt_attr_def(FloatAttr)
+    types = opt_attr_def(ArrayAttr)
+    scale = opt_attr_def(FloatAttr)
+    zero_point = opt_attr_def(IntegerAttr)
     assembly_format = "attr-dict"
 
     def __init__(self, fn: str, ins: Sequence[int], in_shapes, out: int, out_shape,
-                 window: tuple | None = None, alpha: float | None = None):
+                 window: tuple | None = None, alpha: float | None = None, types: Sequence[str] | None = None,
+                 scale: float | None = None, zero_point: int | None = None):
         attributes = {"fn": StringAttr(fn), "ins": _ints(ins),
                       "in_shapes": ArrayAttr([_ints(s) for s in in_shapes]),
                       "out": IntegerAttr(out, i64), "out_shape": _ints(out_shape)}
@@ -196,7 +252,21 @@ class VectorOp(IRDLOperation):
                 attributes[key] = _ints(values)
         if alpha is not None:
             attributes["alpha"] = FloatAttr(alpha, f32)
+        if types is not None and any(t != "f32" for t in types):
+            if len(types) != len(ins) + 1:
+                raise ValueError(f"npu.vector {fn}: {len(types)} types for {len(ins)} inputs and one output")
+            attributes["types"] = ArrayAttr([_element(t) for t in types])
+        if scale is not None:  # a float32 scale, kept exactly (f64 holds every f32)
+            attributes["scale"] = FloatAttr(float(scale), f64)
+        if zero_point is not None:
+            attributes["zero_point"] = IntegerAttr(int(zero_point), i64)
         super().__init__(attributes=attributes)
+
+    def elements(self) -> list[str]:
+        """The inputs' element types, then the output's."""
+        if self.types is None:
+            return ["f32"] * (len(self.ins.get_values()) + 1)
+        return [t.data for t in self.types.data]
 
 
 @irdl_op_definition
@@ -217,9 +287,11 @@ __all__ = [
     "BufferOp",
     "DmaLoadOp",
     "DmaStoreOp",
+    "ELEMENT_TYPES",
     "MacOp",
     "ProgramOp",
     "SyncOp",
     "VectorOp",
+    "element_name",
     "ints_of",
 ]

@@ -1,8 +1,11 @@
 """Runs an `npu` instruction stream (dialects/npu.py) with numpy and counts its cycles (issue 6).
 
-Numerics: DRAM is a dict of float32 arrays, the scratchpad one float32 array;
-every access is bounds-checked, so a tiling bug is a `NpuFault`, never a silent
-overwrite.
+Numerics: DRAM is a dict of numpy arrays (float32, or int32/uint8/int8 as their
+npu.buffer says), the scratchpad one byte array viewed as each instruction's element
+type; every access is bounds-checked, so a tiling bug is a `NpuFault`, never a silent
+overwrite. Integer MACs accumulate (a - a_zero) * (b - b_zero) in int32 (wrapping, as the
+cpu target's int32 accumulators); requantize/quantize/dequantize compute what dlc's cpu
+target computes, in the same float32 operations, so int8 results are bit-exact with it.
 
 Cycle model (analytic, in the spirit of Arm Vela's performance estimates):
 - two in-order engines, DMA and compute (MAC array + vector unit), decoupled
@@ -14,7 +17,9 @@ Cycle model (analytic, in the spirit of Arm Vela's performance estimates):
   the tensor move;
 - MAC (weight-stationary, rows = output channels, columns = reduction):
   conv2d `ceil(Cout/rows) * ceil(Cin/cols) * KH * KW * OH * OW`, matmul
-  `M * ceil(N/rows) * ceil(K/cols)`; one pass of the array per cycle;
+  `M * ceil(N/rows) * ceil(K/cols)`; one pass of the array per cycle; with 8-bit
+  operands each cell does `int8_macs_per_pe` MACs a cycle along the reduction (a dot of
+  4, as VNNI or Ethos-U's 8-bit mode), so cols becomes cols * int8_macs_per_pe;
 - vector: `ceil(out elements * window / lanes)` (window 1 for elementwise ops);
 - `npu.sync` waits for both engines.
 Overlap is what double buffering buys: DMA of tile i+1 runs while tile i computes.
@@ -27,6 +32,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from dialects.npu import ELEMENT_TYPES
 from dlc.errors import DlcError
 from passes.lowering.utils.npu_kernels import NpuHardware
 
@@ -42,8 +48,8 @@ class NpuConfig(NpuHardware):
     def dma_cycles(self, nbytes: int) -> int:
         return self.dma_latency_cycles + math.ceil(nbytes / self.dma_bytes_per_cycle)
 
-    def mac_cycles(self, kind: str, a_shape, b_shape, acc_shape) -> int:
-        rows, cols = self.mac_rows, self.mac_cols
+    def mac_cycles(self, kind: str, a_shape, b_shape, acc_shape, integer: bool = False) -> int:
+        rows, cols = self.mac_rows, self.mac_cols * (self.int8_macs_per_pe if integer else 1)
         if kind == "conv2d":
             cout, cin, kh, kw = b_shape
             return math.ceil(cout / rows) * math.ceil(cin / cols) * kh * kw * acc_shape[1] * acc_shape[2]
@@ -59,7 +65,8 @@ class NpuReport:
     cycles: int = 0
     compute_cycles: int = 0
     dma_busy_cycles: int = 0
-    macs: int = 0
+    macs: int = 0  # all of them, float32 and 8-bit
+    int8_macs: int = 0  # the 8-bit ones (the array does int8_macs_per_pe of them per cell and cycle)
     dma_load_bytes: int = 0
     dma_store_bytes: int = 0
     scratchpad_peak: int = 0
@@ -71,8 +78,10 @@ class NpuReport:
 
     @property
     def mac_utilisation(self) -> float:
+        """Share of the array's cell-cycles doing MACs (an 8-bit MAC takes 1/int8_macs_per_pe)."""
         capacity = self.cycles * self.config.mac_rows * self.config.mac_cols
-        return self.macs / capacity if capacity else 0.0
+        used = self.macs - self.int8_macs + self.int8_macs / self.config.int8_macs_per_pe
+        return used / capacity if capacity else 0.0
 
     @property
     def latency_us(self) -> float:
@@ -82,7 +91,7 @@ class NpuReport:
         """Partitions run one after another: cycles add, the scratchpad peak is the max."""
         return NpuReport(self.config, self.cycles + other.cycles, self.compute_cycles + other.compute_cycles,
                          self.dma_busy_cycles + other.dma_busy_cycles, self.macs + other.macs,
-                         self.dma_load_bytes + other.dma_load_bytes,
+                         self.int8_macs + other.int8_macs, self.dma_load_bytes + other.dma_load_bytes,
                          self.dma_store_bytes + other.dma_store_bytes,
                          max(self.scratchpad_peak, other.scratchpad_peak),
                          self.instructions + other.instructions)
@@ -122,7 +131,7 @@ class Simulator:
 
     def __init__(self, config: NpuConfig):
         self.config = config
-        self.scratchpad = np.zeros(config.scratchpad_bytes // 4, dtype=np.float32)
+        self.scratchpad = np.zeros(config.scratchpad_bytes, dtype=np.uint8)
 
     def run(self, program, dram: dict[str, np.ndarray]) -> NpuReport:
         from dialects import npu
@@ -162,10 +171,14 @@ class Simulator:
         from dialects.npu import ints_of
 
         name, shape = op.sym_name.data, ints_of(op.shape)
+        dtype = np.dtype(ELEMENT_TYPES[op.element])
         if op.view_of is not None:
             self._views[name] = (op.view_of.data, shape)
         elif name not in dram:
-            dram[name] = np.zeros(shape, dtype=np.float32)
+            dram[name] = np.zeros(shape, dtype=dtype)
+        elif dram[name].dtype != dtype or tuple(dram[name].shape) != tuple(shape):
+            raise NpuFault(f"npu: DRAM tensor '{name}' is {dram[name].dtype}{list(dram[name].shape)}; "
+                           f"its npu.buffer says {dtype}{list(shape)}")
 
     def _tensor(self, name: str) -> np.ndarray:
         if name in self._views:
@@ -175,15 +188,16 @@ class Simulator:
             raise NpuFault(f"npu: DRAM tensor '{name}' was never declared or given")
         return self._dram[name]
 
-    def _range(self, op, addr: int, shape) -> tuple[int, int]:
-        nbytes = 4 * math.prod(shape)
-        if addr < 0 or addr % 4 or addr + nbytes > self.config.scratchpad_bytes:
+    def _range(self, op, addr: int, shape, dtype=np.float32) -> tuple[int, int]:
+        size = np.dtype(dtype).itemsize
+        nbytes = size * math.prod(shape)
+        if addr < 0 or addr % size or addr + nbytes > self.config.scratchpad_bytes:
             raise NpuFault(f"npu: {op.name} touches scratchpad bytes [{addr}, {addr + nbytes}) outside "
                            f"[0, {self.config.scratchpad_bytes}) (or unaligned)")
         return addr, addr + nbytes
 
-    def _spad(self, rng: tuple[int, int], shape) -> np.ndarray:
-        return self.scratchpad[rng[0] // 4:rng[1] // 4].reshape(shape)
+    def _spad(self, rng: tuple[int, int], shape, dtype=np.float32) -> np.ndarray:
+        return self.scratchpad[rng[0]:rng[1]].view(dtype).reshape(shape)
 
     def _execute(self, op, report: NpuReport):
         from dialects import npu
@@ -204,18 +218,18 @@ class Simulator:
         if len(offsets) != tensor.ndim or len(sizes) != tensor.ndim:
             raise NpuFault(f"npu: {op.name} of '{op.tensor.data}' gives a rank-{len(sizes)} box for a "
                            f"rank-{tensor.ndim} tensor")
-        rng = self._range(op, op.addr.value.data, sizes)
-        tile = self._spad(rng, sizes)
+        rng = self._range(op, op.addr.value.data, sizes, tensor.dtype)
+        tile = self._spad(rng, sizes, tensor.dtype)
         inside = tuple(slice(max(o, 0), min(o + s, d)) for o, s, d in zip(offsets, sizes, tensor.shape))
         local = tuple(slice(i.start - o, i.stop - o) for i, o in zip(inside, offsets))
-        moved = 4 * math.prod(max(i.stop - i.start, 0) for i in inside)
+        moved = tensor.dtype.itemsize * math.prod(max(i.stop - i.start, 0) for i in inside)
         if isinstance(op, DmaLoadOp):
             tile[...] = op.pad_value.value.data
             if moved:
                 tile[local] = tensor[inside]
             report.dma_load_bytes += moved
             return "dma", self.config.dma_cycles(moved), [], [rng]
-        if moved != 4 * math.prod(sizes):
+        if moved != tensor.dtype.itemsize * math.prod(sizes):
             raise NpuFault(f"npu: dma_store box {offsets}+{sizes} leaves tensor '{op.tensor.data}' "
                            f"of shape {list(tensor.shape)}")
         tensor[inside] = tile
@@ -227,37 +241,52 @@ class Simulator:
 
         kind = op.kind.data
         a_shape, b_shape, acc_shape = ints_of(op.a_shape), ints_of(op.b_shape), ints_of(op.acc_shape)
-        ra = self._range(op, op.a.value.data, a_shape)
-        rb = self._range(op, op.b.value.data, b_shape)
-        racc = self._range(op, op.acc.value.data, acc_shape)
-        a, b, acc = self._spad(ra, a_shape), self._spad(rb, b_shape), self._spad(racc, acc_shape)
+        integer = op.integer
+        a_type, b_type, acc_type = ((ELEMENT_TYPES[op.dtype.data[:2]], ELEMENT_TYPES[op.dtype.data[2:]], np.int32)
+                                    if integer else (np.float32,) * 3)
+        ra = self._range(op, op.a.value.data, a_shape, a_type)
+        rb = self._range(op, op.b.value.data, b_shape, b_type)
+        racc = self._range(op, op.acc.value.data, acc_shape, acc_type)
+        a, b = self._spad(ra, a_shape, a_type), self._spad(rb, b_shape, b_type)
+        acc = self._spad(racc, acc_shape, acc_type)
+        if integer:  # exact in int64 (8-bit by 8-bit products), then wrapped to int32 as the hardware's adders
+            a = a.astype(np.int64) - op.a_zero.value.data
+            b = b.astype(np.int64) - op.b_zero.value.data
         if kind == "conv2d":
             result = _conv2d(a, b, acc_shape, ints_of(op.strides), ints_of(op.dilations))
-            report.macs += math.prod(b_shape) * acc_shape[1] * acc_shape[2]
+            macs = math.prod(b_shape) * acc_shape[1] * acc_shape[2]
         elif kind == "matmul":
             result = a @ b
-            report.macs += a_shape[0] * a_shape[1] * b_shape[1]
+            macs = a_shape[0] * a_shape[1] * b_shape[1]
         else:
             raise NpuFault(f"npu: unknown MAC kind '{kind}'")
+        report.macs += macs
+        report.int8_macs += macs if integer else 0
         if op.accumulate.value.data:
-            acc += result
-        else:
-            acc[...] = result
+            result = result + acc
+        acc[...] = result.astype(np.int64).astype(np.int32) if integer else result
         reads = [ra, rb, racc] if op.accumulate.value.data else [ra, rb]
-        return "compute", self.config.mac_cycles(kind, a_shape, b_shape, acc_shape), reads, [racc]
+        return "compute", self.config.mac_cycles(kind, a_shape, b_shape, acc_shape, integer), reads, [racc]
 
     def _vector(self, op):
         from dialects.npu import ints_of
 
         in_shapes = [ints_of(s) for s in op.in_shapes.data]
-        reads = [self._range(op, addr, s) for addr, s in zip(ints_of(op.ins), in_shapes)]
+        types = [np.dtype(ELEMENT_TYPES[t]) for t in op.elements()]
+        reads = [self._range(op, addr, s, t) for addr, s, t in zip(ints_of(op.ins), in_shapes, types)]
         # Read all inputs before writing: the output may alias an input (in-place epilogues).
-        values = [self._spad(r, s).copy() for r, s in zip(reads, in_shapes)]
+        values = [self._spad(r, s, t).copy() for r, s, t in zip(reads, in_shapes, types)]
         out_shape = ints_of(op.out_shape)
-        write = self._range(op, op.out.value.data, out_shape)
+        write = self._range(op, op.out.value.data, out_shape, types[-1])
         fn = op.fn.data
         window = math.prod(ints_of(op.kernel)) if op.kernel is not None else 1
-        if fn in _POOLS:
+        if fn in _INTEGER:
+            result = _INTEGER[fn](op, values, types)
+        elif fn == "add" and types[-1] != np.float32:
+            result = _integer_add(op, values, types)
+        elif any(t != np.float32 for t in types):
+            raise NpuFault(f"npu: vector function '{fn}' computes float32 only, not {[str(t) for t in types]}")
+        elif fn in _POOLS:
             result = _POOLS[fn](values[0], op)
             if fn.startswith("global"):
                 window = in_shapes[0][-1] * in_shapes[0][-2]
@@ -266,7 +295,7 @@ class Simulator:
             result = _ELEMENTWISE[fn](*values) if alpha is None else _ELEMENTWISE[fn](*values, alpha)
         else:
             raise NpuFault(f"npu: unknown vector function '{fn}'")
-        self._spad(write, out_shape)[...] = np.broadcast_to(result, out_shape)
+        self._spad(write, out_shape, types[-1])[...] = np.broadcast_to(result, out_shape)
         cycles = math.ceil(math.prod(out_shape) * window / self.config.vector_lanes)
         return "compute", cycles, reads, [write]
 
@@ -275,7 +304,7 @@ def _conv2d(x: np.ndarray, w: np.ndarray, out_shape, strides, dilations) -> np.n
     """Direct convolution of a padded tile, one tensordot per kernel tap."""
     _, oh, ow = out_shape
     (sh, sw), (dh, dw) = strides, dilations
-    out = np.zeros(out_shape, dtype=np.float32)
+    out = np.zeros(out_shape, dtype=np.int64 if x.dtype == np.int64 else np.float32)
     for i in range(w.shape[2]):
         for j in range(w.shape[3]):
             patch = x[:, i * dh:i * dh + (oh - 1) * sh + 1:sh, j * dw:j * dw + (ow - 1) * sw + 1:sw]
@@ -310,3 +339,40 @@ _ELEMENTWISE = {
     "tanh": np.tanh, "exp": np.exp, "neg": np.negative, "abs": np.abs, "sqrt": np.sqrt,
     "clip": lambda x, lo, hi: np.minimum(np.maximum(x, lo), hi),
 }
+
+
+def _saturate(q: np.ndarray, dtype) -> np.ndarray:
+    """A float32 already rounded to an integer, clamped to `dtype`'s range and converted
+    (quantize.py's `saturate`: the clamp first, so the conversion is defined)."""
+    info = np.iinfo(dtype)
+    return np.clip(q, np.float32(info.min), np.float32(info.max)).astype(dtype)
+
+
+def _requantize(op, values, types):
+    """saturate(round_half_even(f32(acc) * multiplier) + y_zero): the cpu's requantizing store
+    (dlc/codegen/ukernels.py) and quantize.py's `requantize`, op for op in float32."""
+    acc, multiplier = values
+    q = np.rint(acc.astype(np.float32) * multiplier.astype(np.float32)) + np.float32(op.zero_point.value.data)
+    return _saturate(q, types[-1])
+
+
+def _quantize(op, values, types):
+    """saturate(round_half_even(x / scale) + zero point) in float32 (a division, as onnxruntime)."""
+    q = np.rint(values[0] / np.float32(op.scale.value.data)) + np.float32(op.zero_point.value.data)
+    return _saturate(q, types[-1])
+
+
+def _dequantize(op, values, types):
+    """f32(int32(x) - zero point) * scale: the subtraction exact in int32, as onnxruntime."""
+    centered = values[0].astype(np.int32) - np.int32(op.zero_point.value.data)
+    return centered.astype(np.float32) * np.float32(op.scale.value.data)
+
+
+def _integer_add(op, values, types):
+    if not all(t == np.int32 for t in types):
+        raise NpuFault(f"npu: integer add of {[str(t) for t in types]} (the vector unit adds int32 to int32)")
+    with np.errstate(over="ignore"):
+        return np.add(values[0], values[1], dtype=np.int32)  # wraps, as the cpu's int32 add
+
+
+_INTEGER = {"requantize": _requantize, "quantize": _quantize, "dequantize": _dequantize}

@@ -1,7 +1,11 @@
 """The `npu-sim` target: a simulated NPU that computes (issue 6).
 
-It takes Conv, MatMul/Gemm, elementwise ops and pooling in float32 (`supports`
-gives the reason for anything else, which then falls back to `cpu`) and goes
+It takes Conv, MatMul/Gemm, elementwise ops and pooling in float32, and the 8-bit
+contractions (QLinearConv, QLinearMatMul, ConvInteger, MatMulInteger: uint8/int8 operands,
+int32 accumulation on the MAC array at `int8_macs_per_pe` times the float32 rate,
+requantization bit-exact with the cpu target) with per-tensor QuantizeLinear and
+DequantizeLinear (issue 20); `supports` gives the reason for anything else, which then
+falls back to `cpu`. It goes
 through the shared phases like `cpu`: nodes placed (dlc/targets/partition.py),
 form-kernels, fuse-kernels with the NPU's own rules (`FUSION_RULES`, written on
 the module with the rest of its description), then convert-kernels-to-npu turns
@@ -29,6 +33,7 @@ VECTOR_OPS = {"Add", "Sub", "Mul", "Div", "Max", "Min", "Relu", "LeakyRelu", "Si
               "Neg", "Abs", "Sqrt", "Clip"}
 POOLS = {"MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool"}
 VIEWS = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout"}
+INTEGER_OPS = {"QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger", "QuantizeLinear", "DequantizeLinear"}
 
 # How the NPU fuses (keys: passes/fusion/fuse_kernels.py): a kernel is one op on the MAC array or a
 # pooling window, or an elementwise op, and then a chain of elementwise ops that the vector unit
@@ -78,8 +83,12 @@ class NpuSimTarget(Target):
         c = self.config
         return TargetDescription(
             memory=(MemoryLevel("scratchpad", c.scratchpad_bytes, c.dma_bandwidth_gbps),),
-            vector_bits=32 * c.vector_lanes, mac_array=(c.mac_rows, c.mac_cols), dtypes=("float32",),
+            vector_bits=32 * c.vector_lanes, mac_array=(c.mac_rows, c.mac_cols),
+            dtypes=("float32", "uint8", "int8", "int32"),
             clock_ghz=c.clock_ghz, extra={"dma_latency_cycles": c.dma_latency_cycles,
+                                          "int8_macs_per_pe": c.int8_macs_per_pe,
+                                          "macs_per_cycle": {"float32": c.mac_rows * c.mac_cols,
+                                                             "int8": c.mac_rows * c.mac_cols * c.int8_macs_per_pe},
                                           "layout": "NCHW", "double_buffering": True},
             fusion_rules=FUSION_RULES)
 
@@ -127,11 +136,14 @@ def support_of(op) -> Support:
     if kind in VIEWS:
         used = [r for r in op.results[1:] if r.uses]
         return Support(False, "Dropout's mask output is not computed") if used else SUPPORTED
+    if kind in INTEGER_OPS:
+        reason = _check_integer(op)
+        return Support(False, reason) if reason else SUPPORTED
     values = [v for v in op.operands if _present(v)] + list(op.results)
     if kind == "Reshape":
         values = values[:1] + list(op.results)
     if not all(_is_f32(v) for v in values):
-        return Support(False, "npu-sim computes float32 only")
+        return Support(False, "npu-sim computes float32, and 8-bit integers only in " + ", ".join(sorted(INTEGER_OPS)))
     check = _CHECKS.get(kind)
     if check is None:
         return Support(False, f"npu-sim has no {kind} unit (it runs Conv, MatMul/Gemm, elementwise ops "
@@ -188,6 +200,96 @@ def _check_pool(op) -> str | None:
     return None
 
 
+def _element(value) -> str | None:
+    from xdsl.dialects.builtin import TensorType
+
+    from dialects.types import numpy_dtype
+
+    if not isinstance(value.type, TensorType):
+        return None
+    try:
+        return str(numpy_dtype(value.type.element_type))
+    except DlcError:
+        return None
+
+
+_BYTES = ("uint8", "int8")
+
+
+def _constant(op, index: int):
+    """The array of operand `index` when it is a weight; None when absent or computed at run time."""
+    from dialects.weights import weights_of
+
+    if index >= len(op.operands) or not _present(op.operands[index]) or not _is_weight(op.operands[index]):
+        return None
+    owner = op.operands[index].owner
+    return weights_of(owner.get_toplevel_object()).get(owner.weight_name)
+
+
+def _one_zero_point(op, index: int, what: str) -> str | None:
+    """None when operand `index` is absent or a constant holding one value throughout (the MAC
+    array and the vector unit subtract one zero point), else the reason."""
+    if index >= len(op.operands) or not _present(op.operands[index]):
+        return None
+    array = _constant(op, index)
+    if array is None:
+        return f"{what}'s zero point is computed at run time (the NPU takes constant zero points)"
+    if array.size == 0 or not (array == array.reshape(-1)[0]).all():
+        return f"{what}'s zero point differs between channels (the MAC array subtracts one value)"
+    return None
+
+
+def _check_integer(op) -> str | None:
+    """An 8-bit op on the NPU: the operand types it has units for, constant zero points and
+    scales (folded at compile time, as the cpu folds them), tiles of the shapes it handles."""
+    from passes.lowering.rules.quantize import requantize_multipliers
+    from passes.lowering.utils.npu_kernels import INTEGER_CONTRACTIONS
+
+    kind = op.onnx_type
+    if any(not r.type.get_shape() for r in op.results[:1]):
+        return "scalar results are not tiled"
+    if kind in ("QuantizeLinear", "DequantizeLinear"):
+        quantize = kind == "QuantizeLinear"
+        data, out = _element(op.operands[0]), _element(op.results[0])
+        if (quantize and (data != "float32" or out not in _BYTES)) or \
+                (not quantize and (data not in (*_BYTES, "int32") or out != "float32")):
+            return f"{kind} from {data} to {out} (the vector unit quantizes float32 to 8 bits and back)"
+        if op.attr("block_size", 0):
+            return f"{kind} by blocks is not handled"
+        scale = _constant(op, 1)
+        if scale is None or scale.size != 1 or scale.dtype != np.float32:
+            return f"{kind}'s scale is not one float32 constant (per-axis scales are not handled)"
+        if len(op.operands) > 2 and _present(op.operands[2]):
+            zero = _constant(op, 2)
+            if zero is None or zero.size != 1:
+                return f"{kind}'s zero point is not one constant (per-axis zero points are not handled)"
+        return None
+    a, b, a_zero, b_zero, _ = INTEGER_CONTRACTIONS[kind]
+    conv = "Conv" in kind
+    if conv:
+        reason = _check_conv(op)
+        if reason:
+            return reason
+    elif _rank(op.operands[a]) != 2 or _rank(op.operands[b]) != 2:
+        return "only 2-D integer matrix products run on the MAC array (batched ones fall back)"
+    for index, what in ((a, "x" if conv else "A"), (b, "w" if conv else "B")):
+        if _element(op.operands[index]) not in _BYTES:
+            return f"{what} is {_element(op.operands[index])} (the MAC array multiplies 8-bit integers)"
+    for index, what in ((a_zero, "x" if conv else "A"), (b_zero, "w" if conv else "B")):
+        reason = _one_zero_point(op, index, what)
+        if reason:
+            return reason
+    if kind.startswith("QLinear"):
+        if _element(op.results[0]) not in _BYTES:
+            return f"y is {_element(op.results[0])}"
+        if requantize_multipliers(op) is None:
+            return ("its scales and y's zero point are not all constants, with one scale for "
+                    f"{'x' if conv else 'A'} (the NPU requantizes with multipliers folded at compile time)")
+    elif _element(op.results[0]) != "int32":
+        return f"y is {_element(op.results[0])}, not int32"
+    return None
+
+
 _CHECKS = {"Conv": _check_conv, "MatMul": _check_matmul, "Gemm": _check_gemm,
            **{k: _check_elementwise for k in VECTOR_OPS},
            **{k: (lambda op: None if _rank(op.operands[0]) == 4 else "only NCHW inputs")
@@ -215,16 +317,18 @@ class NpuExecutable:
         from dialects.kernel import LaunchOp
         from dialects.npu import ProgramOp
         from dialects.onnx import OnnxOp, WeightOp
+        from dialects.types import numpy_dtype
         from dlc.runtime import check_inputs
         from dlc.targets import graph_main
 
         block = graph_main(self.module).body.block
-        values = {arg: np.array(a, dtype=np.float32)
+        values = {arg: np.asarray(a, dtype=numpy_dtype(arg.type.element_type))
                   for arg, a in zip(block.args, check_inputs(self.inputs, feeds, self.constant_inputs))}
         simulator, report = Simulator(self.config), NpuReport(self.config)
         for op in block.ops:
             if isinstance(op, WeightOp):
-                values[op.result] = np.asarray(self.weights[op.weight_name], np.float32)
+                values[op.result] = np.asarray(self.weights[op.weight_name],
+                                               numpy_dtype(op.result.type.element_type))
             elif isinstance(op, LaunchOp):
                 program = next(o for o in op.body.block.ops if isinstance(o, ProgramOp))
                 report = report + simulator.run(program, _dram(program, values))

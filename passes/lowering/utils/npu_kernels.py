@@ -6,6 +6,14 @@ whose slots fit the scratchpad twice (double buffering, as Arm Vela schedules),
 DMA boxes with free padding, MAC-array tiles, and the chain applied in place on
 each output tile by the vector unit. The hardware is read from the module's
 target description (`NpuHardware.of`), never from a target.
+
+8-bit kernels (QLinearConv, QLinearMatMul, ConvInteger, MatMulInteger) keep their bytes:
+uint8/int8 tiles, zero points subtracted in the MAC array (padding loads as the input's
+zero point, so it adds nothing, as the cpu's patches padded with it), an int32 accumulator
+and bias, and requantization on the vector unit with the multipliers the cpu target folds
+(passes/lowering/rules/quantize.py's `requantize_multipliers`, one float32 per output
+channel), so both targets round the same float32 products. QuantizeLinear and
+DequantizeLinear (per tensor) are vector functions of their own.
 """
 
 from __future__ import annotations
@@ -36,10 +44,12 @@ from dialects.npu import (
     ProgramOp,
     SyncOp,
     VectorOp,
+    element_name,
     ints_of,
 )
 from dialects.onnx import OnnxOp, WeightOp
 from dialects.op_costs import flops
+from dialects.types import numpy_dtype
 
 # ONNX op type -> vector unit function.
 VECTOR_FNS = {"Add": "add", "Sub": "sub", "Mul": "mul", "Div": "div", "Max": "max", "Min": "min",
@@ -48,6 +58,10 @@ VECTOR_FNS = {"Add": "add", "Sub": "sub", "Mul": "mul", "Div": "div", "Max": "ma
 POOLS = {"MaxPool": "max_pool", "AveragePool": "avg_pool", "GlobalAveragePool": "global_avg_pool",
          "GlobalMaxPool": "global_max_pool"}
 _ALIGN = 64  # scratchpad slots start on 64-byte boundaries (a DMA burst)
+# The 8-bit contractions: operand indices of (a, b, a's zero point, b's zero point, bias).
+INTEGER_CONTRACTIONS = {"QLinearConv": (0, 3, 2, 5, 8), "ConvInteger": (0, 1, 2, 3, None),
+                        "QLinearMatMul": (0, 3, 2, 5, None), "MatMulInteger": (0, 1, 2, 3, None)}
+QUANTIZERS = {"QuantizeLinear": "quantize", "DequantizeLinear": "dequantize"}
 
 
 @dataclass(frozen=True)
@@ -61,6 +75,9 @@ class NpuHardware:
     dma_bandwidth_gbps: float = 16.0
     dma_latency_cycles: int = 64
     clock_ghz: float = 1.0
+    # 8-bit MACs per array cell and cycle, along the reduction: the int8 array's throughput is
+    # this many times the float32 one's (rows x cols x int8_macs_per_pe MACs a cycle).
+    int8_macs_per_pe: int = 4
 
     @property
     def dma_bytes_per_cycle(self) -> float:
@@ -76,7 +93,8 @@ class NpuHardware:
                                 ("scratchpad_bytes", "dlc.scratchpad_bytes"),
                                 ("dma_bandwidth_gbps", "dlc.scratchpad_gbps"),
                                 ("dma_latency_cycles", "dlc.dma_latency_cycles"),
-                                ("clock_ghz", "dlc.clock_ghz")):
+                                ("clock_ghz", "dlc.clock_ghz"),
+                                ("int8_macs_per_pe", "dlc.int8_macs_per_pe")):
             value = attributes.get(key)
             if isinstance(value, IntegerAttr | FloatAttr):
                 found[field_name] = value.value.data
@@ -87,6 +105,71 @@ class NpuHardware:
 
 def _present(value) -> bool:
     return not isinstance(value.type, NoneType)
+
+
+def element_of(value) -> str:
+    """The npu element type ("f32", "u8", ...) of a tensor value."""
+    return element_name(numpy_dtype(value.type.element_type))
+
+
+def itemsize(value) -> int:
+    return numpy_dtype(value.type.element_type).itemsize
+
+
+def constant_of(value, store) -> np.ndarray | None:
+    """The array of a weight operand, None for anything computed at run time."""
+    return store.get(value.owner.weight_name) if isinstance(value.owner, WeightOp) else None
+
+
+def zero_point_of(op, index: int, store) -> int:
+    """A constant zero point's one value (0 when the operand is absent): what the MAC array
+    subtracts. A per-channel zero point must hold one value throughout (npu-sim's `supports`)."""
+    if index >= len(op.operands) or not _present(op.operands[index]):
+        return 0
+    array = constant_of(op.operands[index], store)
+    if array is None or array.size == 0 or not (array == array.reshape(-1)[0]).all():
+        raise CompileError(f"convert-kernels-to-npu: {op.describe()}: operand {index} is not one constant "
+                           "zero point; the MAC array subtracts one value")
+    return int(array.reshape(-1)[0])
+
+
+@dataclass(frozen=True)
+class IntegerMac:
+    """How an 8-bit contraction runs on the array: its operand types ("u8i8"), the zero points
+    it subtracts, and its requantization (multipliers' DRAM tensor, y's zero point and type),
+    None for an int32 result (ConvInteger, MatMulInteger)."""
+
+    dtype: str
+    zeros: tuple[int, int]
+    requant: tuple[str, int, str] | None
+
+    @property
+    def out_bytes(self) -> int:
+        return 1 if self.requant else 4
+
+
+def integer_mac(lowering, op) -> IntegerMac | None:
+    """The IntegerMac of an 8-bit contraction (None for a float32 op)."""
+    from passes.lowering.rules.quantize import requantize_multipliers
+
+    indices = INTEGER_CONTRACTIONS.get(op.onnx_type)
+    if indices is None:
+        return None
+    a, b, a_zero, b_zero, _ = indices
+    dtype = element_of(op.operands[a]) + element_of(op.operands[b])
+    zeros = (zero_point_of(op, a_zero, lowering.store), zero_point_of(op, b_zero, lowering.store))
+    requant = None
+    if op.onnx_type.startswith("QLinear"):
+        found = requantize_multipliers(op)
+        if found is None:
+            raise CompileError(f"convert-kernels-to-npu: {op.describe()}: its scales and y's zero point "
+                               "are not constants (npu-sim's `supports` should have refused it)")
+        out_shape = op.results[0].type.get_shape()
+        channels = out_shape[1] if op.onnx_type == "QLinearConv" else out_shape[-1]
+        multipliers = np.broadcast_to(found[0], [channels]).astype(np.float32)
+        requant = (lowering.constant(f"{lowering.launch.kernel_name}.requantize", multipliers), found[1],
+                   element_of(op.results[0]))
+    return IntegerMac(dtype, zeros, requant)
 
 
 class _Slots:
@@ -154,9 +237,14 @@ class _Conv(_Anchor):
 
     def __init__(self, lowering, op):
         super().__init__(lowering, op)
-        x, w = op.operands[0], op.operands[1]
+        self.q = integer_mac(lowering, op)
+        xi, wi, _, _, bi = INTEGER_CONTRACTIONS.get(op.onnx_type, (0, 1, None, None, 2))
+        x, w = op.operands[xi], op.operands[wi]
         self.x, self.w = lowering.name(x), lowering.name(w)
-        self.bias = lowering.name(op.operands[2]) if len(op.operands) > 2 and _present(op.operands[2]) else None
+        self.bias = lowering.name(op.operands[bi]) if bi is not None and len(op.operands) > bi \
+            and _present(op.operands[bi]) else None
+        self.xb, self.wb = itemsize(x), itemsize(w)
+        self.x_pad = self.q.zeros[0] if self.q else 0.0  # padding reads as x's zero point: (x - x_zero) = 0
         self.n, self.c, h, width = x.type.get_shape()
         self.cout, self.cg, self.kh, self.kw = w.type.get_shape()
         self.groups = op.attr("group", 1)
@@ -183,9 +271,12 @@ class _Conv(_Anchor):
     def slots(self, tile):
         co, ci, th = tile
         ih, iw = self._in_extent(th)
-        sizes = {"x": 4 * ci * ih * iw, "w": 4 * co * ci * self.kh * self.kw, "acc": 4 * co * th * self.wo}
+        sizes = {"x": self.xb * ci * ih * iw, "w": self.wb * co * ci * self.kh * self.kw,
+                 "acc": 4 * co * th * self.wo}
         if self.bias:
             sizes["bias"] = 4 * co
+        if self.q and self.q.requant:
+            sizes["multipliers"] = 4 * co
         return sizes
 
     def cost(self, tile):
@@ -193,8 +284,10 @@ class _Conv(_Anchor):
         tiles = self.n * self.groups * math.ceil(self.cog / co) * math.ceil(self.ho / th)
         steps = tiles * math.ceil(self.cg / ci)
         ih, iw = self._in_extent(th)
-        nbytes = steps * 4 * (ci * ih * iw + co * ci * self.kh * self.kw) + tiles * 4 * co * th * self.wo
-        rows, cols = self.config.mac_rows, self.config.mac_cols
+        out_bytes = self.q.out_bytes if self.q else 4
+        nbytes = (steps * (self.xb * ci * ih * iw + self.wb * co * ci * self.kh * self.kw)
+                  + tiles * out_bytes * co * th * self.wo)
+        rows, cols = self.config.mac_rows, self.config.mac_cols * (self.config.int8_macs_per_pe if self.q else 1)
         compute = steps * math.ceil(co / rows) * math.ceil(ci / cols) * self.kh * self.kw * th * self.wo
         return self.dma_cost(nbytes, 3 * steps) + compute
 
@@ -212,14 +305,18 @@ class _Conv(_Anchor):
                         for ci0, ci in _chunks(self.cg, ci_t):
                             x, w = slots("x", step), slots("w", step)
                             self.low.emit(DmaLoadOp(self.x, [n, g * self.cg + ci0, oh0 * sh - top, -left],
-                                                    [1, ci, ih, iw], x))
+                                                    [1, ci, ih, iw], x, self.x_pad))
                             self.low.emit(DmaLoadOp(self.w, [g * self.cog + co0, ci0, 0, 0],
                                                     [co, ci, self.kh, self.kw], w))
                             self.low.emit(MacOp("conv2d", x, [ci, ih, iw], w, [co, ci, self.kh, self.kw], acc,
-                                                [co, th, self.wo], ci0 > 0, self.strides, self.dilations))
+                                                [co, th, self.wo], ci0 > 0, self.strides, self.dilations,
+                                                *((self.q.dtype, self.q.zeros) if self.q else ())))
                             step += 1
                         if self.bias:
                             self._add_bias(g * self.cog + co0, co, th, slots, parity)
+                        if self.q and self.q.requant:
+                            self.low.requantize(self.q, g * self.cog + co0, co, [co, th, self.wo], [co, 1, 1],
+                                                slots, parity)
                         yield [n, g * self.cog + co0, oh0, 0], [1, co, th, self.wo], parity
                         parity += 1
 
@@ -227,7 +324,8 @@ class _Conv(_Anchor):
 
         bias, acc = slots("bias", parity), slots("acc", parity)
         self.low.emit(DmaLoadOp(self.bias, [c0], [co], bias))
-        self.low.emit(VectorOp("add", [acc, bias], [[co, th, self.wo], [co, 1, 1]], acc, [co, th, self.wo]))
+        self.low.emit(VectorOp("add", [acc, bias], [[co, th, self.wo], [co, 1, 1]], acc, [co, th, self.wo],
+                               types=["i32"] * 3 if self.q else None))
 
 
 class _MatMul(_Anchor):
@@ -235,7 +333,10 @@ class _MatMul(_Anchor):
 
     def __init__(self, lowering, op):
         super().__init__(lowering, op)
-        a, b = op.operands[0], op.operands[1]
+        self.q = integer_mac(lowering, op)
+        ai, bi, *_ = INTEGER_CONTRACTIONS.get(op.onnx_type, (0, 1))
+        a, b = op.operands[ai], op.operands[bi]
+        self.ab, self.bb = itemsize(a), itemsize(b)
         self.a = lowering.name(a)
         self.m, self.k = a.type.get_shape()
         self.b = lowering.name(b)
@@ -259,17 +360,20 @@ class _MatMul(_Anchor):
 
     def slots(self, tile):
         m, k, n = tile
-        sizes = {"a": 4 * m * k, "b": 4 * k * n, "acc": 4 * m * n}
+        sizes = {"a": self.ab * m * k, "b": self.bb * k * n, "acc": 4 * m * n}
         if self.c:
             sizes["c"] = 4 * math.prod(self.low.operand_box(self.c[0], [0, 0], [m, n])[1])
+        if self.q and self.q.requant:
+            sizes["multipliers"] = 4 * n
         return sizes
 
     def cost(self, tile):
         m, k, n = tile
         tiles = math.ceil(self.m / m) * math.ceil(self.nn / n)
         steps = tiles * math.ceil(self.k / k)
-        nbytes = steps * 4 * (m * k + k * n) + tiles * 4 * m * n
-        compute = steps * m * math.ceil(n / self.config.mac_rows) * math.ceil(k / self.config.mac_cols)
+        nbytes = steps * (self.ab * m * k + self.bb * k * n) + tiles * (self.q.out_bytes if self.q else 4) * m * n
+        cols = self.config.mac_cols * (self.config.int8_macs_per_pe if self.q else 1)
+        compute = steps * m * math.ceil(n / self.config.mac_rows) * math.ceil(k / cols)
         return self.dma_cost(nbytes, 3 * steps) + compute
 
     def emit(self, tile, slots):
@@ -283,8 +387,12 @@ class _MatMul(_Anchor):
                     a, b = slots("a", step), slots("b", step)
                     self.low.emit(DmaLoadOp(self.a, [m0, k0], [m, k], a))
                     self.low.emit(DmaLoadOp(self.b, [k0, n0], [k, n], b))
-                    self.low.emit(MacOp("matmul", a, [m, k], b, [k, n], acc, [m, n], k0 > 0))
+                    self.low.emit(MacOp("matmul", a, [m, k], b, [k, n], acc, [m, n], k0 > 0,
+                                        dtype=self.q.dtype if self.q else None,
+                                        zeros=self.q.zeros if self.q else (0, 0)))
                     step += 1
+                if self.q and self.q.requant:
+                    self.low.requantize(self.q, n0, n, [m, n], [1, n], slots, parity)
                 if self.c:
                     offsets, box, aligned = self.low.operand_box(self.c[0], [m0, n0], [m, n])
                     c = slots("c", parity)
@@ -348,7 +456,13 @@ class _Pool(_Anchor):
 
 
 class _Elementwise(_Anchor):
-    """An elementwise op: tiles are boxes of its output, whole trailing dims and a chunk of one dim."""
+    """An elementwise op: tiles are boxes of its output, whole trailing dims and a chunk of one dim.
+    QuantizeLinear/DequantizeLinear read one tensor: their scale and zero point are constants
+    the vector op carries."""
+
+    def __init__(self, lowering, op):
+        super().__init__(lowering, op)
+        self.inputs = list(op.operands[:1] if op.onnx_type in QUANTIZERS else op.operands)
 
     def candidates(self):
         tiles = []
@@ -365,9 +479,9 @@ class _Elementwise(_Anchor):
 
     def slots(self, tile):
         out = self.out_tile(tile)
-        sizes = {"acc": 4 * math.prod(out)}
-        for j, value in enumerate(self.op.operands):
-            sizes[f"in{j}"] = 4 * math.prod(self.low.operand_box(value, [0] * len(out), out)[1])
+        sizes = {"acc": self.low.acc_bytes * math.prod(out)}
+        for j, value in enumerate(self.inputs):
+            sizes[f"in{j}"] = itemsize(value) * math.prod(self.low.operand_box(value, [0] * len(out), out)[1])
         return sizes
 
     def cost(self, tile):
@@ -384,7 +498,7 @@ class _Elementwise(_Anchor):
                 sizes = [1] * dim + [count] + self.out_shape[dim + 1:]
                 offsets, sizes = offsets[:len(self.out_shape)], sizes[:len(self.out_shape)]
                 ins, shapes = [], []
-                for j, value in enumerate(self.op.operands):
+                for j, value in enumerate(self.inputs):
                     box_offsets, box, aligned = self.low.operand_box(value, offsets, sizes)
                     addr = slots(f"in{j}", parity)
                     self.low.emit(DmaLoadOp(self.low.name(value), box_offsets, box, addr))
@@ -395,7 +509,8 @@ class _Elementwise(_Anchor):
                 parity += 1
 
 
-_ANCHORS = {"Conv": _Conv, "MatMul": _MatMul, "Gemm": _MatMul, **{k: _Pool for k in POOLS}}
+_ANCHORS = {"Conv": _Conv, "MatMul": _MatMul, "Gemm": _MatMul, "QLinearConv": _Conv, "ConvInteger": _Conv,
+            "QLinearMatMul": _MatMul, "MatMulInteger": _MatMul, **{k: _Pool for k in POOLS}}
 
 
 
@@ -422,6 +537,8 @@ class _KernelLowering:
                                    "elementwise chain per kernel (its fusion rules)")
             chain = op.results[0]
         self.result = chain
+        # The accumulator slot holds each value of the chain in turn, in place: its widest element.
+        self.acc_bytes = max(itemsize(v) for v in self._chain_values())
 
     def emit(self, op) -> None:
         self.stream.append(op)
@@ -457,8 +574,9 @@ class _KernelLowering:
                             [self.result.type])
         for name, value in zip(inputs, values):
             kind = "weight" if isinstance(value.owner, WeightOp) else "input"
-            program.body.block.add_op(BufferOp(name, value.type.get_shape(), kind))
-        program.body.block.add_op(BufferOp("out", self.result.type.get_shape(), "output"))
+            program.body.block.add_op(BufferOp(name, value.type.get_shape(), kind, dtype=element_of(value)))
+        program.body.block.add_op(BufferOp("out", self.result.type.get_shape(), "output",
+                                           dtype=element_of(self.result)))
         program.body.block.add_ops(self.stream)
         return program
 
@@ -523,8 +641,30 @@ class _KernelLowering:
         self.vector(op, ins, shapes, slots("acc", parity), sizes)
 
     def vector(self, op, ins, shapes, out, out_shape) -> None:
+        if op.onnx_type in QUANTIZERS:
+            scale = constant_of(op.operands[1], self.store)
+            self.emit(VectorOp(QUANTIZERS[op.onnx_type], ins[:1], shapes[:1], out, out_shape,
+                               types=[element_of(op.operands[0]), element_of(op.results[0])],
+                               scale=float(scale.reshape(-1)[0]), zero_point=zero_point_of(op, 2, self.store)))
+            return
         alpha = op.attr("alpha", 0.01) if op.onnx_type == "LeakyRelu" else None
         self.emit(VectorOp(VECTOR_FNS[op.onnx_type], ins, shapes, out, out_shape, alpha=alpha))
+
+    def requantize(self, q: IntegerMac, c0: int, count: int, acc_shape, multiplier_shape, slots, parity) -> None:
+        """The int32 accumulator tile -> 8 bits in place, with output channels c0..c0+count's
+        multipliers (a box of the per-channel float32 constant, broadcast as `multiplier_shape`)."""
+        multipliers, acc = slots("multipliers", parity), slots("acc", parity)
+        self.emit(DmaLoadOp(q.requant[0], [c0], [count], multipliers))
+        self.emit(VectorOp("requantize", [acc, multipliers], [acc_shape, multiplier_shape], acc, acc_shape,
+                           types=["i32", "f32", q.requant[2]], zero_point=q.requant[1]))
+
+    def constant(self, hint: str, array: np.ndarray) -> str:
+        """A new compile-time constant (requantization multipliers): a weight in the store, read
+        through a new onnx.weight before the launch; its DRAM tensor's name."""
+        stored = self.store.add(hint, array)
+        weight = WeightOp(stored, TensorType(f32, list(array.shape)))
+        self.new_weights.append(weight)
+        return self.name(weight.result)
 
     def weight(self, value, transform, suffix: str) -> str:
         """A weight re-laid out for the NPU at compile time (like cpu's pack-weights): a new
@@ -543,12 +683,22 @@ class _KernelLowering:
         return name
 
 
+def _flops(op) -> int:
+    """op_costs' FLOPs, and 2 per MAC of an 8-bit contraction (which op_costs counts as opaque)."""
+    indices = INTEGER_CONTRACTIONS.get(op.onnx_type)
+    if indices is None:
+        return flops(op)
+    out, b = op.results[0].type.get_shape(), op.operands[indices[1]].type.get_shape()
+    reduced = math.prod(b[1:]) if "Conv" in op.onnx_type else b[0]
+    return 2 * math.prod(out) * reduced
+
+
 def lower_kernel(launch, hardware: NpuHardware, store) -> None:
     """Replace the ONNX ops of an npu-sim kernel.launch by the npu.program that computes them."""
     lowering = _KernelLowering(launch, hardware, store)
     program = lowering.run()
     # What the lowered ops cost, kept for reports once they are gone (cpu kernels have dlc.flops too).
-    launch.attributes["dlc.flops"] = IntegerAttr(sum(flops(op) for op in lowering.ops), i64)
+    launch.attributes["dlc.flops"] = IntegerAttr(sum(_flops(op) for op in lowering.ops), i64)
     Rewriter.insert_op(lowering.new_weights, InsertPoint.before(launch))
     block = launch.body.block
     for op in reversed(list(block.ops)):
