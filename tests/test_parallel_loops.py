@@ -14,13 +14,16 @@ from onnx import TensorProto, helper, numpy_helper
 from test_llvm_emitter import aligned
 
 import dlc
+from dialects.gemm_ukernel import THREAD_SECONDS
 from dlc.codegen.llvm_emitter import emit_llvm, entry_symbol
 from dlc.codegen.native import compile_object
+from dlc.codegen.parallel_loops import nest_iterations, threads_for_work
 from dlc.codegen.thread_pool_ir import pool_object
 from dlc.driver import compile_model, parse_mlir
 from dlc.runtime import NativeExecutable, RuntimeContext
 from dlc.runtime.mcjit import NativeModule
 from dlc.runtime.thread_pool import pool
+from passes.lowering.mark_parallel_loops import ITERATION_SECONDS
 
 OPSET = 21
 X = "x"
@@ -150,3 +153,64 @@ def test_outlined_loop_with_runtime_bounds_and_captured_scalars(threads):
     expected = np.full(200, -1.0, np.float32)
     expected[7:190:3] = a[7:190:3] * np.float32(2.5) + np.float32(7)
     np.testing.assert_array_equal(out, expected)
+
+
+def test_thread_count_follows_the_work():
+    """A loop takes the thread count its work pays for (issue 15: small kernels woke all 16
+    threads): one more thread always saves less than THREAD_SECONDS past the optimum."""
+    assert threads_for_work(0.0) == 1
+    assert threads_for_work(THREAD_SECONDS) == 1  # 1 us of work: not worth a second thread
+    counts = [threads_for_work(n * ITERATION_SECONDS) for n in (1 << 15, 1 << 17, 1 << 20)]
+    assert counts == sorted(counts) and counts[0] >= 2 and counts[-1] >= 16
+    for seconds in (3e-6, 40e-6, 300e-6):
+        t = threads_for_work(seconds)
+        cost = [seconds / n + THREAD_SECONDS * (n - 1) for n in (t - 1, t, t + 1)]
+        assert cost[1] <= cost[2] and (t == 1 or cost[1] < cost[0])
+
+
+_SMALL_STATIC = """
+builtin.module {
+  func.func private @double(%a: memref<4096xf32>, %out: memref<4096xf32>) {
+    %c0 = arith.constant 0 : index
+    %c1 = arith.constant 1 : index
+    %n = arith.constant 4096 : index
+    scf.for %i = %c0 to %n step %c1 {
+      %x = memref.load %a[%i] : memref<4096xf32>
+      %y = arith.addf %x, %x : f32
+      memref.store %y, %out[%i] : memref<4096xf32>
+    } {dlc.parallel}
+    func.return
+  }
+  func.func @main(%a: memref<4096xf32>, %out: memref<4096xf32>) {
+    func.call @double(%a, %out) : (memref<4096xf32>, memref<4096xf32>) -> ()
+    func.return
+  }
+}
+"""
+
+
+def test_a_loop_worth_one_thread_runs_on_the_callers_thread():
+    """4096 iterations (~1 us): the outlined body is called directly, no pool worker exists."""
+    module = parse_mlir(_SMALL_STATIC)
+    (loop,) = [op for op in module.walk() if "dlc.parallel" in op.attributes]
+    assert nest_iterations(loop) == 4096
+    llvm_ir = emit_llvm(module, {}, fastmath=False)
+    assert '@"double_par0_body"(' in llvm_ir and '@"double_par0"(ptr' not in llvm_ir
+    native = NativeModule(compile_object(llvm_ir))
+    entry = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)(
+        native.address(entry_symbol()))
+    a = aligned(np.random.default_rng(0).standard_normal(4096, dtype=np.float32))
+    out = aligned(np.zeros(4096, np.float32))
+    buffers = (ctypes.c_void_p * 2)(a.ctypes.data, out.ctypes.data)
+    context = RuntimeContext(pool(pool_object()).parallel, pool(pool_object()).ensure_threads(4), None)
+    entry(ctypes.addressof(buffers), None, ctypes.addressof(context))
+    np.testing.assert_array_equal(out, a + a)
+
+
+def test_nest_iterations_sum_sibling_nests_and_stop_at_dynamic_bounds():
+    module = compile_model(_conv_relu(), compile_to="loops").module
+    (loop,) = [op for op in module.walk() if "dlc.parallel" in op.attributes]
+    # The padded copy of 8 channels: a 66x66 zero fill and a 64x64 interior copy per channel.
+    assert nest_iterations(loop) == 8 * (66 * 66 + 64 * 64)
+    (dynamic,) = [op for op in parse_mlir(_KERNEL).walk() if "dlc.parallel" in op.attributes]
+    assert nest_iterations(dynamic) is None  # run-time bounds: every thread may be used

@@ -4,23 +4,32 @@ is outlined into a body function and a worker the runtime's pool runs chunk by c
 As MLIR's async-parallel-for outlines an scf.parallel into a function its runtime calls per
 block, but on dlc's own pool (dlc/runtime/thread_pool.py): with one thread (or no pool) the
 same outlined body runs the whole range, so results do not depend on the thread count.
+
+How many threads a loop takes follows from its work, as `thread_grid` (dialects/gemm_ukernel.py)
+does for GEMMs: a loop nest of I innermost iterations is ~I * ITERATION_SECONDS of work, and
+each thread beyond the caller costs the region THREAD_SECONDS, so it takes the count t that
+minimises I * ITERATION_SECONDS / t + THREAD_SECONDS * (t - 1) (`threads_for_work`): a nest
+of 32K iterations 3 threads, of 1M or more 16 or more (all of them). A nest worth one thread
+runs on the caller's thread without touching the pool.
 """
 
 from __future__ import annotations
 
 from llvmlite import ir
-from xdsl.dialects.builtin import MemRefType
-from xdsl.ir import Operation, SSAValue
+from xdsl.dialects import arith, scf
+from xdsl.dialects.builtin import IntegerAttr, MemRefType
+from xdsl.ir import Block, Operation, SSAValue
 
+from dialects.gemm_ukernel import THREAD_SECONDS
 from dlc.codegen.emit_ops import OpRules
 from dlc.codegen.emitter_base import rule
 from dlc.codegen.llvm_types import I64, PTR, VOID
 from dlc.codegen.runtime_abi import PARALLEL_TYPE, WORKER_TYPE, indirect_call, slot
-from passes.lowering.mark_parallel_loops import PARALLEL_ATTR
+from passes.lowering.mark_parallel_loops import ITERATION_SECONDS, PARALLEL_ATTR
 
 # What an outlined loop's worker reads from its `data` argument, as 8-byte slots; the
 # loop's captured values follow.
-LOOP_DATA_FIELDS = ("lb", "step", "trip", "chunks", "weights", "runtime")
+LOOP_DATA_FIELDS = ("lb", "step", "trip", "per_item", "weights", "runtime")
 # Ops whose memref result is a view of their first operand.
 _VIEW_OPS = frozenset({"memref.view", "memref.reinterpret_cast", "memref.subview", "memref.cast",
                        "memref.collapse_shape", "memref.expand_shape", "memref.assume_alignment"})
@@ -44,6 +53,54 @@ def _view_root(value: SSAValue) -> SSAValue:
     return value
 
 
+def _constant(value: SSAValue) -> int | None:
+    owner = value.owner
+    if isinstance(owner, arith.ConstantOp) and isinstance(owner.value, IntegerAttr):
+        return owner.value.value.data
+    return None
+
+
+def _trip(loop: scf.ForOp) -> int | None:
+    """The iteration count of `loop` when its bounds and step are constants."""
+    lb, ub, step = (_constant(v) for v in (loop.lb, loop.ub, loop.step))
+    if lb is None or ub is None or not step or step < 0:
+        return None
+    return max(0, -((lb - ub) // step))
+
+
+def _block_iterations(block: Block) -> int | None:
+    """Innermost iterations one run of `block` makes: the sum over its loop nests of their
+    trip products (the larger branch of an scf.if), at least 1; None if a bound is dynamic."""
+    total = 0
+    for op in block.ops:
+        if isinstance(op, scf.ForOp):
+            trip, body = _trip(op), _block_iterations(op.body.block)
+            if trip is None or body is None:
+                return None
+            total += trip * body
+        elif op.regions:
+            branches = [_block_iterations(b) for region in op.regions for b in region.blocks]
+            if None in branches:
+                return None
+            total += max(branches, default=0)
+    return max(total, 1)
+
+
+def nest_iterations(loop: scf.ForOp) -> int | None:
+    """Innermost iterations of the whole nest under `loop` (None: not known at compile time)."""
+    trip, body = _trip(loop), _block_iterations(loop.body.block)
+    return None if trip is None or body is None else trip * body
+
+
+def threads_for_work(seconds: float) -> int:
+    """The thread count t minimising seconds / t + THREAD_SECONDS * (t - 1): the least t with
+    t * (t + 1) >= seconds / THREAD_SECONDS (one more thread would save less than it costs)."""
+    t = 1
+    while t * (t + 1) * THREAD_SECONDS < seconds:
+        t += 1
+    return t
+
+
 class ParallelLoops(OpRules):
     """scf.for's rule: a `dlc.parallel` loop goes to the pool, any other is emitted in place."""
 
@@ -60,20 +117,30 @@ class ParallelLoops(OpRules):
     def _parallel_for(self, op: Operation, lb: ir.Value, ub: ir.Value, step: ir.Value) -> None:
         """Run a `dlc.parallel` loop serially or split over the runtime's threads.
 
-        With one thread (or no pool) the loop runs inline. Otherwise the pool's `parallel`
-        runs `KERNEL_parN(data, item)` for min(threads, trip) items, on whichever threads claim
-        them; item t calls `KERNEL_parN_body(captured..., lo, hi, weights, runtime)` on the t-th
-        contiguous chunk [lo, hi) of ceil(trip / threads) iterations: every element is computed
-        as in the serial loop.
+        The loop takes `used` = min(threads, trip, `threads_for_work` of its nest's iterations)
+        threads; a nest worth one thread is emitted as a plain call on the caller's thread.
+        Otherwise the pool's `parallel` runs `KERNEL_parN(data, item)` for the
+        ceil(trip / per_item) items of per_item = ceil(trip / used) iterations each (the
+        fewest items whose longest is that short: none is empty), on whichever threads claim
+        them; item t calls `KERNEL_parN_body(captured..., lo, hi, weights, runtime)` on its
+        contiguous chunk [lo, hi): every element is computed as in the serial loop.
         """
         b = self.builder
         captured = [v for v in dict.fromkeys([*_captured(op), op.operands[2]])
                     if not isinstance(self.values[v], ir.Constant)]
         body = self._outline_loop(op, captured)
         args = [self.values[v] for v in captured]
+        iterations = nest_iterations(op)
+        worth = None if iterations is None else threads_for_work(iterations * ITERATION_SECONDS)
+        if worth == 1:
+            b.call(body, [*args, lb, ub, self.weights, self.runtime])
+            return
         trip = self._trip_count(lb, ub, step)
         threads = self.runtime_field("num_threads")
         used = b.select(b.icmp_signed("<", threads, trip), threads, trip)
+        if worth is not None:
+            cap = ir.Constant(I64, worth)
+            used = b.select(b.icmp_signed("<", used, cap), used, cap)
         parallel = self.runtime_field("parallel")
         serial = b.or_(b.icmp_signed("<=", used, ir.Constant(I64, 1)),
                        b.icmp_unsigned("==", parallel, ir.Constant(PTR, None)))
@@ -83,12 +150,15 @@ class ParallelLoops(OpRules):
                 # not depend on the thread count (the body's vectorised reductions are the same).
                 b.call(body, [*args, lb, ub, self.weights, self.runtime])
             with otherwise:
-                fields = [lb, step, trip, used, self.weights, self.runtime]
+                one = ir.Constant(I64, 1)
+                per_item = b.sdiv(b.add(trip, b.sub(used, one)), used)
+                items = b.sdiv(b.add(trip, b.sub(per_item, one)), per_item)
+                fields = [lb, step, trip, per_item, self.weights, self.runtime]
                 data = self._entry_alloca(ir.ArrayType(I64, len(fields) + len(args)), "loop_data", 8)
                 for i, value in enumerate([*fields, *args]):
                     b.store(value, slot(b, data, i), align=8)  # any scalar or pointer fits a slot
                 worker = self._loop_worker(body, [a.type for a in args])
-                indirect_call(b, parallel, PARALLEL_TYPE, [worker, data, used])
+                indirect_call(b, parallel, PARALLEL_TYPE, [worker, data, items])
 
     def _trip_count(self, lb: ir.Value, ub: ir.Value, step: ir.Value) -> ir.Value:
         """max(0, ceil((ub - lb) / step)) for a positive step (folded when all are constants)."""
@@ -131,7 +201,7 @@ class ParallelLoops(OpRules):
 
     def _loop_worker(self, body: ir.Function, types: list[ir.Type]) -> ir.Function:
         """`void KERNEL_parN(ptr data, i64 item)`: chunk `item` of the loop (`LOOP_DATA_FIELDS`),
-        the item-th of `chunks` contiguous runs of ceil(trip / chunks) iterations."""
+        iterations [item * per_item, min((item + 1) * per_item, trip))."""
         worker = ir.Function(self.llvm, WORKER_TYPE, body.name.removesuffix("_body"))
         worker.linkage = "internal"
         worker.attributes.add("nounwind")
@@ -141,10 +211,9 @@ class ParallelLoops(OpRules):
         field = {name: b.load(slot(b, data, i), name, align=8, typ=field_types.get(name, I64))
                  for i, name in enumerate(LOOP_DATA_FIELDS)}
         args = [b.load(slot(b, data, len(LOOP_DATA_FIELDS) + i), typ=t, align=8) for i, t in enumerate(types)]
-        trip, chunks, one = field["trip"], field["chunks"], ir.Constant(I64, 1)
-        per_chunk = b.sdiv(b.add(trip, b.sub(chunks, one)), chunks)
-        first = b.mul(item, per_chunk)
-        last = b.add(first, per_chunk)
+        trip, per_item = field["trip"], field["per_item"]
+        first = b.mul(item, per_item)
+        last = b.add(first, per_item)
         last = b.select(b.icmp_signed("<", last, trip), last, trip)
         with b.if_then(b.icmp_signed("<", first, last)):
             lo = b.add(field["lb"], b.mul(first, field["step"]))
@@ -152,4 +221,3 @@ class ParallelLoops(OpRules):
             b.call(body, [*args, lo, hi, field["weights"], field["runtime"]])
         b.ret_void()
         return worker
-

@@ -38,6 +38,9 @@ from xdsl.transforms.convert_linalg_to_loops import LowerLinalgStructuredOpPatte
 PARALLEL_ATTR = "dlc.parallel"
 # Waking the thread pool costs ~5-20 us: smaller nests (~10 us of work) stay serial.
 MIN_ITERATIONS = 1 << 15
+# What one innermost iteration of a nest is taken to cost (MIN_ITERATIONS of them ~10 us):
+# the emitter sizes a marked loop's thread count from it (dlc/codegen/parallel_loops.py).
+ITERATION_SECONDS = 10e-6 / MIN_ITERATIONS
 _VIEWS = (memref.ReinterpretCastOp, memref.CollapseShapeOp, memref.ExpandShapeOp, memref.CastOp,
           memref.SubviewOp, memref.ViewOp)
 
