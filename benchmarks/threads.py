@@ -4,6 +4,7 @@
     python benchmarks/threads.py --models resnet18,mobilenet_v2,resnet50 --threads 1,2,4,8,16 --rounds 2
     python benchmarks/threads.py --models resnet18 --threads '' --concurrency 16x1,4x4,2x8
     python benchmarks/threads.py model.onnx --threads 1,4 --output table.md
+    python benchmarks/threads.py --models set --threads 1,2,4,8,16 --rounds 2   # issue 15's set
 
 Models are names from benchmarks/run_all.py (the benchmark set) or .onnx paths. Latency: each
 (model, runtime, thread count, round) runs in its own process pinned to the first N cores (one
@@ -34,6 +35,12 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 RUNTIMES = ("dlc", "onnxruntime")
+# `--models set`: the many-cores benchmark set (issue 15): CNNs from 0.3 to 4 GFLOP, mobile
+# blocks, a transformer encoder layer, a speech front end's strided 1-D convolutions.
+SET = ("mobilenet_v2", "resnet18", "squeezenet", "mobilenet_v3", "efficientnet_b0", "transformer_d256",
+       "speech_front_end", "resnet50")
+# The newest ONNX IR version onnxruntime 1.30 (the 16-core machine's) loads.
+MAX_IR_VERSION = 10
 
 
 def _cores() -> list[int]:
@@ -133,6 +140,7 @@ def _model_files(names: list[str], workdir: Path) -> dict[str, str]:
         else:  # as run_all does: IR-3 weights listed as inputs keep onnxruntime from folding them
             model = without_initializer_inputs(onnx.load(name))
             name = Path(name).stem
+        model.ir_version = min(model.ir_version, MAX_IR_VERSION)
         files[name] = str(workdir / f"{name}.onnx")
         onnx.save(model, files[name])
     return files
@@ -193,7 +201,7 @@ def main(argv=None) -> int:
         else:
             print(_throughput(path, runtime, int(rest[0]), int(rest[1]), args.seconds))
         return 0
-    names = [n for n in args.models.split(",") if n] + list(args.model)
+    names = [m for n in args.models.split(",") if n for m in (SET if n == "set" else [n])] + list(args.model)
     counts = [int(t) for t in args.threads.split(",") if t]
     setups = [tuple(int(v) for v in s.split("x")) for s in args.concurrency.split(",") if s]
     cores = len(_cores())
