@@ -465,6 +465,13 @@ def cmd_compare(args) -> int:
     from dlc.targets import get_target
     from dlc.tools.fusion_report import compare, format_compare
 
+    simulated = get_target(args.target).partial and not getattr(get_target(args.target), "runs_on_device", False)
+    if args.quantized and simulated:  # fp32 against int8 on a simulated accelerator: its costs (issue 20)
+        from dlc.tools.npu_report import compare_npu_quantized, format_npu_quantized
+
+        print(format_npu_quantized(compare_npu_quantized(args.model, args.quantized, args.target,
+                                                         _parse_shapes(args.shape)), args.target))
+        return 0
     if args.quantized:  # fp32 against int8 (issue 20): accuracy and time, dlc and onnxruntime
         import importlib.util
 
@@ -475,8 +482,7 @@ def cmd_compare(args) -> int:
                                    with_onnxruntime=importlib.util.find_spec("onnxruntime") is not None)
         print(format_quantized(builds))
         return 0
-    if get_target(args.target).partial and not getattr(get_target(args.target), "runs_on_device", False):
-        # a simulated accelerator: compare its cost model, not timings
+    if simulated:  # a simulated accelerator: compare its cost model, not timings
         from dlc.tools.fusion_report import compare_fusion
 
         table, worst = compare_fusion(args.model, args.target, _parse_shapes(args.shape))
@@ -777,7 +783,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1, help="threads for dlc and onnxruntime (default 1)")
     p.add_argument("--profile", action="store_true", help="also print the time of each kernel of both builds")
     p.add_argument("--quantized", metavar="INT8.onnx", help="compare MODEL (fp32) with its quantized version "
-                   "instead: max and mean error, top-1 agreement and time, dlc and onnxruntime")
+                   "instead: max and mean error, top-1 agreement and time, dlc and onnxruntime (with "
+                   "--target npu-sim: the simulated cycles, MAC cycles and DMA bytes of both)")
     p.add_argument("--samples", type=int, default=8, help="random inputs for --quantized (default 8)")
     p.set_defaults(func=cmd_compare)
 

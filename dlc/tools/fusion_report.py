@@ -282,6 +282,7 @@ def compare_fusion(model, target: str, input_shapes=None, seed: int = 0) -> tupl
     """
     from dlc.driver import compile_model
     from dlc.targets import CompileOptions
+    from dlc.tools.npu_report import contractions_off_npu, format_contractions_off
     from dlc.tools.oracle import random_inputs
 
     rows, outputs, feeds = [], [], None
@@ -302,4 +303,5 @@ def compare_fusion(model, target: str, input_shapes=None, seed: int = 0) -> tupl
                 default=0.0)
     header = f"{'build':10s} {'cycles':>10s} {'MAC util':>9s} {'DMA bytes':>12s} {'spad peak B':>12s} {'est. us':>10s}"
     return "\n".join([f"{target}: fused vs unfused", header, *rows, "",
-                      f"fused vs unfused: worst abs difference {worst:.3g}"]), worst
+                      f"fused vs unfused: worst abs difference {worst:.3g}",
+                      format_contractions_off(contractions_off_npu(executable.placement))]), worst

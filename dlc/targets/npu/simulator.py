@@ -63,7 +63,7 @@ class NpuReport:
 
     config: NpuConfig
     cycles: int = 0
-    compute_cycles: int = 0
+    compute_cycles: int = 0  # the MAC array's and the vector unit's
     dma_busy_cycles: int = 0
     macs: int = 0  # all of them, float32 and 8-bit
     int8_macs: int = 0  # the 8-bit ones (the array does int8_macs_per_pe of them per cell and cycle)
@@ -71,6 +71,7 @@ class NpuReport:
     dma_store_bytes: int = 0
     scratchpad_peak: int = 0
     instructions: int = 0
+    mac_cycles: int = 0  # the MAC array's busy cycles (the rest of compute_cycles is the vector unit's)
 
     @property
     def dma_bytes(self) -> int:
@@ -94,13 +95,14 @@ class NpuReport:
                          self.int8_macs + other.int8_macs, self.dma_load_bytes + other.dma_load_bytes,
                          self.dma_store_bytes + other.dma_store_bytes,
                          max(self.scratchpad_peak, other.scratchpad_peak),
-                         self.instructions + other.instructions)
+                         self.instructions + other.instructions, self.mac_cycles + other.mac_cycles)
 
     def format(self, label: str) -> str:
         return (f"{label}: {self.cycles} cycles ({self.latency_us:.2f} us at {self.config.clock_ghz:g} GHz), "
                 f"MAC utilisation {100 * self.mac_utilisation:.1f}%, DMA {self.dma_bytes} B "
                 f"(load {self.dma_load_bytes}, store {self.dma_store_bytes}), "
-                f"scratchpad peak {self.scratchpad_peak} B, compute {self.compute_cycles} cycles, "
+                f"scratchpad peak {self.scratchpad_peak} B, compute {self.compute_cycles} cycles "
+                f"(MAC array {self.mac_cycles}{f', {self.int8_macs} int8 MACs' if self.int8_macs else ''}), "
                 f"DMA busy {self.dma_busy_cycles} cycles")
 
 
@@ -159,6 +161,7 @@ class Simulator:
                 report.dma_busy_cycles += cycles
             else:
                 report.compute_cycles += cycles
+                report.mac_cycles += cycles if isinstance(op, npu.MacOp) else 0
             report.scratchpad_peak = max([report.scratchpad_peak] + [hi for _, hi in reads + writes])
         report.cycles = max(engine_free.values())
         return report

@@ -1,0 +1,312 @@
+"""npu-sim in integers (issue 20, deliverable 7): 8-bit contractions on the MAC array.
+
+QLinearConv, QLinearMatMul, ConvInteger and MatMulInteger run on npu-sim with uint8/int8
+tiles, zero points subtracted in the array, int32 accumulation and requantization on the
+vector unit with the multipliers the cpu target folds; QuantizeLinear/DequantizeLinear are
+vector functions. Results must be bit-exact with the cpu target (and with onnx's reference
+evaluator, which both follow for these operators: the spec fixes rounding and saturation),
+and a QDQ CNN quantized by onnxruntime's quantize_static runs wholly on the NPU, bit-exact
+with onnxruntime as test_quantization.py shows for the cpu target. The cost model counts
+8-bit MACs at `int8_macs_per_pe` times the float32 rate and moves a byte per element.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+from onnx.reference import ReferenceEvaluator
+from test_quantization import _float_model, _one_node, _quantized, _small_cnn
+
+import dlc
+from dlc.tools.oracle import run_onnxruntime
+
+T = TensorProto
+CONFIG = {"mac_rows": 32, "mac_cols": 32, "vector_lanes": 32, "scratchpad_bytes": 64 * 1024,
+          "dma_bandwidth_gbps": 16.0, "dma_latency_cycles": 64, "clock_ghz": 1.0, "int8_macs_per_pe": 4}
+
+
+def _npu(model, monkeypatch, tmp_path, **config):
+    """Compiled for npu-sim, with a target file when `config` changes the hardware."""
+    if config:
+        path = tmp_path / "npu.json"
+        path.write_text(json.dumps(config))
+        monkeypatch.setenv("DLC_NPU_TARGET", str(path))
+    else:
+        monkeypatch.setenv("DLC_NPU_TARGET", "")
+    return dlc.compile(model, target="npu-sim")
+
+
+def _assert_bit_exact(model, feeds, compiled) -> None:
+    """npu-sim == cpu == onnx's reference evaluator, bit for bit, and nothing left the NPU."""
+    assert [s.target for s in compiled._executable.steps] == ["npu-sim"], compiled._executable.placement.reasons
+    got = compiled.run(feeds)["y"]
+    cpu = dlc.compile(model).run(feeds)["y"]
+    expected = ReferenceEvaluator(model).run(None, feeds)[0]
+    assert got.dtype == cpu.dtype == expected.dtype
+    np.testing.assert_array_equal(got, cpu)
+    np.testing.assert_array_equal(got, expected)
+
+
+# --- the simulator, by hand -------------------------------------------------------------------------
+
+def test_an_integer_mac_tile_subtracts_zero_points_and_runs_at_the_int8_rate():
+    from dialects import npu
+    from dlc.targets.npu.simulator import NpuConfig, Simulator
+
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (32, 256)).astype(np.uint8)
+    b = rng.integers(-128, 128, (256, 32)).astype(np.int8)
+    dram = {"a": a, "b": b, "c": np.zeros((32, 32), np.int32)}
+    program = npu.ProgramOp("t", CONFIG["scratchpad_bytes"])
+    program.body.block.add_ops([
+        npu.BufferOp("a", [32, 256], "input", dtype="u8"), npu.BufferOp("b", [256, 32], "weight", dtype="i8"),
+        npu.BufferOp("c", [32, 32], "output", dtype="i32"),
+        npu.DmaLoadOp("a", [0, 0], [32, 256], 0), npu.DmaLoadOp("b", [0, 0], [256, 32], 8192),
+        npu.MacOp("matmul", 0, [32, 256], 8192, [256, 32], 16384, [32, 32], False, dtype="u8i8", zeros=(128, -3)),
+        npu.DmaStoreOp("c", [0, 0], [32, 32], 16384)])
+    report = Simulator(NpuConfig(**CONFIG)).run(program, dram)
+    np.testing.assert_array_equal(dram["c"], (a.astype(np.int64) - 128) @ (b.astype(np.int64) + 3))
+    # Loads of a byte per element: 64 + 8192/16 = 576 cycles each (float32 would move 32 KiB each).
+    # MAC: M * ceil(N/32) * ceil(K/(32*4)) = 32 * 1 * 2 = 64 -> 1216 (float32: ceil(256/32) = 8, 256).
+    # Store of int32: 64 + 4096/16 = 320 -> 1536.
+    assert report.compute_cycles == 64 and report.cycles == 1536
+    assert report.dma_load_bytes == 2 * 32 * 256 and report.dma_store_bytes == 4 * 32 * 32
+    assert report.macs == report.int8_macs == 32 * 256 * 32
+    assert report.mac_utilisation == pytest.approx(32 * 256 * 32 / 4 / (1536 * 1024))
+
+
+def test_the_vector_unit_requantizes_as_the_cpu_does():
+    """Ties round to even, results saturate, and the product is float32(acc) * multiplier."""
+    from dialects import npu
+    from dlc.targets.npu.simulator import NpuConfig, Simulator
+
+    acc = np.array([[5, 15, 25, -5, -15, 100000, -100000, 7]], np.int32)
+    multiplier = np.full(8, 0.1, np.float32)
+    dram = {"acc": acc, "m": multiplier, "y": np.zeros((1, 8), np.uint8)}
+    program = npu.ProgramOp("t", CONFIG["scratchpad_bytes"])
+    program.body.block.add_ops([
+        npu.BufferOp("acc", [1, 8], "input", dtype="i32"), npu.BufferOp("m", [8], "weight"),
+        npu.BufferOp("y", [1, 8], "output", dtype="u8"),
+        npu.DmaLoadOp("acc", [0, 0], [1, 8], 0), npu.DmaLoadOp("m", [0], [8], 64),
+        npu.VectorOp("requantize", [0, 64], [[1, 8], [1, 8]], 0, [1, 8], types=["i32", "f32", "u8"], zero_point=10),
+        npu.DmaStoreOp("y", [0, 0], [1, 8], 0)])
+    Simulator(NpuConfig(**CONFIG)).run(program, dram)
+    expected = np.clip(np.rint(acc.astype(np.float32) * multiplier) + 10, 0, 255).astype(np.uint8)
+    np.testing.assert_array_equal(dram["y"], expected)
+    assert list(dram["y"][0]) == [10, 12, 12, 10, 8, 255, 0, 11]
+
+
+def test_a_float_function_on_integer_tiles_is_a_fault():
+    from dialects import npu
+    from dlc.targets.npu.simulator import NpuConfig, NpuFault, Simulator
+
+    program = npu.ProgramOp("t", CONFIG["scratchpad_bytes"])
+    program.body.block.add_ops([npu.VectorOp("relu", [0], [[4]], 64, [4], types=["u8", "u8"])])
+    with pytest.raises(NpuFault, match="'relu' computes float32 only"):
+        Simulator(NpuConfig(**CONFIG)).run(program, {})
+
+
+# --- one operator at a time: bit-exact with the cpu target and the spec ---------------------------
+
+def _qlinear_conv(x_type=T.UINT8, cin=3, cout=8, size=9, kernel=3, group=1, per_channel=True, bias=True,
+                  **attrs):
+    rng = np.random.default_rng(1)
+    unsigned = x_type == T.UINT8
+    w = rng.integers(-60, 60, (cout, cin // group, kernel, kernel)).astype(np.int8)
+    w_scale = rng.uniform(0.002, 0.01, cout if per_channel else 1).astype(np.float32).reshape(
+        [cout] if per_channel else [])
+    constants = [("x_scale", np.float32(0.02)), ("x_zero", np.uint8(120) if unsigned else np.int8(-7)), ("w", w),
+                 ("w_scale", w_scale), ("w_zero", np.zeros(cout, np.int8) if per_channel else np.int8(0)),
+                 ("y_scale", np.float32(0.05)), ("y_zero", np.uint8(100) if unsigned else np.int8(3))]
+    if bias:
+        constants.append(("B", rng.integers(-500, 500, cout).astype(np.int32)))
+    model = _one_node("QLinearConv", [("x", x_type, [1, cin, size, size])], constants, x_type, group=group,
+                      **attrs)
+    x = (rng.integers(0, 256, (1, cin, size, size)) - (0 if unsigned else 128)).astype(
+        np.uint8 if unsigned else np.int8)
+    return model, {"x": x}
+
+
+@pytest.mark.parametrize("case", [
+    {},                                                                  # fits whole, per-channel, bias
+    {"pads": [1, 1, 1, 1], "strides": [2, 2]},                           # padding reads as x's zero point
+    {"pads": [0, 2, 1, 0], "dilations": [2, 2], "per_channel": False},   # one-sided pads, dilated
+    {"x_type": T.INT8, "pads": [1, 1, 1, 1], "bias": False},             # int8 x
+    {"cin": 8, "cout": 8, "group": 8, "pads": [1, 1, 1, 1]},             # depthwise
+])
+def test_qlinear_conv_on_the_npu_is_bit_exact(case, monkeypatch, tmp_path):
+    model, feeds = _qlinear_conv(**case)
+    _assert_bit_exact(model, feeds, _npu(model, monkeypatch, tmp_path))
+
+
+def test_qlinear_conv_tiled_over_input_channels_accumulates_in_int32(monkeypatch, tmp_path):
+    """A 4 KiB scratchpad splits Cin and the output rows: partial sums accumulate in the int32 tile."""
+    model, feeds = _qlinear_conv(cin=48, cout=40, size=12, pads=[1, 1, 1, 1])
+    compiled = _npu(model, monkeypatch, tmp_path, **{**CONFIG, "scratchpad_bytes": 4096})
+    _assert_bit_exact(model, feeds, compiled)
+    launch_tile = compiled._executable.steps[0].executable.module
+    from dialects.kernel import LaunchOp
+    from dialects.npu import ints_of
+
+    tile = next(ints_of(op.attributes["dlc.npu_tile"]) for op in launch_tile.walk() if isinstance(op, LaunchOp))
+    assert tile[1] < 48  # Cin was split
+    assert compiled._executable.steps[0].executable.last_report.scratchpad_peak <= 4096
+
+
+@pytest.mark.parametrize("a_type", [T.UINT8, T.INT8])
+def test_qlinear_matmul_on_the_npu_is_bit_exact(a_type, monkeypatch, tmp_path):
+    rng = np.random.default_rng(2)
+    unsigned = a_type == T.UINT8
+    b = rng.integers(-100, 100, (40, 24)).astype(np.int8)
+    constants = [("a_scale", np.float32(0.03)), ("a_zero", np.uint8(131) if unsigned else np.int8(5)),
+                 ("b", b), ("b_scale", rng.uniform(0.001, 0.004, 24).astype(np.float32)),
+                 ("b_zero", np.zeros(24, np.int8)), ("y_scale", np.float32(0.07)),
+                 ("y_zero", np.uint8(90) if unsigned else np.int8(-4))]
+    model = _one_node("QLinearMatMul", [("a", a_type, [7, 40])], constants, a_type)
+    a = (rng.integers(0, 256, (7, 40)) - (0 if unsigned else 128)).astype(np.uint8 if unsigned else np.int8)
+    compiled = _npu(model, monkeypatch, tmp_path, **{**CONFIG, "scratchpad_bytes": 2048})  # tiles in M, K, N
+    _assert_bit_exact(model, {"a": a}, compiled)
+
+
+def test_matmul_integer_and_conv_integer_on_the_npu_are_bit_exact(monkeypatch, tmp_path):
+    rng = np.random.default_rng(3)
+    b = rng.integers(0, 256, (33, 17)).astype(np.uint8)
+    model = _one_node("MatMulInteger", [("a", T.INT8, [5, 33])], [("b", b), ("a_zero", np.int8(-9)),
+                                                                  ("b_zero", np.uint8(140))], T.INT32)
+    a = rng.integers(-128, 128, (5, 33)).astype(np.int8)
+    _assert_bit_exact(model, {"a": a}, _npu(model, monkeypatch, tmp_path))
+
+    w = rng.integers(-128, 128, (6, 4, 3, 3)).astype(np.int8)
+    model = _one_node("ConvInteger", [("x", T.UINT8, [1, 4, 7, 7])], [("w", w), ("x_zero", np.uint8(77))],
+                      T.INT32, pads=[1, 1, 1, 1])
+    x = rng.integers(0, 256, (1, 4, 7, 7)).astype(np.uint8)
+    _assert_bit_exact(model, {"x": x}, _npu(model, monkeypatch, tmp_path))
+
+
+@pytest.mark.parametrize("op_type, inputs, constants, reason", [
+    ("MatMulInteger", [("a", T.UINT8, [4, 8]), ("b", T.INT8, [8, 3]), ("a_zero", T.UINT8, [])], [],
+     "A's zero point is computed at run time"),
+    ("MatMulInteger", [("a", T.UINT8, [4, 8])], [("b", np.ones((8, 3), np.int8)), ("a_zero", np.uint8(1)),
+                                                 ("b_zero", np.array([0, 1, 0], np.int8))],
+     "B's zero point differs between channels"),
+    ("QLinearMatMul", [("a", T.UINT8, [4, 8]), ("a_scale", T.FLOAT, [])],
+     [("a_zero", np.uint8(1)), ("b", np.ones((8, 3), np.int8)), ("b_scale", np.float32(1)),
+      ("b_zero", np.int8(0)), ("y_scale", np.float32(1)), ("y_zero", np.uint8(0))],
+     "its scales and y's zero point are not all constants"),
+    ("MatMulInteger", [("a", T.UINT8, [2, 4, 8])], [("b", np.ones((8, 3), np.int8))],
+     "only 2-D integer matrix products"),
+])
+def test_int8_ops_the_npu_refuses_fall_back_with_the_reason(op_type, inputs, constants, reason, monkeypatch,
+                                                            tmp_path):
+    out = T.INT32 if op_type == "MatMulInteger" else T.UINT8
+    model = _one_node(op_type, inputs, constants, out)
+    compiled = _npu(model, monkeypatch, tmp_path)
+    placement = compiled._executable.placement
+    assert placement.nodes == {op_type.lower(): "cpu"}
+    assert reason in placement.reasons[op_type.lower()]
+
+
+# --- a model quantized by onnxruntime's tools --------------------------------------------------------
+
+@pytest.mark.parametrize("how", ["static", "static-per-channel"])
+def test_quantized_cnn_runs_wholly_on_the_npu_bit_exact(how, monkeypatch, tmp_path):
+    """quantize_static's QDQ CNN: Quantize, two QLinearConvs (fuse-qdq-contractions), the float
+    pooling and Gemm between Q/DQ pairs, all on npu-sim; bit-exact with the cpu target and with
+    onnxruntime's optimised session (which fuses the same patterns, test_quantization.py)."""
+    model, x_shape = _quantized(_small_cnn, how, tmp_path)
+    compiled = _npu(model, monkeypatch, tmp_path)
+    executable = compiled._executable
+    assert [s.target for s in executable.steps] == ["npu-sim"] and not executable.placement.reasons
+    cpu = dlc.compile(model)
+    rng = np.random.default_rng(7)
+    for _ in range(3):
+        feeds = {"x": rng.uniform(-1, 1, x_shape).astype(np.float32)}
+        got = compiled.run(feeds)["y"]
+        np.testing.assert_array_equal(got, cpu.run(feeds)["y"])
+        np.testing.assert_array_equal(got, run_onnxruntime(model, feeds)["y"])
+    assert executable.npu_reports()[0][1].int8_macs == 8 * 27 * 64 + 16 * 72 * 16
+
+
+def _matmuls(m=64, k=256, n=64):
+    """The same [m, k] x [k, n] product in float32 (MatMul) and in int8 (QLinearMatMul)."""
+    rng = np.random.default_rng(4)
+    fp32 = _one_node("MatMul", [("a", T.FLOAT, [m, k])], [("b", rng.standard_normal((k, n)).astype(np.float32))],
+                     T.FLOAT)
+    int8 = _one_node("QLinearMatMul", [("a", T.UINT8, [m, k])],
+                     [("a_scale", np.float32(0.03)), ("a_zero", np.uint8(128)),
+                      ("b", rng.integers(-127, 128, (k, n)).astype(np.int8)), ("b_scale", np.float32(0.002)),
+                      ("b_zero", np.int8(0)), ("y_scale", np.float32(0.5)), ("y_zero", np.uint8(128))], T.UINT8)
+    feeds = {"fp32": {"a": rng.standard_normal((m, k)).astype(np.float32)},
+             "int8": {"a": rng.integers(0, 256, (m, k)).astype(np.uint8)}}
+    return {"fp32": fp32, "int8": int8}, feeds
+
+
+def test_int8_moves_a_quarter_of_the_bytes_at_the_int8_mac_rate(monkeypatch, tmp_path):
+    """One tile each (the scratchpad holds the whole product): A and B load a byte per element
+    instead of four, y stores one, and the int8 build adds its 64 float32 multipliers; the
+    array reduces 32 x 4 int8 elements a cycle against 32 float32 ones."""
+    models, feeds = _matmuls()
+    reports = {}
+    for name, model in models.items():
+        compiled = _npu(model, monkeypatch, tmp_path, **{**CONFIG, "scratchpad_bytes": 512 * 1024})
+        compiled.run(feeds[name])
+        [(_, reports[name])] = compiled._executable.npu_reports()
+    fp, q = reports["fp32"], reports["int8"]
+    assert fp.dma_load_bytes == 4 * (64 * 256 + 256 * 64) and fp.dma_store_bytes == 4 * 64 * 64
+    assert q.dma_load_bytes == 64 * 256 + 256 * 64 + 4 * 64 and q.dma_store_bytes == 64 * 64
+    # M * ceil(N/32) * ceil(K/cols): cols 32 for float32, 128 for int8.
+    assert fp.mac_cycles == 64 * 2 * 8 and q.mac_cycles == 64 * 2 * 2
+    assert q.int8_macs == q.macs == fp.macs == 64 * 256 * 64 and fp.int8_macs == 0
+    assert q.cycles < fp.cycles
+
+
+def test_compare_reports_int8_against_fp32_on_the_npu(tmp_path, capsys):
+    """`dlc compare FP32 --quantized INT8 --target npu-sim`: cycles, MAC cycles and DMA bytes of
+    both builds and their ratio, and every contraction that left the NPU with its reason."""
+    from dlc.cli import main
+    from dlc.tools.npu_report import compare_npu_quantized
+
+    int8, _ = _quantized(_small_cnn, "static-per-channel", tmp_path)
+    fp32, _ = _float_model(_small_cnn, np.random.default_rng(0))
+    onnx.save(fp32, tmp_path / "fp32.onnx")
+    onnx.save(int8, tmp_path / "int8.onnx")
+    rows = {row.label: row for row in compare_npu_quantized(tmp_path / "fp32.onnx", tmp_path / "int8.onnx")}
+    fp, q = rows["fp32"], rows["int8"]
+    # Fewer bytes (the convolutions' a quarter; the Q/DQ pairs around the float pooling and Gemm
+    # add some); no fewer MAC cycles: 3 and 8 input channels fill one column pass either way.
+    assert q.report.dma_bytes < fp.report.dma_bytes and q.report.mac_cycles == fp.report.mac_cycles
+    assert q.report.int8_macs == q.report.macs - 16 * 10 and fp.report.int8_macs == 0
+    assert fp.left == [] and q.left == []
+    assert 0 < q.max_error < 0.1  # int8 against fp32 on the same input: quantization error only
+    assert main(["compare", str(tmp_path / "fp32.onnx"), "--quantized", str(tmp_path / "int8.onnx"),
+                 "--target", "npu-sim"]) == 0
+    out = capsys.readouterr().out
+    assert "int8/fp32" in out and "DMA bytes" in out and "contractions off the NPU: none" in out
+
+
+def test_compare_names_contractions_that_left_the_npu(tmp_path, capsys):
+    """A batched MatMulInteger stays on cpu: `dlc compare --target npu-sim` says so, and why."""
+    from dlc.cli import main
+
+    model = _one_node("MatMulInteger", [("a", T.UINT8, [2, 4, 8])], [("b", np.ones((8, 3), np.int8))], T.INT32)
+    model.graph.node.append(helper.make_node("Cast", ["y"], ["f"], to=T.FLOAT, name="cast"))
+    model.graph.node.append(helper.make_node("Relu", ["f"], ["r"], name="relu"))
+    model.graph.output[0].CopyFrom(helper.make_tensor_value_info("r", T.FLOAT, None))
+    model = onnx.shape_inference.infer_shapes(model)
+    onnx.save(model, tmp_path / "m.onnx")
+    assert main(["compare", str(tmp_path / "m.onnx"), "--target", "npu-sim"]) == 0
+    out = capsys.readouterr().out
+    assert "contraction off the NPU: node 'matmulinteger' (MatMulInteger): only 2-D integer" in out
+
+
+def test_the_target_description_lists_int8_macs():
+    from dlc.targets.npu.simulator import NpuConfig
+    from dlc.targets.npu.target import NpuSimTarget
+
+    description = NpuSimTarget(NpuConfig(**{**CONFIG, "int8_macs_per_pe": 2})).description()
+    assert "int8" in description.dtypes and "uint8" in description.dtypes
+    assert description.extra["macs_per_cycle"] == {"float32": 1024, "int8": 2048}
