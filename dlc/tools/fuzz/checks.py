@@ -112,7 +112,8 @@ def _gains(node: onnx.NodeProto, values: dict, opset: int) -> list[float]:
             return [factor * _length(node, x, values, opset)] + ones[1:]
         if op == "ReduceL2" and x is not None:
             return [math.sqrt(_length(node, x, values, opset))] + ones[1:]
-        if op in ("Softmax", "LogSoftmax", "Selu", "HardSwish", "Gelu", "Mish", "Elu", "Celu", "ReduceLogSumExp"):
+        if op in ("Softmax", "LogSoftmax", "Selu", "HardSwish", "Gelu", "Mish", "Elu", "Celu", "ReduceLogSumExp",
+                  "GridSample"):  # GridSample: cubic's weights sum to at most 1.9 in |.| over 2-D
             return [2.0] + ones[1:]
     return ones
 

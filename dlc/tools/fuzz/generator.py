@@ -910,6 +910,27 @@ class GraphBuilder:
                         hi=max(x.hi, 0) if padded else x.hi, exact=x.exact,
                         axes=[a - x.rank if self.chance(0.3) else a for a in axes])
 
+    def gen_grid_sample(self) -> Value | None:
+        """GridSample of a [N, C, H, W] value at a constant grid reaching 30% past the image, any
+        padding. Nearest reads one pixel (its grid points are never near a rounding tie);
+        linear and cubic are continuous in X. Cubic's weights overshoot: |sum| <= 1.4^2. No cubic
+        with 'border': onnx.reference (the `reference` target) clamps the coordinate before the
+        taps, onnxruntime and torch clamp each tap (dlc does as they do)."""
+        # no length-1 image axis: onnx.reference (the `reference` target) divides by 0 reflecting there
+        x = self.pick(lambda v: v.rank == 4 and v.shape[2] > 1 and v.shape[3] > 1)
+        if x is None:
+            return None
+        mode = self.choice(["linear", "nearest", "cubic"])
+        out = (x.shape[0], int(self.rng.integers(1, 6)), int(self.rng.integers(1, 6)))
+        grid = self.weight(self.uniform((*out, 2), -1.3, 1.3), "g")
+        bound = x.magnitude * (2.0 if mode == "cubic" else 1.0)
+        lo, hi = (-bound, bound) if mode == "cubic" else (min(x.lo, 0.0), max(x.hi, 0.0))
+        return self.one("GridSample", [x.name, grid], (x.shape[0], x.shape[1], *out[1:]), lo=lo, hi=hi,
+                        exact=x.exact and mode == "nearest", mode=mode,
+                        padding_mode=self.choice(["zeros", "reflection"] if mode == "cubic" else
+                                                 ["zeros", "border", "reflection"]),
+                        align_corners=int(self.chance(0.5)))
+
     def gen_recurrent(self) -> Value | None:
         """LSTM, GRU or RNN over a rank-3 value read as [seq, batch, features]: any direction,
         optional bias, initial state, peepholes, clip, GRU's linear_before_reset. Default
@@ -1056,6 +1077,10 @@ class GraphBuilder:
     # in LATER_SHARE gets one of these.
     LATER: ClassVar[dict[str, int]] = {"mod": 1, "det": 1, "center_crop_pad": 1, "max_pool_indices": 1}
     LATER_SHARE: ClassVar[float] = 0.15
+    # Issue 18's sampling and selection operators, a stream of their own again (the models of
+    # every seed before them stay as they were).
+    SAMPLING: ClassVar[dict[str, int]] = {"grid_sample": 1}
+    SAMPLING_SHARE: ClassVar[float] = 0.1
 
     def model(self, name: str) -> onnx.ModelProto:
         produced = [v for v in self.values + self.other if v.name not in {i.name for i in self.inputs}]
@@ -1124,7 +1149,7 @@ def generate(seed: int, max_nodes: int = 10, kinds: tuple[str, ...] | None = Non
         builder.graph_input(shape)
     names = [k for k in GraphBuilder.GENERATORS if kinds is None or k in kinds]
     if kinds is not None:
-        names += [k for k in ("control_flow", *GraphBuilder.LATER) if k in kinds]
+        names += [k for k in ("control_flow", *GraphBuilder.LATER, *GraphBuilder.SAMPLING) if k in kinds]
     weights = np.array([GraphBuilder.GENERATORS.get(k, 1) for k in names], float)
     target = int(rng.integers(2, max_nodes + 1))
     attempts = 0
@@ -1150,6 +1175,11 @@ def generate(seed: int, max_nodes: int = 10, kinds: tuple[str, ...] | None = Non
     if kinds is None and later.random() < GraphBuilder.LATER_SHARE:
         builder.rng, main = later, builder.rng
         getattr(builder, "gen_" + builder.choice(list(GraphBuilder.LATER)))()
+        builder.rng = main
+    sampling = np.random.default_rng([seed, 20])
+    if kinds is None and sampling.random() < GraphBuilder.SAMPLING_SHARE:
+        builder.rng, main = sampling, builder.rng
+        getattr(builder, "gen_" + builder.choice(list(GraphBuilder.SAMPLING)))()
         builder.rng = main
     model = builder.model(f"fuzz{seed}")
     validate(model, {v.name: v for v in builder.values + builder.other})

@@ -1,0 +1,110 @@
+"""GridSample (and the other sampling operators of issue 18 item 4): dlc vs onnxruntime on
+one-node models, on cases the official node tests do not cover (batches and channels > 1,
+grid points far outside [-1, 1], every mode x padding pair, 3-D reflection), and hostile grids
+(NaN, huge values) that must neither crash nor read outside X.
+
+Tolerance is rtol=1e-4, atol=1e-5, as in test_rules_more.py.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from conftest import run_onnxruntime
+from onnx import helper
+
+OPSET = 21
+
+
+def _model(op_type: str, feeds: dict, out_shape, out_dtype=onnx.TensorProto.FLOAT, outputs=("y",),
+           **attrs) -> onnx.ModelProto:
+    node = helper.make_node(op_type, list(feeds), list(outputs), name="node", **attrs)
+    graph = helper.make_graph(
+        [node], op_type,
+        [helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(v.dtype), v.shape)
+         for name, v in feeds.items()],
+        [helper.make_tensor_value_info(name, out_dtype, out_shape) for name in outputs])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+
+
+def _versus_onnxruntime(op_type: str, feeds: dict, rtol=1e-4, atol=1e-5, **attrs) -> None:
+    import dlc
+
+    expected = run_onnxruntime(_model(op_type, feeds, None, **attrs), feeds)[0]
+    got = dlc.compile(_model(op_type, feeds, expected.shape, **attrs)).run(feeds)["y"]
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, rtol=rtol, atol=atol)
+
+
+# --- GridSample -------------------------------------------------------------------------------
+
+def _image_and_grid(spatial, out_spatial, spread, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-1, 1, (2, 3, *spatial)).astype(np.float32)
+    grid = rng.uniform(-spread, spread, (2, *out_spatial, len(spatial))).astype(np.float32)
+    return x, grid
+
+
+@pytest.mark.parametrize("mode,padding,align", [
+    ("linear", "zeros", 0), ("linear", "border", 1), ("linear", "reflection", 0),
+    ("nearest", "zeros", 1), ("nearest", "border", 0), ("nearest", "reflection", 1),
+    ("cubic", "zeros", 0), ("cubic", "border", 1), ("cubic", "reflection", 0), ("cubic", "reflection", 1),
+])
+def test_grid_sample_2d(mode, padding, align):
+    # points up to 2.5x outside the image: reflection folds some of them more than once
+    x, grid = _image_and_grid((5, 7), (4, 6), 2.5, seed=len(mode) + len(padding) + align)
+    _versus_onnxruntime("GridSample", {"x": x, "grid": grid}, mode=mode, padding_mode=padding,
+                        align_corners=align)
+
+
+@pytest.mark.parametrize("mode,padding,align", [("linear", "reflection", 0), ("nearest", "border", 1),
+                                                ("linear", "zeros", 1)])
+def test_grid_sample_3d(mode, padding, align):
+    x, grid = _image_and_grid((3, 4, 5), (2, 3, 2), 1.6, seed=7)
+    _versus_onnxruntime("GridSample", {"x": x, "grid": grid}, mode=mode, padding_mode=padding,
+                        align_corners=align)
+
+
+@pytest.mark.parametrize("mode", ["linear", "nearest", "cubic"])
+def test_grid_sample_length_one_axis_reflects_aligned(mode):
+    """A length-1 axis with align_corners: reflection has a zero-width range (onnx.reference
+    divides by it); every coordinate lands on the one pixel, as in onnxruntime."""
+    x = np.random.default_rng(0).uniform(-1, 1, (1, 2, 1, 5)).astype(np.float32)
+    grid = np.random.default_rng(1).uniform(-1.5, 1.5, (1, 3, 3, 2)).astype(np.float32)
+    _versus_onnxruntime("GridSample", {"x": x, "grid": grid}, mode=mode, padding_mode="reflection",
+                        align_corners=1)
+
+
+@pytest.mark.parametrize("padding", ["zeros", "border", "reflection"])
+def test_grid_sample_hostile_grid_stays_inside(padding):
+    """NaN, infinite and huge grid values: the run finishes, finite grid points match
+    onnxruntime, and every output is a value of X, 0 or NaN (never memory outside X)."""
+    import dlc
+
+    x, grid = _image_and_grid((4, 4), (3, 5), 1.0, seed=3)
+    hostile = grid.copy()
+    hostile[0, 0, 0] = [np.nan, 0.2]
+    hostile[0, 0, 1] = [np.inf, -np.inf]
+    hostile[1, 2, 4] = [3e38, -3e38]
+    hostile[1, 1, 1] = [1e7, -7e6]
+    feeds = {"x": x, "grid": hostile}
+    got = dlc.compile(_model("GridSample", feeds, [2, 3, 3, 5], mode="nearest", padding_mode=padding)
+                      ).run(feeds)["y"]
+    allowed = set(x.ravel().tolist()) | {0.0}
+    assert all(v in allowed or np.isnan(v) for v in got.ravel().tolist())
+    expected = run_onnxruntime(_model("GridSample", feeds, None, mode="nearest", padding_mode=padding),
+                               feeds)[0]
+    finite = np.isfinite(hostile).all(axis=-1) & (np.abs(hostile) < 1e6).all(axis=-1)  # [N, H, W]
+    mask = np.broadcast_to(finite[:, None], got.shape)
+    np.testing.assert_array_equal(got[mask], expected[mask])
+
+
+def test_grid_sample_refuses_unknown_mode():
+    import dlc
+    from dlc.errors import DlcError
+
+    x, grid = _image_and_grid((4, 4), (2, 2), 1.0)
+    model = _model("GridSample", {"x": x, "grid": grid}, [2, 3, 2, 2], mode="linear", padding_mode="wrap")
+    with pytest.raises(DlcError, match=r"node 'node' \(GridSample\): .*padding_mode 'wrap'"):
+        dlc.compile(model)
