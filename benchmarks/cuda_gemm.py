@@ -2,6 +2,10 @@
 torch.matmul (cuBLAS, FP32 and TF32) on the same GPU, and an MLP's end-to-end latency.
 
     python benchmarks/cuda_gemm.py [--sizes 1024 2048 4096] [--repeat 10]
+    python benchmarks/cuda_gemm.py --tf32 --sizes 4096 --no-models [--configs '{"gemm_tf32_stages": 4}' ...]
+
+`--tf32` runs dlc's GEMMs with `gemm_tf32` (tensor cores) and adds the ratio to torch's TF32;
+each `--configs` JSON (cuda target keys) is one more row of the same GEMM (a tile sweep).
 
 Kernel times come from CUDA events around each launch (CudaExecutable.run(profile=True)); the
 end-to-end latency of a dlc run includes copying its inputs in and outputs out.
@@ -120,14 +124,25 @@ def wall_ms(fn, repeat: int) -> float:
     return statistics.median(times)
 
 
-def bench_gemm(n: int, repeat: int) -> str:
+def bench_gemm(n: int, repeat: int, config: dict | None = None) -> str:
+    import json
+    import os
+    import tempfile
+
     import torch
 
     import dlc
 
     model = gemm_model(n)
     start = time.perf_counter()
-    compiled = dlc.compile(model, target="cuda")
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as target:
+        json.dump(config or {}, target)
+    os.environ["DLC_CUDA_TARGET"] = target.name  # read when the target is made (dlc.compile)
+    try:
+        compiled = dlc.compile(model, target="cuda")
+    finally:
+        del os.environ["DLC_CUDA_TARGET"]
+        os.unlink(target.name)
     compile_s = time.perf_counter() - start
     step = cuda_step(compiled)
     a = np.random.default_rng(1).standard_normal((n, n)).astype(np.float32)
@@ -140,7 +155,7 @@ def bench_gemm(n: int, repeat: int) -> str:
     kernel_ms = statistics.median(kernel)
     e2e_ms = wall_ms(lambda: compiled.run({"A": a}), repeat)
     b = numpy_helper.to_array(model.graph.initializer[0]).copy()
-    rows = slice(0, 64)
+    rows = np.sort(np.random.default_rng(5).choice(n, min(n, 96), replace=False))  # rows of every block row
     reference = a[rows].astype(np.float64) @ b.astype(np.float64)
     error = float(np.max(np.abs(out[rows] - reference)) / np.max(np.abs(reference)))
     ta, tb = torch.from_numpy(a).cuda(), torch.from_numpy(b).cuda()
@@ -154,10 +169,11 @@ def bench_gemm(n: int, repeat: int) -> str:
     def tflops(ms: float) -> float:
         return flops / (ms * 1e-3) / 1e12
 
-    return (f"| {n}^3 | {kernel_ms:.3f} ms, {tflops(kernel_ms):.1f} TFLOP/s | {e2e_ms:.2f} ms | "
+    shown = json.dumps({k: v for k, v in (config or {}).items() if k != "gemm_tf32"}) if config else ""
+    return (f"| {n}^3 {shown} | {kernel_ms:.3f} ms, {tflops(kernel_ms):.1f} TFLOP/s | {e2e_ms:.2f} ms | "
             f"{figures[False]:.3f} ms, {tflops(figures[False]):.1f} | {figures[True]:.3f} ms, "
-            f"{tflops(figures[True]):.1f} | {100 * figures[False] / kernel_ms:.0f}% | {error:.1e} | "
-            f"{compile_s:.1f} s |")
+            f"{tflops(figures[True]):.1f} | {100 * figures[False] / kernel_ms:.0f}% | "
+            f"{100 * figures[True] / kernel_ms:.0f}% | {error:.1e} | {compile_s:.1f} s |")
 
 
 def bench_mlp(batch: int, repeat: int) -> str:
@@ -193,15 +209,21 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1024, 2048, 4096])
     parser.add_argument("--repeat", type=int, default=10)
     parser.add_argument("--no-models", action="store_true", help="GEMMs only (a tile sweep)")
+    parser.add_argument("--tf32", action="store_true", help="dlc's GEMMs on the TF32 tensor cores (gemm_tf32)")
+    parser.add_argument("--configs", nargs="*", default=[], help="cuda target keys (JSON), a row each")
     args = parser.parse_args()
+    import json
+
     import torch
 
     print(f"GPU: {torch.cuda.get_device_name(0)}, torch {torch.__version__}")
     print("| GEMM | dlc kernel | dlc run (copies in/out) | torch FP32 | torch TF32 | dlc / torch FP32 "
-          "| max rel. error | compile |")
-    print("|---|---|---|---|---|---|---|---|")
+          "| dlc / torch TF32 | max rel. error | compile |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    base = {"gemm_tf32": 1} if args.tf32 else {}
     for n in args.sizes:
-        print(bench_gemm(n, args.repeat), flush=True)
+        for config in [{}] + [json.loads(c) for c in args.configs]:
+            print(bench_gemm(n, args.repeat, {**base, **config}), flush=True)
     if args.no_models:
         return
     print("\n| conv | dlc kernel | cuDNN FP32 | cuDNN TF32 | max abs. error |")

@@ -167,7 +167,9 @@ def _tf32_target(tmp_path, monkeypatch):
 
 
 def test_tf32_gemm_uses_tensor_cores(tmp_path, monkeypatch):
-    _tf32_target(tmp_path, monkeypatch)
+    # The register-staged schedule (Conv's; tests/test_cuda_tf32_gemm.py has the pipelined one).
+    (tmp_path / "tf32.json").write_text('{"gemm_tf32": 1, "gemm_tf32_pipeline": 0}')
+    monkeypatch.setenv("DLC_CUDA_TARGET", str(tmp_path / "tf32.json"))
     _, ptx = _ptx(_matmul(2048, 64, 2048))
     # 8 warps of 64 x 32 outputs: 4 x 4 fragments of 16 x 8, two k-steps of 8 per 16-deep tile.
     assert ptx.count("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32") == 32

@@ -24,11 +24,16 @@ import math
 from dataclasses import dataclass, field
 
 from dlc.errors import CompileError
+from dlc.targets.cuda.tf32_gemm import mma_sync, pipeline_plan, pipelined_kernel
 
 TRIPLE = "nvptx64-nvidia-cuda"
 # Tile sizes when the module carries none (dlc/targets/cuda/target.py writes the same ones).
 DEFAULT_TILES = {"gemm_tile_m": 64, "gemm_tile_n": 64, "gemm_tile_k": 16, "gemm_thread_tile_m": 4,
-                 "gemm_thread_tile_n": 4, "gemm_tile_auto": 1, "gemm_tf32": 0, "elementwise_block": 256}
+                 "gemm_thread_tile_n": 4, "gemm_tile_auto": 1, "gemm_tf32": 0, "elementwise_block": 256,
+                 # The pipelined TF32 GEMM (dlc/targets/cuda/tf32_gemm.py); block 0 x 0: chosen per GEMM.
+                 "gemm_tf32_pipeline": 1, "gemm_tf32_block_m": 0, "gemm_tf32_block_n": 0, "gemm_tf32_tile_k": 32,
+                 "gemm_tf32_warps_m": 2, "gemm_tf32_warps_n": 2, "gemm_tf32_stages": 3, "gemm_tf32_group_m": 8,
+                 "gemm_tf32_round": 1}
 # With 8 x 8 outputs a thread does twice the FMAs per shared-memory load of the 4 x 4 tile: 31.7
 # against 24.6 TFLOP/s at 4096^3 on the H200 (benchmarks/README.md), but a quarter as many blocks.
 # `gemm_tile_auto` takes it for a GEMM that still has a block for every SM with it.
@@ -49,6 +54,7 @@ class Launch:
     inputs: list = field(default_factory=list)  # values read from outside (parameters before the outputs)
     nodes: list = field(default_factory=list)
     check: str | None = None  # the error a nonzero error word means (the kernel's last parameter)
+    shared_bytes: int = 0  # dynamic shared memory the launch asks for
 
 
 def kernel_options(module) -> dict:
@@ -572,7 +578,7 @@ class _MmaSchedule:
             for i in range(self.fm):
                 for j in range(self.fn):
                     first = (i * self.fn + j) * 4
-                    acc[first:first + 4] = _mma(fn, a[i], b[j], acc[first:first + 4])
+                    acc[first:first + 4] = mma_sync(fn, a[i], b[j], acc[first:first + 4])
         return acc
 
     def outputs(self, fn: _Function):
@@ -588,14 +594,6 @@ def _bits(fn: _Function, value: str) -> str:
     return fn(f"bitcast float {value} to i32")
 
 
-def _mma(fn: _Function, a: list[str], b: list[str], c: list[str]) -> list[str]:
-    result = fn('call { float, float, float, float } asm "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 '
-                '{$0,$1,$2,$3}, {$4,$5,$6,$7}, {$8,$9}, {$10,$11,$12,$13};", '
-                '"=f,=f,=f,=f,r,r,r,r,r,r,f,f,f,f"('
-                + ", ".join([f"i32 {v}" for v in a + b] + [f"float {v}" for v in c]) + ")")
-    return [fn(f"extractvalue {{ float, float, float, float }} {result}, {r}") for r in range(4)]
-
-
 def _tf32(fn: _Function, value: str) -> str:
     """`value` rounded to TF32 (10 mantissa bits, to nearest, ties away), as cuBLAS rounds."""
     bits = fn(f'call i32 asm "cvt.rna.tf32.f32 $0, $1;", "=r,f"(float {value})')
@@ -609,12 +607,11 @@ def _gemm_kernel(name: str, op, body, options: dict):
         inputs, params = _external(body, op), {}
         text = "\n".join([_signature(name, inputs, _yields(op), params), "entry:", "  ret void", "}", ""])
         return text, Launch(name, (1, 1, 1), (32, 1, 1), inputs), []
-    plan = _MmaSchedule(g, options) if options.get("gemm_tf32") else _FmaSchedule(select_tile(g, options))
-    bm, bn, bk, threads, lda, ldb = plan.bm, plan.bn, plan.bk, plan.threads, plan.lda, plan.ldb
     yields = _yields(op)
     out_shape = _shape(head.results[0])
     if any(_shape(v) != out_shape for v in yields):
         raise CompileError(f"cuda: kernel {op.kernel_name}: its epilogue changes the GEMM's shape {out_shape}")
+
     inputs = _external(body, op)
     sizes = [g.batch * g.m * g.n, *(math.prod(_shape(v)) for v in inputs)]
     fn = _Function(_index_type(*sizes))
@@ -623,6 +620,17 @@ def _gemm_kernel(name: str, op, body, options: dict):
     header = _signature(name, inputs, yields, params)
     a_value, b_value = (head.operands[1], head.operands[0]) if g.conv else (head.operands[0], head.operands[1])
     a_ptr, b_ptr = params[a_value], params[b_value]
+
+    def emit_outputs(fn: _Function, z: str, row0: str, col0: str, items) -> None:
+        _store_outputs(fn, g, head, epilogue, yields, out_shape, params, z, row0, col0, items)
+
+    pipelined = pipeline_plan(g, options) if options.get("gemm_tf32") else None
+    if pipelined is not None:  # the cp.async pipeline of mma.sync (dlc/targets/cuda/tf32_gemm.py)
+        grid, block, shared = pipelined_kernel(fn, name, head.node_name, g, pipelined, a_ptr, b_ptr, emit_outputs)
+        text = "\n".join([header, *fn.lines, "}", ""])
+        return text, Launch(name, grid, block, inputs, shared_bytes=pipelined.shared_bytes), shared
+    plan = _MmaSchedule(g, options) if options.get("gemm_tf32") else _FmaSchedule(select_tile(g, options))
+    bm, bn, bk, threads, lda, ldb = plan.bm, plan.bn, plan.bk, plan.threads, plan.lda, plan.ldb
     shared_a, shared_b = f"@{name}_As", f"@{name}_Bs"
     shared = [f"{shared_a} = internal addrspace(3) global [{bk * lda} x float] undef, align 16",
               f"{shared_b} = internal addrspace(3) global [{bk * ldb} x float] undef, align 16"]
@@ -664,13 +672,29 @@ def _gemm_kernel(name: str, op, body, options: dict):
 
     # The epilogue and the guarded store of each output the thread holds.
     fn.label("store")
-    for index, tile_row, tile_col in plan.outputs(fn):
+    emit_outputs(fn, z, row0, col0,
+                 [(lambda index=index: fn(f"load float, ptr {slot(index)}, align 4"), tile_row, tile_col)
+                  for index, tile_row, tile_col in plan.outputs(fn)])
+    fn.emit("ret void")
+    text = "\n".join([header, *fn.lines, "}", ""])
+    if g.batch > 65535 or math.ceil(g.m / bm) > 65535:
+        raise CompileError(f"cuda: node '{head.node_name}' ({head.onnx_type}): a grid of {g.batch} batches and "
+                           f"{math.ceil(g.m / bm)} row tiles exceeds CUDA's 65535 blocks in y and z")
+    grid = (math.ceil(g.n / bn), math.ceil(g.m / bm), g.batch)
+    return text, Launch(name, grid, (threads, 1, 1), inputs), shared
+
+
+def _store_outputs(fn: _Function, g: GemmShape, head, epilogue, yields, out_shape, params: dict, z: str,
+                   row0: str, col0: str, items) -> None:
+    """The epilogue and the guarded store of each output a thread holds: `items` are (value, or a
+    function that loads it inside the guard; row and column in the block's tile)."""
+    for index, (value, tile_row, tile_col) in enumerate(items):
         here = f"e{index}"
         row, col = fn.int("add", row0, tile_row), fn.int("add", col0, tile_col)
         inside = fn.both(fn.below(row, g.m), fn.below(col, g.n))
         fn.emit(f"br i1 {inside}, label %{here}, label %{here}_next")
         fn.label(here)
-        value = fn(f"load float, ptr {slot(index)}, align 4")
+        value = value() if callable(value) else value
         linear, coords = _output_index(fn, g, z, row, col, out_shape)
         loads = _Broadcast(fn, out_shape, linear, coords)
         values = {head.results[0]: _gemm_scale(fn, head, value, loads, params)}
@@ -679,13 +703,6 @@ def _gemm_kernel(name: str, op, body, options: dict):
             fn.store(values[v], f"%out{y}", linear)
         fn.emit(f"br label %{here}_next")
         fn.label(f"{here}_next")
-    fn.emit("ret void")
-    text = "\n".join([header, *fn.lines, "}", ""])
-    if g.batch > 65535 or math.ceil(g.m / bm) > 65535:
-        raise CompileError(f"cuda: node '{head.node_name}' ({head.onnx_type}): a grid of {g.batch} batches and "
-                           f"{math.ceil(g.m / bm)} row tiles exceeds CUDA's 65535 blocks in y and z")
-    grid = (math.ceil(g.n / bn), math.ceil(g.m / bm), g.batch)
-    return text, Launch(name, grid, (threads, 1, 1), inputs), shared
 
 
 def _strided(base: str, strides: tuple[int, int]):

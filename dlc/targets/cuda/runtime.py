@@ -101,6 +101,10 @@ class CudaExecutable:
             if launch["kernel"] not in functions:
                 functions[launch["kernel"]] = check(cu.cuModuleGetFunction(module, launch["kernel"].encode()),
                                                     f"cuModuleGetFunction({launch['kernel']})")
+            if launch.get("shared_bytes", 0) > 48 << 10:  # dynamic shared memory past 48 KiB is opt-in
+                attribute = cu.CUfunction_attribute.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES
+                check(cu.cuFuncSetAttribute(functions[launch["kernel"]], attribute, launch["shared_bytes"]),
+                      f"cuFuncSetAttribute({launch['kernel']}, {launch['shared_bytes']} bytes of shared memory)")
         pointers = []
         for entry in self.plan["buffers"]:
             nbytes = max(4, _dtype(entry).itemsize * int(np.prod(entry["shape"], dtype=np.int64)))
@@ -138,7 +142,8 @@ class CudaExecutable:
             if profile:
                 events.append((launch["kernel"], self._event(stream)))
             (gx, gy, gz), (bx, by, bz) = launch["grid"], launch["block"]
-            check(cu.cuLaunchKernel(function, gx, gy, gz, bx, by, bz, 0, stream, addresses.ctypes.data, 0),
+            check(cu.cuLaunchKernel(function, gx, gy, gz, bx, by, bz, launch.get("shared_bytes", 0), stream,
+                                    addresses.ctypes.data, 0),
                   f"cuLaunchKernel({launch['kernel']})")
         if profile:
             events.append(("end", self._event(stream)))

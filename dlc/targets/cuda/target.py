@@ -176,7 +176,8 @@ def lower_partition(module, options: CompileOptions | None = None) -> tuple[str,
             args.append(len(buffers))
             buffers.append({"shape": [1], "kind": "check", "dtype": "int32", "message": launch.check})
         plan_launches.append({"kernel": launch.kernel, "grid": list(launch.grid), "block": list(launch.block),
-                              "args": args, "nodes": launch.nodes})
+                              "args": args, "nodes": launch.nodes,
+                              **({"shared_bytes": launch.shared_bytes} if launch.shared_bytes else {})})
     used = {i for launch in plan_launches for i in launch["args"]}
     returned = list(block.last_op.operands)
     used |= {ids[v] for v in returned}

@@ -1,0 +1,315 @@
+"""The TF32 tensor-core GEMM as CUTLASS's SM80 multistage kernels build it (issue 21, deliverable 3).
+
+For a GEMM whose A is row-major (K contiguous) and whose B is row-major or K-major, with K (and a
+row-major B's N) a multiple of 4 so that every 16-byte chunk of a row is wholly inside or wholly
+outside the matrix. Others (Conv's implicit im2col, transposed A) keep codegen's `_MmaSchedule`.
+
+- Block tile BM x BN (128 x 128 for GEMMs with a block per SM, else 64 x 64), 4 warps of
+  (BM/2) x (BN/2), each a grid of `mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32`
+  (PTX ISA, "Matrix fragments for mma.m16n8k8", .tf32).
+- A `stages`-deep pipeline of `cp.async.cg.shared.global` 16-byte copies (PTX ISA, "cp.async"),
+  one `cp.async.commit_group` per K tile and `cp.async.wait_group stages-2` before computing on
+  one: the copies of the next stages-1 tiles fly while the warps multiply (CUTLASS's
+  `MmaMultistage`). Edge chunks copy 0 bytes of source (`src-size` 0: the 16 bytes are zero
+  filled) from a clamped, valid address: no access leaves the matrices.
+- Shared layouts chosen so that each fragment load of a warp hits 32 distinct banks, with no
+  swizzle: the k index inside an 8-deep step is permuted (mma slot t <-> k 2t, slot t+4 <-> k
+  2t+1, the same for A and B, so the products summed are the same), which makes a lane's two A
+  values adjacent: one `ld.shared.v2` for both. A's rows are padded to BK + 8 floats (a half-warp
+  of 64-bit loads then covers 32 banks), a row-major B's rows to BN + 4 (rows 2t of 4 lanes land
+  8 banks apart).
+- Inputs are rounded to TF32 with `cvt.rna` when a fragment is read (the copies bypass
+  registers), as cuBLAS rounds; `gemm_tf32_round` 0 leaves the truncation to the tensor cores.
+- Blocks are numbered in groups of `gemm_tf32_group_m` row tiles (Triton's "grouped ordering")
+  so that the blocks resident at once share A row panels and B column panels in L2.
+- The accumulators go through codegen's epilogue (the fused elementwise chain, guarded stores).
+Shared memory is dynamic (`Launch.shared_bytes`): 3 stages of 128 x 32 tiles need 111 KiB,
+more than the 48 KiB a static allocation may take.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from dlc.errors import CompileError
+
+SHARED_LIMIT = 227 << 10  # what one block of an sm_90 GPU may use (cuFuncSetAttribute raises it)
+
+
+@dataclass(frozen=True)
+class PipelinePlan:
+    """The tiling of one pipelined TF32 GEMM; sizes in floats unless named bytes."""
+
+    bm: int
+    bn: int
+    bk: int
+    warps_m: int
+    warps_n: int
+    stages: int
+    b_kmajor: bool  # B[k][n] at n * K + k (Gemm transB = 1)
+    group_m: int
+    round: bool
+
+    @property
+    def threads(self) -> int:
+        return 32 * self.warps_m * self.warps_n
+
+    @property
+    def wm(self) -> int:
+        return self.bm // self.warps_m
+
+    @property
+    def wn(self) -> int:
+        return self.bn // self.warps_n
+
+    @property
+    def lda(self) -> int:
+        return self.bk + 8
+
+    @property
+    def ldb(self) -> int:
+        return self.bk + 8 if self.b_kmajor else self.bn + 4
+
+    @property
+    def a_floats(self) -> int:
+        return self.bm * self.lda
+
+    @property
+    def stage_floats(self) -> int:
+        return self.a_floats + (self.bn if self.b_kmajor else self.bk) * self.ldb
+
+    @property
+    def shared_bytes(self) -> int:
+        return 4 * self.stages * self.stage_floats
+
+
+def pipeline_plan(g, options: dict) -> PipelinePlan | None:
+    """The plan for GemmShape `g`, or None when the pipelined kernel does not apply to it."""
+    if not options.get("gemm_tf32_pipeline", 1) or g.conv is not None or g.a_strides != (g.k, 1) or g.k % 4:
+        return None
+    if g.b_strides == (g.n, 1) and g.n % 4 == 0:
+        b_kmajor = False
+    elif g.b_strides == (1, g.k):
+        b_kmajor = True
+    else:
+        return None
+    bm, bn = options.get("gemm_tf32_block_m", 0), options.get("gemm_tf32_block_n", 0)
+    if not bm or not bn:  # 128 x 128 when that leaves no SM idle, else 64 x 64
+        big = min(g.m, g.n) >= 128 and math.ceil(g.m / 128) * math.ceil(g.n / 128) * g.batch >= options.get("sms", 132)
+        bm, bn = (128, 128) if big else (64, 64)
+    plan = PipelinePlan(bm, bn, options.get("gemm_tf32_tile_k", 32), options.get("gemm_tf32_warps_m", 2),
+                        options.get("gemm_tf32_warps_n", 2), options.get("gemm_tf32_stages", 3), b_kmajor,
+                        max(1, options.get("gemm_tf32_group_m", 8)), bool(options.get("gemm_tf32_round", 1)))
+    problems = []
+    if plan.wm % 16 or plan.wn % 8 or plan.wm <= 0 or plan.wn <= 0:
+        problems.append(f"warp tiles of {plan.wm} x {plan.wn} (multiples of 16 x 8)")
+    chunks = (plan.bm * plan.bk // 4, plan.bk * plan.bn // 4)  # 16-byte copies of an A and a B tile
+    if plan.bk % 8 or plan.bk <= 0 or chunks[0] % plan.threads or chunks[1] % plan.threads:
+        problems.append(f"a K tile of {plan.bk} (a multiple of 8 whose 16-byte chunks divide among "
+                        f"{plan.threads} threads)")
+    if plan.stages < 2:
+        problems.append(f"{plan.stages} stages (at least 2)")
+    if plan.shared_bytes > SHARED_LIMIT:
+        problems.append(f"{plan.shared_bytes} bytes of shared memory (at most {SHARED_LIMIT})")
+    if (plan.wm // 16) * (plan.wn // 8) * 4 > 128:
+        problems.append(f"{(plan.wm // 16) * (plan.wn // 8) * 4} accumulators per thread (at most 128)")
+    if problems:
+        raise CompileError(f"cuda: TF32 GEMM tile {bm}x{bn}x{plan.bk}, {plan.warps_m}x{plan.warps_n} warps, "
+                           f"{plan.stages} stages: " + "; ".join(problems),
+                           "change the gemm_tf32_* keys of the cuda target file")
+    return plan
+
+
+def _cp_async(fn, shared: str, slot: str, pointer: str, index: str, valid: str) -> None:
+    """One 16-byte cp.async of pointer[index..+3] to shared[slot..+3]; zeros where not `valid`
+    (0 source bytes read, from element 0: a valid address)."""
+    ity = fn.ity
+    safe = fn(f"select i1 {valid}, {ity} {index}, {ity} 0")
+    source = fn(f"getelementptr inbounds float, ptr addrspace(1) {pointer}, {ity} {safe}")
+    target = fn(f"getelementptr inbounds float, ptr addrspace(3) {shared}, {ity} {slot}")
+    size = fn(f"select i1 {valid}, i32 16, i32 0")
+    fn.emit(f'call void asm sideeffect "cp.async.cg.shared.global [$0], [$1], 16, $2;", "l,l,r,~{{memory}}"'
+            f"(ptr addrspace(3) {target}, ptr addrspace(1) {source}, i32 {size})")
+
+
+def _tf32_bits(fn, value: str, rounded: bool) -> str:
+    if rounded:
+        return fn(f'call i32 asm "cvt.rna.tf32.f32 $0, $1;", "=r,f"(float {value})')
+    return fn(f"bitcast float {value} to i32")
+
+
+def _shared_pair(fn, shared: str, index: str) -> tuple[str, str]:
+    """Two adjacent floats of shared memory, one 64-bit load (`index` is even)."""
+    where = fn(f"getelementptr inbounds float, ptr addrspace(3) {shared}, {fn.ity} {index}")
+    pair = fn(f"load <2 x float>, ptr addrspace(3) {where}, align 8")
+    return fn(f"extractelement <2 x float> {pair}, i32 0"), fn(f"extractelement <2 x float> {pair}, i32 1")
+
+
+def _shared_float(fn, shared: str, index: str) -> str:
+    where = fn(f"getelementptr inbounds float, ptr addrspace(3) {shared}, {fn.ity} {index}")
+    return fn(f"load float, ptr addrspace(3) {where}, align 4")
+
+
+class _Chunks:
+    """The 16-byte chunks one thread copies of an (rows x cols) tile whose cols are contiguous in
+    memory: chunk tid + i * threads is row c // (cols/4), columns 4 (c % (cols/4)) + 0..3."""
+
+    def __init__(self, fn, tid: str, threads: int, rows: int, cols: int, ld: int):
+        per_row = cols // 4
+        self.items = []
+        for i in range(rows * per_row // threads):
+            c = fn.int("add", tid, i * threads)
+            r, q = fn.int("udiv", c, per_row), fn.int("mul", fn.int("urem", c, per_row), 4)
+            self.items.append((r, q, fn.int("add", fn.int("mul", r, ld), q)))
+
+
+def mma_sync(fn, a: list[str], b: list[str], c: list[str]) -> list[str]:
+    """D = A B + C of one m16n8k8 TF32 fragment (a: 4, b: 2 registers of TF32 bits; c: 4 floats)."""
+    result = fn('call { float, float, float, float } asm "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 '
+                '{$0,$1,$2,$3}, {$4,$5,$6,$7}, {$8,$9}, {$10,$11,$12,$13};", '
+                '"=f,=f,=f,=f,r,r,r,r,r,r,f,f,f,f"('
+                + ", ".join([f"i32 {v}" for v in a + b] + [f"float {v}" for v in c]) + ")")
+    return [fn(f"extractvalue {{ float, float, float, float }} {result}, {r}") for r in range(4)]
+
+
+def pipelined_kernel(fn, name: str, node: str, g, plan: PipelinePlan, a_ptr: str, b_ptr: str, emit_outputs):
+    """Write the kernel's body into `fn` (codegen's _Function, after its signature: A and B are
+    the parameters `a_ptr`, `b_ptr`); returns (grid, block, shared-memory globals).
+    `emit_outputs(fn, z, row0, col0, items)` writes the epilogue for items (accumulator value,
+    row and column in the block's tile)."""
+    ity = fn.ity
+    shared = f"@{name}_smem"
+    globals_ = [f"{shared} = external addrspace(3) global [0 x float], align 16"]
+    p = plan
+    tiles_m, tiles_n = math.ceil(g.m / p.bm), math.ceil(g.n / p.bn)
+    k_tiles = math.ceil(g.k / p.bk)
+    fm, fnn = p.wm // 16, p.wn // 8
+    if tiles_m * tiles_n > 2**31 - 1 or g.batch > 65535:
+        raise CompileError(f"cuda: node '{node}': {tiles_m * tiles_n} tiles and {g.batch} batches exceed a "
+                           "CUDA grid (2^31 - 1 blocks in x, 65535 in z)")
+
+    fn.label("entry")
+    tid = fn.sreg("tid.x")
+    block, z = fn.sreg("ctaid.x"), fn.sreg("ctaid.z")
+    # Grouped ordering: blocks b, b+1, ... walk group_m row tiles down, then the next column.
+    per_group = p.group_m * tiles_n
+    first = fn.int("mul", fn.int("udiv", block, per_group), p.group_m)
+    left = fn(f"sub {ity} {tiles_m}, {first}")
+    size = fn(f"select i1 {fn.below(left, p.group_m)}, {ity} {left}, {ity} {p.group_m}")
+    inner = fn.int("urem", block, per_group)
+    row0 = fn.int("mul", fn.int("add", first, fn.int("urem", inner, size)), p.bm)
+    col0 = fn.int("mul", fn.int("udiv", inner, size), p.bn)
+    warp, lane = fn.int("udiv", tid, 32), fn.int("urem", tid, 32)
+    group, thread = fn.int("udiv", lane, 4), fn.int("urem", lane, 4)
+    wrow = fn.int("mul", fn.int("udiv", warp, p.warps_n), p.wm)
+    wcol = fn.int("mul", fn.int("urem", warp, p.warps_n), p.wn)
+    a_base, b_base = fn.int("mul", z, g.a_batch), fn.int("mul", z, g.b_batch)
+
+    # What this thread copies: A's rows (row0 + r) from column k0 + q; B's rows k0 + r (row-major,
+    # columns col0 + q) or B's columns col0 + r (K-major, from k0 + q).
+    a_chunks = _Chunks(fn, tid, p.threads, p.bm, p.bk, p.lda)
+    a_copies = []
+    for r, q, slot in a_chunks.items:
+        row = fn.int("add", row0, r)
+        start = fn.int("add", a_base, fn.int("add", fn.int("mul", row, g.k), q))
+        a_copies.append((fn.below(row, g.m), start, q, slot))
+    b_copies = []
+    if p.b_kmajor:
+        for r, q, slot in _Chunks(fn, tid, p.threads, p.bn, p.bk, p.ldb).items:
+            col = fn.int("add", col0, r)
+            start = fn.int("add", b_base, fn.int("add", fn.int("mul", col, g.k), q))
+            b_copies.append((fn.below(col, g.n), start, q, fn.int("add", slot, p.a_floats)))
+    else:
+        for r, q, slot in _Chunks(fn, tid, p.threads, p.bk, p.bn, p.ldb).items:
+            col = fn.int("add", col0, q)
+            start = fn.int("add", b_base, fn.int("add", fn.int("mul", r, g.n), col))
+            b_copies.append((fn.below(col, g.n), start, r, fn.int("add", slot, p.a_floats)))
+
+    def issue(k0: str, stage: str) -> None:
+        """The copies of K tile k0 into `stage` (its first float), one commit group."""
+        offset = fn.int("mul", stage, p.stage_floats)
+        for inside, start, q, slot in a_copies:
+            valid = fn.both(inside, fn.below(fn.int("add", k0, q), g.k))
+            _cp_async(fn, shared, fn.int("add", slot, offset), a_ptr, fn.int("add", start, k0), valid)
+        for inside, start, r, slot in b_copies:
+            valid = fn.both(inside, fn.below(fn.int("add", k0, r), g.k))
+            step = k0 if p.b_kmajor else fn.int("mul", k0, g.n)
+            _cp_async(fn, shared, fn.int("add", slot, offset), b_ptr, fn.int("add", start, step), valid)
+
+    def commit() -> None:
+        fn.emit('call void asm sideeffect "cp.async.commit_group;", "~{memory}"()')
+
+    # Prologue: tiles 0 .. stages-2 in flight (a tile past K copies zeros; never read).
+    for s in range(p.stages - 1):
+        issue(str(s * p.bk), str(s))
+        commit()
+    # This lane's fragment offsets inside a stage (floats; the k permutation: 2t, 2t + 1).
+    a_lane = fn.int("add", fn.int("mul", fn.int("add", wrow, group), p.lda), fn.int("mul", thread, 2))
+    if p.b_kmajor:
+        b_lane = fn.int("add", fn.int("mul", fn.int("add", wcol, group), p.ldb), fn.int("mul", thread, 2))
+    else:
+        b_lane = fn.int("add", fn.int("mul", fn.int("mul", thread, 2), p.ldb), fn.int("add", wcol, group))
+    b_lane = fn.int("add", b_lane, p.a_floats)
+    count = fm * fnn * 4
+    fn.emit("br label %loop")
+
+    fn.label("loop")
+    fn.lines.append(f"  %kt = phi {ity} [0, %entry], [%kt_next, %compute]")
+    fn.lines.append(f"  %rs = phi {ity} [0, %entry], [%rs_next, %compute]")
+    phis = len(fn.lines)  # the accumulators' phis, completed once the loop body names its values
+    fn.lines += [""] * count
+    # Tile kt has landed (at most stages-2 younger groups pending) and every warp is done with
+    # the stage the next copy overwrites (the one computed in the previous iteration).
+    fn.emit(f'call void asm sideeffect "cp.async.wait_group {p.stages - 2};", "~{{memory}}"()')
+    fn.emit("call void @llvm.nvvm.barrier0()")
+    ahead = fn.int("add", "%kt", p.stages - 1)
+    fn.emit(f"br i1 {fn.below(ahead, k_tiles)}, label %issue, label %compute")
+    fn.label("issue")
+    ws = fn(f"select i1 {fn(f'icmp eq {ity} %rs, 0')}, {ity} {p.stages - 1}, {ity} {fn.int('sub', '%rs', 1)}")
+    issue(fn.int("mul", ahead, p.bk), ws)
+    fn.emit("br label %compute")
+
+    fn.label("compute")
+    commit()  # every iteration commits a group (empty past the last tile): wait_group counts them
+    stage = fn.int("mul", "%rs", p.stage_floats)
+    a_at, b_at = fn.int("add", stage, a_lane), fn.int("add", stage, b_lane)
+    acc = [f"%acc{i}" for i in range(count)]
+    for ks in range(0, p.bk, 8):
+        a_frags = []
+        for i in range(fm):
+            top = _shared_pair(fn, shared, fn.int("add", a_at, i * 16 * p.lda + ks))
+            bottom = _shared_pair(fn, shared, fn.int("add", a_at, (i * 16 + 8) * p.lda + ks))
+            # a0 (g, slot t), a1 (g + 8, t), a2 (g, t + 4), a3 (g + 8, t + 4)
+            a_frags.append([_tf32_bits(fn, v, p.round) for v in (top[0], bottom[0], top[1], bottom[1])])
+        b_frags = []
+        for j in range(fnn):
+            if p.b_kmajor:
+                pair = _shared_pair(fn, shared, fn.int("add", b_at, j * 8 * p.ldb + ks))
+            else:
+                at = fn.int("add", b_at, ks * p.ldb + j * 8)
+                pair = (_shared_float(fn, shared, at), _shared_float(fn, shared, fn.int("add", at, p.ldb)))
+            b_frags.append([_tf32_bits(fn, v, p.round) for v in pair])
+        for i in range(fm):
+            for j in range(fnn):
+                first_acc = (i * fnn + j) * 4
+                acc[first_acc:first_acc + 4] = mma_sync(fn, a_frags[i], b_frags[j], acc[first_acc:first_acc + 4])
+    for i, value in enumerate(acc):
+        fn.lines[phis + i] = f"  %acc{i} = phi float [0.0, %entry], [{value}, %compute]"
+    fn.lines.append(f"  %kt_next = add {ity} %kt, 1")
+    fn.lines.append(f"  %rs_next = select i1 {fn(f'icmp eq {ity} %rs, {p.stages - 1}')}, {ity} 0, {ity} "
+                    f"{fn.int('add', '%rs', 1)}")
+    fn.emit(f"br i1 {fn.below('%kt_next', k_tiles)}, label %loop, label %store")
+
+    # Nothing is in flight (the last groups are empty): store through the epilogue.
+    fn.label("store")
+    items = []
+    for i in range(fm):
+        for j in range(fnn):
+            for r in range(4):  # c0, c1: row g, columns 2t, 2t+1; c2, c3: row g + 8
+                row = fn.int("add", wrow, fn.int("add", group, i * 16 + 8 * (r // 2)))
+                col = fn.int("add", wcol, fn.int("add", fn.int("mul", thread, 2), j * 8 + r % 2))
+                items.append((acc[(i * fnn + j) * 4 + r], row, col))
+    emit_outputs(fn, z, row0, col0, items)
+    fn.emit("ret void")
+    return (tiles_m * tiles_n, 1, g.batch), (p.threads, 1, 1), globals_

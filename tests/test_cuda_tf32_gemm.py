@@ -1,0 +1,207 @@
+"""The pipelined TF32 GEMM of the cuda target (dlc/targets/cuda/tf32_gemm.py, issue 21): its PTX,
+tiling and fallbacks without a GPU; its numerics against onnxruntime on one (`gpu` marker)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+from onnx import helper
+from test_cuda_target import _check, _compile, _conv_block, _cuda_steps, _gpu, _matmul, _mlp, _model, _ptx
+
+gpu = pytest.mark.skipif("not _gpu()", reason="needs an NVIDIA GPU and cuda-bindings")
+assert _gpu  # the skip condition above is evaluated in this module's namespace
+
+MMA = "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32"
+
+
+def _target(tmp_path, monkeypatch, **keys):
+    (tmp_path / "tf32.json").write_text(json.dumps({"gemm_tf32": 1, **keys}))
+    monkeypatch.setenv("DLC_CUDA_TARGET", str(tmp_path / "tf32.json"))
+
+
+def _gemm_transb(m, k, n, seed=1):
+    """Gemm(x, W^T) + b -> Relu, W stored [N, K] as torch's Linear: B is K-major."""
+    rng = np.random.default_rng(seed)
+    return _model([helper.make_node("Gemm", ["x", "W", "b"], ["g"], name="g", transB=1),
+                   helper.make_node("Relu", ["g"], ["y"], name="relu")],
+                  [("x", [m, k])], [("y", [m, n])],
+                  [("W", rng.standard_normal((n, k))), ("b", rng.standard_normal(n))])
+
+
+def _ptxas(ptx: str, tmp_path) -> str | None:
+    """ptxas -v's report for sm_90, or None where the CUDA toolkit is not installed."""
+    ptxas = shutil.which("ptxas")
+    if ptxas is None:
+        return None
+    (tmp_path / "k.ptx").write_text(ptx)
+    done = subprocess.run([ptxas, "-arch=sm_90", "-v", str(tmp_path / "k.ptx"), "-o", str(tmp_path / "k.o")],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[:2000]
+    return done.stdout + done.stderr
+
+
+def test_large_gemm_is_a_cp_async_pipeline_of_mma(tmp_path, monkeypatch):
+    _target(tmp_path, monkeypatch)
+    _, ptx = _ptx(_matmul(2048, 256, 2048))
+    # 128 x 128 x 32 tiles, 4 warps of 64 x 64: 4 x 8 fragments, 4 k-steps of 8 per tile.
+    assert ptx.count(MMA) == 4 * 8 * 4
+    # 16-byte copies: (128 x 32 of A + 32 x 128 of B) / 4 / 128 threads = 16 per tile; the
+    # prologue issues 2 tiles (3 stages) and the loop one; each is a commit group.
+    assert ptx.count("cp.async.cg.shared.global") == 3 * 16
+    assert ptx.count("cp.async.commit_group") == 3 and ptx.count("cp.async.wait_group 1;") == 1
+    assert ptx.count("bar.sync") == 1  # one barrier per K tile
+    # A's two values of a lane (k 2t, 2t + 1 after the permutation) are one 64-bit load.
+    assert ptx.count("ld.shared.v2") == 4 * 4 * 2 and ptx.count("cvt.rna.tf32.f32") == 4 * (16 + 16)
+    assert ".extern .shared .align 16 .b8 k0_MatMul_smem[];" in ptx and ".local" not in ptx
+    launch = _cuda_steps(_compile(_matmul(2048, 256, 2048)))[0].plan["launches"][0]
+    assert launch["grid"] == [16 * 16, 1, 1] and launch["block"] == [128, 1, 1]
+    assert launch["shared_bytes"] == 3 * 4 * (128 * (32 + 8) + 32 * (128 + 4))  # padded rows, 3 stages
+    report = _ptxas(ptx, tmp_path)
+    if report is not None:  # the accumulators fit in registers: no spills
+        assert "0 bytes spill stores" in report and "0 bytes stack frame" in report
+
+
+def test_k_major_b_small_gemms_and_options(tmp_path, monkeypatch):
+    # Gemm transB = 1: B's fragments are 64-bit loads too; 300 x 200 has too few 128 x 128
+    # blocks for 132 SMs, so 64 x 64 tiles of 4 warps of 32 x 32 (2 x 4 fragments).
+    _target(tmp_path, monkeypatch, gemm_tf32_stages=4, gemm_tf32_tile_k=16, gemm_tf32_round=0)
+    _, ptx = _ptx(_gemm_transb(300, 256, 200))
+    assert ptx.count(MMA) == 2 * 4 * 2 and ptx.count("ld.shared.v2") == (2 * 2 + 4) * 2
+    assert ptx.count("cp.async.wait_group 2;") == 1 and ptx.count("cp.async.commit_group") == 4
+    assert "cvt.rna" not in ptx  # gemm_tf32_round 0: the tensor cores read the fp32 bits
+    launch = _cuda_steps(_compile(_gemm_transb(300, 256, 200)))[0].plan["launches"][0]
+    assert launch["grid"] == [5 * 4, 1, 1] and launch["shared_bytes"] == 4 * 4 * 2 * 64 * (16 + 8)
+
+
+def test_other_layouts_keep_the_register_staged_schedule(tmp_path, monkeypatch):
+    _target(tmp_path, monkeypatch)
+    for model in (_matmul(256, 130, 256),  # K % 4: a 16-byte chunk would straddle the end of a row
+                  _matmul(256, 128, 258),  # N % 4 for a row-major B
+                  _conv_block()):  # the implicit im2col is gathered, not copied
+        _, ptx = _ptx(model)
+        assert "cp.async" not in ptx and MMA in ptx and "_As[" in ptx
+    _target(tmp_path, monkeypatch, gemm_tf32_pipeline=0)
+    _, ptx = _ptx(_matmul(2048, 64, 2048))
+    assert "cp.async" not in ptx and MMA in ptx
+
+
+def test_bad_tf32_tiles_are_clear_errors(tmp_path, monkeypatch):
+    from dlc.errors import CompileError
+
+    for keys, words in (({"gemm_tf32_block_m": 128, "gemm_tf32_block_n": 72}, "warp tiles of 64 x 36"),
+                        ({"gemm_tf32_tile_k": 12}, "K tile of 12"),
+                        ({"gemm_tf32_stages": 1}, "1 stages"),
+                        ({"gemm_tf32_stages": 8}, "bytes of shared memory"),
+                        ({"gemm_tf32_block_m": 256, "gemm_tf32_block_n": 256}, "accumulators per thread")):
+        _target(tmp_path, monkeypatch, **keys)
+        with pytest.raises(CompileError, match=re.escape(words)) as error:
+            _ptx(_matmul(2048, 64, 2048))
+        assert "gemm_tf32_" in str(error.value)
+
+
+# --- on the host emulation (dlc/targets/cuda/emulate.py: mma, cvt and cp.async emulated) ---------
+
+def _tf32(array) -> np.ndarray:
+    """float32 -> TF32 (round to nearest, ties away), as cvt.rna.tf32.f32, in float64."""
+    bits = np.asarray(array, np.float32).view(np.uint32).astype(np.uint64)
+    return ((bits + 0x1000) & 0xFFFFE000).astype(np.uint32).view(np.float32).astype(np.float64)
+
+
+def _emulated(model, feeds, llvm_ir=None):
+    from dlc.targets.cuda.emulate import Emulator
+
+    (cuda,) = _cuda_steps(_compile(model))
+    return list(Emulator(llvm_ir or cuda.llvm_ir).run(cuda.plan, cuda.weights, feeds).values())[0], cuda
+
+
+EMULATED = {
+    # one 128 x 128 block over M = 70, N = 72 (edges), K = 40 in three 16-deep tiles (the loop
+    # issues a tile: 3 stages), both operands graph inputs
+    "edges": ({"gemm_tf32_block_m": 128, "gemm_tf32_block_n": 128, "gemm_tf32_tile_k": 16},
+              lambda: _matmul(70, 40, 72)),
+    # K-major B (Gemm transB) with its bias and Relu, K = 100 in 4 tiles of 32, 64 x 64 block
+    "k_major_b": ({}, lambda: _gemm_transb(33, 100, 20)),
+    # two batches, each its A and B (grid z), 2 stages
+    "batched": ({"gemm_tf32_stages": 2, "gemm_tf32_tile_k": 8},
+                lambda: _model([helper.make_node("MatMul", ["a", "b"], ["c"], name="mm")],
+                               [("a", [2, 20, 24]), ("b", [2, 24, 12])], [("c", [2, 20, 12])])),
+}
+
+
+@pytest.mark.parametrize("case", sorted(EMULATED))
+def test_pipelined_kernel_on_the_host_emulation(case, tmp_path, monkeypatch):
+    from conftest import random_feeds
+
+    keys, build = EMULATED[case]
+    _target(tmp_path, monkeypatch, **keys)
+    model = build()
+    feeds = random_feeds(model, 0)
+    got, cuda = _emulated(model, feeds)
+    assert "cp.async" in cuda.ptx
+    # Against the same product of TF32-rounded inputs in float64: only float32 accumulation
+    # differs (a few ulp of sums of |x| <= K), so a lost or misplaced chunk would show.
+    if case == "k_major_b":
+        w, b = (np.asarray(cuda.weights[n]) for n in ("W", "b"))
+        want = np.maximum(_tf32(feeds["x"]) @ _tf32(w).T + b, 0)
+    else:
+        want = _tf32(feeds["a"]) @ _tf32(feeds["b"])
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
+
+
+def test_host_emulation_sees_a_stage_read_before_its_copies_land(tmp_path, monkeypatch):
+    # The emulated copies land when wait_group says they must: a kernel that waited for one
+    # group too few reads stale shared memory and is wrong by O(1), as it may be on a GPU.
+    from conftest import random_feeds
+
+    _target(tmp_path, monkeypatch, **EMULATED["edges"][0])
+    model = _matmul(70, 40, 72)
+    feeds = random_feeds(model, 0)
+    (cuda,) = _cuda_steps(_compile(model))
+    assert "cp.async.wait_group 1;" in cuda.llvm_ir
+    got, _ = _emulated(model, feeds, cuda.llvm_ir.replace("cp.async.wait_group 1;", "cp.async.wait_group 2;"))
+    assert np.abs(got - _tf32(feeds["a"]) @ _tf32(feeds["b"])).max() > 0.1
+
+
+# --- on a GPU ------------------------------------------------------------------------------------
+
+def _tolerance(k: int, rounded: bool = True) -> float:
+    # TF32 keeps 10 of float32's 23 mantissa bits: a product is off by up to 2^-10 relative when
+    # both inputs are rounded to nearest (2^-9 when truncated), and K of them add like a random
+    # walk; inputs are O(1), so 8 of those bounds the largest of ~10^5 outputs.
+    return 8 * (2**-10 if rounded else 2**-9) * np.sqrt(k)
+
+
+@gpu
+@pytest.mark.gpu
+@pytest.mark.parametrize("case", ["edges", "k_major_b", "batched", "one_row"])
+def test_gpu_pipelined_tf32_shapes_match_onnxruntime(case, tmp_path, monkeypatch):
+    _target(tmp_path, monkeypatch)
+    rng = np.random.default_rng(7)
+    model, k = {
+        # M, N past the last tile, K = 100 ends inside a 32-deep tile (zero-filled chunks).
+        "edges": (lambda: (_mlp(1000, 100, 1004), 100)),
+        "k_major_b": (lambda: (_gemm_transb(300, 256, 200), 256)),
+        "batched": (lambda: (_model([helper.make_node("MatMul", ["q", "k"], ["s"], name="scores"),
+                                     helper.make_node("MatMul", ["s", "W"], ["y"], name="proj")],
+                                    [("q", [2, 3, 33, 16]), ("k", [2, 3, 16, 40])], [("y", [2, 3, 33, 8])],
+                                    [("W", rng.standard_normal((40, 8)))]), 40)),
+        "one_row": (lambda: (_matmul(1, 512, 36), 512)),
+    }[case]()
+    _check(model, rtol=0, atol=_tolerance(k))
+
+
+@gpu
+@pytest.mark.gpu
+@pytest.mark.parametrize("keys", [{}, {"gemm_tf32_stages": 2}, {"gemm_tf32_stages": 4, "gemm_tf32_tile_k": 16},
+                                  {"gemm_tf32_block_m": 256, "gemm_tf32_block_n": 128, "gemm_tf32_warps_m": 4},
+                                  {"gemm_tf32_block_m": 128, "gemm_tf32_block_n": 256, "gemm_tf32_warps_n": 4,
+                                   "gemm_tf32_group_m": 3},
+                                  {"gemm_tf32_round": 0}])
+def test_gpu_pipelined_tf32_tilings_match_onnxruntime(keys, tmp_path, monkeypatch):
+    _target(tmp_path, monkeypatch, **keys)
+    _check(_mlp(700, 520, 900), rtol=0, atol=_tolerance(520, keys.get("gemm_tf32_round", 1) == 1))
