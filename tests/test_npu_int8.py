@@ -310,3 +310,46 @@ def test_the_target_description_lists_int8_macs():
     description = NpuSimTarget(NpuConfig(**{**CONFIG, "int8_macs_per_pe": 2})).description()
     assert "int8" in description.dtypes and "uint8" in description.dtypes
     assert description.extra["macs_per_cycle"] == {"float32": 1024, "int8": 2048}
+
+
+def test_golden_instruction_stream_of_a_small_qlinear_conv():
+    """Bytes in, zero points in the MAC, an int32 bias add, requantization, bytes out."""
+    from dialects.npu import ProgramOp
+    from dlc.driver import compile_model
+
+    model, _ = _qlinear_conv(cin=2, cout=4, size=4, pads=[1, 1, 1, 1])
+    module = compile_model(model, target="npu-sim", compile_to="loops").module
+    [program] = [op for op in module.walk() if isinstance(op, ProgramOp)]
+    lines = [line.strip() for line in str(program).splitlines()]
+    assert lines == [
+        ('%0 = npu.program(%x, %w, %B, %1) : (tensor<1x2x4x4xui8>, tensor<4x2x3x3xi8>, tensor<4xi32>, '
+         'tensor<4xf32>) attributes {sym_name = "k0_QLinearConv", scratchpad_bytes = 524288 : i64} {'),
+        'npu.buffer {sym_name = "in0", shape = array<i64: 1, 2, 4, 4>, kind = "input", dtype = "u8"}',
+        'npu.buffer {sym_name = "@w", shape = array<i64: 4, 2, 3, 3>, kind = "weight", dtype = "i8"}',
+        'npu.buffer {sym_name = "@B", shape = array<i64: 4>, kind = "weight", dtype = "i32"}',
+        'npu.buffer {sym_name = "@k0_QLinearConv.requantize", shape = array<i64: 4>, kind = "weight"}',
+        'npu.buffer {sym_name = "out", shape = array<i64: 1, 4, 4, 4>, kind = "output", dtype = "u8"}',
+        # The padded box reads x's zero point (120) outside x: (x - x_zero) is 0 there.
+        ('npu.dma_load {tensor = "in0", offsets = array<i64: 0, 0, -1, -1>, sizes = array<i64: 1, 2, 6, 6>, '
+         'addr = 0 : i64, pad_value = 1.200000e+02 : f32}'),
+        ('npu.dma_load {tensor = "@w", offsets = array<i64: 0, 0, 0, 0>, sizes = array<i64: 4, 2, 3, 3>, '
+         'addr = 256 : i64, pad_value = 0.000000e+00 : f32}'),
+        ('npu.mac {kind = "conv2d", a = 0 : i64, a_shape = array<i64: 2, 6, 6>, b = 256 : i64, '
+         'b_shape = array<i64: 4, 2, 3, 3>, acc = 512 : i64, acc_shape = array<i64: 4, 4, 4>, accumulate = 0 : i64, '
+         'strides = array<i64: 1, 1>, dilations = array<i64: 1, 1>, dtype = "u8i8", a_zero = 120 : i64, '
+         'b_zero = 0 : i64}'),
+        ('npu.dma_load {tensor = "@B", offsets = array<i64: 0>, sizes = array<i64: 4>, addr = 1024 : i64, '
+         'pad_value = 0.000000e+00 : f32}'),
+        ('npu.vector {fn = "add", ins = array<i64: 512, 1024>, in_shapes = [array<i64: 4, 4, 4>, '
+         'array<i64: 4, 1, 1>], out = 512 : i64, out_shape = array<i64: 4, 4, 4>, types = ["i32", "i32", "i32"]}'),
+        # One float32 multiplier per output channel (quantize.py's), then y's zero point (100).
+        ('npu.dma_load {tensor = "@k0_QLinearConv.requantize", offsets = array<i64: 0>, sizes = array<i64: 4>, '
+         'addr = 1152 : i64, pad_value = 0.000000e+00 : f32}'),
+        ('npu.vector {fn = "requantize", ins = array<i64: 512, 1152>, in_shapes = [array<i64: 4, 4, 4>, '
+         'array<i64: 4, 1, 1>], out = 512 : i64, out_shape = array<i64: 4, 4, 4>, types = ["i32", "f32", "u8"], '
+         'zero_point = 100 : i64}'),
+        ('npu.dma_store {tensor = "out", offsets = array<i64: 0, 0, 0, 0>, sizes = array<i64: 1, 4, 4, 4>, '
+         'addr = 512 : i64}'),
+        'npu.sync',
+        '} -> tensor<1x4x4x4xui8>',
+    ]

@@ -337,12 +337,12 @@ def _flops(unit) -> int:
     from xdsl.dialects.builtin import IntegerAttr
 
     from dialects.onnx import OnnxOp
-    from dialects.op_costs import flops
+    from passes.lowering.utils.npu_kernels import flops_of  # op_costs', and 8-bit contractions' MACs
 
     recorded = unit.attributes.get("dlc.flops")
     if isinstance(recorded, IntegerAttr):
         return recorded.value.data
-    return sum(flops(op) for op in unit.walk() if isinstance(op, OnnxOp))
+    return sum(flops_of(op) for op in unit.walk() if isinstance(op, OnnxOp))
 
 
 def read_placement(path: str | Path) -> dict[str, str]:

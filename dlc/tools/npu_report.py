@@ -25,10 +25,11 @@ def contractions_off_npu(placement) -> list[str]:
             INTEGER_CONTRACTIONS]
 
 
-def format_contractions_off(lines: list[str]) -> str:
+def format_contractions_off(lines: list[str], label: str = "") -> str:
+    """One line per contraction off the NPU (each prefixed with `label`), or one saying none."""
     if not lines:
-        return "contractions off the NPU: none"
-    return "\n".join(f"contraction off the NPU: {line}" for line in lines)
+        return f"{label}contractions off the NPU: none"
+    return "\n".join(f"{label}contraction off the NPU: {line}" for line in lines)
 
 
 @dataclass
@@ -92,5 +93,5 @@ def format_npu_quantized(builds: list[NpuBuild], target: str = "npu-sim") -> str
     if builds[1].max_error is not None:
         lines.append(f"int8 vs fp32 outputs (same inputs): max abs difference {builds[1].max_error:.4g}")
     for b in builds:
-        lines.append(f"{b.label}: " + format_contractions_off(b.left))
+        lines.append(format_contractions_off(b.left, f"{b.label}: "))
     return "\n".join(lines)

@@ -237,12 +237,12 @@ class _Conv(_Anchor):
 
     def __init__(self, lowering, op):
         super().__init__(lowering, op)
-        self.q = integer_mac(lowering, op)
         xi, wi, _, _, bi = INTEGER_CONTRACTIONS.get(op.onnx_type, (0, 1, None, None, 2))
         x, w = op.operands[xi], op.operands[wi]
         self.x, self.w = lowering.name(x), lowering.name(w)
         self.bias = lowering.name(op.operands[bi]) if bi is not None and len(op.operands) > bi \
             and _present(op.operands[bi]) else None
+        self.q = integer_mac(lowering, op)  # after x and w: their DRAM tensors are in0, ... in program order
         self.xb, self.wb = itemsize(x), itemsize(w)
         self.x_pad = self.q.zeros[0] if self.q else 0.0  # padding reads as x's zero point: (x - x_zero) = 0
         self.n, self.c, h, width = x.type.get_shape()
@@ -333,7 +333,6 @@ class _MatMul(_Anchor):
 
     def __init__(self, lowering, op):
         super().__init__(lowering, op)
-        self.q = integer_mac(lowering, op)
         ai, bi, *_ = INTEGER_CONTRACTIONS.get(op.onnx_type, (0, 1))
         a, b = op.operands[ai], op.operands[bi]
         self.ab, self.bb = itemsize(a), itemsize(b)
@@ -348,6 +347,7 @@ class _MatMul(_Anchor):
         if op.onnx_type == "Gemm" and len(op.operands) > 2 and _present(op.operands[2]):
             c, beta = op.operands[2], op.attr("beta", 1.0)
             self.c = (c, lowering.weight(c, lambda w: beta * w, "npu") if beta != 1.0 else lowering.name(c))
+        self.q = integer_mac(lowering, op)
 
     def candidates(self):
         return [(m, k, n) for m in _pow2_upto(self.m) for k in _pow2_upto(self.k) for n in _pow2_upto(self.nn)]
@@ -683,7 +683,7 @@ class _KernelLowering:
         return name
 
 
-def _flops(op) -> int:
+def flops_of(op) -> int:
     """op_costs' FLOPs, and 2 per MAC of an 8-bit contraction (which op_costs counts as opaque)."""
     indices = INTEGER_CONTRACTIONS.get(op.onnx_type)
     if indices is None:
@@ -698,7 +698,7 @@ def lower_kernel(launch, hardware: NpuHardware, store) -> None:
     lowering = _KernelLowering(launch, hardware, store)
     program = lowering.run()
     # What the lowered ops cost, kept for reports once they are gone (cpu kernels have dlc.flops too).
-    launch.attributes["dlc.flops"] = IntegerAttr(sum(_flops(op) for op in lowering.ops), i64)
+    launch.attributes["dlc.flops"] = IntegerAttr(sum(flops_of(op) for op in lowering.ops), i64)
     Rewriter.insert_op(lowering.new_weights, InsertPoint.before(launch))
     block = launch.body.block
     for op in reversed(list(block.ops)):
