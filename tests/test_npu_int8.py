@@ -353,3 +353,24 @@ def test_golden_instruction_stream_of_a_small_qlinear_conv():
         'npu.sync',
         '} -> tensor<1x4x4x4xui8>',
     ]
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"int8_macs_per_pe": 0}, "int8_macs_per_pe = 0; it must be a positive integer"),
+    ({"int8_macs_per_pe": 2.5}, "int8_macs_per_pe = 2.5; it must be a positive integer"),
+    ({"clock_ghz": -1}, "clock_ghz = -1; it must be a positive number"),
+    ({"dma_latency_cycles": -3}, "dma_latency_cycles = -3; it must be a non-negative integer"),
+    ({"scratchpad_kib": "lots"}, "scratchpad_bytes = 'lots'"),
+    ([32, 32], "expected a JSON object"),
+])
+def test_a_target_file_with_a_bad_value_is_a_clear_error(values, message, tmp_path):
+    """A zero rate once divided by zero in the cycle model; now the file is named and the key."""
+    from dlc.errors import DlcError
+    from dlc.targets.npu.target import load_config
+
+    path = tmp_path / "npu.json"
+    path.write_text(json.dumps(values))
+    with pytest.raises(DlcError, match=message.replace("(", r"\(").replace(".", r"\.")):
+        load_config(path)
+    path.write_text(json.dumps({"dma_latency_cycles": 0, "int8_macs_per_pe": 8}))
+    assert load_config(path).int8_macs_per_pe == 8

@@ -63,11 +63,23 @@ def load_config(path: str | Path | None = None) -> NpuConfig:
     except (OSError, ValueError) as error:
         raise DlcError(f"npu-sim target file {path}: cannot read it as JSON ({error})") from None
     known = {f.name for f in fields(NpuConfig)}
+    if not isinstance(values, dict):
+        raise DlcError(f"npu-sim target file {path}: expected a JSON object of NpuConfig keys")
     if "scratchpad_kib" in values:
-        values["scratchpad_bytes"] = int(values.pop("scratchpad_kib")) * 1024
+        kib = values.pop("scratchpad_kib")
+        values["scratchpad_bytes"] = kib * 1024 if isinstance(kib, int) and not isinstance(kib, bool) else kib
     unknown = sorted(set(values) - known)
     if unknown:
         raise DlcError(f"npu-sim target file {path}: unknown keys {unknown}; known: {sorted(known)}")
+    # Sizes and rates divide the cycle model: a zero, a negative or a fraction where a count
+    # belongs is the file's error, not a ZeroDivisionError or a hang in the simulator.
+    counts = {f.name for f in fields(NpuConfig) if f.type in (int, "int")}
+    for key, value in values.items():
+        count, least = key in counts, 0 if key == "dma_latency_cycles" else 1e-300
+        if isinstance(value, bool) or not isinstance(value, int if count else int | float) or not value >= least \
+                or value != value or value == float("inf"):
+            raise DlcError(f"npu-sim target file {path}: {key} = {value!r}; it must be a "
+                           f"{'non-negative' if least == 0 else 'positive'} {'integer' if count else 'number'}")
     return NpuConfig(**values)
 
 
@@ -266,6 +278,9 @@ def _check_integer(op) -> str | None:
         return None
     a, b, a_zero, b_zero, _ = INTEGER_CONTRACTIONS[kind]
     conv = "Conv" in kind
+    layout = op.attributes.get("dlc.layout")
+    if layout is not None and getattr(layout, "data", None) != "NCHW":
+        return f"dlc.layout = {layout} (the MAC array's convolutions read NCHW)"
     if conv:
         reason = _check_conv(op)
         if reason:
