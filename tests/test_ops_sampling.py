@@ -108,3 +108,41 @@ def test_grid_sample_refuses_unknown_mode():
     model = _model("GridSample", {"x": x, "grid": grid}, [2, 3, 2, 2], mode="linear", padding_mode="wrap")
     with pytest.raises(DlcError, match=r"node 'node' \(GridSample\): .*padding_mode 'wrap'"):
         dlc.compile(model)
+
+
+# --- RoiAlign ---------------------------------------------------------------------------------
+
+def _rois(seed: int, count: int, size: float) -> np.ndarray:
+    """(x1, y1, x2, y2) boxes in image pixels, some reaching past the image's sides."""
+    rng = np.random.default_rng(seed)
+    corner = rng.uniform(-0.2 * size, size, (count, 2))
+    extent = rng.uniform(0.5, 0.8 * size, (count, 2))
+    return np.concatenate([corner, corner + extent], axis=1).astype(np.float32)
+
+
+@pytest.mark.parametrize("mode,transform,ratio,scale", [
+    ("avg", "half_pixel", 0, 0.25), ("avg", "output_half_pixel", 2, 0.5),
+    ("max", "half_pixel", 3, 0.25), ("max", "output_half_pixel", 0, 0.25),
+])
+def test_roi_align(mode, transform, ratio, scale):
+    """Two images, rois of both (sample counts per bin from 1 to ~4 when sampling_ratio is 0)."""
+    x = np.random.default_rng(1).uniform(-1, 1, (2, 3, 12, 10)).astype(np.float32)
+    rois = _rois(2, 6, 40.0)
+    feeds = {"x": x, "rois": rois, "batch": np.array([0, 1, 1, 0, 1, 0], np.int64)}
+    _versus_onnxruntime("RoiAlign", feeds, mode=mode, coordinate_transformation_mode=transform,
+                        sampling_ratio=ratio, spatial_scale=scale, output_height=3, output_width=4)
+
+
+def test_roi_align_refuses_a_batch_index_outside_x():
+    import dlc
+    from dlc.errors import DlcError
+
+    x = np.zeros((2, 1, 6, 6), np.float32)
+    feeds = {"x": x, "rois": _rois(0, 2, 6.0), "batch": np.array([0, 2], np.int64)}
+    compiled = dlc.compile(_model("RoiAlign", feeds, [2, 1, 2, 2], output_height=2, output_width=2))
+    with pytest.raises(DlcError, match=r"node 'node' \(RoiAlign\): input 'batch_indices' holds an index outside"):
+        compiled.run(feeds)
+    feeds["rois"] = np.array([[0, 0, 2, 2], [0, 0, 1e30, 3]], np.float32)  # 1e30 / 2 samples per bin
+    feeds["batch"] = np.array([0, 1], np.int64)
+    with pytest.raises(DlcError, match=r"\(RoiAlign\): a roi asks for more than 70 x 70 sampling points"):
+        compiled.run(feeds)

@@ -931,6 +931,28 @@ class GraphBuilder:
                                                  ["zeros", "border", "reflection"]),
                         align_corners=int(self.chance(0.5)))
 
+    def gen_roi_align(self) -> Value | None:
+        """RoiAlign of a [N, C, H, W] value over constant rois (some past the map's sides) of
+        random images, either coordinate mode, sampling_ratio 0 (run-time sample counts) or
+        fixed. 'max' compares, so it takes exact values only."""
+        mode = self.choice(["avg", "max"])
+        x = self.pick(lambda v: v.rank == 4 and (v.exact or mode == "avg"))
+        if x is None:
+            return None
+        n, _, height, width = x.shape
+        count = int(self.rng.integers(1, 5))
+        scale = float(self.choice([1.0, 0.5]))
+        corner = self.rng.uniform(-1.0, 1.0, (count, 2)) * [width / scale, height / scale]
+        extent = self.rng.uniform(0.3, 1.2, (count, 2)) * [width / scale, height / scale]
+        rois = np.concatenate([corner, corner + extent], axis=1).astype(np.float32)
+        batch = self.rng.integers(0, n, count).astype(np.int64)
+        size = (int(self.rng.integers(1, 4)), int(self.rng.integers(1, 4)))
+        return self.one("RoiAlign", [x.name, self.weight(rois, "r"), self.weight(batch, "i")],
+                        (count, x.shape[1], *size), lo=min(x.lo, 0.0), hi=max(x.hi, 0.0),
+                        exact=False, mode=mode, output_height=size[0], output_width=size[1],
+                        sampling_ratio=int(self.choice([0, 0, 1, 2])), spatial_scale=scale,
+                        coordinate_transformation_mode=self.choice(["half_pixel", "output_half_pixel"]))
+
     def gen_recurrent(self) -> Value | None:
         """LSTM, GRU or RNN over a rank-3 value read as [seq, batch, features]: any direction,
         optional bias, initial state, peepholes, clip, GRU's linear_before_reset. Default
@@ -1079,7 +1101,7 @@ class GraphBuilder:
     LATER_SHARE: ClassVar[float] = 0.15
     # Issue 18's sampling and selection operators, a stream of their own again (the models of
     # every seed before them stay as they were).
-    SAMPLING: ClassVar[dict[str, int]] = {"grid_sample": 1}
+    SAMPLING: ClassVar[dict[str, int]] = {"grid_sample": 1, "roi_align": 1}
     SAMPLING_SHARE: ClassVar[float] = 0.1
 
     def model(self, name: str) -> onnx.ModelProto:
