@@ -172,9 +172,12 @@ def _check_conv(op) -> str | None:
     return None
 
 
-def _check_matmul(op) -> str | None:
-    if _rank(op.operands[0]) != 2 or _rank(op.operands[1]) != 2:
-        return "only 2-D MatMul runs on the MAC array (batched MatMul falls back)"
+def _check_matmul(op, a: int = 0, b: int = 1) -> str | None:
+    """A [M, K] (or [1, ..., 1, M, K]) by a matrix B: a batch of one is one matrix product."""
+    a_shape = op.operands[a].type.get_shape()
+    if len(a_shape) < 2 or any(d != 1 for d in a_shape[:-2]) or _rank(op.operands[b]) != 2:
+        return ("only a matrix product of A [M, K] (or [1, M, K]) by a matrix B runs on the MAC array "
+                "(batched ones fall back)")
     return None
 
 
@@ -285,8 +288,8 @@ def _check_integer(op) -> str | None:
         reason = _check_conv(op)
         if reason:
             return reason
-    elif _rank(op.operands[a]) != 2 or _rank(op.operands[b]) != 2:
-        return "only 2-D integer matrix products run on the MAC array (batched ones fall back)"
+    elif _check_matmul(op, a, b):
+        return _check_matmul(op, a, b)
     for index, what in ((a, "x" if conv else "A"), (b, "w" if conv else "B")):
         if _element(op.operands[index]) not in _BYTES:
             return f"{what} is {_element(op.operands[index])} (the MAC array multiplies 8-bit integers)"

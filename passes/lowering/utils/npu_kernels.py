@@ -329,7 +329,9 @@ class _Conv(_Anchor):
 
 
 class _MatMul(_Anchor):
-    """MatMul and Gemm: tiles of (M, K, N); B re-laid out at compile time for transB/alpha."""
+    """MatMul and Gemm: tiles of (M, K, N); B re-laid out at compile time for transB/alpha. A
+    may have leading dims of 1 ([1, M, K], a batch-1 transformer's activations): its boxes and
+    the output's carry them, the MAC sees [M, K]."""
 
     def __init__(self, lowering, op):
         super().__init__(lowering, op)
@@ -337,12 +339,13 @@ class _MatMul(_Anchor):
         a, b = op.operands[ai], op.operands[bi]
         self.ab, self.bb = itemsize(a), itemsize(b)
         self.a = lowering.name(a)
-        self.m, self.k = a.type.get_shape()
+        self.lead = len(a.type.get_shape()) - 2
+        self.m, self.k = a.type.get_shape()[-2:]
         self.b = lowering.name(b)
         trans_b, alpha = op.attr("transB", 0), op.attr("alpha", 1.0)
         if op.onnx_type == "Gemm" and (trans_b or alpha != 1.0):
             self.b = lowering.weight(b, lambda w: alpha * (w.T if trans_b else w), "npu")
-        self.nn = self.out_shape[1]
+        self.nn = self.out_shape[-1]
         self.c = None
         if op.onnx_type == "Gemm" and len(op.operands) > 2 and _present(op.operands[2]):
             c, beta = op.operands[2], op.attr("beta", 1.0)
@@ -356,7 +359,7 @@ class _MatMul(_Anchor):
         return f"(M {tile[0]}, K {tile[1]}, N {tile[2]})"
 
     def out_tile(self, tile):
-        return [tile[0], tile[2]]
+        return [1] * self.lead + [tile[0], tile[2]]
 
     def slots(self, tile):
         m, k, n = tile
@@ -385,7 +388,7 @@ class _MatMul(_Anchor):
                 acc = slots("acc", parity)
                 for k0, k in _chunks(self.k, k_t):
                     a, b = slots("a", step), slots("b", step)
-                    self.low.emit(DmaLoadOp(self.a, [m0, k0], [m, k], a))
+                    self.low.emit(DmaLoadOp(self.a, [0] * self.lead + [m0, k0], [1] * self.lead + [m, k], a))
                     self.low.emit(DmaLoadOp(self.b, [k0, n0], [k, n], b))
                     self.low.emit(MacOp("matmul", a, [m, k], b, [k, n], acc, [m, n], k0 > 0,
                                         dtype=self.q.dtype if self.q else None,
@@ -398,7 +401,7 @@ class _MatMul(_Anchor):
                     c = slots("c", parity)
                     self.low.emit(DmaLoadOp(self.c[1], offsets, box, c))
                     self.low.emit(VectorOp("add", [acc, c], [[m, n], aligned], acc, [m, n]))
-                yield [m0, n0], [m, n], parity
+                yield [0] * self.lead + [m0, n0], [1] * self.lead + [m, n], parity
                 parity += 1
 
 
