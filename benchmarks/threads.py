@@ -5,6 +5,7 @@
     python benchmarks/threads.py --models resnet18 --threads '' --concurrency 16x1,4x4,2x8
     python benchmarks/threads.py model.onnx --threads 1,4 --output table.md
     python benchmarks/threads.py --models set --threads 1,2,4,8,16 --rounds 2   # issue 15's set
+    python benchmarks/threads.py --models mobilenet_v2 --regions 16   # threads per region, no runs
 
 Models are names from benchmarks/run_all.py (the benchmark set) or .onnx paths. Latency: each
 (model, runtime, thread count, round) runs in its own process pinned to the first N cores (one
@@ -117,6 +118,47 @@ def _throughput(model_path: str, runtime: str, callers: int, threads: int, secon
     return sum(counts) / (time.perf_counter() - begin)
 
 
+def region_threads(model_path: str, threads: int) -> list[tuple[str, str, int]]:
+    """(kernel, region, threads it takes) for each parallel region of `model_path` compiled for
+    `threads` threads: marked loops (their `threads_for_work`) and GEMM calls (`thread_grid`)."""
+    sys.path.insert(0, str(ROOT))
+    import onnx
+    from xdsl.dialects import func
+
+    from dialects.gemm_ukernel import gemm_spec, thread_grid, ukernels
+    from dlc.codegen.gemm_calls import MIN_PARALLEL_MACS
+    from dlc.codegen.parallel_loops import nest_iterations, threads_for_work
+    from dlc.driver import CompileOptions, compile_model
+    from passes.lowering.mark_parallel_loops import ITERATION_SECONDS
+
+    module = compile_model(onnx.load(model_path), compile_to="loops", options=CompileOptions(threads=threads)).module
+    grids = {}
+    for declaration in ukernels(module):
+        spec = gemm_spec(declaration)
+        if "dlc.im2col" in declaration.attributes:
+            im2col = declaration.attributes["dlc.im2col"].data
+            grid = (im2col["tm"].value.data, im2col["tn"].value.data)
+        elif spec["m"] * spec["n"] * spec["k"] < MIN_PARALLEL_MACS:
+            grid = (1, 1)  # gemm_calls.py calls it on the caller's thread
+        else:
+            grid = thread_grid(-(-spec["m"] // spec["mr"]), -(-spec["n"] // spec["nr"]), threads,
+                               mr=spec["mr"], nr=spec["nr"], k=spec["k"])
+        grids[declaration.sym_name.data] = (f"gemm {spec['m']}x{spec['n']}x{spec['k']} grid {grid[0]}x{grid[1]}",
+                                            grid[0] * grid[1])
+    rows = []
+    for kernel in module.ops:
+        if not isinstance(kernel, func.FuncOp) or kernel.sym_name.data in grids or kernel.sym_name.data == "main":
+            continue
+        for op in kernel.walk():
+            if "dlc.parallel" in op.attributes:
+                iterations = nest_iterations(op)
+                worth = threads if iterations is None else threads_for_work(iterations * ITERATION_SECONDS)
+                rows.append((kernel.sym_name.data, f"loop of {iterations} iterations", min(threads, worth)))
+            elif isinstance(op, func.CallOp) and op.callee.root_reference.data in grids:
+                rows.append((kernel.sym_name.data, *grids[op.callee.root_reference.data]))
+    return rows
+
+
 def _child(args: list[str]) -> float:
     environment = {**os.environ, "ORT_LOGGING_LEVEL": "3"}
     out = subprocess.run([sys.executable, __file__, "--child", *args], capture_output=True, text=True,
@@ -192,6 +234,8 @@ def main(argv=None) -> int:
     parser.add_argument("--repeat", type=int, default=20, help="timed runs per latency measurement (median)")
     parser.add_argument("--seconds", type=float, default=3.0, help="length of a throughput measurement")
     parser.add_argument("--output", type=Path, help="also write the tables (markdown) here")
+    parser.add_argument("--regions", type=int, metavar="THREADS",
+                        help="only list the threads each parallel region takes when compiled for THREADS")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -209,6 +253,15 @@ def main(argv=None) -> int:
         print(f"note: more threads than the {cores} cores: some share a core", file=sys.stderr)
     latency: dict = {}
     throughput: dict = {}
+    if args.regions:
+        with tempfile.TemporaryDirectory() as workdir:
+            for name, path in _model_files(names, Path(workdir)).items():
+                rows = region_threads(path, args.regions)
+                fewer = sum(t < args.regions for _, _, t in rows)
+                print(f"{name}: {len(rows)} regions at {args.regions} threads, {fewer} take fewer")
+                for kernel, region, t in rows:
+                    print(f"  {kernel:28s} {t:3d}  {region}")
+        return 0
     with tempfile.TemporaryDirectory() as workdir:
         files = _model_files(names, Path(workdir))
         for round_ in range(args.rounds):
