@@ -214,3 +214,46 @@ def test_nest_iterations_sum_sibling_nests_and_stop_at_dynamic_bounds():
     assert nest_iterations(loop) == 8 * (66 * 66 + 64 * 64)
     (dynamic,) = [op for op in parse_mlir(_KERNEL).walk() if "dlc.parallel" in op.attributes]
     assert nest_iterations(dynamic) is None  # run-time bounds: every thread may be used
+
+
+# A branch counts its larger side; a while loop's trips are unknown, so its nest may use every thread.
+_BRANCHES = """
+builtin.module {
+  func.func private @branchy(%a: memref<64x100xf32>, %flag: i1) {
+    %c0 = arith.constant 0 : index
+    %c1 = arith.constant 1 : index
+    %c64 = arith.constant 64 : index
+    %c100 = arith.constant 100 : index
+    %c10 = arith.constant 10 : index
+    scf.for %i = %c0 to %c64 step %c1 {
+      scf.if %flag {
+        scf.for %j = %c0 to %c100 step %c1 {
+          %x = memref.load %a[%i, %j] : memref<64x100xf32>
+          memref.store %x, %a[%i, %j] : memref<64x100xf32>
+        }
+      } else {
+        scf.for %j = %c0 to %c10 step %c1 {
+          %x = memref.load %a[%i, %j] : memref<64x100xf32>
+          memref.store %x, %a[%i, %j] : memref<64x100xf32>
+        }
+      }
+    } {dlc.parallel}
+    scf.for %i = %c0 to %c64 step %c1 {
+      %r = scf.while (%k = %c0) : (index) -> index {
+        %go = arith.cmpi slt, %k, %c10 : index
+        scf.condition(%go) %k : index
+      } do {
+      ^bb0(%k2 : index):
+        %n = arith.addi %k2, %c1 : index
+        scf.yield %n : index
+      }
+    } {dlc.parallel}
+    func.return
+  }
+}
+"""
+
+
+def test_nest_iterations_take_the_larger_branch_and_give_up_on_while_loops():
+    loops = [op for op in parse_mlir(_BRANCHES).walk() if "dlc.parallel" in op.attributes]
+    assert [nest_iterations(loop) for loop in loops] == [64 * 100, None]

@@ -70,7 +70,8 @@ def _trip(loop: scf.ForOp) -> int | None:
 
 def _block_iterations(block: Block) -> int | None:
     """Innermost iterations one run of `block` makes: the sum over its loop nests of their
-    trip products (the larger branch of an scf.if), at least 1; None if a bound is dynamic."""
+    trip products (the larger branch of an scf.if), at least 1; None if a bound is dynamic
+    or a region op could repeat its body any number of times (scf.while)."""
     total = 0
     for op in block.ops:
         if isinstance(op, scf.ForOp):
@@ -78,11 +79,13 @@ def _block_iterations(block: Block) -> int | None:
             if trip is None or body is None:
                 return None
             total += trip * body
-        elif op.regions:
+        elif isinstance(op, scf.IfOp):
             branches = [_block_iterations(b) for region in op.regions for b in region.blocks]
             if None in branches:
                 return None
             total += max(branches, default=0)
+        elif op.regions:
+            return None
     return max(total, 1)
 
 
