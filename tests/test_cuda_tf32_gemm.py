@@ -55,27 +55,29 @@ def test_large_gemm_is_a_cp_async_pipeline_of_mma(tmp_path, monkeypatch):
     assert ptx.count("cp.async.cg.shared.global") == 3 * 16
     assert ptx.count("cp.async.commit_group") == 3 and ptx.count("cp.async.wait_group 1;") == 1
     assert ptx.count("bar.sync") == 1  # one barrier per K tile
-    # A's two values of a lane (k 2t, 2t + 1 after the permutation) are one 64-bit load.
-    assert ptx.count("ld.shared.v2") == 4 * 4 * 2 and ptx.count("cvt.rna.tf32.f32") == 4 * (16 + 16)
+    # A's fragments: one ldmatrix.x4 each (4 x 4 per tile); a row-major B's: 2 words each.
+    assert ptx.count("ldmatrix.sync.aligned.m8n8.x4.shared.b16") == 4 * 4
+    assert ptx.count("ld.shared.b32") == 4 * 8 * 2 and ptx.count("cvt.rna.tf32.f32") == 4 * (16 + 16)
     assert ".extern .shared .align 16 .b8 k0_MatMul_smem[];" in ptx and ".local" not in ptx
     launch = _cuda_steps(_compile(_matmul(2048, 256, 2048)))[0].plan["launches"][0]
     assert launch["grid"] == [16 * 16, 1, 1] and launch["block"] == [128, 1, 1]
-    assert launch["shared_bytes"] == 3 * 4 * (128 * (32 + 8) + 32 * (128 + 4))  # padded rows, 3 stages
+    assert launch["shared_bytes"] == 3 * 4 * (128 * (32 + 4) + 32 * (128 + 8))  # padded rows, 3 stages
     report = _ptxas(ptx, tmp_path)
     if report is not None:  # the accumulators fit in registers: no spills
         assert "0 bytes spill stores" in report and "0 bytes stack frame" in report
 
 
 def test_k_major_b_small_gemms_and_options(tmp_path, monkeypatch):
-    # Gemm transB = 1: B's fragments are 64-bit loads too; 300 x 200 has too few 128 x 128
-    # blocks for 132 SMs, so 64 x 64 tiles of 4 warps of 32 x 32 (2 x 4 fragments).
+    # Gemm transB = 1: B's fragments come by ldmatrix too, two 8-column ones per x4; 300 x 200
+    # has too few 128 x 128 blocks for 132 SMs, so 64 x 64 tiles of 4 warps of 32 x 32 (2 x 4
+    # fragments), 2 k-steps per 16-deep tile.
     _target(tmp_path, monkeypatch, gemm_tf32_stages=4, gemm_tf32_tile_k=16, gemm_tf32_round=0)
     _, ptx = _ptx(_gemm_transb(300, 256, 200))
-    assert ptx.count(MMA) == 2 * 4 * 2 and ptx.count("ld.shared.v2") == (2 * 2 + 4) * 2
+    assert ptx.count(MMA) == 2 * 4 * 2 and ptx.count("ldmatrix") == (2 + 4 // 2) * 2 and "ld.shared" not in ptx
     assert ptx.count("cp.async.wait_group 2;") == 1 and ptx.count("cp.async.commit_group") == 4
     assert "cvt.rna" not in ptx  # gemm_tf32_round 0: the tensor cores read the fp32 bits
     launch = _cuda_steps(_compile(_gemm_transb(300, 256, 200)))[0].plan["launches"][0]
-    assert launch["grid"] == [5 * 4, 1, 1] and launch["shared_bytes"] == 4 * 4 * 2 * 64 * (16 + 8)
+    assert launch["grid"] == [5 * 4, 1, 1] and launch["shared_bytes"] == 4 * 4 * 2 * 64 * (16 + 4)
 
 
 def test_other_layouts_keep_the_register_staged_schedule(tmp_path, monkeypatch):
@@ -126,6 +128,8 @@ EMULATED = {
               lambda: _matmul(70, 40, 72)),
     # K-major B (Gemm transB) with its bias and Relu, K = 100 in 4 tiles of 32, 64 x 64 block
     "k_major_b": ({}, lambda: _gemm_transb(33, 100, 20)),
+    # 64 x 16 blocks: a warp has one 8-column B fragment, so K-major B is read word by word
+    "k_major_b_odd": ({"gemm_tf32_block_m": 64, "gemm_tf32_block_n": 16}, lambda: _gemm_transb(33, 100, 20)),
     # two batches, each its A and B (grid z), 2 stages
     "batched": ({"gemm_tf32_stages": 2, "gemm_tf32_tile_k": 8},
                 lambda: _model([helper.make_node("MatMul", ["a", "b"], ["c"], name="mm")],
@@ -145,7 +149,7 @@ def test_pipelined_kernel_on_the_host_emulation(case, tmp_path, monkeypatch):
     assert "cp.async" in cuda.ptx
     # Against the same product of TF32-rounded inputs in float64: only float32 accumulation
     # differs (a few ulp of sums of |x| <= K), so a lost or misplaced chunk would show.
-    if case == "k_major_b":
+    if case.startswith("k_major_b"):
         w, b = (np.asarray(cuda.weights[n]) for n in ("W", "b"))
         want = np.maximum(_tf32(feeds["x"]) @ _tf32(w).T + b, 0)
     else:

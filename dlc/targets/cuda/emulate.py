@@ -40,6 +40,8 @@ _ASM = [
     (r'call i32 asm "cvt\.rna\.tf32\.f32 \$0, \$1;", "[^"]*"\(', "call i32 @emu_tf32("),
     (r'call \{ float, float, float, float \} asm "mma\.sync\.aligned\.m16n8k8\.row\.col\.f32\.tf32\.tf32\.f32 '
      r'[^"]*", "[^"]*"\(', "call { float, float, float, float } @emu_mma_struct("),
+    (r'call \{ i32, i32, i32, i32 \} asm "ldmatrix\.sync\.aligned\.m8n8\.x4\.shared\.b16 [^"]*", "[^"]*"\(',
+     "call { i32, i32, i32, i32 } @emu_ldmatrix_struct("),
 ]
 # mma's four results as the struct the kernels extract them from, through a host callback.
 _MMA_STRUCT = """
@@ -62,6 +64,24 @@ define internal { float, float, float, float } @emu_mma_struct(i32 %a0, i32 %a1,
   ret { float, float, float, float } %s3
 }
 """
+_LDMATRIX_STRUCT = """
+define internal { i32, i32, i32, i32 } @emu_ldmatrix_struct(ptr %row) {
+  %d = alloca [4 x i32], align 4
+  call void @emu_ldmatrix(ptr %d, ptr %row)
+  %p1 = getelementptr i32, ptr %d, i32 1
+  %p2 = getelementptr i32, ptr %d, i32 2
+  %p3 = getelementptr i32, ptr %d, i32 3
+  %d0 = load i32, ptr %d
+  %d1 = load i32, ptr %p1
+  %d2 = load i32, ptr %p2
+  %d3 = load i32, ptr %p3
+  %s0 = insertvalue { i32, i32, i32, i32 } undef, i32 %d0, 0
+  %s1 = insertvalue { i32, i32, i32, i32 } %s0, i32 %d1, 1
+  %s2 = insertvalue { i32, i32, i32, i32 } %s1, i32 %d2, 2
+  %s3 = insertvalue { i32, i32, i32, i32 } %s2, i32 %d3, 3
+  ret { i32, i32, i32, i32 } %s3
+}
+"""
 
 
 def host_ir(llvm_ir: str) -> str:
@@ -74,6 +94,8 @@ def host_ir(llvm_ir: str) -> str:
         raise DlcError(f"the host emulation cannot run the inline PTX `{unknown}`")
     if "@emu_mma_struct(" in text:
         text += _MMA_STRUCT
+    if "@emu_ldmatrix_struct(" in text:
+        text += _LDMATRIX_STRUCT
     # Dynamic shared memory (`extern .shared`): an array as large as a block may use.
     text = re.sub(r"= external addrspace\(3\) global \[0 x float\]",
                   f"= addrspace(3) global [{SHARED_FLOATS} x float] zeroinitializer", text)
@@ -149,6 +171,7 @@ class Emulator:
             "emu_tf32": ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_float)(_tf32_round),
             "emu_mma": ctypes.CFUNCTYPE(None, ctypes.c_void_p, *[ctypes.c_int32] * 6, *[ctypes.c_float] * 4)(
                 self._mma),
+            "emu_ldmatrix": ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p)(self._ldmatrix),
         }
         for name, callback in self._callbacks.items():
             llvm.add_symbol(name, ctypes.cast(callback, ctypes.c_void_p).value)
@@ -156,7 +179,8 @@ class Emulator:
         signatures = {"emu_barrier": "void ()", "emu_shfl": "float (i32, float, i32, i32)",
                       "emu_cp_async": "void (ptr, ptr, i32)", "emu_commit": "void ()", "emu_wait": "void (i32)",
                       "emu_tf32": "i32 (float)",
-                      "emu_mma": "void (ptr, i32, i32, i32, i32, i32, i32, float, float, float, float)"}
+                      "emu_mma": "void (ptr, i32, i32, i32, i32, i32, i32, float, float, float, float)",
+                      "emu_ldmatrix": "void (ptr, ptr)"}
         for name in self._callbacks:
             signature = signatures.get(name, "i32 ()")
             returns, arguments = signature.split(" ", 1)
@@ -198,12 +222,25 @@ class Emulator:
         barrier.wait(timeout=60)
         ctypes.memmove(out, d[lane].ctypes.data, 16)
 
+    def _ldmatrix(self, out, row):
+        """ldmatrix.x4 (b16): lane l gets word l % 4 of row l / 4 of the matrices whose rows
+        lanes 8j .. 8j + 7 address."""
+        lane, warp = self.local.tid % 32, self.local.tid // 32
+        (rows, *_), barrier = self.mma_tables[warp], self.warps[warp][1]
+        rows[lane, 0] = row
+        barrier.wait(timeout=60)
+        words = [int(rows[8 * j + lane // 4, 0]) + 4 * (lane % 4) for j in range(4)]
+        barrier.wait(timeout=60)
+        for j, address in enumerate(words):
+            ctypes.memmove(out + 4 * j, address, 4)
+
     def launch(self, kernel: str, grid, block, pointers: list[int]) -> None:
         address = self.engine.get_function_address(kernel)
         function = ctypes.CFUNCTYPE(None, *[ctypes.c_void_p] * len(pointers))(address)
         body = self.text[self.text.index(f"@{kernel}("):]
         body = body[:body.index("\n}\n")]
-        threaded = any(f"@{name}(" in body for name in ("emu_barrier", "emu_shfl", "emu_mma_struct"))
+        threaded = any(f"@{name}(" in body for name in ("emu_barrier", "emu_shfl", "emu_mma_struct",
+                                                         "emu_ldmatrix_struct"))
         threads = block[0]
         for z in range(grid[2]):
             for y in range(grid[1]):

@@ -12,19 +12,22 @@ outside the matrix. Others (Conv's implicit im2col, transposed A) keep codegen's
   one: the copies of the next stages-1 tiles fly while the warps multiply (CUTLASS's
   `MmaMultistage`). Edge chunks copy 0 bytes of source (`src-size` 0: the 16 bytes are zero
   filled) from a clamped, valid address: no access leaves the matrices.
-- Shared layouts chosen so that each fragment load of a warp hits 32 distinct banks, with no
-  swizzle: the k index inside an 8-deep step is permuted (mma slot t <-> k 2t, slot t+4 <-> k
-  2t+1, the same for A and B, so the products summed are the same), which makes a lane's two A
-  values adjacent: one `ld.shared.v2` for both. A's rows are padded to BK + 8 floats (a half-warp
-  of 64-bit loads then covers 32 banks), a row-major B's rows to BN + 4 (rows 2t of 4 lanes land
-  8 banks apart).
-- Inputs are rounded to TF32 with `cvt.rna` when a fragment is read (the copies bypass
-  registers), as cuBLAS rounds; `gemm_tf32_round` 0 leaves the truncation to the tensor cores.
+- Fragments come from shared memory by `ldmatrix.x4` (PTX ISA, "ldmatrix"): four 8 x 8 matrices
+  of 16-bit pairs are four 8 x 4 matrices of 32-bit words, and the four of a 16 x 8 block of A
+  (rows 0-7 / 8-15 x k 0-3 / 4-7) are exactly the a0..a3 of the m16n8k8 TF32 fragment; a K-major
+  B's fragments the same way, two per ldmatrix. A row-major B is read word by word (ldmatrix's
+  transpose moves 16-bit halves). Rows padded so that no load has a bank conflict, without a
+  swizzle: A and a K-major B by 4 floats (the 8 rows of an ldmatrix matrix then start in 8
+  different 16-byte bank groups), a row-major B by 8 (rows t = 0..3 of a fragment 8 banks apart).
+- Inputs are rounded to TF32 with `cvt.rna` in registers (the copies bypass them), as the
+  register-staged schedule does; `gemm_tf32_round` 0 hands the fp32 words to the tensor cores
+  as they are (they read the top 19 bits: truncation): the K loop of the 4096^3 kernel is 350
+  SASS instructions per 128 mma instead of 703 (nvdisasm; cvt.rna is a compare and an add).
 - Blocks are numbered in groups of `gemm_tf32_group_m` row tiles (Triton's "grouped ordering")
   so that the blocks resident at once share A row panels and B column panels in L2.
 - The accumulators go through codegen's epilogue (the fused elementwise chain, guarded stores).
-Shared memory is dynamic (`Launch.shared_bytes`): 3 stages of 128 x 32 tiles need 111 KiB,
-more than the 48 KiB a static allocation may take.
+Shared memory is dynamic (`Launch.shared_bytes`): 3 stages of 128 x 32 tiles need 105 KiB,
+more than the 48 KiB a static allocation may take (two blocks fit an SM's 228 KiB).
 """
 
 from __future__ import annotations
@@ -64,12 +67,12 @@ class PipelinePlan:
         return self.bn // self.warps_n
 
     @property
-    def lda(self) -> int:
-        return self.bk + 8
+    def lda(self) -> int:  # 4 mod 8 floats: ldmatrix's 8 rows of 16 bytes hit 8 distinct bank quads
+        return self.bk + 4
 
     @property
-    def ldb(self) -> int:
-        return self.bk + 8 if self.b_kmajor else self.bn + 4
+    def ldb(self) -> int:  # row-major: 8 mod 32, so rows t (0..3) of a fragment load are 8 banks apart
+        return self.bk + 4 if self.b_kmajor else self.bn + 8
 
     @property
     def a_floats(self) -> int:
@@ -133,22 +136,28 @@ def _cp_async(fn, shared: str, slot: str, pointer: str, index: str, valid: str) 
             f"(ptr addrspace(3) {target}, ptr addrspace(1) {source}, i32 {size})")
 
 
-def _tf32_bits(fn, value: str, rounded: bool) -> str:
-    if rounded:
-        return fn(f'call i32 asm "cvt.rna.tf32.f32 $0, $1;", "=r,f"(float {value})')
-    return fn(f"bitcast float {value} to i32")
+def _tf32_bits(fn, bits: str, rounded: bool) -> str:
+    """An fp32 word as the mma's TF32 operand: rounded (cvt.rna), or as is (the tensor cores
+    then read its top 19 bits)."""
+    if not rounded:
+        return bits
+    value = fn(f"bitcast i32 {bits} to float")
+    return fn(f'call i32 asm "cvt.rna.tf32.f32 $0, $1;", "=r,f"(float {value})')
 
 
-def _shared_pair(fn, shared: str, index: str) -> tuple[str, str]:
-    """Two adjacent floats of shared memory, one 64-bit load (`index` is even)."""
+def _ldmatrix(fn, shared: str, index: str) -> list[str]:
+    """ldmatrix.x4: four 8 x 8 matrices of b16 pairs, i.e. of 8 rows x 4 TF32 words, whose rows
+    lanes 8j..8j+7 address (`index`: this lane's row); lane l gets word l % 4 of row l / 4 of
+    each (PTX ISA, "ldmatrix"). The memory clobber keeps it after the barrier."""
     where = fn(f"getelementptr inbounds float, ptr addrspace(3) {shared}, {fn.ity} {index}")
-    pair = fn(f"load <2 x float>, ptr addrspace(3) {where}, align 8")
-    return fn(f"extractelement <2 x float> {pair}, i32 0"), fn(f"extractelement <2 x float> {pair}, i32 1")
+    result = fn('call { i32, i32, i32, i32 } asm "ldmatrix.sync.aligned.m8n8.x4.shared.b16 {$0,$1,$2,$3}, [$4];", '
+                f'"=r,=r,=r,=r,l,~{{memory}}"(ptr addrspace(3) {where})')
+    return [fn(f"extractvalue {{ i32, i32, i32, i32 }} {result}, {r}") for r in range(4)]
 
 
-def _shared_float(fn, shared: str, index: str) -> str:
+def _shared_word(fn, shared: str, index: str) -> str:
     where = fn(f"getelementptr inbounds float, ptr addrspace(3) {shared}, {fn.ity} {index}")
-    return fn(f"load float, ptr addrspace(3) {where}, align 4")
+    return fn(f"load i32, ptr addrspace(3) {where}, align 4")
 
 
 class _Chunks:
@@ -244,12 +253,21 @@ def pipelined_kernel(fn, name: str, node: str, g, plan: PipelinePlan, a_ptr: str
     for s in range(p.stages - 1):
         issue(str(s * p.bk), str(s))
         commit()
-    # This lane's fragment offsets inside a stage (floats; the k permutation: 2t, 2t + 1).
-    a_lane = fn.int("add", fn.int("mul", fn.int("add", wrow, group), p.lda), fn.int("mul", thread, 2))
-    if p.b_kmajor:
-        b_lane = fn.int("add", fn.int("mul", fn.int("add", wcol, group), p.ldb), fn.int("mul", thread, 2))
+    # This lane's fragment addresses inside a stage (floats). ldmatrix rows: lane l gives row
+    # l % 8 of matrix l / 8; A's matrices are (rows 0-7, k 0-3), (8-15, 0-3), (0-7, 4-7), (8-15,
+    # 4-7): a0..a3 of the m16n8k8 fragment. A K-major B's are (n 0-7, k 0-3), (0-7, 4-7) of two
+    # 8-column fragments: b0, b1 of each.
+    row8 = fn.int("add", fn.int("urem", lane, 8), fn.int("mul", fn.int("urem", fn.int("udiv", lane, 8), 2), 8))
+    a_lane = fn.int("add", fn.int("mul", fn.int("add", wrow, row8), p.lda), fn.int("mul", fn.int("udiv", lane, 16), 4))
+    paired = p.b_kmajor and fnn % 2 == 0
+    if paired:
+        n16 = fn.int("add", fn.int("urem", lane, 8), fn.int("mul", fn.int("udiv", lane, 16), 8))
+        b_lane = fn.int("add", fn.int("mul", fn.int("add", wcol, n16), p.ldb),
+                        fn.int("mul", fn.int("urem", fn.int("udiv", lane, 8), 2), 4))
+    elif p.b_kmajor:  # b0 (k t, n g), b1 (k t + 4, n g) one word each
+        b_lane = fn.int("add", fn.int("mul", fn.int("add", wcol, group), p.ldb), thread)
     else:
-        b_lane = fn.int("add", fn.int("mul", fn.int("mul", thread, 2), p.ldb), fn.int("add", wcol, group))
+        b_lane = fn.int("add", fn.int("mul", thread, p.ldb), fn.int("add", wcol, group))
     b_lane = fn.int("add", b_lane, p.a_floats)
     count = fm * fnn * 4
     fn.emit("br label %loop")
@@ -276,20 +294,20 @@ def pipelined_kernel(fn, name: str, node: str, g, plan: PipelinePlan, a_ptr: str
     a_at, b_at = fn.int("add", stage, a_lane), fn.int("add", stage, b_lane)
     acc = [f"%acc{i}" for i in range(count)]
     for ks in range(0, p.bk, 8):
-        a_frags = []
-        for i in range(fm):
-            top = _shared_pair(fn, shared, fn.int("add", a_at, i * 16 * p.lda + ks))
-            bottom = _shared_pair(fn, shared, fn.int("add", a_at, (i * 16 + 8) * p.lda + ks))
-            # a0 (g, slot t), a1 (g + 8, t), a2 (g, t + 4), a3 (g + 8, t + 4)
-            a_frags.append([_tf32_bits(fn, v, p.round) for v in (top[0], bottom[0], top[1], bottom[1])])
+        a_frags = [[_tf32_bits(fn, v, p.round) for v in _ldmatrix(fn, shared, fn.int("add", a_at, i * 16 * p.lda + ks))]
+                   for i in range(fm)]
         b_frags = []
         for j in range(fnn):
-            if p.b_kmajor:
-                pair = _shared_pair(fn, shared, fn.int("add", b_at, j * 8 * p.ldb + ks))
+            if paired and j % 2 == 0:
+                words = _ldmatrix(fn, shared, fn.int("add", b_at, j * 8 * p.ldb + ks))
+                b_frags += [words[:2], words[2:]]
+            elif paired:
+                continue
             else:
-                at = fn.int("add", b_at, ks * p.ldb + j * 8)
-                pair = (_shared_float(fn, shared, at), _shared_float(fn, shared, fn.int("add", at, p.ldb)))
-            b_frags.append([_tf32_bits(fn, v, p.round) for v in pair])
+                at = fn.int("add", b_at, j * 8 * p.ldb + ks if p.b_kmajor else ks * p.ldb + j * 8)
+                step = 4 if p.b_kmajor else 4 * p.ldb
+                b_frags.append([_shared_word(fn, shared, at), _shared_word(fn, shared, fn.int("add", at, step))])
+        b_frags = [[_tf32_bits(fn, v, p.round) for v in pair] for pair in b_frags]
         for i in range(fm):
             for j in range(fnn):
                 first_acc = (i * fnn + j) * 4
