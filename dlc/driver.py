@@ -38,6 +38,7 @@ def default_pipeline(target: Target, options: CompileOptions) -> list[tuple[str,
         p["cancel-transposes"](),
         p["remove-noop-reshape"](),
         *([p["fuse-qdq-contractions"]()] if fuse else []),  # int8 kernels, before weights fold
+        *([p["qlinear-conv-nhwc"]()] if target.name == "cpu" else []),  # int8 convs pass NHWC bytes on
         p["fold-constants"](),            # whatever the removals exposed
         *([p["fuse-matmul-add"](),           # MatMul + bias -> Gemm, so the folds below see Gemms
            p["fold-batchnorm-into-conv"](),  # BN after Conv/Gemm/MatMul -> scaled weights and bias

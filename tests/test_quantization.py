@@ -117,23 +117,41 @@ def test_qlinear_conv_per_channel_with_bias_and_padding():
     _assert_exact(model, {"x": x})
 
 
-# On the integer GEMM (uint8 x, one image): pads at one end only, strides, dilations, k % 4
-# tails (5*3*3 = 45, 3*1*2 = 6), 33 output channels (a masked byte store), with and without
-# a bias; int8 x (read as uint8 x + 128; padded or not); a batch of two takes the float32-exact path.
-@pytest.mark.parametrize("x_type, shape, w_shape, attrs, with_bias, integer", [
-    (np.uint8, [1, 5, 9, 11], [33, 5, 3, 3], dict(pads=[0, 0, 1, 2], strides=[2, 1]), True, True),
-    (np.uint8, [1, 3, 7, 8], [20, 3, 1, 2], dict(dilations=[1, 3]), False, True),
-    (np.uint8, [2, 5, 9, 11], [16, 5, 3, 3], dict(pads=[1, 1, 1, 1]), True, False),
-    (np.int8, [1, 5, 9, 11], [16, 5, 3, 3], dict(pads=[1, 1, 1, 1]), True, True),
-    (np.int8, [1, 4, 5, 5], [16, 4, 2, 2], {}, False, True)])
-def test_qlinear_conv_matches_onnxruntime(x_type, shape, w_shape, attrs, with_bias, integer):
+# On the integer GEMM (in NHWC: qlinear-conv-nhwc): pads at one end only, strides (a patch row
+# of KH*KW runs of C bytes), dilations, k % 4 tails (5*3*3 = 45, 3*1*2 = 6), 33 output channels
+# (a masked byte store), with and without a bias; int8 x (read as uint8 x + 128; padded or not);
+# batches of two and three; a 1x1 stride-1 conv (x itself is A, rows of C bytes) and a strided
+# 1x1 one; nonzero weight zero points: a uint8 weight with zero point 128 and an int8 weight
+# per channel whose w - w_zero fits int8 (folded into the weight), and one that does not fit
+# (the float32-exact path).
+@pytest.mark.parametrize("x_type, shape, w_shape, attrs, with_bias, integer, w_type, w_zero", [
+    (np.uint8, [1, 5, 9, 11], [33, 5, 3, 3], dict(pads=[0, 0, 1, 2], strides=[2, 1]), True, True, np.int8, 0),
+    (np.uint8, [1, 3, 7, 8], [20, 3, 1, 2], dict(dilations=[1, 3]), False, True, np.int8, 0),
+    (np.uint8, [2, 5, 9, 11], [16, 5, 3, 3], dict(pads=[1, 1, 1, 1]), True, True, np.int8, 0),
+    (np.int8, [1, 5, 9, 11], [16, 5, 3, 3], dict(pads=[1, 1, 1, 1]), True, True, np.int8, 0),
+    (np.int8, [1, 4, 5, 5], [16, 4, 2, 2], {}, False, True, np.int8, 0),
+    (np.uint8, [3, 24, 6, 7], [40, 24, 1, 1], {}, True, True, np.int8, 0),
+    (np.uint8, [2, 24, 7, 7], [8, 24, 1, 1], dict(strides=[2, 2]), False, True, np.int8, 0),
+    (np.int8, [2, 8, 6, 6], [8, 8, 1, 1], {}, True, True, np.int8, 0),
+    (np.uint8, [1, 6, 8, 8], [12, 6, 3, 3], dict(pads=[1, 1, 1, 1]), True, True, np.uint8, 128),
+    (np.uint8, [2, 6, 8, 8], [12, 6, 3, 3], dict(pads=[1, 1, 1, 1]), True, True, np.int8, "small"),
+    (np.uint8, [1, 6, 8, 8], [12, 6, 3, 3], dict(pads=[1, 1, 1, 1]), True, False, np.int8, "large")])
+def test_qlinear_conv_matches_onnxruntime(x_type, shape, w_shape, attrs, with_bias, integer, w_type, w_zero):
     rng = np.random.default_rng(len(shape) + w_shape[0])
-    info = np.iinfo(x_type)
+    info, w_info = np.iinfo(x_type), np.iinfo(w_type)
     co = w_shape[0]
+    w = rng.integers(w_info.min, w_info.max + 1, w_shape).astype(w_type)
+    if w_zero == "small":  # per channel, w - w_zero within int8
+        w = rng.integers(-60, 60, w_shape).astype(np.int8)
+        w_zero = rng.integers(-60, 60, co).astype(np.int8)
+    elif w_zero == "large":
+        w_zero = np.full(co, -100, np.int8)
+    else:
+        w_zero = np.full(co, w_zero, w_type)
     constants = [("x_scale", np.array(0.03, np.float32)), ("x_zero", np.array(info.min + 100, x_type)),
-                 ("w", rng.integers(-128, 128, w_shape).astype(np.int8)),
+                 ("w", w),
                  ("w_scale", rng.uniform(0.01, 0.05, co).astype(np.float32)),
-                 ("w_zero", np.zeros(co, np.int8)),
+                 ("w_zero", w_zero),
                  ("y_scale", np.array(0.6, np.float32)), ("y_zero", np.array(info.min + 120, x_type))]
     if with_bias:
         constants.append(("bias", rng.integers(-3000, 3000, co).astype(np.int32)))
@@ -148,9 +166,9 @@ def test_qlinear_conv_matches_onnxruntime(x_type, shape, w_shape, attrs, with_bi
 
 
 @pytest.mark.parametrize("x_type, batch, recorded", [
-    (np.uint8, 1, "integer GEMM (vpdpbusd) over x's patches, requantized in its store"),
-    (np.uint8, 2, "float32 convolution, exact here (not the integer GEMM: not a 2-D convolution of one image)"),
-    (np.int8, 1, "integer GEMM (vpdpbusd) over x's patches (int8 x + 128), requantized in its store")])
+    (np.uint8, 1, "integer GEMM (vpdpbusd) over x's patches in NHWC, requantized in its store"),
+    (np.uint8, 2, "integer GEMM (vpdpbusd) over x's patches in NHWC, requantized in its store"),
+    (np.int8, 1, "integer GEMM (vpdpbusd) over x's patches (int8 x + 128) in NHWC, requantized in its store")])
 def test_the_path_of_an_integer_contraction_is_recorded(x_type, batch, recorded):
     """The kernel says which path its contraction took and why not the integer GEMM
     (`dlc.int8`, in the linalg phase), as fusion records its decisions."""

@@ -583,62 +583,156 @@ def _padded_with(kb, x: SSAValue, window, zero: int) -> SSAValue:
     return padded
 
 
-def _integer_conv(kb, op, x, w, bias: SSAValue | None, out, requant: tuple[np.ndarray, int]) -> str | None:
-    """A 2-D QLinearConv (one image, one group) on the integer GEMM micro-kernel, as
-    C[pixel, co] = im2col(x)^T @ W^T: A is x's patches, one row of C*KH*KW bytes per output
-    pixel (k contiguous, as the kernel's 4-byte broadcasts want), built at run time from x
-    padded with its zero point (so padding reads as 0 once the zero point term is taken off);
-    B is the constant int8 weight, packed at compile time (pack-weights, as a transposed B);
-    -x_zero * (row sums of W) + bias is one int32 bias per output channel, folded at compile
-    time, and the GEMM requantizes in its store. C (pixels x channels) is then transposed into
-    y. None, or (nothing emitted) the reason it does not apply."""
-    x_shape, w_shape, y_shape = x.type.get_shape(), w.type.get_shape(), out.type.get_shape()
-    weights, w_zero, x_zero = _constant(op, 3), _constant(op, 5), _constant(op, 2)
-    conv_bias = np.zeros(1, np.int32) if bias is None else _constant(op, 8)
+NHWC = "NHWC"  # dlc.layout of a QLinearConv that qlinear-conv-nhwc rewrote (see that pass)
+
+
+def integer_conv_refusal(x_dtype, x_shape, w_shape, y_shape, group: int, weights, w_zero, x_zero, bias,
+                         one_image: bool) -> str | None:
+    """Why a QLinearConv cannot run on the integer GEMM, or None (also qlinear-conv-nhwc's
+    test, which must only rewrite convs that take this path). The arrays are the constants
+    (None when computed at run time); `one_image`: the NCHW path, which handles one image."""
     k = int(np.prod(w_shape[1:]))
-    reason = next((why for bad, why in (
-        (len(x_shape) != 4 or x_shape[0] != 1, "not a 2-D convolution of one image"),
-        (op.attr("group", 1) != 1, "grouped (depthwise)"),
-        (numpy_dtype(x.type.element_type) not in (np.uint8, np.int8), "x is not 8-bit"),
+    return next((why for bad, why in (
+        (len(x_shape) != 4, "not a 2-D convolution"),
+        (one_image and x_shape[0] != 1, "not a 2-D convolution of one image"),
+        (group != 1, "grouped (depthwise)"),
+        (np.dtype(x_dtype) not in (np.uint8, np.int8), "x is not 8-bit"),
         (weights is None or weights.dtype != np.int8, "w is not a constant int8 tensor"),
         (w_zero is None or w_zero.any(), "w's zero point is not 0"),
         (x_zero is None or x_zero.size != 1, "x's zero point is not one constant"),
-        (conv_bias is None, "the bias is not constant"),
+        (bias is None, "the bias is not constant"),
         (0 in y_shape, "the output is empty"),
-        (-(-k // 4) * 4 > _INT8_KC, f"C*KH*KW > {_INT8_KC} (the requantizing store needs one k block)"))
+        (-(-k // 4) * 4 > _INT8_KC, f"C*KH*KW > {_INT8_KC} (the requantizing store needs one k block)"),
+        (weights is not None and x_zero is not None and x_zero.size == 1 and bias is not None
+         and _conv_correction(weights, x_zero, bias, x_dtype) is None, "the zero point term overflows int32"))
         if bad), None)
+
+
+def _conv_correction(weights: np.ndarray, x_zero: np.ndarray, bias: np.ndarray, x_dtype) -> np.ndarray | None:
+    """bias - x_zero * (row sums of W), per output channel, in int32 (x_zero of an int8 x
+    moved by 128, as the GEMM reads x + 128); None when it overflows int32."""
+    co = weights.shape[0]
+    zero = int(x_zero.reshape(-1)[0]) + (128 if np.dtype(x_dtype) == np.int8 else 0)
+    correction = bias.astype(np.int64).reshape(-1) - zero * weights.astype(np.int64).reshape(co, -1).sum(axis=1)
+    if np.abs(correction).max(initial=0) >= 2 ** 31:
+        return None
+    return np.broadcast_to(correction, [co]).astype(np.int32)
+
+
+def _integer_conv(kb, op, x, w, bias: SSAValue | None, out, requant: tuple[np.ndarray, int]) -> str | None:
+    """A 2-D QLinearConv on the integer GEMM micro-kernel, as C[pixel, co] = patches @ W^T:
+    A is x's patches, one row of KH*KW*C bytes per output pixel (k contiguous, as the kernel's
+    4-byte broadcasts want), built at run time from x padded with its zero point (so padding
+    reads as 0 once the zero point term is taken off); B is the constant int8 weight, packed at
+    compile time (pack-weights, as a transposed B); -x_zero * (row sums of W) + bias is one
+    int32 bias per output channel, folded at compile time, and the GEMM requantizes in its store.
+
+    In NHWC (`dlc.layout`, set by qlinear-conv-nhwc: x [N, H, W, C], w [CO, KH, KW, C], y
+    [N, OH, OW, CO]) C is y itself, any batch, and a patch row is KH runs of KW*C contiguous
+    bytes (stride 1) or KH*KW runs of C; a 1x1 stride-1 conv of a uint8 x reads x as A, no
+    patches. In NCHW (one image) the patches are gathered byte by byte and C is transposed into
+    y. None, or (nothing emitted) the reason it does not apply."""
+    nhwc = _layout(op) == NHWC
+    x_shape, w_shape, y_shape = x.type.get_shape(), w.type.get_shape(), out.type.get_shape()
+    weights, w_zero, x_zero = _constant(op, 3), _constant(op, 5), _constant(op, 2)
+    conv_bias = np.zeros(1, np.int32) if bias is None else _constant(op, 8)
+    reason = integer_conv_refusal(numpy_dtype(x.type.element_type), x_shape, w_shape, y_shape,
+                                  op.attr("group", 1), weights, w_zero, x_zero, conv_bias, one_image=not nhwc)
     if reason is not None:
+        if nhwc:  # qlinear-conv-nhwc rewrites only convs this path takes
+            raise UnsupportedError(f"{op.describe()}: an NHWC QLinearConv off the integer GEMM ({reason})",
+                                   "report this: qlinear-conv-nhwc and the lowering disagree")
         return reason
+    k = int(np.prod(w_shape[1:]))
     co = w_shape[0]
-    window = window_of(op, x_shape[2:], list(w_shape[2:]), y_shape[2:])
-    zero = int(x_zero.reshape(-1)[0])
-    padded = _padded_with(kb, x, window, zero)
     signed = not _unsigned(x.type.element_type)
-    zero += 128 if signed else 0  # int8 x is read as uint8 x + 128 (its top bit flipped)
-    pixels = int(np.prod(y_shape[2:]))
+    correction = _conv_correction(weights, x_zero, conv_bias, numpy_dtype(x.type.element_type))
+    zero = int(x_zero.reshape(-1)[0])
+    if nhwc:
+        patches, c = _nhwc_patches(kb, op, x, w_shape, y_shape, zero, signed), out
+        pixels = prod(y_shape[:3])
+    else:
+        patches = _nchw_patches(kb, op, x, w_shape, y_shape, zero, signed)
+        pixels = prod(y_shape[2:])
+        c = kb.scratch(MemRefType(out.type.element_type, [pixels, co]))
+    bias = _weight(kb, op, "x_zero_correction", correction)
+    multipliers = _weight(kb, op, "requantize_multipliers", np.broadcast_to(requant[0], [co]).copy())
+    out_type = numpy_dtype(out.type.element_type)
+    a_row_stride = patches.type.get_shape()[-1]
+    if len(patches.type.get_shape()) != 2:  # x itself (a 1x1 conv): rows of C bytes
+        patches = reshape_view(kb.builder, patches, [pixels, a_row_stride])
+    emit_gemm_call(kb, op, patches, reshape_view(kb.builder, w, [co, k]), reshape_view(kb.builder, c, [pixels, co]),
+                   bias_buffer=bias, residual_buffer=multipliers, bias="row", m=pixels, n=co, k=k,
+                   a_row_stride=a_row_stride, a_k_stride=1, ldb=co, ldc=co, b_trans=1, dtype="u8s8",
+                   dot=_dot_instruction(op), kc=-(-k // 4) * 4,
+                   requantize="u8" if out_type == np.uint8 else "s8", y_zero=requant[1])
+    if not nhwc:
+        kb.generic([c], [reshape_view(kb.builder, out, [co, pixels])],
+                   [identity_map(2), affine_map(2, [dim(1), dim(0)])], [PARALLEL] * 2, lambda b, a: [a[0]])
+    _record(op, f"integer GEMM ({_dot_instruction(op)}) over x's patches" + (" (int8 x + 128)" if signed else "")
+            + (" in NHWC" if nhwc else "") + ", requantized in its store")
+    return None
+
+
+def _layout(op) -> str:
+    layout = op.attributes.get("dlc.layout")
+    return layout.data if isinstance(layout, StringAttr) else "NCHW"
+
+
+def _nchw_patches(kb, op, x, w_shape, y_shape, zero: int, signed: bool) -> SSAValue:
+    """patches[oh, ow, c, i, j] = padded[0, c, oh*sh + i*dh, ow*sw + j*dw] ([pixels, C*KH*KW])."""
+    x_shape = x.type.get_shape()
+    window = window_of(op, x_shape[2:], list(w_shape[2:]), y_shape[2:])
+    padded = _padded_with(kb, x, window, zero)
     channels, (kh, kw), (oh, ow) = x_shape[1], w_shape[2:], y_shape[2:]
-    patches = kb.scratch(MemRefType(x.type.element_type, [pixels, k]))
-    # patches[oh, ow, c, i, j] = padded[0, c, oh*sh + i*dh, ow*sw + j*dw]
+    patches = kb.scratch(MemRefType(x.type.element_type, [oh * ow, channels * kh * kw]))
     taps = window.taps([dim(0), dim(1)], [dim(3), dim(4)])
     kb.generic([padded], [reshape_view(kb.builder, patches, [oh, ow, channels, kh, kw])],
                [affine_map(5, [cst(0), dim(2), *taps]), identity_map(5)], [PARALLEL] * 5,
                lambda b, a: [_as_unsigned(b, a[0]) if signed else a[0]])
-    correction = conv_bias.astype(np.int64).reshape(-1) - zero * weights.astype(np.int64).reshape(co, k).sum(axis=1)
-    if np.abs(correction).max(initial=0) >= 2 ** 31:
-        return "the zero point term overflows int32"
-    bias = _weight(kb, op, "x_zero_correction", np.broadcast_to(correction, [co]).astype(np.int32))
-    multipliers = _weight(kb, op, "requantize_multipliers", np.broadcast_to(requant[0], [co]).copy())
-    c = kb.scratch(MemRefType(out.type.element_type, [pixels, co]))
-    out_type = numpy_dtype(out.type.element_type)
-    emit_gemm_call(kb, op, patches, reshape_view(kb.builder, w, [co, k]), c, bias_buffer=bias,
-                   residual_buffer=multipliers, bias="row", m=pixels, n=co, k=k, a_row_stride=k,
-                   a_k_stride=1, ldb=co, ldc=co, b_trans=1, dtype="u8s8", dot=_dot_instruction(op),
-                   kc=-(-k // 4) * 4, requantize="u8" if out_type == np.uint8 else "s8", y_zero=requant[1])
-    kb.generic([c], [reshape_view(kb.builder, out, [co, pixels])],
-               [identity_map(2), affine_map(2, [dim(1), dim(0)])], [PARALLEL] * 2, lambda b, a: [a[0]])
-    _record(op, f"integer GEMM ({_dot_instruction(op)}) over x's patches" + (" (int8 x + 128)" if signed else "")
-            + ", requantized in its store")
-    return None
+    return patches
+
+
+def _nhwc_patches(kb, op, x, w_shape, y_shape, zero: int, signed: bool) -> SSAValue:
+    """The GEMM's A for an NHWC conv: [pixels, KH*KW*C] patches, or x itself (any shape whose
+    last dimension is C: the GEMM reads it as rows C bytes apart) for a 1x1 stride-1 conv."""
+    n, h, w_, channels = x.type.get_shape()
+    _, kh, kw, _ = w_shape
+    _, oh, ow, _ = y_shape
+    window = window_of(op, [h, w_], [kh, kw], [oh, ow])
+    (sh, sw), (dh, dw) = window.strides, window.dilations
+    if (kh, kw) == (1, 1) and (sh, sw) == (1, 1) and (oh, ow) == (h, w_) and not signed:
+        return x
+    hp, wp = window.padded_extent([h, w_])
+    element = x.type.element_type
+    padded = x
+    if (hp, wp) != (h, w_):
+        padded = kb.scratch(MemRefType(element, [n, hp, wp, channels]))
+        kb.generic([], [padded], [identity_map(4)], [PARALLEL] * 4,
+                   lambda b, a: [b.math(arith.FPToUIOp, b.const(float(zero), f32), element) if _unsigned(element)
+                                 else b.const(zero, element)])
+        top, left = window.pads_begin
+        flat = reshape_view(kb.builder, padded, [n * hp * wp * channels])
+        kb.copy(x, flat, affine_map(4, [dim(0) * (hp * wp * channels) + (dim(1) + top) * (wp * channels)
+                                        + (dim(2) + left) * channels + dim(3)]))
+    patches = kb.scratch(MemRefType(element, [n * oh * ow, kh * kw * channels]))
+    flat = reshape_view(kb.builder, padded, [n * hp * wp * channels])
+
+    def body(b, a):
+        return [_as_unsigned(b, a[0]) if signed else a[0]]
+
+    if sw == 1 and dw == 1:  # the KW taps of a kernel row are KW*C contiguous bytes
+        run = kw * channels
+        source = affine_map(5, [dim(0) * (hp * wp * channels) + (dim(1) * sh + dim(3) * dh) * (wp * channels)
+                                + dim(2) * channels + dim(4)])
+        kb.generic([flat], [reshape_view(kb.builder, patches, [n, oh, ow, kh, run])],
+                   [source, identity_map(5)], [PARALLEL] * 5, body)
+    else:
+        source = affine_map(6, [dim(0) * (hp * wp * channels) + (dim(1) * sh + dim(3) * dh) * (wp * channels)
+                                + (dim(2) * sw + dim(4) * dw) * channels + dim(5)])
+        kb.generic([flat], [reshape_view(kb.builder, patches, [n, oh, ow, kh, kw, channels])],
+                   [source, identity_map(6)], [PARALLEL] * 6, body)
+    return patches
 
 
 @lowers("QLinearConv")
@@ -647,7 +741,7 @@ def lower_qlinear_conv(kb, op, ins, outs) -> None:
     bias = ins[8] if len(ins) > 8 else None
     out = outs[0]
     shape = out.type.get_shape()
-    _check_scale_size(op, w_scale, shape[1], "w_scale")
+    _check_scale_size(op, w_scale, shape[3] if _layout(op) == NHWC else shape[1], "w_scale")
     requant = _multipliers(op)
     kb.epilogue = None
     reason = "the scales or y's zero point are not constant" if requant is None else \

@@ -1,0 +1,128 @@
+"""`qlinear-conv-nhwc`: QLinearConvs that run on the integer GEMM read and write NHWC, so
+consecutive ones pass their bytes on without transposes, and their patches are rows of C bytes.
+
+onnx__QLinearConv.html computes in NCHW. The integer GEMM (passes/lowering/rules/quantize.py)
+computes C[pixel, channel], which is NHWC; a patch row of an NHWC x is KH runs of KW*C
+contiguous bytes where an NCHW x gives KH*KW*C single bytes. So each QLinearConv that the
+integer GEMM takes (`integer_conv_refusal`, the lowering's own test) becomes one with
+`dlc.layout = "NHWC"`: x [N, H, W, C], w [CO, KH, KW, C] (a new weight), y [N, OH, OW, CO],
+between Transpose(x, [0, 2, 3, 1]) and Transpose(y, [0, 3, 1, 2]). A conv whose x is such a
+Transpose of an NHWC result reads that result directly; dce removes the Transposes left without
+users. onnxruntime's NHWC transformer does the same to its QLinearConvs.
+
+A nonzero weight zero point is folded here when w - w_zero fits int8 (a uint8 weight with zero
+point 128, say): the new weight is w - w_zero with zero point 0, the same products in int32.
+
+CPU only (the driver runs it for the cpu target): npu-sim lowers QLinearConv in NCHW.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from xdsl.context import Context
+from xdsl.dialects.builtin import DenseArrayBase, ModuleOp, StringAttr, TensorType, i64
+from xdsl.passes import ModulePass
+from xdsl.rewriter import InsertPoint, Rewriter
+
+from dialects.onnx import OPS, OnnxOp, WeightOp
+from dialects.types import element_type_for, numpy_dtype
+from dialects.weights import weights_of
+from passes.graph.utils.constants import constant_of, is_absent, producer
+from passes.lowering.rules.quantize import NHWC, integer_conv_refusal
+
+TO_NHWC, TO_NCHW = [0, 2, 3, 1], [0, 3, 1, 2]
+
+
+def _centered_weight(w: np.ndarray, w_zero: np.ndarray) -> np.ndarray | None:
+    """w - w_zero (per tensor or per output channel) as int8, or None when it does not fit."""
+    zero = w_zero.astype(np.int64).reshape([-1] + [1] * (w.ndim - 1))
+    centered = w.astype(np.int64) - zero
+    if centered.min(initial=0) < -128 or centered.max(initial=0) > 127:
+        return None
+    return centered.astype(np.int8)
+
+
+def _rewrite_plan(op: OnnxOp):
+    """(the int8 weight, centered, in OIHW) when `op` takes the integer GEMM in NHWC, else None."""
+    if op.attributes.get("dlc.layout") is not None or len(op.operands) < 8:
+        return None
+    x, w_value = op.operands[0], op.operands[3]
+    constants = [constant_of(op.operands[i]) for i in (1, 2, 3, 4, 5, 6, 7)]
+    if any(c is None for c in constants):
+        return None
+    x_scale, x_zero, w, w_scale, w_zero, _, _ = constants
+    bias = np.zeros(1, np.int32) if is_absent(op, 8) else constant_of(op.operands[8])
+    if x_scale.size != 1 or w.ndim != 4 or w_scale.size not in (1, w.shape[0]) or w_zero.size not in (1, w.shape[0]):
+        return None
+    if numpy_dtype(op.results[0].type.element_type) not in (np.dtype(np.uint8), np.dtype(np.int8)):
+        return None
+    centered = _centered_weight(w, w_zero)
+    if centered is None:
+        return None
+    y_shape = op.results[0].type.get_shape()
+    if integer_conv_refusal(numpy_dtype(x.type.element_type), x.type.get_shape(), w_value.type.get_shape(),
+                            y_shape, op.attr("group", 1), centered, np.zeros(1, np.int8), x_zero, bias,
+                            one_image=False) is not None:
+        return None
+    return centered
+
+
+def _transpose(before, value, perm: list[int], name: str):
+    shape = value.type.get_shape()
+    result = TensorType(value.type.element_type, [shape[p] for p in perm])
+    op = OPS["Transpose"].create(operands=[value], result_types=[result],
+                                 attributes={"perm": DenseArrayBase.from_list(i64, perm),
+                                             "onnx_node_name": StringAttr(name)})
+    Rewriter.insert_op(op, InsertPoint.before(before))
+    return op
+
+
+def _weight(before, hint: str, array: np.ndarray):
+    name = weights_of(before.get_toplevel_object()).add(hint, array)
+    op = WeightOp(name, TensorType(element_type_for(array.dtype), array.shape))
+    Rewriter.insert_op(op, InsertPoint.before(before))
+    return op.result
+
+
+def _to_nhwc(op: OnnxOp, centered: np.ndarray) -> None:
+    name = op.node_name or "qlinearconv"
+    x = op.operands[0]
+    inner = producer(x, "Transpose")
+    if inner is not None and list(inner.attr("perm", [])) == TO_NCHW:
+        x_nhwc = inner.operands[0]  # the NHWC result of an earlier conv, read directly
+    else:
+        x_nhwc = _transpose(op, x, TO_NHWC, f"{name}.to_nhwc").results[0]
+    w = _weight(op, f"{name}.w_ohwi", np.ascontiguousarray(centered.transpose(0, 2, 3, 1)))
+    w_zero = _weight(op, f"{name}.w_zero0", np.zeros(op.operands[5].type.get_shape(), np.int8))
+    operands = list(op.operands)
+    operands[0], operands[3], operands[5] = x_nhwc, w, w_zero
+    y = op.results[0]
+    y_shape = y.type.get_shape()
+    attributes = {**op.attributes, "dlc.layout": StringAttr(NHWC)}
+    new = OPS["QLinearConv"].create(operands=operands, attributes=attributes, result_types=[
+        TensorType(y.type.element_type, [y_shape[p] for p in TO_NHWC])])
+    Rewriter.insert_op(new, InsertPoint.before(op))
+    back = OPS["Transpose"].create(operands=[new.results[0]], result_types=[y.type],
+                                   attributes={"perm": DenseArrayBase.from_list(i64, TO_NCHW),
+                                               "onnx_node_name": StringAttr(f"{name}.to_nchw")})
+    Rewriter.insert_op(back, InsertPoint.after(new))
+    y.replace_all_uses_with(back.results[0])
+    Rewriter.erase_op(op)
+    if inner is not None and not inner.results[0].uses:
+        Rewriter.erase_op(inner)
+
+
+@dataclass(frozen=True)
+class QlinearConvNhwcPass(ModulePass):
+    """Integer-GEMM QLinearConvs in NHWC, with the Transposes between two of them removed."""
+
+    name = "qlinear-conv-nhwc"
+
+    def apply(self, ctx: Context, op: ModuleOp) -> None:
+        convs = [o for o in op.walk() if isinstance(o, OnnxOp) and o.onnx_type == "QLinearConv"]
+        for conv in convs:  # in program order: a conv's producer is rewritten first
+            centered = _rewrite_plan(conv)
+            if centered is not None:
+                _to_nhwc(conv, centered)

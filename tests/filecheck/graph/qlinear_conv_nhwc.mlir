@@ -1,0 +1,51 @@
+// RUN: python %S/../npz.py %t.weights.npz "xs=np.float32(0.25)" "xz=np.uint8(128)" "w1=np.arange(72, dtype=np.int8).reshape(4, 2, 3, 3) - 36" "w2=np.ones((4, 4, 1, 1), np.uint8) * 130" "ws=np.full(4, 0.5, np.float32)" "wz=np.zeros(4, np.int8)" "wz2=np.uint8(128)" "ys=np.float32(2.0)" "yz=np.uint8(3)" "wg=np.ones((4, 1, 3, 3), np.int8)"
+// RUN: cp %s %t.mlir && dlc opt %t.mlir -p qlinear-conv-nhwc | filecheck %s
+
+// QLinearConvs on the integer GEMM read and write NHWC between Transposes; a conv reading
+// another's NHWC result takes it directly; a uint8 weight with zero point 128 becomes the int8
+// weight w - 128 (zero point 0), in [CO, KH, KW, C]. A grouped conv stays in NCHW.
+
+builtin.module {
+  // CHECK-LABEL: func.func @chain
+  // CHECK-SAME:  (%[[X:.*]]: tensor<1x2x5x5xui8>)
+  // CHECK:       %[[T:.*]] = "onnx.Transpose"(%[[X]]) {perm = array<i64: 0, 2, 3, 1>, onnx_node_name = "c1.to_nhwc"} {{.*}} -> tensor<1x5x5x2xui8>
+  // CHECK:       %[[W1:.*]] = onnx.weight @c1.w_ohwi : tensor<4x3x3x2xi8>
+  // CHECK:       %[[Y1:.*]] = "onnx.QLinearConv"(%[[T]], %{{.*}}, %{{.*}}, %[[W1]], {{.*}} dlc.layout = "NHWC"} {{.*}} -> tensor<1x5x5x4xui8>
+  // CHECK-NOT:   "onnx.Transpose"
+  // CHECK:       %[[W2:.*]] = onnx.weight @c2.w_ohwi : tensor<4x1x1x4xi8>
+  // CHECK:       %[[Z2:.*]] = onnx.weight @c2.w_zero0 : tensor<i8>
+  // CHECK:       %[[Y2:.*]] = "onnx.QLinearConv"(%[[Y1]], %{{.*}}, %{{.*}}, %[[W2]], %{{.*}}, %[[Z2]], {{.*}} dlc.layout = "NHWC"} {{.*}} -> tensor<1x5x5x4xui8>
+  // CHECK-NEXT:  %[[B:.*]] = "onnx.Transpose"(%[[Y2]]) {perm = array<i64: 0, 3, 1, 2>, onnx_node_name = "c2.to_nchw"} {{.*}} -> tensor<1x4x5x5xui8>
+  // CHECK-NEXT:  func.return %[[B]]
+  func.func @chain(%x: tensor<1x2x5x5xui8>) -> tensor<1x4x5x5xui8> {
+    %xs = onnx.weight @xs : tensor<f32>
+    %xz = onnx.weight @xz : tensor<ui8>
+    %w1 = onnx.weight @w1 : tensor<4x2x3x3xi8>
+    %ws = onnx.weight @ws : tensor<4xf32>
+    %wz = onnx.weight @wz : tensor<4xi8>
+    %ys = onnx.weight @ys : tensor<f32>
+    %yz = onnx.weight @yz : tensor<ui8>
+    %y1 = "onnx.QLinearConv"(%x, %xs, %xz, %w1, %ws, %wz, %ys, %yz) {pads = array<i64: 1, 1, 1, 1>, onnx_node_name = "c1"} : (tensor<1x2x5x5xui8>, tensor<f32>, tensor<ui8>, tensor<4x2x3x3xi8>, tensor<4xf32>, tensor<4xi8>, tensor<f32>, tensor<ui8>) -> tensor<1x4x5x5xui8>
+    %w2 = onnx.weight @w2 : tensor<4x4x1x1xui8>
+    %wz2 = onnx.weight @wz2 : tensor<ui8>
+    %y2 = "onnx.QLinearConv"(%y1, %ys, %yz, %w2, %ws, %wz2, %ys, %yz) {onnx_node_name = "c2"} : (tensor<1x4x5x5xui8>, tensor<f32>, tensor<ui8>, tensor<4x4x1x1xui8>, tensor<4xf32>, tensor<ui8>, tensor<f32>, tensor<ui8>) -> tensor<1x4x5x5xui8>
+    func.return %y2 : tensor<1x4x5x5xui8>
+  }
+
+  // CHECK-LABEL: func.func @grouped
+  // CHECK-NOT:   onnx.Transpose
+  // CHECK:       "onnx.QLinearConv"
+  // CHECK-NOT:   dlc.layout
+  // CHECK-SAME:  -> tensor<1x4x5x5xui8>
+  func.func @grouped(%x: tensor<1x4x5x5xui8>) -> tensor<1x4x5x5xui8> {
+    %xs = onnx.weight @xs : tensor<f32>
+    %xz = onnx.weight @xz : tensor<ui8>
+    %w = onnx.weight @wg : tensor<4x1x3x3xi8>
+    %ws = onnx.weight @ws : tensor<4xf32>
+    %wz = onnx.weight @wz : tensor<4xi8>
+    %ys = onnx.weight @ys : tensor<f32>
+    %yz = onnx.weight @yz : tensor<ui8>
+    %y = "onnx.QLinearConv"(%x, %xs, %xz, %w, %ws, %wz, %ys, %yz) {group = 4 : i64, pads = array<i64: 1, 1, 1, 1>, onnx_node_name = "dw"} : (tensor<1x4x5x5xui8>, tensor<f32>, tensor<ui8>, tensor<4x1x3x3xi8>, tensor<4xf32>, tensor<4xi8>, tensor<f32>, tensor<ui8>) -> tensor<1x4x5x5xui8>
+    func.return %y : tensor<1x4x5x5xui8>
+  }
+}
