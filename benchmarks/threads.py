@@ -58,6 +58,22 @@ def _cores() -> list[int]:
     return cores
 
 
+def _cpu_description() -> str:
+    """The CPU's model name and how many logical CPUs share a core (the table's header: a VM's
+    topology says whether "the first N cores" are N cores)."""
+    name = platform.processor() or platform.machine()
+    try:
+        name = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    siblings = Path("/sys/devices/system/cpu/cpu0/topology/thread_siblings_list")
+    if siblings.exists():
+        shared = sum(len(range(int(a), int(b or a) + 1)) for a, _, b in
+                     (part.partition("-") for part in siblings.read_text().strip().split(",")))
+        name += f", {shared} logical CPU(s) per core"
+    return name
+
+
 def _runner(model_path: str, runtime: str, threads: int):
     """A no-argument callable running one inference (the child's side), after warm-up."""
     sys.path.insert(0, str(ROOT))
@@ -283,7 +299,7 @@ def main(argv=None) -> int:
     import dlc
 
     command = "python benchmarks/threads.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    lines = [f"{date.today()}, {platform.processor() or platform.machine()}, {cores} cores, dlc {dlc.__version__}, "
+    lines = [f"{date.today()}, {_cpu_description()}, {cores} cores, dlc {dlc.__version__}, "
              f"onnxruntime {onnxruntime.__version__}; best of {args.rounds} rounds", "", f"`{command.strip()}`", ""]
     if counts:
         lines += ["Latency (median ms):", "", *latency_table(latency, list(files), counts), ""]
