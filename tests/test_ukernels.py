@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ctypes
 import random
+import re
 from dataclasses import replace
 
 import numpy as np
@@ -186,6 +187,36 @@ def test_matches_numpy(kernels, index):
     problem = Problem(SPECS[index], seed=index)
     functions[index](*problem.pointers())
     _check(problem)
+
+
+def test_gemms_of_different_sizes_share_micro_kernel_tiles():
+    """GEMMs that agree on A's strides, the register tile and the epilogue call one tile
+    function per column width (k, ldb, ldc and the edge rows and columns are its arguments),
+    and each still matches numpy, at awkward sizes, several kc blocks and ragged edges."""
+    tiles = {"mr": 6, "nr": 32, "kc": 16, "mc": 12, "nc": 64}
+    shapes = [(1, 7, 17), (7, 17, 65), (17, 65, 1), (65, 33, 7), (13, 64, 40)]
+    specs = [GemmSpec(m, n, k, 72, 1, "row", n + 3, n + 5, bias="col", activation="relu",
+                      vector_width=16, **tiles, **CACHES) for m, n, k in shapes]  # fmt: skip
+    module = ir.Module("shared")
+    for index, spec in enumerate(specs):
+        emit_gemm(module, f"g{index}", spec, exported=True)
+    text = str(module)
+    callers: dict[str, set[str]] = {}
+    for chunk in re.split(r"\n(?=define )", text):
+        caller = re.match(r'define [^@]*@"([^"]+)"', chunk)
+        for tile in re.findall(r'call void @"(dlc_gemm_tile_[^"]+)"', chunk):
+            callers.setdefault(tile, set()).add(caller.group(1))
+    defined = re.findall(r'^define internal void @"(dlc_gemm_tile_[^"]+)"', text, re.M)
+    assert sorted(defined) == sorted(callers) and len(defined) == 3, callers
+    # Every range driver has a whole-panel branch; n=7, 65 and 33 end in one masked vector.
+    users = sorted(len(names) for names in callers.values())
+    assert users == [1, 3, 5], callers
+    native = NativeModule(compile_object(text))
+    signature = ctypes.CFUNCTYPE(None, *[ctypes.c_void_p] * 5)
+    for index, spec in enumerate(specs):
+        problem = Problem(spec, seed=100 + index)
+        signature(native.address(f"g{index}"))(*problem.pointers())
+        _check(problem)
 
 
 @pytest.mark.parametrize("index", [i for i, s in enumerate(SPECS) if s.panels >= 3 and s.row_blocks >= 3][:6])

@@ -38,15 +38,16 @@ __all__ = ["compile_object", "compile_objects", "compile_jobs", "parse_llvm"]
 # start) would not pay. ResNet-50 has 4.4 MB, an MLP 30 KB.
 MIN_PART_BYTES = 512 << 10
 JOBS_VARIABLE = "DLC_COMPILE_JOBS"
-# The GEMMs (dlc_gemm_N, its range, im2col and worker functions and micro-kernel tiles:
-# passes/lowering/utils/ukernel_calls.py names them) are most of a CNN's IR (ResNet-50: 3.6
-# of 3.9 MB) and vectorised by hand: O3's extra passes over O2's (non-trivial unswitching,
-# argument promotion, more inlining and instcombine) cost a third of their LLVM time and
-# left their code as it was (object code of the same size, same results bit for bit, run
-# times within noise: benchmarks/README.md). Compiled apart, a GEMM is not inlined into its
-# kernel's parallel body either: ResNet-50's 8.4 CPU-s of LLVM became 5.6.
+# The GEMMs (dlc_gemm_N, its range, im2col and worker functions: passes/lowering/utils/
+# ukernel_calls.py names them; and the micro-kernel tiles they share, dlc_gemm_tile_*) are
+# most of a CNN's IR (ResNet-50: 3.6 of 3.9 MB before the tiles were shared) and vectorised
+# by hand: O3's extra passes over O2's (non-trivial unswitching, argument promotion, more
+# inlining and instcombine) cost a third of their LLVM time and left their code as it was
+# (object code of the same size, same results bit for bit, run times within noise:
+# benchmarks/README.md). Compiled apart, a GEMM is not inlined into its kernel's parallel
+# body either: ResNet-50's 8.4 CPU-s of LLVM became 5.6.
 GEMM_PIPELINE_LEVEL = 2
-_GEMM = re.compile(r"dlc_gemm_\d")
+_GEMM = re.compile(r"dlc_gemm_(\d|tile_)")
 
 
 def kernels_not_inlined(llvm_ir: str) -> str:
