@@ -146,3 +146,52 @@ def test_roi_align_refuses_a_batch_index_outside_x():
     feeds["batch"] = np.array([0, 1], np.int64)
     with pytest.raises(DlcError, match=r"\(RoiAlign\): a roi asks for more than 70 x 70 sampling points"):
         compiled.run(feeds)
+
+
+# --- NonZero, Compress (value-dependent sizes: the declared output shape fixes them) -----------
+
+def _declared_run(op_type: str, feeds: dict, out_dtype, **attrs):
+    """onnxruntime's output, and dlc's compiled with the output shape onnxruntime found."""
+    import dlc
+
+    expected = run_onnxruntime(_model(op_type, feeds, None, out_dtype=out_dtype, **attrs), feeds)[0]
+    compiled = dlc.compile(_model(op_type, feeds, expected.shape, out_dtype=out_dtype, **attrs))
+    return expected, compiled
+
+
+@pytest.mark.parametrize("dtype", ["float32", "int32", "bool"])
+def test_nonzero(dtype):
+    rng = np.random.default_rng(4)
+    x = (rng.uniform(0, 1, (3, 4, 5)) < 0.3) * rng.integers(1, 5, (3, 4, 5))
+    x = x.astype(dtype)
+    if dtype == "float32":
+        x[1, 2, 3] = np.nan  # nonzero, as in numpy
+    feeds = {"x": x}
+    expected, compiled = _declared_run("NonZero", feeds, onnx.TensorProto.INT64)
+    np.testing.assert_array_equal(compiled.run(feeds)["y"], expected)
+
+
+def test_nonzero_count_other_than_compiled_fails_the_run():
+    from dlc.errors import DlcError
+
+    x = np.array([[0, 1, 0], [2, 0, 3]], np.float32)
+    _, compiled = _declared_run("NonZero", {"x": x}, onnx.TensorProto.INT64)
+    with pytest.raises(DlcError, match=r"\(NonZero\): the number of nonzero elements of input 'X' is not 3"):
+        compiled.run({"x": np.ones((2, 3), np.float32)})
+
+
+@pytest.mark.parametrize("axis,length", [(0, 4), (1, 5), (-1, 3), (None, 7), (None, 60)])
+def test_compress(axis, length):
+    """A run-time condition along each axis, shorter than the axis, or of the flattened input."""
+    from dlc.errors import DlcError
+
+    rng = np.random.default_rng(length)
+    data = rng.uniform(-1, 1, (4, 5, 3)).astype(np.float32)
+    condition = rng.uniform(0, 1, length) < 0.5
+    feeds = {"x": data, "condition": condition}
+    attrs = {} if axis is None else {"axis": axis}
+    expected, compiled = _declared_run("Compress", feeds, onnx.TensorProto.FLOAT, **attrs)
+    np.testing.assert_array_equal(compiled.run(feeds)["y"], expected)
+    condition[:] = True  # more true entries than compiled for
+    with pytest.raises(DlcError, match=r"\(Compress\): the number of true entries of input 'condition' is not"):
+        compiled.run(feeds)

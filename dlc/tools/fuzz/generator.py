@@ -115,6 +115,9 @@ class GraphBuilder:
         self.values: list[Value] = []  # float values a node may consume
         self.other: list[Value] = []   # int and bool values (outputs may name them)
         self.consumed: set[str] = set()
+        # Values of value-dependent sizes (NonZero, Compress): graph outputs, never consumed, so
+        # the model declares their shapes (dlc compiles static shapes; it reads declared outputs).
+        self.declared: list[Value] = []
         self._count = 0
 
     # -- helpers --
@@ -953,6 +956,56 @@ class GraphBuilder:
                         sampling_ratio=int(self.choice([0, 0, 1, 2])), spatial_scale=scale,
                         coordinate_transformation_mode=self.choice(["half_pixel", "output_half_pixel"]))
 
+    def _fixed_mask(self, x: Value, keep: np.ndarray) -> Value:
+        """A bool value, computed from x at run time, true exactly where `keep` is (whatever
+        the feed): |x| + c > 0.5 with c = 1 where kept and -(|x|'s bound + 1) elsewhere. The
+        selection count of NonZero/Compress then matches the declared shape on every run."""
+        magnitude = self.one("Abs", [x.name], x.shape, lo=0, hi=x.magnitude, exact=x.exact)
+        shift = np.where(keep, 1.0, -(x.magnitude + 1.0)).astype(np.float32)
+        shifted = self.one("Add", [magnitude.name, self.weight(shift, "c")], x.shape, lo=float(shift.min()),
+                           hi=x.magnitude + 1)
+        return self.one("Greater", [shifted.name, self.weight(np.float32(0.5), "c")], x.shape,
+                        dtype=TensorProto.BOOL, exact=True)
+
+    def gen_nonzero(self) -> Value | None:
+        """NonZero of a run-time mask with a fixed number of true entries (a graph output)."""
+        x = self.pick(lambda v: 1 <= v.rank <= 3 and v.size <= 256)
+        if x is None:
+            return None
+        keep = self.rng.random(x.shape) < 0.4
+        mask = self._fixed_mask(x, keep)
+        count = int(keep.sum())
+        indices = self.one("NonZero", [mask.name], (x.rank, count), dtype=TensorProto.INT64, exact=True)
+        self.other.remove(indices)
+        self.declared.append(indices)
+        return indices
+
+    def gen_compress(self) -> Value | None:
+        """Compress of a value along an axis (or flattened) by a run-time condition with a fixed
+        number of true entries, computed from another (or the same) value (a graph output)."""
+        x = self.pick(lambda v: v.rank >= 1)
+        if x is None:
+            return None
+        axis = None if self.chance(0.3) else int(self.rng.integers(0, x.rank))
+        length = x.size if axis is None else x.shape[axis]
+        driver = self.pick(lambda v: v.rank == 1 and v.shape[0] <= length)
+        if driver is None:
+            ends = self.ints([1] * (x.rank - 1) + [length])
+            driver = self.one("Slice", [x.name, self.ints([0] * x.rank), ends, self.ints(list(range(x.rank)))],
+                              (1,) * (x.rank - 1) + (min(length, x.shape[-1]),), lo=x.lo, hi=x.hi, exact=x.exact)
+            driver = self.one("Reshape", [driver.name, self.ints([-1])], (driver.shape[-1],), lo=x.lo, hi=x.hi,
+                              exact=x.exact)
+        keep = self.rng.random(driver.shape) < 0.6
+        condition = self._fixed_mask(driver, keep)
+        count = int(keep.sum())
+        shape = (count,) if axis is None else tuple(count if d == axis else s for d, s in enumerate(x.shape))
+        attributes = {} if axis is None else {"axis": axis - x.rank if self.chance(0.3) else axis}
+        compressed = self.one("Compress", [x.name, condition.name], shape, lo=x.lo, hi=x.hi, exact=x.exact,
+                              **attributes)
+        self.values.remove(compressed)
+        self.declared.append(compressed)
+        return compressed
+
     def gen_recurrent(self) -> Value | None:
         """LSTM, GRU or RNN over a rank-3 value read as [seq, batch, features]: any direction,
         optional bias, initial state, peepholes, clip, GRU's linear_before_reset. Default
@@ -1101,13 +1154,14 @@ class GraphBuilder:
     LATER_SHARE: ClassVar[float] = 0.15
     # Issue 18's sampling and selection operators, a stream of their own again (the models of
     # every seed before them stay as they were).
-    SAMPLING: ClassVar[dict[str, int]] = {"grid_sample": 1, "roi_align": 1}
+    SAMPLING: ClassVar[dict[str, int]] = {"grid_sample": 1, "roi_align": 1, "nonzero": 1, "compress": 1}
     SAMPLING_SHARE: ClassVar[float] = 0.1
 
     def model(self, name: str) -> onnx.ModelProto:
         produced = [v for v in self.values + self.other if v.name not in {i.name for i in self.inputs}]
         sinks = [v for v in produced if v.name not in self.consumed]
         outputs = sinks[-4:] or produced[-1:]
+        outputs += [v for v in self.declared if v not in outputs]
         shared = [v for v in produced if v.name in self.consumed and v not in outputs]
         if shared and self.chance(0.3):  # an output that other nodes also read
             outputs.append(self.choice(shared))
@@ -1218,7 +1272,9 @@ def validate(model: onnx.ModelProto, tracked: dict[str, Value] | None = None) ->
     if tracked:
         for info in list(inferred.graph.value_info) + list(inferred.graph.output):
             value = tracked.get(info.name)
-            shape = tuple(d.dim_value for d in info.type.tensor_type.shape.dim)
+            # an unknown dim (what NonZero/Compress leave to their declared value_info) matches any
+            shape = tuple(d.dim_value if d.HasField("dim_value") else v
+                          for d, v in zip(info.type.tensor_type.shape.dim, value.shape if value else ()))
             if value is not None and info.type.tensor_type.HasField("shape") and shape != value.shape:
                 raise GeneratorError(f"{model.graph.name}: '{info.name}' tracked as {value.shape}, "
                                      f"onnx infers {shape}")
