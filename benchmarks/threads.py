@@ -6,6 +6,7 @@
     python benchmarks/threads.py model.onnx --threads 1,4 --output table.md
     python benchmarks/threads.py --models set --threads 1,2,4,8,16 --rounds 2   # issue 15's set
     python benchmarks/threads.py --models mobilenet_v2 --regions 16   # threads per region, no runs
+    python benchmarks/threads.py --models mobilenet_v2 --threads 8,16 --thread-us 0.3   # calibrate
 
 Models are names from benchmarks/run_all.py (the benchmark set) or .onnx paths. Latency: each
 (model, runtime, thread count, round) runs in its own process pinned to the first N cores (one
@@ -252,8 +253,20 @@ def main(argv=None) -> int:
     parser.add_argument("--output", type=Path, help="also write the tables (markdown) here")
     parser.add_argument("--regions", type=int, metavar="THREADS",
                         help="only list the threads each parallel region takes when compiled for THREADS")
+    parser.add_argument("--thread-us", type=float, metavar="US",
+                        help="compile dlc with this per-thread cost of a parallel region instead of "
+                             "THREAD_SECONDS (dialects/gemm_ukernel.py), to calibrate it; the compile cache is off")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.thread_us is not None:
+        # Both modules read the constant when they run; the compile cache keys on dlc's source,
+        # which this does not change, so it must not serve (or keep) these artifacts.
+        os.environ["DLC_CACHE"] = "0"
+        sys.path.insert(0, str(ROOT))
+        import dialects.gemm_ukernel
+        import dlc.codegen.parallel_loops
+
+        dialects.gemm_ukernel.THREAD_SECONDS = dlc.codegen.parallel_loops.THREAD_SECONDS = args.thread_us * 1e-6
     if args.child:
         kind, path, runtime, *rest = args.child
         if kind == "latency":
@@ -278,6 +291,7 @@ def main(argv=None) -> int:
                 for kernel, region, t in rows:
                     print(f"  {kernel:28s} {t:3d}  {region}")
         return 0
+    calibration = [] if args.thread_us is None else ["--thread-us", str(args.thread_us)]
     with tempfile.TemporaryDirectory() as workdir:
         files = _model_files(names, Path(workdir))
         for round_ in range(args.rounds):
@@ -285,13 +299,14 @@ def main(argv=None) -> int:
                 for t in counts:
                     for runtime in RUNTIMES:
                         latency.setdefault((name, runtime, t), []).append(
-                            _child(["latency", path, runtime, str(t), "--repeat", str(args.repeat)]))
+                            _child(["latency", path, runtime, str(t), "--repeat", str(args.repeat), *calibration]))
                     print(f"round {round_ + 1} {name} {t} threads: dlc {latency[name, 'dlc', t][-1]:.3f} ms, "
                           f"ort {latency[name, 'onnxruntime', t][-1]:.3f} ms", flush=True)
                 for c, t in setups:
                     for runtime in RUNTIMES:
                         throughput.setdefault((name, runtime, (c, t)), []).append(
-                            _child(["throughput", path, runtime, str(c), str(t), "--seconds", str(args.seconds)]))
+                            _child(["throughput", path, runtime, str(c), str(t), "--seconds", str(args.seconds),
+                                    *calibration]))
                     print(f"round {round_ + 1} {name} {c}x{t}: dlc {throughput[name, 'dlc', (c, t)][-1]:.1f}/s, "
                           f"ort {throughput[name, 'onnxruntime', (c, t)][-1]:.1f}/s", flush=True)
     import onnxruntime
@@ -299,8 +314,10 @@ def main(argv=None) -> int:
     import dlc
 
     command = "python benchmarks/threads.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    calibrated = "" if args.thread_us is None else f"; dlc compiled with THREAD_SECONDS = {args.thread_us} us"
     lines = [f"{date.today()}, {_cpu_description()}, {cores} cores, dlc {dlc.__version__}, "
-             f"onnxruntime {onnxruntime.__version__}; best of {args.rounds} rounds", "", f"`{command.strip()}`", ""]
+             f"onnxruntime {onnxruntime.__version__}; best of {args.rounds} rounds{calibrated}",
+             "", f"`{command.strip()}`", ""]
     if counts:
         lines += ["Latency (median ms):", "", *latency_table(latency, list(files), counts), ""]
     if setups:
