@@ -33,6 +33,14 @@ def _gemm_transb(m, k, n, seed=1):
                   [("W", rng.standard_normal((n, k))), ("b", rng.standard_normal(n))])
 
 
+def _conv1x1(n, c, hw, co, seed=2):
+    rng = np.random.default_rng(seed)
+    return _model([helper.make_node("Conv", ["x", "W", "b"], ["c"], name="conv", kernel_shape=[1, 1]),
+                   helper.make_node("Relu", ["c"], ["y"], name="relu")],
+                  [("x", [n, c, hw, hw])], [("y", [n, co, hw, hw])],
+                  [("W", rng.standard_normal((co, c, 1, 1))), ("b", rng.standard_normal(co))])
+
+
 def _ptxas(ptx: str, tmp_path) -> str | None:
     """ptxas -v's report for sm_90, or None where the CUDA toolkit is not installed."""
     ptxas = shutil.which("ptxas")
@@ -84,7 +92,8 @@ def test_other_layouts_keep_the_register_staged_schedule(tmp_path, monkeypatch):
     _target(tmp_path, monkeypatch)
     for model in (_matmul(256, 130, 256),  # K % 4: a 16-byte chunk would straddle the end of a row
                   _matmul(256, 128, 258),  # N % 4 for a row-major B
-                  _conv_block()):  # the implicit im2col is gathered, not copied
+                  _conv_block(),  # the implicit im2col of a 3x3 Conv is gathered, not copied
+                  _conv1x1(2, 24, 7, 20)):  # 7 x 7 pixels: a chunk would straddle two images
         _, ptx = _ptx(model)
         assert "cp.async" not in ptx and MMA in ptx and "_As[" in ptx
     _target(tmp_path, monkeypatch, gemm_tf32_pipeline=0)
@@ -130,6 +139,9 @@ EMULATED = {
     "k_major_b": ({}, lambda: _gemm_transb(33, 100, 20)),
     # 64 x 16 blocks: a warp has one 8-column B fragment, so K-major B is read word by word
     "k_major_b_odd": ({"gemm_tf32_block_m": 64, "gemm_tf32_block_n": 16}, lambda: _gemm_transb(33, 100, 20)),
+    # a 1x1 Conv (ResNet's bottleneck) with bias and Relu: B is each image's [C, H*W]; columns
+    # 36..71 are the second image, 72 columns of a 64-wide tile: the second tile straddles them
+    "conv1x1": ({}, lambda: _conv1x1(2, 24, 6, 20)),
     # two batches, each its A and B (grid z), 2 stages
     "batched": ({"gemm_tf32_stages": 2, "gemm_tf32_tile_k": 8},
                 lambda: _model([helper.make_node("MatMul", ["a", "b"], ["c"], name="mm")],
@@ -152,6 +164,10 @@ def test_pipelined_kernel_on_the_host_emulation(case, tmp_path, monkeypatch):
     if case.startswith("k_major_b"):
         w, b = (np.asarray(cuda.weights[n]) for n in ("W", "b"))
         want = np.maximum(_tf32(feeds["x"]) @ _tf32(w).T + b, 0)
+    elif case == "conv1x1":
+        w, b = (np.asarray(cuda.weights[n]) for n in ("W", "b"))
+        want = np.einsum("oc,nchw->nohw", _tf32(w[:, :, 0, 0]), _tf32(feeds["x"])) + b[:, None, None]
+        want = np.maximum(want, 0)
     else:
         want = _tf32(feeds["a"]) @ _tf32(feeds["b"])
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
@@ -182,7 +198,7 @@ def _tolerance(k: int, rounded: bool = True) -> float:
 
 @gpu
 @pytest.mark.gpu
-@pytest.mark.parametrize("case", ["edges", "k_major_b", "batched", "one_row"])
+@pytest.mark.parametrize("case", ["edges", "k_major_b", "batched", "one_row", "conv1x1"])
 def test_gpu_pipelined_tf32_shapes_match_onnxruntime(case, tmp_path, monkeypatch):
     _target(tmp_path, monkeypatch)
     rng = np.random.default_rng(7)
@@ -195,6 +211,7 @@ def test_gpu_pipelined_tf32_shapes_match_onnxruntime(case, tmp_path, monkeypatch
                                     [("q", [2, 3, 33, 16]), ("k", [2, 3, 16, 40])], [("y", [2, 3, 33, 8])],
                                     [("W", rng.standard_normal((40, 8)))]), 40)),
         "one_row": (lambda: (_matmul(1, 512, 36), 512)),
+        "conv1x1": (lambda: (_conv1x1(3, 64, 28, 96), 64)),
     }[case]()
     _check(model, rtol=0, atol=_tolerance(k))
 

@@ -2,7 +2,9 @@
 
 For a GEMM whose A is row-major (K contiguous) and whose B is row-major or K-major, with K (and a
 row-major B's N) a multiple of 4 so that every 16-byte chunk of a row is wholly inside or wholly
-outside the matrix. Others (Conv's implicit im2col, transposed A) keep codegen's `_MmaSchedule`.
+outside the matrix; and a 1x1 Conv of stride 1 without padding whose H*W is a multiple of 4
+(ResNet's bottleneck convs: W [Cout, Cin] times each image's [Cin, H*W]). Others (Conv's
+implicit im2col, transposed A) keep codegen's `_MmaSchedule`.
 
 - Block tile BM x BN (128 x 128 for GEMMs with a block per SM, else 64 x 64), 4 warps of
   (BM/2) x (BN/2), each a grid of `mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32`
@@ -89,9 +91,15 @@ class PipelinePlan:
 
 def pipeline_plan(g, options: dict) -> PipelinePlan | None:
     """The plan for GemmShape `g`, or None when the pipelined kernel does not apply to it."""
-    if not options.get("gemm_tf32_pipeline", 1) or g.conv is not None or g.a_strides != (g.k, 1) or g.k % 4:
+    if not options.get("gemm_tf32_pipeline", 1) or g.a_strides != (g.k, 1) or g.k % 4:
         return None
-    if g.b_strides == (g.n, 1) and g.n % 4 == 0:
+    if g.conv is not None:  # a 1x1 Conv of stride 1 without padding: B is each image's [C, H*W]
+        c = g.conv
+        if c.kernel != (1, 1) or c.strides != (1, 1) or c.pads != (0, 0) or c.out != (c.height, c.width) or \
+                (c.height * c.width) % 4:
+            return None
+        b_kmajor = False
+    elif g.b_strides == (g.n, 1) and g.n % 4 == 0:
         b_kmajor = False
     elif g.b_strides == (1, g.k):
         b_kmajor = True
@@ -224,6 +232,10 @@ def pipelined_kernel(fn, name: str, node: str, g, plan: PipelinePlan, a_ptr: str
         start = fn.int("add", a_base, fn.int("add", fn.int("mul", row, g.k), q))
         a_copies.append((fn.below(row, g.m), start, q, slot))
     b_copies = []
+    # Row k of a row-major B: N columns apart; a 1x1 Conv's column n * H*W + pixel is image n's
+    # channel k at that pixel (H*W % 4 == 0: no chunk straddles two images).
+    pixels = g.conv.height * g.conv.width if g.conv else 0
+    b_row = pixels or g.n
     if p.b_kmajor:
         for r, q, slot in _Chunks(fn, tid, p.threads, p.bn, p.bk, p.ldb).items:
             col = fn.int("add", col0, r)
@@ -232,7 +244,11 @@ def pipelined_kernel(fn, name: str, node: str, g, plan: PipelinePlan, a_ptr: str
     else:
         for r, q, slot in _Chunks(fn, tid, p.threads, p.bk, p.bn, p.ldb).items:
             col = fn.int("add", col0, q)
-            start = fn.int("add", b_base, fn.int("add", fn.int("mul", r, g.n), col))
+            at = col
+            if g.conv:
+                image = fn.int("mul", fn.int("udiv", col, pixels), g.conv.channels * pixels)
+                at = fn.int("add", image, fn.int("urem", col, pixels))
+            start = fn.int("add", b_base, fn.int("add", fn.int("mul", r, b_row), at))
             b_copies.append((fn.below(col, g.n), start, r, fn.int("add", slot, p.a_floats)))
 
     def issue(k0: str, stage: str) -> None:
@@ -243,7 +259,7 @@ def pipelined_kernel(fn, name: str, node: str, g, plan: PipelinePlan, a_ptr: str
             _cp_async(fn, shared, fn.int("add", slot, offset), a_ptr, fn.int("add", start, k0), valid)
         for inside, start, r, slot in b_copies:
             valid = fn.both(inside, fn.below(fn.int("add", k0, r), g.k))
-            step = k0 if p.b_kmajor else fn.int("mul", k0, g.n)
+            step = k0 if p.b_kmajor else fn.int("mul", k0, b_row)
             _cp_async(fn, shared, fn.int("add", slot, offset), b_ptr, fn.int("add", start, step), valid)
 
     def commit() -> None:
