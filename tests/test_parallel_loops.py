@@ -254,6 +254,24 @@ builtin.module {
 """
 
 
-def test_nest_iterations_take_the_larger_branch_and_give_up_on_while_loops():
+def test_nest_iterations_take_the_larger_branch_and_give_up_on_while_loops_and_calls():
     loops = [op for op in parse_mlir(_BRANCHES).walk() if "dlc.parallel" in op.attributes]
     assert [nest_iterations(loop) for loop in loops] == [64 * 100, None]
+    calling = parse_mlir("""
+builtin.module {
+  func.func private @work(%a: memref<64xf32>) {
+    func.return
+  }
+  func.func private @k(%a: memref<64xf32>) {
+    %c0 = arith.constant 0 : index
+    %c1 = arith.constant 1 : index
+    %c64 = arith.constant 64 : index
+    scf.for %i = %c0 to %c64 step %c1 {
+      func.call @work(%a) : (memref<64xf32>) -> ()
+    } {dlc.parallel}
+    func.return
+  }
+}
+""")
+    (loop,) = [op for op in calling.walk() if "dlc.parallel" in op.attributes]
+    assert nest_iterations(loop) is None  # a call's work is not counted: every thread may be used

@@ -16,7 +16,7 @@ runs on the caller's thread without touching the pool.
 from __future__ import annotations
 
 from llvmlite import ir
-from xdsl.dialects import arith, scf
+from xdsl.dialects import arith, func, scf
 from xdsl.dialects.builtin import IntegerAttr, MemRefType
 from xdsl.ir import Block, Operation, SSAValue
 
@@ -70,8 +70,9 @@ def _trip(loop: scf.ForOp) -> int | None:
 
 def _block_iterations(block: Block) -> int | None:
     """Innermost iterations one run of `block` makes: the sum over its loop nests of their
-    trip products (the larger branch of an scf.if), at least 1; None if a bound is dynamic
-    or a region op could repeat its body any number of times (scf.while)."""
+    trip products (the larger branch of an scf.if), at least 1; None if a bound is dynamic,
+    a region op could repeat its body any number of times (scf.while) or a call does work
+    this count cannot see (a micro-kernel)."""
     total = 0
     for op in block.ops:
         if isinstance(op, scf.ForOp):
@@ -84,7 +85,7 @@ def _block_iterations(block: Block) -> int | None:
             if None in branches:
                 return None
             total += max(branches, default=0)
-        elif op.regions:
+        elif op.regions or isinstance(op, func.CallOp):
             return None
     return max(total, 1)
 
