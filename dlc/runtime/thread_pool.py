@@ -23,6 +23,11 @@ generation g, since it cannot change without `word` changing first. Finished ite
 `done`; the caller returns when `done` reaches `items`, then frees the slot. Idle workers spin
 on `epoch` for SPIN_NS, then sleep on a condition variable; a caller wakes at most items - 1
 sleepers. With every slot taken, a caller runs its items inline.
+
+A region asks for as many items as its work pays for, not one per thread: each thread beyond
+the caller costs it ~THREAD_SECONDS (claims on one cache line, late starts, wake-ups), so
+generated code sizes loops by `threads_for_work` (dlc/codegen/parallel_loops.py) and GEMMs by
+`thread_grid` (dialects/gemm_ukernel.py), and a loop worth one thread never calls the pool.
 """
 
 from __future__ import annotations
