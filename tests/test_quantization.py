@@ -165,6 +165,37 @@ def test_qlinear_conv_matches_onnxruntime(x_type, shape, w_shape, attrs, with_bi
     np.testing.assert_array_equal(got, expected)
 
 
+# Depthwise (group = C, one filter per channel): the int32 kernel along C in NHWC, any batch,
+# strides, one-sided pads, dilations, int8 and uint8 x, per-channel weight zero points folded
+# into the weight; a grouped conv of two channels per group stays on the float32-exact path.
+@pytest.mark.parametrize("x_type, shape, group, w_shape, attrs, depthwise", [
+    (np.uint8, [1, 24, 9, 11], 24, [24, 1, 3, 3], dict(pads=[1, 1, 1, 1]), True),
+    (np.uint8, [2, 19, 8, 7], 19, [19, 1, 3, 3], dict(pads=[0, 1, 1, 0], strides=[2, 2]), True),
+    (np.int8, [1, 16, 9, 9], 16, [16, 1, 5, 3], dict(pads=[2, 1, 2, 1], dilations=[1, 2]), True),
+    (np.uint8, [1, 16, 6, 6], 8, [16, 2, 3, 3], dict(pads=[1, 1, 1, 1]), False)])
+def test_depthwise_qlinear_conv_matches_onnxruntime(x_type, shape, group, w_shape, attrs, depthwise):
+    from dlc.driver import compile_model
+
+    rng = np.random.default_rng(shape[1])
+    info = np.iinfo(x_type)
+    co = w_shape[0]
+    w = rng.integers(-100, 100, w_shape).astype(np.int8)
+    w_zero = rng.integers(-20, 20, co).astype(np.int8) if depthwise else np.zeros(co, np.int8)
+    constants = [("x_scale", np.array(0.03, np.float32)), ("x_zero", np.array(info.min + 90, x_type)),
+                 ("w", w), ("w_scale", rng.uniform(0.01, 0.05, co).astype(np.float32)), ("w_zero", w_zero),
+                 ("y_scale", np.array(0.2, np.float32)), ("y_zero", np.array(info.min + 120, x_type)),
+                 ("bias", rng.integers(-3000, 3000, co).astype(np.int32))]
+    elem = helper.np_dtype_to_tensor_dtype(np.dtype(x_type))
+    model = _one_node("QLinearConv", [("x", elem, shape)], constants, elem, group=group, **attrs)
+    linalg = str(compile_model(model, compile_to="linalg").module)
+    assert ("depthwise int32 loops in NHWC" in linalg) == depthwise
+    x = rng.integers(info.min, info.max + 1, shape).astype(x_type)
+    got = dlc.compile(model).run({"x": x})["y"]
+    expected = run_onnxruntime(model, {"x": x})["y"]
+    assert len(np.unique(expected)) > 20
+    np.testing.assert_array_equal(got, expected)
+
+
 @pytest.mark.parametrize("x_type, batch, recorded", [
     (np.uint8, 1, "integer GEMM (vpdpbusd) over x's patches in NHWC, requantized in its store"),
     (np.uint8, 2, "integer GEMM (vpdpbusd) over x's patches in NHWC, requantized in its store"),

@@ -8,7 +8,9 @@ integer GEMM takes (`integer_conv_refusal`, the lowering's own test) becomes one
 `dlc.layout = "NHWC"`: x [N, H, W, C], w [CO, KH, KW, C] (a new weight), y [N, OH, OW, CO],
 between Transpose(x, [0, 2, 3, 1]) and Transpose(y, [0, 3, 1, 2]). A conv whose x is such a
 Transpose of an NHWC result reads that result directly; dce removes the Transposes left without
-users. onnxruntime's NHWC transformer does the same to its QLinearConvs.
+users. onnxruntime's NHWC transformer does the same to its QLinearConvs. A depthwise conv
+(`depthwise_refusal`: group = C, one filter per channel) goes to NHWC too, its weight as
+[1, KH, KW, C]: the lowering's depthwise kernel runs along C.
 
 A nonzero weight zero point is folded here when w - w_zero fits int8 (a uint8 weight with zero
 point 128, say): the new weight is w - w_zero with zero point 0, the same products in int32.
@@ -30,7 +32,7 @@ from dialects.onnx import OPS, OnnxOp, WeightOp
 from dialects.types import element_type_for, numpy_dtype
 from dialects.weights import weights_of
 from passes.graph.utils.constants import constant_of, is_absent, producer
-from passes.lowering.rules.quantize import NHWC, integer_conv_refusal
+from passes.lowering.rules.quantize import NHWC, depthwise_refusal, integer_conv_refusal
 
 TO_NHWC, TO_NCHW = [0, 2, 3, 1], [0, 3, 1, 2]
 
@@ -61,10 +63,15 @@ def _rewrite_plan(op: OnnxOp):
     centered = _centered_weight(w, w_zero)
     if centered is None:
         return None
-    y_shape = op.results[0].type.get_shape()
-    if integer_conv_refusal(numpy_dtype(x.type.element_type), x.type.get_shape(), w_value.type.get_shape(),
-                            y_shape, op.attr("group", 1), centered, np.zeros(1, np.int8), x_zero, bias,
-                            one_image=False) is not None:
+    y_shape, x_shape = op.results[0].type.get_shape(), x.type.get_shape()
+    group = op.attr("group", 1)
+    if group != 1:
+        if depthwise_refusal(numpy_dtype(x.type.element_type), x_shape, w_value.type.get_shape(), y_shape,
+                             x_shape[1] if len(x_shape) == 4 else 0, group, centered, x_zero, bias) is not None:
+            return None
+    elif integer_conv_refusal(numpy_dtype(x.type.element_type), x_shape, w_value.type.get_shape(),
+                              y_shape, group, centered, np.zeros(1, np.int8), x_zero, bias,
+                              one_image=False) is not None:
         return None
     return centered
 
@@ -94,7 +101,10 @@ def _to_nhwc(op: OnnxOp, centered: np.ndarray) -> None:
         x_nhwc = inner.operands[0]  # the NHWC result of an earlier conv, read directly
     else:
         x_nhwc = _transpose(op, x, TO_NHWC, f"{name}.to_nhwc").results[0]
-    w = _weight(op, f"{name}.w_ohwi", np.ascontiguousarray(centered.transpose(0, 2, 3, 1)))
+    if op.attr("group", 1) == 1:
+        w = _weight(op, f"{name}.w_ohwi", np.ascontiguousarray(centered.transpose(0, 2, 3, 1)))
+    else:  # depthwise: [1, KH, KW, C], a tap's C weights contiguous as x's C bytes are
+        w = _weight(op, f"{name}.w_1hwc", np.ascontiguousarray(centered.transpose(1, 2, 3, 0)))
     w_zero = _weight(op, f"{name}.w_zero0", np.zeros(op.operands[5].type.get_shape(), np.int8))
     operands = list(op.operands)
     operands[0], operands[3], operands[5] = x_nhwc, w, w_zero

@@ -674,6 +674,89 @@ def _integer_conv(kb, op, x, w, bias: SSAValue | None, out, requant: tuple[np.nd
     return None
 
 
+def depthwise_refusal(x_dtype, x_shape, w_shape, y_shape, channels: int, group: int, weights, x_zero,
+                      bias) -> str | None:
+    """Why a grouped QLinearConv cannot run on the depthwise integer kernel (`_depthwise_nhwc`),
+    or None; `channels`: x's channel count. Also qlinear-conv-nhwc's test."""
+    return next((why for bad, why in (
+        (len(x_shape) != 4, "not a 2-D convolution"),
+        (group != channels or w_shape[0] != channels or w_shape[1] != 1,
+         "grouped, not depthwise (one filter per channel)"),
+        (np.dtype(x_dtype) not in (np.uint8, np.int8), "x is not 8-bit"),
+        (weights is None or weights.dtype != np.int8, "w is not a constant int8 tensor"),
+        (x_zero is None or x_zero.size != 1, "x's zero point is not one constant"),
+        (bias is None, "the bias is not constant"),
+        (0 in y_shape, "the output is empty"),
+        (weights is not None and x_zero is not None and x_zero.size == 1 and bias is not None
+         and _conv_correction(weights, x_zero, bias, np.uint8) is None, "the zero point term overflows int32"))
+        if bad), None)
+
+
+def _depthwise_nhwc(kb, op, x, w, out, requant: tuple[np.ndarray, int] | None) -> None:
+    """A depthwise QLinearConv in NHWC (qlinear-conv-nhwc: x [N, H, W, C], w [1, KH, KW, C],
+    y [N, OH, OW, C]) in int32 loops over C innermost, so every load and the accumulator are
+    contiguous vectors: acc = bias - x_zero * sum(w) (folded at compile time), += x * w over
+    the KH x KW taps of x padded with its zero point, then requantized as the GEMM's store does
+    (float32(acc) * float32 multiplier per channel, round half to even, + y_zero, saturate)."""
+    weights, x_zero = _constant(op, 3), _constant(op, 2)
+    bias = np.zeros(1, np.int32) if len(op.operands) < 9 else _constant(op, 8)
+    x_shape, w_shape, y_shape = x.type.get_shape(), w.type.get_shape(), out.type.get_shape()
+    n, h, w_, c = x_shape
+    _, kh, kw, _ = w_shape
+    _, oh, ow, _ = y_shape
+    reason = "the scales or y's zero point are not constant" if requant is None else depthwise_refusal(
+        numpy_dtype(x.type.element_type), x_shape, [c, 1, kh, kw], y_shape, c, op.attr("group", 1),
+        None if weights is None else weights.transpose(3, 0, 1, 2), x_zero, bias)
+    if reason is not None:  # qlinear-conv-nhwc rewrites only convs this kernel takes
+        raise UnsupportedError(f"{op.describe()}: an NHWC depthwise QLinearConv off the integer kernel ({reason})",
+                               "report this: qlinear-conv-nhwc and the lowering disagree")
+    zero = int(x_zero.reshape(-1)[0])
+    correction = _conv_correction(weights.reshape(kh * kw, c).T, x_zero, bias, np.uint8)
+    window = window_of(op, [h, w_], [kh, kw], [oh, ow])
+    (sh, sw), (dh, dw) = window.strides, window.dilations
+    padded, hp, wp = _padded_nhwc(kb, x, window, zero)
+    acc = kb.scratch(MemRefType(i32, [n, oh, ow, c]))
+    kb.generic([_weight(kb, op, "x_zero_correction", correction)], [acc],
+               [affine_map(4, [dim(3)]), identity_map(4)], [PARALLEL] * 4, lambda b, a: [a[0]])
+    source = affine_map(6, [dim(0) * (hp * wp * c) + (dim(1) * sh + dim(3) * dh) * (wp * c)
+                            + (dim(2) * sw + dim(4) * dw) * c + dim(5)])
+    kb.generic([reshape_view(kb.builder, padded, [n * hp * wp * c]), reshape_view(kb.builder, w, [kh, kw, c])],
+               [acc], [source, affine_map(6, [dim(3), dim(4), dim(5)]),
+                       affine_map(6, [dim(0), dim(1), dim(2), dim(5)])],
+               [PARALLEL, PARALLEL, PARALLEL, REDUCTION, REDUCTION, PARALLEL],
+               lambda b, a: [b.add(a[2], b.mul(widen(b, a[0], i32), widen(b, a[1], i32)))])
+    multipliers = _weight(kb, op, "requantize_multipliers", np.broadcast_to(requant[0], [c]).copy())
+    out_type = out.type.element_type
+
+    def store(b, a):
+        f = b.on(f32)
+        q = f.add(f.math(math.RoundEvenOp, f.mul(widen(f, a[0], f32), a[1])), f.const(float(requant[1])))
+        return [saturate(b, q, out_type)]
+
+    kb.generic([acc, multipliers], [out], [identity_map(4), affine_map(4, [dim(3)]), identity_map(4)],
+               [PARALLEL] * 4, store)
+    _record(op, "depthwise int32 loops in NHWC, requantized in their store")
+
+
+def _padded_nhwc(kb, x, window, zero: int) -> tuple[SSAValue, int, int]:
+    """x [N, H, W, C] (8-bit) padded with its zero point as `window` reads it, and the padded
+    height and width (x itself when nothing is padded)."""
+    n, h, w_, channels = x.type.get_shape()
+    hp, wp = window.padded_extent([h, w_])
+    if (hp, wp) == (h, w_):
+        return x, hp, wp
+    element = x.type.element_type
+    padded = kb.scratch(MemRefType(element, [n, hp, wp, channels]))
+    kb.generic([], [padded], [identity_map(4)], [PARALLEL] * 4,
+               lambda b, a: [b.math(arith.FPToUIOp, b.const(float(zero), f32), element) if _unsigned(element)
+                             else b.const(zero, element)])
+    top, left = window.pads_begin
+    flat = reshape_view(kb.builder, padded, [n * hp * wp * channels])
+    kb.copy(x, flat, affine_map(4, [dim(0) * (hp * wp * channels) + (dim(1) + top) * (wp * channels)
+                                    + (dim(2) + left) * channels + dim(3)]))
+    return padded, hp, wp
+
+
 def _layout(op) -> str:
     layout = op.attributes.get("dlc.layout")
     return layout.data if isinstance(layout, StringAttr) else "NCHW"
@@ -703,18 +786,8 @@ def _nhwc_patches(kb, op, x, w_shape, y_shape, zero: int, signed: bool) -> SSAVa
     (sh, sw), (dh, dw) = window.strides, window.dilations
     if (kh, kw) == (1, 1) and (sh, sw) == (1, 1) and (oh, ow) == (h, w_) and not signed:
         return x
-    hp, wp = window.padded_extent([h, w_])
+    padded, hp, wp = _padded_nhwc(kb, x, window, zero)
     element = x.type.element_type
-    padded = x
-    if (hp, wp) != (h, w_):
-        padded = kb.scratch(MemRefType(element, [n, hp, wp, channels]))
-        kb.generic([], [padded], [identity_map(4)], [PARALLEL] * 4,
-                   lambda b, a: [b.math(arith.FPToUIOp, b.const(float(zero), f32), element) if _unsigned(element)
-                                 else b.const(zero, element)])
-        top, left = window.pads_begin
-        flat = reshape_view(kb.builder, padded, [n * hp * wp * channels])
-        kb.copy(x, flat, affine_map(4, [dim(0) * (hp * wp * channels) + (dim(1) + top) * (wp * channels)
-                                        + (dim(2) + left) * channels + dim(3)]))
     patches = kb.scratch(MemRefType(element, [n * oh * ow, kh * kw * channels]))
     flat = reshape_view(kb.builder, padded, [n * hp * wp * channels])
 
@@ -744,6 +817,9 @@ def lower_qlinear_conv(kb, op, ins, outs) -> None:
     _check_scale_size(op, w_scale, shape[3] if _layout(op) == NHWC else shape[1], "w_scale")
     requant = _multipliers(op)
     kb.epilogue = None
+    if _layout(op) == NHWC and op.attr("group", 1) != 1:
+        _depthwise_nhwc(kb, op, x, w, out, requant)
+        return
     reason = "the scales or y's zero point are not constant" if requant is None else \
         _integer_conv(kb, op, x, w, bias, out, requant)
     if reason is None:

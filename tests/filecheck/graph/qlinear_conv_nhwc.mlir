@@ -1,9 +1,10 @@
-// RUN: python %S/../npz.py %t.weights.npz "xs=np.float32(0.25)" "xz=np.uint8(128)" "w1=np.arange(72, dtype=np.int8).reshape(4, 2, 3, 3) - 36" "w2=np.ones((4, 4, 1, 1), np.uint8) * 130" "ws=np.full(4, 0.5, np.float32)" "wz=np.zeros(4, np.int8)" "wz2=np.uint8(128)" "ys=np.float32(2.0)" "yz=np.uint8(3)" "wg=np.ones((4, 1, 3, 3), np.int8)"
+// RUN: python %S/../npz.py %t.weights.npz "xs=np.float32(0.25)" "xz=np.uint8(128)" "w1=np.arange(72, dtype=np.int8).reshape(4, 2, 3, 3) - 36" "w2=np.ones((4, 4, 1, 1), np.uint8) * 130" "ws=np.full(4, 0.5, np.float32)" "wz=np.zeros(4, np.int8)" "wz2=np.uint8(128)" "ys=np.float32(2.0)" "yz=np.uint8(3)" "wg=np.ones((4, 1, 3, 3), np.int8)" "wg2=np.ones((4, 2, 3, 3), np.int8)"
 // RUN: cp %s %t.mlir && dlc opt %t.mlir -p qlinear-conv-nhwc | filecheck %s
 
 // QLinearConvs on the integer GEMM read and write NHWC between Transposes; a conv reading
 // another's NHWC result takes it directly; a uint8 weight with zero point 128 becomes the int8
-// weight w - 128 (zero point 0), in [CO, KH, KW, C]. A grouped conv stays in NCHW.
+// weight w - 128 (zero point 0), in [CO, KH, KW, C]. A depthwise conv's weight becomes
+// [1, KH, KW, C]; a grouped conv that is not depthwise stays in NCHW.
 
 builtin.module {
   // CHECK-LABEL: func.func @chain
@@ -32,12 +33,12 @@ builtin.module {
     func.return %y2 : tensor<1x4x5x5xui8>
   }
 
-  // CHECK-LABEL: func.func @grouped
-  // CHECK-NOT:   onnx.Transpose
-  // CHECK:       "onnx.QLinearConv"
-  // CHECK-NOT:   dlc.layout
-  // CHECK-SAME:  -> tensor<1x4x5x5xui8>
-  func.func @grouped(%x: tensor<1x4x5x5xui8>) -> tensor<1x4x5x5xui8> {
+  // CHECK-LABEL: func.func @depthwise
+  // CHECK:       "onnx.Transpose"
+  // CHECK:       onnx.weight @dw.w_1hwc : tensor<1x3x3x4xi8>
+  // CHECK:       "onnx.QLinearConv"{{.*}}group = 4 : i64{{.*}}dlc.layout = "NHWC"{{.*}} -> tensor<1x5x5x4xui8>
+  // CHECK:       "onnx.Transpose"
+  func.func @depthwise(%x: tensor<1x4x5x5xui8>) -> tensor<1x4x5x5xui8> {
     %xs = onnx.weight @xs : tensor<f32>
     %xz = onnx.weight @xz : tensor<ui8>
     %w = onnx.weight @wg : tensor<4x1x3x3xi8>
@@ -46,6 +47,23 @@ builtin.module {
     %ys = onnx.weight @ys : tensor<f32>
     %yz = onnx.weight @yz : tensor<ui8>
     %y = "onnx.QLinearConv"(%x, %xs, %xz, %w, %ws, %wz, %ys, %yz) {group = 4 : i64, pads = array<i64: 1, 1, 1, 1>, onnx_node_name = "dw"} : (tensor<1x4x5x5xui8>, tensor<f32>, tensor<ui8>, tensor<4x1x3x3xi8>, tensor<4xf32>, tensor<4xi8>, tensor<f32>, tensor<ui8>) -> tensor<1x4x5x5xui8>
+    func.return %y : tensor<1x4x5x5xui8>
+  }
+
+  // CHECK-LABEL: func.func @grouped
+  // CHECK-NOT:   onnx.Transpose
+  // CHECK:       "onnx.QLinearConv"
+  // CHECK-NOT:   dlc.layout
+  // CHECK-SAME:  -> tensor<1x4x5x5xui8>
+  func.func @grouped(%x: tensor<1x8x5x5xui8>) -> tensor<1x4x5x5xui8> {
+    %xs = onnx.weight @xs : tensor<f32>
+    %xz = onnx.weight @xz : tensor<ui8>
+    %w = onnx.weight @wg2 : tensor<4x2x3x3xi8>
+    %ws = onnx.weight @ws : tensor<4xf32>
+    %wz = onnx.weight @wz : tensor<4xi8>
+    %ys = onnx.weight @ys : tensor<f32>
+    %yz = onnx.weight @yz : tensor<ui8>
+    %y = "onnx.QLinearConv"(%x, %xs, %xz, %w, %ws, %wz, %ys, %yz) {group = 4 : i64, pads = array<i64: 1, 1, 1, 1>, onnx_node_name = "g"} : (tensor<1x8x5x5xui8>, tensor<f32>, tensor<ui8>, tensor<4x2x3x3xi8>, tensor<4xf32>, tensor<4xi8>, tensor<f32>, tensor<ui8>) -> tensor<1x4x5x5xui8>
     func.return %y : tensor<1x4x5x5xui8>
   }
 }
