@@ -263,13 +263,16 @@ def test_environment_variable_turns_the_check_on(tmp_path, monkeypatch):
 
 
 def test_overrun_in_a_worker_thread_is_caught(tmp_path):
-    """Rows split over two threads (static schedule): the last row, and its overrun, is thread 1's."""
+    """Rows split over two threads (two items): the last row, and its overrun, is item 1's.
+    The row count is computed, not a constant, so the loop's work is unknown and it goes to the
+    pool: 40 known iterations would run on the caller's thread (parallel_loops.threads_for_work)."""
     from dlc.cli import main
 
     mlir = RELU_LOOPS.replace("1x10xf32", "4x10xf32").replace("%c0, %i]", "%row, %i]").replace(
         "%c0, %j]", "%row, %j]").replace("%zero = arith.constant 0.000000e+00 : f32\n", """\
 %zero = arith.constant 0.000000e+00 : f32
-    %c4 = arith.constant 4 : index
+    %c2 = arith.constant 2 : index
+    %c4 = arith.addi %c2, %c2 : index
     scf.for %row = %c0 to %c4 step %c1 {
 """).replace("    }\n    func.return", "    }\n    } {dlc.parallel}\n    func.return", 1)
     (tmp_path / "relu.mlir").write_text(mlir.replace("INDEX", "arith.addi %i, %c1 : index"))
