@@ -55,12 +55,37 @@ class _Spelled(ir.Constant):
         return self.text
 
 
+# Vector constants are made once (keyed by text: llvmlite gives every vector type one hash):
+# llvmlite builds a Constant per lane, and the tiles ask for thousands of them.
+_CONSTANTS: dict[tuple[str, ...], ir.Constant] = {}
+
+
+def _constant(key: tuple[str, ...], make: Callable[[], ir.Constant]) -> ir.Constant:
+    if key not in _CONSTANTS:
+        _CONSTANTS[key] = make()
+    return _CONSTANTS[key]
+
+
+def _lane_mask(width: int, lanes: int) -> ir.Constant:
+    return _constant(("mask", str(width), str(lanes)),
+                     lambda: ir.Constant(ir.VectorType(I1, width), [1] * lanes + [0] * (width - lanes)))
+
+
+def _float_splat(typ: ir.VectorType, bits: str) -> ir.Constant:
+    """`float.fromhex(bits)` in every lane (keyed by its hex form: 0.0 and -0.0 differ)."""
+    value = float.fromhex(bits)
+    if value == 0.0 and math.copysign(1.0, value) > 0:
+        return _zeros(typ)
+    return _constant(("splat", str(typ), bits), lambda: _Spelled(
+        typ, [value] * typ.count, f"splat ({ir.Constant(typ.element, value)})"))
+
+
 def _zeros(typ: ir.VectorType) -> ir.Constant:
-    return _Spelled(typ, [0] * typ.count, "zeroinitializer")
+    return _constant(("zeros", str(typ)), lambda: _Spelled(typ, [0] * typ.count, "zeroinitializer"))
 
 
 def _poison(typ: ir.VectorType) -> ir.Constant:
-    return _Spelled(typ, ir.Undefined, "poison")
+    return _constant(("poison", str(typ)), lambda: _Spelled(typ, ir.Undefined, "poison"))
 
 
 @dataclass(frozen=True)
@@ -141,7 +166,7 @@ class _GemmEmitter:
         return self.b.gep(base, [offset], inbounds=True, source_etype=F32)
 
     def _mask(self, lanes: int) -> ir.Constant:
-        return ir.Constant(ir.VectorType(I1, self.vw), [1] * lanes + [0] * (self.vw - lanes))
+        return _lane_mask(self.vw, lanes)
 
     def _lane_mask(self, vec: _Vec) -> ir.Value:
         """The lanes of a partial vector: a constant, or the tile's run-time tail (lanes < 0)."""
@@ -171,9 +196,7 @@ class _GemmEmitter:
         return self.b.shuffle_vector(one, _poison(typ), _zeros(ir.VectorType(I32, self.vw)))
 
     def _splat_const(self, value: float) -> ir.Constant:
-        if value == 0.0 and math.copysign(1.0, value) > 0:
-            return _zeros(self.vec)
-        return _Spelled(self.vec, [value] * self.vw, f"splat ({ir.Constant(F32, value)})")
+        return _float_splat(self.vec, float(value).hex())
 
     def _loop(self, start: ir.Value, stop: ir.Value, step: int, body: Callable[[ir.Value], None]):
         """for (iv = start; iv < stop; iv += step) body(iv), as a guarded do-while loop."""
