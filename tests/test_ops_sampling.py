@@ -195,3 +195,43 @@ def test_compress(axis, length):
     condition[:] = True  # more true entries than compiled for
     with pytest.raises(DlcError, match=r"\(Compress\): the number of true entries of input 'condition' is not"):
         compiled.run(feeds)
+
+
+# --- NonMaxSuppression ------------------------------------------------------------------------
+
+def _nms_feeds(seed: int, center: bool, limit: int, score_floor: float | None):
+    """Two images, three classes, 40 clustered boxes (many overlaps), scores with ties."""
+    rng = np.random.default_rng(seed)
+    centre = rng.uniform(0, 10, (2, 40, 2)) // 2.5 * 2.5 + rng.uniform(-0.6, 0.6, (2, 40, 2))
+    size = rng.uniform(0.5, 3.0, (2, 40, 2))
+    if center:
+        boxes = np.concatenate([centre, size], axis=-1)
+    else:  # [y1, x1, y2, x2], some with the corners flipped
+        first, second = centre - size / 2, centre + size / 2
+        flip = rng.uniform(0, 1, (2, 40, 1)) < 0.3
+        boxes = np.concatenate([np.where(flip, second, first)[..., ::-1], np.where(flip, first, second)[..., ::-1]],
+                               axis=-1)
+    feeds = {"boxes": boxes.astype(np.float32),
+             "scores": (rng.integers(0, 20, (2, 3, 40)) / 20).astype(np.float32),
+             "limit": np.array([limit], np.int64), "iou": np.array([0.3], np.float32)}
+    if score_floor is not None:
+        feeds["floor"] = np.array([score_floor], np.float32)
+    return feeds
+
+
+@pytest.mark.parametrize("center,limit,score_floor", [(0, 40, None), (1, 5, 0.4), (0, 3, 0.0), (1, 0, None)])
+def test_non_max_suppression(center, limit, score_floor):
+    feeds = _nms_feeds(limit, center, limit, score_floor)
+    expected, compiled = _declared_run("NonMaxSuppression", feeds, onnx.TensorProto.INT64,
+                                       center_point_box=center)
+    np.testing.assert_array_equal(compiled.run(feeds)["y"], expected)
+
+
+def test_non_max_suppression_other_count_fails_the_run():
+    from dlc.errors import DlcError
+
+    feeds = _nms_feeds(1, 0, 4, 0.2)
+    _, compiled = _declared_run("NonMaxSuppression", feeds, onnx.TensorProto.INT64)
+    feeds["limit"] = np.array([2], np.int64)
+    with pytest.raises(DlcError, match=r"\(NonMaxSuppression\): the number of boxes it selects is not"):
+        compiled.run(feeds)

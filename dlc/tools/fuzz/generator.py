@@ -1006,6 +1006,34 @@ class GraphBuilder:
         self.declared.append(compressed)
         return compressed
 
+    def gen_nms(self) -> Value | None:
+        """NonMaxSuppression with run-time scores (an exact [B, C, N] value: the order compares
+        them) over constant boxes in isolated groups of one box or two near-duplicates (IoU >
+        0.6 > iou_threshold 0.5): one box per group survives whatever the scores, so the
+        selected count the model declares holds on every run."""
+        scores = self.pick(lambda v: v.exact and v.rank == 3 and 1 <= v.shape[2] <= 12)
+        if scores is None:
+            return None
+        batches, classes, n = scores.shape
+        groups, boxes = [], np.zeros((batches, n, 4), np.float32)
+        for k in range(n):
+            if groups and len(groups[-1]) == 1 and self.chance(0.5):
+                groups[-1].append(k)
+            else:
+                groups.append([k])
+        for g, members in enumerate(groups):
+            for k in members:
+                jitter = self.rng.uniform(-0.1, 0.1, (batches, 4)) if k != members[0] else 0.0
+                boxes[:, k] = np.array([0.0, 4.0 * g, 2.0, 4.0 * g + 2.0]) + jitter  # [y1, x1, y2, x2]
+        limit = int(self.rng.integers(1, len(groups) + 2))
+        count = batches * classes * min(limit, len(groups))
+        selected = self.one("NonMaxSuppression", [self.weight(boxes, "b"), scores.name, self.ints([limit]),
+                                                  self.weight(np.array([0.5], np.float32), "c")],
+                            (count, 3), dtype=TensorProto.INT64, exact=True)
+        self.other.remove(selected)
+        self.declared.append(selected)
+        return selected
+
     def gen_recurrent(self) -> Value | None:
         """LSTM, GRU or RNN over a rank-3 value read as [seq, batch, features]: any direction,
         optional bias, initial state, peepholes, clip, GRU's linear_before_reset. Default
@@ -1154,7 +1182,7 @@ class GraphBuilder:
     LATER_SHARE: ClassVar[float] = 0.15
     # Issue 18's sampling and selection operators, a stream of their own again (the models of
     # every seed before them stay as they were).
-    SAMPLING: ClassVar[dict[str, int]] = {"grid_sample": 1, "roi_align": 1, "nonzero": 1, "compress": 1}
+    SAMPLING: ClassVar[dict[str, int]] = {"grid_sample": 1, "roi_align": 1, "nonzero": 1, "compress": 1, "nms": 1}
     SAMPLING_SHARE: ClassVar[float] = 0.1
 
     def model(self, name: str) -> onnx.ModelProto:
