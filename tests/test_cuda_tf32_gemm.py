@@ -75,6 +75,16 @@ def test_large_gemm_is_a_cp_async_pipeline_of_mma(tmp_path, monkeypatch):
         assert "0 bytes spill stores" in report and "0 bytes stack frame" in report
 
 
+def test_block_is_the_largest_that_fills_every_sm(tmp_path, monkeypatch):
+    _target(tmp_path, monkeypatch)
+    # 4096^2: 512 blocks of 128 x 256 (8 warps); 2048^2: 128 of them < 132 SMs, so 256 of 128 x 128.
+    for n, grid, threads in ((4096, 32 * 16, 256), (2048, 16 * 16, 128), (1024, 16 * 16, 128)):
+        launch = _cuda_steps(_compile(_matmul(n, 64, n)))[0].plan["launches"][0]
+        assert launch["grid"] == [grid, 1, 1] and launch["block"] == [threads, 1, 1], n
+    _, ptx = _ptx(_matmul(4096, 64, 4096))
+    assert ptx.count(MMA) == 4 * 8 * 4  # still 64 x 64 per warp
+
+
 def test_k_major_b_small_gemms_and_options(tmp_path, monkeypatch):
     # Gemm transB = 1: B's fragments come by ldmatrix too, two 8-column ones per x4; 300 x 200
     # has too few 128 x 128 blocks for 132 SMs, so 64 x 64 tiles of 4 warps of 32 x 32 (2 x 4
@@ -108,7 +118,8 @@ def test_bad_tf32_tiles_are_clear_errors(tmp_path, monkeypatch):
                         ({"gemm_tf32_tile_k": 12}, "K tile of 12"),
                         ({"gemm_tf32_stages": 1}, "1 stages"),
                         ({"gemm_tf32_stages": 8}, "bytes of shared memory"),
-                        ({"gemm_tf32_block_m": 256, "gemm_tf32_block_n": 256}, "accumulators per thread")):
+                        ({"gemm_tf32_block_m": 256, "gemm_tf32_block_n": 256, "gemm_tf32_warps_m": 2,
+                          "gemm_tf32_warps_n": 2}, "accumulators per thread")):
         _target(tmp_path, monkeypatch, **keys)
         with pytest.raises(CompileError, match=re.escape(words)) as error:
             _ptx(_matmul(2048, 64, 2048))
@@ -135,6 +146,8 @@ EMULATED = {
     # issues a tile: 3 stages), both operands graph inputs
     "edges": ({"gemm_tf32_block_m": 128, "gemm_tf32_block_n": 128, "gemm_tf32_tile_k": 16},
               lambda: _matmul(70, 40, 72)),
+    # 128 x 256, 8 warps (the large GEMMs' block): one block over 40 x 200, K in 2 tiles
+    "wide": ({"gemm_tf32_block_m": 128, "gemm_tf32_block_n": 256}, lambda: _matmul(40, 64, 200)),
     # K-major B (Gemm transB) with its bias and Relu, K = 100 in 4 tiles of 32, 64 x 64 block
     "k_major_b": ({}, lambda: _gemm_transb(33, 100, 20)),
     # 64 x 16 blocks: a warp has one 8-column B fragment, so K-major B is read word by word
@@ -149,7 +162,8 @@ EMULATED = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(EMULATED))
+@pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.slow) if c == "wide" else c
+                                  for c in sorted(EMULATED)])  # wide: 256 emulated threads, ~20 s
 def test_pipelined_kernel_on_the_host_emulation(case, tmp_path, monkeypatch):
     from conftest import random_feeds
 

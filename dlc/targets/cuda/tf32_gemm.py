@@ -6,9 +6,10 @@ outside the matrix; and a 1x1 Conv of stride 1 without padding whose H*W is a mu
 (ResNet's bottleneck convs: W [Cout, Cin] times each image's [Cin, H*W]). Others (Conv's
 implicit im2col, transposed A) keep codegen's `_MmaSchedule`.
 
-- Block tile BM x BN (128 x 128 for GEMMs with a block per SM, else 64 x 64), 4 warps of
-  (BM/2) x (BN/2), each a grid of `mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32`
-  (PTX ISA, "Matrix fragments for mma.m16n8k8", .tf32).
+- Block tile BM x BN (`auto_block`: 128 x 256 or 128 x 128 when every SM still gets a block,
+  else 64 x 64) of warps with 64 x 64 tiles (32 x 32 in a 64 x 64 block), each a grid of
+  `mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32` (PTX ISA, "Matrix fragments for
+  mma.m16n8k8", .tf32): 128 accumulators a thread.
 - A `stages`-deep pipeline of `cp.async.cg.shared.global` 16-byte copies (PTX ISA, "cp.async"),
   one `cp.async.commit_group` per K tile and `cp.async.wait_group stages-2` before computing on
   one: the copies of the next stages-1 tiles fly while the warps multiply (CUTLASS's
@@ -28,8 +29,9 @@ implicit im2col, transposed A) keep codegen's `_MmaSchedule`.
 - Blocks are numbered in groups of `gemm_tf32_group_m` row tiles (Triton's "grouped ordering")
   so that the blocks resident at once share A row panels and B column panels in L2.
 - The accumulators go through codegen's epilogue (the fused elementwise chain, guarded stores).
-Shared memory is dynamic (`Launch.shared_bytes`): 3 stages of 128 x 32 tiles need 105 KiB,
-more than the 48 KiB a static allocation may take (two blocks fit an SM's 228 KiB).
+Shared memory is dynamic (`Launch.shared_bytes`): 3 stages of a 128 x 128 block's 32-deep tiles
+need 105 KiB (two blocks fit an SM's 228 KiB), of a 128 x 256 block's 153 KiB, more than the
+48 KiB a static allocation may take.
 """
 
 from __future__ import annotations
@@ -89,6 +91,15 @@ class PipelinePlan:
         return 4 * self.stages * self.stage_floats
 
 
+def auto_block(g, sms: int) -> tuple[int, int]:
+    """The largest block tile that still gives every SM a block: 128 x 256 (8 warps, one block
+    an SM: 42.7 FLOP per byte copied from L2), 128 x 128 (4 warps, two an SM: 32), else 64 x 64."""
+    for bm, bn in ((128, 256), (128, 128)):
+        if g.m >= bm and g.n >= bn and math.ceil(g.m / bm) * math.ceil(g.n / bn) * g.batch >= sms:
+            return bm, bn
+    return 64, 64
+
+
 def pipeline_plan(g, options: dict) -> PipelinePlan | None:
     """The plan for GemmShape `g`, or None when the pipelined kernel does not apply to it."""
     if not options.get("gemm_tf32_pipeline", 1) or g.a_strides != (g.k, 1) or g.k % 4:
@@ -106,11 +117,13 @@ def pipeline_plan(g, options: dict) -> PipelinePlan | None:
     else:
         return None
     bm, bn = options.get("gemm_tf32_block_m", 0), options.get("gemm_tf32_block_n", 0)
-    if not bm or not bn:  # 128 x 128 when that leaves no SM idle, else 64 x 64
-        big = min(g.m, g.n) >= 128 and math.ceil(g.m / 128) * math.ceil(g.n / 128) * g.batch >= options.get("sms", 132)
-        bm, bn = (128, 128) if big else (64, 64)
-    plan = PipelinePlan(bm, bn, options.get("gemm_tf32_tile_k", 32), options.get("gemm_tf32_warps_m", 2),
-                        options.get("gemm_tf32_warps_n", 2), options.get("gemm_tf32_stages", 3), b_kmajor,
+    if not bm or not bn:
+        bm, bn = auto_block(g, options.get("sms", 132))
+    # Warps (0: from the block): 64 x 64 warp tiles, 32 x 32 in blocks of 64.
+    warps_m = options.get("gemm_tf32_warps_m", 0) or (bm // 64 if bm >= 128 else max(1, bm // 32))
+    warps_n = options.get("gemm_tf32_warps_n", 0) or (bn // 64 if bn >= 128 else max(1, bn // 32))
+    plan = PipelinePlan(bm, bn, options.get("gemm_tf32_tile_k", 32), warps_m, warps_n,
+                        options.get("gemm_tf32_stages", 3), b_kmajor,
                         max(1, options.get("gemm_tf32_group_m", 8)), bool(options.get("gemm_tf32_round", 1)))
     problems = []
     if plan.wm % 16 or plan.wn % 8 or plan.wm <= 0 or plan.wn <= 0:
