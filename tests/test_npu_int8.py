@@ -255,6 +255,43 @@ def test_quantized_cnn_runs_wholly_on_the_npu_bit_exact(how, monkeypatch, tmp_pa
     assert executable.npu_reports()[0][1].int8_macs == 8 * 27 * 64 + 16 * 72 * 16
 
 
+def _mlp(rng):
+    """A batch-1 transformer MLP with a residual: x @ W1 + b1 -> Relu -> @ W2 + x."""
+    from test_quantization import _init
+
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"]), helper.make_node("Add", ["h", "b1"], ["hb"]),
+             helper.make_node("Relu", ["hb"], ["hr"]), helper.make_node("MatMul", ["hr", "w2"], ["m"]),
+             helper.make_node("Add", ["m", "x"], ["y"])]
+    inits = [_init(rng, "w1", 16, 32), _init(rng, "b1", 32), _init(rng, "w2", 32, 16)]
+    return nodes, inits, [1, 6, 16], [1, 6, 16]
+
+
+def test_dequantize_float_ops_quantize_chains_fuse_into_the_contraction(monkeypatch, tmp_path):
+    """On the NPU QuantizeLinear/DequantizeLinear are vector-unit functions (its fusion rules'
+    `classes`), so QLinearMatMul -> DequantizeLinear -> Add -> QuantizeLinear is one kernel,
+    requantized, dequantized, added and quantized again in place on each tile; still bit-exact
+    with the cpu target and with onnxruntime run as the ONNX graph says."""
+    from dlc.driver import compile_model
+    from dlc.tools.fusion_report import kernel_infos
+
+    model, x_shape = _quantized(_mlp, "static-per-channel", tmp_path)
+    monkeypatch.setenv("DLC_NPU_TARGET", "")
+    module = compile_model(model, target="npu-sim", compile_to="kernels").module
+    kernels = {tuple(k.nodes) for k in kernel_infos(module)}
+    types = {op.node_name: op.onnx_type for op in module.walk() if hasattr(op, "node_name")}
+    chains = [[types[n] for n in nodes] for nodes in kernels if len(nodes) > 1]
+    assert ["QLinearMatMul", "DequantizeLinear", "Add", "QuantizeLinear"] in chains, chains
+    compiled = _npu(model, monkeypatch, tmp_path)
+    assert [s.target for s in compiled._executable.steps] == ["npu-sim"]
+    cpu = dlc.compile(model)
+    rng = np.random.default_rng(7)
+    for _ in range(3):
+        feeds = {"x": rng.uniform(-1, 1, x_shape).astype(np.float32)}
+        got = compiled.run(feeds)["y"]
+        np.testing.assert_array_equal(got, cpu.run(feeds)["y"])
+        np.testing.assert_array_equal(got, run_onnxruntime(model, feeds, graph_optimisation="none")["y"])
+
+
 def _matmuls(m=64, k=256, n=64):
     """The same [m, k] x [k, n] product in float32 (MatMul) and in int8 (QLinearMatMul)."""
     rng = np.random.default_rng(4)

@@ -42,7 +42,10 @@ MODES = ("none", "elementwise", "all")
 #              ({mode} is replaced). A consumer class without rows runs as a kernel of its own;
 #   chain:     1 if a kernel is one op and a chain of ops each continuing the last one's value
 #              in place (an NPU's output tile): the value joined must be the kernel's last,
-#              read by nothing else, and keep its shape.
+#              read by nothing else, and keep its shape;
+#   classes:   optional, op type -> class where the target's units differ from
+#              dialects/op_classes.py (npu-sim: QuantizeLinear is elementwise on its vector
+#              unit, QLinearConv a contraction on its MAC array).
 DEFAULT_RULES = {
     "apart": {CONTRACTION: "inputs of a contraction are not fused (it reads them whole, as GEMM panels)"},
     "producers": [ELEMENTWISE, REDUCTION, CONTRACTION],
@@ -95,6 +98,11 @@ def rules_by_target(module: ModuleOp) -> dict[str, dict]:
     return _python(rules) if isinstance(rules, DictionaryAttr) else {}
 
 
+def class_of(rules: dict, onnx_type: str) -> str:
+    """An op type's class under a target's rules: its `classes`, else dialects/op_classes.py's."""
+    return rules.get("classes", {}).get(onnx_type) or op_class(onnx_type)
+
+
 def fusion_rule(rules: dict, mode: str, producer: _Group, consumer_class: str,
                 producer_class: str) -> tuple[bool, str]:
     """(fuse?, rule): may a consumer of class `consumer_class` join the producer's group?"""
@@ -122,7 +130,7 @@ def _breaks_chain(producer: _Group, consumer_group: _Group, value: SSAValue,
         return "it does not read the kernel's last value"
     if {use.operation for use in value.uses} != {consumer}:
         return "the kernel's last value has other users (a chain stores only its end)"
-    if consumer.results[0].type != value.type:
+    if consumer.results[0].type.get_shape() != value.type.get_shape():
         return "it changes the shape of the kernel's value"
     return None
 
@@ -154,7 +162,8 @@ class FuseKernelsPass(ModulePass):
         for position, op in enumerate(block.ops):
             if isinstance(op, LaunchOp):
                 node = _node_op(op)
-                group_of[op] = _Group([op], {op_class(node.onnx_type)}, [f"{node.node_name}: starts the kernel"],
+                classes = {class_of(target_rules.get(op.target.data, DEFAULT_RULES), node.onnx_type)}
+                group_of[op] = _Group([op], classes, [f"{node.node_name}: starts the kernel"],
                                       [], op.results[0] if op.results else None)
                 graph.add_node(id(group_of[op]))
                 rank[id(group_of[op])] = position
@@ -183,7 +192,6 @@ class FuseKernelsPass(ModulePass):
 
         for launch in launches:
             node = _node_op(launch)
-            consumer_class = op_class(node.onnx_type)
             for value, producer in edges_of(launch):
                 target, mine = group_of[producer], group_of[launch]
                 if target is mine:
@@ -191,7 +199,7 @@ class FuseKernelsPass(ModulePass):
                 producer_node = _node_op(producer)
                 rules = target_rules.get(launch.target.data, DEFAULT_RULES)
                 ok, rule = (False, "--fusion=none") if self.mode == "none" else fusion_rule(
-                    rules, self.mode, target, consumer_class, op_class(producer_node.onnx_type))
+                    rules, self.mode, target, class_of(rules, node.onnx_type), class_of(rules, producer_node.onnx_type))
                 if launch.target != producer.target:
                     ok, rule = False, (f"kernels on different targets ({producer.target.data}, "
                                        f"{launch.target.data}) are not fused")

@@ -50,6 +50,11 @@ FUSION_RULES = {
         {"consumer": "elementwise", "fuse": 1, "reason": "elementwise chain on the vector unit, in place"},
     ],
     "chain": 1,
+    # Where the NPU's units differ from the op classes: quantizing is a vector-unit function (so a
+    # DequantizeLinear -> float ops -> QuantizeLinear chain is one epilogue, in place on the tile),
+    # the 8-bit contractions run on the MAC array.
+    "classes": {"QuantizeLinear": "elementwise", "DequantizeLinear": "elementwise",
+                **{kind: "contraction" for kind in ("QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger")}},
 }
 
 

@@ -458,6 +458,12 @@ class _Pool(_Anchor):
                     parity += 1
 
 
+def _tensor_operands(op) -> list:
+    """The operands a vector op reads as tiles: QuantizeLinear/DequantizeLinear's scale and zero
+    point are constants the instruction carries."""
+    return list(op.operands[:1] if op.onnx_type in QUANTIZERS else op.operands)
+
+
 class _Elementwise(_Anchor):
     """An elementwise op: tiles are boxes of its output, whole trailing dims and a chunk of one dim.
     QuantizeLinear/DequantizeLinear read one tensor: their scale and zero point are constants
@@ -465,7 +471,7 @@ class _Elementwise(_Anchor):
 
     def __init__(self, lowering, op):
         super().__init__(lowering, op)
-        self.inputs = list(op.operands[:1] if op.onnx_type in QUANTIZERS else op.operands)
+        self.inputs = _tensor_operands(op)
 
     def candidates(self):
         tiles = []
@@ -533,7 +539,7 @@ class _KernelLowering:
     def _check_chain(self) -> None:
         chain = self.anchor_op.results[0]
         for op in self.epilogue:
-            if op.onnx_type not in VECTOR_FNS or chain not in op.operands:
+            if (op.onnx_type not in VECTOR_FNS and op.onnx_type not in QUANTIZERS) or chain not in op.operands:
                 raise CompileError(f"convert-kernels-to-npu: kernel {self.launch.kernel_name}: "
                                    f"{op.describe()} does not continue the chain of "
                                    f"{self.anchor_op.describe()}; the NPU runs one op and an "
@@ -621,7 +627,7 @@ class _KernelLowering:
     def _epilogue_slots(self, out_tile) -> dict[str, int]:
         sizes, chain = {}, self._chain_values()
         for index, op in enumerate(self.epilogue):
-            for j, value in enumerate(op.operands):
+            for j, value in enumerate(_tensor_operands(op)):
                 if value not in chain:
                     _, box, _ = self.operand_box(value, [0] * len(out_tile), out_tile)
                     sizes[f"e{index}.{j}"] = 4 * math.prod(box)
@@ -631,7 +637,7 @@ class _KernelLowering:
         """One chained op on the output tile, in place in the accumulator slot."""
         chain = self._chain_values()
         ins, shapes = [], []
-        for j, value in enumerate(op.operands):
+        for j, value in enumerate(_tensor_operands(op)):
             if value in chain:
                 ins.append(slots("acc", parity))
                 shapes.append(sizes)
