@@ -16,6 +16,7 @@ from xdsl.dialects.builtin import ModuleOp, StringAttr
 from xdsl.passes import ModulePass
 
 from dialects.context import make_context
+from dialects.loop import attach_bodies, bodies_of, detach_bodies
 from dialects.weights import WeightStore, attach_weights, sidecar_path, weights_of
 from dlc import cache, progress
 from dlc.errors import CompileError, DlcError
@@ -147,13 +148,17 @@ def compile_model(model, *, target: str = "cpu", options: CompileOptions | None 
         stages = default_pipeline(backend, options)
         order = PHASES.index(phase)
         stages = [(name, passes) for name, passes in stages if PHASES.index(name) > order]
-    for name, passes in stages:
-        with progress.step(f"{name} phase"):
-            run_passes(ctx, module, passes, instrument)
-        phase = name
-        # A custom pipeline (-p) replaces the stages: its result is whatever phase was asked for.
-        if phase == compile_to or (name == "custom" and compile_to in MLIR_PHASES):
-            return CompileResult(compile_to, module=module, timings=timings)
+    detach_bodies(module)  # Loop bodies (dialects/loop.py): each stage runs on them first, apart
+    try:
+        for name, passes in stages:
+            with progress.step(f"{name} phase"):
+                _run_stage(ctx, module, passes, instrument)
+            phase = name
+            # A custom pipeline (-p) replaces the stages: its result is whatever phase was asked for.
+            if phase == compile_to or (name == "custom" and compile_to in MLIR_PHASES):
+                return CompileResult(compile_to, module=module, timings=timings)
+    finally:
+        attach_bodies(module)
     if compile_to in MLIR_PHASES:
         raise CompileError(f"target '{backend.name}' has no phase '{compile_to}' "
                            f"(it compiles from '{backend.start_phase}')")
@@ -183,6 +188,14 @@ def compile_model(model, *, target: str = "cpu", options: CompileOptions | None 
     if key:
         cache.store(key, executable)
     return CompileResult("exe", module=module, executable=executable, timings=timings)
+
+
+def _run_stage(ctx, module: ModuleOp, passes: list[ModulePass], instrument: PassInstrumentation) -> None:
+    """Run a stage on the module's detached Loop bodies (theirs first), then on the module:
+    when a Loop is lowered its body is already at that phase (its arena planned)."""
+    for body in bodies_of(module):
+        _run_stage(ctx, body, passes, instrument)
+    run_passes(ctx, module, passes, instrument)
 
 
 def _check_memory_plan(module: ModuleOp, options: CompileOptions) -> None:

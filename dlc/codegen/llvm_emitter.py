@@ -10,13 +10,15 @@ from __future__ import annotations
 
 from llvmlite import ir
 from xdsl.dialects import func
-from xdsl.dialects.builtin import MemRefType, ModuleOp
-from xdsl.ir import Operation
+from xdsl.dialects.builtin import MemRefType, ModuleOp, StringAttr, SymbolRefAttr
+from xdsl.ir import Operation, SSAValue
 
+from dialects.loop import RunOp
+from dialects.types import byte_size
 from dlc.codegen.emit_ops import LIBM_NAMES
 from dlc.codegen.emitter_base import rule
 from dlc.codegen.gemm_calls import GemmCalls
-from dlc.codegen.llvm_types import FASTMATH_FLAGS, I64, PTR, VOID, llvm_type
+from dlc.codegen.llvm_types import FASTMATH_FLAGS, I1, I64, PTR, VOID, llvm_type
 from dlc.codegen.parallel_loops import ParallelLoops
 from passes.target_info import target_info
 
@@ -100,9 +102,10 @@ class LLVMEmitter(ParallelLoops, GemmCalls):
         if self.entry not in {f.sym_name.data for f in funcs}:
             raise ValueError(f"llvm emitter: entry function @{self.entry} not found")
         for op in self.module.ops:
-            if not isinstance(op, func.FuncOp) and op.name != "memref.global":
+            if not isinstance(op, (func.FuncOp, ModuleOp)) and op.name != "memref.global":
                 # memref.global ops are weights: they live in the weight blob, not in LLVM IR.
                 raise NotImplementedError(f"llvm emitter: no rule for {op.name} at module level")
+        funcs += _loop_body_functions(self.module, "")
         # Declare every function first so calls may precede their callee's definition.
         for f in funcs:
             self.functions[f.sym_name.data] = self._declare_function(f)
@@ -113,6 +116,8 @@ class LLVMEmitter(ParallelLoops, GemmCalls):
 
     def _declare_function(self, f: func.FuncOp) -> ir.Function:
         name = f.sym_name.data
+        if not f.body.blocks and "dlc.ukernel" not in f.attributes and name in self.functions:
+            return self.functions[name]  # an external function a loop body declares too
         inputs, outputs = f.function_type.inputs.data, f.function_type.outputs.data
         if len(outputs) > 1:
             raise NotImplementedError(f"llvm emitter: @{name} returns more than one value")
@@ -218,3 +223,87 @@ class LLVMEmitter(ParallelLoops, GemmCalls):
         else:
             self.builder.ret_void()
 
+
+    # -- loop (dialects/loop.py) ---------------------------------------------------------------
+
+    @rule("loop.run")
+    def _loop_run(self, op: Operation) -> None:
+        """The native loop of an outlined Loop body (dialects/loop.py):
+
+            finals = inits; cond_in = cond (or true); i = 0
+            while i < trips (or forever) and cond_in:
+                iter = i; body(iter, cond_in, finals, outer -> cond_out, temps, scans[i]...)
+                finals = temps; cond_in = cond_out; i += 1
+        """
+        assert isinstance(op, RunOp)
+        parts = op.parts()
+        b = self.builder
+        callee = self.functions.get(f"{op.body_name}.main")
+        if callee is None:
+            raise ValueError(f"llvm emitter: loop.run of unknown body @{op.body_name}")
+        memcpy = self._declare("llvm.memcpy.p0.p0.i64", VOID, [PTR, PTR, I64, I1])
+        i8 = ir.IntType(8)
+
+        def copy(target: SSAValue, source: SSAValue) -> None:
+            b.call(memcpy, [self.values[target], self.values[source], ir.Constant(I64, byte_size(source.type)),
+                            ir.Constant(I1, 0)])
+
+        def truth(flag: SSAValue) -> ir.Value:  # a bool buffer holds one byte, 0 or 1
+            return b.icmp_unsigned("!=", b.load(self.values[flag], typ=i8, align=1), ir.Constant(i8, 0))
+
+        for init, final in zip(parts["inits"], parts["finals"]):
+            copy(final, init)
+        trips = b.load(self.values[parts["trips"][0]], typ=I64, align=8) if parts["trips"] \
+            else ir.Constant(I64, (1 << 63) - 1)
+        running = truth(parts["cond"][0]) if parts["cond"] else ir.Constant(I1, 1)
+        b.store(b.zext(running, i8), self.values[parts["cond_in"][0]], align=1)
+        scan_bytes = [byte_size(v.type) // max(v.type.get_shape()[0], 1) for v in parts["scans"]]
+
+        fn = b.function
+        guard = b.block
+        header = fn.append_basic_block("loop.body")
+        end = fn.append_basic_block("loop.end")
+        zero = ir.Constant(I64, 0)
+        b.cbranch(b.and_(b.icmp_signed("<", zero, trips), running), header, end)
+        b.position_at_end(header)
+        index = b.phi(I64, "loop.i")
+        index.add_incoming(zero, guard)
+        b.store(index, self.values[parts["iter"][0]], align=8)
+        scans = [b.gep(self.values[v], [b.mul(index, ir.Constant(I64, size))], inbounds=True, source_etype=i8)
+                 for v, size in zip(parts["scans"], scan_bytes)]
+        arguments = [self.values[v] for v in (*parts["iter"], *parts["cond_in"], *parts["finals"], *parts["outer"],
+                                              *parts["cond_out"], *parts["temps"])]
+        b.call(callee, [*arguments, *scans, self.values[parts["arena"][0]], self.weights, self.runtime])
+        for temp, final in zip(parts["temps"], parts["finals"]):
+            copy(final, temp)
+        copy(parts["cond_in"][0], parts["cond_out"][0])
+        following = b.add(index, ir.Constant(I64, 1), "loop.next", flags=("nsw",))
+        index.add_incoming(following, b.block)
+        b.cbranch(b.and_(b.icmp_signed("<", following, trips), truth(parts["cond_in"][0])), header, end)
+        b.position_at_end(end)
+
+
+def _loop_body_functions(module: ModuleOp, prefix: str) -> list[func.FuncOp]:
+    """The functions of the Loop bodies nested in `module` (dialects/loop.py), from copies whose
+    symbols are prefixed with the body's path (`loop_0.main`, `loop_0.k0_Add`, `loop_0.loop_1.main`):
+    each body is its own symbol table, and its kernels' names repeat the outer module's."""
+    found = []
+    for body in module.ops:
+        if not isinstance(body, ModuleOp):
+            continue
+        if body.sym_name is None:
+            raise ValueError("llvm emitter: a nested module without a name")
+        path = f"{prefix}{body.sym_name.data}."
+        copy = body.clone()
+        defined = {f.sym_name.data for f in copy.ops if isinstance(f, func.FuncOp)
+                   if f.body.blocks or "dlc.ukernel" in f.attributes}
+        for op in (inner for f in copy.ops if isinstance(f, func.FuncOp) for inner in f.walk()):
+            if isinstance(op, func.FuncOp) and op.sym_name.data in defined:
+                op.sym_name = StringAttr(path + op.sym_name.data)
+            elif isinstance(op, func.CallOp) and op.callee.root_reference.data in defined:
+                op.callee = SymbolRefAttr(path + op.callee.root_reference.data)
+            elif isinstance(op, RunOp):
+                op.body = SymbolRefAttr(path + op.body_name)
+        found += [f for f in copy.ops if isinstance(f, func.FuncOp)]
+        found += _loop_body_functions(copy, path)
+    return found

@@ -8,11 +8,21 @@ as the plain nodes of their bodies, on the ONNX graph, inside the importer's fol
   fire: the index of a gather or scatter and the divisor of Div/Mod become `Where(taken, x,
   safe)` (index 0, divisor 1), equal to x wherever the result is kept; the few operators whose
   checks no safe input avoids (`_MAY_FAIL`) are refused, naming the node.
-- `Loop` with a constant trip count and `Scan` (trip count from the scanned axis): unrolled,
-  as expand-recurrent unrolls LSTM/GRU, up to `MAX_UNROLLED_NODES` nodes; beyond, an error.
-  A Loop whose body computes its condition is unrolled with a mask (each iteration's state is
-  `Where(still running, new, old)`, checked inputs guarded as for If), with no scan outputs.
-Native loops (an `scf` loop through the kernel, linalg and loops phases) are not done yet.
+- `Loop` as a native loop (`_Expansion.native` says when): the node stays, its outputs typed by
+  a Reshape each (ONNX infers no shape for them), and the importer makes its body a module of
+  its own (`import_native_loop`; dialects/loop.py says how it goes through the phases and
+  runs). Constant or run-time trip count, a condition the body computes (a `while` loop), scan
+  outputs when their length is a constant, outer values, nested loops.
+- Otherwise `Loop` with a constant trip count and `Scan` (trip count from the scanned axis):
+  unrolled, as expand-recurrent unrolls LSTM/GRU, up to `MAX_UNROLLED_NODES` nodes; beyond,
+  an error. A Loop whose body computes its condition is unrolled with a mask (each
+  iteration's state is `Where(still running, new, old)`, checked inputs guarded as for If),
+  with no scan outputs. Unrolled are: tiny loops (`UNROLL_MAX_NODES`: the copies fold and fuse
+  across iterations), bodies with a run-time-checked operator (a body has no status word to
+  report through yet), state whose shape changes; Scan is not native yet.
+Why a body module rather than a region op carried through each phase: every pass of dlc is
+written for one `@main` per module (form-kernels, kernels-to-linalg, plan-memory...); a body
+that is a module of its own goes through all of them unchanged, with its own memory plan.
 """
 
 from __future__ import annotations
@@ -30,6 +40,9 @@ from dlc.errors import UnsupportedError
 # Unrolled bodies above this many nodes would take minutes to compile: a 256-step Scan RNN
 # (1,800 nodes unrolled) compiles in 33 s here, about 20 ms a node. A native loop is the way past.
 MAX_UNROLLED_NODES = 4096
+# A Loop of a constant trip count whose unrolled copies would hold at most this many nodes is
+# unrolled; larger ones run natively (measured in benchmarks/README.md, "Native loops").
+UNROLL_MAX_NODES = 64
 # Operators whose lowering checks its inputs at run time (passes/lowering/utils/runtime_checks.py)
 # or refuses constant ones at compile time: both would fire in a branch that was not taken.
 _MAY_FAIL = {"TopK", "CumSum", "ReverseSequence", "OneHot", "Range", "HannWindow", "HammingWindow",
@@ -39,6 +52,7 @@ _MAY_FAIL = {"TopK", "CumSum", "ReverseSequence", "OneHot", "Range", "HannWindow
 _GUARDED = {"Gather": (1, 0), "GatherElements": (1, 0), "GatherND": (1, 0), "Scatter": (1, 0),
             "ScatterElements": (1, 0), "ScatterND": (1, 0), "Div": (1, 1), "Mod": (1, 1)}
 _CONTROL_FLOW = ("If", "Loop", "Scan")
+_NATIVE = "/native_loop"  # the suffix of a native Loop's outputs (typed_outputs)
 _ITERATION = re.compile(r"/(?:iter|t)\d+/")
 
 
@@ -233,8 +247,11 @@ class _Expansion:
             if value_type.HasField("tensor_type"):
                 value.type.CopyFrom(value_type)
         local = {value.name for value in graph.input} | {init.name for init in graph.initializer}
-        local |= {name for node in graph.node for name in node.output}
-        reads = {name for node in graph.node for name in node.input if name} | {v.name for v in graph.output}
+        local |= {name for node in _all_nodes(graph) for name in node.output}
+        # Nested subgraphs' reads too: an inner Loop's body reading an outer value needs its type.
+        reads = {name for node in _all_nodes(graph) for name in node.input if name} | {v.name for v in graph.output}
+        local |= {value.name for node in _all_nodes(graph) for inner in _subgraphs(node)
+                  for value in (*inner.input, *inner.initializer)}
         for name in sorted(reads - local):
             if name in self.constants and self.constants[name].size <= 1024:
                 graph.initializer.append(numpy_helper.from_array(self.constants[name], name))
@@ -318,17 +335,23 @@ class _Expansion:
         if has_trips and trips is None or has_cond and cond is None:
             if not final:
                 return None
-            if has_trips and trips is None:
-                raise self.error(f"its trip count '{self.node.input[0]}' is known only at run time",
-                                 "dlc unrolls loops whose trip count is a constant after shape folding "
-                                 "(native loops are not implemented yet); export with static shapes")
+        known = max(int(self.scalar(trips, "input 'M'")), 0) if trips is not None else None
+        if cond is not None and not self.scalar(cond, "input 'cond'"):
+            known = 0
+        if self.native(body, carried, scans, known) is None:
+            # Left as a Loop node: the importer compiles its body once (import_native_loop).
+            return self.typed_outputs(body, carried, known)
+        if has_trips and trips is None:
+            raise self.error(f"its trip count '{self.node.input[0]}' is known only at run time, and it cannot "
+                             f"run as a native loop ({self.native(body, carried, scans, None)})",
+                             "unrolling needs a trip count that is constant after shape folding: export "
+                             "with static shapes, or move that out of the loop body")
         if not has_trips:
-            raise self.error("it has no trip count (it runs until its condition is false)",
-                             "dlc unrolls loops of a constant trip count only; give the Loop input 'M'")
+            raise self.error("it has no trip count (it runs until its condition is false), and it cannot run "
+                             f"as a native loop ({self.native(body, carried, scans, None)})",
+                             "give the Loop input 'M', or move that out of the loop body")
         count = max(int(self.scalar(trips, "input 'M'")), 0)
         running = True if cond is None else bool(self.scalar(cond, "input 'cond'"))
-        if cond is None and has_cond and not final:
-            return None
         static_cond = _passes_condition_through(body)
         if has_cond and cond is None or not static_cond:
             if not final:
@@ -356,6 +379,60 @@ class _Expansion:
             if output:
                 self.stack(values, 0, output)
         return self.nodes
+
+    def native(self, body: onnx.GraphProto, carried: list[str], scans: int, count: int | None) -> str | None:
+        """None when this Loop compiles as a native loop (its body once), else why it unrolls.
+
+        Unrolled: a constant trip count with at most `UNROLL_MAX_NODES` body nodes in all (the
+        unrolled copies fold and fuse across iterations, and a loop costs a call and copies per
+        iteration); scan outputs whose length is not a constant (a run-time trip count, or a
+        condition the body computes); a body with an operator that checks its
+        inputs at run time (`_GUARDED`, `_MAY_FAIL`: a native body has no status word to report
+        through yet); loop-carried values whose type the body changes.
+        """
+        if count is not None and count * max(len(body.node), 1) <= UNROLL_MAX_NODES:
+            return "few iterations"
+        if scans and (count is None or not _passes_condition_through(body) or
+                      len(self.node.input) > 1 and self.node.input[1] and self.constant(1) is None):
+            return "scan outputs whose length is known only at run time"
+        checked = _GUARDED.keys() | _MAY_FAIL
+        if any(node.op_type in checked for node in _all_nodes(body)):
+            return "a body operator checks its inputs at run time"
+        before = [self.types.get(value) for value in carried]
+        if any(value not in self.constants and (t is None or _static(t) is None) for value, t in zip(carried, before)):
+            return "a loop-carried value of unknown shape"
+        inputs = [self.value_type(value) for value in carried]
+        after = self.body_output_types(body, [onnx.TypeProto(), onnx.TypeProto()] + inputs)
+        for value_type, output_type in zip(inputs, after[1:1 + len(carried)]):
+            # ONNX infers no shape for some outputs (a nested Loop's): the body's import checks them.
+            shape = _static(output_type) if output_type.tensor_type.HasField("shape") else _static(value_type)
+            if shape != _static(value_type) or output_type.tensor_type.elem_type != value_type.tensor_type.elem_type:
+                return "a loop-carried value changes type"
+        if any(_static(t) is None for t in after[1 + len(carried):]):
+            return "scan outputs of unknown shape"
+        return None
+
+    def typed_outputs(self, body: onnx.GraphProto, carried: list[str], count: int | None) -> list | None:
+        """ONNX infers no shape for a Loop's outputs (a carried value's may change): a native
+        Loop's outputs are renamed and given their static shapes by a Reshape each, a view that
+        costs nothing, so that folding and inference see them. None once done."""
+        if any(name.endswith(_NATIVE) for name in self.node.output):
+            return None
+        after = self.body_output_types(body, [onnx.TypeProto(), onnx.TypeProto()] +
+                                       [self.value_type(value) for value in carried])
+        shapes = [self.static_shape(value) for value in carried]
+        shapes += [(count, *_static(value_type)) for value_type in after[1 + len(carried):]]
+        for position, (name, shape) in enumerate(zip(self.node.output, shapes)):
+            if name:
+                self.node.output[position] = name + _NATIVE
+                self.add("Reshape", [name + _NATIVE, self.const(f"shape{position}", np.array(shape, np.int64))], name)
+        return [self.node, *self.nodes]
+
+    def value_type(self, name: str) -> onnx.TypeProto:
+        if name in self.constants:
+            array = self.constants[name]
+            return helper.make_tensor_type_proto(helper.np_dtype_to_tensor_dtype(array.dtype), list(array.shape))
+        return self.types[name]
 
     def _masked_loop(self, body: onnx.GraphProto, count: int, carried: list[str],
                      scans: int) -> list[onnx.NodeProto]:
@@ -439,6 +516,13 @@ class _Expansion:
         return self.nodes
 
 
+def _all_nodes(graph: onnx.GraphProto):
+    for node in graph.node:
+        yield node
+        for inner in _subgraphs(node):
+            yield from _all_nodes(inner)
+
+
 def _passes_condition_through(body: onnx.GraphProto) -> bool:
     """Does the body give back its condition unchanged, or a constant true (what the torch
     exporters write for a `for` loop)?"""
@@ -470,3 +554,88 @@ def _type_text(value_type: onnx.TypeProto | None) -> str:
         return f"{onnx.TensorProto.DataType.Name(tensor.elem_type).lower()}[unknown rank]"
     dims = [str(d.dim_value) if d.HasField("dim_value") else (d.dim_param or "?") for d in tensor.shape.dim]
     return f"{onnx.TensorProto.DataType.Name(tensor.elem_type).lower()}[{', '.join(dims)}]"
+
+
+def import_native_loop(node: onnx.NodeProto, constants: dict[str, np.ndarray], types: dict[str, onnx.TypeProto],
+                       value_of, none_value, weights, body_name: str, import_model, _tensor_type):
+    """A Loop left in the graph (`_Expansion.native`) as an `onnx.Loop` op and its body module.
+
+    The body is imported as a model of its own (so it goes through the same folding, nested
+    control flow and, later, the same passes): inputs (iteration number, condition, carried
+    values, then the outer run-time values it reads), outer constants as its initializers.
+    Its weights join `weights` under fresh names. `import_model` (a partial of the importer's,
+    with its memory limit) and `_tensor_type` are the importer's, passed in: it imports this file.
+    Returns (op, body module).
+    """
+    from xdsl.dialects.builtin import IntegerAttr, StringAttr, SymbolRefAttr, TensorType, i64
+
+    from dialects.loop import detach_bodies  # noqa: F401 - the dialect the driver runs bodies with
+    from dialects.onnx import OPS, WeightOp
+    from dialects.weights import weights_of
+
+    body = onnx.GraphProto()
+    body.CopyFrom(next(attr.g for attr in node.attribute if attr.name == "body"))
+    carried = list(node.input[2:])
+    expansion = _Expansion(node, 0, constants, types)
+    scalar = {0: onnx.TensorProto.INT64, 1: onnx.TensorProto.BOOL}
+    for position, value in enumerate(body.input):
+        if position < 2:
+            value.type.CopyFrom(helper.make_tensor_type_proto(scalar[position], []))
+        else:
+            value.type.CopyFrom(expansion.value_type(carried[position - 2]))
+    local = {value.name for value in body.input} | {init.name for init in body.initializer}
+    local |= {name for inner in _all_nodes(body) for name in inner.output}
+    local |= {value.name for inner in _all_nodes(body) for graph in _subgraphs(inner)
+              for value in (*graph.input, *graph.initializer)}
+    reads = {name for inner in _all_nodes(body) for name in inner.input if name} | {v.name for v in body.output}
+    outer = []
+    for name in sorted(reads - local):
+        if name in constants:
+            body.initializer.append(numpy_helper.from_array(constants[name], name))
+        else:
+            body.input.append(onnx.ValueInfoProto(name=name, type=types[name]))
+            outer.append(name)
+    # The output types the body computes from these inputs (a model may declare none, or stale ones).
+    inferred = expansion.body_output_types(body, [value.type for value in body.input])
+    for position, (value, value_type) in enumerate(zip(body.output, inferred)):
+        if value_type.HasField("tensor_type") and value_type.tensor_type.HasField("shape"):
+            value.type.CopyFrom(value_type)
+        elif 1 <= position <= len(carried):  # e.g. a nested Loop's: the import infers it, then checks it
+            rank = len(body.input[position + 1].type.tensor_type.shape.dim)
+            value.type.CopyFrom(helper.make_tensor_type_proto(
+                body.input[position + 1].type.tensor_type.elem_type, [f"{value.name}_{d}" for d in range(rank)]))
+    inferred = [value.type for value in body.output]
+    model = helper.make_model(body, opset_imports=[helper.make_opsetid("", CANONICAL_OPSET)])
+    module = import_model(model)
+    module.sym_name = StringAttr(body_name)
+    store = weights_of(module)
+    renamed = {}
+    for op in module.walk():
+        if isinstance(op, WeightOp):
+            old = op.weight_name
+            if old not in renamed:
+                renamed[old] = weights.add(f"{body_name}.{old}", store[old])
+            op.properties["weight"] = SymbolRefAttr(renamed[old])
+
+    main = next(op for op in module.ops if getattr(op, "sym_name", None) and op.sym_name.data == "main")
+    produced = main.function_type.outputs.data[1:1 + len(carried)]
+    for name, before, after in zip(carried, main.function_type.inputs.data[2:], produced):
+        if before != after:
+            raise expansion.error(f"its body turns loop-carried value '{name}' of type {before} into {after}",
+                                  "a loop-carried value must keep its type and shape from one iteration "
+                                  "to the next")
+    operands = [value_of(name) if name else none_value() for name in node.input[:2]]
+    while len(operands) < 2:
+        operands.append(none_value())
+    operands += [value_of(name) for name in carried] + [value_of(name) for name in outer]
+    result_types = [operand.type for operand in operands[2:2 + len(carried)]]
+    where = f"output of node '{node.name}' (Loop)"
+    # Scan outputs: one slice per iteration (native() takes them only with a constant trip count).
+    count = max(int(constants[node.input[0]].reshape(-1)[0]), 0) if len(node.output) > len(carried) else 0
+    for name, value_type in zip(node.output[len(carried):], inferred[1 + len(carried):]):
+        slice_type = _tensor_type(name, value_type, where)
+        result_types.append(TensorType(slice_type.element_type, [count, *slice_type.get_shape()]))
+    op = OPS["Loop"].create(operands=operands, result_types=result_types, attributes={
+        "onnx_node_name": StringAttr(node.name), "body": SymbolRefAttr(body_name),
+        "dlc.num_outer": IntegerAttr(len(outer), i64)})
+    return op, module

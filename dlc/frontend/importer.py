@@ -38,7 +38,11 @@ from dialects.onnx_eval import check_foldable
 from dialects.types import element_type_for, numpy_dtype_for_onnx
 from dialects.weights import WeightStore, attach_weights
 from dlc.errors import ModelLoadError, UnsupportedError
-from dlc.frontend.control_flow import expand_control_flow, refuse_unconvertible_control_flow
+from dlc.frontend.control_flow import (
+    expand_control_flow,
+    import_native_loop,
+    refuse_unconvertible_control_flow,
+)
 from dlc.frontend.expand_functions import expand_newer_functions
 from dlc.frontend.input_shapes import graph_inputs, resolve_input_shapes, unpinned_error
 from dlc.runtime import memory_limit
@@ -979,6 +983,16 @@ def import_model(model: str | Path | onnx.ModelProto,
         return weight.result
 
     none_value: SSAValue | None = None
+
+    def none() -> SSAValue:
+        nonlocal none_value
+        if none_value is None:
+            none_op = NoneOp()
+            block.add_op(none_op)
+            none_value = none_op.result
+        return none_value
+
+    bodies: list[ModuleOp] = []  # Loop bodies compiled once (control_flow.import_native_loop)
     for index, node in enumerate(graph.node):
         if not node.name:
             node.name = f"{node.op_type}_{index}"
@@ -989,16 +1003,18 @@ def import_model(model: str | Path | onnx.ModelProto,
                 "onnxruntime's QOperator format: quantize with quant_format=QuantFormat.QDQ, whose "
                 "Q/DQ pairs dlc runs as integer kernels" if node.domain == "com.microsoft"
                 and node.op_type.startswith("QLinear") else "`dlc ops` lists the supported operators")
-        operands = []
-        for name in node.input:
-            if name:
-                operands.append(value_of(name))
-            else:
-                if none_value is None:
-                    none_op = NoneOp()
-                    block.add_op(none_op)
-                    none_value = none_op.result
-                operands.append(none_value)
+        if node.op_type == "Loop":  # one the fold loop left as a loop: it runs natively
+            op, body = import_native_loop(node, folder.constants, folder.types, value_of, none, weights,
+                                          f"loop_{len(bodies)}", lambda body_model: import_model(
+                                              body_model, max_memory=max_memory), _tensor_type)
+            bodies.append(body)
+            for name, result in zip(node.output, op.results):
+                if name:
+                    result.name_hint = _ssa_name(name)
+                    values[name] = result
+            block.add_op(op)
+            continue
+        operands = [value_of(name) if name else none() for name in node.input]
         attributes = {attr.name: _attribute(attr, node) for attr in node.attribute}
         attributes["onnx_node_name"] = StringAttr(node.name)
         where = f"output of node '{node.name}' ({node.op_type})"
@@ -1020,7 +1036,7 @@ def import_model(model: str | Path | onnx.ModelProto,
     main = func.FuncOp("main", (input_types, [v.type for v in outputs]), Region(block))
     main.attributes["dlc.input_names"] = ArrayAttr([StringAttr(v.name) for v in inputs])
     main.attributes["dlc.output_names"] = ArrayAttr([StringAttr(v.name) for v in graph.output])
-    module = ModuleOp([main])
+    module = ModuleOp([*bodies, main])
     if overridable:
         module.attributes["dlc.constant_inputs"] = ArrayAttr([StringAttr(name) for name in overridable])
     attach_weights(module, weights)

@@ -1,0 +1,50 @@
+"""Loop (https://onnx.ai/onnx/operators/onnx__Loop.html) whose body is compiled once: a `loop.run`.
+
+The importer leaves a Loop as an `onnx.Loop` naming its body, a nested module that the driver
+has already brought to this phase (dialects/loop.py): its `@main` takes the body's inputs and
+outputs as memrefs, then its own arena (planned by its plan-memory, `dlc.arena_size`). This
+rule gives the body what it needs as scratch of this kernel (so the outer plan-memory places
+it in the model's arena): the iteration number, the condition in and out, a temporary per
+loop-carried value (the body never writes the buffer it reads) and the body's arena. The LLVM
+emitter (dlc/codegen/llvm_emitter.py, `loop.run`) writes the loop itself.
+"""
+
+from __future__ import annotations
+
+from xdsl.dialects import func
+from xdsl.dialects.builtin import IntegerAttr, NoneType
+
+from dialects.diagnostics import CompileError
+from dialects.loop import RunOp, body_named
+from passes.lowering.rules import lowers
+
+
+@lowers("Loop")
+def loop(kb, op, ins, outs):
+    name = op.attributes["body"].root_reference.data
+    try:
+        body = body_named(op, name)
+    except ValueError as error:
+        raise CompileError(f"{op.describe()}: {error}") from None
+    main = next((f for f in body.ops if isinstance(f, func.FuncOp) and f.sym_name.data == "main"), None)
+    arena = main.attributes.get("dlc.arena_size") if main is not None else None
+    if not isinstance(arena, IntegerAttr):
+        raise CompileError(f"{op.describe()}: its body @{name} has not been lowered to the linalg phase "
+                           "with its memory planned (the driver runs each stage on bodies first)")
+    if "dlc.status_offset" in main.attributes:
+        raise CompileError(f"{op.describe()}: its body @{name} checks its inputs at run time, which a "
+                           "native loop cannot report yet (the importer unrolls such loops)")
+    outer = op.attributes["dlc.num_outer"].value.data
+    carried = len(op.operands) - 2 - outer
+    types = [arg.type for arg in main.body.block.args]  # inputs, outputs, arena
+    inputs = 2 + carried + outer
+    if len(types) != inputs + len(outs) + 2:
+        raise CompileError(f"{op.describe()}: its body @{name} takes {len(types)} buffers, expected "
+                           f"{inputs + len(outs) + 2}")
+    present = [value for value, operand in zip(ins[:2], op.operands[:2]) if not isinstance(operand.type, NoneType)]
+    layout = [int(not isinstance(op.operands[0].type, NoneType)), int(not isinstance(op.operands[1].type, NoneType)),
+              carried, outer, len(outs) - carried]
+    scratch = [kb.scratch(types[0]), kb.scratch(types[1]), kb.scratch(types[inputs])]
+    scratch += [kb.scratch(t) for t in types[inputs + 1:inputs + 1 + carried]]
+    scratch.append(kb.scratch(types[-1]))  # memref<N x i8>, N = the body's dlc.arena_size (>= 64)
+    kb.insert(RunOp(name, layout, [*present, *ins[2:], *outs, *scratch]))

@@ -1,0 +1,187 @@
+"""Loops compiled once and run natively (dialects/loop.py, dlc/frontend/control_flow.py
+`import_native_loop`, passes/lowering/rules/loop.py, the emitter's `loop.run`) against onnxruntime:
+constant and run-time trip counts, a condition the body computes (TorchScript's `while`), scan
+outputs, outer values, nested loops, and every MLIR phase printed and read back.
+
+Tolerance: the bodies are small MatMuls and elementwise ops iterated up to a few hundred times
+(tanh keeps the state bounded); dlc and onnxruntime differ by MatMul's summation order only,
+so 1e-5 relative with 1e-6 absolute.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from conftest import run_onnxruntime
+from onnx import TensorProto, helper, numpy_helper
+
+import dlc
+from dlc.driver import MLIR_PHASES, compile_model, write_mlir
+from dlc.errors import DlcError
+from dlc.frontend.control_flow import UNROLL_MAX_NODES
+from dlc.frontend.importer import import_model
+
+F, I64, BOOL = TensorProto.FLOAT, TensorProto.INT64, TensorProto.BOOL
+v = helper.make_tensor_value_info
+
+
+def _model(nodes, inputs, outputs, initializers=()) -> onnx.ModelProto:
+    graph = helper.make_graph(nodes, "native_loop", inputs, outputs, list(initializers))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def _assert_matches(model, feeds_list, compiled=None) -> None:
+    compiled = compiled or dlc.compile(model)
+    for feeds in feeds_list:
+        expected = run_onnxruntime(model, feeds)
+        actual = compiled.run(feeds)
+        for name, want in zip(actual, expected):
+            assert actual[name].shape == want.shape, name
+            np.testing.assert_allclose(actual[name], want, rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def _rnn_loop(trips=None, hidden=8, scan=False, cond_nodes=(), cond_out="cond_in", constants=()):
+    """h = tanh(h @ W + b + x) for M steps; x is an outer run-time input, W and b outer
+    constants; with `scan`, each step's h is also stacked."""
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("MatMul", ["h_in", "W"], ["m"]), helper.make_node("Add", ["m", "b"], ["a"]),
+             helper.make_node("Add", ["a", "x"], ["a2"]), helper.make_node("Tanh", ["a2"], ["h_out"]),
+             *cond_nodes, helper.make_node("Identity", [cond_out], ["cond_out"])]
+    outputs = [v("cond_out", BOOL, []), v("h_out", F, [2, hidden])]
+    if scan:
+        nodes.append(helper.make_node("Identity", ["h_out"], ["h_scan"]))
+        outputs.append(v("h_scan", F, [2, hidden]))
+    body = helper.make_graph(nodes, "body", [v("i", I64, []), v("cond_in", BOOL, []), v("h_in", F, None)], outputs)
+    initializers = [numpy_helper.from_array((rng.standard_normal((hidden, hidden)) * 0.5).astype(np.float32), "W"),
+                    numpy_helper.from_array(rng.standard_normal(hidden).astype(np.float32), "b"),
+                    helper.make_tensor("go", BOOL, [], [True]), *constants]
+    inputs = [v("h0", F, [2, hidden]), v("x", F, [2, hidden])]
+    if trips is None:
+        inputs.append(v("M", I64, []))
+    else:
+        initializers.append(helper.make_tensor("M", I64, [], [trips]))
+    outs = [v("h", F, [2, hidden])] + ([v("all", F, [trips, 2, hidden])] if scan else [])
+    loop = helper.make_node("Loop", ["M", "go", "h0"], [o.name for o in outs], name="steps", body=body)
+    return _model([loop], inputs, outs, initializers)
+
+
+def _feeds(hidden=8, **extra):
+    rng = np.random.default_rng(1)
+    return {"h0": rng.standard_normal((2, hidden)).astype(np.float32),
+            "x": (rng.standard_normal((2, hidden)) * 0.1).astype(np.float32), **extra}
+
+
+def _count(module, name):
+    return sum(1 for op in module.walk() if op.name == name)
+
+
+def test_constant_trip_count_compiles_the_body_once():
+    """300 steps: one onnx.Loop and one copy of the body, whatever the trip count."""
+    model = _rnn_loop(300)
+    module = import_model(model)
+    assert _count(module, "onnx.Loop") == 1 and _count(module, "onnx.MatMul") == 1
+    longer = import_model(_rnn_loop(100_000))
+    assert len(list(longer.walk())) == len(list(module.walk()))
+    _assert_matches(model, [_feeds()])
+
+
+def test_run_time_trip_count_including_zero():
+    model = _rnn_loop(None)
+    compiled = dlc.compile(model)
+    _assert_matches(model, [_feeds(M=np.array(m, np.int64)) for m in (0, 1, 7, 250)], compiled)
+    # A negative M runs no iteration (onnxruntime does the same).
+    _assert_matches(model, [_feeds(M=np.array(-3, np.int64))], compiled)
+
+
+@pytest.mark.parametrize("trips", [2**63 - 1, 90])
+def test_while_loop_with_the_condition_computed_by_the_body(trips):
+    """`while sum(h) < limit: h = h + x` as TorchScript exports it (M = INT64_MAX, the body
+    computes cond), and the same with a trip count that may end it first. x > 0, so it ends."""
+    body = helper.make_graph(
+        [helper.make_node("Add", ["h_in", "x"], ["h_out"]),
+         helper.make_node("ReduceSum", ["h_out"], ["total"], keepdims=0),
+         helper.make_node("Less", ["total", "limit"], ["cond_out"])],
+        "body", [v("i", I64, []), v("cond_in", BOOL, []), v("h_in", F, [4])],
+        [v("cond_out", BOOL, []), v("h_out", F, [4])])
+    model = _model([helper.make_node("Loop", ["M", "go", "h0"], ["h"], name="steps", body=body)],
+                   [v("h0", F, [4]), v("x", F, [4])], [v("h", F, [4])],
+                   [helper.make_tensor("M", I64, [], [trips]), helper.make_tensor("go", BOOL, [], [True]),
+                    helper.make_tensor("limit", F, [], [100.0])])
+    assert _count(import_model(model), "onnx.Loop") == 1
+    feeds = [{"h0": np.array([1, 2, 3, 4], np.float32), "x": np.array([0.1, 0.2, 0.05, 0.15], np.float32)},
+             {"h0": np.array([50, 60, 0, 0], np.float32), "x": np.ones(4, np.float32)},  # stops after one
+             {"h0": np.zeros(4, np.float32), "x": np.full(4, 0.01, np.float32)}]  # 2500 steps, or M
+    _assert_matches(model, feeds)
+
+
+def test_scan_outputs_stack_every_iteration():
+    model = _rnn_loop(120, scan=True)
+    assert _count(import_model(model), "onnx.Loop") == 1
+    _assert_matches(model, [_feeds()])
+
+
+def test_nested_native_loops():
+    """An outer loop of 150 iterations whose body holds an inner loop of 40: both native."""
+    inner = helper.make_graph(
+        [helper.make_node("Mul", ["a_in", "decay"], ["scaled"]), helper.make_node("Add", ["scaled", "x"], ["a_out"]),
+         helper.make_node("Identity", ["ci"], ["co"])],
+        "inner_body", [v("j", I64, []), v("ci", BOOL, []), v("a_in", F, [3])],
+        [v("co", BOOL, []), v("a_out", F, [3])])
+    outer = helper.make_graph(
+        [helper.make_node("Loop", ["forty", "", "s_in"], ["t"], name="inner", body=inner),
+         helper.make_node("Cast", ["i"], ["fi"], to=F), helper.make_node("Mul", ["fi", "tiny"], ["step"]),
+         helper.make_node("Sub", ["t", "step"], ["s_out"]), helper.make_node("Identity", ["cond_in"], ["cond_out"])],
+        "outer_body", [v("i", I64, []), v("cond_in", BOOL, []), v("s_in", F, [3])],
+        [v("cond_out", BOOL, []), v("s_out", F, [3])])
+    model = _model([helper.make_node("Loop", ["many", "", "s0"], ["s"], name="outer", body=outer)],
+                   [v("s0", F, [3]), v("x", F, [3])], [v("s", F, [3])],
+                   [helper.make_tensor("many", I64, [], [150]), helper.make_tensor("forty", I64, [], [40]),
+                    helper.make_tensor("decay", F, [], [0.9]), helper.make_tensor("tiny", F, [], [0.01])])
+    module = import_model(model)
+    assert _count(module, "onnx.Loop") == 2 and _count(module, "builtin.module") == 3
+    _assert_matches(model, [{"s0": np.array([1.0, -2.0, 0.5], np.float32),
+                             "x": np.array([0.1, 0.2, -0.3], np.float32)}])
+
+
+def test_few_iterations_are_still_unrolled():
+    """The rule (control_flow.UNROLL_MAX_NODES): trip count x body nodes <= the bound unrolls."""
+    trips = UNROLL_MAX_NODES // 5  # the body has 5 nodes
+    assert _count(import_model(_rnn_loop(trips)), "onnx.Loop") == 0
+    assert _count(import_model(_rnn_loop(trips + 1)), "onnx.Loop") == 1
+
+
+@pytest.mark.parametrize("phase", MLIR_PHASES)
+def test_every_phase_prints_and_reads_back(tmp_path, phase):
+    model = _rnn_loop(50, scan=True)
+    result = compile_model(model, compile_to=phase)
+    text = str(result.module)
+    assert "builtin.module @loop_0" in text
+    path = tmp_path / f"{phase}.mlir"
+    write_mlir(result.module, path)
+    again = compile_model(str(path), compile_from=phase)
+    feeds = _feeds()
+    expected = run_onnxruntime(model, feeds)
+    actual = again.executable.run(feeds)
+    for name, want in zip(actual, expected):
+        np.testing.assert_allclose(actual[name], want, rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def test_a_body_that_changes_a_carried_type_is_refused_naming_the_node():
+    """A nested Loop hides the state's shape from ONNX's inference; the body's import finds it."""
+    inner = helper.make_graph(
+        [helper.make_node("Concat", ["a_in", "a_in"], ["a_out"], axis=0), helper.make_node("Identity", ["ci"], ["co"])],
+        "inner_body", [v("j", I64, []), v("ci", BOOL, []), v("a_in", F, ["n"])],
+        [v("co", BOOL, []), v("a_out", F, ["m"])])
+    outer = helper.make_graph(
+        [helper.make_node("Loop", ["one", "", "s_in"], ["s_out"], name="inner", body=inner),
+         helper.make_node("Identity", ["cond_in"], ["cond_out"])],
+        "outer_body", [v("i", I64, []), v("cond_in", BOOL, []), v("s_in", F, ["n"])],
+        [v("cond_out", BOOL, []), v("s_out", F, ["n"])])
+    model = _model([helper.make_node("Loop", ["many", "", "s0"], ["s"], name="outer", body=outer)],
+                   [v("s0", F, [2])], [v("s", F, ["n"])],
+                   [helper.make_tensor("many", I64, [], [100]), helper.make_tensor("one", I64, [], [1])])
+    with pytest.raises(DlcError, match=r"node 'outer' \(Loop\): its body turns loop-carried value 's0'"):
+        import_model(model)
