@@ -176,6 +176,58 @@ def region_threads(model_path: str, threads: int) -> list[tuple[str, str, int]]:
     return rows
 
 
+def modelled_ms(model_path: str, threads: int, true_costs=(0.1e-6, 0.3e-6, 1e-6, 3e-6),
+                chosen_costs=(None, 0.3e-6, 1e-6, 3e-6)) -> dict:
+    """{(chosen, true): ms}: the model's time of all parallel regions at `threads` threads when
+    each region's thread count is chosen with per-thread cost `chosen` (None: every region
+    takes all threads, as before issue 15's cost model) and a thread really costs `true`.
+    Work: loops ITERATION_SECONDS per innermost iteration, GEMMs thread_grid's FLOPs + bytes."""
+    sys.path.insert(0, str(ROOT))
+    import onnx
+    from xdsl.dialects import func
+
+    import dialects.gemm_ukernel as gemm
+    import dlc.codegen.parallel_loops as loops
+    from dlc.codegen.gemm_calls import MIN_PARALLEL_MACS
+    from dlc.driver import CompileOptions, compile_model
+    from passes.lowering.mark_parallel_loops import ITERATION_SECONDS
+
+    module = compile_model(onnx.load(model_path), compile_to="loops", options=CompileOptions(threads=threads)).module
+    declarations = {d.sym_name.data: gemm.gemm_spec(d) for d in gemm.ukernels(module)}
+    regions = []  # ("loop", seconds) or ("gemm", spec)
+    for kernel in module.ops:
+        if isinstance(kernel, func.FuncOp) and kernel.sym_name.data not in declarations:
+            for op in kernel.walk():
+                if "dlc.parallel" in op.attributes and loops.nest_iterations(op) is not None:
+                    regions.append(("loop", loops.nest_iterations(op) * ITERATION_SECONDS))
+                elif isinstance(op, func.CallOp) and op.callee.root_reference.data in declarations:
+                    spec = declarations[op.callee.root_reference.data]
+                    if spec["m"] * spec["n"] * spec["k"] >= MIN_PARALLEL_MACS:
+                        regions.append(("gemm", spec))
+    saved = gemm.THREAD_SECONDS
+    table = {}
+    try:
+        for chosen in chosen_costs:
+            gemm.THREAD_SECONDS = loops.THREAD_SECONDS = chosen or 0.0
+            for true in true_costs:
+                total = 0.0
+                for kind, work in regions:
+                    if kind == "loop":
+                        t = threads if chosen is None else min(threads, loops.threads_for_work(work))
+                        total += work / t + true * (t - 1)
+                        continue
+                    mr, nr, k = work["mr"], work["nr"], work["k"]
+                    blocks, panels = -(-work["m"] // mr), -(-work["n"] // nr)
+                    tm, tn = gemm.thread_grid(blocks, panels, threads, mr=mr, nr=nr, k=k)
+                    row_part, col_part = -(-blocks // tm), -(-panels // tn)
+                    total += (row_part * col_part * mr * nr * k * 2 / gemm.CORE_FLOPS
+                              + 4 * k * (row_part * mr + col_part * nr) / gemm.CORE_BYTES_PER_S + true * (tm * tn - 1))
+                table[chosen, true] = total * 1e3
+    finally:
+        gemm.THREAD_SECONDS = loops.THREAD_SECONDS = saved
+    return table
+
+
 def _child(args: list[str]) -> float:
     environment = {**os.environ, "ORT_LOGGING_LEVEL": "3"}
     out = subprocess.run([sys.executable, __file__, "--child", *args], capture_output=True, text=True,
@@ -290,6 +342,14 @@ def main(argv=None) -> int:
                 print(f"{name}: {len(rows)} regions at {args.regions} threads, {fewer} take fewer")
                 for kernel, region, t in rows:
                     print(f"  {kernel:28s} {t:3d}  {region}")
+                table = modelled_ms(path, args.regions)
+                trues = sorted({true for _, true in table})
+                print(f"  modelled ms of its regions at {args.regions} threads; rows: the per-thread cost the "
+                      "thread counts are chosen with (none: all threads), columns: the real one")
+                print("  chosen \\ real " + "".join(f"{true * 1e6:9.1f} us" for true in trues))
+                for chosen in dict.fromkeys(chosen for chosen, _ in table):
+                    label = "none" if chosen is None else f"{chosen * 1e6:.1f} us"
+                    print(f"  {label:>13} " + "".join(f"{table[chosen, true]:12.3f}" for true in trues))
         return 0
     calibration = [] if args.thread_us is None else ["--thread-us", str(args.thread_us)]
     with tempfile.TemporaryDirectory() as workdir:
