@@ -4,8 +4,9 @@
     python benchmarks/int8.py --threads 2 --models cnn
 
 The models are small stand-ins built with onnx.helper (random weights) and quantized by
-onnxruntime's own tools, as users do: a ResNet-style CNN block stack with quantize_static (QDQ,
-per-channel weights) and a BERT-style encoder layer with quantize_dynamic. Both use
+onnxruntime's own tools, as users do: a ResNet-style CNN block stack and two MobileNetV2
+inverted residual blocks (depthwise) with quantize_static (QDQ, per-channel weights), and a
+BERT-style encoder layer with quantize_dynamic. Both use
 reduce_range (7-bit weights): without it onnxruntime's AVX2 u8 x s8 kernels saturate int16
 pair sums and compute another function than the spec on CPUs without VNNI. Runs alternate
 between the sessions (dlc/tools/bench.py), so quote the ratios, not the times.
@@ -49,6 +50,31 @@ def cnn(rng, channels: int = 64, size: int = 56, blocks: int = 3):
     return nodes, inits, [1, 3, size, size], [1, 10]
 
 
+def mobile(rng, channels: int = 24, expand: int = 6, size: int = 56, blocks: int = 2):
+    """MobileNetV2's inverted residual blocks: 1x1 expansion, ReLU6, 3x3 depthwise, ReLU6,
+    1x1 projection, residual Add; then pooling and a classifier."""
+    wide = channels * expand
+    nodes, inits = [], [numpy_helper.from_array(np.array(0.0, np.float32), "zero"),
+                        numpy_helper.from_array(np.array(6.0, np.float32), "six")]
+    last = "x"
+    for i in range(blocks):
+        nodes += [helper.make_node("Conv", [last, f"we{i}", f"be{i}"], [f"e{i}"]),
+                  helper.make_node("Clip", [f"e{i}", "zero", "six"], [f"er{i}"]),
+                  helper.make_node("Conv", [f"er{i}", f"wd{i}", f"bd{i}"], [f"d{i}"], pads=[1, 1, 1, 1], group=wide),
+                  helper.make_node("Clip", [f"d{i}", "zero", "six"], [f"dr{i}"]),
+                  helper.make_node("Conv", [f"dr{i}", f"wp{i}", f"bp{i}"], [f"p{i}"]),
+                  helper.make_node("Add", [f"p{i}", last], [f"r{i}"])]
+        inits += [_init(rng, f"we{i}", wide, channels, 1, 1), _init(rng, f"be{i}", wide, scale=0.1),
+                  _init(rng, f"wd{i}", wide, 1, 3, 3), _init(rng, f"bd{i}", wide, scale=0.1),
+                  _init(rng, f"wp{i}", channels, wide, 1, 1), _init(rng, f"bp{i}", channels, scale=0.1)]
+        last = f"r{i}"
+    nodes += [helper.make_node("GlobalAveragePool", [last], ["g"]),
+              helper.make_node("Flatten", ["g"], ["f"]),
+              helper.make_node("Gemm", ["f", "wf", "bf"], ["y"], transB=1)]
+    inits += [_init(rng, "wf", 10, channels), _init(rng, "bf", 10, scale=0.1)]
+    return nodes, inits, [1, channels, size, size], [1, 10]
+
+
 def encoder(rng, seq: int = 128, d: int = 256, ff: int = 1024):
     """One head of self-attention with a residual and a ReLU MLP (no LayerNorm: a stand-in)."""
     nodes = [helper.make_node("MatMul", ["x", "wq"], ["q"]),
@@ -73,7 +99,7 @@ def encoder(rng, seq: int = 128, d: int = 256, ff: int = 1024):
     return nodes, inits, [1, seq, d], [1, seq, d]
 
 
-MODELS = {"cnn": (cnn, "static"), "encoder": (encoder, "dynamic")}
+MODELS = {"cnn": (cnn, "static"), "mobile": (mobile, "static"), "encoder": (encoder, "dynamic")}
 
 
 def build(name: str, folder: Path) -> tuple[Path, Path, list[int]]:
