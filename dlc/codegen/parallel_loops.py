@@ -98,7 +98,10 @@ def nest_iterations(loop: scf.ForOp) -> int | None:
 
 def threads_for_work(seconds: float) -> int:
     """The thread count t minimising seconds / t + THREAD_SECONDS * (t - 1): the least t with
-    t * (t + 1) >= seconds / THREAD_SECONDS (one more thread would save less than it costs)."""
+    t * (t + 1) >= seconds / THREAD_SECONDS (one more thread would save less than it costs).
+    Threads that cost nothing (THREAD_SECONDS <= 0, as a benchmark may set it) are all taken."""
+    if THREAD_SECONDS <= 0:
+        return 1 << 30
     t = 1
     while t * (t + 1) * THREAD_SECONDS < seconds:
         t += 1
