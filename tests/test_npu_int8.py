@@ -281,6 +281,14 @@ def test_dequantize_float_ops_quantize_chains_fuse_into_the_contraction(monkeypa
     types = {op.node_name: op.onnx_type for op in module.walk() if hasattr(op, "node_name")}
     chains = [[types[n] for n in nodes] for nodes in kernels if len(nodes) > 1]
     assert ["QLinearMatMul", "DequantizeLinear", "Add", "QuantizeLinear"] in chains, chains
+    # The integer instructions (types, zero points, scales) print and parse back (dlc opt, -o).
+    from xdsl.parser import Parser
+
+    from dialects.context import make_context
+
+    text = str(compile_model(model, target="npu-sim", compile_to="loops").module)
+    assert 'fn = "dequantize"' in text and 'dtype = "u8i8"' in text
+    assert str(Parser(make_context(), text).parse_module()) == text
     compiled = _npu(model, monkeypatch, tmp_path)
     assert [s.target for s in compiled._executable.steps] == ["npu-sim"]
     cpu = dlc.compile(model)
