@@ -72,7 +72,7 @@ def _block_iterations(block: Block) -> int | None:
     """Innermost iterations one run of `block` makes: the sum over its loop nests of their
     trip products (the larger branch of an scf.if), at least 1; None if a bound is dynamic,
     a region op could repeat its body any number of times (scf.while) or a call does work
-    this count cannot see (a micro-kernel)."""
+    this count cannot see (a micro-kernel, an ONNX Loop's body)."""
     total = 0
     for op in block.ops:
         if isinstance(op, scf.ForOp):
@@ -85,7 +85,7 @@ def _block_iterations(block: Block) -> int | None:
             if None in branches:
                 return None
             total += max(branches, default=0)
-        elif op.regions or isinstance(op, func.CallOp):
+        elif op.regions or isinstance(op, func.CallOp) or op.name == "loop.run":  # loop.run: an ONNX Loop
             return None
     return max(total, 1)
 
