@@ -235,3 +235,79 @@ def test_non_max_suppression_other_count_fails_the_run():
     feeds["limit"] = np.array([2], np.int64)
     with pytest.raises(DlcError, match=r"\(NonMaxSuppression\): the number of boxes it selects is not"):
         compiled.run(feeds)
+
+
+# --- DFT, STFT --------------------------------------------------------------------------------
+
+def _dft_model(x, out_shape, axis: int, length: int | None, **attrs) -> onnx.ModelProto:
+    """DFT (opset 20) with constant axis and dft_length (the latter omitted when None)."""
+    from onnx import numpy_helper
+
+    inputs = ["x", "len" if length is not None else "", "axis"]
+    node = helper.make_node("DFT", inputs, ["y"], name="node", **attrs)
+    constants = [numpy_helper.from_array(np.array(axis, np.int64), "axis")]
+    if length is not None:
+        constants.append(numpy_helper.from_array(np.array(length, np.int64), "len"))
+    graph = helper.make_graph([node], "dft", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, x.shape)],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, out_shape)], constants)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+
+
+@pytest.mark.parametrize("parts,axis,length,inverse,onesided", [
+    (2, 1, None, 0, 0),   # complex, forward, along a middle axis
+    (1, 2, 12, 0, 1),     # real, zero-padded to 12, one-sided
+    (2, 1, 5, 0, 0),      # complex, truncated to 5
+    (1, 1, 9, 0, 1),      # real, odd one-sided length
+    (2, -2, None, 1, 0),  # complex inverse, negative axis
+    (2, 1, 10, 1, 1),     # irfft (even length: onnxruntime's odd-length irfft is wrong, below)
+])
+def test_dft(parts, axis, length, inverse, onesided):
+    """onnxruntime computes in float32, so the tolerance scales with the sum's length (~1e-6
+    relative per term); dlc sums in float64."""
+    import dlc
+
+    x = np.random.default_rng(parts + (length or 0)).uniform(-1, 1, (2, 7, 8, parts)).astype(np.float32)
+    feeds = {"x": x}
+    attrs = {"inverse": inverse, "onesided": onesided}
+    expected = run_onnxruntime(_dft_model(x, None, axis, length, **attrs), feeds)[0]
+    got = dlc.compile(_dft_model(x, expected.shape, axis, length, **attrs)).run(feeds)["y"]
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=2e-5 * x.shape[axis])
+
+
+def test_dft_irfft_odd_length_matches_numpy():
+    """irfft to an odd length 9 from 7 one-sided bins (5 used): numpy.fft.irfft, the spec's
+    reference (onnxruntime 1.32 is off by 0.35 here)."""
+    import dlc
+
+    x = np.random.default_rng(11).uniform(-1, 1, (2, 7, 8, 2)).astype(np.float32)
+    expected = np.fft.irfft(x[..., 0].astype(np.float64) + 1j * x[..., 1], n=9, axis=1)[..., None]
+    got = dlc.compile(_dft_model(x, [2, 9, 8, 1], 1, 9, inverse=1, onesided=1)).run({"x": x})["y"]
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_stft_against_onnxruntime():
+    """A complex signal of two batches, a Hann window, hop 3 (frames overlap)."""
+    x = np.random.default_rng(5).uniform(-1, 1, (2, 50, 2)).astype(np.float32)
+    window = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(10) / 10)).astype(np.float32)
+    feeds = {"signal": x, "step": np.array(3, np.int64), "window": window}
+    _versus_onnxruntime("STFT", feeds, rtol=1e-4, atol=2e-4, onesided=0)
+
+
+def test_dft_run_time_axis_outside_the_candidates_fails_the_run():
+    """A run-time axis: every axis the shapes allow is compiled; another value fails the run."""
+    import dlc
+    from dlc.errors import DlcError
+
+    x = np.random.default_rng(0).uniform(-1, 1, (3, 4, 4, 1)).astype(np.float32)
+    node = helper.make_node("DFT", ["x", "", "axis"], ["y"], name="node")
+    graph = helper.make_graph([node], "dft", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, x.shape),
+                                              helper.make_tensor_value_info("axis", onnx.TensorProto.INT64, [])],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [3, 4, 4, 2])])
+    compiled = dlc.compile(helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)]))
+    for axis in (0, 1, 2, -2):
+        got = compiled.run({"x": x, "axis": np.array(axis, np.int64)})["y"]
+        expected = np.fft.fft(x[..., 0].astype(np.float64), axis=axis % 4)
+        np.testing.assert_allclose(got, np.stack([expected.real, expected.imag], -1), rtol=1e-5, atol=1e-5)
+    with pytest.raises(DlcError, match=r"\(DFT\): input 'axis' is not one of \[0, 1, 2\]"):
+        compiled.run({"x": x, "axis": np.array(3, np.int64)})  # the re/im axis

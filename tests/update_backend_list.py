@@ -70,6 +70,21 @@ REASONS: list[tuple[str, str | Callable[..., str]]] = [
 ]
 
 
+# Tests whose expected output is wrong by more than the suite's tolerance, checked by hand: a
+# wrong result there is not a dlc bug (the reason says what was checked). Only a wrong-result
+# failure takes this reason; any other error is classified as usual.
+INACCURATE_EXPECTATIONS = dict.fromkeys(
+    ["test_dft_inverse_cpu", "test_dft_inverse_opset19_cpu"],
+    "expected output has numpy's float32 FFT rounding: 1.9e-7 where the exact imaginary part is "
+    "~1e-15, past the test's atol 1e-7 (dlc sums in float64; onnxruntime 1.32 is off by 7e-6)")
+
+
+def reason_for(name: str, error: str) -> str:
+    if name in INACCURATE_EXPECTATIONS and error.startswith("AssertionError: wrong result"):
+        return INACCURATE_EXPECTATIONS[name]
+    return classify(error)
+
+
 def classify(error: str) -> str:
     """A one-line reason for a failed test, from its error ("Type: first message line")."""
     for pattern, template in REASONS:
@@ -322,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     outcomes = run_all(names, args.workers, args.timeout, durations)
     print(f"ran {len(names)} tests in {time.monotonic() - start:.0f} s", file=sys.stderr)
     reasons = {n: r for n, r in read_unsupported_list().items() if n not in outcomes}
-    reasons.update({name: classify(error) for name, error in outcomes.items() if error is not None})
+    reasons.update({name: reason_for(name, error) for name, error in outcomes.items() if error is not None})
     write_list(UNSUPPORTED_LIST, reasons)
     node = node_tests()
     if args.pattern is None:

@@ -1034,6 +1034,29 @@ class GraphBuilder:
         self.declared.append(selected)
         return selected
 
+    def gen_dft(self) -> Value | None:
+        """DFT of a value made real ([..., 1]) along one axis: forward (maybe one-sided, maybe
+        zero-padded or truncated by a constant dft_length) or inverse. Continuous; a sum of N
+        terms, so |out| <= N * |x|."""
+        x = self.pick(lambda v: 1 <= v.rank <= 3 and v.size * 2 <= MAX_ELEMENTS)
+        if x is None:
+            return None
+        signal = self.one("Unsqueeze", [x.name, self.ints([x.rank])], (*x.shape, 1), lo=x.lo, hi=x.hi, exact=x.exact)
+        axis = int(self.rng.integers(0, x.rank))
+        inverse = int(self.chance(0.3))
+        onesided = int(not inverse and self.chance(0.4))
+        length = x.shape[axis] + int(self.rng.integers(-1, 3)) if self.chance(0.4) else None
+        length = None if length is not None and length < 1 else length
+        n = length or x.shape[axis]
+        bins = n // 2 + 1 if onesided else n
+        out = tuple(bins if d == axis else s for d, s in enumerate(x.shape)) + (2,)
+        if np.prod(out) > MAX_ELEMENTS:
+            return None
+        inputs = [signal.name, self.ints(length) if length is not None else "",
+                  self.ints(axis - x.rank - 1 if self.chance(0.3) else axis)]
+        bound = x.magnitude * (1 if inverse else n)
+        return self.one("DFT", inputs, out, lo=-bound, hi=bound, inverse=inverse, onesided=onesided)
+
     def gen_recurrent(self) -> Value | None:
         """LSTM, GRU or RNN over a rank-3 value read as [seq, batch, features]: any direction,
         optional bias, initial state, peepholes, clip, GRU's linear_before_reset. Default
@@ -1182,7 +1205,8 @@ class GraphBuilder:
     LATER_SHARE: ClassVar[float] = 0.15
     # Issue 18's sampling and selection operators, a stream of their own again (the models of
     # every seed before them stay as they were).
-    SAMPLING: ClassVar[dict[str, int]] = {"grid_sample": 1, "roi_align": 1, "nonzero": 1, "compress": 1, "nms": 1}
+    SAMPLING: ClassVar[dict[str, int]] = {"grid_sample": 1, "roi_align": 1, "nonzero": 1, "compress": 1, "nms": 1,
+                                          "dft": 1}
     SAMPLING_SHARE: ClassVar[float] = 0.1
 
     def model(self, name: str) -> onnx.ModelProto:
