@@ -172,27 +172,30 @@ def test_qlinear_matmul_on_the_npu_is_bit_exact(a_type, monkeypatch, tmp_path):
     _assert_bit_exact(model, {"a": a}, compiled)
 
 
-def test_a_batch_of_one_matrix_product_runs_on_the_npu(monkeypatch, tmp_path):
-    """A [1, M, K] (a batch-1 transformer's activations) by a matrix: in int8, bit-exact; in
-    float32 with a fused bias and Relu (epilogue boxes carry the leading 1), as onnxruntime."""
+@pytest.mark.parametrize("batch", [[1], [3], [2, 2]])
+def test_a_batched_a_by_a_matrix_runs_on_the_npu(batch, monkeypatch, tmp_path):
+    """A [..., M, K] (a transformer's activations) by a matrix, one product per leading index:
+    in int8, bit-exact; in float32 with a fused bias and Relu (epilogue boxes carry the
+    index), as onnxruntime."""
     rng = np.random.default_rng(5)
     constants = [("a_scale", np.float32(0.03)), ("a_zero", np.uint8(131)),
                  ("b", rng.integers(-100, 100, (40, 24)).astype(np.int8)), ("b_scale", np.float32(0.002)),
                  ("b_zero", np.int8(0)), ("y_scale", np.float32(0.07)), ("y_zero", np.uint8(90))]
-    model = _one_node("QLinearMatMul", [("a", T.UINT8, [1, 7, 40])], constants, T.UINT8)
-    a = rng.integers(0, 256, (1, 7, 40)).astype(np.uint8)
+    model = _one_node("QLinearMatMul", [("a", T.UINT8, [*batch, 7, 40])], constants, T.UINT8)
+    a = rng.integers(0, 256, (*batch, 7, 40)).astype(np.uint8)
     _assert_bit_exact(model, {"a": a}, _npu(model, monkeypatch, tmp_path, **{**CONFIG, "scratchpad_bytes": 2048}))
 
     w, bias = rng.standard_normal((40, 24)).astype(np.float32), rng.standard_normal(24).astype(np.float32)
     graph = helper.make_graph(
         [helper.make_node("MatMul", ["x", "w"], ["h"], name="mm"), helper.make_node("Add", ["h", "b"], ["hb"]),
          helper.make_node("Relu", ["hb"], ["y"])], "g",
-        [helper.make_tensor_value_info("x", T.FLOAT, [1, 7, 40])], [helper.make_tensor_value_info("y", T.FLOAT, None)],
+        [helper.make_tensor_value_info("x", T.FLOAT, [*batch, 7, 40])],
+        [helper.make_tensor_value_info("y", T.FLOAT, None)],
         [onnx.numpy_helper.from_array(w, "w"), onnx.numpy_helper.from_array(bias, "b")])
     model = onnx.shape_inference.infer_shapes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
     compiled = _npu(model, monkeypatch, tmp_path, **{**CONFIG, "scratchpad_bytes": 2048})
     assert [s.target for s in compiled._executable.steps] == ["npu-sim"]
-    feeds = {"x": rng.standard_normal((1, 7, 40)).astype(np.float32)}
+    feeds = {"x": rng.standard_normal((*batch, 7, 40)).astype(np.float32)}
     np.testing.assert_allclose(compiled.run(feeds)["y"], run_onnxruntime(model, feeds)["y"], rtol=1e-5, atol=1e-5)
 
 
@@ -221,8 +224,8 @@ def test_matmul_integer_and_conv_integer_on_the_npu_are_bit_exact(monkeypatch, t
      [("a_zero", np.uint8(1)), ("b", np.ones((8, 3), np.int8)), ("b_scale", np.float32(1)),
       ("b_zero", np.int8(0)), ("y_scale", np.float32(1)), ("y_zero", np.uint8(0))],
      "its scales and y's zero point are not all constants"),
-    ("MatMulInteger", [("a", T.UINT8, [2, 4, 8])], [("b", np.ones((8, 3), np.int8))],
-     "only a matrix product of A [M, K] (or [1, M, K]) by a matrix B"),
+    ("MatMulInteger", [("a", T.UINT8, [2, 4, 8])], [("b", np.ones((2, 8, 3), np.int8))],
+     "only A [..., M, K] by a matrix B runs on the MAC array"),
 ])
 def test_int8_ops_the_npu_refuses_fall_back_with_the_reason(op_type, inputs, constants, reason, monkeypatch,
                                                             tmp_path):
@@ -253,6 +256,29 @@ def test_quantized_cnn_runs_wholly_on_the_npu_bit_exact(how, monkeypatch, tmp_pa
         np.testing.assert_array_equal(got, cpu.run(feeds)["y"])
         np.testing.assert_array_equal(got, run_onnxruntime(model, feeds)["y"])
     assert executable.npu_reports()[0][1].int8_macs == 8 * 27 * 64 + 16 * 72 * 16
+
+
+def test_quantized_attention_splits_between_npu_and_cpu_bit_exact(monkeypatch, tmp_path):
+    """quantize_static's attention block (batch 2): the projections and the MLP run on the NPU
+    ([2, 6, 16] by a matrix), Transpose, Softmax and the two products of activations on cpu,
+    each with its reason; bit-exact with the cpu target and with onnxruntime as written."""
+    from test_quantization import _attention_block
+
+    model, x_shape = _quantized(_attention_block, "static", tmp_path)
+    compiled = _npu(model, monkeypatch, tmp_path)
+    placement = compiled._executable.placement
+    kinds = {placement.kinds[n] for n in placement.reasons}
+    assert kinds == {"Transpose", "Softmax", "QLinearMatMul"}, placement.reasons
+    on_npu = [n for n, t in placement.nodes.items() if t == "npu-sim"]
+    assert set(on_npu) == set(placement.nodes) - set(placement.reasons)
+    assert sum(n.startswith("MatMul_") for n in on_npu) == 5  # of the seven (fused into QLinearMatMul)
+    cpu = dlc.compile(model)
+    rng = np.random.default_rng(7)
+    for _ in range(2):
+        feeds = {"x": rng.uniform(-1, 1, x_shape).astype(np.float32)}
+        got = compiled.run(feeds)["y"]
+        np.testing.assert_array_equal(got, cpu.run(feeds)["y"])
+        np.testing.assert_array_equal(got, run_onnxruntime(model, feeds, graph_optimisation="none")["y"])
 
 
 def _mlp(rng):
@@ -358,10 +384,10 @@ def test_compare_reports_int8_against_fp32_on_the_npu(tmp_path, capsys):
 
 
 def test_compare_names_contractions_that_left_the_npu(tmp_path, capsys):
-    """A batched MatMulInteger stays on cpu: `dlc compare --target npu-sim` says so, and why."""
+    """A MatMulInteger of a batched B stays on cpu: `dlc compare --target npu-sim` says so, and why."""
     from dlc.cli import main
 
-    model = _one_node("MatMulInteger", [("a", T.UINT8, [2, 4, 8])], [("b", np.ones((8, 3), np.int8))], T.INT32)
+    model = _one_node("MatMulInteger", [("a", T.UINT8, [2, 4, 8])], [("b", np.ones((2, 8, 3), np.int8))], T.INT32)
     model.graph.node.append(helper.make_node("Cast", ["y"], ["f"], to=T.FLOAT, name="cast"))
     model.graph.node.append(helper.make_node("Relu", ["f"], ["r"], name="relu"))
     model.graph.output[0].CopyFrom(helper.make_tensor_value_info("r", T.FLOAT, None))
@@ -369,7 +395,7 @@ def test_compare_names_contractions_that_left_the_npu(tmp_path, capsys):
     onnx.save(model, tmp_path / "m.onnx")
     assert main(["compare", str(tmp_path / "m.onnx"), "--target", "npu-sim"]) == 0
     out = capsys.readouterr().out
-    assert "contraction off the NPU: node 'matmulinteger' (MatMulInteger): only a matrix product" in out
+    assert "contraction off the NPU: node 'matmulinteger' (MatMulInteger): only A [..., M, K] by a matrix" in out
 
 
 def test_the_target_description_lists_int8_macs():

@@ -178,11 +178,9 @@ def _check_conv(op) -> str | None:
 
 
 def _check_matmul(op, a: int = 0, b: int = 1) -> str | None:
-    """A [M, K] (or [1, ..., 1, M, K]) by a matrix B: a batch of one is one matrix product."""
-    a_shape = op.operands[a].type.get_shape()
-    if len(a_shape) < 2 or any(d != 1 for d in a_shape[:-2]) or _rank(op.operands[b]) != 2:
-        return ("only a matrix product of A [M, K] (or [1, M, K]) by a matrix B runs on the MAC array "
-                "(batched ones fall back)")
+    """A [..., M, K] by a matrix B: one matrix product per leading index of A."""
+    if _rank(op.operands[a]) < 2 or _rank(op.operands[b]) != 2:
+        return "only A [..., M, K] by a matrix B runs on the MAC array (a batched B falls back)"
     return None
 
 

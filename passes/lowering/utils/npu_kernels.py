@@ -330,8 +330,8 @@ class _Conv(_Anchor):
 
 class _MatMul(_Anchor):
     """MatMul and Gemm: tiles of (M, K, N); B re-laid out at compile time for transB/alpha. A
-    may have leading dims of 1 ([1, M, K], a batch-1 transformer's activations): its boxes and
-    the output's carry them, the MAC sees [M, K]."""
+    may have leading dims ([batch, M, K] by a matrix, a transformer's projections): each
+    leading index is one [M, K] product, its boxes and the output's carry the index."""
 
     def __init__(self, lowering, op):
         super().__init__(lowering, op)
@@ -339,7 +339,8 @@ class _MatMul(_Anchor):
         a, b = op.operands[ai], op.operands[bi]
         self.ab, self.bb = itemsize(a), itemsize(b)
         self.a = lowering.name(a)
-        self.lead = len(a.type.get_shape()) - 2
+        self.lead_shape = list(a.type.get_shape()[:-2])
+        self.lead = len(self.lead_shape)
         self.m, self.k = a.type.get_shape()[-2:]
         self.b = lowering.name(b)
         trans_b, alpha = op.attr("transB", 0), op.attr("alpha", 1.0)
@@ -372,7 +373,7 @@ class _MatMul(_Anchor):
 
     def cost(self, tile):
         m, k, n = tile
-        tiles = math.ceil(self.m / m) * math.ceil(self.nn / n)
+        tiles = math.prod(self.lead_shape) * math.ceil(self.m / m) * math.ceil(self.nn / n)
         steps = tiles * math.ceil(self.k / k)
         nbytes = steps * (self.ab * m * k + self.bb * k * n) + tiles * (self.q.out_bytes if self.q else 4) * m * n
         cols = self.config.mac_cols * (self.config.int8_macs_per_pe if self.q else 1)
@@ -383,26 +384,27 @@ class _MatMul(_Anchor):
 
         m_t, k_t, n_t = tile
         step = parity = 0
-        for m0, m in _chunks(self.m, m_t):
-            for n0, n in _chunks(self.nn, n_t):
-                acc = slots("acc", parity)
-                for k0, k in _chunks(self.k, k_t):
-                    a, b = slots("a", step), slots("b", step)
-                    self.low.emit(DmaLoadOp(self.a, [0] * self.lead + [m0, k0], [1] * self.lead + [m, k], a))
-                    self.low.emit(DmaLoadOp(self.b, [k0, n0], [k, n], b))
-                    self.low.emit(MacOp("matmul", a, [m, k], b, [k, n], acc, [m, n], k0 > 0,
-                                        dtype=self.q.dtype if self.q else None,
-                                        zeros=self.q.zeros if self.q else (0, 0)))
-                    step += 1
-                if self.q and self.q.requant:
-                    self.low.requantize(self.q, n0, n, [m, n], [1, n], slots, parity)
-                if self.c:
-                    offsets, box, aligned = self.low.operand_box(self.c[0], [m0, n0], [m, n])
-                    c = slots("c", parity)
-                    self.low.emit(DmaLoadOp(self.c[1], offsets, box, c))
-                    self.low.emit(VectorOp("add", [acc, c], [[m, n], aligned], acc, [m, n]))
-                yield [0] * self.lead + [m0, n0], [1] * self.lead + [m, n], parity
-                parity += 1
+        for index, (m0, m), (n0, n) in ((i, mm, nn) for i in np.ndindex(*self.lead_shape)
+                                        for mm in _chunks(self.m, m_t) for nn in _chunks(self.nn, n_t)):
+            lead, ones = list(index), [1] * self.lead
+            acc = slots("acc", parity)
+            for k0, k in _chunks(self.k, k_t):
+                a, b = slots("a", step), slots("b", step)
+                self.low.emit(DmaLoadOp(self.a, lead + [m0, k0], ones + [m, k], a))
+                self.low.emit(DmaLoadOp(self.b, [k0, n0], [k, n], b))
+                self.low.emit(MacOp("matmul", a, [m, k], b, [k, n], acc, [m, n], k0 > 0,
+                                    dtype=self.q.dtype if self.q else None,
+                                    zeros=self.q.zeros if self.q else (0, 0)))
+                step += 1
+            if self.q and self.q.requant:
+                self.low.requantize(self.q, n0, n, [m, n], [1, n], slots, parity)
+            if self.c:
+                offsets, box, aligned = self.low.operand_box(self.c[0], [m0, n0], [m, n])
+                c = slots("c", parity)
+                self.low.emit(DmaLoadOp(self.c[1], offsets, box, c))
+                self.low.emit(VectorOp("add", [acc, c], [[m, n], aligned], acc, [m, n]))
+            yield lead + [m0, n0], ones + [m, n], parity
+            parity += 1
 
 
 class _Pool(_Anchor):
