@@ -19,12 +19,16 @@ reads and writes one buffer, so its pointers stay `noalias`), and stop when the 
 reached or the body's condition is false.
 
     "loop.run"(%M, %cond, %x0, %W, %y, %iter, %cin, %cout, %tmp, %arena)
-        {body = @loop_0, layout = array<i64: 1, 1, 1, 1, 0>} : (...) -> ()
+        {body = @loop_0, layout = array<i64: 1, 1, 1, 1, 0, 0>, reverse = array<i64>} : (...) -> ()
 
-`layout` = [has trip count, has condition, carried, outer, scan outputs]; the operands are,
-in order: trip count?, condition?, initial values (carried), outer values, final values
-(carried), scan outputs, then the body's scratch: iteration number, condition in, condition
-out, one temporary per carried value, and the body's arena.
+`layout` = [has trip count, has condition, carried, outer, scan outputs, scan inputs]; the
+operands are, in order: trip count?, condition?, initial values (carried), scan inputs, outer
+values, final values (carried), scan outputs, then the body's scratch: iteration number,
+condition in, condition out, one temporary per carried value, and the body's arena. Scan
+inputs (Scan's, and a recurrent layer's input projection) and scan outputs are sliced on their
+first axis, slice i (or M-1-i where `reverse` says so: one flag per scan input, then per scan
+output) at iteration i; the body's `@main` takes the scan inputs' slices after the carried
+values, before the outer values.
 """
 
 from __future__ import annotations
@@ -45,11 +49,13 @@ class RunOp(IRDLOperation):
     name = "loop.run"
     body = prop_def(SymbolRefAttr)
     layout = prop_def(DenseArrayBase)
+    reverse = prop_def(DenseArrayBase)
     args = var_operand_def(MemRefType)
 
-    def __init__(self, body: str, layout: list[int], operands: list[SSAValue]):
+    def __init__(self, body: str, layout: list[int], operands: list[SSAValue], reverse: list[int] = ()):
         super().__init__(operands=[operands], properties={
-            "body": SymbolRefAttr(body), "layout": DenseArrayBase.from_list(i64, layout)})
+            "body": SymbolRefAttr(body), "layout": DenseArrayBase.from_list(i64, layout),
+            "reverse": DenseArrayBase.from_list(i64, list(reverse) or [0] * (layout[4] + layout[5]))})
 
     @property
     def body_name(self) -> str:
@@ -57,11 +63,15 @@ class RunOp(IRDLOperation):
 
     def parts(self) -> dict[str, list[SSAValue]]:
         """The operands by role (the module docstring's order)."""
-        has_trips, has_cond, carried, outer, scans = self.layout.get_values()
+        has_trips, has_cond, carried, outer, scans, scan_inputs = self.layout.get_values()
+        if len(self.reverse.get_values()) != scans + scan_inputs:
+            raise ValueError(f"loop.run @{self.body_name}: {len(self.reverse.get_values())} reverse flags "
+                             f"for {scan_inputs} scan inputs and {scans} scan outputs")
         values = list(self.args)
         taken: dict[str, list[SSAValue]] = {}
         for role, count in (("trips", has_trips), ("cond", has_cond), ("inits", carried),
-                            ("outer", outer), ("finals", carried), ("scans", scans), ("iter", 1),
+                            ("scan_inputs", scan_inputs), ("outer", outer), ("finals", carried),
+                            ("scans", scans), ("iter", 1),
                             ("cond_in", 1), ("cond_out", 1), ("temps", carried), ("arena", 1)):
             taken[role], values = values[:count], values[count:]
         if values:

@@ -192,10 +192,15 @@ def compile_model(model, *, target: str = "cpu", options: CompileOptions | None 
 
 def _run_stage(ctx, module: ModuleOp, passes: list[ModulePass], instrument: PassInstrumentation) -> None:
     """Run a stage on the module's detached Loop bodies (theirs first), then on the module:
-    when a Loop is lowered its body is already at that phase (its arena planned)."""
-    for body in bodies_of(module):
+    when a Loop is lowered its body is already at that phase (its arena planned). A body that
+    a pass of the stage made (expand-recurrent's time step) then runs the whole stage too."""
+    done = bodies_of(module)
+    for body in done:
         _run_stage(ctx, body, passes, instrument)
     run_passes(ctx, module, passes, instrument)
+    for body in detach_bodies(module):
+        if all(body is not other for other in done):
+            _run_stage(ctx, body, passes, instrument)
 
 
 def _check_memory_plan(module: ModuleOp, options: CompileOptions) -> None:

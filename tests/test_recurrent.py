@@ -148,6 +148,35 @@ def test_matches_onnxruntime(kind, options):
     _assert_matches(*_recurrent_model(kind, **options))
 
 
+_SHORT = {"lstm_lens", "lstm_lens_layout1_reverse", "lstm_peepholes", "gru_reverse_lens", "gru_runtime",
+          "rnn_bidirectional_layout1_lens"}
+
+
+@pytest.mark.parametrize("kind, options", [case for case in CASES if case.id in _SHORT])
+def test_short_sequences_are_unrolled_and_match(kind, options):
+    """At most UNROLL_MAX_STEPS steps unroll (the other cases, 5 steps, run a native loop)."""
+    from passes.graph.expand_recurrent import UNROLL_MAX_STEPS
+
+    options = dict(options)
+    if "lens" in options:
+        options["lens"] = [min(n, UNROLL_MAX_STEPS) for n in options["lens"]]
+    _assert_matches(*_recurrent_model(kind, steps=UNROLL_MAX_STEPS, **options))
+
+
+def test_long_sequences_compile_one_step_per_direction():
+    """A 64-step bidirectional LSTM: one time-step body per direction, whatever the length."""
+    from dlc.driver import compile_model
+
+    ops = {}
+    for steps in (8, 64):
+        model, _ = _recurrent_model("LSTM", steps=steps, direction="bidirectional", initial=True)
+        module = compile_model(model, compile_to="graph").module
+        ops[steps] = sum(1 for _ in module.walk())
+        assert sum(1 for op in module.walk() if op.name == "onnx.Loop") == 2
+        assert sum(1 for op in module.walk() if op.name == "builtin.module") == 3
+    assert ops[8] == ops[64]
+
+
 def test_batch_one_long_sequence():
     _assert_matches(*_recurrent_model("LSTM", steps=17, batch=1, features=8, hidden=16))
 

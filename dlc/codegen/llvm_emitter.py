@@ -257,7 +257,11 @@ class LLVMEmitter(ParallelLoops, GemmCalls):
             else ir.Constant(I64, (1 << 63) - 1)
         running = truth(parts["cond"][0]) if parts["cond"] else ir.Constant(I1, 1)
         b.store(b.zext(running, i8), self.values[parts["cond_in"][0]], align=1)
-        scan_bytes = [byte_size(v.type) // max(v.type.get_shape()[0], 1) for v in parts["scans"]]
+        sliced = [*parts["scan_inputs"], *parts["scans"]]
+        for length in sorted({v.type.get_shape()[0] for v in sliced})[:1]:  # never past a sliced buffer
+            trips = b.select(b.icmp_signed("<", trips, ir.Constant(I64, length)), trips, ir.Constant(I64, length))
+        slice_bytes = [byte_size(v.type) // max(v.type.get_shape()[0], 1) for v in sliced]
+        reverse = op.reverse.get_values()
 
         fn = b.function
         guard = b.block
@@ -269,10 +273,14 @@ class LLVMEmitter(ParallelLoops, GemmCalls):
         index = b.phi(I64, "loop.i")
         index.add_incoming(zero, guard)
         b.store(index, self.values[parts["iter"][0]], align=8)
-        scans = [b.gep(self.values[v], [b.mul(index, ir.Constant(I64, size))], inbounds=True, source_etype=i8)
-                 for v, size in zip(parts["scans"], scan_bytes)]
-        arguments = [self.values[v] for v in (*parts["iter"], *parts["cond_in"], *parts["finals"], *parts["outer"],
-                                              *parts["cond_out"], *parts["temps"])]
+        # Slice i (M-1-i reversed) of each scan input and output: i < M, the first axis's length.
+        backwards = b.sub(b.sub(trips, ir.Constant(I64, 1)), index) if any(reverse) else None
+        slices = [b.gep(self.values[v], [b.mul(backwards if flag else index, ir.Constant(I64, size))],
+                        inbounds=True, source_etype=i8)
+                  for v, size, flag in zip(sliced, slice_bytes, reverse)]
+        scan_inputs, scans = slices[:len(parts["scan_inputs"])], slices[len(parts["scan_inputs"]):]
+        arguments = [self.values[v] for v in (*parts["iter"], *parts["cond_in"], *parts["finals"])]
+        arguments += scan_inputs + [self.values[v] for v in (*parts["outer"], *parts["cond_out"], *parts["temps"])]
         b.call(callee, [*arguments, *scans, self.values[parts["arena"][0]], self.weights, self.runtime])
         for temp, final in zip(parts["temps"], parts["finals"]):
             copy(final, temp)

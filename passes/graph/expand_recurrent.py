@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from xdsl.context import Context
+from xdsl.dialects import func
 from xdsl.dialects.builtin import (
     DenseArrayBase,
     FloatAttr,
@@ -26,20 +27,29 @@ from xdsl.dialects.builtin import (
     ModuleOp,
     NoneType,
     StringAttr,
+    SymbolRefAttr,
     TensorType,
     f32,
     i1,
     i64,
 )
-from xdsl.ir import SSAValue
+from xdsl.ir import Block, Region, SSAValue
 from xdsl.passes import ModulePass
 from xdsl.pattern_rewriter import PatternRewriter, PatternRewriteWalker, RewritePattern, op_type_rewrite_pattern
 from xdsl.rewriter import InsertPoint
 
 from dialects.diagnostics import UnsupportedError
-from dialects.onnx import OPS, OnnxOp
+from dialects.loop import bodies_of
+from dialects.onnx import OPS, NoneOp, OnnxOp, WeightOp
+from dialects.types import element_type_for as element_for
 from dialects.types import numpy_dtype
+from dialects.weights import weights_of
 from passes.graph.utils.constants import add_weight, constant_of, is_absent
+
+# Sequences of at most this many steps are unrolled (the steps fuse across each other and no
+# loop runs); longer ones run one step's body in a native loop (benchmarks/README.md, "Native loops").
+UNROLL_MAX_STEPS = 4
+_ONNX_INT = {np.dtype(np.int32): 6, np.dtype(np.int64): 7}
 
 # Gates per cell, the activations each direction takes and their defaults (the spec's).
 _CELLS = {"LSTM": (4, ("Sigmoid", "Tanh", "Tanh")), "GRU": (3, ("Sigmoid", "Tanh")), "RNN": (1, ("Tanh",))}
@@ -274,6 +284,133 @@ def _stack(cell: _Cell, states: list[SSAValue], shape: list[int], perm: list[int
     return g.transpose(joined, perm) if cell.layout else joined
 
 
+class _BodyGraph(_Graph):
+    """Builds the ops of a time step's body function: appended to `block`, constants as weights
+    of the shared store, outer values (`outer`) as extra arguments of the body."""
+
+    def __init__(self, outer: _Graph, block: Block):
+        self.rewriter, self.anchor, self.element, self.dtype = outer.rewriter, outer.anchor, outer.element, outer.dtype
+        self.count, self.block, self.outer = 1000, block, outer
+        self.store = weights_of(outer.anchor.get_toplevel_object())
+        self.captured: dict[SSAValue, SSAValue] = {}
+
+    def op(self, onnx_type, operands, shapes, element=None, **attributes):
+        self.count += 1
+        attrs = {"onnx_node_name": StringAttr(f"{self.anchor.node_name}/step/{onnx_type}{self.count}")}
+        for name, value in attributes.items():
+            attrs[name] = (FloatAttr(value, f32) if isinstance(value, float) else
+                           DenseArrayBase.from_list(i64, value) if isinstance(value, list) else IntegerAttr(value, i64))
+        types = [TensorType(element or self.element, shape) for shape in shapes]
+        new = OPS[onnx_type].create(operands=operands, result_types=types, attributes=attrs)
+        self.block.add_op(new)
+        return list(new.results)
+
+    def const(self, array, dtype=None) -> SSAValue:
+        array = np.asarray(array, dtype or self.dtype)
+        weight = WeightOp(self.store.add(f"{self.anchor.node_name}.step", array),
+                          TensorType(element_for(array.dtype), array.shape))
+        self.block.add_op(weight)
+        return weight.result
+
+    def value(self, outer: SSAValue | None, array: np.ndarray | None = None) -> SSAValue | None:
+        """`outer` (a value of the enclosing graph) inside the body: `array` as a constant when
+        known (so the body's GEMM packs it), else an argument of the body."""
+        if outer is None:
+            return None
+        if array is not None:
+            return self.const(array, array.dtype)
+        if outer not in self.captured:
+            self.captured[outer] = self.block.insert_arg(outer.type, len(self.block.args))
+        return self.captured[outer]
+
+
+def _native_direction(cell: _Cell, d: int, projection: SSAValue, inside_bias: SSAValue | None):
+    """Direction d's time steps as a native loop (dialects/loop.py): one `onnx.Loop` over a
+    body module holding one time step, whose scan input is the step's slice of the input
+    projection and whose scan output is Y's. Returns (Y [steps, B, H], final h, final c)."""
+    g, op = cell.g, cell.op
+    steps, batch, hidden = cell.steps, cell.batch, cell.hidden
+    width = cell.gates * hidden
+    directions = len(cell.directions)
+    reverse = cell.directions[d] == "reverse"
+    x_d = projection if directions == 1 else g.slice(projection, [d * width], [(d + 1) * width], [2])
+    h0 = _initial(cell, 5, d)
+    c0 = _initial(cell, 6, d) if cell.kind == "LSTM" else None
+    state = TensorType(g.element, [batch, hidden])
+    lstm = cell.kind == "LSTM"
+    block = Block(arg_types=[TensorType(i64, []), TensorType(i1, []), state, *([state] if lstm else []),
+                             TensorType(g.element, [batch, width])])
+    body = _BodyGraph(g, block)
+    iteration, cond, h, c = block.args[0], block.args[1], block.args[2], block.args[3] if lstm else None
+    xt = block.args[-1]
+    recurrent = constant_of(op.operands[2])
+    r_array = None if recurrent is None else np.ascontiguousarray(recurrent[d].reshape(width, hidden).T)
+    if r_array is None:  # a run-time R: its transpose computed outside, once
+        r = body.value(g.transpose(g.reshape(g.slice(op.operands[2], [d], [d + 1], [0]), [width, hidden]), [1, 0]))
+    else:
+        r = body.const(r_array)
+    peepholes = None
+    if lstm and cell.input(7) is not None:
+        known = constant_of(cell.input(7))
+        peepholes = [body.const(known[d:d + 1, k * hidden:(k + 1) * hidden]) if known is not None else
+                     body.value(g.slice(cell.input(7), [d, k * hidden], [d + 1, (k + 1) * hidden], [0, 1]))
+                     for k in range(3)]
+    bias = None
+    if inside_bias is not None:
+        bias = body.value(inside_bias)
+    cell.g = body
+    try:
+        if lstm:
+            h_new, c_new = _lstm_step(cell, d, xt, h, c, r, peepholes)
+        elif cell.kind == "GRU":
+            h_new, c_new = _gru_step(cell, d, xt, h, r, bias), None
+        else:
+            h_new, c_new = cell.activate(body.binary("Add", xt, body.matmul(h, r)), d, 0), None
+        y = h_new
+        lens = cell.input(4)
+        known = constant_of(lens) if lens is not None else None
+        if lens is not None and not (known is not None and (known >= steps).all()):
+            # Rows whose sequence ended keep their state and write zeros (onnxruntime's rule).
+            element = lens.type.element_type
+            t = body.one("Cast", [iteration], [], element=element, to=_ONNX_INT[numpy_dtype(element)])
+            if reverse:
+                t = body.one("Sub", [body.const(steps - 1, numpy_dtype(element)), t], [], element=element)
+            running = body.one("Less", [t, body.value(lens, known)], [batch], element=i1)
+            running = body.reshape(running, [batch, 1])
+            y = body.one("Where", [running, h_new, body.const(0.0)], [batch, hidden])
+            h_new = body.one("Where", [running, h_new, h], [batch, hidden])
+            if c_new is not None:
+                c_new = body.one("Where", [running, c_new, c], [batch, hidden])
+    finally:
+        cell.g = g
+    results = [cond, h_new, *([c_new] if lstm else []), y]
+    block.add_op(func.ReturnOp(*results))
+    main = func.FuncOp("main", ([a.type for a in block.args], [v.type for v in results]), Region(block))
+    module = op.get_toplevel_object()
+    taken = {b.sym_name.data for b in (*module.ops, *bodies_of(module))
+             if isinstance(b, ModuleOp) and b.sym_name is not None}
+    name = next(f"{cell.kind.lower()}_{k}" for k in range(len(taken) + 1) if f"{cell.kind.lower()}_{k}" not in taken)
+    nested = ModuleOp([main], sym_name=StringAttr(name))
+    module.body.block.insert_op_before(nested, module.body.block.first_op)
+
+    none = NoneOp()
+    g.rewriter.insert(none, InsertPoint.before(op))
+    outer = list(body.captured)
+    operands = [g.const(np.array(steps, np.int64), np.int64), none.result, h0, *([c0] if lstm else []), x_d, *outer]
+    x_steps = x_d.type.get_shape()
+    assert list(x_steps) == [steps, batch, width]
+    reversed_ = int(reverse)
+    loop = OPS["Loop"].create(
+        operands=operands,
+        result_types=[state, *([state] if lstm else []), TensorType(g.element, [steps, batch, hidden])],
+        attributes={"onnx_node_name": StringAttr(f"{op.node_name}/steps{d}"), "body": SymbolRefAttr(name),
+                    "dlc.num_outer": IntegerAttr(len(outer), i64), "dlc.num_scan_inputs": IntegerAttr(1, i64),
+                    "dlc.reverse": DenseArrayBase.from_list(i64, [reversed_, reversed_])})
+    g.rewriter.insert(loop, InsertPoint.before(op))
+    results = list(loop.results)
+    return results[-1], results[0], results[1] if lstm else None
+
+
 def expand(op: OnnxOp, rewriter: PatternRewriter) -> None:
     """Replace the LSTM/GRU/RNN `op` by its time steps."""
     g = _Graph(rewriter, op)
@@ -288,11 +425,19 @@ def expand(op: OnnxOp, rewriter: PatternRewriter) -> None:
     if bias is not None:
         projection = g.binary("Add", projection, bias)
     projection = g.reshape(projection, [steps, batch, directions * width])
-    masks = _masks(cell)
+    masks = _masks(cell) if steps <= UNROLL_MAX_STEPS else None
     zeros = g.const(0.0)
     ys: list[list[SSAValue]] = []
     finals_h, finals_c = [], []
+    native = steps > UNROLL_MAX_STEPS
     for d, direction in enumerate(cell.directions):
+        if native:
+            ys.append(None)
+            y, h, c = _native_direction(cell, d, projection, inside_bias[d] if inside_bias else None)
+            finals_h.append(h)
+            finals_c.append(c)
+            ys[d] = y
+            continue
         r = g.slice(op.operands[2], [d], [d + 1], [0])
         r = g.transpose(g.reshape(r, [width, hidden]), [1, 0])
         peepholes = None
@@ -321,7 +466,11 @@ def expand(op: OnnxOp, rewriter: PatternRewriter) -> None:
         finals_h.append(h)
         finals_c.append(c)
     replacements = {}
-    if cell.result(0) is not None:
+    if cell.result(0) is not None and native:  # ys[d]: direction d's [steps, B, H]
+        rows = [g.reshape(y, [steps, 1, batch, hidden]) for y in ys]
+        joined = rows[0] if directions == 1 else g.one("Concat", rows, [steps, directions, batch, hidden], axis=1)
+        replacements[0] = g.transpose(joined, [2, 0, 1, 3]) if cell.layout else joined
+    elif cell.result(0) is not None:
         order = [ys[d][t] for t in range(steps) for d in range(directions)]
         replacements[0] = _stack(cell, order, [steps, directions, batch, hidden], [2, 0, 1, 3])
     if cell.result(1) is not None:

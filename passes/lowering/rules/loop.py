@@ -35,16 +35,18 @@ def loop(kb, op, ins, outs):
         raise CompileError(f"{op.describe()}: its body @{name} checks its inputs at run time, which a "
                            "native loop cannot report yet (the importer unrolls such loops)")
     outer = op.attributes["dlc.num_outer"].value.data
-    carried = len(op.operands) - 2 - outer
+    scan_inputs = op.attributes["dlc.num_scan_inputs"].value.data if "dlc.num_scan_inputs" in op.attributes else 0
+    carried = len(op.operands) - 2 - scan_inputs - outer
     types = [arg.type for arg in main.body.block.args]  # inputs, outputs, arena
-    inputs = 2 + carried + outer
+    inputs = 2 + carried + scan_inputs + outer
     if len(types) != inputs + len(outs) + 2:
         raise CompileError(f"{op.describe()}: its body @{name} takes {len(types)} buffers, expected "
                            f"{inputs + len(outs) + 2}")
     present = [value for value, operand in zip(ins[:2], op.operands[:2]) if not isinstance(operand.type, NoneType)]
     layout = [int(not isinstance(op.operands[0].type, NoneType)), int(not isinstance(op.operands[1].type, NoneType)),
-              carried, outer, len(outs) - carried]
+              carried, outer, len(outs) - carried, scan_inputs]
+    reverse = op.attr("dlc.reverse") or [0] * (layout[4] + scan_inputs)
     scratch = [kb.scratch(types[0]), kb.scratch(types[1]), kb.scratch(types[inputs])]
     scratch += [kb.scratch(t) for t in types[inputs + 1:inputs + 1 + carried]]
     scratch.append(kb.scratch(types[-1]))  # memref<N x i8>, N = the body's dlc.arena_size (>= 64)
-    kb.insert(RunOp(name, layout, [*present, *ins[2:], *outs, *scratch]))
+    kb.insert(RunOp(name, layout, [*present, *ins[2:], *outs, *scratch], reverse))
