@@ -113,6 +113,8 @@ def _gains(node: onnx.NodeProto, values: dict, opset: int) -> list[float]:
         if op == "DFT" and x is not None:  # a sum of N terms of |twiddle| <= 1 (inverse: / N)
             inverse = attrs.get("inverse", 0)
             return [1.0 if inverse else float(max(x.shape[:-1], default=1))] + [0.0] * (len(args) - 1)
+        if op == "STFT" and x is not None:  # a frame's sum of N windowed terms
+            return [float(x.shape[1])] + [0.0] * (len(args) - 1)
         if op == "ReduceL2" and x is not None:
             return [math.sqrt(_length(node, x, values, opset))] + ones[1:]
         if op in ("Softmax", "LogSoftmax", "Selu", "HardSwish", "Gelu", "Mish", "Elu", "Celu", "ReduceLogSumExp",

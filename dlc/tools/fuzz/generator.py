@@ -1057,6 +1057,27 @@ class GraphBuilder:
         bound = x.magnitude * (1 if inverse else n)
         return self.one("DFT", inputs, out, lo=-bound, hi=bound, inverse=inverse, onesided=onesided)
 
+    def gen_stft(self) -> Value | None:
+        """STFT of a [B, L] value made real ([B, L, 1]): a constant window (or frame_length only),
+        a constant hop, one-sided or not."""
+        x = self.pick(lambda v: v.rank == 2 and v.shape[1] >= 2)
+        if x is None:
+            return None
+        batches, length = x.shape
+        n = int(self.rng.integers(2, min(length, 12) + 1))
+        step = int(self.rng.integers(1, n + 1))
+        frames = (length - n) // step + 1
+        onesided = int(self.chance(0.5))
+        bins = n // 2 + 1 if onesided else n
+        if batches * frames * bins * 2 > MAX_ELEMENTS:
+            return None
+        signal = self.one("Unsqueeze", [x.name, self.ints([2])], (batches, length, 1), lo=x.lo, hi=x.hi,
+                          exact=x.exact)
+        window = self.weight(self.uniform((n,), 0.0, 1.0), "w") if self.chance(0.6) else ""
+        inputs = [signal.name, self.ints(step), window] + ([] if window else [self.ints(n)])
+        bound = x.magnitude * n
+        return self.one("STFT", inputs, (batches, frames, bins, 2), lo=-bound, hi=bound, onesided=onesided)
+
     def gen_recurrent(self) -> Value | None:
         """LSTM, GRU or RNN over a rank-3 value read as [seq, batch, features]: any direction,
         optional bias, initial state, peepholes, clip, GRU's linear_before_reset. Default
@@ -1206,7 +1227,7 @@ class GraphBuilder:
     # Issue 18's sampling and selection operators, a stream of their own again (the models of
     # every seed before them stay as they were).
     SAMPLING: ClassVar[dict[str, int]] = {"grid_sample": 1, "roi_align": 1, "nonzero": 1, "compress": 1, "nms": 1,
-                                          "dft": 1}
+                                          "dft": 1, "stft": 1}
     SAMPLING_SHARE: ClassVar[float] = 0.1
 
     def model(self, name: str) -> onnx.ModelProto:
