@@ -70,6 +70,7 @@ class CpuTarget(Target):
             ("loops", [p["fuse-parallel-siblings"](),  # one parallel loop over a shared axis
                        p["collapse-parallel-dims"](),  # one flat loop where operands allow
                        p["mark-parallel-loops"](), p["convert-linalg-to-loops"](),
+                       p["sink-views-into-parallel-loops"](),  # a loop captures buffers, not views
                        p["approximate-math"]()]),  # polynomial exp/tanh/erf: vectorisable
         ]
 
