@@ -354,6 +354,32 @@ def test_qlinear_matmul_matches_onnxruntime(a_type, k, n, a_zero):
     np.testing.assert_array_equal(got, run_onnxruntime(model, {"a": a})["y"])
 
 
+# A QLinearMatMul of two activations (static-QDQ attention's Q.K^T and P.V): float32 is exact
+# while 255 * 255 * k < 2**24 (k = 64, batched over two dims); past that (k = 300) the int32
+# loops. Both bit-exact with onnxruntime.
+@pytest.mark.parametrize("k, path", [(64, "float32 GEMM, exact here"), (300, "int32 loop nest")])
+def test_qlinear_matmul_of_two_activations(k, path):
+    from dlc.driver import compile_model
+
+    rng = np.random.default_rng(k)
+    constants = [("a_scale", np.array(0.02, np.float32)), ("a_zero", np.array(121, np.uint8)),
+                 ("b_scale", np.array(0.03, np.float32)), ("b_zero", np.array(97, np.uint8)),
+                 ("y_scale", np.array(0.05 * k / 64, np.float32)), ("y_zero", np.array(130, np.uint8))]
+    node = helper.make_node("QLinearMatMul", ["a", "a_scale", "a_zero", "b", "b_scale", "b_zero", "y_scale",
+                                              "y_zero"], ["y"], name="qk")
+    graph = helper.make_graph([node], "qk", [helper.make_tensor_value_info("a", T.UINT8, [2, 3, 6, k]),
+                                             helper.make_tensor_value_info("b", T.UINT8, [2, 3, k, 7])],
+                              [helper.make_tensor_value_info("y", T.UINT8, None)],
+                              [numpy_helper.from_array(v, n) for n, v in constants])
+    model = onnx.shape_inference.infer_shapes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)]))
+    assert path in str(compile_model(model, compile_to="linalg").module)
+    feeds = {"a": rng.integers(0, 256, (2, 3, 6, k)).astype(np.uint8),
+             "b": rng.integers(0, 256, (2, 3, k, 7)).astype(np.uint8)}
+    expected = run_onnxruntime(model, feeds)["y"]
+    assert len(np.unique(expected)) > 20
+    np.testing.assert_array_equal(dlc.compile(model).run(feeds)["y"], expected)
+
+
 def test_integer_gemm_split_over_threads_is_bit_identical():
     """A QLinearMatMul big enough for the thread pool (64x256x200: 3.3M multiply-adds) gives
     the same bytes on one and two threads, and onnxruntime's."""

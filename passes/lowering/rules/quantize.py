@@ -277,9 +277,16 @@ def _exact_in_float(op, data: SSAValue, w_index: int, zero_index: int, bias_inde
     integer below 2**24 in magnitude, each float32 addition is exact in any order, so the
     float32 GEMM micro-kernel (packed, vectorised) gives the int32 result bit for bit.
     The bound: |x - x_zero| <= 255 for 8-bit x, times the sum of |w - w_zero| over the
-    reduced axes, the worst output channel, plus the largest bias."""
-    if numpy_dtype(data.type.element_type) not in (np.dtype(np.int8), np.dtype(np.uint8)):
+    reduced axes, the worst output channel, plus the largest bias; for a w computed at run time
+    (a MatMul of two activations, attention's Q.K^T and P.V) 8-bit too, 255 * 255 per term."""
+    bytes_ = (np.dtype(np.int8), np.dtype(np.uint8))
+    if numpy_dtype(data.type.element_type) not in bytes_:
         return False
+    if not isinstance(op.operands[w_index].owner, WeightOp):
+        w_value = op.operands[w_index]
+        terms = prod(w_value.type.get_shape()[axis] for axis in reduced_axes)
+        return (numpy_dtype(w_value.type.element_type) in bytes_ and bias_index is None
+                and 255 * 255 * terms < 2 ** 24)
     w = _constant(op, w_index)
     zero = _constant(op, zero_index) if zero_index < len(op.operands) else np.zeros((), np.int32)
     if w is None or zero is None or (bias_index is not None and bias_index < len(op.operands)
@@ -441,7 +448,7 @@ def _matmul_integer(kb, op, a, a_zero, b, b_zero, out, indices=(0, 1, 3)) -> SSA
     reason = _integer_gemm(kb, op, a, a_zero, b, out, indices[1], indices[2])
     if reason is None:
         return out
-    if b_rank == 2 and _exact_in_float(op, a, indices[1], indices[2], None, (0,)):
+    if b_rank >= 2 and _exact_in_float(op, a, indices[1], indices[2], None, (b_rank - 2,)):
         _record(op, f"float32 GEMM, exact here (not the integer GEMM: {reason})")
         af = _centered_float(kb, op, a, a_zero, max(a_rank - 2, 0), "A")
         bf = _centered_float(kb, op, b, b_zero, b_rank - 1, "B")
