@@ -311,3 +311,27 @@ def test_dft_run_time_axis_outside_the_candidates_fails_the_run():
         np.testing.assert_allclose(got, np.stack([expected.real, expected.imag], -1), rtol=1e-5, atol=1e-5)
     with pytest.raises(DlcError, match=r"\(DFT\): input 'axis' is not one of \[0, 1, 2\]"):
         compiled.run({"x": x, "axis": np.array(3, np.int64)})  # the re/im axis
+
+
+# --- DeformConv -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("group,offset_group,stride,dilation,with_mask", [
+    (1, 1, 1, 1, False), (2, 2, 2, 1, True), (1, 2, 1, 2, True)])
+def test_deform_conv(group, offset_group, stride, dilation, with_mask):
+    """Offsets up to 3 pixels (taps leave the image), bias, pads; dlc vs onnxruntime."""
+    import dlc
+
+    rng = np.random.default_rng(group * 10 + offset_group)
+    x = rng.uniform(-1, 1, (2, 4, 7, 6)).astype(np.float32)
+    w = rng.uniform(-1, 1, (6, 4 // group, 3, 3)).astype(np.float32)
+    oh, ow = (7 + 2 - 2 * dilation - 1) // stride + 1, (6 + 2 - 2 * dilation - 1) // stride + 1
+    feeds = {"x": x, "w": w, "offset": rng.uniform(-3, 3, (2, offset_group * 18, oh, ow)).astype(np.float32),
+             "b": rng.uniform(-1, 1, 6).astype(np.float32)}
+    if with_mask:
+        feeds["mask"] = rng.uniform(0, 1, (2, offset_group * 9, oh, ow)).astype(np.float32)
+    attrs = {"group": group, "offset_group": offset_group, "strides": [stride] * 2,
+             "dilations": [dilation] * 2, "pads": [1, 1, 1, 1], "kernel_shape": [3, 3]}
+    model = _model("DeformConv", feeds, [2, 6, oh, ow], **attrs)
+    expected = run_onnxruntime(model, feeds)[0]
+    got = dlc.compile(model).run(feeds)["y"]
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)

@@ -110,6 +110,9 @@ def _gains(node: onnx.NodeProto, values: dict, opset: int) -> list[float]:
         if op in ("ReduceSum", "ReduceSumSquare") and x is not None:
             factor = 2 * absmax(x) if op == "ReduceSumSquare" else 1.0
             return [factor * _length(node, x, values, opset)] + ones[1:]
+        if op == "DeformConv" and args[1] is not None:  # as Conv: bilinear weights and mask are <= 1
+            w = args[1]
+            return [float(np.max(np.sum(np.abs(w).reshape(w.shape[0], -1), axis=1)))] + [1.0] * (len(args) - 1)
         if op == "DFT" and x is not None:  # a sum of N terms of |twiddle| <= 1 (inverse: / N)
             inverse = attrs.get("inverse", 0)
             return [1.0 if inverse else float(max(x.shape[:-1], default=1))] + [0.0] * (len(args) - 1)

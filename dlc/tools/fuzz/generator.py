@@ -1078,6 +1078,35 @@ class GraphBuilder:
         bound = x.magnitude * n
         return self.one("STFT", inputs, (batches, frames, bins, 2), lo=-bound, hi=bound, onesided=onesided)
 
+    def gen_deform_conv(self) -> Value | None:
+        """DeformConv of a [N, C, H, W] value with constant weights, offsets up to 2 pixels (some
+        taps leave the image: bilinear with zeros is continuous there), optional bias and mask,
+        any group / offset_group that divides the channels, stride, dilation and pads."""
+        x = self.pick(lambda v: v.rank == 4 and v.shape[2] >= 2 and v.shape[3] >= 2)
+        if x is None:
+            return None
+        n, channels, height, width = x.shape
+        group = self.choice([g for g in (1, 2) if channels % g == 0])
+        offset_group = self.choice([g for g in (1, 2) if channels % g == 0])
+        out_channels = group * int(self.rng.integers(1, 4))
+        k = int(self.rng.integers(1, 4))
+        stride, dilation, pad = int(self.rng.integers(1, 3)), int(self.rng.integers(1, 3)), int(self.rng.integers(0, 2))
+        oh = (height + 2 * pad - dilation * (k - 1) - 1) // stride + 1
+        ow = (width + 2 * pad - dilation * (k - 1) - 1) // stride + 1
+        if oh < 1 or ow < 1 or n * channels * k * k * oh * ow > MAX_ELEMENTS:
+            return None
+        w = self.uniform((out_channels, channels // group, k, k), -0.5, 0.5)
+        inputs = [x.name, self.weight(w), self.weight(self.uniform((n, offset_group * k * k * 2, oh, ow), -2, 2), "o")]
+        inputs.append(self.weight(self.uniform((out_channels,), -0.5, 0.5), "b") if self.chance(0.5) else "")
+        if self.chance(0.5):
+            inputs.append(self.weight(self.uniform((n, offset_group * k * k, oh, ow), 0, 1), "m"))
+        while inputs[-1] == "":
+            inputs.pop()
+        bound = x.magnitude * float(np.max(np.sum(np.abs(w).reshape(out_channels, -1), axis=1))) + 0.5
+        return self.one("DeformConv", inputs, (n, out_channels, oh, ow), lo=-bound, hi=bound, group=group,
+                        offset_group=offset_group, kernel_shape=[k, k], strides=[stride] * 2,
+                        dilations=[dilation] * 2, pads=[pad] * 4)
+
     def gen_recurrent(self) -> Value | None:
         """LSTM, GRU or RNN over a rank-3 value read as [seq, batch, features]: any direction,
         optional bias, initial state, peepholes, clip, GRU's linear_before_reset. Default
@@ -1227,7 +1256,7 @@ class GraphBuilder:
     # Issue 18's sampling and selection operators, a stream of their own again (the models of
     # every seed before them stay as they were).
     SAMPLING: ClassVar[dict[str, int]] = {"grid_sample": 1, "roi_align": 1, "nonzero": 1, "compress": 1, "nms": 1,
-                                          "dft": 1, "stft": 1}
+                                          "dft": 1, "stft": 1, "deform_conv": 1}
     SAMPLING_SHARE: ClassVar[float] = 0.1
 
     def model(self, name: str) -> onnx.ModelProto:
