@@ -41,6 +41,37 @@ def _conv1x1(n, c, hw, co, seed=2):
                   [("W", rng.standard_normal((co, c, 1, 1))), ("b", rng.standard_normal(co))])
 
 
+def _conv(n, c, hw, co, kernel=3, seed=3, **attrs):
+    """Conv (+ bias) -> Relu with `attrs` (pads, strides, dilations)."""
+    rng = np.random.default_rng(seed)
+    attrs = {"pads": [1, 1, 1, 1], "strides": [1, 1], "dilations": [1, 1], **attrs}
+    (top, left, bottom, right), (sh, sw), (dh, dw) = attrs["pads"], attrs["strides"], attrs["dilations"]
+    oh = (hw + top + bottom - dh * (kernel - 1) - 1) // sh + 1
+    ow = (hw + left + right - dw * (kernel - 1) - 1) // sw + 1
+    return _model([helper.make_node("Conv", ["x", "W", "b"], ["c"], name="conv", kernel_shape=[kernel, kernel],
+                                    **attrs),
+                   helper.make_node("Relu", ["c"], ["y"], name="relu")],
+                  [("x", [n, c, hw, hw])], [("y", [n, co, oh, ow])],
+                  [("W", rng.standard_normal((co, c, kernel, kernel)) / kernel), ("b", rng.standard_normal(co))])
+
+
+def _conv_reference(x, w, b, out_shape, pads, strides, dilations):
+    """The Conv of float64 x and w (NCHW, OIHW) + bias, then Relu."""
+    n, c, h, wd = x.shape
+    padded = np.zeros((n, c, h + pads[0] + pads[2], wd + pads[1] + pads[3]))
+    padded[:, :, pads[0]:pads[0] + h, pads[1]:pads[1] + wd] = x
+    out = np.zeros(out_shape) + b[None, :, None, None]
+    oh, ow = out_shape[2:]
+    for kh in range(w.shape[2]):
+        for kw in range(w.shape[3]):
+            y0, x0 = kh * dilations[0], kw * dilations[1]
+            rows = slice(y0, y0 + strides[0] * (oh - 1) + 1, strides[0])
+            cols = slice(x0, x0 + strides[1] * (ow - 1) + 1, strides[1])
+            window = padded[:, :, rows, cols]
+            out += np.einsum("oc,nchw->nohw", w[:, :, kh, kw], window)
+    return np.maximum(out, 0)
+
+
 def _ptxas(ptx: str, tmp_path) -> str | None:
     """ptxas -v's report for sm_90, or None where the CUDA toolkit is not installed."""
     ptxas = shutil.which("ptxas")
@@ -98,12 +129,29 @@ def test_k_major_b_small_gemms_and_options(tmp_path, monkeypatch):
     assert launch["grid"] == [5 * 4, 1, 1] and launch["shared_bytes"] == 4 * 4 * 2 * 64 * (16 + 4)
 
 
+def test_3x3_conv_is_gathered_a_word_at_a_time(tmp_path, monkeypatch):
+    # ResNet's 3x3 conv of stage 1 at batch 8: 64 channels, K = 576 in 18 tiles of one tap
+    # and 32 channels; 64 x 25088 outputs: 64 rows, so 64 x 64 blocks of 4 warps of 32 x 32.
+    _target(tmp_path, monkeypatch)
+    model = _conv(8, 64, 56, 64)
+    _, ptx = _ptx(model)
+    # 4-byte copies (.ca): A 64 x 32 / 128 threads = 16; B 32 rows of 64 columns, 2 threads a
+    # column: 16 per tile; the prologue issues 2 tiles, the loop 1
+    assert ptx.count("cp.async.ca.shared.global") == 3 * 32 and "cp.async.cg" not in ptx
+    assert ptx.count(MMA) == 2 * 4 * 4
+    launch = _cuda_steps(_compile(model))[0].plan["launches"][0]
+    assert launch["grid"] == [8 * 56 * 56 // 64, 1, 1] and launch["block"] == [128, 1, 1]
+    report = _ptxas(ptx, tmp_path)
+    if report is not None:
+        assert "0 bytes spill stores" in report
+
+
 def test_other_layouts_keep_the_register_staged_schedule(tmp_path, monkeypatch):
     _target(tmp_path, monkeypatch)
     for model in (_matmul(256, 130, 256),  # K % 4: a 16-byte chunk would straddle the end of a row
                   _matmul(256, 128, 258),  # N % 4 for a row-major B
-                  _conv_block(),  # the implicit im2col of a 3x3 Conv is gathered, not copied
-                  _conv1x1(2, 24, 7, 20)):  # 7 x 7 pixels: a chunk would straddle two images
+                  _conv_block(),  # 5 channels: a K tile would span two taps
+                  _conv1x1(2, 24, 7, 20)):  # 7 x 7 pixels (a chunk would straddle two images), 24 channels
         _, ptx = _ptx(model)
         assert "cp.async" not in ptx and MMA in ptx and "_As[" in ptx
     _target(tmp_path, monkeypatch, gemm_tf32_pipeline=0)
@@ -155,6 +203,11 @@ EMULATED = {
     # a 1x1 Conv (ResNet's bottleneck) with bias and Relu: B is each image's [C, H*W]; columns
     # 36..71 are the second image, 72 columns of a 64-wide tile: the second tile straddles them
     "conv1x1": ({}, lambda: _conv1x1(2, 24, 6, 20)),
+    # a 3x3 Conv, pad 1: both tiles gathered a word at a time, K in (tap, channel) order
+    "conv3x3": ({"gemm_tf32_tile_k": 16}, lambda: _conv(2, 16, 9, 20)),
+    # strided, dilated, asymmetric padding (bottom/right pads only bound the output)
+    "conv_strided": ({"gemm_tf32_tile_k": 8}, lambda: _conv(2, 8, 11, 12, strides=[2, 2], dilations=[2, 1],
+                                                            pads=[0, 1, 2, 0])),
     # two batches, each its A and B (grid z), 2 stages
     "batched": ({"gemm_tf32_stages": 2, "gemm_tf32_tile_k": 8},
                 lambda: _model([helper.make_node("MatMul", ["a", "b"], ["c"], name="mm")],
@@ -178,6 +231,11 @@ def test_pipelined_kernel_on_the_host_emulation(case, tmp_path, monkeypatch):
     if case.startswith("k_major_b"):
         w, b = (np.asarray(cuda.weights[n]) for n in ("W", "b"))
         want = np.maximum(_tf32(feeds["x"]) @ _tf32(w).T + b, 0)
+    elif case in ("conv3x3", "conv_strided"):
+        w, b = (np.asarray(cuda.weights[n]) for n in ("W", "b"))
+        attrs = {a.name: list(a.ints) for a in model.graph.node[0].attribute}
+        want = _conv_reference(_tf32(feeds["x"]), _tf32(w), b, got.shape, attrs["pads"], attrs["strides"],
+                               attrs["dilations"])
     elif case == "conv1x1":
         w, b = (np.asarray(cuda.weights[n]) for n in ("W", "b"))
         want = np.einsum("oc,nchw->nohw", _tf32(w[:, :, 0, 0]), _tf32(feeds["x"])) + b[:, None, None]
@@ -212,7 +270,7 @@ def _tolerance(k: int, rounded: bool = True) -> float:
 
 @gpu
 @pytest.mark.gpu
-@pytest.mark.parametrize("case", ["edges", "k_major_b", "batched", "one_row", "conv1x1"])
+@pytest.mark.parametrize("case", ["edges", "k_major_b", "batched", "one_row", "conv1x1", "conv3x3", "conv_strided"])
 def test_gpu_pipelined_tf32_shapes_match_onnxruntime(case, tmp_path, monkeypatch):
     _target(tmp_path, monkeypatch)
     rng = np.random.default_rng(7)
@@ -226,6 +284,8 @@ def test_gpu_pipelined_tf32_shapes_match_onnxruntime(case, tmp_path, monkeypatch
                                     [("W", rng.standard_normal((40, 8)))]), 40)),
         "one_row": (lambda: (_matmul(1, 512, 36), 512)),
         "conv1x1": (lambda: (_conv1x1(3, 64, 28, 96), 64)),
+        "conv3x3": (lambda: (_conv(2, 64, 28, 64), 576)),
+        "conv_strided": (lambda: (_conv(2, 32, 29, 48, strides=[2, 2], pads=[1, 1, 0, 0]), 288)),
     }[case]()
     _check(model, rtol=0, atol=_tolerance(k))
 

@@ -33,8 +33,8 @@ SHARED_FLOATS = (227 << 10) // 4  # a dynamic shared array: the most one sm_90 b
 
 # The inline PTX the TF32 GEMMs use (dlc/targets/cuda/codegen.py, tf32_gemm.py) -> host calls.
 _ASM = [
-    (r'call void asm sideeffect "cp\.async\.cg\.shared\.global \[\$0\], \[\$1\], 16, \$2;", "[^"]*"\(',
-     "call void @emu_cp_async("),
+    (r'call void asm sideeffect "cp\.async\.c[ag]\.shared\.global \[\$0\], \[\$1\], (\d+), \$2;", "[^"]*"\(',
+     r"call void @emu_cp_async(i32 \1, "),
     (r'call void asm sideeffect "cp\.async\.commit_group;", "[^"]*"\(\)', "call void @emu_commit()"),
     (r'call void asm sideeffect "cp\.async\.wait_group (\d+);", "[^"]*"\(\)', r"call void @emu_wait(i32 \1)"),
     (r'call i32 asm "cvt\.rna\.tf32\.f32 \$0, \$1;", "[^"]*"\(', "call i32 @emu_tf32("),
@@ -164,8 +164,8 @@ class Emulator:
             "emu_barrier": ctypes.CFUNCTYPE(None)(lambda: self.block_barrier.wait(timeout=60)),
             "emu_shfl": ctypes.CFUNCTYPE(ctypes.c_float, ctypes.c_int32, ctypes.c_float, ctypes.c_int32,
                                          ctypes.c_int32)(self._shuffle),
-            "emu_cp_async": ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int32)(
-                lambda dst, src, size: local.open.append((dst, src, size))),
+            "emu_cp_async": ctypes.CFUNCTYPE(None, ctypes.c_int32, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int32)(
+                lambda nbytes, dst, src, size: local.open.append((nbytes, dst, src, size))),
             "emu_commit": ctypes.CFUNCTYPE(None)(self._commit),
             "emu_wait": ctypes.CFUNCTYPE(None, ctypes.c_int32)(self._wait),
             "emu_tf32": ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_float)(_tf32_round),
@@ -177,7 +177,7 @@ class Emulator:
             llvm.add_symbol(name, ctypes.cast(callback, ctypes.c_void_p).value)
         text = host_ir(llvm_ir)
         signatures = {"emu_barrier": "void ()", "emu_shfl": "float (i32, float, i32, i32)",
-                      "emu_cp_async": "void (ptr, ptr, i32)", "emu_commit": "void ()", "emu_wait": "void (i32)",
+                      "emu_cp_async": "void (i32, ptr, ptr, i32)", "emu_commit": "void ()", "emu_wait": "void (i32)",
                       "emu_tf32": "i32 (float)",
                       "emu_mma": "void (ptr, i32, i32, i32, i32, i32, i32, float, float, float, float)",
                       "emu_ldmatrix": "void (ptr, ptr)"}
@@ -209,9 +209,9 @@ class Emulator:
     def _wait(self, pending: int) -> None:
         """cp.async.wait_group: the copies of all but the `pending` youngest groups land now."""
         while len(self.local.groups) > pending:
-            for dst, src, size in self.local.groups.pop(0):
+            for nbytes, dst, src, size in self.local.groups.pop(0):
                 ctypes.memmove(dst, src, size)
-                ctypes.memset(dst + size, 0, 16 - size)  # the rest of the 16 bytes: zero filled
+                ctypes.memset(dst + size, 0, nbytes - size)  # the rest of the copy: zero filled
 
     def _mma(self, out, *operands):
         lane, warp = self.local.tid % 32, self.local.tid // 32

@@ -3,8 +3,11 @@
 For a GEMM whose A is row-major (K contiguous) and whose B is row-major or K-major, with K (and a
 row-major B's N) a multiple of 4 so that every 16-byte chunk of a row is wholly inside or wholly
 outside the matrix; and a 1x1 Conv of stride 1 without padding whose H*W is a multiple of 4
-(ResNet's bottleneck convs: W [Cout, Cin] times each image's [Cin, H*W]). Others (Conv's
-implicit im2col, transposed A) keep codegen's `_MmaSchedule`.
+(ResNet's bottleneck convs: W [Cout, Cin] times each image's [Cin, H*W]). Any other Conv whose
+input channels are a multiple of the K tile is gathered a word at a time (`_gather`: cp.async.ca
+of 4 bytes, K in (tap, channel) order so that a K tile is one tap: a thread's B column reads one
+input pixel, or the padding's zero, for all its rows). Others (transposed A, a Conv of 3 input
+channels) keep codegen's `_MmaSchedule`.
 
 - Block tile BM x BN (`auto_block`: 128 x 256 or 128 x 128 when every SM still gets a block,
   else 64 x 64) of warps with 64 x 64 tiles (32 x 32 in a 64 x 64 block), each a grid of
@@ -61,6 +64,7 @@ class PipelinePlan:
     b_kmajor: bool  # B[k][n] at n * K + k (Gemm transB = 1)
     group_m: int
     round: bool
+    gather: bool = False  # a KxK Conv: both tiles copied a word at a time, K in (tap, channel) order
 
     @property
     def threads(self) -> int:
@@ -106,12 +110,16 @@ def auto_block(g, sms: int) -> tuple[int, int]:
 
 def pipeline_plan(g, options: dict) -> PipelinePlan | None:
     """The plan for GemmShape `g`, or None when the pipelined kernel does not apply to it."""
-    if not options.get("gemm_tf32_pipeline", 1) or g.a_strides != (g.k, 1) or g.k % 4:
+    if not options.get("gemm_tf32_pipeline", 1) or g.a_strides != (g.k, 1):
         return None
+    gather = False
     if g.conv is not None:  # a 1x1 Conv of stride 1 without padding: B is each image's [C, H*W]
         c = g.conv
-        if c.kernel != (1, 1) or c.strides != (1, 1) or c.pads != (0, 0) or c.out != (c.height, c.width) or \
-                (c.height * c.width) % 4:
+        gather = bool(c.kernel != (1, 1) or c.strides != (1, 1) or c.pads != (0, 0) or
+                      c.out != (c.height, c.width) or (c.height * c.width) % 4)
+        # Else gathered: K tiles of one tap (kh, kw) and bk channels, so the channels are a
+        # multiple of the K tile.
+        if gather and c.channels % max(1, options.get("gemm_tf32_tile_k", 32)):
             return None
         b_kmajor = False
     elif g.b_strides == (g.n, 1) and g.n % 4 == 0:
@@ -119,6 +127,8 @@ def pipeline_plan(g, options: dict) -> PipelinePlan | None:
     elif g.b_strides == (1, g.k):
         b_kmajor = True
     else:
+        return None
+    if g.k % 4 and not gather:  # a 16-byte chunk of A would straddle two rows
         return None
     bm, bn = options.get("gemm_tf32_block_m", 0), options.get("gemm_tf32_block_n", 0)
     if not bm or not bn:
@@ -128,7 +138,9 @@ def pipeline_plan(g, options: dict) -> PipelinePlan | None:
     warps_n = options.get("gemm_tf32_warps_n", 0) or (bn // 64 if bn >= 128 else max(1, bn // 32))
     plan = PipelinePlan(bm, bn, options.get("gemm_tf32_tile_k", 32), warps_m, warps_n,
                         options.get("gemm_tf32_stages", 3), b_kmajor,
-                        max(1, options.get("gemm_tf32_group_m", 8)), bool(options.get("gemm_tf32_round", 1)))
+                        max(1, options.get("gemm_tf32_group_m", 8)), bool(options.get("gemm_tf32_round", 1)), gather)
+    if gather and plan.threads % plan.bn:  # a thread gathers one column of B
+        return None
     problems = []
     if plan.wm % 16 or plan.wn % 8 or plan.wm <= 0 or plan.wn <= 0:
         problems.append(f"warp tiles of {plan.wm} x {plan.wn} (multiples of 16 x 8)")
@@ -149,16 +161,17 @@ def pipeline_plan(g, options: dict) -> PipelinePlan | None:
     return plan
 
 
-def _cp_async(fn, shared: str, slot: str, pointer: str, index: str, valid: str) -> None:
-    """One 16-byte cp.async of pointer[index..+3] to shared[slot..+3]; zeros where not `valid`
-    (0 source bytes read, from element 0: a valid address)."""
+def _cp_async(fn, shared: str, slot: str, pointer: str, index: str, valid: str, nbytes: int = 16) -> None:
+    """One cp.async of pointer[index..] to shared[slot..], 16 bytes (.cg: L2 only) or 4 (.ca);
+    zeros where not `valid` (0 source bytes read, from element 0: a valid address)."""
     ity = fn.ity
     safe = fn(f"select i1 {valid}, {ity} {index}, {ity} 0")
     source = fn(f"getelementptr inbounds float, ptr addrspace(1) {pointer}, {ity} {safe}")
     target = fn(f"getelementptr inbounds float, ptr addrspace(3) {shared}, {ity} {slot}")
-    size = fn(f"select i1 {valid}, i32 16, i32 0")
-    fn.emit(f'call void asm sideeffect "cp.async.cg.shared.global [$0], [$1], 16, $2;", "l,l,r,~{{memory}}"'
-            f"(ptr addrspace(3) {target}, ptr addrspace(1) {source}, i32 {size})")
+    size = fn(f"select i1 {valid}, i32 {nbytes}, i32 0")
+    level = "cg" if nbytes == 16 else "ca"
+    fn.emit(f'call void asm sideeffect "cp.async.{level}.shared.global [$0], [$1], {nbytes}, $2;", '
+            f'"l,l,r,~{{memory}}"(ptr addrspace(3) {target}, ptr addrspace(1) {source}, i32 {size})')
 
 
 def _tf32_bits(fn, bits: str, rounded: bool) -> str:
@@ -196,6 +209,56 @@ class _Chunks:
             c = fn.int("add", tid, i * threads)
             r, q = fn.int("udiv", c, per_row), fn.int("mul", fn.int("urem", c, per_row), 4)
             self.items.append((r, q, fn.int("add", fn.int("mul", r, ld), q)))
+
+
+def _gather(fn, tid: str, p: PipelinePlan, g, row0: str, col0: str, a_ptr: str, b_ptr: str, shared: str):
+    """The copies of a KxK (or strided, padded) Conv's tiles, 4 bytes each. K runs in (tap,
+    channel) order in both tiles: K tile k0 is tap k0 / C, channels k0 % C .. + bk (C % bk == 0),
+    so A's element (row, c) is W[row][c * taps + tap] and a thread's B column (image, oh, ow)
+    reads one input pixel, zero in the padding, for all its rows: consecutive threads read
+    consecutive pixels."""
+    c = g.conv
+    taps, plane = c.kernel[0] * c.kernel[1], c.height * c.width
+    ity = fn.ity
+    a_elements = []
+    for i in range(p.bm * p.bk // p.threads):
+        e = fn.int("add", tid, i * p.threads)
+        r, channel = fn.int("udiv", e, p.bk), fn.int("urem", e, p.bk)
+        row = fn.int("add", row0, r)
+        start = fn.int("add", fn.int("mul", row, g.k), fn.int("mul", channel, taps))
+        a_elements.append((fn.below(row, g.m), start, fn.int("add", fn.int("mul", r, p.lda), channel)))
+    lane_col = fn.int("urem", tid, p.bn)
+    col = fn.int("add", col0, lane_col)
+    image, pixel = fn.int("udiv", col, c.out[0] * c.out[1]), fn.int("urem", col, c.out[0] * c.out[1])
+    oh, ow = fn.int("udiv", pixel, c.out[1]), fn.int("urem", pixel, c.out[1])
+    ih0 = fn.int("sub", fn.int("mul", oh, c.strides[0]), c.pads[0])
+    iw0 = fn.int("sub", fn.int("mul", ow, c.strides[1]), c.pads[1])
+    source = fn.int("mul", image, c.channels * plane)
+    column_ok = fn.below(col, g.n)
+    step = p.threads // p.bn
+    b_rows = [fn.int("add", fn.int("udiv", tid, p.bn), i * step) for i in range(p.bk // step)]
+
+    def issue(k0: str, stage: str) -> None:
+        offset = fn.int("mul", stage, p.stage_floats)
+        tap, channel0 = fn.int("udiv", k0, c.channels), fn.int("urem", k0, c.channels)
+        k_ok = fn.below(k0, g.k)
+        for inside, start, slot in a_elements:
+            index = fn.int("add", start, fn.int("add", fn.int("mul", channel0, taps), tap))
+            _cp_async(fn, shared, fn.int("add", slot, offset), a_ptr, index, fn.both(inside, k_ok), 4)
+        kh, kw = fn.int("udiv", tap, c.kernel[1]), fn.int("urem", tap, c.kernel[1])
+        ih = fn.int("add", ih0, fn.int("mul", kh, c.dilations[0]))
+        iw = fn.int("add", iw0, fn.int("mul", kw, c.dilations[1]))
+        # Signed: a tap in the top or left padding has a negative row or column.
+        inside = fn.both(fn.both(fn(f"icmp sge {ity} {ih}, 0"), fn(f"icmp slt {ity} {ih}, {c.height}")),
+                         fn.both(fn(f"icmp sge {ity} {iw}, 0"), fn(f"icmp slt {ity} {iw}, {c.width}")))
+        valid = fn.both(fn.both(column_ok, k_ok), inside)
+        pixel_at = fn.int("add", fn.int("add", source, fn.int("mul", channel0, plane)),
+                          fn.int("add", fn.int("mul", ih, c.width), iw))
+        for r in b_rows:
+            slot = fn.int("add", fn.int("add", fn.int("mul", r, p.ldb), lane_col), p.a_floats)
+            _cp_async(fn, shared, fn.int("add", slot, offset), b_ptr,
+                      fn.int("add", pixel_at, fn.int("mul", r, plane)), valid, 4)
+    return issue
 
 
 def mma_sync(fn, a: list[str], b: list[str], c: list[str]) -> list[str]:
@@ -268,7 +331,10 @@ def pipelined_kernel(fn, name: str, node: str, g, plan: PipelinePlan, a_ptr: str
             start = fn.int("add", b_base, fn.int("add", fn.int("mul", r, b_row), at))
             b_copies.append((fn.below(col, g.n), start, r, fn.int("add", slot, p.a_floats)))
 
-    def issue(k0: str, stage: str) -> None:
+    if p.gather:
+        issue = _gather(fn, tid, p, g, row0, col0, a_ptr, b_ptr, shared)
+
+    def issue_chunks(k0: str, stage: str) -> None:
         """The copies of K tile k0 into `stage` (its first float), one commit group."""
         offset = fn.int("mul", stage, p.stage_floats)
         for inside, start, q, slot in a_copies:
@@ -278,6 +344,9 @@ def pipelined_kernel(fn, name: str, node: str, g, plan: PipelinePlan, a_ptr: str
             valid = fn.both(inside, fn.below(fn.int("add", k0, r), g.k))
             step = k0 if p.b_kmajor else fn.int("mul", k0, b_row)
             _cp_async(fn, shared, fn.int("add", slot, offset), b_ptr, fn.int("add", start, step), valid)
+
+    if not p.gather:
+        issue = issue_chunks
 
     def commit() -> None:
         fn.emit('call void asm sideeffect "cp.async.commit_group;", "~{memory}"()')
