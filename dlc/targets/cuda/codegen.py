@@ -13,8 +13,8 @@ parallel loops for the host's thread pool and has no notion of a grid. Two kerne
   padding), and output column n*OH*OW + p lands in NCHW, consecutive threads on consecutive pixels.
   The multiply is a schedule: FP32 FMA on a register tile (`_FmaSchedule`), or with `gemm_tf32`
   the tensor cores' `mma.sync.m16n8k8` in TF32 (`_MmaSchedule`), inline PTX as CUTLASS's SM80 path.
-  A TF32 GEMM whose operands can be copied in 16-byte chunks takes the cp.async pipeline of
-  dlc/targets/cuda/tf32_gemm.py instead (Conv and transposed A keep `_MmaSchedule`).
+  A TF32 GEMM or Conv takes the cp.async pipeline of dlc/targets/cuda/tf32_gemm.py instead
+  where it applies (transposed A and Convs of few input channels keep `_MmaSchedule`).
 Tile sizes come from the target description on the module (`dlc.gemm_tile_m` ...), as the CPU's
 GEMM tiles do, so a user or a search can override them. Every global access is guarded by the
 shapes, which are compile-time constants: no thread reads or writes out of bounds.
