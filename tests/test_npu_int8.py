@@ -383,6 +383,18 @@ def test_compare_reports_int8_against_fp32_on_the_npu(tmp_path, capsys):
     assert "int8/fp32" in out and "DMA bytes" in out and "contractions off the NPU: none" in out
 
 
+def test_compare_of_models_with_different_inputs_is_a_clear_error(tmp_path):
+    from dlc.errors import DlcError
+    from dlc.tools.npu_report import compare_npu_quantized
+
+    models, _ = _matmuls(m=4, k=8, n=4)
+    other = _one_node("Relu", [("b", T.FLOAT, [4, 8])], [], T.FLOAT)
+    onnx.save(models["fp32"], tmp_path / "fp32.onnx")
+    onnx.save(other, tmp_path / "other.onnx")
+    with pytest.raises(DlcError, match="inputs .* are not the fp32 model's"):
+        compare_npu_quantized(tmp_path / "fp32.onnx", tmp_path / "other.onnx")
+
+
 def test_compare_names_contractions_that_left_the_npu(tmp_path, capsys):
     """A MatMulInteger of a batched B stays on cpu: `dlc compare --target npu-sim` says so, and why."""
     from dlc.cli import main

@@ -45,9 +45,16 @@ class NpuBuild:
 
 def _build(label: str, model, target: str, input_shapes, feeds):
     from dlc.driver import compile_model
+    from dlc.errors import DlcError
     from dlc.tools.oracle import random_inputs
 
     executable = compile_model(model, target=target, input_shapes=input_shapes).executable
+    if feeds is not None:
+        wanted = {spec.name: tuple(spec.shape) for spec in executable.inputs}
+        given = {name: tuple(array.shape) for name, array in feeds.items()}
+        if wanted != given:
+            raise DlcError(f"compare --quantized: the {label} model's inputs {wanted} are not the fp32 model's "
+                           f"{given}", "compare a model with its own quantized version (same inputs)")
     feeds = feeds if feeds is not None else random_inputs(executable.inputs, 0)
     outputs = executable.run(feeds)
     reports = [r for _, r in executable.npu_reports()]
