@@ -8,7 +8,8 @@ integer GEMM takes (`integer_conv_refusal`, the lowering's own test) becomes one
 `dlc.layout = "NHWC"`: x [N, H, W, C], w [CO, KH, KW, C] (a new weight), y [N, OH, OW, CO],
 between Transpose(x, [0, 2, 3, 1]) and Transpose(y, [0, 3, 1, 2]). A conv whose x is such a
 Transpose of an NHWC result reads that result directly; dce removes the Transposes left without
-users. onnxruntime's NHWC transformer does the same to its QLinearConvs. A depthwise conv
+users. onnxruntime's NHWC transformer does the same to its QLinearConvs. A GEMM conv whose
+result is only transposed back writes NCHW itself (`dlc.y_layout = "NCHW"`, by tiles). A depthwise conv
 (`depthwise_refusal`: group = C, one filter per channel) goes to NHWC too, its weight as
 [1, KH, KW, C]: the lowering's depthwise kernel runs along C.
 
@@ -93,7 +94,7 @@ def _weight(before, hint: str, array: np.ndarray):
     return op.result
 
 
-def _to_nhwc(op: OnnxOp, centered: np.ndarray) -> None:
+def _to_nhwc(op: OnnxOp, centered: np.ndarray) -> OnnxOp:
     name = op.node_name or "qlinearconv"
     x = op.operands[0]
     inner = producer(x, "Transpose")
@@ -122,6 +123,7 @@ def _to_nhwc(op: OnnxOp, centered: np.ndarray) -> None:
     Rewriter.erase_op(op)
     if inner is not None and not inner.results[0].uses:
         Rewriter.erase_op(inner)
+    return new
 
 
 @dataclass(frozen=True)
@@ -132,7 +134,27 @@ class QlinearConvNhwcPass(ModulePass):
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         convs = [o for o in op.walk() if isinstance(o, OnnxOp) and o.onnx_type == "QLinearConv"]
+        rewritten = []
         for conv in convs:  # in program order: a conv's producer is rewritten first
             centered = _rewrite_plan(conv)
             if centered is not None:
-                _to_nhwc(conv, centered)
+                rewritten.append(_to_nhwc(conv, centered))
+        for conv in rewritten:
+            _nchw_result(conv)
+
+
+def _nchw_result(conv: OnnxOp) -> None:
+    """A GEMM conv whose NHWC result only Transposes back to NCHW writes NCHW itself
+    (`dlc.y_layout`): its lowering transposes by tiles, faster than a Transpose kernel."""
+    users = [use.operation for use in conv.results[0].uses]
+    if conv.attr("group", 1) != 1 or not users or any(
+            getattr(u, "onnx_type", None) != "Transpose" or list(u.attr("perm", [])) != TO_NCHW for u in users):
+        return
+    attributes = {**conv.attributes, "dlc.y_layout": StringAttr("NCHW")}
+    new = OPS["QLinearConv"].create(operands=list(conv.operands), attributes=attributes,
+                                    result_types=[users[0].results[0].type])
+    Rewriter.insert_op(new, InsertPoint.before(conv))
+    for user in users:
+        user.results[0].replace_all_uses_with(new.results[0])
+        Rewriter.erase_op(user)
+    Rewriter.erase_op(conv)
