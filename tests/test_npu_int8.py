@@ -481,3 +481,26 @@ def test_a_target_file_with_a_bad_value_is_a_clear_error(values, message, tmp_pa
         load_config(path)
     path.write_text(json.dumps({"dma_latency_cycles": 0, "int8_macs_per_pe": 8}))
     assert load_config(path).int8_macs_per_pe == 8
+
+
+@pytest.mark.parametrize("y_type, zero", [(T.UINT8, np.uint8(3)), (T.INT8, np.int8(-5))])
+def test_quantize_and_dequantize_on_the_vector_unit_are_bit_exact(y_type, zero, monkeypatch, tmp_path):
+    """Ties to even and saturation as the cpu target and the spec; infinities saturate as on
+    the cpu (onnx's reference evaluator casts them to 0); a NaN, which has no integer in the
+    spec, must only not crash or warn."""
+    import warnings
+
+    from test_quantization import TIES
+
+    x = np.concatenate([TIES * np.float32(0.1), [0.15, 25.5, -25.5]]).astype(np.float32)
+    model = _one_node("QuantizeLinear", [("x", T.FLOAT, [x.size])], [("s", np.float32(0.1)), ("z", zero)], y_type)
+    compiled = _npu(model, monkeypatch, tmp_path)
+    _assert_bit_exact(model, {"x": x}, compiled)
+    infinite = {"x": np.resize(np.array([np.inf, -np.inf], np.float32), x.size)}
+    np.testing.assert_array_equal(compiled.run(infinite)["y"], dlc.compile(model).run(infinite)["y"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        compiled.run({"x": np.full(x.size, np.nan, np.float32)})
+    q = compiled.run({"x": x})["y"]
+    back = _one_node("DequantizeLinear", [("x", y_type, [x.size])], [("s", np.float32(0.1)), ("z", zero)], T.FLOAT)
+    _assert_bit_exact(back, {"x": q}, _npu(back, monkeypatch, tmp_path))

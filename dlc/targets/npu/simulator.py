@@ -348,7 +348,8 @@ def _saturate(q: np.ndarray, dtype) -> np.ndarray:
     """A float32 already rounded to an integer, clamped to `dtype`'s range and converted
     (quantize.py's `saturate`: the clamp first, so the conversion is defined)."""
     info = np.iinfo(dtype)
-    return np.clip(q, np.float32(info.min), np.float32(info.max)).astype(dtype)
+    with np.errstate(invalid="ignore"):  # NaN has no integer (the spec leaves it open; so does the cpu)
+        return np.clip(q, np.float32(info.min), np.float32(info.max)).astype(dtype)
 
 
 def _requantize(op, values, types):
@@ -361,7 +362,8 @@ def _requantize(op, values, types):
 
 def _quantize(op, values, types):
     """saturate(round_half_even(x / scale) + zero point) in float32 (a division, as onnxruntime)."""
-    q = np.rint(values[0] / np.float32(op.scale.value.data)) + np.float32(op.zero_point.value.data)
+    with np.errstate(divide="ignore", invalid="ignore"):  # a zero scale saturates, as on the cpu
+        q = np.rint(values[0] / np.float32(op.scale.value.data)) + np.float32(op.zero_point.value.data)
     return _saturate(q, types[-1])
 
 
