@@ -28,7 +28,10 @@ channels) keep codegen's `_MmaSchedule`.
 - Inputs are rounded to TF32 with `cvt.rna` in registers (the copies bypass them), as the
   register-staged schedule does; `gemm_tf32_round` 0 hands the fp32 words to the tensor cores
   as they are (they read the top 19 bits: truncation): the K loop of the 4096^3 kernel is 350
-  SASS instructions per 128 mma instead of 703 (nvdisasm; cvt.rna is a compare and an add).
+  SASS instructions per 128 mma instead of 703 (nvdisasm; cvt.rna is a compare and an add);
+  `gemm_tf32_round` 2 rounds each element once, in shared memory, by the thread that copied
+  it, between its wait and the barrier (a fragment's element is read by 2-4 warps), at the
+  price of a second pass over each tile in shared memory.
 - Blocks are numbered in groups of `gemm_tf32_group_m` row tiles (Triton's "grouped ordering")
   so that the blocks resident at once share A row panels and B column panels in L2.
 - The accumulators go through codegen's epilogue (the fused elementwise chain, guarded stores).
@@ -63,7 +66,7 @@ class PipelinePlan:
     stages: int
     b_kmajor: bool  # B[k][n] at n * K + k (Gemm transB = 1)
     group_m: int
-    round: bool
+    round: int  # 0: none (the tensor cores truncate), 1: cvt.rna per fragment, 2: once in shared memory
     gather: bool = False  # a KxK Conv: both tiles copied a word at a time, K in (tap, channel) order
 
     @property
@@ -138,7 +141,7 @@ def pipeline_plan(g, options: dict) -> PipelinePlan | None:
     warps_n = options.get("gemm_tf32_warps_n", 0) or (bn // 64 if bn >= 128 else max(1, bn // 32))
     plan = PipelinePlan(bm, bn, options.get("gemm_tf32_tile_k", 32), warps_m, warps_n,
                         options.get("gemm_tf32_stages", 3), b_kmajor,
-                        max(1, options.get("gemm_tf32_group_m", 8)), bool(options.get("gemm_tf32_round", 1)), gather)
+                        max(1, options.get("gemm_tf32_group_m", 8)), options.get("gemm_tf32_round", 1), gather)
     if gather and plan.threads % plan.bn:  # a thread gathers one column of B
         return None
     problems = []
@@ -150,6 +153,8 @@ def pipeline_plan(g, options: dict) -> PipelinePlan | None:
                         f"{plan.threads} threads)")
     if plan.stages < 2:
         problems.append(f"{plan.stages} stages (at least 2)")
+    if plan.round not in (0, 1, 2):
+        problems.append(f"gemm_tf32_round {plan.round} (0, 1 or 2)")
     if plan.shared_bytes > SHARED_LIMIT:
         problems.append(f"{plan.shared_bytes} bytes of shared memory (at most {SHARED_LIMIT})")
     if (plan.wm // 16) * (plan.wn // 8) * 4 > 128:
@@ -181,6 +186,23 @@ def _tf32_bits(fn, bits: str, rounded: bool) -> str:
         return bits
     value = fn(f"bitcast i32 {bits} to float")
     return fn(f'call i32 asm "cvt.rna.tf32.f32 $0, $1;", "=r,f"(float {value})')
+
+
+def _round_in_shared(fn, shared: str, stage: str, slots: list[str], width: int) -> None:
+    """cvt.rna each float of `slots` (+ 0 .. width-1) of the stage in place (one ld/st.shared.v4
+    a 16-byte chunk)."""
+    vector = f"<{width} x float>" if width > 1 else "float"
+    for slot in slots:
+        where = fn(f"getelementptr inbounds float, ptr addrspace(3) {shared}, {fn.ity} {fn.int('add', slot, stage)}")
+        value = fn(f"load {vector}, ptr addrspace(3) {where}, align {4 * width}")
+        if width == 1:
+            value = fn(f"bitcast i32 {_tf32_bits(fn, fn(f'bitcast float {value} to i32'), True)} to float")
+        else:
+            for lane in range(width):
+                word = fn(f"bitcast float {fn(f'extractelement {vector} {value}, i32 {lane}')} to i32")
+                rounded = fn(f"bitcast i32 {_tf32_bits(fn, word, True)} to float")
+                value = fn(f"insertelement {vector} {value}, float {rounded}, i32 {lane}")
+        fn.emit(f"store {vector} {value}, ptr addrspace(3) {where}, align {4 * width}")
 
 
 def _ldmatrix(fn, shared: str, index: str) -> list[str]:
@@ -237,6 +259,7 @@ def _gather(fn, tid: str, p: PipelinePlan, g, row0: str, col0: str, a_ptr: str, 
     column_ok = fn.below(col, g.n)
     step = p.threads // p.bn
     b_rows = [fn.int("add", fn.int("udiv", tid, p.bn), i * step) for i in range(p.bk // step)]
+    b_slots = [fn.int("add", fn.int("add", fn.int("mul", r, p.ldb), lane_col), p.a_floats) for r in b_rows]
 
     def issue(k0: str, stage: str) -> None:
         offset = fn.int("mul", stage, p.stage_floats)
@@ -254,11 +277,10 @@ def _gather(fn, tid: str, p: PipelinePlan, g, row0: str, col0: str, a_ptr: str, 
         valid = fn.both(fn.both(column_ok, k_ok), inside)
         pixel_at = fn.int("add", fn.int("add", source, fn.int("mul", channel0, plane)),
                           fn.int("add", fn.int("mul", ih, c.width), iw))
-        for r in b_rows:
-            slot = fn.int("add", fn.int("add", fn.int("mul", r, p.ldb), lane_col), p.a_floats)
+        for r, slot in zip(b_rows, b_slots):
             _cp_async(fn, shared, fn.int("add", slot, offset), b_ptr,
                       fn.int("add", pixel_at, fn.int("mul", r, plane)), valid, 4)
-    return issue
+    return issue, [slot for _, _, slot in a_elements] + b_slots
 
 
 def mma_sync(fn, a: list[str], b: list[str], c: list[str]) -> list[str]:
@@ -331,8 +353,11 @@ def pipelined_kernel(fn, name: str, node: str, g, plan: PipelinePlan, a_ptr: str
             start = fn.int("add", b_base, fn.int("add", fn.int("mul", r, b_row), at))
             b_copies.append((fn.below(col, g.n), start, r, fn.int("add", slot, p.a_floats)))
 
-    if p.gather:
-        issue = _gather(fn, tid, p, g, row0, col0, a_ptr, b_ptr, shared)
+    if p.gather:  # the slots this thread copies to: 4-byte words
+        issue, own_slots = _gather(fn, tid, p, g, row0, col0, a_ptr, b_ptr, shared)
+        own_width = 1
+    else:  # 16-byte chunks
+        own_slots, own_width = [c[3] for c in a_copies] + [c[3] for c in b_copies], 4
 
     def issue_chunks(k0: str, stage: str) -> None:
         """The copies of K tile k0 into `stage` (its first float), one commit group."""
@@ -382,6 +407,8 @@ def pipelined_kernel(fn, name: str, node: str, g, plan: PipelinePlan, a_ptr: str
     # Tile kt has landed (at most stages-2 younger groups pending) and every warp is done with
     # the stage the next copy overwrites (the one computed in the previous iteration).
     fn.emit(f'call void asm sideeffect "cp.async.wait_group {p.stages - 2};", "~{{memory}}"()')
+    if p.round == 2:  # each thread rounds what it copied (visible to it after the wait), once
+        _round_in_shared(fn, shared, fn.int("mul", "%rs", p.stage_floats), own_slots, own_width)
     fn.emit("call void @llvm.nvvm.barrier0()")
     ahead = fn.int("add", "%kt", p.stages - 1)
     fn.emit(f"br i1 {fn.below(ahead, k_tiles)}, label %issue, label %compute")
@@ -396,8 +423,8 @@ def pipelined_kernel(fn, name: str, node: str, g, plan: PipelinePlan, a_ptr: str
     a_at, b_at = fn.int("add", stage, a_lane), fn.int("add", stage, b_lane)
     acc = [f"%acc{i}" for i in range(count)]
     for ks in range(0, p.bk, 8):
-        a_frags = [[_tf32_bits(fn, v, p.round) for v in _ldmatrix(fn, shared, fn.int("add", a_at, i * 16 * p.lda + ks))]
-                   for i in range(fm)]
+        a_words = [_ldmatrix(fn, shared, fn.int("add", a_at, i * 16 * p.lda + ks)) for i in range(fm)]
+        a_frags = [[_tf32_bits(fn, v, p.round == 1) for v in words] for words in a_words]
         b_frags = []
         for j in range(fnn):
             if paired and j % 2 == 0:
@@ -409,7 +436,7 @@ def pipelined_kernel(fn, name: str, node: str, g, plan: PipelinePlan, a_ptr: str
                 at = fn.int("add", b_at, j * 8 * p.ldb + ks if p.b_kmajor else ks * p.ldb + j * 8)
                 step = 4 if p.b_kmajor else 4 * p.ldb
                 b_frags.append([_shared_word(fn, shared, at), _shared_word(fn, shared, fn.int("add", at, step))])
-        b_frags = [[_tf32_bits(fn, v, p.round) for v in pair] for pair in b_frags]
+        b_frags = [[_tf32_bits(fn, v, p.round == 1) for v in pair] for pair in b_frags]
         for i in range(fm):
             for j in range(fnn):
                 first_acc = (i * fnn + j) * 4
