@@ -335,3 +335,24 @@ def test_deform_conv(group, offset_group, stride, dilation, with_mask):
     expected = run_onnxruntime(model, feeds)[0]
     got = dlc.compile(model).run(feeds)["y"]
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+
+# --- TfIdfVectorizer --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("mode,low,high,skip,rank,weighted", [
+    ("TF", 1, 3, 2, 2, False), ("IDF", 2, 3, 1, 1, True), ("TFIDF", 1, 2, 0, 2, True), ("IDF", 1, 1, 3, 2, False)])
+def test_tfidf_vectorizer(mode, low, high, skip, rank, weighted):
+    """Rows of 12 tokens from a vocabulary of 4 (n-grams recur), a pool of 1- to 3-grams in
+    permuted output columns (two sharing one when unweighted); int64 tokens. Weights belong to
+    the pool's n-grams, as the spec and onnxruntime have it (onnx.reference indexes them by
+    output column)."""
+    rng = np.random.default_rng(len(mode) + skip)
+    x = rng.integers(0, 4, (3, 12) if rank == 2 else (12,)).astype(np.int64)
+    unigrams, bigrams, trigrams = [0, 2, 3], [0, 1, 2, 2, 3, 0, 1, 1], [0, 1, 2, 2, 2, 3]
+    attrs = {"mode": mode, "min_gram_length": low, "max_gram_length": high, "max_skip_count": skip,
+             "ngram_counts": [0, 3, 11], "pool_int64s": unigrams + bigrams + trigrams,
+             "ngram_indexes": [0, 1, 2, 3, 4, 5, 6, 3, 7]}
+    if weighted:
+        attrs["ngram_indexes"] = [4, 1, 0, 3, 2, 5, 8, 6, 7]
+        attrs["weights"] = rng.uniform(0.5, 2.0, 9).astype(np.float32).tolist()
+    _versus_onnxruntime("TfIdfVectorizer", {"x": x}, **attrs)

@@ -1107,6 +1107,33 @@ class GraphBuilder:
                         offset_group=offset_group, kernel_shape=[k, k], strides=[stride] * 2,
                         dilations=[dilation] * 2, pads=[pad] * 4)
 
+    def gen_tfidf(self) -> Value | None:
+        """TfIdfVectorizer over a new int64 graph input (tokens in the feeds' [-3, 4)): a pool of
+        1- to 3-grams of those tokens, any skips; TF in shuffled columns, IDF/TFIDF weighted."""
+        rows, length = int(self.rng.integers(1, 4)), int(self.rng.integers(1, 10))
+        x = self.graph_input((rows, length) if self.chance(0.7) else (length,), dtype=TensorProto.INT64)
+        wanted = [int(self.rng.integers(1, 4)), int(self.rng.integers(0, 4)), int(self.rng.integers(0, 3))]
+        by_size = [sorted({tuple(int(t) for t in self.rng.integers(-3, 4, size)) for _ in range(k)})
+                   for size, k in enumerate(wanted, 1)]  # no duplicate n-gram: onnxruntime refuses one
+        counts = [len(g) for g in by_size]
+        pool = [t for grams_of_size in by_size for gram in grams_of_size for t in gram]
+        grams = sum(counts)
+        low = int(self.rng.integers(1, 4))
+        high = int(self.rng.integers(low, 4))
+        columns = self.rng.permutation(grams + int(self.rng.integers(0, 3)))[:grams].tolist()
+        mode = self.choice(["TF", "IDF", "TFIDF"])
+        attributes = {"mode": mode, "min_gram_length": low, "max_gram_length": high,
+                      "max_skip_count": int(self.rng.integers(0, 3)), "pool_int64s": pool,
+                      "ngram_counts": [0, counts[0], counts[0] + 2 * counts[1]], "ngram_indexes": columns}
+        if mode != "TF":  # onnx.reference (the `reference` target) fails without weights, and takes
+            # weights[column] where the spec and onnxruntime take weights[n-gram]: identity columns
+            attributes["weights"] = self.uniform((grams,), 0.5, 2.0).tolist()
+            attributes["ngram_indexes"] = columns = list(range(grams))
+        width = max(columns) + 1
+        shape = (rows, width) if x.rank == 2 else (width,)
+        bound = 2.0 * length * (attributes["max_skip_count"] + 1)
+        return self.one("TfIdfVectorizer", [x.name], shape, lo=0, hi=bound, exact=mode == "TF", **attributes)
+
     def gen_recurrent(self) -> Value | None:
         """LSTM, GRU or RNN over a rank-3 value read as [seq, batch, features]: any direction,
         optional bias, initial state, peepholes, clip, GRU's linear_before_reset. Default
@@ -1256,7 +1283,8 @@ class GraphBuilder:
     # Issue 18's sampling and selection operators, a stream of their own again (the models of
     # every seed before them stay as they were).
     SAMPLING: ClassVar[dict[str, int]] = {"grid_sample": 1, "roi_align": 1, "nonzero": 1, "compress": 1, "nms": 1,
-                                          "dft": 1, "stft": 1, "deform_conv": 1}
+                                          "dft": 1, "stft": 1, "deform_conv": 1,
+                                          "tfidf": 1}
     SAMPLING_SHARE: ClassVar[float] = 0.1
 
     def model(self, name: str) -> onnx.ModelProto:
