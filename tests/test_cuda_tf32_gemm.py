@@ -250,6 +250,18 @@ def test_pipelined_kernel_on_the_host_emulation(case, tmp_path, monkeypatch):
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
 
 
+def test_register_staged_schedule_on_the_host_emulation(tmp_path, monkeypatch):
+    # The first-step schedule (Conv's of few channels, transposed A) runs on the emulation too.
+    from conftest import random_feeds
+
+    _target(tmp_path, monkeypatch, gemm_tf32_pipeline=0)
+    model = _matmul(70, 40, 72)
+    feeds = random_feeds(model, 0)
+    got, cuda = _emulated(model, feeds)
+    assert "cp.async" not in cuda.ptx and MMA in cuda.ptx
+    np.testing.assert_allclose(got, _tf32(feeds["a"]) @ _tf32(feeds["b"]), rtol=0, atol=1e-5)
+
+
 def test_host_emulation_sees_a_stage_read_before_its_copies_land(tmp_path, monkeypatch):
     # The emulated copies land when wait_group says they must: a kernel that waited for one
     # group too few reads stale shared memory and is wrong by O(1), as it may be on a GPU.
