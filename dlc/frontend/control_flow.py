@@ -19,7 +19,10 @@ as the plain nodes of their bodies, on the ONNX graph, inside the importer's fol
   iteration's state is `Where(still running, new, old)`, checked inputs guarded as for If),
   with no scan outputs. Unrolled are: tiny loops (`UNROLL_MAX_NODES`: the copies fold and fuse
   across iterations), bodies with a run-time-checked operator (a body has no status word to
-  report through yet), state whose shape changes; Scan is not native yet.
+  report through yet), state whose shape changes, and Scans over an axis other than 0.
+- `Scan` as a native loop too (`_Expansion.native_scan`): the importer makes it an `onnx.Loop`
+  whose body takes the scanned slices after the carried values (`dlc.num_scan_inputs`, and
+  `dlc.reverse` for the directions).
 Why a body module rather than a region op carried through each phase: every pass of dlc is
 written for one `@main` per module (form-kernels, kernels-to-linalg, plan-memory...); a body
 that is a module of its own goes through all of them unchanged, with its own memory plan.
@@ -421,12 +424,43 @@ class _Expansion:
         after = self.body_output_types(body, [onnx.TypeProto(), onnx.TypeProto()] +
                                        [self.value_type(value) for value in carried])
         shapes = [self.static_shape(value) for value in carried]
-        shapes += [(count, *_static(value_type)) for value_type in after[1 + len(carried):]]
+        return self.retyped(shapes + [(count, *_static(value_type)) for value_type in after[1 + len(carried):]])
+
+    def retyped(self, shapes: list[tuple[int, ...]]) -> list | None:
+        """The node with its outputs renamed, and a Reshape to each one's static shape."""
+        if any(name.endswith(_NATIVE) for name in self.node.output):
+            return None
         for position, (name, shape) in enumerate(zip(self.node.output, shapes)):
             if name:
                 self.node.output[position] = name + _NATIVE
                 self.add("Reshape", [name + _NATIVE, self.const(f"shape{position}", np.array(shape, np.int64))], name)
         return [self.node, *self.nodes]
+
+    def native_scan(self, body: onnx.GraphProto, carried: list[str], scanned: list[str], steps: int,
+                    axes: list[int]) -> str | None:
+        """None when this Scan runs as a native loop, else why it unrolls: as `native`, and a
+        scan axis other than 0 (not native yet)."""
+        if steps * max(len(body.node), 1) <= UNROLL_MAX_NODES:
+            return "few iterations"
+        if any(axes):
+            return "a scan axis other than 0"
+        checked = _GUARDED.keys() | _MAY_FAIL
+        if any(node.op_type in checked for node in _all_nodes(body)):
+            return "a body operator checks its inputs at run time"
+        shapes = [self.static_shape(value) for value in (*carried, *scanned)]
+        if any(shape is None for shape in shapes) or any(not s or s[0] != steps for s in shapes[len(carried):]):
+            return "an input of unknown shape"
+        inputs = [self.value_type(value) for value in carried] + [
+            helper.make_tensor_type_proto(self.value_type(value).tensor_type.elem_type, list(shape[1:]))
+            for value, shape in zip(scanned, shapes[len(carried):])]
+        after = self.body_output_types(body, inputs)
+        for value_type, output_type in zip(inputs, after[:len(carried)]):
+            if _static(output_type) != _static(value_type) or \
+                    output_type.tensor_type.elem_type != value_type.tensor_type.elem_type:
+                return "a carried value changes type"
+        if any(_static(t) is None for t in after[len(carried):]):
+            return "scan outputs of unknown shape"
+        return None
 
     def value_type(self, name: str) -> onnx.TypeProto:
         if name in self.constants:
@@ -495,6 +529,14 @@ class _Expansion:
         if steps == 0:
             raise self.error("it scans a sequence of length 0, whose scan outputs have no computed shape",
                              "dlc needs at least one element to scan")
+        if self.native_scan(body, carried, scanned, steps, in_axes + out_axes) is None:
+            # Left as a Scan node: the importer compiles its body once (import_native_loop).
+            slices = [self.static_shape(value)[1:] for value in scanned]
+            after = self.body_output_types(body, [self.value_type(value) for value in carried] + [
+                helper.make_tensor_type_proto(self.value_type(value).tensor_type.elem_type, list(shape))
+                for value, shape in zip(scanned, slices)])
+            shapes = [self.static_shape(value) for value in carried]
+            return self.retyped([*shapes, *((steps, *_static(t)) for t in after[len(carried):])])
         self.check_unrolled(steps, body, "its")
         state, outputs = carried, [[None] * steps for _ in range(scans)]
         for t in range(steps):
@@ -567,7 +609,7 @@ def import_native_loop(node: onnx.NodeProto, constants: dict[str, np.ndarray], t
     with its memory limit) and `_tensor_type` are the importer's, passed in: it imports this file.
     Returns (op, body module).
     """
-    from xdsl.dialects.builtin import IntegerAttr, StringAttr, SymbolRefAttr, TensorType, i64
+    from xdsl.dialects.builtin import DenseArrayBase, IntegerAttr, StringAttr, SymbolRefAttr, TensorType, i64
 
     from dialects.loop import detach_bodies  # noqa: F401 - the dialect the driver runs bodies with
     from dialects.onnx import OPS, WeightOp
@@ -575,14 +617,44 @@ def import_native_loop(node: onnx.NodeProto, constants: dict[str, np.ndarray], t
 
     body = onnx.GraphProto()
     body.CopyFrom(next(attr.g for attr in node.attribute if attr.name == "body"))
-    carried = list(node.input[2:])
     expansion = _Expansion(node, 0, constants, types)
+    scanned, reverse, count = [], [], 0
+    if node.op_type == "Scan":  # as a Loop whose body also takes the scanned slices
+        ints = {attr.name: list(attr.ints) for attr in node.attribute if attr.name != "body"}
+        scanned = list(node.input[len(node.input) - _attribute_i(node, "num_scan_inputs"):])
+        carried = list(node.input[:len(node.input) - len(scanned)])
+        scans = len(body.output) - len(carried)
+        reverse = (ints.get("scan_input_directions") or [0] * len(scanned)) + \
+            (ints.get("scan_output_directions") or [0] * scans)
+        count = expansion.static_shape(scanned[0])[0]
+        constants[f"{node.name}/trips"] = np.array(count, np.int64)
+        condition = f"{node.name}/cond"
+        original = list(body.input)
+        del body.input[:]
+        body.input.extend([helper.make_tensor_value_info(f"{node.name}/iter", onnx.TensorProto.INT64, []),
+                           helper.make_tensor_value_info(condition, onnx.TensorProto.BOOL, []), *original])
+        body.node.append(helper.make_node("Identity", [condition], [f"{node.name}/cond_out"]))
+        outputs = list(body.output)
+        del body.output[:]
+        body.output.extend([helper.make_tensor_value_info(f"{node.name}/cond_out", onnx.TensorProto.BOOL, []),
+                            *outputs])
+        head = [f"{node.name}/trips", ""]
+    else:
+        carried = list(node.input[2:])
+        head = list(node.input[:2])
+        if len(node.output) > len(carried):  # scan outputs: native() took a constant trip count only
+            count = max(int(constants[node.input[0]].reshape(-1)[0]), 0)
+    input_types = [expansion.value_type(value) for value in carried]
+    for value in scanned:
+        shape = expansion.static_shape(value)
+        input_types.append(helper.make_tensor_type_proto(expansion.value_type(value).tensor_type.elem_type,
+                                                         list(shape[1:])))
     scalar = {0: onnx.TensorProto.INT64, 1: onnx.TensorProto.BOOL}
     for position, value in enumerate(body.input):
         if position < 2:
             value.type.CopyFrom(helper.make_tensor_type_proto(scalar[position], []))
         else:
-            value.type.CopyFrom(expansion.value_type(carried[position - 2]))
+            value.type.CopyFrom(input_types[position - 2])
     local = {value.name for value in body.input} | {init.name for init in body.initializer}
     local |= {name for inner in _all_nodes(body) for name in inner.output}
     local |= {value.name for inner in _all_nodes(body) for graph in _subgraphs(inner)
@@ -624,18 +696,24 @@ def import_native_loop(node: onnx.NodeProto, constants: dict[str, np.ndarray], t
             raise expansion.error(f"its body turns loop-carried value '{name}' of type {before} into {after}",
                                   "a loop-carried value must keep its type and shape from one iteration "
                                   "to the next")
-    operands = [value_of(name) if name else none_value() for name in node.input[:2]]
+    operands = [value_of(name) if name else none_value() for name in head]
     while len(operands) < 2:
         operands.append(none_value())
-    operands += [value_of(name) for name in carried] + [value_of(name) for name in outer]
+    operands += [value_of(name) for name in (*carried, *scanned, *outer)]
     result_types = [operand.type for operand in operands[2:2 + len(carried)]]
-    where = f"output of node '{node.name}' (Loop)"
-    # Scan outputs: one slice per iteration (native() takes them only with a constant trip count).
-    count = max(int(constants[node.input[0]].reshape(-1)[0]), 0) if len(node.output) > len(carried) else 0
+    where = f"output of node '{node.name}' ({node.op_type})"
+    # Scan outputs: one slice per iteration, `count` of them.
     for name, value_type in zip(node.output[len(carried):], inferred[1 + len(carried):]):
         slice_type = _tensor_type(name, value_type, where)
         result_types.append(TensorType(slice_type.element_type, [count, *slice_type.get_shape()]))
-    op = OPS["Loop"].create(operands=operands, result_types=result_types, attributes={
-        "onnx_node_name": StringAttr(node.name), "body": SymbolRefAttr(body_name),
-        "dlc.num_outer": IntegerAttr(len(outer), i64)})
+    attributes = {"onnx_node_name": StringAttr(node.name), "body": SymbolRefAttr(body_name),
+                  "dlc.num_outer": IntegerAttr(len(outer), i64)}
+    if scanned or reverse:
+        attributes["dlc.num_scan_inputs"] = IntegerAttr(len(scanned), i64)
+        attributes["dlc.reverse"] = DenseArrayBase.from_list(i64, reverse)
+    op = OPS["Loop"].create(operands=operands, result_types=result_types, attributes=attributes)
     return op, module
+
+
+def _attribute_i(node: onnx.NodeProto, name: str) -> int:
+    return next(attr.i for attr in node.attribute if attr.name == name)

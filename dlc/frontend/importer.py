@@ -1003,7 +1003,7 @@ def import_model(model: str | Path | onnx.ModelProto,
                 "onnxruntime's QOperator format: quantize with quant_format=QuantFormat.QDQ, whose "
                 "Q/DQ pairs dlc runs as integer kernels" if node.domain == "com.microsoft"
                 and node.op_type.startswith("QLinear") else "`dlc ops` lists the supported operators")
-        if node.op_type == "Loop":  # one the fold loop left as a loop: it runs natively
+        if node.op_type in ("Loop", "Scan"):  # one the fold loop left as a loop: it runs natively
             op, body = import_native_loop(node, folder.constants, folder.types, value_of, none, weights,
                                           f"loop_{len(bodies)}", lambda body_model: import_model(
                                               body_model, max_memory=max_memory), _tensor_type)
