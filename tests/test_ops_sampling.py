@@ -356,3 +356,26 @@ def test_tfidf_vectorizer(mode, low, high, skip, rank, weighted):
         attrs["ngram_indexes"] = [4, 1, 0, 3, 2, 5, 8, 6, 7]
         attrs["weights"] = rng.uniform(0.5, 2.0, 9).astype(np.float32).tolist()
     _versus_onnxruntime("TfIdfVectorizer", {"x": x}, **attrs)
+
+
+# --- MelWeightMatrix --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("mels,length,rate,low,high", [(10, 64, 16000, 20.0, 8000.0), (40, 400, 16000, 0.0, 8000.0),
+                                                        (16, 256, 22050, 125.0, 7600.0)])
+def test_mel_weight_matrix(mels, length, rate, low, high):
+    """Run-time parameters (constants would be folded at import), Whisper-like sizes among them."""
+    feeds = {"mels": np.array(mels, np.int64), "length": np.array(length, np.int64),
+             "rate": np.array(rate, np.int64), "low": np.array(low, np.float32), "high": np.array(high, np.float32)}
+    _versus_onnxruntime("MelWeightMatrix", feeds)
+
+
+def test_mel_weight_matrix_other_sizes_fail_the_run():
+    import dlc
+    from dlc.errors import DlcError
+
+    feeds = {"mels": np.array(8, np.int64), "length": np.array(16, np.int64), "rate": np.array(8192, np.int64),
+             "low": np.array(0.0, np.float32), "high": np.array(4096.0, np.float32)}
+    compiled = dlc.compile(_model("MelWeightMatrix", feeds, [9, 8]))
+    feeds["mels"] = np.array(9, np.int64)
+    with pytest.raises(DlcError, match=r"\(MelWeightMatrix\): inputs 'num_mel_bins' and 'dft_length' do not give"):
+        compiled.run(feeds)

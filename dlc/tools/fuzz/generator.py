@@ -1134,6 +1134,30 @@ class GraphBuilder:
         bound = 2.0 * length * (attributes["max_skip_count"] + 1)
         return self.one("TfIdfVectorizer", [x.name], shape, lo=0, hi=bound, exact=mode == "TF", **attributes)
 
+    def gen_mel_weight_matrix(self) -> Value | None:
+        """MelWeightMatrix whose parameters reach it at run time (0 * sum(x) + a constant: import
+        cannot fold them), so its lowering computes the filter bank; the sizes are the constants'."""
+        x = self.pick(lambda v: v.rank >= 1)
+        if x is None:
+            return None
+        total = self.one("ReduceSum", [x.name], (), keepdims=0, lo=-x.magnitude * x.size, hi=x.magnitude * x.size,
+                         exact=False)
+        zero = self.one("Mul", [total.name, self.weight(np.float32(0.0), "c")], (), lo=0, hi=0)
+        mels, length = int(self.rng.integers(1, 12)), int(self.choice([8, 16, 30, 64]))
+        rate = int(self.choice([8000, 16000, 22050]))
+        low = float(self.rng.uniform(0, 300))
+        high = float(self.rng.uniform(low + 100, rate / 2))
+
+        def runtime(value: float, dtype) -> str:
+            shifted = self.one("Add", [zero.name, self.weight(np.float32(value), "c")], (), lo=value, hi=value)
+            if dtype == FLOAT:
+                return shifted.name
+            return self.one("Cast", [shifted.name], (), to=dtype, dtype=dtype, exact=True).name
+
+        inputs = [runtime(mels, TensorProto.INT64), runtime(length, TensorProto.INT64),
+                  runtime(rate, TensorProto.INT64), runtime(low, FLOAT), runtime(high, FLOAT)]
+        return self.one("MelWeightMatrix", inputs, (length // 2 + 1, mels), lo=0, hi=1)
+
     def gen_recurrent(self) -> Value | None:
         """LSTM, GRU or RNN over a rank-3 value read as [seq, batch, features]: any direction,
         optional bias, initial state, peepholes, clip, GRU's linear_before_reset. Default
@@ -1284,7 +1308,7 @@ class GraphBuilder:
     # every seed before them stay as they were).
     SAMPLING: ClassVar[dict[str, int]] = {"grid_sample": 1, "roi_align": 1, "nonzero": 1, "compress": 1, "nms": 1,
                                           "dft": 1, "stft": 1, "deform_conv": 1,
-                                          "tfidf": 1}
+                                          "tfidf": 1, "mel_weight_matrix": 1}
     SAMPLING_SHARE: ClassVar[float] = 0.1
 
     def model(self, name: str) -> onnx.ModelProto:

@@ -23,7 +23,7 @@ frames that would read past the signal fail the run (the read stays inside it).
 from __future__ import annotations
 
 import numpy as np
-from xdsl.dialects import memref
+from xdsl.dialects import math, memref
 from xdsl.dialects.builtin import IndexType, IntegerType, MemRefType, NoneType, StringAttr, UnitAttr, f64
 
 from dialects.diagnostics import UnsupportedError
@@ -35,6 +35,7 @@ from passes.lowering.utils.linalg_builder import PARALLEL, REDUCTION, affine_map
 from passes.lowering.utils.runtime_checks import error_code, flag_if, status_word
 
 BOOL = IntegerType(1)
+I64 = IntegerType(64)
 
 
 def _table(kb, op, element, n: int, scale: float):
@@ -259,3 +260,61 @@ def lower_stft(kb, op, ins, outs) -> None:
                 return a.compare("eq", named, a.const(n))
 
         _transform(kb, op, out, 2, n, n, False, False, sample, when)
+
+
+@lowers("MelWeightMatrix")
+def lower_mel_weight_matrix(kb, op, ins, outs) -> None:
+    """The triangular mel filter bank [dft_length//2 + 1, num_mel_bins]
+    (https://onnx.ai/onnx/operators/onnx__MelWeightMatrix.html, opset 17, and its reference):
+    num_mel_bins + 2 points evenly spaced in mel (2595 log10(1 + f/700)) from lower_edge_hertz
+    to upper_edge_hertz (step: the span / (num_mel_bins + 2)), each back in hertz and to the
+    spectrogram bin floor((dft_length + 1) f / sample_rate); filter i rises linearly from point
+    i to i+1 (1 there) and falls to point i+2. In float64 like the reference. The output's
+    static shape stands for num_mel_bins and dft_length, which a run checks."""
+    out = outs[0]
+    out_shape = list(out.type.get_shape())
+    bins, mels = out_shape
+    if is_empty(out):
+        return
+    status = status_word(kb)
+    code = error_code(op, f"{op.describe()}: inputs 'num_mel_bins' and 'dft_length' do not give the "
+                          f"output shape {out_shape} this model was compiled for (dlc compiles static shapes)")
+    num_mel, dft_length, sample_rate, lower, upper = ins
+    wide = f64
+    rank = 2
+
+    def body(b, args):
+        w = b.on(wide)
+        as_wide = [w.cast(_scalar(b, v), wide) for v in (num_mel, dft_length, sample_rate, lower, upper)]
+        n_mel, length, rate, low_hz, high_hz = as_wide
+        mel_count = b.on(I64).cast(_scalar(b, num_mel), I64)
+        length_int = b.on(I64).cast(_scalar(b, dft_length), I64)
+        rows = b.on(I64).add(b.on(I64).div(length_int, b.on(I64).const(2)), b.on(I64).const(1))
+        wrong = b.or_(b.on(I64).compare("ne", mel_count, b.on(I64).const(mels)),
+                      b.on(I64).compare("ne", rows, b.on(I64).const(bins)))
+        flag_if(b, status, wrong, code)
+        ln10 = float(np.log(10))
+
+        def to_mel(hz):
+            return w.div(w.mul(w.const(2595.0), w.math(math.Log1pOp, w.div(hz, w.const(700.0)))), w.const(ln10))
+
+        low_mel = to_mel(low_hz)
+        step = w.div(w.sub(to_mel(high_hz), low_mel), w.add(n_mel, w.const(2.0)))
+        column = b.index(1)
+
+        def point(offset: int):
+            k = w.add(b.index_to(column, wide), w.const(float(offset)))
+            hz = w.mul(w.const(700.0), w.math(math.ExpM1Op, w.div(w.mul(w.add(w.mul(k, step), low_mel),
+                                                                             w.const(ln10)), w.const(2595.0))))
+            return w.math(math.FloorOp, w.div(w.mul(w.add(length, w.const(1.0)), hz), rate))
+
+        left, centre, right = point(0), point(1), point(2)
+        j = b.index_to(b.index(0), wide)
+        falling = w.and_(w.compare("ge", j, centre), w.compare("lt", j, right))
+        rising = w.and_(w.compare("ge", j, left), w.compare("le", j, centre))
+        down = w.div(w.sub(right, j), w.sub(right, centre))
+        up = w.select(w.compare("eq", j, centre), w.const(1.0), w.div(w.sub(j, left), w.sub(centre, left)))
+        value = w.select(falling, down, w.select(rising, up, w.const(0.0)))
+        return [b.cast(value, b.type)]
+
+    kb.generic([], [out], [affine_map(rank, [dim(0), dim(1)])], [PARALLEL] * rank, body)
