@@ -168,6 +168,7 @@ class MacOp(IRDLOperation):
     """One tile on the MAC array: `acc (+)= a * b`.
 
     kind "conv2d": a [Cin, IH, IW] (padding already in the tile), b [Cout, Cin, KH, KW], acc [Cout, OH, OW].
+    kind "depthwise2d": a [C, IH, IW], b [C, 1, KH, KW], acc [C, OH, OW]: each channel by its own filter.
     kind "matmul": a [M, K], b [K, N], acc [M, N]. `accumulate = 0` overwrites acc.
     dtype: absent, float32 throughout; else a's and b's 8-bit types ("u8i8", "i8i8", "u8u8",
     "i8u8") and an int32 acc += (a - a_zero) * (b - b_zero), wrapping as int32 does.

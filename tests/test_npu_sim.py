@@ -81,6 +81,25 @@ def test_single_mac_tile_cycles_and_numerics():
     np.testing.assert_allclose(dram["c"], a @ b, rtol=1e-5, atol=1e-5)
 
 
+def test_a_depthwise_tile_filters_one_channel_per_row():
+    """depthwise2d: 64 channels of a 10x10 padded tile, 3x3 filters, 8x8 out: each array row
+    takes a channel, so ceil(64/32) * 9 * 64 = 1152 cycles (as conv2d, one channel per pass of
+    the array: 64 * 9 * 64 = 36864)."""
+    from dialects import npu
+
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((64, 10, 10)).astype(np.float32)
+    w = rng.standard_normal((64, 1, 3, 3)).astype(np.float32)
+    dram = {"x": x[None], "w": w, "y": np.zeros((1, 64, 8, 8), np.float32)}
+    report, _ = _simulate(lambda: [
+        npu.DmaLoadOp("x", [0, 0, 0, 0], [1, 64, 10, 10], 0), npu.DmaLoadOp("w", [0, 0, 0, 0], [64, 1, 3, 3], 25600),
+        npu.MacOp("depthwise2d", 0, [64, 10, 10], 25600, [64, 1, 3, 3], 28160, [64, 8, 8], False, [1, 1], [1, 1]),
+        npu.DmaStoreOp("y", [0, 0, 0, 0], [1, 64, 8, 8], 28160)], dram)
+    assert report.mac_cycles == 1152 and report.macs == 64 * 9 * 64
+    expected = sum(w[:, 0, i, j][:, None, None] * x[:, i:i + 8, j:j + 8] for i in range(3) for j in range(3))
+    np.testing.assert_allclose(dram["y"][0], expected, rtol=1e-5, atol=1e-5)
+
+
 def test_dma_bound_copy():
     from dialects import npu
 

@@ -17,7 +17,8 @@ Cycle model (analytic, in the spirit of Arm Vela's performance estimates):
   the tensor move;
 - MAC (weight-stationary, rows = output channels, columns = reduction):
   conv2d `ceil(Cout/rows) * ceil(Cin/cols) * KH * KW * OH * OW`, matmul
-  `M * ceil(N/rows) * ceil(K/cols)`; one pass of the array per cycle; with 8-bit
+  `M * ceil(N/rows) * ceil(K/cols)`, depthwise2d (a channel per row, its own
+  filter) `ceil(C/rows) * KH * KW * OH * OW`; one pass of the array per cycle; with 8-bit
   operands each cell does `int8_macs_per_pe` MACs a cycle along the reduction (a dot of
   4, as VNNI or Ethos-U's 8-bit mode), so cols becomes cols * int8_macs_per_pe;
 - vector: `ceil(out elements * window / lanes)` (window 1 for elementwise ops);
@@ -53,6 +54,9 @@ class NpuConfig(NpuHardware):
         if kind == "conv2d":
             cout, cin, kh, kw = b_shape
             return math.ceil(cout / rows) * math.ceil(cin / cols) * kh * kw * acc_shape[1] * acc_shape[2]
+        if kind == "depthwise2d":
+            channels, _, kh, kw = b_shape
+            return math.ceil(channels / rows) * kh * kw * acc_shape[1] * acc_shape[2]
         m, k = a_shape
         return m * math.ceil(b_shape[1] / rows) * math.ceil(k / cols)
 
@@ -255,8 +259,9 @@ class Simulator:
         if integer:  # exact in int64 (8-bit by 8-bit products), then wrapped to int32 as the hardware's adders
             a = a.astype(np.int64) - op.a_zero.value.data
             b = b.astype(np.int64) - op.b_zero.value.data
-        if kind == "conv2d":
-            result = _conv2d(a, b, acc_shape, ints_of(op.strides), ints_of(op.dilations))
+        if kind in ("conv2d", "depthwise2d"):
+            conv = _conv2d if kind == "conv2d" else _depthwise2d
+            result = conv(a, b, acc_shape, ints_of(op.strides), ints_of(op.dilations))
             macs = math.prod(b_shape) * acc_shape[1] * acc_shape[2]
         elif kind == "matmul":
             result = a @ b
@@ -312,6 +317,18 @@ def _conv2d(x: np.ndarray, w: np.ndarray, out_shape, strides, dilations) -> np.n
         for j in range(w.shape[3]):
             patch = x[:, i * dh:i * dh + (oh - 1) * sh + 1:sh, j * dw:j * dw + (ow - 1) * sw + 1:sw]
             out += np.tensordot(w[:, :, i, j], patch, axes=([1], [0]))
+    return out
+
+
+def _depthwise2d(x: np.ndarray, w: np.ndarray, out_shape, strides, dilations) -> np.ndarray:
+    """Each channel of a padded tile [C, IH, IW] by its own filter w [C, 1, KH, KW]."""
+    _, oh, ow = out_shape
+    (sh, sw), (dh, dw) = strides, dilations
+    out = np.zeros(out_shape, dtype=np.int64 if x.dtype == np.int64 else np.float32)
+    for i in range(w.shape[2]):
+        for j in range(w.shape[3]):
+            patch = x[:, i * dh:i * dh + (oh - 1) * sh + 1:sh, j * dw:j * dw + (ow - 1) * sw + 1:sw]
+            out += w[:, 0, i, j][:, None, None] * patch
     return out
 
 

@@ -233,7 +233,10 @@ class _Anchor:
 
 
 class _Conv(_Anchor):
-    """Conv on NCHW: tiles of (output channels, input channels, output rows); full output width."""
+    """Conv on NCHW: tiles of (output channels, input channels, output rows); full output width.
+    A depthwise conv (one input and one output channel per group) is one `depthwise2d` MAC op
+    per tile of (channels, 1, rows): each array row filters its own channel, as NPUs run
+    depthwise layers, instead of one group (one channel) per pass of the whole array."""
 
     def __init__(self, lowering, op):
         super().__init__(lowering, op)
@@ -252,6 +255,7 @@ class _Conv(_Anchor):
         self.dilations = op.attr("dilations", [1, 1])
         self.pads = _pads(op, (h, width), (self.kh, self.kw), self.strides, self.dilations)
         self.cog = self.cout // self.groups
+        self.depthwise = self.groups > 1 and self.cg == 1 and self.cog == 1
         _, _, self.ho, self.wo = self.out_shape
 
     def _in_extent(self, th: int) -> tuple[int, int]:
@@ -259,10 +263,14 @@ class _Conv(_Anchor):
         return (th - 1) * sh + (self.kh - 1) * dh + 1, (self.wo - 1) * sw + (self.kw - 1) * dw + 1
 
     def candidates(self):
+        if self.depthwise:
+            return [(c, 1, th) for c in _pow2_upto(self.groups) for th in _pow2_upto(self.ho)]
         return [(co, ci, th) for co in _pow2_upto(self.cog) for ci in _pow2_upto(self.cg)
                 for th in _pow2_upto(self.ho)]
 
     def describe_tile(self, tile) -> str:
+        if self.depthwise:
+            return f"(channels {tile[0]}, rows {tile[2]} x width {self.wo})"
         return f"(Cout {tile[0]}, Cin {tile[1]}, rows {tile[2]} x width {self.wo})"
 
     def out_tile(self, tile):
@@ -271,7 +279,8 @@ class _Conv(_Anchor):
     def slots(self, tile):
         co, ci, th = tile
         ih, iw = self._in_extent(th)
-        sizes = {"x": self.xb * ci * ih * iw, "w": self.wb * co * ci * self.kh * self.kw,
+        channels_in = co if self.depthwise else ci  # a depthwise tile reads the co channels it writes
+        sizes = {"x": self.xb * channels_in * ih * iw, "w": self.wb * co * ci * self.kh * self.kw,
                  "acc": 4 * co * th * self.wo}
         if self.bias:
             sizes["bias"] = 4 * co
@@ -281,10 +290,15 @@ class _Conv(_Anchor):
 
     def cost(self, tile):
         co, ci, th = tile
-        tiles = self.n * self.groups * math.ceil(self.cog / co) * math.ceil(self.ho / th)
-        steps = tiles * math.ceil(self.cg / ci)
         ih, iw = self._in_extent(th)
         out_bytes = self.q.out_bytes if self.q else 4
+        if self.depthwise:
+            tiles = self.n * math.ceil(self.groups / co) * math.ceil(self.ho / th)
+            nbytes = tiles * (self.xb * co * ih * iw + self.wb * co * self.kh * self.kw + out_bytes * co * th * self.wo)
+            compute = tiles * math.ceil(co / self.config.mac_rows) * self.kh * self.kw * th * self.wo
+            return self.dma_cost(nbytes, 3 * tiles) + compute
+        tiles = self.n * self.groups * math.ceil(self.cog / co) * math.ceil(self.ho / th)
+        steps = tiles * math.ceil(self.cg / ci)
         nbytes = (steps * (self.xb * ci * ih * iw + self.wb * co * ci * self.kh * self.kw)
                   + tiles * out_bytes * co * th * self.wo)
         rows, cols = self.config.mac_rows, self.config.mac_cols * (self.config.int8_macs_per_pe if self.q else 1)
@@ -292,7 +306,9 @@ class _Conv(_Anchor):
         return self.dma_cost(nbytes, 3 * steps) + compute
 
     def emit(self, tile, slots):
-
+        if self.depthwise:
+            yield from self._emit_depthwise(tile, slots)
+            return
         co_t, ci_t, th_t = tile
         (sh, _), (top, left) = self.strides, self.pads[:2]
         step = parity = 0
@@ -319,6 +335,27 @@ class _Conv(_Anchor):
                                                 slots, parity)
                         yield [n, g * self.cog + co0, oh0, 0], [1, co, th, self.wo], parity
                         parity += 1
+
+    def _emit_depthwise(self, tile, slots):
+        c_t, _, th_t = tile
+        (sh, _), (top, left) = self.strides, self.pads[:2]
+        parity = 0
+        for n in range(self.n):
+            for c0, c in _chunks(self.groups, c_t):
+                for oh0, th in _chunks(self.ho, th_t):
+                    ih, iw = self._in_extent(th)
+                    x, w, acc = slots("x", parity), slots("w", parity), slots("acc", parity)
+                    self.low.emit(DmaLoadOp(self.x, [n, c0, oh0 * sh - top, -left], [1, c, ih, iw], x, self.x_pad))
+                    self.low.emit(DmaLoadOp(self.w, [c0, 0, 0, 0], [c, 1, self.kh, self.kw], w))
+                    self.low.emit(MacOp("depthwise2d", x, [c, ih, iw], w, [c, 1, self.kh, self.kw], acc,
+                                        [c, th, self.wo], False, self.strides, self.dilations,
+                                        *((self.q.dtype, self.q.zeros) if self.q else ())))
+                    if self.bias:
+                        self._add_bias(c0, c, th, slots, parity)
+                    if self.q and self.q.requant:
+                        self.low.requantize(self.q, c0, c, [c, th, self.wo], [c, 1, 1], slots, parity)
+                    yield [n, c0, oh0, 0], [1, c, th, self.wo], parity
+                    parity += 1
 
     def _add_bias(self, c0, co, th, slots, parity) -> None:
 
