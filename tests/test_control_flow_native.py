@@ -219,8 +219,10 @@ def test_scan_runs_natively_in_either_direction(in_directions, out_directions):
     _assert_matches(model, [_scan_feeds(model)])
 
 
-def test_scan_on_another_axis_is_unrolled_and_matches():
-    """Axis 1 is not native yet: unrolled (and still right)."""
-    model = _scan_model(20, axes={"scan_input_axes": [1, 0], "scan_output_axes": [1, 0]})
-    assert _count(import_model(model), "onnx.Loop") == 0
+@pytest.mark.parametrize("steps", [5, 300])
+def test_scan_on_another_axis_matches(steps):
+    """Axis 1 in and out: transposed to axis 0 and back around the native loop (300 steps), or
+    unrolled (5 steps)."""
+    model = _scan_model(steps, axes={"scan_input_axes": [1, 0], "scan_output_axes": [1, 0]})
+    assert _count(import_model(model), "onnx.Loop") == (steps > 5)
     _assert_matches(model, [_scan_feeds(model)])

@@ -19,10 +19,10 @@ as the plain nodes of their bodies, on the ONNX graph, inside the importer's fol
   iteration's state is `Where(still running, new, old)`, checked inputs guarded as for If),
   with no scan outputs. Unrolled are: tiny loops (`UNROLL_MAX_NODES`: the copies fold and fuse
   across iterations), bodies with a run-time-checked operator (a body has no status word to
-  report through yet), state whose shape changes, and Scans over an axis other than 0.
-- `Scan` as a native loop too (`_Expansion.native_scan`): the importer makes it an `onnx.Loop`
-  whose body takes the scanned slices after the carried values (`dlc.num_scan_inputs`, and
-  `dlc.reverse` for the directions).
+  report through yet), state whose shape changes.
+- `Scan` as a native loop too (`_Expansion.native_scan`): scanned over axis 0 (other axes are
+  transposed there and back), the importer makes it an `onnx.Loop` whose body takes the
+  scanned slices after the carried values (`dlc.num_scan_inputs`, `dlc.reverse`).
 Why a body module rather than a region op carried through each phase: every pass of dlc is
 written for one `@main` per module (form-kernels, kernels-to-linalg, plan-memory...); a body
 that is a module of its own goes through all of them unchanged, with its own memory plan.
@@ -436,18 +436,16 @@ class _Expansion:
                 self.add("Reshape", [name + _NATIVE, self.const(f"shape{position}", np.array(shape, np.int64))], name)
         return [self.node, *self.nodes]
 
-    def native_scan(self, body: onnx.GraphProto, carried: list[str], scanned: list[str], steps: int,
-                    axes: list[int]) -> str | None:
-        """None when this Scan runs as a native loop, else why it unrolls: as `native`, and a
-        scan axis other than 0 (not native yet)."""
+    def native_scan(self, body: onnx.GraphProto, carried: list[str], scanned: list[str],
+                    moved: list[tuple[int, ...] | None], steps: int) -> str | None:
+        """None when this Scan runs as a native loop, else why it unrolls (as `native`).
+        `moved`: the scanned inputs' shapes with the scanned axis first."""
         if steps * max(len(body.node), 1) <= UNROLL_MAX_NODES:
             return "few iterations"
-        if any(axes):
-            return "a scan axis other than 0"
         checked = _GUARDED.keys() | _MAY_FAIL
         if any(node.op_type in checked for node in _all_nodes(body)):
             return "a body operator checks its inputs at run time"
-        shapes = [self.static_shape(value) for value in (*carried, *scanned)]
+        shapes = [self.static_shape(value) for value in carried] + moved
         if any(shape is None for shape in shapes) or any(not s or s[0] != steps for s in shapes[len(carried):]):
             return "an input of unknown shape"
         inputs = [self.value_type(value) for value in carried] + [
@@ -461,6 +459,39 @@ class _Expansion:
         if any(_static(t) is None for t in after[len(carried):]):
             return "scan outputs of unknown shape"
         return None
+
+    def native_scan_nodes(self, body, carried, scanned, moved, steps, in_axes, out_axes) -> list | None:
+        """The Scan left as a node for the importer (import_native_loop), scanning axis 0: each
+        scanned input with another axis is transposed to put it first, each such scan output
+        transposed back; the outputs typed by Reshapes (as `typed_outputs`). None once done."""
+        if any(name.endswith(_NATIVE) for name in self.node.output):
+            return None
+        for j, (name, axis) in enumerate(zip(scanned, in_axes)):
+            rank = len(moved[j])
+            axis %= rank
+            if axis:
+                self.node.input[len(carried) + j] = self.add(
+                    "Transpose", [name], perm=[axis, *(k for k in range(rank) if k != axis)])
+        before = list(self.nodes)
+        self.nodes.clear()
+        for attr in self.node.attribute:
+            if attr.name in ("scan_input_axes", "scan_output_axes"):
+                attr.ints[:] = [0] * len(attr.ints)
+        after = self.body_output_types(body, [self.value_type(value) for value in carried] + [
+            helper.make_tensor_type_proto(self.value_type(value).tensor_type.elem_type, list(shape[1:]))
+            for value, shape in zip(scanned, moved)])
+        shapes = [self.static_shape(value) for value in carried]
+        shapes += [(steps, *_static(t)) for t in after[len(carried):]]
+        for position, (name, shape) in enumerate(zip(self.node.output, shapes)):
+            if not name:
+                continue
+            self.node.output[position] = name + _NATIVE
+            axis = out_axes[position - len(carried)] % len(shape) if position >= len(carried) else 0
+            typed = name if not axis else name + "/steps_first"
+            self.add("Reshape", [name + _NATIVE, self.const(f"shape{position}", np.array(shape, np.int64))], typed)
+            if axis:
+                self.add("Transpose", [typed], name, perm=[*range(1, axis + 1), 0, *range(axis + 1, len(shape))])
+        return [*before, self.node, *self.nodes]
 
     def value_type(self, name: str) -> onnx.TypeProto:
         if name in self.constants:
@@ -529,14 +560,11 @@ class _Expansion:
         if steps == 0:
             raise self.error("it scans a sequence of length 0, whose scan outputs have no computed shape",
                              "dlc needs at least one element to scan")
-        if self.native_scan(body, carried, scanned, steps, in_axes + out_axes) is None:
-            # Left as a Scan node: the importer compiles its body once (import_native_loop).
-            slices = [self.static_shape(value)[1:] for value in scanned]
-            after = self.body_output_types(body, [self.value_type(value) for value in carried] + [
-                helper.make_tensor_type_proto(self.value_type(value).tensor_type.elem_type, list(shape))
-                for value, shape in zip(scanned, slices)])
-            shapes = [self.static_shape(value) for value in carried]
-            return self.retyped([*shapes, *((steps, *_static(t)) for t in after[len(carried):])])
+        moved = [self.static_shape(value) for value in scanned]
+        moved = [None if shape is None else (shape[axis % len(shape)], *(
+            size for k, size in enumerate(shape) if k != axis % len(shape))) for shape, axis in zip(moved, in_axes)]
+        if self.native_scan(body, carried, scanned, moved, steps) is None:
+            return self.native_scan_nodes(body, carried, scanned, moved, steps, in_axes, out_axes)
         self.check_unrolled(steps, body, "its")
         state, outputs = carried, [[None] * steps for _ in range(scans)]
         for t in range(steps):
