@@ -456,6 +456,23 @@ def _small_cnn(rng):
     return nodes, inits, [1, 3, 8, 8], [1, 10]
 
 
+def _small_mobile(rng):
+    """A MobileNetV2 block without its residual Add (which onnxruntime would run as its own
+    QLinearAdd): 1x1 expansion, ReLU6, 3x3 depthwise (stride 2), ReLU6, 1x1 projection."""
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"]),
+             helper.make_node("Clip", ["c1", "lo", "hi"], ["r1"]),
+             helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1], strides=[2, 2], group=24),
+             helper.make_node("Clip", ["c2", "lo", "hi"], ["r2"]),
+             helper.make_node("Conv", ["r2", "w3", "b3"], ["c3"]),
+             helper.make_node("GlobalAveragePool", ["c3"], ["g"]),
+             helper.make_node("Flatten", ["g"], ["y"])]
+    inits = [_init(rng, "w1", 24, 8, 1, 1), _init(rng, "b1", 24), _init(rng, "w2", 24, 1, 3, 3),
+             _init(rng, "b2", 24), _init(rng, "w3", 8, 24, 1, 1), _init(rng, "b3", 8),
+             numpy_helper.from_array(np.array(0.0, np.float32), "lo"),
+             numpy_helper.from_array(np.array(6.0, np.float32), "hi")]
+    return nodes, inits, [2, 8, 9, 9], [2, 8]
+
+
 def _attention_block(rng):
     """One head of self-attention and an MLP, as in a BERT-style encoder layer."""
     d = 16
@@ -516,12 +533,13 @@ def _quantized(build, how: str, tmp_path):
     return onnx.load(target), x_shape
 
 
-@pytest.mark.parametrize("build", [_small_cnn, _attention_block], ids=["cnn", "attention"])
+@pytest.mark.parametrize("build", [_small_cnn, _small_mobile, _attention_block], ids=["cnn", "mobile", "attention"])
 @pytest.mark.parametrize("how", ["static", "static-per-channel", "dynamic"])
 def test_quantized_model_matches_onnxruntime(build, how, tmp_path):
     model, x_shape = _quantized(build, how, tmp_path)
     if how == "dynamic":
-        assert {"DynamicQuantizeLinear", "MatMulInteger"} <= {n.op_type for n in model.graph.node}
+        ops = {n.op_type for n in model.graph.node}
+        assert "DynamicQuantizeLinear" in ops and ops & {"MatMulInteger", "ConvInteger"}
     compiled = dlc.compile(model)
     as_written = None if how == "dynamic" else dlc.compile(model, fusion="none")
     rng = np.random.default_rng(7)
@@ -534,7 +552,7 @@ def test_quantized_model_matches_onnxruntime(build, how, tmp_path):
             continue
         np.testing.assert_array_equal(as_written.run(feeds)["y"],
                                       run_onnxruntime(model, feeds, graph_optimisation="none")["y"])
-        if build is _small_cnn:
+        if build in (_small_cnn, _small_mobile):
             np.testing.assert_array_equal(got, run_onnxruntime(model, feeds)["y"])
 
 
