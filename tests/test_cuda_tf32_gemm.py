@@ -41,8 +41,8 @@ def _conv1x1(n, c, hw, co, seed=2):
                   [("W", rng.standard_normal((co, c, 1, 1))), ("b", rng.standard_normal(co))])
 
 
-def _conv(n, c, hw, co, kernel=3, seed=3, **attrs):
-    """Conv (+ bias) -> Relu with `attrs` (pads, strides, dilations)."""
+def _conv(n, c, hw, co, kernel=3, seed=3, weight_input=False, **attrs):
+    """Conv (+ bias) -> Relu with `attrs` (pads, strides, dilations); W a graph input or a weight."""
     rng = np.random.default_rng(seed)
     attrs = {"pads": [1, 1, 1, 1], "strides": [1, 1], "dilations": [1, 1], **attrs}
     (top, left, bottom, right), (sh, sw), (dh, dw) = attrs["pads"], attrs["strides"], attrs["dilations"]
@@ -51,8 +51,16 @@ def _conv(n, c, hw, co, kernel=3, seed=3, **attrs):
     return _model([helper.make_node("Conv", ["x", "W", "b"], ["c"], name="conv", kernel_shape=[kernel, kernel],
                                     **attrs),
                    helper.make_node("Relu", ["c"], ["y"], name="relu")],
-                  [("x", [n, c, hw, hw])], [("y", [n, co, oh, ow])],
-                  [("W", rng.standard_normal((co, c, kernel, kernel)) / kernel), ("b", rng.standard_normal(co))])
+                  [("x", [n, c, hw, hw])] + ([("W", [co, c, kernel, kernel])] if weight_input else []),
+                  [("y", [n, co, oh, ow])],
+                  ([] if weight_input else [("W", rng.standard_normal((co, c, kernel, kernel)) / kernel)]) +
+                  [("b", rng.standard_normal(co))])
+
+
+def _initializer(model, name):
+    from onnx import numpy_helper
+
+    return next(numpy_helper.to_array(i) for i in model.graph.initializer if i.name == name)
 
 
 def _conv_reference(x, w, b, out_shape, pads, strides, dilations):
@@ -135,12 +143,17 @@ def test_3x3_conv_is_gathered_a_word_at_a_time(tmp_path, monkeypatch):
     _target(tmp_path, monkeypatch)
     model = _conv(8, 64, 56, 64)
     _, ptx = _ptx(model)
-    # 4-byte copies (.ca): A 64 x 32 / 128 threads = 16; B 32 rows of 64 columns, 2 threads a
-    # column: 16 per tile; the prologue issues 2 tiles, the loop 1
-    assert ptx.count("cp.async.ca.shared.global") == 3 * 32 and "cp.async.cg" not in ptx
+    # A from the weight copied [O, KH, KW, I]: 16-byte chunks, 64 x 32 / 4 / 128 threads = 4; B
+    # gathered in 4-byte copies (.ca), 32 rows of 64 columns, 2 threads a column: 16 per tile;
+    # the prologue issues 2 tiles, the loop 1
+    assert ptx.count("cp.async.cg.shared.global") == 3 * 4 and ptx.count("cp.async.ca.shared.global") == 3 * 16
     assert ptx.count(MMA) == 2 * 4 * 4
-    launch = _cuda_steps(_compile(model))[0].plan["launches"][0]
+    (cuda,) = _cuda_steps(_compile(model))
+    launch = cuda.plan["launches"][0]
     assert launch["grid"] == [8 * 56 * 56 // 64, 1, 1] and launch["block"] == [128, 1, 1]
+    assert cuda.plan["buffers"][launch["args"][1]]["name"] == "W:tap_major"
+    np.testing.assert_array_equal(cuda.weights["W:tap_major"], _initializer(model, "W").transpose(0, 2, 3, 1))
+    assert "W" not in cuda.weights  # nothing reads the OIHW weight: not uploaded
     report = _ptxas(ptx, tmp_path)
     if report is not None:
         assert "0 bytes spill stores" in report
@@ -213,6 +226,8 @@ EMULATED = {
     "round_in_shared": ({"gemm_tf32_round": 2, "gemm_tf32_tile_k": 16}, lambda: _matmul(70, 40, 72)),
     "round_in_shared_conv": ({"gemm_tf32_round": 2, "gemm_tf32_tile_k": 8},
                              lambda: _conv(2, 8, 11, 12, strides=[2, 2], dilations=[2, 1], pads=[0, 1, 2, 0])),
+    # the weight is a graph input: no tap-major copy, A gathered a word at a time too
+    "conv_weight_input": ({"gemm_tf32_tile_k": 8}, lambda: _conv(2, 8, 7, 12, weight_input=True)),
     # two batches, each its A and B (grid z), 2 stages
     "batched": ({"gemm_tf32_stages": 2, "gemm_tf32_tile_k": 8},
                 lambda: _model([helper.make_node("MatMul", ["a", "b"], ["c"], name="mm")],
@@ -236,13 +251,13 @@ def test_pipelined_kernel_on_the_host_emulation(case, tmp_path, monkeypatch):
     if case.startswith("k_major_b"):
         w, b = (np.asarray(cuda.weights[n]) for n in ("W", "b"))
         want = np.maximum(_tf32(feeds["x"]) @ _tf32(w).T + b, 0)
-    elif case in ("conv3x3", "conv_strided", "round_in_shared_conv"):
-        w, b = (np.asarray(cuda.weights[n]) for n in ("W", "b"))
+    elif case in ("conv3x3", "conv_strided", "round_in_shared_conv", "conv_weight_input"):
+        w, b = (feeds["W"] if "W" in feeds else _initializer(model, "W"), _initializer(model, "b"))
         attrs = {a.name: list(a.ints) for a in model.graph.node[0].attribute}
         want = _conv_reference(_tf32(feeds["x"]), _tf32(w), b, got.shape, attrs["pads"], attrs["strides"],
                                attrs["dilations"])
     elif case == "conv1x1":
-        w, b = (np.asarray(cuda.weights[n]) for n in ("W", "b"))
+        w, b = (_initializer(model, n) for n in ("W", "b"))
         want = np.einsum("oc,nchw->nohw", _tf32(w[:, :, 0, 0]), _tf32(feeds["x"])) + b[:, None, None]
         want = np.maximum(want, 0)
     else:

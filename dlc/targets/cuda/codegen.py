@@ -57,6 +57,7 @@ class Launch:
     nodes: list = field(default_factory=list)
     check: str | None = None  # the error a nonzero error word means (the kernel's last parameter)
     shared_bytes: int = 0  # dynamic shared memory the launch asks for
+    tap_major: list = field(default_factory=list)  # inputs (positions) read as a weight copied [O, KH, KW, I]
 
 
 def kernel_options(module) -> dict:
@@ -626,11 +627,14 @@ def _gemm_kernel(name: str, op, body, options: dict):
     def emit_outputs(fn: _Function, z: str, row0: str, col0: str, items) -> None:
         _store_outputs(fn, g, head, epilogue, yields, out_shape, params, z, row0, col0, items)
 
-    pipelined = pipeline_plan(g, options) if options.get("gemm_tf32") else None
+    from dialects.onnx import WeightOp
+
+    pipelined = pipeline_plan(g, options, isinstance(a_value.owner, WeightOp)) if options.get("gemm_tf32") else None
     if pipelined is not None:  # the cp.async pipeline of mma.sync (dlc/targets/cuda/tf32_gemm.py)
         grid, block, shared = pipelined_kernel(fn, name, head.node_name, g, pipelined, a_ptr, b_ptr, emit_outputs)
         text = "\n".join([header, *fn.lines, "}", ""])
-        return text, Launch(name, grid, block, inputs, shared_bytes=pipelined.shared_bytes), shared
+        tap_major = [inputs.index(a_value)] if pipelined.a_tap_major else []
+        return text, Launch(name, grid, block, inputs, shared_bytes=pipelined.shared_bytes, tap_major=tap_major), shared
     plan = _MmaSchedule(g, options) if options.get("gemm_tf32") else _FmaSchedule(select_tile(g, options))
     bm, bn, bk, threads, lda, ldb = plan.bm, plan.bn, plan.bk, plan.threads, plan.lda, plan.ldb
     shared_a, shared_b = f"@{name}_As", f"@{name}_Bs"

@@ -172,6 +172,15 @@ def lower_partition(module, options: CompileOptions | None = None) -> tuple[str,
     plan_launches = []
     for op, launch in zip(launch_ops, launches):
         args = [ids[v] for v in launch.inputs] + [ids[r] for r in op.results]
+        for position in launch.tap_major:  # a Conv weight the TF32 pipeline reads [O, KH, KW, I]
+            source = buffers[args[position]]
+            name = f"{source['name']}:tap_major"
+            found = [i for i, b in enumerate(buffers) if b.get("name") == name and b["kind"] == "weight"]
+            if not found:
+                o, i, kh, kw = source["shape"]
+                buffers.append({"shape": [o, kh, kw, i], "kind": "weight", "dtype": source["dtype"], "name": name,
+                                "from": source["name"], "layout": "tap_major"})
+            args[position] = found[0] if found else len(buffers) - 1
         if launch.check:  # an error word the kernel sets and the runtime reads after the run
             args.append(len(buffers))
             buffers.append({"shape": [1], "kind": "check", "dtype": "int32", "message": launch.check})
@@ -183,7 +192,9 @@ def lower_partition(module, options: CompileOptions | None = None) -> tuple[str,
     used |= {ids[v] for v in returned}
     for i, entry in enumerate(buffers):
         if entry["kind"] == "weight" and i in used:
-            array = np.asarray(store[entry["name"]])
+            array = np.asarray(store[entry.get("from", entry["name"])])
+            if entry.get("layout") == "tap_major":
+                array = array.transpose(0, 2, 3, 1)
             if array.dtype not in (np.float32, np.int64, np.int32, np.bool_):
                 raise CompileError(f"cuda: weight {entry['name']} is {array.dtype}; the cuda kernels read float32 "
                                    "(and int32/int64 indices, bool conditions)")

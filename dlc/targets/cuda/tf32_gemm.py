@@ -67,7 +67,8 @@ class PipelinePlan:
     b_kmajor: bool  # B[k][n] at n * K + k (Gemm transB = 1)
     group_m: int
     round: int  # 0: none (the tensor cores truncate), 1: cvt.rna per fragment, 2: once in shared memory
-    gather: bool = False  # a KxK Conv: both tiles copied a word at a time, K in (tap, channel) order
+    gather: bool = False  # a KxK Conv: B gathered a word at a time, K in (tap, channel) order
+    a_tap_major: bool = False  # gather: A is the weight copied [Cout, KH, KW, Cin] (16-byte chunks)
 
     @property
     def threads(self) -> int:
@@ -111,8 +112,9 @@ def auto_block(g, sms: int) -> tuple[int, int]:
     return 64, 64
 
 
-def pipeline_plan(g, options: dict) -> PipelinePlan | None:
-    """The plan for GemmShape `g`, or None when the pipelined kernel does not apply to it."""
+def pipeline_plan(g, options: dict, a_is_weight: bool = False) -> PipelinePlan | None:
+    """The plan for GemmShape `g`, or None when the pipelined kernel does not apply to it.
+    `a_is_weight`: A is a constant, so a gathered Conv may have it copied tap-major."""
     if not options.get("gemm_tf32_pipeline", 1) or g.a_strides != (g.k, 1):
         return None
     gather = False
@@ -141,7 +143,8 @@ def pipeline_plan(g, options: dict) -> PipelinePlan | None:
     warps_n = options.get("gemm_tf32_warps_n", 0) or (bn // 64 if bn >= 128 else max(1, bn // 32))
     plan = PipelinePlan(bm, bn, options.get("gemm_tf32_tile_k", 32), warps_m, warps_n,
                         options.get("gemm_tf32_stages", 3), b_kmajor,
-                        max(1, options.get("gemm_tf32_group_m", 8)), options.get("gemm_tf32_round", 1), gather)
+                        max(1, options.get("gemm_tf32_group_m", 8)), options.get("gemm_tf32_round", 1), gather,
+                        gather and a_is_weight)
     if gather and plan.threads % plan.bn:  # a thread gathers one column of B
         return None
     problems = []
@@ -188,11 +191,11 @@ def _tf32_bits(fn, bits: str, rounded: bool) -> str:
     return fn(f'call i32 asm "cvt.rna.tf32.f32 $0, $1;", "=r,f"(float {value})')
 
 
-def _round_in_shared(fn, shared: str, stage: str, slots: list[str], width: int) -> None:
-    """cvt.rna each float of `slots` (+ 0 .. width-1) of the stage in place (one ld/st.shared.v4
-    a 16-byte chunk)."""
-    vector = f"<{width} x float>" if width > 1 else "float"
-    for slot in slots:
+def _round_in_shared(fn, shared: str, stage: str, slots: list[tuple[str, int]]) -> None:
+    """cvt.rna each float of `slots` ((slot, width): floats slot .. slot + width - 1) of the
+    stage in place (one ld/st.shared.v4 a 16-byte chunk)."""
+    for slot, width in slots:
+        vector = f"<{width} x float>" if width > 1 else "float"
         where = fn(f"getelementptr inbounds float, ptr addrspace(3) {shared}, {fn.ity} {fn.int('add', slot, stage)}")
         value = fn(f"load {vector}, ptr addrspace(3) {where}, align {4 * width}")
         if width == 1:
@@ -236,14 +239,15 @@ class _Chunks:
 def _gather(fn, tid: str, p: PipelinePlan, g, row0: str, col0: str, a_ptr: str, b_ptr: str, shared: str):
     """The copies of a KxK (or strided, padded) Conv's tiles, 4 bytes each. K runs in (tap,
     channel) order in both tiles: K tile k0 is tap k0 / C, channels k0 % C .. + bk (C % bk == 0),
-    so A's element (row, c) is W[row][c * taps + tap] and a thread's B column (image, oh, ow)
-    reads one input pixel, zero in the padding, for all its rows: consecutive threads read
-    consecutive pixels."""
+    so A's element (row, c) is W[row][c * taps + tap] (strided: `a_tap_major` has the weight
+    copied [Cout, KH, KW, Cin] instead, and A comes in chunks) and a thread's B column (image,
+    oh, ow) reads one input pixel, zero in the padding, for all its rows: consecutive threads
+    read consecutive pixels. Returns (issue(k0, stage), the words this thread copies)."""
     c = g.conv
     taps, plane = c.kernel[0] * c.kernel[1], c.height * c.width
     ity = fn.ity
     a_elements = []
-    for i in range(p.bm * p.bk // p.threads):
+    for i in range(0 if p.a_tap_major else p.bm * p.bk // p.threads):
         e = fn.int("add", tid, i * p.threads)
         r, channel = fn.int("udiv", e, p.bk), fn.int("urem", e, p.bk)
         row = fn.int("add", row0, r)
@@ -261,8 +265,7 @@ def _gather(fn, tid: str, p: PipelinePlan, g, row0: str, col0: str, a_ptr: str, 
     b_rows = [fn.int("add", fn.int("udiv", tid, p.bn), i * step) for i in range(p.bk // step)]
     b_slots = [fn.int("add", fn.int("add", fn.int("mul", r, p.ldb), lane_col), p.a_floats) for r in b_rows]
 
-    def issue(k0: str, stage: str) -> None:
-        offset = fn.int("mul", stage, p.stage_floats)
+    def issue(k0: str, offset: str) -> None:
         tap, channel0 = fn.int("udiv", k0, c.channels), fn.int("urem", k0, c.channels)
         k_ok = fn.below(k0, g.k)
         for inside, start, slot in a_elements:
@@ -353,25 +356,29 @@ def pipelined_kernel(fn, name: str, node: str, g, plan: PipelinePlan, a_ptr: str
             start = fn.int("add", b_base, fn.int("add", fn.int("mul", r, b_row), at))
             b_copies.append((fn.below(col, g.n), start, r, fn.int("add", slot, p.a_floats)))
 
-    if p.gather:  # the slots this thread copies to: 4-byte words
-        issue, own_slots = _gather(fn, tid, p, g, row0, col0, a_ptr, b_ptr, shared)
-        own_width = 1
-    else:  # 16-byte chunks
-        own_slots, own_width = [c[3] for c in a_copies] + [c[3] for c in b_copies], 4
+    # The slots this thread copies to: (slot, floats) of 16-byte chunks and gathered words.
+    chunked_a = not p.gather or p.a_tap_major
+    own = [(c[3], 4) for c in a_copies] if chunked_a else []
+    if p.gather:
+        gather, words = _gather(fn, tid, p, g, row0, col0, a_ptr, b_ptr, shared)
+        own += [(slot, 1) for slot in words]
+    else:
+        own += [(c[3], 4) for c in b_copies]
 
-    def issue_chunks(k0: str, stage: str) -> None:
+    def issue(k0: str, stage: str) -> None:
         """The copies of K tile k0 into `stage` (its first float), one commit group."""
         offset = fn.int("mul", stage, p.stage_floats)
-        for inside, start, q, slot in a_copies:
-            valid = fn.both(inside, fn.below(fn.int("add", k0, q), g.k))
-            _cp_async(fn, shared, fn.int("add", slot, offset), a_ptr, fn.int("add", start, k0), valid)
+        if chunked_a:
+            for inside, start, q, slot in a_copies:
+                valid = fn.both(inside, fn.below(fn.int("add", k0, q), g.k))
+                _cp_async(fn, shared, fn.int("add", slot, offset), a_ptr, fn.int("add", start, k0), valid)
+        if p.gather:
+            gather(k0, offset)
+            return
         for inside, start, r, slot in b_copies:
             valid = fn.both(inside, fn.below(fn.int("add", k0, r), g.k))
             step = k0 if p.b_kmajor else fn.int("mul", k0, b_row)
             _cp_async(fn, shared, fn.int("add", slot, offset), b_ptr, fn.int("add", start, step), valid)
-
-    if not p.gather:
-        issue = issue_chunks
 
     def commit() -> None:
         fn.emit('call void asm sideeffect "cp.async.commit_group;", "~{memory}"()')
@@ -408,7 +415,7 @@ def pipelined_kernel(fn, name: str, node: str, g, plan: PipelinePlan, a_ptr: str
     # the stage the next copy overwrites (the one computed in the previous iteration).
     fn.emit(f'call void asm sideeffect "cp.async.wait_group {p.stages - 2};", "~{{memory}}"()')
     if p.round == 2:  # each thread rounds what it copied (visible to it after the wait), once
-        _round_in_shared(fn, shared, fn.int("mul", "%rs", p.stage_floats), own_slots, own_width)
+        _round_in_shared(fn, shared, fn.int("mul", "%rs", p.stage_floats), own)
     fn.emit("call void @llvm.nvvm.barrier0()")
     ahead = fn.int("add", "%kt", p.stages - 1)
     fn.emit(f"br i1 {fn.below(ahead, k_tiles)}, label %issue, label %compute")
