@@ -379,3 +379,29 @@ def test_mel_weight_matrix_other_sizes_fail_the_run():
     feeds["mels"] = np.array(9, np.int64)
     with pytest.raises(DlcError, match=r"\(MelWeightMatrix\): inputs 'num_mel_bins' and 'dft_length' do not give"):
         compiled.run(feeds)
+
+
+# --- BitShift on signed integers (opset 28) -----------------------------------------------------
+
+@pytest.mark.parametrize("dtype", ["int8", "int16", "int32", "int64"])
+@pytest.mark.parametrize("direction", ["LEFT", "RIGHT"])
+def test_signed_bit_shift(dtype, direction):
+    """Extremes, negatives and amounts from -3 to width + 3, broadcast over a row (dlc writes
+    the node in opset-21 operators: ONNX inference at 21 refuses signed BitShift)."""
+    import dlc
+
+    info = np.iinfo(dtype)
+    rng = np.random.default_rng(info.bits)
+    x = np.concatenate([[info.min, info.max, -1, 0, 1], rng.integers(info.min, info.max, 11, dtype=dtype)])
+    x = x.astype(dtype)
+    x = x.reshape(4, 4, 1)
+    y = np.arange(-3, info.bits + 4, dtype=dtype)[None, None, :]
+    node = helper.make_node("BitShift", ["x", "y"], ["z"], name="node", direction=direction)
+    tensor = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+    graph = helper.make_graph([node], "shift", [helper.make_tensor_value_info("x", tensor, x.shape),
+                                                helper.make_tensor_value_info("y", tensor, y.shape)],
+                              [helper.make_tensor_value_info("z", tensor, [4, 4, y.shape[-1]])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 28)])
+    expected = run_onnxruntime(model, {"x": x, "y": y})[0]
+    got = dlc.compile(model).run({"x": x, "y": y})["z"]
+    np.testing.assert_array_equal(got, expected)

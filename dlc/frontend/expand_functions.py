@@ -53,12 +53,13 @@ _EXPANDED = "_expanded_"  # in the name of every node that comes from a body (as
 
 def _expand_once(model: onnx.ModelProto) -> onnx.ModelProto:
     version = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    types = _value_types(model) if any(n.op_type == "BitShift" for n in model.graph.node) else None
     targets = [i for i, node in enumerate(model.graph.node)
                if (node.domain, node.op_type) in _OWN_BODIES or _is_inference_dropout_with_mask(node)
-               or version is not None and _body_schema(node, version)]
+               or _is_signed_bit_shift(node, types) or version is not None and _body_schema(node, version)]
     if not targets:
         return model
-    types = _value_types(model)
+    types = types or _value_types(model)
     nodes = []
     for i, node in enumerate(model.graph.node):
         if i not in targets:
@@ -66,7 +67,7 @@ def _expand_once(model: onnx.ModelProto) -> onnx.ModelProto:
             continue
         prefix = f"{node.name or node.op_type}_{i}{_EXPANDED}"
         own = _dropout_with_mask if _is_inference_dropout_with_mask(node) else \
-            _OWN_BODIES.get((node.domain, node.op_type))
+            _signed_bit_shift if _is_signed_bit_shift(node, types) else _OWN_BODIES.get((node.domain, node.op_type))
         if own is not None:
             nodes.extend(own(node, types, prefix, _constants(model)))
             continue
@@ -309,6 +310,48 @@ def _array_feature_extractor(node: onnx.NodeProto, types: dict[str, onnx.TypePro
     else:
         w.add("Gather", [node.input[0], flat], "gather", node.output[0], axis=-1)
     return w.nodes
+
+
+_SIGNED = frozenset({onnx.TensorProto.INT8, onnx.TensorProto.INT16, onnx.TensorProto.INT32, onnx.TensorProto.INT64})
+
+
+def _is_signed_bit_shift(node: onnx.NodeProto, types: dict[str, onnx.TypeProto] | None) -> bool:
+    """BitShift of a signed X (opset 28): ONNX inference at the canonical opset refuses it."""
+    if node.op_type != "BitShift" or node.domain not in ("", "ai.onnx") or not types or not node.input:
+        return False
+    return types.get(node.input[0], onnx.TypeProto()).tensor_type.elem_type in _SIGNED
+
+
+def _signed_bit_shift(node: onnx.NodeProto, types: dict[str, onnx.TypeProto], prefix: str,
+                      constants: dict[str, np.ndarray]) -> list[onnx.NodeProto]:
+    """BitShift of a signed X (opset 28) by multiplying and dividing by p = 2^y, read from a
+    constant table of the type (2^(width-1) is its minimum): a left shift is x * p (integer
+    multiplication wraps, discarding the bits past the sign bit), an arithmetic right shift
+    of x >= 0 is x / p (truncation is the floor there; x / minimum is 0), of x < 0 it is
+    ~((~x) / p). An amount outside [0, width) gives 0, or -1 for a right shift of a negative
+    x, the spec's sign fill (the table is read at amount 0 then)."""
+    name = node.name or "BitShift"
+    signed = types[node.input[0]].tensor_type.elem_type
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(signed)
+    width = 8 * dtype.itemsize
+    direction = next((a.s.decode() for a in node.attribute if a.name == "direction"), "")
+    body = _Writer(name, prefix)
+    x, y = node.input[0], node.input[1]
+    zero = body.constant("zero", np.zeros((), dtype))
+    powers = body.constant("powers", np.array([1 << k for k in range(width)], np.uint64).astype(dtype))
+    inside = body.add("And", [body.add("GreaterOrEqual", [y, zero], "not_negative"),
+                              body.add("Less", [y, body.constant("width", np.array(width, dtype))], "below_width")],
+                      "in_range")
+    at = body.add("Cast", [body.add("Where", [inside, y, zero], "amount")], "index", to=onnx.TensorProto.INT64)
+    power = body.add("Gather", [powers, at], "power")
+    if direction == "LEFT":
+        body.add("Where", [inside, body.add("Mul", [x, power], "shifted"), zero], "result", node.output[0])
+        return body.nodes
+    negative = body.add("Less", [x, zero], "negative")
+    magnitude = body.add("Where", [negative, body.add("BitwiseNot", [x], "flipped"), x], "nonnegative")
+    shifted = body.add("Where", [inside, body.add("Div", [magnitude, power], "quotient"), zero], "shifted")
+    body.add("Where", [negative, body.add("BitwiseNot", [shifted], "unflip"), shifted], "result", node.output[0])
+    return body.nodes
 
 
 def _is_inference_dropout_with_mask(node: onnx.NodeProto) -> bool:
