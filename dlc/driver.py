@@ -132,7 +132,8 @@ def compile_model(model, *, target: str = "cpu", options: CompileOptions | None 
         progress.current().begin("import")
         start = time.perf_counter()
         module = import_model(model, input_shapes, options.max_memory,
-                              initializers_as_inputs=options.initializers_as_inputs)
+                              initializers_as_inputs=options.initializers_as_inputs,
+                              native_loops=backend.name == "cpu")  # dialects/loop.py: cpu runs them
         timings.append(("import", time.perf_counter() - start))
         progress.current().end("import", timings[-1][1])
         phase = "onnx"

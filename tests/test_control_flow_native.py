@@ -226,3 +226,10 @@ def test_scan_on_another_axis_matches(steps):
     model = _scan_model(steps, axes={"scan_input_axes": [1, 0], "scan_output_axes": [1, 0]})
     assert _count(import_model(model), "onnx.Loop") == (steps > 5)
     _assert_matches(model, [_scan_feeds(model)])
+
+
+@pytest.mark.parametrize("target", ["npu-sim", "reference"])
+def test_targets_without_native_loops_unroll(target):
+    """Only cpu runs native loops; the others get the loop unrolled, and the same answers."""
+    model = _rnn_loop(40, scan=True)
+    _assert_matches(model, [_feeds()], dlc.compile(model, target=target))

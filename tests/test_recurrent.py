@@ -95,13 +95,13 @@ def _onnxruntime_batch_major(model, feeds) -> list[np.ndarray]:
     return [a.transpose(2, 0, 1, 3) if a.ndim == 4 else a.transpose(1, 0, 2) for a in answers]
 
 
-def _assert_matches(model, feeds) -> None:
+def _assert_matches(model, feeds, target="cpu") -> None:
     import dlc
 
     names = [o.name for o in model.graph.output]
     batch_major = any(a.name == "layout" and a.i == 1 for a in model.graph.node[0].attribute)
     expected = (_onnxruntime_batch_major if batch_major else run_onnxruntime)(model, feeds)
-    got = dlc.compile(model).run(feeds)
+    got = dlc.compile(model, target=target).run(feeds)
     for name, want in zip(names, expected):
         np.testing.assert_allclose(got[name], want, rtol=1e-4, atol=1e-5, err_msg=name)
 
@@ -161,6 +161,12 @@ def test_short_sequences_are_unrolled_and_match(kind, options):
     if "lens" in options:
         options["lens"] = [min(n, UNROLL_MAX_STEPS) for n in options["lens"]]
     _assert_matches(*_recurrent_model(kind, steps=UNROLL_MAX_STEPS, **options))
+
+
+@pytest.mark.parametrize("kind, options", [case for case in CASES if case.id in {"lstm_lens", "gru_reverse_lens"}])
+def test_targets_without_native_loops_unroll_every_step(kind, options):
+    """npu-sim places nodes, not loops: its steps are unrolled (masks for sequence_lens too)."""
+    _assert_matches(*_recurrent_model(kind, **options), target="npu-sim")
 
 
 def test_long_sequences_compile_one_step_per_direction():

@@ -60,7 +60,7 @@ _ITERATION = re.compile(r"/(?:iter|t)\d+/")
 
 
 def expand_control_flow(graph: onnx.GraphProto, constants: dict[str, np.ndarray],
-                        types: dict[str, onnx.TypeProto]) -> bool:
+                        types: dict[str, onnx.TypeProto], native_loops: bool = True) -> bool:
     """Expand what can be expanded now; True if the graph changed.
 
     Called when folding has stopped: first the nodes whose condition or trip count is a
@@ -76,7 +76,7 @@ def expand_control_flow(graph: onnx.GraphProto, constants: dict[str, np.ndarray]
             expansion = None
             if node.domain in ("", "ai.onnx") and node.op_type in _CONTROL_FLOW:
                 expansion = _Expansion(node, index, constants, types,
-                                       copies[_ITERATION.sub("/*/", node.name)]).run(final)
+                                       copies[_ITERATION.sub("/*/", node.name)], native_loops).run(final)
             changed |= expansion is not None
             nodes.extend([node] if expansion is None else expansion)
         if changed:
@@ -124,8 +124,9 @@ def rename_subgraph(graph: onnx.GraphProto, mapping: dict[str, str], prefix: str
 
 class _Expansion:
     def __init__(self, node: onnx.NodeProto, index: int, constants: dict[str, np.ndarray],
-                 types: dict[str, onnx.TypeProto], copies: int = 1):
+                 types: dict[str, onnx.TypeProto], copies: int = 1, native_loops: bool = True):
         self.node, self.constants, self.types, self.copies = node, constants, types, max(copies, 1)
+        self.native_loops = native_loops
         self.name = node.name or f"{node.op_type}_{index}"
         self.nodes: list[onnx.NodeProto] = []
 
@@ -393,6 +394,8 @@ class _Expansion:
         inputs at run time (`_GUARDED`, `_MAY_FAIL`: a native body has no status word to report
         through yet); loop-carried values whose type the body changes.
         """
+        if not self.native_loops:
+            return "the target runs no native loops"
         if count is not None and count * max(len(body.node), 1) <= UNROLL_MAX_NODES:
             return "few iterations"
         if scans and (count is None or not _passes_condition_through(body) or
@@ -440,6 +443,8 @@ class _Expansion:
                     moved: list[tuple[int, ...] | None], steps: int) -> str | None:
         """None when this Scan runs as a native loop, else why it unrolls (as `native`).
         `moved`: the scanned inputs' shapes with the scanned axis first."""
+        if not self.native_loops:
+            return "the target runs no native loops"
         if steps * max(len(body.node), 1) <= UNROLL_MAX_NODES:
             return "few iterations"
         checked = _GUARDED.keys() | _MAY_FAIL

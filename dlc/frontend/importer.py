@@ -621,8 +621,9 @@ def _ceil_pool_proxy(node: onnx.NodeProto, types: dict[str, onnx.TypeProto]) -> 
 class _Folder:
     """Shape inference and constant folding over the graph, until a fixed point."""
 
-    def __init__(self, model: onnx.ModelProto, limit: int | None = None):
+    def __init__(self, model: onnx.ModelProto, limit: int | None = None, native_loops: bool = True):
         self.model = model
+        self.native_loops = native_loops
         self.limit = limit if limit is not None else memory_limit.resolve_limit()
         self.constants: dict[str, np.ndarray] = {
             init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
@@ -644,7 +645,7 @@ class _Folder:
             for _ in range(_MAX_FOLD_ITERATIONS):
                 self._infer_types()
                 if not self._fold_once() and not expand_control_flow(self.model.graph, self.constants,
-                                                                     self.types):
+                                                                     self.types, self.native_loops):
                     return
         finally:  # the weights' typed inputs were for inference only
             graph = self.model.graph
@@ -938,13 +939,16 @@ def _tensor_type(name: str, value_type: onnx.TypeProto, where: str) -> TensorTyp
 
 def import_model(model: str | Path | onnx.ModelProto,
                  input_shapes: dict[str, tuple[int, ...]] | None = None,
-                 max_memory: str | int | None = None, initializers_as_inputs: bool = False) -> ModuleOp:
+                 max_memory: str | int | None = None, initializers_as_inputs: bool = False,
+                 native_loops: bool = True) -> ModuleOp:
     """Import an ONNX model into the `onnx` phase (weights attached to the module).
 
     max_memory: refuse models whose tensors need more bytes (dlc/runtime/memory_limit.py).
     initializers_as_inputs: an initializer that the model also lists as a graph input (from IR
     version 4 on, a default the caller may override) becomes a real input; otherwise it is a
     constant, recorded in `dlc.constant_inputs` so that feeding it is refused at run time.
+    native_loops: keep Loop and Scan as native loops where control_flow.py can (a target that
+    runs them: cpu); otherwise they are unrolled.
     """
     limit = memory_limit.resolve_limit(max_memory)
     proto = onnx.ModelProto()
@@ -958,7 +962,7 @@ def import_model(model: str | Path | onnx.ModelProto,
     _fix_input_shapes(proto, dict(input_shapes or {}))
     refuse_unconvertible_control_flow(proto)
     proto = _convert_opset(expand_newer_functions(proto))
-    folder = _Folder(proto, limit)
+    folder = _Folder(proto, limit, native_loops)
     folder.run()
     graph = proto.graph
 

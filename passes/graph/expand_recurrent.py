@@ -425,11 +425,13 @@ def expand(op: OnnxOp, rewriter: PatternRewriter) -> None:
     if bias is not None:
         projection = g.binary("Add", projection, bias)
     projection = g.reshape(projection, [steps, batch, directions * width])
-    masks = _masks(cell) if steps <= UNROLL_MAX_STEPS else None
+    # Native loops (dialects/loop.py) are the cpu target's; other targets get the steps unrolled.
+    target = op.get_toplevel_object().attributes.get("dlc.target")
+    native = steps > UNROLL_MAX_STEPS and (not isinstance(target, StringAttr) or target.data == "cpu")
+    masks = None if native else _masks(cell)  # a native step computes its own mask
     zeros = g.const(0.0)
     ys: list[list[SSAValue]] = []
     finals_h, finals_c = [], []
-    native = steps > UNROLL_MAX_STEPS
     for d, direction in enumerate(cell.directions):
         if native:
             ys.append(None)
