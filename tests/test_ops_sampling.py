@@ -405,3 +405,9 @@ def test_signed_bit_shift(dtype, direction):
     expected = run_onnxruntime(model, {"x": x, "y": y})[0]
     got = dlc.compile(model).run({"x": x, "y": y})["z"]
     np.testing.assert_array_equal(got, expected)
+
+
+def test_optional_get_element_of_a_tensor():
+    """OptionalGetElement of a plain tensor (opset 18+) is that tensor, as in onnxruntime."""
+    x = np.random.default_rng(0).uniform(-1, 1, (3, 4)).astype(np.float32)
+    _versus_onnxruntime("OptionalGetElement", {"x": x}, rtol=0, atol=0)

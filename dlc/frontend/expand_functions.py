@@ -21,8 +21,10 @@ that have lowerings: ai.onnx.ml's Binarizer, Y = Cast(X > threshold) to X's type
 Gather on the last axis; CumProd (opset 26), products
 under a mask, as rules/cumulative.py lowers CumSum; TensorScatter (opset 24), a ScatterElements
 with its indices spelt out; the optimizers of ai.onnx.preview.training (Adagrad, Adam,
-Momentum), elementwise formulas; and an inference Dropout whose mask output is read, Identity
-and a mask of all true.
+Momentum), elementwise formulas; an inference Dropout whose mask output is read, Identity
+and a mask of all true. Two only for some input types (_BY_INPUT_TYPE): BitShift of a signed X
+(opset 28; ONNX inference at 21 refuses it), multiplying or dividing by a power of 2, and
+OptionalGetElement of a plain tensor, an Identity.
 """
 
 from __future__ import annotations
@@ -53,10 +55,11 @@ _EXPANDED = "_expanded_"  # in the name of every node that comes from a body (as
 
 def _expand_once(model: onnx.ModelProto) -> onnx.ModelProto:
     version = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
-    types = _value_types(model) if any(n.op_type == "BitShift" for n in model.graph.node) else None
+    typed = any(n.op_type in _BY_INPUT_TYPE for n in model.graph.node)
+    types = _value_types(model) if typed else None
     targets = [i for i, node in enumerate(model.graph.node)
                if (node.domain, node.op_type) in _OWN_BODIES or _is_inference_dropout_with_mask(node)
-               or _is_signed_bit_shift(node, types) or version is not None and _body_schema(node, version)]
+               or _by_input_type(node, types) is not None or version is not None and _body_schema(node, version)]
     if not targets:
         return model
     types = types or _value_types(model)
@@ -67,7 +70,7 @@ def _expand_once(model: onnx.ModelProto) -> onnx.ModelProto:
             continue
         prefix = f"{node.name or node.op_type}_{i}{_EXPANDED}"
         own = _dropout_with_mask if _is_inference_dropout_with_mask(node) else \
-            _signed_bit_shift if _is_signed_bit_shift(node, types) else _OWN_BODIES.get((node.domain, node.op_type))
+            _by_input_type(node, types) or _OWN_BODIES.get((node.domain, node.op_type))
         if own is not None:
             nodes.extend(own(node, types, prefix, _constants(model)))
             continue
@@ -352,6 +355,28 @@ def _signed_bit_shift(node: onnx.NodeProto, types: dict[str, onnx.TypeProto], pr
     shifted = body.add("Where", [inside, body.add("Div", [magnitude, power], "quotient"), zero], "shifted")
     body.add("Where", [negative, body.add("BitwiseNot", [shifted], "unflip"), shifted], "result", node.output[0])
     return body.nodes
+
+
+def _tensor_optional_get_element(node: onnx.NodeProto, types: dict[str, onnx.TypeProto], prefix: str,
+                                 constants: dict[str, np.ndarray]) -> list[onnx.NodeProto]:
+    """OptionalGetElement of a plain tensor (opset 18 allows one): the tensor itself."""
+    return [onnx.helper.make_node("Identity", [node.input[0]], [node.output[0]],
+                                  name=f"{node.name or 'OptionalGetElement'}{_EXPANDED}Identity")]
+
+
+def _is_tensor_input(node: onnx.NodeProto, types: dict[str, onnx.TypeProto] | None) -> bool:
+    return bool(types) and bool(node.input) and types.get(node.input[0], onnx.TypeProto()).HasField("tensor_type")
+
+
+# Operators written in other operators only for some input types: op type -> (whether, builder).
+_BY_INPUT_TYPE = {"BitShift": (lambda node, types: _is_signed_bit_shift(node, types), _signed_bit_shift),
+                  "OptionalGetElement": (_is_tensor_input, _tensor_optional_get_element)}
+
+
+def _by_input_type(node: onnx.NodeProto, types: dict[str, onnx.TypeProto] | None):
+    """The builder of `node`'s body when its input types call for one (else None)."""
+    entry = _BY_INPUT_TYPE.get(node.op_type) if node.domain in ("", "ai.onnx") else None
+    return entry[1] if entry is not None and entry[0](node, types) else None
 
 
 def _is_inference_dropout_with_mask(node: onnx.NodeProto) -> bool:

@@ -1158,6 +1158,13 @@ class GraphBuilder:
                   runtime(rate, TensorProto.INT64), runtime(low, FLOAT), runtime(high, FLOAT)]
         return self.one("MelWeightMatrix", inputs, (length // 2 + 1, mels), lo=0, hi=1)
 
+    def gen_optional_get_element(self) -> Value | None:
+        """OptionalGetElement of a plain tensor: the tensor (written as an Identity at import)."""
+        x = self.pick()
+        if x is None:
+            return None
+        return self.one("OptionalGetElement", [x.name], x.shape, lo=x.lo, hi=x.hi, exact=x.exact)
+
     def gen_recurrent(self) -> Value | None:
         """LSTM, GRU or RNN over a rank-3 value read as [seq, batch, features]: any direction,
         optional bias, initial state, peepholes, clip, GRU's linear_before_reset. Default
@@ -1308,7 +1315,8 @@ class GraphBuilder:
     # every seed before them stay as they were).
     SAMPLING: ClassVar[dict[str, int]] = {"grid_sample": 1, "roi_align": 1, "nonzero": 1, "compress": 1, "nms": 1,
                                           "dft": 1, "stft": 1, "deform_conv": 1,
-                                          "tfidf": 1, "mel_weight_matrix": 1}
+                                          "tfidf": 1, "mel_weight_matrix": 1,
+                                          "optional_get_element": 1}
     SAMPLING_SHARE: ClassVar[float] = 0.1
 
     def model(self, name: str) -> onnx.ModelProto:
