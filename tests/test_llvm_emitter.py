@@ -532,3 +532,35 @@ def test_casts_round_trip():
     got = run_elementwise(chains, x, x, np.float32)
     truncated = np.trunc(x)
     np.testing.assert_array_equal(got, [truncated, x, x, truncated, np.trunc(np.abs(x))])
+
+
+def test_window_taps_share_one_address_and_unit_axis_loops_vanish():
+    """A strided 3-tap window over a batch of one (as a depthwise conv's loops): right results;
+    the batch loop of one iteration leaves no loop and no stride behind, and the taps'
+    addresses share one sum, differing by a constant (one `mul` per loop index, not per tap)."""
+    program = Program("""
+    func.func @main(%x: memref<1x4x17xf32>, %out: memref<1x4x8xf32>) {
+      linalg.generic {indexing_maps = [affine_map<(d0, d1, d2) -> (d0, d1, (d2 * 2))>,
+                                       affine_map<(d0, d1, d2) -> (d0, d1, ((d2 * 2) + 1))>,
+                                       affine_map<(d0, d1, d2) -> (d0, d1, ((d2 * 2) + 2))>,
+                                       affine_map<(d0, d1, d2) -> (d0, d1, d2)>],
+                      iterator_types = ["parallel", "parallel", "parallel"]}
+          ins(%x, %x, %x : memref<1x4x17xf32>, memref<1x4x17xf32>, memref<1x4x17xf32>)
+          outs(%out : memref<1x4x8xf32>) {
+      ^bb0(%a: f32, %b: f32, %c: f32, %o: f32):
+        %ab = arith.addf %a, %b : f32
+        %s = arith.addf %ab, %c : f32
+        linalg.yield %s : f32
+      }
+      func.return
+    }""")
+    rng = np.random.default_rng(0)
+    x = aligned(rng.standard_normal((1, 4, 17), dtype=np.float32))
+    out = aligned(np.zeros((1, 4, 8), np.float32))
+    program(x, out)
+    np.testing.assert_array_equal(out, (x[..., 0:16:2] + x[..., 1:17:2]) + x[..., 2:17:2])
+    body = program.llvm_ir[program.llvm_ir.index("define"):]
+    assert "68" not in body  # the batch stride (4 * 17): the loop of one iteration is gone
+    assert body.count("phi") == 2  # the channel and column loops
+    # d2 * 2, then * 1 (folded), the channel's * 17, and the output's channel * 8.
+    assert len([line for line in body.splitlines() if " = mul " in line]) == 3, body

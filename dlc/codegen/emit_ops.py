@@ -462,12 +462,16 @@ class OpRules(EmitterBase):
         assert isinstance(expr, AffineBinaryOpExpr)
         lhs = self._affine(expr.lhs, dims, symbols)
         rhs = self._affine(expr.rhs, dims, symbols)
-        b = self.builder
         match expr.kind:
             case AffineBinaryOpKind.Add:
-                return b.add(lhs, rhs)
+                if isinstance(rhs, ir.Constant) and isinstance(lhs, ir.Constant):
+                    return ir.Constant(I64, lhs.constant + rhs.constant)
+                value = self._index_op("add", lhs, rhs)
+                if isinstance(rhs, ir.Constant):  # `x + c`: addresses fold c (_element_pointer)
+                    self._plus_constant[id(value)] = (lhs, rhs.constant)
+                return value
             case AffineBinaryOpKind.Mul:
-                return b.mul(lhs, rhs)
+                return self._index_op("mul", lhs, rhs)
             case AffineBinaryOpKind.FloorDiv:
                 return self._floordiv(lhs, rhs)
             case AffineBinaryOpKind.CeilDiv:

@@ -64,12 +64,14 @@ class EmitterBase:
                         runtime: ir.Value, *, in_parallel_loop: bool = False) -> Iterator[ir.IRBuilder]:
         """Emit into a new entry block of `fn`; the previous function's state comes back after
         (a loop outlined for threads is emitted in the middle of its kernel)."""
-        names = ("builder", "entry_block", "values", "weights", "runtime", "in_parallel_loop")
+        names = ("builder", "entry_block", "values", "weights", "runtime", "in_parallel_loop",
+                 "_index_values", "_plus_constant")
         saved = [getattr(self, name, None) for name in names]
         self.entry_block = fn.append_basic_block("entry")
         self.builder = ir.IRBuilder(self.entry_block)
         self.values, self.weights, self.runtime = values, weights, runtime
         self.in_parallel_loop = in_parallel_loop
+        self._index_values, self._plus_constant = {}, {}
         try:
             yield self.builder
         finally:
@@ -113,27 +115,42 @@ class EmitterBase:
                                 source_etype=I64)
         return self.builder.load(slot, name, align=8, typ=I64 if name == "num_threads" else PTR)
 
+    def _index_op(self, opname: str, lhs: ir.Value, rhs: ir.Value, flags: tuple[str, ...] = ()) -> ir.Value:
+        """`lhs opname rhs` on i64 indices, emitted once per block: a window of 25 loads
+        (a 5x5 depthwise conv) recomputed the same row and column products for every load,
+        ~10 instructions each that LLVM's early passes then had to fold away again."""
+        key = (self.builder.block, opname, _operand_key(lhs), _operand_key(rhs), flags)
+        value = self._index_values.get(key)
+        if value is None:
+            value = self._index_values[key] = getattr(self.builder, opname)(lhs, rhs, flags=flags)
+        return value
+
     def _element_pointer(self, memref: SSAValue, indices: Sequence[SSAValue]) -> ir.Value:
         """Address of memref[indices]: base + (offset + sum(index_k * stride_k)) elements."""
-        b = self.builder
         t = memref.type
         assert isinstance(t, MemRefType)
         strides, offset = strides_and_offset(t)
-        # Constant indices are folded here; the rest is summed with `nsw`, since an in-bounds
-        # address cannot overflow i64 (the gep below is `inbounds` too).
+        # Constant indices, and the constant of an index `x + c` (a window's tap), are folded
+        # here, so the taps of a window share one sum and differ by a constant; the rest is
+        # summed with `nsw`, since an in-bounds address cannot overflow i64 (the gep below is
+        # `inbounds` too).
         constant = offset
         linear: ir.Value | None = None
         for index, stride in zip(indices, strides):
             term = self.values[index]
+            while id(term) in self._plus_constant:
+                term, addend = self._plus_constant[id(term)]
+                constant += addend * stride
             if isinstance(term, ir.Constant):
                 constant += term.constant * stride
                 continue
             if stride != 1:
-                term = b.mul(term, ir.Constant(I64, stride), flags=("nsw",))
-            linear = term if linear is None else b.add(linear, term, flags=("nsw",))
+                term = self._index_op("mul", term, ir.Constant(I64, stride), ("nsw",))
+            linear = term if linear is None else self._index_op("add", linear, term, ("nsw",))
         if constant:
             c = ir.Constant(I64, constant)
-            linear = c if linear is None else b.add(linear, c, flags=("nsw",))
+            linear = c if linear is None else self._index_op("add", linear, c, ("nsw",))
+        b = self.builder
         base = self.values[memref]
         if linear is None:
             return base
@@ -151,3 +168,7 @@ class EmitterBase:
         self.builder.position_at_end(self.builder.block)
         return slot
 
+
+def _operand_key(value: ir.Value) -> object:
+    """An operand as a dictionary key: a constant by its value, anything else by identity."""
+    return ("constant", value.constant) if isinstance(value, ir.Constant) else id(value)
