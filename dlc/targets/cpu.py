@@ -97,7 +97,9 @@ class CpuTarget(Target):
         main = _main(module)
         inputs, outputs = [t.to_json() for t in _specs(main, "inputs")], [t.to_json() for t in _specs(main, "outputs")]
         arena_size = main.attributes["dlc.arena_size"].value.data
-        with progress.step("LLVM IR emitted"):
+        from passes.pipeline import fewer_collections
+
+        with progress.step("LLVM IR emitted"), fewer_collections():
             llvm_ir = emit_llvm(module, offsets, profile=options.profile)
         cpu, features = resolve_cpu(options.cpu, options.cpu_features)
         triple = target_triple(options.cpu)  # None: this host's instruction set
