@@ -154,6 +154,12 @@ def test_3x3_conv_is_gathered_a_word_at_a_time(tmp_path, monkeypatch):
     assert cuda.plan["buffers"][launch["args"][1]]["name"] == "W:tap_major"
     np.testing.assert_array_equal(cuda.weights["W:tap_major"], _initializer(model, "W").transpose(0, 2, 3, 1))
     assert "W" not in cuda.weights  # nothing reads the OIHW weight: not uploaded
+    from dlc.targets.cuda.runtime import load_cuda
+
+    cuda.save(tmp_path / "saved")  # a saved partition keeps the copy and its launch's shared memory
+    loaded = load_cuda(tmp_path / "saved")
+    np.testing.assert_array_equal(loaded.weights["W:tap_major"], cuda.weights["W:tap_major"])
+    assert loaded.plan["launches"][0]["shared_bytes"] == launch["shared_bytes"] > 48 << 10
     report = _ptxas(ptx, tmp_path)
     if report is not None:
         assert "0 bytes spill stores" in report
