@@ -224,12 +224,12 @@ EMULATED = {
     # 36..71 are the second image, 72 columns of a 64-wide tile: the second tile straddles them
     "conv1x1": ({}, lambda: _conv1x1(2, 24, 6, 20)),
     # a 3x3 Conv, pad 1: both tiles gathered a word at a time, K in (tap, channel) order
-    "conv3x3": ({"gemm_tf32_tile_k": 16}, lambda: _conv(2, 16, 9, 20)),
+    "conv3x3": ({"gemm_tf32_tile_k": 16}, lambda: _conv(1, 16, 8, 20)),
     # strided, dilated, asymmetric padding (bottom/right pads only bound the output)
     "conv_strided": ({"gemm_tf32_tile_k": 8}, lambda: _conv(2, 8, 11, 12, strides=[2, 2], dilations=[2, 1],
                                                             pads=[0, 1, 2, 0])),
     # gemm_tf32_round 2: each copied element rounded once in shared memory, chunks and words
-    "round_in_shared": ({"gemm_tf32_round": 2, "gemm_tf32_tile_k": 16}, lambda: _matmul(70, 40, 72)),
+    "round_in_shared": ({"gemm_tf32_round": 2, "gemm_tf32_tile_k": 16}, lambda: _matmul(40, 40, 72)),
     "round_in_shared_conv": ({"gemm_tf32_round": 2, "gemm_tf32_tile_k": 8},
                              lambda: _conv(2, 8, 11, 12, strides=[2, 2], dilations=[2, 1], pads=[0, 1, 2, 0])),
     # the weight is a graph input: no tap-major copy, A gathered a word at a time too
