@@ -21,10 +21,14 @@ reached or the body's condition is false.
     "loop.run"(%M, %cond, %x0, %W, %y, %iter, %cin, %cout, %tmp, %arena)
         {body = @loop_0, layout = array<i64: 1, 1, 1, 1, 0, 0>, reverse = array<i64>} : (...) -> ()
 
-`layout` = [has trip count, has condition, carried, outer, scan outputs, scan inputs]; the
+`layout` = [has trip count, has condition, carried, outer, scan outputs, scan inputs, has
+status]; the
 operands are, in order: trip count?, condition?, initial values (carried), scan inputs, outer
 values, final values (carried), scan outputs, then the body's scratch: iteration number,
-condition in, condition out, one temporary per carried value, and the body's arena. Scan
+condition in, condition out, one temporary per carried value, and the body's arena, then (has status) the kernel's
+status word. A body with run-time checks has a status word of its own at `status_offset` in
+its arena; after each call a nonzero one is translated by `codes` (body code k -> the outer
+module's code codes[k-1]) into the kernel's status word and the loop stops. Scan
 inputs (Scan's, and a recurrent layer's input projection) and scan outputs are sliced on their
 first axis, slice i (or M-1-i where `reverse` says so: one flag per scan input, then per scan
 output) at iteration i; the body's `@main` takes the scan inputs' slices after the carried
@@ -35,9 +39,9 @@ from __future__ import annotations
 
 import weakref
 
-from xdsl.dialects.builtin import DenseArrayBase, MemRefType, ModuleOp, StringAttr, SymbolRefAttr, i64
+from xdsl.dialects.builtin import DenseArrayBase, IntegerAttr, MemRefType, ModuleOp, StringAttr, SymbolRefAttr, i64
 from xdsl.ir import Dialect, Operation, SSAValue
-from xdsl.irdl import IRDLOperation, irdl_op_definition, prop_def, var_operand_def
+from xdsl.irdl import IRDLOperation, irdl_op_definition, opt_prop_def, prop_def, var_operand_def
 
 __all__ = ["LOOP", "RunOp", "attach_bodies", "body_named", "bodies_of", "detach_bodies"]
 
@@ -50,12 +54,18 @@ class RunOp(IRDLOperation):
     body = prop_def(SymbolRefAttr)
     layout = prop_def(DenseArrayBase)
     reverse = prop_def(DenseArrayBase)
+    codes = opt_prop_def(DenseArrayBase)
+    status_offset = opt_prop_def(IntegerAttr)
     args = var_operand_def(MemRefType)
 
-    def __init__(self, body: str, layout: list[int], operands: list[SSAValue], reverse: list[int] = ()):
-        super().__init__(operands=[operands], properties={
-            "body": SymbolRefAttr(body), "layout": DenseArrayBase.from_list(i64, layout),
-            "reverse": DenseArrayBase.from_list(i64, list(reverse) or [0] * (layout[4] + layout[5]))})
+    def __init__(self, body: str, layout: list[int], operands: list[SSAValue], reverse: list[int] = (),
+                 codes: list[int] | None = None, status_offset: int | None = None):
+        properties = {"body": SymbolRefAttr(body), "layout": DenseArrayBase.from_list(i64, layout),
+                      "reverse": DenseArrayBase.from_list(i64, list(reverse) or [0] * (layout[4] + layout[5]))}
+        if codes is not None:
+            properties["codes"] = DenseArrayBase.from_list(i64, codes)
+            properties["status_offset"] = IntegerAttr(status_offset, i64)
+        super().__init__(operands=[operands], properties=properties)
 
     @property
     def body_name(self) -> str:
@@ -63,7 +73,7 @@ class RunOp(IRDLOperation):
 
     def parts(self) -> dict[str, list[SSAValue]]:
         """The operands by role (the module docstring's order)."""
-        has_trips, has_cond, carried, outer, scans, scan_inputs = self.layout.get_values()
+        has_trips, has_cond, carried, outer, scans, scan_inputs, has_status = self.layout.get_values()
         if len(self.reverse.get_values()) != scans + scan_inputs:
             raise ValueError(f"loop.run @{self.body_name}: {len(self.reverse.get_values())} reverse flags "
                              f"for {scan_inputs} scan inputs and {scans} scan outputs")
@@ -72,7 +82,8 @@ class RunOp(IRDLOperation):
         for role, count in (("trips", has_trips), ("cond", has_cond), ("inits", carried),
                             ("scan_inputs", scan_inputs), ("outer", outer), ("finals", carried),
                             ("scans", scans), ("iter", 1),
-                            ("cond_in", 1), ("cond_out", 1), ("temps", carried), ("arena", 1)):
+                            ("cond_in", 1), ("cond_out", 1), ("temps", carried), ("arena", 1),
+                            ("status", has_status)):
             taken[role], values = values[:count], values[count:]
         if values:
             raise ValueError(f"loop.run @{self.body_name}: {len(values)} operands more than its layout")

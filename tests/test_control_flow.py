@@ -183,8 +183,9 @@ def test_loop_with_a_run_time_condition_and_scan_outputs_is_refused():
 
 
 def _checked_body(cond_out_nodes=(), cond_out="cond_in"):
-    """_loop_body plus a Gather, whose run-time index check a native loop cannot report yet:
-    such loops are still unrolled (tests/test_control_flow_native.py has the native ones)."""
+    """_loop_body plus a Gather (a run-time index check). The tests below import with
+    native_loops=False (a target without native loops) to test the unrolling path's errors;
+    tests/test_control_flow_native.py has the native loops."""
     body = _loop_body(cond_out_nodes, cond_out)
     body.node.insert(0, helper.make_node("Gather", ["s_in", "first"], ["picked"]))
     body.initializer.append(helper.make_tensor("first", TensorProto.INT64, [], [0]))
@@ -194,13 +195,13 @@ def _checked_body(cond_out_nodes=(), cond_out="cond_in"):
 def test_loop_too_long_to_unroll_is_a_clear_error():
     with pytest.raises(DlcError, match=rf"node 'steps' \(Loop\): its 100000 iterations .* bound of "
                                        rf"{MAX_UNROLLED_NODES}"):
-        import_model(_loop_model(100000, _checked_body(), scan_output=False))
+        import_model(_loop_model(100000, _checked_body(), scan_output=False), native_loops=False)
 
 
 def test_loop_with_a_run_time_trip_count_is_a_clear_error():
     with pytest.raises(DlcError, match=r"node 'steps' \(Loop\): its trip count 'M' is known only at run time"
-                                       r".*a body operator checks its inputs at run time"):
-        import_model(_loop_model(3, _checked_body(), scan_output=False, trips_input=True))
+                                       r".*the target runs no native loops"):
+        import_model(_loop_model(3, _checked_body(), scan_output=False, trips_input=True), native_loops=False)
 
 
 def test_scan_reverse_direction_on_axis_1_with_output_axis_1():
@@ -291,7 +292,7 @@ def test_loop_body_with_an_if_on_the_iteration_and_a_nested_scan():
 def test_nested_loops_are_bounded_by_the_product_of_their_trip_counts():
     """100 outer iterations each holding a 100-iteration inner loop: 100 x 100 nodes, refused
     at the inner loop although each loop alone is small (the inner body's Gather keeps both
-    unrolled: tests/test_control_flow_native.py runs the native nested loops)."""
+    unrolled without native loops: tests/test_control_flow_native.py runs them natively)."""
     v = helper.make_tensor_value_info
     inner_body = helper.make_graph(
         [helper.make_node("Gather", ["x", "zero_index"], ["x0"]),
@@ -309,7 +310,7 @@ def test_nested_loops_are_bounded_by_the_product_of_their_trip_counts():
                    [helper.make_tensor("hundred", TensorProto.INT64, [], [100])])
     with pytest.raises(DlcError, match=r"'outer/iter\d+/inner' \(Loop\): its 100 iterations of a 3-node body "
                                        r"\(in each of the 100 copies an enclosing loop made\) would unroll to 30000"):
-        import_model(model)
+        import_model(model, native_loops=False)
 
 
 def test_loop_with_a_run_time_condition_whose_state_grows_is_refused():
@@ -334,4 +335,4 @@ def test_while_loop_as_torchscript_exports_it_is_a_clear_error():
                           helper.make_node("Less", ["total", "six"], ["more"])], "more")
     body.initializer.append(helper.make_tensor("six", F, [], [6.0]))
     with pytest.raises(DlcError, match=r"node 'steps' \(Loop\): it is a while loop \(trip count 9223372036854775807"):
-        import_model(_loop_model(2**63 - 1, body, scan_output=False))
+        import_model(_loop_model(2**63 - 1, body, scan_output=False), native_loops=False)

@@ -233,3 +233,29 @@ def test_targets_without_native_loops_unroll(target):
     """Only cpu runs native loops; the others get the loop unrolled, and the same answers."""
     model = _rnn_loop(40, scan=True)
     _assert_matches(model, [_feeds()], dlc.compile(model, target=target))
+
+
+def _gather_loop(trips):
+    """s = s * 0.5 + table[i]: a Gather at the iteration number, checked at run time; the
+    table has 50 rows, so a trip count over 50 indexes past it (onnxruntime refuses)."""
+    body = helper.make_graph(
+        [helper.make_node("Gather", ["table", "i"], ["row"]), helper.make_node("Mul", ["s_in", "half"], ["scaled"]),
+         helper.make_node("Add", ["scaled", "row"], ["s_out"]),
+         helper.make_node("Identity", ["cond_in"], ["cond_out"])],
+        "body", [v("i", I64, []), v("cond_in", BOOL, []), v("s_in", F, [3])],
+        [v("cond_out", BOOL, []), v("s_out", F, [3])])
+    return _model([helper.make_node("Loop", ["M", "", "s0"], ["s"], name="steps", body=body)],
+                  [v("s0", F, [3]), v("table", F, [50, 3]), v("M", I64, [])], [v("s", F, [3])],
+                  [helper.make_tensor("half", F, [], [0.5])])
+
+
+def test_a_body_check_that_fails_stops_the_run_with_the_nodes_error():
+    """The body's run-time index check reports through the loop (dialects/loop.py, status)."""
+    model = _gather_loop(None)
+    compiled = dlc.compile(model)
+    rng = np.random.default_rng(4)
+    feeds = {"s0": rng.standard_normal(3).astype(np.float32), "table": rng.standard_normal((50, 3)).astype(np.float32)}
+    _assert_matches(model, [{**feeds, "M": np.array(m, np.int64)} for m in (0, 7, 50)], compiled)
+    with pytest.raises(DlcError, match=r"node 'Gather_0' \(Gather\).*index"):
+        compiled.run({**feeds, "M": np.array(51, np.int64)})
+    _assert_matches(model, [{**feeds, "M": np.array(20, np.int64)}], compiled)  # the next run is clean

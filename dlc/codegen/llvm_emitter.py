@@ -286,9 +286,34 @@ class LLVMEmitter(ParallelLoops, GemmCalls):
             copy(final, temp)
         copy(parts["cond_in"][0], parts["cond_out"][0])
         following = b.add(index, ir.Constant(I64, 1), "loop.next", flags=("nsw",))
+        go_on = b.and_(b.icmp_signed("<", following, trips), truth(parts["cond_in"][0]))
+        if parts["status"]:
+            go_on = b.and_(go_on, self._body_status_ok(op, parts))
         index.add_incoming(following, b.block)
-        b.cbranch(b.and_(b.icmp_signed("<", following, trips), truth(parts["cond_in"][0])), header, end)
+        b.cbranch(go_on, header, end)
         b.position_at_end(end)
+
+    def _body_status_ok(self, op: RunOp, parts: dict) -> ir.Value:
+        """After a call of a body with run-time checks: its status word (in its arena, which it
+        zeroes at each call) translated into this kernel's by `codes`; true when it is 0."""
+        b, i32 = self.builder, ir.IntType(32)
+        codes = list(op.codes.get_values())
+        table = ir.GlobalVariable(self.llvm, ir.ArrayType(i32, len(codes) + 1),
+                                  self.llvm.get_unique_name(f"{op.body_name}.codes"))
+        table.initializer = ir.Constant(ir.ArrayType(i32, len(codes) + 1), [0, *codes])
+        table.global_constant, table.linkage = True, "internal"
+        at = b.gep(self.values[parts["arena"][0]], [ir.Constant(I64, op.status_offset.value.data)],
+                   inbounds=True, source_etype=ir.IntType(8))
+        code = b.load(at, typ=i32, align=4)
+        # A code outside the table (never written by a body) still reports, as the last one.
+        known = b.select(b.icmp_unsigned("<=", code, ir.Constant(i32, len(codes))), code,
+                         ir.Constant(i32, len(codes)))
+        slot = b.gep(table, [ir.Constant(I64, 0), b.zext(known, I64)], inbounds=True,
+                     source_etype=table.value_type)
+        ok = b.icmp_unsigned("==", code, ir.Constant(i32, 0))
+        with b.if_then(b.not_(ok)):
+            b.store(b.load(slot, typ=i32, align=4), self.values[parts["status"][0]], align=4)
+        return ok
 
 
 def _loop_body_functions(module: ModuleOp, prefix: str) -> list[func.FuncOp]:

@@ -18,8 +18,7 @@ as the plain nodes of their bodies, on the ONNX graph, inside the importer's fol
   an error. A Loop whose body computes its condition is unrolled with a mask (each
   iteration's state is `Where(still running, new, old)`, checked inputs guarded as for If),
   with no scan outputs. Unrolled are: tiny loops (`UNROLL_MAX_NODES`: the copies fold and fuse
-  across iterations), bodies with a run-time-checked operator (a body has no status word to
-  report through yet), state whose shape changes.
+  across iterations) and state whose shape changes.
 - `Scan` as a native loop too (`_Expansion.native_scan`): scanned over axis 0 (other axes are
   transposed there and back), the importer makes it an `onnx.Loop` whose body takes the
   scanned slices after the carried values (`dlc.num_scan_inputs`, `dlc.reverse`).
@@ -390,9 +389,8 @@ class _Expansion:
         Unrolled: a constant trip count with at most `UNROLL_MAX_NODES` body nodes in all (the
         unrolled copies fold and fuse across iterations, and a loop costs a call and copies per
         iteration); scan outputs whose length is not a constant (a run-time trip count, or a
-        condition the body computes); a body with an operator that checks its
-        inputs at run time (`_GUARDED`, `_MAY_FAIL`: a native body has no status word to report
-        through yet); loop-carried values whose type the body changes.
+        condition the body computes); loop-carried values whose type the body changes. A body
+        with run-time checks reports them through `loop.run` (dialects/loop.py).
         """
         if not self.native_loops:
             return "the target runs no native loops"
@@ -401,9 +399,6 @@ class _Expansion:
         if scans and (count is None or not _passes_condition_through(body) or
                       len(self.node.input) > 1 and self.node.input[1] and self.constant(1) is None):
             return "scan outputs whose length is known only at run time"
-        checked = _GUARDED.keys() | _MAY_FAIL
-        if any(node.op_type in checked for node in _all_nodes(body)):
-            return "a body operator checks its inputs at run time"
         before = [self.types.get(value) for value in carried]
         if any(value not in self.constants and (t is None or _static(t) is None) for value, t in zip(carried, before)):
             return "a loop-carried value of unknown shape"
@@ -447,9 +442,6 @@ class _Expansion:
             return "the target runs no native loops"
         if steps * max(len(body.node), 1) <= UNROLL_MAX_NODES:
             return "few iterations"
-        checked = _GUARDED.keys() | _MAY_FAIL
-        if any(node.op_type in checked for node in _all_nodes(body)):
-            return "a body operator checks its inputs at run time"
         shapes = [self.static_shape(value) for value in carried] + moved
         if any(shape is None for shape in shapes) or any(not s or s[0] != steps for s in shapes[len(carried):]):
             return "an input of unknown shape"
