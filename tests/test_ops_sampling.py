@@ -411,3 +411,50 @@ def test_optional_get_element_of_a_tensor():
     """OptionalGetElement of a plain tensor (opset 18+) is that tensor, as in onnxruntime."""
     x = np.random.default_rng(0).uniform(-1, 1, (3, 4)).astype(np.float32)
     _versus_onnxruntime("OptionalGetElement", {"x": x}, rtol=0, atol=0)
+
+
+# --- TreeEnsemble (ai.onnx.ml 5) --------------------------------------------------------------
+
+def _tree_ensemble_model(aggregate: int, with_members: bool) -> onnx.ModelProto:
+    """Two trees over 3 features, depth 3 and 1, every comparison mode, NaN tracked to true at
+    one node; the second tree's root is a set-membership test when `with_members`."""
+    tensor = onnx.helper.make_tensor
+    modes = [0, 1, 2, 3, 4, 5] + ([6] if with_members else [2])
+    node = helper.make_node(
+        "TreeEnsemble", ["x"], ["y"], name="node", domain="ai.onnx.ml", n_targets=3,
+        aggregate_function=aggregate, tree_roots=[0, 6],
+        nodes_modes=tensor("m", onnx.TensorProto.UINT8, [7], modes),
+        nodes_featureids=[0, 1, 2, 0, 1, 2, 1],
+        nodes_splits=tensor("s", onnx.TensorProto.FLOAT, [7], [0.1, -0.2, 0.3, 0.5, 0.0, -0.4, 0.25]),
+        nodes_truenodeids=[1, 3, 4, 1, 3, 5, 7], nodes_trueleafs=[0, 0, 0, 1, 1, 1, 1],
+        nodes_falsenodeids=[2, 0, 5, 2, 4, 6, 8], nodes_falseleafs=[0, 1, 0, 1, 1, 1, 1],
+        nodes_missing_value_tracks_true=[0, 1, 0, 0, 0, 0, 0],
+        leaf_targetids=[0, 1, 2, 0, 1, 2, 1, 0, 2],
+        leaf_weights=tensor("w", onnx.TensorProto.FLOAT, [9], [1.0, -2.0, 3.0, 0.5, 4.0, -1.5, 2.5, 0.25, -0.75]),
+        **({"membership_values": tensor("v", onnx.TensorProto.FLOAT, [3], [1.0, -1.0, np.nan])}
+           if with_members else {}))
+    graph = helper.make_graph([node], "trees", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [40, 3])],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [40, 3])])
+    opsets = [helper.make_opsetid("", OPSET), helper.make_opsetid("ai.onnx.ml", 5)]
+    return helper.make_model(graph, opset_imports=opsets)
+
+
+@pytest.mark.parametrize("aggregate,with_members", [(1, False), (0, True), (2, False), (3, True)])
+def test_tree_ensemble(aggregate, with_members):
+    """Features on the splits (the comparisons' equality edge), set members and NaN among them;
+    dlc vs onnxruntime, and vs onnx.reference for SUM/AVERAGE (for MIN/MAX it leaves the type's
+    max/min where no tree reaches a target, onnxruntime and dlc 0). The set holds whole numbers
+    other than 0: onnxruntime takes only those and truncates the feature to an integer first
+    (dlc tests x in the set, as the spec says: the features here truncate into it only when in
+    it), and onnx.reference stops reading a set at a 0."""
+    from onnx.reference import ReferenceEvaluator
+
+    import dlc
+
+    rng = np.random.default_rng(aggregate)
+    x = rng.choice(np.array([-1.0, -0.4, -0.2, 0.0, 0.1, 0.25, 0.3, 0.5, 0.7, np.nan], np.float32), (40, 3))
+    model = _tree_ensemble_model(aggregate, with_members)
+    got = dlc.compile(model).run({"x": x})["y"]
+    np.testing.assert_allclose(got, run_onnxruntime(model, {"x": x})[0], rtol=1e-6)
+    if aggregate in (0, 1):
+        np.testing.assert_allclose(got, ReferenceEvaluator(model).run(None, {"x": x})[0], rtol=1e-6)

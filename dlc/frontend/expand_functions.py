@@ -18,7 +18,8 @@ SpaceToDepth with mode=CRD (opset 28, which the version converter cannot take do
 Operators without an ONNX function get a body dlc writes (_OWN_BODIES), in opset-21 operators
 that have lowerings: ai.onnx.ml's Binarizer, Y = Cast(X > threshold) to X's type
 (https://onnx.ai/onnx/operators/onnx_aionnxml_Binarizer.html), and ArrayFeatureExtractor, a
-Gather on the last axis; CumProd (opset 26), products
+Gather on the last axis; TreeEnsemble (ai.onnx.ml 5), every tree walked a level per step by
+Gathers from its node tables; CumProd (opset 26), products
 under a mask, as rules/cumulative.py lowers CumSum; TensorScatter (opset 24), a ScatterElements
 with its indices spelt out; the optimizers of ai.onnx.preview.training (Adagrad, Adam,
 Momentum), elementwise formulas; an inference Dropout whose mask output is read, Identity
@@ -357,6 +358,125 @@ def _signed_bit_shift(node: onnx.NodeProto, types: dict[str, onnx.TypeProto], pr
     return body.nodes
 
 
+def _tree_ensemble(node: onnx.NodeProto, types: dict[str, onnx.TypeProto], prefix: str,
+                   constants: dict[str, np.ndarray]) -> list[onnx.NodeProto]:
+    """TreeEnsemble (ai.onnx.ml 5): every tree walked at once, one step a level: the trees' nodes
+    and leaves in one table (a leaf loops to itself), each step gathers the node's feature of
+    X, compares it with the node's split (or set: MEMBER), and takes the true or false child;
+    after the deepest tree's depth, each tree's leaf gives a weight for its target, aggregated
+    by SUM/AVERAGE/MIN/MAX; a target no tree reaches is 0, as onnxruntime has it (onnx.reference
+    leaves the type's max/min there for MIN/MAX). post_transform NONE only."""
+    name = node.name or "TreeEnsemble"
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    as_array = {k: onnx.numpy_helper.to_array(v) if isinstance(v, onnx.TensorProto) else np.asarray(v)
+                for k, v in attrs.items()}
+    if int(attrs.get("post_transform", 0)) != 0:
+        raise UnsupportedError(f"node '{name}' (TreeEnsemble): post_transform {attrs['post_transform']} is not "
+                               "supported (dlc lowers NONE)", "apply the transform after the node")
+    x_type = types.get(node.input[0], onnx.TypeProto()).tensor_type
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(x_type.elem_type) if x_type.elem_type else np.float32
+    modes, features = as_array["nodes_modes"].astype(np.int64), as_array["nodes_featureids"].astype(np.int64)
+    splits = as_array["nodes_splits"].astype(dtype)
+    true_ids, false_ids = as_array["nodes_truenodeids"], as_array["nodes_falsenodeids"]
+    true_leaf, false_leaf = as_array["nodes_trueleafs"], as_array["nodes_falseleafs"]
+    leaf_targets, leaf_weights = as_array["leaf_targetids"].astype(np.int64), as_array["leaf_weights"].astype(dtype)
+    roots, targets = [int(r) for r in as_array["tree_roots"]], int(attrs.get("n_targets", 1))
+    tracks = as_array.get("nodes_missing_value_tracks_true", np.zeros(len(modes), np.int64)).astype(bool)
+    n = len(modes)
+    if not len(leaf_weights) or np.any(modes > 6) or np.any(leaf_targets >= targets) or np.any(leaf_targets < 0):
+        raise UnsupportedError(f"node '{name}' (TreeEnsemble): its modes, leaves or targets are out of range",
+                               "fix the model's tree attributes")
+    members = [[] for _ in range(n + len(leaf_weights))]
+    values = iter(as_array.get("membership_values", np.zeros(0)).tolist())
+    for k in range(n):  # the reference hands out each MEMBER node's set in node order, NaN-ended
+        if modes[k] == 6:
+            for value in values:
+                if np.isnan(value):
+                    break
+                members[k].append(value)
+    child = lambda ids, leaf: np.where(leaf.astype(bool), n + ids, ids).astype(np.int64)  # noqa: E731
+    leaves = np.arange(n, n + len(leaf_weights), dtype=np.int64)
+    table = {"true": np.concatenate([child(true_ids, true_leaf), leaves]),
+             "false": np.concatenate([child(false_ids, false_leaf), leaves]),
+             "feature": np.concatenate([features, np.zeros(len(leaves), np.int64)]),
+             "split": np.concatenate([splits, np.zeros(len(leaves), dtype)]),
+             "mode": np.concatenate([modes, np.full(len(leaves), -1, np.int64)]),
+             "track": np.concatenate([tracks, np.zeros(len(leaves), bool)])}
+    starts = [n + r if true_leaf[r] and false_leaf[r] and true_ids[r] == false_ids[r] else r for r in roots]
+
+    def depth(k: int, seen: int) -> int:
+        if k >= n:
+            return 0
+        if seen > n:
+            raise UnsupportedError(f"node '{name}' (TreeEnsemble): its trees have a cycle", "fix the model")
+        return 1 + max(depth(int(table["true"][k]), seen + 1), depth(int(table["false"][k]), seen + 1))
+
+    steps = max(depth(s, 0) for s in starts)
+    width = max(1, max(len(m) for m in members))
+    member_table = np.full((len(members), width), np.nan, dtype)
+    for k, m in enumerate(members):
+        member_table[k, :len(m)] = m
+    w = _Writer(name, prefix)
+    c = {key: w.constant(key, value) for key, value in table.items()}
+    x = node.input[0]
+    rows = w.add("Shape", [x], "rows", start=0, end=1)
+    current = w.add("Expand", [w.constant("starts", np.array([starts], np.int64)),
+                               w.add("Concat", [rows, w.constant("trees", np.array([len(starts)], np.int64))],
+                                     "grid", axis=0)], "start")
+    last_axis = w.constant("last", np.array([-1], np.int64))
+    for step in range(steps):
+        def at(key: str, step=step, node_ids=current) -> str:
+            return w.add("Gather", [c[key], node_ids], f"{key}{step}")
+
+        value = w.add("GatherElements", [x, at("feature")], f"value{step}", axis=1)
+        split, mode = at("split"), at("mode")
+        tests = {0: ("LessOrEqual", value, split), 1: ("Less", value, split), 2: ("GreaterOrEqual", value, split),
+                 3: ("Greater", value, split), 4: ("Equal", value, split)}
+        outcome = w.add("Not", [w.add("Equal", [value, split], f"ne{step}")], f"neq{step}")  # mode 5
+        for code, (op_type, a, b) in tests.items():
+            result = w.add(op_type, [a, b], f"mode{code}_{step}")
+            outcome = w.add("Where", [w.add("Equal", [mode, w.constant(f"code{code}_{step}", np.array(code))],
+                                            f"is{code}_{step}"), result, outcome], f"pick{code}_{step}")
+        if any(members):
+            listed = w.add("Gather", [w.constant(f"members{step}", member_table), current], f"set{step}")
+            hits = w.add("Equal", [w.add("Unsqueeze", [value, last_axis], f"column{step}"), listed], f"hits{step}")
+            member = w.add("Cast", [w.add("ReduceMax", [w.add("Cast", [hits], f"hits_int{step}", to=6), last_axis],
+                                          f"any{step}", keepdims=0)], f"member{step}", to=9)
+            outcome = w.add("Where", [w.add("Equal", [mode, w.constant(f"code6_{step}", np.array(6))],
+                                            f"is6_{step}"), member, outcome], f"pick6_{step}")
+        if table["track"].any():
+            outcome = w.add("Or", [outcome, w.add("And", [w.add("IsNaN", [value], f"nan{step}"), at("track")],
+                                                  f"missing{step}")], f"tracked{step}")
+        current = w.add("Where", [outcome, at("true"), at("false")], f"next{step}")
+    leaf = w.add("Sub", [current, w.constant("first_leaf", np.array(n, np.int64))], "leaf")
+    weight = w.add("Gather", [w.constant("leaf_weights", leaf_weights), leaf], "weight")
+    target = w.add("Gather", [w.constant("leaf_targets", leaf_targets), leaf], "target")
+    onehot = w.add("Equal", [w.add("Unsqueeze", [target, last_axis], "target_column"),
+                             w.constant("target_ids", np.arange(targets, dtype=np.int64))], "onehot")
+    spread = w.add("Unsqueeze", [weight, last_axis], "weight_column")
+    aggregate = int(attrs.get("aggregate_function", 1))
+    trees_axis = w.constant("trees_axis", np.array([1], np.int64))
+    if aggregate in (0, 1):
+        total = w.add("ReduceSum", [w.add("Where", [onehot, spread, w.constant("zero", np.zeros((), dtype))],
+                                          "terms"), trees_axis], "total", keepdims=0)
+        if aggregate == 1:
+            w.add("Identity", [total], "result", node.output[0])
+        else:
+            w.add("Div", [total, w.constant("count", np.array(len(starts), dtype))], "result", node.output[0])
+    elif aggregate in (2, 3):
+        fill = np.finfo(dtype).max if aggregate == 2 else np.finfo(dtype).min
+        extreme = w.add("ReduceMin" if aggregate == 2 else "ReduceMax",
+                        [w.add("Where", [onehot, spread, w.constant("fill", np.array(fill, dtype))], "terms"),
+                         trees_axis], "extreme", keepdims=0)
+        reached = w.add("Cast", [w.add("ReduceMax", [w.add("Cast", [onehot], "onehot_int", to=6), trees_axis],
+                                       "reached_int", keepdims=0)], "reached", to=9)
+        w.add("Where", [reached, extreme, w.constant("zero", np.zeros((), dtype))], "result", node.output[0])
+    else:
+        raise UnsupportedError(f"node '{name}' (TreeEnsemble): aggregate_function {aggregate} is not one of 0-3",
+                               "fix the model")
+    return w.nodes
+
+
 def _tensor_optional_get_element(node: onnx.NodeProto, types: dict[str, onnx.TypeProto], prefix: str,
                                  constants: dict[str, np.ndarray]) -> list[onnx.NodeProto]:
     """OptionalGetElement of a plain tensor (opset 18 allows one): the tensor itself."""
@@ -388,6 +508,7 @@ def _is_inference_dropout_with_mask(node: onnx.NodeProto) -> bool:
 _OWN_BODIES = {("ai.onnx.ml", "Binarizer"): _binarizer, ("", "CumProd"): _cumprod,
                ("", "TensorScatter"): _tensor_scatter,
                ("ai.onnx.ml", "ArrayFeatureExtractor"): _array_feature_extractor,
+               ("ai.onnx.ml", "TreeEnsemble"): _tree_ensemble,
                **{("ai.onnx.preview.training", op): _optimizer for op in ("Adagrad", "Adam", "Momentum")}}
 # Operators of the canonical opset (or before) with a body and no lowering: always expanded.
 _EXPANDED_AT_ANY_OPSET = frozenset({"MeanVarianceNormalization", "SoftmaxCrossEntropyLoss"})

@@ -118,6 +118,7 @@ class GraphBuilder:
         # Values of value-dependent sizes (NonZero, Compress): graph outputs, never consumed, so
         # the model declares their shapes (dlc compiles static shapes; it reads declared outputs).
         self.declared: list[Value] = []
+        self.uses_ml = False  # an ai.onnx.ml node (TreeEnsemble) needs that domain's opset
         self._count = 0
 
     # -- helpers --
@@ -1165,6 +1166,55 @@ class GraphBuilder:
             return None
         return self.one("OptionalGetElement", [x.name], x.shape, lo=x.lo, hi=x.hi, exact=x.exact)
 
+    def gen_tree_ensemble(self) -> Value | None:
+        """TreeEnsemble (ai.onnx.ml 5) of an exact [B, F] value (its comparisons are
+        discontinuous): one to three random trees of depth 1-3, modes LEQ..NEQ (no MEMBER:
+        onnxruntime truncates the feature to an integer there), SUM or AVERAGE (for MIN/MAX the
+        `reference` target, onnx.reference, leaves the type's max/min where no tree reaches a
+        target, onnxruntime and dlc 0)."""
+        x = self.pick(lambda v: v.exact and v.rank == 2 and v.shape[1] >= 1)
+        if x is None:
+            return None
+        features, targets = x.shape[1], int(self.rng.integers(1, 4))
+        table = {"modes": [], "features": [], "splits": [], "true": [], "true_leaf": [], "false": [],
+                 "false_leaf": []}
+        leaves: list[tuple[int, float]] = []
+
+        def grow(depth: int) -> tuple[int, int]:  # (id, is a leaf)
+            if depth == 0 or (depth < 3 and self.chance(0.25)):
+                leaves.append((int(self.rng.integers(0, targets)), float(self.rng.uniform(-1, 1))))
+                return len(leaves) - 1, 1
+            k = len(table["modes"])
+            for key in table:
+                table[key].append(0)
+            table["modes"][k] = int(self.rng.integers(0, 6))
+            table["features"][k] = int(self.rng.integers(0, features))
+            table["splits"][k] = float(np.float32(self.rng.uniform(x.lo, x.hi)))
+            table["true"][k], table["true_leaf"][k] = grow(depth - 1)
+            table["false"][k], table["false_leaf"][k] = grow(depth - 1)
+            return k, 0
+
+        roots = []
+        for _ in range(int(self.rng.integers(1, 4))):
+            root, leaf = grow(int(self.rng.integers(1, 4)))
+            if leaf:
+                return None  # a root must be a node
+            roots.append(root)
+        tensor = helper.make_tensor
+        aggregate = int(self.rng.integers(0, 2))  # onnx.reference (`reference`) differs on MIN/MAX
+        node_count = len(table["modes"])
+        y = self.emit("TreeEnsemble", [x.name], [(x.shape[0], targets)], lo=-3, hi=3, exact=False,
+                      domain="ai.onnx.ml", n_targets=targets, aggregate_function=aggregate, tree_roots=roots,
+                      nodes_modes=tensor("m", TensorProto.UINT8, [node_count], table["modes"]),
+                      nodes_featureids=table["features"],
+                      nodes_splits=tensor("s", TensorProto.FLOAT, [node_count], table["splits"]),
+                      nodes_truenodeids=table["true"], nodes_trueleafs=table["true_leaf"],
+                      nodes_falsenodeids=table["false"], nodes_falseleafs=table["false_leaf"],
+                      leaf_targetids=[t for t, _ in leaves],
+                      leaf_weights=tensor("w", TensorProto.FLOAT, [len(leaves)], [w for _, w in leaves]))[0]
+        self.uses_ml = True
+        return y
+
     def gen_recurrent(self) -> Value | None:
         """LSTM, GRU or RNN over a rank-3 value read as [seq, batch, features]: any direction,
         optional bias, initial state, peepholes, clip, GRU's linear_before_reset. Default
@@ -1316,7 +1366,7 @@ class GraphBuilder:
     SAMPLING: ClassVar[dict[str, int]] = {"grid_sample": 1, "roi_align": 1, "nonzero": 1, "compress": 1, "nms": 1,
                                           "dft": 1, "stft": 1, "deform_conv": 1,
                                           "tfidf": 1, "mel_weight_matrix": 1,
-                                          "optional_get_element": 1}
+                                          "optional_get_element": 1, "tree_ensemble": 1}
     SAMPLING_SHARE: ClassVar[float] = 0.1
 
     def model(self, name: str) -> onnx.ModelProto:
@@ -1330,8 +1380,8 @@ class GraphBuilder:
         graph = helper.make_graph(self.nodes, name, self.inputs,
                                   [helper.make_tensor_value_info(v.name, v.dtype, list(v.shape))
                                    for v in outputs], self.initializers)
-        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
-                                 producer_name="dlc.tools.fuzz")
+        opsets = [helper.make_opsetid("", OPSET)] + ([helper.make_opsetid("ai.onnx.ml", 5)] if self.uses_ml else [])
+        return helper.make_model(graph, opset_imports=opsets, producer_name="dlc.tools.fuzz")
 
 
 def _matmul_shape(a: tuple, b: tuple) -> tuple[int, ...] | None:
