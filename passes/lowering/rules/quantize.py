@@ -602,7 +602,7 @@ def integer_conv_refusal(x_dtype, x_shape, w_shape, y_shape, group: int, weights
     return next((why for bad, why in (
         (len(x_shape) != 4, "not a 2-D convolution"),
         (one_image and x_shape[0] != 1, "not a 2-D convolution of one image"),
-        (group != 1, "grouped (depthwise)"),
+        (group != 1, "grouped (the integer kernels take depthwise convs only, in NHWC on the cpu target)"),
         (np.dtype(x_dtype) not in (np.uint8, np.int8), "x is not 8-bit"),
         (weights is None or weights.dtype != np.int8, "w is not a constant int8 tensor"),
         (w_zero is None or w_zero.any(), "w's zero point is not 0"),
