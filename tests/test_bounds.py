@@ -115,6 +115,22 @@ def _resize() -> onnx.ModelProto:
     return g.model("resize", [_float("x", [1, 2, 5, 7])], {"nearest": nearest, "linear": linear})
 
 
+def _qlinear_matmul_edge_columns() -> onnx.ModelProto:
+    """Integer GEMMs requantized in their store whose last column panel holds 1 column (N = 1,
+    17): LLVM made that one-lane byte store a 4-byte one, 3 bytes past the output."""
+    constants = {"as": np.float32(0.02), "az": np.uint8(128), "bs": np.float32(0.01), "bz": np.int8(0),
+                 "ys": np.float32(0.05), "yz": np.uint8(100)}
+    nodes, outputs = [], []
+    for n in (1, 17):
+        constants[f"b{n}"] = np.random.default_rng(n).integers(-128, 128, (48, n)).astype(np.int8)
+        nodes.append(helper.make_node("QLinearMatMul", ["a", "as", "az", f"b{n}", "bs", "bz", "ys", "yz"], [f"y{n}"]))
+        outputs.append(helper.make_tensor_value_info(f"y{n}", TensorProto.UINT8, [38, n]))
+    graph = helper.make_graph(nodes, "qlinear_matmul_edge_columns",
+                              [helper.make_tensor_value_info("a", TensorProto.UINT8, [38, 48])], outputs,
+                              [onnx.numpy_helper.from_array(np.asarray(v), k) for k, v in constants.items()])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+
+
 MODELS = {
     "cnn": lambda: onnx.load(ROOT / "examples" / "models" / "cnn.onnx"),
     "mlp": lambda: mlp(batch=3, sizes=(37, 64, 10)),
@@ -126,6 +142,7 @@ MODELS = {
     "slice_pad": _slice_pad,
     "gather": _gather,
     "resize": _resize,
+    "qlinear_matmul_edge_columns": _qlinear_matmul_edge_columns,
 }
 
 
