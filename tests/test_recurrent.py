@@ -145,7 +145,10 @@ CASES = [  # (kind, options)
 
 @pytest.mark.parametrize("kind, options", CASES)
 def test_matches_onnxruntime(kind, options):
-    _assert_matches(*_recurrent_model(kind, **options))
+    """One step more than UNROLL_MAX_STEPS: the native loop (the short test below unrolls)."""
+    from passes.graph.expand_recurrent import UNROLL_MAX_STEPS
+
+    _assert_matches(*_recurrent_model(kind, steps=UNROLL_MAX_STEPS + 1, **options))
 
 
 _SHORT = {"lstm_lens", "lstm_lens_layout1_reverse", "lstm_peepholes", "gru_reverse_lens", "gru_runtime",
@@ -154,7 +157,7 @@ _SHORT = {"lstm_lens", "lstm_lens_layout1_reverse", "lstm_peepholes", "gru_rever
 
 @pytest.mark.parametrize("kind, options", [case for case in CASES if case.id in _SHORT])
 def test_short_sequences_are_unrolled_and_match(kind, options):
-    """At most UNROLL_MAX_STEPS steps unroll (the other cases, 5 steps, run a native loop)."""
+    """At most UNROLL_MAX_STEPS steps unroll (test_matches_onnxruntime runs the native loop)."""
     from passes.graph.expand_recurrent import UNROLL_MAX_STEPS
 
     options = dict(options)
@@ -166,7 +169,7 @@ def test_short_sequences_are_unrolled_and_match(kind, options):
 @pytest.mark.parametrize("kind, options", [case for case in CASES if case.id in {"lstm_lens", "gru_reverse_lens"}])
 def test_targets_without_native_loops_unroll_every_step(kind, options):
     """npu-sim places nodes, not loops: its steps are unrolled (masks for sequence_lens too)."""
-    _assert_matches(*_recurrent_model(kind, **options), target="npu-sim")
+    _assert_matches(*_recurrent_model(kind, steps=9, **options), target="npu-sim")
 
 
 def test_long_sequences_compile_one_step_per_direction():
@@ -174,13 +177,13 @@ def test_long_sequences_compile_one_step_per_direction():
     from dlc.driver import compile_model
 
     ops = {}
-    for steps in (8, 64):
+    for steps in (9, 64):
         model, _ = _recurrent_model("LSTM", steps=steps, direction="bidirectional", initial=True)
         module = compile_model(model, compile_to="graph").module
         ops[steps] = sum(1 for _ in module.walk())
         assert sum(1 for op in module.walk() if op.name == "onnx.Loop") == 2
         assert sum(1 for op in module.walk() if op.name == "builtin.module") == 3
-    assert ops[8] == ops[64]
+    assert ops[9] == ops[64]
 
 
 def test_batch_one_long_sequence():

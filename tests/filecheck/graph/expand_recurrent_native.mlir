@@ -16,13 +16,13 @@ builtin.module {
   // CHECK-LABEL: func.func @rnn
   // CHECK-NOT:   onnx.RNN
   // CHECK:       %[[P:.*]] = "onnx.MatMul"
-  // CHECK:       %[[P3:.*]] = "onnx.Reshape"(%[[P]], %{{.*}}) {{.*}} -> tensor<6x1x2xf32>
+  // CHECK:       %[[P3:.*]] = "onnx.Reshape"(%[[P]], %{{.*}}) {{.*}} -> tensor<9x1x2xf32>
   // CHECK:       %{{.*}}, %[[Y:.*]] = "onnx.Loop"(%{{.*}}, %{{.*}}, %{{.*}}, %[[P3]]) {{.*}}body = @rnn_0{{.*}}dlc.num_scan_inputs = 1
-  // CHECK:       "onnx.Reshape"(%[[Y]], %{{.*}}) {{.*}} -> tensor<6x1x1x2xf32>
-  func.func @rnn(%x: tensor<6x1x3xf32>) -> tensor<6x1x1x2xf32> {
+  // CHECK:       "onnx.Reshape"(%[[Y]], %{{.*}}) {{.*}} -> tensor<9x1x1x2xf32>
+  func.func @rnn(%x: tensor<9x1x3xf32>) -> tensor<9x1x1x2xf32> {
     %w = onnx.weight @w : tensor<1x2x3xf32>
     %r = onnx.weight @r : tensor<1x2x2xf32>
-    %y, %yh = "onnx.RNN"(%x, %w, %r) {hidden_size = 2 : i64, onnx_node_name = "rnn"} : (tensor<6x1x3xf32>, tensor<1x2x3xf32>, tensor<1x2x2xf32>) -> (tensor<6x1x1x2xf32>, tensor<1x1x2xf32>)
-    func.return %y : tensor<6x1x1x2xf32>
+    %y, %yh = "onnx.RNN"(%x, %w, %r) {hidden_size = 2 : i64, onnx_node_name = "rnn"} : (tensor<9x1x3xf32>, tensor<1x2x3xf32>, tensor<1x2x2xf32>) -> (tensor<9x1x1x2xf32>, tensor<1x1x2xf32>)
+    func.return %y : tensor<9x1x1x2xf32>
   }
 }
