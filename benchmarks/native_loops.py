@@ -5,7 +5,7 @@
 
 `compile`: one `dlc.compile` of a run_all model with the cache off, CPU seconds of this process
 and its children (the parallel LLVM compile) from `os.times()`, and wall seconds.
-`rule`: an LSTM/GRU/RNN (benchmarks/models.py `recurrent`, batch 1, hidden as given) of each
+`rule`: an LSTM or GRU (benchmarks/models.py `recurrent`, batch 1, hidden as given) of each
 sequence length compiled twice in one process, with expand-recurrent's UNROLL_MAX_STEPS at 0
 (native loop) and 1000 (unrolled), then timed alternately (15 rounds of 200 runs, median),
 so that load from elsewhere hits both alike. The figures are in benchmarks/README.md.
