@@ -259,3 +259,21 @@ def test_a_body_check_that_fails_stops_the_run_with_the_nodes_error():
     with pytest.raises(DlcError, match=r"node 'Gather_0' \(Gather\).*index"):
         compiled.run({**feeds, "M": np.array(51, np.int64)})
     _assert_matches(model, [{**feeds, "M": np.array(20, np.int64)}], compiled)  # the next run is clean
+
+
+def test_integer_and_bool_state_and_the_iteration_number():
+    """Carried int64 and bool tensors (a counter, a flag flipped each step) and a float fed
+    by the iteration number, over run-time trip counts up to 1000."""
+    body = helper.make_graph(
+        [helper.make_node("Add", ["c_in", "one"], ["c_out"]), helper.make_node("Not", ["f_in"], ["f_out"]),
+         helper.make_node("Cast", ["i"], ["fi"], to=F), helper.make_node("Add", ["x_in", "fi"], ["x_out"]),
+         helper.make_node("Identity", ["cond_in"], ["cond_out"])],
+        "body", [v("i", I64, []), v("cond_in", BOOL, []), v("c_in", I64, [2]), v("f_in", BOOL, [3]),
+                 v("x_in", F, [2])],
+        [v("cond_out", BOOL, []), v("c_out", I64, [2]), v("f_out", BOOL, [3]), v("x_out", F, [2])])
+    model = _model([helper.make_node("Loop", ["M", "", "c0", "f0", "x0"], ["c", "f", "x"], name="l", body=body)],
+                   [v("c0", I64, [2]), v("f0", BOOL, [3]), v("x0", F, [2]), v("M", I64, [])],
+                   [v("c", I64, [2]), v("f", BOOL, [3]), v("x", F, [2])], [helper.make_tensor("one", I64, [], [1])])
+    feeds = [{"c0": np.array([3, -4], np.int64), "f0": np.array([True, False, True]),
+              "x0": np.zeros(2, np.float32), "M": np.array(m, np.int64)} for m in (0, 1, 5, 1000)]
+    _assert_matches(model, feeds)
