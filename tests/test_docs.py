@@ -7,6 +7,7 @@ compile builds.
 
 from __future__ import annotations
 
+import os
 import re
 
 import numpy as np
@@ -84,6 +85,7 @@ FILL_INS = [
     ('-p "my-pass,..."', '-p "remove-double-relu,$(dlc passes --pipeline)"'),
     ("--shape x=1x3x224x224", "--shape x=1x3x224x224 --model-symbolic"),
     ("--minutes 10", "--cases 2 --no-save --seed 0"),
+    ("dlc compare fp32.onnx --quantized int8.onnx", "dlc compare model.onnx --quantized int8.onnx"),
 ]
 # Lines not run, with the reason (matched by their start).
 SKIPPED = {
@@ -171,6 +173,25 @@ def doc_folder(tmp_path, monkeypatch):
     return tmp_path
 
 
+def _quantize(fp32: str, int8: str) -> None:
+    """int8.onnx for the docs' `--quantized` lines: model.onnx through onnxruntime's static QDQ
+    quantizer (what users run), calibrated on a few random inputs."""
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+
+    shape = [d.dim_value for d in onnx.load(fp32).graph.input[0].type.tensor_type.shape.dim]
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            rng = np.random.default_rng(0)
+            self.feeds = iter([{"x": rng.uniform(-1, 1, shape).astype(np.float32)} for _ in range(4)])
+
+        def get_next(self):
+            return next(self.feeds, None)
+
+    quantize_static(fp32, int8, Reader(), quant_format=QuantFormat.QDQ)
+
+
 def _run_command(command: str, capsys) -> tuple[int, str]:
     """A documented line, in-process for `dlc` (fast: imports and compiles are shared),
     in a child for `python -m`; `$(dlc passes --pipeline)` is substituted first."""
@@ -182,6 +203,8 @@ def _run_command(command: str, capsys) -> tuple[int, str]:
         command = command.replace("$(dlc passes --pipeline)", _printed_pipeline(capsys))
     if "--model-symbolic" in command:
         command = command.replace(" --model-symbolic", "").replace("model.onnx", "model-symbolic.onnx")
+    if "int8.onnx" in command and not os.path.exists("int8.onnx"):
+        _quantize("model.onnx", "int8.onnx")
     words = shlex.split(command)
     if words[0] == "dlc":
         capsys.readouterr()
