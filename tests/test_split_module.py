@@ -12,7 +12,7 @@ from conftest import ROOT
 
 import dlc
 from dlc.codegen import native
-from dlc.codegen.native import compile_objects, parse_llvm
+from dlc.codegen.native import compile_object, compile_objects, parse_llvm
 from dlc.codegen.split_module import split_module
 from dlc.driver import compile_model
 from dlc.errors import ArtifactError, CompileError
@@ -72,6 +72,48 @@ def test_gemms_go_apart_from_the_kernels_that_call_them(cnn_ir):
     called = {m for m in re.findall(r'call [^@]*@"([^"]+)"', parts[0]) if native.is_gemm(m)}
     assert called and all(any(names.get(name) for names in defined[1:]) for name in called)
     assert split_module(cnn_ir, 2, apart=lambda name: False) == [cnn_ir]  # nothing apart: one module
+
+
+def _gemms_sharing_tiles() -> str:
+    """An entry calling four GEMMs, two pairs of equal A strides and epilogue (other sizes)
+    whose pair shares micro-kernel tiles, as LLVM IR text."""
+    from llvmlite import ir
+
+    from dialects.gemm_ukernel import GemmSpec
+    from dlc.codegen.ukernels import emit_gemm
+
+    module = ir.Module("gemms")
+    gemms = []
+    for index, (m, n, k) in enumerate([(40, 100, 48), (52, 64, 56), (27, 33, 56), (64, 200, 48)]):
+        spec = GemmSpec(m, n, k, k, 1, "row", n, n, bias="col", activation="relu", vector_width=8,
+                        mr=6, nr=16, kc=48, mc=24, nc=64)
+        gemms.append(emit_gemm(module, f"dlc_gemm_{index}", spec))
+    entry = ir.Function(module, ir.FunctionType(ir.VoidType(), [ir.PointerType()] * 5), "dlc_main")
+    builder = ir.IRBuilder(entry.append_basic_block("entry"))
+    for gemm in gemms:
+        builder.call(gemm, entry.args)
+    builder.ret_void()
+    return str(module)
+
+
+def test_shared_tiles_stay_internal_to_the_part_of_the_gemms_that_call_them():
+    llvm_ir = _gemms_sharing_tiles()
+
+    def exported_tiles(parts):
+        return [name for part in parts for name, exported in _defined(part).items()
+                if exported and native.is_gemm_tile(name)]
+
+    plain = split_module(llvm_ir, 2, apart=native.is_gemm)
+    assert exported_tiles(plain), "without `together`, a tile that GEMMs of two parts share is exported"
+    parts = split_module(llvm_ir, 2, apart=native.is_gemm, together=native.is_gemm_tile)
+    assert len(parts) == 3 and not exported_tiles(parts)
+    defined = [_defined(part) for part in parts]
+    seen = [name for names in defined for name in names]
+    assert len(seen) == len(set(seen)) and set(seen) == set(_defined(llvm_ir))
+    assert all(any(native.is_gemm_tile(name) for name in names) for names in defined[1:])
+    # The parts link into one module that computes what the whole one does.
+    objects = [compile_object(part, opt_level=1) for part in parts]
+    NativeModule(objects).address("dlc_main")
 
 
 def test_gemm_parts_compile_at_the_gemm_level_and_the_kernels_at_the_one_asked(cnn_ir, monkeypatch):

@@ -88,6 +88,13 @@ def is_gemm(name: str) -> bool:
     return _GEMM.match(name) is not None
 
 
+def is_gemm_tile(name: str) -> bool:
+    """Whether the LLVM function `name` is a micro-kernel tile that GEMMs share (ukernels.py):
+    it goes to the part of the GEMMs that call it, internal there (`split_module`'s
+    `together`)."""
+    return name.startswith("dlc_gemm_tile_")
+
+
 def parse_llvm(llvm_ir: str) -> llvm.ModuleRef:
     """Parse and verify LLVM IR text; errors quote the offending IR."""
     initialize_llvm()
@@ -144,7 +151,8 @@ def compile_objects(
     jobs = compile_jobs() if jobs is None else jobs
     parts, levels = [llvm_ir], [opt_level]
     if min(jobs, len(llvm_ir) // MIN_PART_BYTES) > 1:
-        parts = split_module(llvm_ir, min(jobs, len(llvm_ir) // MIN_PART_BYTES), apart=is_gemm)
+        parts = split_module(llvm_ir, min(jobs, len(llvm_ir) // MIN_PART_BYTES), apart=is_gemm,
+                             together=is_gemm_tile)
         # Part 0 holds the entry and the kernels, the others GEMMs alone.
         levels = [opt_level] + [min(opt_level, GEMM_PIPELINE_LEVEL)] * (len(parts) - 1)
         if len(parts) == 1:  # no GEMM: parts of kernels alone
