@@ -432,8 +432,8 @@ def _check_mlir_text(path: Path) -> None:
 
 def cmd_opt(args) -> int:
     from dialects.context import make_context
-    from dlc.driver import read_mlir, write_mlir
-    from passes.pipeline import PassInstrumentation, parse_pass_pipeline, run_passes
+    from dlc.driver import read_mlir, run_on_module_and_bodies, write_mlir
+    from passes.pipeline import PassInstrumentation, parse_pass_pipeline
 
     _load_plugins(args.load_pass_plugin)
     if args.output:
@@ -442,7 +442,7 @@ def cmd_opt(args) -> int:
     module = read_mlir(args.input)
     instrument = _instrumentation(args) or PassInstrumentation()  # --time-passes alone reads its timings
     if args.pipeline:
-        run_passes(make_context(), module, parse_pass_pipeline(args.pipeline), instrument)
+        run_on_module_and_bodies(make_context(), module, parse_pass_pipeline(args.pipeline), instrument)
     else:
         module.verify()
     if args.time_passes:

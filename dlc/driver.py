@@ -191,6 +191,17 @@ def compile_model(model, *, target: str = "cpu", options: CompileOptions | None 
     return CompileResult("exe", module=module, executable=executable, timings=timings)
 
 
+def run_on_module_and_bodies(ctx, module: ModuleOp, passes: list[ModulePass],
+                             instrument: PassInstrumentation) -> None:
+    """Run `passes` on `module` and its Loop bodies (dialects/loop.py), as a compile's stage
+    does: `dlc opt -p` with a module that holds bodies."""
+    detach_bodies(module)
+    try:
+        _run_stage(ctx, module, passes, instrument)
+    finally:
+        attach_bodies(module)
+
+
 def _run_stage(ctx, module: ModuleOp, passes: list[ModulePass], instrument: PassInstrumentation) -> None:
     """Run a stage on the module's detached Loop bodies (theirs first), then on the module:
     when a Loop is lowered its body is already at that phase (its arena planned). A body that

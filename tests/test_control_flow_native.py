@@ -277,3 +277,14 @@ def test_integer_and_bool_state_and_the_iteration_number():
     feeds = [{"c0": np.array([3, -4], np.int64), "f0": np.array([True, False, True]),
               "x0": np.zeros(2, np.float32), "M": np.array(m, np.int64)} for m in (0, 1, 5, 1000)]
     _assert_matches(model, feeds)
+
+
+def test_dlc_opt_runs_a_pipeline_on_the_bodies_too(tmp_path, capsys):
+    """`dlc opt -p form-kernels` on graph-phase text: the body's ops get their kernels too."""
+    from dlc.cli import main
+
+    write_mlir(compile_model(_rnn_loop(50), compile_to="graph").module, tmp_path / "graph.mlir")
+    assert main(["opt", str(tmp_path / "graph.mlir"), "-p", "form-kernels"]) == 0
+    text = capsys.readouterr().out
+    body = text[text.index("builtin.module @loop_0"):text.index("func.func @main(%h0")]
+    assert "kernel.launch" in body and "kernel.launch" in text[text.index("func.func @main(%h0"):]
