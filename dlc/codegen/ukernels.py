@@ -4,6 +4,9 @@ The GotoBLAS/BLIS loop nest (Goto & van de Geijn, "Anatomy of High-Performance M
 Multiplication", 2008) around an MR x NR register-blocked micro-kernel of `llvm.fma` on
 <VW x float> accumulators, with the epilogue fused into the micro-kernel's last store.
 What a GEMM computes, its tiles and layouts are its `GemmSpec` (dialects/gemm_ukernel.py).
+The loop nest is specialised per GEMM; the fp32 micro-kernel tiles are shared by the GEMMs of
+a module that agree on the register tile, epilogue and A's strides, with k, B's and C's
+strides and the edges as arguments (as BLIS's micro-kernel is generic in k and strides).
 
 The integer GEMM (dtype "u8s8": uint8 A, int8 B, int32 C) shares the loop nest; its
 micro-kernel sums four u8 x s8 products per int32 lane with `vpdpbusd` (AVX512-VNNI, or the
@@ -14,6 +17,7 @@ int16 products summed in int32. Not `vpmaddubsw`: it saturates each pair sum to 
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -238,6 +242,9 @@ class _GemmEmitter:
         parts += [float(p).hex() for p in spec.activation_params]
         if not self.noalias:
             parts.append("alias")
+        if "target-cpu" in self.strings:  # a module holds one target; this keeps two apart
+            target = f"{self.strings['target-cpu']},{self.strings['target-features']}"
+            parts.append(hashlib.sha256(target.encode()).hexdigest()[:8])
         return "_".join(parts)
 
     def _kernel(self, vectors: int, masked: bool) -> ir.Function:
