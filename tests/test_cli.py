@@ -153,17 +153,23 @@ def test_unsupported_operator_names_node_and_points_to_dlc_ops(capsys, tmp_path)
     import onnx
     from onnx import TensorProto, helper
 
-    # DFT: an operator the cpu target has no lowering for (pick another once it has one).
-    node = helper.make_node("DFT", ["x"], ["y"], name="my_dft")
-    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 1])],
+    # Bernoulli: an operator the cpu target has no lowering for (a random draw no generator of
+    # ours reproduces; pick another if it gets one). The reference target runs it.
+    node = helper.make_node("Bernoulli", ["x"], ["y"], name="my_coin")
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 2])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 2])])
-    path = tmp_path / "dft.onnx"
+    path = tmp_path / "coin.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
     code, _, err = run_cli(capsys, "compile", str(path))
     assert code == 1
-    assert "my_dft" in err and "DFT" in err and "dlc ops" in err
-    code, out, _ = run_cli(capsys, "run", str(path), "--target", "reference", "--repeat", "1")
+    assert "my_coin" in err and "Bernoulli" in err and "dlc ops" in err
+    np.save(tmp_path / "p.npy", np.full((1, 8, 2), 0.5, np.float32))
+    code, out, _ = run_cli(capsys, "run", str(path), "--target", "reference", "--repeat", "1",
+                           "--input", f"x={tmp_path / 'p.npy'}")
     assert code == 0 and "y: shape [1, 8, 2]" in out
+    # dlc's own random inputs are no probabilities: the evaluator's refusal names the node.
+    code, _, err = run_cli(capsys, "run", str(path), "--target", "reference", "--repeat", "1")
+    assert code == 1 and "node 'my_coin' (Bernoulli)" in err and "internal error" not in err
 
 
 def test_bad_inputs_fail_before_native_code(capsys, tmp_path):

@@ -75,21 +75,33 @@ class ReferenceExecutable:
             check_node_inputs(node, [env[n] if n else None for n in node.input])
             node_inputs = {n: env[n] for n in node.input if n}
             try:
-                results = evaluator.run(None, node_inputs)
-            except TypeError:
-                # onnx.reference's unary ops (Softsign: np.abs of a 0-d array is a scalar, then
-                # `out=` fails) cannot take 0-d tensors; an elementwise op on one element reads
-                # the same as 1-d and back.
-                if not node_inputs or any(np.ndim(v) for v in node_inputs.values()):
-                    raise
-                results = evaluator.run(None, {n: np.reshape(v, (1,)) for n, v in node_inputs.items()})
-                results = [np.reshape(r, ()) if np.size(r) == 1 else r for r in results]
+                results = _evaluate(evaluator, node_inputs)
+            except (ValueError, TypeError, IndexError, ArithmeticError) as error:
+                # The evaluator refused these values (Bernoulli of a probability outside [0, 1]):
+                # the user's input, named with its node, not a bug of ours.
+                raise DlcError(f"node '{node.name}' ({node.op_type}): onnx's reference evaluator "
+                               f"refused its inputs: {error}",
+                               "check the values fed to this node (`dlc run` feeds random ones: "
+                               "give yours with --input)") from error
             env.update(zip(node.output, results))
         return {spec.name: np.asarray(env[name]).astype(spec.dtype, copy=False).reshape(spec.shape)
                 for spec, name in zip(self.outputs, self._result_names)}
 
     def save(self, directory) -> None:
         raise CompileError("the reference target has no artifact to save; use --target cpu")
+
+
+def _evaluate(evaluator, node_inputs: dict[str, np.ndarray]) -> list:
+    try:
+        return evaluator.run(None, node_inputs)
+    except TypeError:
+        # onnx.reference's unary ops (Softsign: np.abs of a 0-d array is a scalar, then `out=`
+        # fails) cannot take 0-d tensors; an elementwise op on one element reads the same as 1-d
+        # and back.
+        if not node_inputs or any(np.ndim(v) for v in node_inputs.values()):
+            raise
+        results = evaluator.run(None, {n: np.reshape(v, (1,)) for n, v in node_inputs.items()})
+        return [np.reshape(r, ()) if np.size(r) == 1 else r for r in results]
 
 
 def _index_bounds(node, data: np.ndarray, indices: np.ndarray) -> tuple[np.ndarray | int, str]:
