@@ -308,27 +308,28 @@ class Simulator:
         return "compute", cycles, reads, [write]
 
 
-def _conv2d(x: np.ndarray, w: np.ndarray, out_shape, strides, dilations) -> np.ndarray:
-    """Direct convolution of a padded tile, one tensordot per kernel tap."""
+def _taps(x: np.ndarray, kernel: tuple[int, int], out_shape, strides, dilations):
+    """(i, j, the padded tile's pixels under tap (i, j) at every output position) per tap."""
     _, oh, ow = out_shape
     (sh, sw), (dh, dw) = strides, dilations
+    for i in range(kernel[0]):
+        for j in range(kernel[1]):
+            yield i, j, x[:, i * dh:i * dh + (oh - 1) * sh + 1:sh, j * dw:j * dw + (ow - 1) * sw + 1:sw]
+
+
+def _conv2d(x: np.ndarray, w: np.ndarray, out_shape, strides, dilations) -> np.ndarray:
+    """Direct convolution of a padded tile, one tensordot per kernel tap."""
     out = np.zeros(out_shape, dtype=np.int64 if x.dtype == np.int64 else np.float32)
-    for i in range(w.shape[2]):
-        for j in range(w.shape[3]):
-            patch = x[:, i * dh:i * dh + (oh - 1) * sh + 1:sh, j * dw:j * dw + (ow - 1) * sw + 1:sw]
-            out += np.tensordot(w[:, :, i, j], patch, axes=([1], [0]))
+    for i, j, patch in _taps(x, w.shape[2:], out_shape, strides, dilations):
+        out += np.tensordot(w[:, :, i, j], patch, axes=([1], [0]))
     return out
 
 
 def _depthwise2d(x: np.ndarray, w: np.ndarray, out_shape, strides, dilations) -> np.ndarray:
     """Each channel of a padded tile [C, IH, IW] by its own filter w [C, 1, KH, KW]."""
-    _, oh, ow = out_shape
-    (sh, sw), (dh, dw) = strides, dilations
     out = np.zeros(out_shape, dtype=np.int64 if x.dtype == np.int64 else np.float32)
-    for i in range(w.shape[2]):
-        for j in range(w.shape[3]):
-            patch = x[:, i * dh:i * dh + (oh - 1) * sh + 1:sh, j * dw:j * dw + (ow - 1) * sw + 1:sw]
-            out += w[:, 0, i, j][:, None, None] * patch
+    for i, j, patch in _taps(x, w.shape[2:], out_shape, strides, dilations):
+        out += w[:, 0, i, j][:, None, None] * patch
     return out
 
 
