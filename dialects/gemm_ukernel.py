@@ -294,6 +294,13 @@ def thread_grid(row_blocks: int, panels: int, threads: int, *, mr: int, nr: int,
     twice); a 56x56 one (256 -> 64 channels) its columns (0.34-0.37 ms against 0.41-0.42).
     Splitting columns alone left the 7x7 layers on 2 of 16 threads.
     """
+    return thread_grids(row_blocks, panels, threads, mr=mr, nr=nr, k=k)[-1]
+
+
+def thread_grids(row_blocks: int, panels: int, most_threads: int, *, mr: int, nr: int,
+                 k: int) -> list[tuple[int, int]]:
+    """`thread_grid` for 1, 2, ..., most_threads threads, in one pass over the grids (the
+    compile-time table of a GEMM asks for 64 of them: 64 separate searches cost ~10 ms a GEMM)."""
 
     def seconds(tm: int, tn: int) -> float:
         row_part, col_part = -(-row_blocks // tm), -(-panels // tn)
@@ -301,9 +308,18 @@ def thread_grid(row_blocks: int, panels: int, threads: int, *, mr: int, nr: int,
         return (flops / CORE_FLOPS + 4 * k * (row_part * mr + col_part * nr) / CORE_BYTES_PER_S
                 + THREAD_SECONDS * (tm * tn - 1))
 
-    grids = [(tm, tn) for tm in range(1, min(threads, row_blocks) + 1)
-             for tn in range(1, min(threads // tm, panels) + 1)]
-    return min(grids, key=lambda grid: (seconds(*grid), grid))
+    best_with = [None] * (most_threads + 1)  # the best grid of exactly t = tm * tn threads
+    for tm in range(1, min(most_threads, row_blocks) + 1):
+        for tn in range(1, min(most_threads // tm, panels) + 1):
+            key = (seconds(tm, tn), (tm, tn))
+            if best_with[tm * tn] is None or key < best_with[tm * tn]:
+                best_with[tm * tn] = key
+    grids, best = [], None
+    for t in range(1, most_threads + 1):  # at most t threads: the best of up to t
+        if best_with[t] is not None and (best is None or best_with[t] < best):
+            best = best_with[t]
+        grids.append(best[1])
+    return grids
 
 
 # ---------------------------------------------------------------------------------------------

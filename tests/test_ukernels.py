@@ -25,6 +25,7 @@ from dialects.gemm_ukernel import (
     pack_b,
     pad_a_rows,
     thread_grid,
+    thread_grids,
 )
 from dlc.codegen.native import compile_object
 from dlc.codegen.ukernels import emit_gemm
@@ -262,6 +263,28 @@ def test_thread_grid_minimises_the_busiest_parts_time(blocks, panels, threads, t
              if tm <= blocks and tn <= panels]
     assert grid[0] * grid[1] <= threads
     assert seconds(*grid) == min(seconds(*g) for g in every)
+
+
+@pytest.mark.parametrize("blocks, panels, tiles", [
+    (37, 2, (14, 32, 4608)), (8, 66, (8, 48, 576)), (224, 4, (14, 32, 576)),
+    (200, 64, (14, 32, 64)), (1, 1, (1, 16, 1)),
+])
+def test_thread_grids_table_is_thread_grid_for_each_count(blocks, panels, tiles):
+    """The compile-time table (one pass over the grids) is the one search per thread count."""
+    mr, nr, k = tiles
+    assert thread_grids(blocks, panels, 64, mr=mr, nr=nr, k=k) == [
+        thread_grid_by_search(blocks, panels, t, mr, nr, k) for t in range(1, 65)]
+
+
+def thread_grid_by_search(blocks, panels, threads, mr, nr, k):
+    def key(grid):
+        tm, tn = grid
+        row_part, col_part = -(-blocks // tm), -(-panels // tn)
+        return (row_part * col_part * mr * nr * k * 2 / CORE_FLOPS
+                + 4 * k * (row_part * mr + col_part * nr) / CORE_BYTES_PER_S + THREAD_SECONDS * (tm * tn - 1), grid)
+
+    return min(((tm, tn) for tm in range(1, min(threads, blocks) + 1)
+                for tn in range(1, min(threads // tm, panels) + 1)), key=key)
 
 
 def test_nan_propagates_through_relu():

@@ -13,7 +13,7 @@ from llvmlite import ir
 from xdsl.dialects import func
 from xdsl.ir import Operation
 
-from dialects.gemm_ukernel import GemmSpec, gemm_spec, thread_grid
+from dialects.gemm_ukernel import GemmSpec, gemm_spec, thread_grids
 from dlc.codegen.emitter_base import EmitterBase
 from dlc.codegen.im2col import Im2colSpec, counted_loop, emit_im2col
 from dlc.codegen.llvm_types import I64, PTR
@@ -170,8 +170,8 @@ class GemmCalls(EmitterBase):
         if table_name in self.llvm.globals:
             table = self.llvm.globals[table_name]
         else:
-            entries = [thread_grid(spec.row_blocks, spec.panels, t, mr=spec.mr, nr=spec.nr, k=spec.k)
-                       for t in range(1, GRID_TABLE_THREADS + 1)]
+            entries = thread_grids(spec.row_blocks, spec.panels, GRID_TABLE_THREADS, mr=spec.mr, nr=spec.nr,
+                                   k=spec.k)
             typ = ir.ArrayType(I64, 2 * GRID_TABLE_THREADS)
             table = ir.GlobalVariable(self.llvm, typ, table_name)
             table.initializer = ir.Constant(typ, [v for entry in entries for v in entry])
