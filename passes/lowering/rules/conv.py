@@ -329,7 +329,8 @@ def _take_activation(kb) -> str | None:
     applies as it stores each output: MobileNetV2's depthwise convs otherwise made one more
     in-place pass over their output (4.8 MB at 96x112x112)."""
     epilogue = getattr(kb, "epilogue", None)
-    if epilogue is None or epilogue.residual is not None or not epilogue.activation:
+    # Only the two `_activate` computes: were gemm_epilogue to learn another, it stays unfused.
+    if epilogue is None or epilogue.residual is not None or epilogue.activation not in ("relu", "relu6"):
         return None
     return take_epilogue(kb).activation
 
@@ -338,6 +339,7 @@ def _activate(b, value: SSAValue, activation: str | None) -> SSAValue:
     """Relu/ReLU6 with NaN-propagating max/min, as the separate Relu/Clip loop computes it."""
     if activation is None:
         return value
+    assert activation in ("relu", "relu6"), activation  # _take_activation takes no other
     value = b.max(value, b.const(0.0))
     return b.min(value, b.const(6.0)) if activation == "relu6" else value
 
