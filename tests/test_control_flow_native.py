@@ -288,3 +288,15 @@ def test_dlc_opt_runs_a_pipeline_on_the_bodies_too(tmp_path, capsys):
     text = capsys.readouterr().out
     body = text[text.index("builtin.module @loop_0"):text.index("func.func @main(%h0")]
     assert "kernel.launch" in body and "kernel.launch" in text[text.index("func.func @main(%h0"):]
+
+
+def test_explain_shows_which_kernels_run_in_a_loop_body():
+    from dlc.tools.fusion_report import explain
+
+    text = explain(_rnn_loop(trips=20))
+    body_kernels = [line for line in text.splitlines() if "(in loop body @" in line]
+    assert body_kernels and all("Loop" not in line.split(":")[1] for line in body_kernels)
+    loop_line = next(line for line in text.splitlines() if line.startswith("kernel") and "(Loop)" in line)
+    assert "in loop body" not in loop_line
+    body = body_kernels[0].split("(in loop body @")[1].split(")")[0]
+    assert f"runs loop body @{body} once per iteration" in text

@@ -28,6 +28,8 @@ class KernelInfo:
     bytes_read: int
     ms_per_run: float | None = None  # from a profiled build; None where the target cannot profile
     flops: int = 0
+    in_body: str | None = None  # the Loop body module (dialects/loop.py) the kernel runs in, if any
+    runs_bodies: list[str] = field(default_factory=list)  # the bodies a Loop kernel runs
 
 
 @dataclass
@@ -55,7 +57,7 @@ class BuildReport:
 
 def kernel_infos(module) -> list[KernelInfo]:
     """One KernelInfo per kernel.launch of a kernels-phase module."""
-    from xdsl.dialects.builtin import TensorType
+    from xdsl.dialects.builtin import SymbolRefAttr, TensorType
 
     from dialects.kernel import LaunchOp
     from dialects.onnx import OnnxOp
@@ -88,8 +90,22 @@ def kernel_infos(module) -> list[KernelInfo]:
             name=launch.kernel_name, nodes=[o.node_name for o in ops], op_types=[o.onnx_type for o in ops],
             fusion=lines("dlc.fusion"), apart=lines("dlc.apart"),
             bytes_written=sum(byte_size(r.type) for r in launch.results),
-            bytes_read=sum(byte_size(v.type) for v in read)))
+            bytes_read=sum(byte_size(v.type) for v in read),
+            in_body=_body_holding(launch),
+            runs_bodies=[o.attributes["body"].root_reference.data for o in ops
+                         if o.onnx_type == "Loop" and isinstance(o.attributes.get("body"), SymbolRefAttr)]))
     return infos
+
+
+def _body_holding(op) -> str | None:
+    """The name of the Loop body module `op` is in (a nested `builtin.module @NAME`), or None."""
+    from xdsl.dialects.builtin import ModuleOp, StringAttr
+
+    holder = op.parent_op()
+    while holder is not None and not isinstance(holder, ModuleOp):
+        holder = holder.parent_op()
+    name = getattr(holder, "sym_name", None)
+    return name.data if isinstance(name, StringAttr) else None
 
 
 def kernel_graph(module) -> tuple[list[GraphNode], list[tuple[int, int]]]:
@@ -155,7 +171,10 @@ def explain(model, fusion: str = "all", input_shapes=None, target: str = "cpu") 
     infos = kernel_infos(result.module)
     lines = [f"{len(infos)} kernels from {sum(len(k.nodes) for k in infos)} nodes (--fusion={fusion})", ""]
     for info in infos:
-        lines.append(f"kernel {info.name}: {', '.join(f'{n} ({t})' for n, t in zip(info.nodes, info.op_types))}")
+        where = f" (in loop body @{info.in_body})" if info.in_body else ""
+        lines.append(f"kernel {info.name}{where}: {', '.join(f'{n} ({t})' for n, t in zip(info.nodes, info.op_types))}")
+        for body in info.runs_bodies:
+            lines.append(f"    = runs loop body @{body} once per iteration, as a native loop")
         for note in info.fusion:
             lines.append(f"    + {note}")
         for note in info.apart:
