@@ -102,14 +102,14 @@ def is_inlinable(rule, op) -> bool:
     args = iter(block.args)
     scalars = [next(args) if isinstance(v.type, TensorType) else None for v in op.operands]
     try:
-        scalar_formula(rule, op, block, scalars)
+        _, read = _capture(rule, op, block, scalars)  # one dry run gives the formula and what it reads
     except NotInlinable:
         return False
     except Exception:
         return False  # the rule rejects this op; lowering it unfused reports the real error
     # Every operand read must broadcast to the result (a shape operand read as data would not).
     out_rank = len(op.results[0].type.get_shape())
-    return all(len(op.operands[i].type.get_shape()) <= out_rank for i in read_operands(rule, op))
+    return all(len(op.operands[i].type.get_shape()) <= out_rank for i in read)
 
 
 def emit_fused(kb: KernelBuilder, root, deferred: dict[SSAValue, object], rules, buffer_of, output: SSAValue
