@@ -54,6 +54,17 @@ def _assert_bit_exact(model, feeds, compiled) -> None:
     np.testing.assert_array_equal(got, expected)
 
 
+def _assert_matches_cpu_and_onnxruntime(compiled, model, x_shape, runs: int, **onnxruntime_options) -> None:
+    """On `runs` random inputs: npu-sim == the cpu target == onnxruntime, bit for bit."""
+    cpu = dlc.compile(model)
+    rng = np.random.default_rng(7)
+    for _ in range(runs):
+        feeds = {"x": rng.uniform(-1, 1, x_shape).astype(np.float32)}
+        got = compiled.run(feeds)["y"]
+        np.testing.assert_array_equal(got, cpu.run(feeds)["y"])
+        np.testing.assert_array_equal(got, run_onnxruntime(model, feeds, **onnxruntime_options)["y"])
+
+
 # --- the simulator, by hand -------------------------------------------------------------------------
 
 def test_an_integer_mac_tile_subtracts_zero_points_and_runs_at_the_int8_rate():
@@ -251,13 +262,7 @@ def test_quantized_cnn_runs_wholly_on_the_npu_bit_exact(how, monkeypatch, tmp_pa
     compiled = _npu(model, monkeypatch, tmp_path)
     executable = compiled._executable
     assert [s.target for s in executable.steps] == ["npu-sim"] and not executable.placement.reasons
-    cpu = dlc.compile(model)
-    rng = np.random.default_rng(7)
-    for _ in range(3):
-        feeds = {"x": rng.uniform(-1, 1, x_shape).astype(np.float32)}
-        got = compiled.run(feeds)["y"]
-        np.testing.assert_array_equal(got, cpu.run(feeds)["y"])
-        np.testing.assert_array_equal(got, run_onnxruntime(model, feeds)["y"])
+    _assert_matches_cpu_and_onnxruntime(compiled, model, x_shape, 3)
     assert executable.npu_reports()[0][1].int8_macs == 8 * 27 * 64 + 16 * 72 * 16
 
 
@@ -275,13 +280,7 @@ def test_quantized_attention_splits_between_npu_and_cpu_bit_exact(monkeypatch, t
     on_npu = [n for n, t in placement.nodes.items() if t == "npu-sim"]
     assert set(on_npu) == set(placement.nodes) - set(placement.reasons)
     assert sum(n.startswith("MatMul_") for n in on_npu) == 5  # of the seven (fused into QLinearMatMul)
-    cpu = dlc.compile(model)
-    rng = np.random.default_rng(7)
-    for _ in range(2):
-        feeds = {"x": rng.uniform(-1, 1, x_shape).astype(np.float32)}
-        got = compiled.run(feeds)["y"]
-        np.testing.assert_array_equal(got, cpu.run(feeds)["y"])
-        np.testing.assert_array_equal(got, run_onnxruntime(model, feeds, graph_optimisation="none")["y"])
+    _assert_matches_cpu_and_onnxruntime(compiled, model, x_shape, 2, graph_optimisation="none")
 
 
 def _mlp(rng):
@@ -320,13 +319,7 @@ def test_dequantize_float_ops_quantize_chains_fuse_into_the_contraction(monkeypa
     assert str(Parser(make_context(), text).parse_module()) == text
     compiled = _npu(model, monkeypatch, tmp_path)
     assert [s.target for s in compiled._executable.steps] == ["npu-sim"]
-    cpu = dlc.compile(model)
-    rng = np.random.default_rng(7)
-    for _ in range(3):
-        feeds = {"x": rng.uniform(-1, 1, x_shape).astype(np.float32)}
-        got = compiled.run(feeds)["y"]
-        np.testing.assert_array_equal(got, cpu.run(feeds)["y"])
-        np.testing.assert_array_equal(got, run_onnxruntime(model, feeds, graph_optimisation="none")["y"])
+    _assert_matches_cpu_and_onnxruntime(compiled, model, x_shape, 3, graph_optimisation="none")
 
 
 def _matmuls(m=64, k=256, n=64):
