@@ -116,7 +116,10 @@ def test_shared_tiles_stay_internal_to_the_part_of_the_gemms_that_call_them():
     NativeModule(objects).address("dlc_main")
 
 
-def test_gemm_parts_compile_at_the_gemm_level_and_the_kernels_at_the_one_asked(cnn_ir, monkeypatch):
+def test_gemm_parts_compile_at_the_gemm_level_and_the_kernels_at_the_one_asked(cnn_ir, monkeypatch, tmp_path):
+    # An empty cache of its own: parts an earlier test on this worker compiled would be kept
+    # objects, and this test records the compiles it sees.
+    monkeypatch.setenv("DLC_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(native, "MIN_PART_BYTES", 1)
     levels = {}
     original = native.compile_object
@@ -180,7 +183,8 @@ def test_split_objects_link_and_compute_what_the_whole_module_computes(cnn_ir, m
         dlc.load(tmp_path / "art")
 
 
-def test_a_failed_worker_falls_back_to_compiling_in_this_process(cnn_ir, monkeypatch):
+def test_a_failed_worker_falls_back_to_compiling_in_this_process(cnn_ir, monkeypatch, tmp_path):
+    monkeypatch.setenv("DLC_CACHE_DIR", str(tmp_path))  # nothing kept: the workers must run
     monkeypatch.setattr(native, "MIN_PART_BYTES", 1)
 
     def broken_worker(source, target, cpu, features, opt_level, triple):
