@@ -56,6 +56,15 @@ class GemmSpec:
     onnxruntime's MlasRequantizeOutput: saturate(round_half_even(f32(acc + bias) * R[j]) +
     y_zero), R (the residual operand) holding one float32 multiplier per column; then k must
     fit one kc block (no int32 partial sums to keep in C).
+
+    An implicit-GEMM convolution (u8s8, requantizing) reads A from the padded NHWC input
+    itself instead of a copied patch matrix: `a_group` > 0 rows (one output row of pixels) lie
+    a_row_stride bytes apart, groups a_group_stride apart, and every `a_image_groups` groups
+    (0: all) start an image a_image_stride further on; along k, A is runs of `a_k_run` bytes
+    (a kernel row's KW*C contiguous bytes, a multiple of 4) a_k_run_stride apart. A register
+    tile never spans two groups: row blocks are counted per group (`row_blocks`) and the range
+    functions take rows in that blocked numbering (`row_extent`), each group's last tile holding
+    its a_group % mr rows.
     """
 
     m: int
@@ -76,6 +85,12 @@ class GemmSpec:
     dot: str = "vpdpbusd"
     requantize: str | None = None
     y_zero: int = 0
+    a_group: int = 0
+    a_group_stride: int = 0
+    a_image_groups: int = 0
+    a_image_stride: int = 0
+    a_k_run: int = 0
+    a_k_run_stride: int = 0
     mr: int = 0
     nr: int = 0
     kc: int = 0
@@ -121,6 +136,12 @@ class GemmSpec:
                     "requantize is 'u8' or 's8', with the multipliers as R (and R only then)")
         else:
             require(self.requantize is None, "only a u8s8 GEMM requantizes")
+        if self.a_group or self.a_k_run:
+            require(self.dtype == "u8s8" and self.requantize is not None and self.a_group > 0
+                    and self.m % self.a_group == 0 and self.a_k_run > 0 and self.a_k_run % 4 == 0
+                    and self.k % self.a_k_run == 0 and self.a_image_groups >= 0,
+                    "an implicit-GEMM A (a_group, a_k_run) is for a requantizing u8s8 GEMM: m a multiple "
+                    "of a_group, k of a_k_run, a_k_run of 4")
 
     def _check_tiles(self) -> None:
         vw = self.vector_width
@@ -139,8 +160,17 @@ class GemmSpec:
 
     @property
     def row_blocks(self) -> int:
-        """Number of mr-row blocks of C: the row unit of work `NAME_range` takes."""
+        """Number of mr-row blocks of C: the row unit of work `NAME_range` takes (with
+        `a_group`, counted per group: a group's last block may hold fewer rows)."""
+        if self.a_group:
+            return self.m // self.a_group * -(-self.a_group // self.mr)
         return -(-self.m // self.mr)
+
+    @property
+    def row_extent(self) -> int:
+        """The end of the rows `NAME_range` takes: m, or with `a_group` row_blocks * mr (rows
+        numbered by blocks, each group taking a whole number of them)."""
+        return self.row_blocks * self.mr if self.a_group else self.m
 
 
 # ---------------------------------------------------------------------------------------------
@@ -328,7 +358,8 @@ def thread_grids(row_blocks: int, panels: int, most_threads: int, *, mr: int, nr
 
 # `b_trans` marks a constant B stored transposed ([N, K], Gemm transB): pack-weights packs it.
 GEMM_INTS = ("m", "n", "k", "a_row_stride", "a_k_stride", "ldb", "ldc", "accumulate", "b_trans",
-             "residual", "y_zero", *TILES)
+             "residual", "y_zero", "a_group", "a_group_stride", "a_image_groups", "a_image_stride", "a_k_run",
+             "a_k_run_stride", *TILES)
 GEMM_STRINGS = ("b_layout", "bias", "activation", "dtype", "dot", "requantize")
 
 

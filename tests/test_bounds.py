@@ -131,6 +131,26 @@ def _qlinear_matmul_edge_columns() -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
 
 
+def _qlinear_conv_implicit() -> onnx.ModelProto:
+    """Implicit-GEMM QLinearConvs (A read from x's rows in place): the first unpadded (A is x
+    itself, its last tile reading to x's last byte), batch 2, output rows of 19 and 9 pixels
+    (short last tiles), 17 output channels (edge columns); the second with one-sided pads,
+    strides and a row dilation."""
+    rng = np.random.default_rng(7)
+    constants = {"xs": np.float32(0.02), "xz": np.uint8(100), "ys": np.float32(0.5), "yz": np.uint8(90),
+                 "w1": rng.integers(-128, 128, (17, 8, 3, 3)).astype(np.int8), "s1": np.float32(0.01),
+                 "z1": np.int8(0), "w2": rng.integers(-128, 128, (20, 17, 3, 4)).astype(np.int8),
+                 "s2": np.float32(0.01), "z2": np.int8(0), "b2": rng.integers(-900, 900, 20).astype(np.int32)}
+    nodes = [helper.make_node("QLinearConv", ["x", "xs", "xz", "w1", "s1", "z1", "ys", "yz"], ["h"]),
+             helper.make_node("QLinearConv", ["h", "ys", "yz", "w2", "s2", "z2", "ys", "yz", "b2"], ["y"],
+                              pads=[0, 2, 1, 0], strides=[1, 2], dilations=[2, 1])]
+    graph = helper.make_graph(nodes, "qlinear_conv_implicit",
+                              [helper.make_tensor_value_info("x", TensorProto.UINT8, [2, 8, 9, 21])],
+                              [helper.make_tensor_value_info("y", TensorProto.UINT8, [2, 20, 4, 9])],
+                              [onnx.numpy_helper.from_array(np.asarray(v), k) for k, v in constants.items()])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+
+
 MODELS = {
     "cnn": lambda: onnx.load(ROOT / "examples" / "models" / "cnn.onnx"),
     "mlp": lambda: mlp(batch=3, sizes=(37, 64, 10)),
@@ -143,6 +163,7 @@ MODELS = {
     "gather": _gather,
     "resize": _resize,
     "qlinear_matmul_edge_columns": _qlinear_matmul_edge_columns,
+    "qlinear_conv_implicit": _qlinear_conv_implicit,
 }
 
 

@@ -165,6 +165,39 @@ def test_qlinear_conv_matches_onnxruntime(x_type, shape, w_shape, attrs, with_bi
     np.testing.assert_array_equal(got, expected)
 
 
+# The implicit GEMM (uint8 x, dw = 1, KW*C a multiple of 4: A read from the padded x in place):
+# one-sided pads, strides in both axes, a row dilation, output rows of 18 and 31 pixels (not a
+# multiple of the register tile's rows: each row's last tile is shorter), batches of two and
+# three (images apart), 33 output channels (a masked store), a 1x1 stride-2 conv, and the same
+# on one and two threads (row blocks split between them).
+@pytest.mark.parametrize("shape, w_shape, attrs", [
+    ([1, 8, 9, 19], [33, 8, 3, 3], dict(pads=[0, 1, 2, 0])),
+    ([2, 4, 11, 13], [16, 4, 3, 3], dict(pads=[1, 1, 1, 1], strides=[2, 2], dilations=[2, 1])),
+    ([3, 12, 7, 30], [24, 12, 2, 3], dict(pads=[1, 0, 0, 1], strides=[1, 2])),
+    ([1, 16, 20, 31], [40, 16, 3, 3], dict(pads=[1, 1, 1, 1])),
+    ([2, 32, 14, 14], [64, 32, 1, 1], dict(strides=[2, 2])),
+    ([1, 64, 28, 28], [64, 64, 3, 3], dict(pads=[1, 1, 1, 1]))])
+def test_implicit_gemm_conv_matches_onnxruntime(shape, w_shape, attrs):
+    from dlc.driver import compile_model
+
+    rng = np.random.default_rng(shape[3] + w_shape[0])
+    co = w_shape[0]
+    constants = [("x_scale", np.array(0.03, np.float32)), ("x_zero", np.array(97, np.uint8)),
+                 ("w", rng.integers(-128, 128, w_shape).astype(np.int8)),
+                 ("w_scale", rng.uniform(0.005, 0.03, co).astype(np.float32)), ("w_zero", np.zeros(co, np.int8)),
+                 ("y_scale", np.array(0.9, np.float32)), ("y_zero", np.array(120, np.uint8)),
+                 ("bias", rng.integers(-3000, 3000, co).astype(np.int32))]
+    model = _one_node("QLinearConv", [("x", T.UINT8, shape)], constants, T.UINT8, **attrs)
+    linalg = str(compile_model(model, compile_to="linalg").module)
+    assert "over x's kernel rows in place (implicit GEMM) in NHWC" in linalg
+    x = rng.integers(0, 256, shape).astype(np.uint8)
+    one, two = (dlc.compile(model, threads=t).run({"x": x})["y"] for t in (1, 2))
+    expected = run_onnxruntime(model, {"x": x})["y"]
+    assert len(np.unique(expected)) > 20
+    np.testing.assert_array_equal(one, expected)
+    np.testing.assert_array_equal(two, expected)
+
+
 # Depthwise (group = C, one filter per channel): the int32 kernel along C in NHWC, any batch,
 # strides, one-sided pads, dilations, int8 and uint8 x, per-channel weight zero points folded
 # into the weight; a grouped conv of two channels per group stays on the float32-exact path.
@@ -197,8 +230,10 @@ def test_depthwise_qlinear_conv_matches_onnxruntime(x_type, shape, group, w_shap
 
 
 @pytest.mark.parametrize("x_type, batch, recorded", [
-    (np.uint8, 1, "integer GEMM (vpdpbusd) over x's patches in NHWC, requantized in its store"),
-    (np.uint8, 2, "integer GEMM (vpdpbusd) over x's patches in NHWC, requantized in its store"),
+    (np.uint8, 1, "integer GEMM (vpdpbusd) over x's kernel rows in place (implicit GEMM) in NHWC, requantized in "
+                  "its store"),
+    (np.uint8, 2, "integer GEMM (vpdpbusd) over x's kernel rows in place (implicit GEMM) in NHWC, requantized in "
+                  "its store"),
     (np.int8, 1, "integer GEMM (vpdpbusd) over x's patches (int8 x + 128) in NHWC, requantized in its store")])
 def test_the_path_of_an_integer_contraction_is_recorded(x_type, batch, recorded):
     """The kernel says which path its contraction took and why not the integer GEMM

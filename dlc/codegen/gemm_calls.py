@@ -153,7 +153,7 @@ class GemmCalls(EmitterBase):
         first_block, last_block = share(row_part, tm, blocks)
         first_row = b.mul(first_block, const(spec.mr))
         last_row = b.mul(last_block, const(spec.mr))
-        last_row = b.select(b.icmp_signed("<", last_row, const(spec.m)), last_row, const(spec.m))
+        last_row = b.select(b.icmp_signed("<", last_row, const(spec.row_extent)), last_row, const(spec.row_extent))
         b.call(self.llvm.globals[f"{name}_range"], [*pointers, first_panel, last_panel, first_row, last_row])
         b.ret_void()
         return worker

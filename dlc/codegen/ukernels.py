@@ -402,7 +402,7 @@ class _GemmEmitter:
 
         fn = self._function(self.name, [PTR] * 5, _POINTERS, self.linkage)
         self.b = ir.IRBuilder(fn.append_basic_block("entry"))
-        self.b.call(range_fn, [*fn.args, _i64(0), _i64(spec.panels), _i64(0), _i64(spec.m)])
+        self.b.call(range_fn, [*fn.args, _i64(0), _i64(spec.panels), _i64(0), _i64(spec.row_extent)])
         self.b.ret_void()
         return fn
 
@@ -576,6 +576,8 @@ class _Int8GemmEmitter(_GemmEmitter):
         """As the float kernel, with kc's k values in groups of four, then its k % 4 tail."""
         if (rows, cols) in self.kernels:
             return self.kernels[rows, cols]
+        if self.spec.a_k_run:
+            return self._run_kernel(rows, cols)
         fn = self._function(f"{self.name}.tile{rows}x{cols}", [PTR] * 5 + [I64, I1, I1],
                             (*_POINTERS, "kc", "load_c", "last"), "internal")  # fmt: skip
         self.kernels[rows, cols] = fn
@@ -693,10 +695,99 @@ class _Int8GemmEmitter(_GemmEmitter):
 
     def _call_tile(self, rows, cols, i, pc, jr, flags, pointers) -> None:
         """Byte offsets into A (row i, column pc) and packed B (panel jr / nr, group pc / 4)."""
+        self._call_tile_at(rows, cols, self.b.mul(i, _i64(self.spec.a_row_stride)), i, pc, jr, flags, pointers)
+
+    def _row_tiles(self, ic, rows, pc, jr, cols, flags, pointers) -> None:
+        """With `a_group` (an implicit-GEMM convolution): the tiles of the rows [ic, ic + mc)
+        in the blocked numbering (`GemmSpec.row_extent`), each within one group of A's rows:
+        block row r of group g is C's row g * a_group + r, A's at g's first row + r rows."""
+        spec, b = self.spec, self.b
+        if not spec.a_group:
+            super()._row_tiles(ic, rows, pc, jr, cols, flags, pointers)
+            return
+        group = spec.a_group
+        per_group = -(-group // spec.mr) * spec.mr
+        edge = group % spec.mr
+        ic_end = self._min(b.add(ic, _i64(spec.mc)), rows[1])
+
+        def tile(row):
+            g = b.udiv(row, _i64(per_group))
+            r = b.sub(row, b.mul(g, _i64(per_group)))
+            if spec.a_image_groups:
+                image = b.udiv(g, _i64(spec.a_image_groups))
+                first = b.add(b.mul(image, _i64(spec.a_image_stride)),
+                              b.mul(b.sub(g, b.mul(image, _i64(spec.a_image_groups))), _i64(spec.a_group_stride)))
+            else:
+                first = b.mul(g, _i64(spec.a_group_stride))
+            a_off = b.add(first, b.mul(r, _i64(spec.a_row_stride)))
+            c_row = b.add(b.mul(g, _i64(group)), r)
+            if edge == 0:
+                self._call_tile_at(spec.mr, cols, a_off, c_row, pc, jr, flags, pointers)
+                return
+            with b.if_else(b.icmp_signed("<=", b.add(r, _i64(spec.mr)), _i64(group))) as (full, last):
+                with full:
+                    self._call_tile_at(spec.mr, cols, a_off, c_row, pc, jr, flags, pointers)
+                with last:
+                    self._call_tile_at(edge, cols, a_off, c_row, pc, jr, flags, pointers)
+
+        self._loop(ic, ic_end, spec.mr, tile)
+
+    def _run_kernel(self, rows: int, cols: int) -> ir.Function:
+        """The tile of an implicit-GEMM A (`a_k_run`): k is k / a_k_run runs of a_k_run bytes,
+        a_k_run_stride apart in A (a kernel row of the padded input), packed B's groups of four
+        k in order; one k block, requantized in the store."""
+        fn = self._function(f"{self.name}.tile{rows}x{cols}", [PTR] * 5 + [I64, I1, I1],
+                            (*_POINTERS, "kc", "load_c", "last"), "internal")  # fmt: skip
+        self.kernels[rows, cols] = fn
+        saved, self.b = self.b, ir.IRBuilder(fn.append_basic_block("entry"))
+        a, bp, c, bias, res, _, _, _ = fn.args
+        spec, b, vecs = self.spec, self.b, self._vectors(cols)
+        tile = [(i, v) for i in range(rows) for v in vecs]
+        quads, runs = spec.a_k_run // 4, spec.k // spec.a_k_run
+        entry = b.block
+        run_bb, k_bb, next_bb, done_bb = (fn.append_basic_block(n) for n in ("run", "k", "run.next", "done"))
+        b.branch(run_bb)
+
+        b.position_at_end(run_bb)
+        run = b.phi(I64, "run")
+        run_accs = [b.phi(self.vec) for _ in tile]
+        a_run = self._gep(a, b.mul(run, _i64(spec.a_k_run_stride)), I8)
+        b_run = self._gep(bp, b.mul(run, _i64(spec.a_k_run * spec.nr)), I8)
+        b.branch(k_bb)
+
+        b.position_at_end(k_bb)
+        q = b.phi(I64, "q")
+        accs = [b.phi(self.vec) for _ in tile]
+        updated = self._quad_step(a_run, b_run, q, vecs, rows, accs)
+        nxt = b.add(q, _i64(1), flags=("nsw",))
+        q.add_incoming(_i64(0), run_bb)
+        q.add_incoming(nxt, b.block)
+        for acc, start, new in zip(accs, run_accs, updated):
+            acc.add_incoming(start, run_bb)
+            acc.add_incoming(new, b.block)
+        b.cbranch(b.icmp_signed("<", nxt, _i64(quads)), k_bb, next_bb)
+
+        b.position_at_end(next_bb)
+        run_next = b.add(run, _i64(1), flags=("nsw",))
+        run.add_incoming(_i64(0), entry)
+        run.add_incoming(run_next, next_bb)
+        for acc, new in zip(run_accs, updated):
+            acc.add_incoming(self.zero, entry)
+            acc.add_incoming(new, next_bb)
+        b.cbranch(b.icmp_signed("<", run_next, _i64(runs)), run_bb, done_bb)
+
+        b.position_at_end(done_bb)
+        self._requantize_store(c, self._epilogue(updated, tile, bias, res), tile, res)
+        b.ret_void()
+        self.b = saved
+        return fn
+
+    def _call_tile_at(self, rows, cols, a_off, i, pc, jr, flags, pointers) -> None:
+        """The tile whose A starts `a_off` bytes into A (+ column pc) and C at row i."""
         spec, b = self.spec, self.b
         a, bp, c, bias, res = pointers
         k4 = -(-spec.k // 4) * 4
-        a_tile = self._gep(a, b.add(b.mul(i, _i64(spec.a_row_stride)), pc), I8)
+        a_tile = self._gep(a, b.add(a_off, pc), I8)
         b_tile = self._gep(bp, b.add(b.mul(jr, _i64(k4)), b.mul(pc, _i64(spec.nr))), I8)
         c_tile = self._gep(c, b.add(b.mul(i, _i64(spec.ldc)), jr), I8 if spec.requantize else I32)
         bias_tile = self._gep(bias, jr) if spec.bias == "row" else bias

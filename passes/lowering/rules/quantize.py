@@ -656,11 +656,16 @@ def _integer_conv(kb, op, x, w, bias: SSAValue | None, out, requant: tuple[np.nd
     correction = _conv_correction(weights, x_zero, conv_bias, numpy_dtype(x.type.element_type))
     zero = int(x_zero.reshape(-1)[0])
     to_nchw = nhwc and _y_layout(op) == "NCHW"
+    implicit = {}
     if nhwc:
         if to_nchw:  # y in NCHW: C in NHWC, then transposed by tiles
             n, _, oh, ow = y_shape
             y_shape = [n, oh, ow, co]
-        patches, c = _nhwc_patches(kb, op, x, w_shape, y_shape, zero, signed), out
+        implicit = _implicit_a(kb, op, x, w_shape, y_shape, zero, signed)
+        if implicit:
+            patches, c = implicit.pop("a"), out
+        else:
+            patches, c = _nhwc_patches(kb, op, x, w_shape, y_shape, zero, signed), out
         pixels = prod(y_shape[:3])
         if to_nchw:
             c = kb.scratch(MemRefType(out.type.element_type, [pixels, co]))
@@ -672,21 +677,49 @@ def _integer_conv(kb, op, x, w, bias: SSAValue | None, out, requant: tuple[np.nd
     multipliers = _weight(kb, op, "requantize_multipliers", np.broadcast_to(requant[0], [co]).copy())
     out_type = numpy_dtype(out.type.element_type)
     a_row_stride = patches.type.get_shape()[-1]
-    if len(patches.type.get_shape()) != 2:  # x itself (a 1x1 conv): rows of C bytes
+    if implicit:
+        a_row_stride = implicit.pop("a_row_stride")
+    elif len(patches.type.get_shape()) != 2:  # x itself (a 1x1 conv): rows of C bytes
         patches = reshape_view(kb.builder, patches, [pixels, a_row_stride])
     emit_gemm_call(kb, op, patches, reshape_view(kb.builder, w, [co, k]), reshape_view(kb.builder, c, [pixels, co]),
                    bias_buffer=bias, residual_buffer=multipliers, bias="row", m=pixels, n=co, k=k,
                    a_row_stride=a_row_stride, a_k_stride=1, ldb=co, ldc=co, b_trans=1, dtype="u8s8",
                    dot=_dot_instruction(op), kc=-(-k // 4) * 4,
-                   requantize="u8" if out_type == np.uint8 else "s8", y_zero=requant[1])
+                   requantize="u8" if out_type == np.uint8 else "s8", y_zero=requant[1], **implicit)
     if to_nchw:
         _transpose_by_tiles(kb, c, out, y_shape[0], pixels // y_shape[0], co)
     elif not nhwc:
         kb.generic([c], [reshape_view(kb.builder, out, [co, pixels])],
                    [identity_map(2), affine_map(2, [dim(1), dim(0)])], [PARALLEL] * 2, lambda b, a: [a[0]])
-    _record(op, f"integer GEMM ({_dot_instruction(op)}) over x's patches" + (" (int8 x + 128)" if signed else "")
+    source = "x's kernel rows in place (implicit GEMM)" if implicit else "x's patches"
+    _record(op, f"integer GEMM ({_dot_instruction(op)}) over {source}" + (" (int8 x + 128)" if signed else "")
             + (" in NHWC" if nhwc else "") + ", requantized in its store")
     return None
+
+
+def _implicit_a(kb, op, x, w_shape, y_shape, zero: int, signed: bool) -> dict:
+    """An NHWC conv's A read in place, without patches (an implicit GEMM): the GEMM spec's
+    a_group fields and A (x padded with its zero point), or {} where it does not apply.
+
+    Output pixel (n, oh, ow)'s kernel row i is KW*C contiguous bytes of the padded x at
+    [n, oh*sh + i*dh, ow*sw, 0] when dw = 1: rows of A are sw*C bytes apart within an output
+    row (a group of OW), output rows sh*WP*C apart, images HP*WP*C; along k, KH runs of KW*C
+    bytes (a multiple of 4, so no group of four k spans two runs) dh*WP*C apart. The patches,
+    KH*KW*C bytes copied per pixel, were ~7% of a 64-channel 56x56 3x3 conv. Not for an int8
+    x (its bytes are read + 128, which the patches do) or a 1x1 stride-1 conv (x itself is A)."""
+    n, h, w_, channels = x.type.get_shape()
+    _, kh, kw, _ = w_shape
+    _, oh, ow, _ = y_shape
+    window = window_of(op, [h, w_], [kh, kw], [oh, ow])
+    (sh, sw), (dh, dw) = window.strides, window.dilations
+    if signed or dw != 1 or (kw * channels) % 4 or ((kh, kw) == (1, 1) and (sh, sw) == (1, 1)
+                                                     and (oh, ow) == (h, w_)):
+        return {}
+    padded, hp, wp = _padded_nhwc(kb, x, window, zero)
+    return dict(a=reshape_view(kb.builder, padded, [n * hp * wp, channels]), a_row_stride=sw * channels,
+                a_group=ow, a_group_stride=sh * wp * channels, a_image_groups=oh if n > 1 else 0,
+                a_image_stride=hp * wp * channels if n > 1 else 0, a_k_run=kw * channels,
+                a_k_run_stride=dh * wp * channels)
 
 
 def depthwise_refusal(x_dtype, x_shape, w_shape, y_shape, channels: int, group: int, weights, x_zero,
