@@ -118,7 +118,13 @@ def compile(model, target: str = "cpu", threads: int | None = None,
         # here, not before, so that a static model is not parsed once more (a cache hit reads
         # no model at all).
         if not getattr(error, "unpinned_inputs", None):
-            raise
+            # A Loop whose scan outputs' length is known only at run time: compile per input value.
+            from dlc.specializations import value_specializing_model
+
+            compiled = value_specializing_model(model, error, target, options, shapes, max_shapes, pipeline)
+            if compiled is None:
+                raise
+            return compiled
         from dlc.specializations import specializing_model, symbolic_model
 
         proto = symbolic_model(model, shapes)

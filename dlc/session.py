@@ -153,7 +153,18 @@ class InferenceSession:
         self._models: dict[tuple, object] = {}
         self._specializing = None
         if all(isinstance(d, int) for i in self._inputs for d in i.shape):
-            self._model_for({})
+            from dlc.errors import UnsupportedError
+            from dlc.specializations import value_specializing_model
+            from dlc.targets import CompileOptions
+
+            try:
+                self._model_for({})
+            except UnsupportedError as error:  # a Loop's scan outputs sized at run time: per value
+                self._specializing = value_specializing_model(
+                    self._source, error, "cpu", CompileOptions(threads=self._threads, fusion=self._fusion),
+                    dict(self._overridden), max_shapes=8)
+                if self._specializing is None:
+                    raise
         else:
             import warnings
 

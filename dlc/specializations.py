@@ -8,6 +8,13 @@ first; a dropped one comes back from the disk cache). `save` writes every specia
 in one directory (`shapes.json` listing them, one ordinary artifact per shape: docs/artifact.md
 "Several shapes"), with the source model beside them when asked, so that a loaded model can
 compile shapes it does not hold; without it, such a shape is an error listing those it holds.
+
+Input values, too (docs/architecture.md "Loops"): a Loop whose scan outputs' length is known
+only at run time makes the importer name the graph inputs its trip count and condition come
+from (`value_inputs`); their values join the key, each new value compiles a specialisation in
+which they are constants. A Loop that can end early gets a row counter (`counted_outputs`,
+control_flow.count_rows): its scan outputs are bounded by the trip count, and `run` returns
+the rows written.
 """
 
 from __future__ import annotations
@@ -75,6 +82,12 @@ class SpecializingModel:
         self._batched = {spec.name for spec in inputs if batch is not None and spec.shape[:1] == (batch,)}
         self._contractions: list | None = None  # the proof's, to weigh matrix-vector work per shape
         self._thin: set[tuple] = set()  # shape keys compiled per batch size for their thin contractions
+        # Inputs whose values join the key, and scan outputs returned up to their row counter
+        # (the importer's `value_inputs` and `counted_outputs`: a Loop's run-time length).
+        self._values: list[str] = []
+        self._counted: list[str] = []
+        self._rows: dict[str, str] = {}  # scan output -> its counter's graph output
+        self._proto = None  # the source model, parsed once for a compile per input value
 
     # ------------------------------------------------------------------ CompiledModel's interface
 
@@ -100,7 +113,25 @@ class SpecializingModel:
         return list(self._loaders) + [key for key in self._held if key not in self._loaders]
 
     def run(self, feeds: dict) -> dict:
-        key = self.shape_key(feeds)
+        from dlc.errors import UnsupportedError
+
+        while True:  # until the importer asks for no more input values (at most twice)
+            key = self.shape_key(feeds)
+            try:
+                return self._run(key, feeds)
+            except UnsupportedError as error:
+                if not self._learn(error):
+                    raise
+
+    def _run(self, key: tuple, feeds: dict) -> dict:
+        if self._values or self._counted:
+            executable = self.executable_for(key)
+            outputs = executable.run({name: value for name, value in feeds.items() if name not in self._values})
+            for name, counter in self._rows.items():
+                rows = int(outputs.pop(counter))
+                if name in outputs:
+                    outputs[name] = outputs[name][:rows]
+            return outputs
         if not self._batched or self._thin_products(key):
             return self.executable_for(key).run(feeds)
         executable = self.executable_for(tuple((name, (1, *shape[1:]) if name in self._batched else shape)
@@ -140,7 +171,26 @@ class SpecializingModel:
     def save(self, directory: str | Path, include_model: bool = False) -> None:
         """Every specialisation held, in one directory; with `include_model`, the source model
         too, so that `dlc.load` compiles shapes the directory does not hold."""
+        if self._values or self._counted:
+            raise InputError("save: this model is compiled per value of input(s) "
+                             f"{self._values or '(none)'} or returns a Loop's rows written "
+                             f"({self._counted or 'none'}), which shapes.json does not record yet",
+                             "keep the model in memory, or compile it with dlc.compile in each process "
+                             "(the compile cache keeps its specialisations)")
         save_index(self, Path(directory), include_model)
+
+    def _learn(self, error) -> bool:
+        """Take the importer's `value_inputs` and `counted_outputs` into the key; False when
+        the error brings nothing new (then it is the user's)."""
+        values = [name for name in getattr(error, "value_inputs", None) or [] if name not in self._values]
+        counted = [name for name in getattr(error, "counted_outputs", None) or [] if name not in self._counted]
+        unknown = [name for name in values if name not in self.input_names]
+        if unknown or not values and not counted:
+            return False
+        self._values += values
+        self._counted += counted
+        self._batched = set()  # a loop's inputs are never split by sample
+        return True
 
     def __repr__(self) -> str:
         return (f"SpecializingModel(target={self.target!r}, inputs={self._inputs}, "
@@ -168,7 +218,12 @@ class SpecializingModel:
                 raise InputError(f"input '{spec.name}': expected shape {list(spec.shape)}, got {list(shape)}",
                                  "the named dimensions take any size; the others are fixed by the model "
                                  "(or by the pins given to dlc.compile)")
-            if not static:
+            if spec.name in self._values:
+                value = np.asarray(feeds[spec.name])
+                if value.dtype != np.dtype(spec.dtype):
+                    raise InputError(f"input '{spec.name}': expected {spec.dtype}, got {value.dtype}")
+                key.append((spec.name, ("=", shape, tuple(value.reshape(-1).tolist()))))
+            elif not static:
                 key.append((spec.name, shape))
         sizes = {shape[0] for name, shape in key if name in self._batched}
         if len(sizes) > 1:
@@ -213,12 +268,55 @@ class SpecializingModel:
                                  "CompiledModel.save(directory, include_model=True) so that new shapes "
                                  "compile on load")
             else:
-                executable = self._compile_shape(dict(key))
+                executable = self._compile(key)
                 self.compiles += 1
             self._held[key] = executable
             while len(self._held) > self.max_shapes:
                 self._held.popitem(last=False)
             return executable
+
+
+    def _compile(self, key: tuple):
+        """Compile the specialisation for `key`: its values as constants of the model, its
+        counted Loops given their row counters."""
+        shapes = {name: shape for name, shape in key if not _is_value(shape)}
+        if not self._values and not self._counted:
+            return self._compile_shape(shapes)
+        import onnx
+
+        from dlc.frontend.control_flow import count_rows
+
+        proto = onnx.ModelProto()
+        proto.CopyFrom(self._source_proto())
+        for name, (_, shape, flat) in ((n, v) for n, v in key if _is_value(v)):
+            spec = next(spec for spec in self._inputs if spec.name == name)
+            position = next(i for i, value in enumerate(proto.graph.input) if value.name == name)
+            del proto.graph.input[position]
+            proto.graph.initializer.append(onnx.numpy_helper.from_array(
+                np.array(flat, np.dtype(spec.dtype)).reshape(shape), name))
+        # A Loop's outputs take the shapes these values give them, not the ones the model
+        # declares (onnx's test_loop11 declares the scan output of its test's trip count).
+        looped = {name for node in proto.graph.node if node.op_type == "Loop" for name in node.output}
+        for value in proto.graph.output:
+            if value.name in looped:
+                for axis, dim in enumerate(value.type.tensor_type.shape.dim):
+                    dim.dim_param = f"{value.name}_{axis}"
+        self._rows = count_rows(proto, self._counted) if self._counted else {}
+        return self._compile_shape(shapes, proto)
+
+    def _source_proto(self):
+        import onnx
+
+        if self._proto is None:
+            if self._source is None:
+                raise InputError("this loaded artifact holds no source model to compile a new input value with")
+            self._proto = onnx.load_from_string(self._source) if isinstance(self._source, bytes) \
+                else onnx.load(str(self._source))
+        return self._proto
+
+
+def _is_value(entry) -> bool:
+    return isinstance(entry, tuple) and len(entry) == 3 and entry[0] == "="
 
 
 def _shape_text(shapes: dict) -> str:
@@ -267,9 +365,9 @@ def specializing_model(model, proto, target: str, options, pins: dict, max_shape
     """dlc.compile's result for a model whose pins leave symbolic dimensions."""
     from dlc.driver import compile_model
 
-    def compile_shape(shapes: dict) -> object:
-        return compile_model(model, target=target, options=options, input_shapes={**pins, **shapes},
-                             pipeline=pipeline).executable
+    def compile_shape(shapes: dict, proto=None) -> object:
+        return compile_model(model if proto is None else proto, target=target, options=options,
+                             input_shapes={**pins, **shapes}, pipeline=pipeline).executable
 
     from dlc.frontend.batch_axis import batch_proof
 
@@ -282,6 +380,23 @@ def specializing_model(model, proto, target: str, options, pins: dict, max_shape
         compiled.batch_note = why
         warnings.warn(f"dlc: compiling per batch size: one compile for every batch size needs each node to "
                       f"keep the samples apart, and {why}", stacklevel=3)
+    return compiled
+
+
+def value_specializing_model(model, error, target: str, options, pins: dict, max_shapes: int,
+                             pipeline: str | None = None) -> SpecializingModel | None:
+    """dlc.compile's result for a model whose Loop needs input values or a row counter
+    (`error`, the importer's, carries `value_inputs` and `counted_outputs`); None when the
+    error asks for neither."""
+    import onnx
+
+    if not getattr(error, "value_inputs", None) and not getattr(error, "counted_outputs", None):
+        return None
+    proto = model if isinstance(model, onnx.ModelProto) else onnx.load(str(model))
+    compiled = specializing_model(model, proto, target, options, pins, max_shapes, pipeline)
+    compiled._proto = proto
+    if not compiled._learn(error):
+        return None
     return compiled
 
 
@@ -393,11 +508,11 @@ def load_index(directory: str | Path, max_memory=None, max_shapes: int = DEFAULT
     if model_file is not None:
         source = str(directory / MODEL_FILE)
 
-        def compile_shape(shapes: dict) -> object:
+        def compile_shape(shapes: dict, proto=None) -> object:
             from dlc.driver import compile_model
             from dlc.targets import CompileOptions
 
-            return compile_model(source, options=CompileOptions(max_memory=max_memory),
+            return compile_model(source if proto is None else proto, options=CompileOptions(max_memory=max_memory),
                                  input_shapes=shapes).executable
     batch = index.get("batch")
     if batch is not None and (not isinstance(batch, str) or not any(spec.shape[:1] == (batch,) for spec in inputs)):

@@ -43,7 +43,7 @@ def _assert_matches(model, feeds_list, compiled=None) -> None:
             np.testing.assert_allclose(actual[name], want, rtol=1e-5, atol=1e-6, err_msg=name)
 
 
-def _rnn_loop(trips=None, hidden=8, scan=False, cond_nodes=(), cond_out="cond_in", constants=()):
+def _rnn_loop(trips=None, hidden=8, scan=False, cond_nodes=(), cond_out="cond_in", constants=(), inputs=()):
     """h = tanh(h @ W + b + x) for M steps; x is an outer run-time input, W and b outer
     constants; with `scan`, each step's h is also stacked."""
     rng = np.random.default_rng(0)
@@ -58,7 +58,7 @@ def _rnn_loop(trips=None, hidden=8, scan=False, cond_nodes=(), cond_out="cond_in
     initializers = [numpy_helper.from_array((rng.standard_normal((hidden, hidden)) * 0.5).astype(np.float32), "W"),
                     numpy_helper.from_array(rng.standard_normal(hidden).astype(np.float32), "b"),
                     helper.make_tensor("go", BOOL, [], [True]), *constants]
-    inputs = [v("h0", F, [2, hidden]), v("x", F, [2, hidden])]
+    inputs = [v("h0", F, [2, hidden]), v("x", F, [2, hidden]), *inputs]
     if trips is None:
         inputs.append(v("M", I64, []))
     else:
@@ -300,3 +300,58 @@ def test_explain_shows_which_kernels_run_in_a_loop_body():
     assert "in loop body" not in loop_line
     body = body_kernels[0].split("(in loop body @")[1].split(")")[0]
     assert f"runs loop body @{body} once per iteration" in text
+
+
+# --- scan outputs whose length is known only at run time (dlc/specializations.py, values) ----
+
+def _stopping_loop(trips=None, consumed=False):
+    """_rnn_loop whose body ends the loop after iteration `stop` (a run-time input): the scan
+    output's length is min(M, stop + 1), known only at run time."""
+    model = _rnn_loop(trips=trips, scan=True, cond_nodes=[helper.make_node("Less", ["i", "stop"], ["going"])],
+                      cond_out="going", inputs=[v("stop", I64, [])])
+    if consumed:  # the scan output feeds another node instead of being a graph output
+        model.graph.node.append(helper.make_node("Relu", ["all"], ["relu"]))
+        del model.graph.output[1]
+        model.graph.output.append(v("relu", F, ["n", 2, 8]))
+    return model
+
+
+def test_a_run_time_trip_count_compiles_once_per_value_and_sizes_the_scan_outputs():
+    # onnx's test_loop11 pattern: the trip count is a graph input, the condition passes through.
+    model = _rnn_loop(trips=None, scan=True)
+    compiled = dlc.compile(model)
+    _assert_matches(model, [_feeds(M=np.array(m)) for m in (5, 70, 0, -3, 5, 70)], compiled)
+    assert compiled.compiles == 4  # 5, 70, 0 and -3 (no iteration, as onnxruntime); then held
+
+
+def test_a_loop_that_ends_early_returns_the_rows_its_body_wrote():
+    model = _stopping_loop()
+    compiled = dlc.compile(model)
+    cases = [(50, 10), (50, 100), (50, 0), (20, 3), (20, 19), (0, 5)]
+    _assert_matches(model, [_feeds(M=np.array(m), stop=np.array(s)) for m, s in cases], compiled)
+    assert compiled.compiles == 3  # one per trip count: the bounded scan output serves every stop
+    # A constant trip count: one compile for every early exit, through InferenceSession too.
+    model = _stopping_loop(trips=60)
+    session = dlc.InferenceSession(model.SerializeToString())
+    for stop in (0, 7, 59, 80):
+        feeds = _feeds(stop=np.array(stop))
+        for got, want in zip(session.run(None, feeds), run_onnxruntime(model, feeds)):
+            assert got.shape == want.shape
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert session._specializing.compiles == 1
+
+
+def test_run_time_scan_lengths_that_cannot_be_specialised_are_clear_errors():
+    compiled = dlc.compile(_rnn_loop(trips=None, scan=True))
+    with pytest.raises(DlcError, match=r"trip count 33554432 is beyond dlc's bound of 16,777,216"):
+        compiled.run(_feeds(M=np.array(1 << 25)))
+    with pytest.raises(DlcError, match=r"scan output\(s\) \['all'\] .* feed other nodes"):
+        dlc.compile(_stopping_loop(trips=60, consumed=True))
+    # A trip count computed from a tensor too big to compile per value.
+    model = _rnn_loop(trips=None, scan=True)
+    model.graph.input[-1].CopyFrom(v("sizes", F, [64]))
+    model.graph.node.insert(0, helper.make_node("ReduceMax", ["sizes"], ["most"], keepdims=0))
+    model.graph.node.insert(1, helper.make_node("Cast", ["most"], ["M"], to=I64))
+    with pytest.raises(DlcError, match=r"trip count 'M' is known only at run time and is not computed from a few "
+                                       r"small graph inputs"):
+        dlc.compile(model)

@@ -54,6 +54,20 @@ _MAY_FAIL = {"TopK", "CumSum", "ReverseSequence", "OneHot", "Range", "HannWindow
 _GUARDED = {"Gather": (1, 0), "GatherElements": (1, 0), "GatherND": (1, 0), "Scatter": (1, 0),
             "ScatterElements": (1, 0), "ScatterND": (1, 0), "Div": (1, 1), "Mod": (1, 1)}
 _CONTROL_FLOW = ("If", "Loop", "Scan")
+# A Loop whose scan outputs' length is known only at run time is compiled per value of what
+# fixes it (docs/architecture.md "Loops"): the graph inputs its trip count and condition are
+# computed from join the specialisation key, when they are this small and reached through at
+# most this many nodes; bigger ones (a trip count computed from an image) are refused.
+MAX_VALUE_INPUT_ELEMENTS = 16
+MAX_VALUE_CONE_NODES = 64
+# Scan outputs hold a row per iteration: a constant trip count beyond this is refused (a typo'd
+# or adversarial trip count input would otherwise allocate its rows; the memory limit still
+# applies below it).
+MAX_SCAN_TRIPS = 1 << 24
+# The carried counter `count_rows` adds to a Loop that can end early: its final value, a graph
+# output named ROWS_PREFIX + the Loop's first scan output, is the number of rows its scan outputs
+# hold; the bounded buffers' other rows are never written and the runtime returns only these.
+ROWS_PREFIX = "dlc.rows/"
 _NATIVE = "/native_loop"  # the suffix of a native Loop's outputs (typed_outputs)
 _ITERATION = re.compile(r"/(?:iter|t)\d+/")
 
@@ -69,13 +83,14 @@ def expand_control_flow(graph: onnx.GraphProto, constants: dict[str, np.ndarray]
     # Copies of one node made by unrolling an enclosing loop (names differ only in the iteration):
     # nested loops multiply, and the bound is on the product.
     copies = Counter(_ITERATION.sub("/*/", node.name) for node in graph.node)
+    scope = _GraphScope(graph, constants)
     for final in (False, True):
         nodes, changed = [], False
         for index, node in enumerate(graph.node):
             expansion = None
             if node.domain in ("", "ai.onnx") and node.op_type in _CONTROL_FLOW:
                 expansion = _Expansion(node, index, constants, types,
-                                       copies[_ITERATION.sub("/*/", node.name)], native_loops).run(final)
+                                       copies[_ITERATION.sub("/*/", node.name)], native_loops, scope).run(final)
             changed |= expansion is not None
             nodes.extend([node] if expansion is None else expansion)
         if changed:
@@ -121,11 +136,53 @@ def rename_subgraph(graph: onnx.GraphProto, mapping: dict[str, str], prefix: str
             rename_subgraph(inner, names, prefix)
 
 
+class _GraphScope:
+    """What a Loop of the top-level graph needs to know of it: which values are its run-time
+    inputs, which its outputs, and the nodes producing each value."""
+
+    def __init__(self, graph: onnx.GraphProto, constants: dict[str, np.ndarray]):
+        self.graph, self.constants = graph, constants
+        self._producers: dict[str, onnx.NodeProto] | None = None
+
+    @property
+    def outputs(self) -> set[str]:
+        return {value.name for value in self.graph.output}
+
+    def value_inputs(self, name: str) -> list[str] | None:
+        """The graph inputs whose values fix `name`'s (the inputs of its producers' cone), or None
+        when that cone is too big for a compile per value (MAX_VALUE_INPUT_ELEMENTS,
+        MAX_VALUE_CONE_NODES) or holds control flow."""
+        if self._producers is None:
+            self._producers = {out: node for node in self.graph.node for out in node.output if out}
+        inputs = {value.name: value for value in self.graph.input if value.name not in self.constants}
+        found, seen, pending, nodes = [], set(), [name], 0
+        while pending:
+            value = pending.pop()
+            if value in seen or not value or value in self.constants:
+                continue
+            seen.add(value)
+            if value in inputs:
+                dims = inputs[value].type.tensor_type.shape.dim
+                if any(not d.HasField("dim_value") for d in dims) or \
+                        int(np.prod([d.dim_value for d in dims])) > MAX_VALUE_INPUT_ELEMENTS:
+                    return None
+                found.append(value)
+                continue
+            node = self._producers.get(value)
+            nodes += 1
+            if node is None or nodes > MAX_VALUE_CONE_NODES or node.op_type in _CONTROL_FLOW:
+                return None
+            pending.extend(node.input)
+        return sorted(found)
+
+
 class _Expansion:
     def __init__(self, node: onnx.NodeProto, index: int, constants: dict[str, np.ndarray],
-                 types: dict[str, onnx.TypeProto], copies: int = 1, native_loops: bool = True):
+                 types: dict[str, onnx.TypeProto], copies: int = 1, native_loops: bool = True,
+                 scope: _GraphScope | None = None):
         self.node, self.constants, self.types, self.copies = node, constants, types, max(copies, 1)
         self.native_loops = native_loops
+        self.scope = scope
         self.name = node.name or f"{node.op_type}_{index}"
         self.nodes: list[onnx.NodeProto] = []
 
@@ -338,12 +395,25 @@ class _Expansion:
         if has_trips and trips is None or has_cond and cond is None:
             if not final:
                 return None
+        # A negative trip count runs no iteration, as in onnxruntime (M is a maximum).
         known = max(int(self.scalar(trips, "input 'M'")), 0) if trips is not None else None
         if cond is not None and not self.scalar(cond, "input 'cond'"):
             known = 0
+        if known == 0:
+            return self.no_iteration(body, carried, scans)
+        if scans and known is not None and known > MAX_SCAN_TRIPS:
+            raise self.error(f"its trip count {known} is beyond dlc's bound of {MAX_SCAN_TRIPS:,} for a Loop "
+                             f"with scan outputs (each holds a row per iteration)",
+                             "check the trip count fed to the model; a longer loop should return its values "
+                             "as loop-carried state")
         if self.native(body, carried, scans, known) is None:
             # Left as a Loop node: the importer compiles its body once (import_native_loop).
             return self.typed_outputs(body, carried, known)
+        if scans and (has_trips and trips is None or has_cond and cond is None or self.counted()
+                      or not _passes_condition_through(body)):
+            if not final:
+                return None
+            raise self.length_at_run_time(body, carried, scans, known)
         if has_trips and trips is None:
             raise self.error(f"its trip count '{self.node.input[0]}' is known only at run time, and it cannot "
                              f"run as a native loop ({self.native(body, carried, scans, None)})",
@@ -362,9 +432,6 @@ class _Expansion:
             return self._masked_loop(body, count, carried, scans)
         if not running:
             count = 0
-        if count == 0 and scans:
-            raise self.error("it runs no iteration, so its scan outputs are empty tensors of a shape "
-                             "the body never computes", "dlc needs at least one iteration here")
         self.check_unrolled(count, body, "its")
         state, outputs = carried, [[] for _ in range(scans)]
         true = self.const("true", np.array(True))
@@ -383,6 +450,120 @@ class _Expansion:
                 self.stack(values, 0, output)
         return self.nodes
 
+    def counted(self) -> bool:
+        """Whether `count_rows` gave this Loop its row counter (its scan outputs may be bounded)."""
+        return any(name.startswith(ROWS_PREFIX) for name in self.node.output)
+
+    def no_iteration(self, body: onnx.GraphProto, carried: list[str], scans: int) -> list[onnx.NodeProto]:
+        """A Loop that runs no iteration: its carried values are the initial ones, its scan
+        outputs empty, of the slice shape the body would give them."""
+        # The slice shape of the first iteration (ONNX infers none for a slice the iteration
+        # number indexes; onnxruntime gives (0, 1) for test_loop11's).
+        first = onnx.GraphProto()
+        first.CopyFrom(body)
+        first.initializer.extend([numpy_helper.from_array(np.array(0, np.int64), first.input[0].name),
+                                  numpy_helper.from_array(np.array(True), first.input[1].name)])
+        del first.input[:2]
+        after = self.body_output_types(first, [self.types.get(value, onnx.TypeProto()) for value in carried])
+        for value, output in zip(carried, self.node.output):
+            if output:
+                self.add("Identity", [value], output)
+        slices = [_static(value_type) for value_type in after[1 + len(carried):]]
+        if any(shape is None for shape in slices):
+            slices = [shape if shape is not None else run_shape
+                      for shape, run_shape in zip(slices, self.first_iteration_shapes(body, carried))]
+        for value_type, shape, output in zip(after[1 + len(carried):], slices, self.node.output[len(carried):]):
+            if not output:
+                continue
+            if shape is None:
+                raise self.error("it runs no iteration, so its scan outputs are empty tensors of a shape "
+                                 f"the body does not fix statically (ONNX infers {_type_text(value_type)})",
+                                 "dlc needs at least one iteration here, or a body whose outputs have "
+                                 "static shapes")
+            dtype = helper.tensor_dtype_to_np_dtype(value_type.tensor_type.elem_type)
+            self.add("Identity", [self.const(f"empty_{output}", np.zeros((0, *shape), dtype))], output)
+        return self.nodes
+
+    def first_iteration_shapes(self, body: onnx.GraphProto, carried: list[str]) -> list:
+        """The scan outputs' slice shapes of one run of `body` (onnx's reference evaluator, the
+        carried values zeros where not constant), for a Loop that runs no iteration; None each
+        where that run fails."""
+        from onnx.reference import ReferenceEvaluator
+
+        scans = len(body.output) - 1 - len(carried)
+        feeds = {}
+        for value, name in zip(body.input[2:], carried):
+            shape = self.static_shape(name)
+            if shape is None:
+                return [None] * scans
+            dtype = helper.tensor_dtype_to_np_dtype(self.value_type(name).tensor_type.elem_type)
+            feeds[value.name] = self.constants.get(name, np.zeros(shape, dtype))
+        feeds[body.input[0].name] = np.array(0, np.int64)
+        feeds[body.input[1].name] = np.array(True)
+        graph = onnx.GraphProto()
+        graph.CopyFrom(body)
+        local = {value.name for value in graph.input} | {init.name for init in graph.initializer}
+        local |= {name for node in _all_nodes(graph) for name in node.output}
+        for name in sorted({n for node in _all_nodes(graph) for n in node.input if n} - local):
+            if name not in self.constants:
+                return [None] * scans
+            graph.initializer.append(numpy_helper.from_array(self.constants[name], name))
+        try:
+            results = ReferenceEvaluator(helper.make_model(
+                graph, opset_imports=[helper.make_opsetid("", CANONICAL_OPSET)])).run(None, feeds)
+        except Exception:  # noqa: BLE001 - the caller says the shape is unknown
+            return [None] * scans
+        return [tuple(np.shape(value)) for value in results[1 + len(carried):]]
+
+    def length_at_run_time(self, body: onnx.GraphProto, carried: list[str], scans: int,
+                           known: int | None) -> UnsupportedError:
+        """The error that makes dlc.compile specialise this Loop (dlc/specializations.py): its
+        `value_inputs` (graph inputs whose values fix the trip count and initial condition)
+        join the specialisation key, and its `counted_outputs` (the scan outputs of a loop
+        that can end early) get a row counter (`count_rows`). Or a plain error where neither
+        helps."""
+        inputs = self.node.input
+        pins = []
+        for position, what in ((0, "trip count"), (1, "condition")):
+            if position < len(inputs) and inputs[position] and self.constant(position) is None:
+                cone = self.scope.value_inputs(inputs[position]) if self.scope is not None else None
+                if cone is None:
+                    return self.error(
+                        f"its {what} '{inputs[position]}' is known only at run time and is not computed from "
+                        f"a few small graph inputs, and its {scans} scan output(s) hold a row per iteration",
+                        f"dlc compiles such a loop once per value of the inputs its {what} comes from (at "
+                        f"most {MAX_VALUE_INPUT_ELEMENTS} elements each, through at most {MAX_VALUE_CONE_NODES} "
+                        "nodes): compute it from such inputs, or return the values as loop-carried state")
+                pins += cone
+        if not (len(inputs) > 0 and inputs[0]):
+            return self.error("it has no trip count and its body computes its condition, so its scan "
+                              "outputs have no bound", "give the Loop a trip count (input 'M'): dlc then "
+                              "allocates that many rows and returns the rows written")
+        counted = []
+        if not _passes_condition_through(body) and not self.counted():
+            counted = [name for name in self.node.output[len(carried):] if name]
+            outputs = self.scope.outputs if self.scope is not None else set()
+            inner = [name for name in counted if name not in outputs]
+            if inner:
+                return self.error(f"its body computes its condition (the loop can end early), so its scan "
+                                  f"output(s) {inner} have a length known only at run time, and they feed "
+                                  "other nodes", "dlc returns the rows written for scan outputs that are graph "
+                                  "outputs: make them graph outputs, or return the values as loop-carried "
+                                  "state")
+        elif not pins:
+            reason = self.native(body, carried, scans, known)
+            return self.error(f"its scan outputs' length is known only at run time, and it cannot run as a "
+                              f"native loop ({reason})", "return the values as loop-carried state")
+        error = self.error("its scan outputs' length is known only at run time (" +
+                           (f"its trip count or condition comes from input(s) {pins}" if pins else
+                            "its body computes its condition") + ")",
+                           "dlc.compile, dlc.backend and dlc.InferenceSession compile such a model per value "
+                           "of those inputs, returning the rows written; `dlc compile` cannot write one "
+                           "artifact for every value")
+        error.value_inputs = pins
+        error.counted_outputs = counted
+        return error
+
     def native(self, body: onnx.GraphProto, carried: list[str], scans: int, count: int | None) -> str | None:
         """None when this Loop compiles as a native loop (its body once), else why it unrolls.
 
@@ -394,9 +575,12 @@ class _Expansion:
         """
         if not self.native_loops:
             return "the target runs no native loops"
-        if count is not None and count * max(len(body.node), 1) <= UNROLL_MAX_NODES:
+        # A counted loop (count_rows) runs natively even when short: unrolled, its early exit
+        # would be a mask, and its scan outputs would need one too.
+        counted = self.counted()
+        if count is not None and count * max(len(body.node), 1) <= UNROLL_MAX_NODES and not counted:
             return "few iterations"
-        if scans and (count is None or not _passes_condition_through(body) or
+        if scans and (count is None or not _passes_condition_through(body) and not counted or
                       len(self.node.input) > 1 and self.node.input[1] and self.constant(1) is None):
             return "scan outputs whose length is known only at run time"
         before = [self.types.get(value) for value in carried]
@@ -742,3 +926,39 @@ def import_native_loop(node: onnx.NodeProto, constants: dict[str, np.ndarray], t
 
 def _attribute_i(node: onnx.NodeProto, name: str) -> int:
     return next(attr.i for attr in node.attribute if attr.name == name)
+
+
+def count_rows(model: onnx.ModelProto, outputs: list[str]) -> dict[str, str]:
+    """Give each top-level Loop producing one of `outputs` (scan outputs of a loop that can end
+    early) a carried row counter, whose final value is a new graph output (ROWS_PREFIX + the
+    Loop's first scan output); `model` is changed in place. Returns {scan output: its counter's
+    output}: the runtime returns that many rows of the scan output (dlc/specializations.py)."""
+    rows: dict[str, str] = {}
+    for node in model.graph.node:
+        if node.op_type != "Loop" or node.domain not in ("", "ai.onnx") or not set(node.output) & set(outputs):
+            continue
+        body = next(attr.g for attr in node.attribute if attr.name == "body")
+        carried = len(node.input) - 2
+        scans = [name for name in node.output[carried:]]
+        counter = ROWS_PREFIX + next(name for name in scans if name)
+        zero, one = f"{counter}/zero", f"{counter}/one"
+        model.graph.initializer.append(numpy_helper.from_array(np.array(0, np.int64), zero))
+        body.initializer.append(numpy_helper.from_array(np.array(1, np.int64), one))
+        body.input.append(helper.make_tensor_value_info(f"{counter}/in", onnx.TensorProto.INT64, []))
+        body.node.append(helper.make_node("Add", [f"{counter}/in", one], [f"{counter}/out"], name=f"{counter}/add"))
+        values = [onnx.ValueInfoProto() for _ in body.output]
+        for copy, value in zip(values, body.output):
+            copy.CopyFrom(value)
+        values.insert(1 + carried, helper.make_tensor_value_info(f"{counter}/out", onnx.TensorProto.INT64, []))
+        del body.output[:]
+        body.output.extend(values)
+        node.input.append(zero)
+        node.output.insert(carried, counter)
+        model.graph.output.append(helper.make_tensor_value_info(counter, onnx.TensorProto.INT64, []))
+        rows.update((name, counter) for name in scans if name)
+    missing = [name for name in outputs if name not in rows]
+    if missing:
+        raise UnsupportedError(f"scan output(s) {missing} of a Loop that can end early do not come from a Loop "
+                               "of the main graph, where dlc counts the rows written",
+                               "move that Loop out of its enclosing subgraph")
+    return rows
