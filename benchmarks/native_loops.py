@@ -2,6 +2,7 @@
 
     python benchmarks/native_loops.py compile lstm_h256_s64 gru2_h256_s64   # CPU-s of one compile each
     python benchmarks/native_loops.py rule LSTM 64 2,4,8,16                 # native vs unrolled steps
+    python benchmarks/native_loops.py copies lstm_h256_s64 gru2_h256_s64 loop_state  # ping-pong vs copies
 
 `compile`: one `dlc.compile` of a run_all model with the cache off, CPU seconds of this process
 and its children (the parallel LLVM compile) from `os.times()`, and wall seconds.
@@ -9,6 +10,10 @@ and its children (the parallel LLVM compile) from `os.times()`, and wall seconds
 sequence length compiled twice in one process, with expand-recurrent's UNROLL_MAX_STEPS at 0
 (native loop) and 1000 (unrolled), then timed alternately (15 rounds of 200 runs, median),
 so that load from elsewhere hits both alike. The figures are in benchmarks/README.md.
+`copies`: each model compiled with the emitter's PING_PONG off (the carried state copied back
+after every iteration) and on (two buffers swapped), 1 thread, timed alternately as `rule`;
+`loop_state` is a Loop of 1,000 iterations whose carried state is 64x1024 floats and whose body
+is one Add and one Mul (the copies' worst case).
 """
 
 from __future__ import annotations
@@ -74,9 +79,69 @@ def rule(kind: str, hidden: int, lengths: list[int]) -> None:
               f"unrolled {cpu[1000]:.2f}", flush=True)
 
 
+def _loop_state_model():
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    body = helper.make_graph(
+        [helper.make_node("Add", ["h_in", "x"], ["a"]), helper.make_node("Mul", ["a", "half"], ["h_out"]),
+         helper.make_node("Identity", ["c"], ["c_out"])], "body",
+        [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+         helper.make_tensor_value_info("c", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("h_in", TensorProto.FLOAT, [64, 1024])],
+        [helper.make_tensor_value_info("c_out", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("h_out", TensorProto.FLOAT, [64, 1024])],
+        [numpy_helper.from_array(np.array(0.5, np.float32), "half")])
+    graph = helper.make_graph(
+        [helper.make_node("Loop", ["M", "", "h0"], ["h"], body=body)], "loop_state",
+        [helper.make_tensor_value_info("h0", TensorProto.FLOAT, [64, 1024]),
+         helper.make_tensor_value_info("x", TensorProto.FLOAT, [64, 1024])],
+        [helper.make_tensor_value_info("h", TensorProto.FLOAT, [64, 1024])],
+        [numpy_helper.from_array(np.array(1000, np.int64), "M")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def copies(names: list[str]) -> None:
+    import numpy as np
+    from run_all import BUILT
+
+    import dlc
+    import dlc.codegen.llvm_emitter as emitter
+
+    for name in names:
+        model = _loop_state_model() if name == "loop_state" else BUILT[name]()
+        rng = np.random.default_rng(0)
+        feeds = {value.name: rng.standard_normal([d.dim_value for d in value.type.tensor_type.shape.dim])
+                 .astype(np.float32) for value in model.graph.input
+                 if value.name not in {init.name for init in model.graph.initializer}}
+        compiled = {}
+        try:
+            for ping_pong in (False, True):
+                emitter.PING_PONG = ping_pong
+                compiled[ping_pong] = dlc.compile(model, threads=1)
+        finally:
+            emitter.PING_PONG = True
+        for name_out in compiled[True].run(feeds):
+            np.testing.assert_allclose(compiled[True].run(feeds)[name_out], compiled[False].run(feeds)[name_out])
+        runs = 20 if name == "loop_state" else 200
+        times = {key: [] for key in compiled}
+        for _ in range(15):
+            for key, executable in compiled.items():
+                executable.run(feeds)
+                start = time.process_time()
+                for _ in range(runs):
+                    executable.run(feeds)
+                times[key].append((time.process_time() - start) / runs * 1e6)
+        before, after = sorted(times[False])[7], sorted(times[True])[7]
+        print(f"{name}: copies {before:8.1f} us, ping-pong {after:8.1f} us (CPU, median of 15), "
+              f"ping-pong/copies {after / before:.3f}", flush=True)
+
+
 if __name__ == "__main__":
     if len(sys.argv) >= 3 and sys.argv[1] == "compile":
         compile_times(sys.argv[2:])
+    elif len(sys.argv) >= 3 and sys.argv[1] == "copies":
+        copies(sys.argv[2:])
     elif len(sys.argv) == 5 and sys.argv[1] == "rule":
         rule(sys.argv[2], int(sys.argv[3]), [int(n) for n in sys.argv[4].split(",")])
     else:

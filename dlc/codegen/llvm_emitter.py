@@ -63,6 +63,12 @@ def profile_sites(module: ModuleOp, entry: str = "main") -> list[str]:
             if isinstance(op, func.CallOp) and op.callee.root_reference.data in defined]
 
 
+# loop.run swaps two buffers per carried value instead of copying the state back each
+# iteration (measured in benchmarks/README.md "Native loops"; benchmarks/native_loops.py
+# `copies` compiles both ways).
+PING_PONG = True
+
+
 class LLVMEmitter(ParallelLoops, GemmCalls):
     """Emits one llvmlite module for one xDSL module; one `rule` method per op (family)."""
 
@@ -230,10 +236,17 @@ class LLVMEmitter(ParallelLoops, GemmCalls):
     def _loop_run(self, op: Operation) -> None:
         """The native loop of an outlined Loop body (dialects/loop.py):
 
-            finals = inits; cond_in = cond (or true); i = 0
+            cond_in = cond (or true); i = 0; state = inits
             while i < trips (or forever) and cond_in:
-                iter = i; body(iter, cond_in, finals, outer -> cond_out, temps, scans[i]...)
-                finals = temps; cond_in = cond_out; i += 1
+                out = temps if i is even else finals          # ping-pong: never the state read
+                iter = i; body(iter, cond_in, state, outer -> cond_out, out, scans[i]...)
+                state = out; cond_in = cond_out; i += 1
+            finals = state (a copy only where state is not finals already)
+
+        The carried state is never copied inside the loop: each iteration reads one buffer and
+        writes the other (the body's arguments stay distinct, so `noalias` holds), and one copy
+        at the end puts the last state in the outputs (PING_PONG; before, every iteration copied
+        each temporary back into its output).
         """
         assert isinstance(op, RunOp)
         parts = op.parts()
@@ -251,8 +264,9 @@ class LLVMEmitter(ParallelLoops, GemmCalls):
         def truth(flag: SSAValue) -> ir.Value:  # a bool buffer holds one byte, 0 or 1
             return b.icmp_unsigned("!=", b.load(self.values[flag], typ=i8, align=1), ir.Constant(i8, 0))
 
-        for init, final in zip(parts["inits"], parts["finals"]):
-            copy(final, init)
+        if not PING_PONG:
+            for init, final in zip(parts["inits"], parts["finals"]):
+                copy(final, init)
         trips = b.load(self.values[parts["trips"][0]], typ=I64, align=8) if parts["trips"] \
             else ir.Constant(I64, (1 << 63) - 1)
         running = truth(parts["cond"][0]) if parts["cond"] else ir.Constant(I1, 1)
@@ -272,6 +286,17 @@ class LLVMEmitter(ParallelLoops, GemmCalls):
         b.position_at_end(header)
         index = b.phi(I64, "loop.i")
         index.add_incoming(zero, guard)
+        states, outs = [], []
+        if PING_PONG:
+            for init in parts["inits"]:
+                states.append(b.phi(PTR, "loop.state"))
+                states[-1].add_incoming(self.values[init], guard)
+            odd = b.trunc(index, I1)
+            outs = [b.select(odd, self.values[final], self.values[temp])
+                    for final, temp in zip(parts["finals"], parts["temps"])]
+        else:
+            states = [self.values[v] for v in parts["finals"]]
+            outs = [self.values[v] for v in parts["temps"]]
         b.store(index, self.values[parts["iter"][0]], align=8)
         # Slice i (M-1-i reversed) of each scan input and output: i < M, the first axis's length.
         backwards = b.sub(b.sub(trips, ir.Constant(I64, 1)), index) if any(reverse) else None
@@ -279,19 +304,33 @@ class LLVMEmitter(ParallelLoops, GemmCalls):
                         inbounds=True, source_etype=i8)
                   for v, size, flag in zip(sliced, slice_bytes, reverse)]
         scan_inputs, scans = slices[:len(parts["scan_inputs"])], slices[len(parts["scan_inputs"]):]
-        arguments = [self.values[v] for v in (*parts["iter"], *parts["cond_in"], *parts["finals"])]
-        arguments += scan_inputs + [self.values[v] for v in (*parts["outer"], *parts["cond_out"], *parts["temps"])]
+        arguments = [self.values[v] for v in (*parts["iter"], *parts["cond_in"])] + states
+        arguments += scan_inputs + [self.values[v] for v in (*parts["outer"], *parts["cond_out"])] + outs
         b.call(callee, [*arguments, *scans, self.values[parts["arena"][0]], self.weights, self.runtime])
-        for temp, final in zip(parts["temps"], parts["finals"]):
-            copy(final, temp)
+        if not PING_PONG:
+            for temp, final in zip(parts["temps"], parts["finals"]):
+                copy(final, temp)
         copy(parts["cond_in"][0], parts["cond_out"][0])
         following = b.add(index, ir.Constant(I64, 1), "loop.next", flags=("nsw",))
         go_on = b.and_(b.icmp_signed("<", following, trips), truth(parts["cond_in"][0]))
         if parts["status"]:
             go_on = b.and_(go_on, self._body_status_ok(op, parts))
         index.add_incoming(following, b.block)
+        latch = b.block
+        for state, out in zip(states if PING_PONG else [], outs):
+            state.add_incoming(out, latch)
         b.cbranch(go_on, header, end)
         b.position_at_end(end)
+        if PING_PONG:
+            lasts = []
+            for init, out in zip(parts["inits"], outs):
+                lasts.append(b.phi(PTR, "loop.last"))
+                lasts[-1].add_incoming(self.values[init], guard)
+                lasts[-1].add_incoming(out, latch)
+            for final, last in zip(parts["finals"], lasts):
+                with b.if_then(b.icmp_unsigned("!=", last, self.values[final])):
+                    b.call(memcpy, [self.values[final], last, ir.Constant(I64, byte_size(final.type)),
+                                    ir.Constant(I1, 0)])
 
     def _body_status_ok(self, op: RunOp, parts: dict) -> ir.Value:
         """After a call of a body with run-time checks: its status word (in its arena, which it
