@@ -355,3 +355,14 @@ def test_run_time_scan_lengths_that_cannot_be_specialised_are_clear_errors():
     with pytest.raises(DlcError, match=r"trip count 'M' is known only at run time and is not computed from a few "
                                        r"small graph inputs"):
         dlc.compile(model)
+
+
+def test_a_loop_kernels_flops_count_every_iteration_of_its_body():
+    """--profile's GFLOP/s and %roof divide by the kernel's flops: the body's times the trips."""
+    def loop_flops(trips):
+        kernels = compile_model(_rnn_loop(trips)).executable.manifest["kernels"]
+        return next(k["flops"] for k in kernels if k["name"].endswith("_Loop"))
+
+    matmul = 2 * 2 * 8 * 8  # [2, 8] @ [8, 8], a multiply-add counted 2
+    assert loop_flops(300) >= 300 * matmul
+    assert loop_flops(600) == 2 * loop_flops(300)

@@ -7,15 +7,23 @@ rule gives the body what it needs as scratch of this kernel (so the outer plan-m
 it in the model's arena): the iteration number, the condition in and out, a temporary per
 loop-carried value (the body never writes the buffer it reads) and the body's arena. The LLVM
 emitter (dlc/codegen/llvm_emitter.py, `loop.run`) writes the loop itself.
+
+The kernel's `dlc.flops` (what `--profile`'s GFLOP/s and %roof divide by) is the body's
+kernels' flops times the trip count: the constant M, bounded by the scan inputs' and outputs'
+length (a loop that can end early counts its bound; a `while` loop with neither, or with
+TorchScript's M = INT64_MAX, counts one iteration, a lower bound).
 """
 
 from __future__ import annotations
 
 from xdsl.dialects import func, memref
-from xdsl.dialects.builtin import IntegerAttr, NoneType, UnitAttr
+from xdsl.dialects.builtin import IntegerAttr, NoneType, UnitAttr, i64
 
 from dialects.diagnostics import CompileError
 from dialects.loop import RunOp, body_named
+from dialects.onnx import OnnxOp
+from dialects.op_costs import flops
+from passes.graph.utils.constants import constant_of
 from passes.lowering.rules import lowers
 from passes.lowering.utils.runtime_checks import SETS_STATUS, error_code, error_sites, status_word
 
@@ -44,6 +52,7 @@ def loop(kb, op, ins, outs):
     checked = "dlc.status_offset" in main.attributes
     layout = [int(not isinstance(op.operands[0].type, NoneType)), int(not isinstance(op.operands[1].type, NoneType)),
               carried, outer, len(outs) - carried, scan_inputs, int(checked)]
+    _count_flops(op, body, ins[2 + carried:2 + carried + scan_inputs], outs[carried:])
     reverse = op.attr("dlc.reverse") or [0] * (layout[4] + scan_inputs)
     scratch = [kb.scratch(types[0]), kb.scratch(types[1]), kb.scratch(types[inputs])]
     scratch += [kb.scratch(t) for t in types[inputs + 1:inputs + 1 + carried]]
@@ -60,3 +69,25 @@ def loop(kb, op, ins, outs):
     status.attributes[SETS_STATUS] = UnitAttr()
     kb.insert(RunOp(name, layout, [*present, *ins[2:], *outs, *scratch, status.results[0]], reverse, codes,
                     main.attributes["dlc.status_offset"].value.data))
+
+
+def _count_flops(op, body, scan_inputs, scans) -> None:
+    """Record on the kernel being built (through its launch's `dlc.*` attributes, which
+    kernels-to-linalg copies onto the kernel) the flops of every iteration, not of the Loop's
+    outputs only."""
+    bounds = [value.type.get_shape()[0] for value in (*scan_inputs, *scans)]
+    if not isinstance(op.operands[0].type, NoneType):
+        trips = constant_of(op.operands[0])
+        # TorchScript's `while` has M = INT64_MAX: no count, like a loop without M.
+        if trips is not None and trips.size == 1 and int(trips.reshape(-1)[0]) < 1 << 31:
+            bounds.append(max(int(trips.reshape(-1)[0]), 0))
+    trips = min(bounds) if bounds else 1
+    per_iteration = sum(f.attributes["dlc.flops"].value.data for f in body.ops
+                        if isinstance(f, func.FuncOp) and isinstance(f.attributes.get("dlc.flops"), IntegerAttr))
+    launch = op.parent_op()
+    while launch is not None and launch.name != "kernel.launch":
+        launch = launch.parent_op()
+    if launch is None:
+        return
+    others = sum(flops(o) for o in launch.walk() if isinstance(o, OnnxOp) and o is not op)
+    launch.attributes["dlc.flops"] = IntegerAttr(min(others + per_iteration * trips, (1 << 63) - 1), i64)
