@@ -12,6 +12,12 @@ A constant A (a convolution's weights, rows = output channels) whose rows lie a 
 4 KiB apart gets one cache line of padding per row: the mr rows a micro-kernel step
 broadcasts from then fall in mr different L1 sets instead of one (an 8-way L1 held 8 of the
 13; ResNet-50's 1x1 convs over 1024 channels ran at 60-84 GFLOP/s, 96-99 padded, on Zen 4).
+
+Constant A's of GEMMs of one shape (m x n) whose row lengths lie within SHARED_STRIDE_RATIO of
+each other get one row stride, the longest's (zero-padded rows): the micro-kernel tile is one
+function per A row stride (its broadcasts' offsets are constants: dlc/codegen/ukernels.py),
+so DenseNet-121's 1x1 convs over 64, 96, ..., 992 channels had 58 strides and 107 tiles
+(3.7 of its 7.7 CPU-s of LLVM) where 18 strides serve (issue 16). The padding is never read.
 """
 
 from __future__ import annotations
@@ -29,13 +35,13 @@ from xdsl.rewriter import InsertPoint, Rewriter
 
 from dialects.diagnostics import CompileError
 from dialects.gemm_ukernel import (
+    CACHE_LINE_FLOATS,
     a_rows_alias,
     choose_tiles,
     gemm_attributes,
     gemm_spec,
     pack_b,
     pack_b_u8s8,
-    pad_a_rows,
     ukernels,
 )
 from dialects.weights import weights_of
@@ -52,6 +58,30 @@ def _through_views(value: SSAValue) -> SSAValue:
 def _single_use(value: SSAValue):
     uses = list(value.uses)
     return uses[0].operation if len(uses) == 1 else None
+
+
+# Row lengths of constant A's that share a stride: the longest is at most this much longer than
+# the shortest (at most 25% of an A padded, ~10% on average over DenseNet-121's 1x1 convs).
+SHARED_STRIDE_RATIO = 1.25
+
+
+def shared_strides(lengths: set[int], ratio: float = SHARED_STRIDE_RATIO) -> dict[int, int]:
+    """Each row length -> the stride it is stored at: lengths taken longest first, each group
+    stored at its longest, which is at most `ratio` times its shortest."""
+    stride: dict[int, int] = {}
+    top = 0
+    for length in sorted(lengths, reverse=True):
+        if not top or top > length * ratio:
+            top = length
+        stride[length] = top
+    return stride
+
+
+def pad_rows(a: np.ndarray, m: int, stride: int) -> np.ndarray:
+    """A (m rows, row-major) with each row zero-padded to `stride` elements."""
+    padded = np.zeros((m, stride), a.dtype)
+    padded[:, :a.size // m] = a.reshape(m, -1)
+    return padded
 
 
 @dataclass(frozen=True)
@@ -80,12 +110,31 @@ class PackWeightsPass(ModulePass):
         # One packed copy per (weight, layout), however many GEMMs read it: an unrolled LSTM's
         # 64 steps share one R, and 64 packed copies streamed it from DRAM at every step.
         done: dict[tuple, tuple[str, MemRefType]] = {}
-        for decl in ukernels(op):
+        declarations = list(ukernels(op))
+        # Constant A's (GEMM -> its A's row length); their strides shared within each GEMM shape.
+        a_sites: dict[str, int] = {}
+        lengths: dict[tuple[int, int], set[int]] = {}
+        for decl in declarations:
+            spec = gemm_spec(decl)
+            if spec.get("dtype", "f32") != "f32" or spec["a_k_stride"] != 1:
+                continue
+            site = self._pack_site(decl, first_calls, calls_in_main, 0)
+            if site is None or store[site[4]].size != spec["m"] * spec["a_row_stride"]:
+                continue  # not exactly the m x stride matrix the GEMM reads
+            a_sites[decl.sym_name.data] = spec["a_row_stride"]
+            lengths.setdefault((spec["m"], spec["n"]), set()).add(spec["a_row_stride"])
+        strides = {shape: shared_strides(group) for shape, group in lengths.items()}
+        for decl in declarations:
             spec = gemm_spec(decl)
             if spec.get("b_layout") == "row":
                 self._pack_b(op, decl, spec, first_calls, calls_in_main, main, store, info, done)
-            if spec.get("dtype", "f32") == "f32" and a_rows_alias(spec["a_row_stride"], spec["a_k_stride"]):
-                self._pad_a_rows(op, decl, spec, first_calls, calls_in_main, main, store, done)
+            if decl.sym_name.data in a_sites:
+                stride = strides[spec["m"], spec["n"]][spec["a_row_stride"]]
+                if a_rows_alias(stride, 1):
+                    stride += CACHE_LINE_FLOATS
+                site = self._pack_site(decl, first_calls, calls_in_main, 0)
+                if stride != spec["a_row_stride"] and site is not None:
+                    self._pad_a_rows(op, decl, spec, site, main, store, done, stride)
 
     def _pack_b(self, op, decl, spec, first_calls, calls_in_main, main, store, info, done) -> None:
         site = self._pack_site(decl, first_calls, calls_in_main, 1)
@@ -109,19 +158,14 @@ class PackWeightsPass(ModulePass):
         spec.update(b_layout="packed", b_trans=0, nr=nr, ldb=spec["n"])
         decl.attributes["dlc.gemm"] = _attrs(spec)
 
-    def _pad_a_rows(self, op, decl, spec, first_calls, calls_in_main, main, store, done) -> None:
-        site = self._pack_site(decl, first_calls, calls_in_main, 0)
-        if site is None:
-            return
-        weight_name = site[4]
-        stride, m = spec["a_row_stride"], spec["m"]
+    def _pad_a_rows(self, op, decl, spec, site, main, store, done, stride: int) -> None:
+        """A's rows stored `stride` apart (zero-padded): a stride shared with GEMMs of other
+        row lengths, and no 4 KiB multiple (`a_rows_alias`)."""
+        weight_name, m = site[4], spec["m"]
         weight = store[weight_name]
-        if weight.size != m * stride:  # not exactly the m x stride matrix the GEMM reads
-            return
-        padded = pad_a_rows(weight, m)
-        self._replace_weight(op, decl, main, site, f"{weight_name}.rows{padded.shape[1]}", lambda: padded, 0,
-                             done, (weight_name, "rows", m))
-        spec.update(a_row_stride=padded.shape[1])
+        self._replace_weight(op, decl, main, site, f"{weight_name}.rows{stride}",
+                             lambda: pad_rows(weight, m, stride), 0, done, (weight_name, "rows", m, stride))
+        spec.update(a_row_stride=stride)
         decl.attributes["dlc.gemm"] = _attrs(spec)
 
     def _replace_weight(self, op, decl, main, site, name: str, make: Callable[[], np.ndarray], operand: int,
