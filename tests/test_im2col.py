@@ -1,16 +1,20 @@
 """im2col into the micro-kernel's panels (dlc/codegen/im2col.py): every column of a block
 lands where b_layout "window" reads it, the last panel's lanes past the block are zeros (not
-stale scratch), and nothing outside the block is written."""
+stale scratch), and nothing outside the block is written. One function per (kernel width,
+column stride, nr) serves every geometry it is called with (the rest are arguments), and it
+reads only the padded input and writes only the block: both lie against pages that cannot
+be touched."""
 
 from __future__ import annotations
 
 import ctypes
+import mmap
 
 import numpy as np
 import pytest
 from llvmlite import ir
 
-from dlc.codegen.im2col import Im2colSpec, emit_im2col
+from dlc.codegen.im2col import RUNTIME_FIELDS, Im2colSpec, im2col_function, im2col_name
 from dlc.codegen.native import compile_object
 from dlc.runtime.mcjit import NativeModule
 
@@ -27,35 +31,107 @@ def _reference(x: np.ndarray, s: Im2colSpec) -> np.ndarray:
     return np.stack(rows)
 
 
-GEOMETRIES = [
-    pytest.param(Im2colSpec(3, 3, 3, 1, 1, 1, 1, 9, 10, 8), 16, id="3x3_s1"),
-    pytest.param(Im2colSpec(2, 3, 3, 2, 2, 1, 1, 11, 11, 5), 32, id="3x3_s2"),
-    pytest.param(Im2colSpec(2, 2, 3, 1, 2, 2, 1, 10, 12, 5), 48, id="dilated_strided"),
-    pytest.param(Im2colSpec(3, 3, 3, 1, 1, 1, 1, 40, 40, 38), 24, id="avx2_panels"),
-    pytest.param(Im2colSpec(2, 3, 5, 1, 4, 1, 1, 12, 40, 9), 16, id="stride4"),
-    pytest.param(Im2colSpec(2, 3, 3, 1, 5, 1, 1, 12, 33, 7), 16, id="stride5_scalar"),
+def _full_width(spec: Im2colSpec) -> Im2colSpec:
+    """`spec` with the widest ow its padded input holds (the last tap of a row at its end)."""
+    ow = (spec.wp - (spec.kw - 1) * spec.dw - 1) // spec.sw + 1
+    return Im2colSpec(**{**spec.__dict__, "ow": ow})
+
+
+GEOMETRIES = [  # (spec, nr); specs of one (kw, sw, nr) share a function
+    (Im2colSpec(3, 3, 3, 1, 1, 1, 1, 9, 10, 8), 16),
+    (Im2colSpec(5, 2, 3, 2, 1, 1, 2, 12, 15, 11), 16),  # another kh, sh, dilation, sizes: same function
+    (Im2colSpec(2, 3, 3, 2, 2, 1, 1, 11, 11, 5), 32),
+    (Im2colSpec(3, 1, 3, 1, 2, 1, 1, 7, 35, 17), 32),
+    (Im2colSpec(2, 2, 3, 1, 2, 2, 1, 10, 12, 5), 48),
+    (Im2colSpec(3, 3, 3, 1, 1, 1, 1, 40, 40, 38), 24),  # AVX2's panels
+    (Im2colSpec(2, 3, 5, 1, 4, 1, 1, 12, 40, 9), 16),  # stride 4: the widest vector loads
+    (Im2colSpec(2, 3, 3, 1, 5, 1, 1, 12, 33, 7), 16),  # stride 5: a float at a time
+    (Im2colSpec(4, 1, 1, 2, 2, 1, 1, 9, 9, 5), 32),  # a 1x1 stride-2 conv (ResNet's shortcut)
+    (Im2colSpec(3, 7, 7, 2, 2, 1, 1, 37, 37, 16), 48),  # ResNet's stem, smaller
+    (Im2colSpec(1, 1, 3, 1, 1, 1, 1, 1, 3, 1), 16),  # one output column
 ]
+GEOMETRIES += [(_full_width(spec), nr) for spec, nr in GEOMETRIES]
+IDS = [f"c{s.channels}_k{s.kh}x{s.kw}_s{s.sh}x{s.sw}_d{s.dh}x{s.dw}_{s.hp}x{s.wp}_ow{s.ow}_nr{nr}"
+       for s, nr in GEOMETRIES]
+SIGNATURE = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, *[ctypes.c_int64] * (2 + len(RUNTIME_FIELDS)))
 
 
-@pytest.mark.parametrize("spec,nr", GEOMETRIES)
-def test_columns_land_in_panels_and_the_tail_is_zero(spec, nr):
+@pytest.fixture(scope="module")
+def im2col_functions():
+    """{(spec, nr): callable} from one module holding each (kw, sw, nr) function once."""
     module = ir.Module("im2col")
-    fn = emit_im2col(module, "im2col", spec, nr)
-    fn.linkage = ""
+    for spec, nr in GEOMETRIES:
+        im2col_function(module, spec, nr).linkage = ""
+    names = {im2col_name(spec, nr) for spec, nr in GEOMETRIES}
+    assert len([f for f in module.functions if f.name.startswith("dlc_gemm_im2col")]) == len(names) < len(GEOMETRIES)
     native = NativeModule(compile_object(str(module)))
-    call = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64)(
-        native.address("im2col"))
-    rng = np.random.default_rng(0)
+    return native, {(spec, nr): SIGNATURE(native.address(im2col_name(spec, nr))) for spec, nr in GEOMETRIES}
+
+
+def _blocks(pixels: int, nr: int) -> list[tuple[int, int]]:
+    """Column ranges [j0, j1) a worker may ask for: whole, from a later panel, short tails, the last column."""
+    return sorted({(0, pixels), (min(nr, pixels - 1), pixels), (0, min(pixels, nr + 5)),
+                   (min(nr, pixels - 1), min(pixels, 2 * nr - 3)), (pixels - 1, pixels), (0, 1)})
+
+
+@pytest.mark.parametrize("index", range(len(GEOMETRIES)), ids=IDS)
+def test_columns_land_in_panels_and_the_tail_is_zero(im2col_functions, index):
+    _native, functions = im2col_functions
+    spec, nr = GEOMETRIES[index]
+    rng = np.random.default_rng(index)
     x = rng.standard_normal((spec.channels, spec.hp, spec.wp)).astype(np.float32)
     expected = _reference(x, spec)
     pixels = expected.shape[1]
-    for j0, j1 in [(0, pixels), (nr, pixels), (0, min(pixels, nr + 5)), (nr, min(pixels, 2 * nr - 3))]:
+    for j0, j1 in _blocks(pixels, nr):
         panels = -(-(j1 - j0) // nr)
         guard = 64
         col = np.full(panels * spec.depth * nr + guard, np.nan, np.float32)
-        call(x.ctypes.data, col.ctypes.data, j0, j1)
+        functions[spec, nr](x.ctypes.data, col.ctypes.data, j0, j1, *(getattr(spec, f) for f in RUNTIME_FIELDS))
         block = col[:-guard].reshape(panels, spec.depth, nr)
         got = block.transpose(1, 0, 2).reshape(spec.depth, panels * nr)
         np.testing.assert_array_equal(got[:, : j1 - j0], expected[:, j0:j1])
         assert not got[:, j1 - j0:].any(), "lanes past the block must be zeros"
         assert np.isnan(col[-guard:]).all(), "wrote past the block"
+
+
+class _Guarded:
+    """`nbytes` of read-write memory with a PROT_NONE page right after it (`after`) or right
+    before it: a read or write outside them is a SIGSEGV."""
+
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def __init__(self, nbytes: int, after: bool):
+        page = mmap.PAGESIZE
+        pages = -(-max(nbytes, 1) // page)
+        self.map = mmap.mmap(-1, (pages + 1) * page)
+        base = ctypes.addressof(ctypes.c_char.from_buffer(self.map))
+        self.guard = base + pages * page if after else base
+        self.address = base + pages * page - nbytes if after else base + page
+        assert self.libc.mprotect(ctypes.c_void_p(self.guard), page, 0) == 0
+
+    def array(self, count: int) -> np.ndarray:
+        return np.ctypeslib.as_array((ctypes.c_float * count).from_address(self.address))
+
+    def close(self) -> None:
+        self.libc.mprotect(ctypes.c_void_p(self.guard), mmap.PAGESIZE, mmap.PROT_READ | mmap.PROT_WRITE)
+
+
+@pytest.mark.parametrize("index", range(len(GEOMETRIES)), ids=IDS)
+def test_reads_and_writes_stay_inside_the_input_and_the_block(im2col_functions, index):
+    """The padded input and the block of columns lie against a guard page after them, then
+    before them, for every block a worker may ask for: a masked load or store that touched
+    a float outside would crash the test process."""
+    _native, functions = im2col_functions
+    spec, nr = GEOMETRIES[index]
+    x = np.random.default_rng(index).standard_normal((spec.channels, spec.hp, spec.wp)).astype(np.float32)
+    expected = _reference(x, spec)
+    for j0, j1 in _blocks(expected.shape[1], nr):
+        panels = -(-(j1 - j0) // nr)
+        for after in (True, False):
+            source, target = _Guarded(x.nbytes, after), _Guarded(panels * spec.depth * nr * 4, after)
+            source.array(x.size)[:] = x.reshape(-1)
+            functions[spec, nr](source.address, target.address, j0, j1, *(getattr(spec, f) for f in RUNTIME_FIELDS))
+            got = target.array(panels * spec.depth * nr).reshape(panels, spec.depth, nr).transpose(1, 0, 2)
+            np.testing.assert_array_equal(got.reshape(spec.depth, -1)[:, : j1 - j0], expected[:, j0:j1])
+            source.close()
+            target.close()

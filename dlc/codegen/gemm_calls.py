@@ -15,7 +15,7 @@ from xdsl.ir import Operation
 
 from dialects.gemm_ukernel import GemmSpec, gemm_spec, thread_grids
 from dlc.codegen.emitter_base import EmitterBase
-from dlc.codegen.im2col import Im2colSpec, counted_loop, emit_im2col
+from dlc.codegen.im2col import Im2colSpec, counted_loop, im2col_function
 from dlc.codegen.llvm_types import I64, PTR
 from dlc.codegen.runtime_abi import PARALLEL_TYPE, WORKER_TYPE, indirect_call, slot
 from dlc.codegen.ukernels import emit_gemm
@@ -84,7 +84,7 @@ class GemmCalls(EmitterBase):
         if not spec.nr <= width <= spec.ldb or geometry.depth != spec.k:
             raise CompileError(f"@{symbol}: an im2col block of {width} columns cannot hold a panel of nr={spec.nr} "
                                f"(depth {geometry.depth}, k {spec.k})", "choose nr <= the block width")
-        im2col = emit_im2col(self.llvm, f"{name}_im2col{index}", geometry, spec.nr)
+        im2col = im2col_function(self.llvm, geometry, spec.nr)  # shared by the convolutions like it
         worker = ir.Function(self.llvm, WORKER_TYPE, f"{name}_conv{index}")
         worker.linkage = "internal"
         worker.attributes.add("nounwind")
@@ -117,7 +117,7 @@ class GemmCalls(EmitterBase):
             end_panel = minimum(b.add(panel, const(step)), last_panel)
             j0 = b.mul(panel, const(spec.nr))
             j1 = minimum(b.mul(end_panel, const(spec.nr)), const(spec.n))
-            b.call(im2col, [padded, block, j0, j1])
+            b.call(im2col, [padded, block, j0, j1, *geometry.arguments()])
             b.call(range_fn, [a, block, c, bias, residual, panel, end_panel, first_row, last_row])
 
         counted_loop(b, first_panel, last_panel, column_block, step)

@@ -39,7 +39,8 @@ __all__ = ["compile_object", "compile_objects", "compile_jobs", "parse_llvm"]
 MIN_PART_BYTES = 512 << 10
 JOBS_VARIABLE = "DLC_COMPILE_JOBS"
 # The GEMMs (dlc_gemm_N, its range, im2col and worker functions: passes/lowering/utils/
-# ukernel_calls.py names them; and the micro-kernel tiles they share, dlc_gemm_tile_*) are
+# ukernel_calls.py names them; and the micro-kernel tiles and im2col functions they share,
+# dlc_gemm_tile_* and dlc_gemm_im2col_*: ukernels.py, im2col.py) are
 # most of a CNN's IR (ResNet-50: 3.6 of 3.9 MB before the tiles were shared) and vectorised
 # by hand: O3's extra passes over O2's (non-trivial unswitching, argument promotion, more
 # inlining and instcombine) cost a third of their LLVM time and left their code as it was
@@ -47,7 +48,7 @@ JOBS_VARIABLE = "DLC_COMPILE_JOBS"
 # benchmarks/README.md). Compiled apart, a GEMM is not inlined into its kernel's parallel
 # body either: ResNet-50's 8.4 CPU-s of LLVM became 5.6.
 GEMM_PIPELINE_LEVEL = 2
-_GEMM = re.compile(r"dlc_gemm_(\d|tile_)")
+_GEMM = re.compile(r"dlc_gemm_(\d|tile_|im2col_)")
 
 
 def kernels_not_inlined(llvm_ir: str) -> str:
