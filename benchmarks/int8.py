@@ -2,6 +2,7 @@
 
     python benchmarks/int8.py                     # every model, 1 thread
     python benchmarks/int8.py --threads 2 --models cnn
+    python benchmarks/int8.py --cpu-time --models cnn,mobile  # 1 thread, thread CPU seconds
 
 The models are small stand-ins built with onnx.helper (random weights) and quantized by
 onnxruntime's own tools, as users do: a ResNet-style CNN block stack and two MobileNetV2
@@ -145,12 +146,32 @@ def _cpu_line() -> str:
     return f"cpu: {model} (LLVM: {cpu}); AVX512-VNNI: {'yes' if '+avx512vnni' in features else 'no'}"
 
 
+def cpu_time_ratios(runners: dict, repeat: int) -> dict[str, float]:
+    """Median thread CPU seconds of each runner, run in turn `repeat` times (one thread: the
+    work is on this thread, and CPU time leaves out the waits a loaded machine adds to wall time)."""
+    import time
+
+    times: dict[str, list[float]] = {name: [] for name in runners}
+    for run in runners.values():  # warm up
+        run()
+    for _ in range(repeat):
+        for name, run in runners.items():
+            t0 = time.thread_time()
+            run()
+            times[name].append(time.thread_time() - t0)
+    return {name: float(np.median(values)) for name, values in times.items()}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(MODELS), help="comma-separated: " + ", ".join(MODELS))
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeat", type=int, default=20)
+    parser.add_argument("--cpu-time", action="store_true",
+                        help="one thread: dlc int8 / onnxruntime int8 in thread CPU seconds (median of --repeat)")
     args = parser.parse_args(argv)
+    if args.cpu_time:
+        args.threads = 1
 
     import logging
 
@@ -172,6 +193,11 @@ def main(argv: list[str] | None = None) -> int:
             runners = {"dlc int8": lambda c=dlc_int8, f=feeds: c.run(f),
                        "ort int8": lambda s=ort_int8, f=feeds: s.run(None, f),
                        "dlc fp32": lambda c=dlc_fp32, f=feeds: c.run(f)}
+            if args.cpu_time:
+                cpu = cpu_time_ratios({k: runners[k] for k in ("dlc int8", "ort int8")}, args.repeat)
+                print(f"{name:10} thread CPU ms: dlc int8 {cpu['dlc int8'] * 1e3:.3f}, ort int8 "
+                      f"{cpu['ort int8'] * 1e3:.3f}, dlc/ort {cpu['dlc int8'] / cpu['ort int8']:.3f}")
+                continue
             times = median_latencies(runners, args.repeat)
             ms = {k: v * 1e3 for k, v in times.items()}
             print(f"{name:10} {ms['dlc int8']:12.3f} {ms['ort int8']:12.3f} {ms['dlc fp32']:12.3f} "

@@ -32,6 +32,7 @@ from xdsl.rewriter import InsertPoint, Rewriter
 from dialects.onnx import OPS, OnnxOp, WeightOp
 from dialects.types import element_type_for, numpy_dtype
 from dialects.weights import weights_of
+from passes.graph.sink_transposes import sink_transposes
 from passes.graph.utils.constants import constant_of, is_absent, producer
 from passes.lowering.rules.quantize import NHWC, depthwise_refusal, integer_conv_refusal
 
@@ -139,6 +140,8 @@ class QlinearConvNhwcPass(ModulePass):
             centered = _rewrite_plan(conv)
             if centered is not None:
                 rewritten.append(_to_nhwc(conv, centered))
+        if rewritten:  # the float ops between them (a residual Add) in NHWC too
+            sink_transposes(op)
         for conv in rewritten:
             _nchw_result(conv)
 
