@@ -33,9 +33,9 @@ def counted(tmp_path, monkeypatch):
         compiled.append(llvm_ir)
         return here(llvm_ir, *args, **kwargs)
 
-    def start_worker(source, *args, **kwargs):
-        compiled.append(source.read_text())
-        return worker(source, *args, **kwargs)
+    def start_worker(llvm_ir, *args, **kwargs):
+        compiled.append(llvm_ir)
+        return worker(llvm_ir, *args, **kwargs)
 
     monkeypatch.setattr(native, "compile_object", compile_object)
     monkeypatch.setattr(native, "_start_worker", start_worker)

@@ -128,10 +128,10 @@ def test_gemm_parts_compile_at_the_gemm_level_and_the_kernels_at_the_one_asked(c
         levels["kernels" if "define void @\"dlc_main\"" in llvm_ir else f"gemms{len(levels)}"] = opt_level
         return original(llvm_ir, cpu, features, opt_level, triple)
 
-    def in_process(source, target, cpu, features, opt_level, triple):  # the worker, here
+    def in_process(llvm_ir, target, cpu, features, opt_level, triple):  # the worker, here
         import subprocess
         import sys
-        target.write_bytes(record(source.read_text(), cpu, features, opt_level, triple or None))
+        target.write_bytes(record(llvm_ir, cpu, features, opt_level, triple or None))
         return subprocess.Popen([sys.executable, "-c", "pass"])
 
     monkeypatch.setattr(native, "compile_object", record)
@@ -187,7 +187,7 @@ def test_a_failed_worker_falls_back_to_compiling_in_this_process(cnn_ir, monkeyp
     monkeypatch.setenv("DLC_CACHE_DIR", str(tmp_path))  # nothing kept: the workers must run
     monkeypatch.setattr(native, "MIN_PART_BYTES", 1)
 
-    def broken_worker(source, target, cpu, features, opt_level, triple):
+    def broken_worker(llvm_ir, target, cpu, features, opt_level, triple):
         import subprocess
         import sys
         return subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
@@ -237,3 +237,30 @@ def test_the_entry_s_kernels_are_not_inlined_into_it(cnn_ir):
     for name, line in header.items():
         assert (" noinline" in line) == (name in called or " noinline" in before[name]), name
     assert native.kernels_not_inlined(marked) == marked
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="no fork on this OS: workers are new processes")
+def test_a_forked_worker_writes_the_object_this_process_would(cnn_ir, tmp_path):
+    """The worker is this process forked (no Python and no LLVM to start): its object is the
+    in-process compile's, byte for byte; a worker whose compile fails writes nothing and says so."""
+    part = split_module(cnn_ir, 2, apart=native.is_gemm, together=native.is_gemm_tile)[1]
+    worker = native._start_worker(part, tmp_path / "part.o", *native.host_cpu(), 2, None)
+    assert isinstance(worker, native._Forked) and worker.wait() == 0
+    assert (tmp_path / "part.o").read_bytes() == compile_object(part, opt_level=2)
+    broken = native._start_worker(part.replace("ret void", "ret i32 0", 1), tmp_path / "broken.o",
+                                  *native.host_cpu(), 2, None)
+    assert broken.wait() == 1 and broken.poll() == 1
+    assert not list(tmp_path.glob("broken.o*"))
+    slow = native._start_worker(part, tmp_path / "killed.o", *native.host_cpu(), 3, None)
+    slow.kill()
+    assert slow.wait() != 0
+
+
+def test_without_fork_a_worker_is_a_new_python_process(cnn_ir, tmp_path, monkeypatch):
+    import subprocess
+
+    part = split_module(cnn_ir, 2, apart=native.is_gemm, together=native.is_gemm_tile)[1]
+    monkeypatch.delattr(native.os, "fork", raising=False)
+    worker = native._start_worker(part, tmp_path / "part.o", *native.host_cpu(), 2, None)
+    assert isinstance(worker, subprocess.Popen) and worker.wait() == 0
+    assert (tmp_path / "part.o").read_bytes() == compile_object(part, opt_level=2)

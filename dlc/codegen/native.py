@@ -6,7 +6,9 @@ the runtime's job (dlc/runtime/loader.py: dlc's own ELF loader, else MCJIT).
 A large module is split (`split_module`) and its parts compiled at once, one process per
 core: llvmlite serialises all LLVM calls of a process behind one lock, so threads would not
 help, and LLVM compiles a module on one thread (like `clang -flto-jobs`/`-fsplit-lto-unit`
-parallel code generation, but without a linker: the loader links the objects).
+parallel code generation, but without a linker: the loader links the objects). A worker is
+this process forked where the OS can (its LLVM loaded, the part's IR in memory), else a new
+Python process: starting one (Python, dlc's imports, LLVM) took ~0.25 CPU-s a part.
 Each part's object is kept in the compile cache by the hash of its IR and target (issue 16,
 `_part_key`): a compile of the same model with other options, or of another model with the
 same GEMMs or kernels, compiles only the parts that are new (like ccache, per part).
@@ -14,10 +16,13 @@ same GEMMs or kernels, compiles only the parts that are new (like ccache, per pa
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import gc
 import hashlib
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -177,9 +182,9 @@ def compile_objects(
         workers = {}
         try:  # the first new part here, the others one process each
             for index in new[1:]:
-                source, target = Path(scratch, f"part{index}.ll"), Path(scratch, f"part{index}.o")
-                source.write_text(parts[index])
-                workers[index] = (_start_worker(source, target, cpu, features or "", levels[index], triple), target)
+                target = Path(scratch, f"part{index}.o")
+                workers[index] = (_start_worker(parts[index], target, cpu, features or "", levels[index], triple),
+                                  target)
             progress.current().begin(f"LLVM: {len(parts)} parts, {len(parts) - len(new)} kept, one process each")
             start = time.perf_counter()
             for done, index in enumerate(new, start=1):
@@ -212,8 +217,42 @@ def _part_key(part: str, cpu: str, features: str | None, opt_level: int, triple:
     return digest.hexdigest()
 
 
-def _start_worker(source: Path, target: Path, cpu: str, features: str, opt_level: int,
-                  triple: str | None) -> subprocess.Popen:
+class _Forked:
+    """A forked worker, waited for as a `subprocess.Popen` is (`wait`, `poll`, `kill`)."""
+
+    def __init__(self, pid: int):
+        self.pid, self.returncode = pid, None
+
+    def _reap(self, flags: int) -> int | None:
+        if self.returncode is None:
+            try:
+                pid, status = os.waitpid(self.pid, flags)
+            except ChildProcessError:  # reaped elsewhere: its object, if any, is still checked
+                pid, status = self.pid, 1 << 8
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self) -> int:
+        return self._reap(0)
+
+    def poll(self) -> int | None:
+        return self._reap(os.WNOHANG)
+
+    def kill(self) -> None:
+        if self.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+
+
+def _start_worker(llvm_ir: str, target: Path, cpu: str, features: str, opt_level: int,
+                  triple: str | None) -> subprocess.Popen | _Forked:
+    """A process compiling `llvm_ir` into the object file `target` (written only when the
+    compile succeeds): this one forked where the OS can, else a new Python process."""
+    if hasattr(os, "fork") and sys.platform.startswith("linux"):
+        return _fork_worker(llvm_ir, target, cpu, features, opt_level, triple)
+    source = target.with_suffix(".ll")
+    source.write_text(llvm_ir)
     package_root = str(Path(__file__).resolve().parents[2])
     path = os.environ.get("PYTHONPATH")
     env = {**os.environ, "PYTHONPATH": package_root + (os.pathsep + path if path else "")}
@@ -221,6 +260,32 @@ def _start_worker(source: Path, target: Path, cpu: str, features: str, opt_level
         [sys.executable, "-c", "from dlc.codegen.native import _worker; _worker()",
          str(source), str(target), cpu, features, str(opt_level), triple or ""],
         env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _fork_worker(llvm_ir: str, target: Path, cpu: str, features: str, opt_level: int,
+                 triple: str | None) -> _Forked:
+    """This process forked to compile `llvm_ir`. llvmlite's lock is held across the fork, so
+    no other thread of this process is inside LLVM then (the child would find LLVM's state
+    half-changed, and the lock taken forever). The child collects no garbage (a full
+    collection would write to, and so copy, every page of the compiler's objects it shares
+    with this process), never returns into the caller's code, and leaves by os._exit (no
+    atexit handlers, no second flush of this process's buffered output)."""
+    from llvmlite.binding import ffi
+
+    with getattr(ffi.lib, "_lock", contextlib.nullcontext()):
+        pid = os.fork()
+    if pid:
+        return _Forked(pid)
+    status = 1
+    try:
+        gc.disable()
+        code = compile_object(llvm_ir, cpu, features, opt_level, triple)
+        partial = target.with_name(target.name + ".partial")
+        partial.write_bytes(code)
+        partial.rename(target)
+        status = 0
+    finally:
+        os._exit(status)
 
 
 def _worker() -> None:
