@@ -13,10 +13,12 @@ At the `onnx`/`graph`/`kernels` phases the loop itself is an `onnx.Loop` whose `
 attribute names the nested module and whose operands are ONNX's (M, cond, carried...)
 followed by `dlc.num_outer` outer values. The `Loop` lowering rule
 (passes/lowering/rules/loop.py) makes it a `loop.run` in its kernel, and the LLVM emitter
-turns that into the loop: copy the initial state into the outputs, then per iteration store
-the iteration number, call the body's function, copy its carried results back (the body never
-reads and writes one buffer, so its pointers stay `noalias`), and stop when the trip count is
-reached or the body's condition is false.
+turns that into the loop: per iteration store the iteration number and call the body's
+function, reading the carried state from one buffer and writing it to another (the initial
+values, then the outputs and the temporaries in turn: a ping-pong, so the body never reads and
+writes one buffer and its pointers stay `noalias`, and no state is copied per iteration), and
+stop when the trip count is reached or the body's condition is false; one copy at the end puts
+the last state in the outputs where it is not there already.
 
     "loop.run"(%M, %cond, %x0, %W, %y, %iter, %cin, %cout, %tmp, %arena)
         {body = @loop_0, layout = array<i64: 1, 1, 1, 1, 0, 0>, reverse = array<i64>} : (...) -> ()
