@@ -25,8 +25,9 @@ from xdsl.dialects import func
 from xdsl.dialects.builtin import DictionaryAttr, IntegerAttr, ModuleOp, StringAttr, i64
 from xdsl.ir import Attribute
 
-# name -> number of `activation_params`; "relu6" is clip(0, 6).
-ACTIVATIONS = {"relu": 0, "relu6": 0, "clip": 2, "leaky_relu": 1}
+# name -> number of `activation_params`; "relu6" is clip(0, 6); "silu" is x * sigmoid(x) and
+# "hardswish" ONNX HardSwish, applied to each tile after its store (dlc/codegen/ukernel_epilogues.py).
+ACTIVATIONS = {"relu": 0, "relu6": 0, "clip": 2, "leaky_relu": 1, "silu": 0, "hardswish": 0}
 TILES = ("mr", "nr", "kc", "mc", "nc")
 B_LAYOUTS = ("row", "window", "packed")
 # Element types: "f32", or "u8s8": A uint8, B int8 (packed by `pack_b_u8s8`), C int32, the

@@ -27,6 +27,7 @@ from llvmlite import ir
 from dialects.gemm_ukernel import GemmSpec
 from dlc.codegen.function_attributes import FunctionAttributes
 from dlc.codegen.llvm_types import FASTMATH_FLAGS
+from dlc.codegen.ukernel_epilogues import IN_PLACE, apply_in_place
 
 __all__ = ["emit_gemm"]
 
@@ -322,6 +323,8 @@ class _GemmEmitter:
                 values = self._epilogue(updated, tile, bias, r_rows, row_index)
                 for value, (i, v) in zip(values, tile):
                     self._store(value, c_rows[i], v)
+                if spec.activation in IN_PLACE:  # from L1, the accumulators dead (ukernel_epilogues)
+                    apply_in_place(self, c, ldc, n_rows, vecs)
             with plain:
                 for value, (i, v) in zip(updated, tile):
                     self._store(value, c_rows[i], v)
@@ -374,7 +377,7 @@ class _GemmEmitter:
     def _activation(self, x: ir.Value) -> ir.Value:
         """Compare-and-select, so a NaN input stays NaN (as onnxruntime's Relu/Clip)."""
         b, act, params = self.b, self.spec.activation, self.spec.activation_params
-        if act is None:
+        if act is None or act in IN_PLACE:  # applied after the store (`apply_in_place`)
             return x
         if act == "leaky_relu":
             scaled = b.fmul(x, self._splat_const(params[0]))

@@ -158,7 +158,8 @@ class GemmEpilogue:
     """An elementwise tail a GEMM micro-kernel can apply in its final store instead of a loop.
 
     `act(C + residual)`: residual is a memref of C's shape (or None), activation one the
-    micro-kernel knows ("relu", "relu6"). A rule that applies it sets `consumed`.
+    micro-kernel knows ("relu", "relu6", "silu", "hardswish"). A rule that applies it sets
+    `consumed`.
     """
 
     activation: str | None
@@ -167,34 +168,47 @@ class GemmEpilogue:
 
 
 def gemm_epilogue(result: SSAValue, root, deferred: dict, buffer_of, ready) -> GemmEpilogue | None:
-    """The chain from a contraction's `result` to `root`, if it is [Add(result, R)] [Relu|Clip(0,6)].
+    """The tail from a contraction's `result` to `root`, if it is [Add(result, R)] [activation]:
+    Relu, Clip(0, 6), HardSwish, or SiLU as torch.onnx writes it (Mul(v, Sigmoid(v))).
 
     That is what ONNX graphs write after a Conv/Gemm once BatchNormalization is folded
     (the bias is the contraction's own): a residual Add, then the activation. `ready(value)`
     says whether the residual is computed before the contraction runs.
     """
-    chain, value = [], result
-    while True:
-        user = next(iter(value.uses)).operation
-        chain.append(user)
-        if user is root:
-            break
-        value = user.results[0]
-    residual = activation = None
-    ops = list(chain)
-    if ops and ops[0].onnx_type == "Add" and len(ops[0].operands) == 2:
-        other = ops[0].operands[1] if ops[0].operands[0] is result else ops[0].operands[0]
+    residual, value = None, result
+    users = [use.operation for use in result.uses]
+    if len(users) == 1 and users[0].onnx_type == "Add" and len(users[0].operands) == 2:
+        add = users[0]
+        other = add.operands[1] if add.operands[0] is result else add.operands[0]
         if other is result or other in deferred or other.type != result.type or not ready(other):
             return None
-        residual = buffer_of(other)
-        ops = ops[1:]
-    if ops and ops[0].onnx_type == "Relu":
-        activation, ops = "relu", ops[1:]
-    elif ops and ops[0].onnx_type == "Clip" and _clip_bounds(ops[0]) == (0.0, 6.0):
-        activation, ops = "relu6", ops[1:]
-    if ops or (residual is None and activation is None):
+        residual, value = buffer_of(other), add.results[0]
+        if add is root:
+            return GemmEpilogue(None, residual)
+    activation = _activation_of(value, root)
+    if activation is None:
         return None
     return GemmEpilogue(activation, residual)
+
+
+def _activation_of(value: SSAValue, root) -> str | None:
+    """The activation `root` computes of `value` through the ops between them, if one the
+    micro-kernel knows."""
+    users = [use.operation for use in value.uses]
+    if users == [root]:
+        if root.onnx_type == "Relu":
+            return "relu"
+        if root.onnx_type == "Clip" and _clip_bounds(root) == (0.0, 6.0):
+            return "relu6"
+        if root.onnx_type == "HardSwish":
+            return "hardswish"
+        return None
+    if len(users) == 2 and root in users and root.onnx_type == "Mul":
+        sigmoid = users[0] if users[1] is root else users[1]
+        if (sigmoid.onnx_type == "Sigmoid" and [u.operation for u in sigmoid.results[0].uses] == [root]
+                and {*root.operands} == {value, sigmoid.results[0]}):
+            return "silu"
+    return None
 
 
 def _clip_bounds(op) -> tuple[float, float] | None:

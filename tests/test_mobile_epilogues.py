@@ -1,0 +1,135 @@
+"""SiLU (Mul(x, Sigmoid(x))) and HardSwish after a Conv, Gemm or MatMul join its kernel and are
+applied as its outputs are stored: by the GEMM micro-kernel's tile (dlc/codegen/
+ukernel_epilogues.py), by a depthwise conv's loops (passes/lowering/rules/conv.py). dlc vs
+onnxruntime on inputs with NaNs and large values, through both depthwise lowerings; the
+compiled IR shows no loop left for the activation where the GEMM applies it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from conftest import run_onnxruntime
+from onnx import TensorProto, helper, numpy_helper
+
+CONVS = {  # name: (x shape, weight shape, attributes)
+    "pointwise": ([1, 16, 9, 11], [24, 16, 1, 1], {}),
+    "im2col_3x3_s2": ([1, 8, 13, 12], [16, 8, 3, 3], {"pads": [1] * 4, "strides": [2, 2]}),
+    "depthwise_3x3": ([1, 8, 9, 10], [8, 1, 3, 3], {"pads": [1] * 4, "group": 8}),
+    "depthwise_5x5_s2": ([2, 6, 14, 13], [6, 1, 5, 5], {"pads": [2] * 4, "strides": [2, 2], "group": 6}),
+    "depthwise_7x7_map": ([1, 20, 7, 7], [20, 1, 5, 5], {"pads": [2] * 4, "group": 20}),
+}
+
+
+def _activation(kind: str, x: str, out: str) -> list:
+    if kind == "silu":
+        return [helper.make_node("Sigmoid", [x], [f"{out}_gate"]), helper.make_node("Mul", [x, f"{out}_gate"], [out])]
+    return [helper.make_node("HardSwish", [x], [out])]
+
+
+def _conv_model(name: str, kind: str, residual: bool = False) -> onnx.ModelProto:
+    x_shape, w_shape, attrs = CONVS[name]
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.uniform(-1, 1, w_shape).astype(np.float32), "w"),
+             numpy_helper.from_array(rng.uniform(-1, 1, w_shape[:1]).astype(np.float32), "b")]
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], **attrs)]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)]
+    if residual:
+        conv_alone = _model(nodes, inputs, "c", inits)
+        c_shape = [d.dim_value for d in conv_alone.graph.output[0].type.tensor_type.shape.dim]
+        inputs.append(helper.make_tensor_value_info("r", TensorProto.FLOAT, c_shape))
+        nodes.append(helper.make_node("Add", ["c", "r"], ["s"]))
+    nodes += _activation(kind, "s" if residual else "c", "y")
+    return _model(nodes, inputs, "y", inits)
+
+
+def _model(nodes, inputs, output: str, inits) -> onnx.ModelProto:
+    graph = helper.make_graph(nodes, "g", inputs, [helper.make_tensor_value_info(output, TensorProto.FLOAT, None)],
+                              inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)], ir_version=10)
+    return onnx.shape_inference.infer_shapes(model, strict_mode=True)
+
+
+def _feeds(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(3)
+    feeds = {}
+    for value in model.graph.input:
+        x = rng.uniform(-8, 8, [d.dim_value for d in value.type.tensor_type.shape.dim]).astype(np.float32)
+        x.flat[::13] = np.nan
+        x.flat[5::17] = rng.choice([-200.0, 200.0, 90.0, -90.0], x.flat[5::17].size)  # exp's clamps
+        feeds[value.name] = x
+    return feeds
+
+
+def _check(model: onnx.ModelProto, threads: int = 1) -> None:
+    import dlc
+
+    feeds = _feeds(model)
+    got = dlc.compile(model, threads=threads).run(feeds)["y"]
+    want = run_onnxruntime(model, feeds)[0]
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.fixture(params=["boxes", "phase_planes"])
+def lowering(request, monkeypatch):
+    from passes.lowering.rules import conv
+
+    monkeypatch.setattr(conv, "MIN_INTERIOR_SHARE", {"boxes": 0.0, "phase_planes": 1.01}[request.param])
+    monkeypatch.setenv("DLC_CACHE", "0")  # the cache key does not see the module constant
+    return request.param
+
+
+@pytest.mark.parametrize("kind", ["silu", "hardswish"])
+@pytest.mark.parametrize("name", CONVS)
+def test_conv_activation_matches_onnxruntime(name, kind, lowering):
+    if lowering == "phase_planes" and not name.startswith("depthwise"):
+        pytest.skip("phase planes are a depthwise lowering")
+    _check(_conv_model(name, kind))
+
+
+@pytest.mark.parametrize("kind", ["silu", "hardswish"])
+@pytest.mark.parametrize("name", ["pointwise", "depthwise_3x3"])
+def test_after_a_residual_add(name, kind):
+    _check(_conv_model(name, kind, residual=True))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("kind", ["silu", "hardswish"])
+def test_gemm_and_matmul(kind, threads):
+    """Gemm (bias per column, transposed B) and MatMul, the row counts ragged against mr."""
+    rng = np.random.default_rng(1)
+    w1 = numpy_helper.from_array(rng.uniform(-1, 1, (37, 29)).astype(np.float32), "w1")
+    b1 = numpy_helper.from_array(rng.uniform(-1, 1, (37,)).astype(np.float32), "b1")
+    w2 = numpy_helper.from_array(rng.uniform(-1, 1, (37, 45)).astype(np.float32), "w2")
+    nodes = [helper.make_node("Gemm", ["x", "w1", "b1"], ["h"], transB=1), *_activation(kind, "h", "a"),
+             helper.make_node("MatMul", ["a", "w2"], ["m"]), *_activation(kind, "m", "y")]
+    _check(_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [19, 29])], "y", [w1, b1, w2]),
+           threads)
+
+
+@pytest.mark.parametrize("kind", ["silu", "hardswish"])
+def test_the_gemm_applies_it(kind):
+    """The micro-kernel declaration carries the activation and no loop over the output is left."""
+    from dlc.driver import compile_model
+
+    module = compile_model(_conv_model("pointwise", kind), compile_to="linalg").module
+    text = str(module)
+    assert f'activation = "{kind}"' in text
+    assert "linalg.generic" not in text
+
+
+def test_a_gate_used_elsewhere_stays_a_loop():
+    """Sigmoid(x) also read by another node: the Mul is not SiLU of the conv alone, so the conv
+    stores x and the Sigmoid and Mul run as their own loop, with the same results."""
+    model = _conv_model("pointwise", "silu")
+    graph = model.graph
+    graph.output.append(helper.make_tensor_value_info("y_gate", TensorProto.FLOAT, None))
+    model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+    import dlc
+
+    feeds = _feeds(model)
+    got = dlc.compile(model).run(feeds)
+    for name, want in zip(["y", "y_gate"], run_onnxruntime(model, feeds)):
+        np.testing.assert_allclose(got[name], want, rtol=1e-4, atol=1e-4)
