@@ -150,6 +150,32 @@ def test_batch_normalization(shape):
     assert_matches_onnxruntime(_model("BatchNormalization", shape, constants, epsilon=1e-3))
 
 
+def test_batch_normalization_factor_from_constants_has_the_kernel_loops_bits():
+    """Constant scale and var: scale / sqrt(var + eps) is a weight computed at compile time
+    (no loop, no sqrt in the kernel), bit for bit what the kernel computes when they are fed."""
+    import dlc
+    from dlc.driver import compile_model
+
+    names = ["scale", "bias", "mean", "var"]
+    rng = np.random.default_rng(5)
+    params = {"scale": _weights(7, seed=1), "bias": _weights(7, seed=2), "mean": _weights(7, seed=3),
+              "var": np.abs(_weights(7, seed=4)) * rng.uniform(1e-4, 1e3, 7).astype(np.float32)}
+    constant = _model("BatchNormalization", [2, 7, 5], list(params.items()), epsilon=1e-5)
+    node = helper.make_node("BatchNormalization", ["x", *names], ["y"], name="bn", epsilon=1e-5)
+    fed = helper.make_model(helper.make_graph(
+        [node], "bn", [helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
+                       for name, shape in [("x", [2, 7, 5])] + [(name, [7]) for name in names]],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 7, 5])]),
+        opset_imports=[helper.make_opsetid("", OPSET)])
+    linalg = str(compile_model(constant, compile_to="linalg").module)
+    assert "batchnormalization.factor" in linalg and "math.sqrt" not in linalg
+    assert "math.sqrt" in str(compile_model(fed, compile_to="linalg").module)
+    x = _weights(2, 7, 5, seed=9) * 100
+    got = dlc.compile(constant).run({"x": x})["y"]
+    want = dlc.compile(fed).run({"x": x, **params})["y"]
+    assert got.tobytes() == want.tobytes()
+
+
 @pytest.mark.parametrize("op_type", ["Softmax", "LogSoftmax"])
 @pytest.mark.parametrize("shape,axis", [([2, 3, 5], -1), ([2, 3, 5], 1), ([2, 3, 5], 0), ([7], 0)])
 def test_softmax(op_type, shape, axis):
