@@ -3,6 +3,7 @@
     python benchmarks/native_loops.py compile lstm_h256_s64 gru2_h256_s64   # CPU-s of one compile each
     python benchmarks/native_loops.py rule LSTM 64 2,4,8,16                 # native vs unrolled steps
     python benchmarks/native_loops.py copies lstm_h256_s64 gru2_h256_s64 loop_state  # ping-pong vs copies
+    python benchmarks/native_loops.py ort lstm_h256_s64 gru2_h256_s64        # dlc vs onnxruntime, alternated
 
 `compile`: one `dlc.compile` of a run_all model with the cache off, CPU seconds of this process
 and its children (the parallel LLVM compile) from `os.times()`, and wall seconds.
@@ -14,6 +15,9 @@ so that load from elsewhere hits both alike. The figures are in benchmarks/READM
 after every iteration) and on (two buffers swapped), 1 thread, timed alternately as `rule`;
 `loop_state` is a Loop of 1,000 iterations whose carried state is 64x1024 floats and whose body
 is one Add and one Mul (the copies' worst case).
+`ort`: dlc (1 thread) and onnxruntime (1 intra-op thread) in one process, 21 alternated rounds
+of 50 runs each, median wall time per run: both see the same load, which run_all's separate
+timings do not.
 """
 
 from __future__ import annotations
@@ -137,9 +141,43 @@ def copies(names: list[str]) -> None:
               f"ping-pong/copies {after / before:.3f}", flush=True)
 
 
+def against_onnxruntime(names: list[str]) -> None:
+    import numpy as np
+    import onnxruntime
+    from run_all import BUILT
+
+    import dlc
+
+    for name in names:
+        model = BUILT[name]()
+        rng = np.random.default_rng(0)
+        feeds = {value.name: rng.standard_normal([d.dim_value for d in value.type.tensor_type.shape.dim])
+                 .astype(np.float32) for value in model.graph.input}
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = options.inter_op_num_threads = 1
+        session = onnxruntime.InferenceSession(model.SerializeToString(), options,
+                                               providers=["CPUExecutionProvider"])
+        compiled = dlc.compile(model, threads=1)
+        runs = {"dlc": lambda compiled=compiled, feeds=feeds: compiled.run(feeds),
+                "ort": lambda session=session, feeds=feeds: session.run(None, feeds)}
+        times = {key: [] for key in runs}
+        for _ in range(21):
+            for key, run in runs.items():
+                run()
+                start = time.perf_counter()
+                for _ in range(50):
+                    run()
+                times[key].append((time.perf_counter() - start) / 50 * 1e6)
+        ours, theirs = sorted(times["dlc"])[10], sorted(times["ort"])[10]
+        print(f"{name}: dlc {ours:8.1f} us, onnxruntime {theirs:8.1f} us, dlc/ort {ours / theirs:.3f} "
+              "(median of 21 alternated rounds)", flush=True)
+
+
 if __name__ == "__main__":
     if len(sys.argv) >= 3 and sys.argv[1] == "compile":
         compile_times(sys.argv[2:])
+    elif len(sys.argv) >= 3 and sys.argv[1] == "ort":
+        against_onnxruntime(sys.argv[2:])
     elif len(sys.argv) >= 3 and sys.argv[1] == "copies":
         copies(sys.argv[2:])
     elif len(sys.argv) == 5 and sys.argv[1] == "rule":
