@@ -366,3 +366,21 @@ def test_a_loop_kernels_flops_count_every_iteration_of_its_body():
     matmul = 2 * 2 * 8 * 8  # [2, 8] @ [8, 8], a multiply-add counted 2
     assert loop_flops(300) >= 300 * matmul
     assert loop_flops(600) == 2 * loop_flops(300)
+
+
+def test_a_trip_count_computed_from_small_inputs_with_its_scan_output_consumed():
+    """onnx's Range function body: M = ceil(n / step) from two float scalars; the scan output
+    then feeds a ReduceSum (fine: once M is a constant, every shape after the loop is static)."""
+    model = _rnn_loop(trips=None, scan=True, inputs=[v("n", F, []), v("step", F, [])])
+    model.graph.node.insert(0, helper.make_node("Div", ["n", "step"], ["ratio"]))
+    model.graph.node.insert(1, helper.make_node("Ceil", ["ratio"], ["ceiling"]))
+    model.graph.node.insert(2, helper.make_node("Cast", ["ceiling"], ["M"], to=I64))
+    model.graph.input.remove(next(value for value in model.graph.input if value.name == "M"))
+    model.graph.node.append(helper.make_node("ReduceSum", ["all"], ["total"], keepdims=0))
+    model.graph.output.append(v("total", F, []))
+    onnx.checker.check_model(model, full_check=True)
+    compiled = dlc.compile(model)
+    cases = [(10.0, 3.0), (10.0, 0.5), (7.0, 3.5), (10.0, 3.0)]
+    _assert_matches(model, [_feeds(n=np.array(n, np.float32), step=np.array(s, np.float32)) for n, s in cases],
+                    compiled)
+    assert compiled.compiles == 3
