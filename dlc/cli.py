@@ -834,7 +834,33 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    """Run a command; its exit status. Run as a program (`argv` None: the console script,
+    `python -m dlc`), the process then ends at once (`_exit`)."""
+    code = _main(list(sys.argv[1:] if argv is None else argv))
+    if argv is None:
+        _exit(code)
+    return code
+
+
+def _exit(code: int) -> None:
+    """End the process now: atexit handlers run and the standard streams are flushed, but the
+    interpreter does not tear down. A compile leaves its IR, llvmlite's module and the weights
+    alive, and freeing them one object at a time (a full collection, then every module's
+    objects) took ResNet-50's `dlc compile` 0.3 CPU-s for the collection alone and ~0.8 s of
+    wall time at a load of 6 (issue 16), for memory the OS takes back whole."""
+    import atexit
+    import os
+
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe (`dlc ... | head`) or stream
+            pass
+    os._exit(code if isinstance(code, int) else 1)
+
+
+def _main(argv: list[str]) -> int:
     # --debug is accepted anywhere on the line (`dlc run m.onnx --debug`), as the hint says.
     debug, quiet = "--debug" in argv, "--quiet" in argv
     argv = [a for a in argv if a not in ("--debug", "--quiet")]
