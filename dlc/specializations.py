@@ -171,12 +171,6 @@ class SpecializingModel:
     def save(self, directory: str | Path, include_model: bool = False) -> None:
         """Every specialisation held, in one directory; with `include_model`, the source model
         too, so that `dlc.load` compiles shapes the directory does not hold."""
-        if self._values or self._counted:
-            raise InputError("save: this model is compiled per value of input(s) "
-                             f"{self._values or '(none)'} or returns a Loop's rows written "
-                             f"({self._counted or 'none'}), which shapes.json does not record yet",
-                             "keep the model in memory, or compile it with dlc.compile in each process "
-                             "(the compile cache keeps its specialisations)")
         save_index(self, Path(directory), include_model)
 
     def _learn(self, error) -> bool:
@@ -320,7 +314,12 @@ def _is_value(entry) -> bool:
 
 
 def _shape_text(shapes: dict) -> str:
-    return ", ".join(f"{name}={'x'.join(map(str, shape))}" for name, shape in shapes.items()) or "(no inputs)"
+    def text(entry) -> str:
+        if _is_value(entry):  # an input whose value is in the key
+            return f"value {entry[2][0] if len(entry[2]) == 1 else list(entry[2])}"
+        return "x".join(map(str, entry))
+
+    return ", ".join(f"{name}={text(entry)}" for name, entry in shapes.items()) or "(no inputs)"
 
 
 # ---------------------------------------------------------------------- compile
@@ -437,7 +436,10 @@ def save_index(model: SpecializingModel, directory: Path, include_model: bool) -
     for index, key in enumerate(keys):
         name = f"shape-{index}"
         executables[index].save(directory / name)
-        entries.append({"directory": name, "inputs": {k: list(v) for k, v in key}})
+        entry = {"directory": name, "inputs": {k: list(v) for k, v in key if not _is_value(v)}}
+        if model._values:
+            entry["values"] = {k: {"shape": list(v[1]), "values": list(v[2])} for k, v in key if _is_value(v)}
+        entries.append(entry)
     model_file = None
     if include_model:
         model_file = MODEL_FILE
@@ -455,6 +457,9 @@ def save_index(model: SpecializingModel, directory: Path, include_model: bool) -
              "shapes": entries, "model": model_file,
              # Shapes compiled per batch size hold whole batches: then none is run per sample.
              "batch": model.batch if not model._thin else None}
+    if model._values or model._counted:  # a Loop's run-time length (the module docstring)
+        index["value_inputs"] = list(model._values)
+        index["rows"] = dict(model._rows)
     (directory / INDEX_FILE).write_text(json.dumps(index, indent=1) + "\n")
 
 
@@ -482,15 +487,28 @@ def load_index(directory: str | Path, max_memory=None, max_shapes: int = DEFAULT
     outputs = index.get("outputs")
     if not isinstance(outputs, list) or not all(isinstance(o, str) for o in outputs):
         raise ArtifactError(f"{bad} ('outputs' must be a list of names)", hint)
-    symbolic = {spec.name: spec for spec in inputs if not all(isinstance(d, int) for d in spec.shape)}
+    values = index.get("value_inputs", [])
+    rows = index.get("rows", {})
+    names = {spec.name for spec in inputs}
+    if (not isinstance(values, list) or not all(v in names for v in values) or not isinstance(rows, dict)
+            or not all(isinstance(k, str) and isinstance(v, str) for k, v in rows.items())):
+        raise ArtifactError(f"{bad} ('value_inputs' must list input names and 'rows' map output names to "
+                            "output names)", hint)
+    symbolic = {spec.name: spec for spec in inputs
+                if not all(isinstance(d, int) for d in spec.shape) and spec.name not in values}
     loaders = {}
     for entry in index.get("shapes") if isinstance(index.get("shapes"), list) else [None]:
-        if (not isinstance(entry, dict) or set(entry) != {"directory", "inputs"}
+        if (not isinstance(entry, dict) or set(entry) != {"directory", "inputs", *(["values"] if values else [])}
                 or not isinstance(entry["directory"], str) or not _SHAPE_DIRECTORY.fullmatch(entry["directory"])
-                or not isinstance(entry["inputs"], dict) or set(entry["inputs"]) != set(symbolic)):
+                or not isinstance(entry["inputs"], dict) or set(entry["inputs"]) != set(symbolic)
+                or values and not _valid_values(entry["values"], values)):
             raise ArtifactError(f"{bad} (a 'shapes' entry must be {{'directory': 'shape-N', 'inputs': "
-                                f"{{each symbolic input: its shape}}}}, got {entry!r:.200})", hint)
+                                f"{{each symbolic input: its shape}}}} (and 'values': {{each value input: "
+                                f"{{'shape', 'values'}}}}), got {entry!r:.200})", hint)
         key = []
+        for name in values:
+            item = entry["values"][name]
+            key.append((name, ("=", tuple(item["shape"]), tuple(item["values"]))))
         for name, shape in entry["inputs"].items():
             spec = symbolic[name]
             if (not isinstance(shape, list) or len(shape) != len(spec.shape)
@@ -498,7 +516,8 @@ def load_index(directory: str | Path, max_memory=None, max_shapes: int = DEFAULT
                 raise ArtifactError(f"{bad} (shape {shape!r:.100} of input '{name}' does not fit {list(spec.shape)})",
                                     hint)
             key.append((name, tuple(shape)))
-        key = tuple(sorted(key, key=lambda item: list(symbolic).index(item[0])))
+        order = [spec.name for spec in inputs]
+        key = tuple(sorted(key, key=lambda item: order.index(item[0])))
         path = directory / entry["directory"]
         loaders[key] = lambda path=path: load_artifact(path, max_memory=max_memory)
     compile_shape = None
@@ -520,7 +539,19 @@ def load_index(directory: str | Path, max_memory=None, max_shapes: int = DEFAULT
     model = SpecializingModel(inputs, outputs, index.get("target", "cpu"), compile_shape, max_shapes,
                               source if model_file else None, batch)
     model._loaders = loaders
+    model._values, model._rows, model._counted = list(values), dict(rows), list(rows)
+    if values or rows:
+        model._batched = set()
     return model
+
+
+def _valid_values(item, names: list[str]) -> bool:
+    """A saved entry's input values: {name: {"shape": [...], "values": [numbers]}} for each of `names`."""
+    return (isinstance(item, dict) and set(item) == set(names) and all(
+        isinstance(v, dict) and set(v) == {"shape", "values"} and isinstance(v["shape"], list)
+        and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in v["shape"])
+        and isinstance(v["values"], list) and len(v["values"]) == int(np.prod(v["shape"], dtype=np.int64))
+        and all(isinstance(x, (int, float, bool)) for x in v["values"]) for v in item.values()))
 
 
 def _checked_inputs(value, bad: str, hint: str) -> list[InputSpec]:

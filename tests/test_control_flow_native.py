@@ -384,3 +384,21 @@ def test_a_trip_count_computed_from_small_inputs_with_its_scan_output_consumed()
     _assert_matches(model, [_feeds(n=np.array(n, np.float32), step=np.array(s, np.float32)) for n, s in cases],
                     compiled)
     assert compiled.compiles == 3
+
+
+def test_a_model_compiled_per_trip_count_saves_and_loads_its_values(tmp_path):
+    model = _stopping_loop()
+    compiled = dlc.compile(model)
+    feeds = [_feeds(M=np.array(m), stop=np.array(s)) for m, s in ((30, 4), (12, 100))]
+    for feed in feeds:
+        compiled.run(feed)
+    compiled.save(tmp_path / "saved", include_model=True)
+    compiled.save(tmp_path / "held")
+    loaded = dlc.load(tmp_path / "saved")
+    _assert_matches(model, [*feeds, _feeds(M=np.array(30), stop=np.array(40))], loaded)
+    assert loaded.compiles == 0  # both trip counts were saved
+    _assert_matches(model, [_feeds(M=np.array(9), stop=np.array(2))], loaded)  # compiled from model.onnx
+    assert loaded.compiles == 1
+    with pytest.raises(DlcError, match=r"no specialisation for input shapes M=value 9: this artifact holds "
+                                       r"M=value 30; M=value 12"):
+        dlc.load(tmp_path / "held").run(_feeds(M=np.array(9), stop=np.array(2)))
