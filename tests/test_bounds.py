@@ -136,21 +136,26 @@ def _qlinear_conv_implicit() -> onnx.ModelProto:
     itself, its last tile reading to x's last byte), batch 2, output rows of 19 and 9 pixels
     (short last tiles), 17 output channels (edge columns); the second with one-sided pads,
     strides and a row dilation; then a depthwise one (output columns in blocks of four and a
-    remainder of one) with one-sided pads."""
+    remainder of one) with one-sided pads; then a grouped one (4 groups of 5 channels, 2 output
+    channels each: one integer GEMM per group, each storing 2 of y's 8 columns)."""
     rng = np.random.default_rng(7)
     constants = {"xs": np.float32(0.02), "xz": np.uint8(100), "ys": np.float32(0.5), "yz": np.uint8(90),
                  "w1": rng.integers(-128, 128, (17, 8, 3, 3)).astype(np.int8), "s1": np.float32(0.01),
                  "z1": np.int8(0), "w2": rng.integers(-128, 128, (20, 17, 3, 4)).astype(np.int8),
                  "s2": np.float32(0.01), "z2": np.int8(0), "b2": rng.integers(-900, 900, 20).astype(np.int32),
-                 "w3": rng.integers(-128, 128, (20, 1, 3, 3)).astype(np.int8), "z3": np.zeros(20, np.int8)}
+                 "w3": rng.integers(-128, 128, (20, 1, 3, 3)).astype(np.int8), "z3": np.zeros(20, np.int8),
+                 "w4": rng.integers(-128, 128, (8, 5, 3, 3)).astype(np.int8), "z4": np.zeros(8, np.int8),
+                 "s4": rng.uniform(0.005, 0.02, 8).astype(np.float32)}
     nodes = [helper.make_node("QLinearConv", ["x", "xs", "xz", "w1", "s1", "z1", "ys", "yz"], ["h"]),
              helper.make_node("QLinearConv", ["h", "ys", "yz", "w2", "s2", "z2", "ys", "yz", "b2"], ["y2"],
                               pads=[0, 2, 1, 0], strides=[1, 2], dilations=[2, 1]),
-             helper.make_node("QLinearConv", ["y2", "ys", "yz", "w3", "s2", "z3", "ys", "yz", "b2"], ["y"],
-                              pads=[1, 0, 1, 2], group=20)]
+             helper.make_node("QLinearConv", ["y2", "ys", "yz", "w3", "s2", "z3", "ys", "yz", "b2"], ["y3"],
+                              pads=[1, 0, 1, 2], group=20),
+             helper.make_node("QLinearConv", ["y3", "ys", "yz", "w4", "s4", "z4", "ys", "yz"], ["y"],
+                              pads=[1, 1, 1, 1], group=4)]
     graph = helper.make_graph(nodes, "qlinear_conv_implicit",
                               [helper.make_tensor_value_info("x", TensorProto.UINT8, [2, 8, 9, 21])],
-                              [helper.make_tensor_value_info("y", TensorProto.UINT8, [2, 20, 4, 9])],
+                              [helper.make_tensor_value_info("y", TensorProto.UINT8, [2, 8, 4, 9])],
                               [onnx.numpy_helper.from_array(np.asarray(v), k) for k, v in constants.items()])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
 

@@ -242,7 +242,7 @@ def test_residual_add_between_nhwc_convs_runs_in_nhwc():
 
 # Depthwise (group = C, one filter per channel): the int32 kernel along C in NHWC, any batch,
 # strides, one-sided pads, dilations, int8 and uint8 x, per-channel weight zero points folded
-# into the weight; a grouped conv of two channels per group stays on the float32-exact path.
+# into the weight; a grouped conv of two channels per group is not depthwise (the grouped GEMMs).
 @pytest.mark.parametrize("x_type, shape, group, w_shape, attrs, depthwise", [
     (np.uint8, [1, 24, 9, 11], 24, [24, 1, 3, 3], dict(pads=[1, 1, 1, 1]), True),
     (np.uint8, [2, 19, 8, 7], 19, [19, 1, 3, 3], dict(pads=[0, 1, 1, 0], strides=[2, 2]), True),
@@ -269,6 +269,39 @@ def test_depthwise_qlinear_conv_matches_onnxruntime(x_type, shape, group, w_shap
     expected = run_onnxruntime(model, {"x": x})["y"]
     assert len(np.unique(expected)) > 20
     np.testing.assert_array_equal(got, expected)
+
+
+# Grouped, not depthwise: one integer GEMM per group over one patch matrix (in NHWC): two and
+# four channels per group, one output channel per group, a channel multiplier of two on one
+# input channel per group, int8 x, strides and one-sided pads, batches, per-channel weight zero
+# points folded into the weight, 1x1 groups; one and two threads.
+@pytest.mark.parametrize("x_type, shape, group, w_shape, attrs", [
+    (np.uint8, [1, 16, 6, 6], 8, [16, 2, 3, 3], dict(pads=[1, 1, 1, 1])),
+    (np.int8, [2, 12, 9, 7], 3, [24, 4, 3, 3], dict(pads=[0, 1, 2, 0], strides=[2, 1])),
+    (np.uint8, [1, 8, 5, 5], 4, [4, 2, 3, 3], dict(pads=[1, 1, 1, 1])),
+    (np.uint8, [1, 8, 5, 5], 8, [16, 1, 3, 3], dict(pads=[1, 1, 1, 1])),
+    (np.uint8, [1, 64, 14, 14], 2, [64, 32, 1, 1], {})])
+def test_grouped_qlinear_conv_matches_onnxruntime(x_type, shape, group, w_shape, attrs):
+    from dlc.driver import compile_model
+
+    rng = np.random.default_rng(shape[1] + group)
+    info = np.iinfo(x_type)
+    co = w_shape[0]
+    w = rng.integers(-100, 100, w_shape).astype(np.int8)
+    constants = [("x_scale", np.array(0.03, np.float32)), ("x_zero", np.array(info.min + 90, x_type)),
+                 ("w", w), ("w_scale", rng.uniform(0.01, 0.05, co).astype(np.float32)),
+                 ("w_zero", rng.integers(-20, 20, co).astype(np.int8)),
+                 ("y_scale", np.array(0.2, np.float32)), ("y_zero", np.array(info.min + 120, x_type)),
+                 ("bias", rng.integers(-3000, 3000, co).astype(np.int32))]
+    elem = helper.np_dtype_to_tensor_dtype(np.dtype(x_type))
+    model = _one_node("QLinearConv", [("x", elem, shape)], constants, elem, group=group, **attrs)
+    linalg = str(compile_model(model, compile_to="linalg").module)
+    assert f"per group ({group}) over x's patches" in linalg
+    x = rng.integers(info.min, info.max + 1, shape).astype(x_type)
+    expected = run_onnxruntime(model, {"x": x})["y"]
+    assert len(np.unique(expected)) > 20
+    for threads in (1, 2):
+        np.testing.assert_array_equal(dlc.compile(model, threads=threads).run({"x": x})["y"], expected)
 
 
 @pytest.mark.parametrize("x_type, batch, recorded", [

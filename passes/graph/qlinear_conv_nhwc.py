@@ -67,15 +67,21 @@ def _rewrite_plan(op: OnnxOp):
         return None
     y_shape, x_shape = op.results[0].type.get_shape(), x.type.get_shape()
     group = op.attr("group", 1)
-    if group != 1:
-        if depthwise_refusal(numpy_dtype(x.type.element_type), x_shape, w_value.type.get_shape(), y_shape,
-                             x_shape[1] if len(x_shape) == 4 else 0, group, centered, x_zero, bias) is not None:
-            return None
-    elif integer_conv_refusal(numpy_dtype(x.type.element_type), x_shape, w_value.type.get_shape(),
-                              y_shape, group, centered, np.zeros(1, np.int8), x_zero, bias,
-                              one_image=False) is not None:
+    if group != 1 and depthwise_refusal(numpy_dtype(x.type.element_type), x_shape, w_value.type.get_shape(),
+                                        y_shape, x_shape[1] if len(x_shape) == 4 else 0, group, centered,
+                                        x_zero, bias) is None:
+        return centered
+    if integer_conv_refusal(numpy_dtype(x.type.element_type), x_shape, w_value.type.get_shape(),
+                            y_shape, group, centered, np.zeros(1, np.int8), x_zero, bias,
+                            one_image=False) is not None:
         return None
     return centered
+
+
+def _depthwise(op: OnnxOp) -> bool:
+    """A depthwise conv (one filter per channel): its weight [C, 1, KH, KW]."""
+    w_shape = op.operands[3].type.get_shape()
+    return op.attr("group", 1) != 1 and w_shape[1] == 1 and w_shape[0] == op.attr("group", 1)
 
 
 def _transpose(before, value, perm: list[int], name: str):
@@ -103,7 +109,7 @@ def _to_nhwc(op: OnnxOp, centered: np.ndarray) -> OnnxOp:
         x_nhwc = inner.operands[0]  # the NHWC result of an earlier conv, read directly
     else:
         x_nhwc = _transpose(op, x, TO_NHWC, f"{name}.to_nhwc").results[0]
-    if op.attr("group", 1) == 1:
+    if not _depthwise(op):
         w = _weight(op, f"{name}.w_ohwi", np.ascontiguousarray(centered.transpose(0, 2, 3, 1)))
     else:  # depthwise: [1, KH, KW, C], a tap's C weights contiguous as x's C bytes are
         w = _weight(op, f"{name}.w_1hwc", np.ascontiguousarray(centered.transpose(1, 2, 3, 0)))

@@ -26,10 +26,11 @@ from math import prod
 
 import numpy as np
 from xdsl.dialects import arith, math, memref
-from xdsl.dialects.builtin import IntegerAttr, IntegerType, MemRefType, Signedness, StringAttr, UnitAttr, f32, i32
+from xdsl.dialects.builtin import IntegerAttr, IntegerType, MemRefType, Signedness, StringAttr, UnitAttr, f32, i8, i32
 from xdsl.ir import SSAValue
 
 from dialects.diagnostics import UnsupportedError
+from dialects.gemm_ukernel import choose_tiles, pack_b_u8s8
 from dialects.onnx import WeightOp
 from dialects.types import is_float, numpy_dtype
 from dialects.weights import weights_of
@@ -48,6 +49,7 @@ from passes.lowering.utils.linalg_builder import (
     identity_map,
 )
 from passes.lowering.utils.ukernel_calls import emit_gemm_call
+from passes.target_info import target_info
 
 _QUANT_TYPES = (np.int8, np.uint8, np.int16, np.uint16)
 
@@ -327,7 +329,8 @@ def _weight(kb, op, hint: str, array: np.ndarray) -> SSAValue:
     """A new compile-time constant, read in the kernel through memref.get_global."""
     module = op.get_toplevel_object()
     name = weights_of(module).add(hint, array)
-    type = MemRefType(f32 if array.dtype == np.float32 else i32, list(array.shape))
+    type = MemRefType(f32 if array.dtype == np.float32 else i8 if array.dtype == np.int8 else i32,
+                      list(array.shape))
     module.body.block.add_op(memref.GlobalOp.get(StringAttr(name), type, UnitAttr(), constant=UnitAttr()))
     return kb.insert(memref.GetGlobalOp(name, type)).memref
 
@@ -602,7 +605,7 @@ def integer_conv_refusal(x_dtype, x_shape, w_shape, y_shape, group: int, weights
     return next((why for bad, why in (
         (len(x_shape) != 4, "not a 2-D convolution"),
         (one_image and x_shape[0] != 1, "not a 2-D convolution of one image"),
-        (group != 1, "grouped (the integer kernels take depthwise convs only, in NHWC on the cpu target)"),
+        (group != 1 and one_image, "grouped (the integer kernels take grouped convs in NHWC, on the cpu target)"),
         (np.dtype(x_dtype) not in (np.uint8, np.int8), "x is not 8-bit"),
         (weights is None or weights.dtype != np.int8, "w is not a constant int8 tensor"),
         (w_zero is None or w_zero.any(), "w's zero point is not 0"),
@@ -655,6 +658,9 @@ def _integer_conv(kb, op, x, w, bias: SSAValue | None, out, requant: tuple[np.nd
     signed = not _unsigned(x.type.element_type)
     correction = _conv_correction(weights, x_zero, conv_bias, numpy_dtype(x.type.element_type))
     zero = int(x_zero.reshape(-1)[0])
+    if op.attr("group", 1) != 1:
+        _grouped_conv(kb, op, x, weights, out, correction, requant, zero, signed)
+        return None
     to_nchw = nhwc and _y_layout(op) == "NCHW"
     implicit = {}
     if nhwc:
@@ -695,6 +701,48 @@ def _integer_conv(kb, op, x, w, bias: SSAValue | None, out, requant: tuple[np.nd
     _record(op, f"integer GEMM ({_dot_instruction(op)}) over {source}" + (" (int8 x + 128)" if signed else "")
             + (" in NHWC" if nhwc else "") + ", requantized in its store")
     return None
+
+
+def _grouped_conv(kb, op, x, weights: np.ndarray, out, correction: np.ndarray, requant, zero: int,
+                  signed: bool) -> None:
+    """A grouped (not depthwise) NHWC QLinearConv (qlinear-conv-nhwc: x [N, H, W, C], w [CO, KH,
+    KW, C/G], y [N, OH, OW, CO]) as G integer GEMMs over one patch matrix: a pixel's row holds
+    the G groups' KH*KW*C/G bytes one after another, and group g's GEMM reads its part of every
+    row (a_row_stride G*K), multiplies its CO/G filters (packed here, per group) and writes its
+    CO/G columns of y (ldc CO)."""
+    group = op.attr("group", 1)
+    n, h, w_, channels = x.type.get_shape()
+    co, kh, kw, per_group = weights.shape
+    _, oh, ow, _ = out.type.get_shape()
+    per_out, k = co // group, kh * kw * per_group
+    pixels = n * oh * ow
+    window = window_of(op, [h, w_], [kh, kw], [oh, ow])
+    (sh, sw), (dh, dw) = window.strides, window.dilations
+    padded, hp, wp = _padded_nhwc(kb, x, window, zero)
+    patches = kb.scratch(MemRefType(x.type.element_type, [pixels, group * k]))
+    source = affine_map(7, [dim(0) * (hp * wp * channels) + (dim(1) * sh + dim(4) * dh) * (wp * channels)
+                            + (dim(2) * sw + dim(5) * dw) * channels + dim(3) * per_group + dim(6)])
+    kb.generic([reshape_view(kb.builder, padded, [n * hp * wp * channels])],
+               [reshape_view(kb.builder, patches, [n, oh, ow, group, kh, kw, per_group])],
+               [source, identity_map(7)], [PARALLEL] * 7,
+               lambda b, a: [_as_unsigned(b, a[0]) if signed else a[0]])
+    info = target_info(op.get_toplevel_object())
+    nr = choose_tiles(pixels, per_out, k, info.vector_width, info.l1_bytes, info.l2_bytes)[1]
+    out_type = numpy_dtype(out.type.element_type)
+    multipliers = np.broadcast_to(requant[0], [co]).astype(np.float32)
+    for g in range(group):
+        columns = slice(g * per_out, (g + 1) * per_out)
+        packed = pack_b_u8s8(np.ascontiguousarray(weights[columns].reshape(per_out, k).T), nr)
+        emit_gemm_call(kb, op, view_at(kb.builder, patches, g * k, [pixels, k]),
+                       _weight(kb, op, f"w_group{g}.packed{nr}", packed),
+                       view_at(kb.builder, out, g * per_out, [pixels, per_out]),
+                       bias_buffer=_weight(kb, op, f"x_zero_correction{g}", correction[columns].copy()),
+                       residual_buffer=_weight(kb, op, f"requantize_multipliers{g}", multipliers[columns].copy()),
+                       bias="row", m=pixels, n=per_out, k=k, a_row_stride=group * k, a_k_stride=1,
+                       b_layout="packed", nr=nr, ldb=per_out, ldc=co, dtype="u8s8", dot=_dot_instruction(op),
+                       kc=-(-k // 4) * 4, requantize="u8" if out_type == np.uint8 else "s8", y_zero=requant[1])
+    _record(op, f"integer GEMM ({_dot_instruction(op)}) per group ({group}) over x's patches"
+            + (" (int8 x + 128)" if signed else "") + " in NHWC, requantized in its store")
 
 
 def _implicit_a(kb, op, x, w_shape, y_shape, zero: int, signed: bool) -> dict:
@@ -957,7 +1005,7 @@ def lower_qlinear_conv(kb, op, ins, outs) -> None:
     _check_scale_size(op, w_scale, shape[3] if _y_layout(op) == NHWC else shape[1], "w_scale")
     requant = _multipliers(op)
     kb.epilogue = None
-    if _layout(op) == NHWC and op.attr("group", 1) != 1:
+    if _layout(op) == NHWC and op.attr("group", 1) != 1 and w.type.get_shape()[0] == 1:  # [1, KH, KW, C]
         _depthwise_nhwc(kb, op, x, w, out, requant)
         return
     reason = "the scales or y's zero point are not constant" if requant is None else \

@@ -5,7 +5,8 @@
 // another's NHWC result takes it directly; a uint8 weight with zero point 128 becomes the int8
 // weight w - 128 (zero point 0), in [CO, KH, KW, C]; the last writes NCHW itself, as only a
 // Transpose back to NCHW reads it. A depthwise conv's weight becomes
-// [1, KH, KW, C]; a grouped conv that is not depthwise stays in NCHW.
+// [1, KH, KW, C]; a grouped conv that is not depthwise goes to NHWC too, its weight as
+// [CO, KH, KW, C/G] (the lowering runs one integer GEMM per group).
 
 builtin.module {
   // CHECK-LABEL: func.func @chain
@@ -51,10 +52,10 @@ builtin.module {
   }
 
   // CHECK-LABEL: func.func @grouped
-  // CHECK-NOT:   onnx.Transpose
-  // CHECK:       "onnx.QLinearConv"
-  // CHECK-NOT:   dlc.layout
-  // CHECK-SAME:  -> tensor<1x4x5x5xui8>
+  // CHECK:       "onnx.Transpose"{{.*}} -> tensor<1x5x5x8xui8>
+  // CHECK:       onnx.weight @g.w_ohwi : tensor<4x3x3x2xi8>
+  // CHECK:       "onnx.QLinearConv"{{.*}}group = 4 : i64{{.*}}dlc.layout = "NHWC"{{.*}} -> tensor<1x5x5x4xui8>
+  // CHECK:       "onnx.Transpose"{{.*}} -> tensor<1x4x5x5xui8>
   func.func @grouped(%x: tensor<1x8x5x5xui8>) -> tensor<1x4x5x5xui8> {
     %xs = onnx.weight @xs : tensor<f32>
     %xz = onnx.weight @xz : tensor<ui8>
