@@ -11,7 +11,8 @@ Transpose of an NHWC result reads that result directly; dce removes the Transpos
 users. onnxruntime's NHWC transformer does the same to its QLinearConvs. A GEMM conv whose
 result is only transposed back writes NCHW itself (`dlc.y_layout = "NCHW"`, by tiles). A depthwise conv
 (`depthwise_refusal`: group = C, one filter per channel) goes to NHWC too, its weight as
-[1, KH, KW, C]: the lowering's depthwise kernel runs along C.
+[1, KH, KW, C]: the lowering's depthwise kernel runs along C. Any other grouped conv goes to
+NHWC with its weight as [CO, KH, KW, C/G]: the lowering runs an integer GEMM per group.
 
 A nonzero weight zero point is folded here when w - w_zero fits int8 (a uint8 weight with zero
 point 128, say): the new weight is w - w_zero with zero point 0, the same products in int32.
