@@ -348,3 +348,26 @@ def test_cache_info_and_clear_commands(tmp_path, monkeypatch, capsys):
     assert main(["cache", "clear"]) == 0
     assert "removed 2 entries (4 KiB)" in capsys.readouterr().out
     assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+
+
+def test_checksums_take_the_manifest_s_hashes_and_hash_only_the_rest(tmp_path, monkeypatch):
+    """A store hashes the files its manifest lists once (as they are saved), not again."""
+    import hashlib
+    import json
+
+    import dlc.runtime.artifact as artifact
+    from dlc.cache import _write_checksums
+
+    listed, extra = b"weights" * 1000, b"not in the manifest"
+    (tmp_path / "weights.bin").write_bytes(listed)
+    (tmp_path / "extra.bin").write_bytes(extra)
+    digest = hashlib.sha256(listed).hexdigest()
+    (tmp_path / "manifest.json").write_text(json.dumps({"files": {"weights.bin": {"size": 7000, "sha256": digest}}}))
+    hashed = []
+    real = artifact.file_sha256
+    monkeypatch.setattr(artifact, "file_sha256", lambda path: (hashed.append(path.name), real(path))[1])
+    _write_checksums(tmp_path)
+    assert sorted(hashed) == ["extra.bin", "manifest.json"]
+    assert verify_entry(tmp_path) is None
+    lines = (tmp_path / "CHECKSUMS").read_text().splitlines()[1:]
+    assert f"{digest}  weights.bin" in lines and f"{hashlib.sha256(extra).hexdigest()}  extra.bin" in lines
