@@ -12,6 +12,7 @@ kept outside the IR, referred to by symbol.
 from __future__ import annotations
 
 import itertools
+import math
 from pathlib import Path
 
 import numpy as np
@@ -130,7 +131,7 @@ def _check_tensor_lengths(proto: onnx.ModelProto, source: str) -> None:
     onnx.checker refuses too few values but not too many, which numpy then fails to reshape.
     """
     for tensor, where in _stored_tensors(proto.graph):
-        elements = int(np.prod(tensor.dims, dtype=object))
+        elements = math.prod(tensor.dims)
         if tensor.data_type in _PACKED_FOUR_BIT or tensor.data_type == onnx.TensorProto.STRING:
             continue
         try:
@@ -516,9 +517,29 @@ def _static_shape(value_type: onnx.TypeProto) -> tuple[int, ...] | None:
     return tuple(d.dim_value for d in dims)
 
 
+def _constant_of_shape(node: onnx.NodeProto, inputs: list[np.ndarray | None]) -> list[np.ndarray] | None:
+    """ConstantOfShape as onnx's reference evaluator computes it (np.full of the value's one
+    element, float32 0 without one), or None for what it should judge (an odd value)."""
+    attribute = next((a for a in node.attribute if a.name == "value"), None)
+    fill = np.array(0, dtype=np.float32) if attribute is None else numpy_helper.to_array(attribute.t)
+    if fill.size != 1 or fill.dtype.kind not in "biuf" or len(inputs) != 1 or inputs[0] is None:
+        return None
+    return [np.full(tuple(inputs[0]), fill if attribute is None else fill.flat[0])]
+
+
+# Operators folded here rather than by a ReferenceEvaluator built per node (~0.3 ms each:
+# a model that makes its weights with ConstantOfShape, as the light model zoo's do, has one
+# per weight, DenseNet-121 1,320).
+_DIRECT = {"ConstantOfShape": _constant_of_shape}
+
+
 def _evaluate(node: onnx.NodeProto, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
     from onnx.reference import ReferenceEvaluator
 
+    direct = _DIRECT.get(node.op_type)
+    outputs = direct(node, inputs) if direct is not None else None
+    if outputs is not None:
+        return outputs
     feeds = {name: value for name, value in zip(node.input, inputs) if name}
     # NaN and Inf weights fold to what IEEE arithmetic gives, as at run time: no warnings.
     with np.errstate(all="ignore"):
@@ -562,7 +583,7 @@ def _check_dimensions(graph: onnx.GraphProto, types: dict[str, onnx.TypeProto],
             shape = _static_shape(types[name]) if name in types else None
             if shape is None:
                 continue
-            nonzero = int(np.prod([size for size in shape if size], dtype=object))
+            nonzero = math.prod(size for size in shape if size)
             empty_conv = node.op_type in ("Conv", "ConvTranspose") and 0 in shape
             if min(shape, default=0) >= 0 and nonzero <= _INT64_MAX and not empty_conv:
                 continue
@@ -841,7 +862,9 @@ def _type_bytes(value_type: onnx.TypeProto | None) -> int | None:
         itemsize = onnx.helper.tensor_dtype_to_np_dtype(value_type.tensor_type.elem_type).itemsize
     except (KeyError, ValueError, TypeError):
         itemsize = 1
-    return int(np.prod(shape, dtype=object)) * itemsize  # Python ints: no overflow at 1e20 elements
+    # Python ints (no overflow at 1e20 elements); math.prod, not np.prod: 13,874 calls on
+    # DenseNet-121, 0.1 s.
+    return math.prod(shape) * itemsize
 
 
 def _type_text(value_type: onnx.TypeProto | None) -> str:
