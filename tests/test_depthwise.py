@@ -96,6 +96,7 @@ def lowering(request, monkeypatch):
     from passes.lowering.rules import conv
 
     monkeypatch.setattr(conv, "MIN_INTERIOR_SHARE", PATHS[request.param])
+    monkeypatch.setattr(conv, "STRIDED_SHORT_ROW", 0 if request.param == "boxes" else conv.STRIDED_SHORT_ROW)
     monkeypatch.setenv("DLC_CACHE", "0")  # the cache key does not see the module constant
     return request.param
 
@@ -135,10 +136,13 @@ def test_activation_applied_as_outputs_are_stored(name, activation, lowering):
     ([1, 480, 14, 14], 3, 1, 1, True),  # interior 144 of 196
     ([1, 144, 28, 28], 3, 1, 1, False),  # MobileNetV2: interior 676 of 784
     ([1, 96, 112, 112], 3, 1, 2, False),
+    ([1, 192, 28, 28], 3, 1, 2, True),  # interior 169 of 196, but strided rows of 14
+    ([1, 144, 56, 56], 3, 1, 2, False),  # strided rows of 28
 ])
 def test_small_maps_take_phase_planes(x_shape, kernel, pads, strides, phase_planes):
     """Depthwise convs whose interior (windows inside x) is under MIN_INTERIOR_SHARE of the
-    outputs run on phase planes; large maps keep their boxes (phase planes took 2.4-7x as
+    outputs, or strided ones with output rows under STRIDED_SHORT_ROW, run on phase planes;
+    large maps keep their boxes (phase planes took 2.4-7x as
     long there: they copy the whole input and compute on a wider pitch)."""
     from xdsl.dialects.builtin import MemRefType, f32
     from xdsl.utils.test_value import create_ssa_value

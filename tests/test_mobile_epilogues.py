@@ -77,6 +77,7 @@ def lowering(request, monkeypatch):
     from passes.lowering.rules import conv
 
     monkeypatch.setattr(conv, "MIN_INTERIOR_SHARE", {"boxes": 0.0, "phase_planes": 1.01}[request.param])
+    monkeypatch.setattr(conv, "STRIDED_SHORT_ROW", 0 if request.param == "boxes" else conv.STRIDED_SHORT_ROW)
     monkeypatch.setenv("DLC_CACHE", "0")  # the cache key does not see the module constant
     return request.param
 

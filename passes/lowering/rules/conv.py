@@ -362,14 +362,22 @@ def _activate(b, value: SSAValue, activation: str | None) -> SSAValue:
 # boxes: each border box is a short scalar loop nest. Depthwise 5x5 960x7x7 (interior 9 of
 # 49 outputs) ran 4.8x onnxruntime in 25 boxes.
 MIN_INTERIOR_SHARE = 0.8
+# A strided depthwise conv whose output rows are shorter than this runs on phase planes,
+# whatever its interior: the boxes' interleaved reads of rows this short vectorise poorly
+# (3x3/2 192x28x28, interior 169 of 196 outputs: 0.17 ms in boxes, 0.11 on phase planes,
+# interleaved; 144x56x56, rows of 28: 0.10-0.14 in boxes, 0.32-0.37 on phase planes).
+STRIDED_SHORT_ROW = 16
 
 
 def _phase_flat_worthwhile(x: SSAValue, w: SSAValue, window: Window) -> bool:
-    """Whether a conv is a 2-D depthwise one with unrolled taps and a small interior."""
+    """Whether a conv is a 2-D depthwise one with unrolled taps and a small interior, or a
+    strided one whose output rows are short."""
     w_shape = w.type.get_shape()
     if (len(window.kernel) != 2 or w_shape[1] != 1 or int(np.prod(window.kernel)) > MAX_UNROLLED_TAPS
             or not is_f32_memref(x, w)):
         return False
+    if all(s > 1 for s in window.strides) and window.out[-1] < STRIDED_SHORT_ROW:
+        return True
     interior = 1
     for o, s, k, d, p, n in zip(window.out, window.strides, window.kernel, window.dilations,
                                 window.pads_begin, x.type.get_shape()[2:]):
