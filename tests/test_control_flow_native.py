@@ -402,3 +402,17 @@ def test_a_model_compiled_per_trip_count_saves_and_loads_its_values(tmp_path):
     with pytest.raises(DlcError, match=r"no specialisation for input shapes M=value 9: this artifact holds "
                                        r"M=value 30; M=value 12"):
         dlc.load(tmp_path / "held").run(_feeds(M=np.array(9), stop=np.array(2)))
+
+
+def test_a_symbolic_batch_and_a_run_time_trip_count_key_the_specialisations_together():
+    model = _rnn_loop(trips=None, scan=True)
+    for value in (*model.graph.input[:2], model.graph.output[0]):
+        value.type.tensor_type.shape.dim[0].dim_param = "b"
+    model.graph.output[1].type.tensor_type.shape.dim[1].dim_param = "b"
+    compiled = dlc.compile(model)
+    rng = np.random.default_rng(2)
+    cases = [(2, 5), (3, 5), (2, 9), (2, 5)]
+    _assert_matches(model, [{"h0": rng.standard_normal((b, 8)).astype(np.float32),
+                             "x": (rng.standard_normal((b, 8)) * 0.1).astype(np.float32), "M": np.array(m)}
+                            for b, m in cases], compiled)
+    assert compiled.compiles == 3
