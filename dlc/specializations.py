@@ -184,6 +184,8 @@ class SpecializingModel:
         self._values += values
         self._counted += counted
         self._batched = set()  # a loop's inputs are never split by sample
+        if values:  # each new value is a compile: say so once, as for batch sizes
+            warnings.warn(f"dlc: compiling per value of input(s) {values}: {error.message}", stacklevel=4)
         return True
 
     def __repr__(self) -> str:
