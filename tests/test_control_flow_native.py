@@ -357,15 +357,19 @@ def test_run_time_scan_lengths_that_cannot_be_specialised_are_clear_errors():
         dlc.compile(model)
 
 
-def test_a_loop_kernels_flops_count_every_iteration_of_its_body():
-    """--profile's GFLOP/s and %roof divide by the kernel's flops: the body's times the trips."""
-    def loop_flops(trips):
+def test_a_loop_kernels_flops_and_bytes_count_every_iteration_of_its_body():
+    """--profile's GFLOP/s, GB/s and %roof divide by the kernel's flops and bytes: the body's
+    times the trips (its weights are read again every iteration)."""
+    def loop_costs(trips):
         kernels = compile_model(_rnn_loop(trips)).executable.manifest["kernels"]
-        return next(k["flops"] for k in kernels if k["name"].endswith("_Loop"))
+        return next((k["flops"], k["bytes"]) for k in kernels if k["name"].endswith("_Loop"))
 
-    matmul = 2 * 2 * 8 * 8  # [2, 8] @ [8, 8], a multiply-add counted 2
-    assert loop_flops(300) >= 300 * matmul
-    assert loop_flops(600) == 2 * loop_flops(300)
+    matmul, weight = 2 * 2 * 8 * 8, 8 * 8 * 4  # [2, 8] @ [8, 8] (a multiply-add counted 2), W's bytes
+    (flops, moved), (flops_twice, moved_twice) = loop_costs(300), loop_costs(600)
+    assert flops >= 300 * matmul and moved >= 300 * weight
+    assert flops_twice == 2 * flops
+    step = moved_twice - moved  # 300 more iterations; the kernel's own operands are the same
+    assert step % 300 == 0 and step // 300 >= weight
 
 
 def test_a_trip_count_computed_from_small_inputs_with_its_scan_output_consumed():

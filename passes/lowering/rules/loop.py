@@ -8,8 +8,8 @@ it in the model's arena): the iteration number, the condition in and out, a temp
 loop-carried value (the body never writes the buffer it reads) and the body's arena. The LLVM
 emitter (dlc/codegen/llvm_emitter.py, `loop.run`) writes the loop itself.
 
-The kernel's `dlc.flops` (what `--profile`'s GFLOP/s and %roof divide by) is the body's
-kernels' flops times the trip count: the constant M, bounded by the scan inputs' and outputs'
+The kernel's `dlc.flops` and `dlc.bytes` (what `--profile`'s GFLOP/s, GB/s and %roof divide
+by) are the body's kernels' times the trip count: the constant M, bounded by the scan inputs' and outputs'
 length (a loop that can end early counts its bound; a `while` loop with neither, or with
 TorchScript's M = INT64_MAX, counts one iteration, a lower bound).
 """
@@ -23,6 +23,7 @@ from dialects.diagnostics import CompileError
 from dialects.loop import RunOp, body_named
 from dialects.onnx import OnnxOp
 from dialects.op_costs import flops
+from dialects.types import byte_size
 from passes.graph.utils.constants import constant_of
 from passes.lowering.rules import lowers
 from passes.lowering.utils.runtime_checks import SETS_STATUS, error_code, error_sites, status_word
@@ -52,7 +53,7 @@ def loop(kb, op, ins, outs):
     checked = "dlc.status_offset" in main.attributes
     layout = [int(not isinstance(op.operands[0].type, NoneType)), int(not isinstance(op.operands[1].type, NoneType)),
               carried, outer, len(outs) - carried, scan_inputs, int(checked)]
-    _count_flops(op, body, ins[2 + carried:2 + carried + scan_inputs], outs[carried:])
+    _count_flops(op, body, ins[2 + carried:2 + carried + scan_inputs], outs[carried:], [*present, *ins[2:], *outs])
     reverse = op.attr("dlc.reverse") or [0] * (layout[4] + scan_inputs)
     scratch = [kb.scratch(types[0]), kb.scratch(types[1]), kb.scratch(types[inputs])]
     scratch += [kb.scratch(t) for t in types[inputs + 1:inputs + 1 + carried]]
@@ -71,10 +72,11 @@ def loop(kb, op, ins, outs):
                     main.attributes["dlc.status_offset"].value.data))
 
 
-def _count_flops(op, body, scan_inputs, scans) -> None:
+def _count_flops(op, body, scan_inputs, scans, buffers) -> None:
     """Record on the kernel being built (through its launch's `dlc.*` attributes, which
-    kernels-to-linalg copies onto the kernel) the flops of every iteration, not of the Loop's
-    outputs only."""
+    kernels-to-linalg copies onto the kernel) the flops and bytes of every iteration, not of the
+    Loop's outputs and operands only: a recurrent step re-reads its weights every iteration, so
+    --profile's FLOP/B, bound and %roof are the step's (lstm_h256_s64: memory-bound)."""
     bounds = [value.type.get_shape()[0] for value in (*scan_inputs, *scans)]
     if not isinstance(op.operands[0].type, NoneType):
         trips = constant_of(op.operands[0])
@@ -82,8 +84,9 @@ def _count_flops(op, body, scan_inputs, scans) -> None:
         if trips is not None and trips.size == 1 and int(trips.reshape(-1)[0]) < 1 << 31:
             bounds.append(max(int(trips.reshape(-1)[0]), 0))
     trips = min(bounds) if bounds else 1
-    per_iteration = sum(f.attributes["dlc.flops"].value.data for f in body.ops
-                        if isinstance(f, func.FuncOp) and isinstance(f.attributes.get("dlc.flops"), IntegerAttr))
+    kernels = [f.attributes for f in body.ops if isinstance(f, func.FuncOp)]
+    per_iteration = sum(a["dlc.flops"].value.data for a in kernels if isinstance(a.get("dlc.flops"), IntegerAttr))
+    moved = sum(a["dlc.bytes"].value.data for a in kernels if isinstance(a.get("dlc.bytes"), IntegerAttr))
     launch = op.parent_op()
     while launch is not None and launch.name != "kernel.launch":
         launch = launch.parent_op()
@@ -91,3 +94,5 @@ def _count_flops(op, body, scan_inputs, scans) -> None:
         return
     others = sum(flops(o) for o in launch.walk() if isinstance(o, OnnxOp) and o is not op)
     launch.attributes["dlc.flops"] = IntegerAttr(min(others + per_iteration * trips, (1 << 63) - 1), i64)
+    own = sum(byte_size(value.type) for value in buffers)  # its operands and results, once
+    launch.attributes["dlc.bytes"] = IntegerAttr(min(own + moved * trips, (1 << 63) - 1), i64)
