@@ -55,6 +55,13 @@ CASES = {  # name: (x shape, weight shape, attributes); group is x's channels un
     "phase_3x3_s2_odd_pads": ([2, 5, 13, 11], [5, 1, 3, 3], {"pads": [1, 0, 0, 1], "strides": [2, 2]}),
     "phase_strides_3_2_dilated": ([1, 3, 12, 11], [3, 1, 3, 3], {"pads": [2, 1, 1, 2], "strides": [3, 2],
                                                                   "dilations": [2, 1]}),
+    # Stride 1, output rows as long as x's (the row-pitch lowering): pads unequal or over the
+    # kernel's reach, dilated, 1xK and Kx1, more output rows than input rows.
+    "row_pitch_asymmetric": ([2, 5, 6, 9], [5, 1, 3, 3], {"pads": [2, 0, 0, 2]}),
+    "row_pitch_dilated_5x5": ([1, 3, 9, 10], [3, 1, 5, 5], {"pads": [4] * 4, "dilations": [2, 2]}),
+    "row_pitch_1x5": ([1, 4, 5, 8], [4, 1, 1, 5], {"pads": [0, 2, 0, 2]}),
+    "row_pitch_5x1_taller": ([1, 4, 5, 8], [4, 1, 5, 1], {"pads": [4, 0, 3, 0]}),
+    "row_pitch_one_column": ([1, 3, 6, 1], [3, 1, 3, 3], {"pads": [1] * 4}),
 }
 
 
@@ -86,9 +93,10 @@ def _model(names, bias: bool) -> onnx.ModelProto:
     return onnx.shape_inference.infer_shapes(model, strict_mode=True)
 
 
-# MIN_INTERIOR_SHARE that sends every depthwise conv with unrolled taps to phase planes
-# (above 1) or none (0): each case runs through both lowerings, whatever its size picks.
-PATHS = {"boxes": 0.0, "phase_planes": 1.01}
+# MIN_INTERIOR_SHARE that sends every depthwise conv with unrolled taps to the small-map
+# lowerings (above 1) or none (0): each case runs through every lowering, whatever its size
+# picks; "phase_planes" also for the stride-1 convs the row-pitch lowering takes.
+PATHS = {"boxes": 0.0, "phase_planes": 1.01, "row_pitch": 1.01}
 
 
 @pytest.fixture(params=PATHS)
@@ -97,6 +105,7 @@ def lowering(request, monkeypatch):
 
     monkeypatch.setattr(conv, "MIN_INTERIOR_SHARE", PATHS[request.param])
     monkeypatch.setattr(conv, "STRIDED_SHORT_ROW", 0 if request.param == "boxes" else conv.STRIDED_SHORT_ROW)
+    monkeypatch.setattr(conv, "ROW_PITCH_CONV", request.param == "row_pitch")
     monkeypatch.setenv("DLC_CACHE", "0")  # the cache key does not see the module constant
     return request.param
 

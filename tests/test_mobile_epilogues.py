@@ -72,11 +72,12 @@ def _check(model: onnx.ModelProto, threads: int = 1) -> None:
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 
-@pytest.fixture(params=["boxes", "phase_planes"])
+@pytest.fixture(params=["boxes", "phase_planes", "row_pitch"])
 def lowering(request, monkeypatch):
     from passes.lowering.rules import conv
 
-    monkeypatch.setattr(conv, "MIN_INTERIOR_SHARE", {"boxes": 0.0, "phase_planes": 1.01}[request.param])
+    monkeypatch.setattr(conv, "MIN_INTERIOR_SHARE", 0.0 if request.param == "boxes" else 1.01)
+    monkeypatch.setattr(conv, "ROW_PITCH_CONV", request.param == "row_pitch")
     monkeypatch.setattr(conv, "STRIDED_SHORT_ROW", 0 if request.param == "boxes" else conv.STRIDED_SHORT_ROW)
     monkeypatch.setenv("DLC_CACHE", "0")  # the cache key does not see the module constant
     return request.param
@@ -85,8 +86,8 @@ def lowering(request, monkeypatch):
 @pytest.mark.parametrize("kind", ["silu", "hardswish"])
 @pytest.mark.parametrize("name", CONVS)
 def test_conv_activation_matches_onnxruntime(name, kind, lowering):
-    if lowering == "phase_planes" and not name.startswith("depthwise"):
-        pytest.skip("phase planes are a depthwise lowering")
+    if lowering != "boxes" and not name.startswith("depthwise"):
+        pytest.skip("phase planes and row pitch are depthwise lowerings")
     _check(_conv_model(name, kind))
 
 
