@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dlc.errors import ArtifactError, InputError
+from dlc.errors import ArtifactError, InputError, UnsupportedError
 
 DEFAULT_MAX_SHAPES = 8
 INDEX_FILE, MODEL_FILE = "shapes.json", "model.onnx"
@@ -113,8 +113,6 @@ class SpecializingModel:
         return list(self._loaders) + [key for key in self._held if key not in self._loaders]
 
     def run(self, feeds: dict) -> dict:
-        from dlc.errors import UnsupportedError
-
         while True:  # until the importer asks for no more input values (at most twice)
             key = self.shape_key(feeds)
             try:
@@ -394,6 +392,14 @@ def value_specializing_model(model, error, target: str, options, pins: dict, max
     if not getattr(error, "value_inputs", None) and not getattr(error, "counted_outputs", None):
         return None
     proto = model if isinstance(model, onnx.ModelProto) else onnx.load(str(model))
+    outside = [name for name in getattr(error, "value_inputs", None) or []
+               if name not in {value.name for value in proto.graph.input}]
+    if outside:  # a Loop in a Loop body whose length comes from the enclosing body's values
+        raise UnsupportedError(f"{error.message.split(': its scan outputs')[0]}: its scan outputs' length is "
+                               f"known only at run time and comes from {outside}, values of an enclosing loop "
+                               "body, not inputs of the model (dlc compiles such a loop per value of model inputs)",
+                               "return the values as loop-carried state, or give the inner loop a trip count "
+                               "the model fixes")
     compiled = specializing_model(model, proto, target, options, pins, max_shapes, pipeline)
     compiled._proto = proto
     if not compiled._learn(error):

@@ -420,3 +420,26 @@ def test_a_symbolic_batch_and_a_run_time_trip_count_key_the_specialisations_toge
                              "x": (rng.standard_normal((b, 8)) * 0.1).astype(np.float32), "M": np.array(m)}
                             for b, m in cases], compiled)
     assert compiled.compiles == 3
+
+
+def test_a_nested_loop_sized_by_its_enclosing_iteration_is_a_clear_error():
+    """The inner Loop runs `i` times (the outer iteration number) with a scan output: no model
+    input fixes its length, so no compile per value can."""
+    inner = helper.make_graph(
+        [helper.make_node("Identity", ["ci"], ["co"]), helper.make_node("Add", ["s_in", "one"], ["s_out"]),
+         helper.make_node("Identity", ["s_out"], ["sc"])], "inner",
+        [v("j", I64, []), v("ci", BOOL, []), v("s_in", F, [2])],
+        [v("co", BOOL, []), v("s_out", F, [2]), v("sc", F, [2])],
+        [helper.make_tensor("one", F, [], [1.0])])
+    outer = helper.make_graph(
+        [helper.make_node("Loop", ["i", "c", "h_in"], ["h_mid", "scans"], body=inner, name="inner_loop"),
+         helper.make_node("ReduceSum", ["scans"], ["t"], keepdims=0),
+         helper.make_node("Add", ["h_mid", "t"], ["h_out"]),
+         helper.make_node("Identity", ["c"], ["c_out"])], "outer",
+        [v("i", I64, []), v("c", BOOL, []), v("h_in", F, [2])], [v("c_out", BOOL, []), v("h_out", F, [2])])
+    model = _model([helper.make_node("Loop", ["M", "go", "h0"], ["h"], body=outer)], [v("h0", F, [2])],
+                   [v("h", F, [2])],
+                   [helper.make_tensor("M", I64, [], [100]), helper.make_tensor("go", BOOL, [], [True])])
+    with pytest.raises(DlcError, match=r"node 'inner_loop' \(Loop\): .* comes from \['i', 'c'\], values of an "
+                                       r"enclosing loop body"):
+        dlc.compile(model)
