@@ -131,6 +131,20 @@ def test_inverse_transposes_cancel(tmp_path):
     check(model, "cancel-transposes", tmp_path, gone=["Transpose"])
 
 
+def test_transposes_sink_through_elementwise_ops_and_cancel(tmp_path):
+    """sink-transposes: Relu and Add of two tensors transposed the same way run untransposed;
+    the Transpose then meets its inverse (onnxruntime computes the model as written)."""
+    model = make_model([helper.make_node("Transpose", ["x"], ["t"], perm=[0, 3, 1, 2]),
+                        helper.make_node("Relu", ["t"], ["r"]),
+                        helper.make_node("Transpose", ["z"], ["u"], perm=[0, 3, 1, 2]),
+                        helper.make_node("Add", ["r", "u"], ["s"]),
+                        helper.make_node("Mul", ["s", "half"], ["h"]),
+                        helper.make_node("Transpose", ["h"], ["y"], perm=[0, 2, 3, 1])],
+                       {"x": [1, 3, 4, 2], "z": [1, 3, 4, 2]}, {"y": [1, 3, 4, 2]},
+                       {"half": np.array(0.5, np.float32)})
+    check(model, "sink-transposes", tmp_path, gone=["Transpose"], kept=["Add", "Mul", "Relu"])
+
+
 def test_transposes_compose(tmp_path):
     model = make_model([helper.make_node("Transpose", ["x"], ["t"], perm=[1, 2, 0]),
                         helper.make_node("Transpose", ["t"], ["y"])],  # default perm: reversed
