@@ -2,12 +2,16 @@
 
 // Mobile blocks. A 1x1 conv over a 1x1 map (squeeze-and-excitation's fc) is the Gemm
 // X[N, Cin] @ W[Cout, Cin]^T: m = N, the weights a transposed B (packed by pack-weights), not
-// W @ X with one GEMM column. A depthwise 5x5 over a 7x7 map (interior 9 of 49 outputs) runs on
-// a zero-padded phase plane (12 rows of pitch 11): a fill, the copy of x into it, one flat loop
-// nest with the 25 taps unrolled (80 outputs: 5 whole vectors), then the copy of the 7x7 outputs.
+// W @ X with one GEMM column. A depthwise 5x5 over a 7x7 map (interior 9 of 49 outputs), stride
+// 1 with output rows as long as x's, runs on x's own row pitch: a fill, the copy of x between
+// 16 zeros before and after it (81 floats a channel), the 0/1 masks of the 4 tap columns that
+// can fall outside a row, then one flat loop of the 49 outputs per channel, written straight
+// into y, each off-row tap column selected away. The same conv with stride 2 runs on four
+// zero-padded phase planes: a fill, the copy of x into each, one flat loop nest with the 25
+// taps unrolled (32 outputs: 2 whole vectors), then the copy of the 4x4 outputs.
 
 builtin.module {
-  func.func @main(%x: tensor<1x32x1x1xf32>, %d: tensor<1x16x7x7xf32>) -> (tensor<1x64x1x1xf32>, tensor<1x16x7x7xf32>) {
+  func.func @main(%x: tensor<1x32x1x1xf32>, %d: tensor<1x16x7x7xf32>) -> (tensor<1x64x1x1xf32>, tensor<1x16x7x7xf32>, tensor<1x16x4x4xf32>) {
     %w = onnx.weight @w : tensor<64x32x1x1xf32>
     %b = onnx.weight @b : tensor<64xf32>
     %dw = onnx.weight @dw : tensor<16x1x5x5xf32>
@@ -19,7 +23,11 @@ builtin.module {
       %1 = "onnx.Conv"(%d, %dw) {onnx_node_name = "dw", group = 16, pads = [2, 2, 2, 2]} : (tensor<1x16x7x7xf32>, tensor<16x1x5x5xf32>) -> tensor<1x16x7x7xf32>
       kernel.yield %1 : tensor<1x16x7x7xf32>
     }
-    func.return %y, %z : tensor<1x64x1x1xf32>, tensor<1x16x7x7xf32>
+    %s = kernel.launch @k2_Conv on "cpu" nodes ["dw2"] -> (tensor<1x16x4x4xf32>) {
+      %2 = "onnx.Conv"(%d, %dw) {onnx_node_name = "dw2", group = 16, pads = [2, 2, 2, 2], strides = [2, 2]} : (tensor<1x16x7x7xf32>, tensor<16x1x5x5xf32>) -> tensor<1x16x4x4xf32>
+      kernel.yield %2 : tensor<1x16x4x4xf32>
+    }
+    func.return %y, %z, %s : tensor<1x64x1x1xf32>, tensor<1x16x7x7xf32>, tensor<1x16x4x4xf32>
   }
 }
 
@@ -32,15 +40,31 @@ builtin.module {
 // CHECK:        func.call @dlc_gemm_0
 // CHECK-NEXT:   func.return
 // CHECK-LABEL: func.func private @k1_Conv
-// CHECK-SAME:   %{{.*}}: memref<2112xf32>, %{{.*}}: memref<1408xf32>
+// CHECK-SAME:   %{{.*}}: memref<1296xf32>, %{{.*}}: memref<196xf32>
 // CHECK:        linalg.generic
-// CHECK-SAME:   outs(%{{.*}} : memref<2112xf32>)
-// CHECK:        memref.reinterpret_cast %{{.*}} to offset: [24], sizes: [1, 16, 7, 7], strides: [2112, 132, 11, 1]
+// CHECK-SAME:   outs(%{{.*}} : memref<1296xf32>)
+// CHECK:        memref.reinterpret_cast %{{.*}} to offset: [16], sizes: [1, 16, 49], strides: [1296, 81, 1]
 // CHECK:        linalg.generic
-// CHECK:        memref.reinterpret_cast %{{.*}} to offset: [48], sizes: [1, 16, 1, 80], strides: [2112, 132, 132, 1]
+// CHECK:        linalg.generic
+// CHECK-SAME:   outs(%{{.*}} : memref<4x49xf32>)
+// CHECK:        linalg.index 1
+// CHECK:        memref.reinterpret_cast %{{.*}} to offset: [0], sizes: [1, 16, 49], strides: [1296, 81, 1]
+// CHECK:        memref.reinterpret_cast %{{.*}} to offset: [32], sizes: [1, 16, 49], strides: [1296, 81, 1]
+// CHECK:        linalg.generic
+// CHECK-SAME:   iterator_types = ["parallel", "parallel", "parallel"]
+// CHECK-SAME:   outs(%{{.*}} : memref<1x16x49xf32>)
+// CHECK-COUNT-4: arith.select
+// CHECK-NOT:    linalg.generic
+// CHECK:        func.return
+// CHECK-LABEL: func.func private @k2_Conv
+// CHECK-SAME:   %{{.*}}: memref<3072xf32>, %{{.*}}: memref<576xf32>
+// CHECK:        linalg.generic
+// CHECK-SAME:   outs(%{{.*}} : memref<3072xf32>)
+// CHECK:        memref.reinterpret_cast %{{.*}} to offset: [0], sizes: [1, 16, 4, 4], strides: [784, 49, 14, 2]
+// CHECK:        linalg.generic
+// CHECK:        memref.reinterpret_cast %{{.*}} to offset: [0], sizes: [1, 16, 1, 32], strides: [768, 48, 48, 1]
 // CHECK:        linalg.generic
 // CHECK-SAME:   iterator_types = ["parallel", "parallel", "parallel", "reduction", "parallel"]
-// CHECK:        memref.reinterpret_cast %{{.*}} to offset: [0], sizes: [1, 16, 7, 7], strides: [1408, 88, 11, 1]
 // CHECK:        linalg.generic
 // CHECK-NOT:    linalg.generic
 // CHECK:        func.return
