@@ -7,7 +7,10 @@ process and fed the same random inputs; their outputs must be bit-identical (or 
 difference is printed). Then they run alternately, A B B A ..., so that the neighbours of a
 shared machine disturb both alike, and the median and minimum of after/before are printed
 with each one's median milliseconds: on the 2-core development VM a real change shows in
-both, noise rarely in the two at once (identical artifacts read 0.99-1.01 there).
+both, noise rarely in the two at once (identical artifacts read 0.99-1.01 there). With
+`--clock thread` each run is timed in this thread's CPU time, which a busy machine's
+descheduling does not stretch: for artifacts compiled `--threads 1`, whose runs stay on the
+calling thread.
 """
 
 from __future__ import annotations
@@ -39,7 +42,10 @@ def main() -> None:
     parser.add_argument("after")
     parser.add_argument("--repeat", type=int, default=40, help="runs of each, alternated")
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--clock", choices=("wall", "thread"), default="wall",
+                        help="time.perf_counter, or this thread's CPU time (one-thread artifacts)")
     args = parser.parse_args()
+    clock = time.perf_counter if args.clock == "wall" else time.thread_time
     models = [dlc.load(args.before), dlc.load(args.after)]
     feeds = _feeds(models[0])
     results = [model.run(feeds) for model in models]
@@ -56,12 +62,12 @@ def main() -> None:
     for index in range(args.repeat):
         order = (0, 1) if index % 2 == 0 else (1, 0)
         for which in order:
-            start = time.perf_counter()
+            start = clock()
             models[which].run(feeds)
-            times[which].append(time.perf_counter() - start)
+            times[which].append(clock() - start)
     before, after = (statistics.median(t) for t in times)
     print(f"before {before * 1e3:.3f} ms, after {after * 1e3:.3f} ms (medians of {args.repeat}); "
-          f"after/before median {after / before:.3f}, min {min(times[1]) / min(times[0]):.3f}")
+          f"after/before median {after / before:.3f}, min {min(times[1]) / min(times[0]):.3f} ({args.clock} clock)")
 
 
 if __name__ == "__main__":
