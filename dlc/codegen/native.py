@@ -270,9 +270,14 @@ def _fork_worker(llvm_ir: str, target: Path, cpu: str, features: str, opt_level:
     collection would write to, and so copy, every page of the compiler's objects it shares
     with this process), never returns into the caller's code, and leaves by os._exit (no
     atexit handlers, no second flush of this process's buffered output)."""
+    import warnings
+
     from llvmlite.binding import ffi
 
-    with getattr(ffi.lib, "_lock", contextlib.nullcontext()):
+    with getattr(ffi.lib, "_lock", contextlib.nullcontext()), warnings.catch_warnings():
+        # Python 3.12+ warns of forking a process with threads (numpy's BLAS, a progress line's
+        # refresh, a model's pool): none of them runs in the child, which only calls LLVM.
+        warnings.simplefilter("ignore", DeprecationWarning)
         pid = os.fork()
     if pid:
         return _Forked(pid)
