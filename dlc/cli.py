@@ -13,11 +13,12 @@ import os
 import stat
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 
-from dlc.errors import DlcError, InputError
+from dlc.errors import DlcError, InputError, UnsupportedError
 from dlc.tools.oracle import random_inputs
 
 COMPARE_ABS_TOLERANCE = 1e-3
@@ -42,15 +43,22 @@ def _parse_shapes(items: list[str] | None) -> dict[str, tuple[int, ...]]:
 
 
 def _parse_inputs(items: list[str] | None) -> dict[str, np.ndarray]:
+    """--input NAME=FILE.npy, or NAME=VALUE for a scalar or a short list (NAME=5, NAME=[2,3]),
+    which takes the input's declared type when the model is known (`_typed_literals`)."""
     feeds = {}
     for item in items or []:
         name, sep, path = item.partition("=")
         if not sep:
-            raise InputError(f"--input {item}: expected NAME=FILE.npy")
+            raise InputError(f"--input {item}: expected NAME=FILE.npy or NAME=VALUE")
+        literal = _literal(path)
+        if literal is not None:
+            feeds[name] = literal
+            continue
         try:
             feeds[name] = np.load(path, allow_pickle=False)
         except FileNotFoundError:
-            raise InputError(f"--input {item}: no such file '{path}'", "check the path") from None
+            raise InputError(f"--input {item}: no such file '{path}'",
+                             "check the path, or give a value such as NAME=5 or NAME=[1,2]") from None
         except Exception as error:
             raise InputError(f"--input {item}: cannot read '{path}' as a .npy file ({error})",
                              "write it with numpy.save(path, array)") from None
@@ -58,6 +66,37 @@ def _parse_inputs(items: list[str] | None) -> dict[str, np.ndarray]:
             raise InputError(f"--input {item}: '{path}' is an .npz archive, not one .npy array",
                              "save the input alone with numpy.save(path, array)")
     return feeds
+
+
+class _Literal(np.ndarray):
+    """An --input given as a value on the command line, not a file: its dtype is numpy's guess
+    until the model's declared type replaces it."""
+
+
+def _literal(text: str) -> np.ndarray | None:
+    import json
+
+    if text.endswith(".npy"):
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(value, (int, float, bool, list)):
+        return None
+    try:
+        return np.asarray(value).view(_Literal)
+    except ValueError:  # a ragged list
+        return None
+
+
+def _typed_literals(given: dict[str, np.ndarray], specs) -> None:
+    """Values typed on the command line take their input's declared dtype (M=5 for an int64
+    trip count, 0.5 for a float input)."""
+    dtypes = {spec.name: np.dtype(spec.dtype) for spec in specs}
+    for name, value in given.items():
+        if isinstance(value, _Literal):
+            given[name] = np.asarray(value).astype(dtypes.get(name, value.dtype))
 
 
 def _load_plugins(paths: list[str] | None) -> None:
@@ -199,9 +238,23 @@ def _tiles(args) -> str | None:
     return ";".join(entries) or None
 
 
+def _options(args):
+    from dlc.targets import CompileOptions
+
+    return CompileOptions(threads=getattr(args, "threads", None),
+                          fusion=getattr(args, "fusion", "all"),
+                          profile=getattr(args, "profile", False),
+                          placement_from=getattr(args, "placement_from", None),
+                          max_memory=getattr(args, "max_memory", None),
+                          tiles=_tiles(args),
+                          cpu=getattr(args, "cpu", "native"),
+                          cpu_features=getattr(args, "cpu_features", ""),
+                          embed_weights=getattr(args, "embed_weights", False),
+                          initializers_as_inputs=getattr(args, "initializers_as_inputs", False))
+
+
 def _compile(args, compile_to: str):
     from dlc.driver import compile_model
-    from dlc.targets import CompileOptions
 
     instrument = _instrumentation(args)
     compile_from = getattr(args, "compile_from", None)
@@ -209,18 +262,7 @@ def _compile(args, compile_to: str):
         _check_mlir_text(Path(args.model))
     elif not Path(args.model).is_dir():
         compile_from = mlir_phase(Path(args.model))  # MLIR text: --compile-from is implied
-    result = compile_model(args.model, target=args.target,
-                           options=CompileOptions(threads=getattr(args, "threads", None),
-                                                  fusion=getattr(args, "fusion", "all"),
-                                                  profile=getattr(args, "profile", False),
-                                                  placement_from=getattr(args, "placement_from", None),
-                                                  max_memory=getattr(args, "max_memory", None),
-                                                  tiles=_tiles(args),
-                                                  cpu=getattr(args, "cpu", "native"),
-                                                  cpu_features=getattr(args, "cpu_features", ""),
-                                                  embed_weights=getattr(args, "embed_weights", False),
-                                                  initializers_as_inputs=getattr(args, "initializers_as_inputs",
-                                                                                 False)),
+    result = compile_model(args.model, target=args.target, options=_options(args),
                            input_shapes=_parse_shapes(getattr(args, "shape", None)),
                            pipeline=getattr(args, "pipeline", None), compile_to=compile_to,
                            compile_from=compile_from, instrument=instrument)
@@ -351,6 +393,40 @@ def _pin_symbolic_dims(args, given: dict[str, np.ndarray]) -> None:
               file=sys.stderr)
 
 
+def _per_value_model(args, error):
+    """`dlc run` on a model whose Loop's scan outputs are sized by input values: the model
+    compiled per value (dlc/specializations.py), or `error` raised again when it is not that."""
+    from dlc.specializations import DEFAULT_MAX_SHAPES, value_specializing_model
+
+    if getattr(args, "compile_from", None) is not None or mlir_phase(Path(args.model)) is not None:
+        raise error
+    with warnings.catch_warnings():  # `_say_values` says it in dlc run's words
+        warnings.filterwarnings("ignore", message="dlc: compiling per value")
+        model = value_specializing_model(args.model, error, args.target, _options(args),
+                                         _parse_shapes(args.shape), DEFAULT_MAX_SHAPES,
+                                         getattr(args, "pipeline", None))
+    if model is None:
+        raise error
+    return model
+
+
+def _say_values(args, model, feeds: dict, given: dict) -> None:
+    """One line on stderr naming the input values a per-value model is compiled for."""
+    from dlc.progress import QUIET_VARIABLE
+
+    values = model.value_inputs
+    if args.quiet or os.environ.get(QUIET_VARIABLE, "") not in ("", "0") or not values:
+        return
+    def shown(value) -> str:
+        flat = np.asarray(value).reshape(-1).tolist()
+        return str(flat[0]) if np.ndim(value) == 0 else str(flat)
+
+    text = ", ".join(f"{name}={shown(feeds[name])}"
+                     + ("" if name in given else " (random)") for name in values)
+    print(f"dlc run: compiled for the input values {text}: a Loop's scan outputs are sized by them; "
+          "give others with --input NAME=VALUE", file=sys.stderr)
+
+
 def cmd_run(args) -> int:
     import dlc
 
@@ -366,18 +442,28 @@ def cmd_run(args) -> int:
     else:
         given = _parse_inputs(args.input)
         _pin_symbolic_dims(args, given)
-        result = _compile(args, "exe")
-        model = dlc.CompiledModel(result.executable, args.target)
+        try:
+            result = _compile(args, "exe")
+            model = dlc.CompiledModel(result.executable, args.target)
+        except UnsupportedError as error:
+            model = _per_value_model(args, error)  # a Loop sized by input values, else `error`
+    _typed_literals(given, model.inputs)
     feeds = random_inputs(model.inputs, args.seed)
     feeds.update(given)
-    executable = model._executable
+    if hasattr(model, "executable_for"):  # per input value: the specialisation these feeds pick
+        _say_values(args, model, feeds, given)
+        outputs = model.run(feeds)
+        executable, own_feeds = model.specialisation(feeds)
+    else:
+        executable, own_feeds, outputs = model._executable, feeds, None
     if args.check_bounds:
         if not hasattr(executable, "_checked_run"):
             raise DlcError(f"--check-bounds checks native code: it needs --target cpu, not {args.target}")
-        outputs = executable.run(feeds, check_bounds=True)
+        checked = executable.run(own_feeds, check_bounds=True)
+        outputs = checked if outputs is None else outputs
         print("bounds check: no invalid access (every input, output, the arena and the weights between "
               "guard pages, end- then start-aligned; inputs and weights read-only)")
-    else:
+    elif outputs is None:
         outputs = model.run(feeds)
     profiler = executable
     if args.profile and not getattr(executable, "profile_sites", None):  # a cuda build: CUDA event timings
@@ -540,8 +626,18 @@ def cmd_verify(args) -> int:
             raise DlcError(f"--{name} {getattr(args, name)}: a tolerance cannot be negative", "give 0 or more")
     from dlc import progress
 
+    feeds = _parse_inputs(args.input)
+    if any(isinstance(value, _Literal) for value in feeds.values()):
+        import onnx
+
+        from dlc.specializations import declared_inputs
+
+        try:
+            _typed_literals(feeds, declared_inputs(onnx.load(args.model, load_external_data=False), {}))
+        except Exception:  # noqa: BLE001 - not a readable model: verify says why
+            _typed_literals(feeds, [])
     with progress.step("verify: every tensor against onnxruntime"):
-        report = verify(args.model, feeds=_parse_inputs(args.input), target=args.target, fusion=args.fusion,
+        report = verify(args.model, feeds=feeds, target=args.target, fusion=args.fusion,
                         rtol=args.rtol, atol=args.atol, seed=args.seed, input_shapes=_parse_shapes(args.shape),
                         threads=args.threads, pipeline=args.pipeline)
     print(report.format(only_divergent=args.only_divergent))
@@ -743,7 +839,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run a model (.onnx or artifact directory) and print its outputs")
     p.add_argument("model")
-    p.add_argument("--input", action="append", metavar="NAME=FILE.npy")
+    p.add_argument("--input", action="append", metavar="NAME=FILE.npy",
+                   help="an input from a .npy file, or a value (M=5, shape=[1,3]) in the input's type; "
+                        "others: seeded random")
     p.add_argument("--repeat", type=int, default=10, help="timed runs for the median latency")
     p.add_argument("--seed", type=_seed, default=0, help="seed of the random inputs")
     p.add_argument("--save-outputs", metavar="DIR",
@@ -791,7 +889,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("verify", help="compare every intermediate tensor with onnxruntime; name the first "
                        "node that diverges (exit 1)")
     p.add_argument("model")
-    p.add_argument("--input", action="append", metavar="NAME=FILE.npy", help="an input (others: seeded random)")
+    p.add_argument("--input", action="append", metavar="NAME=FILE.npy",
+                   help="an input from a .npy file, or a value (M=5) in the input's type; others: seeded random")
     p.add_argument("--seed", type=_seed, default=0, help="seed of the random inputs")
     p.add_argument("--shape", action="append", metavar="NAME=AxBxC[,...]")
     p.add_argument("--target", default="cpu")

@@ -109,6 +109,23 @@ class SpecializingModel:
         """The input shapes of the specialisations held (a loaded artifact's first)."""
         return [dict(key) for key in self._keys()]
 
+    @property
+    def value_inputs(self) -> list[str]:
+        """Inputs whose values are part of the key (a Loop's run-time length comes from them)."""
+        return list(self._values)
+
+    def specialisation(self, feeds: dict) -> tuple[object, dict]:
+        """The executable these feeds run on and the feeds it takes (without the inputs whose
+        values it holds as constants); compiled on first use. Feeds split by sample (a
+        batch-proved model) give the batch-1 executable and the first sample's feeds."""
+        key = self.shape_key(feeds)
+        if self._values or self._counted:
+            return self.executable_for(key), {n: v for n, v in feeds.items() if n not in self._values}
+        if self._batched and not self._thin_products(key):
+            key = tuple((name, (1, *shape[1:]) if name in self._batched else shape) for name, shape in key)
+            feeds = {name: value[:1] if name in self._batched else value for name, value in feeds.items()}
+        return self.executable_for(key), feeds
+
     def _keys(self) -> list[tuple]:
         return list(self._loaders) + [key for key in self._held if key not in self._loaders]
 

@@ -443,3 +443,33 @@ def test_a_nested_loop_sized_by_its_enclosing_iteration_is_a_clear_error():
     with pytest.raises(DlcError, match=r"node 'inner_loop' \(Loop\): .* comes from \['i', 'c'\], values of an "
                                        r"enclosing loop body"):
         dlc.compile(model)
+
+
+def test_dlc_run_compiles_per_value_and_takes_values_on_the_command_line(capsys, tmp_path, monkeypatch):
+    from dlc.cli import main
+    from dlc.progress import QUIET_VARIABLE
+
+    monkeypatch.setenv(QUIET_VARIABLE, "0")  # the line naming the values is what this test reads
+
+    model = _rnn_loop(trips=None, scan=True)
+    path = tmp_path / "loop.onnx"
+    onnx.save(model, path)
+    feeds = _feeds()
+    for name in ("h0", "x"):
+        np.save(tmp_path / f"{name}.npy", feeds[name])
+    inputs = [f"--input={name}={tmp_path / name}.npy" for name in ("h0", "x")]
+    assert main(["run", str(path), "--input", "M=7", *inputs, "--check-bounds", "--save-outputs",
+                 str(tmp_path / "out")]) == 0
+    out, err = capsys.readouterr()
+    assert "compiled for the input values M=7:" in err and "(random)" not in err
+    assert "all: shape [7, 2, 8]" in out and "bounds check: no invalid access" in out
+    want = run_onnxruntime(model, {**feeds, "M": np.array(7)})
+    np.testing.assert_allclose(np.load(tmp_path / "out/all.npy"), want[1], rtol=1e-5, atol=1e-6)
+    # Without a value, dlc run picks a small random one (as 1 for a symbolic dimension) and says so.
+    assert main(["run", str(path)]) == 0
+    out, err = capsys.readouterr()
+    assert "(random)" in err and "all: shape [" in out
+    # `dlc compile` cannot write one artifact for every value: exit 1, and the hint says what can.
+    assert main(["compile", str(path), "-o", str(tmp_path / "art")]) == 1
+    err = capsys.readouterr().err
+    assert "known only at run time" in err and "--input NAME=VALUE" in err and "include_model=True" in err

@@ -557,9 +557,10 @@ class _Expansion:
         error = self.error("its scan outputs' length is known only at run time (" +
                            (f"its trip count or condition comes from input(s) {pins}" if pins else
                             "its body computes its condition") + ")",
-                           "dlc.compile, dlc.backend and dlc.InferenceSession compile such a model per value "
-                           "of those inputs, returning the rows written; `dlc compile` cannot write one "
-                           "artifact for every value")
+                           "`dlc run` (give the values with --input NAME=VALUE), dlc.compile, dlc.backend and "
+                           "dlc.InferenceSession compile such a model per value of those inputs, returning the "
+                           "rows written; `dlc compile` writes one artifact per value set, so save from Python "
+                           "instead: dlc.compile(model).save(DIR, include_model=True) compiles new values on load")
         error.value_inputs = pins
         error.counted_outputs = counted
         return error
