@@ -181,14 +181,15 @@ def main(argv: list[str] | None = None) -> int:
 
     logging.getLogger().setLevel(logging.ERROR)  # onnxruntime.quantization's pre-processing advice
     print(_cpu_line())
-    print(f"{'model':10} {'dlc int8 ms':>12} {'ort int8 ms':>12} {'dlc fp32 ms':>12} "
-          f"{'dlc/ort int8':>13} {'int8 speedup':>13}")
+    if not args.cpu_time:
+        print(f"{'model':10} {'dlc int8 ms':>12} {'ort int8 ms':>12} {'dlc fp32 ms':>12} "
+              f"{'dlc/ort int8':>13} {'int8 speedup':>13}")
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models.split(","):
             fp32, int8, x_shape = build(name, Path(tmp))
             feeds = {"x": np.random.default_rng(1).uniform(-1, 1, x_shape).astype(np.float32)}
             dlc_int8 = dlc.compile(str(int8), threads=args.threads)
-            dlc_fp32 = dlc.compile(str(fp32), threads=args.threads)
+            dlc_fp32 = None if args.cpu_time else dlc.compile(str(fp32), threads=args.threads)
             ort_int8 = onnxruntime_session(str(int8), threads=args.threads)
             runners = {"dlc int8": lambda c=dlc_int8, f=feeds: c.run(f),
                        "ort int8": lambda s=ort_int8, f=feeds: s.run(None, f),
