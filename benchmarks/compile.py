@@ -35,6 +35,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))  # models.py, run_all.py (xDSL ships a top-level `benchmarks` package)
 
 BEGIN, END = "<!-- compile-time table: benchmarks/compile.py -->", "<!-- end of compile-time table -->"
+# The latest run's tables, inside the section: the measured history written by hand after them
+# (before/after tables, what each change did) stays when the script runs again.
+LATEST, LATEST_END = "<!-- latest run: benchmarks/compile.py -->", "<!-- end of latest run -->"
 PHASE_OF = {}  # pass name -> phase, filled from the default pipeline
 
 
@@ -245,13 +248,17 @@ def cpu_model() -> str:
 
 
 def write_readme(text: str, readme: Path) -> None:
-    """Replace the marked section of benchmarks/README.md (appended the first time)."""
+    """Replace the latest run's tables in benchmarks/README.md's compile-time section (put at the
+    start of the section the first time; the section is appended if missing). Nothing else of
+    the section is touched: it holds the measured history too."""
     content = readme.read_text()
-    block = f"{BEGIN}\n{text}\n{END}"
-    if BEGIN in content and END in content:
-        content = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: block, content, flags=re.S)
+    block = f"{LATEST}\n{text}\n{LATEST_END}"
+    if LATEST in content and LATEST_END in content:
+        content = re.sub(re.escape(LATEST) + ".*?" + re.escape(LATEST_END), lambda _: block, content, flags=re.S)
+    elif BEGIN in content:
+        content = content.replace(BEGIN, f"{BEGIN}\n{block}\n", 1)
     else:
-        content = content.rstrip("\n") + "\n\n## Compile time\n\n" + block + "\n"
+        content = content.rstrip("\n") + f"\n\n## Compile time\n\n{BEGIN}\n{block}\n{END}\n"
     readme.write_text(content)
 
 
