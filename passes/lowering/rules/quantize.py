@@ -912,16 +912,10 @@ def _padded_nhwc(kb, x, window, zero: int) -> tuple[SSAValue, int, int]:
         return x, hp, wp
     element = x.type.element_type
     padded = kb.scratch(MemRefType(element, [n, hp, wp, channels]))
+    kb.generic([], [padded], [identity_map(4)], [PARALLEL] * 4,
+               lambda b, a: [b.math(arith.FPToUIOp, b.const(float(zero), f32), element) if _unsigned(element)
+                             else b.const(zero, element)])
     top, left = window.pads_begin
-    # Only the border holds the zero point (x is copied over the rest).
-    for offsets, sizes in (([0, 0, 0, 0], [n, top, wp, channels]),
-                           ([0, top + h, 0, 0], [n, hp - top - h, wp, channels]),
-                           ([0, top, 0, 0], [n, h, left, channels]),
-                           ([0, top, left + w_, 0], [n, h, wp - left - w_, channels])):
-        if 0 not in sizes:
-            kb.generic([], [kb.subview(padded, offsets, sizes)], [identity_map(4)], [PARALLEL] * 4,
-                       lambda b, a: [b.math(arith.FPToUIOp, b.const(float(zero), f32), element)
-                                     if _unsigned(element) else b.const(zero, element)])
     flat = reshape_view(kb.builder, padded, [n * hp * wp * channels])
     kb.copy(x, flat, affine_map(4, [dim(0) * (hp * wp * channels) + (dim(1) + top) * (wp * channels)
                                     + (dim(2) + left) * channels + dim(3)]))
