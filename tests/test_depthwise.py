@@ -62,6 +62,11 @@ CASES = {  # name: (x shape, weight shape, attributes); group is x's channels un
     "row_pitch_1x5": ([1, 4, 5, 8], [4, 1, 1, 5], {"pads": [0, 2, 0, 2]}),
     "row_pitch_5x1_taller": ([1, 4, 5, 8], [4, 1, 5, 1], {"pads": [4, 0, 3, 0]}),
     "row_pitch_one_column": ([1, 3, 6, 1], [3, 1, 3, 3], {"pads": [1] * 4}),
+    # Strided, rows of OW (`_phase_pitch_conv`): odd sizes, phases of unequal width, dilation.
+    "phase_pitch_odd": ([1, 4, 9, 7], [4, 1, 3, 3], {"pads": [1] * 4, "strides": [2, 2]}),
+    "phase_pitch_5x5_s3": ([2, 3, 13, 11], [3, 1, 5, 5], {"pads": [2, 1, 2, 3], "strides": [3, 3]}),
+    "phase_pitch_dilated_s2_1": ([1, 3, 10, 9], [3, 1, 3, 3], {"pads": [2] * 4, "strides": [2, 1],
+                                                                "dilations": [2, 2]}),
 }
 
 
@@ -95,7 +100,8 @@ def _model(names, bias: bool) -> onnx.ModelProto:
 
 # MIN_INTERIOR_SHARE that sends every depthwise conv with unrolled taps to the small-map
 # lowerings (above 1) or none (0): each case runs through every lowering, whatever its size
-# picks; "phase_planes" also for the stride-1 convs the row-pitch lowering takes.
+# picks; "phase_planes" also for the convs the row-pitch lowerings (`_row_pitch_conv`,
+# `_phase_pitch_conv` for strided ones) take.
 PATHS = {"boxes": 0.0, "phase_planes": 1.01, "row_pitch": 1.01}
 
 
@@ -106,6 +112,7 @@ def lowering(request, monkeypatch):
     monkeypatch.setattr(conv, "MIN_INTERIOR_SHARE", PATHS[request.param])
     monkeypatch.setattr(conv, "STRIDED_SHORT_ROW", 0 if request.param == "boxes" else conv.STRIDED_SHORT_ROW)
     monkeypatch.setattr(conv, "ROW_PITCH_CONV", request.param == "row_pitch")
+    monkeypatch.setattr(conv, "PHASE_PITCH_CONV", request.param == "row_pitch")
     monkeypatch.setenv("DLC_CACHE", "0")  # the cache key does not see the module constant
     return request.param
 

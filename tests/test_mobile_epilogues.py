@@ -78,6 +78,7 @@ def lowering(request, monkeypatch):
 
     monkeypatch.setattr(conv, "MIN_INTERIOR_SHARE", 0.0 if request.param == "boxes" else 1.01)
     monkeypatch.setattr(conv, "ROW_PITCH_CONV", request.param == "row_pitch")
+    monkeypatch.setattr(conv, "PHASE_PITCH_CONV", request.param == "row_pitch")
     monkeypatch.setattr(conv, "STRIDED_SHORT_ROW", 0 if request.param == "boxes" else conv.STRIDED_SHORT_ROW)
     monkeypatch.setenv("DLC_CACHE", "0")  # the cache key does not see the module constant
     return request.param

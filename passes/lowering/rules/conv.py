@@ -290,6 +290,10 @@ def lower_conv(kb, op, ins, outs) -> None:
         if _row_pitch_conv_fits(x, w, y, window, groups):
             _row_pitch_conv(kb, x, w, bias, y, window)
             return
+        taps = _phase_pitch_plan(x, w, y, window, groups) if window.strides != (1, 1) else None
+        if taps is not None:
+            _phase_pitch_conv(kb, x, w, bias, y, window, taps)
+            return
         from passes.target_info import target_info
 
         lanes = target_info(op.get_toplevel_object()).vector_width
@@ -371,6 +375,7 @@ MIN_INTERIOR_SHARE = 0.8
 # interleaved; 144x56x56, rows of 28: 0.10-0.14 in boxes, 0.32-0.37 on phase planes).
 STRIDED_SHORT_ROW = 16
 ROW_PITCH_CONV = True
+PHASE_PITCH_CONV = True
 
 
 def _phase_flat_worthwhile(x: SSAValue, w: SSAValue, window: Window) -> bool:
@@ -548,6 +553,105 @@ def _row_pitch_conv(kb, x: SSAValue, w: SSAValue, bias: SSAValue | None, y: SSAV
         for partial in sums:
             total = partial if total is None else b.add(total, partial, in_order=True)
         return [_activate(b, total, activation)]
+
+    kb.generic(inputs, [reshape_view(kb.builder, y, [batch, channels, oh * ow])], maps, [PARALLEL] * 3, body)
+
+
+def _phase_pitch_plan(x: SSAValue, w: SSAValue, y: SSAValue, window: Window, groups: int):
+    """For a strided depthwise conv: per tap, its phase (a, b) of x's rows and columns and its
+    (row, column) offset in that phase's plane, with the planes' rows OW long; None unless every
+    phase has at most OW columns (so a plane row holds a phase row)."""
+    x_shape, w_shape = x.type.get_shape(), w.type.get_shape()
+    if not (PHASE_PITCH_CONV and w_shape[1] == 1 and groups == x_shape[1] == w_shape[0]):
+        return None
+    height, width = x_shape[2:]
+    (kh, kw), (sh, sw), (dh, dw) = window.kernel, window.strides, window.dilations
+    (ph, pw), ow = window.pads_begin, window.out[1]
+    if any(len(range(b, width, sw)) > ow for b in range(sw)):
+        return None
+    taps = []
+    for ti, tj in itertools.product(range(kh), range(kw)):
+        a, b = (ti * dh - ph) % sh, (tj * dw - pw) % sw
+        taps.append((a, b, (ti * dh - ph - a) // sh, (tj * dw - pw - b) // sw))
+    return taps
+
+
+def _phase_pitch_conv(kb, x: SSAValue, w: SSAValue, bias: SSAValue | None, y: SSAValue, window: Window,
+                      taps) -> None:
+    """A strided depthwise conv as `_row_pitch_conv` does a stride-1 one: x's row and column
+    phases are copied into planes whose rows are OW long (phase (a, b) holds x[a::sh, b::sw]),
+    so output q = oh*OW + ow reads tap t's plane at q + R_t*OW + C_t, one flat loop per channel
+    straight into y; a tap column outside its phase's columns is selected away by a mask. The
+    phase planes' copy out (rows of 7 or 14 from a wider pitch) was gathers and scatters.
+    """
+    batch, channels, height, width = x.type.get_shape()
+    (kh, kw), (sh, sw) = window.kernel, window.strides
+    oh, ow = window.out
+    f32 = x.type.element_type
+    rows = {a: len(range(a, height, sh)) for a in range(sh)}
+    cols = {b: len(range(b, width, sw)) for b in range(sw)}
+    offsets = [r * ow + c for _, _, r, c in taps]
+    front = max(0, -min(offsets))
+    back = max(0, (oh * ow - 1 + max(offsets)) - (max(rows.values()) * ow - 1))
+    plane = front + max(rows.values()) * ow + back
+    stride = sh * sw * plane  # a channel's planes
+    planes = kb.scratch(MemRefType(f32, [batch * channels * stride]))
+    kb.fill(planes, 0.0)
+    for a, b in itertools.product(range(sh), range(sw)):
+        if not rows[a] or not cols[b]:
+            continue
+        source = view_at(kb.builder, x, a * width + b, [batch, channels, rows[a], cols[b]],
+                         [channels * height * width, height * width, sh * width, sw])
+        kb.copy(source, view_at(kb.builder, planes, (a * sw + b) * plane + front, [batch, channels, rows[a], cols[b]],
+                                [channels * stride, stride, ow, 1]))
+    keys = sorted({(c, cols[b]) for _, b, _, c in taps if c < 0 or ow + c > cols[b]})
+    masks = kb.scratch(MemRefType(f32, [max(1, len(keys)) * oh * ow]))
+    if keys:
+        def mask_body(bb, args):
+            ib = bb.on(IndexType())
+            column = ib.remsi(bb.index(1), ib.const(ow))
+            shift, limit = ib.const(0), ib.const(0)
+            for i, (c, count) in enumerate(keys):
+                here = ib.compare("eq", bb.index(0), ib.const(i))
+                shift = bb.select(here, ib.const(c), shift)
+                limit = bb.select(here, ib.const(count), limit)
+            read = ib.add(column, shift)
+            inside = ib.and_(ib.compare("ge", read, ib.const(0)), ib.compare("lt", read, limit))
+            return [bb.select(inside, bb.const(1.0), bb.const(0.0))]
+
+        kb.generic([], [reshape_view(kb.builder, masks, [len(keys), oh * ow])], [identity_map(2)],
+                   [PARALLEL] * 2, mask_body)
+    inputs, maps = [], []
+    for a, b, r, c in taps:
+        inputs.append(view_at(kb.builder, planes, (a * sw + b) * plane + front + r * ow + c,
+                              [batch, channels, oh * ow], [channels * stride, stride, 1]))
+        maps.append(identity_map(3))
+    for t in range(len(taps)):
+        inputs.append(view_at(kb.builder, w, t, [channels], [kh * kw]))
+        maps.append(affine_map(3, [dim(1)]))
+    for i in range(len(keys)):
+        inputs.append(view_at(kb.builder, masks, i * oh * ow, [oh * ow], [1]))
+        maps.append(affine_map(3, [dim(2)]))
+    if bias is not None:
+        inputs.append(bias)
+        maps.append(affine_map(3, [dim(1)]))
+    maps.append(identity_map(3))
+    count = len(taps)
+    activation = _take_activation(kb)
+    key_of = [(c, cols[b]) if (c, cols[b]) in keys else None for _, b, _, c in taps]
+
+    def body(bb, args):
+        total = args[2 * count + len(keys)] if bias is not None else None
+        for key in [None, *keys]:
+            products = [bb.mul(args[t], args[count + t]) for t in range(count) if key_of[t] == key]
+            if not products:
+                continue
+            partial = _chained_sum(bb, None, products)
+            if key is not None:
+                keep = bb.cmp("ogt", args[2 * count + keys.index(key)], bb.const(0.5))
+                partial = bb.select(keep, partial, bb.const(0.0))
+            total = partial if total is None else bb.add(total, partial, in_order=True)
+        return [_activate(bb, total, activation)]
 
     kb.generic(inputs, [reshape_view(kb.builder, y, [batch, channels, oh * ow])], maps, [PARALLEL] * 3, body)
 

@@ -6,12 +6,14 @@
 // 1 with output rows as long as x's, runs on x's own row pitch: a fill, the copy of x between
 // 16 zeros before and after it (81 floats a channel), the 0/1 masks of the 4 tap columns that
 // can fall outside a row, then one flat loop of the 49 outputs per channel, written straight
-// into y, each off-row tap column selected away. The same conv with stride 2 runs on four
-// zero-padded phase planes: a fill, the copy of x into each, one flat loop nest with the 25
-// taps unrolled (32 outputs: 2 whole vectors), then the copy of the 4x4 outputs.
+// into y, each off-row tap column selected away. With stride 2 and pads 2 (4x4 outputs) x's
+// four phases get planes with rows of OW = 4 (26 floats each, 104 a channel), then the same
+// flat loop into y. Unpadded (2x2 outputs), a phase has more columns than OW: zero-padded
+// phase planes, a flat loop nest with the 25 taps unrolled (16 outputs: one whole vector),
+// then the copy of the outputs.
 
 builtin.module {
-  func.func @main(%x: tensor<1x32x1x1xf32>, %d: tensor<1x16x7x7xf32>) -> (tensor<1x64x1x1xf32>, tensor<1x16x7x7xf32>, tensor<1x16x4x4xf32>) {
+  func.func @main(%x: tensor<1x32x1x1xf32>, %d: tensor<1x16x7x7xf32>) -> (tensor<1x64x1x1xf32>, tensor<1x16x7x7xf32>, tensor<1x16x4x4xf32>, tensor<1x16x2x2xf32>) {
     %w = onnx.weight @w : tensor<64x32x1x1xf32>
     %b = onnx.weight @b : tensor<64xf32>
     %dw = onnx.weight @dw : tensor<16x1x5x5xf32>
@@ -27,7 +29,11 @@ builtin.module {
       %2 = "onnx.Conv"(%d, %dw) {onnx_node_name = "dw2", group = 16, pads = [2, 2, 2, 2], strides = [2, 2]} : (tensor<1x16x7x7xf32>, tensor<16x1x5x5xf32>) -> tensor<1x16x4x4xf32>
       kernel.yield %2 : tensor<1x16x4x4xf32>
     }
-    func.return %y, %z, %s : tensor<1x64x1x1xf32>, tensor<1x16x7x7xf32>, tensor<1x16x4x4xf32>
+    %v = kernel.launch @k3_Conv on "cpu" nodes ["dw3"] -> (tensor<1x16x2x2xf32>) {
+      %3 = "onnx.Conv"(%d, %dw) {onnx_node_name = "dw3", group = 16, strides = [2, 2]} : (tensor<1x16x7x7xf32>, tensor<16x1x5x5xf32>) -> tensor<1x16x2x2xf32>
+      kernel.yield %3 : tensor<1x16x2x2xf32>
+    }
+    func.return %y, %z, %s, %v : tensor<1x64x1x1xf32>, tensor<1x16x7x7xf32>, tensor<1x16x4x4xf32>, tensor<1x16x2x2xf32>
   }
 }
 
@@ -57,12 +63,27 @@ builtin.module {
 // CHECK-NOT:    linalg.generic
 // CHECK:        func.return
 // CHECK-LABEL: func.func private @k2_Conv
-// CHECK-SAME:   %{{.*}}: memref<3072xf32>, %{{.*}}: memref<576xf32>
+// CHECK-SAME:   %{{.*}}: memref<1664xf32>, %{{.*}}: memref<64xf32>
 // CHECK:        linalg.generic
-// CHECK-SAME:   outs(%{{.*}} : memref<3072xf32>)
+// CHECK-SAME:   outs(%{{.*}} : memref<1664xf32>)
 // CHECK:        memref.reinterpret_cast %{{.*}} to offset: [0], sizes: [1, 16, 4, 4], strides: [784, 49, 14, 2]
+// CHECK:        memref.reinterpret_cast %{{.*}} to offset: [5], sizes: [1, 16, 4, 4], strides: [1664, 104, 4, 1]
+// CHECK:        memref.reinterpret_cast %{{.*}} to offset: [83], sizes: [1, 16, 3, 3], strides: [1664, 104, 4, 1]
 // CHECK:        linalg.generic
-// CHECK:        memref.reinterpret_cast %{{.*}} to offset: [0], sizes: [1, 16, 1, 32], strides: [768, 48, 48, 1]
+// CHECK:        linalg.generic
+// CHECK-SAME:   outs(%{{.*}} : memref<4x16xf32>)
+// CHECK:        memref.reinterpret_cast %{{.*}} to offset: [0], sizes: [1, 16, 16], strides: [1664, 104, 1]
+// CHECK:        linalg.generic
+// CHECK-SAME:   iterator_types = ["parallel", "parallel", "parallel"]
+// CHECK-SAME:   outs(%{{.*}} : memref<1x16x16xf32>)
+// CHECK-NOT:    linalg.generic
+// CHECK:        func.return
+// CHECK-LABEL: func.func private @k3_Conv
+// CHECK-SAME:   %{{.*}}: memref<1792xf32>, %{{.*}}: memref<256xf32>
+// CHECK:        linalg.generic
+// CHECK-SAME:   outs(%{{.*}} : memref<1792xf32>)
+// CHECK:        memref.reinterpret_cast %{{.*}} to offset: [1344], sizes: [1, 16, 3, 3], strides: [448, 28, 4, 1]
+// CHECK:        memref.reinterpret_cast %{{.*}} to offset: [0], sizes: [1, 16, 1, 16], strides: [448, 28, 28, 1]
 // CHECK:        linalg.generic
 // CHECK-SAME:   iterator_types = ["parallel", "parallel", "parallel", "reduction", "parallel"]
 // CHECK:        linalg.generic
