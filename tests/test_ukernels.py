@@ -352,3 +352,24 @@ def test_invalid_spec_is_refused():
         GemmSpec(4, 8, 2, 2, 1, "row", ldb=4, ldc=8, **CACHES)
     with pytest.raises(ValueError, match="activation takes 2"):
         replace(_spec(4, 8, 2), activation="clip", activation_params=())
+
+
+def test_loop_nests_of_gemms_with_heavy_tile_calls_are_left_unoptimised():
+    """LLVM spent a quarter of ResNet-50's GEMM code time optimising loop nests that only count
+    and call tiles; GEMMs whose tile calls do enough work skip that (`OPTNONE_MIN_TILE_MACS`),
+    those whose tile calls are light keep it. SPECS above run both kinds."""
+    from dlc.codegen.ukernels import OPTNONE_MIN_TILE_MACS
+
+    def heavy(spec) -> bool:
+        return spec.mr * spec.nr * min(spec.k, spec.kc) >= OPTNONE_MIN_TILE_MACS
+
+    def unoptimised(spec) -> bool:
+        module = ir.Module("one")
+        emit_gemm(module, "g", spec, exported=True)
+        line = next(line for line in str(module).splitlines() if line.startswith("define") and '@"g_range"' in line)
+        return "optnone" in line
+
+    deep, shallow = _spec(64, 100, 512), _spec(64, 100, 2)
+    assert heavy(deep) and unoptimised(deep)
+    assert not heavy(shallow) and not unoptimised(shallow)
+    assert any(heavy(spec) for spec in SPECS) and any(not heavy(spec) for spec in SPECS)

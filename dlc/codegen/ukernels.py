@@ -43,6 +43,11 @@ _POINTERS = ("A", "B", "C", "bias", "R")
 _TILE_ARGS = ("kc", "load_c", "last", "b_stride", "ldc", "rows", "cols")
 
 
+# GEMMs whose tile calls do at least this many multiply-adds get an unoptimised loop nest
+# (`_GemmEmitter.emit`): 128 cycles of one core's FMAs against a few dozen for the call.
+OPTNONE_MIN_TILE_MACS = 4096
+
+
 def _i64(value: int) -> ir.Constant:
     return ir.Constant(I64, value)
 
@@ -399,6 +404,14 @@ class _GemmEmitter:
         # One out-of-line copy of the loop nest however many kernels call this GEMM: inlining
         # it into each caller multiplied LLVM's O3 time (a 32x32 ResNet block: 14 s vs 2 s).
         range_fn.attributes.add("noinline")
+        if spec.mr * spec.nr * min(spec.k, spec.kc) >= OPTNONE_MIN_TILE_MACS:
+            # The loop nest only counts and calls tiles: unoptimised, it costs a few dozen
+            # cycles a tile call against the tile's mr x nr x kc multiply-adds, and optimising
+            # it took LLVM a quarter of ResNet-50's GEMM code time (whole module 2.58 -> 1.92
+            # CPU-s). Run time, artifacts interleaved in one process, both orders: ResNet-50
+            # 0.98, MobileNetV2 1.003-1.004, an MLP's matrix-vector products 0.99-1.02.
+            # GEMMs whose tile calls do little work keep an optimised nest.
+            range_fn.attributes.add("optnone")
         self.b = ir.IRBuilder(range_fn.append_basic_block("entry"))
         self._loop_nest(*range_fn.args)
         self.b.ret_void()
