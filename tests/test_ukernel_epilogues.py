@@ -10,7 +10,7 @@ import random
 import numpy as np
 import pytest
 from llvmlite import ir
-from test_ukernels import EPS32, Problem, _spec
+from test_ukernels import EPS32, Problem, _spec, compile_gemms
 
 from dlc.codegen.native import compile_object
 from dlc.codegen.ukernels import emit_gemm
@@ -54,14 +54,8 @@ SPECS = _cases()
 
 @pytest.fixture(scope="module")
 def kernels():
-    module = ir.Module("epilogues")
-    for index, spec in enumerate(SPECS):
-        emit_gemm(module, f"gemm{index}", spec, exported=True)
-    native = NativeModule(compile_object(str(module)))
-    signature = ctypes.CFUNCTYPE(None, *[ctypes.c_void_p] * 5)
-    range_signature = ctypes.CFUNCTYPE(None, *[ctypes.c_void_p] * 5, *[ctypes.c_int64] * 4)
-    return native, ({i: signature(native.address(f"gemm{i}")) for i in range(len(SPECS))},
-                    {i: range_signature(native.address(f"gemm{i}_range")) for i in range(len(SPECS))})
+    native, functions, ranges = compile_gemms(SPECS)
+    return native, (functions, ranges)
 
 
 def _check(problem: Problem) -> None:

@@ -78,18 +78,23 @@ def _edge_cases() -> list[GemmSpec]:
 SPECS = _random_cases(48) + _edge_cases()
 
 
-@pytest.fixture(scope="module")
-def kernels():
-    """All specs in one LLVM module, so the suite pays for one compilation."""
+def compile_gemms(specs) -> tuple[NativeModule, dict, dict]:
+    """All `specs` in one LLVM module (one compilation): the module, and each spec's GEMM and
+    range function by index, callable through ctypes."""
     module = ir.Module("gemms")
-    for index, spec in enumerate(SPECS):
+    for index, spec in enumerate(specs):
         emit_gemm(module, f"gemm{index}", spec, exported=True)
     native = NativeModule(compile_object(str(module)))
     signature = ctypes.CFUNCTYPE(None, *[ctypes.c_void_p] * 5)
     range_signature = ctypes.CFUNCTYPE(None, *[ctypes.c_void_p] * 5, *[ctypes.c_int64] * 4)
-    functions = {i: signature(native.address(f"gemm{i}")) for i in range(len(SPECS))}
-    ranges = {i: range_signature(native.address(f"gemm{i}_range")) for i in range(len(SPECS))}
+    functions = {i: signature(native.address(f"gemm{i}")) for i in range(len(specs))}
+    ranges = {i: range_signature(native.address(f"gemm{i}_range")) for i in range(len(specs))}
     return native, functions, ranges
+
+
+@pytest.fixture(scope="module")
+def kernels():
+    return compile_gemms(SPECS)
 
 
 def _guarded(values: np.ndarray) -> np.ndarray:
