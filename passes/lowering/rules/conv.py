@@ -337,6 +337,25 @@ STORED_ACTIVATIONS = ("relu", "relu6", "silu", "hardswish")
 IN_PASS_AFTER = ("silu", "hardswish")
 
 
+def _flat_tap_operands(kb, tap_views: list, w, taps: int, channels: int, masks, mask_count: int,
+                       pixels: int, bias) -> tuple[list, list]:
+    """The operands and maps of a depthwise conv's flat tap loop over [batch, channels, pixels]:
+    each tap's view of the input, each tap's weight per channel, each row mask per pixel, the
+    bias per channel, then the output."""
+    inputs, maps = list(tap_views), [identity_map(3)] * len(tap_views)
+    for t in range(len(tap_views)):
+        inputs.append(view_at(kb.builder, w, t, [channels], [taps]))
+        maps.append(affine_map(3, [dim(1)]))
+    for i in range(mask_count):
+        inputs.append(view_at(kb.builder, masks, i * pixels, [pixels], [1]))
+        maps.append(affine_map(3, [dim(2)]))
+    if bias is not None:
+        inputs.append(bias)
+        maps.append(affine_map(3, [dim(1)]))
+    maps.append(identity_map(3))
+    return inputs, maps
+
+
 def _take_activation(kb) -> str | None:
     """The activation right after a direct conv (no residual Add), which the conv then
     applies as it stores each output: MobileNetV2's depthwise convs otherwise made one more
@@ -522,21 +541,10 @@ def _row_pitch_conv(kb, x: SSAValue, w: SSAValue, bias: SSAValue | None, y: SSAV
         kb.generic([], [reshape_view(kb.builder, masks, [len(masked), oh * ow])], [identity_map(2)],
                    [PARALLEL] * 2, mask_body)
     taps = list(itertools.product(range(kh), range(kw)))
-    inputs, maps = [], []
-    for ti, tj in taps:
-        inputs.append(view_at(kb.builder, planes, front + (ti * dh - ph) * width + tj * dw - pw,
-                              [batch, channels, oh * ow], [channels * plane, plane, 1]))
-        maps.append(identity_map(3))
-    for t in range(len(taps)):
-        inputs.append(view_at(kb.builder, w, t, [channels], [kh * kw]))
-        maps.append(affine_map(3, [dim(1)]))
-    for i in range(len(masked)):
-        inputs.append(view_at(kb.builder, masks, i * oh * ow, [oh * ow], [1]))
-        maps.append(affine_map(3, [dim(2)]))
-    if bias is not None:
-        inputs.append(bias)
-        maps.append(affine_map(3, [dim(1)]))
-    maps.append(identity_map(3))
+    inputs, maps = _flat_tap_operands(
+        kb, [view_at(kb.builder, planes, front + (ti * dh - ph) * width + tj * dw - pw,
+                     [batch, channels, oh * ow], [channels * plane, plane, 1]) for ti, tj in taps],
+        w, kh * kw, channels, masks, len(masked), oh * ow, bias)
     count = len(taps)
     activation = _take_activation(kb)
 
@@ -621,21 +629,10 @@ def _phase_pitch_conv(kb, x: SSAValue, w: SSAValue, bias: SSAValue | None, y: SS
 
         kb.generic([], [reshape_view(kb.builder, masks, [len(keys), oh * ow])], [identity_map(2)],
                    [PARALLEL] * 2, mask_body)
-    inputs, maps = [], []
-    for a, b, r, c in taps:
-        inputs.append(view_at(kb.builder, planes, (a * sw + b) * plane + front + r * ow + c,
-                              [batch, channels, oh * ow], [channels * stride, stride, 1]))
-        maps.append(identity_map(3))
-    for t in range(len(taps)):
-        inputs.append(view_at(kb.builder, w, t, [channels], [kh * kw]))
-        maps.append(affine_map(3, [dim(1)]))
-    for i in range(len(keys)):
-        inputs.append(view_at(kb.builder, masks, i * oh * ow, [oh * ow], [1]))
-        maps.append(affine_map(3, [dim(2)]))
-    if bias is not None:
-        inputs.append(bias)
-        maps.append(affine_map(3, [dim(1)]))
-    maps.append(identity_map(3))
+    inputs, maps = _flat_tap_operands(
+        kb, [view_at(kb.builder, planes, (a * sw + b) * plane + front + r * ow + c,
+                     [batch, channels, oh * ow], [channels * stride, stride, 1]) for a, b, r, c in taps],
+        w, kh * kw, channels, masks, len(keys), oh * ow, bias)
     count = len(taps)
     activation = _take_activation(kb)
     key_of = [(c, cols[b]) if (c, cols[b]) in keys else None for _, b, _, c in taps]
