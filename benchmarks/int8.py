@@ -119,7 +119,8 @@ def build(name: str, folder: Path) -> tuple[Path, Path, list[int]]:
     graph = helper.make_graph(nodes, name, [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, y_shape)], inits)
     fp32, int8 = folder / f"{name}.onnx", folder / f"{name}.int8.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), fp32)
+    # IR 10: onnxruntime 1.30 (the 16-core machine's) reads IR <= 13, newer onnx writes 14
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10), fp32)
 
     class Calibration(CalibrationDataReader):
         def __init__(self):

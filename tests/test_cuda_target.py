@@ -31,7 +31,8 @@ def _model(nodes, inputs, outputs, weights=(), opset=17):
         nodes, "g", [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in inputs],
         [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in outputs],
         [numpy_helper.from_array(_f32(a), n) for n, a in weights])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    # IR 10: the device machine's onnxruntime (1.30) reads IR <= 13, newer onnx writes 14
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=10)
     onnx.checker.check_model(model)
     return model
 
@@ -325,7 +326,8 @@ def _typed_model(nodes, inputs, outputs, weights=(), opset=17):
         nodes, "g", [helper.make_tensor_value_info(n, t, s) for n, s, t in inputs],
         [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in outputs],
         [numpy_helper.from_array(np.asarray(a), n) for n, a in weights])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    # IR 10: the device machine's onnxruntime (1.30) reads IR <= 13, newer onnx writes 14
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=10)
     onnx.checker.check_model(model)
     return model
 
