@@ -93,7 +93,7 @@ def _ptxas(ptx: str, tmp_path) -> str | None:
 
 
 def test_large_gemm_is_a_cp_async_pipeline_of_mma(tmp_path, monkeypatch):
-    _target(tmp_path, monkeypatch, gemm_tf32_round=1)  # cvt.rna per fragment, counted below
+    _target(tmp_path, monkeypatch)
     _, ptx = _ptx(_matmul(2048, 256, 2048))
     # 128 x 128 x 32 tiles, 4 warps of 64 x 64: 4 x 8 fragments, 4 k-steps of 8 per tile.
     assert ptx.count(MMA) == 4 * 8 * 4
@@ -116,17 +116,12 @@ def test_large_gemm_is_a_cp_async_pipeline_of_mma(tmp_path, monkeypatch):
 
 def test_block_is_the_largest_that_fills_every_sm(tmp_path, monkeypatch):
     _target(tmp_path, monkeypatch)
-    # 128 x 128 blocks of 4 warps while every SM gets one (4096^2: 1024, 2048^2: 256, 1024^2:
-    # 64 < 132 SMs, so 256 of 64 x 64); 128 x 256 only when asked for.
-    for n, grid, threads in ((4096, 32 * 32, 128), (2048, 16 * 16, 128), (1024, 16 * 16, 128)):
+    # 4096^2: 512 blocks of 128 x 256 (8 warps); 2048^2: 128 of them < 132 SMs, so 256 of 128 x 128.
+    for n, grid, threads in ((4096, 32 * 16, 256), (2048, 16 * 16, 128), (1024, 16 * 16, 128)):
         launch = _cuda_steps(_compile(_matmul(n, 64, n)))[0].plan["launches"][0]
         assert launch["grid"] == [grid, 1, 1] and launch["block"] == [threads, 1, 1], n
     _, ptx = _ptx(_matmul(4096, 64, 4096))
-    assert ptx.count(MMA) == 4 * 8 * 4  # 64 x 64 per warp
-    assert "cvt.rna" not in ptx  # gemm_tf32_round 0 by default: the tensor cores truncate
-    _target(tmp_path, monkeypatch, gemm_tf32_block_m=128, gemm_tf32_block_n=256)
-    launch = _cuda_steps(_compile(_matmul(4096, 64, 4096)))[0].plan["launches"][0]
-    assert launch["grid"] == [32 * 16, 1, 1] and launch["block"] == [256, 1, 1]
+    assert ptx.count(MMA) == 4 * 8 * 4  # still 64 x 64 per warp
 
 
 def test_k_major_b_small_gemms_and_options(tmp_path, monkeypatch):
@@ -201,11 +196,10 @@ def test_bad_tf32_tiles_are_clear_errors(tmp_path, monkeypatch):
 
 # --- on the host emulation (dlc/targets/cuda/emulate.py: mma, cvt and cp.async emulated) ---------
 
-def _tf32(array, rounded: bool = True) -> np.ndarray:
-    """float32 -> TF32 in float64: rounded to nearest, ties away, as cvt.rna.tf32.f32; or, with
-    `rounded` False, truncated, as the tensor cores read an unrounded fp32 word."""
+def _tf32(array) -> np.ndarray:
+    """float32 -> TF32 (round to nearest, ties away), as cvt.rna.tf32.f32, in float64."""
     bits = np.asarray(array, np.float32).view(np.uint32).astype(np.uint64)
-    return (((bits + 0x1000) if rounded else bits) & 0xFFFFE000).astype(np.uint32).view(np.float32).astype(np.float64)
+    return ((bits + 0x1000) & 0xFFFFE000).astype(np.uint32).view(np.float32).astype(np.float64)
 
 
 def _emulated(model, feeds, llvm_ir=None):
@@ -234,8 +228,6 @@ EMULATED = {
     # strided, dilated, asymmetric padding (bottom/right pads only bound the output)
     "conv_strided": ({"gemm_tf32_tile_k": 8}, lambda: _conv(2, 8, 11, 12, strides=[2, 2], dilations=[2, 1],
                                                             pads=[0, 1, 2, 0])),
-    # gemm_tf32_round 1: cvt.rna per fragment
-    "rounded_fragments": ({"gemm_tf32_round": 1, "gemm_tf32_tile_k": 16}, lambda: _matmul(40, 40, 72)),
     # gemm_tf32_round 2: each copied element rounded once in shared memory, chunks and words
     "round_in_shared": ({"gemm_tf32_round": 2, "gemm_tf32_tile_k": 16}, lambda: _matmul(40, 40, 72)),
     "round_in_shared_conv": ({"gemm_tf32_round": 2, "gemm_tf32_tile_k": 8},
@@ -260,28 +252,22 @@ def test_pipelined_kernel_on_the_host_emulation(case, tmp_path, monkeypatch):
     feeds = random_feeds(model, 0)
     got, cuda = _emulated(model, feeds)
     assert "cp.async" in cuda.ptx
-    # gemm_tf32_round 0 (the default): the emulated mma truncates, as the tensor cores do.
-    rounded = keys.get("gemm_tf32_round", 0) != 0
-    assert ("cvt.rna" in cuda.ptx) == rounded
-
-    def tf32(array):
-        return _tf32(array, rounded)
     # Against the same product of TF32-rounded inputs in float64: only float32 accumulation
     # differs (a few ulp of sums of |x| <= K), so a lost or misplaced chunk would show.
     if case.startswith("k_major_b"):
         w, b = (np.asarray(cuda.weights[n]) for n in ("W", "b"))
-        want = np.maximum(tf32(feeds["x"]) @ tf32(w).T + b, 0)
+        want = np.maximum(_tf32(feeds["x"]) @ _tf32(w).T + b, 0)
     elif case in ("conv3x3", "conv_strided", "round_in_shared_conv", "conv_weight_input"):
         w, b = (feeds["W"] if "W" in feeds else _initializer(model, "W"), _initializer(model, "b"))
         attrs = {a.name: list(a.ints) for a in model.graph.node[0].attribute}
-        want = _conv_reference(tf32(feeds["x"]), tf32(w), b, got.shape, attrs["pads"], attrs["strides"],
+        want = _conv_reference(_tf32(feeds["x"]), _tf32(w), b, got.shape, attrs["pads"], attrs["strides"],
                                attrs["dilations"])
     elif case == "conv1x1":
         w, b = (_initializer(model, n) for n in ("W", "b"))
-        want = np.einsum("oc,nchw->nohw", tf32(w[:, :, 0, 0]), tf32(feeds["x"])) + b[:, None, None]
+        want = np.einsum("oc,nchw->nohw", _tf32(w[:, :, 0, 0]), _tf32(feeds["x"])) + b[:, None, None]
         want = np.maximum(want, 0)
     else:
-        want = tf32(feeds["a"]) @ tf32(feeds["b"])
+        want = _tf32(feeds["a"]) @ _tf32(feeds["b"])
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
 
 
@@ -308,7 +294,7 @@ def test_host_emulation_sees_a_stage_read_before_its_copies_land(tmp_path, monke
     (cuda,) = _cuda_steps(_compile(model))
     assert "cp.async.wait_group 1;" in cuda.llvm_ir
     got, _ = _emulated(model, feeds, cuda.llvm_ir.replace("cp.async.wait_group 1;", "cp.async.wait_group 2;"))
-    assert np.abs(got - _tf32(feeds["a"], False) @ _tf32(feeds["b"], False)).max() > 0.1
+    assert np.abs(got - _tf32(feeds["a"]) @ _tf32(feeds["b"])).max() > 0.1
 
 
 # --- on a GPU ------------------------------------------------------------------------------------
@@ -339,7 +325,7 @@ def test_gpu_pipelined_tf32_shapes_match_onnxruntime(case, tmp_path, monkeypatch
         "conv3x3": (lambda: (_conv(2, 64, 28, 64), 576)),
         "conv_strided": (lambda: (_conv(2, 32, 29, 48, strides=[2, 2], pads=[1, 1, 0, 0]), 288)),
     }[case]()
-    _check(model, rtol=0, atol=_tolerance(k, rounded=False))
+    _check(model, rtol=0, atol=_tolerance(k))
 
 
 @gpu
@@ -351,4 +337,4 @@ def test_gpu_pipelined_tf32_shapes_match_onnxruntime(case, tmp_path, monkeypatch
                                   {"gemm_tf32_round": 0}, {"gemm_tf32_round": 2}])
 def test_gpu_pipelined_tf32_tilings_match_onnxruntime(keys, tmp_path, monkeypatch):
     _target(tmp_path, monkeypatch, **keys)
-    _check(_mlp(700, 520, 900), rtol=0, atol=_tolerance(520, keys.get("gemm_tf32_round", 0) != 0))
+    _check(_mlp(700, 520, 900), rtol=0, atol=_tolerance(520, keys.get("gemm_tf32_round", 1) != 0))

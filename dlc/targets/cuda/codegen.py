@@ -35,7 +35,7 @@ DEFAULT_TILES = {"gemm_tile_m": 64, "gemm_tile_n": 64, "gemm_tile_k": 16, "gemm_
                  # The pipelined TF32 GEMM (dlc/targets/cuda/tf32_gemm.py); 0: chosen per GEMM.
                  "gemm_tf32_pipeline": 1, "gemm_tf32_block_m": 0, "gemm_tf32_block_n": 0, "gemm_tf32_tile_k": 32,
                  "gemm_tf32_warps_m": 0, "gemm_tf32_warps_n": 0, "gemm_tf32_stages": 3, "gemm_tf32_group_m": 8,
-                 "gemm_tf32_round": 0}
+                 "gemm_tf32_round": 1}
 # With 8 x 8 outputs a thread does twice the FMAs per shared-memory load of the 4 x 4 tile: 31.7
 # against 24.6 TFLOP/s at 4096^3 on the H200 (benchmarks/README.md), but a quarter as many blocks.
 # `gemm_tile_auto` takes it for a GEMM that still has a block for every SM with it.
