@@ -308,8 +308,12 @@ CORE_BYTES_PER_S = 20e9
 # claiming its item (compare-exchanges on one shared cache line), its late start, signalling
 # it when it sleeps. With t threads a region of T seconds of work takes about
 # T / t + THREAD_SECONDS * (t - 1), so it pays to use about sqrt(T / THREAD_SECONDS) threads:
-# 3 for 10 us of work, 16 from 250 us (issue 15: a small kernel woke all 16 threads).
-THREAD_SECONDS = 1e-6
+# 6 for 10 us of work, 16 from 75 us (issue 15: a small kernel woke all 16 threads).
+# Calibrated on the 16-core Xeon (benchmarks/README.md, "Many cores"): `benchmarks/pool_cost.py`
+# measured 0.21-0.43 us per extra thread between back-to-back regions (workers spinning), and
+# the first guess, 1 us, left EfficientNet-B0 and ResNet-18 15% and 8% slower at 16 threads
+# than taking every thread.
+THREAD_SECONDS = 0.3e-6
 
 
 def thread_grid(row_blocks: int, panels: int, threads: int, *, mr: int, nr: int,

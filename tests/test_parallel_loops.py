@@ -159,7 +159,7 @@ def test_thread_count_follows_the_work():
     """A loop takes the thread count its work pays for (issue 15: small kernels woke all 16
     threads): one more thread always saves less than THREAD_SECONDS past the optimum."""
     assert threads_for_work(0.0) == 1
-    assert threads_for_work(THREAD_SECONDS) == 1  # 1 us of work: not worth a second thread
+    assert threads_for_work(THREAD_SECONDS) == 1  # one thread's cost of work: not worth a second thread
     counts = [threads_for_work(n * ITERATION_SECONDS) for n in (1 << 15, 1 << 17, 1 << 20)]
     assert counts == sorted(counts) and counts[0] >= 2 and counts[-1] >= 16
     for seconds in (3e-6, 40e-6, 300e-6):
@@ -170,19 +170,19 @@ def test_thread_count_follows_the_work():
 
 _SMALL_STATIC = """
 builtin.module {
-  func.func private @double(%a: memref<4096xf32>, %out: memref<4096xf32>) {
+  func.func private @double(%a: memref<1024xf32>, %out: memref<1024xf32>) {
     %c0 = arith.constant 0 : index
     %c1 = arith.constant 1 : index
-    %n = arith.constant 4096 : index
+    %n = arith.constant 1024 : index
     scf.for %i = %c0 to %n step %c1 {
-      %x = memref.load %a[%i] : memref<4096xf32>
+      %x = memref.load %a[%i] : memref<1024xf32>
       %y = arith.addf %x, %x : f32
-      memref.store %y, %out[%i] : memref<4096xf32>
+      memref.store %y, %out[%i] : memref<1024xf32>
     } {dlc.parallel}
     func.return
   }
-  func.func @main(%a: memref<4096xf32>, %out: memref<4096xf32>) {
-    func.call @double(%a, %out) : (memref<4096xf32>, memref<4096xf32>) -> ()
+  func.func @main(%a: memref<1024xf32>, %out: memref<1024xf32>) {
+    func.call @double(%a, %out) : (memref<1024xf32>, memref<1024xf32>) -> ()
     func.return
   }
 }
@@ -190,17 +190,17 @@ builtin.module {
 
 
 def test_a_loop_worth_one_thread_runs_on_the_callers_thread():
-    """4096 iterations (~1 us): the outlined body is called directly, no pool worker exists."""
+    """1024 iterations (~0.3 us, a thread's cost): the outlined body is called directly, no pool worker exists."""
     module = parse_mlir(_SMALL_STATIC)
     (loop,) = [op for op in module.walk() if "dlc.parallel" in op.attributes]
-    assert nest_iterations(loop) == 4096
+    assert nest_iterations(loop) == 1024
     llvm_ir = emit_llvm(module, {}, fastmath=False)
     assert '@"double_par0_body"(' in llvm_ir and '@"double_par0"(ptr' not in llvm_ir
     native = NativeModule(compile_object(llvm_ir))
     entry = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)(
         native.address(entry_symbol()))
-    a = aligned(np.random.default_rng(0).standard_normal(4096, dtype=np.float32))
-    out = aligned(np.zeros(4096, np.float32))
+    a = aligned(np.random.default_rng(0).standard_normal(1024, dtype=np.float32))
+    out = aligned(np.zeros(1024, np.float32))
     buffers = (ctypes.c_void_p * 2)(a.ctypes.data, out.ctypes.data)
     context = RuntimeContext(pool(pool_object()).parallel, pool(pool_object()).ensure_threads(4), None)
     entry(ctypes.addressof(buffers), None, ctypes.addressof(context))

@@ -9,7 +9,7 @@ How many threads a loop takes follows from its work, as `thread_grid` (dialects/
 does for GEMMs: a loop nest of I innermost iterations is ~I * ITERATION_SECONDS of work, and
 each thread beyond the caller costs the region THREAD_SECONDS, so it takes the count t that
 minimises I * ITERATION_SECONDS / t + THREAD_SECONDS * (t - 1) (`threads_for_work`): a nest
-of 32K iterations 3 threads, of 1M or more 16 or more (all of them). A nest worth one thread
+of 32K iterations 6 threads, of 200K or more 14 or more (all of them at 16). A nest worth one thread
 runs on the caller's thread without touching the pool.
 """
 
