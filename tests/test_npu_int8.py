@@ -599,8 +599,13 @@ def test_dynamic_quantize_linear_on_the_vector_unit(shape, scratchpad, low, high
     _on_npu(compiled)
     size = int(np.prod(shape))
     report = compiled._executable.npu_reports()[0][1]
-    # x twice (range, then quantize), y a byte per element, the scale (4 B) and zero point (1 B).
-    assert report.dma_load_bytes == 2 * 4 * size and report.dma_store_bytes == size + 5
+    # x once when it fits in the two slots of x (the second pass starts with the tiles still
+    # there), else all but two tiles twice; y a byte per element, the scale (4 B), the zero point (1 B).
+    if scratchpad == 2048:
+        assert 4 * size < report.dma_load_bytes < 2 * 4 * size
+    else:
+        assert report.dma_load_bytes == 4 * size
+    assert report.dma_store_bytes == size + 5
     if low == high:
         assert got["s"] == 1 and got["z"] == 0
 

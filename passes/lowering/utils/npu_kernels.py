@@ -626,7 +626,8 @@ class _DynamicQuantize(_Elementwise):
     """DynamicQuantizeLinear in two passes over x's tiles, all on the vector unit: the first
     folds each tile into the range [low, high] (one 8-byte slot), which gives the scale and the
     uint8 zero point (stored as the op's second and third outputs, and kept in the scratchpad);
-    the second quantizes each tile with them. x moves twice, y and the parameters once."""
+    the second quantizes each tile with them, last tile first, so the two tiles still in the
+    scratchpad are not loaded again: x moves once when it fits in two tiles, else nearly twice."""
 
     def __init__(self, lowering, op):
         super().__init__(lowering, op)
@@ -650,9 +651,13 @@ class _DynamicQuantize(_Elementwise):
         for name, addr, value in (("out1", params, self.op.results[1]), ("out2", zero, self.op.results[2])):
             shape = value.type.get_shape()
             self.low.emit(DmaStoreOp(name, [0] * len(shape), list(shape), addr))
-        for parity, (offsets, sizes) in enumerate(boxes):
-            x, ones = slots("x", parity), [1] * len(sizes)
-            self.low.emit(DmaLoadOp(self.x, offsets, sizes, x))
+        # Backwards: the last two tiles of the first pass are still in their slots (ping and
+        # pong), so x of one or two tiles moves once.
+        resident = set(range(max(len(boxes) - 2, 0), len(boxes)))
+        for parity in reversed(range(len(boxes))):
+            (offsets, sizes), x, ones = boxes[parity], slots("x", parity), [1] * len(boxes[parity][1])
+            if parity not in resident:
+                self.low.emit(DmaLoadOp(self.x, offsets, sizes, x))
             self.low.emit(VectorOp("quantize", [x, params, zero], [sizes, ones, ones], slots("acc", parity), sizes,
                                    types=["f32", "f32", "u8", "u8"]))
             yield offsets, sizes, parity
