@@ -359,10 +359,10 @@ def _present_at(op, index: int) -> bool:
 
 
 def _conv_pads(op) -> list[int]:
-    from passes.lowering.utils.npu_kernels import _pads
+    from passes.lowering.utils.npu_kernels import conv_pads
 
     x, w = op.operands[0].type.get_shape(), op.operands[1 if op.onnx_type == "ConvInteger" else 3].type.get_shape()
-    return _pads(op, x[2:], w[2:], op.attr("strides", [1, 1]), op.attr("dilations", [1, 1]))
+    return conv_pads(op, x[2:], w[2:], op.attr("strides", [1, 1]), op.attr("dilations", [1, 1]))
 
 
 def _check_runtime_scales(op, conv: bool) -> str | None:

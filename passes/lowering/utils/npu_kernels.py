@@ -260,7 +260,7 @@ def _chunks(total: int, size: int):
         yield start, min(size, total - start)
 
 
-def _pads(op, in_hw, kernel, strides, dilations) -> list[int]:
+def conv_pads(op, in_hw, kernel, strides, dilations) -> list[int]:
     """[top, left, bottom, right], auto_pad resolved as the ONNX Conv spec says."""
     mode = op.attr("auto_pad", "NOTSET")
     if mode in ("NOTSET", "VALID"):
@@ -307,16 +307,15 @@ class _Conv(_Anchor):
         self.q = integer_mac(lowering, op)  # after x and w: their DRAM tensors are in0, ... in program order
         self.xb, self.wb = itemsize(x), itemsize(w)
         self.x_pad = self.q.zeros[0] if self.q else 0.0  # padding reads as x's zero point: (x - x_zero) = 0
-        if self.q and self.q.runtime[0] and any(_pads(op, x.type.get_shape()[2:], w.type.get_shape()[2:],
-                                                      op.attr("strides", [1, 1]), op.attr("dilations", [1, 1]))):
-            raise CompileError(f"convert-kernels-to-npu: {op.describe()}: padding with a zero point computed at "
-                               "run time (npu-sim's `supports` should have refused it)")
         self.n, self.c, h, width = x.type.get_shape()
         self.cout, self.cg, self.kh, self.kw = w.type.get_shape()
         self.groups = op.attr("group", 1)
         self.strides = op.attr("strides", [1, 1])
         self.dilations = op.attr("dilations", [1, 1])
-        self.pads = _pads(op, (h, width), (self.kh, self.kw), self.strides, self.dilations)
+        self.pads = conv_pads(op, (h, width), (self.kh, self.kw), self.strides, self.dilations)
+        if self.q and self.q.runtime[0] and any(self.pads):
+            raise CompileError(f"convert-kernels-to-npu: {op.describe()}: padding with a zero point computed at "
+                               "run time (npu-sim's `supports` should have refused it)")
         self.cog = self.cout // self.groups
         self.depthwise = self.groups > 1 and self.cg == 1 and self.cog == 1
         _, _, self.ho, self.wo = self.out_shape
