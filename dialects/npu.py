@@ -142,14 +142,19 @@ class _DmaOp(IRDLOperation):
 @irdl_op_definition
 class DmaLoadOp(_DmaOp):
     """DRAM -> scratchpad. Elements of the box outside the tensor read as `pad_value` (free
-    padding; an integer tensor's zero point, so padding contributes nothing to a MAC)."""
+    padding; an integer tensor's zero point, so padding contributes nothing to a MAC), or, with
+    `pad_addr`, as the one-element scratchpad tile there (a zero point computed at run time,
+    the register the MAC reads too: NPUs pad an input with its zero point register)."""
 
     name = "npu.dma_load"
     pad_value = attr_def(FloatAttr)
+    pad_addr = opt_attr_def(IntegerAttr)
 
-    def __init__(self, tensor: str, offsets, sizes, addr: int, pad_value: float = 0.0):
+    def __init__(self, tensor: str, offsets, sizes, addr: int, pad_value: float = 0.0, pad_addr: int | None = None):
         attributes = self._attributes(tensor, offsets, sizes, addr)
         attributes["pad_value"] = FloatAttr(pad_value, f32)
+        if pad_addr is not None:
+            attributes["pad_addr"] = IntegerAttr(int(pad_addr), i64)
         super().__init__(attributes=attributes)
 
 

@@ -249,8 +249,6 @@ def test_matmul_integer_and_conv_integer_on_the_npu_are_bit_exact(monkeypatch, t
      [("a_zero", np.uint8(1)), ("b", np.ones((8, 3), np.int8)), ("b_scale", np.float32(1)),
       ("b_zero", np.int8(0)), ("y_scale", np.float32(1)), ("y_zero", np.uint8(0))],
      "a_scale has shape [4] (the vector unit takes one a scale"),
-    ("ConvInteger", [("x", T.UINT8, [1, 2, 5, 5]), ("w", T.INT8, [3, 2, 3, 3]), ("x_zero", T.UINT8, [])], [],
-     "x's zero point is computed at run time and the convolution pads x (the DMA pads a tile with a constant"),
     ("QuantizeLinear", [("x", T.FLOAT, [1, 4, 3]), ("s", T.FLOAT, [4])], [("z", np.zeros(4, np.uint8))],
      "QuantizeLinear's scale is computed at run time with 4 values"),
     ("MatMulInteger", [("a", T.UINT8, [2, 4, 8])], [("b", np.ones(8, np.int8))],
@@ -259,9 +257,8 @@ def test_matmul_integer_and_conv_integer_on_the_npu_are_bit_exact(monkeypatch, t
 def test_int8_ops_the_npu_refuses_fall_back_with_the_reason(op_type, inputs, constants, reason, monkeypatch,
                                                             tmp_path):
     """What the target description cannot map keeps a precise reason, in its terms."""
-    out = T.INT32 if op_type in ("MatMulInteger", "ConvInteger") else T.UINT8
-    attrs = {"pads": [1, 1, 1, 1]} if op_type == "ConvInteger" else {}
-    model = _one_node(op_type, inputs, constants, out, **attrs)
+    out = T.INT32 if op_type == "MatMulInteger" else T.UINT8
+    model = _one_node(op_type, inputs, constants, out)
     compiled = _npu(model, monkeypatch, tmp_path)
     placement = compiled._executable.placement
     assert placement.nodes == {op_type.lower(): "cpu"}
@@ -666,22 +663,25 @@ def test_zero_points_computed_at_run_time_on_the_mac_array(a_shape, b_shape, b_d
     assert report.int8_macs == report.macs == int(np.prod(out)) * a_shape[-1]
 
 
-@pytest.mark.parametrize("qlinear", [False, True])
-def test_convolutions_with_a_zero_point_computed_at_run_time(qlinear, monkeypatch, tmp_path):
+@pytest.mark.parametrize("qlinear, pads, group", [(False, [0, 0, 0, 0], 1), (False, [1, 1, 1, 1], 1),
+                                                  (True, [1, 0, 2, 1], 1), (True, [1, 1, 1, 1], 4)])
+def test_convolutions_with_a_zero_point_computed_at_run_time(qlinear, pads, group, monkeypatch, tmp_path):
     """DynamicQuantizeLinear -> ConvInteger, or QLinearConv with x's scale and zero point computed
-    at run time (multipliers per output channel on the vector unit): unpadded, on the NPU,
-    bit-exact (a padded one stays on cpu: test_int8_ops_the_npu_refuses_fall_back_with_the_reason)."""
+    at run time (multipliers per output channel on the vector unit), depthwise too: on the NPU,
+    bit-exact; padding reads as the run-time zero point (the DMA's `pad_addr`, its register)."""
     rng = np.random.default_rng(17)
-    w = rng.integers(-60, 60, (6, 4, 3, 3)).astype(np.int8)
+    cout = 4 if group == 4 else 6
+    w = rng.integers(-60, 60, (cout, 4 // group, 3, 3)).astype(np.int8)
     inits = [onnx.numpy_helper.from_array(w, "w")]
     if qlinear:
-        inits += [onnx.numpy_helper.from_array(rng.uniform(0.002, 0.01, 6).astype(np.float32), "ws"),
-                  onnx.numpy_helper.from_array(np.zeros(6, np.int8), "wz"),
+        inits += [onnx.numpy_helper.from_array(rng.uniform(0.002, 0.01, cout).astype(np.float32), "ws"),
+                  onnx.numpy_helper.from_array(np.zeros(cout, np.int8), "wz"),
                   onnx.numpy_helper.from_array(np.float32(0.04), "ys"),
                   onnx.numpy_helper.from_array(np.uint8(100), "yz")]
-        conv = helper.make_node("QLinearConv", ["xq", "xs", "xz", "w", "ws", "wz", "ys", "yz"], ["y"], strides=[2, 1])
+        conv = helper.make_node("QLinearConv", ["xq", "xs", "xz", "w", "ws", "wz", "ys", "yz"], ["y"], strides=[2, 1],
+                                pads=pads, group=group)
     else:
-        conv = helper.make_node("ConvInteger", ["xq", "w", "xz"], ["y"], strides=[2, 1])
+        conv = helper.make_node("ConvInteger", ["xq", "w", "xz"], ["y"], strides=[2, 1], pads=pads, group=group)
     graph = helper.make_graph([helper.make_node("DynamicQuantizeLinear", ["x"], ["xq", "xs", "xz"]), conv], "g",
                               [helper.make_tensor_value_info("x", T.FLOAT, [1, 4, 9, 9])],
                               [helper.make_tensor_value_info("y", T.UINT8 if qlinear else T.INT32, None)], inits)
@@ -689,7 +689,8 @@ def test_convolutions_with_a_zero_point_computed_at_run_time(qlinear, monkeypatc
     compiled = _npu(model, monkeypatch, tmp_path)
     _assert_outputs_bit_exact(model, {"x": rng.uniform(-1, 3, (1, 4, 9, 9)).astype(np.float32)}, compiled)
     _on_npu(compiled)
-    assert compiled._executable.npu_reports()[0][1].int8_macs == 6 * 4 * 9 * 4 * 7
+    out = compiled.run({"x": np.zeros((1, 4, 9, 9), np.float32)})["y"].shape
+    assert compiled._executable.npu_reports()[0][1].int8_macs == np.prod(out) * 4 // group * 9
 
 
 @pytest.mark.parametrize("qlinear", [False, True])
@@ -717,6 +718,24 @@ def test_batched_b_runs_on_the_mac_array_bit_exact(qlinear, monkeypatch, tmp_pat
         _assert_outputs_bit_exact(model, feeds, compiled)
         report = compiled._executable.npu_reports()[0][1]
         assert report.int8_macs == 2 * 3 * 7 * 40 * 24 and report.mac_cycles > 0
+
+
+@pytest.mark.parametrize("build", ["_small_cnn", "_small_mobile"])
+def test_quantize_dynamic_cnns_run_wholly_on_the_npu(build, monkeypatch, tmp_path):
+    """quantize_dynamic's CNNs: DynamicQuantizeLinear -> padded (depthwise) ConvInteger -> Cast ->
+    Mul -> Add -> Relu/Clip per layer, pooling, MatMulInteger, all on the NPU. Its integers are
+    the cpu target's; the float pooling sums in another order (numpy's mean), so float32 tolerance."""
+    import test_quantization
+
+    model, x_shape = _quantized(getattr(test_quantization, build), "dynamic", tmp_path)
+    compiled = _npu(model, monkeypatch, tmp_path)
+    feeds = {"x": np.random.default_rng(18).uniform(-1, 1, x_shape).astype(np.float32)}
+    got = compiled.run(feeds)["y"]
+    _on_npu(compiled)
+    assert compiled._executable.npu_reports()[0][1].int8_macs > 0
+    np.testing.assert_allclose(got, dlc.compile(model).run(feeds)["y"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got, run_onnxruntime(model, feeds, graph_optimisation="none")["y"], rtol=1e-5,
+                               atol=1e-6)
 
 
 def test_quantize_dynamic_encoder_runs_on_the_npu_in_integers(monkeypatch, tmp_path):

@@ -231,11 +231,16 @@ class Simulator:
         local = tuple(slice(i.start - o, i.stop - o) for i, o in zip(inside, offsets))
         moved = tensor.dtype.itemsize * math.prod(max(i.stop - i.start, 0) for i in inside)
         if isinstance(op, DmaLoadOp):
-            tile[...] = op.pad_value.value.data
+            reads = []
+            if op.pad_addr is not None:  # the pad value of a register loaded at run time
+                reads = [self._range(op, op.pad_addr.value.data, [1], tensor.dtype)]
+                tile[...] = self._spad(reads[0], [1], tensor.dtype)[0]
+            else:
+                tile[...] = op.pad_value.value.data
             if moved:
                 tile[local] = tensor[inside]
             report.dma_load_bytes += moved
-            return "dma", self.config.dma_cycles(moved), [], [rng]
+            return "dma", self.config.dma_cycles(moved), reads, [rng]
         if moved != tensor.dtype.itemsize * math.prod(sizes):
             raise NpuFault(f"npu: dma_store box {offsets}+{sizes} leaves tensor '{op.tensor.data}' "
                            f"of shape {list(tensor.shape)}")

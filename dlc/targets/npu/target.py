@@ -5,17 +5,17 @@ elementwise ops and pooling in float32, and the 8-bit contractions (QLinearConv,
 QLinearMatMul, ConvInteger, MatMulInteger: uint8/int8 operands, int32 accumulation on the MAC
 array at `int8_macs_per_pe` times the float32 rate, requantization bit-exact with the cpu
 target) with QuantizeLinear and DequantizeLinear (per tensor or per axis),
-DynamicQuantizeLinear and the Cast of their int32 results to float32, all on the vector unit
+DynamicQuantizeLinear and Cast of int32 or 8-bit integers to float32, all on the vector unit
 (issue 20). Zero points and scales computed at run time (DynamicQuantizeLinear's, as
 quantize_dynamic writes transformers) are read from the scratchpad: the MAC array's zero point
-register loads a one-element tile, the vector unit computes the requantization multipliers
-per tile. `supports` gives the reason for anything else, which then falls back to `cpu`. It goes
-through the shared phases like `cpu`: nodes placed (dlc/targets/partition.py),
-form-kernels, fuse-kernels with the NPU's own rules (`FUSION_RULES`, written on
-the module with the rest of its description), then convert-kernels-to-npu turns
-each kernel into an `npu` instruction stream (dialects/npu.py) whose tiles fit
-the scratchpad with double buffering; dlc/targets/npu/simulator.py runs it. The
-hardware comes from a target file (JSON, keys of `NpuConfig`), path in
+register loads a one-element tile (the DMA pads a convolution's input with it too), the vector
+unit computes the requantization multipliers per tile. `supports` gives the reason for
+anything else, which then falls back to `cpu`. It goes through the shared phases like
+`cpu`: nodes placed (dlc/targets/partition.py), form-kernels, fuse-kernels with the NPU's
+own rules (`FUSION_RULES`, written on the module with the rest of its description), then
+convert-kernels-to-npu turns each kernel into an `npu` instruction stream (dialects/npu.py)
+whose tiles fit the scratchpad with double buffering; dlc/targets/npu/simulator.py runs it.
+The hardware comes from a target file (JSON, keys of `NpuConfig`), path in
 $DLC_NPU_TARGET or given to `NpuSimTarget(path)`; defaults in docs/adding-a-target.md.
 """
 
@@ -341,9 +341,6 @@ def _check_integer(op) -> str | None:
         reason = _one_zero_point(op, index, what)
         if reason:
             return reason
-    if conv and _present_at(op, a_zero) and _constant(op, a_zero) is None and any(_conv_pads(op)):
-        return ("x's zero point is computed at run time and the convolution pads x (the DMA pads a tile "
-                "with a constant, fixed when the stream is built; padding must read as x's zero point)")
     if kind.startswith("QLinear"):
         if _element(op.results[0]) not in _BYTES:
             return f"y is {_element(op.results[0])}"
@@ -356,13 +353,6 @@ def _check_integer(op) -> str | None:
 
 def _present_at(op, index: int) -> bool:
     return index < len(op.operands) and _present(op.operands[index])
-
-
-def _conv_pads(op) -> list[int]:
-    from passes.lowering.utils.npu_kernels import conv_pads
-
-    x, w = op.operands[0].type.get_shape(), op.operands[1 if op.onnx_type == "ConvInteger" else 3].type.get_shape()
-    return conv_pads(op, x[2:], w[2:], op.attr("strides", [1, 1]), op.attr("dilations", [1, 1]))
 
 
 def _check_runtime_scales(op, conv: bool) -> str | None:

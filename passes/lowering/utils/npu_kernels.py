@@ -306,16 +306,15 @@ class _Conv(_Anchor):
             and _present(op.operands[bi]) else None
         self.q = integer_mac(lowering, op)  # after x and w: their DRAM tensors are in0, ... in program order
         self.xb, self.wb = itemsize(x), itemsize(w)
-        self.x_pad = self.q.zeros[0] if self.q else 0.0  # padding reads as x's zero point: (x - x_zero) = 0
+        # Padding reads as x's zero point, so (x - x_zero) is 0 there: a constant the DMA carries,
+        # or (computed at run time) the register the MAC reads, `pad_addr`.
+        self.x_pad = self.q.zeros[0] if self.q else 0.0
         self.n, self.c, h, width = x.type.get_shape()
         self.cout, self.cg, self.kh, self.kw = w.type.get_shape()
         self.groups = op.attr("group", 1)
         self.strides = op.attr("strides", [1, 1])
         self.dilations = op.attr("dilations", [1, 1])
         self.pads = conv_pads(op, (h, width), (self.kh, self.kw), self.strides, self.dilations)
-        if self.q and self.q.runtime[0] and any(self.pads):
-            raise CompileError(f"convert-kernels-to-npu: {op.describe()}: padding with a zero point computed at "
-                               "run time (npu-sim's `supports` should have refused it)")
         self.cog = self.cout // self.groups
         self.depthwise = self.groups > 1 and self.cg == 1 and self.cog == 1
         _, _, self.ho, self.wo = self.out_shape
@@ -382,7 +381,7 @@ class _Conv(_Anchor):
                         for ci0, ci in _chunks(self.cg, ci_t):
                             x, w = slots("x", step), slots("w", step)
                             self.low.emit(DmaLoadOp(self.x, [n, g * self.cg + ci0, oh0 * sh - top, -left],
-                                                    [1, ci, ih, iw], x, self.x_pad))
+                                                    [1, ci, ih, iw], x, self.x_pad, self.low.zero_addrs[0]))
                             self.low.emit(DmaLoadOp(self.w, [g * self.cog + co0, ci0, 0, 0],
                                                     [co, ci, self.kh, self.kw], w))
                             self.low.emit(MacOp("conv2d", x, [ci, ih, iw], w, [co, ci, self.kh, self.kw], acc,
@@ -407,7 +406,8 @@ class _Conv(_Anchor):
                 for oh0, th in _chunks(self.ho, th_t):
                     ih, iw = self._in_extent(th)
                     x, w, acc = slots("x", parity), slots("w", parity), slots("acc", parity)
-                    self.low.emit(DmaLoadOp(self.x, [n, c0, oh0 * sh - top, -left], [1, c, ih, iw], x, self.x_pad))
+                    self.low.emit(DmaLoadOp(self.x, [n, c0, oh0 * sh - top, -left], [1, c, ih, iw], x, self.x_pad,
+                                            self.low.zero_addrs[0]))
                     self.low.emit(DmaLoadOp(self.w, [c0, 0, 0, 0], [c, 1, self.kh, self.kw], w))
                     self.low.emit(MacOp("depthwise2d", x, [c, ih, iw], w, [c, 1, self.kh, self.kw], acc,
                                         [c, th, self.wo], False, self.strides, self.dilations,
