@@ -743,8 +743,9 @@ def test_quantize_dynamic_encoder_runs_on_the_npu_in_integers(monkeypatch, tmp_p
     every DynamicQuantizeLinear, MatMulInteger, Cast and rescale, and the float products of
     activations, run on the NPU; only what its units lack (Transpose, Split, Slice, Where,
     Softmax, LayerNormalization, Erf) goes to cpu, each with its reason. Outputs: the same
-    int32 accumulators as the cpu target and onnxruntime; the float products of activations
-    round differently (numpy's float32 matmul on the NPU), so float32 tolerance."""
+    int32 accumulators as onnxruntime; the float products of activations round differently
+    (numpy's float32 matmul on the NPU), so float32 tolerance; `dlc compare`'s int8 build
+    moves fewer bytes and takes fewer MAC cycles than the fp32 one."""
     import importlib.util
     from pathlib import Path
 
@@ -768,10 +769,9 @@ def test_quantize_dynamic_encoder_runs_on_the_npu_in_integers(monkeypatch, tmp_p
         "Transpose", "Split", "Slice", "Where", "Softmax", "LayerNormalization", "Erf"}, placement.reasons
     assert sum(kinds[n] == "MatMulInteger" for n, t in placement.nodes.items() if t == "npu-sim") == 5
     feeds = {"x": np.random.default_rng(16).standard_normal((1, 8, 32)).astype(np.float32)}
-    got, cpu = compiled.run(feeds), dlc.compile(model).run(feeds)
-    expected = run_onnxruntime(model, feeds, graph_optimisation="none")
+    got = compiled.run(feeds)
+    expected = run_onnxruntime(model, feeds, graph_optimisation="none")  # the cpu target: test_quantization.py
     for name in expected:
-        np.testing.assert_allclose(got[name], cpu[name], rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(got[name], expected[name], rtol=1e-5, atol=1e-5)
     fp32, int8 = compare_npu_quantized(tmp_path / "fp32.onnx", tmp_path / "int8.onnx")
     assert int8.report.int8_macs > 0 and fp32.report.int8_macs == 0
