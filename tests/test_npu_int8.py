@@ -607,6 +607,25 @@ def test_dynamic_quantize_linear_on_the_vector_unit(shape, scratchpad, low, high
         assert got["s"] == 1 and got["z"] == 0
 
 
+def test_dynamic_quantize_linear_of_non_finite_and_huge_ranges(monkeypatch, tmp_path):
+    """NaN, infinities and ranges that overflow float32 give what the cpu target gives (the spec
+    leaves NaN open; onnxruntime's differ), without a warning or a crash."""
+    import warnings
+
+    model = _one_node("DynamicQuantizeLinear", [("x", T.FLOAT, [4, 8])], [], T.UINT8,
+                      outputs=("y", ("s", T.FLOAT), ("z", T.UINT8)))
+    compiled, cpu = _npu(model, monkeypatch, tmp_path), dlc.compile(model)
+    for value in (np.nan, np.inf, -np.inf, 3e38, 1e-44):
+        x = np.full((4, 8), 0.5, np.float32)
+        x[1, 2], x[2, 3] = value, -value
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            got = compiled.run({"x": x})
+        expected = cpu.run({"x": x})
+        for name in got:
+            np.testing.assert_array_equal(got[name], expected[name], err_msg=f"{name} of {value}")
+
+
 def _dynamic_matmul(rng, a_shape, b_shape, b_dynamic: bool, qlinear: bool = False):
     """x -> DynamicQuantizeLinear -> MatMulInteger (zero point computed at run time) -> Cast ->
     Mul by x_scale * w_scale, as quantize_dynamic writes it; or QLinearMatMul with x's scale and

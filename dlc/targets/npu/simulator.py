@@ -441,10 +441,11 @@ def _qparams(op, values, types):
     scale = (high - low) / 255 (1 when high == low), zero point = round_half_even(clamp(0 - low
     / scale, 0, 255)); out [scale, zero point as float32]."""
     low, high = np.float32(values[0][0]), np.float32(values[0][1])
-    with np.errstate(divide="ignore", invalid="ignore"):
+    # Infinite or huge ranges overflow to inf and NaN in float32, as on the cpu: no warnings.
+    with np.errstate(all="ignore"):
         scale = np.float32(1) if low == high else np.float32((high - low) / np.float32(255))
         initial = np.float32(0) - np.float32(low / scale)
-    zero = np.rint(np.maximum(np.float32(0), np.minimum(np.float32(255), initial)))
+        zero = np.rint(np.maximum(np.float32(0), np.minimum(np.float32(255), initial)))
     return np.array([scale, zero], np.float32)
 
 
