@@ -142,14 +142,19 @@ class _DmaOp(IRDLOperation):
 @irdl_op_definition
 class DmaLoadOp(_DmaOp):
     """DRAM -> scratchpad. Elements of the box outside the tensor read as `pad_value` (free
-    padding; an integer tensor's zero point, so padding contributes nothing to a MAC)."""
+    padding; an integer tensor's zero point, so padding contributes nothing to a MAC), or, with
+    `pad_addr`, as the one-element scratchpad tile there (a zero point computed at run time,
+    the register the MAC reads too: NPUs pad an input with its zero point register)."""
 
     name = "npu.dma_load"
     pad_value = attr_def(FloatAttr)
+    pad_addr = opt_attr_def(IntegerAttr)
 
-    def __init__(self, tensor: str, offsets, sizes, addr: int, pad_value: float = 0.0):
+    def __init__(self, tensor: str, offsets, sizes, addr: int, pad_value: float = 0.0, pad_addr: int | None = None):
         attributes = self._attributes(tensor, offsets, sizes, addr)
         attributes["pad_value"] = FloatAttr(pad_value, f32)
+        if pad_addr is not None:
+            attributes["pad_addr"] = IntegerAttr(int(pad_addr), i64)
         super().__init__(attributes=attributes)
 
 
@@ -171,7 +176,10 @@ class MacOp(IRDLOperation):
     kind "depthwise2d": a [C, IH, IW], b [C, 1, KH, KW], acc [C, OH, OW]: each channel by its own filter.
     kind "matmul": a [M, K], b [K, N], acc [M, N]. `accumulate = 0` overwrites acc.
     dtype: absent, float32 throughout; else a's and b's 8-bit types ("u8i8", "i8i8", "u8u8",
-    "i8u8") and an int32 acc += (a - a_zero) * (b - b_zero), wrapping as int32 does.
+    "i8u8") and an int32 acc += (a - a_zero) * (b - b_zero), wrapping as int32 does. A zero
+    point computed at run time (DynamicQuantizeLinear's) is read from the scratchpad instead:
+    `a_zero_addr`/`b_zero_addr` is the address of a one-element tile of a's/b's type (a zero
+    point register loaded from the scratchpad, as the MAC's own operands are).
     """
 
     name = "npu.mac"
@@ -188,11 +196,13 @@ class MacOp(IRDLOperation):
     dtype = opt_attr_def(StringAttr)
     a_zero = opt_attr_def(IntegerAttr)
     b_zero = opt_attr_def(IntegerAttr)
+    a_zero_addr = opt_attr_def(IntegerAttr)
+    b_zero_addr = opt_attr_def(IntegerAttr)
     assembly_format = "attr-dict"
 
     def __init__(self, kind: str, a: int, a_shape, b: int, b_shape, acc: int, acc_shape,
                  accumulate: bool, strides=None, dilations=None, dtype: str | None = None,
-                 zeros: tuple[int, int] = (0, 0)):
+                 zeros: tuple[int, int] = (0, 0), zero_addrs: tuple[int | None, int | None] = (None, None)):
         attributes = {"kind": StringAttr(kind), "a": IntegerAttr(a, i64), "a_shape": _ints(a_shape),
                       "b": IntegerAttr(b, i64), "b_shape": _ints(b_shape), "acc": IntegerAttr(acc, i64),
                       "acc_shape": _ints(acc_shape), "accumulate": IntegerAttr(int(accumulate), i64)}
@@ -205,6 +215,9 @@ class MacOp(IRDLOperation):
             attributes["dtype"] = StringAttr(dtype)
             attributes["a_zero"] = IntegerAttr(int(zeros[0]), i64)
             attributes["b_zero"] = IntegerAttr(int(zeros[1]), i64)
+            for key, addr in zip(("a_zero_addr", "b_zero_addr"), zero_addrs):
+                if addr is not None:
+                    attributes[key] = IntegerAttr(int(addr), i64)
         super().__init__(attributes=attributes)
 
     @property
@@ -224,7 +237,11 @@ class VectorOp(IRDLOperation):
     (passes/lowering/rules/quantize.py): requantize (i32 acc, f32 multiplier -> 8 bits:
     saturate(round_half_even(f32(acc) * multiplier) + zero_point)), quantize (f32 ->
     8 bits: saturate(round_half_even(x / scale) + zero_point)), dequantize (8 or 32 bits ->
-    f32: f32(x - zero_point) * scale); add on i32 (a bias).
+    f32: f32(x - zero_point) * scale): `scale` and `zero_point` carried, or (per axis, or
+    computed at run time) read as input tiles [x, scale, zero point]; add on i32 (a bias);
+    cast (i32/8 bits -> f32, or f32 -> 8 bits saturating); DynamicQuantizeLinear's range (a
+    tile, and the range so far, -> [min(0, ...), max(0, ...)]) and qparams ([low, high] ->
+    [scale, zero point]); multiplier ((s0 * s1) / s2 in f32, from scales computed at run time).
     """
 
     name = "npu.vector"

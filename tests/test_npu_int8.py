@@ -10,6 +10,13 @@ step near a tie, as a random sweep found once in 150 cases: npu-sim, cpu and onn
 agreed there), and a QDQ CNN quantized by onnxruntime's quantize_static runs wholly on the NPU, bit-exact
 with onnxruntime as test_quantization.py shows for the cpu target. The cost model counts
 8-bit MACs at `int8_macs_per_pe` times the float32 rate and moves a byte per element.
+
+The cases a quantized model has beyond that run on the NPU too: QuantizeLinear and
+DequantizeLinear per axis (parameters read as tiles), zero points and scales computed at run
+time (DynamicQuantizeLinear on the vector unit, its zero point in the MAC array's zero point
+register, multipliers computed per tile), and batched B (attention's Q x K^T and P x V); a
+quantize_dynamic encoder layer runs on the NPU except the ops it has no unit for. What still
+cannot map keeps a reason in the target description's terms.
 """
 
 from __future__ import annotations
@@ -229,20 +236,27 @@ def test_matmul_integer_and_conv_integer_on_the_npu_are_bit_exact(monkeypatch, t
 
 
 @pytest.mark.parametrize("op_type, inputs, constants, reason", [
-    ("MatMulInteger", [("a", T.UINT8, [4, 8]), ("b", T.INT8, [8, 3]), ("a_zero", T.UINT8, [])], [],
-     "A's zero point is computed at run time"),
+    ("MatMulInteger", [("a", T.UINT8, [4, 8]), ("b", T.INT8, [8, 3]), ("a_zero", T.UINT8, [4])], [],
+     "A's zero point is computed at run time with 4 values (the MAC array's zero point register holds one)"),
     ("MatMulInteger", [("a", T.UINT8, [4, 8])], [("b", np.ones((8, 3), np.int8)), ("a_zero", np.uint8(1)),
                                                  ("b_zero", np.array([0, 1, 0], np.int8))],
      "B's zero point differs between channels"),
-    ("QLinearMatMul", [("a", T.UINT8, [4, 8]), ("a_scale", T.FLOAT, [])],
+    ("QLinearMatMul", [("a", T.UINT8, [4, 8]), ("a_scale", T.FLOAT, []), ("a_zero", T.UINT8, []),
+                       ("b", T.INT8, [8, 3]), ("b_scale", T.FLOAT, []), ("b_zero", T.INT8, []),
+                       ("y_scale", T.FLOAT, []), ("y_zero", T.UINT8, [])], [],
+     "y's zero point is computed at run time (the requantizing store adds a constant one)"),
+    ("QLinearMatMul", [("a", T.UINT8, [4, 8]), ("a_scale", T.FLOAT, [4])],
      [("a_zero", np.uint8(1)), ("b", np.ones((8, 3), np.int8)), ("b_scale", np.float32(1)),
       ("b_zero", np.int8(0)), ("y_scale", np.float32(1)), ("y_zero", np.uint8(0))],
-     "its scales and y's zero point are not all constants"),
-    ("MatMulInteger", [("a", T.UINT8, [2, 4, 8])], [("b", np.ones((2, 8, 3), np.int8))],
-     "only A [..., M, K] by a matrix B runs on the MAC array"),
+     "a_scale has shape [4] (the vector unit takes one a scale"),
+    ("QuantizeLinear", [("x", T.FLOAT, [1, 4, 3]), ("s", T.FLOAT, [4])], [("z", np.zeros(4, np.uint8))],
+     "QuantizeLinear's scale is computed at run time with 4 values"),
+    ("MatMulInteger", [("a", T.UINT8, [2, 4, 8])], [("b", np.ones(8, np.int8))],
+     "only A [..., M, K] by B [..., K, N] runs on the MAC array (a vector operand, rank 1, is not tiled)"),
 ])
 def test_int8_ops_the_npu_refuses_fall_back_with_the_reason(op_type, inputs, constants, reason, monkeypatch,
                                                             tmp_path):
+    """What the target description cannot map keeps a precise reason, in its terms."""
     out = T.INT32 if op_type == "MatMulInteger" else T.UINT8
     model = _one_node(op_type, inputs, constants, out)
     compiled = _npu(model, monkeypatch, tmp_path)
@@ -267,19 +281,20 @@ def test_quantized_cnn_runs_wholly_on_the_npu_bit_exact(how, monkeypatch, tmp_pa
 
 
 def test_quantized_attention_splits_between_npu_and_cpu_bit_exact(monkeypatch, tmp_path):
-    """quantize_static's attention block (batch 2): the projections and the MLP run on the NPU
-    ([2, 6, 16] by a matrix), Transpose, Softmax and the two products of activations on cpu,
-    each with its reason; bit-exact with the cpu target and with onnxruntime as written."""
+    """quantize_static's attention block (batch 2): the projections and the MLP ([2, 6, 16] by a
+    matrix) and the two products of activations (Q x K^T and P x V: a batched B) run on the NPU,
+    Transpose and Softmax on cpu, each with its reason; bit-exact with the cpu target and with
+    onnxruntime as written."""
     from test_quantization import _attention_block
 
     model, x_shape = _quantized(_attention_block, "static", tmp_path)
     compiled = _npu(model, monkeypatch, tmp_path)
     placement = compiled._executable.placement
     kinds = {placement.kinds[n] for n in placement.reasons}
-    assert kinds == {"Transpose", "Softmax", "QLinearMatMul"}, placement.reasons
+    assert kinds == {"Transpose", "Softmax"}, placement.reasons
     on_npu = [n for n, t in placement.nodes.items() if t == "npu-sim"]
     assert set(on_npu) == set(placement.nodes) - set(placement.reasons)
-    assert sum(n.startswith("MatMul_") for n in on_npu) == 5  # of the seven (fused into QLinearMatMul)
+    assert sum(n.startswith("MatMul_") for n in on_npu) == 7  # all seven (fused into QLinearMatMul)
     _assert_matches_cpu_and_onnxruntime(compiled, model, x_shape, 2, graph_optimisation="none")
 
 
@@ -392,10 +407,10 @@ def test_compare_of_models_with_different_inputs_is_a_clear_error(tmp_path):
 
 
 def test_compare_names_contractions_that_left_the_npu(tmp_path, capsys):
-    """A MatMulInteger of a batched B stays on cpu: `dlc compare --target npu-sim` says so, and why."""
+    """A MatMulInteger of a vector B stays on cpu: `dlc compare --target npu-sim` says so, and why."""
     from dlc.cli import main
 
-    model = _one_node("MatMulInteger", [("a", T.UINT8, [2, 4, 8])], [("b", np.ones((2, 8, 3), np.int8))], T.INT32)
+    model = _one_node("MatMulInteger", [("a", T.UINT8, [2, 4, 8])], [("b", np.ones(8, np.int8))], T.INT32)
     model.graph.node.append(helper.make_node("Cast", ["y"], ["f"], to=T.FLOAT, name="cast"))
     model.graph.node.append(helper.make_node("Relu", ["f"], ["r"], name="relu"))
     model.graph.output[0].CopyFrom(helper.make_tensor_value_info("r", T.FLOAT, None))
@@ -403,7 +418,7 @@ def test_compare_names_contractions_that_left_the_npu(tmp_path, capsys):
     onnx.save(model, tmp_path / "m.onnx")
     assert main(["compare", str(tmp_path / "m.onnx"), "--target", "npu-sim"]) == 0
     out = capsys.readouterr().out
-    assert "contraction off the NPU: node 'matmulinteger' (MatMulInteger): only A [..., M, K] by a matrix" in out
+    assert "contraction off the NPU: node 'matmulinteger' (MatMulInteger): only A [..., M, K] by B [..., K, N]" in out
 
 
 def test_the_target_description_lists_int8_macs():
@@ -500,3 +515,284 @@ def test_quantize_and_dequantize_on_the_vector_unit_are_bit_exact(y_type, zero, 
     q = compiled.run({"x": x})["y"]
     back = _one_node("DequantizeLinear", [("x", y_type, [x.size])], [("s", np.float32(0.1)), ("z", zero)], T.FLOAT)
     _assert_bit_exact(back, {"x": q}, _npu(back, monkeypatch, tmp_path))
+
+
+# --- per-axis quantizers, zero points computed at run time, batched B (issue 20, deliverable 7) ------
+
+def _on_npu(compiled) -> None:
+    """Every node ran on the NPU, and it did some work: cycles and DMA bytes counted."""
+    executable = compiled._executable
+    assert [s.target for s in executable.steps] == ["npu-sim"], executable.placement.reasons
+    report = executable.npu_reports()[0][1]
+    assert report.cycles > 0 and report.dma_load_bytes > 0 and report.dma_store_bytes > 0
+
+
+def _assert_outputs_bit_exact(model, feeds, compiled) -> dict:
+    """Every output: npu-sim == the cpu target == onnxruntime (graph as written), bit for bit."""
+    got, cpu = compiled.run(feeds), dlc.compile(model).run(feeds)
+    expected = run_onnxruntime(model, feeds, graph_optimisation="none")
+    for name in expected:
+        assert got[name].dtype == cpu[name].dtype == expected[name].dtype, name
+        np.testing.assert_array_equal(got[name], cpu[name], err_msg=name)
+        np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
+    return got
+
+
+@pytest.mark.parametrize("y_type, axis, shape", [(T.UINT8, 1, [2, 4, 3, 3]), (T.INT8, -1, [3, 5]),
+                                                 (T.UINT8, 0, [6, 7])])
+def test_per_axis_quantize_and_dequantize_on_the_vector_unit(y_type, axis, shape, monkeypatch, tmp_path):
+    """A scale and zero point per index of `axis`: the vector unit reads them as tiles (re-laid out
+    at compile time to broadcast along the axis); ties to even and saturation as the spec."""
+    rng = np.random.default_rng(11)
+    channels = shape[axis]
+    scale = rng.uniform(0.02, 0.2, channels).astype(np.float32)
+    zero = (rng.integers(0, 256, channels) - (0 if y_type == T.UINT8 else 128)).astype(
+        np.uint8 if y_type == T.UINT8 else np.int8)
+    x = (rng.integers(-400, 400, shape) * 0.5 * np.broadcast_to(
+        scale.reshape([-1] + [1] * (len(shape) - 1 - axis % len(shape))), shape)).astype(np.float32)
+    model = _one_node("QuantizeLinear", [("x", T.FLOAT, shape)], [("s", scale), ("z", zero)], y_type, axis=axis)
+    compiled = _npu(model, monkeypatch, tmp_path, **{**CONFIG, "scratchpad_bytes": 2048})
+    _assert_bit_exact(model, {"x": x}, compiled)
+    _on_npu(compiled)
+    q = compiled.run({"x": x})["y"]
+    back = _one_node("DequantizeLinear", [("x", y_type, shape)], [("s", scale), ("z", zero)], T.FLOAT, axis=axis)
+    _assert_bit_exact(back, {"x": q}, _npu(back, monkeypatch, tmp_path))
+
+
+def test_per_axis_dequantize_float_ops_quantize_is_one_kernel(monkeypatch, tmp_path):
+    """DequantizeLinear (per channel) -> Relu -> QuantizeLinear (per channel): one vector-unit
+    chain, in place on each tile, its parameters DMA'd with the tile; bit-exact."""
+    rng = np.random.default_rng(12)
+    s1, s2 = (rng.uniform(0.01, 0.1, 8).astype(np.float32) for _ in range(2))
+    z1, z2 = (rng.integers(0, 256, 8).astype(np.uint8) for _ in range(2))
+    nodes = [helper.make_node("DequantizeLinear", ["x", "s1", "z1"], ["d"], axis=1, name="dq"),
+             helper.make_node("Relu", ["d"], ["r"], name="relu"),
+             helper.make_node("QuantizeLinear", ["r", "s2", "z2"], ["y"], axis=1, name="q")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", T.UINT8, [1, 8, 6, 6])],
+                              [helper.make_tensor_value_info("y", T.UINT8, None)],
+                              [onnx.numpy_helper.from_array(v, n) for n, v in
+                               (("s1", s1), ("z1", z1), ("s2", s2), ("z2", z2))])
+    model = onnx.shape_inference.infer_shapes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)]))
+    compiled = _npu(model, monkeypatch, tmp_path)
+    _assert_bit_exact(model, {"x": rng.integers(0, 256, (1, 8, 6, 6)).astype(np.uint8)}, compiled)
+    _on_npu(compiled)
+    [(_, report)] = compiled._executable.npu_reports()
+    # One kernel: load x, s1, z1, dequantize, relu, load s2, z2, quantize, store.
+    assert report.instructions == 9
+    # One tile: x and y a byte per element, the four parameter vectors (float32 scales, byte zero points).
+    assert report.dma_load_bytes == 288 + 4 * 8 + 8 + 4 * 8 + 8 and report.dma_store_bytes == 288
+
+
+@pytest.mark.parametrize("shape, scratchpad, low, high", [([3, 40], 64 * 1024, -1, 3), ([2, 64, 16], 2048, -2, 0.5),
+                                                          ([5, 7], 64 * 1024, 0, 0)])
+def test_dynamic_quantize_linear_on_the_vector_unit(shape, scratchpad, low, high, monkeypatch, tmp_path):
+    """Two passes over x's tiles (the range, then the quantization), three outputs, all bit-exact
+    with the cpu target and onnxruntime; a constant input (low == high) gets scale 1."""
+    model = _one_node("DynamicQuantizeLinear", [("x", T.FLOAT, shape)], [], T.UINT8,
+                      outputs=("y", ("s", T.FLOAT), ("z", T.UINT8)))
+    compiled = _npu(model, monkeypatch, tmp_path, **{**CONFIG, "scratchpad_bytes": scratchpad})
+    x = np.random.default_rng(13).uniform(low, high, shape).astype(np.float32)
+    got = _assert_outputs_bit_exact(model, {"x": x}, compiled)
+    _on_npu(compiled)
+    size = int(np.prod(shape))
+    report = compiled._executable.npu_reports()[0][1]
+    # x once when it fits in the two slots of x (the second pass starts with the tiles still
+    # there), else all but two tiles twice; y a byte per element, the scale (4 B), the zero point (1 B).
+    if scratchpad == 2048:
+        assert 4 * size < report.dma_load_bytes < 2 * 4 * size
+    else:
+        assert report.dma_load_bytes == 4 * size
+    assert report.dma_store_bytes == size + 5
+    if low == high:
+        assert got["s"] == 1 and got["z"] == 0
+
+
+def test_dynamic_quantize_linear_of_non_finite_and_huge_ranges(monkeypatch, tmp_path):
+    """NaN, infinities and ranges that overflow float32 give what the cpu target gives (the spec
+    leaves NaN open; onnxruntime's differ), without a warning or a crash."""
+    import warnings
+
+    model = _one_node("DynamicQuantizeLinear", [("x", T.FLOAT, [4, 8])], [], T.UINT8,
+                      outputs=("y", ("s", T.FLOAT), ("z", T.UINT8)))
+    compiled, cpu = _npu(model, monkeypatch, tmp_path), dlc.compile(model)
+    for value in (np.nan, np.inf, -np.inf, 3e38, 1e-44):
+        x = np.full((4, 8), 0.5, np.float32)
+        x[1, 2], x[2, 3] = value, -value
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            got = compiled.run({"x": x})
+        expected = cpu.run({"x": x})
+        for name in got:
+            np.testing.assert_array_equal(got[name], expected[name], err_msg=f"{name} of {value}")
+
+
+def _dynamic_matmul(rng, a_shape, b_shape, b_dynamic: bool, qlinear: bool = False):
+    """x -> DynamicQuantizeLinear -> MatMulInteger (zero point computed at run time) -> Cast ->
+    Mul by x_scale * w_scale, as quantize_dynamic writes it; or QLinearMatMul with x's scale and
+    zero point computed at run time; with B an int8 weight, or (b_dynamic) a second activation
+    quantized at run time (attention's products, B batched)."""
+    inputs = [helper.make_tensor_value_info("x", T.FLOAT, a_shape)]
+    nodes = [helper.make_node("DynamicQuantizeLinear", ["x"], ["xq", "xs", "xz"], name="dql_x")]
+    inits = []
+    if b_dynamic:
+        inputs.append(helper.make_tensor_value_info("w", T.FLOAT, b_shape))
+        nodes.append(helper.make_node("DynamicQuantizeLinear", ["w"], ["wq", "ws", "wz"], name="dql_w"))
+    else:
+        inits += [onnx.numpy_helper.from_array(rng.integers(-64, 64, b_shape).astype(np.int8), "wq"),
+                  onnx.numpy_helper.from_array(np.float32(0.01), "ws"),
+                  onnx.numpy_helper.from_array(np.int8(0), "wz")]
+    if qlinear:
+        inits += [onnx.numpy_helper.from_array(np.float32(0.05), "ys"),
+                  onnx.numpy_helper.from_array(np.uint8(128), "yz")]
+        nodes.append(helper.make_node("QLinearMatMul", ["xq", "xs", "xz", "wq", "ws", "wz", "ys", "yz"], ["y"],
+                                      name="qlinearmatmul"))
+        out = T.UINT8
+    else:
+        nodes += [helper.make_node("MatMulInteger", ["xq", "wq", "xz", "wz"], ["acc"], name="matmulinteger"),
+                  helper.make_node("Cast", ["acc"], ["accf"], to=T.FLOAT, name="cast"),
+                  helper.make_node("Mul", ["xs", "ws"], ["scale"], name="scale"),
+                  helper.make_node("Mul", ["accf", "scale"], ["y"], name="rescale")]
+        out = T.FLOAT
+    graph = helper.make_graph(nodes, "g", inputs, [helper.make_tensor_value_info("y", out, None)], inits)
+    model = onnx.shape_inference.infer_shapes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)]),
+                                              strict_mode=True)
+    feeds = {"x": rng.uniform(-1, 2, a_shape).astype(np.float32)}
+    if b_dynamic:
+        feeds["w"] = rng.uniform(-3, 1, b_shape).astype(np.float32)
+    return model, feeds
+
+
+@pytest.mark.parametrize("a_shape, b_shape, b_dynamic, qlinear", [
+    ([6, 40], [40, 24], False, False),              # quantize_dynamic's projection: x's zero point at run time
+    ([2, 6, 40], [40, 24], False, True),            # QLinearMatMul: x's scale and zero point at run time
+    ([2, 3, 6, 16], [2, 3, 16, 6], True, False),    # Q x K^T: both zero points at run time, B batched
+    ([2, 3, 6, 16], [3, 16, 6], True, False),       # B broadcast over the batch
+])
+def test_zero_points_computed_at_run_time_on_the_mac_array(a_shape, b_shape, b_dynamic, qlinear, monkeypatch,
+                                                           tmp_path):
+    """DynamicQuantizeLinear's zero point feeds the MAC array's zero point register (a one-element
+    tile loaded once), its scale the vector unit's float ops or multipliers: the whole graph runs
+    on the NPU, bit-exact with the cpu target and onnxruntime (as written), at the int8 MAC rate."""
+    model, feeds = _dynamic_matmul(np.random.default_rng(14), a_shape, b_shape, b_dynamic, qlinear)
+    compiled = _npu(model, monkeypatch, tmp_path, **{**CONFIG, "scratchpad_bytes": 4096})
+    _assert_outputs_bit_exact(model, feeds, compiled)
+    _on_npu(compiled)
+    report = compiled._executable.npu_reports()[0][1]
+    out = np.broadcast_shapes(tuple(a_shape[:-2]), tuple(b_shape[:-2])) + (a_shape[-2], b_shape[-1])
+    assert report.int8_macs == report.macs == int(np.prod(out)) * a_shape[-1]
+
+
+@pytest.mark.parametrize("qlinear, pads, group", [(False, [0, 0, 0, 0], 1), (False, [1, 1, 1, 1], 1),
+                                                  (True, [1, 0, 2, 1], 1), (True, [1, 1, 1, 1], 4)])
+def test_convolutions_with_a_zero_point_computed_at_run_time(qlinear, pads, group, monkeypatch, tmp_path):
+    """DynamicQuantizeLinear -> ConvInteger, or QLinearConv with x's scale and zero point computed
+    at run time (multipliers per output channel on the vector unit), depthwise too: on the NPU,
+    bit-exact; padding reads as the run-time zero point (the DMA's `pad_addr`, its register)."""
+    rng = np.random.default_rng(17)
+    cout = 4 if group == 4 else 6
+    w = rng.integers(-60, 60, (cout, 4 // group, 3, 3)).astype(np.int8)
+    inits = [onnx.numpy_helper.from_array(w, "w")]
+    if qlinear:
+        inits += [onnx.numpy_helper.from_array(rng.uniform(0.002, 0.01, cout).astype(np.float32), "ws"),
+                  onnx.numpy_helper.from_array(np.zeros(cout, np.int8), "wz"),
+                  onnx.numpy_helper.from_array(np.float32(0.04), "ys"),
+                  onnx.numpy_helper.from_array(np.uint8(100), "yz")]
+        conv = helper.make_node("QLinearConv", ["xq", "xs", "xz", "w", "ws", "wz", "ys", "yz"], ["y"], strides=[2, 1],
+                                pads=pads, group=group)
+    else:
+        conv = helper.make_node("ConvInteger", ["xq", "w", "xz"], ["y"], strides=[2, 1], pads=pads, group=group)
+    graph = helper.make_graph([helper.make_node("DynamicQuantizeLinear", ["x"], ["xq", "xs", "xz"]), conv], "g",
+                              [helper.make_tensor_value_info("x", T.FLOAT, [1, 4, 9, 9])],
+                              [helper.make_tensor_value_info("y", T.UINT8 if qlinear else T.INT32, None)], inits)
+    model = onnx.shape_inference.infer_shapes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)]))
+    compiled = _npu(model, monkeypatch, tmp_path)
+    _assert_outputs_bit_exact(model, {"x": rng.uniform(-1, 3, (1, 4, 9, 9)).astype(np.float32)}, compiled)
+    _on_npu(compiled)
+    out = compiled.run({"x": np.zeros((1, 4, 9, 9), np.float32)})["y"].shape
+    assert compiled._executable.npu_reports()[0][1].int8_macs == np.prod(out) * 4 // group * 9
+
+
+@pytest.mark.parametrize("qlinear", [False, True])
+def test_batched_b_runs_on_the_mac_array_bit_exact(qlinear, monkeypatch, tmp_path):
+    """A [2, 3, 7, 40] by B [2, 3, 40, 24] (or [3, 40, 24], broadcast): one product per leading
+    index, tiled in M, K and N by a small scratchpad; B's boxes carry the index."""
+    rng = np.random.default_rng(15)
+    for b_shape in ([2, 3, 40, 24], [3, 40, 24]):
+        if qlinear:
+            constants = [("a_scale", np.float32(0.03)), ("a_zero", np.uint8(131)), ("b_scale", np.float32(0.02)),
+                         ("b_zero", np.uint8(120)), ("y_scale", np.float32(9.0)), ("y_zero", np.uint8(90))]
+            model = _one_node("QLinearMatMul", [("a", T.UINT8, [2, 3, 7, 40]), ("a_scale", T.FLOAT, []),
+                                                ("a_zero", T.UINT8, []), ("b", T.UINT8, b_shape)],
+                              constants[2:], T.UINT8)
+            feeds = {"a_scale": np.array(0.03, np.float32), "a_zero": np.array(131, np.uint8)}
+        else:
+            model = _one_node("MatMulInteger", [("a", T.UINT8, [2, 3, 7, 40]), ("b", T.INT8, b_shape)],
+                              [("a_zero", np.uint8(3)), ("b_zero", np.int8(-2))], T.INT32)
+            feeds = {}
+        feeds["a"] = rng.integers(0, 256, (2, 3, 7, 40)).astype(np.uint8)
+        feeds["b"] = (rng.integers(0, 256, b_shape) - (0 if qlinear else 128)).astype(
+            np.uint8 if qlinear else np.int8)
+        compiled = _npu(model, monkeypatch, tmp_path, **{**CONFIG, "scratchpad_bytes": 2048})
+        _assert_bit_exact(model, feeds, compiled)
+        _assert_outputs_bit_exact(model, feeds, compiled)
+        report = compiled._executable.npu_reports()[0][1]
+        assert report.int8_macs == 2 * 3 * 7 * 40 * 24 and report.mac_cycles > 0
+
+
+@pytest.mark.parametrize("build", ["_small_cnn", "_small_mobile"])
+def test_quantize_dynamic_cnns_run_wholly_on_the_npu(build, monkeypatch, tmp_path):
+    """quantize_dynamic's CNNs: DynamicQuantizeLinear -> padded (depthwise) ConvInteger -> Cast ->
+    Mul -> Add -> Relu/Clip per layer, pooling, MatMulInteger, all on the NPU. Its integers are
+    the cpu target's; the float pooling sums in another order (numpy's mean), so float32 tolerance."""
+    import test_quantization
+
+    model, x_shape = _quantized(getattr(test_quantization, build), "dynamic", tmp_path)
+    compiled = _npu(model, monkeypatch, tmp_path)
+    feeds = {"x": np.random.default_rng(18).uniform(-1, 1, x_shape).astype(np.float32)}
+    got = compiled.run(feeds)["y"]
+    _on_npu(compiled)
+    assert compiled._executable.npu_reports()[0][1].int8_macs > 0
+    np.testing.assert_allclose(got, dlc.compile(model).run(feeds)["y"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got, run_onnxruntime(model, feeds, graph_optimisation="none")["y"], rtol=1e-5,
+                               atol=1e-6)
+
+
+def test_quantize_dynamic_encoder_runs_on_the_npu_in_integers(monkeypatch, tmp_path):
+    """A BERT-style encoder layer (benchmarks/models.py's, small) quantized by quantize_dynamic:
+    every DynamicQuantizeLinear, MatMulInteger, Cast and rescale, and the float products of
+    activations, run on the NPU; only what its units lack (Transpose, Split, Slice, Where,
+    Softmax, LayerNormalization, Erf) goes to cpu, each with its reason. Outputs: the same
+    int32 accumulators as onnxruntime; the float products of activations round differently
+    (numpy's float32 matmul on the NPU), so float32 tolerance; `dlc compare`'s int8 build
+    moves fewer bytes and takes fewer MAC cycles than the fp32 one."""
+    import importlib.util
+    from pathlib import Path
+
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from dlc.tools.npu_report import compare_npu_quantized
+
+    spec = importlib.util.spec_from_file_location("dlc_benchmark_models",
+                                                  Path(__file__).resolve().parent.parent / "benchmarks" / "models.py")
+    models = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(models)
+    onnx.save(models.transformer_encoder(d_model=32, heads=2, seq=8, ffn=64), tmp_path / "fp32.onnx")
+    quantize_dynamic(tmp_path / "fp32.onnx", tmp_path / "int8.onnx", weight_type=QuantType.QInt8, reduce_range=True)
+    model = onnx.load(tmp_path / "int8.onnx")
+    compiled = _npu(model, monkeypatch, tmp_path)
+    placement = compiled._executable.placement
+    kinds = {n.name: n.op_type for n in model.graph.node}
+    on_npu = {kinds[n] for n, t in placement.nodes.items() if t == "npu-sim"}
+    assert {"DynamicQuantizeLinear", "MatMulInteger", "Cast", "Mul", "Add", "MatMul"} <= on_npu
+    assert {placement.kinds[n] for n in placement.reasons} == {
+        "Transpose", "Split", "Slice", "Where", "Softmax", "LayerNormalization", "Erf"}, placement.reasons
+    assert sum(kinds[n] == "MatMulInteger" for n, t in placement.nodes.items() if t == "npu-sim") == 5
+    feeds = {"x": np.random.default_rng(16).standard_normal((1, 8, 32)).astype(np.float32)}
+    got = compiled.run(feeds)
+    expected = run_onnxruntime(model, feeds, graph_optimisation="none")  # the cpu target: test_quantization.py
+    for name in expected:
+        np.testing.assert_allclose(got[name], expected[name], rtol=1e-5, atol=1e-5)
+    fp32, int8 = compare_npu_quantized(tmp_path / "fp32.onnx", tmp_path / "int8.onnx")
+    assert int8.report.int8_macs > 0 and fp32.report.int8_macs == 0
+    assert int8.report.dma_bytes < fp32.report.dma_bytes and int8.report.mac_cycles < fp32.report.mac_cycles
+    assert int8.left == [] and fp32.left == []

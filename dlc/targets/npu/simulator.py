@@ -231,11 +231,16 @@ class Simulator:
         local = tuple(slice(i.start - o, i.stop - o) for i, o in zip(inside, offsets))
         moved = tensor.dtype.itemsize * math.prod(max(i.stop - i.start, 0) for i in inside)
         if isinstance(op, DmaLoadOp):
-            tile[...] = op.pad_value.value.data
+            reads = []
+            if op.pad_addr is not None:  # the pad value of a register loaded at run time
+                reads = [self._range(op, op.pad_addr.value.data, [1], tensor.dtype)]
+                tile[...] = self._spad(reads[0], [1], tensor.dtype)[0]
+            else:
+                tile[...] = op.pad_value.value.data
             if moved:
                 tile[local] = tensor[inside]
             report.dma_load_bytes += moved
-            return "dma", self.config.dma_cycles(moved), [], [rng]
+            return "dma", self.config.dma_cycles(moved), reads, [rng]
         if moved != tensor.dtype.itemsize * math.prod(sizes):
             raise NpuFault(f"npu: dma_store box {offsets}+{sizes} leaves tensor '{op.tensor.data}' "
                            f"of shape {list(tensor.shape)}")
@@ -256,9 +261,19 @@ class Simulator:
         racc = self._range(op, op.acc.value.data, acc_shape, acc_type)
         a, b = self._spad(ra, a_shape, a_type), self._spad(rb, b_shape, b_type)
         acc = self._spad(racc, acc_shape, acc_type)
+        zero_reads = []
         if integer:  # exact in int64 (8-bit by 8-bit products), then wrapped to int32 as the hardware's adders
-            a = a.astype(np.int64) - op.a_zero.value.data
-            b = b.astype(np.int64) - op.b_zero.value.data
+            zeros = []
+            for addr, zero, dtype in ((op.a_zero_addr, op.a_zero, a_type), (op.b_zero_addr, op.b_zero, b_type)):
+                if addr is None:
+                    zeros.append(zero.value.data)
+                    continue
+                # A zero point computed at run time: its register loads a one-element tile.
+                rng = self._range(op, addr.value.data, [1], dtype)
+                zero_reads.append(rng)
+                zeros.append(int(self._spad(rng, [1], dtype)[0]))
+            a = a.astype(np.int64) - zeros[0]
+            b = b.astype(np.int64) - zeros[1]
         if kind in ("conv2d", "depthwise2d"):
             conv = _conv2d if kind == "conv2d" else _depthwise2d
             result = conv(a, b, acc_shape, ints_of(op.strides), ints_of(op.dilations))
@@ -273,7 +288,7 @@ class Simulator:
         if op.accumulate.value.data:
             result = result + acc
         acc[...] = result.astype(np.int64).astype(np.int32) if integer else result
-        reads = [ra, rb, racc] if op.accumulate.value.data else [ra, rb]
+        reads = ([ra, rb, racc] if op.accumulate.value.data else [ra, rb]) + zero_reads
         return "compute", self.config.mac_cycles(kind, a_shape, b_shape, acc_shape, integer), reads, [racc]
 
     def _vector(self, op):
@@ -290,6 +305,8 @@ class Simulator:
         window = math.prod(ints_of(op.kernel)) if op.kernel is not None else 1
         if fn in _INTEGER:
             result = _INTEGER[fn](op, values, types)
+            if fn == "range":  # a reduction of its whole input tile to [low, high]
+                window = math.prod(in_shapes[0]) / math.prod(out_shape)
         elif fn == "add" and types[-1] != np.float32:
             result = _integer_add(op, values, types)
         elif any(t != np.float32 for t in types):
@@ -359,6 +376,8 @@ _ELEMENTWISE = {
     "sigmoid": lambda x: (1 / (1 + np.exp(-x))).astype(np.float32),
     "tanh": np.tanh, "exp": np.exp, "neg": np.negative, "abs": np.abs, "sqrt": np.sqrt,
     "clip": lambda x, lo, hi: np.minimum(np.maximum(x, lo), hi),
+    # Requantization multipliers from scales computed at run time, as the cpu: (s0 * s1) / s2.
+    "multiplier": lambda s0, s1, s2: (s0 * s1) / s2,
 }
 
 
@@ -378,17 +397,68 @@ def _requantize(op, values, types):
     return _saturate(q, types[-1])
 
 
+def _parameters(op, values, zero_type):
+    """A quantizer's scale and zero point: constants the instruction carries (per tensor), or
+    tiles it reads (per axis, broadcast along the output tile; or computed at run time, as
+    DynamicQuantizeLinear's): ins [x, scale, zero point]; no zero point tile means 0."""
+    if op.scale is not None:
+        return np.float32(op.scale.value.data), zero_type(op.zero_point.value.data)
+    zero = values[2].astype(zero_type) if len(values) > 2 else zero_type(0)
+    return values[1].astype(np.float32), zero
+
+
 def _quantize(op, values, types):
     """saturate(round_half_even(x / scale) + zero point) in float32 (a division, as onnxruntime)."""
+    scale, zero = _parameters(op, values, np.float32)
     with np.errstate(divide="ignore", invalid="ignore"):  # a zero scale saturates, as on the cpu
-        q = np.rint(values[0] / np.float32(op.scale.value.data)) + np.float32(op.zero_point.value.data)
+        q = np.rint(values[0] / scale) + zero
     return _saturate(q, types[-1])
 
 
 def _dequantize(op, values, types):
     """f32(int32(x) - zero point) * scale: the subtraction exact in int32, as onnxruntime."""
-    centered = values[0].astype(np.int32) - np.int32(op.zero_point.value.data)
-    return centered.astype(np.float32) * np.float32(op.scale.value.data)
+    scale, zero = _parameters(op, values, np.int32)
+    with np.errstate(over="ignore"):  # int32 x minus its zero point wraps, as on the cpu
+        centered = values[0].astype(np.int32) - zero
+    return centered.astype(np.float32) * scale
+
+
+def _range(op, values, types):
+    """[min(0, min x, low), max(0, max x, high)] of a float32 tile and, when given, the range so
+    far: DynamicQuantizeLinear's first pass, tile by tile (NaN propagates, as the cpu's
+    minimumf/maximumf)."""
+    x = values[0]
+    low, high = np.float32(0), np.float32(0)
+    if x.size:
+        low, high = np.minimum(low, x.min()), np.maximum(high, x.max())
+    if len(values) > 1:
+        low, high = np.minimum(values[1][0], low), np.maximum(values[1][1], high)
+    return np.array([low, high], np.float32)
+
+
+def _qparams(op, values, types):
+    """DynamicQuantizeLinear's uint8 parameters from [low, high], as the cpu computes them:
+    scale = (high - low) / 255 (1 when high == low), zero point = round_half_even(clamp(0 - low
+    / scale, 0, 255)); out [scale, zero point as float32]."""
+    low, high = np.float32(values[0][0]), np.float32(values[0][1])
+    # Infinite or huge ranges overflow to inf and NaN in float32, as on the cpu: no warnings.
+    with np.errstate(all="ignore"):
+        scale = np.float32(1) if low == high else np.float32((high - low) / np.float32(255))
+        initial = np.float32(0) - np.float32(low / scale)
+        zero = np.rint(np.maximum(np.float32(0), np.minimum(np.float32(255), initial)))
+    return np.array([scale, zero], np.float32)
+
+
+def _cast(op, values, types):
+    """Element type conversion (ONNX Cast) between the NPU's types: integers to float32 round to
+    nearest (exact for 8-bit, as the cpu's sitofp for int32), float32 to 8 bits saturates an
+    already integral value (a zero point)."""
+    to = np.dtype(types[-1])
+    if to == np.float32:
+        return values[0].astype(np.float32)
+    if types[0] != np.float32:
+        raise NpuFault(f"npu: cast from {types[0]} to {to} (the vector unit converts to float32, or float32 to 8 bits)")
+    return _saturate(values[0], to)
 
 
 def _integer_add(op, values, types):
@@ -398,4 +468,6 @@ def _integer_add(op, values, types):
         return np.add(values[0], values[1], dtype=np.int32)  # wraps, as the cpu's int32 add
 
 
-_INTEGER = {"requantize": _requantize, "quantize": _quantize, "dequantize": _dequantize}
+# Functions that take or give other types than float32 (their `types` say which).
+_INTEGER = {"requantize": _requantize, "quantize": _quantize, "dequantize": _dequantize, "range": _range,
+            "qparams": _qparams, "cast": _cast}

@@ -1,17 +1,21 @@
 """The `npu-sim` target: a simulated NPU that computes (issue 6).
 
-It takes Conv, MatMul/Gemm, elementwise ops and pooling in float32, and the 8-bit
-contractions (QLinearConv, QLinearMatMul, ConvInteger, MatMulInteger: uint8/int8 operands,
-int32 accumulation on the MAC array at `int8_macs_per_pe` times the float32 rate,
-requantization bit-exact with the cpu target) with per-tensor QuantizeLinear and
-DequantizeLinear (issue 20); `supports` gives the reason for anything else, which then
-falls back to `cpu`. It goes
-through the shared phases like `cpu`: nodes placed (dlc/targets/partition.py),
-form-kernels, fuse-kernels with the NPU's own rules (`FUSION_RULES`, written on
-the module with the rest of its description), then convert-kernels-to-npu turns
-each kernel into an `npu` instruction stream (dialects/npu.py) whose tiles fit
-the scratchpad with double buffering; dlc/targets/npu/simulator.py runs it. The
-hardware comes from a target file (JSON, keys of `NpuConfig`), path in
+It takes Conv, MatMul/Gemm (A [..., M, K] by B [..., K, N], a batched B included),
+elementwise ops and pooling in float32, and the 8-bit contractions (QLinearConv,
+QLinearMatMul, ConvInteger, MatMulInteger: uint8/int8 operands, int32 accumulation on the MAC
+array at `int8_macs_per_pe` times the float32 rate, requantization bit-exact with the cpu
+target) with QuantizeLinear and DequantizeLinear (per tensor or per axis),
+DynamicQuantizeLinear and Cast of int32 or 8-bit integers to float32, all on the vector unit
+(issue 20). Zero points and scales computed at run time (DynamicQuantizeLinear's, as
+quantize_dynamic writes transformers) are read from the scratchpad: the MAC array's zero point
+register loads a one-element tile (the DMA pads a convolution's input with it too), the vector
+unit computes the requantization multipliers per tile. `supports` gives the reason for
+anything else, which then falls back to `cpu`. It goes through the shared phases like
+`cpu`: nodes placed (dlc/targets/partition.py), form-kernels, fuse-kernels with the NPU's
+own rules (`FUSION_RULES`, written on the module with the rest of its description), then
+convert-kernels-to-npu turns each kernel into an `npu` instruction stream (dialects/npu.py)
+whose tiles fit the scratchpad with double buffering; dlc/targets/npu/simulator.py runs it.
+The hardware comes from a target file (JSON, keys of `NpuConfig`), path in
 $DLC_NPU_TARGET or given to `NpuSimTarget(path)`; defaults in docs/adding-a-target.md.
 """
 
@@ -33,7 +37,8 @@ VECTOR_OPS = {"Add", "Sub", "Mul", "Div", "Max", "Min", "Relu", "LeakyRelu", "Si
               "Neg", "Abs", "Sqrt", "Clip"}
 POOLS = {"MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool"}
 VIEWS = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout"}
-INTEGER_OPS = {"QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger", "QuantizeLinear", "DequantizeLinear"}
+INTEGER_OPS = {"QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger", "QuantizeLinear", "DequantizeLinear",
+               "DynamicQuantizeLinear", "Cast"}
 
 # How the NPU fuses (keys: passes/fusion/fuse_kernels.py): a kernel is one op on the MAC array or a
 # pooling window, or an elementwise op, and then a chain of elementwise ops that the vector unit
@@ -178,9 +183,11 @@ def _check_conv(op) -> str | None:
 
 
 def _check_matmul(op, a: int = 0, b: int = 1) -> str | None:
-    """A [..., M, K] by a matrix B: one matrix product per leading index of A."""
-    if _rank(op.operands[a]) < 2 or _rank(op.operands[b]) != 2:
-        return "only A [..., M, K] by a matrix B runs on the MAC array (a batched B falls back)"
+    """A [..., M, K] by B [..., K, N], leading dims broadcast: one matrix product per leading
+    index of the output (a batched B, as attention's Q x K^T and P x V, included)."""
+    if _rank(op.operands[a]) < 2 or _rank(op.operands[b]) < 2:
+        return ("only A [..., M, K] by B [..., K, N] runs on the MAC array (a vector operand, rank 1, "
+                "is not tiled)")
     return None
 
 
@@ -196,8 +203,6 @@ def _check_gemm(op) -> str | None:
 
 
 def _check_elementwise(op) -> str | None:
-    if not op.results[0].type.get_shape():
-        return "scalar results are not tiled"
     if op.onnx_type in ("Max", "Min") and len(op.operands) != 2:
         return f"{op.onnx_type} with {len(op.operands)} inputs (the vector unit takes 2)"
     if op.onnx_type == "Clip" and (len(op.operands) < 3 or not all(_present(v) for v in op.operands)):
@@ -244,16 +249,41 @@ def _constant(op, index: int):
     return weights_of(owner.get_toplevel_object()).get(owner.weight_name)
 
 
+def _size(value) -> int:
+    return int(np.prod(value.type.get_shape()))
+
+
 def _one_zero_point(op, index: int, what: str) -> str | None:
-    """None when operand `index` is absent or a constant holding one value throughout (the MAC
-    array and the vector unit subtract one zero point), else the reason."""
+    """None when operand `index` is absent, a constant holding one value throughout (the MAC
+    array subtracts one zero point), or one value computed at run time (DynamicQuantizeLinear's:
+    the MAC's zero point register loads it from the scratchpad), else the reason."""
     if index >= len(op.operands) or not _present(op.operands[index]):
         return None
     array = _constant(op, index)
     if array is None:
-        return f"{what}'s zero point is computed at run time (the NPU takes constant zero points)"
+        if _size(op.operands[index]) != 1:
+            return (f"{what}'s zero point is computed at run time with {_size(op.operands[index])} values "
+                    "(the MAC array's zero point register holds one)")
+        return None
     if array.size == 0 or not (array == array.reshape(-1)[0]).all():
         return f"{what}'s zero point differs between channels (the MAC array subtracts one value)"
+    return None
+
+
+def _check_quantizer_parameter(op, index: int, what: str, axis_size: int | None) -> str | None:
+    """A QuantizeLinear/DequantizeLinear scale or zero point the vector unit reads: one value
+    (a constant it carries, or a one-element tile computed at run time), or a constant per axis
+    (one element per index of `axis`, re-laid out to broadcast along it)."""
+    kind = op.onnx_type
+    value = op.operands[index]
+    array = _constant(op, index)
+    if array is None:
+        if _size(value) != 1:
+            return (f"{kind}'s {what} is computed at run time with {_size(value)} values (the vector unit "
+                    "reads a per-axis one only as a constant, re-laid out along the axis at compile time)")
+        return None
+    if array.size != 1 and (array.ndim != 1 or array.size != axis_size):
+        return f"{kind}'s {what} of shape {list(array.shape)} is neither one value nor one per element of its axis"
     return None
 
 
@@ -264,8 +294,6 @@ def _check_integer(op) -> str | None:
     from passes.lowering.utils.npu_kernels import INTEGER_CONTRACTIONS
 
     kind = op.onnx_type
-    if any(not r.type.get_shape() for r in op.results[:1]):
-        return "scalar results are not tiled"
     if kind in ("QuantizeLinear", "DequantizeLinear"):
         quantize = kind == "QuantizeLinear"
         data, out = _element(op.operands[0]), _element(op.results[0])
@@ -274,13 +302,26 @@ def _check_integer(op) -> str | None:
             return f"{kind} from {data} to {out} (the vector unit quantizes float32 to 8 bits and back)"
         if op.attr("block_size", 0):
             return f"{kind} by blocks is not handled"
-        scale = _constant(op, 1)
-        if scale is None or scale.size != 1 or scale.dtype != np.float32:
-            return f"{kind}'s scale is not one float32 constant (per-axis scales are not handled)"
-        if len(op.operands) > 2 and _present(op.operands[2]):
-            zero = _constant(op, 2)
-            if zero is None or zero.size != 1:
-                return f"{kind}'s zero point is not one constant (per-axis zero points are not handled)"
+        if _element(op.operands[1]) != "float32":
+            return f"{kind}'s scale is {_element(op.operands[1])} (the vector unit quantizes with float32 scales)"
+        shape = op.operands[0].type.get_shape()
+        axis = op.attr("axis", 1)
+        axis_size = shape[axis] if shape and -len(shape) <= axis < len(shape) else None
+        for index, what in ((1, "scale"), (2, "zero point")):
+            if index < len(op.operands) and _present(op.operands[index]):
+                reason = _check_quantizer_parameter(op, index, what, axis_size)
+                if reason:
+                    return reason
+        return None
+    if kind == "DynamicQuantizeLinear":
+        if _element(op.operands[0]) != "float32":
+            return f"DynamicQuantizeLinear of {_element(op.operands[0])} (the vector unit quantizes float32)"
+        return None
+    if kind == "Cast":
+        source, target = _element(op.operands[0]), _element(op.results[0])
+        if source not in (*_BYTES, "int32") or target != "float32":
+            return (f"Cast from {source} to {target} (the vector unit converts int32 and 8-bit integers to "
+                    "float32, and computes float32)")
         return None
     a, b, a_zero, b_zero, _ = INTEGER_CONTRACTIONS[kind]
     conv = "Conv" in kind
@@ -304,10 +345,33 @@ def _check_integer(op) -> str | None:
         if _element(op.results[0]) not in _BYTES:
             return f"y is {_element(op.results[0])}"
         if requantize_multipliers(op) is None:
-            return ("its scales and y's zero point are not all constants, with one scale for "
-                    f"{'x' if conv else 'A'} (the NPU requantizes with multipliers folded at compile time)")
+            return _check_runtime_scales(op, conv)
     elif _element(op.results[0]) != "int32":
         return f"y is {_element(op.results[0])}, not int32"
+    return None
+
+
+def _present_at(op, index: int) -> bool:
+    return index < len(op.operands) and _present(op.operands[index])
+
+
+def _check_runtime_scales(op, conv: bool) -> str | None:
+    """QLinearConv/QLinearMatMul with a scale computed at run time (DynamicQuantizeLinear's): the
+    vector unit computes the multipliers per tile, float32(x_scale * w_scale) / y_scale as the cpu
+    does, from one x scale, one or one-per-output-channel w scales and one y scale, all float32;
+    y's zero point must be a constant (the requantizing store carries it)."""
+    x, w = ("x", "w") if conv else ("a", "b")
+    out = op.results[0].type.get_shape()
+    channels = out[1] if conv else out[-1]
+    for index, what, sizes in ((1, f"{x}_scale", (1,)), (4, f"{w}_scale", (1, channels)), (6, "y_scale", (1,))):
+        value = op.operands[index]
+        if _element(value) != "float32":
+            return f"{what} is {_element(value)} (the vector unit computes float32 multipliers)"
+        if _size(value) not in sizes or (_size(value) > 1 and _rank(value) != 1):
+            return (f"{what} has shape {list(value.type.get_shape())} (the vector unit takes one {x} scale, one "
+                    f"y scale and one {w} scale or one per output channel)")
+    if _present_at(op, 7) and _constant(op, 7) is None:
+        return "y's zero point is computed at run time (the requantizing store adds a constant one)"
     return None
 
 
@@ -353,7 +417,8 @@ class NpuExecutable:
             elif isinstance(op, LaunchOp):
                 program = next(o for o in op.body.block.ops if isinstance(o, ProgramOp))
                 report = report + simulator.run(program, _dram(program, values))
-                values[op.results[0]] = simulator.read("out").copy()
+                for result, name in zip(op.results, _outputs(program)):
+                    values[result] = simulator.read(name).copy()
             elif isinstance(op, OnnxOp) and op.onnx_type in VIEWS:  # moves no data
                 values[op.results[0]] = values[op.operands[0]].reshape(op.results[0].type.get_shape())
         self.last_report = report
@@ -362,6 +427,14 @@ class NpuExecutable:
 
     def save(self, directory) -> None:
         raise CompileError("npu-sim has no artifact to save; run the .onnx model with --target npu-sim")
+
+
+def _outputs(program) -> list[str]:
+    """The program's output buffers, in the order of its results (a DynamicQuantizeLinear
+    kernel stores three)."""
+    from dialects.npu import BufferOp
+
+    return [op.sym_name.data for op in program.body.block.ops if isinstance(op, BufferOp) and op.kind.data == "output"]
 
 
 def _dram(program, values: dict) -> dict[str, np.ndarray]:

@@ -13,7 +13,13 @@ zero point, so it adds nothing, as the cpu's patches padded with it), an int32 a
 and bias, and requantization on the vector unit with the multipliers the cpu target folds
 (passes/lowering/rules/quantize.py's `requantize_multipliers`, one float32 per output
 channel), so both targets round the same float32 products. QuantizeLinear and
-DequantizeLinear (per tensor) are vector functions of their own.
+DequantizeLinear are vector functions: per tensor the instruction carries the scale and zero
+point, per axis it reads them as tiles of constants re-laid out to broadcast along the axis.
+Zero points computed at run time (DynamicQuantizeLinear's) are loaded once into one-element
+slots that the MAC reads (`a_zero_addr`), and scales computed at run time give the
+multipliers on the vector unit per output tile, in the cpu's float32 operations.
+DynamicQuantizeLinear itself is a two-pass kernel with three outputs (`_DynamicQuantize`).
+Batched products (B [..., K, N]) carry the output's leading index into both operands' boxes.
 """
 
 from __future__ import annotations
@@ -54,7 +60,7 @@ from dialects.types import numpy_dtype
 # ONNX op type -> vector unit function.
 VECTOR_FNS = {"Add": "add", "Sub": "sub", "Mul": "mul", "Div": "div", "Max": "max", "Min": "min",
               "Relu": "relu", "LeakyRelu": "leaky_relu", "Sigmoid": "sigmoid", "Tanh": "tanh",
-              "Exp": "exp", "Neg": "neg", "Abs": "abs", "Sqrt": "sqrt", "Clip": "clip"}
+              "Exp": "exp", "Neg": "neg", "Abs": "abs", "Sqrt": "sqrt", "Clip": "clip", "Cast": "cast"}
 POOLS = {"MaxPool": "max_pool", "AveragePool": "avg_pool", "GlobalAveragePool": "global_avg_pool",
          "GlobalMaxPool": "global_max_pool"}
 _ALIGN = 64  # scratchpad slots start on 64-byte boundaries (a DMA burst)
@@ -122,26 +128,44 @@ def constant_of(value, store) -> np.ndarray | None:
 
 
 def zero_point_of(op, index: int, store) -> int:
-    """A constant zero point's one value (0 when the operand is absent): what the MAC array
+    """A constant zero point's one value (0 when the operand is absent or computed at run time,
+    which the MAC reads from the scratchpad instead: `IntegerMac.runtime`): what the MAC array
     subtracts. A per-channel zero point must hold one value throughout (npu-sim's `supports`)."""
     if index >= len(op.operands) or not _present(op.operands[index]):
         return 0
     array = constant_of(op.operands[index], store)
-    if array is None or array.size == 0 or not (array == array.reshape(-1)[0]).all():
+    if array is None:
+        return 0
+    if array.size == 0 or not (array == array.reshape(-1)[0]).all():
         raise CompileError(f"convert-kernels-to-npu: {op.describe()}: operand {index} is not one constant "
                            "zero point; the MAC array subtracts one value")
     return int(array.reshape(-1)[0])
 
 
+def runtime_operand(op, index: int, store):
+    """Operand `index` when present and computed at run time (DynamicQuantizeLinear's zero point
+    or scale), else None."""
+    if index >= len(op.operands) or not _present(op.operands[index]):
+        return None
+    return op.operands[index] if constant_of(op.operands[index], store) is None else None
+
+
 @dataclass(frozen=True)
 class IntegerMac:
     """How an 8-bit contraction runs on the array: its operand types ("u8i8"), the zero points
-    it subtracts, and its requantization (multipliers' DRAM tensor, y's zero point and type),
-    None for an int32 result (ConvInteger, MatMulInteger)."""
+    it subtracts (constants), the DRAM tensors of zero points computed at run time (None where
+    constant), which the MAC reads from one-element scratchpad tiles, and its requantization
+    (multipliers' DRAM tensor, y's zero point and type), None for an int32 result (ConvInteger,
+    MatMulInteger). With scales computed at run time the multipliers' tensor is None and
+    `scales` names a_scale's, b_scale's and y_scale's tensors, with whether b_scale is one per
+    output channel: the vector unit then computes float32(a_scale * b_scale) / y_scale per
+    tile, the cpu's formula op for op."""
 
     dtype: str
     zeros: tuple[int, int]
-    requant: tuple[str, int, str] | None
+    requant: tuple[str | None, int, str] | None
+    runtime: tuple[str | None, str | None] = (None, None)
+    scales: tuple[str, str, str, bool] | None = None
 
     @property
     def out_bytes(self) -> int:
@@ -158,18 +182,53 @@ def integer_mac(lowering, op) -> IntegerMac | None:
     a, b, a_zero, b_zero, _ = indices
     dtype = element_of(op.operands[a]) + element_of(op.operands[b])
     zeros = (zero_point_of(op, a_zero, lowering.store), zero_point_of(op, b_zero, lowering.store))
-    requant = None
+    runtime = tuple(None if v is None else lowering.name(v)
+                    for v in (runtime_operand(op, i, lowering.store) for i in (a_zero, b_zero)))
+    requant, scales = None, None
     if op.onnx_type.startswith("QLinear"):
-        found = requantize_multipliers(op)
-        if found is None:
-            raise CompileError(f"convert-kernels-to-npu: {op.describe()}: its scales and y's zero point "
-                               "are not constants (npu-sim's `supports` should have refused it)")
         out_shape = op.results[0].type.get_shape()
         channels = out_shape[1] if op.onnx_type == "QLinearConv" else out_shape[-1]
-        multipliers = np.broadcast_to(found[0], [channels]).astype(np.float32)
-        requant = (lowering.constant(f"{lowering.launch.kernel_name}.requantize", multipliers), found[1],
-                   element_of(op.results[0]))
-    return IntegerMac(dtype, zeros, requant)
+        y_zero = zero_point_of(op, 7, lowering.store)
+        if runtime_operand(op, 7, lowering.store) is not None:
+            raise CompileError(f"convert-kernels-to-npu: {op.describe()}: y's zero point is computed at run "
+                               "time (npu-sim's `supports` should have refused it)")
+        found = requantize_multipliers(op)
+        if found is not None:
+            multipliers = np.broadcast_to(found[0], [channels]).astype(np.float32)
+            requant = (lowering.constant(f"{lowering.launch.kernel_name}.requantize", multipliers), found[1],
+                       element_of(op.results[0]))
+        else:  # a scale computed at run time: the multipliers are too, on the vector unit
+            a_scale, b_scale, y_scale = (op.operands[i] for i in (1, 4, 6))
+            per_channel = math.prod(b_scale.type.get_shape()) > 1
+            scales = (lowering.name(a_scale), lowering.name(b_scale), lowering.name(y_scale), per_channel)
+            requant = (None, y_zero, element_of(op.results[0]))
+    return IntegerMac(dtype, zeros, requant, runtime, scales)
+
+
+def load_runtime_zeros(lowering, q: IntegerMac | None, slots) -> tuple[int | None, int | None]:
+    """Load the zero points computed at run time once, into their one-element slots: the MAC's
+    `a_zero_addr`/`b_zero_addr`."""
+    addrs = [None, None]
+    for i, name in enumerate(q.runtime if q else (None, None)):
+        if name is not None:
+            addrs[i] = slots(f"zero{i}", 0)
+            shape = lowering.reads[name].type.get_shape()
+            lowering.emit(DmaLoadOp(name, [0] * len(shape), list(shape), addrs[i]))
+    return addrs[0], addrs[1]
+
+
+def integer_slots(q: IntegerMac | None, channels: int) -> dict[str, int]:
+    """The slots an 8-bit contraction adds: its multipliers, the run-time scales they come from,
+    the zero points read at run time."""
+    sizes = {}
+    if q and q.requant:
+        sizes["multipliers"] = 4 * channels
+        if q.scales:
+            sizes.update({"a_scale": 4, "b_scale": 4 * (channels if q.scales[3] else 1), "y_scale": 4})
+    for i, name in enumerate(q.runtime if q else ()):
+        if name is not None:
+            sizes[f"zero{i}"] = 1
+    return sizes
 
 
 class _Slots:
@@ -201,7 +260,7 @@ def _chunks(total: int, size: int):
         yield start, min(size, total - start)
 
 
-def _pads(op, in_hw, kernel, strides, dilations) -> list[int]:
+def conv_pads(op, in_hw, kernel, strides, dilations) -> list[int]:
     """[top, left, bottom, right], auto_pad resolved as the ONNX Conv spec says."""
     mode = op.attr("auto_pad", "NOTSET")
     if mode in ("NOTSET", "VALID"):
@@ -247,13 +306,15 @@ class _Conv(_Anchor):
             and _present(op.operands[bi]) else None
         self.q = integer_mac(lowering, op)  # after x and w: their DRAM tensors are in0, ... in program order
         self.xb, self.wb = itemsize(x), itemsize(w)
-        self.x_pad = self.q.zeros[0] if self.q else 0.0  # padding reads as x's zero point: (x - x_zero) = 0
+        # Padding reads as x's zero point, so (x - x_zero) is 0 there: a constant the DMA carries,
+        # or (computed at run time) the register the MAC reads, `pad_addr`.
+        self.x_pad = self.q.zeros[0] if self.q else 0.0
         self.n, self.c, h, width = x.type.get_shape()
         self.cout, self.cg, self.kh, self.kw = w.type.get_shape()
         self.groups = op.attr("group", 1)
         self.strides = op.attr("strides", [1, 1])
         self.dilations = op.attr("dilations", [1, 1])
-        self.pads = _pads(op, (h, width), (self.kh, self.kw), self.strides, self.dilations)
+        self.pads = conv_pads(op, (h, width), (self.kh, self.kw), self.strides, self.dilations)
         self.cog = self.cout // self.groups
         self.depthwise = self.groups > 1 and self.cg == 1 and self.cog == 1
         _, _, self.ho, self.wo = self.out_shape
@@ -284,9 +345,7 @@ class _Conv(_Anchor):
                  "acc": 4 * co * th * self.wo}
         if self.bias:
             sizes["bias"] = 4 * co
-        if self.q and self.q.requant:
-            sizes["multipliers"] = 4 * co
-        return sizes
+        return {**sizes, **integer_slots(self.q, co)}
 
     def cost(self, tile):
         co, ci, th = tile
@@ -312,6 +371,7 @@ class _Conv(_Anchor):
         co_t, ci_t, th_t = tile
         (sh, _), (top, left) = self.strides, self.pads[:2]
         step = parity = 0
+        self.low.load_runtime_zeros(self.q, slots)
         for n in range(self.n):
             for g in range(self.groups):
                 for co0, co in _chunks(self.cog, co_t):
@@ -321,12 +381,12 @@ class _Conv(_Anchor):
                         for ci0, ci in _chunks(self.cg, ci_t):
                             x, w = slots("x", step), slots("w", step)
                             self.low.emit(DmaLoadOp(self.x, [n, g * self.cg + ci0, oh0 * sh - top, -left],
-                                                    [1, ci, ih, iw], x, self.x_pad))
+                                                    [1, ci, ih, iw], x, self.x_pad, self.low.zero_addrs[0]))
                             self.low.emit(DmaLoadOp(self.w, [g * self.cog + co0, ci0, 0, 0],
                                                     [co, ci, self.kh, self.kw], w))
                             self.low.emit(MacOp("conv2d", x, [ci, ih, iw], w, [co, ci, self.kh, self.kw], acc,
                                                 [co, th, self.wo], ci0 > 0, self.strides, self.dilations,
-                                                *((self.q.dtype, self.q.zeros) if self.q else ())))
+                                                **self.low.mac_args(self.q)))
                             step += 1
                         if self.bias:
                             self._add_bias(g * self.cog + co0, co, th, slots, parity)
@@ -340,16 +400,18 @@ class _Conv(_Anchor):
         c_t, _, th_t = tile
         (sh, _), (top, left) = self.strides, self.pads[:2]
         parity = 0
+        self.low.load_runtime_zeros(self.q, slots)
         for n in range(self.n):
             for c0, c in _chunks(self.groups, c_t):
                 for oh0, th in _chunks(self.ho, th_t):
                     ih, iw = self._in_extent(th)
                     x, w, acc = slots("x", parity), slots("w", parity), slots("acc", parity)
-                    self.low.emit(DmaLoadOp(self.x, [n, c0, oh0 * sh - top, -left], [1, c, ih, iw], x, self.x_pad))
+                    self.low.emit(DmaLoadOp(self.x, [n, c0, oh0 * sh - top, -left], [1, c, ih, iw], x, self.x_pad,
+                                            self.low.zero_addrs[0]))
                     self.low.emit(DmaLoadOp(self.w, [c0, 0, 0, 0], [c, 1, self.kh, self.kw], w))
                     self.low.emit(MacOp("depthwise2d", x, [c, ih, iw], w, [c, 1, self.kh, self.kw], acc,
                                         [c, th, self.wo], False, self.strides, self.dilations,
-                                        *((self.q.dtype, self.q.zeros) if self.q else ())))
+                                        **self.low.mac_args(self.q)))
                     if self.bias:
                         self._add_bias(c0, c, th, slots, parity)
                     if self.q and self.q.requant:
@@ -367,8 +429,10 @@ class _Conv(_Anchor):
 
 class _MatMul(_Anchor):
     """MatMul and Gemm: tiles of (M, K, N); B re-laid out at compile time for transB/alpha. A
-    may have leading dims ([batch, M, K] by a matrix, a transformer's projections): each
-    leading index is one [M, K] product, its boxes and the output's carry the index."""
+    and B may have leading dims ([batch, M, K] by a matrix, a transformer's projections;
+    [batch, heads, M, K] by [batch, heads, K, N], attention's Q x K^T and P x V), broadcast as
+    numpy's matmul: each leading index of the output is one [M, K] by [K, N] product, and the
+    boxes of A, B and the output carry it (0 where an operand's dim is 1)."""
 
     def __init__(self, lowering, op):
         super().__init__(lowering, op)
@@ -376,8 +440,9 @@ class _MatMul(_Anchor):
         a, b = op.operands[ai], op.operands[bi]
         self.ab, self.bb = itemsize(a), itemsize(b)
         self.a = lowering.name(a)
-        self.lead_shape = list(a.type.get_shape()[:-2])
+        self.lead_shape = list(self.out_shape[:-2])
         self.lead = len(self.lead_shape)
+        self.a_lead, self.b_lead = list(a.type.get_shape()[:-2]), list(b.type.get_shape()[:-2])
         self.m, self.k = a.type.get_shape()[-2:]
         self.b = lowering.name(b)
         trans_b, alpha = op.attr("transB", 0), op.attr("alpha", 1.0)
@@ -404,9 +469,7 @@ class _MatMul(_Anchor):
         sizes = {"a": self.ab * m * k, "b": self.bb * k * n, "acc": 4 * m * n}
         if self.c:
             sizes["c"] = 4 * math.prod(self.low.operand_box(self.c[0], [0, 0], [m, n])[1])
-        if self.q and self.q.requant:
-            sizes["multipliers"] = 4 * n
-        return sizes
+        return {**sizes, **integer_slots(self.q, n)}
 
     def cost(self, tile):
         m, k, n = tile
@@ -421,17 +484,17 @@ class _MatMul(_Anchor):
 
         m_t, k_t, n_t = tile
         step = parity = 0
+        self.low.load_runtime_zeros(self.q, slots)
         for index, (m0, m), (n0, n) in ((i, mm, nn) for i in np.ndindex(*self.lead_shape)
                                         for mm in _chunks(self.m, m_t) for nn in _chunks(self.nn, n_t)):
             lead, ones = list(index), [1] * self.lead
+            a_lead, b_lead = _broadcast_index(index, self.a_lead), _broadcast_index(index, self.b_lead)
             acc = slots("acc", parity)
             for k0, k in _chunks(self.k, k_t):
                 a, b = slots("a", step), slots("b", step)
-                self.low.emit(DmaLoadOp(self.a, lead + [m0, k0], ones + [m, k], a))
-                self.low.emit(DmaLoadOp(self.b, [k0, n0], [k, n], b))
-                self.low.emit(MacOp("matmul", a, [m, k], b, [k, n], acc, [m, n], k0 > 0,
-                                    dtype=self.q.dtype if self.q else None,
-                                    zeros=self.q.zeros if self.q else (0, 0)))
+                self.low.emit(DmaLoadOp(self.a, a_lead + [m0, k0], [1] * len(a_lead) + [m, k], a))
+                self.low.emit(DmaLoadOp(self.b, b_lead + [k0, n0], [1] * len(b_lead) + [k, n], b))
+                self.low.emit(MacOp("matmul", a, [m, k], b, [k, n], acc, [m, n], k0 > 0, **self.low.mac_args(self.q)))
                 step += 1
             if self.q and self.q.requant:
                 self.low.requantize(self.q, n0, n, [m, n], [1, n], slots, parity)
@@ -442,6 +505,13 @@ class _MatMul(_Anchor):
                 self.low.emit(VectorOp("add", [acc, c], [[m, n], aligned], acc, [m, n]))
             yield lead + [m0, n0], ones + [m, n], parity
             parity += 1
+
+
+def _broadcast_index(index, shape) -> list[int]:
+    """An operand's leading index for the output's leading `index` (numpy broadcasting: the
+    operand's dims align right; where one is 1 it is read at 0)."""
+    index = list(index)[len(index) - len(shape):] if shape else []
+    return [0 if d == 1 else i for i, d in zip(index, shape)]
 
 
 class _Pool(_Anchor):
@@ -497,12 +567,6 @@ class _Pool(_Anchor):
                     parity += 1
 
 
-def _tensor_operands(op) -> list:
-    """The operands a vector op reads as tiles: QuantizeLinear/DequantizeLinear's scale and zero
-    point are constants the instruction carries."""
-    return list(op.operands[:1] if op.onnx_type in QUANTIZERS else op.operands)
-
-
 class _Elementwise(_Anchor):
     """An elementwise op: tiles are boxes of its output, whole trailing dims and a chunk of one dim.
     QuantizeLinear/DequantizeLinear read one tensor: their scale and zero point are constants
@@ -510,7 +574,7 @@ class _Elementwise(_Anchor):
 
     def __init__(self, lowering, op):
         super().__init__(lowering, op)
-        self.inputs = _tensor_operands(op)
+        self.inputs = lowering.tensor_operands(op)
 
     def candidates(self):
         tiles = []
@@ -535,30 +599,72 @@ class _Elementwise(_Anchor):
     def cost(self, tile):
         return -math.prod(self.out_tile(tile))  # the biggest tile that fits: fewest DMA transfers
 
-    def emit(self, tile, slots):
-
+    def boxes(self, tile):
+        """(offsets, sizes) of each output tile, in order."""
         dim, size = tile
-        outer = self.out_shape[:dim]
-        parity = 0
-        for index in np.ndindex(*outer):
+        for index in np.ndindex(*self.out_shape[:dim]):
             for start, count in _chunks(self.out_shape[dim], size) if self.out_shape else [(0, 1)]:
                 offsets = list(index) + [start] + [0] * (len(self.out_shape) - dim - 1)
                 sizes = [1] * dim + [count] + self.out_shape[dim + 1:]
-                offsets, sizes = offsets[:len(self.out_shape)], sizes[:len(self.out_shape)]
-                ins, shapes = [], []
-                for j, value in enumerate(self.inputs):
-                    box_offsets, box, aligned = self.low.operand_box(value, offsets, sizes)
-                    addr = slots(f"in{j}", parity)
-                    self.low.emit(DmaLoadOp(self.low.name(value), box_offsets, box, addr))
-                    ins.append(addr)
-                    shapes.append(aligned)
-                self.low.vector(self.op, ins, shapes, slots("acc", parity), sizes)
-                yield offsets, sizes, parity
-                parity += 1
+                yield offsets[:len(self.out_shape)], sizes[:len(self.out_shape)]
+
+    def emit(self, tile, slots):
+        for parity, (offsets, sizes) in enumerate(self.boxes(tile)):
+            ins, shapes = [], []
+            for j, value in enumerate(self.inputs):
+                box_offsets, box, aligned = self.low.operand_box(value, offsets, sizes)
+                addr = slots(f"in{j}", parity)
+                self.low.emit(DmaLoadOp(self.low.name(value), box_offsets, box, addr))
+                ins.append(addr)
+                shapes.append(aligned)
+            self.low.vector(self.op, ins, shapes, slots("acc", parity), sizes)
+            yield offsets, sizes, parity
+
+
+class _DynamicQuantize(_Elementwise):
+    """DynamicQuantizeLinear in two passes over x's tiles, all on the vector unit: the first
+    folds each tile into the range [low, high] (one 8-byte slot), which gives the scale and the
+    uint8 zero point (stored as the op's second and third outputs, and kept in the scratchpad);
+    the second quantizes each tile with them, last tile first, so the two tiles still in the
+    scratchpad are not loaded again: x moves once when it fits in two tiles, else nearly twice."""
+
+    def __init__(self, lowering, op):
+        super().__init__(lowering, op)
+        self.x = lowering.name(op.operands[0])
+        lowering.extra_outputs = {op.results[1]: "out1", op.results[2]: "out2"}
+
+    def slots(self, tile):
+        elements = math.prod(self.out_tile(tile))
+        return {"x": 4 * elements, "acc": self.low.acc_bytes * elements, "range": 8, "params": 8, "zero": 1}
+
+    def emit(self, tile, slots):
+        boxes = list(self.boxes(tile))
+        span, params, zero = slots("range", 0), slots("params", 0), slots("zero", 0)
+        for parity, (offsets, sizes) in enumerate(boxes):
+            x = slots("x", parity)
+            self.low.emit(DmaLoadOp(self.x, offsets, sizes, x))
+            ins, shapes = ([x], [sizes]) if parity == 0 else ([x, span], [sizes, [2]])
+            self.low.emit(VectorOp("range", ins, shapes, span, [2]))
+        self.low.emit(VectorOp("qparams", [span], [[2]], params, [2]))
+        self.low.emit(VectorOp("cast", [params + 4], [[1]], zero, [1], types=["f32", "u8"]))
+        for name, addr, value in (("out1", params, self.op.results[1]), ("out2", zero, self.op.results[2])):
+            shape = value.type.get_shape()
+            self.low.emit(DmaStoreOp(name, [0] * len(shape), list(shape), addr))
+        # Backwards: the last two tiles of the first pass are still in their slots (ping and
+        # pong), so x of one or two tiles moves once.
+        resident = set(range(max(len(boxes) - 2, 0), len(boxes)))
+        for parity in reversed(range(len(boxes))):
+            (offsets, sizes), x, ones = boxes[parity], slots("x", parity), [1] * len(boxes[parity][1])
+            if parity not in resident:
+                self.low.emit(DmaLoadOp(self.x, offsets, sizes, x))
+            self.low.emit(VectorOp("quantize", [x, params, zero], [sizes, ones, ones], slots("acc", parity), sizes,
+                                   types=["f32", "f32", "u8", "u8"]))
+            yield offsets, sizes, parity
 
 
 _ANCHORS = {"Conv": _Conv, "MatMul": _MatMul, "Gemm": _MatMul, "QLinearConv": _Conv, "ConvInteger": _Conv,
-            "QLinearMatMul": _MatMul, "MatMulInteger": _MatMul, **{k: _Pool for k in POOLS}}
+            "QLinearMatMul": _MatMul, "MatMulInteger": _MatMul, "DynamicQuantizeLinear": _DynamicQuantize,
+            **{k: _Pool for k in POOLS}}
 
 
 
@@ -573,6 +679,9 @@ class _KernelLowering:
         self.names: dict = {}  # SSA value read from DRAM -> buffer name
         self.reads: dict = {}  # buffer name -> the value the program takes for it
         self.new_weights: list[WeightOp] = []
+        self.extra_outputs: dict = {}  # results besides the chain's end -> their DRAM buffer (out1, ...)
+        self.zero_addrs: tuple[int | None, int | None] = (None, None)
+        self._params: dict = {}
         self._check_chain()
 
     def _check_chain(self) -> None:
@@ -613,20 +722,62 @@ class _KernelLowering:
         self.emit(SyncOp())
         return self._program()
 
+    def _outputs(self) -> list[tuple[str, object]]:
+        """(DRAM buffer, value) of each result the launch yields, in its order: the chain's end
+        is "out", other results of the anchor (DynamicQuantizeLinear's scale and zero point)
+        their `extra_outputs` names."""
+        names = {self.result: "out", **self.extra_outputs}
+        yielded = list(self.launch.body.block.last_op.operands)
+        missing = [v for v in yielded if v not in names]
+        if missing:
+            raise CompileError(f"convert-kernels-to-npu: kernel {self.launch.kernel_name}: it yields a value "
+                               f"that {self.anchor_op.describe()}'s stream does not store")
+        return [(names[v], v) for v in yielded]
+
     def _program(self) -> ProgramOp:
         """The stream with a buffer for each DRAM tensor it moves; reads become operands."""
         loaded = {op.tensor.data for op in self.stream if isinstance(op, DmaLoadOp)}
         inputs = [name for name in self.reads if name in loaded]
         values = [self.reads[name] for name in inputs]
+        outputs = self._outputs()
         program = ProgramOp(self.launch.kernel_name, self.config.scratchpad_bytes, values,
-                            [self.result.type])
+                            [value.type for _, value in outputs])
         for name, value in zip(inputs, values):
             kind = "weight" if isinstance(value.owner, WeightOp) else "input"
             program.body.block.add_op(BufferOp(name, value.type.get_shape(), kind, dtype=element_of(value)))
-        program.body.block.add_op(BufferOp("out", self.result.type.get_shape(), "output",
-                                           dtype=element_of(self.result)))
+        for name, value in outputs:
+            program.body.block.add_op(BufferOp(name, value.type.get_shape(), "output", dtype=element_of(value)))
         program.body.block.add_ops(self.stream)
         return program
+
+    def tensor_operands(self, op) -> list:
+        """The operands a vector op reads as tiles. QuantizeLinear/DequantizeLinear's scale and
+        zero point are constants the instruction carries when each is one value; else (per axis,
+        or computed at run time) the op reads them as tiles too: a per-axis constant re-laid out
+        at compile time as [C, 1, ...] so that it broadcasts along `axis` of the output tile."""
+        if op.onnx_type not in QUANTIZERS:
+            return list(op.operands)
+        if op not in self._params:
+            x, params = op.operands[0], [v for v in op.operands[1:3] if _present(v)]
+            arrays = [constant_of(v, self.store) for v in params]
+            if all(a is not None and a.size == 1 for a in arrays):
+                self._params[op] = [x]
+            else:
+                rank = len(x.type.get_shape())
+                axis = op.attr("axis", 1) % max(rank, 1)
+                self._params[op] = [x] + [
+                    v if a is None or a.size == 1 else
+                    self.constant_value(f"{self.launch.kernel_name}.{op.node_name}.{what}",
+                                        a.reshape([-1] + [1] * (rank - 1 - axis)))
+                    for v, a, what in zip(params, arrays, ("scale", "zero_point"))]
+        return self._params[op]
+
+    def mac_args(self, q: IntegerMac | None) -> dict:
+        """An npu.mac's integer attributes: types, constant zero points, run-time zero points' slots."""
+        return dict(dtype=q.dtype, zeros=q.zeros, zero_addrs=self.zero_addrs) if q else {}
+
+    def load_runtime_zeros(self, q: IntegerMac | None, slots) -> None:
+        self.zero_addrs = load_runtime_zeros(self, q, slots)
 
     def _choose_tile(self, anchor):
         """A tile given as `dlc.npu_tile` on the launch (a user's or a search's), else the cheapest
@@ -666,7 +817,7 @@ class _KernelLowering:
     def _epilogue_slots(self, out_tile) -> dict[str, int]:
         sizes, chain = {}, self._chain_values()
         for index, op in enumerate(self.epilogue):
-            for j, value in enumerate(_tensor_operands(op)):
+            for j, value in enumerate(self.tensor_operands(op)):
                 if value not in chain:
                     _, box, _ = self.operand_box(value, [0] * len(out_tile), out_tile)
                     sizes[f"e{index}.{j}"] = 4 * math.prod(box)
@@ -676,7 +827,7 @@ class _KernelLowering:
         """One chained op on the output tile, in place in the accumulator slot."""
         chain = self._chain_values()
         ins, shapes = [], []
-        for j, value in enumerate(_tensor_operands(op)):
+        for j, value in enumerate(self.tensor_operands(op)):
             if value in chain:
                 ins.append(slots("acc", parity))
                 shapes.append(sizes)
@@ -689,6 +840,14 @@ class _KernelLowering:
         self.vector(op, ins, shapes, slots("acc", parity), sizes)
 
     def vector(self, op, ins, shapes, out, out_shape) -> None:
+        if op.onnx_type in QUANTIZERS and len(ins) > 1:  # scale (and zero point) read as tiles
+            types = [element_of(v) for v in self.tensor_operands(op)] + [element_of(op.results[0])]
+            self.emit(VectorOp(QUANTIZERS[op.onnx_type], ins, shapes, out, out_shape, types=types))
+            return
+        if op.onnx_type == "Cast":
+            self.emit(VectorOp("cast", ins, shapes, out, out_shape,
+                               types=[element_of(op.operands[0]), element_of(op.results[0])]))
+            return
         if op.onnx_type in QUANTIZERS:
             scale = constant_of(op.operands[1], self.store)
             self.emit(VectorOp(QUANTIZERS[op.onnx_type], ins[:1], shapes[:1], out, out_shape,
@@ -702,17 +861,34 @@ class _KernelLowering:
         """The int32 accumulator tile -> 8 bits in place, with output channels c0..c0+count's
         multipliers (a box of the per-channel float32 constant, broadcast as `multiplier_shape`)."""
         multipliers, acc = slots("multipliers", parity), slots("acc", parity)
-        self.emit(DmaLoadOp(q.requant[0], [c0], [count], multipliers))
+        if q.scales:  # scales computed at run time: float32(a_scale * b_scale) / y_scale, per tile
+            addrs, ones = [], [1] * len(multiplier_shape)
+            per_channels = (False, q.scales[3], False)
+            for what, name, per_channel in zip(("a_scale", "b_scale", "y_scale"), q.scales, per_channels):
+                addrs.append(slots(what, parity))
+                shape = self.reads[name].type.get_shape()
+                self.emit(DmaLoadOp(name, [c0] if per_channel else [0] * len(shape),
+                                    [count] if per_channel else list(shape), addrs[-1]))
+            self.emit(VectorOp("multiplier", addrs, [ones, multiplier_shape if q.scales[3] else ones, ones],
+                               multipliers, multiplier_shape))
+        else:
+            self.emit(DmaLoadOp(q.requant[0], [c0], [count], multipliers))
         self.emit(VectorOp("requantize", [acc, multipliers], [acc_shape, multiplier_shape], acc, acc_shape,
                            types=["i32", "f32", q.requant[2]], zero_point=q.requant[1]))
 
     def constant(self, hint: str, array: np.ndarray) -> str:
         """A new compile-time constant (requantization multipliers): a weight in the store, read
         through a new onnx.weight before the launch; its DRAM tensor's name."""
-        stored = self.store.add(hint, array)
-        weight = WeightOp(stored, TensorType(f32, list(array.shape)))
+        return self.name(self.constant_value(hint, array))
+
+    def constant_value(self, hint: str, array: np.ndarray):
+        """`constant`'s onnx.weight value (of the array's element type)."""
+        from dialects.types import element_type_for
+
+        stored = self.store.add(hint, np.ascontiguousarray(array))
+        weight = WeightOp(stored, TensorType(element_type_for(array.dtype), list(array.shape)))
         self.new_weights.append(weight)
-        return self.name(weight.result)
+        return weight.result
 
     def weight(self, value, transform, suffix: str) -> str:
         """A weight re-laid out for the NPU at compile time (like cpu's pack-weights): a new
@@ -752,4 +928,4 @@ def lower_kernel(launch, hardware: NpuHardware, store) -> None:
     for op in reversed(list(block.ops)):
         op.detach()
         op.erase(safe_erase=False)
-    block.add_ops([program, YieldOp([program.results[0]])])
+    block.add_ops([program, YieldOp(list(program.results))])
