@@ -160,7 +160,18 @@ def _qlinear_conv_implicit() -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
 
 
+def _conv_shared_im2col() -> onnx.ModelProto:
+    """Convs whose 2-thread grid has two row parts, so their im2col is built once and shared
+    (passes/lowering/rules/conv.py `_im2col_plan`): a 5x5 map of 25 columns (one panel, its
+    packing split by channel ranges) and a strided 9x9 one."""
+    g = GraphBuilder(seed=7)
+    y = g.node("Conv", ["x", g.weight("w1", 96, 64, 3, 3), g.bias("b1", 96)], pads=[1, 1, 1, 1])
+    y = g.node("Conv", [g.node("Relu", [y]), g.weight("w2", 80, 96, 3, 3)], strides=[2, 2], pads=[1, 0, 1, 1])
+    return g.model("conv_shared_im2col", [_float("x", [1, 64, 5, 5])], {"y": y})
+
+
 MODELS = {
+    "conv_shared_im2col": _conv_shared_im2col,
     "cnn": lambda: onnx.load(ROOT / "examples" / "models" / "cnn.onnx"),
     "mlp": lambda: mlp(batch=3, sizes=(37, 64, 10)),
     "transformer_small": lambda: transformer_encoder(d_model=64, heads=4, seq=13, ffn=96),

@@ -135,3 +135,33 @@ def test_reads_and_writes_stay_inside_the_input_and_the_block(im2col_functions, 
             np.testing.assert_array_equal(got.reshape(spec.depth, -1)[:, : j1 - j0], expected[:, j0:j1])
             source.close()
             target.close()
+
+
+def test_a_grid_of_row_parts_shares_one_im2col():
+    """With several row parts (`shared` in `dlc.im2col`), one region packs the whole im2col,
+    panels and channel ranges split over the threads, and a second multiplies it: the output
+    is the one-thread build's, bit for bit, and onnxruntime's."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from dlc.driver import compile_model
+    from dlc.targets import CompileOptions
+    from dlc.tools.oracle import onnxruntime_session
+
+    rng = np.random.default_rng(3)
+    weights = [numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32) * 0.1, name)
+               for name, shape in (("w", (96, 64, 3, 3)), ("b", (96,)))]
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w", "b"], ["y"], pads=[1, 1, 1, 1])], "shared",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64, 5, 5])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 96, 5, 5])], weights)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
+    onnx.checker.check_model(model)
+    x = {"x": rng.standard_normal((1, 64, 5, 5)).astype(np.float32)}
+    loops = str(compile_model(model, options=CompileOptions(threads=4), compile_to="loops").module)
+    assert "shared = 1" in loops and "tm = 1 " not in loops
+    single = compile_model(model, options=CompileOptions(threads=1)).executable.run(x)["y"]
+    for threads in (2, 4):
+        shared = compile_model(model, options=CompileOptions(threads=threads)).executable.run(x)["y"]
+        assert shared.tobytes() == single.tobytes(), threads
+    np.testing.assert_allclose(single, onnxruntime_session(model).run(None, x)[0], rtol=1e-5, atol=1e-5)

@@ -64,6 +64,9 @@ class GemmCalls(EmitterBase):
             function = self.gemm_by_spec[spec]
             if conv is None:
                 worker = self._parallel_worker(function.name, spec)
+            elif conv.get("shared"):
+                worker = self._shared_im2col_workers(f.sym_name.data, function.name, spec, conv,
+                                                     len(self.ukernel_by_spec))
             else:
                 worker = self._im2col_worker(f.sym_name.data, function.name, spec, conv, len(self.ukernel_by_spec))
             self.ukernel_by_spec[key] = (function, worker)
@@ -123,6 +126,68 @@ class GemmCalls(EmitterBase):
         counted_loop(b, first_panel, last_panel, column_block, step)
         b.ret_void()
         return worker
+
+    def _shared_im2col_workers(self, symbol: str, name: str, spec, conv: dict,
+                               index: int) -> tuple[ir.Function, ir.Function, int]:
+        """(pack, multiply, pack items) for a convolution whose grid has several row parts
+        (`shared` in its `dlc.im2col`, passes/lowering/rules/conv.py): `NAME_pack{index}` item i
+        builds panel i % panels of the whole im2col, channels [c0, c1) of range i / panels, into
+        the scratch buffer (panel p at p * depth * nr: the layout one call over all columns
+        writes); then `NAME_shared{index}` item i multiplies row part i % tm by column part
+        i / tm of that one buffer. Within one panel the rows of a channel range are contiguous,
+        so channel ranges split the packing when there are fewer panels than threads.
+
+        `data` holds {A, padded input, C, bias, R, scratch}, as `_im2col_worker`'s.
+        """
+        geometry = Im2colSpec(**{f: conv[f] for f in Im2colSpec.__dataclass_fields__})
+        tm, tn = conv["tm"], conv["tn"]
+        if geometry.depth != spec.k:
+            raise CompileError(f"@{symbol}: im2col depth {geometry.depth} is not the GEMM's k {spec.k}")
+        im2col = im2col_function(self.llvm, geometry, spec.nr)
+        ranges = max(1, min(geometry.channels, tm * tn // spec.panels))
+        taps = geometry.kh * geometry.kw
+
+        def new_worker(suffix: str) -> tuple[ir.Function, ir.IRBuilder, list[ir.Value], ir.Value]:
+            worker = ir.Function(self.llvm, WORKER_TYPE, f"{name}_{suffix}{index}")
+            worker.linkage = "internal"
+            worker.attributes.add("nounwind")
+            worker.attributes.add("noinline")  # one copy for the pool and the in-turn loop
+            b = ir.IRBuilder(worker.append_basic_block("entry"))
+            data, item = worker.args
+            return worker, b, [b.load(slot(b, data, i), typ=PTR, align=8) for i in range(6)], item
+
+        const = lambda value: ir.Constant(I64, value)  # noqa: E731
+
+        def floats(b, base, offset):
+            return b.gep(base, [offset], inbounds=True, source_etype=ir.FloatType())
+
+        pack, b, (_, padded, _, _, _, scratch), item = new_worker("pack")
+        panel, channel_range = b.urem(item, const(spec.panels)), b.udiv(item, const(spec.panels))
+        c0 = b.sdiv(b.mul(channel_range, const(geometry.channels)), const(ranges))
+        c1 = b.sdiv(b.mul(b.add(channel_range, const(1)), const(geometry.channels)), const(ranges))
+        j0 = b.mul(panel, const(spec.nr))
+        j1 = b.select(b.icmp_signed("<", b.add(j0, const(spec.nr)), const(spec.n)), b.add(j0, const(spec.nr)),
+                      const(spec.n))
+        source = floats(b, padded, b.mul(c0, const(geometry.hp * geometry.wp)))
+        target = floats(b, scratch, b.add(b.mul(panel, const(spec.k * spec.nr)), b.mul(c0, const(taps * spec.nr))))
+        channels, *rest = geometry.arguments()
+        b.call(im2col, [source, target, j0, j1, b.sub(c1, c0), *rest])
+        b.ret_void()
+
+        multiply, b, (a, _, c, bias, residual, scratch), item = new_worker("shared")
+        row_part, col_part = b.urem(item, const(tm)), b.udiv(item, const(tm))
+        first_block = b.sdiv(b.mul(row_part, const(spec.row_blocks)), const(tm))
+        last_block = b.sdiv(b.mul(b.add(row_part, const(1)), const(spec.row_blocks)), const(tm))
+        first_row = b.mul(first_block, const(spec.mr))
+        last_row = b.mul(last_block, const(spec.mr))
+        last_row = b.select(b.icmp_signed("<", last_row, const(spec.m)), last_row, const(spec.m))
+        first_panel = b.sdiv(b.mul(col_part, const(spec.panels)), const(tn))
+        last_panel = b.sdiv(b.mul(b.add(col_part, const(1)), const(spec.panels)), const(tn))
+        block = floats(b, scratch, b.mul(first_panel, const(spec.k * spec.nr)))
+        b.call(self.llvm.globals[f"{name}_range"],
+               [a, block, c, bias, residual, first_panel, last_panel, first_row, last_row])
+        b.ret_void()
+        return pack, multiply, spec.panels * ranges
 
     def _parallel_worker(self, name: str, spec) -> ir.Function:
         """`void NAME_worker(ptr data, i64 item)`: item i of a tm x tn grid over C
@@ -194,6 +259,11 @@ class GemmCalls(EmitterBase):
         b = self.builder
         pointers = [self._element_pointer(v, []) for v in op.operands]
         if conv is not None:
+            scratch = op.operands[-1].type.get_shape()
+            if conv.get("shared") and scratch[0] < spec.k * spec.panels * spec.nr:
+                raise CompileError(f"@{op.callee.root_reference.data}: a shared im2col of {spec.panels} panels of "
+                                   f"nr={spec.nr} needs {spec.k * spec.panels * spec.nr} floats of scratch, "
+                                   f"it has {scratch[0]}", "choose nr <= the widest register tile")
             self._call_conv_worker(worker, pointers, spec, conv)
             return
         args = pointers[:3]
@@ -233,9 +303,14 @@ class GemmCalls(EmitterBase):
         for i, value in enumerate([a, padded, c, bias, residual, scratch]):
             b.store(value, slot(b, data, i), align=8)
         items = ir.Constant(I64, conv["tm"] * conv["tn"])
+        # A shared im2col is built by one region of workers, then multiplied by a second.
+        steps = [(worker[0], ir.Constant(I64, worker[2])), (worker[1], items)] if conv.get("shared") \
+            else [(worker, items)]
 
         def in_turn():
-            counted_loop(b, ir.Constant(I64, 0), items, lambda i: b.call(worker, [data, i]))
+            for step_worker, step_items in steps:
+                counted_loop(b, ir.Constant(I64, 0), step_items,
+                             lambda i, step_worker=step_worker: b.call(step_worker, [data, i]))
 
         if conv["tm"] * conv["tn"] == 1 or self.in_parallel_loop:
             in_turn()
@@ -247,5 +322,6 @@ class GemmCalls(EmitterBase):
             with then:
                 in_turn()
             with otherwise:
-                indirect_call(b, parallel, PARALLEL_TYPE, [worker, data, items])
+                for step_worker, step_items in steps:
+                    indirect_call(b, parallel, PARALLEL_TYPE, [step_worker, data, step_items])
 
