@@ -177,3 +177,30 @@ def test_fork_and_exit_with_a_running_pool():
                             timeout=300)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+def test_concurrent_runs_widen_the_pool_up_to_the_cores_and_no_further(monkeypatch):
+    """Each concurrent run of a many-thread model needs num_threads - 1 workers, but the pool
+    (which only grows, and whose idle workers spin) never gets more threads than cores once
+    the callers are counted: 2 callers of 8 threads on 16 cores get 14 workers, 4 get 12."""
+    import dlc.runtime.executable as executable_module
+    import dlc.runtime.thread_pool as thread_pool
+    from dlc.driver import compile_model
+    from dlc.targets import CompileOptions
+    from test_bounds import mlp
+
+    executable = compile_model(mlp(batch=2, sizes=(8, 16, 4)), options=CompileOptions(threads=8)).executable
+    asked = []
+
+    class RecordingPool:
+        def ensure_threads(self, threads):
+            asked.append(threads)
+            return threads
+
+    monkeypatch.setattr(thread_pool, "pool", lambda *code: RecordingPool())
+    monkeypatch.setattr(executable_module, "default_threads", lambda: 16)
+    for callers in (2, 4):
+        executable._widen_pool(callers)
+    monkeypatch.setattr(executable_module, "default_threads", lambda: 4)
+    executable._widen_pool(5)  # more callers than cores: still the model's own threads
+    assert asked == [15, 13, 8]
