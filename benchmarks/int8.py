@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{name:10} thread CPU ms: dlc int8 {cpu['dlc int8'] * 1e3:.3f}, ort int8 "
                       f"{cpu['ort int8'] * 1e3:.3f}, dlc/ort {cpu['dlc int8'] / cpu['ort int8']:.3f}")
                 continue
-            times = median_latencies(runners, args.repeat)
+            times = median_latencies(runners, args.repeat, threads=args.threads)
             ms = {k: v * 1e3 for k, v in times.items()}
             print(f"{name:10} {ms['dlc int8']:12.3f} {ms['ort int8']:12.3f} {ms['dlc fp32']:12.3f} "
                   f"{ms['dlc int8'] / ms['ort int8']:13.2f} {ms['dlc fp32'] / ms['dlc int8']:13.2f}")

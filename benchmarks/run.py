@@ -39,7 +39,7 @@ def benchmark(path: Path, threads: int, repeat: int) -> dict:
     got = compiled.run(feeds)
     error = max(float(np.max(np.abs(g - e))) if g.size else 0.0 for g, e in zip(got.values(), expected))
     latency = median_latencies({"dlc": lambda: compiled.run(feeds),
-                                "onnxruntime": lambda: session.run(None, feeds)}, repeat)
+                                "onnxruntime": lambda: session.run(None, feeds)}, repeat, threads=threads)
     return {"model": path.stem, "dlc_ms": latency["dlc"] * 1e3, "ort_ms": latency["onnxruntime"] * 1e3,
             "ratio": latency["dlc"] / latency["onnxruntime"], "compile_s": compile_seconds, "max_abs_err": error}
 

@@ -45,7 +45,8 @@ def compare_quantized(fp32_model, int8_model, samples: int = 8, repeat: int = 20
             names = [o.name for o in session.get_outputs()]
             runners.append((label, lambda f, s=session, n=names: dict(zip(n, s.run(None, f)))))
     builds = [QuantizedBuild(label, outputs=[run(f) for f in feeds]) for label, run in runners]
-    seconds = median_latencies({label: functools.partial(run, feeds[0]) for label, run in runners}, repeat)
+    seconds = median_latencies({label: functools.partial(run, feeds[0]) for label, run in runners}, repeat,
+                               threads=threads)
     for build in builds:
         build.latency_ms = seconds[build.label] * 1e3
     return builds
