@@ -69,8 +69,23 @@ def _elementwise_chain():
                          helper.make_node("Mul", ["g", X], ["y"])], [2, 24, 32, 32], [("b", b)])
 
 
-MODELS = {"conv_pad_relu": _conv_relu, "conv_small_image": _conv_small_image, "max_pool": _max_pool,
-          "softmax": _softmax, "transpose": _transpose, "elementwise_chain": _elementwise_chain}
+def _depthwise_int8():
+    """A depthwise QLinearConv: its loop nest writes four output pixels of a row per iteration,
+    four views of one buffer (mark-parallel-loops splits it when those stay disjoint)."""
+    rng = np.random.default_rng(3)
+    constants = [("xs", np.float32(0.02)), ("xz", np.uint8(128)), ("ws", np.float32(0.01)), ("wz", np.int8(0)),
+                 ("w", rng.integers(-100, 100, (64, 1, 3, 3)).astype(np.int8)), ("ys", np.float32(0.05)),
+                 ("yz", np.uint8(100))]
+    node = helper.make_node("QLinearConv", [X, "xs", "xz", "w", "ws", "wz", "ys", "yz"], ["y"], group=64,
+                            pads=[1, 1, 1, 1])
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info(X, TensorProto.UINT8, [1, 64, 56, 56])],
+                              [helper.make_tensor_value_info("y", TensorProto.UINT8, [1, 64, 56, 56])],
+                              [numpy_helper.from_array(np.asarray(v), n) for n, v in constants])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=10)
+
+
+MODELS = {"depthwise_int8": _depthwise_int8, "conv_pad_relu": _conv_relu, "conv_small_image": _conv_small_image,
+          "max_pool": _max_pool, "softmax": _softmax, "transpose": _transpose, "elementwise_chain": _elementwise_chain}
 
 
 def _with_threads(model: dlc.CompiledModel, threads: int) -> NativeExecutable:
@@ -275,3 +290,12 @@ builtin.module {
 """)
     (loop,) = [op for op in calling.walk() if "dlc.parallel" in op.attributes]
     assert nest_iterations(loop) is None  # a call's work is not counted: every thread may be used
+
+
+def test_loop_writing_four_views_of_one_buffer_is_split():
+    """The int8 depthwise conv's nest (four output pixels of a row, four strided views of y)
+    is marked: on the 16-core machine it ran on one thread, 0.34 ms of a 0.92 ms model."""
+    module = compile_model(_depthwise_int8(), compile_to="loops").module
+    marked = [op for op in module.walk() if "dlc.parallel" in op.attributes]
+    stores = [{str(store.memref.type) for store in loop.walk() if store.name == "memref.store"} for loop in marked]
+    assert any(len(types) == 4 for types in stores), stores

@@ -15,7 +15,7 @@ from math import prod
 
 from xdsl.context import Context
 from xdsl.dialects import func, memref, scf
-from xdsl.dialects.builtin import ModuleOp, UnitAttr
+from xdsl.dialects.builtin import ModuleOp, StridedLayoutAttr, UnitAttr
 from xdsl.dialects.linalg.attrs import IteratorType
 from xdsl.dialects.linalg.ops import GenericOp
 from xdsl.ir import SSAValue
@@ -25,6 +25,7 @@ from xdsl.ir.affine import (
     AffineConstantExpr,
     AffineDimExpr,
     AffineExpr,
+    AffineMap,
 )
 from xdsl.passes import ModulePass
 from xdsl.pattern_rewriter import (
@@ -97,14 +98,52 @@ def parallel_dim(op: GenericOp) -> int | None:
     outputs = list(zip(op.outputs, maps[len(op.inputs):]))
     if any(m.num_symbols or not any(separates(e, dim, trips) for e in m.results) for _, m in outputs):
         return None  # some iterations would write the same element
-    # Another iteration must not read what this one writes: an operand sharing a written
+    # Another iteration must not read what this one writes: an input sharing a written
     # buffer must be that very value, accessed through the same map (an in-place epilogue).
     roots = [_root(value) for value, _ in outputs]
-    for value, affine_map in zip(op.operands, maps):
+    for value, affine_map in zip(op.inputs, maps):
         for (written, written_map), root in zip(outputs, roots):
             if _root(value) == root and (value, affine_map) != (written, written_map):
                 return None
+    # Outputs that are views of one buffer (the int8 depthwise conv writes four output pixels
+    # of a row, y[..., 0::4, :] to y[..., 3::4, :]) are disjoint between iterations when, in
+    # that buffer's elements, each iteration of `dim` keeps to a range shorter than its step.
+    for root in set(roots):
+        group = [output for output, r in zip(outputs, roots) if r == root]
+        if len(group) > 1 and not _disjoint_between_iterations(group, dim, trips):
+            return None
     return dim
+
+
+def _disjoint_between_iterations(outputs, dim: int, trips: tuple[int, ...]) -> bool:
+    """True when iterations with different `dim` write disjoint elements of the buffer that
+    `outputs` ((view, map) pairs of static strided views) share: every view moves by the same
+    step C per iteration of `dim`, and all the elements one iteration writes lie within fewer
+    than |C| consecutive ones."""
+    steps, lowest, highest = set(), None, None
+    for value, affine_map in outputs:
+        layout = value.type.layout
+        offset = layout.offset.data if isinstance(layout, StridedLayoutAttr) else 0
+        try:
+            strides = value.type.get_strides()
+        except Exception:  # a dynamic stride or offset: nothing is known
+            return False
+        if not isinstance(offset, int) or strides is None or any(not isinstance(s, int) for s in strides):
+            return False
+        coefficients, constant = [0] * len(trips), offset
+        for stride, expr in zip(strides, affine_map.results):
+            form = linear_form(expr, len(trips))
+            if form is None:
+                return False
+            coefficients = [c + stride * f for c, f in zip(coefficients, form)]
+            constant += stride * AffineMap(len(trips), 0, (expr,)).eval([0] * len(trips), [])[0]
+        steps.add(coefficients[dim])
+        spread = [c * (t - 1) for i, (c, t) in enumerate(zip(coefficients, trips)) if i != dim]
+        low, high = constant + sum(min(0, s) for s in spread), constant + sum(max(0, s) for s in spread)
+        lowest = low if lowest is None else min(lowest, low)
+        highest = high if highest is None else max(highest, high)
+    (step,) = steps if len(steps) == 1 else (0,)
+    return step != 0 and highest - lowest < abs(step)
 
 
 class LowerParallelGeneric(RewritePattern):

@@ -94,6 +94,44 @@ builtin.module {
     func.return
   }
 
+  // Two outputs viewing one buffer, the even and the odd columns of each row: rows (d0) stay
+  // disjoint, every element a row writes lies within its 512, so the row loop is split.
+  // CHECK-LABEL: func.func private @interleaved_outputs
+  // CHECK:       scf.for
+  // CHECK-NEXT:    scf.for
+  // CHECK:           memref.store
+  // CHECK:           memref.store
+  // CHECK-NEXT:    {{^ *}}}{{$}}
+  // CHECK-NEXT:  } {dlc.parallel}
+  func.func private @interleaved_outputs(%x: memref<256x256xf32>, %y: memref<256x512xf32>) {
+    %even = memref.subview %y[0, 0] [256, 256] [1, 2] : memref<256x512xf32> to memref<256x256xf32, strided<[512, 2]>>
+    %odd = memref.subview %y[0, 1] [256, 256] [1, 2] : memref<256x512xf32> to memref<256x256xf32, strided<[512, 2], offset: 1>>
+    linalg.generic {indexing_maps = [affine_map<(d0, d1) -> (d0, d1)>, affine_map<(d0, d1) -> (d0, d1)>, affine_map<(d0, d1) -> (d0, d1)>],
+                    iterator_types = ["parallel", "parallel"]}
+        ins(%x : memref<256x256xf32>) outs(%even, %odd : memref<256x256xf32, strided<[512, 2]>>, memref<256x256xf32, strided<[512, 2], offset: 1>>) {
+    ^bb0(%a: f32, %b: f32, %c: f32):
+      %e = math.exp %a : f32
+      linalg.yield %a, %e : f32, f32
+    }
+    func.return
+  }
+
+  // Two outputs viewing one buffer a row apart: row d0 of the second is row d0 + 1 of the
+  // first, so two iterations of d0 write the same element and nothing is split.
+  // CHECK-LABEL: func.func private @overlapping_outputs
+  // CHECK:       linalg.generic
+  func.func private @overlapping_outputs(%x: memref<256x256xf32>, %y: memref<257x256xf32>) {
+    %top = memref.subview %y[0, 0] [256, 256] [1, 1] : memref<257x256xf32> to memref<256x256xf32, strided<[256, 1]>>
+    %bottom = memref.subview %y[1, 0] [256, 256] [1, 1] : memref<257x256xf32> to memref<256x256xf32, strided<[256, 1], offset: 256>>
+    linalg.generic {indexing_maps = [affine_map<(d0, d1) -> (d0, d1)>, affine_map<(d0, d1) -> (d0, d1)>, affine_map<(d0, d1) -> (d0, d1)>],
+                    iterator_types = ["parallel", "parallel"]}
+        ins(%x : memref<256x256xf32>) outs(%top, %bottom : memref<256x256xf32, strided<[256, 1]>>, memref<256x256xf32, strided<[256, 1], offset: 256>>) {
+    ^bb0(%a: f32, %b: f32, %c: f32):
+      linalg.yield %a, %a : f32, f32
+    }
+    func.return
+  }
+
   // Too little work (64 iterations) to wake the thread pool.
   // CHECK-LABEL: func.func private @preserve_small
   // CHECK:       linalg.generic
