@@ -4,6 +4,7 @@
     python benchmarks/native_loops.py rule LSTM 64 2,4,8,16                 # native vs unrolled steps
     python benchmarks/native_loops.py copies lstm_h256_s64 gru2_h256_s64 loop_state  # ping-pong vs copies
     python benchmarks/native_loops.py ort lstm_h256_s64 gru2_h256_s64        # dlc vs onnxruntime, alternated
+    python benchmarks/native_loops.py panels lstm_h256_s64 gru2_h256_s64     # alternate panel order or not
 
 `compile`: one `dlc.compile` of a run_all model with the cache off, CPU seconds of this process
 and its children (the parallel LLVM compile) from `os.times()`, and wall seconds.
@@ -18,6 +19,9 @@ is one Add and one Mul (the copies' worst case).
 `ort`: dlc (1 thread) and onnxruntime (1 intra-op thread) in one process, 21 alternated rounds
 of 50 runs each, median wall time per run: both see the same load, which run_all's separate
 timings do not.
+`panels`: each model compiled with gemm_calls.ALTERNATE_PANELS off and on (a loop body's GEMM
+walks its panels forward, then backward), and onnxruntime, 1 thread each, 21 rounds of 200 runs
+whose order flips every round, median process CPU time per run.
 """
 
 from __future__ import annotations
@@ -173,11 +177,58 @@ def against_onnxruntime(names: list[str]) -> None:
               "(median of 21 alternated rounds)", flush=True)
 
 
+def panels(names: list[str]) -> None:
+    import numpy as np
+    import onnxruntime
+    from run_all import BUILT
+
+    import dlc
+    import dlc.codegen.gemm_calls as gemm_calls
+
+    for name in names:
+        model = BUILT[name]()
+        rng = np.random.default_rng(0)
+        feeds = {value.name: rng.standard_normal([d.dim_value for d in value.type.tensor_type.shape.dim])
+                 .astype(np.float32) for value in model.graph.input}
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = options.inter_op_num_threads = 1
+        session = onnxruntime.InferenceSession(model.SerializeToString(), options,
+                                               providers=["CPUExecutionProvider"])
+        compiled = {}
+        try:
+            for alternate in (False, True):
+                gemm_calls.ALTERNATE_PANELS = alternate
+                compiled[alternate] = dlc.compile(model, threads=1)
+        finally:
+            gemm_calls.ALTERNATE_PANELS = True
+        want = session.run(None, feeds)
+        for executable in compiled.values():
+            for got, expected in zip(executable.run(feeds).values(), want):
+                np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+        runs = {"forward": lambda run=compiled[False].run, feeds=feeds: run(feeds),
+                "alternate": lambda run=compiled[True].run, feeds=feeds: run(feeds),
+                "ort": lambda session=session, feeds=feeds: session.run(None, feeds)}
+        times = {key: [] for key in runs}
+        for round_ in range(21):
+            for key in list(runs) if round_ % 2 == 0 else list(runs)[::-1]:
+                runs[key]()
+                start = time.process_time()
+                for _ in range(200):
+                    runs[key]()
+                times[key].append((time.process_time() - start) / 200 * 1e6)
+        forward, alternate, theirs = (sorted(times[key])[10] for key in runs)
+        print(f"{name}: forward {forward:8.1f} us, alternate {alternate:8.1f} us, onnxruntime {theirs:8.1f} us "
+              f"(CPU, median of 21); alternate/forward {alternate / forward:.3f}, forward/ort "
+              f"{forward / theirs:.3f}, alternate/ort {alternate / theirs:.3f}", flush=True)
+
+
 if __name__ == "__main__":
     if len(sys.argv) >= 3 and sys.argv[1] == "compile":
         compile_times(sys.argv[2:])
     elif len(sys.argv) >= 3 and sys.argv[1] == "ort":
         against_onnxruntime(sys.argv[2:])
+    elif len(sys.argv) >= 3 and sys.argv[1] == "panels":
+        panels(sys.argv[2:])
     elif len(sys.argv) >= 3 and sys.argv[1] == "copies":
         copies(sys.argv[2:])
     elif len(sys.argv) == 5 and sys.argv[1] == "rule":

@@ -212,6 +212,28 @@ def test_steps_share_one_packed_recurrent_weight(tmp_path):
     assert len(packed) == 2, packed  # W for the projection of every step, R for the steps
 
 
+@pytest.mark.parametrize("batch", [1, 3])
+def test_step_gemm_alternates_its_panel_order_without_changing_a_bit(monkeypatch, batch):
+    """The step's GEMM walks R's panels forward, then backward on the next step (gemm_calls
+    ALTERNATE_PANELS, so the panels read last are still in cache): an odd number of steps and a
+    partial last panel (4 x 40 gate columns), bit for bit what the forward order gives."""
+    import dlc
+    import dlc.codegen.gemm_calls as gemm_calls
+    from dlc.driver import compile_model
+
+    monkeypatch.setenv("DLC_CACHE", "0")  # the same model compiled twice, differently
+    model, feeds = _recurrent_model("LSTM", steps=11, batch=batch, features=8, hidden=40, initial=True)
+    text = compile_model(model, compile_to="llvm").text
+    flags = [line for line in text.splitlines() if line.startswith("@") and "_backward" in line]
+    assert len(flags) == 1, flags  # the step's GEMV; the projection GEMM runs once, forward
+    _assert_matches(model, feeds)
+    alternate = dlc.compile(model).run(feeds)
+    monkeypatch.setattr(gemm_calls, "ALTERNATE_PANELS", False)
+    forward = dlc.compile(model).run(feeds)
+    for name, value in forward.items():
+        np.testing.assert_array_equal(alternate[name], value, err_msg=name)
+
+
 @pytest.mark.parametrize("seed", [20, 50])
 def test_fuzzer_recurrent_models_match_on_every_config(seed):
     """The fuzzer's recurrent generator (dlc/tools/fuzz): a recurrent node among other ops, on
