@@ -234,6 +234,23 @@ def test_step_gemm_alternates_its_panel_order_without_changing_a_bit(monkeypatch
         np.testing.assert_array_equal(alternate[name], value, err_msg=name)
 
 
+def test_tile_overrides_reach_the_step_gemm_in_its_loop_body():
+    """`tiles` selects the time step's GEMM (1 x 160 x 40, only in the loop body) by its shape:
+    its register tile becomes 1 x 32 (nr = 2 vectors) instead of the 1 x 64 chosen otherwise."""
+    import dlc
+    from dlc.driver import compile_model
+    from dlc.targets import CompileOptions
+
+    model, feeds = _recurrent_model("LSTM", steps=11, batch=1, features=8, hidden=40, initial=True)
+    text = compile_model(model, compile_to="llvm", options=CompileOptions(tiles="1x160x40:nr=32")).text
+    tiles = {line.split("@")[1].split("(")[0].strip('"') for line in text.splitlines()
+             if line.startswith("define") and "gemm_tile" in line}
+    assert any("_1x2v16_a40" in name for name in tiles) and not any("_1x4v16_a40" in name for name in tiles), tiles
+    got = dlc.compile(model, tiles="1x160x40:nr=32").run(feeds)
+    for name, want in zip(["Y", "Y_h", "Y_c"], run_onnxruntime(model, feeds)):
+        np.testing.assert_allclose(got[name], want, rtol=1e-4, atol=1e-5, err_msg=name)
+
+
 @pytest.mark.parametrize("seed", [20, 50])
 def test_fuzzer_recurrent_models_match_on_every_config(seed):
     """The fuzzer's recurrent generator (dlc/tools/fuzz): a recurrent node among other ops, on
