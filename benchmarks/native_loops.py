@@ -17,8 +17,8 @@ after every iteration) and on (two buffers swapped), 1 thread, timed alternately
 `loop_state` is a Loop of 1,000 iterations whose carried state is 64x1024 floats and whose body
 is one Add and one Mul (the copies' worst case).
 `ort`: dlc (1 thread) and onnxruntime (1 intra-op thread) in one process, 21 alternated rounds
-of 50 runs each, median wall time per run: both see the same load, which run_all's separate
-timings do not.
+of 50 runs each (dlc first in even rounds, onnxruntime first in odd ones), median wall time
+per run: both see the same load, which run_all's separate timings do not.
 `panels`: each model compiled with gemm_calls.ALTERNATE_PANELS off and on (a loop body's GEMM
 walks its panels forward, then backward), and onnxruntime, 1 thread each, 21 rounds of 200 runs
 whose order flips every round, median process CPU time per run.
@@ -165,8 +165,9 @@ def against_onnxruntime(names: list[str]) -> None:
         runs = {"dlc": lambda compiled=compiled, feeds=feeds: compiled.run(feeds),
                 "ort": lambda session=session, feeds=feeds: session.run(None, feeds)}
         times = {key: [] for key in runs}
-        for _ in range(21):
-            for key, run in runs.items():
+        for round_ in range(21):
+            for key in list(runs) if round_ % 2 == 0 else list(runs)[::-1]:  # both orders
+                run = runs[key]
                 run()
                 start = time.perf_counter()
                 for _ in range(50):
