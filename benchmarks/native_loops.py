@@ -5,6 +5,7 @@
     python benchmarks/native_loops.py copies lstm_h256_s64 gru2_h256_s64 loop_state  # ping-pong vs copies
     python benchmarks/native_loops.py ort lstm_h256_s64 gru2_h256_s64        # dlc vs onnxruntime, alternated
     python benchmarks/native_loops.py panels lstm_h256_s64 gru2_h256_s64     # alternate panel order or not
+    python benchmarks/native_loops.py pages lstm_h256_s64 gru2_h256_s64      # weights on huge pages or not
 
 `compile`: one `dlc.compile` of a run_all model with the cache off, CPU seconds of this process
 and its children (the parallel LLVM compile) from `os.times()`, and wall seconds.
@@ -22,6 +23,8 @@ per run: both see the same load, which run_all's separate timings do not.
 `panels`: each model compiled with gemm_calls.ALTERNATE_PANELS off and on (a loop body's GEMM
 walks its panels forward, then backward), and onnxruntime, 1 thread each, 21 rounds of 200 runs
 whose order flips every round, median process CPU time per run.
+`pages`: as `panels`, with the weights blob on 4 KiB pages (runtime/artifact.py
+HUGE_PAGE_MIN_BYTES out of reach) and on transparent huge pages.
 """
 
 from __future__ import annotations
@@ -179,12 +182,44 @@ def against_onnxruntime(names: list[str]) -> None:
 
 
 def panels(names: list[str]) -> None:
+    import dlc.codegen.gemm_calls as gemm_calls
+
+    def build(alternate: bool) -> None:
+        gemm_calls.ALTERNATE_PANELS = alternate
+
+    try:
+        _with_and_without(names, ("forward", "alternate"), build)
+    finally:
+        gemm_calls.ALTERNATE_PANELS = True
+
+
+def pages(names: list[str]) -> None:
+    import dlc.runtime.artifact as artifact
+
+    saved = artifact.HUGE_PAGE_MIN_BYTES
+
+    def build(huge: bool) -> None:
+        artifact.HUGE_PAGE_MIN_BYTES = saved if huge else 1 << 62
+
+    def note() -> str:  # whether the kernel gave huge pages (THP "never": it did not)
+        rollup = Path("/proc/self/smaps_rollup")
+        lines = rollup.read_text().splitlines() if rollup.exists() else []
+        return " ".join(next((line for line in lines if line.startswith("AnonHugePages")), "").split())
+
+    try:
+        _with_and_without(names, ("small pages", "huge pages"), build, note)
+    finally:
+        artifact.HUGE_PAGE_MIN_BYTES = saved
+
+
+def _with_and_without(names: list[str], labels: tuple[str, str], build, note=lambda: "") -> None:
+    """Each model compiled after build(False) and after build(True), and onnxruntime, 1 thread
+    each, 21 rounds of 200 runs whose order flips every round, median process CPU time per run."""
     import numpy as np
     import onnxruntime
     from run_all import BUILT
 
     import dlc
-    import dlc.codegen.gemm_calls as gemm_calls
 
     for name in names:
         model = BUILT[name]()
@@ -196,18 +231,15 @@ def panels(names: list[str]) -> None:
         session = onnxruntime.InferenceSession(model.SerializeToString(), options,
                                                providers=["CPUExecutionProvider"])
         compiled = {}
-        try:
-            for alternate in (False, True):
-                gemm_calls.ALTERNATE_PANELS = alternate
-                compiled[alternate] = dlc.compile(model, threads=1)
-        finally:
-            gemm_calls.ALTERNATE_PANELS = True
+        for on in (False, True):
+            build(on)
+            compiled[on] = dlc.compile(model, threads=1)
         want = session.run(None, feeds)
         for executable in compiled.values():
             for got, expected in zip(executable.run(feeds).values(), want):
                 np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
-        runs = {"forward": lambda run=compiled[False].run, feeds=feeds: run(feeds),
-                "alternate": lambda run=compiled[True].run, feeds=feeds: run(feeds),
+        runs = {labels[0]: lambda run=compiled[False].run, feeds=feeds: run(feeds),
+                labels[1]: lambda run=compiled[True].run, feeds=feeds: run(feeds),
                 "ort": lambda session=session, feeds=feeds: session.run(None, feeds)}
         times = {key: [] for key in runs}
         for round_ in range(21):
@@ -217,10 +249,11 @@ def panels(names: list[str]) -> None:
                 for _ in range(200):
                     runs[key]()
                 times[key].append((time.process_time() - start) / 200 * 1e6)
-        forward, alternate, theirs = (sorted(times[key])[10] for key in runs)
-        print(f"{name}: forward {forward:8.1f} us, alternate {alternate:8.1f} us, onnxruntime {theirs:8.1f} us "
-              f"(CPU, median of 21); alternate/forward {alternate / forward:.3f}, forward/ort "
-              f"{forward / theirs:.3f}, alternate/ort {alternate / theirs:.3f}", flush=True)
+        before, after, theirs = (sorted(times[key])[10] for key in runs)
+        print(f"{name}: {labels[0]} {before:8.1f} us, {labels[1]} {after:8.1f} us, onnxruntime {theirs:8.1f} us "
+              f"(CPU, median of 21); {labels[1]}/{labels[0]} {after / before:.3f}, {labels[0]}/ort "
+              f"{before / theirs:.3f}, {labels[1]}/ort {after / theirs:.3f}" + (f"; {note()}" if note() else ""),
+              flush=True)
 
 
 if __name__ == "__main__":
@@ -230,6 +263,8 @@ if __name__ == "__main__":
         against_onnxruntime(sys.argv[2:])
     elif len(sys.argv) >= 3 and sys.argv[1] == "panels":
         panels(sys.argv[2:])
+    elif len(sys.argv) >= 3 and sys.argv[1] == "pages":
+        pages(sys.argv[2:])
     elif len(sys.argv) >= 3 and sys.argv[1] == "copies":
         copies(sys.argv[2:])
     elif len(sys.argv) == 5 and sys.argv[1] == "rule":
