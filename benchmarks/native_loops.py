@@ -4,6 +4,8 @@
     python benchmarks/native_loops.py rule LSTM 64 2,4,8,16                 # native vs unrolled steps
     python benchmarks/native_loops.py copies lstm_h256_s64 gru2_h256_s64 loop_state  # ping-pong vs copies
     python benchmarks/native_loops.py ort lstm_h256_s64 gru2_h256_s64        # dlc vs onnxruntime, alternated
+    python benchmarks/native_loops.py panels lstm_h256_s64 gru2_h256_s64     # alternate panel order or not
+    python benchmarks/native_loops.py pages lstm_h256_s64 gru2_h256_s64      # weights on huge pages or not
 
 `compile`: one `dlc.compile` of a run_all model with the cache off, CPU seconds of this process
 and its children (the parallel LLVM compile) from `os.times()`, and wall seconds.
@@ -16,8 +18,13 @@ after every iteration) and on (two buffers swapped), 1 thread, timed alternately
 `loop_state` is a Loop of 1,000 iterations whose carried state is 64x1024 floats and whose body
 is one Add and one Mul (the copies' worst case).
 `ort`: dlc (1 thread) and onnxruntime (1 intra-op thread) in one process, 21 alternated rounds
-of 50 runs each, median wall time per run: both see the same load, which run_all's separate
-timings do not.
+of 50 runs each (dlc first in even rounds, onnxruntime first in odd ones), median wall time
+per run: both see the same load, which run_all's separate timings do not.
+`panels`: each model compiled with gemm_calls.ALTERNATE_PANELS off and on (a loop body's GEMM
+walks its panels forward, then backward), and onnxruntime, 1 thread each, 21 rounds of 200 runs
+whose order flips every round, median process CPU time per run.
+`pages`: as `panels`, with the weights blob on 4 KiB pages (runtime/artifact.py
+HUGE_PAGE_MIN_BYTES out of reach) and on transparent huge pages.
 """
 
 from __future__ import annotations
@@ -161,8 +168,9 @@ def against_onnxruntime(names: list[str]) -> None:
         runs = {"dlc": lambda compiled=compiled, feeds=feeds: compiled.run(feeds),
                 "ort": lambda session=session, feeds=feeds: session.run(None, feeds)}
         times = {key: [] for key in runs}
-        for _ in range(21):
-            for key, run in runs.items():
+        for round_ in range(21):
+            for key in list(runs) if round_ % 2 == 0 else list(runs)[::-1]:  # both orders
+                run = runs[key]
                 run()
                 start = time.perf_counter()
                 for _ in range(50):
@@ -173,11 +181,90 @@ def against_onnxruntime(names: list[str]) -> None:
               "(median of 21 alternated rounds)", flush=True)
 
 
+def panels(names: list[str]) -> None:
+    import dlc.codegen.gemm_calls as gemm_calls
+
+    def build(alternate: bool) -> None:
+        gemm_calls.ALTERNATE_PANELS = alternate
+
+    try:
+        _with_and_without(names, ("forward", "alternate"), build)
+    finally:
+        gemm_calls.ALTERNATE_PANELS = True
+
+
+def pages(names: list[str]) -> None:
+    import dlc.runtime.artifact as artifact
+
+    saved = artifact.HUGE_PAGE_MIN_BYTES
+
+    def build(huge: bool) -> None:
+        artifact.HUGE_PAGE_MIN_BYTES = saved if huge else 1 << 62
+
+    def note() -> str:  # whether the kernel gave huge pages (THP "never": it did not)
+        rollup = Path("/proc/self/smaps_rollup")
+        lines = rollup.read_text().splitlines() if rollup.exists() else []
+        return " ".join(next((line for line in lines if line.startswith("AnonHugePages")), "").split())
+
+    try:
+        _with_and_without(names, ("small pages", "huge pages"), build, note)
+    finally:
+        artifact.HUGE_PAGE_MIN_BYTES = saved
+
+
+def _with_and_without(names: list[str], labels: tuple[str, str], build, note=lambda: "") -> None:
+    """Each model compiled after build(False) and after build(True), and onnxruntime, 1 thread
+    each, 21 rounds of 200 runs whose order flips every round, median process CPU time per run."""
+    import numpy as np
+    import onnxruntime
+    from run_all import BUILT
+
+    import dlc
+
+    for name in names:
+        model = BUILT[name]()
+        rng = np.random.default_rng(0)
+        feeds = {value.name: rng.standard_normal([d.dim_value for d in value.type.tensor_type.shape.dim])
+                 .astype(np.float32) for value in model.graph.input}
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = options.inter_op_num_threads = 1
+        session = onnxruntime.InferenceSession(model.SerializeToString(), options,
+                                               providers=["CPUExecutionProvider"])
+        compiled = {}
+        for on in (False, True):
+            build(on)
+            compiled[on] = dlc.compile(model, threads=1)
+        want = session.run(None, feeds)
+        for executable in compiled.values():
+            for got, expected in zip(executable.run(feeds).values(), want):
+                np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+        runs = {labels[0]: lambda run=compiled[False].run, feeds=feeds: run(feeds),
+                labels[1]: lambda run=compiled[True].run, feeds=feeds: run(feeds),
+                "ort": lambda session=session, feeds=feeds: session.run(None, feeds)}
+        times = {key: [] for key in runs}
+        for round_ in range(21):
+            for key in list(runs) if round_ % 2 == 0 else list(runs)[::-1]:
+                runs[key]()
+                start = time.process_time()
+                for _ in range(200):
+                    runs[key]()
+                times[key].append((time.process_time() - start) / 200 * 1e6)
+        before, after, theirs = (sorted(times[key])[10] for key in runs)
+        print(f"{name}: {labels[0]} {before:8.1f} us, {labels[1]} {after:8.1f} us, onnxruntime {theirs:8.1f} us "
+              f"(CPU, median of 21); {labels[1]}/{labels[0]} {after / before:.3f}, {labels[0]}/ort "
+              f"{before / theirs:.3f}, {labels[1]}/ort {after / theirs:.3f}" + (f"; {note()}" if note() else ""),
+              flush=True)
+
+
 if __name__ == "__main__":
     if len(sys.argv) >= 3 and sys.argv[1] == "compile":
         compile_times(sys.argv[2:])
     elif len(sys.argv) >= 3 and sys.argv[1] == "ort":
         against_onnxruntime(sys.argv[2:])
+    elif len(sys.argv) >= 3 and sys.argv[1] == "panels":
+        panels(sys.argv[2:])
+    elif len(sys.argv) >= 3 and sys.argv[1] == "pages":
+        pages(sys.argv[2:])
     elif len(sys.argv) >= 3 and sys.argv[1] == "copies":
         copies(sys.argv[2:])
     elif len(sys.argv) == 5 and sys.argv[1] == "rule":

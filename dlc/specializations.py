@@ -11,10 +11,14 @@ compile shapes it does not hold; without it, such a shape is an error listing th
 
 Input values, too (docs/architecture.md "Loops"): a Loop whose scan outputs' length is known
 only at run time makes the importer name the graph inputs its trip count and condition come
-from (`value_inputs`); their values join the key, each new value compiles a specialisation in
-which they are constants. A Loop that can end early gets a row counter (`counted_outputs`,
-control_flow.count_rows): its scan outputs are bounded by the trip count, and `run` returns
-the rows written.
+from (`value_inputs`); their values join the key. What a compile depends on is the trip
+count and initial condition they give each Loop of the main graph (evaluated from the values
+with onnx's reference evaluator), so values that give the same ones share one specialisation
+in which those are constants and the values stay run-time inputs (a trip count ceil(n / step)
+as onnx's Range body computes it: 10/3 and 11/3 both run 4 times); where the model needs the
+values elsewhere to fix a shape, each value set compiles with the values as constants instead. A Loop that can end early gets a row
+counter (`counted_outputs`, control_flow.count_rows): its scan outputs are bounded by the trip
+count, and `run` returns the rows written.
 """
 
 from __future__ import annotations
@@ -88,6 +92,11 @@ class SpecializingModel:
         self._counted: list[str] = []
         self._rows: dict[str, str] = {}  # scan output -> its counter's graph output
         self._proto = None  # the source model, parsed once for a compile per input value
+        # The Loops' trip counts and conditions the value inputs fix, and a model computing
+        # them (`_derivation`), for the values in `_values` when made; None: key by the values.
+        self._derived: tuple | None = None
+        self._examples: dict[tuple, tuple] = {}  # a held specialisation's key -> the first feeds' key
+        self._shared: dict[tuple, tuple] = {}  # feeds' key -> `_shared_key`, for the runs that follow
 
     # ------------------------------------------------------------------ CompiledModel's interface
 
@@ -120,14 +129,15 @@ class SpecializingModel:
         batch-proved model) give the batch-1 executable and the first sample's feeds."""
         key = self.shape_key(feeds)
         if self._values or self._counted:
-            return self.executable_for(key), {n: v for n, v in feeds.items() if n not in self._values}
+            executable = self.executable_for(key)
+            return executable, _own_feeds(executable, feeds, self._values)
         if self._batched and not self._thin_products(key):
             key = tuple((name, (1, *shape[1:]) if name in self._batched else shape) for name, shape in key)
             feeds = {name: value[:1] if name in self._batched else value for name, value in feeds.items()}
         return self.executable_for(key), feeds
 
     def _keys(self) -> list[tuple]:
-        return list(self._loaders) + [key for key in self._held if key not in self._loaders]
+        return list(self._loaders) + [self._examples.get(key, key) for key in self._held if key not in self._loaders]
 
     def run(self, feeds: dict) -> dict:
         while True:  # until the importer asks for no more input values (at most twice)
@@ -141,7 +151,7 @@ class SpecializingModel:
     def _run(self, key: tuple, feeds: dict) -> dict:
         if self._values or self._counted:
             executable = self.executable_for(key)
-            outputs = executable.run({name: value for name, value in feeds.items() if name not in self._values})
+            outputs = executable.run(_own_feeds(executable, feeds, self._values))
             for name, counter in self._rows.items():
                 rows = int(outputs.pop(counter))
                 if name in outputs:
@@ -266,11 +276,13 @@ class SpecializingModel:
     def executable_for(self, key: tuple):
         """The specialisation for `key` (shape_key), compiled or loaded on first use."""
         with self._lock:
-            if key in self._held:
-                self._held.move_to_end(key)
-                return self._held[key]
+            shared = self._shared_key(key)
+            for held in (shared, key):
+                if held in self._held:
+                    self._held.move_to_end(held)
+                    return self._held[held]
             if key in self._loaders:
-                executable = self._loaders[key]()
+                executable, shared = self._loaders[key](), key
             elif self._compile_shape is None:
                 held = "; ".join(_shape_text(dict(k)) for k in self._loaders) or "none"
                 raise InputError(f"no specialisation for input shapes {_shape_text(dict(key))}: this artifact "
@@ -279,27 +291,99 @@ class SpecializingModel:
                                  "CompiledModel.save(directory, include_model=True) so that new shapes "
                                  "compile on load")
             else:
-                executable = self._compile(key)
+                executable, shared = self._compile(key, shared)
                 self.compiles += 1
-            self._held[key] = executable
+            self._held[shared] = executable
+            self._examples.setdefault(shared, key)
             while len(self._held) > self.max_shapes:
-                self._held.popitem(last=False)
+                self._examples.pop(self._held.popitem(last=False)[0], None)
             return executable
 
+    def _shared_key(self, key: tuple) -> tuple:
+        """The key of what `key`'s compile depends on: its shapes and the trip counts and
+        conditions its values give the Loops (`_derivation`); `key` itself where those are not
+        known (no source model, a cone the reference evaluator cannot run, or a model that
+        needs the values elsewhere)."""
+        derivation = self._derivation()
+        if derivation is None:
+            return key
+        if key not in self._shared:
+            if len(self._shared) >= 1024:
+                self._shared.clear()
+            self._shared[key] = self._derive(key, *derivation)
+        return self._shared[key]
 
-    def _compile(self, key: tuple):
-        """Compile the specialisation for `key`: its values as constants of the model, its
-        counted Loops given their row counters."""
+    def _derive(self, key: tuple, evaluator, heads: list) -> tuple:
+        values = {name: np.array(entry[2], np.dtype(self._dtype(name))).reshape(entry[1])
+                  for name, entry in key if _is_value(entry)}
+        try:
+            results = evaluator.run(None, {name: values[name] for name in evaluator.input_names})
+        except Exception:  # noqa: BLE001 - then the values themselves key the compile
+            return key
+        derived = []
+        for (node, position, _), value in zip(heads, results):
+            flat = np.asarray(value).reshape(-1)
+            if flat.size != 1:
+                return key
+            derived.append((node, position, max(int(flat[0]), 0) if position == 0 else bool(flat[0])))
+        return (*((name, entry) for name, entry in key if not _is_value(entry)), (_DERIVED, tuple(derived)))
+
+    def _dtype(self, name: str) -> str:
+        return next(spec.dtype for spec in self._inputs if spec.name == name)
+
+    def _derivation(self):
+        """(a reference evaluator computing the trip counts and conditions of the main graph's
+        Loops that the value inputs fix, [(node index, input position, name)]), or None."""
+        if self._derived is not None and self._derived[0] == tuple(self._values):
+            return self._derived[1]
+        derivation = None
+        if self._values and (self._source is not None or self._proto is not None):
+            try:
+                derivation = _loop_heads(self._source_proto(), set(self._values))
+            except Exception:  # noqa: BLE001 - a cone onnx cannot evaluate: key by the values
+                derivation = None
+        self._derived = (tuple(self._values), derivation)
+        self._shared.clear()
+        return derivation
+
+
+    def _compile(self, key: tuple, shared: tuple) -> tuple[object, tuple]:
+        """Compile the specialisation for `key` and say which key holds it: `shared` (the
+        Loops' trip counts and conditions as constants, the values run-time inputs) or, where
+        that does not compile, `key` (the values as constants of the model). Counted Loops get
+        their row counters."""
+        from dlc.errors import DlcError
+
         shapes = {name: shape for name, shape in key if not _is_value(shape)}
         if not self._values and not self._counted:
-            return self._compile_shape(shapes)
+            return self._compile_shape(shapes), key
+        if shared != key:
+            try:
+                return self._compile_proto(key, dict(shared)[_DERIVED]), shared
+            except DlcError:
+                executable = self._compile_proto(key, None)  # raises the model's own error
+                self._derived = (tuple(self._values), None)  # the values fix more than the Loops
+                self._shared.clear()
+                return executable, key
+        return self._compile_proto(key, None), key
+
+    def _compile_proto(self, key: tuple, derived: tuple | None):
+        """The source model with the Loops' heads `derived` as constants (the values stay
+        inputs), or with the values of `key` as constants (derived None); compiled."""
         import onnx
 
         from dlc.frontend.control_flow import count_rows
 
+        shapes = {name: shape for name, shape in key if not _is_value(shape)}
         proto = onnx.ModelProto()
         proto.CopyFrom(self._source_proto())
-        for name, (_, shape, flat) in ((n, v) for n, v in key if _is_value(v)):
+        for node, position, value in derived or ():
+            loop = proto.graph.node[node]
+            name = f"dlc.{'trips' if position == 0 else 'cond'}/{loop.name or node}"
+            proto.graph.initializer.append(onnx.numpy_helper.from_array(
+                np.array(value, np.int64 if position == 0 else np.bool_), name))
+            loop.input[position] = name
+        for name, (_, shape, flat) in ((n, v) for n, v in key if _is_value(v) and derived is None):
             spec = next(spec for spec in self._inputs if spec.name == name)
             position = next(i for i, value in enumerate(proto.graph.input) if value.name == name)
             del proto.graph.input[position]
@@ -324,6 +408,73 @@ class SpecializingModel:
             self._proto = onnx.load_from_string(self._source) if isinstance(self._source, bytes) \
                 else onnx.load(str(self._source))
         return self._proto
+
+
+_DERIVED = "=loops"  # the key entry of the Loops' trip counts and conditions (`_shared_key`)
+
+
+def _own_feeds(executable, feeds: dict, values: list[str]) -> dict:
+    """The feeds `executable` takes: without the value inputs it holds as constants."""
+    inputs = getattr(executable, "inputs", None)
+    if inputs is None:
+        return {name: value for name, value in feeds.items() if name not in values}
+    taken = {spec.name for spec in inputs}
+    return {name: value for name, value in feeds.items() if name in taken}
+
+
+def _loop_heads(proto, values: set[str]):
+    """(a reference evaluator of the trip counts and conditions of `proto`'s top-level Loops
+    that graph inputs among `values` (and constants) compute, [(node index, input position,
+    name)]), or None when no Loop's are."""
+    import onnx
+    from onnx import helper
+    from onnx.reference import ReferenceEvaluator
+
+    from dlc.frontend.control_flow import MAX_VALUE_CONE_NODES
+
+    graph = proto.graph
+    constants = {init.name for init in graph.initializer}
+    producers = {out: (index, node) for index, node in enumerate(graph.node) for out in node.output if out}
+    heads, cone, inputs = [], {}, set()
+    for index, node in enumerate(graph.node):
+        if node.op_type != "Loop" or node.domain not in ("", "ai.onnx"):
+            continue
+        for position in (0, 1):
+            name = node.input[position] if position < len(node.input) else ""
+            if not name or name in constants:
+                continue
+            found, seen, pending = {}, set(), [name]
+            used = set()
+            while pending:
+                value = pending.pop()
+                if value in seen or not value or value in constants:
+                    continue
+                seen.add(value)
+                if value in values:
+                    used.add(value)
+                    continue
+                producer = producers.get(value)
+                if producer is None or producer[1].op_type in ("Loop", "Scan", "If") or \
+                        len(found) >= MAX_VALUE_CONE_NODES:
+                    found = None
+                    break
+                found[producer[0]] = producer[1]
+                pending.extend(producer[1].input)
+            if found is None or not used:
+                continue
+            heads.append((index, position, name))
+            cone.update(found)
+            inputs |= used
+    if not heads:
+        return None
+    nodes = [cone[index] for index in sorted(cone)]
+    read = {name for node in nodes for name in node.input}
+    sub = helper.make_graph(
+        nodes, "loop_heads", [value for value in graph.input if value.name in inputs],
+        [onnx.ValueInfoProto(name=name) for _, _, name in heads],
+        [init for init in graph.initializer if init.name in read])
+    model = helper.make_model(sub, opset_imports=proto.opset_import, functions=proto.functions)
+    return ReferenceEvaluator(model), heads
 
 
 def _is_value(entry) -> bool:

@@ -321,7 +321,7 @@ def test_a_run_time_trip_count_compiles_once_per_value_and_sizes_the_scan_output
     model = _rnn_loop(trips=None, scan=True)
     compiled = dlc.compile(model)
     _assert_matches(model, [_feeds(M=np.array(m)) for m in (5, 70, 0, -3, 5, 70)], compiled)
-    assert compiled.compiles == 4  # 5, 70, 0 and -3 (no iteration, as onnxruntime); then held
+    assert compiled.compiles == 3  # 5, 70, and 0 = -3 (no iteration, as onnxruntime); then held
 
 
 def test_a_loop_that_ends_early_returns_the_rows_its_body_wrote():
@@ -387,6 +387,55 @@ def test_a_trip_count_computed_from_small_inputs_with_its_scan_output_consumed()
     cases = [(10.0, 3.0), (10.0, 0.5), (7.0, 3.5), (10.0, 3.0)]
     _assert_matches(model, [_feeds(n=np.array(n, np.float32), step=np.array(s, np.float32)) for n, s in cases],
                     compiled)
+    assert compiled.compiles == 3
+
+
+def _ceiling_loop():
+    """The Loop of test_a_trip_count_computed_from_small_inputs...: M = ceil(n / step); the
+    graph also outputs ReduceSum(all) * n, so n is needed at run time too."""
+    model = _rnn_loop(trips=None, scan=True, inputs=[v("n", F, []), v("step", F, [])])
+    model.graph.node.insert(0, helper.make_node("Div", ["n", "step"], ["ratio"]))
+    model.graph.node.insert(1, helper.make_node("Ceil", ["ratio"], ["ceiling"]))
+    model.graph.node.insert(2, helper.make_node("Cast", ["ceiling"], ["M"], to=I64))
+    model.graph.input.remove(next(value for value in model.graph.input if value.name == "M"))
+    model.graph.node.append(helper.make_node("ReduceSum", ["all"], ["total"], keepdims=0))
+    model.graph.node.append(helper.make_node("Mul", ["total", "n"], ["scaled"]))
+    model.graph.output.append(v("scaled", F, []))
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def test_values_giving_the_same_trip_count_share_one_compile(monkeypatch, tmp_path):
+    """The key is what the compile depends on: the trip count the values give (4 for 10/3,
+    11/3, 12/3 and 8/2; none for -4/2 and 0/1), not the values, which stay run-time inputs
+    (the output scales by n)."""
+    monkeypatch.setenv("DLC_CACHE_DIR", str(tmp_path))  # every specialisation a real compile
+    model = _ceiling_loop()
+    compiled = dlc.compile(model)
+    cases = [(10.0, 3.0), (11.0, 3.0), (12.0, 3.0), (8.0, 2.0), (10.0, 0.5), (-4.0, 2.0), (0.0, 1.0), (11.0, 3.0)]
+    _assert_matches(model, [_feeds(n=np.array(n, np.float32), step=np.array(s, np.float32)) for n, s in cases],
+                    compiled)
+    assert compiled.compiles == 3  # 4, 20 and 0 iterations
+    # Each specialisation is listed with the first values that compiled it.
+    assert sorted((shape["n"][2][0], shape["step"][2][0]) for shape in compiled.shapes) == \
+        [(-4.0, 2.0), (10.0, 0.5), (10.0, 3.0)]
+    # The loop's own input: M = 0 and M = -3 both run no iteration.
+    model = _rnn_loop(trips=None, scan=True)
+    counted = dlc.compile(model)
+    _assert_matches(model, [_feeds(M=np.array(m)) for m in (0, -3, 2, -1)], counted)
+    assert counted.compiles == 2
+
+
+def test_values_that_fix_more_than_a_trip_count_compile_per_value(monkeypatch, tmp_path):
+    """M also sizes a ConstantOfShape: its value is needed as a constant, so each value
+    compiles (with M as a constant of the model), as before keys were trip counts."""
+    monkeypatch.setenv("DLC_CACHE_DIR", str(tmp_path))
+    model = _rnn_loop(trips=None, scan=True, constants=[helper.make_tensor("zero_axis", I64, [1], [0])])
+    model.graph.node.append(helper.make_node("Unsqueeze", ["M", "zero_axis"], ["m_shape"]))
+    model.graph.node.append(helper.make_node("ConstantOfShape", ["m_shape"], ["zeros"]))
+    model.graph.output.append(v("zeros", F, ["m"]))
+    compiled = dlc.compile(model)
+    _assert_matches(model, [_feeds(M=np.array(m)) for m in (5, 7, 5, 3)], compiled)
     assert compiled.compiles == 3
 
 

@@ -212,6 +212,45 @@ def test_steps_share_one_packed_recurrent_weight(tmp_path):
     assert len(packed) == 2, packed  # W for the projection of every step, R for the steps
 
 
+@pytest.mark.parametrize("batch", [1, 3])
+def test_step_gemm_alternates_its_panel_order_without_changing_a_bit(monkeypatch, batch):
+    """The step's GEMM walks R's panels forward, then backward on the next step (gemm_calls
+    ALTERNATE_PANELS, so the panels read last are still in cache): an odd number of steps and a
+    partial last panel (4 x 40 gate columns), bit for bit what the forward order gives."""
+    import dlc
+    import dlc.codegen.gemm_calls as gemm_calls
+    from dlc.driver import compile_model
+
+    monkeypatch.setenv("DLC_CACHE", "0")  # the same model compiled twice, differently
+    model, feeds = _recurrent_model("LSTM", steps=11, batch=batch, features=8, hidden=40, initial=True)
+    text = compile_model(model, compile_to="llvm").text
+    flags = [line for line in text.splitlines() if line.startswith("@") and "_backward" in line]
+    assert len(flags) == 1, flags  # the step's GEMV; the projection GEMM runs once, forward
+    _assert_matches(model, feeds)
+    alternate = dlc.compile(model).run(feeds)
+    monkeypatch.setattr(gemm_calls, "ALTERNATE_PANELS", False)
+    forward = dlc.compile(model).run(feeds)
+    for name, value in forward.items():
+        np.testing.assert_array_equal(alternate[name], value, err_msg=name)
+
+
+def test_tile_overrides_reach_the_step_gemm_in_its_loop_body():
+    """`tiles` selects the time step's GEMM (1 x 160 x 40, only in the loop body) by its shape:
+    its register tile becomes 1 x 32 (nr = 2 vectors) instead of the 1 x 64 chosen otherwise."""
+    import dlc
+    from dlc.driver import compile_model
+    from dlc.targets import CompileOptions
+
+    model, feeds = _recurrent_model("LSTM", steps=11, batch=1, features=8, hidden=40, initial=True)
+    text = compile_model(model, compile_to="llvm", options=CompileOptions(tiles="1x160x40:nr=32")).text
+    tiles = {line.split("@")[1].split("(")[0].strip('"') for line in text.splitlines()
+             if line.startswith("define") and "gemm_tile" in line}
+    assert any("_1x2v16_a40" in name for name in tiles) and not any("_1x4v16_a40" in name for name in tiles), tiles
+    got = dlc.compile(model, tiles="1x160x40:nr=32").run(feeds)
+    for name, want in zip(["Y", "Y_h", "Y_c"], run_onnxruntime(model, feeds)):
+        np.testing.assert_allclose(got[name], want, rtol=1e-4, atol=1e-5, err_msg=name)
+
+
 @pytest.mark.parametrize("seed", [20, 50])
 def test_fuzzer_recurrent_models_match_on_every_config(seed):
     """The fuzzer's recurrent generator (dlc/tools/fuzz): a recurrent node among other ops, on

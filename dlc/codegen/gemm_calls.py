@@ -28,6 +28,11 @@ from passes.target_info import target_info
 MIN_PARALLEL_MACS = 1 << 20
 # Thread counts the GEMM work grids are tabulated for (more threads share the last grid).
 GRID_TABLE_THREADS = 64
+# A loop body's GEMM on one thread walks B's panels forward on one call and backward on the
+# next, so the panels it read last are still in L2/L1 when the next iteration starts: an LSTM's
+# step reads its 1 MiB R^T per step, a core's whole L2 (benchmarks/README.md "Native loops":
+# LSTM and GRU 5-9% faster). Off for benchmarks/native_loops.py's A/B.
+ALTERNATE_PANELS = True
 
 
 class GemmCalls(EmitterBase):
@@ -36,6 +41,7 @@ class GemmCalls(EmitterBase):
     ukernels: dict[str, tuple]  # declaration name -> (GemmSpec, function, worker, im2col)
     ukernel_by_spec: dict[object, tuple[ir.Function, ir.Function]]
     gemm_by_spec: dict[GemmSpec, ir.Function]  # one GEMM per spec, whoever calls it
+    loop_body_symbols: set[str]  # the functions and micro-kernels of Loop bodies (dialects/loop.py)
 
     def _ukernel(self, f: func.FuncOp) -> ir.Function:
         """Generate the micro-kernel a `dlc.ukernel` declaration specifies."""
@@ -275,7 +281,7 @@ class GemmCalls(EmitterBase):
             else:
                 args.append(ir.Constant(PTR, None))
         if spec.panels * spec.row_blocks < 2 or spec.m * spec.n * spec.k < MIN_PARALLEL_MACS:
-            b.call(function, args)
+            self._serial_gemm(op.callee.root_reference.data, spec, function, args)
             return
         threads = self.runtime_field("num_threads")
         parallel = self.runtime_field("parallel")
@@ -283,7 +289,7 @@ class GemmCalls(EmitterBase):
                        b.icmp_unsigned("==", parallel, ir.Constant(PTR, None)))
         with b.if_else(serial) as (then, otherwise):
             with then:
-                b.call(function, args)
+                self._serial_gemm(op.callee.root_reference.data, spec, function, args)
             with otherwise:
                 tm, tn = self._thread_grid_of(b, spec, threads)
                 items = b.mul(tm, tn)
@@ -291,6 +297,37 @@ class GemmCalls(EmitterBase):
                 for i, value in enumerate([*args, tm, items]):
                     b.store(value, slot(b, data, i), align=8)
                 indirect_call(b, parallel, PARALLEL_TYPE, [worker, data, items])
+
+    def _serial_gemm(self, symbol: str, spec, function: ir.Function, args: list[ir.Value]) -> None:
+        """Run a GEMM on this thread: in a loop body (`ALTERNATE_PANELS`), its panels in
+        alternate order from one call to the next, else all at once.
+
+        The order is a flag of this call site, flipped by each call (relaxed atomics: two
+        threads running the model at once each see a valid order; the order changes no
+        result, each panel writes its own columns of C). So from one iteration to the next the
+        panels read last are read first again, while they are still in cache."""
+        b = self.builder
+        if not ALTERNATE_PANELS or spec.panels < 2 or symbol not in self.loop_body_symbols:
+            b.call(function, args)
+            return
+        byte = ir.IntType(8)
+        flag = ir.GlobalVariable(self.llvm, byte, self.llvm.get_unique_name(f"{function.name}_backward"))
+        flag.initializer = ir.Constant(byte, 0)
+        flag.linkage = "internal"
+        backward = b.load_atomic(flag, "monotonic", 1, typ=byte)
+        b.store_atomic(b.xor(backward, ir.Constant(byte, 1)), flag, "monotonic", 1)
+        with b.if_else(b.icmp_unsigned("!=", backward, ir.Constant(byte, 0))) as (then, otherwise):
+            with then:
+                range_fn = self.llvm.globals[f"{function.name}_range"]
+                last, one = ir.Constant(I64, spec.panels - 1), ir.Constant(I64, 1)
+
+                def panel(i: ir.Value) -> None:
+                    p = b.sub(last, i)
+                    b.call(range_fn, [*args, p, b.add(p, one), ir.Constant(I64, 0), ir.Constant(I64, spec.row_extent)])
+
+                counted_loop(b, ir.Constant(I64, 0), ir.Constant(I64, spec.panels), panel)
+            with otherwise:
+                b.call(function, args)
 
     def _call_conv_worker(self, worker: ir.Function, pointers: list[ir.Value], spec, conv: dict) -> None:
         """Run an im2col convolution's tm x tn items (`_im2col_worker`) on the pool, or in turn."""

@@ -100,6 +100,7 @@ class LLVMEmitter(ParallelLoops, GemmCalls):
         self.parallel_loops = {}
         self.values = {}  # the per-function state is set by _function_state
         self.in_parallel_loop = False
+        self.loop_body_symbols = set()
 
     # -- module and functions -----------------------------------------------------------------
 
@@ -111,7 +112,9 @@ class LLVMEmitter(ParallelLoops, GemmCalls):
             if not isinstance(op, (func.FuncOp, ModuleOp)) and op.name != "memref.global":
                 # memref.global ops are weights: they live in the weight blob, not in LLVM IR.
                 raise NotImplementedError(f"llvm emitter: no rule for {op.name} at module level")
-        funcs += _loop_body_functions(self.module, "")
+        bodies = _loop_body_functions(self.module, "")
+        self.loop_body_symbols = {f.sym_name.data for f in bodies}
+        funcs += bodies
         # Declare every function first so calls may precede their callee's definition.
         for f in funcs:
             self.functions[f.sym_name.data] = self._declare_function(f)

@@ -226,7 +226,9 @@ def weight_layout(module) -> tuple[dict[str, int], np.ndarray]:
     for name in used:
         offsets[name] = size
         size += (store[name].nbytes + 63) // 64 * 64
-    blob = np.zeros(max(size, 64), dtype=np.uint8)
+    from dlc.runtime.artifact import weights_buffer
+
+    blob = weights_buffer(max(size, 64))  # zeroed; on huge pages when large
     for name, offset in offsets.items():
         data = np.ascontiguousarray(store[name]).view(np.uint8).reshape(-1)
         blob[offset:offset + data.size] = data

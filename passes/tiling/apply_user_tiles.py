@@ -9,7 +9,11 @@ tiles left unset (IREE's lowering_config attributes play the same part). Overrid
 
 one `SELECTOR:TILE=N,...` entry per `;`, applied in order, a later entry winning. A
 selector is `*` (every GEMM), a kernel's name (the names `--profile` prints), or a GEMM
-shape `MxNxK`; an entry without a selector means `*`.
+shape `MxNxK`; an entry without a selector means `*`. GEMMs in Loop bodies (dialects/loop.py:
+a recurrent layer's time step) are selected alike, a kernel of one by `BODY.KERNEL`
+(`lstm_0.k2_MatMul`, as the LLVM symbols name it): the pass runs on each body before the module
+holding it (the driver's stages), and a selector is an error only when it matches no GEMM in
+the module or any of its bodies.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from xdsl.passes import ModulePass
 
 from dialects.diagnostics import CompileError
 from dialects.gemm_ukernel import gemm_attributes, gemm_spec, ukernels
+from dialects.loop import bodies_of
 from passes.target_info import target_info
 
 TILES = ("mr", "nr", "kc", "mc", "nc")
@@ -64,6 +69,25 @@ def _callers(module: ModuleOp) -> dict[str, list[str]]:
     return callers
 
 
+def _gemms(module: ModuleOp):
+    """(declaration, spec, the selectors that name it, its callers) of each GEMM of `module`;
+    a Loop body's kernels are named BODY.KERNEL."""
+    prefix = f"{module.sym_name.data}." if module.sym_name is not None else ""
+    callers = _callers(module)
+    for decl in ukernels(module):
+        spec = gemm_spec(decl)
+        kernels = [prefix + name for name in callers.get(decl.sym_name.data, [])]
+        yield decl, spec, {"*", f"{spec['m']}x{spec['n']}x{spec['k']}", *kernels}, kernels
+
+
+def _all_bodies(module: ModuleOp) -> list[ModuleOp]:
+    """The Loop bodies of `module` and theirs, detached (the driver's stages) or attached."""
+    found = []
+    for body in (*bodies_of(module), *(op for op in module.ops if isinstance(op, ModuleOp))):
+        found += [body, *_all_bodies(body)]
+    return found
+
+
 @dataclass(frozen=True)
 class ApplyUserTilesPass(ModulePass):
     """Set the tiles a user asked for on the GEMM micro-kernels their selectors match."""
@@ -77,12 +101,8 @@ class ApplyUserTilesPass(ModulePass):
         if not entries:
             return
         vector_width = target_info(op).vector_width
-        callers = _callers(op)
-        declarations = ukernels(op)
         matched = set()
-        for decl in declarations:
-            spec = gemm_spec(decl)
-            names = {"*", f"{spec['m']}x{spec['n']}x{spec['k']}", *callers.get(decl.sym_name.data, [])}
+        for decl, spec, names, kernels in _gemms(op):
             chosen = {}
             for selector, tiles in entries:
                 if selector in names:
@@ -90,7 +110,7 @@ class ApplyUserTilesPass(ModulePass):
                     matched.add(selector)
             if not chosen:
                 continue
-            where = f"GEMM {spec['m']}x{spec['n']}x{spec['k']} in {', '.join(callers.get(decl.sym_name.data, ['?']))}"
+            where = f"GEMM {spec['m']}x{spec['n']}x{spec['k']} in {', '.join(kernels or ['?'])}"
             if "nr" in chosen and chosen["nr"] % vector_width:
                 raise CompileError(f"tile override for {where}: nr={chosen['nr']} is not a multiple of the "
                                    f"target's vector width ({vector_width} floats)")
@@ -98,9 +118,13 @@ class ApplyUserTilesPass(ModulePass):
                 raise CompileError(f"tile override for {where}: its weight is already packed for nr={spec['nr']}",
                                    "set tiles before pack-weights runs (the default pipeline does)")
             decl.attributes["dlc.gemm"] = gemm_attributes(spec | chosen)
+        if op.sym_name is not None:
+            return  # a Loop body: the module holding it (run after it) checks every selector
+        every = [gemm for body in [op, *_all_bodies(op)] for gemm in _gemms(body)]
+        matched |= {selector for _, _, names, _ in every for selector, _ in entries if selector in names}
         unmatched = [selector for selector, _ in entries if selector not in matched]
         if unmatched:
-            kernels = sorted({name for decl in declarations for name in callers.get(decl.sym_name.data, [])})
+            kernels = sorted({name for _, _, _, callers in every for name in callers})
             raise CompileError(f"tile override: no GEMM matches {', '.join(map(repr, unmatched))}",
                                f"selectors are '*', MxNxK, or a kernel with a GEMM: {', '.join(kernels) or 'none'}")
 
