@@ -731,3 +731,30 @@ def test_onnxruntime_qoperator_nodes_are_refused_by_name(op_type):
     with pytest.raises(UnsupportedError, match=f"node 'q1': operator 'com.microsoft.{op_type}'") as error:
         dlc.compile(model)
     assert "QuantFormat.QDQ" in str(error.value) or "QuantFormat.QDQ" in str(getattr(error.value, "hint", ""))
+
+
+# Depthwise sums start at the zero point correction in float32 where every partial sum stays
+# an integer below 2**24 (then exact); a bias beyond that keeps the int32 addition. Both paths
+# bit-exact with onnxruntime, with a remainder of one output column (9 = 2 blocks of 4 + 1).
+@pytest.mark.parametrize("bias_size, float_start", [(3000, True), (2 ** 26, False)])
+def test_depthwise_float_start_is_exact(bias_size, float_start):
+    from dlc.driver import compile_model
+
+    rng = np.random.default_rng(bias_size % 97)
+    c = 32
+    constants = [("x_scale", np.array(0.03, np.float32)), ("x_zero", np.array(90, np.uint8)),
+                 ("w", rng.integers(-128, 128, (c, 1, 3, 3)).astype(np.int8)),
+                 ("w_scale", rng.uniform(0.01, 0.05, c).astype(np.float32)), ("w_zero", np.zeros(c, np.int8)),
+                 ("y_scale", np.array(0.2 * max(1, bias_size // 3000), np.float32)),
+                 ("y_zero", np.array(120, np.uint8)),
+                 ("bias", rng.integers(-bias_size, bias_size, c).astype(np.int32))]
+    model = _one_node("QLinearConv", [("x", T.UINT8, [2, c, 7, 9])], constants, T.UINT8, group=c,
+                      pads=[1, 1, 1, 1])
+    linalg = str(compile_model(model, compile_to="linalg").module)
+    assert "depthwise int32 loops in NHWC" in linalg
+    assert ("summed in float32 from the zero point correction" in linalg) == float_start
+    x = rng.integers(0, 256, [2, c, 7, 9]).astype(np.uint8)
+    got = dlc.compile(model).run({"x": x})["y"]
+    expected = run_onnxruntime(model, {"x": x})["y"]
+    assert len(np.unique(expected)) > (20 if float_start else 10)  # a large bias dominates y
+    np.testing.assert_array_equal(got, expected)
