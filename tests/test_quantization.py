@@ -758,3 +758,37 @@ def test_depthwise_float_start_is_exact(bias_size, float_start):
     expected = run_onnxruntime(model, {"x": x})["y"]
     assert len(np.unique(expected)) > (20 if float_start else 10)  # a large bias dominates y
     np.testing.assert_array_equal(got, expected)
+
+
+# DynamicQuantizeLinear's range is folded in 64 lanes with x86's min and max (which drop a
+# NaN) plus a lane-wise NaN record: finite inputs of many blocks and a tail (5x200: 15 blocks
+# of 64 and 40 more) give onnxruntime's bytes, scale and zero point, -0.0 and all-zero inputs
+# too; a NaN anywhere (in a block's lane, in the tail) makes the scale NaN, as the
+# NaN-propagating fold did; an infinity makes it infinite.
+@pytest.mark.parametrize("case", ["finite", "zeros", "negative_zeros", "nan_in_block", "nan_in_tail", "inf"])
+def test_dynamic_quantize_range_edge_values(case):
+    rng = np.random.default_rng(3)
+    x = rng.uniform(-4.0, 2.5, (5, 200)).astype(np.float32)
+    if case == "zeros":
+        x[:] = 0.0
+    elif case == "negative_zeros":
+        x[:] = -0.0
+        x[2, 7] = 1.5
+    elif case == "nan_in_block":
+        x[1, 37] = np.nan
+    elif case == "nan_in_tail":
+        x[4, 199] = np.nan
+    elif case == "inf":
+        x[3, 11] = np.inf
+    model = _one_node("DynamicQuantizeLinear", [("x", T.FLOAT, [5, 200])], [], T.UINT8,
+                      outputs=("y", ("s", T.FLOAT), ("z", T.UINT8)))
+    got = dlc.compile(model).run({"x": x})
+    if case.startswith("nan"):
+        assert np.isnan(got["s"])
+        return
+    if case == "inf":
+        assert np.isinf(got["s"])
+        return
+    expected = run_onnxruntime(model, {"x": x})  # scale 1 for an all-zero x, as onnxruntime
+    for name in ("y", "s", "z"):
+        np.testing.assert_array_equal(got[name], expected[name])
