@@ -370,3 +370,24 @@ def test_dynamic_quantize_range_has_no_invalid_access(tmp_path):
     assert "invalid memory access" not in result.stderr, result.stderr
     assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
     assert result.stdout.count("identical under the bounds check") == 2
+
+
+def test_implicit_gemm_conv_of_int8_x_has_no_invalid_access(tmp_path):
+    """Implicit-GEMM QLinearConvs of an int8 x (quantize.py `_implicit_a`): A read from a copy
+    of x + 128, padded (one-sided pads, batch 2, 17 output channels) and, for the second conv,
+    unpadded (the flipped copy alone), its last tile reading to the copy's last byte."""
+    rng = np.random.default_rng(11)
+    constants = {"xs": np.float32(0.02), "xz": np.int8(-20), "ys": np.float32(0.5), "yz": np.int8(7),
+                 "w1": rng.integers(-128, 128, (17, 8, 3, 3)).astype(np.int8), "s1": np.float32(0.01),
+                 "z1": np.int8(0), "w2": rng.integers(-128, 128, (12, 17, 2, 4)).astype(np.int8)}
+    nodes = [helper.make_node("QLinearConv", ["x", "xs", "xz", "w1", "s1", "z1", "ys", "yz"], ["h"],
+                              pads=[1, 0, 0, 2]),
+             helper.make_node("QLinearConv", ["h", "ys", "yz", "w2", "s1", "z1", "ys", "yz"], ["y"], strides=[1, 2])]
+    graph = helper.make_graph(nodes, "qlinear_conv_implicit_int8",
+                              [helper.make_tensor_value_info("x", TensorProto.INT8, [2, 8, 9, 21])],
+                              [helper.make_tensor_value_info("y", TensorProto.INT8, [2, 12, 7, 9])],
+                              [onnx.numpy_helper.from_array(np.asarray(v), k) for k, v in constants.items()])
+    result = _run_child(tmp_path, helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)]), "1,2")
+    assert "invalid memory access" not in result.stderr, result.stderr
+    assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
+    assert result.stdout.count("identical under the bounds check") == 2

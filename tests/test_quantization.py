@@ -309,7 +309,8 @@ def test_grouped_qlinear_conv_matches_onnxruntime(x_type, shape, group, w_shape,
                   "its store"),
     (np.uint8, 2, "integer GEMM (vpdpbusd) over x's kernel rows in place (implicit GEMM) in NHWC, requantized in "
                   "its store"),
-    (np.int8, 1, "integer GEMM (vpdpbusd) over x's patches (int8 x + 128) in NHWC, requantized in its store")])
+    (np.int8, 1, "integer GEMM (vpdpbusd) over x's kernel rows in place (implicit GEMM) (int8 x + 128) in NHWC, "
+                 "requantized in its store")])
 def test_the_path_of_an_integer_contraction_is_recorded(x_type, batch, recorded):
     """The kernel says which path its contraction took and why not the integer GEMM
     (`dlc.int8`, in the linalg phase), as fusion records its decisions."""
@@ -792,3 +793,32 @@ def test_dynamic_quantize_range_edge_values(case):
     expected = run_onnxruntime(model, {"x": x})  # scale 1 for an all-zero x, as onnxruntime
     for name in ("y", "s", "z"):
         np.testing.assert_array_equal(got[name], expected[name])
+
+
+# The implicit GEMM of an int8 x: A is a copy of x + 128 (top bit flipped), padded with the zero
+# point + 128, or only flipped where nothing is padded; one-sided pads, strides, a row dilation,
+# batches, 33 output channels; bit-exact with onnxruntime on one and two threads.
+@pytest.mark.parametrize("shape, w_shape, attrs", [
+    ([1, 8, 9, 19], [33, 8, 3, 3], dict(pads=[0, 1, 2, 0])),
+    ([2, 4, 11, 13], [16, 4, 3, 3], dict(pads=[1, 1, 1, 1], strides=[2, 2], dilations=[2, 1])),
+    ([3, 12, 7, 30], [24, 12, 2, 3], dict(strides=[1, 2])),
+    ([2, 32, 14, 14], [64, 32, 1, 1], dict(strides=[2, 2]))])
+def test_implicit_gemm_conv_of_int8_x_matches_onnxruntime(shape, w_shape, attrs):
+    from dlc.driver import compile_model
+
+    rng = np.random.default_rng(shape[3] + w_shape[0] + 1)
+    co = w_shape[0]
+    constants = [("x_scale", np.array(0.03, np.float32)), ("x_zero", np.array(-31, np.int8)),
+                 ("w", rng.integers(-128, 128, w_shape).astype(np.int8)),
+                 ("w_scale", rng.uniform(0.005, 0.03, co).astype(np.float32)), ("w_zero", np.zeros(co, np.int8)),
+                 ("y_scale", np.array(0.9, np.float32)), ("y_zero", np.array(-8, np.int8)),
+                 ("bias", rng.integers(-3000, 3000, co).astype(np.int32))]
+    model = _one_node("QLinearConv", [("x", T.INT8, shape)], constants, T.INT8, **attrs)
+    linalg = str(compile_model(model, compile_to="linalg").module)
+    assert "over x's kernel rows in place (implicit GEMM) (int8 x + 128) in NHWC" in linalg
+    x = rng.integers(-128, 128, shape).astype(np.int8)
+    one, two = (dlc.compile(model, threads=t).run({"x": x})["y"] for t in (1, 2))
+    expected = run_onnxruntime(model, {"x": x})["y"]
+    assert len(np.unique(expected)) > 20
+    np.testing.assert_array_equal(one, expected)
+    np.testing.assert_array_equal(two, expected)
