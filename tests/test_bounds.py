@@ -343,13 +343,13 @@ def test_operator_tests_pass_with_every_run_checked(tmp_path):
 
 
 def test_tiled_transposes_have_no_invalid_access(tmp_path):
-    """Transposes looped in tiles of 16 input rows (movement.py `_tiled_transpose`): attention's
-    K^T in float32 and a uint8 NHWC -> NCHW map whose rows are 24 bytes (not a vector)."""
+    """Transposes looped in tiles of 16 input rows (movement.py `_tiled_transpose`): float32
+    rows 1 KiB apart (attention's K^T) and a uint8 NHWC -> NCHW map of 64-byte rows."""
     graph = helper.make_graph(
         [helper.make_node("Transpose", ["x"], ["y"], perm=[0, 2, 1]),
          helper.make_node("Transpose", ["q"], ["z"], perm=[0, 3, 1, 2])], "tiled_transposes",
-        [_float("x", [1, 48, 37]), helper.make_tensor_value_info("q", TensorProto.UINT8, [2, 4, 8, 24])],
-        [_float("y", [1, 37, 48]), helper.make_tensor_value_info("z", TensorProto.UINT8, [2, 24, 4, 8])])
+        [_float("x", [1, 48, 256]), helper.make_tensor_value_info("q", TensorProto.UINT8, [1, 64, 32, 64])],
+        [_float("y", [1, 256, 48]), helper.make_tensor_value_info("z", TensorProto.UINT8, [1, 64, 64, 32])])
     result = _run_child(tmp_path, helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)]), "1,2")
     assert "invalid memory access" not in result.stderr, result.stderr
     assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
