@@ -13,7 +13,8 @@ from math import gcd, prod
 
 import numpy as np
 import onnx.defs
-from xdsl.dialects.builtin import IndexType, IntegerType, NoneType
+from xdsl.dialects import memref
+from xdsl.dialects.builtin import IndexType, IntegerType, MemRefType, NoneType
 from xdsl.dialects.linalg import ops as linalg
 from xdsl.ir import Block, Region, SSAValue
 from xdsl.ir.affine import AffineExpr
@@ -21,7 +22,6 @@ from xdsl.ir.affine import AffineExpr
 from dialects.diagnostics import UnsupportedError
 from dialects.onnx import CANONICAL_OPSET, WeightOp
 from dialects.weights import weights_of
-from passes.lowering.kernels_to_linalg import reshape_view
 from passes.lowering.rules import lowers
 from passes.lowering.utils.linalg_builder import (
     PARALLEL,
@@ -152,6 +152,14 @@ def _column_reads_thrash(rows: int, row_bytes: int, l1_bytes: int) -> bool:
     return lines > sets * ways // 2
 
 
+def _reshaped(kb, buffer, shape) -> SSAValue:
+    """A contiguous buffer seen with another static shape (kernels_to_linalg's reshape_view,
+    which this module cannot import: kernels_to_linalg loads the rules)."""
+    strides = [prod(shape[i + 1:]) for i in range(len(shape))]
+    return kb.insert(memref.ReinterpretCastOp(buffer, [], [], [], [0], list(shape), strides,
+                                              MemRefType(buffer.type.element_type, list(shape)))).result
+
+
 def _tiled_transpose(kb, op, source, output, perm) -> bool:
     """A Transpose that swaps two runs of axes ([lead, a, b] -> [lead, b, a], a % 16 == 0)
     whose output-order loop misses L1 (`_column_reads_thrash`: that loop reads a column of the
@@ -171,8 +179,7 @@ def _tiled_transpose(kb, op, source, output, perm) -> bool:
     if a % t or a < 2 * t or b < 2 or not _column_reads_thrash(
             a, row_bytes, target_info(op.get_toplevel_object()).l1_bytes):
         return False
-    kb.generic([reshape_view(kb.builder, source, [lead, a // t, t, b])],
-               [reshape_view(kb.builder, output, [lead, b, a // t, t])],
+    kb.generic([_reshaped(kb, source, [lead, a // t, t, b])], [_reshaped(kb, output, [lead, b, a // t, t])],
                [affine_map(4, [dim(0), dim(1), dim(3), dim(2)]), affine_map(4, [dim(0), dim(2), dim(1), dim(3)])],
                [PARALLEL] * 4, lambda _b, args: [args[0]])
     return True
