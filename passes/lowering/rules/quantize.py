@@ -773,7 +773,7 @@ def _implicit_a(kb, op, x, w_shape, y_shape, zero: int, signed: bool) -> dict:
 
     An int8 x is read from a copy of x + 128 (`_padded_nhwc`'s flip: x's size, where the
     patches were KH*KW times it): benchmarks/int8.py's cnn quantized with int8 activations
-    0.85-0.86 of its thread CPU, its 3x3 convs ~0.7 -> ~0.58 ms. Padding C to make KW*C a
+    0.88-0.90 of its thread CPU, its 3x3 convs ~0.7 -> ~0.58 ms. Padding C to make KW*C a
     multiple of 4 (the 3-channel stem, 3 -> 4 channels, zero weights) was tried: the stem took
     0.078-0.129 ms against 0.056 with patches (runs of 12 bytes, a third more k)."""
     n, h, w_, channels = x.type.get_shape()
