@@ -358,14 +358,16 @@ def test_tiled_transposes_have_no_invalid_access(tmp_path):
 
 def test_dynamic_quantize_range_has_no_invalid_access(tmp_path):
     """DynamicQuantizeLinear's range folded in 64 lanes (quantize.py `_range_of`): 3 blocks
-    and a tail of 18 floats, exactly one block, and fewer floats than a block."""
+    and a tail of 18 floats, exactly one block, fewer floats than a block, and 259 blocks and
+    17 floats (on two threads: two runs of 129 blocks, one block left over)."""
     nodes, outputs = [], []
-    for name, shape in (("a", [3, 70]), ("b", [64]), ("c", [5, 7])):
+    for name, shape in (("a", [3, 70]), ("b", [64]), ("c", [5, 7]), ("d", [16593])):
         nodes.append(helper.make_node("DynamicQuantizeLinear", [name], [f"{name}_q", f"{name}_s", f"{name}_z"]))
         outputs += [helper.make_tensor_value_info(f"{name}_q", TensorProto.UINT8, shape), _float(f"{name}_s", []),
                     helper.make_tensor_value_info(f"{name}_z", TensorProto.UINT8, [])]
     graph = helper.make_graph(nodes, "dynamic_quantize_range",
-                              [_float("a", [3, 70]), _float("b", [64]), _float("c", [5, 7])], outputs)
+                              [_float("a", [3, 70]), _float("b", [64]), _float("c", [5, 7]), _float("d", [16593])],
+                              outputs)
     result = _run_child(tmp_path, helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)]), "1,2")
     assert "invalid memory access" not in result.stderr, result.stderr
     assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"

@@ -822,3 +822,25 @@ def test_implicit_gemm_conv_of_int8_x_matches_onnxruntime(shape, w_shape, attrs)
     assert len(np.unique(expected)) > 20
     np.testing.assert_array_equal(one, expected)
     np.testing.assert_array_equal(two, expected)
+
+
+# On several threads the range's blocks split into one run per thread (each folding partials of
+# its own), the blocks left over folded into the first run's: 16593 floats are 259 blocks of 64
+# (two runs of 129 and one left over) and 17 more; NaN in the second run or in the block left
+# over still makes the scale NaN; otherwise onnxruntime's bytes, scale and zero point.
+@pytest.mark.parametrize("nan_at", [None, 9000, 16530])
+def test_dynamic_quantize_range_on_threads(nan_at):
+    x = np.random.default_rng(5).uniform(-3.0, 5.0, 16593).astype(np.float32)
+    x[12345] = -7.5  # the minimum, in the second run
+    if nan_at is not None:
+        x[nan_at] = np.nan
+    model = _one_node("DynamicQuantizeLinear", [("x", T.FLOAT, [16593])], [], T.UINT8,
+                      outputs=("y", ("s", T.FLOAT), ("z", T.UINT8)))
+    for threads in (1, 2, 3):
+        got = dlc.compile(model, threads=threads).run({"x": x})
+        if nan_at is not None:
+            assert np.isnan(got["s"])
+            continue
+        expected = run_onnxruntime(model, {"x": x})
+        for name in ("y", "s", "z"):
+            np.testing.assert_array_equal(got[name], expected[name])

@@ -182,7 +182,7 @@ def lower_dynamic_quantize(kb, op, ins, outs) -> None:
     ft = x.type.element_type
     rank = len(x.type.get_shape())
     low, high = kb.scratch(MemRefType(ft, [])), kb.scratch(MemRefType(ft, []))
-    _range_of(kb, x, low, high)
+    _range_of(kb, x, low, high, target_info(op.get_toplevel_object()).threads)
 
     def parameters(b, a):
         lo, hi = a[0], a[1]
@@ -209,9 +209,11 @@ def lower_dynamic_quantize(kb, op, ins, outs) -> None:
 # Lanes of the partial minima and maxima: four AVX-512 vectors of float32, four independent
 # chains (`_range_of`).
 _LANES = 64
+# Blocks of _LANES floats a thread folds at least (~2 us) before the range splits over threads.
+_MIN_BLOCKS_PER_THREAD = 128
 
 
-def _range_of(kb, x: SSAValue, low: SSAValue, high: SSAValue) -> None:
+def _range_of(kb, x: SSAValue, low: SSAValue, high: SSAValue, threads: int = 1) -> None:
     """low = min(0, min x), high = max(0, max x), both in one pass over x, folded in _LANES
     partial results first: a scalar chain of NaN-propagating min and max ran at 5 ns an
     element (a 128x1024 encoder activation took longer than its GEMM). One generic writes the
@@ -237,14 +239,24 @@ def _range_of(kb, x: SSAValue, low: SSAValue, high: SSAValue) -> None:
 
     kb.fill(low, 0.0)  # the range always holds 0
     kb.fill(high, 0.0)
+    # With threads, the blocks split into one run per thread, each folded into partials of
+    # its own (a parallel loop), then all partials at once: on one thread the range was
+    # serial while everything around it ran on all threads.
+    chunks = max(min(threads, blocks // _MIN_BLOCKS_PER_THREAD), 1)
     if blocks:
-        partials = [kb.scratch(MemRefType(ft, [_LANES])) for _ in range(3)]
+        per = blocks // chunks
+        partials = [kb.scratch(MemRefType(ft, [chunks, _LANES])) for _ in range(3)]
         for partial in partials:
             kb.fill(partial, 0.0)
-        lane = affine_map(2, [dim(1)])
-        kb.generic([view_at(kb.builder, x, 0, [blocks, _LANES])], partials, [identity_map(2), lane, lane, lane],
-                   [REDUCTION, PARALLEL], fast_fold)
-        kb.generic(partials, [low, high], [identity_map(1)] * 3 + [affine_map(1, [])] * 2, [REDUCTION],
+        lane = affine_map(3, [dim(0), dim(2)])
+        kb.generic([view_at(kb.builder, x, 0, [chunks, per, _LANES])], partials,
+                   [identity_map(3), lane, lane, lane], [PARALLEL, REDUCTION, PARALLEL], fast_fold)
+        if chunks * per < blocks:  # the blocks left over, into the first partials
+            first = [view_at(kb.builder, p, 0, [_LANES]) for p in partials]
+            row = affine_map(2, [dim(1)])
+            kb.generic([view_at(kb.builder, x, chunks * per * _LANES, [blocks - chunks * per, _LANES])], first,
+                       [identity_map(2), row, row, row], [REDUCTION, PARALLEL], fast_fold)
+        kb.generic(partials, [low, high], [identity_map(2)] * 3 + [affine_map(2, [])] * 2, [REDUCTION] * 2,
                    lambda b, a: fold(b, b.math(arith.MinimumfOp, a[0], a[2]), b.math(arith.MaximumfOp, a[1], a[2]),
                                      a[3], a[4]))
     if tail:
