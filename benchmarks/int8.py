@@ -149,14 +149,17 @@ def _cpu_line() -> str:
 
 def cpu_time_ratios(runners: dict, repeat: int) -> dict[str, float]:
     """Median thread CPU seconds of each runner, run in turn `repeat` times (one thread: the
-    work is on this thread, and CPU time leaves out the waits a loaded machine adds to wall time)."""
+    work is on this thread, and CPU time leaves out the waits a loaded machine adds to wall time).
+    The order reverses every repeat: in a fixed order, two builds of one model measured 0.93-0.95
+    of each other in their second place (one process, load 7)."""
     import time
 
     times: dict[str, list[float]] = {name: [] for name in runners}
     for run in runners.values():  # warm up
         run()
-    for _ in range(repeat):
-        for name, run in runners.items():
+    order = list(runners.items())
+    for i in range(repeat):
+        for name, run in (order if i % 2 == 0 else order[::-1]):
             t0 = time.thread_time()
             run()
             times[name].append(time.thread_time() - t0)

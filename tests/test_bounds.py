@@ -351,3 +351,56 @@ def test_operator_tests_pass_with_every_run_checked(tmp_path):
                             check=False, capture_output=True, text=True, cwd=ROOT, env=env, timeout=1800)
     assert "invalid memory access" not in result.stderr + result.stdout, result.stderr[-4000:]
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+
+
+def test_tiled_transposes_have_no_invalid_access(tmp_path):
+    """Transposes looped in tiles of 16 input rows (movement.py `_tiled_transpose`): float32
+    rows 1 KiB apart (attention's K^T) and a uint8 NHWC -> NCHW map of 64-byte rows."""
+    graph = helper.make_graph(
+        [helper.make_node("Transpose", ["x"], ["y"], perm=[0, 2, 1]),
+         helper.make_node("Transpose", ["q"], ["z"], perm=[0, 3, 1, 2])], "tiled_transposes",
+        [_float("x", [1, 48, 256]), helper.make_tensor_value_info("q", TensorProto.UINT8, [1, 64, 32, 64])],
+        [_float("y", [1, 256, 48]), helper.make_tensor_value_info("z", TensorProto.UINT8, [1, 64, 64, 32])])
+    result = _run_child(tmp_path, helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)]), "1,2")
+    assert "invalid memory access" not in result.stderr, result.stderr
+    assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
+    assert result.stdout.count("identical under the bounds check") == 2
+
+
+def test_dynamic_quantize_range_has_no_invalid_access(tmp_path):
+    """DynamicQuantizeLinear's range folded in 64 lanes (quantize.py `_range_of`): 3 blocks
+    and a tail of 18 floats, exactly one block, fewer floats than a block, and 259 blocks and
+    17 floats (on two threads: two runs of 129 blocks, one block left over)."""
+    nodes, outputs = [], []
+    for name, shape in (("a", [3, 70]), ("b", [64]), ("c", [5, 7]), ("d", [16593])):
+        nodes.append(helper.make_node("DynamicQuantizeLinear", [name], [f"{name}_q", f"{name}_s", f"{name}_z"]))
+        outputs += [helper.make_tensor_value_info(f"{name}_q", TensorProto.UINT8, shape), _float(f"{name}_s", []),
+                    helper.make_tensor_value_info(f"{name}_z", TensorProto.UINT8, [])]
+    graph = helper.make_graph(nodes, "dynamic_quantize_range",
+                              [_float("a", [3, 70]), _float("b", [64]), _float("c", [5, 7]), _float("d", [16593])],
+                              outputs)
+    result = _run_child(tmp_path, helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)]), "1,2")
+    assert "invalid memory access" not in result.stderr, result.stderr
+    assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
+    assert result.stdout.count("identical under the bounds check") == 2
+
+
+def test_implicit_gemm_conv_of_int8_x_has_no_invalid_access(tmp_path):
+    """Implicit-GEMM QLinearConvs of an int8 x (quantize.py `_implicit_a`): A read from a copy
+    of x + 128, padded (one-sided pads, batch 2, 17 output channels) and, for the second conv,
+    unpadded (the flipped copy alone), its last tile reading to the copy's last byte."""
+    rng = np.random.default_rng(11)
+    constants = {"xs": np.float32(0.02), "xz": np.int8(-20), "ys": np.float32(0.5), "yz": np.int8(7),
+                 "w1": rng.integers(-128, 128, (17, 8, 3, 3)).astype(np.int8), "s1": np.float32(0.01),
+                 "z1": np.int8(0), "w2": rng.integers(-128, 128, (12, 17, 2, 4)).astype(np.int8)}
+    nodes = [helper.make_node("QLinearConv", ["x", "xs", "xz", "w1", "s1", "z1", "ys", "yz"], ["h"],
+                              pads=[1, 0, 0, 2]),
+             helper.make_node("QLinearConv", ["h", "ys", "yz", "w2", "s1", "z1", "ys", "yz"], ["y"], strides=[1, 2])]
+    graph = helper.make_graph(nodes, "qlinear_conv_implicit_int8",
+                              [helper.make_tensor_value_info("x", TensorProto.INT8, [2, 8, 9, 21])],
+                              [helper.make_tensor_value_info("y", TensorProto.INT8, [2, 12, 7, 9])],
+                              [onnx.numpy_helper.from_array(np.asarray(v), k) for k, v in constants.items()])
+    result = _run_child(tmp_path, helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)]), "1,2")
+    assert "invalid memory access" not in result.stderr, result.stderr
+    assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
+    assert result.stdout.count("identical under the bounds check") == 2

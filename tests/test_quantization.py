@@ -309,7 +309,8 @@ def test_grouped_qlinear_conv_matches_onnxruntime(x_type, shape, group, w_shape,
                   "its store"),
     (np.uint8, 2, "integer GEMM (vpdpbusd) over x's kernel rows in place (implicit GEMM) in NHWC, requantized in "
                   "its store"),
-    (np.int8, 1, "integer GEMM (vpdpbusd) over x's patches (int8 x + 128) in NHWC, requantized in its store")])
+    (np.int8, 1, "integer GEMM (vpdpbusd) over x's kernel rows in place (implicit GEMM) (int8 x + 128) in NHWC, "
+                 "requantized in its store")])
 def test_the_path_of_an_integer_contraction_is_recorded(x_type, batch, recorded):
     """The kernel says which path its contraction took and why not the integer GEMM
     (`dlc.int8`, in the linalg phase), as fusion records its decisions."""
@@ -731,3 +732,115 @@ def test_onnxruntime_qoperator_nodes_are_refused_by_name(op_type):
     with pytest.raises(UnsupportedError, match=f"node 'q1': operator 'com.microsoft.{op_type}'") as error:
         dlc.compile(model)
     assert "QuantFormat.QDQ" in str(error.value) or "QuantFormat.QDQ" in str(getattr(error.value, "hint", ""))
+
+
+# Depthwise sums start at the zero point correction in float32 where every partial sum stays
+# an integer below 2**24 (then exact); a bias beyond that keeps the int32 addition. Both paths
+# bit-exact with onnxruntime, with a remainder of one output column (9 = 2 blocks of 4 + 1).
+@pytest.mark.parametrize("bias_size, float_start", [(3000, True), (2 ** 26, False)])
+def test_depthwise_float_start_is_exact(bias_size, float_start):
+    from dlc.driver import compile_model
+
+    rng = np.random.default_rng(bias_size % 97)
+    c = 32
+    constants = [("x_scale", np.array(0.03, np.float32)), ("x_zero", np.array(90, np.uint8)),
+                 ("w", rng.integers(-128, 128, (c, 1, 3, 3)).astype(np.int8)),
+                 ("w_scale", rng.uniform(0.01, 0.05, c).astype(np.float32)), ("w_zero", np.zeros(c, np.int8)),
+                 ("y_scale", np.array(0.2 * max(1, bias_size // 3000), np.float32)),
+                 ("y_zero", np.array(120, np.uint8)),
+                 ("bias", rng.integers(-bias_size, bias_size, c).astype(np.int32))]
+    model = _one_node("QLinearConv", [("x", T.UINT8, [2, c, 7, 9])], constants, T.UINT8, group=c,
+                      pads=[1, 1, 1, 1])
+    linalg = str(compile_model(model, compile_to="linalg").module)
+    assert "depthwise int32 loops in NHWC" in linalg
+    assert ("summed in float32 from the zero point correction" in linalg) == float_start
+    x = rng.integers(0, 256, [2, c, 7, 9]).astype(np.uint8)
+    got = dlc.compile(model).run({"x": x})["y"]
+    expected = run_onnxruntime(model, {"x": x})["y"]
+    assert len(np.unique(expected)) > (20 if float_start else 10)  # a large bias dominates y
+    np.testing.assert_array_equal(got, expected)
+
+
+# DynamicQuantizeLinear's range is folded in 64 lanes with x86's min and max (which drop a
+# NaN) plus a lane-wise NaN record: finite inputs of many blocks and a tail (5x200: 15 blocks
+# of 64 and 40 more) give onnxruntime's bytes, scale and zero point, -0.0 and all-zero inputs
+# too; a NaN anywhere (in a block's lane, in the tail) makes the scale NaN, as the
+# NaN-propagating fold did; an infinity makes it infinite.
+@pytest.mark.parametrize("case", ["finite", "zeros", "negative_zeros", "nan_in_block", "nan_in_tail", "inf"])
+def test_dynamic_quantize_range_edge_values(case):
+    rng = np.random.default_rng(3)
+    x = rng.uniform(-4.0, 2.5, (5, 200)).astype(np.float32)
+    if case == "zeros":
+        x[:] = 0.0
+    elif case == "negative_zeros":
+        x[:] = -0.0
+        x[2, 7] = 1.5
+    elif case == "nan_in_block":
+        x[1, 37] = np.nan
+    elif case == "nan_in_tail":
+        x[4, 199] = np.nan
+    elif case == "inf":
+        x[3, 11] = np.inf
+    model = _one_node("DynamicQuantizeLinear", [("x", T.FLOAT, [5, 200])], [], T.UINT8,
+                      outputs=("y", ("s", T.FLOAT), ("z", T.UINT8)))
+    got = dlc.compile(model).run({"x": x})
+    if case.startswith("nan"):
+        assert np.isnan(got["s"])
+        return
+    if case == "inf":
+        assert np.isinf(got["s"])
+        return
+    expected = run_onnxruntime(model, {"x": x})  # scale 1 for an all-zero x, as onnxruntime
+    for name in ("y", "s", "z"):
+        np.testing.assert_array_equal(got[name], expected[name])
+
+
+# The implicit GEMM of an int8 x: A is a copy of x + 128 (top bit flipped), padded with the zero
+# point + 128, or only flipped where nothing is padded; one-sided pads, strides, a row dilation,
+# batches, 33 output channels; bit-exact with onnxruntime on one and two threads.
+@pytest.mark.parametrize("shape, w_shape, attrs", [
+    ([1, 8, 9, 19], [33, 8, 3, 3], dict(pads=[0, 1, 2, 0])),
+    ([2, 4, 11, 13], [16, 4, 3, 3], dict(pads=[1, 1, 1, 1], strides=[2, 2], dilations=[2, 1])),
+    ([3, 12, 7, 30], [24, 12, 2, 3], dict(strides=[1, 2])),
+    ([2, 32, 14, 14], [64, 32, 1, 1], dict(strides=[2, 2]))])
+def test_implicit_gemm_conv_of_int8_x_matches_onnxruntime(shape, w_shape, attrs):
+    from dlc.driver import compile_model
+
+    rng = np.random.default_rng(shape[3] + w_shape[0] + 1)
+    co = w_shape[0]
+    constants = [("x_scale", np.array(0.03, np.float32)), ("x_zero", np.array(-31, np.int8)),
+                 ("w", rng.integers(-128, 128, w_shape).astype(np.int8)),
+                 ("w_scale", rng.uniform(0.005, 0.03, co).astype(np.float32)), ("w_zero", np.zeros(co, np.int8)),
+                 ("y_scale", np.array(0.9, np.float32)), ("y_zero", np.array(-8, np.int8)),
+                 ("bias", rng.integers(-3000, 3000, co).astype(np.int32))]
+    model = _one_node("QLinearConv", [("x", T.INT8, shape)], constants, T.INT8, **attrs)
+    linalg = str(compile_model(model, compile_to="linalg").module)
+    assert "over x's kernel rows in place (implicit GEMM) (int8 x + 128) in NHWC" in linalg
+    x = rng.integers(-128, 128, shape).astype(np.int8)
+    one, two = (dlc.compile(model, threads=t).run({"x": x})["y"] for t in (1, 2))
+    expected = run_onnxruntime(model, {"x": x})["y"]
+    assert len(np.unique(expected)) > 20
+    np.testing.assert_array_equal(one, expected)
+    np.testing.assert_array_equal(two, expected)
+
+
+# On several threads the range's blocks split into one run per thread (each folding partials of
+# its own), the blocks left over folded into the first run's: 16593 floats are 259 blocks of 64
+# (two runs of 129 and one left over) and 17 more; NaN in the second run or in the block left
+# over still makes the scale NaN; otherwise onnxruntime's bytes, scale and zero point.
+@pytest.mark.parametrize("nan_at", [None, 9000, 16530])
+def test_dynamic_quantize_range_on_threads(nan_at):
+    x = np.random.default_rng(5).uniform(-3.0, 5.0, 16593).astype(np.float32)
+    x[12345] = -7.5  # the minimum, in the second run
+    if nan_at is not None:
+        x[nan_at] = np.nan
+    model = _one_node("DynamicQuantizeLinear", [("x", T.FLOAT, [16593])], [], T.UINT8,
+                      outputs=("y", ("s", T.FLOAT), ("z", T.UINT8)))
+    for threads in (1, 2, 3):
+        got = dlc.compile(model, threads=threads).run({"x": x})
+        if nan_at is not None:
+            assert np.isnan(got["s"])
+            continue
+        expected = run_onnxruntime(model, {"x": x})
+        for name in ("y", "s", "z"):
+            np.testing.assert_array_equal(got[name], expected[name])

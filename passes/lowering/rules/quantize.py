@@ -182,7 +182,7 @@ def lower_dynamic_quantize(kb, op, ins, outs) -> None:
     ft = x.type.element_type
     rank = len(x.type.get_shape())
     low, high = kb.scratch(MemRefType(ft, [])), kb.scratch(MemRefType(ft, []))
-    _range_of(kb, x, low, high)
+    _range_of(kb, x, low, high, target_info(op.get_toplevel_object()).threads)
 
     def parameters(b, a):
         lo, hi = a[0], a[1]
@@ -206,32 +206,59 @@ def lower_dynamic_quantize(kb, op, ins, outs) -> None:
                [PARALLEL] * rank, quantize)
 
 
-# Lanes of the partial minima and maxima: one AVX-512 vector of float32.
-_LANES = 16
+# Lanes of the partial minima and maxima: four AVX-512 vectors of float32, four independent
+# chains (`_range_of`).
+_LANES = 64
+# Blocks of _LANES floats a thread folds at least (~2 us) before the range splits over threads.
+_MIN_BLOCKS_PER_THREAD = 128
 
 
-def _range_of(kb, x: SSAValue, low: SSAValue, high: SSAValue) -> None:
+def _range_of(kb, x: SSAValue, low: SSAValue, high: SSAValue, threads: int = 1) -> None:
     """low = min(0, min x), high = max(0, max x), both in one pass over x, folded in _LANES
     partial results first: a scalar chain of NaN-propagating min and max ran at 5 ns an
-    element (a 128x1024 encoder activation took longer than its GEMM). One generic writes both
-    partials, so fuse-parallel-siblings does not turn its lane loop outermost."""
+    element (a 128x1024 encoder activation took longer than its GEMM). One generic writes the
+    partials, so fuse-parallel-siblings does not turn its lane loop outermost.
+
+    The partials take x86's min and max (`a < b ? a : b`, one vminps), which drop a NaN, and
+    a third partial keeps any NaN of its lanes; the fold of the partials propagates it, so low
+    and high are NaN whenever x holds one, as with a NaN-propagating fold throughout. That
+    propagating fold (llvm.minimum: compare, unordered test, mask or, blend) per element made
+    one 5-cycle chain per vector: DynamicQuantizeLinear of 128x1024 0.035 -> 0.020 ms, of
+    128x256 0.009 -> 0.005 (`--profile`)."""
     ft, size = x.type.element_type, prod(x.type.get_shape())
     blocks, tail = divmod(size, _LANES)
 
     def fold(b, value_low, value_high, acc_low, acc_high):
         return [b.math(arith.MinimumfOp, acc_low, value_low), b.math(arith.MaximumfOp, acc_high, value_high)]
 
+    def fast_fold(b, a):
+        value, acc_low, acc_high, acc_nan = a
+        return [b.select(b.compare("lt", acc_low, value), acc_low, value),
+                b.select(b.compare("gt", acc_high, value), acc_high, value),
+                b.select(b.is_nan(value), value, acc_nan)]
+
     kb.fill(low, 0.0)  # the range always holds 0
     kb.fill(high, 0.0)
+    # With threads, the blocks split into one run per thread, each folded into partials of
+    # its own (a parallel loop), then all partials at once: on one thread the range was
+    # serial while everything around it ran on all threads.
+    chunks = max(min(threads, blocks // _MIN_BLOCKS_PER_THREAD), 1)
     if blocks:
-        partials = [kb.scratch(MemRefType(ft, [_LANES])) for _ in range(2)]
+        per = blocks // chunks
+        partials = [kb.scratch(MemRefType(ft, [chunks, _LANES])) for _ in range(3)]
         for partial in partials:
             kb.fill(partial, 0.0)
-        lane = affine_map(2, [dim(1)])
-        kb.generic([view_at(kb.builder, x, 0, [blocks, _LANES])], partials, [identity_map(2), lane, lane],
-                   [REDUCTION, PARALLEL], lambda b, a: fold(b, a[0], a[0], a[1], a[2]))
-        kb.generic(partials, [low, high], [identity_map(1)] * 2 + [affine_map(1, [])] * 2, [REDUCTION],
-                   lambda b, a: fold(b, *a))
+        lane = affine_map(3, [dim(0), dim(2)])
+        kb.generic([view_at(kb.builder, x, 0, [chunks, per, _LANES])], partials,
+                   [identity_map(3), lane, lane, lane], [PARALLEL, REDUCTION, PARALLEL], fast_fold)
+        if chunks * per < blocks:  # the blocks left over, into the first partials
+            first = [view_at(kb.builder, p, 0, [_LANES]) for p in partials]
+            row = affine_map(2, [dim(1)])
+            kb.generic([view_at(kb.builder, x, chunks * per * _LANES, [blocks - chunks * per, _LANES])], first,
+                       [identity_map(2), row, row, row], [REDUCTION, PARALLEL], fast_fold)
+        kb.generic(partials, [low, high], [identity_map(2)] * 3 + [affine_map(2, [])] * 2, [REDUCTION] * 2,
+                   lambda b, a: fold(b, b.math(arith.MinimumfOp, a[0], a[2]), b.math(arith.MaximumfOp, a[1], a[2]),
+                                     a[3], a[4]))
     if tail:
         kb.generic([view_at(kb.builder, x, blocks * _LANES, [tail])], [low, high],
                    [identity_map(1)] + [affine_map(1, [])] * 2, [REDUCTION],
@@ -753,17 +780,22 @@ def _implicit_a(kb, op, x, w_shape, y_shape, zero: int, signed: bool) -> dict:
     [n, oh*sh + i*dh, ow*sw, 0] when dw = 1: rows of A are sw*C bytes apart within an output
     row (a group of OW), output rows sh*WP*C apart, images HP*WP*C; along k, KH runs of KW*C
     bytes (a multiple of 4, so no group of four k spans two runs) dh*WP*C apart. The patches,
-    KH*KW*C bytes copied per pixel, were ~7% of a 64-channel 56x56 3x3 conv. Not for an int8
-    x (its bytes are read + 128, which the patches do) or a 1x1 stride-1 conv (x itself is A)."""
+    KH*KW*C bytes copied per pixel, were ~7% of a 64-channel 56x56 3x3 conv. Not for a 1x1
+    stride-1 conv (x itself is A, or the patches' flipped copy of it).
+
+    An int8 x is read from a copy of x + 128 (`_padded_nhwc`'s flip: x's size, where the
+    patches were KH*KW times it): benchmarks/int8.py's cnn quantized with int8 activations
+    0.88-0.90 of its thread CPU, its 3x3 convs ~0.7 -> ~0.58 ms. Padding C to make KW*C a
+    multiple of 4 (the 3-channel stem, 3 -> 4 channels, zero weights) was tried: the stem took
+    0.078-0.129 ms against 0.056 with patches (runs of 12 bytes, a third more k)."""
     n, h, w_, channels = x.type.get_shape()
     _, kh, kw, _ = w_shape
     _, oh, ow, _ = y_shape
     window = window_of(op, [h, w_], [kh, kw], [oh, ow])
     (sh, sw), (dh, dw) = window.strides, window.dilations
-    if signed or dw != 1 or (kw * channels) % 4 or ((kh, kw) == (1, 1) and (sh, sw) == (1, 1)
-                                                     and (oh, ow) == (h, w_)):
+    if dw != 1 or (kw * channels) % 4 or ((kh, kw) == (1, 1) and (sh, sw) == (1, 1) and (oh, ow) == (h, w_)):
         return {}
-    padded, hp, wp = _padded_nhwc(kb, x, window, zero)
+    padded, hp, wp = _padded_nhwc(kb, x, window, zero, flip=signed)
     return dict(a=reshape_view(kb.builder, padded, [n * hp * wp, channels]), a_row_stride=sw * channels,
                 a_group=ow, a_group_stride=sh * wp * channels, a_image_groups=oh if n > 1 else 0,
                 a_image_stride=hp * wp * channels if n > 1 else 0, a_k_run=kw * channels,
@@ -835,6 +867,12 @@ def _depthwise_nhwc(kb, op, x, w, out, requant: tuple[np.ndarray, int] | None) -
         # products and their sum in float32, exact: integers below 25 * 255 * 128 < 2**24, in
         # any order (int32 multiplies, vpmulld, made this 2x slower); the weights as float32.
         w_taps = _weight(kb, op, "depthwise_taps", weights.reshape(kh * kw, c).astype(np.float32))
+        # The sum starts at the correction, in float32 too, where every partial sum stays an
+        # integer below 2**24 (so float32(acc) is the int32 sum's value): no round trip through
+        # int32 to add it (mobile's 144-channel 56x56 3x3 conv 0.181 -> 0.135 ms, --profile).
+        bound = np.abs(correction.astype(np.int64)) + 255 * np.abs(weights.reshape(kh * kw, c).astype(np.int64)).sum(0)
+        if int(bound.max(initial=0)) < 2 ** 24:
+            corrections = _weight(kb, op, "x_zero_correction_f32", correction.astype(np.float32))
         blocks, rest = divmod(ow, _DEPTHWISE_BLOCK)
         if blocks:
             _depthwise_columns(kb, out, flat, w_taps, corrections, multipliers, requantized, (hp, wp, c),
@@ -854,7 +892,9 @@ def _depthwise_nhwc(kb, op, x, w, out, requant: tuple[np.ndarray, int] | None) -
                    lambda b, a: [b.add(a[2], b.mul(widen(b, a[0], i32), widen(b, a[1], i32)))])
         kb.generic([acc, multipliers], [out], [identity_map(4), per_channel, identity_map(4)],
                    [PARALLEL] * 4, lambda b, a: [requantized(b, a[0], a[1])])
-    _record(op, "depthwise int32 loops in NHWC, requantized in their store")
+    float_start = corrections.type.element_type == f32
+    _record(op, "depthwise int32 loops in NHWC, requantized in their store"
+            + (" (summed in float32 from the zero point correction, exact here)" if float_start else ""))
 
 
 # Output pixels of a row computed together by the depthwise kernel: their taps overlap (a 3x3
@@ -885,40 +925,54 @@ def _depthwise_columns(kb, out, flat, w_taps, corrections, multipliers, requanti
     taps = [(i, j) for i in range(kh) for j in range(kw)]
     n_reads, n_taps = len(reads), len(taps)
 
+    float_start = corrections.type.element_type == f32
+
     def body(b, a):
         f = b.on(f32)
-        widened = [widen(f, a[t], f32) for t in range(n_reads)]
-        results = []
-        for k in range(block):
-            total = None
-            for t, (i, j) in enumerate(taps):
-                product = f.mul(widened[read_index[i, k * sw + j * dw]], a[n_reads + t])
-                total = product if total is None else f.add(total, product)
-            acc = b.add(a[n_reads + n_taps], b.math(arith.FPToSIOp, total, i32))
-            results.append(requantized(b, acc, a[n_reads + n_taps + 1]))
-        return results
+        widened = {}  # read index -> its float32, made as the taps first need it (row by row)
+        start = a[n_reads + n_taps]
+        totals = [start if float_start else None] * block
+        for t, (i, j) in enumerate(taps):
+            for k in range(block):
+                r = read_index[i, k * sw + j * dw]
+                if r not in widened:
+                    widened[r] = widen(f, a[r], f32)
+                product = f.mul(widened[r], a[n_reads + t])
+                totals[k] = product if totals[k] is None else f.add(totals[k], product)
+        if float_start:
+            return [requantized(b, total, a[n_reads + n_taps + 1]) for total in totals]
+        return [requantized(b, b.add(start, b.math(arith.FPToSIOp, total, i32)), a[n_reads + n_taps + 1])
+                for total in totals]
 
     kb.generic([flat] * n_reads + [w_taps] * n_taps + [corrections, multipliers], outputs,
                [read_map(i, u) for i, u in reads] + [affine_map(4, [cst(t), dim(3)]) for t in range(n_taps)]
                + [per_channel, per_channel] + [identity_map(4)] * block, [PARALLEL] * 4, body)
 
 
-def _padded_nhwc(kb, x, window, zero: int) -> tuple[SSAValue, int, int]:
+def _padded_nhwc(kb, x, window, zero: int, flip: bool = False) -> tuple[SSAValue, int, int]:
     """x [N, H, W, C] (8-bit) padded with its zero point as `window` reads it, and the padded
-    height and width (x itself when nothing is padded)."""
+    height and width (x itself when nothing is padded and `flip` is not asked). With `flip`
+    (an int8 x), a copy of x's bytes + 128 (the top bit flipped: the uint8 bits the u8s8 GEMM
+    reads as A) padded with the zero point + 128."""
     n, h, w_, channels = x.type.get_shape()
     hp, wp = window.padded_extent([h, w_])
-    if (hp, wp) == (h, w_):
+    if (hp, wp) == (h, w_) and not flip:
         return x, hp, wp
     element = x.type.element_type
     padded = kb.scratch(MemRefType(element, [n, hp, wp, channels]))
-    kb.generic([], [padded], [identity_map(4)], [PARALLEL] * 4,
-               lambda b, a: [b.math(arith.FPToUIOp, b.const(float(zero), f32), element) if _unsigned(element)
-                             else b.const(zero, element)])
+    if (hp, wp) != (h, w_):
+        fill = int(np.array(zero + 128, np.uint8).view(np.int8)) if flip else zero
+        kb.generic([], [padded], [identity_map(4)], [PARALLEL] * 4,
+                   lambda b, a: [b.math(arith.FPToUIOp, b.const(float(fill), f32), element) if _unsigned(element)
+                                 else b.const(fill, element)])
     top, left = window.pads_begin
     flat = reshape_view(kb.builder, padded, [n * hp * wp * channels])
-    kb.copy(x, flat, affine_map(4, [dim(0) * (hp * wp * channels) + (dim(1) + top) * (wp * channels)
-                                    + (dim(2) + left) * channels + dim(3)]))
+    into = affine_map(4, [dim(0) * (hp * wp * channels) + (dim(1) + top) * (wp * channels)
+                          + (dim(2) + left) * channels + dim(3)])
+    if flip:
+        kb.generic([x], [flat], [identity_map(4), into], [PARALLEL] * 4, lambda b, a: [_as_unsigned(b, a[0])])
+    else:
+        kb.copy(x, flat, into)
     return padded, hp, wp
 
 
