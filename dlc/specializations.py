@@ -16,9 +16,9 @@ count and initial condition they give each Loop of the main graph (evaluated fro
 with onnx's reference evaluator), so values that give the same ones share one specialisation
 in which those are constants and the values stay run-time inputs (a trip count ceil(n / step)
 as onnx's Range body computes it: 10/3 and 11/3 both run 4 times); where the model needs the
-values elsewhere to fix a shape, each value set compiles with the values as constants instead. A Loop that can end early gets a row
-counter (`counted_outputs`, control_flow.count_rows): its scan outputs are bounded by the trip
-count, and `run` returns the rows written.
+values elsewhere to fix a shape, each value set compiles with the values as constants instead.
+A Loop that can end early gets a row counter (`counted_outputs`, control_flow.count_rows): its
+scan outputs are bounded by the trip count, and `run` returns the rows written.
 """
 
 from __future__ import annotations

@@ -183,11 +183,12 @@ def test_concurrent_runs_widen_the_pool_up_to_the_cores_and_no_further(monkeypat
     """Each concurrent run of a many-thread model needs num_threads - 1 workers, but the pool
     (which only grows, and whose idle workers spin) never gets more threads than cores once
     the callers are counted: 2 callers of 8 threads on 16 cores get 14 workers, 4 get 12."""
+    from test_bounds import mlp
+
     import dlc.runtime.executable as executable_module
     import dlc.runtime.thread_pool as thread_pool
     from dlc.driver import compile_model
     from dlc.targets import CompileOptions
-    from test_bounds import mlp
 
     executable = compile_model(mlp(batch=2, sizes=(8, 16, 4)), options=CompileOptions(threads=8)).executable
     asked = []
