@@ -137,3 +137,16 @@ def test_a_gate_used_elsewhere_stays_a_loop():
     got = dlc.compile(model).run(feeds)
     for name, want in zip(["y", "y_gate"], run_onnxruntime(model, feeds)):
         np.testing.assert_allclose(got[name], want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["pointwise", "depthwise_5x5_s2"])
+def test_fused_silu_is_the_unfused_one_bit_for_bit(name):
+    """The micro-kernel's SiLU (ukernel_epilogues.py) and the depthwise loops' are the sequence
+    approximate-math makes of the separate Sigmoid and Mul: fusing changes no bit."""
+    import dlc
+
+    model = _conv_model(name, "silu")
+    feeds = _feeds(model)
+    fused = dlc.compile(model).run(feeds)["y"]
+    unfused = dlc.compile(model, fusion="none").run(feeds)["y"]
+    assert fused.tobytes() == unfused.tobytes()
