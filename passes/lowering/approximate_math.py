@@ -170,7 +170,7 @@ def sigmoid(b: _Builder, x: SSAValue) -> SSAValue:
     """1 / (1 + e^-x): NaN stays NaN, sigmoid(+inf) = 1, sigmoid(-inf) = 0; within 2.5 ulp of
     the exact value where that is normal, and 0.8 ulp of 1 everywhere (the constants above).
 
-    17 vector operations against 26 for 1 / (1 + exp(-x)) with `exp_keeping_nan`: EfficientNet
+    17 vector operations against 27 for 1 / (1 + exp(-x)) with `exp_keeping_nan`: EfficientNet
     spends a fifth of its time in SiLU's sigmoids (Mul(x, Sigmoid(x)), 6.2M of them a run).
     """
     # Clamps with x's NaN kept: the compare is false for a NaN, which then flows through.
