@@ -356,6 +356,10 @@ def lower_conv(kb, op, ins, outs) -> None:
         lanes = target_info(op.get_toplevel_object()).vector_width
         _phase_flat_conv(kb, x, w, bias, y, window, groups, lanes)
         return
+    taps = _phase_pitch_plan(x, w, y, window, groups) if _strided_wide_kernel(x, w, window) else None
+    if taps is not None:
+        _phase_pitch_conv(kb, x, w, bias, y, window, taps)
+        return
     _direct_conv(kb, x, w, bias, y, window, groups)
 
 
@@ -469,6 +473,22 @@ def _phase_flat_worthwhile(x: SSAValue, w: SSAValue, window: Window) -> bool:
         lo = min(o, -(-p // s))
         interior *= max(0, min(o, (n - 1 + p - (k - 1) * d) // s + 1) - lo)
     return interior < MIN_INTERIOR_SHARE * int(np.prod(window.out))
+
+
+# Strided depthwise convs with kernels at least this wide run as `_phase_pitch_conv` on any map
+# (where its plan applies): their boxes are many and their windows wide. Interleaved, thread
+# CPU, both orders, boxes -> phase pitch: 5x5/2 144x56x56 + SiLU 0.71-0.76, 240x56x56
+# 0.81-0.92, 64x112x112 + SiLU 0.80-0.81; 3x3/2 kept its boxes (96x112x112 + SiLU 0.52 ms
+# in boxes, 0.87 on phase planes; 144x56x56 0.11 against 0.14).
+STRIDED_WIDE_KERNEL = 5
+
+
+def _strided_wide_kernel(x: SSAValue, w: SSAValue, window: Window) -> bool:
+    """Whether a conv is a 2-D depthwise one, strided both ways, whose unrolled taps span at
+    least STRIDED_WIDE_KERNEL in each direction."""
+    return (len(window.kernel) == 2 and w.type.get_shape()[1] == 1 and all(s > 1 for s in window.strides)
+            and min(window.kernel) >= STRIDED_WIDE_KERNEL and int(np.prod(window.kernel)) <= MAX_UNROLLED_TAPS
+            and is_f32_memref(x, w))
 
 
 def _phase_flat_conv(kb, x: SSAValue, w: SSAValue, bias: SSAValue | None, y: SSAValue,
