@@ -185,6 +185,9 @@ class GemmSpec:
 _MIN_USEFUL_FMAS = 24
 # 25x16 (26 loads per 25 FMAs) ran 0.62-1.27 of numpy at 49x512x4608, 7x48 1.38-1.51.
 _LOAD_COST = 1.5
+# GEMMs with at most this many rows may take a tile of 7-9 rows that splits them evenly
+# (`choose_tiles`).
+SMALL_M = 64
 
 
 def _register_tile(m: int, n: int, vector_width: int) -> tuple[int, int]:
@@ -225,6 +228,15 @@ def choose_tiles(
     mc=112 ran 0.98 of numpy, mc=1022 0.84); nc: the kc x nc block of B takes half of L2.
     """
     mr, nr = _register_tile(m, n, vector_width)
+    if m <= SMALL_M and m % mr and vector_width >= 16:
+        # A few rows with a ragged last block: rows that split into equal blocks of 7-9 rows
+        # take three vectors (the model's FMA floor rates 7x48 below 13x32). 1x1 convs over
+        # 7x7 maps with the channels in the lanes (m = 49), 13x32 -> 7x48, interleaved, both
+        # orders: 1152x49x192 0.92-0.94, 1280x49x320 0.95-0.97, 320x49x1152 0.95-0.97,
+        # 192x49x672 0.95, 960x49x160 0.95.
+        exact = [rows for rows in range(9, 6, -1) if m % rows == 0]
+        if exact:
+            mr, nr = exact[0], 3 * vector_width
     mr, nr = given.get("mr") or mr, given.get("nr") or nr
     kc = _balanced(k, 2 * l1_bytes // (4 * nr), 1)
     if b_layout == "row":

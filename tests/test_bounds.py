@@ -404,3 +404,26 @@ def test_implicit_gemm_conv_of_int8_x_has_no_invalid_access(tmp_path):
     assert "invalid memory access" not in result.stderr, result.stderr
     assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
     assert result.stdout.count("identical under the bounds check") == 2
+
+
+def _small_map_pointwise_and_depthwise() -> onnx.ModelProto:
+    """Issue 15's mobile kernels at their edges: 1x1 convs over 7x7 and 5x5 maps with the output
+    channels in the lanes (x read transposed to its last float, 40 channels: a masked edge
+    panel; a SiLU in the GEMM's store, a residual Add in the transpose), and strided depthwise
+    convs (3x3/2 and 5x5/2) on small maps with SiLU, whose sigmoid is approximate-math's."""
+    g = GraphBuilder(seed=8)
+    y = g.node("Conv", ["x", g.weight("w1", 40, 19, 1, 1), g.bias("b1", 40)])
+    y = g.node("Mul", [y, g.node("Sigmoid", [y])])
+    y = g.node("Add", [g.node("Conv", [y, g.weight("w2", 40, 40, 1, 1)]), y])
+    d = g.node("Conv", [y, g.weight("w3", 40, 1, 3, 3)], group=40, strides=[2, 2], pads=[1, 1, 1, 1])
+    d = g.node("Mul", [d, g.node("Sigmoid", [d])])
+    z = g.node("Conv", [d, g.weight("w4", 48, 40, 1, 1)])
+    z = g.node("Conv", [z, g.weight("w5", 48, 1, 5, 5)], group=48, strides=[2, 2], pads=[2, 2, 2, 2])
+    return g.model("small_map_pointwise", [_float("x", [1, 19, 7, 7])], {"y": y, "z": g.node("Sigmoid", [z])})
+
+
+def test_small_map_mobile_kernels_have_no_invalid_access(tmp_path):
+    result = _run_child(tmp_path, _small_map_pointwise_and_depthwise(), "1,2")
+    assert "invalid memory access" not in result.stderr, result.stderr
+    assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
+    assert result.stdout.count("identical under the bounds check") == 2

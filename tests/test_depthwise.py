@@ -67,6 +67,9 @@ CASES = {  # name: (x shape, weight shape, attributes); group is x's channels un
     "phase_pitch_5x5_s3": ([2, 3, 13, 11], [3, 1, 5, 5], {"pads": [2, 1, 2, 3], "strides": [3, 3]}),
     "phase_pitch_dilated_s2_1": ([1, 3, 10, 9], [3, 1, 3, 3], {"pads": [2] * 4, "strides": [2, 1],
                                                                 "dilations": [2, 2]}),
+    # Strided 5x5 on maps whose rows are long (`_strided_wide_kernel`): even and odd widths.
+    "phase_pitch_5x5_s2_wide": ([1, 2, 64, 64], [2, 1, 5, 5], {"pads": [2] * 4, "strides": [2, 2]}),
+    "phase_pitch_5x5_s2_wide_odd": ([1, 2, 63, 65], [2, 1, 5, 5], {"pads": [1, 2, 2, 1], "strides": [2, 2]}),
 }
 
 

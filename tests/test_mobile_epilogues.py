@@ -15,6 +15,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 CONVS = {  # name: (x shape, weight shape, attributes)
     "pointwise": ([1, 16, 9, 11], [24, 16, 1, 1], {}),
+    "pointwise_7x7_map": ([1, 19, 7, 7], [40, 19, 1, 1], {}),  # output channels in the lanes
     "im2col_3x3_s2": ([1, 8, 13, 12], [16, 8, 3, 3], {"pads": [1] * 4, "strides": [2, 2]}),
     "depthwise_3x3": ([1, 8, 9, 10], [8, 1, 3, 3], {"pads": [1] * 4, "group": 8}),
     "depthwise_5x5_s2": ([2, 6, 14, 13], [6, 1, 5, 5], {"pads": [2] * 4, "strides": [2, 2], "group": 6}),
@@ -94,7 +95,7 @@ def test_conv_activation_matches_onnxruntime(name, kind, lowering):
 
 
 @pytest.mark.parametrize("kind", ["silu", "hardswish"])
-@pytest.mark.parametrize("name", ["pointwise", "depthwise_3x3"])
+@pytest.mark.parametrize("name", ["pointwise", "pointwise_7x7_map", "depthwise_3x3"])
 def test_after_a_residual_add(name, kind):
     _check(_conv_model(name, kind, residual=True))
 
@@ -137,3 +138,47 @@ def test_a_gate_used_elsewhere_stays_a_loop():
     got = dlc.compile(model).run(feeds)
     for name, want in zip(["y", "y_gate"], run_onnxruntime(model, feeds)):
         np.testing.assert_allclose(got[name], want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["pointwise", "pointwise_7x7_map", "depthwise_5x5_s2"])
+def test_fused_silu_is_the_unfused_one_bit_for_bit(name):
+    """The micro-kernel's SiLU (ukernel_epilogues.py) and the depthwise loops' are the sequence
+    approximate-math makes of the separate Sigmoid and Mul: fusing changes no bit."""
+    import dlc
+
+    model = _conv_model(name, "silu")
+    feeds = _feeds(model)
+    fused = dlc.compile(model).run(feeds)["y"]
+    unfused = dlc.compile(model, fusion="none").run(feeds)["y"]
+    assert fused.tobytes() == unfused.tobytes()
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("tail", ["none", "relu6", "residual"])
+def test_pointwise_conv_over_a_small_map_puts_channels_in_the_lanes(tail, threads):
+    """A 1x1 conv over a 7x7 map is Y^T = X^T @ W^T (its GEMM reads x transposed: a_k_stride 49),
+    then transposed into y, a residual Add joining the transpose; against onnxruntime."""
+    from dlc.driver import compile_model
+
+    x_shape, w_shape, _ = CONVS["pointwise_7x7_map"]
+    rng = np.random.default_rng(4)
+    inits = [numpy_helper.from_array(rng.uniform(-1, 1, w_shape).astype(np.float32), "w"),
+             numpy_helper.from_array(rng.uniform(-1, 1, w_shape[:1]).astype(np.float32), "b")]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)]
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c" if tail != "none" else "y"])]
+    if tail == "relu6":
+        nodes.append(helper.make_node("Clip", ["c", "lo", "hi"], ["y"]))
+        inits += [numpy_helper.from_array(np.float32(0), "lo"), numpy_helper.from_array(np.float32(6), "hi")]
+    elif tail == "residual":
+        inputs.append(helper.make_tensor_value_info("r", TensorProto.FLOAT, [1, w_shape[0], 7, 7]))
+        nodes.append(helper.make_node("Add", ["c", "r"], ["y"]))
+    model = _model(nodes, inputs, "y", inits)
+    text = str(compile_model(model, compile_to="linalg").module)
+    assert "a_k_stride = 49" in text and "linalg.generic" in text  # the GEMM, then the transpose
+    import dlc
+
+    feeds = _feeds(model)
+    for value in feeds.values():  # finite: a NaN would spread over a whole pixel's channels
+        value[np.isnan(value)] = 0.5
+    got = dlc.compile(model, threads=threads).run(feeds)["y"]
+    np.testing.assert_allclose(got, run_onnxruntime(model, feeds)[0], rtol=1e-5, atol=1e-4)

@@ -135,3 +135,17 @@ def test_the_cpu_target_describes_this_hosts_caches():
     module = compile_model(_conv_model(), options=CompileOptions(threads=1), compile_to="linalg").module
     info = target_info(module)
     assert (info.l1_bytes, info.l2_bytes) == host_caches()
+
+
+def test_a_few_rows_that_split_evenly_take_three_vector_tiles():
+    """A GEMM of <= 64 rows whose modelled tile leaves a ragged row block takes 7-9 rows by
+    three vectors when that splits the rows evenly (a 7x7 map's 49 pixels: 7x48, not 13x32);
+    a user's tiles, an even split already, and 16-register targets keep the model's choice."""
+    from dialects.gemm_ukernel import _register_tile, choose_tiles
+
+    caches = (48 * 1024, 2 * 1024 * 1024)
+    assert choose_tiles(49, 1152, 192, 16, *caches)[:2] == (7, 48)
+    assert choose_tiles(63, 320, 1152, 16, *caches)[:2] == (9, 48)
+    assert choose_tiles(49, 1152, 192, 16, *caches, mr=13, nr=32)[:2] == (13, 32)
+    for m, lanes in ((48, 16), (200, 16), (49, 8), (50, 16)):
+        assert choose_tiles(m, 1152, 192, lanes, *caches)[:2] == _register_tile(m, 1152, lanes)

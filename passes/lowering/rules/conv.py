@@ -2,7 +2,8 @@
 
 Mirrors https://onnx.ai/onnx/operators/onnx__Conv.html. float32 2-D convolutions with
 enough output channels per group run as im2col + the GEMM micro-kernel (a 1x1 conv over 1x1
-maps as a Gemm with the weights as B); the others (depthwise, 3-D, other dtypes) as direct loop
+maps as a Gemm with the weights as B, over small maps with its output channels in the vector
+lanes); the others (depthwise, 3-D, other dtypes) as direct loop
 nests (`_direct_conv`), depthwise convs on small maps over zero-padded phase planes
 (`_phase_flat_conv`), with a Relu/ReLU6/SiLU/HardSwish after them applied as outputs are stored. A 1-D conv
 is lowered as the 2-D conv of unit height it is. Also holds the
@@ -247,6 +248,61 @@ def _pointwise_as_row_gemm(kb, op, x, w, bias, y, window: Window, groups: int) -
     return True
 
 
+# A 1x1 conv over maps of at most this many pixels, which fill the vector lanes worse than its
+# output channels do, runs channels-in-lanes (`_pointwise_channels_in_lanes`).
+SMALL_MAP_PIXELS = 64
+
+
+def _pointwise_channels_in_lanes(kb, op, x, w, bias, y, window: Window, groups: int) -> bool:
+    """A 1x1 conv over a small map as Y^T[P, Cout] = X^T[P, Cin] @ W^T (output channels in the
+    vector lanes, the weights a packed transposed B), then Y = its transpose.
+
+    As `_conv_as_gemm`'s W @ X the pixels are the lanes: a 7x7 map's 49 take 64. With the
+    transpose (49 x Cout floats, from L2) EfficientNet-B0's 1x1 convs over 7x7 maps ran 0.84-0.86
+    of W @ X (1280 <- 320, 320 <- 1152; 1152 <- 192 + SiLU with the shorter sigmoid too;
+    interleaved, thread CPU). A residual Add joins the transpose; a residual Add followed by an
+    activation keeps `_conv_as_gemm` (the activation must follow the Add).
+    """
+    x_shape, y_shape = x.type.get_shape(), y.type.get_shape()
+    batch, out_channels, pixels = y_shape[0], y_shape[1], int(np.prod(y_shape[2:]))
+    in_channels = x_shape[1]
+    from passes.target_info import target_info
+
+    lanes = target_info(op.get_toplevel_object()).vector_width
+    if (groups != 1 or len(y_shape) != 4 or any(k != 1 for k in window.kernel)
+            or any(s != 1 for s in window.strides) or any(window.pads_begin) or x_shape[2:] != y_shape[2:]
+            or pixels > SMALL_MAP_PIXELS or not isinstance(op.operands[1].owner, WeightOp)
+            or not is_f32_memref(x, w, bias, y) or batch != 1):
+        return False
+
+    def lane_use(n: int) -> float:
+        return n / (-(-n // lanes) * lanes)
+
+    epilogue = getattr(kb, "epilogue", None)
+    if lane_use(out_channels) <= lane_use(pixels) or (
+            epilogue is not None and epilogue.residual is not None and epilogue.activation):
+        return False  # act(W @ X + R): the GEMM's store adds R in its own layout, then activates
+    spec = dict(m=pixels, n=out_channels, k=in_channels, a_row_stride=1, a_k_stride=pixels,
+                ldb=out_channels, ldc=out_channels, b_trans=1)
+    if bias is not None:
+        spec["bias"] = "row"
+    epilogue = take_epilogue(kb)
+    residual = epilogue.residual if epilogue is not None else None
+    if epilogue is not None and epilogue.activation:
+        spec["activation"] = epilogue.activation
+    transposed = kb.scratch(MemRefType(y.type.element_type, [pixels, out_channels]))
+    emit_gemm_call(kb, op, reshape_view(kb.builder, x, [in_channels, pixels]),
+                   reshape_view(kb.builder, w, [out_channels, in_channels]), transposed,
+                   bias_buffer=bias, **spec)
+    # The transpose adds a residual (W @ X + bias + R, as the GEMM's store would).
+    matrix = [out_channels, pixels]
+    inputs = [transposed] + ([view_at(kb.builder, residual, 0, matrix)] if residual is not None else [])
+    kb.generic(inputs, [view_at(kb.builder, y, 0, matrix)],
+               [affine_map(2, [dim(1), dim(0)])] + [identity_map(2)] * len(inputs), [PARALLEL] * 2,
+               lambda b, a: [b.add(a[0], a[1]) if residual is not None else a[0]])
+    return True
+
+
 def _im2col_plan(op, window: Window, channels: int, rows: int, depth: int, pixels: int, padded_hw) -> dict:
     """The `dlc.im2col` of a convolution's GEMM: its geometry, and its work items.
 
@@ -298,6 +354,8 @@ def lower_conv(kb, op, ins, outs) -> None:
         x, w, y, window = _as_unit_height(kb, x, w, y, window)
     if _pointwise_as_row_gemm(kb, op, x, w, bias, y, window, groups):
         return
+    if _pointwise_channels_in_lanes(kb, op, x, w, bias, y, window, groups):
+        return
     if _conv_as_gemm(kb, op, x, w, bias, y, window, groups):
         return
     if _phase_flat_worthwhile(x, w, window):
@@ -312,6 +370,10 @@ def lower_conv(kb, op, ins, outs) -> None:
 
         lanes = target_info(op.get_toplevel_object()).vector_width
         _phase_flat_conv(kb, x, w, bias, y, window, groups, lanes)
+        return
+    taps = _phase_pitch_plan(x, w, y, window, groups) if _strided_wide_kernel(x, w, window) else None
+    if taps is not None:
+        _phase_pitch_conv(kb, x, w, bias, y, window, taps)
         return
     _direct_conv(kb, x, w, bias, y, window, groups)
 
@@ -426,6 +488,22 @@ def _phase_flat_worthwhile(x: SSAValue, w: SSAValue, window: Window) -> bool:
         lo = min(o, -(-p // s))
         interior *= max(0, min(o, (n - 1 + p - (k - 1) * d) // s + 1) - lo)
     return interior < MIN_INTERIOR_SHARE * int(np.prod(window.out))
+
+
+# Strided depthwise convs with kernels at least this wide run as `_phase_pitch_conv` on any map
+# (where its plan applies): their boxes are many and their windows wide. Interleaved, thread
+# CPU, both orders, boxes -> phase pitch: 5x5/2 144x56x56 + SiLU 0.71-0.76, 240x56x56
+# 0.81-0.92, 64x112x112 + SiLU 0.80-0.81; 3x3/2 kept its boxes (96x112x112 + SiLU 0.52 ms
+# in boxes, 0.87 on phase planes; 144x56x56 0.11 against 0.14).
+STRIDED_WIDE_KERNEL = 5
+
+
+def _strided_wide_kernel(x: SSAValue, w: SSAValue, window: Window) -> bool:
+    """Whether a conv is a 2-D depthwise one, strided both ways, whose unrolled taps span at
+    least STRIDED_WIDE_KERNEL in each direction."""
+    return (len(window.kernel) == 2 and w.type.get_shape()[1] == 1 and all(s > 1 for s in window.strides)
+            and min(window.kernel) >= STRIDED_WIDE_KERNEL and int(np.prod(window.kernel)) <= MAX_UNROLLED_TAPS
+            and is_f32_memref(x, w))
 
 
 def _phase_flat_conv(kb, x: SSAValue, w: SSAValue, bias: SSAValue | None, y: SSAValue,
@@ -618,14 +696,31 @@ def _phase_pitch_conv(kb, x: SSAValue, w: SSAValue, bias: SSAValue | None, y: SS
     plane = front + max(rows.values()) * ow + back
     stride = sh * sw * plane  # a channel's planes
     planes = kb.scratch(MemRefType(f32, [batch * channels * stride]))
-    kb.fill(planes, 0.0)
-    for a, b in itertools.product(range(sh), range(sw)):
-        if not rows[a] or not cols[b]:
-            continue
-        source = view_at(kb.builder, x, a * width + b, [batch, channels, rows[a], cols[b]],
-                         [channels * height * width, height * width, sh * width, sw])
-        kb.copy(source, view_at(kb.builder, planes, (a * sw + b) * plane + front, [batch, channels, rows[a], cols[b]],
-                                [channels * stride, stride, ow, 1]))
+    if all(count == ow for count in cols.values()):
+        # The copies below write each plane's rows whole: only the runs before and after them
+        # need zeros (a fill of the whole planes was a tenth of a 3x3/2 240x28x28 conv).
+        for a, b in itertools.product(range(sh), range(sw)):
+            start = (a * sw + b) * plane
+            for offset, length in ((start, front), (start + front + rows[a] * ow, plane - front - rows[a] * ow)):
+                if length:
+                    kb.fill(view_at(kb.builder, planes, offset, [batch * channels, length], [stride, 1]), 0.0)
+        # One copy per row phase: x's rows read whole, each pair (a run of sw) of columns
+        # split over the sw column phases' planes, which lie `plane` apart.
+        for a in range(sh):
+            if rows[a]:
+                source = view_at(kb.builder, x, a * width, [batch, channels, rows[a], ow, sw],
+                                 [channels * height * width, height * width, sh * width, sw, 1])
+                kb.copy(source, view_at(kb.builder, planes, a * sw * plane + front, [batch, channels, rows[a], ow, sw],
+                                        [channels * stride, stride, ow, 1, plane]))
+    else:
+        kb.fill(planes, 0.0)
+        for a, b in itertools.product(range(sh), range(sw)):
+            if not rows[a] or not cols[b]:
+                continue
+            source = view_at(kb.builder, x, a * width + b, [batch, channels, rows[a], cols[b]],
+                             [channels * height * width, height * width, sh * width, sw])
+            kb.copy(source, view_at(kb.builder, planes, (a * sw + b) * plane + front,
+                                    [batch, channels, rows[a], cols[b]], [channels * stride, stride, ow, 1]))
     keys = sorted({(c, cols[b]) for _, b, _, c in taps if c < 0 or ow + c > cols[b]})
     masks = kb.scratch(MemRefType(f32, [max(1, len(keys)) * oh * ow]))
     if keys:
