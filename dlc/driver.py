@@ -114,7 +114,7 @@ def compile_model(model, *, target: str = "cpu", options: CompileOptions | None 
     if compile_to not in PHASES:
         raise DlcError(f"unknown phase '{compile_to}'; phases are {', '.join(PHASES)}")
     backend = get_target(target)
-    cacheable = cacheable and backend.saves_artifact
+    cacheable = cacheable and backend.saves_artifact and cache.cache_dir() is not None
     ctx = make_context()
     timings = instrument.timings
     key = shared = None
