@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from conftest import ROOT
 
 from dlc.cli import main
@@ -92,3 +93,12 @@ def test_a_damaged_entry_is_not_copied_but_discarded_and_rebuilt(tmp_path, monke
         assert main(["compile", str(MLP), "-o", str(tmp_path / "again")]) == 0
     assert "discarding entry" in caplog.text
     assert _files(tmp_path / "again") == _files(tmp_path / "cold")
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/cpuinfo"), reason="reads Linux's /proc/cpuinfo; elsewhere LLVM's")
+def test_the_key_s_cpu_comes_from_cpuinfo_without_llvm():
+    probe = ("import sys; from dlc import cache; identity = cache.host_identity(); "
+             "print(bool(identity[2].get('flags') or identity[2].get('Features')), 'llvmlite.binding' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", probe], env={**os.environ, "PYTHONPATH": str(ROOT)},
+                          capture_output=True, text=True, timeout=60)
+    assert done.stdout.split() == ["True", "False"], done.stderr
