@@ -315,8 +315,13 @@ def copy_entry(key: str, out: Path, max_memory: str | int | None = None) -> bool
     # model.so mapped keeps its pages), as write_artifact does.
     for name in sorted(manifest["files"]) + [MANIFEST_FILE]:
         partial = out / f".{name}.partial"
-        shutil.copyfile(entry / name, partial)
-        os.replace(partial, out / name)
+        try:
+            shutil.copyfile(entry / name, partial)
+            os.replace(partial, out / name)
+        except OSError:  # the entry evicted meanwhile, or `out` not writable: the compile says
+            with contextlib.suppress(OSError):
+                partial.unlink()
+            return False
     with contextlib.suppress(OSError):
         os.utime(entry)  # used now: the last to go when the cache is over its cap
     return True

@@ -9,6 +9,7 @@ import logging
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import ROOT
@@ -102,3 +103,22 @@ def test_the_key_s_cpu_comes_from_cpuinfo_without_llvm():
     done = subprocess.run([sys.executable, "-c", probe], env={**os.environ, "PYTHONPATH": str(ROOT)},
                           capture_output=True, text=True, timeout=60)
     assert done.stdout.split() == ["True", "False"], done.stderr
+
+
+def test_an_entry_that_goes_while_it_is_copied_is_compiled_instead(tmp_path, monkeypatch):
+    import shutil
+
+    from dlc import cache
+
+    monkeypatch.setenv("DLC_CACHE_DIR", str(tmp_path / "cache"))
+    assert main(["compile", str(MLP), "-o", str(tmp_path / "cold")]) == 0
+    copy = shutil.copyfile
+
+    def evicted_meanwhile(source, target):
+        if Path(source).parent.parent == tmp_path / "cache":  # an entry: a concurrent compile's
+            shutil.rmtree(Path(source).parent)              # eviction, between the check and the copy
+        return copy(source, target)
+
+    monkeypatch.setattr(cache.shutil, "copyfile", evicted_meanwhile)
+    assert main(["compile", str(MLP), "-o", str(tmp_path / "again")]) == 0
+    assert _files(tmp_path / "again") == _files(tmp_path / "cold")
