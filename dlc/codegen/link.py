@@ -113,6 +113,8 @@ def link_library(objects: list[bytes], pool_object: bytes, exports: tuple[str, .
 _C_OBJECTS: dict[str, bytes] = {}  # this process's compiled C sources, by _c_object_key
 # C sources being compiled in the background (`start_c_object`): key -> (cc, its folder).
 _PENDING: dict[str, tuple[subprocess.Popen, str]] = {}
+_PENDING_LOCK = threading.Lock()  # compiles on several threads start or take each source once
+_AT_EXIT: list[bool] = []  # whether _abandon_pending is registered
 
 
 def _c_object_key(program: str, name: str, text: str, cc_flags: tuple[str, ...],
@@ -154,31 +156,35 @@ def start_c_object(program: str, name: str, text: str, cc_flags: tuple[str, ...]
     """Start compiling `text` as `_kept_c_object` would, in a `cc` process of its own, unless
     this process or the compile cache already has its object: `_kept_c_object` then waits for
     it. A cc that fails is not reported here: `_kept_c_object` runs it again and says why."""
-    digest = _c_object_key(program, name, text, cc_flags, include_dirs)
-    if digest in _C_OBJECTS or digest in _PENDING:
-        return
     from dlc.cache import kept_object
 
-    code = kept_object(f"c-{digest}")
-    if code is not None:
-        _C_OBJECTS[digest] = code
-        return
-    scratch = tempfile.mkdtemp(prefix="dlc-cc-")
-    (Path(scratch) / name).write_text(text)
-    try:
-        process = subprocess.Popen(_cc_command(program, name, cc_flags, include_dirs, scratch), cwd=scratch,
-                                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    except OSError:
-        shutil.rmtree(scratch, ignore_errors=True)
-        return
-    if not _PENDING:
-        atexit.register(_abandon_pending)
-    _PENDING[digest] = (process, scratch)
+    digest = _c_object_key(program, name, text, cc_flags, include_dirs)
+    with _PENDING_LOCK:
+        if digest in _C_OBJECTS or digest in _PENDING:
+            return
+        code = kept_object(f"c-{digest}")
+        if code is not None:
+            _C_OBJECTS[digest] = code
+            return
+        scratch = tempfile.mkdtemp(prefix="dlc-cc-")
+        (Path(scratch) / name).write_text(text)
+        try:
+            process = subprocess.Popen(_cc_command(program, name, cc_flags, include_dirs, scratch), cwd=scratch,
+                                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                       stderr=subprocess.DEVNULL)
+        except OSError:
+            shutil.rmtree(scratch, ignore_errors=True)
+            return
+        if not _AT_EXIT:
+            atexit.register(_abandon_pending)
+            _AT_EXIT.append(True)
+        _PENDING[digest] = (process, scratch)
 
 
 def _finish_pending(digest: str) -> bytes | None:
     """The object of the background compile `digest`, once it is done; None: none, or it failed."""
-    process, scratch = _PENDING.pop(digest, (None, None))
+    with _PENDING_LOCK:
+        process, scratch = _PENDING.pop(digest, (None, None))
     if process is None:
         return None
     try:
@@ -191,8 +197,10 @@ def _finish_pending(digest: str) -> bytes | None:
 
 def _abandon_pending() -> None:
     """At exit: background compiles nobody waited for (a compile that failed first) stop."""
-    for digest in list(_PENDING):
-        process, scratch = _PENDING.pop(digest)
+    with _PENDING_LOCK:
+        abandoned = list(_PENDING.values())
+        _PENDING.clear()
+    for process, scratch in abandoned:
         with contextlib.suppress(OSError):
             process.kill()
             process.wait()
