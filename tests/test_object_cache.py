@@ -135,3 +135,58 @@ def test_kept_objects_count_in_the_cap(tmp_path, counted, monkeypatch):
     monkeypatch.setenv("DLC_CACHE_MAX", "1")  # smaller than anything: only the newest stays
     compile_model(MLP)
     assert len(_objects(tmp_path)) <= 1
+
+
+# --- the code every model links, started while the passes run (issue 16) --------------------------
+
+def _cc():
+    from dlc.codegen.link import find_linker
+
+    linker = find_linker()
+    if linker is None or linker[0] != "cc":
+        pytest.skip("no C compiler on PATH: the C API's object is never compiled")
+    return linker[1]
+
+
+def test_a_c_object_started_in_the_background_is_the_one_compiled_in_turn(tmp_path, monkeypatch):
+    from dlc.codegen import link
+
+    monkeypatch.setenv("DLC_CACHE", "0")
+    monkeypatch.setattr(link, "_C_OBJECTS", {})
+    program, text = _cc(), "int dlc_test_answer(void) { return 42; }\n"
+    link.start_c_object(program, "answer.c", text)
+    ((process, scratch),) = link._PENDING.values()
+    code = link._kept_c_object(program, "answer.c", text, (), ())
+    assert process.returncode == 0 and not link._PENDING and not os.path.exists(scratch)
+    assert code == link._run_cc(program, "answer.c", text, (), ())  # the same bytes, wherever it ran
+
+
+def test_a_failed_background_c_compile_is_compiled_again_and_reported(monkeypatch):
+    from dlc.codegen import link
+    from dlc.errors import CompileError
+
+    monkeypatch.setenv("DLC_CACHE", "0")
+    monkeypatch.setattr(link, "_C_OBJECTS", {})
+    program = _cc()
+    link.start_c_object(program, "broken.c", "this is not C\n")
+    with pytest.raises(CompileError, match="compiling broken.c"):
+        link._kept_c_object(program, "broken.c", "this is not C\n", (), ())
+    assert not link._PENDING
+
+
+def test_a_cold_compile_starts_the_c_api_and_pool_before_the_passes(monkeypatch):
+    from dlc.codegen import link, thread_pool_ir
+
+    monkeypatch.setenv("DLC_CACHE", "0")
+    monkeypatch.setattr(link, "_C_OBJECTS", {})
+    started = []
+    monkeypatch.setattr(link, "start_c_object", lambda *args, **kwargs: started.append(args[1]))
+    thread_pool_ir.pool_object.cache_clear()
+    thread = link.start_shared_objects()
+    thread.join()
+    assert thread_pool_ir.pool_object.cache_info().currsize == 1  # the build's call finds it
+    if link.find_linker() is not None and link.find_linker()[0] == "cc":
+        assert started == ["dlc_api.c"]
+    feeds = random_feeds(onnx.load(MLP))
+    np.testing.assert_allclose(compile_model(MLP).executable.run(feeds)["logits"],
+                               run_onnxruntime(onnx.load(MLP), feeds)["logits"], rtol=1e-4, atol=1e-5)
