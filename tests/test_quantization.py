@@ -90,7 +90,7 @@ def test_quantize_per_axis_and_dequantize_round_trip():
 
 
 # (3, 5): min(x) > 0, the range still starts at 0, so the zero point is 0; the range is
-# folded in 16 lanes, then the lanes and the tail past the last 16 (7x23: 10 blocks and 1).
+# folded in 64 lanes, then the lanes and the tail past the last 64 (7x23: 2 blocks and 33).
 @pytest.mark.parametrize("shape, low, high", [((3, 5), 0.5, 3.0), ((7, 23), -2.0, 0.7),
                                               ((4, 16), -3.0, -1.0)])
 def test_dynamic_quantize_range_and_parameters(shape, low, high):

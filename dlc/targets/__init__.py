@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, ClassVar, Protocol
 
 if TYPE_CHECKING:  # keep `import dlc` light: xDSL is imported only when compiling
@@ -177,6 +176,8 @@ _BUILTIN = {
 def available_targets() -> dict[str, str]:
     """Target name -> "module:Class", built-in and from the `dlc.targets` entry points."""
     found = dict(_BUILTIN)
+    from importlib.metadata import entry_points  # 15-30 ms: only when plugins are looked for
+
     for entry in entry_points(group="dlc.targets"):
         found.setdefault(entry.name, entry.value)
     return found
