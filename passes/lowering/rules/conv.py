@@ -158,6 +158,18 @@ IM2COL_L2_SHARE = 0.5
 WIDEST_PANEL_VECTORS = 4
 
 
+def _take_bias_and_epilogue(kb, spec: dict, bias: SSAValue | None, axis: str) -> SSAValue | None:
+    """Put the bias (one per row or column of the GEMM's C, `axis`) and the activation of the
+    epilogue this conv takes (a following Relu, SiLU...) into the GEMM `spec`; return the
+    epilogue's residual buffer, which the GEMM's store adds, or None."""
+    if bias is not None:
+        spec["bias"] = axis
+    epilogue = take_epilogue(kb)
+    if epilogue is not None and epilogue.activation:
+        spec["activation"] = epilogue.activation
+    return epilogue.residual if epilogue is not None else None
+
+
 def _conv_as_gemm(kb, op, x, w, bias, y, window: Window, groups: int) -> bool:
     """Conv as GEMM micro-kernel calls, one per (image, group).
 
@@ -178,12 +190,7 @@ def _conv_as_gemm(kb, op, x, w, bias, y, window: Window, groups: int) -> bool:
     pointwise = (all(k == 1 for k in window.kernel) and all(s == 1 for s in window.strides)
                  and not any(window.pads_begin) and tuple(spatial) == tuple(x_shape[2:]))
     spec = dict(m=rows, n=pixels, k=depth, a_row_stride=depth, a_k_stride=1, ldb=pixels, ldc=pixels)
-    if bias is not None:
-        spec["bias"] = "col"
-    epilogue = take_epilogue(kb)  # a residual Add and/or activation applied in the GEMM's store
-    residual = epilogue.residual if epilogue is not None else None
-    if epilogue is not None and epilogue.activation:
-        spec["activation"] = epilogue.activation
+    residual = _take_bias_and_epilogue(kb, spec, bias, "col")
     im2col = scratch = padded = None
     if not pointwise:
         padded = padded_input(kb, x, window, 0.0)
@@ -233,12 +240,7 @@ def _pointwise_as_row_gemm(kb, op, x, w, bias, y, window: Window, groups: int) -
     out_channels = w.type.get_shape()[0]
     spec = dict(m=batch, n=out_channels, k=in_channels, a_row_stride=in_channels, a_k_stride=1,
                 ldb=out_channels, ldc=out_channels, b_trans=1)
-    if bias is not None:
-        spec["bias"] = "row"
-    epilogue = take_epilogue(kb)
-    residual = epilogue.residual if epilogue is not None else None
-    if epilogue is not None and epilogue.activation:
-        spec["activation"] = epilogue.activation
+    residual = _take_bias_and_epilogue(kb, spec, bias, "row")
     def matrix(value: SSAValue, columns: int) -> SSAValue:
         return reshape_view(kb.builder, value, [value.type.get_shape()[0], columns])
 
@@ -284,12 +286,7 @@ def _pointwise_channels_in_lanes(kb, op, x, w, bias, y, window: Window, groups: 
         return False  # act(W @ X + R): the GEMM's store adds R in its own layout, then activates
     spec = dict(m=pixels, n=out_channels, k=in_channels, a_row_stride=1, a_k_stride=pixels,
                 ldb=out_channels, ldc=out_channels, b_trans=1)
-    if bias is not None:
-        spec["bias"] = "row"
-    epilogue = take_epilogue(kb)
-    residual = epilogue.residual if epilogue is not None else None
-    if epilogue is not None and epilogue.activation:
-        spec["activation"] = epilogue.activation
+    residual = _take_bias_and_epilogue(kb, spec, bias, "row")
     transposed = kb.scratch(MemRefType(y.type.element_type, [pixels, out_channels]))
     emit_gemm_call(kb, op, reshape_view(kb.builder, x, [in_channels, pixels]),
                    reshape_view(kb.builder, w, [out_channels, in_channels]), transposed,
