@@ -148,22 +148,28 @@ def copies(names: list[str]) -> None:
               f"ping-pong/copies {after / before:.3f}", flush=True)
 
 
-def against_onnxruntime(names: list[str]) -> None:
+def _feeds_and_session(model):
+    """Seeded random float32 inputs of `model`, and a one-thread onnxruntime session of it."""
     import numpy as np
     import onnxruntime
+
+    rng = np.random.default_rng(0)
+    feeds = {value.name: rng.standard_normal([d.dim_value for d in value.type.tensor_type.shape.dim])
+             .astype(np.float32) for value in model.graph.input}
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    session = onnxruntime.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return feeds, session
+
+
+def against_onnxruntime(names: list[str]) -> None:
     from run_all import BUILT
 
     import dlc
 
     for name in names:
         model = BUILT[name]()
-        rng = np.random.default_rng(0)
-        feeds = {value.name: rng.standard_normal([d.dim_value for d in value.type.tensor_type.shape.dim])
-                 .astype(np.float32) for value in model.graph.input}
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = options.inter_op_num_threads = 1
-        session = onnxruntime.InferenceSession(model.SerializeToString(), options,
-                                               providers=["CPUExecutionProvider"])
+        feeds, session = _feeds_and_session(model)
         compiled = dlc.compile(model, threads=1)
         runs = {"dlc": lambda compiled=compiled, feeds=feeds: compiled.run(feeds),
                 "ort": lambda session=session, feeds=feeds: session.run(None, feeds)}
@@ -216,20 +222,13 @@ def _with_and_without(names: list[str], labels: tuple[str, str], build, note=lam
     """Each model compiled after build(False) and after build(True), and onnxruntime, 1 thread
     each, 21 rounds of 200 runs whose order flips every round, median process CPU time per run."""
     import numpy as np
-    import onnxruntime
     from run_all import BUILT
 
     import dlc
 
     for name in names:
         model = BUILT[name]()
-        rng = np.random.default_rng(0)
-        feeds = {value.name: rng.standard_normal([d.dim_value for d in value.type.tensor_type.shape.dim])
-                 .astype(np.float32) for value in model.graph.input}
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = options.inter_op_num_threads = 1
-        session = onnxruntime.InferenceSession(model.SerializeToString(), options,
-                                               providers=["CPUExecutionProvider"])
+        feeds, session = _feeds_and_session(model)
         compiled = {}
         for on in (False, True):
             build(on)
