@@ -100,10 +100,7 @@ class CudaTarget(Target):
         """`--compile-to llvm`: the LLVM IR (nvptx64) of the kernels placed on cuda."""
         if phase != "llvm":
             return None
-        from dlc.targets.cuda.codegen import kernel_options
-        from dlc.targets.cuda.kernels import emit_module
-
-        return emit_module(cuda_launches(module), kernel_options(module))[0]
+        return plan_partition(module)[0]
 
     def build(self, module, options: CompileOptions):
         from dlc.targets.cuda.runtime import CudaExecutable
@@ -130,6 +127,15 @@ def lower_partition(module, options: CompileOptions | None = None) -> tuple[str,
     """A cuda partition (kernels phase) -> (PTX, launch plan, weights, LLVM IR): the plan names a device
     buffer per value (inputs, weights uploaded once, kernel results; a view shares its source's
     buffer) and the launches in program order (dlc/targets/cuda/runtime.py runs it)."""
+    from dlc.targets.cuda.codegen import compile_ptx, kernel_options
+
+    llvm_ir, plan, weights = plan_partition(module)
+    ptx = compile_ptx(llvm_ir, kernel_options(module)["sm"], options.opt_level if options else 3)
+    return ptx, plan, weights, llvm_ir
+
+
+def plan_partition(module) -> tuple[str, dict, dict]:
+    """(LLVM IR, launch plan, weights) of a cuda partition: `lower_partition` without the PTX."""
     import numpy as np
 
     from dialects.kernel import LaunchOp
@@ -137,13 +143,12 @@ def lower_partition(module, options: CompileOptions | None = None) -> tuple[str,
     from dialects.types import numpy_dtype
     from dialects.weights import weights_of
     from dlc.targets import constant_inputs_of, graph_io_specs, graph_main
-    from dlc.targets.cuda.codegen import compile_ptx, kernel_options
+    from dlc.targets.cuda.codegen import kernel_options
     from dlc.targets.cuda.kernels import emit_module
 
     tiles = kernel_options(module)
     launch_ops = cuda_launches(module)
     llvm_ir, launches = emit_module(launch_ops, tiles)
-    ptx = compile_ptx(llvm_ir, tiles["sm"], options.opt_level if options else 3)
     inputs, outputs = graph_io_specs(module)
     block = graph_main(module).body.block
     store = weights_of(module)
@@ -187,14 +192,26 @@ def lower_partition(module, options: CompileOptions | None = None) -> tuple[str,
         plan_launches.append({"kernel": launch.kernel, "grid": list(launch.grid), "block": list(launch.block),
                               "args": args, "nodes": launch.nodes,
                               **({"shared_bytes": launch.shared_bytes} if launch.shared_bytes else {})})
-    used = {i for launch in plan_launches for i in launch["args"]}
     returned = list(block.last_op.operands)
+    producers = {}  # buffer -> (the launch that writes it, the result)
+    for j, (op, launch) in enumerate(zip(launch_ops, launches)):
+        for result, written in zip(op.results, plan_launches[j]["args"][len(launch.inputs):]):
+            producers[written] = (j, result)
+    plan_launches, in_store, kernels = round_tf32_operands(buffers, plan_launches, launches, producers,
+                                                          {ids[v] for v in returned})
+    if in_store:  # the producers that round their results in their store: written again
+        llvm_ir = emit_module(launch_ops, dict(tiles, tf32_results=in_store))[0]
+    if kernels:
+        llvm_ir += "\n" + "\n".join(kernels)
+    used = {i for launch in plan_launches for i in launch["args"]}
     used |= {ids[v] for v in returned}
     for i, entry in enumerate(buffers):
         if entry["kind"] == "weight" and i in used:
             array = np.asarray(store[entry.get("from", entry["name"])])
             if entry.get("layout") == "tap_major":
                 array = array.transpose(0, 2, 3, 1)
+            if entry.get("tf32") and array.dtype == np.float32:
+                array = round_tf32(array)
             if array.dtype not in (np.float32, np.int64, np.int32, np.bool_):
                 raise CompileError(f"cuda: weight {entry['name']} is {array.dtype}; the cuda kernels read float32 "
                                    "(and int32/int64 indices, bool conditions)")
@@ -205,7 +222,78 @@ def lower_partition(module, options: CompileOptions | None = None) -> tuple[str,
             "outputs": [{"name": s.name, "shape": list(s.shape), "dtype": s.dtype, "buffer": ids[v]}
                         for s, v in zip(outputs, returned)],
             "constant_inputs": list(constant_inputs_of(module)), "sm": tiles["sm"]}
-    return ptx, plan, weights, llvm_ir
+    return llvm_ir, plan, weights
+
+
+def round_tf32(array):
+    """float32 -> the nearest TF32 value (10 mantissa bits, ties away from zero), bit for bit what
+    `cvt.rna.tf32.f32` gives (PTX ISA, "cvt"); Inf and NaN kept as they are, as cvt.rna keeps them."""
+    import numpy as np
+
+    bits = np.ascontiguousarray(array, np.float32).view(np.uint32)
+    rounded = (bits + np.uint32(0x1000)) & np.uint32(0xFFFFE000)
+    special = (bits & np.uint32(0x7F800000)) == np.uint32(0x7F800000)
+    return np.where(special, bits, rounded).astype(np.uint32).view(np.float32).reshape(np.shape(array))
+
+
+def round_tf32_operands(buffers: list, launches: list, emitted: list, producers: dict, returned: set):
+    """Make every operand a TF32 GEMM reads without a cvt (`Launch.tf32`: its positions) an exact
+    TF32 value (tf32_gemm.py, "Rounding"): a weight by a rounded copy made on the host (`tf32` on
+    its buffer, named NAME:tf32); a value whose every reader is such an operand, in the store of
+    the kernel that produces it where that kernel can (a GEMM's epilogue, an elementwise chain),
+    else in place by a rounding kernel before its first reader; any other value (a graph output,
+    one that some kernel reads as float32 too) into a rounded copy by a rounding kernel.
+    Returns (launches with the rounding kernels' inserted, results to round in their producers'
+    store, the rounding kernels' LLVM IR). `buffers` grows by the copies."""
+    import numpy as np
+
+    from dlc.targets.cuda.codegen import ROUND_BLOCK, round_kernel
+
+    wanted = {(j, p) for j, launch in enumerate(emitted) for p in launch.tf32}
+    if not wanted:
+        return launches, set(), []
+    readers: dict[int, list] = {}  # buffer -> every (launch, position) that reads it
+    for j, (launch, kernel) in enumerate(zip(launches, emitted)):
+        for p in range(len(kernel.inputs)):
+            readers.setdefault(launch["args"][p], []).append((j, p))
+    before: dict[int, list] = {}  # launch -> the rounding launches to run just before it
+    copies, in_store, kernels = {}, set(), {}
+    for j, p in sorted(wanted):
+        args = launches[j]["args"]
+        source = args[p]
+        entry = buffers[source]
+        if entry["kind"] == "weight":
+            name = f"{entry['name']}:tf32"
+            found = [i for i, b in enumerate(buffers) if b.get("name") == name and b["kind"] == "weight"]
+            if not found:
+                buffers.append({**entry, "name": name, "from": entry.get("from", entry["name"]), "tf32": True})
+            args[p] = found[0] if found else len(buffers) - 1
+            continue
+        if source in copies:
+            args[p] = copies[source]
+            continue
+        only_tf32 = source not in returned and all(r in wanted for r in readers[source])
+        producer = producers.get(source)
+        if only_tf32 and producer is not None and emitted[producer[0]].rounds_outputs:
+            in_store.add(producer[1])
+            copies[source] = source
+            continue
+        count = max(1, int(np.prod(entry["shape"], dtype=np.int64)))
+        target = source
+        if not only_tf32:
+            target = len(buffers)
+            buffers.append({"shape": list(entry["shape"]), "kind": "temp", "dtype": entry["dtype"]})
+        name, text, grid = round_kernel(count)
+        kernels[name] = text
+        first = min(r[0] for r in readers[source] if r in wanted)
+        before.setdefault(first, []).append({"kernel": name, "grid": list(grid), "block": [ROUND_BLOCK, 1, 1],
+                                             "args": [source, target], "nodes": []})
+        copies[source] = target
+        args[p] = target
+    ordered = []
+    for j, launch in enumerate(launches):
+        ordered += before.get(j, []) + [launch]
+    return ordered, in_store, list(kernels.values())
 
 
 # --- capability ------------------------------------------------------------------------------
