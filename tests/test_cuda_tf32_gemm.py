@@ -316,19 +316,23 @@ def test_pipelined_kernel_on_the_host_emulation(case, tmp_path, monkeypatch):
 
 
 def _conv_chain():
-    """x -> Conv 3x3 -> Relu -> Conv 3x3 -> Relu, and x -> Relu: the first conv's result is read
-    only by the second (rounded in the first's store), x by the first conv and a Relu (a rounded
-    copy); the weights rounded on the host."""
+    """A residual block: x -> Conv 3x3 -> Relu (r1) -> Conv 3x3 -> Relu (r2) -> Conv 3x3 -> + r1 ->
+    Relu, and x -> Relu. r2 is read only by conv3 (rounded in conv2's store); r1 by conv2 and by
+    conv3's epilogue as float32 (conv1 stores it twice: as it is, and rounded for conv2); x by
+    conv1 and a Relu (a rounding kernel's copy); the weights rounded on the host."""
     rng = np.random.default_rng(4)
     conv = {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}
     return _model([helper.make_node("Conv", ["x", "W1", "b1"], ["c1"], name="conv1", **conv),
                    helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
                    helper.make_node("Conv", ["r1", "W2", "b2"], ["c2"], name="conv2", **conv),
-                   helper.make_node("Relu", ["c2"], ["y"], name="relu2"),
+                   helper.make_node("Relu", ["c2"], ["r2"], name="relu2"),
+                   helper.make_node("Conv", ["r2", "W3", "b3"], ["c3"], name="conv3", **conv),
+                   helper.make_node("Add", ["c3", "r1"], ["s"], name="add"),
+                   helper.make_node("Relu", ["s"], ["y"], name="relu3"),
                    helper.make_node("Relu", ["x"], ["z"], name="relu_x")],
                   [("x", [1, 8, 6, 6])], [("y", [1, 8, 6, 6]), ("z", [1, 8, 6, 6])],
-                  [("W1", rng.standard_normal((8, 8, 3, 3)) / 3), ("b1", rng.standard_normal(8)),
-                   ("W2", rng.standard_normal((8, 8, 3, 3)) / 3), ("b2", rng.standard_normal(8))])
+                  [(f"{w}{i}", rng.standard_normal((8, 8, 3, 3)) / 3 if w == "W" else rng.standard_normal(8))
+                   for i in (1, 2, 3) for w in "Wb"])
 
 
 def _matmul_input_and_relu():
@@ -362,14 +366,20 @@ def test_rounded_where_produced_is_bit_identical_to_cvt_per_fragment(build, tmp_
     (copy,) = [launch for launch in plan["launches"] if launch["kernel"].startswith("dlc_tf32_round")
                and launch["args"][0] == x]
     assert copy["args"][1] != x and plan["buffers"][copy["args"][1]]["kind"] == "temp"  # a copy: Relu reads x too
-    if build is _conv_chain:  # conv1's result is rounded in its store; W1, W2 on the host
-        assert kernels == ["dlc_tf32_round_288", "k0_Conv_fused", "k2_Conv_fused", "k4_Relu"]
-        assert {b.get("name") for b in plan["buffers"] if b.get("tf32")} == {"W1:tap_major:tf32", "W2:tap_major:tf32"}
-        # conv2 reads conv1's result as it is: no cvt in its K loop, and none anywhere in it; conv1
-        # rounds each result it stores.
-        assert "cvt.rna" not in _entry(ptx, "k2_Conv_fused")
-        conv1 = _entry(ptx, "k0_Conv_fused")
-        assert conv1.count("cvt.rna") == conv1.count("st.global") > 0
+    if build is _conv_chain:
+        assert kernels == ["dlc_tf32_round_288", "k0_Conv_fused", "k2_Conv_fused", "k4_Conv_fused", "k7_Relu"]
+        assert {b.get("name") for b in plan["buffers"] if b.get("tf32")} == \
+            {f"W{i}:tap_major:tf32" for i in (1, 2, 3)}
+        conv1, conv2, conv3 = (plan["launches"][i]["args"] for i in (1, 2, 3))
+        # conv1: x's copy, W1, b1 -> r1 and r1 rounded (one more output); conv2 reads the rounded
+        # r1, conv3's epilogue the float32 one.
+        assert len(conv1) == 5 and conv1[0] == copy["args"][1] and conv2[0] == conv1[4] and conv1[3] in conv3
+        # conv3 reads r2 as it is: no cvt anywhere in it; conv1 rounds one of its two stores,
+        # conv2 each of its stores.
+        assert "cvt.rna" not in _entry(ptx, "k4_Conv_fused")
+        first, second = _entry(ptx, "k0_Conv_fused"), _entry(ptx, "k2_Conv_fused")
+        assert 2 * first.count("cvt.rna") == first.count("st.global") > 0
+        assert second.count("cvt.rna") == second.count("st.global") > 0
     else:
         b = next(spec["buffer"] for spec in plan["inputs"] if spec["name"] == "b")
         assert any(launch["args"] == [b, b] for launch in plan["launches"])  # only the GEMM reads b: in place

@@ -418,6 +418,13 @@ def _signature(name: str, inputs: list, outputs: list, params: dict) -> str:
 
 # --- elementwise kernels --------------------------------------------------------------------
 
+def _tf32_copies(op, options: dict) -> list[int]:
+    """The results (indices) the kernel also stores rounded to TF32, each into one more output
+    parameter after its results (dlc/targets/cuda/target.py, round_tf32_operands)."""
+    copies = options.get("tf32_copies", ())
+    return [i for i, r in enumerate(op.results) if r in copies]
+
+
 def _elementwise_kernel(name: str, op, body, options: dict):
     yields = _yields(op)
     shape = _shape(yields[0])
@@ -428,7 +435,8 @@ def _elementwise_kernel(name: str, op, body, options: dict):
     count = math.prod(shape)
     fn = _Function(_index_type(count, *(math.prod(_shape(v)) for v in inputs)))
     params: dict = {}
-    header = _signature(name, inputs, yields, params)
+    copies = _tf32_copies(op, options)
+    header = _signature(name, inputs, yields + [None] * len(copies), params)
     fn.label("entry")
     block_size = options["elementwise_block"]
     linear = fn.int("add", fn.int("mul", fn.sreg("ctaid.x"), block_size), fn.sreg("tid.x"))
@@ -440,6 +448,8 @@ def _elementwise_kernel(name: str, op, body, options: dict):
     for i, v in enumerate(yields):
         value = values[v] if v in values else fn.load(params[v], linear)
         fn.store(_tf32(fn, value) if op.results[i] in rounded else value, f"%out{i}", linear)
+        if i in copies:
+            fn.store(_tf32(fn, value), f"%out{len(yields) + copies.index(i)}", linear)
     fn.emit("br label %exit")
     fn.label("exit")
     fn.emit("ret void")
@@ -648,14 +658,15 @@ def _gemm_kernel(name: str, op, body, options: dict):
     fn = _Function(_index_type(*sizes))
     ity = fn.ity
     params: dict = {}
-    header = _signature(name, inputs, yields, params)
+    copies = _tf32_copies(op, options)
+    header = _signature(name, inputs, yields + [None] * len(copies), params)
     a_value, b_value = (head.operands[1], head.operands[0]) if g.conv else (head.operands[0], head.operands[1])
     a_ptr, b_ptr = params[a_value], params[b_value]
 
     rounded = [r in options.get("tf32_results", ()) for r in op.results]
 
     def emit_outputs(fn: _Function, z: str, row0: str, col0: str, items) -> None:
-        _store_outputs(fn, g, head, epilogue, yields, out_shape, params, z, row0, col0, items, rounded)
+        _store_outputs(fn, g, head, epilogue, yields, out_shape, params, z, row0, col0, items, rounded, copies)
 
     from dialects.onnx import WeightOp
 
@@ -737,10 +748,11 @@ def _gemm_kernel(name: str, op, body, options: dict):
 
 
 def _store_outputs(fn: _Function, g: GemmShape, head, epilogue, yields, out_shape, params: dict, z: str,
-                   row0: str, col0: str, items, rounded=()) -> None:
+                   row0: str, col0: str, items, rounded=(), copies=()) -> None:
     """The epilogue and the guarded store of each output a thread holds: `items` are (value, or a
     function that loads it inside the guard; row and column in the block's tile); output y is
-    rounded to TF32 (cvt.rna) where `rounded[y]` (every reader is a TF32 GEMM's operand)."""
+    rounded to TF32 (cvt.rna) where `rounded[y]` (every reader is a TF32 GEMM's operand), and
+    also stored rounded into output len(yields) + k where y is `copies[k]`."""
     for index, (value, tile_row, tile_col) in enumerate(items):
         here = f"e{index}"
         row, col = fn.int("add", row0, tile_row), fn.int("add", col0, tile_col)
@@ -754,6 +766,8 @@ def _store_outputs(fn: _Function, g: GemmShape, head, epilogue, yields, out_shap
         _evaluate(fn, epilogue, values, loads, params)
         for y, v in enumerate(yields):
             fn.store(_tf32(fn, values[v]) if rounded and rounded[y] else values[v], f"%out{y}", linear)
+            if y in copies:
+                fn.store(_tf32(fn, values[v]), f"%out{len(yields) + list(copies).index(y)}", linear)
         fn.emit(f"br label %{here}_next")
         fn.label(f"{here}_next")
 

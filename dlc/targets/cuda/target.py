@@ -193,14 +193,13 @@ def plan_partition(module) -> tuple[str, dict, dict]:
                               "args": args, "nodes": launch.nodes,
                               **({"shared_bytes": launch.shared_bytes} if launch.shared_bytes else {})})
     returned = list(block.last_op.operands)
-    producers = {}  # buffer -> (the launch that writes it, the result)
-    for j, (op, launch) in enumerate(zip(launch_ops, launches)):
-        for result, written in zip(op.results, plan_launches[j]["args"][len(launch.inputs):]):
-            producers[written] = (j, result)
-    plan_launches, in_store, kernels = round_tf32_operands(buffers, plan_launches, launches, producers,
-                                                          {ids[v] for v in returned})
-    if in_store:  # the producers that round their results in their store: written again
-        llvm_ir = emit_module(launch_ops, dict(tiles, tf32_results=in_store))[0]
+    plan_launches, in_store, copies, kernels = round_tf32_operands(buffers, plan_launches, launches, launch_ops,
+                                                                  {ids[v] for v in returned})
+    if in_store or copies:  # the producers that round results in their store: those kernels written again
+        again = [op for op in launch_ops if any(r in in_store or r in copies for r in op.results)]
+        text = emit_module(again, dict(tiles, tf32_results=in_store, tf32_copies=copies))[0]
+        for launch in (launches[launch_ops.index(op)] for op in again):
+            llvm_ir = llvm_ir.replace(_function(llvm_ir, launch.kernel), _function(text, launch.kernel))
     if kernels:
         llvm_ir += "\n" + "\n".join(kernels)
     used = {i for launch in plan_launches for i in launch["args"]}
@@ -225,6 +224,12 @@ def plan_partition(module) -> tuple[str, dict, dict]:
     return llvm_ir, plan, weights
 
 
+def _function(llvm_ir: str, kernel: str) -> str:
+    """The text of kernel `kernel`'s definition in `llvm_ir`."""
+    start = llvm_ir.index(f"define ptx_kernel void @{kernel}(")
+    return llvm_ir[start:llvm_ir.index("\n}\n", start) + 3]
+
+
 def round_tf32(array):
     """float32 -> the nearest TF32 value (10 mantissa bits, ties away from zero), bit for bit what
     `cvt.rna.tf32.f32` gives (PTX ISA, "cvt"); Inf and NaN kept as they are, as cvt.rna keeps them."""
@@ -236,28 +241,35 @@ def round_tf32(array):
     return np.where(special, bits, rounded).astype(np.uint32).view(np.float32).reshape(np.shape(array))
 
 
-def round_tf32_operands(buffers: list, launches: list, emitted: list, producers: dict, returned: set):
+def round_tf32_operands(buffers: list, launches: list, emitted: list, launch_ops: list, returned: set):
     """Make every operand a TF32 GEMM reads without a cvt (`Launch.tf32`: its positions) an exact
     TF32 value (tf32_gemm.py, "Rounding"): a weight by a rounded copy made on the host (`tf32` on
-    its buffer, named NAME:tf32); a value whose every reader is such an operand, in the store of
-    the kernel that produces it where that kernel can (a GEMM's epilogue, an elementwise chain),
-    else in place by a rounding kernel before its first reader; any other value (a graph output,
-    one that some kernel reads as float32 too) into a rounded copy by a rounding kernel.
-    Returns (launches with the rounding kernels' inserted, results to round in their producers'
-    store, the rounding kernels' LLVM IR). `buffers` grows by the copies."""
+    its buffer, named NAME:tf32). A value produced by a kernel that can round in its store (a
+    GEMM's epilogue, an elementwise chain): rounded there when every reader is such an operand,
+    else (a graph output, a value some kernel reads as float32 too, as a residual) stored twice,
+    as it is and rounded into a copy (one more output of that kernel). Any other value (a graph
+    input, a pool's or a normalization's result): by a rounding kernel before its first reader,
+    in place when every reader is such an operand, else into a copy.
+    Returns (launches, rounding kernels inserted; results rounded in their producers' store;
+    results also stored rounded as an extra output; the rounding kernels' LLVM IR). `buffers`
+    grows by the copies."""
     import numpy as np
 
     from dlc.targets.cuda.codegen import ROUND_BLOCK, round_kernel
 
     wanted = {(j, p) for j, launch in enumerate(emitted) for p in launch.tf32}
     if not wanted:
-        return launches, set(), []
+        return launches, set(), set(), []
     readers: dict[int, list] = {}  # buffer -> every (launch, position) that reads it
-    for j, (launch, kernel) in enumerate(zip(launches, emitted)):
+    producers = {}  # buffer -> (the launch that writes it, its result, the result's index)
+    for j, (launch, kernel, op) in enumerate(zip(launches, emitted, launch_ops)):
         for p in range(len(kernel.inputs)):
             readers.setdefault(launch["args"][p], []).append((j, p))
+        for r, (result, written) in enumerate(zip(op.results, launch["args"][len(kernel.inputs):])):
+            producers[written] = (j, result, r)
     before: dict[int, list] = {}  # launch -> the rounding launches to run just before it
-    copies, in_store, kernels = {}, set(), {}
+    extra: dict[int, dict] = {}  # launch -> {result index: the buffer of its rounded copy}
+    copies, in_store, stored_twice, kernels = {}, set(), set(), {}
     for j, p in sorted(wanted):
         args = launches[j]["args"]
         source = args[p]
@@ -274,26 +286,33 @@ def round_tf32_operands(buffers: list, launches: list, emitted: list, producers:
             continue
         only_tf32 = source not in returned and all(r in wanted for r in readers[source])
         producer = producers.get(source)
-        if only_tf32 and producer is not None and emitted[producer[0]].rounds_outputs:
-            in_store.add(producer[1])
-            copies[source] = source
-            continue
-        count = max(1, int(np.prod(entry["shape"], dtype=np.int64)))
+        in_kernel = producer is not None and emitted[producer[0]].rounds_outputs and not emitted[producer[0]].check
         target = source
         if not only_tf32:
             target = len(buffers)
             buffers.append({"shape": list(entry["shape"]), "kind": "temp", "dtype": entry["dtype"]})
-        name, text, grid = round_kernel(count)
-        kernels[name] = text
-        first = min(r[0] for r in readers[source] if r in wanted)
-        before.setdefault(first, []).append({"kernel": name, "grid": list(grid), "block": [ROUND_BLOCK, 1, 1],
-                                             "args": [source, target], "nodes": []})
+        if in_kernel and only_tf32:
+            in_store.add(producer[1])
+        elif in_kernel:
+            stored_twice.add(producer[1])
+            extra.setdefault(producer[0], {})[producer[2]] = target
+        else:
+            count = max(1, int(np.prod(entry["shape"], dtype=np.int64)))
+            name, text, grid = round_kernel(count)
+            kernels[name] = text
+            first = min(r[0] for r in readers[source] if r in wanted)
+            before.setdefault(first, []).append({"kernel": name, "grid": list(grid), "block": [ROUND_BLOCK, 1, 1],
+                                                 "args": [source, target], "nodes": []})
         copies[source] = target
         args[p] = target
+    for j, targets in extra.items():  # the copies' parameters follow the results, in result order
+        end = len(emitted[j].inputs) + len(launch_ops[j].results)
+        args = launches[j]["args"]
+        args[end:end] = [targets[r] for r in sorted(targets)]
     ordered = []
     for j, launch in enumerate(launches):
         ordered += before.get(j, []) + [launch]
-    return ordered, in_store, list(kernels.values())
+    return ordered, in_store, stored_twice, list(kernels.values())
 
 
 # --- capability ------------------------------------------------------------------------------
