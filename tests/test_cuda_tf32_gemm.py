@@ -343,7 +343,17 @@ def _matmul_input_and_relu():
                   [("a", [20, 24]), ("b", [24, 12])], [("c", [20, 12]), ("r", [20, 24])])
 
 
-@pytest.mark.parametrize("build", [_conv_chain, _matmul_input_and_relu])
+def _elementwise_producers():
+    """Relu(a) read only by a MatMul (rounded in the Relu kernel's store); Abs(a) read by a MatMul
+    and returned (stored twice by its kernel); b read by both MatMuls only (rounded in place)."""
+    return _model([helper.make_node("Relu", ["a"], ["r"], name="relu"),
+                   helper.make_node("MatMul", ["r", "b"], ["c"], name="mm1"),
+                   helper.make_node("Abs", ["a"], ["t"], name="abs"),
+                   helper.make_node("MatMul", ["t", "b"], ["e"], name="mm2")],
+                  [("a", [20, 24]), ("b", [24, 12])], [("c", [20, 12]), ("e", [20, 12]), ("t", [20, 24])])
+
+
+@pytest.mark.parametrize("build", [_conv_chain, _matmul_input_and_relu, _elementwise_producers])
 def test_rounded_where_produced_is_bit_identical_to_cvt_per_fragment(build, tmp_path, monkeypatch):
     from conftest import random_feeds
 
@@ -362,6 +372,14 @@ def test_rounded_where_produced_is_bit_identical_to_cvt_per_fragment(build, tmp_
             ptx = cuda.ptx
     for name, got in outputs[0].items():
         assert np.array_equal(got, outputs[1][name]), name
+    if build is _elementwise_producers:
+        b = next(spec["buffer"] for spec in plan["inputs"] if spec["name"] == "b")
+        rounding = [launch for launch in plan["launches"] if launch["kernel"].startswith("dlc_tf32_round")]
+        assert [launch["args"] for launch in rounding] == [[b, b]]  # a's kernels round their results
+        elementwise = [k for k in kernels if "Relu" in k or "Abs" in k]
+        assert elementwise and all("cvt.rna" in _entry(ptx, k) for k in elementwise)
+        assert all("cvt.rna" not in _entry(ptx, k) for k in kernels if "MatMul" in k)
+        return
     x = next(spec["buffer"] for spec in plan["inputs"] if spec["name"] in ("x", "a"))
     (copy,) = [launch for launch in plan["launches"] if launch["kernel"].startswith("dlc_tf32_round")
                and launch["args"][0] == x]
