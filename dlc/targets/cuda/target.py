@@ -4,7 +4,8 @@ A partial target like npu-sim (dlc/targets/partition.py): it takes float32 eleme
 MatMul/Gemm and 2-D Conv (`supports` gives the reason for anything else, which runs on `cpu`),
 places nodes and forms and fuses kernels on the whole graph with its own rules (a GEMM or Conv
 with its elementwise epilogue, elementwise chains), then writes each of its kernels as LLVM IR for nvptx64
-(dlc/targets/cuda/codegen.py), compiled to sm_90 PTX by llvmlite. The executable
+(dlc/targets/cuda/codegen.py), compiled to sm_90 PTX by llvmlite; the operands of TF32 GEMMs
+whose K loop has no cvt are rounded where they are produced (`round_tf32_operands`). The executable
 (dlc/targets/cuda/runtime.py) loads the PTX with the CUDA driver API of cuda-bindings, which is
 imported only when a model runs: compiling needs no GPU.
 """
