@@ -6,6 +6,10 @@ torch.matmul (cuBLAS, FP32 and TF32) on the same GPU, and an MLP's end-to-end la
 
 `--tf32` runs dlc's GEMMs with `gemm_tf32` (tensor cores) and adds the ratio to torch's TF32;
 each `--configs` JSON (cuda target keys) is one more row of the same GEMM (a tile sweep).
+In TF32 the GEMM's K loop reads operands already rounded to TF32 (`gemm_tf32_round` 0, the
+default): the weight B on the host, the input A by a rounding kernel that runs before the GEMM
+(dlc/targets/cuda/target.py, round_tf32_operands). The "dlc kernels" column is the two together,
+as the ratios to torch; the GEMM alone and the rounding kernels are shown apart.
 
 Kernel times come from CUDA events around each launch (CudaExecutable.run(profile=True)); the
 end-to-end latency of a dlc run includes copying its inputs in and outputs out.
@@ -75,11 +79,7 @@ def bench_conv(batch: int, repeat: int) -> str:
     x = np.random.default_rng(3).standard_normal((batch, 64, 56, 56)).astype(np.float32)
     feeds = {step.inputs[0].name: x}
     got = step.run(feeds)[step.outputs[0].name]
-    kernel = []
-    for _ in range(repeat):
-        step.run(feeds, profile=True)
-        kernel.append(step.last_kernel_ms[0][1])
-    kernel_ms = statistics.median(kernel)
+    kernel_ms = kernel_times(step, feeds, repeat)[0]
     w, b = (torch.from_numpy(numpy_helper.to_array(i).copy()).cuda() for i in model.graph.initializer)
     tx = torch.from_numpy(x).cuda()
     figures = {}
@@ -152,11 +152,7 @@ def bench_gemm(n: int, repeat: int, config: dict | None = None) -> str:
     a = np.random.default_rng(1).standard_normal((n, n)).astype(np.float32)
     feeds = {step.inputs[0].name: a}
     out = step.run(feeds)[step.outputs[0].name]
-    kernel = []
-    for _ in range(repeat):
-        step.run(feeds, profile=True)
-        kernel.append(step.last_kernel_ms[0][1])
-    kernel_ms = statistics.median(kernel)
+    kernel_ms, gemm_ms, rounding_ms = kernel_times(step, feeds, repeat)
     e2e_ms = wall_ms(lambda: compiled.run({"A": a}), repeat)
     b = numpy_helper.to_array(model.graph.initializer[0]).copy()
     rows = np.sort(np.random.default_rng(5).choice(n, min(n, 96), replace=False))  # rows of every block row
@@ -174,10 +170,26 @@ def bench_gemm(n: int, repeat: int, config: dict | None = None) -> str:
         return flops / (ms * 1e-3) / 1e12
 
     shown = json.dumps({k: v for k, v in (config or {}).items() if k != "gemm_tf32"}) if config else ""
-    return (f"| {n}^3 {shown} | {kernel_ms:.3f} ms, {tflops(kernel_ms):.1f} TFLOP/s | {e2e_ms:.2f} ms | "
+    return (f"| {n}^3 {shown} | {kernel_ms:.3f} ms, {tflops(kernel_ms):.1f} TFLOP/s | "
+            f"{gemm_ms:.3f} ms, {tflops(gemm_ms):.1f} | {rounding_ms:.3f} ms | {e2e_ms:.2f} ms | "
             f"{figures[False]:.3f} ms, {tflops(figures[False]):.1f} | {figures[True]:.3f} ms, "
             f"{tflops(figures[True]):.1f} | {100 * figures[False] / kernel_ms:.0f}% | "
-            f"{100 * figures[True] / kernel_ms:.0f}% | {error:.1e} | {compile_s:.1f} s |")
+            f"{100 * figures[True] / kernel_ms:.0f}% ({100 * figures[True] / gemm_ms:.0f}%) | {error:.1e} | "
+            f"{compile_s:.1f} s |")
+
+
+def kernel_times(step, feeds, repeat: int) -> tuple[float, float, float]:
+    """Median kernel times in ms of one cuda partition (CUDA events around each launch): all its
+    kernels, its GEMM/conv kernels alone, its TF32 rounding kernels alone."""
+    from dlc.targets.cuda.codegen import ROUND_KERNEL
+
+    runs = []
+    for _ in range(repeat):
+        step.run(feeds, profile=True)
+        rounding = sum(ms for name, ms in step.last_kernel_ms if name.startswith(ROUND_KERNEL))
+        rest = sum(ms for name, ms in step.last_kernel_ms if not name.startswith(ROUND_KERNEL))
+        runs.append((rest + rounding, rest, rounding))
+    return tuple(statistics.median(run[i] for run in runs) for i in range(3))
 
 
 def bench_mlp(batch: int, repeat: int) -> str:
@@ -221,9 +233,9 @@ def main() -> None:
     import torch
 
     print(f"GPU: {torch.cuda.get_device_name(0)}, torch {torch.__version__}")
-    print("| GEMM | dlc kernel | dlc run (copies in/out) | torch FP32 | torch TF32 | dlc / torch FP32 "
-          "| dlc / torch TF32 | max rel. error | compile |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| GEMM | dlc kernels (GEMM + TF32 rounding) | GEMM alone | rounding | dlc run (copies in/out) "
+          "| torch FP32 | torch TF32 | dlc / torch FP32 | dlc / torch TF32 (GEMM alone) | max rel. error | compile |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     base = {"gemm_tf32": 1} if args.tf32 else {}
     for n in args.sizes:
         for config in [{}] + [json.loads(c) for c in args.configs]:

@@ -35,7 +35,7 @@ DEFAULT_TILES = {"gemm_tile_m": 64, "gemm_tile_n": 64, "gemm_tile_k": 16, "gemm_
                  # The pipelined TF32 GEMM (dlc/targets/cuda/tf32_gemm.py); 0: chosen per GEMM.
                  "gemm_tf32_pipeline": 1, "gemm_tf32_block_m": 0, "gemm_tf32_block_n": 0, "gemm_tf32_tile_k": 32,
                  "gemm_tf32_warps_m": 0, "gemm_tf32_warps_n": 0, "gemm_tf32_stages": 3, "gemm_tf32_group_m": 8,
-                 "gemm_tf32_round": 1}
+                 "gemm_tf32_round": 0, "gemm_tf32_preround": 1}
 # With 8 x 8 outputs a thread does twice the FMAs per shared-memory load of the 4 x 4 tile: 31.7
 # against 24.6 TFLOP/s at 4096^3 on the H200 (benchmarks/README.md), but a quarter as many blocks.
 # `gemm_tile_auto` takes it for a GEMM that still has a block for every SM with it.
@@ -58,6 +58,10 @@ class Launch:
     check: str | None = None  # the error a nonzero error word means (the kernel's last parameter)
     shared_bytes: int = 0  # dynamic shared memory the launch asks for
     tap_major: list = field(default_factory=list)  # inputs (positions) read as a weight copied [O, KH, KW, I]
+    # Inputs (positions) the K loop reads as exact TF32 values without a cvt: the partition rounds
+    # them where they are produced (dlc/targets/cuda/target.py, round_tf32_operands).
+    tf32: list = field(default_factory=list)
+    rounds_outputs: bool = False  # the kernel can round its results to TF32 in its store
 
 
 def kernel_options(module) -> dict:
@@ -414,6 +418,13 @@ def _signature(name: str, inputs: list, outputs: list, params: dict) -> str:
 
 # --- elementwise kernels --------------------------------------------------------------------
 
+def _tf32_copies(op, options: dict) -> list[int]:
+    """The results (indices) the kernel also stores rounded to TF32, each into one more output
+    parameter after its results (dlc/targets/cuda/target.py, round_tf32_operands)."""
+    copies = options.get("tf32_copies", ())
+    return [i for i, r in enumerate(op.results) if r in copies]
+
+
 def _elementwise_kernel(name: str, op, body, options: dict):
     yields = _yields(op)
     shape = _shape(yields[0])
@@ -424,7 +435,8 @@ def _elementwise_kernel(name: str, op, body, options: dict):
     count = math.prod(shape)
     fn = _Function(_index_type(count, *(math.prod(_shape(v)) for v in inputs)))
     params: dict = {}
-    header = _signature(name, inputs, yields, params)
+    copies = _tf32_copies(op, options)
+    header = _signature(name, inputs, yields + [None] * len(copies), params)
     fn.label("entry")
     block_size = options["elementwise_block"]
     linear = fn.int("add", fn.int("mul", fn.sreg("ctaid.x"), block_size), fn.sreg("tid.x"))
@@ -432,14 +444,18 @@ def _elementwise_kernel(name: str, op, body, options: dict):
     fn.label("body")
     values: dict = {}
     _evaluate(fn, body, values, _Broadcast(fn, shape, linear), params)
+    rounded = options.get("tf32_results", ())
     for i, v in enumerate(yields):
-        fn.store(values[v] if v in values else fn.load(params[v], linear), f"%out{i}", linear)
+        value = values[v] if v in values else fn.load(params[v], linear)
+        fn.store(_tf32(fn, value) if op.results[i] in rounded else value, f"%out{i}", linear)
+        if i in copies:
+            fn.store(_tf32(fn, value), f"%out{len(yields) + copies.index(i)}", linear)
     fn.emit("br label %exit")
     fn.label("exit")
     fn.emit("ret void")
     text = "\n".join([header, *fn.lines, "}", ""])
     grid = (max(1, math.ceil(count / block_size)), 1, 1)
-    return text, Launch(name, grid, (block_size, 1, 1), inputs)
+    return text, Launch(name, grid, (block_size, 1, 1), inputs, rounds_outputs=True)
 
 
 # --- GEMM kernels ---------------------------------------------------------------------------
@@ -603,6 +619,28 @@ def _tf32(fn: _Function, value: str) -> str:
     return fn(f"bitcast i32 {bits} to float")
 
 
+ROUND_KERNEL = "dlc_tf32_round"
+ROUND_BLOCK = 256
+
+
+def round_kernel(count: int) -> tuple[str, str, tuple[int, int, int]]:
+    """(name, LLVM IR, grid) of the kernel that rounds `count` floats to TF32 with `cvt.rna` (what
+    the K loop's round 1 does per fragment), one thread per element, from its first parameter to
+    its second: the same buffer when it rounds in place, so neither is noalias."""
+    name = f"{ROUND_KERNEL}_{count}"
+    fn = _Function(_index_type(count))
+    fn.label("entry")
+    linear = fn.int("add", fn.int("mul", fn.sreg("ctaid.x"), ROUND_BLOCK), fn.sreg("tid.x"))
+    fn.emit(f"br i1 {fn.below(linear, count)}, label %body, label %exit")
+    fn.label("body")
+    fn.store(_tf32(fn, fn.load("%in0", linear)), "%out0", linear)
+    fn.emit("br label %exit")
+    fn.label("exit")
+    fn.emit("ret void")
+    header = f"define ptx_kernel void @{name}(ptr addrspace(1) align 4 %in0, ptr addrspace(1) align 4 %out0) {{"
+    return name, "\n".join([header, *fn.lines, "}", ""]), (math.ceil(count / ROUND_BLOCK), 1, 1)
+
+
 def _gemm_kernel(name: str, op, body, options: dict):
     head, epilogue = body[0], body[1:]
     g = gemm_shape(head)
@@ -620,21 +658,40 @@ def _gemm_kernel(name: str, op, body, options: dict):
     fn = _Function(_index_type(*sizes))
     ity = fn.ity
     params: dict = {}
-    header = _signature(name, inputs, yields, params)
+    copies = _tf32_copies(op, options)
+    header = _signature(name, inputs, yields + [None] * len(copies), params)
     a_value, b_value = (head.operands[1], head.operands[0]) if g.conv else (head.operands[0], head.operands[1])
     a_ptr, b_ptr = params[a_value], params[b_value]
 
+    rounded = [r in options.get("tf32_results", ()) for r in op.results]
+
     def emit_outputs(fn: _Function, z: str, row0: str, col0: str, items) -> None:
-        _store_outputs(fn, g, head, epilogue, yields, out_shape, params, z, row0, col0, items)
+        _store_outputs(fn, g, head, epilogue, yields, out_shape, params, z, row0, col0, items, rounded, copies)
 
     from dialects.onnx import WeightOp
 
     pipelined = pipeline_plan(g, options, isinstance(a_value.owner, WeightOp)) if options.get("gemm_tf32") else None
+    tf32 = []
+    if pipelined is not None and pipelined.round == 0 and options.get("gemm_tf32_preround", 1):
+        # The K loop reads A and B without a cvt: the partition hands it TF32 values (weights
+        # rounded on the host, activations by their producer's store or a rounding kernel),
+        # unless the kernel reads an operand elsewhere too (its epilogue, Gemm's C), which must
+        # see the float32 value: then it rounds per fragment.
+        operands = [a_value, b_value]
+        elsewhere = [v for o in body for i, v in enumerate(o.operands)
+                     if v in operands and not (o is head and i < 2)]
+        if elsewhere:
+            from dataclasses import replace
+
+            pipelined = replace(pipelined, round=1)
+        else:
+            tf32 = sorted({inputs.index(v) for v in operands})
     if pipelined is not None:  # the cp.async pipeline of mma.sync (dlc/targets/cuda/tf32_gemm.py)
         grid, block, shared = pipelined_kernel(fn, name, head.node_name, g, pipelined, a_ptr, b_ptr, emit_outputs)
         text = "\n".join([header, *fn.lines, "}", ""])
         tap_major = [inputs.index(a_value)] if pipelined.a_tap_major else []
-        return text, Launch(name, grid, block, inputs, shared_bytes=pipelined.shared_bytes, tap_major=tap_major), shared
+        return text, Launch(name, grid, block, inputs, shared_bytes=pipelined.shared_bytes, tap_major=tap_major,
+                            tf32=tf32, rounds_outputs=True), shared
     plan = _MmaSchedule(g, options) if options.get("gemm_tf32") else _FmaSchedule(select_tile(g, options))
     bm, bn, bk, threads, lda, ldb = plan.bm, plan.bn, plan.bk, plan.threads, plan.lda, plan.ldb
     shared_a, shared_b = f"@{name}_As", f"@{name}_Bs"
@@ -687,13 +744,15 @@ def _gemm_kernel(name: str, op, body, options: dict):
         raise CompileError(f"cuda: node '{head.node_name}' ({head.onnx_type}): a grid of {g.batch} batches and "
                            f"{math.ceil(g.m / bm)} row tiles exceeds CUDA's 65535 blocks in y and z")
     grid = (math.ceil(g.n / bn), math.ceil(g.m / bm), g.batch)
-    return text, Launch(name, grid, (threads, 1, 1), inputs), shared
+    return text, Launch(name, grid, (threads, 1, 1), inputs, rounds_outputs=True), shared
 
 
 def _store_outputs(fn: _Function, g: GemmShape, head, epilogue, yields, out_shape, params: dict, z: str,
-                   row0: str, col0: str, items) -> None:
+                   row0: str, col0: str, items, rounded=(), copies=()) -> None:
     """The epilogue and the guarded store of each output a thread holds: `items` are (value, or a
-    function that loads it inside the guard; row and column in the block's tile)."""
+    function that loads it inside the guard; row and column in the block's tile); output y is
+    rounded to TF32 (cvt.rna) where `rounded[y]` (every reader is a TF32 GEMM's operand), and
+    also stored rounded into output len(yields) + k where y is `copies[k]`."""
     for index, (value, tile_row, tile_col) in enumerate(items):
         here = f"e{index}"
         row, col = fn.int("add", row0, tile_row), fn.int("add", col0, tile_col)
@@ -706,7 +765,9 @@ def _store_outputs(fn: _Function, g: GemmShape, head, epilogue, yields, out_shap
         values = {head.results[0]: _gemm_scale(fn, head, value, loads, params)}
         _evaluate(fn, epilogue, values, loads, params)
         for y, v in enumerate(yields):
-            fn.store(values[v], f"%out{y}", linear)
+            fn.store(_tf32(fn, values[v]) if rounded and rounded[y] else values[v], f"%out{y}", linear)
+            if y in copies:
+                fn.store(_tf32(fn, values[v]), f"%out{len(yields) + list(copies).index(y)}", linear)
         fn.emit(f"br label %{here}_next")
         fn.label(f"{here}_next")
 

@@ -106,11 +106,16 @@ class CudaExecutable:
                 check(cu.cuFuncSetAttribute(functions[launch["kernel"]], attribute, launch["shared_bytes"]),
                       f"cuFuncSetAttribute({launch['kernel']}, {launch['shared_bytes']} bytes of shared memory)")
         pointers = []
-        for entry in self.plan["buffers"]:
+        used = {i for launch in self.plan["launches"] for i in launch["args"]}
+        used |= {spec["buffer"] for spec in self.plan["inputs"] + self.plan["outputs"]}
+        for i, entry in enumerate(self.plan["buffers"]):
+            if i not in used:  # a weight replaced by its copy (tap-major, TF32-rounded): no memory
+                pointers.append(None)
+                continue
             nbytes = max(4, _dtype(entry).itemsize * int(np.prod(entry["shape"], dtype=np.int64)))
             pointers.append(check(cu.cuMemAlloc(nbytes), f"cuMemAlloc({nbytes} bytes)"))
         for i, entry in enumerate(self.plan["buffers"]):  # weights: uploaded once
-            if entry["kind"] == "weight" and entry["name"] in self.weights:
+            if entry["kind"] == "weight" and entry["name"] in self.weights and pointers[i] is not None:
                 array = np.ascontiguousarray(self.weights[entry["name"]], _dtype(entry))
                 check(cu.cuMemcpyHtoD(pointers[i], array.ctypes.data, array.nbytes), "cuMemcpyHtoD (weights)")
         # Kernel parameters as the driver takes them: an array of pointers to each argument's value.
@@ -182,7 +187,8 @@ class CudaExecutable:
             cu = driver()
             module, pointers, _, _ = self._state
             for pointer in pointers:
-                cu.cuMemFree(pointer)
+                if pointer is not None:
+                    cu.cuMemFree(pointer)
             cu.cuModuleUnload(module)
         except Exception:  # interpreter shutdown: the driver may be gone already
             pass

@@ -4,7 +4,8 @@ A partial target like npu-sim (dlc/targets/partition.py): it takes float32 eleme
 MatMul/Gemm and 2-D Conv (`supports` gives the reason for anything else, which runs on `cpu`),
 places nodes and forms and fuses kernels on the whole graph with its own rules (a GEMM or Conv
 with its elementwise epilogue, elementwise chains), then writes each of its kernels as LLVM IR for nvptx64
-(dlc/targets/cuda/codegen.py), compiled to sm_90 PTX by llvmlite. The executable
+(dlc/targets/cuda/codegen.py), compiled to sm_90 PTX by llvmlite; the operands of TF32 GEMMs
+whose K loop has no cvt are rounded where they are produced (`round_tf32_operands`). The executable
 (dlc/targets/cuda/runtime.py) loads the PTX with the CUDA driver API of cuda-bindings, which is
 imported only when a model runs: compiling needs no GPU.
 """
@@ -100,10 +101,7 @@ class CudaTarget(Target):
         """`--compile-to llvm`: the LLVM IR (nvptx64) of the kernels placed on cuda."""
         if phase != "llvm":
             return None
-        from dlc.targets.cuda.codegen import kernel_options
-        from dlc.targets.cuda.kernels import emit_module
-
-        return emit_module(cuda_launches(module), kernel_options(module))[0]
+        return plan_partition(module)[0]
 
     def build(self, module, options: CompileOptions):
         from dlc.targets.cuda.runtime import CudaExecutable
@@ -130,6 +128,15 @@ def lower_partition(module, options: CompileOptions | None = None) -> tuple[str,
     """A cuda partition (kernels phase) -> (PTX, launch plan, weights, LLVM IR): the plan names a device
     buffer per value (inputs, weights uploaded once, kernel results; a view shares its source's
     buffer) and the launches in program order (dlc/targets/cuda/runtime.py runs it)."""
+    from dlc.targets.cuda.codegen import compile_ptx, kernel_options
+
+    llvm_ir, plan, weights = plan_partition(module)
+    ptx = compile_ptx(llvm_ir, kernel_options(module)["sm"], options.opt_level if options else 3)
+    return ptx, plan, weights, llvm_ir
+
+
+def plan_partition(module) -> tuple[str, dict, dict]:
+    """(LLVM IR, launch plan, weights) of a cuda partition: `lower_partition` without the PTX."""
     import numpy as np
 
     from dialects.kernel import LaunchOp
@@ -137,13 +144,12 @@ def lower_partition(module, options: CompileOptions | None = None) -> tuple[str,
     from dialects.types import numpy_dtype
     from dialects.weights import weights_of
     from dlc.targets import constant_inputs_of, graph_io_specs, graph_main
-    from dlc.targets.cuda.codegen import compile_ptx, kernel_options
+    from dlc.targets.cuda.codegen import kernel_options
     from dlc.targets.cuda.kernels import emit_module
 
     tiles = kernel_options(module)
     launch_ops = cuda_launches(module)
     llvm_ir, launches = emit_module(launch_ops, tiles)
-    ptx = compile_ptx(llvm_ir, tiles["sm"], options.opt_level if options else 3)
     inputs, outputs = graph_io_specs(module)
     block = graph_main(module).body.block
     store = weights_of(module)
@@ -187,14 +193,25 @@ def lower_partition(module, options: CompileOptions | None = None) -> tuple[str,
         plan_launches.append({"kernel": launch.kernel, "grid": list(launch.grid), "block": list(launch.block),
                               "args": args, "nodes": launch.nodes,
                               **({"shared_bytes": launch.shared_bytes} if launch.shared_bytes else {})})
-    used = {i for launch in plan_launches for i in launch["args"]}
     returned = list(block.last_op.operands)
+    plan_launches, in_store, copies, kernels = round_tf32_operands(buffers, plan_launches, launches, launch_ops,
+                                                                  {ids[v] for v in returned})
+    if in_store or copies:  # the producers that round results in their store: those kernels written again
+        again = [op for op in launch_ops if any(r in in_store or r in copies for r in op.results)]
+        text = emit_module(again, dict(tiles, tf32_results=in_store, tf32_copies=copies))[0]
+        for launch in (launches[launch_ops.index(op)] for op in again):
+            llvm_ir = llvm_ir.replace(_function(llvm_ir, launch.kernel), _function(text, launch.kernel))
+    if kernels:
+        llvm_ir += "\n" + "\n".join(kernels)
+    used = {i for launch in plan_launches for i in launch["args"]}
     used |= {ids[v] for v in returned}
     for i, entry in enumerate(buffers):
         if entry["kind"] == "weight" and i in used:
             array = np.asarray(store[entry.get("from", entry["name"])])
             if entry.get("layout") == "tap_major":
                 array = array.transpose(0, 2, 3, 1)
+            if entry.get("tf32") and array.dtype == np.float32:
+                array = round_tf32(array)
             if array.dtype not in (np.float32, np.int64, np.int32, np.bool_):
                 raise CompileError(f"cuda: weight {entry['name']} is {array.dtype}; the cuda kernels read float32 "
                                    "(and int32/int64 indices, bool conditions)")
@@ -205,7 +222,98 @@ def lower_partition(module, options: CompileOptions | None = None) -> tuple[str,
             "outputs": [{"name": s.name, "shape": list(s.shape), "dtype": s.dtype, "buffer": ids[v]}
                         for s, v in zip(outputs, returned)],
             "constant_inputs": list(constant_inputs_of(module)), "sm": tiles["sm"]}
-    return ptx, plan, weights, llvm_ir
+    return llvm_ir, plan, weights
+
+
+def _function(llvm_ir: str, kernel: str) -> str:
+    """The text of kernel `kernel`'s definition in `llvm_ir`."""
+    start = llvm_ir.index(f"define ptx_kernel void @{kernel}(")
+    return llvm_ir[start:llvm_ir.index("\n}\n", start) + 3]
+
+
+def round_tf32(array):
+    """float32 -> the nearest TF32 value (10 mantissa bits, ties away from zero), bit for bit what
+    `cvt.rna.tf32.f32` gives (PTX ISA, "cvt"); Inf and NaN kept as they are, as cvt.rna keeps them."""
+    import numpy as np
+
+    bits = np.ascontiguousarray(array, np.float32).view(np.uint32)
+    rounded = (bits + np.uint32(0x1000)) & np.uint32(0xFFFFE000)
+    special = (bits & np.uint32(0x7F800000)) == np.uint32(0x7F800000)
+    return np.where(special, bits, rounded).astype(np.uint32).view(np.float32).reshape(np.shape(array))
+
+
+def round_tf32_operands(buffers: list, launches: list, emitted: list, launch_ops: list, returned: set):
+    """Make every operand a TF32 GEMM reads without a cvt (`Launch.tf32`: its positions) an exact
+    TF32 value (tf32_gemm.py, "Rounding"): a weight by a rounded copy made on the host (`tf32` on
+    its buffer, named NAME:tf32). A value produced by a kernel that can round in its store (a
+    GEMM's epilogue, an elementwise chain): rounded there when every reader is such an operand,
+    else (a graph output, a value some kernel reads as float32 too, as a residual) stored twice,
+    as it is and rounded into a copy (one more output of that kernel). Any other value (a graph
+    input, a pool's or a normalization's result): by a rounding kernel before its first reader,
+    in place when every reader is such an operand, else into a copy.
+    Returns (launches, rounding kernels inserted; results rounded in their producers' store;
+    results also stored rounded as an extra output; the rounding kernels' LLVM IR). `buffers`
+    grows by the copies."""
+    import numpy as np
+
+    from dlc.targets.cuda.codegen import ROUND_BLOCK, round_kernel
+
+    wanted = {(j, p) for j, launch in enumerate(emitted) for p in launch.tf32}
+    if not wanted:
+        return launches, set(), set(), []
+    readers: dict[int, list] = {}  # buffer -> every (launch, position) that reads it
+    producers = {}  # buffer -> (the launch that writes it, its result, the result's index)
+    for j, (launch, kernel, op) in enumerate(zip(launches, emitted, launch_ops)):
+        for p in range(len(kernel.inputs)):
+            readers.setdefault(launch["args"][p], []).append((j, p))
+        for r, (result, written) in enumerate(zip(op.results, launch["args"][len(kernel.inputs):])):
+            producers[written] = (j, result, r)
+    before: dict[int, list] = {}  # launch -> the rounding launches to run just before it
+    extra: dict[int, dict] = {}  # launch -> {result index: the buffer of its rounded copy}
+    copies, in_store, stored_twice, kernels = {}, set(), set(), {}
+    for j, p in sorted(wanted):
+        args = launches[j]["args"]
+        source = args[p]
+        entry = buffers[source]
+        if entry["kind"] == "weight":
+            name = f"{entry['name']}:tf32"
+            found = [i for i, b in enumerate(buffers) if b.get("name") == name and b["kind"] == "weight"]
+            if not found:
+                buffers.append({**entry, "name": name, "from": entry.get("from", entry["name"]), "tf32": True})
+            args[p] = found[0] if found else len(buffers) - 1
+            continue
+        if source in copies:
+            args[p] = copies[source]
+            continue
+        only_tf32 = source not in returned and all(r in wanted for r in readers[source])
+        producer = producers.get(source)
+        in_kernel = producer is not None and emitted[producer[0]].rounds_outputs and not emitted[producer[0]].check
+        target = source
+        if not only_tf32:
+            target = len(buffers)
+            buffers.append({"shape": list(entry["shape"]), "kind": "temp", "dtype": entry["dtype"]})
+        if in_kernel and only_tf32:
+            in_store.add(producer[1])
+        elif in_kernel:
+            stored_twice.add(producer[1])
+            extra.setdefault(producer[0], {})[producer[2]] = target
+        else:
+            count = max(1, int(np.prod(entry["shape"], dtype=np.int64)))
+            name, text, grid = round_kernel(count)
+            kernels[name] = text
+            first = min(r[0] for r in readers[source] if r in wanted)
+            before.setdefault(first, []).append({"kernel": name, "grid": list(grid), "block": [ROUND_BLOCK, 1, 1],
+                                                 "args": [source, target], "nodes": []})
+        copies[source] = target
+        args[p] = target
+    for j, targets in extra.items():  # the copies' parameters follow the results, in result order
+        end = len(emitted[j].inputs) + len(launch_ops[j].results)
+        args = launches[j]["args"]
+        args[end:end] = [targets[r] for r in sorted(targets)]
+    ordered = []
+    for j, launch in enumerate(launches):
+        ordered += before.get(j, []) + [launch]
+    return ordered, in_store, stored_twice, list(kernels.values())
 
 
 # --- capability ------------------------------------------------------------------------------

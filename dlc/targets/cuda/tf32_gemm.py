@@ -9,8 +9,8 @@ of 4 bytes, K in (tap, channel) order so that a K tile is one tap: a thread's B 
 input pixel, or the padding's zero, for all its rows). Others (transposed A, a Conv of 3 input
 channels) keep codegen's `_MmaSchedule`.
 
-- Block tile BM x BN (`auto_block`: 128 x 256 or 128 x 128 when every SM still gets a block,
-  else 64 x 64) of warps with 64 x 64 tiles (32 x 32 in a 64 x 64 block), each a grid of
+- Block tile BM x BN (`auto_block`: 128 x 128 when every SM still gets a block, else 64 x 64;
+  128 x 256 of 8 warps by keys) of warps with 64 x 64 tiles (32 x 32 in a 64 x 64 block), each a grid of
   `mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32` (PTX ISA, "Matrix fragments for
   mma.m16n8k8", .tf32): 128 accumulators a thread.
 - A `stages`-deep pipeline of `cp.async.cg.shared.global` 16-byte copies (PTX ISA, "cp.async"),
@@ -25,24 +25,28 @@ channels) keep codegen's `_MmaSchedule`.
   transpose moves 16-bit halves). Rows padded so that no load has a bank conflict, without a
   swizzle: A and a K-major B by 4 floats (the 8 rows of an ldmatrix matrix then start in 8
   different 16-byte bank groups), a row-major B by 8 (rows t = 0..3 of a fragment 8 banks apart).
-- Inputs are rounded to TF32 with `cvt.rna` in registers (the copies bypass them), as the
-  register-staged schedule does; `gemm_tf32_round` 0 hands the fp32 words to the tensor cores
-  as they are (they read the top 19 bits: truncation): the K loop of the 4096^3 kernel is 350
-  SASS instructions per 128 mma instead of 703 (nvdisasm; cvt.rna is a compare and an add);
-  Measured on the H200 (benchmarks/README.md, "TF32 GEMM, second step"): round 0 with 128 x 128
-  blocks runs 4096^3 at 182 TFLOP/s against 138 rounded, but truncation is biased (every input
-  shrinks towards zero), and through ResNet-50's 53 convolutions its error grows to 1.4e-1 (max
-  abs against onnxruntime) where rounding's stays at torch's TF32 level, 1.0e-2: so rounding stays
-  the default. `gemm_tf32_round` 2 rounds each element once, in shared memory, by the thread that copied
-  it, between its wait and the barrier (a fragment's element is read by 2-4 warps), at the
-  price of a second pass over each tile in shared memory.
+- Rounding (`gemm_tf32_round`). 0 (default): the K loop hands the fp32 words to the tensor cores
+  as they are (they read the top 19 bits), and the partition makes every operand an exact TF32
+  value before the loop reads it (`gemm_tf32_preround` 1, dlc/targets/cuda/target.py): weights
+  rounded on the host when they are uploaded, activations by the store of the kernel that
+  produces them when every reader is a TF32 GEMM operand, else by a small rounding kernel
+  (`codegen.round_kernel`, in place when nothing else reads the value). The result is
+  bit-identical to round 1, `cvt.rna` per fragment in registers, whose K loop is 703 SASS
+  instructions per 128 mma at 128 x 128 against 350 (nvdisasm; cvt.rna is a compare and an add):
+  on the H200, 4096^3 ran at 138 TFLOP/s rounded per fragment and 182 without the cvt.
+  `gemm_tf32_preround` 0 with round 0 is truncation (biased: every input shrinks towards zero;
+  through ResNet-50's 53 convolutions its error grew to 1.4e-1, max abs against onnxruntime,
+  where rounding's stays at torch's TF32 level, 1.0e-2). `gemm_tf32_round` 2 rounds each element
+  once, in shared memory, by the thread that copied it, between its wait and the barrier (a
+  fragment's element is read by 2-4 warps), at the price of a second pass over each tile in
+  shared memory.
 - Blocks are numbered in groups of `gemm_tf32_group_m` row tiles (Triton's "grouped ordering")
   so that the blocks resident at once share A row panels and B column panels in L2.
 - The accumulators go through codegen's epilogue (the fused elementwise chain, guarded stores).
 Target-file keys (`$DLC_CUDA_TARGET`, with `gemm_tf32` 1): `gemm_tf32_pipeline` (1; 0: the
 register-staged schedule for all), `gemm_tf32_block_m`/`_n` (0: `auto_block`), `gemm_tf32_warps_m`/
 `_n` (0: 64 x 64 warp tiles), `gemm_tf32_tile_k` (32), `gemm_tf32_stages` (3), `gemm_tf32_group_m`
-(8), `gemm_tf32_round` (1); a combination that cannot work is a CompileError naming the keys.
+(8), `gemm_tf32_round` (0), `gemm_tf32_preround` (1); a combination that cannot work is a CompileError naming the keys.
 Shared memory is dynamic (`Launch.shared_bytes`): 3 stages of a 128 x 128 block's 32-deep tiles
 need 105 KiB (two blocks fit an SM's 228 KiB), of a 128 x 256 block's 153 KiB, more than the
 48 KiB a static allocation may take.
@@ -108,9 +112,11 @@ class PipelinePlan:
 
 
 def auto_block(g, sms: int) -> tuple[int, int]:
-    """The largest block tile that still gives every SM a block: 128 x 256 (8 warps, one block
-    an SM: 42.7 FLOP per byte copied from L2), 128 x 128 (4 warps, two an SM: 32), else 64 x 64."""
-    for bm, bn in ((128, 256), (128, 128)):
+    """128 x 128 (4 warps, two blocks an SM) when every SM still gets a block, else 64 x 64. With
+    the K loop free of cvt (round 0) it ran 4096^3 at 182 TFLOP/s on the H200, where 128 x 256
+    (8 warps, one block an SM; more FLOP per byte from L2: 42.7 against 32) ran 153: 128 x 256
+    stays reachable through `gemm_tf32_block_m`/`_n`."""
+    for bm, bn in ((128, 128),):
         if g.m >= bm and g.n >= bn and math.ceil(g.m / bm) * math.ceil(g.n / bn) * g.batch >= sms:
             return bm, bn
     return 64, 64
@@ -147,7 +153,7 @@ def pipeline_plan(g, options: dict, a_is_weight: bool = False) -> PipelinePlan |
     warps_n = options.get("gemm_tf32_warps_n", 0) or (bn // 64 if bn >= 128 else max(1, bn // 32))
     plan = PipelinePlan(bm, bn, options.get("gemm_tf32_tile_k", 32), warps_m, warps_n,
                         options.get("gemm_tf32_stages", 3), b_kmajor,
-                        max(1, options.get("gemm_tf32_group_m", 8)), options.get("gemm_tf32_round", 1), gather,
+                        max(1, options.get("gemm_tf32_group_m", 8)), options.get("gemm_tf32_round", 0), gather,
                         gather and a_is_weight)
     if gather and plan.threads % plan.bn:  # a thread gathers one column of B
         return None
