@@ -279,8 +279,14 @@ EMULATED = {
 }
 
 
-@pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.slow) if c == "wide" else c
-                                  for c in sorted(EMULATED)])  # wide: 256 emulated threads, ~20 s
+# Emulated threads are slow (a case takes 4-12 s of a core): the default run keeps one case of each
+# path (edges, K-major B, 1x1, gathered and strided convs, cvt.rna per fragment), and
+# `pytest -m slow` adds the variants of those paths and the 256-thread block (~20 s).
+SLOW_EMULATED = {"wide", "conv_weight_input", "round_in_shared", "round_in_shared_conv", "k_major_b_odd", "batched"}
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.slow) if c in SLOW_EMULATED else c
+                                  for c in sorted(EMULATED)])
 def test_pipelined_kernel_on_the_host_emulation(case, tmp_path, monkeypatch):
     from conftest import random_feeds
 
