@@ -1,7 +1,7 @@
 """The benchmark set: the nine ONNX light zoo models and the exporter-style models, dlc vs onnxruntime.
 
     python benchmarks/run_all.py --threads 1                  # everything; writes benchmarks/results.md
-    python benchmarks/run_all.py --models resnet18,mlp_b64 --repeat 20
+    python benchmarks/run_all.py --models resnet18,mlp_b64 --repeat 20   # prints only (--output FILE to write)
 
 Same process, same inputs, same thread count, onnxruntime at ORT_ENABLE_ALL (benchmarks/run.py's
 helpers). GFLOP/s counts the ONNX graph's own work (dialects.op_costs.flops on the imported graph).
@@ -126,7 +126,9 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--models", default=",".join(ALL), help=f"comma-separated, from: {','.join(ALL)}")
     parser.add_argument("--repeat", type=int, default=20, help="timed runs of each (median)")
-    parser.add_argument("--output", type=Path, default=HERE / "results.md")
+    parser.add_argument("--output", type=Path, default=None,
+                        help="write the table here (default: benchmarks/results.md for the whole set; "
+                             "a run of some models only prints, so it never replaces the set's checked-in table)")
     args = parser.parse_args(argv)
     names = [n for n in args.models.split(",") if n]
     unknown = sorted(set(names) - set(ALL))
@@ -144,8 +146,10 @@ def main(argv=None) -> int:
     command = "python benchmarks/run_all.py " + " ".join(argv if argv is not None else sys.argv[1:])
     text = table(rows, args.threads, command.strip(), ort_version)
     print("\n" + text)
-    args.output.write_text(text)
-    print(f"wrote {args.output.relative_to(ROOT) if args.output.is_relative_to(ROOT) else args.output}")
+    output = args.output or (HERE / "results.md" if set(names) == set(ALL) else None)
+    if output is not None:
+        output.write_text(text)
+        print(f"wrote {output.relative_to(ROOT) if output.is_relative_to(ROOT) else output}")
     return 0
 
 
