@@ -375,14 +375,7 @@ def test_a_loop_kernels_flops_and_bytes_count_every_iteration_of_its_body():
 def test_a_trip_count_computed_from_small_inputs_with_its_scan_output_consumed():
     """onnx's Range function body: M = ceil(n / step) from two float scalars; the scan output
     then feeds a ReduceSum (fine: once M is a constant, every shape after the loop is static)."""
-    model = _rnn_loop(trips=None, scan=True, inputs=[v("n", F, []), v("step", F, [])])
-    model.graph.node.insert(0, helper.make_node("Div", ["n", "step"], ["ratio"]))
-    model.graph.node.insert(1, helper.make_node("Ceil", ["ratio"], ["ceiling"]))
-    model.graph.node.insert(2, helper.make_node("Cast", ["ceiling"], ["M"], to=I64))
-    model.graph.input.remove(next(value for value in model.graph.input if value.name == "M"))
-    model.graph.node.append(helper.make_node("ReduceSum", ["all"], ["total"], keepdims=0))
-    model.graph.output.append(v("total", F, []))
-    onnx.checker.check_model(model, full_check=True)
+    model = _ceiling_loop(scaled_by_n=False)
     compiled = dlc.compile(model)
     cases = [(10.0, 3.0), (10.0, 0.5), (7.0, 3.5), (10.0, 3.0)]
     _assert_matches(model, [_feeds(n=np.array(n, np.float32), step=np.array(s, np.float32)) for n, s in cases],
@@ -390,17 +383,19 @@ def test_a_trip_count_computed_from_small_inputs_with_its_scan_output_consumed()
     assert compiled.compiles == 3
 
 
-def _ceiling_loop():
-    """The Loop of test_a_trip_count_computed_from_small_inputs...: M = ceil(n / step); the
-    graph also outputs ReduceSum(all) * n, so n is needed at run time too."""
+def _ceiling_loop(scaled_by_n: bool = True):
+    """onnx's Range function body as a Loop: M = ceil(n / step) from two float scalars, its
+    scan output summed; with `scaled_by_n` the graph outputs ReduceSum(all) * n, so n is
+    needed at run time too, else ReduceSum(all)."""
     model = _rnn_loop(trips=None, scan=True, inputs=[v("n", F, []), v("step", F, [])])
     model.graph.node.insert(0, helper.make_node("Div", ["n", "step"], ["ratio"]))
     model.graph.node.insert(1, helper.make_node("Ceil", ["ratio"], ["ceiling"]))
     model.graph.node.insert(2, helper.make_node("Cast", ["ceiling"], ["M"], to=I64))
     model.graph.input.remove(next(value for value in model.graph.input if value.name == "M"))
     model.graph.node.append(helper.make_node("ReduceSum", ["all"], ["total"], keepdims=0))
-    model.graph.node.append(helper.make_node("Mul", ["total", "n"], ["scaled"]))
-    model.graph.output.append(v("scaled", F, []))
+    if scaled_by_n:
+        model.graph.node.append(helper.make_node("Mul", ["total", "n"], ["scaled"]))
+    model.graph.output.append(v("scaled" if scaled_by_n else "total", F, []))
     onnx.checker.check_model(model, full_check=True)
     return model
 
