@@ -176,7 +176,8 @@ def test_qlinear_conv_matches_onnxruntime(x_type, shape, w_shape, attrs, with_bi
     ([3, 12, 7, 30], [24, 12, 2, 3], dict(pads=[1, 0, 0, 1], strides=[1, 2])),
     ([1, 16, 20, 31], [40, 16, 3, 3], dict(pads=[1, 1, 1, 1])),
     ([2, 32, 14, 14], [64, 32, 1, 1], dict(strides=[2, 2])),
-    ([1, 64, 28, 28], [64, 64, 3, 3], dict(pads=[1, 1, 1, 1]))])
+    ([1, 64, 28, 28], [64, 64, 3, 3], dict(pads=[1, 1, 1, 1])),
+    ([1, 520, 5, 5], [24, 520, 3, 3], dict(pads=[1, 1, 1, 1]))])  # k = 4680: one k block past 2048
 def test_implicit_gemm_conv_matches_onnxruntime(shape, w_shape, attrs):
     from dlc.driver import compile_model
 
@@ -444,10 +445,12 @@ def _integer_gemms(model) -> int:
 
 
 # Odd sizes (k % 4 = 1, 3; n not a multiple of 16), per-column weight scales, zero points 0
-# and not, uint8 A (the integer micro-kernel, requantizing in its store; k = 2101 in two kc
-# blocks, so an int32 C and the requantize loop) and int8 A (read as uint8 A + 128).
+# and not, uint8 A (the integer micro-kernel, requantizing in its store; k = 2101 in one k
+# block, past the int32 GEMM's 2048; k = 8195 past the one block a requantizing store takes,
+# so an int32 C and the requantize loop) and int8 A (read as uint8 A + 128).
 @pytest.mark.parametrize("a_type, k, n, a_zero", [(np.uint8, 37, 19, 131), (np.uint8, 300, 70, 0),
                                                   (np.uint8, 5, 1, 255), (np.uint8, 2101, 33, 9),
+                                                  (np.uint8, 8195, 17, 9),
                                                   (np.int8, 37, 19, -3)])
 def test_qlinear_matmul_matches_onnxruntime(a_type, k, n, a_zero):
     rng = np.random.default_rng(k)
