@@ -109,9 +109,11 @@ def test_large_gemm_is_a_cp_async_pipeline_of_mma(tmp_path, monkeypatch):
     _target(tmp_path, monkeypatch)
     _, whole = _ptx(_matmul(2048, 256, 2048))
     # Both operands are graph inputs that only the GEMM reads: each rounded in place by the one
-    # rounding kernel of 2048 x 256 floats (cvt.rna per element) before the GEMM, whose K loop
-    # then has no cvt (gemm_tf32_round 0).
-    assert whole.count("cvt.rna.tf32.f32") == 1 and ".entry dlc_tf32_round_524288(" in whole
+    # rounding kernel of 2048 x 256 floats (cvt.rna per element, four per thread through 16-byte
+    # loads and stores) before the GEMM, whose K loop then has no cvt (gemm_tf32_round 0).
+    rounding = _entry(whole, "dlc_tf32_round_524288")
+    assert whole.count("cvt.rna.tf32.f32") == rounding.count("cvt.rna.tf32.f32") == 4
+    assert "ld.global.v4" in rounding and "st.global.v4" in rounding
     ptx = _entry(whole, "k0_MatMul")
     # 128 x 128 x 32 tiles, 4 warps of 64 x 64: 4 x 8 fragments, 4 k-steps of 8 per tile.
     assert ptx.count(MMA) == 4 * 8 * 4
@@ -126,7 +128,7 @@ def test_large_gemm_is_a_cp_async_pipeline_of_mma(tmp_path, monkeypatch):
     assert ".extern .shared .align 16 .b8 k0_MatMul_smem[];" in whole and ".local" not in whole
     cuda = _cuda_steps(_compile(_matmul(2048, 256, 2048)))[0]
     a, b = (cuda.plan["inputs"][i]["buffer"] for i in (0, 1))
-    rounding = {"kernel": "dlc_tf32_round_524288", "grid": [2048, 1, 1], "block": [256, 1, 1], "nodes": []}
+    rounding = {"kernel": "dlc_tf32_round_524288", "grid": [512, 1, 1], "block": [256, 1, 1], "nodes": []}
     assert cuda.plan["launches"][:2] == [{**rounding, "args": [a, a]}, {**rounding, "args": [b, b]}]
     launch = _gemm_launch(cuda)
     assert launch["args"][:2] == [a, b]
