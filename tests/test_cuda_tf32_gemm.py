@@ -109,10 +109,10 @@ def test_large_gemm_is_a_cp_async_pipeline_of_mma(tmp_path, monkeypatch):
     _target(tmp_path, monkeypatch)
     _, whole = _ptx(_matmul(2048, 256, 2048))
     # Both operands are graph inputs that only the GEMM reads: each rounded in place by the one
-    # rounding kernel of 2048 x 256 floats (cvt.rna per element, four per thread through 16-byte
-    # loads and stores) before the GEMM, whose K loop then has no cvt (gemm_tf32_round 0).
+    # rounding kernel of 2048 x 256 floats (cvt.rna per element, two 16-byte vectors per thread)
+    # before the GEMM, whose K loop then has no cvt (gemm_tf32_round 0).
     rounding = _entry(whole, "dlc_tf32_round_524288")
-    assert whole.count("cvt.rna.tf32.f32") == rounding.count("cvt.rna.tf32.f32") == 4
+    assert whole.count("cvt.rna.tf32.f32") == rounding.count("cvt.rna.tf32.f32") == 8
     assert "ld.global.v4" in rounding and "st.global.v4" in rounding
     ptx = _entry(whole, "k0_MatMul")
     # 128 x 128 x 32 tiles, 4 warps of 64 x 64: 4 x 8 fragments, 4 k-steps of 8 per tile.
@@ -128,7 +128,7 @@ def test_large_gemm_is_a_cp_async_pipeline_of_mma(tmp_path, monkeypatch):
     assert ".extern .shared .align 16 .b8 k0_MatMul_smem[];" in whole and ".local" not in whole
     cuda = _cuda_steps(_compile(_matmul(2048, 256, 2048)))[0]
     a, b = (cuda.plan["inputs"][i]["buffer"] for i in (0, 1))
-    rounding = {"kernel": "dlc_tf32_round_524288", "grid": [512, 1, 1], "block": [256, 1, 1], "nodes": []}
+    rounding = {"kernel": "dlc_tf32_round_524288", "grid": [256, 1, 1], "block": [256, 1, 1], "nodes": []}
     assert cuda.plan["launches"][:2] == [{**rounding, "args": [a, a]}, {**rounding, "args": [b, b]}]
     launch = _gemm_launch(cuda)
     assert launch["args"][:2] == [a, b]
@@ -494,3 +494,28 @@ def test_gpu_pipelined_tf32_tilings_match_onnxruntime(keys, tmp_path, monkeypatc
     _target(tmp_path, monkeypatch, **keys)
     truncated = keys.get("gemm_tf32_round", 0) == 0 and keys.get("gemm_tf32_preround", 1) == 0
     _check(_mlp(700, 520, 900), rtol=0, atol=_tolerance(520, not truncated))
+
+
+# The rounding kernel alone, on the host: counts that are a multiple of four (two 16-byte
+# vectors per thread: 3 and 515 vectors leave the last thread one, which it rounds twice; 2048
+# fills its blocks) and counts that are not (a float per thread), in place and into a copy.
+# Values straddle every rounding case: ties, carries into the exponent, a quiet NaN, -inf.
+@pytest.mark.parametrize("count", [12, 2060, 8192, 7, 1027])
+@pytest.mark.parametrize("in_place", [True, False], ids=["in-place", "copy"])
+def test_rounding_kernel_rounds_every_element(count, in_place):
+    from dlc.targets.cuda.codegen import ROUND_BLOCK, round_kernel
+    from dlc.targets.cuda.emulate import Emulator
+    from dlc.targets.cuda.target import round_tf32
+
+    name, text, grid = round_kernel(count)
+    bits = np.random.default_rng(count).integers(0, 2 ** 32, count, dtype=np.uint64).astype(np.uint32)
+    bits[(bits & 0x7F800000) == 0x7F800000] &= 0xFF7FFFFF  # finite: the host quiets signalling NaNs
+    bits[:6] = [0x3F801000, 0x3F803000, 0x3FFFF000, 0x7F7FF000, 0x7FC00001, 0xFF800000][:min(6, count)]
+    x = bits.view(np.float32)
+    buffers = [{"shape": [count], "kind": "input"}] + ([] if in_place else [{"shape": [count], "kind": "temp"}])
+    out = 0 if in_place else 1
+    plan = {"buffers": buffers, "inputs": [{"name": "x", "buffer": 0, "shape": [count]}],
+            "outputs": [{"name": "y", "buffer": out, "shape": [count]}],
+            "launches": [{"kernel": name, "grid": list(grid), "block": [ROUND_BLOCK, 1, 1], "args": [0, out]}]}
+    got = Emulator(text).run(plan, {}, {"x": x})["y"]
+    np.testing.assert_array_equal(got.view(np.uint32), round_tf32(x).view(np.uint32))
