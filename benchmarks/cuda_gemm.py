@@ -4,8 +4,9 @@ torch.matmul (cuBLAS, FP32 and TF32) on the same GPU, and an MLP's end-to-end la
     python benchmarks/cuda_gemm.py [--sizes 1024 2048 4096] [--repeat 10]
     python benchmarks/cuda_gemm.py --tf32 --sizes 4096 --no-models [--configs '{"gemm_tf32_stages": 4}' ...]
 
-`--tf32` runs dlc's GEMMs with `gemm_tf32` (tensor cores) and adds the ratio to torch's TF32;
-each `--configs` JSON (cuda target keys) is one more row of the same GEMM (a tile sweep).
+dlc compiles for `cuda:fp32` (exact FP32 FMA), or with `--tf32` for `cuda:tf32` (the tensor cores,
+the cuda target's default), either way explicitly, so a row's precision is the one it says; each
+`--configs` JSON (cuda target keys) is one more row of the same GEMM (a tile sweep).
 In TF32 the GEMM's K loop reads operands already rounded to TF32 (`gemm_tf32_round` 0, the
 default): the weight B on the host, the input A by a rounding kernel that runs before the GEMM
 (dlc/targets/cuda/target.py, round_tf32_operands). The "dlc kernels" column is the two together,
@@ -69,13 +70,13 @@ def conv_model(batch: int, channels: int = 64, size: int = 56, seed: int = 0) ->
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
-def bench_conv(batch: int, repeat: int) -> str:
+def bench_conv(batch: int, repeat: int, target: str) -> str:
     import torch
 
     import dlc
 
     model = conv_model(batch)
-    step = cuda_step(dlc.compile(model, target="cuda"))
+    step = cuda_step(dlc.compile(model, target=target))
     x = np.random.default_rng(3).standard_normal((batch, 64, 56, 56)).astype(np.float32)
     feeds = {step.inputs[0].name: x}
     got = step.run(feeds)[step.outputs[0].name]
@@ -90,8 +91,8 @@ def bench_conv(batch: int, repeat: int) -> str:
     want = torch.relu(torch.nn.functional.conv2d(tx, w, b, padding=1)).cpu().numpy()
     error = float(np.max(np.abs(got - want)))
     tflops = 2 * batch * 64 * 56 * 56 * 64 * 9 / (kernel_ms * 1e-3) / 1e12
-    return (f"| conv 3x3 64->64 56x56 + bias + Relu, batch {batch} | {kernel_ms:.3f} ms, {tflops:.1f} TFLOP/s | "
-            f"{figures[False]:.3f} ms | {figures[True]:.3f} ms | {error:.1e} |")
+    return (f"| conv 3x3 64->64 56x56 + bias + Relu, batch {batch}, {target} | {kernel_ms:.3f} ms, "
+            f"{tflops:.1f} TFLOP/s | {figures[False]:.3f} ms | {figures[True]:.3f} ms | {error:.1e} |")
 
 
 def cuda_step(compiled):
@@ -124,7 +125,7 @@ def wall_ms(fn, repeat: int) -> float:
     return statistics.median(times)
 
 
-def bench_gemm(n: int, repeat: int, config: dict | None = None) -> str:
+def bench_gemm(n: int, repeat: int, target: str, config: dict | None = None) -> str:
     import json
     import os
     import tempfile
@@ -137,16 +138,16 @@ def bench_gemm(n: int, repeat: int, config: dict | None = None) -> str:
     start = time.perf_counter()
     given = os.environ.get("DLC_CUDA_TARGET")  # a target file of the caller's: its keys, then `config`'s
     keys = {**(json.loads(Path(given).read_text()) if given else {}), **(config or {})}
-    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as target:
-        json.dump(keys, target)
-    os.environ["DLC_CUDA_TARGET"] = target.name  # read when the target is made (dlc.compile)
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as target_file:
+        json.dump(keys, target_file)
+    os.environ["DLC_CUDA_TARGET"] = target_file.name  # read when the target is made (dlc.compile)
     try:
-        compiled = dlc.compile(model, target="cuda")
+        compiled = dlc.compile(model, target=target)  # its variant's precision over the file's gemm_tf32
     finally:
         os.environ.pop("DLC_CUDA_TARGET")
         if given:
             os.environ["DLC_CUDA_TARGET"] = given
-        os.unlink(target.name)
+        os.unlink(target_file.name)
     compile_s = time.perf_counter() - start
     step = cuda_step(compiled)
     a = np.random.default_rng(1).standard_normal((n, n)).astype(np.float32)
@@ -169,8 +170,8 @@ def bench_gemm(n: int, repeat: int, config: dict | None = None) -> str:
     def tflops(ms: float) -> float:
         return flops / (ms * 1e-3) / 1e12
 
-    shown = json.dumps({k: v for k, v in (config or {}).items() if k != "gemm_tf32"}) if config else ""
-    return (f"| {n}^3 {shown} | {kernel_ms:.3f} ms, {tflops(kernel_ms):.1f} TFLOP/s | "
+    shown = json.dumps(config) if config else ""
+    return (f"| {n}^3 {target} {shown} | {kernel_ms:.3f} ms, {tflops(kernel_ms):.1f} TFLOP/s | "
             f"{gemm_ms:.3f} ms, {tflops(gemm_ms):.1f} | {rounding_ms:.3f} ms | {e2e_ms:.2f} ms | "
             f"{figures[False]:.3f} ms, {tflops(figures[False]):.1f} | {figures[True]:.3f} ms, "
             f"{tflops(figures[True]):.1f} | {100 * figures[False] / kernel_ms:.0f}% | "
@@ -192,13 +193,13 @@ def kernel_times(step, feeds, repeat: int) -> tuple[float, float, float]:
     return tuple(statistics.median(run[i] for run in runs) for i in range(3))
 
 
-def bench_mlp(batch: int, repeat: int) -> str:
+def bench_mlp(batch: int, repeat: int, target: str) -> str:
     import torch
 
     import dlc
 
     model = mlp_model(batch)
-    compiled = dlc.compile(model, target="cuda")
+    compiled = dlc.compile(model, target=target)
     x = np.random.default_rng(2).standard_normal((batch, 784)).astype(np.float32)
     dlc_ms = wall_ms(lambda: compiled.run({"x": x}), repeat * 10)
     weights = {i.name: torch.from_numpy(numpy_helper.to_array(i)).cuda() for i in model.graph.initializer}
@@ -216,7 +217,7 @@ def bench_mlp(batch: int, repeat: int) -> str:
     want = list(run_onnxruntime(model, {"x": x}).values())[0]
     got = compiled.run({"x": x})[model.graph.output[0].name]
     error = float(np.max(np.abs(got - want)))
-    return (f"| MLP 784-512-512-10, batch {batch} | {dlc_ms:.3f} ms | {torch_copies:.3f} ms | "
+    return (f"| MLP 784-512-512-10, batch {batch}, {target} | {dlc_ms:.3f} ms | {torch_copies:.3f} ms | "
             f"{torch_resident:.3f} ms | {error:.1e} |")
 
 
@@ -225,7 +226,8 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1024, 2048, 4096])
     parser.add_argument("--repeat", type=int, default=10)
     parser.add_argument("--no-models", action="store_true", help="GEMMs only (a tile sweep)")
-    parser.add_argument("--tf32", action="store_true", help="dlc's GEMMs on the TF32 tensor cores (gemm_tf32)")
+    parser.add_argument("--tf32", action="store_true",
+                        help="dlc's GEMMs on the TF32 tensor cores (--target cuda:tf32; default: cuda:fp32)")
     parser.add_argument("--configs", nargs="*", default=[], help="cuda target keys (JSON), a row each")
     args = parser.parse_args()
     import json
@@ -236,21 +238,21 @@ def main() -> None:
     print("| GEMM | dlc kernels (GEMM + TF32 rounding) | GEMM alone | rounding | dlc run (copies in/out) "
           "| torch FP32 | torch TF32 | dlc / torch FP32 | dlc / torch TF32 (GEMM alone) | max rel. error | compile |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
-    base = {"gemm_tf32": 1} if args.tf32 else {}
+    target = "cuda:tf32" if args.tf32 else "cuda:fp32"  # over any gemm_tf32 of $DLC_CUDA_TARGET
     for n in args.sizes:
         for config in [{}] + [json.loads(c) for c in args.configs]:
-            print(bench_gemm(n, args.repeat, {**base, **config}), flush=True)
+            print(bench_gemm(n, args.repeat, target, config), flush=True)
     if args.no_models:
         return
     print("\n| conv | dlc kernel | cuDNN FP32 | cuDNN TF32 | max abs. error |")
     print("|---|---|---|---|---|")
     for batch in (1, 32):
-        print(bench_conv(batch, args.repeat), flush=True)
+        print(bench_conv(batch, args.repeat, target), flush=True)
     print("\n| model | dlc cuda run | torch eager, copies in/out | torch eager, input resident | "
           "max abs. error vs onnxruntime |")
     print("|---|---|---|---|---|")
     for batch in (1, 64):
-        print(bench_mlp(batch, args.repeat), flush=True)
+        print(bench_mlp(batch, args.repeat, target), flush=True)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,7 @@
 """The pipelined TF32 GEMM of the cuda target (dlc/targets/cuda/tf32_gemm.py, issue 21): its PTX,
-tiling and fallbacks without a GPU; its numerics against onnxruntime on one (`gpu` marker)."""
+tiling and fallbacks without a GPU; its numerics against onnxruntime on one (`gpu` marker).
+TF32 is the target's default; each test still names it (`"gemm_tf32": 1` in the target file that
+`_target` writes, with the keys it varies), so none depends on the default."""
 
 from __future__ import annotations
 

@@ -112,6 +112,12 @@ class Target(ABC):
         before `description` when the driver writes it on a module. Default: none."""
         return None
 
+    def set_variant(self, variant: str) -> None:
+        """Take the VARIANT of `--target NAME:VARIANT` (the cuda target: `cuda:fp32`, exact FP32
+        contractions; `get_target` calls it on the fresh target). Default: none, an error."""
+        raise DlcError(f"target '{self.name}' has no variants, got '{self.name}:{variant}'",
+                       f"use --target {self.name}")
+
     def supports(self, op) -> Support:
         return SUPPORTED
 
@@ -183,16 +189,21 @@ def available_targets() -> dict[str, str]:
     return found
 
 
-def get_target(name: str) -> Target:
+def get_target(spec: str) -> Target:
+    """The target `spec` names: NAME, or NAME:VARIANT for a variant of it (`Target.set_variant`)."""
     import importlib
 
+    name, colon, variant = spec.partition(":")
     # Built-in names win over plugins (available_targets), so they skip the entry-point scan,
     # which reads every installed distribution's metadata: 24 ms, a tenth of a small compile.
     targets = _BUILTIN if name in _BUILTIN else available_targets()
     if name not in targets:
         raise DlcError(f"unknown target '{name}'; available targets: {', '.join(sorted(targets))}")
     module_name, class_name = targets[name].split(":")
-    return getattr(importlib.import_module(module_name), class_name)()
+    target = getattr(importlib.import_module(module_name), class_name)()
+    if colon:
+        target.set_variant(variant)
+    return target
 
 
 def describe_target_on(module: ModuleOp, target: Target, threads: int | None = None,

@@ -11,8 +11,9 @@ parallel loops for the host's thread pool and has no notion of a grid. Two kerne
   before the one store. A 2-D Conv is W [Cout, Cin*KH*KW] times the im2col matrix of its input,
   which is never built: the B tile's loads compute each element's input pixel (zero in the
   padding), and output column n*OH*OW + p lands in NCHW, consecutive threads on consecutive pixels.
-  The multiply is a schedule: FP32 FMA on a register tile (`_FmaSchedule`), or with `gemm_tf32`
-  the tensor cores' `mma.sync.m16n8k8` in TF32 (`_MmaSchedule`), inline PTX as CUTLASS's SM80 path.
+  The multiply is a schedule: the tensor cores' `mma.sync.m16n8k8` in TF32 with `gemm_tf32` (the
+  default; `_MmaSchedule`), inline PTX as CUTLASS's SM80 path, or exact FP32 FMA on a register tile
+  (`_FmaSchedule`) with `gemm_tf32` 0 (`--target cuda:fp32`).
   A TF32 GEMM or Conv takes the cp.async pipeline of dlc/targets/cuda/tf32_gemm.py instead
   where it applies (transposed A and Convs of few input channels keep `_MmaSchedule`).
 Tile sizes come from the target description on the module (`dlc.gemm_tile_m` ...), as the CPU's
@@ -30,8 +31,11 @@ from dlc.targets.cuda.tf32_gemm import mma_sync, pipeline_plan, pipelined_kernel
 
 TRIPLE = "nvptx64-nvidia-cuda"
 # Tile sizes when the module carries none (dlc/targets/cuda/target.py writes the same ones).
+# `gemm_tf32`: float32 GEMMs and Convs on the tensor cores in TF32 (1, as TensorFlow's matmuls and
+# convolutions and torch's cuDNN convolutions default to on sm_80+), or exact FP32 FMA (0: the
+# gemm_tile_* keys; `--target cuda:fp32`, dlc/targets/cuda/target.py).
 DEFAULT_TILES = {"gemm_tile_m": 64, "gemm_tile_n": 64, "gemm_tile_k": 16, "gemm_thread_tile_m": 4,
-                 "gemm_thread_tile_n": 4, "gemm_tile_auto": 1, "gemm_tf32": 0, "elementwise_block": 256,
+                 "gemm_thread_tile_n": 4, "gemm_tile_auto": 1, "gemm_tf32": 1, "elementwise_block": 256,
                  # The pipelined TF32 GEMM (dlc/targets/cuda/tf32_gemm.py); 0: chosen per GEMM.
                  "gemm_tf32_pipeline": 1, "gemm_tf32_block_m": 0, "gemm_tf32_block_n": 0, "gemm_tf32_tile_k": 32,
                  "gemm_tf32_warps_m": 0, "gemm_tf32_warps_n": 0, "gemm_tf32_stages": 3, "gemm_tf32_group_m": 8,

@@ -5,7 +5,9 @@ MatMul/Gemm and 2-D Conv (`supports` gives the reason for anything else, which r
 places nodes and forms and fuses kernels on the whole graph with its own rules (a GEMM or Conv
 with its elementwise epilogue, elementwise chains), then writes each of its kernels as LLVM IR for nvptx64
 (dlc/targets/cuda/codegen.py), compiled to sm_90 PTX by llvmlite; the operands of TF32 GEMMs
-whose K loop has no cvt are rounded where they are produced (`round_tf32_operands`). The executable
+whose K loop has no cvt are rounded where they are produced (`round_tf32_operands`). Float32
+MatMul, Gemm and Conv multiply in TF32 on the tensor cores by default; `--target cuda:fp32` (or
+`"gemm_tf32": 0` in the target file) keeps them exact FP32 FMA (`PRECISIONS`). The executable
 (dlc/targets/cuda/runtime.py) loads the PTX with the CUDA driver API of cuda-bindings, which is
 imported only when a model runs: compiling needs no GPU.
 """
@@ -46,6 +48,17 @@ H200 = {"sm": 90, "sms": 132, "clock_ghz": 1.98, "hbm_bytes": 141 << 30, "hbm_gb
         "max_threads_per_block": 1024}
 
 
+# `--target cuda:VARIANT` (Target.set_variant): how float32 contractions multiply, the value of
+# `gemm_tf32` it sets (over the target file's). TF32 keeps 10 of float32's 23 mantissa bits: an
+# operand is off by up to 2^-11 relative, a product by 2^-10 (~1e-3).
+PRECISIONS = {"tf32": 1, "fp32": 0}
+PRECISION_NOTES = {
+    "tf32": "TF32 on the tensor cores (operands rounded to 10 mantissa bits: ~1e-3 relative per product; "
+            "--target cuda:fp32 for exact FP32)",
+    "fp32": "exact FP32 (FMA; --target cuda, the default, for TF32 on the tensor cores)",
+}
+
+
 def load_config(config: dict | str | Path | None = None) -> tuple[dict, dict]:
     """(device, tiles): the H200 and the default tiles, with the keys of a target file (JSON, path
     in $DLC_CUDA_TARGET, as npu-sim's) or dict replacing theirs; unknown keys are errors."""
@@ -65,6 +78,9 @@ def load_config(config: dict | str | Path | None = None) -> tuple[dict, dict]:
         raise DlcError(f"cuda target: unknown keys {unknown}; known: {sorted(set(H200) | set(DEFAULT_TILES))}")
     device = {k: values.get(k, v) for k, v in H200.items()}
     tiles = {k: int(values.get(k, v)) for k, v in DEFAULT_TILES.items()}
+    if tiles["gemm_tf32"] not in PRECISIONS.values():
+        raise DlcError(f"cuda target: gemm_tf32 is {values['gemm_tf32']!r}; it takes 1 (TF32 tensor cores, "
+                       "the default) or 0 (exact FP32 FMA)")
     if any(k.startswith(("gemm_tile_", "gemm_thread_")) for k in values) and "gemm_tile_auto" not in values:
         tiles["gemm_tile_auto"] = 0  # a file that names a tile gets that tile
     return device, tiles
@@ -78,6 +94,23 @@ class CudaTarget(Target):
 
     def __init__(self, config: dict | str | Path | None = None):
         self.device, self.tiles = load_config(config)
+
+    def set_variant(self, variant: str) -> None:
+        """`--target cuda:tf32` or `cuda:fp32`: float32 contractions in TF32 or exact FP32."""
+        if variant not in PRECISIONS:
+            raise DlcError(f"unknown cuda target variant '{variant}' (--target cuda:{variant}); the variants "
+                           "are cuda:tf32 (float32 MatMul, Gemm and Conv on the tensor cores in TF32, the "
+                           "default) and cuda:fp32 (exact FP32 FMA)", "e.g. --target cuda:fp32")
+        self.tiles["gemm_tf32"] = PRECISIONS[variant]
+
+    @property
+    def precision(self) -> str:
+        """"tf32" or "fp32": how this target's float32 contractions multiply (`dlc compare` says it)."""
+        return "tf32" if self.tiles["gemm_tf32"] else "fp32"
+
+    @property
+    def precision_note(self) -> str:
+        return PRECISION_NOTES[self.precision]
 
     def description(self) -> TargetDescription:
         d = self.device
