@@ -534,12 +534,12 @@ _DIRECT = {"ConstantOfShape": _constant_of_shape}
 
 
 def _evaluate(node: onnx.NodeProto, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
-    from onnx.reference import ReferenceEvaluator
-
     direct = _DIRECT.get(node.op_type)
     outputs = direct(node, inputs) if direct is not None else None
     if outputs is not None:
         return outputs
+    from onnx.reference import ReferenceEvaluator  # imported only here: 10-60 ms (issue 16)
+
     feeds = {name: value for name, value in zip(node.input, inputs) if name}
     # NaN and Inf weights fold to what IEEE arithmetic gives, as at run time: no warnings.
     with np.errstate(all="ignore"):
