@@ -249,7 +249,12 @@ def drop_unused_weights(module: ModuleOp) -> None:
         return
     named: set[str] = set()
 
+    leaves: set[type] = set()  # attribute classes that hold no name (integers, floats, types)
+
     def collect(attribute) -> None:
+        kind = type(attribute)
+        if kind in leaves:
+            return
         if isinstance(attribute, StringAttr):
             named.add(attribute.data)
         elif isinstance(attribute, SymbolRefAttr):
@@ -261,8 +266,10 @@ def drop_unused_weights(module: ModuleOp) -> None:
             for item in attribute.data.values():
                 collect(item)
         elif isinstance(attribute, ParametrizedAttribute) and not isinstance(attribute, TypeAttribute):
-            for item in attribute.parameters:  # a type names no weight
+            for item in attribute.parameters:
                 collect(item)
+        else:
+            leaves.add(kind)  # a type, or data other than a string (IntAttr, FloatData, ...)
 
     modules = [module]
     for holder in modules:  # the detached bodies, and theirs
