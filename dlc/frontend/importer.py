@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -524,7 +525,25 @@ def _constant_of_shape(node: onnx.NodeProto, inputs: list[np.ndarray | None]) ->
     fill = np.array(0, dtype=np.float32) if attribute is None else numpy_helper.to_array(attribute.t)
     if fill.size != 1 or fill.dtype.kind not in "biuf" or len(inputs) != 1 or inputs[0] is None:
         return None
-    return [np.full(tuple(inputs[0]), fill if attribute is None else fill.flat[0])]
+    shape = tuple(int(size) for size in inputs[0])
+    value = fill if attribute is None else fill.flat[0]
+    if math.prod(shape) * fill.dtype.itemsize < _SHARED_FILL_BYTES:
+        return [np.full(shape, value)]
+    key = (shape, fill.dtype.str, fill.tobytes())
+    array = _SHARED_FILLS.get(key)
+    if array is None:
+        array = np.full(shape, value)
+        array.flags.writeable = False  # shared: whoever wants other values makes a new array
+        _SHARED_FILLS[key] = array
+    return [array]
+
+
+# Equal large fills are one read-only array: the light model zoo's models make every weight
+# with ConstantOfShape, and layers repeat shapes (ResNet-50: 239 fills, 102 MB, 46 MB of
+# them distinct; filling fresh memory was the import's largest cost, issue 16). Weakly held:
+# an array lives as long as a model that reads it.
+_SHARED_FILL_BYTES = 64 << 10
+_SHARED_FILLS: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
 
 
 # Operators folded here rather than by a ReferenceEvaluator built per node (~0.3 ms each:
@@ -534,12 +553,12 @@ _DIRECT = {"ConstantOfShape": _constant_of_shape}
 
 
 def _evaluate(node: onnx.NodeProto, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
-    from onnx.reference import ReferenceEvaluator
-
     direct = _DIRECT.get(node.op_type)
     outputs = direct(node, inputs) if direct is not None else None
     if outputs is not None:
         return outputs
+    from onnx.reference import ReferenceEvaluator  # imported only here: 10-60 ms (issue 16)
+
     feeds = {name: value for name, value in zip(node.input, inputs) if name}
     # NaN and Inf weights fold to what IEEE arithmetic gives, as at run time: no warnings.
     with np.errstate(all="ignore"):
