@@ -847,3 +847,36 @@ def test_dynamic_quantize_range_on_threads(nan_at):
         expected = run_onnxruntime(model, {"x": x})
         for name in ("y", "s", "z"):
             np.testing.assert_array_equal(got[name], expected[name])
+
+
+# The profile's FLOP count of an integer contraction is 2 * MACs, as for a float Conv/MatMul
+# (it had counted one op per element: `dlc run --profile` showed 0.03-3 GFLOP/s, "memory" bound
+# for int8 convs). A conv on the integer GEMM (NHWC weight [CO, KH, KW, C], NCHW y), a depthwise
+# one (NHWC, weight [1, KH, KW, C]), a grouped one, ConvInteger (NCHW), QLinearMatMul, MatMulInteger.
+@pytest.mark.parametrize("op_type, shape, w_shape, attrs, macs", [
+    ("QLinearConv", [1, 8, 10, 10], [16, 8, 3, 3], dict(pads=[1, 1, 1, 1]), 100 * 16 * 8 * 9),
+    ("QLinearConv", [2, 12, 9, 9], [12, 1, 3, 3], dict(group=12, strides=[2, 2]), 2 * 16 * 12 * 9),
+    ("QLinearConv", [1, 8, 6, 6], [8, 2, 3, 3], dict(group=4), 16 * 8 * 2 * 9),
+    ("ConvInteger", [1, 3, 7, 7], [5, 3, 3, 3], {}, 25 * 5 * 3 * 9),
+    ("QLinearMatMul", [2, 5, 24], [24, 7], {}, 10 * 7 * 24),
+    ("MatMulInteger", [6, 40], [40, 9], {}, 6 * 9 * 40)])
+def test_integer_contractions_count_two_flops_per_multiply_add(op_type, shape, w_shape, attrs, macs):
+    from xdsl.dialects import func
+
+    from dlc.driver import compile_model
+
+    rng = np.random.default_rng(len(shape))
+    w = rng.integers(-60, 60, w_shape).astype(np.int8)
+    co = w_shape[0] if op_type != "QLinearMatMul" else w_shape[1]
+    if op_type in ("QLinearConv", "QLinearMatMul"):
+        constants = [("x_scale", np.array(0.03, np.float32)), ("x_zero", np.array(7, np.uint8)), ("w", w),
+                     ("w_scale", rng.uniform(0.01, 0.05, co).astype(np.float32)), ("w_zero", np.zeros(co, np.int8)),
+                     ("y_scale", np.array(0.2, np.float32)), ("y_zero", np.array(100, np.uint8))]
+    else:
+        constants = [("w", w), ("x_zero", np.array(7, np.uint8))]
+    out_type = T.UINT8 if op_type.startswith("QLinear") else T.INT32
+    model = _one_node(op_type, [("x", T.UINT8, shape)], constants, out_type, **attrs)
+    kernels = [f for f in compile_model(model, compile_to="linalg").module.walk()
+               if isinstance(f, func.FuncOp) and op_type in f.sym_name.data and "dlc.flops" in f.attributes]
+    assert len(kernels) == 1
+    assert kernels[0].attributes["dlc.flops"].value.data == 2 * macs
