@@ -880,3 +880,45 @@ def test_integer_contractions_count_two_flops_per_multiply_add(op_type, shape, w
                if isinstance(f, func.FuncOp) and op_type in f.sym_name.data and "dlc.flops" in f.attributes]
     assert len(kernels) == 1
     assert kernels[0].attributes["dlc.flops"].value.data == 2 * macs
+
+
+def _small_mobile_bn(rng):
+    """_small_mobile with a BatchNormalization after each conv, as a model exported unfolded
+    (benchmarks/models.py's MobileNetV2) and quantized without quant_pre_process keeps them."""
+    nodes, inits, x_shape, y_shape = _small_mobile(rng)
+    for i, channels in ((1, 24), (2, 24), (3, 8)):
+        conv = next(n for n in nodes if n.output[0] == f"c{i}")
+        conv.output[0] = f"u{i}"
+        nodes.insert(nodes.index(conv) + 1, helper.make_node(
+            "BatchNormalization", [f"u{i}", f"g{i}", f"be{i}", f"m{i}", f"v{i}"], [f"c{i}"], name=f"bn{i}"))
+        inits += [_init(rng, f"g{i}", channels), _init(rng, f"be{i}", channels), _init(rng, f"m{i}", channels),
+                  numpy_helper.from_array(rng.uniform(0.5, 1.5, channels).astype(np.float32), f"v{i}")]
+    return nodes, inits, x_shape, y_shape
+
+
+def test_batchnorm_between_nhwc_convs_runs_in_nhwc(tmp_path, monkeypatch):
+    """DequantizeLinear -> BatchNormalization -> QuantizeLinear between integer convs (a QDQ
+    model quantized without quant_pre_process): qlinear-conv-nhwc computes the BatchNormalization
+    as Sub/Mul/Add on the NHWC layout, so no Transpose is left between the convs, and the bits
+    are those of the BatchNormalization lowering in NCHW (with that rewrite off)."""
+    from dlc.driver import compile_model
+    from passes.graph import qlinear_conv_nhwc
+
+    model, x_shape = _quantized(_small_mobile_bn, "static-per-channel", tmp_path)
+    assert sum(n.op_type == "BatchNormalization" for n in model.graph.node) == 3
+    ops = [op for op in compile_model(model, compile_to="graph").module.walk() if hasattr(op, "onnx_type")]
+    assert not [op for op in ops if op.onnx_type == "BatchNormalization"]
+    # x to NHWC, and back to NCHW before the pooling, on uint8 bytes only
+    assert [str(op.operands[0].type.element_type) for op in ops if op.onnx_type == "Transpose"] == ["ui8", "ui8"]
+    compiled = dlc.compile(model)
+    monkeypatch.setenv("DLC_CACHE", "0")  # the cache key is dlc's source, which the patch leaves alone
+    monkeypatch.setattr(qlinear_conv_nhwc, "_batchnorm_to_nhwc", lambda bn: False)
+    in_nchw = dlc.compile(model)
+    ops = [op for op in compile_model(model, compile_to="graph").module.walk() if hasattr(op, "onnx_type")]
+    assert sum(getattr(op, "onnx_type", None) == "BatchNormalization" for op in ops) == 3
+    rng = np.random.default_rng(3)
+    for _ in range(3):
+        feeds = {"x": rng.uniform(-1, 1, x_shape).astype(np.float32)}
+        got = compiled.run(feeds)["y"]
+        assert len(np.unique(got)) > 5
+        np.testing.assert_array_equal(got, in_nchw.run(feeds)["y"])
