@@ -51,13 +51,15 @@ class OutputError:
     worst_abs: float
     worst_rel: float  # worst_abs / the largest |value| of the reference output
     step: float | None = None  # the output's quantization step, when a DequantizeLinear writes it
+    beyond: int = 0  # how many of its `size` values are beyond that step
+    size: int = 0
 
     @property
     def beyond_tolerance(self) -> bool:
         if not np.isfinite(self.worst_abs):
             return True
         if self.step is not None:  # the float32 product (q - zero) * scale: a few ulps of slack
-            return self.worst_abs > self.step * (1 + 1e-5)
+            return self.beyond > 0
         return self.worst_abs > FLOAT_ABS_TOLERANCE and self.worst_rel > FLOAT_REL_TOLERANCE
 
     def describe(self) -> str:
@@ -65,8 +67,9 @@ class OutputError:
                  if self.step is not None else
                  f"{FLOAT_ABS_TOLERANCE:g} abs or {FLOAT_REL_TOLERANCE:g} rel")
         verdict = "BEYOND" if self.beyond_tolerance else "within"
+        count = f": {self.beyond} of {self.size} values" if self.step is not None and self.beyond else ""
         return (f"{self.name}: abs error {self.worst_abs:.3g}, rel error {self.worst_rel:.3g} "
-                f"({verdict} {bound})")
+                f"({verdict} {bound}{count})")
 
 
 @dataclass
@@ -128,7 +131,9 @@ def output_errors(outputs: dict, reference: dict, steps: dict[str, float]) -> Di
         worst_abs = float(np.nanmax(diff)) if diff.size else 0.0
         magnitude = float(np.nanmax(np.abs(ref))) if ref.size else 0.0
         worst_rel = worst_abs / magnitude if magnitude > 0 else (0.0 if worst_abs == 0 else float("inf"))
-        errors.append(OutputError(name, worst_abs, worst_rel, steps.get(name)))
+        step = steps.get(name)
+        beyond = int(np.count_nonzero(~(diff <= step * (1 + 1e-5)))) if step is not None else 0
+        errors.append(OutputError(name, worst_abs, worst_rel, step, beyond, int(diff.size)))
     return Disagreement(errors)
 
 
