@@ -899,8 +899,9 @@ def _small_mobile_bn(rng):
 def test_batchnorm_between_nhwc_convs_runs_in_nhwc(tmp_path, monkeypatch):
     """DequantizeLinear -> BatchNormalization -> QuantizeLinear between integer convs (a QDQ
     model quantized without quant_pre_process): qlinear-conv-nhwc computes the BatchNormalization
-    as Sub/Mul/Add on the NHWC layout, so no Transpose is left between the convs, and the bits
-    are those of the BatchNormalization lowering in NCHW (with that rewrite off)."""
+    as Sub/Mul/Add on the NHWC layout, so no Transpose is left between the convs, the chain is
+    one kernel, and the bits are those of the BatchNormalization lowering in NCHW (with that
+    rewrite off, where the chain is three kernels)."""
     from dlc.driver import compile_model
     from passes.graph import qlinear_conv_nhwc
 
@@ -910,6 +911,13 @@ def test_batchnorm_between_nhwc_convs_runs_in_nhwc(tmp_path, monkeypatch):
     assert not [op for op in ops if op.onnx_type == "BatchNormalization"]
     # x to NHWC, and back to NCHW before the pooling, on uint8 bytes only
     assert [str(op.operands[0].type.element_type) for op in ops if op.onnx_type == "Transpose"] == ["ui8", "ui8"]
+    # Each DequantizeLinear -> Sub/Mul/Add -> QuantizeLinear is one loop from bytes to bytes
+    # (per-tensor Q/DQ are elementwise ops that fused kernels inline).
+    from dlc.tools.fusion_report import kernel_infos
+
+    kernels = kernel_infos(compile_model(model, compile_to="kernels").module)
+    chains = [k.op_types for k in kernels if "Sub" in k.op_types]
+    assert len(chains) == 3 and all(c[0] == "DequantizeLinear" and c[-1] == "QuantizeLinear" for c in chains)
     compiled = dlc.compile(model)
     monkeypatch.setenv("DLC_CACHE", "0")  # the cache key is dlc's source, which the patch leaves alone
     monkeypatch.setattr(qlinear_conv_nhwc, "_batchnorm_to_nhwc", lambda bn: False)
