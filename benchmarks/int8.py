@@ -3,14 +3,22 @@
     python benchmarks/int8.py                     # every model, 1 thread
     python benchmarks/int8.py --threads 2 --models cnn
     python benchmarks/int8.py --cpu-time --models cnn,mobile  # 1 thread, thread CPU seconds
+    python benchmarks/int8.py --models resnet50,mobilenet_v2    # the full models (minutes)
 
-The models are small stand-ins built with onnx.helper (random weights) and quantized by
-onnxruntime's own tools, as users do: a ResNet-style CNN block stack and two MobileNetV2
-inverted residual blocks (depthwise) with quantize_static (QDQ, per-channel weights), and a
-BERT-style encoder layer with quantize_dynamic. Both use
-reduce_range (7-bit weights): without it onnxruntime's AVX2 u8 x s8 kernels saturate int16
-pair sums and compute another function than the spec on CPUs without VNNI. Runs alternate
-between the sessions (dlc/tools/bench.py), so quote the ratios, not the times.
+All models carry random weights and are quantized by onnxruntime's own tools, as users do:
+- `resnet50` and `mobilenet_v2`: the full 224x224 models the issue names (ResNet-50 from
+  benchmarks/cuda_models.py, MobileNetV2 from benchmarks/models.py, both with BatchNormalization
+  after every Conv), quantize_static (QDQ, per-channel int8 weights, uint8 activations) calibrated
+  on two random batches. They are quantized as written, without onnxruntime's quant_pre_process,
+  so each BatchNormalization stays a float op between a DequantizeLinear and a QuantizeLinear
+  (in both dlc and onnxruntime) and the ReLU/ReLU6 go into the quantization ranges.
+- the small stand-ins built with onnx.helper: `cnn`, a ResNet-style stack of 3x3 convs, and
+  `mobile`, two MobileNetV2 inverted residual blocks (depthwise), both with quantize_static as
+  above; `encoder`, a BERT-style encoder layer with quantize_dynamic.
+All use reduce_range (7-bit weights): without it onnxruntime's AVX2 u8 x s8 kernels saturate
+int16 pair sums and compute another function than the spec on CPUs without VNNI. Models are
+saved with IR version 10 (onnxruntime 1.30 reads IR <= 13). Runs alternate between the
+sessions (dlc/tools/bench.py), so quote the ratios, not the times.
 """
 
 from __future__ import annotations
@@ -100,7 +108,21 @@ def encoder(rng, seq: int = 128, d: int = 256, ff: int = 1024):
     return nodes, inits, [1, seq, d], [1, seq, d]
 
 
-MODELS = {"cnn": (cnn, "static"), "mobile": (mobile, "static"), "encoder": (encoder, "dynamic")}
+def _full(module: str, function: str):
+    """A full model of benchmarks/MODULE.py (its input `x`), as the small ones' makers return
+    a graph: the ModelProto itself, built on first use (ResNet-50 takes seconds)."""
+    def make(rng):
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        model = getattr(__import__(module), function)()
+        x = model.graph.input[0]
+        return model, [d.dim_value for d in x.type.tensor_type.shape.dim]
+    return make
+
+
+MODELS = {"cnn": (cnn, "static"), "mobile": (mobile, "static"), "encoder": (encoder, "dynamic"),
+          "resnet50": (_full("cuda_models", "resnet50"), "static"),
+          "mobilenet_v2": (_full("models", "mobilenet_v2"), "static")}
+CALIBRATION_BATCHES = {"resnet50": 2, "mobilenet_v2": 2}  # others: 4 (a full model's calibration takes minutes)
 
 
 def build(name: str, folder: Path) -> tuple[Path, Path, list[int]]:
@@ -115,16 +137,23 @@ def build(name: str, folder: Path) -> tuple[Path, Path, list[int]]:
 
     make, how = MODELS[name]
     rng = np.random.default_rng(0)
-    nodes, inits, x_shape, y_shape = make(rng)
-    graph = helper.make_graph(nodes, name, [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, y_shape)], inits)
-    fp32, int8 = folder / f"{name}.onnx", folder / f"{name}.int8.onnx"
+    made = make(rng)
+    if isinstance(made[0], onnx.ModelProto):
+        model, x_shape = made
+    else:
+        nodes, inits, x_shape, y_shape = made
+        graph = helper.make_graph(nodes, name, [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, y_shape)], inits)
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     # IR 10: onnxruntime 1.30 (the 16-core machine's) reads IR <= 13, newer onnx writes 14
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10), fp32)
+    model.ir_version = 10
+    fp32, int8 = folder / f"{name}.onnx", folder / f"{name}.int8.onnx"
+    onnx.save(model, fp32)
+    batches = CALIBRATION_BATCHES.get(name, 4)
 
     class Calibration(CalibrationDataReader):
         def __init__(self):
-            self.batches = iter([{"x": rng.uniform(-1, 1, x_shape).astype(np.float32)} for _ in range(4)])
+            self.batches = iter([{"x": rng.uniform(-1, 1, x_shape).astype(np.float32)} for _ in range(batches)])
 
         def get_next(self):
             return next(self.batches, None)

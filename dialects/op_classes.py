@@ -20,6 +20,9 @@ _ELEMENTWISE = {
     "Mod", "Max", "Min", "Sum", "Mean", "Equal", "Less", "LessOrEqual", "Greater", "GreaterOrEqual",
     "And", "Or", "Xor", "Not", "Where", "IsNaN", "IsInf", "Cast", "CastLike", "BitShift",
     "BatchNormalization",  # inference: a per-channel affine map
+    # Per tensor, one formula per element that fused kernels inline (passes/lowering/rules/
+    # quantize.py): an int8 model's DequantizeLinear -> float ops -> QuantizeLinear is one loop.
+    "QuantizeLinear", "DequantizeLinear",
 }
 _INJECTIVE = {"Transpose", "Concat", "Split", "Slice", "Gather", "GatherElements", "GatherND", "Expand",
               "Tile", "Pad", "DepthToSpace", "SpaceToDepth", "Trilu", "OneHot", "Range", "ConstantOfShape"}

@@ -847,3 +847,86 @@ def test_dynamic_quantize_range_on_threads(nan_at):
         expected = run_onnxruntime(model, {"x": x})
         for name in ("y", "s", "z"):
             np.testing.assert_array_equal(got[name], expected[name])
+
+
+# The profile's FLOP count of an integer contraction is 2 * MACs, as for a float Conv/MatMul
+# (it had counted one op per element: `dlc run --profile` showed 0.03-3 GFLOP/s, "memory" bound
+# for int8 convs). A conv on the integer GEMM (NHWC weight [CO, KH, KW, C], NCHW y), a depthwise
+# one (NHWC, weight [1, KH, KW, C]), a grouped one, ConvInteger (NCHW), QLinearMatMul, MatMulInteger.
+@pytest.mark.parametrize("op_type, shape, w_shape, attrs, macs", [
+    ("QLinearConv", [1, 8, 10, 10], [16, 8, 3, 3], dict(pads=[1, 1, 1, 1]), 100 * 16 * 8 * 9),
+    ("QLinearConv", [2, 12, 9, 9], [12, 1, 3, 3], dict(group=12, strides=[2, 2]), 2 * 16 * 12 * 9),
+    ("QLinearConv", [1, 8, 6, 6], [8, 2, 3, 3], dict(group=4), 16 * 8 * 2 * 9),
+    ("ConvInteger", [1, 3, 7, 7], [5, 3, 3, 3], {}, 25 * 5 * 3 * 9),
+    ("QLinearMatMul", [2, 5, 24], [24, 7], {}, 10 * 7 * 24),
+    ("MatMulInteger", [6, 40], [40, 9], {}, 6 * 9 * 40)])
+def test_integer_contractions_count_two_flops_per_multiply_add(op_type, shape, w_shape, attrs, macs):
+    from xdsl.dialects import func
+
+    from dlc.driver import compile_model
+
+    rng = np.random.default_rng(len(shape))
+    w = rng.integers(-60, 60, w_shape).astype(np.int8)
+    co = w_shape[0] if op_type != "QLinearMatMul" else w_shape[1]
+    if op_type in ("QLinearConv", "QLinearMatMul"):
+        constants = [("x_scale", np.array(0.03, np.float32)), ("x_zero", np.array(7, np.uint8)), ("w", w),
+                     ("w_scale", rng.uniform(0.01, 0.05, co).astype(np.float32)), ("w_zero", np.zeros(co, np.int8)),
+                     ("y_scale", np.array(0.2, np.float32)), ("y_zero", np.array(100, np.uint8))]
+    else:
+        constants = [("w", w), ("x_zero", np.array(7, np.uint8))]
+    out_type = T.UINT8 if op_type.startswith("QLinear") else T.INT32
+    model = _one_node(op_type, [("x", T.UINT8, shape)], constants, out_type, **attrs)
+    kernels = [f for f in compile_model(model, compile_to="linalg").module.walk()
+               if isinstance(f, func.FuncOp) and op_type in f.sym_name.data and "dlc.flops" in f.attributes]
+    assert len(kernels) == 1
+    assert kernels[0].attributes["dlc.flops"].value.data == 2 * macs
+
+
+def _small_mobile_bn(rng):
+    """_small_mobile with a BatchNormalization after each conv, as a model exported unfolded
+    (benchmarks/models.py's MobileNetV2) and quantized without quant_pre_process keeps them."""
+    nodes, inits, x_shape, y_shape = _small_mobile(rng)
+    for i, channels in ((1, 24), (2, 24), (3, 8)):
+        conv = next(n for n in nodes if n.output[0] == f"c{i}")
+        conv.output[0] = f"u{i}"
+        nodes.insert(nodes.index(conv) + 1, helper.make_node(
+            "BatchNormalization", [f"u{i}", f"g{i}", f"be{i}", f"m{i}", f"v{i}"], [f"c{i}"], name=f"bn{i}"))
+        inits += [_init(rng, f"g{i}", channels), _init(rng, f"be{i}", channels), _init(rng, f"m{i}", channels),
+                  numpy_helper.from_array(rng.uniform(0.5, 1.5, channels).astype(np.float32), f"v{i}")]
+    return nodes, inits, x_shape, y_shape
+
+
+def test_batchnorm_between_nhwc_convs_runs_in_nhwc(tmp_path, monkeypatch):
+    """DequantizeLinear -> BatchNormalization -> QuantizeLinear between integer convs (a QDQ
+    model quantized without quant_pre_process): qlinear-conv-nhwc computes the BatchNormalization
+    as Sub/Mul/Add on the NHWC layout, so no Transpose is left between the convs, the chain is
+    one kernel, and the bits are those of the BatchNormalization lowering in NCHW (with that
+    rewrite off, where the chain is three kernels)."""
+    from dlc.driver import compile_model
+    from passes.graph import qlinear_conv_nhwc
+
+    model, x_shape = _quantized(_small_mobile_bn, "static-per-channel", tmp_path)
+    assert sum(n.op_type == "BatchNormalization" for n in model.graph.node) == 3
+    ops = [op for op in compile_model(model, compile_to="graph").module.walk() if hasattr(op, "onnx_type")]
+    assert not [op for op in ops if op.onnx_type == "BatchNormalization"]
+    # x to NHWC, and back to NCHW before the pooling, on uint8 bytes only
+    assert [str(op.operands[0].type.element_type) for op in ops if op.onnx_type == "Transpose"] == ["ui8", "ui8"]
+    # Each DequantizeLinear -> Sub/Mul/Add -> QuantizeLinear is one loop from bytes to bytes
+    # (per-tensor Q/DQ are elementwise ops that fused kernels inline).
+    from dlc.tools.fusion_report import kernel_infos
+
+    kernels = kernel_infos(compile_model(model, compile_to="kernels").module)
+    chains = [k.op_types for k in kernels if "Sub" in k.op_types]
+    assert len(chains) == 3 and all(c[0] == "DequantizeLinear" and c[-1] == "QuantizeLinear" for c in chains)
+    compiled = dlc.compile(model)
+    monkeypatch.setenv("DLC_CACHE", "0")  # the cache key is dlc's source, which the patch leaves alone
+    monkeypatch.setattr(qlinear_conv_nhwc, "_batchnorm_to_nhwc", lambda bn: False)
+    in_nchw = dlc.compile(model)
+    ops = [op for op in compile_model(model, compile_to="graph").module.walk() if hasattr(op, "onnx_type")]
+    assert sum(getattr(op, "onnx_type", None) == "BatchNormalization" for op in ops) == 3
+    rng = np.random.default_rng(3)
+    for _ in range(3):
+        feeds = {"x": rng.uniform(-1, 1, x_shape).astype(np.float32)}
+        got = compiled.run(feeds)["y"]
+        assert len(np.unique(got)) > 5
+        np.testing.assert_array_equal(got, in_nchw.run(feeds)["y"])

@@ -3,6 +3,13 @@
 Reads the `kernels` phase (the `dlc.fusion` / `dlc.apart` attributes written by
 fuse-kernels), counts the bytes kernels write and read through intermediate
 buffers, and times the fused and unfused builds on the same inputs.
+
+`dlc compare` checks each output against the unfused build with its own tolerance: a float
+output within 1e-3 absolute or 1e-3 relative (to the largest |value| of that output: fusion
+only reorders float32 arithmetic); an output a DequantizeLinear with a constant scale writes
+within one quantization step (the largest scale of a per-axis one), since two builds may round
+an integer one step apart where the ONNX spec leaves the rounding open (a float op between a
+DequantizeLinear and a QuantizeLinear, onnxruntime's own int8 kernels; issue 20).
 """
 
 from __future__ import annotations
@@ -30,6 +37,107 @@ class KernelInfo:
     flops: int = 0
     in_body: str | None = None  # the Loop body module (dialects/loop.py) the kernel runs in, if any
     runs_bodies: list[str] = field(default_factory=list)  # the bodies a Loop kernel runs
+
+
+FLOAT_ABS_TOLERANCE = 1e-3
+FLOAT_REL_TOLERANCE = 1e-3
+
+
+@dataclass
+class OutputError:
+    """How far one output of a build is from the unfused build's, and what it may be."""
+
+    name: str
+    worst_abs: float
+    worst_rel: float  # worst_abs / the largest |value| of the reference output
+    step: float | None = None  # the output's quantization step, when a DequantizeLinear writes it
+    beyond: int = 0  # how many of its `size` values are beyond that step
+    size: int = 0
+    # A float output's bound, (abs, rel): within either is agreement.
+    float_tolerance: tuple[float, float] = (FLOAT_ABS_TOLERANCE, FLOAT_REL_TOLERANCE)
+
+    @property
+    def beyond_tolerance(self) -> bool:
+        if not np.isfinite(self.worst_abs):
+            return True
+        if self.step is not None:  # the float32 product (q - zero) * scale: a few ulps of slack
+            return self.beyond > 0
+        return self.worst_abs > self.float_tolerance[0] and self.worst_rel > self.float_tolerance[1]
+
+    def describe(self) -> str:
+        bound = (f"one quantization step {self.step:.3g} of the DequantizeLinear writing it"
+                 if self.step is not None else
+                 f"{self.float_tolerance[0]:g} abs or {self.float_tolerance[1]:g} rel")
+        verdict = "BEYOND" if self.beyond_tolerance else "within"
+        count = f": {self.beyond} of {self.size} values" if self.step is not None and self.beyond else ""
+        return (f"{self.name}: abs error {self.worst_abs:.3g}, rel error {self.worst_rel:.3g} "
+                f"({verdict} {bound}{count})")
+
+
+@dataclass
+class Disagreement:
+    """A build's outputs against the unfused build's: the worst figures and each output's."""
+
+    outputs: list[OutputError]
+
+    @property
+    def worst_abs(self) -> float:
+        return max((o.worst_abs for o in self.outputs), default=0.0)
+
+    @property
+    def worst_rel(self) -> float:
+        return max((o.worst_rel for o in self.outputs), default=0.0)
+
+    @property
+    def beyond_tolerance(self) -> bool:
+        return any(o.beyond_tolerance for o in self.outputs)
+
+
+def quantization_steps(model) -> dict[str, float]:
+    """The graph outputs a DequantizeLinear writes with a constant scale (an initializer or a
+    Constant node): output name -> its step (the largest |scale| of a per-axis one)."""
+    import onnx
+    from onnx import numpy_helper
+
+    proto = model if isinstance(model, onnx.ModelProto) else onnx.load(str(model), load_external_data=False)
+    constants = {}
+    for init in proto.graph.initializer:
+        if init.data_location != onnx.TensorProto.EXTERNAL:
+            constants[init.name] = init
+    for node in proto.graph.node:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            constants[node.output[0]] = node.attribute[0].t
+    producers = {out: node for node in proto.graph.node for out in node.output}
+    steps = {}
+    for output in proto.graph.output:
+        node = producers.get(output.name)
+        if node is None or node.op_type != "DequantizeLinear" or node.domain not in ("", "ai.onnx"):
+            continue
+        scale = constants.get(node.input[1]) if len(node.input) > 1 else None
+        if scale is not None:
+            values = np.abs(numpy_helper.to_array(scale).astype(np.float64))
+            if values.size and np.all(np.isfinite(values)):
+                steps[output.name] = float(values.max())
+    return steps
+
+
+def output_errors(outputs: dict, reference: dict, steps: dict[str, float],
+                  float_tolerance: tuple[float, float] = (FLOAT_ABS_TOLERANCE, FLOAT_REL_TOLERANCE)) -> Disagreement:
+    """Each output against the reference build's: worst absolute error, and that relative to
+    the largest |reference| of the output (elementwise ratios blow up where the reference is 0)."""
+    errors = []
+    for name, value in outputs.items():
+        if name not in reference:
+            raise DlcError(f"compare: output '{name}' missing from the unfused build")
+        ref = np.asarray(reference[name]).astype(np.float64)
+        diff = np.abs(np.asarray(value).astype(np.float64) - ref)
+        worst_abs = float(np.nanmax(diff)) if diff.size else 0.0
+        magnitude = float(np.nanmax(np.abs(ref))) if ref.size else 0.0
+        worst_rel = worst_abs / magnitude if magnitude > 0 else (0.0 if worst_abs == 0 else float("inf"))
+        step = steps.get(name)
+        beyond = int(np.count_nonzero(~(diff <= step * (1 + 1e-5)))) if step is not None else 0
+        errors.append(OutputError(name, worst_abs, worst_rel, step, beyond, int(diff.size), float_tolerance))
+    return Disagreement(errors)
 
 
 @dataclass
@@ -193,8 +301,9 @@ def _median_ms(run, repeat: int) -> float:
 
 
 def compare(model, repeat: int = 20, input_shapes=None, target: str = "cpu", seed: int = 0,
-            with_onnxruntime: bool = True, threads: int = 1,
-            profile: bool = True) -> tuple[list[BuildReport], dict]:
+            with_onnxruntime: bool = True, threads: int = 1, profile: bool = True,
+            float_tolerance: tuple[float, float] = (FLOAT_ABS_TOLERANCE, FLOAT_REL_TOLERANCE),
+            ) -> tuple[list[BuildReport], dict]:
     """Compile with fusion off and on, run both (and onnxruntime) on the same inputs.
 
     With `profile`, a third build per fusion setting times each kernel (for `--html`).
@@ -239,19 +348,9 @@ def compare(model, repeat: int = 20, input_shapes=None, target: str = "cpu", see
             reports.append(report)
         except DlcError:  # onnxruntime is not installed: the two builds alone
             pass
-    errors = {}
-    base = reports[0].outputs
-    for report in reports[1:]:
-        worst_abs, worst_rel = 0.0, 0.0
-        for name, value in report.outputs.items():
-            if name not in base:
-                raise DlcError(f"compare: output '{name}' missing from the unfused build")
-            diff = np.abs(value.astype(np.float64) - base[name].astype(np.float64))
-            if diff.size:
-                worst_abs = max(worst_abs, float(np.nanmax(diff)))
-                scale = np.maximum(np.abs(base[name].astype(np.float64)), 1e-30)
-                worst_rel = max(worst_rel, float(np.nanmax(diff / scale)))
-        errors[report.label] = (worst_abs, worst_rel)
+    steps = quantization_steps(model)
+    errors = {report.label: output_errors(report.outputs, reports[0].outputs, steps, float_tolerance)
+              for report in reports[1:]}
     return reports, errors
 
 
@@ -272,9 +371,15 @@ def summary_rows(reports: list[BuildReport]) -> list[tuple[str, ...]]:
     return rows
 
 
-def error_lines(errors: dict) -> list[str]:
-    return [f"{label} vs unfused: worst abs error {worst_abs:.3g}, worst rel error {worst_rel:.3g}"
-            for label, (worst_abs, worst_rel) in errors.items()]
+def error_lines(errors: dict[str, Disagreement]) -> list[str]:
+    """One line per build; an output with a quantization step, or beyond its tolerance, gets
+    its own line under it (the step says why it may differ by more than a float output)."""
+    lines = []
+    for label, disagreement in errors.items():
+        lines.append(f"{label} vs unfused: worst abs error {disagreement.worst_abs:.3g}, "
+                     f"worst rel error {disagreement.worst_rel:.3g}")
+        lines += [f"  {o.describe()}" for o in disagreement.outputs if o.step is not None or o.beyond_tolerance]
+    return lines
 
 
 def format_compare(reports: list[BuildReport], errors: dict) -> str:

@@ -119,11 +119,23 @@ def _require(op, value: SSAValue, what: str, floats: bool) -> None:
 
 
 def _elementwise(kb, op, x: SSAValue, params: list[SSAValue | None], out: SSAValue, formula):
-    """out = formula(b, x, *params) with each parameter indexed per tensor, axis or block."""
+    """out = formula(b, x, *params) with each parameter indexed per tensor, axis or block.
+
+    Per tensor it is one `kb.elementwise`, so a fused kernel inlines it into its neighbours'
+    loop (elementwise_fusion.py): DequantizeLinear -> float ops -> QuantizeLinear reads bytes
+    and writes bytes, the floats never stored."""
     shape = x.type.get_shape()
     rank = len(shape)
     block = op.attr("block_size", 0)
     present = [p for p in params if p is not None]
+    if not block and all(prod(p.type.get_shape()) == 1 and len(p.type.get_shape()) <= rank for p in present):
+
+        def scalar_body(b, args):
+            it = iter(args[1:])
+            return [formula(b, args[0], *[next(it) if p is not None else None for p in params])]
+
+        kb.elementwise([x, *present], out, scalar_body)
+        return
     maps = [identity_map(rank), *(param_map(op, p, shape, block, name)
                                   for p, name in zip(present, ("scale", "zero point"))),
             identity_map(rank)]
@@ -167,7 +179,10 @@ def lower_dequantize(kb, op, ins, outs) -> None:
         v = widen(n, v, i32)
         if z is not None:  # exact in int32, as onnxruntime subtracts before converting
             v = n.sub(v, widen(n, z, i32))
-        return b.mul(b.math(arith.SIToFPOp, v, out_type), s)
+        # The product rounds on its own, as onnxruntime's kernel stores it: flags without
+        # `contract` (or reassoc; afn means nothing to a multiply) keep LLVM from fusing it into
+        # an fma with the float op it is inlined into (a residual Add: another step of Q's input).
+        return b.math(arith.MulfOp, b.math(arith.SIToFPOp, v, out_type), s, arith.FastMathFlagsAttr(("afn",)))
 
     _elementwise(kb, op, x, [scale, zero], outs[0], formula)
 
