@@ -21,7 +21,8 @@ import numpy as np
 from dlc.errors import DlcError, InputError, UnsupportedError
 from dlc.tools.oracle import random_inputs
 
-# `dlc compare --target cuda` with TF32 contractions (the default; cuda:fp32 keeps the bounds above):
+# `dlc compare --target cuda` with TF32 contractions (the default; cuda:fp32 keeps float32's 1e-3,
+# fusion_report.FLOAT_*_TOLERANCE):
 # an operand rounded to TF32 is off by up to 2^-11 relative, a product by 2^-10 (~1e-3, the fp32
 # bound itself), and layers compound it: ResNet-50's logits differ from onnxruntime's by 1e-2, as
 # torch's TF32 ones do (benchmarks/README.md). 3e-2, abs and rel, leaves 3x.
