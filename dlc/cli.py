@@ -683,7 +683,7 @@ def cmd_compare(args) -> int:
 
         write_html_report(args.html, args.model, reports, errors)
         print(f"wrote {args.html}")
-    # Fusion only reorders float32 arithmetic, and an int8 output may round one step apart
+    # Fusion only reorders float32 arithmetic, and an int8 output may round a step or two apart
     # (fusion_report.OutputError): disagreement beyond that output's tolerance is a bug.
     bad = [f"{label} vs unfused: {o.describe()}" for label, e in errors.items() for o in e.outputs
            if o.beyond_tolerance]

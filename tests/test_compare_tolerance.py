@@ -1,7 +1,8 @@
 """`dlc compare`'s per-output tolerance (dlc/tools/fusion_report.py): a float output within
 1e-3 absolute or relative to its largest |value|; an output a DequantizeLinear with a constant
-scale writes within one quantization step (the largest scale of a per-axis one), since builds
-may round the integer one step apart where the spec leaves the rounding open (issue 20)."""
+scale writes within two quantization steps (the largest scale of a per-axis one), since builds
+may round the integer one step apart where the spec leaves the rounding open, and a deep net
+compounds that by one more step (issue 20)."""
 
 from __future__ import annotations
 
@@ -35,17 +36,17 @@ def test_steps_of_outputs_a_dequantize_linear_writes():
     assert per_axis.keys() == {"y"} and np.isclose(per_axis["y"], 0.2)  # the largest |scale|
 
 
-def test_one_step_is_within_two_are_beyond():
+def test_two_steps_are_within_three_are_beyond():
     step = float(np.float32(0.08))
     ref = {"y": np.array([0.0, 0.0, step * 3], np.float32), "z": np.zeros(3, np.float32)}
-    one = output_errors({"y": ref["y"] + np.float32([step, 0, 0]), "z": ref["z"]}, ref, {"y": step})
+    one = output_errors({"y": ref["y"] + np.float32([2 * step, 0, 0]), "z": ref["z"]}, ref, {"y": step})
     assert not one.beyond_tolerance
     y = {o.name: o for o in one.outputs}["y"]
     # relative to the output's largest |value| (0.24), not to the zero it differs from (was 1e+27)
-    assert np.isclose(y.worst_rel, 1 / 3) and "one quantization step" in y.describe()
-    two = output_errors({"y": ref["y"] + np.float32([2 * step, 0, 0]), "z": ref["z"]}, ref, {"y": step})
+    assert np.isclose(y.worst_rel, 2 / 3) and "2 quantization steps" in y.describe()
+    two = output_errors({"y": ref["y"] + np.float32([3 * step, 0, 0]), "z": ref["z"]}, ref, {"y": step})
     assert two.beyond_tolerance
-    assert "BEYOND one quantization step 0.08 of the DequantizeLinear writing it: 1 of 3 values" in \
+    assert "BEYOND 2 quantization steps of 0.08 (the DequantizeLinear writing it): 1 of 3 values" in \
         {o.name: o for o in two.outputs}["y"].describe()
 
 
@@ -65,5 +66,5 @@ def test_compare_prints_the_step_of_a_quantized_output(tmp_path, capsys):
     code = main(["compare", str(path), "--repeat", "1"])
     out = capsys.readouterr().out
     assert code == 0
-    assert "y: abs error" in out and "within one quantization step 0.08 of the DequantizeLinear" in out
+    assert "y: abs error" in out and "within 2 quantization steps of 0.08 (the DequantizeLinear" in out
     assert "z: abs error" not in out  # float outputs within tolerance get no line of their own

@@ -7,9 +7,12 @@ buffers, and times the fused and unfused builds on the same inputs.
 `dlc compare` checks each output against the unfused build with its own tolerance: a float
 output within 1e-3 absolute or 1e-3 relative (to the largest |value| of that output: fusion
 only reorders float32 arithmetic); an output a DequantizeLinear with a constant scale writes
-within one quantization step (the largest scale of a per-axis one), since two builds may round
-an integer one step apart where the ONNX spec leaves the rounding open (a float op between a
-DequantizeLinear and a QuantizeLinear, onnxruntime's own int8 kernels; issue 20).
+within QUANTIZED_STEPS quantization steps (the largest scale of a per-axis one). Two builds may
+round an integer one step apart where the ONNX spec leaves the rounding open (a float op between
+a DequantizeLinear and a QuantizeLinear, onnxruntime's own int8 kernels; issue 20), and a layer
+whose input moved one step may move one more: MobileNetV2 and ResNet-50 int8 end 2 steps apart
+on a few logits (dlc's integer kernels against its float-conv unfused build, and against
+onnxruntime), every layer being within one. A fusion bug moves values by many steps.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ class KernelInfo:
 
 FLOAT_ABS_TOLERANCE = 1e-3
 FLOAT_REL_TOLERANCE = 1e-3
+QUANTIZED_STEPS = 2  # a quantized output's bound, in its steps (see the module docstring)
 
 
 @dataclass
@@ -51,7 +55,7 @@ class OutputError:
     worst_abs: float
     worst_rel: float  # worst_abs / the largest |value| of the reference output
     step: float | None = None  # the output's quantization step, when a DequantizeLinear writes it
-    beyond: int = 0  # how many of its `size` values are beyond that step
+    beyond: int = 0  # how many of its `size` values are beyond QUANTIZED_STEPS steps
     size: int = 0
     # A float output's bound, (abs, rel): within either is agreement.
     float_tolerance: tuple[float, float] = (FLOAT_ABS_TOLERANCE, FLOAT_REL_TOLERANCE)
@@ -65,7 +69,7 @@ class OutputError:
         return self.worst_abs > self.float_tolerance[0] and self.worst_rel > self.float_tolerance[1]
 
     def describe(self) -> str:
-        bound = (f"one quantization step {self.step:.3g} of the DequantizeLinear writing it"
+        bound = (f"{QUANTIZED_STEPS} quantization steps of {self.step:.3g} (the DequantizeLinear writing it)"
                  if self.step is not None else
                  f"{self.float_tolerance[0]:g} abs or {self.float_tolerance[1]:g} rel")
         verdict = "BEYOND" if self.beyond_tolerance else "within"
@@ -135,7 +139,7 @@ def output_errors(outputs: dict, reference: dict, steps: dict[str, float],
         magnitude = float(np.nanmax(np.abs(ref))) if ref.size else 0.0
         worst_rel = worst_abs / magnitude if magnitude > 0 else (0.0 if worst_abs == 0 else float("inf"))
         step = steps.get(name)
-        beyond = int(np.count_nonzero(~(diff <= step * (1 + 1e-5)))) if step is not None else 0
+        beyond = int(np.count_nonzero(~(diff <= QUANTIZED_STEPS * step * (1 + 1e-5)))) if step is not None else 0
         errors.append(OutputError(name, worst_abs, worst_rel, step, beyond, int(diff.size), float_tolerance))
     return Disagreement(errors)
 
