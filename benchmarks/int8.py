@@ -3,7 +3,7 @@
     python benchmarks/int8.py                     # every model, 1 thread
     python benchmarks/int8.py --threads 2 --models cnn
     python benchmarks/int8.py --cpu-time --models cnn,mobile  # 1 thread, thread CPU seconds
-    python benchmarks/int8.py --models resnet50,mobilenet_v2    # the full models (minutes)
+    python benchmarks/int8.py --models resnet50,mobilenet_v2,bert    # the full models (minutes)
 
 All models carry random weights and are quantized by onnxruntime's own tools, as users do:
 - `resnet50` and `mobilenet_v2`: the full 224x224 models the issue names (ResNet-50 from
@@ -12,6 +12,9 @@ All models carry random weights and are quantized by onnxruntime's own tools, as
   on two random batches. They are quantized as written, without onnxruntime's quant_pre_process,
   so each BatchNormalization stays a float op between a DequantizeLinear and a QuantizeLinear
   (in both dlc and onnxruntime) and the ReLU/ReLU6 go into the quantization ranges.
+- `bert`: a BERT-base encoder layer (benchmarks/models.py `transformer_encoder`: d=768, 12
+  heads, FFN 3072, seq 128, LayerNorm, GELU, its pooler) with quantize_dynamic, as
+  onnxruntime's tools quantize transformers (MatMulInteger + DynamicQuantizeLinear).
 - the small stand-ins built with onnx.helper: `cnn`, a ResNet-style stack of 3x3 convs, and
   `mobile`, two MobileNetV2 inverted residual blocks (depthwise), both with quantize_static as
   above; `encoder`, a BERT-style encoder layer with quantize_dynamic.
@@ -121,7 +124,8 @@ def _full(module: str, function: str):
 
 MODELS = {"cnn": (cnn, "static"), "mobile": (mobile, "static"), "encoder": (encoder, "dynamic"),
           "resnet50": (_full("cuda_models", "resnet50"), "static"),
-          "mobilenet_v2": (_full("models", "mobilenet_v2"), "static")}
+          "mobilenet_v2": (_full("models", "mobilenet_v2"), "static"),
+          "bert": (_full("models", "transformer_encoder"), "dynamic")}
 CALIBRATION_BATCHES = {"resnet50": 2, "mobilenet_v2": 2}  # others: 4 (a full model's calibration takes minutes)
 
 
