@@ -153,6 +153,9 @@ MAX_GEMM_CALLS = 256
 # right after they are written (a whole-image im2col of VGG's first layers is 115 MB,
 # streamed through DRAM twice).
 IM2COL_L2_SHARE = 0.5
+# A whole-part im2col's columns cross L3 this many times (written, read back) against a
+# blocked one's re-reads of A (`_im2col_plan`).
+IM2COL_L3_TRIPS = 2
 # The widest register tile (four vectors): every block holds at least one such panel, so a
 # user's nr (--tile) always fits.
 WIDEST_PANEL_VECTORS = 4
@@ -352,9 +355,12 @@ def _im2col_plan(op, window: Window, channels: int, rows: int, depth: int, pixel
     fitting = int(info.l2_bytes * IM2COL_L2_SHARE) // (4 * depth) // nr * nr
     width = max(WIDEST_PANEL_VECTORS * lanes, min(fitting, part))
     # Each block streams the item's rows of A (the weights) again: block only when that costs
-    # less than reading the part's columns back from L3 (a 14x14 layer, 256 x 2304 weights,
-    # 196 columns, one thread: 1.67-1.72 ms in three blocks, 1.48-1.61 ms in one).
-    if -(-rows // tm) * (-(-part // width) - 1) > part:
+    # less than the part's columns going to L3 and back, which is twice their size (written
+    # out, read back in). A 14x14 layer, 256 x 2304 weights, 196 columns, one thread: 1.67-1.72
+    # ms in three blocks, 1.48-1.61 ms in one; a 28x28 one, 128 x 1152 weights, 784 columns:
+    # 0.91 (median) to 0.97 (min) in nine blocks of 96 against one (im2col alone 0.11-0.17 ms
+    # against 0.13-0.51, the columns' 3.6 MB no longer through L3; interleaved, thread CPU).
+    if -(-rows // tm) * (-(-part // width) - 1) > IM2COL_L3_TRIPS * part:
         width = max(width, part)
     kh, kw = window.kernel
     plan = dict(channels=channels, kh=kh, kw=kw, sh=window.strides[0], sw=window.strides[1],
