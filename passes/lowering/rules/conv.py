@@ -302,18 +302,28 @@ def _channels_in_lanes(kb, op, x, w, bias, y, window: Window, groups: int) -> bo
         # act(W @ X + R): the GEMM's store adds R in its own layout, then activates. Adding R
         # and activating in the transpose instead ran 1.00-1.04 of that (2048 <- 512 over 7x7).
         return False
-    if pointwise:
-        col = reshape_view(kb.builder, x, [depth, pixels])
+    if pixels > SMALL_MAP_PIXELS and pointwise:
+        col = reshape_view(kb.builder, x, [depth, pixels])  # x itself, read transposed
+        a_strides = (1, pixels)
     else:
-        padded = padded_input(kb, x, window, 0.0)
+        padded = x if pointwise else padded_input(kb, x, window, 0.0)
         _, _, height, width = padded.type.get_shape()
         (kh, kw), (sh, sw), (dh, dw), (oh, ow) = window.kernel, window.strides, window.dilations, window.out
-        # col[(c, i, j), (p, q)] = padded[c, p*sh + i*dh, q*sw + j*dw]: one strided view.
-        taps = view_at(kb.builder, padded, 0, [in_channels, kh, kw, oh, ow],
-                       [height * width, dh * width, dw, sh * width, sw])
-        col = kb.scratch(MemRefType(x.type.element_type, [depth, pixels]))
-        kb.copy(taps, reshape_view(kb.builder, col, [in_channels, kh, kw, oh, ow]))
-    spec = dict(m=pixels, n=out_channels, k=depth, a_row_stride=1, a_k_stride=pixels,
+        # col[(c, i, j), (p, q)] = padded[c, p*sh + i*dh, q*sw + j*dw]: one strided view, copied
+        # as col^T [P, depth] (row-major A) on small maps, as col [depth, P] on larger ones.
+        # The GEMM reading col with a_k_stride = P touches a cache line per k for a few of its
+        # floats: interleaved, thread CPU, col^T -> col ran 0.91-0.92 for 3x3 512 -> 512 over 7x7,
+        # 0.94-0.96 for 1x1 2048 <- 512 over 7x7 (x copied transposed); but 1.04-1.07 for 3x3
+        # 256 -> 256 over 14x14, whose copy into col^T (196 x 2304, its reads scattered) costs more.
+        transpose = pixels <= SMALL_MAP_PIXELS
+        order = [3, 4, 0, 1, 2] if transpose else [0, 1, 2, 3, 4]  # (c, i, j, p, q) -> col's dims
+        sizes = [in_channels, kh, kw, oh, ow]
+        strides = [height * width, dh * width, dw, sh * width, sw]
+        taps = view_at(kb.builder, padded, 0, [sizes[d] for d in order], [strides[d] for d in order])
+        col = kb.scratch(MemRefType(x.type.element_type, [pixels, depth] if transpose else [depth, pixels]))
+        kb.copy(taps, reshape_view(kb.builder, col, [sizes[d] for d in order]))
+        a_strides = (depth, 1) if transpose else (1, pixels)
+    spec = dict(m=pixels, n=out_channels, k=depth, a_row_stride=a_strides[0], a_k_stride=a_strides[1],
                 ldb=out_channels, ldc=out_channels, b_trans=1)
     residual = _take_bias_and_epilogue(kb, spec, bias, "row")
     transposed = kb.scratch(MemRefType(y.type.element_type, [pixels, out_channels]))
