@@ -75,3 +75,14 @@ def test_a_wide_map_keeps_pixels_in_the_lanes():
     text = str(compile_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]),
                              compile_to="linalg").module)
     assert "dlc.im2col" in text and "m = 32 : i64" in text
+
+
+@pytest.mark.parametrize("name", ["3x3_pad1_7x7_relu", "3x3_14x14_deep"])
+def test_small_map_conv_is_bit_identical_across_thread_counts(name):
+    import dlc
+
+    model, _ = _model(name)
+    x = np.random.default_rng(5).uniform(-1, 1, CASES[name][0]).astype(np.float32)
+    one = dlc.compile(model, threads=1).run({"x": x})["y"]
+    for threads in (2, 4):
+        assert dlc.compile(model, threads=threads).run({"x": x})["y"].tobytes() == one.tobytes(), threads
