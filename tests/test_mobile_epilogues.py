@@ -156,7 +156,7 @@ def test_fused_silu_is_the_unfused_one_bit_for_bit(name):
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("tail", ["none", "relu6", "residual"])
 def test_pointwise_conv_over_a_small_map_puts_channels_in_the_lanes(tail, threads):
-    """A 1x1 conv over a 7x7 map is Y^T = X^T @ W^T (its GEMM reads x transposed: a_k_stride 49),
+    """A 1x1 conv over a 7x7 map is Y^T = X^T @ W^T (x copied transposed: a_row_stride 19),
     then transposed into y, a residual Add joining the transpose; against onnxruntime."""
     from dlc.driver import compile_model
 
@@ -174,7 +174,8 @@ def test_pointwise_conv_over_a_small_map_puts_channels_in_the_lanes(tail, thread
         nodes.append(helper.make_node("Add", ["c", "r"], ["y"]))
     model = _model(nodes, inputs, "y", inits)
     text = str(compile_model(model, compile_to="linalg").module)
-    assert "a_k_stride = 49" in text and "linalg.generic" in text  # the GEMM, then the transpose
+    # x copied as X^T (row-major A), the GEMM, then the transpose
+    assert "a_row_stride = 19 : i64, a_k_stride = 1" in text and "linalg.generic" in text
     import dlc
 
     feeds = _feeds(model)

@@ -153,6 +153,9 @@ MAX_GEMM_CALLS = 256
 # right after they are written (a whole-image im2col of VGG's first layers is 115 MB,
 # streamed through DRAM twice).
 IM2COL_L2_SHARE = 0.5
+# A whole-part im2col's columns cross L3 this many times (written, read back) against a
+# blocked one's re-reads of A (`_im2col_plan`).
+IM2COL_L3_TRIPS = 2
 # The widest register tile (four vectors): every block holds at least one such panel, so a
 # user's nr (--tile) always fits.
 WIDEST_PANEL_VECTORS = 4
@@ -250,20 +253,30 @@ def _pointwise_as_row_gemm(kb, op, x, w, bias, y, window: Window, groups: int) -
     return True
 
 
-# A 1x1 conv over maps of at most this many pixels, which fill the vector lanes worse than its
-# output channels do, runs channels-in-lanes (`_pointwise_channels_in_lanes`).
+# A conv over maps of at most this many pixels, which fill the vector lanes worse than its
+# output channels do, runs channels-in-lanes (`_channels_in_lanes`).
 SMALL_MAP_PIXELS = 64
+# ...and over maps of at most this many pixels when the GEMM's depth (C*KH*KW) is at least
+# MID_MAP_DEPTH, so the transpose of P x Cout floats is small next to the GEMM. Interleaved,
+# thread CPU, one thread, W @ col -> channels-in-lanes at 14x14 (196 pixels fill 94% of the
+# lanes): 3x3 256 -> 256 + Relu 0.92, 3x3/2 256 -> 256 + Relu 0.92, 1x1 256 <- 1024 + Relu 0.93,
+# but 1x1 1024 <- 256 (depth 256) 1.40.
+MID_MAP_PIXELS = 256
+MID_MAP_DEPTH = 1024
 
 
-def _pointwise_channels_in_lanes(kb, op, x, w, bias, y, window: Window, groups: int) -> bool:
-    """A 1x1 conv over a small map as Y^T[P, Cout] = X^T[P, Cin] @ W^T (output channels in the
-    vector lanes, the weights a packed transposed B), then Y = its transpose.
+def _channels_in_lanes(kb, op, x, w, bias, y, window: Window, groups: int) -> bool:
+    """A conv over a small map as Y^T[P, Cout] = col^T[P, C*KH*KW] @ W^T (output channels in
+    the vector lanes, the weights a packed transposed B), then Y = its transpose. col is the
+    input itself for a 1x1 stride-1 unpadded conv; else the im2col [C*KH*KW, P] of the padded
+    input, copied whole first (one strided view of it).
 
-    As `_conv_as_gemm`'s W @ X the pixels are the lanes: a 7x7 map's 49 take 64. With the
+    As `_conv_as_gemm`'s W @ col the pixels are the lanes: a 7x7 map's 49 take 64. With the
     transpose (49 x Cout floats, from L2) EfficientNet-B0's 1x1 convs over 7x7 maps ran 0.84-0.86
     of W @ X (1280 <- 320, 320 <- 1152; 1152 <- 192 + SiLU with the shorter sigmoid too;
-    interleaved, thread CPU). A residual Add joins the transpose; a residual Add followed by an
-    activation keeps `_conv_as_gemm` (the activation must follow the Add).
+    interleaved, thread CPU); ResNet-50's 3x3 512 -> 512 + Relu over 7x7 0.85-0.88. A residual
+    Add joins the transpose; a residual Add followed by an activation keeps `_conv_as_gemm`
+    (the activation must follow the Add).
     """
     x_shape, y_shape = x.type.get_shape(), y.type.get_shape()
     batch, out_channels, pixels = y_shape[0], y_shape[1], int(np.prod(y_shape[2:]))
@@ -271,25 +284,50 @@ def _pointwise_channels_in_lanes(kb, op, x, w, bias, y, window: Window, groups: 
     from passes.target_info import target_info
 
     lanes = target_info(op.get_toplevel_object()).vector_width
-    if (groups != 1 or len(y_shape) != 4 or any(k != 1 for k in window.kernel)
-            or any(s != 1 for s in window.strides) or any(window.pads_begin) or x_shape[2:] != y_shape[2:]
-            or pixels > SMALL_MAP_PIXELS or not isinstance(op.operands[1].owner, WeightOp)
+    if (groups != 1 or len(y_shape) != 4 or pixels > MID_MAP_PIXELS
+            or not isinstance(op.operands[1].owner, WeightOp)
             or not is_f32_memref(x, w, bias, y) or batch != 1):
         return False
+    pointwise = (all(k == 1 for k in window.kernel) and all(s == 1 for s in window.strides)
+                 and not any(window.pads_begin) and x_shape[2:] == y_shape[2:])
 
     def lane_use(n: int) -> float:
         return n / (-(-n // lanes) * lanes)
 
+    depth = in_channels * int(np.prod(window.kernel))
+    if lane_use(out_channels) <= lane_use(pixels) or (pixels > SMALL_MAP_PIXELS and depth < MID_MAP_DEPTH):
+        return False
     epilogue = getattr(kb, "epilogue", None)
-    if lane_use(out_channels) <= lane_use(pixels) or (
-            epilogue is not None and epilogue.residual is not None and epilogue.activation):
-        return False  # act(W @ X + R): the GEMM's store adds R in its own layout, then activates
-    spec = dict(m=pixels, n=out_channels, k=in_channels, a_row_stride=1, a_k_stride=pixels,
+    if epilogue is not None and epilogue.residual is not None and epilogue.activation:
+        # act(W @ X + R): the GEMM's store adds R in its own layout, then activates. Adding R
+        # and activating in the transpose instead ran 1.00-1.04 of that (2048 <- 512 over 7x7).
+        return False
+    if pixels > SMALL_MAP_PIXELS and pointwise:
+        col = reshape_view(kb.builder, x, [depth, pixels])  # x itself, read transposed
+        a_strides = (1, pixels)
+    else:
+        padded = x if pointwise else padded_input(kb, x, window, 0.0)
+        _, _, height, width = padded.type.get_shape()
+        (kh, kw), (sh, sw), (dh, dw), (oh, ow) = window.kernel, window.strides, window.dilations, window.out
+        # col[(c, i, j), (p, q)] = padded[c, p*sh + i*dh, q*sw + j*dw]: one strided view, copied
+        # as col^T [P, depth] (row-major A) on small maps, as col [depth, P] on larger ones.
+        # The GEMM reading col with a_k_stride = P touches a cache line per k for a few of its
+        # floats: interleaved, thread CPU, col^T -> col ran 0.91-0.92 for 3x3 512 -> 512 over 7x7,
+        # 0.94-0.96 for 1x1 2048 <- 512 over 7x7 (x copied transposed); but 1.04-1.07 for 3x3
+        # 256 -> 256 over 14x14, whose copy into col^T (196 x 2304, its reads scattered) costs more.
+        transpose = pixels <= SMALL_MAP_PIXELS
+        order = [3, 4, 0, 1, 2] if transpose else [0, 1, 2, 3, 4]  # (c, i, j, p, q) -> col's dims
+        sizes = [in_channels, kh, kw, oh, ow]
+        strides = [height * width, dh * width, dw, sh * width, sw]
+        taps = view_at(kb.builder, padded, 0, [sizes[d] for d in order], [strides[d] for d in order])
+        col = kb.scratch(MemRefType(x.type.element_type, [pixels, depth] if transpose else [depth, pixels]))
+        kb.copy(taps, reshape_view(kb.builder, col, [sizes[d] for d in order]))
+        a_strides = (depth, 1) if transpose else (1, pixels)
+    spec = dict(m=pixels, n=out_channels, k=depth, a_row_stride=a_strides[0], a_k_stride=a_strides[1],
                 ldb=out_channels, ldc=out_channels, b_trans=1)
     residual = _take_bias_and_epilogue(kb, spec, bias, "row")
     transposed = kb.scratch(MemRefType(y.type.element_type, [pixels, out_channels]))
-    emit_gemm_call(kb, op, reshape_view(kb.builder, x, [in_channels, pixels]),
-                   reshape_view(kb.builder, w, [out_channels, in_channels]), transposed,
+    emit_gemm_call(kb, op, col, reshape_view(kb.builder, w, [out_channels, depth]), transposed,
                    bias_buffer=bias, **spec)
     # The transpose adds a residual (W @ X + bias + R, as the GEMM's store would).
     matrix = [out_channels, pixels]
@@ -327,9 +365,12 @@ def _im2col_plan(op, window: Window, channels: int, rows: int, depth: int, pixel
     fitting = int(info.l2_bytes * IM2COL_L2_SHARE) // (4 * depth) // nr * nr
     width = max(WIDEST_PANEL_VECTORS * lanes, min(fitting, part))
     # Each block streams the item's rows of A (the weights) again: block only when that costs
-    # less than reading the part's columns back from L3 (a 14x14 layer, 256 x 2304 weights,
-    # 196 columns, one thread: 1.67-1.72 ms in three blocks, 1.48-1.61 ms in one).
-    if -(-rows // tm) * (-(-part // width) - 1) > part:
+    # less than the part's columns going to L3 and back, which is twice their size (written
+    # out, read back in). A 14x14 layer, 256 x 2304 weights, 196 columns, one thread: 1.67-1.72
+    # ms in three blocks, 1.48-1.61 ms in one; a 28x28 one, 128 x 1152 weights, 784 columns:
+    # 0.91 (median) to 0.97 (min) in nine blocks of 96 against one (im2col alone 0.11-0.17 ms
+    # against 0.13-0.51, the columns' 3.6 MB no longer through L3; interleaved, thread CPU).
+    if -(-rows // tm) * (-(-part // width) - 1) > IM2COL_L3_TRIPS * part:
         width = max(width, part)
     kh, kw = window.kernel
     plan = dict(channels=channels, kh=kh, kw=kw, sh=window.strides[0], sw=window.strides[1],
@@ -351,7 +392,7 @@ def lower_conv(kb, op, ins, outs) -> None:
         x, w, y, window = _as_unit_height(kb, x, w, y, window)
     if _pointwise_as_row_gemm(kb, op, x, w, bias, y, window, groups):
         return
-    if _pointwise_channels_in_lanes(kb, op, x, w, bias, y, window, groups):
+    if _channels_in_lanes(kb, op, x, w, bias, y, window, groups):
         return
     if _conv_as_gemm(kb, op, x, w, bias, y, window, groups):
         return

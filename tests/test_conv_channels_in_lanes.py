@@ -1,0 +1,88 @@
+"""KxK convolutions over small maps with the output channels in the vector lanes (issue 15):
+passes/lowering/rules/conv.py `_channels_in_lanes` copies the im2col of the padded input whole
+(as col^T [P, C*KH*KW] on maps of <= 64 pixels), multiplies Y^T = col^T @ W^T, then transposes
+into y. Against onnxruntime
+(onnx__Conv.html), on one and two threads, and a check that each case takes that path."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import run_onnxruntime
+from onnx import TensorProto, helper, numpy_helper
+
+# name: x shape, w shape, Conv attributes, tail after the Conv
+CASES = {
+    "3x3_pad1_7x7_relu": ([1, 24, 7, 7], [40, 24, 3, 3], {"pads": [1] * 4}, "relu"),
+    "3x3_s2_14x14_to_7x7": ([1, 16, 14, 14], [48, 16, 3, 3], {"pads": [1] * 4, "strides": [2, 2]}, "none"),
+    "3x3_s2_odd_13x13": ([1, 16, 13, 13], [32, 16, 3, 3], {"pads": [0, 0, 1, 1], "strides": [2, 2]}, "none"),
+    "3x3_dilated_6x6_residual": ([1, 8, 6, 6], [40, 8, 3, 3], {"pads": [2] * 4, "dilations": [2, 2]}, "residual"),
+    "1x3_unpadded_5x9": ([1, 12, 5, 9], [64, 12, 1, 3], {}, "none"),
+    "1x1_s2_14x14": ([1, 32, 14, 14], [64, 32, 1, 1], {"strides": [2, 2]}, "relu"),
+    "3x3_14x14_deep": ([1, 120, 14, 14], [32, 120, 3, 3], {"pads": [1] * 4}, "relu"),
+}
+
+
+def _model(name: str):
+    x_shape, w_shape, attrs, tail = CASES[name]
+    rng = np.random.default_rng(7)
+    inits = [numpy_helper.from_array(rng.uniform(-1, 1, w_shape).astype(np.float32), "w"),
+             numpy_helper.from_array(rng.uniform(-1, 1, w_shape[:1]).astype(np.float32), "b")]
+    out = [1, w_shape[0], *(
+        (n + attrs.get("pads", [0] * 4)[i] + attrs.get("pads", [0] * 4)[i + 2]
+         - attrs.get("dilations", [1, 1])[i] * (k - 1) - 1) // attrs.get("strides", [1, 1])[i] + 1
+        for i, (n, k) in enumerate(zip(x_shape[2:], w_shape[2:])))]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)]
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c" if tail != "none" else "y"], **attrs)]
+    if tail == "relu":
+        nodes.append(helper.make_node("Relu", ["c"], ["y"]))
+    elif tail == "residual":
+        inputs.append(helper.make_tensor_value_info("r", TensorProto.FLOAT, out))
+        nodes.append(helper.make_node("Add", ["c", "r"], ["y"]))
+    graph = helper.make_graph(nodes, name, inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, out)], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), out
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("name", list(CASES))
+def test_small_map_conv_with_channels_in_lanes_matches_onnxruntime(name, threads):
+    import dlc
+    from dlc.driver import compile_model
+
+    model, out = _model(name)
+    pixels = out[2] * out[3]
+    text = str(compile_model(model, compile_to="linalg").module)
+    depth = int(np.prod(CASES[name][1][1:]))
+    # col^T [P, depth] copied on maps of <= 64 pixels, col [depth, P] read transposed on larger.
+    a = (f"a_row_stride = {depth} : i64, a_k_stride = 1" if pixels <= 64
+         else f"a_row_stride = 1 : i64, a_k_stride = {pixels}")
+    assert f"m = {pixels} : i64" in text and a in text, "not channels-in-lanes"
+    rng = np.random.default_rng(3)
+    feeds = {i.name: rng.uniform(-1, 1, [d.dim_value for d in i.type.tensor_type.shape.dim]).astype(np.float32)
+             for i in model.graph.input}
+    got = dlc.compile(model, threads=threads).run(feeds)["y"]
+    np.testing.assert_allclose(got, run_onnxruntime(model, feeds)[0], rtol=1e-5, atol=1e-4)
+
+
+def test_a_wide_map_keeps_pixels_in_the_lanes():
+    """28x28 pixels fill the lanes as well as 32 channels: W @ col with its im2col per block."""
+    from dlc.driver import compile_model
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 28, 28])
+    w = numpy_helper.from_array(np.ones([32, 8, 3, 3], np.float32), "w")
+    graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"], pads=[1] * 4)], "wide", [x],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 32, 28, 28])], [w])
+    text = str(compile_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]),
+                             compile_to="linalg").module)
+    assert "dlc.im2col" in text and "m = 32 : i64" in text
+
+
+@pytest.mark.parametrize("name", ["3x3_pad1_7x7_relu", "3x3_14x14_deep"])
+def test_small_map_conv_is_bit_identical_across_thread_counts(name):
+    import dlc
+
+    model, _ = _model(name)
+    x = np.random.default_rng(5).uniform(-1, 1, CASES[name][0]).astype(np.float32)
+    one = dlc.compile(model, threads=1).run({"x": x})["y"]
+    for threads in (2, 4):
+        assert dlc.compile(model, threads=threads).run({"x": x})["y"].tobytes() == one.tobytes(), threads
