@@ -48,10 +48,11 @@ def _model(name: str):
 def test_small_map_conv_with_channels_in_lanes_matches_onnxruntime(name, threads):
     import dlc
     from dlc.driver import compile_model
+    from dlc.targets import CompileOptions
 
     model, out = _model(name)
     pixels = out[2] * out[3]
-    text = str(compile_model(model, compile_to="linalg").module)
+    text = str(compile_model(model, options=CompileOptions(threads=threads), compile_to="linalg").module)
     depth = int(np.prod(CASES[name][1][1:]))
     # col^T [P, depth] copied on maps of <= 64 pixels, col [depth, P] read transposed on larger.
     a = (f"a_row_stride = {depth} : i64, a_k_stride = 1" if pixels <= 64
@@ -86,3 +87,19 @@ def test_small_map_conv_is_bit_identical_across_thread_counts(name):
     one = dlc.compile(model, threads=1).run({"x": x})["y"]
     for threads in (2, 4):
         assert dlc.compile(model, threads=threads).run({"x": x})["y"].tobytes() == one.tobytes(), threads
+
+
+@pytest.mark.parametrize("threads, in_lanes", [(4, True), (16, False)])
+def test_channels_in_lanes_only_where_its_grid_takes_as_many_threads(threads, in_lanes):
+    """ResNet's 3x3 512 -> 512 over 7x7: Y^T's 7 row blocks x 11 panels split 11 ways at 16
+    threads where W @ col's split 15 ways, so at 16 threads it stays W @ col."""
+    from dlc.driver import compile_model
+    from dlc.targets import CompileOptions
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 512, 7, 7])
+    w = numpy_helper.from_array(np.ones([512, 512, 3, 3], np.float32), "w")
+    graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"], pads=[1] * 4)], "stage4", [x],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 512, 7, 7])], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    text = str(compile_model(model, options=CompileOptions(threads=threads), compile_to="linalg").module)
+    assert ("m = 49 : i64" in text) == in_lanes and ("dlc.im2col" in text) == (not in_lanes)
