@@ -12,7 +12,9 @@ default): the weight B on the host, the input A by a rounding kernel that runs b
 (dlc/targets/cuda/target.py, round_tf32_operands). The "dlc kernels" column is the two together,
 as the ratios to torch; the GEMM alone and the rounding kernels are shown apart.
 
-Kernel times come from CUDA events around each launch (CudaExecutable.run(profile=True)); the
+Kernel times come from CUDA events around each launch (CudaExecutable.run(profile=True)), with
+the stream held by a spinning kernel while the host enqueues (runtime.HOLD_PTX), and torch's
+behind `torch.cuda._sleep` the same way, so neither side's time includes a host launch gap; the
 end-to-end latency of a dlc run includes copying its inputs in and outputs out.
 """
 
@@ -29,6 +31,8 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+TORCH_HOLD_CYCLES = 2_000_000  # ~1 ms of the GPU's clock: longer than torch's enqueue of one matmul
 
 
 def gemm_model(n: int, seed: int = 0) -> onnx.ModelProto:
@@ -107,6 +111,7 @@ def torch_ms(fn, repeat: int) -> float:
     times = []
     for _ in range(repeat):
         start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        torch.cuda._sleep(TORCH_HOLD_CYCLES)  # as dlc's profiled runs hold their stream: no launch gap timed
         start.record()
         fn()
         stop.record()
@@ -234,6 +239,8 @@ def main() -> None:
 
     import torch
 
+    from dlc.errors import DlcError
+
     print(f"GPU: {torch.cuda.get_device_name(0)}, torch {torch.__version__}")
     print("| GEMM | dlc kernels (GEMM + TF32 rounding) | GEMM alone | rounding | dlc run (copies in/out) "
           "| torch FP32 | torch TF32 | dlc / torch FP32 | dlc / torch TF32 (GEMM alone) | max rel. error | compile |")
@@ -241,7 +248,10 @@ def main() -> None:
     target = "cuda:tf32" if args.tf32 else "cuda:fp32"  # over any gemm_tf32 of $DLC_CUDA_TARGET
     for n in args.sizes:
         for config in [{}] + [json.loads(c) for c in args.configs]:
-            print(bench_gemm(n, args.repeat, target, config), flush=True)
+            try:
+                print(bench_gemm(n, args.repeat, target, config), flush=True)
+            except DlcError as error:  # a sweep's combination that cannot work: its row says why
+                print(f"| {n}^3 {target} {json.dumps(config)} | {error} |", flush=True)
     if args.no_models:
         return
     print("\n| conv | dlc kernel | cuDNN FP32 | cuDNN TF32 | max abs. error |")

@@ -843,6 +843,26 @@ def test_gpu_saved_partition_runs_without_recompiling(tmp_path):
 
 @gpu
 @pytest.mark.gpu
+def test_gpu_profiled_runs_hold_the_stream_and_time_kernels_without_launch_gaps():
+    """A profiled run spins a kernel until the host has enqueued every launch, so a short kernel
+    is timed alone: 32 launches of a 16-element Relu, none near the 10-30 us a Python launch
+    costs the host, and the same outputs as an unprofiled run."""
+    nodes = [helper.make_node("Relu" if i % 2 == 0 else "Neg", [f"t{i}"], [f"t{i + 1}"], name=f"n{i}")
+             for i in range(32)]
+    model = _model(nodes, [("t0", [4, 4])], [("t32", [4, 4])], [])
+    (cuda,) = _cuda_steps(_compile(model, FP32, fusion="none"))
+    feeds = {cuda.inputs[0].name: np.arange(-8, 8, dtype=np.float32).reshape(4, 4)}
+    plain = cuda.run(feeds)[cuda.outputs[0].name]
+    for _ in range(3):  # the hold doubles until it covers the host's enqueueing
+        profiled = cuda.run(feeds, profile=True)[cuda.outputs[0].name]
+    np.testing.assert_array_equal(profiled, plain)
+    assert cuda.last_hold_ms > 0 and len(cuda.last_kernel_ms) == 32
+    times = sorted(ms for _, ms in cuda.last_kernel_ms)
+    assert times[len(times) // 2] < 0.008, cuda.last_kernel_ms
+
+
+@gpu
+@pytest.mark.gpu
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_gpu_new_kernels_match_onnxruntime(case):
     import dlc
