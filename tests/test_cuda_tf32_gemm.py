@@ -177,6 +177,30 @@ def test_k_major_b_small_gemms_and_options(tmp_path, monkeypatch):
     assert "W" not in cuda.weights and cuda.plan["launches"][0]["kernel"] == "dlc_tf32_round_76800"
 
 
+def _matmul_weight(m, k, n, seed=5):
+    """MatMul(x, W), W a constant stored [K, N] (row-major B, as ONNX exporters write MatMul)."""
+    return _model([helper.make_node("MatMul", ["x", "W"], ["y"], name="mm")], [("x", [m, k])], [("y", [m, n])],
+                  [("W", np.random.default_rng(seed).standard_normal((k, n)))])
+
+
+def test_constant_row_major_b_is_uploaded_k_major(tmp_path, monkeypatch):
+    """A constant row-major B is uploaded transposed and rounded (W:k_major:tf32 = round(W^T)), so
+    its fragments come by ldmatrix as a Gemm transB's do; `gemm_tf32_weight_kmajor` 0 keeps W
+    row-major, read a shared-memory word per register."""
+    _target(tmp_path, monkeypatch, gemm_tf32_stages=4, gemm_tf32_tile_k=16)
+    model = _matmul_weight(300, 256, 200)
+    cuda = _cuda_steps(_compile(model))[0]
+    launch = _gemm_launch(cuda)
+    assert [cuda.plan["buffers"][i].get("name") for i in launch["args"][:2]] == ["x", "W:k_major:tf32"]
+    assert cuda.plan["buffers"][launch["args"][1]]["shape"] == [200, 256]
+    np.testing.assert_array_equal(cuda.weights["W:k_major:tf32"], _tf32(_initializer(model, "W").T))
+    k_major = _entry(_ptx(model)[1], "k0_MatMul")
+    _target(tmp_path, monkeypatch, gemm_tf32_stages=4, gemm_tf32_tile_k=16, gemm_tf32_weight_kmajor=0)
+    row_major = _entry(_ptx(model)[1], "k0_MatMul")
+    assert k_major.count("ldmatrix") == (2 + 4 // 2) * 2 and "ld.shared" not in k_major
+    assert row_major.count("ldmatrix") == 2 * 2 and "ld.shared" in row_major
+
+
 def test_3x3_conv_is_gathered_a_word_at_a_time(tmp_path, monkeypatch):
     # ResNet's 3x3 conv of stage 1 at batch 8: 64 channels, K = 576 in 18 tiles of one tap
     # and 32 channels; 64 x 25088 outputs: 64 rows, so 64 x 64 blocks of 4 warps of 32 x 32.
@@ -262,6 +286,8 @@ EMULATED = {
     "k_major_b": ({}, lambda: _gemm_transb(33, 100, 20)),
     # 64 x 16 blocks: a warp has one 8-column B fragment, so K-major B is read word by word
     "k_major_b_odd": ({"gemm_tf32_block_m": 64, "gemm_tf32_block_n": 16}, lambda: _gemm_transb(33, 100, 20)),
+    # MatMul with a constant row-major B: uploaded transposed, read K-major (64 x 64 block)
+    "weight_b": ({}, lambda: _matmul_weight(33, 100, 20)),
     # a 1x1 Conv (ResNet's bottleneck) with bias and Relu: B is each image's [C, H*W]; columns
     # 36..71 are the second image, 72 columns of a 64-wide tile: the second tile straddles them
     "conv1x1": ({}, lambda: _conv1x1(2, 24, 6, 20)),
@@ -286,7 +312,8 @@ EMULATED = {
 # Emulated threads are slow (a case takes 4-12 s of a core): the default run keeps one case of each
 # path (edges, K-major B, 1x1, gathered and strided convs, cvt.rna per fragment), and
 # `pytest -m slow` adds the variants of those paths and the 256-thread block (~20 s).
-SLOW_EMULATED = {"wide", "conv_weight_input", "round_in_shared", "round_in_shared_conv", "k_major_b_odd", "batched"}
+SLOW_EMULATED = {"wide", "weight_b", "conv_weight_input", "round_in_shared", "round_in_shared_conv", "k_major_b_odd",
+                 "batched"}
 
 
 @pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.slow) if c in SLOW_EMULATED else c
@@ -302,7 +329,9 @@ def test_pipelined_kernel_on_the_host_emulation(case, tmp_path, monkeypatch):
     assert "cp.async" in cuda.ptx
     # Against the same product of TF32-rounded inputs in float64: only float32 accumulation
     # differs (a few ulp of sums of |x| <= K), so a lost or misplaced chunk would show.
-    if case.startswith("k_major_b"):
+    if case == "weight_b":
+        want = _tf32(feeds["x"]) @ _tf32(_initializer(model, "W"))
+    elif case.startswith("k_major_b"):
         w, b = (_initializer(model, n) for n in ("W", "b"))
         want = np.maximum(_tf32(feeds["x"]) @ _tf32(w).T + b, 0)
     elif case in ("conv3x3", "conv_strided", "round_in_shared_conv", "conv_weight_input"):
