@@ -300,8 +300,7 @@ def test_saved_partition_keeps_its_ptx(tmp_path):
     loaded = load_cuda(tmp_path)
     assert loaded.plan == cuda.plan and loaded.ptx == cuda.ptx
     assert [s.name for s in loaded.inputs] == ["x"]
-    # W uploaded transposed (read K-major by ldmatrix) and rounded to TF32
-    assert set(loaded.weights) == set(cuda.weights) == {"W:k_major:tf32", "b"}
+    assert set(loaded.weights) == set(cuda.weights) == {"W:tf32", "b"}  # W uploaded rounded to TF32
     for name, array in cuda.weights.items():
         np.testing.assert_array_equal(loaded.weights[name], array)
 

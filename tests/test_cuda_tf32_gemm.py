@@ -163,7 +163,8 @@ def test_k_major_b_small_gemms_and_options(tmp_path, monkeypatch):
     # Gemm transB = 1: B's fragments come by ldmatrix too, two 8-column ones per x4; 300 x 200
     # has too few 128 x 128 blocks for 132 SMs, so 64 x 64 tiles of 4 warps of 32 x 32 (2 x 4
     # fragments), 2 k-steps per 16-deep tile.
-    _target(tmp_path, monkeypatch, gemm_tf32_stages=4, gemm_tf32_tile_k=16, gemm_tf32_round=0)
+    _target(tmp_path, monkeypatch, gemm_tf32_stages=4, gemm_tf32_tile_k=16, gemm_tf32_round=0,
+            gemm_tf32_weight_row_major=0)
     _, ptx = _ptx(_gemm_transb(300, 256, 200))
     ptx = _entry(ptx, "k0_Gemm_fused")
     assert ptx.count(MMA) == 2 * 4 * 2 and ptx.count("ldmatrix") == (2 + 4 // 2) * 2 and "ld.shared" not in ptx
@@ -177,28 +178,20 @@ def test_k_major_b_small_gemms_and_options(tmp_path, monkeypatch):
     assert "W" not in cuda.weights and cuda.plan["launches"][0]["kernel"] == "dlc_tf32_round_76800"
 
 
-def _matmul_weight(m, k, n, seed=5):
-    """MatMul(x, W), W a constant stored [K, N] (row-major B, as ONNX exporters write MatMul)."""
-    return _model([helper.make_node("MatMul", ["x", "W"], ["y"], name="mm")], [("x", [m, k])], [("y", [m, n])],
-                  [("W", np.random.default_rng(seed).standard_normal((k, n)))])
-
-
-def test_constant_row_major_b_is_uploaded_k_major(tmp_path, monkeypatch):
-    """A constant row-major B is uploaded transposed and rounded (W:k_major:tf32 = round(W^T)), so
-    its fragments come by ldmatrix as a Gemm transB's do; `gemm_tf32_weight_kmajor` 0 keeps W
-    row-major, read a shared-memory word per register."""
+def test_constant_k_major_b_is_uploaded_row_major(tmp_path, monkeypatch):
+    """A constant K-major B (Gemm transB, W stored [N, K]) is uploaded transposed and rounded
+    (W:transposed:tf32 = round(W^T), [K, N]) and read as a row-major B, a shared-memory word per
+    register (faster on the H200 than ldmatrix over K-major rows); `gemm_tf32_weight_row_major` 0
+    keeps it K-major, read by ldmatrix."""
     _target(tmp_path, monkeypatch, gemm_tf32_stages=4, gemm_tf32_tile_k=16)
-    model = _matmul_weight(300, 256, 200)
+    model = _gemm_transb(300, 256, 200)
     cuda = _cuda_steps(_compile(model))[0]
     launch = _gemm_launch(cuda)
-    assert [cuda.plan["buffers"][i].get("name") for i in launch["args"][:2]] == ["x", "W:k_major:tf32"]
-    assert cuda.plan["buffers"][launch["args"][1]]["shape"] == [200, 256]
-    np.testing.assert_array_equal(cuda.weights["W:k_major:tf32"], _tf32(_initializer(model, "W").T))
-    k_major = _entry(_ptx(model)[1], "k0_MatMul")
-    _target(tmp_path, monkeypatch, gemm_tf32_stages=4, gemm_tf32_tile_k=16, gemm_tf32_weight_kmajor=0)
-    row_major = _entry(_ptx(model)[1], "k0_MatMul")
-    assert k_major.count("ldmatrix") == (2 + 4 // 2) * 2 and "ld.shared" not in k_major
-    assert row_major.count("ldmatrix") == 2 * 2 and "ld.shared" in row_major
+    assert [cuda.plan["buffers"][i].get("name") for i in launch["args"][:2]] == ["x", "W:transposed:tf32"]
+    assert cuda.plan["buffers"][launch["args"][1]]["shape"] == [256, 200]
+    np.testing.assert_array_equal(cuda.weights["W:transposed:tf32"], _tf32(_initializer(model, "W").T))
+    row_major = _entry(_ptx(model)[1], "k0_Gemm_fused")
+    assert row_major.count("ldmatrix") == 2 * 2 and "ld.shared" in row_major  # A's fragments only
 
 
 def test_3x3_conv_is_gathered_a_word_at_a_time(tmp_path, monkeypatch):
@@ -283,11 +276,12 @@ EMULATED = {
     # 128 x 256, 8 warps (the large GEMMs' block): one block over 40 x 200, K in 2 tiles
     "wide": ({"gemm_tf32_block_m": 128, "gemm_tf32_block_n": 256}, lambda: _matmul(40, 64, 200)),
     # K-major B (Gemm transB) with its bias and Relu, K = 100 in 4 tiles of 32, 64 x 64 block
-    "k_major_b": ({}, lambda: _gemm_transb(33, 100, 20)),
+    "k_major_b": ({"gemm_tf32_weight_row_major": 0}, lambda: _gemm_transb(33, 100, 20)),
     # 64 x 16 blocks: a warp has one 8-column B fragment, so K-major B is read word by word
-    "k_major_b_odd": ({"gemm_tf32_block_m": 64, "gemm_tf32_block_n": 16}, lambda: _gemm_transb(33, 100, 20)),
-    # MatMul with a constant row-major B: uploaded transposed, read K-major (64 x 64 block)
-    "weight_b": ({}, lambda: _matmul_weight(33, 100, 20)),
+    "k_major_b_odd": ({"gemm_tf32_block_m": 64, "gemm_tf32_block_n": 16, "gemm_tf32_weight_row_major": 0},
+                      lambda: _gemm_transb(33, 100, 20)),
+    # the same Gemm with its weight uploaded transposed, read row-major (the default)
+    "k_major_b_uploaded_row_major": ({}, lambda: _gemm_transb(33, 100, 20)),
     # a 1x1 Conv (ResNet's bottleneck) with bias and Relu: B is each image's [C, H*W]; columns
     # 36..71 are the second image, 72 columns of a 64-wide tile: the second tile straddles them
     "conv1x1": ({}, lambda: _conv1x1(2, 24, 6, 20)),
@@ -312,8 +306,8 @@ EMULATED = {
 # Emulated threads are slow (a case takes 4-12 s of a core): the default run keeps one case of each
 # path (edges, K-major B, 1x1, gathered and strided convs, cvt.rna per fragment), and
 # `pytest -m slow` adds the variants of those paths and the 256-thread block (~20 s).
-SLOW_EMULATED = {"wide", "weight_b", "conv_weight_input", "round_in_shared", "round_in_shared_conv", "k_major_b_odd",
-                 "batched"}
+SLOW_EMULATED = {"wide", "k_major_b_uploaded_row_major", "conv_weight_input", "round_in_shared",
+                 "round_in_shared_conv", "k_major_b_odd", "batched"}
 
 
 @pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.slow) if c in SLOW_EMULATED else c
@@ -329,9 +323,7 @@ def test_pipelined_kernel_on_the_host_emulation(case, tmp_path, monkeypatch):
     assert "cp.async" in cuda.ptx
     # Against the same product of TF32-rounded inputs in float64: only float32 accumulation
     # differs (a few ulp of sums of |x| <= K), so a lost or misplaced chunk would show.
-    if case == "weight_b":
-        want = _tf32(feeds["x"]) @ _tf32(_initializer(model, "W"))
-    elif case.startswith("k_major_b"):
+    if case.startswith("k_major_b"):
         w, b = (_initializer(model, n) for n in ("W", "b"))
         want = np.maximum(_tf32(feeds["x"]) @ _tf32(w).T + b, 0)
     elif case in ("conv3x3", "conv_strided", "round_in_shared_conv", "conv_weight_input"):

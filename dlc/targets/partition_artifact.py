@@ -27,13 +27,17 @@ def is_partitioned(directory) -> bool:
 
 def run_steps(steps, inputs, constant_inputs, constants: dict, returned: list[str], outputs, feeds) -> dict:
     """Run the partition calls in order; each gets its own copies of its inputs (as a device
-    memory would) and the outputs are gathered by name."""
+    memory would), unless its executable copies them itself (`copies_inputs`: the cuda
+    partition's host-to-device copies; a second, host copy cost ResNet-50 at batch 32 2.7 ms of
+    a 10.6 ms run), and the outputs are gathered by name."""
     from dlc.runtime import check_inputs
 
     env = dict(constants)
     env.update(zip((s.name for s in inputs), check_inputs(inputs, feeds, constant_inputs)))
     for step in steps:
-        results = step.executable.run({name: np.array(env[name], copy=True) for name in step.inputs})
+        own = getattr(step.executable, "copies_inputs", False)
+        results = step.executable.run({name: env[name] if own else np.array(env[name], copy=True)
+                                       for name in step.inputs})
         env.update((name, results[name]) for name in step.outputs)
     return {spec.name: np.asarray(env[name]).reshape(spec.shape) for spec, name in zip(outputs, returned)}
 

@@ -39,7 +39,7 @@ DEFAULT_TILES = {"gemm_tile_m": 64, "gemm_tile_n": 64, "gemm_tile_k": 16, "gemm_
                  # The pipelined TF32 GEMM (dlc/targets/cuda/tf32_gemm.py); 0: chosen per GEMM.
                  "gemm_tf32_pipeline": 1, "gemm_tf32_block_m": 0, "gemm_tf32_block_n": 0, "gemm_tf32_tile_k": 32,
                  "gemm_tf32_warps_m": 0, "gemm_tf32_warps_n": 0, "gemm_tf32_stages": 3, "gemm_tf32_group_m": 8,
-                 "gemm_tf32_round": 0, "gemm_tf32_preround": 1, "gemm_tf32_weight_kmajor": 1}
+                 "gemm_tf32_round": 0, "gemm_tf32_preround": 1, "gemm_tf32_weight_row_major": 1}
 # With 8 x 8 outputs a thread does twice the FMAs per shared-memory load of the 4 x 4 tile: 31.7
 # against 24.6 TFLOP/s at 4096^3 on the H200 (benchmarks/README.md), but a quarter as many blocks.
 # `gemm_tile_auto` takes it for a GEMM that still has a block for every SM with it.
@@ -62,7 +62,7 @@ class Launch:
     check: str | None = None  # the error a nonzero error word means (the kernel's last parameter)
     shared_bytes: int = 0  # dynamic shared memory the launch asks for
     tap_major: list = field(default_factory=list)  # inputs (positions) read as a weight copied [O, KH, KW, I]
-    k_major: list = field(default_factory=list)  # inputs (positions) read as a weight copied transposed [.., N, K]
+    transposed: list = field(default_factory=list)  # inputs (positions) read as a weight copied transposed
     # Inputs (positions) the K loop reads as exact TF32 values without a cvt: the partition rounds
     # them where they are produced (dlc/targets/cuda/target.py, round_tf32_operands).
     tf32: list = field(default_factory=list)
@@ -700,18 +700,19 @@ def _gemm_kernel(name: str, op, body, options: dict):
     from dialects.onnx import WeightOp
 
     pipelined = pipeline_plan(g, options, isinstance(a_value.owner, WeightOp)) if options.get("gemm_tf32") else None
-    k_major = []
-    if (pipelined is not None and not pipelined.b_kmajor and not g.conv and g.batch == 1
-            and options.get("gemm_tf32_weight_kmajor", 1) and isinstance(b_value.owner, WeightOp)
+    transposed = []
+    if (pipelined is not None and pipelined.b_kmajor and not g.conv and g.batch == 1
+            and options.get("gemm_tf32_weight_row_major", 1) and isinstance(b_value.owner, WeightOp)
             and not any(b_value in o.operands for o in epilogue)):
-        # A constant row-major B is uploaded transposed ([N, K], as Gemm's transB = 1), so the K
-        # loop reads its fragments with ldmatrix, four 8 x 4 matrices an instruction, instead of
-        # one shared-memory word per register.
+        # A constant K-major B (Gemm transB = 1, a Linear layer's [N, K] weight) is uploaded
+        # transposed, row-major [K, N]: on the H200 the K loop over a row-major B (its fragments
+        # a shared-memory word per register) ran 4096^3 in 0.689 ms, over a K-major one (ldmatrix,
+        # rows padded by 4 floats) in 0.800 ms.
         from dataclasses import replace
 
-        k_major_plan = pipeline_plan(replace(g, b_strides=(1, g.k)), options)
-        if k_major_plan is not None:
-            g, pipelined, k_major = replace(g, b_strides=(1, g.k)), k_major_plan, [inputs.index(b_value)]
+        row_major_plan = pipeline_plan(replace(g, b_strides=(g.n, 1)), options)
+        if row_major_plan is not None:
+            g, pipelined, transposed = replace(g, b_strides=(g.n, 1)), row_major_plan, [inputs.index(b_value)]
     tf32 = []
     if pipelined is not None and pipelined.round == 0 and options.get("gemm_tf32_preround", 1):
         # The K loop reads A and B without a cvt: the partition hands it TF32 values (weights
@@ -732,7 +733,7 @@ def _gemm_kernel(name: str, op, body, options: dict):
         text = "\n".join([header, *fn.lines, "}", ""])
         tap_major = [inputs.index(a_value)] if pipelined.a_tap_major else []
         return text, Launch(name, grid, block, inputs, shared_bytes=pipelined.shared_bytes, tap_major=tap_major,
-                            k_major=k_major, tf32=tf32, rounds_outputs=True), shared
+                            transposed=transposed, tf32=tf32, rounds_outputs=True), shared
     plan = _MmaSchedule(g, options) if options.get("gemm_tf32") else _FmaSchedule(select_tile(g, options))
     bm, bn, bk, threads, lda, ldb = plan.bm, plan.bn, plan.bk, plan.threads, plan.lda, plan.ldb
     shared_a, shared_b = f"@{name}_As", f"@{name}_Bs"

@@ -106,6 +106,8 @@ class CudaExecutable:
 
     The GPU is touched on the first `run` (module load, buffers, weight upload), then reused."""
 
+    copies_inputs = True  # a run copies its inputs to the device and never writes the host arrays
+
     def __init__(self, ptx: str, plan: dict, weights: dict[str, np.ndarray]):
         from dlc.runtime import TensorSpec
 

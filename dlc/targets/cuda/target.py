@@ -220,14 +220,14 @@ def plan_partition(module) -> tuple[str, dict, dict]:
                 buffers.append({"shape": [o, kh, kw, i], "kind": "weight", "dtype": source["dtype"], "name": name,
                                 "from": source["name"], "layout": "tap_major"})
             args[position] = found[0] if found else len(buffers) - 1
-        for position in launch.k_major:  # a constant B the TF32 pipeline reads transposed, [N, K]
+        for position in launch.transposed:  # a constant B the TF32 pipeline reads transposed
             source = buffers[args[position]]
-            name = f"{source['name']}:k_major"
+            name = f"{source['name']}:transposed"
             found = [i for i, b in enumerate(buffers) if b.get("name") == name and b["kind"] == "weight"]
             if not found:
                 shape = list(source["shape"])
                 buffers.append({"shape": shape[:-2] + shape[:-3:-1], "kind": "weight", "dtype": source["dtype"],
-                                "name": name, "from": source["name"], "layout": "k_major"})
+                                "name": name, "from": source["name"], "layout": "transposed"})
             args[position] = found[0] if found else len(buffers) - 1
         if launch.check:  # an error word the kernel sets and the runtime reads after the run
             args.append(len(buffers))
@@ -252,7 +252,7 @@ def plan_partition(module) -> tuple[str, dict, dict]:
             array = np.asarray(store[entry.get("from", entry["name"])])
             if entry.get("layout") == "tap_major":
                 array = array.transpose(0, 2, 3, 1)
-            elif entry.get("layout") == "k_major":
+            elif entry.get("layout") == "transposed":
                 array = np.swapaxes(array, -1, -2)
             if entry.get("tf32") and array.dtype == np.float32:
                 array = round_tf32(array)

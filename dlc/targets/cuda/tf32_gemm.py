@@ -46,9 +46,9 @@ channels) keep codegen's `_MmaSchedule`.
 Target-file keys (`$DLC_CUDA_TARGET`, with `gemm_tf32` 1): `gemm_tf32_pipeline` (1; 0: the
 register-staged schedule for all), `gemm_tf32_block_m`/`_n` (0: `auto_block`), `gemm_tf32_warps_m`/
 `_n` (0: 64 x 64 warp tiles), `gemm_tf32_tile_k` (32), `gemm_tf32_stages` (3), `gemm_tf32_group_m`
-(8), `gemm_tf32_round` (0), `gemm_tf32_preround` (1), `gemm_tf32_weight_kmajor` (1: a constant
-row-major B of a MatMul/Gemm is uploaded transposed, `NAME:k_major`, and read K-major by
-ldmatrix); a combination that cannot work is a CompileError naming the keys.
+(8), `gemm_tf32_round` (0), `gemm_tf32_preround` (1), `gemm_tf32_weight_row_major` (1: a constant
+K-major B, Gemm transB, is uploaded transposed, `NAME:transposed`, and read row-major, 14% faster
+on the H200); a combination that cannot work is a CompileError naming the keys.
 Shared memory is dynamic (`Launch.shared_bytes`): 3 stages of a 128 x 128 block's 32-deep tiles
 need 105 KiB (two blocks fit an SM's 228 KiB), of a 128 x 256 block's 153 KiB, more than the
 48 KiB a static allocation may take.
