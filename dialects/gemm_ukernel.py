@@ -344,16 +344,22 @@ def thread_grid(row_blocks: int, panels: int, threads: int, *, mr: int, nr: int,
     return thread_grids(row_blocks, panels, threads, mr=mr, nr=nr, k=k)[-1]
 
 
+def grid_seconds(row_blocks: int, panels: int, tm: int, tn: int, *, mr: int, nr: int, k: int) -> float:
+    """`thread_grid`'s modelled time of a tm x tn grid: its busiest part's FLOPs, the rows of A and
+    columns of B it streams, and THREAD_SECONDS per thread beyond the first."""
+    row_part, col_part = -(-row_blocks // tm), -(-panels // tn)
+    flops = row_part * col_part * mr * nr * k * 2
+    return (flops / CORE_FLOPS + 4 * k * (row_part * mr + col_part * nr) / CORE_BYTES_PER_S
+            + THREAD_SECONDS * (tm * tn - 1))
+
+
 def thread_grids(row_blocks: int, panels: int, most_threads: int, *, mr: int, nr: int,
                  k: int) -> list[tuple[int, int]]:
     """`thread_grid` for 1, 2, ..., most_threads threads, in one pass over the grids (the
     compile-time table of a GEMM asks for 64 of them: 64 separate searches cost ~10 ms a GEMM)."""
 
     def seconds(tm: int, tn: int) -> float:
-        row_part, col_part = -(-row_blocks // tm), -(-panels // tn)
-        flops = row_part * col_part * mr * nr * k * 2
-        return (flops / CORE_FLOPS + 4 * k * (row_part * mr + col_part * nr) / CORE_BYTES_PER_S
-                + THREAD_SECONDS * (tm * tn - 1))
+        return grid_seconds(row_blocks, panels, tm, tn, mr=mr, nr=nr, k=k)
 
     best_with = [None] * (most_threads + 1)  # the best grid of exactly t = tm * tn threads
     for tm in range(1, min(most_threads, row_blocks) + 1):
