@@ -263,6 +263,10 @@ SMALL_MAP_PIXELS = 64
 # but 1x1 1024 <- 256 (depth 256) 1.40.
 MID_MAP_PIXELS = 256
 MID_MAP_DEPTH = 1024
+# ...and only on this many threads: on the 16-core Xeon at 16 threads, ResNet's 3x3 256 -> 256
+# over 14x14 ran 0.52 ms channels-in-lanes against 0.42 as W @ col (its shared im2col, 4 x 4
+# grid), the 3x3/2 128 -> 256 one 0.27 against 0.23 (interleaved, one process, same call).
+MID_MAP_MOST_THREADS = 2
 
 
 def _channels_in_lanes(kb, op, x, w, bias, y, window: Window, groups: int) -> bool:
@@ -295,9 +299,10 @@ def _channels_in_lanes(kb, op, x, w, bias, y, window: Window, groups: int) -> bo
         return n / (-(-n // lanes) * lanes)
 
     depth = in_channels * int(np.prod(window.kernel))
-    if lane_use(out_channels) <= lane_use(pixels) or (pixels > SMALL_MAP_PIXELS and depth < MID_MAP_DEPTH):
-        return False
     info = target_info(op.get_toplevel_object())
+    if lane_use(out_channels) <= lane_use(pixels) or (
+            pixels > SMALL_MAP_PIXELS and (depth < MID_MAP_DEPTH or info.threads > MID_MAP_MOST_THREADS)):
+        return False
     if not (pointwise and pixels <= SMALL_MAP_PIXELS) and (
             _grid_threads(info, pixels, out_channels, depth) < _grid_threads(info, out_channels, pixels, depth)):
         # Fewer threads than W @ col would take: at 16 threads a 3x3 512 -> 512 over 7x7 splits
