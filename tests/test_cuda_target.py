@@ -678,6 +678,33 @@ def test_run_and_compare_profile_report_per_kernel_gpu_times(tmp_path, monkeypat
     assert "cuda: float32 MatMul, Gemm and Conv in TF32 on the tensor cores" in out, out
     assert "must agree within 0.03 abs or 0.03 rel" in out, out
 
+def test_verify_holds_tf32_contractions_to_tf32_rounding(monkeypatch):
+    """`dlc verify --target cuda` judges a TF32 MatMul by TF32's rounding (2^-10 of |a*b| per
+    product, verify.TF32_PRODUCT_EPS) and an FP32 one by float32's ulps; the partition runs on
+    the host emulation. The TF32 product's local error is far beyond float32's bound."""
+    from dlc.runtime import check_inputs
+    from dlc.targets.cuda.emulate import Emulator
+    from dlc.targets.cuda.runtime import CudaExecutable
+    from dlc.tools.verify import verify
+
+    def emulated(self, feeds, profile=False):
+        arrays = check_inputs(self.inputs, feeds, self.constant_inputs)
+        return Emulator(self.llvm_ir).run(self.plan, self.weights, {s.name: a for s, a in zip(self.inputs, arrays)})
+
+    monkeypatch.setattr(CudaExecutable, "run", emulated)
+    rng = np.random.default_rng(6)
+    model = _model([helper.make_node("MatMul", ["x", "W"], ["m"], name="mm"),
+                    helper.make_node("Relu", ["m"], ["y"], name="relu")],
+                   [("x", [8, 64])], [("y", [8, 16])], [("W", rng.standard_normal((64, 16)))])
+    tf32 = verify(model, target="cuda")
+    row = next(r for r in tf32.checks if r.node == "mm")
+    assert tf32.ok and "TF32" in row.rule and row.status == "ok", tf32.format()
+    assert row.local_error > 64 * 2.0 ** -23, row.local_error  # no float32 rounding gets this far
+    fp32 = verify(model, target=FP32)
+    row = next(r for r in fp32.checks if r.node == "mm")
+    assert fp32.ok and "TF32" not in row.rule and row.local_error < 64 * 2.0 ** -23, fp32.format()
+
+
 # --- on the GPU ----------------------------------------------------------------------------------
 
 def _check(model, rtol, atol, seed=0, target="cuda"):

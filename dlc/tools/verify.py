@@ -252,12 +252,19 @@ def _magnitude(node, inputs, reference: np.ndarray, run_on_abs) -> np.ndarray:
     return np.abs(reference.astype(np.float64))
 
 
+# A float32 contraction on TF32 tensor cores (the cuda target's default) rounds each operand to
+# 10 explicit mantissa bits, 2^-11 relative each, so a product is off by up to 2^-10 of |a*b|
+# (then summed in float32): this much of |op|(|inputs|) joins the float32 ulps.
+TF32_PRODUCT_EPS = 2.0 ** -10
+
+
 def tolerance_for(node, inputs: list[np.ndarray | None], reference: np.ndarray,
-                  run_on_abs=lambda: None, *, opset: int) -> tuple[np.ndarray, str]:
+                  run_on_abs=lambda: None, *, opset: int, tf32: bool = False) -> tuple[np.ndarray, str]:
     """Elementwise tolerance of a node's output against `reference` computed from the same
     inputs, and the rule as text: the oracle's ulps for the operator (at the model's `opset`)
     times eps times the scale each element's rounding follows. `run_on_abs()` runs the node
-    on |inputs| (for contractions)."""
+    on |inputs| (for contractions). `tf32`: float32 contractions multiply in TF32
+    (TF32_PRODUCT_EPS)."""
     op = node.op_type
     shapes = [None if a is None else a.shape for a in inputs]
     ulps, rule = operator_ulps(node, shapes, reference.shape, opset)
@@ -265,6 +272,9 @@ def tolerance_for(node, inputs: list[np.ndarray | None], reference: np.ndarray,
         return np.zeros(reference.shape), "exact"
     eps = float(np.finfo(reference.dtype).eps)
     ref = np.abs(reference.astype(np.float64))
+    if tf32 and op in CONTRACTION_OPS and reference.dtype == np.float32:
+        return ((ulps * eps + TF32_PRODUCT_EPS) * _magnitude(node, inputs, reference, run_on_abs),
+                f"({rule}*eps+2^-10 TF32)*|op|(|inputs|)")
     if op in CONTRACTION_OPS or op in SUM_OPS:
         return ulps * eps * _magnitude(node, inputs, reference, run_on_abs), f"{rule}*eps*|op|(|inputs|)"
     if op == "BatchNormalization" and len(inputs) >= 5:
@@ -368,6 +378,9 @@ def verify(model, feeds: dict | None = None, target: str = "cpu", fusion: str = 
     instrumented, _ = _instrument(proto, types)
     for_dlc, _ = _instrument(view.converted, types, skip=frozenset(view.folded))
 
+    from dlc.targets import get_target
+
+    tf32 = getattr(get_target(target), "precision", None) == "tf32"  # cuda's TF32 contractions
     options = CompileOptions(threads=threads, fusion=fusion)
     executable = compile_model(for_dlc, target=target, options=options, input_shapes=shapes,
                                pipeline=pipeline).executable
@@ -395,7 +408,7 @@ def verify(model, feeds: dict | None = None, target: str = "cpu", fusion: str = 
     for index, node in enumerate(proto.graph.node):
         if node.op_type == "Constant":
             continue  # no computation: its value is the attribute
-        rows = _check_node(index, node, runner, types, dlc_values, ort_values, known, override, by_output)
+        rows = _check_node(index, node, runner, types, dlc_values, ort_values, known, override, by_output, tf32)
         for row in rows:
             row.folded = row.output in view.folded
             by_output[row.output] = row
@@ -412,7 +425,7 @@ def verify(model, feeds: dict | None = None, target: str = "cpu", fusion: str = 
 
 
 def _check_node(index, node, runner, types, dlc_values, ort_values, known, override,
-                earlier: dict[str, TensorCheck]) -> list[TensorCheck]:
+                earlier: dict[str, TensorCheck], tf32: bool = False) -> list[TensorCheck]:
     name = node.name or f"{node.op_type}_{index}"
     input_names = [n for n in node.input if n]
     rows = []
@@ -487,7 +500,7 @@ def _check_node(index, node, runner, types, dlc_values, ort_values, known, overr
             tol, row.rule = _override_tolerance(reference, *override), f"{override[1]:g}+{override[0]:g}*|y|"
         else:
             tol, row.rule = tolerance_for(node, ordered_inputs, reference, run_on_abs(row.output),
-                                          opset=runner.opset)
+                                          opset=runner.opset, tf32=tf32)
         if not row.local:
             # Against the whole-model run the error inherited from the inputs counts too; with no
             # bound on how the node amplifies it, exceeding (own tolerance + inherited error) is
