@@ -445,6 +445,27 @@ def read_artifact(directory: str | Path, max_memory: str | int | None = None):
     return manifest, objects, weights, pool_object
 
 
+def _put_in_place(new: Path, path: Path) -> None:
+    """Rename `new` to `path`, the file there (if any) renamed away first and then removed.
+
+    Not renamed over it: ext4 (`auto_da_alloc`, on by default) takes a rename over an existing
+    file for an application's crash-safe rewrite and starts writing the new file to disk at
+    once. Compiling ResNet-50 into the same directory again, its 47 MB weights.bin then cost
+    0.4-0.7 s (0.3 CPU-s) against 0.04 s into a new directory (issue 16): that write waited for
+    the one before it, and the compile cache copies its entries the same way. Readers checking
+    the manifest's hashes (the manifest is written last) never took one file's rename for a
+    consistent artifact anyway."""
+    old = path.with_name(f".{path.name}.old")
+    try:
+        os.rename(path, old)
+    except FileNotFoundError:
+        old = None
+    os.replace(new, path)
+    if old is not None:
+        with contextlib.suppress(FileNotFoundError):
+            old.unlink()
+
+
 def write_artifact(
     directory: str | Path, manifest: dict, objects, weights: np.ndarray, pool_object: bytes | None
 ) -> None:
@@ -462,11 +483,11 @@ def write_artifact(
         contents[POOL_FILE] = pool_object
     contents[WEIGHTS_FILE] = np.ascontiguousarray(weights).view(np.uint8).reshape(-1)
     for name, data in contents.items():
-        # A new file renamed over the old one: a process that has the old model.so mapped
+        # A new file put in the old one's place: a process that has the old model.so mapped
         # keeps its pages (rewriting the file in place would pull them from under it).
         partial = directory / f".{name}.partial"
         partial.write_bytes(data)
-        os.replace(partial, directory / name)
+        _put_in_place(partial, directory / name)
     manifest = {key: value for key, value in manifest.items() if key not in ("files", "integrity")}
     manifest["files"] = {
         name: {"size": memoryview(data).nbytes, "sha256": hashlib.sha256(data).hexdigest()}
