@@ -481,17 +481,103 @@ def write_artifact(
     contents = dict(zip(names, objects, strict=True))
     if pool_object is not None and "pool" in manifest:
         contents[POOL_FILE] = pool_object
+    early = _EARLY.pop(id(weights), None)
+    written = early.take(directory, weights) if early is not None else None
     contents[WEIGHTS_FILE] = np.ascontiguousarray(weights).view(np.uint8).reshape(-1)
+    digests = {}
     for name, data in contents.items():
         # A new file put in the old one's place: a process that has the old model.so mapped
         # keeps its pages (rewriting the file in place would pull them from under it).
-        partial = directory / f".{name}.partial"
-        partial.write_bytes(data)
+        if name == WEIGHTS_FILE and written is not None:  # written while the code compiled
+            partial, digests[name] = written
+        else:
+            partial = directory / f".{name}.partial"
+            partial.write_bytes(data)
         _put_in_place(partial, directory / name)
     manifest = {key: value for key, value in manifest.items() if key not in ("files", "integrity")}
     manifest["files"] = {
-        name: {"size": memoryview(data).nbytes, "sha256": hashlib.sha256(data).hexdigest()}
+        name: {"size": memoryview(data).nbytes,
+               "sha256": digests[name] if name in digests else hashlib.sha256(data).hexdigest()}
         for name, data in contents.items()
     }
     manifest["integrity"] = manifest_integrity(manifest)
     (directory / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+# -- weights.bin written while the code compiles (issue 16) ------------------------------------
+# ResNet-50's 47 MB weights.bin (and its SHA-256) took 0.1-0.4 s after everything else, on one
+# core: on this VM a page the process has not had before costs far more than the copy into it.
+# Its blob is final before the LLVM parts start (dlc/targets/cpu.py `weight_layout`), so inside
+# `weights_written_early` (the `dlc compile` command) a thread writes it beside the artifact's
+# other files while the code compiles, and `write_artifact` only puts it in place.
+_DESTINATIONS: list[Path] = []
+_EARLY: dict[int, _EarlyWeights] = {}  # by id() of the blob, while it is being written or unclaimed
+
+
+@contextlib.contextmanager
+def weights_written_early(directory: str | Path):
+    """Within: a compile's weight blob (`start_weights`) is written into `directory` while its
+    code compiles; `write_artifact` into `directory` takes it. On leaving, a blob nobody took
+    (the compile failed) is removed, and `directory` if it was made for it and is empty."""
+    _DESTINATIONS.append(Path(directory))
+    try:
+        yield
+    finally:
+        _DESTINATIONS.pop()
+        for key, early in list(_EARLY.items()):
+            del _EARLY[key]
+            early.discard()
+
+
+def start_weights(weights: np.ndarray) -> None:
+    """Start writing `weights`, a compile's finished weight blob, into the directory of the
+    innermost `weights_written_early` on a thread; outside one, nothing."""
+    if not _DESTINATIONS or id(weights) in _EARLY:
+        return
+    directory = _DESTINATIONS[-1]
+    made = False
+    try:
+        if not directory.is_dir():
+            directory.mkdir()  # its parent must exist: a deeper path is made by write_artifact
+            made = True
+    except OSError:
+        return  # write_artifact makes it, or says why it cannot
+    _EARLY[id(weights)] = _EarlyWeights(directory, weights, made)
+
+
+class _EarlyWeights:
+    """A thread writing a blob to DIRECTORY/.weights.bin.early and hashing it."""
+
+    def __init__(self, directory: Path, weights: np.ndarray, made: bool):
+        import threading
+
+        self.directory, self.weights, self.made = directory, weights, made
+        self.partial = directory / f".{WEIGHTS_FILE}.early"
+        self.digest: str | None = None
+        self.thread = threading.Thread(target=self._write, name="dlc-weights-bin", daemon=True)
+        self.thread.start()
+
+    def _write(self) -> None:
+        data = np.ascontiguousarray(self.weights).view(np.uint8).reshape(-1)
+        try:  # both let go of the GIL: the emitter and LLVM's caller go on meanwhile
+            self.partial.write_bytes(data)
+            self.digest = hashlib.sha256(data).hexdigest()
+        except OSError:
+            self.digest = None  # write_artifact writes it again, and reports the error
+
+    def take(self, directory: Path, weights: np.ndarray) -> tuple[Path, str] | None:
+        """(the written file, its SHA-256) when it holds `weights` for `directory`; else None."""
+        self.thread.join()
+        here = os.path.abspath(directory) == os.path.abspath(self.directory)
+        if self.digest is None or weights is not self.weights or not here:
+            self.discard(keep_directory=here)  # write_artifact writes into `directory` now
+            return None
+        return self.partial, self.digest
+
+    def discard(self, keep_directory: bool = False) -> None:
+        self.thread.join()
+        with contextlib.suppress(OSError):
+            self.partial.unlink()
+        if self.made and not keep_directory:
+            with contextlib.suppress(OSError):
+                self.directory.rmdir()  # only when empty

@@ -1,0 +1,64 @@
+"""`dlc compile` writes the artifact's weights.bin while the code compiles (issue 16,
+dlc/runtime/artifact.py `weights_written_early`): the artifact is the one written after the
+compile, byte for byte, and a compile that fails leaves nothing of it behind."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import ROOT
+
+from dlc.cli import main
+from dlc.runtime import artifact
+
+MLP = ROOT / "examples" / "models" / "mlp.onnx"
+
+
+@pytest.fixture
+def cold(monkeypatch):
+    monkeypatch.setenv("DLC_CACHE", "0")
+
+
+def _files(directory):
+    return {p.name: p.read_bytes() for p in directory.iterdir()}
+
+
+def test_weights_written_early_give_the_artifact_written_after(tmp_path, cold, monkeypatch, capsys):
+    assert main(["compile", str(MLP), "-o", str(tmp_path / "early"), "--quiet"]) == 0
+    assert main(["compile", str(MLP), "-o", str(tmp_path / "early"), "--quiet"]) == 0  # over the old one
+    monkeypatch.setattr(artifact, "start_weights", lambda weights: None)
+    assert main(["compile", str(MLP), "-o", str(tmp_path / "after"), "--quiet"]) == 0
+    early, after = _files(tmp_path / "early"), _files(tmp_path / "after")
+    assert sorted(early) == ["manifest.json", "model.so", "weights.bin"] or "model.o" in early  # no hidden files
+    assert early == after
+    assert main(["run", str(tmp_path / "early"), "--quiet"]) == 0
+    assert not artifact._EARLY
+
+
+def test_a_compile_that_fails_leaves_no_weights_and_no_directory(tmp_path, cold, monkeypatch, capsys):
+    from dlc.codegen import native
+
+    def broken(*args, **kwargs):
+        raise native.CompileError("LLVM failed (a test)")
+
+    monkeypatch.setattr(native, "compile_objects", broken)
+    assert main(["compile", str(MLP), "-o", str(tmp_path / "new"), "--quiet"]) == 1
+    assert "LLVM failed" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "weights.bin").write_bytes(b"an earlier compile's")
+    assert main(["compile", str(MLP), "-o", str(tmp_path / "old"), "--quiet"]) == 1
+    assert _files(tmp_path / "old") == {"weights.bin": b"an earlier compile's"}
+    assert not artifact._EARLY
+
+
+def test_weights_written_early_for_another_directory_are_not_taken(tmp_path):
+    import numpy as np
+
+    blob = np.arange(1000, dtype=np.uint8)
+    with artifact.weights_written_early(tmp_path / "one"):
+        artifact.start_weights(blob)
+        (tmp_path / "two").mkdir()
+        manifest = {"format": "dlc-artifact", "objects": []}
+        artifact.write_artifact(tmp_path / "two", manifest, [], blob, None)  # not where it was written
+        assert (tmp_path / "two" / "weights.bin").read_bytes() == blob.tobytes()
+    assert not (tmp_path / "one").exists() and not artifact._EARLY
