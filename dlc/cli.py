@@ -354,7 +354,9 @@ def cmd_compile(args) -> int:
         print(f"wrote {out}/ ({', '.join(sorted(p.name for p in out.iterdir()))})")
         return 0
     from dlc.driver import write_mlir
-    from dlc.runtime.artifact import weights_written_early
+    from dlc.runtime.artifact import no_huge_pages, weights_written_early
+
+    no_huge_pages()  # this process runs no model (dlc/runtime/artifact.py)
 
     # An artifact's weights.bin is written while its code compiles (dlc/runtime/artifact.py).
     with weights_written_early(Path(args.output or "out")) if writes_directory else contextlib.nullcontext():

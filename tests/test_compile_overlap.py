@@ -62,3 +62,28 @@ def test_weights_written_early_for_another_directory_are_not_taken(tmp_path):
         artifact.write_artifact(tmp_path / "two", manifest, [], blob, None)  # not where it was written
         assert (tmp_path / "two" / "weights.bin").read_bytes() == blob.tobytes()
     assert not (tmp_path / "one").exists() and not artifact._EARLY
+
+
+def test_a_compile_command_advises_no_huge_pages():
+    """`dlc compile` runs no model: neither its weight blob nor numpy's arrays are advised for
+    huge pages, whose faults compact memory first (dlc/runtime/artifact.py `no_huge_pages`)."""
+    import os
+    import subprocess
+    import sys
+
+    probe = (
+        "import numpy as np\n"
+        "from dlc.runtime import artifact\n"
+        "artifact.no_huge_pages()\n"
+        "blob = artifact.weights_buffer(5 << 20)\n"
+        "assert blob.size == 5 << 20 and not blob.any() and blob.ctypes.data % artifact.ALIGNMENT == 0\n"
+        "try:\n"
+        "    from numpy._core.multiarray import _set_madvise_hugepage\n"
+        "except ImportError:\n"
+        "    from numpy.core.multiarray import _set_madvise_hugepage\n"
+        "print(_set_madvise_hugepage(False))\n"  # the setting before: off
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
