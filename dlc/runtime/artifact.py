@@ -28,6 +28,7 @@ import mmap
 import os
 import re
 import stat
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -580,6 +581,9 @@ class _EarlyWeights:
         self.thread.start()
 
     def _write(self) -> None:
+        if sys.platform.startswith("linux"):  # a thread's own niceness there: the compiling
+            with contextlib.suppress(OSError):  # processes first, this in what they leave idle
+                os.nice(10)
         data = np.ascontiguousarray(self.weights).view(np.uint8).reshape(-1)
         try:  # both let go of the GIL: the emitter and LLVM's caller go on meanwhile
             self.partial.write_bytes(data)
