@@ -55,13 +55,36 @@ def test_weights_written_early_for_another_directory_are_not_taken(tmp_path):
     import numpy as np
 
     blob = np.arange(1000, dtype=np.uint8)
+    manifest = {"format": "dlc-artifact", "objects": []}
     with artifact.weights_written_early(tmp_path / "one"):
         artifact.start_weights(blob)
         (tmp_path / "two").mkdir()
-        manifest = {"format": "dlc-artifact", "objects": []}
-        artifact.write_artifact(tmp_path / "two", manifest, [], blob, None)  # not where it was written
+        artifact.write_artifact(tmp_path / "two", manifest, [], blob, None)  # the cache's entry, say
         assert (tmp_path / "two" / "weights.bin").read_bytes() == blob.tobytes()
-    assert not (tmp_path / "one").exists() and not artifact._EARLY
+        assert artifact._EARLY, "the blob written for one/ went elsewhere"
+    assert not (tmp_path / "one").exists() and not artifact._EARLY  # never saved there: removed
+    with artifact.weights_written_early(tmp_path / "three"):
+        artifact.start_weights(blob)
+        artifact.write_artifact(tmp_path / "two", manifest, [], blob, None)
+        artifact.write_artifact(tmp_path / "three", manifest, [], blob, None)  # then where it was written
+        assert not artifact._EARLY
+    assert sorted(p.name for p in (tmp_path / "three").iterdir()) == ["manifest.json", "weights.bin"]
+    assert (tmp_path / "three" / "weights.bin").read_bytes() == blob.tobytes()
+
+
+def test_with_the_cache_on_the_weights_written_early_still_go_to_the_artifact(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("DLC_CACHE_DIR", str(tmp_path / "cache"))
+    taken = []
+    take = artifact._EarlyWeights.take
+
+    def spy(self, directory, weights):
+        taken.append((directory, take(self, directory, weights)))
+        return taken[-1][1]
+
+    monkeypatch.setattr(artifact._EarlyWeights, "take", spy)
+    assert main(["compile", str(MLP), "-o", str(tmp_path / "out"), "--quiet"]) == 0
+    assert [result is not None for _, result in taken] == [False, True]  # the cache's entry, then -o's
+    assert main(["run", str(tmp_path / "out"), "--quiet"]) == 0
 
 
 def test_a_compile_command_advises_no_huge_pages():

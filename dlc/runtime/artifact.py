@@ -504,8 +504,8 @@ def write_artifact(
     contents = dict(zip(names, objects, strict=True))
     if pool_object is not None and "pool" in manifest:
         contents[POOL_FILE] = pool_object
-    early = _EARLY.pop(id(weights), None)
-    written = early.take(directory, weights) if early is not None else None
+    early = _EARLY.get(id(weights))
+    written = early.take(directory, weights) if early is not None else None  # None: not this one's
     contents[WEIGHTS_FILE] = np.ascontiguousarray(weights).view(np.uint8).reshape(-1)
     digests = {}
     for name, data in contents.items():
@@ -592,11 +592,16 @@ class _EarlyWeights:
             self.digest = None  # write_artifact writes it again, and reports the error
 
     def take(self, directory: Path, weights: np.ndarray) -> tuple[Path, str] | None:
-        """(the written file, its SHA-256) when it holds `weights` for `directory`; else None."""
+        """(the written file, its SHA-256) when it holds `weights` for `directory`, and it is
+        no longer pending; else None. An artifact of the same blob saved elsewhere first (the
+        compile cache's entry, dlc/cache.py `store`) leaves it to the one it is written for."""
+        if weights is not self.weights or os.path.abspath(directory) != os.path.abspath(self.directory):
+            return None
         self.thread.join()
-        here = os.path.abspath(directory) == os.path.abspath(self.directory)
-        if self.digest is None or weights is not self.weights or not here:
-            self.discard(keep_directory=here)  # write_artifact writes into `directory` now
+        if _EARLY.get(id(weights)) is self:
+            del _EARLY[id(weights)]
+        if self.digest is None:
+            self.discard(keep_directory=True)  # write_artifact writes into `directory` now
             return None
         return self.partial, self.digest
 
