@@ -289,6 +289,7 @@ def copy_entry(key: str, out: Path, max_memory: str | int | None = None) -> bool
         POOL_FILE,
         _check_memory,
         _parse_manifest,
+        _put_in_place,
         check_manifest,
         code_files,
     )
@@ -311,13 +312,14 @@ def copy_entry(key: str, out: Path, max_memory: str | int | None = None) -> bool
         if (OBJECT_FILE.fullmatch(stale.name) or stale.name in (POOL_FILE, LIBRARY_FILE)) \
                 and stale.name not in names and not (stale.name == POOL_FILE and "pool" in manifest):
             stale.unlink()
-    # The manifest last, each file renamed over the old one (a process that has the old
-    # model.so mapped keeps its pages), as write_artifact does.
+    # The manifest last, each file put in the old one's place (a process that has the old
+    # model.so mapped keeps its pages), as write_artifact does (not renamed over it: ext4 then
+    # writes the new file to disk at once, dlc/runtime/artifact.py `_put_in_place`).
     for name in sorted(manifest["files"]) + [MANIFEST_FILE]:
         partial = out / f".{name}.partial"
         try:
             shutil.copyfile(entry / name, partial)
-            os.replace(partial, out / name)
+            _put_in_place(partial, out / name)
         except OSError:  # the entry evicted meanwhile, or `out` not writable: the compile says
             with contextlib.suppress(OSError):
                 partial.unlink()

@@ -354,16 +354,23 @@ def cmd_compile(args) -> int:
         print(f"wrote {out}/ ({', '.join(sorted(p.name for p in out.iterdir()))})")
         return 0
     from dlc.driver import write_mlir
+    from dlc.runtime.artifact import no_huge_pages, weights_written_early
 
-    result = _compile(args, args.compile_to)
-    if result.phase == "exe" and hasattr(result.executable, "placement"):
-        _print_placement(result.executable, args)
-    elif result.phase == "exe":
-        out = Path(args.output or "out")
-        with _writing(out):
-            result.executable.save(out)
-        print(f"wrote {out}/ ({', '.join(sorted(p.name for p in out.iterdir()))})")
-    elif result.phase == "llvm":
+    no_huge_pages()  # this process runs no model (dlc/runtime/artifact.py)
+
+    # An artifact's weights.bin is written while its code compiles (dlc/runtime/artifact.py).
+    with weights_written_early(Path(args.output or "out")) if writes_directory else contextlib.nullcontext():
+        result = _compile(args, args.compile_to)
+        if result.phase == "exe" and hasattr(result.executable, "placement"):
+            _print_placement(result.executable, args)
+            return 0
+        if result.phase == "exe":
+            out = Path(args.output or "out")
+            with _writing(out):
+                result.executable.save(out)
+            print(f"wrote {out}/ ({', '.join(sorted(p.name for p in out.iterdir()))})")
+            return 0
+    if result.phase == "llvm":
         if args.output:
             with _writing(Path(args.output)):
                 Path(args.output).write_text(result.text)

@@ -154,6 +154,7 @@ def compile_model(model, *, target: str = "cpu", options: CompileOptions | None 
         order = PHASES.index(phase)
         stages = [(name, passes) for name, passes in stages if PHASES.index(name) > order]
     detach_bodies(module)  # Loop bodies (dialects/loop.py): each stage runs on them first, apart
+    apart = None  # the process compiling the GEMMs from the end of the linalg phase on
     try:
         for name, passes in stages:
             with progress.step(f"{name} phase"):
@@ -161,9 +162,16 @@ def compile_model(model, *, target: str = "cpu", options: CompileOptions | None 
             phase = name
             if compile_to == "exe" and name in WEIGHT_STAGES:
                 drop_unused_weights(module)
+            if name == "linalg" and compile_to == "exe" and pipeline is None and backend.name == "cpu" \
+                    and not backend.partial and not bodies_of(module):
+                apart = _start_gemms_apart(module, options)
             # A custom pipeline (-p) replaces the stages: its result is whatever phase was asked for.
             if phase == compile_to or (name == "custom" and compile_to in MLIR_PHASES):
                 return CompileResult(compile_to, module=module, timings=timings)
+    except BaseException:
+        if apart is not None:
+            apart.abandon()
+        raise
     finally:
         attach_bodies(module)
     if compile_to in MLIR_PHASES:
@@ -175,7 +183,12 @@ def compile_model(model, *, target: str = "cpu", options: CompileOptions | None 
         if text is None:
             raise CompileError(f"target '{backend.name}' does not produce LLVM IR")
         return CompileResult("llvm", text=text, timings=timings)
-    _check_memory_plan(module, options)
+    try:
+        _check_memory_plan(module, options)
+    except BaseException:
+        if apart is not None:
+            apart.abandon()
+        raise
     if shared is not None:
         shared.join()  # done long ago (0.14 s against the passes' second): the build uses its pool
     progress.current().begin("codegen")
@@ -192,11 +205,30 @@ def compile_model(model, *, target: str = "cpu", options: CompileOptions | None 
     except Exception as error:
         raise CompileError(f"target '{backend.name}' failed to build the model: "
                            f"{type(error).__name__}: {error}") from error
+    finally:
+        if apart is not None:
+            apart.abandon()  # done with (its objects are in the build), or never asked for
     timings.append(("codegen", time.perf_counter() - start))
     progress.current().end("codegen", timings[-1][1])
     if key:
         cache.store(key, executable)
     return CompileResult("exe", module=module, executable=executable, timings=timings)
+
+
+def _start_gemms_apart(module: ModuleOp, options: CompileOptions):
+    """A process that compiles the module's GEMMs while the loops phase runs and the kernels are
+    emitted and compiled here (dlc/codegen/native.py `start_gemms_apart`), for the CPU the build
+    compiles for; None where it cannot start (the build then compiles them with the kernels)."""
+    from dlc.codegen.cpus import resolve_cpu, target_triple
+    from dlc.codegen.llvm_emitter import emit_gemms, gemm_declarations
+    from dlc.codegen.native import start_gemms_apart
+
+    try:
+        cpu, features = resolve_cpu(options.cpu, options.cpu_features)
+        return start_gemms_apart(module, cpu, features, options.opt_level, target_triple(options.cpu),
+                                 gemm_declarations, emit_gemms)
+    except DlcError:
+        return None  # a bad --cpu: the build says why
 
 
 def run_on_module_and_bodies(ctx, module: ModuleOp, passes: list[ModulePass],

@@ -122,3 +122,22 @@ def test_an_entry_that_goes_while_it_is_copied_is_compiled_instead(tmp_path, mon
     monkeypatch.setattr(cache.shutil, "copyfile", evicted_meanwhile)
     assert main(["compile", str(MLP), "-o", str(tmp_path / "again")]) == 0
     assert _files(tmp_path / "again") == _files(tmp_path / "cold")
+
+
+def test_files_put_in_place_leave_readers_of_the_old_ones_their_bytes(tmp_path):
+    """An artifact written again (by a compile, or copied from the cache) puts each new file in
+    its old one's place, never rewriting it: an open (or mapped) old file keeps its bytes, and
+    no hidden file stays behind (dlc/runtime/artifact.py `_put_in_place`)."""
+    from dlc.runtime.artifact import _put_in_place
+
+    target = tmp_path / "weights.bin"
+    target.write_bytes(b"old")
+    with open(target, "rb") as reader:
+        for content in (b"new", b"newer"):
+            partial = tmp_path / ".weights.bin.partial"
+            partial.write_bytes(content)
+            _put_in_place(partial, target)
+            assert target.read_bytes() == content
+        assert reader.read() == b"old"
+    _put_in_place(tmp_path / "weights.bin", tmp_path / "fresh.bin")  # nothing there before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fresh.bin"]

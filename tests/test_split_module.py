@@ -147,7 +147,9 @@ def test_small_modules_and_one_job_stay_whole(cnn_ir):
 
 def test_split_objects_link_and_compute_what_the_whole_module_computes(cnn_ir, monkeypatch, tmp_path):
     monkeypatch.setattr(native, "MIN_PART_BYTES", 1)
-    monkeypatch.setenv("DLC_COMPILE_JOBS", "2")
+    # Three jobs: the kernels' part here, the GEMMs' two in the process started at the end of
+    # the linalg phase (native.start_gemms_apart) and one it starts.
+    monkeypatch.setenv("DLC_COMPILE_JOBS", "3")
     monkeypatch.setenv("DLC_CACHE", "0")
     monkeypatch.setenv("DLC_LINKER", "none")  # the parts as object files, for dlc's own loader
     split = dlc.compile(CNN, threads=1)
@@ -264,3 +266,92 @@ def test_without_fork_a_worker_is_a_new_python_process(cnn_ir, tmp_path, monkeyp
     worker = native._start_worker(part, tmp_path / "part.o", *native.host_cpu(), 2, None)
     assert isinstance(worker, subprocess.Popen) and worker.wait() == 0
     assert (tmp_path / "part.o").read_bytes() == compile_object(part, opt_level=2)
+
+
+# --- the GEMMs compiled by a process forked at the end of the linalg phase (issue 16) ------------
+
+@pytest.fixture
+def apart_spied(monkeypatch):
+    """Every module split (the CNN's IR is far below MIN_PART_BYTES), no cache, two jobs; the
+    processes `start_gemms_apart` started, recorded."""
+    if not hasattr(__import__("os"), "fork"):
+        pytest.skip("no fork on this OS: the GEMMs compile with the kernels")
+    monkeypatch.setattr(native, "MIN_PART_BYTES", 1)
+    monkeypatch.setenv("DLC_COMPILE_JOBS", "2")
+    monkeypatch.setenv("DLC_CACHE", "0")
+    started = []
+    start = native.start_gemms_apart
+
+    def spy(*args, **kwargs):
+        started.append(start(*args, **kwargs))
+        return started[-1]
+
+    monkeypatch.setattr(native, "start_gemms_apart", spy)
+    return started
+
+
+def _outputs(model):
+    x = np.random.default_rng(0).standard_normal(model.inputs[0].shape).astype(np.float32)
+    return model.run({model.inputs[0].name: x})
+
+
+def _assert_same(got, expected):
+    assert got.keys() == expected.keys()
+    for name in expected:
+        np.testing.assert_array_equal(got[name], expected[name])  # bit for bit
+
+
+def _whole(monkeypatch):
+    monkeypatch.setenv("DLC_COMPILE_JOBS", "1")  # one process: the GEMMs with the kernels
+    return dlc.compile(CNN, threads=1)
+
+
+def test_gemms_compiled_apart_compute_what_the_whole_module_computes(apart_spied, monkeypatch):
+    apart = dlc.compile(CNN, threads=1)
+    (process,) = apart_spied
+    assert process is not None and process.process.returncode == 0, "the GEMMs' process did not compile them"
+    assert not process.scratch.exists() and not native._APART  # nothing left behind
+    # The kernels' part, the GEMMs' (jobs - 1 parts) and the contract.
+    assert len(apart._executable.objects) in (1, 3)  # one model.so, or the objects without a linker
+    _assert_same(_outputs(apart), _outputs(_whole(monkeypatch)))
+
+
+def test_gemm_declarations_changed_after_the_fork_are_emitted_here(apart_spied, monkeypatch):
+    snapshot = native._gemm_snapshot
+    calls = []
+
+    def changed(module, declarations):  # the second look (at emission) sees other declarations
+        calls.append(module)
+        return snapshot(module, declarations) + (["changed"] if len(calls) > 1 else [])
+
+    monkeypatch.setattr(native, "_gemm_snapshot", changed)
+    apart = dlc.compile(CNN, threads=1)
+    (process,) = apart_spied
+    assert len(calls) == 2 and process.process.returncode is not None  # stopped, not waited for
+    assert not process.scratch.exists() and not native._APART
+    _assert_same(_outputs(apart), _outputs(_whole(monkeypatch)))
+
+
+def test_a_gemm_process_that_dies_leaves_its_parts_to_this_one(apart_spied, monkeypatch):
+    import os
+
+    parent, original = os.getpid(), native.compile_object
+
+    def dies_apart(*args, **kwargs):
+        if os.getpid() != parent:
+            os._exit(9)  # killed (out of memory, a signal) after it sent its plan
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(native, "compile_object", dies_apart)
+    apart = dlc.compile(CNN, threads=1)
+    (process,) = apart_spied
+    assert process.process.returncode == 9
+    _assert_same(_outputs(apart), _outputs(_whole(monkeypatch)))
+
+
+def test_a_gemm_process_that_declines_leaves_the_gemms_to_the_kernels_part(apart_spied, monkeypatch):
+    monkeypatch.setattr(native, "MIN_PART_BYTES", 1 << 40)  # too little code to be worth a part
+    apart = dlc.compile(CNN, threads=1)
+    (process,) = apart_spied
+    assert process is not None and process._plan is None and not process.scratch.exists()
+    _assert_same(_outputs(apart), _outputs(_whole(monkeypatch)))

@@ -4,6 +4,9 @@ Mirrors MLIR's `convert-{scf,arith,math,memref,func}-to-llvm` plus its LLVM IR t
 but writes llvmlite IR directly, with "bare pointer" memrefs (statically shaped, so a pointer).
 This driver declares the functions, emits their bodies with the rules of emit_ops.py,
 parallel_loops.py and gemm_calls.py, and translates func (calls, returns, the entry's ABI).
+The GEMMs the micro-kernel declarations specify can be emitted alone (`emit_gemms`), by a
+process that compiles them while this one still runs the passes (dlc/codegen/native.py
+`start_gemms_apart`); the rest of the module then declares them (`gemms_apart`).
 """
 
 from __future__ import annotations
@@ -20,9 +23,11 @@ from dlc.codegen.emitter_base import rule
 from dlc.codegen.gemm_calls import GemmCalls
 from dlc.codegen.llvm_types import FASTMATH_FLAGS, I1, I64, PTR, VOID, llvm_type
 from dlc.codegen.parallel_loops import ParallelLoops
+from dlc.codegen.runtime_abi import WORKER_TYPE
 from passes.target_info import target_info
 
-__all__ = ["LLVMEmitter", "emit_llvm", "entry_symbol", "profile_sites"]
+__all__ = ["LLVMEmitter", "emit_gemms", "emit_llvm", "entry_symbol", "gemm_declarations",
+           "profile_sites"]
 
 
 def entry_symbol(entry: str = "main") -> str:
@@ -50,9 +55,41 @@ def emit_llvm(
     overlapping buffers to one call). `fastmath` puts `reassoc contract` (never
     `nnan`/`ninf`) on fadd/fsub/fmul. With `profile`, the entry adds the nanoseconds spent
     in its i-th kernel call to `runtime->profile[i]` (call sites: `profile_sites`).
+
+    When a process is compiling this module's GEMMs already (dlc/codegen/native.py
+    `start_gemms_apart`, for the declarations the module still has), they are only declared
+    here, and the text ends with the comment that tells `compile_objects` where their objects are.
     """
-    return LLVMEmitter(module, weight_offsets, entry, fastmath=fastmath, noalias=noalias,
-                       profile=profile).emit()
+    from dlc.codegen import native
+
+    emitter = LLVMEmitter(module, weight_offsets, entry, fastmath=fastmath, noalias=noalias, profile=profile)
+    apart = native.gemms_apart_of(module)
+    plan = apart.plan(module) if apart is not None else None
+    if plan is None:
+        return emitter.emit()
+    emitter.gemms_apart = plan["kernels"]
+    return apart.declared(emitter.emit(), plan["declarations"])
+
+
+def gemm_declarations(module: ModuleOp) -> list[func.FuncOp]:
+    """The module's micro-kernel declarations (`dlc.ukernel`), in the order `emit` meets them."""
+    return [op for op in module.ops if isinstance(op, func.FuncOp) and not op.body.blocks
+            and "dlc.ukernel" in op.attributes]
+
+
+def emit_gemms(module: ModuleOp) -> tuple[str, dict[str, tuple]]:
+    """The code of the module's micro-kernel declarations alone, as `emit_llvm` writes it: (LLVM
+    IR text, {declaration: (GemmSpec, GEMM function, worker, im2col geometry)}), a worker being
+    a function name or (pack function, multiply function, pack items). Every function is
+    internal; what the kernels call is in the second item."""
+    emitter = LLVMEmitter(module, {})
+    kernels = {}
+    for f in gemm_declarations(module):
+        emitter._ukernel(f)
+        spec, function, worker, conv = emitter.ukernels[f.sym_name.data]
+        worker = worker.name if isinstance(worker, ir.Function) else (worker[0].name, worker[1].name, worker[2])
+        kernels[f.sym_name.data] = (spec, function.name, worker, conv)
+    return str(emitter.llvm), kernels
 
 
 def profile_sites(module: ModuleOp, entry: str = "main") -> list[str]:
@@ -101,6 +138,8 @@ class LLVMEmitter(ParallelLoops, GemmCalls):
         self.values = {}  # the per-function state is set by _function_state
         self.in_parallel_loop = False
         self.loop_body_symbols = set()
+        # {declaration: (spec, function, worker, geometry)} of GEMMs compiled elsewhere (`emit_gemms`'s)
+        self.gemms_apart: dict[str, tuple] | None = None
 
     # -- module and functions -----------------------------------------------------------------
 
@@ -160,6 +199,23 @@ class LLVMEmitter(ParallelLoops, GemmCalls):
                 arg.add_attribute("noalias")
         fn.attributes = self._function_attributes()
         return fn
+
+    def _ukernel(self, f: func.FuncOp) -> ir.Function:
+        """The micro-kernel a declaration specifies (gemm_calls.py), or, when another process
+        compiles the GEMMs (`gemms_apart`), external declarations of what the kernels call."""
+        if self.gemms_apart is None:
+            return super()._ukernel(f)
+        spec, name, worker, conv = self.gemms_apart[f.sym_name.data]
+
+        def external(symbol: str, kind: ir.FunctionType) -> ir.Function:
+            known = self.llvm.globals.get(symbol)
+            return known if known is not None else ir.Function(self.llvm, kind, symbol)
+
+        function = external(name, ir.FunctionType(VOID, [PTR] * 5))
+        worker = external(worker, WORKER_TYPE) if isinstance(worker, str) else \
+            (external(worker[0], WORKER_TYPE), external(worker[1], WORKER_TYPE), worker[2])
+        self.ukernels[f.sym_name.data] = (spec, function, worker, conv)
+        return function
 
     def _emit_function(self, f: func.FuncOp, fn: ir.Function) -> None:
         if len(f.body.blocks) != 1:

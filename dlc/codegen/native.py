@@ -12,6 +12,9 @@ Python process: starting one (Python, dlc's imports, LLVM) took ~0.25 CPU-s a pa
 Each part's object is kept in the compile cache by the hash of its IR and target (issue 16,
 `_part_key`): a compile of the same model with other options, or of another model with the
 same GEMMs or kernels, compiles only the parts that are new (like ccache, per part).
+The GEMMs can start earlier still (`start_gemms_apart`): a process forked when the linalg
+phase has fixed them emits and compiles them while this one lowers, emits and compiles the
+kernels.
 """
 
 from __future__ import annotations
@@ -21,12 +24,15 @@ import functools
 import gc
 import hashlib
 import os
+import pickle
 import re
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import llvmlite
@@ -37,7 +43,8 @@ from dlc.codegen.merge_functions import merge_identical_functions
 from dlc.errors import CompileError
 from dlc.runtime.mcjit import host_cpu, initialize_llvm, target_machine
 
-__all__ = ["compile_object", "compile_objects", "compile_jobs", "parse_llvm"]
+__all__ = ["GemmsApart", "compile_object", "compile_objects", "compile_jobs", "gemms_apart_of", "parse_llvm",
+           "start_gemms_apart"]
 
 # Below this much IR text a module compiles in about a second: a second process (~0.1 s to
 # start) would not pay. ResNet-50 has 4.4 MB, an MLP 30 KB.
@@ -153,7 +160,15 @@ def compile_objects(
     together. One job, or a module under twice MIN_PART_BYTES: one part."""
     from dlc.codegen.split_module import split_module
 
+    apart = _taken_apart(llvm_ir)
+    if apart is not None:
+        llvm_ir = llvm_ir[:llvm_ir.rindex(_APART_MARKER)]
     llvm_ir = kernels_not_inlined(merge_identical_functions(llvm_ir))  # each distinct body once
+    if apart is not None:
+        try:
+            return _compile_with_gemms_apart(llvm_ir, apart, cpu, features, opt_level, triple)
+        finally:
+            apart.abandon()
     jobs = compile_jobs() if jobs is None else jobs
     parts, levels = [llvm_ir], [opt_level]
     if min(jobs, len(llvm_ir) // MIN_PART_BYTES) > 1:
@@ -203,6 +218,275 @@ def compile_objects(
                     process.kill()
                     process.wait()
     return kept
+
+
+def _compile_with_gemms_apart(llvm_ir: str, apart: GemmsApart, cpu: str | None, features: str | None,
+                              opt_level: int, triple: str | None) -> list[bytes]:
+    """The kernels' part compiled here, while `apart`'s process compiles the GEMMs; its objects after."""
+    from dlc.cache import keep_object, kept_object
+
+    if cpu is None:
+        cpu, host_features = host_cpu()
+        features = host_features if features is None else features
+    key = _part_key(llvm_ir, cpu, features, opt_level, triple)
+    start = time.perf_counter()
+    code = kept_object(key)
+    if code is None:
+        with progress.step("LLVM: the kernels (the GEMMs in another process)"):
+            code = compile_object(llvm_ir, cpu, features, opt_level, triple)
+        keep_object(key, code)
+    gemms = apart.objects(cpu, features, min(opt_level, GEMM_PIPELINE_LEVEL), triple)
+    progress.current().end(f"LLVM: kernels and {len(gemms)} GEMM part(s)", time.perf_counter() - start)
+    return [code, *gemms]
+
+
+# -- The GEMMs compiled while the passes run (issue 16) -----------------------------------------
+# A CNN's GEMMs are half its LLVM time (ResNet-50: 1.5 of 2.8 CPU-s) and what they compute is
+# fixed once the linalg phase has chosen tiles and packed the weights: the micro-kernel
+# declarations (`dlc.ukernel`) say all of it. Until the LLVM parts started, the second core had
+# nothing to do; now a process forked at the end of the linalg phase emits the GEMMs alone
+# (llvm_emitter.py `emit_gemms`), splits and compiles them, while this one runs the loops phase,
+# emits the kernels with the GEMMs only declared and compiles them. The module's text carries
+# the marker that tells `compile_objects` whose objects complete it.
+_APART_MARKER = "; dlc: GEMMs compiled apart by process "
+_CALLERS = "dlc_gemms_apart_callers"  # the GEMM module's stand-in for the kernels that call it
+_APART: dict[int, GemmsApart] = {}  # by id(module) from the fork, by process id once emitted
+
+
+def start_gemms_apart(module, cpu: str, features: str, opt_level: int, triple: str | None,
+                      declarations: Callable, emit: Callable) -> GemmsApart | None:
+    """A forked process emitting and compiling `module`'s GEMMs for `cpu`/`features`/`triple` at
+    `opt_level`'s GEMM level, or None (no fork, one job, no GEMM). `declarations(module)` lists
+    the micro-kernel declarations and `emit(module)` emits their code (the LLVM emitter's
+    `gemm_declarations` and `emit_gemms`, which imports this module). `emit_llvm` of the same
+    module then declares them, unless their declarations changed meanwhile (it emits them)."""
+    from llvmlite.binding import ffi
+
+    if not (hasattr(os, "fork") and sys.platform.startswith("linux")) or compile_jobs() < 2 \
+            or not declarations(module):
+        return None
+    import warnings
+
+    snapshot = _gemm_snapshot(module, declarations)
+    scratch = Path(tempfile.mkdtemp(prefix="dlc-gemms-"))
+    reader, writer = os.pipe()
+    with getattr(ffi.lib, "_lock", contextlib.nullcontext()), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # as `_fork_worker`
+        pid = os.fork()
+    if pid == 0:
+        status = 1
+        try:
+            os.close(reader)
+            gc.disable()  # as `_fork_worker`: the compiler's objects stay shared with the parent
+            status = _gemms_apart(module, emit, writer, scratch, cpu, features,
+                                  min(opt_level, GEMM_PIPELINE_LEVEL), triple)
+        finally:
+            os._exit(status)
+    os.close(writer)
+    apart = GemmsApart(module, pid, reader, scratch, (declarations, snapshot), (cpu, features, opt_level, triple))
+    _APART[id(module)] = apart
+    return apart
+
+
+def gemms_apart_of(module) -> GemmsApart | None:
+    """The process compiling `module`'s GEMMs (`start_gemms_apart`), if any."""
+    apart = _APART.get(id(module))
+    return apart if apart is not None and apart.module is module else None
+
+
+def _taken_apart(llvm_ir: str) -> GemmsApart | None:
+    """The process whose GEMMs `llvm_ir` declares (`GemmsApart.declared` marked it), if any."""
+    at = llvm_ir.rfind(_APART_MARKER, max(0, len(llvm_ir) - 200))
+    if at < 0:
+        return None
+    pid = llvm_ir[at + len(_APART_MARKER):].strip()
+    apart = _APART.get(int(pid)) if pid.isdigit() else None
+    if apart is None:
+        raise CompileError("the LLVM IR declares GEMMs compiled by another process, which is gone",
+                           "emit the module's LLVM IR again (dlc/codegen/llvm_emitter.py emit_llvm)")
+    return apart
+
+
+def _gemm_snapshot(module, declarations: Callable) -> list:
+    """What the GEMMs' code depends on: the micro-kernel declarations and the target's sizes."""
+    from passes.target_info import target_info
+
+    return [target_info(module), *((f.sym_name.data, f.function_type, dict(f.attributes))
+                                   for f in declarations(module))]
+
+
+_UNREAD = object()
+
+
+class GemmsApart:
+    """The process `start_gemms_apart` forked: its plan (read once, from a pipe), then its objects.
+
+    The plan is {"kernels": {declaration: (spec, function, worker, geometry)} with the names
+    its merging of identical functions kept, "declarations": {function: its `declare` line},
+    "parts": how many objects}, or None when it declined (too little code to be worth a part,
+    an error: this process then emits the GEMMs itself and reports the error)."""
+
+    def __init__(self, module, pid: int, reader: int, scratch: Path, snapshot: tuple[Callable, list],
+                 target: tuple):
+        self.module, self.pid, self.reader, self.scratch = module, pid, reader, scratch
+        (self.declarations, self.snapshot), self.target = snapshot, target
+        self.process = _Forked(pid)
+        self._plan = _UNREAD
+
+    def plan(self, module) -> dict | None:
+        """The plan, while `module`'s GEMM declarations are those the process compiles; else None
+        (the process is stopped)."""
+        if self._plan is _UNREAD:
+            with os.fdopen(self.reader, "rb") as pipe:
+                data = pipe.read()
+            try:
+                self._plan = pickle.loads(data) if data else None
+            except Exception:
+                self._plan = None
+            if self._plan is not None:
+                import logging
+
+                for name, level, message in self._plan["log"]:
+                    logging.getLogger(name).log(level, "%s", message)
+        if self._plan is None or _gemm_snapshot(module, self.declarations) != self.snapshot:
+            self.abandon()
+            return None
+        return self._plan
+
+    def declared(self, llvm_ir: str, declarations: dict[str, str]) -> str:
+        """`llvm_ir` (the kernels, the GEMMs declared by llvmlite) with each GEMM's declaration
+        as its definition's header writes it (parameter attributes: `noalias`, `captures(none)`),
+        and the marker that sends `compile_objects` here."""
+        lines = llvm_ir.split("\n")
+        for index, line in enumerate(lines):
+            if line.startswith("declare "):
+                match = _DECLARED.search(line)
+                if match and match.group(1) in declarations:
+                    lines[index] = declarations[match.group(1)]
+        _APART.pop(id(self.module), None)
+        _APART[self.pid] = self
+        return "\n".join(lines) + f"\n{_APART_MARKER}{self.pid}\n"
+
+    def objects(self, cpu: str, features: str | None, opt_level: int, triple: str | None) -> list[bytes]:
+        """The GEMM parts' objects, once the process is done; a part it did not write (killed,
+        no memory) or compiled for another target is compiled here, or fails saying why."""
+        from dlc.cache import keep_object
+
+        self.process.wait()
+        same = self.target == (cpu, features, self.target[2], triple) and \
+            min(self.target[2], GEMM_PIPELINE_LEVEL) == opt_level
+        codes = []
+        for index in range(self._plan["parts"]):
+            target = self.scratch / f"part{index}.o"
+            if same and self.process.returncode == 0 and target.exists():
+                codes.append(target.read_bytes())
+                continue
+            part = (self.scratch / f"part{index}.ll").read_text()
+            codes.append(compile_object(part, cpu, features, opt_level, triple))
+            keep_object(_part_key(part, cpu, features, opt_level, triple), codes[-1])
+        return codes
+
+    def abandon(self) -> None:
+        """Stop the process if it still runs, and remove its files and registration."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        if self._plan is _UNREAD:
+            with contextlib.suppress(OSError):
+                os.close(self.reader)
+            self._plan = None
+        for key in (id(self.module), self.pid):
+            if _APART.get(key) is self:
+                del _APART[key]
+        shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+_DECLARED = re.compile(r'^declare [^@]*@"([^"]+)"\(')
+
+
+def _gemms_apart(module, emit: Callable, writer: int, scratch: Path, cpu: str, features: str, opt_level: int,
+                 triple: str | None) -> int:
+    """The forked process: the plan into `writer` (None: declined), then each part's object
+    into `scratch`/partN.o (its IR in partN.ll first), the parts after the first compiled by
+    processes of their own. Exit status 0 when every object was written."""
+    from dlc.cache import keep_object, kept_object
+    from dlc.codegen.split_module import _parse, split_module
+
+    plan, parts, codes = None, [], []
+    try:
+        text, kernels = emit(module)
+        called = sorted({name for _, function, worker, _ in kernels.values()
+                         for name in (function, *([worker] if isinstance(worker, str) else worker[:2]))})
+        # An exported function that names every function the kernels call: `split_module` exports
+        # them from their parts, and `merge_identical_functions` renames them there as it merges.
+        text += (f'\ndefine void @"{_CALLERS}"() {{\n' + "".join(f'  ; @"{name}"\n' for name in called)
+                 + "  ret void\n}\n")
+        merged = merge_identical_functions(text)
+        if len(merged) >= MIN_PART_BYTES:
+            functions = _parse(merged)[2]
+            kept = dict(zip(called, _DUMMY_REFERENCE.findall(functions[_CALLERS].body), strict=True))
+            count = max(1, min(compile_jobs() - 1, -(-len(merged) // MIN_PART_BYTES)))
+            parts = split_module(merged, count, apart=is_gemm, together=is_gemm_tile)
+            # Part 0 is the stand-in alone, or some function is not a GEMM's: decline.
+            if len(parts) > 1 and parts[0].count("\ndefine ") == 1:
+                parts = parts[1:]
+                for index, part in enumerate(parts):
+                    (scratch / f"part{index}.ll").write_text(part)
+                with _records() as records:  # a damaged kept object is reported by the parent
+                    codes = [kept_object(_part_key(part, cpu, features, opt_level, triple)) for part in parts]
+                plan = {"kernels": {declaration: (spec, kept[function],
+                                                  kept[worker] if isinstance(worker, str)
+                                                  else (kept[worker[0]], kept[worker[1]], worker[2]), conv)
+                                    for declaration, (spec, function, worker, conv) in kernels.items()},
+                        "declarations": {name: functions[name].declaration() for name in set(kept.values())},
+                        "parts": len(parts), "log": records}
+    except Exception:
+        plan = None
+    with os.fdopen(writer, "wb") as pipe:
+        pipe.write(pickle.dumps(plan))
+    if plan is None:
+        return 0
+    workers = {index: _fork_worker(parts[index], scratch / f"part{index}.o", cpu, features, opt_level, triple)
+               for index in range(1, len(parts)) if codes[index] is None}
+    if codes[0] is None:
+        codes[0] = compile_object(parts[0], cpu, features, opt_level, triple)
+    for index, process in workers.items():
+        target = scratch / f"part{index}.o"
+        if process.wait() != 0 or not target.exists():
+            return 1
+        codes[index] = target.read_bytes()
+    for index, (part, code) in enumerate(zip(parts, codes)):
+        keep_object(_part_key(part, cpu, features, opt_level, triple), code)
+        target = scratch / f"part{index}.o"
+        if not target.exists():
+            partial = target.with_name(target.name + ".partial")
+            partial.write_bytes(code)
+            partial.rename(target)
+    return 0
+
+
+@contextlib.contextmanager
+def _records():
+    """In a forked process: what dlc logs meanwhile, as (logger, level, message), and not
+    printed here (the parent logs it, where a caller's handlers are)."""
+    import logging
+
+    records: list[tuple[str, int, str]] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append((record.name, record.levelno, record.getMessage()))
+
+    logger = logging.getLogger("dlc")
+    saved = logger.handlers, logger.propagate
+    logger.handlers, logger.propagate = [Collect()], False
+    try:
+        yield records
+    finally:
+        logger.handlers, logger.propagate = saved
+
+
+_DUMMY_REFERENCE = re.compile(r'@"([^"]+)"')
 
 
 def _part_key(part: str, cpu: str, features: str | None, opt_level: int, triple: str | None) -> str:

@@ -86,11 +86,13 @@ class CpuTarget(Target):
         from dlc.codegen.native import compile_object, compile_objects
         from dlc.codegen.thread_pool_ir import pool_object
         from dlc.runtime import MANIFEST_VERSION, cpuinfo_flags
+        from dlc.runtime.artifact import start_weights
         from dlc.runtime.contract import contract_llvm, contract_values
         from dlc.runtime.executable import executable_for
         from dlc.version import __version__
 
         offsets, blob = weight_layout(module)
+        start_weights(blob)  # `dlc compile` writes weights.bin while the code compiles (issue 16)
         from dlc import progress
         from dlc.codegen.llvm_emitter import emit_llvm, profile_sites
 
