@@ -89,19 +89,26 @@ def test_small_map_conv_is_bit_identical_across_thread_counts(name):
         assert dlc.compile(model, threads=threads).run({"x": x})["y"].tobytes() == one.tobytes(), threads
 
 
+def _linalg_of_3x3_conv(channels: int, side: int, threads: int) -> str:
+    """The linalg phase of a 3x3, pad 1 conv of `channels` -> `channels` over side x side, compiled
+    for `threads`."""
+    from dlc.driver import compile_model
+    from dlc.targets import CompileOptions
+
+    shape = [1, channels, side, side]
+    w = numpy_helper.from_array(np.ones([channels, channels, 3, 3], np.float32), "w")
+    graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"], pads=[1] * 4)], "conv",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return str(compile_model(model, options=CompileOptions(threads=threads), compile_to="linalg").module)
+
+
 @pytest.mark.parametrize("threads, in_lanes", [(4, True), (16, False)])
 def test_channels_in_lanes_only_where_its_grid_takes_as_many_threads(threads, in_lanes):
     """ResNet's 3x3 512 -> 512 over 7x7: Y^T's 7 row blocks x 11 panels split 11 ways at 16
     threads where W @ col's split 15 ways, so at 16 threads it stays W @ col."""
-    from dlc.driver import compile_model
-    from dlc.targets import CompileOptions
-
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 512, 7, 7])
-    w = numpy_helper.from_array(np.ones([512, 512, 3, 3], np.float32), "w")
-    graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"], pads=[1] * 4)], "stage4", [x],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 512, 7, 7])], [w])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    text = str(compile_model(model, options=CompileOptions(threads=threads), compile_to="linalg").module)
+    text = _linalg_of_3x3_conv(512, 7, threads)
     assert ("m = 49 : i64" in text) == in_lanes and ("dlc.im2col" in text) == (not in_lanes)
 
 
@@ -109,13 +116,5 @@ def test_channels_in_lanes_only_where_its_grid_takes_as_many_threads(threads, in
 def test_mid_maps_take_channels_in_lanes_on_two_threads_at_most(threads, in_lanes):
     """ResNet's 3x3 256 -> 256 over 14x14 (196 pixels, depth 2304): channels in the lanes on one
     and two threads; above, W @ col (at 16 threads on the Xeon: 0.42 ms against 0.52)."""
-    from dlc.driver import compile_model
-    from dlc.targets import CompileOptions
-
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 256, 14, 14])
-    w = numpy_helper.from_array(np.ones([256, 256, 3, 3], np.float32), "w")
-    graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"], pads=[1] * 4)], "stage3", [x],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 256, 14, 14])], [w])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    text = str(compile_model(model, options=CompileOptions(threads=threads), compile_to="linalg").module)
+    text = _linalg_of_3x3_conv(256, 14, threads)
     assert ("m = 196 : i64" in text) == in_lanes and ("dlc.im2col" in text) == (not in_lanes)
