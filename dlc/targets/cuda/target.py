@@ -212,23 +212,9 @@ def plan_partition(module) -> tuple[str, dict, dict]:
     for op, launch in zip(launch_ops, launches):
         args = [ids[v] for v in launch.inputs] + [ids[r] for r in op.results]
         for position in launch.tap_major:  # a Conv weight the TF32 pipeline reads [O, KH, KW, I]
-            source = buffers[args[position]]
-            name = f"{source['name']}:tap_major"
-            found = [i for i, b in enumerate(buffers) if b.get("name") == name and b["kind"] == "weight"]
-            if not found:
-                o, i, kh, kw = source["shape"]
-                buffers.append({"shape": [o, kh, kw, i], "kind": "weight", "dtype": source["dtype"], "name": name,
-                                "from": source["name"], "layout": "tap_major"})
-            args[position] = found[0] if found else len(buffers) - 1
+            args[position] = _weight_copy(buffers, args[position], "tap_major")
         for position in launch.transposed:  # a constant B the TF32 pipeline reads transposed
-            source = buffers[args[position]]
-            name = f"{source['name']}:transposed"
-            found = [i for i, b in enumerate(buffers) if b.get("name") == name and b["kind"] == "weight"]
-            if not found:
-                shape = list(source["shape"])
-                buffers.append({"shape": shape[:-2] + shape[:-3:-1], "kind": "weight", "dtype": source["dtype"],
-                                "name": name, "from": source["name"], "layout": "transposed"})
-            args[position] = found[0] if found else len(buffers) - 1
+            args[position] = _weight_copy(buffers, args[position], "transposed")
         if launch.check:  # an error word the kernel sets and the runtime reads after the run
             args.append(len(buffers))
             buffers.append({"shape": [1], "kind": "check", "dtype": "int32", "message": launch.check})
@@ -250,10 +236,7 @@ def plan_partition(module) -> tuple[str, dict, dict]:
     for i, entry in enumerate(buffers):
         if entry["kind"] == "weight" and i in used:
             array = np.asarray(store[entry.get("from", entry["name"])])
-            if entry.get("layout") == "tap_major":
-                array = array.transpose(0, 2, 3, 1)
-            elif entry.get("layout") == "transposed":
-                array = np.swapaxes(array, -1, -2)
+            array = _laid_out(array, entry.get("layout"))
             if entry.get("tf32") and array.dtype == np.float32:
                 array = round_tf32(array)
             if array.dtype not in (np.float32, np.int64, np.int32, np.bool_):
@@ -284,6 +267,34 @@ def round_tf32(array):
     rounded = (bits + np.uint32(0x1000)) & np.uint32(0xFFFFE000)
     special = (bits & np.uint32(0x7F800000)) == np.uint32(0x7F800000)
     return np.where(special, bits, rounded).astype(np.uint32).view(np.float32).reshape(np.shape(array))
+
+
+# A weight's copy in another layout: its shape from the weight's, the array by `_laid_out`.
+WEIGHT_LAYOUTS = {"tap_major": lambda s: [s[0], s[2], s[3], s[1]],  # [O, I, KH, KW] -> [O, KH, KW, I]
+                  "transposed": lambda s: s[:-2] + [s[-1], s[-2]]}  # [.., K, N] -> [.., N, K]
+
+
+def _weight_copy(buffers: list, source: int, layout: str) -> int:
+    """The buffer of weight `source` copied in `layout` (one per weight and layout), added if new."""
+    entry = buffers[source]
+    name = f"{entry['name']}:{layout}"
+    found = [i for i, b in enumerate(buffers) if b.get("name") == name and b["kind"] == "weight"]
+    if found:
+        return found[0]
+    buffers.append({"shape": WEIGHT_LAYOUTS[layout](list(entry["shape"])), "kind": "weight", "dtype": entry["dtype"],
+                    "name": name, "from": entry["name"], "layout": layout})
+    return len(buffers) - 1
+
+
+def _laid_out(array, layout: str | None):
+    """A weight's array in its copy's `layout` (WEIGHT_LAYOUTS; None: as it is)."""
+    import numpy as np
+
+    if layout == "tap_major":
+        return array.transpose(0, 2, 3, 1)
+    if layout == "transposed":
+        return np.swapaxes(array, -1, -2)
+    return array
 
 
 def round_tf32_operands(buffers: list, launches: list, emitted: list, launch_ops: list, returned: set):
