@@ -17,7 +17,9 @@ Concurrent stores may each miss the other's addition; the next scan sets the tot
 
 The cache holds code this process will execute, so (issue 7): the directory is user-only
 (0700) and every file in it 0600, whatever the umask; each entry carries `CHECKSUMS`, the
-sha256 of each of its files, written at store and verified at every lookup. A corrupted,
+sha256 of each of its files, written at store and verified at every lookup (by hashing,
+or, for a file whose identity is the one `STAMPS` recorded at store, by its identity alone:
+check_entry). A corrupted,
 truncated, incomplete or unchecksummed (older) entry is never loaded: it is removed, a
 warning is logged (`dlc.cache`), and the model is compiled again. So is an entry that is a
 link, or that others could have written (not ours, or group/world-writable), or that holds
@@ -146,6 +148,8 @@ def cache_key(model_bytes: bytes, target: str, options: dict, input_shapes: dict
 
 CHECKSUMS = "CHECKSUMS"
 CHECKSUMS_HEADER = "dlc-cache-entry 1"
+STAMPS = "STAMPS"  # the identity of each file once hashed: a hit then hashes none (check_entry)
+STAMPS_HEADER = "dlc-cache-stamps 1"
 DIRECTORY_MODE, FILE_MODE = 0o700, 0o600
 _log = logging.getLogger("dlc.cache")
 
@@ -174,9 +178,54 @@ def _write_checksums(entry: Path) -> None:
     (entry / CHECKSUMS).write_text("\n".join(lines) + "\n")
 
 
+def _write_stamps(staging: Path) -> None:
+    """STAMPS: the identity (`file_identity`: device, inode, size, times) of every other file
+    of an entry being stored, once its bytes are final (after the last chmod, which changes the
+    status-change time). The store hashed those bytes as it wrote them (CHECKSUMS), and the
+    entry is renamed into place after this: a hit whose files still have these identities
+    need not hash them again."""
+    from dlc.runtime.artifact import file_identity
+
+    lines = [STAMPS_HEADER] + [f"{' '.join(map(str, file_identity(path.lstat())))}  {path.name}"
+                               for path in sorted(staging.iterdir())]
+    with open(os.open(staging / STAMPS, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, FILE_MODE), "w") as file:
+        file.write("\n".join(lines) + "\n")
+
+
+def _read_stamps(entry: Path) -> dict[str, tuple]:
+    """The identities STAMPS records ({} when it is missing or malformed: then every file is
+    hashed)."""
+    from dlc.runtime.artifact import read_regular_file
+
+    if not (entry / STAMPS).exists():
+        return {}
+    try:
+        header, *lines = read_regular_file(entry / STAMPS, MAX_CHECKSUMS_BYTES).decode().splitlines()
+        if header != STAMPS_HEADER:
+            return {}
+        stamps = {}
+        for line in lines:
+            numbers, _, name = line.partition("  ")
+            stamps[name] = tuple(int(number) for number in numbers.split())
+        return stamps
+    except (ArtifactError, UnicodeDecodeError, ValueError):
+        return {}
+
+
 def verify_entry(entry: Path) -> str | None:
     """None when every file of `entry` matches CHECKSUMS; else what is wrong with it."""
-    from dlc.runtime.artifact import file_sha256, read_regular_file
+    return check_entry(entry)[0]
+
+
+def check_entry(entry: Path) -> tuple[str | None, dict[str, tuple]]:
+    """(what is wrong with `entry`, or None; the identities of its files, each proven to hold
+    the bytes CHECKSUMS lists). A file whose identity is the one STAMPS recorded is not
+    hashed; one whose identity moved (a copied cache) is, at every hit, as before STAMPS.
+    VGG19's entry (523 MB of weights) took 0.3 s to hash at every hit, twice (here and while
+    loading), for a hit whose budget is 0.3 s in all (issue 16). An unchanged identity proves
+    no write, truncation, chmod or replacement since the store hashed the bytes; it cannot see
+    a disk corrupt a block beneath the file system, which the hash could."""
+    from dlc.runtime.artifact import file_identity, identified_sha256, read_regular_file
 
     problem = _untrusted(entry, stat.S_ISDIR) or next(
         (
@@ -187,35 +236,46 @@ def verify_entry(entry: Path) -> str | None:
         None,
     )
     if problem:
-        return problem
+        return problem, {}
     if not (entry / CHECKSUMS).exists():
-        return f"no {CHECKSUMS} file (written by an older dlc, or an interrupted store)"
+        return f"no {CHECKSUMS} file (written by an older dlc, or an interrupted store)", {}
     try:
         header, *lines = (
             read_regular_file(entry / CHECKSUMS, MAX_CHECKSUMS_BYTES).decode().splitlines()
         )
     except (ArtifactError, UnicodeDecodeError) as error:
-        return f"unreadable {CHECKSUMS} ({error})"
+        return f"unreadable {CHECKSUMS} ({error})", {}
     if header != CHECKSUMS_HEADER:
-        return f"{CHECKSUMS} does not start with '{CHECKSUMS_HEADER}'"
+        return f"{CHECKSUMS} does not start with '{CHECKSUMS_HEADER}'", {}
     expected = {}
     for line in lines:
         digest, sep, name = line.partition("  ")
         if not sep or len(digest) != 64 or "/" in name:
-            return f"malformed {CHECKSUMS} line {line!r}"
+            return f"malformed {CHECKSUMS} line {line!r}", {}
         expected[name] = digest
-    present = {path.name for path in entry.iterdir() if path.name != CHECKSUMS}
+    present = {path.name for path in entry.iterdir() if path.name not in (CHECKSUMS, STAMPS)}
     if present != set(expected):
         missing, extra = sorted(set(expected) - present), sorted(present - set(expected))
-        return f"files differ from {CHECKSUMS} (missing {missing}, unexpected {extra})"
+        return f"files differ from {CHECKSUMS} (missing {missing}, unexpected {extra})", {}
+    stamps, identities = _read_stamps(entry), {}
+    with contextlib.suppress(OSError):
+        if stamps.get(CHECKSUMS) != file_identity((entry / CHECKSUMS).lstat()):
+            stamps = {}  # the digests themselves were rewritten: hash every file against them
     for name, digest in sorted(expected.items()):
         try:
-            actual = file_sha256(entry / name)
+            identity = file_identity((entry / name).lstat())
+        except OSError as error:  # removed meanwhile (a concurrent eviction)
+            return f"{name} is unreadable ({error})", {}
+        if stamps.get(name) == identity:
+            identities[name] = identity
+            continue
+        try:
+            identities[name], actual = identified_sha256(entry / name)
         except ArtifactError as error:
-            return f"{name} is unreadable ({error})"
+            return f"{name} is unreadable ({error})", {}
         if actual != digest:
-            return f"{name} does not match its sha256 in {CHECKSUMS} (corrupted or truncated)"
-    return None
+            return f"{name} does not match its sha256 in {CHECKSUMS} (corrupted or truncated)", {}
+    return None, identities
 
 
 def _untrusted(path: Path, is_kind=None) -> str | None:
@@ -254,10 +314,10 @@ def lookup(key: str):
         )
         return None
     entry = directory / key
-    problem = verify_entry(entry)
+    problem, unchanged = check_entry(entry)
     if problem is None:
         try:
-            executable = load_artifact(entry)
+            executable = load_artifact(entry, unchanged=unchanged)
             with contextlib.suppress(OSError):
                 os.utime(entry)  # used now: the last to go when the cache is over its cap
             return executable
@@ -356,6 +416,7 @@ def store(key: str, executable) -> None:
         _write_checksums(staging)
         for path in staging.iterdir():
             os.chmod(path, FILE_MODE)
+        _write_stamps(staging)  # after the chmods: each changes its file's identity
         os.chmod(staging, DIRECTORY_MODE)
         added = sum(f.lstat().st_size for f in staging.iterdir())
         os.replace(staging, directory / key)

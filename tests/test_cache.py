@@ -84,7 +84,7 @@ def test_cache_is_user_only_whatever_the_umask(tmp_path, monkeypatch):
     entry = _entry(root)
     assert _mode(root) == 0o700 and _mode(entry) == 0o700
     files = sorted(p.name for p in entry.iterdir())
-    assert files == ["CHECKSUMS", "manifest.json", "model.so", "weights.bin"]
+    assert files == ["CHECKSUMS", "STAMPS", "manifest.json", "model.so", "weights.bin"]
     assert {name: _mode(entry / name) for name in files} == dict.fromkeys(files, 0o600)
 
 
@@ -180,6 +180,72 @@ def test_checksum_file_lists_every_file_of_the_entry(tmp_path, monkeypatch):
     listed = dict(reversed(line.split("  ")) for line in lines)
     assert listed == {name: hashlib.sha256((entry / name).read_bytes()).hexdigest()
                       for name in ("manifest.json", "model.so", "weights.bin")}
+
+
+# --- issue 16: a hit proves its files unchanged by their identity, not by hashing them --------
+
+class _CountingSha256:
+    """hashlib.sha256 that counts the bytes it is given."""
+
+    hashed = 0
+
+    def __init__(self, data=b""):
+        import hashlib
+
+        self._digest = hashlib.new("sha256")
+        self.update(data)
+
+    def update(self, data) -> None:
+        _CountingSha256.hashed += memoryview(data).nbytes
+        self._digest.update(data)
+
+    def hexdigest(self) -> str:
+        return self._digest.hexdigest()
+
+
+def test_a_hit_hashes_no_file_the_store_stamped(tmp_path, monkeypatch):
+    import hashlib
+
+    monkeypatch.setenv("DLC_CACHE_DIR", str(tmp_path))
+    compile_model(MLP)
+    weights = (_entry(tmp_path) / "weights.bin").stat().st_size
+    monkeypatch.setattr(hashlib, "sha256", _CountingSha256)
+    _CountingSha256.hashed = 0
+    assert _hit(compile_model(MLP))
+    # What is hashed is the model's bytes for the key (~2.7 MB, once) and the manifest's own
+    # JSON; neither weights.bin (2.7 MB) nor model.so is read into a hash again.
+    model = MLP.stat().st_size
+    assert weights > 1 << 20 and _CountingSha256.hashed < model + (256 << 10)
+
+
+def test_a_file_rewritten_with_its_old_times_is_still_hashed_and_caught(tmp_path, monkeypatch, caplog):
+    """The identity holds the status-change time, which no call sets back: restoring the
+    modification time after a write (as `touch -d` or a careless tool does) does not hide it."""
+    monkeypatch.setenv("DLC_CACHE_DIR", str(tmp_path))
+    compile_model(MLP)
+    entry = _entry(tmp_path)
+    weights = entry / "weights.bin"
+    before = weights.stat()
+    _flip_middle_byte(weights)
+    os.utime(weights, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert weights.stat().st_size == before.st_size and weights.stat().st_mtime_ns == before.st_mtime_ns
+    with caplog.at_level(logging.WARNING, logger="dlc.cache"):
+        assert not _hit(compile_model(MLP))
+    assert "weights.bin does not match its sha256" in caplog.text
+
+
+def test_an_entry_whose_files_moved_is_hashed_and_still_hits(tmp_path, monkeypatch):
+    """A cache copied elsewhere (new inodes and times) is verified the old way, by hashing."""
+    import shutil
+
+    monkeypatch.setenv("DLC_CACHE_DIR", str(tmp_path / "first"))
+    compile_model(MLP)
+    shutil.copytree(tmp_path / "first", tmp_path / "copied")
+    monkeypatch.setenv("DLC_CACHE_DIR", str(tmp_path / "copied"))
+    entry = _entry(tmp_path / "copied")
+    assert verify_entry(entry) is None
+    _flip_middle_byte(entry / "model.so")
+    assert verify_entry(entry) == "model.so does not match its sha256 in CHECKSUMS (corrupted or truncated)"
 
 
 def test_cli_compile_uses_the_cache_unless_passes_are_watched_or_disabled(monkeypatch, tmp_path, capsys):

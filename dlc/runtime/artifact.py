@@ -29,6 +29,7 @@ import os
 import re
 import stat
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -178,23 +179,42 @@ def read_regular_file(path: Path, max_bytes: int) -> bytes:
     return data
 
 
+def file_identity(info: os.stat_result) -> tuple[int, ...]:
+    """What changes whenever a file's bytes may have: device, inode, size, and the modification
+    and status-change times in nanoseconds. The kernel sets the change time at every write,
+    truncation and chmod, and no call sets it back (only a reset clock could), so a file whose
+    identity is one recorded after its bytes were hashed still holds those bytes. The compile
+    cache records it at store (dlc/cache.py STAMPS) to skip hashing its entries at every hit."""
+    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+
+
 def file_sha256(path: Path) -> str:
     """SHA-256 of the regular file at `path`, read in chunks."""
+    return identified_sha256(path)[1]
+
+
+def identified_sha256(path: Path) -> tuple[tuple[int, ...], str]:
+    """(identity, SHA-256) of the regular file at `path`; the identity is taken before the
+    bytes are read, so a write during the read leaves the file with another identity."""
     digest = hashlib.sha256()
     descriptor, _ = open_regular_file(path)
+    identity = file_identity(os.fstat(descriptor))
     with os.fdopen(descriptor, "rb", buffering=0) as file, _read_errors(path):
         for block in iter(lambda: file.read(_READ_CHUNK), b""):
             digest.update(block)
-    return digest.hexdigest()
+    return identity, digest.hexdigest()
 
 
-def _read_listed(directory: Path, name: str, entry: dict, into: np.ndarray | None = None):
+def _read_listed(directory: Path, name: str, entry: dict, into: np.ndarray | None = None,
+                 unchanged: Mapping[str, tuple] | None = None):
     """A file the manifest lists, of its listed size and SHA-256: into `into` (the weights'
-    aligned buffer), else as bytes."""
+    aligned buffer), else as bytes. Its hash is not computed when its identity is
+    `unchanged[name]`: the caller hashed those very bytes before (the compile cache)."""
     path = directory / name
     if not os.path.lexists(path):
         raise ArtifactError(f"{directory}: incomplete artifact, {name} is missing", RECOMPILE)
     descriptor, found = open_regular_file(path)
+    hashed = unchanged is None or unchanged.get(name) != file_identity(os.fstat(descriptor))
     size = entry["size"]
     with os.fdopen(descriptor, "rb", buffering=0) as file, _read_errors(path):
         if found != size:
@@ -209,9 +229,10 @@ def _read_listed(directory: Path, name: str, entry: dict, into: np.ndarray | Non
             read = file.readinto(out[at : at + _READ_CHUNK])
             if not read:
                 raise ArtifactError(f"{path}: shrank to {at} bytes while it was read", RECOMPILE)
-            digest.update(out[at : at + read])
+            if hashed:
+                digest.update(out[at : at + read])
             at += read
-    if digest.hexdigest() != entry["sha256"]:
+    if hashed and digest.hexdigest() != entry["sha256"]:
         raise ArtifactError(f"{path}: damaged (its SHA-256 differs from the manifest's)", RECOMPILE)
     return into if into is not None else bytes(out)
 
@@ -434,10 +455,13 @@ def code_files(manifest: dict) -> list[str]:
     return [LIBRARY_FILE] if "library" in manifest else list(manifest["objects"])
 
 
-def read_artifact(directory: str | Path, max_memory: str | int | None = None):
+def read_artifact(directory: str | Path, max_memory: str | int | None = None,
+                  unchanged: Mapping[str, tuple] | None = None):
     """(manifest, code files, weights, pool object) of an artifact directory, every part
     checked; one needing more than the memory limit is refused before anything is read. The
-    code files are `[model.so's bytes]` or the object files (then with the pool's object)."""
+    code files are `[model.so's bytes]` or the object files (then with the pool's object).
+    `unchanged`: {file name: identity} of files whose bytes the caller has hashed already
+    (`file_identity`); they are read without hashing them again."""
     directory = Path(directory)
     manifest_path = directory / MANIFEST_FILE
     if not os.path.lexists(manifest_path):
@@ -460,10 +484,12 @@ def read_artifact(directory: str | Path, max_memory: str | int | None = None):
         WEIGHTS_FILE,
         files[WEIGHTS_FILE],
         weights_buffer(manifest["weights_size"]),
+        unchanged,
     )
-    objects = [_read_listed(directory, name, files[name]) for name in code_files(manifest)]
+    objects = [_read_listed(directory, name, files[name], unchanged=unchanged) for name in code_files(manifest)]
     pool_object = (
-        _read_listed(directory, POOL_FILE, files[POOL_FILE]) if "pool" in manifest else None
+        _read_listed(directory, POOL_FILE, files[POOL_FILE], unchanged=unchanged)
+        if "pool" in manifest else None
     )
     return manifest, objects, weights, pool_object
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import ctypes
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -307,10 +307,12 @@ def executable_for(manifest: dict, objects: Sequence[bytes], weights: np.ndarray
     return NativeExecutable(manifest, objects, weights, pool_object)
 
 
-def load_artifact(directory: str | Path, max_memory: str | int | None = None) -> NativeExecutable:
+def load_artifact(directory: str | Path, max_memory: str | int | None = None,
+                  unchanged: Mapping[str, tuple] | None = None) -> NativeExecutable:
     """Load an artifact directory; one needing more than the memory limit
-    (dlc/runtime/memory_limit.py) is refused before anything is allocated."""
-    manifest, objects, weights, pool_object = read_artifact(directory, max_memory)
+    (dlc/runtime/memory_limit.py) is refused before anything is allocated. `unchanged`: files
+    the caller has hashed already, by identity (dlc/runtime/artifact.py `read_artifact`)."""
+    manifest, objects, weights, pool_object = read_artifact(directory, max_memory, unchanged)
     # dlopen maps the file whose hash was just checked (the artifact is as trusted as its
     # directory, docs/artifact.md); perf and gdb then name its functions.
     library = Path(directory) / LIBRARY_FILE if "library" in manifest else None
