@@ -13,7 +13,8 @@ peak resident memory (the compiling process; each LLVM worker holds one part); t
 `dlc compile MODEL -o DIR` command as a user runs it (`python -m dlc`, cold), its wall time and
 CPU seconds (its LLVM workers and the linker included): module imports, saving the artifact
 and the process's exit count there, and the issue's target is that command's wall time; last, the same
-command answered by the compile cache (a private one), as a process. The synthetic
+command answered by the compile cache (a private one), as a process, and `dlc.compile`
+answered by it in a process (the issue's in-process hit, best of 3 or more). The synthetic
 table gives microseconds per ONNX node for every pass at each size, and the ratio of the
 largest size to the smallest: compile time that grows linearly with the graph keeps it near 1.
 """
@@ -179,7 +180,29 @@ def measure_command(path: Path, repeat: int) -> dict:
         hits = {"DLC_CACHE": "1", "DLC_CACHE_DIR": cache}
         filled = subprocess.run([sys.executable, "-m", "dlc", "compile", str(path), "-o", out], capture_output=True,
                                 env={**os.environ, "DLC_QUIET": "1", **hits})
-        return {**cold, **((best_of(hits, "hit") or {}) if filled.returncode == 0 else {})}
+        if filled.returncode != 0:
+            return cold
+        in_process = subprocess.run([sys.executable, __file__, "--hit", str(path), "--repeat", str(max(repeat, 3))],
+                                    capture_output=True, text=True, env={**os.environ, "DLC_QUIET": "1", **hits})
+        hit_in_process = (json.loads(in_process.stdout.strip().splitlines()[-1]) if in_process.returncode == 0
+                          else {})
+        return {**cold, **(best_of(hits, "hit") or {}), **hit_in_process}
+
+
+def measure_hit_in_process(path: str, repeat: int) -> dict:
+    """The issue's cache-hit figure: `dlc.compile(path)` answered by the cache (filled by the
+    first call if the command's entry does not serve it), wall seconds, best of `repeat`."""
+    import dlc
+
+    dlc.compile(path)
+    best = None
+    for _ in range(repeat):
+        begin = time.perf_counter()
+        compiled = dlc.compile(path)
+        wall = time.perf_counter() - begin
+        del compiled
+        best = wall if best is None else min(best, wall)
+    return {"hit_in_process": best}
 
 
 def measure(path: Path, repeat: int, command: bool = True) -> dict:
@@ -203,8 +226,8 @@ def measure(path: Path, repeat: int, command: bool = True) -> dict:
 def model_table(results: dict[str, dict]) -> list[str]:
     columns = ["import", "graph", "kernels", "linalg", "loops", "verify", "emit LLVM IR", "LLVM", "build rest"]
     lines = ["| model | nodes | " + " | ".join(columns) + " | compile (CPU) | command (wall) | peak MB "
-             "| dlc compile (wall) | dlc compile (CPU) | cache hit (wall) | cache hit (CPU) |",
-             "|---|---:|" + "---:|" * (len(columns) + 7)]
+             "| dlc compile (wall) | dlc compile (CPU) | cache hit (wall) | cache hit (CPU) | hit in-process (wall) |",
+             "|---|---:|" + "---:|" * (len(columns) + 8)]
     for name, result in results.items():
         if "error" in result:
             lines.append(f"| {name} | | {result['error']} |")
@@ -223,6 +246,7 @@ def model_table(results: dict[str, dict]) -> list[str]:
                    else "failed | ")
         command += (f" | {result['hit_wall']:.2f} | {result['hit_cpu']:.2f}" if "hit_wall" in result
                     else " | failed | ")
+        command += f" | {result['hit_in_process']:.3f}" if "hit_in_process" in result else " | failed"
         lines.append(f"| {name} | {result['nodes']} | {cells} | {total:.2f} | {result['wall']:.2f} | "
                      f"{result['peak_mb']:.0f} | {command} |")
     return lines
@@ -292,9 +316,13 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1, help="fresh processes per model; the best is kept")
     parser.add_argument("--output", default=str(HERE / "README.md"), help="README to update, or - for stdout")
     parser.add_argument("--one", help=argparse.SUPPRESS)
+    parser.add_argument("--hit", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         print(json.dumps(measure_once(args.one)))
+        return
+    if args.hit:
+        print(json.dumps(measure_hit_in_process(args.hit, args.repeat)))
         return
 
     from dlc.driver import default_pipeline
