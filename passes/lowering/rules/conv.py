@@ -405,6 +405,17 @@ def _im2col_plan(op, window: Window, channels: int, rows: int, depth: int, pixel
     return plan
 
 
+# What a byte of shared columns costs a GEMM part, as a multiple of a byte it streams from memory:
+# the columns of a shared im2col were written by the other cores (dirty lines in their L2),
+# where the weights' rows are clean lines every core reads from L3. Fitted to one same-process
+# sweep of ResNet-18's layers at 16 threads on the 16-core Xeon (benchmarks/README.md, "Measured
+# on the 16 cores (2026-12-03, fifth session)"): at 1 it ordered 4 of the 13 pairs of grids that
+# differ by more than 8% wrongly (4 x 4 before 2 x 7 on the 14x14 layers, 2 x 7 ran 0.331 ms
+# against 0.423 and 0.168 against 0.230; 15 x 1 before 8 x 2, 0.225 against 0.203); at 2, two;
+# from 3 on, none. The layers then take 2 x 7 and 8 x 2 at 16 threads.
+SHARED_COLUMN_COST = 3
+
+
 def _im2col_grid(row_blocks: int, panels: int, threads: int, mr: int, nr: int, depth: int, pixels: int,
                  taps: int) -> tuple[int, int]:
     """`thread_grid` for an im2col conv, its model told where the columns come from. A grid of
@@ -426,6 +437,10 @@ def _im2col_grid(row_blocks: int, panels: int, threads: int, mr: int, nr: int, d
                 seconds -= 4 * depth * -(-panels // tn) * nr * (1 - 1 / taps) / CORE_BYTES_PER_S
             else:
                 seconds += 2 * 4 * depth * pixels / (tm * tn) / CORE_BYTES_PER_S
+                # ... and each part's columns, written by other cores, cost it more than
+                # `grid_seconds` charges for bytes read from memory.
+                seconds += ((SHARED_COLUMN_COST - 1) * 4 * depth * -(-panels // tn) * nr
+                            / CORE_BYTES_PER_S)
             if best is None or (seconds, tm * tn) < best[0]:
                 best = (seconds, tm * tn), (tm, tn)
     return best[1]
