@@ -162,7 +162,7 @@ EMULATED = {
 
 
 # The default run keeps ~15 s of the suite: `pytest -m slow` adds these.
-SLOW = {"slices", "wgmma_fence", "layout"}
+SLOW = {"slices", "wgmma_fence", "layout", "alignment"}
 
 
 def _cases(table):
@@ -197,6 +197,9 @@ BROKEN = {
     "wgmma_fence": ('call void asm sideeffect "wgmma.fence.sync.aligned;", "~{memory}"()', "", "without a wgmma.fence"),
     # descriptors that say "no swizzle" over swizzled tiles: wrong numbers
     "layout": (f" {(1 << 16) | (64 << 32) | (1 << 62)}\n", f" {(1 << 16) | (64 << 32)}\n", None),
+    # tiles not aligned to 1024 bytes at run time (the emulated shared array starts 48 bytes past
+    # 1024): the swizzle, on absolute address bits, no longer matches the copies' layout
+    "alignment": (re.compile(r"(and i32 %v\d+), 1023\n"), r"\1, 0\n", None),
 }
 
 
@@ -213,8 +216,9 @@ def test_host_emulation_sees_broken_wgmma_kernels(case, tmp_path, monkeypatch):
     model = _weight_matmul(70, 100, 72)
     feeds = random_feeds(model, 0)
     (cuda,) = _cuda_steps(_compile(model))
-    assert old in cuda.llvm_ir
-    broken = cuda.llvm_ir.replace(old, new)
+    pattern = old if isinstance(old, re.Pattern) else re.compile(re.escape(old))
+    broken, count = pattern.subn(new if isinstance(old, re.Pattern) else (lambda _: new), cuda.llvm_ir)
+    assert count
     if message is None:
         got, _ = _emulated(model, feeds, broken)
         assert np.abs(got - _want(model, feeds)).max() > 0.1

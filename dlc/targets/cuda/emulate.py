@@ -39,6 +39,7 @@ _REGISTERS = ("tid.x", "ctaid.x", "ctaid.y", "ctaid.z")
 
 
 SHARED_FLOATS = (227 << 10) // 4  # a dynamic shared array: the most one sm_90 block may have
+MISALIGN = 48  # bytes: where a shared array that asks for 1024-byte alignment starts past it
 
 # The inline PTX the TF32 GEMMs use (dlc/targets/cuda/codegen.py, tf32_gemm.py) -> host calls.
 _ASM = [
@@ -133,7 +134,13 @@ def host_ir(llvm_ir: str) -> str:
         text += _LDMATRIX_STRUCT
     for n in sorted({int(n) for n in re.findall(r"@emu_wgmma_struct_(\d+)\(", text)}):
         text += _wgmma_struct(n)
-    # Dynamic shared memory (`extern .shared`): an array as large as a block may use.
+    # Dynamic shared memory (`extern .shared`): an array as large as a block may use. One that asks
+    # for 1024-byte alignment (the wgmma kernels: swizzles XOR absolute address bits) starts
+    # MISALIGN bytes past it here, so that their run-time alignment is exercised.
+    text = re.sub(r"(@\w+) = external addrspace\(3\) global \[0 x float\], align 1024",
+                  rf"\1_storage = addrspace(3) global [{SHARED_FLOATS + MISALIGN // 4} x float] zeroinitializer, "
+                  rf"align 1024\n\1 = alias [{SHARED_FLOATS} x float], getelementptr (i8, ptr addrspace(3) "
+                  rf"\1_storage, i64 {MISALIGN})", text)
     text = re.sub(r"= external addrspace\(3\) global \[0 x float\]",
                   f"= addrspace(3) global [{SHARED_FLOATS} x float] zeroinitializer", text)
     text = text.replace('target triple = "nvptx64-nvidia-cuda"', "")
@@ -397,7 +404,7 @@ class Emulator:
             if threads % 128:
                 raise DlcError(f"host emulation: kernel {kernel} issues wgmma with {threads} threads a block "
                                "(whole warpgroups of 128)")
-            self.shared_base = self.engine.get_global_value_address(f"{kernel}_smem")
+            self.shared_base = self.engine.get_global_value_address(f"{kernel}_smem_storage") + MISALIGN
             self.shared_words = np.ctypeslib.as_array((ctypes.c_uint32 * SHARED_FLOATS).from_address(self.shared_base))
         for z in range(grid[2]):
             for y in range(grid[1]):
