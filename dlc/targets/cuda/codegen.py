@@ -42,7 +42,7 @@ DEFAULT_TILES = {"gemm_tile_m": 64, "gemm_tile_n": 64, "gemm_tile_k": 16, "gemm_
                  "gemm_tf32_round": 0, "gemm_tf32_preround": 1, "gemm_tf32_weight_row_major": 1,
                  # Hopper's wgmma (dlc/targets/cuda/wgmma_gemm.py) for the GEMMs it applies to: off
                  # until measured faster than the mma.sync pipeline.
-                 "gemm_tf32_wgmma": 0, "gemm_tf32_wgmma_stages": 4, "gemm_tf32_wgmma_warpgroups": 0,
+                 "gemm_tf32_wgmma": 0, "gemm_tf32_wgmma_stages": 0, "gemm_tf32_wgmma_warpgroups": 0,
                  "gemm_tf32_wgmma_swizzle": 128, "gemm_tf32_wgmma_pending": 1}
 # With 8 x 8 outputs a thread does twice the FMAs per shared-memory load of the 4 x 4 tile: 31.7
 # against 24.6 TFLOP/s at 4096^3 on the H200 (benchmarks/README.md), but a quarter as many blocks.

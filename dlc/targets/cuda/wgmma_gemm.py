@@ -9,7 +9,8 @@ be K-major: A row-major [M, K] as the benchmark's graph input is, B [N, K] (a Ma
 [K, N] weight is uploaded transposed, `NAME:transposed`, dlc/targets/cuda/target.py; a Gemm
 transB weight already is).
 
-- Block BM x BN of `warpgroups` warpgroups stacked in M (128 x 128 of 2 by default); each issues
+- Block BM x BN of `warpgroups` warpgroups stacked in M (`auto_block`: 128 x 256 of 2 for large
+  GEMMs, one m64n256 each; 128 x 128 or 64 x 128 for smaller ones); each issues
   `wgmma.mma_async.sync.aligned.m64nBNk8.f32.tf32.tf32` for each of its 64-row slices and each
   8-deep step of a K tile.
 - Tiles are staged as in dlc/targets/cuda/tf32_gemm.py: a `stages`-deep pipeline of 16-byte
@@ -37,8 +38,8 @@ transB weight already is).
   shared-memory operands. A GEMM whose operand is also read as float32 (its epilogue, Gemm's C)
   keeps the mma.sync kernel (which rounds per fragment there).
 Target-file keys (with `gemm_tf32` 1): `gemm_tf32_wgmma` (0; 1: this kernel where it applies, the
-mma.sync pipeline for the rest), `gemm_tf32_block_m`/`_n` (0: 128 x 128), `gemm_tf32_tile_k` (32),
-`gemm_tf32_wgmma_stages` (4), `gemm_tf32_wgmma_warpgroups` (0: BM / 64, at most 2),
+mma.sync pipeline for the rest), `gemm_tf32_block_m`/`_n` (0: `auto_block`), `gemm_tf32_tile_k` (32),
+`gemm_tf32_wgmma_stages` (0: `auto_stages`), `gemm_tf32_wgmma_warpgroups` (0: BM / 64, at most 2),
 `gemm_tf32_wgmma_swizzle` (128 or 0), `gemm_tf32_wgmma_pending` (1), `gemm_tf32_group_m` (8). A
 combination it cannot run is a CompileError naming the keys. The PTX targets sm_90a
 (codegen.compile_ptx asks llvmlite's NVPTX for that CPU when a module holds a wgmma).
@@ -107,12 +108,33 @@ class WgmmaPlan:
         return ((128 >> 4) << 16) | ((self.bk * 32 >> 4) << 32)
 
 
+def auto_block(g, sms: int) -> tuple[int, int]:
+    """128 x 256 (two warpgroups of m64n256) when every SM still gets a block: 4096^3 ran in 0.403
+    ms on the H200, against 0.506 for 128 x 128 (3 stages, two blocks an SM) and 0.535 for 256 x
+    128; else 128 x 128, or 64 x 128 (one warpgroup) for at most 64 rows."""
+    for bm, bn in ((128, 256), (128, 128)):
+        if g.m >= bm and g.n >= bn and math.ceil(g.m / bm) * math.ceil(g.n / bn) * g.batch >= sms:
+            return bm, bn
+    return (64, 128) if g.m <= 64 else (128, 128)
+
+
+def auto_stages(bm: int, bn: int, bk: int, warpgroups: int) -> int:
+    """Up to 4 stages, as many as leave room for two blocks an SM when a thread holds at most 64
+    accumulators (128 x 128: 3 stages, 0.506 ms at 4096^3 against 0.532 with 4 and one block),
+    else for one (128 x 256: 4 stages, 193 KiB)."""
+    blocks = 2 if bm // warpgroups // 64 * bn // 2 <= 64 else 1
+    stage = 4 * (bm + bn) * bk
+    return max(2, min(4, ((SHARED_LIMIT // blocks) - ALIGN) // stage))
+
+
 def wgmma_plan(g, options: dict) -> WgmmaPlan:
     """The plan for GemmShape `g` (A row-major, B K-major, K % 4 == 0: the caller checked)."""
-    bm, bn = options.get("gemm_tf32_block_m", 0) or 128, options.get("gemm_tf32_block_n", 0) or 128
+    auto = auto_block(g, options.get("sms", 132))  # for the sizes the keys leave 0
+    bm, bn = options.get("gemm_tf32_block_m", 0) or auto[0], options.get("gemm_tf32_block_n", 0) or auto[1]
     warpgroups = options.get("gemm_tf32_wgmma_warpgroups", 0) or max(1, min(2, bm // 64))
-    plan = WgmmaPlan(bm, bn, options.get("gemm_tf32_tile_k", 32), warpgroups,
-                     options.get("gemm_tf32_wgmma_stages", 4), options.get("gemm_tf32_wgmma_swizzle", 128),
+    bk = options.get("gemm_tf32_tile_k", 32)
+    stages = options.get("gemm_tf32_wgmma_stages", 0) or auto_stages(bm, bn, max(bk, 1), max(warpgroups, 1))
+    plan = WgmmaPlan(bm, bn, bk, warpgroups, stages, options.get("gemm_tf32_wgmma_swizzle", 128),
                      options.get("gemm_tf32_wgmma_pending", 1), max(1, options.get("gemm_tf32_group_m", 8)))
     problems = []
     if options.get("gemm_tf32_round", 0) != 0:
