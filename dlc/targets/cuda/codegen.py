@@ -15,7 +15,9 @@ parallel loops for the host's thread pool and has no notion of a grid. Two kerne
   default; `_MmaSchedule`), inline PTX as CUTLASS's SM80 path, or exact FP32 FMA on a register tile
   (`_FmaSchedule`) with `gemm_tf32` 0 (`--target cuda:fp32`).
   A TF32 GEMM or Conv takes the cp.async pipeline of dlc/targets/cuda/tf32_gemm.py instead
-  where it applies (transposed A and Convs of few input channels keep `_MmaSchedule`).
+  where it applies (transposed A and Convs of few input channels keep `_MmaSchedule`); with
+  `gemm_tf32_wgmma` 1 a MatMul/Gemm of row-major A and K-major (or constant) B takes Hopper's
+  wgmma kernel of dlc/targets/cuda/wgmma_gemm.py (PTX for sm_90a).
 Tile sizes come from the target description on the module (`dlc.gemm_tile_m` ...), as the CPU's
 GEMM tiles do, so a user or a search can override them. Every global access is guarded by the
 shapes, which are compile-time constants: no thread reads or writes out of bounds.
