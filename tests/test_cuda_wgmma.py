@@ -79,7 +79,7 @@ def _want(model, feeds):
 
 def test_wgmma_kernel_ptx(tmp_path, monkeypatch):
     _target(tmp_path, monkeypatch)
-    llvm_ir, ptx = _ptx(_weight_matmul(1024, 512, 1024))
+    llvm_ir, ptx = _ptx(_weight_matmul(2048, 512, 2048))
     assert ".target sm_90a" in ptx  # wgmma is architecture-specific
     kernel = ptx[ptx.index(".entry k0_MatMul("):]
     # 128 x 128 blocks of 2 warpgroups, each an m64n128k8 per 8-deep step of a 32-deep K tile
@@ -91,12 +91,12 @@ def test_wgmma_kernel_ptx(tmp_path, monkeypatch):
         assert instruction in kernel, instruction
     # The descriptors' constant fields: LBO 1 (unused), SBO 1024 bytes (64), 128-byte swizzle.
     assert str((1 << 16) | (64 << 32) | (1 << 62)) in llvm_ir
-    (cuda,) = _cuda_steps(_compile(_weight_matmul(1024, 512, 1024)))
+    (cuda,) = _cuda_steps(_compile(_weight_matmul(2048, 512, 2048)))
     launch = _gemm_launch(cuda)
-    assert launch["block"] == [256, 1, 1] and launch["grid"] == [64, 1, 1]
+    assert launch["block"] == [256, 1, 1] and launch["grid"] == [256, 1, 1]
     # 3 stages (two blocks an SM) + the slack of the run-time alignment
     assert launch["shared_bytes"] == 3 * (128 + 128) * 32 * 4 + 1024
-    assert cuda.weights["B:transposed:tf32"].shape == (1024, 512)  # [K, N] uploaded K-major, rounded
+    assert cuda.weights["B:transposed:tf32"].shape == (2048, 512)  # [K, N] uploaded K-major, rounded
     ptxas = shutil.which("ptxas")
     if ptxas is not None:  # the CUDA toolkit: it assembles, without spills or serialized wgmma
         (tmp_path / "k.ptx").write_text(ptx)
@@ -124,10 +124,10 @@ def test_large_gemms_take_128x256_blocks(tmp_path, monkeypatch):
     def shape(m, n, batch=1):
         return GemmShape(m, n, 64, batch, (64, 1), (1, 64), 0, 0)
 
-    assert auto_block(shape(1024, 1024), 132) == (128, 128)  # 64 blocks: more of them
+    assert auto_block(shape(2048, 2048), 132) == (128, 128)  # 256 blocks of 128 x 128; 128 of 128 x 256
     assert auto_block(shape(1024, 1024, batch=8), 132) == (128, 256)
-    assert auto_block(shape(48, 4096), 132) == (64, 128)
-    assert [auto_stages(bm, bn, 32, 2 if bm > 64 else 1) for bm, bn in ((128, 128), (128, 256), (64, 128))] == [3, 4, 4]
+    assert auto_block(shape(1024, 1024), 132) == auto_block(shape(48, 4096), 132) == (64, 64)
+    assert [auto_stages(bm, bn, 32, 2 if bm > 64 else 1) for bm, bn in ((128, 128), (128, 256), (64, 64))] == [3, 4, 4]
 
 
 def test_wgmma_falls_back_where_it_does_not_apply(tmp_path, monkeypatch):
@@ -153,7 +153,7 @@ def test_wgmma_falls_back_where_it_does_not_apply(tmp_path, monkeypatch):
     ({"gemm_tf32_wgmma_swizzle": 64}, "gemm_tf32_wgmma_swizzle 64"),
     ({"gemm_tf32_tile_k": 16}, "a multiple of 32"),
     ({"gemm_tf32_wgmma_stages": 2}, "at least 3 with gemm_tf32_wgmma_pending 1"),
-    ({"gemm_tf32_block_n": 256, "gemm_tf32_wgmma_stages": 5}, "bytes of shared memory"),
+    ({"gemm_tf32_block_m": 128, "gemm_tf32_block_n": 256, "gemm_tf32_wgmma_stages": 5}, "bytes of shared memory"),
     ({"gemm_tf32_block_m": 256, "gemm_tf32_block_n": 256, "gemm_tf32_wgmma_stages": 2,
       "gemm_tf32_wgmma_pending": 0}, "256 accumulators per thread"),
 ])
@@ -170,7 +170,8 @@ def test_bad_wgmma_keys_are_clear_errors(keys, message, tmp_path, monkeypatch):
 EMULATED = {
     # one 128 x 128 block over M = 70, N = 72 (edges), K = 100: 4 tiles, the last ending inside
     # (zero-filled chunks); the copies of tile 2 go out while tile 0 is multiplied (4 stages)
-    "edges": ({"gemm_tf32_wgmma_stages": 4}, lambda: _weight_matmul(70, 100, 72)),
+    "edges": ({"gemm_tf32_block_m": 128, "gemm_tf32_block_n": 128, "gemm_tf32_wgmma_stages": 4},
+              lambda: _weight_matmul(70, 100, 72)),
     # no swizzle: interleaved 8 x 16-byte core matrices, 8-deep K tiles, 3 stages, wait_group 0
     "interleave": ({"gemm_tf32_wgmma_swizzle": 0, "gemm_tf32_tile_k": 8, "gemm_tf32_wgmma_stages": 3,
                     "gemm_tf32_wgmma_pending": 0}, lambda: _weight_matmul(70, 44, 20)),
@@ -234,7 +235,7 @@ def test_host_emulation_sees_broken_wgmma_kernels(case, tmp_path, monkeypatch):
     old, new, message = BROKEN[case]
     in_order = {"gemm_tf32_wgmma_pending": 0, "gemm_tf32_wgmma_stages": 3}
     keys = in_order if case in ("cp_async_wait", "wgmma_wait") else {}
-    _target(tmp_path, monkeypatch, **keys)
+    _target(tmp_path, monkeypatch, gemm_tf32_block_m=128, gemm_tf32_block_n=128, **keys)
     model = _weight_matmul(70, 100, 72)
     feeds = random_feeds(model, 0)
     (cuda,) = _cuda_steps(_compile(model))

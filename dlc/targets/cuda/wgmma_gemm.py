@@ -10,7 +10,7 @@ be K-major: A row-major [M, K] as the benchmark's graph input is, B [N, K] (a Ma
 transB weight already is).
 
 - Block BM x BN of `warpgroups` warpgroups stacked in M (`auto_block`: 128 x 256 of 2 for large
-  GEMMs, one m64n256 each; 128 x 128 or 64 x 128 for smaller ones); each issues
+  GEMMs, one m64n256 each; 128 x 128 or 64 x 64 for smaller ones); each issues
   `wgmma.mma_async.sync.aligned.m64nBNk8.f32.tf32.tf32` for each of its 64-row slices and each
   8-deep step of a K tile.
 - Tiles are staged as in dlc/targets/cuda/tf32_gemm.py: a `stages`-deep pipeline of 16-byte
@@ -111,11 +111,13 @@ class WgmmaPlan:
 def auto_block(g, sms: int) -> tuple[int, int]:
     """128 x 256 (two warpgroups of m64n256) when every SM still gets a block: 4096^3 ran in 0.403
     ms on the H200, against 0.506 for 128 x 128 (3 stages, two blocks an SM) and 0.535 for 256 x
-    128; else 128 x 128, or 64 x 128 (one warpgroup) for at most 64 rows."""
+    128; else 128 x 128 when every SM gets a block with it, else 64 x 64 (one warpgroup of
+    m64n64), as the mma.sync kernel's `auto_block`, for more blocks (an encoder's 128 x 768
+    projection: 24 blocks, not 6; not yet timed)."""
     for bm, bn in ((128, 256), (128, 128)):
         if g.m >= bm and g.n >= bn and math.ceil(g.m / bm) * math.ceil(g.n / bn) * g.batch >= sms:
             return bm, bn
-    return (64, 128) if g.m <= 64 else (128, 128)
+    return 64, 64
 
 
 def auto_stages(bm: int, bn: int, bk: int, warpgroups: int) -> int:
