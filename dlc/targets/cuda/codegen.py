@@ -15,7 +15,9 @@ parallel loops for the host's thread pool and has no notion of a grid. Two kerne
   default; `_MmaSchedule`), inline PTX as CUTLASS's SM80 path, or exact FP32 FMA on a register tile
   (`_FmaSchedule`) with `gemm_tf32` 0 (`--target cuda:fp32`).
   A TF32 GEMM or Conv takes the cp.async pipeline of dlc/targets/cuda/tf32_gemm.py instead
-  where it applies (transposed A and Convs of few input channels keep `_MmaSchedule`).
+  where it applies (transposed A and Convs of few input channels keep `_MmaSchedule`); with
+  `gemm_tf32_wgmma` 1 a MatMul/Gemm of row-major A and K-major (or constant) B takes Hopper's
+  wgmma kernel of dlc/targets/cuda/wgmma_gemm.py (PTX for sm_90a).
 Tile sizes come from the target description on the module (`dlc.gemm_tile_m` ...), as the CPU's
 GEMM tiles do, so a user or a search can override them. Every global access is guarded by the
 shapes, which are compile-time constants: no thread reads or writes out of bounds.
@@ -39,7 +41,11 @@ DEFAULT_TILES = {"gemm_tile_m": 64, "gemm_tile_n": 64, "gemm_tile_k": 16, "gemm_
                  # The pipelined TF32 GEMM (dlc/targets/cuda/tf32_gemm.py); 0: chosen per GEMM.
                  "gemm_tf32_pipeline": 1, "gemm_tf32_block_m": 0, "gemm_tf32_block_n": 0, "gemm_tf32_tile_k": 32,
                  "gemm_tf32_warps_m": 0, "gemm_tf32_warps_n": 0, "gemm_tf32_stages": 3, "gemm_tf32_group_m": 8,
-                 "gemm_tf32_round": 0, "gemm_tf32_preround": 1, "gemm_tf32_weight_row_major": 1}
+                 "gemm_tf32_round": 0, "gemm_tf32_preround": 1, "gemm_tf32_weight_row_major": 1,
+                 # Hopper's wgmma (dlc/targets/cuda/wgmma_gemm.py) for the GEMMs it applies to: off
+                 # until measured faster than the mma.sync pipeline.
+                 "gemm_tf32_wgmma": 0, "gemm_tf32_wgmma_stages": 0, "gemm_tf32_wgmma_warpgroups": 0,
+                 "gemm_tf32_wgmma_swizzle": 128, "gemm_tf32_wgmma_pending": 1}
 # With 8 x 8 outputs a thread does twice the FMAs per shared-memory load of the 4 x 4 tile: 31.7
 # against 24.6 TFLOP/s at 4096^3 on the H200 (benchmarks/README.md), but a quarter as many blocks.
 # `gemm_tile_auto` takes it for a GEMM that still has a block for every SM with it.
@@ -87,14 +93,16 @@ def kernel_options(module) -> dict:
 
 
 def compile_ptx(llvm_ir: str, sm: int = 90, opt_level: int = 3) -> str:
-    """Optimise the module at `opt_level` and emit PTX for sm_`sm` with llvmlite's NVPTX backend."""
+    """Optimise the module at `opt_level` and emit PTX for sm_`sm` with llvmlite's NVPTX backend;
+    for sm_`sm`a (`.target sm_90a`: the architecture-specific features) when a kernel uses wgmma."""
     import llvmlite.binding as llvm
 
     from dlc.codegen.native import parse_llvm
     from dlc.runtime.mcjit import target_machine
 
     module = parse_llvm(llvm_ir)
-    tm = target_machine(f"sm_{sm}", "", opt_level, TRIPLE)  # registers every target once
+    cpu = f"sm_{sm}a" if "wgmma." in llvm_ir else f"sm_{sm}"
+    tm = target_machine(cpu, "", opt_level, TRIPLE)  # registers every target once
     module.triple = TRIPLE
     module.data_layout = str(tm.target_data)
     if opt_level > 0:
@@ -699,6 +707,11 @@ def _gemm_kernel(name: str, op, body, options: dict):
 
     from dialects.onnx import WeightOp
 
+    if options.get("gemm_tf32") and options.get("gemm_tf32_wgmma"):
+        done = _wgmma_gemm(fn, name, head, g, body, inputs, a_value, b_value, a_ptr, b_ptr, epilogue, header,
+                           emit_outputs, options)
+        if done is not None:
+            return done
     pipelined = pipeline_plan(g, options, isinstance(a_value.owner, WeightOp)) if options.get("gemm_tf32") else None
     transposed = []
     if (pipelined is not None and pipelined.b_kmajor and not g.conv and g.batch == 1
@@ -787,6 +800,35 @@ def _gemm_kernel(name: str, op, body, options: dict):
                            f"{math.ceil(g.m / bm)} row tiles exceeds CUDA's 65535 blocks in y and z")
     grid = (math.ceil(g.n / bn), math.ceil(g.m / bm), g.batch)
     return text, Launch(name, grid, (threads, 1, 1), inputs, rounds_outputs=True), shared
+
+
+def _wgmma_gemm(fn, name, head, g, body, inputs, a_value, b_value, a_ptr, b_ptr, epilogue, header, emit_outputs,
+                options):
+    """The kernel of dlc/targets/cuda/wgmma_gemm.py, or None where it does not apply: a row-major
+    A and a K-major B (a constant row-major B uploaded transposed, `NAME:transposed`), operands
+    read only by the multiply (exact TF32 before the loop: a cvt per fragment is impossible)."""
+    from dataclasses import replace
+
+    from dialects.onnx import WeightOp
+    from dlc.targets.cuda.wgmma_gemm import wgmma_kernel, wgmma_plan
+
+    if g.conv is not None or g.a_strides != (g.k, 1) or g.k % 4:
+        return None
+    operands = [a_value, b_value]
+    if any(v in operands for o in body for i, v in enumerate(o.operands) if not (o is head and i < 2)):
+        return None
+    transposed = []
+    if g.b_strides != (1, g.k):
+        if not (g.b_strides == (g.n, 1) and g.batch == 1 and isinstance(b_value.owner, WeightOp)):
+            return None
+        g, transposed = replace(g, b_strides=(1, g.k), b_batch=0), [inputs.index(b_value)]
+    preround = options.get("gemm_tf32_preround", 1)
+    plan = wgmma_plan(g, options)
+    grid, block, shared = wgmma_kernel(fn, name, head.node_name, g, plan, a_ptr, b_ptr, emit_outputs)
+    text = "\n".join([header, *fn.lines, "}", ""])
+    return text, Launch(name, grid, block, inputs, shared_bytes=plan.shared_bytes, transposed=transposed,
+                        tf32=sorted({inputs.index(v) for v in operands}) if preround else [],
+                        rounds_outputs=True), shared
 
 
 def _store_outputs(fn: _Function, g: GemmShape, head, epilogue, yields, out_shape, params: dict, z: str,
