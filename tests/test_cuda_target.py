@@ -106,10 +106,10 @@ def test_precision_is_tf32_by_default_and_fp32_by_variant_or_target_file(tmp_pat
 
     assert get_target("cuda").precision == "tf32" and get_target("cuda:tf32").precision == "tf32"
     assert get_target(FP32).precision == "fp32"
-    llvm_ir, _ = _ptx(_mlp())
-    assert "mma.sync" in llvm_ir and "dlc_tf32_round" in llvm_ir
+    llvm_ir, _ = _ptx(_mlp())  # its constant-weight MatMul takes Hopper's wgmma (sm 90, the default)
+    assert "wgmma.mma_async" in llvm_ir and "dlc_tf32_round" in llvm_ir
     llvm_ir, _ = _ptx(_mlp(), FP32)
-    assert "mma.sync" not in llvm_ir and "cvt.rna" not in llvm_ir
+    assert "mma" not in llvm_ir and "cvt.rna" not in llvm_ir
     # The target file's key does the same; the variant on the command line wins over it.
     (tmp_path / "gpu.json").write_text('{"gemm_tf32": 0}')
     monkeypatch.setenv("DLC_CUDA_TARGET", str(tmp_path / "gpu.json"))
@@ -300,7 +300,8 @@ def test_saved_partition_keeps_its_ptx(tmp_path):
     loaded = load_cuda(tmp_path)
     assert loaded.plan == cuda.plan and loaded.ptx == cuda.ptx
     assert [s.name for s in loaded.inputs] == ["x"]
-    assert set(loaded.weights) == set(cuda.weights) == {"W:tf32", "b"}  # W uploaded rounded to TF32
+    # W uploaded K-major for wgmma and rounded to TF32
+    assert set(loaded.weights) == set(cuda.weights) == {"W:transposed:tf32", "b"}
     for name, array in cuda.weights.items():
         np.testing.assert_array_equal(loaded.weights[name], array)
 

@@ -22,7 +22,8 @@ MMA = "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32"
 
 
 def _target(tmp_path, monkeypatch, **keys):
-    (tmp_path / "tf32.json").write_text(json.dumps({"gemm_tf32": 1, **keys}))
+    """This file's GEMMs on the mma.sync pipeline (Hopper's wgmma: tests/test_cuda_wgmma.py)."""
+    (tmp_path / "tf32.json").write_text(json.dumps({"gemm_tf32": 1, "gemm_tf32_wgmma": 0, **keys}))
     monkeypatch.setenv("DLC_CUDA_TARGET", str(tmp_path / "tf32.json"))
 
 

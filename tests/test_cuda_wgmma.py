@@ -146,6 +146,30 @@ def test_wgmma_falls_back_where_it_does_not_apply(tmp_path, monkeypatch):
         assert "wgmma" not in llvm_ir and "mma.sync" in llvm_ir
 
 
+@pytest.mark.parametrize("keys", [{"gemm_tf32_round": 1}, {"gemm_tf32_tile_k": 16}, {"gemm_tf32_block_m": 96}])
+def test_keys_set_for_mma_sync_keep_a_gemm_there_by_default(keys, tmp_path, monkeypatch):
+    """`gemm_tf32_wgmma` 1 (the default): keys the mma.sync kernel takes and wgmma cannot send the
+    GEMM to mma.sync; the same keys with one of wgmma's own set are an error."""
+    from dlc.errors import CompileError
+
+    _target(tmp_path, monkeypatch, **keys)
+    llvm_ir, _ = _ptx(_weight_matmul(256, 64, 256))
+    assert "wgmma" not in llvm_ir and "mma.sync" in llvm_ir
+    _target(tmp_path, monkeypatch, **keys, gemm_tf32_wgmma_stages=3)
+    with pytest.raises(CompileError, match="gemm_tf32_wgmma 0"):
+        _ptx(_weight_matmul(256, 64, 256))
+
+
+def test_wgmma_is_the_default_on_sm_90_only(tmp_path, monkeypatch):
+    (tmp_path / "gpu.json").write_text('{"sm": 80}')
+    monkeypatch.setenv("DLC_CUDA_TARGET", str(tmp_path / "gpu.json"))
+    llvm_ir, ptx = _ptx(_weight_matmul(256, 64, 256))
+    assert "wgmma" not in llvm_ir and "mma.sync" in llvm_ir and ".target sm_90a" not in ptx
+    monkeypatch.delenv("DLC_CUDA_TARGET")
+    llvm_ir, ptx = _ptx(_weight_matmul(256, 64, 256))
+    assert "wgmma.mma_async" in llvm_ir and ".target sm_90a" in ptx
+
+
 @pytest.mark.parametrize("keys, message", [
     ({"gemm_tf32_round": 1}, "gemm_tf32_round 1"),
     ({"gemm_tf32_block_n": 264}, "264-column block"),
@@ -160,7 +184,7 @@ def test_wgmma_falls_back_where_it_does_not_apply(tmp_path, monkeypatch):
 def test_bad_wgmma_keys_are_clear_errors(keys, message, tmp_path, monkeypatch):
     from dlc.errors import CompileError
 
-    _target(tmp_path, monkeypatch, **keys)
+    _target(tmp_path, monkeypatch, **{"gemm_tf32_wgmma": 2, **keys})  # 2: wgmma or an error
     with pytest.raises(CompileError, match=re.escape(message)) as caught:
         _ptx(_weight_matmul(256, 64, 256))
     assert "gemm_tf32_wgmma 0" in str(caught.value.hint)

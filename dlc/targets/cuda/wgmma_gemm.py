@@ -37,8 +37,10 @@ transB weight already is).
   `gemm_tf32_preround` 1, as for the mma.sync kernel): a cvt per fragment is impossible on
   shared-memory operands. A GEMM whose operand is also read as float32 (its epilogue, Gemm's C)
   keeps the mma.sync kernel (which rounds per fragment there).
-Target-file keys (with `gemm_tf32` 1): `gemm_tf32_wgmma` (0; 1: this kernel where it applies, the
-mma.sync pipeline for the rest), `gemm_tf32_block_m`/`_n` (0: `auto_block`), `gemm_tf32_tile_k` (32),
+Target-file keys (with `gemm_tf32` 1): `gemm_tf32_wgmma` (1: this kernel where it applies on an
+`sm` 90 GPU and the shared keys below suit it, the mma.sync pipeline for the rest; 2: where it
+applies, keys it cannot take being errors; 0: mma.sync for all), `gemm_tf32_block_m`/`_n`
+(0: `auto_block`), `gemm_tf32_tile_k` (32),
 `gemm_tf32_wgmma_stages` (0: `auto_stages`), `gemm_tf32_wgmma_warpgroups` (0: BM / 64, at most 2),
 `gemm_tf32_wgmma_swizzle` (128 or 0), `gemm_tf32_wgmma_pending` (1), `gemm_tf32_group_m` (8). A
 combination it cannot run is a CompileError naming the keys. The PTX targets sm_90a
@@ -129,8 +131,18 @@ def auto_stages(bm: int, bn: int, bk: int, warpgroups: int) -> int:
     return max(2, min(4, ((SHARED_LIMIT // blocks) - ALIGN) // stage))
 
 
-def wgmma_plan(g, options: dict) -> WgmmaPlan:
-    """The plan for GemmShape `g` (A row-major, B K-major, K % 4 == 0: the caller checked)."""
+# The wgmma kernel's own keys and their defaults: while a target file leaves them alone, keys it
+# shares with the mma.sync kernel that it cannot take (set for that kernel) send a GEMM there.
+OWN_KEYS = {"gemm_tf32_wgmma_stages": 0, "gemm_tf32_wgmma_warpgroups": 0, "gemm_tf32_wgmma_swizzle": 128,
+            "gemm_tf32_wgmma_pending": 1}
+
+
+def wgmma_plan(g, options: dict) -> WgmmaPlan | None:
+    """The plan for GemmShape `g` (A row-major, B K-major, K % 4 == 0: the caller checked), or
+    None where `gemm_tf32_wgmma` is 1 (the default), none of the kernel's own keys is set, and
+    the keys it shares with the mma.sync kernel (round, block, K tile) do not suit it: that GEMM
+    keeps mma.sync. With `gemm_tf32_wgmma` 2, or any of its own keys set, a combination it
+    cannot run is a CompileError naming the keys."""
     auto = auto_block(g, options.get("sms", 132))  # for the sizes the keys leave 0
     bm, bn = options.get("gemm_tf32_block_m", 0) or auto[0], options.get("gemm_tf32_block_n", 0) or auto[1]
     warpgroups = options.get("gemm_tf32_wgmma_warpgroups", 0) or max(1, min(2, bm // 64))
@@ -162,6 +174,9 @@ def wgmma_plan(g, options: dict) -> WgmmaPlan:
         problems.append(f"{plan.shared_bytes} bytes of shared memory (at most {SHARED_LIMIT})")
     if problems == [] and plan.accumulators > 128:
         problems.append(f"{plan.accumulators} accumulators per thread (at most 128)")
+    if problems and options.get("gemm_tf32_wgmma", 1) == 1 and all(
+            options.get(key, default) == default for key, default in OWN_KEYS.items()):
+        return None
     if problems:
         raise CompileError(f"cuda: wgmma TF32 GEMM tile {bm}x{bn}x{plan.bk}, {warpgroups} warpgroups, "
                            f"{plan.stages} stages: " + "; ".join(problems),
