@@ -305,10 +305,11 @@ EMULATED = {
 
 
 # Emulated threads are slow (a case takes 4-12 s of a core): the default run keeps one case of each
-# path (edges, K-major B, 1x1, gathered and strided convs, cvt.rna per fragment), and
-# `pytest -m slow` adds the variants of those paths and the 256-thread block (~20 s).
+# path (edges, K-major B, 1x1, the gathered conv with strides, dilations and uneven pads, cvt.rna
+# per fragment), and `pytest -m slow` adds the variants of those paths (conv3x3: the same
+# gathered tiles, unstrided) and the 256-thread block (~25 s).
 SLOW_EMULATED = {"wide", "k_major_b_uploaded_row_major", "conv_weight_input", "round_in_shared",
-                 "round_in_shared_conv", "k_major_b_odd", "batched"}
+                 "round_in_shared_conv", "k_major_b_odd", "batched", "conv3x3"}
 
 
 @pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.slow) if c in SLOW_EMULATED else c

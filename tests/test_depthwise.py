@@ -121,6 +121,17 @@ def lowering(request, monkeypatch):
 
 
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "no_bias"])
+def test_direct_conv_matches_onnxruntime_on_every_case(bias, lowering):
+    """Every case through one lowering in one model (a Conv and an input each, nothing
+    shared): the same checks as one model per case, in one compile and one onnxruntime
+    session; a mismatch names its output, `<case>_y`."""
+    assert_matches_onnxruntime(_model(list(CASES), bias))
+
+
+# One model per (lowering, case, bias): the checks above, a compile each (258 of them, a
+# minute and a half of a core), for bisecting a failure; `-m slow` runs them.
+@pytest.mark.slow
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "no_bias"])
 @pytest.mark.parametrize("name", CASES)
 def test_direct_conv_matches_onnxruntime(name, bias, lowering):
     assert_matches_onnxruntime(_model([name], bias))

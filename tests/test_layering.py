@@ -17,6 +17,7 @@ never run). The rules:
 from __future__ import annotations
 
 import ast
+import functools
 import subprocess
 import sys
 from pathlib import Path
@@ -81,9 +82,17 @@ def _project_module(name: str) -> str | None:
     return name or None
 
 
-IMPORTS = {module: _imported_names(module, path) for module, path in MODULES.items()}
-EDGES = {module: {m for m in map(_project_module, names) if m and m != module}
-         for module, names in IMPORTS.items()}
+# Read when a test first asks (not at import): each xdist worker collects this file, and parsing
+# every module took ~1.5 s of each worker's collection.
+@functools.cache
+def _imports() -> dict[str, set[str]]:
+    return {module: _imported_names(module, path) for module, path in MODULES.items()}
+
+
+@functools.cache
+def _edges() -> dict[str, set[str]]:
+    return {module: {m for m in map(_project_module, names) if m and m != module}
+            for module, names in _imports().items()}
 
 
 def _in(module: str, package: str) -> bool:
@@ -92,33 +101,33 @@ def _in(module: str, package: str) -> bool:
 
 def test_the_import_graph_is_read():
     # A guard against a silently empty graph: these edges exist today.
-    assert "dialects.diagnostics" in EDGES["dlc.errors"]
-    assert "passes" in EDGES["dlc.driver"]
+    assert "dialects.diagnostics" in _edges()["dlc.errors"]
+    assert "passes" in _edges()["dlc.driver"]
 
 
 def test_no_import_cycles():
-    graph = nx.DiGraph([(a, b) for a, deps in EDGES.items() for b in deps])
+    graph = nx.DiGraph([(a, b) for a, deps in _edges().items() for b in deps])
     cycles = [sorted(c) for c in nx.strongly_connected_components(graph) if len(c) > 1]
     assert not cycles, "import cycles (lazy imports count too):\n" + "\n".join(map(str, cycles))
 
 
 @pytest.mark.parametrize("lower, forbidden", [("dialects", ("passes", "dlc")), ("passes", ("dlc",))])
 def test_lower_layers_do_not_import_higher_ones(lower, forbidden):
-    broken = sorted(f"{module} imports {dep}" for module, deps in EDGES.items() if _in(module, lower)
+    broken = sorted(f"{module} imports {dep}" for module, deps in _edges().items() if _in(module, lower)
                     for dep in deps if any(_in(dep, f) for f in forbidden))
     assert not broken, "\n".join(broken)
 
 
 def test_the_error_vocabulary_imports_nothing_of_the_project():
-    assert not EDGES["dialects.diagnostics"]
+    assert not _edges()["dialects.diagnostics"]
     assert (ROOT / "dialects" / "__init__.py").read_text().strip() == ""
-    assert EDGES["dlc.errors"] == {"dialects.diagnostics"}
+    assert _edges()["dlc.errors"] == {"dialects.diagnostics"}
 
 
 def test_the_runtime_needs_no_compiler():
     allowed_project = ("dlc.runtime", "dlc.errors", "dialects.diagnostics")
     broken = []
-    for module, names in IMPORTS.items():
+    for module, names in _imports().items():
         if not _in(module, "dlc.runtime"):
             continue
         for name in names:
@@ -127,7 +136,7 @@ def test_the_runtime_needs_no_compiler():
                 broken.append(f"{module} imports {name}")
             elif top == "llvmlite" and module != "dlc.runtime.mcjit":
                 broken.append(f"{module} imports {name} (only the MCJIT fallback, mcjit.py, may)")
-        for dep in EDGES[module]:
+        for dep in _edges()[module]:
             if not any(_in(dep, allowed) for allowed in allowed_project):
                 broken.append(f"{module} imports {dep}")
     assert not broken, "\n".join(sorted(broken))
