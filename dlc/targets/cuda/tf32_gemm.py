@@ -309,6 +309,18 @@ def mma_sync(fn, a: list[str], b: list[str], c: list[str]) -> list[str]:
     return [fn(f"extractvalue {{ float, float, float, float }} {result}, {r}") for r in range(4)]
 
 
+def close_k_loop(fn, acc: list[str], phis: int, ity: str, stages: int, k_tiles) -> None:
+    """End a pipelined K loop's body: the accumulators' phis (placeholders at line `phis` on)
+    take this iteration's values, the K tile and the ring's read stage advance, and the loop
+    branches back or on to `store` (the mma.sync and the wgmma kernels)."""
+    for i, value in enumerate(acc):
+        fn.lines[phis + i] = f"  %acc{i} = phi float [0.0, %entry], [{value}, %compute]"
+    fn.lines.append(f"  %kt_next = add {ity} %kt, 1")
+    fn.lines.append(f"  %rs_next = select i1 {fn(f'icmp eq {ity} %rs, {stages - 1}')}, {ity} 0, {ity} "
+                    f"{fn.int('add', '%rs', 1)}")
+    fn.emit(f"br i1 {fn.below('%kt_next', k_tiles)}, label %loop, label %store")
+
+
 def block_origin(fn, block: str, bm: int, bn: int, tiles_m: int, tiles_n: int, group_m: int) -> tuple[str, str]:
     """(row0, col0) of block `block` in grouped ordering: blocks b, b+1, ... walk group_m row
     tiles down, then the next column."""
@@ -469,12 +481,7 @@ def pipelined_kernel(fn, name: str, node: str, g, plan: PipelinePlan, a_ptr: str
             for j in range(fnn):
                 first_acc = (i * fnn + j) * 4
                 acc[first_acc:first_acc + 4] = mma_sync(fn, a_frags[i], b_frags[j], acc[first_acc:first_acc + 4])
-    for i, value in enumerate(acc):
-        fn.lines[phis + i] = f"  %acc{i} = phi float [0.0, %entry], [{value}, %compute]"
-    fn.lines.append(f"  %kt_next = add {ity} %kt, 1")
-    fn.lines.append(f"  %rs_next = select i1 {fn(f'icmp eq {ity} %rs, {p.stages - 1}')}, {ity} 0, {ity} "
-                    f"{fn.int('add', '%rs', 1)}")
-    fn.emit(f"br i1 {fn.below('%kt_next', k_tiles)}, label %loop, label %store")
+    close_k_loop(fn, acc, phis, ity, p.stages, k_tiles)
 
     # Nothing is in flight (the last groups are empty): store through the epilogue.
     fn.label("store")

@@ -53,7 +53,7 @@ import math
 from dataclasses import dataclass
 
 from dlc.errors import CompileError
-from dlc.targets.cuda.tf32_gemm import SHARED_LIMIT, _cp_async, block_origin
+from dlc.targets.cuda.tf32_gemm import SHARED_LIMIT, _cp_async, block_origin, close_k_loop
 
 ALIGN = 1024  # a 128-byte swizzle's pattern repeats every 8 rows of 128 bytes
 
@@ -311,12 +311,7 @@ def wgmma_kernel(fn, name: str, node: str, g, plan: WgmmaPlan, a_ptr: str, b_ptr
             acc[s * slice_acc:(s + 1) * slice_acc] = wgmma(fn, p.bn, acc[s * slice_acc:(s + 1) * slice_acc], da, db)
     fn.emit('call void asm sideeffect "wgmma.commit_group.sync.aligned;", "~{memory}"()')
     fn.emit(f'call void asm sideeffect "wgmma.wait_group.sync.aligned {p.pending};", "~{{memory}}"()')
-    for i, value in enumerate(acc):
-        fn.lines[phis + i] = f"  %acc{i} = phi float [0.0, %entry], [{value}, %compute]"
-    fn.lines.append(f"  %kt_next = add {ity} %kt, 1")
-    fn.lines.append(f"  %rs_next = select i1 {fn(f'icmp eq {ity} %rs, {p.stages - 1}')}, {ity} 0, {ity} "
-                    f"{fn.int('add', '%rs', 1)}")
-    fn.emit(f"br i1 {fn.below('%kt_next', k_tiles)}, label %loop, label %store")
+    close_k_loop(fn, acc, phis, ity, p.stages, k_tiles)
 
     fn.label("store")
     fn.emit('call void asm sideeffect "wgmma.wait_group.sync.aligned 0;", "~{memory}"()')
