@@ -7,6 +7,7 @@ below). The TF32 kernels' own tests: tests/test_cuda_tf32_gemm.py."""
 
 from __future__ import annotations
 
+import json
 import re
 
 import numpy as np
@@ -22,7 +23,15 @@ def _gpu() -> bool:
     return gpu_available()
 
 
+# Its condition is evaluated in the namespace of the module a test is in: a module that imports
+# this marker imports `_gpu` with it.
 gpu = pytest.mark.skipif("not _gpu()", reason="needs an NVIDIA GPU and cuda-bindings")
+
+
+def use_target_file(tmp_path, monkeypatch, keys: dict, name: str = "gpu.json") -> None:
+    """The cuda target's keys for this test: a target file in $DLC_CUDA_TARGET."""
+    (tmp_path / name).write_text(json.dumps(keys))
+    monkeypatch.setenv("DLC_CUDA_TARGET", str(tmp_path / name))
 
 
 def _f32(array):

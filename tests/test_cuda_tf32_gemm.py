@@ -5,7 +5,6 @@ TF32 is the target's default; each test still names it (`"gemm_tf32": 1` in the 
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import subprocess
@@ -13,18 +12,28 @@ import subprocess
 import numpy as np
 import pytest
 from onnx import helper
-from test_cuda_target import _check, _compile, _conv_block, _cuda_steps, _gpu, _matmul, _mlp, _model, _ptx
+from test_cuda_target import (
+    _check,
+    _compile,
+    _conv_block,
+    _cuda_steps,
+    _gpu,
+    _matmul,
+    _mlp,
+    _model,
+    _ptx,
+    gpu,
+    use_target_file,
+)
 
-gpu = pytest.mark.skipif("not _gpu()", reason="needs an NVIDIA GPU and cuda-bindings")
-assert _gpu  # the skip condition above is evaluated in this module's namespace
+assert _gpu  # `gpu`'s skip condition is evaluated in this module's namespace
 
 MMA = "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32"
 
 
 def _target(tmp_path, monkeypatch, **keys):
     """This file's GEMMs on the mma.sync pipeline (Hopper's wgmma: tests/test_cuda_wgmma.py)."""
-    (tmp_path / "tf32.json").write_text(json.dumps({"gemm_tf32": 1, "gemm_tf32_wgmma": 0, **keys}))
-    monkeypatch.setenv("DLC_CUDA_TARGET", str(tmp_path / "tf32.json"))
+    use_target_file(tmp_path, monkeypatch, {"gemm_tf32": 1, "gemm_tf32_wgmma": 0, **keys})
 
 
 def _gemm_transb(m, k, n, seed=1):

@@ -5,7 +5,6 @@ ordering rules (dlc/targets/cuda/emulate.py); against onnxruntime on a GPU (`gpu
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import subprocess
@@ -13,17 +12,15 @@ import subprocess
 import numpy as np
 import pytest
 from onnx import helper
-from test_cuda_target import _check, _compile, _cuda_steps, _gpu, _model, _ptx
+from test_cuda_target import _check, _compile, _cuda_steps, _gpu, _model, _ptx, gpu, use_target_file
 
-gpu = pytest.mark.skipif("not _gpu()", reason="needs an NVIDIA GPU and cuda-bindings")
-assert _gpu  # the skip condition above is evaluated in this module's namespace
+assert _gpu  # `gpu`'s skip condition is evaluated in this module's namespace
 
 WGMMA = "wgmma.mma_async.sync.aligned.m64n{}k8.f32.tf32.tf32"
 
 
 def _target(tmp_path, monkeypatch, **keys):
-    (tmp_path / "wgmma.json").write_text(json.dumps({"gemm_tf32": 1, "gemm_tf32_wgmma": 1, **keys}))
-    monkeypatch.setenv("DLC_CUDA_TARGET", str(tmp_path / "wgmma.json"))
+    use_target_file(tmp_path, monkeypatch, {"gemm_tf32": 1, "gemm_tf32_wgmma": 1, **keys})
 
 
 def _weight_matmul(m, k, n, seed=1):
