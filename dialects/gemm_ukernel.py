@@ -66,6 +66,15 @@ class GemmSpec:
     tile never spans two groups: row blocks are counted per group (`row_blocks`) and the range
     functions take rows in that blocked numbering (`row_extent`), each group's last tile holding
     its a_group % mr rows.
+
+    A float32 implicit-GEMM convolution reads A from the padded NCHW input itself
+    (`a_window_h` > 0): k runs over (c, i, j) of a KH x KW window (a_window_h x a_window_w),
+    element (row, (c, i, j)) at the row's start + c*a_window_channel + i*a_window_row +
+    j*a_window_col; rows are grouped as above (one output row of pixels a group, a_row_stride
+    apart: the stride along W). kc is a multiple of KH*KW. With `c_transposed` C (and R) are
+    stored transposed, C[i, j] at j*ldc + i (each image's, images n*ldc apart): the tile's
+    vectors (one pixel, nr output channels) are scattered into the channels' planes of an NCHW
+    output.
     """
 
     m: int
@@ -92,6 +101,12 @@ class GemmSpec:
     a_image_stride: int = 0
     a_k_run: int = 0
     a_k_run_stride: int = 0
+    a_window_h: int = 0
+    a_window_w: int = 0
+    a_window_row: int = 0
+    a_window_col: int = 0
+    a_window_channel: int = 0
+    c_transposed: bool = False
     mr: int = 0
     nr: int = 0
     kc: int = 0
@@ -121,7 +136,11 @@ class GemmSpec:
         require(min(self.m, self.n, self.k) >= 1, "m, n and k must be >= 1")
         require(self.b_layout in B_LAYOUTS, "b_layout must be 'row', 'window' or 'packed'")
         require(self.b_layout != "row" or self.ldb >= self.n, "ldb must be >= n")
-        require(self.ldc >= self.n, "ldc must be >= n")
+        if self.c_transposed:  # C's columns are ldc apart, each an image's rows long
+            image_rows = self.a_image_groups * self.a_group if self.a_image_groups else self.m
+            require(self.ldc >= image_rows, "a transposed C's ldc must be >= its rows per image")
+        else:
+            require(self.ldc >= self.n, "ldc must be >= n")
         require(self.bias in (None, "row", "col"), "bias must be None, 'row' or 'col'")
         require(self.activation is None or self.activation in ACTIVATIONS,
                 f"activation must be None or one of {sorted(ACTIVATIONS)}")
@@ -137,7 +156,15 @@ class GemmSpec:
                     "requantize is 'u8' or 's8', with the multipliers as R (and R only then)")
         else:
             require(self.requantize is None, "only a u8s8 GEMM requantizes")
-        if self.a_group or self.a_k_run:
+        if self.a_window_h:
+            require(self.dtype == "f32" and self.a_group > 0 and self.m % self.a_group == 0
+                    and self.a_window_w > 0 and self.k % (self.a_window_h * self.a_window_w) == 0
+                    and not (self.a_k_run or self.accumulate) and self.b_layout == "packed",
+                    "a window A (a_window_h) is a float32 GEMM's with rows in groups (a_group), k a "
+                    "multiple of the window, B packed, no runs or accumulation")
+        elif self.c_transposed:
+            require(False, "only a window A's GEMM stores C transposed")
+        if self.a_k_run:
             require(self.dtype == "u8s8" and self.requantize is not None and self.a_group > 0
                     and self.m % self.a_group == 0 and self.a_k_run > 0 and self.a_k_run % 4 == 0
                     and self.k % self.a_k_run == 0 and self.a_image_groups >= 0,
@@ -150,6 +177,8 @@ class GemmSpec:
             raise ValueError(f"GemmSpec: tiles must be >= 1 and nr a multiple of {vw} ({self})")
         if self.mc % self.mr or self.nc % self.nr:
             raise ValueError(f"GemmSpec: mc must be a multiple of mr, nc of nr ({self})")
+        if self.a_window_h and self.kc % (self.a_window_h * self.a_window_w):
+            raise ValueError(f"GemmSpec: a window A's kc must be a multiple of its window's taps ({self})")
         if self.dtype == "u8s8" and (self.kc % 4 or (self.requantize and self.kc < self.k)):
             raise ValueError(f"GemmSpec: a u8s8 GEMM's kc must be a multiple of 4, and take all of k "
                              f"when it requantizes ({self})")
@@ -256,6 +285,21 @@ def _balanced(total: int, most: int, unit: int) -> int:
     units = -(-total // unit)
     blocks = -(-units // max(most // unit, 1))
     return -(-units // blocks) * unit
+
+
+def window_conv_tiles(group: int, n: int, k: int, taps: int, vector_width: int, l2_bytes: int) -> dict[str, int]:
+    """mr, nr and kc of a float32 implicit-GEMM convolution (a window A: `group` pixels of an
+    output row, n output channels, k = C * `taps`), C stored transposed; tile-contractions
+    chooses mc and nc around them (and keeps a user's overrides).
+
+    The register tile is `_register_tile`'s for one output row (a tile never spans two), so
+    its rows divide the row evenly where they can (28 -> 14 + 14, 7 -> 7). kc is all of k
+    while a kc x nr micro-panel of B takes at most half of L2: each k block of a transposed C
+    gathers and scatters its partial sums (16 lanes of 16 planes a vector), where the
+    micro-panel streams from L2 in order (a 7x7 map's k = 4608: 590 KB a 32-wide panel)."""
+    mr, nr = _register_tile(group, n, vector_width)
+    per_block = _balanced(k // taps, max(l2_bytes // (2 * 4 * nr * taps), 1), 1)
+    return dict(mr=mr, nr=nr, kc=per_block * taps)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -382,7 +426,8 @@ def thread_grids(row_blocks: int, panels: int, most_threads: int, *, mr: int, nr
 # `b_trans` marks a constant B stored transposed ([N, K], Gemm transB): pack-weights packs it.
 GEMM_INTS = ("m", "n", "k", "a_row_stride", "a_k_stride", "ldb", "ldc", "accumulate", "b_trans",
              "residual", "y_zero", "a_group", "a_group_stride", "a_image_groups", "a_image_stride", "a_k_run",
-             "a_k_run_stride", *TILES)
+             "a_k_run_stride", "a_window_h", "a_window_w", "a_window_row", "a_window_col", "a_window_channel",
+             "c_transposed", *TILES)
 GEMM_STRINGS = ("b_layout", "bias", "activation", "dtype", "dot", "requantize")
 
 

@@ -22,7 +22,8 @@ CNN = str(ROOT / "examples" / "models" / "cnn.onnx")
 
 
 def _conv_model() -> onnx.ModelProto:
-    """Two convs with odd sizes (GEMMs 24x81x27 and 20x81x216): edge tiles everywhere."""
+    """Two convs with odd sizes (implicit GEMMs 81x24x27 and 81x20x216: 9x9 pixels, 3x3
+    windows): edge tiles everywhere."""
     rng = np.random.default_rng(0)
     w1 = numpy_helper.from_array(rng.uniform(-1, 1, (24, 3, 3, 3)).astype(np.float32), "w1")
     w2 = numpy_helper.from_array(rng.uniform(-1, 1, (20, 24, 3, 3)).astype(np.float32), "w2")
@@ -44,20 +45,20 @@ def _gemm_specs(model, tiles) -> list[dict[str, int]]:
 
 
 def test_overrides_reach_the_ir_by_selector():
-    specs = _gemm_specs(_conv_model(), "*:kc=8;20x81x216:mr=4,nr=16")
+    specs = _gemm_specs(_conv_model(), "*:kc=18;81x20x216:mr=4,nr=16,mc=8")
     by_shape = {(s["m"], s["n"], s["k"]): s for s in specs}
-    assert by_shape[24, 81, 27]["kc"] == 8 and by_shape[20, 81, 216]["kc"] == 8
-    assert (by_shape[20, 81, 216]["mr"], by_shape[20, 81, 216]["nr"]) == (4, 16)
+    assert by_shape[81, 24, 27]["kc"] == 18 and by_shape[81, 20, 216]["kc"] == 18
+    assert (by_shape[81, 20, 216]["mr"], by_shape[81, 20, 216]["nr"]) == (4, 16)
     default = {(s["m"], s["n"], s["k"]): s for s in _gemm_specs(_conv_model(), None)}
-    assert default[20, 81, 216]["kc"] == 216  # the override is what changed it
+    assert default[81, 20, 216]["kc"] == 216  # the override is what changed it
     for spec in specs:  # the tiles chosen around the user's still nest
         assert spec["mc"] % spec["mr"] == 0 and spec["nc"] % spec["nr"] == 0
 
 
 @pytest.mark.parametrize("tiles", [
-    {"*": {"mr": 1, "nr": 16, "kc": 5, "mc": 3, "nc": 16}},  # every loop has a tail
-    {"*": {"mr": 7, "nr": 48, "kc": 100}},
-    "mr=3,nr=32;20x81x216:kc=7",
+    {"*": {"mr": 1, "nr": 16, "kc": 9, "mc": 3, "nc": 16}},  # every loop has a tail
+    {"*": {"mr": 7, "nr": 48, "kc": 99, "mc": 7}},
+    "mr=3,nr=32,mc=9;81x20x216:kc=63",
 ])
 def test_overridden_tiles_compute_the_same_result(tiles):
     model = _conv_model()
@@ -69,15 +70,15 @@ def test_overridden_tiles_compute_the_same_result(tiles):
 
 def test_kernel_selector_and_json_file_on_the_cli(capsys, tmp_path):
     tiles = tmp_path / "tiles.json"
-    tiles.write_text(json.dumps({"k3_Conv_fused": {"mr": 4, "nr": 32, "kc": 48}}))
+    tiles.write_text(json.dumps({"k3_Conv_fused": {"mr": 4, "nr": 32, "kc": 45}}))
     out = tmp_path / "cnn.mlir"
     code, _, err = run_cli(capsys, "compile", CNN, "--compile-to", "linalg", "-o", str(out),
-                           "--tiles", str(tiles), "--tile", "k3_Conv_fused:kc=16")
+                           "--tiles", str(tiles), "--tile", "k3_Conv_fused:kc=18")
     assert code == 0, err
     text = out.read_text()
     gemm = re.search(r"func.call @(dlc_gemm_\d+)", text[text.index("@k3_Conv_fused("):]).group(1)
     spec = re.search(rf"@{gemm}\(.*dlc\.gemm = \{{([^}}]*)\}}", text).group(1)
-    assert "mr = 4 : i64" in spec and "nr = 32 : i64" in spec and "kc = 16 : i64" in spec  # later wins
+    assert "mr = 4 : i64" in spec and "nr = 32 : i64" in spec and "kc = 18 : i64" in spec  # later wins
     code, out_text, _ = run_cli(capsys, "run", CNN, "--tile", "k3_Conv_fused:mr=4,nr=32", "--repeat", "1")
     assert code == 0 and "probabilities" in out_text
 
@@ -88,6 +89,7 @@ def test_kernel_selector_and_json_file_on_the_cli(capsys, tmp_path):
     ("kc=-2", "kc must be a positive integer"),
     ("nr=20", "nr=20 is not a multiple of the target's vector width"),
     ("mr=3,mc=16", "do not nest"),
+    ("kc=8", "kc=8 is not a multiple of the 9 taps"),
 ])
 def test_bad_overrides_are_named(capsys, tile, message):
     code, out, err = run_cli(capsys, "compile", CNN, "--compile-to", "linalg", "--tile", tile)

@@ -54,6 +54,7 @@ class GemmCalls(EmitterBase):
                              "packed (run pack-weights)")
         fields["accumulate"] = bool(fields.get("accumulate", 0))
         fields["residual"] = bool(fields.get("residual", 0))
+        fields["c_transposed"] = bool(fields.get("c_transposed", 0))
         # Tiles left out of the IR (tile-contractions sets them all) are chosen as it would.
         info = target_info(self.module)
         spec = GemmSpec(**fields, vector_width=self.vector_width, l1_bytes=info.l1_bytes,

@@ -199,6 +199,33 @@ class _GemmEmitter:
                              [self.vec, PTR, I32, ir.VectorType(I1, self.vw)])  # fmt: skip
         self.b.call(fn, [value, ptr, ir.Constant(I32, 4), self._lane_mask(vec)])
 
+    def _c_lanes(self, row: ir.Value, vec: _Vec) -> ir.Value:
+        """The addresses of a transposed C's vector: row + (vec.offset + lane) * ldc floats."""
+        b = self.b
+        base = self._splat(b.ptrtoint(row, I64))
+        return b.inttoptr(b.add(base, b.shl(self.lane_offsets[vec.offset], self._splat(_i64(2)))),
+                          ir.VectorType(PTR, self.vw))
+
+    def _load_c(self, row: ir.Value, vec: _Vec) -> ir.Value:
+        """A vector of C (or R) in row `row`, gathered when C is transposed."""
+        if not self.spec.c_transposed:
+            return self._load(row, vec)
+        ptrs = ir.VectorType(PTR, self.vw)
+        fn = self._intrinsic(f"llvm.masked.gather.v{self.vw}f32.v{self.vw}p0", self.vec,
+                             [ptrs, I32, ir.VectorType(I1, self.vw), self.vec])  # fmt: skip
+        mask = self._lane_mask(vec) if vec.lanes != self.vw else self._mask(self.vw)
+        return self.b.call(fn, [self._c_lanes(row, vec), ir.Constant(I32, 4), mask, self.zero])
+
+    def _store_c(self, value: ir.Value, row: ir.Value, vec: _Vec) -> None:
+        """Store a vector of C in row `row`, scattered when C is transposed."""
+        if not self.spec.c_transposed:
+            self._store(value, row, vec)
+            return
+        fn = self._intrinsic(f"llvm.masked.scatter.v{self.vw}f32.v{self.vw}p0", VOID,
+                             [self.vec, ir.VectorType(PTR, self.vw), I32, ir.VectorType(I1, self.vw)])  # fmt: skip
+        mask = self._lane_mask(vec) if vec.lanes != self.vw else self._mask(self.vw)
+        self.b.call(fn, [value, self._c_lanes(row, vec), ir.Constant(I32, 4), mask])
+
     def _splat(self, scalar: ir.Value) -> ir.Value:
         """`scalar` in every lane of a vector of its type."""
         typ = ir.VectorType(scalar.type, self.vw)
@@ -243,8 +270,8 @@ class _GemmEmitter:
         spec = self.spec
         layout = ("w" if spec.b_layout in ("packed", "window") else "r") if masked else ""
         parts = [f"dlc_gemm_tile_{spec.dtype}_{spec.mr}x{vectors}v{self.vw}{'m' + layout if masked else ''}",
-                 f"a{spec.a_row_stride}s{spec.a_k_stride}", spec.bias or "", "res" if spec.residual else "",
-                 spec.activation or ""]
+                 f"a{spec.a_row_stride}s{spec.a_k_stride}{self._window_name()}", spec.bias or "",
+                 "res" if spec.residual else "", spec.activation or ""]
         parts += [float(p).hex() for p in spec.activation_params]
         if not self.noalias:
             parts.append("alias")
@@ -252,6 +279,13 @@ class _GemmEmitter:
             target = f"{self.strings['target-cpu']},{self.strings['target-features']}"
             parts.append(hashlib.sha256(target.encode()).hexdigest()[:8])
         return "_".join(parts)
+
+    def _window_name(self) -> str:
+        spec = self.spec
+        if not spec.a_window_h:
+            return ""
+        return (f"w{spec.a_window_h}x{spec.a_window_w}r{spec.a_window_row}c{spec.a_window_col}"
+                f"ch{spec.a_window_channel}{'t' if spec.c_transposed else ''}")
 
     def _kernel(self, vectors: int, masked: bool) -> ir.Function:
         """A micro-kernel tile shared by every GEMM of the module with the same register tile,
@@ -272,7 +306,10 @@ class _GemmEmitter:
         holds the columns before `cols` only (masked loads and stores; a packed or window B
         reads its padded panel whole).
         Specialised per GEMM and edge, ResNet-50 had 66 tiles (3.3 of 3.9 MB of LLVM IR);
-        shared, 37 of 0.8 MB."""
+        shared, 37 of 0.8 MB.
+        A window A (an implicit-GEMM convolution, `a_window_h`) is read a channel at a time,
+        its KH x KW taps unrolled at constant offsets; with `c_transposed` C's (and R's) row i
+        is at C + i and its column j at j*ldc: vectors are gathered and scattered."""
         name = self._tile_name(vectors, masked)
         if name in self.module.globals:
             return self.module.globals[name]
@@ -294,8 +331,14 @@ class _GemmEmitter:
         last_row = b.sub(n_rows, _i64(1))
         row_index = [_i64(0)] + [self._min(_i64(i), last_row) for i in range(1, rows)]
         a_rows = [b.mul(r, lda) for r in row_index]
-        c_rows = [self._gep(c, b.mul(r, ldc)) for r in row_index]
-        r_rows = [self._gep(res, b.mul(r, ldc)) for r in row_index] if spec.residual else None
+        if spec.c_transposed:  # row i at C + i; a vector's lanes ldc apart (`_lane_offsets`)
+            self.lane_offsets = {v.offset: b.mul(self._splat(ldc), ir.Constant(
+                ir.VectorType(I64, vw), list(range(v.offset, v.offset + vw)))) for v in vecs}
+            c_rows = [self._gep(c, r) for r in row_index]
+            r_rows = [self._gep(res, r) for r in row_index] if spec.residual else None
+        else:
+            c_rows = [self._gep(c, b.mul(r, ldc)) for r in row_index]
+            r_rows = [self._gep(res, b.mul(r, ldc)) for r in row_index] if spec.residual else None
         tile = [(i, v) for i in range(rows) for v in vecs]
 
         entry = b.block
@@ -304,48 +347,104 @@ class _GemmEmitter:
         done = fn.append_basic_block("k.end")
         b.cbranch(load_c, load_bb, loop)
         b.position_at_end(load_bb)
-        loaded = [self._load(c_rows[i], v) for i, v in tile]
+        loaded = [self._load_c(c_rows[i], v) for i, v in tile]
         b.branch(loop)
 
         b.position_at_end(loop)
-        kk = b.phi(I64, "kk")
-        accs = [b.phi(self.vec) for _ in tile]
-        for acc, init in zip(accs, loaded):
-            acc.add_incoming(self.zero, entry)
-            acc.add_incoming(init, load_bb)
-        kk.add_incoming(_i64(0), entry)
-        kk.add_incoming(_i64(0), load_bb)
-        updated = self._k_step(a, bp, kk, vecs, a_rows, accs, a_k, b_stride)
-        nxt = b.add(kk, _i64(1), flags=("nsw",))
-        for acc, new in zip(accs, updated):
-            acc.add_incoming(new, loop)
-        kk.add_incoming(nxt, loop)
-        b.cbranch(b.icmp_signed("<", nxt, kc), loop, done)
+        if spec.a_window_h:
+            updated = self._window_loop(a, bp, kc, vecs, a_rows, b_stride, [(self.zero, entry), (loaded, load_bb)],
+                                        done)
+        else:
+            kk = b.phi(I64, "kk")
+            accs = [b.phi(self.vec) for _ in tile]
+            for acc, init in zip(accs, loaded):
+                acc.add_incoming(self.zero, entry)
+                acc.add_incoming(init, load_bb)
+            kk.add_incoming(_i64(0), entry)
+            kk.add_incoming(_i64(0), load_bb)
+            updated = self._k_step(a, bp, kk, vecs, a_rows, accs, a_k, b_stride)
+            nxt = b.add(kk, _i64(1), flags=("nsw",))
+            for acc, new in zip(accs, updated):
+                acc.add_incoming(new, b.block)
+            kk.add_incoming(nxt, b.block)
+            b.cbranch(b.icmp_signed("<", nxt, kc), loop, done)
 
         b.position_at_end(done)
         with b.if_else(last) as (with_epilogue, plain):
             with with_epilogue:
                 values = self._epilogue(updated, tile, bias, r_rows, row_index)
                 for value, (i, v) in zip(values, tile):
-                    self._store(value, c_rows[i], v)
+                    self._store_c(value, c_rows[i], v)
                 if spec.activation in IN_PLACE:  # from L1, the accumulators dead (ukernel_epilogues)
+                    assert not spec.c_transposed, "an in-place activation reads C's rows"
                     apply_in_place(self, c, ldc, n_rows, vecs)
             with plain:
                 for value, (i, v) in zip(updated, tile):
-                    self._store(value, c_rows[i], v)
+                    self._store_c(value, c_rows[i], v)
         b.ret_void()
         self.b = saved
         return fn
 
+    def _window_loop(self, a, bp, kc, vecs, a_rows, b_stride, starts, done) -> list[ir.Value]:
+        """The k loop of a window A, from the current block: one rank-1 update a step, as the
+        plain loop, A's column at the channel's start + its tap's offset (a constant table,
+        `_tap_offsets`); the channel moves on after the last tap. Accumulators start from
+        `starts` ([(value or values, block)]). Branches to `done`; returns the accumulators
+        after the last step.
+        The taps unrolled with constant offsets (9 rank-1 updates a channel) ran 1.7x slower
+        with 14 x 2 register tiles: LLVM scheduled the taps' loads together and spilled
+        accumulators."""
+        b, spec = self.b, self.spec
+        taps = spec.a_window_h * spec.a_window_w
+        body = b.block
+        kk, tap = b.phi(I64, "kk"), b.phi(I64, "tap")
+        a_channel = b.phi(PTR, "a.channel")
+        accs = [b.phi(self.vec) for _ in range(len(a_rows) * len(vecs))]
+        for start, block in starts:
+            kk.add_incoming(_i64(0), block)
+            tap.add_incoming(_i64(0), block)
+            a_channel.add_incoming(a, block)
+            for index, acc in enumerate(accs):
+                acc.add_incoming(start if isinstance(start, ir.Value) else start[index], block)
+        offset = b.load(b.gep(self._tap_offsets(), [_i64(0), tap], inbounds=True), typ=I64)
+        updated = self._rank1(self._gep(a_channel, offset), self._gep(bp, b.mul(kk, b_stride)), vecs, a_rows, accs)
+        nxt = b.add(kk, _i64(1), flags=("nsw",))
+        next_tap = b.add(tap, _i64(1), flags=("nsw",))
+        wrapped = b.icmp_signed("==", next_tap, _i64(taps))
+        kk.add_incoming(nxt, b.block)
+        tap.add_incoming(b.select(wrapped, _i64(0), next_tap), b.block)
+        a_channel.add_incoming(b.select(wrapped, self._gep(a_channel, spec.a_window_channel), a_channel), b.block)
+        for acc, new in zip(accs, updated):
+            acc.add_incoming(new, b.block)
+        b.cbranch(b.icmp_signed("<", nxt, kc), body, done)
+        return updated
+
+    def _tap_offsets(self) -> ir.GlobalVariable:
+        """A window's tap offsets in A, i*a_window_row + j*a_window_col, as a constant table."""
+        spec = self.spec
+        name = f"dlc_gemm_taps{self._window_name()}"
+        if name in self.module.globals:
+            return self.module.globals[name]
+        offsets = [i * spec.a_window_row + j * spec.a_window_col
+                   for i in range(spec.a_window_h) for j in range(spec.a_window_w)]
+        table = ir.GlobalVariable(self.module, ir.ArrayType(I64, len(offsets)), name)
+        table.initializer = ir.Constant(ir.ArrayType(I64, len(offsets)), offsets)
+        table.global_constant = True
+        table.linkage = "internal"
+        return table
+
     def _k_step(self, a, bp, kk, vecs, a_rows, accs, a_k, b_stride) -> list[ir.Value]:
         """One rank-1 update: acc[i][v] += A[i, kk] * B[kk, v]."""
+        b = self.b
+        return self._rank1(self._gep(a, b.mul(kk, a_k)), self._gep(bp, b.mul(kk, b_stride)), vecs, a_rows, accs)
+
+    def _rank1(self, a_col, b_row, vecs, a_rows, accs) -> list[ir.Value]:
+        """acc[i][v] += A's column (a_col + a_rows[i]) * B's row (b_row)."""
         spec, b = self.spec, self.b
         fma = self._intrinsic(f"llvm.fma.v{self.vw}f32", self.vec, [self.vec] * 3)
-        b_row = self._gep(bp, b.mul(kk, b_stride))
         # Panels are padded to nr columns, so even a partial vector loads whole.
         whole = spec.b_layout in ("packed", "window")
         b_vecs = [self._load(b_row, _Vec(v.offset, self.vw) if whole else v) for v in vecs]
-        a_col = self._gep(a, b.mul(kk, a_k))
         out = []
         for i, a_row in enumerate(a_rows):
             scalar = b.load(self._gep(a_col, a_row), typ=F32, align=4)
@@ -375,7 +474,7 @@ class _GemmEmitter:
                     col_bias[i] = self._splat(scalar)
                 x = b.fadd(x, col_bias[i], flags=FASTMATH_FLAGS)
             if spec.residual:
-                x = b.fadd(x, self._load(r_rows[i], v), flags=FASTMATH_FLAGS)
+                x = b.fadd(x, self._load_c(r_rows[i], v), flags=FASTMATH_FLAGS)
             out.append(self._activation(x))
         return out
 
@@ -463,6 +562,9 @@ class _GemmEmitter:
         the block that ends the range at m also gets the m % mr remainder rows (the range and
         mc are multiples of mr, so only there)."""
         spec, b = self.spec, self.b
+        if spec.a_group:
+            self._group_row_tiles(ic, rows, pc, jr, cols, flags, pointers)
+            return
         m_full = spec.m - spec.m % spec.mr
         last_row = rows[1]
         ic_end = self._min(self._min(b.add(ic, _i64(spec.mc)), last_row), _i64(m_full))
@@ -476,18 +578,62 @@ class _GemmEmitter:
                                 b.icmp_signed(">", last_row, _i64(m_full)))
             self._if(last_block, lambda: tile(_i64(m_full), spec.m - m_full))
 
+    def _group_row_tiles(self, ic, rows, pc, jr, cols, flags, pointers) -> None:
+        """With `a_group` (an implicit-GEMM convolution): the tiles of the rows [ic, ic + mc)
+        in the blocked numbering (`GemmSpec.row_extent`), each within one group of A's rows:
+        block row r of group g is C's row g * a_group + r, A's at g's first row + r rows."""
+        spec, b = self.spec, self.b
+        group = spec.a_group
+        per_group = -(-group // spec.mr) * spec.mr
+        edge = group % spec.mr
+        ic_end = self._min(b.add(ic, _i64(spec.mc)), rows[1])
+
+        def tile(row):
+            g = b.udiv(row, _i64(per_group))
+            r = b.sub(row, b.mul(g, _i64(per_group)))
+            if spec.a_image_groups:
+                image = b.udiv(g, _i64(spec.a_image_groups))
+                first = b.add(b.mul(image, _i64(spec.a_image_stride)),
+                              b.mul(b.sub(g, b.mul(image, _i64(spec.a_image_groups))), _i64(spec.a_group_stride)))
+            else:
+                first = b.mul(g, _i64(spec.a_group_stride))
+            a_off = b.add(first, b.mul(r, _i64(spec.a_row_stride)))
+            c_row = b.add(b.mul(g, _i64(group)), r)
+            if spec.c_transposed and spec.a_image_groups:
+                # C[i, j] at j*ldc + i within an image, images n*ldc apart: a row offset of
+                # image * (n*ldc - pixels per image) moves row i into its image.
+                pixels = spec.a_image_groups * group
+                c_row = b.add(c_row, b.mul(image, _i64(spec.n * spec.ldc - pixels)))
+            if edge == 0:
+                self._call_tile_at(spec.mr, cols, a_off, c_row, pc, jr, flags, pointers)
+                return
+            with b.if_else(b.icmp_signed("<=", b.add(r, _i64(spec.mr)), _i64(group))) as (full, last):
+                with full:
+                    self._call_tile_at(spec.mr, cols, a_off, c_row, pc, jr, flags, pointers)
+                with last:
+                    self._call_tile_at(edge, cols, a_off, c_row, pc, jr, flags, pointers)
+
+        self._loop(ic, ic_end, spec.mr, tile)
+
     def _call_tile(self, rows, cols, i, pc, jr, flags, pointers) -> None:
+        self._call_tile_at(rows, cols, self.b.mul(i, _i64(self.spec.a_row_stride)), i, pc, jr, flags, pointers)
+
+    def _call_tile_at(self, rows, cols, a_off, i, pc, jr, flags, pointers) -> None:
+        """The tile whose A starts `a_off` elements into A (+ column pc) and C at row i."""
         spec, b = self.spec, self.b
         a, bp, c, bias, res = pointers
-        a_tile = self._gep(
-            a, b.add(b.mul(i, _i64(spec.a_row_stride)), b.mul(pc, _i64(spec.a_k_stride)))
-        )
+        if spec.a_window_h:  # column pc of a window A: the first tap of channel pc / taps
+            taps = spec.a_window_h * spec.a_window_w
+            k_off = b.mul(b.udiv(pc, _i64(taps)), _i64(spec.a_window_channel))
+        else:
+            k_off = b.mul(pc, _i64(spec.a_k_stride))
+        a_tile = self._gep(a, b.add(a_off, k_off))
         if spec.b_layout in ("packed", "window"):  # panel jr/nr of depth k, then kc rows of nr
             panel_start = b.sub(jr, self.j_begin) if spec.b_layout == "window" else jr
             b_off = b.add(b.mul(panel_start, _i64(spec.k)), b.mul(pc, _i64(spec.nr)))
         else:
             b_off = b.add(b.mul(pc, _i64(spec.ldb)), jr)
-        c_off = b.add(b.mul(i, _i64(spec.ldc)), jr)
+        c_off = b.add(b.mul(jr, _i64(spec.ldc)), i) if spec.c_transposed else b.add(b.mul(i, _i64(spec.ldc)), jr)
         bias_tile = {"row": jr, "col": i}.get(spec.bias)
         bias_tile = bias if bias_tile is None else self._gep(bias, bias_tile)
         res_tile = self._gep(res, c_off) if spec.residual else res
@@ -708,45 +854,6 @@ class _Int8GemmEmitter(_GemmEmitter):
                 store = self._intrinsic(f"llvm.masked.store.v{self.vw}i8.p0", VOID,
                                         [bytes_vec, PTR, I32, ir.VectorType(I1, self.vw)])
                 b.call(store, [out, ptr, ir.Constant(I32, 1), self._mask(v.lanes)])
-
-    def _call_tile(self, rows, cols, i, pc, jr, flags, pointers) -> None:
-        """Byte offsets into A (row i, column pc) and packed B (panel jr / nr, group pc / 4)."""
-        self._call_tile_at(rows, cols, self.b.mul(i, _i64(self.spec.a_row_stride)), i, pc, jr, flags, pointers)
-
-    def _row_tiles(self, ic, rows, pc, jr, cols, flags, pointers) -> None:
-        """With `a_group` (an implicit-GEMM convolution): the tiles of the rows [ic, ic + mc)
-        in the blocked numbering (`GemmSpec.row_extent`), each within one group of A's rows:
-        block row r of group g is C's row g * a_group + r, A's at g's first row + r rows."""
-        spec, b = self.spec, self.b
-        if not spec.a_group:
-            super()._row_tiles(ic, rows, pc, jr, cols, flags, pointers)
-            return
-        group = spec.a_group
-        per_group = -(-group // spec.mr) * spec.mr
-        edge = group % spec.mr
-        ic_end = self._min(b.add(ic, _i64(spec.mc)), rows[1])
-
-        def tile(row):
-            g = b.udiv(row, _i64(per_group))
-            r = b.sub(row, b.mul(g, _i64(per_group)))
-            if spec.a_image_groups:
-                image = b.udiv(g, _i64(spec.a_image_groups))
-                first = b.add(b.mul(image, _i64(spec.a_image_stride)),
-                              b.mul(b.sub(g, b.mul(image, _i64(spec.a_image_groups))), _i64(spec.a_group_stride)))
-            else:
-                first = b.mul(g, _i64(spec.a_group_stride))
-            a_off = b.add(first, b.mul(r, _i64(spec.a_row_stride)))
-            c_row = b.add(b.mul(g, _i64(group)), r)
-            if edge == 0:
-                self._call_tile_at(spec.mr, cols, a_off, c_row, pc, jr, flags, pointers)
-                return
-            with b.if_else(b.icmp_signed("<=", b.add(r, _i64(spec.mr)), _i64(group))) as (full, last):
-                with full:
-                    self._call_tile_at(spec.mr, cols, a_off, c_row, pc, jr, flags, pointers)
-                with last:
-                    self._call_tile_at(edge, cols, a_off, c_row, pc, jr, flags, pointers)
-
-        self._loop(ic, ic_end, spec.mr, tile)
 
     def _run_kernel(self, rows: int, cols: int) -> ir.Function:
         """The tile of an implicit-GEMM A (`a_k_run`): k is k / a_k_run runs of a_k_run bytes,

@@ -114,6 +114,11 @@ class ApplyUserTilesPass(ModulePass):
             if "nr" in chosen and chosen["nr"] % vector_width:
                 raise CompileError(f"tile override for {where}: nr={chosen['nr']} is not a multiple of the "
                                    f"target's vector width ({vector_width} floats)")
+            taps = spec.get("a_window_h", 0) * spec.get("a_window_w", 0)
+            if taps and chosen.get("kc", taps) % taps:
+                raise CompileError(f"tile override for {where}: kc={chosen['kc']} is not a multiple of the "
+                                   f"{taps} taps of its convolution's window (an implicit GEMM reads k a "
+                                   "channel's window at a time)", f"example: kc={max(chosen['kc'] // taps, 1) * taps}")
             if spec.get("b_layout") == "packed" and spec.get("nr") and chosen.get("nr", spec["nr"]) != spec["nr"]:
                 raise CompileError(f"tile override for {where}: its weight is already packed for nr={spec['nr']}",
                                    "set tiles before pack-weights runs (the default pipeline does)")

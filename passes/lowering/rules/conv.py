@@ -1,6 +1,8 @@
 """Conv (1-D/2-D/3-D, groups, pads, auto_pad, strides, dilations, bias).
 
-Mirrors https://onnx.ai/onnx/operators/onnx__Conv.html. float32 2-D convolutions with
+Mirrors https://onnx.ai/onnx/operators/onnx__Conv.html. float32 KxK convolutions with a
+weight filter run as an implicit GEMM that reads the padded input in place and stores into y's
+channel planes (`_implicit_gemm_conv`); other float32 2-D convolutions with
 enough output channels per group run as im2col + the GEMM micro-kernel (a 1x1 conv over 1x1
 maps as a Gemm with the weights as B, over small maps with its output channels in the vector
 lanes); the others (depthwise, 3-D, other dtypes) as direct loop
@@ -18,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from xdsl.dialects.builtin import IndexType, MemRefType
-from xdsl.ir import SSAValue
+from xdsl.ir import BlockArgument, SSAValue
 from xdsl.ir.affine import AffineExpr
 
 from dialects.diagnostics import UnsupportedError
@@ -253,6 +255,84 @@ def _pointwise_as_row_gemm(kb, op, x, w, bias, y, window: Window, groups: int) -
     return True
 
 
+# KxK float convs run as an implicit GEMM (`_implicit_gemm_conv`); False keeps them on
+# im2col + W @ col (for A/B measurements).
+IMPLICIT_GEMM_CONVS = True
+# Activations the micro-kernel applies to C in place after its store (dlc/codegen/
+# ukernel_epilogues.py IN_PLACE), reading C's rows: a transposed C has none, so these stay a
+# loop of their own.
+_IN_PLACE_ACTIVATIONS = ("silu", "hardswish")
+
+
+def _unread_argument(value: SSAValue) -> bool:
+    """Whether `value` is a kernel argument, or a whole view of one, that nothing reads yet."""
+    from xdsl.dialects import memref
+
+    if any(True for _ in value.uses):
+        return False
+    while isinstance(value.owner, memref.ReinterpretCastOp):
+        value = value.owner.source
+        if len(list(value.uses)) != 1:
+            return False
+    return isinstance(value, BlockArgument)
+
+
+def _implicit_gemm_conv(kb, op, x, w, bias, y, window: Window, groups: int) -> bool:
+    """A KxK conv as an implicit GEMM, per image Y^T[P, Cout] = A @ W^T with the output
+    channels in the vector lanes and A read in place from the padded NCHW input: element
+    (pixel (oh, ow), (c, i, j)) is padded[c, oh*sh + i*dh, ow*sw + j*dw] (GemmSpec's window A).
+    No im2col: the micro-kernel broadcasts mr pixels of one output row, which lie sw floats
+    apart (one or two cache lines), against nr output channels of the packed filter, and
+    scatters each finished vector (one pixel, 16 channels) into the channels' planes of Y
+    (`c_transposed`), the bias, a residual Add and the activation applied first. Every lane
+    does work whatever the map's size (W @ col fills 49 of 64 lanes on a 7x7 map), and threads
+    split output rows and channels with nothing shared but the filter, as onnxruntime's NCHWc
+    direct convolutions do.
+    """
+    x_shape, y_shape = x.type.get_shape(), y.type.get_shape()
+    # The filter must reach the GEMM as a kernel argument nothing else reads, which pack-weights
+    # replaces by its packed copy (a Conv's weight; not a QLinearConv's dequantized one).
+    if (not IMPLICIT_GEMM_CONVS or groups != 1 or len(y_shape) != 4 or all(k == 1 for k in window.kernel)
+            or op.onnx_type != "Conv" or not isinstance(op.operands[1].owner, WeightOp)
+            or not _unread_argument(w) or not is_f32_memref(x, w, bias, y) or y_shape[1] < MIN_GEMM_ROWS
+            or 0 in y_shape):
+        return False
+    from dialects.gemm_ukernel import window_conv_tiles
+    from passes.target_info import target_info
+
+    batch, channels = x_shape[:2]
+    out_channels, (oh, ow) = y_shape[1], y_shape[2:]
+    (kh, kw), (sh, sw), (dh, dw) = window.kernel, window.strides, window.dilations
+    epilogue = getattr(kb, "epilogue", None)
+    if epilogue is not None and epilogue.activation in _IN_PLACE_ACTIVATIONS and epilogue.residual is not None:
+        return False  # act(conv + R) with an in-place activation: the GEMM paths' epilogue
+    padded = padded_input(kb, x, window, 0.0)
+    hp, wp = padded.type.get_shape()[2:]
+    info = target_info(op.get_toplevel_object())
+    pixels, depth = oh * ow, channels * kh * kw
+    spec = dict(m=batch * pixels, n=out_channels, k=depth, a_row_stride=sw, a_k_stride=1, ldb=out_channels,
+                ldc=pixels, b_trans=1, a_group=ow, a_group_stride=sh * wp,
+                a_image_groups=oh if batch > 1 else 0, a_image_stride=channels * hp * wp if batch > 1 else 0,
+                a_window_h=kh, a_window_w=kw, a_window_row=dh * wp, a_window_col=dw, a_window_channel=hp * wp,
+                c_transposed=1,
+                **window_conv_tiles(ow, out_channels, depth, kh * kw, info.vector_width, info.l2_bytes))
+    if bias is not None:
+        spec["bias"] = "row"
+    residual = None
+    if epilogue is not None and epilogue.activation not in _IN_PLACE_ACTIVATIONS:  # else its own loop
+        epilogue = take_epilogue(kb)
+        residual = epilogue.residual
+        if epilogue.activation:
+            spec["activation"] = epilogue.activation
+    def matrix(buffer: SSAValue, rows: int) -> SSAValue:
+        return reshape_view(kb.builder, buffer, [rows, int(np.prod(buffer.type.get_shape())) // rows])
+
+    outputs = batch * out_channels
+    emit_gemm_call(kb, op, matrix(padded, batch * channels), matrix(w, out_channels), matrix(y, outputs),
+                   bias_buffer=bias, residual_buffer=None if residual is None else matrix(residual, outputs), **spec)
+    return True
+
+
 # A conv over maps of at most this many pixels, which fill the vector lanes worse than its
 # output channels do, runs channels-in-lanes (`_channels_in_lanes`).
 SMALL_MAP_PIXELS = 64
@@ -456,6 +536,8 @@ def lower_conv(kb, op, ins, outs) -> None:
     if len(window.kernel) == 1:
         x, w, y, window = _as_unit_height(kb, x, w, y, window)
     if _pointwise_as_row_gemm(kb, op, x, w, bias, y, window, groups):
+        return
+    if _implicit_gemm_conv(kb, op, x, w, bias, y, window, groups):
         return
     if _channels_in_lanes(kb, op, x, w, bias, y, window, groups):
         return

@@ -25,8 +25,8 @@ from __future__ import annotations
 from math import prod
 
 import numpy as np
-from xdsl.dialects import arith, math, memref
-from xdsl.dialects.builtin import IntegerAttr, IntegerType, MemRefType, Signedness, StringAttr, UnitAttr, f32, i8, i32
+from xdsl.dialects import arith, math
+from xdsl.dialects.builtin import IntegerAttr, IntegerType, MemRefType, Signedness, StringAttr, f32, i32
 from xdsl.ir import SSAValue
 
 from dialects.diagnostics import UnsupportedError
@@ -374,12 +374,7 @@ _INT8_ONE_BLOCK = 8192
 
 def _weight(kb, op, hint: str, array: np.ndarray) -> SSAValue:
     """A new compile-time constant, read in the kernel through memref.get_global."""
-    module = op.get_toplevel_object()
-    name = weights_of(module).add(hint, array)
-    type = MemRefType(f32 if array.dtype == np.float32 else i8 if array.dtype == np.int8 else i32,
-                      list(array.shape))
-    module.body.block.add_op(memref.GlobalOp.get(StringAttr(name), type, UnitAttr(), constant=UnitAttr()))
-    return kb.insert(memref.GetGlobalOp(name, type)).memref
+    return kb.constant(op, hint, array)
 
 
 def _dot_instruction(op) -> str:

@@ -23,11 +23,10 @@ frames that would read past the signal fail the run (the read stays inside it).
 from __future__ import annotations
 
 import numpy as np
-from xdsl.dialects import math, memref
-from xdsl.dialects.builtin import IndexType, IntegerType, MemRefType, NoneType, StringAttr, UnitAttr, f64
+from xdsl.dialects import math
+from xdsl.dialects.builtin import IndexType, IntegerType, MemRefType, NoneType, f64
 
 from dialects.diagnostics import UnsupportedError
-from dialects.weights import weights_of
 from passes.lowering.rules import lowers
 from passes.lowering.rules.elementwise import FLOAT, require_kinds
 from passes.lowering.rules.movement import constant_input, is_empty
@@ -42,11 +41,7 @@ def _table(kb, op, element, n: int, scale: float):
     """memref [2, n]: cos and sin of 2 pi t / n for t < n, times `scale`, as constants."""
     angles = 2 * np.pi * np.arange(n) / n
     array = (np.stack([np.cos(angles), np.sin(angles)]) * scale).astype(np.float64 if element == f64 else np.float32)
-    module = op.get_toplevel_object()
-    name = weights_of(module).add("twiddle", array)
-    type = MemRefType(element, [2, n])
-    module.body.block.add_op(memref.GlobalOp.get(StringAttr(name), type, UnitAttr(), constant=UnitAttr()))
-    return kb.insert(memref.GetGlobalOp(name, type)).memref
+    return kb.constant(op, "twiddle", array)
 
 
 def _present(op, index: int) -> bool:

@@ -22,11 +22,9 @@ column sums its n-grams' counts and the weighting applies.
 from __future__ import annotations
 
 import numpy as np
-from xdsl.dialects import memref
-from xdsl.dialects.builtin import IndexType, IntegerType, MemRefType, StringAttr, UnitAttr, f32
+from xdsl.dialects.builtin import IndexType, IntegerType, MemRefType
 
 from dialects.diagnostics import UnsupportedError
-from dialects.weights import weights_of
 from passes.lowering.rules import lowers
 from passes.lowering.rules.elementwise import INT, require_kinds
 from passes.lowering.rules.movement import is_empty
@@ -37,11 +35,7 @@ I64 = IntegerType(64)
 
 def _constant(kb, op, hint: str, array: np.ndarray):
     """A compile-time table read in the kernel through memref.get_global."""
-    module = op.get_toplevel_object()
-    name = weights_of(module).add(hint, array)
-    type = MemRefType(f32 if array.dtype == np.float32 else I64, list(array.shape))
-    module.body.block.add_op(memref.GlobalOp.get(StringAttr(name), type, UnitAttr(), constant=UnitAttr()))
-    return kb.insert(memref.GetGlobalOp(name, type)).memref
+    return kb.constant(op, hint, array)
 
 
 def _pool(op) -> list[tuple[list[int], int]]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+import numpy as np
 from xdsl.builder import Builder
 from xdsl.dialects import arith, math, memref
 from xdsl.dialects.builtin import (
@@ -20,6 +21,8 @@ from xdsl.dialects.builtin import (
     IntegerType,
     MemRefType,
     Signedness,
+    StringAttr,
+    UnitAttr,
 )
 from xdsl.dialects.linalg import ops as linalg
 from xdsl.dialects.linalg.attrs import IteratorTypeAttr
@@ -27,7 +30,8 @@ from xdsl.ir import Attribute, Block, Operation, Region, SSAValue
 from xdsl.ir.affine import AffineConstantExpr, AffineDimExpr, AffineExpr, AffineMap
 from xdsl.rewriter import InsertPoint
 
-from dialects.types import is_float
+from dialects.types import element_type_for, is_float
+from dialects.weights import weights_of
 
 PARALLEL = IteratorTypeAttr.parallel()
 REDUCTION = IteratorTypeAttr.reduction()
@@ -256,6 +260,15 @@ class KernelBuilder:
     def insert(self, op: Operation) -> Operation:
         self.builder.insert(op)
         return op
+
+    def constant(self, anchor: Operation, hint: str, array: np.ndarray) -> SSAValue:
+        """`array` as a new weight of the module holding `anchor` (a table, a reordered
+        filter), read here through memref.get_global: it stays out of the IR's text."""
+        module = anchor.get_toplevel_object()
+        name = weights_of(module).add(hint, array)
+        type = MemRefType(element_type_for(array.dtype), list(array.shape))
+        module.body.block.add_op(memref.GlobalOp.get(StringAttr(name), type, UnitAttr(), constant=UnitAttr()))
+        return self.insert(memref.GetGlobalOp(name, type)).memref
 
     def generic(self, inputs: Sequence[SSAValue], outputs: Sequence[SSAValue],
                 maps: Sequence[AffineMapAttr], iterators: Sequence[Attribute], body: BodyFn,

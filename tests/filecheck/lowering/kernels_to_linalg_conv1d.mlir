@@ -1,9 +1,9 @@
 // RUN: dlc opt %s -p kernels-to-linalg | filecheck %s
 
 // A 1-D Conv is lowered as the 2-D conv of unit height it is: x, w and y are seen as
-// [N, C, 1, L] views, and it takes the 2-D im2col + GEMM path (kh = 1, hp = 1); its only loop nests
-// pad the input (a fill, then the copy). (100 outputs: over 64, the 16 channels would take the
-// lanes instead, see kernels_to_linalg_conv_channels_in_lanes.mlir.)
+// [N, C, 1, L] views, and it takes the 2-D implicit GEMM (a 1x3 window, kh = 1): the input
+// is padded (a fill, then the copy), and one GEMM reads A from the padded input in place,
+// 100 pixels x (8 channels x 3 taps), stride 2 along the row, and stores C transposed into y.
 
 builtin.module {
   func.func @main(%x: tensor<1x8x200xf32>) -> tensor<1x16x100xf32> {
@@ -17,9 +17,9 @@ builtin.module {
 }
 
 // CHECK-LABEL: func.func private @dlc_gemm_0
-// CHECK-SAME:  (memref<16x24xf32>, memref<8x1x201xf32>, memref<16x100xf32>, memref<{{[0-9]+}}xf32>)
-// CHECK-SAME:   dlc.im2col = {channels = 8 : i64, kh = 1 : i64, kw = 3 : i64, sh = 1 : i64, sw = 2 : i64, dh = 1 : i64, dw = 1 : i64, hp = 1 : i64, wp = 201 : i64, ow = 100 : i64
-// CHECK-SAME:   b_layout = "window", m = 16 : i64, n = 100 : i64, k = 24 : i64
+// CHECK-SAME:  (memref<8x201xf32>, memref<16x24xf32>, memref<16x100xf32>)
+// CHECK-SAME:   m = 100 : i64, n = 16 : i64, k = 24 : i64, a_row_stride = 2 : i64, a_k_stride = 1 : i64, ldb = 16 : i64, ldc = 100 : i64, b_trans = 1 : i64, a_group = 100 : i64, a_group_stride = 201 : i64
+// CHECK-SAME:   a_window_h = 1 : i64, a_window_w = 3 : i64, a_window_row = 201 : i64, a_window_col = 1 : i64, a_window_channel = 201 : i64, c_transposed = 1 : i64
 // CHECK-LABEL: func.func private @k0_Conv
 // CHECK:        memref.reinterpret_cast %{{.*}} sizes: [1, 8, 1, 200]
 // CHECK:        memref.reinterpret_cast %{{.*}} sizes: [16, 8, 1, 3]

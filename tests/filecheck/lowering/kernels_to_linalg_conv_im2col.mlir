@@ -1,13 +1,13 @@
 // RUN: dlc opt %s -p kernels-to-linalg | filecheck %s
 
-// A 3x3 Conv: the input is padded once (fill, then the interior), and one GEMM call reads
+// A 3x3 Conv whose filter is computed at run time (a weight takes the implicit GEMM, which
+// reads it packed: kernels_to_linalg_conv_implicit_gemm.mlir): the input is padded once (fill, then the interior), and one GEMM call reads
 // the padded input as B; its declaration's dlc.im2col gives the geometry from which the
 // GEMM builds its im2col columns a block at a time, in its micro-kernel's panels (b_layout
 // "window", ldb = the block's width), in the scratch buffer it gets last.
 
 builtin.module {
-  func.func @main(%x: tensor<1x8x10x10xf32>) -> tensor<1x16x10x10xf32> {
-    %w = onnx.weight @w : tensor<16x8x3x3xf32>
+  func.func @main(%x: tensor<1x8x10x10xf32>, %w: tensor<16x8x3x3xf32>) -> tensor<1x16x10x10xf32> {
     %y = kernel.launch @k0_Conv on "cpu" nodes ["conv"] -> (tensor<1x16x10x10xf32>) {
       %0 = "onnx.Conv"(%x, %w) {onnx_node_name = "conv", pads = [1, 1, 1, 1]} : (tensor<1x8x10x10xf32>, tensor<16x8x3x3xf32>) -> tensor<1x16x10x10xf32>
       kernel.yield %0 : tensor<1x16x10x10xf32>
