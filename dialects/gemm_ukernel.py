@@ -73,8 +73,8 @@ class GemmSpec:
     j*a_window_col; rows are grouped as above (one output row of pixels a group, a_row_stride
     apart: the stride along W). kc is a multiple of KH*KW. With `c_transposed` C (and R) are
     stored transposed, C[i, j] at j*ldc + i (each image's, images n*ldc apart): the tile's
-    vectors (one pixel, nr output channels) are scattered into the channels' planes of an NCHW
-    output.
+    vectors (one pixel, nr output channels each) are transposed in registers and stored into
+    the channels' planes of an NCHW output, a run of the tile's pixels each.
     """
 
     m: int
@@ -295,7 +295,7 @@ def window_conv_tiles(group: int, n: int, k: int, taps: int, vector_width: int, 
     The register tile is `_register_tile`'s for one output row (a tile never spans two), so
     its rows divide the row evenly where they can (28 -> 14 + 14, 7 -> 7). kc is all of k
     while a kc x nr micro-panel of B takes at most half of L2: each k block of a transposed C
-    gathers and scatters its partial sums (16 lanes of 16 planes a vector), where the
+    loads and stores its partial sums transposed (16 shuffles a row of vectors), where the
     micro-panel streams from L2 in order (a 7x7 map's k = 4608: 590 KB a 32-wide panel)."""
     mr, nr = _register_tile(group, n, vector_width)
     per_block = _balanced(k // taps, max(l2_bytes // (2 * 4 * nr * taps), 1), 1)

@@ -96,3 +96,15 @@ def test_the_filter_is_stored_once(tmp_path):
     dlc.compile(model).save(tmp_path / "a")
     filter_bytes = 32 * 16 * 3 * 3 * 4
     assert (tmp_path / "a" / "weights.bin").stat().st_size < 1.5 * filter_bytes
+
+
+@pytest.mark.parametrize("cpu", ["haswell", "x86-64"])
+def test_narrower_vectors_transpose_their_tiles_too(cpu):
+    """AVX2 (8 lanes) and SSE (4): the tile's register transpose and its masked runs of rows
+    work at any vector width (this host runs code built for an older CPU)."""
+    import dlc
+
+    model = _model("3x3_batch3_residual")
+    feeds = _feeds(model)
+    got = dlc.compile(model, threads=2, cpu=cpu).run(feeds)["y"]
+    np.testing.assert_allclose(got, run_onnxruntime(model, feeds)[0], rtol=1e-5, atol=1e-4)

@@ -283,7 +283,7 @@ def _implicit_gemm_conv(kb, op, x, w, bias, y, window: Window, groups: int) -> b
     (pixel (oh, ow), (c, i, j)) is padded[c, oh*sh + i*dh, ow*sw + j*dw] (GemmSpec's window A).
     No im2col: the micro-kernel broadcasts mr pixels of one output row, which lie sw floats
     apart (one or two cache lines), against nr output channels of the packed filter, and
-    scatters each finished vector (one pixel, 16 channels) into the channels' planes of Y
+    stores the finished tile transposed (in registers) into the channels' planes of Y
     (`c_transposed`), the bias, a residual Add and the activation applied first. Every lane
     does work whatever the map's size (W @ col fills 49 of 64 lanes on a 7x7 map), and threads
     split output rows and channels with nothing shared but the filter, as onnxruntime's NCHWc
