@@ -164,7 +164,7 @@ class GemmSpec:
                     "multiple of the window, B packed, no runs or accumulation")
         elif self.c_transposed:
             require(False, "only a window A's GEMM stores C transposed")
-        if self.a_k_run:
+        if self.a_k_run or (self.a_group and not self.a_window_h):
             require(self.dtype == "u8s8" and self.requantize is not None and self.a_group > 0
                     and self.m % self.a_group == 0 and self.a_k_run > 0 and self.a_k_run % 4 == 0
                     and self.k % self.a_k_run == 0 and self.a_image_groups >= 0,
