@@ -429,12 +429,12 @@ def test_small_map_mobile_kernels_have_no_invalid_access(tmp_path):
     assert result.stdout.count("identical under the bounds check") == 2
 
 
-def _small_map_kxk_channels_in_lanes() -> onnx.ModelProto:
-    """KxK convs with the output channels in the lanes (their im2col copied whole through one
-    strided view, then Y^T = col^T @ W^T and the transpose): 3x3 padded over 7x7 (+ Relu), 3x3/2
-    over 14x14 -> 7x7 reading the padded input's last row and column, 3x3 dilated 2 over 6x6
-    (a residual Add in the transpose), 40 channels (a masked edge panel); and a 3x3 over a
-    14x14 map deep enough (C*9 >= 1024) to take the lanes there too."""
+def _small_map_implicit_gemm_convs() -> onnx.ModelProto:
+    """Convs over small maps as implicit GEMMs (A read in place from the padded input, C stored
+    transposed into y's channel planes): 3x3 padded over 7x7 (+ Relu), 3x3/2 over 14x14 -> 7x7
+    reading the padded input's last row and column, 3x3 dilated 2 over 6x6 (+ a residual Add),
+    40 channels (a masked edge panel), a 3x3 over a 14x14 map; and 1x1 convs: stride 2 onto
+    7x7 (24 channels), and 256 deep over 14x14 with a residual Add and Relu."""
     g = GraphBuilder(seed=9)
     y = g.node("Relu", [g.node("Conv", ["x", g.weight("w1", 40, 19, 3, 3), g.bias("b1", 40)], pads=[1, 1, 1, 1])])
     s = g.node("Conv", ["x14", g.weight("w2", 40, 19, 3, 3)], strides=[2, 2], pads=[1, 1, 1, 1])
@@ -442,13 +442,17 @@ def _small_map_kxk_channels_in_lanes() -> onnx.ModelProto:
     d = g.node("Conv", ["x6", g.weight("w3", 40, 40, 3, 3), g.bias("b3", 40)], dilations=[2, 2], pads=[2, 2, 2, 2])
     d = g.node("Add", [d, "r6"])
     m = g.node("Conv", ["x14m", g.weight("w4", 32, 120, 3, 3)], pads=[1, 1, 1, 1])
-    return g.model("small_map_kxk", [_float("x", [1, 19, 7, 7]), _float("x14", [1, 19, 14, 14]),
-                                     _float("x6", [1, 40, 6, 6]), _float("r6", [1, 40, 6, 6]),
-                                     _float("x14m", [1, 120, 14, 14])], {"y": y, "d": d, "m": m})
+    p = g.node("Conv", ["x14", g.weight("w5", 24, 19, 1, 1), g.bias("b5", 24)], strides=[2, 2])
+    q = g.node("Conv", ["x14d", g.weight("w6", 40, 256, 1, 1), g.bias("b6", 40)])
+    q = g.node("Relu", [g.node("Add", [q, "r14"])])
+    return g.model("small_map_implicit", [_float("x", [1, 19, 7, 7]), _float("x14", [1, 19, 14, 14]),
+                                          _float("x6", [1, 40, 6, 6]), _float("r6", [1, 40, 6, 6]),
+                                          _float("x14m", [1, 120, 14, 14]), _float("x14d", [1, 256, 14, 14]),
+                                          _float("r14", [1, 40, 14, 14])], {"y": y, "d": d, "m": m, "p": p, "q": q})
 
 
-def test_small_map_kxk_convs_with_channels_in_lanes_have_no_invalid_access(tmp_path):
-    result = _run_child(tmp_path, _small_map_kxk_channels_in_lanes(), "1,2")
+def test_small_map_implicit_gemm_convs_have_no_invalid_access(tmp_path):
+    result = _run_child(tmp_path, _small_map_implicit_gemm_convs(), "1,2")
     assert "invalid memory access" not in result.stderr, result.stderr
     assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
     assert result.stdout.count("identical under the bounds check") == 2

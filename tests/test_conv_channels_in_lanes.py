@@ -1,9 +1,9 @@
-"""Convolutions over small maps with the output channels in the vector lanes (issue 15). A KxK
-conv runs as an implicit GEMM (tests/test_conv_implicit_gemm.py); a strided 1x1 conv through
-passes/lowering/rules/conv.py `_channels_in_lanes`, which copies the im2col of the padded input
-whole (as col^T [P, C*KH*KW] on maps of <= 64 pixels), multiplies Y^T = col^T @ W^T, then
-transposes into y. Against onnxruntime (onnx__Conv.html), on one and two threads, and a check
-that each case takes its path."""
+"""Convolutions over small maps with the output channels in the vector lanes (issue 15): KxK and
+1x1 convs run as an implicit GEMM (passes/lowering/rules/conv.py `_implicit_gemm_conv`,
+tests/test_conv_implicit_gemm.py), reading A in place from the padded input and storing C
+transposed, so no copy of the input and no transpose of the output (a strided 1x1 conv over a
+small map copied its im2col and transposed its result before). Against onnxruntime
+(onnx__Conv.html), on one and two threads, and a check that each case takes that path."""
 
 from __future__ import annotations
 
@@ -19,8 +19,9 @@ CASES = {
     "3x3_s2_odd_13x13": ([1, 16, 13, 13], [32, 16, 3, 3], {"pads": [0, 0, 1, 1], "strides": [2, 2]}, "none"),
     "3x3_dilated_6x6_residual": ([1, 8, 6, 6], [40, 8, 3, 3], {"pads": [2] * 4, "dilations": [2, 2]}, "residual"),
     "1x3_unpadded_5x9": ([1, 12, 5, 9], [64, 12, 1, 3], {}, "none"),
-    "1x1_s2_14x14": ([1, 32, 14, 14], [64, 32, 1, 1], {"strides": [2, 2]}, "relu"),
     "3x3_14x14_deep": ([1, 120, 14, 14], [32, 120, 3, 3], {"pads": [1] * 4}, "relu"),
+    "1x1_deep_14x14_residual": ([1, 256, 14, 14], [40, 256, 1, 1], {}, "residual"),
+    "1x1_7x7_relu": ([1, 48, 7, 7], [24, 48, 1, 1], {}, "relu"),
 }
 
 
@@ -46,7 +47,7 @@ def _model(name: str):
 
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("name", list(CASES))
-def test_small_map_conv_with_channels_in_lanes_matches_onnxruntime(name, threads):
+def test_small_map_conv_as_implicit_gemm_matches_onnxruntime(name, threads):
     import dlc
     from dlc.driver import compile_model
     from dlc.targets import CompileOptions
@@ -54,14 +55,9 @@ def test_small_map_conv_with_channels_in_lanes_matches_onnxruntime(name, threads
     model, out = _model(name)
     pixels = out[2] * out[3]
     text = str(compile_model(model, options=CompileOptions(threads=threads), compile_to="linalg").module)
-    depth = int(np.prod(CASES[name][1][1:]))
-    if CASES[name][1][2:] == [1, 1]:
-        # col^T [P, depth] copied on maps of <= 64 pixels, col [depth, P] read transposed on larger.
-        a = (f"a_row_stride = {depth} : i64, a_k_stride = 1" if pixels <= 64
-             else f"a_row_stride = 1 : i64, a_k_stride = {pixels}")
-        assert f"m = {pixels} : i64" in text and a in text, "not channels-in-lanes"
-    else:
-        assert f"m = {pixels} : i64" in text and "c_transposed = 1" in text, "not an implicit GEMM"
+    assert f"m = {pixels} : i64" in text and "c_transposed = 1" in text, "not an implicit GEMM"
+    if "pads" not in CASES[name][2]:  # a padded conv copies x into its padded buffer, nothing else
+        assert "linalg.generic" not in text.split("func.func @main")[0], "a copy or a transpose beside the GEMM"
     rng = np.random.default_rng(3)
     feeds = {i.name: rng.uniform(-1, 1, [d.dim_value for d in i.type.tensor_type.shape.dim]).astype(np.float32)
              for i in model.graph.input}
@@ -69,9 +65,30 @@ def test_small_map_conv_with_channels_in_lanes_matches_onnxruntime(name, threads
     np.testing.assert_allclose(got, run_onnxruntime(model, feeds)[0], rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.parametrize("threads", [1, 16])
+def test_a_strided_pointwise_conv_runs_w_at_col(threads):
+    """A strided 1x1 conv onto a 7x7 map keeps W @ col (its im2col per block): as an implicit GEMM
+    its window A would read a cache line per k step for 7 of its floats."""
+    import dlc
+    from dlc.driver import compile_model
+    from dlc.targets import CompileOptions
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 32, 14, 14])
+    w = numpy_helper.from_array(np.random.default_rng(2).uniform(-1, 1, [64, 32, 1, 1]).astype(np.float32), "w")
+    graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"], strides=[2, 2])], "strided", [x],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64, 7, 7])], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    text = str(compile_model(model, options=CompileOptions(threads=threads), compile_to="linalg").module)
+    assert "dlc.im2col" in text and "m = 64 : i64" in text and "c_transposed" not in text
+    feeds = {"x": np.random.default_rng(4).uniform(-1, 1, [1, 32, 14, 14]).astype(np.float32)}
+    np.testing.assert_allclose(dlc.compile(model, threads=threads).run(feeds)["y"], run_onnxruntime(model, feeds)[0],
+                               rtol=1e-5, atol=1e-4)
+
+
 def test_a_wide_map_keeps_pixels_in_the_lanes():
-    """28x28 pixels fill the lanes as well as 32 channels: a strided 1x1 conv onto a 28x28 map
-    runs W @ col with its im2col per block."""
+    """28x28 pixels fill the lanes as well as 32 channels, and 8 channels deep the implicit GEMM's
+    transposed store would cost more than its k steps: a strided 1x1 conv onto a 28x28 map runs
+    W @ col with its im2col per block."""
     from dlc.driver import compile_model
 
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 56, 56])

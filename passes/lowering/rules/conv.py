@@ -258,6 +258,34 @@ def _pointwise_as_row_gemm(kb, op, x, w, bias, y, window: Window, groups: int) -
 # KxK float convs run as an implicit GEMM (`_implicit_gemm_conv`); False keeps them on
 # im2col + W @ col (for A/B measurements).
 IMPLICIT_GEMM_CONVS = True
+# 1x1 convs take it where its transposed store (a register transpose per tile, paid once per
+# k block) is small next to the tile's k steps, or where W @ X fills the lanes badly
+# (`_implicit_pointwise`).
+IMPLICIT_GEMM_POINTWISE = True
+POINTWISE_DEEP = 512
+POINTWISE_MID_DEPTH, POINTWISE_MID_PIXELS = 256, 256
+POINTWISE_MOST_THREADS = 8
+
+
+def _implicit_pointwise(pixels: int, depth: int, threads: int) -> bool:
+    """Whether a unit-stride 1x1 conv over `pixels` output pixels from `depth` channels, compiled
+    for `threads`, runs as an implicit GEMM rather than W @ X. (A strided one keeps W @ col: its
+    window A reads a cache line per k step for 7 of its floats; ResNet-50's 2048 <- 1024 stride
+    2 onto 7x7 ran 1.15-1.19x as long at 4-16 threads on the Xeon.)
+
+    Measured (implicit / W @ X per kernel, `dlc run --profile` builds of ResNet-50 on the 16-core
+    Xeon, and layers interleaved on Zen 4): 7x7 maps gain on any thread count (2048 <- 512 and
+    512 <- 2048: 0.72-0.85 at 1-16 threads, W @ X filling 49 of 64 lanes); 14x14 maps from depth
+    256 and 28x28 ones from depth 512 gain up to 8 threads (1024 <- 256, 128 <- 512: 0.85-0.89 at
+    4 and 8) but lose at 16 (256 <- 1024: 1.33-1.37), where each core's share of x comes from L3
+    and a window A brings in a cache line per k step for 14-28 floats of it; shallow convs lose
+    (384 <- 64, 576 <- 96 over 14x14: 1.02-1.04 on Zen 4: few k steps per transposed store)."""
+    if pixels <= SMALL_MAP_PIXELS:
+        return True
+    return threads <= POINTWISE_MOST_THREADS and (
+        depth >= POINTWISE_DEEP or (depth >= POINTWISE_MID_DEPTH and pixels <= POINTWISE_MID_PIXELS))
+
+
 # Activations the micro-kernel applies to C in place after its store (dlc/codegen/
 # ukernel_epilogues.py IN_PLACE), reading C's rows: a transposed C has none, so these stay a
 # loop of their own.
@@ -289,17 +317,22 @@ def _implicit_gemm_conv(kb, op, x, w, bias, y, window: Window, groups: int) -> b
     split output rows and channels with nothing shared but the filter, as onnxruntime's NCHWc
     direct convolutions do.
     """
+    from dialects.gemm_ukernel import window_conv_tiles
+    from passes.target_info import target_info
+
     x_shape, y_shape = x.type.get_shape(), y.type.get_shape()
     # The filter must reach the GEMM as a kernel argument nothing else reads, which pack-weights
     # replaces by its packed copy (a Conv's weight; not a QLinearConv's dequantized one).
-    if (not IMPLICIT_GEMM_CONVS or groups != 1 or len(y_shape) != 4 or all(k == 1 for k in window.kernel)
+    threads = target_info(op.get_toplevel_object()).threads
+    if all(k == 1 for k in window.kernel) and not (
+            IMPLICIT_GEMM_POINTWISE and len(y_shape) == 4 and all(s == 1 for s in window.strides)
+            and _implicit_pointwise(y_shape[2] * y_shape[3], x_shape[1], threads)):
+        return False
+    if (not IMPLICIT_GEMM_CONVS or groups != 1 or len(y_shape) != 4
             or op.onnx_type != "Conv" or not isinstance(op.operands[1].owner, WeightOp)
             or not _unread_argument(w) or not is_f32_memref(x, w, bias, y) or y_shape[1] < MIN_GEMM_ROWS
             or 0 in y_shape):
         return False
-    from dialects.gemm_ukernel import window_conv_tiles
-    from passes.target_info import target_info
-
     batch, channels = x_shape[:2]
     out_channels, (oh, ow) = y_shape[1], y_shape[2:]
     (kh, kw), (sh, sw), (dh, dw) = window.kernel, window.strides, window.dilations
@@ -333,112 +366,9 @@ def _implicit_gemm_conv(kb, op, x, w, bias, y, window: Window, groups: int) -> b
     return True
 
 
-# A conv over maps of at most this many pixels, which fill the vector lanes worse than its
-# output channels do, runs channels-in-lanes (`_channels_in_lanes`).
+# 1x1 convs over maps of at most this many pixels (which fill the vector lanes worse than their
+# output channels do) always take the implicit GEMM (`_implicit_pointwise`).
 SMALL_MAP_PIXELS = 64
-# ...and over maps of at most this many pixels when the GEMM's depth (C*KH*KW) is at least
-# MID_MAP_DEPTH, so the transpose of P x Cout floats is small next to the GEMM. Interleaved,
-# thread CPU, one thread, W @ col -> channels-in-lanes at 14x14 (196 pixels fill 94% of the
-# lanes): 3x3 256 -> 256 + Relu 0.92, 3x3/2 256 -> 256 + Relu 0.92, 1x1 256 <- 1024 + Relu 0.93,
-# but 1x1 1024 <- 256 (depth 256) 1.40.
-MID_MAP_PIXELS = 256
-MID_MAP_DEPTH = 1024
-# ...and only on this many threads: on the 16-core Xeon at 16 threads, ResNet's 3x3 256 -> 256
-# over 14x14 ran 0.52 ms channels-in-lanes against 0.42 as W @ col (its shared im2col, 4 x 4
-# grid), the 3x3/2 128 -> 256 one 0.27 against 0.23 (interleaved, one process, same call).
-MID_MAP_MOST_THREADS = 2
-
-
-def _channels_in_lanes(kb, op, x, w, bias, y, window: Window, groups: int) -> bool:
-    """A conv over a small map as Y^T[P, Cout] = col^T[P, C*KH*KW] @ W^T (output channels in
-    the vector lanes, the weights a packed transposed B), then Y = its transpose. col is the
-    input itself for a 1x1 stride-1 unpadded conv; else the im2col [C*KH*KW, P] of the padded
-    input, copied whole first (one strided view of it).
-
-    As `_conv_as_gemm`'s W @ col the pixels are the lanes: a 7x7 map's 49 take 64. With the
-    transpose (49 x Cout floats, from L2) EfficientNet-B0's 1x1 convs over 7x7 maps ran 0.84-0.86
-    of W @ X (1280 <- 320, 320 <- 1152; 1152 <- 192 + SiLU with the shorter sigmoid too;
-    interleaved, thread CPU); ResNet-50's 3x3 512 -> 512 + Relu over 7x7 0.85-0.88. A residual
-    Add joins the transpose; a residual Add followed by an activation keeps `_conv_as_gemm`
-    (the activation must follow the Add).
-    """
-    x_shape, y_shape = x.type.get_shape(), y.type.get_shape()
-    batch, out_channels, pixels = y_shape[0], y_shape[1], int(np.prod(y_shape[2:]))
-    in_channels = x_shape[1]
-    from passes.target_info import target_info
-
-    lanes = target_info(op.get_toplevel_object()).vector_width
-    if (groups != 1 or len(y_shape) != 4 or pixels > MID_MAP_PIXELS
-            or not isinstance(op.operands[1].owner, WeightOp)
-            or not is_f32_memref(x, w, bias, y) or batch != 1):
-        return False
-    pointwise = (all(k == 1 for k in window.kernel) and all(s == 1 for s in window.strides)
-                 and not any(window.pads_begin) and x_shape[2:] == y_shape[2:])
-
-    def lane_use(n: int) -> float:
-        return n / (-(-n // lanes) * lanes)
-
-    depth = in_channels * int(np.prod(window.kernel))
-    info = target_info(op.get_toplevel_object())
-    if lane_use(out_channels) <= lane_use(pixels) or (
-            pixels > SMALL_MAP_PIXELS and (depth < MID_MAP_DEPTH or info.threads > MID_MAP_MOST_THREADS)):
-        return False
-    if not (pointwise and pixels <= SMALL_MAP_PIXELS) and (
-            _grid_threads(info, pixels, out_channels, depth) < _grid_threads(info, out_channels, pixels, depth)):
-        # Fewer threads than W @ col would take: at 16 threads a 3x3 512 -> 512 over 7x7 splits
-        # 7 row blocks x 11 panels 1 x 11 ways, W @ col 16 ways. The gains above were measured
-        # on 1 and 2 threads; on the 16-core Xeon, with this path at 16 threads, ResNet-18 took
-        # 7.5 ms against onnxruntime's 3.8 (5.9 against 3.6 before it, another call and host).
-        return False
-    epilogue = getattr(kb, "epilogue", None)
-    if epilogue is not None and epilogue.residual is not None and epilogue.activation:
-        # act(W @ X + R): the GEMM's store adds R in its own layout, then activates. Adding R
-        # and activating in the transpose instead ran 1.00-1.04 of that (2048 <- 512 over 7x7).
-        return False
-    if pixels > SMALL_MAP_PIXELS and pointwise:
-        col = reshape_view(kb.builder, x, [depth, pixels])  # x itself, read transposed
-        a_strides = (1, pixels)
-    else:
-        padded = x if pointwise else padded_input(kb, x, window, 0.0)
-        _, _, height, width = padded.type.get_shape()
-        (kh, kw), (sh, sw), (dh, dw), (oh, ow) = window.kernel, window.strides, window.dilations, window.out
-        # col[(c, i, j), (p, q)] = padded[c, p*sh + i*dh, q*sw + j*dw]: one strided view, copied
-        # as col^T [P, depth] (row-major A) on small maps, as col [depth, P] on larger ones.
-        # The GEMM reading col with a_k_stride = P touches a cache line per k for a few of its
-        # floats: interleaved, thread CPU, col^T -> col ran 0.91-0.92 for 3x3 512 -> 512 over 7x7,
-        # 0.94-0.96 for 1x1 2048 <- 512 over 7x7 (x copied transposed); but 1.04-1.07 for 3x3
-        # 256 -> 256 over 14x14, whose copy into col^T (196 x 2304, its reads scattered) costs more.
-        transpose = pixels <= SMALL_MAP_PIXELS
-        order = [3, 4, 0, 1, 2] if transpose else [0, 1, 2, 3, 4]  # (c, i, j, p, q) -> col's dims
-        sizes = [in_channels, kh, kw, oh, ow]
-        strides = [height * width, dh * width, dw, sh * width, sw]
-        taps = view_at(kb.builder, padded, 0, [sizes[d] for d in order], [strides[d] for d in order])
-        col = kb.scratch(MemRefType(x.type.element_type, [pixels, depth] if transpose else [depth, pixels]))
-        kb.copy(taps, reshape_view(kb.builder, col, [sizes[d] for d in order]))
-        a_strides = (depth, 1) if transpose else (1, pixels)
-    spec = dict(m=pixels, n=out_channels, k=depth, a_row_stride=a_strides[0], a_k_stride=a_strides[1],
-                ldb=out_channels, ldc=out_channels, b_trans=1)
-    residual = _take_bias_and_epilogue(kb, spec, bias, "row")
-    transposed = kb.scratch(MemRefType(y.type.element_type, [pixels, out_channels]))
-    emit_gemm_call(kb, op, col, reshape_view(kb.builder, w, [out_channels, depth]), transposed,
-                   bias_buffer=bias, **spec)
-    # The transpose adds a residual (W @ X + bias + R, as the GEMM's store would).
-    matrix = [out_channels, pixels]
-    inputs = [transposed] + ([view_at(kb.builder, residual, 0, matrix)] if residual is not None else [])
-    kb.generic(inputs, [view_at(kb.builder, y, 0, matrix)],
-               [affine_map(2, [dim(1), dim(0)])] + [identity_map(2)] * len(inputs), [PARALLEL] * 2,
-               lambda b, a: [b.add(a[0], a[1]) if residual is not None else a[0]])
-    return True
-
-
-def _grid_threads(info, m: int, n: int, k: int) -> int:
-    """The threads an m x n x k GEMM's `thread_grid` takes on the module's thread count."""
-    from dialects.gemm_ukernel import choose_tiles, thread_grid
-
-    lanes = max(info.vector_bits // 32, 1)
-    mr, nr = choose_tiles(m, n, k, lanes, info.l1_bytes, info.l2_bytes)[:2]
-    tm, tn = thread_grid(-(-m // mr), -(-n // nr), info.threads, mr=mr, nr=nr, k=k)
-    return tm * tn
 
 
 def _im2col_plan(op, window: Window, channels: int, rows: int, depth: int, pixels: int, padded_hw) -> dict:
@@ -538,8 +468,6 @@ def lower_conv(kb, op, ins, outs) -> None:
     if _pointwise_as_row_gemm(kb, op, x, w, bias, y, window, groups):
         return
     if _implicit_gemm_conv(kb, op, x, w, bias, y, window, groups):
-        return
-    if _channels_in_lanes(kb, op, x, w, bias, y, window, groups):
         return
     if _conv_as_gemm(kb, op, x, w, bias, y, window, groups):
         return
