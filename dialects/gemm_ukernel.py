@@ -260,7 +260,8 @@ def choose_tiles(
     if m <= SMALL_M and m % mr and vector_width >= 16:
         # A few rows with a ragged last block: rows that split into equal blocks of 7-9 rows
         # take three vectors (the model's FMA floor rates 7x48 below 13x32). 1x1 convs over
-        # 7x7 maps with the channels in the lanes (m = 49), 13x32 -> 7x48, interleaved, both
+        # 7x7 maps with the channels in the lanes (m = 49; then a row-major copy of x, now
+        # implicit GEMMs, whose tiles `window_conv_tiles` chooses), 13x32 -> 7x48, interleaved, both
         # orders: 1152x49x192 0.92-0.94, 1280x49x320 0.95-0.97, 320x49x1152 0.95-0.97,
         # 192x49x672 0.95, 960x49x160 0.95.
         exact = [rows for rows in range(9, 6, -1) if m % rows == 0]

@@ -407,9 +407,9 @@ def test_implicit_gemm_conv_of_int8_x_has_no_invalid_access(tmp_path):
 
 
 def _small_map_pointwise_and_depthwise() -> onnx.ModelProto:
-    """Issue 15's mobile kernels at their edges: 1x1 convs over 7x7 and 5x5 maps with the output
-    channels in the lanes (x read transposed to its last float, 40 channels: a masked edge
-    panel; a SiLU in the GEMM's store, a residual Add in the transpose), and strided depthwise
+    """Issue 15's mobile kernels at their edges: 1x1 convs over 7x7 and 5x5 maps as implicit GEMMs
+    with the output channels in the lanes (x read in place to its last float, 40 channels: a
+    masked edge panel; a SiLU after the GEMM's transposed store, a residual Add in it), and strided depthwise
     convs (3x3/2 and 5x5/2) on small maps with SiLU, whose sigmoid is approximate-math's."""
     g = GraphBuilder(seed=8)
     y = g.node("Conv", ["x", g.weight("w1", 40, 19, 1, 1), g.bias("b1", 40)])

@@ -140,9 +140,8 @@ def test_reads_and_writes_stay_inside_the_input_and_the_block(im2col_functions, 
 def test_a_grid_of_row_parts_shares_one_im2col():
     """With several row parts (`shared` in `dlc.im2col`), one region packs the whole im2col,
     panels and channel ranges split over the threads, and a second multiplies it: the output
-    is the one-thread build's, bit for bit, and onnxruntime's. (An 8x8 map: its 64 pixels fill
-    the lanes as well as the 96 channels, so it keeps W @ col, not channels-in-lanes; its filter
-    is an input, known at run time, so not the implicit GEMM either.)"""
+    is the one-thread build's, bit for bit, and onnxruntime's. (Its filter is an input, known at
+    run time, so not an implicit GEMM, which reads a filter packed at compile time.)"""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
