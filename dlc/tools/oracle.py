@@ -47,12 +47,14 @@ def expose_outputs(model, values: Sequence) -> object:
     return exposed
 
 
-def onnxruntime_session(model, *, threads: int = 1, graph_optimisation: str = "all"):
+def onnxruntime_session(model, *, threads: int = 1, graph_optimisation: str = "all",
+                        profile_prefix: str | None = None):
     """An onnxruntime CPU session of `model` (a ModelProto, serialised bytes or a path).
 
     `threads` intra-op threads and one inter-op thread, as dlc runs. `graph_optimisation`
     is "all" for timing (what a deployment gets) and "none" where every node, and so every
-    intermediate name, must survive as written (verify's per-node reference).
+    intermediate name, must survive as written (verify's per-node reference). With
+    `profile_prefix` the session records each node's time (`end_profiling()` writes the file).
     """
     ort = import_onnxruntime()
     levels = dict(zip(GRAPH_OPTIMISATION_LEVELS, (
@@ -63,6 +65,9 @@ def onnxruntime_session(model, *, threads: int = 1, graph_optimisation: str = "a
     options.inter_op_num_threads = 1
     options.graph_optimization_level = levels[graph_optimisation]
     options.log_severity_level = 3  # its errors come back as exceptions; warnings are noise here
+    if profile_prefix is not None:
+        options.enable_profiling = True
+        options.profile_file_prefix = profile_prefix
     if hasattr(model, "SerializeToString"):
         model = model.SerializeToString()
     elif not isinstance(model, bytes):

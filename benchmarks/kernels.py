@@ -1,0 +1,207 @@
+"""Per kernel, dlc against onnxruntime inside one model: where the time goes, kernel by kernel.
+
+    python benchmarks/kernels.py --models resnet50 --threads 4
+    python benchmarks/kernels.py model.onnx --threads 1,16 --runs 20 --rounds 2 --top 15
+
+Each (runtime, thread count, round) runs in its own process pinned to the first N cores, as
+threads.py does. dlc runs a `--profile` build: each kernel's time from the timers inside the
+native code (dlc/tools/profiling.py), median over the runs; onnxruntime runs its own profiler
+(`SessionOptions.enable_profiling`), each node's median. Each kernel keeps its best round.
+
+Matching: unnamed ONNX nodes get a name (op type and index) first, so both runtimes see the same
+names. A dlc kernel is matched with the onnxruntime nodes named after the ONNX nodes it computes
+(the manifest's `nodes`). onnxruntime renames the nodes its NCHWc layout rewrites, so what is left
+on both sides is paired op type by op type (a kernel by its first node's), in the order it ran. Rows are sorted by how
+much longer dlc took; a ratio above 1 is a kernel where dlc is slower.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+CONV_OPS = ("Conv", "FusedConv")
+
+
+def _named(model_path: str, out_path: str) -> None:
+    """The model with every unnamed node named `{op_type}_{index}`."""
+    import onnx
+
+    model = onnx.load(model_path)
+    for index, node in enumerate(model.graph.node):
+        if not node.name:
+            node.name = f"{node.op_type}_{index}"
+    onnx.save(model, out_path)
+
+
+def _child(runtime: str, model_path: str, threads: int, runs: int, artifact: str, out: str) -> None:
+    """Profile one runtime in this (pinned) process; write [[name, nodes, seconds], ...] (kernels
+    or nodes in the order they first ran) and the median run to `out`."""
+    sys.path.insert(0, str(ROOT))
+    sys.path.insert(0, str(HERE))
+    import onnx
+    from threads import _cores
+
+    from dlc.tools.oracle import input_specs, onnxruntime_session, random_inputs
+
+    os.sched_setaffinity(0, _cores()[:threads])
+    feeds = random_inputs(input_specs(onnx.load(model_path)))
+    rows = []
+    if runtime == "dlc":
+        import dlc
+        from dlc.tools.profiling import profile_runs
+
+        model = dlc.load(artifact)
+        for _ in range(3):
+            model.run(feeds)
+        profiled = profile_runs(model._executable, lambda: model.run(feeds), runs)
+        nodes = {kernel["name"]: kernel["nodes"] for kernel in model._executable.manifest.get("kernels", [])}
+        for name, seconds in profiled.kernels.items():
+            rows.append([name, nodes.get(name, []), float(np.median(seconds))])
+        total = float(np.median(profiled.latencies))
+    else:
+        session = onnxruntime_session(model_path, threads=threads, profile_prefix=tempfile.mkdtemp() + "/ort")
+        for _ in range(3):
+            session.run(None, feeds)
+        for _ in range(runs):
+            session.run(None, feeds)
+        events = json.load(open(session.end_profiling()))
+        spent, ops, totals = collections.defaultdict(list), {}, []
+        for event in events:
+            if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
+                name = event["name"][:-len("_kernel_time")]
+                spent[name].append(event["dur"] * 1e-6)
+                ops[name] = event["args"].get("op_name", "")
+            elif event.get("cat") == "Session" and event["name"] == "model_run":
+                totals.append(event["dur"] * 1e-6)
+        for name, seconds in spent.items():  # dicts keep the order the nodes first ran in
+            rows.append([name, [ops[name]], float(np.median(seconds[-runs:]))])
+        total = float(np.median(totals[-runs:]))
+    Path(out).write_text(json.dumps({"rows": rows, "total": total}))
+
+
+def _profile(runtime: str, model_path: str, threads: int, runs: int, artifact: str) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "profile.json"
+        done = subprocess.run([sys.executable, __file__, "--child", runtime, model_path, str(threads), str(runs),
+                               artifact, str(out)], capture_output=True, text=True,
+                              env={**os.environ, "ORT_LOGGING_LEVEL": "3"})
+        if done.returncode != 0:
+            raise RuntimeError(f"{runtime} at {threads} threads failed:\n{done.stderr[-2000:]}")
+        return json.loads(out.read_text())
+
+
+def _best(rounds: list[dict]) -> dict:
+    """Each kernel's best round (rows keep the first round's order), and the best total."""
+    best = {}
+    for result in rounds:
+        for name, nodes, seconds in result["rows"]:
+            best[name] = [name, nodes, min(seconds, best[name][2]) if name in best else seconds]
+    return {"rows": list(best.values()), "total": min(result["total"] for result in rounds)}
+
+
+def match(dlc_rows: list, ort_rows: list) -> tuple[list, list]:
+    """(rows, unmatched): [dlc kernel, its ONNX nodes, dlc s, onnxruntime s, onnxruntime's op types]
+    per dlc kernel, and the onnxruntime nodes no kernel took. Names first, then what is left on
+    both sides, op type by op type, in the order it ran."""
+    by_name = {name: (ops[0] if ops else "", seconds) for name, ops, seconds in ort_rows}
+    # onnxruntime keeps a node's name, or names a node it rewrites after an output
+    # ("Clip_2_out_nchwc"): its name's prefixes of two or more words stand for it too
+    original = {}
+    for name in by_name:
+        original.setdefault(name, name)
+        base = name
+        while base.count("_") > 1:
+            base = base.rsplit("_", 1)[0]
+            original.setdefault(base, name)
+    taken, rows = set(), []
+    for kernel, nodes, seconds in dlc_rows:
+        mine = [original[n] for n in nodes if n in original and original[n] not in taken]
+        taken.update(mine)
+        rows.append([kernel, nodes, seconds, sum(by_name[n][1] for n in mine), [by_name[n][0] for n in mine]])
+    # the rest, op type by op type (a kernel's name is k<index>_<its first node's op type>[_fused]),
+    # in the order they ran, where both sides left as many
+    def same_op(kernel_op: str, ort_op: str) -> bool:
+        return ort_op == kernel_op or (kernel_op == "Conv" and ort_op in CONV_OPS)
+
+    for op in dict.fromkeys(row[0].split("_")[1] for row in rows if not row[4] and "_" in row[0]):
+        waiting = [row for row in rows if not row[4] and row[0].split("_")[1:2] == [op]]
+        left = [name for name, (ort_op, _) in by_name.items() if same_op(op, ort_op) and name not in taken]
+        if len(left) == len(waiting):
+            for row, name in zip(waiting, left):
+                taken.add(name)
+                row[3], row[4] = by_name[name][1], [by_name[name][0]]
+    unmatched = [(name, op, seconds) for name, (op, seconds) in by_name.items() if name not in taken]
+    return rows, unmatched
+
+
+def table(model: str, threads: int, dlc_result: dict, ort_result: dict, top: int) -> list[str]:
+    rows, unmatched = match(dlc_result["rows"], ort_result["rows"])
+    dlc_sum, ort_sum = sum(r[2] for r in rows), sum(r[3] for r in rows)
+    lines = [f"{model}, {threads} thread(s): run {dlc_result['total'] * 1e3:.3f} ms (dlc) against "
+             f"{ort_result['total'] * 1e3:.3f} ms (onnxruntime); kernels {dlc_sum * 1e3:.3f} against "
+             f"{ort_sum * 1e3:.3f} ms matched, {sum(u[2] for u in unmatched) * 1e3:.3f} ms of onnxruntime "
+             f"nodes unmatched ({len(unmatched)})", "",
+             "| dlc kernel | ONNX nodes | dlc ms | onnxruntime ms | onnxruntime ops | dlc/ort |",
+             "|---|---|---:|---:|---|---:|"]
+    for kernel, nodes, mine, theirs, ops in sorted(rows, key=lambda r: r[3] - r[2])[:top]:
+        shown = ", ".join(nodes[:3]) + (f" +{len(nodes) - 3}" if len(nodes) > 3 else "")
+        ratio = f"{mine / theirs:.2f}" if theirs else "-"
+        lines.append(f"| {kernel} | {shown} | {mine * 1e3:.3f} | {theirs * 1e3:.3f} | {'+'.join(ops)} | {ratio} |")
+    return lines
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model", nargs="*", help=".onnx paths (added to --models)")
+    parser.add_argument("--models", default="", help="benchmark-set names (run_all.py), comma-separated")
+    parser.add_argument("--threads", default="1", help="comma-separated thread counts")
+    parser.add_argument("--runs", type=int, default=20, help="profiled runs per round")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds (each kernel's best is kept)")
+    parser.add_argument("--top", type=int, default=20, help="rows per table (the kernels dlc loses most on)")
+    parser.add_argument("--child", nargs=6, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        runtime, model_path, threads, runs, artifact, out = args.child
+        _child(runtime, model_path, int(threads), int(runs), artifact, out)
+        return 0
+    sys.path.insert(0, str(HERE))
+    from threads import _cpu_description, _model_files
+
+    names = [n for n in args.models.split(",") if n] + list(args.model)
+    if not names:
+        parser.error("name a model: --models resnet50, or an .onnx path")
+    counts = [int(t) for t in args.threads.split(",") if t]
+    with tempfile.TemporaryDirectory() as work:
+        files = _model_files(names, Path(work))
+        print(f"{time.strftime('%Y-%m-%d')}, {_cpu_description()}; best of {args.rounds} round(s) of "
+              f"{args.runs} runs\n")
+        for name, path in files.items():
+            named = str(Path(work) / f"{name}.named.onnx")
+            _named(path, named)
+            for threads in counts:
+                artifact = str(Path(work) / f"{name}_{threads}")
+                subprocess.run([sys.executable, "-m", "dlc", "compile", named, "--profile", "--threads", str(threads),
+                                "-o", artifact], check=True, capture_output=True, cwd=ROOT)
+                results = {"dlc": [], "onnxruntime": []}
+                for _ in range(args.rounds):  # the two runtimes alternate within each round
+                    for runtime in results:
+                        results[runtime].append(_profile(runtime, named, threads, args.runs, artifact))
+                print("\n".join(table(name, threads, _best(results["dlc"]), _best(results["onnxruntime"]),
+                                      args.top)) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
