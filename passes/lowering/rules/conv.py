@@ -1,11 +1,11 @@
 """Conv (1-D/2-D/3-D, groups, pads, auto_pad, strides, dilations, bias).
 
 Mirrors https://onnx.ai/onnx/operators/onnx__Conv.html. float32 KxK convolutions with a
-weight filter run as an implicit GEMM that reads the padded input in place and stores into y's
-channel planes (`_implicit_gemm_conv`); other float32 2-D convolutions with
-enough output channels per group run as im2col + the GEMM micro-kernel (a 1x1 conv over 1x1
-maps as a Gemm with the weights as B, over small maps with its output channels in the vector
-lanes); the others (depthwise, 3-D, other dtypes) as direct loop
+weight filter, and unit-stride 1x1 ones over small maps or deep inputs (`_implicit_pointwise`),
+run as an implicit GEMM that reads the padded input in place and stores into y's channel planes
+(`_implicit_gemm_conv`); other float32 2-D convolutions with enough output channels per group
+run as W @ X or im2col + the GEMM micro-kernel (a 1x1 conv over 1x1 maps as a Gemm with the
+weights as B); the others (depthwise, 3-D, other dtypes) as direct loop
 nests (`_direct_conv`), depthwise convs on small maps over zero-padded phase planes
 (`_phase_flat_conv`), with a Relu/ReLU6/SiLU/HardSwish after them applied as outputs are stored. A 1-D conv
 is lowered as the 2-D conv of unit height it is. Also holds the
@@ -262,6 +262,7 @@ IMPLICIT_GEMM_CONVS = True
 # k block) is small next to the tile's k steps, or where W @ X fills the lanes badly
 # (`_implicit_pointwise`).
 IMPLICIT_GEMM_POINTWISE = True
+SMALL_MAP_PIXELS = 64  # 7x7 maps, whose pixels fill the vector lanes worse than channels do
 POINTWISE_DEEP = 512
 POINTWISE_MID_DEPTH, POINTWISE_MID_PIXELS = 256, 256
 POINTWISE_MOST_THREADS = 8
@@ -364,11 +365,6 @@ def _implicit_gemm_conv(kb, op, x, w, bias, y, window: Window, groups: int) -> b
     emit_gemm_call(kb, op, matrix(padded, batch * channels), matrix(w, out_channels), matrix(y, outputs),
                    bias_buffer=bias, residual_buffer=None if residual is None else matrix(residual, outputs), **spec)
     return True
-
-
-# 1x1 convs over maps of at most this many pixels (which fill the vector lanes worse than their
-# output channels do) always take the implicit GEMM (`_implicit_pointwise`).
-SMALL_MAP_PIXELS = 64
 
 
 def _im2col_plan(op, window: Window, channels: int, rows: int, depth: int, pixels: int, padded_hw) -> dict:
