@@ -48,7 +48,6 @@ _TILE_ARGS = ("kc", "load_c", "last", "b_stride", "ldc", "rows", "cols")
 OPTNONE_MIN_TILE_MACS = 4096
 
 
-
 def _i64(value: int) -> ir.Constant:
     return ir.Constant(I64, value)
 
