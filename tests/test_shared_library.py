@@ -25,7 +25,8 @@ pytestmark = needs_linker
 
 # What model.so may export: docs/artifact.md and docs/c-api.md.
 # dlc_contract: the sizes the code is built for, read at load (dlc/runtime/contract.py).
-DOCUMENTED = {"dlc_main", "dlc_contract", "dlc_pool_parallel", "dlc_pool_start", "dlc_pool_stop", "dlc_pool_forget"}
+DOCUMENTED = {"dlc_main", "dlc_contract", "dlc_pool_parallel", "dlc_pool_start", "dlc_pool_stop", "dlc_pool_forget",
+              "dlc_pool_own_items"}
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from dlc.codegen.thread_pool_ir import pool_object
-from dlc.runtime.thread_pool import SPIN_NS, pool
+from dlc.runtime.thread_pool import MASKED_ITEMS, SPIN_NS, pool
 
 WORKER = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int64)
 PARALLEL = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64)
@@ -46,6 +46,53 @@ def test_every_item_runs_exactly_once(items):
         log.clear()
         _parallel()(ctypes.cast(worker, ctypes.c_void_p), None, items)
         assert Counter(item for item, _ in log) == Counter(range(items))
+
+
+@pytest.mark.parametrize("items", [2, 7, 100])
+def test_every_item_runs_exactly_once_when_threads_own_items(items):
+    thread_pool = pool(pool_object())
+    thread_pool.ensure_threads(4)
+    log: list = []
+    worker = _recording_worker(log)
+    old = thread_pool.own_items(MASKED_ITEMS)
+    try:
+        for _ in range(5):
+            log.clear()
+            _parallel()(ctypes.cast(worker, ctypes.c_void_p), None, items)
+            assert Counter(item for item, _ in log) == Counter(range(items))
+    finally:
+        thread_pool.own_items(old)
+
+
+def test_item_i_runs_on_thread_i_region_after_region():
+    """Item 1 of a 2-item region is worker 1's: while the caller is held in item 0, no other
+    worker (2, 3: none of the region's items is theirs) takes it, so every region runs it on the
+    same thread. (Items went to whichever thread came first: successive kernels then read their
+    parts of a tensor from other cores' caches.)"""
+    thread_pool = pool(pool_object())
+    thread_pool.ensure_threads(4)
+    old = thread_pool.own_items(MASKED_ITEMS)
+    ran: dict = {}
+
+    @WORKER
+    def worker(data, item):
+        if item == 0:  # hold the caller here until item 1 has run elsewhere (it cannot steal it)
+            deadline = time.monotonic() + 10
+            while 1 not in ran and time.monotonic() < deadline:
+                time.sleep(0.0005)
+        ran[item] = threading.get_native_id()
+
+    runners = []
+    try:
+        for _ in range(12):
+            ran.clear()
+            _parallel()(ctypes.cast(worker, ctypes.c_void_p), None, 2)
+            assert set(ran) == {0, 1}
+            runners.append(ran[1])
+    finally:
+        thread_pool.own_items(old)
+    assert ran[0] == threading.get_native_id()
+    assert len(set(runners)) == 1 and runners[0] != ran[0]
 
 
 def test_sleeping_workers_are_woken_and_share_the_items():

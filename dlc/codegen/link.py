@@ -32,7 +32,7 @@ LIBRARY_FILE = "model.so"
 # C sources whose object is the same for every model (the C API's implementation; the
 # model's own table is not): compiled once, then kept in memory and beside the compile cache.
 SAME_FOR_EVERY_MODEL = ("dlc_api.c",)
-POOL_EXPORTS = ("dlc_pool_parallel", "dlc_pool_start", "dlc_pool_stop", "dlc_pool_forget")
+POOL_EXPORTS = ("dlc_pool_parallel", "dlc_pool_start", "dlc_pool_stop", "dlc_pool_forget", "dlc_pool_own_items")
 
 
 def find_linker(triple: str | None = None) -> tuple[str, str] | None:

@@ -5,20 +5,22 @@ from __future__ import annotations
 
 import functools
 
-from dlc.runtime.thread_pool import MAX_WORKERS, SLOTS, SPIN_NS
+from dlc.runtime.thread_pool import MASKED_ITEMS, MAX_WORKERS, OWNED_ITEMS, SLOTS, SPIN_NS
 
 _POOL_IR = r"""
 ; One job record per slot (SLOTS of them): callers on different threads each publish into a
 ; free slot, and every worker serves every slot. `word` and `done` sit on cache lines of their
 ; own: claimers hammer the first, finishers the second.
-%job = type { i64, i64, ptr, ptr, i32, [28 x i8], i64, [56 x i8] }
-;             word items fn  data busy              done
+%job = type { i64, i64, ptr, ptr, i32, i32, [24 x i8], i64, [56 x i8] }
+;             word items fn  data busy owned           done
 @slots = internal global [SLOTS x %job] zeroinitializer, align 64
 @epoch = internal global i64 0, align 64
 @sleepers = internal global i32 0, align 64
 @shutdown = internal global i32 0, align 64
 @workers = internal global i64 0, align 64
 @initialised = internal global i32 0, align 4
+; Jobs of at most this many items are owned (`run_items`): OWNED_ITEMS until dlc_pool_own_items.
+@owned_items = internal global i64 OWNED_ITEMS, align 8
 @mutex = internal global [128 x i8] zeroinitializer, align 64
 @cond = internal global [128 x i8] zeroinitializer, align 64
 @tids = internal global [MAX_WORKERS x i64] zeroinitializer, align 8
@@ -34,6 +36,7 @@ declare i32 @pthread_cond_signal(ptr)
 declare i32 @pthread_cond_broadcast(ptr)
 declare i32 @sched_yield()
 declare i32 @clock_gettime(i32, ptr)
+declare i64 @llvm.cttz.i64(i64, i1)
 PAUSE_DECLARATION
 
 define internal void @relax() alwaysinline nounwind {
@@ -52,29 +55,67 @@ define internal i64 @now_ns() nounwind {
   ret i64 %t
 }
 
-; Claim and run items of the job in `slot` until none is left.
-define internal void @run_items(i64 %slot) {
+; Claim and run items of the job in `slot` until none is left; `self` is this thread's index
+; (a caller's 0, worker w's w). An owned job (`own_items`: at most MASKED_ITEMS items) keeps a
+; mask of the items claimed in `word`'s low half: a thread claims its own item (item `self`)
+; first, then any left (stealing from a late thread). A worker without an item of its own
+; (self >= items) takes none: the job's caller, which always serves its job to the end, and the
+; other owners run them. So item i of successive regions runs on the same thread, and a kernel
+; reads from its own core's cache the part of the tensor that the kernel before it wrote there.
+; Other jobs count their next item in the low half: items go to whichever thread comes first.
+define internal void @run_items(i64 %slot, i64 %self) {
 entry:
   %word_p = getelementptr inbounds [SLOTS x %job], ptr @slots, i64 0, i64 %slot, i32 0
   %items_p = getelementptr inbounds [SLOTS x %job], ptr @slots, i64 0, i64 %slot, i32 1
   %fn_p = getelementptr inbounds [SLOTS x %job], ptr @slots, i64 0, i64 %slot, i32 2
   %data_p = getelementptr inbounds [SLOTS x %job], ptr @slots, i64 0, i64 %slot, i32 3
-  %done_p = getelementptr inbounds [SLOTS x %job], ptr @slots, i64 0, i64 %slot, i32 6
+  %owned_p = getelementptr inbounds [SLOTS x %job], ptr @slots, i64 0, i64 %slot, i32 5
+  %done_p = getelementptr inbounds [SLOTS x %job], ptr @slots, i64 0, i64 %slot, i32 7
   br label %claim
 claim:
   %w = load atomic i64, ptr %word_p seq_cst, align 8
   %fn = load atomic ptr, ptr %fn_p seq_cst, align 8
   %data = load atomic ptr, ptr %data_p seq_cst, align 8
   %items = load atomic i64, ptr %items_p seq_cst, align 8
-  %idx = and i64 %w, 4294967295
-  %left = icmp ult i64 %idx, %items
-  br i1 %left, label %try, label %out
-try:
+  %owned = load atomic i32, ptr %owned_p seq_cst, align 4
+  %low = and i64 %w, 4294967295
+  %few = icmp ne i32 %owned, 0
+  br i1 %few, label %masked, label %counted
+counted:
+  %left = icmp ult i64 %low, %items
+  br i1 %left, label %try_counted, label %out
+try_counted:
   %next = add i64 %w, 1
   %pair = cmpxchg ptr %word_p, i64 %w, i64 %next seq_cst seq_cst
   %won = extractvalue { i64, i1 } %pair, 1
   br i1 %won, label %run, label %claim
+masked:
+  ; CLOSED (a job being written) reads as every item claimed. `items` is capped (a description
+  ; read while the slot is rewritten, which the compare-exchange then rejects, may hold any
+  ; value), so that no shift below goes past 63 bits.
+  %under = icmp ult i64 %items, MASKED_ITEMS
+  %capped = select i1 %under, i64 %items, i64 MASKED_ITEMS
+  %unused_bits = sub i64 MASKED_ITEMS, %capped
+  %all = lshr i64 4294967295, %unused_bits
+  %unclaimed = xor i64 %low, -1
+  %free = and i64 %unclaimed, %all
+  %none_free = icmp eq i64 %free, 0
+  %surplus = icmp uge i64 %self, %capped
+  %idle = or i1 %none_free, %surplus
+  br i1 %idle, label %out, label %pick
+pick:
+  %own_bit = shl i64 1, %self
+  %own_free = and i64 %free, %own_bit
+  %has_own = icmp ne i64 %own_free, 0
+  %first_free = call i64 @llvm.cttz.i64(i64 %free, i1 true)
+  %j = select i1 %has_own, i64 %self, i64 %first_free
+  %bit = shl i64 1, %j
+  %claimed = or i64 %w, %bit
+  %pair_m = cmpxchg ptr %word_p, i64 %w, i64 %claimed seq_cst seq_cst
+  %won_m = extractvalue { i64, i1 } %pair_m, 1
+  br i1 %won_m, label %run, label %claim
 run:
+  %idx = phi i64 [ %low, %try_counted ], [ %j, %pick ]
   call void %fn(ptr %data, i64 %idx)
   %old = atomicrmw add ptr %done_p, i64 1 seq_cst
   br label %claim
@@ -83,12 +124,12 @@ out:
 }
 
 ; Serve every slot once.
-define internal void @run_all_slots() {
+define internal void @run_all_slots(i64 %self) {
 entry:
   br label %loop
 loop:
   %s = phi i64 [ 0, %entry ], [ %s1, %loop ]
-  call void @run_items(i64 %s)
+  call void @run_items(i64 %s, i64 %self)
   %s1 = add i64 %s, 1
   %more = icmp ult i64 %s1, SLOTS
   br i1 %more, label %loop, label %out
@@ -109,8 +150,9 @@ define internal i1 @stopping() alwaysinline nounwind {
 
 ; A worker: wait for a job published after the last epoch it saw, serve every slot, repeat.
 ; The epoch is read before the slots are served, so a job published meanwhile is not missed.
-define internal ptr @worker_main(ptr %unused) {
+define internal ptr @worker_main(ptr %index) {
 entry:
+  %self = ptrtoint ptr %index to i64
   %seen = alloca i64, align 8
   %since = alloca i64, align 8
   %spins = alloca i64, align 8
@@ -132,7 +174,7 @@ check:
   br i1 %new, label %work, label %spin
 work:
   store i64 %e, ptr %seen, align 8
-  call void @run_all_slots()
+  call void @run_all_slots(i64 %self)
   br label %idle
 spin:
   call void @relax()
@@ -228,7 +270,7 @@ publish:
   %high = shl i64 %g, 32
   %closed = or i64 %high, 4294967295
   store atomic i64 %closed, ptr %word_p seq_cst, align 8
-  %done_p = getelementptr inbounds [SLOTS x %job], ptr @slots, i64 0, i64 %slot, i32 6
+  %done_p = getelementptr inbounds [SLOTS x %job], ptr @slots, i64 0, i64 %slot, i32 7
   store atomic i64 0, ptr %done_p seq_cst, align 8
   %fn_p = getelementptr inbounds [SLOTS x %job], ptr @slots, i64 0, i64 %slot, i32 2
   store atomic ptr %fn, ptr %fn_p seq_cst, align 8
@@ -236,9 +278,18 @@ publish:
   store atomic ptr %data, ptr %data_p seq_cst, align 8
   %items_p = getelementptr inbounds [SLOTS x %job], ptr @slots, i64 0, i64 %slot, i32 1
   store atomic i64 %items, ptr %items_p seq_cst, align 8
+  %limit = load atomic i64, ptr @owned_items monotonic, align 8
+  %owned = icmp ule i64 %items, %limit
+  %owned32 = zext i1 %owned to i32
+  %owned_p = getelementptr inbounds [SLOTS x %job], ptr @slots, i64 0, i64 %slot, i32 5
+  store atomic i32 %owned32, ptr %owned_p seq_cst, align 4
   %g1 = add i64 %g, 1
   %open = shl i64 %g1, 32
-  store atomic i64 %open, ptr %word_p seq_cst, align 8
+  ; An owned job opens with item 0 claimed, the caller's: a worker done with its own item
+  ; would otherwise take it while the caller still wakes sleepers.
+  %caller_bit = zext i1 %owned to i64
+  %opened = or i64 %open, %caller_bit
+  store atomic i64 %opened, ptr %word_p seq_cst, align 8
   %e = atomicrmw add ptr @epoch, i64 1 seq_cst
   %asleep = load atomic i32, ptr @sleepers seq_cst, align 4
   %anyone = icmp sgt i32 %asleep, 0
@@ -248,7 +299,10 @@ wake:
   %helpers = sub i64 %items, 1
   %asleep64 = sext i32 %asleep to i64
   %fewer = icmp ult i64 %helpers, %asleep64
-  %count = select i1 %fewer, i64 %helpers, i64 %asleep64
+  %some = select i1 %fewer, i64 %helpers, i64 %asleep64
+  ; A job of owned items (`run_items`) wakes every sleeper: which of them a signal wakes is the
+  ; OS's choice, and only the items' owners take any.
+  %count = select i1 %owned, i64 %asleep64, i64 %some
   br label %signal
 signal:
   %k = phi i64 [ 0, %wake ], [ %k1, %signal ]
@@ -260,10 +314,16 @@ woke:
   %u = call i32 @pthread_mutex_unlock(ptr @mutex)
   br label %share
 share:
-  call void @run_items(i64 %slot)
+  br i1 %owned, label %first_item, label %the_rest
+first_item:
+  call void %fn(ptr %data, i64 0)
+  %first_done = atomicrmw add ptr %done_p, i64 1 seq_cst
+  br label %the_rest
+the_rest:
+  call void @run_items(i64 %slot, i64 0)
   br label %wait
 wait:
-  %spin = phi i64 [ 0, %share ], [ %spin1, %relax ], [ 0, %yield ]
+  %spin = phi i64 [ 0, %the_rest ], [ %spin1, %relax ], [ 0, %yield ]
   %d = load atomic i64, ptr %done_p seq_cst, align 8
   %finished = icmp uge i64 %d, %items
   br i1 %finished, label %out, label %relax
@@ -303,16 +363,27 @@ loop:
   br i1 %short, label %create, label %out
 create:
   %tid_p = getelementptr inbounds [MAX_WORKERS x i64], ptr @tids, i64 0, i64 %n
-  %rc = call i32 @pthread_create(ptr %tid_p, ptr null, ptr @worker_main, ptr null)
+  ; worker n + 1 (the caller is thread 0)
+  %n1 = add i64 %n, 1
+  %index = inttoptr i64 %n1 to ptr
+  %rc = call i32 @pthread_create(ptr %tid_p, ptr null, ptr @worker_main, ptr %index)
   %ok = icmp eq i32 %rc, 0
   br i1 %ok, label %count, label %out
 count:
-  %n1 = add i64 %n, 1
   store atomic i64 %n1, ptr @workers seq_cst, align 8
   br label %loop
 out:
   %r = load atomic i64, ptr @workers seq_cst, align 8
   ret i64 %r
+}
+
+; From now on, jobs of at most `limit` items (0: none; at most MASKED_ITEMS) own their items
+; (`run_items`); returns the old limit. A job keeps the mode it was published with.
+define i64 @dlc_pool_own_items(i64 %limit) {
+  %most = icmp ult i64 %limit, MASKED_ITEMS
+  %l = select i1 %most, i64 %limit, i64 MASKED_ITEMS
+  %old = atomicrmw xchg ptr @owned_items, i64 %l seq_cst
+  ret i64 %old
 }
 
 ; Give back slots [0, n).
@@ -402,7 +473,8 @@ def _pool_ir(arch: str) -> str:
     else:
         declaration, call = "", ""
     return (_POOL_IR.replace("PAUSE_DECLARATION", declaration).replace("PAUSE_CALL", call)
-            .replace("MAX_WORKERS", str(MAX_WORKERS)).replace("SLOTS", str(SLOTS)).replace("SPIN_NS", str(SPIN_NS)))
+            .replace("MAX_WORKERS", str(MAX_WORKERS)).replace("SLOTS", str(SLOTS)).replace("SPIN_NS", str(SPIN_NS))
+            .replace("MASKED_ITEMS", str(MASKED_ITEMS)).replace("OWNED_ITEMS", str(OWNED_ITEMS)))
 
 
 @functools.cache

@@ -2,11 +2,13 @@
 
 Generated code calls `dlc_pool_parallel(worker, data, items)`, which runs `worker(data, i)`
 for every i in [0, items) and returns when all are done. The calling thread takes items too,
-and an item goes to whichever thread claims it first (an atomic counter), so a worker that
-the OS has descheduled delays nothing: the caller and the other workers take its share and
-the caller never waits for a thread that has not started. (libgomp's static schedule and
-join barrier did wait: with a second busy process on a 2-core machine, a 3x3 conv took 29 ms
-on 2 threads against 1.7 ms on one.) This is the scheme of onnxruntime's and Eigen's pools.
+and an item goes to whichever thread claims it first, so a worker that the OS has descheduled
+delays nothing: the caller and the other workers take its share and the caller never waits for
+a thread that has not started. Optionally (`own_items`, below) item i is thread i's first, so
+that part i of successive regions runs on one core, which reads back what it wrote.
+(libgomp's static schedule and join barrier did wait: with a second busy process on a 2-core
+machine, a 3x3 conv took 29 ms on 2 threads against 1.7 ms on one.) This is the scheme of
+onnxruntime's pool (Eigen's, with its preferred workers per loop).
 
 The pool is written in LLVM IR (dlc/codegen/thread_pool_ir.py: no C compiler is needed at
 run time), compiled with the model and shipped in its artifact (`pool.o`, so that a run needs no LLVM), loaded once per
@@ -18,11 +20,24 @@ job of their own and every worker serves them all: callers that ask for threads 
 serialise on one job (they did: a second caller found the single job taken and ran inline).
 A slot's job is written while its `word` reads (generation, CLOSED), then `word` becomes
 (generation + 1, 0) and the global `epoch` is bumped. A thread claims item i by a
-compare-exchange of (g, i) -> (g, i + 1); success proves the description it read belongs to
-generation g, since it cannot change without `word` changing first. Finished items count in
-`done`; the caller returns when `done` reaches `items`, then frees the slot. Idle workers spin
-on `epoch` for SPIN_NS, then sleep on a condition variable; a caller wakes at most items - 1
-sleepers. With every slot taken, a caller runs its items inline.
+compare-exchange of (g, i) -> (g, i + 1). With item affinity on (`own_items`), item i of a job
+of at most that many items is thread i's (the caller is thread 0, worker w thread w): `word`'s
+low half is then a mask of the items claimed, the job opens with item 0 claimed for its
+caller, a thread claims its own item first by a compare-exchange of (g, mask) ->
+(g, mask | 1 << i), then any item left (a late or descheduled thread's share goes to whoever is
+done first), and a worker owning none of the job's items takes none.
+Successive regions split a tensor alike (GEMM row parts, loop chunks), so each core reads back
+what it wrote: on the 16-core Xeon EfficientNet-B0 ran 0.94-0.95x as long at 4-16 threads,
+MobileNetV2 0.95-0.97x at 4-8, the ResNets 0.98-1.02x (interleaved in one process,
+benchmarks/pool_affinity.py; benchmarks/README.md), but the one measurement of concurrent callers
+made with it on read onnxruntime/dlc 1.34 for ResNet-18 at 4 callers x 4 threads, against 0.56
+in the session before (unexplained, and not A/B'd in one process): off by default
+(OWNED_ITEMS) until an A/B of concurrent callers decides. Either way, success proves the
+description read belongs to generation g, since it cannot change without `word` changing
+first. Finished items count in `done`; the caller returns when `done` reaches `items`, then
+frees the slot. Idle workers spin on `epoch` for SPIN_NS, then sleep on a condition variable;
+a caller wakes at most items - 1 sleepers (every sleeper for owned items: the OS picks whom a
+signal wakes). With every slot taken, a caller runs its items inline.
 
 A region asks for as many items as its work pays for, not one per thread: each thread beyond
 the caller costs it ~THREAD_SECONDS (claims on one cache line, late starts, wake-ups), so
@@ -45,6 +60,12 @@ MAX_WORKERS = 255
 # the same inference (usually microseconds away), short enough not to burn a core between runs.
 SPIN_NS = 200_000
 CLOSED = 0xFFFFFFFF  # item index of a job being written: never below `items`
+# With item affinity on, a job of at most this many items gives item i to thread i (the caller
+# is thread 0) while that thread is there to take it: successive regions split a tensor alike,
+# so each part stays in the cache of the core that wrote it. Larger jobs go to whoever is first.
+MASKED_ITEMS = 32  # the low half of a job's `word` holds their mask
+# Item affinity at start: off (0), or on for jobs of at most this many items (`own_items`).
+OWNED_ITEMS = 0
 # Jobs that can run at once (concurrent callers, nested regions); one more caller runs inline.
 SLOTS = 64
 
@@ -80,6 +101,15 @@ class ThreadPool:
         """Join every worker; False (nothing stopped) while a parallel region runs."""
         with self._lock:
             return bool(self._stop())
+
+    def own_items(self, limit: int) -> int:
+        """From now on, regions of at most `limit` items (0: none, the default OWNED_ITEMS;
+        at most MASKED_ITEMS) give item i to thread i; returns the old limit. For A/B
+        measurements of that affinity (benchmarks/pool_affinity.py)."""
+        import ctypes
+
+        own = ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_int64)(self._module.address("dlc_pool_own_items"))
+        return int(own(max(0, min(limit, MASKED_ITEMS))))
 
     def _after_fork(self) -> None:
         self._forget()
