@@ -112,7 +112,11 @@ def _latency(model_path: str, runtime: str, threads: int, repeat: int) -> float:
 def _throughput(model_path: str, runtime: str, callers: int, threads: int, seconds: float) -> float:
     """Inferences per second of `callers` Python threads sharing one model, `threads` each."""
     os.sched_setaffinity(0, _cores()[:callers * threads])
-    run = _runner(model_path, runtime, threads)
+    return _serve(_runner(model_path, runtime, threads), callers, seconds)
+
+
+def _serve(run, callers: int, seconds: float) -> float:
+    """Inferences per second of `callers` Python threads calling `run` for `seconds`."""
     counts = [0] * callers
     start_line = threading.Barrier(callers + 1)
     stop = threading.Event()

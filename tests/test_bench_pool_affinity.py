@@ -20,3 +20,16 @@ def test_pool_affinity_benchmark_runs_both_modes(tmp_path):
     for _, _, owned, free, ratio in rows:
         assert float(owned) > 0 and float(free) > 0
         assert abs(float(ratio) - float(owned) / float(free)) < 0.2  # one round: the ratio of its medians
+
+
+def test_pool_affinity_benchmark_serves_concurrent_callers_in_both_modes(tmp_path):
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "pool_affinity.py"),
+                          str(ROOT / "examples" / "models" / "cnn.onnx"), "--models", "", "--threads", "",
+                          "--concurrency", "2x1", "--rounds", "1", "--seconds", "0.3"],
+                         capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    rows = [line.split("|")[1:-1] for line in out.stdout.splitlines() if line.startswith("| cnn")]
+    assert len(rows) == 1 and rows[0][1].strip() == "2x1", out.stdout
+    _, _, owned, free, ratio = rows[0]
+    assert float(owned) > 0 and float(free) > 0
+    assert abs(float(ratio) - float(free) / float(owned)) < 0.2
