@@ -8,6 +8,9 @@ the model's inputs then outputs as memrefs, reads weights with
 `memref.get_global` (weights stay outside the IR), allocates intermediates with
 `memref.alloc` (plan-memory turns them into views of one arena) and calls the
 kernels in order. View ops (Reshape, Flatten, ...) become `memref.reinterpret_cast`.
+A Concat kernel whose inputs' slices of its output are contiguous has its producers write
+straight into those slices (`memref.view`s of one buffer) and is not called at all, as
+one-shot bufferization does with an in-place `tensor.insert_slice` (`_concats_in_place`).
 """
 
 from __future__ import annotations
@@ -16,8 +19,10 @@ from dataclasses import dataclass
 
 from xdsl.builder import Builder
 from xdsl.context import Context
-from xdsl.dialects import func, memref
+from xdsl.dialects import arith, func, memref
 from xdsl.dialects.builtin import (
+    ArrayAttr,
+    IndexType,
     IntegerAttr,
     MemRefType,
     ModuleOp,
@@ -26,6 +31,7 @@ from xdsl.dialects.builtin import (
     StringAttr,
     TensorType,
     UnitAttr,
+    i8,
     i64,
 )
 from xdsl.ir import Block, Operation, Region, SSAValue
@@ -77,6 +83,65 @@ def view_at(builder: Builder, source: SSAValue, offset: int, shape, strides=None
     return op.result
 
 
+# A Concat along an axis that only axes of one element precede (channels at batch 1, rows of a
+# matrix) stores each input as one contiguous run of its output: its producers write there
+# directly and the copy goes. SqueezeNet's eight Concats were 0.33 of its 7.9 ms on one thread.
+CONCAT_IN_PLACE = True
+
+
+@dataclass
+class _ConcatInPlace:
+    """A Concat kernel run in place: each input's byte offset in the output, and the output's
+    bytes (`memref.alloc` of i8) once the first producer has been called."""
+
+    launch: LaunchOp
+    offsets: dict[SSAValue, int]
+    buffer: SSAValue | None = None
+
+
+def _concats_in_place(ops: list[Operation], kept: set[SSAValue]) -> dict[SSAValue | LaunchOp, _ConcatInPlace]:
+    """The plan, keyed by each input value it places and by the Concat launch it drops.
+
+    A Concat kernel qualifies when it holds the Concat alone, on the CPU, its output is not
+    returned (`kept`: values bound to @main's outputs), every axis before its axis has one
+    element, and each input is a distinct result of a CPU kernel (not another Concat run in
+    place) that no other Concat places and that is not returned either: the input then lives
+    only in its slice, which its readers read as before."""
+    plans: dict[SSAValue | LaunchOp, _ConcatInPlace] = {}
+    for op in ops:
+        if not (isinstance(op, LaunchOp) and op.target.data == "cpu" and len(op.results) == 1):
+            continue
+        body = [o for o in op.body.block.ops if not isinstance(o, YieldOp)]
+        if len(body) != 1 or not isinstance(body[0], OnnxOp) or body[0].onnx_type != "Concat":
+            continue
+        concat, result = body[0], op.results[0]
+        shape = result.type.get_shape()
+        axis = concat.attr("axis", 0)
+        axis = axis + len(shape) if axis < 0 else axis
+        inputs = list(concat.operands)
+        if (result in kept or any(size != 1 for size in shape[:axis]) or len(set(inputs)) != len(inputs)
+                or any(value in plans or value in kept or not isinstance(value.owner, LaunchOp)
+                       or value.owner.target.data != "cpu" or value.owner in plans for value in inputs)):
+            continue
+        offsets, offset = {}, 0
+        for value in inputs:
+            offsets[value] = offset
+            offset += byte_size(value.type)
+        plan = _ConcatInPlace(op, offsets)
+        plans[op] = plan
+        plans.update(dict.fromkeys(inputs, plan))
+    return plans
+
+
+def _byte_view(builder: Builder, buffer: SSAValue, offset: int, type: MemRefType) -> SSAValue:
+    """`type` at byte `offset` of the i8 `buffer` (a `memref.view`: identity layout)."""
+    shift = arith.ConstantOp.from_int_and_width(offset, IndexType())
+    view = memref.ViewOp(buffer, shift.result, [], type)
+    builder.insert(shift)
+    builder.insert(view)
+    return view.result
+
+
 @dataclass(frozen=True)
 class KernelsToLinalgPass(ModulePass):
     """Outline each kernel.launch into a func of linalg ops on memrefs; @main calls them."""
@@ -124,13 +189,20 @@ class _Outliner:
                 direct_output[source] = arg
                 in_place.add(value)
 
-        for old in list(old_block.ops)[:-1]:
+        ops = list(old_block.ops)[:-1]
+        self.order = {op: index for index, op in enumerate(ops)}
+        self.in_place = _concats_in_place(ops, set(returned) | set(direct_output)) if CONCAT_IN_PLACE else {}
+        for old in ops:
             if isinstance(old, WeightOp):
                 values[old.result] = self._get_global(builder, old)
             elif isinstance(old, NoneOp):
                 values[old.result] = None
             elif isinstance(old, OnnxOp) and old.onnx_type in VIEW_OPS:
                 self._view(builder, old, values)
+            elif isinstance(old, LaunchOp) and old in self.in_place:  # its inputs are in place
+                values[old.results[0]] = _byte_view(builder, self.in_place[old].buffer, 0,
+                                                    memref_of(old.results[0].type))
+                self._credit_nodes(old)
             elif isinstance(old, LaunchOp):
                 self._launch(builder, old, values, direct_output)
             else:
@@ -155,6 +227,15 @@ class _Outliner:
         self.old_main.detach()
         self.old_main.erase()
         self.module.body.block.add_ops([*self.globals.values(), *self.kernels, new_main])
+
+    def _credit_nodes(self, concat: LaunchOp) -> None:
+        """A Concat run in place is done when its last input's kernel is: that kernel's
+        `dlc.nodes` lists its nodes too (profiles and reports account for every node)."""
+        last = max(self.in_place[concat].offsets, key=lambda value: self.order[value.owner]).owner
+        kernel = next(k for k in self.kernels if k.sym_name.data == last.kernel_name)
+        nodes = [*(kernel.attributes["dlc.nodes"].data if "dlc.nodes" in kernel.attributes else ()),
+                 *(concat.nodes.data if concat.nodes is not None else ())]
+        kernel.attributes["dlc.nodes"] = ArrayAttr(nodes)
 
     def _get_global(self, builder: Builder, weight: WeightOp) -> SSAValue:
         name = weight.weight_name
@@ -192,6 +273,14 @@ class _Outliner:
 
         result_buffers = []
         for result in launch.results:
+            plan = self.in_place.get(result)
+            if plan is not None:  # written into its slice of a Concat's output
+                if plan.buffer is None:
+                    total = byte_size(plan.launch.results[0].type)
+                    alloc = memref.AllocOp([], [], MemRefType(i8, [total]))
+                    builder.insert(alloc)
+                    plan.buffer = alloc.memref
+                direct_output[result] = _byte_view(builder, plan.buffer, plan.offsets[result], memref_of(result.type))
             buffer = direct_output.get(result)
             if buffer is not None and buffer.type.get_shape() != result.type.get_shape():
                 buffer = reshape_view(builder, buffer, result.type.get_shape())

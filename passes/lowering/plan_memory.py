@@ -35,7 +35,7 @@ from dialects.types import byte_size
 from passes.lowering.utils.runtime_checks import SETS_STATUS, STATUS_TYPE
 
 ALIGNMENT = 64
-_ALIASING = (memref.ReinterpretCastOp, memref.CollapseShapeOp, memref.ExpandShapeOp, memref.CastOp)
+_ALIASING = (memref.ReinterpretCastOp, memref.CollapseShapeOp, memref.ExpandShapeOp, memref.CastOp, memref.ViewOp)
 
 
 def _align(size: int) -> int:
