@@ -93,3 +93,35 @@ def test_concats_that_must_copy_still_copy_and_compute_the_same(case, monkeypatc
     expected = onnxruntime_session(model).run(None, feeds)
     for output, value in zip(model.graph.output, expected):
         np.testing.assert_allclose(placed[output.name], value, rtol=1e-4, atol=1e-5)
+
+
+def _dense_block():
+    """A DenseNet block: each layer's Concat takes the previous Concat's output and the layer's
+    conv, and the next layer reads it (pre-activation: Relu, then conv)."""
+    nodes = [helper.make_node("Conv", ["x", "w0"], ["c0"], pads=[1] * 4, name="stem")]
+    inits = [_weight("w0", [4, 5, 3, 3])]
+    previous, channels = "c0", 4
+    for layer in range(3):
+        nodes += [helper.make_node("Relu", [previous], [f"r{layer}"], name=f"relu{layer}"),
+                  helper.make_node("Conv", [f"r{layer}", f"w{layer + 1}"], [f"g{layer}"], pads=[1] * 4,
+                                   name=f"grow{layer}"),
+                  helper.make_node("Concat", [previous, f"g{layer}"], [f"cat{layer}"], axis=1, name=f"cat{layer}")]
+        inits.append(_weight(f"w{layer + 1}", [3, channels, 3, 3]))
+        previous, channels = f"cat{layer}", channels + 3
+    nodes.append(helper.make_node("Conv", [previous, "wo"], ["y"], name="out"))
+    inits.append(_weight("wo", [6, channels, 1, 1]))
+    graph = helper.make_graph(nodes, "dense", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 5, 9, 9])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 6, 9, 9])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_dense_block_nests_its_concats_in_one_buffer(threads, monkeypatch):
+    model = _dense_block()
+    copied, feeds, copying_kernels = _run(model, threads, False, monkeypatch)
+    placed, _, kernels = _run(model, threads, True, monkeypatch)
+    assert sum("Concat" in name for name in copying_kernels) == 3
+    assert not any("Concat" in name for name in kernels), kernels
+    assert placed["y"].tobytes() == copied["y"].tobytes()
+    expected = onnxruntime_session(model).run(None, feeds)[0]
+    np.testing.assert_allclose(placed["y"], expected, rtol=1e-4, atol=1e-5)

@@ -92,11 +92,13 @@ CONCAT_IN_PLACE = True
 @dataclass
 class _ConcatInPlace:
     """A Concat kernel run in place: each input's byte offset in the output, and the output's
-    bytes (`memref.alloc` of i8) once the first producer has been called."""
+    bytes (`memref.alloc` of i8, or its slice of an outer Concat's, `outer`) once the first
+    producer has been called."""
 
     launch: LaunchOp
     offsets: dict[SSAValue, int]
     buffer: SSAValue | None = None
+    outer: tuple[_ConcatInPlace, int] | None = None
 
 
 def _concats_in_place(ops: list[Operation], kept: set[SSAValue]) -> dict[SSAValue | LaunchOp, _ConcatInPlace]:
@@ -104,9 +106,10 @@ def _concats_in_place(ops: list[Operation], kept: set[SSAValue]) -> dict[SSAValu
 
     A Concat kernel qualifies when it holds the Concat alone, on the CPU, its output is not
     returned (`kept`: values bound to @main's outputs), every axis before its axis has one
-    element, and each input is a distinct result of a CPU kernel (not another Concat run in
-    place) that no other Concat places and that is not returned either: the input then lives
-    only in its slice, which its readers read as before."""
+    element, and each input is a distinct result of a CPU kernel that no other Concat places
+    and that is not returned either: the input then lives only in its slice, which its readers
+    read as before. An input made by a Concat run in place puts that Concat's whole buffer in
+    its slice (DenseNet's chains: each block's Concats share one buffer, nothing is copied)."""
     plans: dict[SSAValue | LaunchOp, _ConcatInPlace] = {}
     for op in ops:
         if not (isinstance(op, LaunchOp) and op.target.data == "cpu" and len(op.results) == 1):
@@ -121,7 +124,7 @@ def _concats_in_place(ops: list[Operation], kept: set[SSAValue]) -> dict[SSAValu
         inputs = list(concat.operands)
         if (result in kept or any(size != 1 for size in shape[:axis]) or len(set(inputs)) != len(inputs)
                 or any(value in plans or value in kept or not isinstance(value.owner, LaunchOp)
-                       or value.owner.target.data != "cpu" or value.owner in plans for value in inputs)):
+                       or value.owner.target.data != "cpu" for value in inputs)):
             continue
         offsets, offset = {}, 0
         for value in inputs:
@@ -130,7 +133,24 @@ def _concats_in_place(ops: list[Operation], kept: set[SSAValue]) -> dict[SSAValu
         plan = _ConcatInPlace(op, offsets)
         plans[op] = plan
         plans.update(dict.fromkeys(inputs, plan))
+        for value in inputs:
+            if value.owner in plans:  # an inner Concat run in place
+                plans[value.owner].outer = (plan, offsets[value])
     return plans
+
+
+def _concat_buffer(builder: Builder, plan: _ConcatInPlace) -> SSAValue:
+    """The bytes of a Concat run in place: allocated here when it is not in an outer one's."""
+    if plan.buffer is None:
+        size = MemRefType(i8, [byte_size(plan.launch.results[0].type)])
+        if plan.outer is not None:
+            outer, offset = plan.outer
+            plan.buffer = _byte_view(builder, _concat_buffer(builder, outer), offset, size)
+        else:
+            alloc = memref.AllocOp([], [], size)
+            builder.insert(alloc)
+            plan.buffer = alloc.memref
+    return plan.buffer
 
 
 def _byte_view(builder: Builder, buffer: SSAValue, offset: int, type: MemRefType) -> SSAValue:
@@ -200,7 +220,7 @@ class _Outliner:
             elif isinstance(old, OnnxOp) and old.onnx_type in VIEW_OPS:
                 self._view(builder, old, values)
             elif isinstance(old, LaunchOp) and old in self.in_place:  # its inputs are in place
-                values[old.results[0]] = _byte_view(builder, self.in_place[old].buffer, 0,
+                values[old.results[0]] = _byte_view(builder, _concat_buffer(builder, self.in_place[old]), 0,
                                                     memref_of(old.results[0].type))
                 self._credit_nodes(old)
             elif isinstance(old, LaunchOp):
@@ -231,7 +251,10 @@ class _Outliner:
     def _credit_nodes(self, concat: LaunchOp) -> None:
         """A Concat run in place is done when its last input's kernel is: that kernel's
         `dlc.nodes` lists its nodes too (profiles and reports account for every node)."""
-        last = max(self.in_place[concat].offsets, key=lambda value: self.order[value.owner]).owner
+        made = [value for value in self.in_place[concat].offsets if value.owner not in self.in_place]
+        if not made:  # all of it from inner Concats run in place
+            return
+        last = max(made, key=lambda value: self.order[value.owner]).owner
         kernel = next(k for k in self.kernels if k.sym_name.data == last.kernel_name)
         nodes = [*(kernel.attributes["dlc.nodes"].data if "dlc.nodes" in kernel.attributes else ()),
                  *(concat.nodes.data if concat.nodes is not None else ())]
@@ -275,12 +298,8 @@ class _Outliner:
         for result in launch.results:
             plan = self.in_place.get(result)
             if plan is not None:  # written into its slice of a Concat's output
-                if plan.buffer is None:
-                    total = byte_size(plan.launch.results[0].type)
-                    alloc = memref.AllocOp([], [], MemRefType(i8, [total]))
-                    builder.insert(alloc)
-                    plan.buffer = alloc.memref
-                direct_output[result] = _byte_view(builder, plan.buffer, plan.offsets[result], memref_of(result.type))
+                direct_output[result] = _byte_view(builder, _concat_buffer(builder, plan), plan.offsets[result],
+                                                   memref_of(result.type))
             buffer = direct_output.get(result)
             if buffer is not None and buffer.type.get_shape() != result.type.get_shape():
                 buffer = reshape_view(builder, buffer, result.type.get_shape())
