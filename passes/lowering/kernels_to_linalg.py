@@ -122,7 +122,8 @@ def _concats_in_place(ops: list[Operation], kept: set[SSAValue]) -> dict[SSAValu
         axis = concat.attr("axis", 0)
         axis = axis + len(shape) if axis < 0 else axis
         inputs = list(concat.operands)
-        if (result in kept or any(size != 1 for size in shape[:axis]) or len(set(inputs)) != len(inputs)
+        if (result in kept or any(size != 1 for size in shape[:axis]) or any(size < 0 for size in shape)
+                or len(set(inputs)) != len(inputs)
                 or any(value in plans or value in kept or not isinstance(value.owner, LaunchOp)
                        or value.owner.target.data != "cpu" for value in inputs)):
             continue
