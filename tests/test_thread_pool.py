@@ -95,6 +95,43 @@ def test_item_i_runs_on_thread_i_region_after_region():
     assert len(set(runners)) == 1 and runners[0] != ran[0]
 
 
+def test_a_second_job_is_served_by_the_workers_that_own_nothing():
+    """Item affinity holds for the first job slot only: a job published while it is taken (a
+    concurrent caller's, or here a region nested in an item) goes to whoever is free. Owned
+    too, its item 1 would be worker 1's alone (busy in the first job), workers 2 and 3 would
+    take nothing, and its caller would run every item itself (4 callers x 4 threads served
+    0.59-0.65x as many inferences with all jobs owned)."""
+    thread_pool = pool(pool_object())
+    thread_pool.ensure_threads(4)
+    old = thread_pool.own_items(MASKED_ITEMS)
+    nested_done = threading.Event()
+    ran: dict = {}
+
+    @WORKER
+    def nested(data, item):
+        if item == 0:  # the nested caller waits here until another thread has run item 1
+            deadline = time.monotonic() + 10
+            while 1 not in ran and time.monotonic() < deadline:
+                time.sleep(0.0005)
+        ran[item] = threading.get_native_id()
+
+    @WORKER
+    def outer(data, item):
+        if item == 0:
+            _parallel()(ctypes.cast(nested, ctypes.c_void_p), None, 2)
+            nested_done.set()
+        else:  # worker 1 stays in the first job until the nested one is over
+            nested_done.wait(20)
+            ran["outer 1"] = threading.get_native_id()
+
+    try:
+        _parallel()(ctypes.cast(outer, ctypes.c_void_p), None, 2)
+    finally:
+        thread_pool.own_items(old)
+    assert ran[0] == threading.get_native_id()
+    assert ran[1] not in (ran[0], ran["outer 1"])
+
+
 def test_sleeping_workers_are_woken_and_share_the_items():
     pool(pool_object()).ensure_threads(3)
     log: list = []

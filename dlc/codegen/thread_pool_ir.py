@@ -279,7 +279,13 @@ publish:
   %items_p = getelementptr inbounds [SLOTS x %job], ptr @slots, i64 0, i64 %slot, i32 1
   store atomic i64 %items, ptr %items_p seq_cst, align 8
   %limit = load atomic i64, ptr @owned_items monotonic, align 8
-  %owned = icmp ule i64 %items, %limit
+  %small = icmp ule i64 %items, %limit
+  ; Only slot 0's job owns its items: worker w owns item w of every owned job, so jobs of
+  ; concurrent callers (slots 1...) owned too would all wait on workers 1..items-1 while the
+  ; rest stood idle (4 callers x 4 threads: 0.59-0.65x the throughput, 16-core Xeon). A lone
+  ; caller always takes slot 0; concurrent and nested jobs go to whoever is free.
+  %first_slot = icmp eq i64 %slot, 0
+  %owned = and i1 %small, %first_slot
   %owned32 = zext i1 %owned to i32
   %owned_p = getelementptr inbounds [SLOTS x %job], ptr @slots, i64 0, i64 %slot, i32 5
   store atomic i32 %owned32, ptr %owned_p seq_cst, align 4

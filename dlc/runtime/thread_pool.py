@@ -27,13 +27,14 @@ caller, a thread claims its own item first by a compare-exchange of (g, mask) ->
 (g, mask | 1 << i), then any item left (a late or descheduled thread's share goes to whoever is
 done first), and a worker owning none of the job's items takes none.
 Successive regions split a tensor alike (GEMM row parts, loop chunks), so each core reads back
-what it wrote: on the 16-core Xeon EfficientNet-B0 ran 0.94-0.95x as long at 4-16 threads,
-MobileNetV2 0.95-0.97x at 4-8, the ResNets 0.98-1.02x (interleaved in one process,
-benchmarks/pool_affinity.py; benchmarks/README.md), but the one measurement of concurrent callers
-made with it on read onnxruntime/dlc 1.34 for ResNet-18 at 4 callers x 4 threads, against 0.56
-in the session before (unexplained, and not A/B'd in one process): off by default
-(OWNED_ITEMS) until an A/B of concurrent callers decides. Either way, success proves the
-description read belongs to generation g, since it cannot change without `word` changing
+what it wrote. Only the job in slot 0 owns its items (a lone caller always takes slot 0):
+worker w owns item w of every owned job, so owned jobs of concurrent callers all waited on
+workers 1..items-1 while the rest stood idle (4 callers x 4 threads served 0.59-0.65x as many
+inferences); jobs in other slots go to whoever is free. On the 16-core Xeon, interleaved in one
+process (benchmarks/pool_affinity.py; benchmarks/README.md), owned/free latency: MobileNetV2
+0.93-0.99x, EfficientNet-B0 0.94-1.03x, ResNet-50 0.88-1.01x, ResNet-18 0.97-1.09x at 4-16
+threads; concurrent callers 0.95-1.06x the throughput. On by default (OWNED_ITEMS).
+Either way, success proves the description read belongs to generation g, since it cannot change without `word` changing
 first. Finished items count in `done`; the caller returns when `done` reaches `items`, then
 frees the slot. Idle workers spin on `epoch` for SPIN_NS, then sleep on a condition variable;
 a caller wakes at most items - 1 sleepers (every sleeper for owned items: the OS picks whom a
@@ -64,8 +65,8 @@ CLOSED = 0xFFFFFFFF  # item index of a job being written: never below `items`
 # is thread 0) while that thread is there to take it: successive regions split a tensor alike,
 # so each part stays in the cache of the core that wrote it. Larger jobs go to whoever is first.
 MASKED_ITEMS = 32  # the low half of a job's `word` holds their mask
-# Item affinity at start: off (0), or on for jobs of at most this many items (`own_items`).
-OWNED_ITEMS = 0
+# Item affinity at start: on for jobs of at most this many items in slot 0 (0: off; `own_items`).
+OWNED_ITEMS = MASKED_ITEMS
 # Jobs that can run at once (concurrent callers, nested regions); one more caller runs inline.
 SLOTS = 64
 
@@ -103,8 +104,8 @@ class ThreadPool:
             return bool(self._stop())
 
     def own_items(self, limit: int) -> int:
-        """From now on, regions of at most `limit` items (0: none, the default OWNED_ITEMS;
-        at most MASKED_ITEMS) give item i to thread i; returns the old limit. For A/B
+        """From now on, regions of at most `limit` items (0: none; the default is
+        OWNED_ITEMS, at most MASKED_ITEMS) give item i to thread i; returns the old limit. For A/B
         measurements of that affinity (benchmarks/pool_affinity.py)."""
         import ctypes
 
