@@ -13,12 +13,15 @@ become
 as MLIR's affine-loop-fusion fuses sibling loops over a shared dimension, so a thread does
 all boxes of its channels in one region, in the original order.
 
-Legal when the siblings write one buffer R only, whose first axis of more than one element
-(all axes before it are of size 1) has C elements, and every access of every sibling to R -
-reads included - stays inside the slice R[.., c, ..] selected by the sibling's loop over that
-axis: iteration c of one sibling never touches what iteration c' != c of another reads or
-writes, so running sibling after sibling per channel computes every element as the serial
-order does (bit-identical). Other operands are only read (the group writes nothing else).
+Legal when every buffer the siblings write (R, or a chain: a depthwise conv's padded planes,
+filled and copied, then read by its taps into y) has C elements on its first axis of more than
+one element (all axes before it are of size 1), and every access of every sibling to every
+written buffer - reads included - stays inside the slice R[.., c, ..] selected by the sibling's
+loop over that axis: iteration c of one sibling never touches what iteration c' != c of
+another reads or writes, so running sibling after sibling per channel computes every element
+as the serial order does (bit-identical). Other operands are only read (the group writes
+nothing else). A depthwise 5x5/2 conv over 672x14x14 ran its fills, copies and taps as three
+regions and some serial loops: 2.5x onnxruntime's time at two threads, 1.06x as one loop.
 Accesses are checked through their view (a `memref.reinterpret_cast` of R with a static
 strided layout, or R itself): address = offset + sum(stride_k * map_k(d)).
 """
@@ -77,21 +80,23 @@ def _layout(value: SSAValue, root: SSAValue) -> tuple[int, list[int]] | None:
     return None
 
 
-def _sibling_dim(op: GenericOp, axis: _Axis) -> int | None:
-    """The loop dimension of `op` that walks `axis.root`'s split axis, such that each of its
-    iterations touches one slice of the root only; None when there is none."""
+def _sibling_dim(op: GenericOp, axes: dict[SSAValue, _Axis]) -> int | None:
+    """The loop dimension of `op` that walks the split axis of every buffer in `axes` (the
+    group's written buffers, `op`'s own among them) such that each of its iterations touches
+    one slice of each only; None when there is none. `op` must write only buffers of `axes`."""
     if op.res:
         return None
     written = {_root(value) for value in op.outputs}
-    if written != {axis.root}:
+    if not written <= set(axes):
         return None
     trips = [operand.type.get_shape()[index] for operand, index, _ in op.get_loop_bound_sources()]
     iterators = [it.data for it in op.get_iterator_types().data]
     maps = [m.data for m in op.get_indexing_maps().data]
-    accesses = []  # (constant part, coefficient per dim) of each access to the root
+    accesses = []  # (axis, constant part, coefficient per dim) of each access to a group buffer
     for value, affine_map in zip(op.operands, maps):
-        if not isinstance(value.type, MemRefType) or _root(value) is not axis.root:
+        if not isinstance(value.type, MemRefType) or _root(value) not in axes:
             continue
+        axis = axes[_root(value)]
         layout = _layout(value, axis.root)
         forms = [linear_form(expr, len(trips)) for expr in affine_map.results]
         if layout is None or affine_map.num_symbols or None in forms:
@@ -100,12 +105,13 @@ def _sibling_dim(op: GenericOp, axis: _Axis) -> int | None:
         constants = affine_map.eval([0] * len(trips), [])
         constant = offset + sum(s * c for s, c in zip(strides, constants))
         coefficients = [sum(s * form[d] for s, form in zip(strides, forms)) for d in range(len(trips))]
-        accesses.append((constant, coefficients))
+        accesses.append((axis, constant, coefficients))
+    size = next(iter(axes.values())).size
     for dim, (trip, iterator) in enumerate(zip(trips, iterators)):
-        if trip != axis.size or iterator != IteratorType.PARALLEL:
+        if trip != size or iterator != IteratorType.PARALLEL:
             continue
         if all(coefficients[dim] == axis.stride and _within_slice(constant, coefficients, dim, trips, axis.stride)
-               for constant, coefficients in accesses):
+               for axis, constant, coefficients in accesses):
             return dim
     return None
 
@@ -123,27 +129,47 @@ def _pure(op: Operation) -> bool:
 
 
 def _groups(block: Block) -> list[tuple[_Axis, list[tuple[GenericOp, int]]]]:
-    """Runs of consecutive generics (views and constants between them allowed) that split the
-    same axis of the one buffer they write."""
+    """Runs of consecutive generics (views and constants between them allowed) that split one
+    axis, of C elements, of every buffer they write: a sibling writing a buffer of its own
+    joins when that buffer's split axis has C elements too and every member's every access to
+    every written buffer stays in slice c of it (a depthwise conv's padded planes, filled and
+    copied channel by channel, then read by its taps channel by channel into y)."""
     groups: list[tuple[_Axis, list[tuple[GenericOp, int]]]] = []
-    current: tuple[_Axis, list[tuple[GenericOp, int]]] | None = None
+    members: list[tuple[GenericOp, int]] = []
+    axes: dict[SSAValue, _Axis] = {}
+
+    def close() -> None:
+        if members:
+            groups.append((next(iter(axes.values())), list(members)))
+        members.clear()
+        axes.clear()
+
     for op in block.ops:
         if isinstance(op, GenericOp):
+            new = {root: _split_axis(root) for root in {_root(value) for value in op.outputs} if root not in axes}
+            joined = None
+            if members and None not in new.values() \
+                    and all(axis.size == next(iter(axes.values())).size for axis in new.values()):
+                wider = {**axes, **new}
+                dims = [_sibling_dim(member, wider) for member, _ in members] if new else \
+                    [dim for _, dim in members]
+                dim = _sibling_dim(op, wider)
+                if dim is not None and all(d == old for d, (_, old) in zip(dims, members)):
+                    joined = (wider, dim)
+            if joined is not None:
+                axes.update(joined[0])
+                members.append((op, joined[1]))
+                continue
+            close()
             roots = {_root(value) for value in op.outputs}
             axis = _split_axis(next(iter(roots))) if len(roots) == 1 else None
-            dim = _sibling_dim(op, axis) if axis is not None else None
-            if dim is not None and current is not None and current[0] == axis:
-                current[1].append((op, dim))
-                continue
-            if current is not None:
-                groups.append(current)
-            current = (axis, [(op, dim)]) if dim is not None else None
+            dim = _sibling_dim(op, {axis.root: axis}) if axis is not None else None
+            if dim is not None:
+                axes[axis.root] = axis
+                members.append((op, dim))
         elif not _pure(op):
-            if current is not None:
-                groups.append(current)
-            current = None
-    if current is not None:
-        groups.append(current)
+            close()
+    close()
     return [g for g in groups if len(g[1]) > 1 and sum(_iterations(op) for op, _ in g[1]) >= MIN_ITERATIONS]
 
 

@@ -720,11 +720,6 @@ def _row_pitch_conv(kb, x: SSAValue, w: SSAValue, bias: SSAValue | None, y: SSAV
     front = max(0, -first)
     back = max(0, (oh * ow - 1 + last) - (height * width - 1))
     plane = front + height * width + back
-    planes = kb.scratch(MemRefType(f32, [batch * channels * plane]))
-    kb.fill(planes, 0.0)
-    kb.copy(reshape_view(kb.builder, x, [batch, channels, height * width]),
-            view_at(kb.builder, planes, front, [batch, channels, height * width],
-                    [channels * plane, plane, 1]))
     shifts = [tj * dw - pw for tj in range(kw)]
     masked = [t for t, shift in enumerate(shifts) if shift != 0]
     masks = kb.scratch(MemRefType(f32, [max(1, len(masked)) * oh * ow]))
@@ -741,6 +736,16 @@ def _row_pitch_conv(kb, x: SSAValue, w: SSAValue, bias: SSAValue | None, y: SSAV
 
         kb.generic([], [reshape_view(kb.builder, masks, [len(masked), oh * ow])], [identity_map(2)],
                    [PARALLEL] * 2, mask_body)
+    # A channel's plane is a row of its own, so that its zeros, its copy of x and the taps
+    # run channel by channel in one parallel loop (fuse-parallel-siblings); the copy covers
+    # the middle of each plane, so only the runs before and after it are filled.
+    planes = kb.scratch(MemRefType(f32, [batch * channels, plane]))
+    for offset, length in ((0, front), (front + height * width, back)):
+        if length:
+            kb.fill(view_at(kb.builder, planes, offset, [batch * channels, length], [plane, 1]), 0.0)
+    kb.copy(reshape_view(kb.builder, x, [batch, channels, height * width]),
+            view_at(kb.builder, planes, front, [batch, channels, height * width],
+                    [channels * plane, plane, 1]))
     taps = list(itertools.product(range(kh), range(kw)))
     inputs, maps = _flat_tap_operands(
         kb, [view_at(kb.builder, planes, front + (ti * dh - ph) * width + tj * dw - pw,
@@ -804,7 +809,27 @@ def _phase_pitch_conv(kb, x: SSAValue, w: SSAValue, bias: SSAValue | None, y: SS
     back = max(0, (oh * ow - 1 + max(offsets)) - (max(rows.values()) * ow - 1))
     plane = front + max(rows.values()) * ow + back
     stride = sh * sw * plane  # a channel's planes
-    planes = kb.scratch(MemRefType(f32, [batch * channels * stride]))
+    keys = sorted({(c, cols[b]) for _, b, _, c in taps if c < 0 or ow + c > cols[b]})
+    masks = kb.scratch(MemRefType(f32, [max(1, len(keys)) * oh * ow]))
+    if keys:
+        def mask_body(bb, args):
+            ib = bb.on(IndexType())
+            column = ib.remsi(bb.index(1), ib.const(ow))
+            shift, limit = ib.const(0), ib.const(0)
+            for i, (c, count) in enumerate(keys):
+                here = ib.compare("eq", bb.index(0), ib.const(i))
+                shift = bb.select(here, ib.const(c), shift)
+                limit = bb.select(here, ib.const(count), limit)
+            read = ib.add(column, shift)
+            inside = ib.and_(ib.compare("ge", read, ib.const(0)), ib.compare("lt", read, limit))
+            return [bb.select(inside, bb.const(1.0), bb.const(0.0))]
+
+        kb.generic([], [reshape_view(kb.builder, masks, [len(keys), oh * ow])], [identity_map(2)],
+                   [PARALLEL] * 2, mask_body)
+    # A channel's planes are a row of their own, so fuse-parallel-siblings runs the fills, the
+    # copies and the taps channel by channel in one parallel loop: a channel's planes are
+    # written and read back from L1, in one thread-pool region rather than three or more.
+    planes = kb.scratch(MemRefType(f32, [batch * channels, stride]))
     if all(count == ow for count in cols.values()):
         # The copies below write each plane's rows whole: only the runs before and after them
         # need zeros (a fill of the whole planes was a tenth of a 3x3/2 240x28x28 conv).
@@ -830,23 +855,6 @@ def _phase_pitch_conv(kb, x: SSAValue, w: SSAValue, bias: SSAValue | None, y: SS
                              [channels * height * width, height * width, sh * width, sw])
             kb.copy(source, view_at(kb.builder, planes, (a * sw + b) * plane + front,
                                     [batch, channels, rows[a], cols[b]], [channels * stride, stride, ow, 1]))
-    keys = sorted({(c, cols[b]) for _, b, _, c in taps if c < 0 or ow + c > cols[b]})
-    masks = kb.scratch(MemRefType(f32, [max(1, len(keys)) * oh * ow]))
-    if keys:
-        def mask_body(bb, args):
-            ib = bb.on(IndexType())
-            column = ib.remsi(bb.index(1), ib.const(ow))
-            shift, limit = ib.const(0), ib.const(0)
-            for i, (c, count) in enumerate(keys):
-                here = ib.compare("eq", bb.index(0), ib.const(i))
-                shift = bb.select(here, ib.const(c), shift)
-                limit = bb.select(here, ib.const(count), limit)
-            read = ib.add(column, shift)
-            inside = ib.and_(ib.compare("ge", read, ib.const(0)), ib.compare("lt", read, limit))
-            return [bb.select(inside, bb.const(1.0), bb.const(0.0))]
-
-        kb.generic([], [reshape_view(kb.builder, masks, [len(keys), oh * ow])], [identity_map(2)],
-                   [PARALLEL] * 2, mask_body)
     inputs, maps = _flat_tap_operands(
         kb, [view_at(kb.builder, planes, (a * sw + b) * plane + front + r * ow + c,
                      [batch, channels, oh * ow], [channels * stride, stride, 1]) for a, b, r, c in taps],

@@ -72,4 +72,84 @@ builtin.module {
     }
     func.return
   }
+
+  // A depthwise conv's padded planes (one row of 1042 floats per channel: 16 zeros, the
+  // channel's 1024 inputs, 2 zeros), then its taps reading them into y: the group writes two
+  // buffers, both split on their 64 channels, and each iteration keeps to its channel's
+  // slice of both, so fills, copy and taps share one loop over the channels.
+  // CHECK-LABEL: func.func private @planes_then_taps
+  // CHECK:         scf.for %[[CH:.*]] = %{{.*}} to %{{.*}} step %{{.*}} {
+  // CHECK:           memref.store %{{.*}}, %{{.*}}[%[[CH]], %{{.*}}] : memref<64x16xf32, strided<[1042, 1]>>
+  // CHECK:           memref.store %{{.*}}, %{{.*}}[%[[CH]], %{{.*}}] : memref<64x2xf32, strided<[1042, 1], offset: 1040>>
+  // CHECK:           memref.store %{{.*}}, %{{.*}}[%{{.*}}, %[[CH]], %{{.*}}] : memref<1x64x1024xf32, strided<[66688, 1042, 1], offset: 16>>
+  // CHECK:           memref.load %{{.*}}[%{{.*}}, %[[CH]], %{{.*}}] : memref<1x64x1024xf32, strided<[66688, 1042, 1], offset: 15>>
+  // CHECK:           memref.load %{{.*}}[%{{.*}}, %[[CH]], %{{.*}}] : memref<1x64x1024xf32, strided<[66688, 1042, 1], offset: 17>>
+  // CHECK:           memref.store %{{.*}}, %{{.*}}[%{{.*}}, %[[CH]], %{{.*}}] : memref<1x64x1024xf32>
+  // CHECK:         } {dlc.parallel}
+  // CHECK-NOT:     linalg.generic
+  // CHECK:         func.return
+  func.func private @planes_then_taps(%x: memref<1x64x1024xf32>, %planes: memref<64x1042xf32>, %y: memref<1x64x1024xf32>) {
+    %front = memref.reinterpret_cast %planes to offset: [0], sizes: [64, 16], strides: [1042, 1] : memref<64x1042xf32> to memref<64x16xf32, strided<[1042, 1]>>
+    linalg.generic {indexing_maps = [affine_map<(d0, d1) -> (d0, d1)>], iterator_types = ["parallel", "parallel"]}
+        outs(%front : memref<64x16xf32, strided<[1042, 1]>>) {
+    ^bb0(%o: f32):
+      %z = arith.constant 0.0 : f32
+      linalg.yield %z : f32
+    }
+    %back = memref.reinterpret_cast %planes to offset: [1040], sizes: [64, 2], strides: [1042, 1] : memref<64x1042xf32> to memref<64x2xf32, strided<[1042, 1], offset: 1040>>
+    linalg.generic {indexing_maps = [affine_map<(d0, d1) -> (d0, d1)>], iterator_types = ["parallel", "parallel"]}
+        outs(%back : memref<64x2xf32, strided<[1042, 1], offset: 1040>>) {
+    ^bb0(%o: f32):
+      %z = arith.constant 0.0 : f32
+      linalg.yield %z : f32
+    }
+    %middle = memref.reinterpret_cast %planes to offset: [16], sizes: [1, 64, 1024], strides: [66688, 1042, 1] : memref<64x1042xf32> to memref<1x64x1024xf32, strided<[66688, 1042, 1], offset: 16>>
+    linalg.generic {indexing_maps = [affine_map<(d0, d1, d2) -> (d0, d1, d2)>, affine_map<(d0, d1, d2) -> (d0, d1, d2)>],
+                    iterator_types = ["parallel", "parallel", "parallel"]}
+        ins(%x : memref<1x64x1024xf32>) outs(%middle : memref<1x64x1024xf32, strided<[66688, 1042, 1], offset: 16>>) {
+    ^bb0(%a: f32, %o: f32):
+      linalg.yield %a : f32
+    }
+    %left = memref.reinterpret_cast %planes to offset: [15], sizes: [1, 64, 1024], strides: [66688, 1042, 1] : memref<64x1042xf32> to memref<1x64x1024xf32, strided<[66688, 1042, 1], offset: 15>>
+    %right = memref.reinterpret_cast %planes to offset: [17], sizes: [1, 64, 1024], strides: [66688, 1042, 1] : memref<64x1042xf32> to memref<1x64x1024xf32, strided<[66688, 1042, 1], offset: 17>>
+    linalg.generic {indexing_maps = [affine_map<(d0, d1, d2) -> (d0, d1, d2)>, affine_map<(d0, d1, d2) -> (d0, d1, d2)>,
+                                     affine_map<(d0, d1, d2) -> (d0, d1, d2)>],
+                    iterator_types = ["parallel", "parallel", "parallel"]}
+        ins(%left, %right : memref<1x64x1024xf32, strided<[66688, 1042, 1], offset: 15>>, memref<1x64x1024xf32, strided<[66688, 1042, 1], offset: 17>>)
+        outs(%y : memref<1x64x1024xf32>) {
+    ^bb0(%l: f32, %r: f32, %o: f32):
+      %s = arith.addf %l, %r : f32
+      linalg.yield %s : f32
+    }
+    func.return
+  }
+
+  // The taps read the planes in reverse channel order: iteration c would read what
+  // iteration 63 - c writes, so only the copy joins the fill; the taps stay a generic after it.
+  // CHECK-LABEL: func.func private @taps_read_other_channels
+  // CHECK:         scf.for
+  // CHECK:         } {dlc.parallel}
+  // CHECK-NEXT:    linalg.generic
+  func.func private @taps_read_other_channels(%x: memref<1x64x1024xf32>, %planes: memref<64x1042xf32>, %y: memref<1x64x1024xf32>) {
+    linalg.generic {indexing_maps = [affine_map<(d0, d1) -> (d0, d1)>], iterator_types = ["parallel", "parallel"]}
+        outs(%planes : memref<64x1042xf32>) {
+    ^bb0(%o: f32):
+      %z = arith.constant 0.0 : f32
+      linalg.yield %z : f32
+    }
+    %middle = memref.reinterpret_cast %planes to offset: [16], sizes: [1, 64, 1024], strides: [66688, 1042, 1] : memref<64x1042xf32> to memref<1x64x1024xf32, strided<[66688, 1042, 1], offset: 16>>
+    linalg.generic {indexing_maps = [affine_map<(d0, d1, d2) -> (d0, d1, d2)>, affine_map<(d0, d1, d2) -> (d0, d1, d2)>],
+                    iterator_types = ["parallel", "parallel", "parallel"]}
+        ins(%x : memref<1x64x1024xf32>) outs(%middle : memref<1x64x1024xf32, strided<[66688, 1042, 1], offset: 16>>) {
+    ^bb0(%a: f32, %o: f32):
+      linalg.yield %a : f32
+    }
+    linalg.generic {indexing_maps = [affine_map<(d0, d1, d2) -> (-d1 + 63, d2 + 16)>, affine_map<(d0, d1, d2) -> (d0, d1, d2)>],
+                    iterator_types = ["parallel", "parallel", "parallel"]}
+        ins(%planes : memref<64x1042xf32>) outs(%y : memref<1x64x1024xf32>) {
+    ^bb0(%a: f32, %o: f32):
+      linalg.yield %a : f32
+    }
+    func.return
+  }
 }

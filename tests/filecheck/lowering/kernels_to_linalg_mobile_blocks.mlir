@@ -3,10 +3,11 @@
 // Mobile blocks. A 1x1 conv over a 1x1 map (squeeze-and-excitation's fc) is the Gemm
 // X[N, Cin] @ W[Cout, Cin]^T: m = N, the weights a transposed B (packed by pack-weights), not
 // W @ X with one GEMM column. A depthwise 5x5 over a 7x7 map (interior 9 of 49 outputs), stride
-// 1 with output rows as long as x's, runs on x's own row pitch: a fill, the copy of x between
-// 16 zeros before and after it (81 floats a channel), the 0/1 masks of the 4 tap columns that
-// can fall outside a row, then one flat loop of the 49 outputs per channel, written straight
-// into y, each off-row tap column selected away. With stride 2 and pads 2 (4x4 outputs) x's
+// 1 with output rows as long as x's, runs on x's own row pitch: the 0/1 masks of the 4 tap
+// columns that can fall outside a row, the 16 zeros before and after each channel's copy of x
+// (a [16, 81] scratch: a channel's plane is one row, so that fuse-parallel-siblings can run
+// zeros, copy and taps channel by channel), then one flat loop of the 49 outputs per channel,
+// written straight into y, each off-row tap column selected away. With stride 2 and pads 2 (4x4 outputs) x's
 // four phases get planes with rows of OW = 4 (26 floats each, 104 a channel), then the same
 // flat loop into y. Unpadded (2x2 outputs), a phase has more columns than OW: zero-padded
 // phase planes, a flat loop nest with the 25 taps unrolled (16 outputs: one whole vector),
@@ -46,14 +47,16 @@ builtin.module {
 // CHECK:        func.call @dlc_gemm_0
 // CHECK-NEXT:   func.return
 // CHECK-LABEL: func.func private @k1_Conv
-// CHECK-SAME:   %{{.*}}: memref<1296xf32>, %{{.*}}: memref<196xf32>
-// CHECK:        linalg.generic
-// CHECK-SAME:   outs(%{{.*}} : memref<1296xf32>)
-// CHECK:        memref.reinterpret_cast %{{.*}} to offset: [16], sizes: [1, 16, 49], strides: [1296, 81, 1]
-// CHECK:        linalg.generic
+// CHECK-SAME:   %{{.*}}: memref<196xf32>, %{{.*}}: memref<16x81xf32>
 // CHECK:        linalg.generic
 // CHECK-SAME:   outs(%{{.*}} : memref<4x49xf32>)
 // CHECK:        linalg.index 1
+// CHECK:        memref.reinterpret_cast %{{.*}} to offset: [0], sizes: [16, 16], strides: [81, 1]
+// CHECK:        linalg.generic
+// CHECK:        memref.reinterpret_cast %{{.*}} to offset: [65], sizes: [16, 16], strides: [81, 1]
+// CHECK:        linalg.generic
+// CHECK:        memref.reinterpret_cast %{{.*}} to offset: [16], sizes: [1, 16, 49], strides: [1296, 81, 1]
+// CHECK:        linalg.generic
 // CHECK:        memref.reinterpret_cast %{{.*}} to offset: [0], sizes: [1, 16, 49], strides: [1296, 81, 1]
 // CHECK:        memref.reinterpret_cast %{{.*}} to offset: [32], sizes: [1, 16, 49], strides: [1296, 81, 1]
 // CHECK:        linalg.generic
@@ -63,15 +66,15 @@ builtin.module {
 // CHECK-NOT:    linalg.generic
 // CHECK:        func.return
 // CHECK-LABEL: func.func private @k2_Conv
-// CHECK-SAME:   %{{.*}}: memref<1664xf32>, %{{.*}}: memref<64xf32>
+// CHECK-SAME:   %{{.*}}: memref<64xf32>, %{{.*}}: memref<16x104xf32>
 // CHECK:        linalg.generic
-// CHECK-SAME:   outs(%{{.*}} : memref<1664xf32>)
+// CHECK-SAME:   outs(%{{.*}} : memref<4x16xf32>)
+// CHECK:        linalg.generic
+// CHECK-SAME:   outs(%{{.*}} : memref<16x104xf32>)
 // CHECK:        memref.reinterpret_cast %{{.*}} to offset: [0], sizes: [1, 16, 4, 4], strides: [784, 49, 14, 2]
 // CHECK:        memref.reinterpret_cast %{{.*}} to offset: [5], sizes: [1, 16, 4, 4], strides: [1664, 104, 4, 1]
 // CHECK:        memref.reinterpret_cast %{{.*}} to offset: [83], sizes: [1, 16, 3, 3], strides: [1664, 104, 4, 1]
 // CHECK:        linalg.generic
-// CHECK:        linalg.generic
-// CHECK-SAME:   outs(%{{.*}} : memref<4x16xf32>)
 // CHECK:        memref.reinterpret_cast %{{.*}} to offset: [0], sizes: [1, 16, 16], strides: [1664, 104, 1]
 // CHECK:        linalg.generic
 // CHECK-SAME:   iterator_types = ["parallel", "parallel", "parallel"]
