@@ -943,8 +943,12 @@ def _direct_conv(kb, x, w, bias, y, window: Window, groups: int) -> None:
         else:
             _accumulate_looped(kb, x, starts, w, y_box, window, groups, box.taps)
     if after:
-        flat_y = reshape_view(kb.builder, y, [int(np.prod(y.type.get_shape()))])
-        kb.elementwise([flat_y], flat_y, lambda b, a: [_activate(b, a[0], after)])
+        # Over [N, C, pixels]: the pass is split on the channels like the boxes, so that
+        # fuse-parallel-siblings runs it in their loop, each channel activated while in cache
+        # (one flat pass over y was a second thread-pool region).
+        shape = y.type.get_shape()
+        rows_y = reshape_view(kb.builder, y, [*shape[:2], int(np.prod(shape[2:]))])
+        kb.elementwise([rows_y], rows_y, lambda b, a: [_activate(b, a[0], after)])
 
 
 def _boxes(window: Window, in_spatial: Sequence[int]) -> list[_Box] | None:
