@@ -24,6 +24,9 @@ CASES = {
     "3x3_batch3_residual": ([3, 12, 7, 7], [20, 12, 3, 3], {"pads": [1] * 4}, "residual", True),
     "1x3_unpadded_5x9": ([1, 12, 5, 9], [64, 12, 1, 3], {}, "none", True),
     "3x3_silu_own_loop": ([1, 4, 6, 6], [16, 4, 3, 3], {"pads": [1] * 4}, "silu", True),
+    "3x3_s2_hardswish_in_registers": ([1, 3, 20, 20], [16, 3, 3, 3], {"pads": [1] * 4, "strides": [2, 2]},
+                                      "hardswish", True),
+    "3x3_hardswish_after_residual": ([1, 6, 7, 7], [24, 6, 3, 3], {"pads": [1] * 4}, "residual_hardswish", True),
     "conv1d_k3_s2": ([2, 24, 33], [32, 24, 3], {"strides": [2]}, "relu", True),
 }
 
@@ -45,9 +48,11 @@ def _model(name: str):
                               ["c" if tail != "none" else "y"], **attrs)]
     if tail.startswith("residual"):
         inputs.append(helper.make_tensor_value_info("r", TensorProto.FLOAT, out))
-        nodes.append(helper.make_node("Add", ["c", "r"], ["a" if tail == "residual_relu" else "y"]))
+        nodes.append(helper.make_node("Add", ["c", "r"], ["y" if tail == "residual" else "a"]))
     if tail in ("relu", "residual_relu"):
         nodes.append(helper.make_node("Relu", ["a" if tail == "residual_relu" else "c"], ["y"]))
+    elif tail in ("hardswish", "residual_hardswish"):
+        nodes.append(helper.make_node("HardSwish", ["a" if tail == "residual_hardswish" else "c"], ["y"]))
     elif tail == "silu":
         nodes += [helper.make_node("Sigmoid", ["c"], ["s"]), helper.make_node("Mul", ["c", "s"], ["y"])]
     graph = helper.make_graph(nodes, name, inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, out)], inits)
@@ -75,6 +80,21 @@ def test_implicit_gemm_conv_matches_onnxruntime(name, threads):
     # Sums of up to 147 products of values in [-1, 1] (|y| up to ~20): float32 rounding in
     # another order than onnxruntime's differs by a few ulp of the partial sums.
     np.testing.assert_allclose(got, run_onnxruntime(model, feeds)[0], rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["3x3_s2_hardswish_in_registers", "3x3_hardswish_after_residual"])
+def test_hardswish_is_applied_in_the_gemms_registers(name):
+    """A transposed C has no rows to read back after its store, so HardSwish (5 operations a
+    vector) is applied to the tile in registers: the GEMM carries it and no loop follows (it
+    was a second pass over y: MobileNetV3's stem, its 160 -> 960 convs over 7x7)."""
+    from dlc.driver import compile_model
+    from dlc.targets import CompileOptions
+
+    text = str(compile_model(_model(name), options=CompileOptions(threads=1), compile_to="linalg").module)
+    assert 'activation = "hardswish"' in text and "c_transposed = 1" in text
+    kernel = text[text.index("func.func private @k0_"):]
+    after_gemm = kernel[kernel.index("func.call @dlc_gemm"):kernel.index("func.return")]
+    assert "linalg.generic" not in after_gemm, "HardSwish left as a loop of its own"
 
 
 def test_implicit_gemm_conv_is_bit_identical_across_thread_counts():

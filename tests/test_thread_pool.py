@@ -99,37 +99,41 @@ def test_a_second_job_is_served_by_the_workers_that_own_nothing():
     """Item affinity holds for the first job slot only: a job published while it is taken (a
     concurrent caller's, or here a region nested in an item) goes to whoever is free. Owned
     too, its item 1 would be worker 1's alone (busy in the first job), workers 2 and 3 would
-    take nothing, and its caller would run every item itself (4 callers x 4 threads served
-    0.59-0.65x as many inferences with all jobs owned)."""
+    take nothing, and its caller would run both items in turn (4 callers x 4 threads served
+    0.59-0.65x as many inferences with all jobs owned). Each nested item waits until both
+    have started, so only two threads at once get through without the wait running out."""
     thread_pool = pool(pool_object())
     thread_pool.ensure_threads(4)
     old = thread_pool.own_items(MASKED_ITEMS)
     nested_done = threading.Event()
+    lock = threading.Lock()
+    started: set = set()
     ran: dict = {}
 
     @WORKER
     def nested(data, item):
-        if item == 0:  # the nested caller waits here until another thread has run item 1
-            deadline = time.monotonic() + 10
-            while 1 not in ran and time.monotonic() < deadline:
-                time.sleep(0.0005)
-        ran[item] = threading.get_native_id()
+        with lock:
+            started.add(item)
+        deadline = time.monotonic() + 10
+        while len(started) < 2 and time.monotonic() < deadline:
+            time.sleep(0.0005)
+        ran[item] = (threading.get_native_id(), len(started) == 2)
 
     @WORKER
     def outer(data, item):
         if item == 0:
             _parallel()(ctypes.cast(nested, ctypes.c_void_p), None, 2)
             nested_done.set()
-        else:  # worker 1 stays in the first job until the nested one is over
-            nested_done.wait(20)
-            ran["outer 1"] = threading.get_native_id()
+        else:  # worker 1 (or a late worker's thief) stays here until the nested job is over
+            nested_done.wait(30)
 
     try:
         _parallel()(ctypes.cast(outer, ctypes.c_void_p), None, 2)
     finally:
         thread_pool.own_items(old)
-    assert ran[0] == threading.get_native_id()
-    assert ran[1] not in (ran[0], ran["outer 1"])
+    (first, first_overlapped), (second, second_overlapped) = ran[0], ran[1]
+    assert first_overlapped and second_overlapped, "the nested items ran one after the other"
+    assert first != second
 
 
 def test_sleeping_workers_are_woken_and_share_the_items():

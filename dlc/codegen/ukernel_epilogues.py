@@ -33,6 +33,10 @@ from passes.lowering.approximate_math import (
 
 # The activations `apply_in_place` computes (GemmSpec.activation names).
 IN_PLACE = ("silu", "hardswish")
+# ...of which a transposed C (`c_transposed`: no rows to read back) takes in registers, before
+# its store (`in_registers`): HardSwish's five operations a vector need no more registers than
+# the tile frees as it is stored. SiLU's exp would spill the tile.
+IN_REGISTERS_TRANSPOSED = ("hardswish",)
 
 F32 = ir.FloatType()
 I32 = ir.IntType(32)
@@ -55,6 +59,13 @@ def apply_in_place(emitter, c: ir.Value, ldc: ir.Value, rows: ir.Value, vecs: li
             emitter._store(math.silu(x) if act == "silu" else math.hardswish(x), base, vec)
 
     emitter._loop(ir.Constant(I64, 0), rows, 1, row)
+
+
+def in_registers(emitter, x: ir.Value) -> ir.Value:
+    """`emitter.spec.activation` (one of IN_REGISTERS_TRANSPOSED) of one tile vector, op for op
+    as `apply_in_place` computes it."""
+    assert emitter.spec.activation in IN_REGISTERS_TRANSPOSED
+    return _VectorMath(emitter).hardswish(x)
 
 
 class _VectorMath:

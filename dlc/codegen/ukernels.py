@@ -27,7 +27,7 @@ from llvmlite import ir
 from dialects.gemm_ukernel import GemmSpec
 from dlc.codegen.function_attributes import FunctionAttributes
 from dlc.codegen.llvm_types import FASTMATH_FLAGS
-from dlc.codegen.ukernel_epilogues import IN_PLACE, apply_in_place
+from dlc.codegen.ukernel_epilogues import IN_PLACE, IN_REGISTERS_TRANSPOSED, apply_in_place, in_registers
 
 __all__ = ["emit_gemm"]
 
@@ -411,8 +411,7 @@ class _GemmEmitter:
                 r_values = self._load_c_tile(res, r_rows, tile) if spec.residual else None
                 values = self._epilogue(updated, tile, bias, r_rows, row_index, r_values)
                 self._store_c_tile(values, c, c_rows, tile)
-                if spec.activation in IN_PLACE:  # from L1, the accumulators dead (ukernel_epilogues)
-                    assert not spec.c_transposed, "an in-place activation reads C's rows"
+                if spec.activation in IN_PLACE and not spec.c_transposed:  # from L1 (ukernel_epilogues)
                     apply_in_place(self, c, ldc, n_rows, vecs)
             with plain:
                 self._store_c_tile(updated, c, c_rows, tile)
@@ -528,6 +527,9 @@ class _GemmEmitter:
     def _activation(self, x: ir.Value) -> ir.Value:
         """Compare-and-select, so a NaN input stays NaN (as onnxruntime's Relu/Clip)."""
         b, act, params = self.b, self.spec.activation, self.spec.activation_params
+        if act in IN_PLACE and self.spec.c_transposed:
+            assert act in IN_REGISTERS_TRANSPOSED, f"a transposed C cannot take {act} in its store"
+            return in_registers(self, x)
         if act is None or act in IN_PLACE:  # applied after the store (`apply_in_place`)
             return x
         if act == "leaky_relu":

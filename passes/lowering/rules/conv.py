@@ -289,8 +289,10 @@ def _implicit_pointwise(pixels: int, depth: int, threads: int) -> bool:
 
 # Activations the micro-kernel applies to C in place after its store (dlc/codegen/
 # ukernel_epilogues.py IN_PLACE), reading C's rows: a transposed C has none, so these stay a
-# loop of their own.
-_IN_PLACE_ACTIVATIONS = ("silu", "hardswish")
+# loop of their own, except HardSwish, which it applies in registers before the store
+# (IN_REGISTERS_TRANSPOSED: MobileNetV3's stem and its 160 -> 960 convs over 7x7 made a second
+# pass over y for it).
+_SEPARATE_LOOP_ACTIVATIONS = ("silu",)
 
 
 def _unread_argument(value: SSAValue) -> bool:
@@ -338,7 +340,7 @@ def _implicit_gemm_conv(kb, op, x, w, bias, y, window: Window, groups: int) -> b
     out_channels, (oh, ow) = y_shape[1], y_shape[2:]
     (kh, kw), (sh, sw), (dh, dw) = window.kernel, window.strides, window.dilations
     epilogue = getattr(kb, "epilogue", None)
-    if epilogue is not None and epilogue.activation in _IN_PLACE_ACTIVATIONS and epilogue.residual is not None:
+    if epilogue is not None and epilogue.activation in _SEPARATE_LOOP_ACTIVATIONS and epilogue.residual is not None:
         return False  # act(conv + R) with an in-place activation: the GEMM paths' epilogue
     padded = padded_input(kb, x, window, 0.0)
     hp, wp = padded.type.get_shape()[2:]
@@ -353,7 +355,7 @@ def _implicit_gemm_conv(kb, op, x, w, bias, y, window: Window, groups: int) -> b
     if bias is not None:
         spec["bias"] = "row"
     residual = None
-    if epilogue is not None and epilogue.activation not in _IN_PLACE_ACTIVATIONS:  # else its own loop
+    if epilogue is not None and epilogue.activation not in _SEPARATE_LOOP_ACTIVATIONS:  # else its own loop
         epilogue = take_epilogue(kb)
         residual = epilogue.residual
         if epilogue.activation:
