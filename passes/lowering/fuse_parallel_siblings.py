@@ -146,16 +146,7 @@ def _groups(block: Block) -> list[tuple[_Axis, list[tuple[GenericOp, int]]]]:
 
     for op in block.ops:
         if isinstance(op, GenericOp):
-            new = {root: _split_axis(root) for root in {_root(value) for value in op.outputs} if root not in axes}
-            joined = None
-            if members and None not in new.values() \
-                    and all(axis.size == next(iter(axes.values())).size for axis in new.values()):
-                wider = {**axes, **new}
-                dims = [_sibling_dim(member, wider) for member, _ in members] if new else \
-                    [dim for _, dim in members]
-                dim = _sibling_dim(op, wider)
-                if dim is not None and all(d == old for d, (_, old) in zip(dims, members)):
-                    joined = (wider, dim)
+            joined = _join(op, members, axes) if members else None
             if joined is not None:
                 axes.update(joined[0])
                 members.append((op, joined[1]))
@@ -171,6 +162,22 @@ def _groups(block: Block) -> list[tuple[_Axis, list[tuple[GenericOp, int]]]]:
             close()
     close()
     return [g for g in groups if len(g[1]) > 1 and sum(_iterations(op) for op, _ in g[1]) >= MIN_ITERATIONS]
+
+
+def _join(op: GenericOp, members: list[tuple[GenericOp, int]],
+          axes: dict[SSAValue, _Axis]) -> tuple[dict[SSAValue, _Axis], int] | None:
+    """(the group's written buffers with `op`'s, `op`'s split dim) when `op` can join the group
+    `members` (writing `axes`), else None. A buffer new to the group must split on as many
+    elements, and the earlier members must keep to their slice of it too."""
+    size = next(iter(axes.values())).size
+    new = {root: _split_axis(root) for root in {_root(value) for value in op.outputs} if root not in axes}
+    if any(axis is None or axis.size != size for axis in new.values()):
+        return None
+    wider = {**axes, **new}
+    dim = _sibling_dim(op, wider)
+    if dim is None or (new and any(_sibling_dim(member, wider) != old for member, old in members)):
+        return None
+    return wider, dim
 
 
 def _iterations(op: GenericOp) -> int:
