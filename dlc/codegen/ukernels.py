@@ -40,6 +40,7 @@ VOID = ir.VoidType()
 
 _POINTERS = ("A", "B", "C", "bias", "R")
 # A shared float tile's arguments after the pointers (`_GemmEmitter._kernel`).
+WINDOW_STEPS = 4  # rank-1 updates per iteration of a window's k loop, at least (`_window_channels`)
 _TILE_ARGS = ("kc", "load_c", "last", "b_stride", "ldc", "rows", "cols")
 
 
@@ -388,8 +389,8 @@ class _GemmEmitter:
 
         b.position_at_end(loop)
         if spec.a_window_h:
-            updated = self._window_loop(a, bp, kc, vecs, a_rows, b_stride, [(self.zero, entry), (loaded, load_bb)],
-                                        done)
+            updated = self._window_channels(a, bp, kc, vecs, a_rows, b_stride,
+                                            [(self.zero, entry), (loaded, load_bb)], done)
         else:
             kk = b.phi(I64, "kk")
             accs = [b.phi(self.vec) for _ in tile]
@@ -419,63 +420,75 @@ class _GemmEmitter:
         self.b = saved
         return fn
 
-    def _window_loop(self, a, bp, kc, vecs, a_rows, b_stride, starts, done) -> list[ir.Value]:
-        """The k loop of a window A, from the current block: one rank-1 update a step, as the
-        plain loop, A's column at the channel's start + its tap's offset (a constant table,
-        `_tap_offsets`); the channel moves on after the last tap. Accumulators start from
-        `starts` ([(value or values, block)]). Branches to `done`; returns the accumulators
-        after the last step.
-        The taps unrolled with constant offsets (9 rank-1 updates a channel) ran 1.7x slower
-        with 14 x 2 register tiles: LLVM scheduled the taps' loads together and spilled
-        accumulators.
-        Each step prefetches its tap's line of the next channel (a plane further on, where the
+    def _window_channels(self, a, bp, kc, vecs, a_rows, b_stride, starts, done) -> list[ir.Value]:
+        """The k loop of a window A, a channel at a time: its KH x KW taps unrolled at constant
+        offsets from the channel's start (A moves a plane, B kh*kw rows per channel), and for a
+        window of fewer than WINDOW_STEPS taps (a 1x1 conv) that many steps' worth of channels
+        an iteration, then a channel at a time. Accumulators start from `starts` ([(value or
+        values, block)]); branches to `done`; returns the accumulators after the last step.
+        One rank-1 update per loop iteration, its tap's offset from a table, took 10 scalar
+        instructions to 28 FMAs (counter wrap, table load, selects), which on Intel cores share
+        ports 0 and 5 with 512-bit FMAs: unrolled, ResNet-18's 3x3 layers run 0.84-0.89x as
+        long on one thread (Emerald Rapids VM, interleaved).
+        Each tap prefetches its line of the next channel (a plane further on, where the
         hardware's stream prefetchers, which follow one 4 KiB page, do not look): on the 16-core
         Xeon ResNet-18's 3x3 layers ran 0.91-1.00x as long on one thread and 0.91-1.02x on four
         (c56: 0.913 and 1.023), interleaved; two channels ahead did no better."""
         b, spec = self.b, self.spec
-        taps = spec.a_window_h * spec.a_window_w
-        body = b.block
-        kk, tap = b.phi(I64, "kk"), b.phi(I64, "tap")
-        a_channel = b.phi(PTR, "a.channel")
+        taps = [i * spec.a_window_row + j * spec.a_window_col
+                for i in range(spec.a_window_h) for j in range(spec.a_window_w)]
         accs = [b.phi(self.vec) for _ in range(len(a_rows) * len(vecs))]
         for start, block in starts:
-            kk.add_incoming(_i64(0), block)
-            tap.add_incoming(_i64(0), block)
-            a_channel.add_incoming(a, block)
             for index, acc in enumerate(accs):
                 acc.add_incoming(start if isinstance(start, ir.Value) else start[index], block)
-        offset = b.load(b.gep(self._tap_offsets(), [_i64(0), tap], inbounds=True), typ=I64)
-        # The tile's last pixel at this tap, a channel ahead: a plain GEP (past the last channel
-        # it points outside A, which a prefetch may; an inbounds GEP there would be poison).
-        ahead = b.gep(a_channel, [b.add(offset, b.add(a_rows[-1], _i64(spec.a_window_channel)))],
-                      source_etype=F32)
-        prefetch = self._intrinsic("llvm.prefetch.p0", ir.VoidType(), [PTR, I32, I32, I32])
-        b.call(prefetch, [ahead, ir.Constant(I32, 0), ir.Constant(I32, 3), ir.Constant(I32, 1)])
-        updated = self._rank1(self._gep(a_channel, offset), self._gep(bp, b.mul(kk, b_stride)), vecs, a_rows, accs)
-        nxt = b.add(kk, _i64(1), flags=("nsw",))
-        next_tap = b.add(tap, _i64(1), flags=("nsw",))
-        wrapped = b.icmp_signed("==", next_tap, _i64(taps))
-        kk.add_incoming(nxt, b.block)
-        tap.add_incoming(b.select(wrapped, _i64(0), next_tap), b.block)
-        a_channel.add_incoming(b.select(wrapped, self._gep(a_channel, spec.a_window_channel), a_channel), b.block)
-        for acc, new in zip(accs, updated):
-            acc.add_incoming(new, b.block)
-        b.cbranch(b.icmp_signed("<", nxt, kc), body, done)
-        return updated
+        state = [_i64(0), a, bp, *accs]  # kk, the channel's A, its first row of B, accumulators
+        channels = max(WINDOW_STEPS // len(taps), 1)
+        if channels > 1:
+            whole = _i64(channels * len(taps))
+            state = self._channel_loop(state, channels, taps, vecs, a_rows, b_stride,
+                                       lambda kk: b.icmp_signed("<=", b.add(kk, whole), kc))
+        state = self._channel_loop(state, 1, taps, vecs, a_rows, b_stride, lambda kk: b.icmp_signed("<", kk, kc))
+        b.branch(done)
+        return state[3:]
 
-    def _tap_offsets(self) -> ir.GlobalVariable:
-        """A window's tap offsets in A, i*a_window_row + j*a_window_col, as a constant table."""
-        spec = self.spec
-        name = f"dlc_gemm_taps{self._window_name()}"
-        if name in self.module.globals:
-            return self.module.globals[name]
-        offsets = [i * spec.a_window_row + j * spec.a_window_col
-                   for i in range(spec.a_window_h) for j in range(spec.a_window_w)]
-        table = ir.GlobalVariable(self.module, ir.ArrayType(I64, len(offsets)), name)
-        table.initializer = ir.Constant(ir.ArrayType(I64, len(offsets)), offsets)
-        table.global_constant = True
-        table.linkage = "internal"
-        return table
+    def _channel_loop(self, state, channels, taps, vecs, a_rows, b_stride, more) -> list[ir.Value]:
+        """while more(kk): `channels` channels of rank-1 updates, one per tap. `state` is
+        [kk, A at the channel, B at its first row, *accumulators] on entry; returns it on exit."""
+        b, spec = self.b, self.spec
+        before = b.block
+        body = b.function.append_basic_block("window.channels")
+        after = b.function.append_basic_block("window.next")
+        b.cbranch(more(state[0]), body, after)
+        b.position_at_end(body)
+        phis = [b.phi(value.type) for value in state]
+        for phi, value in zip(phis, state):
+            phi.add_incoming(value, before)
+        kk, a_channel, b_row, *accs = phis
+        prefetch = self._intrinsic("llvm.prefetch.p0", ir.VoidType(), [PTR, I32, I32, I32])
+        # A's pointer passes through an empty asm at each tap: LLVM then cannot prove tap t+1's
+        # pixel i is tap t's pixel i+1, and does not keep broadcasts alive across taps (it did:
+        # unrolled without it, the 3x3 layers spilled accumulators and ran 1.25-1.7x as long).
+        opaque = ir.InlineAsm(ir.FunctionType(PTR, [PTR]), "", "=r,0", side_effect=True)
+        row = b_row
+        for _ in range(channels):
+            for offset in taps:
+                a_tap = b.call(opaque, [a_channel])
+                ahead = b.gep(a_tap, [b.add(a_rows[-1], _i64(offset + spec.a_window_channel))], source_etype=F32)
+                b.call(prefetch, [ahead, ir.Constant(I32, 0), ir.Constant(I32, 3), ir.Constant(I32, 1)])
+                accs = self._rank1(self._gep(a_tap, offset), row, vecs, a_rows, accs)
+                row = b.gep(row, [b_stride], inbounds=True, source_etype=F32)
+            a_channel = self._gep(a_channel, spec.a_window_channel)
+        nxt = b.add(kk, _i64(channels * len(taps)), flags=("nsw",))
+        out = [nxt, a_channel, row, *accs]
+        for phi, value in zip(phis, out):
+            phi.add_incoming(value, b.block)
+        b.cbranch(more(nxt), body, after)
+        b.position_at_end(after)
+        merged = [b.phi(value.type) for value in state]
+        for phi, entry, exit_value in zip(merged, state, out):
+            phi.add_incoming(entry, before)
+            phi.add_incoming(exit_value, body)
+        return merged
 
     def _k_step(self, a, bp, kk, vecs, a_rows, accs, a_k, b_stride) -> list[ir.Value]:
         """One rank-1 update: acc[i][v] += A[i, kk] * B[kk, v]."""
