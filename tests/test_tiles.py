@@ -151,3 +151,24 @@ def test_a_few_rows_that_split_evenly_take_three_vector_tiles():
     assert choose_tiles(49, 1152, 192, 16, *caches, mr=13, nr=32)[:2] == (13, 32)
     for m, lanes in ((48, 16), (200, 16), (49, 8), (50, 16)):
         assert choose_tiles(m, 1152, 192, lanes, *caches)[:2] == _register_tile(m, 1152, lanes)
+
+
+def test_a_window_conv_takes_a_narrower_tile_where_it_splits_evenly_over_the_threads():
+    """ResNet's 512-channel 3x3 conv on a 7x7 map: 7 x 48 tiles make 7 x 11 of them, whose best
+    grid over 16 threads (1 x 11) leaves 5 idle; 7 x 32 tiles (7 x 16) keep all 16 busy. On one
+    thread, and where the wider tile already splits evenly, the register tile stays."""
+    from dialects.gemm_ukernel import NARROWER_TILE_COST, thread_grid, window_conv_tiles
+
+    l2 = 2 * 1024 * 1024
+    assert window_conv_tiles(7, 7, 512, 4608, 9, 16, l2)["nr"] == 48
+    assert window_conv_tiles(7, 7, 512, 4608, 9, 16, l2, threads=16)["nr"] == 32
+    assert window_conv_tiles(56, 56, 64, 576, 9, 16, l2, threads=16)["nr"] == 32  # 14 x 32: even already
+    assert window_conv_tiles(14, 14, 256, 2304, 9, 16, l2, threads=8)["nr"] == 32
+
+    def busiest_tiles(nr: int) -> int:
+        panels = -(-512 // nr)
+        tm, tn = thread_grid(7, panels, 16, mr=7, nr=nr, k=4608)
+        return -(-7 // tm) * -(-panels // tn)
+
+    # the choice is the model's: 7x32's busiest part does less work, even at NARROWER_TILE_COST
+    assert busiest_tiles(32) * 32 * NARROWER_TILE_COST < busiest_tiles(48) * 48

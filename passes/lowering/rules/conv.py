@@ -351,7 +351,8 @@ def _implicit_gemm_conv(kb, op, x, w, bias, y, window: Window, groups: int) -> b
                 a_image_groups=oh if batch > 1 else 0, a_image_stride=channels * hp * wp if batch > 1 else 0,
                 a_window_h=kh, a_window_w=kw, a_window_row=dh * wp, a_window_col=dw, a_window_channel=hp * wp,
                 c_transposed=1,
-                **window_conv_tiles(ow, out_channels, depth, kh * kw, info.vector_width, info.l2_bytes))
+                **window_conv_tiles(ow, batch * oh, out_channels, depth, kh * kw, info.vector_width,
+                                    info.l2_bytes, threads))
     if bias is not None:
         spec["bias"] = "row"
     residual = None
