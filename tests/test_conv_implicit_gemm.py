@@ -28,6 +28,9 @@ CASES = {
                                       "hardswish", True),
     "3x3_hardswish_after_residual": ([1, 6, 7, 7], [24, 6, 3, 3], {"pads": [1] * 4}, "residual_hardswish", True),
     "conv1d_k3_s2": ([2, 24, 33], [32, 24, 3], {"strides": [2]}, "relu", True),
+    # 1x1 windows run four channels a k-loop iteration, then one at a time: 13 = 4 * 3 + 1
+    "1x1_7x7_13_channels_residual_relu": ([1, 13, 7, 7], [24, 13, 1, 1], {}, "residual_relu", True),
+    "1x1_6x6_8_channels": ([1, 8, 6, 6], [16, 8, 1, 1], {}, "none", False),
 }
 
 
