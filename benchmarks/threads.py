@@ -5,6 +5,7 @@
     python benchmarks/threads.py --models resnet18 --threads '' --concurrency 16x1,4x4,2x8
     python benchmarks/threads.py model.onnx --threads 1,4 --output table.md
     python benchmarks/threads.py --models set --threads 1,2,4,8,16 --rounds 2   # issue 15's set
+    python benchmarks/threads.py --models set --threads 2 --rounds 1 --in-process   # both in one process
     python benchmarks/threads.py --models mobilenet_v2 --regions 16   # threads per region, no runs
     python benchmarks/threads.py --models mobilenet_v2 --threads 8,16 --thread-us 0.3   # calibrate
 
@@ -14,7 +15,10 @@ logical CPU per physical core where Linux says which), so a pool never shares co
 other runtime's spinning workers; the median of `--repeat` runs, best round kept. Throughput
 (`--concurrency CxT`): C Python threads call one compiled model (dlc) or one shared session
 (onnxruntime, intra_op_num_threads=T) for `--seconds`, inferences per second, on all C*T cores.
-dlc and onnxruntime alternate within each round. The table gives ratios dlc/onnxruntime (lower is
+dlc and onnxruntime alternate within each round. With `--in-process`, both run in one process
+per (model, thread count, round), four blocks of `--repeat` runs each in turn, each one's best
+block: where separate processes land on a busy host's cores differently, this compares the two
+on the same cores at the same moments. The table gives ratios dlc/onnxruntime (lower is
 better for dlc; for throughput, onnxruntime/dlc, so lower is better for dlc there too) and flags
 any model whose dlc latency at N threads is more than 5% above its latency at the previous count.
 """
@@ -107,6 +111,26 @@ def _latency(model_path: str, runtime: str, threads: int, repeat: int) -> float:
         run()
         times.append(time.perf_counter() - start)
     return float(np.median(times)) * 1e3
+
+
+def _paired_latency(model_path: str, threads: int, repeat: int, blocks: int = 4) -> tuple[float, float]:
+    """(dlc, onnxruntime) median milliseconds in one process pinned to the first `threads`
+    cores: `blocks` blocks of `repeat` runs of each runtime in turn (each block after 3 warm-up
+    runs, so the other runtime's spinning workers have settled), each runtime's best block."""
+    os.sched_setaffinity(0, _cores()[:threads])
+    runs = [_runner(model_path, runtime, threads) for runtime in RUNTIMES]
+    best = [float("inf")] * len(runs)
+    for _ in range(blocks):
+        for index, run in enumerate(runs):
+            for _ in range(3):
+                run()
+            times = []
+            for _ in range(repeat):
+                start = time.perf_counter()
+                run()
+                times.append(time.perf_counter() - start)
+            best[index] = min(best[index], float(np.median(times)) * 1e3)
+    return best[0], best[1]
 
 
 def _throughput(model_path: str, runtime: str, callers: int, threads: int, seconds: float) -> float:
@@ -232,13 +256,15 @@ def modelled_ms(model_path: str, threads: int, true_costs=(0.1e-6, 0.3e-6, 1e-6,
     return table
 
 
-def _child(args: list[str]) -> float:
+def _child(args: list[str], values: int = 1):
+    """Run a measurement in a fresh process: its last line's number (or `values` numbers)."""
     environment = {**os.environ, "ORT_LOGGING_LEVEL": "3"}
     out = subprocess.run([sys.executable, __file__, "--child", *args], capture_output=True, text=True,
                          env=environment)
     if out.returncode != 0:
         raise RuntimeError(f"child {args} failed:\n{out.stderr[-2000:]}")
-    return float(out.stdout.strip().splitlines()[-1])
+    numbers = [float(v) for v in out.stdout.strip().splitlines()[-1].split()]
+    return numbers[0] if values == 1 else numbers
 
 
 def _model_files(names: list[str], workdir: Path) -> dict[str, str]:
@@ -306,6 +332,9 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--repeat", type=int, default=20, help="timed runs per latency measurement (median)")
     parser.add_argument("--seconds", type=float, default=3.0, help="length of a throughput measurement")
+    parser.add_argument("--in-process", action="store_true",
+                        help="latency of dlc and onnxruntime in one process per (model, thread count, round), "
+                             "blocks of runs in turn, rather than one process each")
     parser.add_argument("--output", type=Path, help="also write the tables (markdown) here")
     parser.add_argument("--regions", type=int, metavar="THREADS",
                         help="only list the threads each parallel region takes when compiled for THREADS")
@@ -327,6 +356,8 @@ def main(argv=None) -> int:
         kind, path, runtime, *rest = args.child
         if kind == "latency":
             print(_latency(path, runtime, int(rest[0]), args.repeat))
+        elif kind == "paired":
+            print(*_paired_latency(path, int(rest[0]), args.repeat))
         else:
             print(_throughput(path, runtime, int(rest[0]), int(rest[1]), args.seconds))
         return 0
@@ -361,9 +392,14 @@ def main(argv=None) -> int:
         for round_ in range(args.rounds):
             for name, path in files.items():
                 for t in counts:
-                    for runtime in RUNTIMES:
-                        latency.setdefault((name, runtime, t), []).append(
-                            _child(["latency", path, runtime, str(t), "--repeat", str(args.repeat), *calibration]))
+                    if args.in_process:
+                        values = _child(["paired", path, "both", str(t), "--repeat", str(args.repeat), *calibration],
+                                        values=2)
+                    else:
+                        values = [_child(["latency", path, runtime, str(t), "--repeat", str(args.repeat),
+                                          *calibration]) for runtime in RUNTIMES]
+                    for runtime, value in zip(RUNTIMES, values):
+                        latency.setdefault((name, runtime, t), []).append(value)
                     print(f"round {round_ + 1} {name} {t} threads: dlc {latency[name, 'dlc', t][-1]:.3f} ms, "
                           f"ort {latency[name, 'onnxruntime', t][-1]:.3f} ms", flush=True)
                 for c, t in setups:

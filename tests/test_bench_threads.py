@@ -1,0 +1,37 @@
+"""benchmarks/threads.py (issue 15's thread-scaling tables): the latency table from separate
+processes and from one process per measurement (`--in-process`), on a small model."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("mode", [[], ["--in-process"]])
+def test_threads_benchmark_tabulates_both_runtimes(tmp_path, mode):
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.uniform(-1, 1, [16, 8, 3, 3]).astype(np.float32), "w")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1] * 4), helper.make_node("Relu", ["c"], ["y"])]
+    graph = helper.make_graph(nodes, "small", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 16, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16, 16, 16])], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    path = tmp_path / "small.onnx"
+    path.write_bytes(model.SerializeToString())
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "threads.py"), str(path), "--models", "",
+                          "--threads", "1", "--rounds", "1", "--repeat", "3", *mode],
+                         capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    row = next(line for line in out.stdout.splitlines() if line.startswith("| small |"))
+    dlc_ms, ort_ms, ratio = (float(cell) for cell in row.split("|")[2:5])
+    assert dlc_ms > 0 and ort_ms > 0
+    # the ratio of the unrounded times: within the rounding of the printed ones (3 and 2 decimals)
+    half = 0.0005
+    assert (dlc_ms - half) / (ort_ms + half) - 0.005 <= ratio <= (dlc_ms + half) / (ort_ms - half) + 0.005
