@@ -22,7 +22,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +34,7 @@ def _child(model_path: str, threads: int, rounds: int, runs: int) -> dict:
     """Both modes' round medians (ms) for one model at `threads`, in this pinned process."""
     sys.path.insert(0, str(ROOT))
     sys.path.insert(0, str(HERE))
-    from threads import _cores, _runner
+    from threads import _cores, _runner, median_ms
 
     from dlc.codegen.thread_pool_ir import pool_object
     from dlc.runtime.thread_pool import MASKED_ITEMS, OWNED_ITEMS, pool
@@ -48,12 +47,7 @@ def _child(model_path: str, threads: int, rounds: int, runs: int) -> dict:
         for limit in medians:
             thread_pool.own_items(limit)
             run()
-            times = []
-            for _ in range(runs):
-                start = time.perf_counter()
-                run()
-                times.append(time.perf_counter() - start)
-            medians[limit].append(float(np.median(times)) * 1e3)
+            medians[limit].append(median_ms(run, runs))
     thread_pool.own_items(OWNED_ITEMS)
     return {"owned": medians[MASKED_ITEMS], "free": medians[0]}
 

@@ -101,16 +101,20 @@ def _runner(model_path: str, runtime: str, threads: int):
     return run
 
 
-def _latency(model_path: str, runtime: str, threads: int, repeat: int) -> float:
-    """Median milliseconds of `repeat` runs, pinned to the first `threads` cores."""
-    os.sched_setaffinity(0, _cores()[:threads])
-    run = _runner(model_path, runtime, threads)
+def median_ms(run, repeat: int) -> float:
+    """Median milliseconds of `repeat` calls of `run`."""
     times = []
     for _ in range(repeat):
         start = time.perf_counter()
         run()
         times.append(time.perf_counter() - start)
     return float(np.median(times)) * 1e3
+
+
+def _latency(model_path: str, runtime: str, threads: int, repeat: int) -> float:
+    """Median milliseconds of `repeat` runs, pinned to the first `threads` cores."""
+    os.sched_setaffinity(0, _cores()[:threads])
+    return median_ms(_runner(model_path, runtime, threads), repeat)
 
 
 def _paired_latency(model_path: str, threads: int, repeat: int, blocks: int = 4) -> tuple[float, float]:
@@ -124,12 +128,7 @@ def _paired_latency(model_path: str, threads: int, repeat: int, blocks: int = 4)
         for index, run in enumerate(runs):
             for _ in range(3):
                 run()
-            times = []
-            for _ in range(repeat):
-                start = time.perf_counter()
-                run()
-                times.append(time.perf_counter() - start)
-            best[index] = min(best[index], float(np.median(times)) * 1e3)
+            best[index] = min(best[index], median_ms(run, repeat))
     return best[0], best[1]
 
 
