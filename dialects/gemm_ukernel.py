@@ -288,8 +288,9 @@ def _balanced(total: int, most: int, unit: int) -> int:
     return -(-units // blocks) * unit
 
 
-# A window conv's register tile one vector narrower (7 x 32 for 7 x 48) costs this much more per
-# FLOP on one core (ResNet's 512-channel 7x7 layer on Emerald Rapids, interleaved: 1.04-1.07).
+# A window conv's register tile one vector narrower costs this much more per FLOP on one core
+# (Emerald Rapids VM, interleaved: 7 x 32 for 7 x 48 on ResNet's 512-channel 7x7 layer 1.04-1.07,
+# 14 x 16 for 14 x 32 on its 256-channel 14x14 layer 1.015).
 NARROWER_TILE_COST = 1.06
 
 
@@ -310,12 +311,13 @@ def window_conv_tiles(group: int, rows: int, n: int, k: int, taps: int, vector_w
     micro-panel streams from L2 in order (a 7x7 map's k = 4608: 590 KB a 32-wide panel)."""
     mr, nr = _register_tile(group, n, vector_width)
 
-    def busiest(nr: int) -> float:
+    def busiest(nr: int) -> int:
+        """Columns x row blocks of the busiest part of the best grid (work, up to mr and k)."""
         row_blocks, panels = rows * -(-group // mr), -(-n // nr)
         tm, tn = thread_grid(row_blocks, panels, threads, mr=mr, nr=nr, k=k)
         return -(-row_blocks // tm) * -(-panels // tn) * nr
 
-    if threads > 1 and nr > 2 * vector_width - 1:
+    if threads > 1 and nr >= 2 * vector_width:
         narrower = nr - vector_width
         if busiest(narrower) * NARROWER_TILE_COST < busiest(nr):
             nr = narrower
