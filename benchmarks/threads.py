@@ -129,7 +129,7 @@ def _paired_latency(model_path: str, threads: int, repeat: int, blocks: int = 4)
             for _ in range(3):
                 run()
             best[index] = min(best[index], median_ms(run, repeat))
-    return best[0], best[1]
+    return best[0], best[1]  # dlc, onnxruntime (RUNTIMES' order)
 
 
 def _throughput(model_path: str, runtime: str, callers: int, threads: int, seconds: float) -> float:
@@ -255,15 +255,14 @@ def modelled_ms(model_path: str, threads: int, true_costs=(0.1e-6, 0.3e-6, 1e-6,
     return table
 
 
-def _child(args: list[str], values: int = 1):
-    """Run a measurement in a fresh process: its last line's number (or `values` numbers)."""
+def _child(args: list[str]) -> list[float]:
+    """Run a measurement in a fresh process: the numbers on its last line."""
     environment = {**os.environ, "ORT_LOGGING_LEVEL": "3"}
     out = subprocess.run([sys.executable, __file__, "--child", *args], capture_output=True, text=True,
                          env=environment)
     if out.returncode != 0:
         raise RuntimeError(f"child {args} failed:\n{out.stderr[-2000:]}")
-    numbers = [float(v) for v in out.stdout.strip().splitlines()[-1].split()]
-    return numbers[0] if values == 1 else numbers
+    return [float(v) for v in out.stdout.strip().splitlines()[-1].split()]
 
 
 def _model_files(names: list[str], workdir: Path) -> dict[str, str]:
@@ -392,11 +391,10 @@ def main(argv=None) -> int:
             for name, path in files.items():
                 for t in counts:
                     if args.in_process:
-                        values = _child(["paired", path, "both", str(t), "--repeat", str(args.repeat), *calibration],
-                                        values=2)
+                        values = _child(["paired", path, "both", str(t), "--repeat", str(args.repeat), *calibration])
                     else:
                         values = [_child(["latency", path, runtime, str(t), "--repeat", str(args.repeat),
-                                          *calibration]) for runtime in RUNTIMES]
+                                          *calibration])[0] for runtime in RUNTIMES]
                     for runtime, value in zip(RUNTIMES, values):
                         latency.setdefault((name, runtime, t), []).append(value)
                     print(f"round {round_ + 1} {name} {t} threads: dlc {latency[name, 'dlc', t][-1]:.3f} ms, "
@@ -405,7 +403,7 @@ def main(argv=None) -> int:
                     for runtime in RUNTIMES:
                         throughput.setdefault((name, runtime, (c, t)), []).append(
                             _child(["throughput", path, runtime, str(c), str(t), "--seconds", str(args.seconds),
-                                    *calibration]))
+                                    *calibration])[0])
                     print(f"round {round_ + 1} {name} {c}x{t}: dlc {throughput[name, 'dlc', (c, t)][-1]:.1f}/s, "
                           f"ort {throughput[name, 'onnxruntime', (c, t)][-1]:.1f}/s", flush=True)
     import onnxruntime

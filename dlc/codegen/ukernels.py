@@ -40,8 +40,9 @@ VOID = ir.VoidType()
 
 _POINTERS = ("A", "B", "C", "bias", "R")
 # A shared float tile's arguments after the pointers (`_GemmEmitter._kernel`).
-WINDOW_STEPS = 4  # rank-1 updates per iteration of a window's k loop, at least (`_window_channels`)
 _TILE_ARGS = ("kc", "load_c", "last", "b_stride", "ldc", "rows", "cols")
+# Rank-1 updates per iteration of a window's k loop, at least (`_window_channels`).
+WINDOW_STEPS = 4
 
 
 # GEMMs whose tile calls do at least this many multiply-adds get an unoptimised loop nest
@@ -473,6 +474,8 @@ class _GemmEmitter:
         for _ in range(channels):
             for offset in taps:
                 a_tap = b.call(opaque, [a_channel])
+                # The tile's last pixel at this tap, a channel ahead: a plain GEP (past the last
+                # channel it points outside A, which a prefetch may; inbounds would be poison).
                 ahead = b.gep(a_tap, [b.add(a_rows[-1], _i64(offset + spec.a_window_channel))], source_etype=F32)
                 b.call(prefetch, [ahead, ir.Constant(I32, 0), ir.Constant(I32, 3), ir.Constant(I32, 1)])
                 accs = self._rank1(self._gep(a_tap, offset), row, vecs, a_rows, accs)
