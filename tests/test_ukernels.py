@@ -317,6 +317,31 @@ def test_ir_uses_masks_fma_and_no_unsafe_fast_math():
     assert "nnan" not in text and "ninf" not in text and " fast " not in text
 
 
+def test_row_major_b_tiles_prefetch_the_next_panel_and_packed_ones_do_not():
+    """A row-major B (a 1x1 conv's X) prefetches, at each k step, its row of the next panel,
+    one call per 64-byte line of nr columns; a packed B streams in order and does not. One
+    module with both keeps two tiles apart by name, and both still match numpy."""
+    module = ir.Module("prefetch")
+    specs = {layout: _spec(12, 70, 9, layout=layout, mr=6, nr=32, kc=9, mc=12, nc=64)
+             for layout in ("row", "packed")}
+    for layout, spec in specs.items():
+        emit_gemm(module, f"g_{layout}", spec, exported=True)
+    text = str(module)
+    bodies = {name: body for name, body in re.findall(
+        r'^define internal void @"(dlc_gemm_tile_[^"]+)"(.*?)^}', text, re.M | re.S)}
+    prefetching = sorted(name for name, body in bodies.items() if "llvm.prefetch" in body)
+    assert prefetching and all(re.search(r"v16m?r?p_", name) for name in prefetching), prefetching
+    assert all(body.count("call void @\"llvm.prefetch.p0\"") == 2 for name, body in bodies.items()
+               if name in prefetching), "one prefetch per line of a 32-column panel"
+    assert len(bodies) > len(prefetching), "the packed B's tiles do not prefetch"
+    native = NativeModule(compile_object(text))
+    signature = ctypes.CFUNCTYPE(None, *[ctypes.c_void_p] * 5)
+    for index, (layout, spec) in enumerate(specs.items()):
+        problem = Problem(spec, seed=7 + index)
+        signature(native.address(f"g_{layout}"))(*problem.pointers())
+        _check(problem)
+
+
 def test_pack_b_panels():
     b = np.arange(3 * 5, dtype=np.float32).reshape(3, 5)
     packed = pack_b(b, 4)
