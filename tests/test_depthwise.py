@@ -88,10 +88,13 @@ def _conv_nodes(name: str, x: str, bias: bool, seed: int):
     return node, inits
 
 
-def _model(names, bias: bool) -> onnx.ModelProto:
+def _model(names, bias: bool | int) -> onnx.ModelProto:
+    """One conv per case; `bias` True or False for all, or 0 / 1: a bias on the cases of even /
+    odd index only."""
     nodes, inits, inputs = [], [], []
     for i, name in enumerate(names):
-        node, node_inits = _conv_nodes(name, f"{name}_x", bias, seed=2 * i)
+        with_bias = bias if isinstance(bias, bool) else i % 2 == bias
+        node, node_inits = _conv_nodes(name, f"{name}_x", with_bias, seed=2 * i)
         nodes.append(node)
         inits += node_inits
         inputs.append(helper.make_tensor_value_info(f"{name}_x", TensorProto.FLOAT, CASES[name][0]))
@@ -120,11 +123,13 @@ def lowering(request, monkeypatch):
     return request.param
 
 
-@pytest.mark.parametrize("bias", [True, False], ids=["bias", "no_bias"])
+@pytest.mark.parametrize("bias", [0, pytest.param(1, marks=pytest.mark.slow)],
+                         ids=["bias_on_even_cases", "bias_on_odd_cases"])
 def test_direct_conv_matches_onnxruntime_on_every_case(bias, lowering):
     """Every case through one lowering in one model (a Conv and an input each, nothing
     shared): the same checks as one model per case, in one compile and one onnxruntime
-    session; a mismatch names its output, `<case>_y`."""
+    session; a mismatch names its output, `<case>_y`. Half the cases carry a bias, so both
+    epilogues run on every lowering; `-m slow` adds the other half (and one model per case)."""
     assert_matches_onnxruntime(_model(list(CASES), bias))
 
 
