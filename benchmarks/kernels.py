@@ -2,6 +2,12 @@
 
     python benchmarks/kernels.py --models resnet50 --threads 4
     python benchmarks/kernels.py model.onnx --threads 1,16 --runs 20 --rounds 2 --top 15
+    python benchmarks/kernels.py --models mobilenet_v3 --scaling 1,2
+
+With `--scaling A,B`, dlc against itself: the kernels of --profile builds for A and B threads,
+run in one process pinned to the first B cores, the builds alternating for 2 x --rounds blocks
+of --runs runs (each kernel's best block); rows are sorted by what each kernel takes at B
+threads beyond its A-thread time x A / B, the time that thread count leaves unscaled.
 
 Each (runtime, thread count, round) runs in its own process pinned to the first N cores, as
 threads.py does. dlc runs a `--profile` build: each kernel's time from the timers inside the
@@ -111,6 +117,53 @@ def _best(rounds: list[dict]) -> dict:
     return {"rows": list(best.values()), "total": min(result["total"] for result in rounds)}
 
 
+def scaling(model_path: str, counts: tuple[int, int], runs: int, rounds: int, top: int) -> list[str]:
+    """`--scaling`: the kernels of `model_path` at counts[0] and counts[1] threads, interleaved in
+    this process (pinned to the first counts[1] cores), most unscaled time first."""
+    sys.path.insert(0, str(ROOT))
+    import onnx
+    from threads import _cores
+
+    import dlc
+    from dlc.tools.oracle import input_specs, random_inputs
+    from dlc.tools.profiling import profile_runs
+
+    low, high = counts
+    os.sched_setaffinity(0, _cores()[:high])
+    feeds = random_inputs(input_specs(onnx.load(model_path)))
+    models = {}
+    with tempfile.TemporaryDirectory() as work:
+        for threads in counts:
+            artifact = str(Path(work) / f"t{threads}")
+            subprocess.run([sys.executable, "-m", "dlc", "compile", model_path, "--profile", "--threads",
+                            str(threads), "-o", artifact], check=True, capture_output=True, cwd=ROOT)
+            models[threads] = dlc.load(artifact)
+    best: dict[int, dict[str, float]] = {threads: {} for threads in counts}
+    runs_best = dict.fromkeys(counts, float("inf"))
+    for block in range(2 * rounds):
+        for threads in counts if block % 2 == 0 else counts[::-1]:
+            model = models[threads]
+            for _ in range(3):
+                model.run(feeds)
+            profiled = profile_runs(model._executable, lambda: model.run(feeds), runs)  # noqa: B023
+            runs_best[threads] = min(runs_best[threads], float(np.median(profiled.latencies)))
+            for name, seconds in profiled.kernels.items():
+                best[threads][name] = min(best[threads].get(name, np.inf), float(np.median(seconds)))
+    nodes = {kernel["name"]: kernel["nodes"] for kernel in models[low]._executable.manifest.get("kernels", [])}
+    rows = sorted(((best[high][name] - seconds * low / high, name, seconds, best[high][name])
+                   for name, seconds in best[low].items()), reverse=True)
+    lines = [f"{Path(model_path).stem}: run {runs_best[low] * 1e3:.3f} ms at {low} thread(s), "
+             f"{runs_best[high] * 1e3:.3f} at {high}; kernels {sum(best[low].values()) * 1e3:.3f} against "
+             f"{sum(best[high].values()) * 1e3:.3f} ms", "",
+             f"| dlc kernel | ONNX nodes | {low} thr ms | {high} thr ms | speedup | unscaled ms |",
+             "|---|---|---:|---:|---:|---:|"]
+    for unscaled, name, slow, fast in rows[:top]:
+        shown = ", ".join(nodes.get(name, [])[:3])
+        lines.append(f"| {name} | {shown} | {slow * 1e3:.3f} | {fast * 1e3:.3f} | {slow / fast:.2f} | "
+                     f"{unscaled * 1e3:.3f} |")
+    return lines
+
+
 def match(dlc_rows: list, ort_rows: list) -> tuple[list, list]:
     """(rows, unmatched): [dlc kernel, its ONNX nodes, dlc s, onnxruntime s, onnxruntime's op types]
     per dlc kernel, and the onnxruntime nodes no kernel took. Names first, then what is left on
@@ -170,6 +223,7 @@ def main(argv=None) -> int:
     parser.add_argument("--runs", type=int, default=20, help="profiled runs per round")
     parser.add_argument("--rounds", type=int, default=2, help="rounds (each kernel's best is kept)")
     parser.add_argument("--top", type=int, default=20, help="rows per table (the kernels dlc loses most on)")
+    parser.add_argument("--scaling", default="", help="A,B: dlc at A threads against dlc at B, per kernel")
     parser.add_argument("--child", nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -187,6 +241,11 @@ def main(argv=None) -> int:
         files = _model_files(names, Path(work))
         print(f"{time.strftime('%Y-%m-%d')}, {_cpu_description()}; best of {args.rounds} round(s) of "
               f"{args.runs} runs\n")
+        if args.scaling:
+            low, high = (int(t) for t in args.scaling.split(","))
+            for path in files.values():
+                print("\n".join(scaling(path, (low, high), args.runs, args.rounds, args.top)) + "\n")
+            return 0
         for name, path in files.items():
             named = str(Path(work) / f"{name}.named.onnx")
             _named(path, named)

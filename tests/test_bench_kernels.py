@@ -54,3 +54,23 @@ def test_kernels_benchmark_runs_on_a_small_model(tmp_path):
     assert len(table) == 2, out.stdout
     conv = next(line for line in table if "Conv_0" in line)
     assert "Relu_1" in conv and conv.split("|")[5].strip() in ("Conv", "FusedConv"), conv
+
+
+def test_scaling_lists_every_kernel_at_both_thread_counts(tmp_path):
+    """`--scaling 1,2`: dlc against itself, a row per kernel with both times and the speedup."""
+    rng = np.random.default_rng(1)
+    w = numpy_helper.from_array(rng.uniform(-1, 1, [16, 8, 3, 3]).astype(np.float32), "w")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1] * 4, name="conv"),
+             helper.make_node("MaxPool", ["c"], ["y"], kernel_shape=[2, 2], strides=[2, 2], name="pool")]
+    graph = helper.make_graph(nodes, "small", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 32, 32])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16, 16, 16])], [w])
+    path = tmp_path / "small.onnx"
+    path.write_bytes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString())
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "kernels.py"), str(path), "--scaling", "1,2",
+                          "--runs", "3", "--rounds", "1"], capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    rows = [line.split("|")[1:-1] for line in out.stdout.splitlines() if line.startswith("| k")]
+    assert sorted(row[1].strip() for row in rows) == ["conv", "pool"], out.stdout
+    for _, _, one, two, speedup, _ in rows:
+        assert float(one) > 0 and float(two) > 0
+        assert abs(float(speedup) - float(one) / float(two)) < 0.01 + 0.01 * float(speedup)
