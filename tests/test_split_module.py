@@ -147,6 +147,7 @@ def test_small_modules_and_one_job_stay_whole(cnn_ir):
 
 def test_split_objects_link_and_compute_what_the_whole_module_computes(cnn_ir, monkeypatch, tmp_path):
     monkeypatch.setattr(native, "MIN_PART_BYTES", 1)
+    monkeypatch.setattr(native, "MIN_GEMMS_APART", 1)
     # Three jobs: the kernels' part here, the GEMMs' two in the process started at the end of
     # the linalg phase (native.start_gemms_apart) and one it starts.
     monkeypatch.setenv("DLC_COMPILE_JOBS", "3")
@@ -212,6 +213,7 @@ def test_compile_jobs_override(monkeypatch):
 @pytest.mark.skipif(shutil.which("cc") is None and shutil.which("ld") is None, reason="no system linker")
 def test_split_parts_link_into_one_library(monkeypatch, tmp_path):
     monkeypatch.setattr(native, "MIN_PART_BYTES", 1)
+    monkeypatch.setattr(native, "MIN_GEMMS_APART", 1)
     monkeypatch.setenv("DLC_COMPILE_JOBS", "2")
     monkeypatch.setenv("DLC_CACHE", "0")
     split = dlc.compile(CNN, threads=1)
@@ -277,6 +279,7 @@ def apart_spied(monkeypatch):
     if not hasattr(__import__("os"), "fork"):
         pytest.skip("no fork on this OS: the GEMMs compile with the kernels")
     monkeypatch.setattr(native, "MIN_PART_BYTES", 1)
+    monkeypatch.setattr(native, "MIN_GEMMS_APART", 1)
     monkeypatch.setenv("DLC_COMPILE_JOBS", "2")
     monkeypatch.setenv("DLC_CACHE", "0")
     started = []

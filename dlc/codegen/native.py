@@ -253,17 +253,27 @@ _CALLERS = "dlc_gemms_apart_callers"  # the GEMM module's stand-in for the kerne
 _APART: dict[int, GemmsApart] = {}  # by id(module) from the fork, by process id once emitted
 
 
+# A module with fewer GEMMs compiles them with its kernels: forking the process and taking its
+# objects back cost 25-70 ms (more from a process with a large heap, as a test runner's), more
+# than they saved. A compile of one 8x32x48 MatMul took 112 ms alone and 137 with a process for
+# its GEMM; 8 small MatMuls 278 against 423 ms; a transformer layer (6 GEMMs) 1.52-1.65 s either
+# way; ResNet-18 (21 GEMMs) 3.51 against 2.94 s, MobileNetV2 (36) 3.37 against 3.16 (the VM, two
+# jobs, wall time).
+MIN_GEMMS_APART = 12
+
+
 def start_gemms_apart(module, cpu: str, features: str, opt_level: int, triple: str | None,
                       declarations: Callable, emit: Callable) -> GemmsApart | None:
     """A forked process emitting and compiling `module`'s GEMMs for `cpu`/`features`/`triple` at
-    `opt_level`'s GEMM level, or None (no fork, one job, no GEMM). `declarations(module)` lists
+    `opt_level`'s GEMM level, or None (no fork, one job, fewer GEMMs than MIN_GEMMS_APART).
+    `declarations(module)` lists
     the micro-kernel declarations and `emit(module)` emits their code (the LLVM emitter's
     `gemm_declarations` and `emit_gemms`, which imports this module). `emit_llvm` of the same
     module then declares them, unless their declarations changed meanwhile (it emits them)."""
     from llvmlite.binding import ffi
 
     if not (hasattr(os, "fork") and sys.platform.startswith("linux")) or compile_jobs() < 2 \
-            or not declarations(module):
+            or len(declarations(module)) < max(MIN_GEMMS_APART, 1):
         return None
     import warnings
 
