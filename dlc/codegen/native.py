@@ -266,10 +266,10 @@ def start_gemms_apart(module, cpu: str, features: str, opt_level: int, triple: s
                       declarations: Callable, emit: Callable) -> GemmsApart | None:
     """A forked process emitting and compiling `module`'s GEMMs for `cpu`/`features`/`triple` at
     `opt_level`'s GEMM level, or None (no fork, one job, fewer GEMMs than MIN_GEMMS_APART).
-    `declarations(module)` lists
-    the micro-kernel declarations and `emit(module)` emits their code (the LLVM emitter's
-    `gemm_declarations` and `emit_gemms`, which imports this module). `emit_llvm` of the same
-    module then declares them, unless their declarations changed meanwhile (it emits them)."""
+    `declarations(module)` lists the micro-kernel declarations and `emit(module)` emits their
+    code (the LLVM emitter's `gemm_declarations` and `emit_gemms`, which imports this module).
+    `emit_llvm` of the same module then declares them, unless their declarations changed
+    meanwhile (it emits them)."""
     from llvmlite.binding import ffi
 
     if not (hasattr(os, "fork") and sys.platform.startswith("linux")) or compile_jobs() < 2 \

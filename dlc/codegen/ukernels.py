@@ -45,9 +45,9 @@ _TILE_ARGS = ("kc", "load_c", "last", "b_stride", "ldc", "rows", "cols")
 WINDOW_STEPS = 4
 # A row-major B's tiles prefetch the next panel's row segment at each k step (`_k_step`). On the
 # 16-core Xeon, interleaved, on/off: MobileNetV2 0.950 / 0.958 / 0.961 / 1.026, EfficientNet-B0
-# 0.984 / 0.961 / 0.974 / 1.001, SqueezeNet 0.967 / 1.005 / 0.990 / 1.014, ResNet-50 0.995 /
-# 1.007 / 0.993 / 0.988 at 1 / 2 / 4 / 16 threads (at 16 a thread's few panels end in one
-# prefetched for nothing).
+# 0.984 / 0.961 / 0.974 / 1.001, MobileNetV3 1.028 / 0.974 / 0.970 / 1.028, SqueezeNet 0.967 /
+# 1.005 / 0.990 / 1.014, ResNet-50 0.995 / 1.007 / 0.993 / 0.988 at 1 / 2 / 4 / 16 threads (at 16
+# a thread's few panels end in one prefetched for nothing).
 ROW_B_PREFETCH = True
 
 
