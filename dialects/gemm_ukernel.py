@@ -75,6 +75,9 @@ class GemmSpec:
     stored transposed, C[i, j] at j*ldc + i (each image's, images n*ldc apart): the tile's
     vectors (one pixel, nr output channels each) are transposed in registers and stored into
     the channels' planes of an NCHW output, a run of the tile's pixels each.
+
+    With `split_rows` threads split C's rows only (`thread_grids`' rows_only): a 1x1 conv as
+    W @ X whose output channels a depthwise conv reads, split by channels as it is.
     """
 
     m: int
@@ -107,6 +110,7 @@ class GemmSpec:
     a_window_col: int = 0
     a_window_channel: int = 0
     c_transposed: bool = False
+    split_rows: bool = False
     mr: int = 0
     nr: int = 0
     kc: int = 0
@@ -420,10 +424,19 @@ def grid_seconds(row_blocks: int, panels: int, tm: int, tn: int, *, mr: int, nr:
             + THREAD_SECONDS * (tm * tn - 1))
 
 
+# A GEMM whose rows its reader splits (`GemmSpec.split_rows`) splits its rows alone where its
+# busiest part then holds at most this many times 1/t of the rows: what each core reads from its
+# own cache pays for the B it reads whole (MobileNetV2 and MobileNetV3 0.93-0.97x at 2-8 threads
+# on the 16-core Xeon), not for idle threads (96 rows in 8 blocks at 16 threads: 1.04-1.09x).
+ROWS_ONLY_SLACK = 1.1
+
+
 def thread_grids(row_blocks: int, panels: int, most_threads: int, *, mr: int, nr: int,
-                 k: int) -> list[tuple[int, int]]:
+                 k: int, rows_only: bool = False) -> list[tuple[int, int]]:
     """`thread_grid` for 1, 2, ..., most_threads threads, in one pass over the grids (the
-    compile-time table of a GEMM asks for 64 of them: 64 separate searches cost ~10 ms a GEMM)."""
+    compile-time table of a GEMM asks for 64 of them: 64 separate searches cost ~10 ms a GEMM);
+    with `rows_only`, rows split alone (tm x 1) wherever they split evenly enough
+    (ROWS_ONLY_SLACK)."""
 
     def seconds(tm: int, tn: int) -> float:
         return grid_seconds(row_blocks, panels, tm, tn, mr=mr, nr=nr, k=k)
@@ -438,7 +451,12 @@ def thread_grids(row_blocks: int, panels: int, most_threads: int, *, mr: int, nr
     for t in range(1, most_threads + 1):  # at most t threads: the best of up to t
         if best_with[t] is not None and (best is None or best_with[t] < best):
             best = best_with[t]
-        grids.append(best[1])
+        used = best[1][0] * best[1][1]  # as many threads as the best grid takes, no more
+        busiest = -(-row_blocks // min(used, row_blocks))  # row blocks of the busiest row part
+        if rows_only and busiest * used <= ROWS_ONLY_SLACK * row_blocks:
+            grids.append((-(-row_blocks // busiest), 1))  # the fewest parts of that many blocks
+        else:
+            grids.append(best[1])
     return grids
 
 
@@ -450,7 +468,7 @@ def thread_grids(row_blocks: int, panels: int, most_threads: int, *, mr: int, nr
 GEMM_INTS = ("m", "n", "k", "a_row_stride", "a_k_stride", "ldb", "ldc", "accumulate", "b_trans",
              "residual", "y_zero", "a_group", "a_group_stride", "a_image_groups", "a_image_stride", "a_k_run",
              "a_k_run_stride", "a_window_h", "a_window_w", "a_window_row", "a_window_col", "a_window_channel",
-             "c_transposed", *TILES)
+             "c_transposed", "split_rows", *TILES)
 GEMM_STRINGS = ("b_layout", "bias", "activation", "dtype", "dot", "requantize")
 
 

@@ -47,6 +47,7 @@ def default_pipeline(target: Target, options: CompileOptions) -> list[tuple[str,
            ] if fuse else []),
         p["merge-identical-nodes"](),     # CSE for ONNX ops (node names differ) and equal weights
         p["dce"](),
+        p["mark-depthwise-feeders"](),    # 1x1 convs a depthwise conv reads: threads split channels
     ]
     return [("graph", graph), *target.pipeline(options)]
 

@@ -172,3 +172,36 @@ def test_a_window_conv_takes_a_narrower_tile_where_it_splits_evenly_over_the_thr
 
     # the choice is the model's: 7x32's busiest part does less work, even at NARROWER_TILE_COST
     assert busiest_tiles(32) * 32 * NARROWER_TILE_COST < busiest_tiles(48) * 48
+
+
+def test_a_gemm_its_depthwise_reader_splits_by_channels_splits_its_rows_where_they_split_evenly():
+    """`split_rows` (a 1x1 conv that mark-depthwise-feeders marked): rows alone wherever the
+    busiest row part holds at most ROWS_ONLY_SLACK / t of them, with no more threads than the
+    best grid takes; elsewhere the best grid."""
+    from dialects.gemm_ukernel import ROWS_ONLY_SLACK, thread_grids
+
+    blocks, panels = 12, 98  # MobileNetV2's 24 -> 144 expand over 56x56: 144 rows of 12, 98 panels of 32
+    best = thread_grids(blocks, panels, 16, mr=12, nr=32, k=24)
+    rows = thread_grids(blocks, panels, 16, mr=12, nr=32, k=24, rows_only=True)
+    assert best[1] == (1, 2) and rows[0] == (1, 1)
+    assert [rows[t - 1] for t in (2, 3, 4, 6)] == [(2, 1), (3, 1), (4, 1), (6, 1)]
+    assert 2 * 8 > ROWS_ONLY_SLACK * blocks and rows[7] == best[7]  # 8 threads: 2 blocks a part, 1.33x
+    assert rows[15] == best[15]
+    tiny = thread_grids(2, 1, 16, mr=12, nr=32, k=8, rows_only=True)  # worth one thread: stays one
+    assert set(tiny) == {(1, 1)}
+
+
+def test_the_expand_convs_of_inverted_residual_blocks_split_their_rows():
+    """In a MobileNetV2 block compiled for 2 threads, the 1x1 expand convs (read by depthwise
+    convs) carry split_rows into their GEMMs, the project convs (read by an Add) do not."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from models import mobilenet_block
+
+    text = str(compile_model(mobilenet_block(resolution=56), options=CompileOptions(threads=2),
+                             compile_to="linalg").module)
+    gemms = [line for line in text.splitlines() if "dlc.gemm =" in line]
+    split = [line for line in gemms if "split_rows = 1" in line]
+    assert len(split) == 2 and all("memref<96x16xf32>" in line for line in split), split  # 16 -> 96 channels
+    assert len(gemms) > len(split)  # 96 -> 16 and 96 -> 32 (read by an Add, a classifier): not split

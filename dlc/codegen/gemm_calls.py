@@ -238,12 +238,13 @@ class GemmCalls(EmitterBase):
     def _thread_grid_of(self, b: ir.IRBuilder, spec, threads: ir.Value) -> tuple[ir.Value, ir.Value]:
         """(tm, tn) of `thread_grid` for `threads`, read from a table made at compile time for
         1..GRID_TABLE_THREADS threads (more threads use the last entry)."""
-        table_name = f"dlc_grid_{spec.row_blocks}x{spec.panels}_{spec.mr}x{spec.nr}x{spec.k}"
+        table_name = (f"dlc_grid_{spec.row_blocks}x{spec.panels}_{spec.mr}x{spec.nr}x{spec.k}"
+                      f"{'_rows' if spec.split_rows else ''}")
         if table_name in self.llvm.globals:
             table = self.llvm.globals[table_name]
         else:
             entries = thread_grids(spec.row_blocks, spec.panels, GRID_TABLE_THREADS, mr=spec.mr, nr=spec.nr,
-                                   k=spec.k)
+                                   k=spec.k, rows_only=spec.split_rows)
             typ = ir.ArrayType(I64, 2 * GRID_TABLE_THREADS)
             table = ir.GlobalVariable(self.llvm, typ, table_name)
             table.initializer = ir.Constant(typ, [v for entry in entries for v in entry])

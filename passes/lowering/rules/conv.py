@@ -25,6 +25,7 @@ from xdsl.ir.affine import AffineExpr
 
 from dialects.diagnostics import UnsupportedError
 from dialects.onnx import WeightOp
+from passes.graph.mark_depthwise_feeders import FEEDS_DEPTHWISE
 from passes.lowering.kernels_to_linalg import reshape_view, view_at
 from passes.lowering.rules import lowers
 from passes.lowering.utils.linalg_builder import PARALLEL, REDUCTION, affine_map, cst, dim, identity_map
@@ -195,6 +196,10 @@ def _conv_as_gemm(kb, op, x, w, bias, y, window: Window, groups: int) -> bool:
     pointwise = (all(k == 1 for k in window.kernel) and all(s == 1 for s in window.strides)
                  and not any(window.pads_begin) and tuple(spatial) == tuple(x_shape[2:]))
     spec = dict(m=rows, n=pixels, k=depth, a_row_stride=depth, a_k_stride=1, ldb=pixels, ldc=pixels)
+    if pointwise and FEEDS_DEPTHWISE in op.attributes:
+        # Its threads split the output channels, as the depthwise conv that reads them does
+        # (passes/graph/mark_depthwise_feeders.py): each core reads back what it wrote.
+        spec["split_rows"] = 1
     residual = _take_bias_and_epilogue(kb, spec, bias, "col")
     im2col = scratch = padded = None
     if not pointwise:
