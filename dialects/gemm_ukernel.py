@@ -426,7 +426,7 @@ def grid_seconds(row_blocks: int, panels: int, tm: int, tn: int, *, mr: int, nr:
 
 # A GEMM whose rows its reader splits (`GemmSpec.split_rows`) splits its rows alone where its
 # busiest part then holds at most this many times 1/t of the rows: what each core reads from its
-# own cache pays for the B it reads whole (MobileNetV2 and MobileNetV3 0.93-0.97x at 2-8 threads
+# own cache pays for the B it reads whole (MobileNetV2 and MobileNetV3 0.89-0.99x at 2-8 threads
 # on the 16-core Xeon), not for idle threads (96 rows in 8 blocks at 16 threads: 1.04-1.09x).
 ROWS_ONLY_SLACK = 1.1
 
