@@ -77,4 +77,4 @@ def test_scaling_lists_every_kernel_at_both_thread_counts(tmp_path):
         # the times are printed to 1 us: the speedup and the unscaled time agree within that
         half = 0.0005
         assert (one - half) / (two + half) - 0.005 <= speedup <= (one + half) / max(two - half, 1e-9) + 0.005
-        assert abs(unscaled - (two - one / 2)) <= 2 * half
+        assert abs(unscaled - (two - one / 2)) <= 3 * half  # its own rounding, two's and one's half
