@@ -3,11 +3,17 @@
     python benchmarks/kernels.py --models resnet50 --threads 4
     python benchmarks/kernels.py model.onnx --threads 1,16 --runs 20 --rounds 2 --top 15
     python benchmarks/kernels.py --models mobilenet_v3 --scaling 1,2
+    python benchmarks/kernels.py --builds old.dlc,new.dlc --threads 4   # two --profile artifacts
 
 With `--scaling A,B`, dlc against itself: the kernels of --profile builds for A and B threads,
 run in one process pinned to the first B cores, the builds alternating for 2 x --rounds blocks
 of --runs runs (each kernel's best block); rows are sorted by what each kernel takes at B
 threads beyond its A-thread time x A / B, the time that thread count leaves unscaled.
+With `--builds OLD,NEW`, two `dlc compile --profile` artifacts of one model (a compiler change
+A/B'd kernel by kernel) run the same way, pinned to the first --threads cores; a kernel of one is
+paired with the kernel of the other that computes the same ONNX nodes (then, as for onnxruntime,
+what is left op type by op type in the order it ran; the rest are listed alone), rows sorted by
+how much longer NEW took.
 
 Each (runtime, thread count, round) runs in its own process pinned to the first N cores, as
 threads.py does. dlc runs a `--profile` build: each kernel's time from the timers inside the
@@ -117,6 +123,34 @@ def _best(rounds: list[dict]) -> dict:
     return {"rows": list(best.values()), "total": min(result["total"] for result in rounds)}
 
 
+def _interleaved(models: dict, feeds: dict, runs: int, rounds: int) -> tuple[dict, dict]:
+    """Profile `models` (key -> loaded --profile artifact) in this process, alternating for
+    2 x `rounds` blocks of `runs` runs (the order reversed every other block): (key -> best
+    median run seconds, key -> {kernel: best median seconds})."""
+    from dlc.tools.profiling import profile_runs
+
+    keys = list(models)
+    best: dict = {key: {} for key in keys}
+    runs_best = dict.fromkeys(keys, float("inf"))
+    for block in range(2 * rounds):
+        for key in keys if block % 2 == 0 else keys[::-1]:
+            model = models[key]
+            for _ in range(3):
+                model.run(feeds)
+            profiled = profile_runs(model._executable, lambda: model.run(feeds), runs)  # noqa: B023
+            runs_best[key] = min(runs_best[key], float(np.median(profiled.latencies)))
+            for name, seconds in profiled.kernels.items():
+                best[key][name] = min(best[key].get(name, np.inf), float(np.median(seconds)))
+    return runs_best, best
+
+
+def _feeds_of(model) -> dict:
+    """Random inputs for a loaded artifact, as dlc/tools/oracle.py makes them for a model."""
+    from dlc.tools.oracle import random_inputs
+
+    return random_inputs(model.inputs)
+
+
 def scaling(model_path: str, counts: tuple[int, int], runs: int, rounds: int, top: int) -> list[str]:
     """`--scaling`: the kernels of `model_path` at counts[0] and counts[1] threads, interleaved in
     this process (pinned to the first counts[1] cores), most unscaled time first."""
@@ -126,7 +160,6 @@ def scaling(model_path: str, counts: tuple[int, int], runs: int, rounds: int, to
 
     import dlc
     from dlc.tools.oracle import input_specs, random_inputs
-    from dlc.tools.profiling import profile_runs
 
     low, high = counts
     os.sched_setaffinity(0, _cores()[:high])
@@ -138,17 +171,7 @@ def scaling(model_path: str, counts: tuple[int, int], runs: int, rounds: int, to
             subprocess.run([sys.executable, "-m", "dlc", "compile", model_path, "--profile", "--threads",
                             str(threads), "-o", artifact], check=True, capture_output=True, cwd=ROOT)
             models[threads] = dlc.load(artifact)
-    best: dict[int, dict[str, float]] = {threads: {} for threads in counts}
-    runs_best = dict.fromkeys(counts, float("inf"))
-    for block in range(2 * rounds):
-        for threads in counts if block % 2 == 0 else counts[::-1]:
-            model = models[threads]
-            for _ in range(3):
-                model.run(feeds)
-            profiled = profile_runs(model._executable, lambda: model.run(feeds), runs)  # noqa: B023
-            runs_best[threads] = min(runs_best[threads], float(np.median(profiled.latencies)))
-            for name, seconds in profiled.kernels.items():
-                best[threads][name] = min(best[threads].get(name, np.inf), float(np.median(seconds)))
+    runs_best, best = _interleaved(models, feeds, runs, rounds)
     nodes = {kernel["name"]: kernel["nodes"] for kernel in models[low]._executable.manifest.get("kernels", [])}
     rows = sorted(((best[high][name] - seconds * low / high, name, seconds, best[high][name])
                    for name, seconds in best[low].items()), reverse=True)
@@ -161,6 +184,74 @@ def scaling(model_path: str, counts: tuple[int, int], runs: int, rounds: int, to
         shown = ", ".join(nodes.get(name, [])[:3])
         lines.append(f"| {name} | {shown} | {slow * 1e3:.3f} | {fast * 1e3:.3f} | {slow / fast:.2f} | "
                      f"{unscaled * 1e3:.3f} |")
+    return lines
+
+
+def pair_by_nodes(old: dict, new: dict, old_nodes: dict, new_nodes: dict) -> list:
+    """[old kernel or None, new kernel or None, ONNX nodes, old s, new s] per kernel: a kernel of
+    one build with the kernel of the other that computes the same ONNX nodes (kernel -> seconds,
+    in the order they ran; kernel -> node list), then the rest op type by op type; a kernel with
+    no partner gets a row of its own, 0 s on the other side."""
+    by_nodes = {tuple(new_nodes.get(name, [name])): name for name in new}
+    rows, paired = [], set()
+    for name, seconds in old.items():
+        nodes = tuple(old_nodes.get(name, [name]))
+        partner = by_nodes.get(nodes)
+        if partner is not None and partner not in paired:
+            paired.add(partner)
+            rows.append([name, partner, list(nodes), seconds, new[partner]])
+        else:
+            rows.append([name, None, list(nodes), seconds, 0.0])
+    rows += [[None, name, list(new_nodes.get(name, [name])), 0.0, seconds]
+             for name, seconds in new.items() if name not in paired]
+    # A graph rewrite may rename the nodes it rebuilds ("Relu_5.sunk"): what is left on both
+    # sides is paired op type by op type (k<index>_<first node's op type>), in the order it
+    # ran, where both sides left as many.
+    def op_of(name: str) -> str:
+        return name.split("_")[1] if "_" in name else name
+
+    alone_old = [row for row in rows if row[1] is None]
+    alone_new = [row for row in rows if row[0] is None]
+    for op in dict.fromkeys(op_of(row[0]) for row in alone_old):
+        olds = [row for row in alone_old if op_of(row[0]) == op]
+        news = [row for row in alone_new if op_of(row[1]) == op]
+        if len(olds) == len(news):
+            for old_row, new_row in zip(olds, news):
+                old_row[1], old_row[4] = new_row[1], new_row[4]
+                rows.remove(new_row)
+    return rows
+
+
+def builds(directories: tuple[str, str], threads: int, runs: int, rounds: int, top: int) -> list[str]:
+    """`--builds`: two --profile artifacts of one model, kernel by kernel, interleaved in this
+    process pinned to the first `threads` cores; the kernels NEW loses most on first, then
+    those it gains most on."""
+    sys.path.insert(0, str(ROOT))
+    from threads import _cores
+
+    import dlc
+
+    os.sched_setaffinity(0, _cores()[:threads])
+    models = {which: dlc.load(directory) for which, directory in zip(("old", "new"), directories)}
+    for which, model in models.items():
+        if not model._executable.profile_sites:
+            raise SystemExit(f"{directories[which == 'new']}: not a --profile build "
+                             "(dlc compile MODEL --profile -o DIR)")
+    runs_best, best = _interleaved(models, _feeds_of(models["old"]), runs, rounds)
+    nodes = {which: {kernel["name"]: kernel["nodes"] for kernel in model._executable.manifest.get("kernels", [])}
+             for which, model in models.items()}
+    rows = sorted(pair_by_nodes(best["old"], best["new"], nodes["old"], nodes["new"]),
+                  key=lambda row: row[4] - row[3], reverse=True)
+    shown_rows = rows if len(rows) <= 2 * top else rows[:top] + rows[-top:]
+    lines = [f"{directories[0]} -> {directories[1]}, {threads} thread(s): run {runs_best['old'] * 1e3:.3f} -> "
+             f"{runs_best['new'] * 1e3:.3f} ms; kernels {sum(best['old'].values()) * 1e3:.3f} -> "
+             f"{sum(best['new'].values()) * 1e3:.3f} ms", "",
+             "| old kernel | new kernel | ONNX nodes | old ms | new ms | new - old ms |",
+             "|---|---|---|---:|---:|---:|"]
+    for old_name, new_name, node_list, before, after in shown_rows:
+        shown = ", ".join(node_list[:3]) + (f" +{len(node_list) - 3}" if len(node_list) > 3 else "")
+        lines.append(f"| {old_name or '-'} | {new_name or '-'} | {shown} | {before * 1e3:.3f} | {after * 1e3:.3f} | "
+                     f"{(after - before) * 1e3:+.3f} |")
     return lines
 
 
@@ -224,6 +315,7 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=2, help="rounds (each kernel's best is kept)")
     parser.add_argument("--top", type=int, default=20, help="rows per table (the kernels dlc loses most on)")
     parser.add_argument("--scaling", default="", help="A,B: dlc at A threads against dlc at B, per kernel")
+    parser.add_argument("--builds", default="", help="OLD,NEW: two --profile artifacts of one model, per kernel")
     parser.add_argument("--child", nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -233,10 +325,18 @@ def main(argv=None) -> int:
     sys.path.insert(0, str(HERE))
     from threads import _cpu_description, _model_files
 
+    counts = [int(t) for t in args.threads.split(",") if t]
+    if args.builds:
+        directories = tuple(d for d in args.builds.split(",") if d)
+        if len(directories) != 2 or len(counts) != 1:
+            parser.error("--builds takes two artifact directories, OLD,NEW, and one --threads count")
+        print(f"{time.strftime('%Y-%m-%d')}, {_cpu_description()}; best of {2 * args.rounds} blocks of "
+              f"{args.runs} runs\n")
+        print("\n".join(builds(directories, counts[0], args.runs, args.rounds, args.top)) + "\n")
+        return 0
     names = [n for n in args.models.split(",") if n] + list(args.model)
     if not names:
         parser.error("name a model: --models resnet50, or an .onnx path")
-    counts = [int(t) for t in args.threads.split(",") if t]
     with tempfile.TemporaryDirectory() as work:
         files = _model_files(names, Path(work))
         print(f"{time.strftime('%Y-%m-%d')}, {_cpu_description()}; best of {args.rounds} round(s) of "

@@ -78,3 +78,54 @@ def test_scaling_lists_every_kernel_at_both_thread_counts(tmp_path):
         half = 0.0005
         assert (one - half) / (two + half) - 0.005 <= speedup <= (one + half) / max(two - half, 1e-9) + 0.005
         assert abs(unscaled - (two - one / 2)) <= 3 * half  # its own rounding, two's and one's half
+
+
+def test_builds_pair_kernels_by_their_onnx_nodes_then_op_by_op():
+    """`--builds`: a kernel of one build with the one computing the same ONNX nodes in the other;
+    kernels a rewrite renamed pair op type by op type in the order they ran; the rest alone."""
+    import kernels
+
+    old = {"k0_Conv_fused": 3.0, "k2_MaxPool": 1.0, "k3_Conv_fused": 2.0, "k5_Softmax": 0.5}
+    new = {"k0_Conv_fused": 2.5, "k1_Transpose": 0.25, "k3_MaxPool": 1.0, "k4_Conv_fused": 1.5}
+    old_nodes = {"k0_Conv_fused": ["conv0", "relu0"], "k2_MaxPool": ["pool"],
+                 "k3_Conv_fused": ["conv1", "relu1"], "k5_Softmax": ["softmax"]}
+    new_nodes = {"k0_Conv_fused": ["conv0", "relu0"], "k1_Transpose": ["conv0.to_nchw"], "k3_MaxPool": ["pool"],
+                 "k4_Conv_fused": ["conv1", "relu1.sunk"]}
+    rows = kernels.pair_by_nodes(old, new, old_nodes, new_nodes)
+    pairs = {(row[0], row[1]): (row[3], row[4]) for row in rows}
+    assert pairs == {("k0_Conv_fused", "k0_Conv_fused"): (3.0, 2.5), ("k2_MaxPool", "k3_MaxPool"): (1.0, 1.0),
+                     ("k3_Conv_fused", "k4_Conv_fused"): (2.0, 1.5), ("k5_Softmax", None): (0.5, 0.0),
+                     (None, "k1_Transpose"): (0.0, 0.25)}
+
+
+def test_builds_compares_two_profile_artifacts_kernel_by_kernel(tmp_path):
+    """Two --profile builds of one model (fused and --fusion=none), a row per kernel with both
+    times; an artifact built without --profile is refused with a message. (A map large enough
+    that the Relu alone takes more than the table's 1 us.)"""
+    rng = np.random.default_rng(2)
+    w = numpy_helper.from_array(rng.uniform(-1, 1, [32, 16, 3, 3]).astype(np.float32), "w")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1] * 4, name="conv"),
+             helper.make_node("Relu", ["c"], ["y"], name="relu")]
+    graph = helper.make_graph(nodes, "small", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 96, 96])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 32, 96, 96])], [w])
+    path = tmp_path / "small.onnx"
+    path.write_bytes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString())
+    for name, extra in (("fused", []), ("unfused", ["--fusion=none"]), ("plain", [])):
+        profile = [] if name == "plain" else ["--profile"]
+        subprocess.run([sys.executable, "-m", "dlc", "compile", str(path), "-o", str(tmp_path / name), "--threads", "1",
+                        *profile, *extra], check=True, capture_output=True, cwd=ROOT)
+    script = str(ROOT / "benchmarks" / "kernels.py")
+    out = subprocess.run([sys.executable, script, "--builds", f"{tmp_path / 'fused'},{tmp_path / 'unfused'}",
+                          "--runs", "3", "--rounds", "1"], capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    rows = [[cell.strip() for cell in line.split("|")[1:-1]] for line in out.stdout.splitlines()
+            if line.startswith("| k") or line.startswith("| -")]
+    # the fused Conv + Relu pairs with the unfused Conv (op by op); the unfused Relu stands alone
+    by_new = {row[1]: row for row in rows}
+    conv = next(row for name, row in by_new.items() if name.endswith("_Conv"))
+    assert conv[0].endswith("_Conv_fused") and float(conv[3]) > 0 and float(conv[4]) > 0, out.stdout
+    relu = next(row for name, row in by_new.items() if name.endswith("_Relu"))
+    assert relu[0] == "-" and float(relu[3]) == 0 and float(relu[4]) > 0, out.stdout
+    refused = subprocess.run([sys.executable, script, "--builds", f"{tmp_path / 'fused'},{tmp_path / 'plain'}"],
+                             capture_output=True, text=True, cwd=tmp_path)
+    assert refused.returncode != 0 and "not a --profile build" in refused.stderr, refused.stderr
