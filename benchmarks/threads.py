@@ -16,9 +16,10 @@ other runtime's spinning workers; the median of `--repeat` runs, best round kept
 (`--concurrency CxT`): C Python threads call one compiled model (dlc) or one shared session
 (onnxruntime, intra_op_num_threads=T) for `--seconds`, inferences per second, on all C*T cores.
 dlc and onnxruntime alternate within each round. With `--in-process`, both run in one process
-per (model, thread count, round), four blocks of `--repeat` runs each in turn, each one's best
-block: where separate processes land on a busy host's cores differently, this compares the two
-on the same cores at the same moments. The table gives ratios dlc/onnxruntime (lower is
+per (model, thread count, round), four blocks of `--repeat` runs each in turn (each after a
+pause that lets the other's spinning workers sleep), each one's best block: where separate
+processes land on a busy host's cores differently, this compares the two on the same cores at
+the same moments. The table gives ratios dlc/onnxruntime (lower is
 better for dlc; for throughput, onnxruntime/dlc, so lower is better for dlc there too) and flags
 any model whose dlc latency at N threads is more than 5% above its latency at the previous count.
 """
@@ -117,15 +118,26 @@ def _latency(model_path: str, runtime: str, threads: int, repeat: int) -> float:
     return median_ms(_runner(model_path, runtime, threads), repeat)
 
 
+# A pause before each block of `--in-process`, so that the other runtime's idle workers have
+# stopped spinning: onnxruntime's intra-op threads keep spinning for several milliseconds after
+# its last run (its default, session.intra_op.allow_spinning), on the cores the next block needs.
+# On the 2-core VM, MobileNetV2 at 2 threads, dlc's blocks right after onnxruntime's took 3.9-8.0
+# ms against 3.7-3.9 alone; after a pause of 2 ms 3.2-6.1, of 10 or 50 ms 3.4-4.2 (one outlier
+# 6.7); with onnxruntime's spinning off 3.3-4.0 (and onnxruntime's own 4.4-5.0 against 2.9-4.1).
+SETTLE_SECONDS = 0.05
+
+
 def _paired_latency(model_path: str, threads: int, repeat: int, blocks: int = 4) -> tuple[float, float]:
     """(dlc, onnxruntime) median milliseconds in one process pinned to the first `threads`
-    cores: `blocks` blocks of `repeat` runs of each runtime in turn (each block after 3 warm-up
-    runs, so the other runtime's spinning workers have settled), each runtime's best block."""
+    cores: `blocks` blocks of `repeat` runs of each runtime in turn (each block after a pause
+    of SETTLE_SECONDS, so the other runtime's spinning workers have gone to sleep, and 3 warm-up
+    runs), each runtime's best block."""
     os.sched_setaffinity(0, _cores()[:threads])
     runs = [_runner(model_path, runtime, threads) for runtime in RUNTIMES]
     best = [float("inf")] * len(runs)
     for _ in range(blocks):
         for index, run in enumerate(runs):
+            time.sleep(SETTLE_SECONDS)
             for _ in range(3):
                 run()
             best[index] = min(best[index], median_ms(run, repeat))
