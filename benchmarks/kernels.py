@@ -144,13 +144,6 @@ def _interleaved(models: dict, feeds: dict, runs: int, rounds: int) -> tuple[dic
     return runs_best, best
 
 
-def _feeds_of(model) -> dict:
-    """Random inputs for a loaded artifact, as dlc/tools/oracle.py makes them for a model."""
-    from dlc.tools.oracle import random_inputs
-
-    return random_inputs(model.inputs)
-
-
 def scaling(model_path: str, counts: tuple[int, int], runs: int, rounds: int, top: int) -> list[str]:
     """`--scaling`: the kernels of `model_path` at counts[0] and counts[1] threads, interleaved in
     this process (pinned to the first counts[1] cores), most unscaled time first."""
@@ -205,20 +198,13 @@ def pair_by_nodes(old: dict, new: dict, old_nodes: dict, new_nodes: dict) -> lis
     rows += [[None, name, list(new_nodes.get(name, [name])), 0.0, seconds]
              for name, seconds in new.items() if name not in paired]
     # A graph rewrite may rename the nodes it rebuilds ("Relu_5.sunk"): what is left on both
-    # sides is paired op type by op type (k<index>_<first node's op type>), in the order it
-    # ran, where both sides left as many.
-    def op_of(name: str) -> str:
-        return name.split("_")[1] if "_" in name else name
-
+    # sides is paired op type by op type, in the order it ran.
     alone_old = [row for row in rows if row[1] is None]
     alone_new = [row for row in rows if row[0] is None]
-    for op in dict.fromkeys(op_of(row[0]) for row in alone_old):
-        olds = [row for row in alone_old if op_of(row[0]) == op]
-        news = [row for row in alone_new if op_of(row[1]) == op]
-        if len(olds) == len(news):
-            for old_row, new_row in zip(olds, news):
-                old_row[1], old_row[4] = new_row[1], new_row[4]
-                rows.remove(new_row)
+    for old_row, new_row in pair_op_by_op(alone_old, alone_new, lambda row: kernel_op(row[0]),
+                                          lambda op, row: kernel_op(row[1]) == op):
+        old_row[1], old_row[4] = new_row[1], new_row[4]
+        rows.remove(new_row)
     return rows
 
 
@@ -230,6 +216,7 @@ def builds(directories: tuple[str, str], threads: int, runs: int, rounds: int, t
     from threads import _cores
 
     import dlc
+    from dlc.tools.oracle import random_inputs
 
     os.sched_setaffinity(0, _cores()[:threads])
     models = {which: dlc.load(directory) for which, directory in zip(("old", "new"), directories)}
@@ -237,7 +224,7 @@ def builds(directories: tuple[str, str], threads: int, runs: int, rounds: int, t
         if not model._executable.profile_sites:
             raise SystemExit(f"{directories[which == 'new']}: not a --profile build "
                              "(dlc compile MODEL --profile -o DIR)")
-    runs_best, best = _interleaved(models, _feeds_of(models["old"]), runs, rounds)
+    runs_best, best = _interleaved(models, random_inputs(models["old"].inputs), runs, rounds)
     nodes = {which: {kernel["name"]: kernel["nodes"] for kernel in model._executable.manifest.get("kernels", [])}
              for which, model in models.items()}
     rows = sorted(pair_by_nodes(best["old"], best["new"], nodes["old"], nodes["new"]),
@@ -253,6 +240,24 @@ def builds(directories: tuple[str, str], threads: int, runs: int, rounds: int, t
         lines.append(f"| {old_name or '-'} | {new_name or '-'} | {shown} | {before * 1e3:.3f} | {after * 1e3:.3f} | "
                      f"{(after - before) * 1e3:+.3f} |")
     return lines
+
+
+def kernel_op(name: str) -> str:
+    """A kernel's op type: k<index>_<its first node's op type>[_fused]."""
+    return name.split("_")[1] if "_" in name else name
+
+
+def pair_op_by_op(waiting: list, others: list, op_of, same_op) -> list[tuple]:
+    """(waiting item, other item) pairs, op type by op type in their order (`op_of(item)` of a
+    waiting item; `same_op(op, other)` whether an other item is of that op type), for each op
+    type where both lists hold as many."""
+    pairs = []
+    for op in dict.fromkeys(op_of(item) for item in waiting):
+        mine = [item for item in waiting if op_of(item) == op]
+        theirs = [item for item in others if same_op(op, item)]
+        if len(mine) == len(theirs):
+            pairs += zip(mine, theirs)
+    return pairs
 
 
 def match(dlc_rows: list, ort_rows: list) -> tuple[list, list]:
@@ -276,16 +281,15 @@ def match(dlc_rows: list, ort_rows: list) -> tuple[list, list]:
         rows.append([kernel, nodes, seconds, sum(by_name[n][1] for n in mine), [by_name[n][0] for n in mine]])
     # the rest, op type by op type (a kernel's name is k<index>_<its first node's op type>[_fused]),
     # in the order they ran, where both sides left as many
-    def same_op(kernel_op: str, ort_op: str) -> bool:
-        return ort_op == kernel_op or (kernel_op == "Conv" and ort_op in CONV_OPS)
+    def same_op(op: str, name: str) -> bool:
+        ort_op = by_name[name][0]
+        return ort_op == op or (op == "Conv" and ort_op in CONV_OPS)
 
-    for op in dict.fromkeys(row[0].split("_")[1] for row in rows if not row[4] and "_" in row[0]):
-        waiting = [row for row in rows if not row[4] and row[0].split("_")[1:2] == [op]]
-        left = [name for name, (ort_op, _) in by_name.items() if same_op(op, ort_op) and name not in taken]
-        if len(left) == len(waiting):
-            for row, name in zip(waiting, left):
-                taken.add(name)
-                row[3], row[4] = by_name[name][1], [by_name[name][0]]
+    waiting = [row for row in rows if not row[4] and "_" in row[0]]
+    left = [name for name in by_name if name not in taken]
+    for row, name in pair_op_by_op(waiting, left, lambda row: kernel_op(row[0]), same_op):
+        taken.add(name)
+        row[3], row[4] = by_name[name][1], [by_name[name][0]]
     unmatched = [(name, op, seconds) for name, (op, seconds) in by_name.items() if name not in taken]
     return rows, unmatched
 
