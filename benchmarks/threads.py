@@ -181,8 +181,7 @@ def region_threads(model_path: str, threads: int) -> list[tuple[str, str, int]]:
     import onnx
     from xdsl.dialects import func
 
-    from dialects.gemm_ukernel import gemm_spec, thread_grid, ukernels
-    from dlc.codegen.gemm_calls import MIN_PARALLEL_MACS
+    from dialects.gemm_ukernel import gemm_spec, runs_serially, thread_grid, ukernels
     from dlc.codegen.parallel_loops import nest_iterations, threads_for_work
     from dlc.driver import CompileOptions, compile_model
     from passes.lowering.mark_parallel_loops import ITERATION_SECONDS
@@ -194,11 +193,11 @@ def region_threads(model_path: str, threads: int) -> list[tuple[str, str, int]]:
         if "dlc.im2col" in declaration.attributes:
             im2col = declaration.attributes["dlc.im2col"].data
             grid = (im2col["tm"].value.data, im2col["tn"].value.data)
-        elif spec["m"] * spec["n"] * spec["k"] < MIN_PARALLEL_MACS:
-            grid = (1, 1)  # gemm_calls.py calls it on the caller's thread
         else:
-            grid = thread_grid(-(-spec["m"] // spec["mr"]), -(-spec["n"] // spec["nr"]), threads,
-                               mr=spec["mr"], nr=spec["nr"], k=spec["k"])
+            tiles = -(-spec["m"] // spec["mr"]), -(-spec["n"] // spec["nr"])
+            serial = runs_serially(*tiles, mr=spec["mr"], nr=spec["nr"], k=spec["k"])
+            # A serial GEMM runs on the caller's thread (gemm_calls.py).
+            grid = (1, 1) if serial else thread_grid(*tiles, threads, mr=spec["mr"], nr=spec["nr"], k=spec["k"])
         grids[declaration.sym_name.data] = (f"gemm {spec['m']}x{spec['n']}x{spec['k']} grid {grid[0]}x{grid[1]}",
                                             grid[0] * grid[1])
     rows = []
@@ -227,7 +226,6 @@ def modelled_ms(model_path: str, threads: int, true_costs=(0.1e-6, 0.3e-6, 1e-6,
 
     import dialects.gemm_ukernel as gemm
     import dlc.codegen.parallel_loops as loops
-    from dlc.codegen.gemm_calls import MIN_PARALLEL_MACS
     from dlc.driver import CompileOptions, compile_model
     from passes.lowering.mark_parallel_loops import ITERATION_SECONDS
 
@@ -241,7 +239,8 @@ def modelled_ms(model_path: str, threads: int, true_costs=(0.1e-6, 0.3e-6, 1e-6,
                     regions.append(("loop", loops.nest_iterations(op) * ITERATION_SECONDS))
                 elif isinstance(op, func.CallOp) and op.callee.root_reference.data in declarations:
                     spec = declarations[op.callee.root_reference.data]
-                    if spec["m"] * spec["n"] * spec["k"] >= MIN_PARALLEL_MACS:
+                    if not gemm.runs_serially(-(-spec["m"] // spec["mr"]), -(-spec["n"] // spec["nr"]),
+                                              mr=spec["mr"], nr=spec["nr"], k=spec["k"]):
                         regions.append(("gemm", spec))
     saved = gemm.THREAD_SECONDS
     table = {}

@@ -424,6 +424,20 @@ def grid_seconds(row_blocks: int, panels: int, tm: int, tn: int, *, mr: int, nr:
             + THREAD_SECONDS * (tm * tn - 1))
 
 
+# A GEMM whose modelled time on one core (`grid_seconds` of the 1 x 1 grid: its FLOPs and the
+# bytes it streams) is under a million multiply-adds' runs on the caller's thread: waking the
+# pool (~5-20 us) costs more than it saves. The bytes count as the FLOPs do: ResNet-18's
+# 1x512x1000 classifier is half a million MACs but reads 2 MB of weights (0.042 ms on one core
+# of the 2-core VM, no faster on two when it was counted by its MACs alone).
+MIN_PARALLEL_SECONDS = 2 * (1 << 20) / CORE_FLOPS
+
+
+def runs_serially(row_blocks: int, panels: int, *, mr: int, nr: int, k: int) -> bool:
+    """Whether a GEMM of `row_blocks` x `panels` register tiles is not worth a parallel region."""
+    return (row_blocks * panels < 2
+            or grid_seconds(row_blocks, panels, 1, 1, mr=mr, nr=nr, k=k) < MIN_PARALLEL_SECONDS)
+
+
 # A GEMM whose rows its reader splits (`GemmSpec.split_rows`) splits its rows alone where its
 # busiest part then holds at most this many times 1/t of the rows: what each core reads from its
 # own cache pays for the B it reads whole (MobileNetV2 and MobileNetV3 0.89-0.99x at 2-8 threads

@@ -299,3 +299,23 @@ def test_loop_writing_four_views_of_one_buffer_is_split():
     marked = [op for op in module.walk() if "dlc.parallel" in op.attributes]
     stores = [{str(store.memref.type) for store in loop.walk() if store.name == "memref.store"} for loop in marked]
     assert any(len(types) == 4 for types in stores), stores
+
+
+def test_a_classifier_gemm_of_few_macs_and_megabytes_of_weights_splits_over_threads():
+    """ResNet-18's 1x512x1000 classifier (0.5 M MACs, 2 MB of weights) calls the pool (its
+    work items' `gemm_data`); results are bit-identical across thread counts."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    weight = numpy_helper.from_array(rng.standard_normal((1000, 512)).astype(np.float32), "w")
+    bias = numpy_helper.from_array(rng.standard_normal(1000).astype(np.float32), "b")
+    graph = helper.make_graph([helper.make_node("Gemm", ["x", "w", "b"], ["y"], transB=1)], "fc",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 512])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1000])], [weight, bias])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    assert "gemm_data" in compile_model(model, compile_to="llvm").text
+    feeds = random_feeds(model)
+    compiled = dlc.compile(model, threads=1)
+    serial = compiled.run(feeds)["y"]
+    np.testing.assert_array_equal(_with_threads(compiled, 4).run(feeds)["y"], serial)
+    np.testing.assert_allclose(serial, run_onnxruntime(model, feeds)[0], rtol=1e-4, atol=1e-4)

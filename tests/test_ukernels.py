@@ -24,6 +24,7 @@ from dialects.gemm_ukernel import (
     choose_tiles,
     pack_b,
     pad_a_rows,
+    runs_serially,
     thread_grid,
     thread_grids,
 )
@@ -290,6 +291,20 @@ def thread_grid_by_search(blocks, panels, threads, mr, nr, k):
 
     return min(((tm, tn) for tm in range(1, min(threads, blocks) + 1)
                 for tn in range(1, min(threads // tm, panels) + 1)), key=key)
+
+
+@pytest.mark.parametrize("blocks, panels, tiles, serial", [
+    (1, 16, (1, 64, 512), False),   # ResNet-18's classifier: 0.5 M MACs, but 2 MB of weights
+    (1, 20, (1, 64, 1280), False),  # MobileNetV2's: 1.3 M MACs, 5 MB
+    (11, 2, (6, 32, 64), True),     # 64x64x64: a quarter million MACs, 16 KB of weights
+    (1, 1, (1, 64, 4096), True),    # one tile: nothing to split
+    (1, 4, (1, 64, 64), True),      # a 1x256x64 layer: 16 K MACs and 64 KB, ~4 us
+])
+def test_a_gemm_runs_serially_only_where_one_core_is_quick(blocks, panels, tiles, serial):
+    """The serial rule counts the bytes a GEMM streams as well as its FLOPs: a classifier of
+    few MACs and megabytes of weights is worth a parallel region."""
+    mr, nr, k = tiles
+    assert runs_serially(blocks, panels, mr=mr, nr=nr, k=k) == serial
 
 
 def test_nan_propagates_through_relu():

@@ -13,7 +13,7 @@ from llvmlite import ir
 from xdsl.dialects import func
 from xdsl.ir import Operation
 
-from dialects.gemm_ukernel import GemmSpec, gemm_spec, thread_grids
+from dialects.gemm_ukernel import GemmSpec, gemm_spec, runs_serially, thread_grids
 from dlc.codegen.emitter_base import EmitterBase
 from dlc.codegen.im2col import Im2colSpec, counted_loop, im2col_function
 from dlc.codegen.llvm_types import I64, PTR
@@ -22,10 +22,6 @@ from dlc.codegen.ukernels import emit_gemm
 from dlc.errors import CompileError
 from passes.target_info import target_info
 
-# Smaller GEMMs run on one thread: waking the pool (~5-20 us) costs more than it saves
-# (a million multiply-adds take ~10 us on a core; ResNet-50's 1x2048x1000 classifier, just
-# over it, reads 8 MB of weights and scales with threads).
-MIN_PARALLEL_MACS = 1 << 20
 # Thread counts the GEMM work grids are tabulated for (more threads share the last grid).
 GRID_TABLE_THREADS = 64
 # A loop body's GEMM on one thread walks B's panels forward on one call and backward on the
@@ -282,7 +278,7 @@ class GemmCalls(EmitterBase):
                 cursor += 1
             else:
                 args.append(ir.Constant(PTR, None))
-        if spec.panels * spec.row_blocks < 2 or spec.m * spec.n * spec.k < MIN_PARALLEL_MACS:
+        if runs_serially(spec.row_blocks, spec.panels, mr=spec.mr, nr=spec.nr, k=spec.k):
             self._serial_gemm(op.callee.root_reference.data, spec, function, args)
             return
         threads = self.runtime_field("num_threads")
