@@ -46,6 +46,7 @@ def default_pipeline(target: Target, options: CompileOptions) -> list[tuple[str,
            p["fold-scale-into-conv"](),      # Mul/Add by per-channel constants -> weights and bias
            ] if fuse else []),
         p["merge-identical-nodes"](),     # CSE for ONNX ops (node names differ) and equal weights
+        *([p["pointwise-convs-nhwc"]()] if target.name == "cpu" else []),  # bottleneck models: 1x1 convs in NHWC
         p["dce"](),
         p["mark-depthwise-feeders"](),    # 1x1 convs a depthwise conv reads: threads split channels
     ]

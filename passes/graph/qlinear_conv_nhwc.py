@@ -46,9 +46,10 @@ from dialects.types import element_type_for, numpy_dtype
 from dialects.weights import weights_of
 from passes.graph.sink_transposes import sink_transposes
 from passes.graph.utils.constants import constant_of, is_absent, producer
+from passes.graph.utils.layouts import TO_NCHW, TO_NHWC
 from passes.lowering.rules.quantize import NHWC, depthwise_refusal, integer_conv_refusal
 
-TO_NHWC, TO_NCHW = [0, 2, 3, 1], [0, 3, 1, 2]
+
 
 
 def _centered_weight(w: np.ndarray, w_zero: np.ndarray) -> np.ndarray | None:
@@ -96,7 +97,8 @@ def _depthwise(op: OnnxOp) -> bool:
     return op.attr("group", 1) != 1 and w_shape[1] == 1 and w_shape[0] == op.attr("group", 1)
 
 
-def _transpose(before, value, perm: list[int], name: str):
+def transpose_before(before, value, perm: list[int], name: str):
+    """Transpose(value, perm) inserted before `before`, named `name`."""
     shape = value.type.get_shape()
     result = TensorType(value.type.element_type, [shape[p] for p in perm])
     op = OPS["Transpose"].create(operands=[value], result_types=[result],
@@ -120,7 +122,7 @@ def _to_nhwc(op: OnnxOp, centered: np.ndarray) -> OnnxOp:
     if inner is not None and list(inner.attr("perm", [])) == TO_NCHW:
         x_nhwc = inner.operands[0]  # the NHWC result of an earlier conv, read directly
     else:
-        x_nhwc = _transpose(op, x, TO_NHWC, f"{name}.to_nhwc").results[0]
+        x_nhwc = transpose_before(op, x, TO_NHWC, f"{name}.to_nhwc").results[0]
     if not _depthwise(op):
         w = _weight(op, f"{name}.w_ohwi", np.ascontiguousarray(centered.transpose(0, 2, 3, 1)))
     else:  # depthwise: [1, KH, KW, C], a tap's C weights contiguous as x's C bytes are
@@ -225,7 +227,7 @@ def _batchnorm_to_nhwc(bn: OnnxOp) -> bool:
                                attributes={"onnx_node_name": StringAttr(f"{name}.{kind.lower()}_nhwc")})
         Rewriter.insert_op(new, InsertPoint.before(bn))
         value = new.results[0]
-    back = _transpose(bn, value, TO_NCHW, f"{name}.to_nchw")
+    back = transpose_before(bn, value, TO_NCHW, f"{name}.to_nchw")
     bn.results[0].replace_all_uses_with(back.results[0])
     Rewriter.erase_op(bn)
     if dequantize is not None:

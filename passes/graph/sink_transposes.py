@@ -18,9 +18,10 @@ values, or a per-axis QuantizeLinear/DequantizeLinear's parameters) is available
 Transpose's input layout at no new cost: it is such a Transpose used by this op alone, or a
 value another Transpose already brings to that layout (or an elementwise op of one, rebuilt
 on that Transpose: DequantizeLinear(x) as DequantizeLinear(Transpose(x))). It moves only when
-the op's result feeds the inverse Transpose or another op of these kinds, so it stops where it
-would only carry the transpose onto wider data (before a GlobalAveragePool, the Transpose
-stays on the uint8 tensor, not the float32 one after the DequantizeLinear).
+the op's result feeds the inverse Transpose or another op of these kinds, or the op is a unary
+one whose result is as large as its operand (a Relu, which then joins its producer's kernel), so it
+stops where it would only carry the transpose onto wider data (before a GlobalAveragePool, the
+Transpose stays on the uint8 tensor, not the float32 one after the DequantizeLinear).
 """
 
 from __future__ import annotations
@@ -172,7 +173,8 @@ def _sink(op: OnnxOp) -> bool:
     if not direct or any(i not in direct and not _available(op.operands[i], perm, inverse) for i in tensors):
         return False
     result = op.results[0]
-    if not any(_is_transpose(u, inverse) or _tensor_operands(u) is not None for u in _users(result)):
+    if not any(_is_transpose(u, inverse) or _tensor_operands(u) is not None for u in _users(result)) \
+            and not _same_size(op, tensors):
         return False
     sources = {i: _in_source_layout(op.operands[i], perm, inverse, op) for i in tensors}
     new = _rebuilt(op, sources, perm, op)
@@ -186,6 +188,14 @@ def _sink(op: OnnxOp) -> bool:
         _erase_if_dead(value.owner)
     _cancel(back)
     return True
+
+
+def _same_size(op: OnnxOp, tensors: list[int]) -> bool:
+    """Whether `op` is a unary op whose result has its operand's element type: the Transpose moves
+    onto data of the same size, and the op may then join its producer's kernel (a Relu a conv's
+    GEMM applies in its store)."""
+    return (op.onnx_type in UNARY and tensors == [0]
+            and op.results[0].type.element_type == op.operands[0].type.element_type)
 
 
 def _erase_if_dead(op) -> None:

@@ -26,6 +26,7 @@ from xdsl.ir.affine import AffineExpr
 from dialects.diagnostics import UnsupportedError
 from dialects.onnx import WeightOp
 from passes.graph.mark_depthwise_feeders import FEEDS_DEPTHWISE
+from passes.graph.utils.layouts import NCHW, NHWC, conv_layouts
 from passes.lowering.kernels_to_linalg import reshape_view, view_at
 from passes.lowering.rules import lowers
 from passes.lowering.utils.linalg_builder import PARALLEL, REDUCTION, affine_map, cst, dim, identity_map
@@ -313,7 +314,7 @@ def _unread_argument(value: SSAValue) -> bool:
     return isinstance(value, BlockArgument)
 
 
-def _implicit_gemm_conv(kb, op, x, w, bias, y, window: Window, groups: int) -> bool:
+def _implicit_gemm_conv(kb, op, x, w, bias, y, window: Window, groups: int, out_nhwc: bool = False) -> bool:
     """A KxK conv as an implicit GEMM, per image Y^T[P, Cout] = A @ W^T with the output
     channels in the vector lanes and A read in place from the padded NCHW input: element
     (pixel (oh, ow), (c, i, j)) is padded[c, oh*sh + i*dh, ow*sw + j*dw] (GemmSpec's window A).
@@ -323,12 +324,15 @@ def _implicit_gemm_conv(kb, op, x, w, bias, y, window: Window, groups: int) -> b
     (`c_transposed`), the bias, a residual Add and the activation applied first. Every lane
     does work whatever the map's size (W @ col fills 49 of 64 lanes on a 7x7 map), and threads
     split output rows and channels with nothing shared but the filter, as onnxruntime's NCHWc
-    direct convolutions do.
+    direct convolutions do. With `out_nhwc` (pointwise-convs-nhwc's, for a 1x1 conv reading y)
+    y is [N, OH, OW, CO] and the tiles are stored as they are, rows of output channels.
     """
     from dialects.gemm_ukernel import window_conv_tiles
     from passes.target_info import target_info
 
     x_shape, y_shape = x.type.get_shape(), y.type.get_shape()
+    if out_nhwc:
+        y_shape = [y_shape[0], y_shape[3], *y_shape[1:3]]
     # The filter must reach the GEMM as a kernel argument nothing else reads, which pack-weights
     # replaces by its packed copy (a Conv's weight; not a QLinearConv's dequantized one).
     threads = target_info(op.get_toplevel_object()).threads
@@ -355,7 +359,7 @@ def _implicit_gemm_conv(kb, op, x, w, bias, y, window: Window, groups: int) -> b
                 ldc=pixels, b_trans=1, a_group=ow, a_group_stride=sh * wp,
                 a_image_groups=oh if batch > 1 else 0, a_image_stride=channels * hp * wp if batch > 1 else 0,
                 a_window_h=kh, a_window_w=kw, a_window_row=dh * wp, a_window_col=dw, a_window_channel=hp * wp,
-                c_transposed=1,
+                c_transposed=0 if out_nhwc else 1,
                 **window_conv_tiles(ow, batch * oh, out_channels, depth, kh * kw, info.vector_width,
                                     info.l2_bytes, threads))
     if bias is not None:
@@ -369,10 +373,79 @@ def _implicit_gemm_conv(kb, op, x, w, bias, y, window: Window, groups: int) -> b
     def matrix(buffer: SSAValue, rows: int) -> SSAValue:
         return reshape_view(kb.builder, buffer, [rows, int(np.prod(buffer.type.get_shape())) // rows])
 
-    outputs = batch * out_channels
-    emit_gemm_call(kb, op, matrix(padded, batch * channels), matrix(w, out_channels), matrix(y, outputs),
-                   bias_buffer=bias, residual_buffer=None if residual is None else matrix(residual, outputs), **spec)
+    if out_nhwc:
+        spec["ldc"] = out_channels
+    c_rows = batch * pixels if out_nhwc else batch * out_channels
+    emit_gemm_call(kb, op, matrix(padded, batch * channels), matrix(w, out_channels), matrix(y, c_rows),
+                   bias_buffer=bias, residual_buffer=None if residual is None else matrix(residual, c_rows), **spec)
     return True
+
+
+def _nhwc_conv(kb, op, x, w, bias, y, out_nchw: bool) -> None:
+    """A conv that pointwise-convs-nhwc rewrote (x [N, H, W, C], w [CO, C, KH, KW]) as one GEMM
+    C[pixel, channel] = A @ W^T, the weights packed as a transposed B, C's rows y's pixels: a 1x1
+    stride-1 unpadded conv's A is x itself ([N*H*W, C]); any other's is read in place from the
+    padded x (a window A: pixel (oh, ow)'s element (c, i, j) at padded[n, oh*sh + i*dh, ow*sw +
+    j*dw, c], so k runs over the weight's own (c, i, j) order). y is [N, OH, OW, CO], or with
+    `out_nchw` [N, CO, OH, OW]: the window A's GEMM then stores its tiles transposed into y's
+    channel planes (`c_transposed`), as the NCHW implicit GEMM does. The bias, a residual Add (in
+    y's layout) and the activation go into the GEMM's store, as for the NCHW paths."""
+    from dialects.gemm_ukernel import window_conv_tiles
+    from passes.target_info import target_info
+
+    batch, height, width, channels = x.type.get_shape()
+    out_channels, in_channels, kh, kw = w.type.get_shape()
+    oh, ow = y.type.get_shape()[2:] if out_nchw else y.type.get_shape()[1:3]
+    if in_channels != channels or op.attr("group", 1) != 1 or not is_f32_memref(x, w, bias, y):
+        raise UnsupportedError(f"{op.describe()}: an NHWC conv off the float GEMM (x "
+                               f"{[batch, height, width, channels]}, w {[out_channels, in_channels, kh, kw]}, "
+                               f"group {op.attr('group', 1)})",
+                               "report this: pointwise-convs-nhwc and the lowering disagree")
+    window = window_of(op, [height, width], [kh, kw], [oh, ow])
+    (sh, sw), (dh, dw) = window.strides, window.dilations
+    depth, pixels = channels * kh * kw, batch * oh * ow
+    spec = dict(m=pixels, n=out_channels, k=depth, a_k_stride=1, ldb=out_channels, ldc=out_channels, b_trans=1)
+    residual = _take_bias_and_epilogue(kb, spec, bias, "row")
+    pointwise = (kh, kw) == (1, 1) and (sh, sw) == (1, 1) and (oh, ow) == (height, width) and not any(window.pads_begin)
+    if pointwise and not out_nchw:  # only a window A's GEMM stores C transposed
+        a = reshape_view(kb.builder, x, [pixels, channels])
+        spec.update(a_row_stride=channels)
+    else:
+        padded, hp, wp = padded_nhwc(kb, x, window)
+        info = target_info(op.get_toplevel_object())
+        a = reshape_view(kb.builder, padded, [batch * hp * wp, channels])
+        spec.update(a_row_stride=sw * channels, a_group=ow, a_group_stride=sh * wp * channels,
+                    a_image_groups=oh if batch > 1 else 0, a_image_stride=hp * wp * channels if batch > 1 else 0,
+                    a_window_h=kh, a_window_w=kw, a_window_row=dh * wp * channels, a_window_col=dw * channels,
+                    a_window_channel=1,
+                    **window_conv_tiles(ow, batch * oh, out_channels, depth, kh * kw, info.vector_width,
+                                        info.l2_bytes, info.threads))
+
+    if out_nchw:
+        spec.update(c_transposed=1, ldc=oh * ow)
+
+    def matrix(buffer: SSAValue, columns: int) -> SSAValue:
+        return reshape_view(kb.builder, buffer, [int(np.prod(buffer.type.get_shape())) // columns, columns])
+
+    c_columns = oh * ow if out_nchw else out_channels
+    emit_gemm_call(kb, op, a, matrix(w, depth), matrix(y, c_columns), bias_buffer=bias,
+                   residual_buffer=None if residual is None else matrix(residual, c_columns), **spec)
+
+
+def padded_nhwc(kb, x: SSAValue, window: Window, value: float = 0.0) -> tuple[SSAValue, int, int]:
+    """x [N, H, W, C] padded with `value` as `window` reads it, and the padded height and width
+    (x itself when nothing is padded)."""
+    n, h, w_, channels = x.type.get_shape()
+    hp, wp = window.padded_extent([h, w_])
+    if (hp, wp) == (h, w_):
+        return x, hp, wp
+    padded = kb.scratch(MemRefType(x.type.element_type, [n, hp, wp, channels]))
+    kb.fill(padded, value)
+    top, left = window.pads_begin
+    flat = reshape_view(kb.builder, padded, [n * hp * wp * channels])
+    kb.copy(x, flat, affine_map(4, [dim(0) * (hp * wp * channels) + (dim(1) + top) * (wp * channels)
+                                    + (dim(2) + left) * channels + dim(3)]))
+    return padded, hp, wp
 
 
 def _im2col_plan(op, window: Window, channels: int, rows: int, depth: int, pixels: int, padded_hw) -> dict:
@@ -466,6 +539,17 @@ def lower_conv(kb, op, ins, outs) -> None:
     y = outs[0]
     x_shape, w_shape, y_shape = x.type.get_shape(), w.type.get_shape(), y.type.get_shape()
     groups = op.attr("group", 1)
+    x_layout, y_layout = conv_layouts(op)
+    if x_layout == NHWC:  # pointwise-convs-nhwc's 1x1 convs
+        _nhwc_conv(kb, op, x, w, bias, y, out_nchw=y_layout == NCHW)
+        return
+    if y_layout == NHWC:  # a KxK conv reading NCHW for a 1x1 conv that reads NHWC
+        n, oh, ow, co = y_shape
+        window = _conv_window(op, x_shape, w_shape, [n, co, oh, ow], groups)
+        if not _implicit_gemm_conv(kb, op, x, w, bias, y, window, groups, out_nhwc=True):
+            raise UnsupportedError(f"{op.describe()}: an NHWC output off the implicit-GEMM conv path",
+                                   "report this: pointwise-convs-nhwc and the lowering disagree")
+        return
     window = _conv_window(op, x_shape, w_shape, y_shape, groups)
     if len(window.kernel) == 1:
         x, w, y, window = _as_unit_height(kb, x, w, y, window)

@@ -1,0 +1,196 @@
+"""`pointwise-convs-nhwc`: a bottleneck model's float 1x1 convs read and write NHWC, the KxK
+convs between them read NCHW and write NHWC, so no tensor but the model's ends is transposed.
+
+onnx__Conv.html computes in NCHW. As W @ X (passes/lowering/rules/conv.py) a 1x1 conv's B reads
+x a channel plane per k step: up to 2048 streams, and at 16 threads each thread's share of a
+plane is a few pixels of a cache line. In NHWC it is C[pixel, channel] = A @ W^T with A x's
+contiguous pixel rows and the output channels in the vector lanes (ResNet-50's 1x1 convs at 16
+threads on the 16-core Xeon, per kernel: 0.16-0.20 ms in NCHW, 0.10-0.11 in NHWC). A KxK conv
+is faster reading NCHW (its window A broadcasts a few pixels of one channel plane from a line or
+two; in NHWC a channel's taps are a float in each of 3 x (mr + 2) lines: 0.23 -> 0.30 ms), and
+its implicit GEMM computes the same C[pixel, channel], which it stores transposed into NCHW
+planes only because its reader wants NCHW. So here each conv reads the layout it is fast in and
+writes the layout its reader wants (benchmarks/README.md, "1x1 convs in NHWC, KxK convs
+between layouts"):
+
+1. Every float 1x1 conv (one group, constant weight, static shapes) becomes NHWC in and out
+   (`dlc.layout = "NHWC"`, x [N, H, W, C], w unchanged, y [N, OH, OW, CO]) between a Transpose
+   of x to NHWC and one of y back; sink-transposes moves the Transposes down through the ops
+   between convs (Relu, a residual Add) until pairs meet and cancel.
+2. A Transpose left next to a conv, with only Relu/Clip between (each read once), is absorbed
+   into the conv's store (`dlc.out_layout`): an NHWC conv whose result is transposed to NCHW
+   (a 1x1 reduce feeding a 3x3 conv) writes NCHW, a KxK conv whose result is transposed to NHWC
+   (a 3x3 conv feeding a 1x1 expand) writes NHWC.
+3. A function's rewrite is kept only if the Transposes it leaves move at most MAX_TRANSPOSED_SHARE of the
+   elements its NHWC convs read and write: ResNet-50 keeps two (after the stem's MaxPool and
+   before the GlobalAveragePool); a SqueezeNet fire module, whose Concat of a 1x1 and a 3x3 conv
+   feeds the next 1x1 conv, would transpose every Concat, and stays in NCHW.
+
+Models with grouped convs keep NCHW (a depthwise conv vectorises along a channel's pixels, and
+the 1x1 convs around it would pay two Transposes each). onnxruntime's NCHWc transformer
+(onnxruntime/core/optimizer/nchwc_transformer.cc) likewise converts the convs it can and keeps
+its reorders between layouts few. CPU only (the driver runs it for the cpu target).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from xdsl.context import Context
+from xdsl.dialects import func
+from xdsl.dialects.builtin import ModuleOp, StringAttr, TensorType, f32
+from xdsl.ir import Operation, SSAValue
+from xdsl.passes import ModulePass
+from xdsl.rewriter import InsertPoint, Rewriter
+
+from dialects.onnx import OPS, OnnxOp, WeightOp
+from passes.graph.qlinear_conv_nhwc import transpose_before
+from passes.graph.sink_transposes import sink_transposes
+from passes.graph.utils.constants import producer
+from passes.graph.utils.layouts import NCHW, NHWC, TO_NCHW, TO_NHWC, conv_layouts
+
+# Convs with fewer output channels run as direct loops in NCHW (conv.py's MIN_GEMM_ROWS).
+MIN_OUT_CHANNELS = 8
+# Ops between a conv and a Transpose that the Transpose is absorbed through: the conv's GEMM
+# applies them as it stores (elementwise, one operand, the result's size).
+ABSORBED_THROUGH = frozenset({"Relu", "Clip"})
+# A function's rewrite is kept when the Transposes it adds move at most this share of the
+# elements its NHWC convs read and write: ResNet-50 0.017 (two Transposes for 36 convs), against
+# ResNet-18 0.67 (three 1x1 shortcut convs, each input transposed) and SqueezeNet 0.56.
+MAX_TRANSPOSED_SHARE = 0.25
+
+
+def _static_f32(value: SSAValue) -> bool:
+    shape = value.type.get_shape() if isinstance(value.type, TensorType) else []
+    return len(shape) == 4 and value.type.element_type == f32 and all(d > 0 for d in shape)
+
+
+def _float_conv(op: Operation) -> bool:
+    """A float 2-D Conv of one group, a constant 4-D weight, static shapes and at least
+    MIN_OUT_CHANNELS output channels (the implicit-GEMM lowering's), not yet rewritten."""
+    if not (isinstance(op, OnnxOp) and op.onnx_type == "Conv" and op.attr("group", 1) == 1
+            and conv_layouts(op) == (NCHW, NCHW)):
+        return False
+    x, w, y = op.operands[0], op.operands[1], op.results[0]
+    return (_static_f32(x) and _static_f32(y) and isinstance(w.owner, WeightOp) and _static_f32(w)
+            and y.type.get_shape()[1] >= MIN_OUT_CHANNELS)
+
+
+def _pointwise(op: Operation) -> bool:
+    return _float_conv(op) and all(k == 1 for k in op.operands[1].type.get_shape()[2:])
+
+
+def _windowed(op: Operation) -> bool:
+    """A KxK float conv: the implicit GEMM that reads an NCHW window and can store either layout."""
+    return _float_conv(op) and any(k > 1 for k in op.operands[1].type.get_shape()[2:])
+
+
+def _permuted(value_type: TensorType, perm: list[int]) -> TensorType:
+    shape = value_type.get_shape()
+    return TensorType(value_type.element_type, [shape[p] for p in perm])
+
+
+def _to_nhwc(op: OnnxOp) -> OnnxOp:
+    """Step 1 for one 1x1 conv: NHWC in and out, between Transposes."""
+    name = op.node_name or "conv"
+    x = op.operands[0]
+    inner = producer(x, "Transpose")
+    if inner is not None and list(inner.attr("perm", [])) == TO_NCHW:
+        x_nhwc = inner.operands[0]  # an earlier rewritten conv's NHWC result, read directly
+    else:  # one Transpose of x for all the convs reading it (a block's first conv and its shortcut)
+        earlier = next((u.operation for u in x.uses if isinstance(u.operation, OnnxOp)
+                        and u.operation.onnx_type == "Transpose" and list(u.operation.attr("perm", [])) == TO_NHWC
+                        and u.operation.parent is op.parent and u.operation.is_before_in_block(op)), None)
+        x_nhwc = (earlier or transpose_before(op, x, TO_NHWC, f"{name}.to_nhwc")).results[0]
+    y = op.results[0]
+    new = OPS["Conv"].create(operands=[x_nhwc, *op.operands[1:]],
+                             attributes={**op.attributes, "dlc.layout": StringAttr(NHWC)},
+                             result_types=[_permuted(y.type, TO_NHWC)])
+    Rewriter.insert_op(new, InsertPoint.before(op))
+    back = transpose_before(op, new.results[0], TO_NCHW, f"{name}.to_nchw")
+    y.replace_all_uses_with(back.results[0])
+    Rewriter.erase_op(op)
+    if inner is not None and not inner.results[0].uses:
+        Rewriter.erase_op(inner)
+    return new
+
+
+def _absorb(transpose: OnnxOp) -> bool:
+    """Step 2 for one Transpose: into the store of the conv it transposes, if it can be."""
+    perm = list(transpose.attr("perm", []))
+    if perm not in (TO_NCHW, TO_NHWC):
+        return False
+    chain, value = [], transpose.operands[0]
+    while True:  # up through single-use Relu/Clip to the conv
+        owner = value.owner
+        if len(list(value.uses)) != 1 or not isinstance(owner, OnnxOp):
+            return False
+        if owner.onnx_type != "Conv":
+            if owner.onnx_type not in ABSORBED_THROUGH:
+                return False
+            chain.append(owner)
+            value = owner.operands[0]
+            continue
+        break
+    conv = owner
+    x_layout, y_layout = conv_layouts(conv)
+    if perm == TO_NCHW and (x_layout, y_layout) == (NHWC, NHWC):
+        out_layout = NCHW
+    elif perm == TO_NHWC and (x_layout, y_layout) == (NCHW, NCHW) and _windowed(conv):
+        out_layout = NHWC
+    else:
+        return False
+    # Rebuilt in the new layout: the conv, then each op after it on the new conv's result.
+    value = None
+    for op in [conv, *reversed(chain)]:
+        operands = list(op.operands) if value is None else [value, *op.operands[1:]]
+        attributes = dict(op.attributes)
+        if op is conv:
+            attributes["dlc.out_layout"] = StringAttr(out_layout)
+        new = OPS[op.onnx_type].create(operands=operands, attributes=attributes,
+                                       result_types=[_permuted(op.results[0].type, perm)])
+        Rewriter.insert_op(new, InsertPoint.before(transpose))
+        value = new.results[0]
+    transpose.results[0].replace_all_uses_with(value)
+    Rewriter.erase_op(transpose)
+    for op in [*chain, conv]:  # each read only by the next, now erased
+        Rewriter.erase_op(op)
+    return True
+
+
+def _rewrite(function: Operation) -> tuple[int, int]:
+    """Steps 1 and 2 on one function: (elements its NHWC convs read and write, elements the
+    Transposes it adds move)."""
+    convs = [o for o in function.walk() if isinstance(o, OnnxOp) and o.onnx_type == "Conv"]
+    if any(conv.attr("group", 1) != 1 for conv in convs):
+        return 0, 0
+    before = _transposed_elements(function)
+    rewritten = [_to_nhwc(conv) for conv in convs if _pointwise(conv)]  # producers first
+    if not rewritten:
+        return 0, 0
+    sink_transposes(function)
+    for op in list(function.walk()):
+        if isinstance(op, OnnxOp) and op.onnx_type == "Transpose" and op.parent is not None:
+            _absorb(op)
+    converted = sum(int(np.prod(c.operands[0].type.get_shape())) + int(np.prod(c.results[0].type.get_shape()))
+                    for c in rewritten)
+    return converted, _transposed_elements(function) - before
+
+
+def _transposed_elements(function: Operation) -> int:
+    return sum(int(np.prod(t.results[0].type.get_shape())) for t in function.walk()
+               if isinstance(t, OnnxOp) and t.onnx_type == "Transpose")
+
+
+@dataclass(frozen=True)
+class PointwiseConvsNhwcPass(ModulePass):
+    """1x1 float convs in NHWC, KxK convs reading NCHW and writing their reader's layout."""
+
+    name = "pointwise-convs-nhwc"
+
+    def apply(self, ctx: Context, op: ModuleOp) -> None:
+        for function in [f for f in op.ops if isinstance(f, func.FuncOp)]:
+            converted, moved = _rewrite(function.clone())  # a trial on a copy
+            if converted and moved <= MAX_TRANSPOSED_SHARE * converted:
+                _rewrite(function)
