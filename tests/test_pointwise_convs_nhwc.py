@@ -54,7 +54,8 @@ def test_bottleneck_network_in_nhwc_matches_onnxruntime_at_every_thread_count():
     assert graph.count('dlc.layout = "NHWC"') == 9  # each block's reduce and expand, the shortcut
     # Each 3x3 conv writes its expand conv's layout, the stem the NHWC the first block reads.
     assert graph.count('dlc.out_layout = "NHWC"') == 5
-    assert graph.count('"onnx.Transpose"') == 1  # before the GlobalAveragePool
+    assert graph.count('"onnx.Transpose"') == 1  # the pooled [2, 1, 1, 64] back to NCHW
+    assert graph.count('"onnx.ReduceMean"') == 1  # the GlobalAveragePool, over the NHWC map
     feeds = random_feeds(model)
     compiled = dlc.compile(model, threads=1)
     serial = compiled.run(feeds)["pooled"]

@@ -108,7 +108,8 @@ def transpose_before(before, value, perm: list[int], name: str):
     return op
 
 
-def _weight(before, hint: str, array: np.ndarray):
+def weight_before(before, hint: str, array: np.ndarray):
+    """A new weight holding `array`, its `onnx.weight` op inserted before `before`."""
     name = weights_of(before.get_toplevel_object()).add(hint, array)
     op = WeightOp(name, TensorType(element_type_for(array.dtype), array.shape))
     Rewriter.insert_op(op, InsertPoint.before(before))
@@ -124,10 +125,10 @@ def _to_nhwc(op: OnnxOp, centered: np.ndarray) -> OnnxOp:
     else:
         x_nhwc = transpose_before(op, x, TO_NHWC, f"{name}.to_nhwc").results[0]
     if not _depthwise(op):
-        w = _weight(op, f"{name}.w_ohwi", np.ascontiguousarray(centered.transpose(0, 2, 3, 1)))
+        w = weight_before(op, f"{name}.w_ohwi", np.ascontiguousarray(centered.transpose(0, 2, 3, 1)))
     else:  # depthwise: [1, KH, KW, C], a tap's C weights contiguous as x's C bytes are
-        w = _weight(op, f"{name}.w_1hwc", np.ascontiguousarray(centered.transpose(1, 2, 3, 0)))
-    w_zero = _weight(op, f"{name}.w_zero0", np.zeros(op.operands[5].type.get_shape(), np.int8))
+        w = weight_before(op, f"{name}.w_1hwc", np.ascontiguousarray(centered.transpose(1, 2, 3, 0)))
+    w_zero = weight_before(op, f"{name}.w_zero0", np.zeros(op.operands[5].type.get_shape(), np.int8))
     operands = list(op.operands)
     operands[0], operands[3], operands[5] = x_nhwc, w, w_zero
     y = op.results[0]
@@ -222,7 +223,7 @@ def _batchnorm_to_nhwc(bn: OnnxOp) -> bool:
         Rewriter.insert_op(new, InsertPoint.before(bn))
         value = new.results[0]
     for kind, constant, hint in (("Sub", mean, "mean"), ("Mul", factor, "factor"), ("Add", bias, "bias")):
-        operand = _weight(bn, f"{name}.{hint}_nhwc", np.ascontiguousarray(constant, np.float32))
+        operand = weight_before(bn, f"{name}.{hint}_nhwc", np.ascontiguousarray(constant, np.float32))
         new = OPS[kind].create(operands=[value, operand], result_types=[nhwc],
                                attributes={"onnx_node_name": StringAttr(f"{name}.{kind.lower()}_nhwc")})
         Rewriter.insert_op(new, InsertPoint.before(bn))

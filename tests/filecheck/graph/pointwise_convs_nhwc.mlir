@@ -3,7 +3,8 @@
 
 // Four bottleneck blocks: the 1x1 convs read and write NHWC, except the reduce conv, which writes
 // the NCHW its 3x3 conv reads; the 3x3 conv writes the NHWC its expand conv reads; the residual
-// Adds and Relus run in NHWC. One Transpose is left at each end.
+// Adds and Relus run in NHWC. One Transpose is left at the start; the GlobalAveragePool at the
+// end becomes a ReduceMean of the NHWC map, its [1, 1, 1, C] result transposed.
 
 builtin.module {
   // CHECK-LABEL: func.func @bottlenecks
@@ -21,10 +22,11 @@ builtin.module {
   // CHECK:       "onnx.Conv"({{.*}}) {onnx_node_name = "expand3", dlc.layout = "NHWC"}
   // CHECK:       "onnx.Conv"({{.*}}) {onnx_node_name = "expand4", dlc.layout = "NHWC"}
   // CHECK:       %[[OUT:.*]] = "onnx.Relu"({{.*}}) : (tensor<1x6x6x32xf32>) -> tensor<1x6x6x32xf32>
-  // CHECK-NEXT:  %[[Y:.*]] = "onnx.Transpose"(%[[OUT]]) {perm = array<i64: 0, 3, 1, 2>
+  // CHECK:       %[[MEAN:.*]] = "onnx.ReduceMean"(%[[OUT]], %{{.*}}) {{.*}} -> tensor<1x1x1x32xf32>
+  // CHECK-NEXT:  %[[Y:.*]] = "onnx.Transpose"(%[[MEAN]]) {perm = array<i64: 0, 3, 1, 2>{{.*}} -> tensor<1x32x1x1xf32>
   // CHECK-NOT:   "onnx.Transpose"
   // CHECK:       func.return %[[Y]]
-  func.func @bottlenecks(%x: tensor<1x32x6x6xf32>) -> tensor<1x32x6x6xf32> {
+  func.func @bottlenecks(%x: tensor<1x32x6x6xf32>) -> tensor<1x32x1x1xf32> {
     %a = onnx.weight @a : tensor<8x32x1x1xf32>
     %b = onnx.weight @b : tensor<8x8x3x3xf32>
     %c = onnx.weight @c : tensor<32x8x1x1xf32>
@@ -56,7 +58,8 @@ builtin.module {
     %25 = "onnx.Conv"(%24, %c) {onnx_node_name = "expand4"} : (tensor<1x8x6x6xf32>, tensor<32x8x1x1xf32>) -> tensor<1x32x6x6xf32>
     %26 = "onnx.Add"(%25, %20) : (tensor<1x32x6x6xf32>, tensor<1x32x6x6xf32>) -> tensor<1x32x6x6xf32>
     %27 = "onnx.Relu"(%26) : (tensor<1x32x6x6xf32>) -> tensor<1x32x6x6xf32>
-    func.return %27 : tensor<1x32x6x6xf32>
+    %g = "onnx.GlobalAveragePool"(%27) {onnx_node_name = "pool"} : (tensor<1x32x6x6xf32>) -> tensor<1x32x1x1xf32>
+    func.return %g : tensor<1x32x1x1xf32>
   }
 
   // A fire module: the Concat of a 1x1 and a 3x3 conv reads NCHW, and the squeeze conv's result

@@ -66,4 +66,18 @@ builtin.module {
     %st = "onnx.Transpose"(%sum) {perm = array<i64: 0, 2, 3, 1>, onnx_node_name = "s.to_nhwc"} : (tensor<1x2x4x5xf32>) -> tensor<1x4x5x2xf32>
     func.return %st : tensor<1x4x5x2xf32>
   }
+
+  // A unary op of the operand's size (a Relu) takes the Transpose below it even when only a
+  // pooling reads its result: the data moved is the same, and the Relu may then join its
+  // producer's kernel (a conv's GEMM applies it as it stores).
+  // CHECK-LABEL: func.func @below_relu
+  // CHECK:       "onnx.Relu"{{.*}} -> tensor<1x4x5x2xf32>
+  // CHECK-NEXT:  "onnx.Transpose"
+  // CHECK-NEXT:  "onnx.GlobalAveragePool"
+  func.func @below_relu(%a: tensor<1x4x5x2xf32>) -> tensor<1x2x1x1xf32> {
+    %at = "onnx.Transpose"(%a) {perm = array<i64: 0, 3, 1, 2>, onnx_node_name = "a.to_nchw"} : (tensor<1x4x5x2xf32>) -> tensor<1x2x4x5xf32>
+    %r = "onnx.Relu"(%at) {onnx_node_name = "relu"} : (tensor<1x2x4x5xf32>) -> tensor<1x2x4x5xf32>
+    %g = "onnx.GlobalAveragePool"(%r) {onnx_node_name = "pool"} : (tensor<1x2x4x5xf32>) -> tensor<1x2x1x1xf32>
+    func.return %g : tensor<1x2x1x1xf32>
+  }
 }
