@@ -50,8 +50,6 @@ from passes.graph.utils.layouts import TO_NCHW, TO_NHWC
 from passes.lowering.rules.quantize import NHWC, depthwise_refusal, integer_conv_refusal
 
 
-
-
 def _centered_weight(w: np.ndarray, w_zero: np.ndarray) -> np.ndarray | None:
     """w - w_zero (per tensor or per output channel) as int8, or None when it does not fit."""
     zero = w_zero.astype(np.int64).reshape([-1] + [1] * (w.ndim - 1))
