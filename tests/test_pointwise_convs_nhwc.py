@@ -14,7 +14,7 @@ from dlc.driver import CompileOptions, compile_model
 from passes.pipeline import PassInstrumentation
 
 
-def _bottleneck_net(batch: int = 2, blocks: int = 4) -> object:
+def _bottleneck_net(batch: int = 2, blocks: int = 4, residual: str = "Add") -> object:
     rng = np.random.default_rng(0)
     nodes, weights = [], []
 
@@ -39,7 +39,7 @@ def _bottleneck_net(batch: int = 2, blocks: int = 4) -> object:
         h = relu(conv(h, out // 4, out // 4, 3, stride, name=f"b{i}.spatial"))
         h = conv(h, out // 4, out, 1, name=f"b{i}.expand")
         shortcut = conv(x, channels, out, 1, stride, name=f"b{i}.down") if (stride, out) != (1, channels) else x
-        nodes.append(helper.make_node("Add", [h, shortcut], [f"b{i}.sum"]))
+        nodes.append(helper.make_node(residual, [h, shortcut], [f"b{i}.sum"]))
         x, channels = relu(f"b{i}.sum"), out
     nodes.append(helper.make_node("GlobalAveragePool", [x], ["pooled"]))
     graph = helper.make_graph(
@@ -78,3 +78,14 @@ def test_the_nhwc_build_computes_what_the_nchw_build_does():
     assert "NHWC" in str(compile_model(model, compile_to="graph").module)
     np.testing.assert_allclose(nchw.executable.run(feeds)["pooled"], nhwc.executable.run(feeds)["pooled"],
                                rtol=1e-5, atol=1e-6)
+
+
+def test_a_residual_written_as_sum_joins_the_expand_convs_store():
+    """ResNet-50 as exported from Caffe2 writes its residuals as Sum: the expand conv's GEMM adds
+    it and applies the Relu as it stores, as it does an Add (no loop over the output left)."""
+    model = _bottleneck_net(batch=1, blocks=2, residual="Sum")
+    linalg = str(compile_model(model, compile_to="linalg").module)
+    assert linalg.count("residual = 1") == 2
+    feeds = random_feeds(model)
+    got = dlc.compile(model, threads=2).run(feeds)["pooled"]
+    np.testing.assert_allclose(got, run_onnxruntime(model, feeds)[0], rtol=1e-4, atol=1e-5)

@@ -177,7 +177,8 @@ def gemm_epilogue(result: SSAValue, root, deferred: dict, buffer_of, ready) -> G
     """
     residual, value = None, result
     users = [use.operation for use in result.uses]
-    if len(users) == 1 and users[0].onnx_type == "Add" and len(users[0].operands) == 2:
+    # A Sum of two is an Add (Caffe2 exports, ResNet-50 among them, write residuals as Sum).
+    if len(users) == 1 and users[0].onnx_type in ("Add", "Sum") and len(users[0].operands) == 2:
         add = users[0]
         other = add.operands[1] if add.operands[0] is result else add.operands[0]
         if other is result or other in deferred or other.type != result.type or not ready(other):
