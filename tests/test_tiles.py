@@ -205,3 +205,23 @@ def test_the_expand_convs_of_inverted_residual_blocks_split_their_rows():
     split = [line for line in gemms if "split_rows = 1" in line]
     assert len(split) == 2 and all("memref<96x16xf32>" in line for line in split), split  # 16 -> 96 channels
     assert len(gemms) > len(split)  # 96 -> 16 and 96 -> 32 (read by an Add, a classifier): not split
+
+
+@pytest.mark.parametrize("spec, in_turn", [
+    ({"m": 3136, "n": 256, "k": 64}, True),                        # ResNet-50's NHWC expand conv
+    ({"m": 3136, "n": 256, "k": 64, "c_transposed": 1}, False),   # stores into NCHW planes
+    ({"m": 3136, "n": 64, "k": 576, "a_window_h": 3}, False),     # a 3x3 conv's window A
+    ({"m": 128, "n": 768, "k": 256, "dtype": "u8s8"}, False),     # the integer GEMM keeps its blocks
+])
+def test_row_tiles_run_in_turn_across_a_b_that_fits_l2(spec, in_turn):
+    """A float GEMM storing whole rows of C from a packed B of one block runs each row tile
+    across all panels (mc = mr): its C and residual rows become contiguous streams."""
+    from dialects.gemm_ukernel import choose_tiles, rows_in_turn
+
+    assert rows_in_turn(spec) == in_turn
+    mr, nr, kc, mc, nc = choose_tiles(spec["m"], spec["n"], spec["k"], 16, 48 << 10, 2 << 20, "packed",
+                                      rows_in_turn=rows_in_turn(spec))
+    assert (mc == mr) == in_turn
+    # B larger than one kc x nc block (here 8 MB of it): the usual mc blocks
+    mr, nr, kc, mc, nc = choose_tiles(3136, 2048, 1024, 16, 48 << 10, 2 << 20, "packed", rows_in_turn=True)
+    assert mc > mr

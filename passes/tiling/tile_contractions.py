@@ -15,7 +15,7 @@ from xdsl.dialects.builtin import ModuleOp
 from xdsl.passes import ModulePass
 
 from dialects.diagnostics import CompileError
-from dialects.gemm_ukernel import choose_tiles, gemm_attributes, gemm_spec, ukernels
+from dialects.gemm_ukernel import choose_tiles, gemm_attributes, gemm_spec, rows_in_turn, ukernels
 from passes.target_info import target_info
 
 TILES = ("mr", "nr", "kc", "mc", "nc")
@@ -34,7 +34,8 @@ class TileContractionsPass(ModulePass):
             given = {t: spec[t] for t in TILES if spec.get(t)}
             if len(given) < len(TILES):
                 chosen = choose_tiles(spec["m"], spec["n"], spec["k"], info.vector_width, info.l1_bytes,
-                                      info.l2_bytes, spec.get("b_layout", "row"), **given)
+                                      info.l2_bytes, spec.get("b_layout", "row"), rows_in_turn=rows_in_turn(spec),
+                                      **given)
                 spec.update(zip(TILES, chosen))
             if spec["mc"] % spec["mr"] or spec["nc"] % spec["nr"] or spec["nr"] % info.vector_width:
                 raise CompileError(
