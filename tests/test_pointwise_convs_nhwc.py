@@ -89,3 +89,20 @@ def test_a_residual_written_as_sum_joins_the_expand_convs_store():
     feeds = random_feeds(model)
     got = dlc.compile(model, threads=2).run(feeds)["pooled"]
     np.testing.assert_allclose(got, run_onnxruntime(model, feeds)[0], rtol=1e-4, atol=1e-5)
+
+
+def test_a_padded_1x1_conv_pads_its_nhwc_input():
+    """A 1x1 conv with pads (legal, if rare) reads a padded NHWC copy of its input."""
+    from onnx import numpy_helper
+
+    model = _bottleneck_net(batch=2, blocks=4)
+    pool = model.graph.node[-1]
+    weight = np.random.default_rng(3).standard_normal((64, 64, 1, 1)).astype(np.float32) * 0.1
+    model.graph.initializer.append(numpy_helper.from_array(weight, "padded.w"))
+    model.graph.node.insert(len(model.graph.node) - 1, helper.make_node(
+        "Conv", [pool.input[0], "padded.w"], ["padded"], pads=[1, 1, 1, 1], name="padded"))
+    pool.input[0] = "padded"
+    assert 'onnx_node_name = "padded", dlc.layout = "NHWC"' in str(compile_model(model, compile_to="graph").module)
+    feeds = random_feeds(model)
+    np.testing.assert_allclose(dlc.compile(model, threads=2).run(feeds)["pooled"], run_onnxruntime(model, feeds)[0],
+                               rtol=1e-4, atol=1e-5)

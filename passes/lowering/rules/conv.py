@@ -440,11 +440,7 @@ def padded_nhwc(kb, x: SSAValue, window: Window, value: float = 0.0) -> tuple[SS
     if (hp, wp) == (h, w_):
         return x, hp, wp
     padded = kb.scratch(MemRefType(x.type.element_type, [n, hp, wp, channels]))
-    kb.fill(padded, value)
-    top, left = window.pads_begin
-    flat = reshape_view(kb.builder, padded, [n * hp * wp * channels])
-    kb.copy(x, flat, affine_map(4, [dim(0) * (hp * wp * channels) + (dim(1) + top) * (wp * channels)
-                                    + (dim(2) + left) * channels + dim(3)]))
+    pad_into(kb, x, padded, [0, *window.pads_begin, 0], value)
     return padded, hp, wp
 
 
