@@ -50,9 +50,8 @@ from passes.graph.qlinear_conv_nhwc import transpose_before, weight_before
 from passes.graph.sink_transposes import sink_transposes
 from passes.graph.utils.constants import producer
 from passes.graph.utils.layouts import NCHW, NHWC, TO_NCHW, TO_NHWC, conv_layouts
+from passes.lowering.rules.conv import MIN_GEMM_ROWS
 
-# Convs with fewer output channels run as direct loops in NCHW (conv.py's MIN_GEMM_ROWS).
-MIN_OUT_CHANNELS = 8
 # Ops between a conv and a Transpose that the Transpose is absorbed through: the conv's GEMM
 # applies them as it stores (elementwise, one operand, the result's size).
 ABSORBED_THROUGH = frozenset({"Relu", "Clip"})
@@ -69,13 +68,13 @@ def _static_f32(value: SSAValue) -> bool:
 
 def _float_conv(op: Operation) -> bool:
     """A float 2-D Conv of one group, a constant 4-D weight, static shapes and at least
-    MIN_OUT_CHANNELS output channels (the implicit-GEMM lowering's), not yet rewritten."""
+    MIN_GEMM_ROWS output channels (fewer run as direct loops in NCHW), not yet rewritten."""
     if not (isinstance(op, OnnxOp) and op.onnx_type == "Conv" and op.attr("group", 1) == 1
             and conv_layouts(op) == (NCHW, NCHW)):
         return False
     x, w, y = op.operands[0], op.operands[1], op.results[0]
     return (_static_f32(x) and _static_f32(y) and isinstance(w.owner, WeightOp) and _static_f32(w)
-            and y.type.get_shape()[1] >= MIN_OUT_CHANNELS)
+            and y.type.get_shape()[1] >= MIN_GEMM_ROWS)
 
 
 def _pointwise(op: Operation) -> bool:
