@@ -734,7 +734,9 @@ def test_batched_b_runs_on_the_mac_array_bit_exact(qlinear, monkeypatch, tmp_pat
             np.uint8 if qlinear else np.int8)
         compiled = _npu(model, monkeypatch, tmp_path, **{**CONFIG, "scratchpad_bytes": 2048})
         _assert_bit_exact(model, feeds, compiled)
-        _assert_outputs_bit_exact(model, feeds, compiled)
+        if qlinear:  # MatMulInteger's exact int32 result is the reference evaluator's above:
+            # onnxruntime's u8 x s8 kernel saturates pairs of products to int16 on CPUs without VNNI.
+            _assert_outputs_bit_exact(model, feeds, compiled)
         report = compiled._executable.npu_reports()[0][1]
         assert report.int8_macs == 2 * 3 * 7 * 40 * 24 and report.mac_cycles > 0
 
