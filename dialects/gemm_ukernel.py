@@ -223,22 +223,28 @@ _LOAD_COST = 1.5
 SMALL_M = 64
 
 
-def _register_tile(m: int, n: int, vector_width: int) -> tuple[int, int]:
+def _register_tile(m: int, n: int, vector_width: int, registers_over: int = 0) -> tuple[int, int]:
     """(mr, nr) minimising the modelled cycles per k step over the whole padded C.
 
     A micro-kernel holds mr x nv accumulators, nv B vectors and one broadcast A scalar in
     registers (32 with AVX-512, 16 otherwise), and issues mr*nv FMAs and mr + nv loads per
     k step (two of each per cycle, but the mr broadcasts come from mr rows far apart, so they
     count `_LOAD_COST` each). Ties go to the narrower tile (less padding of N).
+    `registers_over` admits tiles of one or two vectors that many registers past the budget,
+    at `SPILLED_TILE_COST`: LLVM keeps one accumulator on the stack (a load, FMA and store a
+    k step, whose store-to-load latency hides under the step's other FMAs).
     """
     registers = 32 if vector_width >= 16 else 16
     min_fmas = _MIN_USEFUL_FMAS * registers // 32
     best = None
     for nv in range(1, 5):
         for mr in range(1, min(m, registers) + 1):
-            if mr * nv + nv + 1 > registers:
+            needed = mr * nv + nv + 1
+            if needed > registers + (registers_over if nv <= 2 else 0):
                 break
             per_step = max(mr * nv, _LOAD_COST * (mr + nv), min_fmas)
+            if needed > registers:
+                per_step *= SPILLED_TILE_COST
             cost = math.ceil(m / mr) * math.ceil(n / (nv * vector_width)) * per_step
             key = (cost, nv, -mr)
             if best is None or key < best[0]:
@@ -314,6 +320,12 @@ def _balanced(total: int, most: int, unit: int) -> int:
 # (Emerald Rapids VM, interleaved: 7 x 32 for 7 x 48 on ResNet's 512-channel 7x7 layer 1.04-1.07,
 # 14 x 16 for 14 x 32 on its 256-channel 14x14 layer 1.015).
 NARROWER_TILE_COST = 1.06
+# A register tile one register past AVX2's 16 (7 x 16: 14 accumulators, 2 B vectors, a
+# broadcast) costs this much more per k step, its spilled accumulator's load and store (Zen 1
+# VM, one thread, interleaved, against 6 x 16 / 4 x 24: 56x56 and 28x28 3x3 layers 0.99-1.01
+# (so not chosen there), 14x14 0.94-0.95, 7x7 0.91-0.93, where 4 x 24 splits a row of 7 into
+# 4 + 3 and of 14 into 4 + 4 + 4 + 2).
+SPILLED_TILE_COST = 1.08
 
 
 def window_conv_tiles(group: int, rows: int, n: int, k: int, taps: int, vector_width: int, l2_bytes: int,
@@ -331,7 +343,7 @@ def window_conv_tiles(group: int, rows: int, n: int, k: int, taps: int, vector_w
     while a kc x nr micro-panel of B takes at most half of L2: each k block of a transposed C
     loads and stores its partial sums transposed (16 shuffles a row of vectors), where the
     micro-panel streams from L2 in order (a 7x7 map's k = 4608: 590 KB a 32-wide panel)."""
-    mr, nr = _register_tile(group, n, vector_width)
+    mr, nr = _register_tile(group, n, vector_width, 1 if vector_width < 16 and taps > 1 else 0)
 
     def busiest(nr: int) -> int:
         """Columns x row blocks of the busiest part of the best grid (work, up to mr and k)."""

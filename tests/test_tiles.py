@@ -174,6 +174,24 @@ def test_a_window_conv_takes_a_narrower_tile_where_it_splits_evenly_over_the_thr
     assert busiest_tiles(32) * 32 * NARROWER_TILE_COST < busiest_tiles(48) * 48
 
 
+def test_avx2_window_convs_take_a_tile_one_register_over_where_rows_would_be_ragged():
+    """With AVX2's 16 registers, 4 x 24 splits a row of 7 pixels into 4 + 3 (8 rows computed) and
+    of 14 into 4 + 4 + 4 + 2; 7 x 16 needs 17 (one accumulator spilled, at SPILLED_TILE_COST)
+    but divides both evenly, and the model takes it there. On 56- and 28-pixel rows the spill
+    outweighs 6 x 16's ragged last tile, and 1x1 windows and AVX-512 keep their tiles."""
+    from dialects.gemm_ukernel import window_conv_tiles
+
+    l2 = 512 * 1024
+    tile = lambda group, n, k, taps, lanes=8: (  # noqa: E731
+        lambda t: (t["mr"], t["nr"]))(window_conv_tiles(group, group, n, k, taps, lanes, l2))
+    assert tile(7, 512, 4608, 9) == (7, 16)
+    assert tile(14, 256, 2304, 9) == (7, 16)
+    assert tile(56, 64, 576, 9) == (6, 16)
+    assert tile(28, 128, 1152, 9) == (6, 16)
+    assert tile(55, 64, 16, 1) == (6, 16)  # a 1x1 window: no spilled tiles
+    assert tile(7, 512, 4608, 9, lanes=16) == (7, 48)
+
+
 def test_a_gemm_its_depthwise_reader_splits_by_channels_splits_its_rows_where_they_split_evenly():
     """`split_rows` (a 1x1 conv that mark-depthwise-feeders marked): rows alone wherever the
     busiest row part holds at most ROWS_ONLY_SLACK / t of them, with no more threads than the
