@@ -232,7 +232,7 @@ class _GemmEmitter:
                 for lane, column in enumerate(self._transpose(rows)):
                     self._column_access(c, v, chunk, lane, column)
 
-    def _store_transposed_by_column(self, values, tile, bias, res: ir.Value | None, c: ir.Value) -> None:
+    def _store_transposed_with_residual(self, values, tile, bias, res: ir.Value, c: ir.Value) -> None:
         """The epilogue of a transposed C with a residual, a column (one output channel's run of
         the tile's rows) at a time: the accumulators transposed, then bias (lane j of the bias
         vector, splat), R's column as one masked load and the activation, then the store: the
@@ -253,8 +253,7 @@ class _GemmEmitter:
                     if bias_vector is not None:
                         lane_bias = b.extract_element(bias_vector, ir.Constant(I32, lane))
                         column = b.fadd(column, self._splat(lane_bias), flags=FASTMATH_FLAGS)
-                    if res is not None:
-                        column = b.fadd(column, self._column_access(res, v, chunk, lane, None), flags=FASTMATH_FLAGS)
+                    column = b.fadd(column, self._column_access(res, v, chunk, lane, None), flags=FASTMATH_FLAGS)
                     self._column_access(c, v, chunk, lane, self._activation(column))
 
     def _transpose(self, rows: list[ir.Value]) -> list[ir.Value]:
@@ -444,7 +443,7 @@ class _GemmEmitter:
         with b.if_else(last) as (with_epilogue, plain):
             with with_epilogue:
                 if spec.c_transposed and spec.residual and spec.bias != "col":
-                    self._store_transposed_by_column(updated, tile, bias, res if spec.residual else None, c)
+                    self._store_transposed_with_residual(updated, tile, bias, res, c)
                 else:
                     r_values = self._load_c_tile(res, r_rows, tile) if spec.residual else None
                     values = self._epilogue(updated, tile, bias, r_rows, row_index, r_values)
