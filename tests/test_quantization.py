@@ -61,15 +61,16 @@ def _onnxruntime_exact(model, feeds) -> dict:
     and its zero point go to it as uint8 (w + 128, w_zero + 128: the same differences), which its
     u8 x u8 kernel multiplies exactly. Its requantizing rounding, what these tests pin, stays."""
     node, = model.graph.node
-    weight, weight_zero = {"QLinearConv": (3, 5), "QLinearMatMul": (3, 5)}[node.op_type]
+    assert node.op_type in ("QLinearConv", "QLinearMatMul"), node.op_type  # weight 3, its zero point 5
     if model.graph.input[0].type.tensor_type.elem_type == T.UINT8:
         model = onnx.ModelProto.FromString(model.SerializeToString())
-        shifted = {node.input[weight], node.input[weight_zero]}
+        shifted = {node.input[3], node.input[5]}
         for init in model.graph.initializer:
             if init.name in shifted and init.data_type == T.INT8:
                 values = numpy_helper.to_array(init).astype(np.int16) + 128
                 init.CopyFrom(numpy_helper.from_array(values.astype(np.uint8), init.name))
     return run_onnxruntime(model, feeds)
+
 
 def _assert_exact(model, feeds) -> None:
     expected = ReferenceEvaluator(model).run(None, feeds)[0]
