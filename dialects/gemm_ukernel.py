@@ -223,7 +223,8 @@ _LOAD_COST = 1.5
 SMALL_M = 64
 
 
-def _register_tile(m: int, n: int, vector_width: int, registers_over: int = 0) -> tuple[int, int]:
+def _register_tile(m: int, n: int, vector_width: int, registers_over: int = 0,
+                   added_load_cost: float = 0.0) -> tuple[int, int]:
     """(mr, nr) minimising the modelled cycles per k step over the whole padded C.
 
     A micro-kernel holds mr x nv accumulators, nv B vectors and one broadcast A scalar in
@@ -233,6 +234,8 @@ def _register_tile(m: int, n: int, vector_width: int, registers_over: int = 0) -
     `registers_over` admits tiles of one or two vectors that many registers past the budget,
     at `SPILLED_TILE_COST`: LLVM keeps one accumulator on the stack (a load, FMA and store a
     k step, whose store-to-load latency hides under the step's other FMAs).
+    `added_load_cost`: each load adds that many FMAs' time to a k step rather than overlapping
+    with the FMAs (see WINDOW_LOAD_COST_AVX2).
     """
     registers = 32 if vector_width >= 16 else 16
     min_fmas = _MIN_USEFUL_FMAS * registers // 32
@@ -242,7 +245,10 @@ def _register_tile(m: int, n: int, vector_width: int, registers_over: int = 0) -
             needed = mr * nv + nv + 1
             if needed > registers + (registers_over if nv <= 2 else 0):
                 break
-            per_step = max(mr * nv, _LOAD_COST * (mr + nv), min_fmas)
+            if added_load_cost:
+                per_step = max(mr * nv, min_fmas) + added_load_cost * (mr + nv)
+            else:
+                per_step = max(mr * nv, _LOAD_COST * (mr + nv), min_fmas)
             if needed > registers:
                 per_step *= SPILLED_TILE_COST
             cost = math.ceil(m / mr) * math.ceil(n / (nv * vector_width)) * per_step
@@ -326,6 +332,13 @@ NARROWER_TILE_COST = 1.06
 # (so not chosen there), 14x14 0.94-0.95, 7x7 0.91-0.93, where 4 x 24 splits a row of 7 into
 # 4 + 3 and of 14 into 4 + 4 + 4 + 2).
 SPILLED_TILE_COST = 1.08
+# On 16-register targets a window conv's loads (mr broadcasts from rows far apart, nv B
+# vectors) do not hide under its FMAs: each adds about this many FMAs' time to a k step. With
+# it 4 x 24 (4 + 3 loads a step) replaces 6 x 16 (6 + 2) on 56- and 28-pixel rows, and 7 x 16
+# stays on 7- and 14-pixel rows, as measured (Zen 1 VM, one thread, interleaved: one conv
+# 64 x 56x56 0.95, 128 x 28x28 0.97; ResNet-18 with 4 x 24 on its 56- and 28-pixel layers
+# 0.975, and on its 14-pixel layers too 1.022 more).
+WINDOW_LOAD_COST_AVX2 = 2.0
 
 
 def window_conv_tiles(group: int, rows: int, n: int, k: int, taps: int, vector_width: int, l2_bytes: int,
@@ -343,7 +356,9 @@ def window_conv_tiles(group: int, rows: int, n: int, k: int, taps: int, vector_w
     while a kc x nr micro-panel of B takes at most half of L2: each k block of a transposed C
     loads and stores its partial sums transposed (16 shuffles a row of vectors), where the
     micro-panel streams from L2 in order (a 7x7 map's k = 4608: 590 KB a 32-wide panel)."""
-    mr, nr = _register_tile(group, n, vector_width, 1 if vector_width < 16 and taps > 1 else 0)
+    sixteen_registers = vector_width < 16 and taps > 1
+    mr, nr = _register_tile(group, n, vector_width, 1 if sixteen_registers else 0,
+                            WINDOW_LOAD_COST_AVX2 if sixteen_registers else 0.0)
 
     def busiest(nr: int) -> int:
         """Columns x row blocks of the busiest part of the best grid (work, up to mr and k)."""
