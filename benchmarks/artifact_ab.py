@@ -12,11 +12,11 @@ both, noise rarely in the two at once (identical artifacts read 0.99-1.01 there)
 descheduling does not stretch: for artifacts compiled `--threads 1`, whose runs stay on the
 calling thread.
 
-Both run in one arena buffer (each its own size of it) and read the same input arrays, so
-where the allocator happened to put each one's arena does not count: on the Zen 1 VM one
-ResNet-18 artifact ran its stem conv in 7.5 or 15.7 ms, and whole models 5-13% apart, in
-processes that differed only in what had been allocated before the arena (4 KiB pages, no
-huge pages; benchmarks/README.md, sixteenth session).
+Both run in one arena buffer (`dlc.tools.profiling.share_arena`) and read the same input
+arrays, so where the allocator happened to put each one's arena does not count: on the Zen 1
+VM one ResNet-18 artifact ran its stem conv in 7.5 or 15.7 ms, and the whole model 5-13%
+apart, in processes that differed only in what had been allocated before the arena
+(benchmarks/README.md, sixteenth session).
 """
 
 from __future__ import annotations
@@ -40,16 +40,6 @@ def _feeds(model) -> dict[str, np.ndarray]:
     return feeds
 
 
-def _share_arena(models: list) -> None:
-    """One arena buffer for both artifacts' runs (one at a time here), each its own size of it."""
-    from dlc.runtime import aligned_empty
-
-    executables = [model._executable for model in models]
-    shared = aligned_empty((max(e._arena_size for e in executables),), np.uint8)
-    for executable in executables:
-        executable._free_arenas[:] = [shared[:executable._arena_size]]
-
-
 def main() -> None:
     import dlc
 
@@ -62,8 +52,10 @@ def main() -> None:
                         help="time.perf_counter, or this thread's CPU time (one-thread artifacts)")
     args = parser.parse_args()
     clock = time.perf_counter if args.clock == "wall" else time.thread_time
+    from dlc.tools.profiling import share_arena
+
     models = [dlc.load(args.before), dlc.load(args.after)]
-    _share_arena(models)
+    share_arena([model._executable for model in models])
     feeds = _feeds(models[0])
     results = [model.run(feeds) for model in models]
     worst = 0.0

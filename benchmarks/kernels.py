@@ -124,12 +124,13 @@ def _best(rounds: list[dict]) -> dict:
 
 
 def _interleaved(models: dict, feeds: dict, runs: int, rounds: int) -> tuple[dict, dict]:
-    """Profile `models` (key -> loaded --profile artifact) in this process, alternating for
-    2 x `rounds` blocks of `runs` runs (the order reversed every other block): (key -> best
-    median run seconds, key -> {kernel: best median seconds})."""
-    from dlc.tools.profiling import profile_runs
+    """Profile `models` (key -> loaded --profile artifact) in this process, in one arena
+    buffer, alternating for 2 x `rounds` blocks of `runs` runs (the order reversed every other
+    block): (key -> best median run seconds, key -> {kernel: best median seconds})."""
+    from dlc.tools.profiling import profile_runs, share_arena
 
     keys = list(models)
+    share_arena([model._executable for model in models.values()])
     best: dict = {key: {} for key in keys}
     runs_best = dict.fromkeys(keys, float("inf"))
     for block in range(2 * rounds):

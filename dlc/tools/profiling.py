@@ -315,6 +315,18 @@ class ProfileRuns:
         return [sum(column) for column in zip(*self.kernels.values())] or [0.0] * len(self.latencies)
 
 
+def share_arena(executables: list) -> None:
+    """Give executables that run one at a time (an A/B of two builds, in turn) one arena buffer,
+    each its own size of it: where the allocator happened to put each one's arena then does not
+    count (on the Zen 1 VM one ResNet-18 artifact ran its stem conv in 7.5 or 15.7 ms, in
+    processes that differed only in what had been allocated before it)."""
+    from dlc.runtime import aligned_empty
+
+    shared = aligned_empty((max(e._arena_size for e in executables),), np.uint8)
+    for executable in executables:
+        executable._free_arenas[:] = [shared[:executable._arena_size]]
+
+
 def profile_runs(executable, run, runs: int) -> ProfileRuns:
     """Call `run()` (a run of the --profile build `executable`) `runs` times, reading the
     kernel counters after each: medians need one sample per run, and the counters only add."""
