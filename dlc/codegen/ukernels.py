@@ -481,15 +481,24 @@ class _GemmEmitter:
         channels = max(WINDOW_STEPS // len(taps), 1)
         if channels > 1:
             whole = _i64(channels * len(taps))
-            state = self._channel_loop(state, channels, taps, vecs, a_rows, b_stride,
+            state = self._channel_loop(state, channels, taps, vecs, a_rows, b_stride, kc,
                                        lambda kk: b.icmp_signed("<=", b.add(kk, whole), kc))
-        state = self._channel_loop(state, 1, taps, vecs, a_rows, b_stride, lambda kk: b.icmp_signed("<", kk, kc))
+        state = self._channel_loop(state, 1, taps, vecs, a_rows, b_stride, kc,
+                                   lambda kk: b.icmp_signed("<", kk, kc))
         b.branch(done)
         return state[3:]
 
-    def _channel_loop(self, state, channels, taps, vecs, a_rows, b_stride, more) -> list[ir.Value]:
+    def _channel_loop(self, state, channels, taps, vecs, a_rows, b_stride, kc, more) -> list[ir.Value]:
         """while more(kk): `channels` channels of rank-1 updates, one per tap. `state` is
-        [kk, A at the channel, B at its first row, *accumulators] on entry; returns it on exit."""
+        [kk, A at the channel, B at its first row, *accumulators] on entry; returns it on exit.
+
+        Each tap prefetches its line of the next channel; the k block's last channel its own
+        line again: past A's last channel the address may lie in no mapping, where a prefetch
+        costs a page walk that fails every time (on the Zen 1 VM a 7x7 stride-2 conv reading a
+        3-channel input directly ran 61-67 ms where the input had no mapping after it, 11 ms
+        where it had; onnxruntime 11.4). A tile that already spills a register (7 x 16 on
+        AVX2) keeps the plain address: the choice's one more live register cost its 256- and
+        512-channel convs (14x14, 7x7) 18% in ResNet-50."""
         b, spec = self.b, self.spec
         before = b.block
         body = b.function.append_basic_block("window.channels")
@@ -506,12 +515,17 @@ class _GemmEmitter:
         # unrolled without it, the 3x3 layers spilled accumulators and ran 1.25-1.7x as long).
         opaque = ir.InlineAsm(ir.FunctionType(PTR, [PTR]), "", "=r,0", side_effect=True)
         row = b_row
-        for _ in range(channels):
+        registers = 32 if self.vw >= 16 else 16
+        spills = len(a_rows) * len(vecs) + len(vecs) + 1 > registers
+        for channel in range(channels):
+            ahead_row = b.add(a_rows[-1], _i64(spec.a_window_channel))
+            if not spills:
+                later = b.icmp_signed("<", b.add(kk, _i64((channel + 1) * len(taps))), kc)
+                ahead_row = b.add(a_rows[-1], b.select(later, _i64(spec.a_window_channel), _i64(0)))
             for offset in taps:
                 a_tap = b.call(opaque, [a_channel])
-                # The tile's last pixel at this tap, a channel ahead: a plain GEP (past the last
-                # channel it points outside A, which a prefetch may; inbounds would be poison).
-                ahead = b.gep(a_tap, [b.add(a_rows[-1], _i64(offset + spec.a_window_channel))], source_etype=F32)
+                # the tile's last pixel at this tap, a channel ahead (a plain GEP: see above)
+                ahead = b.gep(a_tap, [b.add(ahead_row, _i64(offset))], source_etype=F32)
                 b.call(prefetch, [ahead, ir.Constant(I32, 0), ir.Constant(I32, 3), ir.Constant(I32, 1)])
                 accs = self._rank1(self._gep(a_tap, offset), row, vecs, a_rows, accs)
                 row = b.gep(row, [b_stride], inbounds=True, source_etype=F32)
