@@ -223,6 +223,11 @@ _LOAD_COST = 1.5
 SMALL_M = 64
 
 
+def vector_registers(vector_width: int) -> int:
+    """The vector registers a micro-kernel has: 32 with AVX-512 (16 lanes), 16 otherwise."""
+    return 32 if vector_width >= 16 else 16
+
+
 def _register_tile(m: int, n: int, vector_width: int, registers_over: int = 0,
                    added_load_cost: float = 0.0) -> tuple[int, int]:
     """(mr, nr) minimising the modelled cycles per k step over the whole padded C.
@@ -237,7 +242,7 @@ def _register_tile(m: int, n: int, vector_width: int, registers_over: int = 0,
     `added_load_cost`: each load adds that many FMAs' time to a k step rather than overlapping
     with the FMAs (see WINDOW_LOAD_COST_AVX2).
     """
-    registers = 32 if vector_width >= 16 else 16
+    registers = vector_registers(vector_width)
     min_fmas = _MIN_USEFUL_FMAS * registers // 32
     best = None
     for nv in range(1, 5):
@@ -356,9 +361,9 @@ def window_conv_tiles(group: int, rows: int, n: int, k: int, taps: int, vector_w
     while a kc x nr micro-panel of B takes at most half of L2: each k block of a transposed C
     loads and stores its partial sums transposed (16 shuffles a row of vectors), where the
     micro-panel streams from L2 in order (a 7x7 map's k = 4608: 590 KB a 32-wide panel)."""
-    sixteen_registers = vector_width < 16 and taps > 1
-    mr, nr = _register_tile(group, n, vector_width, 1 if sixteen_registers else 0,
-                            WINDOW_LOAD_COST_AVX2 if sixteen_registers else 0.0)
+    window_on_16_registers = vector_registers(vector_width) == 16 and taps > 1
+    mr, nr = _register_tile(group, n, vector_width, 1 if window_on_16_registers else 0,
+                            WINDOW_LOAD_COST_AVX2 if window_on_16_registers else 0.0)
 
     def busiest(nr: int) -> int:
         """Columns x row blocks of the busiest part of the best grid (work, up to mr and k)."""

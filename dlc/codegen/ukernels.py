@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from llvmlite import ir
 
-from dialects.gemm_ukernel import GemmSpec
+from dialects.gemm_ukernel import GemmSpec, vector_registers
 from dlc.codegen.function_attributes import FunctionAttributes
 from dlc.codegen.llvm_types import FASTMATH_FLAGS
 from dlc.codegen.ukernel_epilogues import IN_PLACE, IN_REGISTERS_TRANSPOSED, apply_in_place, in_registers
@@ -515,8 +515,7 @@ class _GemmEmitter:
         # unrolled without it, the 3x3 layers spilled accumulators and ran 1.25-1.7x as long).
         opaque = ir.InlineAsm(ir.FunctionType(PTR, [PTR]), "", "=r,0", side_effect=True)
         row = b_row
-        registers = 32 if self.vw >= 16 else 16
-        spills = len(a_rows) * len(vecs) + len(vecs) + 1 > registers
+        spills = len(a_rows) * len(vecs) + len(vecs) + 1 > vector_registers(self.vw)
         for channel in range(channels):
             ahead_row = b.add(a_rows[-1], _i64(spec.a_window_channel))
             if not spills:
