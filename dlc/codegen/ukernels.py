@@ -517,10 +517,11 @@ class _GemmEmitter:
         row = b_row
         spills = len(a_rows) * len(vecs) + len(vecs) + 1 > vector_registers(self.vw)
         for channel in range(channels):
-            ahead_row = b.add(a_rows[-1], _i64(spec.a_window_channel))
-            if not spills:
+            plane = _i64(spec.a_window_channel)
+            if not spills:  # the k block's last channel: its own plane
                 later = b.icmp_signed("<", b.add(kk, _i64((channel + 1) * len(taps))), kc)
-                ahead_row = b.add(a_rows[-1], b.select(later, _i64(spec.a_window_channel), _i64(0)))
+                plane = b.select(later, plane, _i64(0))
+            ahead_row = b.add(a_rows[-1], plane)
             for offset in taps:
                 a_tap = b.call(opaque, [a_channel])
                 # the tile's last pixel at this tap, a channel ahead (a plain GEP: see above)
