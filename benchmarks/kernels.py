@@ -4,6 +4,7 @@
     python benchmarks/kernels.py model.onnx --threads 1,16 --runs 20 --rounds 2 --top 15
     python benchmarks/kernels.py --models mobilenet_v3 --scaling 1,2
     python benchmarks/kernels.py --builds old.dlc,new.dlc --threads 4   # two --profile artifacts
+    python benchmarks/kernels.py --models resnet50 --threads 1 --callers 16   # 16 callers at once
 
 With `--scaling A,B`, dlc against itself: the kernels of --profile builds for A and B threads,
 run in one process pinned to the first B cores, the builds alternating for 2 x --rounds blocks
@@ -19,6 +20,12 @@ Each (runtime, thread count, round) runs in its own process pinned to the first 
 threads.py does. dlc runs a `--profile` build: each kernel's time from the timers inside the
 native code (dlc/tools/profiling.py), median over the runs; onnxruntime runs its own profiler
 (`SessionOptions.enable_profiling`), each node's median. Each kernel keeps its best round.
+
+With `--callers C`, C Python threads run the model at once (one dlc model, one onnxruntime
+session, as threads.py's `--concurrency CxT`), pinned to the first C x --threads cores, each
+--runs runs: a kernel's time is then its mean over all callers' runs (dlc's counters add every
+caller's time; onnxruntime's profiler records every run), what each kernel costs when the
+callers share the caches and memory, and the total is a caller's mean run.
 
 Matching: unnamed ONNX nodes get a name (op type and index) first, so both runtimes see the same
 names. A dlc kernel is matched with the onnxruntime nodes named after the ONNX nodes it computes
@@ -57,9 +64,11 @@ def _named(model_path: str, out_path: str) -> None:
     onnx.save(model, out_path)
 
 
-def _child(runtime: str, model_path: str, threads: int, runs: int, artifact: str, out: str) -> None:
+def _child(runtime: str, model_path: str, threads: int, runs: int, artifact: str, out: str,
+           callers: int = 1) -> None:
     """Profile one runtime in this (pinned) process; write [[name, nodes, seconds], ...] (kernels
-    or nodes in the order they first ran) and the median run to `out`."""
+    or nodes in the order they first ran) and the median run to `out`. With `callers` > 1, that
+    many Python threads run at once and each figure is a mean over all their runs."""
     sys.path.insert(0, str(ROOT))
     sys.path.insert(0, str(HERE))
     import onnx
@@ -67,7 +76,7 @@ def _child(runtime: str, model_path: str, threads: int, runs: int, artifact: str
 
     from dlc.tools.oracle import input_specs, onnxruntime_session, random_inputs
 
-    os.sched_setaffinity(0, _cores()[:threads])
+    os.sched_setaffinity(0, _cores()[:threads * callers])
     feeds = random_inputs(input_specs(onnx.load(model_path)))
     rows = []
     if runtime == "dlc":
@@ -77,17 +86,25 @@ def _child(runtime: str, model_path: str, threads: int, runs: int, artifact: str
         model = dlc.load(artifact)
         for _ in range(3):
             model.run(feeds)
-        profiled = profile_runs(model._executable, lambda: model.run(feeds), runs)
         nodes = {kernel["name"]: kernel["nodes"] for kernel in model._executable.manifest.get("kernels", [])}
-        for name, seconds in profiled.kernels.items():
-            rows.append([name, nodes.get(name, []), float(np.median(seconds))])
-        total = float(np.median(profiled.latencies))
+        if callers == 1:
+            profiled = profile_runs(model._executable, lambda: model.run(feeds), runs)
+            for name, seconds in profiled.kernels.items():
+                rows.append([name, nodes.get(name, []), float(np.median(seconds))])
+            total = float(np.median(profiled.latencies))
+        else:
+            model._executable.reset_profile()
+            latencies = _concurrent_runs(lambda: model.run(feeds), callers, runs)
+            spent = collections.defaultdict(float)
+            for name, seconds in model._executable.profile():
+                spent[name] += seconds / (callers * runs)
+            rows = [[name, nodes.get(name, []), seconds] for name, seconds in spent.items()]
+            total = float(np.mean(latencies))
     else:
         session = onnxruntime_session(model_path, threads=threads, profile_prefix=tempfile.mkdtemp() + "/ort")
         for _ in range(3):
             session.run(None, feeds)
-        for _ in range(runs):
-            session.run(None, feeds)
+        latencies = _concurrent_runs(lambda: session.run(None, feeds), callers, runs)
         events = json.load(open(session.end_profiling()))
         spent, ops, totals = collections.defaultdict(list), {}, []
         for event in events:
@@ -97,17 +114,41 @@ def _child(runtime: str, model_path: str, threads: int, runs: int, artifact: str
                 ops[name] = event["args"].get("op_name", "")
             elif event.get("cat") == "Session" and event["name"] == "model_run":
                 totals.append(event["dur"] * 1e-6)
+        last = runs * callers
+        summary = np.median if callers == 1 else np.mean
         for name, seconds in spent.items():  # dicts keep the order the nodes first ran in
-            rows.append([name, [ops[name]], float(np.median(seconds[-runs:]))])
-        total = float(np.median(totals[-runs:]))
+            rows.append([name, [ops[name]], float(summary(seconds[-last:]))])
+        total = float(np.median(totals[-runs:])) if callers == 1 else float(np.mean(latencies))
     Path(out).write_text(json.dumps({"rows": rows, "total": total}))
 
 
-def _profile(runtime: str, model_path: str, threads: int, runs: int, artifact: str) -> dict:
+def _concurrent_runs(run, callers: int, runs: int) -> list[float]:
+    """Seconds of each of `runs` calls of `run` on each of `callers` Python threads started together."""
+    import threading
+
+    start_line = threading.Barrier(callers)
+    latencies: list[float] = []
+
+    def caller() -> None:
+        start_line.wait()
+        for _ in range(runs):
+            start = time.perf_counter()
+            run()
+            latencies.append(time.perf_counter() - start)
+
+    workers = [threading.Thread(target=caller) for _ in range(callers)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    return latencies
+
+
+def _profile(runtime: str, model_path: str, threads: int, runs: int, artifact: str, callers: int = 1) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "profile.json"
         done = subprocess.run([sys.executable, __file__, "--child", runtime, model_path, str(threads), str(runs),
-                               artifact, str(out)], capture_output=True, text=True,
+                               artifact, str(out), str(callers)], capture_output=True, text=True,
                               env={**os.environ, "ORT_LOGGING_LEVEL": "3"})
         if done.returncode != 0:
             raise RuntimeError(f"{runtime} at {threads} threads failed:\n{done.stderr[-2000:]}")
@@ -295,7 +336,7 @@ def match(dlc_rows: list, ort_rows: list) -> tuple[list, list]:
     return rows, unmatched
 
 
-def table(model: str, threads: int, dlc_result: dict, ort_result: dict, top: int) -> list[str]:
+def table(model: str, threads: int | str, dlc_result: dict, ort_result: dict, top: int) -> list[str]:
     rows, unmatched = match(dlc_result["rows"], ort_result["rows"])
     dlc_sum, ort_sum = sum(r[2] for r in rows), sum(r[3] for r in rows)
     lines = [f"{model}, {threads} thread(s): run {dlc_result['total'] * 1e3:.3f} ms (dlc) against "
@@ -321,11 +362,13 @@ def main(argv=None) -> int:
     parser.add_argument("--top", type=int, default=20, help="rows per table (the kernels dlc loses most on)")
     parser.add_argument("--scaling", default="", help="A,B: dlc at A threads against dlc at B, per kernel")
     parser.add_argument("--builds", default="", help="OLD,NEW: two --profile artifacts of one model, per kernel")
-    parser.add_argument("--child", nargs=6, help=argparse.SUPPRESS)
+    parser.add_argument("--callers", type=int, default=1,
+                        help="Python threads running the model at once (each kernel's mean over their runs)")
+    parser.add_argument("--child", nargs=7, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        runtime, model_path, threads, runs, artifact, out = args.child
-        _child(runtime, model_path, int(threads), int(runs), artifact, out)
+        runtime, model_path, threads, runs, artifact, out, callers = args.child
+        _child(runtime, model_path, int(threads), int(runs), artifact, out, int(callers))
         return 0
     sys.path.insert(0, str(HERE))
     from threads import _cpu_description, _model_files
@@ -361,8 +404,10 @@ def main(argv=None) -> int:
                 results = {"dlc": [], "onnxruntime": []}
                 for _ in range(args.rounds):  # the two runtimes alternate within each round
                     for runtime in results:
-                        results[runtime].append(_profile(runtime, named, threads, args.runs, artifact))
-                print("\n".join(table(name, threads, _best(results["dlc"]), _best(results["onnxruntime"]),
+                        results[runtime].append(_profile(runtime, named, threads, args.runs, artifact,
+                                                         args.callers))
+                label = threads if args.callers == 1 else f"{args.callers} callers x {threads}"
+                print("\n".join(table(name, label, _best(results["dlc"]), _best(results["onnxruntime"]),
                                       args.top)) + "\n")
     return 0
 

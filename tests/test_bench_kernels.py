@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,7 +38,10 @@ def test_kernels_match_onnxruntime_nodes_by_name_then_convolutions_in_order():
     assert unmatched == [("ReorderOutput", "ReorderOutput", 0.125)]
 
 
-def test_kernels_benchmark_runs_on_a_small_model(tmp_path):
+@pytest.mark.parametrize("callers", [1, 2])
+def test_kernels_benchmark_runs_on_a_small_model(tmp_path, callers):
+    """One caller, and `--callers 2` (two Python threads running the model at once, each
+    kernel's mean over both callers' runs)."""
     rng = np.random.default_rng(0)
     w = numpy_helper.from_array(rng.uniform(-1, 1, [16, 8, 3, 3]).astype(np.float32), "w")
     nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1] * 4), helper.make_node("Relu", ["c"], ["r"]),
@@ -47,8 +51,10 @@ def test_kernels_benchmark_runs_on_a_small_model(tmp_path):
     path = tmp_path / "small.onnx"
     path.write_bytes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString())
     out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "kernels.py"), str(path), "--runs", "3",
-                          "--rounds", "1"], capture_output=True, text=True, cwd=tmp_path)
+                          "--rounds", "1", "--callers", str(callers)], capture_output=True, text=True, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
+    header = "2 callers x 1 thread(s)" if callers == 2 else "small, 1 thread(s)"
+    assert header in out.stdout, out.stdout
     table = [line for line in out.stdout.splitlines() if line.startswith("| k")]
     # the Conv + Relu kernel, matched with onnxruntime's fused convolution, and the MaxPool
     assert len(table) == 2, out.stdout
