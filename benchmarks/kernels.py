@@ -323,15 +323,23 @@ def match(dlc_rows: list, ort_rows: list) -> tuple[list, list]:
         rows.append([kernel, nodes, seconds, sum(by_name[n][1] for n in mine), [by_name[n][0] for n in mine]])
     # the rest, op type by op type (a kernel's name is k<index>_<its first node's op type>[_fused]),
     # in the order they ran, where both sides left as many
-    def same_op(op: str, name: str) -> bool:
-        ort_op = by_name[name][0]
+    def same_op_type(op: str, ort_op: str) -> bool:
         return ort_op == op or (op == "Conv" and ort_op in CONV_OPS)
 
-    waiting = [row for row in rows if not row[4] and "_" in row[0]]
+    def same_op(op: str, name: str) -> bool:
+        return same_op_type(op, by_name[name][0])
+
+    # a kernel waits for its own op type's node even where a node it absorbed matched by name
+    # (SqueezeNet's conv kernels store into their Concat in place: the Concat kept its name,
+    # the convs were renamed)
+    def has_own_node(row: list) -> bool:
+        return any(same_op_type(kernel_op(row[0]), op) for op in row[4])
+
+    waiting = [row for row in rows if "_" in row[0] and not has_own_node(row)]
     left = [name for name in by_name if name not in taken]
     for row, name in pair_op_by_op(waiting, left, lambda row: kernel_op(row[0]), same_op):
         taken.add(name)
-        row[3], row[4] = by_name[name][1], [by_name[name][0]]
+        row[3], row[4] = row[3] + by_name[name][1], [by_name[name][0], *row[4]]
     unmatched = [(name, op, seconds) for name, (op, seconds) in by_name.items() if name not in taken]
     return rows, unmatched
 
