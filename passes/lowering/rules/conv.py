@@ -24,6 +24,7 @@ from xdsl.ir import BlockArgument, SSAValue
 from xdsl.ir.affine import AffineExpr
 
 from dialects.diagnostics import UnsupportedError
+from dialects.gemm_ukernel import vector_registers
 from dialects.onnx import WeightOp
 from passes.graph.mark_depthwise_feeders import FEEDS_DEPTHWISE
 from passes.graph.utils.layouts import NCHW, NHWC, conv_layouts
@@ -274,7 +275,7 @@ POINTWISE_MID_DEPTH, POINTWISE_MID_PIXELS = 256, 256
 POINTWISE_MOST_THREADS = 8
 
 
-def _implicit_pointwise(pixels: int, depth: int, threads: int) -> bool:
+def _implicit_pointwise(pixels: int, depth: int, threads: int, vector_width: int) -> bool:
     """Whether a unit-stride 1x1 conv over `pixels` output pixels from `depth` channels, compiled
     for `threads`, runs as an implicit GEMM rather than W @ X. (A strided one keeps W @ col: its
     window A reads a cache line per k step for 7 of its floats; ResNet-50's 2048 <- 1024 stride
@@ -286,9 +287,17 @@ def _implicit_pointwise(pixels: int, depth: int, threads: int) -> bool:
     256 and 28x28 ones from depth 512 gain up to 8 threads (1024 <- 256, 128 <- 512: 0.85-0.89 at
     4 and 8) but lose at 16 (256 <- 1024: 1.33-1.37), where each core's share of x comes from L3
     and a window A brings in a cache line per k step for 14-28 floats of it; shallow convs lose
-    (384 <- 64, 576 <- 96 over 14x14: 1.02-1.04 on Zen 4: few k steps per transposed store)."""
+    (384 <- 64, 576 <- 96 over 14x14: 1.02-1.04 on Zen 4: few k steps per transposed store).
+
+    With 16 vector registers (AVX2) the window tile is 4 x 24, so each k step brings in a cache
+    line of x's plane for 4 pixels, and W @ X's rows of 8 lanes fill 169 pixels to 96%: only
+    small maps gain. Zen 1, one thread, `kernels.py --builds`: SqueezeNet's 1000 <- 512 over
+    13x13 5.95 -> 5.13 ms as W @ X, its 48/64 <- 256-512 convs 0.15-0.42 -> 0.12-0.34;
+    MobileNetV2's 14x14 convs from 384/576 channels 0.35 -> 0.29 and 0.71 -> 0.64."""
     if pixels <= SMALL_MAP_PIXELS:
         return True
+    if vector_registers(vector_width) < 32:
+        return False
     return threads <= POINTWISE_MOST_THREADS and (
         depth >= POINTWISE_DEEP or (depth >= POINTWISE_MID_DEPTH and pixels <= POINTWISE_MID_PIXELS))
 
@@ -335,10 +344,10 @@ def _implicit_gemm_conv(kb, op, x, w, bias, y, window: Window, groups: int, out_
         y_shape = [y_shape[0], y_shape[3], *y_shape[1:3]]
     # The filter must reach the GEMM as a kernel argument nothing else reads, which pack-weights
     # replaces by its packed copy (a Conv's weight; not a QLinearConv's dequantized one).
-    threads = target_info(op.get_toplevel_object()).threads
+    target = target_info(op.get_toplevel_object())
     if all(k == 1 for k in window.kernel) and not (
             IMPLICIT_GEMM_POINTWISE and len(y_shape) == 4 and all(s == 1 for s in window.strides)
-            and _implicit_pointwise(y_shape[2] * y_shape[3], x_shape[1], threads)):
+            and _implicit_pointwise(y_shape[2] * y_shape[3], x_shape[1], target.threads, target.vector_width)):
         return False
     if (not IMPLICIT_GEMM_CONVS or groups != 1 or len(y_shape) != 4
             or op.onnx_type != "Conv" or not isinstance(op.operands[1].owner, WeightOp)
@@ -353,15 +362,14 @@ def _implicit_gemm_conv(kb, op, x, w, bias, y, window: Window, groups: int, out_
         return False  # act(conv + R) with an in-place activation: the GEMM paths' epilogue
     padded = padded_input(kb, x, window, 0.0)
     hp, wp = padded.type.get_shape()[2:]
-    info = target_info(op.get_toplevel_object())
     pixels, depth = oh * ow, channels * kh * kw
     spec = dict(m=batch * pixels, n=out_channels, k=depth, a_row_stride=sw, a_k_stride=1, ldb=out_channels,
                 ldc=pixels, b_trans=1, a_group=ow, a_group_stride=sh * wp,
                 a_image_groups=oh if batch > 1 else 0, a_image_stride=channels * hp * wp if batch > 1 else 0,
                 a_window_h=kh, a_window_w=kw, a_window_row=dh * wp, a_window_col=dw, a_window_channel=hp * wp,
                 c_transposed=0 if out_nhwc else 1,
-                **window_conv_tiles(ow, batch * oh, out_channels, depth, kh * kw, info.vector_width,
-                                    info.l2_bytes, threads))
+                **window_conv_tiles(ow, batch * oh, out_channels, depth, kh * kw, target.vector_width,
+                                    target.l2_bytes, target.threads))
     if bias is not None:
         spec["bias"] = "row"
     residual = None
