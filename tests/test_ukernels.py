@@ -448,3 +448,33 @@ def test_a_window_tiles_last_channel_prefetches_nothing_past_a(cpu):
     assert prefetches, "the window tile prefetches the next channel"
     assert re.search(rf"select\s+i1 %\S+, i64 {plane}, i64 0", tile), "the last channel's prefetch is not clamped"
     assert_matches_onnxruntime(model)
+
+
+@pytest.mark.parametrize("channels, clamped", [(3, True), (64, False)])
+def test_a_spilling_window_tile_clamps_the_last_channel_only_with_few_channels(channels, clamped):
+    """AVX2's 7 x 16 tile (14-pixel rows) spills a register; with many channels it keeps the plain
+    prefetch address (the select's live register cost ResNet-50's deep convs 18%, and one prefetch
+    in hundreds points past A), with few it clamps it (ViT's 16x16/16 patch conv on 3 channels:
+    a third of its prefetches would point past the image). The two tiles get different names,
+    since a module may hold both."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from dlc.driver import compile_model
+    from dlc.targets import CompileOptions
+
+    rng = np.random.default_rng(0)
+    weight = numpy_helper.from_array(rng.standard_normal((32, channels, 4, 4)).astype(np.float32), "w")
+    graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"], kernel_shape=[4, 4], strides=[4, 4])],
+                              "patches", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, channels, 56, 56])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 32, 14, 14])], [weight])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    text = compile_model(model, compile_to="llvm", options=CompileOptions(cpu="x86-64-v3")).text
+    tiles = re.findall(r'define [^@]*@"?(dlc_gemm_tile_f32_7x2v8[^"(]*)', text)
+    assert tiles, "a 7 x 16 window tile"
+    assert all(re.search(r"ch3136t?f_", name) for name in tiles) == clamped, tiles
+    tile = text[text.index("define", text.index(tiles[0]) - 200):]
+    tile = tile[:tile.index("\n}")]
+    plane = 56 * 56
+    assert bool(re.search(rf"select\s+i1 %\S+, i64 {plane}, i64 0", tile)) == clamped

@@ -41,6 +41,9 @@ VOID = ir.VoidType()
 _POINTERS = ("A", "B", "C", "bias", "R")
 # A shared float tile's arguments after the pointers (`_GemmEmitter._kernel`).
 _TILE_ARGS = ("kc", "load_c", "last", "b_stride", "ldc", "rows", "cols")
+# Window tiles whose k block holds at most this many channels clamp the last channel's prefetch
+# even where the tile spills a register (`_channel_loop`): stems and patch embeddings.
+FEW_WINDOW_CHANNELS = 16
 # Rank-1 updates per iteration of a window's k loop, at least (`_window_channels`).
 WINDOW_STEPS = 4
 # A row-major B's tiles prefetch the next panel's row segment at each k step (`_k_step`). On the
@@ -337,7 +340,7 @@ class _GemmEmitter:
         if self._prefetches_next_panel():
             layout += "p"
         parts = [f"dlc_gemm_tile_{spec.dtype}_{spec.mr}x{vectors}v{self.vw}{'m' if masked else ''}{layout}",
-                 f"a{spec.a_row_stride}s{spec.a_k_stride}{self._window_name()}", spec.bias or "",
+                 f"a{spec.a_row_stride}s{spec.a_k_stride}{self._window_name(vectors)}", spec.bias or "",
                  "res" if spec.residual else "", spec.activation or ""]
         parts += [float(p).hex() for p in spec.activation_params]
         if not self.noalias:
@@ -347,12 +350,14 @@ class _GemmEmitter:
             parts.append(hashlib.sha256(target.encode()).hexdigest()[:8])
         return "_".join(parts)
 
-    def _window_name(self) -> str:
+    def _window_name(self, vectors: int) -> str:
         spec = self.spec
         if not spec.a_window_h:
             return ""
+        # a spilling tile's few-channel variant clamps its prefetches: its kc is no part of the name
+        clamp = "f" if self._spills(vectors) and self._clamps_last_channel(vectors) else ""
         return (f"w{spec.a_window_h}x{spec.a_window_w}r{spec.a_window_row}c{spec.a_window_col}"
-                f"ch{spec.a_window_channel}{'t' if spec.c_transposed else ''}")
+                f"ch{spec.a_window_channel}{'t' if spec.c_transposed else ''}{clamp}")
 
     def _kernel(self, vectors: int, masked: bool) -> ir.Function:
         """A micro-kernel tile shared by every GEMM of the module with the same register tile,
@@ -497,8 +502,13 @@ class _GemmEmitter:
         costs a page walk that fails every time (on the Zen 1 VM a 7x7 stride-2 conv reading a
         3-channel input directly ran 61-67 ms where the input had no mapping after it, 11 ms
         where it had; onnxruntime 11.4). A tile that already spills a register (7 x 16 on
-        AVX2) keeps the plain address: the choice's one more live register cost its 256- and
-        512-channel convs (14x14, 7x7) 18% in ResNet-50."""
+        AVX2) keeps the plain address where its k block holds more than FEW_WINDOW_CHANNELS
+        channels: the choice's one more live register cost its 256- and 512-channel convs
+        (14x14, 7x7) 18% in ResNet-50, and there only one prefetch in hundreds points past A.
+        With few channels a third of them may: a 3-channel stem forced to 7 x 16 ran 6.4 ms
+        unclamped against 2.0 clamped, its input in numpy's allocation (onnxruntime 1.7); ViT's
+        16x16 stride-16 patch conv, 7 x 16 by default on 14-pixel rows, 6.6 against 6.1 with a
+        PROT_NONE page after its input, 5.5-5.8 against 5.6-5.9 with its input elsewhere."""
         b, spec = self.b, self.spec
         before = b.block
         body = b.function.append_basic_block("window.channels")
@@ -515,10 +525,10 @@ class _GemmEmitter:
         # unrolled without it, the 3x3 layers spilled accumulators and ran 1.25-1.7x as long).
         opaque = ir.InlineAsm(ir.FunctionType(PTR, [PTR]), "", "=r,0", side_effect=True)
         row = b_row
-        spills = len(a_rows) * len(vecs) + len(vecs) + 1 > vector_registers(self.vw)
+        clamped = self._clamps_last_channel(len(vecs))
         for channel in range(channels):
             plane = _i64(spec.a_window_channel)
-            if not spills:  # the k block's last channel: its own plane
+            if clamped:  # the k block's last channel: its own plane
                 later = b.icmp_signed("<", b.add(kk, _i64((channel + 1) * len(taps))), kc)
                 plane = b.select(later, plane, _i64(0))
             ahead_row = b.add(a_rows[-1], plane)
@@ -541,6 +551,17 @@ class _GemmEmitter:
             phi.add_incoming(entry, before)
             phi.add_incoming(exit_value, body)
         return merged
+
+    def _spills(self, vectors: int) -> bool:
+        """Whether a tile of `vectors` vectors holds more than the vector registers."""
+        return self.spec.mr * vectors + vectors + 1 > vector_registers(self.vw)
+
+    def _clamps_last_channel(self, vectors: int) -> bool:
+        """Whether a window tile of `vectors` vectors clamps its last channel's prefetches
+        (`_channel_loop`): unless it spills a register and its k block has many channels."""
+        spec = self.spec
+        channels = min(spec.k, spec.kc) // (spec.a_window_h * spec.a_window_w)
+        return not self._spills(vectors) or channels <= FEW_WINDOW_CHANNELS
 
     def _prefetches_next_panel(self) -> bool:
         return ROW_B_PREFETCH and self.spec.b_layout == "row" and self.spec.dtype == "f32"
