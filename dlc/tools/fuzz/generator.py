@@ -1287,8 +1287,12 @@ class GraphBuilder:
                                         dtype=TensorProto.UINT8, exact=True)
         a_scale.dtype = FLOAT
         w = self.weight(self.rng.integers(-64, 64, (k, n)).astype(np.int8), "w")
-        acc = self.one("MatMulInteger", [aq.name, w, a_zero.name], out, dtype=TensorProto.INT32, exact=True)
-        as_float = self.one("Cast", [acc.name], out, to=FLOAT, exact=True)
+        # |sum over k of (aq - zero) * w| <= k * 255 * 64: the bound that consumers of the Cast
+        # (a Compress mask computed from it, say) rely on; the default +-2 made a mask wrong
+        reach = float(k * 255 * 64)
+        acc = self.one("MatMulInteger", [aq.name, w, a_zero.name], out, lo=-reach, hi=reach,
+                       dtype=TensorProto.INT32, exact=True)
+        as_float = self.one("Cast", [acc.name], out, lo=-reach, hi=reach, to=FLOAT, exact=True)
         scale = self.one("Mul", [a_scale.name, self.weight(w_scale, "s")], (), exact=True)
         bound = 2 * max(a.magnitude, 0.1) * math.sqrt(k)
         return self.one("Mul", [as_float.name, scale.name], out, lo=-bound, hi=bound)
