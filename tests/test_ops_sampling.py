@@ -183,6 +183,7 @@ def test_nonzero_count_other_than_compiled_fails_the_run():
 @pytest.mark.parametrize("axis,length", [(0, 4), (1, 5), (-1, 3), (None, 7), (None, 60)])
 def test_compress(axis, length):
     """A run-time condition along each axis, shorter than the axis, or of the flattened input."""
+    import dlc
     from dlc.errors import DlcError
 
     rng = np.random.default_rng(length)
@@ -195,6 +196,11 @@ def test_compress(axis, length):
     condition[:] = True  # more true entries than compiled for
     with pytest.raises(DlcError, match=r"\(Compress\): the number of true entries of input 'condition' is not"):
         compiled.run(feeds)
+    # the reference target says so too, naming the node, rather than numpy's reshape error
+    reference = dlc.compile(_model("Compress", feeds, expected.shape, out_dtype=onnx.TensorProto.FLOAT, **attrs),
+                            target="reference")
+    with pytest.raises(DlcError, match=r"\(Compress\), output 'y': the inputs give shape .* the model declares"):
+        reference.run(feeds)
 
 
 # --- NonMaxSuppression ------------------------------------------------------------------------

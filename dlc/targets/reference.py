@@ -84,8 +84,19 @@ class ReferenceExecutable:
                                "check the values fed to this node (`dlc run` feeds random ones: "
                                "give yours with --input)") from error
             env.update(zip(node.output, results))
-        return {spec.name: np.asarray(env[name]).astype(spec.dtype, copy=False).reshape(spec.shape)
-                for spec, name in zip(self.outputs, self._result_names)}
+        outputs = {}
+        for spec, name in zip(self.outputs, self._result_names):
+            value = np.asarray(env[name])
+            if value.size != int(np.prod(spec.shape, dtype=np.int64)):
+                # a value-dependent size (NonZero, Compress) that these inputs set otherwise
+                node = next((n for n, _ in self._steps if name in n.output), None)
+                where = f"node '{node.name}' ({node.op_type}), " if node is not None else ""
+                raise DlcError(f"{where}output '{spec.name}': the inputs give shape {list(value.shape)}, "
+                               f"the model declares {list(spec.shape)} (dlc compiles static shapes)",
+                               "the model's result for these inputs does not have its declared shape; "
+                               "feed inputs that give it, or export the model with this output's size")
+            outputs[spec.name] = value.astype(spec.dtype, copy=False).reshape(spec.shape)
+        return outputs
 
     def save(self, directory) -> None:
         raise CompileError("the reference target has no artifact to save; use --target cpu")
