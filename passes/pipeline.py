@@ -186,6 +186,13 @@ def symbol_tables() -> Iterator[None]:
         SymbolTable.lookup_symbol = original
 
 
+# Op signatures whose IRDL constraints passed, for `constraints_checked_once`: the key holds
+# the op's class and every type, property and attribute the check reads, so an entry never
+# goes stale; the set is only bounded.
+_SIGNATURES_PASSED: set[tuple] = set()
+SIGNATURES_KEPT = 200_000
+
+
 @contextmanager
 def constraints_checked_once() -> Iterator[None]:
     """Within this block, an op's IRDL constraints are checked once per distinct signature.
@@ -196,10 +203,14 @@ def constraints_checked_once() -> Iterator[None]:
     but the op's class and the signature used as the key here (a fresh constraint context per
     op), so an equal signature passes again; only passes are remembered. The op's traits (which
     may look at its parent, its regions or symbols; all but SameOperandsAndResultType) and its
-    own `verify_` still run for every op.
+    own `verify_` still run for every op. The signatures that passed are kept for the process
+    (up to SIGNATURES_KEPT): the phases of one compile and the compiles after it repeat them
+    (a one-conv model's verification was a quarter of its compile).
     """
     original = OpDef.__dict__["verify"]
-    passed: set[tuple] = set()
+    passed = _SIGNATURES_PASSED
+    if len(passed) > SIGNATURES_KEPT:
+        passed.clear()
 
     def verify(op_def: OpDef, op: Operation) -> None:
         try:

@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 import numpy as np
+import onnx
 import pytest
 from conftest import ROOT, parse_run_model_output
 
@@ -232,3 +233,34 @@ def test_a_library_without_weights_says_so_when_opened_without_a_directory(artif
     _feeds(artifact, tmp_path / "input.bin")
     run = subprocess.run([str(program), str(alone), str(tmp_path / "input.bin")], capture_output=True, text=True)
     assert run.returncode == 1 and "holds no weights" in run.stderr and "--embed-weights" in run.stderr, run.stderr
+
+
+def test_the_model_table_carries_names_shapes_and_check_messages(tmp_path):
+    """The model's table (LLVM data from dlc/codegen/c_api.py `table_llvm`, read by dlc_api.c
+    as struct dlc_table): a name with a quote, a backslash and non-ASCII bytes, a scalar input
+    (rank 0), and the message of a failed run-time check reach the C API as Python sees them."""
+    indices, out = 'idx "\u00fc\\', 'out "\u00fc\\'
+    nodes = [onnx.helper.make_node("Gather", ["data", indices], ["picked"], name="pick", axis=0),
+             onnx.helper.make_node("Mul", ["picked", "scale"], [out])]
+    graph = onnx.helper.make_graph(nodes, "table", [
+        onnx.helper.make_tensor_value_info("data", onnx.TensorProto.FLOAT, [5]),
+        onnx.helper.make_tensor_value_info(indices, onnx.TensorProto.INT64, [2]),
+        onnx.helper.make_tensor_value_info("scale", onnx.TensorProto.FLOAT, [])],
+        [onnx.helper.make_tensor_value_info(out, onnx.TensorProto.FLOAT, [2])])
+    artifact = tmp_path / "table"
+    dlc.compile(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])).save(artifact)
+    program, built = _build(tmp_path, "run_model")
+    assert built.returncode == 0, built.stderr
+
+    def run(index: int) -> subprocess.CompletedProcess:
+        feeds = [np.arange(5, dtype=np.float32), np.array([1, index], np.int64), np.array(2, np.float32)]
+        (tmp_path / "input.bin").write_bytes(b"".join(value.tobytes() for value in feeds))
+        return subprocess.run([str(program), str(artifact), str(tmp_path / "input.bin"), "1"], capture_output=True)
+
+    good = run(-2)
+    assert good.returncode == 0, good.stderr
+    assert good.stdout.decode().splitlines() == [f"{out} float32 2", "2", "6"]
+    bad = run(7)
+    assert bad.returncode == 1
+    assert (b"error: node 'pick' (Gather): an index in input 'indices' is out of range for axis 0 of 'data' "
+            b"(size 5)") in bad.stderr, bad.stderr

@@ -57,10 +57,12 @@ def find_linker(triple: str | None = None) -> tuple[str, str] | None:
 def link_library(objects: list[bytes], pool_object: bytes, exports: tuple[str, ...],
                  c_sources: dict[str, str] | None = None, include_dirs: tuple[Path, ...] = (),
                  cc_flags: tuple[str, ...] = (), triple: str | None = None,
-                 data_files: dict[str, bytes] | None = None) -> tuple[bytes, bool] | None:
+                 data_files: dict[str, bytes] | None = None,
+                 c_objects: dict[str, bytes] | None = None) -> tuple[bytes, bool] | None:
     """(the bytes of model.so, whether `c_sources` went in) linked from `objects` and the
     pool, exporting exactly `exports` and the pool; None where no linker exists. `c_sources`
-    ({file name: C text}) are compiled in only by a C compiler driver; `ld` links without them.
+    ({file name: C text}) are compiled in only by a C compiler driver, with `c_objects`
+    ({file name: object}: what they read, the model's table); `ld` links without them.
     `data_files` ({name: bytes}) lie beside them for `.incbin` (the embedded weights)."""
     linker = find_linker(triple)
     if linker is None:
@@ -88,6 +90,9 @@ def link_library(objects: list[bytes], pool_object: bytes, exports: tuple[str, .
                     (work / name).write_bytes(code)
                 else:  # compiled by the linking command itself: one process less
                     (work / name).write_text(text)
+                sources.append(name)
+            for name, code in (c_objects or {}).items() if with_c else ():
+                (work / name).write_bytes(code)
                 sources.append(name)
             command = [program, "-shared", "-fPIC", "-O2", "-fvisibility=hidden",
                        f"-ffile-prefix-map={scratch}=.", *cc_flags,

@@ -157,13 +157,16 @@ def _link(objects: list[bytes], pool: bytes, manifest: dict, features: str, trip
     from dlc.codegen import c_api
     from dlc.codegen.cpus import cpuinfo_flags_needed
     from dlc.codegen.link import LINKER_VARIABLE, link_library
+    from dlc.codegen.native import compile_object
     from dlc.runtime import ENTRY_SYMBOL, object_file_names
     from dlc.runtime.contract import CONTRACT_SYMBOL
 
     with progress.step("model.so linked"):
+        table = compile_object(c_api.table_llvm(manifest, cpuinfo_flags_needed(features), embed=embedded is not None),
+                               manifest["cpu"], features, 0, triple)
         linked = link_library(objects, pool, exports=(ENTRY_SYMBOL, CONTRACT_SYMBOL, *c_api.FUNCTIONS),
-                              c_sources=c_api.c_sources(manifest, cpuinfo_flags_needed(features),
-                                                        embed=embedded is not None),
+                              c_sources=c_api.c_sources(embed=embedded is not None),
+                              c_objects={"model_table.o": table},
                               include_dirs=(c_api.INCLUDE_DIR, c_api.SOURCE_DIR), triple=triple,
                               data_files={"weights.bin": embedded.tobytes()} if embedded is not None else None)
     if linked is None:
