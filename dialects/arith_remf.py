@@ -3,7 +3,7 @@ sign (C fmod), as MLIR's arith.remf (https://mlir.llvm.org/docs/Dialects/ArithOp
 
 An exact remainder cannot be built from the other arith ops (a - trunc(a / b) * b rounds once
 the quotient passes 2^24); the LLVM emitter writes it as `frem` (dlc/codegen/emit_ops.py).
-make_context loads it, so phase text holding it parses again.
+make_context adds it to arith (dialects/context.py), so phase text holding it parses again.
 
     %r = arith.remf %a, %b : f32
 """

@@ -59,11 +59,36 @@ def _discover() -> None:
         register(entry.load())
 
 
+_DISCOVERED: list[bool] = []  # whether _discover ran (a lookup by name may register a few before)
+
+
 def all_passes() -> dict[str, type[ModulePass]]:
     """Every registered pass, by name."""
-    if not _REGISTRY:
+    if not _DISCOVERED:
         _discover()
+        _DISCOVERED.append(True)
     return dict(sorted(_REGISTRY.items()))
+
+
+def find_pass(name: str) -> type[ModulePass] | None:
+    """The pass registered as `name`, or None. Where the name says its file (`fold-constants`:
+    passes/<group>/fold_constants.py) or it is one of xDSL's, only that module is imported:
+    `dlc opt -p one-pass` need not import every pass and the dialects they use (a third of its
+    start-up). Any other name (plugins, entry points) looks through every pass."""
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    if name in _XDSL_PASSES:
+        module_name, class_name = _XDSL_PASSES[name].split(":")
+        _REGISTRY[name] = getattr(importlib.import_module(module_name), class_name)
+        return _REGISTRY[name]
+    package_dir = Path(__file__).parent
+    for path in package_dir.glob(f"*/{name.replace('-', '_')}.py"):
+        module = importlib.import_module(f"{__name__}.{path.parent.name}.{path.stem}")
+        for cls in _passes_in_module(module):
+            register(cls)
+        if name in _REGISTRY:
+            return _REGISTRY[name]
+    return all_passes().get(name)
 
 
 def load_pass_plugin(path: str | Path) -> list[str]:

@@ -27,12 +27,11 @@ from xdsl.utils.arg_spec import parse_pipeline
 from xdsl.utils.exceptions import ArgSpecParseError
 
 from dialects.diagnostics import CompileError, DlcError
-from passes import all_passes
+from passes import find_pass
 
 
 def parse_pass_pipeline(text: str) -> list[ModulePass]:
     """`"fold-constants,tile{sizes=4,4}"` -> pass instances; unknown names are errors."""
-    registry = all_passes()
     passes = []
     try:
         specs = list(parse_pipeline(text))
@@ -41,10 +40,11 @@ def parse_pass_pipeline(text: str) -> list[ModulePass]:
     except Exception as error:
         raise CompileError(f"cannot parse pass pipeline '{text}': {error}", PIPELINE_SYNTAX_HINT) from None
     for spec in specs:
-        if spec.name not in registry:
+        pass_class = find_pass(spec.name)
+        if pass_class is None:
             raise CompileError(f"unknown pass '{spec.name}'", "`dlc passes` lists the registered passes")
         try:
-            passes.append(registry[spec.name].from_pass_spec(spec))
+            passes.append(pass_class.from_pass_spec(spec))
         except ArgSpecParseError as error:
             raise CompileError(f"bad options for pass '{spec.name}': {pipeline_syntax_message(error)}") from None
         except Exception as error:
