@@ -57,3 +57,41 @@ def test_same_module_as_before_the_weights_left():
     text = str(module)
     assert text.count("func.func @main(%x: tensor<1x256xf32>) ->") == 1
     assert "onnx.weight" in text
+
+
+def _unary_chain(opset: int, out_shape: list[int], *ops: tuple[str, dict]) -> onnx.ModelProto:
+    """x[2, 3, 4] through `ops` (op type, attributes) in a row to y[out_shape]."""
+    names = ["x", *(f"t{i}" for i in range(len(ops) - 1)), "y"]
+    nodes = [helper.make_node(op, [names[i]], [names[i + 1]], name=f"n{i}", **attrs)
+             for i, (op, attrs) in enumerate(ops)]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def test_an_older_opset_whose_ops_kept_their_schema_is_relabelled_not_converted(monkeypatch):
+    """Relu (14) and Abs (13) are the same at opset 17 and at the canonical 21: the opset is
+    relabelled and the version converter (a copy of the model) never runs."""
+    import dlc
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the version converter ran")
+
+    monkeypatch.setattr(importer.version_converter, "convert_version", refuse)
+    x = np.random.default_rng(1).standard_normal((2, 3, 4)).astype(np.float32)
+    got = dlc.compile(_unary_chain(17, [2, 3, 4], ("Relu", {}), ("Abs", {}))).run({"x": x})["y"]
+    np.testing.assert_array_equal(got, np.abs(np.maximum(x, 0)))
+
+
+def test_an_older_opset_with_a_changed_op_is_converted(monkeypatch):
+    """ReduceMean's axes became an input at opset 18: a model at 17 goes through the version
+    converter, and its attribute still says which axis."""
+    import dlc
+
+    convert, calls = importer.version_converter.convert_version, []
+    monkeypatch.setattr(importer.version_converter, "convert_version",
+                        lambda *args, **kwargs: (calls.append(True), convert(*args, **kwargs))[1])
+    x = np.random.default_rng(2).standard_normal((2, 3, 4)).astype(np.float32)
+    got = dlc.compile(_unary_chain(17, [2, 1, 4], ("Relu", {}), ("ReduceMean", {"axes": [1]}))).run({"x": x})["y"]
+    assert calls == [True]
+    np.testing.assert_allclose(got, np.maximum(x, 0).mean(axis=1, keepdims=True), rtol=1e-6)

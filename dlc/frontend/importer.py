@@ -398,7 +398,7 @@ def _convert_opset(model: onnx.ModelProto) -> onnx.ModelProto:
     if version == CANONICAL_OPSET:
         return model
     # Opsets below 7 are tried too: the version converter upgrades many of them.
-    if _same_signatures(model, version) if version > CANONICAL_OPSET else _unchanged_since(model, version):
+    if _same_signatures(model, version):
         # Newer opsets mostly widen type lists (bfloat16, float8): where every node's
         # signature is the canonical one, relabelling is exact, while the version
         # converter has no down-adapters for many ops. From an older opset whose ops all
@@ -510,29 +510,20 @@ def _default_domain_ops(graph: onnx.GraphProto) -> set[str]:
     return ops
 
 
-def _unchanged_since(model: onnx.ModelProto, version: int) -> bool:
-    """Does every node of a model at the older opset `version` have the schema it has at the
-    canonical opset (no op changed in between, none deprecated)?"""
-    for op_type in _default_domain_ops(model.graph):
-        try:
-            older = onnx.defs.get_schema(op_type, version, "")
-            canonical = onnx.defs.get_schema(op_type, CANONICAL_OPSET, "")
-        except onnx.defs.SchemaError:
-            return False
-        if older.since_version != canonical.since_version or canonical.deprecated:
-            return False
-    return True
-
-
 def _same_signatures(model: onnx.ModelProto, version: int) -> bool:
-    """Does every node mean the same at `version` as at the canonical opset?"""
+    """Does every node mean at opset `version` what it means at the canonical opset? Newer: its
+    signature is the canonical one (newer opsets mostly widen type lists). Older: no op
+    changed in between and none is deprecated (the version converter would only relabel)."""
     for op_type in _default_domain_ops(model.graph):
         try:
-            newer = onnx.defs.get_schema(op_type, version, "")
+            other = onnx.defs.get_schema(op_type, version, "")
             canonical = onnx.defs.get_schema(op_type, CANONICAL_OPSET, "")
         except onnx.defs.SchemaError:
             return False
-        if newer.since_version > CANONICAL_OPSET and _signature(newer) != _signature(canonical):
+        if version > CANONICAL_OPSET:
+            if other.since_version > CANONICAL_OPSET and _signature(other) != _signature(canonical):
+                return False
+        elif other.since_version != canonical.since_version or canonical.deprecated:
             return False
     return True
 
