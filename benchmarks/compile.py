@@ -2,6 +2,7 @@
 
     python benchmarks/compile.py                          # the set + synthetic 100/1000 nodes -> README.md
     python benchmarks/compile.py --models resnet50 --sizes 100,1000,10000 --repeat 3 --output -
+    python benchmarks/compile.py --small                  # ms per in-process compile of small models
 
 Every measurement is a cold compile (DLC_CACHE=0) in a fresh process, so module imports count
 as they do for `dlc compile`; the best of --repeat runs is kept (the development VM is shared).
@@ -306,6 +307,47 @@ def write_readme(text: str, readme: Path) -> None:
     readme.write_text(content)
 
 
+def small_models() -> dict:
+    """The models a test suite compiles by the thousand: one Add node, and a 3x3 conv into a
+    ReduceSum (the conv's direct loops and a GEMM-free reduction)."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    def add(index: int) -> onnx.ModelProto:
+        x, y, z = (helper.make_tensor_value_info(n, TensorProto.FLOAT, [3, 4, 5]) for n in "xyz")
+        graph = helper.make_graph([helper.make_node("Add", ["x", "y"], ["z"], name=f"add{index}")], "g", [x, y], [z])
+        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+    def conv(index: int) -> onnx.ModelProto:
+        weight = numpy_helper.from_array(np.ones([4, 3, 3, 3], np.float32), "w")
+        nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name=f"conv{index}", pads=[1, 1, 1, 1]),
+                 helper.make_node("ReduceSum", ["c"], ["y"], keepdims=1)]
+        graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 1, 1])], [weight])
+        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+    return {"one Add": add, "3x3 conv + ReduceSum": conv}
+
+
+def measure_small(repeat: int) -> None:
+    """Milliseconds per in-process `dlc.compile` of each small model (DLC_CACHE=0, every compile
+    a model of its own name), after one warm-up compile: what each compile of a test run pays
+    besides the imports. Best of `repeat` rounds of 10."""
+    os.environ["DLC_CACHE"], os.environ["DLC_QUIET"] = "0", "1"
+    import dlc
+
+    for name, build in small_models().items():
+        dlc.compile(build(0))
+        rounds = []
+        for round_ in range(repeat):
+            start = time.perf_counter()
+            for index in range(10):
+                dlc.compile(build(1 + 10 * round_ + index))
+            rounds.append((time.perf_counter() - start) / 10)
+        print(f"{name}: {min(rounds) * 1000:.1f} ms per compile (best of {repeat} x 10)")
+
+
 def main() -> None:
     import run_all
 
@@ -315,9 +357,14 @@ def main() -> None:
     parser.add_argument("--sizes", default="100,1000", help="synthetic graph sizes in nodes (10000 takes minutes)")
     parser.add_argument("--repeat", type=int, default=1, help="fresh processes per model; the best is kept")
     parser.add_argument("--output", default=str(HERE / "README.md"), help="README to update, or - for stdout")
+    parser.add_argument("--small", action="store_true", help="only the in-process compiles of small models "
+                        "(what a test suite's compiles pay), printed")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--hit", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.small:
+        measure_small(max(args.repeat, 3))
+        return
     if args.one:
         print(json.dumps(measure_once(args.one)))
         return

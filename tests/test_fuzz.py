@@ -352,3 +352,43 @@ def test_reference_target_runs_a_unary_op_on_a_0d_tensor():
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [])])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
     assert_matches_onnxruntime(model, target="reference")
+
+
+def _transpose_matmul_1d() -> onnx.ModelProto:
+    """x[10, 84] -> Transpose -> MatMul by a 1-D weight [10] -> y[84] (`--seed 1801`'s case)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.random.default_rng(3).standard_normal(10).astype(np.float32), "w")
+    nodes = [helper.make_node("Transpose", ["x"], ["t"], perm=[1, 0]), helper.make_node("MatMul", ["t", "w"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [10, 84])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [84])], [weight])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+
+
+def test_an_answer_only_onnxruntimes_optimiser_changes_is_not_a_dlc_mismatch():
+    """onnxruntime 1.32 at ORT_ENABLE_ALL fuses a Transpose into a MatMul of 1-D B and answers
+    wrongly; dlc gives what onnxruntime gives without graph optimisations and what the ONNX
+    reference evaluator gives. The check says so (an oracle finding, never saved) instead of
+    reporting a mismatch; an onnxruntime without the bug gives no finding at all."""
+    from onnx.reference import ReferenceEvaluator
+
+    import dlc
+
+    model = _transpose_matmul_1d()
+    x = np.random.default_rng(0).standard_normal((10, 84)).astype(np.float32)
+    (want,) = ReferenceEvaluator(model).run(None, {"x": x})
+    np.testing.assert_allclose(dlc.compile(model).run({"x": x})["y"], want, rtol=1e-5, atol=1e-5)
+    findings = check_model(model, 1801005698, (("cpu", "all"),))
+    assert {f.kind for f in findings} <= {"onnxruntime-optimiser"}, findings
+
+
+def test_the_optimiser_is_blamed_only_where_dlc_matches_the_unoptimised_session():
+    from dlc.tools.fuzz.checks import _optimiser_changed_it
+
+    model = _transpose_matmul_1d()
+    right, wrong = np.ones(84, np.float32), np.full(84, 2, np.float32)
+    tolerance = {"y": 1e-5}
+    assert _optimiser_changed_it(model, {"y": right}, {"y": wrong}, {"y": right}, tolerance)
+    assert not _optimiser_changed_it(model, {"y": wrong}, {"y": right}, {"y": right}, tolerance)  # dlc's fault
+    assert not _optimiser_changed_it(model, {"y": wrong}, {"y": wrong}, {"y": right}, tolerance)  # both off
+    assert not _optimiser_changed_it(model, {"y": right}, {"y": wrong}, {}, tolerance)  # no second answer
