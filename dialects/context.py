@@ -15,19 +15,12 @@ from xdsl.context import Context
 from xdsl.ir import Dialect
 
 
-def _upstream(module: str, name: str) -> Callable[[], Dialect]:
+def _lazy(module: str, name: str) -> Callable[[], Dialect]:
+    """What imports the dialect `name` of `module` when the context first needs it."""
     def load() -> Dialect:
         import importlib
 
-        return getattr(importlib.import_module(f"xdsl.dialects.{module}"), name)
-    return load
-
-
-def _own(module: str, name: str) -> Callable[[], Dialect]:
-    def load() -> Dialect:
-        import importlib
-
-        return getattr(importlib.import_module(f"dialects.{module}"), name)
+        return getattr(importlib.import_module(module), name)
     return load
 
 
@@ -42,10 +35,11 @@ def _arith() -> Dialect:
 
 # Dialect name -> what imports it.
 DIALECTS: dict[str, Callable[[], Dialect]] = {
-    "func": _upstream("func", "Func"), "arith": _arith, "math": _upstream("math", "Math"),
-    "memref": _upstream("memref", "MemRef"), "scf": _upstream("scf", "Scf"), "affine": _upstream("affine", "Affine"),
-    "linalg": _upstream("linalg", "Linalg"), "onnx": _own("onnx", "ONNX"), "kernel": _own("kernel", "KERNEL"),
-    "npu": _own("npu", "NPU"), "loop": _own("loop", "LOOP"),
+    "func": _lazy("xdsl.dialects.func", "Func"), "arith": _arith, "math": _lazy("xdsl.dialects.math", "Math"),
+    "memref": _lazy("xdsl.dialects.memref", "MemRef"), "scf": _lazy("xdsl.dialects.scf", "Scf"),
+    "affine": _lazy("xdsl.dialects.affine", "Affine"), "linalg": _lazy("xdsl.dialects.linalg", "Linalg"),
+    "onnx": _lazy("dialects.onnx", "ONNX"), "kernel": _lazy("dialects.kernel", "KERNEL"),
+    "npu": _lazy("dialects.npu", "NPU"), "loop": _lazy("dialects.loop", "LOOP"),
 }
 
 
