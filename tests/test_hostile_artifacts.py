@@ -380,3 +380,43 @@ def test_an_intact_artifact_still_loads_and_runs(artifact):
     np.testing.assert_array_equal(
         model.run({model.inputs[0].name: x})["logits"], reference["logits"]
     )
+
+
+def _constant_indices_model():
+    """ScatterND of x[5] with constant int64 indices [[1], [3]] (a weight) and updates: the code
+    writes where the indices say, checked when the model compiled."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weights = [numpy_helper.from_array(np.array([[1], [3]], np.int64), "indices"),
+               numpy_helper.from_array(np.array([10.0, 30.0], np.float32), "updates")]
+    graph = helper.make_graph([helper.make_node("ScatterND", ["x", "indices", "updates"], ["y"], name="scatter")],
+                              "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [5])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [5])], weights)
+    return onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
+
+
+def test_constant_indices_edited_with_fixed_hashes_are_refused(capsys, tmp_path):
+    """A bit flipped in a weight the code uses as an index, weights.bin's hash and the manifest's
+    integrity fixed up (artifact fuzzing, seed 1805, segfaulted): the code's own checksum of its
+    integer weights refuses it, in dlc.load, `dlc run` and the C API's dlc_model_open."""
+    artifact = tmp_path / "scatter"
+    dlc.compile(_constant_indices_model()).save(artifact)
+    manifest = _manifest(artifact)
+    offset = manifest["weights"]["indices"]
+    np.testing.assert_array_equal(dlc.load(artifact).run({"x": np.zeros(5, np.float32)})["y"], [0, 10, 0, 30, 0])
+    data = bytearray((artifact / "weights.bin").read_bytes())
+    data[offset + 8] ^= 0x40  # the second index: 3 -> 2^62 + 3
+    (artifact / "weights.bin").write_bytes(bytes(data))
+    _rehash_file(artifact, "weights.bin")
+    _refused(capsys, artifact, "weights.bin disagrees with the model's code", f"byte {offset}")
+    if not shutil.which("cc") or not manifest.get("c_api"):
+        return  # no C API in this library
+    include = subprocess.run([sys.executable, "-m", "dlc.cli", "--include-dir"], capture_output=True, text=True,
+                             check=True, cwd=ROOT).stdout.strip()
+    program = tmp_path / "run_model"
+    subprocess.run(["cc", f"-I{include}", str(ROOT / "examples" / "c" / "run_model.c"), "-o", str(program), "-ldl"],
+                   check=True)
+    (tmp_path / "x.bin").write_bytes(np.zeros(5, np.float32).tobytes())
+    run = subprocess.run([str(program), str(artifact), str(tmp_path / "x.bin")], capture_output=True, text=True)
+    assert run.returncode == 1 and "weights.bin disagrees with the model's code" in run.stderr, run.stderr

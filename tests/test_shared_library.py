@@ -24,9 +24,10 @@ needs_linker = pytest.mark.skipif(shutil.which("cc") is None and shutil.which("l
 pytestmark = needs_linker
 
 # What model.so may export: docs/artifact.md and docs/c-api.md.
-# dlc_contract: the sizes the code is built for, read at load (dlc/runtime/contract.py).
-DOCUMENTED = {"dlc_main", "dlc_contract", "dlc_pool_parallel", "dlc_pool_start", "dlc_pool_stop", "dlc_pool_forget",
-              "dlc_pool_own_items"}
+# dlc_contract: the sizes the code is built for, and dlc_trusted_weights: the integer weights it
+# trusts, both read at load (dlc/runtime/contract.py).
+DOCUMENTED = {"dlc_main", "dlc_contract", "dlc_trusted_weights", "dlc_pool_parallel", "dlc_pool_start",
+              "dlc_pool_stop", "dlc_pool_forget", "dlc_pool_own_items"}
 
 
 @pytest.fixture(scope="module")

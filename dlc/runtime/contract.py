@@ -18,6 +18,13 @@ import numpy as np
 from dlc.errors import ArtifactError
 
 CONTRACT_SYMBOL = "dlc_contract"
+# The integer weights the code trusts: constant indices (Gather, ScatterND, ...) were checked
+# when the model compiled, so the code reads them without bounds checks, and a weights.bin
+# edited with its hashes fixed up (artifact fuzzing, seed 1805: a bit flipped in a ScatterND's
+# indices) made it write out of bounds. The code carries [count, then offset, bytes, checksum of
+# each] and loading compares weights.bin with it (dlc_api.c does the same in C).
+TRUSTED_SYMBOL = "dlc_trusted_weights"
+TRUSTED_DTYPES = (np.dtype(np.int32), np.dtype(np.int64), np.dtype(np.uint32), np.dtype(np.uint64))
 
 
 def _nbytes(spec: dict) -> int:
@@ -35,6 +42,43 @@ def contract_llvm(values: list[int]) -> str:
     code: reading it runs nothing of the artifact's (a load must not execute changed code)."""
     items = ", ".join(f"i64 {v}" for v in [len(values), *values])
     return f"@{CONTRACT_SYMBOL} = constant [{len(values) + 1} x i64] [{items}], align 8\n"
+
+
+def weights_checksum(data: np.ndarray) -> int:
+    """The sum of w_i * (2i + 1) mod 2^64 over the little-endian 32-bit words w_i of `data`
+    (uint8, a multiple of 4 long): any one flipped bit changes it (its word's factor is odd).
+    A check against damage, not a signature; dlc_api.c computes the same."""
+    words = np.ascontiguousarray(data).view("<u4").astype(np.uint64)
+    factors = np.arange(1, 2 * words.size, 2, dtype=np.uint64)
+    return int((words * factors).sum(dtype=np.uint64))
+
+
+def trusted_weights(store: dict[str, np.ndarray], offsets: dict[str, int], blob: np.ndarray) -> list[int]:
+    """[count, then offset, bytes, checksum of each integer weight in `offsets`] (TRUSTED_SYMBOL)."""
+    entries = []
+    for name, offset in offsets.items():
+        if store[name].dtype in TRUSTED_DTYPES and store[name].nbytes:
+            size = store[name].nbytes
+            entries += [offset, size, weights_checksum(blob[offset:offset + size])]
+    return [len(entries) // 3, *entries]
+
+
+def trusted_llvm(values: list[int]) -> str:
+    """An LLVM module defining TRUSTED_SYMBOL: a constant i64 array (checksums as their two's
+    complement)."""
+    items = ", ".join(f"i64 {v - (1 << 64) if v >= 1 << 63 else v}" for v in values)
+    return f"@{TRUSTED_SYMBOL} = constant [{len(values)} x i64] [{items}], align 8\n"
+
+
+def check_trusted_weights(address: int, weights: np.ndarray) -> None:
+    """Refuse `weights` unless every integer weight the code at `address` trusts is unchanged."""
+    count = ctypes.c_int64.from_address(address).value
+    entries = list((ctypes.c_uint64 * (3 * count)).from_address(address + 8)) if count > 0 else []
+    for offset, size, checksum in zip(entries[0::3], entries[1::3], entries[2::3]):
+        if offset + size > weights.size or size % 4 or weights_checksum(weights[offset:offset + size]) != checksum:
+            raise ArtifactError(f"weights.bin disagrees with the model's code: the integer weight at byte "
+                                f"{offset} ({size} bytes) is not the one the code was compiled with",
+                                "compile the model again with `dlc compile`")
 
 
 def check_contract(manifest: dict, address: int) -> None:

@@ -26,7 +26,7 @@ from dlc.runtime.artifact import (
     read_artifact,
     write_artifact,
 )
-from dlc.runtime.contract import CONTRACT_SYMBOL, check_contract
+from dlc.runtime.contract import CONTRACT_SYMBOL, TRUSTED_SYMBOL, check_contract, check_trusted_weights
 from dlc.runtime.guard import GuardedBuffers, report_faults
 from dlc.runtime.host import check_cpu, default_threads
 from dlc.runtime.loader import SharedLibrary, load_code
@@ -138,6 +138,12 @@ class NativeExecutable:
         except KeyError:
             raise ArtifactError(f"the model's code does not export {CONTRACT_SYMBOL}",
                                 "compile the model again with `dlc compile`") from None
+        try:  # before anything runs: integer weights steer addresses (dlc/runtime/contract.py)
+            trusted = self._module.address(TRUSTED_SYMBOL)
+        except KeyError:  # code of a dlc before the check: it trusts what its hashes say
+            trusted = None
+        if trusted is not None:
+            check_trusted_weights(trusted, weights)
         self.objects = tuple(objects)
         self.pool_object = pool_object
         self.profile_sites: list[str] = manifest.get("profile_sites", [])

@@ -87,7 +87,7 @@ class CpuTarget(Target):
         from dlc.codegen.thread_pool_ir import pool_object
         from dlc.runtime import MANIFEST_VERSION, cpuinfo_flags
         from dlc.runtime.artifact import start_weights
-        from dlc.runtime.contract import contract_llvm, contract_values
+        from dlc.runtime.contract import contract_llvm, contract_values, trusted_llvm, trusted_weights
         from dlc.runtime.executable import executable_for
         from dlc.version import __version__
 
@@ -107,9 +107,12 @@ class CpuTarget(Target):
         triple = target_triple(options.cpu)  # None: this host's instruction set
         objects = compile_objects(llvm_ir, cpu, features, options.opt_level, triple=triple)
         # The sizes the code is built for, in the code (dlc/runtime/contract.py): its own object.
+        # And the integer weights it trusts (indices checked at compile time), in the same object.
+        from dialects.weights import weights_of
+
         objects.append(compile_object(contract_llvm(contract_values({
-            "inputs": inputs, "outputs": outputs, "arena_size": arena_size, "weights_size": int(blob.size)})),
-            cpu, features, 0, triple))
+            "inputs": inputs, "outputs": outputs, "arena_size": arena_size, "weights_size": int(blob.size)}))
+            + trusted_llvm(trusted_weights(weights_of(module), offsets, blob)), cpu, features, 0, triple))
         native = options.cpu == "native" and not options.cpu_features
         manifest = {
             "format": "dlc-artifact",
@@ -159,12 +162,12 @@ def _link(objects: list[bytes], pool: bytes, manifest: dict, features: str, trip
     from dlc.codegen.link import LINKER_VARIABLE, link_library
     from dlc.codegen.native import compile_object
     from dlc.runtime import ENTRY_SYMBOL, object_file_names
-    from dlc.runtime.contract import CONTRACT_SYMBOL
+    from dlc.runtime.contract import CONTRACT_SYMBOL, TRUSTED_SYMBOL
 
     with progress.step("model.so linked"):
         table = compile_object(c_api.table_llvm(manifest, cpuinfo_flags_needed(features), embed=embedded is not None),
                                manifest["cpu"], features, 0, triple)
-        linked = link_library(objects, pool, exports=(ENTRY_SYMBOL, CONTRACT_SYMBOL, *c_api.FUNCTIONS),
+        linked = link_library(objects, pool, exports=(ENTRY_SYMBOL, CONTRACT_SYMBOL, TRUSTED_SYMBOL, *c_api.FUNCTIONS),
                               c_sources=c_api.c_sources(embed=embedded is not None),
                               c_objects={"model_table.o": table},
                               include_dirs=(c_api.INCLUDE_DIR, c_api.SOURCE_DIR), triple=triple,

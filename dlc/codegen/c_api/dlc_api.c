@@ -35,6 +35,9 @@ typedef struct {
 extern void dlc_main(void **buffers, const void *weights, dlc_runtime_context *context);
 extern void dlc_pool_parallel(dlc_worker worker, void *data, int64_t items);
 extern int64_t dlc_pool_start(int64_t wanted);
+/* The integer weights the code trusts (dlc/runtime/contract.py, TRUSTED_SYMBOL): count, then
+ * offset, bytes and checksum of each; opening compares the weights with it. */
+extern const int64_t dlc_trusted_weights[];
 
 struct dlc_model {
     const void *weights;
@@ -170,6 +173,32 @@ static dlc_status read_weights(const char *directory, void **weights) {
     return DLC_OK;
 }
 
+/* weights_checksum of dlc/runtime/contract.py: sum of w_i * (2i + 1) mod 2^64 over the
+ * little-endian 32-bit words w_i (x86-64 and AArch64 are little-endian). */
+static uint64_t weights_checksum(const unsigned char *data, uint64_t size) {
+    uint64_t sum = 0;
+    for (uint64_t i = 0; i < size / 4; i++) {
+        uint32_t word;
+        memcpy(&word, data + 4 * i, sizeof word);
+        sum += (uint64_t)word * (2 * i + 1);
+    }
+    return sum;
+}
+
+static dlc_status check_trusted_weights(const unsigned char *weights) {
+    const uint64_t total = dlc_model_table.weights_size;
+    for (int64_t k = 0; k < dlc_trusted_weights[0]; k++) {
+        const uint64_t offset = (uint64_t)dlc_trusted_weights[1 + 3 * k];
+        const uint64_t size = (uint64_t)dlc_trusted_weights[2 + 3 * k];
+        if (offset > total || size > total - offset || size % 4 ||
+            weights_checksum(weights + offset, size) != (uint64_t)dlc_trusted_weights[3 + 3 * k])
+            return fail(DLC_ERROR_ARTIFACT, "weights.bin disagrees with the model's code: the integer weight at "
+                        "byte %llu (%llu bytes) is not the one the code was compiled with; compile the model "
+                        "again with `dlc compile`", (unsigned long long)offset, (unsigned long long)size);
+    }
+    return DLC_OK;
+}
+
 DLC_EXPORT dlc_status dlc_model_open(const char *directory, dlc_model **model) {
     if (!model) return fail(DLC_ERROR_ARGUMENT, "dlc_model_open: model (the result pointer) is NULL");
     *model = NULL;
@@ -188,6 +217,12 @@ DLC_EXPORT dlc_status dlc_model_open(const char *directory, dlc_model **model) {
         opened->weights = opened->owned_weights;
     } else {
         opened->weights = dlc_model_table.embedded_weights;  /* read-only, 64-byte aligned */
+    }
+    dlc_status trusted = check_trusted_weights(opened->weights);
+    if (trusted != DLC_OK) {
+        free(opened->owned_weights);
+        free(opened);
+        return trusted;
     }
     pthread_mutex_init(&opened->lock, NULL);
     opened->threads = default_threads();
