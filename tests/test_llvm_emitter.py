@@ -564,3 +564,36 @@ def test_window_taps_share_one_address_and_unit_axis_loops_vanish():
     assert body.count("phi") == 2  # the channel and column loops
     # d2 * 2, then * 1 (folded), the channel's * 17, and the output's channel * 8.
     assert len([line for line in body.splitlines() if " = mul " in line]) == 3, body
+
+
+def test_only_small_kernels_keep_their_loops_rolled():
+    """The loops of a kernel under SMALL_KERNEL_BYTES and SMALL_KERNEL_FLOPS carry
+    `llvm.loop.unroll.disable` (O3 would fully unroll them for nothing); a larger kernel's
+    loops are left to O3. Both compile, and the metadata is the well-formed kind: distinct,
+    naming itself first."""
+    import re
+
+    from onnx import TensorProto, helper
+
+    from dlc.codegen.llvm_emitter import SMALL_KERNEL_BYTES
+    from dlc.driver import compile_model
+
+    shapes = {"small": [2, 3], "large": [SMALL_KERNEL_BYTES // 4]}  # its input alone moves the limit
+    model = helper.make_model(helper.make_graph(
+        [helper.make_node("Exp", [name], [f"{name}_y"], name=f"{name}_exp") for name in shapes], "g",
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, shape) for name, shape in shapes.items()],
+        [helper.make_tensor_value_info(f"{name}_y", TensorProto.FLOAT, shape) for name, shape in shapes.items()]),
+        opset_imports=[helper.make_opsetid("", 17)])
+    module = compile_model(model, compile_to="loops").module
+    kernel_of = {f.attributes["dlc.nodes"].data[0].data: f.sym_name.data
+                 for f in module.ops if isinstance(f, func.FuncOp) and "dlc.nodes" in f.attributes}
+    text = emit_llvm(module, {})
+    bodies = {re.search(r'@"([^"]+)"', chunk).group(1): chunk for chunk in text.split("\ndefine ")[1:]}
+    small, large = bodies[kernel_of["small_exp"]], bodies[kernel_of["large_exp"]]
+    loop_ids = re.findall(r"!llvm.loop (!\d+)", small)
+    assert loop_ids and "!llvm.loop" not in large
+    for loop_id in loop_ids:
+        definition = re.search(rf"^{loop_id} = distinct !{{ {loop_id}, (!\d+) }}$", text, re.M)
+        assert definition, loop_id
+        assert re.search(rf'^{definition.group(1)} = !{{ !"llvm.loop.unroll.disable" }}$', text, re.M)
+    compile_object(text)  # LLVM accepts it

@@ -132,8 +132,27 @@ LIBM_NAMES = frozenset(
 )
 
 
+class LoopID(ir.values.MDValue):
+    """A loop's metadata node: distinct and naming itself first, `!7 = distinct !{!7, !8}`, as
+    LLVM requires of `!llvm.loop` (llvmlite's add_metadata makes neither)."""
+
+    def __init__(self, module: ir.Module, properties: Sequence[ir.values.MDValue]):
+        super().__init__(module, properties, name=str(len(module.metadata)))
+
+    def descr(self, buf) -> None:
+        references = ", ".join([self.get_reference(), *(p.get_reference() for p in self.operands)])
+        buf += (f"distinct !{{ {references} }}", "\n")
+
+    __eq__ = object.__eq__  # each loop its own node, never merged with an equal one
+    __hash__ = object.__hash__
+
+
 class OpRules(EmitterBase):
     """The rules of the ops that translate one to one (or to a few instructions)."""
+
+    # The loops LLVM must not unroll in the function being emitted (llvm_emitter.py
+    # SMALL_KERNEL_BYTES): scf.for ops.
+    rolled_loops: frozenset[Operation] = frozenset()
 
     # -- scf ----------------------------------------------------------------------------------
 
@@ -181,7 +200,10 @@ class OpRules(EmitterBase):
         end = fn.append_basic_block("for.end")
         # nsw: iv < ub on entry to the latch, so iv + step cannot wrap for any sane bound.
         next_iv = b.add(iv, step, "iv.next", flags=("nsw",))
-        b.cbranch(b.icmp_signed("<", next_iv, ub), header, exit_block)
+        back_edge = b.cbranch(b.icmp_signed("<", next_iv, ub), header, exit_block)
+        if op in self.rolled_loops:
+            back_edge.set_metadata("llvm.loop", LoopID(self.llvm, [self.llvm.add_metadata(
+                [ir.MetaDataString(self.llvm, "llvm.loop.unroll.disable")])]))
         iv.add_incoming(next_iv, latch)
         for phi, value in zip(carried, yielded):
             phi.add_incoming(value, latch)

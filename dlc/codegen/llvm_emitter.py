@@ -12,7 +12,7 @@ process that compiles them while this one still runs the passes (dlc/codegen/nat
 from __future__ import annotations
 
 from llvmlite import ir
-from xdsl.dialects import func
+from xdsl.dialects import func, scf
 from xdsl.dialects.builtin import MemRefType, ModuleOp, StringAttr, SymbolRefAttr
 from xdsl.ir import Operation, SSAValue
 
@@ -98,6 +98,57 @@ def profile_sites(module: ModuleOp, entry: str = "main") -> list[str]:
     defined = {f.sym_name.data for f in module.ops if isinstance(f, func.FuncOp) and f.body.blocks}
     return [op.callee.root_reference.data for op in main.body.block.ops
             if isinstance(op, func.CallOp) and op.callee.root_reference.data in defined]
+
+
+# A kernel that moves at most this many bytes and computes at most this many FLOPs
+# (the `dlc.bytes` and `dlc.flops` that kernels-to-linalg records) keeps its loops rolled
+# (`llvm.loop.unroll.disable`), all but its reductions: it runs in microseconds however it is
+# compiled, but O3 fully unrolls loops of constant trip counts and then SLP-vectorises the
+# straight line, which was most of a small model's LLVM time (an Attention over [2, 4, 72]:
+# 0.88 s of LLVM, 0.23 s with every loop of its kernels rolled; Zen 1 VM). A reduction loop is
+# left to O3 as before: rolled, LLVM vectorises it into 8 partial sums where unrolled it kept
+# one chain, and the order of a float reduction decides its rounding and overflow (a 17-wide
+# ReduceProd through 3e38 overflowed in 8 lanes, onnxruntime's sequential product did not).
+# The benchmark set's kernels are far larger and keep O3's code as it was.
+SMALL_KERNEL_BYTES = 32 * 1024
+SMALL_KERNEL_FLOPS = 32 * 1024
+
+
+def _small_kernel(f: func.FuncOp) -> bool:
+    """Whether kernel `f` is small enough to keep its loops rolled (SMALL_KERNEL_BYTES)."""
+    flops, moved = f.attributes.get("dlc.flops"), f.attributes.get("dlc.bytes")
+    return (flops is not None and moved is not None and flops.value.data <= SMALL_KERNEL_FLOPS
+            and moved.value.data <= SMALL_KERNEL_BYTES)
+
+
+def _loops_to_keep_rolled(kernel: func.FuncOp) -> frozenset[Operation]:
+    """The scf.for loops of `kernel` that neither are nor hold a reduction. A reduction loop
+    carries a value from one iteration to the next, or stores to an element that does not
+    depend on its induction variable (its index or the view it stores into)."""
+    def reduces(loop: scf.ForOp) -> bool:
+        if loop.iter_args:
+            return True
+        derived = {loop.body.block.args[0]}  # what the induction variable reaches
+        for op in loop.body.walk():
+            if op.name.endswith(".store") or op.name == "memref.copy":
+                # (value or source, then the memref written and its indices)
+                if not any(operand in derived for operand in op.operands[1:]):
+                    return True  # every iteration writes this element
+            elif any(operand in derived for operand in op.operands):
+                derived.update(op.results)
+                derived.update(arg for region in op.regions for block in region.blocks for arg in block.args)
+        return False
+
+    loops = [op for op in kernel.walk() if isinstance(op, scf.ForOp)]
+    holding = set()  # loops that are or hold a reduction
+    for loop in loops:
+        if loop not in holding and reduces(loop):
+            holding.update(op for op in loop.walk() if isinstance(op, scf.ForOp))  # a nest's order stays O3's
+            parent = loop.parent_op()
+            while parent is not None and parent is not kernel:
+                holding.add(parent)
+                parent = parent.parent_op()
+    return frozenset(loop for loop in loops if loop not in holding)
 
 
 # loop.run swaps two buffers per carried value instead of copying the state back each
@@ -225,6 +276,7 @@ class LLVMEmitter(ParallelLoops, GemmCalls):
             )
         block = f.body.block
         is_entry = f.sym_name.data == self.entry
+        self.rolled_loops = _loops_to_keep_rolled(f) if _small_kernel(f) else frozenset()
         weights, runtime = (fn.args[1], fn.args[2]) if is_entry else (fn.args[-2], fn.args[-1])
         with self._function_state(fn, {}, weights, runtime):
             if is_entry:
