@@ -597,3 +597,27 @@ def test_only_small_kernels_keep_their_loops_rolled():
         assert definition, loop_id
         assert re.search(rf'^{definition.group(1)} = !{{ !"llvm.loop.unroll.disable" }}$', text, re.M)
     compile_object(text)  # LLVM accepts it
+
+
+def test_a_small_kernels_reduction_nest_is_left_to_o3():
+    """In a small ReduceSum kernel the loop that fills the output with zeros is rolled, but no
+    loop of the nest that sums (the reduction loop and the loop around it): the order of a
+    float sum follows how LLVM unrolls and vectorises the nest."""
+    from onnx import TensorProto, helper
+
+    from dlc.codegen.llvm_emitter import _loops_to_keep_rolled, _small_kernel
+    from dlc.driver import compile_model
+
+    model = helper.make_model(helper.make_graph(
+        [helper.make_node("ReduceSum", ["x", "axes"], ["y"], keepdims=1)], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [6, 17])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [6, 1])],
+        [helper.make_tensor("axes", TensorProto.INT64, [1], [1])]), opset_imports=[helper.make_opsetid("", 18)])
+    module = compile_model(model, compile_to="loops").module
+    (kernel,) = [f for f in module.ops if isinstance(f, func.FuncOp) and "dlc.nodes" in f.attributes]
+    assert _small_kernel(kernel)
+    top_loops = [op for op in kernel.body.block.ops if isinstance(op, scf.ForOp)]
+    fill, nest = top_loops  # y = 0, then y[i] += x[i, j]
+    rolled = _loops_to_keep_rolled(kernel)
+    assert fill in rolled
+    assert not any(isinstance(op, scf.ForOp) and op in rolled for op in nest.walk())
