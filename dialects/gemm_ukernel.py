@@ -76,6 +76,12 @@ class GemmSpec:
     vectors (one pixel, nr output channels each) are transposed in registers and stored into
     the channels' planes of an NCHW output, a run of the tile's pixels each.
 
+    With `residual_in_c` R is C itself: the output overwrites the residual it adds (an Add whose
+    other input dies here, run in place as onnxruntime's Sum fusion does, which saves the
+    output's own stream of memory). Each tile reads R before it stores C at the same place, so
+    k must be one block (kc = k: a k block's partial sums would overwrite R), and C and R are
+    not `noalias`.
+
     With `split_rows` threads split C's rows only (`thread_grids`' rows_only): a 1x1 conv as
     W @ X whose output channels a depthwise conv reads, split by channels as it is.
     """
@@ -93,6 +99,7 @@ class GemmSpec:
     activation: str | None = None
     activation_params: tuple[float, ...] = ()
     residual: bool = False
+    residual_in_c: bool = False
     vector_width: int = 16
     dtype: str = "f32"
     dot: str = "vpdpbusd"
@@ -125,8 +132,9 @@ class GemmSpec:
             if not (self.l1_bytes and self.l2_bytes):
                 raise ValueError(f"GemmSpec: tiles left at 0 need l1_bytes and l2_bytes to choose "
                                  f"them ({self})")
+            given = {"kc": self.kc or self.k} if self.residual_in_c else {}  # k in one block
             chosen = choose_tiles(self.m, self.n, self.k, self.vector_width, self.l1_bytes, self.l2_bytes,
-                                  self.b_layout, rows_in_turn=rows_in_turn(asdict(self)))
+                                  self.b_layout, rows_in_turn=rows_in_turn(asdict(self)), **given)
             for t, value in zip(TILES, chosen):
                 if getattr(self, t) == 0:
                     object.__setattr__(self, t, value)
@@ -160,6 +168,9 @@ class GemmSpec:
                     "requantize is 'u8' or 's8', with the multipliers as R (and R only then)")
         else:
             require(self.requantize is None, "only a u8s8 GEMM requantizes")
+        if self.residual_in_c:
+            require(self.residual and self.dtype == "f32" and not self.accumulate,
+                    "residual_in_c is a float32 GEMM's residual, read from C, without accumulate")
         if self.a_window_h:
             require(self.dtype == "f32" and self.a_group > 0 and self.m % self.a_group == 0
                     and self.a_window_w > 0 and self.k % (self.a_window_h * self.a_window_w) == 0
@@ -183,6 +194,9 @@ class GemmSpec:
             raise ValueError(f"GemmSpec: mc must be a multiple of mr, nc of nr ({self})")
         if self.a_window_h and self.kc % (self.a_window_h * self.a_window_w):
             raise ValueError(f"GemmSpec: a window A's kc must be a multiple of its window's taps ({self})")
+        if self.residual_in_c and self.kc < self.k:
+            raise ValueError(f"GemmSpec: a residual read from C needs k in one block (kc >= k): a "
+                             f"k block's partial sums would overwrite it ({self})")
         if self.dtype == "u8s8" and (self.kc % 4 or (self.requantize and self.kc < self.k)):
             raise ValueError(f"GemmSpec: a u8s8 GEMM's kc must be a multiple of 4, and take all of k "
                              f"when it requantizes ({self})")
@@ -530,9 +544,9 @@ def thread_grids(row_blocks: int, panels: int, most_threads: int, *, mr: int, nr
 
 # `b_trans` marks a constant B stored transposed ([N, K], Gemm transB): pack-weights packs it.
 GEMM_INTS = ("m", "n", "k", "a_row_stride", "a_k_stride", "ldb", "ldc", "accumulate", "b_trans",
-             "residual", "y_zero", "a_group", "a_group_stride", "a_image_groups", "a_image_stride", "a_k_run",
-             "a_k_run_stride", "a_window_h", "a_window_w", "a_window_row", "a_window_col", "a_window_channel",
-             "c_transposed", "split_rows", *TILES)
+             "residual", "residual_in_c", "y_zero", "a_group", "a_group_stride", "a_image_groups", "a_image_stride",
+             "a_k_run", "a_k_run_stride", "a_window_h", "a_window_w", "a_window_row", "a_window_col",
+             "a_window_channel", "c_transposed", "split_rows", *TILES)
 GEMM_STRINGS = ("b_layout", "bias", "activation", "dtype", "dot", "requantize")
 
 

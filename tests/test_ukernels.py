@@ -226,6 +226,48 @@ def test_gemms_of_different_sizes_share_micro_kernel_tiles():
         _check(problem)
 
 
+# A residual read from C itself (overwrite-dead-residuals): ragged edges, narrow vectors, a
+# column bias, a k far past the kc the caches would choose (k is then one block).
+IN_C = [_spec(29, 53, 31, bias="row", activation="relu", residual=True),
+        _spec(29, 53, 31, vector_width=8, bias="col", activation="relu6", residual=True),
+        _spec(40, 150, 23, mr=3, nr=32, mc=6, nc=64, kc=23, residual=True),
+        _spec(20, 40, 3000, pad=3, bias="row", activation="relu", residual=True)]  # fmt: skip
+
+
+@pytest.mark.parametrize("index", range(len(IN_C)))
+def test_a_residual_read_from_c_gives_the_bits_of_a_separate_one(index):
+    """C already holding R, the GEMM that reads R from C stores, bit for bit, what the same GEMM
+    with R apart stores; its columns past n stay as they were, and k is one block."""
+    apart = IN_C[index]
+    in_c = GemmSpec(**{f: getattr(apart, f) for f in apart.__dataclass_fields__
+                       if f not in ("kc", "mc", "nc", "mr", "nr")} | {"residual_in_c": True},
+                    **{t: getattr(apart, t) for t in ("mr", "nr", "mc", "nc")})
+    assert in_c.kc >= in_c.k and (apart.k < 1000 or apart.kc < apart.k)  # the last splits k apart
+    native, functions, _ranges = compile_gemms([apart, in_c])
+    separate = Problem(apart, seed=7)
+    functions[0](*separate.pointers())
+    _check(separate)
+    overwritten = Problem(in_c, seed=7)
+    overwritten.c_view()[:, : in_c.n] = overwritten.residual[:, : in_c.n]
+    a, b, c, bias, _res = overwritten.pointers()
+    functions[1](a, b, c, bias, c)
+    np.testing.assert_array_equal(overwritten.c_view(), separate.c_view())
+    assert "noalias" not in native_ir_of(in_c)
+
+
+def native_ir_of(spec: GemmSpec) -> str:
+    module = ir.Module("one")
+    emit_gemm(module, "g", spec, exported=True)
+    return str(module)
+
+
+def test_a_residual_read_from_c_needs_k_in_one_block():
+    with pytest.raises(ValueError, match="one block"):
+        _spec(16, 32, 64, residual=True, residual_in_c=True, mr=4, nr=32, kc=32, mc=8, nc=32)
+    with pytest.raises(ValueError, match="residual_in_c"):
+        _spec(16, 32, 64, residual_in_c=True)
+
+
 @pytest.mark.parametrize("index", [i for i, s in enumerate(SPECS) if s.panels >= 3 and s.row_blocks >= 3][:6])
 def test_blocks_of_a_thread_grid_cover_the_whole(kernels, index):
     """Disjoint blocks of rows x panels (what the threads of a grid run) together compute the

@@ -148,7 +148,7 @@ class _GemmEmitter:
     def __init__(self, module, name, spec, exported, noalias, target):
         self.module, self.name, self.spec = module, name, spec
         self.linkage = "" if exported else "internal"
-        self.noalias = noalias
+        self.noalias = noalias and not spec.residual_in_c  # C is R there
         self.strings = {"prefer-vector-width": str(32 * spec.vector_width)}
         if target is not None:
             self.strings |= {"target-cpu": target[0], "target-features": target[1]}

@@ -63,6 +63,7 @@ class CpuTarget(Target):
         return [
             ("kernels", kernels),
             ("linalg", [p["kernels-to-linalg"](),
+                        p["overwrite-dead-residuals"](),  # a residual that dies takes the output
                         *([p["apply-user-tiles"](tiles=options.tiles)] if options.tiles else []),
                         p["pack-weights"](),   # packs constant B panels for the chosen nr
                         p["tile-contractions"](),

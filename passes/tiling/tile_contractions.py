@@ -32,6 +32,13 @@ class TileContractionsPass(ModulePass):
         for decl in ukernels(op):
             spec = gemm_spec(decl)
             given = {t: spec[t] for t in TILES if spec.get(t)}
+            if spec.get("residual_in_c"):  # k in one block (GemmSpec.residual_in_c)
+                if given.get("kc", spec["k"]) < spec["k"]:
+                    raise CompileError(
+                        f"@{decl.sym_name.data} (GEMM {spec['m']}x{spec['n']}x{spec['k']}): kc={given['kc']} "
+                        "splits k, but this GEMM overwrites its residual in place and needs all of k in one block",
+                        f"leave kc to dlc for this kernel, or give kc={spec['k']}")
+                given["kc"] = spec["k"]
             if len(given) < len(TILES):
                 chosen = choose_tiles(spec["m"], spec["n"], spec["k"], info.vector_width, info.l1_bytes,
                                       info.l2_bytes, spec.get("b_layout", "row"), rows_in_turn=rows_in_turn(spec),
