@@ -54,14 +54,15 @@ def _blocks(wide: int = 96, extra_outputs=(), reread=False):
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
 
 
-def _build(model, threads, overwrite, monkeypatch):
+def _build(model, threads, overwrite, monkeypatch, tiles=None):
     """(outputs, feeds, kernels that overwrite their residual, arena bytes)."""
     monkeypatch.setenv("DLC_CACHE", "0")
     if not overwrite:
         monkeypatch.setattr(OverwriteDeadResidualsPass, "apply", lambda self, ctx, module: None)
     feeds = {"x": np.random.default_rng(1).standard_normal([1, 3, 8, 8]).astype(np.float32)}
-    outputs = dlc.compile(model, threads=threads).run(feeds)
-    linalg = compile_model(model, compile_to="linalg", options=CompileOptions(threads=threads)).module
+    outputs = dlc.compile(model, threads=threads, tiles=tiles).run(feeds)
+    options = CompileOptions(threads=threads, tiles=tiles)
+    linalg = compile_model(model, compile_to="linalg", options=options).module
     functions = [op for op in linalg.ops if hasattr(op, "sym_name")]
     overwriting = [f.sym_name.data for f in functions if "dlc.overwrites_residual" in f.attributes]
     main = next(f for f in functions if f.sym_name.data == "main")
@@ -89,3 +90,13 @@ def test_a_residual_still_needed_keeps_its_buffer(case, monkeypatch):
     expected = onnxruntime_session(model).run(None, feeds)
     for output, value in zip(model.graph.output, expected):
         np.testing.assert_allclose(over[output.name], value, rtol=1e-4, atol=1e-4)
+
+
+def test_a_users_kc_that_splits_k_keeps_the_residual_apart(monkeypatch):
+    """`--tile *:kc=432` splits block0's 3x3 GEMM (k = 864) in two k blocks, whose first would
+    overwrite R: that kernel keeps its own output; block1's 1x1 expand (k = 32) still overwrites."""
+    model = _blocks()
+    over, feeds, overwriting, _ = _build(model, 1, True, monkeypatch, tiles="*:kc=432")
+    assert len(overwriting) == 1, overwriting
+    expected = onnxruntime_session(model).run(None, feeds)[0]
+    np.testing.assert_allclose(over["y"], expected, rtol=1e-4, atol=1e-4)

@@ -63,8 +63,8 @@ class CpuTarget(Target):
         return [
             ("kernels", kernels),
             ("linalg", [p["kernels-to-linalg"](),
-                        p["overwrite-dead-residuals"](),  # a residual that dies takes the output
                         *([p["apply-user-tiles"](tiles=options.tiles)] if options.tiles else []),
+                        p["overwrite-dead-residuals"](),  # a residual that dies takes the output
                         p["pack-weights"](),   # packs constant B panels for the chosen nr
                         p["tile-contractions"](),
                         p["dce"](), p["plan-memory"]()]),

@@ -20,7 +20,8 @@ The rewrite, for a kernel call in @main whose kernel
 
 drops I from the kernel (its uses read O), passes I's buffer as O and marks each GEMM
 `residual_in_c` (dialects/gemm_ukernel.py: k in one block, so no partial sums overwrite R
-first; C and R not `noalias`). Runs after kernels-to-linalg, before tile-contractions.
+first; C and R not `noalias`). A GEMM whose kc already splits k (its rule's choice, or a user's
+`--tile`) keeps R apart. Runs after apply-user-tiles, before tile-contractions.
 """
 
 from __future__ import annotations
@@ -92,8 +93,8 @@ def _residual_gemms(kernel: func.FuncOp, decls: dict[str, func.FuncOp]) -> list[
         decl = decls[op.callee.root_reference.data]
         spec = gemm_spec(decl)
         if (not spec.get("residual") or spec.get("dtype", "f32") != "f32" or spec.get("accumulate")
-                or spec.get("residual_in_c")):
-            continue
+                or spec.get("residual_in_c") or spec.get("kc", spec["k"]) < spec["k"]):
+            continue  # (a kc that splits k, the rule's or a user's --tile, keeps R apart)
         r_index = 3 + ("bias" in spec)
         c_arg, c_chain = _view_chain(op.arguments[2])
         r_arg, r_chain = _view_chain(op.arguments[r_index])
@@ -177,12 +178,8 @@ class OverwriteDeadResidualsPass(ModulePass):
         new_call.attributes.update(call.attributes)
         Rewriter.replace_op(call, new_call)
 
-        for gemm in gemms:
-            spec = gemm_spec(gemm.decl)
-            spec["residual_in_c"] = 1
-            if spec.get("kc"):
-                spec["kc"] = spec["k"]  # one k block (GemmSpec.residual_in_c)
-            gemm.decl.attributes["dlc.gemm"] = gemm_attributes(spec)
+        for gemm in gemms:  # tile-contractions then keeps k in one block
+            gemm.decl.attributes["dlc.gemm"] = gemm_attributes(gemm_spec(gemm.decl) | {"residual_in_c": 1})
         return True
 
 
