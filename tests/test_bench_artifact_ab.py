@@ -24,5 +24,9 @@ def test_artifact_ab_compares_two_builds_of_one_model(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "outputs bit-identical" in out.stdout, out.stdout
     before, after, ratio = re.search(r"before ([\d.]+) ms, after ([\d.]+) ms .* median ([\d.]+)", out.stdout).groups()
-    assert float(before) > 0 and float(after) > 0
-    assert abs(float(ratio) - float(after) / float(before)) < 0.01  # the ratio of the two medians
+    before, after, ratio = float(before), float(after), float(ratio)
+    assert before > 0 and after > 0
+    # The ratio of the two medians, up to the printed rounding (3 decimals of ms each: on this
+    # 0.05 ms model that alone moves after/before by 1-2%).
+    rounding = after / before * (0.0005 / after + 0.0005 / before) + 0.0005
+    assert abs(ratio - after / before) <= rounding

@@ -399,6 +399,36 @@ def test_row_major_b_tiles_prefetch_the_next_panel_and_packed_ones_do_not():
         _check(problem)
 
 
+def test_a_large_packed_weight_is_prefetched_ahead_but_not_past_its_last_panel():
+    """A packed B of B_AHEAD_MIN_BYTES or more (a weight read from memory each run) prefetches
+    its rows B_AHEAD_ROWS on at each k step, a line each of nr columns, its own tiles apart by
+    name; the range function passes that distance but 0 in the last panel, past which may lie
+    no mapping. A small B does neither. Both still match numpy."""
+    from dlc.codegen.ukernels import B_AHEAD_MIN_BYTES, B_AHEAD_ROWS
+
+    tiles = {"mr": 6, "nr": 32, "mc": 12, "nc": 512}
+    large = _spec(12, 500, 160, kc=160, bias="row", activation="relu", **tiles)
+    small = _spec(12, 64, 160, kc=160, bias="row", activation="relu", **tiles)
+    assert large.k * large.n * 4 >= B_AHEAD_MIN_BYTES > small.k * small.n * 4
+    module = ir.Module("ahead")
+    for name, spec in (("large", large), ("small", small)):
+        emit_gemm(module, name, spec, exported=True)
+    text = str(module)
+    bodies = dict(re.findall(r'^define internal void @"(dlc_gemm_tile_[^"]+)"(.*?)^}', text, re.M | re.S))
+    ahead = sorted(name for name, body in bodies.items() if "llvm.prefetch" in body)
+    assert ahead and all(re.search(r"v16m?w?b_", name) for name in ahead), ahead
+    assert len(bodies) > len(ahead), "the small B's tiles do not prefetch"
+    assert all(bodies[name].count('call void @"llvm.prefetch.p0"') == 2 for name in ahead)
+    large_range = re.search(r'^define void @"large_range"(.*?)^}', text, re.M | re.S).group(1)
+    assert re.search(rf"select\s+i1 %[^,]+, i64 {B_AHEAD_ROWS * 32}, i64 0", large_range)
+    native = NativeModule(compile_object(text))
+    signature = ctypes.CFUNCTYPE(None, *[ctypes.c_void_p] * 5)
+    for index, (name, spec) in enumerate((("large", large), ("small", small))):
+        problem = Problem(spec, seed=11 + index)
+        signature(native.address(name))(*problem.pointers())
+        _check(problem)
+
+
 def test_pack_b_panels():
     b = np.arange(3 * 5, dtype=np.float32).reshape(3, 5)
     packed = pack_b(b, 4)

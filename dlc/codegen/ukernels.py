@@ -52,6 +52,20 @@ WINDOW_STEPS = 4
 # 1.005 / 0.990 / 1.014, ResNet-50 0.995 / 1.007 / 0.993 / 0.988 at 1 / 2 / 4 / 16 threads (at 16
 # a thread's few panels end in one prefetched for nothing).
 ROW_B_PREFETCH = True
+# A GEMM whose packed B is a large weight prefetches B's rows B_AHEAD_ROWS ahead of those its
+# tiles read (`_prefetch_b_ahead`; into the next panel, but never past the last): such a weight
+# comes from memory, not L2, each run, and the hardware's prefetchers, which stop at every 4 KiB
+# page, left the first row tile of each panel waiting (ResNet-18's 3x3 512-channel conv over a
+# 7x7 map, 9.4 MB of weight in panels of 884 KB, one for every 7 tiles: 1.5 ms with the weight
+# in the cache, 2.2 from memory as in the model). Xeon VM, one thread, kernel by kernel
+# interleaved (`benchmarks/kernels.py --builds`): that conv 2.25 -> 1.91 ms, 3x3 256 over 14x14
+# (2.4 MB) 1.53 -> 1.44, ResNet-50's 1x1 512 -> 2048 + residual over 7x7 (4 MB) 0.92 -> 0.86;
+# whole runs ResNet-18 26.0 -> 23.6 ms, ResNet-50 57.0 -> 53.3, the d256 encoder layer 1.71 ->
+# 1.64, EfficientNet-B0 9.78 -> 9.64, MobileNetV2 5.44 -> 5.39; SqueezeNet and MLPs within
+# noise kernel by kernel. Weights under B_AHEAD_MIN_BYTES stay in L2 (ResNet's 56x56 3x3
+# convs, 147 KB, ran 1-2% slower prefetching).
+B_AHEAD_ROWS = 32
+B_AHEAD_MIN_BYTES = 256 * 1024
 
 
 # GEMMs whose tile calls do at least this many multiply-adds get an unoptimised loop nest
@@ -157,6 +171,7 @@ class _GemmEmitter:
         self.zero = _zeros(self.vec)
         self.kernels: dict[tuple[int, int], ir.Function] = {}
         self.tail_mask: ir.Value | None = None  # the shared tile's last vector's lanes
+        self.b_ahead: ir.Value | None = None  # the shared tile's prefetch distance along B
         self.b: ir.IRBuilder = None
 
     # -- helpers ------------------------------------------------------------------------------
@@ -339,6 +354,8 @@ class _GemmEmitter:
         layout = ("w" if spec.b_layout in ("packed", "window") else "r") if masked else ""
         if self._prefetches_next_panel():
             layout += "p"
+        if self._prefetches_b_ahead():
+            layout += "b"
         parts = [f"dlc_gemm_tile_{spec.dtype}_{spec.mr}x{vectors}v{self.vw}{'m' if masked else ''}{layout}",
                  f"a{spec.a_row_stride}s{spec.a_k_stride}{self._window_name(vectors)}", spec.bias or "",
                  "res" if spec.residual else "", spec.activation or ""]
@@ -389,12 +406,14 @@ class _GemmEmitter:
         name = self._tile_name(vectors, masked)
         if name in self.module.globals:
             return self.module.globals[name]
-        fn = self._function(name, [PTR] * 5 + [I64, I1, I1] + [I64] * 4,
-                            (*_POINTERS, *_TILE_ARGS), "internal")  # fmt: skip
+        ahead = self._prefetches_b_ahead()
+        fn = self._function(name, [PTR] * 5 + [I64, I1, I1] + [I64] * (5 if ahead else 4),
+                            (*_POINTERS, *_TILE_ARGS, *(("b_ahead",) if ahead else ())), "internal")  # fmt: skip
         # One body for all its call sites: inlined, LLVM would optimise a copy per GEMM.
         fn.attributes.add("noinline")
         saved, self.b = self.b, ir.IRBuilder(fn.append_basic_block("entry"))
-        a, bp, c, bias, res, kc, load_c, last, b_stride, ldc, n_rows, n_cols = fn.args
+        a, bp, c, bias, res, kc, load_c, last, b_stride, ldc, n_rows, n_cols = fn.args[:12]
+        self.b_ahead = fn.args[12] if len(fn.args) > 12 else None  # `_prefetch_b_ahead`
         lda, a_k = _i64(self.spec.a_row_stride), _i64(self.spec.a_k_stride)
         spec, b, vw = self.spec, self.b, self.vw
         rows = spec.mr
@@ -537,6 +556,7 @@ class _GemmEmitter:
                 # the tile's last pixel at this tap, a channel ahead (a plain GEP: see above)
                 ahead = b.gep(a_tap, [b.add(ahead_row, _i64(offset))], source_etype=F32)
                 b.call(prefetch, [ahead, ir.Constant(I32, 0), ir.Constant(I32, 3), ir.Constant(I32, 1)])
+                self._prefetch_b_ahead(row)
                 accs = self._rank1(self._gep(a_tap, offset), row, vecs, a_rows, accs)
                 row = b.gep(row, [b_stride], inbounds=True, source_etype=F32)
             a_channel = self._gep(a_channel, spec.a_window_channel)
@@ -566,6 +586,24 @@ class _GemmEmitter:
     def _prefetches_next_panel(self) -> bool:
         return ROW_B_PREFETCH and self.spec.b_layout == "row" and self.spec.dtype == "f32"
 
+    def _prefetches_b_ahead(self) -> bool:
+        """Whether the tiles prefetch B's rows B_AHEAD_ROWS ahead of those they read: a float
+        GEMM whose packed B is a large weight."""
+        spec = self.spec
+        return (spec.dtype == "f32" and spec.b_layout == "packed" and spec.k >= B_AHEAD_ROWS
+                and spec.k * spec.n * 4 >= B_AHEAD_MIN_BYTES)
+
+    def _prefetch_b_ahead(self, b_row: ir.Value) -> None:
+        """Prefetch B's row `b_ahead` elements on from `b_row` (the tile's argument: rows of
+        this panel, then the next one's; 0 in the last panel, past which may lie no mapping)."""
+        if self.b_ahead is None:
+            return
+        b = self.b
+        prefetch = self._intrinsic("llvm.prefetch.p0", ir.VoidType(), [PTR, I32, I32, I32])
+        for column in range(0, self.spec.nr, 16):  # a 64-byte line each
+            line = b.gep(b_row, [b.add(self.b_ahead, _i64(column))], source_etype=F32)
+            b.call(prefetch, [line, ir.Constant(I32, 0), ir.Constant(I32, 3), ir.Constant(I32, 1)])
+
     def _k_step(self, a, bp, kk, vecs, a_rows, accs, a_k, b_stride) -> list[ir.Value]:
         """One rank-1 update: acc[i][v] += A[i, kk] * B[kk, v].
 
@@ -575,6 +613,7 @@ class _GemmEmitter:
         the kernel before split the channels (a depthwise conv) and this GEMM the pixels."""
         b = self.b
         b_row = self._gep(bp, b.mul(kk, b_stride))
+        self._prefetch_b_ahead(b_row)
         if self._prefetches_next_panel():
             prefetch = self._intrinsic("llvm.prefetch.p0", ir.VoidType(), [PTR, I32, I32, I32])
             for column in range(0, self.spec.nr, 16):  # a 64-byte line each
@@ -790,9 +829,11 @@ class _GemmEmitter:
         vectors = -(-cols // self.vw)
         kernel = self._kernel(vectors, cols % self.vw != 0)
         b_stride = spec.nr if spec.b_layout in ("packed", "window") else spec.ldb
-        sizes = (b_stride, spec.ldc, rows, cols)
-        b.call(kernel, [a_tile, self._gep(bp, b_off), self._gep(c, c_off), bias_tile, res_tile, *flags,
-                        *map(_i64, sizes)])
+        sizes = [*map(_i64, (b_stride, spec.ldc, rows, cols))]
+        if self._prefetches_b_ahead():  # B_AHEAD_ROWS rows on, but not past the last panel
+            sizes.append(b.select(b.icmp_signed("<", b.add(jr, _i64(spec.nr)), _i64(spec.n)),
+                                  _i64(B_AHEAD_ROWS * spec.nr), _i64(0)))
+        b.call(kernel, [a_tile, self._gep(bp, b_off), self._gep(c, c_off), bias_tile, res_tile, *flags, *sizes])
 
 
 class _Int8GemmEmitter(_GemmEmitter):
