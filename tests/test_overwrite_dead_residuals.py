@@ -100,3 +100,24 @@ def test_a_users_kc_that_splits_k_keeps_the_residual_apart(monkeypatch):
     assert len(overwriting) == 1, overwriting
     expected = onnxruntime_session(model).run(None, feeds)[0]
     np.testing.assert_allclose(over["y"], expected, rtol=1e-4, atol=1e-4)
+
+
+def test_a_residual_that_is_also_the_convs_input_keeps_its_buffer(monkeypatch):
+    """y = Relu(Conv1x1(h) + h): h, dead after, is the GEMM's A as well as its R; written over,
+    later tiles would read outputs as inputs."""
+    conv = helper.make_node
+    nodes = [conv("Conv", ["x", "ws"], ["s0"], pads=[1] * 4, name="stem"),
+             conv("Relu", ["s0"], ["h"], name="stem_relu"),
+             conv("Conv", ["h", "w1"], ["c"], name="pointwise"),
+             conv("Add", ["c", "h"], ["s"], name="add"),
+             conv("Relu", ["s"], ["r"], name="relu"),
+             conv("GlobalAveragePool", ["r"], ["y"], name="pool")]
+    graph = helper.make_graph(nodes, "self_residual",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64, 1, 1])],
+                              [_weight("ws", [64, 3, 3, 3]), _weight("w1", [64, 64, 1, 1])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
+    over, feeds, overwriting, _ = _build(model, 1, True, monkeypatch)
+    assert overwriting == [], overwriting
+    expected = onnxruntime_session(model).run(None, feeds)[0]
+    np.testing.assert_allclose(over["y"], expected, rtol=1e-4, atol=1e-4)

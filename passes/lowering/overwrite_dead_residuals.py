@@ -48,8 +48,7 @@ _VIEWS = (memref.ReinterpretCastOp, memref.CollapseShapeOp, memref.ExpandShapeOp
 class _GemmUse:
     call: func.CallOp
     decl: func.FuncOp
-    c: SSAValue
-    r: SSAValue
+    r_index: int  # R's operand index (C's is 2)
 
 
 def _view_chain(value: SSAValue) -> tuple[BlockArgument | None, list[Operation]]:
@@ -71,8 +70,8 @@ def _same_view(a: list[Operation], b: list[Operation]) -> bool:
         for x, y in zip(a, b))
 
 
-def _terminal_uses(arg: BlockArgument) -> list[tuple[Operation, SSAValue]] | None:
-    """(user, the value it reads) for every non-view use of `arg`, through views."""
+def _terminal_uses(arg: BlockArgument) -> list[tuple[Operation, int]]:
+    """(user, operand index) of every use of `arg` other than by a view, through views."""
     found, pending = [], [arg]
     while pending:
         value = pending.pop()
@@ -80,7 +79,7 @@ def _terminal_uses(arg: BlockArgument) -> list[tuple[Operation, SSAValue]] | Non
             if isinstance(use.operation, _VIEWS) and use.index == 0:
                 pending.append(use.operation.results[0])
             else:
-                found.append((use.operation, value))
+                found.append((use.operation, use.index))
     return found
 
 
@@ -101,18 +100,16 @@ def _residual_gemms(kernel: func.FuncOp, decls: dict[str, func.FuncOp]) -> list[
         if (c_arg is None or r_arg is None or c_arg is r_arg or c_arg.type != r_arg.type
                 or not _same_view(c_chain, r_chain)):
             continue
-        uses_by_pair.setdefault((c_arg.index, r_arg.index), []).append(
-            _GemmUse(op, decl, op.arguments[2], op.arguments[r_index]))
+        uses_by_pair.setdefault((c_arg.index, r_arg.index), []).append(_GemmUse(op, decl, r_index))
     found = []
     args = kernel.body.block.args
     for (out, res), gemms in uses_by_pair.items():
-        # O is touched only as these GEMMs' C, I only as their R: nothing else reads R after
-        # a tile has overwritten it, and nothing else reads or writes the output.
-        c_ok = all(user in [g.call for g in gemms] and value in [g.c for g in gemms]
-                   for user, value in _terminal_uses(args[out]))
-        r_ok = all(user in [g.call for g in gemms] and value in [g.r for g in gemms]
-                   for user, value in _terminal_uses(args[res]))
-        if c_ok and r_ok and all(g.c is not g.r for g in gemms):
+        # O is touched only as these GEMMs' C, I only as their R (not also as an A, say): nothing
+        # else reads R after a tile has overwritten it, and nothing else reads or writes O.
+        as_c = {(g.call, 2) for g in gemms}
+        as_r = {(g.call, g.r_index) for g in gemms}
+        if (all(use in as_c for use in _terminal_uses(args[out]))
+                and all(use in as_r for use in _terminal_uses(args[res]))):
             found.append((out, res, gemms))
     return found
 
