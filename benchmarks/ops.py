@@ -114,6 +114,10 @@ def cases() -> dict[str, onnx.ModelProto]:
         "MaxPool 3x3/1 192x28x28": _model("MaxPool", [1, 192, 28, 28], {"kernel_shape": [3, 3], "pads": [1] * 4}),
         "MaxPool 3x3/2 unpadded 64x112x112": _model("MaxPool", [1, 64, 112, 112],
                                                     {"kernel_shape": [3, 3], "strides": [2, 2]}),
+        # SqueezeNet's: odd maps, no padding (111 -> 55, 55 -> 27, 27 -> 13)
+        **{f"MaxPool 3x3/2 unpadded {c}x{h}x{h}": _model("MaxPool", [1, c, h, h],
+                                                        {"kernel_shape": [3, 3], "strides": [2, 2]})
+           for c, h in [(64, 111), (128, 55), (256, 27)]},
         "AveragePool 3x3/1 192x28x28": _model("AveragePool", [1, 192, 28, 28],
                                               {"kernel_shape": [3, 3], "pads": [1] * 4}),
         "AveragePool 3x3/1 incl pad 192x28x28": _model("AveragePool", [1, 192, 28, 28],
