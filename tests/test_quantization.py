@@ -381,7 +381,35 @@ INT8_CASES = [(1, 1, 1, "vpdpbusd", 16, {}), (7, 70, 131, "vpdpbusd", 16, {}),
               # requantized in the store, to uint8 and int8 (masked byte stores past n % 16)
               (9, 37, 45, "vpdpbusd", 16, dict(requantize="u8", y_zero=7)),
               (9, 37, 45, "widen", 8, dict(requantize="s8", y_zero=-5)),
-              (16, 64, 64, "vpdpbusd", 16, dict(requantize="s8", y_zero=0))]
+              (16, 64, 64, "vpdpbusd", 16, dict(requantize="s8", y_zero=0)),
+              # a weight of 312 KB: its tiles prefetch B ahead (dlc/codegen/ukernels.py B_AHEAD_ROWS)
+              (7, 520, 520, "widen", 16, {}), (7, 520, 520, "vpdpbusd", 16, dict(requantize="u8", y_zero=3))]
+
+
+def test_a_large_int8_weight_is_prefetched_ahead_but_not_past_its_last_panel():
+    """As the float GEMM's: an int8 B of B_AHEAD_MIN_BYTES or more has each quad step prefetch
+    its row B_AHEAD_ROWS rows on, a line each; the range passes that distance in bytes but 0 in
+    the last panel. A small one does not (the cases above check both compute exactly)."""
+    import re
+
+    from llvmlite import ir
+
+    from dialects.gemm_ukernel import GemmSpec
+    from dlc.codegen.ukernels import B_AHEAD_ROWS, emit_gemm
+
+    texts = {}
+    for name, (m, n, k) in (("large", (7, 520, 520)), ("small", (7, 64, 520))):
+        module = ir.Module(name)
+        spec = GemmSpec(m, n, k, k, 1, "packed", n, n, dtype="u8s8", dot="widen", vector_width=16,
+                        l1_bytes=48 << 10, l2_bytes=2 << 20, kc=k)
+        emit_gemm(module, name, spec, exported=True)
+        texts[name] = (str(module), spec)
+    large, spec = texts["large"]
+    assert re.search(rf"select\s+i1 %[^,]+, i64 {B_AHEAD_ROWS * spec.nr}, i64 0", large)
+    tile = re.search(r'^define internal void @"large\.tile[^"]*"(.*?)^}', large, re.M | re.S).group(1)
+    # a line each of a quad's row, in the k loop and in its k % 4 tail
+    assert tile.count('call void @"llvm.prefetch.p0"') == 2 * (4 * spec.nr // 64)
+    assert "llvm.prefetch" not in texts["small"][0]
 
 
 @pytest.fixture(scope="module")
