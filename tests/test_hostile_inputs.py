@@ -495,6 +495,23 @@ def test_wrong_input_dtype(capsys, tmp_path, mlp):
                      "expected dtype float32, got float16", "astype")
 
 
+def test_inputs_the_fast_path_does_not_take_are_checked_and_converted(mlp):
+    """A well-formed feed skips `check_inputs` (NativeExecutable._exact_inputs); a strided view,
+    a Fortran-ordered copy or an ndarray subclass go the checked way and give the same outputs;
+    a list (float64) or an extra name are refused there with its messages."""
+    x = np.random.default_rng(0).standard_normal((1, 784)).astype(np.float32)
+    (want,) = mlp.run({"input": x}).values()
+    strided = np.zeros((1, 1568), np.float32)
+    strided[:, ::2] = x
+    for feed in (strided[:, ::2], np.asfortranarray(x), x.view(np.recarray)):
+        (got,) = mlp.run({"input": feed}).values()
+        np.testing.assert_array_equal(got, want)
+    with pytest.raises(InputError, match="expected dtype float32, got float64"):
+        mlp.run({"input": x.tolist()})
+    with pytest.raises(InputError, match=r"unknown input name\(s\) \['extra'\]"):
+        mlp.run({"input": x, "extra": x})
+
+
 def test_inputs_not_a_dict(mlp):
     with pytest.raises(InputError, match="inputs must be a dict"):
         mlp.run([np.zeros((1, 784), np.float32)])

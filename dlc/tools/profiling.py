@@ -323,8 +323,8 @@ def share_arena(executables: list) -> None:
     from dlc.runtime import aligned_empty
 
     shared = aligned_empty((max(e._arena_size for e in executables),), np.uint8)
-    for executable in executables:
-        executable._free_arenas[:] = [shared[:executable._arena_size]]
+    for executable in executables:  # (arena, its address): NativeExecutable._new_arena
+        executable._free_arenas[:] = [(shared[:executable._arena_size], shared.ctypes.data)]
 
 
 def profile_runs(executable, run, runs: int) -> ProfileRuns:
