@@ -832,10 +832,17 @@ class _GemmEmitter:
         kernel = self._kernel(vectors, cols % self.vw != 0)
         b_stride = spec.nr if spec.b_layout in ("packed", "window") else spec.ldb
         sizes = [*map(_i64, (b_stride, spec.ldc, rows, cols))]
-        if self._prefetches_b_ahead():  # B_AHEAD_ROWS rows on, but not past the last panel
-            sizes.append(b.select(b.icmp_signed("<", b.add(jr, _i64(spec.nr)), _i64(spec.n)),
-                                  _i64(B_AHEAD_ROWS * spec.nr), _i64(0)))
-        b.call(kernel, [a_tile, self._gep(bp, b_off), self._gep(c, c_off), bias_tile, res_tile, *flags, *sizes])
+        b.call(kernel, [a_tile, self._gep(bp, b_off), self._gep(c, c_off), bias_tile, res_tile, *flags, *sizes,
+                        *self._b_ahead_argument(jr)])
+
+    def _b_ahead_argument(self, jr: ir.Value) -> list[ir.Value]:
+        """The tile's `b_ahead` for panel `jr` (none where B is not prefetched ahead):
+        B_AHEAD_ROWS rows of nr on, elements or bytes alike, but 0 in the last panel."""
+        if not self._prefetches_b_ahead():
+            return []
+        b, spec = self.b, self.spec
+        return [b.select(b.icmp_signed("<", b.add(jr, _i64(spec.nr)), _i64(spec.n)),
+                         _i64(B_AHEAD_ROWS * spec.nr), _i64(0))]
 
 
 class _Int8GemmEmitter(_GemmEmitter):
@@ -1126,8 +1133,5 @@ class _Int8GemmEmitter(_GemmEmitter):
         c_tile = self._gep(c, b.add(b.mul(i, _i64(spec.ldc)), jr), I8 if spec.requantize else I32)
         bias_tile = self._gep(bias, jr) if spec.bias == "row" else bias
         res_tile = self._gep(res, jr, F32) if spec.requantize else res
-        ahead = []
-        if self._prefetches_b_ahead():  # B_AHEAD_ROWS rows on, but not past the last panel
-            ahead.append(b.select(b.icmp_signed("<", b.add(jr, _i64(spec.nr)), _i64(spec.n)),
-                                  _i64(B_AHEAD_ROWS * spec.nr), _i64(0)))
-        b.call(self._kernel(rows, cols), [a_tile, b_tile, c_tile, bias_tile, res_tile, *flags, *ahead])
+        b.call(self._kernel(rows, cols), [a_tile, b_tile, c_tile, bias_tile, res_tile, *flags,
+                                          *self._b_ahead_argument(jr)])
