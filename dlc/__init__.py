@@ -59,8 +59,18 @@ class CompiledModel:
     def outputs(self):
         return list(self._executable.outputs)
 
-    def run(self, feeds: dict) -> dict:
-        return self._executable.run(feeds)
+    def run(self, feeds: dict, outputs: dict | None = None) -> dict:
+        """{output name: array} for `feeds`. `outputs` ({name: numpy array}, some or all of them)
+        are the caller's buffers to write into, reused from run to run, as onnxruntime's IO
+        binding: each of the output's dtype and shape, C-contiguous, writeable, sharing no memory
+        with an input; the returned dict holds those very arrays."""
+        from dlc.runtime.executable import NativeExecutable, write_outputs
+
+        if outputs is None:
+            return self._executable.run(feeds)
+        if isinstance(self._executable, NativeExecutable):
+            return self._executable.run(feeds, outputs=outputs)
+        return write_outputs(self._executable.run(feeds), outputs, self._executable.outputs)
 
     def save(self, directory: str | Path) -> None:
         self._executable.save(directory)

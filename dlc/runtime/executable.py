@@ -86,6 +86,49 @@ def check_inputs(specs: list[TensorSpec], feeds: dict[str, np.ndarray],
     return arrays
 
 
+def check_outputs(specs: list[TensorSpec], outputs, inputs: Sequence[np.ndarray] = ()) -> dict[str, np.ndarray]:
+    """The caller's buffers for some or all outputs (`run(feeds, outputs=...)`, as onnxruntime's
+    IO binding), checked before any native code writes them: each an ndarray of the output's
+    dtype and shape, C-contiguous, aligned and writeable, sharing no memory with an input or with
+    another output (the native code reads its inputs while it writes its outputs)."""
+    if not isinstance(outputs, dict):
+        raise InputError(f"outputs must be a dict of name -> numpy array, got {type(outputs).__name__}")
+    by_name = {spec.name: spec for spec in specs}
+    unknown = [name for name in outputs if name not in by_name]
+    if unknown:
+        raise InputError(f"unknown output name(s) {unknown}; the model's outputs are {list(by_name)}")
+    checked = {}
+    for name, value in outputs.items():
+        spec = by_name[name]
+        if not isinstance(value, np.ndarray):
+            raise InputError(f"output '{name}': expected a numpy array to write into, got {type(value).__name__}")
+        if value.dtype != np.dtype(spec.dtype) or tuple(value.shape) != tuple(spec.shape):
+            raise InputError(f"output '{name}': expected a {spec.dtype} array of shape {list(spec.shape)}, "
+                             f"got {value.dtype} of shape {list(value.shape)}",
+                             f"allocate it with numpy.empty({tuple(spec.shape)}, numpy.{spec.dtype})")
+        if not (value.flags.c_contiguous and value.flags.aligned and value.flags.writeable):
+            raise InputError(f"output '{name}': the array must be C-contiguous, aligned and writeable",
+                             "pass numpy.empty(shape, dtype), or leave it out to get a new array")
+        others = [*inputs, *checked.values()]
+        if any(np.may_share_memory(value, other) for other in others):
+            raise InputError(f"output '{name}': the array shares memory with an input or another output",
+                             "give every output a buffer of its own")
+        checked[name] = value
+    return checked
+
+
+def write_outputs(results: dict[str, np.ndarray], outputs, specs: list[TensorSpec]) -> dict[str, np.ndarray]:
+    """`results` copied into the caller's buffers (`run(..., outputs=...)` of a model whose code
+    cannot write them itself: other targets, shapes only known per run): checked as
+    `check_outputs` does, against each result's own shape; returns `results` with them in."""
+    specs = [TensorSpec(spec.name, tuple(results[spec.name].shape), str(results[spec.name].dtype))
+             for spec in specs if spec.name in results]
+    for name, buffer in check_outputs(specs, outputs).items():
+        np.copyto(buffer, results[name])
+        results[name] = buffer
+    return results
+
+
 # Arenas kept for reuse per model (runs in flight at once beyond this allocate and free theirs).
 MAX_FREE_ARENAS = 64
 
@@ -175,10 +218,13 @@ class NativeExecutable:
     def reset_profile(self) -> None:
         self._profile[:] = 0
 
-    def run(self, feeds: dict[str, np.ndarray], check_bounds: bool | None = None) -> dict[str, np.ndarray]:
-        """Outputs for `feeds`; `check_bounds` (default: $DLC_CHECK_BOUNDS) runs `_checked_run`."""
+    def run(self, feeds: dict[str, np.ndarray], check_bounds: bool | None = None,
+            outputs: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+        """Outputs for `feeds`, written into `outputs`' arrays where given (`check_outputs`);
+        `check_bounds` (default: $DLC_CHECK_BOUNDS) runs `_checked_run`."""
         if check_bounds or (check_bounds is None and self._check_bounds):
-            return self._checked_run(feeds)
+            results = self._checked_run(feeds)
+            return results if outputs is None else write_outputs(results, outputs, self.outputs)
         inputs = self._exact_inputs(feeds)
         if inputs is None:
             arrays = check_inputs(self.inputs, feeds, self.constant_inputs)
@@ -186,7 +232,9 @@ class NativeExecutable:
             # type's natural alignment (every load and store says so; none assumes more).
             inputs = [a if a.flags.c_contiguous and a.flags.aligned else np.ascontiguousarray(a)
                       for a in arrays]
-        outputs = [np.empty(shape, dtype) for shape, dtype in self._output_signature]
+        given = {} if outputs is None else check_outputs(self.outputs, outputs, inputs)
+        outputs = [given[spec.name] if spec.name in given else np.empty(shape, dtype)
+                   for spec, (shape, dtype) in zip(self.outputs, self._output_signature)]
         # The arena holds this run's intermediates: a run on another Python thread meanwhile
         # (the GIL is released during the native call) gets an arena of its own.
         with self._arenas_lock:
