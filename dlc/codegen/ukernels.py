@@ -589,22 +589,28 @@ class _GemmEmitter:
         return ROW_B_PREFETCH and self.spec.b_layout == "row" and self.spec.dtype == "f32"
 
     def _prefetches_b_ahead(self) -> bool:
-        """Whether the tiles prefetch B's rows B_AHEAD_ROWS ahead of those they read: a float
-        GEMM whose packed B is a large weight."""
+        """Whether the tiles prefetch B's rows B_AHEAD_ROWS ahead of those they read: a GEMM
+        (float or int8) whose packed B is a large weight."""
         spec = self.spec
         return (spec.b_layout == "packed" and spec.k >= B_AHEAD_ROWS
                 and spec.k * spec.n * (4 if spec.dtype == "f32" else 1) >= B_AHEAD_MIN_BYTES)
 
+    def _b_row_lines(self) -> tuple[ir.Type, range]:
+        """B's element type as the tiles index it, and the offsets of a row's 64-byte lines."""
+        return F32, range(0, self.spec.nr, 16)
+
     def _prefetch_b_ahead(self, b_row: ir.Value) -> None:
-        """Prefetch B's row `b_ahead` elements on from `b_row` (the tile's argument: rows of
-        this panel, then the next one's; 0 in the last panel, past which may lie no mapping)."""
+        """Prefetch, a line at a time, B's row `b_ahead` elements on from `b_row` (the tile's
+        argument: rows of this panel, then the next one's; 0 in the last panel, past which may
+        lie no mapping)."""
         if self.b_ahead is None:
             return
         b = self.b
+        etype, lines = self._b_row_lines()
         prefetch = self._intrinsic("llvm.prefetch.p0", ir.VoidType(), [PTR, I32, I32, I32])
-        for column in range(0, self.spec.nr, 16):  # a 64-byte line each
-            line = b.gep(b_row, [b.add(self.b_ahead, _i64(column))], source_etype=F32)
-            b.call(prefetch, [line, ir.Constant(I32, 0), ir.Constant(I32, 3), ir.Constant(I32, 1)])
+        for line in lines:
+            ahead = b.gep(b_row, [b.add(self.b_ahead, _i64(line))], source_etype=etype)
+            b.call(prefetch, [ahead, ir.Constant(I32, 0), ir.Constant(I32, 3), ir.Constant(I32, 1)])
 
     def _k_step(self, a, bp, kk, vecs, a_rows, accs, a_k, b_stride) -> list[ir.Value]:
         """One rank-1 update: acc[i][v] += A[i, kk] * B[kk, v].
@@ -925,16 +931,10 @@ class _Int8GemmEmitter(_GemmEmitter):
         one = self.b.insert_element(ir.Constant(typ, ir.Undefined), value, ir.Constant(I32, 0))
         return self.b.shuffle_vector(one, ir.Constant(typ, ir.Undefined), ir.Constant(ir.VectorType(I32, 4), [0] * 4))
 
-    def _prefetch_b_ahead(self, b_row: ir.Value) -> None:
-        """As the float kernel's, in bytes: a quad's row of B is 4 * nr bytes, so B_AHEAD_ROWS
-        rows on is B_AHEAD_ROWS * nr bytes (`b_ahead`), one prefetch a line of the row."""
-        if self.b_ahead is None:
-            return
-        b = self.b
-        prefetch = self._intrinsic("llvm.prefetch.p0", ir.VoidType(), [PTR, I32, I32, I32])
-        for line in range(0, 4 * self.spec.nr, 64):
-            ahead = b.gep(b_row, [b.add(self.b_ahead, _i64(line))], source_etype=I8)
-            b.call(prefetch, [ahead, ir.Constant(I32, 0), ir.Constant(I32, 3), ir.Constant(I32, 1)])
+    def _b_row_lines(self) -> tuple[ir.Type, range]:
+        """In bytes: a quad's row of B is 4 * nr bytes (so B_AHEAD_ROWS rows on, `b_ahead`,
+        is B_AHEAD_ROWS * nr bytes)."""
+        return I8, range(0, 4 * self.spec.nr, 64)
 
     def _tile_function(self, rows: int, cols: int) -> ir.Function:
         """This GEMM's tile of rows x cols (with `b_ahead` last where B is prefetched ahead)."""
