@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import hashlib
 import os
 import shutil
@@ -123,7 +124,13 @@ def _faster_linker(triple: str | None) -> list[str]:
     thousands. A `$DLC_LINKER` the user named is used as it is."""
     if triple or os.environ.get(LINKER_VARIABLE, "").strip():
         return []
-    return ["-fuse-ld=gold"] if shutil.which("ld.gold") else []
+    return ["-fuse-ld=gold"] if _gold_installed() else []
+
+
+@functools.cache
+def _gold_installed() -> bool:
+    """Whether ld.gold is on PATH: looked up once a process, not at every link."""
+    return shutil.which("ld.gold") is not None
 
 
 _C_OBJECTS: dict[str, bytes] = {}  # this process's compiled C sources, by _c_object_key
