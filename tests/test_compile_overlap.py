@@ -98,7 +98,7 @@ def test_a_compile_command_advises_no_huge_pages():
         "import numpy as np\n"
         "from dlc.runtime import artifact\n"
         "artifact.no_huge_pages()\n"
-        "blob = artifact.weights_buffer(5 << 20)\n"
+        "blob = artifact.huge_page_buffer(5 << 20)\n"
         "assert blob.size == 5 << 20 and not blob.any() and blob.ctypes.data % artifact.ALIGNMENT == 0\n"
         "try:\n"
         "    from numpy._core.multiarray import _set_madvise_hugepage\n"

@@ -1,4 +1,4 @@
-"""The weights blob's buffer (dlc/runtime/artifact.py `weights_buffer`): zeroed, aligned, and
+"""The weights blob's buffer (dlc/runtime/artifact.py `huge_page_buffer`): zeroed, aligned, and
 from HUGE_PAGE_MIN_BYTES on 2 MiB-aligned anonymous memory advised for transparent huge pages
 (benchmarks/README.md "Native loops": an LSTM step streams its 1 MiB recurrent weight)."""
 
@@ -8,12 +8,12 @@ import json
 
 import numpy as np
 
-from dlc.runtime.artifact import ALIGNMENT, HUGE_PAGE_MIN_BYTES, weights_buffer
+from dlc.runtime.artifact import ALIGNMENT, HUGE_PAGE_MIN_BYTES, huge_page_buffer
 
 
-def test_small_and_large_weights_buffers_are_zeroed_aligned_and_writable():
+def test_small_and_large_huge_page_buffers_are_zeroed_aligned_and_writable():
     for nbytes in (64, HUGE_PAGE_MIN_BYTES - 64, HUGE_PAGE_MIN_BYTES, 5 * HUGE_PAGE_MIN_BYTES + 64):
-        buffer = weights_buffer(nbytes)
+        buffer = huge_page_buffer(nbytes)
         assert buffer.dtype == np.uint8 and buffer.shape == (nbytes,) and buffer.flags.writeable
         assert buffer.ctypes.data % ALIGNMENT == 0 and not buffer.any()
         if nbytes >= HUGE_PAGE_MIN_BYTES:
@@ -43,3 +43,25 @@ def test_a_compiled_and_a_loaded_models_weights_sit_on_2mib_boundaries(tmp_path)
     for model_ in (compiled, loaded):
         assert model_._executable._weights.ctypes.data % (2 << 20) == 0
         np.testing.assert_allclose(model_.run({"x": x})["y"], x @ weight, rtol=1e-4, atol=1e-4)
+
+
+def test_a_large_arena_sits_on_a_2mib_boundary_after_a_compile_in_this_process():
+    """Arenas come from the same buffer as the weights: numpy's malloc would put one on the heap's
+    recycled 4 KiB pages after a compile in the same process (dlc/runtime/artifact.py)."""
+    from onnx import TensorProto, helper
+
+    import dlc
+
+    shape = [512, 1024]  # 2 MiB intermediates
+    graph = helper.make_graph([helper.make_node("Exp", ["x"], ["t"]), helper.make_node("Sqrt", ["t"], ["u"]),
+                               helper.make_node("Add", ["u", "x"], ["y"])], "chain",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    compiled = dlc.compile(model, threads=1, fusion="none")
+    executable = compiled._executable
+    assert executable._arena_size >= HUGE_PAGE_MIN_BYTES
+    arena, address = executable._free_arenas[0]
+    assert address == arena.ctypes.data and address % (2 << 20) == 0 and arena.size == executable._arena_size
+    x = np.random.default_rng(0).random(shape, dtype=np.float32)
+    np.testing.assert_allclose(compiled.run({"x": x})["y"], np.sqrt(np.exp(x)) + x, rtol=1e-5)

@@ -82,10 +82,12 @@ def aligned_empty(shape, dtype, alignment: int = ALIGNMENT) -> np.ndarray:
     return raw[start : start + nbytes].view(dtype)[:count].reshape(shape)
 
 
-# A weights blob of at least this many bytes goes on transparent huge pages where the OS has them
-# (Linux's MADV_HUGEPAGE; with THP "never" the advice does nothing): an LSTM's time step streams
-# its 1 MiB recurrent weight every step, and on 4 KiB pages each 4 KiB of it is a DTLB miss
-# (benchmarks/README.md "Native loops": lstm_h256_s64 ~5% faster).
+# A weights blob or an arena of at least this many bytes goes on transparent huge pages where
+# the OS has them (Linux's MADV_HUGEPAGE; with THP "never" the advice does nothing): an LSTM's
+# time step streams its 1 MiB recurrent weight every step, and on 4 KiB pages each 4 KiB of it
+# is a DTLB miss (benchmarks/README.md "Native loops": lstm_h256_s64 ~5% faster). An arena from
+# numpy instead lands wherever malloc puts it: after a compile in the same process (glibc's mmap
+# threshold has grown past the compile's freed arrays) that is the heap's recycled small pages.
 HUGE_PAGE_MIN_BYTES = 1 << 20
 _HUGE_PAGE = 2 << 20
 
@@ -111,8 +113,8 @@ def no_huge_pages() -> None:
         _set_madvise_hugepage(False)
 
 
-def weights_buffer(nbytes: int) -> np.ndarray:
-    """A zeroed uint8 buffer of `nbytes` for the weights blob, `ALIGNMENT`-aligned; from
+def huge_page_buffer(nbytes: int) -> np.ndarray:
+    """A zeroed uint8 buffer of `nbytes` (the weights blob, an arena), `ALIGNMENT`-aligned; from
     HUGE_PAGE_MIN_BYTES on, private anonymous memory aligned to 2 MiB and advised for huge
     pages (the mapping lives as long as the array; not after `no_huge_pages`)."""
     advice = getattr(mmap, "MADV_HUGEPAGE", None)
@@ -483,7 +485,7 @@ def read_artifact(directory: str | Path, max_memory: str | int | None = None,
         directory,
         WEIGHTS_FILE,
         files[WEIGHTS_FILE],
-        weights_buffer(manifest["weights_size"]),
+        huge_page_buffer(manifest["weights_size"]),
         unchanged,
     )
     objects = [_read_listed(directory, name, files[name], unchanged=unchanged) for name in code_files(manifest)]

@@ -22,7 +22,7 @@ from dlc.errors import ArtifactError, DlcError, InputError
 from dlc.runtime.artifact import (
     ENTRY_SYMBOL,
     LIBRARY_FILE,
-    aligned_empty,
+    huge_page_buffer,
     read_artifact,
     write_artifact,
 )
@@ -259,8 +259,9 @@ class NativeExecutable:
 
     def _new_arena(self) -> tuple[np.ndarray, int]:
         """An arena of the memory plan and its address (read once: `.ctypes.data` costs about
-        a microsecond, a tenth of a small model's whole call)."""
-        arena = aligned_empty((self._arena_size,), np.uint8)
+        a microsecond, a tenth of a small model's whole call); a large one on huge pages, as
+        the weights are, wherever this process's heap stands."""
+        arena = huge_page_buffer(self._arena_size)
         return arena, arena.ctypes.data
 
     def _exact_inputs(self, feeds) -> list[np.ndarray] | None:

@@ -235,9 +235,9 @@ def weight_layout(module) -> tuple[dict[str, int], np.ndarray]:
     for name in used:
         offsets[name] = size
         size += (store[name].nbytes + 63) // 64 * 64
-    from dlc.runtime.artifact import weights_buffer
+    from dlc.runtime.artifact import huge_page_buffer
 
-    blob = weights_buffer(max(size, 64))  # zeroed; on huge pages when large
+    blob = huge_page_buffer(max(size, 64))  # zeroed; on huge pages when large
     for name, offset in offsets.items():
         data = np.ascontiguousarray(store[name]).view(np.uint8).reshape(-1)
         blob[offset:offset + data.size] = data
