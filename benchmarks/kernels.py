@@ -307,12 +307,15 @@ def match(dlc_rows: list, ort_rows: list) -> tuple[list, list]:
     per dlc kernel, and the onnxruntime nodes no kernel took. Names first, then what is left on
     both sides, op type by op type, in the order it ran."""
     by_name = {name: (ops[0] if ops else "", seconds) for name, ops, seconds in ort_rows}
-    # onnxruntime keeps a node's name, or names a node it rewrites after an output
-    # ("Clip_2_out_nchwc"): its name's prefixes of two or more words stand for it too
+    # onnxruntime keeps a node's name, names a node it rewrites after an output
+    # ("Clip_2_out_nchwc"), or a fusion after the last node it took ("Mul_20/QuickGeluFusion/":
+    # EfficientNet's Sigmoid + Mul, 3 ms of its nodes unmatched without this): its name's
+    # prefixes of two or more words, before any "/", stand for it too
     original = {}
     for name in by_name:
         original.setdefault(name, name)
-        base = name
+        base = name.split("/", 1)[0]
+        original.setdefault(base, name)
         while base.count("_") > 1:
             base = base.rsplit("_", 1)[0]
             original.setdefault(base, name)

@@ -24,21 +24,25 @@ def test_kernels_match_onnxruntime_nodes_by_name_then_convolutions_in_order():
                 ["k6_Conv", ["Conv_6"], 1.0],
                 ["k7_Gemm", ["Gemm_7"], 0.25],
                 ["k8_GlobalAveragePool", ["GlobalAveragePool_8"], 0.0625],
-                ["k9_Conv_fused", ["Conv_9", "Relu_10", "Concat_11"], 0.5]]
+                ["k9_Conv_fused", ["Conv_9", "Relu_10", "Concat_11"], 0.5],
+                ["k12_Conv_fused", ["Conv_12", "Sigmoid_13", "Mul_14"], 0.75]]
     # onnxruntime: Conv_0 + Relu_1 fused and renamed (NCHWc), MaxPool renamed after its output,
     # Conv_3 and the pooling renamed without a trace of their names (paired by op type, in
-    # order), Conv_6 and Gemm_7 as written, and a reorder of its own.
+    # order), Conv_6 and Gemm_7 as written, a reorder of its own, and Sigmoid_13 + Mul_14 fused
+    # into one node named after the Mul (its conv renamed after the BatchNormalization it took).
     ort_rows = [["r2_nchwc", ["Conv"], 2.0], ["MaxPool_2_out_nchwc", ["MaxPool"], 0.25],
                 ["r9_nchwc", ["Conv"], 1.5], ["Conv_6", ["Conv"], 1.25], ["ReorderOutput", ["ReorderOutput"], 0.125],
                 ["Gemm_7", ["Gemm"], 0.5], ["r20_nchwc", ["GlobalAveragePool"], 0.03125],
-                ["r25_nchwc", ["FusedConv"], 0.375], ["Concat_11", ["Concat"], 0.0078125]]
+                ["r25_nchwc", ["FusedConv"], 0.375], ["Concat_11", ["Concat"], 0.0078125],
+                ["BatchNormalization_12_out_nchwc", ["Conv"], 0.5], ["Mul_14/QuickGeluFusion/", ["QuickGelu"], 0.25]]
     rows, unmatched = kernels.match(dlc_rows, ort_rows)
     got = {row[0]: (row[3], row[4]) for row in rows}
     assert got == {"k0_Conv_fused": (2.0, ["Conv"]), "k2_MaxPool": (0.25, ["MaxPool"]),
                    "k3_Conv_fused": (1.5, ["Conv"]), "k6_Conv": (1.25, ["Conv"]), "k7_Gemm": (0.5, ["Gemm"]),
                    "k8_GlobalAveragePool": (0.03125, ["GlobalAveragePool"]),
                    # its Concat matched by name, its renamed conv then by op type
-                   "k9_Conv_fused": (0.3828125, ["FusedConv", "Concat"])}
+                   "k9_Conv_fused": (0.3828125, ["FusedConv", "Concat"]),
+                   "k12_Conv_fused": (0.75, ["Conv", "QuickGelu"])}
     assert unmatched == [("ReorderOutput", "ReorderOutput", 0.125)]
 
 
