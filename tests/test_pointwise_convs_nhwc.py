@@ -5,6 +5,7 @@ results are bit-identical across thread counts."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from conftest import random_feeds, run_onnxruntime
 from onnx import TensorProto, helper, numpy_helper
 from test_parallel_loops import _with_threads
@@ -106,3 +107,65 @@ def test_a_padded_1x1_conv_pads_its_nhwc_input():
     feeds = random_feeds(model)
     np.testing.assert_allclose(dlc.compile(model, threads=2).run(feeds)["pooled"], run_onnxruntime(model, feeds)[0],
                                rtol=1e-4, atol=1e-5)
+
+
+def _mobile_block(channels: int, size: int, kernel: int, stride: int, pads: list[int], dilation: int = 1,
+                  activation: str = "Clip", bias: bool = True) -> object:
+    """expand 1x1 -> activation -> depthwise -> activation -> project 1x1: the three convs go to
+    NHWC together (the block's input and result are its only Transposes)."""
+    rng = np.random.default_rng(kernel * 100 + size)
+    hidden = channels * 3
+    def weight(shape, scale, name):
+        return numpy_helper.from_array((rng.standard_normal(shape) * scale).astype(np.float32), name)
+
+    weights = [weight((hidden, channels, 1, 1), 0.3, "e"), weight((hidden, 1, kernel, kernel), 0.3, "d"),
+               weight(hidden, 0.1, "db"), weight((channels, hidden, 1, 1), 0.3, "p"),
+               numpy_helper.from_array(np.float32(0.0), "lo"), numpy_helper.from_array(np.float32(6.0), "hi")]
+    nodes = []
+
+    def act(x, name):
+        if activation == "SiLU":
+            nodes.extend([helper.make_node("Sigmoid", [x], [f"{name}.s"]),
+                          helper.make_node("Mul", [x, f"{name}.s"], [name])])
+        elif activation == "Clip":
+            nodes.append(helper.make_node("Clip", [x, "lo", "hi"], [name]))
+        else:
+            nodes.append(helper.make_node(activation, [x], [name]))
+        return name
+
+    nodes.append(helper.make_node("Conv", ["x", "e"], ["expand"], name="expand"))
+    h = act("expand", "expand.act")
+    nodes.append(helper.make_node("Conv", [h, "d", "db"] if bias else [h, "d"], ["dw"], name="depthwise",
+                                  group=hidden, strides=[stride] * 2, pads=pads, dilations=[dilation] * 2))
+    h = act("dw", "dw.act")
+    nodes.append(helper.make_node("Conv", [h, "p"], ["y"], name="project"))
+    out = (size + pads[0] + pads[2] - dilation * (kernel - 1) - 1) // stride + 1
+    graph = helper.make_graph(nodes, "mobile", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                               [1, channels, size, size])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, channels, out, out])],
+                              weights)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("channels, size, kernel, stride, pads, dilation, activation, bias", [
+    (16, 14, 3, 1, [1, 1, 1, 1], 1, "Clip", True),       # MobileNetV2's 3x3 with ReLU6
+    (16, 15, 3, 2, [1, 1, 1, 1], 1, "Relu", True),       # stride 2 from an odd map
+    (8, 16, 3, 2, [0, 0, 1, 1], 1, "Clip", False),       # asymmetric pads, no bias, 24 channels
+    (16, 7, 5, 1, [2, 2, 2, 2], 1, "SiLU", True),        # EfficientNet's 5x5 over 7x7: every box a border
+    (16, 28, 5, 2, [2, 2, 2, 2], 1, "HardSwish", True),  # 5x5 stride 2
+    (16, 9, 3, 1, [2, 2, 2, 2], 2, "Relu", True),        # dilated
+    (16, 9, 7, 1, [3, 3, 3, 3], 1, "Relu", True),        # 7 x 7 boxes: over MAX_BOXES, a padded copy
+])
+def test_depthwise_convs_in_nhwc_match_onnxruntime(channels, size, kernel, stride, pads, dilation, activation, bias):
+    """The NHWC depthwise kernel (passes/lowering/rules/conv.py `_nhwc_depthwise_conv`): boxes of
+    outputs reading x in place (or a padded copy), blocks of 4 output columns, the activation in
+    its store; bit-identical across thread counts, onnxruntime's values to float32 rounding of
+    at most 49 products summed in another order."""
+    model = _mobile_block(channels, size, kernel, stride, pads, dilation, activation, bias)
+    graph = str(compile_model(model, compile_to="graph").module)
+    assert 'onnx_node_name = "depthwise", dlc.layout = "NHWC"' in graph, graph
+    feeds = random_feeds(model)
+    compiled = dlc.compile(model, threads=1)
+    serial = compiled.run(feeds)["y"]
+    np.testing.assert_array_equal(_with_threads(compiled, 2).run(feeds)["y"], serial)
+    np.testing.assert_allclose(serial, run_onnxruntime(model, feeds)[0], rtol=1e-4, atol=1e-5)

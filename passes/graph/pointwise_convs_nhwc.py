@@ -27,8 +27,9 @@ between layouts"):
    before the GlobalAveragePool); a SqueezeNet fire module, whose Concat of a 1x1 and a 3x3 conv
    feeds the next 1x1 conv, would transpose every Concat, and stays in NCHW.
 
-Models with grouped convs keep NCHW (a depthwise conv vectorises along a channel's pixels, and
-the 1x1 convs around it would pay two Transposes each). onnxruntime's NCHWc transformer
+A float depthwise conv (group = C = CO) goes to NHWC with the 1x1 convs around it, its channels
+in the vector lanes (a mobile block's expand, depthwise and project convs then pass NHWC on
+without a Transpose); a function with any other grouped conv keeps NCHW. onnxruntime's NCHWc transformer
 (onnxruntime/core/optimizer/nchwc_transformer.cc) likewise converts the convs it can and keeps
 its reorders between layouts few. CPU only (the driver runs it for the cpu target).
 """
@@ -75,6 +76,20 @@ def _float_conv(op: Operation) -> bool:
     x, w, y = op.operands[0], op.operands[1], op.results[0]
     return (_static_f32(x) and _static_f32(y) and isinstance(w.owner, WeightOp) and _static_f32(w)
             and y.type.get_shape()[1] >= MIN_GEMM_ROWS)
+
+
+def _depthwise(op: Operation) -> bool:
+    """A float 2-D depthwise Conv (one filter per channel, group = C = CO), a constant weight and
+    static shapes, not yet rewritten: in NHWC its channels fill the vector lanes
+    (passes/lowering/rules/conv.py `_nhwc_depthwise_conv`)."""
+    if not (isinstance(op, OnnxOp) and op.onnx_type == "Conv" and conv_layouts(op) == (NCHW, NCHW)):
+        return False
+    x, w, y = op.operands[0], op.operands[1], op.results[0]
+    if not (_static_f32(x) and _static_f32(y) and isinstance(w.owner, WeightOp) and _static_f32(w)):
+        return False
+    channels = x.type.get_shape()[1]
+    return op.attr("group", 1) == channels > 1 and list(w.type.get_shape()[:2]) == [channels, 1] \
+        and y.type.get_shape()[1] == channels
 
 
 def _pointwise(op: Operation) -> bool:
@@ -135,7 +150,7 @@ def _absorb(transpose: OnnxOp) -> bool:
         break
     conv = owner
     x_layout, y_layout = conv_layouts(conv)
-    if perm == TO_NCHW and (x_layout, y_layout) == (NHWC, NHWC):
+    if perm == TO_NCHW and (x_layout, y_layout) == (NHWC, NHWC) and conv.attr("group", 1) == 1:
         out_layout = NCHW
     elif perm == TO_NHWC and (x_layout, y_layout) == (NCHW, NCHW) and _windowed(conv):
         out_layout = NHWC
@@ -198,10 +213,10 @@ def _rewrite(function: Operation, trial: bool = False) -> tuple[int, int]:
     """Steps 1 and 2 on one function: (elements its NHWC convs read and write, elements the
     Transposes it adds move)."""
     convs = [o for o in function.walk() if isinstance(o, OnnxOp) and o.onnx_type == "Conv"]
-    if any(conv.attr("group", 1) != 1 for conv in convs):
+    if any(conv.attr("group", 1) != 1 and not _depthwise(conv) for conv in convs):
         return 0, 0
     before = _transposed_elements(function)
-    rewritten = [_to_nhwc(conv) for conv in convs if _pointwise(conv)]  # producers first
+    rewritten = [_to_nhwc(conv) for conv in convs if _pointwise(conv) or _depthwise(conv)]  # producers first
     if not rewritten:
         return 0, 0
     sink_transposes(function)
@@ -221,7 +236,7 @@ def _transposed_elements(function: Operation) -> int:
 
 @dataclass(frozen=True)
 class PointwiseConvsNhwcPass(ModulePass):
-    """1x1 float convs in NHWC, KxK convs reading NCHW and writing their reader's layout."""
+    """1x1 and depthwise float convs in NHWC, KxK convs reading NCHW and writing their reader's layout."""
 
     name = "pointwise-convs-nhwc"
 

@@ -15,7 +15,8 @@ one back. Sunk through them, the two meet and cancel, and the Add runs in NHWC.
 
 A Transpose moves below an op when every tensor operand of the op (the others must be single
 values, or a per-axis QuantizeLinear/DequantizeLinear's parameters) is available in the
-Transpose's input layout at no new cost: it is such a Transpose used by this op alone, or a
+Transpose's input layout at no new cost: it is such a Transpose used by this op alone (or also
+by ops only this op reads, a SiLU's Sigmoid beside its Mul), or a
 value another Transpose already brings to that layout (or an elementwise op of one, rebuilt
 on that Transpose: DequantizeLinear(x) as DequantizeLinear(Transpose(x))). It moves only when
 the op's result feeds the inverse Transpose or another op of these kinds, or the op is a unary
@@ -169,7 +170,7 @@ def _sink(op: OnnxOp) -> bool:
     perm = _perm(feeding[0])
     inverse = _inverse(perm)
     direct = [i for i in tensors if (t := _transpose_of(op.operands[i])) is not None and _perm(t) == perm
-              and all(u is op for u in _users(op.operands[i]))]
+              and _only_feeds(op.operands[i], op)]
     if not direct or any(i not in direct and not _available(op.operands[i], perm, inverse) for i in tensors):
         return False
     result = op.results[0]
@@ -188,6 +189,15 @@ def _sink(op: OnnxOp) -> bool:
         _erase_if_dead(value.owner)
     _cancel(back)
     return True
+
+
+def _only_feeds(value: SSAValue, op: Operation) -> bool:
+    """Whether `op` is all that reads `value`, itself or through ops that only `op` reads: a
+    SiLU's Transpose feeds both its Sigmoid and its Mul (x * Sigmoid(x)), and once the Mul moves
+    the Sigmoid and the Transpose die with it."""
+    return all(user is op or (isinstance(user, OnnxOp) and len(user.results) > 0
+                              and all(reader is op for result in user.results for reader in _users(result)))
+               for user in _users(value))
 
 
 def _same_size(op: OnnxOp, tensors: list[int]) -> bool:

@@ -26,6 +26,7 @@ from xdsl.ir.affine import AffineExpr
 from dialects.diagnostics import UnsupportedError
 from dialects.gemm_ukernel import vector_registers
 from dialects.onnx import WeightOp
+from dialects.weights import weights_of
 from passes.graph.mark_depthwise_feeders import FEEDS_DEPTHWISE
 from passes.graph.utils.layouts import NCHW, NHWC, conv_layouts
 from passes.lowering.kernels_to_linalg import reshape_view, view_at
@@ -544,6 +545,9 @@ def lower_conv(kb, op, ins, outs) -> None:
     x_shape, w_shape, y_shape = x.type.get_shape(), w.type.get_shape(), y.type.get_shape()
     groups = op.attr("group", 1)
     x_layout, y_layout = conv_layouts(op)
+    if x_layout == NHWC and groups != 1:  # pointwise-convs-nhwc's depthwise convs
+        _nhwc_depthwise_conv(kb, op, x, bias, y)
+        return
     if x_layout == NHWC:  # pointwise-convs-nhwc's 1x1 convs
         _nhwc_conv(kb, op, x, w, bias, y, out_nchw=y_layout == NCHW)
         return
@@ -581,6 +585,114 @@ def lower_conv(kb, op, ins, outs) -> None:
         _phase_pitch_conv(kb, x, w, bias, y, window, taps)
         return
     _direct_conv(kb, x, w, bias, y, window, groups)
+
+
+def _nhwc_depthwise_conv(kb, op, x: SSAValue, bias: SSAValue | None, y: SSAValue) -> None:
+    """A float depthwise conv in NHWC (pointwise-convs-nhwc: x [N, H, W, C], w [C, 1, KH, KW] as
+    ONNX has it, y [N, OH, OW, C]) with the channels in the vector lanes: every load is a
+    contiguous vector of C whatever the map's size or stride, where NCHW rows of 7 or a stride
+    of 2 leave lanes empty or need gathers (EfficientNet-B0's 5x5 1152x7x7: 0.118 ms against
+    onnxruntime's NCHWc 0.067; 5x5/2 144 from 56x56: 0.300 against 0.149). The filter becomes
+    [KH*KW, C] at compile time; x is read in place, one pass per box of outputs whose windows
+    read the same taps (`_boxes`: a padded copy of MobileNetV2's 96x112x112 map cost more than
+    its conv); the bias starts each sum and the activation after it is applied as each output
+    is stored."""
+    weights = constant_operand(op, 1)
+    n, h, width, c = x.type.get_shape()
+    _, _, kh, kw = op.operands[1].type.get_shape()
+    _, oh, ow, _ = y.type.get_shape()
+    window = window_of(op, [h, width], [kh, kw], [oh, ow])
+    boxes = _boxes(window, [h, width])
+    source = x
+    if boxes is None:  # large pads: a padded copy, read as one box
+        source, h, width = padded_nhwc(kb, x, window, 0.0)
+        boxes = [_Box(((0, oh), (0, ow)), ((0, kh), (0, kw)))]
+        window = Window(window.kernel, window.strides, window.dilations, (0, 0), (0, 0), window.out)
+    flat = reshape_view(kb.builder, source, [n * h * width * c])
+    taps = kb.constant(op, "depthwise_taps", np.ascontiguousarray(weights.reshape(c, kh * kw).T))
+    if bias is None:
+        bias = kb.constant(op, "depthwise_bias", np.zeros(c, np.float32))
+    activation = _take_activation(kb)
+
+    def combine(b, pairs, params):
+        total = params[0] if not pairs else _chained_sum(b, params[0], [b.mul(v, t) for v, t in pairs])
+        return _activate(b, total, activation)
+
+    for box in boxes:
+        (first, end) = box.outputs[1]
+        blocks, rest = divmod(end - first, DEPTHWISE_BLOCK)
+        for start, block, count in ((first, DEPTHWISE_BLOCK, blocks), (first + blocks * DEPTHWISE_BLOCK, 1, rest)):
+            if count:
+                depthwise_nhwc_columns(kb, y, flat, taps, [bias], (h, width, c), window, box.outputs[0],
+                                       start, block, count, box.taps, None, combine)
+
+
+def constant_operand(op, index: int) -> np.ndarray | None:
+    """Operand `index` of `op` when it is a weight (known at compile time), else None."""
+    if index >= len(op.operands) or not isinstance(op.operands[index].owner, WeightOp):
+        return None
+    owner = op.operands[index].owner
+    return weights_of(owner.get_toplevel_object()).get(owner.weight_name)
+
+
+# Output pixels of a row computed together by an NHWC depthwise kernel: their taps overlap (a
+# 3x3 stride-1 conv reads 6 input columns for 4 outputs, not 12), and each element of x is
+# loaded (and, int8, widened) once per block. 144 channels 56x56 3x3 int8 (benchmarks/int8.py's
+# mobile), interleaved in one process: the whole model 0.90 of its time with blocks of one
+# pixel; 8 no faster than 4.
+DEPTHWISE_BLOCK = 4
+
+
+def depthwise_nhwc_columns(kb, out: SSAValue, flat: SSAValue, w_taps: SSAValue, params: list[SSAValue],
+                           source_dims, window: Window, rows: tuple[int, int], first: int, block: int,
+                           blocks: int, taps, load, combine) -> None:
+    """out[:, rows, first + block*b + k, :] for b < blocks and k < block of an NHWC depthwise
+    conv, in one pass over C innermost, through the taps [i0, i1) x [j0, j1) (`taps`; those
+    reading x for every one of these outputs): each input column the block reads is an operand,
+    loaded once (`load(b, element)`; None: as it is), and each of the block's pixels an output,
+    `combine(b, pairs, channel_params)` of its (loaded x, filter tap) pairs in tap order and
+    the values of `params` ([C] buffers) at its channel. `flat` is the source [N, H, W, C]
+    (`source_dims` (H, W, C)) flattened, which `window`'s pads offset (0 for a padded copy);
+    `w_taps` the filter as [KH*KW, C]."""
+    hs, ws, c = source_dims
+    _, kw = window.kernel
+    sh, sw = window.strides
+    dh, dw = window.dilations
+    top, left = window.pads_begin
+    (i0, i1), (j0, j1) = taps
+    n = out.type.get_shape()[0]
+    r0, r1 = rows
+    columns = sorted({k * sw + j * dw for k in range(block) for j in range(j0, j1)})
+    reads = [(i, u) for i in range(i0, i1) for u in columns]
+    read_index = {r: t for t, r in enumerate(reads)}
+    per_channel = affine_map(4, [dim(3)])
+
+    def read_map(i, u):
+        # The block's first output (r0, first) reads x at (r0*sh + i*dh - top, first*sw + u - left).
+        offset = (r0 * sh + i * dh - top) * (ws * c) + (first * sw + u - left) * c
+        return affine_map(4, [dim(0) * (hs * ws * c) + dim(1) * (sh * ws * c)
+                              + dim(2) * (block * sw * c) + dim(3) + offset])
+
+    outputs = [kb.subview(out, [0, r0, first + k, 0], [n, r1 - r0, blocks, c], [1, 1, block, 1])
+               for k in range(block)]
+    box_taps = [(i, j) for i in range(i0, i1) for j in range(j0, j1)]
+    n_reads, n_taps = len(reads), len(box_taps)
+
+    def body(b, a):
+        loaded = {}  # read index -> its loaded value, made as the taps first need it (row by row)
+        pairs = [[] for _ in range(block)]
+        for t, (i, j) in enumerate(box_taps):
+            for k in range(block):
+                r = read_index[i, k * sw + j * dw]
+                if r not in loaded:
+                    loaded[r] = a[r] if load is None else load(b, a[r])
+                pairs[k].append((loaded[r], a[n_reads + t]))
+        channel = list(a[n_reads + n_taps:n_reads + n_taps + len(params)])
+        return [combine(b, pairs[k], channel) for k in range(block)]
+
+    kb.generic([flat] * n_reads + [w_taps] * n_taps + list(params), outputs,
+               [read_map(i, u) for i, u in reads] + [affine_map(4, [cst(i * kw + j), dim(3)]) for i, j in box_taps]
+               + [per_channel] * len(params) + [identity_map(4)] * block, [PARALLEL] * 4, body)
 
 
 def _as_unit_height(kb, x: SSAValue, w: SSAValue, y: SSAValue, window: Window):

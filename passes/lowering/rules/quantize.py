@@ -33,11 +33,17 @@ from dialects.diagnostics import UnsupportedError
 from dialects.gemm_ukernel import choose_tiles, pack_b_u8s8
 from dialects.onnx import WeightOp
 from dialects.types import is_float, numpy_dtype
-from dialects.weights import weights_of
 from passes.lowering.kernels_to_linalg import reshape_view, view_at
 from passes.lowering.rules import lowers
 from passes.lowering.rules.contraction import lower_matmul
-from passes.lowering.rules.conv import lower_conv, window_of
+from passes.lowering.rules.conv import (
+    DEPTHWISE_BLOCK,
+    Window,
+    constant_operand,
+    depthwise_nhwc_columns,
+    lower_conv,
+    window_of,
+)
 from passes.lowering.utils.linalg_builder import (
     PARALLEL,
     REDUCTION,
@@ -307,14 +313,6 @@ def _centered(kb, op, value: SSAValue, zero: SSAValue | None, axis_of_vector: in
     return out
 
 
-def _constant(op, index: int) -> np.ndarray | None:
-    """Operand `index` of `op` when it is a weight (known at compile time), else None."""
-    if index >= len(op.operands) or not isinstance(op.operands[index].owner, WeightOp):
-        return None
-    owner = op.operands[index].owner
-    return weights_of(owner.get_toplevel_object()).get(owner.weight_name)
-
-
 def _exact_in_float(op, data: SSAValue, w_index: int, zero_index: int, bias_index: int | None,
                     reduced_axes: tuple[int, ...]) -> bool:
     """Can float32 compute this integer contraction exactly? When every partial sum is an
@@ -331,10 +329,10 @@ def _exact_in_float(op, data: SSAValue, w_index: int, zero_index: int, bias_inde
         terms = prod(w_value.type.get_shape()[axis] for axis in reduced_axes)
         return (numpy_dtype(w_value.type.element_type) in bytes_ and bias_index is None
                 and 255 * 255 * terms < 2 ** 24)
-    w = _constant(op, w_index)
-    zero = _constant(op, zero_index) if zero_index < len(op.operands) else np.zeros((), np.int32)
+    w = constant_operand(op, w_index)
+    zero = constant_operand(op, zero_index) if zero_index < len(op.operands) else np.zeros((), np.int32)
     if w is None or zero is None or (bias_index is not None and bias_index < len(op.operands)
-                                     and _constant(op, bias_index) is None):
+                                     and constant_operand(op, bias_index) is None):
         return False
     if zero.ndim == 1 and zero.size > 1:  # per output channel: along the kept axis
         kept = [i for i in range(w.ndim) if i not in reduced_axes][-1]
@@ -342,7 +340,7 @@ def _exact_in_float(op, data: SSAValue, w_index: int, zero_index: int, bias_inde
     centered = np.abs(w.astype(np.int64) - zero.astype(np.int64))
     worst = 255 * int(centered.sum(axis=reduced_axes).max(initial=0))
     if bias_index is not None and bias_index < len(op.operands):
-        worst += int(np.abs(_constant(op, bias_index).astype(np.int64)).max(initial=0))
+        worst += int(np.abs(constant_operand(op, bias_index).astype(np.int64)).max(initial=0))
     return worst < 2 ** 24
 
 
@@ -410,14 +408,14 @@ def _integer_gemm(kb, op, a, a_zero, b, out, b_index: int, b_zero_index: int,
     constant int8 matrix with zero point 0 and `out` int32, or, with `requant` (float32
     multipliers per column, y's zero point), `out` 8-bit, requantized in the GEMM's store (when
     k fits one kc block): None, or (nothing emitted) the reason it does not apply."""
-    b_array = _constant(op, b_index)
-    b_zero = _constant(op, b_zero_index) if b_zero_index < len(op.operands) else np.zeros((), np.int8)
+    b_array = constant_operand(op, b_index)
+    b_zero = constant_operand(op, b_zero_index) if b_zero_index < len(op.operands) else np.zeros((), np.int8)
     a_shape, out_shape = a.type.get_shape(), out.type.get_shape()
     out_type = numpy_dtype(out.type.element_type)
     k4 = -(-a_shape[-1] // 4) * 4
     reason = next((why for bad, why in (
         (numpy_dtype(a.type.element_type) not in (np.uint8, np.int8), "A is not 8-bit"),
-        (not _unsigned(a.type.element_type) and a_zero is not None and _constant(op, 2) is None,
+        (not _unsigned(a.type.element_type) and a_zero is not None and constant_operand(op, 2) is None,
          "A is int8 with a zero point computed at run time"),
         (b_array is None or b_array.dtype != np.int8 or b_array.ndim != 2, "B is not a constant int8 matrix"),
         (b_zero is None or b_zero.any(), "B's zero point is not 0"),
@@ -433,7 +431,7 @@ def _integer_gemm(kb, op, a, a_zero, b, out, b_index: int, b_zero_index: int,
     rows = prod(a_shape[:-1])
     column_sums = b_array.astype(np.int64).sum(axis=0)
     bias = None
-    a_zero_value = _constant(op, 2) if a_zero is not None else None  # a_zero is operand 2 of both ops
+    a_zero_value = constant_operand(op, 2) if a_zero is not None else None  # a_zero is operand 2 of both ops
     signed = not _unsigned(a.type.element_type)
     if signed:  # int8 A is read as uint8 A + 128 (its top bit flipped), its zero point too
         a_zero_value = (np.zeros(1) if a_zero_value is None else a_zero_value.astype(np.int64)) + 128
@@ -471,7 +469,7 @@ def _multipliers(op) -> tuple[np.ndarray, int] | None:
     """QLinearMatMul's requantization constants, float32(a_scale * b_scale / y_scale) computed
     in the scales' type as `requantize` does, and y's zero point; None unless all are constant
     and a_scale is one value."""
-    a_scale, b_scale, y_scale, y_zero = (_constant(op, i) for i in (1, 4, 6, 7))
+    a_scale, b_scale, y_scale, y_zero = (constant_operand(op, i) for i in (1, 4, 6, 7))
     if any(v is None for v in (a_scale, b_scale, y_scale, y_zero)) or a_scale.size != 1:
         return None
     dtype = a_scale.dtype
@@ -687,8 +685,8 @@ def _integer_conv(kb, op, x, w, bias: SSAValue | None, out, requant: tuple[np.nd
     y. None, or (nothing emitted) the reason it does not apply."""
     nhwc = _layout(op) == NHWC
     x_shape, w_shape, y_shape = x.type.get_shape(), w.type.get_shape(), out.type.get_shape()
-    weights, w_zero, x_zero = _constant(op, 3), _constant(op, 5), _constant(op, 2)
-    conv_bias = np.zeros(1, np.int32) if bias is None else _constant(op, 8)
+    weights, w_zero, x_zero = constant_operand(op, 3), constant_operand(op, 5), constant_operand(op, 2)
+    conv_bias = np.zeros(1, np.int32) if bias is None else constant_operand(op, 8)
     reason = integer_conv_refusal(numpy_dtype(x.type.element_type), x_shape, w_shape, y_shape,
                                   op.attr("group", 1), weights, w_zero, x_zero, conv_bias, one_image=not nhwc)
     if reason is not None:
@@ -849,8 +847,8 @@ def _depthwise_nhwc(kb, op, x, w, out, requant: tuple[np.ndarray, int] | None) -
     float32 multiplier per channel, round half to even, + y_zero, saturate). Up to
     _UNROLLED_TAPS taps in one pass (through an int32 buffer read and written at every tap, a
     144-channel 56x56 3x3 conv took 0.27 ms, 0.22 this way), more through that buffer."""
-    weights, x_zero = _constant(op, 3), _constant(op, 2)
-    bias = np.zeros(1, np.int32) if len(op.operands) < 9 else _constant(op, 8)
+    weights, x_zero = constant_operand(op, 3), constant_operand(op, 2)
+    bias = np.zeros(1, np.int32) if len(op.operands) < 9 else constant_operand(op, 8)
     x_shape, w_shape, y_shape = x.type.get_shape(), w.type.get_shape(), out.type.get_shape()
     n, h, w_, c = x_shape
     _, kh, kw, _ = w_shape
@@ -889,13 +887,26 @@ def _depthwise_nhwc(kb, op, x, w, out, requant: tuple[np.ndarray, int] | None) -
         bound = np.abs(correction.astype(np.int64)) + 255 * np.abs(weights.reshape(kh * kw, c).astype(np.int64)).sum(0)
         if int(bound.max(initial=0)) < 2 ** 24:
             corrections = _weight(kb, op, "x_zero_correction_f32", correction.astype(np.float32))
-        blocks, rest = divmod(ow, _DEPTHWISE_BLOCK)
-        if blocks:
-            _depthwise_columns(kb, out, flat, w_taps, corrections, multipliers, requantized, (hp, wp, c),
-                               (kh, kw), (sh, sw, dh, dw), 0, _DEPTHWISE_BLOCK, blocks)
-        if rest:
-            _depthwise_columns(kb, out, flat, w_taps, corrections, multipliers, requantized, (hp, wp, c),
-                               (kh, kw), (sh, sw, dh, dw), blocks * _DEPTHWISE_BLOCK, 1, rest)
+        float_start = corrections.type.element_type == f32
+
+        def combine(b, pairs, params):
+            f = b.on(f32)
+            total = params[0] if float_start else None
+            for value, tap in pairs:
+                product = f.mul(value, tap)
+                total = product if total is None else f.add(total, product)
+            if float_start:
+                return requantized(b, total, params[1])
+            return requantized(b, b.add(params[0], b.math(arith.FPToSIOp, total, i32)), params[1])
+
+        blocks, rest = divmod(ow, DEPTHWISE_BLOCK)
+        padded_window = Window((kh, kw), (sh, sw), (dh, dw), (0, 0), (0, 0), (oh, ow))
+        load = lambda b, v: widen(b.on(f32), v, f32)  # noqa: E731
+        for start, block, count in ((0, DEPTHWISE_BLOCK, blocks), (blocks * DEPTHWISE_BLOCK, 1, rest)):
+            if count:
+                depthwise_nhwc_columns(kb, out, flat, w_taps, [corrections, multipliers], (hp, wp, c),
+                                       padded_window, (0, oh), start, block, count, ((0, kh), (0, kw)),
+                                       load, combine)
     else:
         acc = kb.scratch(MemRefType(i32, [n, oh, ow, c]))
         kb.generic([corrections], [acc], [per_channel, identity_map(4)], [PARALLEL] * 4, lambda b, a: [a[0]])
@@ -911,58 +922,6 @@ def _depthwise_nhwc(kb, op, x, w, out, requant: tuple[np.ndarray, int] | None) -
     float_start = corrections.type.element_type == f32
     _record(op, "depthwise int32 loops in NHWC, requantized in their store"
             + (" (summed in float32 from the zero point correction, exact here)" if float_start else ""))
-
-
-# Output pixels of a row computed together by the depthwise kernel: their taps overlap (a 3x3
-# stride-1 conv reads 6 input columns for 4 outputs, not 12), and each byte of x is widened to
-# float32 once per block. 144 channels 56x56 3x3 (benchmarks/int8.py's mobile), interleaved
-# in one process: the whole model 0.90 of its time with blocks of one pixel; 8 no faster than 4.
-_DEPTHWISE_BLOCK = 4
-
-
-def _depthwise_columns(kb, out, flat, w_taps, corrections, multipliers, requantized, padded_dims, kernel,
-                       window, first: int, block: int, blocks: int) -> None:
-    """y[:, :, first + block*b + k, :] for b < blocks and k < block, in one pass: each input
-    column the block reads is an operand (widened once), each of the block's pixels an output."""
-    hp, wp, c = padded_dims
-    kh, kw = kernel
-    sh, sw, dh, dw = window
-    n, oh = out.type.get_shape()[:2]
-    columns = sorted({k * sw + j * dw for k in range(block) for j in range(kw)})
-    reads = [(i, u) for i in range(kh) for u in columns]
-    read_index = {r: t for t, r in enumerate(reads)}
-    per_channel = affine_map(4, [dim(3)])
-
-    def read_map(i, u):
-        return affine_map(4, [dim(0) * (hp * wp * c) + (dim(1) * sh + i * dh) * (wp * c)
-                              + (dim(2) * (block * sw) + first * sw + u) * c + dim(3)])
-
-    outputs = [kb.subview(out, [0, 0, first + k, 0], [n, oh, blocks, c], [1, 1, block, 1]) for k in range(block)]
-    taps = [(i, j) for i in range(kh) for j in range(kw)]
-    n_reads, n_taps = len(reads), len(taps)
-
-    float_start = corrections.type.element_type == f32
-
-    def body(b, a):
-        f = b.on(f32)
-        widened = {}  # read index -> its float32, made as the taps first need it (row by row)
-        start = a[n_reads + n_taps]
-        totals = [start if float_start else None] * block
-        for t, (i, j) in enumerate(taps):
-            for k in range(block):
-                r = read_index[i, k * sw + j * dw]
-                if r not in widened:
-                    widened[r] = widen(f, a[r], f32)
-                product = f.mul(widened[r], a[n_reads + t])
-                totals[k] = product if totals[k] is None else f.add(totals[k], product)
-        if float_start:
-            return [requantized(b, total, a[n_reads + n_taps + 1]) for total in totals]
-        return [requantized(b, b.add(start, b.math(arith.FPToSIOp, total, i32)), a[n_reads + n_taps + 1])
-                for total in totals]
-
-    kb.generic([flat] * n_reads + [w_taps] * n_taps + [corrections, multipliers], outputs,
-               [read_map(i, u) for i, u in reads] + [affine_map(4, [cst(t), dim(3)]) for t in range(n_taps)]
-               + [per_channel, per_channel] + [identity_map(4)] * block, [PARALLEL] * 4, body)
 
 
 def _padded_nhwc(kb, x, window, zero: int, flip: bool = False) -> tuple[SSAValue, int, int]:

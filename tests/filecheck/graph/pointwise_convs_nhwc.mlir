@@ -1,4 +1,4 @@
-// RUN: python %S/../npz.py %t.weights.npz "a=np.ones((8, 32, 1, 1), np.float32)" "b=np.ones((8, 8, 3, 3), np.float32)" "c=np.ones((32, 8, 1, 1), np.float32)" "e=np.ones((16, 8, 1, 1), np.float32)" "f=np.ones((16, 8, 3, 3), np.float32)" "d=np.ones((32, 1, 3, 3), np.float32)"
+// RUN: python %S/../npz.py %t.weights.npz "a=np.ones((8, 32, 1, 1), np.float32)" "b=np.ones((8, 8, 3, 3), np.float32)" "c=np.ones((32, 8, 1, 1), np.float32)" "e=np.ones((16, 8, 1, 1), np.float32)" "f=np.ones((16, 8, 3, 3), np.float32)" "d=np.ones((32, 1, 3, 3), np.float32)" "g=np.ones((32, 16, 3, 3), np.float32)"
 // RUN: cp %s %t.mlir && dlc opt %t.mlir -p pointwise-convs-nhwc | filecheck %s
 
 // Four bottleneck blocks: the 1x1 convs read and write NHWC, except the reduce conv, which writes
@@ -80,16 +80,43 @@ builtin.module {
     func.return %4 : tensor<1x32x6x6xf32>
   }
 
-  // A model with a grouped (here depthwise) conv keeps every conv in NCHW: the depthwise kernels
-  // vectorise along a channel's pixels, and each 1x1 conv beside one would pay two Transposes.
-  // CHECK-LABEL: func.func @with_depthwise
-  // CHECK-NOT:   dlc.layout
+  // A mobile block (expand, depthwise, project, residual Add) runs its convs in NHWC: the
+  // depthwise conv's channels fill the vector lanes, its weight stays as ONNX has it, and the
+  // Relus between the convs run in NHWC. Only the block's input is transposed: the project conv
+  // writes the NCHW its Add and the function's result want.
+  // CHECK-LABEL: func.func @mobile_block
+  // CHECK:       %[[IN:.*]] = "onnx.Transpose"(%{{.*}}) {perm = array<i64: 0, 2, 3, 1>, onnx_node_name = "expand.to_nhwc"}
+  // CHECK:       "onnx.Conv"(%[[IN]], {{.*}}) {onnx_node_name = "expand", dlc.layout = "NHWC"} : (tensor<1x6x6x8xf32>, tensor<32x8x1x1xf32>) -> tensor<1x6x6x32xf32>
+  // CHECK:       "onnx.Relu"({{.*}}) : (tensor<1x6x6x32xf32>) -> tensor<1x6x6x32xf32>
+  // CHECK:       "onnx.Conv"({{.*}}) {pads = array<i64: 1, 1, 1, 1>, group = 32 : i64, onnx_node_name = "depthwise", dlc.layout = "NHWC"} : (tensor<1x6x6x32xf32>, tensor<32x1x3x3xf32>) -> tensor<1x6x6x32xf32>
+  // CHECK:       "onnx.Relu"({{.*}}) : (tensor<1x6x6x32xf32>) -> tensor<1x6x6x32xf32>
+  // CHECK:       "onnx.Conv"({{.*}}) {onnx_node_name = "project", dlc.layout = "NHWC", dlc.out_layout = "NCHW"} : (tensor<1x6x6x32xf32>, tensor<8x32x1x1xf32>) -> tensor<1x8x6x6xf32>
+  // CHECK-NOT:   "onnx.Transpose"
+  // CHECK:       "onnx.Add"({{.*}}) : (tensor<1x8x6x6xf32>, tensor<1x8x6x6xf32>) -> tensor<1x8x6x6xf32>
   // CHECK:       func.return
-  func.func @with_depthwise(%x: tensor<1x32x6x6xf32>) -> tensor<1x32x6x6xf32> {
+  func.func @mobile_block(%x: tensor<1x8x6x6xf32>) -> tensor<1x8x6x6xf32> {
+    %c = onnx.weight @c : tensor<32x8x1x1xf32>
     %d = onnx.weight @d : tensor<32x1x3x3xf32>
     %a = onnx.weight @a : tensor<8x32x1x1xf32>
+    %0 = "onnx.Conv"(%x, %c) {onnx_node_name = "expand"} : (tensor<1x8x6x6xf32>, tensor<32x8x1x1xf32>) -> tensor<1x32x6x6xf32>
+    %1 = "onnx.Relu"(%0) : (tensor<1x32x6x6xf32>) -> tensor<1x32x6x6xf32>
+    %2 = "onnx.Conv"(%1, %d) {pads = array<i64: 1, 1, 1, 1>, group = 32 : i64, onnx_node_name = "depthwise"} : (tensor<1x32x6x6xf32>, tensor<32x1x3x3xf32>) -> tensor<1x32x6x6xf32>
+    %3 = "onnx.Relu"(%2) : (tensor<1x32x6x6xf32>) -> tensor<1x32x6x6xf32>
+    %4 = "onnx.Conv"(%3, %a) {onnx_node_name = "project"} : (tensor<1x32x6x6xf32>, tensor<8x32x1x1xf32>) -> tensor<1x8x6x6xf32>
+    %5 = "onnx.Add"(%4, %x) : (tensor<1x8x6x6xf32>, tensor<1x8x6x6xf32>) -> tensor<1x8x6x6xf32>
+    func.return %5 : tensor<1x8x6x6xf32>
+  }
+
+  // A grouped conv that is not depthwise (two groups of 16 channels) keeps every conv of its
+  // function in NCHW: the NHWC lowering takes 1x1 and depthwise convs only.
+  // CHECK-LABEL: func.func @with_groups
+  // CHECK-NOT:   dlc.layout
+  // CHECK:       func.return
+  func.func @with_groups(%x: tensor<1x32x6x6xf32>) -> tensor<1x32x6x6xf32> {
+    %g = onnx.weight @g : tensor<32x16x3x3xf32>
+    %a = onnx.weight @a : tensor<8x32x1x1xf32>
     %c = onnx.weight @c : tensor<32x8x1x1xf32>
-    %0 = "onnx.Conv"(%x, %d) {pads = array<i64: 1, 1, 1, 1>, group = 32 : i64} : (tensor<1x32x6x6xf32>, tensor<32x1x3x3xf32>) -> tensor<1x32x6x6xf32>
+    %0 = "onnx.Conv"(%x, %g) {pads = array<i64: 1, 1, 1, 1>, group = 2 : i64} : (tensor<1x32x6x6xf32>, tensor<32x16x3x3xf32>) -> tensor<1x32x6x6xf32>
     %1 = "onnx.Conv"(%0, %a) : (tensor<1x32x6x6xf32>, tensor<8x32x1x1xf32>) -> tensor<1x8x6x6xf32>
     %2 = "onnx.Conv"(%1, %c) : (tensor<1x8x6x6xf32>, tensor<32x8x1x1xf32>) -> tensor<1x32x6x6xf32>
     func.return %2 : tensor<1x32x6x6xf32>

@@ -80,4 +80,31 @@ builtin.module {
     %g = "onnx.GlobalAveragePool"(%r) {onnx_node_name = "pool"} : (tensor<1x2x4x5xf32>) -> tensor<1x2x1x1xf32>
     func.return %g : tensor<1x2x1x1xf32>
   }
+  // A SiLU, x * Sigmoid(x): the Transpose feeds both the Sigmoid and the Mul, and the Sigmoid
+  // only the Mul; the two move together and the Transposes cancel.
+  // CHECK-LABEL: func.func @silu
+  // CHECK-SAME:  (%[[A:.*]]: tensor<1x4x5x2xf32>)
+  // CHECK-NEXT:  %[[G:.*]] = "onnx.Sigmoid"(%[[A]]) {{.*}} -> tensor<1x4x5x2xf32>
+  // CHECK-NEXT:  %[[Y:.*]] = "onnx.Mul"(%[[A]], %[[G]]) {{.*}} -> tensor<1x4x5x2xf32>
+  // CHECK-NEXT:  func.return %[[Y]]
+  func.func @silu(%a: tensor<1x4x5x2xf32>) -> tensor<1x4x5x2xf32> {
+    %at = "onnx.Transpose"(%a) {perm = array<i64: 0, 3, 1, 2>, onnx_node_name = "a.to_nchw"} : (tensor<1x4x5x2xf32>) -> tensor<1x2x4x5xf32>
+    %g = "onnx.Sigmoid"(%at) {onnx_node_name = "gate"} : (tensor<1x2x4x5xf32>) -> tensor<1x2x4x5xf32>
+    %y = "onnx.Mul"(%at, %g) {onnx_node_name = "silu"} : (tensor<1x2x4x5xf32>, tensor<1x2x4x5xf32>) -> tensor<1x2x4x5xf32>
+    %yt = "onnx.Transpose"(%y) {perm = array<i64: 0, 2, 3, 1>, onnx_node_name = "y.to_nhwc"} : (tensor<1x2x4x5xf32>) -> tensor<1x4x5x2xf32>
+    func.return %yt : tensor<1x4x5x2xf32>
+  }
+
+  // Returned as it is too, the Transpose stays: the Mul does not move past it.
+  // CHECK-LABEL: func.func @silu_transpose_returned
+  // CHECK:       "onnx.Transpose"(%{{.*}}) {perm = array<i64: 0, 3, 1, 2>
+  // CHECK:       "onnx.Mul"({{.*}}) {{.*}} -> tensor<1x2x4x5xf32>
+  // CHECK:       "onnx.Transpose"
+  func.func @silu_transpose_returned(%a: tensor<1x4x5x2xf32>) -> (tensor<1x4x5x2xf32>, tensor<1x2x4x5xf32>) {
+    %at = "onnx.Transpose"(%a) {perm = array<i64: 0, 3, 1, 2>, onnx_node_name = "a.to_nchw"} : (tensor<1x4x5x2xf32>) -> tensor<1x2x4x5xf32>
+    %g = "onnx.Sigmoid"(%at) {onnx_node_name = "gate"} : (tensor<1x2x4x5xf32>) -> tensor<1x2x4x5xf32>
+    %y = "onnx.Mul"(%at, %g) {onnx_node_name = "silu"} : (tensor<1x2x4x5xf32>, tensor<1x2x4x5xf32>) -> tensor<1x2x4x5xf32>
+    %yt = "onnx.Transpose"(%y) {perm = array<i64: 0, 2, 3, 1>, onnx_node_name = "y.to_nhwc"} : (tensor<1x2x4x5xf32>) -> tensor<1x4x5x2xf32>
+    func.return %yt, %at : tensor<1x4x5x2xf32>, tensor<1x2x4x5xf32>
+  }
 }
