@@ -1,8 +1,11 @@
 """pointwise-convs-nhwc end to end: a bottleneck network (1x1 convs in NHWC, the 3x3 convs
 between layouts, a strided stage with its 1x1 shortcut, batch 2) matches onnxruntime, and its
-results are bit-identical across thread counts."""
+results are bit-identical across thread counts; so do mobile blocks (depthwise convs in NHWC,
+squeeze-and-excitation gates)."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -164,6 +167,29 @@ def test_depthwise_convs_in_nhwc_match_onnxruntime(channels, size, kernel, strid
     model = _mobile_block(channels, size, kernel, stride, pads, dilation, activation, bias)
     graph = str(compile_model(model, compile_to="graph").module)
     assert 'onnx_node_name = "depthwise", dlc.layout = "NHWC"' in graph, graph
+    feeds = random_feeds(model)
+    compiled = dlc.compile(model, threads=1)
+    serial = compiled.run(feeds)["y"]
+    np.testing.assert_array_equal(_with_threads(compiled, 2).run(feeds)["y"], serial)
+    np.testing.assert_allclose(serial, run_onnxruntime(model, feeds)[0], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("activation, gate", [("hardswish", "hardsigmoid"), ("silu", "sigmoid")])
+def test_squeeze_and_excitation_blocks_run_in_nhwc_and_match_onnxruntime(activation, gate):
+    """A MobileNetV3 block (HardSwish, HardSigmoid gate) and an EfficientNet one (SiLU, Sigmoid
+    gate): the pool becomes a ReduceMean of the NHWC map, the gate's Mul runs in NHWC (its
+    Transpose sunk past the broadcast gate), and no Transpose is left inside the block."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    from models import GraphBuilder, _float_input, _mbconv
+
+    g = GraphBuilder(0)
+    y = _mbconv(g, "x", 24, 24, 5, 1, 96, 24, activation, "relu", gate, name="block")
+    model = g.model("se", [_float_input("x", [1, 24, 14, 14])], {"y": y})
+    graph = str(compile_model(model, compile_to="graph").module)
+    assert graph.count('dlc.layout = "NHWC"') == 5  # expand, depthwise, the gate's two, project
+    assert '"onnx.GlobalAveragePool"' not in graph and graph.count('"onnx.Transpose"') == 1  # x's
     feeds = random_feeds(model)
     compiled = dlc.compile(model, threads=1)
     serial = compiled.run(feeds)["y"]

@@ -21,7 +21,9 @@ between layouts"):
    into the conv's store (`dlc.out_layout`): an NHWC conv whose result is transposed to NCHW
    (a 1x1 reduce feeding a 3x3 conv) writes NCHW, a KxK conv whose result is transposed to NHWC
    (a 3x3 conv feeding a 1x1 expand) writes NHWC. A global average pool of a Transpose to NCHW
-   becomes a ReduceMean of the NHWC tensor.
+   becomes a ReduceMean of the NHWC tensor; where the map has other readers (a squeeze-and-
+   excitation block's Mul by its gate), the Transposes sink once more, past the broadcast gate,
+   and the block runs in NHWC (MobileNetV3, EfficientNet).
 3. A function's rewrite is kept only if the Transposes it leaves move at most MAX_TRANSPOSED_SHARE of the
    elements its NHWC convs read and write: ResNet-50 keeps two (after the stem's MaxPool and
    before the GlobalAveragePool); a SqueezeNet fire module, whose Concat of a 1x1 and a 3x3 conv
@@ -55,7 +57,7 @@ from passes.lowering.rules.conv import MIN_GEMM_ROWS
 
 # Ops between a conv and a Transpose that the Transpose is absorbed through: the conv's GEMM
 # applies them as it stores (elementwise, one operand, the result's size).
-ABSORBED_THROUGH = frozenset({"Relu", "Clip"})
+ABSORBED_THROUGH = frozenset({"Relu", "Clip", "HardSwish"})
 # A function's rewrite is kept when the Transposes it adds move at most this share of the
 # elements its NHWC convs read and write: ResNet-50 0.017 (two Transposes for 36 convs), against
 # ResNet-18 0.67 (three 1x1 shortcut convs, each input transposed) and SqueezeNet 0.56.
@@ -187,25 +189,30 @@ def _global_average(op: Operation) -> bool:
             and all(d == 1 for d in op.results[0].type.get_shape()[2:]))
 
 
-def _pool_in_nhwc(transpose: OnnxOp) -> bool:
-    """Step 2 for a Transpose to NCHW that only global average pools read: each becomes a
-    ReduceMean over the NHWC tensor's H and W (channels in the vector lanes) and a Transpose of
-    its [N, 1, 1, C] result (ResNet-50's last 2048 x 7x7 map: 0.076 -> 0.015 ms on a core)."""
+def _pool_in_nhwc(transpose: OnnxOp, trial: bool) -> bool:
+    """Step 2 for a Transpose to NCHW that global average pools read: each becomes a ReduceMean
+    over the NHWC tensor's H and W (channels in the vector lanes) and a Transpose of its
+    [N, 1, 1, C] result (ResNet-50's last 2048 x 7x7 map: 0.076 -> 0.015 ms on a core). The
+    Transpose goes when nothing else reads it; a squeeze-and-excitation block's Mul, which also
+    reads it, then takes it on (sink-transposes, its gate broadcast). A `trial`'s function lies
+    outside the module, whose weights the ReduceMean's axes would join: there it takes none."""
     users = [use.operation for use in transpose.results[0].uses]
-    if list(transpose.attr("perm", [])) != TO_NCHW or not users or not all(_global_average(u) for u in users):
+    pools = [user for user in users if _global_average(user)]
+    if list(transpose.attr("perm", [])) != TO_NCHW or not pools:
         return False
     x = transpose.operands[0]
     n, _, _, c = x.type.get_shape()
-    for pool in users:
+    for pool in pools:
         name = pool.node_name or "pool"
-        axes = weight_before(pool, f"{name}.axes", np.array([1, 2], np.int64))
-        mean = OPS["ReduceMean"].create(operands=[x, axes], result_types=[TensorType(f32, [n, 1, 1, c])],
+        axes = [] if trial else [weight_before(pool, f"{name}.axes", np.array([1, 2], np.int64))]
+        mean = OPS["ReduceMean"].create(operands=[x, *axes], result_types=[TensorType(f32, [n, 1, 1, c])],
                                         attributes={"onnx_node_name": StringAttr(f"{name}.nhwc")})
         Rewriter.insert_op(mean, InsertPoint.before(pool))
         back = transpose_before(pool, mean.results[0], TO_NCHW, f"{name}.to_nchw")
         pool.results[0].replace_all_uses_with(back.results[0])
         Rewriter.erase_op(pool)
-    Rewriter.erase_op(transpose)
+    if not transpose.results[0].uses:
+        Rewriter.erase_op(transpose)
     return True
 
 
@@ -222,8 +229,13 @@ def _rewrite(function: Operation, trial: bool = False) -> tuple[int, int]:
     sink_transposes(function)
     for op in list(function.walk()):
         if isinstance(op, OnnxOp) and op.onnx_type == "Transpose" and op.parent is not None:
-            # (a trial's function is outside the module, whose weights a ReduceMean's axes join)
-            _absorb(op) or (not trial and _pool_in_nhwc(op))
+            _absorb(op) or _pool_in_nhwc(op, trial)
+    # With the pools' Transposes gone, a squeeze-and-excitation block's Mul takes its map's on
+    # (its gate transposed alone) until it meets the project conv's.
+    if sink_transposes(function):
+        for op in list(function.walk()):
+            if isinstance(op, OnnxOp) and op.onnx_type == "Transpose" and op.parent is not None:
+                _absorb(op)
     converted = sum(int(np.prod(c.operands[0].type.get_shape())) + int(np.prod(c.results[0].type.get_shape()))
                     for c in rewritten)
     return converted, _transposed_elements(function) - before

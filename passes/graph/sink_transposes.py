@@ -43,9 +43,13 @@ UNARY = frozenset({"Relu", "Sigmoid", "Tanh", "Abs", "Neg", "Exp", "Log", "Sqrt"
                    "HardSigmoid", "HardSwish", "Softplus", "Elu", "Selu", "Cast", "Identity", "Floor",
                    "Ceil", "Round", "Reciprocal", "Clip", "Not", "Sign"})
 QDQ = frozenset({"QuantizeLinear", "DequantizeLinear"})
-# Ops whose tensor operands all have the result's shape (any other operand a single value).
+# Ops whose tensor operands all have the result's shape (any other operand a single value, or a
+# small one broadcast along some dims: `_broadcast`).
 BINARY = frozenset({"Add", "Sub", "Mul", "Div", "Max", "Min", "Sum", "Mean", "Equal", "Less", "Greater",
                     "And", "Or", "Where"})
+# A broadcast operand moves with its op (transposed itself) when the result is at least this
+# many times its size.
+BROADCAST_SHARE = 4
 
 
 def _perm(op: Operation) -> list[int]:
@@ -93,9 +97,30 @@ def _tensor_operands(op: Operation) -> list[int] | None:
         if op.attr("block_size", 0) or any(len(op.operands[i].type.get_shape()) > 1 for i in params):
             return None
         return tensors
-    if any(_size(op.operands[i]) != 1 for i in params):
+    if any(_size(op.operands[i]) != 1 and not _broadcast(op.operands[i], shape) for i in params):
         return None
     return tensors
+
+
+def _broadcast(value: SSAValue, shape) -> bool:
+    """Whether `value` is a small operand broadcast along some of `shape`'s dims (a squeeze-and-
+    excitation gate [N, C, 1, 1] on its [N, C, H, W] map): its rank, each dim 1 or `shape`'s, at
+    most 1/BROADCAST_SHARE of the result. It takes the Transpose itself, at that small cost."""
+    own = value.type.get_shape() if isinstance(value.type, TensorType) else ()
+    size = 1
+    for d in shape:
+        size *= d
+    return (len(own) == len(shape) and all(d in (1, full) for d, full in zip(own, shape))
+            and _size(value) * BROADCAST_SHARE <= size)
+
+
+def _broadcast_params(op: OnnxOp) -> list[int]:
+    """The operands of an elementwise `op` broadcast along some dims (`_broadcast`)."""
+    if op.onnx_type not in BINARY:
+        return []
+    shape = op.results[0].type.get_shape()
+    return [i for i in range(len(op.operands)) if not is_absent(op, i) and _size(op.operands[i]) != 1
+            and op.operands[i].type.get_shape() != shape and _broadcast(op.operands[i], shape)]
 
 
 def _users(value: SSAValue) -> list[Operation]:
@@ -146,6 +171,17 @@ def _rebuilt(op: OnnxOp, sources: dict[int, SSAValue], perm: list[int], before: 
     shape = op.results[0].type.get_shape()
     inverse = _inverse(perm)
     operands = [sources.get(i, v) for i, v in enumerate(op.operands)]
+    for i in _broadcast_params(op):  # a small broadcast operand: its own (cancelling) Transpose
+        inner = _transpose_of(operands[i])
+        if inner is not None and _perm(inner) == perm:
+            operands[i] = inner.operands[0]
+            continue
+        small = operands[i].type.get_shape()
+        flip = OPS["Transpose"].create(operands=[operands[i]], attributes={
+            "perm": DenseArrayBase.from_list(i64, inverse)},
+            result_types=[TensorType(operands[i].type.element_type, [small[p] for p in inverse])])
+        Rewriter.insert_op(flip, InsertPoint.before(before))
+        operands[i] = flip.results[0]
     attributes = dict(op.attributes)
     if op.onnx_type in QDQ and any(_size(op.operands[i]) > 1 for i in range(1, len(op.operands))
                                    if not is_absent(op, i)):
@@ -183,7 +219,7 @@ def _sink(op: OnnxOp) -> bool:
         "perm": DenseArrayBase.from_list(i64, perm), "onnx_node_name": StringAttr(f"{op.node_name}.transpose")})
     Rewriter.insert_op(back, InsertPoint.before(op))
     result.replace_all_uses_with(back.results[0])
-    old_operands = [op.operands[i] for i in tensors]
+    old_operands = [op.operands[i] for i in [*tensors, *_broadcast_params(op)]]
     Rewriter.erase_op(op)
     for value in old_operands:
         _erase_if_dead(value.owner)
@@ -230,7 +266,8 @@ def _cancel(transpose: OnnxOp) -> None:
 
 
 def sink_transposes(module: ModuleOp) -> bool:
-    """Sink Transposes through elementwise ops until none moves; whether any did."""
+    """Sink Transposes through elementwise ops until none moves, then cancel each Transpose
+    read by its inverse (a pair another pass left side by side); whether anything changed."""
     moved = False
     changed = True
     while changed:
@@ -238,6 +275,11 @@ def sink_transposes(module: ModuleOp) -> bool:
         for op in list(module.walk()):
             if op.parent is not None and isinstance(op, OnnxOp) and _sink(op):
                 changed = moved = True
+    for op in list(module.walk()):
+        if (op.parent is not None and isinstance(op, OnnxOp) and op.onnx_type == "Transpose"
+                and any(_is_transpose(user, _inverse(_perm(op))) for user in _users(op.results[0]))):
+            _cancel(op)
+            moved = True
     return moved
 
 

@@ -55,7 +55,10 @@ class _Axis:
 
 
 def _split_axis(root: SSAValue) -> _Axis | None:
-    """The first axis of more than one element of a row-major buffer, if all before it are 1."""
+    """The first axis of more than one element of a row-major buffer, if all before it are 1,
+    and it is not the innermost: split over contiguous elements (an NHWC map's channels, a
+    [1, 1, 1, C] mean of them), each sibling's loop over them would leave the inner loops
+    walking x C floats apart, one element at a time (a ReduceMean of 32x112x112: 0.39 ms)."""
     if not isinstance(root.type, MemRefType) or not isinstance(root.type.layout, NoneAttr):
         return None
     shape = root.type.get_shape()
@@ -63,7 +66,7 @@ def _split_axis(root: SSAValue) -> _Axis | None:
         return None
     strides = MemRefType.strides_for_shape(shape)
     axis = next((i for i, size in enumerate(shape) if size > 1), None)
-    return None if axis is None else _Axis(root, shape[axis], strides[axis])
+    return None if axis is None or strides[axis] == 1 else _Axis(root, shape[axis], strides[axis])
 
 
 def _layout(value: SSAValue, root: SSAValue) -> tuple[int, list[int]] | None:

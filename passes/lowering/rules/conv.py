@@ -414,7 +414,14 @@ def _nhwc_conv(kb, op, x, w, bias, y, out_nchw: bool) -> None:
     (sh, sw), (dh, dw) = window.strides, window.dilations
     depth, pixels = channels * kh * kw, batch * oh * ow
     spec = dict(m=pixels, n=out_channels, k=depth, a_k_stride=1, ldb=out_channels, ldc=out_channels, b_trans=1)
-    residual = _take_bias_and_epilogue(kb, spec, bias, "row")
+    epilogue = getattr(kb, "epilogue", None)
+    if out_nchw and epilogue is not None and epilogue.activation in _SEPARATE_LOOP_ACTIVATIONS:
+        # A transposed C has no rows to apply it to in place: the epilogue stays a loop of its own.
+        residual = None
+        if bias is not None:
+            spec["bias"] = "row"
+    else:
+        residual = _take_bias_and_epilogue(kb, spec, bias, "row")
     pointwise = (kh, kw) == (1, 1) and (sh, sw) == (1, 1) and (oh, ow) == (height, width) and not any(window.pads_begin)
     if pointwise and not out_nchw:  # only a window A's GEMM stores C transposed
         a = reshape_view(kb.builder, x, [pixels, channels])

@@ -107,6 +107,37 @@ builtin.module {
     func.return %5 : tensor<1x8x6x6xf32>
   }
 
+  // A squeeze-and-excitation block: the pool of the depthwise conv's map becomes a ReduceMean
+  // of the NHWC map, and the Mul by its gate runs in NHWC (the gate, [1, 1, 1, 32], needs no
+  // Transpose: its convs are NHWC too).
+  // CHECK-LABEL: func.func @excite_block
+  // CHECK:       "onnx.Conv"({{.*}}) {pads = array<i64: 1, 1, 1, 1>, group = 32 : i64, onnx_node_name = "depthwise", dlc.layout = "NHWC"}
+  // CHECK:       %[[MAP:.*]] = "onnx.Relu"({{.*}}) : (tensor<1x6x6x32xf32>) -> tensor<1x6x6x32xf32>
+  // CHECK:       "onnx.ReduceMean"(%[[MAP]], %{{.*}}) {{.*}} -> tensor<1x1x1x32xf32>
+  // CHECK-NOT:   "onnx.Transpose"
+  // CHECK:       %[[GATE:.*]] = "onnx.Sigmoid"({{.*}}) : (tensor<1x1x1x32xf32>) -> tensor<1x1x1x32xf32>
+  // CHECK:       "onnx.Mul"(%[[MAP]], %[[GATE]]){{.*}} : (tensor<1x6x6x32xf32>, tensor<1x1x1x32xf32>) -> tensor<1x6x6x32xf32>
+  // CHECK:       "onnx.Conv"({{.*}}) {onnx_node_name = "project", dlc.layout = "NHWC", dlc.out_layout = "NCHW"}
+  // CHECK-NOT:   "onnx.Transpose"
+  // CHECK:       func.return
+  func.func @excite_block(%x: tensor<1x8x6x6xf32>) -> tensor<1x8x6x6xf32> {
+    %c = onnx.weight @c : tensor<32x8x1x1xf32>
+    %d = onnx.weight @d : tensor<32x1x3x3xf32>
+    %a = onnx.weight @a : tensor<8x32x1x1xf32>
+    %0 = "onnx.Conv"(%x, %c) {onnx_node_name = "expand"} : (tensor<1x8x6x6xf32>, tensor<32x8x1x1xf32>) -> tensor<1x32x6x6xf32>
+    %1 = "onnx.Relu"(%0) : (tensor<1x32x6x6xf32>) -> tensor<1x32x6x6xf32>
+    %2 = "onnx.Conv"(%1, %d) {pads = array<i64: 1, 1, 1, 1>, group = 32 : i64, onnx_node_name = "depthwise"} : (tensor<1x32x6x6xf32>, tensor<32x1x3x3xf32>) -> tensor<1x32x6x6xf32>
+    %3 = "onnx.Relu"(%2) : (tensor<1x32x6x6xf32>) -> tensor<1x32x6x6xf32>
+    %4 = "onnx.GlobalAveragePool"(%3) {onnx_node_name = "squeeze"} : (tensor<1x32x6x6xf32>) -> tensor<1x32x1x1xf32>
+    %5 = "onnx.Conv"(%4, %a) {onnx_node_name = "reduce"} : (tensor<1x32x1x1xf32>, tensor<8x32x1x1xf32>) -> tensor<1x8x1x1xf32>
+    %6 = "onnx.Relu"(%5) : (tensor<1x8x1x1xf32>) -> tensor<1x8x1x1xf32>
+    %7 = "onnx.Conv"(%6, %c) {onnx_node_name = "restore"} : (tensor<1x8x1x1xf32>, tensor<32x8x1x1xf32>) -> tensor<1x32x1x1xf32>
+    %8 = "onnx.Sigmoid"(%7) : (tensor<1x32x1x1xf32>) -> tensor<1x32x1x1xf32>
+    %9 = "onnx.Mul"(%3, %8) : (tensor<1x32x6x6xf32>, tensor<1x32x1x1xf32>) -> tensor<1x32x6x6xf32>
+    %10 = "onnx.Conv"(%9, %a) {onnx_node_name = "project"} : (tensor<1x32x6x6xf32>, tensor<8x32x1x1xf32>) -> tensor<1x8x6x6xf32>
+    func.return %10 : tensor<1x8x6x6xf32>
+  }
+
   // A grouped conv that is not depthwise (two groups of 16 channels) keeps every conv of its
   // function in NCHW: the NHWC lowering takes 1x1 and depthwise convs only.
   // CHECK-LABEL: func.func @with_groups

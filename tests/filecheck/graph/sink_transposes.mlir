@@ -107,4 +107,44 @@ builtin.module {
     %yt = "onnx.Transpose"(%y) {perm = array<i64: 0, 2, 3, 1>, onnx_node_name = "y.to_nhwc"} : (tensor<1x2x4x5xf32>) -> tensor<1x4x5x2xf32>
     func.return %yt, %at : tensor<1x4x5x2xf32>, tensor<1x2x4x5xf32>
   }
+  // A squeeze-and-excitation Mul: its gate [1, 2, 1, 1] is broadcast over the map. The map's
+  // Transpose moves below the Mul, the gate taking a Transpose of its own (2 elements, here
+  // cancelling the one that brought it to NCHW); the Transposes of the map cancel.
+  // CHECK-LABEL: func.func @broadcast_gate
+  // CHECK-SAME:  (%[[A:.*]]: tensor<1x4x5x2xf32>, %[[G:.*]]: tensor<1x1x1x2xf32>)
+  // CHECK-NEXT:  %[[Y:.*]] = "onnx.Mul"(%[[A]], %[[G]]) {{.*}} : (tensor<1x4x5x2xf32>, tensor<1x1x1x2xf32>) -> tensor<1x4x5x2xf32>
+  // CHECK-NEXT:  func.return %[[Y]]
+  func.func @broadcast_gate(%a: tensor<1x4x5x2xf32>, %g: tensor<1x1x1x2xf32>) -> tensor<1x4x5x2xf32> {
+    %at = "onnx.Transpose"(%a) {perm = array<i64: 0, 3, 1, 2>, onnx_node_name = "a.to_nchw"} : (tensor<1x4x5x2xf32>) -> tensor<1x2x4x5xf32>
+    %gt = "onnx.Transpose"(%g) {perm = array<i64: 0, 3, 1, 2>, onnx_node_name = "g.to_nchw"} : (tensor<1x1x1x2xf32>) -> tensor<1x2x1x1xf32>
+    %y = "onnx.Mul"(%at, %gt) {onnx_node_name = "excite"} : (tensor<1x2x4x5xf32>, tensor<1x2x1x1xf32>) -> tensor<1x2x4x5xf32>
+    %yt = "onnx.Transpose"(%y) {perm = array<i64: 0, 2, 3, 1>, onnx_node_name = "y.to_nhwc"} : (tensor<1x2x4x5xf32>) -> tensor<1x4x5x2xf32>
+    func.return %yt : tensor<1x4x5x2xf32>
+  }
+
+  // A gate from elsewhere gets a Transpose of its own.
+  // CHECK-LABEL: func.func @broadcast_gate_transposed
+  // CHECK-SAME:  (%[[A:.*]]: tensor<1x4x5x2xf32>, %[[G:.*]]: tensor<1x2x1x1xf32>)
+  // CHECK-NEXT:  %[[GT:.*]] = "onnx.Transpose"(%[[G]]) {perm = array<i64: 0, 2, 3, 1>} : (tensor<1x2x1x1xf32>) -> tensor<1x1x1x2xf32>
+  // CHECK-NEXT:  %[[Y:.*]] = "onnx.Mul"(%[[A]], %[[GT]]) {{.*}} -> tensor<1x4x5x2xf32>
+  // CHECK-NEXT:  func.return %[[Y]]
+  func.func @broadcast_gate_transposed(%a: tensor<1x4x5x2xf32>, %g: tensor<1x2x1x1xf32>) -> tensor<1x4x5x2xf32> {
+    %at = "onnx.Transpose"(%a) {perm = array<i64: 0, 3, 1, 2>, onnx_node_name = "a.to_nchw"} : (tensor<1x4x5x2xf32>) -> tensor<1x2x4x5xf32>
+    %y = "onnx.Mul"(%at, %g) {onnx_node_name = "excite"} : (tensor<1x2x4x5xf32>, tensor<1x2x1x1xf32>) -> tensor<1x2x4x5xf32>
+    %yt = "onnx.Transpose"(%y) {perm = array<i64: 0, 2, 3, 1>, onnx_node_name = "y.to_nhwc"} : (tensor<1x2x4x5xf32>) -> tensor<1x4x5x2xf32>
+    func.return %yt : tensor<1x4x5x2xf32>
+  }
+
+  // An operand broadcast along one dim only, half the map's size: its Transpose would cost
+  // about what moving the map's saves, so the Mul stays between the Transposes.
+  // CHECK-LABEL: func.func @broadcast_too_large
+  // CHECK:       "onnx.Transpose"
+  // CHECK-NEXT:  "onnx.Mul"({{.*}}) {{.*}} : (tensor<1x2x4x5xf32>, tensor<1x1x4x5xf32>) -> tensor<1x2x4x5xf32>
+  // CHECK-NEXT:  "onnx.Transpose"
+  func.func @broadcast_too_large(%a: tensor<1x4x5x2xf32>, %r: tensor<1x1x4x5xf32>) -> tensor<1x4x5x2xf32> {
+    %at = "onnx.Transpose"(%a) {perm = array<i64: 0, 3, 1, 2>, onnx_node_name = "a.to_nchw"} : (tensor<1x4x5x2xf32>) -> tensor<1x2x4x5xf32>
+    %y = "onnx.Mul"(%at, %r) {onnx_node_name = "rows"} : (tensor<1x2x4x5xf32>, tensor<1x1x4x5xf32>) -> tensor<1x2x4x5xf32>
+    %yt = "onnx.Transpose"(%y) {perm = array<i64: 0, 2, 3, 1>, onnx_node_name = "y.to_nhwc"} : (tensor<1x2x4x5xf32>) -> tensor<1x4x5x2xf32>
+    func.return %yt : tensor<1x4x5x2xf32>
+  }
 }

@@ -152,4 +152,28 @@ builtin.module {
     }
     func.return
   }
+  // A mean over an NHWC map's pixels writes [1, 1, 1, C]: its only axis of more than one element
+  // is its innermost. Split there, each sibling's pixel loops would run inside a channel loop,
+  // reading x C floats apart; the generics stay as they are (and their loops in x's order).
+  // CHECK-LABEL: func.func private @nhwc_mean
+  // CHECK-NOT:     dlc.parallel
+  // CHECK:         linalg.generic
+  // CHECK:         linalg.generic
+  // CHECK:         func.return
+  func.func private @nhwc_mean(%x: memref<1x64x64x32xf32>, %y: memref<1x1x1x32xf32>) {
+    linalg.generic {indexing_maps = [affine_map<(d0, d1, d2, d3) -> (d0, d1, d2, d3)>], iterator_types = ["parallel", "parallel", "parallel", "parallel"]}
+        outs(%y : memref<1x1x1x32xf32>) {
+    ^bb0(%o: f32):
+      %z = arith.constant 0.0 : f32
+      linalg.yield %z : f32
+    }
+    linalg.generic {indexing_maps = [affine_map<(d0, d1, d2, d3) -> (d0, d1, d2, d3)>, affine_map<(d0, d1, d2, d3) -> (d0, 0, 0, d3)>],
+                    iterator_types = ["parallel", "reduction", "reduction", "parallel"]}
+        ins(%x : memref<1x64x64x32xf32>) outs(%y : memref<1x1x1x32xf32>) {
+    ^bb0(%a: f32, %o: f32):
+      %s = arith.addf %o, %a : f32
+      linalg.yield %s : f32
+    }
+    func.return
+  }
 }
