@@ -19,7 +19,7 @@ from dlc.codegen.llvm_emitter import emit_llvm, entry_symbol
 from dlc.codegen.native import compile_object
 from dlc.codegen.parallel_loops import nest_iterations, threads_for_work
 from dlc.codegen.thread_pool_ir import pool_object
-from dlc.driver import compile_model, parse_mlir
+from dlc.driver import CompileOptions, compile_model, parse_mlir
 from dlc.runtime import NativeExecutable, RuntimeContext
 from dlc.runtime.mcjit import NativeModule
 from dlc.runtime.thread_pool import pool
@@ -319,3 +319,44 @@ def test_a_classifier_gemm_of_few_macs_and_megabytes_of_weights_splits_over_thre
     serial = compiled.run(feeds)["y"]
     np.testing.assert_array_equal(_with_threads(compiled, 4).run(feeds)["y"], serial)
     np.testing.assert_allclose(serial, run_onnxruntime(model, feeds)[0], rtol=1e-4, atol=1e-4)
+
+
+def test_a_body_of_many_arithmetic_ops_counts_as_that_much_work():
+    """An innermost body of 16 arithmetic ops counts as 2 iterations (`body_weight`), in the
+    thread count the emitter gives a loop and in whether a generic is split at all: an NHWC
+    depthwise 5x5 conv of 96 channels over 14x14 (its interior box, 1,920 iterations of 4
+    outputs x 25 taps each) runs on threads, where 1,920 iterations of an elementwise op would
+    stay on the caller's."""
+    from passes.lowering.mark_parallel_loops import MIN_ITERATIONS, body_weight
+
+    chain = "\n".join(f"          %y{i + 1} = arith.mulf %y{i}, %y{i} : f32" for i in range(16))
+    text = f"""
+builtin.module {{
+  func.func private @heavy(%a: memref<64x16xf32>) {{
+    %c0 = arith.constant 0 : index
+    %c1 = arith.constant 1 : index
+    %c16 = arith.constant 16 : index
+    %c64 = arith.constant 64 : index
+    scf.for %i = %c0 to %c64 step %c1 {{
+      scf.for %j = %c0 to %c16 step %c1 {{
+          %y0 = memref.load %a[%i, %j] : memref<64x16xf32>
+{chain}
+          memref.store %y16, %a[%i, %j] : memref<64x16xf32>
+      }}
+    }} {{dlc.parallel}}
+    func.return
+  }}
+}}
+"""
+    (loop,) = [op for op in parse_mlir(text).walk() if "dlc.parallel" in op.attributes]
+    inner = next(op for op in loop.body.block.ops if op.name == "scf.for")
+    assert body_weight(inner.body.block) == 2
+    assert nest_iterations(loop) == 64 * 16 * 2
+
+    from test_pointwise_convs_nhwc import _mobile_block
+
+    model = _mobile_block(32, 14, 5, 1, [2, 2, 2, 2])
+    loops = compile_model(model, options=CompileOptions(threads=2), compile_to="loops").module
+    kernel = next(f for f in loops.walk() if f.name == "func.func" and "depthwise" in str(f.attributes))
+    assert 10 * 2 * 96 < MIN_ITERATIONS  # the interior's loop trips alone would not be split
+    assert any("dlc.parallel" in op.attributes for op in kernel.walk())

@@ -6,7 +6,8 @@ block, but on dlc's own pool (dlc/runtime/thread_pool.py): with one thread (or n
 same outlined body runs the whole range, so results do not depend on the thread count.
 
 How many threads a loop takes follows from its work, as `thread_grid` (dialects/gemm_ukernel.py)
-does for GEMMs: a loop nest of I innermost iterations is ~I * ITERATION_SECONDS of work, and
+does for GEMMs: a loop nest of I innermost iterations is ~I * ITERATION_SECONDS of work (an
+iteration of many arithmetic ops counting as several: `body_weight`), and
 each thread beyond the caller costs the region THREAD_SECONDS, so it takes the count t that
 minimises I * ITERATION_SECONDS / t + THREAD_SECONDS * (t - 1) (`threads_for_work`): a nest
 of 32K iterations 6 threads, of 200K or more 14 or more (all of them at 16). A nest worth one thread
@@ -25,7 +26,7 @@ from dlc.codegen.emit_ops import OpRules
 from dlc.codegen.emitter_base import rule
 from dlc.codegen.llvm_types import I64, PTR, VOID
 from dlc.codegen.runtime_abi import PARALLEL_TYPE, WORKER_TYPE, indirect_call, slot
-from passes.lowering.mark_parallel_loops import ITERATION_SECONDS, PARALLEL_ATTR
+from passes.lowering.mark_parallel_loops import ITERATION_SECONDS, PARALLEL_ATTR, body_weight
 
 # What an outlined loop's worker reads from its `data` argument, as 8-byte slots; the
 # loop's captured values follow.
@@ -73,21 +74,23 @@ def _block_iterations(block: Block) -> int | None:
     trip products (the larger branch of an scf.if), at least 1; None if a bound is dynamic,
     a region op could repeat its body any number of times (scf.while) or a call does work
     this count cannot see (a micro-kernel, an ONNX Loop's body)."""
-    total = 0
+    total, loops = 0, False
     for op in block.ops:
         if isinstance(op, scf.ForOp):
+            loops = True
             trip, body = _trip(op), _block_iterations(op.body.block)
             if trip is None or body is None:
                 return None
             total += trip * body
         elif isinstance(op, scf.IfOp):
+            loops = True
             branches = [_block_iterations(b) for region in op.regions for b in region.blocks]
             if None in branches:
                 return None
             total += max(branches, default=0)
         elif op.regions or isinstance(op, func.CallOp) or op.name == "loop.run":  # loop.run: an ONNX Loop
             return None
-    return max(total, 1)
+    return max(total, 1) if loops else body_weight(block)  # an innermost body: its ops' worth
 
 
 def nest_iterations(loop: scf.ForOp) -> int | None:

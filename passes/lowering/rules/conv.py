@@ -602,8 +602,8 @@ def _nhwc_depthwise_conv(kb, op, x: SSAValue, bias: SSAValue | None, y: SSAValue
     onnxruntime's NCHWc 0.067; 5x5/2 144 from 56x56: 0.300 against 0.149). The filter becomes
     [KH*KW, C] at compile time; x is read in place, one pass per box of outputs whose windows
     read the same taps (`_boxes`: a padded copy of MobileNetV2's 96x112x112 map cost more than
-    its conv); the bias starts each sum and the activation after it is applied as each output
-    is stored."""
+    its conv; threads split the interior's rows, the thin border boxes run on the caller); the
+    bias starts each sum and the activation after it is applied as each output is stored."""
     weights = constant_operand(op, 1)
     n, h, width, c = x.type.get_shape()
     _, _, kh, kw = op.operands[1].type.get_shape()
