@@ -17,7 +17,8 @@ between layouts"):
    (`dlc.layout = "NHWC"`, x [N, H, W, C], w unchanged, y [N, OH, OW, CO]) between a Transpose
    of x to NHWC and one of y back; sink-transposes moves the Transposes down through the ops
    between convs (Relu, a residual Add) until pairs meet and cancel.
-2. A Transpose left next to a conv, with only Relu/Clip between (each read once), is absorbed
+2. A Transpose left next to a conv, with only Relu/Clip/HardSwish or a SiLU between (each read
+   only by the next), is absorbed
    into the conv's store (`dlc.out_layout`): an NHWC conv whose result is transposed to NCHW
    (a 1x1 reduce feeding a 3x3 conv) writes NCHW, a KxK conv whose result is transposed to NHWC
    (a 3x3 conv feeding a 1x1 expand) writes NHWC. A global average pool of a Transpose to NCHW
@@ -138,18 +139,22 @@ def _absorb(transpose: OnnxOp) -> bool:
     perm = list(transpose.attr("perm", []))
     if perm not in (TO_NCHW, TO_NHWC):
         return False
-    chain, value = [], transpose.operands[0]
-    while True:  # up through single-use Relu/Clip to the conv
+    chain, value, uses = [], transpose.operands[0], 1
+    while True:  # up through single-use Relu/Clip/HardSwish, or a SiLU, to the conv
         owner = value.owner
-        if len(list(value.uses)) != 1 or not isinstance(owner, OnnxOp):
+        if len(list(value.uses)) != uses or not isinstance(owner, OnnxOp):
             return False
-        if owner.onnx_type != "Conv":
-            if owner.onnx_type not in ABSORBED_THROUGH:
-                return False
-            chain.append(owner)
-            value = owner.operands[0]
+        if owner.onnx_type == "Conv":
+            break
+        silu = _silu_of(owner)
+        if silu is not None:  # x * Sigmoid(x): x read by both
+            chain += [owner, silu.owner]
+            value, uses = silu.owner.operands[0], 2
             continue
-        break
+        if owner.onnx_type not in ABSORBED_THROUGH:
+            return False
+        chain.append(owner)
+        value, uses = owner.operands[0], 1
     conv = owner
     x_layout, y_layout = conv_layouts(conv)
     if perm == TO_NCHW and (x_layout, y_layout) == (NHWC, NHWC) and conv.attr("group", 1) == 1:
@@ -158,22 +163,35 @@ def _absorb(transpose: OnnxOp) -> bool:
         out_layout = NHWC
     else:
         return False
-    # Rebuilt in the new layout: the conv, then each op after it on the new conv's result.
-    value = None
+    # Rebuilt in the new layout: the conv, then each op after it on the new ops' results.
+    rebuilt: dict[SSAValue, SSAValue] = {}
     for op in [conv, *reversed(chain)]:
-        operands = list(op.operands) if value is None else [value, *op.operands[1:]]
+        operands = [rebuilt.get(operand, operand) for operand in op.operands]
         attributes = dict(op.attributes)
         if op is conv:
             attributes["dlc.out_layout"] = StringAttr(out_layout)
         new = OPS[op.onnx_type].create(operands=operands, attributes=attributes,
                                        result_types=[_permuted(op.results[0].type, perm)])
         Rewriter.insert_op(new, InsertPoint.before(transpose))
-        value = new.results[0]
+        rebuilt[op.results[0]] = value = new.results[0]
     transpose.results[0].replace_all_uses_with(value)
     Rewriter.erase_op(transpose)
-    for op in [*chain, conv]:  # each read only by the next, now erased
+    for op in [*chain, conv]:  # each read only by those after it, now erased
         Rewriter.erase_op(op)
     return True
+
+
+def _silu_of(op: OnnxOp) -> SSAValue | None:
+    """The Sigmoid result of `op` when `op` is a SiLU's Mul, x * Sigmoid(x) (either order), the
+    Sigmoid read by this Mul alone."""
+    if op.onnx_type != "Mul" or len(op.operands) != 2:
+        return None
+    for gate, x in (op.operands, reversed(op.operands)):
+        sigmoid = gate.owner
+        if (isinstance(sigmoid, OnnxOp) and sigmoid.onnx_type == "Sigmoid" and sigmoid.operands[0] == x
+                and len(list(gate.uses)) == 1):
+            return gate
+    return None
 
 
 def _global_average(op: Operation) -> bool:

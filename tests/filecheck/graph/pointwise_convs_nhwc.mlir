@@ -138,6 +138,29 @@ builtin.module {
     func.return %10 : tensor<1x8x6x6xf32>
   }
 
+  // A stem conv with a SiLU (x * Sigmoid(x)) before the first 1x1 conv: the Transpose to NHWC is
+  // absorbed through the SiLU into the stem's store, as through a Relu.
+  // CHECK-LABEL: func.func @silu_stem
+  // CHECK-NOT:   "onnx.Transpose"
+  // CHECK:       %[[STEM:.*]] = "onnx.Conv"({{.*}}) {pads = array<i64: 1, 1, 1, 1>, onnx_node_name = "stem", dlc.out_layout = "NHWC"} : (tensor<1x8x6x6xf32>, tensor<8x8x3x3xf32>) -> tensor<1x6x6x8xf32>
+  // CHECK:       %[[GATE:.*]] = "onnx.Sigmoid"(%[[STEM]]) : (tensor<1x6x6x8xf32>) -> tensor<1x6x6x8xf32>
+  // CHECK:       %[[SILU:.*]] = "onnx.Mul"(%[[STEM]], %[[GATE]]) : (tensor<1x6x6x8xf32>, tensor<1x6x6x8xf32>) -> tensor<1x6x6x8xf32>
+  // CHECK:       "onnx.Conv"(%[[SILU]], {{.*}}) {onnx_node_name = "expand", dlc.layout = "NHWC"}
+  // CHECK-NOT:   "onnx.Transpose"
+  // CHECK:       func.return
+  func.func @silu_stem(%x: tensor<1x8x6x6xf32>) -> tensor<1x8x6x6xf32> {
+    %b = onnx.weight @b : tensor<8x8x3x3xf32>
+    %c = onnx.weight @c : tensor<32x8x1x1xf32>
+    %a = onnx.weight @a : tensor<8x32x1x1xf32>
+    %0 = "onnx.Conv"(%x, %b) {pads = array<i64: 1, 1, 1, 1>, onnx_node_name = "stem"} : (tensor<1x8x6x6xf32>, tensor<8x8x3x3xf32>) -> tensor<1x8x6x6xf32>
+    %1 = "onnx.Sigmoid"(%0) : (tensor<1x8x6x6xf32>) -> tensor<1x8x6x6xf32>
+    %2 = "onnx.Mul"(%0, %1) : (tensor<1x8x6x6xf32>, tensor<1x8x6x6xf32>) -> tensor<1x8x6x6xf32>
+    %3 = "onnx.Conv"(%2, %c) {onnx_node_name = "expand"} : (tensor<1x8x6x6xf32>, tensor<32x8x1x1xf32>) -> tensor<1x32x6x6xf32>
+    %4 = "onnx.Relu"(%3) : (tensor<1x32x6x6xf32>) -> tensor<1x32x6x6xf32>
+    %5 = "onnx.Conv"(%4, %a) {onnx_node_name = "project"} : (tensor<1x32x6x6xf32>, tensor<8x32x1x1xf32>) -> tensor<1x8x6x6xf32>
+    func.return %5 : tensor<1x8x6x6xf32>
+  }
+
   // A grouped conv that is not depthwise (two groups of 16 channels) keeps every conv of its
   // function in NCHW: the NHWC lowering takes 1x1 and depthwise convs only.
   // CHECK-LABEL: func.func @with_groups
