@@ -302,6 +302,18 @@ def pair_op_by_op(waiting: list, others: list, op_of, same_op) -> list[tuple]:
     return pairs
 
 
+# What dlc's graph rewrites append to the name of a node they rebuild (sink-transposes' ".sunk",
+# pointwise-convs-nhwc's ".nhwc").
+REWRITE_SUFFIXES = (".sunk", ".nhwc", ".transpose", ".to_nhwc", ".to_nchw")
+
+
+def onnx_name(name: str) -> str:
+    """The ONNX node a dlc node name stands for: `name` without rewrite suffixes."""
+    while name.endswith(REWRITE_SUFFIXES):
+        name = name[:name.rindex(".")]
+    return name
+
+
 def match(dlc_rows: list, ort_rows: list) -> tuple[list, list]:
     """(rows, unmatched): [dlc kernel, its ONNX nodes, dlc s, onnxruntime s, onnxruntime's op types]
     per dlc kernel, and the onnxruntime nodes no kernel took. Names first, then what is left on
@@ -321,7 +333,7 @@ def match(dlc_rows: list, ort_rows: list) -> tuple[list, list]:
             original.setdefault(base, name)
     taken, rows = set(), []
     for kernel, nodes, seconds in dlc_rows:
-        mine = [original[n] for n in nodes if n in original and original[n] not in taken]
+        mine = [original[n] for n in map(onnx_name, nodes) if n in original and original[n] not in taken]
         taken.update(mine)
         rows.append([kernel, nodes, seconds, sum(by_name[n][1] for n in mine), [by_name[n][0] for n in mine]])
     # the rest, op type by op type (a kernel's name is k<index>_<its first node's op type>[_fused]),
