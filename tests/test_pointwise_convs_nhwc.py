@@ -113,7 +113,7 @@ def test_a_padded_1x1_conv_pads_its_nhwc_input():
 
 
 def _mobile_block(channels: int, size: int, kernel: int, stride: int, pads: list[int], dilation: int = 1,
-                  activation: str = "Clip", bias: bool = True) -> object:
+                  activation: str = "Clip", bias: bool = True, batch: int = 1) -> object:
     """expand 1x1 -> activation -> depthwise -> activation -> project 1x1: the three convs go to
     NHWC together (the block's input and result are its only Transposes)."""
     rng = np.random.default_rng(kernel * 100 + size)
@@ -138,33 +138,39 @@ def _mobile_block(channels: int, size: int, kernel: int, stride: int, pads: list
 
     nodes.append(helper.make_node("Conv", ["x", "e"], ["expand"], name="expand"))
     h = act("expand", "expand.act")
+    padding = {"auto_pad": pads} if isinstance(pads, str) else {"pads": pads}
     nodes.append(helper.make_node("Conv", [h, "d", "db"] if bias else [h, "d"], ["dw"], name="depthwise",
-                                  group=hidden, strides=[stride] * 2, pads=pads, dilations=[dilation] * 2))
+                                  group=hidden, strides=[stride] * 2, dilations=[dilation] * 2, **padding))
     h = act("dw", "dw.act")
     nodes.append(helper.make_node("Conv", [h, "p"], ["y"], name="project"))
-    out = (size + pads[0] + pads[2] - dilation * (kernel - 1) - 1) // stride + 1
+    if isinstance(pads, str):  # SAME_UPPER / SAME_LOWER: ceil(size / stride)
+        out = -(-size // stride)
+    else:
+        out = (size + pads[0] + pads[2] - dilation * (kernel - 1) - 1) // stride + 1
     graph = helper.make_graph(nodes, "mobile", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
-                                                                               [1, channels, size, size])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, channels, out, out])],
+                                                                               [batch, channels, size, size])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, channels, out, out])],
                               weights)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
-@pytest.mark.parametrize("channels, size, kernel, stride, pads, dilation, activation, bias", [
-    (16, 14, 3, 1, [1, 1, 1, 1], 1, "Clip", True),       # MobileNetV2's 3x3 with ReLU6
-    (16, 15, 3, 2, [1, 1, 1, 1], 1, "Relu", True),       # stride 2 from an odd map
-    (8, 16, 3, 2, [0, 0, 1, 1], 1, "Clip", False),       # asymmetric pads, no bias, 24 channels
-    (16, 7, 5, 1, [2, 2, 2, 2], 1, "SiLU", True),        # EfficientNet's 5x5 over 7x7: every box a border
-    (16, 28, 5, 2, [2, 2, 2, 2], 1, "HardSwish", True),  # 5x5 stride 2
-    (16, 9, 3, 1, [2, 2, 2, 2], 2, "Relu", True),        # dilated
-    (16, 9, 7, 1, [3, 3, 3, 3], 1, "Relu", True),        # 7 x 7 boxes: over MAX_BOXES, a padded copy
+@pytest.mark.parametrize("channels, size, kernel, stride, pads, dilation, activation, bias, batch", [
+    (16, 14, 3, 1, [1, 1, 1, 1], 1, "Clip", True, 1),       # MobileNetV2's 3x3 with ReLU6
+    (16, 15, 3, 2, [1, 1, 1, 1], 1, "Relu", True, 1),       # stride 2 from an odd map
+    (8, 16, 3, 2, [0, 0, 1, 1], 1, "Clip", False, 1),       # asymmetric pads, no bias, 24 channels
+    (16, 7, 5, 1, [2, 2, 2, 2], 1, "SiLU", True, 1),        # EfficientNet's 5x5 over 7x7: every box a border
+    (16, 28, 5, 2, [2, 2, 2, 2], 1, "HardSwish", True, 1),  # 5x5 stride 2
+    (16, 9, 3, 1, [2, 2, 2, 2], 2, "Relu", True, 1),        # dilated
+    (16, 9, 7, 1, [3, 3, 3, 3], 1, "Relu", True, 1),        # 7 x 7 boxes: over MAX_BOXES, a padded copy
+    (8, 15, 3, 2, "SAME_UPPER", 1, "Relu", True, 2),        # batch 2, auto_pad
 ])
-def test_depthwise_convs_in_nhwc_match_onnxruntime(channels, size, kernel, stride, pads, dilation, activation, bias):
+def test_depthwise_convs_in_nhwc_match_onnxruntime(channels, size, kernel, stride, pads, dilation, activation, bias,
+                                                   batch):
     """The NHWC depthwise kernel (passes/lowering/rules/conv.py `_nhwc_depthwise_conv`): boxes of
     outputs reading x in place (or a padded copy), blocks of 4 output columns, the activation in
     its store; bit-identical across thread counts, onnxruntime's values to float32 rounding of
     at most 49 products summed in another order."""
-    model = _mobile_block(channels, size, kernel, stride, pads, dilation, activation, bias)
+    model = _mobile_block(channels, size, kernel, stride, pads, dilation, activation, bias, batch)
     graph = str(compile_model(model, compile_to="graph").module)
     assert 'onnx_node_name = "depthwise", dlc.layout = "NHWC"' in graph, graph
     feeds = random_feeds(model)
