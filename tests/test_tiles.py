@@ -153,6 +153,20 @@ def test_a_few_rows_that_split_evenly_take_three_vector_tiles():
         assert choose_tiles(m, 1152, 192, lanes, *caches)[:2] == _register_tile(m, 1152, lanes)
 
 
+def test_a_tile_one_vector_wide_takes_eight_rows():
+    """Rows read in turn, one vector of columns (an NHWC 1x1 conv to 16 channels): NARROW_ROWS rows,
+    not the model's 30; wider, AVX2, window or a user's rows keep the model's choice."""
+    from dialects.gemm_ukernel import NARROW_ROWS, _register_tile, choose_tiles
+
+    caches = (48 * 1024, 2 * 1024 * 1024)
+    assert _register_tile(12544, 16, 16)[0] > NARROW_ROWS
+    assert choose_tiles(12544, 16, 32, 16, *caches, "packed", rows_in_turn=True)[:2] == (NARROW_ROWS, 16)
+    assert choose_tiles(12544, 16, 32, 16, *caches, "packed")[:2] == _register_tile(12544, 16, 16)  # a window's
+    assert choose_tiles(12544, 24, 32, 16, *caches, "packed", rows_in_turn=True)[:2] == _register_tile(12544, 24, 16)
+    assert choose_tiles(12544, 8, 32, 8, *caches, "packed", rows_in_turn=True)[:2] == _register_tile(12544, 8, 8)
+    assert choose_tiles(12544, 16, 32, 16, *caches, "packed", rows_in_turn=True, mr=30)[0] == 30
+
+
 def test_a_window_conv_takes_a_narrower_tile_where_it_splits_evenly_over_the_threads():
     """ResNet's 512-channel 3x3 conv on a 7x7 map: 7 x 48 tiles make 7 x 11 of them, whose best
     grid over 16 threads (1 x 11) leaves 5 idle; 7 x 32 tiles (7 x 16) keep all 16 busy. On one
