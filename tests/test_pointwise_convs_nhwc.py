@@ -201,3 +201,24 @@ def test_squeeze_and_excitation_blocks_run_in_nhwc_and_match_onnxruntime(activat
     serial = compiled.run(feeds)["y"]
     np.testing.assert_array_equal(_with_threads(compiled, 2).run(feeds)["y"], serial)
     np.testing.assert_allclose(serial, run_onnxruntime(model, feeds)[0], rtol=1e-4, atol=1e-5)
+
+
+def test_an_nhwc_depthwise_conv_with_a_weight_known_only_at_run_time_is_refused_by_name(tmp_path, capsys):
+    """MLIR written by hand may mark a depthwise conv NHWC whose weight is an input: the lowering
+    needs the filter at compile time, and says so for that node (exit 1, no traceback)."""
+    from test_cli import run_cli
+
+    source = tmp_path / "dw.mlir"
+    source.write_text("""
+builtin.module {
+  func.func @main(%x: tensor<1x6x6x32xf32>, %w: tensor<32x1x3x3xf32>) -> tensor<1x6x6x32xf32> {
+    %0 = "onnx.Conv"(%x, %w) {pads = array<i64: 1, 1, 1, 1>, group = 32 : i64, onnx_node_name = "dw",
+                              dlc.layout = "NHWC"}
+        : (tensor<1x6x6x32xf32>, tensor<32x1x3x3xf32>) -> tensor<1x6x6x32xf32>
+    func.return %0 : tensor<1x6x6x32xf32>
+  }
+}
+""")
+    code, _, err = run_cli(capsys, "compile", str(source), "-o", str(tmp_path / "dw.dlc"))
+    assert code == 1 and "Traceback" not in err
+    assert "node 'dw' (Conv): an NHWC depthwise conv needs a constant float32 weight" in err

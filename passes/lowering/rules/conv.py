@@ -605,6 +605,9 @@ def _nhwc_depthwise_conv(kb, op, x: SSAValue, bias: SSAValue | None, y: SSAValue
     its conv; threads split the interior's rows, the thin border boxes run on the caller); the
     bias starts each sum and the activation after it is applied as each output is stored."""
     weights = constant_operand(op, 1)
+    if weights is None or not is_f32_memref(x, y):
+        raise UnsupportedError(f"{op.describe()}: an NHWC depthwise conv needs a constant float32 weight "
+                               "and float32 x and y", "report this: pointwise-convs-nhwc and the lowering disagree")
     n, h, width, c = x.type.get_shape()
     _, _, kh, kw = op.operands[1].type.get_shape()
     _, oh, ow, _ = y.type.get_shape()
