@@ -324,8 +324,8 @@ def test_a_classifier_gemm_of_few_macs_and_megabytes_of_weights_splits_over_thre
 def test_a_body_of_many_arithmetic_ops_counts_as_that_much_work():
     """An innermost body of 16 arithmetic ops counts as 2 iterations (`body_weight`), in the
     thread count the emitter gives a loop and in whether a generic is split at all: an NHWC
-    depthwise 5x5 conv of 96 channels over 14x14 (its interior box, 1,920 iterations of 4
-    outputs x 25 taps each) runs on threads, where 1,920 iterations of an elementwise op would
+    depthwise 5x5 conv of 96 channels over 14x14 (its interior box, 4,800 iterations of 2
+    outputs x 25 taps each) runs on threads, where 4,800 iterations of an elementwise op would
     stay on the caller's."""
     from passes.lowering.mark_parallel_loops import MIN_ITERATIONS, body_weight
 
@@ -358,5 +358,5 @@ builtin.module {{
     model = _mobile_block(32, 14, 5, 1, [2, 2, 2, 2])
     loops = compile_model(model, options=CompileOptions(threads=2), compile_to="loops").module
     kernel = next(f for f in loops.walk() if f.name == "func.func" and "depthwise" in str(f.attributes))
-    assert 10 * 2 * 96 < MIN_ITERATIONS  # the interior's loop trips alone would not be split
+    assert 10 * 5 * 96 < MIN_ITERATIONS  # the interior's loop trips alone would not be split
     assert any("dlc.parallel" in op.attributes for op in kernel.walk())

@@ -602,8 +602,9 @@ def _nhwc_depthwise_conv(kb, op, x: SSAValue, bias: SSAValue | None, y: SSAValue
     onnxruntime's NCHWc 0.067; 5x5/2 144 from 56x56: 0.300 against 0.149). The filter becomes
     [KH*KW, C] at compile time; x is read in place, one pass per box of outputs whose windows
     read the same taps (`_boxes`: a padded copy of MobileNetV2's 96x112x112 map cost more than
-    its conv; threads split the interior's rows, the thin border boxes run on the caller); the
-    bias starts each sum and the activation after it is applied as each output is stored."""
+    its conv; threads split the interior's rows, the thin border boxes run on the caller), two
+    output columns a pass; the bias starts each sum and the activation after it is applied as
+    each output is stored."""
     weights = constant_operand(op, 1)
     if weights is None or not is_f32_memref(x, y):
         raise UnsupportedError(f"{op.describe()}: an NHWC depthwise conv needs a constant float32 weight "
@@ -630,8 +631,9 @@ def _nhwc_depthwise_conv(kb, op, x: SSAValue, bias: SSAValue | None, y: SSAValue
 
     for box in boxes:
         (first, end) = box.outputs[1]
-        blocks, rest = divmod(end - first, DEPTHWISE_BLOCK)
-        for start, block, count in ((first, DEPTHWISE_BLOCK, blocks), (first + blocks * DEPTHWISE_BLOCK, 1, rest)):
+        blocks, rest = divmod(end - first, FLOAT_DEPTHWISE_BLOCK)
+        for start, block, count in ((first, FLOAT_DEPTHWISE_BLOCK, blocks),
+                                    (first + blocks * FLOAT_DEPTHWISE_BLOCK, 1, rest)):
             if count:
                 depthwise_nhwc_columns(kb, y, flat, taps, [bias], (h, width, c), window, box.outputs[0],
                                        start, block, count, box.taps, None, combine)
@@ -651,6 +653,11 @@ def constant_operand(op, index: int) -> np.ndarray | None:
 # mobile), interleaved in one process: the whole model 0.90 of its time with blocks of one
 # pixel; 8 no faster than 4.
 DEPTHWISE_BLOCK = 4
+# The float kernel's block: its sums run in SUM_CHAINS chains an output, and 4 outputs of a 5x5
+# window keep 16 sums and 40 loaded vectors live, past the 32 registers. EfficientNet-B0, one
+# thread, `kernels.py --builds`, 4 -> 2: 5x5 240 over 28x28 0.231 -> 0.162 ms, 5x5 672 over
+# 14x14 0.151 -> 0.135, the run 8.85 -> 8.72; MobileNetV2's 3x3 convs within noise (4.45 -> 4.47).
+FLOAT_DEPTHWISE_BLOCK = 2
 
 
 def depthwise_nhwc_columns(kb, out: SSAValue, flat: SSAValue, w_taps: SSAValue, params: list[SSAValue],
