@@ -27,6 +27,7 @@ Transpose stays on the uint8 tensor, not the float32 one after the DequantizeLin
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from xdsl.context import Context
@@ -107,11 +108,8 @@ def _broadcast(value: SSAValue, shape) -> bool:
     excitation gate [N, C, 1, 1] on its [N, C, H, W] map): its rank, each dim 1 or `shape`'s, at
     most 1/BROADCAST_SHARE of the result. It takes the Transpose itself, at that small cost."""
     own = value.type.get_shape() if isinstance(value.type, TensorType) else ()
-    size = 1
-    for d in shape:
-        size *= d
     return (len(own) == len(shape) and all(d in (1, full) for d, full in zip(own, shape))
-            and _size(value) * BROADCAST_SHARE <= size)
+            and _size(value) * BROADCAST_SHARE <= math.prod(shape))
 
 
 def _broadcast_params(op: OnnxOp) -> list[int]:
@@ -154,16 +152,20 @@ def _in_source_layout(value: SSAValue, perm: list[int], inverse: list[int], befo
     if existing is not None:
         return existing.results[0]
     if any(_is_transpose(u, inverse) for u in _users(value)):  # after `before`: a copy here (CSE merges)
-        shape = value.type.get_shape()
-        new = OPS["Transpose"].create(operands=[value], attributes={
-            "perm": DenseArrayBase.from_list(i64, inverse)},
-            result_types=[TensorType(value.type.element_type, [shape[p] for p in inverse])])
-        Rewriter.insert_op(new, InsertPoint.before(before))
-        return new.results[0]
+        return _transposed(value, inverse, before)
     op = value.owner
     index = _tensor_operands(op)[0]
     source = _in_source_layout(op.operands[index], perm, inverse, before)
     return _rebuilt(op, {index: source}, perm, before).results[0]
+
+
+def _transposed(value: SSAValue, perm: list[int], before: Operation) -> SSAValue:
+    """Transpose(value, perm), a new op inserted before `before`."""
+    shape = value.type.get_shape()
+    new = OPS["Transpose"].create(operands=[value], attributes={"perm": DenseArrayBase.from_list(i64, perm)},
+                                  result_types=[TensorType(value.type.element_type, [shape[p] for p in perm])])
+    Rewriter.insert_op(new, InsertPoint.before(before))
+    return new.results[0]
 
 
 def _rebuilt(op: OnnxOp, sources: dict[int, SSAValue], perm: list[int], before: Operation) -> OnnxOp:
@@ -176,12 +178,7 @@ def _rebuilt(op: OnnxOp, sources: dict[int, SSAValue], perm: list[int], before: 
         if inner is not None and _perm(inner) == perm:
             operands[i] = inner.operands[0]
             continue
-        small = operands[i].type.get_shape()
-        flip = OPS["Transpose"].create(operands=[operands[i]], attributes={
-            "perm": DenseArrayBase.from_list(i64, inverse)},
-            result_types=[TensorType(operands[i].type.element_type, [small[p] for p in inverse])])
-        Rewriter.insert_op(flip, InsertPoint.before(before))
-        operands[i] = flip.results[0]
+        operands[i] = _transposed(operands[i], inverse, before)
     attributes = dict(op.attributes)
     if op.onnx_type in QDQ and any(_size(op.operands[i]) > 1 for i in range(1, len(op.operands))
                                    if not is_absent(op, i)):

@@ -43,8 +43,8 @@ MIN_ITERATIONS = 1 << 15
 # the emitter sizes a marked loop's thread count from it (dlc/codegen/parallel_loops.py).
 ITERATION_SECONDS = 10e-6 / MIN_ITERATIONS
 # An innermost iteration of up to this many arithmetic ops counts as one iteration of work; a
-# body with k times as many counts as k (an NHWC depthwise 5x5 conv computes 4 outputs of 25
-# taps in one: ~200 ops, where an elementwise op has 1-4). Without it, such a nest of 13K
+# body with k times as many counts as k (an NHWC depthwise 5x5 conv computes 2-4 outputs of 25
+# taps in one: 100-200 ops, where an elementwise op has 1-4). Without it, such a nest of 13K
 # iterations (672 channels over 14x14) looked like 13 us and ran serially at any thread count.
 COMPUTATIONS_PER_ITERATION = 8
 
