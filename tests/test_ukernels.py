@@ -522,6 +522,45 @@ def test_a_window_tiles_last_channel_prefetches_nothing_past_a(cpu):
     assert_matches_onnxruntime(model)
 
 
+@pytest.mark.parametrize("out_channels, prefetched", [(45, True), (16, False)])
+def test_a_large_transposed_c_is_prefetched_for_writing(out_channels, prefetched):
+    """A window conv storing a C of C_AHEAD_MIN_BYTES or more into NCHW planes (a stem's output,
+    larger than L2, its lines cold each run) prefetches for writing, before its k loop, the first
+    and last line of each column's run: two calls a column, a masked tile's columns past `cols`
+    clamped to its last one, its tiles apart by name. A small C does not. Both match onnxruntime
+    (45 channels: a ragged last panel, the masked tile)."""
+    import onnx
+    from conftest import assert_matches_onnxruntime
+    from onnx import TensorProto, helper, numpy_helper
+
+    from dlc.codegen.ukernels import C_AHEAD_MIN_BYTES
+    from dlc.driver import compile_model
+    from dlc.targets import CompileOptions
+
+    rng = np.random.default_rng(0)
+    weight = numpy_helper.from_array(rng.standard_normal((out_channels, 3, 7, 7)).astype(np.float32), "w")
+    graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"], kernel_shape=[7, 7], strides=[2, 2],
+                                                pads=[3, 3, 3, 3])],
+                              "stem", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 216, 216])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, out_channels, 108, 108])],
+                              [weight])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    assert (out_channels * 108 * 108 * 4 >= C_AHEAD_MIN_BYTES) == prefetched
+    text = compile_model(model, compile_to="llvm", options=CompileOptions(cpu="x86-64-v4")).text
+    bodies = dict(re.findall(r'^define internal void @"(dlc_gemm_tile_[^"]+)"(.*?)^}', text, re.M | re.S))
+    assert bodies
+    writing = {name: body.count("i32 1, i32 3, i32 1)") for name, body in bodies.items()}
+    if not prefetched:
+        assert not any(writing.values()) and not any(re.search(r"v16m?w?c_", name) for name in bodies)
+        return
+    assert all(re.search(r"v16m?w?c_", name) for name in bodies), sorted(bodies)
+    # 2 x 16 columns a vector; the masked tile's run-time tail clamps each column to `cols` - 1
+    assert all(count == 2 * 16 * int(re.search(r"x(\d)v16", name).group(1)) for name, count in writing.items())
+    assert any("m" in name.split("_")[4] for name in bodies), "a masked tile for the ragged panel"
+    assert_matches_onnxruntime(model)
+
+
 @pytest.mark.parametrize("channels, clamped", [(3, True), (64, False)])
 def test_a_spilling_window_tile_clamps_the_last_channel_only_with_few_channels(channels, clamped):
     """AVX2's 7 x 16 tile (14-pixel rows) spills a register; with many channels it keeps the plain
