@@ -212,6 +212,12 @@ class _GemmEmitter:
             offset = _i64(offset)
         return self.b.gep(base, [offset], inbounds=True, source_etype=F32)
 
+    def _prefetch(self, address: ir.Value, write: bool = False) -> None:
+        """Prefetch `address`'s line into all cache levels (llvm.prefetch, data, locality 3),
+        for writing (prefetchw) with `write`. A prefetch never faults."""
+        prefetch = self._intrinsic("llvm.prefetch.p0", ir.VoidType(), [PTR, I32, I32, I32])
+        self.b.call(prefetch, [address, ir.Constant(I32, int(write)), ir.Constant(I32, 3), ir.Constant(I32, 1)])
+
     def _mask(self, lanes: int) -> ir.Constant:
         return _lane_mask(self.vw, lanes)
 
@@ -553,7 +559,6 @@ class _GemmEmitter:
         for phi, value in zip(phis, state):
             phi.add_incoming(value, before)
         kk, a_channel, b_row, *accs = phis
-        prefetch = self._intrinsic("llvm.prefetch.p0", ir.VoidType(), [PTR, I32, I32, I32])
         # A's pointer passes through an empty asm at each tap: LLVM then cannot prove tap t+1's
         # pixel i is tap t's pixel i+1, and does not keep broadcasts alive across taps (it did:
         # unrolled without it, the 3x3 layers spilled accumulators and ran 1.25-1.7x as long).
@@ -569,8 +574,7 @@ class _GemmEmitter:
             for offset in taps:
                 a_tap = b.call(opaque, [a_channel])
                 # the tile's last pixel at this tap, a channel ahead (a plain GEP: see above)
-                ahead = b.gep(a_tap, [b.add(ahead_row, _i64(offset))], source_etype=F32)
-                b.call(prefetch, [ahead, ir.Constant(I32, 0), ir.Constant(I32, 3), ir.Constant(I32, 1)])
+                self._prefetch(b.gep(a_tap, [b.add(ahead_row, _i64(offset))], source_etype=F32))
                 self._prefetch_b_ahead(row)
                 accs = self._rank1(self._gep(a_tap, offset), row, vecs, a_rows, accs)
                 row = b.gep(row, [b_stride], inbounds=True, source_etype=F32)
@@ -621,7 +625,6 @@ class _GemmEmitter:
         elements lie on the one or two lines the run covers. Columns past a masked tile's
         `cols` take its last one: nothing outside the tile's C is touched."""
         b = self.b
-        prefetch = self._intrinsic("llvm.prefetch.p0", ir.VoidType(), [PTR, I32, I32, I32])
         last_row = b.sub(self.tile_rows, _i64(1))
         last_col = b.sub(self.tile_cols, _i64(1))
         for vec in vecs:
@@ -631,8 +634,7 @@ class _GemmEmitter:
                     column = self._min(column, last_col)
                 start = b.mul(column, self.tile_ldc)
                 for offset in (start, b.add(start, last_row)):
-                    b.call(prefetch, [self._gep(c, offset), ir.Constant(I32, 1), ir.Constant(I32, 3),
-                                      ir.Constant(I32, 1)])
+                    self._prefetch(self._gep(c, offset), write=True)
 
     def _b_row_lines(self) -> tuple[ir.Type, range]:
         """B's element type as the tiles index it, and the offsets of a row's 64-byte lines."""
@@ -646,10 +648,8 @@ class _GemmEmitter:
             return
         b = self.b
         etype, lines = self._b_row_lines()
-        prefetch = self._intrinsic("llvm.prefetch.p0", ir.VoidType(), [PTR, I32, I32, I32])
         for line in lines:
-            ahead = b.gep(b_row, [b.add(self.b_ahead, _i64(line))], source_etype=etype)
-            b.call(prefetch, [ahead, ir.Constant(I32, 0), ir.Constant(I32, 3), ir.Constant(I32, 1)])
+            self._prefetch(b.gep(b_row, [b.add(self.b_ahead, _i64(line))], source_etype=etype))
 
     def _k_step(self, a, bp, kk, vecs, a_rows, accs, a_k, b_stride) -> list[ir.Value]:
         """One rank-1 update: acc[i][v] += A[i, kk] * B[kk, v].
@@ -662,11 +662,9 @@ class _GemmEmitter:
         b_row = self._gep(bp, b.mul(kk, b_stride))
         self._prefetch_b_ahead(b_row)
         if self._prefetches_next_panel():
-            prefetch = self._intrinsic("llvm.prefetch.p0", ir.VoidType(), [PTR, I32, I32, I32])
             for column in range(0, self.spec.nr, 16):  # a 64-byte line each
                 # A plain GEP: past the last panel it points past the row, which a prefetch may.
-                ahead = b.gep(b_row, [_i64(self.spec.nr + column)], source_etype=F32)
-                b.call(prefetch, [ahead, ir.Constant(I32, 0), ir.Constant(I32, 3), ir.Constant(I32, 1)])
+                self._prefetch(b.gep(b_row, [_i64(self.spec.nr + column)], source_etype=F32))
         return self._rank1(self._gep(a, b.mul(kk, a_k)), b_row, vecs, a_rows, accs)
 
     def _rank1(self, a_col, b_row, vecs, a_rows, accs) -> list[ir.Value]:
