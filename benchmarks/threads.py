@@ -17,7 +17,8 @@ other runtime's spinning workers; the median of `--repeat` runs, best round kept
 (onnxruntime, intra_op_num_threads=T) for `--seconds`, inferences per second, on all C*T cores.
 dlc and onnxruntime alternate within each round. With `--in-process`, both run in one process
 per (model, thread count, round), four blocks of `--repeat` runs each in turn (each after a
-pause that lets the other's spinning workers sleep), each one's best block: where separate
+pause that lets the other's spinning workers sleep), each one's best block, and a throughput
+setup likewise serves four blocks of `--seconds` / 4 for each in turn: where separate
 processes land on a busy host's cores differently, this compares the two on the same cores at
 the same moments. The table gives ratios dlc/onnxruntime (lower is
 better for dlc; for throughput, onnxruntime/dlc, so lower is better for dlc there too) and flags
@@ -148,6 +149,26 @@ def _throughput(model_path: str, runtime: str, callers: int, threads: int, secon
     """Inferences per second of `callers` Python threads sharing one model, `threads` each."""
     os.sched_setaffinity(0, _cores()[:callers * threads])
     return _serve(_runner(model_path, runtime, threads), callers, seconds)
+
+
+def _paired_throughput(model_path: str, callers: int, threads: int, seconds: float,
+                       blocks: int = 4) -> tuple[float, float]:
+    """(dlc, onnxruntime) inferences per second in one process on the first callers x threads
+    cores: `blocks` blocks of `seconds` / `blocks` for each runtime in turn (each after a pause
+    of SETTLE_SECONDS and 3 warm-up runs), each runtime's best block. Blocks a second or two
+    long, alternating, meet a busy host's slow spells alike: on the 16-core machine whole
+    3-second measurements in separate processes ranged 0.88-1.14 onnxruntime/dlc on ResNet-18's
+    16 x 1 callers from round to round."""
+    os.sched_setaffinity(0, _cores()[:callers * threads])
+    runs = [_runner(model_path, runtime, threads) for runtime in RUNTIMES]
+    best = [0.0] * len(runs)
+    for _ in range(blocks):
+        for index, run in enumerate(runs):
+            time.sleep(SETTLE_SECONDS)
+            for _ in range(3):
+                run()
+            best[index] = max(best[index], _serve(run, callers, seconds / blocks))
+    return best[0], best[1]  # dlc, onnxruntime (RUNTIMES' order)
 
 
 def _serve(run, callers: int, seconds: float) -> float:
@@ -342,8 +363,8 @@ def main(argv=None) -> int:
     parser.add_argument("--repeat", type=int, default=20, help="timed runs per latency measurement (median)")
     parser.add_argument("--seconds", type=float, default=3.0, help="length of a throughput measurement")
     parser.add_argument("--in-process", action="store_true",
-                        help="latency of dlc and onnxruntime in one process per (model, thread count, round), "
-                             "blocks of runs in turn, rather than one process each")
+                        help="dlc and onnxruntime in one process per (model, thread count or setup, round), "
+                             "blocks of runs (or of --seconds / 4 of throughput) in turn, rather than one process each")
     parser.add_argument("--output", type=Path, help="also write the tables (markdown) here")
     parser.add_argument("--regions", type=int, metavar="THREADS",
                         help="only list the threads each parallel region takes when compiled for THREADS")
@@ -367,6 +388,8 @@ def main(argv=None) -> int:
             print(_latency(path, runtime, int(rest[0]), args.repeat))
         elif kind == "paired":
             print(*_paired_latency(path, int(rest[0]), args.repeat))
+        elif kind == "paired-throughput":
+            print(*_paired_throughput(path, int(rest[0]), int(rest[1]), args.seconds))
         else:
             print(_throughput(path, runtime, int(rest[0]), int(rest[1]), args.seconds))
         return 0
@@ -411,10 +434,14 @@ def main(argv=None) -> int:
                     print(f"round {round_ + 1} {name} {t} threads: dlc {latency[name, 'dlc', t][-1]:.3f} ms, "
                           f"ort {latency[name, 'onnxruntime', t][-1]:.3f} ms", flush=True)
                 for c, t in setups:
-                    for runtime in RUNTIMES:
-                        throughput.setdefault((name, runtime, (c, t)), []).append(
-                            _child(["throughput", path, runtime, str(c), str(t), "--seconds", str(args.seconds),
-                                    *calibration])[0])
+                    if args.in_process:
+                        values = _child(["paired-throughput", path, "both", str(c), str(t),
+                                         "--seconds", str(args.seconds), *calibration])
+                    else:
+                        values = [_child(["throughput", path, runtime, str(c), str(t), "--seconds",
+                                          str(args.seconds), *calibration])[0] for runtime in RUNTIMES]
+                    for runtime, value in zip(RUNTIMES, values):
+                        throughput.setdefault((name, runtime, (c, t)), []).append(value)
                     print(f"round {round_ + 1} {name} {c}x{t}: dlc {throughput[name, 'dlc', (c, t)][-1]:.1f}/s, "
                           f"ort {throughput[name, 'onnxruntime', (c, t)][-1]:.1f}/s", flush=True)
     import onnxruntime

@@ -1,5 +1,5 @@
-"""benchmarks/threads.py (issue 15's thread-scaling tables): the latency table from separate
-processes and from one process per measurement (`--in-process`), on a small model."""
+"""benchmarks/threads.py (issue 15's thread-scaling tables): the latency and throughput tables
+from separate processes and from one process per measurement (`--in-process`), on a small model."""
 
 from __future__ import annotations
 
@@ -26,12 +26,18 @@ def test_threads_benchmark_tabulates_both_runtimes(tmp_path, mode):
     path = tmp_path / "small.onnx"
     path.write_bytes(model.SerializeToString())
     out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "threads.py"), str(path), "--models", "",
-                          "--threads", "1", "--rounds", "1", "--repeat", "3", *mode],
+                          "--threads", "1", "--rounds", "1", "--repeat", "3", "--concurrency", "2x1",
+                          "--seconds", "0.4", *mode],
                          capture_output=True, text=True, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
-    row = next(line for line in out.stdout.splitlines() if line.startswith("| small |"))
-    dlc_ms, ort_ms, ratio = (float(cell) for cell in row.split("|")[2:5])
+    latency, throughput = (line for line in out.stdout.splitlines() if line.startswith("| small |"))
+    dlc_ms, ort_ms, ratio = (float(cell) for cell in latency.split("|")[2:5])
     assert dlc_ms > 0 and ort_ms > 0
     # the ratio of the unrounded times: within the rounding of the printed ones (3 and 2 decimals)
     half = 0.0005
     assert (dlc_ms - half) / (ort_ms + half) - 0.005 <= ratio <= (dlc_ms + half) / (ort_ms - half) + 0.005
+    # throughput: onnxruntime / dlc inferences per second (one decimal each, the ratio two)
+    dlc_rate, ort_rate, ratio = (float(cell) for cell in throughput.split("|")[2:5])
+    assert dlc_rate > 0 and ort_rate > 0
+    half = 0.05
+    assert (ort_rate - half) / (dlc_rate + half) - 0.005 <= ratio <= (ort_rate + half) / (dlc_rate - half) + 0.005
