@@ -157,8 +157,8 @@ def _paired_throughput(model_path: str, callers: int, threads: int, seconds: flo
     cores: `blocks` blocks of `seconds` / `blocks` for each runtime in turn (each after a pause
     of SETTLE_SECONDS and 3 warm-up runs), each runtime's best block. Blocks a second or two
     long, alternating, meet a busy host's slow spells alike: on the 16-core machine whole
-    3-second measurements in separate processes ranged 0.88-1.14 onnxruntime/dlc on ResNet-18's
-    16 x 1 callers from round to round."""
+    3-second measurements in separate processes read 0.87-1.11 onnxruntime/dlc on ResNet-18's
+    16 x 1 callers and 0.87-1.08 on ResNet-50's from round to round, within one call."""
     os.sched_setaffinity(0, _cores()[:callers * threads])
     runs = [_runner(model_path, runtime, threads) for runtime in RUNTIMES]
     best = [0.0] * len(runs)
