@@ -47,6 +47,8 @@ RUNTIMES = ("dlc", "onnxruntime")
 # blocks, a transformer encoder layer, a speech front end's strided 1-D convolutions.
 SET = ("mobilenet_v2", "resnet18", "squeezenet", "mobilenet_v3", "efficientnet_b0", "transformer_d256",
        "speech_front_end", "resnet50")
+# Compile options for dlc's side (`--winograd`), set in each child from its arguments.
+DLC_OPTIONS: dict = {}
 # The newest ONNX IR version onnxruntime 1.30 (the 16-core machine's) loads.
 MAX_IR_VERSION = 10
 
@@ -93,7 +95,7 @@ def _runner(model_path: str, runtime: str, threads: int):
     if runtime == "dlc":
         import dlc
 
-        compiled = dlc.compile(model, threads=threads)
+        compiled = dlc.compile(model, threads=threads, **DLC_OPTIONS)
         run = lambda: compiled.run(feeds)  # noqa: E731
     else:
         session = onnxruntime_session(model, threads=threads)
@@ -371,6 +373,8 @@ def main(argv=None) -> int:
     parser.add_argument("--thread-us", type=float, metavar="US",
                         help="compile dlc with this per-thread cost of a parallel region instead of "
                              "THREAD_SECONDS (dialects/gemm_ukernel.py), to calibrate it; the compile cache is off")
+    parser.add_argument("--winograd", action="store_true",
+                        help="compile dlc's side with winograd=True (`dlc compile --winograd`)")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.thread_us is not None:
@@ -382,6 +386,8 @@ def main(argv=None) -> int:
         import dlc.codegen.parallel_loops
 
         dialects.gemm_ukernel.THREAD_SECONDS = dlc.codegen.parallel_loops.THREAD_SECONDS = args.thread_us * 1e-6
+    if args.winograd:
+        DLC_OPTIONS["winograd"] = True
     if args.child:
         kind, path, runtime, *rest = args.child
         if kind == "latency":
@@ -418,7 +424,8 @@ def main(argv=None) -> int:
                     label = "none" if chosen is None else f"{chosen * 1e6:.1f} us"
                     print(f"  {label:>13} " + "".join(f"{table[chosen, true]:12.3f}" for true in trues))
         return 0
-    calibration = [] if args.thread_us is None else ["--thread-us", str(args.thread_us)]
+    calibration = ([] if args.thread_us is None else ["--thread-us", str(args.thread_us)]) + \
+        (["--winograd"] if args.winograd else [])
     with tempfile.TemporaryDirectory() as workdir:
         files = _model_files(names, Path(workdir))
         for round_ in range(args.rounds):

@@ -1,8 +1,8 @@
 """What passes know about the target: read from module attributes (like MLIR's DLTI).
 
 The driver writes the target description on the module (`dlc.vector_bits`,
-`dlc.l1_bytes`, `dlc.l2_bytes`) and the thread count compiled for (`dlc.threads`); passes
-never import a target.
+`dlc.l1_bytes`, `dlc.l2_bytes`), the thread count compiled for (`dlc.threads`) and the
+options lowering rules read (`dlc.winograd`); passes never import a target.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from xdsl.dialects.builtin import IntegerAttr, ModuleOp
 
 DEFAULTS = {"dlc.vector_bits": 512, "dlc.l1_bytes": 48 * 1024, "dlc.l2_bytes": 2 * 1024 * 1024,
-            "dlc.threads": 1}
+            "dlc.threads": 1, "dlc.winograd": 0}
 
 
 @dataclass(frozen=True)
@@ -21,6 +21,7 @@ class TargetInfo:
     l1_bytes: int
     l2_bytes: int
     threads: int = 1  # the thread count the code is compiled for
+    winograd: bool = False  # stride-1 3x3 convs as Winograd F(2x2, 3x3) (`--winograd`)
 
     @property
     def vector_width(self) -> int:
@@ -33,4 +34,5 @@ def target_info(module: ModuleOp) -> TargetInfo:
         value = module.attributes.get(key)
         return value.value.data if isinstance(value, IntegerAttr) else DEFAULTS[key]
 
-    return TargetInfo(get("dlc.vector_bits"), get("dlc.l1_bytes"), get("dlc.l2_bytes"), get("dlc.threads"))
+    return TargetInfo(get("dlc.vector_bits"), get("dlc.l1_bytes"), get("dlc.l2_bytes"), get("dlc.threads"),
+                      bool(get("dlc.winograd")))

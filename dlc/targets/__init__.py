@@ -75,6 +75,9 @@ class CompileOptions:
     cpu_features: str = ""
     # The weights also inside model.so, for a one-file C deployment (docs/c-api.md).
     embed_weights: bool = False
+    # Stride-1 3x3 convs as Winograd F(2x2, 3x3) (passes/lowering/rules/winograd.py): 16/36 of
+    # the multiply-adds, faster on one thread, slower on several for now; other rounding.
+    winograd: bool = False
 
     def __post_init__(self):
         from dlc.runtime.artifact import MAX_THREADS
@@ -231,6 +234,8 @@ def describe_target_on(module: ModuleOp, target: Target, threads: int | None = N
     attributes["dlc.threads"] = IntegerAttr(threads or default_threads(), i64)
     if options is not None:
         target.configure(options)
+        if options.winograd:
+            attributes["dlc.winograd"] = IntegerAttr(1, i64)
     description = target.description()
     if description.vector_bits:
         attributes["dlc.vector_bits"] = IntegerAttr(description.vector_bits, i64)

@@ -31,6 +31,7 @@ from passes.graph.mark_depthwise_feeders import FEEDS_DEPTHWISE
 from passes.graph.utils.layouts import NCHW, NHWC, conv_layouts
 from passes.lowering.kernels_to_linalg import reshape_view, view_at
 from passes.lowering.rules import lowers
+from passes.lowering.rules.winograd import winograd_conv
 from passes.lowering.utils.linalg_builder import PARALLEL, REDUCTION, affine_map, cst, dim, identity_map
 from passes.lowering.utils.ukernel_calls import emit_gemm_call, is_f32_memref, take_epilogue
 
@@ -266,6 +267,17 @@ def _pointwise_as_row_gemm(kb, op, x, w, bias, y, window: Window, groups: int) -
 # KxK float convs run as an implicit GEMM (`_implicit_gemm_conv`); False keeps them on
 # im2col + W @ col (for A/B measurements).
 IMPLICIT_GEMM_CONVS = True
+# With `--winograd` (CompileOptions.winograd), stride-1 3x3 float convs over maps of at least
+# WINOGRAD_MIN_PIXELS run as Winograd F(2x2, 3x3) (winograd.py): 16 GEMMs doing 16/36 of the
+# direct conv's multiply-adds, between an input and an output transform (ResNet-18 on one VM
+# core 24.4 -> 19.8 ms). Over 7x7 maps the transformed filter (16/9 of the filter's bytes,
+# streamed once a run) costs more than the multiply-adds saved. Not the default: on threads,
+# each pass's 18 parallel regions (two transforms, 16 GEMMs) cost more than they save (the
+# 64 -> 64 conv over 56x56 at two threads 0.94-1.12 ms against the direct conv's 0.79), which
+# wants one region over a pass's 16 GEMMs; and its results round differently from the direct
+# conv's (relative 1e-6 on ResNet-18's convs).
+WINOGRAD_CONVS = True
+WINOGRAD_MIN_PIXELS = 14 * 14
 # 1x1 convs take it where its transposed store (a register transpose per tile, paid once per
 # k block) is small next to the tile's k steps, or where W @ X fills the lanes badly
 # (`_implicit_pointwise`).
@@ -309,6 +321,26 @@ def _implicit_pointwise(pixels: int, depth: int, threads: int, vector_width: int
 # (IN_REGISTERS_TRANSPOSED: MobileNetV3's stem and its 160 -> 960 convs over 7x7 made a second
 # pass over y for it).
 _SEPARATE_LOOP_ACTIVATIONS = ("silu",)
+
+
+def _winograd_worthwhile(op, x, w, bias, y, window: Window, groups: int) -> bool:
+    """Whether a Conv runs as Winograd F(2x2, 3x3): with `--winograd`, a float 2-D conv of one group, 3x3,
+    stride 1, no dilation, a zero pad of one on every side, a constant filter, at least
+    MIN_GEMM_ROWS input and output channels, and an even output height and width of at least
+    WINOGRAD_MIN_PIXELS pixels (its 2x2 output tiles cover the map exactly)."""
+    from passes.target_info import target_info
+
+    if not (WINOGRAD_CONVS and target_info(op.get_toplevel_object()).winograd
+            and op.onnx_type == "Conv" and groups == 1 and window.kernel == (3, 3)
+            and window.strides == (1, 1) and window.dilations == (1, 1)
+            and window.pads_begin == (1, 1) and window.pads_end == (1, 1)
+            and isinstance(op.operands[1].owner, WeightOp) and is_f32_memref(x, w, y)
+            and (bias is None or is_f32_memref(bias))):
+        return False
+    _, channels, height, width = x.type.get_shape()
+    _, out_channels, oh, ow = y.type.get_shape()
+    return ((oh, ow) == (height, width) and oh % 2 == 0 and ow % 2 == 0 and oh * ow >= WINOGRAD_MIN_PIXELS
+            and min(channels, out_channels) >= MIN_GEMM_ROWS)
 
 
 def _unread_argument(value: SSAValue) -> bool:
@@ -569,6 +601,9 @@ def lower_conv(kb, op, ins, outs) -> None:
     if len(window.kernel) == 1:
         x, w, y, window = _as_unit_height(kb, x, w, y, window)
     if _pointwise_as_row_gemm(kb, op, x, w, bias, y, window, groups):
+        return
+    if _winograd_worthwhile(op, x, w, bias, y, window, groups):
+        winograd_conv(kb, op, padded_input(kb, x, window, 0.0), constant_operand(op, 1), bias, y, _activate)
         return
     if _implicit_gemm_conv(kb, op, x, w, bias, y, window, groups):
         return

@@ -1,0 +1,207 @@
+"""A stride-1 3x3 Conv by Winograd's minimal filtering F(2x2, 3x3) (Lavin and Gray, "Fast
+Algorithms for Convolutional Neural Networks", CVPR 2016), for lower_conv (conv.py).
+
+Each 2x2 block of outputs of a channel pair is Y = A^T [(G g G^T) * (B^T d B)] A, d the 4x4 input
+tile under it: 16 multiplies where the direct conv makes 36. Summed over input channels, the
+product is 16 GEMMs, one per point xi of the 4x4 transform: M[xi] = V[xi] @ U[xi], V[xi] the
+[tiles, C] transformed input, U[xi] the [C, CO] transformed filter (computed here at compile
+time, in float64, then rounded). So a conv does 16/36 of the direct conv's multiply-adds in its
+GEMMs (ResNet-18's 64 -> 64 over 56x56: 16 GEMMs of 784 x 64 x 64), plus two passes over maps
+of 16 values a tile:
+
+1. input transform: the padded NCHW input's 4x4 tiles, 2 apart, into V [16, C, N * tiles]
+   (a tile's 16 values 0, +1, -1 combinations of its inputs);
+2. 16 GEMMs (dlc/codegen/ukernels.py), A = V[xi] read transposed (tiles contiguous), C = M[xi]
+   [CO, N * tiles] stored transposed, so both transforms run along the tiles of a row;
+3. output transform: each tile's 16 values of M into its 2x2 outputs, with the bias, the
+   residual and the activation the conv's elementwise tail holds (GemmEpilogue) applied as
+   each output is stored.
+
+The transforms add and subtract only (B and A hold 0 and +-1, G halves), so the error is that
+of summing in another order: relative 1e-6 on ResNet-18's convs against the direct conv
+(tests/test_winograd.py bounds it against a float64 reference).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+from xdsl.dialects.builtin import MemRefType
+from xdsl.ir import SSAValue
+
+from dialects.gemm_ukernel import pack_b, window_conv_tiles
+from passes.lowering.kernels_to_linalg import view_at
+from passes.lowering.utils.linalg_builder import PARALLEL, affine_map, cst, dim
+from passes.lowering.utils.ukernel_calls import emit_gemm_call, take_epilogue
+from passes.target_info import target_info
+
+# B^T, G and A^T of F(2x2, 3x3) (Lavin and Gray, section 4.1).
+INPUT_TRANSFORM = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]])
+FILTER_TRANSFORM = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
+OUTPUT_TRANSFORM = np.array([[1, 1, 1, 0], [0, 1, -1, -1]])
+TILE = 4  # input tile edge: 2 outputs + 3 - 1
+OUT = 2  # output tile edge
+
+
+def transformed_filter(weights: np.ndarray) -> np.ndarray:
+    """U [16, C, CO] of a [CO, C, 3, 3] filter: U[4a + b, c, o] = (G g[o, c] G^T)[a, b]."""
+    g = weights.astype(np.float64)
+    u = np.einsum("ai,ocij,bj->abco", FILTER_TRANSFORM, g, FILTER_TRANSFORM)
+    return np.ascontiguousarray(u.reshape(TILE * TILE, *u.shape[2:]).astype(np.float32))
+
+
+def _linear(b, coefficients, values: list[SSAValue]) -> SSAValue:
+    """sum(c * v) for coefficients in {0, 1, -1} (at least one 1): adds, then subtracts."""
+    terms = [(c, v) for c, v in zip(coefficients, values) if c]
+    first = next(i for i, (c, _) in enumerate(terms) if c == 1)
+    total = terms[first][1]
+    for coefficient, value in terms[:first] + terms[first + 1:]:
+        total = b.add(total, value) if coefficient == 1 else b.sub(total, value)
+    return total
+
+
+def _transform(b, matrix: np.ndarray, tile: list[list[SSAValue]]) -> list[list[SSAValue]]:
+    """matrix @ tile @ matrix^T on a square tile of values (rows first)."""
+    rows = [[_linear(b, row, [tile[i][j] for i in range(len(tile))]) for j in range(len(tile[0]))]
+            for row in matrix]
+    return [[_linear(b, row, line) for row in matrix] for line in rows]
+
+
+def row_blocks(rows: int, cols: int, channels: int, out_channels: int, l2_bytes: int) -> list[tuple[int, int]]:
+    """(first, count) of each block of tile rows one pass takes, split evenly: as many rows as
+    keep the block's V and M (16 floats a tile and channel each) within a quarter of L2, or
+    within U's size where U is larger (each pass streams all of U from L2 or beyond).
+
+    One thread on the Xeon VM, rows a block -> ms (the direct conv and onnxruntime alongside):
+    64 -> 64 over 56x56 (28 tile rows) 1 / 2 / 4 / 7 / 28: 0.94 / 0.95 / 1.06 / 1.13 / 1.27 (1.48,
+    1.46); 128 -> 128 over 28x28, 1 / 4 / 14: 0.87 / 0.83 / 0.99 (1.40, 1.35); 256 -> 256 over
+    14x14, 1 / 2 / 7: 1.36 / 1.09 / 0.89 (1.32, 1.36)."""
+    per_row = 4 * TILE * TILE * (channels + out_channels) * cols
+    budget = max(l2_bytes // 4, 4 * TILE * TILE * channels * out_channels)
+    most = max(1, budget // per_row)
+    count = -(-rows // most)
+    size = -(-rows // count)
+    return [(first, min(size, rows - first)) for first in range(0, rows, size)]
+
+
+# The 16 planes of V (and of M) lie this many bytes past a multiple of 4 KiB apart: 17 cache
+# lines, so plane k's rows fall on line k * 17 mod 64 of a page, 16 different L1 sets. Planes a
+# multiple of 4 KiB apart (a block of 4 tile rows of 28 over 64 channels: 28 KiB) put the 16
+# streams an input transform writes, and the GEMMs read, on one set: 1.80 ms for the 64 -> 64
+# conv over 56x56 in blocks of 4 rows against 1.06 skewed.
+PLANE_SKEW_BYTES = 17 * 64
+
+
+def plane_stride(floats: int) -> int:
+    """The smallest stride of at least `floats` floats whose bytes are PLANE_SKEW_BYTES past a
+    multiple of 4 KiB."""
+    return floats + (PLANE_SKEW_BYTES - 4 * floats) % 4096 // 4
+
+
+def winograd_conv(kb, op, padded: SSAValue, weights: np.ndarray, bias: SSAValue | None, y: SSAValue,
+                  activate: Callable) -> None:
+    """y [N, CO, H, W] = conv3x3(x) (+ bias, + the epilogue's residual, activation), `padded`
+    x [N, C, H + 2, W + 2] with a zero border of one, H and W even. `activate(b, value, name)`
+    applies an activation as conv.py's loops do. One pass per image and block of tile rows
+    (`row_blocks`), its V and M in scratch buffers the passes share."""
+    batch, channels, padded_h, padded_w = padded.type.get_shape()
+    _, out_channels, height, width = y.type.get_shape()
+    rows, cols = height // OUT, width // OUT
+    f32 = padded.type.element_type
+    points = TILE * TILE
+    target = target_info(op.get_toplevel_object())
+    blocks = row_blocks(rows, cols, channels, out_channels, target.l2_bytes)
+    most = max(count for _, count in blocks)
+    v = kb.scratch(MemRefType(f32, [points * plane_stride(channels * most * cols)]))
+    m = kb.scratch(MemRefType(f32, [points * plane_stride(out_channels * most * cols)]))
+
+    # U[xi] packed for the register tile of each block's GEMMs (it is no kernel argument, so
+    # pack-weights does not see it); blocks of one size share their GEMM's spec.
+    filters = transformed_filter(weights)
+    tiles_of = {count: window_conv_tiles(cols, count, out_channels, channels, 1, target.vector_width,
+                                         target.l2_bytes, target.threads) for _, count in blocks}
+    packed = {}
+    for sizes in tiles_of.values():
+        nr = sizes["nr"]
+        if nr not in packed:
+            panels = np.stack([pack_b(filters[xi], nr) for xi in range(points)])
+            packed[nr] = kb.constant(op, "winograd_filter", panels.reshape(points, -1)), panels[0].size
+
+    epilogue = take_epilogue(kb)
+    residual = epilogue.residual if epilogue is not None else None
+    activation = epilogue.activation if epilogue is not None else None
+    for image in range(batch):
+        for first, count in blocks:
+            tiles = count * cols
+            v_stride, m_stride = plane_stride(channels * tiles), plane_stride(out_channels * tiles)
+            x_block = view_at(kb.builder, padded, (image * channels * padded_h + OUT * first) * padded_w,
+                              [channels, OUT * count + 2, padded_w], [padded_h * padded_w, padded_w, 1])
+            y_offset = (image * out_channels * height + OUT * first) * width
+            y_shape, y_strides = [out_channels, OUT * count, width], [height * width, width, 1]
+            y_block = view_at(kb.builder, y, y_offset, y_shape, y_strides)
+            r_block = None if residual is None else view_at(kb.builder, residual, y_offset, y_shape, y_strides)
+            v_block = view_at(kb.builder, v, 0, [points, channels, count, cols], [v_stride, tiles, cols, 1])
+            m_block = view_at(kb.builder, m, 0, [points, out_channels, count, cols], [m_stride, tiles, cols, 1])
+            _input_transform(kb, x_block, v_block)
+            sizes = tiles_of[count]
+            u, per_point = packed[sizes["nr"]]
+            for xi in range(points):
+                # M[xi] = V[xi] @ U[xi], as the 1x1 implicit-GEMM conv of a map of `tiles` pixels
+                # in rows of `cols` (a window A: channel c's plane at c * tiles), its C stored
+                # transposed into M[xi]'s planes.
+                a = view_at(kb.builder, v, xi * v_stride, [channels, tiles])
+                b_panels = view_at(kb.builder, u, xi * per_point, [per_point])
+                c_matrix = view_at(kb.builder, m, xi * m_stride, [out_channels, tiles])
+                emit_gemm_call(kb, op, a, b_panels, c_matrix, m=tiles, n=out_channels, k=channels,
+                               a_row_stride=1, a_k_stride=1, b_layout="packed", ldb=out_channels, ldc=tiles,
+                               a_group=cols, a_group_stride=cols, a_window_h=1, a_window_w=1,
+                               a_window_row=cols, a_window_col=1, a_window_channel=tiles, c_transposed=1,
+                               **sizes)
+            _output_transform(kb, m_block, bias, r_block, y_block, activation, activate)
+
+
+def _input_transform(kb, x_block: SSAValue, v_block: SSAValue) -> None:
+    """V[xi, c, ty, tx] = (B^T d B)[xi], d = x_block[c, 2ty:2ty+4, 2tx:2tx+4]."""
+    points = TILE * TILE
+    c, ty, tx = dim(0), dim(1), dim(2)
+    taps = [affine_map(3, [c, ty * OUT + i, tx * OUT + j]) for i in range(TILE) for j in range(TILE)]
+    stores = [affine_map(3, [cst(xi), c, ty, tx]) for xi in range(points)]
+
+    def body(b, args):
+        tile = [list(args[i * TILE:(i + 1) * TILE]) for i in range(TILE)]
+        return [value for row in _transform(b, INPUT_TRANSFORM, tile) for value in row]
+
+    kb.generic([x_block] * points, [v_block] * points, taps + stores, [PARALLEL] * 3, body,
+               doc="winograd input transform")
+
+
+def _output_transform(kb, m_block, bias, r_block, y_block, activation, activate) -> None:
+    """y_block[o, 2ty + a, 2tx + b] = act((A^T M A)[a, b] + bias[o] + R[o, 2ty + a, 2tx + b])."""
+    points = TILE * TILE
+    o, ty, tx = dim(0), dim(1), dim(2)
+    reads = [affine_map(3, [cst(xi), o, ty, tx]) for xi in range(points)]
+    outputs = [affine_map(3, [o, ty * OUT + a, tx * OUT + b]) for a in range(OUT) for b in range(OUT)]
+    inputs, maps = [m_block] * points, list(reads)
+    if bias is not None:
+        inputs.append(bias)
+        maps.append(affine_map(3, [o]))
+    if r_block is not None:
+        inputs += [r_block] * len(outputs)
+        maps += outputs
+    maps += outputs
+
+    def body(b, args):
+        tile = [list(args[i * TILE:(i + 1) * TILE]) for i in range(TILE)]
+        rest = list(args[points:])
+        shift = rest.pop(0) if bias is not None else None
+        results = []
+        for index, value in enumerate(v for row in _transform(b, OUTPUT_TRANSFORM, tile) for v in row):
+            if shift is not None:
+                value = b.add(value, shift)
+            if r_block is not None:
+                value = b.add(value, rest[index])
+            results.append(activate(b, value, activation))
+        return results
+
+    kb.generic(inputs, [y_block] * len(outputs), maps, [PARALLEL] * 3, body, doc="winograd output transform")

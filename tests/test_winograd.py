@@ -1,0 +1,183 @@
+"""`--winograd`: stride-1 3x3 convs as Winograd F(2x2, 3x3) (passes/lowering/rules/winograd.py).
+
+The transform matrices reproduce a 3x3 correlation exactly (in float64); compiled convs match a
+float64 reference as closely as the direct conv does, with the bias, a residual Add and the
+activation in the output transform, across row blocks, images and output channels that fill
+no whole register tile; results are the same at every thread count; convs it cannot take, and
+builds without the option, keep the direct conv.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+from conftest import ROOT
+from onnx import TensorProto, helper, numpy_helper
+
+from dlc.driver import compile_model
+from dlc.targets import CompileOptions
+from passes.lowering.rules.winograd import (
+    FILTER_TRANSFORM,
+    INPUT_TRANSFORM,
+    OUTPUT_TRANSFORM,
+    plane_stride,
+    row_blocks,
+    transformed_filter,
+)
+
+
+def test_the_transforms_compute_a_3x3_correlation():
+    rng = np.random.default_rng(0)
+    g, d = rng.standard_normal((3, 3)), rng.standard_normal((4, 4))
+    u = FILTER_TRANSFORM @ g @ FILTER_TRANSFORM.T
+    v = INPUT_TRANSFORM @ d @ INPUT_TRANSFORM.T
+    y = OUTPUT_TRANSFORM @ (u * v) @ OUTPUT_TRANSFORM.T
+    direct = np.array([[np.sum(d[i:i + 3, j:j + 3] * g) for j in range(2)] for i in range(2)])
+    np.testing.assert_allclose(y, direct, rtol=0, atol=1e-12)
+    weights = rng.standard_normal((5, 2, 3, 3)).astype(np.float32)
+    np.testing.assert_allclose(transformed_filter(weights)[6, 1, 4],
+                               (FILTER_TRANSFORM @ weights[4, 1] @ FILTER_TRANSFORM.T)[1, 2], rtol=1e-6)
+
+
+@pytest.mark.parametrize("rows,cols,channels,l2", [(28, 28, 64, 2 << 20), (14, 14, 128, 2 << 20),
+                                                   (7, 7, 256, 2 << 20), (28, 28, 64, 256 << 10)])
+def test_row_blocks_cover_the_tile_rows_once_and_fit_the_budget(rows, cols, channels, l2):
+    blocks = row_blocks(rows, cols, channels, channels, l2)
+    assert [first for first, _ in blocks] == list(np.cumsum([0] + [count for _, count in blocks])[:-1])
+    assert sum(count for _, count in blocks) == rows
+    per_row = 4 * 16 * 2 * channels * cols
+    budget = max(l2 // 4, 4 * 16 * channels * channels)
+    assert all(count * per_row <= budget or count == 1 for _, count in blocks)
+
+
+def test_plane_strides_skew_the_sixteen_planes_over_l1_sets():
+    for floats in (64 * 112, 1024, 28672 // 4, 3):
+        stride = plane_stride(floats)
+        assert floats <= stride < floats + 1024
+        assert len({(k * stride * 4) % 4096 // 64 for k in range(16)}) == 16
+
+
+def _conv_model(channels, out_channels, side, batch=1, bias=True, tail="relu", stride=1, dilation=1):
+    rng = np.random.default_rng(1)
+    weights = [numpy_helper.from_array(rng.uniform(-0.5, 0.5, (out_channels, channels, 3, 3)).astype(np.float32), "w")]
+    inputs = ["x", "w"]
+    if bias:
+        weights.append(numpy_helper.from_array(rng.uniform(-1, 1, out_channels).astype(np.float32), "b"))
+        inputs.append("b")
+    out_side = (side - 1) // stride + 1  # pads of `dilation` keep a stride-1 map its size
+    out_shape = [batch, out_channels, out_side, out_side]
+    graph_inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, channels, side, side])]
+    nodes = [helper.make_node("Conv", inputs, ["c"], kernel_shape=[3, 3], pads=[dilation] * 4,
+                              strides=[stride] * 2, dilations=[dilation] * 2)]
+    last = "c"
+    if tail in ("residual", "residual_relu"):
+        graph_inputs.append(helper.make_tensor_value_info("r", TensorProto.FLOAT, out_shape))
+        nodes.append(helper.make_node("Add", ["c", "r"], ["s"]))
+        last = "s"
+    if tail in ("relu", "residual_relu"):
+        nodes.append(helper.make_node("Relu", [last], ["y"]))
+    elif tail == "relu6":
+        nodes.append(helper.make_node("Clip", [last, "lo", "hi"], ["y"]))
+        weights += [numpy_helper.from_array(np.array(0, np.float32), "lo"),
+                    numpy_helper.from_array(np.array(6, np.float32), "hi")]
+    else:
+        nodes.append(helper.make_node("Identity", [last], ["y"]))
+    graph = helper.make_graph(nodes, "conv", graph_inputs,
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)], weights)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _reference(model, feeds) -> np.ndarray:
+    """The model's conv and tail in float64 (numpy)."""
+    weights = {t.name: numpy_helper.to_array(t).astype(np.float64) for t in model.graph.initializer}
+    x = feeds["x"].astype(np.float64)
+    w = weights["w"]
+    padded = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    side = x.shape[2]
+    y = np.zeros((x.shape[0], w.shape[0], side, side))
+    for i in range(3):
+        for j in range(3):
+            y += np.einsum("nchw,oc->nohw", padded[:, :, i:i + side, j:j + side], w[:, :, i, j])
+    if "b" in weights:
+        y += weights["b"][None, :, None, None]
+    if "r" in feeds:
+        y += feeds["r"]
+    ops = [node.op_type for node in model.graph.node]
+    if "Relu" in ops:
+        y = np.maximum(y, 0)
+    if "Clip" in ops:
+        y = np.clip(y, 0, 6)
+    return y
+
+
+def _winograd_taken(model, threads=1, winograd=True) -> bool:
+    """Whether the lowered module holds a transformed filter (winograd.py's constant)."""
+    module = compile_model(model, compile_to="linalg",
+                           options=CompileOptions(threads=threads, winograd=winograd)).module
+    return 'sym_name = "winograd_filter' in str(module)
+
+
+CASES = {
+    # ResNet-18's first stage: 28 tile rows in blocks, the residual Add and Relu in the store
+    "resnet_stage1": dict(channels=64, out_channels=64, side=56, tail="residual_relu"),
+    # output channels filling no whole register tile, no bias, no tail
+    "ragged_channels": dict(channels=24, out_channels=40, side=14, bias=False, tail="none"),
+    "two_images_relu6": dict(channels=16, out_channels=32, side=16, batch=2, tail="relu6"),
+    "residual_only": dict(channels=32, out_channels=16, side=28, tail="residual"),
+}
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_winograd_convs_match_a_float64_reference_as_the_direct_conv_does(name, monkeypatch):
+    monkeypatch.setenv("DLC_CACHE", "0")
+    model = _conv_model(**CASES[name])
+    assert _winograd_taken(model)
+    rng = np.random.default_rng(2)
+    feeds = {i.name: rng.uniform(-1, 1, [d.dim_value for d in i.type.tensor_type.shape.dim]).astype(np.float32)
+             for i in model.graph.input}
+    reference = _reference(model, feeds)
+    scale = np.abs(reference).max()
+    errors = {}
+    for winograd in (False, True):
+        executable = compile_model(model, options=CompileOptions(threads=1, winograd=winograd)).executable
+        errors[winograd] = np.abs(executable.run(feeds)["y"] - reference).max() / scale
+    # float32 sums of 9C products: the direct conv's error here is 1e-7-1e-6 of the output's
+    # scale; the transforms' adds (B^T d B, A^T M A with entries 0 and +-1, G's halves) may
+    # add a few ulp of each intermediate, not more.
+    assert errors[True] < max(4 * errors[False], 2e-6), errors
+
+
+def test_winograd_outputs_are_bit_identical_across_thread_counts(monkeypatch):
+    monkeypatch.setenv("DLC_CACHE", "0")
+    model = _conv_model(64, 64, 28, tail="relu")
+    feeds = {"x": np.random.default_rng(3).uniform(-1, 1, (1, 64, 28, 28)).astype(np.float32)}
+    outputs = [compile_model(model, options=CompileOptions(threads=threads, winograd=True)).executable.run(feeds)["y"]
+               for threads in (1, 2, 3)]
+    assert _winograd_taken(model, threads=3)
+    for other in outputs[1:]:
+        assert np.array_equal(outputs[0], other)
+
+
+@pytest.mark.parametrize("shape,reason", [
+    (dict(channels=64, out_channels=64, side=56), "without --winograd"),
+    (dict(channels=16, out_channels=16, side=28, stride=2), "stride 2"),
+    (dict(channels=16, out_channels=16, side=28, dilation=2), "dilation 2"),
+    (dict(channels=16, out_channels=16, side=7), "an odd 7x7 map"),
+    (dict(channels=4, out_channels=16, side=28), "4 input channels"),
+])
+def test_convs_winograd_cannot_take_keep_the_direct_conv(shape, reason):
+    assert not _winograd_taken(_conv_model(**shape), winograd=reason != "without --winograd"), reason
+
+
+def test_the_cli_compiles_and_runs_with_winograd(tmp_path):
+    path = tmp_path / "conv.onnx"
+    onnx.save(_conv_model(16, 16, 14), path)
+    out = subprocess.run([sys.executable, "-m", "dlc", "run", str(path), "--winograd", "--threads", "1"],
+                         capture_output=True, text=True, cwd=ROOT, env={**os.environ, "DLC_CACHE": "0"})
+    assert out.returncode == 0, out.stderr
+
