@@ -169,6 +169,7 @@ def test_winograd_outputs_are_bit_identical_across_thread_counts(monkeypatch):
     (dict(channels=16, out_channels=16, side=28, dilation=2), "dilation 2"),
     (dict(channels=16, out_channels=16, side=7), "an odd 7x7 map"),
     (dict(channels=4, out_channels=16, side=28), "4 input channels"),
+    (dict(channels=64, out_channels=64, side=56, batch=3), "3 images of 14 row blocks: 42 passes"),
 ])
 def test_convs_winograd_cannot_take_keep_the_direct_conv(shape, reason):
     assert not _winograd_taken(_conv_model(**shape), winograd=reason != "without --winograd"), reason

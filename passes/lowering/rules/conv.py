@@ -31,7 +31,8 @@ from passes.graph.mark_depthwise_feeders import FEEDS_DEPTHWISE
 from passes.graph.utils.layouts import NCHW, NHWC, conv_layouts
 from passes.lowering.kernels_to_linalg import reshape_view, view_at
 from passes.lowering.rules import lowers
-from passes.lowering.rules.winograd import winograd_conv
+from passes.lowering.rules.winograd import MAX_PASSES as WINOGRAD_MAX_PASSES
+from passes.lowering.rules.winograd import winograd_conv, winograd_passes
 from passes.lowering.utils.linalg_builder import PARALLEL, REDUCTION, affine_map, cst, dim, identity_map
 from passes.lowering.utils.ukernel_calls import emit_gemm_call, is_f32_memref, take_epilogue
 
@@ -327,7 +328,8 @@ def _winograd_worthwhile(op, x, w, bias, y, window: Window, groups: int) -> bool
     """Whether a Conv runs as Winograd F(2x2, 3x3): with `--winograd`, a float 2-D conv of one group, 3x3,
     stride 1, no dilation, a zero pad of one on every side, a constant filter, at least
     MIN_GEMM_ROWS input and output channels, and an even output height and width of at least
-    WINOGRAD_MIN_PIXELS pixels (its 2x2 output tiles cover the map exactly)."""
+    WINOGRAD_MIN_PIXELS pixels (its 2x2 output tiles cover the map exactly), in at most
+    winograd.MAX_PASSES passes."""
     from passes.target_info import target_info
 
     if not (WINOGRAD_CONVS and target_info(op.get_toplevel_object()).winograd
@@ -337,10 +339,12 @@ def _winograd_worthwhile(op, x, w, bias, y, window: Window, groups: int) -> bool
             and isinstance(op.operands[1].owner, WeightOp) and is_f32_memref(x, w, y)
             and (bias is None or is_f32_memref(bias))):
         return False
-    _, channels, height, width = x.type.get_shape()
+    batch, channels, height, width = x.type.get_shape()
     _, out_channels, oh, ow = y.type.get_shape()
     return ((oh, ow) == (height, width) and oh % 2 == 0 and ow % 2 == 0 and oh * ow >= WINOGRAD_MIN_PIXELS
-            and min(channels, out_channels) >= MIN_GEMM_ROWS)
+            and min(channels, out_channels) >= MIN_GEMM_ROWS
+            and winograd_passes(batch, channels, out_channels, oh, ow,
+                                target_info(op.get_toplevel_object()).l2_bytes) <= WINOGRAD_MAX_PASSES)
 
 
 def _unread_argument(value: SSAValue) -> bool:

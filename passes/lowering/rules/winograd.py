@@ -85,6 +85,18 @@ def row_blocks(rows: int, cols: int, channels: int, out_channels: int, l2_bytes:
     return [(first, min(size, rows - first)) for first in range(0, rows, size)]
 
 
+# Passes (images x row blocks) a conv may take: each is two transforms and 16 GEMM calls of
+# straight-line code, so a batch of 32 images over 56x56 (14 blocks each) would be 448 passes and
+# 7,168 calls to compile; such a conv keeps the direct conv (`winograd_passes`).
+MAX_PASSES = 32
+
+
+def winograd_passes(batch: int, channels: int, out_channels: int, height: int, width: int,
+                    l2_bytes: int) -> int:
+    """How many passes (images x row blocks) `winograd_conv` takes for this conv."""
+    return batch * len(row_blocks(height // OUT, width // OUT, channels, out_channels, l2_bytes))
+
+
 # The 16 planes of V (and of M) lie this many bytes past a multiple of 4 KiB apart: 17 cache
 # lines, so plane k's rows fall on line k * 17 mod 64 of a page, 16 different L1 sets. Planes a
 # multiple of 4 KiB apart (a block of 4 tile rows of 28 over 64 channels: 28 KiB) put the 16
