@@ -16,7 +16,7 @@ import sys
 import numpy as np
 import onnx
 import pytest
-from conftest import ROOT
+from conftest import ROOT, run_onnxruntime
 from onnx import TensorProto, helper, numpy_helper
 
 from dlc.driver import compile_model
@@ -182,3 +182,43 @@ def test_the_cli_compiles_and_runs_with_winograd(tmp_path):
                          capture_output=True, text=True, cwd=ROOT, env={**os.environ, "DLC_CACHE": "0"})
     assert out.returncode == 0, out.stderr
 
+
+
+def test_a_bottleneck_block_3x3_conv_writes_nhwc_through_winograd(monkeypatch):
+    """pointwise-convs-nhwc's 3x3 convs between 1x1 convs read NCHW and write NHWC (ResNet-50's):
+    the GEMMs then store M as rows of output channels for the output transform."""
+    monkeypatch.setenv("DLC_CACHE", "0")
+    rng = np.random.default_rng(4)
+
+    def weight(name, *shape):
+        return numpy_helper.from_array(rng.uniform(-0.3, 0.3, shape).astype(np.float32), name)
+
+    nodes, initializers, last = [], [], "x"
+    for block in range(3):  # enough blocks that the pass keeps NHWC (its Transposes amortised)
+        w1, b1, w2, b2, w3, b3 = (f"{name}_{block}" for name in ("w1", "b1", "w2", "b2", "w3", "b3"))
+        a, ar, c, cr, e, s, y = (f"{name}_{block}" for name in ("a", "ar", "c", "cr", "e", "s", "y"))
+        y = "y" if block == 2 else y
+        nodes += [helper.make_node("Conv", [last, w1, b1], [a], kernel_shape=[1, 1]),
+                  helper.make_node("Relu", [a], [ar]),
+                  helper.make_node("Conv", [ar, w2, b2], [c], kernel_shape=[3, 3], pads=[1] * 4),
+                  helper.make_node("Relu", [c], [cr]),
+                  helper.make_node("Conv", [cr, w3, b3], [e], kernel_shape=[1, 1]),
+                  helper.make_node("Add", [e, last], [s]),
+                  helper.make_node("Relu", [s], [y])]
+        initializers += [weight(w1, 32, 64, 1, 1), weight(b1, 32), weight(w2, 32, 32, 3, 3), weight(b2, 32),
+                         weight(w3, 64, 32, 1, 1), weight(b3, 64)]
+        last = y
+    shape = [1, 64, 28, 28]
+    graph = helper.make_graph(nodes, "bottleneck", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)], initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    options = CompileOptions(threads=1, winograd=True)
+    assert 'dlc.out_layout = "NHWC"' in str(compile_model(model, compile_to="kernels", options=options).module)
+    assert 'sym_name = "winograd_filter' in str(compile_model(model, compile_to="linalg", options=options).module)
+    feeds = {"x": rng.uniform(-1, 1, shape).astype(np.float32)}
+    expected = run_onnxruntime(model, feeds)[0]
+    outputs = [compile_model(model, options=CompileOptions(threads=1, winograd=w)).executable.run(feeds)["y"]
+               for w in (False, True)]
+    scale = np.abs(expected).max()
+    errors = [np.abs(out - expected).max() / scale for out in outputs]
+    assert errors[1] < max(4 * errors[0], 2e-6), errors

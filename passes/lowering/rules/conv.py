@@ -324,7 +324,7 @@ def _implicit_pointwise(pixels: int, depth: int, threads: int, vector_width: int
 _SEPARATE_LOOP_ACTIVATIONS = ("silu",)
 
 
-def _winograd_worthwhile(op, x, w, bias, y, window: Window, groups: int) -> bool:
+def _winograd_worthwhile(op, x, w, bias, y, window: Window, groups: int, out_nhwc: bool = False) -> bool:
     """Whether a Conv runs as Winograd F(2x2, 3x3): with `--winograd`, a float 2-D conv of one group, 3x3,
     stride 1, no dilation, a zero pad of one on every side, a constant filter, at least
     MIN_GEMM_ROWS input and output channels, and an even output height and width of at least
@@ -340,7 +340,10 @@ def _winograd_worthwhile(op, x, w, bias, y, window: Window, groups: int) -> bool
             and (bias is None or is_f32_memref(bias))):
         return False
     batch, channels, height, width = x.type.get_shape()
-    _, out_channels, oh, ow = y.type.get_shape()
+    if out_nhwc:
+        _, oh, ow, out_channels = y.type.get_shape()
+    else:
+        _, out_channels, oh, ow = y.type.get_shape()
     return ((oh, ow) == (height, width) and oh % 2 == 0 and ow % 2 == 0 and oh * ow >= WINOGRAD_MIN_PIXELS
             and min(channels, out_channels) >= MIN_GEMM_ROWS
             and winograd_passes(batch, channels, out_channels, oh, ow,
@@ -597,6 +600,10 @@ def lower_conv(kb, op, ins, outs) -> None:
     if y_layout == NHWC:  # a KxK conv reading NCHW for a 1x1 conv that reads NHWC
         n, oh, ow, co = y_shape
         window = _conv_window(op, x_shape, w_shape, [n, co, oh, ow], groups)
+        if _winograd_worthwhile(op, x, w, bias, y, window, groups, out_nhwc=True):
+            winograd_conv(kb, op, padded_input(kb, x, window, 0.0), constant_operand(op, 1), bias, y, _activate,
+                          out_nhwc=True)
+            return
         if not _implicit_gemm_conv(kb, op, x, w, bias, y, window, groups, out_nhwc=True):
             raise UnsupportedError(f"{op.describe()}: an NHWC output off the implicit-GEMM conv path",
                                    "report this: pointwise-convs-nhwc and the lowering disagree")

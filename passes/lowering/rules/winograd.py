@@ -112,13 +112,18 @@ def plane_stride(floats: int) -> int:
 
 
 def winograd_conv(kb, op, padded: SSAValue, weights: np.ndarray, bias: SSAValue | None, y: SSAValue,
-                  activate: Callable) -> None:
+                  activate: Callable, out_nhwc: bool = False) -> None:
     """y [N, CO, H, W] = conv3x3(x) (+ bias, + the epilogue's residual, activation), `padded`
     x [N, C, H + 2, W + 2] with a zero border of one, H and W even. `activate(b, value, name)`
     applies an activation as conv.py's loops do. One pass per image and block of tile rows
-    (`row_blocks`), its V and M in scratch buffers the passes share."""
+    (`row_blocks`), its V and M in scratch buffers the passes share. With `out_nhwc`
+    (pointwise-convs-nhwc's 3x3 conv feeding a 1x1 one) y is [N, H, W, CO]: the GEMMs store M
+    as rows of output channels, which the output transform reads and writes along the lanes."""
     batch, channels, padded_h, padded_w = padded.type.get_shape()
-    _, out_channels, height, width = y.type.get_shape()
+    if out_nhwc:
+        _, height, width, out_channels = y.type.get_shape()
+    else:
+        _, out_channels, height, width = y.type.get_shape()
     rows, cols = height // OUT, width // OUT
     f32 = padded.type.element_type
     points = TILE * TILE
@@ -147,30 +152,39 @@ def winograd_conv(kb, op, padded: SSAValue, weights: np.ndarray, bias: SSAValue 
         for first, count in blocks:
             tiles = count * cols
             v_stride, m_stride = plane_stride(channels * tiles), plane_stride(out_channels * tiles)
+            if out_nhwc:  # M[xi] as rows of output channels
+                m_block = view_at(kb.builder, m, 0, [points, count, cols, out_channels],
+                                  [m_stride, cols * out_channels, out_channels, 1])
+            else:  # M[xi] as planes of output channels
+                m_block = view_at(kb.builder, m, 0, [points, out_channels, count, cols], [m_stride, tiles, cols, 1])
             x_block = view_at(kb.builder, padded, (image * channels * padded_h + OUT * first) * padded_w,
                               [channels, OUT * count + 2, padded_w], [padded_h * padded_w, padded_w, 1])
-            y_offset = (image * out_channels * height + OUT * first) * width
-            y_shape, y_strides = [out_channels, OUT * count, width], [height * width, width, 1]
+            if out_nhwc:
+                y_offset = (image * height + OUT * first) * width * out_channels
+                y_shape, y_strides = [OUT * count, width, out_channels], [width * out_channels, out_channels, 1]
+            else:
+                y_offset = (image * out_channels * height + OUT * first) * width
+                y_shape, y_strides = [out_channels, OUT * count, width], [height * width, width, 1]
             y_block = view_at(kb.builder, y, y_offset, y_shape, y_strides)
             r_block = None if residual is None else view_at(kb.builder, residual, y_offset, y_shape, y_strides)
             v_block = view_at(kb.builder, v, 0, [points, channels, count, cols], [v_stride, tiles, cols, 1])
-            m_block = view_at(kb.builder, m, 0, [points, out_channels, count, cols], [m_stride, tiles, cols, 1])
             _input_transform(kb, x_block, v_block)
             sizes = tiles_of[count]
             u, per_point = packed[sizes["nr"]]
             for xi in range(points):
                 # M[xi] = V[xi] @ U[xi], as the 1x1 implicit-GEMM conv of a map of `tiles` pixels
                 # in rows of `cols` (a window A: channel c's plane at c * tiles), its C stored
-                # transposed into M[xi]'s planes.
+                # into M[xi]: transposed into its planes, or as rows with `out_nhwc`.
                 a = view_at(kb.builder, v, xi * v_stride, [channels, tiles])
                 b_panels = view_at(kb.builder, u, xi * per_point, [per_point])
-                c_matrix = view_at(kb.builder, m, xi * m_stride, [out_channels, tiles])
+                c_matrix = view_at(kb.builder, m, xi * m_stride, [tiles, out_channels] if out_nhwc
+                                   else [out_channels, tiles])
                 emit_gemm_call(kb, op, a, b_panels, c_matrix, m=tiles, n=out_channels, k=channels,
-                               a_row_stride=1, a_k_stride=1, b_layout="packed", ldb=out_channels, ldc=tiles,
-                               a_group=cols, a_group_stride=cols, a_window_h=1, a_window_w=1,
-                               a_window_row=cols, a_window_col=1, a_window_channel=tiles, c_transposed=1,
-                               **sizes)
-            _output_transform(kb, m_block, bias, r_block, y_block, activation, activate)
+                               a_row_stride=1, a_k_stride=1, b_layout="packed", ldb=out_channels,
+                               ldc=out_channels if out_nhwc else tiles, a_group=cols, a_group_stride=cols,
+                               a_window_h=1, a_window_w=1, a_window_row=cols, a_window_col=1,
+                               a_window_channel=tiles, c_transposed=0 if out_nhwc else 1, **sizes)
+            _output_transform(kb, m_block, bias, r_block, y_block, activation, activate, out_nhwc)
 
 
 def _input_transform(kb, x_block: SSAValue, v_block: SSAValue) -> None:
@@ -188,16 +202,22 @@ def _input_transform(kb, x_block: SSAValue, v_block: SSAValue) -> None:
                doc="winograd input transform")
 
 
-def _output_transform(kb, m_block, bias, r_block, y_block, activation, activate) -> None:
-    """y_block[o, 2ty + a, 2tx + b] = act((A^T M A)[a, b] + bias[o] + R[o, 2ty + a, 2tx + b])."""
+def _output_transform(kb, m_block, bias, r_block, y_block, activation, activate, out_nhwc: bool) -> None:
+    """y_block[o, 2ty + a, 2tx + b] = act((A^T M A)[a, b] + bias[o] + R[o, 2ty + a, 2tx + b]),
+    over (o, ty, tx); with `out_nhwc` y_block[2ty + a, 2tx + b, o] over (ty, tx, o)."""
     points = TILE * TILE
-    o, ty, tx = dim(0), dim(1), dim(2)
-    reads = [affine_map(3, [cst(xi), o, ty, tx]) for xi in range(points)]
-    outputs = [affine_map(3, [o, ty * OUT + a, tx * OUT + b]) for a in range(OUT) for b in range(OUT)]
+    if out_nhwc:
+        ty, tx, o = dim(0), dim(1), dim(2)
+        reads = [affine_map(3, [cst(xi), ty, tx, o]) for xi in range(points)]
+        outputs = [affine_map(3, [ty * OUT + a, tx * OUT + b, o]) for a in range(OUT) for b in range(OUT)]
+    else:
+        o, ty, tx = dim(0), dim(1), dim(2)
+        reads = [affine_map(3, [cst(xi), o, ty, tx]) for xi in range(points)]
+        outputs = [affine_map(3, [o, ty * OUT + a, tx * OUT + b]) for a in range(OUT) for b in range(OUT)]
     inputs, maps = [m_block] * points, list(reads)
     if bias is not None:
         inputs.append(bias)
-        maps.append(affine_map(3, [o]))
+        maps.append(affine_map(3, [o]))  # dim 0 or 2
     if r_block is not None:
         inputs += [r_block] * len(outputs)
         maps += outputs
