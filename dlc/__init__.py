@@ -109,8 +109,8 @@ def compile(model, target: str = "cpu", threads: int | None = None,
         saves but does not run here.
     embed_weights: model.so holds the weights too, for the C API's one-file deployment.
     winograd: stride-1 3x3 convs over maps of 14x14 or more as Winograd F(2x2, 3x3) (as
-        `--winograd`): 16/36 of the multiply-adds (ResNet-18 on one thread 0.81x the time), but
-        slower than the direct convs on several threads for now; results round differently
+        `--winograd`): 16/36 of the multiply-adds (ResNet-18 0.80x the time on one thread, 0.88x
+        on two; not yet measured on more, so not the default); results round differently
         (relative 1e-6) and are the same at every thread count.
     """
     from dlc.driver import compile_model

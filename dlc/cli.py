@@ -902,8 +902,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--embed-weights", action="store_true",
                        help="put the weights inside model.so too: one file for the C API (docs/c-api.md)")
         p.add_argument("--winograd", action="store_true",
-                       help="stride-1 3x3 convs as Winograd F(2x2,3x3): ResNet-18 on one thread 0.81x the time; "
-                            "slower on several threads for now, and rounded differently")
+                       help="stride-1 3x3 convs as Winograd F(2x2,3x3): ResNet-18 0.80x the time on one thread, "
+                            "0.88x on two; rounded differently (not yet the default)")
         p.add_argument("-p", "--pipeline", default=None, help="pass pipeline text replacing the default one")
         p.add_argument("--print-ir-after-all", action="store_true")
         p.add_argument("--print-ir-after", action="append", metavar="PASS")

@@ -222,3 +222,13 @@ def test_a_bottleneck_block_3x3_conv_writes_nhwc_through_winograd(monkeypatch):
     scale = np.abs(expected).max()
     errors = [np.abs(out - expected).max() / scale for out in outputs]
     assert errors[1] < max(4 * errors[0], 2e-6), errors
+
+
+def test_both_transforms_split_over_threads():
+    """On 16 threads the 64 -> 64 conv over 56x56 takes one pass (its V and M fit 16 L2s), whose
+    input transform writes 16 views of V (one point each, apart in memory) and output transform
+    the four outputs of each 2x2 tile: mark-parallel-loops splits both, and the padded copy."""
+    loops = str(compile_model(_conv_model(64, 64, 56), compile_to="loops",
+                              options=CompileOptions(threads=16, winograd=True)).module)
+    assert loops.count("dlc.parallel") == 3
+    assert loops.count("dlc.batch") == 1  # the 16 GEMMs: one call, one parallel region

@@ -278,6 +278,10 @@ class GemmCalls(EmitterBase):
                 cursor += 1
             else:
                 args.append(ir.Constant(PTR, None))
+        batch = self._batch_of(op.callee.root_reference.data)
+        if batch is not None:
+            self._batched_gemm(spec, function, worker, args, batch)
+            return
         if runs_serially(spec.row_blocks, spec.panels, mr=spec.mr, nr=spec.nr, k=spec.k):
             self._serial_gemm(op.callee.root_reference.data, spec, function, args)
             return
@@ -295,6 +299,76 @@ class GemmCalls(EmitterBase):
                 for i, value in enumerate([*args, tm, items]):
                     b.store(value, slot(b, data, i), align=8)
                 indirect_call(b, parallel, PARALLEL_TYPE, [worker, data, items])
+
+    def _batch_of(self, symbol: str) -> dict[str, int] | None:
+        """A batched GEMM declaration's {count, a, b, c} (`dlc.batch`: `count` GEMMs, item i's A,
+        B and C i * a, b, c elements on), or None."""
+        declarations = getattr(self, "_declarations", None)
+        if declarations is None:
+            declarations = self._declarations = {f.sym_name.data: f for f in self.module.ops
+                                                 if isinstance(f, func.FuncOp)}
+        declaration = declarations.get(symbol)
+        if declaration is None or "dlc.batch" not in declaration.attributes:
+            return None
+        return {key: value.value.data for key, value in declaration.attributes["dlc.batch"].data.items()}
+
+    def _batched_gemm(self, spec, function: ir.Function, worker: ir.Function, args: list[ir.Value],
+                      batch: dict[str, int]) -> None:
+        """`count` GEMMs of one spec (Winograd's 16, winograd.py) in one parallel region: each
+        item's grid is `thread_grid`'s for threads / count threads, and a trampoline
+        (`_batch_worker`) sends item j of GEMM i to the GEMM's worker with GEMM i's pointers. In
+        turn on one thread (or inside a loop threads share)."""
+        b = self.builder
+        count = batch["count"]
+        width = {"f32": 4}[spec.dtype]
+
+        def pointers(index: ir.Value) -> list[ir.Value]:
+            moved = [b.gep(pointer, [b.mul(index, ir.Constant(I64, batch[key] * width))], inbounds=True,
+                           source_etype=ir.IntType(8)) for pointer, key in zip(args[:3], "abc")]
+            return [*moved, *args[3:]]
+
+        def in_turn():
+            counted_loop(b, ir.Constant(I64, 0), ir.Constant(I64, count), lambda i: b.call(function, pointers(i)))
+
+        if self.in_parallel_loop:
+            in_turn()
+            return
+        threads = self.runtime_field("num_threads")
+        parallel = self.runtime_field("parallel")
+        serial = b.or_(b.icmp_signed("<=", threads, ir.Constant(I64, 1)),
+                       b.icmp_unsigned("==", parallel, ir.Constant(PTR, None)))
+        with b.if_else(serial) as (then, otherwise):
+            with then:
+                in_turn()
+            with otherwise:
+                share = b.sdiv(b.add(threads, ir.Constant(I64, count - 1)), ir.Constant(I64, count))
+                tm, tn = self._thread_grid_of(b, spec, share)
+                items = b.mul(tm, tn)
+                data = self._entry_alloca(ir.ArrayType(I64, 1 + 7 * count), "gemm_batch_data", 8)
+                b.store(items, slot(b, data, 0), align=8)
+                for i in range(count):
+                    for j, value in enumerate([*pointers(ir.Constant(I64, i)), tm, items]):
+                        b.store(value, slot(b, data, 1 + 7 * i + j), align=8)
+                indirect_call(b, parallel, PARALLEL_TYPE,
+                              [self._batch_worker(worker), data, b.mul(items, ir.Constant(I64, count))])
+
+    def _batch_worker(self, worker: ir.Function) -> ir.Function:
+        """`void W_batch(ptr data, i64 item)`: item j * items + k runs item k of GEMM j with GEMM
+        j's seven slots (data holds items, then seven slots a GEMM)."""
+        name = f"{worker.name}_batch"
+        if name in self.llvm.globals:
+            return self.llvm.globals[name]
+        trampoline = ir.Function(self.llvm, WORKER_TYPE, name)
+        trampoline.linkage = "internal"
+        trampoline.attributes.add("nounwind")
+        b = ir.IRBuilder(trampoline.append_basic_block("entry"))
+        data, item = trampoline.args
+        items = b.load(slot(b, data, 0), typ=I64, align=8)
+        gemm, inner = b.udiv(item, items), b.urem(item, items)
+        own = b.gep(data, [b.add(ir.Constant(I64, 1), b.mul(gemm, ir.Constant(I64, 7)))], True, source_etype=I64)
+        b.call(worker, [own, inner])
+        b.ret_void()
+        return trampoline
 
     def _serial_gemm(self, symbol: str, spec, function: ir.Function, args: list[ir.Value]) -> None:
         """Run a GEMM on this thread: in a loop body (`ALTERNATE_PANELS`), its panels in

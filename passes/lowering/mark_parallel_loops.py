@@ -123,11 +123,49 @@ def parallel_dim(op: GenericOp) -> int | None:
     # Outputs that are views of one buffer (the int8 depthwise conv writes four output pixels
     # of a row, y[..., 0::4, :] to y[..., 3::4, :]) are disjoint between iterations when, in
     # that buffer's elements, each iteration of `dim` keeps to a range shorter than its step.
+    # Views of one buffer whose footprints do not overlap at all (Winograd's 16 planes of V, each
+    # written at one point of every tile) are as good as separate buffers, each checked alone.
     for root in set(roots):
         group = [output for output, r in zip(outputs, roots) if r == root]
-        if len(group) > 1 and not _disjoint_between_iterations(group, dim, trips):
+        if len(group) > 1 and not _disjoint_between_iterations(group, dim, trips) and not (
+                _apart(group, trips) and all(_disjoint_between_iterations([view], dim, trips) for view in group)):
             return None
     return dim
+
+
+def _footprint(value: SSAValue, affine_map: AffineMap, trips: tuple[int, ...]):
+    """(element coefficients per loop dim, lowest element, highest element) that `value` (a
+    static strided view) is written at through `affine_map` over the loop's `trips`, or None."""
+    layout = value.type.layout
+    offset = layout.offset.data if isinstance(layout, StridedLayoutAttr) else 0
+    try:
+        strides = value.type.get_strides()
+    except Exception:  # a dynamic stride or offset: nothing is known
+        return None
+    if not isinstance(offset, int) or strides is None or any(not isinstance(s, int) for s in strides):
+        return None
+    coefficients, constant = [0] * len(trips), offset
+    for stride, expr in zip(strides, affine_map.results):
+        form = linear_form(expr, len(trips))
+        if form is None:
+            return None
+        coefficients = [c + stride * f for c, f in zip(coefficients, form)]
+        constant += stride * AffineMap(len(trips), 0, (expr,)).eval([0] * len(trips), [])[0]
+    spread = [c * (t - 1) for c, t in zip(coefficients, trips)]
+    return coefficients, constant + sum(min(0, s) for s in spread), constant + sum(max(0, s) for s in spread)
+
+
+def _apart(outputs, trips: tuple[int, ...]) -> bool:
+    """Whether the element ranges `outputs` ((view, map) pairs) write over the whole loop lie
+    apart: no element of one view's range is in another's."""
+    ranges = []
+    for value, affine_map in outputs:
+        footprint = _footprint(value, affine_map, trips)
+        if footprint is None:
+            return False
+        ranges.append(footprint[1:])
+    ranges.sort()
+    return all(high < low for (_, high), (low, _) in zip(ranges, ranges[1:]))
 
 
 def _disjoint_between_iterations(outputs, dim: int, trips: tuple[int, ...]) -> bool:
@@ -137,24 +175,14 @@ def _disjoint_between_iterations(outputs, dim: int, trips: tuple[int, ...]) -> b
     than |C| consecutive ones."""
     steps, lowest, highest = set(), None, None
     for value, affine_map in outputs:
-        layout = value.type.layout
-        offset = layout.offset.data if isinstance(layout, StridedLayoutAttr) else 0
-        try:
-            strides = value.type.get_strides()
-        except Exception:  # a dynamic stride or offset: nothing is known
+        footprint = _footprint(value, affine_map, trips)
+        if footprint is None:
             return False
-        if not isinstance(offset, int) or strides is None or any(not isinstance(s, int) for s in strides):
-            return False
-        coefficients, constant = [0] * len(trips), offset
-        for stride, expr in zip(strides, affine_map.results):
-            form = linear_form(expr, len(trips))
-            if form is None:
-                return False
-            coefficients = [c + stride * f for c, f in zip(coefficients, form)]
-            constant += stride * AffineMap(len(trips), 0, (expr,)).eval([0] * len(trips), [])[0]
+        coefficients, low, high = footprint
         steps.add(coefficients[dim])
-        spread = [c * (t - 1) for i, (c, t) in enumerate(zip(coefficients, trips)) if i != dim]
-        low, high = constant + sum(min(0, s) for s in spread), constant + sum(max(0, s) for s in spread)
+        # one iteration of `dim`: the range without dim's own spread
+        own = coefficients[dim] * (trips[dim] - 1)
+        low, high = low - min(0, own), high - max(0, own)
         lowest = low if lowest is None else min(lowest, low)
         highest = high if highest is None else max(highest, high)
     (step,) = steps if len(steps) == 1 else (0,)

@@ -271,12 +271,10 @@ IMPLICIT_GEMM_CONVS = True
 # With `--winograd` (CompileOptions.winograd), stride-1 3x3 float convs over maps of at least
 # WINOGRAD_MIN_PIXELS run as Winograd F(2x2, 3x3) (winograd.py): 16 GEMMs doing 16/36 of the
 # direct conv's multiply-adds, between an input and an output transform (ResNet-18 on one VM
-# core 24.4 -> 19.8 ms). Over 7x7 maps the transformed filter (16/9 of the filter's bytes,
-# streamed once a run) costs more than the multiply-adds saved. Not the default: on threads,
-# each pass's 18 parallel regions (two transforms, 16 GEMMs) cost more than they save (the
-# 64 -> 64 conv over 56x56 at two threads 0.94-1.12 ms against the direct conv's 0.79), which
-# wants one region over a pass's 16 GEMMs; and its results round differently from the direct
-# conv's (relative 1e-6 on ResNet-18's convs).
+# core 24.0 -> 19.1 ms, at two threads 11.7 -> 10.2). Over 7x7 maps the transformed filter
+# (16/9 of the filter's bytes, streamed once a run) costs more than the multiply-adds saved.
+# Not the default until it is measured at 4-16 threads on the 16-core machine; and its results
+# round differently from the direct conv's (relative 1e-6 on ResNet-18's convs).
 WINOGRAD_CONVS = True
 WINOGRAD_MIN_PIXELS = 14 * 14
 # 1x1 convs take it where its transposed store (a register transpose per tile, paid once per
@@ -332,7 +330,8 @@ def _winograd_worthwhile(op, x, w, bias, y, window: Window, groups: int, out_nhw
     winograd.MAX_PASSES passes."""
     from passes.target_info import target_info
 
-    if not (WINOGRAD_CONVS and target_info(op.get_toplevel_object()).winograd
+    target = target_info(op.get_toplevel_object())
+    if not (WINOGRAD_CONVS and target.winograd
             and op.onnx_type == "Conv" and groups == 1 and window.kernel == (3, 3)
             and window.strides == (1, 1) and window.dilations == (1, 1)
             and window.pads_begin == (1, 1) and window.pads_end == (1, 1)
@@ -346,8 +345,8 @@ def _winograd_worthwhile(op, x, w, bias, y, window: Window, groups: int, out_nhw
         _, out_channels, oh, ow = y.type.get_shape()
     return ((oh, ow) == (height, width) and oh % 2 == 0 and ow % 2 == 0 and oh * ow >= WINOGRAD_MIN_PIXELS
             and min(channels, out_channels) >= MIN_GEMM_ROWS
-            and winograd_passes(batch, channels, out_channels, oh, ow,
-                                target_info(op.get_toplevel_object()).l2_bytes) <= WINOGRAD_MAX_PASSES)
+            and winograd_passes(batch, channels, out_channels, oh, ow, target.l2_bytes, target.threads)
+            <= WINOGRAD_MAX_PASSES)
 
 
 def _unread_argument(value: SSAValue) -> bool:

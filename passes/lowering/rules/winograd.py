@@ -11,8 +11,9 @@ of 16 values a tile:
 
 1. input transform: the padded NCHW input's 4x4 tiles, 2 apart, into V [16, C, N * tiles]
    (a tile's 16 values 0, +1, -1 combinations of its inputs);
-2. 16 GEMMs (dlc/codegen/ukernels.py), A = V[xi] read transposed (tiles contiguous), C = M[xi]
-   [CO, N * tiles] stored transposed, so both transforms run along the tiles of a row;
+2. 16 GEMMs (dlc/codegen/ukernels.py) in one batched call (one parallel region), A = V[xi] read
+   transposed (tiles contiguous), C = M[xi] [CO, tiles] stored transposed, so both transforms
+   run along the tiles of a row;
 3. output transform: each tile's 16 values of M into its 2x2 outputs, with the bias, the
    residual and the activation the conv's elementwise tail holds (GemmEpilogue) applied as
    each output is stored.
@@ -68,17 +69,22 @@ def _transform(b, matrix: np.ndarray, tile: list[list[SSAValue]]) -> list[list[S
     return [[_linear(b, row, line) for row in matrix] for line in rows]
 
 
-def row_blocks(rows: int, cols: int, channels: int, out_channels: int, l2_bytes: int) -> list[tuple[int, int]]:
+def row_blocks(rows: int, cols: int, channels: int, out_channels: int, l2_bytes: int,
+               threads: int = 1) -> list[tuple[int, int]]:
     """(first, count) of each block of tile rows one pass takes, split evenly: as many rows as
     keep the block's V and M (16 floats a tile and channel each) within a quarter of L2, or
     within U's size where U is larger (each pass streams all of U from L2 or beyond).
 
+    On threads, each thread's L2 takes half of its share, so the transforms of a pass have
+    enough work to split (mark-parallel-loops' MIN_ITERATIONS): the 64 -> 64 conv over 56x56 at
+    two threads 0.71 ms in blocks of 4 rows, 0.63 in blocks of 7 (direct 0.70-0.73).
     One thread on the Xeon VM, rows a block -> ms (the direct conv and onnxruntime alongside):
     64 -> 64 over 56x56 (28 tile rows) 1 / 2 / 4 / 7 / 28: 0.94 / 0.95 / 1.06 / 1.13 / 1.27 (1.48,
     1.46); 128 -> 128 over 28x28, 1 / 4 / 14: 0.87 / 0.83 / 0.99 (1.40, 1.35); 256 -> 256 over
     14x14, 1 / 2 / 7: 1.36 / 1.09 / 0.89 (1.32, 1.36)."""
     per_row = 4 * TILE * TILE * (channels + out_channels) * cols
-    budget = max(l2_bytes // 4, 4 * TILE * TILE * channels * out_channels)
+    share = l2_bytes // 4 if threads == 1 else threads * l2_bytes // 2
+    budget = max(share, 4 * TILE * TILE * channels * out_channels)
     most = max(1, budget // per_row)
     count = -(-rows // most)
     size = -(-rows // count)
@@ -92,9 +98,9 @@ MAX_PASSES = 32
 
 
 def winograd_passes(batch: int, channels: int, out_channels: int, height: int, width: int,
-                    l2_bytes: int) -> int:
+                    l2_bytes: int, threads: int = 1) -> int:
     """How many passes (images x row blocks) `winograd_conv` takes for this conv."""
-    return batch * len(row_blocks(height // OUT, width // OUT, channels, out_channels, l2_bytes))
+    return batch * len(row_blocks(height // OUT, width // OUT, channels, out_channels, l2_bytes, threads))
 
 
 # The 16 planes of V (and of M) lie this many bytes past a multiple of 4 KiB apart: 17 cache
@@ -128,7 +134,7 @@ def winograd_conv(kb, op, padded: SSAValue, weights: np.ndarray, bias: SSAValue 
     f32 = padded.type.element_type
     points = TILE * TILE
     target = target_info(op.get_toplevel_object())
-    blocks = row_blocks(rows, cols, channels, out_channels, target.l2_bytes)
+    blocks = row_blocks(rows, cols, channels, out_channels, target.l2_bytes, target.threads)
     most = max(count for _, count in blocks)
     v = kb.scratch(MemRefType(f32, [points * plane_stride(channels * most * cols)]))
     m = kb.scratch(MemRefType(f32, [points * plane_stride(out_channels * most * cols)]))
@@ -171,19 +177,15 @@ def winograd_conv(kb, op, padded: SSAValue, weights: np.ndarray, bias: SSAValue 
             _input_transform(kb, x_block, v_block)
             sizes = tiles_of[count]
             u, per_point = packed[sizes["nr"]]
-            for xi in range(points):
-                # M[xi] = V[xi] @ U[xi], as the 1x1 implicit-GEMM conv of a map of `tiles` pixels
-                # in rows of `cols` (a window A: channel c's plane at c * tiles), its C stored
-                # into M[xi]: transposed into its planes, or as rows with `out_nhwc`.
-                a = view_at(kb.builder, v, xi * v_stride, [channels, tiles])
-                b_panels = view_at(kb.builder, u, xi * per_point, [per_point])
-                c_matrix = view_at(kb.builder, m, xi * m_stride, [tiles, out_channels] if out_nhwc
-                                   else [out_channels, tiles])
-                emit_gemm_call(kb, op, a, b_panels, c_matrix, m=tiles, n=out_channels, k=channels,
-                               a_row_stride=1, a_k_stride=1, b_layout="packed", ldb=out_channels,
-                               ldc=out_channels if out_nhwc else tiles, a_group=cols, a_group_stride=cols,
-                               a_window_h=1, a_window_w=1, a_window_row=cols, a_window_col=1,
-                               a_window_channel=tiles, c_transposed=0 if out_nhwc else 1, **sizes)
+            # M[xi] = V[xi] @ U[xi] for the 16 points in one call (one parallel region), each the
+            # 1x1 implicit-GEMM conv of a map of `tiles` pixels in rows of `cols` (a window A:
+            # channel c's plane at c * tiles), its C stored into M[xi]: transposed into its
+            # planes, or as rows with `out_nhwc`.
+            emit_gemm_call(kb, op, v, u, m, m=tiles, n=out_channels, k=channels, a_row_stride=1, a_k_stride=1,
+                           b_layout="packed", ldb=out_channels, ldc=out_channels if out_nhwc else tiles,
+                           a_group=cols, a_group_stride=cols, a_window_h=1, a_window_w=1, a_window_row=cols,
+                           a_window_col=1, a_window_channel=tiles, c_transposed=0 if out_nhwc else 1,
+                           batch=dict(count=points, a=v_stride, b=per_point, c=m_stride), **sizes)
             _output_transform(kb, m_block, bias, r_block, y_block, activation, activate, out_nhwc)
 
 

@@ -35,9 +35,11 @@ from dialects.gemm_ukernel import gemm_attributes, ukernels
 
 def emit_gemm_call(kb, anchor, a: SSAValue, b: SSAValue, c: SSAValue, *, bias_buffer: SSAValue | None = None,
                    residual_buffer: SSAValue | None = None, im2col: dict | None = None,
-                   scratch: SSAValue | None = None, **spec) -> func.CallOp:
+                   scratch: SSAValue | None = None, batch: dict | None = None, **spec) -> func.CallOp:
     """Declare a gemm ukernel for `spec` in the module holding `anchor` and call it here
-    (with `im2col` and `scratch`: b is a padded convolution input, see the module docstring)."""
+    (with `im2col` and `scratch`: b is a padded convolution input, see the module docstring;
+    with `batch` {count, a, b, c}: `count` GEMMs of this spec, the i-th's A, B and C i * a, b,
+    c elements past a, b and c, which must span them all, run in one parallel region)."""
     module = anchor.get_toplevel_object()
     assert isinstance(module, ModuleOp)
     names = _NAMES.get()
@@ -53,6 +55,8 @@ def emit_gemm_call(kb, anchor, a: SSAValue, b: SSAValue, c: SSAValue, *, bias_bu
     decl = func.FuncOp.external(name, [v.type for v in operands], [])
     if im2col is not None:
         decl.attributes["dlc.im2col"] = DictionaryAttr({k: IntegerAttr(int(v), i64) for k, v in im2col.items()})
+    if batch is not None:
+        decl.attributes["dlc.batch"] = DictionaryAttr({k: IntegerAttr(int(v), i64) for k, v in batch.items()})
     decl.attributes["dlc.ukernel"] = StringAttr("gemm")
     if (bias is None) != (spec.get("bias") is None):
         raise ValueError("emit_gemm_call: pass a bias operand exactly when spec has bias='row'/'col'")
