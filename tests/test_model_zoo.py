@@ -56,6 +56,18 @@ def test_matches_shipped_outputs(name):
     np.testing.assert_allclose(output, want, rtol=RUNNER_RTOL, atol=RUNNER_ATOL)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["resnet50", "vgg19"])
+def test_matches_shipped_outputs_with_winograd(name):
+    """Their stride-1 3x3 convs over 14x14-224x224 maps as Winograd F(2x2, 3x3) (`--winograd`)."""
+    model = load(name)
+    compiled = dlc.compile(model, winograd=True)
+    (value,) = [v for v in model.graph.input if v.name == compiled.input_names[0]]
+    (output,) = compiled.run({value.name: runner_input(value)}).values()
+    want = numpy_helper.to_array(onnx.load_tensor(str(LIGHT / f"light_{name}_output_0.pb")))
+    np.testing.assert_allclose(output, want, rtol=RUNNER_RTOL, atol=RUNNER_ATOL)
+
+
 def _consumers(model: onnx.ModelProto) -> dict[str, list[tuple[onnx.NodeProto, int]]]:
     """Who reads each value, looking through the Unsqueeze/Reshape that caffe2 exports put on scales."""
     readers: dict[str, list[tuple[onnx.NodeProto, int]]] = {}
