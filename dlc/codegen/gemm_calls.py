@@ -285,10 +285,7 @@ class GemmCalls(EmitterBase):
         if runs_serially(spec.row_blocks, spec.panels, mr=spec.mr, nr=spec.nr, k=spec.k):
             self._serial_gemm(op.callee.root_reference.data, spec, function, args)
             return
-        threads = self.runtime_field("num_threads")
-        parallel = self.runtime_field("parallel")
-        serial = b.or_(b.icmp_signed("<=", threads, ir.Constant(I64, 1)),
-                       b.icmp_unsigned("==", parallel, ir.Constant(PTR, None)))
+        threads, parallel, serial = self._pool()
         with b.if_else(serial) as (then, otherwise):
             with then:
                 self._serial_gemm(op.callee.root_reference.data, spec, function, args)
@@ -299,6 +296,16 @@ class GemmCalls(EmitterBase):
                 for i, value in enumerate([*args, tm, items]):
                     b.store(value, slot(b, data, i), align=8)
                 indirect_call(b, parallel, PARALLEL_TYPE, [worker, data, items])
+
+    def _pool(self) -> tuple[ir.Value, ir.Value, ir.Value]:
+        """(the run's thread count, its `parallel` entry, whether to run in turn here: one
+        thread, or no pool)."""
+        b = self.builder
+        threads = self.runtime_field("num_threads")
+        parallel = self.runtime_field("parallel")
+        serial = b.or_(b.icmp_signed("<=", threads, ir.Constant(I64, 1)),
+                       b.icmp_unsigned("==", parallel, ir.Constant(PTR, None)))
+        return threads, parallel, serial
 
     def _batch_of(self, symbol: str) -> dict[str, int] | None:
         """A batched GEMM declaration's {count, a, b, c} (`dlc.batch`: `count` GEMMs, item i's A,
@@ -333,10 +340,7 @@ class GemmCalls(EmitterBase):
         if self.in_parallel_loop:
             in_turn()
             return
-        threads = self.runtime_field("num_threads")
-        parallel = self.runtime_field("parallel")
-        serial = b.or_(b.icmp_signed("<=", threads, ir.Constant(I64, 1)),
-                       b.icmp_unsigned("==", parallel, ir.Constant(PTR, None)))
+        threads, parallel, serial = self._pool()
         with b.if_else(serial) as (then, otherwise):
             with then:
                 in_turn()
@@ -424,9 +428,7 @@ class GemmCalls(EmitterBase):
         if conv["tm"] * conv["tn"] == 1 or self.in_parallel_loop:
             in_turn()
             return
-        parallel = self.runtime_field("parallel")
-        serial = b.or_(b.icmp_signed("<=", self.runtime_field("num_threads"), ir.Constant(I64, 1)),
-                       b.icmp_unsigned("==", parallel, ir.Constant(PTR, None)))
+        _, parallel, serial = self._pool()
         with b.if_else(serial) as (then, otherwise):
             with then:
                 in_turn()
