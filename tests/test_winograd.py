@@ -126,9 +126,9 @@ CASES = {
     # ResNet-18's first stage: 28 tile rows in blocks, the residual Add and Relu in the store
     "resnet_stage1": dict(channels=64, out_channels=64, side=56, tail="residual_relu"),
     # output channels filling no whole register tile, no bias, no tail
-    "ragged_channels": dict(channels=24, out_channels=40, side=14, bias=False, tail="none"),
-    "two_images_relu6": dict(channels=16, out_channels=32, side=16, batch=2, tail="relu6"),
-    "residual_only": dict(channels=32, out_channels=16, side=28, tail="residual"),
+    "ragged_channels": dict(channels=128, out_channels=48, side=14, bias=False, tail="none"),
+    "two_images_relu6": dict(channels=64, out_channels=64, side=16, batch=2, tail="relu6"),
+    "residual_only": dict(channels=96, out_channels=64, side=28, tail="residual"),
 }
 
 
@@ -165,10 +165,11 @@ def test_winograd_outputs_are_bit_identical_across_thread_counts(monkeypatch):
 
 @pytest.mark.parametrize("shape,reason", [
     (dict(channels=64, out_channels=64, side=56), "without --winograd"),
-    (dict(channels=16, out_channels=16, side=28, stride=2), "stride 2"),
-    (dict(channels=16, out_channels=16, side=28, dilation=2), "dilation 2"),
-    (dict(channels=16, out_channels=16, side=7), "an odd 7x7 map"),
-    (dict(channels=4, out_channels=16, side=28), "4 input channels"),
+    (dict(channels=64, out_channels=64, side=28, stride=2), "stride 2"),
+    (dict(channels=64, out_channels=64, side=28, dilation=2), "dilation 2"),
+    (dict(channels=64, out_channels=64, side=7), "an odd 7x7 map"),
+    (dict(channels=64, out_channels=64, side=12), "a 12x12 map, under 14x14"),
+    (dict(channels=16, out_channels=64, side=56), "16 -> 64 channels: transforms cost what the GEMMs save"),
     (dict(channels=64, out_channels=64, side=56, batch=3), "3 images of 14 row blocks: 42 passes"),
 ])
 def test_convs_winograd_cannot_take_keep_the_direct_conv(shape, reason):
@@ -177,7 +178,7 @@ def test_convs_winograd_cannot_take_keep_the_direct_conv(shape, reason):
 
 def test_the_cli_compiles_and_runs_with_winograd(tmp_path):
     path = tmp_path / "conv.onnx"
-    onnx.save(_conv_model(16, 16, 14), path)
+    onnx.save(_conv_model(64, 64, 14), path)
     out = subprocess.run([sys.executable, "-m", "dlc", "run", str(path), "--winograd", "--threads", "1"],
                          capture_output=True, text=True, cwd=ROOT, env={**os.environ, "DLC_CACHE": "0"})
     assert out.returncode == 0, out.stderr
@@ -205,10 +206,10 @@ def test_a_bottleneck_block_3x3_conv_writes_nhwc_through_winograd(monkeypatch):
                   helper.make_node("Conv", [cr, w3, b3], [e], kernel_shape=[1, 1]),
                   helper.make_node("Add", [e, last], [s]),
                   helper.make_node("Relu", [s], [y])]
-        initializers += [weight(w1, 32, 64, 1, 1), weight(b1, 32), weight(w2, 32, 32, 3, 3), weight(b2, 32),
-                         weight(w3, 64, 32, 1, 1), weight(b3, 64)]
+        initializers += [weight(w1, 64, 128, 1, 1), weight(b1, 64), weight(w2, 64, 64, 3, 3), weight(b2, 64),
+                         weight(w3, 128, 64, 1, 1), weight(b3, 128)]
         last = y
-    shape = [1, 64, 28, 28]
+    shape = [1, 128, 28, 28]
     graph = helper.make_graph(nodes, "bottleneck", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)], initializers)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])

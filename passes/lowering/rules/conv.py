@@ -277,6 +277,12 @@ IMPLICIT_GEMM_CONVS = True
 # round differently from the direct conv's (relative 1e-6 on ResNet-18's convs).
 WINOGRAD_CONVS = True
 WINOGRAD_MIN_PIXELS = 14 * 14
+# ...and whose channels' harmonic mean 2 C CO / (C + CO) is at least this: the GEMMs save
+# 5 C CO multiply-adds a pixel, the transforms cost in proportion to C + CO. One and two threads
+# on the VM, ms direct -> Winograd: 16 -> 64 over 56x56 0.38 -> 0.35 and 0.20 -> 0.30; 32 -> 128
+# over 28x28 0.36 -> 0.28 and 0.20 -> 0.20; 48 -> 192 over 14x14 0.19 -> 0.14 and 0.11 -> 0.09;
+# 64 -> 64 over 56x56 1.40 -> 0.90 and 0.73 -> 0.63.
+WINOGRAD_MIN_HARMONIC_CHANNELS = 64
 # 1x1 convs take it where its transposed store (a register transpose per tile, paid once per
 # k block) is small next to the tile's k steps, or where W @ X fills the lanes badly
 # (`_implicit_pointwise`).
@@ -324,8 +330,8 @@ _SEPARATE_LOOP_ACTIVATIONS = ("silu",)
 
 def _winograd_worthwhile(op, x, w, bias, y, window: Window, groups: int, out_nhwc: bool = False) -> bool:
     """Whether a Conv runs as Winograd F(2x2, 3x3): with `--winograd`, a float 2-D conv of one group, 3x3,
-    stride 1, no dilation, a zero pad of one on every side, a constant filter, at least
-    MIN_GEMM_ROWS input and output channels, and an even output height and width of at least
+    stride 1, no dilation, a zero pad of one on every side, a constant filter, channels whose
+    harmonic mean is at least WINOGRAD_MIN_HARMONIC_CHANNELS, and an even output height and width of at least
     WINOGRAD_MIN_PIXELS pixels (its 2x2 output tiles cover the map exactly), in at most
     winograd.MAX_PASSES passes."""
     from passes.target_info import target_info
@@ -344,7 +350,7 @@ def _winograd_worthwhile(op, x, w, bias, y, window: Window, groups: int, out_nhw
     else:
         _, out_channels, oh, ow = y.type.get_shape()
     return ((oh, ow) == (height, width) and oh % 2 == 0 and ow % 2 == 0 and oh * ow >= WINOGRAD_MIN_PIXELS
-            and min(channels, out_channels) >= MIN_GEMM_ROWS
+            and 2 * channels * out_channels >= WINOGRAD_MIN_HARMONIC_CHANNELS * (channels + out_channels)
             and winograd_passes(batch, channels, out_channels, oh, ow, target.l2_bytes, target.threads)
             <= WINOGRAD_MAX_PASSES)
 
