@@ -742,7 +742,7 @@ def cmd_bench(args) -> int:
 
     result = bench(args.model, threads=args.threads, repeat=args.repeat,
                    versus_onnxruntime=args.vs == "onnxruntime", input_shapes=_parse_shapes(args.shape),
-                   fusion=args.fusion, tiles=_tiles(args))
+                   fusion=args.fusion, tiles=_tiles(args), winograd=args.winograd)
     print(format_bench(result))
     return 0
 
@@ -1019,6 +1019,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeat", type=int, default=30)
     p.add_argument("--vs", choices=("onnxruntime", "none"), default="onnxruntime")
     p.add_argument("--fusion", default="all", choices=("none", "elementwise", "all"))
+    p.add_argument("--winograd", action="store_true", help="stride-1 3x3 convs as Winograd F(2x2,3x3) (as compile's)")
     p.add_argument("--shape", action="append", metavar="NAME=AxBxC[,...]")
     tile_options(p)
     p.set_defaults(func=cmd_bench)

@@ -176,12 +176,16 @@ def test_convs_winograd_cannot_take_keep_the_direct_conv(shape, reason):
     assert not _winograd_taken(_conv_model(**shape), winograd=reason != "without --winograd"), reason
 
 
-def test_the_cli_compiles_and_runs_with_winograd(tmp_path):
+def test_the_cli_runs_and_benches_with_winograd(tmp_path):
     path = tmp_path / "conv.onnx"
     onnx.save(_conv_model(64, 64, 14), path)
     out = subprocess.run([sys.executable, "-m", "dlc", "run", str(path), "--winograd", "--threads", "1"],
                          capture_output=True, text=True, cwd=ROOT, env={**os.environ, "DLC_CACHE": "0"})
     assert out.returncode == 0, out.stderr
+    out = subprocess.run([sys.executable, "-m", "dlc", "bench", str(path), "--winograd", "--threads", "1",
+                          "--repeat", "3", "--vs", "none"], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert "--winograd: GFLOP/s of the direct convs' work" in out.stdout
 
 
 

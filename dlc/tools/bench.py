@@ -60,6 +60,7 @@ class BenchResult:
     dlc_ms: float
     flops: int
     ort_ms: float | None = None
+    winograd: bool = False  # FLOPs are the direct convs' (Winograd's GEMMs do 16/36 of them)
 
     @property
     def gflops(self) -> float:
@@ -67,7 +68,8 @@ class BenchResult:
 
 
 def bench(model_path, threads: int | None = None, repeat: int = 20, versus_onnxruntime: bool = True,
-          input_shapes: dict | None = None, fusion: str = "all", tiles: str | dict | None = None) -> BenchResult:
+          input_shapes: dict | None = None, fusion: str = "all", tiles: str | dict | None = None,
+          winograd: bool = False) -> BenchResult:
     import onnx
 
     import dlc
@@ -75,7 +77,8 @@ def bench(model_path, threads: int | None = None, repeat: int = 20, versus_onnxr
     from dlc.tools.oracle import onnxruntime_session, random_inputs
 
     threads = threads or default_threads()
-    compiled = dlc.compile(model_path, threads=threads, input_shapes=input_shapes, fusion=fusion, tiles=tiles)
+    compiled = dlc.compile(model_path, threads=threads, input_shapes=input_shapes, fusion=fusion, tiles=tiles,
+                           winograd=winograd)
     feeds = random_inputs(compiled.inputs)
     runners = {"dlc": lambda: compiled.run(feeds)}
     if versus_onnxruntime:
@@ -90,7 +93,7 @@ def bench(model_path, threads: int | None = None, repeat: int = 20, versus_onnxr
         latency = median_latencies(runners, repeat, threads=threads)
     flops = sum(k["flops"] for k in getattr(compiled._executable, "manifest", {}).get("kernels", []))
     return BenchResult(str(model_path), threads, latency["dlc"] * 1e3, flops,
-                       latency.get("onnxruntime", 0.0) * 1e3 if versus_onnxruntime else None)
+                       latency.get("onnxruntime", 0.0) * 1e3 if versus_onnxruntime else None, winograd)
 
 
 def format_bench(result: BenchResult) -> str:
@@ -100,6 +103,8 @@ def format_bench(result: BenchResult) -> str:
     lines = [f"dlc          {result.dlc_ms:9.3f} ms   {result.gflops:7.1f} GFLOP/s   "
              f"{100 * result.gflops / peak.gflops:5.1f}% of peak ({peak.gflops:.0f} GFLOP/s, "
              f"{result.threads} thread(s))"]
+    if result.winograd:
+        lines.append("             (--winograd: GFLOP/s of the direct convs' work; its 3x3 convs do 16/36 of it)")
     if result.ort_ms:
         lines.append(f"onnxruntime  {result.ort_ms:9.3f} ms   {result.flops / (result.ort_ms * 1e6):7.1f} GFLOP/s")
         lines.append(f"dlc / onnxruntime = {result.dlc_ms / result.ort_ms:.2f} (lower is better for dlc)")
