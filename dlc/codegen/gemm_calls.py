@@ -307,6 +307,19 @@ class GemmCalls(EmitterBase):
                        b.icmp_unsigned("==", parallel, ir.Constant(PTR, None)))
         return threads, parallel, serial
 
+    def _in_turn_or_on_pool(self, in_turn, on_pool) -> None:
+        """Emit `in_turn()` inside a loop threads share, else a branch at run time: `in_turn()`
+        on one thread or without a pool, `on_pool(threads, parallel)` otherwise."""
+        if self.in_parallel_loop:
+            in_turn()
+            return
+        threads, parallel, serial = self._pool()
+        with self.builder.if_else(serial) as (then, otherwise):
+            with then:
+                in_turn()
+            with otherwise:
+                on_pool(threads, parallel)
+
     def _batch_of(self, symbol: str) -> dict[str, int] | None:
         """A batched GEMM declaration's {count, a, b, c} (`dlc.batch`: `count` GEMMs, item i's A,
         B and C i * a, b, c elements on), or None."""
@@ -337,24 +350,19 @@ class GemmCalls(EmitterBase):
         def in_turn():
             counted_loop(b, ir.Constant(I64, 0), ir.Constant(I64, count), lambda i: b.call(function, pointers(i)))
 
-        if self.in_parallel_loop:
-            in_turn()
-            return
-        threads, parallel, serial = self._pool()
-        with b.if_else(serial) as (then, otherwise):
-            with then:
-                in_turn()
-            with otherwise:
-                share = b.sdiv(b.add(threads, ir.Constant(I64, count - 1)), ir.Constant(I64, count))
-                tm, tn = self._thread_grid_of(b, spec, share)
-                items = b.mul(tm, tn)
-                data = self._entry_alloca(ir.ArrayType(I64, 1 + 7 * count), "gemm_batch_data", 8)
-                b.store(items, slot(b, data, 0), align=8)
-                for i in range(count):
-                    for j, value in enumerate([*pointers(ir.Constant(I64, i)), tm, items]):
-                        b.store(value, slot(b, data, 1 + 7 * i + j), align=8)
-                indirect_call(b, parallel, PARALLEL_TYPE,
-                              [self._batch_worker(worker), data, b.mul(items, ir.Constant(I64, count))])
+        def on_pool(threads, parallel):
+            share = b.sdiv(b.add(threads, ir.Constant(I64, count - 1)), ir.Constant(I64, count))
+            tm, tn = self._thread_grid_of(b, spec, share)
+            items = b.mul(tm, tn)
+            data = self._entry_alloca(ir.ArrayType(I64, 1 + 7 * count), "gemm_batch_data", 8)
+            b.store(items, slot(b, data, 0), align=8)
+            for i in range(count):
+                for j, value in enumerate([*pointers(ir.Constant(I64, i)), tm, items]):
+                    b.store(value, slot(b, data, 1 + 7 * i + j), align=8)
+            indirect_call(b, parallel, PARALLEL_TYPE,
+                          [self._batch_worker(worker), data, b.mul(items, ir.Constant(I64, count))])
+
+        self._in_turn_or_on_pool(in_turn, on_pool)
 
     def _batch_worker(self, worker: ir.Function) -> ir.Function:
         """`void W_batch(ptr data, i64 item)`: item j * items + k runs item k of GEMM j with GEMM
@@ -425,14 +433,12 @@ class GemmCalls(EmitterBase):
                 counted_loop(b, ir.Constant(I64, 0), step_items,
                              lambda i, step_worker=step_worker: b.call(step_worker, [data, i]))
 
-        if conv["tm"] * conv["tn"] == 1 or self.in_parallel_loop:
+        def on_pool(_threads, parallel):
+            for step_worker, step_items in steps:
+                indirect_call(b, parallel, PARALLEL_TYPE, [step_worker, data, step_items])
+
+        if conv["tm"] * conv["tn"] == 1:
             in_turn()
-            return
-        _, parallel, serial = self._pool()
-        with b.if_else(serial) as (then, otherwise):
-            with then:
-                in_turn()
-            with otherwise:
-                for step_worker, step_items in steps:
-                    indirect_call(b, parallel, PARALLEL_TYPE, [step_worker, data, step_items])
+        else:
+            self._in_turn_or_on_pool(in_turn, on_pool)
 
