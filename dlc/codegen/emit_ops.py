@@ -13,7 +13,7 @@ from math import prod
 
 from llvmlite import ir
 from xdsl.dialects.arith import IntegerOverflowAttr
-from xdsl.dialects.builtin import DenseIntOrFPElementsAttr, FloatAttr, IntegerAttr
+from xdsl.dialects.builtin import DenseIntOrFPElementsAttr, FloatAttr, IntegerAttr, StridedLayoutAttr
 from xdsl.ir import Operation
 from xdsl.ir.affine import (
     AffineBinaryOpExpr,
@@ -24,7 +24,7 @@ from xdsl.ir.affine import (
     AffineSymExpr,
 )
 
-from dialects.memref_layout import is_contiguous, strides_and_offset
+from dialects.memref_layout import is_contiguous, pointer_strides_and_offset
 from dlc.codegen.emitter_base import EmitterBase, rule
 from dlc.codegen.llvm_types import (
     FASTMATH_FLAGS,
@@ -557,13 +557,31 @@ class OpRules(EmitterBase):
     )
     def _alias(self, op: Operation) -> None:
         """Views that keep the base pointer: the new shape, strides and offset are all in the
-        (static) result type, which loads and stores read. MLIR's bare-pointer convention."""
+        (static) result type, which loads and stores read. MLIR's bare-pointer convention.
+        A reinterpret_cast at a run-time offset (one offset operand) is the exception: its
+        pointer is the source's advanced by the offset, and its type's offset `?` reads as 0
+        (`pointer_strides_and_offset`). reinterpret_cast's offset counts from its source's
+        base, so the source must not itself be a view at a run-time offset (whose pointer is
+        advanced already); of such a view only views that keep the offset (casts, reshapes)
+        may be taken."""
+        source = op.operands[0]
+        if op.name == "memref.reinterpret_cast" and len(op.operands) == 2 and not op.sizes and not op.strides:
+            if _dynamic_offset(source.type):
+                raise NotImplementedError("llvm emitter: memref.reinterpret_cast at a run-time offset "
+                                          f"of a view at a run-time offset ({source.type})")
+            shift = self.values[op.operands[1]]
+            self._set(op, self.builder.gep(self.values[source], [shift], inbounds=True,
+                                           source_etype=llvm_type(source.type.element_type),
+                                           name=self._name(op.results[0])))
+            return
         if len(op.operands) != 1:
             raise NotImplementedError(
                 f"llvm emitter: {op.name} with dynamic offsets, sizes or strides"
             )
-        strides_and_offset(op.results[0].type)  # rejects dynamic layouts early
-        self._set(op, self.values[op.operands[0]])
+        pointer_strides_and_offset(op.results[0].type)  # rejects dynamic strides early
+        if op.name in ("memref.reinterpret_cast", "memref.subview") and _dynamic_offset(source.type):
+            raise NotImplementedError(f"llvm emitter: {op.name} of a view at a run-time offset ({source.type})")
+        self._set(op, self.values[source])
 
     @rule("memref.dim")
     def _dim(self, op: Operation) -> None:
@@ -605,3 +623,8 @@ class OpRules(EmitterBase):
         for result, operand in zip(op.results, op.operands):
             self.values[result] = self.values[operand]
 
+
+def _dynamic_offset(t) -> bool:
+    """Whether memref type `t` is a view at a run-time offset (`strided<[...], offset: ?>`)."""
+    layout = getattr(t, "layout", None)
+    return isinstance(layout, StridedLayoutAttr) and layout.get_offset() is None

@@ -16,7 +16,7 @@ from llvmlite import ir
 from xdsl.dialects.builtin import MemRefType, ModuleOp
 from xdsl.ir import Block, Operation, SSAValue
 
-from dialects.memref_layout import strides_and_offset
+from dialects.memref_layout import pointer_strides_and_offset
 from dlc.codegen.function_attributes import FunctionAttributes
 from dlc.codegen.llvm_types import I64, PTR, llvm_type
 from dlc.codegen.runtime_abi import RUNTIME_FIELDS
@@ -137,7 +137,7 @@ class EmitterBase:
         """Address of memref[indices]: base + (offset + sum(index_k * stride_k)) elements."""
         t = memref.type
         assert isinstance(t, MemRefType)
-        strides, offset = strides_and_offset(t)
+        strides, offset = pointer_strides_and_offset(t)
         # Constant indices, and the constant of an index `x + c` (a window's tap), are folded
         # here, so the taps of a window share one sum and differ by a constant; the rest is
         # summed with `nsw`, since an in-bounds address cannot overflow i64 (the gep below is

@@ -21,6 +21,7 @@ from xdsl.builder import Builder
 from xdsl.context import Context
 from xdsl.dialects import arith, func, memref
 from xdsl.dialects.builtin import (
+    DYNAMIC_INDEX,
     ArrayAttr,
     IndexType,
     IntegerAttr,
@@ -66,10 +67,12 @@ def reshape_view(builder: Builder, source: SSAValue, shape) -> SSAValue:
     return op.result
 
 
-def view_at(builder: Builder, source: SSAValue, offset: int, shape, strides=None) -> SSAValue:
+def view_at(builder: Builder, source: SSAValue, offset: int | SSAValue, shape, strides=None) -> SSAValue:
     """The block of `shape` starting `offset` elements into `source` (no copy): contiguous,
-    or with the given `strides` (in elements, e.g. a column block of a row-major matrix)."""
-    if offset == 0 and strides is None:
+    or with the given `strides` (in elements, e.g. a column block of a row-major matrix). An
+    `offset` known only at run time (an index value: a loop's block of rows) gives a view whose
+    layout offset is dynamic, `strided<[...], offset: ?>`."""
+    if isinstance(offset, int) and offset == 0 and strides is None:
         return reshape_view(builder, source, shape)
     if strides is None:
         strides, stride = [], 1
@@ -77,8 +80,12 @@ def view_at(builder: Builder, source: SSAValue, offset: int, shape, strides=None
             strides.insert(0, stride)
             stride *= size
     strides = list(strides)
-    result_type = MemRefType(source.type.element_type, list(shape), StridedLayoutAttr(strides, offset))
-    op = memref.ReinterpretCastOp(source, [], [], [], [offset], list(shape), strides, result_type)
+    if isinstance(offset, int):
+        dynamic, static, layout_offset = [], [offset], offset
+    else:
+        dynamic, static, layout_offset = [offset], [DYNAMIC_INDEX], None
+    result_type = MemRefType(source.type.element_type, list(shape), StridedLayoutAttr(strides, layout_offset))
+    op = memref.ReinterpretCastOp(source, dynamic, [], [], static, list(shape), strides, result_type)
     builder.insert(op)
     return op.result
 
@@ -329,6 +336,13 @@ class _Outliner:
             inner[yielded_value] = kblock.args[len(captured) + launch.results.index(result)]
         self._lower_body(kb, launch, body_ops, set(yielded), inner, values, scratch)
         kbuilder.insert(func.ReturnOp())
+        # A weight the lowered body never reads (a filter Winograd replaced by its transform)
+        # leaves the kernel's arguments, so dce drops its get_global and the artifact its bytes.
+        for index in reversed(range(len(captured))):
+            argument = kblock.args[index]
+            if not argument.uses and isinstance(call_args[index].owner, memref.GetGlobalOp):
+                kblock.erase_arg(argument)
+                del call_args[index]
 
         name = launch.kernel_name
         kernel = func.FuncOp(name, ([a.type for a in kblock.args], []), Region(kblock), visibility="private")

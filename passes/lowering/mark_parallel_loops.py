@@ -133,11 +133,15 @@ def parallel_dim(op: GenericOp) -> int | None:
     return dim
 
 
-def _footprint(value: SSAValue, affine_map: AffineMap, trips: tuple[int, ...]):
+def _footprint(value: SSAValue, affine_map: AffineMap, trips: tuple[int, ...], relative: bool = False):
     """(element coefficients per loop dim, lowest element, highest element) that `value` (a
-    static strided view) is written at through `affine_map` over the loop's `trips`, or None."""
+    static strided view) is written at through `affine_map` over the loop's `trips`, or None.
+    With `relative`, a view at a run-time offset counts from that offset (elements of one view
+    compare with each other, never with another view's)."""
     layout = value.type.layout
-    offset = layout.offset.data if isinstance(layout, StridedLayoutAttr) else 0
+    offset = layout.get_offset() if isinstance(layout, StridedLayoutAttr) else 0
+    if offset is None and relative:
+        offset = 0
     try:
         strides = value.type.get_strides()
     except Exception:  # a dynamic stride or offset: nothing is known
@@ -174,8 +178,9 @@ def _disjoint_between_iterations(outputs, dim: int, trips: tuple[int, ...]) -> b
     step C per iteration of `dim`, and all the elements one iteration writes lie within fewer
     than |C| consecutive ones."""
     steps, lowest, highest = set(), None, None
+    one_view = len({value for value, _ in outputs}) == 1
     for value, affine_map in outputs:
-        footprint = _footprint(value, affine_map, trips)
+        footprint = _footprint(value, affine_map, trips, relative=one_view)
         if footprint is None:
             return False
         coefficients, low, high = footprint
@@ -189,15 +194,24 @@ def _disjoint_between_iterations(outputs, dim: int, trips: tuple[int, ...]) -> b
     return step != 0 and highest - lowest < abs(step)
 
 
+def _in_kernel_body(op: GenericOp) -> bool:
+    """Whether `op` is a top-level op of a kernel (a private function; never @main) or sits in
+    its serial loops (Winograd's loop over blocks of rows): loops without loop-carried values,
+    none of them a parallel loop already, so a region opens on each iteration."""
+    parent = op.parent_op()
+    while isinstance(parent, scf.ForOp) and not parent.iter_args and PARALLEL_ATTR not in parent.attributes:
+        parent = parent.parent_op()
+    return isinstance(parent, func.FuncOp) and parent.sym_visibility is not None \
+        and parent.sym_visibility.data == "private"
+
+
 class LowerParallelGeneric(RewritePattern):
     """Lower a data-parallel generic with xDSL's pattern, then mark its splittable loop."""
 
     @op_type_rewrite_pattern
     def match_and_rewrite(self, op: GenericOp, rewriter: PatternRewriter) -> None:
-        function = op.parent_op()
-        if not isinstance(function, func.FuncOp) or function.sym_visibility is None \
-                or function.sym_visibility.data != "private":
-            return  # only top-level ops of kernels (private functions), never @main
+        if not _in_kernel_body(op):
+            return
         dim = parallel_dim(op)
         if dim is None:
             return

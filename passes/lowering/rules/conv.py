@@ -31,8 +31,7 @@ from passes.graph.mark_depthwise_feeders import FEEDS_DEPTHWISE
 from passes.graph.utils.layouts import NCHW, NHWC, conv_layouts
 from passes.lowering.kernels_to_linalg import reshape_view, view_at
 from passes.lowering.rules import lowers
-from passes.lowering.rules.winograd import MAX_PASSES as WINOGRAD_MAX_PASSES
-from passes.lowering.rules.winograd import winograd_conv, winograd_passes
+from passes.lowering.rules.winograd import winograd_conv
 from passes.lowering.utils.linalg_builder import PARALLEL, REDUCTION, affine_map, cst, dim, identity_map
 from passes.lowering.utils.ukernel_calls import emit_gemm_call, is_f32_memref, take_epilogue
 
@@ -332,8 +331,7 @@ def _winograd_worthwhile(op, x, w, bias, y, window: Window, groups: int, out_nhw
     """Whether a Conv runs as Winograd F(2x2, 3x3): with `--winograd`, a float 2-D conv of one group, 3x3,
     stride 1, no dilation, a zero pad of one on every side, a constant filter, channels whose
     harmonic mean is at least WINOGRAD_MIN_HARMONIC_CHANNELS, and an even output height and width of at least
-    WINOGRAD_MIN_PIXELS pixels (its 2x2 output tiles cover the map exactly), in at most
-    winograd.MAX_PASSES passes."""
+    WINOGRAD_MIN_PIXELS pixels (its 2x2 output tiles cover the map exactly)."""
     from passes.target_info import target_info
 
     target = target_info(op.get_toplevel_object())
@@ -344,15 +342,13 @@ def _winograd_worthwhile(op, x, w, bias, y, window: Window, groups: int, out_nhw
             and isinstance(op.operands[1].owner, WeightOp) and is_f32_memref(x, w, y)
             and (bias is None or is_f32_memref(bias))):
         return False
-    batch, channels, height, width = x.type.get_shape()
+    _, channels, height, width = x.type.get_shape()
     if out_nhwc:
         _, oh, ow, out_channels = y.type.get_shape()
     else:
         _, out_channels, oh, ow = y.type.get_shape()
     return ((oh, ow) == (height, width) and oh % 2 == 0 and ow % 2 == 0 and oh * ow >= WINOGRAD_MIN_PIXELS
-            and 2 * channels * out_channels >= WINOGRAD_MIN_HARMONIC_CHANNELS * (channels + out_channels)
-            and winograd_passes(batch, channels, out_channels, oh, ow, target.l2_bytes, target.threads)
-            <= WINOGRAD_MAX_PASSES)
+            and 2 * channels * out_channels >= WINOGRAD_MIN_HARMONIC_CHANNELS * (channels + out_channels))
 
 
 def _unread_argument(value: SSAValue) -> bool:
