@@ -6,6 +6,7 @@
     python benchmarks/threads.py model.onnx --threads 1,4 --output table.md
     python benchmarks/threads.py --models set --threads 1,2,4,8,16 --rounds 2   # issue 15's set
     python benchmarks/threads.py --models set --threads 2 --rounds 1 --in-process   # both in one process
+    python benchmarks/threads.py --models set --threads 1,16 --in-process --also-winograd   # + dlc --winograd
     python benchmarks/threads.py --models mobilenet_v2 --regions 16   # threads per region, no runs
     python benchmarks/threads.py --models mobilenet_v2 --threads 8,16 --thread-us 0.3   # calibrate
 
@@ -43,6 +44,8 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 RUNTIMES = ("dlc", "onnxruntime")
+# `--also-winograd`: dlc's side twice, the default build and one compiled with winograd=True.
+WINOGRAD_RUNTIMES = ("dlc", "dlc-winograd", "onnxruntime")
 # `--models set`: the many-cores benchmark set (issue 15): CNNs from 0.3 to 4 GFLOP, mobile
 # blocks, a transformer encoder layer, a speech front end's strided 1-D convolutions.
 SET = ("mobilenet_v2", "resnet18", "squeezenet", "mobilenet_v3", "efficientnet_b0", "transformer_d256",
@@ -92,10 +95,11 @@ def _runner(model_path: str, runtime: str, threads: int):
 
     model = onnx.load(model_path)
     feeds = random_inputs(input_specs(model))
-    if runtime == "dlc":
+    if runtime.startswith("dlc"):
         import dlc
 
-        compiled = dlc.compile(model, threads=threads, **DLC_OPTIONS)
+        options = {**DLC_OPTIONS, **({"winograd": True} if runtime == "dlc-winograd" else {})}
+        compiled = dlc.compile(model, threads=threads, **options)
         run = lambda: compiled.run(feeds)  # noqa: E731
     else:
         session = onnxruntime_session(model, threads=threads)
@@ -130,13 +134,13 @@ def _latency(model_path: str, runtime: str, threads: int, repeat: int) -> float:
 SETTLE_SECONDS = 0.05
 
 
-def _paired_latency(model_path: str, threads: int, repeat: int, blocks: int = 4) -> tuple[float, float]:
-    """(dlc, onnxruntime) median milliseconds in one process pinned to the first `threads`
+def _paired_latency(model_path: str, threads: int, repeat: int, runtimes=RUNTIMES, blocks: int = 4) -> list[float]:
+    """Median milliseconds of each of `runtimes` in one process pinned to the first `threads`
     cores: `blocks` blocks of `repeat` runs of each runtime in turn (each block after a pause
     of SETTLE_SECONDS, so the other runtime's spinning workers have gone to sleep, and 3 warm-up
     runs), each runtime's best block."""
     os.sched_setaffinity(0, _cores()[:threads])
-    runs = [_runner(model_path, runtime, threads) for runtime in RUNTIMES]
+    runs = [_runner(model_path, runtime, threads) for runtime in runtimes]
     best = [float("inf")] * len(runs)
     for _ in range(blocks):
         for index, run in enumerate(runs):
@@ -144,7 +148,7 @@ def _paired_latency(model_path: str, threads: int, repeat: int, blocks: int = 4)
             for _ in range(3):
                 run()
             best[index] = min(best[index], median_ms(run, repeat))
-    return best[0], best[1]  # dlc, onnxruntime (RUNTIMES' order)
+    return best
 
 
 def _throughput(model_path: str, runtime: str, callers: int, threads: int, seconds: float) -> float:
@@ -153,16 +157,16 @@ def _throughput(model_path: str, runtime: str, callers: int, threads: int, secon
     return _serve(_runner(model_path, runtime, threads), callers, seconds)
 
 
-def _paired_throughput(model_path: str, callers: int, threads: int, seconds: float,
-                       blocks: int = 4) -> tuple[float, float]:
-    """(dlc, onnxruntime) inferences per second in one process on the first callers x threads
+def _paired_throughput(model_path: str, callers: int, threads: int, seconds: float, runtimes=RUNTIMES,
+                       blocks: int = 4) -> list[float]:
+    """Inferences per second of each of `runtimes` in one process on the first callers x threads
     cores: `blocks` blocks of `seconds` / `blocks` for each runtime in turn (each after a pause
     of SETTLE_SECONDS and 3 warm-up runs), each runtime's best block. Blocks a second or two
     long, alternating, meet a busy host's slow spells alike: on the 16-core machine whole
     3-second measurements in separate processes read 0.87-1.11 onnxruntime/dlc on ResNet-18's
     16 x 1 callers and 0.87-1.08 on ResNet-50's from round to round, within one call."""
     os.sched_setaffinity(0, _cores()[:callers * threads])
-    runs = [_runner(model_path, runtime, threads) for runtime in RUNTIMES]
+    runs = [_runner(model_path, runtime, threads) for runtime in runtimes]
     best = [0.0] * len(runs)
     for _ in range(blocks):
         for index, run in enumerate(runs):
@@ -170,7 +174,7 @@ def _paired_throughput(model_path: str, callers: int, threads: int, seconds: flo
             for _ in range(3):
                 run()
             best[index] = max(best[index], _serve(run, callers, seconds / blocks))
-    return best[0], best[1]  # dlc, onnxruntime (RUNTIMES' order)
+    return best
 
 
 def _serve(run, callers: int, seconds: float) -> float:
@@ -323,34 +327,45 @@ def _geomean(values: list[float]) -> float:
     return float(np.exp(np.mean(np.log(values)))) if values else float("nan")
 
 
-def latency_table(results: dict, names: list[str], counts: list[int]) -> list[str]:
+def _dlc_builds(runtimes) -> list[str]:
+    return [r for r in runtimes if r != "onnxruntime"]
+
+
+def latency_table(results: dict, names: list[str], counts: list[int], runtimes=RUNTIMES) -> list[str]:
     best = {key: min(rounds) for key, rounds in results.items()}
-    lines = ["| model | " + " | ".join(f"{t} thr dlc ms | ort ms | dlc/ort" for t in counts) + " |",
-             "|---|" + "---:|---:|---:|" * len(counts)]
+    builds = _dlc_builds(runtimes)
+    header = " | ".join(f"{t} thr " + " | ".join(f"{b} ms" for b in builds) + " | ort ms | "
+                        + " | ".join(f"{b}/ort" for b in builds) for t in counts)
+    lines = [f"| model | {header} |", "|---|" + "---:|" * (2 * len(builds) + 1) * len(counts)]
     for name in names:
-        cells = [f"{best[name, 'dlc', t]:.3f} | {best[name, 'onnxruntime', t]:.3f} | "
-                 f"{best[name, 'dlc', t] / best[name, 'onnxruntime', t]:.2f}" for t in counts]
+        cells = [" | ".join(f"{best[name, b, t]:.3f}" for b in builds) + f" | {best[name, 'onnxruntime', t]:.3f} | "
+                 + " | ".join(f"{best[name, b, t] / best[name, 'onnxruntime', t]:.2f}" for b in builds)
+                 for t in counts]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines.append("")
-    for t in counts:
-        ratios = {name: best[name, "dlc", t] / best[name, "onnxruntime", t] for name in names}
-        worst = max(ratios, key=ratios.get)
-        lines.append(f"- {t} threads: geomean dlc/ort {_geomean(list(ratios.values())):.2f}, "
-                     f"worst {worst} {ratios[worst]:.2f}")
-    backwards = [f"{name} {a}->{b} threads: {best[name, 'dlc', a]:.3f} -> {best[name, 'dlc', b]:.3f} ms"
-                 for name in names for a, b in zip(counts, counts[1:])
-                 if best[name, "dlc", b] > 1.05 * best[name, "dlc", a]]
-    lines.append("- dlc slower with more threads (beyond 5%): " + ("; ".join(backwards) or "none"))
+    for build in builds:
+        for t in counts:
+            ratios = {name: best[name, build, t] / best[name, "onnxruntime", t] for name in names}
+            worst = max(ratios, key=ratios.get)
+            lines.append(f"- {build}, {t} threads: geomean {build}/ort {_geomean(list(ratios.values())):.2f}, "
+                         f"worst {worst} {ratios[worst]:.2f}")
+        backwards = [f"{name} {a}->{b} threads: {best[name, build, a]:.3f} -> {best[name, build, b]:.3f} ms"
+                     for name in names for a, b in zip(counts, counts[1:])
+                     if best[name, build, b] > 1.05 * best[name, build, a]]
+        lines.append(f"- {build} slower with more threads (beyond 5%): " + ("; ".join(backwards) or "none"))
     return lines
 
 
-def throughput_table(results: dict, names: list[str], setups: list[tuple[int, int]]) -> list[str]:
+def throughput_table(results: dict, names: list[str], setups: list[tuple[int, int]], runtimes=RUNTIMES) -> list[str]:
     best = {key: max(rounds) for key, rounds in results.items()}
-    lines = ["| model | " + " | ".join(f"{c}x{t} dlc inf/s | ort inf/s | ort/dlc" for c, t in setups) + " |",
-             "|---|" + "---:|---:|---:|" * len(setups)]
+    builds = _dlc_builds(runtimes)
+    header = " | ".join(f"{c}x{t} " + " | ".join(f"{b} inf/s" for b in builds) + " | ort inf/s | "
+                        + " | ".join(f"ort/{b}" for b in builds) for c, t in setups)
+    lines = [f"| model | {header} |", "|---|" + "---:|" * (2 * len(builds) + 1) * len(setups)]
     for name in names:
-        cells = [f"{best[name, 'dlc', s]:.1f} | {best[name, 'onnxruntime', s]:.1f} | "
-                 f"{best[name, 'onnxruntime', s] / best[name, 'dlc', s]:.2f}" for s in setups]
+        cells = [" | ".join(f"{best[name, b, s]:.1f}" for b in builds) + f" | {best[name, 'onnxruntime', s]:.1f} | "
+                 + " | ".join(f"{best[name, 'onnxruntime', s] / best[name, b, s]:.2f}" for b in builds)
+                 for s in setups]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return lines
 
@@ -375,6 +390,9 @@ def main(argv=None) -> int:
                              "THREAD_SECONDS (dialects/gemm_ukernel.py), to calibrate it; the compile cache is off")
     parser.add_argument("--winograd", action="store_true",
                         help="compile dlc's side with winograd=True (`dlc compile --winograd`)")
+    parser.add_argument("--also-winograd", action="store_true",
+                        help="dlc's side twice, the default build and one with winograd=True, side by side "
+                             "(with --in-process, all three in one process)")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.thread_us is not None:
@@ -393,12 +411,13 @@ def main(argv=None) -> int:
         if kind == "latency":
             print(_latency(path, runtime, int(rest[0]), args.repeat))
         elif kind == "paired":
-            print(*_paired_latency(path, int(rest[0]), args.repeat))
+            print(*_paired_latency(path, int(rest[0]), args.repeat, runtime.split(",")))
         elif kind == "paired-throughput":
-            print(*_paired_throughput(path, int(rest[0]), int(rest[1]), args.seconds))
+            print(*_paired_throughput(path, int(rest[0]), int(rest[1]), args.seconds, runtime.split(",")))
         else:
             print(_throughput(path, runtime, int(rest[0]), int(rest[1]), args.seconds))
         return 0
+    runtimes = WINOGRAD_RUNTIMES if args.also_winograd else RUNTIMES
     names = [m for n in args.models.split(",") if n for m in (SET if n == "set" else [n])] + list(args.model)
     counts = [int(t) for t in args.threads.split(",") if t]
     setups = [tuple(int(v) for v in s.split("x")) for s in args.concurrency.split(",") if s]
@@ -432,25 +451,26 @@ def main(argv=None) -> int:
             for name, path in files.items():
                 for t in counts:
                     if args.in_process:
-                        values = _child(["paired", path, "both", str(t), "--repeat", str(args.repeat), *calibration])
+                        values = _child(["paired", path, ",".join(runtimes), str(t), "--repeat", str(args.repeat),
+                                         *calibration])
                     else:
                         values = [_child(["latency", path, runtime, str(t), "--repeat", str(args.repeat),
-                                          *calibration])[0] for runtime in RUNTIMES]
-                    for runtime, value in zip(RUNTIMES, values):
+                                          *calibration])[0] for runtime in runtimes]
+                    for runtime, value in zip(runtimes, values):
                         latency.setdefault((name, runtime, t), []).append(value)
-                    print(f"round {round_ + 1} {name} {t} threads: dlc {latency[name, 'dlc', t][-1]:.3f} ms, "
-                          f"ort {latency[name, 'onnxruntime', t][-1]:.3f} ms", flush=True)
+                    print(f"round {round_ + 1} {name} {t} threads: "
+                          + ", ".join(f"{r} {latency[name, r, t][-1]:.3f} ms" for r in runtimes), flush=True)
                 for c, t in setups:
                     if args.in_process:
-                        values = _child(["paired-throughput", path, "both", str(c), str(t),
+                        values = _child(["paired-throughput", path, ",".join(runtimes), str(c), str(t),
                                          "--seconds", str(args.seconds), *calibration])
                     else:
                         values = [_child(["throughput", path, runtime, str(c), str(t), "--seconds",
-                                          str(args.seconds), *calibration])[0] for runtime in RUNTIMES]
-                    for runtime, value in zip(RUNTIMES, values):
+                                          str(args.seconds), *calibration])[0] for runtime in runtimes]
+                    for runtime, value in zip(runtimes, values):
                         throughput.setdefault((name, runtime, (c, t)), []).append(value)
-                    print(f"round {round_ + 1} {name} {c}x{t}: dlc {throughput[name, 'dlc', (c, t)][-1]:.1f}/s, "
-                          f"ort {throughput[name, 'onnxruntime', (c, t)][-1]:.1f}/s", flush=True)
+                    print(f"round {round_ + 1} {name} {c}x{t}: "
+                          + ", ".join(f"{r} {throughput[name, r, (c, t)][-1]:.1f}/s" for r in runtimes), flush=True)
     import onnxruntime
 
     import dlc
@@ -461,10 +481,10 @@ def main(argv=None) -> int:
              f"onnxruntime {onnxruntime.__version__}; best of {args.rounds} rounds{calibrated}",
              "", f"`{command.strip()}`", ""]
     if counts:
-        lines += ["Latency (median ms):", "", *latency_table(latency, list(files), counts), ""]
+        lines += ["Latency (median ms):", "", *latency_table(latency, list(files), counts, runtimes), ""]
     if setups:
         lines += ["Throughput (inferences/s, one shared model or session):", "",
-                  *throughput_table(throughput, list(files), setups), ""]
+                  *throughput_table(throughput, list(files), setups, runtimes), ""]
     text = "\n".join(lines)
     print("\n" + text)
     if args.output:

@@ -14,8 +14,7 @@ from onnx import TensorProto, helper, numpy_helper
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.parametrize("mode", [[], ["--in-process"]])
-def test_threads_benchmark_tabulates_both_runtimes(tmp_path, mode):
+def _small_model():
     rng = np.random.default_rng(0)
     w = numpy_helper.from_array(rng.uniform(-1, 1, [16, 8, 3, 3]).astype(np.float32), "w")
     nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1] * 4), helper.make_node("Relu", ["c"], ["y"])]
@@ -23,8 +22,13 @@ def test_threads_benchmark_tabulates_both_runtimes(tmp_path, mode):
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16, 16, 16])], [w])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 9
+    return model
+
+
+@pytest.mark.parametrize("mode", [[], ["--in-process"]])
+def test_threads_benchmark_tabulates_both_runtimes(tmp_path, mode):
     path = tmp_path / "small.onnx"
-    path.write_bytes(model.SerializeToString())
+    path.write_bytes(_small_model().SerializeToString())
     out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "threads.py"), str(path), "--models", "",
                           "--threads", "1", "--rounds", "1", "--repeat", "3", "--concurrency", "2x1",
                           "--seconds", "0.4", *mode],
@@ -41,3 +45,24 @@ def test_threads_benchmark_tabulates_both_runtimes(tmp_path, mode):
     assert dlc_rate > 0 and ort_rate > 0
     half = 0.05
     assert (ort_rate - half) / (dlc_rate + half) - 0.005 <= ratio <= (ort_rate + half) / (dlc_rate - half) + 0.005
+
+
+def test_also_winograd_puts_both_dlc_builds_beside_onnxruntime(tmp_path):
+    """`--also-winograd --in-process`: the default build, the --winograd build and onnxruntime
+    in one process, each with its ratio to onnxruntime and its own summary lines."""
+    path = tmp_path / "small.onnx"
+    path.write_bytes(_small_model().SerializeToString())
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "threads.py"), str(path), "--models", "",
+                          "--threads", "1", "--rounds", "1", "--repeat", "3", "--concurrency", "2x1",
+                          "--seconds", "0.4", "--in-process", "--also-winograd"],
+                         capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "| 1 thr dlc ms | dlc-winograd ms | ort ms | dlc/ort | dlc-winograd/ort |" in out.stdout
+    latency, throughput = (line for line in out.stdout.splitlines() if line.startswith("| small |"))
+    plain, winograd, ort, plain_ratio, winograd_ratio = (float(cell) for cell in latency.split("|")[2:7])
+    assert min(plain, winograd, ort) > 0
+    for ms, ratio in ((plain, plain_ratio), (winograd, winograd_ratio)):
+        assert abs(ratio - ms / ort) <= 0.01 + 0.001 / ort
+    rates = [float(cell) for cell in throughput.split("|")[2:7]]
+    assert min(rates) > 0
+    assert "- dlc-winograd, 1 threads: geomean dlc-winograd/ort" in out.stdout
