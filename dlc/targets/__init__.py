@@ -76,7 +76,8 @@ class CompileOptions:
     # The weights also inside model.so, for a one-file C deployment (docs/c-api.md).
     embed_weights: bool = False
     # Stride-1 3x3 convs as Winograd F(2x2, 3x3) (passes/lowering/rules/winograd.py): 16/36 of
-    # the multiply-adds; not yet measured on 4-16 threads, so not the default; other rounding.
+    # the multiply-adds; not yet measured on 4-16 threads, so not the default (benchmarks/
+    # threads.py --also-winograd measures both); other rounding.
     winograd: bool = False
 
     def __post_init__(self):
