@@ -294,6 +294,58 @@ def test_memref_views_copy_alloca_and_a_loop_with_a_runtime_bound():
         np.testing.assert_array_equal(r, [expected_sum, x.ravel()[3]])
 
 
+def test_a_view_at_a_run_time_offset_moves_its_pointer():
+    """Winograd's loop over blocks of rows: a reinterpret_cast whose offset is a loop value
+    (type `offset: ?`) addresses from the source's base plus that offset, through a strided
+    2-D view and a linalg copy inside the loop; the source's own static offset does not count
+    (MLIR's reinterpret_cast offsets from the base)."""
+    program = Program("""
+    func.func @main(%x: memref<4x6xf32>, %y: memref<4x2xf32>) {
+      %c0 = arith.constant 0 : index
+      %c2 = arith.constant 2 : index
+      %c4 = arith.constant 4 : index
+      %shifted = memref.reinterpret_cast %x to offset: [1], sizes: [24], strides: [1]
+          : memref<4x6xf32> to memref<24xf32, strided<[1], offset: 1>>
+      scf.for %i = %c0 to %c4 step %c2 {
+        %start = arith.muli %i, %c2 overflow<nsw> : index
+        %o6 = arith.constant 6 : index
+        %row = arith.muli %i, %o6 : index
+        %at = arith.addi %row, %c2 : index
+        %block = memref.reinterpret_cast %shifted to offset: [%at], sizes: [2, 2], strides: [6, 1]
+            : memref<24xf32, strided<[1], offset: 1>> to memref<2x2xf32, strided<[6, 1], offset: ?>>
+        %out = memref.reinterpret_cast %y to offset: [%start], sizes: [2, 2], strides: [2, 1]
+            : memref<4x2xf32> to memref<2x2xf32, strided<[2, 1], offset: ?>>
+        linalg.generic {indexing_maps = [affine_map<(d0, d1) -> (d0, d1)>, affine_map<(d0, d1) -> (d0, d1)>],
+                        iterator_types = ["parallel", "parallel"]}
+            ins(%block : memref<2x2xf32, strided<[6, 1], offset: ?>>)
+            outs(%out : memref<2x2xf32, strided<[2, 1], offset: ?>>) {
+        ^bb0(%a: f32, %b: f32):
+          linalg.yield %a : f32
+        }
+      }
+      func.return
+    }""")
+    x = aligned(np.arange(24, dtype=np.float32).reshape(4, 6))
+    y = aligned(np.zeros((4, 2), np.float32))
+    program(x, y)
+    np.testing.assert_array_equal(y, x[:, 2:4])
+
+
+def test_a_view_of_a_view_at_a_run_time_offset_is_refused():
+    module = lower("""
+    func.func @main(%x: memref<24xf32>, %n: memref<i64>) {
+      %ni = memref.load %n[] : memref<i64>
+      %i = arith.index_cast %ni : i64 to index
+      %v = memref.reinterpret_cast %x to offset: [%i], sizes: [4], strides: [1]
+          : memref<24xf32> to memref<4xf32, strided<[1], offset: ?>>
+      %w = memref.reinterpret_cast %v to offset: [2], sizes: [2], strides: [1]
+          : memref<4xf32, strided<[1], offset: ?>> to memref<2xf32, strided<[1], offset: 2>>
+      func.return
+    }""")
+    with pytest.raises(NotImplementedError, match="of a view at a run-time offset"):
+        emit_llvm(module, {})
+
+
 def test_nan_and_inf_propagate():
     program = Program("""
     func.func @main(%x: memref<6xf32>, %out: memref<4x6xf32>) {

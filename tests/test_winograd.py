@@ -264,3 +264,5 @@ def test_the_passes_are_loops_not_copies(threads):
     # the loops phase prints and reads back (dlc opt), with its views at run-time offsets
     loops = compile_model(model, compile_to="loops", options=CompileOptions(threads=threads, winograd=True)).module
     assert str(parse_mlir(str(loops))) == str(loops)
+    if threads > 1:  # the padded copy, and both transforms inside the loops, split over threads
+        assert str(loops).count("dlc.parallel") == 3
