@@ -6,7 +6,7 @@
     python benchmarks/threads.py model.onnx --threads 1,4 --output table.md
     python benchmarks/threads.py --models set --threads 1,2,4,8,16 --rounds 2   # issue 15's set
     python benchmarks/threads.py --models set --threads 2 --rounds 1 --in-process   # both in one process
-    python benchmarks/threads.py --models set --threads 1,16 --in-process --also-winograd   # + dlc --winograd
+    python benchmarks/threads.py --models set --threads 1,16 --in-process --also-direct   # + --no-winograd
     python benchmarks/threads.py --models mobilenet_v2 --regions 16   # threads per region, no runs
     python benchmarks/threads.py --models mobilenet_v2 --threads 8,16 --thread-us 0.3   # calibrate
 
@@ -44,13 +44,14 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 RUNTIMES = ("dlc", "onnxruntime")
-# `--also-winograd`: dlc's side twice, the default build and one compiled with winograd=True.
-WINOGRAD_RUNTIMES = ("dlc", "dlc-winograd", "onnxruntime")
+# `--also-direct`: dlc's side twice, the default build and one with winograd=False (the direct
+# conv for stride-1 3x3 convs, as `dlc compile --no-winograd`).
+DIRECT_RUNTIMES = ("dlc", "dlc-direct", "onnxruntime")
 # `--models set`: the many-cores benchmark set (issue 15): CNNs from 0.3 to 4 GFLOP, mobile
 # blocks, a transformer encoder layer, a speech front end's strided 1-D convolutions.
 SET = ("mobilenet_v2", "resnet18", "squeezenet", "mobilenet_v3", "efficientnet_b0", "transformer_d256",
        "speech_front_end", "resnet50")
-# Compile options for dlc's side (`--winograd`), set in each child from its arguments.
+# Compile options for dlc's side (`--no-winograd`), set in each child from its arguments.
 DLC_OPTIONS: dict = {}
 # The newest ONNX IR version onnxruntime 1.30 (the 16-core machine's) loads.
 MAX_IR_VERSION = 10
@@ -98,7 +99,7 @@ def _runner(model_path: str, runtime: str, threads: int):
     if runtime.startswith("dlc"):
         import dlc
 
-        options = {**DLC_OPTIONS, **({"winograd": True} if runtime == "dlc-winograd" else {})}
+        options = {**DLC_OPTIONS, **({"winograd": False} if runtime == "dlc-direct" else {})}
         compiled = dlc.compile(model, threads=threads, **options)
         run = lambda: compiled.run(feeds)  # noqa: E731
     else:
@@ -388,11 +389,11 @@ def main(argv=None) -> int:
     parser.add_argument("--thread-us", type=float, metavar="US",
                         help="compile dlc with this per-thread cost of a parallel region instead of "
                              "THREAD_SECONDS (dialects/gemm_ukernel.py), to calibrate it; the compile cache is off")
-    parser.add_argument("--winograd", action="store_true",
-                        help="compile dlc's side with winograd=True (`dlc compile --winograd`)")
-    parser.add_argument("--also-winograd", action="store_true",
-                        help="dlc's side twice, the default build and one with winograd=True, side by side "
-                             "(with --in-process, all three in one process)")
+    parser.add_argument("--no-winograd", action="store_true",
+                        help="compile dlc's side with winograd=False (`dlc compile --no-winograd`)")
+    parser.add_argument("--also-direct", action="store_true",
+                        help="dlc's side twice, the default build and one with winograd=False (the direct conv), "
+                             "side by side (with --in-process, all three in one process)")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.thread_us is not None:
@@ -404,8 +405,8 @@ def main(argv=None) -> int:
         import dlc.codegen.parallel_loops
 
         dialects.gemm_ukernel.THREAD_SECONDS = dlc.codegen.parallel_loops.THREAD_SECONDS = args.thread_us * 1e-6
-    if args.winograd:
-        DLC_OPTIONS["winograd"] = True
+    if args.no_winograd:
+        DLC_OPTIONS["winograd"] = False
     if args.child:
         kind, path, runtime, *rest = args.child
         if kind == "latency":
@@ -417,7 +418,7 @@ def main(argv=None) -> int:
         else:
             print(_throughput(path, runtime, int(rest[0]), int(rest[1]), args.seconds))
         return 0
-    runtimes = WINOGRAD_RUNTIMES if args.also_winograd else RUNTIMES
+    runtimes = DIRECT_RUNTIMES if args.also_direct else RUNTIMES
     names = [m for n in args.models.split(",") if n for m in (SET if n == "set" else [n])] + list(args.model)
     counts = [int(t) for t in args.threads.split(",") if t]
     setups = [tuple(int(v) for v in s.split("x")) for s in args.concurrency.split(",") if s]
@@ -444,7 +445,7 @@ def main(argv=None) -> int:
                     print(f"  {label:>13} " + "".join(f"{table[chosen, true]:12.3f}" for true in trues))
         return 0
     calibration = ([] if args.thread_us is None else ["--thread-us", str(args.thread_us)]) + \
-        (["--winograd"] if args.winograd else [])
+        (["--no-winograd"] if args.no_winograd else [])
     with tempfile.TemporaryDirectory() as workdir:
         files = _model_files(names, Path(workdir))
         for round_ in range(args.rounds):

@@ -256,7 +256,7 @@ def _options(args):
                           cpu=getattr(args, "cpu", "native"),
                           cpu_features=getattr(args, "cpu_features", ""),
                           embed_weights=getattr(args, "embed_weights", False),
-                          winograd=getattr(args, "winograd", False),
+                          winograd=getattr(args, "winograd", True),
                           initializers_as_inputs=getattr(args, "initializers_as_inputs", False))
 
 
@@ -901,9 +901,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="LLVM features to add to or remove from --cpu's (+avx512vnni,-fma)")
         p.add_argument("--embed-weights", action="store_true",
                        help="put the weights inside model.so too: one file for the C API (docs/c-api.md)")
-        p.add_argument("--winograd", action="store_true",
-                       help="stride-1 3x3 convs as Winograd F(2x2,3x3): ResNet-18 0.80x the time on one thread, "
-                            "0.88x on two; rounded differently (not yet the default)")
+        p.add_argument("--winograd", action=argparse.BooleanOptionalAction, default=True,
+                       help="stride-1 3x3 convs over maps of 14x14 or more as Winograd F(2x2,3x3) (default; "
+                            "16/36 of the multiply-adds); --no-winograd keeps the direct conv")
         p.add_argument("-p", "--pipeline", default=None, help="pass pipeline text replacing the default one")
         p.add_argument("--print-ir-after-all", action="store_true")
         p.add_argument("--print-ir-after", action="append", metavar="PASS")
@@ -1019,7 +1019,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeat", type=int, default=30)
     p.add_argument("--vs", choices=("onnxruntime", "none"), default="onnxruntime")
     p.add_argument("--fusion", default="all", choices=("none", "elementwise", "all"))
-    p.add_argument("--winograd", action="store_true", help="stride-1 3x3 convs as Winograd F(2x2,3x3) (as compile's)")
+    p.add_argument("--winograd", action=argparse.BooleanOptionalAction, default=True,
+                   help="stride-1 3x3 convs as Winograd F(2x2,3x3) (default, as compile's)")
     p.add_argument("--shape", action="append", metavar="NAME=AxBxC[,...]")
     tile_options(p)
     p.set_defaults(func=cmd_bench)

@@ -47,22 +47,22 @@ def test_threads_benchmark_tabulates_both_runtimes(tmp_path, mode):
     assert (ort_rate - half) / (dlc_rate + half) - 0.005 <= ratio <= (ort_rate + half) / (dlc_rate - half) + 0.005
 
 
-def test_also_winograd_puts_both_dlc_builds_beside_onnxruntime(tmp_path):
-    """`--also-winograd --in-process`: the default build, the --winograd build and onnxruntime
+def test_also_direct_puts_both_dlc_builds_beside_onnxruntime(tmp_path):
+    """`--also-direct --in-process`: the default build, the --no-winograd build and onnxruntime
     in one process, each with its ratio to onnxruntime and its own summary lines."""
     path = tmp_path / "small.onnx"
     path.write_bytes(_small_model().SerializeToString())
     out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "threads.py"), str(path), "--models", "",
                           "--threads", "1", "--rounds", "1", "--repeat", "3", "--concurrency", "2x1",
-                          "--seconds", "0.4", "--in-process", "--also-winograd"],
+                          "--seconds", "0.4", "--in-process", "--also-direct"],
                          capture_output=True, text=True, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
-    assert "| 1 thr dlc ms | dlc-winograd ms | ort ms | dlc/ort | dlc-winograd/ort |" in out.stdout
+    assert "| 1 thr dlc ms | dlc-direct ms | ort ms | dlc/ort | dlc-direct/ort |" in out.stdout
     latency, throughput = (line for line in out.stdout.splitlines() if line.startswith("| small |"))
-    plain, winograd, ort, plain_ratio, winograd_ratio = (float(cell) for cell in latency.split("|")[2:7])
-    assert min(plain, winograd, ort) > 0
-    for ms, ratio in ((plain, plain_ratio), (winograd, winograd_ratio)):
+    default, direct, ort, default_ratio, direct_ratio = (float(cell) for cell in latency.split("|")[2:7])
+    assert min(default, direct, ort) > 0
+    for ms, ratio in ((default, default_ratio), (direct, direct_ratio)):
         assert abs(ratio - ms / ort) <= 0.01 + 0.001 / ort
     rates = [float(cell) for cell in throughput.split("|")[2:7]]
     assert min(rates) > 0
-    assert "- dlc-winograd, 1 threads: geomean dlc-winograd/ort" in out.stdout
+    assert "- dlc-direct, 1 threads: geomean dlc-direct/ort" in out.stdout

@@ -168,7 +168,7 @@ def test_winograd_outputs_are_bit_identical_across_thread_counts(monkeypatch):
 
 
 @pytest.mark.parametrize("shape,reason", [
-    (dict(channels=64, out_channels=64, side=56), "without --winograd"),
+    (dict(channels=64, out_channels=64, side=56), "with --no-winograd"),
     (dict(channels=64, out_channels=64, side=28, stride=2), "stride 2"),
     (dict(channels=64, out_channels=64, side=28, dilation=2), "dilation 2"),
     (dict(channels=64, out_channels=64, side=7), "an odd 7x7 map"),
@@ -176,19 +176,29 @@ def test_winograd_outputs_are_bit_identical_across_thread_counts(monkeypatch):
     (dict(channels=16, out_channels=64, side=56), "16 -> 64 channels: transforms cost what the GEMMs save"),
 ])
 def test_convs_winograd_cannot_take_keep_the_direct_conv(shape, reason):
-    assert not _winograd_taken(_conv_model(**shape), winograd=reason != "without --winograd"), reason
+    assert not _winograd_taken(_conv_model(**shape), winograd=reason != "with --no-winograd"), reason
 
 
-def test_the_cli_runs_and_benches_with_winograd(tmp_path):
+def test_winograd_is_the_default_and_no_winograd_keeps_the_direct_conv(tmp_path):
+    model = _conv_model(64, 64, 14)
+    assert _winograd_taken(model, winograd=CompileOptions().winograd)
     path = tmp_path / "conv.onnx"
-    onnx.save(_conv_model(64, 64, 14), path)
-    out = subprocess.run([sys.executable, "-m", "dlc", "run", str(path), "--winograd", "--threads", "1"],
+    onnx.save(model, path)
+    outputs = {}
+    for flag in ("--winograd", "--no-winograd"):
+        out = subprocess.run([sys.executable, "-m", "dlc", "compile", str(path), flag, "--threads", "1", "-o",
+                              str(tmp_path / f"{flag}.mlir"), "--compile-to", "linalg"],
+                             capture_output=True, text=True, cwd=ROOT, env={**os.environ, "DLC_CACHE": "0"})
+        assert out.returncode == 0, out.stderr
+        outputs[flag] = (tmp_path / f"{flag}.mlir").read_text()
+    assert "winograd_filter" in outputs["--winograd"] and "winograd_filter" not in outputs["--no-winograd"]
+    out = subprocess.run([sys.executable, "-m", "dlc", "run", str(path), "--no-winograd", "--threads", "1"],
                          capture_output=True, text=True, cwd=ROOT, env={**os.environ, "DLC_CACHE": "0"})
     assert out.returncode == 0, out.stderr
-    out = subprocess.run([sys.executable, "-m", "dlc", "bench", str(path), "--winograd", "--threads", "1",
+    out = subprocess.run([sys.executable, "-m", "dlc", "bench", str(path), "--threads", "1",
                           "--repeat", "3", "--vs", "none"], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0, out.stderr
-    assert "--winograd: GFLOP/s of the direct convs' work" in out.stdout
+    assert "GFLOP/s of the direct convs' work: Winograd's 3x3 convs do 16/36 of it" in out.stdout
 
 
 

@@ -76,9 +76,9 @@ class CompileOptions:
     # The weights also inside model.so, for a one-file C deployment (docs/c-api.md).
     embed_weights: bool = False
     # Stride-1 3x3 convs as Winograd F(2x2, 3x3) (passes/lowering/rules/winograd.py): 16/36 of
-    # the multiply-adds; not yet measured on 4-16 threads, so not the default (benchmarks/
-    # threads.py --also-winograd measures both); other rounding.
-    winograd: bool = False
+    # the multiply-adds; False keeps the direct conv (`--no-winograd`; benchmarks/threads.py
+    # --also-direct measures both).
+    winograd: bool = True
 
     def __post_init__(self):
         from dlc.runtime.artifact import MAX_THREADS

@@ -60,7 +60,7 @@ class BenchResult:
     dlc_ms: float
     flops: int
     ort_ms: float | None = None
-    winograd: bool = False  # FLOPs are the direct convs' (Winograd's GEMMs do 16/36 of them)
+    winograd: bool = True  # FLOPs are the direct convs' (Winograd's GEMMs do 16/36 of them)
 
     @property
     def gflops(self) -> float:
@@ -69,7 +69,7 @@ class BenchResult:
 
 def bench(model_path, threads: int | None = None, repeat: int = 20, versus_onnxruntime: bool = True,
           input_shapes: dict | None = None, fusion: str = "all", tiles: str | dict | None = None,
-          winograd: bool = False) -> BenchResult:
+          winograd: bool = True) -> BenchResult:
     import onnx
 
     import dlc
@@ -104,7 +104,8 @@ def format_bench(result: BenchResult) -> str:
              f"{100 * result.gflops / peak.gflops:5.1f}% of peak ({peak.gflops:.0f} GFLOP/s, "
              f"{result.threads} thread(s))"]
     if result.winograd:
-        lines.append("             (--winograd: GFLOP/s of the direct convs' work; its 3x3 convs do 16/36 of it)")
+        lines.append("             (GFLOP/s of the direct convs' work: Winograd's 3x3 convs do 16/36 of it; "
+                     "--no-winograd for the direct conv)")
     if result.ort_ms:
         lines.append(f"onnxruntime  {result.ort_ms:9.3f} ms   {result.flops / (result.ort_ms * 1e6):7.1f} GFLOP/s")
         lines.append(f"dlc / onnxruntime = {result.dlc_ms / result.ort_ms:.2f} (lower is better for dlc)")
