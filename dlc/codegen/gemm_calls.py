@@ -335,9 +335,15 @@ class GemmCalls(EmitterBase):
     def _batched_gemm(self, spec, function: ir.Function, worker: ir.Function, args: list[ir.Value],
                       batch: dict[str, int]) -> None:
         """`count` GEMMs of one spec (Winograd's 16, winograd.py) in one parallel region: each
-        item's grid is `thread_grid`'s for threads / count threads, and a trampoline
-        (`_batch_worker`) sends item j of GEMM i to the GEMM's worker with GEMM i's pointers. In
-        turn on one thread (or inside a loop threads share)."""
+        GEMM's grid is `thread_grid`'s for `share` threads, and a trampoline (`_batch_worker`)
+        sends item j of GEMM i to the GEMM's worker with GEMM i's pointers. In turn on one
+        thread (or inside a loop threads share).
+
+        `share` is threads / gcd(threads, count), so that count x share items (of about
+        1 / share of a GEMM each) divide evenly among the threads: 16 GEMMs on 12 threads as
+        16 items ran in two waves of whole GEMMs (12 busy, then 4), as 48 items of a third each
+        every thread takes four (the pool hands items to whichever thread asks first). With
+        threads a multiple of count, it is threads / count."""
         b = self.builder
         count = batch["count"]
         width = {"f32": 4}[spec.dtype]
@@ -351,7 +357,13 @@ class GemmCalls(EmitterBase):
             counted_loop(b, ir.Constant(I64, 0), ir.Constant(I64, count), lambda i: b.call(function, pointers(i)))
 
         def on_pool(threads, parallel):
-            share = b.sdiv(b.add(threads, ir.Constant(I64, count - 1)), ir.Constant(I64, count))
+            if count & (count - 1) == 0:  # gcd(threads, 2^k): the lowest set bit of threads, at most 2^k
+                lowest = b.and_(threads, b.neg(threads))
+                common = b.select(b.icmp_unsigned("<", lowest, ir.Constant(I64, count)), lowest,
+                                  ir.Constant(I64, count))
+                share = b.udiv(threads, common)
+            else:  # ceil(threads / count): each GEMM's grid for its share of the threads
+                share = b.sdiv(b.add(threads, ir.Constant(I64, count - 1)), ir.Constant(I64, count))
             tm, tn = self._thread_grid_of(b, spec, share)
             items = b.mul(tm, tn)
             data = self._entry_alloca(ir.ArrayType(I64, 1 + 7 * count), "gemm_batch_data", 8)
