@@ -44,9 +44,9 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 RUNTIMES = ("dlc", "onnxruntime")
-# `--also-direct`: dlc's side twice, the default build and one with winograd=False (the direct
-# conv for stride-1 3x3 convs, as `dlc compile --no-winograd`).
-DIRECT_RUNTIMES = ("dlc", "dlc-direct", "onnxruntime")
+# `--also-direct`, `--also-f4`: more dlc builds beside the default one, with winograd="none"
+# (the direct conv for stride-1 3x3 convs, `dlc compile --no-winograd`) or "f4" (F(4x4, 3x3)).
+VARIANTS = {"dlc-direct": "none", "dlc-f4": "f4"}
 # `--models set`: the many-cores benchmark set (issue 15): CNNs from 0.3 to 4 GFLOP, mobile
 # blocks, a transformer encoder layer, a speech front end's strided 1-D convolutions.
 SET = ("mobilenet_v2", "resnet18", "squeezenet", "mobilenet_v3", "efficientnet_b0", "transformer_d256",
@@ -99,7 +99,7 @@ def _runner(model_path: str, runtime: str, threads: int):
     if runtime.startswith("dlc"):
         import dlc
 
-        options = {**DLC_OPTIONS, **({"winograd": False} if runtime == "dlc-direct" else {})}
+        options = {**DLC_OPTIONS, **({"winograd": VARIANTS[runtime]} if runtime in VARIANTS else {})}
         compiled = dlc.compile(model, threads=threads, **options)
         run = lambda: compiled.run(feeds)  # noqa: E731
     else:
@@ -390,10 +390,12 @@ def main(argv=None) -> int:
                         help="compile dlc with this per-thread cost of a parallel region instead of "
                              "THREAD_SECONDS (dialects/gemm_ukernel.py), to calibrate it; the compile cache is off")
     parser.add_argument("--no-winograd", action="store_true",
-                        help="compile dlc's side with winograd=False (`dlc compile --no-winograd`)")
+                        help="compile dlc's side with winograd='none' (`dlc compile --no-winograd`)")
     parser.add_argument("--also-direct", action="store_true",
-                        help="dlc's side twice, the default build and one with winograd=False (the direct conv), "
-                             "side by side (with --in-process, all three in one process)")
+                        help="dlc's side twice, the default build and one with winograd='none' (the direct conv), "
+                             "side by side (with --in-process, all in one process)")
+    parser.add_argument("--also-f4", action="store_true",
+                        help="also a dlc build with winograd='f4' (Winograd F(4x4, 3x3), `--winograd f4`)")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.thread_us is not None:
@@ -406,7 +408,7 @@ def main(argv=None) -> int:
 
         dialects.gemm_ukernel.THREAD_SECONDS = dlc.codegen.parallel_loops.THREAD_SECONDS = args.thread_us * 1e-6
     if args.no_winograd:
-        DLC_OPTIONS["winograd"] = False
+        DLC_OPTIONS["winograd"] = "none"
     if args.child:
         kind, path, runtime, *rest = args.child
         if kind == "latency":
@@ -418,7 +420,8 @@ def main(argv=None) -> int:
         else:
             print(_throughput(path, runtime, int(rest[0]), int(rest[1]), args.seconds))
         return 0
-    runtimes = DIRECT_RUNTIMES if args.also_direct else RUNTIMES
+    runtimes = ("dlc", *(["dlc-direct"] if args.also_direct else []), *(["dlc-f4"] if args.also_f4 else []),
+                "onnxruntime")
     names = [m for n in args.models.split(",") if n for m in (SET if n == "set" else [n])] + list(args.model)
     counts = [int(t) for t in args.threads.split(",") if t]
     setups = [tuple(int(v) for v in s.split("x")) for s in args.concurrency.split(",") if s]

@@ -84,7 +84,7 @@ def compile(model, target: str = "cpu", threads: int | None = None,
             fusion: str = "all", max_memory: str | int | None = None,
             tiles: str | dict | None = None, initializers_as_inputs: bool = False,
             max_shapes: int = 8, cpu: str = "native", cpu_features: str = "",
-            embed_weights: bool = False, winograd: bool = True) -> CompiledModel:
+            embed_weights: bool = False, winograd: bool | str = "f2") -> CompiledModel:
     """Compile an ONNX model (a path or an onnx.ModelProto) for `target`.
 
     threads: worker threads for parallel kernels (None: all cores).
@@ -108,11 +108,12 @@ def compile(model, target: str = "cpu", threads: int | None = None,
         features to add or remove ("+avx512vnni,-fma"). A model for a CPU this machine is not
         saves but does not run here.
     embed_weights: model.so holds the weights too, for the C API's one-file deployment.
-    winograd: stride-1 3x3 convs over maps of 14x14 or more as Winograd F(2x2, 3x3) (the
-        default; False as `--no-winograd` keeps the direct conv): 16/36 of the multiply-adds
-        (ResNet-18 0.82x the time on one thread, 0.85x on two; VGG-19 0.65x); results round
-        differently from the direct conv's (relative 1e-7, closer to float64) and are the same at
-        every thread count.
+    winograd: stride-1 3x3 convs over maps of 14x14 or more as Winograd: "f2" (or True, the
+        default) F(2x2, 3x3), 16/36 of the multiply-adds (ResNet-18 0.82x the time on one thread,
+        0.85x on two; VGG-19 0.65x), rounding closer to float64 than the direct conv; "f4"
+        F(4x4, 3x3) where its tiles cover the map, 1/4 of them (a conv 0.75-0.82x F(2x2)'s
+        time), 2-3x the direct conv's rounding error; "none" (False, `--no-winograd`) the direct
+        conv. Results are the same at every thread count.
     """
     from dlc.driver import compile_model
     from dlc.targets import CompileOptions

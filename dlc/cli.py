@@ -256,7 +256,7 @@ def _options(args):
                           cpu=getattr(args, "cpu", "native"),
                           cpu_features=getattr(args, "cpu_features", ""),
                           embed_weights=getattr(args, "embed_weights", False),
-                          winograd=getattr(args, "winograd", True),
+                          winograd=getattr(args, "winograd", "f2"),
                           initializers_as_inputs=getattr(args, "initializers_as_inputs", False))
 
 
@@ -901,9 +901,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="LLVM features to add to or remove from --cpu's (+avx512vnni,-fma)")
         p.add_argument("--embed-weights", action="store_true",
                        help="put the weights inside model.so too: one file for the C API (docs/c-api.md)")
-        p.add_argument("--winograd", action=argparse.BooleanOptionalAction, default=True,
-                       help="stride-1 3x3 convs over maps of 14x14 or more as Winograd F(2x2,3x3) (default; "
-                            "16/36 of the multiply-adds); --no-winograd keeps the direct conv")
+        winograd_options(p)
         p.add_argument("-p", "--pipeline", default=None, help="pass pipeline text replacing the default one")
         p.add_argument("--print-ir-after-all", action="store_true")
         p.add_argument("--print-ir-after", action="append", metavar="PASS")
@@ -923,6 +921,15 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--placement-from", metavar="IN.json",
                        help="force node placement from an (edited) --placement file")
         tile_options(p)
+
+    def winograd_options(p) -> None:
+        """`--winograd f2|f4|none` and `--no-winograd` (CompileOptions.winograd)."""
+        p.add_argument("--winograd", default="f2", choices=("f2", "f4", "none"),
+                       help="stride-1 3x3 convs over maps of 14x14 or more as Winograd F(2x2,3x3) (f2, the "
+                            "default: 16/36 of the multiply-adds) or F(4x4,3x3) where it covers the map (f4: "
+                            "1/4 of them, 2-3x the direct conv's rounding error), or direct convs (none)")
+        p.add_argument("--no-winograd", dest="winograd", action="store_const", const="none",
+                       help="stride-1 3x3 convs as direct convs")
 
     def tile_options(p):
         p.add_argument("--tile", action="append", metavar="[KERNEL:]mr=8,nr=32,kc=256",
@@ -1019,8 +1026,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeat", type=int, default=30)
     p.add_argument("--vs", choices=("onnxruntime", "none"), default="onnxruntime")
     p.add_argument("--fusion", default="all", choices=("none", "elementwise", "all"))
-    p.add_argument("--winograd", action=argparse.BooleanOptionalAction, default=True,
-                   help="stride-1 3x3 convs as Winograd F(2x2,3x3) (default, as compile's)")
+    winograd_options(p)
     p.add_argument("--shape", action="append", metavar="NAME=AxBxC[,...]")
     tile_options(p)
     p.set_defaults(func=cmd_bench)

@@ -21,7 +21,9 @@ class TargetInfo:
     l1_bytes: int
     l2_bytes: int
     threads: int = 1  # the thread count the code is compiled for
-    winograd: bool = False  # stride-1 3x3 convs as Winograd F(2x2, 3x3) (`--winograd`)
+    # The largest Winograd output tile stride-1 3x3 convs may use: 0 (the direct conv), 2
+    # (F(2x2, 3x3)) or 4 (F(4x4, 3x3) where it covers the map, `--winograd f4`).
+    winograd: int = 0
 
     @property
     def vector_width(self) -> int:
@@ -34,5 +36,6 @@ def target_info(module: ModuleOp) -> TargetInfo:
         value = module.attributes.get(key)
         return value.value.data if isinstance(value, IntegerAttr) else DEFAULTS[key]
 
+    winograd = get("dlc.winograd")
     return TargetInfo(get("dlc.vector_bits"), get("dlc.l1_bytes"), get("dlc.l2_bytes"), get("dlc.threads"),
-                      bool(get("dlc.winograd")))
+                      2 if winograd == 1 else winograd)  # 1: an on/off flag, as IR before F(4x4) wrote it

@@ -21,27 +21,22 @@ from onnx import TensorProto, helper, numpy_helper
 
 from dlc.driver import compile_model, parse_mlir
 from dlc.targets import CompileOptions
-from passes.lowering.rules.winograd import (
-    FILTER_TRANSFORM,
-    INPUT_TRANSFORM,
-    OUTPUT_TRANSFORM,
-    plane_stride,
-    row_blocks,
-    transformed_filter,
-)
+from passes.lowering.rules.winograd import F2X2, F4X4, plane_stride, row_blocks, transformed_filter
 
 
-def test_the_transforms_compute_a_3x3_correlation():
+@pytest.mark.parametrize("form", [F2X2, F4X4], ids=lambda form: form.name)
+def test_the_transforms_compute_a_3x3_correlation(form):
     rng = np.random.default_rng(0)
-    g, d = rng.standard_normal((3, 3)), rng.standard_normal((4, 4))
-    u = FILTER_TRANSFORM @ g @ FILTER_TRANSFORM.T
-    v = INPUT_TRANSFORM @ d @ INPUT_TRANSFORM.T
-    y = OUTPUT_TRANSFORM @ (u * v) @ OUTPUT_TRANSFORM.T
-    direct = np.array([[np.sum(d[i:i + 3, j:j + 3] * g) for j in range(2)] for i in range(2)])
+    g, d = rng.standard_normal((3, 3)), rng.standard_normal((form.tile, form.tile))
+    u = form.filter_transform @ g @ form.filter_transform.T
+    v = form.input_transform @ d @ form.input_transform.T
+    y = form.output_transform @ (u * v) @ form.output_transform.T
+    direct = np.array([[np.sum(d[i:i + 3, j:j + 3] * g) for j in range(form.out)] for i in range(form.out)])
     np.testing.assert_allclose(y, direct, rtol=0, atol=1e-12)
     weights = rng.standard_normal((5, 2, 3, 3)).astype(np.float32)
-    np.testing.assert_allclose(transformed_filter(weights)[6, 1, 4],
-                               (FILTER_TRANSFORM @ weights[4, 1] @ FILTER_TRANSFORM.T)[1, 2], rtol=1e-6)
+    g = form.filter_transform
+    np.testing.assert_allclose(transformed_filter(weights, form)[form.tile + 2, 1, 4],
+                               (g @ weights[4, 1] @ g.T)[1, 2], rtol=1e-6)
 
 
 @pytest.mark.parametrize("rows,cols,channels,l2", [(28, 28, 64, 2 << 20), (14, 14, 128, 2 << 20),
@@ -145,13 +140,16 @@ def test_winograd_convs_match_a_float64_reference_as_the_direct_conv_does(name, 
     reference = _reference(model, feeds)
     scale = np.abs(reference).max()
     errors = {}
-    for winograd in (False, True):
+    for winograd in ("none", "f2", "f4"):
         executable = compile_model(model, options=CompileOptions(threads=1, winograd=winograd)).executable
         errors[winograd] = np.abs(executable.run(feeds)["y"] - reference).max() / scale
     # float32 sums of 9C products: the direct conv's error here is 1e-7-1e-6 of the output's
-    # scale; the transforms' adds (B^T d B, A^T M A with entries 0 and +-1, G's halves) may
+    # scale; F(2x2)'s transforms' adds (B^T d B, A^T M A with entries 0 and +-1, G's halves) may
     # add a few ulp of each intermediate, not more.
-    assert errors[True] < max(4 * errors[False], 2e-6), errors
+    assert errors["f2"] < max(4 * errors["none"], 2e-6), errors
+    # F(4x4) (where 4 divides the map; F(2x2) elsewhere) multiplies by up to 8 in A and 5/2 in
+    # B, G's entries are 15ths: measured 2.2-2.9x the direct conv's error (winograd.py F4X4).
+    assert errors["f4"] < max(4 * errors["none"], 2e-6), errors
 
 
 def test_winograd_outputs_are_bit_identical_across_thread_counts(monkeypatch):
@@ -160,11 +158,12 @@ def test_winograd_outputs_are_bit_identical_across_thread_counts(monkeypatch):
     monkeypatch.setenv("DLC_CACHE", "0")
     model = _conv_model(64, 64, 56, batch=2, tail="relu")
     feeds = {"x": np.random.default_rng(3).uniform(-1, 1, (2, 64, 56, 56)).astype(np.float32)}
-    outputs = [compile_model(model, options=CompileOptions(threads=threads, winograd=True)).executable.run(feeds)["y"]
-               for threads in (1, 2, 3)]
-    assert _winograd_taken(model, threads=3)
-    for other in outputs[1:]:
-        assert np.array_equal(outputs[0], other)
+    for form in ("f2", "f4"):
+        outputs = [compile_model(model, options=CompileOptions(threads=threads, winograd=form)).executable.run(
+            feeds)["y"] for threads in (1, 2, 3)]
+        assert _winograd_taken(model, threads=3, winograd=form)
+        for other in outputs[1:]:
+            assert np.array_equal(outputs[0], other), form
 
 
 @pytest.mark.parametrize("shape,reason", [
@@ -180,18 +179,20 @@ def test_convs_winograd_cannot_take_keep_the_direct_conv(shape, reason):
 
 
 def test_winograd_is_the_default_and_no_winograd_keeps_the_direct_conv(tmp_path):
-    model = _conv_model(64, 64, 14)
+    model = _conv_model(64, 64, 28)
     assert _winograd_taken(model, winograd=CompileOptions().winograd)
     path = tmp_path / "conv.onnx"
     onnx.save(model, path)
     outputs = {}
-    for flag in ("--winograd", "--no-winograd"):
-        out = subprocess.run([sys.executable, "-m", "dlc", "compile", str(path), flag, "--threads", "1", "-o",
-                              str(tmp_path / f"{flag}.mlir"), "--compile-to", "linalg"],
+    for flags in ([], ["--winograd", "f4"], ["--no-winograd"], ["--winograd", "none"]):
+        name = "_".join(flags) or "default"
+        out = subprocess.run([sys.executable, "-m", "dlc", "compile", str(path), *flags, "--threads", "1", "-o",
+                              str(tmp_path / f"{name}.mlir"), "--compile-to", "linalg"],
                              capture_output=True, text=True, cwd=ROOT, env={**os.environ, "DLC_CACHE": "0"})
         assert out.returncode == 0, out.stderr
-        outputs[flag] = (tmp_path / f"{flag}.mlir").read_text()
-    assert "winograd_filter" in outputs["--winograd"] and "winograd_filter" not in outputs["--no-winograd"]
+        outputs[name] = (tmp_path / f"{name}.mlir").read_text()
+    assert "count = 16" in outputs["default"] and "count = 36" in outputs["--winograd_f4"]
+    assert all("winograd_filter" not in outputs[name] for name in ("--no-winograd", "--winograd_none"))
     out = subprocess.run([sys.executable, "-m", "dlc", "run", str(path), "--no-winograd", "--threads", "1"],
                          capture_output=True, text=True, cwd=ROOT, env={**os.environ, "DLC_CACHE": "0"})
     assert out.returncode == 0, out.stderr
@@ -199,6 +200,9 @@ def test_winograd_is_the_default_and_no_winograd_keeps_the_direct_conv(tmp_path)
                           "--repeat", "3", "--vs", "none"], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0, out.stderr
     assert "GFLOP/s of the direct convs' work: Winograd's 3x3 convs do 16/36 of it" in out.stdout
+    out = subprocess.run([sys.executable, "-m", "dlc", "run", str(path), "--winograd", "f6"],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 1 and "invalid choice: 'f6'" in out.stderr and "Traceback" not in out.stderr
 
 
 
@@ -236,10 +240,10 @@ def test_a_bottleneck_block_3x3_conv_writes_nhwc_through_winograd(monkeypatch):
     feeds = {"x": rng.uniform(-1, 1, shape).astype(np.float32)}
     expected = run_onnxruntime(model, feeds)[0]
     outputs = [compile_model(model, options=CompileOptions(threads=1, winograd=w)).executable.run(feeds)["y"]
-               for w in (False, True)]
+               for w in ("none", "f2", "f4")]
     scale = np.abs(expected).max()
     errors = [np.abs(out - expected).max() / scale for out in outputs]
-    assert errors[1] < max(4 * errors[0], 2e-6), errors
+    assert errors[1] < max(4 * errors[0], 2e-6) and errors[2] < max(4 * errors[0], 2e-6), errors
 
 
 def test_both_transforms_split_over_threads():
@@ -276,3 +280,23 @@ def test_the_passes_are_loops_not_copies(threads):
     assert str(parse_mlir(str(loops))) == str(loops)
     if threads > 1:  # the padded copy, and both transforms inside the loops, split over threads
         assert str(loops).count("dlc.parallel") == 3
+
+
+def test_f4_takes_maps_its_tiles_cover_and_f2_the_rest():
+    """`--winograd f4`: F(4x4, 3x3) (36 planes, 36 GEMMs a pass) over 28x28, F(2x2, 3x3) (16) over
+    30x30, which 4x4 tiles do not cover; the default keeps F(2x2) over both."""
+    def planes(side, form):
+        text = str(compile_model(_conv_model(64, 64, side), compile_to="linalg",
+                                 options=CompileOptions(threads=1, winograd=form)).module)
+        (count,) = {int(part.split("count = ")[1].split(" ")[0]) for part in text.split("dlc.batch")[1:]}
+        return count
+
+    assert planes(28, "f4") == 36 and planes(30, "f4") == 16
+    assert planes(28, "f2") == 16
+
+
+def test_the_winograd_option_names_its_forms():
+    assert CompileOptions(winograd=True).winograd == "f2" and CompileOptions(winograd=False).winograd == "none"
+    assert CompileOptions().winograd == "f2"
+    with pytest.raises(Exception, match="winograd must be one of none, f2, f4"):
+        CompileOptions(winograd="f6")

@@ -9,6 +9,8 @@ time instead of being a library function.
 
 from __future__ import annotations
 
+import math
+
 from llvmlite import ir
 from xdsl.dialects import func
 from xdsl.ir import Operation
@@ -342,8 +344,10 @@ class GemmCalls(EmitterBase):
         `share` is threads / gcd(threads, count), so that count x share items (of about
         1 / share of a GEMM each) divide evenly among the threads: 16 GEMMs on 12 threads as
         16 items ran in two waves of whole GEMMs (12 busy, then 4), as 48 items of a third each
-        every thread takes four (the pool hands items to whichever thread asks first). With
-        threads a multiple of count, it is threads / count."""
+        every thread takes four (the pool hands items to whichever thread asks first); F(4x4)'s
+        36 on 16 threads take 4 threads each, 144 items, nine a thread. With threads a multiple
+        of count, it is threads / count. Read from a table for 1..GRID_TABLE_THREADS threads,
+        ceil(threads / count) beyond."""
         b = self.builder
         count = batch["count"]
         width = {"f32": 4}[spec.dtype]
@@ -357,13 +361,7 @@ class GemmCalls(EmitterBase):
             counted_loop(b, ir.Constant(I64, 0), ir.Constant(I64, count), lambda i: b.call(function, pointers(i)))
 
         def on_pool(threads, parallel):
-            if count & (count - 1) == 0:  # gcd(threads, 2^k): the lowest set bit of threads, at most 2^k
-                lowest = b.and_(threads, b.neg(threads))
-                common = b.select(b.icmp_unsigned("<", lowest, ir.Constant(I64, count)), lowest,
-                                  ir.Constant(I64, count))
-                share = b.udiv(threads, common)
-            else:  # ceil(threads / count): each GEMM's grid for its share of the threads
-                share = b.sdiv(b.add(threads, ir.Constant(I64, count - 1)), ir.Constant(I64, count))
+            share = self._batch_share(threads, count)
             tm, tn = self._thread_grid_of(b, spec, share)
             items = b.mul(tm, tn)
             data = self._entry_alloca(ir.ArrayType(I64, 1 + 7 * count), "gemm_batch_data", 8)
@@ -375,6 +373,27 @@ class GemmCalls(EmitterBase):
                           [self._batch_worker(worker), data, b.mul(items, ir.Constant(I64, count))])
 
         self._in_turn_or_on_pool(in_turn, on_pool)
+
+    def _batch_share(self, threads: ir.Value, count: int) -> ir.Value:
+        """threads / gcd(threads, count) from a table for 1..GRID_TABLE_THREADS threads,
+        ceil(threads / count) beyond (`_batched_gemm`)."""
+        b = self.builder
+        name = f"dlc_batch_share_{count}"
+        if name in self.llvm.globals:
+            table = self.llvm.globals[name]
+        else:
+            typ = ir.ArrayType(I64, GRID_TABLE_THREADS)
+            table = ir.GlobalVariable(self.llvm, typ, name)
+            table.initializer = ir.Constant(typ, [t // math.gcd(t, count) for t in range(1, GRID_TABLE_THREADS + 1)])
+            table.global_constant = True
+            table.linkage = "internal"
+        most = ir.Constant(I64, GRID_TABLE_THREADS)
+        inside = b.icmp_signed("<=", threads, most)
+        index = b.sub(b.select(inside, threads, most), ir.Constant(I64, 1))
+        listed = b.load(b.gep(table, [ir.Constant(I64, 0), index], True, source_etype=table.value_type),
+                        typ=I64, align=8)
+        beyond = b.sdiv(b.add(threads, ir.Constant(I64, count - 1)), ir.Constant(I64, count))
+        return b.select(inside, listed, beyond)
 
     def _batch_worker(self, worker: ir.Function) -> ir.Function:
         """`void W_batch(ptr data, i64 item)`: item j * items + k runs item k of GEMM j with GEMM

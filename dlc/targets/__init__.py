@@ -55,6 +55,11 @@ class Support:
 SUPPORTED = Support(True)
 
 
+# `CompileOptions.winograd` -> the largest Winograd output tile the lowering may use
+# (module attribute `dlc.winograd`, passes/target_info.py).
+WINOGRAD_TILES = {"none": 0, "f2": 2, "f4": 4}
+
+
 @dataclass
 class CompileOptions:
     threads: int | None = None
@@ -75,14 +80,20 @@ class CompileOptions:
     cpu_features: str = ""
     # The weights also inside model.so, for a one-file C deployment (docs/c-api.md).
     embed_weights: bool = False
-    # Stride-1 3x3 convs as Winograd F(2x2, 3x3) (passes/lowering/rules/winograd.py): 16/36 of
-    # the multiply-adds; False keeps the direct conv (`--no-winograd`; benchmarks/threads.py
-    # --also-direct measures both).
-    winograd: bool = True
+    # Stride-1 3x3 convs as Winograd (passes/lowering/rules/winograd.py): "f2" F(2x2, 3x3), 16/36
+    # of the multiply-adds and less rounding error than the direct conv (the default; True says
+    # the same); "f4" F(4x4, 3x3) over maps whose sides are multiples of 4 (1/4 of them, about
+    # 2-3x the direct conv's rounding error; F(2x2) elsewhere); "none" (False) the direct conv
+    # (`--winograd f4`, `--no-winograd`; benchmarks/threads.py --also-direct measures both).
+    winograd: bool | str = "f2"
 
     def __post_init__(self):
         from dlc.runtime.artifact import MAX_THREADS
 
+        self.winograd = {True: "f2", False: "none", None: "none"}.get(self.winograd, self.winograd)
+        if self.winograd not in WINOGRAD_TILES:
+            raise DlcError(f"winograd must be one of {', '.join(WINOGRAD_TILES)} (or True / False), "
+                           f"got {self.winograd!r}", "f2: Winograd F(2x2, 3x3), f4: F(4x4, 3x3), none: the direct conv")
         if self.threads is not None and not (isinstance(self.threads, int) and 1 <= self.threads <= MAX_THREADS):
             raise DlcError(f"threads must be a count from 1 to {MAX_THREADS} (or None: all cores), "
                            f"got {self.threads!r}", "pass --threads N with N >= 1")
@@ -235,8 +246,8 @@ def describe_target_on(module: ModuleOp, target: Target, threads: int | None = N
     attributes["dlc.threads"] = IntegerAttr(threads or default_threads(), i64)
     if options is not None:
         target.configure(options)
-        if options.winograd:
-            attributes["dlc.winograd"] = IntegerAttr(1, i64)
+        if WINOGRAD_TILES[options.winograd]:
+            attributes["dlc.winograd"] = IntegerAttr(WINOGRAD_TILES[options.winograd], i64)
     description = target.description()
     if description.vector_bits:
         attributes["dlc.vector_bits"] = IntegerAttr(description.vector_bits, i64)

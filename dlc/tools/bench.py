@@ -60,7 +60,7 @@ class BenchResult:
     dlc_ms: float
     flops: int
     ort_ms: float | None = None
-    winograd: bool = True  # FLOPs are the direct convs' (Winograd's GEMMs do 16/36 of them)
+    winograd: bool | str = "f2"  # FLOPs are the direct convs' (Winograd's GEMMs do 16/36 or 1/4 of them)
 
     @property
     def gflops(self) -> float:
@@ -69,7 +69,7 @@ class BenchResult:
 
 def bench(model_path, threads: int | None = None, repeat: int = 20, versus_onnxruntime: bool = True,
           input_shapes: dict | None = None, fusion: str = "all", tiles: str | dict | None = None,
-          winograd: bool = True) -> BenchResult:
+          winograd: bool | str = "f2") -> BenchResult:
     import onnx
 
     import dlc
@@ -103,9 +103,9 @@ def format_bench(result: BenchResult) -> str:
     lines = [f"dlc          {result.dlc_ms:9.3f} ms   {result.gflops:7.1f} GFLOP/s   "
              f"{100 * result.gflops / peak.gflops:5.1f}% of peak ({peak.gflops:.0f} GFLOP/s, "
              f"{result.threads} thread(s))"]
-    if result.winograd:
-        lines.append("             (GFLOP/s of the direct convs' work: Winograd's 3x3 convs do 16/36 of it; "
-                     "--no-winograd for the direct conv)")
+    if result.winograd not in (False, "none"):
+        lines.append("             (GFLOP/s of the direct convs' work: Winograd's 3x3 convs do 16/36 of it, "
+                     "1/4 with --winograd f4; --no-winograd for the direct conv)")
     if result.ort_ms:
         lines.append(f"onnxruntime  {result.ort_ms:9.3f} ms   {result.flops / (result.ort_ms * 1e6):7.1f} GFLOP/s")
         lines.append(f"dlc / onnxruntime = {result.dlc_ms / result.ort_ms:.2f} (lower is better for dlc)")

@@ -31,7 +31,7 @@ from passes.graph.mark_depthwise_feeders import FEEDS_DEPTHWISE
 from passes.graph.utils.layouts import NCHW, NHWC, conv_layouts
 from passes.lowering.kernels_to_linalg import reshape_view, view_at
 from passes.lowering.rules import lowers
-from passes.lowering.rules.winograd import winograd_conv
+from passes.lowering.rules.winograd import F2X2, F4X4, WinogradForm, winograd_conv
 from passes.lowering.utils.linalg_builder import PARALLEL, REDUCTION, affine_map, cst, dim, identity_map
 from passes.lowering.utils.ukernel_calls import emit_gemm_call, is_f32_memref, take_epilogue
 
@@ -267,13 +267,13 @@ def _pointwise_as_row_gemm(kb, op, x, w, bias, y, window: Window, groups: int) -
 # KxK float convs run as an implicit GEMM (`_implicit_gemm_conv`); False keeps them on
 # im2col + W @ col (for A/B measurements).
 IMPLICIT_GEMM_CONVS = True
-# With `--winograd` (CompileOptions.winograd), stride-1 3x3 float convs over maps of at least
-# WINOGRAD_MIN_PIXELS run as Winograd F(2x2, 3x3) (winograd.py): 16 GEMMs doing 16/36 of the
-# direct conv's multiply-adds, between an input and an output transform (ResNet-18 on one VM
-# core 24.0 -> 19.1 ms, at two threads 11.7 -> 10.2). Over 7x7 maps the transformed filter
-# (16/9 of the filter's bytes, streamed once a run) costs more than the multiply-adds saved.
-# Not the default until it is measured at 4-16 threads on the 16-core machine; and its results
-# round differently from the direct conv's (relative 1e-6 on ResNet-18's convs).
+# Unless `--no-winograd` (CompileOptions.winograd), stride-1 3x3 float convs over maps of at
+# least WINOGRAD_MIN_PIXELS run as Winograd F(2x2, 3x3) (winograd.py): 16 GEMMs doing 16/36 of
+# the direct conv's multiply-adds, between an input and an output transform (ResNet-18 on one
+# VM core 24.0 -> 19.1 ms, at two threads 11.7 -> 10.2), or with `--winograd f4` F(4x4, 3x3)
+# where it covers the map (1/4 of them: 0.98 -> 0.80 ms for 64 -> 64 over 56x56). Over 7x7
+# maps the transformed filter (16/9 of the filter's bytes, streamed once a run) costs more than
+# the multiply-adds saved. Results round differently from the direct conv's.
 WINOGRAD_CONVS = True
 WINOGRAD_MIN_PIXELS = 14 * 14
 # ...and whose channels' harmonic mean 2 C CO / (C + CO) is at least this: the GEMMs save
@@ -325,6 +325,20 @@ def _implicit_pointwise(pixels: int, depth: int, threads: int, vector_width: int
 # (IN_REGISTERS_TRANSPOSED: MobileNetV3's stem and its 160 -> 960 convs over 7x7 made a second
 # pass over y for it).
 _SEPARATE_LOOP_ACTIVATIONS = ("silu",)
+
+
+def _winograd_form(op, x, w, bias, y, window: Window, groups: int, out_nhwc: bool = False) -> WinogradForm | None:
+    """The Winograd form a Conv runs as (`_winograd_worthwhile`): with `--winograd f4`, F(4x4,
+    3x3) where its output tiles cover the map exactly (height and width multiples of 4), else
+    F(2x2, 3x3); None for the direct conv."""
+    if not _winograd_worthwhile(op, x, w, bias, y, window, groups, out_nhwc):
+        return None
+    shape = y.type.get_shape()
+    height, width = shape[1:3] if out_nhwc else shape[2:4]
+    from passes.target_info import target_info
+
+    largest = target_info(op.get_toplevel_object()).winograd
+    return F4X4 if largest >= F4X4.out and height % 4 == 0 and width % 4 == 0 else F2X2
 
 
 def _winograd_worthwhile(op, x, w, bias, y, window: Window, groups: int, out_nhwc: bool = False) -> bool:
@@ -601,9 +615,10 @@ def lower_conv(kb, op, ins, outs) -> None:
     if y_layout == NHWC:  # a KxK conv reading NCHW for a 1x1 conv that reads NHWC
         n, oh, ow, co = y_shape
         window = _conv_window(op, x_shape, w_shape, [n, co, oh, ow], groups)
-        if _winograd_worthwhile(op, x, w, bias, y, window, groups, out_nhwc=True):
+        form = _winograd_form(op, x, w, bias, y, window, groups, out_nhwc=True)
+        if form is not None:
             winograd_conv(kb, op, padded_input(kb, x, window, 0.0), constant_operand(op, 1), bias, y, _activate,
-                          out_nhwc=True)
+                          out_nhwc=True, form=form)
             return
         if not _implicit_gemm_conv(kb, op, x, w, bias, y, window, groups, out_nhwc=True):
             raise UnsupportedError(f"{op.describe()}: an NHWC output off the implicit-GEMM conv path",
@@ -614,8 +629,10 @@ def lower_conv(kb, op, ins, outs) -> None:
         x, w, y, window = _as_unit_height(kb, x, w, y, window)
     if _pointwise_as_row_gemm(kb, op, x, w, bias, y, window, groups):
         return
-    if _winograd_worthwhile(op, x, w, bias, y, window, groups):
-        winograd_conv(kb, op, padded_input(kb, x, window, 0.0), constant_operand(op, 1), bias, y, _activate)
+    form = _winograd_form(op, x, w, bias, y, window, groups)
+    if form is not None:
+        winograd_conv(kb, op, padded_input(kb, x, window, 0.0), constant_operand(op, 1), bias, y, _activate,
+                      form=form)
         return
     if _implicit_gemm_conv(kb, op, x, w, bias, y, window, groups):
         return
