@@ -300,3 +300,26 @@ def test_the_winograd_option_names_its_forms():
     assert CompileOptions().winograd == "f2"
     with pytest.raises(Exception, match="winograd must be one of none, f2, f4"):
         CompileOptions(winograd="f6")
+
+
+def test_a_view_of_a_view_counts_from_the_outer_views_offset():
+    """view_at is relative to its source: reinterpret_cast offsets count from the base buffer,
+    so a source at offset 3 moves a view at 5 (or at a run-time offset) to 8 (offset + 3)."""
+    from xdsl.builder import Builder
+    from xdsl.dialects import arith
+    from xdsl.dialects.builtin import IndexType, MemRefType, f32
+    from xdsl.ir import Block
+    from xdsl.rewriter import InsertPoint
+
+    from passes.lowering.kernels_to_linalg import view_at
+
+    block = Block(arg_types=[MemRefType(f32, [32]), IndexType()])
+    builder = Builder(InsertPoint.at_end(block))
+    inner = view_at(builder, block.args[0], 3, [16])
+    assert view_at(builder, inner, 5, [4]).type.layout.get_offset() == 8
+    dynamic = view_at(builder, inner, block.args[1], [4])
+    assert dynamic.type.layout.get_offset() is None
+    (shift,) = [op for op in block.ops if isinstance(op, arith.AddiOp)]
+    assert dynamic.owner.operands[1] is shift.result and shift.operands[0] is block.args[1]
+    with pytest.raises(NotImplementedError, match="run-time offset"):
+        view_at(builder, dynamic, 1, [2])

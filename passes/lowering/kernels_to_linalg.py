@@ -72,6 +72,14 @@ def view_at(builder: Builder, source: SSAValue, offset: int | SSAValue, shape, s
     or with the given `strides` (in elements, e.g. a column block of a row-major matrix). An
     `offset` known only at run time (an index value: a loop's block of rows) gives a view whose
     layout offset is dynamic, `strided<[...], offset: ?>`."""
+    # reinterpret_cast counts its offset from the source's base, so a source that is itself a
+    # view at an offset adds its own (a run-time one cannot be composed here).
+    layout = source.type.layout
+    source_offset = layout.get_offset() if isinstance(layout, StridedLayoutAttr) else 0
+    if source_offset is None:
+        raise NotImplementedError(f"view_at: a view of a view at a run-time offset ({source.type})")
+    if source_offset:
+        offset = offset + source_offset if isinstance(offset, int) else _add_index(builder, offset, source_offset)
     if isinstance(offset, int) and offset == 0 and strides is None:
         return reshape_view(builder, source, shape)
     if strides is None:
@@ -88,6 +96,14 @@ def view_at(builder: Builder, source: SSAValue, offset: int | SSAValue, shape, s
     op = memref.ReinterpretCastOp(source, dynamic, [], [], static, list(shape), strides, result_type)
     builder.insert(op)
     return op.result
+
+
+def _add_index(builder: Builder, value: SSAValue, constant: int) -> SSAValue:
+    shift = arith.ConstantOp.from_int_and_width(constant, IndexType())
+    total = arith.AddiOp(value, shift.result)
+    builder.insert(shift)
+    builder.insert(total)
+    return total.result
 
 
 # A Concat along an axis that only axes of one element precede (channels at batch 1, rows of a
