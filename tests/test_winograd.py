@@ -323,3 +323,26 @@ def test_a_view_of_a_view_counts_from_the_outer_views_offset():
     assert dynamic.owner.operands[1] is shift.result and shift.operands[0] is block.args[1]
     with pytest.raises(NotImplementedError, match="run-time offset"):
         view_at(builder, dynamic, 1, [2])
+
+
+def test_the_manifest_and_profile_count_what_a_winograd_conv_executes(tmp_path):
+    """A Winograd kernel's manifest entry keeps its ops' FLOPs (the direct conv's, which `dlc
+    bench` divides by) and adds the FLOPs it executes and its algorithm; `--profile` judges it
+    by those (else it read up to 135% of the machine's peak) and says so under the table."""
+    import dlc
+    from dlc.runtime.artifact import read_artifact
+
+    compiled = dlc.compile(_conv_model(64, 64, 28, tail="relu"), threads=1)
+    (kernel,) = [k for k in compiled._executable.manifest["kernels"] if "algorithm" in k]
+    assert kernel["algorithm"] == "Winograd F(2x2, 3x3)"
+    direct = 2 * 9 * 64 * 64 * 28 * 28
+    assert kernel["flops"] == direct + 64 * 28 * 28  # and one a value for the Relu
+    # 16 GEMMs over 14 x 14 tiles do 16/36 of the direct multiply-adds; the transforms add a little
+    assert 16 / 36 * direct < kernel["executed_flops"] < 0.5 * direct
+    compiled.save(tmp_path / "w")
+    read_artifact(tmp_path / "w")  # the validator takes the two fields
+    onnx.save(_conv_model(64, 64, 28, tail="relu"), tmp_path / "conv.onnx")
+    out = subprocess.run([sys.executable, "-m", "dlc", "run", str(tmp_path / "conv.onnx"), "--profile", "--threads",
+                          "1", "--repeat", "2"], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert "* runs as Winograd F(2x2, 3x3): its GFLOP/s, FLOP/B and %roof count the FLOPs it executes" in out.stdout

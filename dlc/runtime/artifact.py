@@ -287,17 +287,24 @@ def _files(value) -> bool:
     )
 
 
+# A kernel's fields: the last two only where it computes its ops another way than their FLOPs
+# count (a Winograd conv): the FLOPs it executes and what it ran as.
+_KERNEL_FIELDS = {"name", "nodes", "flops", "bytes", "executed_flops", "algorithm"}
+
+
 def _kernels(value) -> bool:
     return (
         isinstance(value, list)
         and len(value) <= 1 << 20
         and all(
             isinstance(kernel, dict)
-            and kernel.keys() == {"name", "nodes", "flops", "bytes"}
+            and {"name", "nodes", "flops", "bytes"} <= kernel.keys() <= _KERNEL_FIELDS
             and _text(kernel["name"])
             and _texts(kernel["nodes"])
             and _natural(kernel["flops"])
             and _natural(kernel["bytes"])
+            and _natural(kernel.get("executed_flops", 0))
+            and _text(kernel.get("algorithm", "-"))
             for kernel in value
         )
     )
@@ -347,7 +354,7 @@ _FIELDS = {
         f"null or a count from 1 to {MAX_THREADS}",
     ),
     "profile_sites": (_texts, "a list of strings"),
-    "kernels": (_kernels, "a list of {name, nodes, flops, bytes}"),
+    "kernels": (_kernels, "a list of {name, nodes, flops, bytes[, executed_flops, algorithm]}"),
     # Run-time checks (passes/lowering/utils/runtime_checks.py): the status word's offset in
     # the arena and the message of each error code.
     "status_offset": (lambda v: _natural(v) and v % 4 == 0, "a multiple of 4"),

@@ -256,4 +256,7 @@ def kernel_costs(module) -> list[dict]:
                           "nodes": [n.data for n in nodes.data] if nodes is not None else [],
                           "flops": f.attributes["dlc.flops"].value.data,
                           "bytes": f.attributes["dlc.bytes"].value.data})
+            if "dlc.algorithm" in f.attributes:  # a Winograd conv: FLOPs it executes, what it ran as
+                costs[-1]["executed_flops"] = f.attributes["dlc.executed_flops"].value.data
+                costs[-1]["algorithm"] = f.attributes["dlc.algorithm"].data
     return costs

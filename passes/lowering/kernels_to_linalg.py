@@ -363,7 +363,11 @@ class _Outliner:
         name = launch.kernel_name
         kernel = func.FuncOp(name, ([a.type for a in kblock.args], []), Region(kblock), visibility="private")
         kernel.attributes["dlc.target"] = launch.target
-        kernel.attributes["dlc.flops"] = IntegerAttr(sum(flops(o) for o in body_ops if isinstance(o, OnnxOp)), i64)
+        model_flops = sum(flops(o) for o in body_ops if isinstance(o, OnnxOp))
+        kernel.attributes["dlc.flops"] = IntegerAttr(model_flops, i64)
+        if kb.algorithms:
+            kernel.attributes["dlc.algorithm"] = StringAttr(", ".join(dict.fromkeys(kb.algorithms)))
+            kernel.attributes["dlc.executed_flops"] = IntegerAttr(max(model_flops - kb.flops_not_executed, 0), i64)
         kernel.attributes["dlc.bytes"] = IntegerAttr(sum(byte_size(v.type) for v in call_args), i64)
         if launch.nodes is not None:
             kernel.attributes["dlc.nodes"] = launch.nodes

@@ -249,6 +249,30 @@ def winograd_conv(kb, op, padded: SSAValue, weights: np.ndarray, bias: SSAValue 
             one_pass(image, first, count)
 
     _serial_loop(kb, batch, one_image)
+    # What the conv executes against the direct conv's 2 C CO 9 FLOPs an output pixel: its
+    # GEMMs' 2 C CO points a tile, and the transforms' adds and multiplies (counted from their
+    # bodies: per channel and tile in, per output channel and tile out).
+    tiles = batch * rows * cols
+    input_ops, output_ops = _transform_ops(form)
+    executed = tiles * (2 * points * channels * out_channels + input_ops * channels + output_ops * out_channels)
+    kb.flops_not_executed += 2 * 9 * channels * out_channels * batch * height * width - executed
+    kb.algorithms.append(f"Winograd {form.name}")
+
+
+def _transform_ops(form: WinogradForm) -> tuple[int, int]:
+    """Arithmetic ops of one tile's input transform and of its output transform (without the
+    bias, residual and activation the direct conv's count leaves out too)."""
+    from xdsl.dialects.builtin import f32
+
+    from passes.lowering.utils.linalg_builder import Body
+
+    counts = []
+    for matrix, size in ((form.input_transform, form.tile), (form.output_transform, form.tile)):
+        block = Block(arg_types=[f32] * (size * size))
+        tile = [list(block.args[i * size:(i + 1) * size]) for i in range(size)]
+        _transform(Body(block, f32), matrix, tile)
+        counts.append(sum(1 for op in block.ops if op.name in ("arith.addf", "arith.subf", "arith.mulf")))
+    return counts[0], counts[1]
 
 
 def _linear_index(kb, terms: list[tuple[int | SSAValue, int]]) -> int | SSAValue:

@@ -252,6 +252,11 @@ class KernelBuilder:
         # Set by kernels-to-linalg for a contraction whose elementwise tail a GEMM micro-kernel
         # may apply in its store (passes/lowering/utils/elementwise_fusion.py GemmEpilogue).
         self.epilogue = None
+        # Set by a rule that computes its op another way than the op's FLOPs count (Winograd):
+        # the FLOPs it does not execute, and what it ran as (the kernel's `dlc.executed_flops`
+        # and `dlc.algorithm`, which --profile's rooflines read).
+        self.flops_not_executed = 0
+        self.algorithms: list[str] = []
 
     def scratch(self, type: MemRefType) -> SSAValue:
         """A buffer private to this kernel call (planned into the arena by plan-memory)."""
