@@ -28,12 +28,17 @@ def strides_and_offset(t: MemRefType) -> tuple[tuple[int, ...], int]:
     raise NotImplementedError(f"memref layout: unsupported {t.layout}")
 
 
+def has_dynamic_offset(t: MemRefType) -> bool:
+    """Whether `t` is a view at a run-time offset (`strided<[...], offset: ?>`)."""
+    return isinstance(t.layout, StridedLayoutAttr) and t.layout.get_offset() is None
+
+
 def pointer_strides_and_offset(t: MemRefType) -> tuple[tuple[int, ...], int]:
     """Strides and offset for bare-pointer addressing (dlc/codegen): as `strides_and_offset`,
     but a dynamic offset (`strided<[...], offset: ?>`, a view at a run-time offset) reads as 0,
     since the op making such a view (`memref.reinterpret_cast` with an offset operand) advances
     the pointer by it, as MLIR's descriptor lowering keeps it in the descriptor's offset field."""
-    if isinstance(t.layout, StridedLayoutAttr) and t.layout.get_offset() is None:
+    if has_dynamic_offset(t):
         return strides_and_offset(MemRefType(t.element_type, t.get_shape(),
                                              StridedLayoutAttr(t.layout.get_strides(), 0)))
     return strides_and_offset(t)

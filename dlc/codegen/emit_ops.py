@@ -13,7 +13,7 @@ from math import prod
 
 from llvmlite import ir
 from xdsl.dialects.arith import IntegerOverflowAttr
-from xdsl.dialects.builtin import DenseIntOrFPElementsAttr, FloatAttr, IntegerAttr, StridedLayoutAttr
+from xdsl.dialects.builtin import DenseIntOrFPElementsAttr, FloatAttr, IntegerAttr
 from xdsl.ir import Operation
 from xdsl.ir.affine import (
     AffineBinaryOpExpr,
@@ -24,7 +24,7 @@ from xdsl.ir.affine import (
     AffineSymExpr,
 )
 
-from dialects.memref_layout import is_contiguous, pointer_strides_and_offset
+from dialects.memref_layout import has_dynamic_offset, is_contiguous, pointer_strides_and_offset
 from dlc.codegen.emitter_base import EmitterBase, rule
 from dlc.codegen.llvm_types import (
     FASTMATH_FLAGS,
@@ -566,7 +566,7 @@ class OpRules(EmitterBase):
         may be taken."""
         source = op.operands[0]
         if op.name == "memref.reinterpret_cast" and len(op.operands) == 2 and not op.sizes and not op.strides:
-            if _dynamic_offset(source.type):
+            if has_dynamic_offset(source.type):
                 raise NotImplementedError("llvm emitter: memref.reinterpret_cast at a run-time offset "
                                           f"of a view at a run-time offset ({source.type})")
             shift = self.values[op.operands[1]]
@@ -579,7 +579,7 @@ class OpRules(EmitterBase):
                 f"llvm emitter: {op.name} with dynamic offsets, sizes or strides"
             )
         pointer_strides_and_offset(op.results[0].type)  # rejects dynamic strides early
-        if op.name in ("memref.reinterpret_cast", "memref.subview") and _dynamic_offset(source.type):
+        if op.name in ("memref.reinterpret_cast", "memref.subview") and has_dynamic_offset(source.type):
             raise NotImplementedError(f"llvm emitter: {op.name} of a view at a run-time offset ({source.type})")
         self._set(op, self.values[source])
 
@@ -622,9 +622,3 @@ class OpRules(EmitterBase):
         """Ops with no run-time effect here (no heap memrefs; alignment is not exploited)."""
         for result, operand in zip(op.results, op.operands):
             self.values[result] = self.values[operand]
-
-
-def _dynamic_offset(t) -> bool:
-    """Whether memref type `t` is a view at a run-time offset (`strided<[...], offset: ?>`)."""
-    layout = getattr(t, "layout", None)
-    return isinstance(layout, StridedLayoutAttr) and layout.get_offset() is None

@@ -92,7 +92,6 @@ F4X4 = WinogradForm("F(4x4, 3x3)",
                               [-16 / 15, -8 / 15, -4 / 15], [1 / 15, -2 / 15, 4 / 15], [0, 0, 1]]),
                     np.array([[1, 1, 1, 1, 1, 0], [0, 1, -1, 1 / 2, -2, 0], [0, 1, 1, 1 / 4, 4, 0],
                               [0, 1, -1, 1 / 8, -8, 1]]))
-FORMS = {"f2": F2X2, "f4": F4X4}
 
 
 def transformed_filter(weights: np.ndarray, form: WinogradForm = F2X2) -> np.ndarray:
