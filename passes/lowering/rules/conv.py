@@ -342,7 +342,7 @@ def _winograd_form(op, x, w, bias, y, window: Window, groups: int, out_nhwc: boo
 
 
 def _winograd_worthwhile(op, x, w, bias, y, window: Window, groups: int, out_nhwc: bool = False) -> bool:
-    """Whether a Conv runs as Winograd F(2x2, 3x3): with `--winograd`, a float 2-D conv of one group, 3x3,
+    """Whether a Conv runs as Winograd (unless `--no-winograd`): a float 2-D conv of one group, 3x3,
     stride 1, no dilation, a zero pad of one on every side, a constant filter, channels whose
     harmonic mean is at least WINOGRAD_MIN_HARMONIC_CHANNELS, and an even output height and width of at least
     WINOGRAD_MIN_PIXELS pixels (its 2x2 output tiles cover the map exactly)."""
