@@ -11,6 +11,9 @@ spreads (about 15 s of CPU); `-m slow` checks the rest of SLOW_CAMPAIGN_CASES (t
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import time
 
 import numpy as np
 import onnx
@@ -164,6 +167,29 @@ def test_worker_survives_a_crashing_compile(monkeypatch, tmp_path):
         assert [(f.kind, f.config) for f in findings] == [("crash", "cpu/all")]
         assert "signal 11" in findings[0].message
         assert worker.check(clean, 0, [("reference", "all")], timeout=120) == []  # a fresh worker took over
+    finally:
+        worker.close()
+
+
+def test_replies_that_arrive_together_are_all_read(monkeypatch):
+    """A worker's progress line and its findings in one read of the pipe: the second must not
+    wait unseen in a buffer while select() waits on the empty pipe (the "timeout on
+    npu-sim/all" a busy machine showed, the worker idle and waiting for its next request)."""
+    replies = json.dumps({"config": ["npu-sim", "all"]}) + "\n" + json.dumps({"findings": []}) + "\n"
+    answer_at_once = f"import sys; sys.stdin.readline(); sys.stdout.write({replies!r}); sys.stdout.flush(); " \
+                     "sys.stdin.readline()"
+
+    def start(worker):
+        worker.process = subprocess.Popen([sys.executable, "-c", answer_at_once], stdin=subprocess.PIPE,
+                                          stdout=subprocess.PIPE)
+        worker.unread = b""
+
+    monkeypatch.setattr(Worker, "_start", start)
+    worker = Worker()
+    try:
+        began = time.monotonic()
+        assert worker.check(generate(0), 0, [("npu-sim", "all")], timeout=20) == []
+        assert time.monotonic() - began < 10
     finally:
         worker.close()
 

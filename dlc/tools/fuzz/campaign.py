@@ -49,12 +49,31 @@ class Worker:
         self.process: subprocess.Popen | None = None
         self.threads = threads
         self.hostile = hostile
+        self.unread = b""  # replies read from the pipe, not yet taken (`_reply_line`)
 
     def _start(self):
         env = dict(os.environ, DLC_CACHE="0")
+        # Replies are read with os.read (`_reply_line`), never through the pipe's buffered
+        # reader: select() sees only the pipe, so a readline() that took two replies in one read
+        # left the second where select() never looks, and a healthy worker read as hung (a
+        # "timeout" finding on npu-sim/all, which answers right after its progress line).
         self.process = subprocess.Popen([sys.executable, "-m", "dlc.tools.fuzz", "--worker"], stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
+                                        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env,
                                         cwd=str(Path(__file__).resolve().parents[3]))
+        self.unread = b""
+
+    def _reply_line(self, deadline: float) -> bytes | None:
+        """The worker's next reply line, b"" if it died first, None if `deadline` passed first."""
+        while b"\n" not in self.unread:
+            ready, _, _ = select.select([self.process.stdout], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                return None
+            chunk = os.read(self.process.stdout.fileno(), 1 << 16)
+            if not chunk:
+                return b""
+            self.unread += chunk
+        line, self.unread = self.unread.split(b"\n", 1)
+        return line
 
     def check(self, model, feed_seed, configs, timeout=120.0) -> list[Finding]:
         """`timeout` bounds each configuration (compile, run, compare), not the whole request: a
@@ -65,16 +84,15 @@ class Worker:
                    "configs": [list(c) for c in configs], "threads": self.threads}
         if self.hostile:
             request["hostile"] = True
-        self.process.stdin.write(json.dumps(request) + "\n")
+        self.process.stdin.write((json.dumps(request) + "\n").encode())
         self.process.stdin.flush()
         current = "startup"
         deadline = time.monotonic() + timeout
         while True:
-            ready, _, _ = select.select([self.process.stdout], [], [], max(0.0, deadline - time.monotonic()))
-            if not ready:
+            line = self._reply_line(deadline)
+            if line is None:
                 self.close()
                 return [Finding("timeout", current, f"no answer within {timeout:.0f} s", "timeout")]
-            line = self.process.stdout.readline()
             if not line:
                 code = self.process.wait()
                 self.process = None
