@@ -126,6 +126,10 @@ CASES = {
     # three images of (on any L2 of 2 MiB or less) several blocks of rows: the passes' loops
     "three_images_in_blocks": dict(channels=64, out_channels=64, side=56, batch=3, tail="residual_relu"),
     "residual_only": dict(channels=96, out_channels=64, side=28, tail="residual"),
+    # odd maps: the last row and column of 2x2 tiles overhang y (SqueezeNet's last fire, GoogLeNet)
+    "odd_13x13_residual": dict(channels=128, out_channels=256, side=13, tail="residual_relu"),
+    "odd_27x27_two_images": dict(channels=64, out_channels=128, side=27, batch=2, tail="relu"),
+    "odd_15x15_no_bias": dict(channels=128, out_channels=64, side=15, bias=False, tail="none"),
 }
 
 
@@ -158,10 +162,12 @@ def test_winograd_outputs_are_bit_identical_across_thread_counts(monkeypatch):
     monkeypatch.setenv("DLC_CACHE", "0")
     model = _conv_model(64, 64, 56, batch=2, tail="relu")
     feeds = {"x": np.random.default_rng(3).uniform(-1, 1, (2, 64, 56, 56)).astype(np.float32)}
-    for form in ("f2", "f4"):
-        outputs = [compile_model(model, options=CompileOptions(threads=threads, winograd=form)).executable.run(
-            feeds)["y"] for threads in (1, 2, 3)]
-        assert _winograd_taken(model, threads=3, winograd=form)
+    odd = _conv_model(64, 96, 27, batch=2, tail="relu")  # overhanging tiles: the edges' own loops
+    odd_feeds = {"x": np.random.default_rng(4).uniform(-1, 1, (2, 64, 27, 27)).astype(np.float32)}
+    for conv, inputs, form in ((model, feeds, "f2"), (model, feeds, "f4"), (odd, odd_feeds, "f2")):
+        outputs = [compile_model(conv, options=CompileOptions(threads=threads, winograd=form)).executable.run(
+            inputs)["y"] for threads in (1, 2, 3)]
+        assert _winograd_taken(conv, threads=3, winograd=form)
         for other in outputs[1:]:
             assert np.array_equal(outputs[0], other), form
 
@@ -170,9 +176,11 @@ def test_winograd_outputs_are_bit_identical_across_thread_counts(monkeypatch):
     (dict(channels=64, out_channels=64, side=56), "with --no-winograd"),
     (dict(channels=64, out_channels=64, side=28, stride=2), "stride 2"),
     (dict(channels=64, out_channels=64, side=28, dilation=2), "dilation 2"),
-    (dict(channels=64, out_channels=64, side=7), "an odd 7x7 map"),
+    (dict(channels=64, out_channels=64, side=7), "a 7x7 map: 16 tiles, its U streamed for few of them"),
     (dict(channels=64, out_channels=64, side=12), "a 12x12 map, under 14x14"),
     (dict(channels=16, out_channels=64, side=56), "16 -> 64 channels: transforms cost what the GEMMs save"),
+    (dict(channels=64, out_channels=256, side=13), "64 -> 256 over 13x13: the overhanging tiles' loops cost more"),
+    (dict(channels=48, out_channels=192, side=27), "48 -> 192 over 27x27: the overhanging tiles' loops cost more"),
 ])
 def test_convs_winograd_cannot_take_keep_the_direct_conv(shape, reason):
     assert not _winograd_taken(_conv_model(**shape), winograd=reason != "with --no-winograd"), reason
@@ -206,9 +214,11 @@ def test_winograd_is_the_default_and_no_winograd_keeps_the_direct_conv(tmp_path)
 
 
 
-def test_a_bottleneck_block_3x3_conv_writes_nhwc_through_winograd(monkeypatch):
+@pytest.mark.parametrize("side", [28, 27])
+def test_a_bottleneck_block_3x3_conv_writes_nhwc_through_winograd(side, monkeypatch):
     """pointwise-convs-nhwc's 3x3 convs between 1x1 convs read NCHW and write NHWC (ResNet-50's):
-    the GEMMs then store M as rows of output channels for the output transform."""
+    the GEMMs then store M as rows of output channels for the output transform (over an odd
+    map, its overhanging tiles' outputs stored by loops of their own)."""
     monkeypatch.setenv("DLC_CACHE", "0")
     rng = np.random.default_rng(4)
 
@@ -230,13 +240,14 @@ def test_a_bottleneck_block_3x3_conv_writes_nhwc_through_winograd(monkeypatch):
         initializers += [weight(w1, 64, 128, 1, 1), weight(b1, 64), weight(w2, 64, 64, 3, 3), weight(b2, 64),
                          weight(w3, 128, 64, 1, 1), weight(b3, 128)]
         last = y
-    shape = [1, 128, 28, 28]
+    shape = [1, 128, side, side]
     graph = helper.make_graph(nodes, "bottleneck", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)], initializers)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     options = CompileOptions(threads=1, winograd=True)
     assert 'dlc.out_layout = "NHWC"' in str(compile_model(model, compile_to="kernels", options=options).module)
-    assert 'sym_name = "winograd_filter' in str(compile_model(model, compile_to="linalg", options=options).module)
+    linalg = str(compile_model(model, compile_to="linalg", options=options).module)
+    assert 'sym_name = "winograd_filter' in linalg
     feeds = {"x": rng.uniform(-1, 1, shape).astype(np.float32)}
     expected = run_onnxruntime(model, feeds)[0]
     outputs = [compile_model(model, options=CompileOptions(threads=1, winograd=w)).executable.run(feeds)["y"]

@@ -31,7 +31,7 @@ from passes.graph.mark_depthwise_feeders import FEEDS_DEPTHWISE
 from passes.graph.utils.layouts import NCHW, NHWC, conv_layouts
 from passes.lowering.kernels_to_linalg import reshape_view, view_at
 from passes.lowering.rules import lowers
-from passes.lowering.rules.winograd import F2X2, F4X4, WinogradForm, winograd_conv
+from passes.lowering.rules.winograd import F2X2, F4X4, WinogradForm, covered_extent, winograd_conv
 from passes.lowering.utils.linalg_builder import PARALLEL, REDUCTION, affine_map, cst, dim, identity_map
 from passes.lowering.utils.ukernel_calls import emit_gemm_call, is_f32_memref, take_epilogue
 
@@ -275,7 +275,16 @@ IMPLICIT_GEMM_CONVS = True
 # maps the transformed filter (16/9 of the filter's bytes, streamed once a run) costs more than
 # the multiply-adds saved. Results round differently from the direct conv's.
 WINOGRAD_CONVS = True
-WINOGRAD_MIN_PIXELS = 14 * 14
+WINOGRAD_MIN_PIXELS = 14 * 14  # covered by its 2x2 output tiles: 13x13 maps too (49 tiles)
+# Where the tiles overhang an odd map, the last tile column's and row's output transforms are
+# loops of one tile across (scalar), costing in proportion to CO (rows + cols) where the GEMMs
+# save in proportion to C CO rows cols: such a conv needs C rows cols >= this (rows + cols).
+# f2 / direct on the VM, one and two threads: 48 -> 192 over 13x13 (C rows cols / (rows +
+# cols) 168) 0.86 and 1.04, 64 -> 256 over 13x13 (224) 0.83 and 1.13, 48 -> 192 over 27x27
+# (336) 0.71 and 1.09; 128 -> 128 over 13x13 (448) 0.84 and 0.88, 64 -> 64 over 27x27 (448)
+# 0.78 and 0.98, 128 -> 192 over 27x27 (896) 0.65 and 0.73, 256 -> 384 over 13x13 (896) 0.73
+# and 0.79, 64 -> 192 over 55x55 (896) 0.58 and 0.86.
+WINOGRAD_OVERHANG_MIN_DEPTH = 448
 # ...and whose channels' harmonic mean 2 C CO / (C + CO) is at least this: the GEMMs save
 # 5 C CO multiply-adds a pixel, the transforms cost in proportion to C + CO. One and two threads
 # on the VM, ms direct -> Winograd: 16 -> 64 over 56x56 0.38 -> 0.35 and 0.20 -> 0.30; 32 -> 128
@@ -341,11 +350,22 @@ def _winograd_form(op, x, w, bias, y, window: Window, groups: int, out_nhwc: boo
     return F4X4 if largest >= F4X4.out and height % 4 == 0 and width % 4 == 0 else F2X2
 
 
+def _winograd_input(kb, x: SSAValue, form: WinogradForm) -> SSAValue:
+    """x [N, C, H, W] padded with zeros as winograd_conv reads it: one row and column before,
+    and after up to the output tiles that cover the map, plus one."""
+    n, c, height, width = x.type.get_shape()
+    extent = [covered_extent(height, form) + 2, covered_extent(width, form) + 2]
+    padded = kb.scratch(MemRefType(x.type.element_type, [n, c, *extent]))
+    pad_into(kb, x, padded, [0, 0, 1, 1], 0.0)
+    return padded
+
+
 def _winograd_worthwhile(op, x, w, bias, y, window: Window, groups: int, out_nhwc: bool = False) -> bool:
     """Whether a Conv runs as Winograd (unless `--no-winograd`): a float 2-D conv of one group, 3x3,
     stride 1, no dilation, a zero pad of one on every side, a constant filter, channels whose
-    harmonic mean is at least WINOGRAD_MIN_HARMONIC_CHANNELS, and an even output height and width of at least
-    WINOGRAD_MIN_PIXELS pixels (its 2x2 output tiles cover the map exactly)."""
+    harmonic mean is at least WINOGRAD_MIN_HARMONIC_CHANNELS, and a map whose 2x2 output tiles
+    cover at least WINOGRAD_MIN_PIXELS pixels; over an odd map, whose last row and column of
+    tiles overhang it, enough input channels (WINOGRAD_OVERHANG_MIN_DEPTH)."""
     from passes.target_info import target_info
 
     target = target_info(op.get_toplevel_object())
@@ -361,8 +381,11 @@ def _winograd_worthwhile(op, x, w, bias, y, window: Window, groups: int, out_nhw
         _, oh, ow, out_channels = y.type.get_shape()
     else:
         _, out_channels, oh, ow = y.type.get_shape()
-    return ((oh, ow) == (height, width) and oh % 2 == 0 and ow % 2 == 0 and oh * ow >= WINOGRAD_MIN_PIXELS
-            and 2 * channels * out_channels >= WINOGRAD_MIN_HARMONIC_CHANNELS * (channels + out_channels))
+    rows, cols = covered_extent(oh) // 2, covered_extent(ow) // 2  # F(2x2)'s tiles
+    overhang = (2 * rows, 2 * cols) != (oh, ow)
+    return ((oh, ow) == (height, width) and 4 * rows * cols >= WINOGRAD_MIN_PIXELS
+            and 2 * channels * out_channels >= WINOGRAD_MIN_HARMONIC_CHANNELS * (channels + out_channels)
+            and (not overhang or channels * rows * cols >= WINOGRAD_OVERHANG_MIN_DEPTH * (rows + cols)))
 
 
 def _unread_argument(value: SSAValue) -> bool:
@@ -617,7 +640,7 @@ def lower_conv(kb, op, ins, outs) -> None:
         window = _conv_window(op, x_shape, w_shape, [n, co, oh, ow], groups)
         form = _winograd_form(op, x, w, bias, y, window, groups, out_nhwc=True)
         if form is not None:
-            winograd_conv(kb, op, padded_input(kb, x, window, 0.0), constant_operand(op, 1), bias, y, _activate,
+            winograd_conv(kb, op, _winograd_input(kb, x, form), constant_operand(op, 1), bias, y, _activate,
                           out_nhwc=True, form=form)
             return
         if not _implicit_gemm_conv(kb, op, x, w, bias, y, window, groups, out_nhwc=True):
@@ -631,7 +654,7 @@ def lower_conv(kb, op, ins, outs) -> None:
         return
     form = _winograd_form(op, x, w, bias, y, window, groups)
     if form is not None:
-        winograd_conv(kb, op, padded_input(kb, x, window, 0.0), constant_operand(op, 1), bias, y, _activate,
+        winograd_conv(kb, op, _winograd_input(kb, x, form), constant_operand(op, 1), bias, y, _activate,
                       form=form)
         return
     if _implicit_gemm_conv(kb, op, x, w, bias, y, window, groups):

@@ -23,7 +23,9 @@ of 16 values a tile:
 All three run once a pass, over a block of tile rows of one image whose V and M stay in L2
 (`row_blocks`); the passes are scf.for loops over images and blocks, x, y and the residual seen
 at each pass's run-time offset (`strided<[...], offset: ?>`), so a conv's code is that of one
-pass (two where the last block is shorter) whatever its batch and map. The transforms add and
+pass (two where the last block is shorter) whatever its batch and map. An odd map (13x13,
+27x27) is covered by whole tiles over an input padded with zeros past it; the overhanging
+tiles' outputs beyond it are computed and never stored. The transforms add and
 subtract only (B and A hold 0 and +-1, G halves): against a float64 reference the error is
 2.2-2.9e-7 of the output's scale, the direct conv's 4.8-7.9e-7 (its sums run over 9C products;
 tests/test_winograd.py bounds it).
@@ -160,21 +162,32 @@ def plane_stride(floats: int) -> int:
     return floats + (PLANE_SKEW_BYTES - 4 * floats) % 4096 // 4
 
 
+def covered_extent(size: int, form: WinogradForm = F2X2) -> int:
+    """The rows (or columns) of `form`'s output tiles that cover `size` of them."""
+    return -(-size // form.out) * form.out
+
+
 def winograd_conv(kb, op, padded: SSAValue, weights: np.ndarray, bias: SSAValue | None, y: SSAValue,
                   activate: Callable, out_nhwc: bool = False, form: WinogradForm = F2X2) -> None:
     """y [N, CO, H, W] = conv3x3(x) (+ bias, + the epilogue's residual, activation), `padded`
-    x [N, C, H + 2, W + 2] with a zero border of one, H and W multiples of `form.out`. `activate(b, value, name)`
-    applies an activation as conv.py's loops do. One pass per image and block of tile rows
-    (`row_blocks`), its V and M in scratch buffers the passes share. With `out_nhwc`
+    x [N, C, H' + 2, W' + 2] with a zero border of one and zeros past x up to H' and W', the
+    height and width of the output tiles that cover y (`covered_extent`). `activate(b, value,
+    name)` applies an activation as conv.py's loops do. One pass per image and block of tile
+    rows (`row_blocks`), its V and M in scratch buffers the passes share. With `out_nhwc`
     (pointwise-convs-nhwc's 3x3 conv feeding a 1x1 one) y is [N, H, W, CO]: the GEMMs store M
-    as rows of output channels, which the output transform reads and writes along the lanes."""
+    as rows of output channels, which the output transform reads and writes along the lanes.
+
+    Where the tiles overhang y (an odd map under F(2x2): GoogLeNet's 27x27 and 55x55), the
+    output transform of the last tile column, and of the last tile row, is a loop of its own
+    that stores only their outputs inside y."""
     batch, channels, padded_h, padded_w = padded.type.get_shape()
     if out_nhwc:
         _, height, width, out_channels = y.type.get_shape()
     else:
         _, out_channels, height, width = y.type.get_shape()
     out = form.out
-    rows, cols = height // out, width // out
+    rows, cols = -(-height // out), -(-width // out)
+    assert (padded_h, padded_w) == (rows * out + 2, cols * out + 2), (padded.type, y.type)
     f32 = padded.type.element_type
     points = form.points
     target = target_info(op.get_toplevel_object())
@@ -202,24 +215,14 @@ def winograd_conv(kb, op, padded: SSAValue, weights: np.ndarray, bias: SSAValue 
     x_image, x_row = channels * padded_h * padded_w, out * padded_w
     y_image, y_row = out_channels * height * width, out * width * (out_channels if out_nhwc else 1)
 
-    def one_pass(image: int | SSAValue, first: int | SSAValue, count: int) -> None:
+    def one_pass(image: int | SSAValue, first: int | SSAValue, count: int, stored_rows: int) -> None:
+        """The pass over tile rows [first, first + count) of `image`, storing `stored_rows` rows
+        of y (out * count, fewer where the last tile row overhangs y)."""
         tiles = count * cols
         v_stride, m_stride = plane_stride(channels * tiles), plane_stride(out_channels * tiles)
-        if out_nhwc:  # M[xi] as rows of output channels
-            m_block = view_at(kb.builder, m, 0, [points, count, cols, out_channels],
-                              [m_stride, cols * out_channels, out_channels, 1])
-        else:  # M[xi] as planes of output channels
-            m_block = view_at(kb.builder, m, 0, [points, out_channels, count, cols], [m_stride, tiles, cols, 1])
         x_offset = _linear_index(kb, [(image, x_image), (first, x_row)])
         x_block = view_at(kb.builder, padded, x_offset, [channels, out * count + 2, padded_w],
                           [padded_h * padded_w, padded_w, 1])
-        if out_nhwc:
-            y_shape, y_strides = [out * count, width, out_channels], [width * out_channels, out_channels, 1]
-        else:
-            y_shape, y_strides = [out_channels, out * count, width], [height * width, width, 1]
-        y_offset = _linear_index(kb, [(image, y_image), (first, y_row)])
-        y_block = view_at(kb.builder, y, y_offset, y_shape, y_strides)
-        r_block = None if residual is None else view_at(kb.builder, residual, y_offset, y_shape, y_strides)
         v_block = view_at(kb.builder, v, 0, [points, channels, count, cols], [v_stride, tiles, cols, 1])
         _input_transform(kb, x_block, v_block, form)
         sizes = tiles_of[count]
@@ -233,19 +236,57 @@ def winograd_conv(kb, op, padded: SSAValue, weights: np.ndarray, bias: SSAValue 
                        a_group=cols, a_group_stride=cols, a_window_h=1, a_window_w=1, a_window_row=cols,
                        a_window_col=1, a_window_channel=tiles, c_transposed=0 if out_nhwc else 1,
                        batch=dict(count=points, a=v_stride, b=per_point, c=m_stride), **sizes)
-        _output_transform(kb, m_block, bias, r_block, y_block, activation, activate, out_nhwc, form)
+
+        def store(ty0: int, ty_count: int, tx0: int, tx_count: int, out_rows: int, out_cols: int) -> None:
+            """The output transform of tiles [ty0, +ty_count) x [tx0, +tx_count) of the pass,
+            storing the first out_rows x out_cols outputs of each (fewer than out x out where
+            the tiles overhang y)."""
+            rows_stored = ty_count * out if out_rows == out else out_rows  # an edge is one tile deep
+            cols_stored = tx_count * out if out_cols == out else out_cols
+            if out_nhwc:  # M[xi] as rows of output channels
+                m_region = view_at(kb.builder, m, (ty0 * cols + tx0) * out_channels,
+                                   [points, ty_count, tx_count, out_channels],
+                                   [m_stride, cols * out_channels, out_channels, 1])
+                y_shape = [rows_stored, cols_stored, out_channels]
+                y_strides = [width * out_channels, out_channels, 1]
+                pixel = (out * ty0 * width + out * tx0) * out_channels
+            else:  # M[xi] as planes of output channels
+                m_region = view_at(kb.builder, m, ty0 * cols + tx0, [points, out_channels, ty_count, tx_count],
+                                   [m_stride, tiles, cols, 1])
+                y_shape, y_strides = [out_channels, rows_stored, cols_stored], [height * width, width, 1]
+                pixel = out * ty0 * width + out * tx0
+            y_offset = _linear_index(kb, [(image, y_image), (first, y_row), (1, pixel)])
+            y_region = view_at(kb.builder, y, y_offset, y_shape, y_strides)
+            r_region = None if residual is None else view_at(kb.builder, residual, y_offset, y_shape, y_strides)
+            _output_transform(kb, m_region, bias, r_region, y_region, activation, activate, out_nhwc, form,
+                              out_rows, out_cols)
+
+        # Tiles inside y, then those overhanging its right edge, its bottom edge, the corner.
+        edge_rows, edge_cols = stored_rows % out, width % out
+        inside_rows, inside_cols = count - (edge_rows > 0), cols - (edge_cols > 0)
+        if inside_rows and inside_cols:
+            store(0, inside_rows, 0, inside_cols, out, out)
+        if inside_rows and edge_cols:
+            store(0, inside_rows, inside_cols, 1, out, edge_cols)
+        if edge_rows and inside_cols:
+            store(inside_rows, 1, 0, inside_cols, edge_rows, out)
+        if edge_rows and edge_cols:
+            store(inside_rows, 1, inside_cols, 1, edge_rows, edge_cols)
 
     # The passes as loops (over images, and over the blocks of rows of one size), so a conv's
     # code is one or two passes' whatever its map and batch: 14 passes of straight-line code
     # for each 64 -> 64 conv over 56x56 made ResNet-18's one-thread compile 9.0 s against 2.4.
     size = blocks[0][1]
     uniform = sum(1 for _, count in blocks if count == size)  # all but a shorter last block
+    if height < rows * out and uniform == len(blocks):
+        uniform -= 1  # the last block stores fewer rows of y: a pass of its own
 
     def one_image(image: int | SSAValue) -> None:
-        _serial_loop(kb, uniform, lambda block: one_pass(image, _linear_index(kb, [(block, size)]), size))
+        _serial_loop(kb, uniform, lambda block: one_pass(image, _linear_index(kb, [(block, size)]), size,
+                                                         out * size))
         if uniform < len(blocks):
             first, count = blocks[-1]
-            one_pass(image, first, count)
+            one_pass(image, first, count, min(out * count, height - out * first))
 
     _serial_loop(kb, batch, one_image)
     # What the conv executes against the direct conv's 2 C CO 9 FLOPs an output pixel: its
@@ -328,18 +369,20 @@ def _input_transform(kb, x_block: SSAValue, v_block: SSAValue, form: WinogradFor
 
 
 def _output_transform(kb, m_block, bias, r_block, y_block, activation, activate, out_nhwc: bool,
-                      form: WinogradForm) -> None:
+                      form: WinogradForm, out_rows: int, out_cols: int) -> None:
     """y_block[o, m ty + a, m tx + b] = act((A^T M A)[a, b] + bias[o] + R[o, m ty + a, m tx + b]),
-    over (o, ty, tx); with `out_nhwc` y_block[m ty + a, m tx + b, o] over (ty, tx, o)."""
+    over (o, ty, tx), a < out_rows and b < out_cols (fewer than m where the tiles overhang y);
+    with `out_nhwc` y_block[m ty + a, m tx + b, o] over (ty, tx, o)."""
     points, size, out = form.points, form.tile, form.out
+    kept = [(a, b) for a in range(out_rows) for b in range(out_cols)]
     if out_nhwc:
         ty, tx, o = dim(0), dim(1), dim(2)
         reads = [affine_map(3, [cst(xi), ty, tx, o]) for xi in range(points)]
-        outputs = [affine_map(3, [ty * out + a, tx * out + b, o]) for a in range(out) for b in range(out)]
+        outputs = [affine_map(3, [ty * out + a, tx * out + b, o]) for a, b in kept]
     else:
         o, ty, tx = dim(0), dim(1), dim(2)
         reads = [affine_map(3, [cst(xi), o, ty, tx]) for xi in range(points)]
-        outputs = [affine_map(3, [o, ty * out + a, tx * out + b]) for a in range(out) for b in range(out)]
+        outputs = [affine_map(3, [o, ty * out + a, tx * out + b]) for a, b in kept]
     inputs, maps = [m_block] * points, list(reads)
     if bias is not None:
         inputs.append(bias)
@@ -354,7 +397,8 @@ def _output_transform(kb, m_block, bias, r_block, y_block, activation, activate,
         rest = list(args[points:])
         shift = rest.pop(0) if bias is not None else None
         results = []
-        for index, value in enumerate(v for row in _transform(b, form.output_transform, tile) for v in row):
+        transformed = _transform(b, form.output_transform, tile)
+        for index, value in enumerate(transformed[a][c] for a, c in kept):
             if shift is not None:
                 value = b.add(value, shift)
             if r_block is not None:
