@@ -10,8 +10,8 @@ process pinned to the first N cores; the three alternate in blocks of --runs run
 pause, each keeping its best block's median. The table gives milliseconds and Winograd / direct
 (below 1: Winograd is faster), and says which convs conv.py's rules (`_winograd_worthwhile`)
 give to Winograd: the figures to check a change of WINOGRAD_MIN_PIXELS,
-WINOGRAD_MIN_HARMONIC_CHANNELS or WINOGRAD_OVERHANG_MIN_DEPTH against (benchmarks/README.md,
-"Winograd over odd maps").
+WINOGRAD_SMALL_MIN_PIXELS, WINOGRAD_MIN_HARMONIC_CHANNELS or WINOGRAD_OVERHANG_MIN_DEPTH
+against (benchmarks/README.md, "Winograd over odd maps").
 """
 
 from __future__ import annotations
@@ -75,7 +75,8 @@ def _child(threads: int, shapes: list[tuple[int, int, int]], runs: int, rounds: 
 
     rules_take = [taken(conv_model(*shape)) for shape in shapes]
     if force:  # every shape's stride-1 3x3 conv as Winograd, whatever the rules say
-        conv_rules.WINOGRAD_MIN_PIXELS = conv_rules.WINOGRAD_MIN_HARMONIC_CHANNELS = 0
+        conv_rules.WINOGRAD_MIN_PIXELS = conv_rules.WINOGRAD_SMALL_MIN_PIXELS = 0
+        conv_rules.WINOGRAD_MIN_HARMONIC_CHANNELS = 0
         conv_rules.WINOGRAD_OVERHANG_MIN_DEPTH = 0
     for (channels, out_channels, side), rule in zip(shapes, rules_take):
         model = conv_model(channels, out_channels, side)

@@ -130,6 +130,8 @@ CASES = {
     "odd_13x13_residual": dict(channels=128, out_channels=256, side=13, tail="residual_relu"),
     "odd_27x27_two_images": dict(channels=64, out_channels=128, side=27, batch=2, tail="relu"),
     "odd_15x15_no_bias": dict(channels=128, out_channels=64, side=15, bias=False, tail="none"),
+    # a small map from deep channels (AlexNet's and ZFNet's 12x12)
+    "small_12x12_deep": dict(channels=128, out_channels=256, side=12, tail="relu"),
 }
 
 
@@ -177,7 +179,8 @@ def test_winograd_outputs_are_bit_identical_across_thread_counts(monkeypatch):
     (dict(channels=64, out_channels=64, side=28, stride=2), "stride 2"),
     (dict(channels=64, out_channels=64, side=28, dilation=2), "dilation 2"),
     (dict(channels=64, out_channels=64, side=7), "a 7x7 map: 16 tiles, its U streamed for few of them"),
-    (dict(channels=64, out_channels=64, side=12), "a 12x12 map, under 14x14"),
+    (dict(channels=64, out_channels=64, side=12), "64 -> 64 over 12x12: a small map needs deeper channels"),
+    (dict(channels=512, out_channels=512, side=8), "an 8x8 map, under 10x10"),
     (dict(channels=16, out_channels=64, side=56), "16 -> 64 channels: transforms cost what the GEMMs save"),
     (dict(channels=64, out_channels=256, side=13), "64 -> 256 over 13x13: the overhanging tiles' loops cost more"),
     (dict(channels=48, out_channels=192, side=27), "48 -> 192 over 27x27: the overhanging tiles' loops cost more"),

@@ -276,6 +276,12 @@ IMPLICIT_GEMM_CONVS = True
 # the multiply-adds saved. Results round differently from the direct conv's.
 WINOGRAD_CONVS = True
 WINOGRAD_MIN_PIXELS = 14 * 14  # covered by its 2x2 output tiles: 13x13 maps too (49 tiles)
+# Smaller maps, down to this, where the channels' harmonic mean (below) is at least twice the
+# least: f2 / direct on the VM, one and two threads, 64 -> 64 over 12x12 0.81 and 1.06, 64 ->
+# 128 0.75 and 0.88, 128 -> 128 over 10x10 0.83 and 0.83, 256 -> 384 over 12x12 0.66 and 0.71,
+# 512 -> 512 0.62 and 0.63 (`python benchmarks/winograd.py --force`); AlexNet 29.6 -> 29.0 ms
+# and ZFNet 49.9 -> 48.0 on one thread, their 3x3 convs over 12x12. 7x7 maps stay direct.
+WINOGRAD_SMALL_MIN_PIXELS = 10 * 10
 # Where the tiles overhang an odd map, the last tile column's and row's output transforms are
 # loops of one tile across (scalar), costing in proportion to CO (rows + cols) where the GEMMs
 # save in proportion to C CO rows cols: such a conv needs C rows cols >= this (rows + cols).
@@ -363,9 +369,10 @@ def _winograd_input(kb, x: SSAValue, form: WinogradForm) -> SSAValue:
 def _winograd_worthwhile(op, x, w, bias, y, window: Window, groups: int, out_nhwc: bool = False) -> bool:
     """Whether a Conv runs as Winograd (unless `--no-winograd`): a float 2-D conv of one group, 3x3,
     stride 1, no dilation, a zero pad of one on every side, a constant filter, channels whose
-    harmonic mean is at least WINOGRAD_MIN_HARMONIC_CHANNELS, and a map whose 2x2 output tiles
-    cover at least WINOGRAD_MIN_PIXELS pixels; over an odd map, whose last row and column of
-    tiles overhang it, enough input channels (WINOGRAD_OVERHANG_MIN_DEPTH)."""
+    harmonic mean is at least WINOGRAD_MIN_HARMONIC_CHANNELS over a map whose 2x2 output tiles
+    cover at least WINOGRAD_MIN_PIXELS pixels (twice that over one of WINOGRAD_SMALL_MIN_PIXELS
+    or more); over an odd map, whose last row and column of tiles overhang it, enough input
+    channels (WINOGRAD_OVERHANG_MIN_DEPTH)."""
     from passes.target_info import target_info
 
     target = target_info(op.get_toplevel_object())
@@ -383,8 +390,12 @@ def _winograd_worthwhile(op, x, w, bias, y, window: Window, groups: int, out_nhw
         _, out_channels, oh, ow = y.type.get_shape()
     rows, cols = covered_extent(oh) // 2, covered_extent(ow) // 2  # F(2x2)'s tiles
     overhang = (2 * rows, 2 * cols) != (oh, ow)
-    return ((oh, ow) == (height, width) and 4 * rows * cols >= WINOGRAD_MIN_PIXELS
-            and 2 * channels * out_channels >= WINOGRAD_MIN_HARMONIC_CHANNELS * (channels + out_channels)
+    harmonic, covered = 2 * channels * out_channels / (channels + out_channels), 4 * rows * cols
+    if covered >= WINOGRAD_MIN_PIXELS:
+        wide_enough = harmonic >= WINOGRAD_MIN_HARMONIC_CHANNELS
+    else:
+        wide_enough = covered >= WINOGRAD_SMALL_MIN_PIXELS and harmonic >= 2 * WINOGRAD_MIN_HARMONIC_CHANNELS
+    return ((oh, ow) == (height, width) and wide_enough
             and (not overhang or channels * rows * cols >= WINOGRAD_OVERHANG_MIN_DEPTH * (rows + cols)))
 
 
