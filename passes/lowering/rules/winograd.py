@@ -282,8 +282,9 @@ def winograd_conv(kb, op, padded: SSAValue, weights: np.ndarray, bias: SSAValue 
         uniform -= 1  # the last block stores fewer rows of y: a pass of its own
 
     def one_image(image: int | SSAValue) -> None:
-        _serial_loop(kb, uniform, lambda block: one_pass(image, _linear_index(kb, [(block, size)]), size,
-                                                         out * size))
+        if uniform:
+            _serial_loop(kb, uniform, lambda block: one_pass(image, _linear_index(kb, [(block, size)]), size,
+                                                             out * size))
         if uniform < len(blocks):
             first, count = blocks[-1]
             one_pass(image, first, count, min(out * count, height - out * first))
