@@ -340,6 +340,36 @@ def test_seeded_artifact_mutation_campaign_finds_nothing():
                                             f"--artifacts --cases {ARTIFACT_CASES} --seed {ARTIFACT_SEED} --no-save"])
 
 
+@pytest.mark.parametrize("second", ["object", "weights", "manifest-field", "manifest-bytes"])
+def test_a_mutation_after_a_fifo_is_refused_not_blocked_on(tmp_path, second):
+    """Two mutations at once: the first left a FIFO (or a device link) where the second reads or
+    rewrites a file. The campaign blocked forever reading manifest.json as a FIFO, which has no
+    writer; now the second mutation raises (the case runs as it stands)."""
+    import os
+    import threading
+
+    from dlc.tools.fuzz.artifacts import MUTATIONS, NotARegularFile
+
+    (tmp_path / "model.o").write_bytes(b"\x7fELF" + bytes(60))
+    os.mkfifo(tmp_path / "manifest.json")
+    os.mkfifo(tmp_path / "weights.bin")
+    outcome = []
+
+    def mutate():
+        for attempt in range(20):  # the rng's branches: each returns or raises, none blocks
+            try:
+                MUTATIONS[second][0](tmp_path, np.random.default_rng(attempt))
+                outcome.append(None)
+            except Exception as error:  # noqa: BLE001 - the campaign takes any (a fake ELF's too)
+                outcome.append(error)
+
+    thread = threading.Thread(target=mutate, daemon=True)
+    thread.start()
+    thread.join(20)
+    assert not thread.is_alive(), f"{second} blocked on a FIFO"
+    assert len(outcome) == 20 and any(isinstance(error, NotARegularFile) for error in outcome), outcome
+
+
 def test_hostile_oracle_takes_the_spec_evaluators_integer_answer_over_onnxruntimes(monkeypatch):
     """onnxruntime 1.30 computes an int64 fmod through double (Mod(INT64_MAX, 22) comes out
     wrong): dlc equal to onnx.reference on an integer output is not a finding, and dlc differing

@@ -50,8 +50,27 @@ class ArtifactSummary:
 
 # --- the mutations -------------------------------------------------------------------------------
 
+class NotARegularFile(OSError):
+    """A second mutation met a file the first made a FIFO, a directory or a device link."""
+
+
+def _read(path: Path) -> bytes:
+    """path's bytes, refusing anything but a regular file: a FIFO an earlier mutation left would
+    block the campaign's own read forever (no writer), /dev/zero never end."""
+    if path.is_symlink() or not path.is_file():
+        raise NotARegularFile(f"{path.name} is not a regular file")
+    return path.read_bytes()
+
+
+def _write(path: Path, data: bytes) -> None:
+    """Replace path's bytes, where it is a regular file or absent (a FIFO would block the write)."""
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        raise NotARegularFile(f"{path.name} is not a regular file")
+    path.write_bytes(data)
+
+
 def _manifest(directory: Path) -> dict:
-    return json.loads((directory / "manifest.json").read_text())
+    return json.loads(_read(directory / "manifest.json"))
 
 
 def _write_manifest(directory: Path, manifest: dict, rehash: bool) -> None:
@@ -59,13 +78,13 @@ def _write_manifest(directory: Path, manifest: dict, rehash: bool) -> None:
 
     if rehash:
         manifest["integrity"] = manifest_integrity(manifest)
-    (directory / "manifest.json").write_text(json.dumps(manifest))
+    _write(directory / "manifest.json", json.dumps(manifest).encode())
 
 
 def _rehash(directory: Path, name: str) -> None:
     """List `name`'s current size and SHA-256 (an attacker's fix-up), then the integrity."""
     manifest = _manifest(directory)
-    data = (directory / name).read_bytes()
+    data = _read(directory / name)
     manifest.setdefault("files", {})[name] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
     _write_manifest(directory, manifest, True)
 
@@ -117,25 +136,25 @@ def mutate_manifest_field(directory: Path, rng: np.random.Generator) -> str:
 
 def mutate_manifest_bytes(directory: Path, rng: np.random.Generator) -> str:
     path = directory / "manifest.json"
-    data = bytearray(path.read_bytes())
+    data = bytearray(_read(path))
     how = int(rng.integers(0, 5))
     if how == 0:
         cut = int(rng.integers(0, len(data)))
-        path.write_bytes(bytes(data[:cut]))
+        _write(path, bytes(data[:cut]))
         return f"manifest.json truncated to {cut} bytes"
     if how == 1:
         for _ in range(int(rng.integers(1, 4))):
             data[int(rng.integers(0, len(data)))] = int(rng.integers(0, 256))
-        path.write_bytes(bytes(data))
+        _write(path, bytes(data))
         return "manifest.json: random bytes"
     if how == 2:
         depth = int(rng.choice([1000, 100000]))
-        path.write_text("[" * depth + "]" * depth)
+        _write(path, ("[" * depth + "]" * depth).encode())
         return f"manifest.json: nested {depth} deep"
     if how == 3:
-        path.write_bytes(b"\xff\xfe" + bytes(data))
+        _write(path, b"\xff\xfe" + bytes(data))
         return "manifest.json: not UTF-8"
-    path.write_text(json.dumps([1, 2, 3]) if rng.random() < 0.5 else "null")
+    _write(path, (json.dumps([1, 2, 3]) if rng.random() < 0.5 else "null").encode())
     return "manifest.json: not an object"
 
 
@@ -161,7 +180,7 @@ def mutate_object(directory: Path, rng: np.random.Generator) -> str:
     name = [n for n in OBJECTS if (directory / n).exists()][int(rng.integers(0, 2)) % 2] \
         if (directory / "pool.o").exists() else "model.o"
     path = directory / name
-    data = bytearray(path.read_bytes())
+    data = bytearray(_read(path))
     how = int(rng.integers(0, 4))
     if how <= 1:
         fields = _elf_fields(bytes(data))
@@ -181,7 +200,7 @@ def mutate_object(directory: Path, rng: np.random.Generator) -> str:
         cut = int(rng.integers(0, len(data)))
         data = data[:cut]
         what = f"{name} truncated to {cut} bytes"
-    path.write_bytes(bytes(data))
+    _write(path, bytes(data))
     rehash = bool(rng.random() < 0.85)
     if rehash:
         _rehash(directory, name)
@@ -190,7 +209,7 @@ def mutate_object(directory: Path, rng: np.random.Generator) -> str:
 
 def mutate_weights(directory: Path, rng: np.random.Generator) -> str:
     path = directory / "weights.bin"
-    data = bytearray(path.read_bytes()) if path.exists() else bytearray()
+    data = bytearray(_read(path)) if path.exists() or path.is_symlink() else bytearray()
     how = int(rng.integers(0, 3))
     if how == 0:
         data = data[:int(rng.integers(0, len(data) + 1))]
@@ -202,7 +221,7 @@ def mutate_weights(directory: Path, rng: np.random.Generator) -> str:
         if data:
             data[int(rng.integers(0, len(data)))] ^= 1 << int(rng.integers(0, 8))
         what = "weights.bin: a bit flipped"
-    path.write_bytes(bytes(data))
+    _write(path, bytes(data))
     rehash = bool(rng.random() < 0.5)
     if rehash:
         manifest = _manifest(directory)
