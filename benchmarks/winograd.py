@@ -8,7 +8,7 @@ A shape is CxCOxSIDE: a stride-1 3x3 conv, pad 1, C -> CO channels over a SIDE x
 bias and a Relu (fused into its stores in both builds). Each thread count runs in its own
 process pinned to the first N cores; the three alternate in blocks of --runs runs after a short
 pause, each keeping its best block's median. The table gives milliseconds and Winograd / direct
-(below 1: Winograd is faster), and says which convs conv.py's rules (`_winograd_worthwhile`)
+(below 1: Winograd is faster), and says which convs conv.py's rules (`_winograd_refusal`)
 give to Winograd: the figures to check a change of WINOGRAD_MIN_PIXELS,
 WINOGRAD_SMALL_MIN_PIXELS, WINOGRAD_MIN_HARMONIC_CHANNELS or WINOGRAD_OVERHANG_MIN_DEPTH
 against (benchmarks/README.md, "Winograd over odd maps").

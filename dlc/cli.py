@@ -980,7 +980,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verify-each", action="store_true", help="verify the IR after every pass, not once at the end")
     p.set_defaults(func=cmd_opt)
 
-    p = sub.add_parser("explain", help="print the fusion decisions: node -> kernel, and why not")
+    p = sub.add_parser("explain", help="print the fusion decisions (node -> kernel, and why not) and how "
+                                       "kernels run (a 3x3 conv as Winograd, or why not)")
     p.add_argument("model")
     p.add_argument("--fusion", default="all", choices=("none", "elementwise", "all"))
     p.add_argument("--shape", action="append", metavar="NAME=AxBxC[,...]")

@@ -174,19 +174,47 @@ def test_winograd_outputs_are_bit_identical_across_thread_counts(monkeypatch):
             assert np.array_equal(outputs[0], other), form
 
 
-@pytest.mark.parametrize("shape,reason", [
-    (dict(channels=64, out_channels=64, side=56), "with --no-winograd"),
-    (dict(channels=64, out_channels=64, side=28, stride=2), "stride 2"),
-    (dict(channels=64, out_channels=64, side=28, dilation=2), "dilation 2"),
-    (dict(channels=64, out_channels=64, side=7), "a 7x7 map: 16 tiles, its U streamed for few of them"),
-    (dict(channels=64, out_channels=64, side=12), "64 -> 64 over 12x12: a small map needs deeper channels"),
-    (dict(channels=512, out_channels=512, side=8), "an 8x8 map, under 10x10"),
-    (dict(channels=16, out_channels=64, side=56), "16 -> 64 channels: transforms cost what the GEMMs save"),
-    (dict(channels=64, out_channels=256, side=13), "64 -> 256 over 13x13: the overhanging tiles' loops cost more"),
-    (dict(channels=48, out_channels=192, side=27), "48 -> 192 over 27x27: the overhanging tiles' loops cost more"),
+@pytest.mark.parametrize("shape,reason,said", [
+    (dict(channels=64, out_channels=64, side=56), "with --no-winograd", None),
+    (dict(channels=64, out_channels=64, side=28, stride=2), "stride 2", None),
+    (dict(channels=64, out_channels=64, side=28, dilation=2), "dilation 2", None),
+    (dict(channels=64, out_channels=64, side=7), "a 7x7 map: 16 tiles, its U streamed for few of them",
+     "64 -> 64 channels over 7x7: too few output tiles (16)"),
+    (dict(channels=64, out_channels=64, side=12), "64 -> 64 over 12x12: a small map needs deeper channels",
+     "on a map this small the channels' harmonic mean must be at least 128 (it is 64)"),
+    (dict(channels=512, out_channels=512, side=8), "an 8x8 map, under 10x10", "too few output tiles (16)"),
+    (dict(channels=16, out_channels=64, side=56), "16 -> 64 channels: transforms cost what the GEMMs save",
+     "the transforms would cost what the GEMMs save (the channels' harmonic mean 26 is under 64)"),
+    (dict(channels=64, out_channels=256, side=13), "64 -> 256 over 13x13: the overhanging tiles' loops cost more",
+     "the tiles overhanging the odd map would cost more than the GEMMs save (64 input channels"),
+    (dict(channels=48, out_channels=192, side=27), "48 -> 192 over 27x27: the overhanging tiles' loops cost more",
+     "48 -> 192 channels over 27x27: the tiles overhanging"),
 ])
-def test_convs_winograd_cannot_take_keep_the_direct_conv(shape, reason):
-    assert not _winograd_taken(_conv_model(**shape), winograd=reason != "with --no-winograd"), reason
+def test_convs_winograd_cannot_take_keep_the_direct_conv(shape, reason, said):
+    """...and where the conv is a stride-1 3x3 one, the kernel says why (`dlc explain` prints it)."""
+    winograd = reason != "with --no-winograd"
+    model = _conv_model(**shape)
+    assert not _winograd_taken(model, winograd=winograd), reason
+    module = str(compile_model(model, compile_to="linalg", options=CompileOptions(threads=1, winograd=winograd)).module)
+    if said is None:
+        assert "dlc.lowering" not in module
+    else:
+        assert "stays a direct conv, not Winograd: " in module and said in module, said
+
+
+def test_explain_says_how_each_conv_runs_and_why_not_winograd(tmp_path):
+    direct, winograd = tmp_path / "direct.onnx", tmp_path / "winograd.onnx"
+    onnx.save(_conv_model(64, 256, 13), direct)
+    onnx.save(_conv_model(64, 64, 28), winograd)
+    said = {}
+    for path in (direct, winograd):
+        out = subprocess.run([sys.executable, "-m", "dlc", "explain", str(path)], capture_output=True, text=True,
+                             cwd=ROOT)
+        assert out.returncode == 0, out.stderr
+        said[path.stem] = out.stdout
+    assert ("= node 'Conv_0' (Conv) stays a direct conv, not Winograd: 64 -> 256 channels over 13x13: the tiles "
+            "overhanging the odd map would cost more than the GEMMs save") in said["direct"]
+    assert "= runs as Winograd F(2x2, 3x3)" in said["winograd"] and "stays a direct conv" not in said["winograd"]
 
 
 def test_winograd_is_the_default_and_no_winograd_keeps_the_direct_conv(tmp_path):

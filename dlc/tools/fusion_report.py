@@ -278,9 +278,11 @@ def explain(model, fusion: str = "all", input_shapes=None, target: str = "cpu") 
     from dlc.driver import compile_model
     from dlc.targets import CompileOptions
 
-    result = compile_model(model, target=target, options=CompileOptions(fusion=fusion),
-                           input_shapes=input_shapes, compile_to="kernels")
+    options = CompileOptions(fusion=fusion)
+    result = compile_model(model, target=target, options=options, input_shapes=input_shapes, compile_to="kernels")
     infos = kernel_infos(result.module)
+    lowered = _lowering_notes(compile_model(model, target=target, options=options, input_shapes=input_shapes,
+                                            compile_to="linalg").module) if target == "cpu" else {}
     lines = [f"{len(infos)} kernels from {sum(len(k.nodes) for k in infos)} nodes (--fusion={fusion})", ""]
     for info in infos:
         where = f" (in loop body @{info.in_body})" if info.in_body else ""
@@ -291,7 +293,28 @@ def explain(model, fusion: str = "all", input_shapes=None, target: str = "cpu") 
             lines.append(f"    + {note}")
         for note in info.apart:
             lines.append(f"    - apart: {note}")
+        for note in lowered.get(info.name, ()):
+            lines.append(f"    = {note}")
     return "\n".join(lines)
+
+
+def _lowering_notes(module) -> dict[str, list[str]]:
+    """Kernel name -> what its lowering chose where a user would ask: the algorithm a kernel
+    runs as (`dlc.algorithm`: Winograd) and why a rule chose as it did (`dlc.lowering`)."""
+    from xdsl.dialects import func
+
+    notes: dict[str, list[str]] = {}
+    for op in module.walk():
+        if not isinstance(op, func.FuncOp):
+            continue
+        kernel_notes = []
+        if "dlc.algorithm" in op.attributes:
+            kernel_notes.append(f"runs as {op.attributes['dlc.algorithm'].data}")
+        if "dlc.lowering" in op.attributes:
+            kernel_notes += op.attributes["dlc.lowering"].data.split("; ")
+        if kernel_notes:
+            notes[op.sym_name.data] = kernel_notes
+    return notes
 
 
 def _median_ms(run, repeat: int) -> float:

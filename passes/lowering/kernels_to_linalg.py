@@ -368,6 +368,8 @@ class _Outliner:
         if kb.algorithms:
             kernel.attributes["dlc.algorithm"] = StringAttr(", ".join(dict.fromkeys(kb.algorithms)))
             kernel.attributes["dlc.executed_flops"] = IntegerAttr(max(model_flops - kb.flops_not_executed, 0), i64)
+        if kb.decisions:
+            kernel.attributes["dlc.lowering"] = StringAttr("; ".join(dict.fromkeys(kb.decisions)))
         kernel.attributes["dlc.bytes"] = IntegerAttr(sum(byte_size(v.type) for v in call_args), i64)
         if launch.nodes is not None:
             kernel.attributes["dlc.nodes"] = launch.nodes

@@ -342,11 +342,16 @@ def _implicit_pointwise(pixels: int, depth: int, threads: int, vector_width: int
 _SEPARATE_LOOP_ACTIVATIONS = ("silu",)
 
 
-def _winograd_form(op, x, w, bias, y, window: Window, groups: int, out_nhwc: bool = False) -> WinogradForm | None:
-    """The Winograd form a Conv runs as (`_winograd_worthwhile`): with `--winograd f4`, F(4x4,
+def _winograd_form(kb, op, x, w, bias, y, window: Window, groups: int,
+                   out_nhwc: bool = False) -> WinogradForm | None:
+    """The Winograd form a Conv runs as (`_winograd_refusal`): with `--winograd f4`, F(4x4,
     3x3) where its output tiles cover the map exactly (height and width multiples of 4), else
-    F(2x2, 3x3); None for the direct conv."""
-    if not _winograd_worthwhile(op, x, w, bias, y, window, groups, out_nhwc):
+    F(2x2, 3x3); None for the direct conv, saying why in the kernel's decisions where a
+    stride-1 3x3 conv stays direct."""
+    refusal = _winograd_refusal(op, x, w, bias, y, window, groups, out_nhwc)
+    if refusal is not None:
+        if refusal:
+            kb.decisions.append(f"{op.describe()} stays a direct conv, not Winograd: {refusal}")
         return None
     shape = y.type.get_shape()
     height, width = shape[1:3] if out_nhwc else shape[2:4]
@@ -366,13 +371,15 @@ def _winograd_input(kb, x: SSAValue, form: WinogradForm) -> SSAValue:
     return padded
 
 
-def _winograd_worthwhile(op, x, w, bias, y, window: Window, groups: int, out_nhwc: bool = False) -> bool:
-    """Whether a Conv runs as Winograd (unless `--no-winograd`): a float 2-D conv of one group, 3x3,
+def _winograd_refusal(op, x, w, bias, y, window: Window, groups: int, out_nhwc: bool = False) -> str | None:
+    """None where a Conv runs as Winograd (unless `--no-winograd`): a float 2-D conv of one group, 3x3,
     stride 1, no dilation, a zero pad of one on every side, a constant filter, channels whose
     harmonic mean is at least WINOGRAD_MIN_HARMONIC_CHANNELS over a map whose 2x2 output tiles
     cover at least WINOGRAD_MIN_PIXELS pixels (twice that over one of WINOGRAD_SMALL_MIN_PIXELS
     or more); over an odd map, whose last row and column of tiles overhang it, enough input
-    channels (WINOGRAD_OVERHANG_MIN_DEPTH)."""
+    channels (WINOGRAD_OVERHANG_MIN_DEPTH). Else why not: "" for a conv of another kind (not a
+    stride-1 3x3 float conv with a constant filter, or Winograd off), the rule a stride-1 3x3
+    conv missed for one the rules keep direct."""
     from passes.target_info import target_info
 
     target = target_info(op.get_toplevel_object())
@@ -382,21 +389,29 @@ def _winograd_worthwhile(op, x, w, bias, y, window: Window, groups: int, out_nhw
             and window.pads_begin == (1, 1) and window.pads_end == (1, 1)
             and isinstance(op.operands[1].owner, WeightOp) and is_f32_memref(x, w, y)
             and (bias is None or is_f32_memref(bias))):
-        return False
+        return ""
     _, channels, height, width = x.type.get_shape()
     if out_nhwc:
         _, oh, ow, out_channels = y.type.get_shape()
     else:
         _, out_channels, oh, ow = y.type.get_shape()
+    if (oh, ow) != (height, width):
+        return ""
     rows, cols = covered_extent(oh) // 2, covered_extent(ow) // 2  # F(2x2)'s tiles
-    overhang = (2 * rows, 2 * cols) != (oh, ow)
     harmonic, covered = 2 * channels * out_channels / (channels + out_channels), 4 * rows * cols
-    if covered >= WINOGRAD_MIN_PIXELS:
-        wide_enough = harmonic >= WINOGRAD_MIN_HARMONIC_CHANNELS
-    else:
-        wide_enough = covered >= WINOGRAD_SMALL_MIN_PIXELS and harmonic >= 2 * WINOGRAD_MIN_HARMONIC_CHANNELS
-    return ((oh, ow) == (height, width) and wide_enough
-            and (not overhang or channels * rows * cols >= WINOGRAD_OVERHANG_MIN_DEPTH * (rows + cols)))
+    shape = f"{channels} -> {out_channels} channels over {oh}x{ow}"
+    if covered < WINOGRAD_SMALL_MIN_PIXELS:
+        return f"{shape}: too few output tiles ({rows * cols}) to amortise the transformed filter"
+    if covered < WINOGRAD_MIN_PIXELS and harmonic < 2 * WINOGRAD_MIN_HARMONIC_CHANNELS:
+        return (f"{shape}: on a map this small the channels' harmonic mean must be at least "
+                f"{2 * WINOGRAD_MIN_HARMONIC_CHANNELS} (it is {harmonic:.0f})")
+    if harmonic < WINOGRAD_MIN_HARMONIC_CHANNELS:
+        return (f"{shape}: the transforms would cost what the GEMMs save (the channels' harmonic mean "
+                f"{harmonic:.0f} is under {WINOGRAD_MIN_HARMONIC_CHANNELS})")
+    if (2 * rows, 2 * cols) != (oh, ow) and channels * rows * cols < WINOGRAD_OVERHANG_MIN_DEPTH * (rows + cols):
+        return (f"{shape}: the tiles overhanging the odd map would cost more than the GEMMs save "
+                f"({channels} input channels are too few)")
+    return None
 
 
 def _unread_argument(value: SSAValue) -> bool:
@@ -649,7 +664,7 @@ def lower_conv(kb, op, ins, outs) -> None:
     if y_layout == NHWC:  # a KxK conv reading NCHW for a 1x1 conv that reads NHWC
         n, oh, ow, co = y_shape
         window = _conv_window(op, x_shape, w_shape, [n, co, oh, ow], groups)
-        form = _winograd_form(op, x, w, bias, y, window, groups, out_nhwc=True)
+        form = _winograd_form(kb, op, x, w, bias, y, window, groups, out_nhwc=True)
         if form is not None:
             winograd_conv(kb, op, _winograd_input(kb, x, form), constant_operand(op, 1), bias, y, _activate,
                           out_nhwc=True, form=form)
@@ -663,7 +678,7 @@ def lower_conv(kb, op, ins, outs) -> None:
         x, w, y, window = _as_unit_height(kb, x, w, y, window)
     if _pointwise_as_row_gemm(kb, op, x, w, bias, y, window, groups):
         return
-    form = _winograd_form(op, x, w, bias, y, window, groups)
+    form = _winograd_form(kb, op, x, w, bias, y, window, groups)
     if form is not None:
         winograd_conv(kb, op, _winograd_input(kb, x, form), constant_operand(op, 1), bias, y, _activate,
                       form=form)

@@ -257,6 +257,9 @@ class KernelBuilder:
         # and `dlc.algorithm`, which --profile's rooflines read).
         self.flops_not_executed = 0
         self.algorithms: list[str] = []
+        # Why a rule chose what it did where a user would ask (a 3x3 conv left direct: why not
+        # Winograd): the kernel's `dlc.lowering`, which `dlc explain` prints.
+        self.decisions: list[str] = []
 
     def scratch(self, type: MemRefType) -> SSAValue:
         """A buffer private to this kernel call (planned into the arena by plan-memory)."""
