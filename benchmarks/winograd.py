@@ -77,7 +77,7 @@ def _child(threads: int, shapes: list[tuple[int, int, int]], runs: int, rounds: 
     if force:  # every shape's stride-1 3x3 conv as Winograd, whatever the rules say
         conv_rules.WINOGRAD_MIN_PIXELS = conv_rules.WINOGRAD_SMALL_MIN_PIXELS = 0
         conv_rules.WINOGRAD_MIN_HARMONIC_CHANNELS = 0
-        conv_rules.WINOGRAD_OVERHANG_MIN_DEPTH = 0
+        conv_rules.WINOGRAD_OVERHANG_MIN_DEPTH = conv_rules.WINOGRAD_OVERHANG_MIN_PIXELS = 0
     for (channels, out_channels, side), rule in zip(shapes, rules_take):
         model = conv_model(channels, out_channels, side)
         x = {"x": np.random.default_rng(2).uniform(-1, 1, (1, channels, side, side)).astype(np.float32)}

@@ -108,8 +108,8 @@ def compile(model, target: str = "cpu", threads: int | None = None,
         features to add or remove ("+avx512vnni,-fma"). A model for a CPU this machine is not
         saves but does not run here.
     embed_weights: model.so holds the weights too, for the C API's one-file deployment.
-    winograd: stride-1 3x3 convs over maps of 14x14 or more (odd ones of 13x13 or more from
-        deep enough inputs) as Winograd: "f2" (or True, the default) F(2x2, 3x3), 16/36 of the
+    winograd: stride-1 3x3 convs over maps of 14x14 or more (10x10 from deep channels, odd
+        ones from 27x27) as Winograd: "f2" (or True, the default) F(2x2, 3x3), 16/36 of the
         multiply-adds (ResNet-18 0.82x the time on one thread, 0.85x on two; VGG-19 0.65x),
         rounding closer to float64 than the direct conv; "f4"
         F(4x4, 3x3) where its tiles cover the map, 1/4 of them (a conv 0.75-0.82x F(2x2)'s

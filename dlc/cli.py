@@ -925,8 +925,8 @@ def build_parser() -> argparse.ArgumentParser:
     def winograd_options(p) -> None:
         """`--winograd f2|f4|none` and `--no-winograd` (CompileOptions.winograd)."""
         p.add_argument("--winograd", default="f2", choices=("f2", "f4", "none"),
-                       help="stride-1 3x3 convs over maps of 14x14 or more (odd ones from 13x13 with deep "
-                            "inputs) as Winograd F(2x2,3x3) (f2, the default: 16/36 of the multiply-adds) or "
+                       help="stride-1 3x3 convs over maps of 14x14 or more (10x10 from deep channels, odd "
+                            "ones from 27x27) as Winograd F(2x2,3x3) (f2, the default: 16/36 of the multiply-adds) or "
                             "F(4x4,3x3) where it covers the map (f4: "
                             "1/4 of them, 2-3x the direct conv's rounding error), or direct convs (none)")
         p.add_argument("--no-winograd", dest="winograd", action="store_const", const="none",

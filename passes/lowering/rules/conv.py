@@ -277,20 +277,22 @@ IMPLICIT_GEMM_CONVS = True
 WINOGRAD_CONVS = True
 WINOGRAD_MIN_PIXELS = 14 * 14  # covered by its 2x2 output tiles: 13x13 maps too (49 tiles)
 # Smaller maps, down to this, where the channels' harmonic mean (below) is at least twice the
-# least: f2 / direct on the VM, one and two threads, 64 -> 64 over 12x12 0.81 and 1.06, 64 ->
-# 128 0.75 and 0.88, 128 -> 128 over 10x10 0.83 and 0.83, 256 -> 384 over 12x12 0.66 and 0.71,
-# 512 -> 512 0.62 and 0.63 (`python benchmarks/winograd.py --force`); AlexNet 29.6 -> 29.0 ms
-# and ZFNet 49.9 -> 48.0 on one thread, their 3x3 convs over 12x12. 7x7 maps stay direct.
+# least: f2 / direct at 1 / 4 / 16 threads on the 16-core Xeon, 512 -> 512 over 12x12 0.60 /
+# 0.59 / 0.57, 256 -> 384 0.65 / 0.64 / 0.60, but 64 -> 64 0.80 / 1.32 / 1.33 and 64 -> 128
+# 0.72 / 1.06 / 1.35 (`python benchmarks/winograd.py --force`); AlexNet 29.6 -> 29.0 ms and
+# ZFNet 49.9 -> 48.0 on one VM thread, their 3x3 convs over 12x12. 7x7 maps stay direct.
 WINOGRAD_SMALL_MIN_PIXELS = 10 * 10
 # Where the tiles overhang an odd map, the last tile column's and row's output transforms are
 # loops of one tile across (scalar), costing in proportion to CO (rows + cols) where the GEMMs
-# save in proportion to C CO rows cols: such a conv needs C rows cols >= this (rows + cols).
-# f2 / direct on the VM, one and two threads: 48 -> 192 over 13x13 (C rows cols / (rows +
-# cols) 168) 0.86 and 1.04, 64 -> 256 over 13x13 (224) 0.83 and 1.13, 48 -> 192 over 27x27
-# (336) 0.71 and 1.09; 128 -> 128 over 13x13 (448) 0.84 and 0.88, 64 -> 64 over 27x27 (448)
-# 0.78 and 0.98, 128 -> 192 over 27x27 (896) 0.65 and 0.73, 256 -> 384 over 13x13 (896) 0.73
-# and 0.79, 64 -> 192 over 55x55 (896) 0.58 and 0.86.
-WINOGRAD_OVERHANG_MIN_DEPTH = 448
+# save in proportion to C CO rows cols: such a conv needs C rows cols >= this (rows + cols),
+# over a map of at least WINOGRAD_OVERHANG_MIN_PIXELS. f2 / direct, C rows cols / (rows + cols)
+# in brackets, at 1 / 4 / 16 threads on the 16-core Xeon (`python benchmarks/winograd.py
+# --force --threads 1,4,16`): 128 -> 192 over 27x27 (896) 0.66 / 0.69 / 0.68, 64 -> 192 over
+# 55x55 (896) 0.67 / 1.02 / 0.76; 64 -> 64 over 27x27 (448) 0.80 / 0.83 / 1.42, 48 -> 192 over
+# 27x27 (336) 0.79 / 0.92 / 1.24; over 13x13, 256 -> 384 (896) 0.72 / 0.84 / 1.15, 128 -> 128
+# (448) 0.85 / 1.06 / 1.66, 64 -> 256 (224) 0.95 / 1.47 / 2.03.
+WINOGRAD_OVERHANG_MIN_DEPTH = 896
+WINOGRAD_OVERHANG_MIN_PIXELS = 28 * 28  # covered: 27x27 maps and larger
 # ...and whose channels' harmonic mean 2 C CO / (C + CO) is at least this: the GEMMs save
 # 5 C CO multiply-adds a pixel, the transforms cost in proportion to C + CO. One and two threads
 # on the VM, ms direct -> Winograd: 16 -> 64 over 56x56 0.38 -> 0.35 and 0.20 -> 0.30; 32 -> 128
@@ -376,10 +378,10 @@ def _winograd_refusal(op, x, w, bias, y, window: Window, groups: int, out_nhwc: 
     stride 1, no dilation, a zero pad of one on every side, a constant filter, channels whose
     harmonic mean is at least WINOGRAD_MIN_HARMONIC_CHANNELS over a map whose 2x2 output tiles
     cover at least WINOGRAD_MIN_PIXELS pixels (twice that over one of WINOGRAD_SMALL_MIN_PIXELS
-    or more); over an odd map, whose last row and column of tiles overhang it, enough input
-    channels (WINOGRAD_OVERHANG_MIN_DEPTH). Else why not: "" for a conv of another kind (not a
-    stride-1 3x3 float conv with a constant filter, or Winograd off), the rule a stride-1 3x3
-    conv missed for one the rules keep direct."""
+    or more); over an odd map, whose last row and column of tiles overhang it, 27x27 or more
+    (WINOGRAD_OVERHANG_MIN_PIXELS) and enough input channels (WINOGRAD_OVERHANG_MIN_DEPTH).
+    Else why not: "" for a conv of another kind (not a stride-1 3x3 float conv with a constant
+    filter, or Winograd off), the rule a stride-1 3x3 conv missed for one the rules keep direct."""
     from passes.target_info import target_info
 
     target = target_info(op.get_toplevel_object())
@@ -408,9 +410,12 @@ def _winograd_refusal(op, x, w, bias, y, window: Window, groups: int, out_nhwc: 
     if harmonic < WINOGRAD_MIN_HARMONIC_CHANNELS:
         return (f"{shape}: the transforms would cost what the GEMMs save (the channels' harmonic mean "
                 f"{harmonic:.0f} is under {WINOGRAD_MIN_HARMONIC_CHANNELS})")
-    if (2 * rows, 2 * cols) != (oh, ow) and channels * rows * cols < WINOGRAD_OVERHANG_MIN_DEPTH * (rows + cols):
-        return (f"{shape}: the tiles overhanging the odd map would cost more than the GEMMs save "
-                f"({channels} input channels are too few)")
+    if (2 * rows, 2 * cols) != (oh, ow):
+        if covered < WINOGRAD_OVERHANG_MIN_PIXELS:
+            return f"{shape}: on an odd map this small the overhanging tiles would cost more than the GEMMs save"
+        if channels * rows * cols < WINOGRAD_OVERHANG_MIN_DEPTH * (rows + cols):
+            return (f"{shape}: the tiles overhanging the odd map would cost more than the GEMMs save "
+                    f"({channels} input channels are too few)")
     return None
 
 
