@@ -275,7 +275,7 @@ IMPLICIT_GEMM_CONVS = True
 # maps the transformed filter (16/9 of the filter's bytes, streamed once a run) costs more than
 # the multiply-adds saved. Results round differently from the direct conv's.
 WINOGRAD_CONVS = True
-WINOGRAD_MIN_PIXELS = 14 * 14  # covered by its 2x2 output tiles: 13x13 maps too (49 tiles)
+WINOGRAD_MIN_PIXELS = 14 * 14  # pixels its 2x2 output tiles cover (an odd map's overhang counted)
 # Smaller maps, down to this, where the channels' harmonic mean (below) is at least twice the
 # least: f2 / direct at 1 / 4 / 16 threads on the 16-core Xeon, 512 -> 512 over 12x12 0.60 /
 # 0.59 / 0.57, 256 -> 384 0.65 / 0.64 / 0.60, but 64 -> 64 0.80 / 1.32 / 1.33 and 64 -> 128

@@ -23,8 +23,8 @@ of 16 values a tile:
 All three run once a pass, over a block of tile rows of one image whose V and M stay in L2
 (`row_blocks`); the passes are scf.for loops over images and blocks, x, y and the residual seen
 at each pass's run-time offset (`strided<[...], offset: ?>`), so a conv's code is that of one
-pass (two where the last block is shorter) whatever its batch and map. An odd map (13x13,
-27x27) is covered by whole tiles over an input padded with zeros past it; the overhanging
+pass (two where the last block is shorter) whatever its batch and map. An odd map (27x27,
+55x55) is covered by whole tiles over an input padded with zeros past it; the overhanging
 tiles' outputs beyond it are computed and never stored. The transforms add and
 subtract only (B and A hold 0 and +-1, G halves): against a float64 reference the error is
 2.2-2.9e-7 of the output's scale, the direct conv's 4.8-7.9e-7 (its sums run over 9C products;
